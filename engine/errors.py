@@ -1,0 +1,160 @@
+"""The one exception tree of CTC Engine.
+
+Every error the engine raises on purpose derives from :class:`CtcError`; third-party
+errors (asyncpg, aiohttp, yaml, pydantic) are translated at the boundary with
+``raise ... from exc``. The CLI catches ``CtcError`` alone, prints one line and exits
+non-zero; the API maps each class to a stable error code and HTTP status.
+
+::
+
+    CtcError
+    ├── ConfigError                 a config file or value is wrong (names file:line: field)
+    ├── DomainError                 the pure domain refused something
+    │   ├── IllegalTransition       a call status change the state machine forbids
+    │   └── InvalidInput            a value (phone number, field) is not acceptable
+    ├── StoreError                  PostgreSQL-side failure
+    │   ├── DatabaseUnavailable     cannot reach the database
+    │   ├── MigrationError          a migration could not be applied
+    │   │   └── MigrationChecksumMismatch   an applied migration file was changed
+    │   ├── NotFound                no such row (for this tenant)
+    │   └── Conflict                uniqueness / idempotency conflict
+    ├── ClosedResourceError         a pool, link or server was used after close()
+    ├── ApiClientError              the control API answered an error to our own client
+    └── AsteriskError               talking to Asterisk failed
+        ├── AriError
+        ├── AmiError
+        └── SandboxError            the sandbox Asterisk could not be built or run
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AmiError",
+    "ApiClientError",
+    "AriError",
+    "AsteriskError",
+    "ClosedResourceError",
+    "ConfigError",
+    "Conflict",
+    "CtcError",
+    "DatabaseUnavailable",
+    "DomainError",
+    "IllegalTransition",
+    "InvalidInput",
+    "MigrationChecksumMismatch",
+    "MigrationError",
+    "NotFound",
+    "SandboxError",
+    "StoreError",
+]
+
+
+class CtcError(Exception):
+    """Root of every error CTC Engine raises on purpose."""
+
+
+class ConfigError(CtcError):
+    """A configuration file or value is wrong.
+
+    ``str(err)`` is one line: ``engine.yaml:14: api.socket_mode: expected octal string``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.field = field
+        self.reason = message
+        where = ""
+        if file is not None:
+            where = f"{file}:{line}: " if line is not None else f"{file}: "
+        what = f"{field}: " if field else ""
+        super().__init__(f"{where}{what}{message}")
+
+
+class DomainError(CtcError):
+    """The pure domain refused an operation."""
+
+
+class IllegalTransition(DomainError):
+    """A call status change that the state machine forbids."""
+
+    def __init__(self, current: str, target: str) -> None:
+        self.current = current
+        self.target = target
+        super().__init__(f"illegal call status transition {current} -> {target}")
+
+
+class InvalidInput(DomainError):
+    """A value is not acceptable; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.reason = message
+        super().__init__(f"{field}: {message}")
+
+
+class StoreError(CtcError):
+    """PostgreSQL-side failure."""
+
+
+class DatabaseUnavailable(StoreError):
+    """The database cannot be reached."""
+
+
+class MigrationError(StoreError):
+    """A migration could not be applied."""
+
+
+class MigrationChecksumMismatch(MigrationError):
+    """An already-applied migration file was changed on disk."""
+
+
+class NotFound(StoreError):
+    """No such row (for this tenant)."""
+
+    def __init__(self, what: str, key: Any) -> None:
+        self.what = what
+        self.key = key
+        super().__init__(f"{what} {key} not found")
+
+
+class Conflict(StoreError):
+    """A uniqueness or idempotency conflict."""
+
+
+class ClosedResourceError(CtcError):
+    """A pool, link or server was used after it was closed."""
+
+
+class ApiClientError(CtcError):
+    """The control API answered an error to one of our own clients (the CLI)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(f"{code}: {message} (HTTP {status})")
+
+
+class AsteriskError(CtcError):
+    """Talking to Asterisk failed."""
+
+
+class AriError(AsteriskError):
+    """An ARI request or the ARI event socket failed."""
+
+
+class AmiError(AsteriskError):
+    """An AMI action or the AMI connection failed."""
+
+
+class SandboxError(AsteriskError):
+    """The sandbox Asterisk could not be built, started or stopped."""
