@@ -1,1 +1,1 @@
-"""engine.domain"""
+"""Pure domain logic: no I/O, no asyncio. It decides; the adapters carry out."""

@@ -1,0 +1,143 @@
+"""The call session state machine.
+
+A session is one logical call. Its status moves only along the edges of
+:data:`TRANSITIONS`; anything else raises :class:`~engine.errors.IllegalTransition`, so an
+out-of-order Asterisk event or a wrong API request can never silently overwrite state.
+
+The machine also decides what a transition means for the session's timeline (which
+timestamp it sets) and, on the terminal step, the ring and talk durations — the store
+only persists what :meth:`CallSession.transition` returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from engine.errors import IllegalTransition
+
+__all__ = [
+    "LIVE_STATUSES",
+    "TERMINAL_STATUSES",
+    "TRANSITIONS",
+    "CallSession",
+    "CallStatus",
+    "Direction",
+    "Transition",
+    "check_transition",
+]
+
+
+class CallStatus(enum.StrEnum):
+    QUEUED = "queued"
+    DIALING_AGENT = "dialing_agent"
+    AGENT_ANSWERED = "agent_answered"
+    DIALING_CUSTOMER = "dialing_customer"
+    CONNECTED = "connected"
+    COMPLETED = "completed"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+class Direction(enum.StrEnum):
+    CLICK_TO_CALL = "click_to_call"
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+S = CallStatus
+
+TERMINAL_STATUSES: frozenset[CallStatus] = frozenset(
+    {S.COMPLETED, S.BUSY, S.NO_ANSWER, S.FAILED, S.CANCELED, S.REJECTED}
+)
+LIVE_STATUSES: frozenset[CallStatus] = frozenset(set(CallStatus) - TERMINAL_STATUSES)
+
+# Every legal edge. Terminal statuses have none: a finished call stays finished.
+TRANSITIONS: Mapping[CallStatus, frozenset[CallStatus]] = {
+    # rejected: compliance or blocklist said no before anything was dialled
+    S.QUEUED: frozenset({S.DIALING_AGENT, S.CANCELED, S.REJECTED, S.FAILED}),
+    S.DIALING_AGENT: frozenset({S.AGENT_ANSWERED, S.BUSY, S.NO_ANSWER, S.FAILED, S.CANCELED}),
+    # the agent hung up before we dialled the customer: canceled, not completed
+    S.AGENT_ANSWERED: frozenset({S.DIALING_CUSTOMER, S.FAILED, S.CANCELED}),
+    S.DIALING_CUSTOMER: frozenset({S.CONNECTED, S.BUSY, S.NO_ANSWER, S.FAILED, S.CANCELED}),
+    S.CONNECTED: frozenset({S.COMPLETED, S.FAILED}),
+    **{t: frozenset() for t in TERMINAL_STATUSES},
+}
+
+# Which timeline column a status stamps when it is entered.
+_STAMPS: Mapping[CallStatus, str] = {
+    S.DIALING_AGENT: "dialing_agent_at",
+    S.AGENT_ANSWERED: "agent_answered_at",
+    S.DIALING_CUSTOMER: "dialing_customer_at",
+    S.CONNECTED: "connected_at",
+    **dict.fromkeys(TERMINAL_STATUSES, "ended_at"),
+}
+
+
+def check_transition(current: CallStatus | str, target: CallStatus | str) -> CallStatus:
+    """Return ``target`` as a :class:`CallStatus` if ``current -> target`` is legal."""
+    try:
+        cur = CallStatus(current)
+        tgt = CallStatus(target)
+    except ValueError as exc:
+        raise IllegalTransition(str(current), str(target)) from exc
+    if tgt not in TRANSITIONS[cur]:
+        raise IllegalTransition(cur.value, tgt.value)
+    return tgt
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Transition:
+    """What one legal status change does to a session row."""
+
+    status_from: CallStatus
+    status_to: CallStatus
+    at: datetime
+    # column name -> value, for the store to write along with the status
+    changes: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallSession:
+    """The part of a session the state machine needs to decide a transition."""
+
+    status: CallStatus
+    created_at: datetime
+    dialing_agent_at: datetime | None = None
+    agent_answered_at: datetime | None = None
+    dialing_customer_at: datetime | None = None
+    connected_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    def transition(self, target: CallStatus | str, at: datetime) -> Transition:
+        """Decide the change to ``target`` at time ``at``; raise if it is illegal."""
+        tgt = check_transition(self.status, target)
+        changes: dict[str, Any] = {"status": tgt.value, _STAMPS[tgt]: at}
+        if tgt.is_terminal:
+            changes.update(self._durations(at))
+        return Transition(self.status, tgt, at, changes)
+
+    def _durations(self, ended_at: datetime) -> dict[str, int]:
+        # ring time: from the first dial until someone answered (or the call ended unanswered)
+        rang_from = self.dialing_agent_at or self.dialing_customer_at
+        answered = self.agent_answered_at or self.connected_at
+        out: dict[str, int] = {}
+        if rang_from is not None:
+            out["ring_ms"] = _ms(rang_from, answered or ended_at)
+        if self.connected_at is not None:
+            out["talk_ms"] = _ms(self.connected_at, ended_at)
+        return out
+
+
+def _ms(start: datetime, end: datetime) -> int:
+    return max(0, round((end - start).total_seconds() * 1000))
