@@ -1,1 +1,39 @@
-"""engine.store"""
+"""PostgreSQL: the pool, migrations, and one repository per aggregate.
+
+No SQL lives outside this package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from engine.store.activity import ActivityRepository, WebhookRepository
+from engine.store.database import Database
+from engine.store.providers import ProviderRepository
+from engine.store.sessions import SessionRepository
+from engine.store.tenants import TenantRepository
+
+__all__ = ["Database", "Store"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Store:
+    """Every repository over one :class:`Database`."""
+
+    db: Database
+    tenants: TenantRepository
+    sessions: SessionRepository
+    providers: ProviderRepository
+    activity: ActivityRepository
+    webhooks: WebhookRepository
+
+    @classmethod
+    def over(cls, db: Database) -> Store:
+        return cls(
+            db=db,
+            tenants=TenantRepository(db),
+            sessions=SessionRepository(db),
+            providers=ProviderRepository(db),
+            activity=ActivityRepository(db),
+            webhooks=WebhookRepository(db),
+        )

@@ -1,0 +1,244 @@
+"""Request and response bodies of the control API.
+
+These models are the contract: handlers validate with them, and ``/api/v1/openapi.json``
+is generated from them, so the document cannot drift from what the routes accept.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
+
+from engine.domain.call import CallStatus, Direction
+from engine.store.providers import PROVIDER_TYPES
+
+__all__ = [
+    "AgentActivityIn",
+    "AgentActivityOut",
+    "CallEventOut",
+    "EndCallIn",
+    "ErrorBody",
+    "ErrorOut",
+    "HealthOut",
+    "InitiateIn",
+    "ProviderIn",
+    "ProviderListOut",
+    "ProviderOut",
+    "SessionDetailOut",
+    "SessionListOut",
+    "SessionListQuery",
+    "SessionOut",
+    "StatsOut",
+    "StatsQuery",
+    "StatusPatchIn",
+    "WebhookAcceptedOut",
+]
+
+ProviderType = Literal["asterisk", "sip_trunk", "twilio", "exotel", "vonage", "mcube"]
+assert set(ProviderType.__args__) == set(PROVIDER_TYPES)  # type: ignore[attr-defined]
+
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# An agent is a phone number or a PBX endpoint name (PJSIP/agent1, 1001).
+AgentTarget = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=80, pattern=r"^[\w+@./:-]+$"),
+]
+Activity = Literal["login", "logout", "available", "busy", "break", "wrap_up", "on_call", "offline"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ErrorBody(_Out):
+    code: str = Field(description="Stable machine-readable error code")
+    message: str
+    details: Any = None
+
+
+class ErrorOut(_Out):
+    error: ErrorBody
+
+
+class InitiateIn(_In):
+    """Place a click-to-call: ring the agent first, then the customer, then bridge."""
+
+    agent_number: AgentTarget = Field(
+        description="Agent's phone (E.164) or PBX extension/endpoint", examples=["1001"]
+    )
+    customer_number: ShortText = Field(
+        description="Customer's number; E.164, or national with default_region",
+        examples=["+14155550100"],
+    )
+    default_region: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = Field(
+        default=None, description="ISO country for numbers written without +country code"
+    )
+    caller_id: ShortText | None = Field(default=None, description="Caller ID shown (E.164)")
+    provider_id: uuid.UUID | None = Field(
+        default=None, description="Carrier to use; the tenant's default provider when omitted"
+    )
+    agent_id: ShortText | None = Field(default=None, description="The ERP's user id of the agent")
+    external_ref: ShortText | None = Field(
+        default=None, description="The ERP's own reference (lead, ticket, order)"
+    )
+    callback_url: AnyHttpUrl | None = Field(
+        default=None, description="Status callbacks for this call (overrides the tenant's URL)"
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Stored and echoed back")
+
+
+class SessionOut(_Out):
+    id: uuid.UUID
+    status: CallStatus
+    direction: Direction
+    agent_number: str
+    customer_number: str
+    caller_id: str | None
+    provider_id: uuid.UUID | None
+    agent_id: str | None
+    external_ref: str | None
+    metadata: dict[str, Any]
+    hangup_cause: int | None
+    hangup_cause_text: str | None
+    end_reason: str | None
+    recording_path: str | None
+    recording_duration_ms: int | None
+    ring_ms: int | None
+    talk_ms: int | None
+    created_at: datetime
+    dialing_agent_at: datetime | None
+    agent_answered_at: datetime | None
+    dialing_customer_at: datetime | None
+    connected_at: datetime | None
+    ended_at: datetime | None
+    updated_at: datetime
+
+
+class CallEventOut(_Out):
+    id: int
+    seq: int
+    event_type: str
+    status_from: str | None
+    status_to: str | None
+    payload: dict[str, Any]
+    occurred_at: datetime
+
+
+class SessionDetailOut(SessionOut):
+    events: list[CallEventOut]
+
+
+class SessionListQuery(_In):
+    status: list[CallStatus] = Field(default_factory=list, description="Repeat to OR statuses")
+    direction: Direction | None = None
+    agent_id: str | None = None
+    customer_number: str | None = Field(default=None, description="E.164")
+    external_ref: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(default=None, description="next_cursor of the previous page")
+
+
+class SessionListOut(_Out):
+    items: list[SessionOut]
+    next_cursor: str | None
+
+
+class StatusPatchIn(_In):
+    status: CallStatus
+    reason: ShortText | None = None
+    hangup_cause: int | None = Field(default=None, ge=0, le=127)
+
+
+class EndCallIn(_In):
+    reason: ShortText | None = None
+
+
+class ProviderIn(_In):
+    name: ShortText
+    provider_type: ProviderType
+    is_active: bool = True
+    is_default: bool = False
+    priority: int = Field(default=100, ge=0, le=10_000)
+    max_concurrent_calls: int | None = Field(default=None, ge=1)
+    calls_per_second: float | None = Field(default=None, gt=0, le=10_000)
+    config: dict[str, Any] = Field(default_factory=dict, description="Non-secret settings")
+    credentials: dict[str, str] = Field(
+        default_factory=dict, description="Secrets (API keys); stored, never returned"
+    )
+    webhook_secret: str | None = Field(default=None, min_length=8, description="Never returned")
+
+
+class ProviderOut(_Out):
+    id: uuid.UUID
+    name: str
+    provider_type: ProviderType
+    is_active: bool
+    is_default: bool
+    priority: int
+    max_concurrent_calls: int | None
+    calls_per_second: float | None
+    config: dict[str, Any]
+    has_credentials: bool
+    has_webhook_secret: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProviderListOut(_Out):
+    items: list[ProviderOut]
+
+
+class AgentActivityIn(_In):
+    agent_id: ShortText
+    activity: Activity
+    session_id: uuid.UUID | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    occurred_at: datetime | None = Field(default=None, description="Defaults to now")
+
+
+class AgentActivityOut(_Out):
+    id: int
+    agent_id: str
+    activity: Activity
+    session_id: uuid.UUID | None
+    details: dict[str, Any]
+    occurred_at: datetime
+
+
+class WebhookAcceptedOut(_Out):
+    id: int
+    provider_type: ProviderType
+    session_id: uuid.UUID | None
+    provider_call_id: str | None
+    processing_status: str
+
+
+class StatsQuery(_In):
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    agent_id: str | None = None
+
+
+class StatsOut(_Out):
+    total: int
+    live: int
+    by_status: dict[str, int]
+    connected: int
+    connect_rate: float | None = Field(description="connected / finished calls")
+    avg_ring_ms: int | None
+    avg_talk_ms: int | None
+    total_talk_ms: int
+
+
+class HealthOut(_Out):
+    status: Literal["ok", "degraded", "down"]
+    components: dict[str, dict[str, Any]]

@@ -1,0 +1,394 @@
+"""The control API's routes. Each handler is thin: validate (done by the router), call the
+service or a repository, shape the answer."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import prometheus_client
+from aiohttp import web
+
+from engine.api.models import (
+    AgentActivityIn,
+    AgentActivityOut,
+    CallEventOut,
+    EndCallIn,
+    ErrorOut,
+    HealthOut,
+    InitiateIn,
+    ProviderIn,
+    ProviderListOut,
+    ProviderOut,
+    SessionDetailOut,
+    SessionListOut,
+    SessionListQuery,
+    SessionOut,
+    StatsOut,
+    StatsQuery,
+    StatusPatchIn,
+    WebhookAcceptedOut,
+)
+from engine.api.routing import ApiRequest, BadRequest, Router, json_response
+from engine.api.state import API_STATE
+from engine.domain.phone import to_e164
+from engine.errors import NotFound
+from engine.store.providers import PROVIDER_TYPES, NewProvider
+from engine.store.sessions import SessionFilter, StoredSession
+
+__all__ = ["router"]
+
+router = Router()
+API = "/api/v1"
+C2C = f"{API}/click-to-call"
+E = ErrorOut  # error responses share one body
+
+
+def _session_out(session: StoredSession) -> SessionOut:
+    return SessionOut.model_validate(session, from_attributes=True)
+
+
+# -- click-to-call ----------------------------------------------------------------------------
+
+
+@router.route(
+    "POST",
+    f"{C2C}/initiate",
+    summary="Place a click-to-call",
+    tags=("click-to-call",),
+    body=InitiateIn,
+    responses={202: SessionOut, 400: E, 401: E, 409: E, 413: E, 422: E},
+)
+async def initiate_call(req: ApiRequest) -> web.StreamResponse:
+    """Stores a queued session and starts dialing. With `Idempotency-Key`, a repeat returns
+    the first session (header `Idempotent-Replayed: true`); the same key with a different
+    body is 409."""
+    key = req.raw.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 200:
+        raise BadRequest(422, "validation_error", "Idempotency-Key must be 1-200 characters")
+    state = req.raw.app[API_STATE]
+    session, created = await state.calls.initiate(
+        req.require_tenant(), req.body_as(InitiateIn), idempotency_key=key
+    )
+    headers = {"Location": f"{C2C}/sessions/{session.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(_session_out(session), 202, headers)
+
+
+@router.route(
+    "GET",
+    f"{C2C}/sessions",
+    summary="List sessions (newest first, cursor pagination)",
+    tags=("click-to-call",),
+    query=SessionListQuery,
+    responses={200: SessionListOut, 401: E, 422: E},
+)
+async def list_sessions(req: ApiRequest) -> web.StreamResponse:
+    q = req.query_as(SessionListQuery)
+    customer = to_e164(q.customer_number, field="customer_number") if q.customer_number else None
+    page = await req.raw.app[API_STATE].store.sessions.find(
+        req.require_tenant().id,
+        SessionFilter(
+            statuses=q.status,
+            direction=q.direction,
+            agent_id=q.agent_id,
+            customer_number=customer,
+            external_ref=q.external_ref,
+            created_after=q.created_after,
+            created_before=q.created_before,
+        ),
+        limit=q.limit,
+        cursor=q.cursor,
+    )
+    return json_response(
+        SessionListOut(items=[_session_out(s) for s in page.items], next_cursor=page.next_cursor)
+    )
+
+
+@router.route(
+    "GET",
+    f"{C2C}/sessions/{{session_id}}",
+    summary="One session with its event timeline",
+    tags=("click-to-call",),
+    responses={200: SessionDetailOut, 401: E, 404: E},
+)
+async def get_session(req: ApiRequest) -> web.StreamResponse:
+    tenant = req.require_tenant()
+    sid = _session_id(req)
+    store = req.raw.app[API_STATE].store
+    session = await store.sessions.get(tenant.id, sid)
+    events = await store.sessions.events(tenant.id, sid)
+    detail = SessionDetailOut.model_validate(
+        {
+            **_session_out(session).model_dump(),
+            "events": [CallEventOut.model_validate(e, from_attributes=True) for e in events],
+        }
+    )
+    return json_response(detail)
+
+
+@router.route(
+    "PATCH",
+    f"{C2C}/sessions/{{session_id}}/status",
+    summary="Set a session's status (validated by the call state machine)",
+    tags=("click-to-call",),
+    body=StatusPatchIn,
+    responses={200: SessionOut, 400: E, 401: E, 404: E, 409: E, 422: E},
+)
+async def patch_session_status(req: ApiRequest) -> web.StreamResponse:
+    """For calls a carrier or the ERP drives; an illegal transition is 409."""
+    body = req.body_as(StatusPatchIn)
+    session, _ = await req.raw.app[API_STATE].calls.set_status(
+        req.require_tenant(),
+        _session_id(req),
+        body.status,
+        reason=body.reason,
+        hangup_cause=body.hangup_cause,
+    )
+    return json_response(_session_out(session))
+
+
+@router.route(
+    "POST",
+    f"{C2C}/sessions/{{session_id}}/end",
+    summary="End a call (hangs up every leg)",
+    tags=("click-to-call",),
+    body=EndCallIn,
+    responses={200: SessionOut, 400: E, 401: E, 404: E, 409: E, 422: E},
+)
+async def end_session(req: ApiRequest) -> web.StreamResponse:
+    session = await req.raw.app[API_STATE].calls.end(
+        req.require_tenant(), _session_id(req), reason=req.body_as(EndCallIn).reason
+    )
+    return json_response(_session_out(session))
+
+
+@router.route(
+    "GET",
+    f"{C2C}/stats",
+    summary="Call statistics for a period",
+    tags=("click-to-call",),
+    query=StatsQuery,
+    responses={200: StatsOut, 401: E, 422: E},
+)
+async def call_stats(req: ApiRequest) -> web.StreamResponse:
+    q = req.query_as(StatsQuery)
+    stats = await req.raw.app[API_STATE].store.sessions.stats(
+        req.require_tenant().id,
+        created_after=q.created_after,
+        created_before=q.created_before,
+        agent_id=q.agent_id,
+    )
+    return json_response(StatsOut.model_validate(stats, from_attributes=True))
+
+
+def _session_id(req: ApiRequest) -> uuid.UUID:
+    try:
+        return req.path_uuid("session_id")
+    except Exception as exc:
+        raise NotFound("session", req.raw.match_info["session_id"]) from exc
+
+
+# -- providers --------------------------------------------------------------------------------
+
+
+@router.route(
+    "POST",
+    f"{API}/voip-providers",
+    summary="Add a VoIP provider (carrier)",
+    tags=("providers",),
+    body=ProviderIn,
+    responses={201: ProviderOut, 400: E, 401: E, 409: E, 422: E},
+)
+async def create_provider(req: ApiRequest) -> web.StreamResponse:
+    body = req.body_as(ProviderIn)
+    provider = await req.raw.app[API_STATE].store.providers.create(
+        NewProvider(tenant_id=req.require_tenant().id, **body.model_dump())
+    )
+    return json_response(
+        ProviderOut.model_validate(provider, from_attributes=True),
+        201,
+        {"Location": f"{API}/voip-providers/{provider.id}"},
+    )
+
+
+@router.route(
+    "GET",
+    f"{API}/voip-providers",
+    summary="List the tenant's providers",
+    tags=("providers",),
+    responses={200: ProviderListOut, 401: E},
+)
+async def list_providers(req: ApiRequest) -> web.StreamResponse:
+    providers = await req.raw.app[API_STATE].store.providers.all(req.require_tenant().id)
+    return json_response(
+        ProviderListOut(
+            items=[ProviderOut.model_validate(p, from_attributes=True) for p in providers]
+        )
+    )
+
+
+@router.route(
+    "GET",
+    f"{API}/voip-providers/{{provider_id}}",
+    summary="One provider (credentials are never returned)",
+    tags=("providers",),
+    responses={200: ProviderOut, 401: E, 404: E},
+)
+async def get_provider(req: ApiRequest) -> web.StreamResponse:
+    try:
+        pid = req.path_uuid("provider_id")
+    except Exception as exc:
+        raise NotFound("provider", req.raw.match_info["provider_id"]) from exc
+    provider = await req.raw.app[API_STATE].store.providers.get(req.require_tenant().id, pid)
+    return json_response(ProviderOut.model_validate(provider, from_attributes=True))
+
+
+# -- webhooks and agent activity --------------------------------------------------------------
+
+# Where each carrier puts its call id in a status webhook (from their documented payloads).
+_CALL_ID_FIELDS = {
+    "twilio": ("CallSid",),
+    "exotel": ("CallSid", "call_sid"),
+    "vonage": ("uuid", "conversation_uuid"),
+    "mcube": ("callid", "call_id", "CallId"),
+    "sip_trunk": ("call_id",),
+    "asterisk": ("call_id", "uniqueid"),
+}
+_EVENT_FIELDS = ("CallStatus", "status", "Status", "event", "EventType")
+
+
+@router.route(
+    "POST",
+    f"{API}/webhooks/voip/{{provider_type}}",
+    summary="Receive a carrier's status webhook (JSON or form-encoded)",
+    tags=("webhooks",),
+    body_content={
+        "application/json": {"schema": {"type": "object"}},
+        "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+    },
+    responses={202: WebhookAcceptedOut, 400: E, 401: E, 404: E},
+)
+async def receive_webhook(req: ApiRequest) -> web.StreamResponse:
+    """Logged as received and linked to the session with the carrier's call id."""
+    provider_type = req.raw.match_info["provider_type"]
+    if provider_type not in PROVIDER_TYPES:
+        raise NotFound("provider type", provider_type)
+    payload = await _webhook_payload(req.raw)
+    call_id = next(
+        (str(payload[f]) for f in _CALL_ID_FIELDS[provider_type] if payload.get(f)), None
+    )
+    event_type = next((str(payload[f]) for f in _EVENT_FIELDS if payload.get(f)), None)
+    keep = ("Content-Type", "User-Agent", "X-Twilio-Signature", "X-Exotel-Signature")
+    headers = {h: req.raw.headers[h] for h in keep if h in req.raw.headers}
+    entry = await req.raw.app[API_STATE].store.webhooks.record(
+        req.require_tenant().id,
+        provider_type,
+        payload=payload,
+        headers=headers,
+        provider_call_id=call_id,
+        event_type=event_type,
+    )
+    return json_response(WebhookAcceptedOut.model_validate(entry, from_attributes=True), 202)
+
+
+async def _webhook_payload(request: web.Request) -> dict[str, Any]:
+    if request.content_type == "application/x-www-form-urlencoded":
+        form = await request.post()
+        return {k: str(v) for k, v in form.items()}
+    text = await request.text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            400,
+            "invalid_json",
+            f"webhook body is neither form-encoded nor JSON: line {exc.lineno}: {exc.msg}",
+        ) from exc
+    if not isinstance(data, dict):
+        raise BadRequest(400, "invalid_json", "webhook body must be a JSON object")
+    return data
+
+
+@router.route(
+    "POST",
+    f"{API}/agent-activity",
+    summary="Record an agent's activity (login, available, break, ...)",
+    tags=("agents",),
+    body=AgentActivityIn,
+    responses={201: AgentActivityOut, 400: E, 401: E, 404: E, 422: E},
+)
+async def record_agent_activity(req: ApiRequest) -> web.StreamResponse:
+    body = req.body_as(AgentActivityIn)
+    entry = await req.raw.app[API_STATE].store.activity.record(
+        req.require_tenant().id,
+        body.agent_id,
+        body.activity,
+        session_id=body.session_id,
+        details=body.details,
+        occurred_at=body.occurred_at,
+    )
+    return json_response(AgentActivityOut.model_validate(entry, from_attributes=True), 201)
+
+
+# -- operations -------------------------------------------------------------------------------
+
+
+@router.route(
+    "GET",
+    "/healthz",
+    summary="Health of every component",
+    tags=("ops",),
+    responses={200: HealthOut},
+    auth=False,
+)
+async def healthz(req: ApiRequest) -> web.StreamResponse:
+    health = req.raw.app[API_STATE].health
+    return json_response(HealthOut(status=health.overall, components=health.snapshot()))
+
+
+@router.route(
+    "GET",
+    "/readyz",
+    summary="Ready to take calls (database reachable)",
+    tags=("ops",),
+    responses={200: HealthOut, 503: HealthOut},
+    auth=False,
+)
+async def readyz(req: ApiRequest) -> web.StreamResponse:
+    state = req.raw.app[API_STATE]
+    await state.check_database()
+    health = state.health
+    body = HealthOut(status=health.overall, components=health.snapshot())
+    return json_response(body, 200 if health.ready else 503)
+
+
+@router.route(
+    "GET",
+    "/metrics",
+    summary="Prometheus metrics",
+    tags=("ops",),
+    responses={200: None},
+    auth=False,
+    response_content="text/plain",
+)
+async def metrics(req: ApiRequest) -> web.StreamResponse:
+    registry = req.raw.app[API_STATE].metrics.registry
+    resp = web.Response(body=prometheus_client.generate_latest(registry))
+    resp.content_type = "text/plain"
+    resp.charset = "utf-8"
+    return resp
+
+
+@router.route(
+    "GET",
+    f"{API}/openapi.json",
+    summary="This document",
+    tags=("ops",),
+    responses={200: None},
+    auth=False,
+)
+async def openapi_document(req: ApiRequest) -> web.StreamResponse:
+    return web.json_response(req.raw.app[API_STATE].openapi)

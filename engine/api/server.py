@@ -1,0 +1,247 @@
+"""The control API's HTTP servers: a Unix socket (trusted, local) and optional TCP (bearer
+tokens). Both serve the same routes over the same state.
+
+Who is the tenant:
+- on TCP, the bearer token's tenant; no valid token is 401.
+- on the Unix socket, the bearer token's tenant if one is sent, else the tenant named by
+  ``X-CTC-Tenant`` (a slug), else ``default``. Access to the socket itself is the
+  permission, set by ``api.socket_mode``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from pydantic import ValidationError
+
+from engine.api.routes import router
+from engine.api.routing import BadRequest, validation_details
+from engine.api.state import API_STATE, ApiState
+from engine.errors import (
+    ClosedResourceError,
+    Conflict,
+    CtcError,
+    DatabaseUnavailable,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+)
+from engine.store.tenants import Tenant
+
+__all__ = ["ApiServer", "build_app"]
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, code: str, message: str, details: object = None) -> web.Response:
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return web.json_response(body, status=status)
+
+
+def _translate(exc: BaseException) -> web.Response:
+    """Map the project's errors to stable codes; anything else is a 500 (a bug)."""
+    match exc:
+        case BadRequest():
+            return _error(exc.status, exc.code, exc.message, exc.details)
+        case InvalidInput():
+            details = [{"field": exc.field, "message": exc.reason}]
+            return _error(422, "validation_error", str(exc), details)
+        case ValidationError():
+            return _error(422, "validation_error", "invalid input", validation_details(exc))
+        case NotFound():
+            return _error(404, "not_found", str(exc))
+        case IllegalTransition():
+            transition = {"current": exc.current, "requested": exc.target}
+            return _error(409, "illegal_transition", str(exc), transition)
+        case Conflict():
+            return _error(409, "conflict", str(exc))
+        case DatabaseUnavailable() | ClosedResourceError():
+            return _error(503, "unavailable", str(exc))
+        case web.HTTPRequestEntityTooLarge():
+            return _error(413, "body_too_large", "request body is too large")
+        case web.HTTPMethodNotAllowed():
+            return _error(
+                405,
+                "method_not_allowed",
+                f"method not allowed; allowed: {', '.join(sorted(exc.allowed_methods))}",
+            )
+        case web.HTTPNotFound():
+            return _error(404, "not_found", "no such route")
+        case web.HTTPException():
+            return _error(exc.status, "http_error", exc.reason)
+        case _:
+            return _error(500, "internal_error", "internal error; see the engine log")
+
+
+@web.middleware
+async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = request.app[API_STATE]
+    started = time.perf_counter()
+    route = (
+        request.match_info.route.resource.canonical if request.match_info.route.resource else "?"
+    )
+    try:
+        response = await handler(request)
+    except (CtcError, BadRequest, ValidationError, web.HTTPException) as exc:
+        response = _translate(exc)
+        if response.status >= 500:
+            log.warning("api.unavailable", route=route, error=str(exc))
+    except Exception:
+        log.exception("api.internal_error", route=route, method=request.method)
+        response = _translate(Exception())
+    state.metrics.http_requests.labels(request.method, route, str(response.status)).inc()
+    state.metrics.http_latency.labels(request.method, route).observe(time.perf_counter() - started)
+    return response
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def _auth(*, local: bool) -> Middleware:
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        tenants = request.app[API_STATE].store.tenants
+        token = _bearer(request)
+        tenant: Tenant | None = None
+        if token is not None:
+            tenant = await tenants.by_token(token)
+            if tenant is None:
+                raise BadRequest(401, "unauthorized", "invalid or revoked token")
+        elif local:
+            slug = request.headers.get("X-CTC-Tenant", "default")
+            try:
+                tenant = await tenants.by_slug(slug)
+            except NotFound as exc:
+                raise BadRequest(401, "unauthorized", f"unknown tenant {slug!r}") from exc
+        request["tenant"] = tenant
+        return await handler(request)
+
+    return authenticate
+
+
+def build_app(state: ApiState, *, local: bool, max_body_bytes: int = 65536) -> web.Application:
+    app = web.Application(
+        middlewares=[_errors_and_metrics, _auth(local=local)], client_max_size=max_body_bytes
+    )
+    app[API_STATE] = state
+    router.install(app)
+    return app
+
+
+class ApiServer:
+    """The Unix-socket site and the optional TCP site, as one async context manager."""
+
+    def __init__(
+        self,
+        state: ApiState,
+        *,
+        socket_path: Path,
+        socket_mode: int = 0o660,
+        tcp: tuple[str, int] | None = None,
+        max_body_bytes: int = 65536,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        self._state = state
+        self._socket_path = socket_path
+        self._socket_mode = socket_mode
+        self._tcp = tcp
+        self._max_body = max_body_bytes
+        self._shutdown_timeout = shutdown_timeout
+        self._runners: list[web.AppRunner] = []
+        self._closed = False
+
+    @property
+    def tcp_port(self) -> int | None:
+        """The bound TCP port (useful when configured as 0)."""
+        for runner in self._runners:
+            for addr in runner.addresses:
+                if isinstance(addr, tuple):
+                    return int(addr[1])
+        return None
+
+    async def start(self) -> Self:
+        if self._closed:
+            raise ClosedResourceError("ApiServer is closed")
+        try:
+            await self._start_unix()
+            if self._tcp is not None:
+                await self._start_tcp(*self._tcp)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def _start_unix(self) -> None:
+        path = self._socket_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_socket():
+                path.unlink()  # a stale socket from a previous run
+        runner = web.AppRunner(
+            build_app(self._state, local=True, max_body_bytes=self._max_body),
+            shutdown_timeout=self._shutdown_timeout,
+            access_log=None,
+        )
+        await runner.setup()
+        self._runners.append(runner)
+        try:
+            await web.UnixSite(runner, str(path)).start()
+        except OSError as exc:
+            raise CtcError(f"cannot listen on {path}: {exc.strerror}") from exc
+        os.chmod(path, self._socket_mode)
+        log.info("api.listening", socket=str(path), mode=oct(self._socket_mode))
+
+    async def _start_tcp(self, host: str, port: int) -> None:
+        runner = web.AppRunner(
+            build_app(self._state, local=False, max_body_bytes=self._max_body),
+            shutdown_timeout=self._shutdown_timeout,
+            access_log=None,
+        )
+        await runner.setup()
+        self._runners.append(runner)
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise CtcError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        log.info("api.listening", host=host, port=self.tcp_port)
+
+    async def close(self) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), remove the socket."""
+        self._closed = True
+        runners, self._runners = self._runners, []
+        for runner in reversed(runners):
+            try:
+                await asyncio.shield(runner.cleanup())
+            except Exception:
+                log.warning("api.close_failed", exc_info=True)
+        with contextlib.suppress(FileNotFoundError):
+            if self._socket_path.is_socket():
+                self._socket_path.unlink()
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

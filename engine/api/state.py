@@ -1,0 +1,37 @@
+"""What every request handler can reach: the store, the services, health and metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from aiohttp import web
+
+from engine.calls import CallService
+from engine.errors import StoreError
+from engine.health import HealthReport
+from engine.metrics import Metrics
+from engine.store import Store
+
+__all__ = ["API_STATE", "ApiState"]
+
+
+@dataclasses.dataclass(slots=True)
+class ApiState:
+    store: Store
+    calls: CallService
+    health: HealthReport
+    metrics: Metrics
+    openapi: dict[str, Any]
+
+    async def check_database(self) -> None:
+        """Ping PostgreSQL and put the answer in the health report."""
+        try:
+            await self.store.db.ping()
+        except StoreError as exc:
+            self.health.set("database", "down", str(exc))
+        else:
+            self.health.set("database", "up")
+
+
+API_STATE: web.AppKey[ApiState] = web.AppKey("api_state", ApiState)

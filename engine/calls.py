@@ -1,0 +1,138 @@
+"""Call operations the API (and later the telephony side) ask for.
+
+``CallService`` turns a validated request into domain decisions and store writes. It is
+the one seam where dialing hooks in: the Asterisk issue gives it a dialer that starts the
+agent leg once the queued session is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+import structlog
+
+from engine.api.models import InitiateIn
+from engine.domain.call import CallStatus
+from engine.domain.phone import to_e164
+from engine.errors import Conflict, InvalidInput, NotFound
+from engine.store import Store
+from engine.store.sessions import CallEvent, NewSession, StoredSession
+from engine.store.tenants import Tenant
+
+__all__ = ["CallService", "request_fingerprint"]
+
+log = structlog.get_logger(__name__)
+
+
+def request_fingerprint(body: dict[str, Any]) -> str:
+    """A stable hash of a request body, to tell a retry from a different request."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class CallService:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def initiate(
+        self, tenant: Tenant, request: InitiateIn, *, idempotency_key: str | None = None
+    ) -> tuple[StoredSession, bool]:
+        """Validate and store a queued click-to-call; return it and whether it is new."""
+        region = request.default_region
+        customer = to_e164(request.customer_number, field="customer_number", default_region=region)
+        agent = request.agent_number
+        if agent.startswith("+"):
+            agent = to_e164(agent, field="agent_number")
+        caller_id = (
+            to_e164(request.caller_id, field="caller_id", default_region=region)
+            if request.caller_id
+            else None
+        )
+        provider_id = request.provider_id
+        if provider_id is not None:
+            try:
+                provider = await self._store.providers.get(tenant.id, provider_id)
+            except NotFound as exc:
+                raise InvalidInput("provider_id", "unknown provider") from exc
+            if not provider.is_active:
+                raise InvalidInput("provider_id", f"provider {provider.name!r} is not active")
+        else:
+            default = await self._store.providers.default(tenant.id)
+            provider_id = default.id if default is not None else None
+        new = NewSession(
+            tenant_id=tenant.id,
+            agent_number=agent,
+            customer_number=customer,
+            provider_id=provider_id,
+            caller_id=caller_id,
+            agent_id=request.agent_id,
+            external_ref=request.external_ref,
+            callback_url=str(request.callback_url) if request.callback_url else None,
+            metadata=request.metadata,
+            idempotency_key=idempotency_key,
+            request_hash=request_fingerprint(request.model_dump(mode="json"))
+            if idempotency_key
+            else None,
+        )
+        session, created = await self._store.sessions.create(new)
+        log.info(
+            "call.queued" if created else "call.idempotent_replay",
+            call_id=str(session.id),
+            tenant_id=str(tenant.id),
+        )
+        return session, created
+
+    async def set_status(
+        self,
+        tenant: Tenant,
+        session_id: uuid.UUID,
+        status: CallStatus,
+        *,
+        reason: str | None = None,
+        hangup_cause: int | None = None,
+    ) -> tuple[StoredSession, CallEvent]:
+        changes: dict[str, Any] = {}
+        if hangup_cause is not None:
+            changes["hangup_cause"] = hangup_cause
+        if reason is not None and status.is_terminal:
+            changes["end_reason"] = reason
+        session, event = await self._store.sessions.transition(
+            tenant.id,
+            session_id,
+            status,
+            payload={"source": "api", **({"reason": reason} if reason else {})},
+            changes=changes,
+        )
+        log.info(
+            "call.status_set",
+            call_id=str(session_id),
+            tenant_id=str(tenant.id),
+            status=status.value,
+        )
+        return session, event
+
+    async def end(
+        self, tenant: Tenant, session_id: uuid.UUID, *, reason: str | None = None
+    ) -> StoredSession:
+        """End a live call from the API: completed once connected, canceled before."""
+        current = await self._store.sessions.get(tenant.id, session_id)
+        if current.status.is_terminal:
+            raise Conflict(f"session {session_id} already ended ({current.status.value})")
+        target = (
+            CallStatus.COMPLETED if current.status is CallStatus.CONNECTED else CallStatus.CANCELED
+        )
+        session, _ = await self._store.sessions.transition(
+            tenant.id,
+            session_id,
+            target,
+            event_type="session.ended",
+            payload={"source": "api", "reason": reason or "ended by API"},
+            changes={"end_reason": reason or "ended by API"},
+        )
+        log.info(
+            "call.ended", call_id=str(session_id), tenant_id=str(tenant.id), status=target.value
+        )
+        return session

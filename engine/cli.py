@@ -1,0 +1,283 @@
+"""The ``ctc`` command. Thin: parse arguments, call the engine, print one line per error.
+
+Only :class:`~engine.errors.CtcError` is caught: it prints ``error: …`` and exits 1.
+Anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from engine.config import Settings, load_settings, redacted_summary
+from engine.errors import CtcError
+from engine.logging import configure_logging
+
+__all__ = ["main"]
+
+T = TypeVar("T")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _fail(err: CtcError) -> NoReturn:
+    click.echo(f"error: {err}", err=True)
+    sys.exit(1)
+
+
+class _Context:
+    def __init__(self, config: str | None) -> None:
+        self.config_path = config
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+
+pass_ctx = click.make_pass_decorator(_Context)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CtcError as err:
+            _fail(err)
+
+
+@click.group(cls=_Group)
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Engine YAML (default: $CTC_CONFIG, else /etc/ctc/engine.yaml).",
+)
+@click.version_option(package_name="ctc-engine")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
+    """CTC Engine: click-to-call and IVR for Asterisk."""
+    ctx.obj = _Context(config)
+
+
+@cli.command()
+@pass_ctx
+def run(ctx: _Context) -> None:
+    """Run the engine daemon until SIGTERM/SIGINT."""
+    from engine.daemon import run_until_signalled
+
+    settings = ctx.settings
+    configure_logging(settings.log.level, settings.log.format)
+    _run(run_until_signalled(settings))
+
+
+# -- config ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def config() -> None:
+    """Check configuration."""
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def config_check(file: str) -> None:
+    """Validate FILE; print the effective settings with secrets masked."""
+    settings = load_settings(file)
+    click.echo(json.dumps(redacted_summary(settings), indent=2, default=str))
+    click.echo(f"ok: {file}", err=True)
+
+
+# -- database ----------------------------------------------------------------------------------
+
+
+def _migrations_dir(settings: Settings) -> Path:
+    from engine.store.migrations import default_migrations_dir
+
+    return Path(settings.database.migrations_dir or default_migrations_dir())
+
+
+@cli.group()
+def db() -> None:
+    """Database schema migrations."""
+
+
+@db.command("migrate")
+@pass_ctx
+def db_migrate(ctx: _Context) -> None:
+    """Apply pending migrations (safe to run concurrently)."""
+    from engine.store.migrations import migrate
+
+    settings = ctx.settings
+    applied = _run(migrate(settings.database.url, _migrations_dir(settings)))
+    for m in applied:
+        click.echo(f"applied {m.path.name}")
+    click.echo(f"{len(applied)} migration(s) applied; schema is current")
+
+
+@db.command("status")
+@pass_ctx
+def db_status(ctx: _Context) -> None:
+    """List applied and pending migrations."""
+    from engine.store.migrations import migration_status
+
+    settings = ctx.settings
+    status = _run(migration_status(settings.database.url, _migrations_dir(settings)))
+    changed = {m.version for m in status.changed}
+    for a in status.applied:
+        mark = "CHANGED" if a.version in changed else "applied"
+        click.echo(f"{mark:8} {a.version:04d}_{a.name}.sql  {a.applied_at.isoformat()}")
+    for m in status.pending:
+        click.echo(f"pending  {m.path.name}")
+    if status.changed:
+        raise CtcError("an applied migration changed on disk; add a new migration instead")
+
+
+# -- tenants and tokens ------------------------------------------------------------------------
+
+
+async def _with_store(settings: Settings, work: Any) -> Any:
+    from engine.store import Database, Store
+
+    async with Database(settings.database.url, min_size=1, max_size=2) as database:
+        return await work(Store.over(database))
+
+
+@cli.group()
+def tenant() -> None:
+    """Manage tenants."""
+
+
+@tenant.command("create")
+@click.argument("slug")
+@click.option("--name", default=None, help="Display name (default: the slug).")
+@click.option("--callback-url", default=None, help="Where status callbacks are POSTed.")
+@pass_ctx
+def tenant_create(ctx: _Context, slug: str, name: str | None, callback_url: str | None) -> None:
+    """Create tenant SLUG."""
+    created = _run(
+        _with_store(ctx.settings, lambda s: s.tenants.create(slug, name or slug, callback_url))
+    )
+    click.echo(f"tenant {created.slug} {created.id}")
+
+
+@cli.group()
+def token() -> None:
+    """Manage API tokens."""
+
+
+@token.command("create")
+@click.option("--tenant", "tenant_slug", required=True, help="Tenant slug.")
+@click.option("--name", default="", help="A label for the token.")
+@pass_ctx
+def token_create(ctx: _Context, tenant_slug: str, name: str) -> None:
+    """Create a bearer token for TENANT; it is printed once and only its hash is kept."""
+    issued = _run(_with_store(ctx.settings, lambda s: s.tenants.issue_token(tenant_slug, name)))
+    click.echo(issued.token)
+    click.echo(
+        f"token {issued.id} for tenant {issued.tenant.slug}: store it now, it is not shown again",
+        err=True,
+    )
+
+
+# -- API clients -------------------------------------------------------------------------------
+
+
+def _client_options(fn: Any) -> Any:
+    fn = click.option("--socket", "socket_path", default=None, help="Control socket path.")(fn)
+    return click.option("--tenant", "tenant_slug", default=None, help="Tenant slug.")(fn)
+
+
+def _socket(ctx: _Context, socket_path: str | None) -> Path:
+    return Path(socket_path) if socket_path else ctx.settings.api.socket
+
+
+@cli.command("call")
+@click.argument("agent")
+@click.argument("customer")
+@click.option("--caller-id", default=None)
+@click.option("--external-ref", default=None)
+@click.option("--idempotency-key", default=None)
+@_client_options
+@pass_ctx
+def call(
+    ctx: _Context,
+    agent: str,
+    customer: str,
+    caller_id: str | None,
+    external_ref: str | None,
+    idempotency_key: str | None,
+    socket_path: str | None,
+    tenant_slug: str | None,
+) -> None:
+    """Place a click-to-call from AGENT to CUSTOMER through the running engine."""
+    from engine.api.client import ControlClient
+
+    body: dict[str, Any] = {"agent_number": agent, "customer_number": customer}
+    if caller_id:
+        body["caller_id"] = caller_id
+    if external_ref:
+        body["external_ref"] = external_ref
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+
+    async def go() -> Any:
+        async with ControlClient(_socket(ctx, socket_path), tenant=tenant_slug) as client:
+            _, data = await client.request(
+                "POST", "/api/v1/click-to-call/initiate", body=body, headers=headers
+            )
+            return data
+
+    data = _run(go())
+    click.echo(f"{data['id']} {data['status']}")
+
+
+@cli.command("calls")
+@click.option("--status", "statuses", multiple=True, help="Filter by status (repeatable).")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON page.")
+@_client_options
+@pass_ctx
+def calls(
+    ctx: _Context,
+    statuses: tuple[str, ...],
+    limit: int,
+    as_json: bool,
+    socket_path: str | None,
+    tenant_slug: str | None,
+) -> None:
+    """List recent calls, newest first."""
+    from engine.api.client import ControlClient
+
+    params = [("limit", str(limit)), *(("status", s) for s in statuses)]
+
+    async def go() -> Any:
+        async with ControlClient(_socket(ctx, socket_path), tenant=tenant_slug) as client:
+            _, data = await client.request("GET", "/api/v1/click-to-call/sessions", params=params)
+            return data
+
+    data = _run(go())
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for s in data["items"]:
+        click.echo(
+            f"{s['id']}  {s['status']:<16} {s['agent_number']:>14} -> {s['customer_number']:<16}"
+            f" {s['created_at']}"
+        )
+    if not data["items"]:
+        click.echo("no calls")
+
+
+def main() -> None:
+    cli(prog_name="ctc")

@@ -1,0 +1,151 @@
+"""Wiring and lifecycle of the long-running engine (``ctc run``).
+
+Start order: the API comes up first (so ``/healthz`` answers while the database is still
+being reached), the database connects in the background with capped backoff, and the
+health report says what is up. Stop order is the reverse, each step bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import structlog
+
+from engine.api.routes import router
+from engine.api.server import ApiServer
+from engine.api.state import ApiState
+from engine.calls import CallService
+from engine.config import Settings
+from engine.errors import ClosedResourceError, CtcError
+from engine.health import HealthReport
+from engine.metrics import Metrics
+from engine.store import Database, Store
+from engine.store.migrations import default_migrations_dir, migration_status
+
+__all__ = ["Engine", "run_until_signalled"]
+
+log = structlog.get_logger(__name__)
+
+
+class Engine:
+    """The daemon: database, store, control API. An async context manager."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        db = settings.database
+        self.health = HealthReport()
+        self.metrics = Metrics()
+        self.db = Database(
+            db.url, min_size=db.min_size, max_size=db.max_size, command_timeout=db.command_timeout
+        )
+        self.store = Store.over(self.db)
+        self.calls = CallService(self.store)
+        self.state = ApiState(
+            store=self.store,
+            calls=self.calls,
+            health=self.health,
+            metrics=self.metrics,
+            openapi=router.openapi(),
+        )
+        api = settings.api
+        self.api = ApiServer(
+            self.state,
+            socket_path=api.socket,
+            socket_mode=api.socket_mode,
+            tcp=(api.tcp.host, api.tcp.port) if api.tcp.enabled else None,
+            max_body_bytes=api.max_body_bytes,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._closed = False
+        self.database_ready = asyncio.Event()
+
+    async def start(self) -> Self:
+        if self._closed:
+            raise ClosedResourceError("Engine is closed")
+        self._started = True
+        self.health.set("database", "starting", "connecting")
+        self.health.set("api", "starting")
+        try:
+            await self.api.start()
+        except BaseException:
+            await self.close()
+            raise
+        self.health.set("api", "up", str(self.settings.api.socket))
+        self._tasks.append(asyncio.create_task(self._connect_database(), name="db-connect"))
+        log.info("engine.started")
+        return self
+
+    async def _connect_database(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.db.open()
+                break
+            except CtcError as exc:
+                self.health.set("database", "down", str(exc))
+                log.warning("database.unreachable", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        migrations_dir = self.settings.database.migrations_dir or default_migrations_dir()
+        try:
+            status = await migration_status(self.db.url, Path(migrations_dir))
+        except CtcError as exc:
+            self.health.set("database", "down", f"cannot read migrations: {exc}")
+            return
+        if status.pending or status.changed:
+            detail = (
+                f"{len(status.pending)} migration(s) pending: run `ctc db migrate`"
+                if status.pending
+                else "an applied migration changed on disk"
+            )
+            self.health.set("database", "down", detail)
+            log.error("database.schema_not_current", detail=detail)
+            return
+        self.health.set("database", "up")
+        self.database_ready.set()
+        log.info("database.connected")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.api.close()
+        await self.db.close()
+        log.info("engine.stopped")
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def run_until_signalled(settings: Settings) -> None:
+    """Run the engine until SIGTERM or SIGINT, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with Engine(settings):
+            await stop.wait()
+            log.info("engine.stopping")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,54 @@
+"""One health report that every component adds its status to.
+
+Components call :meth:`HealthReport.set` as their state changes (database reachable,
+ARI connected, ...). ``/healthz`` shows the whole report; ``/readyz`` is ready only when
+every component that is *required* for readiness is up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Literal
+
+__all__ = ["ComponentStatus", "HealthReport"]
+
+State = Literal["up", "down", "starting"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ComponentStatus:
+    state: State
+    detail: str
+    required: bool
+    since: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "detail": self.detail, "required": self.required}
+
+
+class HealthReport:
+    def __init__(self) -> None:
+        self._components: dict[str, ComponentStatus] = {}
+
+    def set(self, name: str, state: State, detail: str = "", *, required: bool = True) -> None:
+        old = self._components.get(name)
+        since = old.since if old is not None and old.state == state else time.monotonic()
+        self._components[name] = ComponentStatus(state, detail, required, since)
+
+    def get(self, name: str) -> ComponentStatus | None:
+        return self._components.get(name)
+
+    @property
+    def ready(self) -> bool:
+        return all(c.state == "up" for c in self._components.values() if c.required)
+
+    @property
+    def overall(self) -> Literal["ok", "degraded", "down"]:
+        states = [c.state for c in self._components.values()]
+        if all(s == "up" for s in states):
+            return "ok"
+        return "degraded" if self.ready else "down"
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return {name: c.as_dict() for name, c in sorted(self._components.items())}

@@ -1,0 +1,37 @@
+"""Prometheus metrics, on a registry of our own (so tests can build several engines)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.http_requests = Counter(
+            "ctc_http_requests_total",
+            "Control API requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.http_latency = Histogram(
+            "ctc_http_request_seconds",
+            "Control API request latency",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.calls_initiated = Counter(
+            "ctc_calls_initiated_total",
+            "Click-to-call sessions created",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.component_up = Gauge(
+            "ctc_component_up",
+            "1 when a component reports up",
+            ["component"],
+            registry=self.registry,
+        )

@@ -1,0 +1,103 @@
+"""Agent activity log and the log of webhooks carriers sent us."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from engine.errors import NotFound
+from engine.store.database import Database
+
+__all__ = ["ActivityRepository", "AgentActivity", "WebhookLogEntry", "WebhookRepository"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentActivity:
+    id: int
+    tenant_id: uuid.UUID
+    agent_id: str
+    activity: str
+    session_id: uuid.UUID | None
+    details: dict[str, Any]
+    occurred_at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WebhookLogEntry:
+    id: int
+    provider_type: str
+    session_id: uuid.UUID | None
+    provider_call_id: str | None
+    event_type: str | None
+    processing_status: str
+    received_at: datetime
+
+
+class ActivityRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def record(
+        self,
+        tenant_id: uuid.UUID,
+        agent_id: str,
+        activity: str,
+        *,
+        session_id: uuid.UUID | None = None,
+        details: Mapping[str, Any] | None = None,
+        occurred_at: datetime | None = None,
+    ) -> AgentActivity:
+        try:
+            row = await self._db.fetchrow(
+                "INSERT INTO agent_activity_log (tenant_id, agent_id, activity, session_id, "
+                "details, occurred_at) VALUES ($1, $2, $3, $4, $5, coalesce($6, now())) "
+                "RETURNING id, tenant_id, agent_id, activity, session_id, details, occurred_at",
+                tenant_id,
+                agent_id,
+                activity,
+                session_id,
+                dict(details or {}),
+                occurred_at,
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFound("session", session_id) from exc
+        assert row is not None
+        return AgentActivity(**dict(row))
+
+
+class WebhookRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def record(
+        self,
+        tenant_id: uuid.UUID,
+        provider_type: str,
+        *,
+        payload: Mapping[str, Any],
+        headers: Mapping[str, str],
+        provider_call_id: str | None,
+        event_type: str | None,
+    ) -> WebhookLogEntry:
+        """Log a webhook as received, linked to the tenant's session with that call id."""
+        row = await self._db.fetchrow(
+            "INSERT INTO click_to_call_webhook_log (tenant_id, provider_type, session_id, "
+            "provider_call_id, event_type, payload, headers, processing_status) "
+            "VALUES ($1, $2, (SELECT id FROM click_to_call_session WHERE tenant_id = $1 "
+            "  AND provider_call_id = $3 LIMIT 1), $3, $4, $5, $6, 'received') "
+            "RETURNING id, provider_type, session_id, provider_call_id, event_type, "
+            "processing_status, received_at",
+            tenant_id,
+            provider_type,
+            provider_call_id,
+            event_type,
+            dict(payload),
+            dict(headers),
+        )
+        assert row is not None
+        return WebhookLogEntry(**dict(row))

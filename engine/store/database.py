@@ -1,0 +1,157 @@
+"""The asyncpg pool, wrapped: one place that opens, closes and translates database errors.
+
+``Database`` is an async context manager. Closing is bounded and cancellation-safe;
+using it after ``close()`` raises :class:`~engine.errors.ClosedResourceError`. asyncpg
+connection errors become :class:`~engine.errors.DatabaseUnavailable` at this boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+import structlog
+from asyncpg.pool import PoolConnectionProxy
+
+from engine.errors import ClosedResourceError, DatabaseUnavailable
+
+__all__ = ["CONNECTION_ERRORS", "Connection", "Database"]
+
+log = structlog.get_logger(__name__)
+
+# A pooled connection; repositories take this and never open their own.
+Connection = PoolConnectionProxy[asyncpg.Record]
+
+# What "the database is not there" looks like from asyncpg and the OS.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InvalidCatalogNameError,
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb in and out as Python objects, so repositories never json.dumps by hand
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class Database:
+    """A connection pool to the engine's PostgreSQL database."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        command_timeout: float = 10.0,
+        close_timeout: float = 10.0,
+    ) -> None:
+        self._url = url
+        self._min_size = min_size
+        self._max_size = max_size
+        self._command_timeout = command_timeout
+        self._close_timeout = close_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    async def open(self) -> Self:
+        if self._closed:
+            raise ClosedResourceError("Database is closed")
+        if self._pool is None:
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self._url,
+                    min_size=self._min_size,
+                    max_size=self._max_size,
+                    command_timeout=self._command_timeout,
+                    init=_init_connection,
+                    timeout=self._command_timeout,
+                )
+            except CONNECTION_ERRORS as exc:
+                raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+        return self
+
+    async def close(self) -> None:
+        """Close the pool: graceful within ``close_timeout``, then terminate."""
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.shield(asyncio.wait_for(pool.close(), self._close_timeout))
+        except (TimeoutError, asyncio.CancelledError):
+            pool.terminate()
+            raise
+        except Exception:  # a broken connection must not stop shutdown
+            log.warning("database.close_failed", exc_info=True)
+            pool.terminate()
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _require_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise ClosedResourceError("Database is closed" if self._closed else "Database not open")
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """Borrow a connection; connection failures become DatabaseUnavailable."""
+        pool = self._require_pool()
+        try:
+            async with pool.acquire() as conn:
+                yield conn
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"database connection failed: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """A connection inside one transaction, committed on success."""
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    async def ping(self) -> None:
+        async with self.connection() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.connection() as conn:
+            return list(await conn.fetch(query, *args))
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        async with self.connection() as conn:
+            row: asyncpg.Record | None = await conn.fetchrow(query, *args)
+            return row
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        async with self.connection() as conn:
+            return await conn.fetchval(query, *args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        async with self.connection() as conn:
+            status: str = await conn.execute(query, *args)
+            return status

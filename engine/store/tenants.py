@@ -1,0 +1,107 @@
+"""Tenants and their API tokens.
+
+A token is ``ctc_`` + 32 random bytes (url-safe base64); only its SHA-256 is stored, so a
+leaked database does not leak working tokens. Tokens have full entropy, so a plain hash
+(no salt, no KDF) is enough and lets us look one up by its hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import secrets
+import uuid
+
+import asyncpg
+
+from engine.errors import Conflict, NotFound
+from engine.store.database import Database
+
+__all__ = ["IssuedToken", "Tenant", "TenantRepository", "hash_token"]
+
+_TOKEN_PREFIX = "ctc_"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tenant:
+    id: uuid.UUID
+    slug: str
+    name: str
+    callback_url: str | None
+    is_active: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IssuedToken:
+    id: uuid.UUID
+    tenant: Tenant
+    token: str  # shown once, never stored
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+_TENANT_COLS = "id, slug, name, callback_url, is_active"
+
+
+def _tenant(row: asyncpg.Record) -> Tenant:
+    return Tenant(row["id"], row["slug"], row["name"], row["callback_url"], row["is_active"])
+
+
+class TenantRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, slug: str, name: str, callback_url: str | None = None) -> Tenant:
+        try:
+            row = await self._db.fetchrow(
+                f"INSERT INTO tenant (slug, name, callback_url) VALUES ($1, $2, $3) "
+                f"RETURNING {_TENANT_COLS}",
+                slug,
+                name,
+                callback_url,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"tenant {slug!r} already exists") from exc
+        except asyncpg.CheckViolationError as exc:
+            raise Conflict(f"tenant slug {slug!r} is not valid: use a-z, 0-9, _ and -") from exc
+        assert row is not None
+        return _tenant(row)
+
+    async def by_slug(self, slug: str) -> Tenant:
+        row = await self._db.fetchrow(f"SELECT {_TENANT_COLS} FROM tenant WHERE slug = $1", slug)
+        if row is None:
+            raise NotFound("tenant", slug)
+        return _tenant(row)
+
+    async def callback_secret(self, tenant_id: uuid.UUID) -> str:
+        secret: str | None = await self._db.fetchval(
+            "SELECT callback_secret FROM tenant WHERE id = $1", tenant_id
+        )
+        if secret is None:
+            raise NotFound("tenant", tenant_id)
+        return secret
+
+    async def issue_token(self, tenant_slug: str, name: str = "") -> IssuedToken:
+        tenant = await self.by_slug(tenant_slug)
+        token = _TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token_id = await self._db.fetchval(
+            "INSERT INTO api_token (tenant_id, name, token_hash, token_prefix) "
+            "VALUES ($1, $2, $3, $4) RETURNING id",
+            tenant.id,
+            name,
+            hash_token(token),
+            token[: len(_TOKEN_PREFIX) + 6],
+        )
+        return IssuedToken(token_id, tenant, token)
+
+    async def by_token(self, token: str) -> Tenant | None:
+        """The active tenant a valid, unrevoked token belongs to, else None."""
+        row = await self._db.fetchrow(
+            "SELECT t.id, t.slug, t.name, t.callback_url, t.is_active "
+            "FROM api_token k JOIN tenant t ON t.id = k.tenant_id "
+            "WHERE k.token_hash = $1 AND k.revoked_at IS NULL AND t.is_active",
+            hash_token(token),
+        )
+        return None if row is None else _tenant(row)
