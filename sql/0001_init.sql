@@ -145,11 +145,16 @@ CREATE INDEX call_event_tenant_id_idx ON call_event (tenant_id, id);
 
 CREATE FUNCTION call_event_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- deleting a session or tenant cascades here (from inside the FK trigger, depth > 1);
+    -- a direct UPDATE or DELETE of history is refused
+    IF TG_OP = 'DELETE' AND pg_trigger_depth() > 1 THEN
+        RETURN OLD;
+    END IF;
     RAISE EXCEPTION 'call_event is append-only (% refused)', TG_OP
         USING ERRCODE = 'restrict_violation';
 END;
 $$;
-CREATE TRIGGER call_event_no_update BEFORE UPDATE ON call_event
+CREATE TRIGGER call_event_no_change BEFORE UPDATE OR DELETE ON call_event
     FOR EACH ROW EXECUTE FUNCTION call_event_append_only();
 
 -- Outgoing status callbacks, written in the same transaction as the event they carry,

@@ -25,6 +25,7 @@ from engine.store.tenants import Tenant
 
 __all__ = [
     "ApiRequest",
+    "TENANT",
     "BadRequest",
     "Endpoint",
     "Router",
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 Handler = Callable[["ApiRequest"], Awaitable[web.StreamResponse]]
+# The tenant a request acts for, set by the server's auth middleware.
+TENANT: web.RequestKey[Tenant] = web.RequestKey("tenant", Tenant)
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -283,7 +286,7 @@ def _reason(status: int) -> str:
 
 def _adapter(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        tenant: Tenant | None = request.get("tenant")
+        tenant = request.get(TENANT)
         if ep.auth and tenant is None:
             raise BadRequest(401, "unauthorized", "missing or invalid bearer token")
         query = None

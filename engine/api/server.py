@@ -25,7 +25,7 @@ from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
 from engine.api.routes import router
-from engine.api.routing import BadRequest, validation_details
+from engine.api.routing import TENANT, BadRequest, validation_details
 from engine.api.state import API_STATE, ApiState
 from engine.errors import (
     ClosedResourceError,
@@ -130,7 +130,8 @@ def _auth(*, local: bool) -> Middleware:
                 tenant = await tenants.by_slug(slug)
             except NotFound as exc:
                 raise BadRequest(401, "unauthorized", f"unknown tenant {slug!r}") from exc
-        request["tenant"] = tenant
+        if tenant is not None:
+            request[TENANT] = tenant
         return await handler(request)
 
     return authenticate

@@ -12,7 +12,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeAlias
 
 import asyncpg
 import structlog
@@ -25,7 +25,7 @@ __all__ = ["CONNECTION_ERRORS", "Connection", "Database"]
 log = structlog.get_logger(__name__)
 
 # A pooled connection; repositories take this and never open their own.
-Connection = PoolConnectionProxy[asyncpg.Record]
+Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
 # What "the database is not there" looks like from asyncpg and the OS.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (

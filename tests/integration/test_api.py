@@ -1,0 +1,494 @@
+"""Every endpoint through the real Unix socket (and TCP), against the real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from engine.daemon import Engine
+from tests.integration.conftest import Api
+
+C2C = "/api/v1/click-to-call"
+CUSTOMER = "+14155550100"
+
+
+def _initiate(**extra: Any) -> dict[str, Any]:
+    return {"agent_number": "1001", "customer_number": CUSTOMER, **extra}
+
+
+async def _tenant(engine: Engine, slug: str | None = None) -> str:
+    slug = slug or f"t{uuid.uuid4().hex[:10]}"
+    await engine.store.tenants.create(slug, slug.upper())
+    return slug
+
+
+def _h(tenant: str, **more: str) -> dict[str, str]:
+    return {"X-CTC-Tenant": tenant, **more}
+
+
+# -- initiate ---------------------------------------------------------------------------------
+
+
+async def test_initiate_stores_a_queued_session_with_its_first_event(
+    engine: Engine, unix_api: Api
+) -> None:
+    t = await _tenant(engine)
+    status, body, headers = await unix_api.call(
+        "POST", f"{C2C}/initiate",
+        json=_initiate(customer_number="+1 (415) 555-0100", external_ref="lead-7",
+                       metadata={"crm": "x"}),
+        headers=_h(t),
+    )
+    assert status == 202, body
+    assert body["status"] == "queued"
+    assert body["customer_number"] == CUSTOMER  # normalised to E.164
+    assert body["external_ref"] == "lead-7"
+    assert body["metadata"] == {"crm": "x"}
+    assert headers["Location"] == f"{C2C}/sessions/{body['id']}"
+
+    status, detail, _ = await unix_api.call("GET", headers["Location"], headers=_h(t))
+    assert status == 200
+    assert [(e["seq"], e["event_type"], e["status_to"]) for e in detail["events"]] == [
+        (1, "session.created", "queued")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field"),
+    [
+        (_initiate(customer_number="12345"), 422, "validation_error", "customer_number"),
+        (_initiate(customer_number="+1415"), 422, "validation_error", "customer_number"),
+        (_initiate(caller_id="not a number"), 422, "validation_error", "caller_id"),
+        ({"agent_number": "1001"}, 422, "validation_error", "customer_number"),
+        (_initiate(agent_number="10 01; rm"), 422, "validation_error", "agent_number"),
+        (_initiate(surprise=1), 422, "validation_error", "surprise"),
+        (_initiate(provider_id=str(uuid.uuid4())), 422, "validation_error", "provider_id"),
+        (_initiate(callback_url="ftp://x"), 422, "validation_error", "callback_url"),
+        (_initiate(default_region="gb"), 422, "validation_error", "default_region"),
+    ],
+)
+async def test_initiate_rejects_bad_input_naming_the_field(
+    unix_api: Api, body: dict[str, Any], status: int, code: str, field: str
+) -> None:
+    got, err, _ = await unix_api.call("POST", f"{C2C}/initiate", json=body)
+    assert got == status, err
+    assert err["error"]["code"] == code
+    fields = [d["field"] for d in err["error"]["details"]]
+    assert field in fields, err
+
+
+async def test_national_number_with_default_region(unix_api: Api) -> None:
+    status, body, _ = await unix_api.call(
+        "POST", f"{C2C}/initiate",
+        json=_initiate(customer_number="020 7946 0958", default_region="GB"),
+    )
+    assert status == 202, body
+    assert body["customer_number"] == "+442079460958"
+
+
+async def test_malformed_bodies_are_400_or_422(unix_api: Api) -> None:
+    for raw, status, code in [
+        ("{not json", 400, "invalid_json"),
+        ("", 400, "invalid_json"),
+        ("[1, 2]", 422, "validation_error"),
+    ]:
+        got, err, _ = await unix_api.call(
+            "POST", f"{C2C}/initiate", data=raw, headers={"Content-Type": "application/json"}
+        )
+        assert (got, err["error"]["code"]) == (status, code), raw
+
+
+async def test_body_too_large_is_413(unix_api: Api) -> None:
+    big = _initiate(metadata={"blob": "x" * 20000})
+    status, err, _ = await unix_api.call("POST", f"{C2C}/initiate", json=big)
+    assert status == 413
+    assert err["error"]["code"] == "body_too_large"
+
+
+async def test_idempotency_key_replays_the_first_result_and_refuses_a_different_body(
+    engine: Engine, unix_api: Api
+) -> None:
+    t = await _tenant(engine)
+    key = {"Idempotency-Key": "erp-req-42"}
+    s1, first, h1 = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(),
+                                        headers=_h(t, **key))
+    s2, again, h2 = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(),
+                                        headers=_h(t, **key))
+    assert (s1, s2) == (202, 202)
+    assert again["id"] == first["id"]
+    assert "Idempotent-Replayed" not in h1
+    assert h2["Idempotent-Replayed"] == "true"
+
+    s3, err, _ = await unix_api.call(
+        "POST", f"{C2C}/initiate", json=_initiate(customer_number="+14155550199"),
+        headers=_h(t, **key),
+    )
+    assert s3 == 409
+    assert err["error"]["code"] == "conflict"
+    _, page, _ = await unix_api.call("GET", f"{C2C}/sessions", headers=_h(t))
+    assert [s["id"] for s in page["items"]] == [first["id"]]  # dialled once
+
+    # the same key in another tenant is another request
+    other = await _tenant(engine)
+    s4, theirs, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(),
+                                        headers=_h(other, **key))
+    assert s4 == 202 and theirs["id"] != first["id"]
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+
+async def test_list_filters_and_cursor_pagination(engine: Engine, unix_api: Api) -> None:
+    t = await _tenant(engine)
+    ids = []
+    for i in range(5):
+        _, body, _ = await unix_api.call(
+            "POST", f"{C2C}/initiate", json=_initiate(agent_id=f"a{i % 2}"), headers=_h(t)
+        )
+        ids.append(body["id"])
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        status, page, _ = await unix_api.call("GET", f"{C2C}/sessions", params=params,
+                                              headers=_h(t))
+        assert status == 200, page
+        seen += [s["id"] for s in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3
+    assert seen == list(reversed(ids))  # newest first, nothing twice, nothing lost
+
+    _, page, _ = await unix_api.call("GET", f"{C2C}/sessions", params={"agent_id": "a1"},
+                                     headers=_h(t))
+    assert {s["id"] for s in page["items"]} == {ids[1], ids[3]}
+
+    await unix_api.call("POST", f"{C2C}/sessions/{ids[0]}/end", json={}, headers=_h(t))
+    _, page, _ = await unix_api.call(
+        "GET", f"{C2C}/sessions", params=[("status", "canceled"), ("status", "completed")],
+        headers=_h(t),
+    )
+    assert [s["id"] for s in page["items"]] == [ids[0]]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"limit": "0"}, {"limit": "abc"}, {"status": "ringing"}, {"cursor": "!!"}, {"bogus": "1"},
+     {"customer_number": "12"}],
+)
+async def test_list_rejects_bad_query(unix_api: Api, params: dict[str, str]) -> None:
+    status, err, _ = await unix_api.call("GET", f"{C2C}/sessions", params=params)
+    assert status == 422, err
+    assert err["error"]["code"] == "validation_error"
+
+
+async def test_get_unknown_or_malformed_session_is_404(unix_api: Api) -> None:
+    for sid in (uuid.uuid4(), "not-a-uuid"):
+        status, err, _ = await unix_api.call("GET", f"{C2C}/sessions/{sid}")
+        assert status == 404
+        assert err["error"]["code"] == "not_found"
+
+
+async def test_status_patch_follows_the_state_machine(engine: Engine, unix_api: Api) -> None:
+    t = await _tenant(engine)
+    _, s, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t))
+    url = f"{C2C}/sessions/{s['id']}/status"
+
+    status, err, _ = await unix_api.call("PATCH", url, json={"status": "connected"}, headers=_h(t))
+    assert status == 409
+    assert err["error"]["code"] == "illegal_transition"
+    assert err["error"]["details"] == {"current": "queued", "requested": "connected"}
+
+    for step in ("dialing_agent", "agent_answered", "dialing_customer", "connected"):
+        status, body, _ = await unix_api.call("PATCH", url, json={"status": step}, headers=_h(t))
+        assert status == 200, body
+        assert body["status"] == step
+    status, body, _ = await unix_api.call(
+        "PATCH", url, json={"status": "completed", "reason": "done", "hangup_cause": 16},
+        headers=_h(t),
+    )
+    assert status == 200
+    assert body["hangup_cause"] == 16 and body["end_reason"] == "done"
+    assert body["talk_ms"] is not None and body["ring_ms"] is not None
+
+    status, err, _ = await unix_api.call("PATCH", url, json={"status": "ringing"}, headers=_h(t))
+    assert status == 422
+    _, detail, _ = await unix_api.call("GET", f"{C2C}/sessions/{s['id']}", headers=_h(t))
+    assert [e["seq"] for e in detail["events"]] == [1, 2, 3, 4, 5, 6]
+    assert detail["events"][-1]["status_from"] == "connected"
+
+
+async def test_end_cancels_a_live_call_and_refuses_an_ended_one(
+    engine: Engine, unix_api: Api
+) -> None:
+    t = await _tenant(engine)
+    _, s, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t))
+    url = f"{C2C}/sessions/{s['id']}/end"
+    status, body, _ = await unix_api.call("POST", url, json={"reason": "agent left"},
+                                          headers=_h(t))
+    assert status == 200
+    assert body["status"] == "canceled" and body["end_reason"] == "agent left"
+    assert body["ended_at"] is not None
+    status, err, _ = await unix_api.call("POST", url, json={}, headers=_h(t))
+    assert status == 409
+    assert err["error"]["code"] == "conflict"
+
+
+async def test_stats(engine: Engine, unix_api: Api) -> None:
+    t = await _tenant(engine)
+    for _ in range(3):
+        await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t))
+    _, page, _ = await unix_api.call("GET", f"{C2C}/sessions", headers=_h(t))
+    await unix_api.call("POST", f"{C2C}/sessions/{page['items'][0]['id']}/end", json={},
+                        headers=_h(t))
+    status, stats, _ = await unix_api.call("GET", f"{C2C}/stats", headers=_h(t))
+    assert status == 200, stats
+    assert stats["total"] == 3 and stats["live"] == 2
+    assert stats["by_status"] == {"queued": 2, "canceled": 1}
+    assert stats["connect_rate"] == 0.0
+    status, _, _ = await unix_api.call("GET", f"{C2C}/stats", params={"created_after": "x"})
+    assert status == 422
+
+
+# -- providers --------------------------------------------------------------------------------
+
+
+async def test_providers_create_list_get_and_default_selection(
+    engine: Engine, unix_api: Api
+) -> None:
+    t = await _tenant(engine)
+    status, p, headers = await unix_api.call(
+        "POST", "/api/v1/voip-providers",
+        json={"name": "main", "provider_type": "sip_trunk", "is_default": True,
+              "config": {"endpoint": "PJSIP/{number}@trunk"},
+              "credentials": {"password": "s3cret"}, "webhook_secret": "whsec-123456"},
+        headers=_h(t),
+    )
+    assert status == 201, p
+    assert p["has_credentials"] is True and p["has_webhook_secret"] is True
+    assert "credentials" not in p and "s3cret" not in str(p)
+    status, got, _ = await unix_api.call("GET", headers["Location"], headers=_h(t))
+    assert status == 200 and got == p
+    status, listing, _ = await unix_api.call("GET", "/api/v1/voip-providers", headers=_h(t))
+    assert [x["id"] for x in listing["items"]] == [p["id"]]
+
+    status, err, _ = await unix_api.call(
+        "POST", "/api/v1/voip-providers", json={"name": "main", "provider_type": "twilio"},
+        headers=_h(t),
+    )
+    assert status == 409
+    status, err, _ = await unix_api.call(
+        "POST", "/api/v1/voip-providers", json={"name": "x", "provider_type": "skype"},
+        headers=_h(t),
+    )
+    assert status == 422 and err["error"]["details"][0]["field"] == "provider_type"
+
+    _, s, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t))
+    assert s["provider_id"] == p["id"]  # the tenant's default
+    status, err, _ = await unix_api.call("GET", f"/api/v1/voip-providers/{uuid.uuid4()}",
+                                         headers=_h(t))
+    assert status == 404
+
+
+# -- webhooks and agent activity ---------------------------------------------------------------
+
+
+async def test_webhook_form_encoded_is_logged_and_linked_to_its_session(
+    engine: Engine, unix_api: Api
+) -> None:
+    t = await _tenant(engine)
+    _, s, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t))
+    tenant = await engine.store.tenants.by_slug(t)
+    await engine.store.sessions.append_event(
+        tenant.id, uuid.UUID(s["id"]), "provider.call_created",
+        changes={"provider_call_id": "CA1234567890abcdef"},
+    )
+    status, body, _ = await unix_api.call(
+        "POST", "/api/v1/webhooks/voip/twilio",
+        data={"CallSid": "CA1234567890abcdef", "CallStatus": "ringing"}, headers=_h(t),
+    )
+    assert status == 202, body
+    assert body["session_id"] == s["id"]
+    assert body["provider_call_id"] == "CA1234567890abcdef"
+
+    status, body, _ = await unix_api.call(
+        "POST", "/api/v1/webhooks/voip/vonage", json={"uuid": "unknown", "status": "answered"},
+        headers=_h(t),
+    )
+    assert status == 202 and body["session_id"] is None
+    status, err, _ = await unix_api.call("POST", "/api/v1/webhooks/voip/skype", json={})
+    assert status == 404
+    status, err, _ = await unix_api.call(
+        "POST", "/api/v1/webhooks/voip/exotel", data="{broken",
+        headers={"Content-Type": "application/json"},
+    )
+    assert status == 400 and err["error"]["code"] == "invalid_json"
+
+
+async def test_agent_activity(engine: Engine, unix_api: Api) -> None:
+    status, body, _ = await unix_api.call(
+        "POST", "/api/v1/agent-activity", json={"agent_id": "u-9", "activity": "available"}
+    )
+    assert status == 201, body
+    assert body["activity"] == "available"
+    status, err, _ = await unix_api.call(
+        "POST", "/api/v1/agent-activity", json={"agent_id": "u-9", "activity": "napping"}
+    )
+    assert status == 422 and err["error"]["details"][0]["field"] == "activity"
+    status, err, _ = await unix_api.call(
+        "POST", "/api/v1/agent-activity",
+        json={"agent_id": "u-9", "activity": "on_call", "session_id": str(uuid.uuid4())},
+    )
+    assert status == 404
+
+
+# -- tenants and tokens -----------------------------------------------------------------------
+
+
+async def test_a_tenant_never_sees_another_tenants_rows(engine: Engine, unix_api: Api) -> None:
+    a, b = await _tenant(engine), await _tenant(engine)
+    _, s, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(a))
+    sid = s["id"]
+    for method, path, body in [
+        ("GET", f"{C2C}/sessions/{sid}", None),
+        ("PATCH", f"{C2C}/sessions/{sid}/status", {"status": "canceled"}),
+        ("POST", f"{C2C}/sessions/{sid}/end", {}),
+    ]:
+        status, _, _ = await unix_api.call(method, path, json=body, headers=_h(b))
+        assert status == 404, (method, path)
+    _, page, _ = await unix_api.call("GET", f"{C2C}/sessions", headers=_h(b))
+    assert page["items"] == []
+    _, stats, _ = await unix_api.call("GET", f"{C2C}/stats", headers=_h(b))
+    assert stats["total"] == 0
+    status, err, _ = await unix_api.call("GET", f"{C2C}/sessions", headers=_h("nobody"))
+    assert status == 401
+
+
+async def test_tcp_requires_a_valid_token_and_scopes_to_its_tenant(
+    engine: Engine, tcp_api: Api, unix_api: Api
+) -> None:
+    a = await _tenant(engine)
+    issued = await engine.store.tenants.issue_token(a, "erp")
+    good = {"Authorization": f"Bearer {issued.token}"}
+
+    for headers in ({}, {"Authorization": "Bearer ctc_wrong"}, {"Authorization": "Basic eDp5"},
+                    {"X-CTC-Tenant": a}):
+        status, err, _ = await tcp_api.call("GET", f"{C2C}/sessions", headers=headers)
+        assert status == 401, headers
+        assert err["error"]["code"] == "unauthorized"
+
+    status, s, _ = await tcp_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=good)
+    assert status == 202
+    _, page, _ = await tcp_api.call("GET", f"{C2C}/sessions", headers=good)
+    assert [x["id"] for x in page["items"]] == [s["id"]]
+    # the token also works on the socket, and decides the tenant there
+    _, page, _ = await unix_api.call("GET", f"{C2C}/sessions", headers=good)
+    assert [x["id"] for x in page["items"]] == [s["id"]]
+    status, _, _ = await tcp_api.call("GET", "/healthz")
+    assert status == 200
+
+    conn = await asyncpg.connect(engine.settings.database.url)
+    try:
+        stored = await conn.fetchval("SELECT token_hash FROM api_token WHERE id = $1", issued.id)
+    finally:
+        await conn.close()
+    assert stored != issued.token and len(stored) == 64
+
+
+# -- operations -------------------------------------------------------------------------------
+
+
+async def test_health_ready_metrics(unix_api: Api) -> None:
+    status, body, _ = await unix_api.call("GET", "/healthz")
+    assert status == 200 and body["components"]["database"]["state"] == "up"
+    status, body, _ = await unix_api.call("GET", "/readyz")
+    assert status == 200 and body["status"] == "ok"
+    status, _, _ = await unix_api.call("GET", "/nope")
+    assert status == 404
+
+
+async def test_metrics_are_prometheus_text(engine: Engine) -> None:
+    import aiohttp
+
+    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.get("http://ctc/metrics") as resp:
+            text = await resp.text()
+            assert resp.status == 200
+            assert resp.content_type == "text/plain"
+    assert "ctc_http_requests_total" in text
+
+
+async def test_unknown_route_and_wrong_method_are_json(unix_api: Api) -> None:
+    status, err, _ = await unix_api.call("GET", "/api/v1/nothing-here")
+    assert status == 404 and err["error"]["code"] == "not_found"
+    status, err, _ = await unix_api.call("DELETE", f"{C2C}/initiate")
+    assert status == 405 and err["error"]["code"] == "method_not_allowed"
+
+
+async def test_openapi_is_valid_and_covers_every_route(engine: Engine, unix_api: Api) -> None:
+    from openapi_spec_validator import validate
+
+    status, doc, _ = await unix_api.call("GET", "/api/v1/openapi.json")
+    assert status == 200
+    validate(doc)
+    served = {
+        (r.method, r.resource.canonical)
+        for r in _routes(engine)
+        if r.method != "HEAD"
+    }
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    assert served == documented
+    initiate = doc["paths"][f"{C2C}/initiate"]["post"]
+    schema = doc["components"]["schemas"][initiate["requestBody"]["content"]
+                                         ["application/json"]["schema"]["$ref"].split("/")[-1]]
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == {"agent_number", "customer_number"}
+
+
+def _routes(engine: Engine) -> list[Any]:
+    from engine.api.server import build_app
+
+    return list(build_app(engine.state, local=True).router.routes())
+
+
+async def test_call_event_is_append_only(engine: Engine, unix_api: Api) -> None:
+    await unix_api.call("POST", f"{C2C}/initiate", json=_initiate())
+    conn = await asyncpg.connect(engine.settings.database.url)
+    try:
+        with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
+            await conn.execute("UPDATE call_event SET event_type = 'x'")
+        with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
+            await conn.execute("DELETE FROM call_event")
+        # deleting a whole tenant still cascades through its history
+        slug = f"gone{uuid.uuid4().hex[:8]}"
+        await engine.store.tenants.create(slug, "gone")
+        await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(slug))
+        await conn.execute("DELETE FROM tenant WHERE slug = $1", slug)
+    finally:
+        await conn.close()
+
+
+async def test_transition_writes_the_callback_outbox_in_the_same_transaction(
+    engine: Engine, unix_api: Api
+) -> None:
+    slug = f"cb{uuid.uuid4().hex[:8]}"
+    await engine.store.tenants.create(slug, "cb", "http://127.0.0.1:9/hook")
+    _, s, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(slug))
+    await unix_api.call("POST", f"{C2C}/sessions/{s['id']}/end", json={}, headers=_h(slug))
+    conn = await asyncpg.connect(engine.settings.database.url)
+    try:
+        rows = await conn.fetch(
+            "SELECT o.url, o.payload->>'status' AS status, e.seq FROM callback_outbox o "
+            "JOIN call_event e ON e.id = o.event_id WHERE o.session_id = $1",
+            uuid.UUID(s["id"]),
+        )
+    finally:
+        await conn.close()
+    assert [(r["url"], r["status"], r["seq"]) for r in rows] == [
+        ("http://127.0.0.1:9/hook", "canceled", 2)
+    ]

@@ -1,0 +1,119 @@
+"""The `ctc` command as an administrator runs it: a real `ctc run` process and its clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+CTC = str(Path(sys.executable).with_name("ctc"))
+
+
+async def _ctc(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        CTC, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def cli_env(migrated_db: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CTC_CONFIG": "/dev/null",
+        "CTC_DATABASE_URL": migrated_db,
+        "CTC_API_SOCKET": str(tmp_path / "ctc.sock"),
+    }
+
+
+@pytest.fixture
+async def ctc_run(cli_env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    proc = await asyncio.create_subprocess_exec(
+        CTC, "run", env=cli_env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+
+    async def until_connected() -> None:
+        assert proc.stderr is not None
+        while line := await proc.stderr.readline():
+            if json.loads(line).get("event") == "database.connected":
+                return
+        raise AssertionError("ctc run exited before connecting to the database")
+
+    try:
+        await asyncio.wait_for(until_connected(), 30)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_run_serves_call_and_calls_then_stops_on_sigterm(
+    ctc_run: asyncio.subprocess.Process, cli_env: dict[str, str]
+) -> None:
+    code, out, err = await _ctc("call", "1001", "+14155550100", "--external-ref", "cli-1",
+                                env=cli_env)
+    assert code == 0, err
+    session_id, status = out.split()
+    assert status == "queued"
+
+    code, out, err = await _ctc("calls", env=cli_env)
+    assert code == 0, err
+    assert session_id in out and "queued" in out
+
+    code, out, err = await _ctc("call", "1001", "555", env=cli_env)
+    assert code == 1
+    assert err.startswith("error: validation_error") and "customer_number" in err
+    assert len(err.strip().splitlines()) == 1
+
+    ctc_run.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(ctc_run.wait(), 30) == 0
+    assert not Path(cli_env["CTC_API_SOCKET"]).exists()
+
+
+async def test_client_without_engine_says_so(cli_env: dict[str, str]) -> None:
+    code, _, err = await _ctc("calls", env=cli_env)
+    assert code == 1
+    assert "cannot reach the engine" in err and "ctc run" in err
+
+
+async def test_config_check(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("ari:\n  password: hunter2\n")
+    code, out, err = await _ctc("config", "check", str(good), env=cli_env)
+    assert code == 0, err
+    assert "hunter2" not in out
+    bad = tmp_path / "engine.yaml"
+    bad.write_text("api:\n  socket: /tmp/x.sock\n  socket_mode: 660\n")
+    code, out, err = await _ctc("config", "check", str(bad), env=cli_env)
+    assert code == 1
+    assert err.strip() == f"error: {bad}:3: api.socket_mode: expected octal string"
+
+
+async def test_tenant_and_token_create(cli_env: dict[str, str]) -> None:
+    code, out, err = await _ctc("tenant", "create", "acme-cli", "--name", "Acme", env=cli_env)
+    assert code == 0, err
+    code, out, err = await _ctc("token", "create", "--tenant", "acme-cli", env=cli_env)
+    assert code == 0, err
+    assert out.strip().startswith("ctc_") and "not shown again" in err
+    code, _, err = await _ctc("token", "create", "--tenant", "nobody", env=cli_env)
+    assert code == 1 and err.startswith("error: tenant nobody not found")
+    code, _, err = await _ctc("tenant", "create", "acme-cli", env=cli_env)
+    assert code == 1 and "already exists" in err
+
+
+async def test_db_unreachable_is_one_line(cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "CTC_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere"}
+    code, _, err = await _ctc("db", "status", env=env)
+    assert code == 1
+    assert err.startswith("error: cannot connect to PostgreSQL")
+    assert len(err.strip().splitlines()) == 1

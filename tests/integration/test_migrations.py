@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from engine.errors import MigrationChecksumMismatch, MigrationError
+from engine.store.migrations import discover, migrate, migration_status
+
+SEED_TABLES = {
+    "voip_provider",
+    "click_to_call_session",
+    "call_routing_rule",
+    "call_dtmf_interaction",
+    "ivr_menu",
+    "ivr_menu_option",
+    "call_recording_config",
+    "call_quality_metric",
+    "call_transfer",
+    "agent_activity_log",
+    "phone_number_list",
+    "caller_id_profile",
+    "click_to_call_webhook_log",
+    "call_compliance_rule",
+    "call_rate_config",
+    "call_usage_billing",
+}
+OWN_TABLES = {"tenant", "api_token", "call_event", "callback_outbox", "schema_migration"}
+
+
+async def _tables(url: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return {r["tablename"] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def test_migrate_from_zero_then_again_is_a_no_op(empty_db: str, migrations_dir: Path) -> None:
+    files = discover(migrations_dir)
+    applied = await migrate(empty_db, migrations_dir)
+    assert [m.version for m in applied] == [m.version for m in files]
+    assert SEED_TABLES | OWN_TABLES <= await _tables(empty_db)
+
+    assert await migrate(empty_db, migrations_dir) == []
+    status = await migration_status(empty_db, migrations_dir)
+    assert [a.version for a in status.applied] == [m.version for m in files]
+    assert status.pending == [] and status.changed == []
+
+
+async def test_every_table_has_a_tenant_id(migrated_db: str) -> None:
+    conn = await asyncpg.connect(migrated_db)
+    try:
+        rows = await conn.fetch(
+            "SELECT t.tablename FROM pg_tables t WHERE t.schemaname = 'public' "
+            "AND t.tablename NOT IN ('tenant', 'schema_migration') AND NOT EXISTS ("
+            "  SELECT 1 FROM information_schema.columns c WHERE c.table_name = t.tablename "
+            "  AND c.column_name = 'tenant_id' AND c.is_nullable = 'NO')"
+        )
+    finally:
+        await conn.close()
+    assert [r["tablename"] for r in rows] == []
+
+
+async def test_two_concurrent_ctc_db_migrate_are_safe(empty_db: str) -> None:
+    env = {**os.environ, "CTC_DATABASE_URL": empty_db, "CTC_CONFIG": "/dev/null"}
+    ctc = str(Path(sys.executable).with_name("ctc"))
+    procs = [
+        await asyncio.create_subprocess_exec(
+            ctc, "db", "migrate", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    results = [await asyncio.wait_for(p.communicate(), 60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    outputs = sorted(out.decode() for out, _ in results)
+    # one of them applied everything, the other found nothing pending
+    assert outputs[0].startswith("0 migration(s) applied") or "applied 0001" in outputs[0]
+    assert sum(o.count("applied 0001_init.sql") for o in outputs) == 1
+    conn = await asyncpg.connect(empty_db)
+    try:
+        versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migration")]
+    finally:
+        await conn.close()
+    assert sorted(versions) == sorted(set(versions))
+
+
+async def test_changed_applied_migration_is_refused(
+    empty_db: str, migrations_dir: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "sql"
+    shutil.copytree(migrations_dir, copy)
+    await migrate(empty_db, copy)
+    first = sorted(copy.glob("0001_*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- edited after it was applied\n")
+
+    with pytest.raises(MigrationChecksumMismatch, match="0001_init.sql"):
+        await migrate(empty_db, copy)
+    status = await migration_status(empty_db, copy)
+    assert [m.version for m in status.changed] == [1]
+
+    config = tmp_path / "engine.yaml"
+    config.write_text(f"database:\n  migrations_dir: {copy}\n")
+    env = {**os.environ, "CTC_DATABASE_URL": empty_db, "CTC_CONFIG": str(config)}
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("ctc")), "db", "status", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert "CHANGED" in out.decode()
+    assert err.decode().startswith("error: ")
+
+
+async def test_a_failing_migration_rolls_back_alone(empty_db: str, migrations_dir: Path,
+                                                   tmp_path: Path) -> None:
+    copy = tmp_path / "sql"
+    shutil.copytree(migrations_dir, copy)
+    (copy / "9999_broken.sql").write_text("CREATE TABLE broken_ok (id int);\nSELECT nope;\n")
+    with pytest.raises(MigrationError, match="9999_broken.sql"):
+        await migrate(empty_db, copy)
+    tables = await _tables(empty_db)
+    assert "broken_ok" not in tables  # its own transaction rolled back
+    assert "click_to_call_session" in tables  # the good ones before it stayed
+
+
+def test_bad_file_names_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "1_init.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="0001_name.sql"):
+        discover(tmp_path)
