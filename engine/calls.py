@@ -10,19 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from engine.api.models import InitiateIn
 from engine.domain.call import CallStatus
 from engine.domain.phone import to_e164
-from engine.errors import Conflict, InvalidInput, NotFound
+from engine.errors import AsteriskError, Conflict, InvalidInput, NotFound
 from engine.store import Store
 from engine.store.sessions import CallEvent, NewSession, StoredSession
 from engine.store.tenants import Tenant
 
-__all__ = ["CallService", "request_fingerprint"]
+__all__ = ["CallService", "Dialer", "request_fingerprint"]
 
 log = structlog.get_logger(__name__)
 
@@ -33,14 +33,32 @@ def request_fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class Dialer(Protocol):
+    """What places and ends calls on a telephony backend (the ARI Stasis app)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def start_call(self, session: StoredSession) -> None:
+        """Begin dialing a stored, queued session (in the background)."""
+
+    async def end_call(self, session: StoredSession, reason: str) -> StoredSession:
+        """Hang up every leg and end the session; return it as stored."""
+        ...
+
+
 class CallService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, dialer: Dialer | None = None) -> None:
         self._store = store
+        self.dialer = dialer
 
     async def initiate(
         self, tenant: Tenant, request: InitiateIn, *, idempotency_key: str | None = None
     ) -> tuple[StoredSession, bool]:
-        """Validate and store a queued click-to-call; return it and whether it is new."""
+        """Validate and store a queued click-to-call, start dialing it; return it and
+        whether it is new (a repeated Idempotency-Key returns the first, dialed once)."""
+        if self.dialer is not None and not self.dialer.ready:
+            raise AsteriskError("Asterisk is not connected (ARI link down); try again shortly")
         region = request.default_region
         customer = to_e164(request.customer_number, field="customer_number", default_region=region)
         agent = request.agent_number
@@ -78,6 +96,8 @@ class CallService:
             else None,
         )
         session, created = await self._store.sessions.create(new)
+        if created and self.dialer is not None:
+            self.dialer.start_call(session)
         log.info(
             "call.queued" if created else "call.idempotent_replay",
             call_id=str(session.id),
@@ -129,8 +149,8 @@ class CallService:
             session_id,
             target,
             event_type="session.ended",
-            payload={"source": "api", "reason": reason or "ended by API"},
-            changes={"end_reason": reason or "ended by API"},
+            payload={"source": "api", "reason": reason},
+            changes={"end_reason": reason},
         )
         log.info(
             "call.ended", call_id=str(session_id), tenant_id=str(tenant.id), status=target.value

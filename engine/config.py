@@ -269,11 +269,13 @@ def _password_conflict(value: Path | None, info: ValidationInfo) -> Path | None:
 class AriSettings(_Section):
     """``ari:`` — Asterisk REST Interface (HTTP + WebSocket events)."""
 
+    enabled: bool = True
     url: Annotated[str, AfterValidator(_prefixed("http://", "https://"))] = "http://127.0.0.1:8088"
     username: Name = "ctc"
     password: SecretStr | None = None
     password_file: FsPath | None = None
     app: Annotated[str, AfterValidator(_app_name)] = "ctc"
+    recording_dir: FsPath = Path("/var/spool/asterisk/recording")
 
     @field_validator("password_file")
     @classmethod

@@ -19,6 +19,8 @@ import structlog
 from engine.api.routes import router
 from engine.api.server import ApiServer
 from engine.api.state import ApiState
+from engine.asterisk.ari import AriClient
+from engine.asterisk.stasis import StasisApp
 from engine.calls import CallService
 from engine.config import Settings
 from engine.errors import ClosedResourceError, CtcError
@@ -44,7 +46,20 @@ class Engine:
             db.url, min_size=db.min_size, max_size=db.max_size, command_timeout=db.command_timeout
         )
         self.store = Store.over(self.db)
-        self.calls = CallService(self.store)
+        self.ari: AriClient | None = None
+        self.stasis: StasisApp | None = None
+        if settings.ari.enabled:
+            ari = settings.ari
+            password = ari.password.get_secret_value() if ari.password else ""
+            self.ari = AriClient(ari.url, ari.username, password, app=ari.app)
+            self.stasis = StasisApp(
+                self.ari,
+                self.store,
+                settings.calls,
+                health=self.health,
+                recording_dir=str(ari.recording_dir),
+            )
+        self.calls = CallService(self.store, dialer=self.stasis)
         self.state = ApiState(
             store=self.store,
             calls=self.calls,
@@ -110,6 +125,9 @@ class Engine:
         self.health.set("database", "up")
         self.database_ready.set()
         log.info("database.connected")
+        if self.stasis is not None:
+            # after the database: the first thing the ARI link does is resync against it
+            self.stasis.start()
 
     async def close(self) -> None:
         if self._closed:
@@ -121,6 +139,10 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.api.close()
+        if self.stasis is not None:
+            await self.stasis.close()
+        if self.ari is not None:
+            await self.ari.close()
         await self.db.close()
         log.info("engine.stopped")
 

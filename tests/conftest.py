@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -65,5 +65,5 @@ async def migrated_db() -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-def migrations_dir() -> Iterator[Path]:
-    yield default_migrations_dir()
+def migrations_dir() -> Path:
+    return default_migrations_dir()

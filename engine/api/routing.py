@@ -24,8 +24,8 @@ from engine.errors import InvalidInput
 from engine.store.tenants import Tenant
 
 __all__ = [
-    "ApiRequest",
     "TENANT",
+    "ApiRequest",
     "BadRequest",
     "Endpoint",
     "Router",

@@ -28,6 +28,7 @@ from engine.api.routes import router
 from engine.api.routing import TENANT, BadRequest, validation_details
 from engine.api.state import API_STATE, ApiState
 from engine.errors import (
+    AsteriskError,
     ClosedResourceError,
     Conflict,
     CtcError,
@@ -67,7 +68,7 @@ def _translate(exc: BaseException) -> web.Response:
             return _error(409, "illegal_transition", str(exc), transition)
         case Conflict():
             return _error(409, "conflict", str(exc))
-        case DatabaseUnavailable() | ClosedResourceError():
+        case DatabaseUnavailable() | ClosedResourceError() | AsteriskError():
             return _error(503, "unavailable", str(exc))
         case web.HTTPRequestEntityTooLarge():
             return _error(413, "body_too_large", "request body is too large")

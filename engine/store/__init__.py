@@ -10,6 +10,7 @@ import dataclasses
 from engine.store.activity import ActivityRepository, WebhookRepository
 from engine.store.database import Database
 from engine.store.providers import ProviderRepository
+from engine.store.recording import RecordingPolicyRepository
 from engine.store.sessions import SessionRepository
 from engine.store.tenants import TenantRepository
 
@@ -26,6 +27,7 @@ class Store:
     providers: ProviderRepository
     activity: ActivityRepository
     webhooks: WebhookRepository
+    recording: RecordingPolicyRepository
 
     @classmethod
     def over(cls, db: Database) -> Store:
@@ -36,4 +38,5 @@ class Store:
             providers=ProviderRepository(db),
             activity=ActivityRepository(db),
             webhooks=WebhookRepository(db),
+            recording=RecordingPolicyRepository(db),
         )

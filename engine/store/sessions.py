@@ -258,6 +258,13 @@ class SessionRepository:
 
     # -- read -------------------------------------------------------------------------------
 
+    async def by_id(self, session_id: uuid.UUID) -> StoredSession | None:
+        """A session of any tenant: for telephony events, which carry no tenant."""
+        row = await self._db.fetchrow(
+            f"SELECT {_SESSION_COLS} FROM click_to_call_session WHERE id = $1", session_id
+        )
+        return None if row is None else StoredSession.from_row(row)
+
     async def get(self, tenant_id: uuid.UUID, session_id: uuid.UUID) -> StoredSession:
         row = await self._db.fetchrow(
             f"SELECT {_SESSION_COLS} FROM click_to_call_session WHERE tenant_id = $1 AND id = $2",

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from engine.config import ApiSettings, DatabaseSettings, Settings, TcpSettings
+from engine.config import ApiSettings, AriSettings, DatabaseSettings, Settings, TcpSettings
 from engine.daemon import Engine
 
 
@@ -26,6 +26,8 @@ def free_port() -> int:
 async def engine(migrated_db: str) -> AsyncIterator[Engine]:
     with tempfile.TemporaryDirectory(prefix="ctc-test-") as tmp:
         settings = Settings(
+            # no Asterisk here: the API stores calls, nothing dials them
+            ari=AriSettings(enabled=False),
             database=DatabaseSettings(url=migrated_db),
             api=ApiSettings(
                 socket=Path(tmp) / "engine.sock",

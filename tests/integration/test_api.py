@@ -37,9 +37,11 @@ async def test_initiate_stores_a_queued_session_with_its_first_event(
 ) -> None:
     t = await _tenant(engine)
     status, body, headers = await unix_api.call(
-        "POST", f"{C2C}/initiate",
-        json=_initiate(customer_number="+1 (415) 555-0100", external_ref="lead-7",
-                       metadata={"crm": "x"}),
+        "POST",
+        f"{C2C}/initiate",
+        json=_initiate(
+            customer_number="+1 (415) 555-0100", external_ref="lead-7", metadata={"crm": "x"}
+        ),
         headers=_h(t),
     )
     assert status == 202, body
@@ -82,7 +84,8 @@ async def test_initiate_rejects_bad_input_naming_the_field(
 
 async def test_national_number_with_default_region(unix_api: Api) -> None:
     status, body, _ = await unix_api.call(
-        "POST", f"{C2C}/initiate",
+        "POST",
+        f"{C2C}/initiate",
         json=_initiate(customer_number="020 7946 0958", default_region="GB"),
     )
     assert status == 202, body
@@ -113,17 +116,21 @@ async def test_idempotency_key_replays_the_first_result_and_refuses_a_different_
 ) -> None:
     t = await _tenant(engine)
     key = {"Idempotency-Key": "erp-req-42"}
-    s1, first, h1 = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(),
-                                        headers=_h(t, **key))
-    s2, again, h2 = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(),
-                                        headers=_h(t, **key))
+    s1, first, h1 = await unix_api.call(
+        "POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t, **key)
+    )
+    s2, again, h2 = await unix_api.call(
+        "POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t, **key)
+    )
     assert (s1, s2) == (202, 202)
     assert again["id"] == first["id"]
     assert "Idempotent-Replayed" not in h1
     assert h2["Idempotent-Replayed"] == "true"
 
     s3, err, _ = await unix_api.call(
-        "POST", f"{C2C}/initiate", json=_initiate(customer_number="+14155550199"),
+        "POST",
+        f"{C2C}/initiate",
+        json=_initiate(customer_number="+14155550199"),
         headers=_h(t, **key),
     )
     assert s3 == 409
@@ -133,9 +140,11 @@ async def test_idempotency_key_replays_the_first_result_and_refuses_a_different_
 
     # the same key in another tenant is another request
     other = await _tenant(engine)
-    s4, theirs, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(),
-                                        headers=_h(other, **key))
-    assert s4 == 202 and theirs["id"] != first["id"]
+    s4, theirs, _ = await unix_api.call(
+        "POST", f"{C2C}/initiate", json=_initiate(), headers=_h(other, **key)
+    )
+    assert s4 == 202
+    assert theirs["id"] != first["id"]
 
 
 # -- sessions ---------------------------------------------------------------------------------
@@ -152,8 +161,9 @@ async def test_list_filters_and_cursor_pagination(engine: Engine, unix_api: Api)
     seen, cursor, pages = [], None, 0
     while True:
         params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
-        status, page, _ = await unix_api.call("GET", f"{C2C}/sessions", params=params,
-                                              headers=_h(t))
+        status, page, _ = await unix_api.call(
+            "GET", f"{C2C}/sessions", params=params, headers=_h(t)
+        )
         assert status == 200, page
         seen += [s["id"] for s in page["items"]]
         pages += 1
@@ -163,13 +173,16 @@ async def test_list_filters_and_cursor_pagination(engine: Engine, unix_api: Api)
     assert pages == 3
     assert seen == list(reversed(ids))  # newest first, nothing twice, nothing lost
 
-    _, page, _ = await unix_api.call("GET", f"{C2C}/sessions", params={"agent_id": "a1"},
-                                     headers=_h(t))
+    _, page, _ = await unix_api.call(
+        "GET", f"{C2C}/sessions", params={"agent_id": "a1"}, headers=_h(t)
+    )
     assert {s["id"] for s in page["items"]} == {ids[1], ids[3]}
 
     await unix_api.call("POST", f"{C2C}/sessions/{ids[0]}/end", json={}, headers=_h(t))
     _, page, _ = await unix_api.call(
-        "GET", f"{C2C}/sessions", params=[("status", "canceled"), ("status", "completed")],
+        "GET",
+        f"{C2C}/sessions",
+        params=[("status", "canceled"), ("status", "completed")],
         headers=_h(t),
     )
     assert [s["id"] for s in page["items"]] == [ids[0]]
@@ -177,8 +190,14 @@ async def test_list_filters_and_cursor_pagination(engine: Engine, unix_api: Api)
 
 @pytest.mark.parametrize(
     "params",
-    [{"limit": "0"}, {"limit": "abc"}, {"status": "ringing"}, {"cursor": "!!"}, {"bogus": "1"},
-     {"customer_number": "12"}],
+    [
+        {"limit": "0"},
+        {"limit": "abc"},
+        {"status": "ringing"},
+        {"cursor": "!!"},
+        {"bogus": "1"},
+        {"customer_number": "12"},
+    ],
 )
 async def test_list_rejects_bad_query(unix_api: Api, params: dict[str, str]) -> None:
     status, err, _ = await unix_api.call("GET", f"{C2C}/sessions", params=params)
@@ -208,12 +227,16 @@ async def test_status_patch_follows_the_state_machine(engine: Engine, unix_api: 
         assert status == 200, body
         assert body["status"] == step
     status, body, _ = await unix_api.call(
-        "PATCH", url, json={"status": "completed", "reason": "done", "hangup_cause": 16},
+        "PATCH",
+        url,
+        json={"status": "completed", "reason": "done", "hangup_cause": 16},
         headers=_h(t),
     )
     assert status == 200
-    assert body["hangup_cause"] == 16 and body["end_reason"] == "done"
-    assert body["talk_ms"] is not None and body["ring_ms"] is not None
+    assert body["hangup_cause"] == 16
+    assert body["end_reason"] == "done"
+    assert body["talk_ms"] is not None
+    assert body["ring_ms"] is not None
 
     status, err, _ = await unix_api.call("PATCH", url, json={"status": "ringing"}, headers=_h(t))
     assert status == 422
@@ -228,10 +251,10 @@ async def test_end_cancels_a_live_call_and_refuses_an_ended_one(
     t = await _tenant(engine)
     _, s, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t))
     url = f"{C2C}/sessions/{s['id']}/end"
-    status, body, _ = await unix_api.call("POST", url, json={"reason": "agent left"},
-                                          headers=_h(t))
+    status, body, _ = await unix_api.call("POST", url, json={"reason": "agent left"}, headers=_h(t))
     assert status == 200
-    assert body["status"] == "canceled" and body["end_reason"] == "agent left"
+    assert body["status"] == "canceled"
+    assert body["end_reason"] == "agent left"
     assert body["ended_at"] is not None
     status, err, _ = await unix_api.call("POST", url, json={}, headers=_h(t))
     assert status == 409
@@ -243,11 +266,13 @@ async def test_stats(engine: Engine, unix_api: Api) -> None:
     for _ in range(3):
         await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t))
     _, page, _ = await unix_api.call("GET", f"{C2C}/sessions", headers=_h(t))
-    await unix_api.call("POST", f"{C2C}/sessions/{page['items'][0]['id']}/end", json={},
-                        headers=_h(t))
+    await unix_api.call(
+        "POST", f"{C2C}/sessions/{page['items'][0]['id']}/end", json={}, headers=_h(t)
+    )
     status, stats, _ = await unix_api.call("GET", f"{C2C}/stats", headers=_h(t))
     assert status == 200, stats
-    assert stats["total"] == 3 and stats["live"] == 2
+    assert stats["total"] == 3
+    assert stats["live"] == 2
     assert stats["by_status"] == {"queued": 2, "canceled": 1}
     assert stats["connect_rate"] == 0.0
     status, _, _ = await unix_api.call("GET", f"{C2C}/stats", params={"created_after": "x"})
@@ -262,35 +287,50 @@ async def test_providers_create_list_get_and_default_selection(
 ) -> None:
     t = await _tenant(engine)
     status, p, headers = await unix_api.call(
-        "POST", "/api/v1/voip-providers",
-        json={"name": "main", "provider_type": "sip_trunk", "is_default": True,
-              "config": {"endpoint": "PJSIP/{number}@trunk"},
-              "credentials": {"password": "s3cret"}, "webhook_secret": "whsec-123456"},
+        "POST",
+        "/api/v1/voip-providers",
+        json={
+            "name": "main",
+            "provider_type": "sip_trunk",
+            "is_default": True,
+            "config": {"endpoint": "PJSIP/{number}@trunk"},
+            "credentials": {"password": "s3cret"},
+            "webhook_secret": "whsec-123456",
+        },
         headers=_h(t),
     )
     assert status == 201, p
-    assert p["has_credentials"] is True and p["has_webhook_secret"] is True
-    assert "credentials" not in p and "s3cret" not in str(p)
+    assert p["has_credentials"] is True
+    assert p["has_webhook_secret"] is True
+    assert "credentials" not in p
+    assert "s3cret" not in str(p)
     status, got, _ = await unix_api.call("GET", headers["Location"], headers=_h(t))
-    assert status == 200 and got == p
+    assert status == 200
+    assert got == p
     status, listing, _ = await unix_api.call("GET", "/api/v1/voip-providers", headers=_h(t))
     assert [x["id"] for x in listing["items"]] == [p["id"]]
 
     status, err, _ = await unix_api.call(
-        "POST", "/api/v1/voip-providers", json={"name": "main", "provider_type": "twilio"},
+        "POST",
+        "/api/v1/voip-providers",
+        json={"name": "main", "provider_type": "twilio"},
         headers=_h(t),
     )
     assert status == 409
     status, err, _ = await unix_api.call(
-        "POST", "/api/v1/voip-providers", json={"name": "x", "provider_type": "skype"},
+        "POST",
+        "/api/v1/voip-providers",
+        json={"name": "x", "provider_type": "skype"},
         headers=_h(t),
     )
-    assert status == 422 and err["error"]["details"][0]["field"] == "provider_type"
+    assert status == 422
+    assert err["error"]["details"][0]["field"] == "provider_type"
 
     _, s, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t))
     assert s["provider_id"] == p["id"]  # the tenant's default
-    status, err, _ = await unix_api.call("GET", f"/api/v1/voip-providers/{uuid.uuid4()}",
-                                         headers=_h(t))
+    status, err, _ = await unix_api.call(
+        "GET", f"/api/v1/voip-providers/{uuid.uuid4()}", headers=_h(t)
+    )
     assert status == 404
 
 
@@ -304,29 +344,39 @@ async def test_webhook_form_encoded_is_logged_and_linked_to_its_session(
     _, s, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t))
     tenant = await engine.store.tenants.by_slug(t)
     await engine.store.sessions.append_event(
-        tenant.id, uuid.UUID(s["id"]), "provider.call_created",
+        tenant.id,
+        uuid.UUID(s["id"]),
+        "provider.call_created",
         changes={"provider_call_id": "CA1234567890abcdef"},
     )
     status, body, _ = await unix_api.call(
-        "POST", "/api/v1/webhooks/voip/twilio",
-        data={"CallSid": "CA1234567890abcdef", "CallStatus": "ringing"}, headers=_h(t),
+        "POST",
+        "/api/v1/webhooks/voip/twilio",
+        data={"CallSid": "CA1234567890abcdef", "CallStatus": "ringing"},
+        headers=_h(t),
     )
     assert status == 202, body
     assert body["session_id"] == s["id"]
     assert body["provider_call_id"] == "CA1234567890abcdef"
 
     status, body, _ = await unix_api.call(
-        "POST", "/api/v1/webhooks/voip/vonage", json={"uuid": "unknown", "status": "answered"},
+        "POST",
+        "/api/v1/webhooks/voip/vonage",
+        json={"uuid": "unknown", "status": "answered"},
         headers=_h(t),
     )
-    assert status == 202 and body["session_id"] is None
+    assert status == 202
+    assert body["session_id"] is None
     status, err, _ = await unix_api.call("POST", "/api/v1/webhooks/voip/skype", json={})
     assert status == 404
     status, err, _ = await unix_api.call(
-        "POST", "/api/v1/webhooks/voip/exotel", data="{broken",
+        "POST",
+        "/api/v1/webhooks/voip/exotel",
+        data="{broken",
         headers={"Content-Type": "application/json"},
     )
-    assert status == 400 and err["error"]["code"] == "invalid_json"
+    assert status == 400
+    assert err["error"]["code"] == "invalid_json"
 
 
 async def test_agent_activity(engine: Engine, unix_api: Api) -> None:
@@ -338,9 +388,11 @@ async def test_agent_activity(engine: Engine, unix_api: Api) -> None:
     status, err, _ = await unix_api.call(
         "POST", "/api/v1/agent-activity", json={"agent_id": "u-9", "activity": "napping"}
     )
-    assert status == 422 and err["error"]["details"][0]["field"] == "activity"
+    assert status == 422
+    assert err["error"]["details"][0]["field"] == "activity"
     status, err, _ = await unix_api.call(
-        "POST", "/api/v1/agent-activity",
+        "POST",
+        "/api/v1/agent-activity",
         json={"agent_id": "u-9", "activity": "on_call", "session_id": str(uuid.uuid4())},
     )
     assert status == 404
@@ -364,7 +416,7 @@ async def test_a_tenant_never_sees_another_tenants_rows(engine: Engine, unix_api
     assert page["items"] == []
     _, stats, _ = await unix_api.call("GET", f"{C2C}/stats", headers=_h(b))
     assert stats["total"] == 0
-    status, err, _ = await unix_api.call("GET", f"{C2C}/sessions", headers=_h("nobody"))
+    status, _err, _ = await unix_api.call("GET", f"{C2C}/sessions", headers=_h("nobody"))
     assert status == 401
 
 
@@ -375,8 +427,12 @@ async def test_tcp_requires_a_valid_token_and_scopes_to_its_tenant(
     issued = await engine.store.tenants.issue_token(a, "erp")
     good = {"Authorization": f"Bearer {issued.token}"}
 
-    for headers in ({}, {"Authorization": "Bearer ctc_wrong"}, {"Authorization": "Basic eDp5"},
-                    {"X-CTC-Tenant": a}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer ctc_wrong"},
+        {"Authorization": "Basic eDp5"},
+        {"X-CTC-Tenant": a},
+    ):
         status, err, _ = await tcp_api.call("GET", f"{C2C}/sessions", headers=headers)
         assert status == 401, headers
         assert err["error"]["code"] == "unauthorized"
@@ -396,7 +452,8 @@ async def test_tcp_requires_a_valid_token_and_scopes_to_its_tenant(
         stored = await conn.fetchval("SELECT token_hash FROM api_token WHERE id = $1", issued.id)
     finally:
         await conn.close()
-    assert stored != issued.token and len(stored) == 64
+    assert stored != issued.token
+    assert len(stored) == 64
 
 
 # -- operations -------------------------------------------------------------------------------
@@ -404,9 +461,11 @@ async def test_tcp_requires_a_valid_token_and_scopes_to_its_tenant(
 
 async def test_health_ready_metrics(unix_api: Api) -> None:
     status, body, _ = await unix_api.call("GET", "/healthz")
-    assert status == 200 and body["components"]["database"]["state"] == "up"
+    assert status == 200
+    assert body["components"]["database"]["state"] == "up"
     status, body, _ = await unix_api.call("GET", "/readyz")
-    assert status == 200 and body["status"] == "ok"
+    assert status == 200
+    assert body["status"] == "ok"
     status, _, _ = await unix_api.call("GET", "/nope")
     assert status == 404
 
@@ -415,19 +474,23 @@ async def test_metrics_are_prometheus_text(engine: Engine) -> None:
     import aiohttp
 
     connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.get("http://ctc/metrics") as resp:
-            text = await resp.text()
-            assert resp.status == 200
-            assert resp.content_type == "text/plain"
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get("http://ctc/metrics") as resp,
+    ):
+        text = await resp.text()
+        assert resp.status == 200
+        assert resp.content_type == "text/plain"
     assert "ctc_http_requests_total" in text
 
 
 async def test_unknown_route_and_wrong_method_are_json(unix_api: Api) -> None:
     status, err, _ = await unix_api.call("GET", "/api/v1/nothing-here")
-    assert status == 404 and err["error"]["code"] == "not_found"
+    assert status == 404
+    assert err["error"]["code"] == "not_found"
     status, err, _ = await unix_api.call("DELETE", f"{C2C}/initiate")
-    assert status == 405 and err["error"]["code"] == "method_not_allowed"
+    assert status == 405
+    assert err["error"]["code"] == "method_not_allowed"
 
 
 async def test_openapi_is_valid_and_covers_every_route(engine: Engine, unix_api: Api) -> None:
@@ -436,16 +499,13 @@ async def test_openapi_is_valid_and_covers_every_route(engine: Engine, unix_api:
     status, doc, _ = await unix_api.call("GET", "/api/v1/openapi.json")
     assert status == 200
     validate(doc)
-    served = {
-        (r.method, r.resource.canonical)
-        for r in _routes(engine)
-        if r.method != "HEAD"
-    }
+    served = {(r.method, r.resource.canonical) for r in _routes(engine) if r.method != "HEAD"}
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     assert served == documented
     initiate = doc["paths"][f"{C2C}/initiate"]["post"]
-    schema = doc["components"]["schemas"][initiate["requestBody"]["content"]
-                                         ["application/json"]["schema"]["$ref"].split("/")[-1]]
+    schema = doc["components"]["schemas"][
+        initiate["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+    ]
     assert schema["additionalProperties"] is False
     assert set(schema["required"]) == {"agent_number", "customer_number"}
 

@@ -72,7 +72,7 @@ def test_unknown_status_is_an_illegal_transition_not_a_value_error() -> None:
 
 def test_terminal_statuses_have_no_way_out() -> None:
     assert TERMINAL_STATUSES.isdisjoint(LIVE_STATUSES)
-    assert TERMINAL_STATUSES | LIVE_STATUSES == set(CallStatus)
+    assert set(CallStatus) == TERMINAL_STATUSES | LIVE_STATUSES
     for status in TERMINAL_STATUSES:
         assert status.is_terminal
         assert not TRANSITIONS[status]

@@ -26,7 +26,9 @@ def test_national_number_needs_a_region() -> None:
     assert to_e164("020 7946 0958", field="x", default_region="GB") == "+442079460958"
 
 
-@pytest.mark.parametrize("raw", ["", "   ", "hello", "+1415", "+999123456789", "+1 415 555 0100 999 999"])
+@pytest.mark.parametrize(
+    "raw", ["", "   ", "hello", "+1415", "+999123456789", "+1 415 555 0100 999 999"]
+)
 def test_rejected_numbers_name_the_field(raw: str) -> None:
     with pytest.raises(InvalidInput) as info:
         to_e164(raw, field="agent_number")
