@@ -24,8 +24,10 @@ from engine.asterisk.stasis import StasisApp
 from engine.calls import CallService
 from engine.config import Settings
 from engine.errors import ClosedResourceError, CtcError
+from engine.events import EventBus
 from engine.health import HealthReport
 from engine.metrics import Metrics
+from engine.notifier import CallbackNotifier
 from engine.store import Database, Store
 from engine.store.migrations import default_migrations_dir, migration_status
 
@@ -45,7 +47,15 @@ class Engine:
         self.db = Database(
             db.url, min_size=db.min_size, max_size=db.max_size, command_timeout=db.command_timeout
         )
-        self.store = Store.over(self.db)
+        self.events = EventBus()
+        self.store = Store.over(self.db, events=self.events)
+        self.notifier = CallbackNotifier(
+            self.store.outbox,
+            settings.callbacks,
+            events=self.events,
+            health=self.health,
+            metrics=self.metrics,
+        )
         self.ari: AriClient | None = None
         self.stasis: StasisApp | None = None
         if settings.ari.enabled:
@@ -66,6 +76,7 @@ class Engine:
             health=self.health,
             metrics=self.metrics,
             openapi=router.openapi(),
+            events=self.events,
         )
         api = settings.api
         self.api = ApiServer(
@@ -123,6 +134,7 @@ class Engine:
             log.error("database.schema_not_current", detail=detail)
             return
         self.health.set("database", "up")
+        await self.notifier.start()  # first delivers what a previous run left in the outbox
         self.database_ready.set()
         log.info("database.connected")
         if self.stasis is not None:
@@ -138,11 +150,13 @@ class Engine:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.api.close()
+        await self.api.close()  # ends open event streams
         if self.stasis is not None:
             await self.stasis.close()
         if self.ari is not None:
             await self.ari.close()
+        await self.notifier.close()  # after what writes events, before the database
+        self.events.close()
         await self.db.close()
         log.info("engine.stopped")
 

@@ -20,6 +20,7 @@ non-zero; the API maps each class to a stable error code and HTTP status.
     │   └── Conflict                uniqueness / idempotency conflict
     ├── ClosedResourceError         a pool, link or server was used after close()
     ├── ApiClientError              the control API answered an error to our own client
+    ├── CallbackDeliveryError       a status callback POST failed (refused, timeout, non-2xx)
     └── AsteriskError               talking to Asterisk failed
         ├── AriError
         ├── AmiError
@@ -35,6 +36,7 @@ __all__ = [
     "ApiClientError",
     "AriError",
     "AsteriskError",
+    "CallbackDeliveryError",
     "ClosedResourceError",
     "ConfigError",
     "Conflict",
@@ -142,6 +144,18 @@ class ApiClientError(CtcError):
         self.status = status
         self.code = code
         super().__init__(f"{code}: {message} (HTTP {status})")
+
+
+class CallbackDeliveryError(CtcError):
+    """A status callback could not be delivered; it is retried from the outbox.
+
+    ``status`` is the receiver's HTTP status when it answered, ``None`` when it did not
+    (connection refused, timeout, reset).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class AsteriskError(CtcError):

@@ -29,6 +29,12 @@ class Metrics:
             ["tenant"],
             registry=self.registry,
         )
+        self.callback_deliveries = Counter(
+            "ctc_callback_deliveries_total",
+            "Status callback delivery attempts by outcome (delivered, retry, dead)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.component_up = Gauge(
             "ctc_component_up",
             "1 when a component reports up",

@@ -22,6 +22,7 @@ __all__ = [
     "EndCallIn",
     "ErrorBody",
     "ErrorOut",
+    "EventsQuery",
     "HealthOut",
     "InitiateIn",
     "ProviderIn",
@@ -34,6 +35,7 @@ __all__ = [
     "StatsOut",
     "StatsQuery",
     "StatusPatchIn",
+    "StreamEventOut",
     "WebhookAcceptedOut",
 ]
 
@@ -133,6 +135,22 @@ class CallEventOut(_Out):
 
 class SessionDetailOut(SessionOut):
     events: list[CallEventOut]
+
+
+class StreamEventOut(CallEventOut):
+    """The ``data:`` of one message on ``GET /api/v1/events`` (its SSE ``id`` is ``id``)."""
+
+    session_id: uuid.UUID
+
+
+class EventsQuery(_In):
+    session_id: uuid.UUID | None = Field(default=None, description="Only this session's events")
+    after: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**63 - 1,
+        description="Replay events with a greater id first (the Last-Event-ID header wins)",
+    )
 
 
 class SessionListQuery(_In):

@@ -10,12 +10,14 @@ from typing import Any
 import prometheus_client
 from aiohttp import web
 
+from engine.api import sse
 from engine.api.models import (
     AgentActivityIn,
     AgentActivityOut,
     CallEventOut,
     EndCallIn,
     ErrorOut,
+    EventsQuery,
     HealthOut,
     InitiateIn,
     ProviderIn,
@@ -28,14 +30,15 @@ from engine.api.models import (
     StatsOut,
     StatsQuery,
     StatusPatchIn,
+    StreamEventOut,
     WebhookAcceptedOut,
 )
 from engine.api.routing import ApiRequest, BadRequest, Router, json_response
 from engine.api.state import API_STATE
 from engine.domain.phone import to_e164
-from engine.errors import NotFound
+from engine.errors import ClosedResourceError, NotFound
 from engine.store.providers import PROVIDER_TYPES, NewProvider
-from engine.store.sessions import SessionFilter, StoredSession
+from engine.store.sessions import CallEvent, SessionFilter, StoredSession
 
 __all__ = ["router"]
 
@@ -189,6 +192,88 @@ def _session_id(req: ApiRequest) -> uuid.UUID:
         return req.path_uuid("session_id")
     except Exception as exc:
         raise NotFound("session", req.raw.match_info["session_id"]) from exc
+
+
+# -- events -----------------------------------------------------------------------------------
+
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    "description": "Sent by EventSource on reconnect: replay events after this id "
+    "(takes precedence over `after`)",
+}
+
+
+@router.route(
+    "GET",
+    f"{API}/events",
+    summary="Stream the tenant's call events (Server-Sent Events)",
+    tags=("events",),
+    query=EventsQuery,
+    headers=(_LAST_EVENT_ID,),
+    responses={200: StreamEventOut, 401: E, 404: E, 422: E, 503: E},
+    response_content="text/event-stream",
+)
+async def stream_events(req: ApiRequest) -> web.StreamResponse:
+    """Each call event of the tenant as it commits, as one SSE message: `id:` the event id,
+    `event:` its `event_type`, `data:` the event as JSON (the schema below). A
+    `: keepalive` comment every 15 s of silence. With `Last-Event-ID` (or `after`), the
+    events after that id are replayed from the database first, then the stream goes live,
+    without gaps or repeats. The stream ends when the engine shuts down, after a large replay,
+    or when the client falls too far behind: reconnect with `Last-Event-ID` to carry on."""
+    tenant = req.require_tenant()
+    q = req.query_as(EventsQuery)
+    after = _last_event_id(req)
+    if after is None:
+        after = q.after
+    state = req.raw.app[API_STATE]
+    if q.session_id is not None:
+        await state.store.sessions.get(tenant.id, q.session_id)  # 404 unless the tenant's
+    if state.events is None:
+        raise ClosedResourceError("the event stream is not available")
+    sub = state.events.subscribe(tenant_id=tenant.id, session_id=q.session_id)
+    with req.raw.app[sse.OPEN_STREAMS].track(sub):
+        # subscribed first, replayed second: see engine.api.sse for why that has no gap
+        replay: list[CallEvent] = []
+        if after is not None:
+            replay = await state.store.sessions.events_after(
+                tenant.id, after, session_id=q.session_id, limit=sse.REPLAY_LIMIT + 1
+            )
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # tell a fronting nginx not to buffer the stream
+            }
+        )
+        await resp.prepare(req.raw)
+        try:
+            await resp.write(f"retry: {sse.RETRY_MS}\n\n".encode())  # also sends the headers
+            if len(replay) > sse.REPLAY_LIMIT:
+                # a large backlog comes in pieces: the client reconnects for the next one
+                for event in replay[: sse.REPLAY_LIMIT]:
+                    await resp.write(sse.encode_event(event))
+            else:
+                await sse.pump(resp.write, replay, sub, after=after, keepalive=sse.KEEPALIVE)
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away
+        return resp
+
+
+def _last_event_id(req: ApiRequest) -> int | None:
+    raw = req.raw.headers.get("Last-Event-ID", "").strip()
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise BadRequest(
+            422,
+            "validation_error",
+            "Last-Event-ID must be an event id this stream sent",
+            [{"field": "Last-Event-ID", "message": "expected a non-negative integer"}],
+        )
+    return int(raw)
 
 
 # -- providers --------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import json
 import types
 import typing
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -63,6 +63,7 @@ class Endpoint:
     auth: bool
     body_content: Mapping[str, Any] | None  # for bodies that are not one JSON model
     response_content: str  # media type of the 2xx body
+    headers: tuple[Mapping[str, Any], ...] = ()  # OpenAPI header parameters it reads
 
 
 @dataclasses.dataclass(slots=True)
@@ -140,6 +141,7 @@ class Router:
         auth: bool = True,
         body_content: Mapping[str, Any] | None = None,
         response_content: str = "application/json",
+        headers: Sequence[Mapping[str, Any]] = (),
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
@@ -155,6 +157,7 @@ class Router:
                     auth,
                     body_content,
                     response_content,
+                    tuple(headers),
                 )
             )
             return handler
@@ -249,6 +252,7 @@ def _operation(ep: Endpoint, schemas: dict[str, Any]) -> dict[str, Any]:
                 "description": "A retried request with the same key never dials twice",
             }
         )
+    params.extend({"in": "header", **h} for h in ep.headers)
     if params:
         op["parameters"] = params
     if ep.body is not None:

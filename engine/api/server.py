@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from engine.api.routes import router
 from engine.api.routing import TENANT, BadRequest, validation_details
+from engine.api.sse import OPEN_STREAMS, OpenStreams
 from engine.api.state import API_STATE, ApiState
 from engine.errors import (
     AsteriskError,
@@ -143,6 +144,9 @@ def build_app(state: ApiState, *, local: bool, max_body_bytes: int = 65536) -> w
         middlewares=[_errors_and_metrics, _auth(local=local)], client_max_size=max_body_bytes
     )
     app[API_STATE] = state
+    # open SSE streams end when shutdown starts, not after aiohttp's shutdown_timeout
+    streams = app[OPEN_STREAMS] = OpenStreams()
+    app.on_shutdown.append(streams.on_shutdown)
     router.install(app)
     return app
 

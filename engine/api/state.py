@@ -1,4 +1,5 @@
-"""What every request handler can reach: the store, the services, health and metrics."""
+"""What every request handler can reach: the store, the services, health, metrics, and the
+bus of committed call events (for ``GET /api/v1/events``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from aiohttp import web
 
 from engine.calls import CallService
 from engine.errors import StoreError
+from engine.events import EventBus
 from engine.health import HealthReport
 from engine.metrics import Metrics
 from engine.store import Store
@@ -23,6 +25,7 @@ class ApiState:
     health: HealthReport
     metrics: Metrics
     openapi: dict[str, Any]
+    events: EventBus | None = None  # None: the event stream answers 503
 
     async def check_database(self) -> None:
         """Ping PostgreSQL and put the answer in the health report."""

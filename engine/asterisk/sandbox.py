@@ -17,7 +17,7 @@ of its output.
 Typical use::
 
     sandbox = Sandbox()
-    status = sandbox.up()          # build once (~25 s), then start (~2 s)
+    status = sandbox.up()          # build once (~25 s), then start (~1 s)
     print(sandbox.asterisk_cli("pjsip show endpoints"))
     sandbox.down()                 # stop Asterisk, unmount everything we mounted
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -40,7 +41,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,12 +87,14 @@ _APT_OPTIONS = ('Acquire::Check-Valid-Until "false"',)  # sid's Release may be p
 _KEY_MARKER = ".ctc-sandbox.json"
 _STATE_FILE = "state.json"
 _LOG_FILE = "asterisk.log"
+_LOCK_FILE = ".lock"
 _ASTERISK_CMD = ("asterisk", "-f", "-U", "asterisk", "-G", "asterisk")
 
 _INSTALL_TIMEOUT = 600.0
 _BUILD_TIMEOUT = 900.0
 _COMMAND_TIMEOUT = 30.0
 _CLI_TIMEOUT = 15.0
+_LOCK_TIMEOUT = 60.0
 _STOP_GRACE = 10.0  # "core stop now", then SIGTERM, then SIGKILL, each waited this long
 _TAIL_CHARS = 1500
 
@@ -168,39 +171,57 @@ class Sandbox:
         installation and the root build have their own (longer) bounds.
         """
         _require_root()
-        current = self.status()
-        if current.running and current.ari_ok:
-            return current
-        if current.running:
-            return self._wait_ready(current.pid, timeout)
-        if self._read_state():
-            self.down()  # an earlier sandbox died without down(): clear its mounts first
+        with _locked(self.state_dir / _LOCK_FILE, timeout=_BUILD_TIMEOUT + _INSTALL_TIMEOUT):
+            current = self.status()
+            if current.running and current.ari_ok:
+                return current
+            if current.running:
+                return self._wait_ready(current.pid, timeout)
+            if self._read_state():
+                self._down()  # an earlier sandbox died without down(): clear its mounts first
 
-        self.ensure_host_tools()
-        root = self.build().resolve()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        _refuse_busy_port(8088, "ARI (http.conf)")
-        mounts = self._mount(root)
-        self._write_state({"root": str(root), "mounts": [str(m) for m in mounts], "pid": None})
-        self._prepare_root(root)
-        pid = self._start(root)
-        self._write_state({"root": str(root), "mounts": [str(m) for m in mounts], "pid": pid})
-        return self._wait_ready(pid, timeout)
+            self.ensure_host_tools()
+            root = self.build().resolve()
+            _refuse_busy_port(8088, "ARI (http.conf)")
+            mounts = self._mount(root)
+            state: dict[str, Any] = {"root": str(root), "mounts": [str(m) for m in mounts]}
+            self._write_state({**state, "pid": None})
+            try:
+                self._prepare_root(root)
+                pid = self._start(root)
+                self._write_state({**state, "pid": pid})
+                return self._wait_ready(pid, timeout)
+            except BaseException:
+                with contextlib.suppress(SandboxError):
+                    self._down()  # never leave a half-started sandbox mounted
+                raise
 
     def down(self) -> None:
         """Stop Asterisk and unmount everything the sandbox mounted. Harmless when down."""
-        state = self._read_state()
-        root = Path(state["root"]) if state.get("root") else self.root
-        pids = self._asterisk_pids(root, state.get("pid"))
-        mounts = [Path(m) for m in state.get("mounts", [])]
-        leftovers = _mounts_under(root)
-        if not pids and not mounts and not leftovers:
+        if not self._leftovers():
             self._clear_state()
             return
         _require_root()
+        with _locked(self.state_dir / _LOCK_FILE, timeout=_LOCK_TIMEOUT):
+            self._down()
+
+    def _leftovers(self) -> bool:
+        state = self._read_state()
+        root = Path(state["root"]) if state.get("root") else self.root
+        return bool(
+            self._asterisk_pids(root, state.get("pid"))
+            or state.get("mounts")
+            or _mounts_under(root)
+        )
+
+    def _down(self) -> None:
+        state = self._read_state()
+        root = Path(state["root"]) if state.get("root") else self.root
+        pids = self._asterisk_pids(root, state.get("pid"))
         if pids:
             self._stop(root, pids)
-        for mount in [*reversed(mounts), *leftovers]:
+        mounts = [Path(m) for m in state.get("mounts", [])]
+        for mount in [*reversed(mounts), *_mounts_under(root)]:
             _unmount(mount)
         remaining = _mounts_under(root)
         if remaining:
@@ -271,6 +292,14 @@ class Sandbox:
         if not shutil.which("mmdebstrap"):
             self.ensure_host_tools()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        # One build at a time per cache: a concurrent builder's temp dir is not "stale".
+        with _locked(self.cache_dir / _LOCK_FILE, timeout=_BUILD_TIMEOUT + _LOCK_TIMEOUT):
+            if (root / _KEY_MARKER).is_file():
+                return root  # built by whoever held the lock before us
+            self._build(root)
+        return root
+
+    def _build(self, root: Path) -> None:
         for stale in self.cache_dir.glob(f".build-{self.key}-*"):
             _remove_tree(stale)
         if root.exists():  # a root without its marker: not ours to trust
@@ -301,7 +330,6 @@ class Sandbox:
         finally:
             if tmp.exists():
                 _remove_tree(tmp)
-        return root
 
     # ------------------------------------------------------------------ steps of up()
 
@@ -363,7 +391,6 @@ class Sandbox:
             ["sh", "-c", script],
             timeout=_COMMAND_TIMEOUT,
             what="starting Asterisk",
-            start_new_session=True,
         )
         try:
             return int(result.stdout.strip())
@@ -436,7 +463,7 @@ class Sandbox:
         tmp.replace(path)
 
     def _clear_state(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
             (self.state_dir / _STATE_FILE).unlink()
 
 
@@ -449,74 +476,119 @@ def apt_mirror(
 ) -> str:
     """The host's Debian archive mirror URL, read from its apt sources.
 
-    Takes the first enabled ``deb`` source whose URI is not a security archive and whose
-    suites are plain Debian suites (e.g. ``bookworm``, ``bookworm-updates``). Both the
-    one-line (``*.list``) and deb822 (``*.sources``) formats are read.
+    Both the one-line (``*.list``) and deb822 (``*.sources``) formats are read. A source
+    qualifies when it is an enabled ``deb`` source over HTTP(S), is not a security archive,
+    names only plain suites (``bookworm``, ``bookworm-updates``, not ``…-security``) and,
+    if it has a ``Signed-By``, is signed by Debian's archive keyring (which rules out
+    third-party repositories such as a vendor's ``bookworm`` suite). A URI ending in
+    ``/debian`` is preferred; otherwise the first qualifying source wins.
     """
     files: list[Path] = []
     if sources_list.is_file():
         files.append(sources_list)
     if sources_dir.is_dir():
         files.extend(sorted(p for p in sources_dir.iterdir() if p.suffix in {".list", ".sources"}))
+    candidates: list[str] = []
     for path in files:
         try:
             text = path.read_text()
         except OSError:
             continue
         entries = _deb822_entries(text) if path.suffix == ".sources" else _one_line_entries(text)
-        for uri, suites in entries:
-            if _is_debian_archive(uri, suites):
-                return uri
+        candidates.extend(e.uri for e in entries if _is_debian_archive(e))
+    for uri in candidates:
+        if uri.rstrip("/").endswith("/debian"):
+            return uri
+    if candidates:
+        return candidates[0]
     raise SandboxError(
         "no Debian mirror found in the host's apt sources "
         f"({sources_list}, {sources_dir}/*.list|*.sources); set CTC_SANDBOX_MIRROR"
     )
 
 
-def _one_line_entries(text: str) -> list[tuple[str, list[str]]]:
-    entries: list[tuple[str, list[str]]] = []
+@dataclass(frozen=True, slots=True)
+class _AptSource:
+    uri: str
+    suites: tuple[str, ...]
+    signed_by: str | None  # None: no Signed-By (the host's trusted keyrings apply)
+
+
+def _one_line_entries(text: str) -> list[_AptSource]:
+    entries: list[_AptSource] = []
     for raw in text.splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line.startswith("deb "):
             continue
-        words = line.split()[1:]
-        if words and words[0].startswith("["):  # [arch=amd64 signed-by=...]
-            while words and not words[0].endswith("]"):
-                words.pop(0)
-            words = words[1:]
+        rest = line[4:].strip()
+        options = ""
+        if rest.startswith("["):  # [arch=amd64 signed-by=/usr/share/keyrings/...]
+            options, _, rest = rest[1:].partition("]")
+        words = rest.split()
+        signed_by = None
+        for option in options.split():
+            name, _, value = option.partition("=")
+            if name.strip().lower() == "signed-by":
+                signed_by = value.strip()
         if len(words) >= 2:
-            entries.append((words[0], [words[1]]))
+            entries.append(_AptSource(words[0], (words[1],), signed_by))
     return entries
 
 
-def _deb822_entries(text: str) -> list[tuple[str, list[str]]]:
-    entries: list[tuple[str, list[str]]] = []
+def _deb822_entries(text: str) -> list[_AptSource]:
+    entries: list[_AptSource] = []
     for stanza in text.split("\n\n"):
         fields: dict[str, str] = {}
         for raw in stanza.splitlines():
             if raw.startswith("#") or ":" not in raw or raw[:1].isspace():
-                continue
+                continue  # comments, and continuation lines (e.g. an inline key block)
             name, value = raw.split(":", 1)
             fields[name.strip().lower()] = value.strip()
         if "deb" not in fields.get("types", "").split():
             continue
         if fields.get("enabled", "yes").lower() == "no":
             continue
-        suites = fields.get("suites", "").split()
-        entries.extend((uri, suites) for uri in fields.get("uris", "").split())
+        suites = tuple(fields.get("suites", "").split())
+        signed_by = fields.get("signed-by")
+        entries.extend(_AptSource(uri, suites, signed_by) for uri in fields.get("uris", "").split())
     return entries
 
 
-def _is_debian_archive(uri: str, suites: Iterable[str]) -> bool:
-    if not uri.startswith(("http://", "https://")):
+def _is_debian_archive(source: _AptSource) -> bool:
+    if not source.uri.startswith(("http://", "https://")):
         return False
-    if "security" in uri.rstrip("/").rsplit("/", 1)[-1]:
+    if "security" in source.uri.rstrip("/").rsplit("/", 1)[-1]:
         return False
-    suites = list(suites)
-    return bool(suites) and all(s and "/" not in s and not s.endswith("-security") for s in suites)
+    if source.signed_by is not None and "debian-archive" not in source.signed_by:
+        return False
+    return bool(source.suites) and all(
+        s and "/" not in s and not s.endswith("-security") for s in source.suites
+    )
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def _locked(path: Path, *, timeout: float) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (created if needed), waiting up to ``timeout``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise SandboxError(
+                        f"{path} is locked by another `ctc sandbox` for over {timeout:g} s"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _require_root() -> None:
@@ -534,36 +606,38 @@ def _run(
     timeout: float,
     what: str,
     env: dict[str, str] | None = None,
-    start_new_session: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command to completion; any failure is a SandboxError naming it."""
+    """Run a command to completion; any failure is a SandboxError naming it.
+
+    The command runs in its own session; on timeout its whole process group is killed
+    (mmdebstrap's apt and dpkg children too, not just the command itself).
+    """
     shown = " ".join(_sh_quote(a) for a in command)
     try:
-        result = subprocess.run(
+        proc = subprocess.Popen(
             list(command),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
             stdin=subprocess.DEVNULL,
-            start_new_session=start_new_session,
-            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired as exc:
-        out = _text(exc.stderr) or _text(exc.stdout)
-        raise SandboxError(f"{what}: `{shown}` timed out after {timeout:g} s{_tail(out)}") from exc
     except OSError as exc:
         raise SandboxError(f"{what}: cannot run `{shown}`: {exc}") from exc
-    if result.returncode != 0:
-        out = result.stderr.strip() or result.stdout.strip()
-        raise SandboxError(f"{what}: `{shown}` exited {result.returncode}{_tail(out)}")
-    return result
-
-
-def _text(data: str | bytes | None) -> str:
-    if data is None:
-        return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else data
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise SandboxError(
+            f"{what}: `{shown}` timed out after {timeout:g} s{_tail(stderr or stdout)}"
+        ) from None
+    if proc.returncode != 0:
+        out = stderr.strip() or stdout.strip()
+        raise SandboxError(f"{what}: `{shown}` exited {proc.returncode}{_tail(out)}")
+    return subprocess.CompletedProcess(list(command), proc.returncode, stdout, stderr)
 
 
 def _tail(output: str) -> str:
@@ -644,13 +718,23 @@ def _chroot_user(root: Path, name: str) -> tuple[int, int]:
 
 
 def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
+    """True while any thread of ``pid`` still runs.
+
+    A zombie thread-group leader is not enough to call a process gone: while Asterisk shuts
+    down its main thread can be a zombie whose other threads still hold the ARI socket.
+    """
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return False
-    state = stat.rsplit(")", 1)[-1].split()[:1]
-    return state != ["Z"] and state != ["X"]
+    for task in tasks:
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[-1].split()[:1]
+        except OSError:
+            continue
+        if state not in (["Z"], ["X"]):
+            return True
+    return False
 
 
 def _comm(pid: int) -> str:

@@ -261,7 +261,7 @@ class StasisApp:
                     payload=step.payload,
                     changes=changes,
                 )
-                bound.info("call.status", status=step.status.value, event=step.event_type)
+                bound.info("call.status", status=step.status.value, event_type=step.event_type)
             case Originate():
                 await self._originate(session, step.leg)
             case PlayRingback():

@@ -6,13 +6,18 @@ No SQL lives outside this package.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from engine.store.activity import ActivityRepository, WebhookRepository
 from engine.store.database import Database
+from engine.store.outbox import OutboxRepository
 from engine.store.providers import ProviderRepository
 from engine.store.recording import RecordingPolicyRepository
 from engine.store.sessions import SessionRepository
 from engine.store.tenants import TenantRepository
+
+if TYPE_CHECKING:
+    from engine.events import EventBus
 
 __all__ = ["Database", "Store"]
 
@@ -28,15 +33,18 @@ class Store:
     activity: ActivityRepository
     webhooks: WebhookRepository
     recording: RecordingPolicyRepository
+    outbox: OutboxRepository
 
     @classmethod
-    def over(cls, db: Database) -> Store:
+    def over(cls, db: Database, *, events: EventBus | None = None) -> Store:
+        """Every repository over ``db``; committed call events are published to ``events``."""
         return cls(
             db=db,
             tenants=TenantRepository(db),
-            sessions=SessionRepository(db),
+            sessions=SessionRepository(db, events),
             providers=ProviderRepository(db),
             activity=ActivityRepository(db),
             webhooks=WebhookRepository(db),
             recording=RecordingPolicyRepository(db),
+            outbox=OutboxRepository(db),
         )

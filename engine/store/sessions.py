@@ -5,22 +5,31 @@ The session row is a projection of its events: every change goes through
 the row, let the domain state machine decide, and write the row, the ``call_event`` and
 (when the tenant or request has a callback URL) the ``callback_outbox`` row in one
 transaction. ``version`` counts the events, so ``call_event.seq`` is dense per session.
+
+With an :class:`~engine.events.EventBus`, each event is published once its transaction has
+committed (never before: a subscriber must not see an event that may still roll back),
+before the connection goes back to the pool and with no ``await`` in between, so one
+session's events reach subscribers in commit order, which is ``seq`` order.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from engine.domain.call import LIVE_STATUSES, CallSession, CallStatus, Direction
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.store.database import Connection, Database
+
+if TYPE_CHECKING:
+    from engine.events import EventBus
 
 __all__ = [
     "CallEvent",
@@ -30,6 +39,7 @@ __all__ = [
     "SessionRepository",
     "SessionStats",
     "StoredSession",
+    "callback_payload",
 ]
 
 _SESSION_COLS = (
@@ -196,8 +206,21 @@ def _now() -> datetime:
 
 
 class SessionRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, events: EventBus | None = None) -> None:
         self._db = db
+        self._events = events
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[tuple[Connection, list[CallEvent]]]:
+        """One transaction; the events appended to the list are published after COMMIT."""
+        committed: list[CallEvent] = []
+        async with self._db.connection() as conn:
+            async with conn.transaction():
+                yield conn, committed
+            # COMMIT has returned and nothing is awaited before publishing: see module doc
+            if self._events is not None:
+                for event in committed:
+                    self._events.publish(event)
 
     # -- create -----------------------------------------------------------------------------
 
@@ -207,7 +230,7 @@ class SessionRepository:
         With an idempotency key, a repeat returns the first session (``False``); the same key
         with a different request body raises :class:`Conflict`.
         """
-        async with self._db.transaction() as conn:
+        async with self._writing() as (conn, committed):
             row = await conn.fetchrow(
                 f"INSERT INTO click_to_call_session (tenant_id, provider_id, direction, "
                 f"agent_number, customer_number, caller_id, agent_id, external_ref, "
@@ -244,7 +267,7 @@ class SessionRepository:
                     )
                 return first, False
             session = StoredSession.from_row(row)
-            await self._insert_event(
+            event = await self._insert_event(
                 conn,
                 session,
                 seq=1,
@@ -254,6 +277,7 @@ class SessionRepository:
                 payload={"direction": session.direction.value},
                 at=session.created_at,
             )
+            committed.append(event)
             return session, True
 
     # -- read -------------------------------------------------------------------------------
@@ -328,6 +352,29 @@ class SessionRepository:
         )
         return [CallEvent.from_row(r) for r in rows]
 
+    async def events_after(
+        self,
+        tenant_id: uuid.UUID,
+        after_id: int,
+        *,
+        session_id: uuid.UUID | None = None,
+        limit: int = 1000,
+    ) -> list[CallEvent]:
+        """The tenant's events with ``id > after_id``, oldest first, at most ``limit``.
+
+        One statement, so one snapshot: for every session the result is a gap-free run of
+        its committed events (replay for ``GET /api/v1/events`` with ``Last-Event-ID``).
+        """
+        rows = await self._db.fetch(
+            f"SELECT {_EVENT_COLS} FROM call_event WHERE tenant_id = $1 AND id > $2 "
+            f"AND ($3::uuid IS NULL OR session_id = $3) ORDER BY id LIMIT $4",
+            tenant_id,
+            after_id,
+            session_id,
+            limit,
+        )
+        return [CallEvent.from_row(r) for r in rows]
+
     async def live(self) -> list[StoredSession]:
         """Every non-terminal session of every tenant (for resync after a reconnect)."""
         rows = await self._db.fetch(
@@ -397,7 +444,7 @@ class SessionRepository:
         Writes the row, its event and, if a callback URL applies, the outbox row, atomically.
         """
         when = at or _now()
-        async with self._db.transaction() as conn:
+        async with self._writing() as (conn, committed):
             current, callback_url = await self._lock(conn, tenant_id, session_id)
             decided = current.machine().transition(target, when)
             columns = {**_checked(changes), **decided.changes}
@@ -415,6 +462,7 @@ class SessionRepository:
             url = current.callback_url or callback_url
             if url:
                 await self._enqueue_callback(conn, updated, event, url)
+            committed.append(event)
             return updated, event
 
     async def append_event(
@@ -429,7 +477,7 @@ class SessionRepository:
     ) -> tuple[StoredSession, CallEvent]:
         """Record a telephony fact that is not a status change (DTMF, recording, ...)."""
         when = at or _now()
-        async with self._db.transaction() as conn:
+        async with self._writing() as (conn, committed):
             current, _ = await self._lock(conn, tenant_id, session_id)
             updated = await self._update(conn, current, _checked(changes))
             event = await self._insert_event(
@@ -442,6 +490,7 @@ class SessionRepository:
                 payload=dict(payload or {}),
                 at=when,
             )
+            committed.append(event)
             return updated, event
 
     async def _lock(

@@ -1,0 +1,132 @@
+"""Server-Sent Events for ``GET /api/v1/events``: framing, replay-then-live, shutdown.
+
+Why a module of its own: three things here are easy to get subtly wrong.
+
+- **Replay, then live, each event exactly once.** The handler subscribes to the
+  :class:`~engine.events.EventBus` *before* it reads the replay from PostgreSQL. An event
+  committed before the replay's snapshot is in the replay; one committed after it reaches the
+  subscription (it was subscribed earlier). One committed in between is in both, so live
+  events already replayed are skipped by id. The stream holds only events with
+  ``id > Last-Event-ID``.
+- **A slow client never slows the engine.** The subscription is a bounded queue; a client
+  that falls behind is dropped by the bus and its stream ends after what it already holds.
+  It reconnects with ``Last-Event-ID`` and the rest comes from the database. A replay larger
+  than :data:`REPLAY_LIMIT` is sent in pieces the same way: the stream ends after one piece.
+- **Shutdown does not wait for streams.** aiohttp waits ``shutdown_timeout`` for every open
+  handler before cancelling it, and an SSE handler never finishes on its own. Every app keeps
+  its open streams in :class:`OpenStreams`; its ``on_shutdown`` hook (aiohttp runs it before
+  waiting for handlers) ends them, so each stream closes cleanly at once.
+
+Known limit: ids are allocated at insert but become visible at commit, so two calls' events
+committed concurrently can become visible out of id order (one session's events never are).
+A client that disconnects in that instant and resumes from the higher id misses the lower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Final
+
+import structlog
+from aiohttp import web
+
+from engine.api.models import StreamEventOut
+from engine.errors import ClosedResourceError
+from engine.events import Subscription
+from engine.store.sessions import CallEvent
+
+__all__ = [
+    "KEEPALIVE",
+    "OPEN_STREAMS",
+    "REPLAY_LIMIT",
+    "RETRY_MS",
+    "OpenStreams",
+    "encode_event",
+    "pump",
+]
+
+log = structlog.get_logger(__name__)
+
+# Seconds of silence after which a comment line keeps proxies and clients from timing out.
+KEEPALIVE: float = 15.0
+# Events replayed per connection; a larger backlog arrives over several reconnects.
+REPLAY_LIMIT: Final = 1000
+# The reconnect delay suggested to EventSource clients.
+RETRY_MS: Final = 2000
+
+KEEPALIVE_LINE: Final = b": keepalive\n\n"
+
+
+def encode_event(event: CallEvent) -> bytes:
+    """One SSE message: ``id``, ``event`` and one ``data`` line of JSON (JSON has no raw
+    newlines, so one line is always enough)."""
+    data = StreamEventOut.model_validate(event, from_attributes=True).model_dump_json()
+    return f"id: {event.id}\nevent: {event.event_type}\ndata: {data}\n\n".encode()
+
+
+class OpenStreams:
+    """The open SSE streams of one aiohttp app, ended together at shutdown."""
+
+    def __init__(self) -> None:
+        self._subscriptions: set[Subscription] = set()
+        self.closing = False
+
+    def __len__(self) -> int:
+        return len(self._subscriptions)
+
+    @contextlib.contextmanager
+    def track(self, sub: Subscription) -> Iterator[Subscription]:
+        """Own ``sub`` for the life of one stream; closes it at the end."""
+        if self.closing:
+            sub.close()
+            raise ClosedResourceError("the control API is shutting down")
+        self._subscriptions.add(sub)
+        try:
+            yield sub
+        finally:
+            self._subscriptions.discard(sub)
+            sub.close()
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        self.closing = True
+        if self._subscriptions:
+            log.info("api.events_streams_closing", streams=len(self._subscriptions))
+        for sub in list(self._subscriptions):
+            sub.close()
+
+
+OPEN_STREAMS: web.AppKey[OpenStreams] = web.AppKey("open_streams", OpenStreams)
+
+
+async def pump(
+    write: Callable[[bytes], Awaitable[None]],
+    replay: Sequence[CallEvent],
+    live: Subscription,
+    *,
+    after: int | None,
+    keepalive: float,
+) -> None:
+    """Write ``replay`` then every live event not already written, until ``live`` ends.
+
+    ``keepalive`` seconds without an event write a comment line. Returns when the
+    subscription ends (closed at shutdown, or dropped for falling behind); a write to a
+    client that went away raises ``ConnectionResetError``.
+    """
+    replayed: set[int] = set()  # live events are unique; only these can come twice
+    for old in replay:
+        await write(encode_event(old))
+        replayed.add(old.id)
+    while True:
+        try:
+            async with asyncio.timeout(keepalive):
+                event = await live.next()
+        except TimeoutError:
+            await write(KEEPALIVE_LINE)
+            continue
+        if event is None:
+            return
+        if event.id in replayed or (after is not None and event.id <= after):
+            continue
+        await write(encode_event(event))

@@ -1,0 +1,161 @@
+"""The callback outbox: claiming due rows, and recording what their delivery did.
+
+Rows are written by :class:`~engine.store.sessions.SessionRepository` in the same
+transaction as the status change they carry, so no callback is lost across crashes. This
+repository is the notifier's side of the table. Why it is shaped this way:
+
+- **Several engines may share one database.** :meth:`OutboxRepository.claim` selects due
+  rows ``FOR UPDATE SKIP LOCKED`` in a short transaction and pushes their
+  ``next_attempt_at`` forward by a *lease* before committing. The HTTP request then runs
+  outside any transaction; another engine sees the row as not due until the lease runs
+  out, so a row is never sent twice at once, and a crash mid-delivery only delays it.
+- **In order per call.** A row is claimable only when no *earlier* row (lower id) of the
+  same session is still pending, leased or not; so a session's callbacks go out one after
+  the other in ``seq`` order. A row that goes ``dead`` no longer holds the next one back.
+- **Fencing.** The lease end returned by the claim is the token: the outcome is written
+  only ``WHERE next_attempt_at = <lease>``, so a delivery whose lease expired (and was
+  re-claimed elsewhere) cannot overwrite the newer attempt's bookkeeping.
+
+Delivery is at-least-once (a crash after the receiver answered but before the outcome is
+stored sends it again): receivers de-duplicate on ``X-CTC-Event-Id``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from engine.store.database import Database
+
+__all__ = ["ClaimedCallback", "OutboxCounts", "OutboxRepository"]
+
+_MAX_ERROR_CHARS = 500
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClaimedCallback:
+    """One outbox row, leased to this notifier until ``lease_until``."""
+
+    id: int
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    event_id: int
+    url: str
+    payload: dict[str, Any]
+    attempts: int  # attempts made before this one
+    lease_until: datetime
+    secret: str  # the tenant's callback_secret, the HMAC key
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> ClaimedCallback:
+        return cls(**dict(row))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutboxCounts:
+    pending: int
+    dead: int
+
+
+class OutboxRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def claim(self, limit: int, *, lease_seconds: float) -> list[ClaimedCallback]:
+        """Lease up to ``limit`` due rows, at most one per session (its earliest pending)."""
+        if limit < 1:
+            return []
+        async with self._db.transaction() as conn:
+            rows = await conn.fetch(
+                "WITH due AS ("
+                "  SELECT o.id FROM callback_outbox o"
+                "  WHERE o.state = 'pending' AND o.next_attempt_at <= now()"
+                "    AND NOT EXISTS (SELECT 1 FROM callback_outbox e"
+                "                    WHERE e.session_id = o.session_id"
+                "                      AND e.state = 'pending' AND e.id < o.id)"
+                "  ORDER BY o.id LIMIT $1"
+                "  FOR UPDATE OF o SKIP LOCKED"
+                ") "
+                "UPDATE callback_outbox c"
+                "   SET next_attempt_at = now() + $2::float8 * interval '1 second'"
+                "  FROM due, tenant t"
+                " WHERE c.id = due.id AND t.id = c.tenant_id "
+                "RETURNING c.id, c.tenant_id, c.session_id, c.event_id, c.url, c.payload,"
+                "          c.attempts, c.next_attempt_at AS lease_until,"
+                "          t.callback_secret AS secret",
+                limit,
+                lease_seconds,
+            )
+        return sorted((ClaimedCallback.from_row(r) for r in rows), key=lambda c: c.id)
+
+    async def mark_delivered(self, claimed: ClaimedCallback, *, status: int) -> bool:
+        """Record a 2xx; False if the lease was lost (another engine owns the row now)."""
+        result = await self._db.execute(
+            "UPDATE callback_outbox SET state = 'delivered', delivered_at = now(), "
+            "attempts = attempts + 1, last_status = $3, last_error = NULL "
+            "WHERE id = $1 AND state = 'pending' AND next_attempt_at = $2",
+            claimed.id,
+            claimed.lease_until,
+            status,
+        )
+        return result == "UPDATE 1"
+
+    async def mark_failed(
+        self,
+        claimed: ClaimedCallback,
+        *,
+        error: str,
+        status: int | None,
+        retry_in: float | None,
+    ) -> bool:
+        """Record a failed attempt: retry after ``retry_in`` seconds, or ``dead`` if None.
+
+        False if the lease was lost.
+        """
+        result = await self._db.execute(
+            "UPDATE callback_outbox SET attempts = attempts + 1, last_error = $3, "
+            "last_status = $4, "
+            "state = CASE WHEN $5::float8 IS NULL THEN 'dead' ELSE 'pending' END, "
+            "next_attempt_at = CASE WHEN $5::float8 IS NULL THEN next_attempt_at "
+            "                  ELSE now() + $5::float8 * interval '1 second' END "
+            "WHERE id = $1 AND state = 'pending' AND next_attempt_at = $2",
+            claimed.id,
+            claimed.lease_until,
+            error[:_MAX_ERROR_CHARS],
+            status,
+            retry_in,
+        )
+        return result == "UPDATE 1"
+
+    async def release(self, claimed: Sequence[ClaimedCallback]) -> None:
+        """Give leases back unused (a graceful stop): the rows are due again at once."""
+        if not claimed:
+            return
+        await self._db.execute(
+            "UPDATE callback_outbox o SET next_attempt_at = now() "
+            "FROM unnest($1::bigint[], $2::timestamptz[]) AS l(id, lease_until) "
+            "WHERE o.id = l.id AND o.state = 'pending' AND o.next_attempt_at = l.lease_until",
+            [c.id for c in claimed],
+            [c.lease_until for c in claimed],
+        )
+
+    async def pending_count(self) -> int:
+        """Pending rows (cheap: the partial index on pending rows answers it)."""
+        count: int = await self._db.fetchval(
+            "SELECT count(*) FROM callback_outbox WHERE state = 'pending'"
+        )
+        return count
+
+    async def counts(self) -> OutboxCounts:
+        """Pending and dead rows (scans the table: for tests and tools, not hot paths)."""
+        row = await self._db.fetchrow(
+            "SELECT count(*) FILTER (WHERE state = 'pending') AS pending, "
+            "count(*) FILTER (WHERE state = 'dead') AS dead FROM callback_outbox"
+        )
+        assert row is not None
+        return OutboxCounts(pending=int(row["pending"]), dead=int(row["dead"]))

@@ -1,0 +1,1 @@
+"""End-to-end tests: the sandbox Asterisk (engine.asterisk.sandbox) and SIPp phones."""

@@ -1,0 +1,184 @@
+"""An engine wired to the sandbox Asterisk, and the tools e2e tests use to watch it.
+
+``EngineRunner`` starts a real :class:`~engine.daemon.Engine` (Unix socket API, PostgreSQL,
+ARI link) with the settings a test needs; ``CallWatcher`` follows one session's committed
+events through the engine's event bus so a test waits for a status instead of sleeping.
+``TcpProxy`` sits between the engine and ARI so a test can cut the event socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from engine.asterisk.sandbox import ARI_PASSWORD, Sandbox
+from engine.config import (
+    ApiSettings,
+    AriSettings,
+    CallSettings,
+    DatabaseSettings,
+    Settings,
+)
+from engine.daemon import Engine
+from engine.store.sessions import CallEvent, StoredSession
+
+__all__ = ["CallWatcher", "TcpProxy", "running_engine"]
+
+AGENT = "agent1"  # dialplan/pjsip.conf: SIPp phone on 127.0.0.1:5071
+AGENT_PORT = 5071
+CUSTOMER = "+14155550100"  # dialled as PJSIP/+14155550100@trunk: SIPp on 127.0.0.1:5080
+CUSTOMER_PORT = 5080
+
+
+@contextlib.asynccontextmanager
+async def running_engine(
+    db_url: str,
+    sandbox: Sandbox,
+    workdir: Path,
+    *,
+    ari_url: str = "http://127.0.0.1:8088",
+    app: str = "ctc-e2e",
+    **calls: Any,
+) -> AsyncIterator[Engine]:
+    settings = Settings(
+        database=DatabaseSettings(url=db_url),
+        api=ApiSettings(socket=workdir / "engine.sock", socket_mode="0600"),
+        ari=AriSettings(
+            url=ari_url,
+            username="ctc",
+            password=ARI_PASSWORD,
+            app=app,
+            recording_dir=sandbox.root / "var/spool/asterisk/recording",
+        ),
+        calls=CallSettings(**calls),
+    )
+    async with Engine(settings) as engine:
+        await asyncio.wait_for(engine.database_ready.wait(), 30)
+        assert engine.stasis is not None
+        await asyncio.wait_for(engine.stasis.resynced.wait(), 30)
+        yield engine
+
+
+class CallWatcher:
+    """Collects one session's events (subscribe before acting) and waits for statuses."""
+
+    def __init__(self, engine: Engine, session_id: uuid.UUID | None = None) -> None:
+        self.engine = engine
+        self.session_id = session_id
+        assert engine.events is not None
+        self._sub = engine.events.subscribe(session_id=session_id)
+        self.events: list[CallEvent] = []
+
+    def close(self) -> None:
+        self._sub.close()
+
+    async def until(self, *statuses: str, within: float = 30.0) -> CallEvent:
+        """Wait for the session to enter one of ``statuses``; return that event."""
+        for event in self.events:
+            if event.status_to in statuses:
+                return event
+        async with asyncio.timeout(within):
+            async for event in self._sub:
+                self.events.append(event)
+                if event.status_to in statuses:
+                    return event
+        raise AssertionError(f"event stream ended before {statuses}: {self.trail()}")
+
+    async def until_event(self, event_type: str, within: float = 30.0) -> CallEvent:
+        for event in self.events:
+            if event.event_type == event_type:
+                return event
+        async with asyncio.timeout(within):
+            async for event in self._sub:
+                self.events.append(event)
+                if event.event_type == event_type:
+                    return event
+        raise AssertionError(f"event stream ended before {event_type}: {self.trail()}")
+
+    def trail(self) -> list[tuple[str, str | None]]:
+        return [(e.event_type, e.status_to) for e in self.events]
+
+    async def session(self) -> StoredSession:
+        assert self.session_id is not None
+        found = await self.engine.store.sessions.by_id(self.session_id)
+        assert found is not None
+        return found
+
+
+async def initiate(engine: Engine, **body: Any) -> dict[str, Any]:
+    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
+    payload = {"agent_number": AGENT, "customer_number": CUSTOMER, **body}
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.post("http://ctc/api/v1/click-to-call/initiate", json=payload) as resp,
+    ):
+        data: dict[str, Any] = await resp.json()
+        assert resp.status == 202, data
+        return data
+
+
+async def end_call(engine: Engine, session_id: str) -> dict[str, Any]:
+    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.post(
+            f"http://ctc/api/v1/click-to-call/sessions/{session_id}/end",
+            json={"reason": "ended from the ERP"},
+        ) as resp,
+    ):
+        data: dict[str, Any] = await resp.json()
+        assert resp.status == 200, data
+        return data
+
+
+class TcpProxy:
+    """A loopback TCP proxy whose connections a test can cut (to drop the ARI socket)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    def cut(self) -> int:
+        """Abort every proxied connection; the number cut."""
+        writers = list(self._writers)
+        for w in writers:
+            w.transport.abort()
+        self._writers.clear()
+        return len(writers)
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

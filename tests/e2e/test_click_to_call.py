@@ -1,0 +1,235 @@
+"""Click-to-call end to end: the engine dials SIPp phones through the sandbox Asterisk.
+
+Agent phone: SIPp on 127.0.0.1:5071 (endpoint agent1). Customer: SIPp on 127.0.0.1:5080
+behind the `trunk` endpoint. Every status is awaited on the engine's event bus; the rows
+checked at the end are the ones in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import wave
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from engine.asterisk.sandbox import Sandbox
+from engine.daemon import Engine
+from tests.e2e.engine_fixtures import (
+    AGENT_PORT,
+    CUSTOMER_PORT,
+    CallWatcher,
+    TcpProxy,
+    end_call,
+    initiate,
+    running_engine,
+)
+from tests.e2e.helpers import SippPhone
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def engine(migrated_db: str, sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[Engine]:
+    async with running_engine(migrated_db, sandbox, tmp_path) as running:
+        yield running
+
+
+async def _place(engine: Engine) -> tuple[str, CallWatcher]:
+    watcher = CallWatcher(engine)  # all sessions: subscribe before the call exists
+    body = await initiate(engine)
+    watcher.session_id = uuid.UUID(body["id"])
+    return body["id"], watcher
+
+
+async def _statuses(engine: Engine, session_id: str) -> list[str | None]:
+    tenant = (await engine.store.sessions.by_id(uuid.UUID(session_id))).tenant_id  # type: ignore[union-attr]
+    events = await engine.store.sessions.events(tenant, uuid.UUID(session_id))
+    return [e.status_to for e in events if e.status_to is not None]
+
+
+HAPPY = ["queued", "dialing_agent", "agent_answered", "dialing_customer", "connected"]
+
+
+async def test_both_answer_bridged_customer_hangs_up_recorded(
+    engine: Engine, sandbox: Sandbox, sipp_phone: Callable[..., SippPhone]
+) -> None:
+    tenant = await engine.store.tenants.by_slug("default")
+    await engine.store.recording.set_default(tenant.id, is_enabled=True, fmt="wav")
+    try:
+        with (
+            sipp_phone("uas_answer.xml", port=AGENT_PORT),
+            sipp_phone("uas_answer_then_hangup.xml", port=CUSTOMER_PORT, hold_ms=3000) as cust,
+        ):
+            sid, watch = await _place(engine)
+            await watch.until("connected")
+            done = await watch.until("completed", "failed", "canceled")
+            assert done.status_to == "completed", watch.trail()
+            await watch.until_event("recording.finished")
+            assert await cust.wait_async(30) == 0, cust.report()
+    finally:
+        await engine.store.recording.set_default(tenant.id, is_enabled=False)
+    session = await watch.session()
+    assert await _statuses(engine, sid) == [*HAPPY, "completed"]
+    assert session.hangup_cause == 16
+    assert session.end_reason == "customer hung up"
+    assert session.ring_ms is not None
+    assert session.talk_ms is not None
+    assert session.recording_path is not None
+    path = Path(session.recording_path)
+    assert await asyncio.to_thread(path.is_file), path
+    with wave.open(str(path)) as w:
+        seconds = w.getnframes() / w.getframerate()
+    assert abs(seconds - 3.0) <= 1.0, seconds  # the customer talked 3 s
+    assert session.recording_duration_ms is not None
+    assert abs(session.recording_duration_ms - 3000) <= 1000
+
+
+async def test_agent_busy(engine: Engine, sipp_phone: Callable[..., SippPhone]) -> None:
+    with sipp_phone("uas_busy.xml", port=AGENT_PORT) as agent:
+        sid, watch = await _place(engine)
+        end = await watch.until("busy", "failed", "no_answer", "completed")
+        assert end.status_to == "busy", watch.trail()
+        assert await agent.wait_async(30) == 0, agent.report()
+    session = await watch.session()
+    assert session.hangup_cause == 17
+    assert await _statuses(engine, sid) == ["queued", "dialing_agent", "busy"]
+
+
+async def test_agent_no_answer_after_ring_timeout(
+    migrated_db: str, sandbox: Sandbox, tmp_path: Path, sipp_phone: Callable[..., SippPhone]
+) -> None:
+    async with running_engine(migrated_db, sandbox, tmp_path, agent_ring_timeout=2) as engine:
+        with sipp_phone("uas_noanswer.xml", port=AGENT_PORT) as agent:
+            _, watch = await _place(engine)
+            end = await watch.until("no_answer", "busy", "failed", "completed")
+            assert end.status_to == "no_answer", watch.trail()
+            assert await agent.wait_async(30) == 0, agent.report()
+        session = await watch.session()
+        assert session.hangup_cause == 19
+        assert session.ring_ms is not None
+
+
+async def test_customer_busy_hangs_up_the_agent(
+    engine: Engine, sipp_phone: Callable[..., SippPhone]
+) -> None:
+    with (
+        sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
+        sipp_phone("uas_busy.xml", port=CUSTOMER_PORT),
+    ):
+        sid, watch = await _place(engine)
+        end = await watch.until("busy", "failed", "no_answer", "completed", "canceled")
+        assert end.status_to == "busy", watch.trail()
+        assert await agent.wait_async(30) == 0, agent.report()  # got its BYE
+    assert await _statuses(engine, sid) == [*HAPPY[:4], "busy"]
+
+
+async def test_customer_no_answer(
+    migrated_db: str, sandbox: Sandbox, tmp_path: Path, sipp_phone: Callable[..., SippPhone]
+) -> None:
+    async with running_engine(migrated_db, sandbox, tmp_path, customer_ring_timeout=2) as engine:
+        with (
+            sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
+            sipp_phone("uas_noanswer.xml", port=CUSTOMER_PORT),
+        ):
+            _, watch = await _place(engine)
+            end = await watch.until("no_answer", "busy", "failed", "completed", "canceled")
+            assert end.status_to == "no_answer", watch.trail()
+            assert await agent.wait_async(30) == 0, agent.report()
+        assert (await watch.session()).hangup_cause == 19
+
+
+async def test_end_from_the_api_mid_call(
+    engine: Engine, sipp_phone: Callable[..., SippPhone]
+) -> None:
+    with (
+        sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
+        sipp_phone("uas_answer.xml", port=CUSTOMER_PORT) as cust,
+    ):
+        sid, watch = await _place(engine)
+        await watch.until("connected")
+        ended = await end_call(engine, sid)
+        assert ended["status"] == "completed"
+        assert ended["end_reason"] == "ended from the ERP"
+        assert await agent.wait_async(30) == 0, agent.report()
+        assert await cust.wait_async(30) == 0, cust.report()
+
+
+async def test_agent_hangs_up_first(engine: Engine, sipp_phone: Callable[..., SippPhone]) -> None:
+    with (
+        sipp_phone("uas_answer_then_hangup.xml", port=AGENT_PORT, hold_ms=3000),
+        sipp_phone("uas_answer.xml", port=CUSTOMER_PORT) as cust,
+    ):
+        _, watch = await _place(engine)
+        await watch.until("connected")
+        end = await watch.until("completed", "failed", "canceled")
+        assert end.status_to == "completed", watch.trail()
+        assert await cust.wait_async(30) == 0, cust.report()
+    assert (await watch.session()).end_reason == "agent hung up"
+
+
+async def test_ari_socket_cut_mid_call_reconnects_and_resyncs(
+    migrated_db: str, sandbox: Sandbox, tmp_path: Path, sipp_phone: Callable[..., SippPhone]
+) -> None:
+    proxy = await TcpProxy(8088).start()
+    try:
+        async with running_engine(
+            migrated_db, sandbox, tmp_path, ari_url=f"http://127.0.0.1:{proxy.port}"
+        ) as engine:
+            assert engine.stasis is not None
+            with (
+                sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
+                sipp_phone("uas_answer_then_hangup.xml", port=CUSTOMER_PORT, hold_ms=4000),
+            ):
+                _, watch = await _place(engine)
+                await watch.until("connected")
+                before = engine.stasis.link.connections
+                engine.stasis.resynced.clear()
+                assert proxy.cut() > 0
+                # the link comes back and resyncs: the call is still up, so it is adopted
+                await asyncio.wait_for(engine.stasis.resynced.wait(), 30)
+                assert engine.stasis.link.connections == before + 1
+                assert (await watch.session()).status.value == "connected"
+                # ... and the customer's hangup after the reconnect still ends it properly
+                end = await watch.until("completed", "failed")
+                assert end.status_to == "completed", watch.trail()
+                assert await agent.wait_async(30) == 0, agent.report()
+            assert not [s for s in await engine.store.sessions.live() if s.id == watch.session_id]
+    finally:
+        await proxy.close()
+
+
+async def test_missed_hangup_while_disconnected_is_finished_by_resync(
+    migrated_db: str, sandbox: Sandbox, tmp_path: Path, sipp_phone: Callable[..., SippPhone]
+) -> None:
+    proxy = await TcpProxy(8088).start()
+    try:
+        async with running_engine(
+            migrated_db, sandbox, tmp_path, ari_url=f"http://127.0.0.1:{proxy.port}"
+        ) as engine:
+            assert engine.stasis is not None
+            with (
+                sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
+                sipp_phone("uas_answer.xml", port=CUSTOMER_PORT) as cust,
+            ):
+                sid, watch = await _place(engine)
+                await watch.until("connected")
+                # stop the proxy from accepting, cut the socket, hang up behind its back
+                assert proxy._server is not None
+                proxy._server.close()
+                engine.stasis.resynced.clear()
+                proxy.cut()
+                for leg in ("agent", "customer"):
+                    sandbox.asterisk_cli(f"channel request hangup c2c-{sid}-{leg}")
+                assert await agent.wait_async(30) == 0, agent.report()
+                assert await cust.wait_async(30) == 0, cust.report()
+                proxy._server = await asyncio.start_server(proxy._serve, "127.0.0.1", proxy.port)
+                await asyncio.wait_for(engine.stasis.resynced.wait(), 60)
+                end = await watch.until("completed", "failed", within=10)
+                assert end.status_to == "completed"
+            kinds = [e.event_type for e in watch.events]
+            assert "session.resync" in kinds, watch.trail()
+    finally:
+        await proxy.close()

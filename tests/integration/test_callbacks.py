@@ -1,0 +1,419 @@
+"""Status callbacks from the outbox, end to end: a real Engine (or bare notifiers) over a
+database of its own, and a local HTTP receiver that records what it gets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import hmac
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from engine.config import (
+    ApiSettings,
+    AriSettings,
+    CallbackSettings,
+    DatabaseSettings,
+    Settings,
+)
+from engine.daemon import Engine
+from engine.domain.call import CallStatus
+from engine.notifier import CallbackNotifier
+from engine.store import Database, Store
+from engine.store.migrations import default_migrations_dir, migrate
+from engine.store.sessions import NewSession
+from tests.conftest import create_database, drop_database
+from tests.integration.conftest import Api, free_port
+
+C2C = "/api/v1/click-to-call"
+S = CallStatus
+WAIT = 20.0  # seconds any awaited condition may take before the test fails
+
+
+# -- the receiver -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+
+    @property
+    def json(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.body)
+        return data
+
+
+class Receiver:
+    """An ERP endpoint on 127.0.0.1 that records every request and answers ``fail`` with
+    500 for the next ``fail_next`` requests (or all of them while ``always_fail``)."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.requests: list[Received] = []
+        self.fail_next = 0
+        self.always_fail = False
+        self._port = port
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}/hook"
+
+    async def start(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self._port)
+        await site.start()
+        self._port = int(self._runner.addresses[0][1])
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        status = 200
+        if self.always_fail or self.fail_next > 0:
+            self.fail_next = max(0, self.fail_next - 1)
+            status = 500
+        body = await request.read()
+        async with self._changed:
+            self.requests.append(Received(dict(request.headers), body, status))
+            self._changed.notify_all()
+        return web.Response(status=status, text="nope" if status >= 400 else "ok")
+
+    def delivered(self, session_id: str | None = None) -> list[Received]:
+        return [
+            r
+            for r in self.requests
+            if r.answered == 200 and (session_id is None or r.json["session_id"] == session_id)
+        ]
+
+    async def wait_for(self, predicate: Callable[[list[Received]], bool]) -> None:
+        async with asyncio.timeout(WAIT), self._changed:
+            await self._changed.wait_for(lambda: predicate(self.requests))
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = await Receiver().start()
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
+# -- engines over a database of this module's own ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def cb_db() -> AsyncIterator[str]:
+    """Not the shared database: no other engine's notifier may touch these rows."""
+    url = await create_database("ctc_cb")
+    try:
+        await migrate(url, default_migrations_dir())
+        yield url
+    finally:
+        await drop_database(url)
+
+
+@pytest.fixture(scope="module")
+async def cb_pool(cb_db: str) -> AsyncIterator[Database]:
+    """The test's own look at the rows."""
+    async with Database(cb_db) as db:
+        yield db
+
+
+FAST = {"timeout": 2.0, "backoff_initial": 0.02, "backoff_max": 0.1}
+
+
+@contextlib.asynccontextmanager
+async def running_engine(db_url: str, **callbacks: Any) -> AsyncIterator[Engine]:
+    with tempfile.TemporaryDirectory(prefix="ctc-cb-") as tmp:
+        settings = Settings(
+            ari=AriSettings(enabled=False),
+            database=DatabaseSettings(url=db_url),
+            api=ApiSettings(socket=Path(tmp) / "engine.sock", socket_mode="0600"),
+            callbacks=CallbackSettings(**{**FAST, "max_attempts": 10, **callbacks}),
+        )
+        async with Engine(settings) as engine:
+            await asyncio.wait_for(engine.database_ready.wait(), WAIT)
+            yield engine
+
+
+@contextlib.asynccontextmanager
+async def api_of(engine: Engine) -> AsyncIterator[Api]:
+    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield Api(session, "http://ctc")
+
+
+async def _tenant(engine: Engine, url: str) -> tuple[str, str]:
+    """A new tenant sending callbacks to ``url``: (slug, callback secret)."""
+    slug = f"cb{uuid.uuid4().hex[:10]}"
+    tenant = await engine.store.tenants.create(slug, slug, url)
+    return slug, await engine.store.tenants.callback_secret(tenant.id)
+
+
+async def _call(api: Api, slug: str, *statuses: CallStatus) -> str:
+    """Place a call and drive it through ``statuses`` over the API; its session id."""
+    h = {"X-CTC-Tenant": slug}
+    status, body, _ = await api.call(
+        "POST",
+        f"{C2C}/initiate",
+        json={"agent_number": "1001", "customer_number": "+14155550100"},
+        headers=h,
+    )
+    assert status == 202, body
+    sid: str = body["id"]
+    for target in statuses:
+        status, body, _ = await api.call(
+            "PATCH", f"{C2C}/sessions/{sid}/status", json={"status": target.value}, headers=h
+        )
+        assert status == 200, body
+    return sid
+
+
+async def _rows(db: Database, session_id: str) -> list[dict[str, Any]]:
+    rows = await db.fetch(
+        "SELECT o.id, e.seq, o.state, o.attempts, o.last_status, o.last_error, "
+        "o.delivered_at FROM callback_outbox o JOIN call_event e ON e.id = o.event_id "
+        "WHERE o.session_id = $1 ORDER BY o.id",
+        uuid.UUID(session_id),
+    )
+    return [dict(r) for r in rows]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """Poll ``check`` until it holds (fails the test after WAIT seconds)."""
+    async with asyncio.timeout(WAIT):
+        while not await check():  # noqa: ASYNC110 - the state is in PostgreSQL: no event
+            await asyncio.sleep(0.02)
+
+
+def _seqs(received: list[Received]) -> list[int]:
+    return [r.json["seq"] for r in received]
+
+
+def assert_in_order_per_session(requests: list[Received]) -> None:
+    """No request for a session's seq N before every earlier callback of it was delivered."""
+    delivered: dict[str, list[int]] = {}
+    for r in requests:
+        sid, seq = r.json["session_id"], r.json["seq"]
+        done = delivered.setdefault(sid, [])
+        assert all(seq > d for d in done), f"seq {seq} of {sid} sent after {done}"
+        if r.answered == 200:
+            done.append(seq)
+
+
+DRIVE = (S.DIALING_AGENT, S.AGENT_ANSWERED, S.DIALING_CUSTOMER, S.CONNECTED, S.COMPLETED)
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+
+async def test_callbacks_arrive_signed_and_in_order(
+    cb_db: str, cb_pool: Database, receiver: Receiver
+) -> None:
+    async with running_engine(cb_db) as engine, api_of(engine) as api:
+        slug, secret = await _tenant(engine, receiver.url)
+        sid = await _call(api, slug, *DRIVE)
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == len(DRIVE))
+
+        got = receiver.delivered(sid)
+        assert _seqs(got) == [2, 3, 4, 5, 6]
+        assert [r.json["status"] for r in got] == [s.value for s in DRIVE]
+        assert [r.json["previous_status"] for r in got] == [
+            "queued",
+            *[s.value for s in DRIVE[:-1]],
+        ]
+        for r in got:
+            assert r.headers["Content-Type"] == "application/json"
+            assert r.headers["User-Agent"].startswith("ctc-engine/")
+            assert r.headers["X-CTC-Event-Id"] == str(r.json["event_id"])
+            # the receiver's side of the scheme, written out independently
+            parts = dict(p.split("=", 1) for p in r.headers["X-CTC-Signature"].split(","))
+            expected = hmac.new(
+                secret.encode(), parts["t"].encode() + b"." + r.body, hashlib.sha256
+            ).hexdigest()
+            assert hmac.compare_digest(parts["v1"], expected)
+            assert abs(time.time() - int(parts["t"])) < 300
+            wrong = hmac.new(b"not-the-secret", parts["t"].encode() + b"." + r.body, "sha256")
+            assert not hmac.compare_digest(parts["v1"], wrong.hexdigest())
+
+        async def recorded() -> bool:  # the receiver answers before the row is updated
+            return all(r["state"] == "delivered" for r in await _rows(cb_pool, sid))
+
+        await eventually(recorded)
+        rows = await _rows(cb_pool, sid)
+        assert [(r["seq"], r["state"], r["attempts"], r["last_status"]) for r in rows] == [
+            (seq, "delivered", 1, 200) for seq in (2, 3, 4, 5, 6)
+        ]
+        assert all(r["delivered_at"] is not None for r in rows)
+        health = engine.health.get("callbacks")
+        assert health is not None
+        assert (health.state, health.required) == ("up", False)
+        delivered = engine.metrics.registry.get_sample_value(
+            "ctc_callback_deliveries_total", {"outcome": "delivered"}
+        )
+        assert delivered is not None
+        assert delivered >= 5
+
+
+async def test_a_failing_receiver_is_retried_and_order_holds(
+    cb_db: str, cb_pool: Database, receiver: Receiver
+) -> None:
+    receiver.fail_next = 3
+    async with running_engine(cb_db) as engine, api_of(engine) as api:
+        slug, _ = await _tenant(engine, receiver.url)
+        sid = await _call(api, slug, S.DIALING_AGENT, S.AGENT_ANSWERED, S.CANCELED)
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 3)
+
+    mine = [r for r in receiver.requests if r.json["session_id"] == sid]
+    assert [(r.json["seq"], r.answered) for r in mine] == [
+        (2, 500),
+        (2, 500),
+        (2, 500),
+        (2, 200),
+        (3, 200),
+        (4, 200),
+    ]
+    assert_in_order_per_session(mine)
+    rows = await _rows(cb_pool, sid)
+    assert [(r["seq"], r["state"], r["attempts"]) for r in rows] == [
+        (2, "delivered", 4),
+        (3, "delivered", 1),
+        (4, "delivered", 1),
+    ]
+
+
+async def test_an_unreachable_receiver_is_retried_until_it_is_back(
+    cb_db: str, cb_pool: Database
+) -> None:
+    port = free_port()
+    late = Receiver(port)
+    async with running_engine(cb_db) as engine, api_of(engine) as api:
+        slug, _ = await _tenant(engine, late.url)  # nothing listens there yet
+        sid = await _call(api, slug, S.DIALING_AGENT, S.CANCELED)
+
+        async def refused_twice() -> bool:
+            rows = await _rows(cb_pool, sid)
+            return rows[0]["attempts"] >= 2
+
+        await eventually(refused_twice)
+        rows = await _rows(cb_pool, sid)
+        assert rows[0]["state"] == "pending"
+        assert rows[0]["last_status"] is None
+        assert "connect" in rows[0]["last_error"].lower()
+        assert rows[1]["attempts"] == 0  # held back behind the first: in order per call
+
+        await late.start()
+        try:
+            await late.wait_for(lambda _: len(late.delivered(sid)) == 2)
+        finally:
+            await late.stop()
+    assert _seqs(late.requests) == [2, 3]
+    rows = await _rows(cb_pool, sid)
+    assert [r["state"] for r in rows] == ["delivered", "delivered"]
+    assert rows[0]["attempts"] >= 3
+
+
+async def test_exhausted_attempts_make_the_row_dead_and_the_next_one_goes(
+    cb_db: str, cb_pool: Database, receiver: Receiver
+) -> None:
+    receiver.fail_next = 3
+    async with running_engine(cb_db, max_attempts=3) as engine, api_of(engine) as api:
+        slug, _ = await _tenant(engine, receiver.url)
+        sid = await _call(api, slug, S.DIALING_AGENT, S.CANCELED)
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 1)
+        dead = engine.metrics.registry.get_sample_value(
+            "ctc_callback_deliveries_total", {"outcome": "dead"}
+        )
+        assert dead == 1
+
+    assert [(r.json["seq"], r.answered) for r in receiver.requests] == [
+        (2, 500),
+        (2, 500),
+        (2, 500),
+        (3, 200),
+    ]
+    rows = await _rows(cb_pool, sid)
+    assert [(r["seq"], r["state"], r["attempts"], r["last_status"]) for r in rows] == [
+        (2, "dead", 3, 500),
+        (3, "delivered", 1, 200),
+    ]
+    assert rows[0]["last_error"] == "HTTP 500: nope"
+
+
+async def test_pending_callbacks_survive_an_engine_restart(
+    cb_db: str, cb_pool: Database, receiver: Receiver
+) -> None:
+    receiver.always_fail = True
+    async with running_engine(cb_db) as first, api_of(first) as api:
+        slug, _ = await _tenant(first, receiver.url)
+        sid = await _call(api, slug, S.DIALING_AGENT, S.AGENT_ANSWERED, S.CANCELED)
+        await receiver.wait_for(lambda reqs: sum(r.json["session_id"] == sid for r in reqs) >= 2)
+    # stopped with every row still pending
+    rows = await _rows(cb_pool, sid)
+    assert [r["state"] for r in rows] == ["pending"] * 3
+    tried = rows[0]["attempts"]
+    assert tried >= 2
+
+    receiver.always_fail = False
+    async with running_engine(cb_db):
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 3)
+    assert _seqs(receiver.delivered(sid)) == [2, 3, 4]
+    assert_in_order_per_session(receiver.requests)
+    rows = await _rows(cb_pool, sid)
+    assert [r["state"] for r in rows] == ["delivered"] * 3
+    assert rows[0]["attempts"] == tried + 1  # counted across the restart
+
+
+async def test_two_notifiers_on_one_database_never_send_twice(
+    cb_pool: Database, receiver: Receiver
+) -> None:
+    sessions, steps = 12, (S.DIALING_AGENT, S.AGENT_ANSWERED, S.DIALING_CUSTOMER, S.CANCELED)
+    settings = CallbackSettings(**FAST, max_attempts=10)
+    store = Store.over(cb_pool)  # no bus: only polling finds the rows, as for other engines
+    slug = f"cb{uuid.uuid4().hex[:10]}"
+    tenant = await store.tenants.create(slug, slug, receiver.url)
+    notifiers = [
+        CallbackNotifier(store.outbox, settings, poll_interval=0.01, concurrency=4)
+        for _ in range(2)
+    ]
+    async with notifiers[0], notifiers[1]:
+
+        async def drive() -> None:
+            session, _ = await store.sessions.create(NewSession(tenant.id, "1001", "+14155550100"))
+            for target in steps:
+                await store.sessions.transition(tenant.id, session.id, target)
+
+        await asyncio.gather(*(drive() for _ in range(sessions)))
+        await receiver.wait_for(lambda reqs: len(reqs) >= sessions * len(steps))
+    # both closed: anything still in flight has arrived
+
+    ids = [r.json["event_id"] for r in receiver.requests]
+    assert len(ids) == sessions * len(steps)
+    assert len(set(ids)) == len(ids), "a callback was delivered twice"
+    assert_in_order_per_session(receiver.requests)
+    by_session: dict[str, list[int]] = {}
+    for r in receiver.requests:
+        by_session.setdefault(r.json["session_id"], []).append(r.json["seq"])
+    assert all(seqs == [2, 3, 4, 5] for seqs in by_session.values())
+    assert len(by_session) == sessions

@@ -1,0 +1,291 @@
+"""``GET /api/v1/events``: Server-Sent Events over the real Unix socket and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from engine.api import sse
+from engine.config import ApiSettings, AriSettings, DatabaseSettings, Settings
+from engine.daemon import Engine
+from tests.integration.conftest import Api
+
+C2C = "/api/v1/click-to-call"
+EVENTS = "/api/v1/events"
+WAIT = 20.0
+
+
+class Stream:
+    """The client side of one SSE response: messages and comments, one block at a time."""
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self.resp = resp
+
+    async def block(self) -> list[str] | None:
+        """The lines of the next message (up to its blank line); None at the end of stream."""
+        lines: list[str] = []
+        async with asyncio.timeout(WAIT):
+            while True:
+                raw = await self.resp.content.readline()
+                if not raw:
+                    return lines or None
+                line = raw.decode().rstrip("\n")
+                if line == "":
+                    if lines:
+                        return lines
+                    continue
+                lines.append(line)
+
+    async def event(self) -> dict[str, Any] | None:
+        """The next event (comments and ``retry:`` skipped); None at the end of stream."""
+        while True:
+            lines = await self.block()
+            if lines is None:
+                return None
+            fields: dict[str, str] = {}
+            for line in lines:
+                if line.startswith(":"):
+                    continue
+                name, _, value = line.partition(": ")
+                fields[name] = value
+            if "data" in fields:
+                return {
+                    "id": int(fields["id"]),
+                    "event": fields["event"],
+                    "data": json.loads(fields["data"]),
+                }
+
+    async def events(self, n: int) -> list[dict[str, Any]]:
+        out = []
+        for _ in range(n):
+            event = await self.event()
+            assert event is not None, f"stream ended after {len(out)} of {n} events"
+            out.append(event)
+        return out
+
+
+@contextlib.asynccontextmanager
+async def open_stream(
+    engine: Engine,
+    tenant: str,
+    *,
+    params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> AsyncIterator[Stream]:
+    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
+    async with (
+        aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=None)
+        ) as session,
+        session.get(
+            f"http://ctc{EVENTS}",
+            params=params,
+            headers={"X-CTC-Tenant": tenant, **(headers or {})},
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        assert resp.content_type == "text/event-stream"
+        yield Stream(resp)
+
+
+async def _tenant(engine: Engine) -> str:
+    slug = f"ev{uuid.uuid4().hex[:10]}"
+    await engine.store.tenants.create(slug, slug)
+    return slug
+
+
+async def _initiate(api: Api, tenant: str) -> str:
+    status, body, _ = await api.call(
+        "POST",
+        f"{C2C}/initiate",
+        json={"agent_number": "1001", "customer_number": "+14155550100"},
+        headers={"X-CTC-Tenant": tenant},
+    )
+    assert status == 202, body
+    sid: str = body["id"]
+    return sid
+
+
+async def _status(api: Api, tenant: str, sid: str, target: str) -> None:
+    status, body, _ = await api.call(
+        "PATCH",
+        f"{C2C}/sessions/{sid}/status",
+        json={"status": target},
+        headers={"X-CTC-Tenant": tenant},
+    )
+    assert status == 200, body
+
+
+async def _event_ids(api: Api, tenant: str, sid: str) -> list[int]:
+    _, detail, _ = await api.call("GET", f"{C2C}/sessions/{sid}", headers={"X-CTC-Tenant": tenant})
+    return [e["id"] for e in detail["events"]]
+
+
+# -- live -------------------------------------------------------------------------------------
+
+
+async def test_a_call_s_events_arrive_live_and_in_order(engine: Engine, unix_api: Api) -> None:
+    t = await _tenant(engine)
+    async with open_stream(engine, t) as stream:
+        sid = await _initiate(unix_api, t)
+        for target in ("dialing_agent", "agent_answered", "canceled"):
+            await _status(unix_api, t, sid, target)
+        got = await stream.events(4)
+
+    assert [(e["event"], e["data"]["seq"], e["data"]["status_to"]) for e in got] == [
+        ("session.created", 1, "queued"),
+        ("status.changed", 2, "dialing_agent"),
+        ("status.changed", 3, "agent_answered"),
+        ("status.changed", 4, "canceled"),
+    ]
+    assert [e["id"] for e in got] == await _event_ids(unix_api, t, sid)
+    first, last = got[0]["data"], got[-1]["data"]
+    assert first["session_id"] == sid
+    assert first["id"] == got[0]["id"]
+    assert (last["status_from"], last["payload"]) == ("agent_answered", {"source": "api"})
+    assert last["occurred_at"]
+    assert "tenant_id" not in last
+
+
+async def test_a_tenant_sees_only_its_own_events(engine: Engine, unix_api: Api) -> None:
+    a, b = await _tenant(engine), await _tenant(engine)
+    async with open_stream(engine, a) as stream_a, open_stream(engine, b) as stream_b:
+        sid_a = await _initiate(unix_api, a)
+        await _status(unix_api, a, sid_a, "canceled")
+        sid_b = await _initiate(unix_api, b)  # after A's: any leak would arrive before it
+        await _status(unix_api, b, sid_b, "canceled")
+        got_b = await stream_b.events(2)
+        got_a = await stream_a.events(2)
+    assert {e["data"]["session_id"] for e in got_b} == {sid_b}
+    assert {e["data"]["session_id"] for e in got_a} == {sid_a}
+
+    # nor can it ask for another tenant's session, or replay another tenant's history
+    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(
+            f"http://ctc{EVENTS}", params={"session_id": sid_a}, headers={"X-CTC-Tenant": b}
+        ) as resp,
+    ):
+        assert resp.status == 404
+        assert (await resp.json())["error"]["code"] == "not_found"
+    async with open_stream(engine, b, params={"after": "0"}) as replay_b:
+        assert {e["data"]["session_id"] for e in await replay_b.events(2)} == {sid_b}
+
+
+async def test_session_filter(engine: Engine, unix_api: Api) -> None:
+    t = await _tenant(engine)
+    other, wanted = await _initiate(unix_api, t), await _initiate(unix_api, t)
+    async with open_stream(engine, t, params={"session_id": wanted}) as stream:
+        await _status(unix_api, t, other, "canceled")
+        await _status(unix_api, t, wanted, "dialing_agent")
+        got = await stream.event()
+    assert got is not None
+    assert (got["data"]["session_id"], got["data"]["status_to"]) == (wanted, "dialing_agent")
+
+
+# -- replay -----------------------------------------------------------------------------------
+
+
+async def test_last_event_id_replays_then_goes_live_without_gaps_or_repeats(
+    engine: Engine, unix_api: Api
+) -> None:
+    t = await _tenant(engine)
+    sid = await _initiate(unix_api, t)
+    for target in ("dialing_agent", "agent_answered", "dialing_customer"):
+        await _status(unix_api, t, sid, target)
+    before = await _event_ids(unix_api, t, sid)  # 4 events, the client saw 2
+    async with open_stream(
+        engine, t, headers={"Last-Event-ID": str(before[1])}, params={"after": "0"}
+    ) as stream:  # the header wins over ?after= (EventSource keeps the URL it started with)
+        replayed = await stream.events(2)
+        await _status(unix_api, t, sid, "connected")
+        await _status(unix_api, t, sid, "completed")
+        live = await stream.events(2)
+    ids = [e["id"] for e in replayed + live]
+    assert ids == before[2:] + (await _event_ids(unix_api, t, sid))[4:]
+    assert [e["data"]["seq"] for e in replayed + live] == [3, 4, 5, 6]
+
+
+async def test_after_query_parameter_and_bad_last_event_id(engine: Engine, unix_api: Api) -> None:
+    t = await _tenant(engine)
+    sid = await _initiate(unix_api, t)
+    await _status(unix_api, t, sid, "canceled")
+    ids = await _event_ids(unix_api, t, sid)
+    async with open_stream(engine, t, params={"after": str(ids[0])}) as stream:
+        got = await stream.event()
+    assert got is not None
+    assert got["id"] == ids[1]
+
+    for bad in ("abc", "-1", "12a", "9" * 19):
+        status, err, _ = await unix_api.call(
+            "GET", EVENTS, headers={"X-CTC-Tenant": t, "Last-Event-ID": bad}
+        )
+        assert status == 422, bad
+        assert err["error"]["details"][0]["field"] == "Last-Event-ID"
+    status, err, _ = await unix_api.call(
+        "GET", EVENTS, params={"after": "-5"}, headers={"X-CTC-Tenant": t}
+    )
+    assert status == 422
+    assert err["error"]["details"][0]["field"] == "after"
+
+
+async def test_a_large_backlog_comes_in_pieces(
+    engine: Engine, unix_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sse, "REPLAY_LIMIT", 2)
+    t = await _tenant(engine)
+    sid = await _initiate(unix_api, t)
+    for target in ("dialing_agent", "agent_answered", "canceled"):
+        await _status(unix_api, t, sid, target)
+    ids = await _event_ids(unix_api, t, sid)
+    async with open_stream(engine, t, params={"after": "0"}) as stream:
+        first = await stream.events(2)
+        assert await stream.event() is None  # the stream ends after one piece
+    async with open_stream(engine, t, headers={"Last-Event-ID": str(first[-1]["id"])}) as stream:
+        second = await stream.events(2)
+    assert [e["id"] for e in first + second] == ids
+
+
+# -- keepalive and shutdown -------------------------------------------------------------------
+
+
+async def test_keepalive_comments_while_idle(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sse, "KEEPALIVE", 0.01)
+    t = await _tenant(engine)
+    async with open_stream(engine, t) as stream:
+        blocks = [await stream.block(), await stream.block()]
+    assert blocks[0] == [f"retry: {sse.RETRY_MS}"]
+    assert blocks[1] == [": keepalive"]
+
+
+async def test_shutdown_ends_open_streams_cleanly(migrated_db: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="ctc-sse-") as tmp:
+        settings = Settings(
+            ari=AriSettings(enabled=False),
+            database=DatabaseSettings(url=migrated_db),
+            api=ApiSettings(socket=Path(tmp) / "engine.sock", socket_mode="0600"),
+        )
+        engine = await Engine(settings).start()
+        try:
+            await asyncio.wait_for(engine.database_ready.wait(), WAIT)
+            async with open_stream(engine, "default") as one, open_stream(engine, "default"):
+                assert await one.block() == [f"retry: {sse.RETRY_MS}"]
+                # aiohttp would wait its shutdown_timeout (10 s) per open handler and then
+                # cancel it, cutting the chunked body short: a clean end proves it did not
+                closing = asyncio.create_task(engine.close())
+                assert await one.block() is None  # clean end of stream, no payload error
+                await asyncio.wait_for(closing, WAIT)
+        finally:
+            await engine.close()
