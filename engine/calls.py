@@ -141,18 +141,28 @@ class CallService:
         current = await self._store.sessions.get(tenant.id, session_id)
         if current.status.is_terminal:
             raise Conflict(f"session {session_id} already ended ({current.status.value})")
-        target = (
-            CallStatus.COMPLETED if current.status is CallStatus.CONNECTED else CallStatus.CANCELED
-        )
-        session, _ = await self._store.sessions.transition(
-            tenant.id,
-            session_id,
-            target,
-            event_type="session.ended",
-            payload={"source": "api", "reason": reason},
-            changes={"end_reason": reason},
-        )
+        reason = reason or "ended by API"
+        if self.dialer is not None:
+            # the telephony side hangs up every leg and records the end
+            session = await self.dialer.end_call(current, reason)
+        else:
+            target = (
+                CallStatus.COMPLETED
+                if current.status is CallStatus.CONNECTED
+                else CallStatus.CANCELED
+            )
+            session, _ = await self._store.sessions.transition(
+                tenant.id,
+                session_id,
+                target,
+                event_type="session.ended",
+                payload={"source": "api", "reason": reason},
+                changes={"end_reason": reason},
+            )
         log.info(
-            "call.ended", call_id=str(session_id), tenant_id=str(tenant.id), status=target.value
+            "call.ended",
+            call_id=str(session_id),
+            tenant_id=str(tenant.id),
+            status=session.status.value,
         )
         return session
