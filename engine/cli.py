@@ -279,5 +279,60 @@ def calls(
         click.echo("no calls")
 
 
+@cli.command()
+@click.option("--talk", "talk_seconds", default=4, show_default=True, help="Seconds of talk.")
+@pass_ctx
+def demo(ctx: _Context, talk_seconds: int) -> None:
+    """Sandbox Asterisk + PostgreSQL + engine + SIPp phones: place a real click-to-call."""
+    import os
+
+    from engine.demo import run_demo
+
+    url = os.environ.get("CTC_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ctc_demo")
+    configure_logging("warning", "console")
+    sys.exit(_run(run_demo(url, click.echo, talk_seconds)))
+
+
+# -- sandbox -----------------------------------------------------------------------------------
+
+
+@cli.group()
+def sandbox() -> None:
+    """The sandbox Asterisk 22 (a Debian sid chroot) for development and tests; needs root."""
+
+
+@sandbox.command("up")
+def sandbox_up() -> None:
+    """Build (once, cached) and start the sandbox; wait until ARI answers."""
+    from engine.asterisk.sandbox import Sandbox
+
+    status = Sandbox().up()
+    click.echo(f"sandbox up: Asterisk {status.version} pid {status.pid}, root {status.root}")
+
+
+@sandbox.command("down")
+def sandbox_down() -> None:
+    """Stop the sandbox Asterisk and unmount what it mounted (harmless when down)."""
+    from engine.asterisk.sandbox import Sandbox
+
+    Sandbox().down()
+    click.echo("sandbox down")
+
+
+@sandbox.command("status")
+def sandbox_status() -> None:
+    """Say whether the sandbox runs and ARI answers."""
+    from engine.asterisk.sandbox import Sandbox
+
+    status = Sandbox().status()
+    if status.running:
+        click.echo(
+            f"running: pid {status.pid}, ARI {'ok' if status.ari_ok else 'not answering'}, "
+            f"Asterisk {status.version}, root {status.root}"
+        )
+    else:
+        click.echo("not running")
+
+
 def main() -> None:
     cli(prog_name="ctc")
