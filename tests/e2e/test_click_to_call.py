@@ -233,3 +233,29 @@ async def test_missed_hangup_while_disconnected_is_finished_by_resync(
             assert "session.resync" in kinds, watch.trail()
     finally:
         await proxy.close()
+
+
+async def test_asterisk_restart_mid_call_ends_the_session_with_an_explanation(
+    engine: Engine, sandbox: Sandbox, sipp_phone: Callable[..., SippPhone]
+) -> None:
+    assert engine.stasis is not None
+    with (
+        sipp_phone("uas_answer.xml", port=AGENT_PORT),
+        sipp_phone("uas_answer.xml", port=CUSTOMER_PORT),
+    ):
+        _, watch = await _place(engine)
+        await watch.until("connected")
+        engine.stasis.resynced.clear()
+        await asyncio.to_thread(sandbox.down)
+        await asyncio.to_thread(sandbox.up)
+        # the link reconnects to the new Asterisk, which has none of the call's channels
+        await asyncio.wait_for(engine.stasis.resynced.wait(), 60)
+        end = await watch.until("completed", "failed", within=10)
+    assert end.status_to == "completed", watch.trail()
+    resync = [e for e in watch.events if e.event_type == "session.resync"]
+    assert resync, watch.trail()
+    assert resync[0].payload["channels_present"] == []
+    assert "reconnected" in resync[0].payload["reason"]
+    session = await watch.session()
+    assert session.end_reason is not None
+    assert session.hangup_cause_text == "channel gone while ARI was disconnected"

@@ -1,0 +1,318 @@
+"""Click-to-call through the real engine and the sandbox Asterisk: how fast, how much CPU.
+
+Two runs, one table each (run as root; the sandbox is brought up if needed):
+
+1. Originate latency: `POST /click-to-call/initiate` answered -> the agent's phone receives
+   the INVITE, p50/p99, at 1, 10 and 20 calls/s (200 calls each). The "phone" is a tiny UDP
+   SIP responder in this process (so both timestamps share one clock) that answers 486
+   Busy: the call ends as `busy`, and every call must. The engine runs as `ctc run` in its
+   own process; its CPU seconds per call are read from /proc. The baseline beside it is a
+   bare ARI `POST /channels` to the same phone, from this process.
+2. Concurrency: N bridged calls (SIPp agent and customer phones) held for H seconds; every
+   session must end `completed` with its whole event trail (no lost events); engine RSS.
+
+    .venv/bin/python -m bench.originate --calls 200 --rates 1,10,20 --concurrent 100 --hold 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from engine.asterisk.ari import AriClient
+from engine.asterisk.sandbox import ARI_PASSWORD, Sandbox
+from engine.asterisk.sipp import SippPhone
+from engine.store import Database, Store
+from engine.store.migrations import default_migrations_dir, migrate
+from tests.conftest import create_database, drop_database
+
+PHONE_PORT = 5073  # agent3's port in dialplan/pjsip.conf
+
+
+class BusyPhone(asyncio.DatagramProtocol):
+    """Answers every INVITE with 486 and notes when it arrived, by Request-URI user."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.waiters: dict[str, asyncio.Event] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        now = time.perf_counter()
+        if self.transport is None or self.transport.is_closing():
+            return
+        text = data.decode(errors="replace")
+        first, _, rest = text.partition("\r\n")
+        if not first.startswith("INVITE "):
+            return
+        user = first.split()[1].split(":", 1)[1].split("@", 1)[0]
+        self.arrived.setdefault(user, now)
+        if user in self.waiters:
+            self.waiters[user].set()
+        headers = {}
+        for line in rest.split("\r\n"):
+            if not line:
+                break
+            name, _, value = line.partition(":")
+            headers.setdefault(name.strip().lower(), []).append(f"{name}:{value}")
+        keep = [h for k in ("via", "from", "call-id", "cseq") for h in headers.get(k, [])]
+        to = headers.get("to", ["To: <sip:x@127.0.0.1>"])[0] + ";tag=bench"
+        reply = "\r\n".join(["SIP/2.0 486 Busy Here", *keep, to, "Content-Length: 0", "", ""])
+        self.transport.sendto(reply.encode(), addr)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+
+async def start_engine(db_url: str, workdir: Path, box: Sandbox, calls_yaml: str) -> Any:
+    config = workdir / "engine.yaml"
+    config.write_text(
+        f"log:\n  level: warning\nari:\n  app: ctc-bench\n  recording_dir: "
+        f"{box.root}/var/spool/asterisk/recording\ndatabase:\n  max_size: 20\n{calls_yaml}"
+    )
+    sock = workdir / "engine.sock"
+    env = {
+        **os.environ,
+        "CTC_CONFIG": str(config),
+        "CTC_DATABASE_URL": db_url,
+        "CTC_API_SOCKET": str(sock),
+        "CTC_ARI_PASSWORD": ARI_PASSWORD,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("ctc")),
+        "run",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=(workdir / "engine.log").open("wb"),
+    )
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as http:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                async with http.get("http://ctc/healthz") as resp:
+                    body = await resp.json()
+                    if body["components"].get("ari", {}).get("state") == "up":
+                        return proc, sock
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"engine not ready; see {workdir / 'engine.log'}")
+
+
+async def latency_run(db_url: str, box: Sandbox, calls: int, rates: list[int]) -> None:
+    loop = asyncio.get_running_loop()
+    phone = BusyPhone()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: phone, local_addr=("127.0.0.1", PHONE_PORT)
+    )
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            template = f"PJSIP/agent3/sip:{{number}}@127.0.0.1:{PHONE_PORT}"
+            proc, sock = await start_engine(
+                db_url,
+                Path(tmp),
+                box,
+                f'calls:\n  agent_endpoint_template: "{template}"\n',
+            )
+            try:
+                connector = aiohttp.UnixConnector(path=str(sock), limit=100)
+                async with aiohttp.ClientSession(connector=connector) as http:
+                    for rate in rates:
+                        cpu0 = cpu_seconds(proc.pid)
+                        lat = await _drive(http, phone, calls, rate)
+                        cpu = cpu_seconds(proc.pid) - cpu0
+                        rows.append((f"engine {rate}/s", lat, cpu / calls * 1000))
+                async with AriClient(
+                    "http://127.0.0.1:8088", "ctc", ARI_PASSWORD, app="ctc-bench-raw"
+                ) as ari:
+                    rows.append(
+                        ("bare ARI 10/s", await _drive_ari(ari, phone, calls, 10), float("nan"))
+                    )
+            finally:
+                proc.terminate()
+                await proc.wait()
+    finally:
+        transport.close()
+    print(f"\noriginate latency: API 202 -> agent INVITE received ({calls} calls per row)")
+    print(
+        f"{'run':<16} {'done':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'engine CPU ms/call':>19}"
+    )
+    for name, lat, cpu_ms in rows:
+        print(
+            f"{name:<16} {len(lat):>5} {pct(lat, 50):>8.2f} {pct(lat, 99):>8.2f} "
+            f"{max(lat):>8.2f} {cpu_ms:>19.2f}"
+        )
+
+
+async def _drive(
+    http: aiohttp.ClientSession, phone: BusyPhone, calls: int, rate: int
+) -> list[float]:
+    lat: list[float] = []
+
+    async def one(i: int) -> None:
+        user = f"b{uuid.uuid4().hex[:12]}"
+        phone.waiters[user] = asyncio.Event()
+        body = {"agent_number": user, "customer_number": "+14155550100"}
+        async with http.post("http://ctc/api/v1/click-to-call/initiate", json=body) as resp:
+            accepted = time.perf_counter()
+            assert resp.status == 202, await resp.text()
+        await asyncio.wait_for(phone.waiters[user].wait(), 30)
+        lat.append((phone.arrived[user] - accepted) * 1000)
+
+    start = time.perf_counter()
+    tasks = []
+    for i in range(calls):
+        await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    return lat
+
+
+async def _drive_ari(ari: AriClient, phone: BusyPhone, calls: int, rate: int) -> list[float]:
+    lat: list[float] = []
+
+    async def one() -> None:
+        user = f"r{uuid.uuid4().hex[:12]}"
+        phone.waiters[user] = asyncio.Event()
+        await ari.originate(
+            f"PJSIP/agent3/sip:{user}@127.0.0.1:{PHONE_PORT}", channel_id=user, app_args="bench"
+        )
+        accepted = time.perf_counter()
+        await asyncio.wait_for(phone.waiters[user].wait(), 30)
+        lat.append((phone.arrived[user] - accepted) * 1000)
+
+    start = time.perf_counter()
+    tasks = []
+    for i in range(calls):
+        await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+    return lat
+
+
+async def concurrency_run(db_url: str, box: Sandbox, n: int, hold: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        agent = SippPhone(
+            "uas_answer.xml", port=5071, workdir=work / "sipp", calls=n, timeout_s=hold + 120
+        )
+        customer = SippPhone(
+            "uas_answer_then_hangup.xml",
+            port=5080,
+            workdir=work / "sipp",
+            calls=n,
+            hold_ms=hold * 1000,
+            timeout_s=hold + 120,
+        )
+        proc, sock = await start_engine(db_url, work, box, "")
+        try:
+            rss0 = rss_mb(proc.pid)
+            cpu0 = cpu_seconds(proc.pid)
+            with agent, customer:
+                connector = aiohttp.UnixConnector(path=str(sock), limit=50)
+                ids = []
+                async with aiohttp.ClientSession(connector=connector) as http:
+                    for _ in range(n):
+                        body = {
+                            "agent_number": "agent1",
+                            "customer_number": "+14155550100",
+                            "external_ref": "bench-concurrent",
+                        }
+                        async with http.post(
+                            "http://ctc/api/v1/click-to-call/initiate", json=body
+                        ) as resp:
+                            ids.append(uuid.UUID((await resp.json())["id"]))
+                        await asyncio.sleep(1 / 20)
+                await asyncio.sleep(hold / 2)
+                rss_mid = rss_mb(proc.pid)
+                await asyncio.to_thread(customer.wait, hold + 120)
+                await asyncio.to_thread(agent.wait, 60)
+            cpu = cpu_seconds(proc.pid) - cpu0
+            async with Database(db_url) as db:
+                store = Store.over(db)
+                statuses: dict[str, int] = {}
+                complete = 0
+                for sid in ids:
+                    s = await store.sessions.by_id(sid)
+                    assert s is not None
+                    statuses[s.status.value] = statuses.get(s.status.value, 0) + 1
+                    events = await store.sessions.events(s.tenant_id, sid)
+                    trail = [e.status_to for e in events if e.status_to]
+                    seqs = [e.seq for e in events]
+                    if trail == [
+                        "queued",
+                        "dialing_agent",
+                        "agent_answered",
+                        "dialing_customer",
+                        "connected",
+                        "completed",
+                    ] and seqs == list(range(1, len(seqs) + 1)):
+                        complete += 1
+        finally:
+            proc.terminate()
+            await proc.wait()
+    print(f"\n{n} concurrent bridged calls held {hold} s")
+    print(
+        f"statuses: {statuses}; sessions with their whole event trail: {complete}/{n} "
+        f"(lost: {n - complete})"
+    )
+    print(
+        f"engine RSS {rss0:.1f} MB idle -> {rss_mid:.1f} MB with {n} calls up "
+        f"({(rss_mid - rss0) * 1024 / n:.0f} KB per call); engine CPU {cpu / n * 1000:.2f} "
+        f"ms per call"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--rates", default="1,10,20")
+    parser.add_argument("--concurrent", type=int, default=100)
+    parser.add_argument("--hold", type=int, default=30)
+    parser.add_argument("--skip-latency", action="store_true")
+    args = parser.parse_args()
+    box = Sandbox()
+    await asyncio.to_thread(box.up)
+    db_url = await create_database("ctc_bench")
+    try:
+        await migrate(db_url, default_migrations_dir())
+        if not args.skip_latency:
+            await latency_run(db_url, box, args.calls, [int(r) for r in args.rates.split(",")])
+        if args.concurrent:
+            await concurrency_run(db_url, box, args.concurrent, args.hold)
+    finally:
+        await drop_database(db_url)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
