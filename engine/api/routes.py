@@ -3,7 +3,6 @@ service or a repository, shape the answer."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -33,7 +32,7 @@ from engine.api.models import (
     StreamEventOut,
     WebhookAcceptedOut,
 )
-from engine.api.routing import ApiRequest, BadRequest, Router, json_response
+from engine.api.routing import ApiRequest, BadRequest, Router, json_response, parse_json_object
 from engine.api.state import API_STATE
 from engine.domain.phone import to_e164
 from engine.errors import ClosedResourceError, NotFound
@@ -383,18 +382,9 @@ async def _webhook_payload(request: web.Request) -> dict[str, Any]:
     if request.content_type == "application/x-www-form-urlencoded":
         form = await request.post()
         return {k: str(v) for k, v in form.items()}
-    text = await request.text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(
-            400,
-            "invalid_json",
-            f"webhook body is neither form-encoded nor JSON: line {exc.lineno}: {exc.msg}",
-        ) from exc
-    if not isinstance(data, dict):
-        raise BadRequest(400, "invalid_json", "webhook body must be a JSON object")
-    return data
+    return parse_json_object(
+        await request.text(), what="webhook body (not form-encoded)", not_object_status=400
+    )
 
 
 @router.route(

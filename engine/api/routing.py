@@ -30,6 +30,7 @@ __all__ = [
     "Endpoint",
     "Router",
     "json_response",
+    "parse_json_object",
     "validation_details",
 ]
 
@@ -321,20 +322,29 @@ def _parse_query(model: type[BaseModel], request: web.Request) -> BaseModel:
         ) from exc
 
 
-async def _parse_body(model: type[BaseModel], request: web.Request) -> BaseModel:
-    text = await request.text()
-    if not text.strip():
-        raise BadRequest(400, "invalid_json", "request body is empty; expected a JSON object")
+def parse_json_object(
+    text: str, *, what: str = "body", not_object_status: int = 422
+) -> dict[str, Any]:
+    """Decode a request body that must be one JSON object; a clear 4xx otherwise."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadRequest(
             400,
             "invalid_json",
-            f"body is not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}",
+            f"{what} is not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}",
         ) from exc
     if not isinstance(data, dict):
-        raise BadRequest(422, "validation_error", "body must be a JSON object")
+        code = "invalid_json" if not_object_status == 400 else "validation_error"
+        raise BadRequest(not_object_status, code, f"{what} must be a JSON object")
+    return data
+
+
+async def _parse_body(model: type[BaseModel], request: web.Request) -> BaseModel:
+    text = await request.text()
+    if not text.strip():
+        raise BadRequest(400, "invalid_json", "request body is empty; expected a JSON object")
+    data = parse_json_object(text)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
