@@ -111,12 +111,15 @@ class CallWatcher:
         return found
 
 
-async def initiate(engine: Engine, **body: Any) -> dict[str, Any]:
+async def initiate(engine: Engine, *, tenant: str | None = None, **body: Any) -> dict[str, Any]:
     connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
     payload = {"agent_number": AGENT, "customer_number": CUSTOMER, **body}
+    headers = {"X-CTC-Tenant": tenant} if tenant else {}
     async with (
         aiohttp.ClientSession(connector=connector) as http,
-        http.post("http://ctc/api/v1/click-to-call/initiate", json=payload) as resp,
+        http.post(
+            "http://ctc/api/v1/click-to-call/initiate", json=payload, headers=headers
+        ) as resp,
     ):
         data: dict[str, Any] = await resp.json()
         assert resp.status == 202, data

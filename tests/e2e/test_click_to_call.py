@@ -8,6 +8,8 @@ checked at the end are the ones in PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 import wave
 from collections.abc import AsyncIterator, Callable
@@ -235,9 +237,12 @@ async def test_missed_hangup_while_disconnected_is_finished_by_resync(
         await proxy.close()
 
 
-async def test_asterisk_restart_mid_call_ends_the_session_with_an_explanation(
-    engine: Engine, sandbox: Sandbox, sipp_phone: Callable[..., SippPhone]
+@pytest.mark.parametrize("how", ["graceful", "crash"])
+async def test_asterisk_restart_mid_call_ends_the_session(
+    how: str, engine: Engine, sandbox: Sandbox, sipp_phone: Callable[..., SippPhone]
 ) -> None:
+    """Graceful: Asterisk hangs the channels up and tells us. Crash (SIGKILL): it cannot,
+    so the resync after the reconnect must find the call gone and say so."""
     assert engine.stasis is not None
     with (
         sipp_phone("uas_answer.xml", port=AGENT_PORT),
@@ -246,16 +251,62 @@ async def test_asterisk_restart_mid_call_ends_the_session_with_an_explanation(
         _, watch = await _place(engine)
         await watch.until("connected")
         engine.stasis.resynced.clear()
+        if how == "crash":
+            pid = sandbox.status().pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
         await asyncio.to_thread(sandbox.down)
         await asyncio.to_thread(sandbox.up)
         # the link reconnects to the new Asterisk, which has none of the call's channels
         await asyncio.wait_for(engine.stasis.resynced.wait(), 60)
         end = await watch.until("completed", "failed", within=10)
     assert end.status_to == "completed", watch.trail()
-    resync = [e for e in watch.events if e.event_type == "session.resync"]
-    assert resync, watch.trail()
-    assert resync[0].payload["channels_present"] == []
-    assert "reconnected" in resync[0].payload["reason"]
-    session = await watch.session()
-    assert session.end_reason is not None
-    assert session.hangup_cause_text == "channel gone while ARI was disconnected"
+    assert not [s for s in await engine.store.sessions.live() if s.id == watch.session_id]
+    if how == "crash":
+        resync = [e for e in watch.events if e.event_type == "session.resync"]
+        assert resync, watch.trail()
+        assert resync[0].payload["channels_present"] == []
+        assert "(re)connected" in resync[0].payload["reason"]
+        session = await watch.session()
+        assert session.hangup_cause_text == "channel gone while ARI was disconnected"
+
+
+async def test_real_call_callbacks_arrive_signed_and_in_order_after_receiver_outage(
+    migrated_db: str, sandbox: Sandbox, tmp_path: Path, sipp_phone: Callable[..., SippPhone]
+) -> None:
+    from engine.notifier import verify_signature
+    from tests.integration.test_callbacks import Receiver
+
+    receiver = await Receiver().start()
+    receiver.always_fail = True  # the ERP is down when the call starts
+    slug = f"cb{uuid.uuid4().hex[:8]}"
+    try:
+        async with running_engine(migrated_db, sandbox, tmp_path) as engine:
+            tenant = await engine.store.tenants.create(slug, "Callbacks", receiver.url)
+            secret = await engine.store.tenants.callback_secret(tenant.id)
+            with (
+                sipp_phone("uas_answer.xml", port=AGENT_PORT),
+                sipp_phone("uas_answer_then_hangup.xml", port=CUSTOMER_PORT, hold_ms=1000),
+            ):
+                watch = CallWatcher(engine)
+                body = await initiate(engine, tenant=slug)
+                watch.session_id = uuid.UUID(body["id"])
+                await watch.until("completed", "failed", "busy")
+            await receiver.wait_for(lambda reqs: len(reqs) >= 1)  # tried, refused
+            receiver.always_fail = False  # the ERP is back
+            expected = [
+                "dialing_agent",
+                "agent_answered",
+                "dialing_customer",
+                "connected",
+                "completed",
+            ]
+            await receiver.wait_for(lambda _: len(receiver.delivered(body["id"])) == len(expected))
+    finally:
+        await receiver.stop()
+    got = receiver.delivered(body["id"])
+    assert [r.json["status"] for r in got] == expected
+    assert [r.json["seq"] for r in got] == sorted(r.json["seq"] for r in got)
+    for r in got:
+        assert verify_signature(secret, r.body, r.headers["X-CTC-Signature"])
+    assert any(r.answered == 500 for r in receiver.requests)
