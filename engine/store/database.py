@@ -46,6 +46,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session_state(conn: asyncpg.Connection) -> None:
+    """Replace asyncpg's per-release reset (a ``RESET ALL; UNLISTEN *; …`` round trip).
+
+    We never change session state on pooled connections (no SET, LISTEN or advisory locks:
+    the migration runner uses its own connection), and asyncpg still rolls back an open
+    transaction before calling this, so there is nothing to reset.
+    """
+
+
 class Database:
     """A connection pool to the engine's PostgreSQL database."""
 
@@ -81,6 +90,7 @@ class Database:
                     max_size=self._max_size,
                     command_timeout=self._command_timeout,
                     init=_init_connection,
+                    reset=_keep_session_state,
                     timeout=self._command_timeout,
                 )
             except CONNECTION_ERRORS as exc:
