@@ -261,7 +261,7 @@ class CallbackNotifier:
     # -- the loop ---------------------------------------------------------------------------
 
     def _on_event(self, event: CallEvent) -> None:
-        if event.status_to is not None:  # only status changes carry callbacks
+        if event.callback_queued:  # most events have no callback to deliver
             self._wake.set()
 
     async def _run(self) -> None:

@@ -152,6 +152,8 @@ class CallEvent:
     status_to: str | None
     payload: dict[str, Any]
     occurred_at: datetime
+    # an outbox row was written with it (so the notifier has something to deliver)
+    callback_queued: bool = False
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> CallEvent:
@@ -462,6 +464,7 @@ class SessionRepository:
             url = current.callback_url or callback_url
             if url:
                 await self._enqueue_callback(conn, updated, event, url)
+                event = dataclasses.replace(event, callback_queued=True)
             committed.append(event)
             return updated, event
 
