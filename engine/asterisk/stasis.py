@@ -296,7 +296,13 @@ class StasisApp:
     async def _originate(self, session: StoredSession, leg: Leg) -> None:
         caller_id: str | None
         if leg is Leg.AGENT:
-            endpoint = _endpoint(self._calls.agent_endpoint_template, session.agent_number)
+            # an agent given as an E.164 number is an outside line: dial it like a customer
+            template = (
+                self._calls.customer_endpoint_template
+                if session.agent_number.startswith("+")
+                else self._calls.agent_endpoint_template
+            )
+            endpoint = _endpoint(template, session.agent_number)
             # the agent sees who they are about to talk to
             caller_id = session.customer_number
             ring = self._calls.agent_ring_timeout

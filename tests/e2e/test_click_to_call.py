@@ -310,3 +310,18 @@ async def test_real_call_callbacks_arrive_signed_and_in_order_after_receiver_out
     for r in got:
         assert verify_signature(secret, r.body, r.headers["X-CTC-Signature"])
     assert any(r.answered == 500 for r in receiver.requests)
+
+
+async def test_agent_given_as_a_number_is_dialled_through_the_trunk(
+    engine: Engine, sipp_phone: Callable[..., SippPhone]
+) -> None:
+    # both legs reach the trunk's SIPp, which answers two calls
+    with sipp_phone("uas_answer.xml", port=CUSTOMER_PORT, calls=2) as trunk:
+        watch = CallWatcher(engine)
+        body = await initiate(engine, agent_number="+14155550111")
+        watch.session_id = uuid.UUID(body["id"])
+        await watch.until("connected")
+        ended = await end_call(engine, body["id"])
+        assert ended["status"] == "completed"
+        assert await trunk.wait_async(30) == 0, trunk.report()
+    assert (await watch.session()).agent_number == "+14155550111"
