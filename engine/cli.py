@@ -99,6 +99,27 @@ def config_check(file: str) -> None:
     click.echo(f"ok: {file}", err=True)
 
 
+# -- doctor ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@pass_ctx
+def doctor(ctx: _Context) -> None:
+    """Check Asterisk (ARI, AMI, modules), the database and the recording directory.
+
+    Prints one line per check (ok / warn / FAIL with the fix); exits 1 if any FAIL.
+    """
+    from engine.doctor import run_doctor
+
+    settings = ctx.settings
+    configure_logging("error", settings.log.format)  # the lines below are the output
+    checks = _run(run_doctor(settings))
+    for check in checks:
+        click.echo(check.line)
+    if any(check.failed for check in checks):
+        sys.exit(1)
+
+
 # -- database ----------------------------------------------------------------------------------
 
 

@@ -284,8 +284,9 @@ class AriSettings(_Section):
 
 
 class AmiSettings(_Section):
-    """``ami:`` — Asterisk Manager Interface."""
+    """``ami:`` — Asterisk Manager Interface (used only when ``ari.enabled``)."""
 
+    enabled: bool = True
     host: Name = "127.0.0.1"
     port: Port = 5038
     username: Name = "ctc"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -19,6 +20,7 @@ import structlog
 from engine.api.routes import router
 from engine.api.server import ApiServer
 from engine.api.state import ApiState
+from engine.asterisk.ami import AmiEvent, AmiLink
 from engine.asterisk.ari import AriClient
 from engine.asterisk.stasis import StasisApp
 from engine.calls import CallService
@@ -69,6 +71,14 @@ class Engine:
                 health=self.health,
                 recording_dir=str(ari.recording_dir),
             )
+        self.ami: AmiLink | None = None
+        self._booted_at: float | None = None  # when AMI last said FullyBooted (monotonic)
+        if settings.ari.enabled and settings.ami.enabled:
+            if settings.ami.password is None:
+                self.health.set("ami", "down", "ami.password is not set", required=False)
+            else:
+                self.ami = AmiLink.from_settings(settings.ami, health=self.health)
+                self.ami.on_event("FullyBooted", self._asterisk_booted)
         self.calls = CallService(self.store, dialer=self.stasis)
         self.state = ApiState(
             store=self.store,
@@ -140,6 +150,23 @@ class Engine:
         if self.stasis is not None:
             # after the database: the first thing the ARI link does is resync against it
             self.stasis.start()
+        if self.ami is not None:
+            self.ami.start()
+
+    async def _asterisk_booted(self, event: AmiEvent) -> None:
+        """AMI said FullyBooted (after every AMI login). If Asterisk restarted since the last
+        one, recreate the ARI app subscription: drop the event socket, it reconnects and
+        resyncs."""
+        now = time.monotonic()
+        last, self._booted_at = self._booted_at, now
+        try:
+            uptime = float(event.get("Uptime", ""))
+        except ValueError:
+            uptime = 0.0  # unknown: assume a restart, a needless resync is harmless
+        restarted = last is not None and uptime + 1.0 < now - last
+        log.info("asterisk.fully_booted", uptime=event.get("Uptime"), restarted=restarted)
+        if restarted and self.stasis is not None:
+            await self.stasis.link.drop()
 
     async def close(self) -> None:
         if self._closed:
@@ -151,6 +178,8 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.api.close()  # ends open event streams
+        if self.ami is not None:
+            await self.ami.close()  # first: its FullyBooted hook uses the ARI link
         if self.stasis is not None:
             await self.stasis.close()
         if self.ari is not None:

@@ -1,0 +1,441 @@
+"""``ctc doctor``: what in this host's Asterisk, database or config stops the engine.
+
+Two halves, so the judging is unit-testable without Asterisk:
+
+- :func:`gather` asks the real world with the configured settings and returns plain
+  :class:`Facts`: ARI (``GET /ari/asterisk/info``, ``GET /ari/applications``,
+  ``GET /ari/asterisk/modules/{name}.so``), AMI (login, ``ModuleCheck`` when ARI cannot
+  answer), the database (reachable, migrations current) and the recording directory;
+- :func:`judge` turns facts into :class:`Check` lines, pure: ``ok   …``, ``warn …`` (the
+  engine would still run) or ``FAIL …: how to fix``, naming the file and setting to change.
+
+``ctc doctor`` prints every line and exits 1 if any is a FAIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import aiohttp
+
+from engine.asterisk.ami import AmiLink, AmiLoginError, AmiResponseError
+from engine.asterisk.ari import basic_auth
+from engine.config import AmiSettings, AriSettings, Settings, redacted_summary
+from engine.errors import AmiError, CtcError
+from engine.store.migrations import default_migrations_dir, migration_status
+
+__all__ = [
+    "REQUIRED_MODULES",
+    "AmiFacts",
+    "AriFacts",
+    "Check",
+    "DatabaseFacts",
+    "DirFacts",
+    "Facts",
+    "ModuleFacts",
+    "gather",
+    "judge",
+    "run_doctor",
+]
+
+#: Asterisk modules the engine cannot work without (names without ``.so``).
+REQUIRED_MODULES: tuple[str, ...] = (
+    "res_ari",
+    "res_stasis",
+    "res_ari_channels",
+    "res_ari_bridges",
+    "res_ari_recordings",
+    "app_stasis",
+    "chan_pjsip",
+    "res_agi",
+    "res_musiconhold",
+)
+
+Level = Literal["ok", "warn", "fail"]
+_LABELS: dict[Level, str] = {"ok": "ok", "warn": "warn", "fail": "FAIL"}
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    level: Level
+    text: str
+
+    @property
+    def failed(self) -> bool:
+        return self.level == "fail"
+
+    @property
+    def line(self) -> str:
+        return f"{_LABELS[self.level]:<4} {self.text}"
+
+
+# ----------------------------------------------------------------------------- facts
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseFacts:
+    url: str  # password masked
+    error: str | None = None
+    applied: int = 0
+    pending: tuple[str, ...] = ()  # file names
+    changed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AriFacts:
+    url: str
+    username: str
+    app: str
+    password_set: bool
+    error: str | None = None  # no HTTP answer at all (refused, timeout, DNS)
+    status: int | None = None  # of GET /asterisk/info
+    message: str | None = None  # ARI's error message, when status is not 200
+    version: str | None = None
+    apps: tuple[str, ...] | None = None  # registered Stasis apps; None: unknown
+
+
+@dataclass(frozen=True, slots=True)
+class AmiFacts:
+    where: str  # host:port
+    username: str
+    password_set: bool
+    error: str | None = None
+    login_refused: bool = False  # connected, but Asterisk refused the login
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleFacts:
+    source: Literal["ARI", "AMI"]
+    loaded: Mapping[str, bool]  # module -> loaded; a module absent here is unknown
+
+
+@dataclass(frozen=True, slots=True)
+class DirFacts:
+    path: Path
+    exists: bool
+    is_dir: bool
+    writable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    database: DatabaseFacts
+    ari: AriFacts | None = None  # None: ari.enabled is false
+    ami: AmiFacts | None = None  # None: not used (ari or ami disabled)
+    modules: ModuleFacts | None = None  # None: neither ARI nor AMI could answer
+    recording_dir: DirFacts | None = None
+
+
+# ----------------------------------------------------------------------------- judging
+
+
+def judge(facts: Facts) -> list[Check]:
+    """Every check's line, in a fixed order: database, ARI, Stasis app, modules,
+    recording directory, AMI."""
+    out = judge_database(facts.database)
+    if facts.ari is None:
+        out.append(Check("ok", "ARI disabled (ari.enabled: false): Asterisk not checked"))
+        return out
+    out += judge_ari(facts.ari)
+    out += judge_modules(facts.modules)
+    if facts.recording_dir is not None:
+        out += judge_recording_dir(facts.recording_dir)
+    if facts.ami is None:
+        out.append(Check("ok", "AMI not used (ami.enabled: false)"))
+    else:
+        out += judge_ami(facts.ami)
+    return out
+
+
+def judge_database(db: DatabaseFacts) -> list[Check]:
+    if db.error is not None:
+        return [
+            Check(
+                "fail",
+                f"database {db.url}: {db.error}: check database.url (or CTC_DATABASE_URL) "
+                "and that PostgreSQL runs and accepts this user",
+            )
+        ]
+    if db.changed:
+        return [
+            Check(
+                "fail",
+                f"database schema: applied migration(s) changed on disk: {', '.join(db.changed)}:"
+                " restore the original files; changes go in a new migration",
+            )
+        ]
+    if db.pending:
+        return [
+            Check(
+                "fail",
+                f"database schema: {len(db.pending)} migration(s) pending "
+                f"({', '.join(db.pending)}): run `ctc db migrate`",
+            )
+        ]
+    return [Check("ok", f"database {db.url}: reachable, schema current ({db.applied} migrations)")]
+
+
+def judge_ari(ari: AriFacts) -> list[Check]:
+    where = f"ARI {ari.url}"
+    if ari.error is not None:
+        return [
+            Check(
+                "fail",
+                f"{where} unreachable ({ari.error}): http.conf: enabled=yes and "
+                "bindaddr/bindport must match ari.url; is Asterisk running?",
+            )
+        ]
+    if ari.status == 401:
+        unset = " (ari.password is not set)" if not ari.password_set else ""
+        return [
+            Check(
+                "fail",
+                f"{where}: 401 Unauthorized{unset}: ari.conf: user {ari.username} missing or "
+                "wrong password (ari.password, CTC_ARI_PASSWORD or password_file must hold "
+                f"the password of ari.conf [{ari.username}])",
+            )
+        ]
+    if ari.status == 404:
+        return [
+            Check(
+                "fail",
+                f"{where}: 404, no ARI there: ari.conf: [general] enabled=yes, and res_ari "
+                "loaded (modules.conf: require = res_ari.so); check the path in ari.url",
+            )
+        ]
+    if ari.status == 503:
+        return [
+            Check(
+                "fail",
+                f"{where}: {ari.message or 'Asterisk not booted'}: Asterisk is still starting; "
+                "run `ctc doctor` again in a few seconds",
+            )
+        ]
+    if ari.status != 200:
+        return [
+            Check(
+                "fail",
+                f"{where}: HTTP {ari.status} {ari.message or ''}".rstrip()
+                + ": check http.conf and ari.conf",
+            )
+        ]
+    out = [Check("ok", f"{where}: Asterisk {ari.version or '?'}, user {ari.username}")]
+    if ari.apps is None:
+        out.append(Check("warn", f"Stasis app {ari.app}: could not list ARI applications"))
+    elif ari.app in ari.apps:
+        out.append(Check("ok", f"Stasis app {ari.app} registered (the engine is connected)"))
+    else:
+        out.append(
+            Check(
+                "warn",
+                f"app {ari.app} not registered: is `ctc run` running? "
+                f"(Stasis({ari.app},…) in dialplan fails until it is)",
+            )
+        )
+    return out
+
+
+def judge_modules(modules: ModuleFacts | None) -> list[Check]:
+    if modules is None:
+        return [Check("warn", "Asterisk modules not checked: neither ARI nor AMI let us in")]
+    out: list[Check] = []
+    unknown = [m for m in REQUIRED_MODULES if m not in modules.loaded]
+    missing = [m for m in REQUIRED_MODULES if modules.loaded.get(m) is False]
+    loaded = [m for m in REQUIRED_MODULES if modules.loaded.get(m)]
+    if loaded:
+        out.append(Check("ok", f"modules loaded ({modules.source}): {', '.join(loaded)}"))
+    for m in missing:
+        out.append(
+            Check(
+                "fail",
+                f"module {m} not loaded: modules.conf: `require = {m}.so` and no "
+                f"`noload = {m}.so` (Debian package asterisk-modules), then restart Asterisk",
+            )
+        )
+    if unknown:
+        out.append(Check("warn", f"modules not checked ({modules.source}): {', '.join(unknown)}"))
+    return out
+
+
+def judge_recording_dir(d: DirFacts) -> list[Check]:
+    fix = (
+        f"create it owned by the asterisk user (mkdir -p {d.path} && chown asterisk: {d.path}),"
+        " or set ari.recording_dir to Asterisk's astspooldir/recording"
+    )
+    if not d.exists:
+        return [Check("fail", f"recording dir {d.path} does not exist: {fix}")]
+    if not d.is_dir:
+        return [Check("fail", f"recording dir {d.path} is not a directory: {fix}")]
+    if not d.writable:
+        return [Check("fail", f"recording dir {d.path} is not writable: {fix}")]
+    return [Check("ok", f"recording dir {d.path}")]
+
+
+def judge_ami(ami: AmiFacts) -> list[Check]:
+    where = f"AMI {ami.where}"
+    if ami.login_refused:
+        unset = " (ami.password is not set)" if not ami.password_set else ""
+        return [
+            Check(
+                "fail",
+                f"{where}: login as {ami.username} refused{unset}: manager.conf: user "
+                f"[{ami.username}] missing or wrong secret (ami.password / CTC_AMI_PASSWORD), "
+                "or its permit/deny refuses this host",
+            )
+        ]
+    if ami.error is not None:
+        return [
+            Check(
+                "fail",
+                f"{where}: {ami.error}: manager.conf: [general] enabled=yes, bindaddr and port "
+                "must match ami.host and ami.port",
+            )
+        ]
+    return [Check("ok", f"{where}: logged in as {ami.username}")]
+
+
+# ----------------------------------------------------------------------------- gathering
+
+
+async def gather(settings: Settings, *, wait: float = 5.0) -> Facts:
+    """Ask PostgreSQL, ARI and AMI (concurrently) and look at the recording directory."""
+    ari_on = settings.ari.enabled
+    ami_on = ari_on and settings.ami.enabled
+    database, (ari, ari_modules), (ami, ami_modules) = await asyncio.gather(
+        _gather_database(settings, wait),
+        _gather_ari(settings.ari, wait) if ari_on else _nothing(),
+        _gather_ami(settings.ami, wait) if ami_on else _nothing(),
+    )
+    modules: ModuleFacts | None = None
+    if ari_modules is not None:
+        modules = ModuleFacts("ARI", ari_modules)
+    elif ami_modules is not None:  # ARI could not say (e.g. its password is wrong): AMI can
+        modules = ModuleFacts("AMI", ami_modules)
+    return Facts(
+        database=database,
+        ari=ari,
+        ami=ami,
+        modules=modules,
+        recording_dir=_dir_facts(settings.ari.recording_dir) if ari_on else None,
+    )
+
+
+async def run_doctor(settings: Settings, *, wait: float = 5.0) -> list[Check]:
+    return judge(await gather(settings, wait=wait))
+
+
+async def _nothing() -> tuple[None, None]:
+    return None, None
+
+
+async def _gather_database(settings: Settings, wait: float) -> DatabaseFacts:
+    url = str(redacted_summary(settings)["database"]["url"])
+    directory = Path(settings.database.migrations_dir or default_migrations_dir())
+    try:
+        status = await asyncio.wait_for(
+            migration_status(settings.database.url, directory), wait * 3
+        )
+    except TimeoutError:
+        return DatabaseFacts(url, error=f"no answer within {wait * 3:g} s")
+    except CtcError as exc:
+        return DatabaseFacts(url, error=str(exc))
+    return DatabaseFacts(
+        url,
+        applied=len(status.applied),
+        pending=tuple(m.path.name for m in status.pending),
+        changed=tuple(m.path.name for m in status.changed),
+    )
+
+
+def _ari_base(url: str) -> str:
+    base = url.rstrip("/")
+    return base if base.endswith("/ari") else base + "/ari"
+
+
+async def _get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with http.get(url) as resp:
+        text = await resp.text()
+        status = resp.status
+    try:
+        return status, json.loads(text) if text else None
+    except ValueError:
+        return status, text
+
+
+async def _gather_ari(s: AriSettings, wait: float) -> tuple[AriFacts, dict[str, bool] | None]:
+    base = _ari_base(s.url)
+    password = s.password.get_secret_value() if s.password else ""
+    facts = AriFacts(url=s.url, username=s.username, app=s.app, password_set=bool(password))
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=wait),
+        headers={"Authorization": basic_auth(s.username, password)},
+    ) as http:
+        try:
+            status, info = await _get(http, f"{base}/asterisk/info")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return replace(facts, error=str(exc) or type(exc).__name__), None
+        if status != 200:
+            message = info.get("message") if isinstance(info, dict) else None
+            return replace(facts, status=status, message=message), None
+        system = info.get("system") if isinstance(info, dict) else None
+        version = system.get("version") if isinstance(system, dict) else None
+        apps: tuple[str, ...] | None = None
+        try:
+            status, listed = await _get(http, f"{base}/applications")
+            if status == 200 and isinstance(listed, list):
+                apps = tuple(str(a.get("name")) for a in listed if isinstance(a, dict))
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        answers = await asyncio.gather(*(_ari_module(http, base, m) for m in REQUIRED_MODULES))
+    modules = {
+        m: loaded for m, loaded in zip(REQUIRED_MODULES, answers, strict=True) if loaded is not None
+    }
+    return replace(facts, status=200, version=version, apps=apps), modules
+
+
+async def _ari_module(http: aiohttp.ClientSession, base: str, module: str) -> bool | None:
+    try:
+        status, body = await _get(http, f"{base}/asterisk/modules/{module}.so")
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+    if status == 200 and isinstance(body, dict):
+        return body.get("status") == "Running"
+    if status == 404:
+        return False
+    return None
+
+
+async def _gather_ami(s: AmiSettings, wait: float) -> tuple[AmiFacts, dict[str, bool] | None]:
+    facts = AmiFacts(where=f"{s.host}:{s.port}", username=s.username, password_set=bool(s.password))
+    link = AmiLink.from_settings(
+        s, reconnect=False, connect_timeout=wait, action_timeout=wait, events="off"
+    )
+    async with link:
+        try:
+            await link.wait_connected(wait * 2)
+        except AmiLoginError as exc:
+            return replace(facts, error=str(exc), login_refused=True), None
+        except AmiError as exc:
+            return replace(facts, error=str(exc)), None
+        modules: dict[str, bool] = {}
+        for m in REQUIRED_MODULES:
+            try:
+                await link.action("ModuleCheck", Module=m)
+                modules[m] = True
+            except AmiResponseError:
+                modules[m] = False  # "Module not loaded"
+            except AmiError:
+                break  # the link went away: the rest stay unknown
+    return facts, modules
+
+
+def _dir_facts(path: Path) -> DirFacts:
+    exists = path.exists()
+    is_dir = path.is_dir()
+    return DirFacts(path, exists, is_dir, is_dir and os.access(path, os.W_OK | os.X_OK))
