@@ -117,7 +117,7 @@ async def start_engine(db_url: str, workdir: Path, box: Sandbox, calls_yaml: str
             try:
                 async with http.get("http://ctc/healthz") as resp:
                     body = await resp.json()
-                    if body["components"].get("ari", {}).get("state") == "up":
+                    if body.get("components", {}).get("ari", {}).get("state") == "up":
                         return proc, sock
             except aiohttp.ClientError:
                 pass

@@ -63,7 +63,10 @@ __all__ = [
     "LogSettings",
     "Settings",
     "TcpSettings",
+    "YamlSource",
     "load_settings",
+    "parse_yaml_with_lines",
+    "read_text_file",
     "redacted_summary",
 ]
 
@@ -356,7 +359,7 @@ _Loc = tuple[str | int, ...]
 
 
 @dataclass
-class _Source:
+class YamlSource:
     """Where each value came from: file lines per path, or an environment variable."""
 
     file: str | None
@@ -399,7 +402,7 @@ _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _parse_yaml(text: str, source: _Source) -> dict[str, Any]:
+def parse_yaml_with_lines(text: str, source: YamlSource) -> dict[str, Any]:
     """YAML text -> plain dict, filling ``source`` with the line of every path."""
     file = source.file
     try:
@@ -437,7 +440,7 @@ def _reader_error(exc: yaml.reader.ReaderError, text: str, file: str | None) -> 
 
 
 class _Converter:
-    def __init__(self, loader: yaml.SafeLoader, source: _Source) -> None:
+    def __init__(self, loader: yaml.SafeLoader, source: YamlSource) -> None:
         self._loader = loader
         self._source = source
         self._active: set[int] = set()
@@ -534,7 +537,7 @@ _ENV_OVERRIDES: tuple[tuple[str, _Loc, Callable[[str, str], Any]], ...] = (
 )
 
 
-def _apply_env(data: dict[str, Any], env: Mapping[str, str], source: _Source) -> None:
+def _apply_env(data: dict[str, Any], env: Mapping[str, str], source: YamlSource) -> None:
     """Write ``CTC_*`` overrides into ``data``; unset or empty variables are ignored.
 
     A password from the environment replaces the file's password *and* password_file.
@@ -601,7 +604,7 @@ def _message(error: ErrorDetails) -> str:
     return msg[:1].lower() + msg[1:]
 
 
-def _translate(exc: ValidationError, source: _Source) -> ConfigError:
+def _translate(exc: ValidationError, source: YamlSource) -> ConfigError:
     """The first problem (in file order; env-var problems last) as one ConfigError."""
     errors = [
         source.error(_message(error), tuple(error["loc"]), key=error["type"] == "extra_forbidden")
@@ -635,7 +638,7 @@ def _resolve_path(
     return DEFAULT_CONFIG_PATH, str(DEFAULT_CONFIG_PATH), False
 
 
-def _read_config(path: Path, label: str, required: bool) -> str | None:
+def read_text_file(path: Path, label: str, required: bool) -> str | None:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -654,7 +657,7 @@ def _read_config(path: Path, label: str, required: bool) -> str | None:
 _S = TypeVar("_S", AriSettings, AmiSettings)
 
 
-def _resolve_password_file(section: _S, name: str, base: Path | None, source: _Source) -> _S:
+def _resolve_password_file(section: _S, name: str, base: Path | None, source: YamlSource) -> _S:
     if section.password_file is None:
         return section
     path = section.password_file
@@ -672,7 +675,7 @@ def _resolve_password_file(section: _S, name: str, base: Path | None, source: _S
     return section.model_copy(update={"password": SecretStr(secret), "password_file": path})
 
 
-def _finish(settings: Settings, base: Path | None, source: _Source) -> Settings:
+def _finish(settings: Settings, base: Path | None, source: YamlSource) -> Settings:
     """Post-validation steps that touch the file system."""
     database = settings.database
     migrations = database.migrations_dir
@@ -698,9 +701,9 @@ def load_settings(
     """
     environ: Mapping[str, str] = os.environ if env is None else env
     file_path, label, required = _resolve_path(path, environ)
-    text = _read_config(file_path, label, required)
-    source = _Source(file=label if text is not None else None)
-    data = _parse_yaml(text, source) if text is not None else {}
+    text = read_text_file(file_path, label, required)
+    source = YamlSource(file=label if text is not None else None)
+    data = parse_yaml_with_lines(text, source) if text is not None else {}
     _apply_env(data, environ, source)
     try:
         settings = Settings.model_validate(data)
