@@ -24,6 +24,7 @@ non-zero; the API maps each class to a stable error code and HTTP status.
     └── AsteriskError               talking to Asterisk failed
         ├── AriError
         ├── AmiError
+        ├── AgiError                FastAGI: a bad request, a failed command, a hung-up channel
         └── SandboxError            the sandbox Asterisk could not be built or run
 """
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AgiError",
     "AmiError",
     "ApiClientError",
     "AriError",
@@ -168,6 +170,10 @@ class AriError(AsteriskError):
 
 class AmiError(AsteriskError):
     """An AMI action or the AMI connection failed."""
+
+
+class AgiError(AsteriskError):
+    """A FastAGI request or command failed (subclasses in :mod:`engine.asterisk.agi`)."""
 
 
 class SandboxError(AsteriskError):

@@ -105,7 +105,11 @@ class Database:
             return
         try:
             await asyncio.shield(asyncio.wait_for(pool.close(), self._close_timeout))
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:
+            # connections still busy after the grace period: cut them, shutdown goes on
+            log.warning("database.close_timeout", timeout=self._close_timeout)
+            pool.terminate()
+        except asyncio.CancelledError:
             pool.terminate()
             raise
         except Exception:  # a broken connection must not stop shutdown
