@@ -1,0 +1,665 @@
+"""The FastAGI server: dialplan's ``AGI(agi://host:port/script?args)`` answered by the engine.
+
+Why our own: FastAGI is a tiny line protocol, and what matters here (a bad connection never
+touches the server, hang-ups are reported precisely, shutdown is bounded, nothing blocks the
+loop; pyst2, for one, is synchronous) is easier to own than to verify in a library. One
+asyncio listener, every connection its own task:
+
+- Asterisk connects and sends a header block, ``agi_<name>: <value>`` lines ended by a
+  blank line. :func:`parse_request` turns it into an :class:`AgiRequest` (``script``
+  ``ivr/main``, ``query`` from ``?x=1``, ``args`` from ``AGI(url,a,b)``, channel,
+  uniqueid, caller id...). The block is read with a timeout and a size bound; a request
+  that is malformed, oversized or too slow is logged and the connection closed without a
+  byte sent back (nothing we could send is safe to a peer that is not Asterisk), and the
+  server goes on serving.
+- The handler gets an :class:`AgiChannel`: typed async commands over that one connection
+  (``answer``, ``stream_file``, ``get_data``, ``wait_for_digit``, ``say_digits``,
+  ``say_number``, ``set_variable``, ``get_variable``, ``exec``, ``hangup``, ``verbose``),
+  one at a time (a lock keeps concurrent callers from interleaving responses).
+- Responses ``200 result=N (data) endpos=M`` are parsed by :func:`parse_response`;
+  ``510`` (unknown command) and ``520`` (bad syntax, a multi-line usage block) raise
+  :class:`AgiCommandError`.
+- A hang-up raises :class:`AgiHangup`, and what Asterisk 22 sends for one is measured, not
+  guessed: a media command in progress (``STREAM FILE``, ``GET DATA``, ``WAIT FOR DIGIT``)
+  answers ``200 result=-1`` first, and the ``HANGUP`` notice follows ~40 ms later. So a
+  ``result=-1`` waits up to :attr:`AgiChannel.hangup_grace` for that notice: with it the
+  command raises :class:`AgiHangup`, without it :class:`AgiCommandError` (a missing sound
+  file also answers ``-1``). A ``HANGUP`` seen while waiting for an answer is only noted:
+  the answer still comes. After it, media commands get ``511`` (AgiHangup), while
+  ``get_variable``/``set_variable`` keep working on the dead channel, and Asterisk keeps the
+  connection open until we close it. EOF and a reset connection raise AgiHangup too. The
+  server catches AgiHangup quietly: a caller hanging up mid-menu is normal.
+- Any other handler exception is logged with the call id (the Asterisk ``uniqueid``) and
+  the connection is closed; Asterisk then continues the dialplan after ``AGI()``.
+- :meth:`AgiServer.close` is bounded and cancellation-safe: the listener and every open
+  connection are closed (and their handler tasks cancelled) before its first ``await``.
+- Its state goes to the health report as component ``agi`` (not required for readiness).
+
+Usage::
+
+    async def ivr(channel: AgiChannel) -> None:
+        await channel.answer()
+        digit = (await channel.stream_file("welcome", "12")).digit
+
+    async with AgiServer("127.0.0.1", 4573, ivr, health=health) as server:
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self, TypeAlias
+from urllib.parse import parse_qsl, urlsplit
+
+import structlog
+
+from engine.config import AgiSettings
+from engine.errors import AgiError, ClosedResourceError
+from engine.health import HealthReport, State
+
+__all__ = [
+    "AgiChannel",
+    "AgiCommandError",
+    "AgiHandler",
+    "AgiHangup",
+    "AgiProtocolError",
+    "AgiRequest",
+    "AgiResponse",
+    "AgiServer",
+    "Playback",
+    "encode_command",
+    "parse_request",
+    "parse_response",
+]
+
+log = structlog.get_logger(__name__)
+
+AgiHandler: TypeAlias = Callable[["AgiChannel"], Awaitable[None]]
+"""What the server calls for each connection; the connection closes when it returns."""
+
+_LINE_LIMIT = 1 << 16  # one response line (a GET VARIABLE value) larger than this is garbage
+_MAX_COMMAND = 2047  # Asterisk reads a command line into a 2048-byte buffer (AGI_BUF_LEN)
+_MAX_HEADER_LINES = 256
+_CODE = re.compile(r"(\d{3})([ -])(.*)")
+_RESULT = re.compile(r"result=(\S*)(?: \((.*)\))?(?: endpos=(-?\d+))?\s*")
+_HEADER = re.compile(r"agi_([a-z0-9_]+):(.*)")
+_VERB = re.compile(r"[A-Z]+(?: [A-Z]+)*")
+_UNKNOWN = frozenset({"", "unknown"})
+
+
+class AgiProtocolError(AgiError):
+    """The peer broke the protocol: a malformed request or an unparsable response."""
+
+
+class AgiHangup(AgiError):
+    """The channel hung up (``HANGUP``, ``511``) or Asterisk closed the connection."""
+
+
+class AgiCommandError(AgiError):
+    """Asterisk refused a command (``510``, ``520``) or it failed (``result=-1``).
+
+    ``response`` is Asterisk's answer (None when the command was refused before sending).
+    """
+
+    def __init__(self, message: str, response: AgiResponse | None = None) -> None:
+        self.response = response
+        super().__init__(message)
+
+
+# ----------------------------------------------------------------------------- wire format
+
+
+@dataclass(frozen=True, slots=True)
+class AgiRequest:
+    """The header block Asterisk sends when it connects (see :func:`parse_request`)."""
+
+    script: str
+    """The script path without its query: ``ivr/main`` for ``agi://h:p/ivr/main?x=1``."""
+    query: Mapping[str, str]
+    """The script's query string (``?x=1`` -> ``{"x": "1"}``; a repeated key: the last)."""
+    args: tuple[str, ...]
+    """The dialplan arguments after the URL: ``AGI(url,a,b)`` -> ``("a", "b")``."""
+    channel: str
+    uniqueid: str
+    callerid: str | None
+    calleridname: str | None
+    context: str
+    extension: str
+    priority: str
+    language: str
+    dnid: str | None
+    request: str
+    """The whole ``agi_request`` URL."""
+    headers: Mapping[str, str] = field(repr=False)
+    """Every header, without its ``agi_`` prefix (``headers["threadid"]``)."""
+
+
+def _opt(value: str | None) -> str | None:
+    return None if value is None or value in _UNKNOWN else value
+
+
+def parse_request(block: bytes | str) -> AgiRequest:
+    """The ``agi_*`` header block (up to, not needing, its blank line) as an AgiRequest.
+
+    Strict on shape, lenient on content: every non-blank line must be ``agi_<name>: value``
+    and ``agi_channel`` plus ``agi_network_script`` or ``agi_request`` must be present, or
+    :class:`AgiProtocolError` is raised; unknown headers are kept in ``headers``.
+    """
+    text = block.decode("utf-8", errors="replace") if isinstance(block, bytes) else block
+    headers: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = _HEADER.fullmatch(line.rstrip("\r"))
+        if match is None:
+            raise AgiProtocolError(
+                f"AGI request line {number} is not 'agi_<name>: value': {line[:80]!r}"
+            )
+        headers[match[1]] = match[2].strip()
+    if "channel" not in headers:
+        raise AgiProtocolError("AGI request has no agi_channel")
+    url = headers.get("request", "")
+    script = headers.get("network_script")
+    if script is None:
+        if not url:
+            raise AgiProtocolError("AGI request has neither agi_network_script nor agi_request")
+        parts = urlsplit(url)
+        script = parts.path + (f"?{parts.query}" if parts.query else "")
+    path, _, query = script.partition("?")
+    args: list[str] = []
+    while (arg := headers.get(f"arg_{len(args) + 1}")) is not None:
+        args.append(arg)
+    return AgiRequest(
+        script=path.strip("/"),
+        query=dict(parse_qsl(query, keep_blank_values=True)),
+        args=tuple(args),
+        channel=headers["channel"],
+        uniqueid=headers.get("uniqueid", ""),
+        callerid=_opt(headers.get("callerid")),
+        calleridname=_opt(headers.get("calleridname")),
+        context=headers.get("context", ""),
+        extension=headers.get("extension", ""),
+        priority=headers.get("priority", ""),
+        language=headers.get("language", ""),
+        dnid=_opt(headers.get("dnid")),
+        request=url,
+        headers=headers,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AgiResponse:
+    """One answer to a command: ``200 result=1 (timeout) endpos=8000``.
+
+    ``result`` is the raw value after ``result=`` (``""`` for a GET DATA with no digits);
+    ``data`` is what is in parentheses; for a non-200 code ``result`` is ``""`` and
+    ``data`` the text Asterisk sent (for ``520`` the whole usage).
+    """
+
+    code: int
+    result: str
+    data: str | None = None
+    endpos: int | None = None
+    raw: str = ""
+
+    @property
+    def number(self) -> int | None:
+        """``result`` as an integer, None when it is not one (GET DATA's digits are)."""
+        try:
+            return int(self.result)
+        except ValueError:
+            return None
+
+    def raise_for_code(self, command: str) -> None:
+        """Raise for an error code: 511 -> AgiHangup, 510 / 520 / other -> AgiCommandError."""
+        if self.code == 200:
+            return
+        text = (self.data or "").strip()
+        if self.code == 511:
+            raise AgiHangup(f"AGI {command}: {text or 'channel is dead'}")
+        what = {510: "unknown command", 520: "invalid syntax"}.get(self.code, "error")
+        raise AgiCommandError(f"AGI {command}: {self.code} {what}: {text}", self)
+
+
+def parse_response(line: str) -> AgiResponse:
+    """One response (a ``520`` usage block may span lines) as an AgiResponse.
+
+    :class:`AgiProtocolError` when it is not ``NNN text`` or a 200 without ``result=``.
+    """
+    first = line.split("\n", 1)[0].rstrip("\r")
+    match = _CODE.fullmatch(first)
+    if match is None:
+        raise AgiProtocolError(f"AGI response is not 'NNN text': {first[:80]!r}")
+    code = int(match[1])
+    if code != 200:
+        return AgiResponse(code, "", line[4:].rstrip("\r\n"), None, line)
+    result = _RESULT.fullmatch(match[3])
+    if result is None:
+        raise AgiProtocolError(f"AGI 200 response without result=: {first[:80]!r}")
+    endpos = int(result[3]) if result[3] is not None else None
+    return AgiResponse(200, result[1], result[2], endpos, line)
+
+
+def _quote(arg: str) -> str:
+    # Asterisk's parse_args: '"' toggles quoting, '\' escapes the next character.
+    if arg and not any(c in arg for c in ' \t"\\'):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def encode_command(verb: str, *args: str | int) -> bytes:
+    """``verb`` (``STREAM FILE``) and its arguments, quoted as Asterisk parses them.
+
+    An argument with a line break or NUL would let it inject a second command, and a line
+    longer than Asterisk's buffer would be cut: both raise :class:`AgiCommandError`.
+    """
+    if not _VERB.fullmatch(verb):
+        raise AgiCommandError(f"AGI command {verb!r} is not a command name")
+    parts = [verb]
+    for arg in args:
+        text = str(arg)
+        if any(c in text for c in "\r\n\0"):
+            raise AgiCommandError(f"AGI {verb}: argument {text[:40]!r} contains a line break")
+        parts.append(_quote(text))
+    line = " ".join(parts)
+    if len(line.encode()) > _MAX_COMMAND:
+        raise AgiCommandError(f"AGI {verb}: command longer than {_MAX_COMMAND} bytes")
+    return line.encode() + b"\n"
+
+
+# ----------------------------------------------------------------------------- the channel
+
+
+@dataclass(frozen=True, slots=True)
+class Playback:
+    """What a prompt ended with: the escape ``digit`` pressed (None: it played out) and
+    ``endpos``, the sample offset it stopped at (to resume with ``offset=``)."""
+
+    digit: str | None
+    endpos: int
+
+
+def _digit(response: AgiResponse) -> str | None:
+    code = response.number or 0
+    return chr(code) if code > 0 else None
+
+
+class AgiChannel:
+    """Commands to one channel over its FastAGI connection; ``request`` says which call.
+
+    ``hung_up`` becomes True when Asterisk says the caller is gone (``HANGUP``, ``511``)
+    or closes the connection. Commands that work on a dead channel (``get_variable``,
+    ``set_variable``, ``verbose``) still do after it; the others raise :class:`AgiHangup`.
+    ``log`` is bound with the call id.
+    """
+
+    hangup_grace = 0.5
+    """How long a ``result=-1`` waits for the ``HANGUP`` that Asterisk sends right after
+    it when the caller hung up (measured: ~40 ms); without it the failure is a
+    :class:`AgiCommandError` (e.g. a missing sound file)."""
+
+    def __init__(
+        self, request: AgiRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.request = request
+        self.hung_up = False
+        self.log = log.bind(
+            call_id=request.uniqueid, channel=request.channel, script=request.script
+        )
+        self._reader = reader
+        self._writer = writer
+        self._lock = asyncio.Lock()
+        self._closed = False  # EOF: nothing more can be sent
+        self._broken: str | None = None
+
+    async def command(self, verb: str, *args: str | int) -> AgiResponse:
+        """Send one command and return its 200 response.
+
+        ``510``/``520`` raise :class:`AgiCommandError`; ``511``, EOF and a lost
+        connection raise :class:`AgiHangup`. ``result`` is not interpreted here.
+        """
+        data = encode_command(verb, *args)
+        async with self._lock:
+            response = await self._exchange(verb, data)
+        return self._checked(verb, response)
+
+    async def _media(self, verb: str, what: str, *args: str | int) -> AgiResponse:
+        """A command whose ``result=-1`` means it failed or the caller hung up: which of
+        the two is decided by whether ``HANGUP`` follows (AgiHangup) or not."""
+        data = encode_command(verb, *args)
+        async with self._lock:
+            response = await self._exchange(verb, data)
+            failed = response.code == 200 and response.result.startswith("-")
+            if failed and not self.hung_up:
+                await self._expect_hangup()
+        self._checked(verb, response)
+        if failed:
+            if self.hung_up:
+                raise AgiHangup(f"AGI {what}: the channel hung up")
+            raise AgiCommandError(f"AGI {what}: failed (result={response.result})", response)
+        return response
+
+    def _checked(self, verb: str, response: AgiResponse) -> AgiResponse:
+        if response.code == 511:
+            self.hung_up = True
+        response.raise_for_code(verb)
+        return response
+
+    async def _exchange(self, verb: str, data: bytes) -> AgiResponse:
+        if self._closed:
+            raise AgiHangup(f"AGI {verb}: the connection is closed")
+        if self._broken is not None:
+            raise AgiError(f"AGI {verb}: connection unusable ({self._broken})")
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+            return await self._read_response(verb)
+        except AgiHangup:
+            raise
+        except OSError as exc:
+            self._lost()
+            raise AgiHangup(f"AGI {verb}: connection lost ({exc!r})") from exc
+        except BaseException as exc:  # cancelled mid-command: its answer is still in flight
+            self._broken = f"{verb} interrupted by {type(exc).__name__}"
+            raise
+
+    def _lost(self) -> None:
+        self._closed = True
+        self.hung_up = True
+
+    async def _read_response(self, verb: str) -> AgiResponse:
+        lines: list[str] = []
+        while True:
+            try:
+                raw = await self._reader.readline()
+            except ValueError as exc:  # a line over the reader's limit
+                raise AgiProtocolError(f"AGI {verb}: response line too long") from exc
+            if not raw.endswith(b"\n"):  # EOF (possibly mid-line)
+                self._lost()
+                raise AgiHangup(f"AGI {verb}: Asterisk closed the connection")
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            if line == "HANGUP" and not lines:
+                # A notice, not the answer: that still comes (511, or 200 for commands
+                # allowed on a dead channel).
+                self.hung_up = True
+                continue
+            if not line and not lines:
+                continue
+            lines.append(line)
+            # "520-Invalid command syntax.  Proper usage follows:" ... "520 End of proper usage."
+            if lines[0][:4] == "520-" and line[:4] != "520 ":
+                if len(lines) > _MAX_HEADER_LINES:
+                    raise AgiProtocolError(f"AGI {verb}: endless 520 usage block")
+                continue
+            return parse_response("\n".join(lines))
+
+    async def _expect_hangup(self) -> None:
+        try:
+            async with asyncio.timeout(self.hangup_grace):
+                raw = await self._reader.readline()
+        except TimeoutError:  # readline cancelled before a full line: nothing consumed
+            return
+        except (ValueError, OSError) as exc:
+            self._broken = f"unreadable after a failed command: {exc!r}"
+            return
+        if not raw.endswith(b"\n"):
+            self._lost()
+        elif raw.rstrip(b"\r\n") == b"HANGUP":
+            self.hung_up = True
+        else:
+            self._broken = f"unexpected line {raw[:60]!r}"
+
+    # -- typed commands -----------------------------------------------------------------------
+
+    async def answer(self) -> None:
+        await self._media("ANSWER", "ANSWER")
+
+    async def stream_file(
+        self, name: str, escape_digits: str = "", *, offset: int | None = None
+    ) -> Playback:
+        """Play ``name`` (no extension); stop early at one of ``escape_digits``.
+
+        A missing file is an :class:`AgiCommandError` (Asterisk answers ``result=-1``).
+        """
+        extra = () if offset is None else (offset,)
+        response = await self._media(
+            "STREAM FILE", f"STREAM FILE {name}", name, escape_digits, *extra
+        )
+        return Playback(_digit(response), response.endpos or 0)
+
+    async def get_data(
+        self, file: str, timeout_ms: int | None = None, max_digits: int | None = None
+    ) -> str | None:
+        """Play ``file`` and collect up to ``max_digits`` (``#`` ends); None: no digits.
+
+        Digits typed before the timeout are returned even when it then timed out.
+        """
+        args: list[str | int] = [file]
+        if timeout_ms is not None or max_digits is not None:
+            args.append(timeout_ms or 0)  # 0: Asterisk's default timeout
+        if max_digits is not None:
+            args.append(max_digits)
+        response = await self._media("GET DATA", f"GET DATA {file}", *args)
+        return response.result or None
+
+    async def wait_for_digit(self, timeout_ms: int = -1) -> str | None:
+        """The next digit pressed within ``timeout_ms`` (-1: forever); None on timeout."""
+        return _digit(await self._media("WAIT FOR DIGIT", "WAIT FOR DIGIT", timeout_ms))
+
+    async def say_digits(self, digits: str, escape_digits: str = "") -> str | None:
+        return _digit(await self._media("SAY DIGITS", "SAY DIGITS", digits, escape_digits))
+
+    async def say_number(self, number: int, escape_digits: str = "") -> str | None:
+        return _digit(await self._media("SAY NUMBER", "SAY NUMBER", number, escape_digits))
+
+    async def set_variable(self, name: str, value: str) -> None:
+        if not name:
+            raise AgiCommandError("AGI SET VARIABLE: empty variable name")
+        await self.command("SET VARIABLE", name, value)
+
+    async def get_variable(self, name: str) -> str | None:
+        """The variable's value (dialplan functions work: ``CALLERID(num)``); None: unset."""
+        response = await self.command("GET VARIABLE", name)
+        return response.data if response.number == 1 else None
+
+    async def exec(self, app: str, *args: str) -> int:
+        """Run dialplan application ``app`` with ``args`` (comma-joined); its result."""
+        response = await self.command("EXEC", app, ",".join(args))
+        if response.number == -2:
+            raise AgiCommandError(f"AGI EXEC {app}: no such application", response)
+        return response.number or 0
+
+    async def hangup(self) -> None:
+        """Hang the channel up (only dead-channel commands work after it)."""
+        response = await self.command("HANGUP")
+        self.hung_up = True
+        if response.number != 1:
+            raise AgiCommandError("AGI HANGUP: failed", response)
+
+    async def verbose(self, message: str, level: int = 1) -> None:
+        await self.command("VERBOSE", message, level)
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+class AgiServer:
+    """Listens for FastAGI connections; runs ``handler(channel)`` for each, as its own task.
+
+    ``port=0`` picks a free port (``server.port`` tells which once started). ``served``
+    counts requests handed to the handler, ``rejected`` the ones refused as malformed.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        handler: AgiHandler,
+        *,
+        health: HealthReport | None = None,
+        request_timeout: float = 5.0,
+        max_request_bytes: int = 16384,
+        close_grace: float = 5.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._handler = handler
+        self._health = health
+        self._request_timeout = request_timeout
+        self._max_request_bytes = max_request_bytes
+        self._close_grace = close_grace
+        self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._closed = False
+        self.served = 0
+        self.rejected = 0
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: AgiSettings,
+        handler: AgiHandler,
+        *,
+        health: HealthReport | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        return cls(settings.host, settings.port, handler, health=health, **kwargs)
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def active(self) -> int:
+        """Connections open right now."""
+        return len(self._connections)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind and listen; :class:`AgiError` when the address cannot be bound."""
+        if self._closed:
+            raise ClosedResourceError("AgiServer is closed")
+        if self._server is not None:
+            return
+        self._report("starting", f"binding {self.where}")
+        try:
+            self._server = await asyncio.start_server(
+                self._on_connect, self.host, self.port, limit=_LINE_LIMIT
+            )
+        except OSError as exc:
+            self._report("down", f"cannot listen on {self.where}: {exc}")
+            raise AgiError(f"FastAGI cannot listen on {self.where}: {exc}") from exc
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        log.info("agi.listening", where=self.where)
+        self._report("up", f"listening on {self.where}")
+
+    async def close(self, grace: float | None = None) -> None:
+        """Stop listening, close every open connection and cancel its handler; wait at
+        most ``grace`` s. Everything is released before the first ``await``."""
+        grace = self._close_grace if grace is None else grace
+        self._closed = True
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        tasks = list(self._connections)
+        for task, writer in self._connections.items():
+            writer.close()
+            task.cancel()
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            if late:
+                log.warning("agi.close_timeout", connections=len(late))
+        if server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), grace)
+            self._report("down", "closed")
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _report(self, state: State, detail: str) -> None:
+        if self._health is not None:
+            self._health.set("agi", state, detail, required=False)
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is None or self._closed:
+            writer.close()
+            return
+        self._connections[task] = writer
+        try:
+            await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # close() (or loop shutdown) cancelled this connection. Ending normally keeps
+            # asyncio's stream callback, which calls task.exception(), from logging
+            # "Exception in callback" for every call open at shutdown.
+            pass
+        except Exception:  # a bug of ours: never let it reach the loop's handler
+            log.exception("agi.bug")
+        finally:
+            self._connections.pop(task, None)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                block = await self._read_request(reader)
+            request = parse_request(block)
+        except TimeoutError:
+            self.rejected += 1
+            log.warning("agi.bad_request", peer=peer, error="request not complete in time")
+            return
+        except AgiProtocolError as exc:
+            self.rejected += 1
+            log.warning("agi.bad_request", peer=peer, error=str(exc))
+            return
+        except OSError as exc:
+            log.info("agi.connection_lost", peer=peer, error=repr(exc))
+            return
+        self.served += 1
+        channel = AgiChannel(request, reader, writer)
+        channel.log.debug("agi.request", args=request.args, query=dict(request.query))
+        try:
+            await self._handler(channel)
+        except AgiHangup as exc:
+            channel.log.info("agi.hangup", detail=str(exc))
+        except AgiError as exc:
+            channel.log.warning("agi.command_failed", error=str(exc))
+        except Exception:
+            channel.log.exception("agi.handler_failed")
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> bytes:
+        block = bytearray()
+        for _ in range(_MAX_HEADER_LINES):
+            try:
+                line = await reader.readline()
+            except ValueError as exc:  # one line over the reader's limit
+                raise AgiProtocolError("AGI request line too long") from exc
+            if not line.endswith(b"\n"):
+                raise AgiProtocolError("connection closed before the end of the AGI request")
+            if len(block) + len(line) > self._max_request_bytes:
+                raise AgiProtocolError(f"AGI request over {self._max_request_bytes} bytes")
+            if not line.strip():
+                if block:
+                    return bytes(block)
+                continue  # blank lines before the request: tolerated
+            block += line
+        raise AgiProtocolError(f"AGI request over {_MAX_HEADER_LINES} lines")
