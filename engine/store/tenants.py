@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import secrets
+import time
 import uuid
 
 import asyncpg
@@ -50,8 +51,26 @@ def _tenant(row: asyncpg.Record) -> Tenant:
 
 
 class TenantRepository:
-    def __init__(self, db: Database) -> None:
+    """Tenants and tokens. Every API request looks its tenant up, so found tenants are
+    cached for ``cache_ttl`` seconds: deactivating a tenant or revoking a token takes
+    effect within that time."""
+
+    def __init__(self, db: Database, *, cache_ttl: float = 5.0) -> None:
         self._db = db
+        self._ttl = cache_ttl
+        self._cache: dict[str, tuple[float, Tenant]] = {}
+
+    def _cached(self, key: str) -> Tenant | None:
+        hit = self._cache.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def _remember(self, key: str, tenant: Tenant) -> Tenant:
+        if len(self._cache) > 10_000:  # bounded: tokens are unguessable, slugs few
+            self._cache.clear()
+        self._cache[key] = (time.monotonic() + self._ttl, tenant)
+        return tenant
 
     async def create(self, slug: str, name: str, callback_url: str | None = None) -> Tenant:
         try:
@@ -70,10 +89,13 @@ class TenantRepository:
         return _tenant(row)
 
     async def by_slug(self, slug: str) -> Tenant:
+        cached = self._cached(f"slug:{slug}")
+        if cached is not None:
+            return cached
         row = await self._db.fetchrow(f"SELECT {_TENANT_COLS} FROM tenant WHERE slug = $1", slug)
         if row is None:
             raise NotFound("tenant", slug)
-        return _tenant(row)
+        return self._remember(f"slug:{slug}", _tenant(row))
 
     async def callback_secret(self, tenant_id: uuid.UUID) -> str:
         secret: str | None = await self._db.fetchval(
@@ -98,10 +120,14 @@ class TenantRepository:
 
     async def by_token(self, token: str) -> Tenant | None:
         """The active tenant a valid, unrevoked token belongs to, else None."""
+        key = f"token:{hash_token(token)}"
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
         row = await self._db.fetchrow(
             "SELECT t.id, t.slug, t.name, t.callback_url, t.is_active "
             "FROM api_token k JOIN tenant t ON t.id = k.tenant_id "
             "WHERE k.token_hash = $1 AND k.revoked_at IS NULL AND t.is_active",
             hash_token(token),
         )
-        return None if row is None else _tenant(row)
+        return None if row is None else self._remember(key, _tenant(row))
