@@ -100,8 +100,8 @@ class SessionOut(_Out):
     id: uuid.UUID
     status: CallStatus
     direction: Direction
-    agent_number: str
-    customer_number: str
+    agent_number: str | None
+    customer_number: str | None
     caller_id: str | None
     provider_id: uuid.UUID | None
     agent_id: str | None
@@ -110,6 +110,9 @@ class SessionOut(_Out):
     hangup_cause: int | None
     hangup_cause_text: str | None
     end_reason: str | None
+    caller_number: str | None = Field(default=None, description="Inbound: caller ID as received")
+    dialed_number: str | None = Field(default=None, description="Inbound: the number dialled")
+    ivr_menu: str | None = Field(default=None, description="Inbound: the menu entered")
     recording_path: str | None
     recording_duration_ms: int | None
     ring_ms: int | None

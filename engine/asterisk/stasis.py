@@ -295,6 +295,8 @@ class StasisApp:
 
     async def _originate(self, session: StoredSession, leg: Leg) -> None:
         caller_id: str | None
+        if session.agent_number is None or session.customer_number is None:
+            raise AriError(f"session {session.id} has no number to dial for the {leg.value}")
         if leg is Leg.AGENT:
             # an agent given as an E.164 number is an outside line: dial it like a customer
             template = (

@@ -20,6 +20,7 @@ from typing import Any
 from engine.errors import IllegalTransition
 
 __all__ = [
+    "INBOUND_TRANSITIONS",
     "LIVE_STATUSES",
     "TERMINAL_STATUSES",
     "TRANSITIONS",
@@ -74,6 +75,14 @@ TRANSITIONS: Mapping[CallStatus, frozenset[CallStatus]] = {
     **{t: frozenset() for t in TERMINAL_STATUSES},
 }
 
+# An inbound call (a caller reaching the IVR): created when it enters Stasis, connected once
+# answered, over when the caller (or the IVR) hangs up. Transfers keep it connected.
+INBOUND_TRANSITIONS: Mapping[CallStatus, frozenset[CallStatus]] = {
+    S.QUEUED: frozenset({S.CONNECTED, S.CANCELED, S.FAILED}),
+    S.CONNECTED: frozenset({S.COMPLETED, S.FAILED}),
+    **{s: frozenset() for s in CallStatus if s not in (S.QUEUED, S.CONNECTED)},
+}
+
 # Which timeline column a status stamps when it is entered.
 _STAMPS: Mapping[CallStatus, str] = {
     S.DIALING_AGENT: "dialing_agent_at",
@@ -84,14 +93,20 @@ _STAMPS: Mapping[CallStatus, str] = {
 }
 
 
-def check_transition(current: CallStatus | str, target: CallStatus | str) -> CallStatus:
-    """Return ``target`` as a :class:`CallStatus` if ``current -> target`` is legal."""
+def check_transition(
+    current: CallStatus | str,
+    target: CallStatus | str,
+    direction: Direction = Direction.CLICK_TO_CALL,
+) -> CallStatus:
+    """Return ``target`` as a :class:`CallStatus` if ``current -> target`` is legal for a
+    call in ``direction``."""
     try:
         cur = CallStatus(current)
         tgt = CallStatus(target)
     except ValueError as exc:
         raise IllegalTransition(str(current), str(target)) from exc
-    if tgt not in TRANSITIONS[cur]:
+    graph = INBOUND_TRANSITIONS if direction is Direction.INBOUND else TRANSITIONS
+    if tgt not in graph[cur]:
         raise IllegalTransition(cur.value, tgt.value)
     return tgt
 
@@ -113,6 +128,7 @@ class CallSession:
 
     status: CallStatus
     created_at: datetime
+    direction: Direction = Direction.CLICK_TO_CALL
     dialing_agent_at: datetime | None = None
     agent_answered_at: datetime | None = None
     dialing_customer_at: datetime | None = None
@@ -121,7 +137,7 @@ class CallSession:
 
     def transition(self, target: CallStatus | str, at: datetime) -> Transition:
         """Decide the change to ``target`` at time ``at``; raise if it is illegal."""
-        tgt = check_transition(self.status, target)
+        tgt = check_transition(self.status, target, self.direction)
         changes: dict[str, Any] = {"status": tgt.value, _STAMPS[tgt]: at}
         if tgt.is_terminal:
             changes.update(self._durations(at))

@@ -48,7 +48,7 @@ _SESSION_COLS = (
     "agent_channel_id, customer_channel_id, bridge_id, provider_call_id, hangup_cause, "
     "hangup_cause_text, end_reason, recording_path, recording_duration_ms, ring_ms, talk_ms, "
     "created_at, dialing_agent_at, agent_answered_at, dialing_customer_at, connected_at, "
-    "ended_at, updated_at, version"
+    "ended_at, updated_at, version, caller_number, dialed_number, ivr_menu"
 )
 # Columns a caller may set alongside a transition or event (telephony handles, outcome).
 _WRITABLE = frozenset(
@@ -77,8 +77,8 @@ class StoredSession:
     provider_id: uuid.UUID | None
     direction: Direction
     status: CallStatus
-    agent_number: str
-    customer_number: str
+    agent_number: str | None
+    customer_number: str | None
     caller_id: str | None
     agent_id: str | None
     external_ref: str | None
@@ -105,6 +105,9 @@ class StoredSession:
     ended_at: datetime | None
     updated_at: datetime
     version: int
+    caller_number: str | None = None
+    dialed_number: str | None = None
+    ivr_menu: str | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> StoredSession:
@@ -117,6 +120,7 @@ class StoredSession:
         return CallSession(
             status=self.status,
             created_at=self.created_at,
+            direction=self.direction,
             dialing_agent_at=self.dialing_agent_at,
             agent_answered_at=self.agent_answered_at,
             dialing_customer_at=self.dialing_customer_at,
@@ -128,8 +132,8 @@ class StoredSession:
 @dataclasses.dataclass(frozen=True, slots=True)
 class NewSession:
     tenant_id: uuid.UUID
-    agent_number: str
-    customer_number: str
+    agent_number: str | None
+    customer_number: str | None
     direction: Direction = Direction.CLICK_TO_CALL
     provider_id: uuid.UUID | None = None
     caller_id: str | None = None
@@ -139,6 +143,9 @@ class NewSession:
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     idempotency_key: str | None = None
     request_hash: str | None = None
+    caller_number: str | None = None
+    dialed_number: str | None = None
+    ivr_menu: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -236,8 +243,9 @@ class SessionRepository:
             row = await conn.fetchrow(
                 f"INSERT INTO click_to_call_session (tenant_id, provider_id, direction, "
                 f"agent_number, customer_number, caller_id, agent_id, external_ref, "
-                f"callback_url, metadata, idempotency_key, request_hash, version) "
-                f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1) "
+                f"callback_url, metadata, idempotency_key, request_hash, caller_number, "
+                f"dialed_number, ivr_menu, version) "
+                f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1) "
                 f"ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
                 f"DO NOTHING RETURNING {_SESSION_COLS}",
                 new.tenant_id,
@@ -252,6 +260,9 @@ class SessionRepository:
                 dict(new.metadata),
                 new.idempotency_key,
                 new.request_hash,
+                new.caller_number,
+                new.dialed_number,
+                new.ivr_menu,
             )
             if row is None:
                 existing = await conn.fetchrow(

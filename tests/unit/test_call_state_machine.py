@@ -130,3 +130,31 @@ def test_illegal_transition_on_a_session_raises() -> None:
 
 def _fields(session: CallSession) -> dict[str, object]:
     return {f: getattr(session, f) for f in session.__slots__}
+
+
+INBOUND_LEGAL = {
+    (S.QUEUED, S.CONNECTED),
+    (S.QUEUED, S.CANCELED),
+    (S.QUEUED, S.FAILED),
+    (S.CONNECTED, S.COMPLETED),
+    (S.CONNECTED, S.FAILED),
+}
+
+
+@pytest.mark.parametrize(("current", "target"), ALL_PAIRS)
+def test_inbound_calls_have_their_own_graph(current: CallStatus, target: CallStatus) -> None:
+    from engine.domain.call import Direction
+
+    if (current, target) in INBOUND_LEGAL:
+        assert check_transition(current, target, Direction.INBOUND) is target
+    else:
+        with pytest.raises(IllegalTransition):
+            check_transition(current, target, Direction.INBOUND)
+
+
+def test_an_inbound_session_connects_without_dialing() -> None:
+    from engine.domain.call import Direction
+
+    session = CallSession(status=S.QUEUED, created_at=T0, direction=Direction.INBOUND)
+    change = session.transition(S.CONNECTED, T0 + timedelta(seconds=1))
+    assert change.changes["connected_at"] == T0 + timedelta(seconds=1)
