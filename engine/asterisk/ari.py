@@ -233,6 +233,11 @@ class AriClient:
         found: list[dict[str, Any]] = await self.request("GET", "/bridges")
         return found
 
+    async def set_channel_var(self, channel_id: str, name: str, value: str) -> None:
+        await self.request(
+            "POST", f"/channels/{channel_id}/variable", {"variable": name, "value": value}
+        )
+
     async def channel_var(self, channel_id: str, name: str) -> str | None:
         try:
             got = await self.request("GET", f"/channels/{channel_id}/variable", {"variable": name})

@@ -22,8 +22,9 @@ from typing import Any
 import structlog
 
 from engine.asterisk.ari import AriClient, AriEventLink, AriNotFound
+from engine.asterisk.ivr_app import IvrApp, MenuLoader
 from engine.config import CallSettings
-from engine.domain.call import CallStatus
+from engine.domain.call import CallStatus, Direction
 from engine.domain.click_to_call import (
     Answered,
     BridgeLegs,
@@ -107,6 +108,7 @@ class StasisApp:
         *,
         health: HealthReport | None = None,
         recording_dir: str = "/var/spool/asterisk/recording",
+        menus: MenuLoader | None = None,
     ) -> None:
         self._ari = ari
         self._store = store
@@ -121,6 +123,8 @@ class StasisApp:
         )
         self.resyncs = 0
         self.resynced = asyncio.Event()
+        # inbound callers in Stasis(ctc,ivr,MENU): only when menus can be loaded
+        self.ivr = IvrApp(ari, store, menus) if menus is not None else None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -131,6 +135,8 @@ class StasisApp:
 
     async def close(self) -> None:
         await self.link.close()
+        if self.ivr is not None:
+            await self.ivr.close()
         tasks = [t for t in (self._dispatcher, *self._tasks) if t is not None]
         self._dispatcher = None
         for t in tasks:
@@ -159,6 +165,8 @@ class StasisApp:
     async def _dispatch(self) -> None:
         while True:
             event = await self._queue.get()
+            if self.ivr is not None and self._route_ivr(self.ivr, event):
+                continue
             routed = self._fact(event)
             if routed is None:
                 continue
@@ -180,6 +188,23 @@ class StasisApp:
             )
         except Exception:
             log.exception("stasis.fact_crashed", call_id=str(session_id), fact=repr(fact))
+
+    def _route_ivr(self, ivr: IvrApp, event: Mapping[str, Any]) -> bool:
+        """Hand IVR calls' events to them; True when the event was theirs."""
+        args = event.get("args") or []
+        if event.get("type") == "StasisStart" and args and args[0] == "ivr":
+            ivr.start(event)
+            return True
+        channel = str(event.get("channel", {}).get("id", ""))
+        if not channel:
+            for key in ("playback", "recording"):
+                target = str(event.get(key, {}).get("target_uri", ""))
+                if target.startswith("channel:"):
+                    channel = target[len("channel:") :]
+        if channel and ivr.owns(channel):
+            ivr.route(channel, event)
+            return True
+        return False
 
     def _fact(self, event: Mapping[str, Any]) -> tuple[uuid.UUID, Fact] | None:
         kind = event.get("type")
@@ -383,7 +408,11 @@ class StasisApp:
                 present[parsed] = ch
         live = {s.id: s for s in await self._store.sessions.live()}
         adopted = ended = 0
+        all_ids = {str(ch.get("id", "")) for ch in channels}
         for session in live.values():
+            if session.direction is Direction.INBOUND:
+                ended += await self._resync_inbound(session, all_ids)
+                continue
             if session.status is CallStatus.QUEUED:
                 continue  # not dialed yet: its start is in flight or still to come
             facts = self._resync_facts(session, present)
@@ -416,6 +445,28 @@ class StasisApp:
             ended=ended,
             orphans_hung_up=len(orphans),
         )
+
+    async def _resync_inbound(self, session: StoredSession, channel_ids: set[str]) -> int:
+        """End an inbound session whose caller's channel is gone; 1 if it was ended."""
+        channel = str(session.metadata.get("channel_id", ""))
+        if channel in channel_ids:
+            return 0
+        target = (
+            CallStatus.COMPLETED
+            if session.status is CallStatus.CONNECTED
+            else (CallStatus.CANCELED)
+        )
+        reason = "caller's channel gone while ARI was disconnected"
+        with contextlib.suppress(IllegalTransition):
+            await self._store.sessions.transition(
+                session.tenant_id,
+                session.id,
+                target,
+                event_type="session.resync",
+                payload={"reason": reason, "channel_id": channel},
+                changes={"end_reason": reason},
+            )
+        return 1
 
     def _resync_facts(
         self, session: StoredSession, present: Mapping[tuple[uuid.UUID, Leg], Mapping[str, Any]]

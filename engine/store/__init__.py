@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from engine.store.activity import ActivityRepository, WebhookRepository
 from engine.store.database import Database
+from engine.store.dtmf import DtmfRepository
 from engine.store.outbox import OutboxRepository
 from engine.store.providers import ProviderRepository
 from engine.store.recording import RecordingPolicyRepository
@@ -33,6 +34,7 @@ class Store:
     activity: ActivityRepository
     webhooks: WebhookRepository
     recording: RecordingPolicyRepository
+    dtmf: DtmfRepository
     outbox: OutboxRepository
 
     @classmethod
@@ -46,5 +48,6 @@ class Store:
             activity=ActivityRepository(db),
             webhooks=WebhookRepository(db),
             recording=RecordingPolicyRepository(db),
+            dtmf=DtmfRepository(db),
             outbox=OutboxRepository(db),
         )
