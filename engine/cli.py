@@ -212,6 +212,60 @@ def token_create(ctx: _Context, tenant_slug: str, name: str) -> None:
     )
 
 
+# -- IVR menus ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def ivr() -> None:
+    """Manage IVR menus (YAML files, see engine/ivr_yaml.py)."""
+
+
+@ivr.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--tenant", "tenant_slug", default="default", show_default=True)
+@pass_ctx
+def ivr_import(ctx: _Context, file: str, tenant_slug: str) -> None:
+    """Validate FILE and create or replace its menus (by name); other menus stay."""
+    from engine.errors import ConfigError, InvalidInput
+    from engine.ivr_yaml import load_menus_file
+
+    menus = load_menus_file(file)  # ConfigError names file:line: field
+
+    async def save(store: Any) -> Any:
+        tenant = await store.tenants.by_slug(tenant_slug)
+        try:
+            return await store.ivr.save(tenant.id, menus)
+        except InvalidInput as exc:  # against the tenant's stored menus or routing rules
+            raise ConfigError(exc.reason, file=file, field=f"menus.{exc.field}") from None
+
+    saved = _run(_with_store(ctx.settings, save))
+    listed = ", ".join(f"{name} (v{s.version})" for name, s in saved.items())
+    click.echo(f"imported {len(saved)} menu(s) into tenant {tenant_slug}: {listed}")
+
+
+@ivr.command("export")
+@click.argument("names", nargs=-1)
+@click.option("--tenant", "tenant_slug", default="default", show_default=True)
+@pass_ctx
+def ivr_export(ctx: _Context, names: tuple[str, ...], tenant_slug: str) -> None:
+    """Print the tenant's menus (or just NAMES) as YAML that `ctc ivr import` reads."""
+    from engine.errors import NotFound
+    from engine.ivr_yaml import dump_menus
+
+    async def load(store: Any) -> Any:
+        tenant = await store.tenants.by_slug(tenant_slug)
+        return await store.ivr.all(tenant.id)
+
+    menus = _run(_with_store(ctx.settings, load))
+    for name in names:
+        if name not in menus:
+            raise NotFound("ivr menu", name)
+    selected = {n: m for n, m in menus.items() if not names or n in names}
+    if not selected:
+        raise NotFound("ivr menus for tenant", tenant_slug)
+    click.echo(dump_menus(selected), nl=False)
+
+
 # -- API clients -------------------------------------------------------------------------------
 
 

@@ -70,6 +70,7 @@ class Engine:
                 settings.calls,
                 health=self.health,
                 recording_dir=str(ari.recording_dir),
+                menus=self.store.ivr.book,
             )
         self.ami: AmiLink | None = None
         self._booted_at: float | None = None  # when AMI last said FullyBooted (monotonic)

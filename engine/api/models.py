@@ -10,7 +10,15 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+)
 
 from engine.domain.call import CallStatus, Direction
 from engine.store.providers import PROVIDER_TYPES
@@ -25,6 +33,10 @@ __all__ = [
     "EventsQuery",
     "HealthOut",
     "InitiateIn",
+    "IvrMenuIn",
+    "IvrMenuListOut",
+    "IvrMenuOut",
+    "IvrOptionIn",
     "ProviderIn",
     "ProviderListOut",
     "ProviderOut",
@@ -263,3 +275,85 @@ class StatsOut(_Out):
 class HealthOut(_Out):
     status: Literal["ok", "degraded", "down"]
     components: dict[str, dict[str, Any]]
+
+
+# -- IVR menus --------------------------------------------------------------------------------
+# The shape of one entry under ``menus:`` in a menus YAML file (engine/ivr_yaml.py). The
+# loader there validates a PUT body (so API and `ctc ivr import` accept exactly the same
+# menus); these models document that shape and carry it back out.
+
+IvrActionName = Literal[
+    "submenu",
+    "back",
+    "repeat",
+    "transfer",
+    "record_message",
+    "http_lookup",
+    "set_variable",
+    "hangup",
+]
+
+
+class _Sparse(_In):
+    """Serialised without unset (None) fields, like the YAML export."""
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
+
+
+class IvrOptionIn(_Sparse):
+    """What one key (or the fallback) does; only the fields of its action are accepted."""
+
+    action: IvrActionName
+    prompt: str | None = Field(default=None, description="Played before the action")
+    menu: str | None = Field(default=None, description="submenu: the menu to go to")
+    next: str | None = Field(
+        default=None, description="Menu after set_variable, record_message, http_lookup"
+    )
+    target_type: Literal["agent", "endpoint", "number", "routing_rule"] | None = None
+    target: str | None = Field(
+        default=None, description="transfer: agent, endpoint, E.164 number or routing rule name"
+    )
+    failure_prompt: str | None = None
+    max_duration_s: int | None = None
+    beep: bool | None = None
+    silence_s: int | None = None
+    url: str | None = None
+    method: Literal["GET", "POST"] | None = None
+    params: dict[str, str] | None = None
+    timeout_ms: int | None = None
+    result_variable: str | None = None
+    say: Literal["digits", "number"] | None = None
+    routes: dict[str, str] | None = Field(default=None, description="Lookup value -> menu")
+    name: str | None = Field(default=None, description="set_variable: the variable")
+    value: str | None = None
+
+
+class IvrMenuIn(_Sparse):
+    """One IVR menu. Option keys are 0-9, *, # or timeout, invalid, collected."""
+
+    description: str | None = None
+    greeting: str | None = None
+    invalid_prompt: str | None = None
+    timeout_prompt: str | None = None
+    timeout_ms: int | None = Field(default=None, description="100-600000 (default 5000)")
+    inter_digit_timeout_ms: int | None = Field(default=None, description="100-60000")
+    max_retries: int | None = Field(default=None, description="0-20 (default 3)")
+    input_mode: Literal["single_digit", "fixed_length", "until_terminator"] | None = None
+    input_length: int | None = None
+    terminator: Literal["#", "*"] | None = None
+    variable: str | None = None
+    options: dict[str, IvrOptionIn] | None = None
+    fallback: IvrOptionIn | None = None
+
+
+class IvrMenuOut(_Out):
+    name: str
+    version: int = Field(description="Bumped on every change")
+    menu: IvrMenuIn = Field(description="The menu, in the shape PUT accepts")
+
+
+class IvrMenuListOut(_Out):
+    items: list[IvrMenuOut]

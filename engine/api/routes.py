@@ -3,10 +3,13 @@ service or a repository, shape the answer."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import prometheus_client
+import yaml
 from aiohttp import web
 
 from engine.api import sse
@@ -19,6 +22,9 @@ from engine.api.models import (
     EventsQuery,
     HealthOut,
     InitiateIn,
+    IvrMenuIn,
+    IvrMenuListOut,
+    IvrMenuOut,
     ProviderIn,
     ProviderListOut,
     ProviderOut,
@@ -34,8 +40,11 @@ from engine.api.models import (
 )
 from engine.api.routing import ApiRequest, BadRequest, Router, json_response, parse_json_object
 from engine.api.state import API_STATE
+from engine.domain.ivr import IvrMenu
 from engine.domain.phone import to_e164
-from engine.errors import ClosedResourceError, NotFound
+from engine.errors import ClosedResourceError, ConfigError, InvalidInput, NotFound
+from engine.ivr_yaml import dump_menus, load_menus
+from engine.store.ivr import StoredIvrMenu
 from engine.store.providers import PROVIDER_TYPES, NewProvider
 from engine.store.sessions import CallEvent, SessionFilter, StoredSession
 
@@ -328,6 +337,125 @@ async def get_provider(req: ApiRequest) -> web.StreamResponse:
         raise NotFound("provider", req.raw.match_info["provider_id"]) from exc
     provider = await req.raw.app[API_STATE].store.providers.get(req.require_tenant().id, pid)
     return json_response(ProviderOut.model_validate(provider, from_attributes=True))
+
+
+# -- IVR menus --------------------------------------------------------------------------------
+
+IVR = f"{API}/ivr-menus"
+
+
+def _menu_entries(menus: Mapping[str, IvrMenu]) -> dict[str, Any]:
+    """Menus as the plain data of their YAML entries (the shape PUT accepts)."""
+    if not menus:
+        return {}
+    entries: dict[str, Any] = yaml.safe_load(dump_menus(menus))["menus"]
+    return entries
+
+
+def _menu_out(stored: StoredIvrMenu) -> IvrMenuOut:
+    entry = _menu_entries({stored.menu.name: stored.menu})[stored.menu.name]
+    return IvrMenuOut(
+        name=stored.menu.name, version=stored.version, menu=IvrMenuIn.model_validate(entry)
+    )
+
+
+def _menu_field(name: str, field: str | None) -> str:
+    """A problem's field relative to the PUT body (``options.1.menu``)."""
+    for prefix in (f"menus.{name}", name):
+        if field == prefix:
+            return "name"
+        if field is not None and field.startswith(prefix + "."):
+            return field[len(prefix) + 1 :]
+    return field or "body"
+
+
+@router.route(
+    "GET",
+    IVR,
+    summary="List the tenant's IVR menus",
+    tags=("ivr",),
+    responses={200: IvrMenuListOut, 401: E},
+)
+async def list_ivr_menus(req: ApiRequest) -> web.StreamResponse:
+    stored = await req.raw.app[API_STATE].store.ivr.stored(req.require_tenant().id)
+    return json_response(IvrMenuListOut(items=[_menu_out(s) for s in stored]))
+
+
+@router.route(
+    "GET",
+    f"{IVR}/{{name}}",
+    summary="One IVR menu",
+    tags=("ivr",),
+    responses={200: IvrMenuOut, 401: E, 404: E},
+)
+async def get_ivr_menu(req: ApiRequest) -> web.StreamResponse:
+    stored = await req.raw.app[API_STATE].store.ivr.get(
+        req.require_tenant().id, req.raw.match_info["name"]
+    )
+    return json_response(_menu_out(stored))
+
+
+@router.route(
+    "PUT",
+    f"{IVR}/{{name}}",
+    summary="Create or replace one IVR menu",
+    tags=("ivr",),
+    body_content={"application/json": {"schema": {"$ref": "#/components/schemas/IvrMenuIn"}}},
+    responses={200: IvrMenuOut, 201: IvrMenuOut, 400: E, 401: E, 413: E, 422: E},
+)
+async def put_ivr_menu(req: ApiRequest) -> web.StreamResponse:
+    """The body is one menu as in a menus YAML file (`ctc ivr import`), validated by the same
+    loader: unknown or duplicate keys, invalid digits, fields an action needs, and target
+    menus (checked against the tenant's other menus) are 422 naming the field. Replacing a
+    menu bumps its `version`; 201 when it is new."""
+    tenant = req.require_tenant()
+    name = req.raw.match_info["name"]
+    text = await req.raw.text()
+    if not text.strip():
+        raise BadRequest(400, "invalid_json", "request body is empty; expected a JSON object")
+    data = parse_json_object(text)  # 400 unless JSON, 422 unless an object
+    repo = req.raw.app[API_STATE].store.ivr
+    stored = await repo.all(tenant.id)
+    others = _menu_entries({n: m for n, m in stored.items() if n != name})
+
+    def document(body: str) -> str:
+        # the body comes first, so its own problems are the ones reported
+        rest = "".join(f", {json.dumps(n)}: {json.dumps(e)}" for n, e in others.items())
+        return f'{{"menus": {{{json.dumps(name)}: {body}{rest}}}}}'
+
+    try:
+        try:
+            # the body goes in as text, so duplicate keys are caught (a raw tab in valid
+            # JSON is whitespace, which YAML's flow style does not allow)
+            menus = load_menus(document(text.replace("\t", " ")), file="body")
+        except ConfigError as exc:
+            if exc.field is not None:
+                raise
+            menus = load_menus(document(json.dumps(data)), file="body")  # JSON YAML can't read
+        saved = await repo.save(tenant.id, {name: menus[name]})
+    except ConfigError as exc:
+        raise InvalidInput(_menu_field(name, exc.field), exc.reason) from None
+    except InvalidInput as exc:
+        raise InvalidInput(_menu_field(name, exc.field), exc.reason) from None
+    created = name not in stored
+    return json_response(
+        _menu_out(saved[name]), 201 if created else 200, {"Location": f"{IVR}/{name}"}
+    )
+
+
+@router.route(
+    "DELETE",
+    f"{IVR}/{{name}}",
+    summary="Delete an IVR menu",
+    tags=("ivr",),
+    responses={204: None, 401: E, 404: E, 409: E},
+)
+async def delete_ivr_menu(req: ApiRequest) -> web.StreamResponse:
+    """409 while another menu, a routing rule or call history refers to it."""
+    await req.raw.app[API_STATE].store.ivr.delete(
+        req.require_tenant().id, req.raw.match_info["name"]
+    )
+    return json_response(None, 204)
 
 
 # -- webhooks and agent activity --------------------------------------------------------------

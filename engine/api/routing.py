@@ -224,7 +224,8 @@ def _operation(ep: Endpoint, schemas: dict[str, Any]) -> dict[str, Any]:
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {"type": "string", "format": "uuid"},
+            # ids are UUIDs; other path names (a menu name, a provider type) are plain text
+            "schema": {"type": "string", **({"format": "uuid"} if name.endswith("_id") else {})},
         }
         for name in _path_names(ep.path)
     ]

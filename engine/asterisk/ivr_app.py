@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,9 +31,9 @@ from engine.domain.ivr import (
     Event,
     Hangup,
     HttpLookup,
-    IvrMenu,
     IvrState,
     LookupResult,
+    MenuBook,
     Phase,
     Play,
     PromptFinished,
@@ -57,20 +56,11 @@ from engine.errors import AriError, CtcError, InvalidInput, NotFound
 from engine.store import Store
 from engine.store.sessions import NewSession, StoredSession
 
-__all__ = ["IvrApp", "MenuBook"]
+__all__ = ["IvrApp", "MenuLoader"]
 
 log = structlog.get_logger(__name__)
 
 _MEDIA_SCHEMES = ("sound:", "recording:", "digits:", "number:", "characters:", "tone:")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class MenuBook:
-    """A tenant's menus, with the row ids DTMF rows refer to."""
-
-    menus: Mapping[str, IvrMenu]
-    menu_ids: Mapping[str, tuple[uuid.UUID, int]]  # name -> (id, version)
-    option_ids: Mapping[tuple[str, str], uuid.UUID]  # (menu, key) -> id
 
 
 MenuLoader = Callable[[uuid.UUID], Awaitable[MenuBook]]

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
+import uuid
 from collections.abc import Mapping
 
 from engine.errors import InvalidInput
@@ -57,6 +58,7 @@ __all__ = [
     "IvrOption",
     "IvrState",
     "LookupResult",
+    "MenuBook",
     "MenuProblem",
     "Phase",
     "Play",
@@ -536,6 +538,15 @@ Command = (
     | Hangup
     | RecordDtmf
 )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MenuBook:
+    """A tenant's menus as the adapters run them, with the stored ids DTMF rows cite."""
+
+    menus: Mapping[str, IvrMenu]
+    menu_ids: Mapping[str, tuple[uuid.UUID, int]]  # name -> (id, version)
+    option_ids: Mapping[tuple[str, str], uuid.UUID]  # (menu, key) -> id
 
 
 # -- the interpreter ----------------------------------------------------------------------

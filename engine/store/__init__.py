@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from engine.store.activity import ActivityRepository, WebhookRepository
 from engine.store.database import Database
 from engine.store.dtmf import DtmfRepository
+from engine.store.ivr import IvrMenuRepository
 from engine.store.outbox import OutboxRepository
 from engine.store.providers import ProviderRepository
 from engine.store.recording import RecordingPolicyRepository
@@ -35,6 +36,7 @@ class Store:
     webhooks: WebhookRepository
     recording: RecordingPolicyRepository
     dtmf: DtmfRepository
+    ivr: IvrMenuRepository
     outbox: OutboxRepository
 
     @classmethod
@@ -49,5 +51,6 @@ class Store:
             webhooks=WebhookRepository(db),
             recording=RecordingPolicyRepository(db),
             dtmf=DtmfRepository(db),
+            ivr=IvrMenuRepository(db),
             outbox=OutboxRepository(db),
         )

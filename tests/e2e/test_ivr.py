@@ -1,0 +1,128 @@
+"""Inbound IVR over Stasis: a SIPp caller sends real RFC 2833 DTMF into Stasis(ctc,ivr,main);
+the engine walks the tenant's menus (stored in PostgreSQL) and records every key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.asterisk.sandbox import Sandbox
+from engine.asterisk.sipp import SippPhone
+from engine.daemon import Engine
+from engine.ivr_yaml import load_menus
+from tests.e2e.engine_fixtures import CallWatcher, running_engine
+from tests.e2e.test_dtmf_caller import dtmf_caller
+
+pytestmark = pytest.mark.e2e
+
+MENUS = """\
+menus:
+  main:
+    greeting: sound:hello-world
+    invalid_prompt: sound:beep
+    timeout_prompt: sound:beep
+    timeout_ms: 1500
+    max_retries: 1
+    options:
+      1: {action: submenu, menu: sales}
+      2: {action: submenu, menu: account}
+      9: {action: hangup}
+    fallback: {action: hangup, prompt: sound:vm-goodbye}
+  sales:
+    greeting: sound:beep
+    options:
+      "#": {action: hangup}
+      "*": {action: back}
+  account:
+    greeting: sound:beep
+    input_mode: until_terminator
+    terminator: "#"
+    input_length: 6
+    inter_digit_timeout_ms: 3000
+    variable: acct
+    options:
+      collected: {action: hangup, prompt: sound:beep}
+"""
+
+
+@pytest.fixture
+async def engine(migrated_db: str, sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[Engine]:
+    # the dialplan sends callers to Stasis(ctc,...): this engine is the `ctc` app
+    async with running_engine(migrated_db, sandbox, tmp_path, app="ctc") as running:
+        tenant = await running.store.tenants.by_slug("default")
+        await running.store.ivr.save(tenant.id, load_menus(MENUS))
+        yield running
+
+
+async def _call(
+    engine: Engine,
+    sipp_phone: Callable[..., SippPhone],
+    tmp_path: Path,
+    digits: str,
+    **options: Any,
+) -> tuple[CallWatcher, list[dict[str, Any]]]:
+    watch = CallWatcher(engine)
+    with dtmf_caller(sipp_phone, tmp_path / "caller", digits, **options) as caller:
+        created = await watch.until_event("session.created", within=20)
+        watch.session_id = created.session_id
+        end = await watch.until("completed", "failed", "canceled", within=40)
+        assert end.status_to == "completed", watch.trail()
+        assert await caller.wait_async(30) == 0, caller.report()
+    rows = await engine.store.db.fetch(
+        "SELECT m.name AS menu, d.digit, d.input_value, d.outcome, o.digit AS option_key, "
+        "d.attempt, d.ms_since_prompt FROM call_dtmf_interaction d "
+        "JOIN ivr_menu m ON m.id = d.menu_id LEFT JOIN ivr_menu_option o ON o.id = d.option_id "
+        "WHERE d.session_id = $1 ORDER BY d.id",
+        watch.session_id,
+    )
+    return watch, [dict(r) for r in rows]
+
+
+async def test_two_level_menu_walk(
+    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+) -> None:
+    watch, rows = await _call(engine, sipp_phone, tmp_path, "1#", gap_ms=800)
+    assert [(r["menu"], r["digit"], r["outcome"], r["option_key"]) for r in rows] == [
+        ("main", "1", "option", "1"),
+        ("sales", "#", "option", "#"),
+    ]
+    assert all(r["ms_since_prompt"] is not None for r in rows)
+    session = await watch.session()
+    assert session.direction.value == "inbound"
+    assert session.ivr_menu == "main"
+    assert session.dialed_number == "5551000"
+    assert [e.event_type for e in watch.events].count("ivr.dtmf") == 2
+
+
+async def test_invalid_digit_then_valid(
+    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+) -> None:
+    _, rows = await _call(engine, sipp_phone, tmp_path, "71#", gap_ms=800)
+    assert [(r["menu"], r["digit"], r["outcome"], r["attempt"]) for r in rows] == [
+        ("main", "7", "invalid", 1),
+        ("main", "1", "option", 2),
+        ("sales", "#", "option", 1),
+    ]
+
+
+async def test_silence_times_out_then_falls_back(
+    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+) -> None:
+    watch, rows = await _call(engine, sipp_phone, tmp_path, "", wait_ms=100)
+    # one timeout per try (the first and one retry), then the fallback hangs up
+    assert [(r["menu"], r["outcome"]) for r in rows] == [("main", "timeout"), ("main", "timeout")]
+    assert [r["attempt"] for r in rows] == [1, 2]
+    assert (await watch.session()).end_reason == "ivr hung up"
+
+
+async def test_six_digit_account_ending_in_pound(
+    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+) -> None:
+    _, rows = await _call(engine, sipp_phone, tmp_path, "2123456#", gap_ms=500)
+    collected = [r for r in rows if r["outcome"] == "collected"]
+    assert [(r["menu"], r["input_value"]) for r in collected] == [("account", "123456")]
+    assert rows[0]["menu"] == "main"
+    assert rows[0]["digit"] == "2"
