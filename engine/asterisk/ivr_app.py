@@ -16,14 +16,15 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 import structlog
 
 from engine.asterisk.ari import AriClient, AriNotFound
-from engine.domain.call import CallStatus, Direction
+from engine.asterisk.inbound import InboundCall, MenuLoader, http_lookup
+from engine.domain.call import CallStatus
 from engine.domain.ivr import (
     CancelTimer,
     Digit,
@@ -32,8 +33,6 @@ from engine.domain.ivr import (
     Hangup,
     HttpLookup,
     IvrState,
-    LookupResult,
-    MenuBook,
     Phase,
     Play,
     PromptFinished,
@@ -51,19 +50,14 @@ from engine.domain.ivr import (
     TransferFailed,
     step,
 )
-from engine.domain.phone import to_e164
-from engine.errors import AriError, CtcError, InvalidInput, NotFound
+from engine.errors import AriError, CtcError, InvalidInput
 from engine.store import Store
-from engine.store.sessions import NewSession, StoredSession
 
-__all__ = ["IvrApp", "MenuLoader"]
+__all__ = ["IvrApp"]
 
 log = structlog.get_logger(__name__)
 
 _MEDIA_SCHEMES = ("sound:", "recording:", "digits:", "number:", "characters:", "tone:")
-
-
-MenuLoader = Callable[[uuid.UUID], Awaitable[MenuBook]]
 
 
 def _media(prompt: str) -> str:
@@ -127,8 +121,7 @@ class IvrCall:
         self.menu = args[1] if len(args) > 1 else "main"
         self.tenant_slug = args[2] if len(args) > 2 else "default"
         self.inbox: asyncio.Queue[Event | None] = asyncio.Queue()
-        self.session: StoredSession | None = None
-        self.book: MenuBook | None = None
+        self.record = InboundCall(app._store, self.channel_id, "ari")
         self.state = IvrState()
         self._playback: str | None = None
         self._prompt_started = 0.0
@@ -167,61 +160,41 @@ class IvrCall:
             self.log.error("ivr.failed", error=str(exc))
             with contextlib.suppress(AriError):
                 await self.app._ari.hangup(self.channel_id)
-            await self._end(CallStatus.FAILED, str(exc))
+            await self.record.end(CallStatus.FAILED, str(exc))
         except Exception:
             self.log.exception("ivr.crashed")
             with contextlib.suppress(AriError):
                 await self.app._ari.hangup(self.channel_id)
-            await self._end(CallStatus.FAILED, "internal error")
+            await self.record.end(CallStatus.FAILED, "internal error")
         finally:
             self._cancel_timer()
             self.app.calls.pop(self.channel_id, None)
 
     async def _run(self) -> None:
-        store = self.app._store
-        tenant = await store.tenants.by_slug(self.tenant_slug)
-        customer = None
-        if self.caller_number:
-            with contextlib.suppress(InvalidInput):
-                customer = to_e164(self.caller_number, field="caller")
-        self.session, _ = await store.sessions.create(
-            NewSession(
-                tenant_id=tenant.id,
-                direction=Direction.INBOUND,
-                agent_number=None,
-                customer_number=customer,
-                caller_number=self.caller_number,
-                dialed_number=self.dialed,
-                ivr_menu=self.menu,
-                metadata={"channel_id": self.channel_id},
-            )
+        app = self.app
+        await self.record.open(
+            app._load_menus,
+            tenant_slug=self.tenant_slug,
+            menu=self.menu,
+            caller=self.caller_number,
+            dialed=self.dialed,
         )
-        self.log = self.log.bind(call_id=str(self.session.id), tenant_id=str(tenant.id))
-        self.book = await self.app._load_menus(tenant.id)
-        if self.menu not in self.book.menus:
-            raise NotFound("IVR menu", self.menu)
-        await self.app._ari.answer(self.channel_id)
-        self.session, _ = await store.sessions.transition(
-            tenant.id,
-            self.session.id,
-            CallStatus.CONNECTED,
-            event_type="ivr.answered",
-            payload={"menu": self.menu, "channel_id": self.channel_id},
-        )
-        self.log.info("ivr.entered")
+        self.log = self.record.log
+        await app._ari.answer(self.channel_id)
+        await self.record.answered(self.menu)
         self.state = IvrState(variables={"caller": self.caller_number or ""})
         await self._feed(Entered(self.menu))
         while self.state.phase is not Phase.ENDED:
             event = await self.inbox.get()
             if event is None:  # the caller hung up
-                await self._end(CallStatus.COMPLETED, "caller hung up")
+                await self.record.end(CallStatus.COMPLETED, "caller hung up")
                 return
             await self._feed(event)
-        await self._end(CallStatus.COMPLETED, "ivr hung up")
+        await self.record.end(CallStatus.COMPLETED, "ivr hung up")
 
     async def _feed(self, event: Event) -> None:
-        assert self.book is not None
-        decided = step(self.book.menus, self.state, event)
+        assert self.record.book is not None
+        decided = step(self.record.book.menus, self.state, event)
         self.state = decided.state
         for command in decided.commands:
             await self._do(command)
@@ -246,12 +219,12 @@ class IvrCall:
             case CancelTimer():
                 self._cancel_timer()
             case RecordDtmf():
-                await self._record_dtmf(command)
+                await self.record.record_dtmf(command)
             case SetVariable(name=name, value=value):
                 with contextlib.suppress(AriNotFound):
                     await ari.set_channel_var(self.channel_id, name, value)
             case HttpLookup():
-                self.inbox.put_nowait(await self._lookup(command))
+                self.inbox.put_nowait(await http_lookup(self.app.http, command))
             case Transfer():
                 self.inbox.put_nowait(TransferFailed("transfers are not available yet"))
             case RecordMessage():
@@ -280,72 +253,3 @@ class IvrCall:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-    async def _record_dtmf(self, row: RecordDtmf) -> None:
-        assert self.session is not None
-        assert self.book is not None
-        menu_id, version = self.book.menu_ids[row.menu]
-        option_id = self.book.option_ids.get((row.menu, row.option)) if row.option else None
-        store = self.app._store
-        await store.dtmf.record(
-            self.session.tenant_id,
-            self.session.id,
-            menu_id=menu_id,
-            menu_version=version,
-            option_id=option_id,
-            digit=row.digit or None,
-            input_value=row.value,
-            outcome=row.outcome.value,
-            attempt=row.attempt,
-            ms_since_prompt=row.ms_since_prompt,
-            channel_id=self.channel_id,
-        )
-        await store.sessions.append_event(
-            self.session.tenant_id,
-            self.session.id,
-            "ivr.dtmf",
-            payload={
-                "menu": row.menu,
-                "digit": row.digit,
-                "outcome": row.outcome.value,
-                "option": row.option,
-                "value": row.value,
-                "ms_since_prompt": row.ms_since_prompt,
-            },
-        )
-
-    async def _lookup(self, lookup: HttpLookup) -> LookupResult:
-        timeout = aiohttp.ClientTimeout(total=lookup.timeout_ms / 1000)
-        try:
-            if lookup.method == "POST":
-                request = self.app.http.post(lookup.url, json=dict(lookup.params), timeout=timeout)
-            else:
-                request = self.app.http.get(lookup.url, params=dict(lookup.params), timeout=timeout)
-            async with request as resp:
-                text = (await resp.text()).strip()
-                if resp.status >= 400:
-                    return LookupResult(ok=False, error=f"HTTP {resp.status}")
-                return LookupResult(ok=True, value=text[:200])
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return LookupResult(ok=False, error=str(exc) or type(exc).__name__)
-
-    async def _end(self, status: CallStatus, reason: str) -> None:
-        session = self.session
-        if session is None:
-            return
-        store = self.app._store
-        current = await store.sessions.by_id(session.id)
-        if current is None or current.status.is_terminal:
-            return
-        target = status if current.status is CallStatus.CONNECTED else CallStatus.CANCELED
-        if status is CallStatus.FAILED:
-            target = CallStatus.FAILED
-        await store.sessions.transition(
-            session.tenant_id,
-            session.id,
-            target,
-            event_type="ivr.ended",
-            payload={"reason": reason},
-            changes={"end_reason": reason},
-        )
-        self.log.info("ivr.ended", status=target.value, reason=reason)

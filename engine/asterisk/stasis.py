@@ -22,7 +22,8 @@ from typing import Any
 import structlog
 
 from engine.asterisk.ari import AriClient, AriEventLink, AriNotFound
-from engine.asterisk.ivr_app import IvrApp, MenuLoader
+from engine.asterisk.inbound import MenuLoader
+from engine.asterisk.ivr_app import IvrApp
 from engine.config import CallSettings
 from engine.domain.call import CallStatus, Direction
 from engine.domain.click_to_call import (
