@@ -27,7 +27,9 @@ from tests.conftest import create_database, drop_database
 
 async def _start_engine(db_url: str, sock: Path) -> asyncio.subprocess.Process:
     config = sock.with_name("engine.yaml")
-    config.write_text("ari:\n  enabled: false\n")  # the API and store alone, no dialing
+    config.write_text(
+        "ari:\n  enabled: false\nagi:\n  enabled: false\n"
+    )  # the API and store alone, no dialing
     env = {
         **os.environ,
         "CTC_CONFIG": str(config),

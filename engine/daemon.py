@@ -20,8 +20,11 @@ import structlog
 from engine.api.routes import router
 from engine.api.server import ApiServer
 from engine.api.state import ApiState
+from engine.asterisk.agi import AgiServer
+from engine.asterisk.agi_ivr import AgiIvr
 from engine.asterisk.ami import AmiEvent, AmiLink
 from engine.asterisk.ari import AriClient
+from engine.asterisk.controls import CallControls
 from engine.asterisk.stasis import StasisApp
 from engine.calls import CallService
 from engine.config import Settings
@@ -81,6 +84,13 @@ class Engine:
                 self.ami = AmiLink.from_settings(settings.ami, health=self.health)
                 self.ami.on_event("FullyBooted", self._asterisk_booted)
         self.calls = CallService(self.store, dialer=self.stasis)
+        # FastAGI: the admin's dialplan sends callers to AGI(agi://HOST:PORT/ivr/MENU)
+        self.agi_ivr = AgiIvr(self.store, self.store.ivr.book)
+        self.agi: AgiServer | None = (
+            AgiServer.from_settings(settings.agi, self.agi_ivr, health=self.health)
+            if settings.agi.enabled
+            else None
+        )
         self.state = ApiState(
             store=self.store,
             calls=self.calls,
@@ -88,6 +98,7 @@ class Engine:
             metrics=self.metrics,
             openapi=router.openapi(),
             events=self.events,
+            controls=CallControls(self.ari, self.store) if self.ari is not None else None,
         )
         api = settings.api
         self.api = ApiServer(
@@ -153,6 +164,12 @@ class Engine:
             self.stasis.start()
         if self.ami is not None:
             self.ami.start()
+        if self.agi is not None:
+            try:
+                await self.agi.start()
+            except CtcError as exc:  # e.g. the port is taken: the rest of the engine runs
+                log.error("agi.unavailable", error=str(exc))
+                self.health.set("agi", "down", str(exc), required=False)
 
     async def _asterisk_booted(self, event: AmiEvent) -> None:
         """AMI said FullyBooted (after every AMI login). If Asterisk restarted since the last
@@ -179,6 +196,9 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.api.close()  # ends open event streams
+        if self.agi is not None:
+            await self.agi.close()
+            await self.agi_ivr.close()
         if self.ami is not None:
             await self.ami.close()  # first: its FullyBooted hook uses the ARI link
         if self.stasis is not None:

@@ -19,6 +19,7 @@ import aiohttp
 
 from engine.asterisk.sandbox import ARI_PASSWORD, Sandbox
 from engine.config import (
+    AgiSettings,
     ApiSettings,
     AriSettings,
     CallSettings,
@@ -44,9 +45,11 @@ async def running_engine(
     *,
     ari_url: str = "http://127.0.0.1:8088",
     app: str = "ctc-e2e",
+    agi: bool = False,
     **calls: Any,
 ) -> AsyncIterator[Engine]:
     settings = Settings(
+        agi=AgiSettings(enabled=agi),  # FastAGI on 127.0.0.1:4573 (dialplan's CTC_AGI)
         database=DatabaseSettings(url=db_url),
         api=ApiSettings(socket=workdir / "engine.sock", socket_mode="0600"),
         ari=AriSettings(

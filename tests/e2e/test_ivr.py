@@ -51,7 +51,7 @@ menus:
 @pytest.fixture
 async def engine(migrated_db: str, sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[Engine]:
     # the dialplan sends callers to Stasis(ctc,...): this engine is the `ctc` app
-    async with running_engine(migrated_db, sandbox, tmp_path, app="ctc") as running:
+    async with running_engine(migrated_db, sandbox, tmp_path, app="ctc", agi=True) as running:
         tenant = await running.store.tenants.by_slug("default")
         await running.store.ivr.save(tenant.id, load_menus(MENUS))
         yield running
@@ -126,3 +126,19 @@ async def test_six_digit_account_ending_in_pound(
     assert [(r["menu"], r["input_value"]) for r in collected] == [("account", "123456")]
     assert rows[0]["menu"] == "main"
     assert rows[0]["digit"] == "2"
+
+
+async def test_the_same_menu_through_fastagi(
+    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+) -> None:
+    # [from-caller] sends 4573<number> to AGI(agi://127.0.0.1:4573/ivr/main)
+    assert engine.agi is not None
+    watch, rows = await _call(engine, sipp_phone, tmp_path, "71#", gap_ms=800, number="45735551000")
+    assert [(r["menu"], r["digit"], r["outcome"], r["attempt"]) for r in rows] == [
+        ("main", "7", "invalid", 1),
+        ("main", "1", "option", 2),
+        ("sales", "#", "option", 1),
+    ]
+    session = await watch.session()
+    assert session.metadata["door"] == "agi"
+    assert session.ivr_menu == "main"

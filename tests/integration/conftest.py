@@ -12,7 +12,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from engine.config import ApiSettings, AriSettings, DatabaseSettings, Settings, TcpSettings
+from engine.config import (
+    AgiSettings,
+    ApiSettings,
+    AriSettings,
+    DatabaseSettings,
+    Settings,
+    TcpSettings,
+)
 from engine.daemon import Engine
 
 
@@ -26,6 +33,7 @@ def free_port() -> int:
 async def engine(migrated_db: str) -> AsyncIterator[Engine]:
     with tempfile.TemporaryDirectory(prefix="ctc-test-") as tmp:
         settings = Settings(
+            agi=AgiSettings(enabled=False),  # port 4573 is the e2e engines'
             # no Asterisk here: the API stores calls, nothing dials them
             ari=AriSettings(enabled=False),
             database=DatabaseSettings(url=migrated_db),

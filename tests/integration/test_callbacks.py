@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 
 from engine.config import (
+    AgiSettings,
     ApiSettings,
     AriSettings,
     CallbackSettings,
@@ -147,6 +148,7 @@ FAST = {"timeout": 2.0, "backoff_initial": 0.02, "backoff_max": 0.1}
 async def running_engine(db_url: str, **callbacks: Any) -> AsyncIterator[Engine]:
     with tempfile.TemporaryDirectory(prefix="ctc-cb-") as tmp:
         settings = Settings(
+            agi=AgiSettings(enabled=False),  # port 4573 is the e2e engines'
             ari=AriSettings(enabled=False),
             database=DatabaseSettings(url=db_url),
             api=ApiSettings(socket=Path(tmp) / "engine.sock", socket_mode="0600"),

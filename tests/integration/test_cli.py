@@ -27,7 +27,7 @@ async def _ctc(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
 @pytest.fixture
 async def cli_env(migrated_db: str, tmp_path: Path) -> dict[str, str]:
     config = tmp_path / "engine.yaml"
-    config.write_text("ari:\n  enabled: false\n")  # no Asterisk in these tests
+    config.write_text("ari:\n  enabled: false\nagi:\n  enabled: false\n")  # no Asterisk here
     return {
         **os.environ,
         "CTC_CONFIG": str(config),

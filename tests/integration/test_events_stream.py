@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from engine.api import sse
-from engine.config import ApiSettings, AriSettings, DatabaseSettings, Settings
+from engine.config import AgiSettings, ApiSettings, AriSettings, DatabaseSettings, Settings
 from engine.daemon import Engine
 from tests.integration.conftest import Api
 
@@ -273,6 +273,7 @@ async def test_keepalive_comments_while_idle(
 async def test_shutdown_ends_open_streams_cleanly(migrated_db: str) -> None:
     with tempfile.TemporaryDirectory(prefix="ctc-sse-") as tmp:
         settings = Settings(
+            agi=AgiSettings(enabled=False),  # port 4573 is the e2e engines'
             ari=AriSettings(enabled=False),
             database=DatabaseSettings(url=migrated_db),
             api=ApiSettings(socket=Path(tmp) / "engine.sock", socket_mode="0600"),

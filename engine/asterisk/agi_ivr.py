@@ -1,0 +1,182 @@
+"""IVR over FastAGI: ``AGI(agi://HOST:4573/ivr/MENU?tenant=SLUG)`` runs the same pure
+interpreter as the Stasis door.
+
+AGI is one command at a time, so the loop is simple: carry out a step's commands; a prompt
+is played with ``STREAM FILE`` and its escape digits (the caller barges in by pressing a
+key), an armed timer becomes ``WAIT FOR DIGIT``; whichever answer comes back is the next
+event. Transfers and message recording are not carried out here yet (answered as failed,
+so the caller hears the menu again, never silence).
+"""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+
+from engine.asterisk.agi import AgiChannel, AgiCommandError, AgiHangup
+from engine.asterisk.inbound import InboundCall, MenuLoader, http_lookup
+from engine.domain.call import CallStatus
+from engine.domain.ivr import (
+    CancelTimer,
+    Command,
+    Digit,
+    Entered,
+    Event,
+    Hangup,
+    HttpLookup,
+    IvrState,
+    Phase,
+    Play,
+    PromptFinished,
+    RecordDtmf,
+    RecordingDone,
+    RecordMessage,
+    SayDigits,
+    SayNumber,
+    SetVariable,
+    StartInputTimer,
+    StartInterDigitTimer,
+    StopPrompt,
+    Timeout,
+    Transfer,
+    TransferFailed,
+    step,
+)
+from engine.errors import CtcError
+from engine.store import Store
+
+__all__ = ["AgiIvr"]
+
+_KEYS = "0123456789*#"
+
+
+class AgiIvr:
+    """The FastAGI handler for ``ivr/MENU`` scripts."""
+
+    def __init__(self, store: Store, load_menus: MenuLoader) -> None:
+        self._store = store
+        self._load_menus = load_menus
+        self._http: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    async def __call__(self, channel: AgiChannel) -> None:
+        request = channel.request
+        parts = request.script.strip("/").split("/")
+        if len(parts) != 2 or parts[0] != "ivr" or not parts[1]:
+            channel.log.warning("agi.unknown_script", script=request.script)
+            await channel.hangup()
+            return
+        record = InboundCall(self._store, request.uniqueid or request.channel, "agi")
+        try:
+            await _Walk(self, channel, record, parts[1]).run(
+                tenant_slug=request.query.get("tenant", "default")
+            )
+        except AgiHangup:
+            await record.end(CallStatus.COMPLETED, "caller hung up")
+        except CtcError as exc:
+            record.log.error("ivr.failed", error=str(exc))
+            await record.end(CallStatus.FAILED, str(exc))
+            raise
+
+
+class _Walk:
+    def __init__(self, door: AgiIvr, channel: AgiChannel, record: InboundCall, menu: str) -> None:
+        self.door = door
+        self.channel = channel
+        self.record = record
+        self.menu = menu
+        self.state = IvrState()
+        self.timer_ms: int | None = None
+        self.prompt_mark = time.monotonic()
+
+    def _ms(self) -> int:
+        return max(0, round((time.monotonic() - self.prompt_mark) * 1000))
+
+    async def run(self, *, tenant_slug: str) -> None:
+        request = self.channel.request
+        book = await self.record.open(
+            self.door._load_menus,
+            tenant_slug=tenant_slug,
+            menu=self.menu,
+            caller=request.callerid,
+            dialed=request.dnid or request.extension,
+        )
+        await self.channel.answer()
+        await self.record.answered(self.menu)
+        self.state = IvrState(variables={"caller": request.callerid or ""})
+        event: Event | None = Entered(self.menu)
+        while event is not None:
+            decided = step(book.menus, self.state, event)
+            self.state = decided.state
+            event = None
+            for command in decided.commands:
+                outcome = await self._do(command)
+                event = event or outcome
+            if self.state.phase is Phase.ENDED:
+                break
+            if event is None and self.timer_ms is not None:
+                ms, self.timer_ms = self.timer_ms, None
+                digit = await self.channel.wait_for_digit(ms)
+                event = Digit(digit, self._ms()) if digit else Timeout(self._ms())
+        await self.record.end(CallStatus.COMPLETED, "ivr hung up")
+
+    async def _do(self, command: Command) -> Event | None:
+        """Carry out one command; the event it produced (a prompt's end, a key, a result)."""
+        match command:
+            case Play(media=media):
+                return await self._prompt(media)
+            case SayDigits(value=value):
+                return await self._said(await self.channel.say_digits(value, _KEYS))
+            case SayNumber(value=value):
+                return await self._said(await self.channel.say_number(int(value), _KEYS))
+            case StartInputTimer(ms=ms) | StartInterDigitTimer(ms=ms):
+                self.timer_ms = ms
+            case CancelTimer():
+                self.timer_ms = None
+            case StopPrompt():
+                self.prompt_mark = time.monotonic()  # AGI already stopped it at the key
+            case RecordDtmf():
+                await self.record.record_dtmf(command)
+            case SetVariable(name=name, value=value):
+                await self.channel.set_variable(name, value)
+            case HttpLookup():
+                return await http_lookup(self.door.http, command)
+            case Transfer():
+                return TransferFailed("transfers are not available over AGI yet")
+            case RecordMessage():
+                return RecordingDone(None)
+            case Hangup():
+                await self.channel.hangup()
+        return None
+
+    async def _prompt(self, media: str) -> Event:
+        self.prompt_mark = time.monotonic()
+        scheme, _, name = media.partition(":") if ":" in media else ("sound", "", media)
+        if scheme == "digits":
+            return await self._said(await self.channel.say_digits(name, _KEYS))
+        if scheme == "number" and name.lstrip("-").isdigit():
+            return await self._said(await self.channel.say_number(int(name), _KEYS))
+        if scheme != "sound":
+            return PromptFinished()  # tones and recordings have no AGI player here
+        try:
+            played = await self.channel.stream_file(name, _KEYS)
+        except AgiCommandError:
+            self.record.log.warning("ivr.prompt_missing", prompt=media)
+            return PromptFinished()
+        return await self._said(played.digit)
+
+    async def _said(self, digit: str | None) -> Event:
+        if digit is None:
+            self.prompt_mark = time.monotonic()
+            return PromptFinished()
+        return Digit(digit, self._ms())
