@@ -90,10 +90,12 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
 
-async def start_engine(db_url: str, workdir: Path, box: Sandbox, calls_yaml: str) -> Any:
+async def start_engine(
+    db_url: str, workdir: Path, box: Sandbox, calls_yaml: str, *, app: str = "ctc-bench"
+) -> Any:
     config = workdir / "engine.yaml"
     config.write_text(
-        f"log:\n  level: warning\nari:\n  app: ctc-bench\n  recording_dir: "
+        f"log:\n  level: warning\nari:\n  app: {app}\n  recording_dir: "
         f"{box.root}/var/spool/asterisk/recording\ndatabase:\n  max_size: 20\n{calls_yaml}"
     )
     sock = workdir / "engine.sock"

@@ -1,0 +1,140 @@
+"""IVR throughput: the same 2-level menu as pure dialplan, through the engine over Stasis
+(ARI) and over FastAGI, driven by a SIPp caller at rising rates on the sandbox.
+
+The menu: answer, `hello-world` prompt, key 1 -> submenu with a `beep` prompt, key # ->
+hang up. The caller (tests/e2e/sipp/uac_dtmf.xml, real RFC 2833 DTMF) sends "1" then "#"
+and waits for Asterisk's BYE. For each door and rate: calls offered, calls that completed
+without a SIPp failure, achieved calls/s, and the engine's CPU ms per call (from /proc).
+Prints one table. Run as root:  .venv/bin/python -m bench.ivr --calls 100 --rates 5,10,20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from bench.originate import cpu_seconds, start_engine
+from engine.asterisk.sandbox import Sandbox
+from engine.asterisk.sipp import SippPhone
+from engine.ivr_yaml import load_menus
+from engine.store import Database, Store
+from engine.store.migrations import default_migrations_dir, migrate
+from tests.conftest import create_database, drop_database
+from tests.e2e.test_dtmf_caller import caller_csv, caller_scenario
+
+MENUS = """\
+menus:
+  main:
+    greeting: sound:hello-world
+    timeout_ms: 5000
+    options:
+      1: {action: submenu, menu: sub}
+  sub:
+    greeting: sound:beep
+    timeout_ms: 5000
+    options:
+      "#": {action: hangup}
+"""
+DIALPLAN = Path(__file__).resolve().parents[1] / "dialplan" / "extensions.conf"
+DOORS = {"dialplan": "4574", "stasis": "", "fastagi": "4573"}
+
+
+def run_sipp(work: Path, number: str, calls: int, rate: int) -> tuple[int, int, float]:
+    """Offer ``calls`` at ``rate``/s; (successful, failed, seconds)."""
+    csv = caller_csv(work / "caller.csv", "1#", wait_ms=1300, gap_ms=700)
+    scenario = caller_scenario(work, "1#")
+    phone = SippPhone(
+        str(scenario),
+        port=5090,
+        workdir=work,
+        calls=calls,
+        timeout_s=calls // rate + 60,
+        extra_args=(
+            "-s",
+            number + "5551000",
+            "-inf",
+            str(csv),
+            "-r",
+            str(rate),
+            "-l",
+            str(rate * 6),
+            "127.0.0.1:5060",
+        ),
+    )
+    started = time.monotonic()
+    with phone:
+        phone.wait(calls / rate + 90)
+    elapsed = time.monotonic() - started
+    screen = phone.screen_file.read_text(errors="replace")
+    ok = _counter(screen, "Successful call")
+    failed = _counter(screen, "Failed call")
+    return ok, failed, elapsed
+
+
+def _counter(screen: str, name: str) -> int:
+    m = re.search(rf"{name}\s*\|\s*\d+\s*\|\s*(\d+)", screen)
+    return int(m.group(1)) if m else 0
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--rates", default="5,10,20")
+    args = parser.parse_args()
+    box = Sandbox()
+    await asyncio.to_thread(box.up)
+    # the running sandbox gets the bench context (it copies dialplan/ only on up)
+    await asyncio.to_thread(shutil.copy, DIALPLAN, box.root / "etc/asterisk/extensions.conf")
+    await asyncio.to_thread(box.asterisk_cli, "dialplan reload")
+    db_url = await create_database("ctc_bench_ivr")
+    rows = []
+    try:
+        await migrate(db_url, default_migrations_dir())
+        async with Database(db_url) as db:
+            store = Store.over(db)
+            tenant = await store.tenants.by_slug("default")
+            await store.ivr.save(tenant.id, load_menus(MENUS))
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, _ = await start_engine(db_url, Path(tmp), box, "", app="ctc")
+            try:
+                for rate in (int(r) for r in args.rates.split(",")):
+                    for door, prefix in DOORS.items():
+                        work = Path(tmp) / f"{door}-{rate}"
+                        work.mkdir()
+                        cpu0 = cpu_seconds(proc.pid)
+                        ok, failed, elapsed = await asyncio.to_thread(
+                            run_sipp, work, prefix, args.calls, rate
+                        )
+                        cpu = cpu_seconds(proc.pid) - cpu0
+                        rows.append(
+                            (
+                                door,
+                                rate,
+                                ok,
+                                failed,
+                                ok / elapsed,
+                                cpu / max(ok, 1) * 1000 if door != "dialplan" else None,
+                            )
+                        )
+            finally:
+                proc.terminate()
+                await proc.wait()
+    finally:
+        await drop_database(db_url)
+    print(f"\n2-level IVR, {args.calls} calls per row, SIPp caller with RFC 2833 DTMF")
+    print(
+        f"{'door':<9} {'offered/s':>9} {'ok':>5} {'failed':>6} {'calls/s':>8} "
+        f"{'engine CPU ms/call':>19}"
+    )
+    for door, rate, ok, failed, cps, cpu_ms in rows:
+        cpu = f"{cpu_ms:.2f}" if cpu_ms is not None else "-"
+        print(f"{door:<9} {rate:>9} {ok:>5} {failed:>6} {cps:>8.1f} {cpu:>19}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
