@@ -21,6 +21,7 @@ from engine.errors import AsteriskError, Conflict, InvalidInput, NotFound
 from engine.store import Store
 from engine.store.sessions import CallEvent, NewSession, StoredSession
 from engine.store.tenants import Tenant
+from engine.store.transfers import StoredTransfer
 
 __all__ = ["CallService", "Dialer", "request_fingerprint"]
 
@@ -45,6 +46,16 @@ class Dialer(Protocol):
     async def end_call(self, session: StoredSession, reason: str) -> StoredSession:
         """Hang up every leg and end the session; return it as stored."""
         ...
+
+    async def transfer(
+        self, session: StoredSession, kind: str, target: str, leg: str = "agent"
+    ) -> StoredTransfer:
+        """Start a blind or attended transfer of a connected call."""
+        ...
+
+    async def complete_transfer(self, session: StoredSession) -> StoredTransfer: ...
+
+    async def cancel_transfer(self, session: StoredSession) -> StoredTransfer: ...
 
 
 class CallService:
@@ -166,3 +177,35 @@ class CallService:
             status=session.status.value,
         )
         return session
+
+    # -- transfers ------------------------------------------------------------------------------
+
+    async def transfer(
+        self, tenant: Tenant, session_id: uuid.UUID, kind: str, target: str, leg: str = "agent"
+    ) -> StoredTransfer:
+        """Transfer a connected call's agent leg (409 if not connected, 422 unknown target)."""
+        session = await self._store.sessions.get(tenant.id, session_id)
+        if session.status is not CallStatus.CONNECTED:
+            raise Conflict(f"session {session_id} is {session.status.value}, not connected")
+        transfer = await self._require_dialer().transfer(session, kind, target, leg)
+        log.info(
+            "call.transfer",
+            call_id=str(session_id),
+            tenant_id=str(tenant.id),
+            type=kind,
+            state=transfer.state,
+        )
+        return transfer
+
+    async def complete_transfer(self, tenant: Tenant, session_id: uuid.UUID) -> StoredTransfer:
+        session = await self._store.sessions.get(tenant.id, session_id)
+        return await self._require_dialer().complete_transfer(session)
+
+    async def cancel_transfer(self, tenant: Tenant, session_id: uuid.UUID) -> StoredTransfer:
+        session = await self._store.sessions.get(tenant.id, session_id)
+        return await self._require_dialer().cancel_transfer(session)
+
+    def _require_dialer(self) -> Dialer:
+        if self.dialer is None:
+            raise AsteriskError("transfers need Asterisk (ARI is not enabled)")
+        return self.dialer

@@ -27,6 +27,7 @@ __all__ = [
     "AgentActivityIn",
     "AgentActivityOut",
     "CallEventOut",
+    "DtmfIn",
     "EndCallIn",
     "ErrorBody",
     "ErrorOut",
@@ -37,9 +38,12 @@ __all__ = [
     "IvrMenuListOut",
     "IvrMenuOut",
     "IvrOptionIn",
+    "LegIn",
+    "MuteIn",
     "ProviderIn",
     "ProviderListOut",
     "ProviderOut",
+    "RecordingControlIn",
     "SessionDetailOut",
     "SessionListOut",
     "SessionListQuery",
@@ -48,6 +52,8 @@ __all__ = [
     "StatsQuery",
     "StatusPatchIn",
     "StreamEventOut",
+    "TransferIn",
+    "TransferOut",
     "WebhookAcceptedOut",
 ]
 
@@ -193,6 +199,63 @@ class StatusPatchIn(_In):
 
 class EndCallIn(_In):
     reason: ShortText | None = None
+
+
+class TransferIn(_In):
+    type: Literal["blind", "attended"] = Field(
+        description="blind: the target replaces the agent as soon as it answers; attended: "
+        "the agent talks to the target first, then completes or cancels"
+    )
+    target: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)
+    ] = Field(description="An agent endpoint name or an E.164 number", examples=["agent2"])
+    leg: Literal["agent"] = Field(default="agent", description="The leg being replaced")
+
+
+class TransferOut(_Out):
+    id: uuid.UUID
+    session_id: uuid.UUID
+    transfer_type: Literal["blind", "attended"]
+    target_type: str
+    target: str | None
+    target_channel_id: str | None
+    consult_bridge_id: str | None
+    state: Literal[
+        "initiated", "consulting", "completed", "canceled", "failed", "busy", "no_answer"
+    ]
+    failure_cause: str | None
+    hangup_cause: int | None
+    requested_at: datetime
+    answered_at: datetime | None
+    completed_at: datetime | None
+
+
+CallLeg = Literal["customer", "agent"]
+
+
+class LegIn(_In):
+    leg: CallLeg = Field(description="Which party: the customer or the agent")
+
+
+class MuteIn(_In):
+    leg: CallLeg
+    direction: Literal["in", "out", "both"] = Field(
+        default="both",
+        description="in: the party is not heard; out: the party hears nothing; both",
+    )
+
+
+class DtmfIn(_In):
+    leg: CallLeg
+    digits: str = Field(
+        pattern=r"^[0-9*#A-D]{1,32}$",
+        description="DTMF digits to send to the party (0-9, *, #, A-D; at most 32)",
+        examples=["123#"],
+    )
+
+
+class RecordingControlIn(_In):
+    action: Literal["pause", "resume"]
 
 
 class ProviderIn(_In):

@@ -11,12 +11,14 @@ from typing import Any
 import prometheus_client
 import yaml
 from aiohttp import web
+from pydantic import BaseModel
 
 from engine.api import sse
 from engine.api.models import (
     AgentActivityIn,
     AgentActivityOut,
     CallEventOut,
+    DtmfIn,
     EndCallIn,
     ErrorOut,
     EventsQuery,
@@ -25,9 +27,12 @@ from engine.api.models import (
     IvrMenuIn,
     IvrMenuListOut,
     IvrMenuOut,
+    LegIn,
+    MuteIn,
     ProviderIn,
     ProviderListOut,
     ProviderOut,
+    RecordingControlIn,
     SessionDetailOut,
     SessionListOut,
     SessionListQuery,
@@ -36,10 +41,14 @@ from engine.api.models import (
     StatsQuery,
     StatusPatchIn,
     StreamEventOut,
+    TransferIn,
+    TransferOut,
     WebhookAcceptedOut,
 )
 from engine.api.routing import ApiRequest, BadRequest, Router, json_response, parse_json_object
 from engine.api.state import API_STATE
+from engine.asterisk.controls import CallControls, require_connected
+from engine.domain.click_to_call import Leg
 from engine.domain.ivr import IvrMenu
 from engine.domain.phone import to_e164
 from engine.errors import ClosedResourceError, ConfigError, InvalidInput, NotFound
@@ -173,6 +182,180 @@ async def end_session(req: ApiRequest) -> web.StreamResponse:
     session = await req.raw.app[API_STATE].calls.end(
         req.require_tenant(), _session_id(req), reason=req.body_as(EndCallIn).reason
     )
+    return json_response(_session_out(session))
+
+
+_TRANSFER_RESPONSES: dict[int, type[BaseModel] | None] = {
+    200: TransferOut,
+    400: E,
+    401: E,
+    404: E,
+    409: E,
+    422: E,
+    503: E,
+}
+
+
+@router.route(
+    "POST",
+    f"{C2C}/sessions/{{session_id}}/transfer",
+    summary="Transfer a connected call's agent leg (blind or attended)",
+    tags=("click-to-call",),
+    body=TransferIn,
+    responses=_TRANSFER_RESPONSES,
+)
+async def transfer_session(req: ApiRequest) -> web.StreamResponse:
+    """Rings the target (an agent endpoint or an E.164 number). Blind: the target replaces
+    the agent when it answers. Attended: the customer hears music on hold and the agent
+    consults the target; then `transfer/complete` or `transfer/cancel`. The answer is the
+    transfer as it stands (state `initiated` while the target rings)."""
+    body = req.body_as(TransferIn)
+    transfer = await req.raw.app[API_STATE].calls.transfer(
+        req.require_tenant(), _session_id(req), body.type, body.target, body.leg
+    )
+    return json_response(TransferOut.model_validate(transfer, from_attributes=True))
+
+
+@router.route(
+    "POST",
+    f"{C2C}/sessions/{{session_id}}/transfer/complete",
+    summary="Complete an attended transfer (the target joins the customer, the agent leaves)",
+    tags=("click-to-call",),
+    responses=_TRANSFER_RESPONSES,
+)
+async def complete_transfer(req: ApiRequest) -> web.StreamResponse:
+    transfer = await req.raw.app[API_STATE].calls.complete_transfer(
+        req.require_tenant(), _session_id(req)
+    )
+    return json_response(TransferOut.model_validate(transfer, from_attributes=True))
+
+
+@router.route(
+    "POST",
+    f"{C2C}/sessions/{{session_id}}/transfer/cancel",
+    summary="Cancel an attended transfer (the target is released, the agent returns)",
+    tags=("click-to-call",),
+    responses=_TRANSFER_RESPONSES,
+)
+async def cancel_transfer(req: ApiRequest) -> web.StreamResponse:
+    transfer = await req.raw.app[API_STATE].calls.cancel_transfer(
+        req.require_tenant(), _session_id(req)
+    )
+    return json_response(TransferOut.model_validate(transfer, from_attributes=True))
+
+
+# -- in-call controls (connected calls only: 409 otherwise) -----------------------------------
+
+_CONTROL_RESPONSES: dict[int, type[BaseModel] | None] = {
+    200: SessionOut,
+    400: E,
+    401: E,
+    404: E,
+    409: E,
+    422: E,
+    503: E,
+}
+
+
+async def _call_controls(req: ApiRequest) -> tuple[CallControls, uuid.UUID, uuid.UUID]:
+    """The controls, tenant id and session id; 404/409 before 503 when ARI is off."""
+    tenant = req.require_tenant()
+    sid = _session_id(req)
+    state = req.raw.app[API_STATE]
+    if state.controls is None:
+        await require_connected(state.store, tenant.id, sid)
+        raise ClosedResourceError("in-call controls need Asterisk (ARI is not enabled)")
+    return state.controls, tenant.id, sid
+
+
+@router.route(
+    "POST",
+    f"{C2C}/sessions/{{session_id}}/hold",
+    summary="Put a party on hold (it hears music; the other side stops hearing it)",
+    tags=("click-to-call",),
+    body=LegIn,
+    responses=_CONTROL_RESPONSES,
+)
+async def hold_leg(req: ApiRequest) -> web.StreamResponse:
+    body = req.body_as(LegIn)
+    controls, tenant_id, sid = await _call_controls(req)
+    session = await controls.hold(tenant_id, sid, Leg(body.leg))
+    return json_response(_session_out(session))
+
+
+@router.route(
+    "POST",
+    f"{C2C}/sessions/{{session_id}}/unhold",
+    summary="Take a party off hold",
+    tags=("click-to-call",),
+    body=LegIn,
+    responses=_CONTROL_RESPONSES,
+)
+async def unhold_leg(req: ApiRequest) -> web.StreamResponse:
+    body = req.body_as(LegIn)
+    controls, tenant_id, sid = await _call_controls(req)
+    session = await controls.unhold(tenant_id, sid, Leg(body.leg))
+    return json_response(_session_out(session))
+
+
+@router.route(
+    "POST",
+    f"{C2C}/sessions/{{session_id}}/mute",
+    summary="Mute a party (in: it is not heard; out: it hears nothing)",
+    tags=("click-to-call",),
+    body=MuteIn,
+    responses=_CONTROL_RESPONSES,
+)
+async def mute_leg(req: ApiRequest) -> web.StreamResponse:
+    body = req.body_as(MuteIn)
+    controls, tenant_id, sid = await _call_controls(req)
+    session = await controls.mute(tenant_id, sid, Leg(body.leg), body.direction)
+    return json_response(_session_out(session))
+
+
+@router.route(
+    "POST",
+    f"{C2C}/sessions/{{session_id}}/unmute",
+    summary="Unmute a party",
+    tags=("click-to-call",),
+    body=MuteIn,
+    responses=_CONTROL_RESPONSES,
+)
+async def unmute_leg(req: ApiRequest) -> web.StreamResponse:
+    body = req.body_as(MuteIn)
+    controls, tenant_id, sid = await _call_controls(req)
+    session = await controls.mute(tenant_id, sid, Leg(body.leg), body.direction, on=False)
+    return json_response(_session_out(session))
+
+
+@router.route(
+    "POST",
+    f"{C2C}/sessions/{{session_id}}/dtmf",
+    summary="Send DTMF digits to a party",
+    tags=("click-to-call",),
+    body=DtmfIn,
+    responses=_CONTROL_RESPONSES,
+)
+async def send_dtmf(req: ApiRequest) -> web.StreamResponse:
+    body = req.body_as(DtmfIn)
+    controls, tenant_id, sid = await _call_controls(req)
+    session = await controls.dtmf(tenant_id, sid, Leg(body.leg), body.digits)
+    return json_response(_session_out(session))
+
+
+@router.route(
+    "POST",
+    f"{C2C}/sessions/{{session_id}}/recording",
+    summary="Pause or resume the call's recording",
+    tags=("click-to-call",),
+    body=RecordingControlIn,
+    responses=_CONTROL_RESPONSES,
+)
+async def control_recording(req: ApiRequest) -> web.StreamResponse:
+    """409 when the call is not being recorded."""
+    body = req.body_as(RecordingControlIn)
+    controls, tenant_id, sid = await _call_controls(req)
+    session = await controls.recording(tenant_id, sid, body.action)
     return json_response(_session_out(session))
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.asterisk.controls import CallControls
 from engine.calls import CallService
 from engine.errors import StoreError
 from engine.events import EventBus
@@ -26,6 +27,7 @@ class ApiState:
     metrics: Metrics
     openapi: dict[str, Any]
     events: EventBus | None = None  # None: the event stream answers 503
+    controls: CallControls | None = None  # None (no ARI): in-call controls answer 503
 
     async def check_database(self) -> None:
         """Ping PostgreSQL and put the answer in the health report."""

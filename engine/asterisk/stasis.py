@@ -24,6 +24,7 @@ import structlog
 from engine.asterisk.ari import AriClient, AriEventLink, AriNotFound
 from engine.asterisk.inbound import MenuLoader
 from engine.asterisk.ivr_app import IvrApp
+from engine.asterisk.transfers import TransferRunner, target_channel_id
 from engine.config import CallSettings
 from engine.domain.call import CallStatus, Direction
 from engine.domain.click_to_call import (
@@ -44,10 +45,21 @@ from engine.domain.click_to_call import (
     StartRecording,
     decide,
 )
+from engine.domain.transfer import (
+    CancelRequested,
+    ChannelRole,
+    CompleteRequested,
+    TargetAnswered,
+    TargetEnded,
+    TransferFact,
+    TransferType,
+    route_channel,
+)
 from engine.errors import AriError, CtcError, IllegalTransition
 from engine.health import HealthReport
 from engine.store import Store
 from engine.store.sessions import StoredSession
+from engine.store.transfers import StoredTransfer
 
 __all__ = ["StasisApp", "bridge_id", "channel_id", "parse_channel_id"]
 
@@ -73,6 +85,16 @@ def parse_channel_id(value: str) -> tuple[uuid.UUID, Leg] | None:
     rest, _, leg = value[len(_PREFIX) :].rpartition("-")
     try:
         return uuid.UUID(rest), Leg(leg)
+    except ValueError:
+        return None
+
+
+def _parse_target_channel_id(value: str) -> uuid.UUID | None:
+    """``c2c-<uuid>-target`` (a transfer target) back to its session id."""
+    if not (value.startswith(_PREFIX) and value.endswith("-target")):
+        return None
+    try:
+        return uuid.UUID(value[len(_PREFIX) : -len("-target")])
     except ValueError:
         return None
 
@@ -126,6 +148,7 @@ class StasisApp:
         self.resynced = asyncio.Event()
         # inbound callers in Stasis(ctc,ivr,MENU): only when menus can be loaded
         self.ivr = IvrApp(ari, store, menus) if menus is not None else None
+        self.transfers = TransferRunner(ari, store, calls)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -161,6 +184,27 @@ class StasisApp:
         await self._handle(session.id, EndRequested(reason))
         return await self._store.sessions.get(session.tenant_id, session.id)
 
+    async def transfer(
+        self, session: StoredSession, kind: str, target: str, leg: str = "agent"
+    ) -> StoredTransfer:
+        """Start a blind or attended transfer of a connected call's agent leg."""
+        async with self._lock(session.id):
+            current = await self._store.sessions.get(session.tenant_id, session.id)
+            return await self.transfers.start(current, TransferType(kind), target, leg)
+
+    async def complete_transfer(self, session: StoredSession) -> StoredTransfer:
+        async with self._lock(session.id):
+            current = await self._store.sessions.get(session.tenant_id, session.id)
+            return await self.transfers.request_fact(current, CompleteRequested(), "complete")
+
+    async def cancel_transfer(self, session: StoredSession) -> StoredTransfer:
+        async with self._lock(session.id):
+            current = await self._store.sessions.get(session.tenant_id, session.id)
+            return await self.transfers.request_fact(current, CancelRequested(), "cancel")
+
+    def _lock(self, session_id: uuid.UUID) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
     # -- events -------------------------------------------------------------------------------
 
     async def _dispatch(self) -> None:
@@ -173,13 +217,13 @@ class StasisApp:
                 continue
             self._submit(*routed)
 
-    def _submit(self, session_id: uuid.UUID, fact: Fact) -> None:
+    def _submit(self, session_id: uuid.UUID, fact: Fact | TransferFact) -> None:
         # tasks for one session queue on its lock in creation order (asyncio.Lock is FIFO)
         task = asyncio.create_task(self._handle_logged(session_id, fact))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle_logged(self, session_id: uuid.UUID, fact: Fact) -> None:
+    async def _handle_logged(self, session_id: uuid.UUID, fact: Fact | TransferFact) -> None:
         try:
             await self._handle(session_id, fact)
         except CtcError as exc:
@@ -207,12 +251,21 @@ class StasisApp:
             return True
         return False
 
-    def _fact(self, event: Mapping[str, Any]) -> tuple[uuid.UUID, Fact] | None:
+    def _fact(self, event: Mapping[str, Any]) -> tuple[uuid.UUID, Fact | TransferFact] | None:
         kind = event.get("type")
         if kind in ("StasisStart", "ChannelDestroyed"):
-            parsed = parse_channel_id(str(event.get("channel", {}).get("id", "")))
+            raw = str(event.get("channel", {}).get("id", ""))
+            parsed = parse_channel_id(raw)
             if parsed is None:
-                return None
+                target_of = _parse_target_channel_id(raw)
+                if target_of is None:
+                    return None
+                if kind == "StasisStart":
+                    return target_of, TargetAnswered()
+                cause = event.get("cause")
+                return target_of, TargetEnded(
+                    int(cause) if cause is not None else None, event.get("cause_txt")
+                )
             session_id, leg = parsed
             if kind == "StasisStart":
                 return session_id, Answered(leg)
@@ -230,14 +283,25 @@ class StasisApp:
             return session_id_or_none, RecordingFinished(ms)
         return None
 
-    async def _handle(self, session_id: uuid.UUID, fact: Fact) -> None:
-        lock = self._locks.setdefault(session_id, asyncio.Lock())
-        async with lock:
+    async def _handle(self, session_id: uuid.UUID, raw_fact: Fact | TransferFact) -> None:
+        async with self._lock(session_id):
             session = await self._store.sessions.by_id(session_id)
             if session is None:
                 log.warning("stasis.unknown_session", call_id=str(session_id))
                 return
             bound = log.bind(call_id=str(session_id), tenant_id=str(session.tenant_id))
+            fact = _route(session, raw_fact)
+            if fact is None:
+                bound.debug("stasis.stale_leg_fact", fact=repr(raw_fact))
+                return
+            if isinstance(fact, TargetAnswered | TargetEnded | CompleteRequested | CancelRequested):
+                if await self.transfers.on_fact(session, fact) is None:
+                    bound.debug("stasis.transfer_fact_ignored", fact=repr(fact))
+                    if isinstance(fact, TargetAnswered):
+                        # a target answering after its transfer ended: nobody wants it
+                        with contextlib.suppress(AriError):
+                            await self._ari.hangup(target_channel_id(session_id))
+                return
             record = False
             if isinstance(fact, Answered) and fact.leg is Leg.CUSTOMER:
                 record = await self._wants_recording(session)
@@ -247,6 +311,8 @@ class StasisApp:
                     "stasis.fact_ignored", fact=type(fact).__name__, status=session.status.value
                 )
             session = await self._carry_out(session, decision, bound)
+            if session.status.is_terminal:
+                await self.transfers.abort(session, f"call ended ({session.status.value})")
             if session.status.is_terminal and not self._waiting_for_recording(session):
                 self._locks.pop(session_id, None)
 
@@ -307,8 +373,11 @@ class StasisApp:
             case StartRecording():
                 session = await self._start_recording(session)
             case Hangup():
+                channel = channel_id(sid, step.leg)
+                if step.leg is Leg.AGENT and session.agent_channel_id:
+                    channel = session.agent_channel_id  # a transfer target, once completed
                 with contextlib.suppress(AriNotFound):
-                    await self._ari.hangup(channel_id(sid, step.leg))
+                    await self._ari.hangup(channel)
             case Note():
                 session, _ = await self._store.sessions.append_event(
                     session.tenant_id,
@@ -371,9 +440,10 @@ class StasisApp:
         return session
 
     async def _fail(self, session: StoredSession, reason: str, bound: Any) -> StoredSession:
-        for leg in Leg:
+        channels = [channel_id(session.id, leg) for leg in Leg]
+        for channel in (*channels, target_channel_id(session.id)):
             with contextlib.suppress(AriError):
-                await self._ari.hangup(channel_id(session.id, leg))
+                await self._ari.hangup(channel)
         if session.status.is_terminal:
             return session
         with contextlib.suppress(IllegalTransition):
@@ -416,7 +486,7 @@ class StasisApp:
                 continue
             if session.status is CallStatus.QUEUED:
                 continue  # not dialed yet: its start is in flight or still to come
-            facts = self._resync_facts(session, present)
+            facts = self._resync_facts(session, present, all_ids)
             if not facts:
                 adopted += 1
                 continue
@@ -436,6 +506,11 @@ class StasisApp:
                 await self._handle(session.id, fact)
         # channels of ours whose session is over or unknown: nobody manages them, hang up
         orphans = [(sid, leg) for (sid, leg) in present if sid not in live]
+        for raw in all_ids:
+            target_of = _parse_target_channel_id(raw)
+            if target_of is not None and target_of not in live:
+                with contextlib.suppress(AriError):
+                    await self._ari.hangup(raw)
         for sid, leg in orphans:
             with contextlib.suppress(AriError):
                 await self._ari.hangup(channel_id(sid, leg))
@@ -470,11 +545,19 @@ class StasisApp:
         return 1
 
     def _resync_facts(
-        self, session: StoredSession, present: Mapping[tuple[uuid.UUID, Leg], Mapping[str, Any]]
-    ) -> list[Fact]:
+        self,
+        session: StoredSession,
+        present: Mapping[tuple[uuid.UUID, Leg], Mapping[str, Any]],
+        channel_ids: set[str],
+    ) -> list[Fact | TransferFact]:
         """Facts we missed while disconnected, inferred from what Asterisk has now."""
-        facts: list[Fact] = []
+        facts: list[Fact | TransferFact] = []
         for leg in (Leg.AGENT, Leg.CUSTOMER):
+            if leg is Leg.AGENT and session.agent_channel_id == target_channel_id(session.id):
+                # a completed transfer's target is the agent leg now
+                if session.agent_channel_id not in channel_ids:
+                    facts.append(TargetEnded(None, "channel gone while ARI was disconnected"))
+                continue
             dialed = (leg is Leg.AGENT) or session.status in (
                 CallStatus.DIALING_CUSTOMER,
                 CallStatus.CONNECTED,
@@ -487,6 +570,26 @@ class StasisApp:
             elif channel.get("state") == "Up" and _awaits_answer(session.status, leg):
                 facts.append(Answered(leg))
         return facts
+
+
+def _route(session: StoredSession, fact: Fact | TransferFact) -> Fact | TransferFact | None:
+    """The fact as it concerns the session now: after a completed transfer the target is
+    the agent leg and the replaced agent channel is stale (None: ignore it)."""
+    adopted = session.agent_channel_id == target_channel_id(session.id)
+    if isinstance(fact, Answered | LegEnded):
+        suffix = fact.leg.value
+    elif isinstance(fact, TargetAnswered | TargetEnded):
+        suffix = "target"
+    else:
+        return fact
+    role = route_channel(suffix, target_is_agent=adopted)
+    if role is ChannelRole.STALE:
+        return None
+    if role is ChannelRole.AGENT and isinstance(fact, TargetEnded):
+        return LegEnded(Leg.AGENT, fact.cause, fact.cause_text)
+    if role is ChannelRole.AGENT and isinstance(fact, TargetAnswered):
+        return None
+    return fact
 
 
 def _awaits_answer(status: CallStatus, leg: Leg) -> bool:

@@ -17,6 +17,7 @@ from engine.store.providers import ProviderRepository
 from engine.store.recording import RecordingPolicyRepository
 from engine.store.sessions import SessionRepository
 from engine.store.tenants import TenantRepository
+from engine.store.transfers import TransferRepository
 
 if TYPE_CHECKING:
     from engine.events import EventBus
@@ -38,6 +39,7 @@ class Store:
     dtmf: DtmfRepository
     ivr: IvrMenuRepository
     outbox: OutboxRepository
+    transfers: TransferRepository
 
     @classmethod
     def over(cls, db: Database, *, events: EventBus | None = None) -> Store:
@@ -53,4 +55,5 @@ class Store:
             dtmf=DtmfRepository(db),
             ivr=IvrMenuRepository(db),
             outbox=OutboxRepository(db),
+            transfers=TransferRepository(db),
         )

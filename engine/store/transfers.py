@@ -1,0 +1,135 @@
+"""Transfers of live calls (``call_transfer``): one row per transfer with its outcome."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from engine.errors import Conflict, NotFound
+from engine.store.database import Database
+
+__all__ = ["NewTransfer", "StoredTransfer", "TransferRepository"]
+
+_COLS = (
+    "id, tenant_id, session_id, transfer_type, initiated_by, from_leg, target_type, target, "
+    "target_channel_id, consult_bridge_id, state, failure_cause, hangup_cause, requested_at, "
+    "answered_at, completed_at"
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewTransfer:
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    transfer_type: str
+    from_leg: str
+    target_type: str
+    target: str
+    target_channel_id: str
+    consult_bridge_id: str | None = None
+    initiated_by: str = "api"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredTransfer:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    transfer_type: str
+    initiated_by: str
+    from_leg: str
+    target_type: str
+    target: str | None
+    target_channel_id: str | None
+    consult_bridge_id: str | None
+    state: str
+    failure_cause: str | None
+    hangup_cause: int | None
+    requested_at: datetime
+    answered_at: datetime | None
+    completed_at: datetime | None
+
+
+def _row(row: asyncpg.Record) -> StoredTransfer:
+    return StoredTransfer(**dict(row))
+
+
+class TransferRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, new: NewTransfer) -> StoredTransfer:
+        """Store an initiated transfer; Conflict if the session already has one in flight."""
+        try:
+            row = await self._db.fetchrow(
+                "INSERT INTO call_transfer (tenant_id, session_id, transfer_type, initiated_by, "
+                "from_leg, target_type, target, target_channel_id, consult_bridge_id) "
+                f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_COLS}",
+                new.tenant_id,
+                new.session_id,
+                new.transfer_type,
+                new.initiated_by,
+                new.from_leg,
+                new.target_type,
+                new.target,
+                new.target_channel_id,
+                new.consult_bridge_id,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"session {new.session_id} already has a transfer in flight") from exc
+        assert row is not None
+        return _row(row)
+
+    async def live(self, session_id: uuid.UUID) -> StoredTransfer | None:
+        """The session's transfer in flight (initiated or consulting), if any."""
+        row = await self._db.fetchrow(
+            f"SELECT {_COLS} FROM call_transfer WHERE session_id = $1 "
+            "AND state IN ('initiated', 'consulting')",
+            session_id,
+        )
+        return None if row is None else _row(row)
+
+    async def for_session(
+        self, tenant_id: uuid.UUID, session_id: uuid.UUID
+    ) -> list[StoredTransfer]:
+        rows = await self._db.fetch(
+            f"SELECT {_COLS} FROM call_transfer WHERE tenant_id = $1 AND session_id = $2 "
+            "ORDER BY requested_at, id",
+            tenant_id,
+            session_id,
+        )
+        return [_row(r) for r in rows]
+
+    async def completed_for(self, session_id: uuid.UUID) -> bool:
+        """Whether a transfer of this session completed (its target is the agent leg)."""
+        found = await self._db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM call_transfer WHERE session_id = $1 "
+            "AND state = 'completed')",
+            session_id,
+        )
+        return bool(found)
+
+    async def update(self, transfer_id: uuid.UUID, state: str, **changes: Any) -> StoredTransfer:
+        """Set the state (and answered_at when consulting, completed_at when terminal)."""
+        allowed = {"failure_cause", "hangup_cause"}
+        extra = {k: v for k, v in changes.items() if k in allowed}
+        sets = ["state = $2"]
+        args: list[Any] = [transfer_id, state]
+        for key, value in extra.items():
+            args.append(value)
+            sets.append(f"{key} = ${len(args)}")
+        if state in ("consulting", "completed"):
+            sets.append("answered_at = coalesce(answered_at, now())")
+        if state not in ("initiated", "consulting"):
+            sets.append("completed_at = now()")
+        row = await self._db.fetchrow(
+            f"UPDATE call_transfer SET {', '.join(sets)} WHERE id = $1 RETURNING {_COLS}",
+            *args,
+        )
+        if row is None:
+            raise NotFound("transfer", transfer_id)
+        return _row(row)

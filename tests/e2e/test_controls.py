@@ -1,0 +1,191 @@
+"""In-call controls on a real bridged call: hold, mute, DTMF and recording pause.
+
+Agent phone: SIPp on 127.0.0.1:5073 (endpoint agent3). Customer: SIPp on 127.0.0.1:5080
+behind the `trunk` endpoint. Each control goes through the engine's API; its effect is
+checked on Asterisk (ARI or its CLI), and its call event in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from engine.asterisk.ami import AmiEvent, AmiLink
+from engine.asterisk.sandbox import Sandbox
+from engine.daemon import Engine
+from tests.e2e.engine_fixtures import (
+    CUSTOMER_PORT,
+    CallWatcher,
+    end_call,
+    initiate,
+    running_engine,
+)
+from tests.e2e.helpers import SippPhone, ari_session
+
+pytestmark = pytest.mark.e2e
+
+AGENT = "agent3"
+AGENT_PORT = 5073
+ARI = "http://127.0.0.1:8088/ari"
+AMI_PASSWORD = "ctc-sandbox"  # dialplan/manager.conf, sandbox only
+
+
+@pytest.fixture
+async def engine(migrated_db: str, sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[Engine]:
+    async with running_engine(migrated_db, sandbox, tmp_path) as running:
+        yield running
+
+
+async def _control(engine: Engine, sid: str, action: str, body: dict[str, Any]) -> Any:
+    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.post(f"http://ctc/api/v1/click-to-call/sessions/{sid}/{action}", json=body) as resp,
+    ):
+        data = await resp.json()
+        return resp.status, data
+
+
+async def _connected_call(engine: Engine) -> tuple[str, CallWatcher]:
+    watcher = CallWatcher(engine)
+    body = await initiate(engine, agent_number=AGENT)
+    watcher.session_id = uuid.UUID(body["id"])
+    event = await watcher.until("connected", "failed", "busy", "no_answer", "canceled")
+    assert event.status_to == "connected", watcher.trail()
+    return body["id"], watcher
+
+
+@contextlib.asynccontextmanager
+async def _moh_events() -> AsyncIterator[asyncio.Queue[AmiEvent]]:
+    """AMI MusicOnHoldStart/Stop events (ARI has no event for music on hold)."""
+    queue: asyncio.Queue[AmiEvent] = asyncio.Queue()
+    link = AmiLink("127.0.0.1", 5038, "ctc", AMI_PASSWORD, ping_interval=5)
+    link.on_event("MusicOnHoldStart", queue.put_nowait)
+    link.on_event("MusicOnHoldStop", queue.put_nowait)
+    async with link:
+        await link.wait_connected(15)
+        yield queue
+
+
+async def _next_moh(queue: asyncio.Queue[AmiEvent], channel: str) -> str:
+    """The next MOH event on ``channel``: its Event name."""
+    async with asyncio.timeout(10):
+        while True:
+            event = await queue.get()
+            if event.get("Uniqueid") == channel:
+                return event["Event"]
+
+
+async def _event_types(engine: Engine, sid: str) -> list[str]:
+    session = await engine.store.sessions.by_id(uuid.UUID(sid))
+    assert session is not None
+    events = await engine.store.sessions.events(session.tenant_id, session.id)
+    return [e.event_type for e in events]
+
+
+async def test_hold_mute_dtmf_on_a_bridged_call(
+    engine: Engine, sipp_phone: Callable[..., SippPhone]
+) -> None:
+    async with _moh_events() as moh, ari_session() as ari_http:
+        with (
+            sipp_phone("uas_answer.xml", port=AGENT_PORT),
+            sipp_phone("uas_answer.xml", port=CUSTOMER_PORT),
+        ):
+            sid, watch = await _connected_call(engine)
+            customer = f"c2c-{sid}-customer"
+
+            status, body = await _control(engine, sid, "hold", {"leg": "customer"})
+            assert status == 200, body
+            assert body["status"] == "connected"
+            assert await _next_moh(moh, customer) == "MusicOnHoldStart"
+            status, body = await _control(engine, sid, "unhold", {"leg": "customer"})
+            assert status == 200, body
+            assert await _next_moh(moh, customer) == "MusicOnHoldStop"
+
+            for action in ("mute", "unmute"):
+                status, body = await _control(
+                    engine, sid, action, {"leg": "agent", "direction": "both"}
+                )
+                assert status == 200, (action, body)
+
+            status, body = await _control(engine, sid, "dtmf", {"leg": "customer", "digits": "12#"})
+            assert status == 200, body
+
+            # not recorded: pausing the recording is refused
+            status, body = await _control(engine, sid, "recording", {"action": "pause"})
+            assert status == 409, body
+            assert body["error"]["code"] == "conflict"
+
+            async with ari_http.get(f"{ARI}/channels/{customer}") as resp:
+                assert resp.status == 200  # the controls left the call up
+            await watch.until_event("control.dtmf")
+            ended = await end_call(engine, sid)
+            assert ended["status"] == "completed"
+
+            # once the call is over, every control is refused
+            status, body = await _control(engine, sid, "hold", {"leg": "customer"})
+            assert status == 409, body
+    watch.close()
+    types = await _event_types(engine, sid)
+    controls = [t for t in types if t.startswith("control.")]
+    assert controls == [
+        "control.hold",
+        "control.unhold",
+        "control.mute",
+        "control.unmute",
+        "control.dtmf",
+    ]
+    session = await engine.store.sessions.by_id(uuid.UUID(sid))
+    assert session is not None
+    events = await engine.store.sessions.events(session.tenant_id, session.id)
+    dtmf = next(e for e in events if e.event_type == "control.dtmf")
+    assert dtmf.payload["digits"] == "12#"
+    assert dtmf.payload["leg"] == "customer"
+
+
+async def test_recording_pause_and_resume(
+    engine: Engine, sipp_phone: Callable[..., SippPhone]
+) -> None:
+    tenant = await engine.store.tenants.by_slug("default")
+    assert tenant is not None
+    await engine.store.recording.set_default(tenant.id, is_enabled=True, fmt="wav")
+    try:
+        async with ari_session() as ari_http:
+            with (
+                sipp_phone("uas_answer.xml", port=AGENT_PORT),
+                sipp_phone("uas_answer.xml", port=CUSTOMER_PORT),
+            ):
+                sid, watch = await _connected_call(engine)
+                await watch.until_event("recording.started")
+                name = f"c2c-{sid}"
+
+                async def state() -> str:
+                    async with ari_http.get(f"{ARI}/recordings/live/{name}") as resp:
+                        assert resp.status == 200, await resp.text()
+                        return str((await resp.json())["state"])
+
+                status, body = await _control(engine, sid, "recording", {"action": "pause"})
+                assert status == 200, body
+                assert await state() == "paused"
+                status, body = await _control(engine, sid, "recording", {"action": "resume"})
+                assert status == 200, body
+                assert await state() == "recording"
+                await end_call(engine, sid)
+                await watch.until_event("recording.finished")
+        watch.close()
+    finally:
+        await engine.store.recording.set_default(tenant.id, is_enabled=False)
+    types = await _event_types(engine, sid)
+    assert [t for t in types if t.startswith("recording.")] == [
+        "recording.started",
+        "recording.paused",
+        "recording.resumed",
+        "recording.finished",
+    ]

@@ -1,0 +1,198 @@
+"""In-call controls through the real API with ARI disabled: every refusal, in order."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from engine.asterisk.ari import AriNotFound
+from engine.asterisk.controls import CallControls
+from engine.daemon import Engine
+from engine.domain.click_to_call import Leg
+from engine.errors import Conflict
+from tests.integration.conftest import Api
+
+C2C = "/api/v1/click-to-call"
+
+CONTROLS: list[tuple[str, dict[str, Any]]] = [
+    ("hold", {"leg": "customer"}),
+    ("unhold", {"leg": "agent"}),
+    ("mute", {"leg": "customer", "direction": "in"}),
+    ("unmute", {"leg": "agent", "direction": "both"}),
+    ("dtmf", {"leg": "customer", "digits": "123#"}),
+    ("recording", {"action": "pause"}),
+]
+
+
+async def _session(engine: Engine, unix_api: Api, *steps: str) -> tuple[str, str]:
+    slug = f"t{uuid.uuid4().hex[:10]}"
+    await engine.store.tenants.create(slug, slug.upper())
+    status, s, _ = await unix_api.call(
+        "POST",
+        f"{C2C}/initiate",
+        json={"agent_number": "1001", "customer_number": "+14155550100"},
+        headers={"X-CTC-Tenant": slug},
+    )
+    assert status == 202, s
+    for step in steps:
+        status, body, _ = await unix_api.call(
+            "PATCH",
+            f"{C2C}/sessions/{s['id']}/status",
+            json={"status": step},
+            headers={"X-CTC-Tenant": slug},
+        )
+        assert status == 200, body
+    return slug, s["id"]
+
+
+CONNECT = ("dialing_agent", "agent_answered", "dialing_customer", "connected")
+
+
+@pytest.mark.parametrize(("action", "body"), CONTROLS)
+async def test_a_session_that_is_not_connected_is_409(
+    engine: Engine, unix_api: Api, action: str, body: dict[str, Any]
+) -> None:
+    slug, sid = await _session(engine, unix_api, "dialing_agent")
+    status, err, _ = await unix_api.call(
+        "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers={"X-CTC-Tenant": slug}
+    )
+    assert status == 409, err
+    assert err["error"]["code"] == "conflict"
+    assert "dialing_agent" in err["error"]["message"]
+
+
+@pytest.mark.parametrize(("action", "body"), CONTROLS)
+async def test_unknown_or_malformed_session_is_404(
+    unix_api: Api, action: str, body: dict[str, Any]
+) -> None:
+    for sid in (uuid.uuid4(), "not-a-uuid"):
+        status, err, _ = await unix_api.call("POST", f"{C2C}/sessions/{sid}/{action}", json=body)
+        assert status == 404, err
+        assert err["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "field"),
+    [
+        ("hold", {}, "leg"),
+        ("hold", {"leg": "supervisor"}, "leg"),
+        ("unhold", {"leg": "customer", "extra": 1}, "extra"),
+        ("mute", {"leg": "agent", "direction": "sideways"}, "direction"),
+        ("unmute", {"direction": "in"}, "leg"),
+        ("dtmf", {"leg": "customer", "digits": "12x"}, "digits"),
+        ("dtmf", {"leg": "customer", "digits": ""}, "digits"),
+        ("dtmf", {"leg": "customer", "digits": "1" * 33}, "digits"),
+        ("dtmf", {"leg": "customer"}, "digits"),
+        ("recording", {"action": "stop"}, "action"),
+    ],
+)
+async def test_bad_input_is_422_naming_the_field(
+    engine: Engine, unix_api: Api, action: str, body: dict[str, Any], field: str
+) -> None:
+    slug, sid = await _session(engine, unix_api, *CONNECT)
+    status, err, _ = await unix_api.call(
+        "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers={"X-CTC-Tenant": slug}
+    )
+    assert status == 422, err
+    assert err["error"]["code"] == "validation_error"
+    assert field in [d["field"] for d in err["error"]["details"]], err
+
+
+async def test_digits_accept_the_whole_dtmf_alphabet_before_needing_asterisk(
+    engine: Engine, unix_api: Api
+) -> None:
+    slug, sid = await _session(engine, unix_api, *CONNECT)
+    status, err, _ = await unix_api.call(
+        "POST",
+        f"{C2C}/sessions/{sid}/dtmf",
+        json={"leg": "agent", "digits": "0123456789*#ABCD"},
+        headers={"X-CTC-Tenant": slug},
+    )
+    assert status == 503, err  # valid input, connected call, but no ARI here
+    assert err["error"]["code"] == "unavailable"
+
+
+@pytest.mark.parametrize(("action", "body"), CONTROLS)
+async def test_a_connected_call_without_ari_is_503_and_records_nothing(
+    engine: Engine, unix_api: Api, action: str, body: dict[str, Any]
+) -> None:
+    slug, sid = await _session(engine, unix_api, *CONNECT)
+    status, err, _ = await unix_api.call(
+        "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers={"X-CTC-Tenant": slug}
+    )
+    assert status == 503, err
+    assert err["error"]["code"] == "unavailable"
+    _, detail, _ = await unix_api.call(
+        "GET", f"{C2C}/sessions/{sid}", headers={"X-CTC-Tenant": slug}
+    )
+    assert not [e for e in detail["events"] if e["event_type"].startswith("control.")]
+
+
+async def test_an_ended_session_is_409(engine: Engine, unix_api: Api) -> None:
+    slug, sid = await _session(engine, unix_api, *CONNECT, "completed")
+    status, err, _ = await unix_api.call(
+        "POST",
+        f"{C2C}/sessions/{sid}/hold",
+        json={"leg": "customer"},
+        headers={"X-CTC-Tenant": slug},
+    )
+    assert status == 409, err
+    assert err["error"]["code"] == "conflict"
+
+
+async def test_openapi_documents_the_controls(unix_api: Api) -> None:
+    _, doc, _ = await unix_api.call("GET", "/api/v1/openapi.json")
+    for action in ("hold", "unhold", "mute", "unmute", "dtmf", "recording"):
+        op = doc["paths"][f"{C2C}/sessions/{{session_id}}/{action}"]["post"]
+        assert {"200", "404", "409", "422", "503"} <= set(op["responses"])
+
+
+class _GoneAri:
+    """An AriClient stand-in whose every call answers 404 (the leg has hung up)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def request(self, method: str, path: str, params: Any = None) -> None:
+        self.calls.append((method, path))
+        raise AriNotFound(f"ARI {method} {path}: 404 Channel not found")
+
+
+@pytest.mark.parametrize(
+    ("action", "args"),
+    [
+        ("hold", (Leg.CUSTOMER,)),
+        ("unhold", (Leg.AGENT,)),
+        ("mute", (Leg.CUSTOMER, "in")),
+        ("dtmf", (Leg.AGENT, "1")),
+    ],
+)
+async def test_a_leg_that_is_gone_is_a_conflict_and_records_nothing(
+    engine: Engine, unix_api: Api, action: str, args: tuple[Any, ...]
+) -> None:
+    slug, sid = await _session(engine, unix_api, *CONNECT)
+    tenant = await engine.store.tenants.by_slug(slug)
+    assert tenant is not None
+    ari = _GoneAri()
+    controls = CallControls(ari, engine.store)  # type: ignore[arg-type]
+    with pytest.raises(Conflict, match="leg is gone"):
+        await getattr(controls, action)(tenant.id, uuid.UUID(sid), *args)
+    assert ari.calls[0][1].startswith(f"/channels/c2c-{sid}-{args[0].value}/")
+    events = await engine.store.sessions.events(tenant.id, uuid.UUID(sid))
+    assert not [e for e in events if e.event_type.startswith("control.")]
+
+
+async def test_a_recording_that_is_gone_is_a_conflict(engine: Engine, unix_api: Api) -> None:
+    slug, sid = await _session(engine, unix_api, *CONNECT)
+    tenant = await engine.store.tenants.by_slug(slug)
+    assert tenant is not None
+    await engine.store.sessions.append_event(
+        tenant.id, uuid.UUID(sid), "recording.started", changes={"recording_path": "/tmp/x.wav"}
+    )
+    ari = _GoneAri()
+    controls = CallControls(ari, engine.store)  # type: ignore[arg-type]
+    with pytest.raises(Conflict, match="not live"):
+        await controls.recording(tenant.id, uuid.UUID(sid), "pause")
+    assert ari.calls == [("POST", f"/recordings/live/c2c-{sid}/pause")]

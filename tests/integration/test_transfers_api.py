@@ -1,0 +1,133 @@
+"""Transfers through the real API with ARI disabled, and the ``call_transfer`` repository."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import pytest
+
+from engine.daemon import Engine
+from engine.errors import Conflict
+from engine.store.transfers import NewTransfer
+from tests.integration.conftest import Api
+
+C2C = "/api/v1/click-to-call"
+CONNECT = ("dialing_agent", "agent_answered", "dialing_customer", "connected")
+
+
+async def _session(engine: Engine, unix_api: Api, *steps: str) -> tuple[str, str]:
+    slug = f"t{uuid.uuid4().hex[:10]}"
+    await engine.store.tenants.create(slug, slug.upper())
+    status, s, _ = await unix_api.call(
+        "POST",
+        f"{C2C}/initiate",
+        json={"agent_number": "1001", "customer_number": "+14155550100"},
+        headers={"X-CTC-Tenant": slug},
+    )
+    assert status == 202, s
+    for step in steps:
+        status, body, _ = await unix_api.call(
+            "PATCH",
+            f"{C2C}/sessions/{s['id']}/status",
+            json={"status": step},
+            headers={"X-CTC-Tenant": slug},
+        )
+        assert status == 200, body
+    return slug, s["id"]
+
+
+async def test_transfer_of_a_call_that_is_not_connected_is_409(
+    engine: Engine, unix_api: Api
+) -> None:
+    slug, sid = await _session(engine, unix_api, "dialing_agent")
+    status, err, _ = await unix_api.call(
+        "POST",
+        f"{C2C}/sessions/{sid}/transfer",
+        json={"type": "blind", "target": "agent2"},
+        headers={"X-CTC-Tenant": slug},
+    )
+    assert status == 409, err
+
+
+async def test_transfer_without_asterisk_is_503(engine: Engine, unix_api: Api) -> None:
+    slug, sid = await _session(engine, unix_api, *CONNECT)
+    status, err, _ = await unix_api.call(
+        "POST",
+        f"{C2C}/sessions/{sid}/transfer",
+        json={"type": "attended", "target": "+14155550111"},
+        headers={"X-CTC-Tenant": slug},
+    )
+    assert status == 503, err
+
+
+async def test_transfer_body_is_validated(engine: Engine, unix_api: Api) -> None:
+    slug, sid = await _session(engine, unix_api, *CONNECT)
+    for body in (
+        {"type": "warm", "target": "agent2"},
+        {"type": "blind", "target": ""},
+        {"type": "blind", "target": "agent2", "leg": "customer"},
+        {"type": "blind"},
+    ):
+        status, err, _ = await unix_api.call(
+            "POST",
+            f"{C2C}/sessions/{sid}/transfer",
+            json=body,
+            headers={"X-CTC-Tenant": slug},
+        )
+        assert status == 422, (body, err)
+
+
+async def test_transfer_of_an_unknown_session_is_404(engine: Engine, unix_api: Api) -> None:
+    for path in ("transfer", "transfer/complete", "transfer/cancel"):
+        status, err, _ = await unix_api.call(
+            "POST",
+            f"{C2C}/sessions/{uuid.uuid4()}/{path}",
+            json={"type": "blind", "target": "agent2"} if path == "transfer" else None,
+        )
+        assert status == 404, (path, err)
+
+
+async def test_openapi_documents_the_transfer_routes(engine: Engine, unix_api: Api) -> None:
+    status, doc, _ = await unix_api.call("GET", "/api/v1/openapi.json")
+    assert status == 200
+    for path in ("transfer", "transfer/complete", "transfer/cancel"):
+        assert f"{C2C}/sessions/{{session_id}}/{path}" in doc["paths"]
+
+
+async def test_transfer_rows(engine: Engine, unix_api: Api) -> None:
+    slug, sid = await _session(engine, unix_api, *CONNECT)
+    tenant = await engine.store.tenants.by_slug(slug)
+    session_id = uuid.UUID(sid)
+    repo = engine.store.transfers
+    new = NewTransfer(
+        tenant_id=tenant.id,
+        session_id=session_id,
+        transfer_type="attended",
+        from_leg="customer",
+        target_type="agent",
+        target="agent2",
+        target_channel_id=f"c2c-{sid}-target",
+        consult_bridge_id=f"c2c-{sid}-consult",
+    )
+    first = await repo.create(new)
+    assert (first.state, first.answered_at, first.completed_at) == ("initiated", None, None)
+    with pytest.raises(Conflict):
+        await repo.create(new)
+    assert (await repo.live(session_id)) == first
+    consulting = await repo.update(first.id, "consulting")
+    assert consulting.answered_at is not None
+    assert consulting.completed_at is None
+    done = await repo.update(first.id, "canceled", failure_cause="canceled by API")
+    assert done.completed_at is not None
+    assert done.failure_cause == "canceled by API"
+    assert await repo.live(session_id) is None
+    assert not await repo.completed_for(session_id)
+    # a new transfer may start once the first ended
+    second = await repo.create(
+        dataclasses.replace(new, transfer_type="blind", consult_bridge_id=None)
+    )
+    busy = await repo.update(second.id, "busy", hangup_cause=17)
+    assert (busy.state, busy.hangup_cause, busy.answered_at) == ("busy", 17, None)
+    rows = await repo.for_session(tenant.id, session_id)
+    assert [r.id for r in rows] == [first.id, second.id]
