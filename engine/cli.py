@@ -347,7 +347,8 @@ def calls(
         return
     for s in data["items"]:
         click.echo(
-            f"{s['id']}  {s['status']:<16} {s['agent_number']:>14} -> {s['customer_number']:<16}"
+            f"{s['id']}  {s['status']:<16} {s['agent_number'] or '-':>14} -> "
+            f"{s['customer_number'] or s.get('caller_number') or '-':<16}"
             f" {s['created_at']}"
         )
     if not data["items"]:

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.domain.call import Direction
+from engine.store import Database, Store
+from engine.store.sessions import NewSession
+
 CTC = str(Path(sys.executable).with_name("ctc"))
 
 
@@ -69,8 +73,23 @@ async def test_run_serves_call_and_calls_then_stops_on_sigterm(
     session_id, status = out.split()
     assert status == "queued"
 
+    # an inbound caller without a number lists too
+    async with Database(cli_env["CTC_DATABASE_URL"]) as db:
+        store = Store.over(db)
+        tenant = await store.tenants.by_slug("default")
+        inbound, _ = await store.sessions.create(
+            NewSession(
+                tenant_id=tenant.id,
+                agent_number=None,
+                customer_number=None,
+                direction=Direction.INBOUND,
+                caller_number="anonymous",
+            )
+        )
     code, out, err = await _ctc("calls", env=cli_env)
     assert code == 0, err
+    assert str(inbound.id) in out
+    assert "anonymous" in out
     assert session_id in out
     assert "queued" in out
 
