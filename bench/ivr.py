@@ -101,39 +101,49 @@ async def main() -> None:
             await store.ivr.save(tenant.id, load_menus(MENUS))
         with tempfile.TemporaryDirectory() as tmp:
             proc, _ = await start_engine(db_url, Path(tmp), box, "", app="ctc")
+            db = await Database(db_url).open()
             try:
                 for rate in (int(r) for r in args.rates.split(",")):
                     for door, prefix in DOORS.items():
-                        work = Path(tmp) / f"{door}-{rate}"
-                        work.mkdir()
-                        cpu0 = cpu_seconds(proc.pid)
-                        ok, failed, elapsed = await asyncio.to_thread(
-                            run_sipp, work, prefix, args.calls, rate
-                        )
-                        cpu = cpu_seconds(proc.pid) - cpu0
                         rows.append(
-                            (
-                                door,
-                                rate,
-                                ok,
-                                failed,
-                                ok / elapsed,
-                                cpu / max(ok, 1) * 1000 if door != "dialplan" else None,
-                            )
+                            await _row(db, proc.pid, Path(tmp), door, prefix, rate, args.calls)
                         )
             finally:
+                await db.close()
                 proc.terminate()
                 await proc.wait()
     finally:
         await drop_database(db_url)
     print(f"\n2-level IVR, {args.calls} calls per row, SIPp caller with RFC 2833 DTMF")
     print(
-        f"{'door':<9} {'offered/s':>9} {'ok':>5} {'failed':>6} {'calls/s':>8} "
+        f"{'door':<9} {'offered/s':>9} {'ok':>5} {'failed':>6} {'walked':>6} {'calls/s':>8} "
         f"{'engine CPU ms/call':>19}"
     )
-    for door, rate, ok, failed, cps, cpu_ms in rows:
+    for door, rate, ok, failed, walked, cps, cpu_ms in rows:
         cpu = f"{cpu_ms:.2f}" if cpu_ms is not None else "-"
-        print(f"{door:<9} {rate:>9} {ok:>5} {failed:>6} {cps:>8.1f} {cpu:>19}")
+        w = str(walked) if walked is not None else "-"
+        print(f"{door:<9} {rate:>9} {ok:>5} {failed:>6} {w:>6} {cps:>8.1f} {cpu:>19}")
+
+
+async def _row(
+    db: Database, pid: int, tmp: Path, door: str, prefix: str, rate: int, calls: int
+) -> tuple[str, int, int, int, int | None, float, float | None]:
+    work = tmp / f"{door}-{rate}"
+    work.mkdir()
+    cpu0 = cpu_seconds(pid)
+    mark = await db.fetchval("SELECT now()")
+    ok, failed, elapsed = await asyncio.to_thread(run_sipp, work, prefix, calls, rate)
+    cpu = cpu_seconds(pid) - cpu0
+    if door == "dialplan":
+        return door, rate, ok, failed, None, ok / elapsed, None
+    # a call "walked" the menu when the engine recorded both of its choices
+    walked = await db.fetchval(
+        "SELECT count(*) FROM (SELECT session_id FROM call_dtmf_interaction "
+        "WHERE occurred_at >= $1 AND outcome = 'option' GROUP BY session_id "
+        "HAVING count(*) = 2) w",
+        mark,
+    )
+    return door, rate, ok, failed, int(walked), ok / elapsed, cpu / max(ok, 1) * 1000
 
 
 if __name__ == "__main__":
