@@ -4,8 +4,8 @@ interpreter as the Stasis door.
 AGI is one command at a time, so the loop is simple: carry out a step's commands; a prompt
 is played with ``STREAM FILE`` and its escape digits (the caller barges in by pressing a
 key), an armed timer becomes ``WAIT FOR DIGIT``; whichever answer comes back is the next
-event. Transfers and message recording are not carried out here yet (answered as failed,
-so the caller hears the menu again, never silence).
+event. A transfer is ``Dial`` from the caller's channel (``DIALSTATUS`` says whether it
+was answered); a message is ``RECORD FILE``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import aiohttp
 
 from engine.asterisk.agi import AgiChannel, AgiCommandError, AgiHangup
 from engine.asterisk.inbound import InboundCall, MenuLoader, http_lookup
+from engine.config import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.ivr import (
     CancelTimer,
@@ -41,6 +42,8 @@ from engine.domain.ivr import (
     Timeout,
     Transfer,
     TransferFailed,
+    Transferred,
+    TransferTargetType,
     step,
 )
 from engine.errors import CtcError
@@ -54,9 +57,10 @@ _KEYS = "0123456789*#"
 class AgiIvr:
     """The FastAGI handler for ``ivr/MENU`` scripts."""
 
-    def __init__(self, store: Store, load_menus: MenuLoader) -> None:
+    def __init__(self, store: Store, load_menus: MenuLoader, calls: CallSettings) -> None:
         self._store = store
         self._load_menus = load_menus
+        self._calls = calls
         self._http: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -152,12 +156,44 @@ class _Walk:
             case HttpLookup():
                 return await http_lookup(self.door.http, command)
             case Transfer():
-                return TransferFailed("transfers are not available over AGI yet")
+                return await self._transfer(command)
             case RecordMessage():
-                return RecordingDone(None)
+                return await self._record_message(command)
             case Hangup():
                 await self.channel.hangup()
         return None
+
+    async def _transfer(self, command: Transfer) -> Event:
+        """Dial the target from the caller's channel; Dial returns when that call is over."""
+        calls = self.door._calls
+        if command.target_type is TransferTargetType.ROUTING_RULE or not command.target:
+            return TransferFailed("routing-rule transfers are not available yet")
+        template = (
+            calls.customer_endpoint_template
+            if command.target_type is TransferTargetType.NUMBER
+            else calls.agent_endpoint_template
+        )
+        endpoint = template.format(number=command.target)
+        await self.record.note("ivr.transfer_dialing", {"target": command.target})
+        await self.channel.exec("Dial", endpoint, str(calls.agent_ring_timeout))
+        status = await self.channel.get_variable("DIALSTATUS")
+        if status == "ANSWER":
+            await self.record.note("ivr.transferred", {"target": command.target})
+            return Transferred()
+        return TransferFailed((status or "failed").lower())
+
+    async def _record_message(self, command: RecordMessage) -> Event:
+        name = f"ivr-message-{self.record.channel_id}-{int(time.time())}"
+        silence = f"s={command.silence_s}" if command.silence_s else ""
+        args: list[str | int] = [name, "wav", "#", command.max_duration_s * 1000]
+        if command.beep:
+            args.append("BEEP")
+        if silence:
+            args.append(silence)
+        started = time.monotonic()
+        await self.channel.command("RECORD FILE", *args)
+        await self.record.note("ivr.recording_message", {"name": name})
+        return RecordingDone(round((time.monotonic() - started) * 1000))
 
     async def _prompt(self, media: str) -> Event:
         self.prompt_mark = time.monotonic()

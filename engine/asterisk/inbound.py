@@ -81,6 +81,13 @@ class InboundCall:
         )
         self.log.info("ivr.entered", menu=menu)
 
+    async def note(self, event_type: str, payload: dict[str, Any]) -> None:
+        """A telephony fact of this call as a ``call_event``."""
+        assert self.session is not None
+        await self.store.sessions.append_event(
+            self.session.tenant_id, self.session.id, event_type, payload=payload
+        )
+
     async def record_dtmf(self, row: RecordDtmf) -> None:
         assert self.session is not None
         assert self.book is not None

@@ -6,8 +6,9 @@ playback finished, recording finished, hangup) and its one timer become
 out the commands (play, stop, timers, DTMF rows, variables, lookups, hang up). The reader
 of the ARI socket never waits on any of this: it only puts events in inboxes.
 
-Not yet carried out here: transfers (answered ``TransferFailed``, so the caller hears the
-failure prompt and the menu again — never silence) and message recording into a mailbox.
+A transfer rings the target into Stasis (the caller hears ringing), bridges it with the
+caller when it answers, or reports busy/no answer so the caller hears the failure prompt and
+the menu again; a message is a channel recording (ends at #, silence or its limit).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import structlog
 
 from engine.asterisk.ari import AriClient, AriNotFound
 from engine.asterisk.inbound import InboundCall, MenuLoader, http_lookup
+from engine.config import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.ivr import (
     CancelTimer,
@@ -48,6 +50,8 @@ from engine.domain.ivr import (
     Timeout,
     Transfer,
     TransferFailed,
+    Transferred,
+    TransferTargetType,
     step,
 )
 from engine.errors import AriError, CtcError, InvalidInput
@@ -68,10 +72,13 @@ def _media(prompt: str) -> str:
 class IvrApp:
     """Starts and routes IVR calls; owned by the Stasis app."""
 
-    def __init__(self, ari: AriClient, store: Store, load_menus: MenuLoader) -> None:
+    def __init__(
+        self, ari: AriClient, store: Store, load_menus: MenuLoader, calls: CallSettings
+    ) -> None:
         self._ari = ari
         self._store = store
         self._load_menus = load_menus
+        self._calls = calls
         self.calls: dict[str, IvrCall] = {}  # channel id -> call
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
@@ -122,6 +129,8 @@ class IvrCall:
         self.tenant_slug = args[2] if len(args) > 2 else "default"
         self.inbox: asyncio.Queue[Event | None] = asyncio.Queue()
         self.record = InboundCall(app._store, self.channel_id, "ari")
+        self.target: str | None = None  # the transfer target's channel, while there is one
+        self.bridged: str | None = None  # the bridge of a transferred call
         self.state = IvrState()
         self._playback: str | None = None
         self._prompt_started = 0.0
@@ -133,6 +142,18 @@ class IvrCall:
 
     def on_ari(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
+        channel = str(event.get("channel", {}).get("id", ""))
+        if self.target is not None and channel == self.target:
+            if kind == "StasisStart":
+                self.inbox.put_nowait(Transferred())
+            elif kind == "ChannelDestroyed":
+                cause = event.get("cause")
+                if self.bridged:
+                    self.inbox.put_nowait(None)  # the target hung up the transferred call
+                else:
+                    self.target = None
+                    self.inbox.put_nowait(TransferFailed(_unanswered(cause)))
+            return
         if kind == "ChannelDtmfReceived":
             with contextlib.suppress(InvalidInput):
                 self.inbox.put_nowait(Digit(str(event.get("digit")), self._ms_since_prompt()))
@@ -169,6 +190,8 @@ class IvrCall:
         finally:
             self._cancel_timer()
             self.app.calls.pop(self.channel_id, None)
+            if self.target is not None:
+                self.app.calls.pop(self.target, None)
 
     async def _run(self) -> None:
         app = self.app
@@ -187,9 +210,23 @@ class IvrCall:
         while self.state.phase is not Phase.ENDED:
             event = await self.inbox.get()
             if event is None:  # the caller hung up
+                await self._release_target()
                 await self.record.end(CallStatus.COMPLETED, "caller hung up")
                 return
+            if isinstance(event, Transferred):
+                await self._bridge_target()
+            elif isinstance(event, TransferFailed):
+                await self._stop_prompt()  # the ringing the caller heard
             await self._feed(event)
+        if self.bridged:
+            # the caller talks to the target now: the call is over when either hangs up
+            while await self.inbox.get() is not None:
+                pass  # keys pressed while talking to the target are not the IVR's
+            await self._release_target()
+            with contextlib.suppress(AriNotFound):
+                await self.app._ari.hangup(self.channel_id)
+            await self.record.end(CallStatus.COMPLETED, "transferred call ended")
+            return
         await self.record.end(CallStatus.COMPLETED, "ivr hung up")
 
     async def _feed(self, event: Event) -> None:
@@ -209,11 +246,7 @@ class IvrCall:
             case SayNumber(value=value):
                 await self._play(f"number:{value}")
             case StopPrompt():
-                playback, self._playback = self._playback, None
-                self._prompt_ended = time.monotonic()
-                if playback is not None:
-                    with contextlib.suppress(AriNotFound):
-                        await ari.stop_playback(playback)
+                await self._stop_prompt()
             case StartInputTimer(ms=ms) | StartInterDigitTimer(ms=ms):
                 self._arm(ms)
             case CancelTimer():
@@ -226,12 +259,91 @@ class IvrCall:
             case HttpLookup():
                 self.inbox.put_nowait(await http_lookup(self.app.http, command))
             case Transfer():
-                self.inbox.put_nowait(TransferFailed("transfers are not available yet"))
+                await self._transfer(command)
             case RecordMessage():
-                self.inbox.put_nowait(RecordingDone(None))
+                await self._record_message(command)
             case Hangup():
                 with contextlib.suppress(AriNotFound):
                     await ari.hangup(self.channel_id)
+
+    async def _transfer(self, command: Transfer) -> None:
+        """Ring the target into Stasis; its answer or failure comes back as an event."""
+        calls = self.app._calls
+        target = command.target or ""
+        if command.target_type is TransferTargetType.ROUTING_RULE or not target:
+            self.inbox.put_nowait(TransferFailed("routing-rule transfers are not available yet"))
+            return
+        template = (
+            calls.customer_endpoint_template
+            if command.target_type is TransferTargetType.NUMBER
+            else calls.agent_endpoint_template
+        )
+        assert self.record.session is not None
+        self.target = f"ivr-{self.record.session.id}-target"
+        self.app.calls[self.target] = self  # before originate: its events may come first
+        try:
+            await self.app._ari.originate(
+                template.format(number=target),
+                channel_id=self.target,
+                app_args="ivr-transfer",
+                caller_id=self.caller_number,
+                ring_timeout=calls.agent_ring_timeout,
+            )
+        except AriError as exc:
+            self.app.calls.pop(self.target, None)
+            self.target = None
+            self.inbox.put_nowait(TransferFailed(f"originate failed: {exc}"))
+            return
+        await self._play("tone:ring")  # the caller hears ringing, not silence
+        await self.record.note("ivr.transfer_dialing", {"target": target})
+
+    async def _bridge_target(self) -> None:
+        assert self.target is not None
+        assert self.record.session is not None
+        await self._stop_prompt()
+        bridge = f"ivr-{self.record.session.id}"
+        await self.app._ari.create_bridge(bridge)
+        await self.app._ari.add_to_bridge(bridge, self.channel_id, self.target)
+        self.bridged = bridge
+        await self.record.note("ivr.transferred", {"target_channel": self.target})
+
+    async def _release_target(self) -> None:
+        if self.target is not None:
+            self.app.calls.pop(self.target, None)
+            with contextlib.suppress(AriError):
+                await self.app._ari.hangup(self.target)
+        if self.bridged is not None:
+            with contextlib.suppress(AriError):
+                await self.app._ari.destroy_bridge(self.bridged)
+
+    async def _record_message(self, command: RecordMessage) -> None:
+        """Record the caller (ends at #, silence or the limit); RecordingFinished answers."""
+        assert self.record.session is not None
+        name = f"ivr-message-{self.record.session.id}-{uuid.uuid4().hex[:8]}"
+        params: dict[str, Any] = {
+            "name": name,
+            "format": "wav",
+            "maxDurationSeconds": command.max_duration_s,
+            "beep": command.beep,
+            "terminateOn": "#",
+            "ifExists": "overwrite",
+        }
+        if command.silence_s:
+            params["maxSilenceSeconds"] = command.silence_s
+        try:
+            await self.app._ari.request("POST", f"/channels/{self.channel_id}/record", params)
+        except AriError as exc:
+            self.log.warning("ivr.record_failed", error=str(exc))
+            self.inbox.put_nowait(RecordingDone(None))
+            return
+        await self.record.note("ivr.recording_message", {"name": name})
+
+    async def _stop_prompt(self) -> None:
+        playback, self._playback = self._playback, None
+        self._prompt_ended = time.monotonic()
+        if playback is not None:
+            with contextlib.suppress(AriNotFound):
+                await self.app._ari.stop_playback(playback)
 
     async def _play(self, media: str) -> None:
         self._playback = f"ivr-{uuid.uuid4()}"
@@ -253,3 +365,12 @@ class IvrCall:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _unanswered(cause: Any) -> str:
+    match int(cause) if cause is not None else None:
+        case 17 | 21:
+            return "busy"
+        case 18 | 19:
+            return "no answer"
+    return f"failed (cause {cause})"

@@ -147,7 +147,7 @@ class StasisApp:
         self.resyncs = 0
         self.resynced = asyncio.Event()
         # inbound callers in Stasis(ctc,ivr,MENU): only when menus can be loaded
-        self.ivr = IvrApp(ari, store, menus) if menus is not None else None
+        self.ivr = IvrApp(ari, store, menus, calls) if menus is not None else None
         self.transfers = TransferRunner(ari, store, calls)
 
     # -- lifecycle ----------------------------------------------------------------------------

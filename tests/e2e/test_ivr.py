@@ -29,6 +29,8 @@ menus:
     options:
       1: {action: submenu, menu: sales}
       2: {action: submenu, menu: account}
+      0: {action: transfer, target_type: agent, target: agent2, failure_prompt: sound:beep}
+      3: {action: record_message, max_duration_s: 2, beep: false}
       9: {action: hangup}
     fallback: {action: hangup, prompt: sound:vm-goodbye}
   sales:
@@ -142,3 +144,52 @@ async def test_the_same_menu_through_fastagi(
     session = await watch.session()
     assert session.metadata["door"] == "agi"
     assert session.ivr_menu == "main"
+
+
+async def test_ivr_transfer_to_an_agent_who_answers(
+    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+) -> None:
+    # agent2's phone answers and hangs up after 2 s: the transferred call then ends
+    with sipp_phone("uas_answer_then_hangup.xml", port=5072, hold_ms=2000) as agent:
+        watch, rows = await _call(engine, sipp_phone, tmp_path, "0")
+        assert await agent.wait_async(30) == 0, agent.report()
+    assert [(r["menu"], r["digit"], r["outcome"]) for r in rows] == [("main", "0", "option")]
+    kinds = [e.event_type for e in watch.events]
+    assert "ivr.transfer_dialing" in kinds
+    assert "ivr.transferred" in kinds
+    assert (await watch.session()).end_reason == "transferred call ended"
+
+
+async def test_ivr_transfer_to_a_busy_agent_returns_to_the_menu(
+    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+) -> None:
+    # busy: the caller hears the failure prompt and the menu again, then presses 9
+    with sipp_phone("uas_busy.xml", port=5072):
+        watch, rows = await _call(engine, sipp_phone, tmp_path, "09", gap_ms=2500)
+    assert [(r["menu"], r["digit"], r["outcome"]) for r in rows] == [
+        ("main", "0", "option"),
+        ("main", "9", "option"),
+    ]
+    kinds = [e.event_type for e in watch.events]
+    assert "ivr.transferred" not in kinds
+    assert (await watch.session()).end_reason == "ivr hung up"
+
+
+async def test_ivr_transfer_through_fastagi(
+    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+) -> None:
+    with sipp_phone("uas_answer_then_hangup.xml", port=5072, hold_ms=2000) as agent:
+        watch, rows = await _call(engine, sipp_phone, tmp_path, "0", number="45735551000")
+        assert await agent.wait_async(30) == 0, agent.report()
+    assert [(r["menu"], r["digit"], r["outcome"]) for r in rows] == [("main", "0", "option")]
+    assert "ivr.transferred" in [e.event_type for e in watch.events]
+
+
+@pytest.mark.parametrize("number", ["5551000", "45735551000"], ids=["stasis", "fastagi"])
+async def test_record_a_message(
+    number: str, engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+) -> None:
+    watch, rows = await _call(engine, sipp_phone, tmp_path, "3", number=number)
+    assert [(r["menu"], r["digit"], r["outcome"]) for r in rows] == [("main", "3", "option")]
+    assert "ivr.recording_message" in [e.event_type for e in watch.events]
+    assert (await watch.session()).end_reason == "ivr hung up"
