@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import tempfile
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -84,3 +85,30 @@ async def unix_api(engine: Engine) -> AsyncIterator[Api]:
 async def tcp_api(engine: Engine) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession() as session:
         yield Api(session, f"http://127.0.0.1:{engine.api.tcp_port}")
+
+
+# The statuses that take a click-to-call from queued to connected (no Asterisk here: the API
+# sets them, as an ERP driving a carrier call would).
+CONNECT = ("dialing_agent", "agent_answered", "dialing_customer", "connected")
+
+
+async def session_in(engine: Engine, unix_api: Api, *steps: str) -> tuple[str, str]:
+    """A new tenant with one session moved through ``steps``; (tenant slug, session id)."""
+    slug = f"t{uuid.uuid4().hex[:10]}"
+    await engine.store.tenants.create(slug, slug.upper())
+    status, s, _ = await unix_api.call(
+        "POST",
+        "/api/v1/click-to-call/initiate",
+        json={"agent_number": "1001", "customer_number": "+14155550100"},
+        headers={"X-CTC-Tenant": slug},
+    )
+    assert status == 202, s
+    for step in steps:
+        status, body, _ = await unix_api.call(
+            "PATCH",
+            f"/api/v1/click-to-call/sessions/{s['id']}/status",
+            json={"status": step},
+            headers={"X-CTC-Tenant": slug},
+        )
+        assert status == 200, body
+    return slug, s["id"]

@@ -12,7 +12,7 @@ from engine.asterisk.controls import CallControls
 from engine.daemon import Engine
 from engine.domain.click_to_call import Leg
 from engine.errors import Conflict
-from tests.integration.conftest import Api
+from tests.integration.conftest import CONNECT, Api, session_in
 
 C2C = "/api/v1/click-to-call"
 
@@ -26,35 +26,11 @@ CONTROLS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-async def _session(engine: Engine, unix_api: Api, *steps: str) -> tuple[str, str]:
-    slug = f"t{uuid.uuid4().hex[:10]}"
-    await engine.store.tenants.create(slug, slug.upper())
-    status, s, _ = await unix_api.call(
-        "POST",
-        f"{C2C}/initiate",
-        json={"agent_number": "1001", "customer_number": "+14155550100"},
-        headers={"X-CTC-Tenant": slug},
-    )
-    assert status == 202, s
-    for step in steps:
-        status, body, _ = await unix_api.call(
-            "PATCH",
-            f"{C2C}/sessions/{s['id']}/status",
-            json={"status": step},
-            headers={"X-CTC-Tenant": slug},
-        )
-        assert status == 200, body
-    return slug, s["id"]
-
-
-CONNECT = ("dialing_agent", "agent_answered", "dialing_customer", "connected")
-
-
 @pytest.mark.parametrize(("action", "body"), CONTROLS)
 async def test_a_session_that_is_not_connected_is_409(
     engine: Engine, unix_api: Api, action: str, body: dict[str, Any]
 ) -> None:
-    slug, sid = await _session(engine, unix_api, "dialing_agent")
+    slug, sid = await session_in(engine, unix_api, "dialing_agent")
     status, err, _ = await unix_api.call(
         "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers={"X-CTC-Tenant": slug}
     )
@@ -91,7 +67,7 @@ async def test_unknown_or_malformed_session_is_404(
 async def test_bad_input_is_422_naming_the_field(
     engine: Engine, unix_api: Api, action: str, body: dict[str, Any], field: str
 ) -> None:
-    slug, sid = await _session(engine, unix_api, *CONNECT)
+    slug, sid = await session_in(engine, unix_api, *CONNECT)
     status, err, _ = await unix_api.call(
         "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers={"X-CTC-Tenant": slug}
     )
@@ -103,7 +79,7 @@ async def test_bad_input_is_422_naming_the_field(
 async def test_digits_accept_the_whole_dtmf_alphabet_before_needing_asterisk(
     engine: Engine, unix_api: Api
 ) -> None:
-    slug, sid = await _session(engine, unix_api, *CONNECT)
+    slug, sid = await session_in(engine, unix_api, *CONNECT)
     status, err, _ = await unix_api.call(
         "POST",
         f"{C2C}/sessions/{sid}/dtmf",
@@ -118,7 +94,7 @@ async def test_digits_accept_the_whole_dtmf_alphabet_before_needing_asterisk(
 async def test_a_connected_call_without_ari_is_503_and_records_nothing(
     engine: Engine, unix_api: Api, action: str, body: dict[str, Any]
 ) -> None:
-    slug, sid = await _session(engine, unix_api, *CONNECT)
+    slug, sid = await session_in(engine, unix_api, *CONNECT)
     status, err, _ = await unix_api.call(
         "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers={"X-CTC-Tenant": slug}
     )
@@ -131,7 +107,7 @@ async def test_a_connected_call_without_ari_is_503_and_records_nothing(
 
 
 async def test_an_ended_session_is_409(engine: Engine, unix_api: Api) -> None:
-    slug, sid = await _session(engine, unix_api, *CONNECT, "completed")
+    slug, sid = await session_in(engine, unix_api, *CONNECT, "completed")
     status, err, _ = await unix_api.call(
         "POST",
         f"{C2C}/sessions/{sid}/hold",
@@ -172,7 +148,7 @@ class _GoneAri:
 async def test_a_leg_that_is_gone_is_a_conflict_and_records_nothing(
     engine: Engine, unix_api: Api, action: str, args: tuple[Any, ...]
 ) -> None:
-    slug, sid = await _session(engine, unix_api, *CONNECT)
+    slug, sid = await session_in(engine, unix_api, *CONNECT)
     tenant = await engine.store.tenants.by_slug(slug)
     assert tenant is not None
     ari = _GoneAri()
@@ -185,7 +161,7 @@ async def test_a_leg_that_is_gone_is_a_conflict_and_records_nothing(
 
 
 async def test_a_recording_that_is_gone_is_a_conflict(engine: Engine, unix_api: Api) -> None:
-    slug, sid = await _session(engine, unix_api, *CONNECT)
+    slug, sid = await session_in(engine, unix_api, *CONNECT)
     tenant = await engine.store.tenants.by_slug(slug)
     assert tenant is not None
     await engine.store.sessions.append_event(

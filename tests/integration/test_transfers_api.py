@@ -10,37 +10,15 @@ import pytest
 from engine.daemon import Engine
 from engine.errors import Conflict
 from engine.store.transfers import NewTransfer
-from tests.integration.conftest import Api
+from tests.integration.conftest import CONNECT, Api, session_in
 
 C2C = "/api/v1/click-to-call"
-CONNECT = ("dialing_agent", "agent_answered", "dialing_customer", "connected")
-
-
-async def _session(engine: Engine, unix_api: Api, *steps: str) -> tuple[str, str]:
-    slug = f"t{uuid.uuid4().hex[:10]}"
-    await engine.store.tenants.create(slug, slug.upper())
-    status, s, _ = await unix_api.call(
-        "POST",
-        f"{C2C}/initiate",
-        json={"agent_number": "1001", "customer_number": "+14155550100"},
-        headers={"X-CTC-Tenant": slug},
-    )
-    assert status == 202, s
-    for step in steps:
-        status, body, _ = await unix_api.call(
-            "PATCH",
-            f"{C2C}/sessions/{s['id']}/status",
-            json={"status": step},
-            headers={"X-CTC-Tenant": slug},
-        )
-        assert status == 200, body
-    return slug, s["id"]
 
 
 async def test_transfer_of_a_call_that_is_not_connected_is_409(
     engine: Engine, unix_api: Api
 ) -> None:
-    slug, sid = await _session(engine, unix_api, "dialing_agent")
+    slug, sid = await session_in(engine, unix_api, "dialing_agent")
     status, err, _ = await unix_api.call(
         "POST",
         f"{C2C}/sessions/{sid}/transfer",
@@ -51,7 +29,7 @@ async def test_transfer_of_a_call_that_is_not_connected_is_409(
 
 
 async def test_transfer_without_asterisk_is_503(engine: Engine, unix_api: Api) -> None:
-    slug, sid = await _session(engine, unix_api, *CONNECT)
+    slug, sid = await session_in(engine, unix_api, *CONNECT)
     status, err, _ = await unix_api.call(
         "POST",
         f"{C2C}/sessions/{sid}/transfer",
@@ -62,7 +40,7 @@ async def test_transfer_without_asterisk_is_503(engine: Engine, unix_api: Api) -
 
 
 async def test_transfer_body_is_validated(engine: Engine, unix_api: Api) -> None:
-    slug, sid = await _session(engine, unix_api, *CONNECT)
+    slug, sid = await session_in(engine, unix_api, *CONNECT)
     for body in (
         {"type": "warm", "target": "agent2"},
         {"type": "blind", "target": ""},
@@ -96,7 +74,7 @@ async def test_openapi_documents_the_transfer_routes(engine: Engine, unix_api: A
 
 
 async def test_transfer_rows(engine: Engine, unix_api: Api) -> None:
-    slug, sid = await _session(engine, unix_api, *CONNECT)
+    slug, sid = await session_in(engine, unix_api, *CONNECT)
     tenant = await engine.store.tenants.by_slug(slug)
     session_id = uuid.UUID(sid)
     repo = engine.store.transfers
