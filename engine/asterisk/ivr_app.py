@@ -27,6 +27,7 @@ from engine.asterisk.ari import AriClient, AriNotFound
 from engine.asterisk.inbound import InboundCall, MenuLoader, http_lookup
 from engine.config import CallSettings
 from engine.domain.call import CallStatus
+from engine.domain.click_to_call import status_for_unanswered
 from engine.domain.ivr import (
     CancelTimer,
     Digit,
@@ -152,7 +153,7 @@ class IvrCall:
                     self.inbox.put_nowait(None)  # the target hung up the transferred call
                 else:
                     self.target = None
-                    self.inbox.put_nowait(TransferFailed(_unanswered(cause)))
+                    self.inbox.put_nowait(TransferFailed(status_for_unanswered(_int(cause)).value))
             return
         if kind == "ChannelDtmfReceived":
             with contextlib.suppress(InvalidInput):
@@ -367,10 +368,5 @@ class IvrCall:
             self._timer = None
 
 
-def _unanswered(cause: Any) -> str:
-    match int(cause) if cause is not None else None:
-        case 17 | 21:
-            return "busy"
-        case 18 | 19:
-            return "no answer"
-    return f"failed (cause {cause})"
+def _int(value: Any) -> int | None:
+    return int(value) if value is not None else None

@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 
+from engine.domain.click_to_call import status_for_unanswered
+
 __all__ = [
     "AdoptTarget",
     "BridgeTarget",
@@ -65,17 +67,11 @@ class TransferState(enum.StrEnum):
 
 T = TransferState
 
-_BUSY_CAUSES = frozenset({17, 21})
-_NO_ANSWER_CAUSES = frozenset({18, 19})
-
 
 def state_for_unanswered(cause: int | None) -> TransferState:
-    """The outcome of a transfer whose target ended before answering."""
-    if cause in _BUSY_CAUSES:
-        return T.BUSY
-    if cause in _NO_ANSWER_CAUSES:
-        return T.NO_ANSWER
-    return T.FAILED
+    """The outcome of a transfer whose target ended before answering (the same Q.850
+    reading as an unanswered click-to-call leg)."""
+    return TransferState(status_for_unanswered(cause).value)
 
 
 # -- facts ----------------------------------------------------------------------------------
