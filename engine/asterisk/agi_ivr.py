@@ -15,6 +15,7 @@ import time
 import aiohttp
 
 from engine.asterisk.agi import AgiChannel, AgiCommandError, AgiHangup
+from engine.asterisk.dialing import dial_string
 from engine.asterisk.inbound import InboundCall, MenuLoader, http_lookup
 from engine.config import CallSettings
 from engine.domain.call import CallStatus
@@ -168,12 +169,9 @@ class _Walk:
         calls = self.door._calls
         if command.target_type is TransferTargetType.ROUTING_RULE or not command.target:
             return TransferFailed("routing-rule transfers are not available yet")
-        template = (
-            calls.customer_endpoint_template
-            if command.target_type is TransferTargetType.NUMBER
-            else calls.agent_endpoint_template
+        endpoint = dial_string(
+            calls, command.target, outside_line=command.target_type is TransferTargetType.NUMBER
         )
-        endpoint = template.format(number=command.target)
         await self.record.note("ivr.transfer_dialing", {"target": command.target})
         await self.channel.exec("Dial", endpoint, str(calls.agent_ring_timeout))
         status = await self.channel.get_variable("DIALSTATUS")

@@ -24,6 +24,7 @@ import aiohttp
 import structlog
 
 from engine.asterisk.ari import AriClient, AriNotFound
+from engine.asterisk.dialing import dial_string
 from engine.asterisk.inbound import InboundCall, MenuLoader, http_lookup
 from engine.config import CallSettings
 from engine.domain.call import CallStatus
@@ -274,17 +275,15 @@ class IvrCall:
         if command.target_type is TransferTargetType.ROUTING_RULE or not target:
             self.inbox.put_nowait(TransferFailed("routing-rule transfers are not available yet"))
             return
-        template = (
-            calls.customer_endpoint_template
-            if command.target_type is TransferTargetType.NUMBER
-            else calls.agent_endpoint_template
+        endpoint = dial_string(
+            calls, target, outside_line=command.target_type is TransferTargetType.NUMBER
         )
         assert self.record.session is not None
         self.target = f"ivr-{self.record.session.id}-target"
         self.app.calls[self.target] = self  # before originate: its events may come first
         try:
             await self.app._ari.originate(
-                template.format(number=target),
+                endpoint,
                 channel_id=self.target,
                 app_args="ivr-transfer",
                 caller_id=self.caller_number,

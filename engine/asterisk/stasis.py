@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from engine.asterisk.ari import AriClient, AriEventLink, AriNotFound
+from engine.asterisk.dialing import dial_string
 from engine.asterisk.inbound import MenuLoader
 from engine.asterisk.ivr_app import IvrApp
 from engine.asterisk.transfers import TransferRunner, target_channel_id
@@ -394,17 +395,12 @@ class StasisApp:
             raise AriError(f"session {session.id} has no number to dial for the {leg.value}")
         if leg is Leg.AGENT:
             # an agent given as an E.164 number is an outside line: dial it like a customer
-            template = (
-                self._calls.customer_endpoint_template
-                if session.agent_number.startswith("+")
-                else self._calls.agent_endpoint_template
-            )
-            endpoint = _endpoint(template, session.agent_number)
+            endpoint = dial_string(self._calls, session.agent_number)
             # the agent sees who they are about to talk to
             caller_id = session.customer_number
             ring = self._calls.agent_ring_timeout
         else:
-            endpoint = _endpoint(self._calls.customer_endpoint_template, session.customer_number)
+            endpoint = dial_string(self._calls, session.customer_number, outside_line=True)
             caller_id = session.caller_id or self._calls.default_caller_id
             ring = self._calls.customer_ring_timeout
         await self._ari.originate(
@@ -596,7 +592,3 @@ def _awaits_answer(status: CallStatus, leg: Leg) -> bool:
     return (leg is Leg.AGENT and status is CallStatus.DIALING_AGENT) or (
         leg is Leg.CUSTOMER and status is CallStatus.DIALING_CUSTOMER
     )
-
-
-def _endpoint(template: str, number: str) -> str:
-    return template.format(number=number)

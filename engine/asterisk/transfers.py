@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from engine.asterisk.ari import AriClient, AriNotFound
+from engine.asterisk.dialing import dial_string
 from engine.config import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.phone import to_e164
@@ -160,10 +161,10 @@ class TransferRunner:
         """(target_type, normalised target, dial string); InvalidInput if unknown."""
         if target.startswith("+"):
             number = to_e164(target, field="target")
-            return "number", number, self._calls.customer_endpoint_template.format(number=number)
+            return "number", number, dial_string(self._calls, number)
         if not _ENDPOINT_NAME.match(target):
             raise InvalidInput("target", "neither an E.164 number nor an endpoint name")
-        endpoint = self._calls.agent_endpoint_template.format(number=target)
+        endpoint = dial_string(self._calls, target, outside_line=False)
         tech, _, resource = endpoint.partition("/")
         if tech and resource and "@" not in resource:
             try:
