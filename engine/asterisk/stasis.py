@@ -59,6 +59,7 @@ from engine.domain.transfer import (
 from engine.errors import AriError, CtcError, IllegalTransition
 from engine.health import HealthReport
 from engine.store import Store
+from engine.store.recording import RecordingPolicy
 from engine.store.sessions import StoredSession
 from engine.store.transfers import StoredTransfer
 
@@ -303,15 +304,19 @@ class StasisApp:
                         with contextlib.suppress(AriError):
                             await self._ari.hangup(target_channel_id(session_id))
                 return
-            record = False
+            # the recording policy is read once, when it matters: the customer answered
+            policy = None
             if isinstance(fact, Answered) and fact.leg is Leg.CUSTOMER:
-                record = await self._wants_recording(session)
+                policy = await self._store.recording.for_call(
+                    session.tenant_id, session.provider_id, session.direction.value
+                )
+            record = policy is not None and policy.is_enabled
             decision = decide(session.status, fact, record=record)
             if not decision.steps:
                 bound.debug(
                     "stasis.fact_ignored", fact=type(fact).__name__, status=session.status.value
                 )
-            session = await self._carry_out(session, decision, bound)
+            session = await self._carry_out(session, decision, bound, policy)
             if session.status.is_terminal:
                 await self.transfers.abort(session, f"call ended ({session.status.value})")
             if session.status.is_terminal and not self._waiting_for_recording(session):
@@ -320,18 +325,16 @@ class StasisApp:
     def _waiting_for_recording(self, session: StoredSession) -> bool:
         return session.recording_path is not None and session.recording_duration_ms is None
 
-    async def _wants_recording(self, session: StoredSession) -> bool:
-        policy = await self._store.recording.for_call(
-            session.tenant_id, session.provider_id, session.direction.value
-        )
-        return policy is not None and policy.is_enabled
-
     async def _carry_out(
-        self, session: StoredSession, decision: Decision, bound: Any
+        self,
+        session: StoredSession,
+        decision: Decision,
+        bound: Any,
+        policy: RecordingPolicy | None = None,
     ) -> StoredSession:
         for step in decision.steps:
             try:
-                session = await self._step(session, step, bound)
+                session = await self._step(session, step, bound, policy)
             except AriError as exc:
                 bound.warning("stasis.step_failed", step=type(step).__name__, error=str(exc))
                 return await self._fail(session, f"{type(step).__name__} failed: {exc}", bound)
@@ -341,7 +344,9 @@ class StasisApp:
                 return session
         return session
 
-    async def _step(self, session: StoredSession, step: Any, bound: Any) -> StoredSession:
+    async def _step(
+        self, session: StoredSession, step: Any, bound: Any, policy: RecordingPolicy | None
+    ) -> StoredSession:
         sid = session.id
         match step:
             case SetStatus():
@@ -372,7 +377,9 @@ class StasisApp:
                     bridge_id(sid), channel_id(sid, Leg.AGENT), channel_id(sid, Leg.CUSTOMER)
                 )
             case StartRecording():
-                session = await self._start_recording(session)
+                # decided only when the customer answered under an enabled policy
+                assert policy is not None
+                session = await self._start_recording(session, policy)
             case Hangup():
                 channel = channel_id(sid, step.leg)
                 if step.leg is Leg.AGENT and session.agent_channel_id:
@@ -412,18 +419,17 @@ class StasisApp:
             variables={"CTC_SESSION_ID": str(session.id), "CTC_LEG": leg.value},
         )
 
-    async def _start_recording(self, session: StoredSession) -> StoredSession:
-        policy = await self._store.recording.for_call(
-            session.tenant_id, session.provider_id, session.direction.value
-        )
-        fmt = policy.format if policy is not None else "wav"
+    async def _start_recording(
+        self, session: StoredSession, policy: RecordingPolicy
+    ) -> StoredSession:
+        fmt = policy.format
         name = f"{_PREFIX}{session.id}"
         await self._ari.record_bridge(
             bridge_id(session.id),
             name,
             fmt=fmt,
-            max_duration=(policy.max_duration_s or 0) if policy is not None else 0,
-            beep=policy.beep if policy is not None else False,
+            max_duration=policy.max_duration_s or 0,
+            beep=policy.beep,
         )
         path = f"{self._recording_dir}/{name}.{fmt}"
         session, _ = await self._store.sessions.append_event(

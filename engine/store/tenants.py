@@ -120,7 +120,8 @@ class TenantRepository:
 
     async def by_token(self, token: str) -> Tenant | None:
         """The active tenant a valid, unrevoked token belongs to, else None."""
-        key = f"token:{hash_token(token)}"
+        digest = hash_token(token)
+        key = f"token:{digest}"
         cached = self._cached(key)
         if cached is not None:
             return cached
@@ -128,6 +129,6 @@ class TenantRepository:
             "SELECT t.id, t.slug, t.name, t.callback_url, t.is_active "
             "FROM api_token k JOIN tenant t ON t.id = k.tenant_id "
             "WHERE k.token_hash = $1 AND k.revoked_at IS NULL AND t.is_active",
-            hash_token(token),
+            digest,
         )
         return None if row is None else self._remember(key, _tenant(row))
