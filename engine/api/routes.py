@@ -379,10 +379,7 @@ async def call_stats(req: ApiRequest) -> web.StreamResponse:
 
 
 def _session_id(req: ApiRequest) -> uuid.UUID:
-    try:
-        return req.path_uuid("session_id")
-    except Exception as exc:
-        raise NotFound("session", req.raw.match_info["session_id"]) from exc
+    return req.path_uuid("session_id", "session")
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -514,10 +511,7 @@ async def list_providers(req: ApiRequest) -> web.StreamResponse:
     responses={200: ProviderOut, 401: E, 404: E},
 )
 async def get_provider(req: ApiRequest) -> web.StreamResponse:
-    try:
-        pid = req.path_uuid("provider_id")
-    except Exception as exc:
-        raise NotFound("provider", req.raw.match_info["provider_id"]) from exc
+    pid = req.path_uuid("provider_id", "provider")
     provider = await req.raw.app[API_STATE].store.providers.get(req.require_tenant().id, pid)
     return json_response(ProviderOut.model_validate(provider, from_attributes=True))
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from engine import __version__
-from engine.errors import InvalidInput
+from engine.errors import NotFound
 from engine.store.tenants import Tenant
 
 __all__ = [
@@ -86,11 +86,14 @@ class ApiRequest:
         assert self.tenant is not None, "route declared auth=True"
         return self.tenant
 
-    def path_uuid(self, name: str) -> uuid.UUID:
+    def path_uuid(self, name: str, what: str) -> uuid.UUID:
+        """The id in the path; one that is not a UUID names no ``what``: 404, like an
+        unknown one."""
+        raw = self.raw.match_info[name]
         try:
-            return uuid.UUID(self.raw.match_info[name])
+            return uuid.UUID(raw)
         except ValueError as exc:
-            raise InvalidInput(name, "not a UUID") from exc
+            raise NotFound(what, raw) from exc
 
 
 def json_response(
