@@ -183,7 +183,7 @@ class CallService:
     async def transfer(
         self, tenant: Tenant, session_id: uuid.UUID, kind: str, target: str, leg: str = "agent"
     ) -> StoredTransfer:
-        """Transfer a connected call's agent leg (409 if not connected, 422 unknown target)."""
+        """Transfer a connected call's `leg` (409 if not connected, 422 unknown target)."""
         session = await self._store.sessions.get(tenant.id, session_id)
         if session.status is not CallStatus.CONNECTED:
             raise Conflict(f"session {session_id} is {session.status.value}, not connected")

@@ -203,19 +203,29 @@ class EndCallIn(_In):
 
 class TransferIn(_In):
     type: Literal["blind", "attended"] = Field(
-        description="blind: the target replaces the agent as soon as it answers; attended: "
-        "the agent talks to the target first, then completes or cancels"
+        description="blind: the target replaces the leg as soon as it answers; attended: "
+        "the customer is held while the agent talks to the target first, then completes or "
+        "cancels"
     )
     target: Annotated[
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)
     ] = Field(description="An agent endpoint name or an E.164 number", examples=["agent2"])
-    leg: Literal["agent"] = Field(default="agent", description="The leg being replaced")
+    leg: Literal["agent", "customer"] = Field(
+        default="agent",
+        description="The leg being replaced (released once the target is connected): "
+        "`agent` hands the customer over to the target; `customer` keeps the agent and "
+        "connects it to the target instead of the customer. The other leg stays "
+        "(`from_leg` of the transfer).",
+    )
 
 
 class TransferOut(_Out):
     id: uuid.UUID
     session_id: uuid.UUID
     transfer_type: Literal["blind", "attended"]
+    from_leg: Literal["agent", "customer"] = Field(
+        description="The leg that stays and is connected to the target"
+    )
     target_type: str
     target: str | None
     target_channel_id: str | None

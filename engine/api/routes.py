@@ -199,16 +199,17 @@ _TRANSFER_RESPONSES: dict[int, type[BaseModel] | None] = {
 @router.route(
     "POST",
     f"{C2C}/sessions/{{session_id}}/transfer",
-    summary="Transfer a connected call's agent leg (blind or attended)",
+    summary="Transfer a connected call: replace its agent or customer leg (blind or attended)",
     tags=("click-to-call",),
     body=TransferIn,
     responses=_TRANSFER_RESPONSES,
 )
 async def transfer_session(req: ApiRequest) -> web.StreamResponse:
     """Rings the target (an agent endpoint or an E.164 number). Blind: the target replaces
-    the agent when it answers. Attended: the customer hears music on hold and the agent
-    consults the target; then `transfer/complete` or `transfer/cancel`. The answer is the
-    transfer as it stands (state `initiated` while the target rings)."""
+    the `leg` (default `agent`) when it answers. Attended: the customer hears music on hold
+    and the agent consults the target; then `transfer/complete` or `transfer/cancel`. A call
+    may be transferred again once a transfer ended (one in flight at a time, else 409). The
+    answer is the transfer as it stands (state `initiated` while the target rings)."""
     body = req.body_as(TransferIn)
     transfer = await req.raw.app[API_STATE].calls.transfer(
         req.require_tenant(), _session_id(req), body.type, body.target, body.leg
@@ -219,7 +220,7 @@ async def transfer_session(req: ApiRequest) -> web.StreamResponse:
 @router.route(
     "POST",
     f"{C2C}/sessions/{{session_id}}/transfer/complete",
-    summary="Complete an attended transfer (the target joins the customer, the agent leaves)",
+    summary="Complete an attended transfer (the target replaces the transferred leg)",
     tags=("click-to-call",),
     responses=_TRANSFER_RESPONSES,
 )

@@ -7,14 +7,18 @@ in parallel. The domain (:func:`engine.domain.click_to_call.decide`) says what t
 module carries it out (ARI calls, store writes).
 
 Channel, bridge and recording ids are derived from the session id (``c2c-<uuid>-agent``,
-``c2c-<uuid>-customer``, bridge ``c2c-<uuid>``), so after a reconnect the resync can match
-what Asterisk still has to the live sessions in PostgreSQL without any other state.
+``c2c-<uuid>-customer``, bridge ``c2c-<uuid>``; a transfer's target
+``c2c-<uuid>-target-<transfer>``), so after a reconnect the resync can match what Asterisk
+still has to the live sessions (and their transfers in flight) in PostgreSQL. Which role a
+channel plays is decided per event against the session's current legs and its transfer in
+flight (:func:`engine.domain.transfer.route_channel`): completed transfers replace legs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -25,7 +29,7 @@ from engine.asterisk.ari import AriClient, AriEventLink, AriNotFound
 from engine.asterisk.dialing import dial_string
 from engine.asterisk.inbound import MenuLoader
 from engine.asterisk.ivr_app import IvrApp
-from engine.asterisk.transfers import TransferRunner, target_channel_id
+from engine.asterisk.transfers import TransferRunner, leg_channel, parse_target_channel_id
 from engine.config import CallSettings
 from engine.domain.call import CallStatus, Direction
 from engine.domain.click_to_call import (
@@ -36,7 +40,6 @@ from engine.domain.click_to_call import (
     Fact,
     Hangup,
     Leg,
-    LegEnded,
     Note,
     Originate,
     PlayRingback,
@@ -50,10 +53,11 @@ from engine.domain.transfer import (
     CancelRequested,
     ChannelRole,
     CompleteRequested,
-    TargetAnswered,
-    TargetEnded,
     TransferFact,
+    TransferState,
     TransferType,
+    channel_fact,
+    resync_transfer,
     route_channel,
 )
 from engine.errors import AriError, CtcError, IllegalTransition
@@ -63,7 +67,14 @@ from engine.store.recording import RecordingPolicy
 from engine.store.sessions import StoredSession
 from engine.store.transfers import StoredTransfer
 
-__all__ = ["StasisApp", "bridge_id", "channel_id", "parse_channel_id"]
+__all__ = [
+    "ChannelFact",
+    "StasisApp",
+    "bridge_id",
+    "channel_id",
+    "parse_channel_id",
+    "session_of_channel",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -91,14 +102,28 @@ def parse_channel_id(value: str) -> tuple[uuid.UUID, Leg] | None:
         return None
 
 
-def _parse_target_channel_id(value: str) -> uuid.UUID | None:
-    """``c2c-<uuid>-target`` (a transfer target) back to its session id."""
-    if not (value.startswith(_PREFIX) and value.endswith("-target")):
-        return None
-    try:
-        return uuid.UUID(value[len(_PREFIX) : -len("-target")])
-    except ValueError:
-        return None
+def session_of_channel(value: str) -> uuid.UUID | None:
+    """The session a channel of ours (a leg or a transfer target) belongs to; None for
+    channels that are not ours."""
+    parsed = parse_channel_id(value)
+    if parsed is not None:
+        return parsed[0]
+    target = parse_target_channel_id(value)
+    return None if target is None else target[0]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChannelFact:
+    """A channel of a session entered Stasis (``up``: it answered) or ended; what it means
+    depends on the role the channel plays when the fact is handled (:func:`_route`)."""
+
+    channel: str
+    up: bool
+    cause: int | None = None
+    cause_text: str | None = None
+
+
+RawFact = Fact | TransferFact | ChannelFact
 
 
 def _parse_bridge_or_recording(value: str) -> uuid.UUID | None:
@@ -189,7 +214,7 @@ class StasisApp:
     async def transfer(
         self, session: StoredSession, kind: str, target: str, leg: str = "agent"
     ) -> StoredTransfer:
-        """Start a blind or attended transfer of a connected call's agent leg."""
+        """Start a blind or attended transfer replacing a connected call's ``leg``."""
         async with self._lock(session.id):
             current = await self._store.sessions.get(session.tenant_id, session.id)
             return await self.transfers.start(current, TransferType(kind), target, leg)
@@ -219,13 +244,13 @@ class StasisApp:
                 continue
             self._submit(*routed)
 
-    def _submit(self, session_id: uuid.UUID, fact: Fact | TransferFact) -> None:
+    def _submit(self, session_id: uuid.UUID, fact: RawFact) -> None:
         # tasks for one session queue on its lock in creation order (asyncio.Lock is FIFO)
         task = asyncio.create_task(self._handle_logged(session_id, fact))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle_logged(self, session_id: uuid.UUID, fact: Fact | TransferFact) -> None:
+    async def _handle_logged(self, session_id: uuid.UUID, fact: RawFact) -> None:
         try:
             await self._handle(session_id, fact)
         except CtcError as exc:
@@ -253,27 +278,21 @@ class StasisApp:
             return True
         return False
 
-    def _fact(self, event: Mapping[str, Any]) -> tuple[uuid.UUID, Fact | TransferFact] | None:
+    def _fact(self, event: Mapping[str, Any]) -> tuple[uuid.UUID, RawFact] | None:
         kind = event.get("type")
         if kind in ("StasisStart", "ChannelDestroyed"):
             raw = str(event.get("channel", {}).get("id", ""))
-            parsed = parse_channel_id(raw)
-            if parsed is None:
-                target_of = _parse_target_channel_id(raw)
-                if target_of is None:
-                    return None
-                if kind == "StasisStart":
-                    return target_of, TargetAnswered()
-                cause = event.get("cause")
-                return target_of, TargetEnded(
-                    int(cause) if cause is not None else None, event.get("cause_txt")
-                )
-            session_id, leg = parsed
+            session_id = session_of_channel(raw)
+            if session_id is None:
+                return None
             if kind == "StasisStart":
-                return session_id, Answered(leg)
+                return session_id, ChannelFact(raw, up=True)
             cause = event.get("cause")
-            return session_id, LegEnded(
-                leg, int(cause) if cause is not None else None, event.get("cause_txt")
+            return session_id, ChannelFact(
+                raw,
+                up=False,
+                cause=int(cause) if cause is not None else None,
+                cause_text=event.get("cause_txt"),
             )
         if kind in ("RecordingFinished", "RecordingFailed"):
             recording = event.get("recording", {})
@@ -285,42 +304,53 @@ class StasisApp:
             return session_id_or_none, RecordingFinished(ms)
         return None
 
-    async def _handle(self, session_id: uuid.UUID, raw_fact: Fact | TransferFact) -> None:
+    async def _handle(self, session_id: uuid.UUID, raw_fact: RawFact) -> None:
         async with self._lock(session_id):
-            session = await self._store.sessions.by_id(session_id)
-            if session is None:
-                log.warning("stasis.unknown_session", call_id=str(session_id))
-                return
-            bound = log.bind(call_id=str(session_id), tenant_id=str(session.tenant_id))
-            fact = _route(session, raw_fact)
+            await self._handle_locked(session_id, raw_fact)
+
+    async def _handle_locked(self, session_id: uuid.UUID, raw_fact: RawFact) -> None:
+        session = await self._store.sessions.by_id(session_id)
+        if session is None:
+            log.warning("stasis.unknown_session", call_id=str(session_id))
+            return
+        bound = log.bind(call_id=str(session_id), tenant_id=str(session.tenant_id))
+        fact: Fact | TransferFact | None
+        if isinstance(raw_fact, ChannelFact):
+            # a leg's own channel needs no look-up of the transfer in flight
+            transfer = None
+            if _role(session, None, raw_fact.channel) is ChannelRole.STALE:
+                transfer = await self.transfers.live_transfer(session)
+            fact = _route(session, transfer, raw_fact)
             if fact is None:
-                bound.debug("stasis.stale_leg_fact", fact=repr(raw_fact))
+                bound.debug("stasis.stale_channel_fact", fact=repr(raw_fact))
+                if raw_fact.up and _role(session, transfer, raw_fact.channel) is ChannelRole.STALE:
+                    # e.g. a target answering after its transfer ended: nobody wants it
+                    with contextlib.suppress(AriError):
+                        await self._ari.hangup(raw_fact.channel)
                 return
-            if isinstance(fact, TargetAnswered | TargetEnded | CompleteRequested | CancelRequested):
-                if await self.transfers.on_fact(session, fact) is None:
-                    bound.debug("stasis.transfer_fact_ignored", fact=repr(fact))
-                    if isinstance(fact, TargetAnswered):
-                        # a target answering after its transfer ended: nobody wants it
-                        with contextlib.suppress(AriError):
-                            await self._ari.hangup(target_channel_id(session_id))
-                return
-            # the recording policy is read once, when it matters: the customer answered
-            policy = None
-            if isinstance(fact, Answered) and fact.leg is Leg.CUSTOMER:
-                policy = await self._store.recording.for_call(
-                    session.tenant_id, session.provider_id, session.direction.value
-                )
-            record = policy is not None and policy.is_enabled
-            decision = decide(session.status, fact, record=record)
-            if not decision.steps:
-                bound.debug(
-                    "stasis.fact_ignored", fact=type(fact).__name__, status=session.status.value
-                )
-            session = await self._carry_out(session, decision, bound, policy)
-            if session.status.is_terminal:
-                await self.transfers.abort(session, f"call ended ({session.status.value})")
-            if session.status.is_terminal and not self._waiting_for_recording(session):
-                self._locks.pop(session_id, None)
+        else:
+            fact = raw_fact
+        if isinstance(fact, TransferFact):
+            if await self.transfers.on_fact(session, fact) is None:
+                bound.debug("stasis.transfer_fact_ignored", fact=repr(fact))
+            return
+        # the recording policy is read once, when it matters: the customer answered
+        policy = None
+        if isinstance(fact, Answered) and fact.leg is Leg.CUSTOMER:
+            policy = await self._store.recording.for_call(
+                session.tenant_id, session.provider_id, session.direction.value
+            )
+        record = policy is not None and policy.is_enabled
+        decision = decide(session.status, fact, record=record)
+        if not decision.steps:
+            bound.debug(
+                "stasis.fact_ignored", fact=type(fact).__name__, status=session.status.value
+            )
+        session = await self._carry_out(session, decision, bound, policy)
+        if session.status.is_terminal:
+            await self.transfers.abort(session, f"call ended ({session.status.value})")
+        if session.status.is_terminal and not self._waiting_for_recording(session):
+            self._locks.pop(session_id, None)
 
     def _waiting_for_recording(self, session: StoredSession) -> bool:
         return session.recording_path is not None and session.recording_duration_ms is None
@@ -381,11 +411,9 @@ class StasisApp:
                 assert policy is not None
                 session = await self._start_recording(session, policy)
             case Hangup():
-                channel = channel_id(sid, step.leg)
-                if step.leg is Leg.AGENT and session.agent_channel_id:
-                    channel = session.agent_channel_id  # a transfer target, once completed
+                # the leg's channel now: a completed transfer's target has replaced it
                 with contextlib.suppress(AriNotFound):
-                    await self._ari.hangup(channel)
+                    await self._ari.hangup(leg_channel(session, step.leg))
             case Note():
                 session, _ = await self._store.sessions.append_event(
                     session.tenant_id,
@@ -442,8 +470,11 @@ class StasisApp:
         return session
 
     async def _fail(self, session: StoredSession, reason: str, bound: Any) -> StoredSession:
-        channels = [channel_id(session.id, leg) for leg in Leg]
-        for channel in (*channels, target_channel_id(session.id)):
+        # the legs as dialed and as they are now; a transfer in flight is aborted by the
+        # caller once the session is terminal
+        channels = {channel_id(session.id, leg) for leg in Leg}
+        channels |= {leg_channel(session, leg) for leg in Leg}
+        for channel in sorted(channels):
             with contextlib.suppress(AriError):
                 await self._ari.hangup(channel)
         if session.status.is_terminal:
@@ -473,49 +504,26 @@ class StasisApp:
             self.resynced.set()
 
     async def _resync(self) -> None:
-        channels = await self._ari.channels()
-        present: dict[tuple[uuid.UUID, Leg], dict[str, Any]] = {}
-        for ch in channels:
-            parsed = parse_channel_id(str(ch.get("id", "")))
-            if parsed is not None:
-                present[parsed] = ch
+        channels = {str(ch.get("id", "")): ch for ch in await self._ari.channels()}
         live = {s.id: s for s in await self._store.sessions.live()}
         adopted = ended = 0
-        all_ids = {str(ch.get("id", "")) for ch in channels}
+        all_ids = set(channels)
         for session in live.values():
             if session.direction is Direction.INBOUND:
                 ended += await self._resync_inbound(session, all_ids)
                 continue
             if session.status is CallStatus.QUEUED:
                 continue  # not dialed yet: its start is in flight or still to come
-            facts = self._resync_facts(session, present, all_ids)
-            if not facts:
+            if await self._resync_session(session.id, channels):
+                ended += 1
+            else:
                 adopted += 1
-                continue
-            ended += 1
-            await self._store.sessions.append_event(
-                session.tenant_id,
-                session.id,
-                "session.resync",
-                payload={
-                    "reason": "state differed from Asterisk after the ARI link (re)connected",
-                    "channels_present": sorted(
-                        leg.value for (sid, leg) in present if sid == session.id
-                    ),
-                },
-            )
-            for fact in facts:
-                await self._handle(session.id, fact)
-        # channels of ours whose session is over or unknown: nobody manages them, hang up
-        orphans = [(sid, leg) for (sid, leg) in present if sid not in live]
-        for raw in all_ids:
-            target_of = _parse_target_channel_id(raw)
-            if target_of is not None and target_of not in live:
-                with contextlib.suppress(AriError):
-                    await self._ari.hangup(raw)
-        for sid, leg in orphans:
+        # channels of ours (legs, transfer targets) whose session is over or unknown:
+        # nobody manages them, hang up
+        orphans = [raw for raw in channels if (sid := session_of_channel(raw)) and sid not in live]
+        for raw in orphans:
             with contextlib.suppress(AriError):
-                await self._ari.hangup(channel_id(sid, leg))
+                await self._ari.hangup(raw)
         log.info(
             "stasis.resynced",
             live=len(live),
@@ -523,6 +531,81 @@ class StasisApp:
             ended=ended,
             orphans_hung_up=len(orphans),
         )
+
+    async def _resync_session(
+        self, session_id: uuid.UUID, channels: Mapping[str, Mapping[str, Any]]
+    ) -> bool:
+        """Reconcile one click-to-call (and its transfer in flight) with Asterisk's
+        channels; True when facts were missed (and applied)."""
+        async with self._lock(session_id):
+            session = await self._store.sessions.by_id(session_id)
+            if session is None or session.status.is_terminal:
+                return False
+            facts = _resync_facts(session, channels)
+            if facts:
+                await self._store.sessions.append_event(
+                    session.tenant_id,
+                    session.id,
+                    "session.resync",
+                    payload={
+                        "reason": "state differed from Asterisk after the ARI link (re)connected",
+                        "channels_present": sorted(
+                            raw for raw in channels if session_of_channel(raw) == session.id
+                        ),
+                    },
+                )
+                for fact in facts:
+                    await self._handle_locked(session.id, fact)
+            # the transfer in flight: adopt it when its target lives, end it when it is gone
+            session = await self._store.sessions.by_id(session_id)
+            if session is None or session.status.is_terminal:
+                return bool(facts)  # the missed facts ended the call (and the transfer)
+            missed = False
+            transfer = await self.transfers.live_transfer(session)
+            if transfer is not None:
+                missed = await self._resync_transfer(session, transfer, channels)
+            # channels of this call that play no role any more (legs a transfer replaced,
+            # earlier targets) are hung up
+            transfer = await self.transfers.live_transfer(session)
+            session = await self._store.sessions.get(session.tenant_id, session_id)
+            for raw in channels:
+                if session_of_channel(raw) == session.id and (
+                    _role(session, transfer, raw) is ChannelRole.STALE
+                ):
+                    with contextlib.suppress(AriError):
+                        await self._ari.hangup(raw)
+            return bool(facts) or missed
+
+    async def _resync_transfer(
+        self,
+        session: StoredSession,
+        transfer: StoredTransfer,
+        channels: Mapping[str, Mapping[str, Any]],
+    ) -> bool:
+        """Adopt a transfer in flight whose target lives (carrying on if it answered
+        unseen), or end it and give the call back to its parties; True if it had missed
+        something."""
+        target = channels.get(transfer.target_channel_id or "")
+        missed = resync_transfer(
+            TransferState(transfer.state),
+            target_present=target is not None,
+            target_up=target is not None and target.get("state") == "Up",
+        )
+        await self._store.sessions.append_event(
+            session.tenant_id,
+            session.id,
+            "transfer.resync",
+            payload={
+                "transfer_id": str(transfer.id),
+                "state": transfer.state,
+                "target_present": target is not None,
+                "missed": type(missed).__name__ if missed is not None else None,
+            },
+        )
+        if missed is None:
+            return False
+        await self.transfers.on_fact(session, missed)
+        return True
 
     async def _resync_inbound(self, session: StoredSession, channel_ids: set[str]) -> int:
         """End an inbound session whose caller's channel is gone; 1 if it was ended."""
@@ -546,52 +629,51 @@ class StasisApp:
             )
         return 1
 
-    def _resync_facts(
-        self,
-        session: StoredSession,
-        present: Mapping[tuple[uuid.UUID, Leg], Mapping[str, Any]],
-        channel_ids: set[str],
-    ) -> list[Fact | TransferFact]:
-        """Facts we missed while disconnected, inferred from what Asterisk has now."""
-        facts: list[Fact | TransferFact] = []
-        for leg in (Leg.AGENT, Leg.CUSTOMER):
-            if leg is Leg.AGENT and session.agent_channel_id == target_channel_id(session.id):
-                # a completed transfer's target is the agent leg now
-                if session.agent_channel_id not in channel_ids:
-                    facts.append(TargetEnded(None, "channel gone while ARI was disconnected"))
-                continue
-            dialed = (leg is Leg.AGENT) or session.status in (
-                CallStatus.DIALING_CUSTOMER,
-                CallStatus.CONNECTED,
-            )
-            if not dialed:
-                continue
-            channel = present.get((session.id, leg))
-            if channel is None:
-                facts.append(LegEnded(leg, None, "channel gone while ARI was disconnected"))
-            elif channel.get("state") == "Up" and _awaits_answer(session.status, leg):
-                facts.append(Answered(leg))
-        return facts
+
+def _resync_facts(
+    session: StoredSession, channels: Mapping[str, Mapping[str, Any]]
+) -> list[RawFact]:
+    """Leg facts we missed while disconnected, inferred from what Asterisk has now."""
+    facts: list[RawFact] = []
+    gone = "channel gone while ARI was disconnected"
+    for leg in (Leg.AGENT, Leg.CUSTOMER):
+        dialed = (leg is Leg.AGENT) or session.status in (
+            CallStatus.DIALING_CUSTOMER,
+            CallStatus.CONNECTED,
+        )
+        if not dialed:
+            continue
+        raw = leg_channel(session, leg)
+        channel = channels.get(raw)
+        if channel is None:
+            facts.append(ChannelFact(raw, up=False, cause_text=gone))
+        elif channel.get("state") == "Up" and _awaits_answer(session.status, leg):
+            facts.append(ChannelFact(raw, up=True))
+    return facts
 
 
-def _route(session: StoredSession, fact: Fact | TransferFact) -> Fact | TransferFact | None:
-    """The fact as it concerns the session now: after a completed transfer the target is
-    the agent leg and the replaced agent channel is stale (None: ignore it)."""
-    adopted = session.agent_channel_id == target_channel_id(session.id)
-    if isinstance(fact, Answered | LegEnded):
-        suffix = fact.leg.value
-    elif isinstance(fact, TargetAnswered | TargetEnded):
-        suffix = "target"
-    else:
-        return fact
-    role = route_channel(suffix, target_is_agent=adopted)
-    if role is ChannelRole.STALE:
-        return None
-    if role is ChannelRole.AGENT and isinstance(fact, TargetEnded):
-        return LegEnded(Leg.AGENT, fact.cause, fact.cause_text)
-    if role is ChannelRole.AGENT and isinstance(fact, TargetAnswered):
-        return None
-    return fact
+def _role(session: StoredSession, transfer: StoredTransfer | None, channel: str) -> ChannelRole:
+    return route_channel(
+        channel,
+        agent=leg_channel(session, Leg.AGENT),
+        customer=leg_channel(session, Leg.CUSTOMER),
+        target=transfer.target_channel_id if transfer is not None else None,
+    )
+
+
+def _route(
+    session: StoredSession, transfer: StoredTransfer | None, fact: ChannelFact
+) -> Fact | TransferFact | None:
+    """The channel fact as it concerns the session now: a leg's answer or hangup, or the
+    transfer target's; None for a channel a completed transfer replaced (or any other
+    channel that plays no role any more: ignore it)."""
+    role = _role(session, transfer, fact.channel)
+    parsed = parse_channel_id(fact.channel)
+    # a former target that became a leg answered long ago: its StasisStart is not news
+    adopted = parsed is None or parsed[1].value != role.value
+    return channel_fact(
+        role, up=fact.up, cause=fact.cause, cause_text=fact.cause_text, adopted=adopted
+    )
 
 
 def _awaits_answer(status: CallStatus, leg: Leg) -> bool:

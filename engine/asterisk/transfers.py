@@ -5,7 +5,12 @@ writes the ``call_transfer`` row and a ``call_event`` for every step. The Stasis
 it while holding the session's lock, so a transfer's steps never interleave with the
 call's other facts.
 
-Ids: the target channel is ``c2c-<uuid>-target``, the consult bridge ``c2c-<uuid>-consult``.
+Ids derive from the session *and* the transfer (a session may be transferred again and
+again, one transfer in flight at a time): the target channel is
+``c2c-<session>-target-<transfer>``, the consult bridge ``c2c-<session>-consult-<transfer>``,
+with ``<transfer>`` the ``call_transfer`` row's id. Both are stored on the row. The legs
+a transfer acts on are the session's *current* channels (``agent_channel_id``,
+``customer_channel_id``): after a completed transfer they are its target's.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from engine.asterisk.ari import AriClient, AriNotFound
 from engine.asterisk.dialing import dial_string
 from engine.config import CallSettings
 from engine.domain.call import CallStatus
+from engine.domain.click_to_call import Leg
 from engine.domain.phone import to_e164
 from engine.domain.transfer import (
     AdoptTarget,
@@ -28,10 +34,10 @@ from engine.domain.transfer import (
     ConsultBridge,
     DestroyConsult,
     Finish,
-    HangupAgent,
     HangupTarget,
     HoldCustomer,
     OriginateTarget,
+    ReleaseLeg,
     ReturnAgent,
     SetState,
     TransferFact,
@@ -40,6 +46,7 @@ from engine.domain.transfer import (
     TransferType,
     UnholdCustomer,
     decide_transfer,
+    other_leg,
     start_transfer,
 )
 from engine.errors import AriError, Conflict, InvalidInput
@@ -47,31 +54,69 @@ from engine.store import Store
 from engine.store.sessions import StoredSession
 from engine.store.transfers import NewTransfer, StoredTransfer
 
-__all__ = ["TransferRunner", "consult_bridge_id", "target_channel_id"]
+__all__ = [
+    "TransferRunner",
+    "consult_bridge_id",
+    "leg_channel",
+    "parse_target_channel_id",
+    "replaced_leg",
+    "target_channel_id",
+]
 
 log = structlog.get_logger(__name__)
 
 _ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-def target_channel_id(session_id: uuid.UUID) -> str:
-    return f"c2c-{session_id}-target"
+_PREFIX = "c2c-"
+_TARGET = "-target-"
 
 
-def consult_bridge_id(session_id: uuid.UUID) -> str:
-    return f"c2c-{session_id}-consult"
+def target_channel_id(session_id: uuid.UUID, transfer_id: uuid.UUID) -> str:
+    return f"{_PREFIX}{session_id}{_TARGET}{transfer_id}"
+
+
+def consult_bridge_id(session_id: uuid.UUID, transfer_id: uuid.UUID) -> str:
+    return f"{_PREFIX}{session_id}-consult-{transfer_id}"
+
+
+def parse_target_channel_id(value: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """``c2c-<session>-target-<transfer>`` back to (session id, transfer id); None for
+    channels that are not transfer targets."""
+    if not value.startswith(_PREFIX):
+        return None
+    session, sep, transfer = value[len(_PREFIX) :].partition(_TARGET)
+    if not sep:
+        return None
+    try:
+        return uuid.UUID(session), uuid.UUID(transfer)
+    except ValueError:
+        return None
+
+
+def leg_channel(session: StoredSession, leg: Leg) -> str:
+    """The channel that is ``leg`` of the session now (a completed transfer's target, or
+    the leg's own ``c2c-<uuid>-<leg>``)."""
+    stored = session.agent_channel_id if leg is Leg.AGENT else session.customer_channel_id
+    return stored or f"{_PREFIX}{session.id}-{leg.value}"
+
+
+def replaced_leg(transfer: StoredTransfer) -> Leg:
+    """The leg the transfer replaces: the other one than ``from_leg`` (the leg that stays)."""
+    return other_leg(Leg(transfer.from_leg))
 
 
 def _main_bridge(session_id: uuid.UUID) -> str:
-    return f"c2c-{session_id}"
+    return f"{_PREFIX}{session_id}"
 
 
-def _agent(session_id: uuid.UUID) -> str:
-    return f"c2c-{session_id}-agent"
+def _target(transfer: StoredTransfer) -> str:
+    assert transfer.target_channel_id is not None  # always set by start()
+    return transfer.target_channel_id
 
 
-def _customer(session_id: uuid.UUID) -> str:
-    return f"c2c-{session_id}-customer"
+def _consult(transfer: StoredTransfer) -> str:
+    return transfer.consult_bridge_id or consult_bridge_id(transfer.session_id, transfer.id)
 
 
 class TransferRunner:
@@ -89,23 +134,26 @@ class TransferRunner:
             raise Conflict(
                 f"session {session.id} is {session.status.value}; only connected calls transfer"
             )
-        if leg != "agent":
-            raise InvalidInput("leg", "only the agent leg can be transferred")
+        try:
+            replaced = Leg(leg)
+        except ValueError:
+            raise InvalidInput("leg", "must be 'agent' or 'customer'") from None
         if await self._store.transfers.live(session.id) is not None:
             raise Conflict(f"session {session.id} already has a transfer in flight")
-        if session.agent_channel_id == target_channel_id(session.id):
-            raise Conflict(f"session {session.id} was already transferred once")
         target_type, target, endpoint = await self._resolve(target)
+        transfer_id = uuid.uuid4()
         transfer = await self._store.transfers.create(
             NewTransfer(
+                id=transfer_id,
                 tenant_id=session.tenant_id,
                 session_id=session.id,
                 transfer_type=kind.value,
-                from_leg="customer",  # the leg that stays; the agent is released
+                # the leg that stays and is moved to the target; ``leg`` is released
+                from_leg=other_leg(replaced).value,
                 target_type=target_type,
                 target=target,
-                target_channel_id=target_channel_id(session.id),
-                consult_bridge_id=consult_bridge_id(session.id)
+                target_channel_id=target_channel_id(session.id, transfer_id),
+                consult_bridge_id=consult_bridge_id(session.id, transfer_id)
                 if kind is TransferType.ATTENDED
                 else None,
             )
@@ -118,6 +166,10 @@ class TransferRunner:
         )
         return await self._run(session, transfer, start_transfer(kind), endpoint=endpoint)
 
+    async def live_transfer(self, session: StoredSession) -> StoredTransfer | None:
+        """The session's transfer in flight (initiated or consulting), if any."""
+        return await self._store.transfers.live(session.id)
+
     async def on_fact(self, session: StoredSession, fact: TransferFact) -> StoredTransfer | None:
         """Apply a telephony or API fact to the live transfer; None when there is none or
         the fact does not apply in its state."""
@@ -125,7 +177,10 @@ class TransferRunner:
         if transfer is None:
             return None
         steps = decide_transfer(
-            TransferType(transfer.transfer_type), TransferState(transfer.state), fact
+            TransferType(transfer.transfer_type),
+            TransferState(transfer.state),
+            fact,
+            replaced_leg(transfer),
         )
         if steps is None:
             return None
@@ -136,11 +191,10 @@ class TransferRunner:
         transfer = await self._store.transfers.live(session.id)
         if transfer is None:
             return
-        sid = session.id
         with contextlib.suppress(AriError):
-            await self._ari.hangup(target_channel_id(sid))
+            await self._ari.hangup(_target(transfer))
         with contextlib.suppress(AriError):
-            await self._ari.destroy_bridge(consult_bridge_id(sid))
+            await self._ari.destroy_bridge(_consult(transfer))
         await self._store.transfers.update(
             transfer.id, TransferState.FAILED.value, failure_cause=reason[:500]
         )
@@ -202,68 +256,88 @@ class TransferRunner:
         endpoint: str | None,
     ) -> StoredTransfer:
         sid = session.id
+        # the session as the transfer began: its legs' channels before any adoption
+        agent, customer = leg_channel(session, Leg.AGENT), leg_channel(session, Leg.CUSTOMER)
+        target, consult = _target(transfer), _consult(transfer)
         match step:
             case HoldCustomer():
-                await self._ari.request("POST", f"/channels/{_customer(sid)}/moh")
+                await self._ari.request("POST", f"/channels/{customer}/moh")
                 await self._event(session, "transfer.customer_held", transfer)
             case UnholdCustomer():
                 with contextlib.suppress(AriNotFound):
-                    await self._ari.request("DELETE", f"/channels/{_customer(sid)}/moh")
+                    await self._ari.request("DELETE", f"/channels/{customer}/moh")
                 await self._event(session, "transfer.customer_unheld", transfer)
             case OriginateTarget():
                 if endpoint is None:
                     raise AriError("no endpoint to dial for the transfer target")
+                if replaced_leg(transfer) is Leg.AGENT:
+                    # a new agent: it sees who they are about to talk to
+                    caller_id: str | None = session.customer_number
+                    ring = self._calls.agent_ring_timeout
+                else:
+                    # a new outside party for the agent: it sees our number, as a customer
+                    caller_id = session.caller_id or self._calls.default_caller_id
+                    ring = self._calls.customer_ring_timeout
                 await self._ari.originate(
                     endpoint,
-                    channel_id=target_channel_id(sid),
+                    channel_id=target,
                     app_args=f"c2c,{sid},target",
-                    caller_id=session.customer_number,
-                    ring_timeout=self._calls.agent_ring_timeout,
-                    variables={"CTC_SESSION_ID": str(sid), "CTC_LEG": "target"},
+                    caller_id=caller_id,
+                    ring_timeout=ring,
+                    variables={
+                        "CTC_SESSION_ID": str(sid),
+                        "CTC_LEG": "target",
+                        "CTC_TRANSFER_ID": str(transfer.id),
+                    },
                 )
                 await self._event(
                     session, "transfer.target_dialing", transfer, {"endpoint": endpoint}
                 )
             case BridgeTarget():
                 with contextlib.suppress(AriNotFound):
-                    await self._remove(consult_bridge_id(sid), target_channel_id(sid))
-                await self._ari.add_to_bridge(_main_bridge(sid), target_channel_id(sid))
+                    await self._remove(consult, target)
+                await self._ari.add_to_bridge(_main_bridge(sid), target)
                 await self._event(session, "transfer.target_bridged", transfer)
             case ConsultBridge():
-                await self._remove(_main_bridge(sid), _agent(sid))
-                await self._ari.create_bridge(consult_bridge_id(sid))
-                await self._ari.add_to_bridge(
-                    consult_bridge_id(sid), _agent(sid), target_channel_id(sid)
-                )
+                await self._remove(_main_bridge(sid), agent)
+                await self._ari.create_bridge(consult)
+                await self._ari.add_to_bridge(consult, agent, target)
                 await self._event(
-                    session,
-                    "transfer.consult_bridged",
-                    transfer,
-                    {"bridge": consult_bridge_id(sid)},
+                    session, "transfer.consult_bridged", transfer, {"bridge": consult}
                 )
             case ReturnAgent():
                 with contextlib.suppress(AriNotFound):
-                    await self._remove(consult_bridge_id(sid), _agent(sid))
-                await self._ari.add_to_bridge(_main_bridge(sid), _agent(sid))
+                    await self._remove(consult, agent)
+                await self._ari.add_to_bridge(_main_bridge(sid), agent)
                 await self._event(session, "transfer.agent_returned", transfer)
             case DestroyConsult():
                 with contextlib.suppress(AriNotFound):
-                    await self._ari.destroy_bridge(consult_bridge_id(sid))
-            case HangupAgent():
+                    await self._ari.destroy_bridge(consult)
+            case ReleaseLeg():
                 with contextlib.suppress(AriNotFound):
-                    await self._ari.hangup(_agent(sid))
-                await self._event(session, "transfer.agent_released", transfer)
+                    await self._ari.hangup(leg_channel(session, step.leg))
+                await self._event(
+                    session,
+                    f"transfer.{step.leg.value}_released",
+                    transfer,
+                    {"channel": leg_channel(session, step.leg)},
+                )
             case HangupTarget():
                 with contextlib.suppress(AriNotFound):
-                    await self._ari.hangup(target_channel_id(sid))
+                    await self._ari.hangup(target)
                 await self._event(session, "transfer.target_released", transfer)
             case AdoptTarget():
+                column = f"{step.leg.value}_channel_id"
                 await self._store.sessions.append_event(
                     session.tenant_id,
                     sid,
-                    "transfer.agent_replaced",
-                    payload={"transfer_id": str(transfer.id), "channel": target_channel_id(sid)},
-                    changes={"agent_channel_id": target_channel_id(sid)},
+                    f"transfer.{step.leg.value}_replaced",
+                    payload={
+                        "transfer_id": str(transfer.id),
+                        "channel": target,
+                        "replaced": leg_channel(session, step.leg),
+                    },
+                    changes={column: target},
                 )
             case SetState():
                 transfer = await self._store.transfers.update(transfer.id, step.state.value)
@@ -290,17 +364,18 @@ class TransferRunner:
         self, session: StoredSession, transfer: StoredTransfer, reason: str
     ) -> StoredTransfer:
         """A step failed: release the target, put the agent back with the customer."""
-        sid = session.id
+        agent, customer = leg_channel(session, Leg.AGENT), leg_channel(session, Leg.CUSTOMER)
+        consult = _consult(transfer)
         with contextlib.suppress(AriError):
-            await self._ari.hangup(target_channel_id(sid))
+            await self._ari.hangup(_target(transfer))
         with contextlib.suppress(AriError):
-            await self._remove(consult_bridge_id(sid), _agent(sid))
+            await self._remove(consult, agent)
         with contextlib.suppress(AriError):
-            await self._ari.add_to_bridge(_main_bridge(sid), _agent(sid))
+            await self._ari.add_to_bridge(_main_bridge(session.id), agent)
         with contextlib.suppress(AriError):
-            await self._ari.destroy_bridge(consult_bridge_id(sid))
+            await self._ari.destroy_bridge(consult)
         with contextlib.suppress(AriError):
-            await self._ari.request("DELETE", f"/channels/{_customer(sid)}/moh")
+            await self._ari.request("DELETE", f"/channels/{customer}/moh")
         transfer = await self._store.transfers.update(
             transfer.id, TransferState.FAILED.value, failure_cause=reason[:500]
         )

@@ -1,14 +1,18 @@
 """What a transfer of a connected click-to-call does next: pure decisions.
 
-A transfer replaces the agent leg with a target (another agent endpoint or an E.164
-number). Blind: ring the target; when it answers, bridge it with the customer and release
-the agent. Attended: hold the customer (music on hold), ring the target; when it answers,
-the agent consults it in a separate bridge; then ``complete`` (target joins the customer,
-agent released) or ``cancel`` (target released, agent back with the customer).
+A transfer replaces one leg (the *replaced* leg, the API's ``leg``; ``agent`` by default)
+with a target (an agent endpoint or an E.164 number); the other leg stays and is moved to
+the target (``call_transfer.from_leg``). Blind: ring the target; when it answers, bridge it
+with the staying leg and release the replaced one. Attended: hold the customer (music on
+hold), ring the target; when it answers, the agent consults it in a separate bridge; then
+``complete`` (the target joins the staying leg in the call's bridge, the replaced leg is
+released) or ``cancel`` (target released, agent back with the customer). The agent is the
+one who consults in both directions: it is the party driving the call from the CRM.
 
 The adapter (ARI) reports facts about the target channel and the API's requests and
-carries out the steps; after a completed transfer the target *is* the agent leg
-(:func:`route_channel`), so "either side hangs up" keeps working.
+carries out the steps; after a completed transfer the target *is* the replaced leg
+(:func:`route_channel` compares a channel with the session's current legs), so "either side
+hangs up" and further transfers keep working.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from engine.domain.click_to_call import status_for_unanswered
+from engine.domain.click_to_call import Answered, Fact, Leg, LegEnded, status_for_unanswered
 
 __all__ = [
     "AdoptTarget",
@@ -27,19 +31,24 @@ __all__ = [
     "ConsultBridge",
     "DestroyConsult",
     "Finish",
-    "HangupAgent",
     "HangupTarget",
     "HoldCustomer",
     "OriginateTarget",
+    "ReleaseLeg",
     "ReturnAgent",
     "SetState",
     "TargetAnswered",
     "TargetEnded",
+    "TargetLost",
     "TransferFact",
     "TransferState",
     "TransferStep",
     "TransferType",
+    "UnholdCustomer",
+    "channel_fact",
     "decide_transfer",
+    "other_leg",
+    "resync_transfer",
     "route_channel",
     "start_transfer",
     "state_for_unanswered",
@@ -89,6 +98,13 @@ class TargetEnded:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class TargetLost:
+    """The target channel vanished unseen (e.g. while the ARI link was down)."""
+
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class CompleteRequested:
     pass
 
@@ -98,7 +114,12 @@ class CancelRequested:
     pass
 
 
-TransferFact = TargetAnswered | TargetEnded | CompleteRequested | CancelRequested
+TransferFact = TargetAnswered | TargetEnded | TargetLost | CompleteRequested | CancelRequested
+
+
+def other_leg(leg: Leg) -> Leg:
+    """The leg that stays when ``leg`` is replaced (what ``call_transfer.from_leg`` holds)."""
+    return Leg.CUSTOMER if leg is Leg.AGENT else Leg.AGENT
 
 
 # -- steps ----------------------------------------------------------------------------------
@@ -121,7 +142,7 @@ class OriginateTarget:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BridgeTarget:
-    """Put the target in the main bridge with the customer."""
+    """Put the target in the call's main bridge (with the staying leg)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -140,8 +161,10 @@ class DestroyConsult:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class HangupAgent:
-    """Release the (original) agent channel."""
+class ReleaseLeg:
+    """Hang up the replaced leg's current channel."""
+
+    leg: Leg
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -151,7 +174,9 @@ class HangupTarget:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class AdoptTarget:
-    """From now on the target channel is the session's agent leg."""
+    """From now on the target channel is the session's ``leg``."""
+
+    leg: Leg
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -178,7 +203,7 @@ TransferStep = (
     | ConsultBridge
     | ReturnAgent
     | DestroyConsult
-    | HangupAgent
+    | ReleaseLeg
     | HangupTarget
     | AdoptTarget
     | SetState
@@ -194,20 +219,24 @@ def start_transfer(kind: TransferType) -> tuple[TransferStep, ...]:
 
 
 def decide_transfer(
-    kind: TransferType, state: TransferState, fact: TransferFact
+    kind: TransferType,
+    state: TransferState,
+    fact: TransferFact,
+    replaced: Leg = Leg.AGENT,
 ) -> tuple[TransferStep, ...] | None:
-    """The steps for ``fact`` on a transfer in ``state``; None when the fact does not apply
-    (the API turns that into 409; a late telephony fact is ignored)."""
+    """The steps for ``fact`` on a transfer in ``state`` that replaces the ``replaced`` leg;
+    None when the fact does not apply (the API turns that into 409; a late telephony fact
+    is ignored)."""
     attended = kind is TransferType.ATTENDED
     unhold: tuple[TransferStep, ...] = (UnholdCustomer(),) if attended else ()
+    take_over: tuple[TransferStep, ...] = (
+        ReleaseLeg(replaced),
+        AdoptTarget(replaced),
+        Finish(T.COMPLETED, "transfer.completed"),
+    )
     match fact:
         case TargetAnswered() if state is T.INITIATED and not attended:
-            return (
-                BridgeTarget(),
-                HangupAgent(),
-                AdoptTarget(),
-                Finish(T.COMPLETED, "transfer.completed"),
-            )
+            return (BridgeTarget(), *take_over)
         case TargetAnswered() if state is T.INITIATED:
             return (ConsultBridge(), SetState(T.CONSULTING, "transfer.consulting"))
         case TargetEnded() if state is T.INITIATED:
@@ -221,15 +250,21 @@ def decide_transfer(
                 UnholdCustomer(),
                 Finish(T.CANCELED, "transfer.canceled", "target hung up", fact.cause),
             )
-        case CompleteRequested() if state is T.CONSULTING:
+        case TargetLost() if state is T.INITIATED:
+            return (*unhold, Finish(T.FAILED, "transfer.failed", fact.reason))
+        case TargetLost() if state is T.CONSULTING:
             return (
-                BridgeTarget(),
+                ReturnAgent(),
                 DestroyConsult(),
                 UnholdCustomer(),
-                HangupAgent(),
-                AdoptTarget(),
-                Finish(T.COMPLETED, "transfer.completed"),
+                Finish(T.FAILED, "transfer.failed", fact.reason),
             )
+        case CompleteRequested() if state is T.CONSULTING and replaced is Leg.AGENT:
+            return (BridgeTarget(), DestroyConsult(), UnholdCustomer(), *take_over)
+        case CompleteRequested() if state is T.CONSULTING:
+            # the agent stays: back into the call's bridge with the target; the held
+            # customer is released
+            return (ReturnAgent(), BridgeTarget(), DestroyConsult(), *take_over)
         case CancelRequested() if attended and state is T.CONSULTING:
             return (
                 HangupTarget(),
@@ -247,24 +282,60 @@ def decide_transfer(
     return None
 
 
+def resync_transfer(
+    state: TransferState, *, target_present: bool, target_up: bool
+) -> TransferFact | None:
+    """What a transfer in flight missed while the ARI link was down, from whether its
+    target channel still exists and is answered; None: adopt it as it is."""
+    if not state.is_live:
+        return None
+    if not target_present:
+        return TargetLost("target channel gone while ARI was disconnected")
+    if state is T.INITIATED and target_up:
+        return TargetAnswered()  # answered unseen: carry on as if we had seen it
+    return None
+
+
 class ChannelRole(enum.StrEnum):
     AGENT = "agent"
     CUSTOMER = "customer"
     TARGET = "target"
-    STALE = "stale"  # the agent channel a completed transfer replaced
+    STALE = "stale"  # a leg a completed transfer replaced, or an earlier transfer's target
 
 
-def route_channel(suffix: str, *, target_is_agent: bool) -> ChannelRole | None:
-    """Which role a channel ``c2c-<uuid>-<suffix>`` plays for its session now.
+def route_channel(channel: str, *, agent: str, customer: str, target: str | None) -> ChannelRole:
+    """Which role ``channel`` plays for its session now, given the session's current agent
+    and customer channels and the target channel of the transfer in flight (if any).
 
-    Once a transfer completed, the target is the agent leg and the original agent channel
-    is stale (its hangup must not end the call). Unknown suffixes are not ours (None).
+    A completed transfer makes its target the replaced leg, so the channel it replaced (and
+    any other earlier channel of the session) is stale: its hangup must not end the call.
     """
-    match suffix:
-        case "customer":
-            return ChannelRole.CUSTOMER
-        case "agent":
-            return ChannelRole.STALE if target_is_agent else ChannelRole.AGENT
-        case "target":
-            return ChannelRole.AGENT if target_is_agent else ChannelRole.TARGET
+    if channel == agent:
+        return ChannelRole.AGENT
+    if channel == customer:
+        return ChannelRole.CUSTOMER
+    if target is not None and channel == target:
+        return ChannelRole.TARGET
+    return ChannelRole.STALE
+
+
+def channel_fact(
+    role: ChannelRole,
+    *,
+    up: bool,
+    cause: int | None = None,
+    cause_text: str | None = None,
+    adopted: bool = False,
+) -> Fact | TransferFact | None:
+    """The fact a channel entering Stasis (``up``) or ending means for the session, given
+    its role; ``adopted``: the channel is a former transfer target that became a leg (it
+    answered long ago, so its StasisStart is not the leg's answer). None: ignore it."""
+    match role:
+        case ChannelRole.AGENT | ChannelRole.CUSTOMER:
+            leg = Leg(role.value)
+            if up:
+                return None if adopted else Answered(leg)
+            return LegEnded(leg, cause, cause_text)
+        case ChannelRole.TARGET:
+            return TargetAnswered() if up else TargetEnded(cause, cause_text)
     return None

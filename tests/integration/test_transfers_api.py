@@ -41,11 +41,12 @@ async def test_transfer_without_asterisk_is_503(engine: Engine, unix_api: Api) -
 
 async def test_transfer_body_is_validated(engine: Engine, unix_api: Api) -> None:
     slug, sid = await session_in(engine, unix_api, *CONNECT)
-    for body in (
-        {"type": "warm", "target": "agent2"},
-        {"type": "blind", "target": ""},
-        {"type": "blind", "target": "agent2", "leg": "customer"},
-        {"type": "blind"},
+    for body, field in (
+        ({"type": "warm", "target": "agent2"}, "type"),
+        ({"type": "blind", "target": ""}, "target"),
+        ({"type": "blind", "target": "agent2", "leg": "caller"}, "leg"),
+        ({"type": "blind", "target": "agent2", "leg": "target"}, "leg"),
+        ({"type": "blind"}, "target"),
     ):
         status, err, _ = await unix_api.call(
             "POST",
@@ -54,6 +55,20 @@ async def test_transfer_body_is_validated(engine: Engine, unix_api: Api) -> None
             headers={"X-CTC-Tenant": slug},
         )
         assert status == 422, (body, err)
+        assert [d["field"] for d in err["error"]["details"]] == [field], (body, err)
+
+
+async def test_both_legs_are_accepted(engine: Engine, unix_api: Api) -> None:
+    """``leg`` may name either party: a valid body gets past validation (503: no ARI)."""
+    slug, sid = await session_in(engine, unix_api, *CONNECT)
+    for leg in ("agent", "customer"):
+        status, err, _ = await unix_api.call(
+            "POST",
+            f"{C2C}/sessions/{sid}/transfer",
+            json={"type": "attended", "target": "+14155550111", "leg": leg},
+            headers={"X-CTC-Tenant": slug},
+        )
+        assert status == 503, (leg, err)
 
 
 async def test_transfer_of_an_unknown_session_is_404(engine: Engine, unix_api: Api) -> None:
@@ -109,3 +124,7 @@ async def test_transfer_rows(engine: Engine, unix_api: Api) -> None:
     assert (busy.state, busy.hangup_cause, busy.answered_at) == ("busy", 17, None)
     rows = await repo.for_session(tenant.id, session_id)
     assert [r.id for r in rows] == [first.id, second.id]
+    # the id may be chosen by the caller (channel ids derive from it)
+    chosen = uuid.uuid4()
+    third = await repo.create(dataclasses.replace(new, id=chosen, from_leg="agent"))
+    assert (third.id, third.from_leg) == (chosen, "agent")

@@ -8,8 +8,14 @@ from typing import Any
 
 import pytest
 
-from engine.asterisk.stasis import _parse_target_channel_id, _route, parse_channel_id
-from engine.asterisk.transfers import consult_bridge_id, target_channel_id
+from engine.asterisk.stasis import ChannelFact, _route, parse_channel_id, session_of_channel
+from engine.asterisk.transfers import (
+    consult_bridge_id,
+    leg_channel,
+    parse_target_channel_id,
+    replaced_leg,
+    target_channel_id,
+)
 from engine.domain.click_to_call import Answered, Leg, LegEnded
 from engine.domain.transfer import (
     AdoptTarget,
@@ -20,18 +26,22 @@ from engine.domain.transfer import (
     ConsultBridge,
     DestroyConsult,
     Finish,
-    HangupAgent,
     HangupTarget,
     HoldCustomer,
     OriginateTarget,
+    ReleaseLeg,
     ReturnAgent,
     SetState,
     TargetAnswered,
     TargetEnded,
+    TargetLost,
     TransferState,
     TransferType,
     UnholdCustomer,
+    channel_fact,
     decide_transfer,
+    other_leg,
+    resync_transfer,
     route_channel,
     start_transfer,
     state_for_unanswered,
@@ -54,8 +64,8 @@ def test_blind_answer_bridges_target_releases_agent_and_adopts_target() -> None:
     steps = decide_transfer(BLIND, T.INITIATED, TargetAnswered())
     assert steps == (
         BridgeTarget(),
-        HangupAgent(),
-        AdoptTarget(),
+        ReleaseLeg(Leg.AGENT),
+        AdoptTarget(Leg.AGENT),
         Finish(T.COMPLETED, "transfer.completed"),
     )
 
@@ -77,7 +87,7 @@ def test_blind_target_unanswered_keeps_the_call(cause: int | None, outcome: Tran
     assert steps == (Finish(outcome, f"transfer.{outcome.value}", "x", cause),)
     # nothing touches the agent or the bridge
     assert steps is not None
-    assert not any(isinstance(s, HangupAgent | BridgeTarget | AdoptTarget) for s in steps)
+    assert not any(isinstance(s, ReleaseLeg | BridgeTarget | AdoptTarget) for s in steps)
 
 
 def test_attended_answer_moves_agent_to_consult() -> None:
@@ -98,8 +108,8 @@ def test_attended_complete() -> None:
         BridgeTarget(),
         DestroyConsult(),
         UnholdCustomer(),
-        HangupAgent(),
-        AdoptTarget(),
+        ReleaseLeg(Leg.AGENT),
+        AdoptTarget(Leg.AGENT),
         Finish(T.COMPLETED, "transfer.completed"),
     )
 
@@ -152,45 +162,212 @@ def test_live_states() -> None:
     assert {s for s in TransferState if s.is_live} == {T.INITIATED, T.CONSULTING}
 
 
-def test_route_channel_before_and_after_a_completed_transfer() -> None:
-    assert route_channel("agent", target_is_agent=False) is ChannelRole.AGENT
-    assert route_channel("target", target_is_agent=False) is ChannelRole.TARGET
-    assert route_channel("customer", target_is_agent=False) is ChannelRole.CUSTOMER
-    # once completed: the target is the agent, the replaced agent's events are stale
-    assert route_channel("agent", target_is_agent=True) is ChannelRole.STALE
-    assert route_channel("target", target_is_agent=True) is ChannelRole.AGENT
-    assert route_channel("customer", target_is_agent=True) is ChannelRole.CUSTOMER
-    assert route_channel("consult", target_is_agent=False) is None
+# -- more than one transfer per session: ids and routing by the session's current legs ------
 
 
-def test_target_ids() -> None:
+def test_target_ids_derive_from_the_transfer() -> None:
+    sid, first, second = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    assert target_channel_id(sid, first) == f"c2c-{sid}-target-{first}"
+    assert consult_bridge_id(sid, first) == f"c2c-{sid}-consult-{first}"
+    # each transfer of the session gets its own channel and bridge
+    assert target_channel_id(sid, first) != target_channel_id(sid, second)
+    assert consult_bridge_id(sid, first) != consult_bridge_id(sid, second)
+    assert parse_target_channel_id(target_channel_id(sid, second)) == (sid, second)
+    assert parse_channel_id(target_channel_id(sid, first)) is None  # not an agent/customer leg
+    assert session_of_channel(target_channel_id(sid, first)) == sid
+    assert session_of_channel(f"c2c-{sid}-customer") == sid
+    for other in (
+        f"c2c-{sid}-agent",
+        f"c2c-{sid}-target",  # the old, per-session form
+        f"c2c-nope-target-{first}",
+        f"c2c-{sid}-target-nope",
+        f"ivr-{sid}-target",
+    ):
+        assert parse_target_channel_id(other) is None, other
+    assert session_of_channel(f"ivr-{sid}-target") is None
+
+
+def test_from_leg_is_the_leg_that_stays() -> None:
+    assert other_leg(Leg.AGENT) is Leg.CUSTOMER
+    assert other_leg(Leg.CUSTOMER) is Leg.AGENT
+    row = types.SimpleNamespace(from_leg="customer")
+    assert replaced_leg(row) is Leg.AGENT  # type: ignore[arg-type]
+    row = types.SimpleNamespace(from_leg="agent")
+    assert replaced_leg(row) is Leg.CUSTOMER  # type: ignore[arg-type]
+
+
+def test_route_channel_follows_the_current_legs_through_two_transfers() -> None:
+    a, c, t1, t2 = "c2c-s-agent", "c2c-s-customer", "c2c-s-target-1", "c2c-s-target-2"
+    # before any transfer; then t1 rings
+    assert route_channel(a, agent=a, customer=c, target=None) is ChannelRole.AGENT
+    assert route_channel(c, agent=a, customer=c, target=None) is ChannelRole.CUSTOMER
+    assert route_channel(t1, agent=a, customer=c, target=t1) is ChannelRole.TARGET
+    # t1 replaced the agent: the first agent is stale; t2 rings
+    assert route_channel(a, agent=t1, customer=c, target=t2) is ChannelRole.STALE
+    assert route_channel(t1, agent=t1, customer=c, target=t2) is ChannelRole.AGENT
+    assert route_channel(t2, agent=t1, customer=c, target=t2) is ChannelRole.TARGET
+    # t2 replaced t1: t1 is stale too (its hangup must not end the call)
+    assert route_channel(t1, agent=t2, customer=c, target=None) is ChannelRole.STALE
+    assert route_channel(t2, agent=t2, customer=c, target=None) is ChannelRole.AGENT
+    # a customer-leg transfer: the target is the customer now, the agent stays
+    assert route_channel(c, agent=a, customer=t1, target=None) is ChannelRole.STALE
+    assert route_channel(t1, agent=a, customer=t1, target=None) is ChannelRole.CUSTOMER
+    assert route_channel(a, agent=a, customer=t1, target=None) is ChannelRole.AGENT
+    # an ended transfer's target that is nobody's leg
+    assert route_channel(t1, agent=a, customer=c, target=None) is ChannelRole.STALE
+
+
+def test_channel_fact_by_role() -> None:
+    assert channel_fact(ChannelRole.AGENT, up=True) == Answered(Leg.AGENT)
+    assert channel_fact(ChannelRole.CUSTOMER, up=False, cause=16, cause_text="x") == LegEnded(
+        Leg.CUSTOMER, 16, "x"
+    )
+    assert channel_fact(ChannelRole.TARGET, up=True) == TargetAnswered()
+    assert channel_fact(ChannelRole.TARGET, up=False, cause=17) == TargetEnded(17)
+    # an adopted target entering Stasis is not the leg answering; its hangup is the leg's
+    assert channel_fact(ChannelRole.AGENT, up=True, adopted=True) is None
+    assert channel_fact(ChannelRole.AGENT, up=False, cause=16, adopted=True) == LegEnded(
+        Leg.AGENT, 16
+    )
+    assert channel_fact(ChannelRole.STALE, up=False, cause=16) is None
+    assert channel_fact(ChannelRole.STALE, up=True) is None
+
+
+def _session(sid: uuid.UUID, agent: str | None, customer: str | None = None) -> Any:
+    return types.SimpleNamespace(id=sid, agent_channel_id=agent, customer_channel_id=customer)
+
+
+def _transfer(channel: str) -> Any:
+    return types.SimpleNamespace(target_channel_id=channel)
+
+
+def test_stasis_routes_channel_facts_by_who_plays_which_leg_now() -> None:
+    sid, t1, t2 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    agent, customer = f"c2c-{sid}-agent", f"c2c-{sid}-customer"
+    first, second = target_channel_id(sid, t1), target_channel_id(sid, t2)
+    before = _session(sid, agent, customer)
+    ended = ChannelFact(agent, up=False, cause=16, cause_text="Normal Clearing")
+    # before a completed transfer: the legs' facts are the legs'
+    assert _route(before, None, ended) == LegEnded(Leg.AGENT, 16, "Normal Clearing")
+    assert _route(before, None, ChannelFact(agent, up=True)) == Answered(Leg.AGENT)
+    assert _route(_session(sid, None), None, ChannelFact(agent, up=True)) == Answered(Leg.AGENT)
+    assert _route(before, _transfer(first), ChannelFact(first, up=True)) == TargetAnswered()
+    assert _route(before, _transfer(first), ChannelFact(first, False, 17)) == TargetEnded(17)
+    # a target whose transfer ended is nobody's
+    assert _route(before, None, ChannelFact(first, up=True)) is None
+    # after the first transfer: the replaced agent is stale, the target's hangup is the
+    # agent's; the second transfer's target is the target now
+    after = _session(sid, first, customer)
+    assert _route(after, None, ended) is None
+    assert _route(after, None, ChannelFact(agent, up=True)) is None
+    assert _route(after, None, ChannelFact(first, False, 16, "x")) == LegEnded(Leg.AGENT, 16, "x")
+    assert _route(after, None, ChannelFact(first, up=True)) is None
+    assert _route(after, _transfer(second), ChannelFact(second, up=True)) == TargetAnswered()
+    # after the second: the first target is stale as well
+    again = _session(sid, second, customer)
+    assert _route(again, None, ChannelFact(first, False, 16)) is None
+    assert _route(again, None, ChannelFact(second, False, 16)) == LegEnded(Leg.AGENT, 16)
+    assert _route(again, None, ChannelFact(customer, False, 16)) == LegEnded(Leg.CUSTOMER, 16)
+    # a customer-leg transfer: its target's hangup is the customer's
+    handed = _session(sid, agent, first)
+    assert _route(handed, None, ChannelFact(first, False, 16)) == LegEnded(Leg.CUSTOMER, 16)
+    assert _route(handed, None, ChannelFact(customer, False, 16)) is None
+    assert _route(handed, None, ended) == LegEnded(Leg.AGENT, 16, "Normal Clearing")
+
+
+def test_leg_channel_is_the_current_one() -> None:
     sid = uuid.uuid4()
-    assert target_channel_id(sid) == f"c2c-{sid}-target"
-    assert consult_bridge_id(sid) == f"c2c-{sid}-consult"
-    assert _parse_target_channel_id(target_channel_id(sid)) == sid
-    assert parse_channel_id(target_channel_id(sid)) is None  # not an agent/customer leg
-    assert _parse_target_channel_id(f"c2c-{sid}-agent") is None
-    assert _parse_target_channel_id("c2c-nope-target") is None
+    assert leg_channel(_session(sid, None), Leg.CUSTOMER) == f"c2c-{sid}-customer"
+    assert leg_channel(_session(sid, "x", "y"), Leg.AGENT) == "x"
+    assert leg_channel(_session(sid, "x", "y"), Leg.CUSTOMER) == "y"
 
 
-def _session(sid: uuid.UUID, agent_channel: str) -> Any:
-    return types.SimpleNamespace(id=sid, agent_channel_id=agent_channel)
+# -- the customer leg replaced (the agent stays) ------------------------------------------
 
 
-def test_stasis_routes_leg_facts_by_who_is_the_agent_now() -> None:
-    sid = uuid.uuid4()
-    before = _session(sid, f"c2c-{sid}-agent")
-    after = _session(sid, target_channel_id(sid))
-    ended = LegEnded(Leg.AGENT, 16, "Normal Clearing")
-    # before a completed transfer: facts pass through as they are
-    assert _route(before, ended) == ended
-    assert _route(before, TargetAnswered()) == TargetAnswered()
-    assert _route(before, TargetEnded(17)) == TargetEnded(17)
-    # after: the replaced agent is stale, the target's hangup is the agent's
-    assert _route(after, ended) is None
-    assert _route(after, Answered(Leg.AGENT)) is None
-    assert _route(after, TargetEnded(16, "x")) == LegEnded(Leg.AGENT, 16, "x")
-    assert _route(after, TargetAnswered()) is None
-    customer = LegEnded(Leg.CUSTOMER, 16)
-    assert _route(after, customer) == customer
-    assert _route(after, CancelRequested()) == CancelRequested()
+C = Leg.CUSTOMER
+
+
+def test_customer_leg_blind_answer_releases_the_customer_and_adopts_the_target() -> None:
+    steps = decide_transfer(BLIND, T.INITIATED, TargetAnswered(), C)
+    assert steps == (
+        BridgeTarget(),
+        ReleaseLeg(C),
+        AdoptTarget(C),
+        Finish(T.COMPLETED, "transfer.completed"),
+    )
+
+
+def test_customer_leg_attended_complete_returns_the_agent_to_the_target() -> None:
+    assert decide_transfer(ATTENDED, T.INITIATED, TargetAnswered(), C) == (
+        ConsultBridge(),
+        SetState(T.CONSULTING, "transfer.consulting"),
+    )
+    steps = decide_transfer(ATTENDED, T.CONSULTING, CompleteRequested(), C)
+    assert steps == (
+        ReturnAgent(),
+        BridgeTarget(),
+        DestroyConsult(),
+        ReleaseLeg(C),
+        AdoptTarget(C),
+        Finish(T.COMPLETED, "transfer.completed"),
+    )
+    assert ReleaseLeg(Leg.AGENT) not in steps
+
+
+@pytest.mark.parametrize(
+    ("kind", "state", "fact"),
+    [
+        (BLIND, T.INITIATED, TargetEnded(17)),
+        (ATTENDED, T.INITIATED, TargetEnded(19)),
+        (ATTENDED, T.CONSULTING, TargetEnded(16)),
+        (ATTENDED, T.CONSULTING, CancelRequested()),
+        (ATTENDED, T.INITIATED, CancelRequested()),
+    ],
+)
+def test_a_failed_or_canceled_transfer_is_the_same_for_either_leg(
+    kind: TransferType, state: TransferState, fact: Any
+) -> None:
+    steps = decide_transfer(kind, state, fact, C)
+    assert steps == decide_transfer(kind, state, fact, Leg.AGENT)
+    assert steps is not None
+    assert not any(isinstance(s, ReleaseLeg | AdoptTarget) for s in steps)
+
+
+# -- resync: a transfer in flight across an ARI reconnect ----------------------------------
+
+
+def test_resync_adopts_a_living_target() -> None:
+    for state in (T.INITIATED, T.CONSULTING):
+        assert resync_transfer(state, target_present=True, target_up=False) is None
+    assert resync_transfer(T.CONSULTING, target_present=True, target_up=True) is None
+
+
+def test_resync_carries_on_when_the_target_answered_unseen() -> None:
+    assert resync_transfer(T.INITIATED, target_present=True, target_up=True) == TargetAnswered()
+
+
+def test_resync_ends_a_transfer_whose_target_is_gone() -> None:
+    for state in (T.INITIATED, T.CONSULTING):
+        fact = resync_transfer(state, target_present=False, target_up=False)
+        assert isinstance(fact, TargetLost)
+        assert "ARI" in fact.reason
+    assert resync_transfer(T.COMPLETED, target_present=False, target_up=False) is None
+
+
+def test_target_lost_returns_the_call_to_its_parties() -> None:
+    lost = TargetLost("gone")
+    assert decide_transfer(BLIND, T.INITIATED, lost) == (
+        Finish(T.FAILED, "transfer.failed", "gone"),
+    )
+    assert decide_transfer(ATTENDED, T.INITIATED, lost) == (
+        UnholdCustomer(),
+        Finish(T.FAILED, "transfer.failed", "gone"),
+    )
+    assert decide_transfer(ATTENDED, T.CONSULTING, lost, C) == (
+        ReturnAgent(),
+        DestroyConsult(),
+        UnholdCustomer(),
+        Finish(T.FAILED, "transfer.failed", "gone"),
+    )
+    assert decide_transfer(ATTENDED, T.CANCELED, lost) is None
