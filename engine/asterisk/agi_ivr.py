@@ -11,6 +11,7 @@ was answered); a message is ``RECORD FILE``.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
@@ -44,15 +45,24 @@ from engine.domain.ivr import (
     Transfer,
     TransferFailed,
     Transferred,
+    TransferredToMenu,
     TransferTargetType,
     step,
 )
+from engine.domain.routing import Attempt, RoutePlan
+from engine.domain.transfer import TransferState as TS
+from engine.domain.transfer import state_for_unanswered
 from engine.errors import CtcError
 from engine.store import Store
+from engine.store.transfers import StoredTransfer
 
 __all__ = ["AgiIvr"]
 
 _KEYS = "0123456789*#"
+
+# Dial's DIALSTATUS -> the Q.850 cause it stands for (busy, no answer, congestion,
+# subscriber absent); CANCEL (the caller hung up) has none.
+_DIALSTATUS_CAUSE = {"BUSY": 17, "NOANSWER": 19, "CONGESTION": 34, "CHANUNAVAIL": 20}
 
 
 class AgiIvr:
@@ -102,6 +112,7 @@ class _Walk:
         self.menu = menu
         self.state = IvrState()
         self.timer_ms: int | None = None
+        self.transferred = False  # a transfer was answered (the call ends with it)
         self.prompt_mark = time.monotonic()
 
     def _ms(self) -> int:
@@ -133,7 +144,9 @@ class _Walk:
                 ms, self.timer_ms = self.timer_ms, None
                 digit = await self.channel.wait_for_digit(ms)
                 event = Digit(digit, self._ms()) if digit else Timeout(self._ms())
-        await self.record.end(CallStatus.COMPLETED, "ivr hung up")
+        # as over ARI: a transferred call is over when Dial returns
+        reason = "transferred call ended" if self.transferred else "ivr hung up"
+        await self.record.end(CallStatus.COMPLETED, reason)
 
     async def _do(self, command: Command) -> Event | None:
         """Carry out one command; the event it produced (a prompt's end, a key, a result)."""
@@ -155,7 +168,7 @@ class _Walk:
             case SetVariable(name=name, value=value):
                 await self.channel.set_variable(name, value)
             case HttpLookup():
-                return await http_lookup(self.door.http, command)
+                return await http_lookup(self.door.http, command, self.record)
             case Transfer():
                 return await self._transfer(command)
             case RecordMessage():
@@ -165,20 +178,83 @@ class _Walk:
         return None
 
     async def _transfer(self, command: Transfer) -> Event:
-        """Dial the target from the caller's channel; Dial returns when that call is over."""
+        """Dial the target(s) from the caller's channel, one ``call_transfer`` row per
+        attempt; Dial returns when that call is over (or was not answered)."""
         calls = self.door._calls
-        if command.target_type is TransferTargetType.ROUTING_RULE or not command.target:
-            return TransferFailed("routing-rule transfers are not available yet")
-        endpoint = dial_string(
-            calls, command.target, outside_line=command.target_type is TransferTargetType.NUMBER
-        )
-        await self.record.note("ivr.transfer_dialing", {"target": command.target})
-        await self.channel.exec("Dial", endpoint, str(calls.agent_ring_timeout))
-        status = await self.channel.get_variable("DIALSTATUS")
+        target = command.target or ""
+        routing = command.target_type is TransferTargetType.ROUTING_RULE
+        if routing:
+            plan = await self.record.route_plan(target)
+            outside: bool | None = None  # members: E.164 goes out on the trunk
+        else:
+            plan = RoutePlan((Attempt(None, (target,), calls.agent_ring_timeout),))
+            outside = command.target_type is TransferTargetType.NUMBER
+        await self.record.note("ivr.transfer_dialing", {"target": target})
+        failed: str | None = plan.reason
+        for attempt in plan.attempts:
+            row = await self.record.transfer_started(
+                target_type=command.target_type.value,
+                target="&".join(attempt.targets) or None,
+                menu=command.menu,
+                key=command.key,
+                routing_rule_id=attempt.rule_id,
+            )
+            if not attempt.targets:  # the rule could not ring anyone (e.g. a provider)
+                await self.record.transfer_finished(row, TS.FAILED, reason=attempt.reason)
+                failed = attempt.reason
+                continue
+            dial = "&".join(dial_string(calls, t, outside_line=outside) for t in attempt.targets)
+            state = await self._dial(row, dial, attempt.ring_timeout_s)
+            if state is TS.COMPLETED:
+                self.transferred = True
+                await self.record.note("ivr.transferred", {"target": row.target})
+                return Transferred()
+            failed = state.value
+        if plan.menu is not None:
+            await self._to_menu(command, plan)
+            return TransferredToMenu(plan.menu)
+        return TransferFailed(failed or "failed")
+
+    async def _dial(self, row: StoredTransfer, dial: str, timeout_s: int) -> TS:
+        """``Dial(dial,timeout_s)``; the outcome, stored on ``row``."""
+        talked = peer = None
+        try:
+            await self.channel.exec("Dial", dial, str(timeout_s))
+            status = (await self.channel.get_variable("DIALSTATUS") or "").upper()
+            if status == "ANSWER":  # Dial returned: the transferred call is over
+                talked = await self.channel.get_variable("ANSWEREDTIME")
+                peer = await self.channel.get_variable("DIALEDPEERNAME")
+        except AgiHangup:
+            await self.record.transfer_finished(row, TS.FAILED, reason="caller hung up")
+            raise
         if status == "ANSWER":
-            await self.record.note("ivr.transferred", {"target": command.target})
-            return Transferred()
-        return TransferFailed((status or "failed").lower())
+            seconds = float(talked) if talked and talked.replace(".", "", 1).isdigit() else 0.0
+            await self.record.transfer_finished(
+                row,
+                TS.COMPLETED,
+                target_channel_id=peer,
+                answered_at=datetime.now(UTC) - timedelta(seconds=seconds),
+            )
+            return TS.COMPLETED
+        # DIALSTATUS names the dialled side's Q.850 cause; the one rule reads it
+        cause = _DIALSTATUS_CAUSE.get(status)
+        state = state_for_unanswered(cause)
+        reason = "caller hung up" if status == "CANCEL" else f"DIALSTATUS {status or '?'}"
+        await self.record.transfer_finished(
+            row, state, cause=cause, reason=None if cause in (17, 19) else reason
+        )
+        return state
+
+    async def _to_menu(self, command: Transfer, plan: RoutePlan) -> None:
+        """An ``ivr_menu`` rule: the transfer completes by sending the caller to its menu."""
+        row = await self.record.transfer_started(
+            target_type=command.target_type.value,
+            target=plan.menu,
+            menu=command.menu,
+            key=command.key,
+            routing_rule_id=plan.menu_rule_id,
+        )
+        await self.record.transfer_finished(row, TS.COMPLETED)
 
     async def _record_message(self, command: RecordMessage) -> Event:
         name = f"ivr-message-{self.record.channel_id}-{int(time.time())}"

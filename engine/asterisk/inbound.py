@@ -8,8 +8,11 @@ differ only in how they play prompts and hear keys; this is the part they share.
 from __future__ import annotations
 
 import contextlib
+import time
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -18,9 +21,12 @@ import structlog
 from engine.domain.call import CallStatus, Direction
 from engine.domain.ivr import HttpLookup, LookupResult, MenuBook, RecordDtmf
 from engine.domain.phone import to_e164
+from engine.domain.routing import RoutePlan, plan_route
+from engine.domain.transfer import TransferState, TransferType
 from engine.errors import InvalidInput, NotFound
 from engine.store import Store
 from engine.store.sessions import NewSession, StoredSession
+from engine.store.transfers import NewTransfer, StoredTransfer
 
 __all__ = ["InboundCall", "MenuLoader", "http_lookup"]
 
@@ -52,7 +58,8 @@ class InboundCall:
         if caller:
             with contextlib.suppress(InvalidInput):
                 customer = to_e164(caller, field="caller")
-        self.session, _ = await self.store.sessions.create(
+        # written behind: the IVR owns this session in memory (engine/store/journal.py)
+        self.session = self.store.sessions.open_live(
             NewSession(
                 tenant_id=tenant.id,
                 direction=Direction.INBOUND,
@@ -62,7 +69,8 @@ class InboundCall:
                 dialed_number=dialed,
                 ivr_menu=menu,
                 metadata={"channel_id": self.channel_id, "door": self.door},
-            )
+            ),
+            tenant_callback_url=tenant.callback_url,
         )
         self.log = self.log.bind(call_id=str(self.session.id), tenant_id=str(tenant.id))
         self.book = book = await load_menus(tenant.id)
@@ -139,9 +147,121 @@ class InboundCall:
         )
         self.log.info("ivr.ended", status=status.value, reason=reason)
 
+    # -- transfers (``call_transfer`` rows; the caller is the leg that stays) ----------------
 
-async def http_lookup(http: aiohttp.ClientSession, lookup: HttpLookup) -> LookupResult:
-    """Ask the ERP; any failure is ``ok=False`` (the menu then plays its failure prompt)."""
+    async def transfer_started(
+        self,
+        *,
+        target_type: str,
+        target: str | None,
+        menu: str | None = None,
+        key: str | None = None,
+        routing_rule_id: uuid.UUID | None = None,
+        target_channel_id: str | None = None,
+    ) -> StoredTransfer:
+        """Store the transfer the IVR option ``menu``/``key`` asked for as initiated.
+
+        For a routing rule ``target`` is the member(s) offered (``&``-joined when rung at
+        once) and ``routing_rule_id`` the rule offering them.
+        """
+        assert self.session is not None
+        option_id = None
+        if self.book is not None and menu is not None and key is not None:
+            option_id = self.book.option_ids.get((menu, key))
+        session = self.session
+        # the session may still be queued in the write-behind journal: the row refers to it
+        await self.store.journal.stored(session.id)
+        transfer = await self.store.transfers.create(
+            NewTransfer(
+                tenant_id=session.tenant_id,
+                session_id=session.id,
+                transfer_type=TransferType.BLIND.value,
+                from_leg="caller",  # the leg that stays and is moved to the target
+                target_type=target_type,
+                target=target,
+                target_channel_id=target_channel_id,
+                initiated_by="ivr",
+                option_id=option_id,
+                routing_rule_id=routing_rule_id,
+            )
+        )
+        payload: dict[str, Any] = {
+            "transfer_id": str(transfer.id),
+            "target_type": target_type,
+            "target": target,
+        }
+        if routing_rule_id is not None:
+            payload["routing_rule_id"] = str(routing_rule_id)
+        await self.note("ivr.transfer_started", payload)
+        return transfer
+
+    async def transfer_finished(
+        self,
+        transfer: StoredTransfer,
+        state: TransferState,
+        *,
+        cause: int | None = None,
+        reason: str | None = None,
+        target_channel_id: str | None = None,
+        answered_at: datetime | None = None,
+    ) -> StoredTransfer:
+        """Set the outcome: completed (answered and bridged), busy, no_answer or failed."""
+        changes: dict[str, Any] = {}
+        if cause is not None:
+            changes["hangup_cause"] = cause
+        if reason:
+            changes["failure_cause"] = reason[:500]
+        if target_channel_id:
+            changes["target_channel_id"] = target_channel_id
+        if answered_at is not None:
+            changes["answered_at"] = max(answered_at, transfer.requested_at)
+        done = await self.store.transfers.update(transfer.id, state.value, **changes)
+        payload: dict[str, Any] = {"transfer_id": str(done.id), "state": state.value}
+        if cause is not None:
+            payload["hangup_cause"] = cause
+        if reason:
+            payload["reason"] = reason
+        await self.note("ivr.transfer_finished", payload)
+        self.log.info("ivr.transfer_finished", target=done.target, state=state.value)
+        return done
+
+    async def route_plan(self, ref: str) -> RoutePlan:
+        """The plan for a transfer to the tenant's routing rule ``ref`` (name or id)."""
+        assert self.session is not None
+        first, rules = await self.store.routing.chain(self.session.tenant_id, ref)
+        if first is None:
+            return RoutePlan(reason=f"unknown routing rule {ref!r}")
+        return plan_route(rules, first)
+
+
+async def http_lookup(
+    http: aiohttp.ClientSession, lookup: HttpLookup, call: InboundCall | None = None
+) -> LookupResult:
+    """Ask the ERP; any failure is ``ok=False`` (the menu then plays its failure prompt).
+
+    The request: ``GET url?params`` (``POST``: ``params`` as a JSON body). The answer's body
+    (stripped, at most 200 characters) is the value; a status >= 400, no answer within
+    ``timeout_ms`` or a connection error is a failure. With ``call`` the request and its
+    result are that call's ``ivr.lookup`` / ``ivr.lookup_result`` events.
+    """
+    if call is not None:
+        await call.note(
+            "ivr.lookup",
+            {"method": lookup.method, "url": _shown(lookup.url), "params": dict(lookup.params)},
+        )
+    started = time.monotonic()
+    result = await _ask(http, lookup)
+    if call is not None:
+        took = round((time.monotonic() - started) * 1000)
+        await call.note(
+            "ivr.lookup_result",
+            {"ok": result.ok, "value": result.value, "error": result.error, "ms": took},
+        )
+        call.log.info("ivr.lookup", ok=result.ok, error=result.error, ms=took)
+    return result
+
+
+async def _ask(http: aiohttp.ClientSession, lookup: HttpLookup) -> LookupResult:
     timeout = aiohttp.ClientTimeout(total=lookup.timeout_ms / 1000)
     try:
         if lookup.method == "POST":
@@ -149,9 +269,21 @@ async def http_lookup(http: aiohttp.ClientSession, lookup: HttpLookup) -> Lookup
         else:
             request = http.get(lookup.url, params=dict(lookup.params), timeout=timeout)
         async with request as resp:
-            text = (await resp.text()).strip()
+            text = (await resp.text(errors="replace")).strip()  # not UTF-8: still an answer
             if resp.status >= 400:
                 return LookupResult(ok=False, error=f"HTTP {resp.status}")
             return LookupResult(ok=True, value=text[:200])
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except TimeoutError:  # aiohttp's timeouts are TimeoutErrors too, with no message
+        return LookupResult(ok=False, error=f"timed out after {lookup.timeout_ms} ms")
+    except aiohttp.ClientError as exc:  # also InvalidURL: a rendered URL that is not one
         return LookupResult(ok=False, error=str(exc) or type(exc).__name__)
+
+
+def _shown(url: str) -> str:
+    """The URL without credentials (``user:password@``), for the call's events."""
+    with contextlib.suppress(ValueError):
+        parts = urllib.parse.urlsplit(url)
+        if "@" in parts.netloc:
+            host = parts.netloc.rsplit("@", 1)[1]
+            return urllib.parse.urlunsplit(parts._replace(netloc=host))
+    return url

@@ -8,13 +8,17 @@ of the ARI socket never waits on any of this: it only puts events in inboxes.
 
 A transfer rings the target into Stasis (the caller hears ringing), bridges it with the
 caller when it answers, or reports busy/no answer so the caller hears the failure prompt and
-the menu again; a message is a channel recording (ends at #, silence or its limit).
+the menu again; a message is a channel recording (ends at #, silence or its limit). A
+transfer to a routing rule rings the attempts of its plan (:mod:`engine.domain.routing`)
+one after another, each attempt's targets at once (the first to answer wins, the others are
+hung up); every attempt is one ``call_transfer`` row with its outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import Mapping
@@ -28,7 +32,6 @@ from engine.asterisk.dialing import dial_string
 from engine.asterisk.inbound import InboundCall, MenuLoader, http_lookup
 from engine.config import CallSettings
 from engine.domain.call import CallStatus
-from engine.domain.click_to_call import status_for_unanswered
 from engine.domain.ivr import (
     CancelTimer,
     Digit,
@@ -53,11 +56,15 @@ from engine.domain.ivr import (
     Transfer,
     TransferFailed,
     Transferred,
+    TransferredToMenu,
     TransferTargetType,
     step,
 )
+from engine.domain.routing import Attempt, attempt_outcome
+from engine.domain.transfer import TransferState, state_for_unanswered
 from engine.errors import AriError, CtcError, InvalidInput
 from engine.store import Store
+from engine.store.transfers import StoredTransfer
 
 __all__ = ["IvrApp"]
 
@@ -118,6 +125,34 @@ class IvrApp:
             await self._http.close()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _TargetAnswered:
+    """A transfer target's channel entered Stasis (it answered)."""
+
+    channel: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _TargetEnded:
+    channel: str
+    cause: int | None
+
+
+@dataclasses.dataclass(slots=True)
+class _Transferring:
+    """The transfer in progress: what is left to ring and the attempt ringing now."""
+
+    command: Transfer
+    attempts: list[Attempt]
+    menu: str | None = None
+    menu_rule_id: uuid.UUID | None = None
+    outside_line: bool | None = None
+    row: StoredTransfer | None = None  # the attempt ringing now
+    outcomes: list[tuple[TransferState, int | None]] = dataclasses.field(default_factory=list)
+    failed: str | None = None  # why the last attempt failed
+    ringback: bool = False
+
+
 class IvrCall:
     """One caller in the IVR."""
 
@@ -129,9 +164,13 @@ class IvrCall:
         self.dialed = str((channel.get("dialplan") or {}).get("exten") or "") or None
         self.menu = args[1] if len(args) > 1 else "main"
         self.tenant_slug = args[2] if len(args) > 2 else "default"
-        self.inbox: asyncio.Queue[Event | None] = asyncio.Queue()
+        self.inbox: asyncio.Queue[Event | _TargetAnswered | _TargetEnded | None] = asyncio.Queue()
         self.record = InboundCall(app._store, self.channel_id, "ari")
-        self.target: str | None = None  # the transfer target's channel, while there is one
+        self.target: str | None = None  # the transfer target's channel that answered
+        self.ringing: dict[str, str] = {}  # target channel -> the target it rings
+        self.targets: set[str] = set()  # every target channel routed to this call
+        self.transferring: _Transferring | None = None
+        self._dialed = 0  # target channels originated so far (their ids count up)
         self.bridged: str | None = None  # the bridge of a transferred call
         self.state = IvrState()
         self._playback: str | None = None
@@ -145,16 +184,11 @@ class IvrCall:
     def on_ari(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
         channel = str(event.get("channel", {}).get("id", ""))
-        if self.target is not None and channel == self.target:
+        if channel and channel != self.channel_id:  # a transfer target's channel
             if kind == "StasisStart":
-                self.inbox.put_nowait(Transferred())
+                self.inbox.put_nowait(_TargetAnswered(channel))
             elif kind == "ChannelDestroyed":
-                cause = event.get("cause")
-                if self.bridged:
-                    self.inbox.put_nowait(None)  # the target hung up the transferred call
-                else:
-                    self.target = None
-                    self.inbox.put_nowait(TransferFailed(status_for_unanswered(_int(cause)).value))
+                self.inbox.put_nowait(_TargetEnded(channel, _int(event.get("cause"))))
             return
         if kind == "ChannelDtmfReceived":
             with contextlib.suppress(InvalidInput):
@@ -192,8 +226,13 @@ class IvrCall:
         finally:
             self._cancel_timer()
             self.app.calls.pop(self.channel_id, None)
-            if self.target is not None:
-                self.app.calls.pop(self.target, None)
+            if self.transferring is not None and self.transferring.row is not None:
+                with contextlib.suppress(Exception):  # never leave a transfer row live
+                    await self.record.transfer_finished(
+                        self.transferring.row, TransferState.FAILED, reason="ivr call ended"
+                    )
+            for channel in self.targets:
+                self.app.calls.pop(channel, None)
 
     async def _run(self) -> None:
         app = self.app
@@ -210,20 +249,29 @@ class IvrCall:
         self.state = IvrState(variables={"caller": self.caller_number or ""})
         await self._feed(Entered(self.menu))
         while self.state.phase is not Phase.ENDED:
-            event = await self.inbox.get()
-            if event is None:  # the caller hung up
+            got = await self.inbox.get()
+            if got is None:  # the caller hung up
                 await self._release_target()
+                if self.transferring is not None and self.transferring.row is not None:
+                    row, self.transferring = self.transferring.row, None
+                    await self.record.transfer_finished(
+                        row, TransferState.FAILED, reason="caller hung up"
+                    )
                 await self.record.end(CallStatus.COMPLETED, "caller hung up")
                 return
-            if isinstance(event, Transferred):
-                await self._bridge_target()
-            elif isinstance(event, TransferFailed):
-                await self._stop_prompt()  # the ringing the caller heard
-            await self._feed(event)
+            event = await self._on_target(got) if isinstance(got, _Target) else got
+            if event is not None:
+                await self._feed(event)
         if self.bridged:
             # the caller talks to the target now: the call is over when either hangs up
-            while await self.inbox.get() is not None:
-                pass  # keys pressed while talking to the target are not the IVR's
+            while (got := await self.inbox.get()) is not None:
+                if isinstance(got, _TargetEnded):
+                    self.app.calls.pop(got.channel, None)
+                    if got.channel == self.target:
+                        break  # the target hung up the transferred call
+                elif isinstance(got, _TargetAnswered) and got.channel != self.target:
+                    await self._hangup_target(got.channel)  # answered too late
+                # keys pressed while talking to the target are not the IVR's
             await self._release_target()
             with contextlib.suppress(AriNotFound):
                 await self.app._ari.hangup(self.channel_id)
@@ -259,7 +307,7 @@ class IvrCall:
                 with contextlib.suppress(AriNotFound):
                     await ari.set_channel_var(self.channel_id, name, value)
             case HttpLookup():
-                self.inbox.put_nowait(await http_lookup(self.app.http, command))
+                self.inbox.put_nowait(await http_lookup(self.app.http, command, self.record))
             case Transfer():
                 await self._transfer(command)
             case RecordMessage():
@@ -269,33 +317,122 @@ class IvrCall:
                     await ari.hangup(self.channel_id)
 
     async def _transfer(self, command: Transfer) -> None:
-        """Ring the target into Stasis; its answer or failure comes back as an event."""
-        calls = self.app._calls
+        """Start ringing the transfer's first attempt; the answer or failure of its targets
+        comes back through the inbox (:meth:`_on_target`)."""
         target = command.target or ""
-        if command.target_type is TransferTargetType.ROUTING_RULE or not target:
-            self.inbox.put_nowait(TransferFailed("routing-rule transfers are not available yet"))
-            return
-        endpoint = dial_string(
-            calls, target, outside_line=command.target_type is TransferTargetType.NUMBER
-        )
-        assert self.record.session is not None
-        self.target = f"ivr-{self.record.session.id}-target"
-        self.app.calls[self.target] = self  # before originate: its events may come first
-        try:
-            await self.app._ari.originate(
-                endpoint,
-                channel_id=self.target,
-                app_args="ivr-transfer",
-                caller_id=self.caller_number,
-                ring_timeout=calls.agent_ring_timeout,
-            )
-        except AriError as exc:
-            self.app.calls.pop(self.target, None)
-            self.target = None
-            self.inbox.put_nowait(TransferFailed(f"originate failed: {exc}"))
-            return
-        await self._play("tone:ring")  # the caller hears ringing, not silence
+        transferring = _Transferring(command, [])
+        if command.target_type is TransferTargetType.ROUTING_RULE:
+            plan = await self.record.route_plan(target)
+            transferring.attempts = list(plan.attempts)
+            transferring.menu, transferring.menu_rule_id = plan.menu, plan.menu_rule_id
+            transferring.failed = plan.reason
+        else:
+            ring = self.app._calls.agent_ring_timeout
+            transferring.attempts = [Attempt(None, (target,), ring)]
+            transferring.outside_line = command.target_type is TransferTargetType.NUMBER
+        self.transferring = transferring
         await self.record.note("ivr.transfer_dialing", {"target": target})
+        event = await self._next_attempt()
+        if event is not None:
+            self.inbox.put_nowait(event)
+
+    async def _next_attempt(self) -> Event | None:
+        """Ring the next attempt (None: it rings); when none is left, how the transfer ended."""
+        transferring = self.transferring
+        assert transferring is not None
+        assert self.record.session is not None
+        command = transferring.command
+        while transferring.attempts:
+            attempt = transferring.attempts.pop(0)
+            row = await self.record.transfer_started(
+                target_type=command.target_type.value,
+                target="&".join(attempt.targets) or None,
+                menu=command.menu,
+                key=command.key,
+                routing_rule_id=attempt.rule_id,
+            )
+            transferring.row, transferring.outcomes = row, []
+            error = attempt.reason or "nothing to ring"
+            for member in attempt.targets:
+                self._dialed += 1
+                channel = f"ivr-{self.record.session.id}-target-{self._dialed}"
+                self.app.calls[channel] = self  # before originate: its events may come first
+                self.targets.add(channel)
+                self.ringing[channel] = member
+                endpoint = dial_string(
+                    self.app._calls, member, outside_line=transferring.outside_line
+                )
+                try:
+                    await self.app._ari.originate(
+                        endpoint,
+                        channel_id=channel,
+                        app_args="ivr-transfer",
+                        caller_id=self.caller_number,
+                        ring_timeout=attempt.ring_timeout_s,
+                    )
+                except AriError as exc:
+                    self.ringing.pop(channel, None)
+                    error = f"originate failed: {exc}"
+            if self.ringing:
+                if not transferring.ringback:
+                    transferring.ringback = True
+                    await self._play("tone:ring")  # the caller hears ringing, not silence
+                return None
+            transferring.row = None
+            await self.record.transfer_finished(row, TransferState.FAILED, reason=error)
+            transferring.failed = error
+        # nobody answered: the caller hears the failure prompt and the menu again
+        self.transferring = None
+        await self._stop_prompt()  # the ringing the caller heard
+        if transferring.menu is not None:
+            row = await self.record.transfer_started(
+                target_type=command.target_type.value,
+                target=transferring.menu,
+                menu=command.menu,
+                key=command.key,
+                routing_rule_id=transferring.menu_rule_id,
+            )
+            await self.record.transfer_finished(row, TransferState.COMPLETED)
+            return TransferredToMenu(transferring.menu)
+        return TransferFailed(transferring.failed or "failed")
+
+    async def _on_target(self, fact: _Target) -> Event | None:
+        """A target answered or ended: the interpreter's event, if the transfer is decided."""
+        transferring = self.transferring
+        if isinstance(fact, _TargetEnded):
+            self.app.calls.pop(fact.channel, None)
+            if transferring is None or self.ringing.pop(fact.channel, None) is None:
+                return None  # a target we hung up, or one of an earlier attempt
+            transferring.outcomes.append((state_for_unanswered(fact.cause), fact.cause))
+            if self.ringing:
+                return None  # others of this attempt still ring
+            assert transferring.row is not None
+            row, transferring.row = transferring.row, None
+            outcome = attempt_outcome(state for state, _ in transferring.outcomes)
+            cause = next((c for s, c in transferring.outcomes if s is outcome), None)
+            await self.record.transfer_finished(row, outcome, cause=cause)
+            transferring.failed = outcome.value
+            return await self._next_attempt()
+        if transferring is None or fact.channel not in self.ringing:
+            await self._hangup_target(fact.channel)  # answered after the transfer was decided
+            return None
+        # the first to answer wins: the others of this attempt stop ringing
+        self.ringing.pop(fact.channel)
+        for other in list(self.ringing):
+            await self._hangup_target(other)
+        self.ringing.clear()
+        self.target = fact.channel
+        await self._bridge_target()
+        assert transferring.row is not None
+        await self.record.transfer_finished(
+            transferring.row, TransferState.COMPLETED, target_channel_id=fact.channel
+        )
+        self.transferring = None
+        return Transferred()
+
+    async def _hangup_target(self, channel: str) -> None:
+        with contextlib.suppress(AriError):
+            await self.app._ari.hangup(channel)
 
     async def _bridge_target(self) -> None:
         assert self.target is not None
@@ -308,10 +445,9 @@ class IvrCall:
         await self.record.note("ivr.transferred", {"target_channel": self.target})
 
     async def _release_target(self) -> None:
-        if self.target is not None:
-            self.app.calls.pop(self.target, None)
-            with contextlib.suppress(AriError):
-                await self.app._ari.hangup(self.target)
+        for channel in [*self.ringing, *([self.target] if self.target else [])]:
+            await self._hangup_target(channel)
+        self.ringing.clear()
         if self.bridged is not None:
             with contextlib.suppress(AriError):
                 await self.app._ari.destroy_bridge(self.bridged)
@@ -365,6 +501,9 @@ class IvrCall:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+_Target = _TargetAnswered | _TargetEnded
 
 
 def _int(value: Any) -> int | None:

@@ -21,7 +21,8 @@ Contract with the adapters:
   :class:`Timeout`.
 * :class:`HttpLookup` carries its own ``timeout_ms``: the adapter must answer with a
   :class:`LookupResult` (``ok=False`` on timeout or error). A :class:`Transfer` is answered
-  with :class:`Transferred` or :class:`TransferFailed`, a :class:`RecordMessage` with
+  with :class:`Transferred`, :class:`TransferFailed` or (a routing rule that sends the
+  caller to a menu) :class:`TransferredToMenu`, a :class:`RecordMessage` with
   :class:`RecordingDone`. So no wait is ever open-ended: every one is a prompt that ends, a
   timer, or an adapter operation with its own deadline.
 * :class:`RecordDtmf` is one ``call_dtmf_interaction`` row to persist.
@@ -80,6 +81,7 @@ __all__ = [
     "TransferFailed",
     "TransferTargetType",
     "Transferred",
+    "TransferredToMenu",
     "check_menus",
     "render",
     "step",
@@ -135,6 +137,7 @@ _PRESSABLE = frozenset("0123456789*#ABCD")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SAYABLE = re.compile(r"-?[0-9]{1,9}")  # say: number (Asterisk says up to 999,999,999)
 
 
 def render(template: str, variables: Mapping[str, str]) -> str:
@@ -423,6 +426,14 @@ class TransferFailed:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class TransferredToMenu:
+    """The transfer's routing rule sends the caller to ``menu`` (as a submenu would); an
+    unknown menu is a failed transfer."""
+
+    menu: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class RecordingDone:
     duration_ms: int | None = None
 
@@ -435,6 +446,7 @@ Event = (
     | LookupResult
     | Transferred
     | TransferFailed
+    | TransferredToMenu
     | RecordingDone
 )
 
@@ -479,8 +491,12 @@ class CancelTimer:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Transfer:
+    """``menu``/``key``: the option that asked for it (key None: the menu's fallback)."""
+
     target_type: TransferTargetType
     target: str | None
+    menu: str | None = None
+    key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -649,7 +665,10 @@ def _perform(menus: Mapping[str, IvrMenu], state: IvrState, option: IvrOption) -
         case IvrAction.TRANSFER:
             assert option.target_type is not None
             running = _replace(state, phase=Phase.TRANSFERRING, active=option)
-            return Step(running, (Transfer(option.target_type, option.target),))
+            menu = menus[state.stack[-1]]
+            key = next((k for k, o in menu.options.items() if o is option), None)
+            transfer = Transfer(option.target_type, option.target, menu.name, key)
+            return Step(running, (transfer,))
         case IvrAction.RECORD_MESSAGE:
             running = _replace(state, phase=Phase.RECORDING, active=option)
             command = RecordMessage(option.max_duration_s, option.beep, option.silence_s)
@@ -764,6 +783,12 @@ def _digit(menus: Mapping[str, IvrMenu], state: IvrState, event: Digit) -> Step:
 def _lookup_done(menus: Mapping[str, IvrMenu], state: IvrState, event: LookupResult) -> Step:
     option = state.active
     assert option is not None
+    sayable = _SAYABLE.fullmatch(event.value or "") is not None
+    unsayable = option.say is SayMode.NUMBER and not sayable and event.value not in option.routes
+    if event.ok and unsayable:
+        # Asterisk cannot say "12.50" or "n/a" as a number (FastAGI's SAY NUMBER takes an
+        # int): unless a route takes the value, that is a failed lookup, not a broken prompt
+        event = LookupResult(ok=False, value=event.value, error="not a number")
     if not event.ok or event.value is None:
         lead = (Play(option.failure_prompt),) if option.failure_prompt else ()
         return _announce(menus, state, lead, _REPEAT)
@@ -775,7 +800,7 @@ def _lookup_done(menus: Mapping[str, IvrMenu], state: IvrState, event: LookupRes
     said: tuple[Prompt, ...] = ()
     if option.say is SayMode.DIGITS:
         said = (SayDigits(value),)
-    elif option.say is SayMode.NUMBER:
+    elif option.say is SayMode.NUMBER and sayable:
         said = (SayNumber(value),)
     target = option.routes.get(value, option.next)
     then = IvrOption(IvrAction.SUBMENU, menu=target) if target is not None else _REPEAT
@@ -817,6 +842,10 @@ def step(menus: Mapping[str, IvrMenu], state: IvrState, event: Event) -> Step:
             assert state.active is not None
             failed = state.active.failure_prompt
             return _announce(menus, state, (Play(failed),) if failed else (), _REPEAT)
+        case TransferredToMenu(menu=name) if phase is Phase.TRANSFERRING:
+            if name not in menus:
+                return step(menus, state, TransferFailed(f"unknown menu {name!r}"))
+            return _enter(menus, _replace(state, active=None), name)
         case RecordingDone() if phase is Phase.RECORDING:
             assert state.active is not None
             return _after(menus, state, state.active.next, _HANGUP)

@@ -17,7 +17,7 @@ __all__ = ["NewTransfer", "StoredTransfer", "TransferRepository"]
 _COLS = (
     "id, tenant_id, session_id, transfer_type, initiated_by, from_leg, target_type, target, "
     "target_channel_id, consult_bridge_id, state, failure_cause, hangup_cause, requested_at, "
-    "answered_at, completed_at"
+    "answered_at, completed_at, option_id, routing_rule_id"
 )
 
 
@@ -28,10 +28,14 @@ class NewTransfer:
     transfer_type: str
     from_leg: str
     target_type: str
-    target: str
-    target_channel_id: str
+    target: str | None  # None only for a routing rule that rang nobody
+    target_channel_id: str | None
     consult_bridge_id: str | None = None
     initiated_by: str = "api"
+    option_id: uuid.UUID | None = None  # the IVR option that asked (initiated_by 'ivr')
+    routing_rule_id: uuid.UUID | None = None  # target_type 'routing_rule': the rule offering
+    # chosen by the caller when the channel ids derive from it; else the database's
+    id: uuid.UUID | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,6 +56,8 @@ class StoredTransfer:
     requested_at: datetime
     answered_at: datetime | None
     completed_at: datetime | None
+    option_id: uuid.UUID | None = None
+    routing_rule_id: uuid.UUID | None = None
 
 
 def _row(row: asyncpg.Record) -> StoredTransfer:
@@ -66,9 +72,11 @@ class TransferRepository:
         """Store an initiated transfer; Conflict if the session already has one in flight."""
         try:
             row = await self._db.fetchrow(
-                "INSERT INTO call_transfer (tenant_id, session_id, transfer_type, initiated_by, "
-                "from_leg, target_type, target, target_channel_id, consult_bridge_id) "
-                f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_COLS}",
+                "INSERT INTO call_transfer (id, tenant_id, session_id, transfer_type, "
+                "initiated_by, from_leg, target_type, target, target_channel_id, "
+                "consult_bridge_id, option_id, routing_rule_id) "
+                "VALUES (coalesce($10, gen_random_uuid()), $1, $2, $3, $4, "
+                f"$5, $6, $7, $8, $9, $11, $12) RETURNING {_COLS}",
                 new.tenant_id,
                 new.session_id,
                 new.transfer_type,
@@ -78,6 +86,9 @@ class TransferRepository:
                 new.target,
                 new.target_channel_id,
                 new.consult_bridge_id,
+                new.id,
+                new.option_id,
+                new.routing_rule_id,
             )
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"session {new.session_id} already has a transfer in flight") from exc
@@ -114,15 +125,19 @@ class TransferRepository:
         return bool(found)
 
     async def update(self, transfer_id: uuid.UUID, state: str, **changes: Any) -> StoredTransfer:
-        """Set the state (and answered_at when consulting, completed_at when terminal)."""
-        allowed = {"failure_cause", "hangup_cause"}
+        """Set the state (and answered_at when consulting, completed_at when terminal).
+
+        ``answered_at`` may be given when the answer came earlier than now (FastAGI learns
+        it only when Dial returns), ``target_channel_id`` once the answering channel is known.
+        """
+        allowed = {"failure_cause", "hangup_cause", "target_channel_id", "answered_at"}
         extra = {k: v for k, v in changes.items() if k in allowed}
         sets = ["state = $2"]
         args: list[Any] = [transfer_id, state]
         for key, value in extra.items():
             args.append(value)
             sets.append(f"{key} = ${len(args)}")
-        if state in ("consulting", "completed"):
+        if state in ("consulting", "completed") and "answered_at" not in extra:
             sets.append("answered_at = coalesce(answered_at, now())")
         if state not in ("initiated", "consulting"):
             sets.append("completed_at = now()")

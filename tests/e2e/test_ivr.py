@@ -83,6 +83,33 @@ async def _call(
     return watch, [dict(r) for r in rows]
 
 
+async def transfer_rows(engine: Engine, watch: CallWatcher) -> list[dict[str, Any]]:
+    """The session's ``call_transfer`` rows, oldest first, with the option's menu and key."""
+    await engine.store.journal.flush()  # the session may still be written behind
+    rows = await engine.store.db.fetch(
+        "SELECT t.*, m.name AS option_menu, o.digit AS option_key FROM call_transfer t "
+        "LEFT JOIN ivr_menu_option o ON o.id = t.option_id "
+        "LEFT JOIN ivr_menu m ON m.id = o.menu_id "
+        "WHERE t.session_id = $1 ORDER BY t.requested_at, t.id",
+        watch.session_id,
+    )
+    return [dict(r) for r in rows]
+
+
+def assert_ivr_transfer(row: dict[str, Any], menu: str, key: str) -> None:
+    assert row["initiated_by"] == "ivr", row
+    assert row["transfer_type"] == "blind", row
+    assert row["from_leg"] == "caller", row
+    assert (row["option_menu"], row["option_key"]) == (menu, key), row
+    assert row["completed_at"] is not None, row
+    if row["state"] == "completed":
+        assert row["answered_at"] is not None, row
+        assert row["requested_at"] <= row["answered_at"] <= row["completed_at"], row
+        assert row["target_channel_id"], row
+    else:
+        assert row["answered_at"] is None, row
+
+
 async def test_two_level_menu_walk(
     engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
 ) -> None:
@@ -158,6 +185,11 @@ async def test_ivr_transfer_to_an_agent_who_answers(
     assert "ivr.transfer_dialing" in kinds
     assert "ivr.transferred" in kinds
     assert (await watch.session()).end_reason == "transferred call ended"
+    (row,) = await transfer_rows(engine, watch)
+    assert (row["target_type"], row["target"], row["state"]) == ("agent", "agent2", "completed")
+    assert row["routing_rule_id"] is None
+    assert row["target_channel_id"].startswith(f"ivr-{watch.session_id}-target")
+    assert_ivr_transfer(row, "main", "0")
 
 
 async def test_ivr_transfer_to_a_busy_agent_returns_to_the_menu(
@@ -173,6 +205,9 @@ async def test_ivr_transfer_to_a_busy_agent_returns_to_the_menu(
     kinds = [e.event_type for e in watch.events]
     assert "ivr.transferred" not in kinds
     assert (await watch.session()).end_reason == "ivr hung up"
+    (row,) = await transfer_rows(engine, watch)
+    assert (row["target"], row["state"], row["hangup_cause"]) == ("agent2", "busy", 17)
+    assert_ivr_transfer(row, "main", "0")
 
 
 async def test_ivr_transfer_through_fastagi(
@@ -183,6 +218,24 @@ async def test_ivr_transfer_through_fastagi(
         assert await agent.wait_async(30) == 0, agent.report()
     assert [(r["menu"], r["digit"], r["outcome"]) for r in rows] == [("main", "0", "option")]
     assert "ivr.transferred" in [e.event_type for e in watch.events]
+    assert (await watch.session()).end_reason == "transferred call ended"
+    (row,) = await transfer_rows(engine, watch)
+    assert (row["target_type"], row["target"], row["state"]) == ("agent", "agent2", "completed")
+    assert "agent2" in row["target_channel_id"]  # Dial's DIALEDPEERNAME: PJSIP/agent2-…
+    assert_ivr_transfer(row, "main", "0")
+
+
+async def test_ivr_transfer_to_a_busy_agent_through_fastagi(
+    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+) -> None:
+    with sipp_phone("uas_busy.xml", port=5072):
+        watch, rows = await _call(
+            engine, sipp_phone, tmp_path, "09", gap_ms=2500, number="45735551000"
+        )
+    assert [(r["menu"], r["digit"]) for r in rows] == [("main", "0"), ("main", "9")]
+    (row,) = await transfer_rows(engine, watch)
+    assert (row["target"], row["state"], row["hangup_cause"]) == ("agent2", "busy", 17)
+    assert_ivr_transfer(row, "main", "0")
 
 
 @pytest.mark.parametrize("number", ["5551000", "45735551000"], ids=["stasis", "fastagi"])

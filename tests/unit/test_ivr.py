@@ -169,7 +169,7 @@ def test_two_level_menu_walk_ends_in_a_transfer() -> None:
     ]
     assert state.phase is Phase.ANNOUNCING
     state, commands = run(state, PromptFinished())
-    assert commands == [Transfer(T.NUMBER, "+14155550100")]
+    assert commands == [Transfer(T.NUMBER, "+14155550100", "sales", "1")]
     state, commands = run(state, Transferred())
     assert commands == []
     assert state.phase is Phase.ENDED
@@ -223,7 +223,7 @@ def test_silence_plays_timeout_prompts_then_runs_the_fallback() -> None:
     state, commands = run(state, Timeout())
     dtmf = [c for c in commands if isinstance(c, RecordDtmf)]
     assert dtmf == [RecordDtmf("main", None, Out.TIMEOUT, None, None, attempt=3)]
-    assert commands[1:] == [Transfer(T.ENDPOINT, "PJSIP/operator")]
+    assert commands[1:] == [Transfer(T.ENDPOINT, "PJSIP/operator", "main", None)]
     assert state.phase is Phase.TRANSFERRING
 
 
@@ -282,7 +282,7 @@ def test_timeout_option_runs_on_silence() -> None:
     _, commands = run(state, Timeout(5000), menus=menus)
     assert commands == [
         RecordDtmf("m", None, Out.TIMEOUT, "timeout", 5000, attempt=1),
-        Transfer(T.AGENT, "operator"),
+        Transfer(T.AGENT, "operator", "m", "timeout"),
     ]
 
 
@@ -372,7 +372,7 @@ def test_going_to_a_menu_already_on_the_stack_unwinds_to_it() -> None:
 def test_a_failed_transfer_returns_to_the_menu() -> None:
     state = waiting_in("main")
     state, commands = run(state, Digit("0", 10))
-    assert commands[-1] == Transfer(T.AGENT, "1001")
+    assert commands[-1] == Transfer(T.AGENT, "1001", "main", "0")
     state, commands = run(state, TransferFailed("busy"))
     assert commands == [Play("sound:busy")]
     state, commands = run(state, PromptFinished())

@@ -1,0 +1,208 @@
+"""The IVR lookup path: what the interpreter does with an ERP answer it cannot speak, and
+what ``http_lookup`` sends, returns and records (against a loopback aiohttp server)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from engine.asterisk.inbound import http_lookup
+from engine.domain.ivr import (
+    Digit,
+    Entered,
+    HttpLookup,
+    InputMode,
+    IvrAction,
+    IvrMenu,
+    IvrOption,
+    IvrState,
+    LookupResult,
+    Phase,
+    Play,
+    PromptFinished,
+    SayMode,
+    SayNumber,
+    SetVariable,
+    step,
+)
+
+MENUS = {
+    "acct": IvrMenu(
+        "acct",
+        greeting="sound:enter-account",
+        input_mode=InputMode.UNTIL_TERMINATOR,
+        terminator="#",
+        variable="acct",
+        options={
+            "collected": IvrOption(
+                IvrAction.HTTP_LOOKUP,
+                url="https://erp.example/balance/{acct}",
+                result_variable="balance",
+                say=SayMode.NUMBER,
+                routes={"closed": "closed"},
+                failure_prompt="sound:lookup-failed",
+            )
+        },
+    ),
+    "closed": IvrMenu(
+        "closed", greeting="sound:closed", options={"1": IvrOption(IvrAction.HANGUP)}
+    ),
+}
+
+
+def _looking_up() -> IvrState:
+    state = IvrState()
+    for event in (Entered("acct"), PromptFinished(), Digit("4"), Digit("2"), Digit("#")):
+        state = step(MENUS, state, event).state
+    assert state.phase is Phase.LOOKING_UP
+    return state
+
+
+@pytest.mark.parametrize("value", ["12.50", "12.50 EUR", "n/a", "", "1234567890"])
+def test_a_number_that_cannot_be_said_is_a_failed_lookup(value: str) -> None:
+    # FastAGI's SAY NUMBER takes an int (the door crashed on "12.50") and Asterisk says
+    # numbers below a billion: such answers take the failure path instead
+    result = step(MENUS, _looking_up(), LookupResult(True, value))
+    assert result.commands == (Play("sound:lookup-failed"),)
+    assert "balance" not in result.state.variables
+    assert step(MENUS, result.state, PromptFinished()).commands == (Play("sound:enter-account"),)
+
+
+@pytest.mark.parametrize("value", ["0", "1250", "-30", "999999999"])
+def test_a_whole_number_is_said(value: str) -> None:
+    result = step(MENUS, _looking_up(), LookupResult(True, value))
+    assert result.commands == (SetVariable("balance", value), SayNumber(value))
+
+
+def test_a_routed_value_is_not_said_but_routes() -> None:
+    result = step(MENUS, _looking_up(), LookupResult(True, "closed"))
+    assert result.commands == (SetVariable("balance", "closed"), Play("sound:closed"))
+    assert result.state.stack == ("acct", "closed")
+
+
+# -- http_lookup --------------------------------------------------------------------------
+
+
+class _Call:
+    """Stands in for InboundCall: collects the events http_lookup notes."""
+
+    def __init__(self) -> None:
+        self.notes: list[tuple[str, dict[str, Any]]] = []
+        self.log = _Log()
+
+    async def note(self, event_type: str, payload: dict[str, Any]) -> None:
+        self.notes.append((event_type, payload))
+
+
+class _Log:
+    def info(self, *_args: object, **_kwargs: object) -> None:
+        pass
+
+
+class _Erp:
+    def __init__(self) -> None:
+        self.status = 200
+        self.body = b"1250"
+        self.release = asyncio.Event()
+        self.hold = False
+        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.seen.append((request.method, request.path, dict(request.query), await request.read()))
+        if self.hold:
+            await self.release.wait()
+        return web.Response(status=self.status, body=self.body)
+
+
+@pytest.fixture
+async def erp() -> AsyncIterator[_Erp]:
+    server = _Erp()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", server.handle)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        yield server
+    finally:
+        server.release.set()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def test_get_sends_params_as_query_and_records_request_and_result(
+    erp: _Erp, http: aiohttp.ClientSession
+) -> None:
+    erp.body = b"1250\n"
+    call = _Call()
+    lookup = HttpLookup(f"{erp.url}/balance/42", {"caller": "+14155550100"}, "GET", 2000)
+    result = await http_lookup(http, lookup, call)  # type: ignore[arg-type]
+    assert result == LookupResult(True, "1250")
+    assert erp.seen == [("GET", "/balance/42", {"caller": "+14155550100"}, b"")]
+    assert [kind for kind, _ in call.notes] == ["ivr.lookup", "ivr.lookup_result"]
+    assert call.notes[0][1] == {
+        "method": "GET",
+        "url": f"{erp.url}/balance/42",
+        "params": {"caller": "+14155550100"},
+    }
+    done = call.notes[1][1]
+    assert (done["ok"], done["value"], done["error"]) == (True, "1250", None)
+
+
+async def test_post_sends_params_as_json(erp: _Erp, http: aiohttp.ClientSession) -> None:
+    lookup = HttpLookup(f"{erp.url}/balance", {"acct": "42"}, "POST", 2000)
+    assert await http_lookup(http, lookup) == LookupResult(True, "1250")
+    assert erp.seen == [("POST", "/balance", {}, b'{"acct": "42"}')]
+
+
+async def test_an_error_status_is_a_failure(erp: _Erp, http: aiohttp.ClientSession) -> None:
+    erp.status = 500
+    call = _Call()
+    result = await http_lookup(http, HttpLookup(erp.url, {}), call)  # type: ignore[arg-type]
+    assert result == LookupResult(False, error="HTTP 500")
+    assert call.notes[1][1]["error"] == "HTTP 500"
+
+
+async def test_no_answer_in_time_is_a_failure_that_says_so(
+    erp: _Erp, http: aiohttp.ClientSession
+) -> None:
+    erp.hold = True  # released by the fixture, after the lookup gave up
+    result = await http_lookup(http, HttpLookup(erp.url, {}, timeout_ms=200))
+    assert result == LookupResult(False, error="timed out after 200 ms")
+
+
+async def test_a_body_that_is_not_utf8_is_still_an_answer(
+    erp: _Erp, http: aiohttp.ClientSession
+) -> None:
+    erp.body = b"caf\xe9"
+    result = await http_lookup(http, HttpLookup(erp.url, {}))
+    assert result.ok
+    assert (result.value or "").startswith("caf")
+
+
+async def test_a_url_that_is_not_one_is_a_failure(http: aiohttp.ClientSession) -> None:
+    result = await http_lookup(http, HttpLookup("http://[::1/x", {}))
+    assert not result.ok
+    assert result.error
+
+
+async def test_credentials_in_the_url_are_not_recorded(
+    erp: _Erp, http: aiohttp.ClientSession
+) -> None:
+    call = _Call()
+    url = erp.url.replace("http://", "http://ivr:s3cret@") + "/b"
+    await http_lookup(http, HttpLookup(url, {}), call)  # type: ignore[arg-type]
+    assert call.notes[0][1]["url"] == f"{erp.url}/b"
