@@ -205,6 +205,7 @@ class Engine:
             await self.stasis.close()
         if self.ari is not None:
             await self.ari.close()
+        await self.store.journal.close()  # live calls' last rows (written behind)
         await self.notifier.close()  # after what writes events, before the database
         self.events.close()
         await self.db.close()

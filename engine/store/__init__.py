@@ -12,9 +12,11 @@ from engine.store.activity import ActivityRepository, WebhookRepository
 from engine.store.database import Database
 from engine.store.dtmf import DtmfRepository
 from engine.store.ivr import IvrMenuRepository
+from engine.store.journal import CallJournal
 from engine.store.outbox import OutboxRepository
 from engine.store.providers import ProviderRepository
 from engine.store.recording import RecordingPolicyRepository
+from engine.store.routing import RoutingRepository
 from engine.store.sessions import SessionRepository
 from engine.store.tenants import TenantRepository
 from engine.store.transfers import TransferRepository
@@ -40,20 +42,26 @@ class Store:
     ivr: IvrMenuRepository
     outbox: OutboxRepository
     transfers: TransferRepository
+    routing: RoutingRepository
+    # live calls owned by this process, written behind (close it before the database)
+    journal: CallJournal
 
     @classmethod
     def over(cls, db: Database, *, events: EventBus | None = None) -> Store:
         """Every repository over ``db``; committed call events are published to ``events``."""
+        journal = CallJournal(db, events)
         return cls(
             db=db,
             tenants=TenantRepository(db),
-            sessions=SessionRepository(db, events),
+            sessions=SessionRepository(db, events, journal),
             providers=ProviderRepository(db),
             activity=ActivityRepository(db),
             webhooks=WebhookRepository(db),
             recording=RecordingPolicyRepository(db),
-            dtmf=DtmfRepository(db),
+            dtmf=DtmfRepository(db, journal),
             ivr=IvrMenuRepository(db),
             outbox=OutboxRepository(db),
             transfers=TransferRepository(db),
+            routing=RoutingRepository(db),
+            journal=journal,
         )

@@ -25,6 +25,7 @@ and leaves the tenant's other menus alone. The whole set is checked with
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -172,8 +173,15 @@ def _problem_field(path: tuple[str, ...]) -> str:
 
 
 class IvrMenuRepository:
-    def __init__(self, db: Database) -> None:
+    """Menus in PostgreSQL. Every IVR call starts from the tenant's :meth:`book`, so books
+    are cached for ``book_ttl`` seconds and dropped at once when this process saves or
+    deletes a menu; a change made by another process (``ctc ivr import``) reaches calls
+    that start after at most ``book_ttl`` seconds. A call keeps the book it started with."""
+
+    def __init__(self, db: Database, *, book_ttl: float = 2.0) -> None:
         self._db = db
+        self._book_ttl = book_ttl
+        self._books: dict[uuid.UUID, tuple[float, MenuBook]] = {}
 
     async def all(self, tenant_id: uuid.UUID) -> dict[str, IvrMenu]:
         """The tenant's active menus by name (in name order)."""
@@ -181,6 +189,9 @@ class IvrMenuRepository:
 
     async def book(self, tenant_id: uuid.UUID) -> MenuBook:
         """The tenant's active menus with their ids and option ids (for DTMF rows)."""
+        hit = self._books.get(tenant_id)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
         async with self._db.connection() as conn:
             stored = await _fetch(conn, tenant_id, None)
             rows = await conn.fetch(
@@ -189,11 +200,13 @@ class IvrMenuRepository:
                 "WHERE o.tenant_id = $1 AND m.is_active",
                 tenant_id,
             )
-        return MenuBook(
+        book = MenuBook(
             menus={s.menu.name: s.menu for s in stored},
             menu_ids={s.menu.name: (s.id, s.version) for s in stored},
             option_ids={(r["name"], r["digit"]): r["id"] for r in rows},
         )
+        self._books[tenant_id] = (time.monotonic() + self._book_ttl, book)
+        return book
 
     async def stored(self, tenant_id: uuid.UUID) -> list[StoredIvrMenu]:
         async with self._db.connection() as conn:
@@ -214,6 +227,15 @@ class IvrMenuRepository:
         Raises :class:`InvalidInput` (``field`` = ``menu.options.1.menu``...) when the
         resulting set of menus fails :func:`check_menus` or a routing rule is unknown.
         """
+        self._books.pop(tenant_id, None)
+        try:
+            return await self._save(tenant_id, menus)
+        finally:
+            self._books.pop(tenant_id, None)
+
+    async def _save(
+        self, tenant_id: uuid.UUID, menus: Mapping[str, IvrMenu]
+    ) -> dict[str, StoredIvrMenu]:
         async with self._db.transaction() as conn:
             # one writer of a tenant's menus at a time, so the set check below holds
             await conn.execute("SELECT 1 FROM tenant WHERE id = $1 FOR NO KEY UPDATE", tenant_id)
@@ -359,6 +381,13 @@ class IvrMenuRepository:
         a lookup route, or the only way back out), a routing rule points at it, or call
         history (DTMF rows) references it: deactivate or edit those first.
         """
+        self._books.pop(tenant_id, None)
+        try:
+            await self._delete(tenant_id, name)
+        finally:
+            self._books.pop(tenant_id, None)
+
+    async def _delete(self, tenant_id: uuid.UUID, name: str) -> None:
         async with self._db.transaction() as conn:
             await conn.execute("SELECT 1 FROM tenant WHERE id = $1 FOR NO KEY UPDATE", tenant_id)
             current = {s.menu.name: s.menu for s in await _fetch(conn, tenant_id, None)}

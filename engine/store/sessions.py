@@ -30,8 +30,10 @@ from engine.store.database import Connection, Database
 
 if TYPE_CHECKING:
     from engine.events import EventBus
+    from engine.store.journal import CallJournal
 
 __all__ = [
+    "SESSION_COLUMNS",
     "CallEvent",
     "NewSession",
     "SessionFilter",
@@ -42,14 +44,45 @@ __all__ = [
     "callback_payload",
 ]
 
-_SESSION_COLS = (
-    "id, tenant_id, provider_id, direction, status, agent_number, customer_number, caller_id, "
-    "agent_id, external_ref, callback_url, metadata, idempotency_key, request_hash, "
-    "agent_channel_id, customer_channel_id, bridge_id, provider_call_id, hangup_cause, "
-    "hangup_cause_text, end_reason, recording_path, recording_duration_ms, ring_ms, talk_ms, "
-    "created_at, dialing_agent_at, agent_answered_at, dialing_customer_at, connected_at, "
-    "ended_at, updated_at, version, caller_number, dialed_number, ivr_menu"
+SESSION_COLUMNS: tuple[str, ...] = (
+    "id",
+    "tenant_id",
+    "provider_id",
+    "direction",
+    "status",
+    "agent_number",
+    "customer_number",
+    "caller_id",
+    "agent_id",
+    "external_ref",
+    "callback_url",
+    "metadata",
+    "idempotency_key",
+    "request_hash",
+    "agent_channel_id",
+    "customer_channel_id",
+    "bridge_id",
+    "provider_call_id",
+    "hangup_cause",
+    "hangup_cause_text",
+    "end_reason",
+    "recording_path",
+    "recording_duration_ms",
+    "ring_ms",
+    "talk_ms",
+    "created_at",
+    "dialing_agent_at",
+    "agent_answered_at",
+    "dialing_customer_at",
+    "connected_at",
+    "ended_at",
+    "updated_at",
+    "version",
+    "caller_number",
+    "dialed_number",
+    "ivr_menu",
 )
+_SESSION_COLS = ", ".join(SESSION_COLUMNS)
 # Columns a caller may set alongside a transition or event (telephony handles, outcome).
 _WRITABLE = frozenset(
     {
@@ -215,9 +248,31 @@ def _now() -> datetime:
 
 
 class SessionRepository:
-    def __init__(self, db: Database, events: EventBus | None = None) -> None:
+    """Sessions in PostgreSQL; with a :class:`~engine.store.journal.CallJournal`, the live
+    sessions this process owns (:meth:`open_live`) are read and changed in memory and
+    written behind."""
+
+    def __init__(
+        self, db: Database, events: EventBus | None = None, journal: CallJournal | None = None
+    ) -> None:
         self._db = db
         self._events = events
+        self._journal = journal
+
+    def open_live(
+        self, new: NewSession, *, tenant_callback_url: str | None = None
+    ) -> StoredSession:
+        """A queued session owned by this process, written behind (no idempotency key)."""
+        if self._journal is None:
+            raise RuntimeError("open_live needs a SessionRepository with a CallJournal")
+        session, _ = self._journal.open(new, tenant_callback_url=tenant_callback_url)
+        return session
+
+    async def stored(self, session_id: uuid.UUID) -> None:
+        """Return once the session's queued changes are in PostgreSQL (before writing rows
+        that refer to it outside this repository)."""
+        if self._journal is not None:
+            await self._journal.stored(session_id)
 
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[tuple[Connection, list[CallEvent]]]:
@@ -297,12 +352,18 @@ class SessionRepository:
 
     async def by_id(self, session_id: uuid.UUID) -> StoredSession | None:
         """A session of any tenant: for telephony events, which carry no tenant."""
+        if self._journal is not None and (live := self._journal.live(session_id)) is not None:
+            return live
         row = await self._db.fetchrow(
             f"SELECT {_SESSION_COLS} FROM click_to_call_session WHERE id = $1", session_id
         )
         return None if row is None else StoredSession.from_row(row)
 
     async def get(self, tenant_id: uuid.UUID, session_id: uuid.UUID) -> StoredSession:
+        if self._journal is not None and (live := self._journal.live(session_id)) is not None:
+            if live.tenant_id != tenant_id:
+                raise NotFound("session", session_id)
+            return live
         row = await self._db.fetchrow(
             f"SELECT {_SESSION_COLS} FROM click_to_call_session WHERE tenant_id = $1 AND id = $2",
             tenant_id,
@@ -456,6 +517,16 @@ class SessionRepository:
 
         Writes the row, its event and, if a callback URL applies, the outbox row, atomically.
         """
+        if self._journal is not None and self._journal.owns(session_id):
+            self._check_tenant(tenant_id, session_id)
+            return self._journal.change(
+                session_id,
+                target=target,
+                event_type=event_type,
+                payload=payload,
+                changes=_checked(changes),
+                at=at,
+            )
         when = at or _now()
         async with self._writing() as (conn, committed):
             current, callback_url = await self._lock(conn, tenant_id, session_id)
@@ -490,6 +561,16 @@ class SessionRepository:
         at: datetime | None = None,
     ) -> tuple[StoredSession, CallEvent]:
         """Record a telephony fact that is not a status change (DTMF, recording, ...)."""
+        if self._journal is not None and self._journal.owns(session_id):
+            self._check_tenant(tenant_id, session_id)
+            return self._journal.change(
+                session_id,
+                target=None,
+                event_type=event_type,
+                payload=payload,
+                changes=_checked(changes),
+                at=at,
+            )
         when = at or _now()
         async with self._writing() as (conn, committed):
             current, _ = await self._lock(conn, tenant_id, session_id)
@@ -506,6 +587,12 @@ class SessionRepository:
             )
             committed.append(event)
             return updated, event
+
+    def _check_tenant(self, tenant_id: uuid.UUID, session_id: uuid.UUID) -> None:
+        assert self._journal is not None
+        live = self._journal.live(session_id)
+        if live is None or live.tenant_id != tenant_id:
+            raise NotFound("session", session_id)
 
     async def _lock(
         self, conn: Connection, tenant_id: uuid.UUID, session_id: uuid.UUID

@@ -3,7 +3,8 @@
 ``EngineRunner`` starts a real :class:`~engine.daemon.Engine` (Unix socket API, PostgreSQL,
 ARI link) with the settings a test needs; ``CallWatcher`` follows one session's committed
 events through the engine's event bus so a test waits for a status instead of sleeping.
-``TcpProxy`` sits between the engine and ARI so a test can cut the event socket.
+``TcpProxy`` (tests/tcp_proxy.py) sits between the engine and ARI so a test can cut the
+event socket.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from engine.config import (
 )
 from engine.daemon import Engine
 from engine.store.sessions import CallEvent, StoredSession
+from tests.tcp_proxy import TcpProxy
 
 __all__ = ["CallWatcher", "TcpProxy", "running_engine"]
 
@@ -141,50 +143,3 @@ async def end_call(engine: Engine, session_id: str) -> dict[str, Any]:
         data: dict[str, Any] = await resp.json()
         assert resp.status == 200, data
         return data
-
-
-class TcpProxy:
-    """A loopback TCP proxy whose connections a test can cut (to drop the ARI socket)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> TcpProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.close()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
-
-    def cut(self) -> int:
-        """Abort every proxied connection; the number cut."""
-        writers = list(self._writers)
-        for w in writers:
-            w.transport.abort()
-        self._writers.clear()
-        return len(writers)
-
-    async def close(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()

@@ -1,0 +1,581 @@
+"""Write-behind for the calls this process owns: inbound IVR sessions.
+
+Why: an IVR call is a burst of small facts (session created, answered, a DTMF row and an
+event per key, ended). Written one transaction each, they cost ~30 round trips to PostgreSQL
+per call, and those round trips were most of the engine's CPU per call (measured with
+py-spy under ``bench/ivr.py``). The door that owns such a call holds its session in memory;
+every change is applied there at once (the domain state machine still decides) and queued
+here, and a single writer task commits the queue every ``interval`` seconds, all sessions
+together, in **one statement** (one round trip): the sessions' latest rows (upsert), their
+events, their callback outbox rows and their DTMF rows.
+
+What holds:
+
+- Atomic per batch: a batch commits whole or not at all; a committed event's session row,
+  outbox row and DTMF rows are committed with it.
+- Events are published to the :class:`~engine.events.EventBus` after their batch commits,
+  in ``seq`` order per session, as :class:`~engine.store.sessions.SessionRepository` does.
+  So a subscriber never sees a fact that is not in the database.
+- PostgreSQL away: the batch is kept and retried with capped backoff; calls in progress go
+  on. The backlog is bounded: past ``max_backlog`` queued rows, :meth:`CallJournal.open`
+  refuses new calls (``DatabaseUnavailable``) while calls already owned keep recording.
+- A batch PostgreSQL refuses (a bug, or e.g. an IVR option deleted mid-call) is retried one
+  session at a time, so one bad session cannot block the others; that session's rows are
+  logged and dropped.
+- Readers in this process see live sessions from memory (``SessionRepository.get``);
+  listings and stats read PostgreSQL and may lag by up to ``interval``. Code that writes a
+  row referring to a live session outside the journal first awaits :meth:`stored`.
+- One owner: a session is owned by the process that opened it (single engine per database
+  for now, as the event bus already assumes).
+
+An event's ``id`` is assigned by PostgreSQL, so :meth:`transition` and :meth:`append_event`
+return events whose ``id`` is 0; published events carry the real id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import asyncpg
+import structlog
+
+from engine.domain.call import CallStatus
+from engine.errors import ClosedResourceError, DatabaseUnavailable, NotFound
+from engine.store.database import Database
+from engine.store.sessions import (
+    SESSION_COLUMNS,
+    CallEvent,
+    NewSession,
+    StoredSession,
+    callback_payload,
+)
+
+if TYPE_CHECKING:
+    from engine.events import EventBus
+
+__all__ = ["CallJournal", "DtmfRow"]
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_INTERVAL: Final = 0.05
+DEFAULT_MAX_BACKLOG: Final = 100_000
+_RETRY_CAP: Final = 2.0
+
+# One round trip: the sessions' latest state (upsert; an older version never overwrites a
+# newer one), their events, the outbox rows of the events that have a callback URL (joined
+# to the event ids PostgreSQL assigns), their DTMF rows. Foreign keys are checked at the
+# end of the statement, so an event may refer to a session inserted by the same statement.
+_FLUSH = """
+WITH s AS (
+    INSERT INTO click_to_call_session AS t ({cols})
+    SELECT {cols} FROM jsonb_populate_recordset(NULL::click_to_call_session, $1::text::jsonb)
+    ON CONFLICT (id) DO UPDATE SET {updates}
+    WHERE t.version < EXCLUDED.version
+), e AS (
+    INSERT INTO call_event (tenant_id, session_id, seq, event_type, status_from, status_to,
+                            payload, occurred_at)
+    SELECT tenant_id, session_id, seq, event_type, status_from, status_to, payload, occurred_at
+    FROM jsonb_populate_recordset(NULL::call_event, $2::text::jsonb)
+    RETURNING id, session_id, seq
+), o AS (
+    INSERT INTO callback_outbox (tenant_id, session_id, event_id, url, payload)
+    SELECT c.tenant_id, c.session_id, e.id, c.url,
+           c.payload || jsonb_build_object('event_id', e.id)
+    FROM jsonb_to_recordset($3::text::jsonb)
+         AS c(tenant_id uuid, session_id uuid, seq integer, url text, payload jsonb)
+    JOIN e ON e.session_id = c.session_id AND e.seq = c.seq
+), d AS (
+    INSERT INTO call_dtmf_interaction (tenant_id, session_id, menu_id, menu_version, option_id,
+                                       digit, input_value, outcome, attempt, ms_since_prompt,
+                                       channel_id, occurred_at)
+    SELECT tenant_id, session_id, menu_id, menu_version, option_id, digit, input_value,
+           outcome, attempt, ms_since_prompt, channel_id, occurred_at
+    FROM jsonb_populate_recordset(NULL::call_dtmf_interaction, $4::text::jsonb)
+)
+SELECT id, session_id, seq FROM e
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DtmfRow:
+    """One ``call_dtmf_interaction`` row (see sql/0002_call_policy.sql)."""
+
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    menu_id: uuid.UUID
+    menu_version: int
+    option_id: uuid.UUID | None
+    digit: str | None
+    input_value: str | None
+    outcome: str
+    attempt: int
+    ms_since_prompt: int | None
+    channel_id: str | None
+    occurred_at: datetime
+
+
+@dataclasses.dataclass(slots=True)
+class _Pending:
+    """What is queued for one session since the last batch."""
+
+    session: StoredSession
+    events: list[CallEvent] = dataclasses.field(default_factory=list)
+    callbacks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    dtmf: list[DtmfRow] = dataclasses.field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return 1 + len(self.events) + len(self.callbacks) + len(self.dtmf)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)  # uuid.UUID, enums
+
+
+class CallJournal:
+    """Live sessions in memory, written behind in batches. See the module docstring."""
+
+    def __init__(
+        self,
+        db: Database,
+        events: EventBus | None = None,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+    ) -> None:
+        self._db = db
+        self._events = events
+        self._interval = interval
+        self._max_backlog = max_backlog
+        self._live: dict[uuid.UUID, StoredSession] = {}
+        self._callback_urls: dict[uuid.UUID, str | None] = {}
+        self._pending: dict[uuid.UUID, _Pending] = {}
+        self._backlog = 0
+        self._queued = 0  # generation: bumped by every change queued
+        self._written = 0  # the generation the last committed batch covered
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._hurry = False
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.dropped = 0  # rows PostgreSQL refused (logged)
+        self.batches = 0  # committed
+        self.failures = 0  # attempts that found PostgreSQL away (the batch was kept)
+
+    # -- what callers use -------------------------------------------------------------------
+
+    def owns(self, session_id: uuid.UUID) -> bool:
+        return session_id in self._live
+
+    def live(self, session_id: uuid.UUID) -> StoredSession | None:
+        return self._live.get(session_id)
+
+    @property
+    def backlog(self) -> int:
+        """Rows queued and not yet committed."""
+        return self._backlog
+
+    def open(
+        self, new: NewSession, *, tenant_callback_url: str | None = None
+    ) -> tuple[StoredSession, CallEvent]:
+        """A queued session owned in memory from now on, and its ``session.created`` event."""
+        self._check_open()
+        if self._backlog >= self._max_backlog:
+            raise DatabaseUnavailable(
+                f"{self._backlog} call rows are waiting for PostgreSQL; refusing new calls"
+            )
+        now = _now()
+        session = StoredSession(
+            id=uuid.uuid4(),
+            tenant_id=new.tenant_id,
+            provider_id=new.provider_id,
+            direction=new.direction,
+            status=CallStatus.QUEUED,
+            agent_number=new.agent_number,
+            customer_number=new.customer_number,
+            caller_id=new.caller_id,
+            agent_id=new.agent_id,
+            external_ref=new.external_ref,
+            callback_url=new.callback_url,
+            metadata=dict(new.metadata),
+            idempotency_key=None,
+            request_hash=None,
+            agent_channel_id=None,
+            customer_channel_id=None,
+            bridge_id=None,
+            provider_call_id=None,
+            hangup_cause=None,
+            hangup_cause_text=None,
+            end_reason=None,
+            recording_path=None,
+            recording_duration_ms=None,
+            ring_ms=None,
+            talk_ms=None,
+            created_at=now,
+            dialing_agent_at=None,
+            agent_answered_at=None,
+            dialing_customer_at=None,
+            connected_at=None,
+            ended_at=None,
+            updated_at=now,
+            version=1,
+            caller_number=new.caller_number,
+            dialed_number=new.dialed_number,
+            ivr_menu=new.ivr_menu,
+        )
+        self._live[session.id] = session
+        self._callback_urls[session.id] = new.callback_url or tenant_callback_url
+        event = self._queue(
+            session,
+            event_type="session.created",
+            status_from=None,
+            status_to=session.status.value,
+            payload={"direction": session.direction.value},
+            at=now,
+            status_change=False,  # a creation sends no callback (as the database path)
+        )
+        return session, event
+
+    def change(
+        self,
+        session_id: uuid.UUID,
+        *,
+        target: CallStatus | str | None,
+        event_type: str,
+        payload: Mapping[str, Any] | None,
+        changes: Mapping[str, Any],
+        at: datetime | None,
+    ) -> tuple[StoredSession, CallEvent]:
+        """Apply a transition (``target``) or a plain fact to a live session and queue it.
+
+        ``changes`` are already checked column changes; the state machine decides the rest
+        and raises :class:`~engine.errors.IllegalTransition` as the database path does.
+        """
+        self._check_open()
+        current = self._live.get(session_id)
+        if current is None:
+            raise NotFound("session", session_id)
+        when = at or _now()
+        columns = dict(changes)
+        status_from = status_to = None
+        if target is not None:
+            decided = current.machine().transition(target, when)
+            columns.update(decided.changes)
+            status_from, status_to = decided.status_from.value, decided.status_to.value
+        if "status" in columns:
+            columns["status"] = CallStatus(columns["status"])
+        updated = dataclasses.replace(
+            current, **columns, version=current.version + 1, updated_at=_now()
+        )
+        if updated.status.is_terminal:
+            del self._live[session_id]
+        else:
+            self._live[session_id] = updated
+        event = self._queue(
+            updated,
+            event_type=event_type,
+            status_from=status_from,
+            status_to=status_to,
+            payload=dict(payload or {}),
+            at=when,
+            status_change=target is not None,
+        )
+        if updated.status.is_terminal:
+            self._callback_urls.pop(session_id, None)
+        return updated, event
+
+    def dtmf(self, row: DtmfRow) -> None:
+        self._check_open()
+        pending = self._pending_for(row.session_id)
+        pending.dtmf.append(row)
+        self._bump(1)
+
+    async def stored(self, session_id: uuid.UUID) -> None:
+        """Return once everything queued so far for ``session_id`` is committed."""
+        if session_id in self._pending:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Return once everything queued before this call is committed (or dropped)."""
+        if self._queued <= self._written:
+            return
+        if self._task is None:
+            raise ClosedResourceError("CallJournal is closed")
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((self._queued, waiter))
+        self._hurry = True
+        self._wake.set()
+        await waiter
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Write what is queued (within ``grace`` seconds), then stop the writer."""
+        if self._closed:
+            return
+        try:
+            if self._task is not None and not self._task.done():
+                with contextlib.suppress(TimeoutError, ClosedResourceError):
+                    await asyncio.wait_for(asyncio.shield(self.flush()), grace)
+        finally:
+            self._closed = True
+            task, self._task = self._task, None
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if self._backlog:
+                log.error("journal.closed_with_backlog", rows=self._backlog)
+            self._fail_waiters(ClosedResourceError("CallJournal is closed"))
+
+    # -- queueing ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedResourceError("CallJournal is closed")
+
+    def _pending_for(self, session_id: uuid.UUID) -> _Pending:
+        pending = self._pending.get(session_id)
+        if pending is None:
+            session = self._live.get(session_id)
+            if session is None:
+                raise NotFound("session", session_id)
+            pending = self._pending[session_id] = _Pending(session)
+            self._backlog += 1
+        return pending
+
+    def _queue(
+        self,
+        session: StoredSession,
+        *,
+        event_type: str,
+        status_from: str | None,
+        status_to: str | None,
+        payload: dict[str, Any],
+        at: datetime,
+        status_change: bool,
+    ) -> CallEvent:
+        pending = self._pending.get(session.id)
+        if pending is None:
+            pending = self._pending[session.id] = _Pending(session)
+            self._backlog += 1
+        pending.session = session
+        url = self._callback_urls.get(session.id) if status_change else None
+        event = CallEvent(
+            id=0,
+            tenant_id=session.tenant_id,
+            session_id=session.id,
+            seq=session.version,
+            event_type=event_type,
+            status_from=status_from,
+            status_to=status_to,
+            payload=payload,
+            occurred_at=at,
+            callback_queued=bool(url),
+        )
+        pending.events.append(event)
+        added = 1
+        if url:
+            pending.callbacks.append(
+                {
+                    "tenant_id": session.tenant_id,
+                    "session_id": session.id,
+                    "seq": event.seq,
+                    "url": url,
+                    "payload": callback_payload(session, event),
+                }
+            )
+            added += 1
+        self._bump(added)
+        return event
+
+    def _bump(self, rows: int) -> None:
+        self._backlog += rows
+        self._queued += 1
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._writer(), name="call-journal")
+        self._wake.set()
+
+    # -- the writer -------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        delay = 0.05
+        while True:
+            await self._wake.wait()
+            if not self._hurry:
+                await asyncio.sleep(self._interval)  # gather a batch: one round trip for all
+            self._wake.clear()
+            self._hurry = False
+            generation, batch = self._queued, self._pending
+            self._pending = {}
+            size = sum(p.size for p in batch.values())
+            try:
+                written = await self._write(batch)
+            except ClosedResourceError as exc:
+                # the database was closed under us (shutdown order): nothing more to do
+                self._pending = batch
+                log.error("journal.database_closed", rows=self._backlog, error=str(exc))
+                self._fail_waiters(exc)
+                return
+            except (DatabaseUnavailable, _Retry) as exc:
+                # keep the batch (older than anything queued since) and try again later
+                for sid, later in self._pending.items():
+                    if sid in batch:
+                        _merge(batch[sid], later)
+                    else:
+                        batch[sid] = later
+                self._pending = batch
+                self.failures += 1
+                log.warning("journal.write_failed", error=str(exc), retry_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_CAP)
+                self._wake.set()
+                continue
+            delay = 0.05
+            self.batches += 1
+            self._backlog -= size
+            self._publish(batch, written)
+            self._written = generation
+            self._wake_waiters()
+
+    def _fail_waiters(self, exc: Exception) -> None:
+        for _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
+        self._waiters.clear()
+
+    def _wake_waiters(self) -> None:
+        still = []
+        for generation, waiter in self._waiters:
+            if generation <= self._written:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                still.append((generation, waiter))
+        self._waiters = still
+        if still:
+            self._hurry = True
+            self._wake.set()
+
+    async def _write(self, batch: dict[uuid.UUID, _Pending]) -> dict[tuple[uuid.UUID, int], int]:
+        """Commit ``batch``; event ids by (session, seq). Isolates a session PostgreSQL refuses."""
+        try:
+            return await self._statement(list(batch.values()))
+        except asyncpg.PostgresError as exc:
+            if _transient(exc):
+                raise _Retry(str(exc)) from exc
+            if len(batch) == 1:
+                self._drop(next(iter(batch.values())), exc)
+                return {}
+        ids: dict[tuple[uuid.UUID, int], int] = {}
+        for pending in batch.values():
+            try:
+                ids.update(await self._statement([pending]))
+            except asyncpg.PostgresError as exc:
+                if _transient(exc):
+                    raise _Retry(str(exc)) from exc
+                self._drop(pending, exc)
+        return ids
+
+    def _drop(self, pending: _Pending, exc: Exception) -> None:
+        self.dropped += pending.size
+        pending.events.clear()  # nothing of it was written: publish nothing
+        log.error(
+            "journal.rows_refused",
+            call_id=str(pending.session.id),
+            rows=pending.size,
+            error=str(exc),
+        )
+
+    async def _statement(self, batch: list[_Pending]) -> dict[tuple[uuid.UUID, int], int]:
+        sessions = [_row(p.session, _SESSION_FIELDS) for p in batch]
+        events = [
+            {
+                "tenant_id": e.tenant_id,
+                "session_id": e.session_id,
+                "seq": e.seq,
+                "event_type": e.event_type,
+                "status_from": e.status_from,
+                "status_to": e.status_to,
+                "payload": e.payload,
+                "occurred_at": e.occurred_at,
+            }
+            for p in batch
+            for e in p.events
+        ]
+        callbacks = [c for p in batch for c in p.callbacks]
+        dtmf = [_row(d, _DTMF_FIELDS) for p in batch for d in p.dtmf]
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                _FLUSH_SQL,
+                _dumps(sessions),
+                _dumps(events),
+                _dumps(callbacks),
+                _dumps(dtmf),
+            )
+        return {(r["session_id"], r["seq"]): r["id"] for r in rows}
+
+    def _publish(
+        self, batch: dict[uuid.UUID, _Pending], ids: dict[tuple[uuid.UUID, int], int]
+    ) -> None:
+        if self._events is None:
+            return
+        for pending in batch.values():
+            for event in pending.events:
+                event_id = ids.get((event.session_id, event.seq))
+                if event_id is not None:
+                    self._events.publish(dataclasses.replace(event, id=event_id))
+
+
+class _Retry(Exception):
+    """PostgreSQL answered, but with a condition that passes (shutdown, deadlock...)."""
+
+
+# SQLSTATE classes that say "try again later", not "this row is wrong": connection
+# exception, insufficient resources, operator intervention (shutdown), transaction rollback.
+_TRANSIENT_CLASSES: Final = ("08", "53", "57", "40")
+
+
+def _transient(exc: asyncpg.PostgresError) -> bool:
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in _TRANSIENT_CLASSES
+
+
+def _merge(older: _Pending, newer: _Pending) -> None:
+    older.session = newer.session
+    older.events.extend(newer.events)
+    older.callbacks.extend(newer.callbacks)
+    older.dtmf.extend(newer.dtmf)
+
+
+def _row(obj: object, fields: tuple[str, ...]) -> dict[str, Any]:
+    # not dataclasses.asdict: that deep-copies every value, and this runs for every row
+    return {name: getattr(obj, name) for name in fields}
+
+
+_SESSION_FIELDS: Final = tuple(f.name for f in dataclasses.fields(StoredSession))
+_DTMF_FIELDS: Final = tuple(f.name for f in dataclasses.fields(DtmfRow))
+
+
+def _dumps(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, default=_json_default)
+
+
+def _flush_sql() -> str:
+    cols = ", ".join(SESSION_COLUMNS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in SESSION_COLUMNS if c != "id")
+    return _FLUSH.format(cols=cols, updates=updates)
+
+
+_FLUSH_SQL: Final = _flush_sql()

@@ -1,0 +1,306 @@
+"""The write-behind journal of live calls (engine/store/journal.py) against a real
+PostgreSQL, and through a fault-injecting TCP proxy for "PostgreSQL away"."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from engine.domain.call import CallStatus, Direction
+from engine.domain.ivr import MenuBook
+from engine.errors import ClosedResourceError, DatabaseUnavailable, IllegalTransition, NotFound
+from engine.events import EventBus
+from engine.ivr_yaml import load_menus
+from engine.store import Database, Store
+from engine.store.journal import CallJournal
+from engine.store.sessions import CallEvent, NewSession, StoredSession
+from tests.tcp_proxy import TcpProxy
+
+MENUS = """\
+menus:
+  journal_main:
+    greeting: sound:beep
+    options:
+      1: {action: hangup}
+"""
+
+
+@pytest.fixture
+async def db(migrated_db: str) -> AsyncIterator[Database]:
+    async with Database(migrated_db, max_size=4) as database:
+        yield database
+
+
+def _new(tenant_id: uuid.UUID) -> NewSession:
+    return NewSession(
+        tenant_id=tenant_id,
+        direction=Direction.INBOUND,
+        agent_number=None,
+        customer_number=None,
+        caller_number="5551234",
+        dialed_number="100",
+        ivr_menu="journal_main",
+    )
+
+
+async def _events(db: Database, session_id: uuid.UUID) -> list[tuple[int, str]]:
+    rows = await db.fetch(
+        "SELECT seq, event_type FROM call_event WHERE session_id = $1 ORDER BY seq", session_id
+    )
+    return [(r["seq"], r["event_type"]) for r in rows]
+
+
+async def _ivr_call(store: Store, tenant_id: uuid.UUID, book: MenuBook) -> StoredSession:
+    """An IVR call's usual facts: created, answered, one key, ended."""
+    menu_id, version = book.menu_ids["journal_main"]
+    session = store.sessions.open_live(_new(tenant_id), tenant_callback_url="http://erp/cb")
+    await store.sessions.transition(tenant_id, session.id, CallStatus.CONNECTED)
+    await store.dtmf.record(
+        tenant_id,
+        session.id,
+        menu_id=menu_id,
+        menu_version=version,
+        option_id=book.option_ids[("journal_main", "1")],
+        digit="1",
+        input_value=None,
+        outcome="option",
+        attempt=1,
+        ms_since_prompt=120,
+        channel_id="chan-1",
+    )
+    await store.sessions.append_event(tenant_id, session.id, "ivr.dtmf", payload={"digit": "1"})
+    ended, _ = await store.sessions.transition(
+        tenant_id, session.id, CallStatus.COMPLETED, changes={"end_reason": "ivr hung up"}
+    )
+    return ended
+
+
+async def test_an_ivr_call_lands_whole_and_its_events_are_published_after_commit(
+    db: Database,
+) -> None:
+    bus = EventBus()
+    store = Store.over(db, events=bus)
+    tenant = await store.tenants.by_slug("default")
+    await store.ivr.save(tenant.id, load_menus(MENUS))
+    seen: list[tuple[CallEvent, bool]] = []
+    committed_when_published: list[asyncio.Task[bool]] = []
+
+    async def in_db(event: CallEvent) -> bool:
+        found = await db.fetchval("SELECT count(*) FROM call_event WHERE id = $1", event.id)
+        return bool(found)
+
+    def listener(event: CallEvent) -> None:
+        seen.append((event, event.callback_queued))
+        committed_when_published.append(asyncio.ensure_future(in_db(event)))
+
+    bus.add_listener(listener)
+    try:
+        ended = await _ivr_call(store, tenant.id, await store.ivr.book(tenant.id))
+        # nothing needed a round trip so far: the call is in memory and queued
+        await store.journal.flush()
+        row = await db.fetchrow(
+            "SELECT status, version, talk_ms, end_reason, caller_number, ivr_menu "
+            "FROM click_to_call_session WHERE id = $1",
+            ended.id,
+        )
+        assert row is not None
+        assert dict(row) == {
+            "status": "completed",
+            "version": 4,
+            "talk_ms": ended.talk_ms,
+            "end_reason": "ivr hung up",
+            "caller_number": "5551234",
+            "ivr_menu": "journal_main",
+        }
+        assert await _events(db, ended.id) == [
+            (1, "session.created"),
+            (2, "status.changed"),
+            (3, "ivr.dtmf"),
+            (4, "status.changed"),
+        ]
+        dtmf = await db.fetchrow(
+            "SELECT digit, outcome, ms_since_prompt, option_id IS NOT NULL AS has_option "
+            "FROM call_dtmf_interaction WHERE session_id = $1",
+            ended.id,
+        )
+        assert dtmf is not None
+        assert dict(dtmf) == {
+            "digit": "1",
+            "outcome": "option",
+            "ms_since_prompt": 120,
+            "has_option": True,
+        }
+        # a callback per status change, carrying the event id PostgreSQL gave the event
+        outbox = await db.fetch(
+            "SELECT o.event_id, (o.payload->>'event_id')::bigint AS payload_event, "
+            "o.payload->>'status' AS status FROM callback_outbox o "
+            "WHERE o.session_id = $1 ORDER BY o.id",
+            ended.id,
+        )
+        assert [(r["status"], r["event_id"] == r["payload_event"]) for r in outbox] == [
+            ("connected", True),
+            ("completed", True),
+        ]
+        assert [(e.seq, e.id > 0, queued) for e, queued in seen] == [
+            (1, True, False),
+            (2, True, True),
+            (3, True, False),
+            (4, True, True),
+        ]
+        assert all(await asyncio.gather(*committed_when_published))
+    finally:
+        await store.journal.close()
+
+
+async def test_live_sessions_are_read_from_memory_and_scoped_to_their_tenant(
+    db: Database,
+) -> None:
+    store = Store.over(db)
+    tenant = await store.tenants.by_slug("default")
+    try:
+        session = store.sessions.open_live(_new(tenant.id))
+        connected, event = await store.sessions.transition(
+            tenant.id, session.id, CallStatus.CONNECTED
+        )
+        assert event.id == 0  # assigned by PostgreSQL when the batch commits
+        assert (await store.sessions.get(tenant.id, session.id)).status is CallStatus.CONNECTED
+        assert await store.sessions.by_id(session.id) == connected
+        with pytest.raises(NotFound):
+            await store.sessions.get(uuid.uuid4(), session.id)
+        with pytest.raises(NotFound):
+            await store.sessions.append_event(uuid.uuid4(), session.id, "ivr.note")
+        with pytest.raises(IllegalTransition):
+            await store.sessions.transition(tenant.id, session.id, CallStatus.QUEUED)
+        # the refused change queued nothing: the row lands at version 2
+        await store.sessions.stored(session.id)
+        assert (
+            await db.fetchval("SELECT version FROM click_to_call_session WHERE id = $1", session.id)
+            == 2
+        )
+    finally:
+        await store.journal.close()
+
+
+async def test_postgresql_away_rows_wait_and_land_once_when_it_returns(
+    migrated_db: str,
+) -> None:
+    url = urlsplit(migrated_db)
+    proxy = await TcpProxy(url.port or 5432).start()
+    proxied = urlunsplit(url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}"))
+    try:
+        async with Database(proxied, max_size=2, command_timeout=5) as db:
+            store = Store.over(db)
+            tenant = await store.tenants.by_slug("default")
+            await store.ivr.save(tenant.id, load_menus(MENUS))
+            book = await store.ivr.book(tenant.id)
+            proxy.refusing = True
+            proxy.cut()
+            # calls go on while the database is away: every change is accepted in memory
+            ended = await _ivr_call(store, tenant.id, book)
+            writer = store.journal
+            flushed = asyncio.ensure_future(writer.flush())
+            await asyncio.wait_for(proxy.refused.wait(), 30)  # the writer tried to write
+            assert not flushed.done()
+            proxy.refusing = False
+            await asyncio.wait_for(flushed, 30)
+            assert writer.backlog == 0
+            assert writer.dropped == 0
+            assert [seq for seq, _ in await _events(db, ended.id)] == [1, 2, 3, 4]
+            assert (
+                await db.fetchval(
+                    "SELECT count(*) FROM call_dtmf_interaction WHERE session_id = $1", ended.id
+                )
+                == 1
+            )
+            await writer.close()
+    finally:
+        await proxy.close()
+
+
+async def test_a_session_postgresql_refuses_does_not_block_the_others(db: Database) -> None:
+    store = Store.over(db)
+    tenant = await store.tenants.by_slug("default")
+    await store.ivr.save(tenant.id, load_menus(MENUS))
+    try:
+        bad = store.sessions.open_live(_new(tenant.id))
+        await store.dtmf.record(  # a menu that does not exist: the foreign key refuses it
+            tenant.id,
+            bad.id,
+            menu_id=uuid.uuid4(),
+            menu_version=1,
+            option_id=None,
+            digit="5",
+            input_value=None,
+            outcome="invalid",
+            attempt=1,
+            ms_since_prompt=None,
+            channel_id=None,
+        )
+        good = await _ivr_call(store, tenant.id, await store.ivr.book(tenant.id))
+        await store.journal.flush()
+        assert store.journal.dropped == 3  # the bad session's row, event and DTMF row
+        assert await _events(db, bad.id) == []
+        assert len(await _events(db, good.id)) == 4
+        assert store.journal.backlog == 0
+    finally:
+        await store.journal.close()
+
+
+async def test_the_backlog_is_bounded_new_calls_are_refused(migrated_db: str) -> None:
+    url = urlsplit(migrated_db)
+    proxy = await TcpProxy(url.port or 5432).start()
+    proxied = urlunsplit(url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}"))
+    try:
+        async with Database(proxied, max_size=2, command_timeout=5) as db:
+            tenant_id = (await Store.over(db).tenants.by_slug("default")).id
+            journal = CallJournal(db, max_backlog=3)
+            proxy.refusing = True
+            proxy.cut()
+            first, _ = journal.open(_new(tenant_id))  # row + event: backlog 2, then 3
+            journal.change(
+                first.id,
+                target=CallStatus.CONNECTED,
+                event_type="status.changed",
+                payload=None,
+                changes={},
+                at=None,
+            )
+            with pytest.raises(DatabaseUnavailable, match="refusing new calls"):
+                journal.open(_new(tenant_id))
+            # the call already owned keeps recording
+            journal.change(
+                first.id,
+                target=CallStatus.COMPLETED,
+                event_type="status.changed",
+                payload=None,
+                changes={},
+                at=None,
+            )
+            proxy.refusing = False
+            await asyncio.wait_for(journal.flush(), 30)
+            assert (
+                await db.fetchval(
+                    "SELECT status FROM click_to_call_session WHERE id = $1", first.id
+                )
+                == "completed"
+            )
+            await journal.close()
+            with pytest.raises(ClosedResourceError):
+                journal.open(_new(tenant_id))
+    finally:
+        await proxy.close()
+
+
+async def test_close_writes_what_is_queued(db: Database) -> None:
+    store = Store.over(db)
+    tenant = await store.tenants.by_slug("default")
+    session = store.sessions.open_live(_new(tenant.id))
+    await store.sessions.transition(tenant.id, session.id, CallStatus.CONNECTED)
+    await store.journal.close()
+    assert [seq for seq, _ in await _events(db, session.id)] == [1, 2]
+    with pytest.raises(ClosedResourceError):
+        await store.sessions.append_event(tenant.id, session.id, "ivr.note")
