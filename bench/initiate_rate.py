@@ -21,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.originate import cpu_seconds
 from engine.store.migrations import default_migrations_dir, migrate
 from tests.conftest import create_database, drop_database
 
@@ -88,11 +89,6 @@ async def _drive(sock: Path, total: int, concurrency: int) -> tuple[float, list[
     return elapsed, latencies, errors
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=3000)
@@ -107,9 +103,9 @@ async def main() -> None:
             try:
                 rows = []
                 for c in (int(x) for x in args.concurrency.split(",")):
-                    cpu0 = _cpu_seconds(proc.pid)
+                    cpu0 = cpu_seconds(proc.pid)
                     elapsed, lat, errors = await _drive(sock, args.requests, c)
-                    cpu = _cpu_seconds(proc.pid) - cpu0
+                    cpu = cpu_seconds(proc.pid) - cpu0
                     q = statistics.quantiles(lat, n=100)
                     rows.append(
                         (

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.originate import cpu_seconds, start_engine
+from bench.originate import cpu_times, start_engine
 from engine.asterisk.sandbox import Sandbox
 from engine.asterisk.sipp import SippPhone
 from engine.ivr_yaml import load_menus
@@ -85,6 +85,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--rates", default="5,10,20")
+    parser.add_argument("--doors", default=",".join(DOORS), help="a subset of " + ",".join(DOORS))
     args = parser.parse_args()
     box = Sandbox()
     await asyncio.to_thread(box.up)
@@ -104,7 +105,8 @@ async def main() -> None:
             db = await Database(db_url).open()
             try:
                 for rate in (int(r) for r in args.rates.split(",")):
-                    for door, prefix in DOORS.items():
+                    for door in args.doors.split(","):
+                        prefix = DOORS[door]
                         rows.append(
                             await _row(db, proc.pid, Path(tmp), door, prefix, rate, args.calls)
                         )
@@ -117,25 +119,28 @@ async def main() -> None:
     print(f"\n2-level IVR, {args.calls} calls per row, SIPp caller with RFC 2833 DTMF")
     print(
         f"{'door':<9} {'offered/s':>9} {'ok':>5} {'failed':>6} {'walked':>6} {'calls/s':>8} "
-        f"{'engine CPU ms/call':>19}"
+        f"{'engine CPU ms/call (user+sys)':>30}"
     )
-    for door, rate, ok, failed, walked, cps, cpu_ms in rows:
-        cpu = f"{cpu_ms:.2f}" if cpu_ms is not None else "-"
+    for door, rate, ok, failed, walked, cps, user_ms, sys_ms in rows:
+        cpu = "-"
+        if user_ms is not None and sys_ms is not None:
+            cpu = f"{user_ms + sys_ms:.2f} ({user_ms:.2f}+{sys_ms:.2f})"
         w = str(walked) if walked is not None else "-"
-        print(f"{door:<9} {rate:>9} {ok:>5} {failed:>6} {w:>6} {cps:>8.1f} {cpu:>19}")
+        print(f"{door:<9} {rate:>9} {ok:>5} {failed:>6} {w:>6} {cps:>8.1f} {cpu:>30}")
 
 
 async def _row(
     db: Database, pid: int, tmp: Path, door: str, prefix: str, rate: int, calls: int
-) -> tuple[str, int, int, int, int | None, float, float | None]:
+) -> tuple[str, int, int, int, int | None, float, float | None, float | None]:
     work = tmp / f"{door}-{rate}"
     work.mkdir()
-    cpu0 = cpu_seconds(pid)
+    user0, sys0 = cpu_times(pid)
     mark = await db.fetchval("SELECT now()")
     ok, failed, elapsed = await asyncio.to_thread(run_sipp, work, prefix, calls, rate)
-    cpu = cpu_seconds(pid) - cpu0
+    user1, sys1 = cpu_times(pid)
+    user, system = user1 - user0, sys1 - sys0
     if door == "dialplan":
-        return door, rate, ok, failed, None, ok / elapsed, None
+        return door, rate, ok, failed, None, ok / elapsed, None, None
     # a call "walked" the menu when the engine recorded both of its choices
     walked = await db.fetchval(
         "SELECT count(*) FROM (SELECT session_id FROM call_dtmf_interaction "
@@ -143,7 +148,8 @@ async def _row(
         "HAVING count(*) = 2) w",
         mark,
     )
-    return door, rate, ok, failed, int(walked), ok / elapsed, cpu / max(ok, 1) * 1000
+    per_call = 1000 / max(ok, 1)
+    return door, rate, ok, failed, int(walked), ok / elapsed, user * per_call, system * per_call
 
 
 if __name__ == "__main__":
