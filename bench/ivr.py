@@ -1,10 +1,13 @@
 """IVR throughput: the same 2-level menu as pure dialplan, through the engine over Stasis
-(ARI) and over FastAGI, driven by a SIPp caller at rising rates on the sandbox.
+(ARI) and over FastAGI, and through bench/baselines.py's bare ARI app and bare FastAGI
+server (the floor for each protocol), driven by a SIPp caller at rising rates on the sandbox.
 
 The menu: answer, `hello-world` prompt, key 1 -> submenu with a `beep` prompt, key # ->
 hang up. The caller (tests/e2e/sipp/uac_dtmf.xml, real RFC 2833 DTMF) sends "1" then "#"
 and waits for Asterisk's BYE. For each door and rate: calls offered, calls that completed
-without a SIPp failure, achieved calls/s, and the engine's CPU ms per call (from /proc).
+without a SIPp failure, calls that walked the whole menu, achieved calls/s, the Python CPU
+ms per call (the engine's, or this process's for a bare door; user+system from /proc) and
+Asterisk's (what the door costs the PBX itself: ARI and AGI are not free).
 Prints one table. Run as root:  .venv/bin/python -m bench.ivr --calls 100 --rates 5,10,20
 """
 
@@ -12,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import os
 import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from bench.originate import cpu_times, start_engine
+from bench.baselines import BareAgiServer, BareAriApp
+from bench.originate import cpu_seconds, cpu_times, start_engine
 from engine.asterisk.sandbox import Sandbox
 from engine.asterisk.sipp import SippPhone
 from engine.ivr_yaml import load_menus
@@ -41,7 +47,15 @@ menus:
       "#": {action: hangup}
 """
 DIALPLAN = Path(__file__).resolve().parents[1] / "dialplan" / "extensions.conf"
-DOORS = {"dialplan": "4574", "stasis": "", "fastagi": "4573"}
+# door -> the prefix the caller dials (dialplan/extensions.conf [from-caller]); the bare-*
+# doors are bench/baselines.py's minimal programs, the Python floor for each protocol
+DOORS = {
+    "dialplan": "4574",
+    "stasis": "",
+    "fastagi": "4573",
+    "bare-ari": "4576",
+    "bare-agi": "4575",
+}
 
 
 def run_sipp(work: Path, number: str, calls: int, rate: int) -> tuple[int, int, float]:
@@ -102,14 +116,15 @@ async def main() -> None:
             await store.ivr.save(tenant.id, load_menus(MENUS))
         with tempfile.TemporaryDirectory() as tmp:
             proc, _ = await start_engine(db_url, Path(tmp), box, "", app="ctc")
+            asterisk = box.status().pid or 0
             db = await Database(db_url).open()
             try:
-                for rate in (int(r) for r in args.rates.split(",")):
-                    for door in args.doors.split(","):
-                        prefix = DOORS[door]
-                        rows.append(
-                            await _row(db, proc.pid, Path(tmp), door, prefix, rate, args.calls)
-                        )
+                async with BareAgiServer() as bare_agi, BareAriApp() as bare_ari:
+                    bare = {"bare-agi": bare_agi, "bare-ari": bare_ari}
+                    for rate in (int(r) for r in args.rates.split(",")):
+                        for door in args.doors.split(","):
+                            run = _Run(db, proc.pid, asterisk, Path(tmp), bare)
+                            rows.append(await run.row(door, rate, args.calls))
             finally:
                 await db.close()
                 proc.terminate()
@@ -119,37 +134,72 @@ async def main() -> None:
     print(f"\n2-level IVR, {args.calls} calls per row, SIPp caller with RFC 2833 DTMF")
     print(
         f"{'door':<9} {'offered/s':>9} {'ok':>5} {'failed':>6} {'walked':>6} {'calls/s':>8} "
-        f"{'engine CPU ms/call (user+sys)':>30}"
+        f"{'Python CPU ms/call (user+sys)':>30} {'Asterisk CPU ms/call':>20}"
     )
-    for door, rate, ok, failed, walked, cps, user_ms, sys_ms in rows:
+    for door, rate, ok, failed, walked, cps, user_ms, sys_ms, pbx_ms in rows:
         cpu = "-"
         if user_ms is not None and sys_ms is not None:
             cpu = f"{user_ms + sys_ms:.2f} ({user_ms:.2f}+{sys_ms:.2f})"
         w = str(walked) if walked is not None else "-"
-        print(f"{door:<9} {rate:>9} {ok:>5} {failed:>6} {w:>6} {cps:>8.1f} {cpu:>30}")
+        print(
+            f"{door:<9} {rate:>9} {ok:>5} {failed:>6} {w:>6} {cps:>8.1f} {cpu:>30} {pbx_ms:>20.2f}"
+        )
 
 
-async def _row(
-    db: Database, pid: int, tmp: Path, door: str, prefix: str, rate: int, calls: int
-) -> tuple[str, int, int, int, int | None, float, float | None, float | None]:
-    work = tmp / f"{door}-{rate}"
-    work.mkdir()
-    user0, sys0 = cpu_times(pid)
-    mark = await db.fetchval("SELECT now()")
-    ok, failed, elapsed = await asyncio.to_thread(run_sipp, work, prefix, calls, rate)
-    user1, sys1 = cpu_times(pid)
-    user, system = user1 - user0, sys1 - sys0
-    if door == "dialplan":
-        return door, rate, ok, failed, None, ok / elapsed, None, None
-    # a call "walked" the menu when the engine recorded both of its choices
+Row = tuple[str, int, int, int, int | None, float, float | None, float | None, float]
+
+
+@dataclasses.dataclass
+class _Run:
+    db: Database
+    engine_pid: int
+    asterisk_pid: int
+    tmp: Path
+    bare: dict[str, BareAgiServer | BareAriApp]
+
+    async def row(self, door: str, rate: int, calls: int) -> Row:
+        work = self.tmp / f"{door}-{rate}"
+        work.mkdir()
+        program = self.bare.get(door)
+        # the engine's CPU, or this process's for a bare door (it runs here)
+        pid = self.engine_pid if program is None else os.getpid()
+        user0, sys0 = cpu_times(pid)
+        pbx0 = cpu_seconds(self.asterisk_pid)
+        walked0 = program.walked if program is not None else 0
+        mark = await self.db.fetchval("SELECT now()")
+        ok, failed, elapsed = await asyncio.to_thread(run_sipp, work, DOORS[door], calls, rate)
+        user1, sys1 = cpu_times(pid)
+        user, system = user1 - user0, sys1 - sys0
+        per_call = 1000 / max(ok, 1)
+        pbx_ms = (cpu_seconds(self.asterisk_pid) - pbx0) * per_call
+        if door == "dialplan":
+            return door, rate, ok, failed, None, ok / elapsed, None, None, pbx_ms
+        if program is not None:
+            walked = program.walked - walked0
+        else:
+            walked = await _walked(self.db, mark)
+        return (
+            door,
+            rate,
+            ok,
+            failed,
+            walked,
+            ok / elapsed,
+            user * per_call,
+            system * per_call,
+            pbx_ms,
+        )
+
+
+async def _walked(db: Database, mark: object) -> int:
+    """Calls the engine recorded both choices of (the menu walked end to end)."""
     walked = await db.fetchval(
         "SELECT count(*) FROM (SELECT session_id FROM call_dtmf_interaction "
         "WHERE occurred_at >= $1 AND outcome = 'option' GROUP BY session_id "
         "HAVING count(*) = 2) w",
         mark,
     )
-    per_call = 1000 / max(ok, 1)
-    return door, rate, ok, failed, int(walked), ok / elapsed, user * per_call, system * per_call
+    return int(walked)
 
 
 if __name__ == "__main__":

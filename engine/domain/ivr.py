@@ -36,8 +36,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
+import urllib.parse
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from engine.errors import InvalidInput
 
@@ -140,9 +141,18 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SAYABLE = re.compile(r"-?[0-9]{1,9}")  # say: number (Asterisk says up to 999,999,999)
 
 
-def render(template: str, variables: Mapping[str, str]) -> str:
-    """``{name}`` -> the variable's value (empty when unset); other text is kept."""
-    return _PLACEHOLDER.sub(lambda m: variables.get(m.group(1), ""), template)
+def render(
+    template: str, variables: Mapping[str, str], quote: Callable[[str], str] | None = None
+) -> str:
+    """``{name}`` -> the variable's value (empty when unset, passed through ``quote`` when
+    given); other text is kept."""
+    escape = quote or (lambda value: value)
+    return _PLACEHOLDER.sub(lambda m: escape(variables.get(m.group(1), "")), template)
+
+
+def _url_quote(value: str) -> str:
+    # a caller's keys in a URL: "#", "*", "/" or "?" must not change the URL's structure
+    return urllib.parse.quote(value, safe="")
 
 
 # -- the model ----------------------------------------------------------------------------
@@ -678,7 +688,7 @@ def _perform(menus: Mapping[str, IvrMenu], state: IvrState, option: IvrOption) -
             values = state.variables
             params = {key: render(value, values) for key, value in option.params.items()}
             lookup = HttpLookup(
-                render(option.url, values), params, option.method, option.timeout_ms
+                render(option.url, values, _url_quote), params, option.method, option.timeout_ms
             )
             return Step(_replace(state, phase=Phase.LOOKING_UP, active=option), (lookup,))
         case IvrAction.SET_VARIABLE:

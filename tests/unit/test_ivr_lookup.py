@@ -4,6 +4,7 @@ what ``http_lookup`` sends, returns and records (against a loopback aiohttp serv
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -206,3 +207,17 @@ async def test_credentials_in_the_url_are_not_recorded(
     url = erp.url.replace("http://", "http://ivr:s3cret@") + "/b"
     await http_lookup(http, HttpLookup(url, {}), call)  # type: ignore[arg-type]
     assert call.notes[0][1]["url"] == f"{erp.url}/b"
+
+
+def test_keys_put_in_the_lookup_url_are_escaped() -> None:
+    # with "*" as the terminator a caller may key "#": it must stay in the path segment
+    menus = {
+        **MENUS,
+        "acct": dataclasses.replace(MENUS["acct"], terminator="*"),
+    }
+    state = IvrState()
+    for event in (Entered("acct"), PromptFinished(), Digit("4"), Digit("#"), Digit("*")):
+        decided = step(menus, state, event)
+        state = decided.state
+    (lookup,) = [c for c in decided.commands if isinstance(c, HttpLookup)]
+    assert lookup.url == "https://erp.example/balance/4%23"
