@@ -96,7 +96,11 @@ class BareAriApp:
         self.walked = 0
 
     async def __aenter__(self) -> Self:
-        self._http = aiohttp.ClientSession(headers=self._headers)
+        # at most 64 connections, as the engine's ARI client: Asterisk's HTTP server serves
+        # 100 sessions (http.conf sessionlimit) and closes the ones over
+        self._http = aiohttp.ClientSession(
+            headers=self._headers, connector=aiohttp.TCPConnector(limit=64)
+        )
         self._task = asyncio.create_task(self._events())
         await asyncio.wait_for(self._ready.wait(), 10)
         return self
@@ -108,6 +112,9 @@ class BareAriApp:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for channel in list(self._menu):  # calls left in the app would stay up for good
+            with contextlib.suppress(aiohttp.ClientError):
+                await self._call("DELETE", f"/channels/{channel}")
         if self._http is not None:
             await self._http.close()
 

@@ -31,6 +31,7 @@ from engine.config import Settings
 from engine.errors import ClosedResourceError, CtcError
 from engine.events import EventBus
 from engine.health import HealthReport
+from engine.loop_watch import LoopWatch
 from engine.metrics import Metrics
 from engine.notifier import CallbackNotifier
 from engine.store import Database, Store
@@ -54,6 +55,8 @@ class Engine:
         )
         self.events = EventBus()
         self.store = Store.over(self.db, events=self.events)
+        self.store.journal.health = self.health
+        self.health.set("journal", "up", "live IVR calls written behind", required=False)
         self.notifier = CallbackNotifier(
             self.store.outbox,
             settings.callbacks,
@@ -109,6 +112,7 @@ class Engine:
             max_body_bytes=api.max_body_bytes,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self.loop_watch = LoopWatch(self.metrics)
         self._started = False
         self._closed = False
         self.database_ready = asyncio.Event()
@@ -125,6 +129,7 @@ class Engine:
             await self.close()
             raise
         self.health.set("api", "up", str(self.settings.api.socket))
+        self.loop_watch.start()
         self._tasks.append(asyncio.create_task(self._connect_database(), name="db-connect"))
         log.info("engine.started")
         return self
@@ -195,6 +200,7 @@ class Engine:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.loop_watch.close()
         await self.api.close()  # ends open event streams
         if self.agi is not None:
             await self.agi.close()

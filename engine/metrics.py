@@ -35,6 +35,19 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "ctc_event_loop_lag_seconds",
+            "How late the event loop ran a timer that was due (sampled every 100 ms)",
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.gc_pause = Histogram(
+            "ctc_gc_pause_seconds",
+            "Pauses of Python's cyclic garbage collector, by generation",
+            ["generation"],
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
         self.component_up = Gauge(
             "ctc_component_up",
             "1 when a component reports up",

@@ -432,6 +432,16 @@ class AgiChannel:
         )
         return Playback(_digit(response), response.endpos or 0)
 
+    async def get_option(self, name: str, escape_digits: str, timeout_ms: int) -> Playback:
+        """Play ``name`` and, if no escape digit stopped it, wait up to ``timeout_ms`` for
+        one, in one command: no key can fall between the prompt and the wait (a key
+        pressed while no AGI command runs is lost). ``endpos`` is where the prompt
+        stopped (its length when it played out)."""
+        response = await self._media(
+            "GET OPTION", f"GET OPTION {name}", name, escape_digits, timeout_ms
+        )
+        return Playback(_digit(response), response.endpos or 0)
+
     async def get_data(
         self, file: str, timeout_ms: int | None = None, max_digits: int | None = None
     ) -> str | None:

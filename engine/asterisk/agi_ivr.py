@@ -10,7 +10,9 @@ was answered); a message is ``RECORD FILE``.
 
 from __future__ import annotations
 
+import collections
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -28,6 +30,7 @@ from engine.domain.ivr import (
     Event,
     Hangup,
     HttpLookup,
+    IvrMenu,
     IvrState,
     Phase,
     Play,
@@ -112,6 +115,10 @@ class _Walk:
         self.menu = menu
         self.state = IvrState()
         self.timer_ms: int | None = None
+        self.menus: Mapping[str, IvrMenu] = {}
+        # events a single command already produced beyond the one it returned (GET OPTION:
+        # the prompt ended, then a key or the timeout): taken before anything is awaited
+        self.queued: collections.deque[Event] = collections.deque()
         self.transferred = False  # a transfer was answered (the call ends with it)
         self.prompt_mark = time.monotonic()
 
@@ -127,6 +134,7 @@ class _Walk:
             caller=request.callerid,
             dialed=request.dnid or request.extension,
         )
+        self.menus = book.menus
         await self.channel.answer()
         await self.record.answered(self.menu)
         self.state = IvrState(variables={"caller": request.callerid or ""})
@@ -135,12 +143,15 @@ class _Walk:
             decided = step(book.menus, self.state, event)
             self.state = decided.state
             event = None
-            for command in decided.commands:
-                outcome = await self._do(command)
+            last = len(decided.commands) - 1
+            for i, command in enumerate(decided.commands):
+                outcome = await self._do(command, last=i == last)
                 event = event or outcome
             if self.state.phase is Phase.ENDED:
                 break
-            if event is None and self.timer_ms is not None:
+            if event is None and self.queued:
+                event, self.timer_ms = self.queued.popleft(), None  # GET OPTION waited already
+            elif event is None and self.timer_ms is not None:
                 ms, self.timer_ms = self.timer_ms, None
                 digit = await self.channel.wait_for_digit(ms)
                 event = Digit(digit, self._ms()) if digit else Timeout(self._ms())
@@ -148,11 +159,14 @@ class _Walk:
         reason = "transferred call ended" if self.transferred else "ivr hung up"
         await self.record.end(CallStatus.COMPLETED, reason)
 
-    async def _do(self, command: Command) -> Event | None:
-        """Carry out one command; the event it produced (a prompt's end, a key, a result)."""
+    async def _do(self, command: Command, *, last: bool = False) -> Event | None:
+        """Carry out one command; the event it produced (a prompt's end, a key, a result).
+
+        ``last``: nothing follows it in this step, so a prompt may also wait for the key.
+        """
         match command:
             case Play(media=media):
-                return await self._prompt(media)
+                return await self._prompt(media, wait_ms=self._input_wait() if last else None)
             case SayDigits(value=value):
                 return await self._said(await self.channel.say_digits(value, _KEYS))
             case SayNumber(value=value):
@@ -269,7 +283,15 @@ class _Walk:
         await self.record.note("ivr.recording_message", {"name": name})
         return RecordingDone(round((time.monotonic() - started) * 1000))
 
-    async def _prompt(self, media: str) -> Event:
+    def _input_wait(self) -> int | None:
+        """The input timer the menu arms when the prompt now starting ends, if that is all
+        it does then (asked of the pure interpreter, nothing is carried out)."""
+        then = step(self.menus, self.state, PromptFinished()).commands
+        if len(then) == 1 and isinstance(then[0], StartInputTimer):
+            return then[0].ms
+        return None
+
+    async def _prompt(self, media: str, *, wait_ms: int | None = None) -> Event:
         self.prompt_mark = time.monotonic()
         scheme, _, name = media.partition(":") if ":" in media else ("sound", "", media)
         if scheme == "digits":
@@ -279,11 +301,29 @@ class _Walk:
         if scheme != "sound":
             return PromptFinished()  # tones and recordings have no AGI player here
         try:
+            if wait_ms is not None:
+                return await self._prompt_then_wait(name, wait_ms)
             played = await self.channel.stream_file(name, _KEYS)
         except AgiCommandError:
             self.record.log.warning("ivr.prompt_missing", prompt=media)
             return PromptFinished()
         return await self._said(played.digit)
+
+    async def _prompt_then_wait(self, name: str, wait_ms: int) -> Event:
+        """Prompt and input wait as one GET OPTION; the interpreter still sees its usual
+        events (a key during the prompt, or the prompt's end and then a key or silence)."""
+        started = self.prompt_mark
+        played = await self.channel.get_option(name, _KEYS, wait_ms)
+        now = time.monotonic()
+        # endpos counts 8 kHz samples for the stock prompts; a key within 100 ms of the
+        # prompt's end counts as a barge-in (the interpreter decides the same either way)
+        prompt_end = min(now, started + played.endpos / 8000)
+        if played.digit is not None and now - prompt_end < 0.1:
+            return Digit(played.digit, self._ms())  # barged in: ms from the prompt's start
+        self.prompt_mark = prompt_end
+        after = round((now - prompt_end) * 1000)
+        self.queued.append(Digit(played.digit, after) if played.digit else Timeout(after))
+        return PromptFinished()
 
     async def _said(self, digit: str | None) -> Event:
         if digit is None:

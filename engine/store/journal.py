@@ -59,6 +59,7 @@ from engine.store.sessions import (
 
 if TYPE_CHECKING:
     from engine.events import EventBus
+    from engine.health import HealthReport
 
 __all__ = ["CallJournal", "DtmfRow"]
 
@@ -174,6 +175,9 @@ class CallJournal:
         self.dropped = 0  # rows PostgreSQL refused (logged)
         self.batches = 0  # committed
         self.failures = 0  # attempts that found PostgreSQL away (the batch was kept)
+        # where the writer reports "journal" (up; down while rows wait for PostgreSQL)
+        self.health: HealthReport | None = None
+        self._failing = False
 
     # -- what callers use -------------------------------------------------------------------
 
@@ -437,12 +441,25 @@ class CallJournal:
                         batch[sid] = later
                 self._pending = batch
                 self.failures += 1
+                self._failing = True
+                if self.health is not None:
+                    self.health.set(
+                        "journal",
+                        "down",
+                        f"{self._backlog} call rows waiting for PostgreSQL: {exc}",
+                        required=False,
+                    )
                 log.warning("journal.write_failed", error=str(exc), retry_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_CAP)
                 self._wake.set()
                 continue
             delay = 0.05
+            if self._failing:
+                self._failing = False
+                log.info("journal.writing_again", rows=size)
+                if self.health is not None:
+                    self.health.set("journal", "up", "writing", required=False)
             self.batches += 1
             self._backlog -= size
             self._publish(batch, written)

@@ -14,6 +14,7 @@ from engine.domain.call import CallStatus, Direction
 from engine.domain.ivr import MenuBook
 from engine.errors import ClosedResourceError, DatabaseUnavailable, IllegalTransition, NotFound
 from engine.events import EventBus
+from engine.health import HealthReport
 from engine.ivr_yaml import load_menus
 from engine.store import Database, Store
 from engine.store.journal import CallJournal
@@ -202,11 +203,16 @@ async def test_postgresql_away_rows_wait_and_land_once_when_it_returns(
             # calls go on while the database is away: every change is accepted in memory
             ended = await _ivr_call(store, tenant.id, book)
             writer = store.journal
+            writer.health = health = HealthReport()
             flushed = asyncio.ensure_future(writer.flush())
             await asyncio.wait_for(proxy.refused.wait(), 30)  # the writer tried to write
             assert not flushed.done()
             proxy.refusing = False
             await asyncio.wait_for(flushed, 30)
+            journal_health = health.get("journal")
+            assert journal_health is not None
+            assert journal_health.state == "up"  # after it had said "down" while away
+            assert writer.failures >= 1
             assert writer.backlog == 0
             assert writer.dropped == 0
             assert [seq for seq, _ in await _events(db, ended.id)] == [1, 2, 3, 4]
