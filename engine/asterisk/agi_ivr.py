@@ -225,7 +225,7 @@ class _Walk:
                 return Transferred()
             failed = state.value
         if plan.menu is not None:
-            await self._to_menu(command, plan)
+            await self.record.routed_to_menu(command, plan.menu, plan.menu_rule_id)
             return TransferredToMenu(plan.menu)
         return TransferFailed(failed or "failed")
 
@@ -258,17 +258,6 @@ class _Walk:
             row, state, cause=cause, reason=None if cause in (17, 19) else reason
         )
         return state
-
-    async def _to_menu(self, command: Transfer, plan: RoutePlan) -> None:
-        """An ``ivr_menu`` rule: the transfer completes by sending the caller to its menu."""
-        row = await self.record.transfer_started(
-            target_type=command.target_type.value,
-            target=plan.menu,
-            menu=command.menu,
-            key=command.key,
-            routing_rule_id=plan.menu_rule_id,
-        )
-        await self.record.transfer_finished(row, TS.COMPLETED)
 
     async def _record_message(self, command: RecordMessage) -> Event:
         name = f"ivr-message-{self.record.channel_id}-{int(time.time())}"

@@ -19,7 +19,7 @@ import aiohttp
 import structlog
 
 from engine.domain.call import CallStatus, Direction
-from engine.domain.ivr import HttpLookup, LookupResult, MenuBook, RecordDtmf
+from engine.domain.ivr import HttpLookup, LookupResult, MenuBook, RecordDtmf, Transfer
 from engine.domain.phone import to_e164
 from engine.domain.routing import RoutePlan, plan_route
 from engine.domain.transfer import TransferState, TransferType
@@ -224,6 +224,20 @@ class InboundCall:
         await self.note("ivr.transfer_finished", payload)
         self.log.info("ivr.transfer_finished", target=done.target, state=state.value)
         return done
+
+    async def routed_to_menu(
+        self, command: Transfer, plan_menu: str, rule_id: uuid.UUID | None
+    ) -> None:
+        """An ``ivr_menu`` routing rule: the transfer completes by sending the caller to
+        that menu (a completed row whose target is the menu)."""
+        row = await self.transfer_started(
+            target_type=command.target_type.value,
+            target=plan_menu,
+            menu=command.menu,
+            key=command.key,
+            routing_rule_id=rule_id,
+        )
+        await self.transfer_finished(row, TransferState.COMPLETED)
 
     async def route_plan(self, ref: str) -> RoutePlan:
         """The plan for a transfer to the tenant's routing rule ``ref`` (name or id)."""

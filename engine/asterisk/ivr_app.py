@@ -385,14 +385,7 @@ class IvrCall:
         self.transferring = None
         await self._stop_prompt()  # the ringing the caller heard
         if transferring.menu is not None:
-            row = await self.record.transfer_started(
-                target_type=command.target_type.value,
-                target=transferring.menu,
-                menu=command.menu,
-                key=command.key,
-                routing_rule_id=transferring.menu_rule_id,
-            )
-            await self.record.transfer_finished(row, TransferState.COMPLETED)
+            await self.record.routed_to_menu(command, transferring.menu, transferring.menu_rule_id)
             return TransferredToMenu(transferring.menu)
         return TransferFailed(transferring.failed or "failed")
 

@@ -516,7 +516,7 @@ class CallJournal:
         )
 
     async def _statement(self, batch: list[_Pending]) -> dict[tuple[uuid.UUID, int], int]:
-        sessions = [_row(p.session, _SESSION_FIELDS) for p in batch]
+        sessions = [_row(p.session, SESSION_COLUMNS) for p in batch]
         events = [
             {
                 "tenant_id": e.tenant_id,
@@ -581,7 +581,6 @@ def _row(obj: object, fields: tuple[str, ...]) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in fields}
 
 
-_SESSION_FIELDS: Final = tuple(f.name for f in dataclasses.fields(StoredSession))
 _DTMF_FIELDS: Final = tuple(f.name for f in dataclasses.fields(DtmfRow))
 
 

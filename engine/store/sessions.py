@@ -44,45 +44,6 @@ __all__ = [
     "callback_payload",
 ]
 
-SESSION_COLUMNS: tuple[str, ...] = (
-    "id",
-    "tenant_id",
-    "provider_id",
-    "direction",
-    "status",
-    "agent_number",
-    "customer_number",
-    "caller_id",
-    "agent_id",
-    "external_ref",
-    "callback_url",
-    "metadata",
-    "idempotency_key",
-    "request_hash",
-    "agent_channel_id",
-    "customer_channel_id",
-    "bridge_id",
-    "provider_call_id",
-    "hangup_cause",
-    "hangup_cause_text",
-    "end_reason",
-    "recording_path",
-    "recording_duration_ms",
-    "ring_ms",
-    "talk_ms",
-    "created_at",
-    "dialing_agent_at",
-    "agent_answered_at",
-    "dialing_customer_at",
-    "connected_at",
-    "ended_at",
-    "updated_at",
-    "version",
-    "caller_number",
-    "dialed_number",
-    "ivr_menu",
-)
-_SESSION_COLS = ", ".join(SESSION_COLUMNS)
 # Columns a caller may set alongside a transition or event (telephony handles, outcome).
 _WRITABLE = frozenset(
     {
@@ -160,6 +121,11 @@ class StoredSession:
             connected_at=self.connected_at,
             ended_at=self.ended_at,
         )
+
+
+# the columns of click_to_call_session, in StoredSession's field order
+SESSION_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(StoredSession))
+_SESSION_COLS = ", ".join(SESSION_COLUMNS)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
