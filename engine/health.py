@@ -11,7 +11,7 @@ import dataclasses
 import time
 from typing import Any, Literal
 
-__all__ = ["ComponentStatus", "HealthReport"]
+__all__ = ["ComponentStatus", "HealthReport", "State"]
 
 State = Literal["up", "down", "starting"]
 

@@ -42,7 +42,7 @@ from engine.domain.ivr import (
     TransferTargetType,
     check_menus,
 )
-from engine.errors import Conflict, InvalidInput, NotFound
+from engine.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from engine.store.database import Connection, Database
 
 __all__ = ["IvrMenuRepository", "StoredIvrMenu"]
@@ -188,18 +188,24 @@ class IvrMenuRepository:
         return {s.menu.name: s.menu for s in await self.stored(tenant_id)}
 
     async def book(self, tenant_id: uuid.UUID) -> MenuBook:
-        """The tenant's active menus with their ids and option ids (for DTMF rows)."""
+        """The tenant's active menus with their ids and option ids (for DTMF rows); while
+        PostgreSQL is away, the last book read (the journal keeps the calls' rows)."""
         hit = self._books.get(tenant_id)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        async with self._db.connection() as conn:
-            stored = await _fetch(conn, tenant_id, None)
-            rows = await conn.fetch(
-                "SELECT o.id, o.digit, m.name FROM ivr_menu_option o "
-                "JOIN ivr_menu m ON m.tenant_id = o.tenant_id AND m.id = o.menu_id "
-                "WHERE o.tenant_id = $1 AND m.is_active",
-                tenant_id,
-            )
+        try:
+            async with self._db.connection() as conn:
+                stored = await _fetch(conn, tenant_id, None)
+                rows = await conn.fetch(
+                    "SELECT o.id, o.digit, m.name FROM ivr_menu_option o "
+                    "JOIN ivr_menu m ON m.tenant_id = o.tenant_id AND m.id = o.menu_id "
+                    "WHERE o.tenant_id = $1 AND m.is_active",
+                    tenant_id,
+                )
+        except DatabaseUnavailable:
+            if hit is None:
+                raise
+            return hit[1]  # PostgreSQL away: callers still get the menus they had
         book = MenuBook(
             menus={s.menu.name: s.menu for s in stored},
             menu_ids={s.menu.name: (s.id, s.version) for s in stored},

@@ -15,7 +15,7 @@ import uuid
 
 import asyncpg
 
-from engine.errors import Conflict, NotFound
+from engine.errors import Conflict, DatabaseUnavailable, NotFound
 from engine.store.database import Database
 
 __all__ = ["IssuedToken", "Tenant", "TenantRepository", "hash_token"]
@@ -89,10 +89,20 @@ class TenantRepository:
         return _tenant(row)
 
     async def by_slug(self, slug: str) -> Tenant:
-        cached = self._cached(f"slug:{slug}")
+        """The tenant; while PostgreSQL is away, the last one found (calls go on)."""
+        key = f"slug:{slug}"
+        cached = self._cached(key)
         if cached is not None:
             return cached
-        row = await self._db.fetchrow(f"SELECT {_TENANT_COLS} FROM tenant WHERE slug = $1", slug)
+        try:
+            row = await self._db.fetchrow(
+                f"SELECT {_TENANT_COLS} FROM tenant WHERE slug = $1", slug
+            )
+        except DatabaseUnavailable:
+            stale = self._cache.get(key)
+            if stale is None:
+                raise
+            return stale[1]
         if row is None:
             raise NotFound("tenant", slug)
         return self._remember(f"slug:{slug}", _tenant(row))

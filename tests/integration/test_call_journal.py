@@ -14,11 +14,13 @@ from engine.domain.call import CallStatus, Direction
 from engine.domain.ivr import MenuBook
 from engine.errors import ClosedResourceError, DatabaseUnavailable, IllegalTransition, NotFound
 from engine.events import EventBus
-from engine.health import HealthReport
+from engine.health import HealthReport, State
 from engine.ivr_yaml import load_menus
 from engine.store import Database, Store
+from engine.store.ivr import IvrMenuRepository
 from engine.store.journal import CallJournal
 from engine.store.sessions import CallEvent, NewSession, StoredSession
+from engine.store.tenants import TenantRepository
 from tests.tcp_proxy import TcpProxy
 
 MENUS = """\
@@ -28,6 +30,19 @@ menus:
     options:
       1: {action: hangup}
 """
+
+
+class _WatchedHealth(HealthReport):
+    """The health report, telling the test when the journal says it cannot write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.journal_down = asyncio.Event()
+
+    def set(self, name: str, state: State, detail: str = "", *, required: bool = True) -> None:
+        super().set(name, state, detail, required=required)
+        if name == "journal" and state == "down":
+            self.journal_down.set()
 
 
 @pytest.fixture
@@ -203,9 +218,9 @@ async def test_postgresql_away_rows_wait_and_land_once_when_it_returns(
             # calls go on while the database is away: every change is accepted in memory
             ended = await _ivr_call(store, tenant.id, book)
             writer = store.journal
-            writer.health = health = HealthReport()
+            writer.health = health = _WatchedHealth()
             flushed = asyncio.ensure_future(writer.flush())
-            await asyncio.wait_for(proxy.refused.wait(), 30)  # the writer tried to write
+            await asyncio.wait_for(health.journal_down.wait(), 30)  # the writer tried
             assert not flushed.done()
             proxy.refusing = False
             await asyncio.wait_for(flushed, 30)
@@ -310,3 +325,27 @@ async def test_close_writes_what_is_queued(db: Database) -> None:
     assert [seq for seq, _ in await _events(db, session.id)] == [1, 2]
     with pytest.raises(ClosedResourceError):
         await store.sessions.append_event(tenant.id, session.id, "ivr.note")
+
+
+async def test_the_tenant_and_menus_last_read_serve_new_calls_while_postgresql_is_away(
+    migrated_db: str,
+) -> None:
+    url = urlsplit(migrated_db)
+    proxy = await TcpProxy(url.port or 5432).start()
+    proxied = urlunsplit(url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}"))
+    try:
+        async with Database(proxied, max_size=2, command_timeout=5) as db:
+            # caches that always expire: only PostgreSQL being away can explain a hit
+            tenants = TenantRepository(db, cache_ttl=0)
+            menus = IvrMenuRepository(db, book_ttl=0)
+            tenant = await tenants.by_slug("default")
+            await menus.save(tenant.id, load_menus(MENUS))
+            book = await menus.book(tenant.id)
+            proxy.refusing = True
+            proxy.cut()
+            assert await tenants.by_slug("default") == tenant
+            assert await menus.book(tenant.id) is book
+            with pytest.raises(DatabaseUnavailable):
+                await tenants.by_slug("never-read")
+    finally:
+        await proxy.close()
