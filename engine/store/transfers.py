@@ -115,15 +115,6 @@ class TransferRepository:
         )
         return [_row(r) for r in rows]
 
-    async def completed_for(self, session_id: uuid.UUID) -> bool:
-        """Whether a transfer of this session completed (its target is the agent leg)."""
-        found = await self._db.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM call_transfer WHERE session_id = $1 "
-            "AND state = 'completed')",
-            session_id,
-        )
-        return bool(found)
-
     async def update(self, transfer_id: uuid.UUID, state: str, **changes: Any) -> StoredTransfer:
         """Set the state (and answered_at when consulting, completed_at when terminal).
 
