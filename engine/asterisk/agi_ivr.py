@@ -206,13 +206,7 @@ class _Walk:
         await self.record.note("ivr.transfer_dialing", {"target": target})
         failed: str | None = plan.reason
         for attempt in plan.attempts:
-            row = await self.record.transfer_started(
-                target_type=command.target_type.value,
-                target="&".join(attempt.targets) or None,
-                menu=command.menu,
-                key=command.key,
-                routing_rule_id=attempt.rule_id,
-            )
+            row = await self.record.attempt_started(command, attempt)
             if not attempt.targets:  # the rule could not ring anyone (e.g. a provider)
                 await self.record.transfer_finished(row, TS.FAILED, reason=attempt.reason)
                 failed = attempt.reason

@@ -21,7 +21,7 @@ import structlog
 from engine.domain.call import CallStatus, Direction
 from engine.domain.ivr import HttpLookup, LookupResult, MenuBook, RecordDtmf, Transfer
 from engine.domain.phone import to_e164
-from engine.domain.routing import RoutePlan, plan_route
+from engine.domain.routing import Attempt, RoutePlan, plan_route
 from engine.domain.transfer import TransferState, TransferType
 from engine.errors import InvalidInput, NotFound
 from engine.store import Store
@@ -224,6 +224,16 @@ class InboundCall:
         await self.note("ivr.transfer_finished", payload)
         self.log.info("ivr.transfer_finished", target=done.target, state=state.value)
         return done
+
+    async def attempt_started(self, command: Transfer, attempt: Attempt) -> StoredTransfer:
+        """The row of one attempt of an IVR transfer (members rung at once: ``a&b``)."""
+        return await self.transfer_started(
+            target_type=command.target_type.value,
+            target="&".join(attempt.targets) or None,
+            menu=command.menu,
+            key=command.key,
+            routing_rule_id=attempt.rule_id,
+        )
 
     async def routed_to_menu(
         self, command: Transfer, plan_menu: str, rule_id: uuid.UUID | None

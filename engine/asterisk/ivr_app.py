@@ -344,13 +344,7 @@ class IvrCall:
         command = transferring.command
         while transferring.attempts:
             attempt = transferring.attempts.pop(0)
-            row = await self.record.transfer_started(
-                target_type=command.target_type.value,
-                target="&".join(attempt.targets) or None,
-                menu=command.menu,
-                key=command.key,
-                routing_rule_id=attempt.rule_id,
-            )
+            row = await self.record.attempt_started(command, attempt)
             transferring.row, transferring.outcomes = row, []
             error = attempt.reason or "nothing to ring"
             for member in attempt.targets:

@@ -483,16 +483,9 @@ class SessionRepository:
 
         Writes the row, its event and, if a callback URL applies, the outbox row, atomically.
         """
-        if self._journal is not None and self._journal.owns(session_id):
-            self._check_tenant(tenant_id, session_id)
-            return self._journal.change(
-                session_id,
-                target=target,
-                event_type=event_type,
-                payload=payload,
-                changes=_checked(changes),
-                at=at,
-            )
+        live = self._live_change(tenant_id, session_id, target, event_type, payload, changes, at)
+        if live is not None:
+            return live
         when = at or _now()
         async with self._writing() as (conn, committed):
             current, callback_url = await self._lock(conn, tenant_id, session_id)
@@ -527,16 +520,9 @@ class SessionRepository:
         at: datetime | None = None,
     ) -> tuple[StoredSession, CallEvent]:
         """Record a telephony fact that is not a status change (DTMF, recording, ...)."""
-        if self._journal is not None and self._journal.owns(session_id):
-            self._check_tenant(tenant_id, session_id)
-            return self._journal.change(
-                session_id,
-                target=None,
-                event_type=event_type,
-                payload=payload,
-                changes=_checked(changes),
-                at=at,
-            )
+        live = self._live_change(tenant_id, session_id, None, event_type, payload, changes, at)
+        if live is not None:
+            return live
         when = at or _now()
         async with self._writing() as (conn, committed):
             current, _ = await self._lock(conn, tenant_id, session_id)
@@ -554,11 +540,29 @@ class SessionRepository:
             committed.append(event)
             return updated, event
 
-    def _check_tenant(self, tenant_id: uuid.UUID, session_id: uuid.UUID) -> None:
-        assert self._journal is not None
-        live = self._journal.live(session_id)
-        if live is None or live.tenant_id != tenant_id:
+    def _live_change(
+        self,
+        tenant_id: uuid.UUID,
+        session_id: uuid.UUID,
+        target: CallStatus | str | None,
+        event_type: str,
+        payload: Mapping[str, Any] | None,
+        changes: Mapping[str, Any] | None,
+        at: datetime | None,
+    ) -> tuple[StoredSession, CallEvent] | None:
+        """The change applied in memory when the journal owns the session, else None."""
+        if self._journal is None or (live := self._journal.live(session_id)) is None:
+            return None
+        if live.tenant_id != tenant_id:
             raise NotFound("session", session_id)
+        return self._journal.change(
+            session_id,
+            target=target,
+            event_type=event_type,
+            payload=payload,
+            changes=_checked(changes),
+            at=at,
+        )
 
     async def _lock(
         self, conn: Connection, tenant_id: uuid.UUID, session_id: uuid.UUID
