@@ -10,9 +10,7 @@ was answered); a message is ``RECORD FILE``.
 
 from __future__ import annotations
 
-import collections
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -30,7 +28,6 @@ from engine.domain.ivr import (
     Event,
     Hangup,
     HttpLookup,
-    IvrMenu,
     IvrState,
     Phase,
     Play,
@@ -115,10 +112,9 @@ class _Walk:
         self.menu = menu
         self.state = IvrState()
         self.timer_ms: int | None = None
-        self.menus: Mapping[str, IvrMenu] = {}
-        # events a single command already produced beyond the one it returned (GET OPTION:
-        # the prompt ended, then a key or the timeout): taken before anything is awaited
-        self.queued: collections.deque[Event] = collections.deque()
+        # the event a command produced beyond the one it returned (GET OPTION: the prompt
+        # ended, then a key or the timeout), taken before anything else is awaited
+        self.next_event: Event | None = None
         self.transferred = False  # a transfer was answered (the call ends with it)
         self.prompt_mark = time.monotonic()
 
@@ -134,7 +130,6 @@ class _Walk:
             caller=request.callerid,
             dialed=request.dnid or request.extension,
         )
-        self.menus = book.menus
         await self.channel.answer()
         await self.record.answered(self.menu)
         self.state = IvrState(variables={"caller": request.callerid or ""})
@@ -149,8 +144,9 @@ class _Walk:
                 event = event or outcome
             if self.state.phase is Phase.ENDED:
                 break
-            if event is None and self.queued:
-                event, self.timer_ms = self.queued.popleft(), None  # GET OPTION waited already
+            if event is None and self.next_event is not None:
+                # GET OPTION already waited for it: the armed timer is spent
+                event, self.next_event, self.timer_ms = self.next_event, None, None
             elif event is None and self.timer_ms is not None:
                 ms, self.timer_ms = self.timer_ms, None
                 digit = await self.channel.wait_for_digit(ms)
@@ -269,7 +265,8 @@ class _Walk:
     def _input_wait(self) -> int | None:
         """The input timer the menu arms when the prompt now starting ends, if that is all
         it does then (asked of the pure interpreter, nothing is carried out)."""
-        then = step(self.menus, self.state, PromptFinished()).commands
+        assert self.record.book is not None
+        then = step(self.record.book.menus, self.state, PromptFinished()).commands
         if len(then) == 1 and isinstance(then[0], StartInputTimer):
             return then[0].ms
         return None
@@ -305,7 +302,7 @@ class _Walk:
             return Digit(played.digit, self._ms())  # barged in: ms from the prompt's start
         self.prompt_mark = prompt_end
         after = round((now - prompt_end) * 1000)
-        self.queued.append(Digit(played.digit, after) if played.digit else Timeout(after))
+        self.next_event = Digit(played.digit, after) if played.digit else Timeout(after)
         return PromptFinished()
 
     async def _said(self, digit: str | None) -> Event:

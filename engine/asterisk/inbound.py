@@ -170,7 +170,7 @@ class InboundCall:
             option_id = self.book.option_ids.get((menu, key))
         session = self.session
         # the session may still be queued in the write-behind journal: the row refers to it
-        await self.store.journal.stored(session.id)
+        await self.store.journal.flush()
         transfer = await self.store.transfers.create(
             NewTransfer(
                 tenant_id=session.tenant_id,

@@ -53,7 +53,7 @@ class Store:
         return cls(
             db=db,
             tenants=TenantRepository(db),
-            sessions=SessionRepository(db, events, journal),
+            sessions=SessionRepository(db, journal, events),
             providers=ProviderRepository(db),
             activity=ActivityRepository(db),
             webhooks=WebhookRepository(db),

@@ -16,7 +16,7 @@ __all__ = ["DtmfRepository"]
 
 
 class DtmfRepository:
-    def __init__(self, db: Database, journal: CallJournal | None = None) -> None:
+    def __init__(self, db: Database, journal: CallJournal) -> None:
         self._db = db
         self._journal = journal
 
@@ -49,7 +49,7 @@ class DtmfRepository:
             channel_id=channel_id,
             occurred_at=datetime.now(UTC),
         )
-        if self._journal is not None and self._journal.owns(session_id):
+        if self._journal.owns(session_id):
             self._journal.dtmf(row)
             return
         await self._db.execute(

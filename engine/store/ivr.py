@@ -233,10 +233,9 @@ class IvrMenuRepository:
         Raises :class:`InvalidInput` (``field`` = ``menu.options.1.menu``...) when the
         resulting set of menus fails :func:`check_menus` or a routing rule is unknown.
         """
-        self._books.pop(tenant_id, None)
         try:
             return await self._save(tenant_id, menus)
-        finally:
+        finally:  # after the commit: a call starting meanwhile may have cached the old book
             self._books.pop(tenant_id, None)
 
     async def _save(
@@ -387,7 +386,6 @@ class IvrMenuRepository:
         a lookup route, or the only way back out), a routing rule points at it, or call
         history (DTMF rows) references it: deactivate or edit those first.
         """
-        self._books.pop(tenant_id, None)
         try:
             await self._delete(tenant_id, name)
         finally:

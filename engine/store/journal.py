@@ -24,7 +24,7 @@ What holds:
   logged and dropped.
 - Readers in this process see live sessions from memory (``SessionRepository.get``);
   listings and stats read PostgreSQL and may lag by up to ``interval``. Code that writes a
-  row referring to a live session outside the journal first awaits :meth:`stored`.
+  row referring to a live session outside the journal first awaits :meth:`flush`.
 - One owner: a session is owned by the process that opened it (single engine per database
   for now, as the event bus already assumes).
 
@@ -303,17 +303,15 @@ class CallJournal:
 
     def dtmf(self, row: DtmfRow) -> None:
         self._check_open()
-        pending = self._pending_for(row.session_id)
-        pending.dtmf.append(row)
+        session = self._live.get(row.session_id)
+        if session is None:
+            raise NotFound("session", row.session_id)
+        self._pending_for(session).dtmf.append(row)
         self._bump(1)
 
-    async def stored(self, session_id: uuid.UUID) -> None:
-        """Return once everything queued so far for ``session_id`` is committed."""
-        if session_id in self._pending:
-            await self.flush()
-
     async def flush(self) -> None:
-        """Return once everything queued before this call is committed (or dropped)."""
+        """Return once everything queued before this call is committed (or dropped),
+        including a batch being written right now."""
         if self._queued <= self._written:
             return
         if self._task is None:
@@ -349,14 +347,13 @@ class CallJournal:
         if self._closed:
             raise ClosedResourceError("CallJournal is closed")
 
-    def _pending_for(self, session_id: uuid.UUID) -> _Pending:
-        pending = self._pending.get(session_id)
+    def _pending_for(self, session: StoredSession) -> _Pending:
+        """The session's entry in the next batch, carrying its latest row."""
+        pending = self._pending.get(session.id)
         if pending is None:
-            session = self._live.get(session_id)
-            if session is None:
-                raise NotFound("session", session_id)
-            pending = self._pending[session_id] = _Pending(session)
-            self._backlog += 1
+            pending = self._pending[session.id] = _Pending(session)
+            self._backlog += 1  # the session row itself
+        pending.session = session
         return pending
 
     def _queue(
@@ -370,11 +367,7 @@ class CallJournal:
         at: datetime,
         status_change: bool,
     ) -> CallEvent:
-        pending = self._pending.get(session.id)
-        if pending is None:
-            pending = self._pending[session.id] = _Pending(session)
-            self._backlog += 1
-        pending.session = session
+        pending = self._pending_for(session)
         url = self._callback_urls.get(session.id) if status_change else None
         event = CallEvent(
             id=0,
@@ -490,8 +483,6 @@ class CallJournal:
         try:
             return await self._statement(list(batch.values()))
         except asyncpg.PostgresError as exc:
-            if _transient(exc):
-                raise _Retry(str(exc)) from exc
             if len(batch) == 1:
                 self._drop(next(iter(batch.values())), exc)
                 return {}
@@ -500,8 +491,6 @@ class CallJournal:
             try:
                 ids.update(await self._statement([pending]))
             except asyncpg.PostgresError as exc:
-                if _transient(exc):
-                    raise _Retry(str(exc)) from exc
                 self._drop(pending, exc)
         return ids
 
@@ -516,31 +505,25 @@ class CallJournal:
         )
 
     async def _statement(self, batch: list[_Pending]) -> dict[tuple[uuid.UUID, int], int]:
+        """One round trip for ``batch``; a refusal is an ``asyncpg.PostgresError``, a
+        condition that passes a :class:`_Retry`."""
         sessions = [_row(p.session, SESSION_COLUMNS) for p in batch]
-        events = [
-            {
-                "tenant_id": e.tenant_id,
-                "session_id": e.session_id,
-                "seq": e.seq,
-                "event_type": e.event_type,
-                "status_from": e.status_from,
-                "status_to": e.status_to,
-                "payload": e.payload,
-                "occurred_at": e.occurred_at,
-            }
-            for p in batch
-            for e in p.events
-        ]
+        events = [_row(e, _EVENT_FIELDS) for p in batch for e in p.events]
         callbacks = [c for p in batch for c in p.callbacks]
         dtmf = [_row(d, _DTMF_FIELDS) for p in batch for d in p.dtmf]
-        async with self._db.connection() as conn:
-            rows = await conn.fetch(
-                _FLUSH_SQL,
-                _dumps(sessions),
-                _dumps(events),
-                _dumps(callbacks),
-                _dumps(dtmf),
-            )
+        try:
+            async with self._db.connection() as conn:
+                rows = await conn.fetch(
+                    _FLUSH_SQL,
+                    _dumps(sessions),
+                    _dumps(events),
+                    _dumps(callbacks),
+                    _dumps(dtmf),
+                )
+        except asyncpg.PostgresError as exc:
+            if _transient(exc):
+                raise _Retry(str(exc)) from exc
+            raise
         return {(r["session_id"], r["seq"]): r["id"] for r in rows}
 
     def _publish(
@@ -582,6 +565,17 @@ def _row(obj: object, fields: tuple[str, ...]) -> dict[str, Any]:
 
 
 _DTMF_FIELDS: Final = tuple(f.name for f in dataclasses.fields(DtmfRow))
+# call_event's columns we write (its id comes from PostgreSQL)
+_EVENT_FIELDS: Final = (
+    "tenant_id",
+    "session_id",
+    "seq",
+    "event_type",
+    "status_from",
+    "status_to",
+    "payload",
+    "occurred_at",
+)
 
 
 def _dumps(rows: list[dict[str, Any]]) -> str:

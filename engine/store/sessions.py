@@ -214,13 +214,11 @@ def _now() -> datetime:
 
 
 class SessionRepository:
-    """Sessions in PostgreSQL; with a :class:`~engine.store.journal.CallJournal`, the live
-    sessions this process owns (:meth:`open_live`) are read and changed in memory and
-    written behind."""
+    """Sessions in PostgreSQL; the live sessions this process owns (:meth:`open_live`) are
+    read and changed in memory and written behind by the
+    :class:`~engine.store.journal.CallJournal`."""
 
-    def __init__(
-        self, db: Database, events: EventBus | None = None, journal: CallJournal | None = None
-    ) -> None:
+    def __init__(self, db: Database, journal: CallJournal, events: EventBus | None = None) -> None:
         self._db = db
         self._events = events
         self._journal = journal
@@ -229,16 +227,8 @@ class SessionRepository:
         self, new: NewSession, *, tenant_callback_url: str | None = None
     ) -> StoredSession:
         """A queued session owned by this process, written behind (no idempotency key)."""
-        if self._journal is None:
-            raise RuntimeError("open_live needs a SessionRepository with a CallJournal")
         session, _ = self._journal.open(new, tenant_callback_url=tenant_callback_url)
         return session
-
-    async def stored(self, session_id: uuid.UUID) -> None:
-        """Return once the session's queued changes are in PostgreSQL (before writing rows
-        that refer to it outside this repository)."""
-        if self._journal is not None:
-            await self._journal.stored(session_id)
 
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[tuple[Connection, list[CallEvent]]]:
@@ -318,7 +308,7 @@ class SessionRepository:
 
     async def by_id(self, session_id: uuid.UUID) -> StoredSession | None:
         """A session of any tenant: for telephony events, which carry no tenant."""
-        if self._journal is not None and (live := self._journal.live(session_id)) is not None:
+        if (live := self._journal.live(session_id)) is not None:
             return live
         row = await self._db.fetchrow(
             f"SELECT {_SESSION_COLS} FROM click_to_call_session WHERE id = $1", session_id
@@ -326,7 +316,7 @@ class SessionRepository:
         return None if row is None else StoredSession.from_row(row)
 
     async def get(self, tenant_id: uuid.UUID, session_id: uuid.UUID) -> StoredSession:
-        if self._journal is not None and (live := self._journal.live(session_id)) is not None:
+        if (live := self._journal.live(session_id)) is not None:
             if live.tenant_id != tenant_id:
                 raise NotFound("session", session_id)
             return live
@@ -551,7 +541,7 @@ class SessionRepository:
         at: datetime | None,
     ) -> tuple[StoredSession, CallEvent] | None:
         """The change applied in memory when the journal owns the session, else None."""
-        if self._journal is None or (live := self._journal.live(session_id)) is None:
+        if (live := self._journal.live(session_id)) is None:
             return None
         if live.tenant_id != tenant_id:
             raise NotFound("session", session_id)

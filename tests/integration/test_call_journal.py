@@ -192,7 +192,7 @@ async def test_live_sessions_are_read_from_memory_and_scoped_to_their_tenant(
         with pytest.raises(IllegalTransition):
             await store.sessions.transition(tenant.id, session.id, CallStatus.QUEUED)
         # the refused change queued nothing: the row lands at version 2
-        await store.sessions.stored(session.id)
+        await store.journal.flush()
         assert (
             await db.fetchval("SELECT version FROM click_to_call_session WHERE id = $1", session.id)
             == 2
