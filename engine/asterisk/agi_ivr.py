@@ -46,10 +46,8 @@ from engine.domain.ivr import (
     TransferFailed,
     Transferred,
     TransferredToMenu,
-    TransferTargetType,
     step,
 )
-from engine.domain.routing import Attempt, RoutePlan
 from engine.domain.transfer import TransferState as TS
 from engine.domain.transfer import state_for_unanswered
 from engine.errors import CtcError
@@ -192,13 +190,7 @@ class _Walk:
         attempt; Dial returns when that call is over (or was not answered)."""
         calls = self.door._calls
         target = command.target or ""
-        routing = command.target_type is TransferTargetType.ROUTING_RULE
-        if routing:
-            plan = await self.record.route_plan(target)
-            outside: bool | None = None  # members: E.164 goes out on the trunk
-        else:
-            plan = RoutePlan((Attempt(None, (target,), calls.agent_ring_timeout),))
-            outside = command.target_type is TransferTargetType.NUMBER
+        plan, outside = await self.record.transfer_plan(command, calls.agent_ring_timeout)
         await self.record.note("ivr.transfer_dialing", {"target": target})
         failed: str | None = plan.reason
         for attempt in plan.attempts:

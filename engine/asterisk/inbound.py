@@ -19,7 +19,14 @@ import aiohttp
 import structlog
 
 from engine.domain.call import CallStatus, Direction
-from engine.domain.ivr import HttpLookup, LookupResult, MenuBook, RecordDtmf, Transfer
+from engine.domain.ivr import (
+    HttpLookup,
+    LookupResult,
+    MenuBook,
+    RecordDtmf,
+    Transfer,
+    TransferTargetType,
+)
 from engine.domain.phone import to_e164
 from engine.domain.routing import Attempt, RoutePlan, plan_route
 from engine.domain.transfer import TransferState, TransferType
@@ -249,13 +256,21 @@ class InboundCall:
         )
         await self.transfer_finished(row, TransferState.COMPLETED)
 
-    async def route_plan(self, ref: str) -> RoutePlan:
-        """The plan for a transfer to the tenant's routing rule ``ref`` (name or id)."""
+    async def transfer_plan(
+        self, command: Transfer, ring_timeout_s: int
+    ) -> tuple[RoutePlan, bool | None]:
+        """What an IVR transfer rings, and whether its targets take the outside line: a
+        routing rule's plan (None: each member by its form, E.164 out on the trunk), or the
+        one target for ``ring_timeout_s`` (a number goes out on the trunk)."""
         assert self.session is not None
+        ref = command.target or ""
+        if command.target_type is not TransferTargetType.ROUTING_RULE:
+            outside = command.target_type is TransferTargetType.NUMBER
+            return RoutePlan((Attempt(None, (ref,), ring_timeout_s),)), outside
         first, rules = await self.store.routing.chain(self.session.tenant_id, ref)
         if first is None:
-            return RoutePlan(reason=f"unknown routing rule {ref!r}")
-        return plan_route(rules, first)
+            return RoutePlan(reason=f"unknown routing rule {ref!r}"), None
+        return plan_route(rules, first), None
 
 
 async def http_lookup(

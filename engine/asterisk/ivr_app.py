@@ -57,7 +57,6 @@ from engine.domain.ivr import (
     TransferFailed,
     Transferred,
     TransferredToMenu,
-    TransferTargetType,
     step,
 )
 from engine.domain.routing import Attempt, attempt_outcome
@@ -320,16 +319,15 @@ class IvrCall:
         """Start ringing the transfer's first attempt; the answer or failure of its targets
         comes back through the inbox (:meth:`_on_target`)."""
         target = command.target or ""
-        transferring = _Transferring(command, [])
-        if command.target_type is TransferTargetType.ROUTING_RULE:
-            plan = await self.record.route_plan(target)
-            transferring.attempts = list(plan.attempts)
-            transferring.menu, transferring.menu_rule_id = plan.menu, plan.menu_rule_id
-            transferring.failed = plan.reason
-        else:
-            ring = self.app._calls.agent_ring_timeout
-            transferring.attempts = [Attempt(None, (target,), ring)]
-            transferring.outside_line = command.target_type is TransferTargetType.NUMBER
+        plan, outside = await self.record.transfer_plan(command, self.app._calls.agent_ring_timeout)
+        transferring = _Transferring(
+            command,
+            list(plan.attempts),
+            menu=plan.menu,
+            menu_rule_id=plan.menu_rule_id,
+            outside_line=outside,
+            failed=plan.reason,
+        )
         self.transferring = transferring
         await self.record.note("ivr.transfer_dialing", {"target": target})
         event = await self._next_attempt()
