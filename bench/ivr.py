@@ -129,9 +129,9 @@ async def main() -> None:
             try:
                 async with BareAgiServer() as bare_agi, BareAriApp() as bare_ari:
                     bare = {"bare-agi": bare_agi, "bare-ari": bare_ari}
+                    run = _Run(db, proc.pid, asterisk, Path(tmp), bare)
                     for rate in (int(r) for r in args.rates.split(",")):
                         for door in args.doors.split(","):
-                            run = _Run(db, proc.pid, asterisk, Path(tmp), bare)
                             rows.append(await run.row(door, rate, args.calls))
             finally:
                 await db.close()

@@ -52,23 +52,21 @@ _T = TypeVar("_T")
 
 _MENU_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
-_MENU_KEYS = frozenset(
-    {
-        "description",
-        "greeting",
-        "invalid_prompt",
-        "timeout_prompt",
-        "timeout_ms",
-        "inter_digit_timeout_ms",
-        "max_retries",
-        "input_mode",
-        "input_length",
-        "terminator",
-        "variable",
-        "options",
-        "fallback",
-    }
+# a menu's scalar fields, in the order an export writes them
+_MENU_ORDER = (
+    "description",
+    "greeting",
+    "invalid_prompt",
+    "timeout_prompt",
+    "timeout_ms",
+    "inter_digit_timeout_ms",
+    "max_retries",
+    "input_mode",
+    "input_length",
+    "terminator",
+    "variable",
 )
+_MENU_KEYS = frozenset({*_MENU_ORDER, "options", "fallback"})
 
 # Keys each action accepts besides ``action`` and ``prompt``.
 _ACTION_KEYS: Mapping[IvrAction, frozenset[str]] = {
@@ -322,21 +320,6 @@ def _dump_option(option: IvrOption) -> dict[str, Any]:
         if value is not None and value != getattr(_OPTION_DEFAULTS, key):
             out[key] = _plain(value)
     return out
-
-
-_MENU_ORDER = (
-    "description",
-    "greeting",
-    "invalid_prompt",
-    "timeout_prompt",
-    "timeout_ms",
-    "inter_digit_timeout_ms",
-    "max_retries",
-    "input_mode",
-    "input_length",
-    "terminator",
-    "variable",
-)
 
 
 def dump_menus(menus: Mapping[str, IvrMenu]) -> str:

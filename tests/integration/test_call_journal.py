@@ -4,6 +4,7 @@ PostgreSQL, and through a fault-injecting TCP proxy for "PostgreSQL away"."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
@@ -43,6 +44,33 @@ class _WatchedHealth(HealthReport):
         super().set(name, state, detail, required=required)
         if name == "journal" and state == "down":
             self.journal_down.set()
+
+
+@dataclasses.dataclass
+class _ProxiedDb:
+    """A database reached through a TcpProxy the test can turn away."""
+
+    db: Database
+    proxy: TcpProxy
+
+    def go_away(self) -> None:
+        self.proxy.refusing = True
+        self.proxy.cut()
+
+    def come_back(self) -> None:
+        self.proxy.refusing = False
+
+
+@pytest.fixture
+async def proxied(migrated_db: str) -> AsyncIterator[_ProxiedDb]:
+    url = urlsplit(migrated_db)
+    proxy = await TcpProxy(url.port or 5432).start()
+    address = urlunsplit(url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}"))
+    try:
+        async with Database(address, max_size=2, command_timeout=5) as db:
+            yield _ProxiedDb(db, proxy)
+    finally:
+        await proxy.close()
 
 
 @pytest.fixture
@@ -202,44 +230,37 @@ async def test_live_sessions_are_read_from_memory_and_scoped_to_their_tenant(
 
 
 async def test_postgresql_away_rows_wait_and_land_once_when_it_returns(
-    migrated_db: str,
+    proxied: _ProxiedDb,
 ) -> None:
-    url = urlsplit(migrated_db)
-    proxy = await TcpProxy(url.port or 5432).start()
-    proxied = urlunsplit(url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}"))
-    try:
-        async with Database(proxied, max_size=2, command_timeout=5) as db:
-            store = Store.over(db)
-            tenant = await store.tenants.by_slug("default")
-            await store.ivr.save(tenant.id, load_menus(MENUS))
-            book = await store.ivr.book(tenant.id)
-            proxy.refusing = True
-            proxy.cut()
-            # calls go on while the database is away: every change is accepted in memory
-            ended = await _ivr_call(store, tenant.id, book)
-            writer = store.journal
-            writer.health = health = _WatchedHealth()
-            flushed = asyncio.ensure_future(writer.flush())
-            await asyncio.wait_for(health.journal_down.wait(), 30)  # the writer tried
-            assert not flushed.done()
-            proxy.refusing = False
-            await asyncio.wait_for(flushed, 30)
-            journal_health = health.get("journal")
-            assert journal_health is not None
-            assert journal_health.state == "up"  # after it had said "down" while away
-            assert writer.failures >= 1
-            assert writer.backlog == 0
-            assert writer.dropped == 0
-            assert [seq for seq, _ in await _events(db, ended.id)] == [1, 2, 3, 4]
-            assert (
-                await db.fetchval(
-                    "SELECT count(*) FROM call_dtmf_interaction WHERE session_id = $1", ended.id
-                )
-                == 1
-            )
-            await writer.close()
-    finally:
-        await proxy.close()
+    db = proxied.db
+    store = Store.over(db)
+    tenant = await store.tenants.by_slug("default")
+    await store.ivr.save(tenant.id, load_menus(MENUS))
+    book = await store.ivr.book(tenant.id)
+    proxied.go_away()
+    # calls go on while the database is away: every change is accepted in memory
+    ended = await _ivr_call(store, tenant.id, book)
+    writer = store.journal
+    writer.health = health = _WatchedHealth()
+    flushed = asyncio.ensure_future(writer.flush())
+    await asyncio.wait_for(health.journal_down.wait(), 30)  # the writer tried
+    assert not flushed.done()
+    proxied.come_back()
+    await asyncio.wait_for(flushed, 30)
+    journal_health = health.get("journal")
+    assert journal_health is not None
+    assert journal_health.state == "up"  # after it had said "down" while away
+    assert writer.failures >= 1
+    assert writer.backlog == 0
+    assert writer.dropped == 0
+    assert [seq for seq, _ in await _events(db, ended.id)] == [1, 2, 3, 4]
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM call_dtmf_interaction WHERE session_id = $1", ended.id
+        )
+        == 1
+    )
+    await writer.close()
 
 
 async def test_a_session_postgresql_refuses_does_not_block_the_others(db: Database) -> None:
@@ -271,49 +292,40 @@ async def test_a_session_postgresql_refuses_does_not_block_the_others(db: Databa
         await store.journal.close()
 
 
-async def test_the_backlog_is_bounded_new_calls_are_refused(migrated_db: str) -> None:
-    url = urlsplit(migrated_db)
-    proxy = await TcpProxy(url.port or 5432).start()
-    proxied = urlunsplit(url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}"))
-    try:
-        async with Database(proxied, max_size=2, command_timeout=5) as db:
-            tenant_id = (await Store.over(db).tenants.by_slug("default")).id
-            journal = CallJournal(db, max_backlog=3)
-            proxy.refusing = True
-            proxy.cut()
-            first, _ = journal.open(_new(tenant_id))  # row + event: backlog 2, then 3
-            journal.change(
-                first.id,
-                target=CallStatus.CONNECTED,
-                event_type="status.changed",
-                payload=None,
-                changes={},
-                at=None,
-            )
-            with pytest.raises(DatabaseUnavailable, match="refusing new calls"):
-                journal.open(_new(tenant_id))
-            # the call already owned keeps recording
-            journal.change(
-                first.id,
-                target=CallStatus.COMPLETED,
-                event_type="status.changed",
-                payload=None,
-                changes={},
-                at=None,
-            )
-            proxy.refusing = False
-            await asyncio.wait_for(journal.flush(), 30)
-            assert (
-                await db.fetchval(
-                    "SELECT status FROM click_to_call_session WHERE id = $1", first.id
-                )
-                == "completed"
-            )
-            await journal.close()
-            with pytest.raises(ClosedResourceError):
-                journal.open(_new(tenant_id))
-    finally:
-        await proxy.close()
+async def test_the_backlog_is_bounded_new_calls_are_refused(proxied: _ProxiedDb) -> None:
+    db = proxied.db
+    tenant_id = (await Store.over(db).tenants.by_slug("default")).id
+    journal = CallJournal(db, max_backlog=3)
+    proxied.go_away()
+    first, _ = journal.open(_new(tenant_id))  # row + event: backlog 2, then 3
+    journal.change(
+        first.id,
+        target=CallStatus.CONNECTED,
+        event_type="status.changed",
+        payload=None,
+        changes={},
+        at=None,
+    )
+    with pytest.raises(DatabaseUnavailable, match="refusing new calls"):
+        journal.open(_new(tenant_id))
+    # the call already owned keeps recording
+    journal.change(
+        first.id,
+        target=CallStatus.COMPLETED,
+        event_type="status.changed",
+        payload=None,
+        changes={},
+        at=None,
+    )
+    proxied.come_back()
+    await asyncio.wait_for(journal.flush(), 30)
+    assert (
+        await db.fetchval("SELECT status FROM click_to_call_session WHERE id = $1", first.id)
+        == "completed"
+    )
+    await journal.close()
+    with pytest.raises(ClosedResourceError):
+        journal.open(_new(tenant_id))
 
 
 async def test_close_writes_what_is_queued(db: Database) -> None:
@@ -328,24 +340,16 @@ async def test_close_writes_what_is_queued(db: Database) -> None:
 
 
 async def test_the_tenant_and_menus_last_read_serve_new_calls_while_postgresql_is_away(
-    migrated_db: str,
+    proxied: _ProxiedDb,
 ) -> None:
-    url = urlsplit(migrated_db)
-    proxy = await TcpProxy(url.port or 5432).start()
-    proxied = urlunsplit(url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}"))
-    try:
-        async with Database(proxied, max_size=2, command_timeout=5) as db:
-            # caches that always expire: only PostgreSQL being away can explain a hit
-            tenants = TenantRepository(db, cache_ttl=0)
-            menus = IvrMenuRepository(db, book_ttl=0)
-            tenant = await tenants.by_slug("default")
-            await menus.save(tenant.id, load_menus(MENUS))
-            book = await menus.book(tenant.id)
-            proxy.refusing = True
-            proxy.cut()
-            assert await tenants.by_slug("default") == tenant
-            assert await menus.book(tenant.id) is book
-            with pytest.raises(DatabaseUnavailable):
-                await tenants.by_slug("never-read")
-    finally:
-        await proxy.close()
+    # caches that always expire: only PostgreSQL being away can explain a hit
+    tenants = TenantRepository(proxied.db, cache_ttl=0)
+    menus = IvrMenuRepository(proxied.db, book_ttl=0)
+    tenant = await tenants.by_slug("default")
+    await menus.save(tenant.id, load_menus(MENUS))
+    book = await menus.book(tenant.id)
+    proxied.go_away()
+    assert await tenants.by_slug("default") == tenant
+    assert await menus.book(tenant.id) is book
+    with pytest.raises(DatabaseUnavailable):
+        await tenants.by_slug("never-read")
