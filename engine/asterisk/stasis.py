@@ -612,10 +612,9 @@ class StasisApp:
         channel = str(session.metadata.get("channel_id", ""))
         if channel in channel_ids:
             return 0
+        # as InboundCall.end: an answered call completed, one never answered was canceled
         target = (
-            CallStatus.COMPLETED
-            if session.status is CallStatus.CONNECTED
-            else (CallStatus.CANCELED)
+            CallStatus.COMPLETED if session.status is CallStatus.CONNECTED else CallStatus.CANCELED
         )
         reason = "caller's channel gone while ARI was disconnected"
         with contextlib.suppress(IllegalTransition):
