@@ -169,6 +169,15 @@ def _endpoint_template(value: str) -> str:
     return value
 
 
+_DIALPLAN_LOCATION = re.compile(r"^[A-Za-z0-9_.-]+,[A-Za-z0-9_*#+.-]+,[0-9]+$")
+
+
+def _hangup_handler(value: str) -> str:
+    if value and not _DIALPLAN_LOCATION.match(value):
+        raise _fail('expected "context,extension,priority" (e.g. "ctc-hangup,s,1") or ""')
+    return value
+
+
 Port = Annotated[int, AfterValidator(_between(1, 65535))]
 RingTimeout = Annotated[int, AfterValidator(_between(1, 600))]
 Seconds = Annotated[float, Field(gt=0)]
@@ -321,6 +330,12 @@ class CallSettings(_Section):
     customer_endpoint_template: Annotated[str, AfterValidator(_endpoint_template)] = (
         "PJSIP/{number}@trunk"
     )
+    # A queued call whose start was lost (the engine died right after accepting it) is
+    # started by the next engine if it is younger than this, else failed with a callback.
+    queued_start_deadline: Seconds = 120.0
+    # Dialplan location (context,exten,priority) every leg gets as a hangup handler, so
+    # Asterisk records a hangup that happens while the engine is away; "" turns it off.
+    hangup_handler: Annotated[str, AfterValidator(_hangup_handler)] = "ctc-hangup,s,1"
 
 
 class CallbackSettings(_Section):

@@ -25,6 +25,7 @@ from engine.asterisk.agi_ivr import AgiIvr
 from engine.asterisk.ami import AmiEvent, AmiLink
 from engine.asterisk.ari import AriClient
 from engine.asterisk.controls import CallControls
+from engine.asterisk.hangup_records import HangupRecords
 from engine.asterisk.stasis import StasisApp
 from engine.calls import CallService
 from engine.config import Settings
@@ -64,6 +65,14 @@ class Engine:
             health=self.health,
             metrics=self.metrics,
         )
+        self.ami: AmiLink | None = None
+        self._booted_at: float | None = None  # when AMI last said FullyBooted (monotonic)
+        if settings.ari.enabled and settings.ami.enabled:
+            if settings.ami.password is None:
+                self.health.set("ami", "down", "ami.password is not set", required=False)
+            else:
+                self.ami = AmiLink.from_settings(settings.ami, health=self.health)
+                self.ami.on_event("FullyBooted", self._asterisk_booted)
         self.ari: AriClient | None = None
         self.stasis: StasisApp | None = None
         if settings.ari.enabled:
@@ -77,15 +86,8 @@ class Engine:
                 health=self.health,
                 recording_dir=str(ari.recording_dir),
                 menus=self.store.ivr.book,
+                hangup_records=HangupRecords(self.ami),
             )
-        self.ami: AmiLink | None = None
-        self._booted_at: float | None = None  # when AMI last said FullyBooted (monotonic)
-        if settings.ari.enabled and settings.ami.enabled:
-            if settings.ami.password is None:
-                self.health.set("ami", "down", "ami.password is not set", required=False)
-            else:
-                self.ami = AmiLink.from_settings(settings.ami, health=self.health)
-                self.ami.on_event("FullyBooted", self._asterisk_booted)
         self.calls = CallService(self.store, dialer=self.stasis)
         # FastAGI: the admin's dialplan sends callers to AGI(agi://HOST:PORT/ivr/MENU)
         self.agi_ivr = AgiIvr(self.store, self.store.ivr.book, settings.calls)
@@ -164,11 +166,12 @@ class Engine:
         await self.notifier.start()  # first delivers what a previous run left in the outbox
         self.database_ready.set()
         log.info("database.connected")
+        if self.ami is not None:
+            # before ARI: the first resync reads Asterisk's hangup records over AMI
+            self.ami.start()
         if self.stasis is not None:
             # after the database: the first thing the ARI link does is resync against it
             self.stasis.start()
-        if self.ami is not None:
-            self.ami.start()
         if self.agi is not None:
             try:
                 await self.agi.start()

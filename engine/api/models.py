@@ -141,6 +141,11 @@ class SessionOut(_Out):
     dialing_customer_at: datetime | None
     connected_at: datetime | None
     ended_at: datetime | None
+    end_estimated: bool = Field(
+        default=False,
+        description="ended_at (and ring_ms, talk_ms) were taken when the engine noticed the "
+        "call gone after a restart, not from Asterisk: an upper bound",
+    )
     updated_at: datetime
 
 

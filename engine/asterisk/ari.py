@@ -33,13 +33,21 @@ import structlog
 from engine.errors import AriError, ClosedResourceError
 from engine.health import HealthReport
 
-__all__ = ["AriClient", "AriEventLink", "AriNotFound", "basic_auth"]
+__all__ = ["AriClient", "AriConflict", "AriEventLink", "AriNotFound", "basic_auth"]
 
 log = structlog.get_logger(__name__)
 
 
 class AriNotFound(AriError):
     """ARI answered 404: the channel, bridge or recording does not exist (any more)."""
+
+
+class AriConflict(AriError):
+    """ARI answered 409: e.g. a bridge with that id exists already, or a recording of that
+    name is in progress (what a restarted engine meets when it redoes a step)."""
+
+
+_STATUS_ERRORS: dict[int, type[AriError]] = {404: AriNotFound, 409: AriConflict}
 
 
 def basic_auth(username: str, password: str) -> str:
@@ -135,7 +143,7 @@ class AriClient:
             message = text
             with contextlib.suppress(ValueError, AttributeError):
                 message = json.loads(text).get("message", text)
-            cls = AriNotFound if status == 404 else AriError
+            cls = _STATUS_ERRORS.get(status, AriError)
             raise cls(f"ARI {method} {path}: {status} {message}".strip())
         return json.loads(text) if text else None
 
@@ -195,6 +203,14 @@ class AriClient:
         await self.request(
             "POST", f"/bridges/{bridge_id}/addChannel", {"channel": ",".join(channel_ids)}
         )
+
+    async def bridge(self, bridge_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = await self.request("GET", f"/bridges/{bridge_id}")
+        return found
+
+    async def live_recording(self, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = await self.request("GET", f"/recordings/live/{name}")
+        return found
 
     async def destroy_bridge(self, bridge_id: str) -> None:
         await self.request("DELETE", f"/bridges/{bridge_id}")

@@ -21,12 +21,14 @@ import contextlib
 import dataclasses
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
-from engine.asterisk.ari import AriClient, AriEventLink, AriNotFound
+from engine.asterisk.ari import AriClient, AriConflict, AriEventLink, AriNotFound
 from engine.asterisk.dialing import dial_string
+from engine.asterisk.hangup_records import ChannelEnd, HangupRecords, handler_variables
 from engine.asterisk.inbound import MenuLoader
 from engine.asterisk.ivr_app import IvrApp
 from engine.asterisk.transfers import TransferRunner, leg_channel, parse_target_channel_id
@@ -36,6 +38,7 @@ from engine.domain.click_to_call import (
     Answered,
     BridgeLegs,
     Decision,
+    DestroyBridge,
     EndRequested,
     Fact,
     Hangup,
@@ -44,10 +47,12 @@ from engine.domain.click_to_call import (
     Originate,
     PlayRingback,
     RecordingFinished,
+    Resume,
     SetStatus,
     Start,
     StartRecording,
     decide,
+    restart_queued,
 )
 from engine.domain.transfer import (
     CancelRequested,
@@ -121,6 +126,9 @@ class ChannelFact:
     up: bool
     cause: int | None = None
     cause_text: str | None = None
+    # an end found by the resync: when Asterisk recorded it, or estimated (now)
+    at: datetime | None = None
+    estimated: bool = False
 
 
 RawFact = Fact | TransferFact | ChannelFact
@@ -133,6 +141,21 @@ def _parse_bridge_or_recording(value: str) -> uuid.UUID | None:
         return uuid.UUID(value[len(_PREFIX) :].split("/")[-1])
     except ValueError:
         return None
+
+
+def session_of_bridge(value: str) -> uuid.UUID | None:
+    """The session a bridge of ours (``c2c-<uuid>`` or a transfer's
+    ``c2c-<uuid>-consult-<transfer>``) belongs to; None for bridges that are not ours."""
+    if not value.startswith(_PREFIX):
+        return None
+    try:
+        return uuid.UUID(value[len(_PREFIX) :][:36])
+    except ValueError:
+        return None
+
+
+# How often the records Asterisk's hangup handler keeps for ended calls are deleted.
+_RECORD_SWEEP_INTERVAL = 300.0
 
 
 # Which handle a status stores on the session row when it is entered.
@@ -159,10 +182,13 @@ class StasisApp:
         health: HealthReport | None = None,
         recording_dir: str = "/var/spool/asterisk/recording",
         menus: MenuLoader | None = None,
+        hangup_records: HangupRecords | None = None,
     ) -> None:
         self._ari = ari
         self._store = store
         self._calls = calls
+        self._records = hangup_records or HangupRecords(None)
+        self._sweeper: asyncio.Task[None] | None = None
         self._recording_dir = recording_dir.rstrip("/")
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
@@ -182,14 +208,15 @@ class StasisApp:
     def start(self) -> None:
         if self._dispatcher is None:
             self._dispatcher = asyncio.create_task(self._dispatch(), name="stasis-dispatch")
+            self._sweeper = asyncio.create_task(self._sweep_records(), name="stasis-sweep")
             self.link.start()
 
     async def close(self) -> None:
         await self.link.close()
         if self.ivr is not None:
             await self.ivr.close()
-        tasks = [t for t in (self._dispatcher, *self._tasks) if t is not None]
-        self._dispatcher = None
+        tasks = [t for t in (self._dispatcher, self._sweeper, *self._tasks) if t is not None]
+        self._dispatcher = self._sweeper = None
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -388,6 +415,7 @@ class StasisApp:
                     event_type=step.event_type,
                     payload=step.payload,
                     changes=changes,
+                    at=step.at,
                 )
                 bound.info("call.status", status=step.status.value, event_type=step.event_type)
             case Originate():
@@ -402,10 +430,17 @@ class StasisApp:
             case BridgeLegs():
                 with contextlib.suppress(AriNotFound):
                     await self._ari.stop_playback(f"{channel_id(sid, Leg.AGENT)}-ringback")
-                await self._ari.create_bridge(bridge_id(sid))
+                try:
+                    await self._ari.create_bridge(bridge_id(sid))
+                except AriConflict:
+                    # made by an engine that died before it could say so: adopt it
+                    bound.info("stasis.bridge_adopted", bridge=bridge_id(sid))
+                # adding a channel that is in the bridge already is a no-op in Asterisk
                 await self._ari.add_to_bridge(
                     bridge_id(sid), channel_id(sid, Leg.AGENT), channel_id(sid, Leg.CUSTOMER)
                 )
+            case DestroyBridge():
+                await self._destroy_bridge(sid, bound)
             case StartRecording():
                 # decided only when the customer answered under an enabled policy
                 assert policy is not None
@@ -423,6 +458,15 @@ class StasisApp:
                     changes=step.changes,
                 )
         return session
+
+    async def _destroy_bridge(self, session_id: uuid.UUID, bound: Any) -> None:
+        # a bridge left behind is a leak in Asterisk, not a failure of the call
+        try:
+            await self._ari.destroy_bridge(bridge_id(session_id))
+        except AriNotFound:
+            pass
+        except AriError as exc:
+            bound.warning("stasis.bridge_not_destroyed", error=str(exc))
 
     async def _originate(self, session: StoredSession, leg: Leg) -> None:
         caller_id: str | None
@@ -444,7 +488,11 @@ class StasisApp:
             app_args=f"c2c,{session.id},{leg.value}",
             caller_id=caller_id,
             ring_timeout=ring,
-            variables={"CTC_SESSION_ID": str(session.id), "CTC_LEG": leg.value},
+            variables={
+                "CTC_SESSION_ID": str(session.id),
+                "CTC_LEG": leg.value,
+                **handler_variables(self._calls.hangup_handler),
+            },
         )
 
     async def _start_recording(
@@ -452,13 +500,21 @@ class StasisApp:
     ) -> StoredSession:
         fmt = policy.format
         name = f"{_PREFIX}{session.id}"
-        await self._ari.record_bridge(
-            bridge_id(session.id),
-            name,
-            fmt=fmt,
-            max_duration=policy.max_duration_s or 0,
-            beep=policy.beep,
-        )
+        try:
+            await self._ari.record_bridge(
+                bridge_id(session.id),
+                name,
+                fmt=fmt,
+                max_duration=policy.max_duration_s or 0,
+                beep=policy.beep,
+            )
+        except AriConflict:
+            # in progress already (started by an engine that died before saying so):
+            # adopt it if it records this bridge, else the conflict stands
+            live = await self._ari.live_recording(name)
+            if live.get("target_uri") != f"bridge:{bridge_id(session.id)}":
+                raise
+            log.info("stasis.recording_adopted", call_id=str(session.id), recording=name)
         path = f"{self._recording_dir}/{name}.{fmt}"
         session, _ = await self._store.sessions.append_event(
             session.tenant_id,
@@ -477,6 +533,7 @@ class StasisApp:
         for channel in sorted(channels):
             with contextlib.suppress(AriError):
                 await self._ari.hangup(channel)
+        await self._destroy_bridge(session.id, bound)
         if session.status.is_terminal:
             return session
         with contextlib.suppress(IllegalTransition):
@@ -506,15 +563,17 @@ class StasisApp:
     async def _resync(self) -> None:
         channels = {str(ch.get("id", "")): ch for ch in await self._ari.channels()}
         live = {s.id: s for s in await self._store.sessions.live()}
-        adopted = ended = 0
+        adopted = ended = started = 0
         all_ids = set(channels)
         for session in live.values():
             if session.direction is Direction.INBOUND:
                 ended += await self._resync_inbound(session, all_ids)
-                continue
-            if session.status is CallStatus.QUEUED:
-                continue  # not dialed yet: its start is in flight or still to come
-            if await self._resync_session(session.id, channels):
+            elif session.status is CallStatus.QUEUED:
+                if await self._resync_queued(session):
+                    started += 1
+                else:
+                    ended += 1
+            elif await self._resync_session(session.id, channels):
                 ended += 1
             else:
                 adopted += 1
@@ -524,13 +583,64 @@ class StasisApp:
         for raw in orphans:
             with contextlib.suppress(AriError):
                 await self._ari.hangup(raw)
+        bridges = await self._destroy_orphan_bridges()
         log.info(
             "stasis.resynced",
             live=len(live),
             adopted=adopted,
             ended=ended,
+            queued_started=started,
             orphans_hung_up=len(orphans),
+            orphan_bridges_destroyed=len(bridges),
+            bridges=bridges[:20],
         )
+
+    async def _resync_queued(self, session: StoredSession) -> bool:
+        """Start a queued call whose start may have been lost, or fail it when it is too
+        old to dial now; True when it was started."""
+        age = datetime.now(UTC) - session.created_at
+        fact = restart_queued(age, timedelta(seconds=self._calls.queued_start_deadline))
+        if isinstance(fact, Start):
+            self._submit(session.id, fact)
+            return True
+        await self._handle(session.id, fact)
+        return False
+
+    async def _destroy_orphan_bridges(self) -> list[str]:
+        """Destroy our bridges whose session is over or unknown (left by an engine that
+        died, or by a version that never destroyed them). The bridges are listed before the
+        live sessions are read, so a call that is bridging right now is live in that read."""
+        ours = {
+            str(b.get("id", "")): sid
+            for b in await self._ari.bridges()
+            if (sid := session_of_bridge(str(b.get("id", "")))) is not None
+        }
+        if not ours:
+            return []
+        live = {s.id for s in await self._store.sessions.live()}
+        destroyed: list[str] = []
+        for bridge, sid in sorted(ours.items()):
+            if sid in live:
+                continue
+            with contextlib.suppress(AriNotFound):
+                await self._ari.destroy_bridge(bridge)
+                destroyed.append(bridge)
+        return destroyed
+
+    async def _sweep_records(self) -> None:
+        """Delete, now and then, what the hangup handler recorded for calls that are over."""
+        while True:
+            await asyncio.sleep(_RECORD_SWEEP_INTERVAL)
+            try:
+                swept = await self._records.sweep(self._live_ids)
+            except CtcError as exc:  # e.g. the database is away: next time
+                log.warning("stasis.record_sweep_failed", error=str(exc))
+                continue
+            if swept:
+                log.info("stasis.records_swept", sessions=swept)
+
+    async def _live_ids(self) -> set[uuid.UUID]:
+        return {s.id for s in await self._store.sessions.live()}
 
     async def _resync_session(
         self, session_id: uuid.UUID, channels: Mapping[str, Mapping[str, Any]]
@@ -541,7 +651,10 @@ class StasisApp:
             session = await self._store.sessions.by_id(session_id)
             if session is None or session.status.is_terminal:
                 return False
-            facts = _resync_facts(session, channels)
+            # what Asterisk recorded of the legs that ended unseen (read only if any did)
+            gone = [raw for raw in _dialed_channels(session) if raw not in channels]
+            ends = await self._records.read(session.id) if gone else {}
+            facts = _resync_facts(session, channels, ends)
             if facts:
                 await self._store.sessions.append_event(
                     session.tenant_id,
@@ -629,26 +742,48 @@ class StasisApp:
         return 1
 
 
+_GONE = "channel gone while ARI was disconnected"
+_RECORDED = "hung up while ARI was disconnected (time and cause recorded by Asterisk)"
+
+
+def _dialed_channels(session: StoredSession) -> list[str]:
+    """The channels of the legs dialed so far, agent first."""
+    legs = [Leg.AGENT]
+    if session.status in (CallStatus.DIALING_CUSTOMER, CallStatus.CONNECTED):
+        legs.append(Leg.CUSTOMER)
+    return [leg_channel(session, leg) for leg in legs]
+
+
 def _resync_facts(
-    session: StoredSession, channels: Mapping[str, Mapping[str, Any]]
+    session: StoredSession,
+    channels: Mapping[str, Mapping[str, Any]],
+    ends: Mapping[str, ChannelEnd],
 ) -> list[RawFact]:
-    """Leg facts we missed while disconnected, inferred from what Asterisk has now."""
-    facts: list[RawFact] = []
-    gone = "channel gone while ARI was disconnected"
-    for leg in (Leg.AGENT, Leg.CUSTOMER):
-        dialed = (leg is Leg.AGENT) or session.status in (
-            CallStatus.DIALING_CUSTOMER,
-            CallStatus.CONNECTED,
-        )
-        if not dialed:
-            continue
-        raw = leg_channel(session, leg)
+    """Leg facts we missed while disconnected, inferred from what Asterisk has now.
+
+    A leg that ended unseen ends at the time and with the cause Asterisk recorded
+    (``ends``); without a record its end is estimated (now, no cause). Ends come after
+    answers, in the order they happened, so the party who hung up first ends the call.
+    """
+    answers: list[RawFact] = []
+    endings: list[ChannelFact] = []
+    for raw in _dialed_channels(session):
         channel = channels.get(raw)
-        if channel is None:
-            facts.append(ChannelFact(raw, up=False, cause_text=gone))
-        elif channel.get("state") == "Up" and _awaits_answer(session.status, leg):
-            facts.append(ChannelFact(raw, up=True))
-    return facts
+        if channel is not None:
+            leg = Leg.AGENT if raw == leg_channel(session, Leg.AGENT) else Leg.CUSTOMER
+            if channel.get("state") == "Up" and _awaits_answer(session.status, leg):
+                answers.append(ChannelFact(raw, up=True))
+        elif (end := ends.get(raw)) is not None:
+            endings.append(
+                ChannelFact(raw, up=False, cause=end.cause, cause_text=_RECORDED, at=end.at)
+            )
+        else:
+            endings.append(ChannelFact(raw, up=False, cause_text=_GONE, estimated=True))
+    if session.status is CallStatus.AGENT_ANSWERED and not endings:
+        answers.append(Resume())  # the engine died before dialing the customer
+    # recorded ends by time, estimated ones (noticed now) last
+    endings.sort(key=lambda f: (f.at is None, f.at or datetime.min.replace(tzinfo=UTC)))
+    return [*answers, *endings]
 
 
 def _role(session: StoredSession, transfer: StoredTransfer | None, channel: str) -> ChannelRole:
@@ -671,7 +806,13 @@ def _route(
     # a former target that became a leg answered long ago: its StasisStart is not news
     adopted = parsed is None or parsed[1].value != role.value
     return channel_fact(
-        role, up=fact.up, cause=fact.cause, cause_text=fact.cause_text, adopted=adopted
+        role,
+        up=fact.up,
+        cause=fact.cause,
+        cause_text=fact.cause_text,
+        adopted=adopted,
+        at=fact.at,
+        estimated=fact.estimated,
     )
 
 

@@ -24,6 +24,7 @@ import structlog
 
 from engine.asterisk.ari import AriClient, AriNotFound
 from engine.asterisk.dialing import dial_string
+from engine.asterisk.hangup_records import handler_variables
 from engine.config import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
@@ -288,6 +289,7 @@ class TransferRunner:
                         "CTC_SESSION_ID": str(sid),
                         "CTC_LEG": "target",
                         "CTC_TRANSFER_ID": str(transfer.id),
+                        **handler_variables(self._calls.hangup_handler),
                     },
                 )
                 await self._event(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from engine.domain.call import CallStatus
@@ -24,6 +25,7 @@ __all__ = [
     "BridgeLegs",
     "Command",
     "Decision",
+    "DestroyBridge",
     "EndRequested",
     "Fact",
     "Hangup",
@@ -33,10 +35,13 @@ __all__ = [
     "Originate",
     "PlayRingback",
     "RecordingFinished",
+    "Resume",
     "SetStatus",
     "Start",
+    "StartExpired",
     "StartRecording",
     "decide",
+    "restart_queued",
     "status_for_unanswered",
 ]
 
@@ -71,15 +76,35 @@ class Start:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class StartExpired:
+    """A queued call whose start was lost (the engine that accepted it died) and that is
+    too old to dial now."""
+
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Resume:
+    """The engine carrying out this call died between two of its steps (the resync after
+    a restart found the call waiting): take up where it stopped."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Answered:
     leg: Leg
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LegEnded:
+    """A leg's channel ended. ``at`` is when Asterisk says it ended (None: now, as the
+    event arrives); ``estimated`` marks an end nobody saw (the channel was found gone after
+    a reconnect and Asterisk kept no record of it): its time is when we noticed."""
+
     leg: Leg
     cause: int | None
     cause_text: str | None = None
+    at: datetime | None = None
+    estimated: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,7 +119,18 @@ class RecordingFinished:
     duration_ms: int | None
 
 
-Fact = Start | Answered | LegEnded | EndRequested | RecordingFinished
+Fact = Start | StartExpired | Resume | Answered | LegEnded | EndRequested | RecordingFinished
+
+
+def restart_queued(age: timedelta, deadline: timedelta) -> Start | StartExpired:
+    """What to do with a queued call a resync finds. Its start is either in flight in this
+    process (a second Start then decides nothing) or was lost with the process that
+    accepted it. Young enough, it is started; older, it is failed: an ERP user who clicked
+    "call" minutes ago has moved on, and an agent's phone ringing now would surprise them."""
+    if age <= deadline:
+        return Start()
+    seconds = round(deadline.total_seconds())
+    return StartExpired(f"not started within {seconds} s (the engine stopped before dialing)")
 
 
 # -- decisions (out) ---------------------------------------------------------------------------
@@ -106,6 +142,8 @@ class SetStatus:
     event_type: str
     payload: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     changes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # when the change happened, if not now (an end Asterisk recorded while we were away)
+    at: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -129,6 +167,11 @@ class StartRecording:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class DestroyBridge:
+    """The call is over: its bridge goes too (Asterisk keeps an empty bridge forever)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Hangup:
     leg: Leg
 
@@ -142,7 +185,16 @@ class Note:
     changes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-Command = SetStatus | Originate | PlayRingback | BridgeLegs | StartRecording | Hangup | Note
+Command = (
+    SetStatus
+    | Originate
+    | PlayRingback
+    | BridgeLegs
+    | StartRecording
+    | Hangup
+    | DestroyBridge
+    | Note
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -157,9 +209,24 @@ class Decision:
 
 NOTHING = Decision()
 
+# once the agent answered: ringback to them while the customer rings
+_DIAL_CUSTOMER: tuple[Command, ...] = (
+    PlayRingback(Leg.AGENT),
+    SetStatus(S.DIALING_CUSTOMER, "customer.dialing"),
+    Originate(Leg.CUSTOMER),
+)
+
 
 def _cause(fact: LegEnded) -> dict[str, Any]:
-    return {"hangup_cause": fact.cause, "hangup_cause_text": fact.cause_text}
+    cause: dict[str, Any] = {"hangup_cause": fact.cause, "hangup_cause_text": fact.cause_text}
+    if fact.estimated:
+        cause["end_estimated"] = True
+    return cause
+
+
+def _ended(status: CallStatus, event_type: str, fact: LegEnded, **reason: str) -> SetStatus:
+    """The terminal status a leg's end leads to, stamped when the leg ended."""
+    return SetStatus(status, event_type, _cause(fact), {**_cause(fact), **reason}, at=fact.at)
 
 
 def decide(status: CallStatus, fact: Fact, *, record: bool = False) -> Decision:
@@ -170,15 +237,14 @@ def decide(status: CallStatus, fact: Fact, *, record: bool = False) -> Decision:
     match fact:
         case Start() if status is S.QUEUED:
             return Decision((SetStatus(S.DIALING_AGENT, "agent.dialing"), Originate(Leg.AGENT)))
+        case StartExpired() if status is S.QUEUED:
+            reason = {"end_reason": fact.reason}
+            return Decision((SetStatus(S.FAILED, "session.start_expired", reason, reason),))
         case Answered(leg=Leg.AGENT) if status is S.DIALING_AGENT:
-            return Decision(
-                (
-                    SetStatus(S.AGENT_ANSWERED, "agent.answered"),
-                    PlayRingback(Leg.AGENT),
-                    SetStatus(S.DIALING_CUSTOMER, "customer.dialing"),
-                    Originate(Leg.CUSTOMER),
-                )
-            )
+            return Decision((SetStatus(S.AGENT_ANSWERED, "agent.answered"), *_DIAL_CUSTOMER))
+        case Resume() if status is S.AGENT_ANSWERED:
+            # the agent is waiting; the customer was not dialed (that is stored first)
+            return Decision(_DIAL_CUSTOMER)
         case Answered(leg=Leg.CUSTOMER) if status is S.DIALING_CUSTOMER:
             steps: tuple[Command, ...] = (
                 BridgeLegs(),
@@ -187,45 +253,39 @@ def decide(status: CallStatus, fact: Fact, *, record: bool = False) -> Decision:
             return Decision(steps + ((StartRecording(),) if record else ()))
         case LegEnded(leg=Leg.AGENT) if status is S.DIALING_AGENT:
             end = status_for_unanswered(fact.cause)
-            return Decision((SetStatus(end, "agent.unanswered", _cause(fact), _cause(fact)),))
+            return Decision((_ended(end, "agent.unanswered", fact),))
         case LegEnded(leg=Leg.AGENT) if status in (S.AGENT_ANSWERED, S.DIALING_CUSTOMER):
-            reason = {"end_reason": "agent hung up before the customer answered"}
+            why = "agent hung up before the customer answered"
             return Decision(
-                (
-                    Hangup(Leg.CUSTOMER),
-                    SetStatus(S.CANCELED, "agent.hangup", _cause(fact), {**_cause(fact), **reason}),
-                )
+                (Hangup(Leg.CUSTOMER), _ended(S.CANCELED, "agent.hangup", fact, end_reason=why))
             )
         case LegEnded(leg=Leg.CUSTOMER) if status is S.DIALING_CUSTOMER:
             end = status_for_unanswered(fact.cause)
-            return Decision(
-                (
-                    Hangup(Leg.AGENT),
-                    SetStatus(end, "customer.unanswered", _cause(fact), _cause(fact)),
-                )
-            )
+            return Decision((Hangup(Leg.AGENT), _ended(end, "customer.unanswered", fact)))
         case LegEnded() if status is S.CONNECTED:
             other = Leg.CUSTOMER if fact.leg is Leg.AGENT else Leg.AGENT
-            reason = {"end_reason": f"{fact.leg.value} hung up"}
             return Decision(
                 (
                     Hangup(other),
-                    SetStatus(
+                    _ended(
                         S.COMPLETED,
                         f"{fact.leg.value}.hangup",
-                        _cause(fact),
-                        {**_cause(fact), **reason},
+                        fact,
+                        end_reason=f"{fact.leg.value} hung up",
                     ),
+                    DestroyBridge(),
                 )
             )
         case EndRequested() if not status.is_terminal:
             target = S.COMPLETED if status is S.CONNECTED else S.CANCELED
             reason = {"end_reason": fact.reason}
+            bridged = (DestroyBridge(),) if status is S.CONNECTED else ()
             return Decision(
                 (
                     SetStatus(target, "session.ended", {"source": "api", **reason}, reason),
                     Hangup(Leg.AGENT),
                     Hangup(Leg.CUSTOMER),
+                    *bridged,
                 )
             )
         case RecordingFinished():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from datetime import datetime
 
 from engine.domain.click_to_call import Answered, Fact, Leg, LegEnded, status_for_unanswered
 
@@ -326,16 +327,19 @@ def channel_fact(
     cause: int | None = None,
     cause_text: str | None = None,
     adopted: bool = False,
+    at: datetime | None = None,
+    estimated: bool = False,
 ) -> Fact | TransferFact | None:
     """The fact a channel entering Stasis (``up``) or ending means for the session, given
     its role; ``adopted``: the channel is a former transfer target that became a leg (it
-    answered long ago, so its StasisStart is not the leg's answer). None: ignore it."""
+    answered long ago, so its StasisStart is not the leg's answer); ``at``/``estimated``:
+    when a leg ended, as :class:`LegEnded` has them. None: ignore it."""
     match role:
         case ChannelRole.AGENT | ChannelRole.CUSTOMER:
             leg = Leg(role.value)
             if up:
                 return None if adopted else Answered(leg)
-            return LegEnded(leg, cause, cause_text)
+            return LegEnded(leg, cause, cause_text, at=at, estimated=estimated)
         case ChannelRole.TARGET:
             return TargetAnswered() if up else TargetEnded(cause, cause_text)
     return None

@@ -54,6 +54,7 @@ _WRITABLE = frozenset(
         "hangup_cause",
         "hangup_cause_text",
         "end_reason",
+        "end_estimated",
         "recording_path",
         "recording_duration_ms",
         "caller_id",
@@ -102,6 +103,8 @@ class StoredSession:
     caller_number: str | None = None
     dialed_number: str | None = None
     ivr_menu: str | None = None
+    # ended_at/talk_ms/ring_ms taken when the engine noticed the end, not from Asterisk
+    end_estimated: bool = False
 
     @classmethod
     def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> StoredSession:

@@ -15,9 +15,10 @@ import wave
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
-from engine.asterisk.sandbox import Sandbox
+from engine.asterisk.sandbox import ARI_URL, Sandbox
 from engine.daemon import Engine
 from tests.e2e.engine_fixtures import (
     AGENT_PORT,
@@ -87,6 +88,99 @@ async def test_both_answer_bridged_customer_hangs_up_recorded(
     assert abs(seconds - 3.0) <= 1.0, seconds  # the customer talked 3 s
     assert session.recording_duration_ms is not None
     assert abs(session.recording_duration_ms - 3000) <= 1000
+
+
+async def _c2c_bridges(ari: aiohttp.ClientSession) -> set[str]:
+    async with ari.get(f"{ARI_URL}/bridges") as resp:
+        assert resp.status == 200, await resp.text()
+        return {b["id"] for b in await resp.json() if b["id"].startswith("c2c-")}
+
+
+@pytest.mark.parametrize("ended_by", ["customer", "api"])
+async def test_bridged_calls_leave_no_bridge_behind_in_asterisk(
+    ended_by: str,
+    engine: Engine,
+    ari: aiohttp.ClientSession,
+    sipp_phone: Callable[..., SippPhone],
+) -> None:
+    calls = 5
+    before = await _c2c_bridges(ari)
+    scenario = "uas_answer_then_hangup.xml" if ended_by == "customer" else "uas_answer.xml"
+    with (
+        sipp_phone("uas_answer.xml", port=AGENT_PORT, calls=calls) as agent,
+        sipp_phone(scenario, port=CUSTOMER_PORT, calls=calls, hold_ms=500) as cust,
+    ):
+        for _ in range(calls):
+            sid, watch = await _place(engine)
+            await watch.until("connected")
+            if ended_by == "api":
+                await end_call(engine, sid)
+            done = await watch.until("completed", "failed", "canceled")
+            assert done.status_to == "completed", watch.trail()
+            watch.close()
+        assert await agent.wait_async(30) == 0, agent.report()
+        assert await cust.wait_async(30) == 0, cust.report()
+    assert await _c2c_bridges(ari) == before
+
+
+async def test_resync_destroys_bridges_of_ours_whose_call_is_over(
+    engine: Engine, ari: aiohttp.ClientSession
+) -> None:
+    """Bridges an engine left behind (it died, or predates bridge clean-up) go at the next
+    resync; a bridge that is not ours stays."""
+    assert engine.stasis is not None
+    orphan, foreign = f"c2c-{uuid.uuid4()}", f"pbx-{uuid.uuid4()}"
+    for bridge in (orphan, foreign):
+        async with ari.post(f"{ARI_URL}/bridges/{bridge}", params={"type": "mixing"}) as resp:
+            assert resp.status == 200, await resp.text()
+    try:
+        await engine.stasis.resync()
+        bridges = await _c2c_bridges(ari)
+        assert orphan not in bridges
+        async with ari.get(f"{ARI_URL}/bridges/{foreign}") as resp:
+            assert resp.status == 200
+    finally:
+        async with ari.delete(f"{ARI_URL}/bridges/{foreign}"):
+            pass
+
+
+async def test_a_bridge_and_recording_left_by_a_dead_engine_are_adopted_not_failed_on(
+    engine: Engine,
+    ari: aiohttp.ClientSession,
+    sipp_phone: Callable[..., SippPhone],
+) -> None:
+    """The engine before this one created the call's bridge and started its recording,
+    then died before it could store that: Asterisk answers 409 to doing it again, and
+    the call goes on with what exists."""
+    tenant = await engine.store.tenants.by_slug("default")
+    await engine.store.recording.set_default(tenant.id, is_enabled=True, fmt="wav")
+    try:
+        with (
+            sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
+            sipp_phone("uas_ring_then_answer.xml", port=CUSTOMER_PORT, hold_ms=3000) as cust,
+        ):
+            sid, watch = await _place(engine)
+            await watch.until("dialing_customer")
+            bridge = f"c2c-{sid}"
+            async with ari.post(f"{ARI_URL}/bridges/{bridge}", params={"type": "mixing"}) as resp:
+                assert resp.status == 200, await resp.text()
+            record = {"name": bridge, "format": "wav", "ifExists": "overwrite"}
+            async with ari.post(f"{ARI_URL}/bridges/{bridge}/record", params=record) as resp:
+                assert resp.status == 201, await resp.text()
+            await watch.until("connected", "failed")
+            assert (await watch.session()).status.value == "connected", watch.trail()
+            await watch.until_event("recording.started")
+            async with ari.get(f"{ARI_URL}/bridges/{bridge}") as resp:
+                channels = set((await resp.json())["channels"])
+            assert channels == {f"c2c-{sid}-agent", f"c2c-{sid}-customer"}
+            await end_call(engine, sid)
+            await watch.until("completed")
+            await watch.until_event("recording.finished")
+            assert await agent.wait_async(30) == 0, agent.report()
+            assert await cust.wait_async(30) == 0, cust.report()
+    finally:
+        await engine.store.recording.set_default(tenant.id, is_enabled=False)
+    assert bridge not in await _c2c_bridges(ari)
 
 
 async def test_agent_busy(engine: Engine, sipp_phone: Callable[..., SippPhone]) -> None:

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine.asterisk.stasis import bridge_id, channel_id, parse_channel_id
+from engine.asterisk.hangup_records import ChannelEnd, parse_record
+from engine.asterisk.stasis import bridge_id, channel_id, parse_channel_id, session_of_bridge
 from engine.domain.call import CallStatus, check_transition
 from engine.domain.click_to_call import (
     Answered,
     BridgeLegs,
+    DestroyBridge,
     EndRequested,
     Hangup,
     Leg,
@@ -19,8 +22,10 @@ from engine.domain.click_to_call import (
     RecordingFinished,
     SetStatus,
     Start,
+    StartExpired,
     StartRecording,
     decide,
+    restart_queued,
     status_for_unanswered,
 )
 
@@ -93,6 +98,80 @@ def test_either_side_hanging_up_a_connected_call_completes_it(leg: Leg) -> None:
 
 
 @pytest.mark.parametrize(
+    "fact", [LegEnded(Leg.AGENT, 16), LegEnded(Leg.CUSTOMER, 16), EndRequested("ended by API")]
+)
+def test_a_connected_call_that_ends_destroys_its_bridge_after_the_status_is_set(
+    fact: LegEnded | EndRequested,
+) -> None:
+    steps = decide(S.CONNECTED, fact).steps
+    assert steps.count(DestroyBridge()) == 1
+    set_at = next(i for i, step in enumerate(steps) if isinstance(step, SetStatus))
+    assert steps.index(DestroyBridge()) > set_at
+
+
+@pytest.mark.parametrize("status", [S.QUEUED, S.DIALING_AGENT, S.DIALING_CUSTOMER])
+def test_a_call_ended_before_it_was_bridged_has_no_bridge_to_destroy(status: CallStatus) -> None:
+    for fact in (EndRequested("x"), LegEnded(Leg.AGENT, 16), LegEnded(Leg.CUSTOMER, 17)):
+        assert DestroyBridge() not in decide(status, fact).steps
+
+
+def test_a_leg_end_recorded_by_asterisk_ends_the_call_when_it_happened() -> None:
+    at = datetime(2026, 11, 30, 3, 0, 5, 250000, tzinfo=UTC)
+    d = decide(S.CONNECTED, LegEnded(Leg.CUSTOMER, 16, "recorded", at=at))
+    (end,) = [step for step in d.steps if isinstance(step, SetStatus)]
+    assert end.at == at
+    assert end.changes["hangup_cause"] == 16
+    assert "end_estimated" not in end.changes
+
+
+@pytest.mark.parametrize("status", [S.DIALING_AGENT, S.DIALING_CUSTOMER, S.CONNECTED])
+def test_a_leg_end_nobody_saw_is_marked_estimated(status: CallStatus) -> None:
+    d = decide(status, LegEnded(Leg.AGENT, None, "gone", estimated=True))
+    (end,) = [step for step in d.steps if isinstance(step, SetStatus)]
+    assert end.at is None  # now: when the engine noticed
+    assert end.changes["end_estimated"] is True
+    assert end.payload["end_estimated"] is True
+
+
+def test_a_queued_call_found_young_is_started_old_is_failed_with_the_reason() -> None:
+    deadline = timedelta(seconds=120)
+    assert restart_queued(timedelta(seconds=3), deadline) == Start()
+    expired = restart_queued(timedelta(minutes=10), deadline)
+    assert isinstance(expired, StartExpired)
+    assert "120 s" in expired.reason
+    d = decide(S.QUEUED, expired)
+    assert d.steps == (
+        SetStatus(
+            S.FAILED,
+            "session.start_expired",
+            {"end_reason": expired.reason},
+            {"end_reason": expired.reason},
+        ),
+    )
+    # a call that got going meanwhile is left alone
+    assert decide(S.DIALING_AGENT, expired).steps == ()
+
+
+def test_hangup_records_parse_time_and_cause() -> None:
+    assert parse_record("1796006565.499,17") == ChannelEnd(
+        datetime(2026, 11, 30, 2, 42, 45, 499000, tzinfo=UTC), 17
+    )
+    assert parse_record("1796006565.499,") == ChannelEnd(
+        datetime(2026, 11, 30, 2, 42, 45, 499000, tzinfo=UTC), None
+    )
+    for bad in ("", "x,16", "1e400,16", ",16"):
+        assert parse_record(bad) is None
+
+
+def test_bridges_of_ours_are_told_by_their_session() -> None:
+    sid = uuid.uuid4()
+    assert session_of_bridge(bridge_id(sid)) == sid
+    assert session_of_bridge(f"c2c-{sid}-consult-{uuid.uuid4()}") == sid
+    for other in ("c2c-nope", "bench-1", str(sid), ""):
+        assert session_of_bridge(other) is None
+
+
+@pytest.mark.parametrize(
     ("status", "target"),
     [
         (S.QUEUED, S.CANCELED),
@@ -112,6 +191,7 @@ def test_end_requested_ends_and_hangs_up_both(status: CallStatus, target: CallSt
 def test_every_status_a_decision_sets_is_a_legal_transition(status: CallStatus) -> None:
     facts = [
         Start(),
+        StartExpired("too old"),
         Answered(Leg.AGENT),
         Answered(Leg.CUSTOMER),
         EndRequested("x"),

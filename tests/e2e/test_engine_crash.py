@@ -1,0 +1,343 @@
+"""kill -9 of the engine at each state of a click-to-call, phones that keep going, restart.
+
+The engine runs as its own ``ctc run`` process (:class:`EngineProcess`) so a crash is a real
+one: no graceful stop, tasks in flight lost, the ARI socket gone. Asterisk keeps the
+calls (it owns the media) and records every leg's hangup in AstDB through the
+``[ctc-hangup]`` handler. After the restart every session must end in the status and with
+the cause the phones saw, at the time they saw it; a call both parties kept must go on;
+no session stays live and no bridge of ours is left in Asterisk.
+
+Phones: agent1 (SIPp on 5071), the customer behind the trunk (5080), agent3 (5073).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from engine.asterisk.sandbox import ARI_URL, Sandbox
+from engine.asterisk.sipp import SippPhone
+from engine.store import Database, Store
+from engine.store.sessions import NewSession
+from tests.e2e.engine_fixtures import AGENT, AGENT_PORT, CUSTOMER, CUSTOMER_PORT
+from tests.e2e.engine_process import EngineProcess
+from tests.e2e.helpers import ari_session
+
+pytestmark = pytest.mark.e2e
+
+AGENT3_PORT = 5073
+TERMINAL = ("completed", "busy", "no_answer", "failed", "canceled", "rejected")
+
+
+@pytest.fixture
+async def db(migrated_db: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(migrated_db)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def engine_process(
+    migrated_db: str, sandbox: Sandbox, tmp_path: Path
+) -> Callable[..., EngineProcess]:
+    made: list[EngineProcess] = []
+
+    def make(**calls: Any) -> EngineProcess:
+        proc = EngineProcess(
+            migrated_db,
+            sandbox,
+            tmp_path / f"engine{len(made)}",
+            app=f"ctc-crash-{uuid.uuid4().hex[:8]}",
+            **calls,
+        )
+        made.append(proc)
+        return proc
+
+    yield make  # type: ignore[misc]
+    for proc in made:
+        proc.stop()
+
+
+async def _initiate(proc: EngineProcess) -> str:
+    status, body = await proc.api(
+        "POST",
+        "/api/v1/click-to-call/initiate",
+        {"agent_number": AGENT, "customer_number": CUSTOMER},
+    )
+    assert status == 202, body
+    return str(body["id"])
+
+
+async def _row(db: asyncpg.Connection, sid: str) -> asyncpg.Record:
+    row = await db.fetchrow("SELECT * FROM click_to_call_session WHERE id = $1", uuid.UUID(sid))
+    assert row is not None
+    return row
+
+
+async def _until(db: asyncpg.Connection, sid: str, *statuses: str, within: float = 30) -> Any:
+    """Wait until the committed session is in one of ``statuses``; its row."""
+    async with asyncio.timeout(within):
+        # the state is in PostgreSQL, written by another process: no event to wait on
+        while (row := await _row(db, sid))["status"] not in statuses:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    return row
+
+
+async def _events(db: asyncpg.Connection, sid: str) -> list[str]:
+    rows = await db.fetch(
+        "SELECT event_type FROM call_event WHERE session_id = $1 ORDER BY seq", uuid.UUID(sid)
+    )
+    return [r["event_type"] for r in rows]
+
+
+async def _our_bridges(sid: str) -> list[str]:
+    async with ari_session() as ari, ari.get(f"{ARI_URL}/bridges") as resp:
+        bridges: list[dict[str, Any]] = await resp.json()
+    return [b["id"] for b in bridges if sid in b["id"]]
+
+
+async def _no_live_sessions(db: asyncpg.Connection) -> None:
+    live = await db.fetch(
+        "SELECT id, status FROM click_to_call_session WHERE status <> ALL($1::text[])",
+        list(TERMINAL),
+    )
+    assert live == [], live
+
+
+# -- queued -------------------------------------------------------------------------------------
+
+
+async def test_queued_calls_whose_start_was_lost_are_dialed_or_failed_by_age(
+    engine_process: Callable[..., EngineProcess],
+    migrated_db: str,
+    db: asyncpg.Connection,
+    sipp_phone: Callable[..., SippPhone],
+) -> None:
+    """The engine died right after accepting two calls (stored queued, never started):
+    the next engine dials the fresh one and fails the one older than the deadline."""
+    async with Database(migrated_db) as database:
+        store = Store.over(database)
+        tenant = await store.tenants.by_slug("default")
+        fresh, _ = await store.sessions.create(NewSession(tenant.id, AGENT, CUSTOMER))
+        stale, _ = await store.sessions.create(NewSession(tenant.id, AGENT, CUSTOMER))
+    await db.execute(
+        "UPDATE click_to_call_session SET created_at = $2 WHERE id = $1",
+        stale.id,
+        datetime.now(UTC) - timedelta(minutes=10),
+    )
+    proc = engine_process(queued_start_deadline=120)
+    with (
+        sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
+        sipp_phone("uas_answer_then_hangup.xml", port=CUSTOMER_PORT, hold_ms=1000) as cust,
+    ):
+        await proc.start()
+        done = await _until(db, str(fresh.id), *TERMINAL)
+        assert (done["status"], done["hangup_cause"]) == ("completed", 16)
+        assert await agent.wait_async(30) == 0, agent.report()
+        assert await cust.wait_async(30) == 0, cust.report()
+    failed = await _until(db, str(stale.id), *TERMINAL)
+    assert failed["status"] == "failed"
+    assert "not started within 120 s" in failed["end_reason"]
+    assert "session.start_expired" in await _events(db, str(stale.id))
+    await _no_live_sessions(db)
+
+
+# -- dialing the agent --------------------------------------------------------------------------
+
+
+async def test_crash_while_the_agent_rings_and_the_agent_answers_after_the_restart(
+    engine_process: Callable[..., EngineProcess],
+    db: asyncpg.Connection,
+    sipp_phone: Callable[..., SippPhone],
+) -> None:
+    proc = engine_process()
+    await proc.start()
+    with (
+        sipp_phone("uas_ring_then_answer.xml", port=AGENT_PORT, hold_ms=6000) as agent,
+        sipp_phone("uas_answer_then_hangup.xml", port=CUSTOMER_PORT, hold_ms=1000) as cust,
+    ):
+        sid = await _initiate(proc)
+        await _until(db, sid, "dialing_agent")
+        proc.kill()
+        await proc.start()  # the agent still rings: the new engine adopts the call
+        done = await _until(db, sid, *TERMINAL)
+        assert (done["status"], done["hangup_cause"]) == ("completed", 16), proc.tail()
+        assert not done["end_estimated"]
+        assert await agent.wait_async(30) == 0, agent.report()
+        assert await cust.wait_async(30) == 0, cust.report()
+    assert await _our_bridges(sid) == []
+    await _no_live_sessions(db)
+
+
+async def test_crash_while_the_agent_rings_and_the_agent_answers_while_it_is_down(
+    engine_process: Callable[..., EngineProcess],
+    db: asyncpg.Connection,
+    sipp_phone: Callable[..., SippPhone],
+) -> None:
+    """Nobody can take the agent's answer (Asterisk hangs the leg up: no app); the next
+    engine ends the call failed at the time Asterisk recorded, not at the restart."""
+    proc = engine_process()
+    await proc.start()
+    with sipp_phone("uas_ring_then_answer.xml", port=AGENT_PORT, hold_ms=1500) as agent:
+        sid = await _initiate(proc)
+        await _until(db, sid, "dialing_agent")
+        proc.kill()
+        assert await agent.wait_async(30) == 0, agent.report()  # answered, then BYE
+        restarted_at = datetime.now(UTC)
+        await proc.start()
+        done = await _until(db, sid, *TERMINAL)
+    assert done["status"] == "failed", proc.tail()
+    assert not done["end_estimated"]
+    assert done["ended_at"] < restarted_at
+    assert done["hangup_cause"] is not None
+    assert "session.resync" in await _events(db, sid)
+    await _no_live_sessions(db)
+
+
+# -- dialing the customer -----------------------------------------------------------------------
+
+
+async def test_crash_while_the_customer_rings_and_the_customer_answers_after_the_restart(
+    engine_process: Callable[..., EngineProcess],
+    db: asyncpg.Connection,
+    sipp_phone: Callable[..., SippPhone],
+) -> None:
+    proc = engine_process()
+    await proc.start()
+    with (
+        sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
+        sipp_phone("uas_ring_then_answer.xml", port=CUSTOMER_PORT, hold_ms=6000) as cust,
+    ):
+        sid = await _initiate(proc)
+        await _until(db, sid, "dialing_customer")
+        proc.kill()
+        await proc.start()
+        await _until(db, sid, "connected")  # bridged by the new engine
+        assert await _our_bridges(sid) == [f"c2c-{sid}"]
+        status, body = await proc.api("POST", f"/api/v1/click-to-call/sessions/{sid}/end", {})
+        assert status == 200, body
+        done = await _until(db, sid, *TERMINAL)
+        assert done["status"] == "completed"
+        assert await agent.wait_async(30) == 0, agent.report()
+        assert await cust.wait_async(30) == 0, cust.report()
+    assert await _our_bridges(sid) == []
+    await _no_live_sessions(db)
+
+
+# -- connected ----------------------------------------------------------------------------------
+
+
+async def test_crash_while_connected_and_both_keep_talking_the_call_goes_on(
+    engine_process: Callable[..., EngineProcess],
+    db: asyncpg.Connection,
+    sipp_phone: Callable[..., SippPhone],
+) -> None:
+    proc = engine_process()
+    await proc.start()
+    with (
+        sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
+        sipp_phone("uas_answer_then_hangup.xml", port=CUSTOMER_PORT, hold_ms=6000) as cust,
+    ):
+        sid = await _initiate(proc)
+        await _until(db, sid, "connected")
+        proc.kill()
+        await proc.start()
+        assert (await _row(db, sid))["status"] == "connected"  # adopted, still talking
+        done = await _until(db, sid, *TERMINAL)  # the customer hangs up later
+        assert (done["status"], done["hangup_cause"]) == ("completed", 16)
+        assert done["end_reason"] == "customer hung up"
+        assert not done["end_estimated"]
+        assert await agent.wait_async(30) == 0, agent.report()
+        assert await cust.wait_async(30) == 0, cust.report()
+    assert await _our_bridges(sid) == []
+    await _no_live_sessions(db)
+
+
+@pytest.mark.parametrize("handler", ["ctc-hangup,s,1", ""])
+async def test_crash_while_connected_and_the_customer_hangs_up_while_it_is_down(
+    handler: str,
+    engine_process: Callable[..., EngineProcess],
+    db: asyncpg.Connection,
+    sipp_phone: Callable[..., SippPhone],
+) -> None:
+    """With the hangup handler Asterisk recorded when and why the customer left: the call
+    ends then, with that cause, and talk time is what the phones talked. Without it the end
+    is when the engine noticed, marked estimated."""
+    proc = engine_process(hangup_handler=handler)
+    await proc.start()
+    with (
+        sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
+        sipp_phone("uas_answer_then_hangup.xml", port=CUSTOMER_PORT, hold_ms=1500) as cust,
+    ):
+        sid = await _initiate(proc)
+        await _until(db, sid, "connected")
+        proc.kill()
+        assert await cust.wait_async(30) == 0, cust.report()  # the customer hung up
+        hung_up_by = datetime.now(UTC)
+        await proc.start()
+        done = await _until(db, sid, *TERMINAL)
+        # the agent, left alone in the bridge, is hung up by the new engine
+        assert await agent.wait_async(30) == 0, agent.report()
+    assert done["status"] == "completed", proc.tail()
+    assert done["end_reason"] == "customer hung up"
+    if handler:
+        assert (done["hangup_cause"], done["end_estimated"]) == (16, False)
+        assert done["ended_at"] <= hung_up_by
+        talked = done["ended_at"] - done["connected_at"]
+        assert done["talk_ms"] == round(talked.total_seconds() * 1000)
+        assert done["talk_ms"] < (hung_up_by - done["connected_at"]).total_seconds() * 1000
+    else:
+        assert (done["hangup_cause"], done["end_estimated"]) == (None, True)
+        assert done["ended_at"] > hung_up_by
+    assert await _our_bridges(sid) == []
+    await _no_live_sessions(db)
+
+
+# -- in a transfer ------------------------------------------------------------------------------
+
+
+async def test_crash_during_an_attended_transfer_the_next_engine_completes_it(
+    engine_process: Callable[..., EngineProcess],
+    db: asyncpg.Connection,
+    sipp_phone: Callable[..., SippPhone],
+) -> None:
+    proc = engine_process()
+    await proc.start()
+    with (
+        sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
+        sipp_phone("uas_answer.xml", port=CUSTOMER_PORT) as cust,
+        sipp_phone("uas_answer.xml", port=AGENT3_PORT) as agent3,
+    ):
+        sid = await _initiate(proc)
+        await _until(db, sid, "connected")
+        path = f"/api/v1/click-to-call/sessions/{sid}/transfer"
+        status, transfer = await proc.api(
+            "POST", path, {"type": "attended", "target": "agent3", "leg": "agent"}
+        )
+        assert status == 200, transfer
+        state = "SELECT state FROM call_transfer WHERE id = $1"
+        async with asyncio.timeout(30):
+            while await db.fetchval(state, uuid.UUID(transfer["id"])) != "consulting":  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        proc.kill()
+        await proc.start()
+        status, body = await proc.api("POST", f"{path}/complete")
+        assert (status, body["state"]) == (200, "completed"), body
+        assert await agent.wait_async(30) == 0, agent.report()  # agent1 released
+        status, body = await proc.api("POST", f"/api/v1/click-to-call/sessions/{sid}/end", {})
+        assert status == 200, body
+        done = await _until(db, sid, *TERMINAL)
+        assert done["status"] == "completed"
+        assert await agent3.wait_async(30) == 0, agent3.report()
+        assert await cust.wait_async(30) == 0, cust.report()
+    assert await _our_bridges(sid) == []
+    await _no_live_sessions(db)
