@@ -15,6 +15,7 @@ import pytest
 from engine.domain.call import Direction
 from engine.store import Database, Store
 from engine.store.sessions import NewSession
+from tests.yaml_bombs import BILLION_LAUGHS
 
 CTC = str(Path(sys.executable).with_name("ctc"))
 
@@ -122,6 +123,16 @@ async def test_config_check(tmp_path: Path, cli_env: dict[str, str]) -> None:
     code, out, err = await _ctc("config", "check", str(bad), env=cli_env)
     assert code == 1
     assert err.strip() == f"error: {bad}:3: api.socket_mode: expected octal string"
+
+
+async def test_config_check_refuses_a_yaml_alias_bomb(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BILLION_LAUGHS)
+    code, _, err = await _ctc("config", "check", str(bomb), env=cli_env)
+    assert code == 1
+    assert err.strip() == f"error: {bomb}:9: more than 64 YAML aliases"
 
 
 async def test_tenant_and_token_create(cli_env: dict[str, str]) -> None:

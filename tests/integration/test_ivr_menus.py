@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import textwrap
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from engine.domain.ivr import IvrAction, IvrMenu, IvrOption, TransferTargetType
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.ivr_yaml import dump_menus, load_menus
 from tests.integration.conftest import Api
+from tests.yaml_bombs import BILLION_LAUGHS
 
 IVR = "/api/v1/ivr-menus"
 CTC = str(Path(sys.executable).with_name("ctc"))
@@ -424,3 +426,25 @@ async def test_ctc_ivr_import_bad_file_is_one_line_with_file_and_line(
     code, _, err = await _ctc("ivr", "import", str(missing), "--tenant", slug, env=cli_env)
     assert code == 1
     assert str(missing) in err
+
+
+async def test_ctc_ivr_import_refuses_a_yaml_alias_bomb(
+    engine: Engine, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    slug, tid = await _tenant(engine)
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("menus:\n" + textwrap.indent(BILLION_LAUGHS, "  "))
+    code, _, err = await _ctc("ivr", "import", str(bomb), "--tenant", slug, env=cli_env)
+    assert code == 1
+    assert err.strip() == f"error: {bomb}:10: more than 64 YAML aliases"
+    assert await engine.store.ivr.all(tid) == {}
+
+
+async def test_api_menu_body_is_json_so_yaml_aliases_never_reach_the_loader(
+    engine: Engine, unix_api: Api
+) -> None:
+    t, _ = await _tenant(engine)
+    headers = {**_h(t), "Content-Type": "application/json"}
+    body = '{"greeting": &a "x", "description": *a}'
+    status, err, _ = await unix_api.call("PUT", f"{IVR}/m", data=body, headers=headers)
+    assert (status, err["error"]["code"]) == (400, "invalid_json")
