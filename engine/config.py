@@ -312,6 +312,9 @@ class AgiSettings(_Section):
     enabled: bool = True
     host: Name = "127.0.0.1"
     port: Port = 4573
+    request_timeout: Seconds = 5.0
+    reply_timeout: Seconds = 120.0
+    max_connections: int = Field(default=200, ge=1)
 
 
 class CallSettings(_Section):

@@ -59,8 +59,15 @@ class InboundCall:
         caller: str | None,
         dialed: str | None,
     ) -> MenuBook:
-        """Store the queued session and load the tenant's menus; raise if ``menu`` is unknown."""
+        """Load the tenant's menus and store the queued session.
+
+        An unknown tenant or ``menu`` raises :class:`NotFound` before anything is stored: a
+        request naming a menu that does not exist is not a call the engine took.
+        """
         tenant = await self.store.tenants.by_slug(tenant_slug)
+        book = await load_menus(tenant.id)
+        if menu not in book.menus:
+            raise NotFound("IVR menu", menu)
         customer = None
         if caller:
             with contextlib.suppress(InvalidInput):
@@ -80,9 +87,7 @@ class InboundCall:
             tenant_callback_url=tenant.callback_url,
         )
         self.log = self.log.bind(call_id=str(self.session.id), tenant_id=str(tenant.id))
-        self.book = book = await load_menus(tenant.id)
-        if menu not in book.menus:
-            raise NotFound("IVR menu", menu)
+        self.book = book
         return book
 
     async def answered(self, menu: str) -> None:
