@@ -19,8 +19,6 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
-
 from engine.asterisk.agi import AgiChannel, AgiCommandError, AgiHangup
 from engine.asterisk.dialing import dial_string
 from engine.asterisk.inbound import InboundCall, MenuLoader, http_lookup
@@ -58,6 +56,7 @@ from engine.domain.transfer import TransferState as TS
 from engine.domain.transfer import state_for_unanswered
 from engine.errors import CtcError, NotFound
 from engine.metrics import Metrics
+from engine.outbound import OutboundHttp
 from engine.store import Store
 from engine.store.transfers import StoredTransfer
 
@@ -85,16 +84,16 @@ class AgiIvr:
         self._load_menus = load_menus
         self._calls = calls
         self._metrics = metrics
-        self._http: aiohttp.ClientSession | None = None
+        self._http: OutboundHttp | None = None
 
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()
 
     @property
-    def http(self) -> aiohttp.ClientSession:
+    def http(self) -> OutboundHttp:
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            self._http = OutboundHttp()
         return self._http
 
     async def __call__(self, channel: AgiChannel) -> None:
