@@ -8,8 +8,9 @@ a tenant could make the engine POST to ``127.0.0.1`` (the engine's own neighbour
 - only ``http`` and ``https`` URLs;
 - only globally routable addresses: loopback, link-local, private (RFC 1918, ULA
   ``fc00::/7``), shared (CGNAT ``100.64.0.0/10``), unspecified, multicast, reserved and
-  documentation addresses are refused — an IPv4-mapped IPv6 address (``::ffff:127.0.0.1``)
-  counts as its IPv4 address;
+  documentation addresses are refused — an IPv6 address carrying an IPv4 one (mapped
+  ``::ffff:127.0.0.1``, 6to4 ``2002::/16``, NAT64 ``64:ff9b::/96``) counts as that IPv4
+  address;
 - unless the tenant allows the address with a CIDR (``tenant.outbound_allow_cidrs``, e.g.
   ``10.20.0.0/16`` for an ERP on the private network, ``127.0.0.1/32`` in tests).
 
@@ -51,6 +52,15 @@ _KINDS: tuple[tuple[str, str], ...] = (
     ("is_private", "a private address"),
     ("is_reserved", "a reserved address"),
 )
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix
+
+
+def _nat64(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip not in _NAT64:
+        return None
+    return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
 
 
 def scheme_refusal(url: str) -> str | None:
@@ -97,8 +107,8 @@ class OutboundPolicy:
             ip = ipaddress.ip_address(address) if isinstance(address, str) else address
         except ValueError:
             return f"{address!r} is not an IP address"
-        if isinstance(ip, ipaddress.IPv6Address):
-            ip = ip.ipv4_mapped or ip.sixtofour or ip
+        if isinstance(ip, ipaddress.IPv6Address):  # an IPv4 address inside: judge that
+            ip = ip.ipv4_mapped or ip.sixtofour or _nat64(ip) or ip
         if any(ip.version == net.version and ip in net for net in self.allow):
             return None
         if ip.is_global and not ip.is_multicast:

@@ -171,3 +171,18 @@ async def test_an_unknown_menu_is_refused_without_a_session_row(
     assert await peer.eof() == b""
     assert await _sessions(engine, tenant_id) == []
     assert _refused(engine, "unknown_menu") == before + 1
+
+
+async def test_an_unknown_tenant_is_refused_without_a_session_row(
+    engine: Engine, serve: Any, peers: Any
+) -> None:
+    server = await serve(reply_timeout=5.0)
+    before = _refused(engine, "unknown_tenant")
+    slug = f"nobody{uuid.uuid4().hex[:6]}"
+    peer = await peers(server.port, request_block(script=f"ivr/main?tenant={slug}"))
+    assert await peer.command() == f'VERBOSE "ctc: tenant {slug} not found" 1'
+    peer.reply("200 result=1")
+    assert await peer.command() == "HANGUP"
+    peer.reply("200 result=1")
+    assert await peer.eof() == b""
+    assert _refused(engine, "unknown_tenant") == before + 1

@@ -32,6 +32,8 @@ NOBODY = OutboundPolicy()
         ("http://127.9.9.9:8080/hook", "127.9.9.9 is a loopback address"),
         ("http://[::1]:8080/hook", "::1 is a loopback address"),
         ("http://[::ffff:127.0.0.1]/hook", "127.0.0.1 is a loopback address"),
+        ("http://[64:ff9b::a9fe:a9fe]/x", "169.254.169.254 is a link-local address"),
+        ("http://[2002:a00:1::]/x", "10.0.0.1 is a private address"),
         ("http://169.254.169.254/latest/meta-data", "169.254.169.254 is a link-local address"),
         ("http://[fe80::1]/x", "fe80::1 is a link-local address"),
         ("http://10.0.0.1/x", "10.0.0.1 is a private address"),
