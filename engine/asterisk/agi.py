@@ -388,6 +388,8 @@ class AgiChannel:
         except AgiHangup:
             raise
         except TimeoutError as exc:  # before OSError, its base class
+            if limit is None:  # not our limit's
+                raise
             self._broken = f"no reply to {verb} within {limit:g} s"
             raise AgiTimeout(f"AGI {verb}: no reply from Asterisk within {limit:g} s") from exc
         except OSError as exc:
