@@ -16,6 +16,7 @@ import structlog
 
 from engine.api.models import InitiateIn
 from engine.domain.call import CallStatus
+from engine.domain.netpolicy import check_url
 from engine.domain.phone import to_e164
 from engine.errors import AsteriskError, Conflict, InvalidInput, NotFound
 from engine.store import Store
@@ -80,6 +81,9 @@ class CallService:
             if request.caller_id
             else None
         )
+        callback_url = str(request.callback_url) if request.callback_url else None
+        if callback_url is not None:  # not to the engine's neighbours (netpolicy)
+            check_url(callback_url, tenant.policy, field="callback_url")
         provider_id = request.provider_id
         if provider_id is not None:
             try:
@@ -99,7 +103,7 @@ class CallService:
             caller_id=caller_id,
             agent_id=request.agent_id,
             external_ref=request.external_ref,
-            callback_url=str(request.callback_url) if request.callback_url else None,
+            callback_url=callback_url,
             metadata=request.metadata,
             idempotency_key=idempotency_key,
             request_hash=request_fingerprint(request.model_dump(mode="json"))

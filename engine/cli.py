@@ -180,17 +180,74 @@ def tenant() -> None:
     """Manage tenants."""
 
 
+_ALLOW_CIDR_HELP = (
+    "A non-global network (loopback, private...) the tenant's callbacks and IVR lookups "
+    "may reach, e.g. 10.20.0.0/16; repeat for several. Global addresses need none."
+)
+
+
+def _echo_tenant(tenant: Any) -> None:
+    click.echo(f"tenant {tenant.slug} {tenant.id}")
+    if tenant.outbound_allow_cidrs:
+        click.echo("allowed outbound: " + ", ".join(map(str, tenant.outbound_allow_cidrs)))
+
+
 @tenant.command("create")
 @click.argument("slug")
 @click.option("--name", default=None, help="Display name (default: the slug).")
 @click.option("--callback-url", default=None, help="Where status callbacks are POSTed.")
+@click.option("--allow-cidr", "allow_cidrs", multiple=True, metavar="CIDR", help=_ALLOW_CIDR_HELP)
 @pass_ctx
-def tenant_create(ctx: _Context, slug: str, name: str | None, callback_url: str | None) -> None:
+def tenant_create(
+    ctx: _Context,
+    slug: str,
+    name: str | None,
+    callback_url: str | None,
+    allow_cidrs: tuple[str, ...],
+) -> None:
     """Create tenant SLUG."""
     created = _run(
-        _with_store(ctx.settings, lambda s: s.tenants.create(slug, name or slug, callback_url))
+        _with_store(
+            ctx.settings,
+            lambda s: s.tenants.create(slug, name or slug, callback_url, allow_cidrs=allow_cidrs),
+        )
     )
-    click.echo(f"tenant {created.slug} {created.id}")
+    _echo_tenant(created)
+
+
+@tenant.command("update")
+@click.argument("slug")
+@click.option(
+    "--callback-url", default=None, help="Where status callbacks are POSTed ('' for none)."
+)
+@click.option(
+    "--allow-cidr",
+    "allow_cidrs",
+    multiple=True,
+    metavar="CIDR",
+    help=_ALLOW_CIDR_HELP + " Replaces the tenant's list.",
+)
+@click.option("--no-allow-cidrs", is_flag=True, help="Empty the tenant's list of networks.")
+@pass_ctx
+def tenant_update(
+    ctx: _Context,
+    slug: str,
+    callback_url: str | None,
+    allow_cidrs: tuple[str, ...],
+    no_allow_cidrs: bool,
+) -> None:
+    """Change tenant SLUG's callback URL or allowed networks (what is not given stays)."""
+    if allow_cidrs and no_allow_cidrs:
+        raise click.UsageError("--allow-cidr and --no-allow-cidrs exclude each other")
+    changes: dict[str, Any] = {}
+    if callback_url is not None:
+        changes["callback_url"] = callback_url or None
+    if allow_cidrs or no_allow_cidrs:
+        changes["allow_cidrs"] = allow_cidrs
+    if not changes:
+        raise click.UsageError("nothing to change: give --callback-url or --allow-cidr")
+    updated = _run(_with_store(ctx.settings, lambda s: s.tenants.update(slug, **changes)))
+    _echo_tenant(updated)
 
 
 @cli.group()

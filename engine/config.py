@@ -53,6 +53,9 @@ from engine.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "MAX_YAML_ALIASES",
+    "MAX_YAML_BYTES",
+    "MAX_YAML_EXPANSION",
     "AgiSettings",
     "AmiSettings",
     "ApiSettings",
@@ -318,6 +321,9 @@ class AgiSettings(_Section):
     enabled: bool = True
     host: Name = "127.0.0.1"
     port: Port = 4573
+    request_timeout: Seconds = 5.0
+    reply_timeout: Seconds = 120.0
+    max_connections: int = Field(default=200, ge=1)
 
 
 class CallSettings(_Section):
@@ -412,16 +418,32 @@ def _line(node: yaml.Node) -> int:
     return int(node.start_mark.line) + 1
 
 
+MAX_YAML_BYTES = 1 << 20
+"""The largest YAML document read (a config or menus file, an API menu body): 1 MiB."""
+MAX_YAML_ALIASES = 64
+"""Aliases (``*name``) a document may use; merge keys (``<<: *defaults``) are aliases too."""
+MAX_YAML_EXPANSION = 10_000
+"""Values a document may reach through its aliases (a copied mapping counts each value in
+it). With :data:`MAX_YAML_ALIASES` this bounds an alias bomb ("billion laughs": a few
+lines whose aliases nest into billions of values) before it costs time or memory."""
+
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def parse_yaml_with_lines(text: str, source: YamlSource) -> dict[str, Any]:
-    """YAML text -> plain dict, filling ``source`` with the line of every path."""
+    """YAML text -> plain dict, filling ``source`` with the line of every path.
+
+    Bounded: a document over :data:`MAX_YAML_BYTES`, with more than
+    :data:`MAX_YAML_ALIASES` aliases or whose aliases expand to more than
+    :data:`MAX_YAML_EXPANSION` values is refused with a ConfigError naming the line.
+    """
     file = source.file
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"document larger than {MAX_YAML_BYTES} bytes", file=file)
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _BoundedLoader(text, file)
     except yaml.reader.ReaderError as exc:
         raise _reader_error(exc, text, file) from None
     try:
@@ -454,13 +476,83 @@ def _reader_error(exc: yaml.reader.ReaderError, text: str, file: str | None) -> 
     return ConfigError(f"unacceptable character #x{code:04x}", file=file, line=line)
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a document with more than MAX_YAML_ALIASES aliases."""
+
+    def __init__(self, stream: str, file: str | None) -> None:
+        super().__init__(stream)
+        self.file = file
+        self.aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise ConfigError(
+                    f"more than {MAX_YAML_ALIASES} YAML aliases",
+                    file=self.file,
+                    line=int(mark.line) + 1,
+                )
+        return super().compose_node(parent, index)
+
+
 class _Converter:
+    """Composed nodes -> plain Python, recording lines; bounds what aliases expand to.
+
+    The composer shares an anchored node between its aliases, so a node converted a
+    second time was reached through an alias: such conversions are counted against
+    MAX_YAML_EXPANSION, and so are the pairs merge keys would copy, before PyYAML's
+    ``flatten_mapping`` copies them (nested merges double at every level).
+    """
+
     def __init__(self, loader: yaml.SafeLoader, source: YamlSource) -> None:
         self._loader = loader
         self._source = source
         self._active: set[int] = set()
+        self._converted: set[int] = set()
+        self._expanded = 0
+        self._merged_sizes: dict[int, int] = {}
+
+    def _expand(self, count: int, node: yaml.Node, loc: _Loc) -> None:
+        self._expanded += count
+        if self._expanded > MAX_YAML_EXPANSION:
+            raise ConfigError(
+                f"YAML aliases expand to more than {MAX_YAML_EXPANSION} values",
+                file=self._source.file,
+                line=_line(node),
+                field=_dotted(loc) or None,
+            )
+
+    def _merged_size(self, node: yaml.MappingNode, loc: _Loc, active: set[int]) -> int:
+        """Pairs ``node`` has once its merge keys are flattened (computed once per node)."""
+        known = self._merged_sizes.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in active:  # merges itself: flatten_mapping copies nothing then
+            return 0
+        active.add(id(node))
+        size = 0
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                size += 1
+                continue
+            sources = (
+                value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            )
+            for merged in sources:
+                if isinstance(merged, yaml.MappingNode):
+                    copied = self._merged_size(merged, loc, active)
+                    self._expand(copied, key_node, loc)
+                    size += copied
+        active.discard(id(node))
+        self._merged_sizes[id(node)] = size
+        return size
 
     def convert(self, node: yaml.Node, loc: _Loc) -> Any:
+        if id(node) in self._converted:
+            self._expand(1, node, loc)
+        self._converted.add(id(node))
         if isinstance(node, yaml.ScalarNode):
             return self._loader.construct_object(node, deep=True)
         if id(node) in self._active:
@@ -506,6 +598,7 @@ class _Converter:
                     field=_dotted((*loc, key)),
                 )
             seen.add(key)
+        self._merged_size(node, loc, set())
         self._loader.flatten_mapping(node)  # resolves ``<<: *anchor`` merge keys
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -654,14 +747,19 @@ def _resolve_path(
 
 
 def read_text_file(path: Path, label: str, required: bool) -> str | None:
+    """The file as text; None when it is missing and not ``required``. At most
+    :data:`MAX_YAML_BYTES` are read: a larger file is a ConfigError."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_YAML_BYTES + 1)
     except FileNotFoundError:
         if required:
             raise ConfigError("config file not found", file=label) from None
         return None
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror or exc}", file=label) from exc
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"file larger than {MAX_YAML_BYTES} bytes", file=label)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -90,9 +90,11 @@ class Engine:
             )
         self.calls = CallService(self.store, dialer=self.stasis)
         # FastAGI: the admin's dialplan sends callers to AGI(agi://HOST:PORT/ivr/MENU)
-        self.agi_ivr = AgiIvr(self.store, self.store.ivr.book, settings.calls)
+        self.agi_ivr = AgiIvr(self.store, self.store.ivr.book, settings.calls, metrics=self.metrics)
         self.agi: AgiServer | None = (
-            AgiServer.from_settings(settings.agi, self.agi_ivr, health=self.health)
+            AgiServer.from_settings(
+                settings.agi, self.agi_ivr, health=self.health, metrics=self.metrics
+            )
             if settings.agi.enabled
             else None
         )

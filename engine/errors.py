@@ -21,6 +21,7 @@ non-zero; the API maps each class to a stable error code and HTTP status.
     ├── ClosedResourceError         a pool, link or server was used after close()
     ├── ApiClientError              the control API answered an error to our own client
     ├── CallbackDeliveryError       a status callback POST failed (refused, timeout, non-2xx)
+    ├── DestinationRefused          an outbound request to an address the network policy refuses
     └── AsteriskError               talking to Asterisk failed
         ├── AriError
         ├── AmiError
@@ -44,6 +45,7 @@ __all__ = [
     "Conflict",
     "CtcError",
     "DatabaseUnavailable",
+    "DestinationRefused",
     "DomainError",
     "IllegalTransition",
     "InvalidInput",
@@ -149,15 +151,26 @@ class ApiClientError(CtcError):
 
 
 class CallbackDeliveryError(CtcError):
-    """A status callback could not be delivered; it is retried from the outbox.
+    """A status callback could not be delivered; it is retried from the outbox, unless
+    ``permanent`` (its URL is refused by the network policy): then it is dead at once.
 
     ``status`` is the receiver's HTTP status when it answered, ``None`` when it did not
     (connection refused, timeout, reset).
     """
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, permanent: bool = False) -> None:
         self.status = status
+        self.permanent = permanent
         super().__init__(message)
+
+
+class DestinationRefused(CtcError, OSError):
+    """An outbound request (status callback, IVR lookup) was not sent: its destination is
+    an address the network policy refuses (:mod:`engine.domain.netpolicy`).
+
+    Also an :class:`OSError`, because it is raised inside aiohttp's resolver and socket
+    factory, which pass only OSErrors on (wrapped in a connection error).
+    """
 
 
 class AsteriskError(CtcError):

@@ -43,6 +43,7 @@ from engine.domain.ivr import (
     TransferTargetType,
     check_menus,
 )
+from engine.domain.netpolicy import scheme_refusal
 from engine.errors import ConfigError, InvalidInput
 
 __all__ = ["dump_menus", "load_menus", "load_menus_file"]
@@ -221,6 +222,12 @@ def _option(reader: _Reader, value: Any, loc: _Loc) -> IvrOption:
     if say is not None:
         fields["say"] = SayMode(say)
     present = {key: value for key, value in fields.items() if value is not None}
+    url = present.get("url")
+    if action is IvrAction.HTTP_LOOKUP and isinstance(url, str):
+        # the address part of the rule needs the tenant: checked when the menu is saved
+        refused = scheme_refusal(url)
+        if refused is not None:
+            raise reader.fail(refused, (*loc, "url"))
     return _build(reader, loc, lambda: IvrOption(action, **present))
 
 

@@ -35,6 +35,13 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.agi_refused = Counter(
+            "ctc_agi_refused_total",
+            "FastAGI connections or requests refused, by reason (capacity: past "
+            "agi.max_connections; bad_request; unknown_script; unknown_tenant; unknown_menu)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.loop_lag = Histogram(
             "ctc_event_loop_lag_seconds",
             "How late the event loop ran a timer that was due (sampled every 100 ms)",

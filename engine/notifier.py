@@ -24,6 +24,12 @@ attempt, retried after ``min(backoff_initial * 2**(attempts-1), backoff_max)`` s
 ±10 % jitter; after ``callbacks.max_attempts`` attempts the row is ``dead`` (logged at
 error) and the session's next callback may go.
 
+**Where.** Only where the network policy lets the tenant's requests go
+(:mod:`engine.domain.netpolicy`: http(s), global addresses or the tenant's
+``outbound_allow_cidrs``), checked on the URL and again on every address its host
+resolves to (:mod:`engine.outbound`). A refused destination is not contacted and the row is
+``dead`` at once, its ``last_error`` saying why: retrying cannot change the answer.
+
 **Order.** One session's callbacks are delivered one at a time, in ``seq`` order: a row is
 not sent while an earlier row of its session is pending (see
 :mod:`engine.store.outbox`, which also explains the ``SKIP LOCKED`` claim and the lease that
@@ -54,10 +60,16 @@ import structlog
 
 from engine import __version__
 from engine.config import CallbackSettings
-from engine.errors import CallbackDeliveryError, ClosedResourceError, StoreError
+from engine.errors import (
+    CallbackDeliveryError,
+    ClosedResourceError,
+    DestinationRefused,
+    StoreError,
+)
 from engine.events import EventBus
 from engine.health import HealthReport
 from engine.metrics import Metrics
+from engine.outbound import OutboundHttp, refused_by_policy
 from engine.store.outbox import ClaimedCallback, OutboxRepository
 from engine.store.sessions import CallEvent
 
@@ -153,7 +165,7 @@ class CallbackNotifier:
         # a claimed row is not due for anyone else until the POST and its bookkeeping are done
         self._lease = settings.timeout + lease_margin
         self._close_timeout = close_timeout
-        self._session: aiohttp.ClientSession | None = None
+        self._http: OutboundHttp | None = None
         self._runner: asyncio.Task[None] | None = None
         self._inflight: dict[asyncio.Task[None], ClaimedCallback] = {}
         self._wake = asyncio.Event()
@@ -172,10 +184,10 @@ class CallbackNotifier:
             raise ClosedResourceError("CallbackNotifier is closed")
         if self._runner is not None:
             return self
-        self._session = aiohttp.ClientSession(
+        self._http = OutboundHttp(
+            limit=self._concurrency,
             timeout=aiohttp.ClientTimeout(total=self._settings.timeout),
             headers={"User-Agent": USER_AGENT},
-            connector=aiohttp.TCPConnector(limit=self._concurrency),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         if self._events is not None:
@@ -216,9 +228,9 @@ class CallbackNotifier:
             self.terminate()
             raise
         finally:
-            session, self._session = self._session, None
-            if session is not None:
-                await asyncio.shield(session.close())
+            http, self._http = self._http, None
+            if http is not None:
+                await asyncio.shield(http.close())
         self._set_health("down", "stopped")
         log.info("callbacks.stopped")
 
@@ -336,7 +348,7 @@ class CallbackNotifier:
         try:
             status = await self._post(claimed)
         except CallbackDeliveryError as exc:
-            await self._record_failure(claimed, clog, str(exc), exc.status)
+            await self._record_failure(claimed, clog, str(exc), exc.status, permanent=exc.permanent)
         except Exception as exc:  # a bug must not wedge the row: count it as a failed attempt
             clog.exception("callback.internal_error")
             await self._record_failure(claimed, clog, f"internal error: {exc!r}", None)
@@ -354,9 +366,13 @@ class CallbackNotifier:
 
     async def _post(self, claimed: ClaimedCallback) -> int:
         """POST once; the status of a 2xx answer, else CallbackDeliveryError."""
-        session = self._session
-        if session is None:
+        http = self._http
+        if http is None:
             raise ClosedResourceError("CallbackNotifier is not running")
+        refusal = claimed.policy.url_refusal(claimed.url)
+        if refusal is not None:
+            raise CallbackDeliveryError(f"refused by policy: {refusal}", permanent=True)
+        session = http.session(claimed.policy)
         body = _body(claimed.payload)
         headers = {
             "Content-Type": "application/json",
@@ -375,7 +391,12 @@ class CallbackNotifier:
             raise CallbackDeliveryError(
                 f"no answer within {self._settings.timeout:g}s from {claimed.url}"
             ) from exc
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, DestinationRefused) as exc:
+            refused = refused_by_policy(exc)
+            if refused is not None:
+                raise CallbackDeliveryError(
+                    f"refused by policy: {refused}", permanent=True
+                ) from exc
             raise CallbackDeliveryError(f"{type(exc).__name__}: {exc}") from exc
         reason = "redirects are not followed" if 300 <= status < 400 else snippet.strip()
         raise CallbackDeliveryError(f"HTTP {status}: {reason}".rstrip(": "), status=status)
@@ -386,9 +407,11 @@ class CallbackNotifier:
         clog: structlog.typing.FilteringBoundLogger,
         error: str,
         status: int | None,
+        *,
+        permanent: bool = False,
     ) -> None:
         attempts = claimed.attempts + 1
-        dead = attempts >= self._settings.max_attempts
+        dead = permanent or attempts >= self._settings.max_attempts
         retry_in = (
             None
             if dead

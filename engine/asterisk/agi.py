@@ -29,6 +29,13 @@ asyncio listener, every connection its own task:
   ``get_variable``/``set_variable`` keep working on the dead channel, and Asterisk keeps the
   connection open until we close it. EOF and a reset connection raise AgiHangup too. The
   server catches AgiHangup quietly: a caller hanging up mid-menu is normal.
+- Bounded in time and number: the request block must arrive within ``request_timeout``
+  of connecting, and every command's answer within ``reply_timeout`` plus what the command
+  itself waits (a key timeout, a recording's length; ``EXEC Dial`` is not limited, it
+  lasts as long as the transferred call). A silent peer gets :class:`AgiTimeout`, which
+  the handler sees like any failed command (the IVR ends its session with the reason),
+  and the connection is closed. Past ``max_connections`` open connections a new one is
+  closed at once, logged and counted (``ctc_agi_refused_total{reason="capacity"}``).
 - Any other handler exception is logged with the call id (the Asterisk ``uniqueid``) and
   the connection is closed; Asterisk then continues the dialplan after ``AGI()``.
 - :meth:`AgiServer.close` is bounded and cancellation-safe: the listener and every open
@@ -61,6 +68,7 @@ import structlog
 from engine.config import AgiSettings
 from engine.errors import AgiError, ClosedResourceError
 from engine.health import HealthReport, State
+from engine.metrics import Metrics
 
 __all__ = [
     "AgiChannel",
@@ -71,6 +79,7 @@ __all__ = [
     "AgiRequest",
     "AgiResponse",
     "AgiServer",
+    "AgiTimeout",
     "Playback",
     "encode_command",
     "parse_request",
@@ -98,6 +107,10 @@ class AgiProtocolError(AgiError):
 
 class AgiHangup(AgiError):
     """The channel hung up (``HANGUP``, ``511``) or Asterisk closed the connection."""
+
+
+class AgiTimeout(AgiError):
+    """Asterisk did not answer a command within the reply limit: the connection is unusable."""
 
 
 class AgiCommandError(AgiError):
@@ -295,7 +308,8 @@ class AgiChannel:
     ``hung_up`` becomes True when Asterisk says the caller is gone (``HANGUP``, ``511``)
     or closes the connection. Commands that work on a dead channel (``get_variable``,
     ``set_variable``, ``verbose``) still do after it; the others raise :class:`AgiHangup`.
-    ``log`` is bound with the call id.
+    ``log`` is bound with the call id. ``reply_timeout`` (None: none) is how long an
+    answer may take beyond the command's own wait before :class:`AgiTimeout`.
     """
 
     hangup_grace = 0.5
@@ -304,9 +318,15 @@ class AgiChannel:
     :class:`AgiCommandError` (e.g. a missing sound file)."""
 
     def __init__(
-        self, request: AgiRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        request: AgiRequest,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        reply_timeout: float | None = None,
     ) -> None:
         self.request = request
+        self.reply_timeout = reply_timeout
         self.hung_up = False
         self.log = log.bind(
             call_id=request.uniqueid, channel=request.channel, script=request.script
@@ -317,23 +337,27 @@ class AgiChannel:
         self._closed = False  # EOF: nothing more can be sent
         self._broken: str | None = None
 
-    async def command(self, verb: str, *args: str | int) -> AgiResponse:
+    async def command(self, verb: str, *args: str | int, wait: float | None = 0.0) -> AgiResponse:
         """Send one command and return its 200 response.
 
         ``510``/``520`` raise :class:`AgiCommandError`; ``511``, EOF and a lost
-        connection raise :class:`AgiHangup`. ``result`` is not interpreted here.
+        connection raise :class:`AgiHangup`; no answer within ``reply_timeout`` + ``wait``
+        seconds (``wait`` None: no limit) raises :class:`AgiTimeout`. ``result`` is not
+        interpreted here.
         """
         data = encode_command(verb, *args)
         async with self._lock:
-            response = await self._exchange(verb, data)
+            response = await self._exchange(verb, data, wait)
         return self._checked(verb, response)
 
-    async def _media(self, verb: str, what: str, *args: str | int) -> AgiResponse:
+    async def _media(
+        self, verb: str, what: str, *args: str | int, wait: float = 0.0
+    ) -> AgiResponse:
         """A command whose ``result=-1`` means it failed or the caller hung up: which of
         the two is decided by whether ``HANGUP`` follows (AgiHangup) or not."""
         data = encode_command(verb, *args)
         async with self._lock:
-            response = await self._exchange(verb, data)
+            response = await self._exchange(verb, data, wait)
             failed = response.code == 200 and response.result.startswith("-")
             if failed and not self.hung_up:
                 await self._expect_hangup()
@@ -350,17 +374,24 @@ class AgiChannel:
         response.raise_for_code(verb)
         return response
 
-    async def _exchange(self, verb: str, data: bytes) -> AgiResponse:
+    async def _exchange(self, verb: str, data: bytes, wait: float | None) -> AgiResponse:
         if self._closed:
             raise AgiHangup(f"AGI {verb}: the connection is closed")
         if self._broken is not None:
             raise AgiError(f"AGI {verb}: connection unusable ({self._broken})")
+        limit = None if wait is None or self.reply_timeout is None else self.reply_timeout + wait
         try:
-            self._writer.write(data)
-            await self._writer.drain()
-            return await self._read_response(verb)
+            async with asyncio.timeout(limit):
+                self._writer.write(data)
+                await self._writer.drain()
+                return await self._read_response(verb)
         except AgiHangup:
             raise
+        except TimeoutError as exc:  # before OSError, its base class
+            if limit is None:  # not our limit's
+                raise
+            self._broken = f"no reply to {verb} within {limit:g} s"
+            raise AgiTimeout(f"AGI {verb}: no reply from Asterisk within {limit:g} s") from exc
         except OSError as exc:
             self._lost()
             raise AgiHangup(f"AGI {verb}: connection lost ({exc!r})") from exc
@@ -438,7 +469,12 @@ class AgiChannel:
         pressed while no AGI command runs is lost). ``endpos`` is where the prompt
         stopped (its length when it played out)."""
         response = await self._media(
-            "GET OPTION", f"GET OPTION {name}", name, escape_digits, timeout_ms
+            "GET OPTION",
+            f"GET OPTION {name}",
+            name,
+            escape_digits,
+            timeout_ms,
+            wait=max(timeout_ms, 0) / 1000,
         )
         return Playback(_digit(response), response.endpos or 0)
 
@@ -454,12 +490,18 @@ class AgiChannel:
             args.append(timeout_ms or 0)  # 0: Asterisk's default timeout
         if max_digits is not None:
             args.append(max_digits)
-        response = await self._media("GET DATA", f"GET DATA {file}", *args)
+        # the timeout runs again after every digit
+        wait = (timeout_ms or 0) / 1000 * max(max_digits or 1, 1)
+        response = await self._media("GET DATA", f"GET DATA {file}", *args, wait=wait)
         return response.result or None
 
     async def wait_for_digit(self, timeout_ms: int = -1) -> str | None:
-        """The next digit pressed within ``timeout_ms`` (-1: forever); None on timeout."""
-        return _digit(await self._media("WAIT FOR DIGIT", "WAIT FOR DIGIT", timeout_ms))
+        """The next digit pressed within ``timeout_ms`` (-1: forever); None on timeout.
+
+        Forever is still bounded by the reply limit (a -1 wait has no known length).
+        """
+        wait = max(timeout_ms, 0) / 1000
+        return _digit(await self._media("WAIT FOR DIGIT", "WAIT FOR DIGIT", timeout_ms, wait=wait))
 
     async def say_digits(self, digits: str, escape_digits: str = "") -> str | None:
         return _digit(await self._media("SAY DIGITS", "SAY DIGITS", digits, escape_digits))
@@ -477,9 +519,12 @@ class AgiChannel:
         response = await self.command("GET VARIABLE", name)
         return response.data if response.number == 1 else None
 
-    async def exec(self, app: str, *args: str) -> int:
-        """Run dialplan application ``app`` with ``args`` (comma-joined); its result."""
-        response = await self.command("EXEC", app, ",".join(args))
+    async def exec(self, app: str, *args: str, wait: float | None = 0.0) -> int:
+        """Run dialplan application ``app`` with ``args`` (comma-joined); its result.
+
+        ``wait``: seconds the application may run beyond the reply limit (None: no limit,
+        for ``Dial``, which returns when the call it made is over)."""
+        response = await self.command("EXEC", app, ",".join(args), wait=wait)
         if response.number == -2:
             raise AgiCommandError(f"AGI EXEC {app}: no such application", response)
         return response.number or 0
@@ -502,7 +547,8 @@ class AgiServer:
     """Listens for FastAGI connections; runs ``handler(channel)`` for each, as its own task.
 
     ``port=0`` picks a free port (``server.port`` tells which once started). ``served``
-    counts requests handed to the handler, ``rejected`` the ones refused as malformed.
+    counts requests handed to the handler, ``rejected`` the ones refused as malformed,
+    ``refused`` the connections closed unread past ``max_connections``.
     """
 
     def __init__(
@@ -512,7 +558,10 @@ class AgiServer:
         handler: AgiHandler,
         *,
         health: HealthReport | None = None,
+        metrics: Metrics | None = None,
         request_timeout: float = 5.0,
+        reply_timeout: float | None = None,
+        max_connections: int | None = None,
         max_request_bytes: int = 16384,
         close_grace: float = 5.0,
     ) -> None:
@@ -520,7 +569,10 @@ class AgiServer:
         self.port = port
         self._handler = handler
         self._health = health
+        self._metrics = metrics
         self._request_timeout = request_timeout
+        self._reply_timeout = reply_timeout
+        self._max_connections = max_connections
         self._max_request_bytes = max_request_bytes
         self._close_grace = close_grace
         self._server: asyncio.Server | None = None
@@ -528,6 +580,7 @@ class AgiServer:
         self._closed = False
         self.served = 0
         self.rejected = 0
+        self.refused = 0
 
     @classmethod
     def from_settings(
@@ -538,7 +591,12 @@ class AgiServer:
         health: HealthReport | None = None,
         **kwargs: Any,
     ) -> Self:
-        return cls(settings.host, settings.port, handler, health=health, **kwargs)
+        limits: dict[str, Any] = {
+            "request_timeout": settings.request_timeout,
+            "reply_timeout": settings.reply_timeout,
+            "max_connections": settings.max_connections,
+        }
+        return cls(settings.host, settings.port, handler, health=health, **(limits | kwargs))
 
     @property
     def where(self) -> str:
@@ -604,6 +662,10 @@ class AgiServer:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _count(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.agi_refused.labels(reason).inc()
+
     def _report(self, state: State, detail: str) -> None:
         if self._health is not None:
             self._health.set("agi", state, detail, required=False)
@@ -611,6 +673,16 @@ class AgiServer:
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is None or self._closed:
+            writer.close()
+            return
+        if self._max_connections is not None and len(self._connections) >= self._max_connections:
+            self.refused += 1
+            self._count("capacity")
+            log.warning(
+                "agi.connection_refused",
+                peer=writer.get_extra_info("peername"),
+                reason=f"{len(self._connections)} connections open (agi.max_connections)",
+            )
             writer.close()
             return
         self._connections[task] = writer
@@ -635,17 +707,19 @@ class AgiServer:
             request = parse_request(block)
         except TimeoutError:
             self.rejected += 1
+            self._count("bad_request")
             log.warning("agi.bad_request", peer=peer, error="request not complete in time")
             return
         except AgiProtocolError as exc:
             self.rejected += 1
+            self._count("bad_request")
             log.warning("agi.bad_request", peer=peer, error=str(exc))
             return
         except OSError as exc:
             log.info("agi.connection_lost", peer=peer, error=repr(exc))
             return
         self.served += 1
-        channel = AgiChannel(request, reader, writer)
+        channel = AgiChannel(request, reader, writer, reply_timeout=self._reply_timeout)
         channel.log.debug("agi.request", args=request.args, query=dict(request.query))
         try:
             await self._handler(channel)

@@ -6,14 +6,18 @@ is played with ``STREAM FILE`` and its escape digits (the caller barges in by pr
 key), an armed timer becomes ``WAIT FOR DIGIT``; whichever answer comes back is the next
 event. A transfer is ``Dial`` from the caller's channel (``DIALSTATUS`` says whether it
 was answered); a message is ``RECORD FILE``.
+
+A request for an unknown tenant or menu is refused before any session is stored (a log
+line, ``ctc_agi_refused_total{reason=...}``, and the channel is hung up): such requests
+are not calls the engine took, and a peer sending them must not fill the call history. A
+call whose Asterisk stops answering (:class:`~engine.asterisk.agi.AgiTimeout`) ends
+``failed`` with that reason, like any other failed command.
 """
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-
-import aiohttp
 
 from engine.asterisk.agi import AgiChannel, AgiCommandError, AgiHangup
 from engine.asterisk.dialing import dial_string
@@ -50,7 +54,9 @@ from engine.domain.ivr import (
 )
 from engine.domain.transfer import TransferState as TS
 from engine.domain.transfer import state_for_unanswered
-from engine.errors import CtcError
+from engine.errors import CtcError, NotFound
+from engine.metrics import Metrics
+from engine.outbound import OutboundHttp
 from engine.store import Store
 from engine.store.transfers import StoredTransfer
 
@@ -66,20 +72,28 @@ _DIALSTATUS_CAUSE = {"BUSY": 17, "NOANSWER": 19, "CONGESTION": 34, "CHANUNAVAIL"
 class AgiIvr:
     """The FastAGI handler for ``ivr/MENU`` scripts."""
 
-    def __init__(self, store: Store, load_menus: MenuLoader, calls: CallSettings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        load_menus: MenuLoader,
+        calls: CallSettings,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._store = store
         self._load_menus = load_menus
         self._calls = calls
-        self._http: aiohttp.ClientSession | None = None
+        self._metrics = metrics
+        self._http: OutboundHttp | None = None
 
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()
 
     @property
-    def http(self) -> aiohttp.ClientSession:
+    def http(self) -> OutboundHttp:
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            self._http = OutboundHttp()
         return self._http
 
     async def __call__(self, channel: AgiChannel) -> None:
@@ -87,19 +101,32 @@ class AgiIvr:
         parts = request.script.strip("/").split("/")
         if len(parts) != 2 or parts[0] != "ivr" or not parts[1]:
             channel.log.warning("agi.unknown_script", script=request.script)
+            self._count("unknown_script")
             await channel.hangup()
             return
         record = InboundCall(self._store, request.uniqueid or request.channel, "agi")
+        walk = _Walk(self, channel, record, parts[1])
         try:
-            await _Walk(self, channel, record, parts[1]).run(
-                tenant_slug=request.query.get("tenant", "default")
-            )
+            await walk.open(tenant_slug=request.query.get("tenant", "default"))
+        except NotFound as exc:  # nothing is stored for it
+            reason = "unknown_menu" if exc.what == "IVR menu" else "unknown_tenant"
+            channel.log.warning("agi.refused", reason=reason, error=str(exc))
+            self._count(reason)
+            await channel.verbose(f"ctc: {exc}")
+            await channel.hangup()
+            return
+        try:
+            await walk.run()
         except AgiHangup:
             await record.end(CallStatus.COMPLETED, "caller hung up")
         except CtcError as exc:
             record.log.error("ivr.failed", error=str(exc))
             await record.end(CallStatus.FAILED, str(exc))
             raise
+
+    def _count(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.agi_refused.labels(reason).inc()
 
 
 class _Walk:
@@ -119,15 +146,22 @@ class _Walk:
     def _ms(self) -> int:
         return max(0, round((time.monotonic() - self.prompt_mark) * 1000))
 
-    async def run(self, *, tenant_slug: str) -> None:
+    async def open(self, *, tenant_slug: str) -> None:
+        """Store the call's session (NotFound, and nothing stored, for an unknown menu)."""
         request = self.channel.request
-        book = await self.record.open(
+        await self.record.open(
             self.door._load_menus,
             tenant_slug=tenant_slug,
             menu=self.menu,
             caller=request.callerid,
             dialed=request.dnid or request.extension,
         )
+
+    async def run(self) -> None:
+        request = self.channel.request
+        book = self.record.book
+        if book is None:
+            raise RuntimeError("_Walk.run() before open()")
         await self.channel.answer()
         await self.record.answered(self.menu)
         self.state = IvrState(variables={"caller": request.callerid or ""})
@@ -215,7 +249,8 @@ class _Walk:
         """``Dial(dial,timeout_s)``; the outcome, stored on ``row``."""
         talked = peer = None
         try:
-            await self.channel.exec("Dial", dial, str(timeout_s))
+            # not limited: Dial returns when the call it made is over
+            await self.channel.exec("Dial", dial, str(timeout_s), wait=None)
             status = (await self.channel.get_variable("DIALSTATUS") or "").upper()
             if status == "ANSWER":  # Dial returned: the transferred call is over
                 talked = await self.channel.get_variable("ANSWEREDTIME")
@@ -250,7 +285,7 @@ class _Walk:
         if silence:
             args.append(silence)
         started = time.monotonic()
-        await self.channel.command("RECORD FILE", *args)
+        await self.channel.command("RECORD FILE", *args, wait=command.max_duration_s)
         await self.record.note("ivr.recording_message", {"name": name})
         return RecordingDone(round((time.monotonic() - started) * 1000))
 

@@ -27,10 +27,12 @@ from engine.domain.ivr import (
     Transfer,
     TransferTargetType,
 )
+from engine.domain.netpolicy import OutboundPolicy
 from engine.domain.phone import to_e164
 from engine.domain.routing import Attempt, RoutePlan, plan_route
 from engine.domain.transfer import TransferState, TransferType
-from engine.errors import InvalidInput, NotFound
+from engine.errors import DestinationRefused, InvalidInput, NotFound
+from engine.outbound import OutboundHttp, refused_by_policy
 from engine.store import Store
 from engine.store.sessions import NewSession, StoredSession
 from engine.store.transfers import NewTransfer, StoredTransfer
@@ -48,6 +50,7 @@ class InboundCall:
         self.door = door
         self.session: StoredSession | None = None
         self.book: MenuBook | None = None
+        self.policy = OutboundPolicy()  # the tenant's, once open: where lookups may go
         self.log: Any = structlog.get_logger(__name__).bind(channel=channel_id, door=door)
 
     async def open(
@@ -59,8 +62,16 @@ class InboundCall:
         caller: str | None,
         dialed: str | None,
     ) -> MenuBook:
-        """Store the queued session and load the tenant's menus; raise if ``menu`` is unknown."""
+        """Load the tenant's menus and store the queued session.
+
+        An unknown tenant or ``menu`` raises :class:`NotFound` before anything is stored: a
+        request naming a menu that does not exist is not a call the engine took.
+        """
         tenant = await self.store.tenants.by_slug(tenant_slug)
+        self.policy = tenant.policy
+        book = await load_menus(tenant.id)
+        if menu not in book.menus:
+            raise NotFound("IVR menu", menu)
         customer = None
         if caller:
             with contextlib.suppress(InvalidInput):
@@ -80,9 +91,7 @@ class InboundCall:
             tenant_callback_url=tenant.callback_url,
         )
         self.log = self.log.bind(call_id=str(self.session.id), tenant_id=str(tenant.id))
-        self.book = book = await load_menus(tenant.id)
-        if menu not in book.menus:
-            raise NotFound("IVR menu", menu)
+        self.book = book
         return book
 
     async def answered(self, menu: str) -> None:
@@ -274,9 +283,17 @@ class InboundCall:
 
 
 async def http_lookup(
-    http: aiohttp.ClientSession, lookup: HttpLookup, call: InboundCall | None = None
+    http: OutboundHttp,
+    lookup: HttpLookup,
+    call: InboundCall | None = None,
+    *,
+    policy: OutboundPolicy | None = None,
 ) -> LookupResult:
     """Ask the ERP; any failure is ``ok=False`` (the menu then plays its failure prompt).
+
+    Only where ``policy`` (default: the call's tenant's, else global addresses only) lets
+    requests go (:mod:`engine.domain.netpolicy`): a refused URL or resolved address is a
+    failure saying so, and nothing is sent.
 
     The request: ``GET url?params`` (``POST``: ``params`` as a JSON body). The answer's body
     (stripped, at most 200 characters) is the value; a status >= 400, no answer within
@@ -289,7 +306,9 @@ async def http_lookup(
             {"method": lookup.method, "url": _shown(lookup.url), "params": dict(lookup.params)},
         )
     started = time.monotonic()
-    result = await _ask(http, lookup)
+    if policy is None:
+        policy = call.policy if call is not None else OutboundPolicy()
+    result = await _ask(http, lookup, policy)
     if call is not None:
         took = round((time.monotonic() - started) * 1000)
         await call.note(
@@ -300,13 +319,17 @@ async def http_lookup(
     return result
 
 
-async def _ask(http: aiohttp.ClientSession, lookup: HttpLookup) -> LookupResult:
+async def _ask(http: OutboundHttp, lookup: HttpLookup, policy: OutboundPolicy) -> LookupResult:
+    refusal = policy.url_refusal(lookup.url)
+    if refusal is not None:
+        return LookupResult(ok=False, error=f"refused by policy: {refusal}")
+    session = http.session(policy)
     timeout = aiohttp.ClientTimeout(total=lookup.timeout_ms / 1000)
     try:
         if lookup.method == "POST":
-            request = http.post(lookup.url, json=dict(lookup.params), timeout=timeout)
+            request = session.post(lookup.url, json=dict(lookup.params), timeout=timeout)
         else:
-            request = http.get(lookup.url, params=dict(lookup.params), timeout=timeout)
+            request = session.get(lookup.url, params=dict(lookup.params), timeout=timeout)
         async with request as resp:
             text = (await resp.text(errors="replace")).strip()  # not UTF-8: still an answer
             if resp.status >= 400:
@@ -314,7 +337,10 @@ async def _ask(http: aiohttp.ClientSession, lookup: HttpLookup) -> LookupResult:
             return LookupResult(ok=True, value=text[:200])
     except TimeoutError:  # aiohttp's timeouts are TimeoutErrors too, with no message
         return LookupResult(ok=False, error=f"timed out after {lookup.timeout_ms} ms")
-    except aiohttp.ClientError as exc:  # also InvalidURL: a rendered URL that is not one
+    except (aiohttp.ClientError, DestinationRefused) as exc:  # also InvalidURL
+        refused = refused_by_policy(exc)
+        if refused is not None:
+            return LookupResult(ok=False, error=f"refused by policy: {refused}")
         return LookupResult(ok=False, error=str(exc) or type(exc).__name__)
 
 

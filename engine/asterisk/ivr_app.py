@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import structlog
 
 from engine.asterisk.ari import AriClient, AriNotFound
@@ -62,6 +61,7 @@ from engine.domain.ivr import (
 from engine.domain.routing import Attempt, attempt_outcome
 from engine.domain.transfer import TransferState, state_for_unanswered
 from engine.errors import AriError, CtcError, InvalidInput
+from engine.outbound import OutboundHttp
 from engine.store import Store
 from engine.store.transfers import StoredTransfer
 
@@ -89,7 +89,7 @@ class IvrApp:
         self._calls = calls
         self.calls: dict[str, IvrCall] = {}  # channel id -> call
         self._tasks: set[asyncio.Task[None]] = set()
-        self._http: aiohttp.ClientSession | None = None
+        self._http: OutboundHttp | None = None
 
     def owns(self, channel_id: str) -> bool:
         return channel_id in self.calls
@@ -109,9 +109,10 @@ class IvrApp:
             call.on_ari(event)
 
     @property
-    def http(self) -> aiohttp.ClientSession:
+    def http(self) -> OutboundHttp:
+        """Lookups' sessions, one per tenant network policy (see engine/outbound.py)."""
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            self._http = OutboundHttp()
         return self._http
 
     async def close(self) -> None:

@@ -42,6 +42,7 @@ from engine.domain.ivr import (
     TransferTargetType,
     check_menus,
 )
+from engine.domain.netpolicy import OutboundPolicy, check_url
 from engine.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from engine.store.database import Connection, Database
 
@@ -172,6 +173,19 @@ def _problem_field(path: tuple[str, ...]) -> str:
     return ".".join(path)
 
 
+def _check_lookup_urls(menus: Mapping[str, IvrMenu], policy: OutboundPolicy) -> None:
+    """Every ``http_lookup`` URL is one the tenant may request (scheme, and the host when
+    it is an address; names are checked when resolved, at the call). InvalidInput names
+    the option's ``url`` (``main.options.1.url``)."""
+    for menu in menus.values():
+        options = [(f"options.{key}", option) for key, option in menu.options.items()]
+        if menu.fallback is not None:
+            options.append(("fallback", menu.fallback))
+        for where, option in options:
+            if option.action is IvrAction.HTTP_LOOKUP and option.url is not None:
+                check_url(option.url, policy, field=f"{menu.name}.{where}.url")
+
+
 class IvrMenuRepository:
     """Menus in PostgreSQL. Every IVR call starts from the tenant's :meth:`book`, so books
     are cached for ``book_ttl`` seconds and dropped at once when this process saves or
@@ -243,12 +257,16 @@ class IvrMenuRepository:
     ) -> dict[str, StoredIvrMenu]:
         async with self._db.transaction() as conn:
             # one writer of a tenant's menus at a time, so the set check below holds
-            await conn.execute("SELECT 1 FROM tenant WHERE id = $1 FOR NO KEY UPDATE", tenant_id)
+            allowed = await conn.fetchval(
+                "SELECT outbound_allow_cidrs FROM tenant WHERE id = $1 FOR NO KEY UPDATE",
+                tenant_id,
+            )
             current = {s.menu.name: s.menu for s in await _fetch(conn, tenant_id, None)}
             problems = check_menus({**current, **menus})
             if problems:
                 first = problems[0]
                 raise InvalidInput(_problem_field(first.path), first.message)
+            _check_lookup_urls(menus, OutboundPolicy.allowing(allowed or ()))
             created: set[str] = set()
             for name in menus:
                 new = await conn.fetchval(

@@ -30,6 +30,7 @@ from typing import Any
 
 import asyncpg
 
+from engine.domain.netpolicy import OutboundPolicy
 from engine.store.database import Database
 
 __all__ = ["ClaimedCallback", "OutboxCounts", "OutboxRepository"]
@@ -50,10 +51,15 @@ class ClaimedCallback:
     attempts: int  # attempts made before this one
     lease_until: datetime
     secret: str  # the tenant's callback_secret, the HMAC key
+    policy: OutboundPolicy = dataclasses.field(
+        default_factory=OutboundPolicy
+    )  # where the tenant's callbacks may go
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ClaimedCallback:
-        return cls(**dict(row))
+        fields = dict(row)
+        fields["policy"] = OutboundPolicy.allowing(fields.pop("allow_cidrs"))
+        return cls(**fields)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,7 +93,7 @@ class OutboxRepository:
                 " WHERE c.id = due.id AND t.id = c.tenant_id "
                 "RETURNING c.id, c.tenant_id, c.session_id, c.event_id, c.url, c.payload,"
                 "          c.attempts, c.next_attempt_at AS lease_until,"
-                "          t.callback_secret AS secret",
+                "          t.callback_secret AS secret, t.outbound_allow_cidrs AS allow_cidrs",
                 limit,
                 lease_seconds,
             )

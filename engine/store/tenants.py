@@ -3,6 +3,10 @@
 A token is ``ctc_`` + 32 random bytes (url-safe base64); only its SHA-256 is stored, so a
 leaked database does not leak working tokens. Tokens have full entropy, so a plain hash
 (no salt, no KDF) is enough and lets us look one up by its hash.
+
+A tenant's ``outbound_allow_cidrs`` are the non-global networks its callbacks and IVR
+lookups may reach (:mod:`engine.domain.netpolicy`); its ``callback_url`` is checked
+against them when it is set.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import uuid
 
 import asyncpg
 
+from engine.domain.netpolicy import Network, OutboundPolicy, check_url
 from engine.errors import Conflict, DatabaseUnavailable, NotFound
 from engine.store.database import Database
 
@@ -30,6 +35,12 @@ class Tenant:
     name: str
     callback_url: str | None
     is_active: bool
+    outbound_allow_cidrs: tuple[Network, ...] = ()
+
+    @property
+    def policy(self) -> OutboundPolicy:
+        """Where this tenant's callbacks and lookups may go."""
+        return OutboundPolicy.allowing(self.outbound_allow_cidrs)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,11 +54,25 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-_TENANT_COLS = "id, slug, name, callback_url, is_active"
+_TENANT_COLS = "id, slug, name, callback_url, is_active, outbound_allow_cidrs"
 
 
 def _tenant(row: asyncpg.Record) -> Tenant:
-    return Tenant(row["id"], row["slug"], row["name"], row["callback_url"], row["is_active"])
+    return Tenant(
+        row["id"],
+        row["slug"],
+        row["name"],
+        row["callback_url"],
+        row["is_active"],
+        tuple(row["outbound_allow_cidrs"]),
+    )
+
+
+class _Keep:
+    """``update``'s default for a field it leaves as it is."""
+
+
+_KEEP = _Keep()
 
 
 class TenantRepository:
@@ -72,20 +97,66 @@ class TenantRepository:
         self._cache[key] = (time.monotonic() + self._ttl, tenant)
         return tenant
 
-    async def create(self, slug: str, name: str, callback_url: str | None = None) -> Tenant:
+    async def create(
+        self,
+        slug: str,
+        name: str,
+        callback_url: str | None = None,
+        *,
+        allow_cidrs: tuple[str | Network, ...] = (),
+    ) -> Tenant:
+        """A new tenant. :class:`InvalidInput` for a CIDR that is not one (``allow_cidr``)
+        or a ``callback_url`` the network policy refuses (``callback_url``)."""
+        policy = OutboundPolicy.allowing(allow_cidrs)
+        if callback_url is not None:
+            check_url(callback_url, policy, field="callback_url")
         try:
             row = await self._db.fetchrow(
-                f"INSERT INTO tenant (slug, name, callback_url) VALUES ($1, $2, $3) "
-                f"RETURNING {_TENANT_COLS}",
+                f"INSERT INTO tenant (slug, name, callback_url, outbound_allow_cidrs) "
+                f"VALUES ($1, $2, $3, $4) RETURNING {_TENANT_COLS}",
                 slug,
                 name,
                 callback_url,
+                list(policy.allow),
             )
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"tenant {slug!r} already exists") from exc
         except asyncpg.CheckViolationError as exc:
             raise Conflict(f"tenant slug {slug!r} is not valid: use a-z, 0-9, _ and -") from exc
         assert row is not None
+        return _tenant(row)
+
+    async def update(
+        self,
+        slug: str,
+        *,
+        callback_url: str | _Keep | None = _KEEP,
+        allow_cidrs: tuple[str | Network, ...] | None = None,
+    ) -> Tenant:
+        """Change what is given: ``callback_url`` (None: none), ``allow_cidrs`` (replaces
+        the list; ``()`` empties it). The resulting URL is checked against the resulting
+        allowance (:class:`InvalidInput` naming ``callback_url`` or ``allow_cidr``)."""
+        async with self._db.transaction() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_TENANT_COLS} FROM tenant WHERE slug = $1 FOR NO KEY UPDATE", slug
+            )
+            if row is None:
+                raise NotFound("tenant", slug)
+            current = _tenant(row)
+            policy = current.policy if allow_cidrs is None else OutboundPolicy.allowing(allow_cidrs)
+            url = current.callback_url if isinstance(callback_url, _Keep) else callback_url
+            if url is not None:
+                check_url(url, policy, field="callback_url")
+            row = await conn.fetchrow(
+                f"UPDATE tenant SET callback_url = $2, outbound_allow_cidrs = $3 "
+                f"WHERE id = $1 RETURNING {_TENANT_COLS}",
+                current.id,
+                url,
+                list(policy.allow),
+            )
+        if row is None:
+            raise NotFound("tenant", slug)
+        self._cache.clear()  # this process sees the change at once
         return _tenant(row)
 
     async def by_slug(self, slug: str) -> Tenant:
@@ -136,7 +207,7 @@ class TenantRepository:
         if cached is not None:
             return cached
         row = await self._db.fetchrow(
-            "SELECT t.id, t.slug, t.name, t.callback_url, t.is_active "
+            "SELECT t.id, t.slug, t.name, t.callback_url, t.is_active, t.outbound_allow_cidrs "
             "FROM api_token k JOIN tenant t ON t.id = k.tenant_id "
             "WHERE k.token_hash = $1 AND k.revoked_at IS NULL AND t.is_active",
             digest,

@@ -376,7 +376,9 @@ async def test_real_call_callbacks_arrive_signed_and_in_order_after_receiver_out
     slug = f"cb{uuid.uuid4().hex[:8]}"
     try:
         async with running_engine(migrated_db, sandbox, tmp_path) as engine:
-            tenant = await engine.store.tenants.create(slug, "Callbacks", receiver.url)
+            tenant = await engine.store.tenants.create(
+                slug, "Callbacks", receiver.url, allow_cidrs=("127.0.0.1/32",)
+            )
             secret = await engine.store.tenants.callback_secret(tenant.id)
             with (
                 sipp_phone("uas_answer.xml", port=AGENT_PORT),

@@ -69,6 +69,16 @@ async def test_initiate_stores_a_queued_session_with_its_first_event(
         (_initiate(surprise=1), 422, "validation_error", "surprise"),
         (_initiate(provider_id=str(uuid.uuid4())), 422, "validation_error", "provider_id"),
         (_initiate(callback_url="ftp://x"), 422, "validation_error", "callback_url"),
+        # not to the engine's neighbours (engine/domain/netpolicy.py)
+        (_initiate(callback_url="http://127.0.0.1:9/h"), 422, "validation_error", "callback_url"),
+        (_initiate(callback_url="http://[::1]:9/h"), 422, "validation_error", "callback_url"),
+        (
+            _initiate(callback_url="http://169.254.169.254/latest"),
+            422,
+            "validation_error",
+            "callback_url",
+        ),
+        (_initiate(callback_url="http://10.0.0.1/h"), 422, "validation_error", "callback_url"),
         (_initiate(default_region="gb"), 422, "validation_error", "default_region"),
     ],
 )
@@ -80,6 +90,25 @@ async def test_initiate_rejects_bad_input_naming_the_field(
     assert err["error"]["code"] == code
     fields = [d["field"] for d in err["error"]["details"]]
     assert field in fields, err
+
+
+async def test_a_refused_callback_url_says_why_and_the_tenant_allowance_admits_it(
+    engine: Engine, unix_api: Api
+) -> None:
+    slug = await _tenant(engine)
+    body = _initiate(callback_url="http://10.20.0.5:8080/hook")
+    status, err, _ = await unix_api.call("POST", f"{C2C}/initiate", json=body, headers=_h(slug))
+    assert status == 422, err
+    assert err["error"]["details"] == [
+        {
+            "field": "callback_url",
+            "message": "10.20.0.5 is a private address "
+            "(the tenant's outbound_allow_cidrs does not include it)",
+        }
+    ]
+    await engine.store.tenants.update(slug, allow_cidrs=("10.20.0.0/16",))
+    status, created, _ = await unix_api.call("POST", f"{C2C}/initiate", json=body, headers=_h(slug))
+    assert status == 202, created
 
 
 async def test_national_number_with_default_region(unix_api: Api) -> None:
@@ -537,7 +566,9 @@ async def test_transition_writes_the_callback_outbox_in_the_same_transaction(
     engine: Engine, unix_api: Api
 ) -> None:
     slug = f"cb{uuid.uuid4().hex[:8]}"
-    await engine.store.tenants.create(slug, "cb", "http://127.0.0.1:9/hook")
+    await engine.store.tenants.create(
+        slug, "cb", "http://127.0.0.1:9/hook", allow_cidrs=("127.0.0.1/32",)
+    )
     _, s, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(slug))
     await unix_api.call("POST", f"{C2C}/sessions/{s['id']}/end", json={}, headers=_h(slug))
     conn = await asyncpg.connect(engine.settings.database.url)

@@ -40,6 +40,7 @@ from tests.integration.conftest import Api, free_port
 C2C = "/api/v1/click-to-call"
 S = CallStatus
 WAIT = 20.0  # seconds any awaited condition may take before the test fails
+LOOPBACK = ("127.0.0.1/32",)  # the receiver's network, which tenants must allow (netpolicy)
 
 
 # -- the receiver -----------------------------------------------------------------------------
@@ -167,9 +168,10 @@ async def api_of(engine: Engine) -> AsyncIterator[Api]:
 
 
 async def _tenant(engine: Engine, url: str) -> tuple[str, str]:
-    """A new tenant sending callbacks to ``url``: (slug, callback secret)."""
+    """A new tenant sending callbacks to ``url``: (slug, callback secret). The receiver
+    is on 127.0.0.1, which a tenant reaches only when it allows it."""
     slug = f"cb{uuid.uuid4().hex[:10]}"
-    tenant = await engine.store.tenants.create(slug, slug, url)
+    tenant = await engine.store.tenants.create(slug, slug, url, allow_cidrs=LOOPBACK)
     return slug, await engine.store.tenants.callback_secret(tenant.id)
 
 
@@ -363,6 +365,36 @@ async def test_exhausted_attempts_make_the_row_dead_and_the_next_one_goes(
     assert rows[0]["last_error"] == "HTTP 500: nope"
 
 
+async def test_a_callback_the_network_policy_refuses_is_never_sent_and_dead_at_once(
+    cb_db: str, cb_pool: Database, receiver: Receiver
+) -> None:
+    # a name passes when the URL is accepted; what it resolves to is refused when sending
+    url = receiver.url.replace("127.0.0.1", "localhost")
+    async with running_engine(cb_db, max_attempts=10) as engine, api_of(engine) as api:
+        slug = f"cb{uuid.uuid4().hex[:10]}"
+        await engine.store.tenants.create(slug, slug, url)  # no allowance for loopback
+        sid = await _call(api, slug, S.DIALING_AGENT, S.CANCELED)
+
+        async def all_dead() -> bool:
+            rows = await _rows(cb_pool, sid)
+            return len(rows) == 2 and all(r["state"] == "dead" for r in rows)
+
+        await eventually(all_dead)
+        dead = engine.metrics.registry.get_sample_value(
+            "ctc_callback_deliveries_total", {"outcome": "dead"}
+        )
+        assert dead == 2
+    rows = await _rows(cb_pool, sid)
+    assert [(r["seq"], r["attempts"], r["last_status"]) for r in rows] == [
+        (2, 1, None),
+        (3, 1, None),
+    ]
+    for row in rows:
+        assert row["last_error"].startswith("refused by policy: localhost: "), row
+        assert "is a loopback address" in row["last_error"]
+    assert receiver.requests == []
+
+
 async def test_pending_callbacks_survive_an_engine_restart(
     cb_db: str, cb_pool: Database, receiver: Receiver
 ) -> None:
@@ -394,7 +426,7 @@ async def test_two_notifiers_on_one_database_never_send_twice(
     settings = CallbackSettings(**FAST, max_attempts=10)
     store = Store.over(cb_pool)  # no bus: only polling finds the rows, as for other engines
     slug = f"cb{uuid.uuid4().hex[:10]}"
-    tenant = await store.tenants.create(slug, slug, receiver.url)
+    tenant = await store.tenants.create(slug, slug, receiver.url, allow_cidrs=LOOPBACK)
     notifiers = [
         CallbackNotifier(store.outbox, settings, poll_interval=0.01, concurrency=4)
         for _ in range(2)

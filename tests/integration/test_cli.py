@@ -15,6 +15,7 @@ import pytest
 from engine.domain.call import Direction
 from engine.store import Database, Store
 from engine.store.sessions import NewSession
+from tests.yaml_bombs import BILLION_LAUGHS
 
 CTC = str(Path(sys.executable).with_name("ctc"))
 
@@ -124,6 +125,16 @@ async def test_config_check(tmp_path: Path, cli_env: dict[str, str]) -> None:
     assert err.strip() == f"error: {bad}:3: api.socket_mode: expected octal string"
 
 
+async def test_config_check_refuses_a_yaml_alias_bomb(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BILLION_LAUGHS)
+    code, _, err = await _ctc("config", "check", str(bomb), env=cli_env)
+    assert code == 1
+    assert err.strip() == f"error: {bomb}:9: more than 64 YAML aliases"
+
+
 async def test_tenant_and_token_create(cli_env: dict[str, str]) -> None:
     code, out, err = await _ctc("tenant", "create", "acme-cli", "--name", "Acme", env=cli_env)
     assert code == 0, err
@@ -137,6 +148,52 @@ async def test_tenant_and_token_create(cli_env: dict[str, str]) -> None:
     code, _, err = await _ctc("tenant", "create", "acme-cli", env=cli_env)
     assert code == 1
     assert "already exists" in err
+
+
+async def test_tenant_callback_url_and_allowed_networks(cli_env: dict[str, str]) -> None:
+    hook = "http://127.0.0.1:9000/hook"
+    code, _, err = await _ctc("tenant", "create", "erp-cli", "--callback-url", hook, env=cli_env)
+    assert code == 1
+    assert err.strip() == (
+        "error: callback_url: 127.0.0.1 is a loopback address "
+        "(the tenant's outbound_allow_cidrs does not include it)"
+    )
+    code, _, err = await _ctc(
+        "tenant", "create", "erp-cli", "--callback-url", "file:///etc/passwd", env=cli_env
+    )
+    assert code == 1
+    assert err.strip() == "error: callback_url: must be an http or https URL, not file://"
+    code, out, err = await _ctc(
+        "tenant", "create", "erp-cli", "--callback-url", hook,
+        "--allow-cidr", "127.0.0.1/32", "--allow-cidr", "10.20.0.0/16", env=cli_env,
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.splitlines()[1] == "allowed outbound: 10.20.0.0/16, 127.0.0.1/32"
+
+    # the URL must stay allowed: the list cannot drop its network while the URL needs it
+    code, _, err = await _ctc("tenant", "update", "erp-cli", "--no-allow-cidrs", env=cli_env)
+    assert code == 1
+    assert err.startswith("error: callback_url: 127.0.0.1 is a loopback address")
+    code, out, err = await _ctc(
+        "tenant", "update", "erp-cli", "--callback-url", "https://erp.example/hook",
+        "--no-allow-cidrs", env=cli_env,
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.splitlines() == [out.splitlines()[0]]  # no networks listed any more
+    async with Database(cli_env["CTC_DATABASE_URL"]) as db:
+        tenant = await Store.over(db).tenants.by_slug("erp-cli")
+    assert (tenant.callback_url, tenant.outbound_allow_cidrs) == ("https://erp.example/hook", ())
+
+    code, _, err = await _ctc(
+        "tenant", "update", "erp-cli", "--allow-cidr", "10.0.0.1/8", env=cli_env
+    )
+    assert code == 1
+    assert err.startswith("error: allow_cidr: not a CIDR like 10.0.0.0/8: '10.0.0.1/8'")
+    code, _, err = await _ctc(
+        "tenant", "update", "nobody", "--allow-cidr", "10.0.0.0/8", env=cli_env
+    )
+    assert code == 1
+    assert err.strip() == "error: tenant nobody not found"
 
 
 async def test_db_unreachable_is_one_line(cli_env: dict[str, str]) -> None:

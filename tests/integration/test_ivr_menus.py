@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import textwrap
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from engine.domain.ivr import IvrAction, IvrMenu, IvrOption, TransferTargetType
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.ivr_yaml import dump_menus, load_menus
 from tests.integration.conftest import Api
+from tests.yaml_bombs import BILLION_LAUGHS
 
 IVR = "/api/v1/ivr-menus"
 CTC = str(Path(sys.executable).with_name("ctc"))
@@ -261,6 +263,10 @@ def _with_option(key: str, option: Any) -> dict[str, Any]:
     return {"options": {"0": {"action": "hangup"}, key: option}}
 
 
+def _lookup(url: str) -> dict[str, Any]:
+    return {"action": "http_lookup", "url": url}
+
+
 TO_NOBODY = {"action": "transfer", "target_type": "agent"}
 TO_BAD_NUMBER = {"action": "transfer", "target_type": "number", "target": "555"}
 
@@ -276,6 +282,11 @@ TO_BAD_NUMBER = {"action": "transfer", "target_type": "number", "target": "555"}
         ("m", _with_option("1", TO_BAD_NUMBER), "options.1.target"),
         ("m", _with_option("1", {"action": "hangup", "menu": "m"}), "options.1.menu"),
         ("m", _with_option("1", {"action": "explode"}), "options.1.action"),
+        # lookups only to http(s), and not to the engine's neighbours (netpolicy)
+        ("m", _with_option("1", _lookup("file:///etc/passwd")), "options.1.url"),
+        ("m", _with_option("1", _lookup("gopher://erp/x")), "options.1.url"),
+        ("m", _with_option("1", _lookup("http://169.254.169.254/x")), "options.1.url"),
+        ("m", {"fallback": _lookup("http://[fd00::1]/{caller}")}, "fallback.url"),
         ("m", {"greeting": "hi", "colour": "red"}, "colour"),
         ("m", {"timeout_ms": 5}, "timeout_ms"),
         ("m", {"options": {"1": {"action": "repeat"}}, "fallback": {"action": "repeat"}}, "name"),
@@ -424,3 +435,65 @@ async def test_ctc_ivr_import_bad_file_is_one_line_with_file_and_line(
     code, _, err = await _ctc("ivr", "import", str(missing), "--tenant", slug, env=cli_env)
     assert code == 1
     assert str(missing) in err
+
+
+async def test_ctc_ivr_import_refuses_a_yaml_alias_bomb(
+    engine: Engine, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    slug, tid = await _tenant(engine)
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("menus:\n" + textwrap.indent(BILLION_LAUGHS, "  "))
+    code, _, err = await _ctc("ivr", "import", str(bomb), "--tenant", slug, env=cli_env)
+    assert code == 1
+    assert err.strip() == f"error: {bomb}:10: more than 64 YAML aliases"
+    assert await engine.store.ivr.all(tid) == {}
+
+
+async def test_api_menu_body_is_json_so_yaml_aliases_never_reach_the_loader(
+    engine: Engine, unix_api: Api
+) -> None:
+    t, _ = await _tenant(engine)
+    headers = {**_h(t), "Content-Type": "application/json"}
+    body = '{"greeting": &a "x", "description": *a}'
+    status, err, _ = await unix_api.call("PUT", f"{IVR}/m", data=body, headers=headers)
+    assert (status, err["error"]["code"]) == (400, "invalid_json")
+
+
+async def test_api_put_refusing_a_file_lookup_says_why(engine: Engine, unix_api: Api) -> None:
+    t, _ = await _tenant(engine)
+    body = _with_option("1", {"action": "http_lookup", "url": "file:///etc/passwd"})
+    status, err, _ = await unix_api.call("PUT", f"{IVR}/m", json=body, headers=_h(t))
+    assert status == 422, err
+    assert err["error"]["details"] == [
+        {"field": "options.1.url", "message": "must be an http or https URL, not file://"}
+    ]
+
+
+async def test_a_lookup_to_a_private_address_saves_once_the_tenant_allows_it(
+    engine: Engine,
+) -> None:
+    slug, tid = await _tenant(engine)
+    lookup = IvrOption(IvrAction.HTTP_LOOKUP, url="http://10.1.2.3/balance/{acct}")
+    with pytest.raises(InvalidInput) as refused:
+        await engine.store.ivr.save(tid, {"m": _menu("m", **{"1": lookup})})
+    assert refused.value.field == "m.options.1.url"
+    assert refused.value.reason.startswith("10.1.2.3 is a private address")
+    await engine.store.tenants.update(slug, allow_cidrs=("10.1.0.0/16",))
+    saved = await engine.store.ivr.save(tid, {"m": _menu("m", **{"1": lookup})})
+    assert saved["m"].menu.options["1"].url == "http://10.1.2.3/balance/{acct}"
+
+
+async def test_ctc_ivr_import_refuses_a_file_lookup_at_its_line(
+    engine: Engine, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    slug, tid = await _tenant(engine)
+    bad = tmp_path / "lookup.yaml"
+    bad.write_text(
+        'menus:\n  m:\n    options:\n      "1": {action: http_lookup, url: "file:///etc/passwd"}\n'
+    )
+    code, _, err = await _ctc("ivr", "import", str(bad), "--tenant", slug, env=cli_env)
+    assert code == 1
+    assert err.strip() == (
+        f"error: {bad}:4: menus.m.options.1.url: must be an http or https URL, not file://"
+    )
+    assert await engine.store.ivr.all(tid) == {}

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 import engine.config as config_module
 from engine.config import DEFAULT_CONFIG_PATH, Settings, load_settings, redacted_summary
 from engine.errors import ConfigError
+from tests.yaml_bombs import BILLION_LAUGHS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "engine.example.yaml"
 SECRET = "s3cr3t-Pa55"
@@ -353,6 +354,44 @@ def test_yaml_merge_keys_work(tmp_path: Path) -> None:
     )
     settings = load_settings(path, env={})
     assert (settings.ami.host, settings.ami.port) == ("127.0.0.2", 5039)
+
+
+def test_yaml_alias_bomb_is_refused_at_the_alias_past_the_budget(tmp_path: Path) -> None:
+    path = write(tmp_path, BILLION_LAUGHS)
+    assert str(load_error(path)) == f"{path}:9: more than 64 YAML aliases"
+
+
+def test_yaml_aliases_within_the_count_budget_cannot_expand_past_the_value_budget(
+    tmp_path: Path,
+) -> None:
+    # 8 levels of 8 aliases: 64 aliases, 8**9 values once expanded
+    text = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 8)}]\n"
+        for p, n in zip("abcdefg", "bcdefgh", strict=True)
+    )
+    path = write(tmp_path, text)
+    err = load_error(path)
+    assert err.reason == "YAML aliases expand to more than 10000 values"
+    assert (err.file, err.line) == (str(path), 1)
+
+
+def test_nested_yaml_merge_keys_cannot_double_past_the_value_budget(tmp_path: Path) -> None:
+    text = "l0: &l0 {x: 1, y: 2}\n" + "".join(
+        f"l{i}: &l{i} {{<<: [*l{i - 1}, *l{i - 1}]}}\n" for i in range(1, 30)
+    )
+    path = write(tmp_path, text)
+    err = load_error(path)
+    assert err.reason == "YAML aliases expand to more than 10000 values"
+    assert err.line == 13
+
+
+def test_a_document_over_one_mebibyte_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "log:\n  level: info\n" + "#" * (1 << 20) + "\n")
+    assert str(load_error(path)) == f"{path}: file larger than 1048576 bytes"
+    with pytest.raises(ConfigError, match="document larger than 1048576 bytes"):
+        config_module.parse_yaml_with_lines(
+            "#" * (1 << 20) + "\n", config_module.YamlSource(file=None)
+        )
 
 
 def test_non_utf8_file(tmp_path: Path) -> None:

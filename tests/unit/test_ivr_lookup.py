@@ -8,7 +8,6 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -31,6 +30,8 @@ from engine.domain.ivr import (
     SetVariable,
     step,
 )
+from engine.domain.netpolicy import OutboundPolicy
+from engine.outbound import OutboundHttp
 
 MENUS = {
     "acct": IvrMenu(
@@ -89,12 +90,17 @@ def test_a_routed_value_is_not_said_but_routes() -> None:
 # -- http_lookup --------------------------------------------------------------------------
 
 
+LOOPBACK = OutboundPolicy.allowing(["127.0.0.1/32"])
+"""The ERP stand-in listens on 127.0.0.1: its tenant must allow it (engine/domain/netpolicy.py)."""
+
+
 class _Call:
     """Stands in for InboundCall: collects the events http_lookup notes."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: OutboundPolicy = LOOPBACK) -> None:
         self.notes: list[tuple[str, dict[str, Any]]] = []
         self.log = _Log()
+        self.policy = policy
 
     async def note(self, event_type: str, payload: dict[str, Any]) -> None:
         self.notes.append((event_type, payload))
@@ -139,13 +145,16 @@ async def erp() -> AsyncIterator[_Erp]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+async def http() -> AsyncIterator[OutboundHttp]:
+    outbound = OutboundHttp()
+    try:
+        yield outbound
+    finally:
+        await outbound.close()
 
 
 async def test_get_sends_params_as_query_and_records_request_and_result(
-    erp: _Erp, http: aiohttp.ClientSession
+    erp: _Erp, http: OutboundHttp
 ) -> None:
     erp.body = b"1250\n"
     call = _Call()
@@ -163,13 +172,13 @@ async def test_get_sends_params_as_query_and_records_request_and_result(
     assert (done["ok"], done["value"], done["error"]) == (True, "1250", None)
 
 
-async def test_post_sends_params_as_json(erp: _Erp, http: aiohttp.ClientSession) -> None:
+async def test_post_sends_params_as_json(erp: _Erp, http: OutboundHttp) -> None:
     lookup = HttpLookup(f"{erp.url}/balance", {"acct": "42"}, "POST", 2000)
-    assert await http_lookup(http, lookup) == LookupResult(True, "1250")
+    assert await http_lookup(http, lookup, policy=LOOPBACK) == LookupResult(True, "1250")
     assert erp.seen == [("POST", "/balance", {}, b'{"acct": "42"}')]
 
 
-async def test_an_error_status_is_a_failure(erp: _Erp, http: aiohttp.ClientSession) -> None:
+async def test_an_error_status_is_a_failure(erp: _Erp, http: OutboundHttp) -> None:
     erp.status = 500
     call = _Call()
     result = await http_lookup(http, HttpLookup(erp.url, {}), call)  # type: ignore[arg-type]
@@ -177,32 +186,26 @@ async def test_an_error_status_is_a_failure(erp: _Erp, http: aiohttp.ClientSessi
     assert call.notes[1][1]["error"] == "HTTP 500"
 
 
-async def test_no_answer_in_time_is_a_failure_that_says_so(
-    erp: _Erp, http: aiohttp.ClientSession
-) -> None:
+async def test_no_answer_in_time_is_a_failure_that_says_so(erp: _Erp, http: OutboundHttp) -> None:
     erp.hold = True  # released by the fixture, after the lookup gave up
-    result = await http_lookup(http, HttpLookup(erp.url, {}, timeout_ms=200))
+    result = await http_lookup(http, HttpLookup(erp.url, {}, timeout_ms=200), policy=LOOPBACK)
     assert result == LookupResult(False, error="timed out after 200 ms")
 
 
-async def test_a_body_that_is_not_utf8_is_still_an_answer(
-    erp: _Erp, http: aiohttp.ClientSession
-) -> None:
+async def test_a_body_that_is_not_utf8_is_still_an_answer(erp: _Erp, http: OutboundHttp) -> None:
     erp.body = b"caf\xe9"
-    result = await http_lookup(http, HttpLookup(erp.url, {}))
+    result = await http_lookup(http, HttpLookup(erp.url, {}), policy=LOOPBACK)
     assert result.ok
     assert (result.value or "").startswith("caf")
 
 
-async def test_a_url_that_is_not_one_is_a_failure(http: aiohttp.ClientSession) -> None:
-    result = await http_lookup(http, HttpLookup("http://[::1/x", {}))
+async def test_a_url_that_is_not_one_is_a_failure(http: OutboundHttp) -> None:
+    result = await http_lookup(http, HttpLookup("http://[::1/x", {}), policy=LOOPBACK)
     assert not result.ok
     assert result.error
 
 
-async def test_credentials_in_the_url_are_not_recorded(
-    erp: _Erp, http: aiohttp.ClientSession
-) -> None:
+async def test_credentials_in_the_url_are_not_recorded(erp: _Erp, http: OutboundHttp) -> None:
     call = _Call()
     url = erp.url.replace("http://", "http://ivr:s3cret@") + "/b"
     await http_lookup(http, HttpLookup(url, {}), call)  # type: ignore[arg-type]
@@ -221,3 +224,48 @@ def test_keys_put_in_the_lookup_url_are_escaped() -> None:
         state = decided.state
     (lookup,) = [c for c in decided.commands if isinstance(c, HttpLookup)]
     assert lookup.url == "https://erp.example/balance/4%23"
+
+
+# -- where lookups may go (engine/domain/netpolicy.py) -----------------------------------------
+
+
+async def test_a_lookup_to_loopback_is_refused_unless_the_tenant_allows_it(
+    erp: _Erp, http: OutboundHttp
+) -> None:
+    call = _Call(policy=OutboundPolicy())  # a tenant allowing nothing beyond global addresses
+    result = await http_lookup(http, HttpLookup(erp.url, {}), call)  # type: ignore[arg-type]
+    assert not result.ok
+    assert (result.error or "").startswith("refused by policy: 127.0.0.1 is a loopback address")
+    assert call.notes[1][1]["error"] == result.error
+    assert erp.seen == []
+
+
+async def test_a_name_resolving_to_loopback_is_refused(erp: _Erp, http: OutboundHttp) -> None:
+    url = erp.url.replace("127.0.0.1", "localhost")
+    result = await http_lookup(http, HttpLookup(url, {}), policy=OutboundPolicy())
+    assert not result.ok
+    assert (result.error or "").startswith("refused by policy: localhost: ")
+    assert erp.seen == []
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("file:///etc/passwd", "refused by policy: must be an http or https URL, not file://"),
+        (
+            "gopher://erp.example/1",
+            "refused by policy: must be an http or https URL, not gopher://",
+        ),
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "refused by policy: 169.254.169.254 is a link-local address",
+        ),
+    ],
+)
+async def test_refused_urls_are_failures_without_a_request(
+    http: OutboundHttp, url: str, error: str
+) -> None:
+    # even with loopback allowed: the allowance admits networks, not schemes
+    result = await http_lookup(http, HttpLookup(url, {}), policy=LOOPBACK)
+    assert not result.ok
+    assert (result.error or "").startswith(error)

@@ -1,0 +1,109 @@
+"""HTTP sessions that only reach the addresses an :class:`OutboundPolicy` allows.
+
+Why here: :mod:`engine.domain.netpolicy` says which addresses are refused; this is where
+the rule meets the network, after DNS, so a name that resolves to ``127.0.0.1`` (or is
+changed to, between the URL's check and the request) is refused like the address itself.
+Both senders of requests built from tenant data use it: the status callback notifier
+(:mod:`engine.notifier`) and the IVR lookup (:func:`engine.asterisk.inbound.http_lookup`).
+
+Each distinct policy gets its own :class:`aiohttp.ClientSession` (most tenants share the
+empty one), whose connector enforces the policy twice:
+
+- its resolver drops every resolved address the policy refuses, and raises
+  :class:`DestinationRefused` when none is left — that is the error a caller sees, with
+  the name, the address and why; and since aiohttp caches what the resolver returned, per
+  connector, the cache holds allowed addresses only;
+- its socket factory refuses to open a socket to a refused address, whatever led there
+  (an address literal in the URL or in a redirect skips the resolver): the guarantee that
+  nothing else can bypass.
+
+Callers check the URL first with :meth:`OutboundPolicy.url_refusal` (scheme, address
+literal), so the common refusals are plain messages rather than connection errors.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from engine.domain.netpolicy import OutboundPolicy
+from engine.errors import DestinationRefused
+
+__all__ = ["DestinationRefused", "GuardedResolver", "OutboundHttp", "refused_by_policy"]
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's default resolver, keeping only the addresses ``policy`` allows."""
+
+    def __init__(self, policy: OutboundPolicy, inner: AbstractResolver | None = None) -> None:
+        self._policy = policy
+        self._inner = inner if inner is not None else aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        resolved = await self._inner.resolve(host, port, family)
+        kept = [r for r in resolved if self._policy.refusal(r["host"]) is None]
+        if not kept and resolved:
+            reason = self._policy.refusal(resolved[0]["host"])
+            raise DestinationRefused(f"{host}: {reason}")
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _socket_factory(policy: OutboundPolicy) -> Any:
+    def make(addr_info: tuple[Any, Any, int, str, tuple[Any, ...]]) -> socket.socket:
+        family, kind, proto, _, address = addr_info
+        reason = policy.refusal(str(address[0]))
+        if reason is not None:
+            raise DestinationRefused(f"connection refused by policy: {reason}")
+        return socket.socket(family=family, type=kind, proto=proto)
+
+    return make
+
+
+def refused_by_policy(exc: BaseException) -> DestinationRefused | None:
+    """The DestinationRefused behind an aiohttp error (or ``exc`` itself), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DestinationRefused):
+            return current
+        seen.add(id(current))
+        nested = getattr(current, "os_error", None)
+        current = nested if isinstance(nested, BaseException) else current.__cause__
+    return None
+
+
+class OutboundHttp:
+    """One :class:`aiohttp.ClientSession` per policy, created on first use with the
+    keyword arguments given here (timeout, headers...); ``limit`` is each connector's
+    connection limit. :meth:`close` closes them all."""
+
+    def __init__(self, *, limit: int = 100, **session_options: Any) -> None:
+        self._limit = limit
+        self._options = session_options
+        self._sessions: dict[OutboundPolicy, aiohttp.ClientSession] = {}
+
+    def session(self, policy: OutboundPolicy) -> aiohttp.ClientSession:
+        found = self._sessions.get(policy)
+        if found is None or found.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._limit,
+                resolver=GuardedResolver(policy),
+                socket_factory=_socket_factory(policy),
+            )
+            found = self._sessions[policy] = aiohttp.ClientSession(
+                connector=connector, **self._options
+            )
+        return found
+
+    async def close(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()

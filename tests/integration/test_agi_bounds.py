@@ -1,0 +1,188 @@
+"""The FastAGI IVR door against peers that misbehave: silent, too many, or asking for a
+menu that does not exist. A raw asyncio TCP client plays the peer against the real
+AgiServer and AgiIvr over a real database; every wait is bounded, nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from engine.asterisk.agi import AgiServer
+from engine.daemon import Engine
+from engine.domain.ivr import IvrAction, IvrMenu, IvrOption
+from tests.integration.test_agi_server import request_block
+
+WITHIN = 5.0
+
+
+class Peer:
+    """The Asterisk end of one connection, as a client that may simply stop talking."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def command(self) -> str:
+        async with asyncio.timeout(WITHIN):
+            return (await self.reader.readline()).decode().rstrip("\n")
+
+    def reply(self, line: str) -> None:
+        self.writer.write(f"{line}\n".encode())
+
+    async def eof(self) -> bytes:
+        """What the server sends until it closes the connection."""
+        async with asyncio.timeout(WITHIN):
+            return await self.reader.read()
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[Callable[..., Awaitable[Peer]]]:
+    opened: list[Peer] = []
+
+    async def connect(port: int, block: bytes | None = None) -> Peer:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        if block is not None:
+            writer.write(block)
+            await writer.drain()
+        peer = Peer(reader, writer)
+        opened.append(peer)
+        return peer
+
+    yield connect
+    for peer in opened:
+        peer.writer.close()
+        with contextlib.suppress(OSError):
+            await peer.writer.wait_closed()
+
+
+@pytest.fixture
+async def serve(engine: Engine) -> AsyncIterator[Callable[..., Awaitable[AgiServer]]]:
+    servers: list[AgiServer] = []
+
+    async def start(**limits: Any) -> AgiServer:
+        server = AgiServer("127.0.0.1", 0, engine.agi_ivr, metrics=engine.metrics, **limits)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+async def _tenant_with_menu(engine: Engine) -> tuple[str, uuid.UUID]:
+    slug = f"t{uuid.uuid4().hex[:10]}"
+    tenant = await engine.store.tenants.create(slug, slug)
+    await engine.store.ivr.save(
+        tenant.id, {"main": IvrMenu("main", options={"1": IvrOption(IvrAction.HANGUP)})}
+    )
+    return slug, tenant.id
+
+
+def _refused(engine: Engine, reason: str) -> float:
+    value = engine.metrics.registry.get_sample_value("ctc_agi_refused_total", {"reason": reason})
+    return value or 0.0
+
+
+async def _sessions(engine: Engine, tenant_id: uuid.UUID) -> list[Any]:
+    await engine.store.journal.flush()
+    return list(
+        await engine.store.db.fetch(
+            "SELECT id, status, end_reason FROM click_to_call_session WHERE tenant_id = $1",
+            tenant_id,
+        )
+    )
+
+
+async def test_asterisk_silent_mid_call_ends_the_session_failed_with_the_reason(
+    engine: Engine, serve: Any, peers: Any
+) -> None:
+    slug, tenant_id = await _tenant_with_menu(engine)
+    server = await serve(reply_timeout=0.3)
+    peer = await peers(server.port, request_block(script=f"ivr/main?tenant={slug}"))
+    assert await peer.command() == "ANSWER"
+    # ...and no answer ever comes: the server gives up and closes the connection
+    assert await peer.eof() == b""
+    [row] = await _sessions(engine, tenant_id)
+    assert row["status"] == "failed"
+    assert row["end_reason"] == "AGI ANSWER: no reply from Asterisk within 0.3 s"
+    events = await engine.store.db.fetch(
+        "SELECT event_type, payload FROM call_event WHERE session_id = $1 ORDER BY id", row["id"]
+    )
+    assert events[-1]["event_type"] == "ivr.ended"
+    assert "no reply from Asterisk" in events[-1]["payload"]["reason"]
+
+
+async def test_a_peer_that_never_sends_its_request_is_closed_and_counted(
+    engine: Engine, serve: Any, peers: Any
+) -> None:
+    server = await serve(request_timeout=0.2)
+    before = _refused(engine, "bad_request")
+    peer = await peers(server.port)  # connects, says nothing
+    assert await peer.eof() == b""
+    assert server.rejected == 1
+    assert _refused(engine, "bad_request") == before + 1
+    assert server.active == 0
+
+
+async def test_connections_past_the_cap_are_closed_at_once_and_counted(
+    engine: Engine, serve: Any, peers: Any
+) -> None:
+    server = await serve(max_connections=2, request_timeout=30.0)
+    before = _refused(engine, "capacity")
+    held = [await peers(server.port), await peers(server.port)]
+    async with asyncio.timeout(WITHIN):
+        while server.active < 2:  # noqa: ASYNC110 - the accept has no event to wait on
+            await asyncio.sleep(0)
+    extra = await peers(server.port)
+    assert await extra.eof() == b""
+    assert server.refused == 1
+    assert _refused(engine, "capacity") == before + 1
+    # a held connection ending makes room again
+    held[0].writer.close()
+    async with asyncio.timeout(WITHIN):
+        while server.active > 1:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+    again = await peers(server.port)
+    async with asyncio.timeout(WITHIN):
+        while server.active < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+    assert server.refused == 1
+    again.writer.close()
+
+
+async def test_an_unknown_menu_is_refused_without_a_session_row(
+    engine: Engine, serve: Any, peers: Any
+) -> None:
+    slug, tenant_id = await _tenant_with_menu(engine)
+    server = await serve(reply_timeout=5.0)
+    before = _refused(engine, "unknown_menu")
+    peer = await peers(server.port, request_block(script=f"ivr/nosuch?tenant={slug}"))
+    assert await peer.command() == 'VERBOSE "ctc: IVR menu nosuch not found" 1'
+    peer.reply("200 result=1")
+    assert await peer.command() == "HANGUP"
+    peer.reply("200 result=1")
+    assert await peer.eof() == b""
+    assert await _sessions(engine, tenant_id) == []
+    assert _refused(engine, "unknown_menu") == before + 1
+
+
+async def test_an_unknown_tenant_is_refused_without_a_session_row(
+    engine: Engine, serve: Any, peers: Any
+) -> None:
+    server = await serve(reply_timeout=5.0)
+    before = _refused(engine, "unknown_tenant")
+    slug = f"nobody{uuid.uuid4().hex[:6]}"
+    peer = await peers(server.port, request_block(script=f"ivr/main?tenant={slug}"))
+    assert await peer.command() == f'VERBOSE "ctc: tenant {slug} not found" 1'
+    peer.reply("200 result=1")
+    assert await peer.command() == "HANGUP"
+    peer.reply("200 result=1")
+    assert await peer.eof() == b""
+    assert _refused(engine, "unknown_tenant") == before + 1
