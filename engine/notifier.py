@@ -54,7 +54,7 @@ import structlog
 
 from engine import __version__
 from engine.config import CallbackSettings
-from engine.errors import CallbackDeliveryError, ClosedResourceError, StoreError
+from engine.errors import CallbackDeliveryError, ClosedResourceError, SecretsError, StoreError
 from engine.events import EventBus
 from engine.health import HealthReport
 from engine.metrics import Metrics
@@ -276,7 +276,7 @@ class CallbackNotifier:
                 except Exception as exc:  # the loop must outlive any one failure
                     self._set_health("down", f"cannot read the outbox: {exc}")
                     self._next_health = 0.0  # report the recovery at once
-                    if isinstance(exc, StoreError | ClosedResourceError):
+                    if isinstance(exc, StoreError | ClosedResourceError | SecretsError):
                         log.warning(
                             "callbacks.claim_failed", error=str(exc), retry_in=error_backoff
                         )
