@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from engine.config import Settings, load_settings, redacted_summary
+from engine.config import Settings, exposure_warnings, load_settings, redacted_summary
 from engine.errors import CtcError
 from engine.logging import configure_logging
 
@@ -93,9 +93,14 @@ def config() -> None:
 @config.command("check")
 @click.argument("file", type=click.Path(dir_okay=False))
 def config_check(file: str) -> None:
-    """Validate FILE; print the effective settings with secrets masked."""
+    """Validate FILE; print the effective settings with secrets masked.
+
+    Settings that work but expose the engine get a `warn:` line each (exit code still 0).
+    """
     settings = load_settings(file)
     click.echo(json.dumps(redacted_summary(settings), indent=2, default=str))
+    for warning in exposure_warnings(settings):
+        click.echo(f"warn: {warning}", err=True)
     click.echo(f"ok: {file}", err=True)
 
 
@@ -169,10 +174,12 @@ def db_status(ctx: _Context) -> None:
 
 
 async def _with_store(settings: Settings, work: Any) -> Any:
+    from engine.secrets import keyring_from_settings
     from engine.store import Database, Store
 
+    keyring = keyring_from_settings(settings.secrets)
     async with Database(settings.database.url, min_size=1, max_size=2) as database:
-        return await work(Store.over(database))
+        return await work(Store.over(database, keyring=keyring))
 
 
 @cli.group()
@@ -267,6 +274,36 @@ def token_create(ctx: _Context, tenant_slug: str, name: str) -> None:
         f"token {issued.id} for tenant {issued.tenant.slug}: store it now, it is not shown again",
         err=True,
     )
+
+
+# -- stored secrets ----------------------------------------------------------------------------
+
+
+@cli.group("secrets")
+def secrets_group() -> None:
+    """Encryption of stored secrets (provider credentials, webhook and callback secrets)."""
+
+
+@secrets_group.command("generate-key")
+def secrets_generate_key() -> None:
+    """Print a new random key, for CTC_SECRET_KEY or secrets.key_file."""
+    from engine.secrets import Keyring
+
+    click.echo(Keyring.generate_key())
+
+
+@secrets_group.command("rotate")
+@pass_ctx
+def secrets_rotate(ctx: _Context) -> None:
+    """Re-encrypt every stored secret under the primary (first) key.
+
+    Also encrypts secrets stored in plaintext (before a key was configured). Afterwards
+    the other keys may be removed from the configuration.
+    """
+    resealed = _run(_with_store(ctx.settings, lambda s: s.secrets.rotate()))
+    for column, count in resealed.items():
+        click.echo(f"{column}: {count} re-encrypted")
+    click.echo("every stored secret is encrypted under the primary key", err=True)
 
 
 # -- IVR menus ---------------------------------------------------------------------------------

@@ -19,15 +19,23 @@ Secrets (``ari.password``, ``ami.password``) are :class:`pydantic.SecretStr` and
 in ``repr``/``str``; the password inside ``database.url`` is masked in ``repr`` and in
 :func:`redacted_summary`, which is what ``ctc config check`` prints.
 
-Relative ``password_file`` and ``database.migrations_dir`` paths are taken relative to the
-directory of the config file. ``password_file`` is read by :func:`load_settings` (not by the
-models), after validation; its content minus trailing newlines becomes the password.
+Relative ``password_file``, ``secrets.key_file`` and ``database.migrations_dir`` paths are
+taken relative to the directory of the config file. ``password_file`` is read by
+:func:`load_settings` (not by the models), after validation; its content minus trailing
+newlines becomes the password. ``secrets.key_file`` is read the same way, and refused when
+other users may read it (it decrypts every stored secret).
+
+:func:`exposure_warnings` lists settings that work but expose the engine (a socket mode wider
+than 0660, TCP on a non-loopback address without TLS, no secrets key): ``ctc run`` logs them,
+``ctc config check`` prints them as ``warn:`` lines.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import stat
 import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -49,7 +57,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, SecretsError
+from engine.secrets import NO_KEY_HINT, Keyring
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -64,9 +73,11 @@ __all__ = [
     "CallbackSettings",
     "DatabaseSettings",
     "LogSettings",
+    "SecretsSettings",
     "Settings",
     "TcpSettings",
     "YamlSource",
+    "exposure_warnings",
     "load_settings",
     "parse_yaml_with_lines",
     "read_text_file",
@@ -251,6 +262,8 @@ class TcpSettings(_Section):
     enabled: bool = False
     host: Name = "127.0.0.1"
     port: Port = 8470
+    # /metrics over TCP needs a bearer token (like the API); false: anyone reaching the port
+    metrics_token_required: bool = True
 
 
 class ApiSettings(_Section):
@@ -361,6 +374,20 @@ class CallbackSettings(_Section):
         return value
 
 
+class SecretsSettings(_Section):
+    """``secrets:`` — the key(s) that encrypt stored secrets (see :mod:`engine.secrets`)."""
+
+    key: SecretStr | None = None
+    key_file: FsPath | None = None
+
+    @field_validator("key_file")
+    @classmethod
+    def _one_key_source(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("key") is not None:
+            raise _fail("cannot be used together with key (set only one)")
+        return value
+
+
 class Settings(_Section):
     """The whole engine configuration; every section is optional."""
 
@@ -372,6 +399,7 @@ class Settings(_Section):
     agi: AgiSettings = Field(default_factory=AgiSettings)
     calls: CallSettings = Field(default_factory=CallSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
 
 
 # --------------------------------------------------------------------------- sources
@@ -642,13 +670,15 @@ _ENV_OVERRIDES: tuple[tuple[str, _Loc, Callable[[str, str], Any]], ...] = (
     ("CTC_ARI_URL", ("ari", "url"), _env_str),
     ("CTC_ARI_PASSWORD", ("ari", "password"), _env_str),
     ("CTC_AMI_PASSWORD", ("ami", "password"), _env_str),
+    ("CTC_SECRET_KEY", ("secrets", "key"), _env_str),
 )
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str], source: YamlSource) -> None:
     """Write ``CTC_*`` overrides into ``data``; unset or empty variables are ignored.
 
-    A password from the environment replaces the file's password *and* password_file.
+    A password (or secrets key) from the environment replaces the file's password *and*
+    password_file (key *and* key_file).
     """
     for var, loc, parse in _ENV_OVERRIDES:
         raw = env.get(var)
@@ -667,8 +697,8 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str], source: YamlSource)
             leaf = str(loc[-1])
             target[leaf] = value
             source.env_vars[loc] = var
-            if leaf == "password":
-                target.pop("password_file", None)
+            if leaf in ("password", "key"):
+                target.pop(f"{leaf}_file", None)
 
 
 # --------------------------------------------------------------------------- errors
@@ -788,6 +818,44 @@ def _resolve_password_file(section: _S, name: str, base: Path | None, source: Ya
     return section.model_copy(update={"password": SecretStr(secret), "password_file": path})
 
 
+def _resolve_key_file(
+    section: SecretsSettings, base: Path | None, source: YamlSource
+) -> SecretsSettings:
+    """Read ``secrets.key_file`` (refused if others may read it) and check the key(s)."""
+    if section.key_file is not None:
+        path = section.key_file
+        if base is not None and not path.is_absolute():
+            path = base / path
+        loc: _Loc = ("secrets", "key_file")
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise source.error(f"cannot read {path}: {exc.strerror or exc}", loc) from exc
+        except UnicodeDecodeError:
+            raise source.error(f"cannot read {path}: not valid UTF-8", loc) from None
+        if mode & 0o007:
+            raise source.error(
+                f"{path} is accessible to other users (mode {mode:04o}): it decrypts every "
+                f"stored secret; chmod 600 {path} (or 640 with the engine's group)",
+                loc,
+            )
+        section = section.model_copy(update={"key": SecretStr(text), "key_file": path})
+        return _check_keys(section, loc, source)
+    return _check_keys(section, ("secrets", "key"), source)
+
+
+def _check_keys(section: SecretsSettings, loc: _Loc, source: YamlSource) -> SecretsSettings:
+    if section.key is not None:
+        try:
+            keyring = Keyring.parse(section.key.get_secret_value())
+        except SecretsError as exc:
+            raise source.error(str(exc), loc) from None
+        if not keyring.configured:
+            raise source.error("holds no key", loc)
+    return section
+
+
 def _finish(settings: Settings, base: Path | None, source: YamlSource) -> Settings:
     """Post-validation steps that touch the file system."""
     database = settings.database
@@ -799,6 +867,7 @@ def _finish(settings: Settings, base: Path | None, source: YamlSource) -> Settin
             "database": database,
             "ari": _resolve_password_file(settings.ari, "ari", base, source),
             "ami": _resolve_password_file(settings.ami, "ami", base, source),
+            "secrets": _resolve_key_file(settings.secrets, base, source),
         }
     )
 
@@ -858,4 +927,49 @@ def redacted_summary(settings: Settings) -> dict[str, Any]:
     summary["ari"]["url"] = _mask_url(settings.ari.url)
     summary["ari"]["password"] = None if settings.ari.password is None else _MASK
     summary["ami"]["password"] = None if settings.ami.password is None else _MASK
+    summary["secrets"]["key"] = None if settings.secrets.key is None else _MASK
     return summary
+
+
+# --------------------------------------------------------------------------- warnings
+
+_SAFE_SOCKET_BITS = 0o660
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def exposure_warnings(settings: Settings) -> list[str]:
+    """Settings that work but expose the engine, one sentence each naming the fix."""
+    out: list[str] = []
+    api = settings.api
+    if api.socket_mode & ~_SAFE_SOCKET_BITS:
+        out.append(
+            f"api.socket_mode {api.socket_mode:04o} gives access beyond the socket's owner and "
+            "group (any bit outside 0660): every local user it lets in can act for any "
+            'tenant; use "0660" or "0600"'
+        )
+    if api.tcp.enabled and not _is_loopback(api.tcp.host):
+        out.append(
+            f"api.tcp.host {api.tcp.host} is not a loopback address and the engine has no "
+            "TLS: tokens and call data cross the network in clear; put TLS in front "
+            "(reverse proxy) or bind to loopback"
+        )
+        if not api.tcp.metrics_token_required:
+            out.append(
+                f"api.tcp.metrics_token_required is false: /metrics on {api.tcp.host} answers "
+                "anyone who reaches the port (tenant names, call counts)"
+            )
+    if settings.secrets.key is None:
+        out.append(
+            f"{NO_KEY_HINT}: provider credentials and webhook secrets cannot be stored, and "
+            "tenant callback secrets are stored in plaintext until a key is set and "
+            "`ctc secrets rotate` runs"
+        )
+    return out

@@ -28,13 +28,14 @@ from engine.asterisk.controls import CallControls
 from engine.asterisk.hangup_records import HangupRecords
 from engine.asterisk.stasis import StasisApp
 from engine.calls import CallService
-from engine.config import Settings
+from engine.config import Settings, exposure_warnings
 from engine.errors import ClosedResourceError, CtcError
 from engine.events import EventBus
 from engine.health import HealthReport
 from engine.loop_watch import LoopWatch
 from engine.metrics import Metrics
 from engine.notifier import CallbackNotifier
+from engine.secrets import keyring_from_settings
 from engine.store import Database, Store
 from engine.store.migrations import default_migrations_dir, migration_status
 
@@ -55,7 +56,9 @@ class Engine:
             db.url, min_size=db.min_size, max_size=db.max_size, command_timeout=db.command_timeout
         )
         self.events = EventBus()
-        self.store = Store.over(self.db, events=self.events)
+        self.store = Store.over(
+            self.db, events=self.events, keyring=keyring_from_settings(settings.secrets)
+        )
         self.store.journal.health = self.health
         self.health.set("journal", "up", "live IVR calls written behind", required=False)
         self.notifier = CallbackNotifier(
@@ -114,6 +117,7 @@ class Engine:
             socket_mode=api.socket_mode,
             tcp=(api.tcp.host, api.tcp.port) if api.tcp.enabled else None,
             max_body_bytes=api.max_body_bytes,
+            metrics_token_required=api.tcp.metrics_token_required,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.loop_watch = LoopWatch(self.metrics)
@@ -125,6 +129,8 @@ class Engine:
         if self._closed:
             raise ClosedResourceError("Engine is closed")
         self._started = True
+        for warning in exposure_warnings(self.settings):
+            log.warning("config.exposure", warning=warning)
         self.health.set("database", "starting", "connecting")
         self.health.set("api", "starting")
         try:

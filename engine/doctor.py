@@ -5,7 +5,8 @@ Two halves, so the judging is unit-testable without Asterisk:
 - :func:`gather` asks the real world with the configured settings and returns plain
   :class:`Facts`: ARI (``GET /ari/asterisk/info``, ``GET /ari/applications``,
   ``GET /ari/asterisk/modules/{name}.so``), AMI (login, ``ModuleCheck`` when ARI cannot
-  answer), the database (reachable, migrations current) and the recording directory;
+  answer), the database (reachable, migrations current, stored secrets encrypted under
+  the primary key) and the recording directory;
 - :func:`judge` turns facts into :class:`Check` lines, pure: ``ok   …``, ``warn …`` (the
   engine would still run) or ``FAIL …: how to fix``, naming the file and setting to change.
 
@@ -28,7 +29,10 @@ from engine.asterisk.ami import AmiLink, AmiLoginError, AmiResponseError
 from engine.asterisk.ari import basic_auth
 from engine.config import AmiSettings, AriSettings, Settings, redacted_summary
 from engine.errors import AmiError, CtcError
+from engine.secrets import NO_KEY_HINT, keyring_from_settings
+from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migration_status
+from engine.store.stored_secrets import StoredSecrets
 
 __all__ = [
     "REQUIRED_MODULES",
@@ -39,6 +43,7 @@ __all__ = [
     "DirFacts",
     "Facts",
     "ModuleFacts",
+    "SecretsFacts",
     "gather",
     "judge",
     "run_doctor",
@@ -88,6 +93,12 @@ class DatabaseFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class SecretsFacts:
+    primary_id: str | None  # None: no key configured
+    not_current: Mapping[str, int]  # table.column -> values in plaintext or under an old key
+
+
+@dataclass(frozen=True, slots=True)
 class AriFacts:
     url: str
     username: str
@@ -130,15 +141,18 @@ class Facts:
     ami: AmiFacts | None = None  # None: not used (ari or ami disabled)
     modules: ModuleFacts | None = None  # None: neither ARI nor AMI could answer
     recording_dir: DirFacts | None = None
+    secrets: SecretsFacts | None = None  # None: not checked (the database is not usable)
 
 
 # ----------------------------------------------------------------------------- judging
 
 
 def judge(facts: Facts) -> list[Check]:
-    """Every check's line, in a fixed order: database, ARI, Stasis app, modules,
-    recording directory, AMI."""
+    """Every check's line, in a fixed order: database, stored secrets, ARI, Stasis app,
+    modules, recording directory, AMI."""
     out = judge_database(facts.database)
+    if facts.secrets is not None:
+        out += judge_secrets(facts.secrets)
     if facts.ari is None:
         out.append(Check("ok", "ARI disabled (ari.enabled: false): Asterisk not checked"))
         return out
@@ -179,6 +193,29 @@ def judge_database(db: DatabaseFacts) -> list[Check]:
             )
         ]
     return [Check("ok", f"database {db.url}: reachable, schema current ({db.applied} migrations)")]
+
+
+def judge_secrets(s: SecretsFacts) -> list[Check]:
+    stale = {column: n for column, n in s.not_current.items() if n}
+    listed = ", ".join(f"{column}: {n}" for column, n in stale.items())
+    if s.primary_id is None:
+        where = f" ({listed} stored in plaintext)" if stale else ""
+        return [
+            Check(
+                "warn",
+                f"{NO_KEY_HINT}, then run `ctc secrets rotate`{where}; until then provider "
+                "credentials cannot be stored",
+            )
+        ]
+    if stale:
+        return [
+            Check(
+                "warn",
+                f"stored secrets not encrypted under the primary key {s.primary_id} ({listed}):"
+                " run `ctc secrets rotate`",
+            )
+        ]
+    return [Check("ok", f"stored secrets encrypted under the primary key {s.primary_id}")]
 
 
 def judge_ari(ari: AriFacts) -> list[Check]:
@@ -317,8 +354,12 @@ async def gather(settings: Settings, *, wait: float = 5.0) -> Facts:
         modules = ModuleFacts("ARI", ari_modules)
     elif ami_modules is not None:  # ARI could not say (e.g. its password is wrong): AMI can
         modules = ModuleFacts("AMI", ami_modules)
+    secrets = None
+    if database.error is None and not database.pending and not database.changed:
+        secrets = await _gather_secrets(settings, wait)
     return Facts(
         database=database,
+        secrets=secrets,
         ari=ari,
         ami=ami,
         modules=modules,
@@ -351,6 +392,16 @@ async def _gather_database(settings: Settings, wait: float) -> DatabaseFacts:
         pending=tuple(m.path.name for m in status.pending),
         changed=tuple(m.path.name for m in status.changed),
     )
+
+
+async def _gather_secrets(settings: Settings, wait: float) -> SecretsFacts | None:
+    keyring = keyring_from_settings(settings.secrets)
+    try:
+        async with Database(settings.database.url, min_size=1, max_size=1) as db:
+            counts = await asyncio.wait_for(StoredSecrets(db, keyring).not_current(), wait * 3)
+    except (TimeoutError, CtcError):
+        return None  # the database line already says what is wrong with it
+    return SecretsFacts(keyring.primary_id, counts)
 
 
 def _ari_base(url: str) -> str:

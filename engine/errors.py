@@ -19,6 +19,8 @@ non-zero; the API maps each class to a stable error code and HTTP status.
     │   ├── NotFound                no such row (for this tenant)
     │   └── Conflict                uniqueness / idempotency conflict
     ├── ClosedResourceError         a pool, link or server was used after close()
+    ├── SecretsError                a stored secret cannot be sealed or opened (no key,
+    │                               a key no longer configured, a damaged value)
     ├── ApiClientError              the control API answered an error to our own client
     ├── CallbackDeliveryError       a status callback POST failed (refused, timeout, non-2xx)
     ├── DestinationRefused          an outbound request to an address the network policy refuses
@@ -53,6 +55,7 @@ __all__ = [
     "MigrationError",
     "NotFound",
     "SandboxError",
+    "SecretsError",
     "StoreError",
 ]
 
@@ -139,6 +142,11 @@ class Conflict(StoreError):
 
 class ClosedResourceError(CtcError):
     """A pool, link or server was used after it was closed."""
+
+
+class SecretsError(CtcError):
+    """A secret cannot be encrypted or decrypted: no key configured, the value was sealed
+    under a key that is no longer configured, or the stored value is damaged."""
 
 
 class ApiClientError(CtcError):

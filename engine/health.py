@@ -1,8 +1,10 @@
 """One health report that every component adds its status to.
 
 Components call :meth:`HealthReport.set` as their state changes (database reachable,
-ARI connected, ...). ``/healthz`` shows the whole report; ``/readyz`` is ready only when
-every component that is *required* for readiness is up.
+ARI connected, ...). ``/healthz`` shows the whole report (:meth:`HealthReport.snapshot`) to
+trusted callers and only each component's state (:meth:`HealthReport.states`) to others,
+since details name paths, users and URLs; ``/readyz`` is ready only when every component
+that is *required* for readiness is up.
 """
 
 from __future__ import annotations
@@ -52,3 +54,7 @@ class HealthReport:
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return {name: c.as_dict() for name, c in sorted(self._components.items())}
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Like :meth:`snapshot` with only each component's state (no detail)."""
+        return {name: {"state": c.state} for name, c in sorted(self._components.items())}

@@ -64,6 +64,7 @@ from engine.errors import (
     CallbackDeliveryError,
     ClosedResourceError,
     DestinationRefused,
+    SecretsError,
     StoreError,
 )
 from engine.events import EventBus
@@ -288,7 +289,7 @@ class CallbackNotifier:
                 except Exception as exc:  # the loop must outlive any one failure
                     self._set_health("down", f"cannot read the outbox: {exc}")
                     self._next_health = 0.0  # report the recovery at once
-                    if isinstance(exc, StoreError | ClosedResourceError):
+                    if isinstance(exc, StoreError | ClosedResourceError | SecretsError):
                         log.warning(
                             "callbacks.claim_failed", error=str(exc), retry_in=error_backoff
                         )

@@ -46,7 +46,7 @@ from engine.api.models import (
     WebhookAcceptedOut,
 )
 from engine.api.routing import ApiRequest, BadRequest, Router, json_response, parse_json_object
-from engine.api.state import API_STATE
+from engine.api.state import API_STATE, METRICS_NEED_TOKEN
 from engine.asterisk.controls import CallControls, require_connected
 from engine.domain.click_to_call import Leg
 from engine.domain.ivr import IvrMenu
@@ -717,6 +717,14 @@ async def record_agent_activity(req: ApiRequest) -> web.StreamResponse:
 # -- operations -------------------------------------------------------------------------------
 
 
+def _health_out(req: ApiRequest) -> HealthOut:
+    """Details (socket path, users, URLs) only for a trusted caller: the Unix socket or a
+    valid token (the auth middleware sets the tenant for both); others get states only."""
+    health = req.raw.app[API_STATE].health
+    components = health.snapshot() if req.tenant is not None else health.states()
+    return HealthOut(status=health.overall, components=components)
+
+
 @router.route(
     "GET",
     "/healthz",
@@ -726,8 +734,8 @@ async def record_agent_activity(req: ApiRequest) -> web.StreamResponse:
     auth=False,
 )
 async def healthz(req: ApiRequest) -> web.StreamResponse:
-    health = req.raw.app[API_STATE].health
-    return json_response(HealthOut(status=health.overall, components=health.snapshot()))
+    """Without a token on TCP: each component's state only; its detail needs a token."""
+    return json_response(_health_out(req))
 
 
 @router.route(
@@ -739,11 +747,10 @@ async def healthz(req: ApiRequest) -> web.StreamResponse:
     auth=False,
 )
 async def readyz(req: ApiRequest) -> web.StreamResponse:
+    """Without a token on TCP: each component's state only; its detail needs a token."""
     state = req.raw.app[API_STATE]
     await state.check_database()
-    health = state.health
-    body = HealthOut(status=health.overall, components=health.snapshot())
-    return json_response(body, 200 if health.ready else 503)
+    return json_response(_health_out(req), 200 if state.health.ready else 503)
 
 
 @router.route(
@@ -751,11 +758,14 @@ async def readyz(req: ApiRequest) -> web.StreamResponse:
     "/metrics",
     summary="Prometheus metrics",
     tags=("ops",),
-    responses={200: None},
+    responses={200: None, 401: E},
     auth=False,
     response_content="text/plain",
 )
 async def metrics(req: ApiRequest) -> web.StreamResponse:
+    """On TCP a bearer token is needed unless `api.tcp.metrics_token_required` is false."""
+    if req.raw.app[METRICS_NEED_TOKEN] and req.tenant is None:
+        raise BadRequest(401, "unauthorized", "missing or invalid bearer token")
     registry = req.raw.app[API_STATE].metrics.registry
     resp = web.Response(body=prometheus_client.generate_latest(registry))
     resp.content_type = "text/plain"

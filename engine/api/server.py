@@ -5,14 +5,18 @@ Who is the tenant:
 - on TCP, the bearer token's tenant; no valid token is 401.
 - on the Unix socket, the bearer token's tenant if one is sent, else the tenant named by
   ``X-CTC-Tenant`` (a slug), else ``default``. Access to the socket itself is the
-  permission, set by ``api.socket_mode``.
+  permission, set by ``api.socket_mode`` (the socket is created with that mode, see
+  :mod:`engine.api.unix_socket`).
+
+``/healthz`` and ``/readyz`` answer without a token, but only with the status and each
+component's state; the details (socket path, users, URLs) need a token or the socket.
+``/metrics`` on TCP needs a token unless ``api.tcp.metrics_token_required`` is false.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,7 +31,8 @@ from pydantic import ValidationError
 from engine.api.routes import router
 from engine.api.routing import TENANT, BadRequest, validation_details
 from engine.api.sse import OPEN_STREAMS, OpenStreams
-from engine.api.state import API_STATE, ApiState
+from engine.api.state import API_STATE, METRICS_NEED_TOKEN, ApiState
+from engine.api.unix_socket import bind_unix_socket
 from engine.errors import (
     AsteriskError,
     ClosedResourceError,
@@ -37,6 +42,7 @@ from engine.errors import (
     IllegalTransition,
     InvalidInput,
     NotFound,
+    SecretsError,
 )
 from engine.store.tenants import Tenant
 
@@ -69,7 +75,7 @@ def _translate(exc: BaseException) -> web.Response:
             return _error(409, "illegal_transition", str(exc), transition)
         case Conflict():
             return _error(409, "conflict", str(exc))
-        case DatabaseUnavailable() | ClosedResourceError() | AsteriskError():
+        case DatabaseUnavailable() | ClosedResourceError() | AsteriskError() | SecretsError():
             return _error(503, "unavailable", str(exc))
         case web.HTTPRequestEntityTooLarge():
             return _error(413, "body_too_large", "request body is too large")
@@ -139,11 +145,18 @@ def _auth(*, local: bool) -> Middleware:
     return authenticate
 
 
-def build_app(state: ApiState, *, local: bool, max_body_bytes: int = 65536) -> web.Application:
+def build_app(
+    state: ApiState,
+    *,
+    local: bool,
+    max_body_bytes: int = 65536,
+    metrics_token_required: bool = True,
+) -> web.Application:
     app = web.Application(
         middlewares=[_errors_and_metrics, _auth(local=local)], client_max_size=max_body_bytes
     )
     app[API_STATE] = state
+    app[METRICS_NEED_TOKEN] = metrics_token_required and not local
     # open SSE streams end when shutdown starts, not after aiohttp's shutdown_timeout
     streams = app[OPEN_STREAMS] = OpenStreams()
     app.on_shutdown.append(streams.on_shutdown)
@@ -163,6 +176,7 @@ class ApiServer:
         tcp: tuple[str, int] | None = None,
         max_body_bytes: int = 65536,
         shutdown_timeout: float = 10.0,
+        metrics_token_required: bool = True,
     ) -> None:
         self._state = state
         self._socket_path = socket_path
@@ -170,6 +184,7 @@ class ApiServer:
         self._tcp = tcp
         self._max_body = max_body_bytes
         self._shutdown_timeout = shutdown_timeout
+        self._metrics_token_required = metrics_token_required
         self._runners: list[web.AppRunner] = []
         self._closed = False
 
@@ -197,9 +212,6 @@ class ApiServer:
     async def _start_unix(self) -> None:
         path = self._socket_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            if path.is_socket():
-                path.unlink()  # a stale socket from a previous run
         runner = web.AppRunner(
             build_app(self._state, local=True, max_body_bytes=self._max_body),
             shutdown_timeout=self._shutdown_timeout,
@@ -207,16 +219,23 @@ class ApiServer:
         )
         await runner.setup()
         self._runners.append(runner)
+        # bound with its final mode (replacing a stale socket from a previous run)
+        sock = bind_unix_socket(path, self._socket_mode)
         try:
-            await web.UnixSite(runner, str(path)).start()
+            await web.SockSite(runner, sock).start()
         except OSError as exc:
+            sock.close()
             raise CtcError(f"cannot listen on {path}: {exc.strerror}") from exc
-        os.chmod(path, self._socket_mode)
         log.info("api.listening", socket=str(path), mode=oct(self._socket_mode))
 
     async def _start_tcp(self, host: str, port: int) -> None:
         runner = web.AppRunner(
-            build_app(self._state, local=False, max_body_bytes=self._max_body),
+            build_app(
+                self._state,
+                local=False,
+                max_body_bytes=self._max_body,
+                metrics_token_required=self._metrics_token_required,
+            ),
             shutdown_timeout=self._shutdown_timeout,
             access_log=None,
         )

@@ -16,7 +16,7 @@ from engine.health import HealthReport
 from engine.metrics import Metrics
 from engine.store import Store
 
-__all__ = ["API_STATE", "ApiState"]
+__all__ = ["API_STATE", "METRICS_NEED_TOKEN", "ApiState"]
 
 
 @dataclasses.dataclass(slots=True)
@@ -40,3 +40,5 @@ class ApiState:
 
 
 API_STATE: web.AppKey[ApiState] = web.AppKey("api_state", ApiState)
+# Whether /metrics answers 401 without a valid token (TCP with api.tcp.metrics_token_required).
+METRICS_NEED_TOKEN: web.AppKey[bool] = web.AppKey("metrics_need_token", bool)

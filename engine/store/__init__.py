@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from engine.secrets import Keyring
 from engine.store.activity import ActivityRepository, WebhookRepository
 from engine.store.database import Database
 from engine.store.dtmf import DtmfRepository
@@ -18,6 +19,7 @@ from engine.store.providers import ProviderRepository
 from engine.store.recording import RecordingPolicyRepository
 from engine.store.routing import RoutingRepository
 from engine.store.sessions import SessionRepository
+from engine.store.stored_secrets import StoredSecrets
 from engine.store.tenants import TenantRepository
 from engine.store.transfers import TransferRepository
 
@@ -43,25 +45,31 @@ class Store:
     outbox: OutboxRepository
     transfers: TransferRepository
     routing: RoutingRepository
+    secrets: StoredSecrets  # every secret column: what is not yet sealed, rotation
     # live calls owned by this process, written behind (close it before the database)
     journal: CallJournal
 
     @classmethod
-    def over(cls, db: Database, *, events: EventBus | None = None) -> Store:
-        """Every repository over ``db``; committed call events are published to ``events``."""
+    def over(
+        cls, db: Database, *, events: EventBus | None = None, keyring: Keyring | None = None
+    ) -> Store:
+        """Every repository over ``db``; committed call events are published to ``events``;
+        stored secrets are sealed and opened with ``keyring`` (None: no key configured)."""
         journal = CallJournal(db, events)
+        keys = Keyring() if keyring is None else keyring
         return cls(
             db=db,
-            tenants=TenantRepository(db),
+            tenants=TenantRepository(db, keyring=keys),
             sessions=SessionRepository(db, journal, events),
-            providers=ProviderRepository(db),
+            providers=ProviderRepository(db, keyring=keys),
             activity=ActivityRepository(db),
             webhooks=WebhookRepository(db),
             recording=RecordingPolicyRepository(db),
             dtmf=DtmfRepository(db, journal),
             ivr=IvrMenuRepository(db),
-            outbox=OutboxRepository(db),
+            outbox=OutboxRepository(db, keyring=keys),
             transfers=TransferRepository(db),
             routing=RoutingRepository(db),
+            secrets=StoredSecrets(db, keys),
             journal=journal,
         )

@@ -31,6 +31,7 @@ from typing import Any
 import asyncpg
 
 from engine.domain.netpolicy import OutboundPolicy
+from engine.secrets import Keyring
 from engine.store.database import Database
 
 __all__ = ["ClaimedCallback", "OutboxCounts", "OutboxRepository"]
@@ -50,7 +51,7 @@ class ClaimedCallback:
     payload: dict[str, Any]
     attempts: int  # attempts made before this one
     lease_until: datetime
-    secret: str  # the tenant's callback_secret, the HMAC key
+    secret: str  # the tenant's callback_secret (decrypted), the HMAC key
     policy: OutboundPolicy = dataclasses.field(
         default_factory=OutboundPolicy
     )  # where the tenant's callbacks may go
@@ -69,8 +70,9 @@ class OutboxCounts:
 
 
 class OutboxRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, keyring: Keyring | None = None) -> None:
         self._db = db
+        self._keyring = Keyring() if keyring is None else keyring  # None: no key configured
 
     async def claim(self, limit: int, *, lease_seconds: float) -> list[ClaimedCallback]:
         """Lease up to ``limit`` due rows, at most one per session (its earliest pending)."""
@@ -97,7 +99,16 @@ class OutboxRepository:
                 limit,
                 lease_seconds,
             )
-        return sorted((ClaimedCallback.from_row(r) for r in rows), key=lambda c: c.id)
+        claimed = [
+            dataclasses.replace(
+                ClaimedCallback.from_row(r),
+                secret=self._keyring.open(
+                    r["secret"], what=f"callback_secret of tenant {r['tenant_id']}"
+                ),
+            )
+            for r in rows
+        ]
+        return sorted(claimed, key=lambda c: c.id)
 
     async def mark_delivered(self, claimed: ClaimedCallback, *, status: int) -> bool:
         """Record a 2xx; False if the lease was lost (another engine owns the row now)."""

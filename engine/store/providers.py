@@ -1,9 +1,16 @@
 """VoIP providers (carriers) configured per tenant. Credentials are stored, never read back
-by the API: only whether they are set."""
+by the API: only whether they are set.
+
+Credentials (a JSON object) and the webhook secret are stored sealed by
+:class:`~engine.secrets.Keyring`; without a configured key, storing them is refused
+(:class:`~engine.errors.SecretsError`) rather than written in plaintext. :meth:`secrets`
+is the one read path back to plaintext, for the code that talks to a carrier.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -12,16 +19,23 @@ from typing import Any
 import asyncpg
 
 from engine.errors import Conflict, NotFound
+from engine.secrets import Keyring
 from engine.store.database import Database
 
-__all__ = ["PROVIDER_TYPES", "NewProvider", "ProviderRepository", "StoredProvider"]
+__all__ = [
+    "PROVIDER_TYPES",
+    "NewProvider",
+    "ProviderRepository",
+    "ProviderSecrets",
+    "StoredProvider",
+]
 
 PROVIDER_TYPES = ("asterisk", "sip_trunk", "twilio", "exotel", "vonage", "mcube")
 
 _COLS = (
     "id, tenant_id, name, provider_type, is_active, is_default, priority, max_concurrent_calls, "
     "calls_per_second::float8 AS calls_per_second, config, "
-    "credentials <> '{}'::jsonb AS has_credentials, "
+    "credentials IS NOT NULL AS has_credentials, "
     "webhook_secret IS NOT NULL AS has_webhook_secret, "
     "created_at, updated_at"
 )
@@ -60,11 +74,30 @@ class NewProvider:
     webhook_secret: str | None = None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProviderSecrets:
+    """A provider's decrypted secrets (never returned by the API)."""
+
+    credentials: dict[str, Any]
+    webhook_secret: str | None
+
+
 class ProviderRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, keyring: Keyring | None = None) -> None:
         self._db = db
+        self._keyring = Keyring() if keyring is None else keyring  # None: no key configured
 
     async def create(self, new: NewProvider) -> StoredProvider:
+        credentials = (
+            self._keyring.seal(json.dumps(dict(new.credentials)), what="provider credentials")
+            if new.credentials
+            else None
+        )
+        webhook_secret = (
+            None
+            if new.webhook_secret is None
+            else self._keyring.seal(new.webhook_secret, what="a provider webhook_secret")
+        )
         try:
             async with self._db.transaction() as conn:
                 if new.is_default:
@@ -88,8 +121,8 @@ class ProviderRepository:
                     new.max_concurrent_calls,
                     new.calls_per_second,
                     dict(new.config),
-                    dict(new.credentials),
-                    new.webhook_secret,
+                    credentials,
+                    webhook_secret,
                 )
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"a provider named {new.name!r} already exists") from exc
@@ -105,6 +138,27 @@ class ProviderRepository:
         if row is None:
             raise NotFound("provider", provider_id)
         return StoredProvider(**dict(row))
+
+    async def secrets(self, tenant_id: uuid.UUID, provider_id: uuid.UUID) -> ProviderSecrets:
+        """The provider's credentials and webhook secret, decrypted."""
+        row = await self._db.fetchrow(
+            "SELECT credentials, webhook_secret FROM voip_provider "
+            "WHERE tenant_id = $1 AND id = $2",
+            tenant_id,
+            provider_id,
+        )
+        if row is None:
+            raise NotFound("provider", provider_id)
+        what = f"provider {provider_id}"
+        credentials: dict[str, Any] = {}
+        if row["credentials"] is not None:
+            credentials = json.loads(
+                self._keyring.open(row["credentials"], what=f"credentials of {what}")
+            )
+        webhook_secret = row["webhook_secret"]
+        if webhook_secret is not None:
+            webhook_secret = self._keyring.open(webhook_secret, what=f"webhook_secret of {what}")
+        return ProviderSecrets(credentials, webhook_secret)
 
     async def default(self, tenant_id: uuid.UUID) -> StoredProvider | None:
         row = await self._db.fetchrow(

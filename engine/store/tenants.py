@@ -7,6 +7,14 @@ leaked database does not leak working tokens. Tokens have full entropy, so a pla
 A tenant's ``outbound_allow_cidrs`` are the non-global networks its callbacks and IVR
 lookups may reach (:mod:`engine.domain.netpolicy`); its ``callback_url`` is checked
 against them when it is set.
+
+A token's ``last_used_at`` is written when it authenticates, at most once a minute per
+token (only when the stored value is older than :data:`LAST_USED_GRANULARITY`), so a busy
+ERP does not cost a write per request.
+
+The tenant's ``callback_secret`` (the HMAC key of its callbacks) is generated here and
+stored sealed by :class:`~engine.secrets.Keyring` (in plaintext while no key is configured;
+``ctc secrets rotate`` seals it later).
 """
 
 from __future__ import annotations
@@ -18,12 +26,19 @@ import time
 import uuid
 
 import asyncpg
+import structlog
 
 from engine.domain.netpolicy import Network, OutboundPolicy, check_url
-from engine.errors import Conflict, DatabaseUnavailable, NotFound
+from engine.errors import Conflict, DatabaseUnavailable, NotFound, StoreError
+from engine.secrets import Keyring
 from engine.store.database import Database
 
-__all__ = ["IssuedToken", "Tenant", "TenantRepository", "hash_token"]
+__all__ = ["LAST_USED_GRANULARITY", "IssuedToken", "Tenant", "TenantRepository", "hash_token"]
+
+log = structlog.get_logger(__name__)
+
+LAST_USED_GRANULARITY = 60
+"""Seconds: ``api_token.last_used_at`` is rewritten only when older than this."""
 
 _TOKEN_PREFIX = "ctc_"
 
@@ -80,8 +95,11 @@ class TenantRepository:
     cached for ``cache_ttl`` seconds: deactivating a tenant or revoking a token takes
     effect within that time."""
 
-    def __init__(self, db: Database, *, cache_ttl: float = 5.0) -> None:
+    def __init__(
+        self, db: Database, *, keyring: Keyring | None = None, cache_ttl: float = 5.0
+    ) -> None:
         self._db = db
+        self._keyring = Keyring() if keyring is None else keyring  # None: no key configured
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[float, Tenant]] = {}
 
@@ -112,12 +130,13 @@ class TenantRepository:
             check_url(callback_url, policy, field="callback_url")
         try:
             row = await self._db.fetchrow(
-                f"INSERT INTO tenant (slug, name, callback_url, outbound_allow_cidrs) "
-                f"VALUES ($1, $2, $3, $4) RETURNING {_TENANT_COLS}",
+                f"INSERT INTO tenant (slug, name, callback_url, outbound_allow_cidrs, "
+                f"callback_secret) VALUES ($1, $2, $3, $4, $5) RETURNING {_TENANT_COLS}",
                 slug,
                 name,
                 callback_url,
                 list(policy.allow),
+                self._keyring.seal_if_configured(secrets.token_hex(32)),
             )
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"tenant {slug!r} already exists") from exc
@@ -184,7 +203,7 @@ class TenantRepository:
         )
         if secret is None:
             raise NotFound("tenant", tenant_id)
-        return secret
+        return self._keyring.open(secret, what=f"callback_secret of tenant {tenant_id}")
 
     async def issue_token(self, tenant_slug: str, name: str = "") -> IssuedToken:
         tenant = await self.by_slug(tenant_slug)
@@ -207,9 +226,29 @@ class TenantRepository:
         if cached is not None:
             return cached
         row = await self._db.fetchrow(
-            "SELECT t.id, t.slug, t.name, t.callback_url, t.is_active, t.outbound_allow_cidrs "
+            "SELECT t.id, t.slug, t.name, t.callback_url, t.is_active, t.outbound_allow_cidrs, "
+            "       k.id AS token_id, k.last_used_at IS NULL "
+            "       OR k.last_used_at < now() - $2::float8 * interval '1 second' AS stale "
             "FROM api_token k JOIN tenant t ON t.id = k.tenant_id "
             "WHERE k.token_hash = $1 AND k.revoked_at IS NULL AND t.is_active",
             digest,
+            float(LAST_USED_GRANULARITY),
         )
-        return None if row is None else self._remember(key, _tenant(row))
+        if row is None:
+            return None
+        if row["stale"]:
+            await self._touch(row["token_id"])
+        return self._remember(key, _tenant(row))
+
+    async def _touch(self, token_id: uuid.UUID) -> None:
+        """Set ``last_used_at``; bookkeeping only, so a failure does not refuse the request."""
+        try:
+            await self._db.execute(
+                "UPDATE api_token SET last_used_at = now() WHERE id = $1 "
+                "AND (last_used_at IS NULL "
+                "     OR last_used_at < now() - $2::float8 * interval '1 second')",
+                token_id,
+                float(LAST_USED_GRANULARITY),
+            )
+        except StoreError as exc:
+            log.warning("api_token.last_used_not_written", token_id=str(token_id), error=str(exc))

@@ -12,16 +12,22 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import SecretStr
 
 from engine.config import (
     AgiSettings,
     ApiSettings,
     AriSettings,
     DatabaseSettings,
+    SecretsSettings,
     Settings,
     TcpSettings,
 )
 from engine.daemon import Engine
+from engine.secrets import Keyring
+
+# The key of the shared engine's stored secrets (tests may open what it sealed).
+SECRET_KEY = Keyring.generate_key()
 
 
 def free_port() -> int:
@@ -44,6 +50,7 @@ async def engine(migrated_db: str) -> AsyncIterator[Engine]:
                 max_body_bytes=16384,
                 tcp=TcpSettings(enabled=True, host="127.0.0.1", port=free_port()),
             ),
+            secrets=SecretsSettings(key=SecretStr(SECRET_KEY)),
         )
         async with Engine(settings) as running:
             await asyncio.wait_for(running.database_ready.wait(), 30)

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 
 from engine.config import (
     AgiSettings,
@@ -26,11 +27,13 @@ from engine.config import (
     AriSettings,
     CallbackSettings,
     DatabaseSettings,
+    SecretsSettings,
     Settings,
 )
 from engine.daemon import Engine
 from engine.domain.call import CallStatus
-from engine.notifier import CallbackNotifier
+from engine.notifier import CallbackNotifier, verify_signature
+from engine.secrets import PREFIX, Keyring
 from engine.store import Database, Store
 from engine.store.migrations import default_migrations_dir, migrate
 from engine.store.sessions import NewSession
@@ -146,7 +149,10 @@ FAST = {"timeout": 2.0, "backoff_initial": 0.02, "backoff_max": 0.1}
 
 
 @contextlib.asynccontextmanager
-async def running_engine(db_url: str, **callbacks: Any) -> AsyncIterator[Engine]:
+async def running_engine(
+    db_url: str, *, secret_key: str | None = None, **callbacks: Any
+) -> AsyncIterator[Engine]:
+    """An engine over ``db_url``; ``secret_key`` seals the secrets it stores (None: no key)."""
     with tempfile.TemporaryDirectory(prefix="ctc-cb-") as tmp:
         settings = Settings(
             agi=AgiSettings(enabled=False),  # port 4573 is the e2e engines'
@@ -154,6 +160,7 @@ async def running_engine(db_url: str, **callbacks: Any) -> AsyncIterator[Engine]
             database=DatabaseSettings(url=db_url),
             api=ApiSettings(socket=Path(tmp) / "engine.sock", socket_mode="0600"),
             callbacks=CallbackSettings(**{**FAST, "max_attempts": 10, **callbacks}),
+            secrets=SecretsSettings(key=None if secret_key is None else SecretStr(secret_key)),
         )
         async with Engine(settings) as engine:
             await asyncio.wait_for(engine.database_ready.wait(), WAIT)
@@ -451,3 +458,49 @@ async def test_two_notifiers_on_one_database_never_send_twice(
         by_session.setdefault(r.json["session_id"], []).append(r.json["seq"])
     assert all(seqs == [2, 3, 4, 5] for seqs in by_session.values())
     assert len(by_session) == sessions
+
+
+async def test_callback_secrets_are_stored_encrypted_and_callbacks_still_verify(
+    receiver: Receiver,
+) -> None:
+    url = await create_database("ctc_cb_sec")  # rotation below touches every tenant
+    try:
+        await migrate(url, default_migrations_dir())
+        async with running_engine(url) as engine:  # no key: as before an upgrade
+            old_slug, old_secret = await _tenant(engine, receiver.url)
+        async with (
+            Database(url) as db,
+            running_engine(url, secret_key=Keyring.generate_key()) as engine,
+            api_of(engine) as api,
+        ):
+
+            async def stored(slug: str) -> str:
+                value: str = await db.fetchval(
+                    "SELECT callback_secret FROM tenant WHERE slug = $1", slug
+                )
+                return value
+
+            slug, secret = await _tenant(engine, receiver.url)
+            assert (await stored(slug)).startswith(PREFIX)
+            assert secret not in await stored(slug)
+            assert await stored(old_slug) == old_secret  # plaintext until rotated
+
+            async def signed_with(slug: str, secret: str) -> None:
+                sid = await _call(api, slug, S.DIALING_AGENT)
+                await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 1)
+                (got,) = receiver.delivered(sid)
+                assert verify_signature(secret, got.body, got.headers["X-CTC-Signature"])
+                assert not verify_signature(
+                    "not-the-secret", got.body, got.headers["X-CTC-Signature"]
+                )
+
+            await signed_with(slug, secret)
+            await signed_with(old_slug, old_secret)
+
+            resealed = await engine.store.secrets.rotate()
+            assert resealed["tenant.callback_secret"] == 2  # default + the old tenant
+            assert (await stored(old_slug)).startswith(PREFIX)
+            assert old_secret not in await stored(old_slug)
+            await signed_with(old_slug, old_secret)  # the same key, now sealed
+    finally:
+        await drop_database(url)

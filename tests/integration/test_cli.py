@@ -202,3 +202,53 @@ async def test_db_unreachable_is_one_line(cli_env: dict[str, str]) -> None:
     assert code == 1
     assert err.startswith("error: cannot connect to PostgreSQL")
     assert len(err.strip().splitlines()) == 1
+
+
+async def test_config_check_warns_about_exposure_but_still_passes(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    exposed = tmp_path / "exposed.yaml"
+    exposed.write_text(
+        'api:\n  socket_mode: "0666"\n  tcp:\n    enabled: true\n    host: 0.0.0.0\n'
+    )
+    code, _, err = await _ctc("config", "check", str(exposed), env=cli_env)
+    assert code == 0, err
+    warns = [line for line in err.splitlines() if line.startswith("warn: ")]
+    assert len(warns) == 3
+    assert warns[0].startswith("warn: api.socket_mode 0666")
+    assert "put TLS in front (reverse proxy) or bind to loopback" in warns[1]
+    assert "no secrets key is configured" in warns[2]
+    assert err.splitlines()[-1] == f"ok: {exposed}"
+
+
+async def test_secrets_generate_key_then_rotate_encrypts_stored_secrets(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    from engine.store.migrations import default_migrations_dir, migrate
+    from tests.conftest import create_database, drop_database
+
+    code, key, err = await _ctc("secrets", "generate-key", env=cli_env)
+    assert code == 0, err
+    url = await create_database("ctc_cli_sec")  # rotation touches every tenant
+    try:
+        await migrate(url, default_migrations_dir())
+        env = {**cli_env, "CTC_DATABASE_URL": url}
+        code, _, err = await _ctc("secrets", "rotate", env=env)
+        assert code == 1
+        assert err.startswith("error: cannot rotate: no secrets key is configured")
+        key_file = tmp_path / "secret.key"
+        key_file.write_text(key)
+        key_file.chmod(0o600)
+        config = tmp_path / "with-key.yaml"
+        config.write_text(f"ari:\n  enabled: false\nsecrets:\n  key_file: {key_file}\n")
+        env["CTC_CONFIG"] = str(config)
+        code, out, err = await _ctc("secrets", "rotate", env=env)
+        assert code == 0, err
+        assert "tenant.callback_secret: 1 re-encrypted" in out.splitlines()
+        async with Database(url) as db:
+            stored = await db.fetchval("SELECT callback_secret FROM tenant")
+        assert stored.startswith("ctc-enc:v1:")
+        code, out, err = await _ctc("secrets", "rotate", env=env)
+        assert "tenant.callback_secret: 0 re-encrypted" in out.splitlines()
+    finally:
+        await drop_database(url)

@@ -620,6 +620,7 @@ def test_redacted_summary_is_json_and_complete() -> None:
         "agi",
         "calls",
         "callbacks",
+        "secrets",
     }
 
 
@@ -629,3 +630,107 @@ def test_summary_round_trips_through_a_file(tmp_path: Path) -> None:
     summary = redacted_summary(Settings())
     path = write(tmp_path, yaml.safe_dump(summary))
     assert load_settings(path, env={}) == Settings()
+
+
+# --------------------------------------------------------------------------- secrets key
+
+
+def test_secrets_key_file_is_read_and_masked(tmp_path: Path) -> None:
+    from engine.secrets import Keyring
+
+    key = Keyring.generate_key()
+    key_file = tmp_path / "secret.key"
+    key_file.write_text(f"# primary\n{key}\n", encoding="utf-8")
+    key_file.chmod(0o600)
+    settings = load_settings(write(tmp_path, "secrets:\n  key_file: secret.key\n"), env={})
+    assert settings.secrets.key is not None
+    assert Keyring.parse(settings.secrets.key.get_secret_value()).key_ids == Keyring((key,)).key_ids
+    summary = redacted_summary(settings)
+    assert summary["secrets"]["key"] == "***"
+    assert key not in json.dumps(summary)
+    assert key not in repr(settings)
+
+
+def test_a_secrets_key_file_others_may_read_is_refused(tmp_path: Path) -> None:
+    from engine.secrets import Keyring
+
+    key_file = tmp_path / "secret.key"
+    key_file.write_text(Keyring.generate_key(), encoding="utf-8")
+    key_file.chmod(0o644)
+    err = load_error(write(tmp_path, "secrets:\n  key_file: secret.key\n"))
+    assert err.field == "secrets.key_file"
+    assert err.line == 2
+    assert "accessible to other users (mode 0644)" in err.reason
+    assert "chmod 600" in err.reason
+
+
+def test_a_missing_secrets_key_file_names_the_file(tmp_path: Path) -> None:
+    err = load_error(write(tmp_path, "secrets:\n  key_file: nowhere.key\n"))
+    assert err.field == "secrets.key_file"
+    assert f"cannot read {tmp_path / 'nowhere.key'}" in err.reason
+
+
+def test_a_secrets_key_file_without_a_key_is_refused(tmp_path: Path) -> None:
+    key_file = tmp_path / "secret.key"
+    key_file.write_text("# to do\n", encoding="utf-8")
+    key_file.chmod(0o600)
+    err = load_error(write(tmp_path, "secrets:\n  key_file: secret.key\n"))
+    assert str(err).endswith("secrets.key_file: holds no key")
+
+
+def test_ctc_secret_key_overrides_the_key_file_and_is_checked(tmp_path: Path) -> None:
+    from engine.secrets import Keyring
+
+    key = Keyring.generate_key()
+    path = write(tmp_path, "secrets:\n  key_file: /nonexistent.key\n")
+    settings = load_settings(path, env={"CTC_SECRET_KEY": key})
+    assert settings.secrets.key is not None
+    assert settings.secrets.key.get_secret_value() == key
+    assert settings.secrets.key_file is None
+    err = load_error(path, env={"CTC_SECRET_KEY": f"{key},{SECRET}"})
+    assert err.field == "CTC_SECRET_KEY"
+    assert "secrets key #2 is not a Fernet key" in err.reason
+    assert SECRET not in str(err)
+
+
+# --------------------------------------------------------------------------- exposure warnings
+
+
+def _warnings(**sections: object) -> list[str]:
+    from engine.config import exposure_warnings
+    from engine.secrets import Keyring
+
+    data = {"secrets": {"key": Keyring.generate_key()}, **sections}
+    return exposure_warnings(Settings.model_validate(data, strict=False))
+
+
+def test_safe_settings_give_no_exposure_warning() -> None:
+    assert _warnings() == []
+    assert _warnings(api={"socket_mode": "0600", "tcp": {"enabled": True}}) == []
+    assert _warnings(api={"tcp": {"enabled": True, "host": "::1"}}) == []
+    assert _warnings(api={"tcp": {"enabled": True, "host": "localhost"}}) == []
+
+
+@pytest.mark.parametrize("mode", ["0666", "0664", "0670", "0661", "1660", "0770"])
+def test_a_socket_mode_wider_than_0660_is_warned_about(mode: str) -> None:
+    (warning,) = _warnings(api={"socket_mode": mode})
+    assert warning.startswith(f"api.socket_mode {mode}")
+    assert "outside 0660" in warning
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::", "pbx.example"])
+def test_tcp_on_a_non_loopback_address_is_warned_about(host: str) -> None:
+    (warning,) = _warnings(api={"tcp": {"enabled": True, "host": host}})
+    assert f"api.tcp.host {host} is not a loopback address" in warning
+    assert "put TLS in front (reverse proxy) or bind to loopback" in warning
+    assert _warnings(api={"tcp": {"enabled": False, "host": host}}) == []
+    open_metrics = {"enabled": True, "host": host, "metrics_token_required": False}
+    assert any("metrics_token_required is false" in w for w in _warnings(api={"tcp": open_metrics}))
+
+
+def test_no_secrets_key_is_warned_about() -> None:
+    from engine.config import exposure_warnings
+
+    (warning,) = exposure_warnings(Settings())
+    assert "no secrets key is configured" in warning
+    assert "ctc secrets rotate" in warning

@@ -16,6 +16,7 @@ from engine.doctor import (
     DirFacts,
     Facts,
     ModuleFacts,
+    SecretsFacts,
     _dir_facts,
     judge,
 )
@@ -276,3 +277,30 @@ def test_every_failure_says_how_to_fix() -> None:
     for line in found:
         assert line.startswith("FAIL ")
         assert ": " in line
+
+
+# -- stored secrets
+
+
+NONE_STALE = {"tenant.callback_secret": 0, "voip_provider.credentials": 0}
+
+
+def test_secrets_all_under_the_primary_key_is_ok() -> None:
+    checks = judge(healthy(secrets=SecretsFacts("ab12cd34", NONE_STALE)))
+    assert checks[1] == Check("ok", "stored secrets encrypted under the primary key ab12cd34")
+
+
+def test_secrets_under_an_old_key_or_plaintext_say_rotate() -> None:
+    stale = {**NONE_STALE, "tenant.callback_secret": 3}
+    check = judge(healthy(secrets=SecretsFacts("ab12cd34", stale)))[1]
+    assert check.level == "warn"
+    assert "(tenant.callback_secret: 3): run `ctc secrets rotate`" in check.text
+
+
+def test_no_secrets_key_is_a_warning_naming_the_setting_and_the_plaintext() -> None:
+    stale = {**NONE_STALE, "tenant.callback_secret": 1}
+    check = judge(healthy(secrets=SecretsFacts(None, stale)))[1]
+    assert check.level == "warn"
+    assert "CTC_SECRET_KEY or secrets.key_file" in check.text
+    assert "tenant.callback_secret: 1 stored in plaintext" in check.text
+    assert not any(c.failed for c in judge(healthy(secrets=SecretsFacts(None, stale))))
