@@ -118,6 +118,8 @@ class AmiFacts:
     password_set: bool
     error: str | None = None
     login_refused: bool = False  # connected, but Asterisk refused the login
+    hangup_handler: str = ""  # calls.hangup_handler ("" = off)
+    handler_found: bool | None = None  # its dialplan location exists; None: unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +336,20 @@ def judge_ami(ami: AmiFacts) -> list[Check]:
                 "must match ami.host and ami.port",
             )
         ]
-    return [Check("ok", f"{where}: logged in as {ami.username}")]
+    out = [Check("ok", f"{where}: logged in as {ami.username}")]
+    if ami.hangup_handler and ami.handler_found is False:
+        context, exten = ami.hangup_handler.split(",")[:2]
+        out.append(
+            Check(
+                "warn",
+                f"hangup handler {ami.hangup_handler} not in the dialplan: extensions.conf: "
+                f"copy [{context}] (extension {exten}) from the engine's dialplan/"
+                "extensions.conf, or hangups while the engine is down are estimated",
+            )
+        )
+    elif ami.hangup_handler and ami.handler_found:
+        out.append(Check("ok", f"hangup handler {ami.hangup_handler} is in the dialplan"))
+    return out
 
 
 # ----------------------------------------------------------------------------- gathering
@@ -347,7 +362,7 @@ async def gather(settings: Settings, *, wait: float = 5.0) -> Facts:
     database, (ari, ari_modules), (ami, ami_modules) = await asyncio.gather(
         _gather_database(settings, wait),
         _gather_ari(settings.ari, wait) if ari_on else _nothing(),
-        _gather_ami(settings.ami, wait) if ami_on else _nothing(),
+        _gather_ami(settings.ami, settings.calls.hangup_handler, wait) if ami_on else _nothing(),
     )
     modules: ModuleFacts | None = None
     if ari_modules is not None:
@@ -462,8 +477,15 @@ async def _ari_module(http: aiohttp.ClientSession, base: str, module: str) -> bo
     return None
 
 
-async def _gather_ami(s: AmiSettings, wait: float) -> tuple[AmiFacts, dict[str, bool] | None]:
-    facts = AmiFacts(where=f"{s.host}:{s.port}", username=s.username, password_set=bool(s.password))
+async def _gather_ami(
+    s: AmiSettings, hangup_handler: str, wait: float
+) -> tuple[AmiFacts, dict[str, bool] | None]:
+    facts = AmiFacts(
+        where=f"{s.host}:{s.port}",
+        username=s.username,
+        password_set=bool(s.password),
+        hangup_handler=hangup_handler,
+    )
     link = AmiLink.from_settings(
         s, reconnect=False, connect_timeout=wait, action_timeout=wait, events="off"
     )
@@ -483,6 +505,15 @@ async def _gather_ami(s: AmiSettings, wait: float) -> tuple[AmiFacts, dict[str, 
                 modules[m] = False  # "Module not loaded"
             except AmiError:
                 break  # the link went away: the rest stay unknown
+        if hangup_handler:
+            context, exten = hangup_handler.split(",")[:2]
+            try:
+                await link.action("ShowDialPlan", Context=context, Extension=exten)
+                facts = replace(facts, handler_found=True)
+            except AmiResponseError:
+                facts = replace(facts, handler_found=False)  # "Did not find context"
+            except AmiError:
+                pass  # unknown
     return facts, modules
 
 

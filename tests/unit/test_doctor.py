@@ -260,6 +260,21 @@ def test_ami_unreachable_names_manager_conf_general() -> None:
     assert "manager.conf: [general] enabled=yes, bindaddr and port" in line
 
 
+def test_a_hangup_handler_missing_from_the_dialplan_is_a_warning_naming_the_context() -> None:
+    checks = judge(healthy(ami=ami(hangup_handler="ctc-hangup,s,1", handler_found=False)))
+    warns = [c.line for c in checks if c.level == "warn"]
+    assert warns == [
+        "warn hangup handler ctc-hangup,s,1 not in the dialplan: extensions.conf: copy "
+        "[ctc-hangup] (extension s) from the engine's dialplan/extensions.conf, or hangups "
+        "while the engine is down are estimated"
+    ]
+
+
+def test_a_hangup_handler_in_the_dialplan_is_ok() -> None:
+    text = lines(healthy(ami=ami(hangup_handler="ctc-hangup,s,1", handler_found=True)))
+    assert "ok   hangup handler ctc-hangup,s,1 is in the dialplan" in text
+
+
 def test_ami_disabled() -> None:
     assert lines(healthy(ami=None))[-1] == "ok   AMI not used (ami.enabled: false)"
 
