@@ -274,8 +274,10 @@ class ProviderIn(_In):
     is_active: bool = True
     is_default: bool = False
     priority: int = Field(default=100, ge=0, le=10_000)
-    max_concurrent_calls: int | None = Field(default=None, ge=1)
-    calls_per_second: float | None = Field(default=None, gt=0, le=10_000)
+    max_concurrent_calls: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    calls_per_second: float | None = Field(
+        default=None, ge=0.01, le=10_000, description="Stored to 2 decimal places"
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="Non-secret settings")
     credentials: dict[str, str] = Field(
         default_factory=dict, description="Secrets (API keys); stored, never returned"

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -47,16 +47,22 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(status: int, code: str, message: str, details: object = None) -> web.Response:
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    details: object = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
     body = {"error": {"code": code, "message": message, "details": details}}
-    return web.json_response(body, status=status)
+    return web.json_response(body, status=status, headers=headers)
 
 
 def _translate(exc: BaseException) -> web.Response:
     """Map the project's errors to stable codes; anything else is a 500 (a bug)."""
     match exc:
         case BadRequest():
-            return _error(exc.status, exc.code, exc.message, exc.details)
+            return _error(exc.status, exc.code, exc.message, exc.details, exc.headers)
         case InvalidInput():
             details = [{"field": exc.field, "message": exc.reason}]
             return _error(422, "validation_error", str(exc), details)
@@ -74,10 +80,12 @@ def _translate(exc: BaseException) -> web.Response:
         case web.HTTPRequestEntityTooLarge():
             return _error(413, "body_too_large", "request body is too large")
         case web.HTTPMethodNotAllowed():
+            allowed = ", ".join(sorted(exc.allowed_methods))
             return _error(
                 405,
                 "method_not_allowed",
-                f"method not allowed; allowed: {', '.join(sorted(exc.allowed_methods))}",
+                f"method not allowed; allowed: {allowed}",
+                headers={"Allow": allowed},
             )
         case web.HTTPNotFound():
             return _error(404, "not_found", "no such route")
