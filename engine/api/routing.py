@@ -61,7 +61,8 @@ TENANT: web.RequestKey[Tenant] = web.RequestKey("tenant", Tenant)
 M = TypeVar("M", bound=BaseModel)
 
 
-# Containers nested deeper than this are refused (json's own limit is the C stack).
+# Containers nested deeper than this are refused (json's own limit is Python's recursion
+# limit, about 1000, and it raises RecursionError).
 MAX_JSON_DEPTH: Final = 32
 _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**63 - 1

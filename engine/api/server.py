@@ -25,7 +25,7 @@ from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
 from engine.api.routes import router
-from engine.api.routing import TENANT, BadRequest, validation_details
+from engine.api.routing import TENANT, BadRequest, text_problem, validation_details
 from engine.api.sse import OPEN_STREAMS, OpenStreams
 from engine.api.state import API_STATE, ApiState
 from engine.errors import (
@@ -131,12 +131,15 @@ def _auth(*, local: bool) -> Middleware:
         token = _bearer(request)
         tenant: Tenant | None = None
         if token is not None:
-            tenant = await tenants.by_token(token)
+            # header bytes that are not UTF-8 arrive as surrogates: such a token is no token
+            tenant = await tenants.by_token(token) if text_problem(token) is None else None
             if tenant is None:
                 raise BadRequest(401, "unauthorized", "invalid or revoked token")
         elif local:
             slug = request.headers.get("X-CTC-Tenant", "default")
             try:
+                if text_problem(slug) is not None:
+                    raise NotFound("tenant", slug)
                 tenant = await tenants.by_slug(slug)
             except NotFound as exc:
                 raise BadRequest(401, "unauthorized", f"unknown tenant {slug!r}") from exc

@@ -265,10 +265,15 @@ async def test_a_lone_surrogate_is_422_naming_the_field(tcp_api: Api, auth: dict
         assert "surrogate" in json.dumps(err)
 
 
-async def _raw_http(engine: Engine, head: bytes, body: bytes = b"") -> tuple[int, Any]:
+async def _raw_http(
+    engine: Engine, head: bytes, body: bytes = b"", *, unix: bool = False
+) -> tuple[int, Any]:
     """One request written byte for byte (clients refuse to send headers that are not
-    UTF-8); the status and the JSON body."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", engine.api.tcp_port)
+    UTF-8), over TCP or the Unix socket; the status and the JSON body."""
+    if unix:
+        reader, writer = await asyncio.open_unix_connection(str(engine.settings.api.socket))
+    else:
+        reader, writer = await asyncio.open_connection("127.0.0.1", engine.api.tcp_port)
     try:
         writer.write(head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
         writer.write(body)
@@ -278,6 +283,16 @@ async def _raw_http(engine: Engine, head: bytes, body: bytes = b"") -> tuple[int
         writer.close()
     status_line, _, rest = answer.partition(b"\r\n")
     return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+async def test_a_token_or_tenant_header_that_is_not_utf8_is_401(engine: Engine) -> None:
+    get = b"GET /api/v1/voip-providers HTTP/1.1\r\nHost: x\r\n"
+    status, err = await _raw_http(engine, get + b"Authorization: Bearer ctc_\xff\xfe\r\n")
+    assert status == 401, err
+    _error(err, "unauthorized")
+    status, err = await _raw_http(engine, get + b"X-CTC-Tenant: de\xfffault\r\n", unix=True)
+    assert status == 401, err
+    _error(err, "unauthorized")
 
 
 async def test_a_header_that_is_not_utf8_is_422_or_stored_readably(
@@ -385,6 +400,29 @@ async def test_calls_per_second_below_a_hundredth_is_422_not_a_database_error(
     )
     assert status == 201, body
     assert body["calls_per_second"] == 0.01
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00Z"],
+)
+async def test_a_time_the_database_cannot_store_as_utc_is_422_naming_it(
+    tcp_api: Api, auth: dict[str, str], when: str
+) -> None:
+    status, err, _ = await tcp_api.call(
+        "POST",
+        "/api/v1/agent-activity",
+        json={"agent_id": "a1", "activity": "login", "occurred_at": when},
+        headers=auth,
+    )
+    assert status == 422, err
+    assert _fields(err) == {"occurred_at"}
+    for path in (f"{C2C}/sessions", f"{C2C}/stats"):
+        status, err, _ = await tcp_api.call(
+            "GET", path, params={"created_after": when}, headers=auth
+        )
+        assert status == 422, (path, err)
+        assert _fields(err) == {"created_after"}
 
 
 async def test_an_ivr_menu_variable_must_be_a_name_even_without_input(
