@@ -479,6 +479,33 @@ async def test_every_operation_documents_the_errors_its_kind_can_give(tcp_api: A
     }
 
 
+async def test_a_streamed_event_matches_its_documented_schema(
+    engine: Engine, tcp_api: Api, auth: dict[str, str]
+) -> None:
+    from jsonschema import Draft202012Validator
+
+    _, doc, _ = await tcp_api.call("GET", "/api/v1/openapi.json")
+    status, call, _ = await tcp_api.call("POST", INITIATE, json=_call(), headers=auth)
+    assert status == 202, call
+    base = f"http://127.0.0.1:{engine.api.tcp_port}"
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session,
+        session.get(f"{base}{EVENTS}", params={"after": "0"}, headers=auth) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        message: dict[str, Any] = {}
+        async with asyncio.timeout(WAIT):
+            while "data" not in message:  # id and event come before data
+                line = (await resp.content.readline()).decode().rstrip("\n")
+                name, _, value = line.partition(": ")
+                if name in ("id", "event", "data"):
+                    message[name] = value
+    envelope = doc["paths"][EVENTS]["get"]["responses"]["200"]["content"]["text/event-stream"]
+    Draft202012Validator(envelope["schema"]).validate(message)
+    data = {"$ref": "#/components/schemas/StreamEventOut", "components": doc["components"]}
+    Draft202012Validator(data).validate(json.loads(message["data"]))
+
+
 # -- event stream caps ------------------------------------------------------------------------
 
 
@@ -492,6 +519,13 @@ async def _stream(
         async with asyncio.timeout(WAIT):
             assert (await resp.content.readline()).startswith(b"retry:")
         yield resp
+
+
+def test_the_stream_caps_come_from_the_api_settings(engine: Engine) -> None:
+    api = engine.settings.api
+    assert (api.max_event_streams_per_tenant, api.max_event_streams) == (20, 200)
+    limits = engine.state.streams
+    assert (limits.per_tenant, limits.total) == (20, 200)
 
 
 class _WatchedLimits(StreamLimits):
