@@ -272,6 +272,9 @@ class ApiSettings(_Section):
     socket: FsPath = Path("/run/ctc/engine.sock")
     socket_mode: Annotated[int, BeforeValidator(_octal_mode)] = 0o660
     max_body_bytes: int = Field(default=65536, gt=0)
+    # open GET /api/v1/events streams (each holds a connection and a queue); one more is 429
+    max_event_streams_per_tenant: int = Field(default=20, ge=1)
+    max_event_streams: int = Field(default=200, ge=1)
     tcp: TcpSettings = Field(default_factory=TcpSettings)
 
 

@@ -19,6 +19,7 @@ import structlog
 
 from engine.api.routes import router
 from engine.api.server import ApiServer
+from engine.api.sse import StreamLimits
 from engine.api.state import ApiState
 from engine.asterisk.agi import AgiServer
 from engine.asterisk.agi_ivr import AgiIvr
@@ -109,6 +110,10 @@ class Engine:
             openapi=router.openapi(),
             events=self.events,
             controls=CallControls(self.ari, self.store) if self.ari is not None else None,
+            streams=StreamLimits(
+                per_tenant=settings.api.max_event_streams_per_tenant,
+                total=settings.api.max_event_streams,
+            ),
         )
         api = settings.api
         self.api = ApiServer(

@@ -23,6 +23,17 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        self.event_streams = Gauge(
+            "ctc_event_streams",
+            "Open GET /api/v1/events streams",
+            registry=self.registry,
+        )
+        self.event_streams_refused = Counter(
+            "ctc_event_streams_refused_total",
+            "Event streams refused (429) by the cap reached (tenant or global)",
+            ["scope"],
+            registry=self.registry,
+        )
         self.calls_initiated = Counter(
             "ctc_calls_initiated_total",
             "Click-to-call sessions created",

@@ -7,10 +7,11 @@ is generated from them, so the document cannot drift from what the routes accept
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -66,6 +67,20 @@ AgentTarget = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=80, pattern=r"^[\w+@./:-]+$"),
 ]
+
+
+def _utc_representable(value: datetime) -> datetime:
+    try:
+        utc = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+    if utc in (datetime.min, datetime.max):  # asyncpg stores these as -/+infinity
+        raise ValueError("out of range")
+    return value
+
+
+# A time the database can take: stored as UTC, so year 1 at +14:00 is not one.
+Instant = Annotated[datetime, AfterValidator(_utc_representable)]
 Activity = Literal["login", "logout", "available", "busy", "break", "wrap_up", "on_call", "offline"]
 
 
@@ -185,8 +200,8 @@ class SessionListQuery(_In):
     agent_id: str | None = None
     customer_number: str | None = Field(default=None, description="E.164")
     external_ref: str | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
+    created_after: Instant | None = None
+    created_before: Instant | None = None
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, description="next_cursor of the previous page")
 
@@ -279,8 +294,10 @@ class ProviderIn(_In):
     is_active: bool = True
     is_default: bool = False
     priority: int = Field(default=100, ge=0, le=10_000)
-    max_concurrent_calls: int | None = Field(default=None, ge=1)
-    calls_per_second: float | None = Field(default=None, gt=0, le=10_000)
+    max_concurrent_calls: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    calls_per_second: float | None = Field(
+        default=None, ge=0.01, le=10_000, description="Stored to 2 decimal places"
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="Non-secret settings")
     credentials: dict[str, str] = Field(
         default_factory=dict, description="Secrets (API keys); stored, never returned"
@@ -313,7 +330,7 @@ class AgentActivityIn(_In):
     activity: Activity
     session_id: uuid.UUID | None = None
     details: dict[str, Any] = Field(default_factory=dict)
-    occurred_at: datetime | None = Field(default=None, description="Defaults to now")
+    occurred_at: Instant | None = Field(default=None, description="Defaults to now")
 
 
 class AgentActivityOut(_Out):
@@ -334,8 +351,8 @@ class WebhookAcceptedOut(_Out):
 
 
 class StatsQuery(_In):
-    created_after: datetime | None = None
-    created_before: datetime | None = None
+    created_after: Instant | None = None
+    created_before: Instant | None = None
     agent_id: str | None = None
 
 

@@ -45,13 +45,23 @@ from engine.api.models import (
     TransferOut,
     WebhookAcceptedOut,
 )
-from engine.api.routing import ApiRequest, BadRequest, Router, json_response, parse_json_object
+from engine.api.routing import (
+    ApiRequest,
+    BadRequest,
+    Router,
+    json_response,
+    printable,
+    read_form,
+    read_json_object,
+    text_problem,
+)
 from engine.api.state import API_STATE, METRICS_NEED_TOKEN
 from engine.asterisk.controls import CallControls, require_connected
 from engine.domain.click_to_call import Leg
 from engine.domain.ivr import IvrMenu
 from engine.domain.phone import to_e164
 from engine.errors import ClosedResourceError, ConfigError, InvalidInput, NotFound
+from engine.events import EventBus
 from engine.ivr_yaml import dump_menus, load_menus
 from engine.store.ivr import StoredIvrMenu
 from engine.store.providers import PROVIDER_TYPES, NewProvider
@@ -85,8 +95,13 @@ async def initiate_call(req: ApiRequest) -> web.StreamResponse:
     the first session (header `Idempotent-Replayed: true`); the same key with a different
     body is 409."""
     key = req.raw.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= 200:
-        raise BadRequest(422, "validation_error", "Idempotency-Key must be 1-200 characters")
+    if key is not None and (not 1 <= len(key) <= 200 or text_problem(key) is not None):
+        raise BadRequest(
+            422,
+            "validation_error",
+            "Idempotency-Key must be 1-200 characters of UTF-8 text",
+            [{"field": "Idempotency-Key", "message": "expected 1-200 characters of UTF-8"}],
+        )
     state = req.raw.app[API_STATE]
     session, created = await state.calls.initiate(
         req.require_tenant(), req.body_as(InitiateIn), idempotency_key=key
@@ -401,7 +416,7 @@ _LAST_EVENT_ID = {
     tags=("events",),
     query=EventsQuery,
     headers=(_LAST_EVENT_ID,),
-    responses={200: StreamEventOut, 401: E, 404: E, 422: E, 503: E},
+    responses={200: StreamEventOut, 401: E, 404: E, 422: E, 429: E, 503: E},
     response_content="text/event-stream",
 )
 async def stream_events(req: ApiRequest) -> web.StreamResponse:
@@ -410,7 +425,9 @@ async def stream_events(req: ApiRequest) -> web.StreamResponse:
     `: keepalive` comment every 15 s of silence. With `Last-Event-ID` (or `after`), the
     events after that id are replayed from the database first, then the stream goes live,
     without gaps or repeats. The stream ends when the engine shuts down, after a large replay,
-    or when the client falls too far behind: reconnect with `Last-Event-ID` to carry on."""
+    or when the client falls too far behind: reconnect with `Last-Event-ID` to carry on.
+    Open streams are capped per tenant and in all (`api.max_event_streams_per_tenant`,
+    `api.max_event_streams`): one more is 429 `too_many_streams` with `Retry-After`."""
     tenant = req.require_tenant()
     q = req.query_as(EventsQuery)
     after = _last_event_id(req)
@@ -421,13 +438,40 @@ async def stream_events(req: ApiRequest) -> web.StreamResponse:
         await state.store.sessions.get(tenant.id, q.session_id)  # 404 unless the tenant's
     if state.events is None:
         raise ClosedResourceError("the event stream is not available")
-    sub = state.events.subscribe(tenant_id=tenant.id, session_id=q.session_id)
+    try:
+        state.streams.acquire(tenant.id)
+    except sse.TooManyStreams as exc:
+        state.metrics.event_streams_refused.labels(exc.scope).inc()
+        raise BadRequest(
+            429,
+            "too_many_streams",
+            str(exc),
+            {"scope": exc.scope, "limit": exc.limit},
+            headers={"Retry-After": str(sse.CAPPED_RETRY_AFTER_S)},
+        ) from None
+    state.metrics.event_streams.inc()
+    try:
+        return await _stream(req, state.events, tenant.id, q.session_id, after)
+    finally:
+        state.metrics.event_streams.dec()
+        state.streams.release(tenant.id)
+
+
+async def _stream(
+    req: ApiRequest,
+    events: EventBus,
+    tenant_id: uuid.UUID,
+    session_id: uuid.UUID | None,
+    after: int | None,
+) -> web.StreamResponse:
+    """One open stream: subscribed first, replayed second (see engine.api.sse)."""
+    store = req.raw.app[API_STATE].store
+    sub = events.subscribe(tenant_id=tenant_id, session_id=session_id)
     with req.raw.app[sse.OPEN_STREAMS].track(sub):
-        # subscribed first, replayed second: see engine.api.sse for why that has no gap
         replay: list[CallEvent] = []
         if after is not None:
-            replay = await state.store.sessions.events_after(
-                tenant.id, after, session_id=q.session_id, limit=sse.REPLAY_LIMIT + 1
+            replay = await store.sessions.events_after(
+                tenant_id, after, session_id=session_id, limit=sse.REPLAY_LIMIT + 1
             )
         resp = web.StreamResponse(
             headers={
@@ -588,10 +632,7 @@ async def put_ivr_menu(req: ApiRequest) -> web.StreamResponse:
     menu bumps its `version`; 201 when it is new."""
     tenant = req.require_tenant()
     name = req.raw.match_info["name"]
-    text = await req.raw.text()
-    if not text.strip():
-        raise BadRequest(400, "invalid_json", "request body is empty; expected a JSON object")
-    data = parse_json_object(text)  # 400 unless JSON, 422 unless an object
+    text, data = await read_json_object(req.raw)  # 400 unless JSON, 422 unless an object
     repo = req.raw.app[API_STATE].store.ivr
     stored = await repo.all(tenant.id)
     others = _menu_entries({n: m for n, m in stored.items() if n != name})
@@ -672,7 +713,8 @@ async def receive_webhook(req: ApiRequest) -> web.StreamResponse:
     )
     event_type = next((str(payload[f]) for f in _EVENT_FIELDS if payload.get(f)), None)
     keep = ("Content-Type", "User-Agent", "X-Twilio-Signature", "X-Exotel-Signature")
-    headers = {h: req.raw.headers[h] for h in keep if h in req.raw.headers}
+    # stored as received, except bytes that were not UTF-8 (aiohttp keeps them as surrogates)
+    headers = {h: printable(req.raw.headers[h]) for h in keep if h in req.raw.headers}
     entry = await req.raw.app[API_STATE].store.webhooks.record(
         req.require_tenant().id,
         provider_type,
@@ -686,11 +728,11 @@ async def receive_webhook(req: ApiRequest) -> web.StreamResponse:
 
 async def _webhook_payload(request: web.Request) -> dict[str, Any]:
     if request.content_type == "application/x-www-form-urlencoded":
-        form = await request.post()
-        return {k: str(v) for k, v in form.items()}
-    return parse_json_object(
-        await request.text(), what="webhook body (not form-encoded)", not_object_status=400
+        return dict(await read_form(request, what="webhook body"))
+    _, payload = await read_json_object(
+        request, what="webhook body (not form-encoded)", not_object_status=400
     )
+    return payload
 
 
 @router.route(

@@ -2,18 +2,34 @@
 
 Each endpoint names the pydantic models of its body, query and responses. The same models
 validate requests and generate ``/api/v1/openapi.json``, so the document describes exactly
-what the routes accept.
+what the routes accept. The error statuses every endpoint of a kind can give (401 with
+auth, 400/413/415/422 with a body, ...) are added here too, so no route can forget one.
+
+Every request body goes through one decoding step before a model sees it, because the
+database and the JSON encoder refuse things Python's ``json`` accepts:
+
+1. media type: the endpoint's (JSON unless it says otherwise; no Content-Type is read as
+   JSON), ``charset`` absent or UTF-8 — else 415;
+2. strict UTF-8 — else 400 ``invalid_encoding``;
+3. JSON with bounded nesting (:data:`MAX_JSON_DEPTH`) — else 400 ``invalid_json``;
+4. every string and key free of NUL and lone surrogates (PostgreSQL text cannot hold
+   them), every number a finite float or a 64-bit integer — else 422 naming the field.
+
+Query and path parameters get step 4 too (NUL arrives percent-encoded).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -24,6 +40,7 @@ from engine.errors import NotFound
 from engine.store.tenants import Tenant
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "TENANT",
     "ApiRequest",
     "BadRequest",
@@ -31,6 +48,10 @@ __all__ = [
     "Router",
     "json_response",
     "parse_json_object",
+    "printable",
+    "read_form",
+    "read_json_object",
+    "text_problem",
     "validation_details",
 ]
 
@@ -40,15 +61,34 @@ TENANT: web.RequestKey[Tenant] = web.RequestKey("tenant", Tenant)
 M = TypeVar("M", bound=BaseModel)
 
 
+# Containers nested deeper than this are refused (json's own limit is Python's recursion
+# limit, about 1000, and it raises RecursionError).
+MAX_JSON_DEPTH: Final = 32
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**63 - 1
+_JSON: Final = "application/json"
+_SSE: Final = "text/event-stream"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class BadRequest(Exception):
     """A request the API refuses before any handler runs; becomes a JSON 4xx."""
 
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -148,6 +188,12 @@ class Router:
         headers: Sequence[Mapping[str, Any]] = (),
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
+            common = _common_responses(
+                path,
+                auth=auth,
+                body=body is not None or body_content is not None,
+                params=query is not None or bool(headers),
+            )
             self.endpoints.append(
                 Endpoint(
                     method.upper(),
@@ -157,7 +203,7 @@ class Router:
                     tags,
                     body,
                     query,
-                    dict(responses),
+                    dict(sorted({**common, **responses}.items())),
                     auth,
                     body_content,
                     response_content,
@@ -273,14 +319,52 @@ def _operation(ep: Endpoint, schemas: dict[str, Any]) -> dict[str, Any]:
         if model is None:
             responses[str(status)] = {"description": _reason(status)}
         else:
+            schema = _sse_event(model) if media == _SSE else _ref(model)
             responses[str(status)] = {
                 "description": _reason(status),
-                "content": {media: {"schema": _ref(model)}},
+                "content": {media: {"schema": schema}},
             }
     op["responses"] = responses
     if ep.auth:
         op["security"] = [{"bearer": []}]
     return op
+
+
+def _common_responses(
+    path: str, *, auth: bool, body: bool, params: bool
+) -> dict[int, type[BaseModel] | None]:
+    """The error answers an endpoint can give by its kind alone, all in the error shape."""
+    from engine.api.models import ErrorOut
+
+    statuses: set[int] = set()
+    if auth:
+        statuses |= {401, 503}  # no valid token; the database is unreachable
+    if body:
+        statuses |= {400, 413, 415, 422}  # not JSON or not UTF-8; too large; media type
+    if params:
+        statuses.add(422)
+    if _path_names(path):
+        statuses.add(404)  # a path id that names nothing
+    return dict.fromkeys(statuses, ErrorOut)
+
+
+def _sse_event(model: type[BaseModel]) -> dict[str, Any]:
+    """The schema of one message of an event stream (OpenAPI 3.1: a ``text/event-stream``
+    schema describes each event, not the stream): its ``data`` is ``model`` as JSON."""
+    return {
+        "type": "object",
+        "required": ["id", "event", "data"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The event id"},
+            "event": {"type": "string", "description": "The event's event_type"},
+            "data": {
+                "type": "string",
+                "contentMediaType": _JSON,
+                "contentSchema": _ref(model),
+            },
+            "retry": {"type": "integer", "description": "Reconnect delay (ms)"},
+        },
+    }
 
 
 def _path_names(path: str) -> list[str]:
@@ -298,6 +382,11 @@ def _adapter(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
         tenant = request.get(TENANT)
         if ep.auth and tenant is None:
             raise BadRequest(401, "unauthorized", "missing or invalid bearer token")
+        for name, value in request.match_info.items():
+            if text_problem(value) is not None:
+                raise NotFound(name, printable(value))  # no row has such a key
+        if ep.body is not None or ep.body_content is not None:
+            _require_media_type(request, ep.body_content or (_JSON,))
         query = None
         if ep.query is not None:
             query = _parse_query(ep.query, request)
@@ -311,6 +400,13 @@ def _adapter(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
 
 
 def _parse_query(model: type[BaseModel], request: web.Request) -> BaseModel:
+    problems = [
+        {"field": printable(key), "message": problem}
+        for key, value in request.query.items()
+        if (problem := text_problem(key) or text_problem(value)) is not None
+    ]
+    if problems:
+        raise BadRequest(422, "validation_error", "invalid query parameters", problems)
     raw: dict[str, Any] = {}
     for key in request.query:
         info = model.model_fields.get(key)
@@ -326,29 +422,167 @@ def _parse_query(model: type[BaseModel], request: web.Request) -> BaseModel:
         ) from exc
 
 
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text (PostgreSQL refuses NUL, and lone surrogates
+    are not Unicode that UTF-8 can carry), or None."""
+    if "\x00" in value:
+        return "must not contain NUL (\\u0000)"
+    if _SURROGATE.search(value):
+        return "must be valid Unicode (no lone surrogates)"
+    return None
+
+
+def printable(value: str) -> str:
+    """``value`` safe to echo in an error body: NUL and lone surrogates as escapes."""
+    return value.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode()
+
+
+def _require_media_type(request: web.Request, accepted: Collection[str]) -> None:
+    """415 unless the body's media type is one the endpoint reads, in UTF-8. No
+    Content-Type at all is read as JSON (when JSON is accepted)."""
+    if "Content-Type" not in request.headers:
+        if _JSON in accepted:
+            return
+        media = "(none)"
+    else:
+        media = request.content_type
+        charset = request.charset
+        if media in accepted or (media.endswith("+json") and _JSON in accepted):
+            if charset is None or charset.strip().lower() in ("utf-8", "utf8"):
+                return
+            raise BadRequest(
+                415,
+                "unsupported_media_type",
+                f"unsupported charset {printable(charset)!r}; send UTF-8",
+                [{"field": "Content-Type", "message": "charset must be utf-8"}],
+            )
+    raise BadRequest(
+        415,
+        "unsupported_media_type",
+        f"unsupported Content-Type {printable(media)!r}; expected {' or '.join(accepted)}",
+        [{"field": "Content-Type", "message": f"expected {' or '.join(accepted)}"}],
+    )
+
+
+async def _read_utf8(request: web.Request, what: str) -> str:
+    raw = await request.read()  # 413 past client_max_size
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(
+            400,
+            "invalid_encoding",
+            f"{what} is not UTF-8: invalid byte at offset {exc.start}",
+            [{"field": "body", "message": "must be UTF-8"}],
+        ) from None
+
+
+async def read_json_object(
+    request: web.Request, *, what: str = "body", not_object_status: int = 422
+) -> tuple[str, dict[str, Any]]:
+    """The body as text and as the JSON object it must be; a clear 4xx otherwise."""
+    text = await _read_utf8(request, what)
+    if not text.strip():
+        raise BadRequest(400, "invalid_json", f"{what} is empty; expected a JSON object")
+    return text, parse_json_object(text, what=what, not_object_status=not_object_status)
+
+
+async def read_form(request: web.Request, *, what: str = "body") -> dict[str, str]:
+    """A form-encoded body (UTF-8, also inside %-escapes); repeated keys keep the last."""
+    text = await _read_utf8(request, what)
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest(
+            400,
+            "invalid_encoding",
+            f"{what} is not UTF-8 inside a %-escape",
+            [{"field": "body", "message": "must be UTF-8"}],
+        ) from None
+    form = dict(pairs)
+    _check_tree(form, what)
+    return form
+
+
+class _HugeInt(str):
+    """A JSON integer too long to be a 64-bit one (kept as text: converting a long one is
+    slow, and past 4300 digits Python refuses)."""
+
+
+def _parse_int(text: str) -> int | _HugeInt:
+    return _HugeInt(text) if len(text) > 20 else int(text)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BadRequest(400, "invalid_json", f"{name} is not JSON (numbers must be finite)")
+
+
 def parse_json_object(
     text: str, *, what: str = "body", not_object_status: int = 422
 ) -> dict[str, Any]:
     """Decode a request body that must be one JSON object; a clear 4xx otherwise."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=_parse_int, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise BadRequest(
             400,
             "invalid_json",
             f"{what} is not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}",
         ) from exc
+    except RecursionError:
+        raise _too_deep(what, "body") from None
     if not isinstance(data, dict):
         code = "invalid_json" if not_object_status == 400 else "validation_error"
         raise BadRequest(not_object_status, code, f"{what} must be a JSON object")
+    _check_tree(data, what)
     return data
 
 
+def _too_deep(what: str, field: str) -> BadRequest:
+    return BadRequest(
+        400,
+        "invalid_json",
+        f"{what} nests deeper than {MAX_JSON_DEPTH} levels",
+        [{"field": field, "message": f"nested deeper than {MAX_JSON_DEPTH} levels"}],
+    )
+
+
+def _check_tree(data: Any, what: str) -> None:
+    """Step 4 of the module docstring over a decoded body, without recursion: 422 naming
+    every field (up to 20) that cannot be stored."""
+    problems: list[dict[str, str]] = []
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack and len(problems) < 20:
+        value, field, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise _too_deep(what, field or "body")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                name = printable(str(key))
+                sub = f"{field}.{name}" if field else name
+                if isinstance(key, str) and (problem := text_problem(key)) is not None:
+                    problems.append({"field": sub, "message": f"key {problem}"})
+                stack.append((item, sub, depth + 1))
+            continue
+        problem = None
+        if isinstance(value, _HugeInt):
+            problem = "integer out of range (64-bit)"
+        elif isinstance(value, str):
+            problem = text_problem(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            problem = "number out of range"
+        elif isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
+            problem = "integer out of range (64-bit)"
+        if problem is not None:
+            problems.append({"field": field or "body", "message": problem})
+    if problems:
+        problems.sort(key=lambda p: p["field"])
+        raise BadRequest(422, "validation_error", f"invalid {what}", problems)
+
+
 async def _parse_body(model: type[BaseModel], request: web.Request) -> BaseModel:
-    text = await request.text()
-    if not text.strip():
-        raise BadRequest(400, "invalid_json", "request body is empty; expected a JSON object")
-    data = parse_json_object(text)
+    _, data = await read_json_object(request)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -29,7 +29,7 @@ from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
 from engine.api.routes import router
-from engine.api.routing import TENANT, BadRequest, validation_details
+from engine.api.routing import TENANT, BadRequest, text_problem, validation_details
 from engine.api.sse import OPEN_STREAMS, OpenStreams
 from engine.api.state import API_STATE, METRICS_NEED_TOKEN, ApiState
 from engine.api.unix_socket import bind_unix_socket
@@ -53,16 +53,22 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(status: int, code: str, message: str, details: object = None) -> web.Response:
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    details: object = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
     body = {"error": {"code": code, "message": message, "details": details}}
-    return web.json_response(body, status=status)
+    return web.json_response(body, status=status, headers=headers)
 
 
 def _translate(exc: BaseException) -> web.Response:
     """Map the project's errors to stable codes; anything else is a 500 (a bug)."""
     match exc:
         case BadRequest():
-            return _error(exc.status, exc.code, exc.message, exc.details)
+            return _error(exc.status, exc.code, exc.message, exc.details, exc.headers)
         case InvalidInput():
             details = [{"field": exc.field, "message": exc.reason}]
             return _error(422, "validation_error", str(exc), details)
@@ -80,10 +86,12 @@ def _translate(exc: BaseException) -> web.Response:
         case web.HTTPRequestEntityTooLarge():
             return _error(413, "body_too_large", "request body is too large")
         case web.HTTPMethodNotAllowed():
+            allowed = ", ".join(sorted(exc.allowed_methods))
             return _error(
                 405,
                 "method_not_allowed",
-                f"method not allowed; allowed: {', '.join(sorted(exc.allowed_methods))}",
+                f"method not allowed; allowed: {allowed}",
+                headers={"Allow": allowed},
             )
         case web.HTTPNotFound():
             return _error(404, "not_found", "no such route")
@@ -129,12 +137,15 @@ def _auth(*, local: bool) -> Middleware:
         token = _bearer(request)
         tenant: Tenant | None = None
         if token is not None:
-            tenant = await tenants.by_token(token)
+            # header bytes that are not UTF-8 arrive as surrogates: such a token is no token
+            tenant = await tenants.by_token(token) if text_problem(token) is None else None
             if tenant is None:
                 raise BadRequest(401, "unauthorized", "invalid or revoked token")
         elif local:
             slug = request.headers.get("X-CTC-Tenant", "default")
             try:
+                if text_problem(slug) is not None:
+                    raise NotFound("tenant", slug)
                 tenant = await tenants.by_slug(slug)
             except NotFound as exc:
                 raise BadRequest(401, "unauthorized", f"unknown tenant {slug!r}") from exc

@@ -12,6 +12,10 @@ Why a module of its own: three things here are easy to get subtly wrong.
   that falls behind is dropped by the bus and its stream ends after what it already holds.
   It reconnects with ``Last-Event-ID`` and the rest comes from the database. A replay larger
   than :data:`REPLAY_LIMIT` is sent in pieces the same way: the stream ends after one piece.
+- **Streams are capped.** Each open stream holds a subscription queue and a connection;
+  :class:`StreamLimits` bounds them per tenant and in all (``api.max_event_streams*``),
+  shared by the Unix-socket and TCP apps. One past a cap is refused with 429 before
+  anything is subscribed.
 - **Shutdown does not wait for streams.** aiohttp waits ``shutdown_timeout`` for every open
   handler before cancelling it, and an SSE handler never finishes on its own. Every app keeps
   its open streams in :class:`OpenStreams`; its ``on_shutdown`` hook (aiohttp runs it before
@@ -26,8 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Final
+from typing import Final, Literal
 
 import structlog
 from aiohttp import web
@@ -38,11 +44,14 @@ from engine.events import Subscription
 from engine.store.sessions import CallEvent
 
 __all__ = [
+    "CAPPED_RETRY_AFTER_S",
     "KEEPALIVE",
     "OPEN_STREAMS",
     "REPLAY_LIMIT",
     "RETRY_MS",
     "OpenStreams",
+    "StreamLimits",
+    "TooManyStreams",
     "encode_event",
     "pump",
 ]
@@ -55,6 +64,8 @@ KEEPALIVE: float = 15.0
 REPLAY_LIMIT: Final = 1000
 # The reconnect delay suggested to EventSource clients.
 RETRY_MS: Final = 2000
+# Retry-After (seconds) of a stream refused for a cap: streams stay open, so not soon.
+CAPPED_RETRY_AFTER_S: Final = 30
 
 KEEPALIVE_LINE: Final = b": keepalive\n\n"
 
@@ -98,6 +109,49 @@ class OpenStreams:
 
 
 OPEN_STREAMS: web.AppKey[OpenStreams] = web.AppKey("open_streams", OpenStreams)
+
+
+class TooManyStreams(Exception):
+    """A stream past a cap; ``scope`` says which (``tenant`` or ``global``)."""
+
+    def __init__(self, scope: Literal["tenant", "global"], limit: int) -> None:
+        self.scope = scope
+        self.limit = limit
+        who = "this tenant" if scope == "tenant" else "the engine"
+        super().__init__(f"too many open event streams for {who} (at most {limit})")
+
+
+class StreamLimits:
+    """How many event streams are open, per tenant and in all, and the caps on both."""
+
+    def __init__(self, *, per_tenant: int = 20, total: int = 200) -> None:
+        if per_tenant < 1 or total < 1:
+            raise ValueError(f"stream limits must be at least 1: {per_tenant=} {total=}")
+        self.per_tenant = per_tenant
+        self.total = total
+        self._open: Counter[uuid.UUID] = Counter()
+
+    def __len__(self) -> int:
+        return self._open.total()
+
+    def open_for(self, tenant_id: uuid.UUID) -> int:
+        return self._open[tenant_id]
+
+    def acquire(self, tenant_id: uuid.UUID) -> None:
+        """Take one stream's place; :class:`TooManyStreams` when a cap is reached (checked
+        and taken without an await in between). Pair with :meth:`release`."""
+        if self._open[tenant_id] >= self.per_tenant:
+            raise TooManyStreams("tenant", self.per_tenant)
+        if len(self) >= self.total:
+            raise TooManyStreams("global", self.total)
+        self._open[tenant_id] += 1
+
+    def release(self, tenant_id: uuid.UUID) -> None:
+        if self._open[tenant_id] <= 0:
+            raise RuntimeError(f"release of an event stream tenant {tenant_id} does not hold")
+        self._open[tenant_id] -= 1
+        if not self._open[tenant_id]:
+            del self._open[tenant_id]
 
 
 async def pump(

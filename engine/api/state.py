@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.api.sse import StreamLimits
 from engine.asterisk.controls import CallControls
 from engine.calls import CallService
 from engine.errors import StoreError
@@ -28,6 +29,8 @@ class ApiState:
     openapi: dict[str, Any]
     events: EventBus | None = None  # None: the event stream answers 503
     controls: CallControls | None = None  # None (no ARI): in-call controls answer 503
+    # open event streams of both listeners (Unix socket and TCP), and their caps
+    streams: StreamLimits = dataclasses.field(default_factory=StreamLimits)
 
     async def check_database(self) -> None:
         """Ping PostgreSQL and put the answer in the health report."""

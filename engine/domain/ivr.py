@@ -280,6 +280,12 @@ class IvrMenu:
             _need(1 <= self.input_length <= 64, "input_length", "must be between 1 and 64")
         if self.terminator is not None:
             _need(self.terminator in ("#", "*"), "terminator", "must be '#' or '*'")
+        if self.variable is not None:  # a name even where no input is collected into it
+            _need(
+                _VARIABLE.fullmatch(self.variable) is not None,
+                "variable",
+                "must be a variable name (letters, digits, '_')",
+            )
         match self.input_mode:
             case InputMode.SINGLE_DIGIT:
                 _need("collected" not in self.options, "options.collected", _ONLY_COLLECT)

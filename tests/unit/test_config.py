@@ -293,6 +293,13 @@ def test_backoff_max_below_initial(tmp_path: Path) -> None:
         ("database:\n  command_timeout: .inf\n", 2, "database.command_timeout", "finite"),
         ("database:\n  min_size: -1\n", 2, "database.min_size", "must be at least 0"),
         ("api:\n  max_body_bytes: 0\n", 2, "api.max_body_bytes", "greater than 0"),
+        (
+            "api:\n  max_event_streams_per_tenant: 0\n",
+            2,
+            "api.max_event_streams_per_tenant",
+            "must be at least 1",
+        ),
+        ("api:\n  max_event_streams: -5\n", 2, "api.max_event_streams", "must be at least 1"),
         ("api:\n  socket: ''\n", 2, "api.socket", "must not be empty"),
         ("api:\n  tcp:\n    enabled: maybe\n", 3, "api.tcp.enabled", "expected true or false"),
         ("ari:\n  url: ws://pbx\n", 2, "ari.url", "http:// or https://"),

@@ -537,6 +537,8 @@ def test_render_fills_known_variables_and_blanks_unknown_ones() -> None:
             "options.collected",
         ),
         (lambda: IvrMenu("m", options={"collected": IvrOption(A.HANGUP)}), "options.collected"),
+        # a single-digit menu stores its variable too: it must be a name (found by fuzzing)
+        (lambda: IvrMenu("m", options={"1": IvrOption(A.HANGUP)}, variable="\x8a<"), "variable"),
     ],
 )
 def test_model_refuses_incomplete_definitions(make: object, field: str) -> None:
