@@ -23,11 +23,15 @@ from engine.asterisk.sandbox import ARI_PASSWORD, ARI_URL, Sandbox
 from engine.config import AmiSettings, ApiSettings, AriSettings, DatabaseSettings, Settings
 from engine.daemon import Engine
 from engine.health import HealthReport
+from engine.secrets import Keyring
+from engine.store.migrations import default_migrations_dir, migrate
+from tests.conftest import create_database, drop_database
 
 pytestmark = pytest.mark.e2e
 
 AMI_PASSWORD = "ctc-sandbox"  # dialplan/manager.conf, sandbox only
 CTC = str(Path(sys.executable).with_name("ctc"))
+SECRETS_KEY = Keyring.generate_key()
 WITHIN = 15.0
 
 
@@ -145,12 +149,24 @@ async def test_engine_runs_the_ami_link(migrated_db: str, sandbox: Sandbox, tmp_
 # --------------------------------------------------------------------------- ctc doctor
 
 
-def _config(tmp_path: Path, db_url: str, sandbox: Sandbox, *, app: str, ari_password: str) -> Path:
+def _config(
+    tmp_path: Path,
+    db_url: str,
+    sandbox: Sandbox,
+    *,
+    app: str,
+    ari_password: str,
+    hangup_handler: str = "ctc-hangup,s,1",
+) -> Path:
     path = tmp_path / "engine.yaml"
     path.write_text(
         f"""\
 database:
   url: {db_url}
+secrets:
+  key: {SECRETS_KEY}
+calls:
+  hangup_handler: "{hangup_handler}"
 ari:
   url: http://127.0.0.1:8088
   username: ctc
@@ -168,13 +184,33 @@ ami:
     return path
 
 
+@pytest.fixture
+async def sealed_db(tmp_path: Path) -> AsyncIterator[str]:
+    """A database of its own whose stored secrets are sealed under SECRETS_KEY (the shared
+    one stays readable by the keyless engines of the other tests)."""
+    url = await create_database()
+    try:
+        await migrate(url, default_migrations_dir())
+        config = tmp_path / "rotate.yaml"
+        config.write_text(f"database:\n  url: {url}\nsecrets:\n  key: {SECRETS_KEY}\n")
+        code, lines, err = await _ctc(config, "secrets", "rotate")
+        assert code == 0, (lines, err)
+        yield url
+    finally:
+        await drop_database(url)
+
+
 async def _doctor(config: Path) -> tuple[int, list[str], str]:
+    return await _ctc(config, "doctor")
+
+
+async def _ctc(config: Path, *command: str) -> tuple[int, list[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTC_")}
     proc = await asyncio.create_subprocess_exec(
         CTC,
         "--config",
         str(config),
-        "doctor",
+        *command,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -185,10 +221,10 @@ async def _doctor(config: Path) -> tuple[int, list[str], str]:
 
 
 async def test_doctor_all_ok(
-    migrated_db: str, sandbox: Sandbox, tmp_path: Path, ari: aiohttp.ClientSession
+    sealed_db: str, sandbox: Sandbox, tmp_path: Path, ari: aiohttp.ClientSession
 ) -> None:
     app = f"ctc-doctor-{uuid.uuid4().hex[:8]}"
-    config = _config(tmp_path, migrated_db, sandbox, app=app, ari_password=ARI_PASSWORD)
+    config = _config(tmp_path, sealed_db, sandbox, app=app, ari_password=ARI_PASSWORD)
     # the Stasis app is registered while something holds its event socket, as `ctc run` would
     async with ari.ws_connect(f"{ARI_URL.replace('http', 'ws', 1)}/events?app={app}"):
         code, lines, err = await _doctor(config)
@@ -200,19 +236,30 @@ async def test_doctor_all_ok(
     assert f"Stasis app {app} registered" in text
     assert "modules loaded (ARI): res_ari, res_stasis" in text
     assert "AMI 127.0.0.1:5038: logged in as ctc" in text
+    assert "hangup handler ctc-hangup,s,1 is in the dialplan" in text
 
 
-async def test_doctor_warns_when_the_app_is_not_registered(
-    migrated_db: str, sandbox: Sandbox, tmp_path: Path
+async def test_doctor_warns_when_the_app_is_not_registered_or_the_hangup_handler_missing(
+    sealed_db: str, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     app = f"ctc-nobody-{uuid.uuid4().hex[:8]}"
-    config = _config(tmp_path, migrated_db, sandbox, app=app, ari_password=ARI_PASSWORD)
+    config = _config(
+        tmp_path,
+        sealed_db,
+        sandbox,
+        app=app,
+        ari_password=ARI_PASSWORD,
+        hangup_handler="ctc-nowhere,s,1",
+    )
     code, lines, err = await _doctor(config)
     assert code == 0, (lines, err)
     warns = [line for line in lines if not line.startswith("ok   ")]
     assert warns == [
         f"warn app {app} not registered: is `ctc run` running? "
-        f"(Stasis({app},…) in dialplan fails until it is)"
+        f"(Stasis({app},…) in dialplan fails until it is)",
+        "warn hangup handler ctc-nowhere,s,1 not in the dialplan: extensions.conf: copy "
+        "[ctc-nowhere] (extension s) from the engine's dialplan/extensions.conf, or hangups "
+        "while the engine is down are estimated",
     ]
 
 

@@ -105,9 +105,12 @@ async def _our_bridges(sid: str) -> list[str]:
     return [b["id"] for b in bridges if sid in b["id"]]
 
 
-async def _no_live_sessions(db: asyncpg.Connection) -> None:
+async def _none_live(db: asyncpg.Connection, *sids: str) -> None:
+    """None of the test's sessions is left live (other tests share the database)."""
     live = await db.fetch(
-        "SELECT id, status FROM click_to_call_session WHERE status <> ALL($1::text[])",
+        "SELECT id, status FROM click_to_call_session "
+        "WHERE id = ANY($1::uuid[]) AND status <> ALL($2::text[])",
+        [uuid.UUID(sid) for sid in sids],
         list(TERMINAL),
     )
     assert live == [], live
@@ -148,7 +151,7 @@ async def test_queued_calls_whose_start_was_lost_are_dialed_or_failed_by_age(
     assert failed["status"] == "failed"
     assert "not started within 120 s" in failed["end_reason"]
     assert "session.start_expired" in await _events(db, str(stale.id))
-    await _no_live_sessions(db)
+    await _none_live(db, str(fresh.id), str(stale.id))
 
 
 # -- dialing the agent --------------------------------------------------------------------------
@@ -175,7 +178,7 @@ async def test_crash_while_the_agent_rings_and_the_agent_answers_after_the_resta
         assert await agent.wait_async(30) == 0, agent.report()
         assert await cust.wait_async(30) == 0, cust.report()
     assert await _our_bridges(sid) == []
-    await _no_live_sessions(db)
+    await _none_live(db, sid)
 
 
 async def test_crash_while_the_agent_rings_and_the_agent_answers_while_it_is_down(
@@ -200,7 +203,7 @@ async def test_crash_while_the_agent_rings_and_the_agent_answers_while_it_is_dow
     assert done["ended_at"] < restarted_at
     assert done["hangup_cause"] is not None
     assert "session.resync" in await _events(db, sid)
-    await _no_live_sessions(db)
+    await _none_live(db, sid)
 
 
 # -- dialing the customer -----------------------------------------------------------------------
@@ -230,7 +233,7 @@ async def test_crash_while_the_customer_rings_and_the_customer_answers_after_the
         assert await agent.wait_async(30) == 0, agent.report()
         assert await cust.wait_async(30) == 0, cust.report()
     assert await _our_bridges(sid) == []
-    await _no_live_sessions(db)
+    await _none_live(db, sid)
 
 
 # -- connected ----------------------------------------------------------------------------------
@@ -259,7 +262,7 @@ async def test_crash_while_connected_and_both_keep_talking_the_call_goes_on(
         assert await agent.wait_async(30) == 0, agent.report()
         assert await cust.wait_async(30) == 0, cust.report()
     assert await _our_bridges(sid) == []
-    await _no_live_sessions(db)
+    await _none_live(db, sid)
 
 
 @pytest.mark.parametrize("handler", ["ctc-hangup,s,1", ""])
@@ -299,7 +302,7 @@ async def test_crash_while_connected_and_the_customer_hangs_up_while_it_is_down(
         assert (done["hangup_cause"], done["end_estimated"]) == (None, True)
         assert done["ended_at"] > hung_up_by
     assert await _our_bridges(sid) == []
-    await _no_live_sessions(db)
+    await _none_live(db, sid)
 
 
 # -- in a transfer ------------------------------------------------------------------------------
@@ -340,4 +343,4 @@ async def test_crash_during_an_attended_transfer_the_next_engine_completes_it(
         assert await agent3.wait_async(30) == 0, agent3.report()
         assert await cust.wait_async(30) == 0, cust.report()
     assert await _our_bridges(sid) == []
-    await _no_live_sessions(db)
+    await _none_live(db, sid)
