@@ -95,8 +95,8 @@ async def test_hold_mute_dtmf_on_a_bridged_call(
 ) -> None:
     async with _moh_events() as moh, ari_session() as ari_http:
         with (
-            sipp_phone("uas_answer.xml", port=AGENT_PORT),
-            sipp_phone("uas_answer.xml", port=CUSTOMER_PORT),
+            sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
+            sipp_phone("uas_answer.xml", port=CUSTOMER_PORT) as cust,
         ):
             sid, watch = await _connected_call(engine)
             customer = f"c2c-{sid}-customer"
@@ -132,6 +132,9 @@ async def test_hold_mute_dtmf_on_a_bridged_call(
             # once the call is over, every control is refused
             status, body = await _control(engine, sid, "hold", {"leg": "customer"})
             assert status == 409, body
+            # both phones got (and answered) the BYE: none is left for the next test's phone
+            assert await agent.wait_async(30) == 0, agent.report()
+            assert await cust.wait_async(30) == 0, cust.report()
     watch.close()
     types = await _event_types(engine, sid)
     controls = [t for t in types if t.startswith("control.")]
@@ -159,8 +162,8 @@ async def test_recording_pause_and_resume(
     try:
         async with ari_session() as ari_http:
             with (
-                sipp_phone("uas_answer.xml", port=AGENT_PORT),
-                sipp_phone("uas_answer.xml", port=CUSTOMER_PORT),
+                sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
+                sipp_phone("uas_answer.xml", port=CUSTOMER_PORT) as cust,
             ):
                 sid, watch = await _connected_call(engine)
                 await watch.until_event("recording.started")
@@ -179,6 +182,8 @@ async def test_recording_pause_and_resume(
                 assert await state() == "recording"
                 await end_call(engine, sid)
                 await watch.until_event("recording.finished")
+                assert await agent.wait_async(30) == 0, agent.report()
+                assert await cust.wait_async(30) == 0, cust.report()
         watch.close()
     finally:
         await engine.store.recording.set_default(tenant.id, is_enabled=False)

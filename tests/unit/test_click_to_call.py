@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+import types
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from engine.asterisk.hangup_records import ChannelEnd, parse_record
-from engine.asterisk.stasis import bridge_id, channel_id, parse_channel_id, session_of_bridge
+from engine.asterisk.stasis import (
+    _resync_facts,
+    bridge_id,
+    channel_id,
+    parse_channel_id,
+    session_of_bridge,
+)
 from engine.domain.call import CallStatus, check_transition
 from engine.domain.click_to_call import (
     Answered,
@@ -20,6 +28,7 @@ from engine.domain.click_to_call import (
     Originate,
     PlayRingback,
     RecordingFinished,
+    Resume,
     SetStatus,
     Start,
     StartExpired,
@@ -225,3 +234,53 @@ def test_channel_ids_round_trip() -> None:
     assert bridge_id(sid) == f"c2c-{sid}"
     for other in ("PJSIP/agent1-00000001", "c2c-nope-agent", f"c2c-{sid}-boss", "1700000000.1"):
         assert parse_channel_id(other) is None
+
+
+def test_a_call_found_agent_answered_is_resumed_by_dialing_the_customer() -> None:
+    assert decide(S.AGENT_ANSWERED, Resume()).steps == (
+        PlayRingback(Leg.AGENT),
+        SetStatus(S.DIALING_CUSTOMER, "customer.dialing"),
+        Originate(Leg.CUSTOMER),
+    )
+    for status in (S.QUEUED, S.DIALING_AGENT, S.DIALING_CUSTOMER, S.CONNECTED, S.COMPLETED):
+        assert decide(status, Resume()).steps == ()
+
+
+def _found(status: CallStatus) -> Any:
+    """What the resync reads of a session: its id, status and current leg channels."""
+    return types.SimpleNamespace(
+        id=uuid.UUID(int=7), status=status, agent_channel_id=None, customer_channel_id=None
+    )
+
+
+def test_resync_ends_legs_at_their_recorded_times_first_hangup_first() -> None:
+    session = _found(S.CONNECTED)
+    agent, customer = channel_id(session.id, Leg.AGENT), channel_id(session.id, Leg.CUSTOMER)
+    t0 = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
+    ends = {agent: ChannelEnd(t0 + timedelta(seconds=9), 16), customer: ChannelEnd(t0, 17)}
+    facts = _resync_facts(session, {}, ends)
+    assert [(f.channel, f.at, f.cause, f.estimated) for f in facts] == [
+        (customer, t0, 17, False),  # the customer left first: their end ends the call
+        (agent, t0 + timedelta(seconds=9), 16, False),
+    ]
+
+
+def test_resync_estimates_an_end_asterisk_kept_no_record_of_after_recorded_ones() -> None:
+    session = _found(S.CONNECTED)
+    agent, customer = channel_id(session.id, Leg.AGENT), channel_id(session.id, Leg.CUSTOMER)
+    t0 = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
+    facts = _resync_facts(session, {}, {customer: ChannelEnd(t0, 16)})
+    assert [(f.channel, f.estimated, f.cause) for f in facts] == [
+        (customer, False, 16),
+        (agent, True, None),
+    ]
+
+
+def test_resync_takes_up_a_call_whose_engine_died_before_dialing_the_customer() -> None:
+    session = _found(S.AGENT_ANSWERED)
+    agent = channel_id(session.id, Leg.AGENT)
+    assert _resync_facts(session, {agent: {"state": "Up"}}, {}) == [Resume()]
+    # the agent left meanwhile: that ends the call, nothing to resume
+    facts = _resync_facts(session, {}, {})
+    assert len(facts) == 1
+    assert not facts[0].up
