@@ -356,7 +356,8 @@ class CallSettings(_Section):
     # started by the next engine if it is younger than this, else failed with a callback.
     queued_start_deadline: Seconds = 120.0
     # Dialplan location (context,exten,priority) every leg gets as a hangup handler, so
-    # Asterisk records a hangup that happens while the engine is away; "" turns it off.
+    # Asterisk records a hangup that happens while the engine is away (read and deleted
+    # over AMI: without the AMI link no handler is set); "" turns it off.
     hangup_handler: Annotated[str, AfterValidator(_hangup_handler)] = "ctc-hangup,s,1"
 
 

@@ -90,7 +90,7 @@ class Engine:
                 health=self.health,
                 recording_dir=str(ari.recording_dir),
                 menus=self.store.ivr.book,
-                hangup_records=HangupRecords(self.ami),
+                hangup_records=HangupRecords(self.ami, settings.calls.hangup_handler),
             )
         self.calls = CallService(self.store, dialer=self.stasis)
         # FastAGI: the admin's dialplan sends callers to AGI(agi://HOST:PORT/ivr/MENU)

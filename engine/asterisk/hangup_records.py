@@ -14,6 +14,7 @@ session's records with ``DBGetTree`` and ends the call at the recorded time with
 recorded cause. Where there is no record (AMI off or down, handler not installed,
 Asterisk itself restarted) the end is marked estimated instead.
 
+Without AMI no handler is set at all (nothing could read or delete its records).
 Records are deleted by :meth:`HangupRecords.sweep`, which deletes only the records of
 sessions that are over. A live session's records are never deleted, so a sweep cannot
 race the resync that needs them, and deleting costs nothing on a call's own path.
@@ -36,7 +37,6 @@ __all__ = [
     "HANDLER_VARIABLE",
     "ChannelEnd",
     "HangupRecords",
-    "handler_variables",
     "parse_record",
 ]
 
@@ -46,12 +46,6 @@ log = structlog.get_logger(__name__)
 HANDLER_VARIABLE = "CHANNEL(hangup_handler_push)"
 #: The AstDB family the ``[ctc-hangup]`` handler writes to.
 FAMILY = "ctc_end"
-
-
-def handler_variables(location: str) -> dict[str, str]:
-    """The originate variables that give a leg the hangup handler at ``location``
-    (``context,exten,priority``); none when it is turned off (``""``)."""
-    return {HANDLER_VARIABLE: location} if location else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +66,30 @@ def parse_record(value: str) -> ChannelEnd | None:
     return ChannelEnd(at, int(cause) if cause.strip().isdigit() else None)
 
 
+def _session_of(key: str) -> uuid.UUID | None:
+    """``/ctc_end/<session>/<channel>`` to the session id; None for any other key."""
+    parts = key.strip("/").split("/")
+    if len(parts) != 3 or parts[0] != FAMILY:
+        return None
+    try:
+        return uuid.UUID(parts[1])
+    except ValueError:
+        return None
+
+
 class HangupRecords:
     """Reads and deletes the ``ctc_end`` records over AMI (or does nothing without it)."""
 
-    def __init__(self, ami: AmiLink | None, *, connect_wait: float = 5.0) -> None:
+    def __init__(
+        self, ami: AmiLink | None, handler: str = "", *, connect_wait: float = 5.0
+    ) -> None:
         self._ami = ami
+        # the originate variables that give each leg the hangup handler at ``handler``
+        # (context,exten,priority). Without AMI nothing could read or delete the records,
+        # so no handler is set: they would only pile up in AstDB.
+        self.leg_variables: dict[str, str] = (
+            {HANDLER_VARIABLE: handler} if handler and ami is not None else {}
+        )
         # only the first read waits for the link (the engine starts AMI and ARI together);
         # later reads while AMI is down fail at once instead of stalling a resync per call
         self._connect_wait: float | None = connect_wait
@@ -107,9 +120,11 @@ class HangupRecords:
         entries = await self._tree(None)
         if not entries:
             return 0
-        keep = {str(session_id) for session_id in await live()}
-        # key: /ctc_end/<session>/<channel>
-        sessions = {parts[1] for key, _ in entries if len(parts := key.strip("/").split("/")) == 3}
+        keep = set(await live())
+        # key: /ctc_end/<session>/<channel>; a session part that is not a session id (e.g.
+        # a copy of [ctc-hangup] on a channel without CTC_SESSION_ID) is never deleted by
+        # prefix: an empty one would make DBDelTree delete the whole family
+        sessions = {sid for key, _ in entries if (sid := _session_of(key)) is not None}
         deleted = 0
         for session in sorted(sessions - keep):
             if await self._delete(session):
@@ -136,12 +151,12 @@ class HangupRecords:
             for event in response.get("events", ())
         ]
 
-    async def _delete(self, session: str) -> bool:
+    async def _delete(self, session: uuid.UUID) -> bool:
         ami = self._ami
         if ami is None:
             return False
         try:
-            await ami.action("DBDelTree", Family=FAMILY, Key=session)
+            await ami.action("DBDelTree", Family=FAMILY, Key=str(session))
         except AmiResponseError:
             return False  # already gone
         except (AmiError, ClosedResourceError) as exc:

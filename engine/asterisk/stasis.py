@@ -28,7 +28,7 @@ import structlog
 
 from engine.asterisk.ari import AriClient, AriConflict, AriEventLink, AriNotFound
 from engine.asterisk.dialing import dial_string
-from engine.asterisk.hangup_records import ChannelEnd, HangupRecords, handler_variables
+from engine.asterisk.hangup_records import ChannelEnd, HangupRecords
 from engine.asterisk.inbound import MenuLoader
 from engine.asterisk.ivr_app import IvrApp
 from engine.asterisk.transfers import TransferRunner, leg_channel, parse_target_channel_id
@@ -134,22 +134,21 @@ class ChannelFact:
 RawFact = Fact | TransferFact | ChannelFact
 
 
-def _parse_bridge_or_recording(value: str) -> uuid.UUID | None:
-    if not value.startswith(_PREFIX):
-        return None
-    try:
-        return uuid.UUID(value[len(_PREFIX) :].split("/")[-1])
-    except ValueError:
-        return None
+_CONSULT = "-consult-"
 
 
 def session_of_bridge(value: str) -> uuid.UUID | None:
-    """The session a bridge of ours (``c2c-<uuid>`` or a transfer's
-    ``c2c-<uuid>-consult-<transfer>``) belongs to; None for bridges that are not ours."""
+    """The session a bridge of ours belongs to: the call's ``c2c-<uuid>`` (also the name of
+    its recording) or a transfer's ``c2c-<uuid>-consult-<transfer>``; None for bridges and
+    recordings that are not ours."""
     if not value.startswith(_PREFIX):
         return None
+    rest = value[len(_PREFIX) :]
+    session, suffix = rest[:36], rest[36:]
+    if suffix and not suffix.startswith(_CONSULT):
+        return None
     try:
-        return uuid.UUID(value[len(_PREFIX) :][:36])
+        return uuid.UUID(session)
     except ValueError:
         return None
 
@@ -201,7 +200,9 @@ class StasisApp:
         self.resynced = asyncio.Event()
         # inbound callers in Stasis(ctc,ivr,MENU): only when menus can be loaded
         self.ivr = IvrApp(ari, store, menus, calls) if menus is not None else None
-        self.transfers = TransferRunner(ari, store, calls)
+        self.transfers = TransferRunner(
+            ari, store, calls, leg_variables=self._records.leg_variables
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -323,7 +324,7 @@ class StasisApp:
             )
         if kind in ("RecordingFinished", "RecordingFailed"):
             recording = event.get("recording", {})
-            session_id_or_none = _parse_bridge_or_recording(str(recording.get("name", "")))
+            session_id_or_none = session_of_bridge(str(recording.get("name", "")))
             if session_id_or_none is None:
                 return None
             duration = recording.get("duration")
@@ -440,7 +441,7 @@ class StasisApp:
                     bridge_id(sid), channel_id(sid, Leg.AGENT), channel_id(sid, Leg.CUSTOMER)
                 )
             case DestroyBridge():
-                await self._destroy_bridge(sid, bound)
+                await self._destroy_bridge(bridge_id(sid), bound)
             case StartRecording():
                 # decided only when the customer answered under an enabled policy
                 assert policy is not None
@@ -459,14 +460,17 @@ class StasisApp:
                 )
         return session
 
-    async def _destroy_bridge(self, session_id: uuid.UUID, bound: Any) -> None:
-        # a bridge left behind is a leak in Asterisk, not a failure of the call
+    async def _destroy_bridge(self, bridge: str, bound: Any = log) -> bool:
+        """Destroy ``bridge``; whether it was there. A bridge left behind is a leak in
+        Asterisk, not a failure of the call: an error is logged, never raised."""
         try:
-            await self._ari.destroy_bridge(bridge_id(session_id))
+            await self._ari.destroy_bridge(bridge)
         except AriNotFound:
-            pass
+            return False
         except AriError as exc:
-            bound.warning("stasis.bridge_not_destroyed", error=str(exc))
+            bound.warning("stasis.bridge_not_destroyed", bridge=bridge, error=str(exc))
+            return False
+        return True
 
     async def _originate(self, session: StoredSession, leg: Leg) -> None:
         caller_id: str | None
@@ -491,7 +495,7 @@ class StasisApp:
             variables={
                 "CTC_SESSION_ID": str(session.id),
                 "CTC_LEG": leg.value,
-                **handler_variables(self._calls.hangup_handler),
+                **self._records.leg_variables,
             },
         )
 
@@ -533,7 +537,7 @@ class StasisApp:
         for channel in sorted(channels):
             with contextlib.suppress(AriError):
                 await self._ari.hangup(channel)
-        await self._destroy_bridge(session.id, bound)
+        await self._destroy_bridge(bridge_id(session.id), bound)
         if session.status.is_terminal:
             return session
         with contextlib.suppress(IllegalTransition):
@@ -617,15 +621,12 @@ class StasisApp:
         }
         if not ours:
             return []
-        live = {s.id for s in await self._store.sessions.live()}
-        destroyed: list[str] = []
-        for bridge, sid in sorted(ours.items()):
-            if sid in live:
-                continue
-            with contextlib.suppress(AriNotFound):
-                await self._ari.destroy_bridge(bridge)
-                destroyed.append(bridge)
-        return destroyed
+        live = await self._live_ids()
+        return [
+            bridge
+            for bridge, sid in sorted(ours.items())
+            if sid not in live and await self._destroy_bridge(bridge)
+        ]
 
     async def _sweep_records(self) -> None:
         """Delete, now and then, what the hangup handler recorded for calls that are over."""
@@ -635,6 +636,9 @@ class StasisApp:
                 swept = await self._records.sweep(self._live_ids)
             except CtcError as exc:  # e.g. the database is away: next time
                 log.warning("stasis.record_sweep_failed", error=str(exc))
+                continue
+            except Exception:  # a bug: logged, and the sweeper goes on
+                log.exception("stasis.record_sweep_crashed")
                 continue
             if swept:
                 log.info("stasis.records_swept", sessions=swept)

@@ -18,13 +18,13 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
 from engine.asterisk.ari import AriClient, AriNotFound
 from engine.asterisk.dialing import dial_string
-from engine.asterisk.hangup_records import handler_variables
 from engine.config import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
@@ -121,10 +121,19 @@ def _consult(transfer: StoredTransfer) -> str:
 
 
 class TransferRunner:
-    def __init__(self, ari: AriClient, store: Store, calls: CallSettings) -> None:
+    def __init__(
+        self,
+        ari: AriClient,
+        store: Store,
+        calls: CallSettings,
+        *,
+        leg_variables: Mapping[str, str] | None = None,
+    ) -> None:
         self._ari = ari
         self._store = store
         self._calls = calls
+        # set on every target dialed, as on the legs (the hangup handler)
+        self._leg_variables = dict(leg_variables or {})
 
     # -- requests (the caller holds the session lock) -----------------------------------------
 
@@ -289,7 +298,7 @@ class TransferRunner:
                         "CTC_SESSION_ID": str(sid),
                         "CTC_LEG": "target",
                         "CTC_TRANSFER_ID": str(transfer.id),
-                        **handler_variables(self._calls.hangup_handler),
+                        **self._leg_variables,
                     },
                 )
                 await self._event(
