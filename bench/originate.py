@@ -245,6 +245,8 @@ async def concurrency_run(db_url: str, box: Sandbox, n: int, hold: int) -> None:
         try:
             rss0 = rss_mb(proc.pid)
             cpu0 = cpu_seconds(proc.pid)
+            asterisk = box.status().pid
+            ast0 = cpu_seconds(asterisk) if asterisk else float("nan")
             with agent, customer:
                 connector = aiohttp.UnixConnector(path=str(sock), limit=50)
                 ids = []
@@ -265,6 +267,7 @@ async def concurrency_run(db_url: str, box: Sandbox, n: int, hold: int) -> None:
                 await asyncio.to_thread(customer.wait, hold + 120)
                 await asyncio.to_thread(agent.wait, 60)
             cpu = cpu_seconds(proc.pid) - cpu0
+            ast = (cpu_seconds(asterisk) if asterisk else float("nan")) - ast0
             async with Database(db_url) as db:
                 store = Store.over(db)
                 statuses: dict[str, int] = {}
@@ -296,7 +299,7 @@ async def concurrency_run(db_url: str, box: Sandbox, n: int, hold: int) -> None:
     print(
         f"engine RSS {rss0:.1f} MB idle -> {rss_mid:.1f} MB with {n} calls up "
         f"({(rss_mid - rss0) * 1024 / n:.0f} KB per call); engine CPU {cpu / n * 1000:.2f} "
-        f"ms per call"
+        f"ms per call; Asterisk CPU {ast / n * 1000:.2f} ms per call (media included)"
     )
 
 

@@ -77,6 +77,20 @@ async def _initiate(proc: EngineProcess) -> str:
     return str(body["id"])
 
 
+async def _crash_in(proc: EngineProcess, db: asyncpg.Connection, status: str) -> str:
+    """Place a call and kill -9 the engine once the call is committed in ``status``."""
+    sid = await _initiate(proc)
+    await _until(db, sid, status)
+    proc.kill()
+    return sid
+
+
+async def _hung_up(*phones: SippPhone) -> None:
+    """Every phone finished its call cleanly (answered, then BYE either way)."""
+    for phone in phones:
+        assert await phone.wait_async(30) == 0, phone.report()
+
+
 async def _row(db: asyncpg.Connection, sid: str) -> asyncpg.Record:
     row = await db.fetchrow("SELECT * FROM click_to_call_session WHERE id = $1", uuid.UUID(sid))
     assert row is not None
@@ -145,8 +159,7 @@ async def test_queued_calls_whose_start_was_lost_are_dialed_or_failed_by_age(
         await proc.start()
         done = await _until(db, str(fresh.id), *TERMINAL)
         assert (done["status"], done["hangup_cause"]) == ("completed", 16)
-        assert await agent.wait_async(30) == 0, agent.report()
-        assert await cust.wait_async(30) == 0, cust.report()
+        await _hung_up(agent, cust)
     failed = await _until(db, str(stale.id), *TERMINAL)
     assert failed["status"] == "failed"
     assert "not started within 120 s" in failed["end_reason"]
@@ -168,15 +181,12 @@ async def test_crash_while_the_agent_rings_and_the_agent_answers_after_the_resta
         sipp_phone("uas_ring_then_answer.xml", port=AGENT_PORT, hold_ms=6000) as agent,
         sipp_phone("uas_answer_then_hangup.xml", port=CUSTOMER_PORT, hold_ms=1000) as cust,
     ):
-        sid = await _initiate(proc)
-        await _until(db, sid, "dialing_agent")
-        proc.kill()
+        sid = await _crash_in(proc, db, "dialing_agent")
         await proc.start()  # the agent still rings: the new engine adopts the call
         done = await _until(db, sid, *TERMINAL)
         assert (done["status"], done["hangup_cause"]) == ("completed", 16), proc.tail()
         assert not done["end_estimated"]
-        assert await agent.wait_async(30) == 0, agent.report()
-        assert await cust.wait_async(30) == 0, cust.report()
+        await _hung_up(agent, cust)
     assert await _our_bridges(sid) == []
     await _none_live(db, sid)
 
@@ -191,10 +201,8 @@ async def test_crash_while_the_agent_rings_and_the_agent_answers_while_it_is_dow
     proc = engine_process()
     await proc.start()
     with sipp_phone("uas_ring_then_answer.xml", port=AGENT_PORT, hold_ms=1500) as agent:
-        sid = await _initiate(proc)
-        await _until(db, sid, "dialing_agent")
-        proc.kill()
-        assert await agent.wait_async(30) == 0, agent.report()  # answered, then BYE
+        sid = await _crash_in(proc, db, "dialing_agent")
+        await _hung_up(agent)  # answered, then BYE
         restarted_at = datetime.now(UTC)
         await proc.start()
         done = await _until(db, sid, *TERMINAL)
@@ -220,9 +228,7 @@ async def test_crash_while_the_customer_rings_and_the_customer_answers_after_the
         sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
         sipp_phone("uas_ring_then_answer.xml", port=CUSTOMER_PORT, hold_ms=6000) as cust,
     ):
-        sid = await _initiate(proc)
-        await _until(db, sid, "dialing_customer")
-        proc.kill()
+        sid = await _crash_in(proc, db, "dialing_customer")
         await proc.start()
         await _until(db, sid, "connected")  # bridged by the new engine
         assert await _our_bridges(sid) == [f"c2c-{sid}"]
@@ -230,8 +236,7 @@ async def test_crash_while_the_customer_rings_and_the_customer_answers_after_the
         assert status == 200, body
         done = await _until(db, sid, *TERMINAL)
         assert done["status"] == "completed"
-        assert await agent.wait_async(30) == 0, agent.report()
-        assert await cust.wait_async(30) == 0, cust.report()
+        await _hung_up(agent, cust)
     assert await _our_bridges(sid) == []
     await _none_live(db, sid)
 
@@ -250,17 +255,14 @@ async def test_crash_while_connected_and_both_keep_talking_the_call_goes_on(
         sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
         sipp_phone("uas_answer_then_hangup.xml", port=CUSTOMER_PORT, hold_ms=6000) as cust,
     ):
-        sid = await _initiate(proc)
-        await _until(db, sid, "connected")
-        proc.kill()
+        sid = await _crash_in(proc, db, "connected")
         await proc.start()
         assert (await _row(db, sid))["status"] == "connected"  # adopted, still talking
         done = await _until(db, sid, *TERMINAL)  # the customer hangs up later
         assert (done["status"], done["hangup_cause"]) == ("completed", 16)
         assert done["end_reason"] == "customer hung up"
         assert not done["end_estimated"]
-        assert await agent.wait_async(30) == 0, agent.report()
-        assert await cust.wait_async(30) == 0, cust.report()
+        await _hung_up(agent, cust)
     assert await _our_bridges(sid) == []
     await _none_live(db, sid)
 
@@ -281,15 +283,13 @@ async def test_crash_while_connected_and_the_customer_hangs_up_while_it_is_down(
         sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
         sipp_phone("uas_answer_then_hangup.xml", port=CUSTOMER_PORT, hold_ms=1500) as cust,
     ):
-        sid = await _initiate(proc)
-        await _until(db, sid, "connected")
-        proc.kill()
-        assert await cust.wait_async(30) == 0, cust.report()  # the customer hung up
+        sid = await _crash_in(proc, db, "connected")
+        await _hung_up(cust)  # the customer hung up
         hung_up_by = datetime.now(UTC)
         await proc.start()
         done = await _until(db, sid, *TERMINAL)
         # the agent, left alone in the bridge, is hung up by the new engine
-        assert await agent.wait_async(30) == 0, agent.report()
+        await _hung_up(agent)
     assert done["status"] == "completed", proc.tail()
     assert done["end_reason"] == "customer hung up"
     if handler:
@@ -335,12 +335,11 @@ async def test_crash_during_an_attended_transfer_the_next_engine_completes_it(
         await proc.start()
         status, body = await proc.api("POST", f"{path}/complete")
         assert (status, body["state"]) == (200, "completed"), body
-        assert await agent.wait_async(30) == 0, agent.report()  # agent1 released
+        await _hung_up(agent)  # agent1 released
         status, body = await proc.api("POST", f"/api/v1/click-to-call/sessions/{sid}/end", {})
         assert status == 200, body
         done = await _until(db, sid, *TERMINAL)
         assert done["status"] == "completed"
-        assert await agent3.wait_async(30) == 0, agent3.report()
-        assert await cust.wait_async(30) == 0, cust.report()
+        await _hung_up(agent3, cust)
     assert await _our_bridges(sid) == []
     await _none_live(db, sid)
