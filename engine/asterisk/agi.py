@@ -69,7 +69,7 @@ import structlog
 from engine.config import AgiSettings
 from engine.errors import AgiError, ClosedResourceError
 from engine.health import HealthReport, State
-from engine.metrics import Metrics
+from engine.metrics import Metrics, count_agi_refused
 
 __all__ = [
     "AgiChannel",
@@ -664,10 +664,6 @@ class AgiServer:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _count(self, reason: str) -> None:
-        if self._metrics is not None:
-            self._metrics.agi_refused.labels(reason).inc()
-
     def _report(self, state: State, detail: str) -> None:
         if self._health is not None:
             self._health.set("agi", state, detail, required=False)
@@ -679,7 +675,7 @@ class AgiServer:
             return
         if self._max_connections is not None and len(self._connections) >= self._max_connections:
             self.refused += 1
-            self._count("capacity")
+            count_agi_refused(self._metrics, "capacity")
             log.warning(
                 "agi.connection_refused",
                 peer=writer.get_extra_info("peername"),
@@ -709,12 +705,12 @@ class AgiServer:
             request = parse_request(block)
         except TimeoutError:
             self.rejected += 1
-            self._count("bad_request")
+            count_agi_refused(self._metrics, "bad_request")
             log.warning("agi.bad_request", peer=peer, error="request not complete in time")
             return
         except AgiProtocolError as exc:
             self.rejected += 1
-            self._count("bad_request")
+            count_agi_refused(self._metrics, "bad_request")
             log.warning("agi.bad_request", peer=peer, error=str(exc))
             return
         except OSError as exc:

@@ -55,7 +55,7 @@ from engine.domain.ivr import (
 from engine.domain.transfer import TransferState as TS
 from engine.domain.transfer import state_for_unanswered
 from engine.errors import CtcError, NotFound
-from engine.metrics import Metrics
+from engine.metrics import AgiRefusal, Metrics, count_agi_refused
 from engine.outbound import OutboundHttp
 from engine.store import Store
 from engine.store.transfers import StoredTransfer
@@ -101,7 +101,7 @@ class AgiIvr:
         parts = request.script.strip("/").split("/")
         if len(parts) != 2 or parts[0] != "ivr" or not parts[1]:
             channel.log.warning("agi.unknown_script", script=request.script)
-            self._count("unknown_script")
+            count_agi_refused(self._metrics, "unknown_script")
             await channel.hangup()
             return
         record = InboundCall(self._store, request.uniqueid or request.channel, "agi")
@@ -109,9 +109,9 @@ class AgiIvr:
         try:
             await walk.open(tenant_slug=request.query.get("tenant", "default"))
         except NotFound as exc:  # nothing is stored for it
-            reason = "unknown_menu" if exc.what == "IVR menu" else "unknown_tenant"
+            reason: AgiRefusal = "unknown_menu" if exc.what == "IVR menu" else "unknown_tenant"
             channel.log.warning("agi.refused", reason=reason, error=str(exc))
-            self._count(reason)
+            count_agi_refused(self._metrics, reason)
             await channel.verbose(f"ctc: {exc}")
             await channel.hangup()
             return
@@ -123,10 +123,6 @@ class AgiIvr:
             record.log.error("ivr.failed", error=str(exc))
             await record.end(CallStatus.FAILED, str(exc))
             raise
-
-    def _count(self, reason: str) -> None:
-        if self._metrics is not None:
-            self._metrics.agi_refused.labels(reason).inc()
 
 
 class _Walk:
