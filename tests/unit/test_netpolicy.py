@@ -205,3 +205,40 @@ async def test_the_session_refuses_a_name_resolving_to_loopback(loopback_url: st
         assert refused_by_policy(info.value) is not None
     finally:
         await outbound.close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["address", "name"])
+async def test_a_request_the_policy_refuses_is_destination_refused_whichever_check_caught_it(
+    loopback_url: str, host: str
+) -> None:
+    # the address literal is refused before anything is sent, the name after DNS (inside
+    # aiohttp's connector): the sender sees the same DestinationRefused, saying why
+    outbound = OutboundHttp()
+    try:
+        with pytest.raises(DestinationRefused, match="is a loopback address"):
+            async with outbound.request(NOBODY, "GET", loopback_url.replace("127.0.0.1", host)):
+                pytest.fail("the request was sent")
+    finally:
+        await outbound.close()
+
+
+async def test_a_request_the_policy_allows_is_sent() -> None:
+    async def made(request: web.Request) -> web.Response:
+        return web.Response(status=201, text="made")
+
+    app = web.Application()
+    app.router.add_post("/hook", made)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    outbound = OutboundHttp()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        policy = OutboundPolicy.allowing(["127.0.0.1/32"])
+        async with outbound.request(policy, "POST", url, json={}) as response:
+            assert response.status == 201
+            assert await response.text() == "made"
+    finally:
+        await outbound.close()
+        await runner.cleanup()
