@@ -9,7 +9,9 @@ was answered); a message is ``RECORD FILE``.
 
 A request for an unknown tenant or menu is refused before any session is stored (a log
 line, ``ctc_agi_refused_total{reason=...}``, and the channel is hung up): such requests
-are not calls the engine took, and a peer sending them must not fill the call history. A
+are not calls the engine took, and a peer sending them must not fill the call history.
+Only those two are refusals: anything else found missing on the way is a failure (the
+server logs it, Asterisk goes on with the dialplan), never counted as one of them. A
 call whose Asterisk stops answering (:class:`~engine.asterisk.agi.AgiTimeout`) ends
 ``failed`` with that reason, like any other failed command.
 """
@@ -68,6 +70,12 @@ _KEYS = "0123456789*#"
 # subscriber absent); CANCEL (the caller hung up) has none.
 _DIALSTATUS_CAUSE = {"BUSY": 17, "NOANSWER": 19, "CONGESTION": 34, "CHANUNAVAIL": 20}
 
+# what InboundCall.open finds missing (NotFound.what) -> the refusal it is counted as
+_REFUSED_WHEN_MISSING: dict[str, AgiRefusal] = {
+    "tenant": "unknown_tenant",
+    "IVR menu": "unknown_menu",
+}
+
 
 class AgiIvr:
     """The FastAGI handler for ``ivr/MENU`` scripts."""
@@ -109,7 +117,9 @@ class AgiIvr:
         try:
             await walk.open(tenant_slug=request.query.get("tenant", "default"))
         except NotFound as exc:  # nothing is stored for it
-            reason: AgiRefusal = "unknown_menu" if exc.what == "IVR menu" else "unknown_tenant"
+            reason = _REFUSED_WHEN_MISSING.get(exc.what)
+            if reason is None:  # not a request naming what does not exist: a failure
+                raise
             channel.log.warning("agi.refused", reason=reason, error=str(exc))
             count_agi_refused(self._metrics, reason)
             await channel.verbose(f"ctc: {exc}")
