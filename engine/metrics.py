@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Literal, TypeAlias
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["Metrics"]
+__all__ = ["AgiRefusal", "Metrics", "count_agi_refused"]
+
+AgiRefusal: TypeAlias = Literal[
+    "capacity", "bad_request", "unknown_script", "unknown_tenant", "unknown_menu"
+]
+"""The ``reason`` label values of ``ctc_agi_refused_total``."""
 
 
 class Metrics:
@@ -72,3 +79,10 @@ class Metrics:
             ["component"],
             registry=self.registry,
         )
+
+
+def count_agi_refused(metrics: Metrics | None, reason: AgiRefusal) -> None:
+    """One FastAGI connection or request refused (the server's and the IVR's, one counter);
+    nothing without metrics."""
+    if metrics is not None:
+        metrics.agi_refused.labels(reason).inc()

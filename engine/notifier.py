@@ -70,7 +70,7 @@ from engine.errors import (
 from engine.events import EventBus
 from engine.health import HealthReport
 from engine.metrics import Metrics
-from engine.outbound import OutboundHttp, refused_by_policy
+from engine.outbound import OutboundHttp
 from engine.store.outbox import ClaimedCallback, OutboxRepository
 from engine.store.sessions import CallEvent
 
@@ -370,10 +370,6 @@ class CallbackNotifier:
         http = self._http
         if http is None:
             raise ClosedResourceError("CallbackNotifier is not running")
-        refusal = claimed.policy.url_refusal(claimed.url)
-        if refusal is not None:
-            raise CallbackDeliveryError(f"refused by policy: {refusal}", permanent=True)
-        session = http.session(claimed.policy)
         body = _body(claimed.payload)
         headers = {
             "Content-Type": "application/json",
@@ -381,23 +377,25 @@ class CallbackNotifier:
             SIGNATURE_HEADER: sign(claimed.secret, body, int(time.time())),
         }
         try:
-            async with session.post(
-                claimed.url, data=body, headers=headers, allow_redirects=False
+            async with http.request(
+                claimed.policy,
+                "POST",
+                claimed.url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
             ) as resp:
                 if 200 <= resp.status < 300:
                     return resp.status
                 status = resp.status
                 snippet = (await resp.content.read(_ERROR_SNIPPET)).decode("utf-8", "replace")
+        except DestinationRefused as exc:
+            raise CallbackDeliveryError(f"refused by policy: {exc}", permanent=True) from exc
         except TimeoutError as exc:
             raise CallbackDeliveryError(
                 f"no answer within {self._settings.timeout:g}s from {claimed.url}"
             ) from exc
-        except (aiohttp.ClientError, DestinationRefused) as exc:
-            refused = refused_by_policy(exc)
-            if refused is not None:
-                raise CallbackDeliveryError(
-                    f"refused by policy: {refused}", permanent=True
-                ) from exc
+        except aiohttp.ClientError as exc:
             raise CallbackDeliveryError(f"{type(exc).__name__}: {exc}") from exc
         reason = "redirects are not followed" if 300 <= status < 400 else snippet.strip()
         raise CallbackDeliveryError(f"HTTP {status}: {reason}".rstrip(": "), status=status)

@@ -17,13 +17,18 @@ empty one), whose connector enforces the policy twice:
   (an address literal in the URL or in a redirect skips the resolver): the guarantee that
   nothing else can bypass.
 
-Callers check the URL first with :meth:`OutboundPolicy.url_refusal` (scheme, address
-literal), so the common refusals are plain messages rather than connection errors.
+Senders go through :meth:`OutboundHttp.request`, which checks the URL first with
+:meth:`OutboundPolicy.url_refusal` (scheme, address literal), so the common refusals are
+plain messages rather than connection errors, and turns a refusal found in aiohttp's error
+chain into :class:`DestinationRefused` too: one refusal, whichever check caught it, the
+same in both senders.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -102,6 +107,29 @@ class OutboundHttp:
                 connector=connector, **self._options
             )
         return found
+
+    @contextlib.asynccontextmanager
+    async def request(
+        self, policy: OutboundPolicy, method: str, url: str, **options: Any
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """``async with http.request(policy, "POST", url, json=...) as response:``, on
+        :meth:`session`; ``options`` are aiohttp's.
+
+        :class:`DestinationRefused` (its message: why) when ``policy`` refuses the URL,
+        before anything is sent, or an address it resolved to or led to; aiohttp's other
+        errors (``ClientError``, ``TimeoutError``) as they are.
+        """
+        refusal = policy.url_refusal(url)
+        if refusal is not None:
+            raise DestinationRefused(refusal)
+        try:
+            async with self.session(policy).request(method, url, **options) as response:
+                yield response
+        except (aiohttp.ClientError, DestinationRefused) as exc:
+            refused = refused_by_policy(exc)
+            if refused is None or refused is exc:
+                raise
+            raise DestinationRefused(str(refused)) from exc
 
     async def close(self) -> None:
         sessions, self._sessions = list(self._sessions.values()), {}

@@ -464,17 +464,19 @@ def _require_media_type(request: web.Request, accepted: Collection[str]) -> None
     )
 
 
+def _not_utf8(message: str) -> BadRequest:
+    """The 400 for a body that is not UTF-8 (``message`` says where it broke)."""
+    return BadRequest(
+        400, "invalid_encoding", message, [{"field": "body", "message": "must be UTF-8"}]
+    )
+
+
 async def _read_utf8(request: web.Request, what: str) -> str:
     raw = await request.read()  # 413 past client_max_size
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadRequest(
-            400,
-            "invalid_encoding",
-            f"{what} is not UTF-8: invalid byte at offset {exc.start}",
-            [{"field": "body", "message": "must be UTF-8"}],
-        ) from None
+        raise _not_utf8(f"{what} is not UTF-8: invalid byte at offset {exc.start}") from None
 
 
 async def read_json_object(
@@ -493,12 +495,7 @@ async def read_form(request: web.Request, *, what: str = "body") -> dict[str, st
     try:
         pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
     except UnicodeDecodeError:
-        raise BadRequest(
-            400,
-            "invalid_encoding",
-            f"{what} is not UTF-8 inside a %-escape",
-            [{"field": "body", "message": "must be UTF-8"}],
-        ) from None
+        raise _not_utf8(f"{what} is not UTF-8 inside a %-escape") from None
     form = dict(pairs)
     _check_tree(form, what)
     return form

@@ -27,8 +27,9 @@ asyncio listener, every connection its own task:
   file also answers ``-1``). A ``HANGUP`` seen while waiting for an answer is only noted:
   the answer still comes. After it, media commands get ``511`` (AgiHangup), while
   ``get_variable``/``set_variable`` keep working on the dead channel, and Asterisk keeps the
-  connection open until we close it. EOF and a reset connection raise AgiHangup too. The
-  server catches AgiHangup quietly: a caller hanging up mid-menu is normal.
+  connection open until we close it. EOF, a reset connection and a socket timeout raise
+  AgiHangup too (only the reply limit below raises AgiTimeout). The server catches
+  AgiHangup quietly: a caller hanging up mid-menu is normal.
 - Bounded in time and number: the request block must arrive within ``request_timeout``
   of connecting, and every command's answer within ``reply_timeout`` plus what the command
   itself waits (a key timeout, a recording's length; ``EXEC Dial`` is not limited, it
@@ -68,7 +69,7 @@ import structlog
 from engine.config import AgiSettings
 from engine.errors import AgiError, ClosedResourceError
 from engine.health import HealthReport, State
-from engine.metrics import Metrics
+from engine.metrics import Metrics, count_agi_refused
 
 __all__ = [
     "AgiChannel",
@@ -380,19 +381,20 @@ class AgiChannel:
         if self._broken is not None:
             raise AgiError(f"AGI {verb}: connection unusable ({self._broken})")
         limit = None if wait is None or self.reply_timeout is None else self.reply_timeout + wait
+        deadline = asyncio.timeout(limit)
         try:
-            async with asyncio.timeout(limit):
+            async with deadline:
                 self._writer.write(data)
                 await self._writer.drain()
                 return await self._read_response(verb)
         except AgiHangup:
             raise
-        except TimeoutError as exc:  # before OSError, its base class
-            if limit is None:  # not our limit's
-                raise
-            self._broken = f"no reply to {verb} within {limit:g} s"
-            raise AgiTimeout(f"AGI {verb}: no reply from Asterisk within {limit:g} s") from exc
         except OSError as exc:
+            # TimeoutError is an OSError too: it is our reply limit only when that limit
+            # expired; otherwise it is the socket's own (ETIMEDOUT), a lost connection.
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                self._broken = f"no reply to {verb} within {limit:g} s"
+                raise AgiTimeout(f"AGI {verb}: no reply from Asterisk within {limit:g} s") from exc
             self._lost()
             raise AgiHangup(f"AGI {verb}: connection lost ({exc!r})") from exc
         except BaseException as exc:  # cancelled mid-command: its answer is still in flight
@@ -662,10 +664,6 @@ class AgiServer:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _count(self, reason: str) -> None:
-        if self._metrics is not None:
-            self._metrics.agi_refused.labels(reason).inc()
-
     def _report(self, state: State, detail: str) -> None:
         if self._health is not None:
             self._health.set("agi", state, detail, required=False)
@@ -677,7 +675,7 @@ class AgiServer:
             return
         if self._max_connections is not None and len(self._connections) >= self._max_connections:
             self.refused += 1
-            self._count("capacity")
+            count_agi_refused(self._metrics, "capacity")
             log.warning(
                 "agi.connection_refused",
                 peer=writer.get_extra_info("peername"),
@@ -707,12 +705,12 @@ class AgiServer:
             request = parse_request(block)
         except TimeoutError:
             self.rejected += 1
-            self._count("bad_request")
+            count_agi_refused(self._metrics, "bad_request")
             log.warning("agi.bad_request", peer=peer, error="request not complete in time")
             return
         except AgiProtocolError as exc:
             self.rejected += 1
-            self._count("bad_request")
+            count_agi_refused(self._metrics, "bad_request")
             log.warning("agi.bad_request", peer=peer, error=str(exc))
             return
         except OSError as exc:

@@ -9,7 +9,9 @@ was answered); a message is ``RECORD FILE``.
 
 A request for an unknown tenant or menu is refused before any session is stored (a log
 line, ``ctc_agi_refused_total{reason=...}``, and the channel is hung up): such requests
-are not calls the engine took, and a peer sending them must not fill the call history. A
+are not calls the engine took, and a peer sending them must not fill the call history.
+Only those two are refusals: anything else found missing on the way is a failure (the
+server logs it, Asterisk goes on with the dialplan), never counted as one of them. A
 call whose Asterisk stops answering (:class:`~engine.asterisk.agi.AgiTimeout`) ends
 ``failed`` with that reason, like any other failed command.
 """
@@ -55,7 +57,7 @@ from engine.domain.ivr import (
 from engine.domain.transfer import TransferState as TS
 from engine.domain.transfer import state_for_unanswered
 from engine.errors import CtcError, NotFound
-from engine.metrics import Metrics
+from engine.metrics import AgiRefusal, Metrics, count_agi_refused
 from engine.outbound import OutboundHttp
 from engine.store import Store
 from engine.store.transfers import StoredTransfer
@@ -67,6 +69,12 @@ _KEYS = "0123456789*#"
 # Dial's DIALSTATUS -> the Q.850 cause it stands for (busy, no answer, congestion,
 # subscriber absent); CANCEL (the caller hung up) has none.
 _DIALSTATUS_CAUSE = {"BUSY": 17, "NOANSWER": 19, "CONGESTION": 34, "CHANUNAVAIL": 20}
+
+# what InboundCall.open finds missing (NotFound.what) -> the refusal it is counted as
+_REFUSED_WHEN_MISSING: dict[str, AgiRefusal] = {
+    "tenant": "unknown_tenant",
+    "IVR menu": "unknown_menu",
+}
 
 
 class AgiIvr:
@@ -101,7 +109,7 @@ class AgiIvr:
         parts = request.script.strip("/").split("/")
         if len(parts) != 2 or parts[0] != "ivr" or not parts[1]:
             channel.log.warning("agi.unknown_script", script=request.script)
-            self._count("unknown_script")
+            count_agi_refused(self._metrics, "unknown_script")
             await channel.hangup()
             return
         record = InboundCall(self._store, request.uniqueid or request.channel, "agi")
@@ -109,9 +117,11 @@ class AgiIvr:
         try:
             await walk.open(tenant_slug=request.query.get("tenant", "default"))
         except NotFound as exc:  # nothing is stored for it
-            reason = "unknown_menu" if exc.what == "IVR menu" else "unknown_tenant"
+            reason = _REFUSED_WHEN_MISSING.get(exc.what)
+            if reason is None:  # not a request naming what does not exist: a failure
+                raise
             channel.log.warning("agi.refused", reason=reason, error=str(exc))
-            self._count(reason)
+            count_agi_refused(self._metrics, reason)
             await channel.verbose(f"ctc: {exc}")
             await channel.hangup()
             return
@@ -123,10 +133,6 @@ class AgiIvr:
             record.log.error("ivr.failed", error=str(exc))
             await record.end(CallStatus.FAILED, str(exc))
             raise
-
-    def _count(self, reason: str) -> None:
-        if self._metrics is not None:
-            self._metrics.agi_refused.labels(reason).inc()
 
 
 class _Walk:

@@ -32,7 +32,7 @@ from engine.domain.phone import to_e164
 from engine.domain.routing import Attempt, RoutePlan, plan_route
 from engine.domain.transfer import TransferState, TransferType
 from engine.errors import DestinationRefused, InvalidInput, NotFound
-from engine.outbound import OutboundHttp, refused_by_policy
+from engine.outbound import OutboundHttp
 from engine.store import Store
 from engine.store.sessions import NewSession, StoredSession
 from engine.store.transfers import NewTransfer, StoredTransfer
@@ -320,27 +320,22 @@ async def http_lookup(
 
 
 async def _ask(http: OutboundHttp, lookup: HttpLookup, policy: OutboundPolicy) -> LookupResult:
-    refusal = policy.url_refusal(lookup.url)
-    if refusal is not None:
-        return LookupResult(ok=False, error=f"refused by policy: {refusal}")
-    session = http.session(policy)
     timeout = aiohttp.ClientTimeout(total=lookup.timeout_ms / 1000)
+    if lookup.method == "POST":
+        method, options = "POST", {"json": dict(lookup.params)}
+    else:
+        method, options = "GET", {"params": dict(lookup.params)}
     try:
-        if lookup.method == "POST":
-            request = session.post(lookup.url, json=dict(lookup.params), timeout=timeout)
-        else:
-            request = session.get(lookup.url, params=dict(lookup.params), timeout=timeout)
-        async with request as resp:
+        async with http.request(policy, method, lookup.url, timeout=timeout, **options) as resp:
             text = (await resp.text(errors="replace")).strip()  # not UTF-8: still an answer
             if resp.status >= 400:
                 return LookupResult(ok=False, error=f"HTTP {resp.status}")
             return LookupResult(ok=True, value=text[:200])
+    except DestinationRefused as exc:
+        return LookupResult(ok=False, error=f"refused by policy: {exc}")
     except TimeoutError:  # aiohttp's timeouts are TimeoutErrors too, with no message
         return LookupResult(ok=False, error=f"timed out after {lookup.timeout_ms} ms")
-    except (aiohttp.ClientError, DestinationRefused) as exc:  # also InvalidURL
-        refused = refused_by_policy(exc)
-        if refused is not None:
-            return LookupResult(ok=False, error=f"refused by policy: {refused}")
+    except aiohttp.ClientError as exc:  # also InvalidURL
         return LookupResult(ok=False, error=str(exc) or type(exc).__name__)
 
 

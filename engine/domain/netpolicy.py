@@ -9,8 +9,15 @@ a tenant could make the engine POST to ``127.0.0.1`` (the engine's own neighbour
 - only globally routable addresses: loopback, link-local, private (RFC 1918, ULA
   ``fc00::/7``), shared (CGNAT ``100.64.0.0/10``), unspecified, multicast, reserved and
   documentation addresses are refused — an IPv6 address carrying an IPv4 one (mapped
-  ``::ffff:127.0.0.1``, 6to4 ``2002::/16``, NAT64 ``64:ff9b::/96``) counts as that IPv4
-  address;
+  ``::ffff:127.0.0.1``, 6to4 ``2002::/16``, NAT64 ``64:ff9b::/96`` and the local-use
+  ``64:ff9b:1::/96``, IPv4-compatible ``::10.0.0.1``) counts as that IPv4 address, and any
+  other IPv6 address must be global unicast (``2000::/3``) besides. The standard library's
+  ``is_global`` alone is not the rule: its tables differ between Python versions (3.11
+  counts ``64:ff9b:1::/48``, ``::a.b.c.d`` and site-local ``fec0::/10`` as global). A
+  local-use NAT64 address (RFC 8215, ``64:ff9b:1::/48``) outside ``64:ff9b:1::/96`` is
+  refused: which IPv4 address it stands for depends on the site's translator (RFC 6052
+  allows several layouts), so it cannot be judged; inside it, the other layouts would read
+  an address in ``0.0.0.0/8``, which no translator forwards;
 - unless the tenant allows the address with a CIDR (``tenant.outbound_allow_cidrs``, e.g.
   ``10.20.0.0/16`` for an ERP on the private network, ``127.0.0.1/32`` in tests).
 
@@ -52,15 +59,40 @@ _KINDS: tuple[tuple[str, str], ...] = (
     ("is_private", "a private address"),
     ("is_reserved", "a reserved address"),
 )
+_NOT_GLOBAL = "not a globally routable address"
 
 
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215, any RFC 6052 layout
+# IPv6 addresses whose last 32 bits are the IPv4 address they stand for
+_IPV4_IN_LAST_32 = (
+    ipaddress.IPv6Network("64:ff9b::/96"),  # RFC 6052's well-known NAT64 prefix
+    ipaddress.IPv6Network("64:ff9b:1::/96"),  # RFC 8215's local-use prefix, /96 layout
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated); not :: and ::1 below
+)
+_UNSPECIFIED_OR_LOOPBACK = (ipaddress.IPv6Address("::"), ipaddress.IPv6Address("::1"))
 
 
-def _nat64(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if ip not in _NAT64:
+def _ipv4_inside(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address ``ip`` carries (mapped, 6to4, NAT64, IPv4-compatible); None if
+    none (``::`` and ``::1`` are themselves, not ``0.0.0.0`` and ``0.0.0.1``)."""
+    inside = ip.ipv4_mapped or ip.sixtofour
+    if inside is not None:
+        return inside
+    if ip in _UNSPECIFIED_OR_LOOPBACK:
         return None
-    return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if any(ip in net for net in _IPV4_IN_LAST_32):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _kind(ip: Address) -> str:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _LOCAL_NAT64:
+            return "a local-use NAT64 address outside 64:ff9b:1::/96"
+        if ip.is_site_local:
+            return "a site-local address"
+    return next((name for attr, name in _KINDS if getattr(ip, attr)), _NOT_GLOBAL)
 
 
 def scheme_refusal(url: str) -> str | None:
@@ -108,15 +140,13 @@ class OutboundPolicy:
         except ValueError:
             return f"{address!r} is not an IP address"
         if isinstance(ip, ipaddress.IPv6Address):  # an IPv4 address inside: judge that
-            ip = ip.ipv4_mapped or ip.sixtofour or _nat64(ip) or ip
+            ip = _ipv4_inside(ip) or ip
         if any(ip.version == net.version and ip in net for net in self.allow):
             return None
-        if ip.is_global and not ip.is_multicast:
+        routable = ip in _GLOBAL_UNICAST if isinstance(ip, ipaddress.IPv6Address) else True
+        if routable and ip.is_global and not ip.is_multicast:
             return None
-        kind = next(
-            (name for attr, name in _KINDS if getattr(ip, attr)), "not a globally routable address"
-        )
-        return f"{ip} is {kind} (the tenant's outbound_allow_cidrs does not include it)"
+        return f"{ip} is {_kind(ip)} (the tenant's outbound_allow_cidrs does not include it)"
 
     def url_refusal(self, url: str) -> str | None:
         """Why ``url`` may not be requested, judging what is visible without DNS: the

@@ -12,10 +12,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+import structlog
 
 from engine.asterisk.agi import AgiServer
+from engine.asterisk.agi_ivr import AgiIvr
 from engine.daemon import Engine
-from engine.domain.ivr import IvrAction, IvrMenu, IvrOption
+from engine.domain.ivr import IvrAction, IvrMenu, IvrOption, MenuBook
+from engine.errors import NotFound
 from tests.integration.test_agi_server import request_block
 
 WITHIN = 5.0
@@ -65,8 +68,9 @@ async def peers() -> AsyncIterator[Callable[..., Awaitable[Peer]]]:
 async def serve(engine: Engine) -> AsyncIterator[Callable[..., Awaitable[AgiServer]]]:
     servers: list[AgiServer] = []
 
-    async def start(**limits: Any) -> AgiServer:
-        server = AgiServer("127.0.0.1", 0, engine.agi_ivr, metrics=engine.metrics, **limits)
+    async def start(handler: AgiIvr | None = None, **limits: Any) -> AgiServer:
+        door = engine.agi_ivr if handler is None else handler
+        server = AgiServer("127.0.0.1", 0, door, metrics=engine.metrics, **limits)
         await server.start()
         servers.append(server)
         return server
@@ -186,3 +190,23 @@ async def test_an_unknown_tenant_is_refused_without_a_session_row(
     peer.reply("200 result=1")
     assert await peer.eof() == b""
     assert _refused(engine, "unknown_tenant") == before + 1
+
+
+async def test_something_else_missing_is_a_failure_not_counted_as_an_unknown_tenant(
+    engine: Engine, serve: Any, peers: Any
+) -> None:
+    slug, tenant_id = await _tenant_with_menu(engine)
+
+    async def loader(tenant: uuid.UUID) -> MenuBook:
+        raise NotFound("routing rule", "r1")  # e.g. what a menu refers to
+
+    door = AgiIvr(engine.store, loader, engine.settings.calls, metrics=engine.metrics)
+    server = await serve(door, reply_timeout=5.0)
+    before = {r: _refused(engine, r) for r in ("unknown_tenant", "unknown_menu")}
+    with structlog.testing.capture_logs() as logs:
+        peer = await peers(server.port, request_block(script=f"ivr/main?tenant={slug}"))
+        assert await peer.command() == ""  # closed: no VERBOSE refusal, no HANGUP
+    assert {r: _refused(engine, r) for r in before} == before
+    [failed] = [entry for entry in logs if entry["event"] == "agi.handler_failed"]
+    assert failed["exc_info"] is True
+    assert await _sessions(engine, tenant_id) == []

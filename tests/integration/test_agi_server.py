@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -21,6 +23,7 @@ from engine.asterisk.agi import (
     AgiHangup,
     AgiServer,
     Playback,
+    parse_request,
 )
 from engine.errors import AgiError, ClosedResourceError
 from engine.health import HealthReport
@@ -347,6 +350,62 @@ async def test_client_disconnect_mid_command_is_a_hangup(serve: Any) -> None:
     events = [entry["event"] for entry in logs]
     assert "agi.hangup" in events
     assert "agi.handler_failed" not in events
+
+
+Connected = tuple[AgiChannel, asyncio.StreamReader, FakeAsterisk]
+ChannelPair = Callable[[float | None], Awaitable[Connected]]
+
+
+@pytest.fixture
+async def channel_pair() -> AsyncIterator[ChannelPair]:
+    """An AgiChannel over a real TCP connection, with its reader at hand: a test can hand it
+    the error asyncio's transport would (``StreamReader.set_exception``, what a failed
+    ``recv()`` ends in), which no loopback peer can provoke."""
+    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put((reader, writer))
+
+    listener = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    writers: list[asyncio.StreamWriter] = []
+
+    async def pair(reply_timeout: float | None) -> Connected:
+        fake = await FakeAsterisk.connect(listener.sockets[0].getsockname()[1])
+        async with asyncio.timeout(WITHIN):
+            reader, writer = await accepted.get()
+        writers.append(writer)
+        request = parse_request(request_block())
+        return AgiChannel(request, reader, writer, reply_timeout=reply_timeout), reader, fake
+
+    yield pair
+    for writer in writers:
+        writer.close()
+    listener.close()
+    await listener.wait_closed()
+
+
+@pytest.mark.parametrize("reply_timeout", [None, 30.0], ids=["no_reply_limit", "reply_limit"])
+@pytest.mark.parametrize("dial", [True, False], ids=["exec_dial", "get_variable"])
+async def test_a_socket_timeout_is_a_lost_connection_not_a_reply_timeout(
+    channel_pair: ChannelPair, reply_timeout: float | None, dial: bool
+) -> None:
+    """The kernel giving up on the TCP connection (ETIMEDOUT, a TimeoutError) is the
+    connection lost, an AgiHangup, whatever limit the command ran under: neither a bare
+    TimeoutError escaping the channel nor an AgiTimeout blaming a silent Asterisk."""
+    channel, reader, fake = await channel_pair(reply_timeout)
+    if dial:
+        command = asyncio.create_task(channel.exec("Dial", "PJSIP/bob", wait=None))
+        await fake.expect("EXEC Dial PJSIP/bob")
+    else:
+        command = asyncio.create_task(channel.get_variable("X"))
+        await fake.expect("GET VARIABLE X")
+    reader.set_exception(TimeoutError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT)))
+    with pytest.raises(AgiHangup, match="connection lost"):
+        async with asyncio.timeout(WITHIN):
+            await command
+    assert channel.hung_up
+    with pytest.raises(AgiHangup, match="closed"):
+        await channel.verbose("after")
 
 
 async def test_hangup_notice_then_511(serve: Any) -> None:

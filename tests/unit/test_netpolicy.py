@@ -45,10 +45,22 @@ NOBODY = OutboundPolicy()
         ("http://224.0.0.1/x", "224.0.0.1 is a multicast address"),
         ("http://239.1.2.3/x", "239.1.2.3 is a multicast address"),
         ("http://100.64.0.1/x", "100.64.0.1 is not a globally routable address"),
+        # IPv6 that the standard library of some Python versions (3.11) calls global
+        ("http://[64:ff9b:1::a9fe:a9fe]/x", "169.254.169.254 is a link-local address"),
+        ("http://[64:ff9b:1::7f00:1]/x", "127.0.0.1 is a loopback address"),
+        ("http://[64:ff9b:1:0:a:0:100:0]/x", "64:ff9b:1:0:a:0:100:0 is a local-use NAT64"),
+        ("http://[64:ff9b:1:ffff::808:808]/x", "64:ff9b:1:ffff::808:808 is a local-use NAT64"),
+        ("http://[::a9fe:a9fe]/x", "169.254.169.254 is a link-local address"),
+        ("http://[::10.0.0.1]/x", "10.0.0.1 is a private address"),
+        ("http://[fec0::1]/x", "fec0::1 is a site-local address"),
+        ("http://[4000::1]/x", "4000::1 is a reserved address"),
         ("http://240.0.0.1/x", "240.0.0.1 is a private address"),
         # allowed: global addresses, and names (judged on what they resolve to)
         ("http://93.184.216.34/hook", None),
         ("https://[2606:4700:4700::1111]/hook", None),
+        ("http://[64:ff9b::5db8:d822]/hook", None),  # NAT64 of 93.184.216.34
+        ("http://[64:ff9b:1::5db8:d822]/hook", None),  # the same, through a local NAT64
+        ("http://[::5db8:d822]/hook", None),  # IPv4-compatible 93.184.216.34
         ("HTTPS://erp.example.com/hook?x=1", None),
         ("http://localhost:8080/hook", None),
         ("https://erp.example/balance/{acct}", None),
@@ -193,3 +205,40 @@ async def test_the_session_refuses_a_name_resolving_to_loopback(loopback_url: st
         assert refused_by_policy(info.value) is not None
     finally:
         await outbound.close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["address", "name"])
+async def test_a_request_the_policy_refuses_is_destination_refused_whichever_check_caught_it(
+    loopback_url: str, host: str
+) -> None:
+    # the address literal is refused before anything is sent, the name after DNS (inside
+    # aiohttp's connector): the sender sees the same DestinationRefused, saying why
+    outbound = OutboundHttp()
+    try:
+        with pytest.raises(DestinationRefused, match="is a loopback address"):
+            async with outbound.request(NOBODY, "GET", loopback_url.replace("127.0.0.1", host)):
+                pytest.fail("the request was sent")
+    finally:
+        await outbound.close()
+
+
+async def test_a_request_the_policy_allows_is_sent() -> None:
+    async def made(request: web.Request) -> web.Response:
+        return web.Response(status=201, text="made")
+
+    app = web.Application()
+    app.router.add_post("/hook", made)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    outbound = OutboundHttp()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        policy = OutboundPolicy.allowing(["127.0.0.1/32"])
+        async with outbound.request(policy, "POST", url, json={}) as response:
+            assert response.status == 201
+            assert await response.text() == "made"
+    finally:
+        await outbound.close()
+        await runner.cleanup()
