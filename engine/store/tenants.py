@@ -29,7 +29,7 @@ import asyncpg
 import structlog
 
 from engine.domain.netpolicy import Network, OutboundPolicy, check_url
-from engine.errors import Conflict, DatabaseUnavailable, NotFound, StoreError
+from engine.errors import Conflict, CtcError, DatabaseUnavailable, NotFound
 from engine.secrets import Keyring
 from engine.store.database import Database
 
@@ -241,7 +241,8 @@ class TenantRepository:
         return self._remember(key, _tenant(row))
 
     async def _touch(self, token_id: uuid.UUID) -> None:
-        """Set ``last_used_at``; bookkeeping only, so a failure does not refuse the request."""
+        """Set ``last_used_at``; bookkeeping only, so a failure does not refuse the request:
+        any engine error (database away, pool closed) or PostgreSQL error is logged."""
         try:
             await self._db.execute(
                 "UPDATE api_token SET last_used_at = now() WHERE id = $1 "
@@ -250,5 +251,5 @@ class TenantRepository:
                 token_id,
                 float(LAST_USED_GRANULARITY),
             )
-        except StoreError as exc:
+        except (CtcError, asyncpg.PostgresError) as exc:
             log.warning("api_token.last_used_not_written", token_id=str(token_id), error=str(exc))

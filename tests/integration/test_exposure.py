@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import structlog
 
 from engine.api.server import ApiServer
 from engine.daemon import Engine
@@ -277,6 +278,32 @@ async def test_a_token_records_its_last_use_at_most_once_a_minute(engine: Engine
         "SELECT last_used_at > now() - interval '10 seconds' FROM api_token WHERE id = $1",
         issued.id,
     )
+
+
+async def test_a_last_use_that_cannot_be_written_does_not_refuse_the_token() -> None:
+    """Bookkeeping only: a PostgreSQL error that is not a lost connection (here a trigger
+    refusing the UPDATE) is logged, and the token still authenticates."""
+    from engine.store import Database
+
+    async with own_database() as url, Database(url) as db:
+        await db.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'last_used_at is read-only today'; END $$; "
+            "CREATE TRIGGER refuse_touch BEFORE UPDATE OF last_used_at ON api_token "
+            "FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+        store = Store.over(db)
+        issued = await store.tenants.issue_token("default", "erp")
+        with structlog.testing.capture_logs() as logs:
+            tenant = await store.tenants.by_token(issued.token)
+        assert tenant is not None
+        assert tenant.slug == "default"
+        (warning,) = [e for e in logs if e["event"] == "api_token.last_used_not_written"]
+        assert warning["log_level"] == "warning"
+        assert "read-only today" in warning["error"]
+        assert (
+            await db.fetchval("SELECT last_used_at FROM api_token WHERE id = $1", issued.id) is None
+        )
 
 
 async def test_a_request_over_tcp_marks_its_token_used(engine: Engine, tcp_api: Api) -> None:
