@@ -79,9 +79,9 @@ class OutboxCounts:
 
 
 class OutboxRepository:
-    def __init__(self, db: Database, *, keyring: Keyring | None = None) -> None:
+    def __init__(self, db: Database, *, keyring: Keyring) -> None:
         self._db = db
-        self._keyring = Keyring() if keyring is None else keyring  # None: no key configured
+        self._keyring = keyring
 
     async def claim(self, limit: int, *, lease_seconds: float) -> list[ClaimedCallback]:
         """Lease up to ``limit`` due rows, at most one per session (its earliest pending).

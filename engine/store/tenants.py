@@ -95,11 +95,9 @@ class TenantRepository:
     cached for ``cache_ttl`` seconds: deactivating a tenant or revoking a token takes
     effect within that time."""
 
-    def __init__(
-        self, db: Database, *, keyring: Keyring | None = None, cache_ttl: float = 5.0
-    ) -> None:
+    def __init__(self, db: Database, *, keyring: Keyring, cache_ttl: float = 5.0) -> None:
         self._db = db
-        self._keyring = Keyring() if keyring is None else keyring  # None: no key configured
+        self._keyring = keyring
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[float, Tenant]] = {}
 

@@ -243,7 +243,8 @@ async def test_a_token_records_its_last_use_at_most_once_a_minute(engine: Engine
     slug = f"u{uuid.uuid4().hex[:10]}"
     await engine.store.tenants.create(slug, slug)
     issued = await engine.store.tenants.issue_token(slug, "erp")
-    tenants = TenantRepository(engine.db, cache_ttl=0)  # every lookup reaches the database
+    # no cache: every lookup reaches the database
+    tenants = TenantRepository(engine.db, keyring=Keyring(), cache_ttl=0)
 
     async def last_used() -> object:
         return await engine.db.fetchval(
