@@ -383,6 +383,10 @@ class SecretsSettings(_Section):
     key: SecretStr | None = None
     key_file: FsPath | None = None
 
+    def keyring(self) -> Keyring:
+        """The configured keys (``key``, filled from ``key_file`` on load); empty for none."""
+        return Keyring.parse(None if self.key is None else self.key.get_secret_value())
+
     @field_validator("key_file")
     @classmethod
     def _one_key_source(cls, value: Path | None, info: ValidationInfo) -> Path | None:
@@ -857,7 +861,7 @@ def _resolve_key_file(
 def _check_keys(section: SecretsSettings, loc: _Loc, source: YamlSource) -> SecretsSettings:
     if section.key is not None:
         try:
-            keyring = Keyring.parse(section.key.get_secret_value())
+            keyring = section.keyring()
         except SecretsError as exc:
             raise source.error(str(exc), loc) from None
         if not keyring.configured:

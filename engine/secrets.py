@@ -22,16 +22,12 @@ returns it unchanged, and it does not start with :meth:`Keyring.current_prefix`,
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from engine.errors import SecretsError
 
-if TYPE_CHECKING:
-    from engine.config import SecretsSettings
-
-__all__ = ["PREFIX", "Keyring", "is_sealed", "keyring_from_settings"]
+__all__ = ["NO_KEY_HINT", "PREFIX", "Keyring", "is_sealed"]
 
 PREFIX = "ctc-enc:v1:"
 
@@ -135,8 +131,3 @@ class Keyring:
         Without a key it is :data:`PREFIX`: any sealed value counts as current (there is no
         key to re-seal it under) and only plaintext does not."""
         return PREFIX if self._primary is None else f"{PREFIX}{self._primary}:"
-
-
-def keyring_from_settings(settings: SecretsSettings) -> Keyring:
-    key = settings.key
-    return Keyring.parse(None if key is None else key.get_secret_value())
