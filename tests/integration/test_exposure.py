@@ -19,7 +19,7 @@ import structlog
 
 from engine.api.server import ApiServer
 from engine.daemon import Engine
-from engine.errors import SecretsError
+from engine.errors import CtcError, SecretsError
 from engine.secrets import PREFIX, Keyring
 from engine.store import Store
 from engine.store.providers import NewProvider
@@ -116,6 +116,25 @@ async def test_the_socket_mode_does_not_depend_on_the_umask(engine: Engine) -> N
             assert not path.exists()
     finally:
         os.umask(old)
+
+
+async def test_a_second_server_on_a_socket_in_use_is_refused_and_leaves_it_working(
+    engine: Engine,
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="ctc-m-") as tmp:
+        path = Path(tmp) / "api.sock"
+        async with ApiServer(engine.state, socket_path=path, socket_mode=0o600):
+            second = ApiServer(engine.state, socket_path=path, socket_mode=0o600)
+            with pytest.raises(CtcError, match="another engine is listening on"):
+                await second.start()
+            assert path.is_socket()  # the refused one's cleanup did not remove it
+            connector = aiohttp.UnixConnector(path=str(path))
+            async with (
+                aiohttp.ClientSession(connector=connector) as session,
+                session.get("http://ctc/healthz") as resp,
+            ):
+                assert resp.status == 200
+        assert not path.exists()
 
 
 # -- secrets at rest --------------------------------------------------------------------------
