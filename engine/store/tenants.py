@@ -50,12 +50,14 @@ class Tenant:
     name: str
     callback_url: str | None
     is_active: bool
-    outbound_allow_cidrs: tuple[Network, ...] = ()
+    # where this tenant's callbacks and lookups may go; built once, when the row is read,
+    # since every call start, inbound call and callback consults it
+    policy: OutboundPolicy = dataclasses.field(default_factory=OutboundPolicy)
 
     @property
-    def policy(self) -> OutboundPolicy:
-        """Where this tenant's callbacks and lookups may go."""
-        return OutboundPolicy.allowing(self.outbound_allow_cidrs)
+    def outbound_allow_cidrs(self) -> tuple[Network, ...]:
+        """The networks the tenant allows beyond global addresses (sorted)."""
+        return self.policy.allow
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,7 +81,7 @@ def _tenant(row: asyncpg.Record) -> Tenant:
         row["name"],
         row["callback_url"],
         row["is_active"],
-        tuple(row["outbound_allow_cidrs"]),
+        OutboundPolicy.allowing(row["outbound_allow_cidrs"]),
     )
 
 
