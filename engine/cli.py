@@ -174,10 +174,9 @@ def db_status(ctx: _Context) -> None:
 
 
 async def _with_store(settings: Settings, work: Any) -> Any:
-    from engine.secrets import keyring_from_settings
     from engine.store import Database, Store
 
-    keyring = keyring_from_settings(settings.secrets)
+    keyring = settings.secrets.keyring()
     async with Database(settings.database.url, min_size=1, max_size=2) as database:
         return await work(Store.over(database, keyring=keyring))
 

@@ -384,6 +384,10 @@ class SecretsSettings(_Section):
     key: SecretStr | None = None
     key_file: FsPath | None = None
 
+    def keyring(self) -> Keyring:
+        """The configured keys (``key``, filled from ``key_file`` on load); empty for none."""
+        return Keyring.parse(None if self.key is None else self.key.get_secret_value())
+
     @field_validator("key_file")
     @classmethod
     def _one_key_source(cls, value: Path | None, info: ValidationInfo) -> Path | None:
@@ -804,22 +808,37 @@ def read_text_file(path: Path, label: str, required: bool) -> str | None:
 _S = TypeVar("_S", AriSettings, AmiSettings)
 
 
-def _resolve_password_file(section: _S, name: str, base: Path | None, source: YamlSource) -> _S:
-    if section.password_file is None:
-        return section
-    path = section.password_file
+@dataclass(frozen=True, slots=True)
+class _SecretFile:
+    path: Path  # resolved against the config file's directory
+    text: str
+    mode: int  # permission bits
+
+
+def _read_secret_file(path: Path, base: Path | None, loc: _Loc, source: YamlSource) -> _SecretFile:
+    """A ``*_file`` setting's file: a relative ``path`` is taken from ``base`` (the config
+    file's directory); unreadable or not UTF-8 is an error at ``loc``."""
     if base is not None and not path.is_absolute():
         path = base / path
-    loc: _Loc = (name, "password_file")
     try:
-        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+        mode = stat.S_IMODE(path.stat().st_mode)
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise source.error(f"cannot read {path}: {exc.strerror or exc}", loc) from exc
     except UnicodeDecodeError:
         raise source.error(f"cannot read {path}: not valid UTF-8", loc) from None
+    return _SecretFile(path, text, mode)
+
+
+def _resolve_password_file(section: _S, name: str, base: Path | None, source: YamlSource) -> _S:
+    if section.password_file is None:
+        return section
+    loc: _Loc = (name, "password_file")
+    file = _read_secret_file(section.password_file, base, loc, source)
+    secret = file.text.rstrip("\r\n")
     if not secret:
-        raise source.error(f"{path} is empty", loc)
-    return section.model_copy(update={"password": SecretStr(secret), "password_file": path})
+        raise source.error(f"{file.path} is empty", loc)
+    return section.model_copy(update={"password": SecretStr(secret), "password_file": file.path})
 
 
 def _resolve_key_file(
@@ -827,24 +846,15 @@ def _resolve_key_file(
 ) -> SecretsSettings:
     """Read ``secrets.key_file`` (refused if others may read it) and check the key(s)."""
     if section.key_file is not None:
-        path = section.key_file
-        if base is not None and not path.is_absolute():
-            path = base / path
         loc: _Loc = ("secrets", "key_file")
-        try:
-            mode = stat.S_IMODE(path.stat().st_mode)
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise source.error(f"cannot read {path}: {exc.strerror or exc}", loc) from exc
-        except UnicodeDecodeError:
-            raise source.error(f"cannot read {path}: not valid UTF-8", loc) from None
-        if mode & 0o007:
+        file = _read_secret_file(section.key_file, base, loc, source)
+        if file.mode & 0o007:
             raise source.error(
-                f"{path} is accessible to other users (mode {mode:04o}): it decrypts every "
-                f"stored secret; chmod 600 {path} (or 640 with the engine's group)",
+                f"{file.path} is accessible to other users (mode {file.mode:04o}): it decrypts "
+                f"every stored secret; chmod 600 {file.path} (or 640 with the engine's group)",
                 loc,
             )
-        section = section.model_copy(update={"key": SecretStr(text), "key_file": path})
+        section = section.model_copy(update={"key": SecretStr(file.text), "key_file": file.path})
         return _check_keys(section, loc, source)
     return _check_keys(section, ("secrets", "key"), source)
 
@@ -852,7 +862,7 @@ def _resolve_key_file(
 def _check_keys(section: SecretsSettings, loc: _Loc, source: YamlSource) -> SecretsSettings:
     if section.key is not None:
         try:
-            keyring = Keyring.parse(section.key.get_secret_value())
+            keyring = section.keyring()
         except SecretsError as exc:
             raise source.error(str(exc), loc) from None
         if not keyring.configured:

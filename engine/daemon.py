@@ -36,7 +36,6 @@ from engine.health import HealthReport
 from engine.loop_watch import LoopWatch
 from engine.metrics import Metrics
 from engine.notifier import CallbackNotifier
-from engine.secrets import keyring_from_settings
 from engine.store import Database, Store
 from engine.store.migrations import default_migrations_dir, migration_status
 
@@ -57,9 +56,7 @@ class Engine:
             db.url, min_size=db.min_size, max_size=db.max_size, command_timeout=db.command_timeout
         )
         self.events = EventBus()
-        self.store = Store.over(
-            self.db, events=self.events, keyring=keyring_from_settings(settings.secrets)
-        )
+        self.store = Store.over(self.db, events=self.events, keyring=settings.secrets.keyring())
         self.store.journal.health = self.health
         self.health.set("journal", "up", "live IVR calls written behind", required=False)
         self.notifier = CallbackNotifier(

@@ -29,7 +29,7 @@ from engine.asterisk.ami import AmiLink, AmiLoginError, AmiResponseError
 from engine.asterisk.ari import basic_auth
 from engine.config import AmiSettings, AriSettings, Settings, redacted_summary
 from engine.errors import AmiError, CtcError
-from engine.secrets import NO_KEY_HINT, keyring_from_settings
+from engine.secrets import NO_KEY_HINT
 from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migration_status
 from engine.store.stored_secrets import StoredSecrets
@@ -410,7 +410,7 @@ async def _gather_database(settings: Settings, wait: float) -> DatabaseFacts:
 
 
 async def _gather_secrets(settings: Settings, wait: float) -> SecretsFacts | None:
-    keyring = keyring_from_settings(settings.secrets)
+    keyring = settings.secrets.keyring()
     try:
         async with Database(settings.database.url, min_size=1, max_size=1) as db:
             counts = await asyncio.wait_for(StoredSecrets(db, keyring).not_current(), wait * 3)

@@ -15,22 +15,19 @@ digits of the key's SHA-256) says which key opens it, so a value under a key tha
 longer configured fails with a message naming that id instead of a vague "invalid token".
 Anything without the ``ctc-enc:`` prefix is plaintext stored before encryption existed (or
 a tenant callback secret generated while no key was configured); :meth:`Keyring.open`
-returns it unchanged and :meth:`Keyring.needs_rotation` says it should be re-sealed.
+returns it unchanged, and it does not start with :meth:`Keyring.current_prefix`, so
+``ctc secrets rotate`` re-seals it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from engine.errors import SecretsError
 
-if TYPE_CHECKING:
-    from engine.config import SecretsSettings
-
-__all__ = ["PREFIX", "Keyring", "is_sealed", "keyring_from_settings"]
+__all__ = ["NO_KEY_HINT", "PREFIX", "Keyring", "is_sealed"]
 
 PREFIX = "ctc-enc:v1:"
 
@@ -128,13 +125,9 @@ class Keyring:
         except (InvalidToken, UnicodeError):
             raise SecretsError(f"{what}: stored value does not verify under key {kid}") from None
 
-    def needs_rotation(self, stored: str) -> bool:
-        """Plaintext, or sealed under a key other than the primary."""
-        if not is_sealed(stored):
-            return True
-        return stored[len(PREFIX) :].partition(":")[0] != self._primary
-
-
-def keyring_from_settings(settings: SecretsSettings) -> Keyring:
-    key = settings.key
-    return Keyring.parse(None if key is None else key.get_secret_value())
+    def current_prefix(self) -> str:
+        """How a stored value that is current begins: sealed under the primary key. The one
+        rule of what ``ctc secrets rotate`` re-seals (every value not starting with this).
+        Without a key it is :data:`PREFIX`: any sealed value counts as current (there is no
+        key to re-seal it under) and only plaintext does not."""
+        return PREFIX if self._primary is None else f"{PREFIX}{self._primary}:"

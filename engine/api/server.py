@@ -198,6 +198,7 @@ class ApiServer:
         self._metrics_token_required = metrics_token_required
         self._runners: list[web.AppRunner] = []
         self._closed = False
+        self._bound = False  # the socket at socket_path is ours (close() removes only then)
 
     @property
     def tcp_port(self) -> int | None:
@@ -230,8 +231,10 @@ class ApiServer:
         )
         await runner.setup()
         self._runners.append(runner)
-        # bound with its final mode (replacing a stale socket from a previous run)
+        # bound with its final mode (replacing a stale socket from a previous run, refused
+        # while another engine listens there)
         sock = bind_unix_socket(path, self._socket_mode)
+        self._bound = True
         try:
             await web.SockSite(runner, sock).start()
         except OSError as exc:
@@ -259,7 +262,8 @@ class ApiServer:
         log.info("api.listening", host=host, port=self.tcp_port)
 
     async def close(self) -> None:
-        """Stop accepting, let in-flight requests finish (bounded), remove the socket."""
+        """Stop accepting, let in-flight requests finish (bounded), remove the socket if we
+        bound it (a start refused because another engine listens leaves that one's alone)."""
         self._closed = True
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
@@ -267,8 +271,9 @@ class ApiServer:
                 await asyncio.shield(runner.cleanup())
             except Exception:
                 log.warning("api.close_failed", exc_info=True)
+        bound, self._bound = self._bound, False
         with contextlib.suppress(FileNotFoundError):
-            if self._socket_path.is_socket():
+            if bound and self._socket_path.is_socket():
                 self._socket_path.unlink()
 
     async def __aenter__(self) -> Self:

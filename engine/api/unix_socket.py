@@ -11,6 +11,13 @@ may even look inside it, so nobody else can connect during the window) created n
 target, given its final mode there, and then ``rename``-d onto the target path, which is
 atomic on one file system. The target path never exists with other bits than the
 configured ones.
+
+A socket already at the path is replaced only when it is stale (left by a run that did not
+clean up): the rename would silently take the path from an engine still listening there
+(its clients would reach us, its own socket file would be gone). So we first try to
+connect to it; a refused connection means stale, anything that answers means another
+engine, and we refuse to start. This is a check, not a lock: two engines started at the
+same instant can still race.
 """
 
 from __future__ import annotations
@@ -24,17 +31,24 @@ from pathlib import Path
 
 from engine.errors import CtcError
 
-__all__ = ["bind_unix_socket"]
+__all__ = ["PROBE_TIMEOUT", "bind_unix_socket"]
+
+PROBE_TIMEOUT = 1.0
+"""Seconds to wait for a connection to an existing socket at the path; a listener too busy
+to take one within it (a full backlog) counts as listening."""
 
 
 def bind_unix_socket(path: Path, mode: int) -> socket.socket:
     """A bound (not yet listening) Unix stream socket at ``path`` with exactly ``mode``.
 
-    A stale socket at ``path`` (from a run that did not clean up) is replaced; any other kind
-    of file there is refused, as is a path in a missing directory.
+    A stale socket at ``path`` (from a run that did not clean up, nothing accepts on it) is
+    replaced; a socket something listens on is refused ("another engine is listening"), as
+    is any other kind of file there and a path in a missing directory.
     """
     if path.exists() and not path.is_socket():
         raise CtcError(f"cannot listen on {path}: a file that is not a socket is in the way")
+    if path.is_socket():
+        _refuse_if_listened_on(path)
     try:
         private = Path(tempfile.mkdtemp(prefix=".ctc", dir=path.parent))
     except OSError as exc:
@@ -52,3 +66,23 @@ def bind_unix_socket(path: Path, mode: int) -> socket.socket:
         with contextlib.suppress(OSError):
             shutil.rmtree(private)
     return sock
+
+
+def _refuse_if_listened_on(path: Path) -> None:
+    """Return if the socket at ``path`` is stale (the connection is refused) or gone."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(PROBE_TIMEOUT)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return  # stale: nothing listens (or it went away meanwhile)
+        except TimeoutError:
+            pass  # a listener whose backlog is full: still a listener
+        except OSError as exc:  # e.g. another user's socket we may not connect to
+            raise CtcError(
+                f"cannot listen on {path}: cannot tell whether another engine is listening "
+                f"there ({exc.strerror or exc}); stop it or remove the socket"
+            ) from exc
+    raise CtcError(
+        f"another engine is listening on {path}: stop it first, or give this one another api.socket"
+    )

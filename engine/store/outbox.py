@@ -16,6 +16,11 @@ repository is the notifier's side of the table. Why it is shaped this way:
   only ``WHERE next_attempt_at = <lease>``, so a delivery whose lease expired (and was
   re-claimed elsewhere) cannot overwrite the newer attempt's bookkeeping.
 
+A row whose tenant ``callback_secret`` cannot be opened (sealed under a key that is no
+longer configured, or damaged) cannot be signed: :meth:`OutboxRepository.claim` marks it
+``dead`` with the reason (which names the key id) and returns the rest of the batch, so
+one tenant's broken secret does not stop the other tenants' callbacks.
+
 Delivery is at-least-once (a crash after the receiver answered but before the outcome is
 stored sends it again): receivers de-duplicate on ``X-CTC-Event-Id``.
 """
@@ -29,12 +34,16 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import structlog
 
 from engine.domain.netpolicy import OutboundPolicy
+from engine.errors import CtcError, SecretsError
 from engine.secrets import Keyring
 from engine.store.database import Database
 
 __all__ = ["ClaimedCallback", "OutboxCounts", "OutboxRepository"]
+
+log = structlog.get_logger(__name__)
 
 _MAX_ERROR_CHARS = 500
 
@@ -70,12 +79,15 @@ class OutboxCounts:
 
 
 class OutboxRepository:
-    def __init__(self, db: Database, *, keyring: Keyring | None = None) -> None:
+    def __init__(self, db: Database, *, keyring: Keyring) -> None:
         self._db = db
-        self._keyring = Keyring() if keyring is None else keyring  # None: no key configured
+        self._keyring = keyring
 
     async def claim(self, limit: int, *, lease_seconds: float) -> list[ClaimedCallback]:
-        """Lease up to ``limit`` due rows, at most one per session (its earliest pending)."""
+        """Lease up to ``limit`` due rows, at most one per session (its earliest pending).
+
+        Rows whose tenant secret cannot be opened are marked ``dead`` and left out, so the
+        list may be shorter than the rows leased."""
         if limit < 1:
             return []
         async with self._db.transaction() as conn:
@@ -99,16 +111,42 @@ class OutboxRepository:
                 limit,
                 lease_seconds,
             )
-        claimed = [
-            dataclasses.replace(
-                ClaimedCallback.from_row(r),
-                secret=self._keyring.open(
-                    r["secret"], what=f"callback_secret of tenant {r['tenant_id']}"
-                ),
+        claimed: list[ClaimedCallback] = []
+        for row in sorted(rows, key=lambda r: r["id"]):
+            leased = ClaimedCallback.from_row(row)
+            try:
+                secret = self._keyring.open(
+                    leased.secret, what=f"callback_secret of tenant {leased.tenant_id}"
+                )
+            except SecretsError as exc:
+                await self._bury_unsignable(leased, exc)
+                continue
+            claimed.append(dataclasses.replace(leased, secret=secret))
+        return claimed
+
+    async def _bury_unsignable(self, leased: ClaimedCallback, exc: SecretsError) -> None:
+        """Mark ``dead`` a row whose tenant secret cannot be opened, so it neither holds the
+        rest of the batch back nor comes back after every lease. A failure to record that
+        is logged: the row stays leased and is tried again after the lease."""
+        error = f"cannot sign: {exc}"
+        try:
+            await self.mark_failed(leased, error=error, status=None, retry_in=None)
+        except (CtcError, asyncpg.PostgresError) as record_exc:
+            log.warning(
+                "callback.bookkeeping_failed",
+                outbox_id=leased.id,
+                tenant_id=str(leased.tenant_id),
+                error=repr(record_exc),
+                delivery_error=error,
             )
-            for r in rows
-        ]
-        return sorted(claimed, key=lambda c: c.id)
+            return
+        log.error(
+            "callback.dead",
+            outbox_id=leased.id,
+            tenant_id=str(leased.tenant_id),
+            session_id=str(leased.session_id),
+            error=error,
+        )
 
     async def mark_delivered(self, claimed: ClaimedCallback, *, status: int) -> bool:
         """Record a 2xx; False if the lease was lost (another engine owns the row now)."""

@@ -83,9 +83,9 @@ class ProviderSecrets:
 
 
 class ProviderRepository:
-    def __init__(self, db: Database, *, keyring: Keyring | None = None) -> None:
+    def __init__(self, db: Database, *, keyring: Keyring) -> None:
         self._db = db
-        self._keyring = Keyring() if keyring is None else keyring  # None: no key configured
+        self._keyring = keyring
 
     async def create(self, new: NewProvider) -> StoredProvider:
         credentials = (

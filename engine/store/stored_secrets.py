@@ -3,13 +3,14 @@ and re-sealing them (``ctc secrets rotate``).
 
 Why a module of its own: rotation must reach every secret column, and listing them in one
 place (:data:`SECRET_COLUMNS`) keeps a new secret column from being forgotten by it. The
-sealing itself is :class:`~engine.secrets.Keyring`'s.
+sealing itself is :class:`~engine.secrets.Keyring`'s, and so is the rule of which values
+are current (:meth:`~engine.secrets.Keyring.current_prefix`).
 """
 
 from __future__ import annotations
 
 from engine.errors import SecretsError
-from engine.secrets import NO_KEY_HINT, PREFIX, Keyring
+from engine.secrets import NO_KEY_HINT, Keyring
 from engine.store.database import Database
 
 __all__ = ["SECRET_COLUMNS", "StoredSecrets"]
@@ -27,18 +28,14 @@ class StoredSecrets:
         self._db = db
         self._keyring = keyring
 
-    def _current(self) -> str:
-        """LIKE pattern of a value sealed under the primary key (no key: any sealed value)."""
-        primary = self._keyring.primary_id
-        return f"{PREFIX}{primary}:%" if primary is not None else f"{PREFIX}%"
-
     async def not_current(self) -> dict[str, int]:
         """``table.column`` -> how many stored values are plaintext or under an old key."""
         out: dict[str, int] = {}
         for table, column in SECRET_COLUMNS:
             count = await self._db.fetchval(
-                f"SELECT count(*) FROM {table} WHERE {column} IS NOT NULL AND {column} NOT LIKE $1",
-                self._current(),
+                f"SELECT count(*) FROM {table} "
+                f"WHERE {column} IS NOT NULL AND NOT starts_with({column}, $1)",
+                self._keyring.current_prefix(),
             )
             out[f"{table}.{column}"] = int(count or 0)
         return out
@@ -53,8 +50,8 @@ class StoredSecrets:
             for table, column in SECRET_COLUMNS:
                 rows = await conn.fetch(
                     f"SELECT id, {column} AS value FROM {table} "
-                    f"WHERE {column} IS NOT NULL AND {column} NOT LIKE $1 FOR UPDATE",
-                    self._current(),
+                    f"WHERE {column} IS NOT NULL AND NOT starts_with({column}, $1) FOR UPDATE",
+                    self._keyring.current_prefix(),
                 )
                 what = f"{table}.{column}"
                 updates = [

@@ -29,7 +29,7 @@ import asyncpg
 import structlog
 
 from engine.domain.netpolicy import Network, OutboundPolicy, check_url
-from engine.errors import Conflict, DatabaseUnavailable, NotFound, StoreError
+from engine.errors import Conflict, CtcError, DatabaseUnavailable, NotFound
 from engine.secrets import Keyring
 from engine.store.database import Database
 
@@ -50,12 +50,14 @@ class Tenant:
     name: str
     callback_url: str | None
     is_active: bool
-    outbound_allow_cidrs: tuple[Network, ...] = ()
+    # where this tenant's callbacks and lookups may go; built once, when the row is read,
+    # since every call start, inbound call and callback consults it
+    policy: OutboundPolicy = dataclasses.field(default_factory=OutboundPolicy)
 
     @property
-    def policy(self) -> OutboundPolicy:
-        """Where this tenant's callbacks and lookups may go."""
-        return OutboundPolicy.allowing(self.outbound_allow_cidrs)
+    def outbound_allow_cidrs(self) -> tuple[Network, ...]:
+        """The networks the tenant allows beyond global addresses (sorted)."""
+        return self.policy.allow
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,7 +81,7 @@ def _tenant(row: asyncpg.Record) -> Tenant:
         row["name"],
         row["callback_url"],
         row["is_active"],
-        tuple(row["outbound_allow_cidrs"]),
+        OutboundPolicy.allowing(row["outbound_allow_cidrs"]),
     )
 
 
@@ -95,11 +97,9 @@ class TenantRepository:
     cached for ``cache_ttl`` seconds: deactivating a tenant or revoking a token takes
     effect within that time."""
 
-    def __init__(
-        self, db: Database, *, keyring: Keyring | None = None, cache_ttl: float = 5.0
-    ) -> None:
+    def __init__(self, db: Database, *, keyring: Keyring, cache_ttl: float = 5.0) -> None:
         self._db = db
-        self._keyring = Keyring() if keyring is None else keyring  # None: no key configured
+        self._keyring = keyring
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[float, Tenant]] = {}
 
@@ -241,7 +241,8 @@ class TenantRepository:
         return self._remember(key, _tenant(row))
 
     async def _touch(self, token_id: uuid.UUID) -> None:
-        """Set ``last_used_at``; bookkeeping only, so a failure does not refuse the request."""
+        """Set ``last_used_at``; bookkeeping only, so a failure does not refuse the request:
+        any engine error (database away, pool closed) or PostgreSQL error is logged."""
         try:
             await self._db.execute(
                 "UPDATE api_token SET last_used_at = now() WHERE id = $1 "
@@ -250,5 +251,5 @@ class TenantRepository:
                 token_id,
                 float(LAST_USED_GRANULARITY),
             )
-        except StoreError as exc:
+        except (CtcError, asyncpg.PostgresError) as exc:
             log.warning("api_token.last_used_not_written", token_id=str(token_id), error=str(exc))

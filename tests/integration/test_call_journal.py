@@ -17,6 +17,7 @@ from engine.errors import ClosedResourceError, DatabaseUnavailable, IllegalTrans
 from engine.events import EventBus
 from engine.health import HealthReport, State
 from engine.ivr_yaml import load_menus
+from engine.secrets import Keyring
 from engine.store import Database, Store
 from engine.store.ivr import IvrMenuRepository
 from engine.store.journal import CallJournal
@@ -343,7 +344,7 @@ async def test_the_tenant_and_menus_last_read_serve_new_calls_while_postgresql_i
     proxied: _ProxiedDb,
 ) -> None:
     # caches that always expire: only PostgreSQL being away can explain a hit
-    tenants = TenantRepository(proxied.db, cache_ttl=0)
+    tenants = TenantRepository(proxied.db, keyring=Keyring(), cache_ttl=0)
     menus = IvrMenuRepository(proxied.db, book_ttl=0)
     tenant = await tenants.by_slug("default")
     await menus.save(tenant.id, load_menus(MENUS))

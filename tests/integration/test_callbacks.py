@@ -504,3 +504,49 @@ async def test_callback_secrets_are_stored_encrypted_and_callbacks_still_verify(
             await signed_with(old_slug, old_secret)  # the same key, now sealed
     finally:
         await drop_database(url)
+
+
+async def test_a_secret_no_configured_key_opens_kills_only_its_rows_and_names_the_key(
+    receiver: Receiver,
+) -> None:
+    url = await create_database("ctc_cb_key")  # a dead row of its own must not leak elsewhere
+    try:
+        await migrate(url, default_migrations_dir())
+        key, removed_key = Keyring.generate_key(), Keyring.generate_key()
+        removed_id = Keyring((removed_key,)).primary_id
+        assert removed_id is not None
+        async with Database(url) as db:
+            store = Store.over(db, keyring=Keyring((key,)))
+            # sealed under a key this engine no longer has (removed, or rotated elsewhere)
+            lost = Store.over(db, keyring=Keyring((removed_key,)))
+            good = await store.tenants.create("good", "good", receiver.url, allow_cidrs=LOOPBACK)
+            bad = await lost.tenants.create("bad", "bad", receiver.url, allow_cidrs=LOOPBACK)
+
+            async def call(tenant_id: uuid.UUID) -> str:
+                session, _ = await store.sessions.create(
+                    NewSession(tenant_id, "1001", "+14155550100")
+                )
+                await store.sessions.transition(tenant_id, session.id, S.DIALING_AGENT)
+                return str(session.id)
+
+            bad_sid = await call(bad.id)  # first: both rows land in one claimed batch
+            good_sid = await call(good.id)
+            notifier = CallbackNotifier(
+                store.outbox, CallbackSettings(**FAST, max_attempts=10), poll_interval=0.01
+            )
+            async with notifier:
+                await receiver.wait_for(lambda _: len(receiver.delivered(good_sid)) == 1)
+
+                async def bad_is_dead() -> bool:
+                    return [r["state"] for r in await _rows(db, bad_sid)] == ["dead"]
+
+                await eventually(bad_is_dead)
+            assert receiver.delivered(bad_sid) == []
+            (row,) = await _rows(db, bad_sid)
+            assert row["attempts"] == 1
+            assert row["last_status"] is None
+            assert row["last_error"].startswith(f"cannot sign: callback_secret of tenant {bad.id}")
+            assert f"encrypted with key {removed_id}, which is not configured" in row["last_error"]
+            assert [r["state"] for r in await _rows(db, good_sid)] == ["delivered"]
+    finally:
+        await drop_database(url)

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import structlog
 
 from engine.api.server import ApiServer
 from engine.daemon import Engine
-from engine.errors import SecretsError
+from engine.errors import CtcError, SecretsError
 from engine.secrets import PREFIX, Keyring
 from engine.store import Store
 from engine.store.providers import NewProvider
@@ -115,6 +116,25 @@ async def test_the_socket_mode_does_not_depend_on_the_umask(engine: Engine) -> N
             assert not path.exists()
     finally:
         os.umask(old)
+
+
+async def test_a_second_server_on_a_socket_in_use_is_refused_and_leaves_it_working(
+    engine: Engine,
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="ctc-m-") as tmp:
+        path = Path(tmp) / "api.sock"
+        async with ApiServer(engine.state, socket_path=path, socket_mode=0o600):
+            second = ApiServer(engine.state, socket_path=path, socket_mode=0o600)
+            with pytest.raises(CtcError, match="another engine is listening on"):
+                await second.start()
+            assert path.is_socket()  # the refused one's cleanup did not remove it
+            connector = aiohttp.UnixConnector(path=str(path))
+            async with (
+                aiohttp.ClientSession(connector=connector) as session,
+                session.get("http://ctc/healthz") as resp,
+            ):
+                assert resp.status == 200
+        assert not path.exists()
 
 
 # -- secrets at rest --------------------------------------------------------------------------
@@ -242,7 +262,8 @@ async def test_a_token_records_its_last_use_at_most_once_a_minute(engine: Engine
     slug = f"u{uuid.uuid4().hex[:10]}"
     await engine.store.tenants.create(slug, slug)
     issued = await engine.store.tenants.issue_token(slug, "erp")
-    tenants = TenantRepository(engine.db, cache_ttl=0)  # every lookup reaches the database
+    # no cache: every lookup reaches the database
+    tenants = TenantRepository(engine.db, keyring=Keyring(), cache_ttl=0)
 
     async def last_used() -> object:
         return await engine.db.fetchval(
@@ -277,6 +298,32 @@ async def test_a_token_records_its_last_use_at_most_once_a_minute(engine: Engine
         "SELECT last_used_at > now() - interval '10 seconds' FROM api_token WHERE id = $1",
         issued.id,
     )
+
+
+async def test_a_last_use_that_cannot_be_written_does_not_refuse_the_token() -> None:
+    """Bookkeeping only: a PostgreSQL error that is not a lost connection (here a trigger
+    refusing the UPDATE) is logged, and the token still authenticates."""
+    from engine.store import Database
+
+    async with own_database() as url, Database(url) as db:
+        await db.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'last_used_at is read-only today'; END $$; "
+            "CREATE TRIGGER refuse_touch BEFORE UPDATE OF last_used_at ON api_token "
+            "FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+        store = Store.over(db)
+        issued = await store.tenants.issue_token("default", "erp")
+        with structlog.testing.capture_logs() as logs:
+            tenant = await store.tenants.by_token(issued.token)
+        assert tenant is not None
+        assert tenant.slug == "default"
+        (warning,) = [e for e in logs if e["event"] == "api_token.last_used_not_written"]
+        assert warning["log_level"] == "warning"
+        assert "read-only today" in warning["error"]
+        assert (
+            await db.fetchval("SELECT last_used_at FROM api_token WHERE id = $1", issued.id) is None
+        )
 
 
 async def test_a_request_over_tcp_marks_its_token_used(engine: Engine, tcp_api: Api) -> None:

@@ -30,9 +30,9 @@ def test_new_values_use_the_first_key_and_any_listed_key_opens() -> None:
     both = Keyring((NEW, OLD))
     under_old = old_ring.seal("s3cret", what="w")
     assert both.open(under_old, what="w") == "s3cret"
-    assert both.needs_rotation(under_old)
+    assert not under_old.startswith(both.current_prefix())  # rotate re-seals it
     under_new = both.seal("s3cret", what="w")
-    assert not both.needs_rotation(under_new)
+    assert under_new.startswith(both.current_prefix())
     assert both.primary_id == Keyring((NEW,)).primary_id
     assert Keyring((NEW,)).open(under_new, what="w") == "s3cret"
 
@@ -52,11 +52,23 @@ def test_a_tampered_value_does_not_open() -> None:
         ring.open(tampered, what="w")
 
 
-def test_legacy_plaintext_is_read_as_is_and_needs_rotation() -> None:
+def test_legacy_plaintext_is_read_as_is_and_is_not_current() -> None:
     ring = Keyring((NEW,))
     assert ring.open("0123abcd", what="w") == "0123abcd"
-    assert ring.needs_rotation("0123abcd")
+    assert not "0123abcd".startswith(ring.current_prefix())
     assert Keyring().open("0123abcd", what="w") == "0123abcd"
+
+
+def test_current_values_are_those_sealed_under_the_primary_key() -> None:
+    ring = Keyring((NEW, OLD))
+    assert ring.current_prefix() == f"{PREFIX}{ring.primary_id}:"
+
+
+def test_without_a_key_any_sealed_value_is_current_and_only_plaintext_is_not() -> None:
+    """Nothing to re-seal under: doctor reports only what is still plaintext."""
+    ring = Keyring()
+    assert Keyring((OLD,)).seal("s3cret", what="w").startswith(ring.current_prefix())
+    assert not "0123abcd".startswith(ring.current_prefix())
 
 
 def test_without_a_key_sealing_is_refused_with_the_fix() -> None:

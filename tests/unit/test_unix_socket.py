@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import stat
 from collections.abc import Iterator
@@ -68,6 +69,35 @@ def test_a_stale_socket_is_replaced_and_the_new_one_accepts(tmp_path: Path) -> N
         with socket.socket(socket.AF_UNIX) as client:
             client.connect(str(path))
         assert mode_of(path) == 0o660
+
+
+def test_a_socket_another_engine_listens_on_is_refused_and_left_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "engine.sock"
+    with socket.socket(socket.AF_UNIX) as running:
+        running.bind(str(path))
+        running.listen()
+        with pytest.raises(
+            CtcError, match=f"another engine is listening on {re.escape(str(path))}"
+        ):
+            bind_unix_socket(path, 0o660)
+        # the path still leads to the running one
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(path))
+            accepted, _ = running.accept()
+            accepted.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["engine.sock"]  # no staging left
+
+
+def test_a_socket_nothing_listens_on_yet_is_stale_and_replaced(tmp_path: Path) -> None:
+    """Bound but never listening (a run that died before listen): connecting is refused."""
+    path = tmp_path / "engine.sock"
+    with socket.socket(socket.AF_UNIX) as half_started:
+        half_started.bind(str(path))
+        with contextlib.closing(bind_unix_socket(path, 0o600)) as sock:
+            sock.listen()
+            with socket.socket(socket.AF_UNIX) as client:
+                client.connect(str(path))
+            assert mode_of(path) == 0o600
 
 
 def test_a_regular_file_in_the_way_is_not_replaced(tmp_path: Path) -> None:
