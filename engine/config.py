@@ -57,6 +57,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from engine.domain.text import text_problem
 from engine.errors import ConfigError, SecretsError
 from engine.secrets import NO_KEY_HINT, Keyring
 
@@ -590,7 +591,10 @@ class _Converter:
             self._expand(1, node, loc)
         self._converted.add(id(node))
         if isinstance(node, yaml.ScalarNode):
-            return self._loader.construct_object(node, deep=True)
+            value = self._loader.construct_object(node, deep=True)
+            if isinstance(value, str):
+                self._storable(value, node, loc)
+            return value
         if id(node) in self._active:
             raise ConfigError(
                 "recursive alias", file=self._source.file, line=_line(node), field=_dotted(loc)
@@ -618,7 +622,16 @@ class _Converter:
                 line=_line(node),
                 field=_dotted(loc) or None,
             )
-        return str(node.value)
+        key = str(node.value)
+        self._storable(key, node, loc)
+        return key
+
+    def _storable(self, value: str, node: yaml.Node, loc: _Loc) -> None:
+        """NUL or a lone surrogate (YAML's \\0, \\ud800 escapes) in any string: refused."""
+        if (problem := text_problem(value)) is not None:
+            raise ConfigError(
+                problem, file=self._source.file, line=_line(node), field=_dotted(loc) or None
+            )
 
     def _mapping(self, node: yaml.MappingNode, loc: _Loc) -> dict[str, Any]:
         seen: set[str] = set()

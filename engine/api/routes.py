@@ -4,6 +4,7 @@ service or a repository, shape the answer."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -53,13 +54,13 @@ from engine.api.routing import (
     printable,
     read_form,
     read_json_object,
-    text_problem,
 )
 from engine.api.state import API_STATE, METRICS_NEED_TOKEN
 from engine.asterisk.controls import CallControls, require_connected
 from engine.domain.click_to_call import Leg
 from engine.domain.ivr import IvrMenu
 from engine.domain.phone import to_e164
+from engine.domain.text import text_problem
 from engine.errors import ClosedResourceError, ConfigError, InvalidInput, NotFound
 from engine.events import EventBus
 from engine.ivr_yaml import dump_menus, load_menus
@@ -617,6 +618,26 @@ async def get_ivr_menu(req: ApiRequest) -> web.StreamResponse:
     return json_response(_menu_out(stored))
 
 
+# A character beyond the BMP escaped in JSON is a surrogate pair (backslash-u d83d,
+# backslash-u de00); YAML decodes each half on its own, into two lone surrogates that
+# PostgreSQL cannot store. YAML's own escape for it is one backslash-U 0001F600. An even
+# number of backslashes before "u" is text (an escaped backslash), not an escape.
+_SURROGATE_PAIR = re.compile(
+    r"(?<!\\)((?:\\\\)*)\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})"
+)
+
+
+def _yaml_escapes(json_text: str) -> str:
+    """JSON text that YAML reads as the same strings (surrogate pairs as one \\U escape)."""
+
+    def one(match: re.Match[str]) -> str:
+        high, low = int(match[2], 16), int(match[3], 16)
+        code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+        return f"{match[1]}\\U{code:08X}"
+
+    return _SURROGATE_PAIR.sub(one, json_text)
+
+
 @router.route(
     "PUT",
     f"{IVR}/{{name}}",
@@ -640,7 +661,7 @@ async def put_ivr_menu(req: ApiRequest) -> web.StreamResponse:
     def document(body: str) -> str:
         # the body comes first, so its own problems are the ones reported
         rest = "".join(f", {json.dumps(n)}: {json.dumps(e)}" for n, e in others.items())
-        return f'{{"menus": {{{json.dumps(name)}: {body}{rest}}}}}'
+        return _yaml_escapes(f'{{"menus": {{{json.dumps(name)}: {body}{rest}}}}}')
 
     try:
         try:

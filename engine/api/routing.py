@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import types
 import typing
 import uuid
@@ -36,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from engine import __version__
+from engine.domain.text import text_problem
 from engine.errors import NotFound
 from engine.store.tenants import Tenant
 
@@ -51,7 +51,6 @@ __all__ = [
     "printable",
     "read_form",
     "read_json_object",
-    "text_problem",
     "validation_details",
 ]
 
@@ -68,7 +67,6 @@ _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**63 - 1
 _JSON: Final = "application/json"
 _SSE: Final = "text/event-stream"
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class BadRequest(Exception):
@@ -420,16 +418,6 @@ def _parse_query(model: type[BaseModel], request: web.Request) -> BaseModel:
         raise BadRequest(
             422, "validation_error", "invalid query parameters", validation_details(exc)
         ) from exc
-
-
-def text_problem(value: str) -> str | None:
-    """Why ``value`` cannot be stored as text (PostgreSQL refuses NUL, and lone surrogates
-    are not Unicode that UTF-8 can carry), or None."""
-    if "\x00" in value:
-        return "must not contain NUL (\\u0000)"
-    if _SURROGATE.search(value):
-        return "must be valid Unicode (no lone surrogates)"
-    return None
 
 
 def printable(value: str) -> str:

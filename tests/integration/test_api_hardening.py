@@ -265,6 +265,22 @@ async def test_a_lone_surrogate_is_422_naming_the_field(tcp_api: Api, auth: dict
         assert "surrogate" in json.dumps(err)
 
 
+async def test_characters_beyond_the_bmp_escaped_in_a_menu_are_stored_as_sent(
+    tcp_api: Api, auth: dict[str, str]
+) -> None:
+    """The menu body is read by the YAML loader, which decodes a JSON surrogate pair escape
+    half by half: the pair must reach PostgreSQL as the one character it stands for."""
+    body = (
+        '{"greeting": "hello-world", "description": "ok \\ud83d\\ude00 \\\\ud83d '
+        '\u00e9\U0001f600", "options": {"1": {"action": "hangup"}}}'
+    )
+    status, menu, _ = await _raw(tcp_api, "PUT", "/api/v1/ivr-menus/emoji", body, {**auth, **JSON})
+    assert status == 201, menu
+    assert menu["menu"]["description"] == "ok \U0001f600 \\ud83d \u00e9\U0001f600"
+    status, again, _ = await _raw(tcp_api, "GET", "/api/v1/ivr-menus/emoji", "", auth)
+    assert (status, again["menu"]) == (200, menu["menu"])
+
+
 async def _raw_http(
     engine: Engine, head: bytes, body: bytes = b"", *, unix: bool = False
 ) -> tuple[int, Any]:

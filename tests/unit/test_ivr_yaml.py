@@ -310,3 +310,23 @@ def test_document_shape_errors() -> None:
 def test_yaml_syntax_error_has_a_line() -> None:
     message = error("menus:\n  m: {options: {1: {action: hangup}\n")
     assert message.startswith("menus.yaml:3: ")
+
+
+@pytest.mark.parametrize(
+    ("escape", "problem"),
+    [("\\ud800", "no lone surrogates"), ("\\0", "must not contain NUL")],
+)
+def test_text_the_database_cannot_store_is_refused_at_its_line(escape: str, problem: str) -> None:
+    text = textwrap.dedent(
+        f"""\
+        menus:
+          main:
+            greeting: "hello{escape}"
+            options:
+              "1": {{action: hangup}}
+        """
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_menus(text, file="menus.yaml")
+    assert str(caught.value).startswith("menus.yaml:3: menus.main.greeting: ")
+    assert problem in str(caught.value)
