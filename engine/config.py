@@ -340,7 +340,8 @@ class AgiSettings(_Section):
     port: Port = 4573
     request_timeout: Seconds = 5.0
     reply_timeout: Seconds = 120.0
-    max_connections: int = Field(default=200, ge=1)
+    # None: from the process's open-files limit (see engine.asterisk.agi.connection_cap)
+    max_connections: int | None = Field(default=None, ge=1)
 
 
 class CallSettings(_Section):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import resource
+
 import pytest
 
 from engine.asterisk.agi import (
@@ -9,6 +11,7 @@ from engine.asterisk.agi import (
     AgiHangup,
     AgiProtocolError,
     AgiResponse,
+    connection_cap,
     encode_command,
     parse_request,
     parse_response,
@@ -202,3 +205,11 @@ def test_encode_command_refuses_bad_verbs(verb: str) -> None:
 def test_encode_command_refuses_overlong_lines() -> None:
     with pytest.raises(AgiCommandError, match="longer than"):
         encode_command("VERBOSE", "x" * 3000)
+
+
+def test_the_default_connection_cap_leaves_descriptors_for_the_rest_of_the_engine() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = connection_cap()
+    assert cap >= 64
+    if soft != resource.RLIM_INFINITY and soft > 320:
+        assert cap == soft - 256
