@@ -187,8 +187,12 @@ async def engine(
     async with running_engine(migrated_db, sandbox, tmp_path, app="ctc", agi=True) as running:
         # the ERP stand-in is on 127.0.0.1: the tenant must allow it (engine/domain/netpolicy.py)
         tenant = await running.store.tenants.update("default", allow_cidrs=("127.0.0.1/32",))
-        await running.store.ivr.save(tenant.id, load_menus(menus))
-        yield running
+        try:
+            await running.store.ivr.save(tenant.id, load_menus(menus))
+            yield running
+        finally:
+            # the database is shared by the session: later tests expect loopback refused
+            await running.store.tenants.update("default", allow_cidrs=())
 
 
 @dataclasses.dataclass
