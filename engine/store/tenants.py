@@ -71,7 +71,9 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-_TENANT_COLS = "id, slug, name, callback_url, is_active, outbound_allow_cidrs"
+_TENANT_COLUMNS = ("id", "slug", "name", "callback_url", "is_active", "outbound_allow_cidrs")
+_TENANT_COLS = ", ".join(_TENANT_COLUMNS)
+_TENANT_COLS_OF_T = ", ".join(f"t.{column}" for column in _TENANT_COLUMNS)
 
 
 def _tenant(row: asyncpg.Record) -> Tenant:
@@ -226,7 +228,7 @@ class TenantRepository:
         if cached is not None:
             return cached
         row = await self._db.fetchrow(
-            "SELECT t.id, t.slug, t.name, t.callback_url, t.is_active, t.outbound_allow_cidrs, "
+            f"SELECT {_TENANT_COLS_OF_T}, "
             "       k.id AS token_id, k.last_used_at IS NULL "
             "       OR k.last_used_at < now() - $2::float8 * interval '1 second' AS stale "
             "FROM api_token k JOIN tenant t ON t.id = k.tenant_id "
