@@ -26,6 +26,7 @@ __all__ = [
     "SCENARIOS",
     "AriEvents",
     "SippPhone",
+    "ari_bridges",
     "ari_session",
 ]
 
@@ -108,3 +109,26 @@ async def ari_session() -> AsyncIterator[aiohttp.ClientSession]:
         headers=ARI_AUTH_HEADER, timeout=aiohttp.ClientTimeout(total=10)
     ) as session:
         yield session
+
+
+async def ari_bridges(
+    ari: aiohttp.ClientSession,
+    *,
+    until: Callable[[set[str]], bool] = lambda _: True,
+    within: float = 5.0,
+) -> set[str]:
+    """The ids of Asterisk's bridges. With ``until``, listed again until it holds or
+    ``within`` seconds pass (the last list either way, for the caller to assert on): ARI
+    answers ``DELETE /bridges/{id}`` before the bridge has left the list."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            while not until(found := await _bridge_ids(ari)):  # noqa: ASYNC110 - no event
+                await asyncio.sleep(0.05)
+            return found
+    return await _bridge_ids(ari)
+
+
+async def _bridge_ids(ari: aiohttp.ClientSession) -> set[str]:
+    async with ari.get(f"{ARI_URL}/bridges") as resp:
+        assert resp.status == 200, await resp.text()
+        return {str(b["id"]) for b in await resp.json()}

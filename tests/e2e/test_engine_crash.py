@@ -22,13 +22,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from engine.asterisk.sandbox import ARI_URL, Sandbox
+from engine.asterisk.sandbox import Sandbox
 from engine.asterisk.sipp import SippPhone
 from engine.store import Database, Store
 from engine.store.sessions import NewSession
 from tests.e2e.engine_fixtures import AGENT, AGENT_PORT, CUSTOMER, CUSTOMER_PORT
 from tests.e2e.engine_process import EngineProcess
-from tests.e2e.helpers import ari_session
+from tests.e2e.helpers import ari_bridges, ari_session
 
 pytestmark = pytest.mark.e2e
 
@@ -113,10 +113,15 @@ async def _events(db: asyncpg.Connection, sid: str) -> list[str]:
     return [r["event_type"] for r in rows]
 
 
-async def _our_bridges(sid: str) -> list[str]:
-    async with ari_session() as ari, ari.get(f"{ARI_URL}/bridges") as resp:
-        bridges: list[dict[str, Any]] = await resp.json()
-    return [b["id"] for b in bridges if sid in b["id"]]
+async def _our_bridges(sid: str, *, gone: bool = True) -> list[str]:
+    """The call's bridges in Asterisk (waited for to be gone, when they should be)."""
+    async with ari_session() as ari:
+        found = await ari_bridges(ari, until=lambda now: not gone or not _of(sid, now))
+    return sorted(_of(sid, found))
+
+
+def _of(sid: str, bridges: set[str]) -> set[str]:
+    return {b for b in bridges if sid in b}
 
 
 async def _none_live(db: asyncpg.Connection, *sids: str) -> None:
@@ -231,7 +236,7 @@ async def test_crash_while_the_customer_rings_and_the_customer_answers_after_the
         sid = await _crash_in(proc, db, "dialing_customer")
         await proc.start()
         await _until(db, sid, "connected")  # bridged by the new engine
-        assert await _our_bridges(sid) == [f"c2c-{sid}"]
+        assert await _our_bridges(sid, gone=False) == [f"c2c-{sid}"]
         status, body = await proc.api("POST", f"/api/v1/click-to-call/sessions/{sid}/end", {})
         assert status == 200, body
         done = await _until(db, sid, *TERMINAL)
