@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -80,8 +81,12 @@ class MigrationStatus:
 
 
 def default_migrations_dir() -> Path:
-    """The ``sql/`` folder beside the ``engine`` package (a checkout or editable install)."""
-    return Path(__file__).resolve().parents[2] / "sql"
+    """The ``sql/`` folder beside the ``engine`` package in a checkout (or an editable
+    install), else where a wheel puts it: ``<prefix>/share/ctc-engine/sql``."""
+    checkout = Path(__file__).resolve().parents[2] / "sql"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "ctc-engine" / "sql"
 
 
 def discover(directory: Path) -> list[Migration]:

@@ -1,0 +1,83 @@
+"""The wheel is the product an admin installs: it must work without the checkout.
+
+`pip wheel .` is installed into a fresh virtualenv outside the repository; that install's
+`ctc` migrates an empty database with the migrations the wheel carries (the repository's
+top-level sql/ travels as data) and lists every command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMANDS = (
+    "call",
+    "calls",
+    "config",
+    "db",
+    "demo",
+    "doctor",
+    "ivr",
+    "run",
+    "sandbox",
+    "secrets",
+    "tenant",
+    "token",
+)
+
+
+async def _run(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 600)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, f"{' '.join(argv)} exited {proc.returncode}:\n{text[-3000:]}"
+    return text
+
+
+async def test_the_wheel_migrates_an_empty_database_and_lists_every_command_without_the_checkout(
+    tmp_path: Path, empty_db: str
+) -> None:
+    wheels, venv = tmp_path / "wheels", tmp_path / "venv"
+    built = await _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "-w",
+        str(wheels),
+        str(ROOT),
+        cwd=tmp_path,
+    )
+    assert "License classifiers are deprecated" not in built
+    assert "project.license` as a TOML table is deprecated" not in built
+    (wheel,) = wheels.glob("ctc_engine-*.whl")
+    await _run(sys.executable, "-m", "venv", str(venv), cwd=tmp_path)
+    await _run(str(venv / "bin/pip"), "install", "-q", str(wheel), cwd=tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CTC_", "PYTHON", "VIRTUAL"))}
+    env["CTC_DATABASE_URL"] = empty_db
+    # run from an empty folder: nothing of the checkout is importable or readable
+    out = await _run(str(venv / "bin/ctc"), "db", "migrate", cwd=tmp_path, env=env)
+    migrations = sorted(p.name for p in (ROOT / "sql").glob("*.sql"))
+    for name in migrations:
+        assert f"applied {name}" in out, out
+    conn = await asyncpg.connect(empty_db)
+    try:
+        applied = await conn.fetchval("SELECT count(*) FROM schema_migration")
+    finally:
+        await conn.close()
+    assert applied == len(migrations)
+    listed = await _run(str(venv / "bin/ctc"), "--help", cwd=tmp_path, env=env)
+    commands = {line.split()[0] for line in listed.split("Commands:")[1].splitlines() if line}
+    assert commands == set(COMMANDS)
