@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from engine.asterisk.sandbox import Sandbox
+from engine.asterisk.sandbox import ARI_URL, Sandbox
 from engine.asterisk.sipp import SippPhone
 from engine.store import Database, Store
 from engine.store.sessions import NewSession
@@ -77,10 +77,23 @@ async def _initiate(proc: EngineProcess) -> str:
     return str(body["id"])
 
 
+# the leg a dialing status rings: the engine stores the status, then originates
+_RINGING = {"dialing_agent": "agent", "dialing_customer": "customer"}
+
+
 async def _crash_in(proc: EngineProcess, db: asyncpg.Connection, status: str) -> str:
-    """Place a call and kill -9 the engine once the call is committed in ``status``."""
+    """Place a call and kill -9 the engine once the call is committed in ``status`` (and,
+    for a dialing status, once Asterisk has the leg it rings: a kill between storing the
+    status and the originate is another case, see the session note)."""
     sid = await _initiate(proc)
     await _until(db, sid, status)
+    if (leg := _RINGING.get(status)) is not None:
+        async with ari_session() as ari, asyncio.timeout(30):
+            while True:
+                async with ari.get(f"{ARI_URL}/channels/c2c-{sid}-{leg}") as resp:
+                    if resp.status == 200:
+                        break
+                await asyncio.sleep(0.02)
     proc.kill()
     return sid
 
