@@ -656,7 +656,7 @@ class StasisApp:
             if session is None or session.status.is_terminal:
                 return False
             # what Asterisk recorded of the legs that ended unseen (read only if any did)
-            gone = [raw for raw in _dialed_channels(session) if raw not in channels]
+            gone = any(raw not in channels for _, raw in _dialed_legs(session))
             ends = await self._records.read(session.id) if gone else {}
             facts = _resync_facts(session, channels, ends)
             if facts:
@@ -750,12 +750,12 @@ _GONE = "channel gone while ARI was disconnected"
 _RECORDED = "hung up while ARI was disconnected (time and cause recorded by Asterisk)"
 
 
-def _dialed_channels(session: StoredSession) -> list[str]:
-    """The channels of the legs dialed so far, agent first."""
+def _dialed_legs(session: StoredSession) -> list[tuple[Leg, str]]:
+    """The legs dialed so far with their channels, agent first."""
     legs = [Leg.AGENT]
     if session.status in (CallStatus.DIALING_CUSTOMER, CallStatus.CONNECTED):
         legs.append(Leg.CUSTOMER)
-    return [leg_channel(session, leg) for leg in legs]
+    return [(leg, leg_channel(session, leg)) for leg in legs]
 
 
 def _resync_facts(
@@ -771,10 +771,9 @@ def _resync_facts(
     """
     answers: list[RawFact] = []
     endings: list[ChannelFact] = []
-    for raw in _dialed_channels(session):
+    for leg, raw in _dialed_legs(session):
         channel = channels.get(raw)
         if channel is not None:
-            leg = Leg.AGENT if raw == leg_channel(session, Leg.AGENT) else Leg.CUSTOMER
             if channel.get("state") == "Up" and _awaits_answer(session.status, leg):
                 answers.append(ChannelFact(raw, up=True))
         elif (end := ends.get(raw)) is not None:

@@ -27,6 +27,7 @@ __all__ = [
     "AriEvents",
     "SippPhone",
     "ari_bridges",
+    "ari_has",
     "ari_session",
 ]
 
@@ -132,3 +133,10 @@ async def _bridge_ids(ari: aiohttp.ClientSession) -> set[str]:
     async with ari.get(f"{ARI_URL}/bridges") as resp:
         assert resp.status == 200, await resp.text()
         return {str(b["id"]) for b in await resp.json()}
+
+
+async def ari_has(ari: aiohttp.ClientSession, kind: str, name: str) -> bool:
+    """Whether ARI has the channel or bridge (``kind``: channels, bridges) ``name``."""
+    async with ari.get(f"{ARI_URL}/{kind}/{name}") as resp:
+        assert resp.status in (200, 404), await resp.text()
+        return resp.status == 200

@@ -22,13 +22,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from engine.asterisk.sandbox import ARI_URL, Sandbox
+from engine.asterisk.sandbox import Sandbox
 from engine.asterisk.sipp import SippPhone
 from engine.store import Database, Store
 from engine.store.sessions import NewSession
 from tests.e2e.engine_fixtures import AGENT, AGENT_PORT, CUSTOMER, CUSTOMER_PORT
 from tests.e2e.engine_process import EngineProcess
-from tests.e2e.helpers import ari_bridges, ari_session
+from tests.e2e.helpers import ari_bridges, ari_has, ari_session
 
 pytestmark = pytest.mark.e2e
 
@@ -89,10 +89,7 @@ async def _crash_in(proc: EngineProcess, db: asyncpg.Connection, status: str) ->
     await _until(db, sid, status)
     if (leg := _RINGING.get(status)) is not None:
         async with ari_session() as ari, asyncio.timeout(30):
-            while True:
-                async with ari.get(f"{ARI_URL}/channels/c2c-{sid}-{leg}") as resp:
-                    if resp.status == 200:
-                        break
+            while not await ari_has(ari, "channels", f"c2c-{sid}-{leg}"):  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
     proc.kill()
     return sid

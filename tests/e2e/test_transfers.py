@@ -31,6 +31,7 @@ from tests.e2e.engine_fixtures import (
     initiate,
     running_engine,
 )
+from tests.e2e.helpers import ari_has
 
 pytestmark = pytest.mark.e2e
 
@@ -78,13 +79,6 @@ def _ids(sid: str) -> tuple[str, str]:
     return f"c2c-{sid}-agent", f"c2c-{sid}-customer"
 
 
-async def _exists(ari: aiohttp.ClientSession, kind: str, name: str) -> bool:
-    """Whether ARI has the channel or bridge (``kind``: channels, bridges) ``name``."""
-    async with ari.get(f"{ARI_URL}/{kind}/{name}") as resp:
-        assert resp.status in (200, 404), await resp.text()
-        return resp.status == 200
-
-
 async def _until_events(watch: CallWatcher, event_type: str, count: int) -> None:
     """Wait until ``count`` events of ``event_type`` were seen."""
     while sum(e.event_type == event_type for e in watch.events) < count:
@@ -128,7 +122,7 @@ async def test_two_successive_blind_transfers(
         assert second["target_channel_id"] != first["target_channel_id"]
         await _until_events(watch, "transfer.completed", 2)
         assert await agent2.wait_async(30) == 0, agent2.report()  # agent2 got its BYE
-        assert not await _exists(ari, "channels", first["target_channel_id"])
+        assert not await ari_has(ari, "channels", first["target_channel_id"])
         assert await _bridge_channels(ari, f"c2c-{sid}") == {
             customer_ch,
             second["target_channel_id"],
@@ -198,7 +192,7 @@ async def test_customer_leg_blind_transfer_keeps_the_agent(
         assert done.event_type == "customer.hangup", watch.trail()
         assert await agent.wait_async(30) == 0, agent.report()
         assert await trunk.wait_async(30) == 0, trunk.report()  # both trunk calls got BYEs
-        assert not await _exists(ari, "channels", customer_ch)
+        assert not await ari_has(ari, "channels", customer_ch)
     [row] = await _transfers(engine, watch)
     assert (row.transfer_type, row.state, row.target, row.target_type, row.from_leg) == (
         "blind",
@@ -463,7 +457,7 @@ async def test_transfer_whose_target_vanished_during_an_ari_cut_fails_back_to_th
                 assert "disconnected" in failed.payload["reason"]
                 agent_ch, customer_ch = _ids(sid)
                 assert await _bridge_channels(ari, f"c2c-{sid}") == {agent_ch, customer_ch}
-                assert not await _exists(ari, "bridges", started["consult_bridge_id"])
+                assert not await ari_has(ari, "bridges", started["consult_bridge_id"])
                 session = await watch.session()
                 assert session.status.value == "connected", watch.trail()
                 assert session.agent_channel_id == agent_ch
