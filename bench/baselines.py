@@ -24,7 +24,7 @@ from typing import Any, Self
 
 import aiohttp
 
-from engine.asterisk.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER
+from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER
 
 __all__ = ["BareAgiServer", "BareAriApp"]
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from bench.baselines import BareAgiServer, BareAriApp
 from bench.originate import cpu_seconds, cpu_times, start_engine
-from engine.asterisk.sandbox import Sandbox
-from engine.asterisk.sipp import SippPhone
+from engine.devtools.sandbox import Sandbox
+from engine.devtools.sipp import SippPhone
 from engine.ivr_yaml import load_menus
 from engine.store import Database, Store
 from engine.store.migrations import default_migrations_dir, migrate

@@ -29,9 +29,9 @@ from typing import Any
 
 import aiohttp
 
-from engine.asterisk.ari import AriClient
-from engine.asterisk.sandbox import ARI_PASSWORD, Sandbox
-from engine.asterisk.sipp import SippPhone
+from engine.asterisk.links.ari import AriClient
+from engine.devtools.sandbox import ARI_PASSWORD, Sandbox
+from engine.devtools.sipp import SippPhone
 from engine.store import Database, Store
 from engine.store.migrations import default_migrations_dir, migrate
 from tests.conftest import create_database, drop_database

@@ -17,7 +17,7 @@ import click
 
 from engine.config import Settings, exposure_warnings, load_settings, redacted_summary
 from engine.errors import CtcError
-from engine.logging import configure_logging
+from engine.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -455,7 +455,7 @@ def demo(ctx: _Context, talk_seconds: int) -> None:
     """Sandbox Asterisk + PostgreSQL + engine + SIPp phones: place a real click-to-call."""
     import os
 
-    from engine.demo import run_demo
+    from engine.devtools.demo import run_demo
 
     url = os.environ.get("CTC_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ctc_demo")
     configure_logging("warning", "console")
@@ -473,7 +473,7 @@ def sandbox() -> None:
 @sandbox.command("up")
 def sandbox_up() -> None:
     """Build (once, cached) and start the sandbox; wait until ARI answers."""
-    from engine.asterisk.sandbox import Sandbox
+    from engine.devtools.sandbox import Sandbox
 
     status = Sandbox().up()
     click.echo(f"sandbox up: Asterisk {status.version} pid {status.pid}, root {status.root}")
@@ -482,7 +482,7 @@ def sandbox_up() -> None:
 @sandbox.command("down")
 def sandbox_down() -> None:
     """Stop the sandbox Asterisk and unmount what it mounted (harmless when down)."""
-    from engine.asterisk.sandbox import Sandbox
+    from engine.devtools.sandbox import Sandbox
 
     Sandbox().down()
     click.echo("sandbox down")
@@ -491,7 +491,7 @@ def sandbox_down() -> None:
 @sandbox.command("status")
 def sandbox_status() -> None:
     """Say whether the sandbox runs and ARI answers."""
-    from engine.asterisk.sandbox import Sandbox
+    from engine.devtools.sandbox import Sandbox
 
     status = Sandbox().status()
     if status.running:

@@ -21,14 +21,14 @@ from engine.api.routes import router
 from engine.api.server import ApiServer
 from engine.api.sse import StreamLimits
 from engine.api.state import ApiState
-from engine.asterisk.agi import AgiServer
-from engine.asterisk.agi_ivr import AgiIvr
-from engine.asterisk.ami import AmiEvent, AmiLink
-from engine.asterisk.ari import AriClient
-from engine.asterisk.controls import CallControls
-from engine.asterisk.hangup_records import HangupRecords
-from engine.asterisk.stasis import StasisApp
-from engine.calls import CallService
+from engine.app.calls import CallService
+from engine.asterisk.flows.click_to_call import StasisApp
+from engine.asterisk.flows.controls import CallControls
+from engine.asterisk.flows.hangup_records import HangupRecords
+from engine.asterisk.flows.ivr_agi import AgiIvr
+from engine.asterisk.links.agi import AgiServer
+from engine.asterisk.links.ami import AmiEvent, AmiLink
+from engine.asterisk.links.ari import AriClient
 from engine.config import Settings, exposure_warnings
 from engine.errors import ClosedResourceError, CtcError
 from engine.events import EventBus

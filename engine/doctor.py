@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import aiohttp
 
-from engine.asterisk.ami import AmiLink, AmiLoginError, AmiResponseError
-from engine.asterisk.ari import basic_auth
+from engine.asterisk.links.ami import AmiLink, AmiLoginError, AmiResponseError
+from engine.asterisk.links.ari import basic_auth
 from engine.config import AmiSettings, AriSettings, Settings, redacted_summary
 from engine.errors import AmiError, CtcError
 from engine.secrets import NO_KEY_HINT

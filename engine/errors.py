@@ -194,7 +194,7 @@ class AmiError(AsteriskError):
 
 
 class AgiError(AsteriskError):
-    """A FastAGI request or command failed (subclasses in :mod:`engine.asterisk.agi`)."""
+    """A FastAGI request or command failed (subclasses in :mod:`engine.asterisk.links.agi`)."""
 
 
 class SandboxError(AsteriskError):

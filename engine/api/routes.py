@@ -15,6 +15,15 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from engine.api import sse
+from engine.api.endpoints import (
+    ApiRequest,
+    BadRequest,
+    Router,
+    json_response,
+    printable,
+    read_form,
+    read_json_object,
+)
 from engine.api.models import (
     AgentActivityIn,
     AgentActivityOut,
@@ -46,17 +55,8 @@ from engine.api.models import (
     TransferOut,
     WebhookAcceptedOut,
 )
-from engine.api.routing import (
-    ApiRequest,
-    BadRequest,
-    Router,
-    json_response,
-    printable,
-    read_form,
-    read_json_object,
-)
 from engine.api.state import API_STATE, METRICS_NEED_TOKEN
-from engine.asterisk.controls import CallControls, require_connected
+from engine.asterisk.flows.controls import CallControls, require_connected
 from engine.domain.click_to_call import Leg
 from engine.domain.ivr import IvrMenu
 from engine.domain.phone import to_e164

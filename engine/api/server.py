@@ -28,8 +28,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
+from engine.api.endpoints import TENANT, BadRequest, validation_details
 from engine.api.routes import router
-from engine.api.routing import TENANT, BadRequest, validation_details
 from engine.api.sse import OPEN_STREAMS, OpenStreams
 from engine.api.state import API_STATE, METRICS_NEED_TOKEN, ApiState
 from engine.api.unix_socket import bind_unix_socket

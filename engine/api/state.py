@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from engine.api.sse import StreamLimits
-from engine.asterisk.controls import CallControls
-from engine.calls import CallService
+from engine.app.calls import CallService
+from engine.asterisk.flows.controls import CallControls
 from engine.errors import StoreError
 from engine.events import EventBus
 from engine.health import HealthReport

@@ -1,1 +1,1 @@
-"""engine.asterisk"""
+"""Everything that speaks to Asterisk: links (ARI, AMI, FastAGI) and the call flows over them."""

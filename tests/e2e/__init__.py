@@ -1,1 +1,1 @@
-"""End-to-end tests: the sandbox Asterisk (engine.asterisk.sandbox) and SIPp phones."""
+"""End-to-end tests: the sandbox Asterisk (engine.devtools.sandbox) and SIPp phones."""

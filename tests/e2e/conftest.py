@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from engine.asterisk.sandbox import ARI_URL, Sandbox
+from engine.devtools.sandbox import ARI_URL, Sandbox
 from engine.errors import SandboxError
 from tests.e2e.helpers import AriEvents, SippPhone, ari_session
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 
-from engine.asterisk.sandbox import ARI_PASSWORD, Sandbox
 from engine.config import (
     AgiSettings,
     ApiSettings,
@@ -28,6 +27,7 @@ from engine.config import (
     Settings,
 )
 from engine.daemon import Engine
+from engine.devtools.sandbox import ARI_PASSWORD, Sandbox
 from engine.store.sessions import CallEvent, StoredSession
 from tests.tcp_proxy import TcpProxy
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.api.client import ControlClient
-from engine.asterisk.sandbox import ARI_PASSWORD, Sandbox
+from engine.devtools.sandbox import ARI_PASSWORD, Sandbox
 
 __all__ = ["AMI_PASSWORD", "EngineProcess"]
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import aiohttp
 
-from engine.asterisk.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER
-from engine.asterisk.sipp import SCENARIOS, SippPhone
+from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER
+from engine.devtools.sipp import SCENARIOS, SippPhone
 
 __all__ = [
     "ARI_AUTH_HEADER",

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from engine.asterisk.agi import AgiChannel, AgiCommandError, AgiHangup, AgiServer
-from engine.asterisk.sandbox import DIALPLAN_DIR, Sandbox
+from engine.asterisk.links.agi import AgiChannel, AgiCommandError, AgiHangup, AgiServer
+from engine.devtools.sandbox import DIALPLAN_DIR, Sandbox
 
 pytestmark = pytest.mark.e2e
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from engine.asterisk.ami import AmiEvent, AmiLink
-from engine.asterisk.sandbox import ARI_PASSWORD, ARI_URL, Sandbox
+from engine.asterisk.links.ami import AmiEvent, AmiLink
 from engine.config import AmiSettings, ApiSettings, AriSettings, DatabaseSettings, Settings
 from engine.daemon import Engine
+from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, Sandbox
 from engine.health import HealthReport
 from engine.secrets import Keyring
 from engine.store.migrations import default_migrations_dir, migrate

@@ -18,8 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from engine.asterisk.sandbox import ARI_URL, Sandbox
 from engine.daemon import Engine
+from engine.devtools.sandbox import ARI_URL, Sandbox
 from tests.e2e.engine_fixtures import (
     AGENT_PORT,
     CUSTOMER_PORT,

@@ -17,9 +17,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from engine.asterisk.ami import AmiEvent, AmiLink
-from engine.asterisk.sandbox import Sandbox
+from engine.asterisk.links.ami import AmiEvent, AmiLink
 from engine.daemon import Engine
+from engine.devtools.sandbox import Sandbox
 from tests.e2e.engine_fixtures import (
     CUSTOMER_PORT,
     CallWatcher,

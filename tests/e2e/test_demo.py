@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.asterisk.sandbox import Sandbox
+from engine.devtools.sandbox import Sandbox
 from tests.conftest import ADMIN_URL, drop_database
 
 pytestmark = pytest.mark.e2e

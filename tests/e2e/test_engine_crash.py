@@ -22,8 +22,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from engine.asterisk.sandbox import Sandbox
-from engine.asterisk.sipp import SippPhone
+from engine.devtools.sandbox import Sandbox
+from engine.devtools.sipp import SippPhone
 from engine.store import Database, Store
 from engine.store.sessions import NewSession
 from tests.e2e.engine_fixtures import AGENT, AGENT_PORT, CUSTOMER, CUSTOMER_PORT

@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from engine.asterisk.ami import AmiLink, AmiResponseError
-from engine.asterisk.hangup_records import FAMILY, HANDLER_VARIABLE, HangupRecords
-from engine.asterisk.sandbox import ARI_URL, Sandbox
+from engine.asterisk.flows.hangup_records import FAMILY, HANDLER_VARIABLE, HangupRecords
+from engine.asterisk.links.ami import AmiLink, AmiResponseError
+from engine.devtools.sandbox import ARI_URL, Sandbox
 from tests.e2e.engine_process import AMI_PASSWORD
 from tests.e2e.helpers import AriEvents
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from engine.asterisk.sandbox import Sandbox
-from engine.asterisk.sipp import SippPhone
 from engine.daemon import Engine
+from engine.devtools.sandbox import Sandbox
+from engine.devtools.sipp import SippPhone
 from engine.ivr_yaml import load_menus
 from tests.e2e.engine_fixtures import CallWatcher, running_engine
 from tests.e2e.test_dtmf_caller import dtmf_caller

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from engine.asterisk.sandbox import ARI_URL, Sandbox
+from engine.devtools.sandbox import ARI_URL, Sandbox
 from tests.e2e.helpers import AriEvents, SippPhone
 
 pytestmark = pytest.mark.e2e

@@ -18,9 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from engine.asterisk.sandbox import ARI_URL, Sandbox
-from engine.asterisk.sipp import SippPhone
 from engine.daemon import Engine
+from engine.devtools.sandbox import ARI_URL, Sandbox
+from engine.devtools.sipp import SippPhone
 from engine.store.transfers import StoredTransfer
 from tests.e2e.engine_fixtures import (
     AGENT_PORT,

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import structlog
 
-from engine.asterisk.agi import AgiServer
-from engine.asterisk.agi_ivr import AgiIvr
+from engine.asterisk.flows.ivr_agi import AgiIvr
+from engine.asterisk.links.agi import AgiServer
 from engine.daemon import Engine
 from engine.domain.ivr import IvrAction, IvrMenu, IvrOption, MenuBook
 from engine.errors import NotFound

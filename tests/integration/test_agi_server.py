@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import pytest
 import structlog
 
-from engine.asterisk.agi import (
+from engine.asterisk.links.agi import (
     AgiChannel,
     AgiCommandError,
     AgiHangup,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from engine.asterisk.ami import AmiEvent, AmiLink, AmiLoginError, AmiResponseError
+from engine.asterisk.links.ami import AmiEvent, AmiLink, AmiLoginError, AmiResponseError
 from engine.errors import AmiError, ClosedResourceError
 from engine.health import HealthReport
 

@@ -1,7 +1,7 @@
 """Inputs an outside probe sent to the control API (over TCP, with a real token): each is a
 4xx in the error shape naming what was wrong, never a 500; the document lists every status.
 
-The body rules live in one decoding step (engine/api/routing.py): media type and charset,
+The body rules live in one decoding step (engine/api/endpoints.py): media type and charset,
 strict UTF-8, bounded JSON nesting, then text and numbers PostgreSQL can store.
 """
 

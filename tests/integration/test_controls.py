@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from engine.asterisk.ari import AriNotFound
-from engine.asterisk.controls import CallControls
+from engine.asterisk.flows.controls import CallControls
+from engine.asterisk.links.ari import AriNotFound
 from engine.daemon import Engine
 from engine.domain.click_to_call import Leg
 from engine.errors import Conflict

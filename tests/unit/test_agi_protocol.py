@@ -6,7 +6,7 @@ import resource
 
 import pytest
 
-from engine.asterisk.agi import (
+from engine.asterisk.links.agi import (
     AgiCommandError,
     AgiHangup,
     AgiProtocolError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.asterisk.ami import encode_action, parse_message
+from engine.asterisk.links.ami import encode_action, parse_message
 from engine.errors import AmiError
 
 

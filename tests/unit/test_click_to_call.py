@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from engine.asterisk.hangup_records import ChannelEnd, parse_record
-from engine.asterisk.stasis import (
+from engine.asterisk.flows.click_to_call import (
     _resync_facts,
     bridge_id,
     channel_id,
     parse_channel_id,
     session_of_bridge,
 )
+from engine.asterisk.flows.hangup_records import ChannelEnd, parse_record
 from engine.domain.call import CallStatus, check_transition
 from engine.domain.click_to_call import (
     Answered,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from engine.asterisk.inbound import http_lookup
+from engine.app.inbound import http_lookup
 from engine.domain.ivr import (
     Digit,
     Entered,

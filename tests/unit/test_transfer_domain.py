@@ -8,8 +8,13 @@ from typing import Any
 
 import pytest
 
-from engine.asterisk.stasis import ChannelFact, _route, parse_channel_id, session_of_channel
-from engine.asterisk.transfers import (
+from engine.asterisk.flows.click_to_call import (
+    ChannelFact,
+    _route,
+    parse_channel_id,
+    session_of_channel,
+)
+from engine.asterisk.flows.transfers import (
     consult_bridge_id,
     leg_channel,
     parse_target_channel_id,

@@ -26,12 +26,12 @@ from typing import Any
 
 import structlog
 
-from engine.asterisk.ari import AriClient, AriConflict, AriEventLink, AriNotFound
-from engine.asterisk.dialing import dial_string
-from engine.asterisk.hangup_records import ChannelEnd, HangupRecords
-from engine.asterisk.inbound import MenuLoader
-from engine.asterisk.ivr_app import IvrApp
-from engine.asterisk.transfers import TransferRunner, leg_channel, parse_target_channel_id
+from engine.app.inbound import MenuLoader
+from engine.asterisk.flows.dialing import dial_string
+from engine.asterisk.flows.hangup_records import ChannelEnd, HangupRecords
+from engine.asterisk.flows.ivr_ari import IvrApp
+from engine.asterisk.flows.transfers import TransferRunner, leg_channel, parse_target_channel_id
+from engine.asterisk.links.ari import AriClient, AriConflict, AriEventLink, AriNotFound
 from engine.config import CallSettings
 from engine.domain.call import CallStatus, Direction
 from engine.domain.click_to_call import (

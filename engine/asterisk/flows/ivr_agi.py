@@ -12,7 +12,7 @@ line, ``ctc_agi_refused_total{reason=...}``, and the channel is hung up): such r
 are not calls the engine took, and a peer sending them must not fill the call history.
 Only those two are refusals: anything else found missing on the way is a failure (the
 server logs it, Asterisk goes on with the dialplan), never counted as one of them. A
-call whose Asterisk stops answering (:class:`~engine.asterisk.agi.AgiTimeout`) ends
+call whose Asterisk stops answering (:class:`~engine.asterisk.links.agi.AgiTimeout`) ends
 ``failed`` with that reason, like any other failed command.
 """
 
@@ -21,9 +21,9 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from engine.asterisk.agi import AgiChannel, AgiCommandError, AgiHangup
-from engine.asterisk.dialing import dial_string
-from engine.asterisk.inbound import InboundCall, MenuLoader, http_lookup
+from engine.app.inbound import InboundCall, MenuLoader, http_lookup
+from engine.asterisk.flows.dialing import dial_string
+from engine.asterisk.links.agi import AgiChannel, AgiCommandError, AgiHangup
 from engine.config import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.ivr import (

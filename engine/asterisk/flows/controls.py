@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import structlog
 
-from engine.asterisk.ari import AriClient, AriNotFound
+from engine.asterisk.links.ari import AriClient, AriNotFound
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
 from engine.errors import Conflict

@@ -14,7 +14,7 @@ does around it is what we must not have:
 - actions that were in flight when the link dropped are silently *re-sent* after the next
   ``FullyBooted``: a replayed ``Originate`` dials the customer twice.
 
-So :class:`AmiLink` owns the socket, like :mod:`engine.asterisk.ari` owns ARI's:
+So :class:`AmiLink` owns the socket, like :mod:`engine.asterisk.links.ari` owns ARI's:
 
 - it logs in with the configured credentials, and after a failure or a drop reconnects
   with capped, jittered exponential backoff;

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from engine.asterisk.ami import AmiLink, AmiResponseError
+from engine.asterisk.links.ami import AmiLink, AmiResponseError
 from engine.errors import AmiError, ClosedResourceError
 
 __all__ = [

@@ -23,8 +23,8 @@ from typing import Any
 
 import structlog
 
-from engine.asterisk.ari import AriClient, AriNotFound
-from engine.asterisk.dialing import dial_string
+from engine.asterisk.flows.dialing import dial_string
+from engine.asterisk.links.ari import AriClient, AriNotFound
 from engine.config import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg

@@ -21,8 +21,6 @@ import aiohttp
 import asyncpg
 from pydantic import SecretStr
 
-from engine.asterisk.sandbox import ARI_PASSWORD, Sandbox
-from engine.asterisk.sipp import SippPhone
 from engine.config import (
     ApiSettings,
     AriSettings,
@@ -31,6 +29,8 @@ from engine.config import (
     Settings,
 )
 from engine.daemon import Engine
+from engine.devtools.sandbox import ARI_PASSWORD, Sandbox
+from engine.devtools.sipp import SippPhone
 from engine.errors import CtcError, DatabaseUnavailable
 from engine.store.migrations import default_migrations_dir, migrate
 

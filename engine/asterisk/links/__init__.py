@@ -1,0 +1,1 @@
+"""Links to Asterisk: the ARI and AMI clients and the FastAGI server."""
