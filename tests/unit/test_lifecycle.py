@@ -46,7 +46,8 @@ async def test_a_closed_component_is_not_started_again() -> None:
 async def test_close_is_idempotent_and_a_no_op_when_never_started() -> None:
     never = Component()
     await never.close()
-    assert never.calls == [] and never.is_closed
+    assert never.calls == []
+    assert never.is_closed
     component = await Component().start()
     await component.close()
     await component.close()
