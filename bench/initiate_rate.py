@@ -22,8 +22,8 @@ from pathlib import Path
 import aiohttp
 
 from bench.originate import cpu_seconds
+from engine.devtools.databases import create_database, drop_database
 from engine.store.migrations import default_migrations_dir, migrate
-from tests.conftest import create_database, drop_database
 
 
 async def _start_engine(db_url: str, sock: Path) -> asyncio.subprocess.Process:

@@ -3,8 +3,8 @@
 server (the floor for each protocol), driven by a SIPp caller at rising rates on the sandbox.
 
 The menu: answer, `hello-world` prompt, key 1 -> submenu with a `beep` prompt, key # ->
-hang up. The caller (tests/e2e/sipp/uac_dtmf.xml, real RFC 2833 DTMF) sends "1" then "#"
-and waits for Asterisk's BYE. For each door and rate: calls offered, calls that completed
+hang up. The caller (engine/devtools/scenarios/uac_dtmf.xml, real RFC 2833 DTMF) sends "1"
+then "#" and waits for Asterisk's BYE. For each door and rate: calls offered, calls that completed
 without a SIPp failure, calls that walked the whole menu, achieved calls/s, the Python CPU
 ms per call (the engine's, or this process's for a bare door; user+system from /proc) and
 Asterisk's (what the door costs the PBX itself: ARI and AGI are not free).
@@ -25,13 +25,13 @@ from pathlib import Path
 
 from bench.baselines import BareAgiServer, BareAriApp
 from bench.originate import cpu_seconds, cpu_times, start_engine
-from engine.devtools.sandbox import Sandbox
+from engine.devtools.databases import create_database, drop_database
+from engine.devtools.dtmf_caller import caller_csv, caller_scenario
+from engine.devtools.sandbox import DIALPLAN_DIR, Sandbox
 from engine.devtools.sipp import SippPhone
 from engine.ivr_yaml import load_menus
 from engine.store import Database, Store
 from engine.store.migrations import default_migrations_dir, migrate
-from tests.conftest import create_database, drop_database
-from tests.e2e.test_dtmf_caller import caller_csv, caller_scenario
 
 MENUS = """\
 menus:
@@ -46,7 +46,7 @@ menus:
     options:
       "#": {action: hangup}
 """
-DIALPLAN = Path(__file__).resolve().parents[1] / "dialplan" / "extensions.conf"
+DIALPLAN = DIALPLAN_DIR / "extensions.conf"
 # door -> the prefix the caller dials (dialplan/extensions.conf [from-caller]); the bare-*
 # doors are bench/baselines.py's minimal programs, the Python floor for each protocol
 DOORS = {

@@ -1,8 +1,9 @@
 """SIPp phones: one SIPp process playing one phone, for tests, the demo and benchmarks.
 
-The scenarios live in ``tests/e2e/sipp/`` (answer, busy, no answer, answer then hang up);
-``dialplan/pjsip.conf`` says which 127.0.0.1 port is which endpoint. SIPp itself is
-Debian's ``sip-tester``. Blocking on purpose: it backs tests and CLI tools, not the daemon.
+The scenarios ship inside this package, in ``scenarios/`` (answer, busy, no answer, answer
+then hang up, a DTMF caller; its README explains each); ``dialplan/pjsip.conf`` says which
+127.0.0.1 port is which endpoint. SIPp itself is Debian's ``sip-tester``. Blocking on
+purpose: it backs tests and CLI tools, not the daemon.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from types import TracebackType
 
 __all__ = ["SCENARIOS", "SippPhone"]
 
-SCENARIOS = Path(__file__).resolve().parents[2] / "tests" / "e2e" / "sipp"
+#: The SIPp scenarios shipped with the dev tools (package data, so a wheel has them too).
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
 
 def _udp_port_bound(port: int) -> bool:

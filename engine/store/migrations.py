@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from engine.errors import (
     MigrationChecksumMismatch,
     MigrationError,
 )
+from engine.shared_data import shared_data_dir
 from engine.store.database import CONNECTION_ERRORS
 
 __all__ = [
@@ -81,12 +81,8 @@ class MigrationStatus:
 
 
 def default_migrations_dir() -> Path:
-    """The ``sql/`` folder beside the ``engine`` package in a checkout (or an editable
-    install), else where a wheel puts it: ``<prefix>/share/ctc-engine/sql``."""
-    checkout = Path(__file__).resolve().parents[2] / "sql"
-    if checkout.is_dir():
-        return checkout
-    return Path(sys.prefix) / "share" / "ctc-engine" / "sql"
+    """The top-level ``sql/`` folder: the checkout's, else the one a wheel installs."""
+    return shared_data_dir("sql")
 
 
 def discover(directory: Path) -> list[Migration]:

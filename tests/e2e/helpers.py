@@ -1,7 +1,7 @@
 """Helpers for end-to-end tests against the sandbox Asterisk: SIPp phones and ARI events.
 
-``SippPhone`` runs one SIPp scenario from ``tests/e2e/sipp/`` as a phone listening on a
-127.0.0.1 port (see ``dialplan/pjsip.conf`` for which port is which endpoint). ``AriEvents``
+``SippPhone`` runs one SIPp scenario from ``engine/devtools/scenarios/`` as a phone listening
+on a 127.0.0.1 port (see ``dialplan/pjsip.conf`` for which port is which endpoint). ``AriEvents``
 holds an ARI event WebSocket open and lets a test wait, with a timeout, for the event it
 expects. Neither ever sleeps and hopes: every wait is on a condition, bounded.
 """
@@ -18,12 +18,11 @@ from typing import Any
 import aiohttp
 
 from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER
-from engine.devtools.sipp import SCENARIOS, SippPhone
+from engine.devtools.sipp import SippPhone
 
 __all__ = [
     "ARI_AUTH_HEADER",
     "ARI_URL",
-    "SCENARIOS",
     "AriEvents",
     "SippPhone",
     "ari_bridges",

@@ -21,11 +21,11 @@ import pytest
 from engine.asterisk.links.ami import AmiEvent, AmiLink
 from engine.config import AmiSettings, ApiSettings, AriSettings, DatabaseSettings, Settings
 from engine.daemon import Engine
+from engine.devtools.databases import create_database, drop_database
 from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, Sandbox
 from engine.health import HealthReport
 from engine.secrets import Keyring
 from engine.store.migrations import default_migrations_dir, migrate
-from tests.conftest import create_database, drop_database
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.devtools.databases import ADMIN_URL, drop_database
 from engine.devtools.sandbox import Sandbox
-from tests.conftest import ADMIN_URL, drop_database
 
 pytestmark = pytest.mark.e2e
 

@@ -1,7 +1,8 @@
 """The sandbox Asterisk works as the engine needs it: ARI, Stasis, and SIPp phones.
 
 Each test rings agent1 (PJSIP/agent1 -> SIPp on 127.0.0.1:5071) with one of the phone
-scenarios of tests/e2e/sipp and checks what ARI reports. Waits are on events, bounded.
+scenarios of engine/devtools/scenarios and checks what ARI reports. Waits are on events,
+bounded.
 """
 
 from __future__ import annotations

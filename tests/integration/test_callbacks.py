@@ -31,13 +31,13 @@ from engine.config import (
     Settings,
 )
 from engine.daemon import Engine
+from engine.devtools.databases import create_database, drop_database
 from engine.domain.call import CallStatus
 from engine.notifier import CallbackNotifier, verify_signature
 from engine.secrets import PREFIX, Keyring
 from engine.store import Database, Store
 from engine.store.migrations import default_migrations_dir, migrate
 from engine.store.sessions import NewSession
-from tests.conftest import create_database, drop_database
 from tests.integration.conftest import Api, free_port
 
 C2C = "/api/v1/click-to-call"

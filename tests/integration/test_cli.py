@@ -224,8 +224,8 @@ async def test_config_check_warns_about_exposure_but_still_passes(
 async def test_secrets_generate_key_then_rotate_encrypts_stored_secrets(
     tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
+    from engine.devtools.databases import create_database, drop_database
     from engine.store.migrations import default_migrations_dir, migrate
-    from tests.conftest import create_database, drop_database
 
     code, key, err = await _ctc("secrets", "generate-key", env=cli_env)
     assert code == 0, err

@@ -19,12 +19,12 @@ import structlog
 
 from engine.api.server import ApiServer
 from engine.daemon import Engine
+from engine.devtools.databases import create_database, drop_database
 from engine.errors import CtcError, SecretsError
 from engine.secrets import PREFIX, Keyring
 from engine.store import Store
 from engine.store.providers import NewProvider
 from engine.store.tenants import TenantRepository
-from tests.conftest import create_database, drop_database
 from tests.integration.conftest import SECRET_KEY, Api
 
 # -- /healthz and /readyz ---------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 `pip wheel .` is installed into a fresh virtualenv outside the repository; that install's
 `ctc` migrates an empty database with the migrations the wheel carries (the repository's
-top-level sql/ travels as data) and lists every command.
+top-level sql/ travels as data) and lists every command; the dev tools find the Asterisk
+configuration (top-level dialplan/, data too) and their SIPp scenarios (package data) in
+that install.
 """
 
 from __future__ import annotations
@@ -81,3 +83,27 @@ async def test_the_wheel_migrates_an_empty_database_and_lists_every_command_with
     listed = await _run(str(venv / "bin/ctc"), "--help", cwd=tmp_path, env=env)
     commands = {line.split()[0] for line in listed.split("Commands:")[1].splitlines() if line}
     assert commands == set(COMMANDS)
+
+    # the dev tools' data, found where the install put it (not in the checkout)
+    found = await _run(
+        str(venv / "bin/python"),
+        "-c",
+        "from engine.devtools.sandbox import DIALPLAN_DIR\n"
+        "from engine.devtools.sipp import SCENARIOS\n"
+        "print(DIALPLAN_DIR)\n"
+        "print(SCENARIOS)",
+        cwd=tmp_path,
+        env=env,
+    )
+    dialplan_dir, scenarios_dir = (Path(line) for line in found.split())
+    for installed, shipped in (
+        (dialplan_dir, ROOT / "dialplan"),
+        (scenarios_dir, ROOT / "engine/devtools/scenarios"),
+    ):
+        assert installed.is_relative_to(venv), (installed, venv)
+        expected = sorted(p.name for p in shipped.iterdir() if p.suffix in {".conf", ".xml"})
+        assert expected, shipped
+        got = sorted(p.name for p in installed.iterdir() if p.suffix in {".conf", ".xml"})
+        assert got == expected, installed
+        for name in expected:
+            assert (installed / name).read_bytes() == (shipped / name).read_bytes(), name
