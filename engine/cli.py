@@ -15,7 +15,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from engine.config import Settings, exposure_warnings, load_settings, redacted_summary
+from engine.config.loader import load_settings
+from engine.config.settings import Settings, exposure_warnings, redacted_summary
 from engine.errors import CtcError
 from engine.logs import configure_logging
 

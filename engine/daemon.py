@@ -29,7 +29,7 @@ from engine.asterisk.flows.ivr_agi import AgiIvr
 from engine.asterisk.links.agi import AgiServer
 from engine.asterisk.links.ami import AmiEvent, AmiLink
 from engine.asterisk.links.ari import AriClient
-from engine.config import Settings, exposure_warnings
+from engine.config.settings import Settings, exposure_warnings
 from engine.errors import ClosedResourceError, CtcError
 from engine.events import EventBus
 from engine.health import HealthReport

@@ -27,7 +27,7 @@ import aiohttp
 
 from engine.asterisk.links.ami import AmiLink, AmiLoginError, AmiResponseError
 from engine.asterisk.links.ari import basic_auth
-from engine.config import AmiSettings, AriSettings, Settings, redacted_summary
+from engine.config.settings import AmiSettings, AriSettings, Settings, redacted_summary
 from engine.errors import AmiError, CtcError
 from engine.secrets import NO_KEY_HINT
 from engine.store.database import Database

@@ -18,7 +18,8 @@ dotted field, e.g. ``menus.yaml:12: menus.main.options.1.menu: unknown menu 'sal
 unknown keys (also keys another action does not use), wrong types, invalid digits,
 duplicate digits (YAML duplicate keys), missing fields an action needs, unknown target
 menus and sets of menus the caller could never leave. The first problem in file order is
-reported. Line numbers come from the composed YAML nodes, as in :mod:`engine.config`.
+reported. Line numbers come from the composed YAML nodes (:mod:`engine.yaml_lines`, as
+for the engine configuration).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from typing import Any, TypeVar
 
 import yaml
 
-from engine.config import YamlSource, parse_yaml_with_lines, read_text_file
 from engine.domain.ivr import (
     DTMF_KEYS,
     SPECIAL_KEYS,
@@ -45,6 +45,7 @@ from engine.domain.ivr import (
 )
 from engine.domain.netpolicy import scheme_refusal
 from engine.errors import ConfigError, InvalidInput
+from engine.yaml_lines import YamlSource, parse_yaml_with_lines, read_text_file
 
 __all__ = ["dump_menus", "load_menus", "load_menus_file"]
 

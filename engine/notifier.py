@@ -59,7 +59,7 @@ import aiohttp
 import structlog
 
 from engine import __version__
-from engine.config import CallbackSettings
+from engine.config.settings import CallbackSettings
 from engine.errors import (
     CallbackDeliveryError,
     ClosedResourceError,

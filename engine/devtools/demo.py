@@ -21,13 +21,7 @@ import aiohttp
 import asyncpg
 from pydantic import SecretStr
 
-from engine.config import (
-    ApiSettings,
-    AriSettings,
-    DatabaseSettings,
-    LogSettings,
-    Settings,
-)
+from engine.config.settings import ApiSettings, AriSettings, DatabaseSettings, LogSettings, Settings
 from engine.daemon import Engine
 from engine.devtools.sandbox import ARI_PASSWORD, Sandbox
 from engine.devtools.sipp import SippPhone

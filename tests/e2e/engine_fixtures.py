@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from engine.config import (
+from engine.config.settings import (
     AgiSettings,
     ApiSettings,
     AriSettings,

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from engine.asterisk.links.ami import AmiEvent, AmiLink
-from engine.config import AmiSettings, ApiSettings, AriSettings, DatabaseSettings, Settings
+from engine.config.settings import AmiSettings, ApiSettings, AriSettings, DatabaseSettings, Settings
 from engine.daemon import Engine
 from engine.devtools.databases import create_database, drop_database
 from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, Sandbox

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from engine.config import (
+from engine.config.settings import (
     AgiSettings,
     ApiSettings,
     AriSettings,

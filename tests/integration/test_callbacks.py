@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from engine.config import (
+from engine.config.settings import (
     AgiSettings,
     ApiSettings,
     AriSettings,

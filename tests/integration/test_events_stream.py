@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from engine.api import sse
-from engine.config import AgiSettings, ApiSettings, AriSettings, DatabaseSettings, Settings
+from engine.config.settings import AgiSettings, ApiSettings, AriSettings, DatabaseSettings, Settings
 from engine.daemon import Engine
 from tests.integration.conftest import Api
 

@@ -1,4 +1,5 @@
-"""Unit tests for engine.config: loading, env overrides, errors with file:line, secrets."""
+"""Unit tests for engine.config (settings, loader) and engine.yaml_lines: loading, env
+overrides, errors with file:line, secrets."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-import engine.config as config_module
-from engine.config import DEFAULT_CONFIG_PATH, Settings, load_settings, redacted_summary
+import engine.config.loader as loader_module
+import engine.yaml_lines as yaml_lines_module
+from engine.config.loader import DEFAULT_CONFIG_PATH, load_settings
+from engine.config.settings import Settings, redacted_summary
 from engine.errors import ConfigError
 from tests.yaml_bombs import BILLION_LAUGHS
 
@@ -123,7 +126,7 @@ def test_settings_are_frozen() -> None:
 def test_default_path_missing_means_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", tmp_path / "absent.yaml")
+    monkeypatch.setattr(loader_module, "DEFAULT_CONFIG_PATH", tmp_path / "absent.yaml")
     settings = load_settings(env={"CTC_LOG_LEVEL": "debug"})
     assert settings.log.level == "debug"
     assert settings.database == Settings().database
@@ -135,7 +138,7 @@ def test_default_path_constant() -> None:
 
 def test_default_path_is_used_when_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, "log:\n  level: error\n")
-    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", path)
+    monkeypatch.setattr(loader_module, "DEFAULT_CONFIG_PATH", path)
     assert load_settings(env={}).log.level == "error"
 
 
@@ -396,8 +399,8 @@ def test_a_document_over_one_mebibyte_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, "log:\n  level: info\n" + "#" * (1 << 20) + "\n")
     assert str(load_error(path)) == f"{path}: file larger than 1048576 bytes"
     with pytest.raises(ConfigError, match="document larger than 1048576 bytes"):
-        config_module.parse_yaml_with_lines(
-            "#" * (1 << 20) + "\n", config_module.YamlSource(file=None)
+        yaml_lines_module.parse_yaml_with_lines(
+            "#" * (1 << 20) + "\n", yaml_lines_module.YamlSource(file=None)
         )
 
 
@@ -704,7 +707,7 @@ def test_ctc_secret_key_overrides_the_key_file_and_is_checked(tmp_path: Path) ->
 
 
 def _warnings(**sections: object) -> list[str]:
-    from engine.config import exposure_warnings
+    from engine.config.settings import exposure_warnings
     from engine.secrets import Keyring
 
     data = {"secrets": {"key": Keyring.generate_key()}, **sections}
@@ -736,7 +739,7 @@ def test_tcp_on_a_non_loopback_address_is_warned_about(host: str) -> None:
 
 
 def test_no_secrets_key_is_warned_about() -> None:
-    from engine.config import exposure_warnings
+    from engine.config.settings import exposure_warnings
 
     (warning,) = exposure_warnings(Settings())
     assert "no secrets key is configured" in warning

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import AmiSettings, ApiSettings, AriSettings, Settings
+from engine.config.settings import AmiSettings, ApiSettings, AriSettings, Settings
 from engine.daemon import Engine
 
 

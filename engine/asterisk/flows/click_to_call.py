@@ -32,7 +32,7 @@ from engine.asterisk.flows.hangup_records import ChannelEnd, HangupRecords
 from engine.asterisk.flows.ivr_ari import IvrApp
 from engine.asterisk.flows.transfers import TransferRunner, leg_channel, parse_target_channel_id
 from engine.asterisk.links.ari import AriClient, AriConflict, AriEventLink, AriNotFound
-from engine.config import CallSettings
+from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus, Direction
 from engine.domain.click_to_call import (
     Answered,

@@ -8,7 +8,7 @@ transfer targets and IVR transfer targets alike.
 
 from __future__ import annotations
 
-from engine.config import CallSettings
+from engine.config.settings import CallSettings
 
 __all__ = ["dial_string"]
 

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from engine.app.inbound import InboundCall, MenuLoader, http_lookup
 from engine.asterisk.flows.dialing import dial_string
 from engine.asterisk.links.agi import AgiChannel, AgiCommandError, AgiHangup
-from engine.config import CallSettings
+from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.ivr import (
     CancelTimer,

@@ -29,7 +29,7 @@ import structlog
 from engine.app.inbound import InboundCall, MenuLoader, http_lookup
 from engine.asterisk.flows.dialing import dial_string
 from engine.asterisk.links.ari import AriClient, AriNotFound
-from engine.config import CallSettings
+from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.ivr import (
     CancelTimer,

@@ -25,7 +25,7 @@ import structlog
 
 from engine.asterisk.flows.dialing import dial_string
 from engine.asterisk.links.ari import AriClient, AriNotFound
-from engine.config import CallSettings
+from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
 from engine.domain.phone import to_e164

@@ -67,7 +67,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import structlog
 
-from engine.config import AgiSettings
+from engine.config.settings import AgiSettings
 from engine.errors import AgiError, ClosedResourceError
 from engine.health import HealthReport, State
 from engine.metrics import Metrics, count_agi_refused

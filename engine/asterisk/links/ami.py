@@ -57,7 +57,7 @@ from typing import Any, Self, TypeAlias
 
 import structlog
 
-from engine.config import AmiSettings
+from engine.config.settings import AmiSettings
 from engine.errors import AmiError, ClosedResourceError
 from engine.health import HealthReport, State
 
