@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from engine.errors import SandboxError
+
 __all__ = ["SCENARIOS", "SippPhone"]
 
 #: The SIPp scenarios shipped with the dev tools (package data, so a wheel has them too).
@@ -122,7 +124,8 @@ class SippPhone:
 
     def wait(self, timeout: float = 30.0) -> int:
         """Wait for SIPp to exit; its exit code. Raises TimeoutError with its report."""
-        assert self._proc is not None, "phone not started"
+        if self._proc is None:
+            raise SandboxError(f"SIPp phone {self.scenario.name} on {self.port} not started")
         try:
             return self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
