@@ -7,6 +7,17 @@ from typing import Any
 
 import pytest
 
+from engine.app.controls import (
+    CallControlService,
+    Hold,
+    InCallControl,
+    Mute,
+    RecordingAction,
+    RecordingControl,
+    SendDtmf,
+    Unhold,
+)
+from engine.app.ports import MuteDirection
 from engine.asterisk.flows.controls import CallControls
 from engine.asterisk.links.ari import AriNotFound
 from engine.daemon import Engine
@@ -137,25 +148,25 @@ class _GoneAri:
 
 
 @pytest.mark.parametrize(
-    ("action", "args"),
+    "control",
     [
-        ("hold", (Leg.CUSTOMER,)),
-        ("unhold", (Leg.AGENT,)),
-        ("mute", (Leg.CUSTOMER, "in")),
-        ("dtmf", (Leg.AGENT, "1")),
+        Hold(Leg.CUSTOMER),
+        Unhold(Leg.AGENT),
+        Mute(Leg.CUSTOMER, MuteDirection.IN),
+        SendDtmf(Leg.AGENT, "1"),
     ],
 )
 async def test_a_leg_that_is_gone_is_a_conflict_and_records_nothing(
-    engine: Engine, unix_api: Api, action: str, args: tuple[Any, ...]
+    engine: Engine, unix_api: Api, control: Hold | Unhold | Mute | SendDtmf
 ) -> None:
     slug, sid = await session_in(engine, unix_api, *CONNECT)
     tenant = await engine.store.tenants.by_slug(slug)
     assert tenant is not None
     ari = _GoneAri()
-    controls = CallControls(ari, engine.store)  # type: ignore[arg-type]
+    controls = CallControlService(engine.store, CallControls(ari))  # type: ignore[arg-type]
     with pytest.raises(Conflict, match="leg is gone"):
-        await getattr(controls, action)(tenant.id, uuid.UUID(sid), *args)
-    assert ari.calls[0][1].startswith(f"/channels/c2c-{sid}-{args[0].value}/")
+        await controls.apply(tenant, uuid.UUID(sid), control)
+    assert ari.calls[0][1].startswith(f"/channels/c2c-{sid}-{control.leg.value}/")
     events = await engine.store.sessions.events(tenant.id, uuid.UUID(sid))
     assert not [e for e in events if e.event_type.startswith("control.")]
 
@@ -168,7 +179,8 @@ async def test_a_recording_that_is_gone_is_a_conflict(engine: Engine, unix_api: 
         tenant.id, uuid.UUID(sid), "recording.started", changes={"recording_path": "/tmp/x.wav"}
     )
     ari = _GoneAri()
-    controls = CallControls(ari, engine.store)  # type: ignore[arg-type]
+    controls = CallControlService(engine.store, CallControls(ari))  # type: ignore[arg-type]
+    pause: InCallControl = RecordingControl(RecordingAction.PAUSE)
     with pytest.raises(Conflict, match="not live"):
-        await controls.recording(tenant.id, uuid.UUID(sid), "pause")
+        await controls.apply(tenant, uuid.UUID(sid), pause)
     assert ari.calls == [("POST", f"/recordings/live/c2c-{sid}/pause")]
