@@ -10,6 +10,7 @@ from engine.app.controls import CallControlService
 from engine.app.ivr_menus import IvrMenuService
 from engine.app.ports import Dialer, InCallControls
 from engine.app.providers import ProviderService
+from engine.app.stored_secrets import StoredSecretsService
 from engine.app.tenants import TenantService
 from engine.app.webhooks import WebhookIntake
 from engine.store import Store
@@ -26,6 +27,7 @@ class UseCases:
     providers: ProviderService
     agents: AgentActivityService
     webhooks: WebhookIntake
+    secrets: StoredSecretsService
 
     @classmethod
     def over(
@@ -45,4 +47,5 @@ class UseCases:
             providers=ProviderService(store),
             agents=AgentActivityService(store),
             webhooks=WebhookIntake(store),
+            secrets=StoredSecretsService(store),
         )

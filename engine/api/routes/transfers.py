@@ -15,7 +15,10 @@ from engine.store.transfers import StoredTransfer
 
 __all__ = ["cancel_transfer", "complete_transfer", "transfer_session"]
 
-_RESPONSES: dict[int, type[BaseModel] | None] = {200: TransferOut, **error_responses(400, 401, 404, 409, 422, 503)}
+_RESPONSES: dict[int, type[BaseModel] | None] = {
+    200: TransferOut,
+    **error_responses(400, 401, 404, 409, 422, 503),
+}
 
 
 def _transfer_out(transfer: StoredTransfer) -> web.Response:
