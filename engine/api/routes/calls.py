@@ -34,9 +34,26 @@ __all__ = [
     "end_session",
     "get_session",
     "initiate_call",
+    "initiate_call_of",
     "list_sessions",
     "patch_session_status",
 ]
+
+
+def initiate_call_of(body: InitiateIn) -> InitiateCall:
+    """The use case's request for a validated body (same field names and values, so the
+    request fingerprint behind Idempotency-Key is the body's)."""
+    return InitiateCall(
+        agent_number=body.agent_number,
+        customer_number=body.customer_number,
+        default_region=body.default_region,
+        caller_id=body.caller_id,
+        provider_id=body.provider_id,
+        agent_id=body.agent_id,
+        external_ref=body.external_ref,
+        callback_url=str(body.callback_url) if body.callback_url else None,
+        metadata=body.metadata,
+    )
 
 
 @router.route(
@@ -59,20 +76,8 @@ async def initiate_call(req: ApiRequest) -> web.StreamResponse:
             "Idempotency-Key must be 1-200 characters of UTF-8 text",
             [{"field": "Idempotency-Key", "message": "expected 1-200 characters of UTF-8"}],
         )
-    body = req.body_as(InitiateIn)
-    request = InitiateCall(
-        agent_number=body.agent_number,
-        customer_number=body.customer_number,
-        default_region=body.default_region,
-        caller_id=body.caller_id,
-        provider_id=body.provider_id,
-        agent_id=body.agent_id,
-        external_ref=body.external_ref,
-        callback_url=str(body.callback_url) if body.callback_url else None,
-        metadata=body.metadata,
-    )
     session, created = await use_cases(req).calls.initiate(
-        req.require_tenant(), request, idempotency_key=key
+        req.require_tenant(), initiate_call_of(req.body_as(InitiateIn)), idempotency_key=key
     )
     headers = {"Location": f"{C2C}/sessions/{session.id}"}
     if not created:
