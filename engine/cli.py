@@ -359,7 +359,7 @@ def ivr_export(ctx: _Context, names: tuple[str, ...], tenant_slug: str) -> None:
 
     async def load(app: UseCases) -> dict[str, IvrMenu]:
         tenant = await app.tenants.by_slug(tenant_slug)
-        return await app.ivr_menus.all(tenant)
+        return await app.ivr_menus.menus(tenant)
 
     menus: dict[str, IvrMenu] = _run(_with_use_cases(ctx.settings, load))
     for name in names:

@@ -21,8 +21,9 @@ non-zero; the API maps each class to a stable error code and HTTP status (503
     │   ├── NotFound                no such row (for this tenant)
     │   └── Conflict                uniqueness / idempotency conflict
     ├── ClosedResourceError         a pool, link or server was used after close()
-    ├── FeatureUnavailable          what was asked needs Asterisk (ARI), which is not
-    │                               enabled or not connected
+    ├── FeatureUnavailable          what was asked needs a part that is off or down:
+    │                               Asterisk (ARI not enabled or not connected), the
+    │                               event stream
     ├── SecretsError                a stored secret cannot be sealed or opened (no key,
     │                               a key no longer configured, a damaged value)
     ├── ApiClientError              the control API answered an error to our own client
@@ -151,8 +152,9 @@ class ClosedResourceError(CtcError):
 
 class FeatureUnavailable(CtcError):
     """What was asked needs a part of the engine that is off or down now: Asterisk (the ARI
-    link) is not enabled, or not connected. The request was valid; the API answers 503
-    ``unavailable`` and the client may retry once the part is back."""
+    link) is not enabled or not connected, or the event stream is not served. The request
+    was valid; the API answers 503 ``unavailable`` and the client may retry once the part is
+    back."""
 
 
 class SecretsError(CtcError):

@@ -78,14 +78,14 @@ class SessionDetail:
 class CallService:
     def __init__(self, store: Store, dialer: Dialer | None = None) -> None:
         self._store = store
-        self.dialer = dialer
+        self._dialer = dialer
 
     async def initiate(
         self, tenant: Tenant, request: InitiateCall, *, idempotency_key: str | None = None
     ) -> tuple[StoredSession, bool]:
         """Validate and store a queued click-to-call, start dialing it; return it and
         whether it is new (a repeated Idempotency-Key returns the first, dialed once)."""
-        if self.dialer is not None and not self.dialer.ready:
+        if self._dialer is not None and not self._dialer.ready:
             raise FeatureUnavailable("Asterisk is not connected (ARI link down); try again shortly")
         region = request.default_region
         customer = to_e164(request.customer_number, field="customer_number", default_region=region)
@@ -127,8 +127,8 @@ class CallService:
             else None,
         )
         session, created = await self._store.sessions.create(new)
-        if created and self.dialer is not None:
-            self.dialer.start_call(session)
+        if created and self._dialer is not None:
+            self._dialer.start_call(session)
         log.info(
             "call.queued" if created else "call.idempotent_replay",
             call_id=str(session.id),
@@ -173,9 +173,9 @@ class CallService:
         if current.status.is_terminal:
             raise Conflict(f"session {session_id} already ended ({current.status.value})")
         reason = reason or "ended by API"
-        if self.dialer is not None:
+        if self._dialer is not None:
             # the telephony side hangs up every leg and records the end
-            session = await self.dialer.end_call(current, reason)
+            session = await self._dialer.end_call(current, reason)
         else:
             target = (
                 CallStatus.COMPLETED
@@ -232,9 +232,9 @@ class CallService:
         return await self._require_dialer().cancel_transfer(session)
 
     def _require_dialer(self) -> Dialer:
-        if self.dialer is None:
+        if self._dialer is None:
             raise FeatureUnavailable("transfers need Asterisk (ARI is not enabled)")
-        return self.dialer
+        return self._dialer
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -69,7 +69,8 @@ class IvrMenuService:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def list(self, tenant: Tenant) -> list[StoredIvrMenu]:
+    async def stored(self, tenant: Tenant) -> list[StoredIvrMenu]:
+        """The tenant's menus with their versions, by name."""
         return await self._store.ivr.stored(tenant.id)
 
     async def get(self, tenant: Tenant, name: str) -> StoredIvrMenu:
@@ -118,5 +119,6 @@ class IvrMenuService:
         InvalidInput when they do not fit the tenant's stored menus or routing rules."""
         return await self._store.ivr.save(tenant.id, menus)
 
-    async def all(self, tenant: Tenant) -> dict[str, IvrMenu]:
+    async def menus(self, tenant: Tenant) -> dict[str, IvrMenu]:
+        """The tenant's menus by name (what ``ctc ivr export`` prints)."""
         return await self._store.ivr.all(tenant.id)

@@ -23,7 +23,7 @@ class ProviderService:
         """Add a provider (Conflict when the tenant has one of that name)."""
         return await self._store.providers.create(new)
 
-    async def list(self, tenant: Tenant) -> list[StoredProvider]:
+    async def all(self, tenant: Tenant) -> list[StoredProvider]:
         return await self._store.providers.all(tenant.id)
 
     async def get(self, tenant: Tenant, provider_id: uuid.UUID) -> StoredProvider:

@@ -31,7 +31,7 @@ def _menu_out(stored: StoredIvrMenu) -> IvrMenuOut:
     responses={200: IvrMenuListOut, **error_responses(401)},
 )
 async def list_ivr_menus(req: ApiRequest) -> web.StreamResponse:
-    stored = await use_cases(req).ivr_menus.list(req.require_tenant())
+    stored = await use_cases(req).ivr_menus.stored(req.require_tenant())
     return json_response(IvrMenuListOut(items=[_menu_out(s) for s in stored]))
 
 

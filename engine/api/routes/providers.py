@@ -42,7 +42,7 @@ async def create_provider(req: ApiRequest) -> web.StreamResponse:
     responses={200: ProviderListOut, **error_responses(401)},
 )
 async def list_providers(req: ApiRequest) -> web.StreamResponse:
-    providers = await use_cases(req).providers.list(req.require_tenant())
+    providers = await use_cases(req).providers.all(req.require_tenant())
     return json_response(ProviderListOut(items=[_provider_out(p) for p in providers]))
 
 
