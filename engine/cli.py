@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -19,6 +19,11 @@ from engine.config.loader import load_settings
 from engine.config.settings import Settings, exposure_warnings, redacted_summary
 from engine.errors import CtcError
 from engine.logs import configure_logging
+
+if TYPE_CHECKING:
+    from engine.app.use_cases import UseCases
+    from engine.domain.ivr import IvrMenu
+    from engine.store.ivr import StoredIvrMenu
 
 __all__ = ["main"]
 
@@ -174,12 +179,14 @@ def db_status(ctx: _Context) -> None:
 # -- tenants and tokens ------------------------------------------------------------------------
 
 
-async def _with_store(settings: Settings, work: Any) -> Any:
+async def _with_use_cases(settings: Settings, work: Any) -> Any:
+    """Run ``work(use_cases)`` over a small pool of the configured database."""
+    from engine.app.use_cases import UseCases
     from engine.store import Database, Store
 
     keyring = settings.secrets.keyring()
     async with Database(settings.database.url, min_size=1, max_size=2) as database:
-        return await work(Store.over(database, keyring=keyring))
+        return await work(UseCases.over(Store.over(database, keyring=keyring)))
 
 
 @cli.group()
@@ -214,9 +221,11 @@ def tenant_create(
 ) -> None:
     """Create tenant SLUG."""
     created = _run(
-        _with_store(
+        _with_use_cases(
             ctx.settings,
-            lambda s: s.tenants.create(slug, name or slug, callback_url, allow_cidrs=allow_cidrs),
+            lambda app: app.tenants.create(
+                slug, name or slug, callback_url, allow_cidrs=allow_cidrs
+            ),
         )
     )
     _echo_tenant(created)
@@ -246,14 +255,15 @@ def tenant_update(
     """Change tenant SLUG's callback URL or allowed networks (what is not given stays)."""
     if allow_cidrs and no_allow_cidrs:
         raise click.UsageError("--allow-cidr and --no-allow-cidrs exclude each other")
-    changes: dict[str, Any] = {}
-    if callback_url is not None:
-        changes["callback_url"] = callback_url or None
-    if allow_cidrs or no_allow_cidrs:
-        changes["allow_cidrs"] = allow_cidrs
-    if not changes:
+    networks = allow_cidrs if allow_cidrs or no_allow_cidrs else None
+    if callback_url is None and networks is None:
         raise click.UsageError("nothing to change: give --callback-url or --allow-cidr")
-    updated = _run(_with_store(ctx.settings, lambda s: s.tenants.update(slug, **changes)))
+    updated = _run(
+        _with_use_cases(
+            ctx.settings,
+            lambda app: app.tenants.update(slug, callback_url=callback_url, allow_cidrs=networks),
+        )
+    )
     _echo_tenant(updated)
 
 
@@ -268,7 +278,9 @@ def token() -> None:
 @pass_ctx
 def token_create(ctx: _Context, tenant_slug: str, name: str) -> None:
     """Create a bearer token for TENANT; it is printed once and only its hash is kept."""
-    issued = _run(_with_store(ctx.settings, lambda s: s.tenants.issue_token(tenant_slug, name)))
+    issued = _run(
+        _with_use_cases(ctx.settings, lambda app: app.tenants.issue_token(tenant_slug, name))
+    )
     click.echo(issued.token)
     click.echo(
         f"token {issued.id} for tenant {issued.tenant.slug}: store it now, it is not shown again",
@@ -300,7 +312,7 @@ def secrets_rotate(ctx: _Context) -> None:
     Also encrypts secrets stored in plaintext (before a key was configured). Afterwards
     the other keys may be removed from the configuration.
     """
-    resealed = _run(_with_store(ctx.settings, lambda s: s.secrets.rotate()))
+    resealed = _run(_with_use_cases(ctx.settings, lambda app: app.secrets.rotate()))
     for column, count in resealed.items():
         click.echo(f"{column}: {count} re-encrypted")
     click.echo("every stored secret is encrypted under the primary key", err=True)
@@ -325,14 +337,14 @@ def ivr_import(ctx: _Context, file: str, tenant_slug: str) -> None:
 
     menus = load_menus_file(file)  # ConfigError names file:line: field
 
-    async def save(store: Any) -> Any:
-        tenant = await store.tenants.by_slug(tenant_slug)
+    async def save(app: UseCases) -> dict[str, StoredIvrMenu]:
+        tenant = await app.tenants.by_slug(tenant_slug)
         try:
-            return await store.ivr.save(tenant.id, menus)
+            return await app.ivr_menus.import_menus(tenant, menus)
         except InvalidInput as exc:  # against the tenant's stored menus or routing rules
             raise ConfigError(exc.reason, file=file, field=f"menus.{exc.field}") from None
 
-    saved = _run(_with_store(ctx.settings, save))
+    saved: dict[str, StoredIvrMenu] = _run(_with_use_cases(ctx.settings, save))
     listed = ", ".join(f"{name} (v{s.version})" for name, s in saved.items())
     click.echo(f"imported {len(saved)} menu(s) into tenant {tenant_slug}: {listed}")
 
@@ -346,11 +358,11 @@ def ivr_export(ctx: _Context, names: tuple[str, ...], tenant_slug: str) -> None:
     from engine.errors import NotFound
     from engine.ivr_yaml import dump_menus
 
-    async def load(store: Any) -> Any:
-        tenant = await store.tenants.by_slug(tenant_slug)
-        return await store.ivr.all(tenant.id)
+    async def load(app: UseCases) -> dict[str, IvrMenu]:
+        tenant = await app.tenants.by_slug(tenant_slug)
+        return await app.ivr_menus.menus(tenant)
 
-    menus = _run(_with_store(ctx.settings, load))
+    menus: dict[str, IvrMenu] = _run(_with_use_cases(ctx.settings, load))
     for name in names:
         if name not in menus:
             raise NotFound("ivr menu", name)

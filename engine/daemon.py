@@ -17,11 +17,10 @@ from typing import Self
 
 import structlog
 
-from engine.api.routes import router
-from engine.api.server import ApiServer
+from engine.api.server import ApiServer, openapi_document
 from engine.api.sse import StreamLimits
 from engine.api.state import ApiState
-from engine.app.calls import CallService
+from engine.app.use_cases import UseCases
 from engine.asterisk.flows.click_to_call import StasisApp
 from engine.asterisk.flows.controls import CallControls
 from engine.asterisk.flows.hangup_records import HangupRecords
@@ -89,7 +88,11 @@ class Engine:
                 menus=self.store.ivr.book,
                 hangup_records=HangupRecords(self.ami, settings.calls.hangup_handler),
             )
-        self.calls = CallService(self.store, dialer=self.stasis)
+        self.use_cases = UseCases.over(
+            self.store,
+            dialer=self.stasis,
+            controls=CallControls(self.ari) if self.ari is not None else None,
+        )
         # FastAGI: the admin's dialplan sends callers to AGI(agi://HOST:PORT/ivr/MENU)
         self.agi_ivr = AgiIvr(self.store, self.store.ivr.book, settings.calls, metrics=self.metrics)
         self.agi: AgiServer | None = (
@@ -100,13 +103,12 @@ class Engine:
             else None
         )
         self.state = ApiState(
-            store=self.store,
-            calls=self.calls,
+            use_cases=self.use_cases,
+            database=self.db,
             health=self.health,
             metrics=self.metrics,
-            openapi=router.openapi(),
+            openapi=openapi_document(),
             events=self.events,
-            controls=CallControls(self.ari, self.store) if self.ari is not None else None,
             streams=StreamLimits(
                 per_tenant=settings.api.max_event_streams_per_tenant,
                 total=settings.api.max_event_streams,

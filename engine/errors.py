@@ -3,7 +3,9 @@
 Every error the engine raises on purpose derives from :class:`CtcError`; third-party
 errors (asyncpg, aiohttp, yaml, pydantic) are translated at the boundary with
 ``raise ... from exc``. The CLI catches ``CtcError`` alone, prints one line and exits
-non-zero; the API maps each class to a stable error code and HTTP status.
+non-zero; the API maps each class to a stable error code and HTTP status (503
+``unavailable`` for :class:`DatabaseUnavailable`, :class:`FeatureUnavailable`,
+:class:`ClosedResourceError`, :class:`AsteriskError` and :class:`SecretsError`).
 
 ::
 
@@ -19,6 +21,9 @@ non-zero; the API maps each class to a stable error code and HTTP status.
     │   ├── NotFound                no such row (for this tenant)
     │   └── Conflict                uniqueness / idempotency conflict
     ├── ClosedResourceError         a pool, link or server was used after close()
+    ├── FeatureUnavailable          what was asked needs a part that is off or down:
+    │                               Asterisk (ARI not enabled or not connected), the
+    │                               event stream
     ├── SecretsError                a stored secret cannot be sealed or opened (no key,
     │                               a key no longer configured, a damaged value)
     ├── ApiClientError              the control API answered an error to our own client
@@ -49,6 +54,7 @@ __all__ = [
     "DatabaseUnavailable",
     "DestinationRefused",
     "DomainError",
+    "FeatureUnavailable",
     "IllegalTransition",
     "InvalidInput",
     "MigrationChecksumMismatch",
@@ -142,6 +148,13 @@ class Conflict(StoreError):
 
 class ClosedResourceError(CtcError):
     """A pool, link or server was used after it was closed."""
+
+
+class FeatureUnavailable(CtcError):
+    """What was asked needs a part of the engine that is off or down now: Asterisk (the ARI
+    link) is not enabled or not connected, or the event stream is not served. The request
+    was valid; the API answers 503 ``unavailable`` and the client may retry once the part is
+    back."""
 
 
 class SecretsError(CtcError):

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 
 from engine.errors import ApiClientError, ClosedResourceError, CtcError
+from engine.lifecycle import Lifecycle
 
 __all__ = ["ControlClient"]
 
 
-class ControlClient:
+class ControlClient(Lifecycle):
+    """Opened with ``async with`` (or :meth:`start`); one HTTP session over the socket."""
+
     def __init__(
         self,
         socket_path: Path,
@@ -31,25 +33,16 @@ class ControlClient:
             self._headers["Authorization"] = f"Bearer {token}"
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
-        self._closed = False
 
-    async def __aenter__(self) -> Self:
-        if self._closed:
-            raise ClosedResourceError("ControlClient is closed")
+    async def _open(self) -> None:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.UnixConnector(path=str(self._socket_path)),
             timeout=self._timeout,
             headers=self._headers,
         )
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._closed = True
+    async def _close(self) -> None:
+        """Close the HTTP session (no request is in flight: each is awaited by its caller)."""
         if self._session is not None:
             await self._session.close()
 
@@ -63,10 +56,12 @@ class ControlClient:
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         """Send a request; return (status, decoded JSON); raise ApiClientError on 4xx/5xx."""
-        if self._session is None:
-            raise ClosedResourceError("ControlClient is not open")
+        self.require_open("used")
+        session = self._session
+        if session is None:
+            raise ClosedResourceError("ControlClient is open without an HTTP session")
         try:
-            async with self._session.request(
+            async with session.request(
                 method, f"http://ctc{path}", json=body, params=params, headers=headers
             ) as resp:
                 text = await resp.text()

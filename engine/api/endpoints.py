@@ -45,12 +45,14 @@ __all__ = [
     "ApiRequest",
     "BadRequest",
     "Endpoint",
+    "Handler",
     "Router",
     "json_response",
     "parse_json_object",
     "printable",
     "read_form",
     "read_json_object",
+    "router",
     "validation_details",
 ]
 
@@ -103,6 +105,8 @@ class Endpoint:
     body_content: Mapping[str, Any] | None  # for bodies that are not one JSON model
     response_content: str  # media type of the 2xx body
     headers: tuple[Mapping[str, Any], ...] = ()  # OpenAPI header parameters it reads
+    operation_id: str = ""  # the handler's name when empty
+    description: str | None = None  # the handler's docstring when None
 
 
 @dataclasses.dataclass(slots=True)
@@ -184,7 +188,13 @@ class Router:
         body_content: Mapping[str, Any] | None = None,
         response_content: str = "application/json",
         headers: Sequence[Mapping[str, Any]] = (),
+        operation_id: str = "",
+        description: str | None = None,
     ) -> Callable[[Handler], Handler]:
+        """Register the decorated handler. ``operation_id`` and ``description`` (OpenAPI)
+        default to the handler's name and docstring; a handler that serves several
+        endpoints gives them."""
+
         def register(handler: Handler) -> Handler:
             common = _common_responses(
                 path,
@@ -206,6 +216,8 @@ class Router:
                     body_content,
                     response_content,
                     tuple(headers),
+                    operation_id or handler.__name__,
+                    description if description is not None else handler.__doc__,
                 )
             )
             return handler
@@ -254,6 +266,10 @@ class Router:
         }
 
 
+# The control API's one table of endpoints: the modules of engine.api.routes register on it.
+router = Router()
+
+
 def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
@@ -261,11 +277,11 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 def _operation(ep: Endpoint, schemas: dict[str, Any]) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": ep.summary,
-        "operationId": ep.handler.__name__,
+        "operationId": ep.operation_id,
         "tags": list(ep.tags),
     }
-    if ep.handler.__doc__:
-        op["description"] = ep.handler.__doc__.strip()
+    if ep.description:
+        op["description"] = ep.description.strip()
     params: list[dict[str, Any]] = [
         {
             "name": name,
@@ -393,7 +409,7 @@ def _adapter(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
             body = await _parse_body(ep.body, request)
         return await ep.handler(ApiRequest(request, tenant, body, query))
 
-    handle.__name__ = ep.handler.__name__
+    handle.__name__ = ep.operation_id
     return handle
 
 

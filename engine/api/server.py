@@ -20,16 +20,15 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+from typing import Any
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
-from engine.api.endpoints import TENANT, BadRequest, validation_details
-from engine.api.routes import router
+from engine.api import routes  # noqa: F401  (importing it registers every route on router)
+from engine.api.endpoints import TENANT, BadRequest, router, validation_details
 from engine.api.sse import OPEN_STREAMS, OpenStreams
 from engine.api.state import API_STATE, METRICS_NEED_TOKEN, ApiState
 from engine.api.unix_socket import bind_unix_socket
@@ -40,14 +39,16 @@ from engine.errors import (
     Conflict,
     CtcError,
     DatabaseUnavailable,
+    FeatureUnavailable,
     IllegalTransition,
     InvalidInput,
     NotFound,
     SecretsError,
 )
+from engine.lifecycle import Lifecycle
 from engine.store.tenants import Tenant
 
-__all__ = ["ApiServer", "build_app"]
+__all__ = ["ApiServer", "build_app", "openapi_document"]
 
 log = structlog.get_logger(__name__)
 
@@ -82,7 +83,13 @@ def _translate(exc: BaseException) -> web.Response:
             return _error(409, "illegal_transition", str(exc), transition)
         case Conflict():
             return _error(409, "conflict", str(exc))
-        case DatabaseUnavailable() | ClosedResourceError() | AsteriskError() | SecretsError():
+        case (
+            DatabaseUnavailable()
+            | FeatureUnavailable()
+            | ClosedResourceError()
+            | AsteriskError()
+            | SecretsError()
+        ):
             return _error(503, "unavailable", str(exc))
         case web.HTTPRequestEntityTooLarge():
             return _error(413, "body_too_large", "request body is too large")
@@ -134,7 +141,7 @@ def _bearer(request: web.Request) -> str | None:
 def _auth(*, local: bool) -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        tenants = request.app[API_STATE].store.tenants
+        tenants = request.app[API_STATE].use_cases.tenants
         token = _bearer(request)
         tenant: Tenant | None = None
         if token is not None:
@@ -157,6 +164,11 @@ def _auth(*, local: bool) -> Middleware:
     return authenticate
 
 
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document of every route the servers serve."""
+    return router.openapi()
+
+
 def build_app(
     state: ApiState,
     *,
@@ -176,8 +188,8 @@ def build_app(
     return app
 
 
-class ApiServer:
-    """The Unix-socket site and the optional TCP site, as one async context manager."""
+class ApiServer(Lifecycle):
+    """The Unix-socket site and the optional TCP site, as one component."""
 
     def __init__(
         self,
@@ -198,7 +210,6 @@ class ApiServer:
         self._shutdown_timeout = shutdown_timeout
         self._metrics_token_required = metrics_token_required
         self._runners: list[web.AppRunner] = []
-        self._closed = False
         self._bound = False  # the socket at socket_path is ours (close() removes only then)
 
     @property
@@ -210,17 +221,10 @@ class ApiServer:
                     return int(addr[1])
         return None
 
-    async def start(self) -> Self:
-        if self._closed:
-            raise ClosedResourceError("ApiServer is closed")
-        try:
-            await self._start_unix()
-            if self._tcp is not None:
-                await self._start_tcp(*self._tcp)
-        except BaseException:
-            await self.close()
-            raise
-        return self
+    async def _open(self) -> None:
+        await self._start_unix()
+        if self._tcp is not None:
+            await self._start_tcp(*self._tcp)
 
     async def _start_unix(self) -> None:
         path = self._socket_path
@@ -262,10 +266,10 @@ class ApiServer:
             raise CtcError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
         log.info("api.listening", host=host, port=self.tcp_port)
 
-    async def close(self) -> None:
-        """Stop accepting, let in-flight requests finish (bounded), remove the socket if we
-        bound it (a start refused because another engine listens leaves that one's alone)."""
-        self._closed = True
+    async def _close(self) -> None:
+        """Stop accepting, let in-flight requests finish (bounded by ``shutdown_timeout``
+        per site), remove the socket if we bound it (a start refused because another engine
+        listens leaves that one's alone)."""
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             try:
@@ -276,14 +280,3 @@ class ApiServer:
         with contextlib.suppress(FileNotFoundError):
             if bound and self._socket_path.is_socket():
                 self._socket_path.unlink()
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -1,5 +1,5 @@
-"""What every request handler can reach: the store, the services, health, metrics, and the
-bus of committed call events (for ``GET /api/v1/events``)."""
+"""What every request handler can reach: the use cases, health, metrics, and the bus of
+committed call events (for ``GET /api/v1/events``)."""
 
 from __future__ import annotations
 
@@ -9,33 +9,31 @@ from typing import Any
 from aiohttp import web
 
 from engine.api.sse import StreamLimits
-from engine.app.calls import CallService
-from engine.asterisk.flows.controls import CallControls
+from engine.app.use_cases import UseCases
 from engine.errors import StoreError
 from engine.events import EventBus
 from engine.health import HealthReport
 from engine.metrics import Metrics
-from engine.store import Store
+from engine.store import Database
 
 __all__ = ["API_STATE", "METRICS_NEED_TOKEN", "ApiState"]
 
 
 @dataclasses.dataclass(slots=True)
 class ApiState:
-    store: Store
-    calls: CallService
+    use_cases: UseCases
+    database: Database  # pinged by /readyz
     health: HealthReport
     metrics: Metrics
     openapi: dict[str, Any]
     events: EventBus | None = None  # None: the event stream answers 503
-    controls: CallControls | None = None  # None (no ARI): in-call controls answer 503
     # open event streams of both listeners (Unix socket and TCP), and their caps
     streams: StreamLimits = dataclasses.field(default_factory=StreamLimits)
 
     async def check_database(self) -> None:
         """Ping PostgreSQL and put the answer in the health report."""
         try:
-            await self.store.db.ping()
+            await self.database.ping()
         except StoreError as exc:
             self.health.set("database", "down", str(exc))
         else:

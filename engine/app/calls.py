@@ -1,30 +1,44 @@
-"""Call operations the API (and later the telephony side) ask for.
+"""The call use cases the API and the CLI call: initiate, end, set status, transfer, and
+the reads of sessions, their events and statistics.
 
-``CallService`` turns a validated request into domain decisions and store writes. It is
-the one seam where dialing hooks in: the Asterisk issue gives it a dialer that starts the
-agent leg once the queued session is stored.
+``CallService`` turns a request (plain dataclasses and enums, never an API model) into
+domain decisions and store writes. Dialing goes through its :class:`~engine.app.ports.Dialer`
+port (the ARI Stasis app); with ARI disabled there is none: calls are stored and driven by
+the ERP (``PATCH .../status``), and transfers raise :class:`FeatureUnavailable`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import uuid
-from typing import Any, Protocol
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
 
 import structlog
 
-from engine.api.models import InitiateIn
+from engine.app.ports import Dialer
 from engine.domain.call import CallStatus
+from engine.domain.click_to_call import Leg
 from engine.domain.netpolicy import check_url
 from engine.domain.phone import to_e164
-from engine.errors import AsteriskError, Conflict, InvalidInput, NotFound
+from engine.domain.transfer import TransferType
+from engine.errors import Conflict, FeatureUnavailable, InvalidInput, NotFound
 from engine.store import Store
-from engine.store.sessions import CallEvent, NewSession, StoredSession
+from engine.store.sessions import (
+    CallEvent,
+    NewSession,
+    SessionFilter,
+    SessionPage,
+    SessionStats,
+    StoredSession,
+)
 from engine.store.tenants import Tenant
 from engine.store.transfers import StoredTransfer
 
-__all__ = ["CallService", "Dialer", "request_fingerprint"]
+__all__ = ["CallService", "InitiateCall", "SessionDetail", "request_fingerprint"]
 
 log = structlog.get_logger(__name__)
 
@@ -35,42 +49,44 @@ def request_fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class Dialer(Protocol):
-    """What places and ends calls on a telephony backend (the ARI Stasis app)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class InitiateCall:
+    """A click-to-call to place: ring the agent first, then the customer, then bridge.
 
-    @property
-    def ready(self) -> bool: ...
+    Numbers are as the client wrote them; :meth:`CallService.initiate` normalises them.
+    """
 
-    def start_call(self, session: StoredSession) -> None:
-        """Begin dialing a stored, queued session (in the background)."""
+    agent_number: str  # a phone number (E.164) or a PBX endpoint name
+    customer_number: str  # E.164, or national with default_region
+    default_region: str | None = None  # ISO country for numbers without +country code
+    caller_id: str | None = None
+    provider_id: uuid.UUID | None = None  # the tenant's default provider when None
+    agent_id: str | None = None
+    external_ref: str | None = None
+    callback_url: str | None = None
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-    async def end_call(self, session: StoredSession, reason: str) -> StoredSession:
-        """Hang up every leg and end the session; return it as stored."""
-        ...
 
-    async def transfer(
-        self, session: StoredSession, kind: str, target: str, leg: str = "agent"
-    ) -> StoredTransfer:
-        """Start a blind or attended transfer of a connected call."""
-        ...
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionDetail:
+    """One session with its event timeline, oldest first."""
 
-    async def complete_transfer(self, session: StoredSession) -> StoredTransfer: ...
-
-    async def cancel_transfer(self, session: StoredSession) -> StoredTransfer: ...
+    session: StoredSession
+    events: list[CallEvent]
 
 
 class CallService:
     def __init__(self, store: Store, dialer: Dialer | None = None) -> None:
         self._store = store
-        self.dialer = dialer
+        self._dialer = dialer
 
     async def initiate(
-        self, tenant: Tenant, request: InitiateIn, *, idempotency_key: str | None = None
+        self, tenant: Tenant, request: InitiateCall, *, idempotency_key: str | None = None
     ) -> tuple[StoredSession, bool]:
         """Validate and store a queued click-to-call, start dialing it; return it and
         whether it is new (a repeated Idempotency-Key returns the first, dialed once)."""
-        if self.dialer is not None and not self.dialer.ready:
-            raise AsteriskError("Asterisk is not connected (ARI link down); try again shortly")
+        if self._dialer is not None and not self._dialer.ready:
+            raise FeatureUnavailable("Asterisk is not connected (ARI link down); try again shortly")
         region = request.default_region
         customer = to_e164(request.customer_number, field="customer_number", default_region=region)
         agent = request.agent_number
@@ -81,7 +97,7 @@ class CallService:
             if request.caller_id
             else None
         )
-        callback_url = str(request.callback_url) if request.callback_url else None
+        callback_url = request.callback_url
         if callback_url is not None:  # not to the engine's neighbours (netpolicy)
             check_url(callback_url, tenant.policy, field="callback_url")
         provider_id = request.provider_id
@@ -106,13 +122,13 @@ class CallService:
             callback_url=callback_url,
             metadata=request.metadata,
             idempotency_key=idempotency_key,
-            request_hash=request_fingerprint(request.model_dump(mode="json"))
+            request_hash=request_fingerprint(dataclasses.asdict(request))
             if idempotency_key
             else None,
         )
         session, created = await self._store.sessions.create(new)
-        if created and self.dialer is not None:
-            self.dialer.start_call(session)
+        if created and self._dialer is not None:
+            self._dialer.start_call(session)
         log.info(
             "call.queued" if created else "call.idempotent_replay",
             call_id=str(session.id),
@@ -157,9 +173,9 @@ class CallService:
         if current.status.is_terminal:
             raise Conflict(f"session {session_id} already ended ({current.status.value})")
         reason = reason or "ended by API"
-        if self.dialer is not None:
+        if self._dialer is not None:
             # the telephony side hangs up every leg and records the end
-            session = await self.dialer.end_call(current, reason)
+            session = await self._dialer.end_call(current, reason)
         else:
             target = (
                 CallStatus.COMPLETED
@@ -185,9 +201,15 @@ class CallService:
     # -- transfers ------------------------------------------------------------------------------
 
     async def transfer(
-        self, tenant: Tenant, session_id: uuid.UUID, kind: str, target: str, leg: str = "agent"
+        self,
+        tenant: Tenant,
+        session_id: uuid.UUID,
+        kind: TransferType,
+        target: str,
+        leg: Leg = Leg.AGENT,
     ) -> StoredTransfer:
-        """Transfer a connected call's `leg` (409 if not connected, 422 unknown target)."""
+        """Transfer a connected call's ``leg`` (Conflict unless connected, InvalidInput for
+        an unknown target, FeatureUnavailable without ARI)."""
         session = await self._store.sessions.get(tenant.id, session_id)
         if session.status is not CallStatus.CONNECTED:
             raise Conflict(f"session {session_id} is {session.status.value}, not connected")
@@ -196,7 +218,7 @@ class CallService:
             "call.transfer",
             call_id=str(session_id),
             tenant_id=str(tenant.id),
-            type=kind,
+            type=kind.value,
             state=transfer.state,
         )
         return transfer
@@ -210,6 +232,50 @@ class CallService:
         return await self._require_dialer().cancel_transfer(session)
 
     def _require_dialer(self) -> Dialer:
-        if self.dialer is None:
-            raise AsteriskError("transfers need Asterisk (ARI is not enabled)")
-        return self.dialer
+        if self._dialer is None:
+            raise FeatureUnavailable("transfers need Asterisk (ARI is not enabled)")
+        return self._dialer
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def get(self, tenant: Tenant, session_id: uuid.UUID) -> StoredSession:
+        """The tenant's session (NotFound otherwise)."""
+        return await self._store.sessions.get(tenant.id, session_id)
+
+    async def detail(self, tenant: Tenant, session_id: uuid.UUID) -> SessionDetail:
+        session = await self._store.sessions.get(tenant.id, session_id)
+        events = await self._store.sessions.events(tenant.id, session_id)
+        return SessionDetail(session, events)
+
+    async def find(
+        self, tenant: Tenant, filters: SessionFilter, *, limit: int, cursor: str | None = None
+    ) -> SessionPage:
+        """The tenant's sessions, newest first; ``filters.customer_number`` is normalised
+        to E.164 first (an empty one filters nothing)."""
+        number = filters.customer_number
+        customer = to_e164(number, field="customer_number") if number else None
+        filters = dataclasses.replace(filters, customer_number=customer)
+        return await self._store.sessions.find(tenant.id, filters, limit=limit, cursor=cursor)
+
+    async def events_after(
+        self, tenant: Tenant, after_id: int, *, session_id: uuid.UUID | None, limit: int
+    ) -> list[CallEvent]:
+        """The tenant's events after ``after_id``, oldest first (an event stream's replay)."""
+        return await self._store.sessions.events_after(
+            tenant.id, after_id, session_id=session_id, limit=limit
+        )
+
+    async def stats(
+        self,
+        tenant: Tenant,
+        *,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        agent_id: str | None = None,
+    ) -> SessionStats:
+        return await self._store.sessions.stats(
+            tenant.id,
+            created_after=created_after,
+            created_before=created_before,
+            agent_id=agent_id,
+        )

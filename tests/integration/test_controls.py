@@ -7,6 +7,17 @@ from typing import Any
 
 import pytest
 
+from engine.app.controls import (
+    CallControlService,
+    Hold,
+    InCallControl,
+    Mute,
+    RecordingAction,
+    RecordingControl,
+    SendDtmf,
+    Unhold,
+)
+from engine.app.ports import MuteDirection
 from engine.asterisk.flows.controls import CallControls
 from engine.asterisk.links.ari import AriNotFound
 from engine.daemon import Engine
@@ -137,25 +148,25 @@ class _GoneAri:
 
 
 @pytest.mark.parametrize(
-    ("action", "args"),
+    "control",
     [
-        ("hold", (Leg.CUSTOMER,)),
-        ("unhold", (Leg.AGENT,)),
-        ("mute", (Leg.CUSTOMER, "in")),
-        ("dtmf", (Leg.AGENT, "1")),
+        Hold(Leg.CUSTOMER),
+        Unhold(Leg.AGENT),
+        Mute(Leg.CUSTOMER, MuteDirection.IN),
+        SendDtmf(Leg.AGENT, "1"),
     ],
 )
 async def test_a_leg_that_is_gone_is_a_conflict_and_records_nothing(
-    engine: Engine, unix_api: Api, action: str, args: tuple[Any, ...]
+    engine: Engine, unix_api: Api, control: Hold | Unhold | Mute | SendDtmf
 ) -> None:
     slug, sid = await session_in(engine, unix_api, *CONNECT)
     tenant = await engine.store.tenants.by_slug(slug)
     assert tenant is not None
     ari = _GoneAri()
-    controls = CallControls(ari, engine.store)  # type: ignore[arg-type]
+    controls = CallControlService(engine.store, CallControls(ari))  # type: ignore[arg-type]
     with pytest.raises(Conflict, match="leg is gone"):
-        await getattr(controls, action)(tenant.id, uuid.UUID(sid), *args)
-    assert ari.calls[0][1].startswith(f"/channels/c2c-{sid}-{args[0].value}/")
+        await controls.apply(tenant, uuid.UUID(sid), control)
+    assert ari.calls[0][1].startswith(f"/channels/c2c-{sid}-{control.leg.value}/")
     events = await engine.store.sessions.events(tenant.id, uuid.UUID(sid))
     assert not [e for e in events if e.event_type.startswith("control.")]
 
@@ -168,7 +179,98 @@ async def test_a_recording_that_is_gone_is_a_conflict(engine: Engine, unix_api: 
         tenant.id, uuid.UUID(sid), "recording.started", changes={"recording_path": "/tmp/x.wav"}
     )
     ari = _GoneAri()
-    controls = CallControls(ari, engine.store)  # type: ignore[arg-type]
+    controls = CallControlService(engine.store, CallControls(ari))  # type: ignore[arg-type]
+    pause: InCallControl = RecordingControl(RecordingAction.PAUSE)
     with pytest.raises(Conflict, match="not live"):
-        await controls.recording(tenant.id, uuid.UUID(sid), "pause")
+        await controls.apply(tenant, uuid.UUID(sid), pause)
     assert ari.calls == [("POST", f"/recordings/live/c2c-{sid}/pause")]
+
+
+class _Ari:
+    """An AriClient stand-in that accepts every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+
+    async def request(self, method: str, path: str, params: Any = None) -> None:
+        self.calls.append((method, path, params))
+
+
+@pytest.mark.parametrize(
+    ("control", "ari_calls", "event_type", "payload"),
+    [
+        (
+            Hold(Leg.CUSTOMER),
+            [
+                ("POST", "customer/moh", {"mohClass": "default"}),
+                ("POST", "customer/mute", {"direction": "in"}),
+            ],
+            "control.hold",
+            {"leg": "customer"},
+        ),
+        (
+            Unhold(Leg.AGENT),
+            [("DELETE", "agent/moh", None), ("DELETE", "agent/mute", {"direction": "in"})],
+            "control.unhold",
+            {"leg": "agent"},
+        ),
+        (
+            Mute(Leg.CUSTOMER, MuteDirection.OUT),
+            [("POST", "customer/mute", {"direction": "out"})],
+            "control.mute",
+            {"leg": "customer", "direction": "out"},
+        ),
+        (
+            SendDtmf(Leg.AGENT, "12#"),
+            [("POST", "agent/dtmf", {"dtmf": "12#"})],
+            "control.dtmf",
+            {"leg": "agent", "digits": "12#"},
+        ),
+    ],
+)
+async def test_a_control_makes_its_ari_calls_and_records_its_event(
+    engine: Engine,
+    unix_api: Api,
+    control: InCallControl,
+    ari_calls: list[tuple[str, str, Any]],
+    event_type: str,
+    payload: dict[str, Any],
+) -> None:
+    slug, sid = await session_in(engine, unix_api, *CONNECT)
+    tenant = await engine.store.tenants.by_slug(slug)
+    ari = _Ari()
+    controls = CallControlService(engine.store, CallControls(ari))  # type: ignore[arg-type]
+    await controls.apply(tenant, uuid.UUID(sid), control)
+    assert ari.calls == [
+        (method, f"/channels/c2c-{sid}-{where}", params) for method, where, params in ari_calls
+    ]
+    events = await engine.store.sessions.events(tenant.id, uuid.UUID(sid))
+    assert (events[-1].event_type, events[-1].payload) == (
+        event_type,
+        {"source": "api", **payload},
+    )
+
+
+async def test_recording_pause_and_resume_name_the_live_recording(
+    engine: Engine, unix_api: Api
+) -> None:
+    slug, sid = await session_in(engine, unix_api, *CONNECT)
+    tenant = await engine.store.tenants.by_slug(slug)
+    ari = _Ari()
+    controls = CallControlService(engine.store, CallControls(ari))  # type: ignore[arg-type]
+    pause = RecordingControl(RecordingAction.PAUSE)
+    with pytest.raises(Conflict, match="not being recorded"):
+        await controls.apply(tenant, uuid.UUID(sid), pause)
+    assert ari.calls == []
+    await engine.store.sessions.append_event(
+        tenant.id, uuid.UUID(sid), "recording.started", changes={"recording_path": "/tmp/x.wav"}
+    )
+    await controls.apply(tenant, uuid.UUID(sid), pause)
+    await controls.apply(tenant, uuid.UUID(sid), RecordingControl(RecordingAction.RESUME))
+    path = f"/recordings/live/c2c-{sid}/pause"
+    assert ari.calls == [("POST", path, None), ("DELETE", path, None)]
+    events = await engine.store.sessions.events(tenant.id, uuid.UUID(sid))
+    assert [(e.event_type, e.payload) for e in events[-2:]] == [
+        ("recording.paused", {"source": "api", "name": f"c2c-{sid}"}),
+        ("recording.resumed", {"source": "api", "name": f"c2c-{sid}"}),
+    ]

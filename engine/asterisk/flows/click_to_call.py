@@ -240,12 +240,12 @@ class StasisApp:
         return await self._store.sessions.get(session.tenant_id, session.id)
 
     async def transfer(
-        self, session: StoredSession, kind: str, target: str, leg: str = "agent"
+        self, session: StoredSession, kind: TransferType, target: str, leg: Leg
     ) -> StoredTransfer:
         """Start a blind or attended transfer replacing a connected call's ``leg``."""
         async with self._lock(session.id):
             current = await self._store.sessions.get(session.tenant_id, session.id)
-            return await self.transfers.start(current, TransferType(kind), target, leg)
+            return await self.transfers.start(current, kind, target, leg.value)
 
     async def complete_transfer(self, session: StoredSession) -> StoredTransfer:
         async with self._lock(session.id):

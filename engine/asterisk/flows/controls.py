@@ -1,9 +1,9 @@
-"""In-call controls on a connected click-to-call: hold, mute, DTMF, recording pause.
+"""In-call controls over ARI: the :class:`~engine.app.ports.InCallControls` port.
 
-Each control checks that the session is ``connected`` (409 ``conflict`` otherwise), makes
-its ARI calls on the leg's channel (``c2c-<uuid>-agent|customer``) or the call's live
-recording (``c2c-<uuid>``), and records what it did as a ``call_event``. ARI answering 404
-means the leg (or the recording) is already gone: that is a conflict too, not a 404 of ours.
+Each control makes its ARI calls on the leg's channel (``c2c-<uuid>-agent|customer``) or the
+call's live recording (``c2c-<uuid>``); the use case (:mod:`engine.app.controls`) checks the
+session first and records the event after. ARI answering 404 means the leg (or the
+recording) is already gone: that is a conflict, not a 404 of ours.
 
 Hold plays music on hold to the held party and mutes what it says (direction ``in``), so
 the held party hears music and the other side hears nothing of them; unhold undoes both
@@ -12,39 +12,18 @@ the held party hears music and the other side hears nothing of them; unhold undo
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
-import structlog
-
+from engine.app.ports import MuteDirection
 from engine.asterisk.links.ari import AriClient, AriNotFound
-from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
 from engine.errors import Conflict
-from engine.store import Store
 from engine.store.sessions import StoredSession
 
-__all__ = ["CallControls", "MuteDirection", "RecordingAction", "require_connected"]
+__all__ = ["CallControls"]
 
-log = structlog.get_logger(__name__)
-
-MuteDirection = Literal["in", "out", "both"]
-RecordingAction = Literal["pause", "resume"]
 MOH_CLASS = "default"
-
-
-async def require_connected(
-    store: Store, tenant_id: uuid.UUID, session_id: uuid.UUID
-) -> StoredSession:
-    """The session (NotFound unless the tenant's); Conflict unless it is connected."""
-    session = await store.sessions.get(tenant_id, session_id)
-    if session.status is not CallStatus.CONNECTED:
-        raise Conflict(
-            f"session {session_id} is {session.status.value}; in-call controls need a "
-            "connected call"
-        )
-    return session
 
 
 def _channel(session: StoredSession, leg: Leg) -> str:
@@ -57,72 +36,50 @@ def recording_name(session: StoredSession) -> str:
 
 
 class CallControls:
-    """In-call controls over ARI; every one is recorded as a call event."""
+    """In-call controls over ARI (the use case records each as a call event)."""
 
-    def __init__(self, ari: AriClient, store: Store) -> None:
+    def __init__(self, ari: AriClient) -> None:
         self._ari = ari
-        self._store = store
 
-    async def hold(self, tenant_id: uuid.UUID, session_id: uuid.UUID, leg: Leg) -> StoredSession:
-        session = await require_connected(self._store, tenant_id, session_id)
+    async def hold(self, session: StoredSession, leg: Leg) -> None:
         channel = _channel(session, leg)
         await self._ari_call(leg, "POST", f"/channels/{channel}/moh", {"mohClass": MOH_CLASS})
         await self._ari_call(leg, "POST", f"/channels/{channel}/mute", {"direction": "in"})
-        return await self._record(session, "control.hold", {"leg": leg.value})
 
-    async def unhold(self, tenant_id: uuid.UUID, session_id: uuid.UUID, leg: Leg) -> StoredSession:
-        session = await require_connected(self._store, tenant_id, session_id)
+    async def unhold(self, session: StoredSession, leg: Leg) -> None:
         channel = _channel(session, leg)
         await self._ari_call(leg, "DELETE", f"/channels/{channel}/moh")
         await self._ari_call(leg, "DELETE", f"/channels/{channel}/mute", {"direction": "in"})
-        return await self._record(session, "control.unhold", {"leg": leg.value})
 
-    async def mute(
-        self,
-        tenant_id: uuid.UUID,
-        session_id: uuid.UUID,
-        leg: Leg,
-        direction: MuteDirection,
-        *,
-        on: bool = True,
-    ) -> StoredSession:
-        session = await require_connected(self._store, tenant_id, session_id)
+    async def mute(self, session: StoredSession, leg: Leg, direction: MuteDirection) -> None:
+        channel = _channel(session, leg)
         await self._ari_call(
-            leg,
-            "POST" if on else "DELETE",
-            f"/channels/{_channel(session, leg)}/mute",
-            {"direction": direction},
-        )
-        return await self._record(
-            session,
-            "control.mute" if on else "control.unmute",
-            {"leg": leg.value, "direction": direction},
+            leg, "POST", f"/channels/{channel}/mute", {"direction": direction.value}
         )
 
-    async def dtmf(
-        self, tenant_id: uuid.UUID, session_id: uuid.UUID, leg: Leg, digits: str
-    ) -> StoredSession:
-        session = await require_connected(self._store, tenant_id, session_id)
+    async def unmute(self, session: StoredSession, leg: Leg, direction: MuteDirection) -> None:
+        channel = _channel(session, leg)
         await self._ari_call(
-            leg, "POST", f"/channels/{_channel(session, leg)}/dtmf", {"dtmf": digits}
+            leg, "DELETE", f"/channels/{channel}/mute", {"direction": direction.value}
         )
-        return await self._record(session, "control.dtmf", {"leg": leg.value, "digits": digits})
 
-    async def recording(
-        self, tenant_id: uuid.UUID, session_id: uuid.UUID, action: RecordingAction
-    ) -> StoredSession:
-        session = await require_connected(self._store, tenant_id, session_id)
-        if session.recording_path is None:
-            raise Conflict(f"session {session_id} is not being recorded")
+    async def send_dtmf(self, session: StoredSession, leg: Leg, digits: str) -> None:
+        channel = _channel(session, leg)
+        await self._ari_call(leg, "POST", f"/channels/{channel}/dtmf", {"dtmf": digits})
+
+    async def pause_recording(self, session: StoredSession) -> str:
+        return await self._recording_pause(session, "POST")
+
+    async def resume_recording(self, session: StoredSession) -> str:
+        return await self._recording_pause(session, "DELETE")
+
+    async def _recording_pause(self, session: StoredSession, method: str) -> str:
         name = recording_name(session)
         try:
-            await self._ari.request(
-                "POST" if action == "pause" else "DELETE", f"/recordings/live/{name}/pause"
-            )
+            await self._ari.request(method, f"/recordings/live/{name}/pause")
         except AriNotFound as exc:
-            raise Conflict(f"the recording of session {session_id} is not live") from exc
-        event = "recording.paused" if action == "pause" else "recording.resumed"
-        return await self._record(session, event, {"name": name})
+            raise Conflict(f"the recording of session {session.id} is not live") from exc
+        return name
 
     async def _ari_call(
         self, leg: Leg, method: str, path: str, params: Mapping[str, Any] | None = None
@@ -131,12 +88,3 @@ class CallControls:
             await self._ari.request(method, path, params)
         except AriNotFound as exc:
             raise Conflict(f"the {leg.value} leg is gone") from exc
-
-    async def _record(
-        self, session: StoredSession, event_type: str, payload: dict[str, Any]
-    ) -> StoredSession:
-        updated, _ = await self._store.sessions.append_event(
-            session.tenant_id, session.id, event_type, payload={"source": "api", **payload}
-        )
-        log.info(event_type, call_id=str(session.id), tenant_id=str(session.tenant_id), **payload)
-        return updated

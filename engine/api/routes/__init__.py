@@ -1,0 +1,26 @@
+"""The control API's routes, one module per resource. Importing the package registers every
+route on the one table, :data:`engine.api.endpoints.router`."""
+
+from engine.api.routes import (
+    agents,
+    calls,
+    controls,
+    events,
+    ivr_menus,
+    providers,
+    service,
+    transfers,
+    webhooks,
+)
+
+__all__ = [
+    "agents",
+    "calls",
+    "controls",
+    "events",
+    "ivr_menus",
+    "providers",
+    "service",
+    "transfers",
+    "webhooks",
+]

@@ -1,0 +1,33 @@
+"""Agent activity reported by the ERP (login, available, break, ...)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from engine.api.endpoints import ApiRequest, json_response, router
+from engine.api.models import AgentActivityIn, AgentActivityOut
+from engine.api.routes.common import API, error_responses, use_cases
+from engine.app.agents import ActivityReport
+
+__all__ = ["record_agent_activity"]
+
+
+@router.route(
+    "POST",
+    f"{API}/agent-activity",
+    summary="Record an agent's activity (login, available, break, ...)",
+    tags=("agents",),
+    body=AgentActivityIn,
+    responses={201: AgentActivityOut, **error_responses(400, 401, 404, 422)},
+)
+async def record_agent_activity(req: ApiRequest) -> web.StreamResponse:
+    body = req.body_as(AgentActivityIn)
+    report = ActivityReport(
+        agent_id=body.agent_id,
+        activity=body.activity,
+        session_id=body.session_id,
+        details=body.details,
+        occurred_at=body.occurred_at,
+    )
+    entry = await use_cases(req).agents.record(req.require_tenant(), report)
+    return json_response(AgentActivityOut.model_validate(entry, from_attributes=True), 201)

@@ -1,0 +1,126 @@
+"""The tenant's call events as a Server-Sent Events stream (``GET /api/v1/events``)."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from engine.api import sse
+from engine.api.endpoints import ApiRequest, BadRequest, router
+from engine.api.models import EventsQuery, StreamEventOut
+from engine.api.routes.common import API, error_responses, use_cases
+from engine.api.state import API_STATE
+from engine.errors import FeatureUnavailable
+from engine.events import EventBus
+from engine.store.sessions import CallEvent
+from engine.store.tenants import Tenant
+
+__all__ = ["stream_events"]
+
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    "description": "Sent by EventSource on reconnect: replay events after this id "
+    "(takes precedence over `after`)",
+}
+
+
+@router.route(
+    "GET",
+    f"{API}/events",
+    summary="Stream the tenant's call events (Server-Sent Events)",
+    tags=("events",),
+    query=EventsQuery,
+    headers=(_LAST_EVENT_ID,),
+    responses={200: StreamEventOut, **error_responses(401, 404, 422, 429, 503)},
+    response_content="text/event-stream",
+)
+async def stream_events(req: ApiRequest) -> web.StreamResponse:
+    """Each call event of the tenant as it commits, as one SSE message: `id:` the event id,
+    `event:` its `event_type`, `data:` the event as JSON (the schema below). A
+    `: keepalive` comment every 15 s of silence. With `Last-Event-ID` (or `after`), the
+    events after that id are replayed from the database first, then the stream goes live,
+    without gaps or repeats. The stream ends when the engine shuts down, after a large replay,
+    or when the client falls too far behind: reconnect with `Last-Event-ID` to carry on.
+    Open streams are capped per tenant and in all (`api.max_event_streams_per_tenant`,
+    `api.max_event_streams`): one more is 429 `too_many_streams` with `Retry-After`."""
+    tenant = req.require_tenant()
+    q = req.query_as(EventsQuery)
+    after = _last_event_id(req)
+    if after is None:
+        after = q.after
+    state = req.raw.app[API_STATE]
+    if q.session_id is not None:
+        await use_cases(req).calls.get(tenant, q.session_id)  # 404 unless the tenant's
+    if state.events is None:
+        raise FeatureUnavailable("the event stream is not available")
+    try:
+        state.streams.acquire(tenant.id)
+    except sse.TooManyStreams as exc:
+        state.metrics.event_streams_refused.labels(exc.scope).inc()
+        raise BadRequest(
+            429,
+            "too_many_streams",
+            str(exc),
+            {"scope": exc.scope, "limit": exc.limit},
+            headers={"Retry-After": str(sse.CAPPED_RETRY_AFTER_S)},
+        ) from None
+    state.metrics.event_streams.inc()
+    try:
+        return await _stream(req, state.events, tenant, q.session_id, after)
+    finally:
+        state.metrics.event_streams.dec()
+        state.streams.release(tenant.id)
+
+
+async def _stream(
+    req: ApiRequest,
+    events: EventBus,
+    tenant: Tenant,
+    session_id: uuid.UUID | None,
+    after: int | None,
+) -> web.StreamResponse:
+    """One open stream: subscribed first, replayed second (see engine.api.sse)."""
+    sub = events.subscribe(tenant_id=tenant.id, session_id=session_id)
+    with req.raw.app[sse.OPEN_STREAMS].track(sub):
+        replay: list[CallEvent] = []
+        if after is not None:
+            replay = await use_cases(req).calls.events_after(
+                tenant, after, session_id=session_id, limit=sse.REPLAY_LIMIT + 1
+            )
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # tell a fronting nginx not to buffer the stream
+            }
+        )
+        await resp.prepare(req.raw)
+        try:
+            await resp.write(f"retry: {sse.RETRY_MS}\n\n".encode())  # also sends the headers
+            if len(replay) > sse.REPLAY_LIMIT:
+                # a large backlog comes in pieces: the client reconnects for the next one
+                for event in replay[: sse.REPLAY_LIMIT]:
+                    await resp.write(sse.encode_event(event))
+            else:
+                await sse.pump(resp.write, replay, sub, after=after, keepalive=sse.KEEPALIVE)
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away
+        return resp
+
+
+def _last_event_id(req: ApiRequest) -> int | None:
+    raw = req.raw.headers.get("Last-Event-ID", "").strip()
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise BadRequest(
+            422,
+            "validation_error",
+            "Last-Event-ID must be an event id this stream sent",
+            [{"field": "Last-Event-ID", "message": "expected a non-negative integer"}],
+        )
+    return int(raw)

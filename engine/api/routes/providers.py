@@ -1,0 +1,59 @@
+"""VoIP providers (carriers): add, list, read one (credentials are never returned)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from engine.api.endpoints import ApiRequest, json_response, router
+from engine.api.models import ProviderIn, ProviderListOut, ProviderOut
+from engine.api.routes.common import API, error_responses, use_cases
+from engine.store.providers import NewProvider, StoredProvider
+
+__all__ = ["create_provider", "get_provider", "list_providers"]
+
+
+def _provider_out(provider: StoredProvider) -> ProviderOut:
+    return ProviderOut.model_validate(provider, from_attributes=True)
+
+
+@router.route(
+    "POST",
+    f"{API}/voip-providers",
+    summary="Add a VoIP provider (carrier)",
+    tags=("providers",),
+    body=ProviderIn,
+    responses={201: ProviderOut, **error_responses(400, 401, 409, 422)},
+)
+async def create_provider(req: ApiRequest) -> web.StreamResponse:
+    body = req.body_as(ProviderIn)
+    provider = await use_cases(req).providers.create(
+        NewProvider(tenant_id=req.require_tenant().id, **body.model_dump())
+    )
+    return json_response(
+        _provider_out(provider), 201, {"Location": f"{API}/voip-providers/{provider.id}"}
+    )
+
+
+@router.route(
+    "GET",
+    f"{API}/voip-providers",
+    summary="List the tenant's providers",
+    tags=("providers",),
+    responses={200: ProviderListOut, **error_responses(401)},
+)
+async def list_providers(req: ApiRequest) -> web.StreamResponse:
+    providers = await use_cases(req).providers.all(req.require_tenant())
+    return json_response(ProviderListOut(items=[_provider_out(p) for p in providers]))
+
+
+@router.route(
+    "GET",
+    f"{API}/voip-providers/{{provider_id}}",
+    summary="One provider (credentials are never returned)",
+    tags=("providers",),
+    responses={200: ProviderOut, **error_responses(401, 404)},
+)
+async def get_provider(req: ApiRequest) -> web.StreamResponse:
+    provider_id = req.path_uuid("provider_id", "provider")
+    provider = await use_cases(req).providers.get(req.require_tenant(), provider_id)
+    return json_response(_provider_out(provider))

@@ -1,0 +1,92 @@
+"""The ports of the use cases to Asterisk: what the application layer needs from it.
+
+The use cases (:mod:`engine.app.calls`, :mod:`engine.app.controls`) decide and record; the
+Asterisk flows do the telephony. They meet here, as Protocols, so the API and the CLI depend
+on the application layer alone and a use case runs in tests with a stand-in. The daemon
+wires the implementations: :class:`~engine.asterisk.flows.click_to_call.StasisApp` is the
+:class:`Dialer`, :class:`~engine.asterisk.flows.controls.CallControls` the
+:class:`InCallControls`. With ARI disabled the daemon wires neither, and the use cases that
+need them raise :class:`~engine.errors.FeatureUnavailable`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol
+
+from engine.domain.click_to_call import Leg
+from engine.domain.transfer import TransferType
+from engine.store.sessions import StoredSession
+from engine.store.transfers import StoredTransfer
+
+__all__ = ["Dialer", "InCallControls", "MuteDirection"]
+
+
+class MuteDirection(enum.StrEnum):
+    """Which way a party's audio is cut."""
+
+    IN = "in"  # the party is not heard
+    OUT = "out"  # the party hears nothing
+    BOTH = "both"
+
+
+class Dialer(Protocol):
+    """What places and ends calls on a telephony backend (the ARI Stasis app)."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether calls can be placed now (the link is up)."""
+        ...
+
+    def start_call(self, session: StoredSession) -> None:
+        """Begin dialing a stored, queued session (in the background)."""
+
+    async def end_call(self, session: StoredSession, reason: str) -> StoredSession:
+        """Hang up every leg and end the session; return it as stored."""
+        ...
+
+    async def transfer(
+        self, session: StoredSession, kind: TransferType, target: str, leg: Leg
+    ) -> StoredTransfer:
+        """Start a blind or attended transfer replacing a connected call's ``leg``."""
+        ...
+
+    async def complete_transfer(self, session: StoredSession) -> StoredTransfer:
+        """Complete the session's attended transfer."""
+        ...
+
+    async def cancel_transfer(self, session: StoredSession) -> StoredTransfer:
+        """Cancel the session's attended transfer."""
+        ...
+
+
+class InCallControls(Protocol):
+    """The telephony half of the in-call controls of a connected call.
+
+    Each method acts on Asterisk only (the use case checks the session and records the
+    event); each raises :class:`~engine.errors.Conflict` when the leg, or the recording, is
+    already gone.
+    """
+
+    async def hold(self, session: StoredSession, leg: Leg) -> None:
+        """Play music on hold to ``leg`` and stop the other side hearing it."""
+
+    async def unhold(self, session: StoredSession, leg: Leg) -> None:
+        """Undo :meth:`hold` (also lifts an inbound mute set before the hold)."""
+
+    async def mute(self, session: StoredSession, leg: Leg, direction: MuteDirection) -> None:
+        """Cut ``leg``'s audio in ``direction``."""
+
+    async def unmute(self, session: StoredSession, leg: Leg, direction: MuteDirection) -> None:
+        """Restore ``leg``'s audio in ``direction``."""
+
+    async def send_dtmf(self, session: StoredSession, leg: Leg, digits: str) -> None:
+        """Play DTMF ``digits`` to ``leg``."""
+
+    async def pause_recording(self, session: StoredSession) -> str:
+        """Pause the call's live recording; return the recording's name."""
+        ...
+
+    async def resume_recording(self, session: StoredSession) -> str:
+        """Resume the call's live recording; return the recording's name."""
+        ...

@@ -1,0 +1,51 @@
+"""All the use cases, built over one store: what the API's state and the CLI hold."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from engine.app.agents import AgentActivityService
+from engine.app.calls import CallService
+from engine.app.controls import CallControlService
+from engine.app.ivr_menus import IvrMenuService
+from engine.app.ports import Dialer, InCallControls
+from engine.app.providers import ProviderService
+from engine.app.stored_secrets import StoredSecretsService
+from engine.app.tenants import TenantService
+from engine.app.webhooks import WebhookIntake
+from engine.store import Store
+
+__all__ = ["UseCases"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UseCases:
+    tenants: TenantService
+    calls: CallService
+    controls: CallControlService
+    ivr_menus: IvrMenuService
+    providers: ProviderService
+    agents: AgentActivityService
+    webhooks: WebhookIntake
+    secrets: StoredSecretsService
+
+    @classmethod
+    def over(
+        cls,
+        store: Store,
+        *,
+        dialer: Dialer | None = None,
+        controls: InCallControls | None = None,
+    ) -> UseCases:
+        """The use cases over ``store``; ``dialer`` and ``controls`` are the Asterisk ports
+        (None without ARI: what needs them raises FeatureUnavailable)."""
+        return cls(
+            tenants=TenantService(store),
+            calls=CallService(store, dialer=dialer),
+            controls=CallControlService(store, controls),
+            ivr_menus=IvrMenuService(store),
+            providers=ProviderService(store),
+            agents=AgentActivityService(store),
+            webhooks=WebhookIntake(store),
+            secrets=StoredSecretsService(store),
+        )

@@ -1,0 +1,59 @@
+"""Carrier webhooks in: each is logged as received and linked to the tenant's session with
+the carrier's call id, which each carrier puts in a field of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.errors import NotFound
+from engine.store import Store
+from engine.store.activity import WebhookLogEntry
+from engine.store.providers import PROVIDER_TYPES
+from engine.store.tenants import Tenant
+
+__all__ = ["WebhookIntake"]
+
+# Where each carrier puts its call id in a status webhook (from their documented payloads).
+_CALL_ID_FIELDS = {
+    "twilio": ("CallSid",),
+    "exotel": ("CallSid", "call_sid"),
+    "vonage": ("uuid", "conversation_uuid"),
+    "mcube": ("callid", "call_id", "CallId"),
+    "sip_trunk": ("call_id",),
+    "asterisk": ("call_id", "uniqueid"),
+}
+_EVENT_FIELDS = ("CallStatus", "status", "Status", "event", "EventType")
+
+
+class WebhookIntake:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    @staticmethod
+    def require_provider_type(provider_type: str) -> None:
+        """NotFound unless ``provider_type`` is one the engine knows."""
+        if provider_type not in PROVIDER_TYPES:
+            raise NotFound("provider type", provider_type)
+
+    async def receive(
+        self,
+        tenant: Tenant,
+        provider_type: str,
+        payload: Mapping[str, Any],
+        headers: Mapping[str, str],
+    ) -> WebhookLogEntry:
+        """Log one webhook of ``provider_type`` (NotFound for an unknown type)."""
+        self.require_provider_type(provider_type)
+        call_id = next(
+            (str(payload[f]) for f in _CALL_ID_FIELDS[provider_type] if payload.get(f)), None
+        )
+        event_type = next((str(payload[f]) for f in _EVENT_FIELDS if payload.get(f)), None)
+        return await self._store.webhooks.record(
+            tenant.id,
+            provider_type,
+            payload=payload,
+            headers=headers,
+            provider_call_id=call_id,
+            event_type=event_type,
+        )
