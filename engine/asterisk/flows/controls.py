@@ -19,6 +19,7 @@ from typing import Any, Literal
 import structlog
 
 from engine.asterisk.links.ari import AriClient, AriNotFound
+from engine.asterisk.naming import current_leg_channel, recording_name
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
 from engine.errors import Conflict
@@ -47,15 +48,6 @@ async def require_connected(
     return session
 
 
-def _channel(session: StoredSession, leg: Leg) -> str:
-    stored = session.agent_channel_id if leg is Leg.AGENT else session.customer_channel_id
-    return stored or f"c2c-{session.id}-{leg.value}"
-
-
-def recording_name(session: StoredSession) -> str:
-    return f"c2c-{session.id}"
-
-
 class CallControls:
     """In-call controls over ARI; every one is recorded as a call event."""
 
@@ -65,14 +57,14 @@ class CallControls:
 
     async def hold(self, tenant_id: uuid.UUID, session_id: uuid.UUID, leg: Leg) -> StoredSession:
         session = await require_connected(self._store, tenant_id, session_id)
-        channel = _channel(session, leg)
+        channel = current_leg_channel(session, leg)
         await self._ari_call(leg, "POST", f"/channels/{channel}/moh", {"mohClass": MOH_CLASS})
         await self._ari_call(leg, "POST", f"/channels/{channel}/mute", {"direction": "in"})
         return await self._record(session, "control.hold", {"leg": leg.value})
 
     async def unhold(self, tenant_id: uuid.UUID, session_id: uuid.UUID, leg: Leg) -> StoredSession:
         session = await require_connected(self._store, tenant_id, session_id)
-        channel = _channel(session, leg)
+        channel = current_leg_channel(session, leg)
         await self._ari_call(leg, "DELETE", f"/channels/{channel}/moh")
         await self._ari_call(leg, "DELETE", f"/channels/{channel}/mute", {"direction": "in"})
         return await self._record(session, "control.unhold", {"leg": leg.value})
@@ -90,7 +82,7 @@ class CallControls:
         await self._ari_call(
             leg,
             "POST" if on else "DELETE",
-            f"/channels/{_channel(session, leg)}/mute",
+            f"/channels/{current_leg_channel(session, leg)}/mute",
             {"direction": direction},
         )
         return await self._record(
@@ -104,7 +96,7 @@ class CallControls:
     ) -> StoredSession:
         session = await require_connected(self._store, tenant_id, session_id)
         await self._ari_call(
-            leg, "POST", f"/channels/{_channel(session, leg)}/dtmf", {"dtmf": digits}
+            leg, "POST", f"/channels/{current_leg_channel(session, leg)}/dtmf", {"dtmf": digits}
         )
         return await self._record(session, "control.dtmf", {"leg": leg.value, "digits": digits})
 
@@ -114,7 +106,7 @@ class CallControls:
         session = await require_connected(self._store, tenant_id, session_id)
         if session.recording_path is None:
             raise Conflict(f"session {session_id} is not being recorded")
-        name = recording_name(session)
+        name = recording_name(session.id)
         try:
             await self._ari.request(
                 "POST" if action == "pause" else "DELETE", f"/recordings/live/{name}/pause"
