@@ -55,7 +55,7 @@ class Resync:
         self._ari = ari
         self._store = store
         self._settings = settings
-        self._calls = click_to_call
+        self._click_to_call = click_to_call
         self._records = hangup_records
         self.count = 0
         self.completed = asyncio.Event()
@@ -111,9 +111,9 @@ class Resync:
         age = datetime.now(UTC) - session.created_at
         fact = restart_queued(age, timedelta(seconds=self._settings.queued_start_deadline))
         if isinstance(fact, Start):
-            self._calls.submit(session.id, fact)
+            self._click_to_call.submit(session.id, fact)
             return True
-        await self._calls.handle(session.id, fact)
+        await self._click_to_call.handle(session.id, fact)
         return False
 
     async def _destroy_orphan_bridges(self) -> list[str]:
@@ -131,7 +131,7 @@ class Resync:
         return [
             bridge
             for bridge, sid in sorted(ours.items())
-            if sid not in live and await self._calls.destroy_bridge(bridge)
+            if sid not in live and await self._click_to_call.destroy_bridge(bridge)
         ]
 
     async def _live_ids(self) -> set[uuid.UUID]:
@@ -142,7 +142,7 @@ class Resync:
     ) -> bool:
         """Reconcile one click-to-call (and its transfer in flight) with Asterisk's
         channels; True when facts were missed (and applied)."""
-        async with self._calls.lock(session_id):
+        async with self._click_to_call.lock(session_id):
             session = await self._store.sessions.by_id(session_id)
             if session is None or session.status.is_terminal:
                 return False
@@ -163,18 +163,18 @@ class Resync:
                     },
                 )
                 for fact in facts:
-                    await self._calls.handle_locked(session.id, fact)
+                    await self._click_to_call.handle_locked(session.id, fact)
             # the transfer in flight: adopt it when its target lives, end it when it is gone
             session = await self._store.sessions.by_id(session_id)
             if session is None or session.status.is_terminal:
                 return bool(facts)  # the missed facts ended the call (and the transfer)
             missed = False
-            transfer = await self._calls.transfers.live_transfer(session)
+            transfer = await self._click_to_call.transfers.live_transfer(session)
             if transfer is not None:
                 missed = await self._resync_transfer(session, transfer, channels)
             # channels of this call that play no role any more (legs a transfer replaced,
             # earlier targets) are hung up
-            transfer = await self._calls.transfers.live_transfer(session)
+            transfer = await self._click_to_call.transfers.live_transfer(session)
             session = await self._store.sessions.get(session.tenant_id, session_id)
             for raw in channels:
                 if session_of_channel(raw) == session.id and (
@@ -212,7 +212,7 @@ class Resync:
         )
         if missed is None:
             return False
-        await self._calls.transfers.on_fact(session, missed)
+        await self._click_to_call.transfers.on_fact(session, missed)
         return True
 
     async def _resync_inbound(self, session: StoredSession, channel_ids: set[str]) -> int:

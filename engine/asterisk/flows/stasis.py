@@ -48,7 +48,7 @@ class StasisApp(Lifecycle):
 
     ``click_to_call`` is the API's Dialer; ``ivr`` is None without menus to load;
     ``resync`` tells how many resyncs ran. Closing stops the link first (no new events),
-    then the flows, then the dispatcher and the sweeper.
+    then the dispatcher and the sweeper, then the flows.
     """
 
     def __init__(
@@ -95,10 +95,7 @@ class StasisApp(Lifecycle):
         await self.link.start()
 
     async def _close(self) -> None:
-        await self.link.close()
-        if self.ivr is not None:
-            await self.ivr.close()
-        await self.click_to_call.close()
+        await self.link.close()  # no new events, no resync running
         tasks = [t for t in (self._dispatcher, self._sweeper) if t is not None]
         self._dispatcher = self._sweeper = None
         for t in tasks:
@@ -106,6 +103,10 @@ class StasisApp(Lifecycle):
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        # nothing routes to the flows any more: their calls in progress are cancelled
+        if self.ivr is not None:
+            await self.ivr.close()
+        await self.click_to_call.close()
 
     async def _resync(self) -> None:
         await self.resync.run()
