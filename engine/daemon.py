@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -21,13 +20,14 @@ from engine.api.server import ApiServer, openapi_document
 from engine.api.sse import StreamLimits
 from engine.api.state import ApiState
 from engine.app.use_cases import UseCases
-from engine.asterisk.flows.click_to_call import StasisApp
 from engine.asterisk.flows.controls import CallControls
 from engine.asterisk.flows.hangup_records import HangupRecords
 from engine.asterisk.flows.ivr_agi import AgiIvr
-from engine.asterisk.links.agi import AgiServer
-from engine.asterisk.links.ami import AmiEvent, AmiLink
+from engine.asterisk.flows.stasis import StasisApp
+from engine.asterisk.links.agi_server import AgiServer
+from engine.asterisk.links.ami import AmiLink
 from engine.asterisk.links.ari import AriClient
+from engine.asterisk.links.restart_watch import RestartWatch
 from engine.config.settings import Settings, exposure_warnings
 from engine.errors import ClosedResourceError, CtcError
 from engine.events import EventBus
@@ -66,13 +66,11 @@ class Engine:
             metrics=self.metrics,
         )
         self.ami: AmiLink | None = None
-        self._booted_at: float | None = None  # when AMI last said FullyBooted (monotonic)
         if settings.ari.enabled and settings.ami.enabled:
             if settings.ami.password is None:
                 self.health.set("ami", "down", "ami.password is not set", required=False)
             else:
                 self.ami = AmiLink.from_settings(settings.ami, health=self.health)
-                self.ami.on_event("FullyBooted", self._asterisk_booted)
         self.ari: AriClient | None = None
         self.stasis: StasisApp | None = None
         if settings.ari.enabled:
@@ -88,16 +86,21 @@ class Engine:
                 menus=self.store.ivr.book,
                 hangup_records=HangupRecords(self.ami, settings.calls.hangup_handler),
             )
+        # Asterisk restarted (AMI's FullyBooted says so): the ARI link reconnects and resyncs
+        self.restart_watch: RestartWatch | None = None
+        if self.ami is not None and self.stasis is not None:
+            self.restart_watch = RestartWatch(on_restart=self.stasis.link.drop)
+            self.restart_watch.watch(self.ami)
         self.use_cases = UseCases.over(
             self.store,
-            dialer=self.stasis,
+            dialer=self.stasis.click_to_call if self.stasis is not None else None,
             controls=CallControls(self.ari) if self.ari is not None else None,
         )
         # FastAGI: the admin's dialplan sends callers to AGI(agi://HOST:PORT/ivr/MENU)
         self.agi_ivr = AgiIvr(self.store, self.store.ivr.book, settings.calls, metrics=self.metrics)
         self.agi: AgiServer | None = (
             AgiServer.from_settings(
-                settings.agi, self.agi_ivr, health=self.health, metrics=self.metrics
+                settings.agi, self.agi_ivr.run_call, health=self.health, metrics=self.metrics
             )
             if settings.agi.enabled
             else None
@@ -138,12 +141,14 @@ class Engine:
         self.health.set("database", "starting", "connecting")
         self.health.set("api", "starting")
         try:
+            if self.ari is not None:
+                await self.ari.start()  # its HTTP session: the API's in-call controls use it
             await self.api.start()
         except BaseException:
             await self.close()
             raise
         self.health.set("api", "up", str(self.settings.api.socket))
-        self.loop_watch.start()
+        await self.loop_watch.start()
         self._tasks.append(asyncio.create_task(self._connect_database(), name="db-connect"))
         log.info("engine.started")
         return self
@@ -180,31 +185,17 @@ class Engine:
         log.info("database.connected")
         if self.ami is not None:
             # before ARI: the first resync reads Asterisk's hangup records over AMI
-            self.ami.start()
+            await self.ami.start()
         if self.stasis is not None:
             # after the database: the first thing the ARI link does is resync against it
-            self.stasis.start()
+            await self.stasis.start()
         if self.agi is not None:
+            await self.agi_ivr.start()
             try:
                 await self.agi.start()
             except CtcError as exc:  # e.g. the port is taken: the rest of the engine runs
                 log.error("agi.unavailable", error=str(exc))
                 self.health.set("agi", "down", str(exc), required=False)
-
-    async def _asterisk_booted(self, event: AmiEvent) -> None:
-        """AMI said FullyBooted (after every AMI login). If Asterisk restarted since the last
-        one, recreate the ARI app subscription: drop the event socket, it reconnects and
-        resyncs."""
-        now = time.monotonic()
-        last, self._booted_at = self._booted_at, now
-        try:
-            uptime = float(event.get("Uptime", ""))
-        except ValueError:
-            uptime = 0.0  # unknown: assume a restart, a needless resync is harmless
-        restarted = last is not None and uptime + 1.0 < now - last
-        log.info("asterisk.fully_booted", uptime=event.get("Uptime"), restarted=restarted)
-        if restarted and self.stasis is not None:
-            await self.stasis.link.drop()
 
     async def close(self) -> None:
         if self._closed:
@@ -221,7 +212,7 @@ class Engine:
             await self.agi.close()
             await self.agi_ivr.close()
         if self.ami is not None:
-            await self.ami.close()  # first: its FullyBooted hook uses the ARI link
+            await self.ami.close()  # first: its FullyBooted hook (restart_watch) uses the ARI link
         if self.stasis is not None:
             await self.stasis.close()
         if self.ari is not None:

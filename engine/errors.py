@@ -207,7 +207,8 @@ class AmiError(AsteriskError):
 
 
 class AgiError(AsteriskError):
-    """A FastAGI request or command failed (subclasses in :mod:`engine.asterisk.links.agi`)."""
+    """A FastAGI request or command failed (subclasses in
+    :mod:`engine.asterisk.links.agi_protocol` and :mod:`engine.asterisk.links.agi_server`)."""
 
 
 class SandboxError(AsteriskError):

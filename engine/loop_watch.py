@@ -14,11 +14,11 @@ import asyncio
 import contextlib
 import gc
 import time
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import structlog
 
+from engine.lifecycle import Lifecycle
 from engine.metrics import Metrics
 
 __all__ = ["LoopWatch"]
@@ -26,7 +26,9 @@ __all__ = ["LoopWatch"]
 log = structlog.get_logger(__name__)
 
 
-class LoopWatch:
+class LoopWatch(Lifecycle):
+    """Watches the running loop while open (its task and the GC callback)."""
+
     def __init__(self, metrics: Metrics, *, interval: float = 0.1, warn_after: float = 0.1) -> None:
         self._metrics = metrics
         self._interval = interval
@@ -36,21 +38,11 @@ class LoopWatch:
         self.max_lag = 0.0
         self.max_gc_pause = 0.0
 
-    async def __aenter__(self) -> Self:
-        self.start()
-        return self
+    async def _open(self) -> None:
+        gc.callbacks.append(self._on_gc)
+        self._task = asyncio.get_running_loop().create_task(self._watch(), name="loop-watch")
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    def start(self) -> None:
-        if self._task is None:
-            gc.callbacks.append(self._on_gc)
-            self._task = asyncio.get_running_loop().create_task(self._watch(), name="loop-watch")
-
-    async def close(self) -> None:
+    async def _close(self) -> None:
         with contextlib.suppress(ValueError):
             gc.callbacks.remove(self._on_gc)
         task, self._task = self._task, None

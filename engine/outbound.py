@@ -4,7 +4,7 @@ Why here: :mod:`engine.domain.netpolicy` says which addresses are refused; this 
 the rule meets the network, after DNS, so a name that resolves to ``127.0.0.1`` (or is
 changed to, between the URL's check and the request) is refused like the address itself.
 Both senders of requests built from tenant data use it: the status callback notifier
-(:mod:`engine.notifier`) and the IVR lookup (:func:`engine.app.inbound.http_lookup`).
+(:mod:`engine.notifier`) and the IVR lookup (:func:`engine.app.ivr_calls.http_lookup`).
 
 Each distinct policy gets its own :class:`aiohttp.ClientSession` (most tenants share the
 empty one), whose connector enforces the policy twice:

@@ -66,7 +66,7 @@ async def running_engine(
     async with Engine(settings) as engine:
         await asyncio.wait_for(engine.database_ready.wait(), 30)
         assert engine.stasis is not None
-        await asyncio.wait_for(engine.stasis.resynced.wait(), 30)
+        await asyncio.wait_for(engine.stasis.resync.completed.wait(), 30)
         yield engine
 
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from engine.asterisk.links.agi import AgiChannel, AgiCommandError, AgiHangup, AgiServer
+from engine.asterisk.links.agi_protocol import AgiCommandError, AgiHangup
+from engine.asterisk.links.agi_server import AgiChannel, AgiServer
 from engine.devtools.sandbox import DIALPLAN_DIR, Sandbox
 
 pytestmark = pytest.mark.e2e

@@ -140,7 +140,8 @@ async def test_engine_runs_the_ami_link(migrated_db: str, sandbox: Sandbox, tmp_
         assert engine.ami is not None
         await engine.ami.wait_connected(WITHIN)
         await engine.ami.action("Ping")  # FullyBooted (sent at login) has been handled
-        assert engine._booted_at is not None
+        assert engine.restart_watch is not None
+        assert engine.restart_watch.booted_at is not None
         ami = engine.health.get("ami")
         assert ami is not None
         assert ami.state == "up"

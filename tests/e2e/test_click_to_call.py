@@ -132,7 +132,7 @@ async def test_resync_destroys_bridges_of_ours_whose_call_is_over(
         async with ari.post(f"{ARI_URL}/bridges/{bridge}", params={"type": "mixing"}) as resp:
             assert resp.status == 200, await resp.text()
     try:
-        await engine.stasis.resync()
+        await engine.stasis.resync.run()
         assert orphan not in await ari_bridges(ari, until=lambda now: orphan not in now)
         async with ari.get(f"{ARI_URL}/bridges/{foreign}") as resp:
             assert resp.status == 200
@@ -279,10 +279,10 @@ async def test_ari_socket_cut_mid_call_reconnects_and_resyncs(
                 _, watch = await _place(engine)
                 await watch.until("connected")
                 before = engine.stasis.link.connections
-                engine.stasis.resynced.clear()
+                engine.stasis.resync.completed.clear()
                 assert proxy.cut() > 0
                 # the link comes back and resyncs: the call is still up, so it is adopted
-                await asyncio.wait_for(engine.stasis.resynced.wait(), 30)
+                await asyncio.wait_for(engine.stasis.resync.completed.wait(), 30)
                 assert engine.stasis.link.connections == before + 1
                 assert (await watch.session()).status.value == "connected"
                 # ... and the customer's hangup after the reconnect still ends it properly
@@ -312,14 +312,14 @@ async def test_missed_hangup_while_disconnected_is_finished_by_resync(
                 # stop the proxy from accepting, cut the socket, hang up behind its back
                 assert proxy._server is not None
                 proxy._server.close()
-                engine.stasis.resynced.clear()
+                engine.stasis.resync.completed.clear()
                 proxy.cut()
                 for leg in ("agent", "customer"):
                     sandbox.asterisk_cli(f"channel request hangup c2c-{sid}-{leg}")
                 assert await agent.wait_async(30) == 0, agent.report()
                 assert await cust.wait_async(30) == 0, cust.report()
                 proxy._server = await asyncio.start_server(proxy._serve, "127.0.0.1", proxy.port)
-                await asyncio.wait_for(engine.stasis.resynced.wait(), 60)
+                await asyncio.wait_for(engine.stasis.resync.completed.wait(), 60)
                 end = await watch.until("completed", "failed", within=10)
                 assert end.status_to == "completed"
             kinds = [e.event_type for e in watch.events]
@@ -341,7 +341,7 @@ async def test_asterisk_restart_mid_call_ends_the_session(
     ):
         _, watch = await _place(engine)
         await watch.until("connected")
-        engine.stasis.resynced.clear()
+        engine.stasis.resync.completed.clear()
         if how == "crash":
             pid = sandbox.status().pid
             assert pid is not None
@@ -349,7 +349,7 @@ async def test_asterisk_restart_mid_call_ends_the_session(
         await asyncio.to_thread(sandbox.down)
         await asyncio.to_thread(sandbox.up)
         # the link reconnects to the new Asterisk, which has none of the call's channels
-        await asyncio.wait_for(engine.stasis.resynced.wait(), 60)
+        await asyncio.wait_for(engine.stasis.resync.completed.wait(), 60)
         end = await watch.until("completed", "failed", within=10)
     assert end.status_to == "completed", watch.trail()
     assert not [s for s in await engine.store.sessions.live() if s.id == watch.session_id]

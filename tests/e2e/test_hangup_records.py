@@ -29,7 +29,6 @@ pytestmark = pytest.mark.e2e
 async def ami(sandbox: Sandbox) -> AsyncIterator[AmiLink]:
     link = AmiLink("127.0.0.1", 5038, "ctc", AMI_PASSWORD)
     async with link:
-        link.start()
         await link.wait_connected(15)
         yield link
 

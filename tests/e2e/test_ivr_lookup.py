@@ -4,7 +4,7 @@ A SIPp caller keys an account number with real RFC 2833 DTMF; the engine asks an
 a small aiohttp server on 127.0.0.1 that the test controls — and speaks the answer, lets it
 pick the next menu, or takes the menu's failure path when the ERP fails or is too slow.
 
-The request contract the engine sends (``engine/app/inbound.py:http_lookup``): the
+The request contract the engine sends (``engine/app/ivr_calls.py:http_lookup``): the
 option's ``url`` with ``{variable}`` placeholders filled in, ``GET`` with ``params`` as the
 query string (``POST``: as a JSON body), no other headers of its own. The ERP's answer is
 plain text: its body (stripped) is the lookup's value, any status >= 400 is a failure.

@@ -384,9 +384,9 @@ async def test_attended_transfer_consulting_across_an_ari_cut_then_completed(
                 sid, watch = await _connected(engine)
                 started = await _consulting(engine, ari, sid, watch)
                 before = engine.stasis.link.connections
-                engine.stasis.resynced.clear()
+                engine.stasis.resync.completed.clear()
                 assert proxy.cut() > 0
-                await asyncio.wait_for(engine.stasis.resynced.wait(), 30)
+                await asyncio.wait_for(engine.stasis.resync.completed.wait(), 30)
                 assert engine.stasis.link.connections == before + 1
                 resync = await watch.until_event("transfer.resync")
                 assert resync.payload["transfer_id"] == started["id"]
@@ -447,12 +447,12 @@ async def test_transfer_whose_target_vanished_during_an_ari_cut_fails_back_to_th
                 # stop the proxy from accepting, cut the socket, hang up behind its back
                 assert proxy._server is not None
                 proxy._server.close()
-                engine.stasis.resynced.clear()
+                engine.stasis.resync.completed.clear()
                 proxy.cut()
                 sandbox.asterisk_cli(f"channel request hangup {started['target_channel_id']}")
                 assert await agent3.wait_async(30) == 0, agent3.report()
                 proxy._server = await asyncio.start_server(proxy._serve, "127.0.0.1", proxy.port)
-                await asyncio.wait_for(engine.stasis.resynced.wait(), 60)
+                await asyncio.wait_for(engine.stasis.resync.completed.wait(), 60)
                 failed = await watch.until_event("transfer.failed")
                 assert "disconnected" in failed.payload["reason"]
                 agent_ch, customer_ch = _ids(sid)

@@ -15,7 +15,7 @@ import pytest
 import structlog
 
 from engine.asterisk.flows.ivr_agi import AgiIvr
-from engine.asterisk.links.agi import AgiServer
+from engine.asterisk.links.agi_server import AgiServer
 from engine.daemon import Engine
 from engine.domain.ivr import IvrAction, IvrMenu, IvrOption, MenuBook
 from engine.errors import NotFound
@@ -70,7 +70,7 @@ async def serve(engine: Engine) -> AsyncIterator[Callable[..., Awaitable[AgiServ
 
     async def start(handler: AgiIvr | None = None, **limits: Any) -> AgiServer:
         door = engine.agi_ivr if handler is None else handler
-        server = AgiServer("127.0.0.1", 0, door, metrics=engine.metrics, **limits)
+        server = AgiServer("127.0.0.1", 0, door.run_call, metrics=engine.metrics, **limits)
         await server.start()
         servers.append(server)
         return server

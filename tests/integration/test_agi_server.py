@@ -17,14 +17,8 @@ from typing import Any, ClassVar
 import pytest
 import structlog
 
-from engine.asterisk.links.agi import (
-    AgiChannel,
-    AgiCommandError,
-    AgiHangup,
-    AgiServer,
-    Playback,
-    parse_request,
-)
+from engine.asterisk.links.agi_protocol import AgiCommandError, AgiHangup, parse_request
+from engine.asterisk.links.agi_server import AgiChannel, AgiServer, Playback
 from engine.errors import AgiError, ClosedResourceError
 from engine.health import HealthReport
 

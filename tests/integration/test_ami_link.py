@@ -179,7 +179,7 @@ async def until(predicate: Callable[[], bool], event: asyncio.Event) -> None:
 async def test_login_action_and_health(fake: FakeAmi) -> None:
     health = HealthReport()
     async with linked(fake, health=health) as link:
-        link.start()
+        await link.start()
         await link.wait_connected(WITHIN)
         login = fake.actions("Login")[0]
         assert (login["Username"], login["Secret"], login["Events"]) == ("ctc", SECRET, "on")
@@ -201,7 +201,7 @@ async def test_response_error_raises(fake: FakeAmi) -> None:
 
     fake.script["modulecheck"] = refuse
     async with linked(fake) as link:
-        link.start()
+        await link.start()
         await link.wait_connected(WITHIN)
         with pytest.raises(AmiResponseError, match="AMI ModuleCheck: Module not loaded") as info:
             await link.action("ModuleCheck", Module="res_nope")
@@ -215,7 +215,7 @@ async def test_unanswered_action_times_out_and_the_link_stays(fake: FakeAmi) -> 
 
     fake.script["status"] = ignore
     async with linked(fake) as link:
-        link.start()
+        await link.start()
         await link.wait_connected(WITHIN)
         with pytest.raises(AmiError, match="no response within"):
             await link.action("Status", response_timeout=0.2)
@@ -238,7 +238,7 @@ async def test_event_list_is_collected(fake: FakeAmi) -> None:
     async with linked(fake) as link:
         others: list[AmiEvent] = []
         link.on_event("Newchannel", others.append)
-        link.start()
+        await link.start()
         await link.wait_connected(WITHIN)
         reply = await link.action("CoreShowChannels")
         assert [e["Channel"] for e in reply["events"]] == ["PJSIP/a-1", "PJSIP/a-2"]
@@ -247,7 +247,7 @@ async def test_event_list_is_collected(fake: FakeAmi) -> None:
 
 async def test_fields_with_line_breaks_are_refused_before_sending(fake: FakeAmi) -> None:
     async with linked(fake) as link:
-        link.start()
+        await link.start()
         await link.wait_connected(WITHIN)
         with pytest.raises(AmiError, match="line break"):
             await link.action("Originate", Channel="Local/x\r\nAction: Hangup")
@@ -279,7 +279,7 @@ async def test_garbage_between_valid_responses_never_kills_the_link(fake: FakeAm
 
     fake.script["corestatus"] = garbage_first
     async with linked(fake) as link:
-        link.start()
+        await link.start()
         await link.wait_connected(WITHIN)
         for _ in range(3):
             reply = await link.action("CoreStatus")
@@ -292,7 +292,7 @@ async def test_garbage_between_valid_responses_never_kills_the_link(fake: FakeAm
 
 async def test_oversized_block_is_skipped(fake: FakeAmi) -> None:
     async with linked(fake) as link:
-        link.start()
+        await link.start()
         await link.wait_connected(WITHIN)
         fake.push(b"x" * (3 << 20))  # 3 MiB without a message end
         fake.push(b"\r\n\r\n")
@@ -325,7 +325,7 @@ async def test_originate_response_event_is_an_event_not_a_stray_response(
             arrived.set()
 
         link.on_event("OriginateResponse", on_response)
-        link.start()
+        await link.start()
         await link.wait_connected(WITHIN)
         reply = await link.action("Originate", Channel="Local/x", Application="Wait", Async=True)
         assert reply["Message"] == "Originate successfully queued"
@@ -350,7 +350,7 @@ async def test_a_failing_handler_does_not_hurt_the_link(fake: FakeAmi) -> None:
     async with linked(fake) as link:
         link.on_event("Hangup", broken)
         link.on_event("*", broken_async)
-        link.start()
+        await link.start()
         await link.wait_connected(WITHIN)
         fake.push(wire(Event="Hangup", Channel="PJSIP/a-1"))
         assert (await link.action("Ping"))["Ping"] == "Pong"
@@ -371,7 +371,7 @@ async def test_fully_booted_hook_runs_after_every_login(fake: FakeAmi) -> None:
 
     async with linked(fake) as link:
         link.on_event("fullybooted", hook)  # names are case-insensitive
-        link.start()
+        await link.start()
         await link.wait_connected(WITHIN)
         await until(lambda: len(booted) == 1, seen)
         assert booted[0]["Uptime"] == "42"
@@ -389,7 +389,7 @@ async def test_missed_pong_marks_the_link_down_and_reconnects(fake: FakeAmi) -> 
     health = HealthReport()
     fake.answer_pings = False
     async with linked(fake, ping_interval=0.05, ping_timeout=0.2, health=health) as link:
-        link.start()
+        await link.start()
         await link.wait_connected(WITHIN)
         await fake.until(lambda: len(fake.actions("Ping")) >= 1)
         await fake.until(lambda: fake.logins >= 2)  # it gave up on the first connection
@@ -406,7 +406,7 @@ async def test_missed_pong_marks_the_link_down_and_reconnects(fake: FakeAmi) -> 
 
 async def test_reconnects_after_the_server_hangs_up(fake: FakeAmi) -> None:
     async with linked(fake) as link:
-        link.start()
+        await link.start()
         await link.wait_connected(WITHIN)
         fake.hang_up()
         await fake.until(lambda: fake.logins == 2)
@@ -424,7 +424,7 @@ async def test_action_in_flight_fails_when_the_link_drops(fake: FakeAmi) -> None
 
     fake.script["originate"] = hang_up
     async with linked(fake) as link:
-        link.start()
+        await link.start()
         await link.wait_connected(WITHIN)
         with pytest.raises(AmiError, match="went down"):
             await link.action("Originate", Channel="Local/x", response_timeout=60)
@@ -440,7 +440,7 @@ async def test_action_while_down_fails_at_once(fake: FakeAmi) -> None:
     async with linked(fake) as link:
         with pytest.raises(AmiError, match="down"):
             await link.action("Ping")
-        link.start()
+        await link.start()
         await fake.until(lambda: len(fake.actions("Login")) >= 2)
         with pytest.raises(AmiError, match="down"):
             await link.action("Ping")
@@ -450,7 +450,7 @@ async def test_refused_logins_are_retried_with_backoff(fake: FakeAmi) -> None:
     health = HealthReport()
     fake.refuse_logins = 4
     async with linked(fake, health=health) as link:
-        link.start()
+        await link.start()
         await link.wait_connected(WITHIN)
         assert len(fake.actions("Login")) == 5
         assert link.connections == 1
@@ -461,7 +461,7 @@ async def test_refused_logins_are_retried_with_backoff(fake: FakeAmi) -> None:
 async def test_single_attempt_reports_the_login_failure(fake: FakeAmi) -> None:
     fake.refuse_logins = 1
     async with linked(fake, reconnect=False) as link:
-        link.start()
+        await link.start()
         with pytest.raises(AmiLoginError, match=r"login as ctc on 127\.0\.0\.1:\d+ failed"):
             await link.wait_connected(WITHIN)
         assert len(fake.actions("Login")) == 1
@@ -470,7 +470,7 @@ async def test_single_attempt_reports_the_login_failure(fake: FakeAmi) -> None:
 async def test_not_an_ami_server(fake: FakeAmi) -> None:
     fake.greeting = b"HTTP/1.1 400 Bad Request\r\n"
     async with linked(fake, reconnect=False) as link:
-        link.start()
+        await link.start()
         with pytest.raises(AmiError, match="not an AMI server"):
             await link.wait_connected(WITHIN)
 
@@ -496,15 +496,15 @@ async def test_close_is_bounded_with_a_hanging_hook_and_a_silent_server(fake: Fa
         started.set()
         await asyncio.Event().wait()  # forever
 
-    async with linked(fake) as link:
+    async with linked(fake, close_grace=1.0) as link:
         link.on_event("FullyBooted", hangs)
-        link.start()
+        await link.start()
         await link.wait_connected(WITHIN)
         await asyncio.wait_for(started.wait(), WITHIN)
         pending = asyncio.create_task(link.action("Ping", response_timeout=60))
         fake.answer_pings = False
         await fake.until(lambda: len(fake.actions("Ping")) == 1)
-        await asyncio.wait_for(link.close(grace=1.0), WITHIN)
+        await asyncio.wait_for(link.close(), WITHIN)
         with pytest.raises(ClosedResourceError):
             await pending
         with pytest.raises(ClosedResourceError):
@@ -516,7 +516,7 @@ async def test_close_is_bounded_with_a_hanging_hook_and_a_silent_server(fake: Fa
 async def test_close_while_connecting_and_close_cancelled(fake: FakeAmi) -> None:
     fake.greeting = b""  # accepts, never greets: the link waits for the greeting
     async with linked(fake, connect_timeout=60) as link:
-        link.start()
+        await link.start()
         await fake.until(lambda: len(fake.writers) == 1)
         closing = asyncio.create_task(link.close())
         await asyncio.sleep(0)  # let close() run up to its first await

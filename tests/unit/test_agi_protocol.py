@@ -6,16 +6,16 @@ import resource
 
 import pytest
 
-from engine.asterisk.links.agi import (
+from engine.asterisk.links.agi_protocol import (
     AgiCommandError,
     AgiHangup,
     AgiProtocolError,
     AgiResponse,
-    connection_cap,
     encode_command,
     parse_request,
     parse_response,
 )
+from engine.asterisk.links.agi_server import connection_cap
 from engine.errors import AgiError, AsteriskError
 
 # what Asterisk 22 sends for AGI(agi://127.0.0.1:4573/ivr/main?x=1&lang=fr,first,second)

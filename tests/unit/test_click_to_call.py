@@ -7,14 +7,9 @@ from typing import Any
 
 import pytest
 
-from engine.asterisk.flows.click_to_call import (
-    _resync_facts,
-    bridge_id,
-    channel_id,
-    parse_channel_id,
-    session_of_bridge,
-)
 from engine.asterisk.flows.hangup_records import ChannelEnd, parse_record
+from engine.asterisk.flows.resync import resync_facts
+from engine.asterisk.naming import leg_channel_id
 from engine.domain.call import CallStatus, check_transition
 from engine.domain.click_to_call import (
     Answered,
@@ -172,14 +167,6 @@ def test_hangup_records_parse_time_and_cause() -> None:
         assert parse_record(bad) is None
 
 
-def test_bridges_of_ours_are_told_by_their_session() -> None:
-    sid = uuid.uuid4()
-    assert session_of_bridge(bridge_id(sid)) == sid
-    assert session_of_bridge(f"c2c-{sid}-consult-{uuid.uuid4()}") == sid
-    for other in ("c2c-nope", "bench-1", str(sid), ""):
-        assert session_of_bridge(other) is None
-
-
 @pytest.mark.parametrize(
     ("status", "target"),
     [
@@ -227,15 +214,6 @@ def test_recording_finished_is_noted_with_its_duration() -> None:
     )
 
 
-def test_channel_ids_round_trip() -> None:
-    sid = uuid.uuid4()
-    for leg in Leg:
-        assert parse_channel_id(channel_id(sid, leg)) == (sid, leg)
-    assert bridge_id(sid) == f"c2c-{sid}"
-    for other in ("PJSIP/agent1-00000001", "c2c-nope-agent", f"c2c-{sid}-boss", "1700000000.1"):
-        assert parse_channel_id(other) is None
-
-
 def test_a_call_found_agent_answered_is_resumed_by_dialing_the_customer() -> None:
     assert decide(S.AGENT_ANSWERED, Resume()).steps == (
         PlayRingback(Leg.AGENT),
@@ -255,10 +233,13 @@ def _found(status: CallStatus) -> Any:
 
 def test_resync_ends_legs_at_their_recorded_times_first_hangup_first() -> None:
     session = _found(S.CONNECTED)
-    agent, customer = channel_id(session.id, Leg.AGENT), channel_id(session.id, Leg.CUSTOMER)
+    agent, customer = (
+        leg_channel_id(session.id, Leg.AGENT),
+        leg_channel_id(session.id, Leg.CUSTOMER),
+    )
     t0 = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
     ends = {agent: ChannelEnd(t0 + timedelta(seconds=9), 16), customer: ChannelEnd(t0, 17)}
-    facts = _resync_facts(session, {}, ends)
+    facts = resync_facts(session, {}, ends)
     assert [(f.channel, f.at, f.cause, f.estimated) for f in facts] == [
         (customer, t0, 17, False),  # the customer left first: their end ends the call
         (agent, t0 + timedelta(seconds=9), 16, False),
@@ -267,9 +248,12 @@ def test_resync_ends_legs_at_their_recorded_times_first_hangup_first() -> None:
 
 def test_resync_estimates_an_end_asterisk_kept_no_record_of_after_recorded_ones() -> None:
     session = _found(S.CONNECTED)
-    agent, customer = channel_id(session.id, Leg.AGENT), channel_id(session.id, Leg.CUSTOMER)
+    agent, customer = (
+        leg_channel_id(session.id, Leg.AGENT),
+        leg_channel_id(session.id, Leg.CUSTOMER),
+    )
     t0 = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
-    facts = _resync_facts(session, {}, {customer: ChannelEnd(t0, 16)})
+    facts = resync_facts(session, {}, {customer: ChannelEnd(t0, 16)})
     assert [(f.channel, f.estimated, f.cause) for f in facts] == [
         (customer, False, 16),
         (agent, True, None),
@@ -278,9 +262,9 @@ def test_resync_estimates_an_end_asterisk_kept_no_record_of_after_recorded_ones(
 
 def test_resync_takes_up_a_call_whose_engine_died_before_dialing_the_customer() -> None:
     session = _found(S.AGENT_ANSWERED)
-    agent = channel_id(session.id, Leg.AGENT)
-    assert _resync_facts(session, {agent: {"state": "Up"}}, {}) == [Resume()]
+    agent = leg_channel_id(session.id, Leg.AGENT)
+    assert resync_facts(session, {agent: {"state": "Up"}}, {}) == [Resume()]
     # the agent left meanwhile: that ends the call, nothing to resume
-    facts = _resync_facts(session, {}, {})
+    facts = resync_facts(session, {}, {})
     assert len(facts) == 1
     assert not facts[0].up

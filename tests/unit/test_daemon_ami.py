@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.asterisk.links.ari import AriEventLink
+from engine.asterisk.links.restart_watch import RestartWatch
 from engine.config.settings import AmiSettings, ApiSettings, AriSettings, Settings
 from engine.daemon import Engine
 
@@ -61,31 +63,57 @@ async def test_no_ami_password_is_reported_not_dialled(tmp_path: Path) -> None:
     await built.close()
 
 
-async def test_fully_booted_drops_the_ari_link_only_after_a_restart(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert engine.stasis is not None
-    drops: list[int] = []
+async def test_fully_booted_means_a_restart_only_when_the_uptime_is_shorter() -> None:
+    now = [1000.0]
+    restarts: list[float] = []
 
-    async def drop() -> None:
-        drops.append(1)
+    async def on_restart() -> None:
+        restarts.append(now[0])
 
-    monkeypatch.setattr(engine.stasis.link, "drop", drop)
+    watch = RestartWatch(on_restart, clock=lambda: now[0])
 
     async def booted(uptime: str | None, seconds_since_last: float) -> int:
-        if engine._booted_at is not None:
-            engine._booted_at -= seconds_since_last
+        now[0] += seconds_since_last
         event = (
             {"Event": "FullyBooted"}
             if uptime is None
             else {"Event": "FullyBooted", "Uptime": uptime}
         )
-        before = len(drops)
-        await engine._asterisk_booted(event)
-        return len(drops) - before
+        before = len(restarts)
+        await watch.fully_booted(event)
+        return len(restarts) - before
 
     assert await booted("3600", 0) == 0  # the engine's first login: nothing to recreate
+    assert watch.booted_at == 1000.0
     assert await booted("3700", 100) == 0  # AMI reconnected, Asterisk kept running
     assert await booted("5", 60) == 1  # Asterisk started 5 s ago, after we last saw it
     assert await booted(None, 60) == 1  # unknown uptime: resync to be safe
     assert await booted("garbage", 60) == 1
+
+
+async def test_the_engine_drops_the_ari_link_when_asterisk_restarted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drops: list[int] = []
+
+    async def drop(link: AriEventLink) -> None:
+        drops.append(1)
+
+    monkeypatch.setattr(AriEventLink, "drop", drop)
+    built = Engine(settings(tmp_path))
+    try:
+        assert built.restart_watch is not None
+        await built.restart_watch.fully_booted({"Event": "FullyBooted", "Uptime": "3600"})
+        assert drops == []  # the first login
+        assert built.restart_watch.booted_at is not None
+        built.restart_watch.booted_at -= 60  # a minute later, Asterisk is up for 5 s
+        await built.restart_watch.fully_booted({"Event": "FullyBooted", "Uptime": "5"})
+        assert drops == [1]
+    finally:
+        await built.close()
+
+
+async def test_no_restart_watch_without_ami(tmp_path: Path) -> None:
+    built = Engine(settings(tmp_path, ami=AmiSettings(enabled=False, password="x")))
+    assert built.restart_watch is None
+    await built.close()

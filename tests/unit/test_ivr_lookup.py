@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from engine.app.inbound import http_lookup
+from engine.app.ivr_calls import http_lookup
 from engine.domain.ivr import (
     Digit,
     Entered,
@@ -95,7 +95,7 @@ LOOPBACK = OutboundPolicy.allowing(["127.0.0.1/32"])
 
 
 class _Call:
-    """Stands in for InboundCall: collects the events http_lookup notes."""
+    """Stands in for IvrCallRecord: collects the events http_lookup notes."""
 
     def __init__(self, policy: OutboundPolicy = LOOPBACK) -> None:
         self.notes: list[tuple[str, dict[str, Any]]] = []

@@ -8,19 +8,9 @@ from typing import Any
 
 import pytest
 
-from engine.asterisk.flows.click_to_call import (
-    ChannelFact,
-    _route,
-    parse_channel_id,
-    session_of_channel,
-)
-from engine.asterisk.flows.transfers import (
-    consult_bridge_id,
-    leg_channel,
-    parse_target_channel_id,
-    replaced_leg,
-    target_channel_id,
-)
+from engine.asterisk.flows.click_to_call import ChannelFact, route_fact
+from engine.asterisk.flows.transfers import replaced_leg
+from engine.asterisk.naming import target_channel_id
 from engine.domain.click_to_call import Answered, Leg, LegEnded
 from engine.domain.transfer import (
     AdoptTarget,
@@ -167,29 +157,7 @@ def test_live_states() -> None:
     assert {s for s in TransferState if s.is_live} == {T.INITIATED, T.CONSULTING}
 
 
-# -- more than one transfer per session: ids and routing by the session's current legs ------
-
-
-def test_target_ids_derive_from_the_transfer() -> None:
-    sid, first, second = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    assert target_channel_id(sid, first) == f"c2c-{sid}-target-{first}"
-    assert consult_bridge_id(sid, first) == f"c2c-{sid}-consult-{first}"
-    # each transfer of the session gets its own channel and bridge
-    assert target_channel_id(sid, first) != target_channel_id(sid, second)
-    assert consult_bridge_id(sid, first) != consult_bridge_id(sid, second)
-    assert parse_target_channel_id(target_channel_id(sid, second)) == (sid, second)
-    assert parse_channel_id(target_channel_id(sid, first)) is None  # not an agent/customer leg
-    assert session_of_channel(target_channel_id(sid, first)) == sid
-    assert session_of_channel(f"c2c-{sid}-customer") == sid
-    for other in (
-        f"c2c-{sid}-agent",
-        f"c2c-{sid}-target",  # the old, per-session form
-        f"c2c-nope-target-{first}",
-        f"c2c-{sid}-target-nope",
-        f"ivr-{sid}-target",
-    ):
-        assert parse_target_channel_id(other) is None, other
-    assert session_of_channel(f"ivr-{sid}-target") is None
+# -- more than one transfer per session: routing by the current legs (ids: test_naming) ---
 
 
 def test_from_leg_is_the_leg_that_stays() -> None:
@@ -253,38 +221,33 @@ def test_stasis_routes_channel_facts_by_who_plays_which_leg_now() -> None:
     before = _session(sid, agent, customer)
     ended = ChannelFact(agent, up=False, cause=16, cause_text="Normal Clearing")
     # before a completed transfer: the legs' facts are the legs'
-    assert _route(before, None, ended) == LegEnded(Leg.AGENT, 16, "Normal Clearing")
-    assert _route(before, None, ChannelFact(agent, up=True)) == Answered(Leg.AGENT)
-    assert _route(_session(sid, None), None, ChannelFact(agent, up=True)) == Answered(Leg.AGENT)
-    assert _route(before, _transfer(first), ChannelFact(first, up=True)) == TargetAnswered()
-    assert _route(before, _transfer(first), ChannelFact(first, False, 17)) == TargetEnded(17)
+    assert route_fact(before, None, ended) == LegEnded(Leg.AGENT, 16, "Normal Clearing")
+    assert route_fact(before, None, ChannelFact(agent, up=True)) == Answered(Leg.AGENT)
+    assert route_fact(_session(sid, None), None, ChannelFact(agent, up=True)) == Answered(Leg.AGENT)
+    assert route_fact(before, _transfer(first), ChannelFact(first, up=True)) == TargetAnswered()
+    assert route_fact(before, _transfer(first), ChannelFact(first, False, 17)) == TargetEnded(17)
     # a target whose transfer ended is nobody's
-    assert _route(before, None, ChannelFact(first, up=True)) is None
+    assert route_fact(before, None, ChannelFact(first, up=True)) is None
     # after the first transfer: the replaced agent is stale, the target's hangup is the
     # agent's; the second transfer's target is the target now
     after = _session(sid, first, customer)
-    assert _route(after, None, ended) is None
-    assert _route(after, None, ChannelFact(agent, up=True)) is None
-    assert _route(after, None, ChannelFact(first, False, 16, "x")) == LegEnded(Leg.AGENT, 16, "x")
-    assert _route(after, None, ChannelFact(first, up=True)) is None
-    assert _route(after, _transfer(second), ChannelFact(second, up=True)) == TargetAnswered()
+    assert route_fact(after, None, ended) is None
+    assert route_fact(after, None, ChannelFact(agent, up=True)) is None
+    assert route_fact(after, None, ChannelFact(first, False, 16, "x")) == LegEnded(
+        Leg.AGENT, 16, "x"
+    )
+    assert route_fact(after, None, ChannelFact(first, up=True)) is None
+    assert route_fact(after, _transfer(second), ChannelFact(second, up=True)) == TargetAnswered()
     # after the second: the first target is stale as well
     again = _session(sid, second, customer)
-    assert _route(again, None, ChannelFact(first, False, 16)) is None
-    assert _route(again, None, ChannelFact(second, False, 16)) == LegEnded(Leg.AGENT, 16)
-    assert _route(again, None, ChannelFact(customer, False, 16)) == LegEnded(Leg.CUSTOMER, 16)
+    assert route_fact(again, None, ChannelFact(first, False, 16)) is None
+    assert route_fact(again, None, ChannelFact(second, False, 16)) == LegEnded(Leg.AGENT, 16)
+    assert route_fact(again, None, ChannelFact(customer, False, 16)) == LegEnded(Leg.CUSTOMER, 16)
     # a customer-leg transfer: its target's hangup is the customer's
     handed = _session(sid, agent, first)
-    assert _route(handed, None, ChannelFact(first, False, 16)) == LegEnded(Leg.CUSTOMER, 16)
-    assert _route(handed, None, ChannelFact(customer, False, 16)) is None
-    assert _route(handed, None, ended) == LegEnded(Leg.AGENT, 16, "Normal Clearing")
-
-
-def test_leg_channel_is_the_current_one() -> None:
-    sid = uuid.uuid4()
-    assert leg_channel(_session(sid, None), Leg.CUSTOMER) == f"c2c-{sid}-customer"
-    assert leg_channel(_session(sid, "x", "y"), Leg.AGENT) == "x"
-    assert leg_channel(_session(sid, "x", "y"), Leg.CUSTOMER) == "y"
+    assert route_fact(handed, None, ChannelFact(first, False, 16)) == LegEnded(Leg.CUSTOMER, 16)
+    assert route_fact(handed, None, ChannelFact(customer, False, 16)) is None
+    assert route_fact(handed, None, ended) == LegEnded(Leg.AGENT, 16, "Normal Clearing")
 
 
 # -- the customer leg replaced (the agent stays) ------------------------------------------

@@ -1,17 +1,17 @@
-"""The ``ctc`` Stasis application: runs click-to-calls on Asterisk over ARI.
+"""Click-to-call over ARI: the facts of each call, decided by the domain, carried out.
 
-ARI events arrive on the link's reader and are only queued there. One dispatcher turns
-each event into a domain fact for the session it belongs to and hands it to that session's
-worker; a per-session lock keeps each call's facts in order while different calls proceed
-in parallel. The domain (:func:`engine.domain.click_to_call.decide`) says what to do; this
-module carries it out (ARI calls, store writes).
+The Stasis app (:mod:`engine.asterisk.flows.stasis`) routes each ARI event of a click-to-call
+here as a fact for the session it belongs to; a per-session lock keeps each call's facts in
+order while different calls proceed in parallel. The domain
+(:func:`engine.domain.click_to_call.decide`) says what to do; this module carries it out
+(ARI calls, store writes).
 
-Channel, bridge and recording ids are derived from the session id (``c2c-<uuid>-agent``,
-``c2c-<uuid>-customer``, bridge ``c2c-<uuid>``; a transfer's target
-``c2c-<uuid>-target-<transfer>``), so after a reconnect the resync can match what Asterisk
-still has to the live sessions (and their transfers in flight) in PostgreSQL. Which role a
-channel plays is decided per event against the session's current legs and its transfer in
-flight (:func:`engine.domain.transfer.route_channel`): completed transfers replace legs.
+Channel, bridge and recording ids are derived from the session id
+(:mod:`engine.asterisk.naming`), so after a reconnect the resync
+(:mod:`engine.asterisk.flows.resync`) can match what Asterisk still has to the live sessions
+(and their transfers in flight) in PostgreSQL. Which role a channel plays is decided per
+event against the session's current legs and its transfer in flight
+(:func:`engine.domain.transfer.route_channel`): completed transfers replace legs.
 """
 
 from __future__ import annotations
@@ -21,19 +21,27 @@ import contextlib
 import dataclasses
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import structlog
 
-from engine.app.inbound import MenuLoader
 from engine.asterisk.flows.dialing import dial_string
-from engine.asterisk.flows.hangup_records import ChannelEnd, HangupRecords
-from engine.asterisk.flows.ivr_ari import IvrApp
-from engine.asterisk.flows.transfers import TransferRunner, leg_channel, parse_target_channel_id
-from engine.asterisk.links.ari import AriClient, AriConflict, AriEventLink, AriNotFound
+from engine.asterisk.flows.transfers import TransferRunner
+from engine.asterisk.links.ari import AriClient, AriConflict, AriNotFound
+from engine.asterisk.links.ari_router import AriEvent, AriEventRouter
+from engine.asterisk.naming import (
+    call_bridge_id,
+    current_leg_channel,
+    leg_channel_id,
+    parse_leg_channel_id,
+    recording_name,
+    ringback_playback_id,
+    session_of_channel,
+    session_of_recording,
+)
 from engine.config.settings import CallSettings
-from engine.domain.call import CallStatus, Direction
+from engine.domain.call import CallStatus
 from engine.domain.click_to_call import (
     Answered,
     BridgeLegs,
@@ -47,26 +55,22 @@ from engine.domain.click_to_call import (
     Originate,
     PlayRingback,
     RecordingFinished,
-    Resume,
     SetStatus,
     Start,
     StartRecording,
     decide,
-    restart_queued,
 )
 from engine.domain.transfer import (
     CancelRequested,
     ChannelRole,
     CompleteRequested,
     TransferFact,
-    TransferState,
     TransferType,
     channel_fact,
-    resync_transfer,
     route_channel,
 )
 from engine.errors import AriError, CtcError, IllegalTransition
-from engine.health import HealthReport
+from engine.lifecycle import Lifecycle
 from engine.store import Store
 from engine.store.recording import RecordingPolicy
 from engine.store.sessions import StoredSession
@@ -74,53 +78,22 @@ from engine.store.transfers import StoredTransfer
 
 __all__ = [
     "ChannelFact",
-    "StasisApp",
-    "bridge_id",
-    "channel_id",
-    "parse_channel_id",
-    "session_of_channel",
+    "ClickToCall",
+    "RawFact",
+    "channel_role",
+    "route_fact",
 ]
 
 log = structlog.get_logger(__name__)
 
-_PREFIX = "c2c-"
 # Ringback played to the agent while the customer rings.
 RINGBACK_MEDIA = "tone:ring"
-
-
-def channel_id(session_id: uuid.UUID, leg: Leg) -> str:
-    return f"{_PREFIX}{session_id}-{leg.value}"
-
-
-def bridge_id(session_id: uuid.UUID) -> str:
-    return f"{_PREFIX}{session_id}"
-
-
-def parse_channel_id(value: str) -> tuple[uuid.UUID, Leg] | None:
-    """``c2c-<uuid>-<leg>`` back to its parts; None for channels that are not ours."""
-    if not value.startswith(_PREFIX):
-        return None
-    rest, _, leg = value[len(_PREFIX) :].rpartition("-")
-    try:
-        return uuid.UUID(rest), Leg(leg)
-    except ValueError:
-        return None
-
-
-def session_of_channel(value: str) -> uuid.UUID | None:
-    """The session a channel of ours (a leg or a transfer target) belongs to; None for
-    channels that are not ours."""
-    parsed = parse_channel_id(value)
-    if parsed is not None:
-        return parsed[0]
-    target = parse_target_channel_id(value)
-    return None if target is None else target[0]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ChannelFact:
     """A channel of a session entered Stasis (``up``: it answered) or ended; what it means
-    depends on the role the channel plays when the fact is handled (:func:`_route`)."""
+    depends on the role the channel plays when the fact is handled (:func:`route_fact`)."""
 
     channel: str
     up: bool
@@ -134,145 +107,138 @@ class ChannelFact:
 RawFact = Fact | TransferFact | ChannelFact
 
 
-_CONSULT = "-consult-"
-
-
-def session_of_bridge(value: str) -> uuid.UUID | None:
-    """The session a bridge of ours belongs to: the call's ``c2c-<uuid>`` (also the name of
-    its recording) or a transfer's ``c2c-<uuid>-consult-<transfer>``; None for bridges and
-    recordings that are not ours."""
-    if not value.startswith(_PREFIX):
-        return None
-    rest = value[len(_PREFIX) :]
-    session, suffix = rest[:36], rest[36:]
-    if suffix and not suffix.startswith(_CONSULT):
-        return None
-    try:
-        return uuid.UUID(session)
-    except ValueError:
-        return None
-
-
-# How often the records Asterisk's hangup handler keeps for ended calls are deleted.
-_RECORD_SWEEP_INTERVAL = 300.0
-
-
 # Which handle a status stores on the session row when it is entered.
 def _handles(session_id: uuid.UUID, status: CallStatus) -> dict[str, Any]:
     match status:
         case CallStatus.DIALING_AGENT:
-            return {"agent_channel_id": channel_id(session_id, Leg.AGENT)}
+            return {"agent_channel_id": leg_channel_id(session_id, Leg.AGENT)}
         case CallStatus.DIALING_CUSTOMER:
-            return {"customer_channel_id": channel_id(session_id, Leg.CUSTOMER)}
+            return {"customer_channel_id": leg_channel_id(session_id, Leg.CUSTOMER)}
         case CallStatus.CONNECTED:
-            return {"bridge_id": bridge_id(session_id)}
+            return {"bridge_id": call_bridge_id(session_id)}
     return {}
 
 
-class StasisApp:
-    """Click-to-call over ARI: start, follow and end calls; resync after reconnects."""
+class ClickToCall(Lifecycle):
+    """Click-to-call over ARI: start, follow and end calls (the API's Dialer).
+
+    ``connected`` is the ARI event link's: calls are placed only while it is up. Closing
+    cancels the facts still being handled.
+    """
 
     def __init__(
         self,
         ari: AriClient,
         store: Store,
-        calls: CallSettings,
+        settings: CallSettings,
         *,
-        health: HealthReport | None = None,
+        connected: asyncio.Event,
         recording_dir: str = "/var/spool/asterisk/recording",
-        menus: MenuLoader | None = None,
-        hangup_records: HangupRecords | None = None,
+        leg_variables: Mapping[str, str] | None = None,
     ) -> None:
         self._ari = ari
         self._store = store
-        self._calls = calls
-        self._records = hangup_records or HangupRecords(None)
-        self._sweeper: asyncio.Task[None] | None = None
+        self._settings = settings
+        self._connected = connected
+        # set on every leg dialed (the hangup handler: engine/asterisk/flows/hangup_records.py)
+        self._leg_variables = dict(leg_variables or {})
         self._recording_dir = recording_dir.rstrip("/")
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._dispatcher: asyncio.Task[None] | None = None
-        self.link = AriEventLink(
-            ari, on_event=self._queue.put_nowait, on_connected=self.resync, health=health
-        )
-        self.resyncs = 0
-        self.resynced = asyncio.Event()
-        # inbound callers in Stasis(ctc,ivr,MENU): only when menus can be loaded
-        self.ivr = IvrApp(ari, store, menus, calls) if menus is not None else None
-        self.transfers = TransferRunner(
-            ari, store, calls, leg_variables=self._records.leg_variables
-        )
+        self.transfers = TransferRunner(ari, store, settings, leg_variables=self._leg_variables)
 
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._dispatcher is None:
-            self._dispatcher = asyncio.create_task(self._dispatch(), name="stasis-dispatch")
-            self._sweeper = asyncio.create_task(self._sweep_records(), name="stasis-sweep")
-            self.link.start()
-
-    async def close(self) -> None:
-        await self.link.close()
-        if self.ivr is not None:
-            await self.ivr.close()
-        tasks = [t for t in (self._dispatcher, self._sweeper, *self._tasks) if t is not None]
-        self._dispatcher = self._sweeper = None
+    async def _close(self) -> None:
+        tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
 
+    def subscribe(self, router: AriEventRouter) -> None:
+        """Take, from ``router``, the events of click-to-calls: a leg or a transfer target
+        entering Stasis (it answered) or ending, and the end of a call's recording."""
+        router.on("StasisStart", self._on_channel_up)
+        router.on("ChannelDestroyed", self._on_channel_destroyed)
+        router.on("RecordingFinished", self._on_recording_ended)
+        router.on("RecordingFailed", self._on_recording_ended)
+
     # -- what the API asks for ----------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
         """Whether calls can be placed now (the ARI event link is up)."""
-        return self.link.connected.is_set()
+        return self._connected.is_set()
 
     def start_call(self, session: StoredSession) -> None:
         """Begin dialing a queued session, in the background."""
-        self._submit(session.id, Start())
+        self.submit(session.id, Start())
 
     async def end_call(self, session: StoredSession, reason: str) -> StoredSession:
-        await self._handle(session.id, EndRequested(reason))
+        await self.handle(session.id, EndRequested(reason))
         return await self._store.sessions.get(session.tenant_id, session.id)
 
     async def transfer(
         self, session: StoredSession, kind: TransferType, target: str, leg: Leg
     ) -> StoredTransfer:
         """Start a blind or attended transfer replacing a connected call's ``leg``."""
-        async with self._lock(session.id):
+        async with self.lock(session.id):
             current = await self._store.sessions.get(session.tenant_id, session.id)
             return await self.transfers.start(current, kind, target, leg.value)
 
     async def complete_transfer(self, session: StoredSession) -> StoredTransfer:
-        async with self._lock(session.id):
+        async with self.lock(session.id):
             current = await self._store.sessions.get(session.tenant_id, session.id)
             return await self.transfers.request_fact(current, CompleteRequested(), "complete")
 
     async def cancel_transfer(self, session: StoredSession) -> StoredTransfer:
-        async with self._lock(session.id):
+        async with self.lock(session.id):
             current = await self._store.sessions.get(session.tenant_id, session.id)
             return await self.transfers.request_fact(current, CancelRequested(), "cancel")
 
-    def _lock(self, session_id: uuid.UUID) -> asyncio.Lock:
+    def lock(self, session_id: uuid.UUID) -> asyncio.Lock:
+        """The session's lock: whoever holds it is the only one changing the call."""
         return self._locks.setdefault(session_id, asyncio.Lock())
 
-    # -- events -------------------------------------------------------------------------------
+    # -- events (on the Stasis app's dispatcher: only submit) ---------------------------------
 
-    async def _dispatch(self) -> None:
-        while True:
-            event = await self._queue.get()
-            if self.ivr is not None and self._route_ivr(self.ivr, event):
-                continue
-            routed = self._fact(event)
-            if routed is None:
-                continue
-            self._submit(*routed)
+    def _on_channel_up(self, event: AriEvent) -> bool:
+        channel = str(event.get("channel", {}).get("id", ""))
+        session_id = session_of_channel(channel)
+        if session_id is None:
+            return False
+        self.submit(session_id, ChannelFact(channel, up=True))
+        return True
 
-    def _submit(self, session_id: uuid.UUID, fact: RawFact) -> None:
+    def _on_channel_destroyed(self, event: AriEvent) -> bool:
+        channel = str(event.get("channel", {}).get("id", ""))
+        session_id = session_of_channel(channel)
+        if session_id is None:
+            return False
+        cause = event.get("cause")
+        fact = ChannelFact(
+            channel,
+            up=False,
+            cause=int(cause) if cause is not None else None,
+            cause_text=event.get("cause_txt"),
+        )
+        self.submit(session_id, fact)
+        return True
+
+    def _on_recording_ended(self, event: AriEvent) -> bool:
+        recording = event.get("recording", {})
+        session_id = session_of_recording(str(recording.get("name", "")))
+        if session_id is None:
+            return False
+        duration = recording.get("duration")
+        ms = int(duration) * 1000 if duration is not None else None
+        self.submit(session_id, RecordingFinished(ms))
+        return True
+
+    # -- facts --------------------------------------------------------------------------------
+
+    def submit(self, session_id: uuid.UUID, fact: RawFact) -> None:
+        """Handle ``fact`` in the background, after the session's earlier facts."""
         # tasks for one session queue on its lock in creation order (asyncio.Lock is FIFO)
         task = asyncio.create_task(self._handle_logged(session_id, fact))
         self._tasks.add(task)
@@ -280,7 +246,7 @@ class StasisApp:
 
     async def _handle_logged(self, session_id: uuid.UUID, fact: RawFact) -> None:
         try:
-            await self._handle(session_id, fact)
+            await self.handle(session_id, fact)
         except CtcError as exc:
             # e.g. the database is away: the fact is lost for this call, the engine goes on
             log.error(
@@ -289,54 +255,13 @@ class StasisApp:
         except Exception:
             log.exception("stasis.fact_crashed", call_id=str(session_id), fact=repr(fact))
 
-    def _route_ivr(self, ivr: IvrApp, event: Mapping[str, Any]) -> bool:
-        """Hand IVR calls' events to them; True when the event was theirs."""
-        args = event.get("args") or []
-        if event.get("type") == "StasisStart" and args and args[0] == "ivr":
-            ivr.start(event)
-            return True
-        channel = str(event.get("channel", {}).get("id", ""))
-        if not channel:
-            for key in ("playback", "recording"):
-                target = str(event.get(key, {}).get("target_uri", ""))
-                if target.startswith("channel:"):
-                    channel = target[len("channel:") :]
-        if channel and ivr.owns(channel):
-            ivr.route(channel, event)
-            return True
-        return False
+    async def handle(self, session_id: uuid.UUID, raw_fact: RawFact) -> None:
+        """Apply ``raw_fact`` to the session, holding its lock."""
+        async with self.lock(session_id):
+            await self.handle_locked(session_id, raw_fact)
 
-    def _fact(self, event: Mapping[str, Any]) -> tuple[uuid.UUID, RawFact] | None:
-        kind = event.get("type")
-        if kind in ("StasisStart", "ChannelDestroyed"):
-            raw = str(event.get("channel", {}).get("id", ""))
-            session_id = session_of_channel(raw)
-            if session_id is None:
-                return None
-            if kind == "StasisStart":
-                return session_id, ChannelFact(raw, up=True)
-            cause = event.get("cause")
-            return session_id, ChannelFact(
-                raw,
-                up=False,
-                cause=int(cause) if cause is not None else None,
-                cause_text=event.get("cause_txt"),
-            )
-        if kind in ("RecordingFinished", "RecordingFailed"):
-            recording = event.get("recording", {})
-            session_id_or_none = session_of_bridge(str(recording.get("name", "")))
-            if session_id_or_none is None:
-                return None
-            duration = recording.get("duration")
-            ms = int(duration) * 1000 if duration is not None else None
-            return session_id_or_none, RecordingFinished(ms)
-        return None
-
-    async def _handle(self, session_id: uuid.UUID, raw_fact: RawFact) -> None:
-        async with self._lock(session_id):
-            await self._handle_locked(session_id, raw_fact)
-
-    async def _handle_locked(self, session_id: uuid.UUID, raw_fact: RawFact) -> None:
+    async def handle_locked(self, session_id: uuid.UUID, raw_fact: RawFact) -> None:
+        """Apply ``raw_fact`` to the session; the caller holds :meth:`lock`."""
         session = await self._store.sessions.by_id(session_id)
         if session is None:
             log.warning("stasis.unknown_session", call_id=str(session_id))
@@ -346,12 +271,15 @@ class StasisApp:
         if isinstance(raw_fact, ChannelFact):
             # a leg's own channel needs no look-up of the transfer in flight
             transfer = None
-            if _role(session, None, raw_fact.channel) is ChannelRole.STALE:
+            if channel_role(session, None, raw_fact.channel) is ChannelRole.STALE:
                 transfer = await self.transfers.live_transfer(session)
-            fact = _route(session, transfer, raw_fact)
+            fact = route_fact(session, transfer, raw_fact)
             if fact is None:
                 bound.debug("stasis.stale_channel_fact", fact=repr(raw_fact))
-                if raw_fact.up and _role(session, transfer, raw_fact.channel) is ChannelRole.STALE:
+                if (
+                    raw_fact.up
+                    and channel_role(session, transfer, raw_fact.channel) is ChannelRole.STALE
+                ):
                     # e.g. a target answering after its transfer ended: nobody wants it
                     with contextlib.suppress(AriError):
                         await self._ari.hangup(raw_fact.channel)
@@ -424,32 +352,34 @@ class StasisApp:
             case PlayRingback():
                 with contextlib.suppress(AriNotFound):
                     await self._ari.play(
-                        channel_id(sid, step.leg),
+                        leg_channel_id(sid, step.leg),
                         RINGBACK_MEDIA,
-                        playback_id=f"{channel_id(sid, step.leg)}-ringback",
+                        playback_id=ringback_playback_id(sid, step.leg),
                     )
             case BridgeLegs():
                 with contextlib.suppress(AriNotFound):
-                    await self._ari.stop_playback(f"{channel_id(sid, Leg.AGENT)}-ringback")
+                    await self._ari.stop_playback(ringback_playback_id(sid, Leg.AGENT))
+                bridge = call_bridge_id(sid)
                 try:
-                    await self._ari.create_bridge(bridge_id(sid))
+                    await self._ari.create_bridge(bridge)
                 except AriConflict:
                     # made by an engine that died before it could say so: adopt it
-                    bound.info("stasis.bridge_adopted", bridge=bridge_id(sid))
+                    bound.info("stasis.bridge_adopted", bridge=bridge)
                 # adding a channel that is in the bridge already is a no-op in Asterisk
                 await self._ari.add_to_bridge(
-                    bridge_id(sid), channel_id(sid, Leg.AGENT), channel_id(sid, Leg.CUSTOMER)
+                    bridge, leg_channel_id(sid, Leg.AGENT), leg_channel_id(sid, Leg.CUSTOMER)
                 )
             case DestroyBridge():
-                await self._destroy_bridge(bridge_id(sid), bound)
+                await self.destroy_bridge(call_bridge_id(sid), bound)
             case StartRecording():
                 # decided only when the customer answered under an enabled policy
-                assert policy is not None
+                if policy is None:
+                    raise RuntimeError(f"call {sid}: StartRecording without a recording policy")
                 session = await self._start_recording(session, policy)
             case Hangup():
                 # the leg's channel now: a completed transfer's target has replaced it
                 with contextlib.suppress(AriNotFound):
-                    await self._ari.hangup(leg_channel(session, step.leg))
+                    await self._ari.hangup(current_leg_channel(session, step.leg))
             case Note():
                 session, _ = await self._store.sessions.append_event(
                     session.tenant_id,
@@ -460,7 +390,7 @@ class StasisApp:
                 )
         return session
 
-    async def _destroy_bridge(self, bridge: str, bound: Any = log) -> bool:
+    async def destroy_bridge(self, bridge: str, bound: Any = log) -> bool:
         """Destroy ``bridge``; whether it was there. A bridge left behind is a leak in
         Asterisk, not a failure of the call: an error is logged, never raised."""
         try:
@@ -478,24 +408,24 @@ class StasisApp:
             raise AriError(f"session {session.id} has no number to dial for the {leg.value}")
         if leg is Leg.AGENT:
             # an agent given as an E.164 number is an outside line: dial it like a customer
-            endpoint = dial_string(self._calls, session.agent_number)
+            endpoint = dial_string(self._settings, session.agent_number)
             # the agent sees who they are about to talk to
             caller_id = session.customer_number
-            ring = self._calls.agent_ring_timeout
+            ring = self._settings.agent_ring_timeout
         else:
-            endpoint = dial_string(self._calls, session.customer_number, outside_line=True)
-            caller_id = session.caller_id or self._calls.default_caller_id
-            ring = self._calls.customer_ring_timeout
+            endpoint = dial_string(self._settings, session.customer_number, outside_line=True)
+            caller_id = session.caller_id or self._settings.default_caller_id
+            ring = self._settings.customer_ring_timeout
         await self._ari.originate(
             endpoint,
-            channel_id=channel_id(session.id, leg),
+            channel_id=leg_channel_id(session.id, leg),
             app_args=f"c2c,{session.id},{leg.value}",
             caller_id=caller_id,
             ring_timeout=ring,
             variables={
                 "CTC_SESSION_ID": str(session.id),
                 "CTC_LEG": leg.value,
-                **self._records.leg_variables,
+                **self._leg_variables,
             },
         )
 
@@ -503,10 +433,11 @@ class StasisApp:
         self, session: StoredSession, policy: RecordingPolicy
     ) -> StoredSession:
         fmt = policy.format
-        name = f"{_PREFIX}{session.id}"
+        name = recording_name(session.id)
+        bridge = call_bridge_id(session.id)
         try:
             await self._ari.record_bridge(
-                bridge_id(session.id),
+                bridge,
                 name,
                 fmt=fmt,
                 max_duration=policy.max_duration_s or 0,
@@ -516,7 +447,7 @@ class StasisApp:
             # in progress already (started by an engine that died before saying so):
             # adopt it if it records this bridge, else the conflict stands
             live = await self._ari.live_recording(name)
-            if live.get("target_uri") != f"bridge:{bridge_id(session.id)}":
+            if live.get("target_uri") != f"bridge:{bridge}":
                 raise
             log.info("stasis.recording_adopted", call_id=str(session.id), recording=name)
         path = f"{self._recording_dir}/{name}.{fmt}"
@@ -532,12 +463,12 @@ class StasisApp:
     async def _fail(self, session: StoredSession, reason: str, bound: Any) -> StoredSession:
         # the legs as dialed and as they are now; a transfer in flight is aborted by the
         # caller once the session is terminal
-        channels = {channel_id(session.id, leg) for leg in Leg}
-        channels |= {leg_channel(session, leg) for leg in Leg}
+        channels = {leg_channel_id(session.id, leg) for leg in Leg}
+        channels |= {current_leg_channel(session, leg) for leg in Leg}
         for channel in sorted(channels):
             with contextlib.suppress(AriError):
                 await self._ari.hangup(channel)
-        await self._destroy_bridge(bridge_id(session.id), bound)
+        await self.destroy_bridge(call_bridge_id(session.id), bound)
         if session.status.is_terminal:
             return session
         with contextlib.suppress(IllegalTransition):
@@ -552,260 +483,27 @@ class StasisApp:
         bound.warning("call.failed", reason=reason)
         return session
 
-    # -- resync -------------------------------------------------------------------------------
 
-    async def resync(self) -> None:
-        """Compare Asterisk's channels with live sessions; adopt the living, end the dead."""
-        try:
-            await self._resync()
-        except CtcError as exc:
-            log.error("stasis.resync_failed", error=str(exc))
-        finally:
-            self.resyncs += 1
-            self.resynced.set()
-
-    async def _resync(self) -> None:
-        channels = {str(ch.get("id", "")): ch for ch in await self._ari.channels()}
-        live = {s.id: s for s in await self._store.sessions.live()}
-        adopted = ended = started = 0
-        all_ids = set(channels)
-        for session in live.values():
-            if session.direction is Direction.INBOUND:
-                ended += await self._resync_inbound(session, all_ids)
-            elif session.status is CallStatus.QUEUED:
-                if await self._resync_queued(session):
-                    started += 1
-                else:
-                    ended += 1
-            elif await self._resync_session(session.id, channels):
-                ended += 1
-            else:
-                adopted += 1
-        # channels of ours (legs, transfer targets) whose session is over or unknown:
-        # nobody manages them, hang up
-        orphans = [raw for raw in channels if (sid := session_of_channel(raw)) and sid not in live]
-        for raw in orphans:
-            with contextlib.suppress(AriError):
-                await self._ari.hangup(raw)
-        bridges = await self._destroy_orphan_bridges()
-        log.info(
-            "stasis.resynced",
-            live=len(live),
-            adopted=adopted,
-            ended=ended,
-            queued_started=started,
-            orphans_hung_up=len(orphans),
-            orphan_bridges_destroyed=len(bridges),
-            bridges=bridges[:20],
-        )
-
-    async def _resync_queued(self, session: StoredSession) -> bool:
-        """Start a queued call whose start may have been lost, or fail it when it is too
-        old to dial now; True when it was started."""
-        age = datetime.now(UTC) - session.created_at
-        fact = restart_queued(age, timedelta(seconds=self._calls.queued_start_deadline))
-        if isinstance(fact, Start):
-            self._submit(session.id, fact)
-            return True
-        await self._handle(session.id, fact)
-        return False
-
-    async def _destroy_orphan_bridges(self) -> list[str]:
-        """Destroy our bridges whose session is over or unknown (left by an engine that
-        died, or by a version that never destroyed them). The bridges are listed before the
-        live sessions are read, so a call that is bridging right now is live in that read."""
-        ours = {
-            str(b.get("id", "")): sid
-            for b in await self._ari.bridges()
-            if (sid := session_of_bridge(str(b.get("id", "")))) is not None
-        }
-        if not ours:
-            return []
-        live = await self._live_ids()
-        return [
-            bridge
-            for bridge, sid in sorted(ours.items())
-            if sid not in live and await self._destroy_bridge(bridge)
-        ]
-
-    async def _sweep_records(self) -> None:
-        """Delete, now and then, what the hangup handler recorded for calls that are over."""
-        while True:
-            await asyncio.sleep(_RECORD_SWEEP_INTERVAL)
-            try:
-                swept = await self._records.sweep(self._live_ids)
-            except CtcError as exc:  # e.g. the database is away: next time
-                log.warning("stasis.record_sweep_failed", error=str(exc))
-                continue
-            except Exception:  # a bug: logged, and the sweeper goes on
-                log.exception("stasis.record_sweep_crashed")
-                continue
-            if swept:
-                log.info("stasis.records_swept", sessions=swept)
-
-    async def _live_ids(self) -> set[uuid.UUID]:
-        return {s.id for s in await self._store.sessions.live()}
-
-    async def _resync_session(
-        self, session_id: uuid.UUID, channels: Mapping[str, Mapping[str, Any]]
-    ) -> bool:
-        """Reconcile one click-to-call (and its transfer in flight) with Asterisk's
-        channels; True when facts were missed (and applied)."""
-        async with self._lock(session_id):
-            session = await self._store.sessions.by_id(session_id)
-            if session is None or session.status.is_terminal:
-                return False
-            # what Asterisk recorded of the legs that ended unseen (read only if any did)
-            gone = any(raw not in channels for _, raw in _dialed_legs(session))
-            ends = await self._records.read(session.id) if gone else {}
-            facts = _resync_facts(session, channels, ends)
-            if facts:
-                await self._store.sessions.append_event(
-                    session.tenant_id,
-                    session.id,
-                    "session.resync",
-                    payload={
-                        "reason": "state differed from Asterisk after the ARI link (re)connected",
-                        "channels_present": sorted(
-                            raw for raw in channels if session_of_channel(raw) == session.id
-                        ),
-                    },
-                )
-                for fact in facts:
-                    await self._handle_locked(session.id, fact)
-            # the transfer in flight: adopt it when its target lives, end it when it is gone
-            session = await self._store.sessions.by_id(session_id)
-            if session is None or session.status.is_terminal:
-                return bool(facts)  # the missed facts ended the call (and the transfer)
-            missed = False
-            transfer = await self.transfers.live_transfer(session)
-            if transfer is not None:
-                missed = await self._resync_transfer(session, transfer, channels)
-            # channels of this call that play no role any more (legs a transfer replaced,
-            # earlier targets) are hung up
-            transfer = await self.transfers.live_transfer(session)
-            session = await self._store.sessions.get(session.tenant_id, session_id)
-            for raw in channels:
-                if session_of_channel(raw) == session.id and (
-                    _role(session, transfer, raw) is ChannelRole.STALE
-                ):
-                    with contextlib.suppress(AriError):
-                        await self._ari.hangup(raw)
-            return bool(facts) or missed
-
-    async def _resync_transfer(
-        self,
-        session: StoredSession,
-        transfer: StoredTransfer,
-        channels: Mapping[str, Mapping[str, Any]],
-    ) -> bool:
-        """Adopt a transfer in flight whose target lives (carrying on if it answered
-        unseen), or end it and give the call back to its parties; True if it had missed
-        something."""
-        target = channels.get(transfer.target_channel_id or "")
-        missed = resync_transfer(
-            TransferState(transfer.state),
-            target_present=target is not None,
-            target_up=target is not None and target.get("state") == "Up",
-        )
-        await self._store.sessions.append_event(
-            session.tenant_id,
-            session.id,
-            "transfer.resync",
-            payload={
-                "transfer_id": str(transfer.id),
-                "state": transfer.state,
-                "target_present": target is not None,
-                "missed": type(missed).__name__ if missed is not None else None,
-            },
-        )
-        if missed is None:
-            return False
-        await self.transfers.on_fact(session, missed)
-        return True
-
-    async def _resync_inbound(self, session: StoredSession, channel_ids: set[str]) -> int:
-        """End an inbound session whose caller's channel is gone; 1 if it was ended."""
-        channel = str(session.metadata.get("channel_id", ""))
-        if channel in channel_ids:
-            return 0
-        # as InboundCall.end: an answered call completed, one never answered was canceled
-        target = (
-            CallStatus.COMPLETED if session.status is CallStatus.CONNECTED else CallStatus.CANCELED
-        )
-        reason = "caller's channel gone while ARI was disconnected"
-        with contextlib.suppress(IllegalTransition):
-            await self._store.sessions.transition(
-                session.tenant_id,
-                session.id,
-                target,
-                event_type="session.resync",
-                payload={"reason": reason, "channel_id": channel},
-                changes={"end_reason": reason},
-            )
-        return 1
-
-
-_GONE = "channel gone while ARI was disconnected"
-_RECORDED = "hung up while ARI was disconnected (time and cause recorded by Asterisk)"
-
-
-def _dialed_legs(session: StoredSession) -> list[tuple[Leg, str]]:
-    """The legs dialed so far with their channels, agent first."""
-    legs = [Leg.AGENT]
-    if session.status in (CallStatus.DIALING_CUSTOMER, CallStatus.CONNECTED):
-        legs.append(Leg.CUSTOMER)
-    return [(leg, leg_channel(session, leg)) for leg in legs]
-
-
-def _resync_facts(
-    session: StoredSession,
-    channels: Mapping[str, Mapping[str, Any]],
-    ends: Mapping[str, ChannelEnd],
-) -> list[RawFact]:
-    """Leg facts we missed while disconnected, inferred from what Asterisk has now.
-
-    A leg that ended unseen ends at the time and with the cause Asterisk recorded
-    (``ends``); without a record its end is estimated (now, no cause). Ends come after
-    answers, in the order they happened, so the party who hung up first ends the call.
-    """
-    answers: list[RawFact] = []
-    endings: list[ChannelFact] = []
-    for leg, raw in _dialed_legs(session):
-        channel = channels.get(raw)
-        if channel is not None:
-            if channel.get("state") == "Up" and _awaits_answer(session.status, leg):
-                answers.append(ChannelFact(raw, up=True))
-        elif (end := ends.get(raw)) is not None:
-            endings.append(
-                ChannelFact(raw, up=False, cause=end.cause, cause_text=_RECORDED, at=end.at)
-            )
-        else:
-            endings.append(ChannelFact(raw, up=False, cause_text=_GONE, estimated=True))
-    if session.status is CallStatus.AGENT_ANSWERED and not endings:
-        answers.append(Resume())  # the engine died before dialing the customer
-    # recorded ends by time, estimated ones (noticed now) last
-    endings.sort(key=lambda f: (f.at is None, f.at or datetime.min.replace(tzinfo=UTC)))
-    return [*answers, *endings]
-
-
-def _role(session: StoredSession, transfer: StoredTransfer | None, channel: str) -> ChannelRole:
+def channel_role(
+    session: StoredSession, transfer: StoredTransfer | None, channel: str
+) -> ChannelRole:
+    """The role ``channel`` plays in the session now (with its transfer in flight)."""
     return route_channel(
         channel,
-        agent=leg_channel(session, Leg.AGENT),
-        customer=leg_channel(session, Leg.CUSTOMER),
+        agent=current_leg_channel(session, Leg.AGENT),
+        customer=current_leg_channel(session, Leg.CUSTOMER),
         target=transfer.target_channel_id if transfer is not None else None,
     )
 
 
-def _route(
+def route_fact(
     session: StoredSession, transfer: StoredTransfer | None, fact: ChannelFact
 ) -> Fact | TransferFact | None:
     """The channel fact as it concerns the session now: a leg's answer or hangup, or the
     transfer target's; None for a channel a completed transfer replaced (or any other
     channel that plays no role any more: ignore it)."""
-    role = _role(session, transfer, fact.channel)
-    parsed = parse_channel_id(fact.channel)
+    role = channel_role(session, transfer, fact.channel)
+    parsed = parse_leg_channel_id(fact.channel)
     # a former target that became a leg answered long ago: its StasisStart is not news
     adopted = parsed is None or parsed[1].value != role.value
     return channel_fact(
@@ -816,10 +514,4 @@ def _route(
         adopted=adopted,
         at=fact.at,
         estimated=fact.estimated,
-    )
-
-
-def _awaits_answer(status: CallStatus, leg: Leg) -> bool:
-    return (leg is Leg.AGENT and status is CallStatus.DIALING_AGENT) or (
-        leg is Leg.CUSTOMER and status is CallStatus.DIALING_CUSTOMER
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.app.ports import MuteDirection
 from engine.asterisk.links.ari import AriClient, AriNotFound
+from engine.asterisk.naming import current_leg_channel, recording_name
 from engine.domain.click_to_call import Leg
 from engine.errors import Conflict
 from engine.store.sessions import StoredSession
@@ -26,15 +27,6 @@ __all__ = ["CallControls"]
 MOH_CLASS = "default"
 
 
-def _channel(session: StoredSession, leg: Leg) -> str:
-    stored = session.agent_channel_id if leg is Leg.AGENT else session.customer_channel_id
-    return stored or f"c2c-{session.id}-{leg.value}"
-
-
-def recording_name(session: StoredSession) -> str:
-    return f"c2c-{session.id}"
-
-
 class CallControls:
     """In-call controls over ARI (the use case records each as a call event)."""
 
@@ -42,29 +34,29 @@ class CallControls:
         self._ari = ari
 
     async def hold(self, session: StoredSession, leg: Leg) -> None:
-        channel = _channel(session, leg)
+        channel = current_leg_channel(session, leg)
         await self._ari_call(leg, "POST", f"/channels/{channel}/moh", {"mohClass": MOH_CLASS})
         await self._ari_call(leg, "POST", f"/channels/{channel}/mute", {"direction": "in"})
 
     async def unhold(self, session: StoredSession, leg: Leg) -> None:
-        channel = _channel(session, leg)
+        channel = current_leg_channel(session, leg)
         await self._ari_call(leg, "DELETE", f"/channels/{channel}/moh")
         await self._ari_call(leg, "DELETE", f"/channels/{channel}/mute", {"direction": "in"})
 
     async def mute(self, session: StoredSession, leg: Leg, direction: MuteDirection) -> None:
-        channel = _channel(session, leg)
+        channel = current_leg_channel(session, leg)
         await self._ari_call(
             leg, "POST", f"/channels/{channel}/mute", {"direction": direction.value}
         )
 
     async def unmute(self, session: StoredSession, leg: Leg, direction: MuteDirection) -> None:
-        channel = _channel(session, leg)
+        channel = current_leg_channel(session, leg)
         await self._ari_call(
             leg, "DELETE", f"/channels/{channel}/mute", {"direction": direction.value}
         )
 
     async def send_dtmf(self, session: StoredSession, leg: Leg, digits: str) -> None:
-        channel = _channel(session, leg)
+        channel = current_leg_channel(session, leg)
         await self._ari_call(leg, "POST", f"/channels/{channel}/dtmf", {"dtmf": digits})
 
     async def pause_recording(self, session: StoredSession) -> str:
@@ -74,7 +66,7 @@ class CallControls:
         return await self._recording_pause(session, "DELETE")
 
     async def _recording_pause(self, session: StoredSession, method: str) -> str:
-        name = recording_name(session)
+        name = recording_name(session.id)
         try:
             await self._ari.request(method, f"/recordings/live/{name}/pause")
         except AriNotFound as exc:

@@ -1,5 +1,6 @@
 """IVR over FastAGI: ``AGI(agi://HOST:4573/ivr/MENU?tenant=SLUG)`` runs the same pure
-interpreter as the Stasis door.
+interpreter as the Stasis door (:mod:`engine.asterisk.flows.ivr_ari`; the same names for
+the same jobs: :class:`AgiIvr` is the door, :class:`AgiIvrCall` one caller).
 
 AGI is one command at a time, so the loop is simple: carry out a step's commands; a prompt
 is played with ``STREAM FILE`` and its escape digits (the caller barges in by pressing a
@@ -12,7 +13,7 @@ line, ``ctc_agi_refused_total{reason=...}``, and the channel is hung up): such r
 are not calls the engine took, and a peer sending them must not fill the call history.
 Only those two are refusals: anything else found missing on the way is a failure (the
 server logs it, Asterisk goes on with the dialplan), never counted as one of them. A
-call whose Asterisk stops answering (:class:`~engine.asterisk.links.agi.AgiTimeout`) ends
+call whose Asterisk stops answering (:class:`~engine.asterisk.links.agi_server.AgiTimeout`) ends
 ``failed`` with that reason, like any other failed command.
 """
 
@@ -21,9 +22,11 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from engine.app.inbound import InboundCall, MenuLoader, http_lookup
+from engine.app.ivr_calls import IvrCallRecord, MenuLoader, http_lookup
 from engine.asterisk.flows.dialing import dial_string
-from engine.asterisk.links.agi import AgiChannel, AgiCommandError, AgiHangup
+from engine.asterisk.links.agi_protocol import AgiCommandError, AgiHangup
+from engine.asterisk.links.agi_server import AgiChannel
+from engine.asterisk.naming import ivr_message_name
 from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.ivr import (
@@ -57,12 +60,13 @@ from engine.domain.ivr import (
 from engine.domain.transfer import TransferState as TS
 from engine.domain.transfer import state_for_unanswered
 from engine.errors import CtcError, NotFound
+from engine.lifecycle import Lifecycle
 from engine.metrics import AgiRefusal, Metrics, count_agi_refused
 from engine.outbound import OutboundHttp
 from engine.store import Store
 from engine.store.transfers import StoredTransfer
 
-__all__ = ["AgiIvr"]
+__all__ = ["AgiIvr", "AgiIvrCall"]
 
 _KEYS = "0123456789*#"
 
@@ -70,41 +74,44 @@ _KEYS = "0123456789*#"
 # subscriber absent); CANCEL (the caller hung up) has none.
 _DIALSTATUS_CAUSE = {"BUSY": 17, "NOANSWER": 19, "CONGESTION": 34, "CHANUNAVAIL": 20}
 
-# what InboundCall.open finds missing (NotFound.what) -> the refusal it is counted as
+# what IvrCallRecord.open finds missing (NotFound.what) -> the refusal it is counted as
 _REFUSED_WHEN_MISSING: dict[str, AgiRefusal] = {
     "tenant": "unknown_tenant",
     "IVR menu": "unknown_menu",
 }
 
 
-class AgiIvr:
-    """The FastAGI handler for ``ivr/MENU`` scripts."""
+class AgiIvr(Lifecycle):
+    """The FastAGI door of the IVR: :meth:`run_call` is the server's handler for
+    ``ivr/MENU`` scripts. Closing it closes the lookups' HTTP sessions."""
 
     def __init__(
         self,
         store: Store,
         load_menus: MenuLoader,
-        calls: CallSettings,
+        settings: CallSettings,
         *,
         metrics: Metrics | None = None,
     ) -> None:
-        self._store = store
-        self._load_menus = load_menus
-        self._calls = calls
+        self.store = store
+        self.load_menus = load_menus
+        self.settings = settings
         self._metrics = metrics
         self._http: OutboundHttp | None = None
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         if self._http is not None:
             await self._http.close()
 
     @property
     def http(self) -> OutboundHttp:
+        """Lookups' sessions, one per tenant network policy (see engine/outbound.py)."""
         if self._http is None:
             self._http = OutboundHttp()
         return self._http
 
-    async def __call__(self, channel: AgiChannel) -> None:
+    async def run_call(self, channel: AgiChannel) -> None:
+        """Run the IVR call on ``channel`` to its end (the FastAGI server's handler)."""
         request = channel.request
         parts = request.script.strip("/").split("/")
         if len(parts) != 2 or parts[0] != "ivr" or not parts[1]:
@@ -112,10 +119,10 @@ class AgiIvr:
             count_agi_refused(self._metrics, "unknown_script")
             await channel.hangup()
             return
-        record = InboundCall(self._store, request.uniqueid or request.channel, "agi")
-        walk = _Walk(self, channel, record, parts[1])
+        record = IvrCallRecord(self.store, request.uniqueid or request.channel, "agi")
+        call = AgiIvrCall(self, channel, record, parts[1])
         try:
-            await walk.open(tenant_slug=request.query.get("tenant", "default"))
+            await call.open(tenant_slug=request.query.get("tenant", "default"))
         except NotFound as exc:  # nothing is stored for it
             reason = _REFUSED_WHEN_MISSING.get(exc.what)
             if reason is None:  # not a request naming what does not exist: a failure
@@ -126,7 +133,7 @@ class AgiIvr:
             await channel.hangup()
             return
         try:
-            await walk.run()
+            await call.run()
         except AgiHangup:
             await record.end(CallStatus.COMPLETED, "caller hung up")
         except CtcError as exc:
@@ -135,9 +142,11 @@ class AgiIvr:
             raise
 
 
-class _Walk:
-    def __init__(self, door: AgiIvr, channel: AgiChannel, record: InboundCall, menu: str) -> None:
-        self.door = door
+class AgiIvrCall:
+    """One caller in the IVR over FastAGI."""
+
+    def __init__(self, ivr: AgiIvr, channel: AgiChannel, record: IvrCallRecord, menu: str) -> None:
+        self.ivr = ivr
         self.channel = channel
         self.record = record
         self.menu = menu
@@ -156,7 +165,7 @@ class _Walk:
         """Store the call's session (NotFound, and nothing stored, for an unknown menu)."""
         request = self.channel.request
         await self.record.open(
-            self.door._load_menus,
+            self.ivr.load_menus,
             tenant_slug=tenant_slug,
             menu=self.menu,
             caller=request.callerid,
@@ -165,9 +174,7 @@ class _Walk:
 
     async def run(self) -> None:
         request = self.channel.request
-        book = self.record.book
-        if book is None:
-            raise RuntimeError("_Walk.run() before open()")
+        book = self.record.menus()
         await self.channel.answer()
         await self.record.answered(self.menu)
         self.state = IvrState(variables={"caller": request.callerid or ""})
@@ -200,7 +207,7 @@ class _Walk:
         """
         match command:
             case Play(media=media):
-                return await self._prompt(media, wait_ms=self._input_wait() if last else None)
+                return await self._play(media, wait_ms=self._input_wait() if last else None)
             case SayDigits(value=value):
                 return await self._said(await self.channel.say_digits(value, _KEYS))
             case SayNumber(value=value):
@@ -216,7 +223,7 @@ class _Walk:
             case SetVariable(name=name, value=value):
                 await self.channel.set_variable(name, value)
             case HttpLookup():
-                return await http_lookup(self.door.http, command, self.record)
+                return await http_lookup(self.ivr.http, command, self.record)
             case Transfer():
                 return await self._transfer(command)
             case RecordMessage():
@@ -228,7 +235,7 @@ class _Walk:
     async def _transfer(self, command: Transfer) -> Event:
         """Dial the target(s) from the caller's channel, one ``call_transfer`` row per
         attempt; Dial returns when that call is over (or was not answered)."""
-        calls = self.door._calls
+        calls = self.ivr.settings
         target = command.target or ""
         plan, outside = await self.record.transfer_plan(command, calls.agent_ring_timeout)
         await self.record.note("ivr.transfer_dialing", {"target": target})
@@ -283,7 +290,7 @@ class _Walk:
         return state
 
     async def _record_message(self, command: RecordMessage) -> Event:
-        name = f"ivr-message-{self.record.channel_id}-{int(time.time())}"
+        name = ivr_message_name(self.record.channel_id, str(int(time.time())))
         silence = f"s={command.silence_s}" if command.silence_s else ""
         args: list[str | int] = [name, "wav", "#", command.max_duration_s * 1000]
         if command.beep:
@@ -298,13 +305,12 @@ class _Walk:
     def _input_wait(self) -> int | None:
         """The input timer the menu arms when the prompt now starting ends, if that is all
         it does then (asked of the pure interpreter, nothing is carried out)."""
-        assert self.record.book is not None
-        then = step(self.record.book.menus, self.state, PromptFinished()).commands
+        then = step(self.record.menus().menus, self.state, PromptFinished()).commands
         if len(then) == 1 and isinstance(then[0], StartInputTimer):
             return then[0].ms
         return None
 
-    async def _prompt(self, media: str, *, wait_ms: int | None = None) -> Event:
+    async def _play(self, media: str, *, wait_ms: int | None = None) -> Event:
         self.prompt_mark = time.monotonic()
         scheme, _, name = media.partition(":") if ":" in media else ("sound", "", media)
         if scheme == "digits":
@@ -315,14 +321,14 @@ class _Walk:
             return PromptFinished()  # tones and recordings have no AGI player here
         try:
             if wait_ms is not None:
-                return await self._prompt_then_wait(name, wait_ms)
+                return await self._play_then_wait(name, wait_ms)
             played = await self.channel.stream_file(name, _KEYS)
         except AgiCommandError:
             self.record.log.warning("ivr.prompt_missing", prompt=media)
             return PromptFinished()
         return await self._said(played.digit)
 
-    async def _prompt_then_wait(self, name: str, wait_ms: int) -> Event:
+    async def _play_then_wait(self, name: str, wait_ms: int) -> Event:
         """Prompt and input wait as one GET OPTION; the interpreter still sees its usual
         events (a key during the prompt, or the prompt's end and then a key or silence)."""
         started = self.prompt_mark

@@ -1,10 +1,12 @@
 """IVR over ARI: calls that enter ``Stasis(ctc,ivr,MENU[,TENANT])`` walk the tenant's menus.
 
-Each call gets an :class:`IvrCall` task with an inbox. ARI events for its channel (DTMF,
-playback finished, recording finished, hangup) and its one timer become
+Each call gets an :class:`AriIvrCall` task with an inbox (the FastAGI twin is
+:mod:`engine.asterisk.flows.ivr_agi`, with the same names for the same jobs). ARI events
+for its channel (DTMF, playback finished, recording finished, hangup) and its one timer become
 :mod:`engine.domain.ivr` events; :func:`engine.domain.ivr.step` decides; the task carries
-out the commands (play, stop, timers, DTMF rows, variables, lookups, hang up). The reader
-of the ARI socket never waits on any of this: it only puts events in inboxes.
+out the commands (play, stop, timers, DTMF rows, variables, lookups, hang up). The door
+takes its events from the Stasis app's router (:meth:`AriIvr.subscribe`); neither the
+socket's reader nor the router waits on any of this: events only go into inboxes.
 
 A transfer rings the target into Stasis (the caller hears ringing), bridges it with the
 caller when it answers, or reports busy/no answer so the caller hears the failure prompt and
@@ -21,14 +23,21 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
 
-from engine.app.inbound import InboundCall, MenuLoader, http_lookup
+from engine.app.ivr_calls import IvrCallRecord, MenuLoader, http_lookup
 from engine.asterisk.flows.dialing import dial_string
 from engine.asterisk.links.ari import AriClient, AriNotFound
+from engine.asterisk.links.ari_router import AriEvent, AriEventRouter, event_channel
+from engine.asterisk.naming import (
+    ivr_bridge_id,
+    ivr_message_name,
+    ivr_playback_id,
+    ivr_target_channel_id,
+)
 from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.ivr import (
@@ -61,11 +70,12 @@ from engine.domain.ivr import (
 from engine.domain.routing import Attempt, attempt_outcome
 from engine.domain.transfer import TransferState, state_for_unanswered
 from engine.errors import AriError, CtcError, InvalidInput
+from engine.lifecycle import Lifecycle
 from engine.outbound import OutboundHttp
 from engine.store import Store
 from engine.store.transfers import StoredTransfer
 
-__all__ = ["IvrApp"]
+__all__ = ["AriIvr", "AriIvrCall"]
 
 log = structlog.get_logger(__name__)
 
@@ -77,36 +87,57 @@ def _media(prompt: str) -> str:
     return prompt if prompt.startswith(_MEDIA_SCHEMES) else f"sound:{prompt}"
 
 
-class IvrApp:
-    """Starts and routes IVR calls; owned by the Stasis app."""
+class AriIvr(Lifecycle):
+    """The ARI door of the IVR: starts and routes IVR calls; owned by the Stasis app.
+
+    Closing it cancels the calls in progress and closes the lookups' HTTP sessions.
+    """
 
     def __init__(
-        self, ari: AriClient, store: Store, load_menus: MenuLoader, calls: CallSettings
+        self, ari: AriClient, store: Store, load_menus: MenuLoader, settings: CallSettings
     ) -> None:
-        self._ari = ari
-        self._store = store
-        self._load_menus = load_menus
-        self._calls = calls
-        self.calls: dict[str, IvrCall] = {}  # channel id -> call
+        self.ari = ari
+        self.store = store
+        self.load_menus = load_menus
+        self.settings = settings
+        self.calls_by_channel: dict[str, AriIvrCall] = {}  # the caller's and its targets'
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: OutboundHttp | None = None
 
-    def owns(self, channel_id: str) -> bool:
-        return channel_id in self.calls
+    def subscribe(self, router: AriEventRouter) -> None:
+        """Take, from ``router``, the events of IVR calls: a StasisStart into
+        ``Stasis(ctc,ivr,...)`` starts one; the events of its channels go to it."""
+        router.on("StasisStart", self._on_stasis_start)
+        for event_type in _CALL_EVENTS:
+            router.on(event_type, self._route)
 
-    def start(self, event: Mapping[str, Any]) -> None:
+    def owns(self, channel_id: str) -> bool:
+        return channel_id in self.calls_by_channel
+
+    def start_call(self, event: AriEvent) -> None:
+        """Begin the IVR call that entered Stasis with ``event``, as its own task."""
         channel = event.get("channel", {})
         args = list(event.get("args", []))
-        call = IvrCall(self, channel, args)
-        self.calls[call.channel_id] = call
+        call = AriIvrCall(self, channel, args)
+        self.calls_by_channel[call.channel_id] = call
         task = asyncio.create_task(call.run(), name=f"ivr-{call.channel_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def route(self, channel_id: str, event: Mapping[str, Any]) -> None:
-        call = self.calls.get(channel_id)
-        if call is not None:
-            call.on_ari(event)
+    def _on_stasis_start(self, event: AriEvent) -> bool:
+        args = event.get("args") or []
+        if args and args[0] == "ivr":
+            self.start_call(event)
+            return True
+        return self._route(event)  # a transfer target of an IVR call answered
+
+    def _route(self, event: AriEvent) -> bool:
+        channel = event_channel(event)
+        call = self.calls_by_channel.get(channel) if channel else None
+        if call is None:
+            return False
+        call.on_ari(event)
+        return True
 
     @property
     def http(self) -> OutboundHttp:
@@ -115,7 +146,7 @@ class IvrApp:
             self._http = OutboundHttp()
         return self._http
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -123,6 +154,18 @@ class IvrApp:
                 await task
         if self._http is not None:
             await self._http.close()
+
+
+# The events of an IVR call's channels (the caller's and its transfer targets') besides
+# StasisStart; any other event type is none of the IVR's business.
+_CALL_EVENTS = (
+    "ChannelDtmfReceived",
+    "PlaybackFinished",
+    "RecordingFinished",
+    "RecordingFailed",
+    "StasisEnd",
+    "ChannelDestroyed",
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -153,11 +196,11 @@ class _Transferring:
     ringback: bool = False
 
 
-class IvrCall:
-    """One caller in the IVR."""
+class AriIvrCall:
+    """One caller in the IVR over ARI."""
 
-    def __init__(self, app: IvrApp, channel: Mapping[str, Any], args: list[str]) -> None:
-        self.app = app
+    def __init__(self, ivr: AriIvr, channel: Mapping[str, Any], args: list[str]) -> None:
+        self.ivr = ivr
         self.channel_id = str(channel.get("id", ""))
         caller = channel.get("caller", {}) or {}
         self.caller_number = str(caller.get("number") or "") or None
@@ -165,7 +208,7 @@ class IvrCall:
         self.menu = args[1] if len(args) > 1 else "main"
         self.tenant_slug = args[2] if len(args) > 2 else "default"
         self.inbox: asyncio.Queue[Event | _TargetAnswered | _TargetEnded | None] = asyncio.Queue()
-        self.record = InboundCall(app._store, self.channel_id, "ari")
+        self.record = IvrCallRecord(ivr.store, self.channel_id, "ari")
         self.target: str | None = None  # the transfer target's channel that answered
         self.ringing: dict[str, str] = {}  # target channel -> the target it rings
         self.targets: set[str] = set()  # every target channel routed to this call
@@ -181,28 +224,34 @@ class IvrCall:
 
     # -- from ARI (on the dispatcher: only enqueue) ---------------------------------------------
 
-    def on_ari(self, event: Mapping[str, Any]) -> None:
-        kind = event.get("type")
+    def on_ari(self, event: AriEvent) -> None:
+        kind = str(event.get("type"))
         channel = str(event.get("channel", {}).get("id", ""))
         if channel and channel != self.channel_id:  # a transfer target's channel
-            if kind == "StasisStart":
-                self.inbox.put_nowait(_TargetAnswered(channel))
-            elif kind == "ChannelDestroyed":
-                self.inbox.put_nowait(_TargetEnded(channel, _int(event.get("cause"))))
+            on_target = _TARGET_EVENTS.get(kind)
+            if on_target is not None:
+                self.inbox.put_nowait(on_target(channel, event))
             return
-        if kind == "ChannelDtmfReceived":
-            with contextlib.suppress(InvalidInput):
-                self.inbox.put_nowait(Digit(str(event.get("digit")), self._ms_since_prompt()))
-        elif kind == "PlaybackFinished":
-            if event.get("playback", {}).get("id") == self._playback:
-                self._playback = None
-                self._prompt_ended = time.monotonic()
-                self.inbox.put_nowait(PromptFinished())
-        elif kind in ("RecordingFinished", "RecordingFailed"):
-            duration = event.get("recording", {}).get("duration")
-            self.inbox.put_nowait(RecordingDone(int(duration) * 1000 if duration else None))
-        elif kind in ("StasisEnd", "ChannelDestroyed"):
-            self.inbox.put_nowait(None)
+        on_caller = _CALLER_EVENTS.get(kind)
+        if on_caller is not None:
+            on_caller(self, event)
+
+    def _on_dtmf(self, event: AriEvent) -> None:
+        with contextlib.suppress(InvalidInput):
+            self.inbox.put_nowait(Digit(str(event.get("digit")), self._ms_since_prompt()))
+
+    def _on_playback_finished(self, event: AriEvent) -> None:
+        if event.get("playback", {}).get("id") == self._playback:
+            self._playback = None
+            self._prompt_ended = time.monotonic()
+            self.inbox.put_nowait(PromptFinished())
+
+    def _on_recording_ended(self, event: AriEvent) -> None:
+        duration = event.get("recording", {}).get("duration")
+        self.inbox.put_nowait(RecordingDone(int(duration) * 1000 if duration else None))
+
+    def _on_caller_gone(self, event: AriEvent) -> None:
+        self.inbox.put_nowait(None)
 
     def _ms_since_prompt(self) -> int:
         since = self._prompt_ended if self._prompt_ended is not None else self._prompt_started
@@ -216,35 +265,35 @@ class IvrCall:
         except CtcError as exc:
             self.log.error("ivr.failed", error=str(exc))
             with contextlib.suppress(AriError):
-                await self.app._ari.hangup(self.channel_id)
+                await self.ivr.ari.hangup(self.channel_id)
             await self.record.end(CallStatus.FAILED, str(exc))
         except Exception:
             self.log.exception("ivr.crashed")
             with contextlib.suppress(AriError):
-                await self.app._ari.hangup(self.channel_id)
+                await self.ivr.ari.hangup(self.channel_id)
             await self.record.end(CallStatus.FAILED, "internal error")
         finally:
             self._cancel_timer()
-            self.app.calls.pop(self.channel_id, None)
+            self.ivr.calls_by_channel.pop(self.channel_id, None)
             if self.transferring is not None and self.transferring.row is not None:
                 with contextlib.suppress(Exception):  # never leave a transfer row live
                     await self.record.transfer_finished(
                         self.transferring.row, TransferState.FAILED, reason="ivr call ended"
                     )
             for channel in self.targets:
-                self.app.calls.pop(channel, None)
+                self.ivr.calls_by_channel.pop(channel, None)
 
     async def _run(self) -> None:
-        app = self.app
+        ivr = self.ivr
         await self.record.open(
-            app._load_menus,
+            ivr.load_menus,
             tenant_slug=self.tenant_slug,
             menu=self.menu,
             caller=self.caller_number,
             dialed=self.dialed,
         )
         self.log = self.record.log
-        await app._ari.answer(self.channel_id)
+        await ivr.ari.answer(self.channel_id)
         await self.record.answered(self.menu)
         self.state = IvrState(variables={"caller": self.caller_number or ""})
         await self._feed(Entered(self.menu))
@@ -266,7 +315,7 @@ class IvrCall:
             # the caller talks to the target now: the call is over when either hangs up
             while (got := await self.inbox.get()) is not None:
                 if isinstance(got, _TargetEnded):
-                    self.app.calls.pop(got.channel, None)
+                    self.ivr.calls_by_channel.pop(got.channel, None)
                     if got.channel == self.target:
                         break  # the target hung up the transferred call
                 elif isinstance(got, _TargetAnswered) and got.channel != self.target:
@@ -274,20 +323,19 @@ class IvrCall:
                 # keys pressed while talking to the target are not the IVR's
             await self._release_target()
             with contextlib.suppress(AriNotFound):
-                await self.app._ari.hangup(self.channel_id)
+                await self.ivr.ari.hangup(self.channel_id)
             await self.record.end(CallStatus.COMPLETED, "transferred call ended")
             return
         await self.record.end(CallStatus.COMPLETED, "ivr hung up")
 
     async def _feed(self, event: Event) -> None:
-        assert self.record.book is not None
-        decided = step(self.record.book.menus, self.state, event)
+        decided = step(self.record.menus().menus, self.state, event)
         self.state = decided.state
         for command in decided.commands:
             await self._do(command)
 
     async def _do(self, command: Any) -> None:
-        ari = self.app._ari
+        ari = self.ivr.ari
         match command:
             case Play(media=media):
                 await self._play(_media(media))
@@ -307,7 +355,7 @@ class IvrCall:
                 with contextlib.suppress(AriNotFound):
                     await ari.set_channel_var(self.channel_id, name, value)
             case HttpLookup():
-                self.inbox.put_nowait(await http_lookup(self.app.http, command, self.record))
+                self.inbox.put_nowait(await http_lookup(self.ivr.http, command, self.record))
             case Transfer():
                 await self._transfer(command)
             case RecordMessage():
@@ -320,7 +368,9 @@ class IvrCall:
         """Start ringing the transfer's first attempt; the answer or failure of its targets
         comes back through the inbox (:meth:`_on_target`)."""
         target = command.target or ""
-        plan, outside = await self.record.transfer_plan(command, self.app._calls.agent_ring_timeout)
+        plan, outside = await self.record.transfer_plan(
+            command, self.ivr.settings.agent_ring_timeout
+        )
         transferring = _Transferring(
             command,
             list(plan.attempts),
@@ -338,8 +388,9 @@ class IvrCall:
     async def _next_attempt(self) -> Event | None:
         """Ring the next attempt (None: it rings); when none is left, how the transfer ended."""
         transferring = self.transferring
-        assert transferring is not None
-        assert self.record.session is not None
+        if transferring is None:
+            raise RuntimeError(f"IVR call on {self.channel_id}: next attempt without a transfer")
+        session = self.record.opened()
         command = transferring.command
         while transferring.attempts:
             attempt = transferring.attempts.pop(0)
@@ -348,15 +399,17 @@ class IvrCall:
             error = attempt.reason or "nothing to ring"
             for member in attempt.targets:
                 self._dialed += 1
-                channel = f"ivr-{self.record.session.id}-target-{self._dialed}"
-                self.app.calls[channel] = self  # before originate: its events may come first
+                channel = ivr_target_channel_id(session.id, self._dialed)
+                self.ivr.calls_by_channel[channel] = (
+                    self  # before originate: its events may come first
+                )
                 self.targets.add(channel)
                 self.ringing[channel] = member
                 endpoint = dial_string(
-                    self.app._calls, member, outside_line=transferring.outside_line
+                    self.ivr.settings, member, outside_line=transferring.outside_line
                 )
                 try:
-                    await self.app._ari.originate(
+                    await self.ivr.ari.originate(
                         endpoint,
                         channel_id=channel,
                         app_args="ivr-transfer",
@@ -386,14 +439,13 @@ class IvrCall:
         """A target answered or ended: the interpreter's event, if the transfer is decided."""
         transferring = self.transferring
         if isinstance(fact, _TargetEnded):
-            self.app.calls.pop(fact.channel, None)
+            self.ivr.calls_by_channel.pop(fact.channel, None)
             if transferring is None or self.ringing.pop(fact.channel, None) is None:
                 return None  # a target we hung up, or one of an earlier attempt
             transferring.outcomes.append((state_for_unanswered(fact.cause), fact.cause))
             if self.ringing:
                 return None  # others of this attempt still ring
-            assert transferring.row is not None
-            row, transferring.row = transferring.row, None
+            row, transferring.row = _ringing_row(transferring), None
             outcome = attempt_outcome(state for state, _ in transferring.outcomes)
             cause = next((c for s, c in transferring.outcomes if s is outcome), None)
             await self.record.transfer_finished(row, outcome, cause=cause)
@@ -409,24 +461,23 @@ class IvrCall:
         self.ringing.clear()
         self.target = fact.channel
         await self._bridge_target()
-        assert transferring.row is not None
         await self.record.transfer_finished(
-            transferring.row, TransferState.COMPLETED, target_channel_id=fact.channel
+            _ringing_row(transferring), TransferState.COMPLETED, target_channel_id=fact.channel
         )
         self.transferring = None
         return Transferred()
 
     async def _hangup_target(self, channel: str) -> None:
         with contextlib.suppress(AriError):
-            await self.app._ari.hangup(channel)
+            await self.ivr.ari.hangup(channel)
 
     async def _bridge_target(self) -> None:
-        assert self.target is not None
-        assert self.record.session is not None
+        if self.target is None:
+            raise RuntimeError(f"IVR call on {self.channel_id}: bridging without a target")
         await self._stop_prompt()
-        bridge = f"ivr-{self.record.session.id}"
-        await self.app._ari.create_bridge(bridge)
-        await self.app._ari.add_to_bridge(bridge, self.channel_id, self.target)
+        bridge = ivr_bridge_id(self.record.opened().id)
+        await self.ivr.ari.create_bridge(bridge)
+        await self.ivr.ari.add_to_bridge(bridge, self.channel_id, self.target)
         self.bridged = bridge
         await self.record.note("ivr.transferred", {"target_channel": self.target})
 
@@ -436,12 +487,11 @@ class IvrCall:
         self.ringing.clear()
         if self.bridged is not None:
             with contextlib.suppress(AriError):
-                await self.app._ari.destroy_bridge(self.bridged)
+                await self.ivr.ari.destroy_bridge(self.bridged)
 
     async def _record_message(self, command: RecordMessage) -> None:
         """Record the caller (ends at #, silence or the limit); RecordingFinished answers."""
-        assert self.record.session is not None
-        name = f"ivr-message-{self.record.session.id}-{uuid.uuid4().hex[:8]}"
+        name = ivr_message_name(self.record.opened().id, uuid.uuid4().hex[:8])
         params: dict[str, Any] = {
             "name": name,
             "format": "wav",
@@ -453,7 +503,7 @@ class IvrCall:
         if command.silence_s:
             params["maxSilenceSeconds"] = command.silence_s
         try:
-            await self.app._ari.request("POST", f"/channels/{self.channel_id}/record", params)
+            await self.ivr.ari.request("POST", f"/channels/{self.channel_id}/record", params)
         except AriError as exc:
             self.log.warning("ivr.record_failed", error=str(exc))
             self.inbox.put_nowait(RecordingDone(None))
@@ -465,14 +515,14 @@ class IvrCall:
         self._prompt_ended = time.monotonic()
         if playback is not None:
             with contextlib.suppress(AriNotFound):
-                await self.app._ari.stop_playback(playback)
+                await self.ivr.ari.stop_playback(playback)
 
     async def _play(self, media: str) -> None:
-        self._playback = f"ivr-{uuid.uuid4()}"
+        self._playback = ivr_playback_id()
         self._prompt_started = time.monotonic()
         self._prompt_ended = None
         try:
-            await self.app._ari.play(self.channel_id, media, playback_id=self._playback)
+            await self.ivr.ari.play(self.channel_id, media, playback_id=self._playback)
         except AriNotFound:
             self.inbox.put_nowait(None)  # the channel is gone
 
@@ -492,5 +542,29 @@ class IvrCall:
 _Target = _TargetAnswered | _TargetEnded
 
 
+def _ringing_row(transferring: _Transferring) -> StoredTransfer:
+    """The row of the attempt ringing now (a target of it answered or ended)."""
+    if transferring.row is None:
+        raise RuntimeError("IVR transfer: a target of no ringing attempt answered or ended")
+    return transferring.row
+
+
 def _int(value: Any) -> int | None:
     return int(value) if value is not None else None
+
+
+# What each event on the caller's channel does (on the dispatcher: only enqueue).
+_CALLER_EVENTS: dict[str, Callable[[AriIvrCall, AriEvent], None]] = {
+    "ChannelDtmfReceived": AriIvrCall._on_dtmf,
+    "PlaybackFinished": AriIvrCall._on_playback_finished,
+    "RecordingFinished": AriIvrCall._on_recording_ended,
+    "RecordingFailed": AriIvrCall._on_recording_ended,
+    "StasisEnd": AriIvrCall._on_caller_gone,
+    "ChannelDestroyed": AriIvrCall._on_caller_gone,
+}
+
+# What an event on a transfer target's channel tells the call.
+_TARGET_EVENTS: dict[str, Callable[[str, AriEvent], _Target]] = {
+    "StasisStart": lambda channel, _: _TargetAnswered(channel),
+    "ChannelDestroyed": lambda channel, event: _TargetEnded(channel, _int(event.get("cause"))),
+}

@@ -7,8 +7,9 @@ call's other facts.
 
 Ids derive from the session *and* the transfer (a session may be transferred again and
 again, one transfer in flight at a time): the target channel is
-``c2c-<session>-target-<transfer>``, the consult bridge ``c2c-<session>-consult-<transfer>``,
-with ``<transfer>`` the ``call_transfer`` row's id. Both are stored on the row. The legs
+``c2c-<session>-target-<transfer>``, the consult bridge ``c2c-<session>-consult-<transfer>``
+(:mod:`engine.asterisk.naming`), with ``<transfer>`` the ``call_transfer`` row's id. Both
+are stored on the row. The legs
 a transfer acts on are the session's *current* channels (``agent_channel_id``,
 ``customer_channel_id``): after a completed transfer they are its target's.
 """
@@ -25,6 +26,12 @@ import structlog
 
 from engine.asterisk.flows.dialing import dial_string
 from engine.asterisk.links.ari import AriClient, AriNotFound
+from engine.asterisk.naming import (
+    call_bridge_id,
+    consult_bridge_id,
+    current_leg_channel,
+    target_channel_id,
+)
 from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
@@ -55,51 +62,11 @@ from engine.store import Store
 from engine.store.sessions import StoredSession
 from engine.store.transfers import NewTransfer, StoredTransfer
 
-__all__ = [
-    "TransferRunner",
-    "consult_bridge_id",
-    "leg_channel",
-    "parse_target_channel_id",
-    "replaced_leg",
-    "target_channel_id",
-]
+__all__ = ["TransferRunner", "replaced_leg"]
 
 log = structlog.get_logger(__name__)
 
 _ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-_PREFIX = "c2c-"
-_TARGET = "-target-"
-
-
-def target_channel_id(session_id: uuid.UUID, transfer_id: uuid.UUID) -> str:
-    return f"{_PREFIX}{session_id}{_TARGET}{transfer_id}"
-
-
-def consult_bridge_id(session_id: uuid.UUID, transfer_id: uuid.UUID) -> str:
-    return f"{_PREFIX}{session_id}-consult-{transfer_id}"
-
-
-def parse_target_channel_id(value: str) -> tuple[uuid.UUID, uuid.UUID] | None:
-    """``c2c-<session>-target-<transfer>`` back to (session id, transfer id); None for
-    channels that are not transfer targets."""
-    if not value.startswith(_PREFIX):
-        return None
-    session, sep, transfer = value[len(_PREFIX) :].partition(_TARGET)
-    if not sep:
-        return None
-    try:
-        return uuid.UUID(session), uuid.UUID(transfer)
-    except ValueError:
-        return None
-
-
-def leg_channel(session: StoredSession, leg: Leg) -> str:
-    """The channel that is ``leg`` of the session now (a completed transfer's target, or
-    the leg's own ``c2c-<uuid>-<leg>``)."""
-    stored = session.agent_channel_id if leg is Leg.AGENT else session.customer_channel_id
-    return stored or f"{_PREFIX}{session.id}-{leg.value}"
 
 
 def replaced_leg(transfer: StoredTransfer) -> Leg:
@@ -107,12 +74,9 @@ def replaced_leg(transfer: StoredTransfer) -> Leg:
     return other_leg(Leg(transfer.from_leg))
 
 
-def _main_bridge(session_id: uuid.UUID) -> str:
-    return f"{_PREFIX}{session_id}"
-
-
 def _target(transfer: StoredTransfer) -> str:
-    assert transfer.target_channel_id is not None  # always set by start()
+    if transfer.target_channel_id is None:  # set by start() on every row it creates
+        raise RuntimeError(f"transfer {transfer.id} has no target channel")
     return transfer.target_channel_id
 
 
@@ -121,6 +85,8 @@ def _consult(transfer: StoredTransfer) -> str:
 
 
 class TransferRunner:
+    """Starts transfers and carries out their steps (the caller holds the session lock)."""
+
     def __init__(
         self,
         ari: AriClient,
@@ -267,7 +233,10 @@ class TransferRunner:
     ) -> StoredTransfer:
         sid = session.id
         # the session as the transfer began: its legs' channels before any adoption
-        agent, customer = leg_channel(session, Leg.AGENT), leg_channel(session, Leg.CUSTOMER)
+        agent, customer = (
+            current_leg_channel(session, Leg.AGENT),
+            current_leg_channel(session, Leg.CUSTOMER),
+        )
         target, consult = _target(transfer), _consult(transfer)
         match step:
             case HoldCustomer():
@@ -307,10 +276,10 @@ class TransferRunner:
             case BridgeTarget():
                 with contextlib.suppress(AriNotFound):
                     await self._remove(consult, target)
-                await self._ari.add_to_bridge(_main_bridge(sid), target)
+                await self._ari.add_to_bridge(call_bridge_id(sid), target)
                 await self._event(session, "transfer.target_bridged", transfer)
             case ConsultBridge():
-                await self._remove(_main_bridge(sid), agent)
+                await self._remove(call_bridge_id(sid), agent)
                 await self._ari.create_bridge(consult)
                 await self._ari.add_to_bridge(consult, agent, target)
                 await self._event(
@@ -319,19 +288,19 @@ class TransferRunner:
             case ReturnAgent():
                 with contextlib.suppress(AriNotFound):
                     await self._remove(consult, agent)
-                await self._ari.add_to_bridge(_main_bridge(sid), agent)
+                await self._ari.add_to_bridge(call_bridge_id(sid), agent)
                 await self._event(session, "transfer.agent_returned", transfer)
             case DestroyConsult():
                 with contextlib.suppress(AriNotFound):
                     await self._ari.destroy_bridge(consult)
             case ReleaseLeg():
                 with contextlib.suppress(AriNotFound):
-                    await self._ari.hangup(leg_channel(session, step.leg))
+                    await self._ari.hangup(current_leg_channel(session, step.leg))
                 await self._event(
                     session,
                     f"transfer.{step.leg.value}_released",
                     transfer,
-                    {"channel": leg_channel(session, step.leg)},
+                    {"channel": current_leg_channel(session, step.leg)},
                 )
             case HangupTarget():
                 with contextlib.suppress(AriNotFound):
@@ -346,7 +315,7 @@ class TransferRunner:
                     payload={
                         "transfer_id": str(transfer.id),
                         "channel": target,
-                        "replaced": leg_channel(session, step.leg),
+                        "replaced": current_leg_channel(session, step.leg),
                     },
                     changes={column: target},
                 )
@@ -375,14 +344,17 @@ class TransferRunner:
         self, session: StoredSession, transfer: StoredTransfer, reason: str
     ) -> StoredTransfer:
         """A step failed: release the target, put the agent back with the customer."""
-        agent, customer = leg_channel(session, Leg.AGENT), leg_channel(session, Leg.CUSTOMER)
+        agent, customer = (
+            current_leg_channel(session, Leg.AGENT),
+            current_leg_channel(session, Leg.CUSTOMER),
+        )
         consult = _consult(transfer)
         with contextlib.suppress(AriError):
             await self._ari.hangup(_target(transfer))
         with contextlib.suppress(AriError):
             await self._remove(consult, agent)
         with contextlib.suppress(AriError):
-            await self._ari.add_to_bridge(_main_bridge(session.id), agent)
+            await self._ari.add_to_bridge(call_bridge_id(session.id), agent)
         with contextlib.suppress(AriError):
             await self._ari.destroy_bridge(consult)
         with contextlib.suppress(AriError):

@@ -31,8 +31,9 @@ So :class:`AmiLink` owns the socket, like :mod:`engine.asterisk.links.ari` owns 
   login, so a ``FullyBooted`` handler also runs after every reconnect, including the
   one after an Asterisk restart;
 - its state goes to the health report as component ``ami`` (not required for readiness);
-- :meth:`AmiLink.close` is bounded and cancellation-safe: everything is released
-  synchronously before its first ``await``.
+- it has the engine's lifecycle (:mod:`engine.lifecycle`); closing it is bounded
+  (``close_grace``) and cancellation-safe: everything is released synchronously before its
+  first ``await``.
 
 Usage (register handlers before starting: the first FullyBooted comes with the login)::
 
@@ -52,7 +53,6 @@ import itertools
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Self, TypeAlias
 
 import structlog
@@ -60,6 +60,7 @@ import structlog
 from engine.config.settings import AmiSettings
 from engine.errors import AmiError, ClosedResourceError
 from engine.health import HealthReport, State
+from engine.lifecycle import Lifecycle
 
 __all__ = [
     "AmiEvent",
@@ -216,13 +217,14 @@ class _Connection:
 # ----------------------------------------------------------------------------- the link
 
 
-class AmiLink:
+class AmiLink(Lifecycle):
     """Keeps one AMI connection logged in; sends actions, dispatches events.
 
     ``connected`` is set while the link is logged in; ``connections`` counts logins (1 +
     reconnects); ``pongs`` counts keepalive pongs and ``pong`` is set at each one;
     ``unparsable`` counts skipped blocks; ``last_error`` says why the link last went down.
-    With ``reconnect=False`` the link makes a single attempt (``ctc doctor``).
+    With ``reconnect=False`` the link makes a single attempt (``ctc doctor``). Closing
+    waits at most ``close_grace`` s for the link's tasks and running hooks.
     """
 
     def __init__(
@@ -241,6 +243,7 @@ class AmiLink:
         events: str = "on",
         reconnect: bool = True,
         health: HealthReport | None = None,
+        close_grace: float = 5.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -255,12 +258,12 @@ class AmiLink:
         self._events = events
         self._reconnect = reconnect
         self._health = health
+        self._close_grace = close_grace
         self._handlers: dict[str, list[EventHandler]] = {}
         self._hooks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._conn: _Connection | None = None
         self._ids = itertools.count(1)
-        self._closed = False
         self.connected = asyncio.Event()
         self.pong = asyncio.Event()
         self.connections = 0
@@ -290,20 +293,16 @@ class AmiLink:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        if self._closed:
-            raise ClosedResourceError("AmiLink is closed")
-        if self._task is None:
-            self._report("starting", f"connecting to {self.where}")
-            self._task = asyncio.create_task(self._run(), name="ami-link")
+    async def _open(self) -> None:
+        self._report("starting", f"connecting to {self.where}")
+        self._task = asyncio.create_task(self._run(), name="ami-link")
 
-    async def close(self, grace: float = 5.0) -> None:
-        """Log off, stop reconnecting, cancel running hooks; wait at most ``grace`` s.
+    async def _close(self) -> None:
+        """Log off, stop reconnecting, cancel running hooks; wait at most ``close_grace`` s.
 
         Everything is released before the first ``await``, so cancelling ``close`` itself
         leaves nothing open.
         """
-        self._closed = True
         task, self._task = self._task, None
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -316,23 +315,11 @@ class AmiLink:
         for t in waiting:
             t.cancel()
         if waiting:
-            _, late = await asyncio.wait(waiting, timeout=grace)
+            _, late = await asyncio.wait(waiting, timeout=self._close_grace)
             if late:
                 log.warning("ami.close_timeout", tasks=sorted(t.get_name() for t in late))
         if task is not None:
             self._report("down", "closed")
-
-    async def __aenter__(self) -> Self:
-        self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def wait_connected(self, within: float) -> None:
         """Wait until logged in; raise AmiError (the last failure) after ``within`` s, or
@@ -373,7 +360,7 @@ class AmiLink:
         ``response_timeout`` (default ``action_timeout``), and when the link is down or
         goes down before the answer. Nothing is queued for a later connection.
         """
-        if self._closed:
+        if self.is_closed:
             raise ClosedResourceError("AmiLink is closed")
         conn = self._conn
         if conn is None or not self.connected.is_set():

@@ -7,13 +7,16 @@ dispatch. What we need of ARI is a dozen REST calls and one event stream, so we 
 
 ``AriClient`` does REST; every non-2xx answer becomes :class:`~engine.errors.AriError`
 (``AriNotFound`` for 404, which callers often expect: the channel is already gone).
+Both classes have the engine's lifecycle (:mod:`engine.lifecycle`): the client's HTTP
+session exists while it is open, the link's task runs while it is open.
 
 ``AriEventLink`` keeps the event WebSocket up: it retries until Asterisk answers and is
 booted ("Asterisk not booted" counts as down), reconnects with capped backoff when the socket
 drops, and after every (re)connect calls ``on_connected`` — the resync hook — because
 Asterisk does not replay events missed while the socket was down. The reader only parses
 and enqueues: Asterisk drops a WebSocket consumer that is slow to read
-(``websocket_write_timeout``), so no handler ever runs on the reader.
+(``websocket_write_timeout``), so no handler ever runs on the reader: the Stasis app's
+dispatcher routes the events (:mod:`engine.asterisk.links.ari_router`).
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ import contextlib
 import json
 import random
 from collections.abc import Callable, Coroutine, Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 import structlog
 
-from engine.errors import AriError, ClosedResourceError
+from engine.errors import AriError
 from engine.health import HealthReport
+from engine.lifecycle import Lifecycle
 
 __all__ = ["AriClient", "AriConflict", "AriEventLink", "AriNotFound", "basic_auth"]
 
@@ -64,8 +67,8 @@ def _params(values: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-class AriClient:
-    """REST calls to ARI over one aiohttp session."""
+class AriClient(Lifecycle):
+    """REST calls to ARI over one aiohttp session (open while the client is)."""
 
     def __init__(
         self,
@@ -83,36 +86,26 @@ class AriClient:
         self._auth = basic_auth(username, password)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
-        self._closed = False
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise ClosedResourceError("AriClient is closed")
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout,
-                headers={"Authorization": self._auth},
-                connector=aiohttp.TCPConnector(limit=64),
-            )
+        """The HTTP session; ClosedResourceError unless the client is open."""
+        self.require_open("used")
+        if self._session is None:  # only while _open runs
+            raise RuntimeError("AriClient is open without its HTTP session")
         return self._session
 
-    async def close(self) -> None:
-        self._closed = True
+    async def _open(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout,
+            headers={"Authorization": self._auth},
+            connector=aiohttp.TCPConnector(limit=64),
+        )
+
+    async def _close(self) -> None:
         session, self._session = self._session, None
         if session is not None:
             await asyncio.shield(session.close())
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def events_url(self, *, subscribe_all: bool = False) -> str:
         ws = "ws" + self.base_url[4:] if self.base_url.startswith("http") else self.base_url
@@ -267,11 +260,12 @@ EventHandler = Callable[[dict[str, Any]], None]
 ConnectedHook = Callable[[], Coroutine[Any, Any, None]]
 
 
-class AriEventLink:
+class AriEventLink(Lifecycle):
     """Keeps the ARI event WebSocket connected and hands every event to ``on_event``.
 
     ``on_event`` is called on the reader: it must only enqueue (it is synchronous so it
-    cannot await). ``on_connected`` runs as its own task after each (re)connect.
+    cannot await). ``on_connected`` runs as its own task after each (re)connect. The
+    client must be open while the link is.
     """
 
     def __init__(
@@ -300,12 +294,11 @@ class AriEventLink:
         self.connected = asyncio.Event()
         self.connections = 0  # how many times the socket came up (1 + reconnects)
 
-    def start(self) -> None:
-        if self._task is None:
-            self._report("starting", "connecting")
-            self._task = asyncio.create_task(self._run(), name="ari-events")
+    async def _open(self) -> None:
+        self._report("starting", "connecting")
+        self._task = asyncio.create_task(self._run(), name="ari-events")
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         task, self._task = self._task, None
         for t in (task, self._resync):
             if t is not None:

@@ -1,8 +1,10 @@
-"""What both IVR doors (ARI Stasis and FastAGI) record about an inbound call.
+"""What both IVR doors (ARI Stasis and FastAGI) record about an IVR call, and its lookups.
 
 The session row (direction ``inbound``), its status changes, one ``call_dtmf_interaction``
-row plus a ``call_event`` per key decision, and the ERP lookups a menu makes. The doors
-differ only in how they play prompts and hear keys; this is the part they share.
+row plus a ``call_event`` per key decision, the ``call_transfer`` rows of the transfers the
+menus ask for, and the ERP lookups a menu makes. The doors differ only in how they play
+prompts, hear keys and ring targets; this is the part they share, and it knows nothing of
+either: a call is told by the id of its caller's channel and the name of its door.
 """
 
 from __future__ import annotations
@@ -37,13 +39,19 @@ from engine.store import Store
 from engine.store.sessions import NewSession, StoredSession
 from engine.store.transfers import NewTransfer, StoredTransfer
 
-__all__ = ["InboundCall", "MenuLoader", "http_lookup"]
+__all__ = ["IvrCallRecord", "MenuLoader", "http_lookup"]
 
 # The tenant's menus with their stored ids (Store.ivr.book).
 MenuLoader = Callable[[uuid.UUID], Awaitable[MenuBook]]
 
 
-class InboundCall:
+class IvrCallRecord:
+    """The stored side of one IVR call; :meth:`open` stores its session, the rest needs it.
+
+    ``door`` names the door the caller came through (``ari``, ``agi``), ``channel_id`` the
+    caller's channel; both are kept on the session's metadata.
+    """
+
     def __init__(self, store: Store, channel_id: str, door: str) -> None:
         self.store = store
         self.channel_id = channel_id
@@ -94,11 +102,23 @@ class InboundCall:
         self.book = book
         return book
 
+    def opened(self) -> StoredSession:
+        """The call's session; RuntimeError before :meth:`open` stored it."""
+        if self.session is None:
+            raise RuntimeError(f"IVR call on {self.channel_id} used before open()")
+        return self.session
+
+    def menus(self) -> MenuBook:
+        """The tenant's menus; RuntimeError before :meth:`open` loaded them."""
+        if self.book is None:
+            raise RuntimeError(f"IVR call on {self.channel_id} used before open()")
+        return self.book
+
     async def answered(self, menu: str) -> None:
-        assert self.session is not None
+        session = self.opened()
         self.session, _ = await self.store.sessions.transition(
-            self.session.tenant_id,
-            self.session.id,
+            session.tenant_id,
+            session.id,
             CallStatus.CONNECTED,
             event_type="ivr.answered",
             payload={"menu": menu, "channel_id": self.channel_id},
@@ -107,19 +127,18 @@ class InboundCall:
 
     async def note(self, event_type: str, payload: dict[str, Any]) -> None:
         """A telephony fact of this call as a ``call_event``."""
-        assert self.session is not None
+        session = self.opened()
         await self.store.sessions.append_event(
-            self.session.tenant_id, self.session.id, event_type, payload=payload
+            session.tenant_id, session.id, event_type, payload=payload
         )
 
     async def record_dtmf(self, row: RecordDtmf) -> None:
-        assert self.session is not None
-        assert self.book is not None
-        menu_id, version = self.book.menu_ids[row.menu]
-        option_id = self.book.option_ids.get((row.menu, row.option)) if row.option else None
+        session, book = self.opened(), self.menus()
+        menu_id, version = book.menu_ids[row.menu]
+        option_id = book.option_ids.get((row.menu, row.option)) if row.option else None
         await self.store.dtmf.record(
-            self.session.tenant_id,
-            self.session.id,
+            session.tenant_id,
+            session.id,
             menu_id=menu_id,
             menu_version=version,
             option_id=option_id,
@@ -131,8 +150,8 @@ class InboundCall:
             channel_id=self.channel_id,
         )
         await self.store.sessions.append_event(
-            self.session.tenant_id,
-            self.session.id,
+            session.tenant_id,
+            session.id,
             "ivr.dtmf",
             payload={
                 "menu": row.menu,
@@ -180,11 +199,10 @@ class InboundCall:
         For a routing rule ``target`` is the member(s) offered (``&``-joined when rung at
         once) and ``routing_rule_id`` the rule offering them.
         """
-        assert self.session is not None
+        session = self.opened()
         option_id = None
         if self.book is not None and menu is not None and key is not None:
             option_id = self.book.option_ids.get((menu, key))
-        session = self.session
         # the session may still be queued in the write-behind journal: the row refers to it
         await self.store.journal.flush()
         transfer = await self.store.transfers.create(
@@ -271,12 +289,12 @@ class InboundCall:
         """What an IVR transfer rings, and whether its targets take the outside line: a
         routing rule's plan (None: each member by its form, E.164 out on the trunk), or the
         one target for ``ring_timeout_s`` (a number goes out on the trunk)."""
-        assert self.session is not None
+        session = self.opened()
         ref = command.target or ""
         if command.target_type is not TransferTargetType.ROUTING_RULE:
             outside = command.target_type is TransferTargetType.NUMBER
             return RoutePlan((Attempt(None, (ref,), ring_timeout_s),)), outside
-        first, rules = await self.store.routing.chain(self.session.tenant_id, ref)
+        first, rules = await self.store.routing.chain(session.tenant_id, ref)
         if first is None:
             return RoutePlan(reason=f"unknown routing rule {ref!r}"), None
         return plan_route(rules, first), None
@@ -285,7 +303,7 @@ class InboundCall:
 async def http_lookup(
     http: OutboundHttp,
     lookup: HttpLookup,
-    call: InboundCall | None = None,
+    call: IvrCallRecord | None = None,
     *,
     policy: OutboundPolicy | None = None,
 ) -> LookupResult:

@@ -5,10 +5,9 @@ touches the server, hang-ups are reported precisely, shutdown is bounded, nothin
 loop; pyst2, for one, is synchronous) is easier to own than to verify in a library. One
 asyncio listener, every connection its own task:
 
-- Asterisk connects and sends a header block, ``agi_<name>: <value>`` lines ended by a
-  blank line. :func:`parse_request` turns it into an :class:`AgiRequest` (``script``
-  ``ivr/main``, ``query`` from ``?x=1``, ``args`` from ``AGI(url,a,b)``, channel,
-  uniqueid, caller id...). The block is read with a timeout and a size bound; a request
+- Asterisk connects and sends a header block, read with a timeout and a size bound and
+  parsed by :func:`~engine.asterisk.links.agi_protocol.parse_request` (the wire format is
+  :mod:`engine.asterisk.links.agi_protocol`, apart from the sockets); a request
   that is malformed, oversized or too slow is logged and the connection closed without a
   byte sent back (nothing we could send is safe to a peer that is not Asterisk), and the
   server goes on serving.
@@ -16,9 +15,8 @@ asyncio listener, every connection its own task:
   (``answer``, ``stream_file``, ``get_data``, ``wait_for_digit``, ``say_digits``,
   ``say_number``, ``set_variable``, ``get_variable``, ``exec``, ``hangup``, ``verbose``),
   one at a time (a lock keeps concurrent callers from interleaving responses).
-- Responses ``200 result=N (data) endpos=M`` are parsed by :func:`parse_response`;
-  ``510`` (unknown command) and ``520`` (bad syntax, a multi-line usage block) raise
-  :class:`AgiCommandError`.
+- Commands are encoded and their responses parsed by the protocol module; ``510``
+  (unknown command) and ``520`` (bad syntax) raise :class:`AgiCommandError`.
 - A hang-up raises :class:`AgiHangup`, and what Asterisk 22 sends for one is measured, not
   guessed: a media command in progress (``STREAM FILE``, ``GET DATA``, ``WAIT FOR DIGIT``)
   answers ``200 result=-1`` first, and the ``HANGUP`` notice follows ~40 ms later. So a
@@ -39,8 +37,9 @@ asyncio listener, every connection its own task:
   closed at once, logged and counted (``ctc_agi_refused_total{reason="capacity"}``).
 - Any other handler exception is logged with the call id (the Asterisk ``uniqueid``) and
   the connection is closed; Asterisk then continues the dialplan after ``AGI()``.
-- :meth:`AgiServer.close` is bounded and cancellation-safe: the listener and every open
-  connection are closed (and their handler tasks cancelled) before its first ``await``.
+- :class:`AgiServer` has the engine's lifecycle (:mod:`engine.lifecycle`); closing it is
+  bounded (``close_grace``) and cancellation-safe: the listener and every open connection
+  are closed (and their handler tasks cancelled) before its first ``await``.
 - Its state goes to the health report as component ``agi`` (not required for readiness).
 
 Usage::
@@ -57,36 +56,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import resource
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from types import TracebackType
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Self, TypeAlias
-from urllib.parse import parse_qsl, urlsplit
 
 import structlog
 
+from engine.asterisk.links.agi_protocol import (
+    AgiCommandError,
+    AgiHangup,
+    AgiProtocolError,
+    AgiRequest,
+    AgiResponse,
+    encode_command,
+    parse_request,
+    parse_response,
+)
 from engine.config.settings import AgiSettings
-from engine.errors import AgiError, ClosedResourceError
+from engine.errors import AgiError
 from engine.health import HealthReport, State
+from engine.lifecycle import Lifecycle
 from engine.metrics import Metrics, count_agi_refused
 
 __all__ = [
     "AgiChannel",
-    "AgiCommandError",
     "AgiHandler",
-    "AgiHangup",
-    "AgiProtocolError",
-    "AgiRequest",
-    "AgiResponse",
     "AgiServer",
     "AgiTimeout",
     "Playback",
     "connection_cap",
-    "encode_command",
-    "parse_request",
-    "parse_response",
 ]
 
 log = structlog.get_logger(__name__)
@@ -95,197 +94,11 @@ AgiHandler: TypeAlias = Callable[["AgiChannel"], Awaitable[None]]
 """What the server calls for each connection; the connection closes when it returns."""
 
 _LINE_LIMIT = 1 << 16  # one response line (a GET VARIABLE value) larger than this is garbage
-_MAX_COMMAND = 2047  # Asterisk reads a command line into a 2048-byte buffer (AGI_BUF_LEN)
 _MAX_HEADER_LINES = 256
-_CODE = re.compile(r"(\d{3})([ -])(.*)")
-_RESULT = re.compile(r"result=(\S*)(?: \((.*)\))?(?: endpos=(-?\d+))?\s*")
-_HEADER = re.compile(r"agi_([a-z0-9_]+):(.*)")
-_VERB = re.compile(r"[A-Z]+(?: [A-Z]+)*")
-_UNKNOWN = frozenset({"", "unknown"})
-
-
-class AgiProtocolError(AgiError):
-    """The peer broke the protocol: a malformed request or an unparsable response."""
-
-
-class AgiHangup(AgiError):
-    """The channel hung up (``HANGUP``, ``511``) or Asterisk closed the connection."""
 
 
 class AgiTimeout(AgiError):
     """Asterisk did not answer a command within the reply limit: the connection is unusable."""
-
-
-class AgiCommandError(AgiError):
-    """Asterisk refused a command (``510``, ``520``) or it failed (``result=-1``).
-
-    ``response`` is Asterisk's answer (None when the command was refused before sending).
-    """
-
-    def __init__(self, message: str, response: AgiResponse | None = None) -> None:
-        self.response = response
-        super().__init__(message)
-
-
-# ----------------------------------------------------------------------------- wire format
-
-
-@dataclass(frozen=True, slots=True)
-class AgiRequest:
-    """The header block Asterisk sends when it connects (see :func:`parse_request`)."""
-
-    script: str
-    """The script path without its query: ``ivr/main`` for ``agi://h:p/ivr/main?x=1``."""
-    query: Mapping[str, str]
-    """The script's query string (``?x=1`` -> ``{"x": "1"}``; a repeated key: the last)."""
-    args: tuple[str, ...]
-    """The dialplan arguments after the URL: ``AGI(url,a,b)`` -> ``("a", "b")``."""
-    channel: str
-    uniqueid: str
-    callerid: str | None
-    calleridname: str | None
-    context: str
-    extension: str
-    priority: str
-    language: str
-    dnid: str | None
-    request: str
-    """The whole ``agi_request`` URL."""
-    headers: Mapping[str, str] = field(repr=False)
-    """Every header, without its ``agi_`` prefix (``headers["threadid"]``)."""
-
-
-def _opt(value: str | None) -> str | None:
-    return None if value is None or value in _UNKNOWN else value
-
-
-def parse_request(block: bytes | str) -> AgiRequest:
-    """The ``agi_*`` header block (up to, not needing, its blank line) as an AgiRequest.
-
-    Strict on shape, lenient on content: every non-blank line must be ``agi_<name>: value``
-    and ``agi_channel`` plus ``agi_network_script`` or ``agi_request`` must be present, or
-    :class:`AgiProtocolError` is raised; unknown headers are kept in ``headers``.
-    """
-    text = block.decode("utf-8", errors="replace") if isinstance(block, bytes) else block
-    headers: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        match = _HEADER.fullmatch(line.rstrip("\r"))
-        if match is None:
-            raise AgiProtocolError(
-                f"AGI request line {number} is not 'agi_<name>: value': {line[:80]!r}"
-            )
-        headers[match[1]] = match[2].strip()
-    if "channel" not in headers:
-        raise AgiProtocolError("AGI request has no agi_channel")
-    url = headers.get("request", "")
-    script = headers.get("network_script")
-    if script is None:
-        if not url:
-            raise AgiProtocolError("AGI request has neither agi_network_script nor agi_request")
-        parts = urlsplit(url)
-        script = parts.path + (f"?{parts.query}" if parts.query else "")
-    path, _, query = script.partition("?")
-    args: list[str] = []
-    while (arg := headers.get(f"arg_{len(args) + 1}")) is not None:
-        args.append(arg)
-    return AgiRequest(
-        script=path.strip("/"),
-        query=dict(parse_qsl(query, keep_blank_values=True)),
-        args=tuple(args),
-        channel=headers["channel"],
-        uniqueid=headers.get("uniqueid", ""),
-        callerid=_opt(headers.get("callerid")),
-        calleridname=_opt(headers.get("calleridname")),
-        context=headers.get("context", ""),
-        extension=headers.get("extension", ""),
-        priority=headers.get("priority", ""),
-        language=headers.get("language", ""),
-        dnid=_opt(headers.get("dnid")),
-        request=url,
-        headers=headers,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class AgiResponse:
-    """One answer to a command: ``200 result=1 (timeout) endpos=8000``.
-
-    ``result`` is the raw value after ``result=`` (``""`` for a GET DATA with no digits);
-    ``data`` is what is in parentheses; for a non-200 code ``result`` is ``""`` and
-    ``data`` the text Asterisk sent (for ``520`` the whole usage).
-    """
-
-    code: int
-    result: str
-    data: str | None = None
-    endpos: int | None = None
-    raw: str = ""
-
-    @property
-    def number(self) -> int | None:
-        """``result`` as an integer, None when it is not one (GET DATA's digits are)."""
-        try:
-            return int(self.result)
-        except ValueError:
-            return None
-
-    def raise_for_code(self, command: str) -> None:
-        """Raise for an error code: 511 -> AgiHangup, 510 / 520 / other -> AgiCommandError."""
-        if self.code == 200:
-            return
-        text = (self.data or "").strip()
-        if self.code == 511:
-            raise AgiHangup(f"AGI {command}: {text or 'channel is dead'}")
-        what = {510: "unknown command", 520: "invalid syntax"}.get(self.code, "error")
-        raise AgiCommandError(f"AGI {command}: {self.code} {what}: {text}", self)
-
-
-def parse_response(line: str) -> AgiResponse:
-    """One response (a ``520`` usage block may span lines) as an AgiResponse.
-
-    :class:`AgiProtocolError` when it is not ``NNN text`` or a 200 without ``result=``.
-    """
-    first = line.split("\n", 1)[0].rstrip("\r")
-    match = _CODE.fullmatch(first)
-    if match is None:
-        raise AgiProtocolError(f"AGI response is not 'NNN text': {first[:80]!r}")
-    code = int(match[1])
-    if code != 200:
-        return AgiResponse(code, "", line[4:].rstrip("\r\n"), None, line)
-    result = _RESULT.fullmatch(match[3])
-    if result is None:
-        raise AgiProtocolError(f"AGI 200 response without result=: {first[:80]!r}")
-    endpos = int(result[3]) if result[3] is not None else None
-    return AgiResponse(200, result[1], result[2], endpos, line)
-
-
-def _quote(arg: str) -> str:
-    # Asterisk's parse_args: '"' toggles quoting, '\' escapes the next character.
-    if arg and not any(c in arg for c in ' \t"\\'):
-        return arg
-    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def encode_command(verb: str, *args: str | int) -> bytes:
-    """``verb`` (``STREAM FILE``) and its arguments, quoted as Asterisk parses them.
-
-    An argument with a line break or NUL would let it inject a second command, and a line
-    longer than Asterisk's buffer would be cut: both raise :class:`AgiCommandError`.
-    """
-    if not _VERB.fullmatch(verb):
-        raise AgiCommandError(f"AGI command {verb!r} is not a command name")
-    parts = [verb]
-    for arg in args:
-        text = str(arg)
-        if any(c in text for c in "\r\n\0"):
-            raise AgiCommandError(f"AGI {verb}: argument {text[:40]!r} contains a line break")
-        parts.append(_quote(text))
-    line = " ".join(parts)
-    if len(line.encode()) > _MAX_COMMAND:
-        raise AgiCommandError(f"AGI {verb}: command longer than {_MAX_COMMAND} bytes")
-    return line.encode() + b"\n"
 
 
 # ----------------------------------------------------------------------------- the channel
@@ -564,12 +377,13 @@ def connection_cap() -> int:
     return max(64, soft - _RESERVED_FDS)
 
 
-class AgiServer:
+class AgiServer(Lifecycle):
     """Listens for FastAGI connections; runs ``handler(channel)`` for each, as its own task.
 
     ``port=0`` picks a free port (``server.port`` tells which once started). ``served``
     counts requests handed to the handler, ``rejected`` the ones refused as malformed,
-    ``refused`` the connections closed unread past ``max_connections``.
+    ``refused`` the connections closed unread past ``max_connections``. Closing waits at
+    most ``close_grace`` s for the handlers it cancels.
     """
 
     def __init__(
@@ -598,7 +412,6 @@ class AgiServer:
         self._close_grace = close_grace
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
-        self._closed = False
         self.served = 0
         self.rejected = 0
         self.refused = 0
@@ -630,12 +443,8 @@ class AgiServer:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def _open(self) -> None:
         """Bind and listen; :class:`AgiError` when the address cannot be bound."""
-        if self._closed:
-            raise ClosedResourceError("AgiServer is closed")
-        if self._server is not None:
-            return
         self._report("starting", f"binding {self.where}")
         try:
             self._server = await asyncio.start_server(
@@ -648,11 +457,10 @@ class AgiServer:
         log.info("agi.listening", where=self.where)
         self._report("up", f"listening on {self.where}")
 
-    async def close(self, grace: float | None = None) -> None:
+    async def _close(self) -> None:
         """Stop listening, close every open connection and cancel its handler; wait at
-        most ``grace`` s. Everything is released before the first ``await``."""
-        grace = self._close_grace if grace is None else grace
-        self._closed = True
+        most ``close_grace`` s. Everything is released before the first ``await``."""
+        grace = self._close_grace
         server, self._server = self._server, None
         if server is not None:
             server.close()
@@ -669,18 +477,6 @@ class AgiServer:
                 await asyncio.wait_for(server.wait_closed(), grace)
             self._report("down", "closed")
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     # -- internals ----------------------------------------------------------------------------
 
     def _report(self, state: State, detail: str) -> None:
@@ -689,7 +485,7 @@ class AgiServer:
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if task is None or self._closed:
+        if task is None or not self.is_open:
             writer.close()
             return
         if self._max_connections is not None and len(self._connections) >= self._max_connections:

@@ -1,0 +1,138 @@
+"""The ``ctc`` Stasis application: one ARI event socket serving every call flow over ARI.
+
+ARI events arrive on the link's reader and are only queued there: Asterisk drops a
+WebSocket consumer that is slow to read (``websocket_write_timeout``). One dispatcher task
+takes them from the queue and routes each by its type through one table
+(:class:`~engine.asterisk.links.ari_router.AriEventRouter`): IVR calls
+(:class:`~engine.asterisk.flows.ivr_ari.AriIvr`) are asked first, then click-to-calls
+(:class:`~engine.asterisk.flows.click_to_call.ClickToCall`). Neither waits on the
+dispatcher: they hand the event to their call's task.
+
+After every (re)connect of the socket the resync runs
+(:class:`~engine.asterisk.flows.resync.Resync`), and now and then the records Asterisk's
+hangup handler keeps for ended calls are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Any
+
+import structlog
+
+from engine.app.ivr_calls import MenuLoader
+from engine.asterisk.flows.click_to_call import ClickToCall
+from engine.asterisk.flows.hangup_records import HangupRecords
+from engine.asterisk.flows.ivr_ari import AriIvr
+from engine.asterisk.flows.resync import Resync
+from engine.asterisk.links.ari import AriClient, AriEventLink
+from engine.asterisk.links.ari_router import AriEventRouter
+from engine.config.settings import CallSettings
+from engine.errors import CtcError
+from engine.health import HealthReport
+from engine.lifecycle import Lifecycle
+from engine.store import Store
+
+__all__ = ["StasisApp"]
+
+log = structlog.get_logger(__name__)
+
+# How often the records Asterisk's hangup handler keeps for ended calls are deleted.
+_RECORD_SWEEP_INTERVAL = 300.0
+
+
+class StasisApp(Lifecycle):
+    """The event link, its dispatcher and the flows it feeds.
+
+    ``click_to_call`` is the API's Dialer; ``ivr`` is None without menus to load;
+    ``resync`` tells how many resyncs ran. Closing stops the link first (no new events),
+    then the dispatcher and the sweeper, then the flows.
+    """
+
+    def __init__(
+        self,
+        ari: AriClient,
+        store: Store,
+        settings: CallSettings,
+        *,
+        health: HealthReport | None = None,
+        recording_dir: str = "/var/spool/asterisk/recording",
+        menus: MenuLoader | None = None,
+        hangup_records: HangupRecords | None = None,
+    ) -> None:
+        self._store = store
+        self._records = hangup_records or HangupRecords(None)
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.link = AriEventLink(
+            ari, on_event=self._queue.put_nowait, on_connected=self._resync, health=health
+        )
+        self.click_to_call = ClickToCall(
+            ari,
+            store,
+            settings,
+            connected=self.link.connected,
+            recording_dir=recording_dir,
+            leg_variables=self._records.leg_variables,
+        )
+        self.resync = Resync(ari, store, settings, self.click_to_call, self._records)
+        # inbound callers in Stasis(ctc,ivr,MENU): only when menus can be loaded
+        self.ivr = AriIvr(ari, store, menus, settings) if menus is not None else None
+        self.router = AriEventRouter()
+        if self.ivr is not None:
+            self.ivr.subscribe(self.router)  # first: an IVR call's events are its own
+        self.click_to_call.subscribe(self.router)
+
+    async def _open(self) -> None:
+        if self.ivr is not None:
+            await self.ivr.start()
+        await self.click_to_call.start()
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="stasis-dispatch")
+        self._sweeper = asyncio.create_task(self._sweep_records(), name="stasis-sweep")
+        await self.link.start()
+
+    async def _close(self) -> None:
+        await self.link.close()  # no new events, no resync running
+        tasks = [t for t in (self._dispatcher, self._sweeper) if t is not None]
+        self._dispatcher = self._sweeper = None
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        # nothing routes to the flows any more: their calls in progress are cancelled
+        if self.ivr is not None:
+            await self.ivr.close()
+        await self.click_to_call.close()
+
+    async def _resync(self) -> None:
+        await self.resync.run()
+
+    async def _dispatch(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                self.router.route(event)
+            except Exception:  # a bug in a handler: logged, the next event is routed
+                log.exception("stasis.route_failed", ari_event=event.get("type"))
+
+    async def _sweep_records(self) -> None:
+        """Delete, now and then, what the hangup handler recorded for calls that are over."""
+        while True:
+            await asyncio.sleep(_RECORD_SWEEP_INTERVAL)
+            try:
+                swept = await self._records.sweep(self._live_ids)
+            except CtcError as exc:  # e.g. the database is away: next time
+                log.warning("stasis.record_sweep_failed", error=str(exc))
+                continue
+            except Exception:  # a bug: logged, and the sweeper goes on
+                log.exception("stasis.record_sweep_crashed")
+                continue
+            if swept:
+                log.info("stasis.records_swept", sessions=swept)
+
+    async def _live_ids(self) -> set[uuid.UUID]:
+        return {s.id for s in await self._store.sessions.live()}

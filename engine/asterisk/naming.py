@@ -1,0 +1,214 @@
+"""The ids of what the engine creates in Asterisk, built and parsed in one place.
+
+Why one place: ids are derived from the session (and the transfer) they serve, so that
+after the ARI socket reconnects the resync can map what Asterisk still has back to the live
+sessions in PostgreSQL. Building an id in one module and parsing it in another only works
+while both agree; here they are side by side and tested to round-trip.
+
+What we name (``<session>`` and ``<transfer>`` are UUIDs, ``<leg>`` ``agent|customer``):
+
+- ``c2c-<session>-<leg>``: a click-to-call's leg channel as dialed;
+- ``c2c-<session>-target-<transfer>``: a transfer's target channel;
+- ``c2c-<session>``: the call's mixing bridge, and the name of its recording;
+- ``c2c-<session>-consult-<transfer>``: an attended transfer's consult bridge;
+- ``c2c-<session>-<leg>-ringback``: the ringback played to a leg (a playback);
+- ``ivr-<session>``: the bridge of an IVR call transferred over ARI;
+- ``ivr-<session>-target-<n>``: the n-th target channel an ARI IVR call rang;
+- ``ivr-message-<call>-<tag>``: a message an IVR caller left (a recording);
+- ``ivr-<uuid>``: an ARI IVR prompt (a playback; never parsed).
+
+Which channel *is* a leg now is :func:`current_leg_channel`: a completed transfer's target
+replaces the leg's own channel, and the session row stores it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import uuid
+from typing import Protocol
+
+from engine.domain.click_to_call import Leg
+
+__all__ = [
+    "IdKind",
+    "ParsedId",
+    "call_bridge_id",
+    "consult_bridge_id",
+    "current_leg_channel",
+    "ivr_bridge_id",
+    "ivr_message_name",
+    "ivr_playback_id",
+    "ivr_target_channel_id",
+    "leg_channel_id",
+    "parse_id",
+    "parse_leg_channel_id",
+    "recording_name",
+    "ringback_playback_id",
+    "session_of_bridge",
+    "session_of_channel",
+    "session_of_recording",
+    "target_channel_id",
+]
+
+_CALL = "c2c-"
+_IVR = "ivr-"
+_TARGET = "-target-"
+_CONSULT = "-consult-"
+_UUID_LENGTH = 36  # str(uuid.UUID(...))
+
+
+class IdKind(enum.Enum):
+    LEG_CHANNEL = "leg channel"
+    TARGET_CHANNEL = "transfer target channel"
+    CALL_BRIDGE = "call bridge"  # also the call's recording
+    CONSULT_BRIDGE = "consult bridge"
+    IVR_BRIDGE = "IVR bridge"
+    IVR_TARGET_CHANNEL = "IVR target channel"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ParsedId:
+    """What an id of ours names: its kind, the session, and the part its kind has."""
+
+    kind: IdKind
+    session_id: uuid.UUID
+    leg: Leg | None = None  # LEG_CHANNEL
+    transfer_id: uuid.UUID | None = None  # TARGET_CHANNEL, CONSULT_BRIDGE
+    target_number: int | None = None  # IVR_TARGET_CHANNEL
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def leg_channel_id(session_id: uuid.UUID, leg: Leg) -> str:
+    return f"{_CALL}{session_id}-{leg.value}"
+
+
+def target_channel_id(session_id: uuid.UUID, transfer_id: uuid.UUID) -> str:
+    return f"{_CALL}{session_id}{_TARGET}{transfer_id}"
+
+
+def call_bridge_id(session_id: uuid.UUID) -> str:
+    return f"{_CALL}{session_id}"
+
+
+def recording_name(session_id: uuid.UUID) -> str:
+    """The call's recording is named like the bridge it records."""
+    return call_bridge_id(session_id)
+
+
+def consult_bridge_id(session_id: uuid.UUID, transfer_id: uuid.UUID) -> str:
+    return f"{_CALL}{session_id}{_CONSULT}{transfer_id}"
+
+
+def ringback_playback_id(session_id: uuid.UUID, leg: Leg) -> str:
+    return f"{leg_channel_id(session_id, leg)}-ringback"
+
+
+def ivr_bridge_id(session_id: uuid.UUID) -> str:
+    return f"{_IVR}{session_id}"
+
+
+def ivr_target_channel_id(session_id: uuid.UUID, number: int) -> str:
+    return f"{_IVR}{session_id}{_TARGET}{number}"
+
+
+def ivr_message_name(call: uuid.UUID | str, tag: str) -> str:
+    """A caller's message: ``call`` is the session (ARI) or the channel's unique id (AGI)."""
+    return f"{_IVR}message-{call}-{tag}"
+
+
+def ivr_playback_id() -> str:
+    return f"{_IVR}{uuid.uuid4()}"
+
+
+class _HasLegChannels(Protocol):
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def agent_channel_id(self) -> str | None: ...
+    @property
+    def customer_channel_id(self) -> str | None: ...
+
+
+def current_leg_channel(session: _HasLegChannels, leg: Leg) -> str:
+    """The channel that is ``leg`` of the session now: the one stored on the session (a
+    completed transfer's target), else the leg's own ``c2c-<session>-<leg>``."""
+    stored = session.agent_channel_id if leg is Leg.AGENT else session.customer_channel_id
+    return stored or leg_channel_id(session.id, leg)
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def _uuid(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
+def parse_id(value: str) -> ParsedId | None:
+    """What an id of ours names; None for ids that are not ours (or not any of the kinds
+    above: playbacks and messages are never parsed)."""
+    if value.startswith(_CALL):
+        prefix = _CALL
+    elif value.startswith(_IVR):
+        prefix = _IVR
+    else:
+        return None
+    rest = value[len(prefix) :]
+    session_id = _uuid(rest[:_UUID_LENGTH]) if len(rest) >= _UUID_LENGTH else None
+    if session_id is None:
+        return None
+    suffix = rest[_UUID_LENGTH:]
+    if prefix == _IVR:
+        if not suffix:
+            return ParsedId(IdKind.IVR_BRIDGE, session_id)
+        number = suffix.removeprefix(_TARGET)
+        if number != suffix and number.isdigit():
+            return ParsedId(IdKind.IVR_TARGET_CHANNEL, session_id, target_number=int(number))
+        return None
+    if not suffix:
+        return ParsedId(IdKind.CALL_BRIDGE, session_id)
+    for leg in Leg:
+        if suffix == f"-{leg.value}":
+            return ParsedId(IdKind.LEG_CHANNEL, session_id, leg=leg)
+    for marker, kind in ((_TARGET, IdKind.TARGET_CHANNEL), (_CONSULT, IdKind.CONSULT_BRIDGE)):
+        if suffix.startswith(marker):
+            transfer_id = _uuid(suffix[len(marker) :])
+            if transfer_id is None:
+                return None
+            return ParsedId(kind, session_id, transfer_id=transfer_id)
+    return None
+
+
+def _session_if(value: str, *kinds: IdKind) -> uuid.UUID | None:
+    parsed = parse_id(value)
+    return parsed.session_id if parsed is not None and parsed.kind in kinds else None
+
+
+def parse_leg_channel_id(value: str) -> tuple[uuid.UUID, Leg] | None:
+    """``c2c-<session>-<leg>`` back to its parts; None for any other channel."""
+    parsed = parse_id(value)
+    if parsed is None or parsed.leg is None:
+        return None
+    return parsed.session_id, parsed.leg
+
+
+def session_of_channel(value: str) -> uuid.UUID | None:
+    """The click-to-call a channel of ours (a leg or a transfer target) belongs to; None
+    for channels that are not a click-to-call's."""
+    return _session_if(value, IdKind.LEG_CHANNEL, IdKind.TARGET_CHANNEL)
+
+
+def session_of_bridge(value: str) -> uuid.UUID | None:
+    """The click-to-call a bridge of ours belongs to (its call bridge or a transfer's
+    consult bridge); None for bridges that are not a click-to-call's."""
+    return _session_if(value, IdKind.CALL_BRIDGE, IdKind.CONSULT_BRIDGE)
+
+
+def session_of_recording(value: str) -> uuid.UUID | None:
+    """The click-to-call a recording of ours belongs to; None for any other recording."""
+    return _session_if(value, IdKind.CALL_BRIDGE)
