@@ -18,7 +18,7 @@ Strategies:
 * ``least_recent``: the members one after another, the one this rule offered a call to
   longest ago first (never offered: first of all, in member order).
 * ``ivr_menu``: no ringing: the caller goes to that menu.
-* ``provider``: carrier adapters are not there yet: unavailable (a later issue).
+* ``provider``: unavailable: the engine has no carrier adapter to hand a call to.
 
 When every attempt of a rule fails (busy, no answer, failed) or the rule is unavailable,
 its ``fallback_rule_id`` is followed: at most :data:`MAX_RULES` rules per transfer, and a
