@@ -174,7 +174,8 @@ def db_status(ctx: _Context) -> None:
 
 
 async def _with_store(settings: Settings, work: Any) -> Any:
-    from engine.store import Database, Store
+    from engine.store.database import Database
+    from engine.store.repositories import Store
 
     keyring = settings.secrets.keyring()
     async with Database(settings.database.url, min_size=1, max_size=2) as database:

@@ -27,7 +27,6 @@ from engine.api.endpoints import (
 from engine.api.models import (
     AgentActivityIn,
     AgentActivityOut,
-    CallEventOut,
     DtmfIn,
     EndCallIn,
     ErrorOut,
@@ -50,13 +49,13 @@ from engine.api.models import (
     StatsOut,
     StatsQuery,
     StatusPatchIn,
-    StreamEventOut,
     TransferIn,
     TransferOut,
     WebhookAcceptedOut,
 )
 from engine.api.state import API_STATE, METRICS_NEED_TOKEN
 from engine.asterisk.flows.controls import CallControls, require_connected
+from engine.contract import CallEventOut, StreamEventOut
 from engine.domain.click_to_call import Leg
 from engine.domain.ivr import IvrMenu
 from engine.domain.phone import to_e164
@@ -66,7 +65,8 @@ from engine.events import EventBus
 from engine.ivr_yaml import dump_menus, load_menus
 from engine.store.ivr import StoredIvrMenu
 from engine.store.providers import PROVIDER_TYPES, NewProvider
-from engine.store.sessions import CallEvent, SessionFilter, StoredSession
+from engine.store.records import CallEvent, StoredSession
+from engine.store.session_queries import SessionFilter
 
 __all__ = ["router"]
 

@@ -15,7 +15,7 @@ from engine.errors import StoreError
 from engine.events import EventBus
 from engine.health import HealthReport
 from engine.metrics import Metrics
-from engine.store import Store
+from engine.store.repositories import Store
 
 __all__ = ["API_STATE", "METRICS_NEED_TOKEN", "ApiState"]
 

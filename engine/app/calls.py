@@ -16,11 +16,12 @@ import structlog
 
 from engine.api.models import InitiateIn
 from engine.domain.call import CallStatus
+from engine.domain.event_types import CallEventType
 from engine.domain.netpolicy import check_url
 from engine.domain.phone import to_e164
 from engine.errors import AsteriskError, Conflict, InvalidInput, NotFound
-from engine.store import Store
-from engine.store.sessions import CallEvent, NewSession, StoredSession
+from engine.store.records import CallEvent, NewSession, StoredSession
+from engine.store.repositories import Store
 from engine.store.tenants import Tenant
 from engine.store.transfers import StoredTransfer
 
@@ -170,7 +171,7 @@ class CallService:
                 tenant.id,
                 session_id,
                 target,
-                event_type="session.ended",
+                event_type=CallEventType.SESSION_ENDED,
                 payload={"source": "api", "reason": reason},
                 changes={"end_reason": reason},
             )

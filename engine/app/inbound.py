@@ -19,6 +19,7 @@ import aiohttp
 import structlog
 
 from engine.domain.call import CallStatus, Direction
+from engine.domain.event_types import CallEventType
 from engine.domain.ivr import (
     HttpLookup,
     LookupResult,
@@ -33,8 +34,8 @@ from engine.domain.routing import Attempt, RoutePlan, plan_route
 from engine.domain.transfer import TransferState, TransferType
 from engine.errors import DestinationRefused, InvalidInput, NotFound
 from engine.outbound import OutboundHttp
-from engine.store import Store
-from engine.store.sessions import NewSession, StoredSession
+from engine.store.records import NewSession, StoredSession
+from engine.store.repositories import Store
 from engine.store.transfers import NewTransfer, StoredTransfer
 
 __all__ = ["InboundCall", "MenuLoader", "http_lookup"]
@@ -100,12 +101,12 @@ class InboundCall:
             self.session.tenant_id,
             self.session.id,
             CallStatus.CONNECTED,
-            event_type="ivr.answered",
+            event_type=CallEventType.IVR_ANSWERED,
             payload={"menu": menu, "channel_id": self.channel_id},
         )
         self.log.info("ivr.entered", menu=menu)
 
-    async def note(self, event_type: str, payload: dict[str, Any]) -> None:
+    async def note(self, event_type: CallEventType, payload: dict[str, Any]) -> None:
         """A telephony fact of this call as a ``call_event``."""
         assert self.session is not None
         await self.store.sessions.append_event(
@@ -133,7 +134,7 @@ class InboundCall:
         await self.store.sessions.append_event(
             self.session.tenant_id,
             self.session.id,
-            "ivr.dtmf",
+            CallEventType.IVR_DTMF,
             payload={
                 "menu": row.menu,
                 "digit": row.digit,
@@ -157,7 +158,7 @@ class InboundCall:
             current.tenant_id,
             current.id,
             status,
-            event_type="ivr.ended",
+            event_type=CallEventType.IVR_ENDED,
             payload={"reason": reason},
             changes={"end_reason": reason},
         )
@@ -208,7 +209,7 @@ class InboundCall:
         }
         if routing_rule_id is not None:
             payload["routing_rule_id"] = str(routing_rule_id)
-        await self.note("ivr.transfer_started", payload)
+        await self.note(CallEventType.IVR_TRANSFER_STARTED, payload)
         return transfer
 
     async def transfer_finished(
@@ -237,7 +238,7 @@ class InboundCall:
             payload["hangup_cause"] = cause
         if reason:
             payload["reason"] = reason
-        await self.note("ivr.transfer_finished", payload)
+        await self.note(CallEventType.IVR_TRANSFER_FINISHED, payload)
         self.log.info("ivr.transfer_finished", target=done.target, state=state.value)
         return done
 
@@ -302,7 +303,7 @@ async def http_lookup(
     """
     if call is not None:
         await call.note(
-            "ivr.lookup",
+            CallEventType.IVR_LOOKUP,
             {"method": lookup.method, "url": _shown(lookup.url), "params": dict(lookup.params)},
         )
     started = time.monotonic()
@@ -312,7 +313,7 @@ async def http_lookup(
     if call is not None:
         took = round((time.monotonic() - started) * 1000)
         await call.note(
-            "ivr.lookup_result",
+            CallEventType.IVR_LOOKUP_RESULT,
             {"ok": result.ok, "value": result.value, "error": result.error, "ms": took},
         )
         call.log.info("ivr.lookup", ok=result.ok, error=result.error, ms=took)

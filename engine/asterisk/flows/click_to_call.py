@@ -54,6 +54,7 @@ from engine.domain.click_to_call import (
     decide,
     restart_queued,
 )
+from engine.domain.event_types import CallEventType
 from engine.domain.transfer import (
     CancelRequested,
     ChannelRole,
@@ -67,9 +68,9 @@ from engine.domain.transfer import (
 )
 from engine.errors import AriError, CtcError, IllegalTransition
 from engine.health import HealthReport
-from engine.store import Store
 from engine.store.recording import RecordingPolicy
-from engine.store.sessions import StoredSession
+from engine.store.records import StoredSession
+from engine.store.repositories import Store
 from engine.store.transfers import StoredTransfer
 
 __all__ = [
@@ -523,7 +524,7 @@ class StasisApp:
         session, _ = await self._store.sessions.append_event(
             session.tenant_id,
             session.id,
-            "recording.started",
+            CallEventType.RECORDING_STARTED,
             payload={"name": name, "format": fmt, "path": path},
             changes={"recording_path": path},
         )
@@ -545,7 +546,7 @@ class StasisApp:
                 session.tenant_id,
                 session.id,
                 CallStatus.FAILED,
-                event_type="call.failed",
+                event_type=CallEventType.CALL_FAILED,
                 payload={"reason": reason},
                 changes={"end_reason": reason[:500]},
             )
@@ -663,7 +664,7 @@ class StasisApp:
                 await self._store.sessions.append_event(
                     session.tenant_id,
                     session.id,
-                    "session.resync",
+                    CallEventType.SESSION_RESYNC,
                     payload={
                         "reason": "state differed from Asterisk after the ARI link (re)connected",
                         "channels_present": sorted(
@@ -711,7 +712,7 @@ class StasisApp:
         await self._store.sessions.append_event(
             session.tenant_id,
             session.id,
-            "transfer.resync",
+            CallEventType.TRANSFER_RESYNC,
             payload={
                 "transfer_id": str(transfer.id),
                 "state": transfer.state,
@@ -739,7 +740,7 @@ class StasisApp:
                 session.tenant_id,
                 session.id,
                 target,
-                event_type="session.resync",
+                event_type=CallEventType.SESSION_RESYNC,
                 payload={"reason": reason, "channel_id": channel},
                 changes={"end_reason": reason},
             )

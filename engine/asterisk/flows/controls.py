@@ -21,9 +21,10 @@ import structlog
 from engine.asterisk.links.ari import AriClient, AriNotFound
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
+from engine.domain.event_types import CallEventType
 from engine.errors import Conflict
-from engine.store import Store
-from engine.store.sessions import StoredSession
+from engine.store.records import StoredSession
+from engine.store.repositories import Store
 
 __all__ = ["CallControls", "MuteDirection", "RecordingAction", "require_connected"]
 
@@ -68,14 +69,14 @@ class CallControls:
         channel = _channel(session, leg)
         await self._ari_call(leg, "POST", f"/channels/{channel}/moh", {"mohClass": MOH_CLASS})
         await self._ari_call(leg, "POST", f"/channels/{channel}/mute", {"direction": "in"})
-        return await self._record(session, "control.hold", {"leg": leg.value})
+        return await self._record(session, CallEventType.CONTROL_HOLD, {"leg": leg.value})
 
     async def unhold(self, tenant_id: uuid.UUID, session_id: uuid.UUID, leg: Leg) -> StoredSession:
         session = await require_connected(self._store, tenant_id, session_id)
         channel = _channel(session, leg)
         await self._ari_call(leg, "DELETE", f"/channels/{channel}/moh")
         await self._ari_call(leg, "DELETE", f"/channels/{channel}/mute", {"direction": "in"})
-        return await self._record(session, "control.unhold", {"leg": leg.value})
+        return await self._record(session, CallEventType.CONTROL_UNHOLD, {"leg": leg.value})
 
     async def mute(
         self,
@@ -95,7 +96,7 @@ class CallControls:
         )
         return await self._record(
             session,
-            "control.mute" if on else "control.unmute",
+            CallEventType.CONTROL_MUTE if on else CallEventType.CONTROL_UNMUTE,
             {"leg": leg.value, "direction": direction},
         )
 
@@ -106,7 +107,9 @@ class CallControls:
         await self._ari_call(
             leg, "POST", f"/channels/{_channel(session, leg)}/dtmf", {"dtmf": digits}
         )
-        return await self._record(session, "control.dtmf", {"leg": leg.value, "digits": digits})
+        return await self._record(
+            session, CallEventType.CONTROL_DTMF, {"leg": leg.value, "digits": digits}
+        )
 
     async def recording(
         self, tenant_id: uuid.UUID, session_id: uuid.UUID, action: RecordingAction
@@ -121,7 +124,9 @@ class CallControls:
             )
         except AriNotFound as exc:
             raise Conflict(f"the recording of session {session_id} is not live") from exc
-        event = "recording.paused" if action == "pause" else "recording.resumed"
+        event = (
+            CallEventType.RECORDING_PAUSED if action == "pause" else CallEventType.RECORDING_RESUMED
+        )
         return await self._record(session, event, {"name": name})
 
     async def _ari_call(
@@ -133,7 +138,7 @@ class CallControls:
             raise Conflict(f"the {leg.value} leg is gone") from exc
 
     async def _record(
-        self, session: StoredSession, event_type: str, payload: dict[str, Any]
+        self, session: StoredSession, event_type: CallEventType, payload: dict[str, Any]
     ) -> StoredSession:
         updated, _ = await self._store.sessions.append_event(
             session.tenant_id, session.id, event_type, payload={"source": "api", **payload}

@@ -26,6 +26,7 @@ from engine.asterisk.flows.dialing import dial_string
 from engine.asterisk.links.agi import AgiChannel, AgiCommandError, AgiHangup
 from engine.config import CallSettings
 from engine.domain.call import CallStatus
+from engine.domain.event_types import CallEventType
 from engine.domain.ivr import (
     CancelTimer,
     Command,
@@ -59,7 +60,7 @@ from engine.domain.transfer import state_for_unanswered
 from engine.errors import CtcError, NotFound
 from engine.metrics import AgiRefusal, Metrics, count_agi_refused
 from engine.outbound import OutboundHttp
-from engine.store import Store
+from engine.store.repositories import Store
 from engine.store.transfers import StoredTransfer
 
 __all__ = ["AgiIvr"]
@@ -231,7 +232,7 @@ class _Walk:
         calls = self.door._calls
         target = command.target or ""
         plan, outside = await self.record.transfer_plan(command, calls.agent_ring_timeout)
-        await self.record.note("ivr.transfer_dialing", {"target": target})
+        await self.record.note(CallEventType.IVR_TRANSFER_DIALING, {"target": target})
         failed: str | None = plan.reason
         for attempt in plan.attempts:
             row = await self.record.attempt_started(command, attempt)
@@ -243,7 +244,7 @@ class _Walk:
             state = await self._dial(row, dial, attempt.ring_timeout_s)
             if state is TS.COMPLETED:
                 self.transferred = True
-                await self.record.note("ivr.transferred", {"target": row.target})
+                await self.record.note(CallEventType.IVR_TRANSFERRED, {"target": row.target})
                 return Transferred()
             failed = state.value
         if plan.menu is not None:
@@ -292,7 +293,7 @@ class _Walk:
             args.append(silence)
         started = time.monotonic()
         await self.channel.command("RECORD FILE", *args, wait=command.max_duration_s)
-        await self.record.note("ivr.recording_message", {"name": name})
+        await self.record.note(CallEventType.IVR_RECORDING_MESSAGE, {"name": name})
         return RecordingDone(round((time.monotonic() - started) * 1000))
 
     def _input_wait(self) -> int | None:
