@@ -69,7 +69,7 @@ class Subscription:
         self._bus = bus
         self.tenant_id = tenant_id
         self.session_id = session_id
-        self._maxsize = maxsize
+        self.maxsize = maxsize
         # one slot more than the events it may hold: room for the end marker, always
         self._queue: asyncio.Queue[CallEvent | None] = asyncio.Queue(maxsize + 1)
         self._ended = False  # the end marker is queued
@@ -85,11 +85,11 @@ class Subscription:
             self.session_id is None or event.session_id == self.session_id
         )
 
-    def _offer(self, event: CallEvent) -> bool:
+    def offer(self, event: CallEvent) -> bool:
         """Queue ``event``; False when the subscriber is full (the bus then drops it)."""
         if self._ended:
             return True
-        if self._queue.qsize() >= self._maxsize:
+        if self._queue.qsize() >= self.maxsize:
             return False
         self._queue.put_nowait(event)
         return True
@@ -101,7 +101,7 @@ class Subscription:
 
     def close(self) -> None:
         """Stop receiving; a consumer waiting in :meth:`next` gets ``None``. Idempotent."""
-        self._bus._remove(self)
+        self._bus.unsubscribe(self)
         self._end()
 
     async def next(self) -> CallEvent | None:
@@ -183,7 +183,7 @@ class EventBus(Lifecycle):
         if not self.is_open:
             return
         for sub in list(self._subscriptions):
-            if sub.wants(event) and not sub._offer(event):
+            if sub.wants(event) and not sub.offer(event):
                 self._drop(sub)
         for listener in list(self._listeners):
             try:
@@ -197,12 +197,13 @@ class EventBus(Lifecycle):
         log.warning(
             "events.subscriber_dropped",
             reason="fell behind",
-            maxsize=sub._maxsize,
+            maxsize=sub.maxsize,
             tenant_id=str(sub.tenant_id) if sub.tenant_id else None,
             call_id=str(sub.session_id) if sub.session_id else None,
         )
 
-    def _remove(self, sub: Subscription) -> None:
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forget ``sub`` (:meth:`Subscription.close` calls this; it also ends the stream)."""
         self._subscriptions.discard(sub)
 
     async def _close(self) -> None:
