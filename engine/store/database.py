@@ -25,10 +25,10 @@ import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
-from engine.errors import DatabaseUnavailable
+from engine.errors import DatabaseUnavailable, StoreError
 from engine.lifecycle import Lifecycle
 
-__all__ = ["CONNECTION_ERRORS", "ConnectRetry", "Connection", "Database"]
+__all__ = ["CONNECTION_ERRORS", "ConnectRetry", "Connection", "Database", "returned"]
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +46,14 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InvalidCatalogNameError,
     asyncpg.exceptions.InvalidAuthorizationSpecificationError,
 )
+
+
+def returned(row: asyncpg.Record | None, statement: str) -> asyncpg.Record:
+    """The row a statement that always returns one returned (an ``INSERT ... RETURNING``,
+    an aggregate); StoreError naming ``statement`` if PostgreSQL returned none."""
+    if row is None:
+        raise StoreError(f"{statement} returned no row")
+    return row
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -40,7 +40,7 @@ import structlog
 from engine.domain.netpolicy import OutboundPolicy
 from engine.errors import CtcError, SecretsError
 from engine.secrets import Keyring
-from engine.store.database import Database
+from engine.store.database import Database, returned
 
 __all__ = ["ClaimedCallback", "OutboxCounts", "OutboxRepository"]
 
@@ -213,5 +213,5 @@ class OutboxRepository:
             "SELECT count(*) FILTER (WHERE state = 'pending') AS pending, "
             "count(*) FILTER (WHERE state = 'dead') AS dead FROM callback_outbox"
         )
-        assert row is not None
-        return OutboxCounts(pending=int(row["pending"]), dead=int(row["dead"]))
+        counts = returned(row, "the outbox count")
+        return OutboxCounts(pending=int(counts["pending"]), dead=int(counts["dead"]))

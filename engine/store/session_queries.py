@@ -17,8 +17,8 @@ from datetime import datetime
 from typing import Any, Final
 
 from engine.domain.call import LIVE_STATUSES, CallStatus, Direction
-from engine.errors import InvalidInput, StoreError
-from engine.store.database import Database
+from engine.errors import InvalidInput
+from engine.store.database import Database, returned
 from engine.store.records import EVENT_COLUMNS, SESSION_COLUMNS, CallEvent, StoredSession
 
 __all__ = [
@@ -195,8 +195,7 @@ class SessionQueries:
             agent_id,
             [s.value for s in LIVE_STATUSES],
         )
-        if row is None:
-            raise StoreError("the session stats query returned no row")
+        row = returned(row, "the session stats query")
         total = int(row["total"])
         finished = total - int(row["live"])
         connected = int(row["connected"])

@@ -29,7 +29,7 @@ from engine.domain.call import CallStatus
 from engine.domain.event_types import CallEventType
 from engine.errors import Conflict, NotFound, StoreError
 from engine.events import EventBus
-from engine.store.database import Connection, Database
+from engine.store.database import Connection, Database, returned
 from engine.store.records import (
     EVENT_COLUMNS,
     SESSION_COLUMNS,
@@ -249,9 +249,7 @@ class WriteThrough:
             f"RETURNING {_SESSION_COLS}",
             *args,
         )
-        if row is None:
-            raise StoreError(f"session {current.id} vanished while locked")
-        return StoredSession.from_row(row)
+        return StoredSession.from_row(returned(row, f"UPDATE of locked session {current.id}"))
 
     async def _insert_event(
         self,
@@ -278,9 +276,7 @@ class WriteThrough:
             payload,
             at,
         )
-        if row is None:
-            raise StoreError(f"INSERT of an event of session {session.id} returned no row")
-        return CallEvent.from_row(row)
+        return CallEvent.from_row(returned(row, "INSERT INTO call_event"))
 
     async def _enqueue_callback(
         self, conn: Connection, session: StoredSession, event: CallEvent, url: str
