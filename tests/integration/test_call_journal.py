@@ -167,10 +167,10 @@ async def test_an_ivr_call_lands_whole_and_its_events_are_published_after_commit
             "ivr_menu": "journal_main",
         }
         assert await _events(db, ended.id) == [
-            (1, "session.created"),
-            (2, "status.changed"),
-            (3, "ivr.dtmf"),
-            (4, "status.changed"),
+            (1, CallEventType.SESSION_CREATED),
+            (2, CallEventType.STATUS_CHANGED),
+            (3, CallEventType.IVR_DTMF),
+            (4, CallEventType.STATUS_CHANGED),
         ]
         dtmf = await db.fetchrow(
             "SELECT digit, outcome, ms_since_prompt, option_id IS NOT NULL AS has_option "
