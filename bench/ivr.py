@@ -30,8 +30,9 @@ from engine.devtools.dtmf_caller import caller_csv, caller_scenario
 from engine.devtools.sandbox import DIALPLAN_DIR, Sandbox
 from engine.devtools.sipp import SippPhone
 from engine.ivr_yaml import load_menus
-from engine.store import Database, Store
+from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migrate
+from engine.store.repositories import Store
 
 MENUS = """\
 menus:
@@ -125,7 +126,7 @@ async def main() -> None:
             asterisk = box.status().pid or 0
             if args.engine_nice:
                 os.setpriority(os.PRIO_PROCESS, proc.pid, args.engine_nice)
-            db = await Database(db_url).open()
+            db = await Database(db_url).start()
             try:
                 async with BareAgiServer() as bare_agi, BareAriApp() as bare_ari:
                     bare = {"bare-agi": bare_agi, "bare-ari": bare_ari}

@@ -33,8 +33,9 @@ from engine.asterisk.links.ari import AriClient
 from engine.devtools.databases import create_database, drop_database
 from engine.devtools.sandbox import ARI_PASSWORD, Sandbox
 from engine.devtools.sipp import SippPhone
-from engine.store import Database, Store
+from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migrate
+from engine.store.repositories import Store
 
 PHONE_PORT = 5073  # agent3's port in dialplan/pjsip.conf
 

@@ -182,7 +182,8 @@ def db_status(ctx: _Context) -> None:
 async def _with_use_cases(settings: Settings, work: Any) -> Any:
     """Run ``work(use_cases)`` over a small pool of the configured database."""
     from engine.app.use_cases import UseCases
-    from engine.store import Database, Store
+    from engine.store.database import Database
+    from engine.store.repositories import Store
 
     keyring = settings.secrets.keyring()
     async with Database(settings.database.url, min_size=1, max_size=2) as database:

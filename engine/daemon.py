@@ -35,8 +35,9 @@ from engine.health import HealthReport
 from engine.loop_watch import LoopWatch
 from engine.metrics import Metrics
 from engine.notifier import CallbackNotifier
-from engine.store import Database, Store
+from engine.store.database import ConnectRetry, Database
 from engine.store.migrations import default_migrations_dir, migration_status
+from engine.store.repositories import Store
 
 __all__ = ["Engine", "run_until_signalled"]
 
@@ -52,7 +53,11 @@ class Engine:
         self.health = HealthReport()
         self.metrics = Metrics()
         self.db = Database(
-            db.url, min_size=db.min_size, max_size=db.max_size, command_timeout=db.command_timeout
+            db.url,
+            min_size=db.min_size,
+            max_size=db.max_size,
+            command_timeout=db.command_timeout,
+            retry=ConnectRetry(on_failure=self._database_unreachable),
         )
         self.events = EventBus()
         self.store = Store.over(self.db, events=self.events, keyring=settings.secrets.keyring())
@@ -141,6 +146,8 @@ class Engine:
         self.health.set("database", "starting", "connecting")
         self.health.set("api", "starting")
         try:
+            await self.events.start()
+            await self.store.journal.start()
             if self.ari is not None:
                 await self.ari.start()  # its HTTP session: the API's in-call controls use it
             await self.api.start()
@@ -153,17 +160,12 @@ class Engine:
         log.info("engine.started")
         return self
 
+    def _database_unreachable(self, error: CtcError, retry_in: float) -> None:
+        self.health.set("database", "down", str(error))
+        log.warning("database.unreachable", error=str(error), retry_in=retry_in)
+
     async def _connect_database(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                await self.db.open()
-                break
-            except CtcError as exc:
-                self.health.set("database", "down", str(exc))
-                log.warning("database.unreachable", error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        await self.db.start()  # tries again with capped backoff until PostgreSQL answers
         migrations_dir = self.settings.database.migrations_dir or default_migrations_dir()
         try:
             status = await migration_status(self.db.url, Path(migrations_dir))
@@ -219,7 +221,7 @@ class Engine:
             await self.ari.close()
         await self.store.journal.close()  # live calls' last rows (written behind)
         await self.notifier.close()  # after what writes events, before the database
-        self.events.close()
+        await self.events.close()
         await self.db.close()
         log.info("engine.stopped")
 

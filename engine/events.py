@@ -3,8 +3,8 @@
 Why a bus: the repository that commits a ``call_event`` is not the only party that cares
 about it. The SSE endpoint streams it to ERP dashboards and the callback notifier wakes up
 to deliver its outbox row at once instead of waiting for its next poll. The bus decouples
-them: :class:`~engine.store.sessions.SessionRepository` publishes each event right after its
-transaction commits, and anything may subscribe.
+them: the store's writers (:mod:`engine.store.write_through`, :mod:`engine.store.journal`)
+publish each event right after its transaction commits, and anything may subscribe.
 
 Publishing never blocks and never fails: each subscriber has its own bounded
 :class:`asyncio.Queue`; when a subscriber falls ``maxsize`` events behind, it is dropped
@@ -15,6 +15,10 @@ lost for good, because every event is in PostgreSQL: an SSE client reconnects wi
 The bus is best-effort by nature: it only sees events committed by this process. Other
 engines sharing the database are not seen (the notifier still polls for their rows).
 Pure asyncio, one event loop, no threads.
+
+Lifecycle: subscribing and adding a listener need a started bus (:meth:`EventBus.start`);
+:meth:`EventBus.close` ends every subscription. Publishing to a bus that is not open does
+nothing (nobody can be listening), so a writer's commit path never fails for it.
 """
 
 from __future__ import annotations
@@ -24,14 +28,12 @@ import contextlib
 import uuid
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self
+from typing import Final, Self
 
 import structlog
 
-from engine.errors import ClosedResourceError
-
-if TYPE_CHECKING:
-    from engine.store.sessions import CallEvent
+from engine.lifecycle import Lifecycle
+from engine.store.records import CallEvent
 
 __all__ = ["DEFAULT_MAXSIZE", "EventBus", "Listener", "Subscription"]
 
@@ -40,7 +42,7 @@ log = structlog.get_logger(__name__)
 DEFAULT_MAXSIZE: Final = 1000
 
 # A synchronous callback run on every publish (the notifier's wake-up); it must not block.
-Listener = Callable[["CallEvent"], None]
+Listener = Callable[[CallEvent], None]
 
 # Put in a subscriber's reserved queue slot to end its stream.
 _END: Final = None
@@ -67,7 +69,7 @@ class Subscription:
         self._bus = bus
         self.tenant_id = tenant_id
         self.session_id = session_id
-        self._maxsize = maxsize
+        self.maxsize = maxsize
         # one slot more than the events it may hold: room for the end marker, always
         self._queue: asyncio.Queue[CallEvent | None] = asyncio.Queue(maxsize + 1)
         self._ended = False  # the end marker is queued
@@ -83,11 +85,11 @@ class Subscription:
             self.session_id is None or event.session_id == self.session_id
         )
 
-    def _offer(self, event: CallEvent) -> bool:
+    def offer(self, event: CallEvent) -> bool:
         """Queue ``event``; False when the subscriber is full (the bus then drops it)."""
         if self._ended:
             return True
-        if self._queue.qsize() >= self._maxsize:
+        if self._queue.qsize() >= self.maxsize:
             return False
         self._queue.put_nowait(event)
         return True
@@ -99,7 +101,7 @@ class Subscription:
 
     def close(self) -> None:
         """Stop receiving; a consumer waiting in :meth:`next` gets ``None``. Idempotent."""
-        self._bus._remove(self)
+        self._bus.unsubscribe(self)
         self._end()
 
     async def next(self) -> CallEvent | None:
@@ -135,18 +137,13 @@ class Subscription:
         self.close()
 
 
-class EventBus:
+class EventBus(Lifecycle):
     """Fan-out of committed :class:`CallEvent` s to subscribers and listeners."""
 
     def __init__(self, *, maxsize: int = DEFAULT_MAXSIZE) -> None:
         self._maxsize = maxsize
         self._subscriptions: set[Subscription] = set()
         self._listeners: list[Listener] = []
-        self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     @property
     def subscriber_count(self) -> int:
@@ -160,8 +157,7 @@ class EventBus:
         maxsize: int | None = None,
     ) -> Subscription:
         """A new subscription; it sees every event published from now on that matches."""
-        if self._closed:
-            raise ClosedResourceError("EventBus is closed")
+        self.require_open("subscribed to")
         sub = Subscription(
             self,
             tenant_id=tenant_id,
@@ -173,6 +169,7 @@ class EventBus:
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(event)`` on every publish; returns the function that removes it."""
+        self.require_open("listened to")
         self._listeners.append(listener)
 
         def remove() -> None:
@@ -183,10 +180,10 @@ class EventBus:
 
     def publish(self, event: CallEvent) -> None:
         """Hand a committed event to every matching subscriber and listener; never blocks."""
-        if self._closed:
+        if not self.is_open:
             return
         for sub in list(self._subscriptions):
-            if sub.wants(event) and not sub._offer(event):
+            if sub.wants(event) and not sub.offer(event):
                 self._drop(sub)
         for listener in list(self._listeners):
             try:
@@ -200,17 +197,17 @@ class EventBus:
         log.warning(
             "events.subscriber_dropped",
             reason="fell behind",
-            maxsize=sub._maxsize,
+            maxsize=sub.maxsize,
             tenant_id=str(sub.tenant_id) if sub.tenant_id else None,
             call_id=str(sub.session_id) if sub.session_id else None,
         )
 
-    def _remove(self, sub: Subscription) -> None:
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forget ``sub`` (:meth:`Subscription.close` calls this; it also ends the stream)."""
         self._subscriptions.discard(sub)
 
-    def close(self) -> None:
-        """End every subscription and refuse new ones. Idempotent."""
-        self._closed = True
+    async def _close(self) -> None:
+        """End every subscription; new ones are refused from now on."""
         for sub in list(self._subscriptions):
             sub.close()
         self._listeners.clear()

@@ -1,10 +1,12 @@
 """Status callbacks to the ERP: signed HTTP POSTs from the PostgreSQL outbox.
 
-Why an outbox: a status change and its ``callback_outbox`` row are written in one
-transaction (:mod:`engine.store.sessions`), so a callback exists if and only if the change
-committed, and survives crashes and restarts. :class:`CallbackNotifier` delivers the rows.
+Why an outbox: a status change and its ``callback_outbox`` row are written together (one
+transaction in :mod:`engine.store.write_through`, one batch in :mod:`engine.store.journal`),
+so a callback exists if and only if the change committed, and survives crashes and
+restarts. :class:`CallbackNotifier` delivers the rows.
 
-**Request.** ``POST <url>`` with the stored JSON payload and these headers:
+**Request.** ``POST <url>`` with the stored JSON body (:class:`engine.contract.StatusCallback`,
+built when the change was written) and these headers:
 
 - ``Content-Type: application/json``
 - ``User-Agent: ctc-engine/<version>``
@@ -52,14 +54,14 @@ import json
 import random
 import time
 from collections.abc import Callable
-from types import TracebackType
-from typing import Final, Literal, Self
+from typing import Final, Literal
 
 import aiohttp
 import structlog
 
 from engine import __version__
 from engine.config.settings import CallbackSettings
+from engine.contract import EVENT_ID_HEADER, SIGNATURE_HEADER
 from engine.errors import (
     CallbackDeliveryError,
     ClosedResourceError,
@@ -69,14 +71,13 @@ from engine.errors import (
 )
 from engine.events import EventBus
 from engine.health import HealthReport
+from engine.lifecycle import Lifecycle
 from engine.metrics import Metrics
 from engine.outbound import OutboundHttp
 from engine.store.outbox import ClaimedCallback, OutboxRepository
-from engine.store.sessions import CallEvent
+from engine.store.records import CallEvent
 
 __all__ = [
-    "EVENT_ID_HEADER",
-    "SIGNATURE_HEADER",
     "SIGNATURE_TOLERANCE",
     "CallbackNotifier",
     "retry_delay",
@@ -86,8 +87,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-SIGNATURE_HEADER: Final = "X-CTC-Signature"
-EVENT_ID_HEADER: Final = "X-CTC-Event-Id"
 SIGNATURE_TOLERANCE: Final = 300.0  # seconds a receiver accepts a signature's timestamp
 USER_AGENT: Final = f"ctc-engine/{__version__}"
 COMPONENT: Final = "callbacks"
@@ -140,8 +139,9 @@ def retry_delay(
     return min(base * (0.9 + 0.2 * jitter()), maximum)
 
 
-class CallbackNotifier:
-    """Delivers ``callback_outbox`` rows. An async context manager; ``close()`` is bounded."""
+class CallbackNotifier(Lifecycle):
+    """Delivers ``callback_outbox`` rows (a :class:`~engine.lifecycle.Lifecycle`; ``close()``
+    is bounded by ``close_timeout``)."""
 
     def __init__(
         self,
@@ -173,18 +173,13 @@ class CallbackNotifier:
         self._retries: list[float] = []  # loop times when retries we scheduled fall due
         self._unlisten: Callable[[], None] | None = None
         self._stopping = False
-        self._closed = False
         self._healthy: bool | None = None
         self._dead = 0
         self._next_health = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def start(self) -> Self:
-        if self._closed:
-            raise ClosedResourceError("CallbackNotifier is closed")
-        if self._runner is not None:
-            return self
+    async def _open(self) -> None:
         self._http = OutboundHttp(
             limit=self._concurrency,
             timeout=aiohttp.ClientTimeout(total=self._settings.timeout),
@@ -197,29 +192,23 @@ class CallbackNotifier:
         self._wake.set()  # a first pass at once: rows left by a previous run
         self._runner = asyncio.create_task(self._run(), name="callback-notifier")
         log.info("callbacks.started", concurrency=self._concurrency, lease=self._lease)
-        return self
 
     def wake(self) -> None:
         """Look for due rows now rather than at the next poll."""
         self._wake.set()
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         """Stop claiming; let in-flight deliveries finish within ``close_timeout``.
 
         Past that, or if ``close()`` itself is cancelled, in-flight deliveries are cancelled;
         their leases are given back when there is time, else they run out and the rows are
-        retried then. Idempotent.
+        retried then.
         """
-        if self._closed:
-            return
-        self._closed = True
         self._stopping = True
         self._wake.set()
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
-        if self._runner is None:
-            return  # never started
         try:
             await asyncio.wait_for(self._drain(), self._close_timeout)
         except TimeoutError:
@@ -237,7 +226,7 @@ class CallbackNotifier:
 
     def terminate(self) -> None:
         """Cancel everything now, without waiting (leases run out; rows are retried then)."""
-        self._closed = self._stopping = True
+        self._stopping = True
         if self._runner is not None:
             self._runner.cancel()
         for task in self._inflight:
@@ -259,17 +248,6 @@ class CallbackNotifier:
             await asyncio.wait_for(self._outbox.release(abandoned), self._close_timeout)
         except Exception as exc:  # the leases then simply run out
             log.warning("callbacks.release_failed", error=repr(exc), rows=len(abandoned))
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- the loop ---------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from engine import __version__
+from engine.contract import EVENT_ID_HEADER, SIGNATURE_HEADER, StatusCallback
 from engine.domain.text import text_problem
 from engine.errors import NotFound
 from engine.store.tenants import Tenant
@@ -239,6 +240,7 @@ class Router:
         from engine.api.models import ErrorOut
 
         models.add(ErrorOut)
+        models.add(StatusCallback)  # the body of the callStatus webhook
         ordered = sorted(models, key=lambda m: m.__name__)
         _, defs = models_json_schema(
             [(m, "validation" if m is not ErrorOut else "serialization") for m in ordered],
@@ -252,6 +254,7 @@ class Router:
             "openapi": "3.1.0",
             "info": {"title": title, "version": __version__},
             "paths": paths,
+            "webhooks": {"callStatus": {"post": _status_callback_operation()}},
             "components": {
                 "schemas": schemas,
                 "securitySchemes": {
@@ -264,6 +267,39 @@ class Router:
                 },
             },
         }
+
+
+def _status_callback_operation() -> dict[str, Any]:
+    """The status callback the engine POSTs to a tenant's (or a request's) callback URL."""
+    return {
+        "summary": "A session's status changed",
+        "operationId": "callStatus",
+        "tags": ["callbacks"],
+        "description": "Sent for every status change of a session that has a callback URL "
+        "(the initiate request's, else the tenant's), one at a time per session in `seq` "
+        "order, at least once: de-duplicate on the event id. The body is signed with "
+        "HMAC-SHA256 under the tenant's callback secret over `<t>.<raw body>`; reject a "
+        "timestamp more than 5 minutes from your clock. Anything but a 2xx answer "
+        "(redirects are not followed) is retried with capped exponential backoff.",
+        "parameters": [
+            {
+                "name": EVENT_ID_HEADER,
+                "in": "header",
+                "required": True,
+                "description": "The call_event id (the body's event_id)",
+                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+            },
+            {
+                "name": SIGNATURE_HEADER,
+                "in": "header",
+                "required": True,
+                "description": "`t=<unix seconds>,v1=<hex HMAC-SHA256 of f'{t}.{body}'>`",
+                "schema": {"type": "string", "pattern": "^t=[0-9]+,v1=[0-9a-f]{64}$"},
+            },
+        ],
+        "requestBody": {"required": True, "content": {_JSON: {"schema": _ref(StatusCallback)}}},
+        "responses": {"2XX": {"description": "Delivered"}},
+    }
 
 
 # The control API's one table of endpoints: the modules of engine.api.routes register on it.

@@ -21,13 +21,13 @@ from pydantic import (
     model_serializer,
 )
 
+from engine.contract import CallEventOut
 from engine.domain.call import CallStatus, Direction
 from engine.store.providers import PROVIDER_TYPES
 
 __all__ = [
     "AgentActivityIn",
     "AgentActivityOut",
-    "CallEventOut",
     "DtmfIn",
     "EndCallIn",
     "ErrorBody",
@@ -52,7 +52,6 @@ __all__ = [
     "StatsOut",
     "StatsQuery",
     "StatusPatchIn",
-    "StreamEventOut",
     "TransferIn",
     "TransferOut",
     "WebhookAcceptedOut",
@@ -164,24 +163,8 @@ class SessionOut(_Out):
     updated_at: datetime
 
 
-class CallEventOut(_Out):
-    id: int
-    seq: int
-    event_type: str
-    status_from: str | None
-    status_to: str | None
-    payload: dict[str, Any]
-    occurred_at: datetime
-
-
 class SessionDetailOut(SessionOut):
     events: list[CallEventOut]
-
-
-class StreamEventOut(CallEventOut):
-    """The ``data:`` of one message on ``GET /api/v1/events`` (its SSE ``id`` is ``id``)."""
-
-    session_id: uuid.UUID
 
 
 class EventsQuery(_In):

@@ -38,10 +38,10 @@ from typing import Final, Literal
 import structlog
 from aiohttp import web
 
-from engine.api.models import StreamEventOut
+from engine.contract import stream_event
 from engine.errors import ClosedResourceError
 from engine.events import Subscription
-from engine.store.sessions import CallEvent
+from engine.store.records import CallEvent
 
 __all__ = [
     "CAPPED_RETRY_AFTER_S",
@@ -73,7 +73,7 @@ KEEPALIVE_LINE: Final = b": keepalive\n\n"
 def encode_event(event: CallEvent) -> bytes:
     """One SSE message: ``id``, ``event`` and one ``data`` line of JSON (JSON has no raw
     newlines, so one line is always enough)."""
-    data = StreamEventOut.model_validate(event, from_attributes=True).model_dump_json()
+    data = stream_event(event).model_dump_json()
     return f"id: {event.id}\nevent: {event.event_type}\ndata: {data}\n\n".encode()
 
 

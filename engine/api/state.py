@@ -14,7 +14,7 @@ from engine.errors import StoreError
 from engine.events import EventBus
 from engine.health import HealthReport
 from engine.metrics import Metrics
-from engine.store import Database
+from engine.store.database import Database
 
 __all__ = ["API_STATE", "METRICS_NEED_TOKEN", "ApiState"]
 

@@ -22,19 +22,14 @@ import structlog
 from engine.app.ports import Dialer
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
+from engine.domain.event_types import CallEventType
 from engine.domain.netpolicy import check_url
 from engine.domain.phone import to_e164
 from engine.domain.transfer import TransferType
 from engine.errors import Conflict, FeatureUnavailable, InvalidInput, NotFound
-from engine.store import Store
-from engine.store.sessions import (
-    CallEvent,
-    NewSession,
-    SessionFilter,
-    SessionPage,
-    SessionStats,
-    StoredSession,
-)
+from engine.store.records import CallEvent, NewSession, StoredSession
+from engine.store.repositories import Store
+from engine.store.session_queries import SessionFilter, SessionPage, SessionStats
 from engine.store.tenants import Tenant
 from engine.store.transfers import StoredTransfer
 
@@ -186,7 +181,7 @@ class CallService:
                 tenant.id,
                 session_id,
                 target,
-                event_type="session.ended",
+                event_type=CallEventType.SESSION_ENDED,
                 payload={"source": "api", "reason": reason},
                 changes={"end_reason": reason},
             )

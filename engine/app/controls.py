@@ -21,9 +21,10 @@ import structlog
 from engine.app.ports import InCallControls, MuteDirection
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
+from engine.domain.event_types import CallEventType
 from engine.errors import Conflict, FeatureUnavailable
-from engine.store import Store
-from engine.store.sessions import StoredSession
+from engine.store.records import StoredSession
+from engine.store.repositories import Store
 from engine.store.tenants import Tenant
 
 __all__ = [
@@ -111,27 +112,34 @@ class CallControlService:
     @staticmethod
     async def _carry_out(
         port: InCallControls, session: StoredSession, control: InCallControl
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> tuple[CallEventType, dict[str, Any]]:
         """Do the telephony; return the event type and payload that record it."""
         match control:
             case Hold(leg):
                 await port.hold(session, leg)
-                return "control.hold", {"leg": leg.value}
+                return CallEventType.CONTROL_HOLD, {"leg": leg.value}
             case Unhold(leg):
                 await port.unhold(session, leg)
-                return "control.unhold", {"leg": leg.value}
+                return CallEventType.CONTROL_UNHOLD, {"leg": leg.value}
             case Mute(leg, direction):
                 await port.mute(session, leg, direction)
-                return "control.mute", {"leg": leg.value, "direction": direction.value}
+                return CallEventType.CONTROL_MUTE, {"leg": leg.value, "direction": direction.value}
             case Unmute(leg, direction):
                 await port.unmute(session, leg, direction)
-                return "control.unmute", {"leg": leg.value, "direction": direction.value}
+                return CallEventType.CONTROL_UNMUTE, {
+                    "leg": leg.value,
+                    "direction": direction.value,
+                }
             case SendDtmf(leg, digits):
                 await port.send_dtmf(session, leg, digits)
-                return "control.dtmf", {"leg": leg.value, "digits": digits}
+                return CallEventType.CONTROL_DTMF, {"leg": leg.value, "digits": digits}
             case RecordingControl(action):
                 if session.recording_path is None:
                     raise Conflict(f"session {session.id} is not being recorded")
                 if action is RecordingAction.PAUSE:
-                    return "recording.paused", {"name": await port.pause_recording(session)}
-                return "recording.resumed", {"name": await port.resume_recording(session)}
+                    return CallEventType.RECORDING_PAUSED, {
+                        "name": await port.pause_recording(session)
+                    }
+                return CallEventType.RECORDING_RESUMED, {
+                    "name": await port.resume_recording(session)
+                }

@@ -21,6 +21,7 @@ import aiohttp
 import structlog
 
 from engine.domain.call import CallStatus, Direction
+from engine.domain.event_types import CallEventType
 from engine.domain.ivr import (
     HttpLookup,
     LookupResult,
@@ -35,8 +36,8 @@ from engine.domain.routing import Attempt, RoutePlan, plan_route
 from engine.domain.transfer import TransferState, TransferType
 from engine.errors import DestinationRefused, InvalidInput, NotFound
 from engine.outbound import OutboundHttp
-from engine.store import Store
-from engine.store.sessions import NewSession, StoredSession
+from engine.store.records import NewSession, StoredSession
+from engine.store.repositories import Store
 from engine.store.transfers import NewTransfer, StoredTransfer
 
 __all__ = ["IvrCallRecord", "MenuLoader", "http_lookup"]
@@ -120,12 +121,12 @@ class IvrCallRecord:
             session.tenant_id,
             session.id,
             CallStatus.CONNECTED,
-            event_type="ivr.answered",
+            event_type=CallEventType.IVR_ANSWERED,
             payload={"menu": menu, "channel_id": self.channel_id},
         )
         self.log.info("ivr.entered", menu=menu)
 
-    async def note(self, event_type: str, payload: dict[str, Any]) -> None:
+    async def note(self, event_type: CallEventType, payload: dict[str, Any]) -> None:
         """A telephony fact of this call as a ``call_event``."""
         session = self.opened()
         await self.store.sessions.append_event(
@@ -152,7 +153,7 @@ class IvrCallRecord:
         await self.store.sessions.append_event(
             session.tenant_id,
             session.id,
-            "ivr.dtmf",
+            CallEventType.IVR_DTMF,
             payload={
                 "menu": row.menu,
                 "digit": row.digit,
@@ -176,7 +177,7 @@ class IvrCallRecord:
             current.tenant_id,
             current.id,
             status,
-            event_type="ivr.ended",
+            event_type=CallEventType.IVR_ENDED,
             payload={"reason": reason},
             changes={"end_reason": reason},
         )
@@ -226,7 +227,7 @@ class IvrCallRecord:
         }
         if routing_rule_id is not None:
             payload["routing_rule_id"] = str(routing_rule_id)
-        await self.note("ivr.transfer_started", payload)
+        await self.note(CallEventType.IVR_TRANSFER_STARTED, payload)
         return transfer
 
     async def transfer_finished(
@@ -255,7 +256,7 @@ class IvrCallRecord:
             payload["hangup_cause"] = cause
         if reason:
             payload["reason"] = reason
-        await self.note("ivr.transfer_finished", payload)
+        await self.note(CallEventType.IVR_TRANSFER_FINISHED, payload)
         self.log.info("ivr.transfer_finished", target=done.target, state=state.value)
         return done
 
@@ -320,7 +321,7 @@ async def http_lookup(
     """
     if call is not None:
         await call.note(
-            "ivr.lookup",
+            CallEventType.IVR_LOOKUP,
             {"method": lookup.method, "url": _shown(lookup.url), "params": dict(lookup.params)},
         )
     started = time.monotonic()
@@ -330,7 +331,7 @@ async def http_lookup(
     if call is not None:
         took = round((time.monotonic() - started) * 1000)
         await call.note(
-            "ivr.lookup_result",
+            CallEventType.IVR_LOOKUP_RESULT,
             {"ok": result.ok, "value": result.value, "error": result.error, "ms": took},
         )
         call.log.info("ivr.lookup", ok=result.ok, error=result.error, ms=took)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from engine.store import Store
+from engine.store.repositories import Store
 
 __all__ = ["StoredSecretsService"]
 

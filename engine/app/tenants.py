@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.store import Store
+from engine.store.repositories import Store
 from engine.store.tenants import IssuedToken, Tenant
 
 __all__ = ["TenantService"]

@@ -13,7 +13,7 @@ from engine.app.providers import ProviderService
 from engine.app.stored_secrets import StoredSecretsService
 from engine.app.tenants import TenantService
 from engine.app.webhooks import WebhookIntake
-from engine.store import Store
+from engine.store.repositories import Store
 
 __all__ = ["UseCases"]
 

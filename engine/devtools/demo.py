@@ -25,6 +25,7 @@ from engine.config.settings import ApiSettings, AriSettings, DatabaseSettings, L
 from engine.daemon import Engine
 from engine.devtools.sandbox import ARI_PASSWORD, Sandbox
 from engine.devtools.sipp import SippPhone
+from engine.domain.event_types import CallEventType
 from engine.errors import CtcError, DatabaseUnavailable
 from engine.store.migrations import default_migrations_dir, migrate
 
@@ -130,7 +131,7 @@ async def _call(
                         offset = (event.occurred_at - first).total_seconds()
                         status = f" -> {event.status_to}" if event.status_to else ""
                         say(f"   +{offset:6.3f}s  {event.event_type}{status}")
-                        if event.event_type == "recording.finished" or (
+                        if event.event_type == CallEventType.RECORDING_FINISHED or (
                             event.status_to in ("busy", "no_answer", "failed", "canceled")
                         ):
                             break

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.domain.call import CallStatus
+from engine.domain.event_types import CallEventType
 
 __all__ = [
     "Answered",
@@ -139,7 +140,7 @@ def restart_queued(age: timedelta, deadline: timedelta) -> Start | StartExpired:
 @dataclasses.dataclass(frozen=True, slots=True)
 class SetStatus:
     status: CallStatus
-    event_type: str
+    event_type: CallEventType
     payload: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     changes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     # when the change happened, if not now (an end Asterisk recorded while we were away)
@@ -180,7 +181,7 @@ class Hangup:
 class Note:
     """A telephony fact worth a ``call_event`` row that changes no status."""
 
-    event_type: str
+    event_type: CallEventType
     payload: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     changes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -212,7 +213,7 @@ NOTHING = Decision()
 # once the agent answered: ringback to them while the customer rings
 _DIAL_CUSTOMER: tuple[Command, ...] = (
     PlayRingback(Leg.AGENT),
-    SetStatus(S.DIALING_CUSTOMER, "customer.dialing"),
+    SetStatus(S.DIALING_CUSTOMER, CallEventType.CUSTOMER_DIALING),
     Originate(Leg.CUSTOMER),
 )
 
@@ -224,7 +225,9 @@ def _cause(fact: LegEnded) -> dict[str, Any]:
     return cause
 
 
-def _ended(status: CallStatus, event_type: str, fact: LegEnded, **reason: str) -> SetStatus:
+def _ended(
+    status: CallStatus, event_type: CallEventType, fact: LegEnded, **reason: str
+) -> SetStatus:
     """The terminal status a leg's end leads to, stamped when the leg ended."""
     return SetStatus(status, event_type, _cause(fact), {**_cause(fact), **reason}, at=fact.at)
 
@@ -236,32 +239,43 @@ def decide(status: CallStatus, fact: Fact, *, record: bool = False) -> Decision:
     """
     match fact:
         case Start() if status is S.QUEUED:
-            return Decision((SetStatus(S.DIALING_AGENT, "agent.dialing"), Originate(Leg.AGENT)))
+            return Decision(
+                (SetStatus(S.DIALING_AGENT, CallEventType.AGENT_DIALING), Originate(Leg.AGENT))
+            )
         case StartExpired() if status is S.QUEUED:
             reason = {"end_reason": fact.reason}
-            return Decision((SetStatus(S.FAILED, "session.start_expired", reason, reason),))
+            return Decision(
+                (SetStatus(S.FAILED, CallEventType.SESSION_START_EXPIRED, reason, reason),)
+            )
         case Answered(leg=Leg.AGENT) if status is S.DIALING_AGENT:
-            return Decision((SetStatus(S.AGENT_ANSWERED, "agent.answered"), *_DIAL_CUSTOMER))
+            return Decision(
+                (SetStatus(S.AGENT_ANSWERED, CallEventType.AGENT_ANSWERED), *_DIAL_CUSTOMER)
+            )
         case Resume() if status is S.AGENT_ANSWERED:
             # the agent is waiting; the customer was not dialed (that is stored first)
             return Decision(_DIAL_CUSTOMER)
         case Answered(leg=Leg.CUSTOMER) if status is S.DIALING_CUSTOMER:
             steps: tuple[Command, ...] = (
                 BridgeLegs(),
-                SetStatus(S.CONNECTED, "customer.answered"),
+                SetStatus(S.CONNECTED, CallEventType.CUSTOMER_ANSWERED),
             )
             return Decision(steps + ((StartRecording(),) if record else ()))
         case LegEnded(leg=Leg.AGENT) if status is S.DIALING_AGENT:
             end = status_for_unanswered(fact.cause)
-            return Decision((_ended(end, "agent.unanswered", fact),))
+            return Decision((_ended(end, CallEventType.AGENT_UNANSWERED, fact),))
         case LegEnded(leg=Leg.AGENT) if status in (S.AGENT_ANSWERED, S.DIALING_CUSTOMER):
             why = "agent hung up before the customer answered"
             return Decision(
-                (Hangup(Leg.CUSTOMER), _ended(S.CANCELED, "agent.hangup", fact, end_reason=why))
+                (
+                    Hangup(Leg.CUSTOMER),
+                    _ended(S.CANCELED, CallEventType.AGENT_HANGUP, fact, end_reason=why),
+                )
             )
         case LegEnded(leg=Leg.CUSTOMER) if status is S.DIALING_CUSTOMER:
             end = status_for_unanswered(fact.cause)
-            return Decision((Hangup(Leg.AGENT), _ended(end, "customer.unanswered", fact)))
+            return Decision(
+                (Hangup(Leg.AGENT), _ended(end, CallEventType.CUSTOMER_UNANSWERED, fact))
+            )
         case LegEnded() if status is S.CONNECTED:
             other = Leg.CUSTOMER if fact.leg is Leg.AGENT else Leg.AGENT
             return Decision(
@@ -269,7 +283,7 @@ def decide(status: CallStatus, fact: Fact, *, record: bool = False) -> Decision:
                     Hangup(other),
                     _ended(
                         S.COMPLETED,
-                        f"{fact.leg.value}.hangup",
+                        CallEventType(f"{fact.leg.value}.hangup"),
                         fact,
                         end_reason=f"{fact.leg.value} hung up",
                     ),
@@ -282,7 +296,9 @@ def decide(status: CallStatus, fact: Fact, *, record: bool = False) -> Decision:
             bridged = (DestroyBridge(),) if status is S.CONNECTED else ()
             return Decision(
                 (
-                    SetStatus(target, "session.ended", {"source": "api", **reason}, reason),
+                    SetStatus(
+                        target, CallEventType.SESSION_ENDED, {"source": "api", **reason}, reason
+                    ),
                     Hangup(Leg.AGENT),
                     Hangup(Leg.CUSTOMER),
                     *bridged,
@@ -292,7 +308,7 @@ def decide(status: CallStatus, fact: Fact, *, record: bool = False) -> Decision:
             return Decision(
                 (
                     Note(
-                        "recording.finished",
+                        CallEventType.RECORDING_FINISHED,
                         {"duration_ms": fact.duration_ms},
                         {"recording_duration_ms": fact.duration_ms},
                     ),

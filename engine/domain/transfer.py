@@ -22,6 +22,7 @@ import enum
 from datetime import datetime
 
 from engine.domain.click_to_call import Answered, Fact, Leg, LegEnded, status_for_unanswered
+from engine.domain.event_types import CallEventType
 
 __all__ = [
     "AdoptTarget",
@@ -183,7 +184,7 @@ class AdoptTarget:
 @dataclasses.dataclass(frozen=True, slots=True)
 class SetState:
     state: TransferState
-    event_type: str
+    event_type: CallEventType
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -191,7 +192,7 @@ class Finish:
     """End the transfer with ``state`` (terminal), recording ``reason``/``cause``."""
 
     state: TransferState
-    event_type: str
+    event_type: CallEventType
     reason: str | None = None
     cause: int | None = None
 
@@ -233,32 +234,35 @@ def decide_transfer(
     take_over: tuple[TransferStep, ...] = (
         ReleaseLeg(replaced),
         AdoptTarget(replaced),
-        Finish(T.COMPLETED, "transfer.completed"),
+        Finish(T.COMPLETED, CallEventType.TRANSFER_COMPLETED),
     )
     match fact:
         case TargetAnswered() if state is T.INITIATED and not attended:
             return (BridgeTarget(), *take_over)
         case TargetAnswered() if state is T.INITIATED:
-            return (ConsultBridge(), SetState(T.CONSULTING, "transfer.consulting"))
+            return (ConsultBridge(), SetState(T.CONSULTING, CallEventType.TRANSFER_CONSULTING))
         case TargetEnded() if state is T.INITIATED:
             outcome = state_for_unanswered(fact.cause)
             reason = fact.cause_text or f"target did not answer ({outcome.value})"
-            return (*unhold, Finish(outcome, f"transfer.{outcome.value}", reason, fact.cause))
+            return (
+                *unhold,
+                Finish(outcome, CallEventType(f"transfer.{outcome.value}"), reason, fact.cause),
+            )
         case TargetEnded() if state is T.CONSULTING:
             return (
                 ReturnAgent(),
                 DestroyConsult(),
                 UnholdCustomer(),
-                Finish(T.CANCELED, "transfer.canceled", "target hung up", fact.cause),
+                Finish(T.CANCELED, CallEventType.TRANSFER_CANCELED, "target hung up", fact.cause),
             )
         case TargetLost() if state is T.INITIATED:
-            return (*unhold, Finish(T.FAILED, "transfer.failed", fact.reason))
+            return (*unhold, Finish(T.FAILED, CallEventType.TRANSFER_FAILED, fact.reason))
         case TargetLost() if state is T.CONSULTING:
             return (
                 ReturnAgent(),
                 DestroyConsult(),
                 UnholdCustomer(),
-                Finish(T.FAILED, "transfer.failed", fact.reason),
+                Finish(T.FAILED, CallEventType.TRANSFER_FAILED, fact.reason),
             )
         case CompleteRequested() if state is T.CONSULTING and replaced is Leg.AGENT:
             return (BridgeTarget(), DestroyConsult(), UnholdCustomer(), *take_over)
@@ -272,13 +276,13 @@ def decide_transfer(
                 ReturnAgent(),
                 DestroyConsult(),
                 UnholdCustomer(),
-                Finish(T.CANCELED, "transfer.canceled", "canceled by API"),
+                Finish(T.CANCELED, CallEventType.TRANSFER_CANCELED, "canceled by API"),
             )
         case CancelRequested() if attended and state is T.INITIATED:
             return (
                 HangupTarget(),
                 UnholdCustomer(),
-                Finish(T.CANCELED, "transfer.canceled", "canceled by API"),
+                Finish(T.CANCELED, CallEventType.TRANSFER_CANCELED, "canceled by API"),
             )
     return None
 

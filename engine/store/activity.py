@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from engine.errors import NotFound
-from engine.store.database import Database
+from engine.store.database import Database, returned
 
 __all__ = ["ActivityRepository", "AgentActivity", "WebhookLogEntry", "WebhookRepository"]
 
@@ -66,8 +66,7 @@ class ActivityRepository:
             )
         except asyncpg.ForeignKeyViolationError as exc:
             raise NotFound("session", session_id) from exc
-        assert row is not None
-        return AgentActivity(**dict(row))
+        return AgentActivity(**dict(returned(row, "INSERT INTO agent_activity_log")))
 
 
 class WebhookRepository:
@@ -99,5 +98,4 @@ class WebhookRepository:
             dict(payload),
             dict(headers),
         )
-        assert row is not None
-        return WebhookLogEntry(**dict(row))
+        return WebhookLogEntry(**dict(returned(row, "INSERT INTO click_to_call_webhook_log")))

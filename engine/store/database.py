@@ -1,26 +1,34 @@
 """The asyncpg pool, wrapped: one place that opens, closes and translates database errors.
 
-``Database`` is an async context manager. Closing is bounded and cancellation-safe;
-using it after ``close()`` raises :class:`~engine.errors.ClosedResourceError`. asyncpg
-connection errors become :class:`~engine.errors.DatabaseUnavailable` at this boundary.
+``Database`` is a :class:`~engine.lifecycle.Lifecycle`: ``start()`` creates the pool,
+``close()`` closes it (bounded and cancellation-safe); using it before ``start()`` or after
+``close()`` raises :class:`~engine.errors.ClosedResourceError`. asyncpg connection errors
+become :class:`~engine.errors.DatabaseUnavailable` at this boundary.
+
+Why a retry of its own (:class:`ConnectRetry`): the daemon serves its API (and ``/healthz``)
+while PostgreSQL is still unreachable. With a retry, ``start()`` keeps trying with capped
+backoff and reports each failure; until it has connected, using the pool raises
+``DatabaseUnavailable`` (the API answers 503). Without one, ``start()`` fails at the first
+refusal, which is what the CLI and tests want.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
-from collections.abc import AsyncIterator
-from types import TracebackType
-from typing import Any, Self, TypeAlias
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeAlias
 
 import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
-from engine.errors import ClosedResourceError, DatabaseUnavailable
+from engine.errors import DatabaseUnavailable, StoreError
+from engine.lifecycle import Lifecycle
 
-__all__ = ["CONNECTION_ERRORS", "Connection", "Database"]
+__all__ = ["CONNECTION_ERRORS", "ConnectRetry", "Connection", "Database", "returned"]
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +48,14 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def returned(row: asyncpg.Record | None, statement: str) -> asyncpg.Record:
+    """The row a statement that always returns one returned (an ``INSERT ... RETURNING``,
+    an aggregate); StoreError naming ``statement`` if PostgreSQL returned none."""
+    if row is None:
+        raise StoreError(f"{statement} returned no row")
+    return row
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # jsonb in and out as Python objects, so repositories never json.dumps by hand
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -55,7 +71,17 @@ async def _keep_session_state(conn: asyncpg.Connection) -> None:
     """
 
 
-class Database:
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConnectRetry:
+    """Keep connecting until PostgreSQL answers: wait ``initial`` seconds after the first
+    failure, doubling up to ``maximum``; ``on_failure(error, retry_in)`` hears each one."""
+
+    initial: float = 0.2
+    maximum: float = 10.0
+    on_failure: Callable[[DatabaseUnavailable, float], None] | None = None
+
+
+class Database(Lifecycle):
     """A connection pool to the engine's PostgreSQL database."""
 
     def __init__(
@@ -66,40 +92,51 @@ class Database:
         max_size: int = 10,
         command_timeout: float = 10.0,
         close_timeout: float = 10.0,
+        retry: ConnectRetry | None = None,
     ) -> None:
         self._url = url
         self._min_size = min_size
         self._max_size = max_size
         self._command_timeout = command_timeout
         self._close_timeout = close_timeout
+        self._retry = retry
         self._pool: asyncpg.Pool | None = None
-        self._closed = False
 
     @property
     def url(self) -> str:
         return self._url
 
-    async def open(self) -> Self:
-        if self._closed:
-            raise ClosedResourceError("Database is closed")
-        if self._pool is None:
+    async def _open(self) -> None:
+        retry = self._retry
+        delay = 0.0 if retry is None else retry.initial
+        while True:
             try:
-                self._pool = await asyncpg.create_pool(
-                    self._url,
-                    min_size=self._min_size,
-                    max_size=self._max_size,
-                    command_timeout=self._command_timeout,
-                    init=_init_connection,
-                    reset=_keep_session_state,
-                    timeout=self._command_timeout,
-                )
-            except CONNECTION_ERRORS as exc:
-                raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-        return self
+                self._pool = await self._create_pool()
+                return
+            except DatabaseUnavailable as exc:
+                if retry is None:
+                    raise
+                if retry.on_failure is not None:
+                    retry.on_failure(exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, retry.maximum)
 
-    async def close(self) -> None:
+    async def _create_pool(self) -> asyncpg.Pool:
+        try:
+            return await asyncpg.create_pool(
+                self._url,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                command_timeout=self._command_timeout,
+                init=_init_connection,
+                reset=_keep_session_state,
+                timeout=self._command_timeout,
+            )
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+
+    async def _close(self) -> None:
         """Close the pool: graceful within ``close_timeout``, then terminate."""
-        self._closed = True
         pool, self._pool = self._pool, None
         if pool is None:
             return
@@ -116,20 +153,10 @@ class Database:
             log.warning("database.close_failed", exc_info=True)
             pool.terminate()
 
-    async def __aenter__(self) -> Self:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     def _require_pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise ClosedResourceError("Database is closed" if self._closed else "Database not open")
+        self.require_open()
+        if self._pool is None:  # start() is still connecting (with a retry)
+            raise DatabaseUnavailable("not connected to PostgreSQL yet")
         return self._pool
 
     @contextlib.asynccontextmanager

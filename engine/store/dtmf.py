@@ -1,8 +1,9 @@
 """``call_dtmf_interaction``: one row per key decision in an IVR (digit, menu, option or
 invalid/timeout, ms since the prompt). The IVR adapter also appends a ``call_event``.
 
-Rows of a live session owned by the :class:`~engine.store.journal.CallJournal` are written
-behind with the session's other changes; others are inserted at once."""
+Rows of a live session owned by the :class:`~engine.store.journal.CallJournal` (see
+:class:`~engine.store.ownership.SessionOwnership`) are written behind with the session's
+other changes; others are inserted at once."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ import uuid
 from datetime import UTC, datetime
 
 from engine.store.database import Database
-from engine.store.journal import CallJournal, DtmfRow
+from engine.store.ownership import SessionOwnership
+from engine.store.records import DtmfRow
 
 __all__ = ["DtmfRepository"]
 
 
 class DtmfRepository:
-    def __init__(self, db: Database, journal: CallJournal) -> None:
+    def __init__(self, db: Database, ownership: SessionOwnership) -> None:
         self._db = db
-        self._journal = journal
+        self._ownership = ownership
 
     async def record(
         self,
@@ -49,8 +51,8 @@ class DtmfRepository:
             channel_id=channel_id,
             occurred_at=datetime.now(UTC),
         )
-        if self._journal.owns(session_id):
-            self._journal.dtmf(row)
+        if self._ownership.written_behind(session_id):
+            self._ownership.journal.dtmf(row)
             return
         await self._db.execute(
             "INSERT INTO call_dtmf_interaction (tenant_id, session_id, menu_id, menu_version, "

@@ -14,7 +14,7 @@ What holds:
 - Atomic per batch: a batch commits whole or not at all; a committed event's session row,
   outbox row and DTMF rows are committed with it.
 - Events are published to the :class:`~engine.events.EventBus` after their batch commits,
-  in ``seq`` order per session, as :class:`~engine.store.sessions.SessionRepository` does.
+  in ``seq`` order per session, as :class:`~engine.store.write_through.WriteThrough` does.
   So a subscriber never sees a fact that is not in the database.
 - PostgreSQL away: the batch is kept and retried with capped backoff; calls in progress go
   on. The backlog is bounded: past ``max_backlog`` queued rows, :meth:`CallJournal.open`
@@ -22,11 +22,16 @@ What holds:
 - A batch PostgreSQL refuses (a bug, or e.g. an IVR option deleted mid-call) is retried one
   session at a time, so one bad session cannot block the others; that session's rows are
   logged and dropped.
-- Readers in this process see live sessions from memory (``SessionRepository.get``);
+- Readers in this process see live sessions from memory: the journal is their owner
+  (:class:`~engine.store.ownership.SessionOwnership`) and answers ``get``/``by_id``;
   listings and stats read PostgreSQL and may lag by up to ``interval``. Code that writes a
   row referring to a live session outside the journal first awaits :meth:`flush`.
 - One owner: a session is owned by the process that opened it (single engine per database
   for now, as the event bus already assumes).
+
+Lifecycle: :meth:`CallJournal.start` starts the writer task; :meth:`CallJournal.close`
+writes what is queued (within ``close_grace`` seconds), then stops it. Closed, it refuses
+new sessions and changes (``ClosedResourceError``).
 
 An event's ``id`` is assigned by PostgreSQL, so :meth:`transition` and :meth:`append_event`
 return events whose ``id`` is 0; published events carry the real id.
@@ -41,27 +46,29 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import asyncpg
 import structlog
 
+from engine.contract import status_callback
 from engine.domain.call import CallStatus
+from engine.domain.event_types import CallEventType
 from engine.errors import ClosedResourceError, DatabaseUnavailable, NotFound
+from engine.events import EventBus
+from engine.health import HealthReport
+from engine.lifecycle import Lifecycle
 from engine.store.database import Database
-from engine.store.sessions import (
+from engine.store.records import (
+    EVENT_COLUMNS,
     SESSION_COLUMNS,
     CallEvent,
+    DtmfRow,
     NewSession,
     StoredSession,
-    callback_payload,
 )
 
-if TYPE_CHECKING:
-    from engine.events import EventBus
-    from engine.health import HealthReport
-
-__all__ = ["CallJournal", "DtmfRow"]
+__all__ = ["CallJournal"]
 
 log = structlog.get_logger(__name__)
 
@@ -104,24 +111,6 @@ SELECT id, session_id, seq FROM e
 """
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class DtmfRow:
-    """One ``call_dtmf_interaction`` row (see sql/0002_call_policy.sql)."""
-
-    tenant_id: uuid.UUID
-    session_id: uuid.UUID
-    menu_id: uuid.UUID
-    menu_version: int
-    option_id: uuid.UUID | None
-    digit: str | None
-    input_value: str | None
-    outcome: str
-    attempt: int
-    ms_since_prompt: int | None
-    channel_id: str | None
-    occurred_at: datetime
-
-
 @dataclasses.dataclass(slots=True)
 class _Pending:
     """What is queued for one session since the last batch."""
@@ -146,7 +135,7 @@ def _json_default(value: Any) -> str:
     return str(value)  # uuid.UUID, enums
 
 
-class CallJournal:
+class CallJournal(Lifecycle):
     """Live sessions in memory, written behind in batches. See the module docstring."""
 
     def __init__(
@@ -156,11 +145,13 @@ class CallJournal:
         *,
         interval: float = DEFAULT_INTERVAL,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
+        close_grace: float = 10.0,
     ) -> None:
         self._db = db
         self._events = events
         self._interval = interval
         self._max_backlog = max_backlog
+        self._close_grace = close_grace
         self._live: dict[uuid.UUID, StoredSession] = {}
         self._callback_urls: dict[uuid.UUID, str | None] = {}
         self._pending: dict[uuid.UUID, _Pending] = {}
@@ -171,7 +162,6 @@ class CallJournal:
         self._wake = asyncio.Event()
         self._hurry = False
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
         self.dropped = 0  # rows PostgreSQL refused (logged)
         self.batches = 0  # committed
         self.failures = 0  # attempts that found PostgreSQL away (the batch was kept)
@@ -184,8 +174,56 @@ class CallJournal:
     def owns(self, session_id: uuid.UUID) -> bool:
         return session_id in self._live
 
-    def live(self, session_id: uuid.UUID) -> StoredSession | None:
+    async def by_id(self, session_id: uuid.UUID) -> StoredSession | None:
         return self._live.get(session_id)
+
+    async def get(self, tenant_id: uuid.UUID, session_id: uuid.UUID) -> StoredSession:
+        return self._held(tenant_id, session_id)
+
+    async def transition(
+        self,
+        tenant_id: uuid.UUID,
+        session_id: uuid.UUID,
+        target: CallStatus | str,
+        *,
+        event_type: CallEventType,
+        payload: Mapping[str, Any] | None,
+        changes: Mapping[str, Any],
+        at: datetime | None,
+    ) -> tuple[StoredSession, CallEvent]:
+        """:meth:`change` with a status ``target``, for a session of ``tenant_id``."""
+        self._held(tenant_id, session_id)
+        return self.change(
+            session_id,
+            target=target,
+            event_type=event_type,
+            payload=payload,
+            changes=changes,
+            at=at,
+        )
+
+    async def append_event(
+        self,
+        tenant_id: uuid.UUID,
+        session_id: uuid.UUID,
+        event_type: CallEventType,
+        *,
+        payload: Mapping[str, Any] | None,
+        changes: Mapping[str, Any],
+        at: datetime | None,
+    ) -> tuple[StoredSession, CallEvent]:
+        """:meth:`change` without a status change, for a session of ``tenant_id``."""
+        self._held(tenant_id, session_id)
+        return self.change(
+            session_id, target=None, event_type=event_type, payload=payload, changes=changes, at=at
+        )
+
+    def _held(self, tenant_id: uuid.UUID, session_id: uuid.UUID) -> StoredSession:
+        """The live session, or NotFound (also when another tenant's: not theirs to see)."""
+        session = self._live.get(session_id)
+        if session is None or session.tenant_id != tenant_id:
+            raise NotFound("session", session_id)
+        return session
 
     @property
     def backlog(self) -> int:
@@ -244,7 +282,7 @@ class CallJournal:
         self._callback_urls[session.id] = new.callback_url or tenant_callback_url
         event = self._queue(
             session,
-            event_type="session.created",
+            event_type=CallEventType.SESSION_CREATED,
             status_from=None,
             status_to=session.status.value,
             payload={"direction": session.direction.value},
@@ -258,7 +296,7 @@ class CallJournal:
         session_id: uuid.UUID,
         *,
         target: CallStatus | str | None,
-        event_type: str,
+        event_type: CallEventType,
         payload: Mapping[str, Any] | None,
         changes: Mapping[str, Any],
         at: datetime | None,
@@ -314,24 +352,30 @@ class CallJournal:
         including a batch being written right now."""
         if self._queued <= self._written:
             return
-        if self._task is None:
-            raise ClosedResourceError("CallJournal is closed")
+        self.require_open("flushed")
+        await self._flushed()
+
+    async def _flushed(self) -> None:
+        if self._queued <= self._written:
+            return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append((self._queued, waiter))
         self._hurry = True
         self._wake.set()
         await waiter
 
-    async def close(self, grace: float = 10.0) -> None:
-        """Write what is queued (within ``grace`` seconds), then stop the writer."""
-        if self._closed:
-            return
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._writer(), name="call-journal")
+
+    async def _close(self) -> None:
+        """Write what is queued (within ``close_grace`` seconds), then stop the writer."""
         try:
             if self._task is not None and not self._task.done():
                 with contextlib.suppress(TimeoutError, ClosedResourceError):
-                    await asyncio.wait_for(asyncio.shield(self.flush()), grace)
+                    await asyncio.wait_for(asyncio.shield(self._flushed()), self._close_grace)
         finally:
-            self._closed = True
             task, self._task = self._task, None
             if task is not None:
                 task.cancel()
@@ -344,8 +388,7 @@ class CallJournal:
     # -- queueing ---------------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise ClosedResourceError("CallJournal is closed")
+        self.require_open("changed")
 
     def _pending_for(self, session: StoredSession) -> _Pending:
         """The session's entry in the next batch, carrying its latest row."""
@@ -360,7 +403,7 @@ class CallJournal:
         self,
         session: StoredSession,
         *,
-        event_type: str,
+        event_type: CallEventType,
         status_from: str | None,
         status_to: str | None,
         payload: dict[str, Any],
@@ -390,7 +433,7 @@ class CallJournal:
                     "session_id": session.id,
                     "seq": event.seq,
                     "url": url,
-                    "payload": callback_payload(session, event),
+                    "payload": status_callback(session, event).model_dump(mode="json"),
                 }
             )
             added += 1
@@ -400,8 +443,6 @@ class CallJournal:
     def _bump(self, rows: int) -> None:
         self._backlog += rows
         self._queued += 1
-        if self._task is None and not self._closed:
-            self._task = asyncio.get_running_loop().create_task(self._writer(), name="call-journal")
         self._wake.set()
 
     # -- the writer -------------------------------------------------------------------------
@@ -566,16 +607,7 @@ def _row(obj: object, fields: tuple[str, ...]) -> dict[str, Any]:
 
 _DTMF_FIELDS: Final = tuple(f.name for f in dataclasses.fields(DtmfRow))
 # call_event's columns we write (its id comes from PostgreSQL)
-_EVENT_FIELDS: Final = (
-    "tenant_id",
-    "session_id",
-    "seq",
-    "event_type",
-    "status_from",
-    "status_to",
-    "payload",
-    "occurred_at",
-)
+_EVENT_FIELDS: Final = tuple(c for c in EVENT_COLUMNS if c != "id")
 
 
 def _dumps(rows: list[dict[str, Any]]) -> str:

@@ -1,8 +1,9 @@
 """The callback outbox: claiming due rows, and recording what their delivery did.
 
-Rows are written by :class:`~engine.store.sessions.SessionRepository` in the same
-transaction as the status change they carry, so no callback is lost across crashes. This
-repository is the notifier's side of the table. Why it is shaped this way:
+Rows are written by the session writers (:mod:`engine.store.write_through`,
+:mod:`engine.store.journal`) with the status change they carry (same transaction, same
+batch), so no callback is lost across crashes. This repository is the notifier's side of
+the table. Why it is shaped this way:
 
 - **Several engines may share one database.** :meth:`OutboxRepository.claim` selects due
   rows ``FOR UPDATE SKIP LOCKED`` in a short transaction and pushes their
@@ -39,7 +40,7 @@ import structlog
 from engine.domain.netpolicy import OutboundPolicy
 from engine.errors import CtcError, SecretsError
 from engine.secrets import Keyring
-from engine.store.database import Database
+from engine.store.database import Database, returned
 
 __all__ = ["ClaimedCallback", "OutboxCounts", "OutboxRepository"]
 
@@ -212,5 +213,5 @@ class OutboxRepository:
             "SELECT count(*) FILTER (WHERE state = 'pending') AS pending, "
             "count(*) FILTER (WHERE state = 'dead') AS dead FROM callback_outbox"
         )
-        assert row is not None
-        return OutboxCounts(pending=int(row["pending"]), dead=int(row["dead"]))
+        counts = returned(row, "the outbox count")
+        return OutboxCounts(pending=int(counts["pending"]), dead=int(counts["dead"]))

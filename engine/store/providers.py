@@ -20,7 +20,7 @@ import asyncpg
 
 from engine.errors import Conflict, NotFound
 from engine.secrets import Keyring
-from engine.store.database import Database
+from engine.store.database import Database, returned
 
 __all__ = [
     "PROVIDER_TYPES",
@@ -126,8 +126,7 @@ class ProviderRepository:
                 )
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"a provider named {new.name!r} already exists") from exc
-        assert row is not None
-        return StoredProvider(**dict(row))
+        return StoredProvider(**dict(returned(row, "INSERT INTO voip_provider")))
 
     async def get(self, tenant_id: uuid.UUID, provider_id: uuid.UUID) -> StoredProvider:
         row = await self._db.fetchrow(

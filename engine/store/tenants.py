@@ -31,7 +31,7 @@ import structlog
 from engine.domain.netpolicy import Network, OutboundPolicy, check_url
 from engine.errors import Conflict, CtcError, DatabaseUnavailable, NotFound
 from engine.secrets import Keyring
-from engine.store.database import Database
+from engine.store.database import Database, returned
 
 __all__ = ["LAST_USED_GRANULARITY", "IssuedToken", "Tenant", "TenantRepository", "hash_token"]
 
@@ -144,8 +144,7 @@ class TenantRepository:
             raise Conflict(f"tenant {slug!r} already exists") from exc
         except asyncpg.CheckViolationError as exc:
             raise Conflict(f"tenant slug {slug!r} is not valid: use a-z, 0-9, _ and -") from exc
-        assert row is not None
-        return _tenant(row)
+        return _tenant(returned(row, "INSERT INTO tenant"))
 
     async def update(
         self,

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from engine.errors import Conflict, NotFound
-from engine.store.database import Database
+from engine.store.database import Database, returned
 
 __all__ = ["NewTransfer", "StoredTransfer", "TransferRepository"]
 
@@ -92,8 +92,7 @@ class TransferRepository:
             )
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"session {new.session_id} already has a transfer in flight") from exc
-        assert row is not None
-        return _row(row)
+        return _row(returned(row, "INSERT INTO call_transfer"))
 
     async def live(self, session_id: uuid.UUID) -> StoredTransfer | None:
         """The session's transfer in flight (initiated or consulting), if any."""

@@ -28,7 +28,7 @@ from engine.config.settings import (
 )
 from engine.daemon import Engine
 from engine.devtools.sandbox import ARI_PASSWORD, Sandbox
-from engine.store.sessions import CallEvent, StoredSession
+from engine.store.records import CallEvent, StoredSession
 from tests.tcp_proxy import TcpProxy
 
 __all__ = ["CallWatcher", "TcpProxy", "running_engine"]

@@ -24,8 +24,9 @@ import pytest
 
 from engine.devtools.sandbox import Sandbox
 from engine.devtools.sipp import SippPhone
-from engine.store import Database, Store
-from engine.store.sessions import NewSession
+from engine.store.database import Database
+from engine.store.records import NewSession
+from engine.store.repositories import Store
 from tests.e2e.engine_fixtures import AGENT, AGENT_PORT, CUSTOMER, CUSTOMER_PORT
 from tests.e2e.engine_process import EngineProcess
 from tests.e2e.helpers import ari_bridges, ari_has, ari_session

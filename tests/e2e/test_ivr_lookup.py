@@ -27,7 +27,7 @@ from engine.daemon import Engine
 from engine.devtools.sandbox import Sandbox
 from engine.devtools.sipp import SippPhone
 from engine.ivr_yaml import load_menus
-from engine.store.sessions import CallEvent
+from engine.store.records import CallEvent
 from tests.e2e.engine_fixtures import CallWatcher, running_engine
 from tests.e2e.test_dtmf_caller import DIALLED, dtmf_caller
 

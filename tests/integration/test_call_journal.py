@@ -12,16 +12,18 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from engine.domain.call import CallStatus, Direction
+from engine.domain.event_types import CallEventType
 from engine.domain.ivr import MenuBook
 from engine.errors import ClosedResourceError, DatabaseUnavailable, IllegalTransition, NotFound
 from engine.events import EventBus
 from engine.health import HealthReport, State
 from engine.ivr_yaml import load_menus
 from engine.secrets import Keyring
-from engine.store import Database, Store
+from engine.store.database import Database
 from engine.store.ivr import IvrMenuRepository
 from engine.store.journal import CallJournal
-from engine.store.sessions import CallEvent, NewSession, StoredSession
+from engine.store.records import CallEvent, NewSession, StoredSession
+from engine.store.repositories import Store
 from engine.store.tenants import TenantRepository
 from tests.tcp_proxy import TcpProxy
 
@@ -117,7 +119,9 @@ async def _ivr_call(store: Store, tenant_id: uuid.UUID, book: MenuBook) -> Store
         ms_since_prompt=120,
         channel_id="chan-1",
     )
-    await store.sessions.append_event(tenant_id, session.id, "ivr.dtmf", payload={"digit": "1"})
+    await store.sessions.append_event(
+        tenant_id, session.id, CallEventType.IVR_DTMF, payload={"digit": "1"}
+    )
     ended, _ = await store.sessions.transition(
         tenant_id, session.id, CallStatus.COMPLETED, changes={"end_reason": "ivr hung up"}
     )
@@ -127,8 +131,9 @@ async def _ivr_call(store: Store, tenant_id: uuid.UUID, book: MenuBook) -> Store
 async def test_an_ivr_call_lands_whole_and_its_events_are_published_after_commit(
     db: Database,
 ) -> None:
-    bus = EventBus()
+    bus = await EventBus().start()
     store = Store.over(db, events=bus)
+    await store.journal.start()
     tenant = await store.tenants.by_slug("default")
     await store.ivr.save(tenant.id, load_menus(MENUS))
     seen: list[tuple[CallEvent, bool]] = []
@@ -162,10 +167,10 @@ async def test_an_ivr_call_lands_whole_and_its_events_are_published_after_commit
             "ivr_menu": "journal_main",
         }
         assert await _events(db, ended.id) == [
-            (1, "session.created"),
-            (2, "status.changed"),
-            (3, "ivr.dtmf"),
-            (4, "status.changed"),
+            (1, CallEventType.SESSION_CREATED),
+            (2, CallEventType.STATUS_CHANGED),
+            (3, CallEventType.IVR_DTMF),
+            (4, CallEventType.STATUS_CHANGED),
         ]
         dtmf = await db.fetchrow(
             "SELECT digit, outcome, ms_since_prompt, option_id IS NOT NULL AS has_option "
@@ -199,12 +204,14 @@ async def test_an_ivr_call_lands_whole_and_its_events_are_published_after_commit
         assert all(await asyncio.gather(*committed_when_published))
     finally:
         await store.journal.close()
+        await bus.close()
 
 
 async def test_live_sessions_are_read_from_memory_and_scoped_to_their_tenant(
     db: Database,
 ) -> None:
     store = Store.over(db)
+    await store.journal.start()
     tenant = await store.tenants.by_slug("default")
     try:
         session = store.sessions.open_live(_new(tenant.id))
@@ -217,7 +224,7 @@ async def test_live_sessions_are_read_from_memory_and_scoped_to_their_tenant(
         with pytest.raises(NotFound):
             await store.sessions.get(uuid.uuid4(), session.id)
         with pytest.raises(NotFound):
-            await store.sessions.append_event(uuid.uuid4(), session.id, "ivr.note")
+            await store.sessions.append_event(uuid.uuid4(), session.id, CallEventType.IVR_DTMF)
         with pytest.raises(IllegalTransition):
             await store.sessions.transition(tenant.id, session.id, CallStatus.QUEUED)
         # the refused change queued nothing: the row lands at version 2
@@ -230,11 +237,32 @@ async def test_live_sessions_are_read_from_memory_and_scoped_to_their_tenant(
         await store.journal.close()
 
 
+async def test_the_journal_owns_a_live_session_until_it_ends(db: Database) -> None:
+    store = Store.over(db)
+    await store.journal.start()
+    ownership = store.ownership
+    tenant = await store.tenants.by_slug("default")
+    try:
+        session = store.sessions.open_live(_new(tenant.id))
+        assert ownership.owner(session.id) is store.journal
+        await store.sessions.transition(tenant.id, session.id, CallStatus.CONNECTED)
+        assert ownership.owner(session.id) is store.journal
+        await store.sessions.transition(tenant.id, session.id, CallStatus.COMPLETED)
+        # ended: the journal lets it go, and PostgreSQL has it once the batch is written
+        assert ownership.owner(session.id) is ownership.write_through
+        await store.journal.flush()
+        ended = await store.sessions.get(tenant.id, session.id)
+        assert (ended.status, ended.version) == (CallStatus.COMPLETED, 3)
+    finally:
+        await store.journal.close()
+
+
 async def test_postgresql_away_rows_wait_and_land_once_when_it_returns(
     proxied: _ProxiedDb,
 ) -> None:
     db = proxied.db
     store = Store.over(db)
+    await store.journal.start()
     tenant = await store.tenants.by_slug("default")
     await store.ivr.save(tenant.id, load_menus(MENUS))
     book = await store.ivr.book(tenant.id)
@@ -266,6 +294,7 @@ async def test_postgresql_away_rows_wait_and_land_once_when_it_returns(
 
 async def test_a_session_postgresql_refuses_does_not_block_the_others(db: Database) -> None:
     store = Store.over(db)
+    await store.journal.start()
     tenant = await store.tenants.by_slug("default")
     await store.ivr.save(tenant.id, load_menus(MENUS))
     try:
@@ -296,13 +325,13 @@ async def test_a_session_postgresql_refuses_does_not_block_the_others(db: Databa
 async def test_the_backlog_is_bounded_new_calls_are_refused(proxied: _ProxiedDb) -> None:
     db = proxied.db
     tenant_id = (await Store.over(db).tenants.by_slug("default")).id
-    journal = CallJournal(db, max_backlog=3)
+    journal = await CallJournal(db, max_backlog=3).start()
     proxied.go_away()
     first, _ = journal.open(_new(tenant_id))  # row + event: backlog 2, then 3
     journal.change(
         first.id,
         target=CallStatus.CONNECTED,
-        event_type="status.changed",
+        event_type=CallEventType.STATUS_CHANGED,
         payload=None,
         changes={},
         at=None,
@@ -313,7 +342,7 @@ async def test_the_backlog_is_bounded_new_calls_are_refused(proxied: _ProxiedDb)
     journal.change(
         first.id,
         target=CallStatus.COMPLETED,
-        event_type="status.changed",
+        event_type=CallEventType.STATUS_CHANGED,
         payload=None,
         changes={},
         at=None,
@@ -331,13 +360,14 @@ async def test_the_backlog_is_bounded_new_calls_are_refused(proxied: _ProxiedDb)
 
 async def test_close_writes_what_is_queued(db: Database) -> None:
     store = Store.over(db)
+    await store.journal.start()
     tenant = await store.tenants.by_slug("default")
     session = store.sessions.open_live(_new(tenant.id))
     await store.sessions.transition(tenant.id, session.id, CallStatus.CONNECTED)
     await store.journal.close()
     assert [seq for seq, _ in await _events(db, session.id)] == [1, 2]
     with pytest.raises(ClosedResourceError):
-        await store.sessions.append_event(tenant.id, session.id, "ivr.note")
+        await store.sessions.append_event(tenant.id, session.id, CallEventType.IVR_DTMF)
 
 
 async def test_the_tenant_and_menus_last_read_serve_new_calls_while_postgresql_is_away(

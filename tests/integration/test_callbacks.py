@@ -30,14 +30,16 @@ from engine.config.settings import (
     SecretsSettings,
     Settings,
 )
+from engine.contract import StatusCallback
 from engine.daemon import Engine
 from engine.devtools.databases import create_database, drop_database
 from engine.domain.call import CallStatus
 from engine.notifier import CallbackNotifier, verify_signature
 from engine.secrets import PREFIX, Keyring
-from engine.store import Database, Store
+from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migrate
-from engine.store.sessions import NewSession
+from engine.store.records import NewSession
+from engine.store.repositories import Store
 from tests.integration.conftest import Api, free_port
 
 C2C = "/api/v1/click-to-call"
@@ -255,6 +257,8 @@ async def test_callbacks_arrive_signed_and_in_order(
             *[s.value for s in DRIVE[:-1]],
         ]
         for r in got:
+            # the body is the contract's model, exactly as the model writes it
+            assert StatusCallback.model_validate_json(r.body).model_dump(mode="json") == r.json
             assert r.headers["Content-Type"] == "application/json"
             assert r.headers["User-Agent"].startswith("ctc-engine/")
             assert r.headers["X-CTC-Event-Id"] == str(r.json["event_id"])

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from engine.domain.call import Direction
-from engine.store import Database, Store
-from engine.store.sessions import NewSession
+from engine.store.database import Database
+from engine.store.records import NewSession
+from engine.store.repositories import Store
 from tests.yaml_bombs import BILLION_LAUGHS
 
 CTC = str(Path(sys.executable).with_name("ctc"))

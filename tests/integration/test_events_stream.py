@@ -17,6 +17,7 @@ import pytest
 from engine.api import sse
 from engine.config.settings import AgiSettings, ApiSettings, AriSettings, DatabaseSettings, Settings
 from engine.daemon import Engine
+from engine.domain.event_types import CallEventType
 from tests.integration.conftest import Api
 
 C2C = "/api/v1/click-to-call"
@@ -142,10 +143,10 @@ async def test_a_call_s_events_arrive_live_and_in_order(engine: Engine, unix_api
         got = await stream.events(4)
 
     assert [(e["event"], e["data"]["seq"], e["data"]["status_to"]) for e in got] == [
-        ("session.created", 1, "queued"),
-        ("status.changed", 2, "dialing_agent"),
-        ("status.changed", 3, "agent_answered"),
-        ("status.changed", 4, "canceled"),
+        (CallEventType.SESSION_CREATED, 1, "queued"),
+        (CallEventType.STATUS_CHANGED, 2, "dialing_agent"),
+        (CallEventType.STATUS_CHANGED, 3, "agent_answered"),
+        (CallEventType.STATUS_CHANGED, 4, "canceled"),
     ]
     assert [e["id"] for e in got] == await _event_ids(unix_api, t, sid)
     first, last = got[0]["data"], got[-1]["data"]

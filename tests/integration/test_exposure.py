@@ -22,8 +22,8 @@ from engine.daemon import Engine
 from engine.devtools.databases import create_database, drop_database
 from engine.errors import CtcError, SecretsError
 from engine.secrets import PREFIX, Keyring
-from engine.store import Store
 from engine.store.providers import NewProvider
+from engine.store.repositories import Store
 from engine.store.tenants import TenantRepository
 from tests.integration.conftest import SECRET_KEY, Api
 
@@ -184,7 +184,7 @@ async def own_database() -> AsyncIterator[str]:
 
 
 async def test_without_a_key_provider_secrets_are_refused_not_stored_in_plaintext() -> None:
-    from engine.store import Database
+    from engine.store.database import Database
 
     async with own_database() as url, Database(url) as db:
         store = Store.over(db)  # no key
@@ -202,7 +202,7 @@ async def test_without_a_key_provider_secrets_are_refused_not_stored_in_plaintex
 
 
 async def test_rotate_seals_plaintext_and_moves_old_keys_to_the_primary() -> None:
-    from engine.store import Database
+    from engine.store.database import Database
 
     old, new = Keyring.generate_key(), Keyring.generate_key()
     async with own_database() as url, Database(url) as db:
@@ -248,7 +248,7 @@ async def test_rotate_seals_plaintext_and_moves_old_keys_to_the_primary() -> Non
 
 
 async def test_rotate_without_a_key_is_refused() -> None:
-    from engine.store import Database
+    from engine.store.database import Database
 
     async with own_database() as url, Database(url) as db:
         with pytest.raises(SecretsError, match="cannot rotate: no secrets key"):
@@ -303,7 +303,7 @@ async def test_a_token_records_its_last_use_at_most_once_a_minute(engine: Engine
 async def test_a_last_use_that_cannot_be_written_does_not_refuse_the_token() -> None:
     """Bookkeeping only: a PostgreSQL error that is not a lost connection (here a trigger
     refusing the UPDATE) is logged, and the token still authenticates."""
-    from engine.store import Database
+    from engine.store.database import Database
 
     async with own_database() as url, Database(url) as db:
         await db.execute(
@@ -344,7 +344,7 @@ async def test_a_request_over_tcp_marks_its_token_used(engine: Engine, tcp_api: 
 async def test_migration_0005_keeps_existing_credentials_as_json_text(tmp_path: Path) -> None:
     import shutil
 
-    from engine.store import Database
+    from engine.store.database import Database
     from engine.store.migrations import default_migrations_dir, migrate
 
     before = tmp_path / "sql"

@@ -19,9 +19,10 @@ from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
 from engine.events import EventBus
-from engine.store import Database, Store
+from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migrate
-from engine.store.sessions import NewSession
+from engine.store.records import NewSession
+from engine.store.repositories import Store
 from tests.conftest import create_database, drop_database
 
 WITHIN = 10.0
@@ -90,9 +91,10 @@ async def store() -> AsyncIterator[Store]:
     try:
         await migrate(url, default_migrations_dir())
         db = Database(url)
-        await db.open()
+        await db.start()
         try:
-            yield Store.over(db, events=EventBus())
+            async with EventBus() as events:
+                yield Store.over(db, events=events)
         finally:
             await db.close()
     finally:

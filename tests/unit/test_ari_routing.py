@@ -17,7 +17,7 @@ from engine.asterisk.naming import leg_channel_id, recording_name, target_channe
 from engine.config.settings import CallSettings
 from engine.domain.click_to_call import Leg, RecordingFinished
 from engine.domain.ivr import MenuBook
-from engine.store import Store
+from engine.store.repositories import Store
 
 
 def test_the_first_handler_that_takes_an_event_ends_its_routing() -> None:

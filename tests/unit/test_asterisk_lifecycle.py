@@ -19,7 +19,7 @@ from engine.errors import ClosedResourceError
 from engine.lifecycle import Lifecycle, LifecycleState
 from engine.loop_watch import LoopWatch
 from engine.metrics import Metrics
-from engine.store import Store
+from engine.store.repositories import Store
 
 # a port nothing listens on: the links keep retrying in the background until closed
 NOWHERE = "127.0.0.1"

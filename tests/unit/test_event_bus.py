@@ -12,10 +12,11 @@ import pytest
 import structlog.testing
 
 from engine.api.sse import KEEPALIVE_LINE, encode_event, pump
+from engine.domain.event_types import CallEventType
 from engine.errors import ClosedResourceError
 from engine.events import EventBus
 from engine.notifier import retry_delay, sign, verify_signature
-from engine.store.sessions import CallEvent
+from engine.store.records import CallEvent
 
 T1, T2 = uuid.uuid4(), uuid.uuid4()
 S1, S2 = uuid.uuid4(), uuid.uuid4()
@@ -27,7 +28,7 @@ def ev(id: int, *, tenant: uuid.UUID = T1, session: uuid.UUID = S1, seq: int = 1
         tenant_id=tenant,
         session_id=session,
         seq=seq,
-        event_type="status.changed",
+        event_type=CallEventType.STATUS_CHANGED,
         status_from="queued",
         status_to="canceled",
         payload={"note": "two\nlines"},
@@ -39,14 +40,14 @@ def ev(id: int, *, tenant: uuid.UUID = T1, session: uuid.UUID = S1, seq: int = 1
 
 
 async def test_fan_out_with_tenant_and_session_filters() -> None:
-    bus = EventBus()
+    bus = await EventBus().start()
     everything = bus.subscribe()
     tenant = bus.subscribe(tenant_id=T1)
     session = bus.subscribe(tenant_id=T1, session_id=S2)
     events = [ev(1), ev(2, tenant=T2), ev(3, session=S2)]
     for e in events:
         bus.publish(e)
-    bus.close()
+    await bus.close()
     assert [e.id async for e in everything] == [1, 2, 3]
     assert [e.id async for e in tenant] == [1, 3]
     assert [e.id async for e in session] == [3]
@@ -55,7 +56,7 @@ async def test_fan_out_with_tenant_and_session_filters() -> None:
 
 
 async def test_a_slow_subscriber_is_dropped_and_its_stream_ends() -> None:
-    bus = EventBus(maxsize=2)
+    bus = await EventBus(maxsize=2).start()
     slow, fine = bus.subscribe(), bus.subscribe(maxsize=10)
     with structlog.testing.capture_logs() as logs:
         for i in range(1, 5):
@@ -72,7 +73,7 @@ async def test_a_slow_subscriber_is_dropped_and_its_stream_ends() -> None:
 
 
 async def test_a_cancelled_wait_loses_nothing_and_close_wakes_a_waiter() -> None:
-    bus = EventBus()
+    bus = await EventBus().start()
     sub = bus.subscribe()
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.01):
@@ -88,8 +89,17 @@ async def test_a_cancelled_wait_loses_nothing_and_close_wakes_a_waiter() -> None
     assert await sub.next() is None
 
 
-async def test_listeners_are_called_and_a_failing_one_does_not_break_publish() -> None:
+async def test_a_bus_not_started_takes_no_subscriber_and_publishing_to_it_does_nothing() -> None:
     bus = EventBus()
+    with pytest.raises(ClosedResourceError, match="EventBus is unopened"):
+        bus.subscribe()
+    with pytest.raises(ClosedResourceError, match="EventBus is unopened"):
+        bus.add_listener(lambda e: None)
+    bus.publish(ev(1))  # a writer's commit path never fails for the bus
+
+
+async def test_listeners_are_called_and_a_failing_one_does_not_break_publish() -> None:
+    bus = await EventBus().start()
     seen: list[int] = []
 
     def broken(_: CallEvent) -> None:
@@ -118,7 +128,7 @@ def test_encode_event_is_one_sse_message() -> None:
 
 
 async def test_pump_replays_then_goes_live_each_event_once() -> None:
-    bus = EventBus()
+    bus = await EventBus().start()
     live = bus.subscribe(tenant_id=T1)
     # committed while the replay was read: in the replay *and* on the bus
     for e in (ev(2), ev(3), ev(4)):
@@ -138,7 +148,7 @@ async def test_pump_replays_then_goes_live_each_event_once() -> None:
 
 
 async def test_pump_keeps_alive_while_idle() -> None:
-    bus = EventBus()
+    bus = await EventBus().start()
     live = bus.subscribe()
     written: list[bytes] = []
 

@@ -7,7 +7,6 @@ from aiohttp import web
 
 from engine.api.endpoints import ApiRequest, BadRequest, json_response, router
 from engine.api.models import (
-    CallEventOut,
     EndCallIn,
     InitiateIn,
     SessionDetailOut,
@@ -26,8 +25,9 @@ from engine.api.routes.common import (
     use_cases,
 )
 from engine.app.calls import InitiateCall
+from engine.contract import CallEventOut
 from engine.domain.text import text_problem
-from engine.store.sessions import SessionFilter
+from engine.store.session_queries import SessionFilter
 
 __all__ = [
     "call_stats",

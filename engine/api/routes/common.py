@@ -10,7 +10,7 @@ from engine.api.endpoints import ApiRequest
 from engine.api.models import ErrorOut, SessionOut
 from engine.api.state import API_STATE
 from engine.app.use_cases import UseCases
-from engine.store.sessions import StoredSession
+from engine.store.records import StoredSession
 
 __all__ = ["API", "C2C", "error_responses", "path_session_id", "session_out", "use_cases"]
 

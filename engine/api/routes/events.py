@@ -8,12 +8,13 @@ from aiohttp import web
 
 from engine.api import sse
 from engine.api.endpoints import ApiRequest, BadRequest, router
-from engine.api.models import EventsQuery, StreamEventOut
+from engine.api.models import EventsQuery
 from engine.api.routes.common import API, error_responses, use_cases
 from engine.api.state import API_STATE
+from engine.contract import StreamEventOut
 from engine.errors import FeatureUnavailable
 from engine.events import EventBus
-from engine.store.sessions import CallEvent
+from engine.store.records import CallEvent
 from engine.store.tenants import Tenant
 
 __all__ = ["stream_events"]

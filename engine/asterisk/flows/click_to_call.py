@@ -60,6 +60,7 @@ from engine.domain.click_to_call import (
     StartRecording,
     decide,
 )
+from engine.domain.event_types import CallEventType
 from engine.domain.transfer import (
     CancelRequested,
     ChannelRole,
@@ -71,9 +72,9 @@ from engine.domain.transfer import (
 )
 from engine.errors import AriError, CtcError, IllegalTransition
 from engine.lifecycle import Lifecycle
-from engine.store import Store
 from engine.store.recording import RecordingPolicy
-from engine.store.sessions import StoredSession
+from engine.store.records import StoredSession
+from engine.store.repositories import Store
 from engine.store.transfers import StoredTransfer
 
 __all__ = [
@@ -454,7 +455,7 @@ class ClickToCall(Lifecycle):
         session, _ = await self._store.sessions.append_event(
             session.tenant_id,
             session.id,
-            "recording.started",
+            CallEventType.RECORDING_STARTED,
             payload={"name": name, "format": fmt, "path": path},
             changes={"recording_path": path},
         )
@@ -476,7 +477,7 @@ class ClickToCall(Lifecycle):
                 session.tenant_id,
                 session.id,
                 CallStatus.FAILED,
-                event_type="call.failed",
+                event_type=CallEventType.CALL_FAILED,
                 payload={"reason": reason},
                 changes={"end_reason": reason[:500]},
             )

@@ -20,7 +20,7 @@ from engine.asterisk.links.ari import AriClient, AriNotFound
 from engine.asterisk.naming import current_leg_channel, recording_name
 from engine.domain.click_to_call import Leg
 from engine.errors import Conflict
-from engine.store.sessions import StoredSession
+from engine.store.records import StoredSession
 
 __all__ = ["CallControls"]
 

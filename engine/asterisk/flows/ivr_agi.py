@@ -29,6 +29,7 @@ from engine.asterisk.links.agi_server import AgiChannel
 from engine.asterisk.naming import ivr_message_name
 from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus
+from engine.domain.event_types import CallEventType
 from engine.domain.ivr import (
     CancelTimer,
     Command,
@@ -63,7 +64,7 @@ from engine.errors import CtcError, NotFound
 from engine.lifecycle import Lifecycle
 from engine.metrics import AgiRefusal, Metrics, count_agi_refused
 from engine.outbound import OutboundHttp
-from engine.store import Store
+from engine.store.repositories import Store
 from engine.store.transfers import StoredTransfer
 
 __all__ = ["AgiIvr", "AgiIvrCall"]
@@ -238,7 +239,7 @@ class AgiIvrCall:
         calls = self.ivr.settings
         target = command.target or ""
         plan, outside = await self.record.transfer_plan(command, calls.agent_ring_timeout)
-        await self.record.note("ivr.transfer_dialing", {"target": target})
+        await self.record.note(CallEventType.IVR_TRANSFER_DIALING, {"target": target})
         failed: str | None = plan.reason
         for attempt in plan.attempts:
             row = await self.record.attempt_started(command, attempt)
@@ -250,7 +251,7 @@ class AgiIvrCall:
             state = await self._dial(row, dial, attempt.ring_timeout_s)
             if state is TS.COMPLETED:
                 self.transferred = True
-                await self.record.note("ivr.transferred", {"target": row.target})
+                await self.record.note(CallEventType.IVR_TRANSFERRED, {"target": row.target})
                 return Transferred()
             failed = state.value
         if plan.menu is not None:
@@ -299,7 +300,7 @@ class AgiIvrCall:
             args.append(silence)
         started = time.monotonic()
         await self.channel.command("RECORD FILE", *args, wait=command.max_duration_s)
-        await self.record.note("ivr.recording_message", {"name": name})
+        await self.record.note(CallEventType.IVR_RECORDING_MESSAGE, {"name": name})
         return RecordingDone(round((time.monotonic() - started) * 1000))
 
     def _input_wait(self) -> int | None:

@@ -40,6 +40,7 @@ from engine.asterisk.naming import (
 )
 from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus
+from engine.domain.event_types import CallEventType
 from engine.domain.ivr import (
     CancelTimer,
     Digit,
@@ -72,7 +73,7 @@ from engine.domain.transfer import TransferState, state_for_unanswered
 from engine.errors import AriError, CtcError, InvalidInput
 from engine.lifecycle import Lifecycle
 from engine.outbound import OutboundHttp
-from engine.store import Store
+from engine.store.repositories import Store
 from engine.store.transfers import StoredTransfer
 
 __all__ = ["AriIvr", "AriIvrCall"]
@@ -380,7 +381,7 @@ class AriIvrCall:
             failed=plan.reason,
         )
         self.transferring = transferring
-        await self.record.note("ivr.transfer_dialing", {"target": target})
+        await self.record.note(CallEventType.IVR_TRANSFER_DIALING, {"target": target})
         event = await self._next_attempt()
         if event is not None:
             self.inbox.put_nowait(event)
@@ -479,7 +480,7 @@ class AriIvrCall:
         await self.ivr.ari.create_bridge(bridge)
         await self.ivr.ari.add_to_bridge(bridge, self.channel_id, self.target)
         self.bridged = bridge
-        await self.record.note("ivr.transferred", {"target_channel": self.target})
+        await self.record.note(CallEventType.IVR_TRANSFERRED, {"target_channel": self.target})
 
     async def _release_target(self) -> None:
         for channel in [*self.ringing, *([self.target] if self.target else [])]:
@@ -508,7 +509,7 @@ class AriIvrCall:
             self.log.warning("ivr.record_failed", error=str(exc))
             self.inbox.put_nowait(RecordingDone(None))
             return
-        await self.record.note("ivr.recording_message", {"name": name})
+        await self.record.note(CallEventType.IVR_RECORDING_MESSAGE, {"name": name})
 
     async def _stop_prompt(self) -> None:
         playback, self._playback = self._playback, None

@@ -29,10 +29,11 @@ from engine.asterisk.naming import current_leg_channel, session_of_bridge, sessi
 from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus, Direction
 from engine.domain.click_to_call import Leg, Resume, Start, restart_queued
+from engine.domain.event_types import CallEventType
 from engine.domain.transfer import ChannelRole, TransferState, resync_transfer
 from engine.errors import AriError, CtcError, IllegalTransition
-from engine.store import Store
-from engine.store.sessions import StoredSession
+from engine.store.records import StoredSession
+from engine.store.repositories import Store
 from engine.store.transfers import StoredTransfer
 
 __all__ = ["Resync", "resync_facts"]
@@ -154,7 +155,7 @@ class Resync:
                 await self._store.sessions.append_event(
                     session.tenant_id,
                     session.id,
-                    "session.resync",
+                    CallEventType.SESSION_RESYNC,
                     payload={
                         "reason": "state differed from Asterisk after the ARI link (re)connected",
                         "channels_present": sorted(
@@ -202,7 +203,7 @@ class Resync:
         await self._store.sessions.append_event(
             session.tenant_id,
             session.id,
-            "transfer.resync",
+            CallEventType.TRANSFER_RESYNC,
             payload={
                 "transfer_id": str(transfer.id),
                 "state": transfer.state,
@@ -230,7 +231,7 @@ class Resync:
                 session.tenant_id,
                 session.id,
                 target,
-                event_type="session.resync",
+                event_type=CallEventType.SESSION_RESYNC,
                 payload={"reason": reason, "channel_id": channel},
                 changes={"end_reason": reason},
             )

@@ -33,7 +33,7 @@ from engine.config.settings import CallSettings
 from engine.errors import CtcError
 from engine.health import HealthReport
 from engine.lifecycle import Lifecycle
-from engine.store import Store
+from engine.store.repositories import Store
 
 __all__ = ["StasisApp"]
 

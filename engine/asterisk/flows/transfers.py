@@ -35,6 +35,7 @@ from engine.asterisk.naming import (
 from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
+from engine.domain.event_types import CallEventType
 from engine.domain.phone import to_e164
 from engine.domain.transfer import (
     AdoptTarget,
@@ -58,8 +59,8 @@ from engine.domain.transfer import (
     start_transfer,
 )
 from engine.errors import AriError, Conflict, InvalidInput
-from engine.store import Store
-from engine.store.sessions import StoredSession
+from engine.store.records import StoredSession
+from engine.store.repositories import Store
 from engine.store.transfers import NewTransfer, StoredTransfer
 
 __all__ = ["TransferRunner", "replaced_leg"]
@@ -136,7 +137,7 @@ class TransferRunner:
         )
         await self._event(
             session,
-            "transfer.requested",
+            CallEventType.TRANSFER_REQUESTED,
             transfer,
             {"type": kind.value, "target": target, "endpoint": endpoint, "leg": leg},
         )
@@ -174,7 +175,7 @@ class TransferRunner:
         await self._store.transfers.update(
             transfer.id, TransferState.FAILED.value, failure_cause=reason[:500]
         )
-        await self._event(session, "transfer.failed", transfer, {"reason": reason})
+        await self._event(session, CallEventType.TRANSFER_FAILED, transfer, {"reason": reason})
 
     async def request_fact(
         self, session: StoredSession, fact: TransferFact, what: str
@@ -241,11 +242,11 @@ class TransferRunner:
         match step:
             case HoldCustomer():
                 await self._ari.request("POST", f"/channels/{customer}/moh")
-                await self._event(session, "transfer.customer_held", transfer)
+                await self._event(session, CallEventType.TRANSFER_CUSTOMER_HELD, transfer)
             case UnholdCustomer():
                 with contextlib.suppress(AriNotFound):
                     await self._ari.request("DELETE", f"/channels/{customer}/moh")
-                await self._event(session, "transfer.customer_unheld", transfer)
+                await self._event(session, CallEventType.TRANSFER_CUSTOMER_UNHELD, transfer)
             case OriginateTarget():
                 if endpoint is None:
                     raise AriError("no endpoint to dial for the transfer target")
@@ -271,25 +272,25 @@ class TransferRunner:
                     },
                 )
                 await self._event(
-                    session, "transfer.target_dialing", transfer, {"endpoint": endpoint}
+                    session, CallEventType.TRANSFER_TARGET_DIALING, transfer, {"endpoint": endpoint}
                 )
             case BridgeTarget():
                 with contextlib.suppress(AriNotFound):
                     await self._remove(consult, target)
                 await self._ari.add_to_bridge(call_bridge_id(sid), target)
-                await self._event(session, "transfer.target_bridged", transfer)
+                await self._event(session, CallEventType.TRANSFER_TARGET_BRIDGED, transfer)
             case ConsultBridge():
                 await self._remove(call_bridge_id(sid), agent)
                 await self._ari.create_bridge(consult)
                 await self._ari.add_to_bridge(consult, agent, target)
                 await self._event(
-                    session, "transfer.consult_bridged", transfer, {"bridge": consult}
+                    session, CallEventType.TRANSFER_CONSULT_BRIDGED, transfer, {"bridge": consult}
                 )
             case ReturnAgent():
                 with contextlib.suppress(AriNotFound):
                     await self._remove(consult, agent)
                 await self._ari.add_to_bridge(call_bridge_id(sid), agent)
-                await self._event(session, "transfer.agent_returned", transfer)
+                await self._event(session, CallEventType.TRANSFER_AGENT_RETURNED, transfer)
             case DestroyConsult():
                 with contextlib.suppress(AriNotFound):
                     await self._ari.destroy_bridge(consult)
@@ -298,20 +299,20 @@ class TransferRunner:
                     await self._ari.hangup(current_leg_channel(session, step.leg))
                 await self._event(
                     session,
-                    f"transfer.{step.leg.value}_released",
+                    CallEventType(f"transfer.{step.leg.value}_released"),
                     transfer,
                     {"channel": current_leg_channel(session, step.leg)},
                 )
             case HangupTarget():
                 with contextlib.suppress(AriNotFound):
                     await self._ari.hangup(target)
-                await self._event(session, "transfer.target_released", transfer)
+                await self._event(session, CallEventType.TRANSFER_TARGET_RELEASED, transfer)
             case AdoptTarget():
                 column = f"{step.leg.value}_channel_id"
                 await self._store.sessions.append_event(
                     session.tenant_id,
                     sid,
-                    f"transfer.{step.leg.value}_replaced",
+                    CallEventType(f"transfer.{step.leg.value}_replaced"),
                     payload={
                         "transfer_id": str(transfer.id),
                         "channel": target,
@@ -362,13 +363,13 @@ class TransferRunner:
         transfer = await self._store.transfers.update(
             transfer.id, TransferState.FAILED.value, failure_cause=reason[:500]
         )
-        await self._event(session, "transfer.failed", transfer, {"reason": reason})
+        await self._event(session, CallEventType.TRANSFER_FAILED, transfer, {"reason": reason})
         return transfer
 
     async def _event(
         self,
         session: StoredSession,
-        event_type: str,
+        event_type: CallEventType,
         transfer: StoredTransfer,
         payload: dict[str, Any] | None = None,
     ) -> None:

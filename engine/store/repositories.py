@@ -1,0 +1,75 @@
+"""Every repository over one database, as one :class:`Store` the engine passes around."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from engine.events import EventBus
+from engine.secrets import Keyring
+from engine.store.activity import ActivityRepository, WebhookRepository
+from engine.store.database import Database
+from engine.store.dtmf import DtmfRepository
+from engine.store.ivr import IvrMenuRepository
+from engine.store.journal import CallJournal
+from engine.store.outbox import OutboxRepository
+from engine.store.ownership import SessionOwnership
+from engine.store.providers import ProviderRepository
+from engine.store.recording import RecordingPolicyRepository
+from engine.store.routing import RoutingRepository
+from engine.store.sessions import SessionRepository
+from engine.store.stored_secrets import StoredSecrets
+from engine.store.tenants import TenantRepository
+from engine.store.transfers import TransferRepository
+from engine.store.write_through import WriteThrough
+
+__all__ = ["Store"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Store:
+    """Every repository over one :class:`Database`."""
+
+    db: Database
+    tenants: TenantRepository
+    sessions: SessionRepository
+    providers: ProviderRepository
+    activity: ActivityRepository
+    webhooks: WebhookRepository
+    recording: RecordingPolicyRepository
+    dtmf: DtmfRepository
+    ivr: IvrMenuRepository
+    outbox: OutboxRepository
+    transfers: TransferRepository
+    routing: RoutingRepository
+    secrets: StoredSecrets  # every secret column: what is not yet sealed, rotation
+    # live calls owned by this process, written behind (close it before the database)
+    journal: CallJournal
+    # which writer owns each session: the journal above, or write-through
+    ownership: SessionOwnership
+
+    @classmethod
+    def over(
+        cls, db: Database, *, events: EventBus | None = None, keyring: Keyring | None = None
+    ) -> Store:
+        """Every repository over ``db``; committed call events are published to ``events``;
+        stored secrets are sealed and opened with ``keyring`` (None: no key configured)."""
+        journal = CallJournal(db, events)
+        ownership = SessionOwnership(journal, WriteThrough(db, events))
+        keys = Keyring() if keyring is None else keyring
+        return cls(
+            db=db,
+            tenants=TenantRepository(db, keyring=keys),
+            sessions=SessionRepository(db, ownership),
+            providers=ProviderRepository(db, keyring=keys),
+            activity=ActivityRepository(db),
+            webhooks=WebhookRepository(db),
+            recording=RecordingPolicyRepository(db),
+            dtmf=DtmfRepository(db, ownership),
+            ivr=IvrMenuRepository(db),
+            outbox=OutboxRepository(db, keyring=keys),
+            transfers=TransferRepository(db),
+            routing=RoutingRepository(db),
+            secrets=StoredSecrets(db, keys),
+            journal=journal,
+            ownership=ownership,
+        )

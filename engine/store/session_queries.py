@@ -1,0 +1,211 @@
+"""Listing, history and statistics of sessions: the read side that spans many sessions.
+
+These queries read PostgreSQL only. A live session owned by the
+:class:`~engine.store.journal.CallJournal` reaches them once its batch is committed, so a
+listing or the stats may lag the calls in progress by up to the journal's interval; one
+session's current state is read through :class:`~engine.store.sessions.SessionRepository`,
+which asks the session's owner.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from engine.domain.call import LIVE_STATUSES, CallStatus, Direction
+from engine.errors import InvalidInput
+from engine.store.database import Database, returned
+from engine.store.records import EVENT_COLUMNS, SESSION_COLUMNS, CallEvent, StoredSession
+
+__all__ = [
+    "SessionFilter",
+    "SessionPage",
+    "SessionQueries",
+    "SessionStats",
+    "decode_cursor",
+    "encode_cursor",
+]
+
+_SESSION_COLS: Final = ", ".join(SESSION_COLUMNS)
+_EVENT_COLS: Final = ", ".join(EVENT_COLUMNS)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionFilter:
+    statuses: Sequence[CallStatus] = ()
+    direction: Direction | None = None
+    agent_id: str | None = None
+    customer_number: str | None = None
+    external_ref: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionPage:
+    items: list[StoredSession]
+    next_cursor: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionStats:
+    total: int
+    by_status: dict[str, int]
+    live: int
+    connected: int  # reached the customer (connected or completed after connecting)
+    connect_rate: float | None
+    avg_ring_ms: int | None
+    avg_talk_ms: int | None
+    total_talk_ms: int
+
+
+def encode_cursor(created_at: datetime, session_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{session_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, sid = raw.split("|")
+        return datetime.fromisoformat(when), uuid.UUID(sid)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("cursor", "not a cursor this API returned") from exc
+
+
+class SessionQueries:
+    """Queries over many sessions and their events, from PostgreSQL."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def find(
+        self,
+        tenant_id: uuid.UUID,
+        filters: SessionFilter,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> SessionPage:
+        where = ["tenant_id = $1"]
+        args: list[Any] = [tenant_id]
+
+        def add(sql: str, value: Any) -> None:
+            args.append(value)
+            where.append(sql.format(f"${len(args)}"))
+
+        if filters.statuses:
+            add("status = ANY({})", [s.value for s in filters.statuses])
+        if filters.direction is not None:
+            add("direction = {}", filters.direction.value)
+        if filters.agent_id is not None:
+            add("agent_id = {}", filters.agent_id)
+        if filters.customer_number is not None:
+            add("customer_number = {}", filters.customer_number)
+        if filters.external_ref is not None:
+            add("external_ref = {}", filters.external_ref)
+        if filters.created_after is not None:
+            add("created_at >= {}", filters.created_after)
+        if filters.created_before is not None:
+            add("created_at < {}", filters.created_before)
+        if cursor is not None:
+            at, sid = decode_cursor(cursor)
+            args.extend([at, sid])
+            where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+        args.append(limit + 1)
+        rows = await self._db.fetch(
+            f"SELECT {_SESSION_COLS} FROM click_to_call_session WHERE {' AND '.join(where)} "
+            f"ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
+            *args,
+        )
+        items = [StoredSession.from_row(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more else None
+        return SessionPage(items, next_cursor)
+
+    async def events(self, tenant_id: uuid.UUID, session_id: uuid.UUID) -> list[CallEvent]:
+        rows = await self._db.fetch(
+            f"SELECT {_EVENT_COLS} FROM call_event WHERE tenant_id = $1 AND session_id = $2 "
+            f"ORDER BY seq",
+            tenant_id,
+            session_id,
+        )
+        return [CallEvent.from_row(r) for r in rows]
+
+    async def events_after(
+        self,
+        tenant_id: uuid.UUID,
+        after_id: int,
+        *,
+        session_id: uuid.UUID | None = None,
+        limit: int = 1000,
+    ) -> list[CallEvent]:
+        """The tenant's events with ``id > after_id``, oldest first, at most ``limit``.
+
+        One statement, so one snapshot: for every session the result is a gap-free run of
+        its committed events (replay for ``GET /api/v1/events`` with ``Last-Event-ID``).
+        """
+        rows = await self._db.fetch(
+            f"SELECT {_EVENT_COLS} FROM call_event WHERE tenant_id = $1 AND id > $2 "
+            f"AND ($3::uuid IS NULL OR session_id = $3) ORDER BY id LIMIT $4",
+            tenant_id,
+            after_id,
+            session_id,
+            limit,
+        )
+        return [CallEvent.from_row(r) for r in rows]
+
+    async def live(self) -> list[StoredSession]:
+        """Every non-terminal session of every tenant (for resync after a reconnect)."""
+        rows = await self._db.fetch(
+            f"SELECT {_SESSION_COLS} FROM click_to_call_session WHERE status = ANY($1) "
+            f"ORDER BY created_at",
+            [s.value for s in LIVE_STATUSES],
+        )
+        return [StoredSession.from_row(r) for r in rows]
+
+    async def stats(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        agent_id: str | None = None,
+    ) -> SessionStats:
+        row = await self._db.fetchrow(
+            "SELECT count(*) AS total, "
+            "  count(*) FILTER (WHERE status = ANY($5)) AS live, "
+            "  count(*) FILTER (WHERE connected_at IS NOT NULL) AS connected, "
+            "  avg(ring_ms)::bigint AS avg_ring_ms, avg(talk_ms)::bigint AS avg_talk_ms, "
+            "  coalesce(sum(talk_ms), 0)::bigint AS total_talk_ms, "
+            "  coalesce(jsonb_object_agg(status, n) FILTER (WHERE status IS NOT NULL), '{}') "
+            "    AS by_status "
+            "FROM (SELECT *, count(*) OVER (PARTITION BY status) AS n "
+            "      FROM click_to_call_session WHERE tenant_id = $1 "
+            "      AND ($2::timestamptz IS NULL OR created_at >= $2) "
+            "      AND ($3::timestamptz IS NULL OR created_at < $3) "
+            "      AND ($4::text IS NULL OR agent_id = $4)) s",
+            tenant_id,
+            created_after,
+            created_before,
+            agent_id,
+            [s.value for s in LIVE_STATUSES],
+        )
+        row = returned(row, "the session stats query")
+        total = int(row["total"])
+        finished = total - int(row["live"])
+        connected = int(row["connected"])
+        return SessionStats(
+            total=total,
+            by_status={k: int(v) for k, v in row["by_status"].items()},
+            live=int(row["live"]),
+            connected=connected,
+            connect_rate=round(connected / finished, 4) if finished else None,
+            avg_ring_ms=row["avg_ring_ms"],
+            avg_talk_ms=row["avg_talk_ms"],
+            total_talk_ms=int(row["total_talk_ms"]),
+        )

@@ -1,0 +1,292 @@
+"""Write-through: each change of a session is its own PostgreSQL transaction.
+
+The session row is a projection of its events: :meth:`WriteThrough.transition` and
+:meth:`WriteThrough.append_event` lock the row, let the domain state machine decide, and
+write the row, the ``call_event`` and (when the tenant or request has a callback URL) the
+``callback_outbox`` row in one transaction. ``version`` counts the events, so
+``call_event.seq`` is dense per session.
+
+With an :class:`~engine.events.EventBus`, each event is published once its transaction has
+committed (never before: a subscriber must not see an event that may still roll back),
+before the connection goes back to the pool and with no ``await`` in between, so one
+session's events reach subscribers in commit order, which is ``seq`` order.
+
+This is the writer of every session the :class:`~engine.store.journal.CallJournal` does not
+own (:class:`~engine.store.ownership.SessionOwnership` says which).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from engine.contract import status_callback
+from engine.domain.call import CallStatus
+from engine.domain.event_types import CallEventType
+from engine.errors import Conflict, NotFound, StoreError
+from engine.events import EventBus
+from engine.store.database import Connection, Database, returned
+from engine.store.records import (
+    EVENT_COLUMNS,
+    SESSION_COLUMNS,
+    CallEvent,
+    NewSession,
+    StoredSession,
+)
+
+__all__ = ["WriteThrough"]
+
+_SESSION_COLS: Final = ", ".join(SESSION_COLUMNS)
+_EVENT_COLS: Final = ", ".join(EVENT_COLUMNS)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class WriteThrough:
+    """Sessions read and changed in PostgreSQL, one transaction per change."""
+
+    def __init__(self, db: Database, events: EventBus | None = None) -> None:
+        self._db = db
+        self._events = events
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[tuple[Connection, list[CallEvent]]]:
+        """One transaction; the events appended to the list are published after COMMIT."""
+        committed: list[CallEvent] = []
+        async with self._db.connection() as conn:
+            async with conn.transaction():
+                yield conn, committed
+            # COMMIT has returned and nothing is awaited before publishing: see module doc
+            if self._events is not None:
+                for event in committed:
+                    self._events.publish(event)
+
+    # -- create -----------------------------------------------------------------------------
+
+    async def create(self, new: NewSession) -> tuple[StoredSession, bool]:
+        """Store a queued session; return it and whether this call created it.
+
+        With an idempotency key, a repeat returns the first session (``False``); the same key
+        with a different request body raises :class:`Conflict`.
+        """
+        async with self._writing() as (conn, committed):
+            row = await conn.fetchrow(
+                f"INSERT INTO click_to_call_session (tenant_id, provider_id, direction, "
+                f"agent_number, customer_number, caller_id, agent_id, external_ref, "
+                f"callback_url, metadata, idempotency_key, request_hash, caller_number, "
+                f"dialed_number, ivr_menu, version) "
+                f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1) "
+                f"ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
+                f"DO NOTHING RETURNING {_SESSION_COLS}",
+                new.tenant_id,
+                new.provider_id,
+                new.direction.value,
+                new.agent_number,
+                new.customer_number,
+                new.caller_id,
+                new.agent_id,
+                new.external_ref,
+                new.callback_url,
+                dict(new.metadata),
+                new.idempotency_key,
+                new.request_hash,
+                new.caller_number,
+                new.dialed_number,
+                new.ivr_menu,
+            )
+            if row is None:
+                existing = await conn.fetchrow(
+                    f"SELECT {_SESSION_COLS} FROM click_to_call_session "
+                    f"WHERE tenant_id = $1 AND idempotency_key = $2",
+                    new.tenant_id,
+                    new.idempotency_key,
+                )
+                if existing is None:
+                    raise StoreError(
+                        f"Idempotency-Key {new.idempotency_key!r} conflicted with no session"
+                    )
+                first = StoredSession.from_row(existing)
+                if first.request_hash != new.request_hash:
+                    raise Conflict(
+                        f"Idempotency-Key {new.idempotency_key!r} was used with a different "
+                        f"request body (session {first.id})"
+                    )
+                return first, False
+            session = StoredSession.from_row(row)
+            event = await self._insert_event(
+                conn,
+                session,
+                seq=1,
+                event_type=CallEventType.SESSION_CREATED,
+                status_from=None,
+                status_to=session.status.value,
+                payload={"direction": session.direction.value},
+                at=session.created_at,
+            )
+            committed.append(event)
+            return session, True
+
+    # -- read -------------------------------------------------------------------------------
+
+    async def by_id(self, session_id: uuid.UUID) -> StoredSession | None:
+        row = await self._db.fetchrow(
+            f"SELECT {_SESSION_COLS} FROM click_to_call_session WHERE id = $1", session_id
+        )
+        return None if row is None else StoredSession.from_row(row)
+
+    async def get(self, tenant_id: uuid.UUID, session_id: uuid.UUID) -> StoredSession:
+        row = await self._db.fetchrow(
+            f"SELECT {_SESSION_COLS} FROM click_to_call_session WHERE tenant_id = $1 AND id = $2",
+            tenant_id,
+            session_id,
+        )
+        if row is None:
+            raise NotFound("session", session_id)
+        return StoredSession.from_row(row)
+
+    # -- change -----------------------------------------------------------------------------
+
+    async def transition(
+        self,
+        tenant_id: uuid.UUID,
+        session_id: uuid.UUID,
+        target: CallStatus | str,
+        *,
+        event_type: CallEventType,
+        payload: Mapping[str, Any] | None,
+        changes: Mapping[str, Any],
+        at: datetime | None,
+    ) -> tuple[StoredSession, CallEvent]:
+        """Move a session to ``target`` if the state machine allows it (else IllegalTransition).
+
+        Writes the row, its event and, if a callback URL applies, the outbox row, atomically.
+        ``changes`` are already checked (:func:`~engine.store.records.writable_changes`).
+        """
+        when = at or _now()
+        async with self._writing() as (conn, committed):
+            current, callback_url = await self._lock(conn, tenant_id, session_id)
+            decided = current.machine().transition(target, when)
+            columns = {**changes, **decided.changes}
+            updated = await self._update(conn, current, columns)
+            event = await self._insert_event(
+                conn,
+                updated,
+                seq=updated.version,
+                event_type=event_type,
+                status_from=decided.status_from.value,
+                status_to=decided.status_to.value,
+                payload=dict(payload or {}),
+                at=when,
+            )
+            url = current.callback_url or callback_url
+            if url:
+                await self._enqueue_callback(conn, updated, event, url)
+                event = dataclasses.replace(event, callback_queued=True)
+            committed.append(event)
+            return updated, event
+
+    async def append_event(
+        self,
+        tenant_id: uuid.UUID,
+        session_id: uuid.UUID,
+        event_type: CallEventType,
+        *,
+        payload: Mapping[str, Any] | None,
+        changes: Mapping[str, Any],
+        at: datetime | None,
+    ) -> tuple[StoredSession, CallEvent]:
+        """Record a telephony fact that is not a status change (DTMF, recording, ...)."""
+        when = at or _now()
+        async with self._writing() as (conn, committed):
+            current, _ = await self._lock(conn, tenant_id, session_id)
+            updated = await self._update(conn, current, changes)
+            event = await self._insert_event(
+                conn,
+                updated,
+                seq=updated.version,
+                event_type=event_type,
+                status_from=None,
+                status_to=None,
+                payload=dict(payload or {}),
+                at=when,
+            )
+            committed.append(event)
+            return updated, event
+
+    async def _lock(
+        self, conn: Connection, tenant_id: uuid.UUID, session_id: uuid.UUID
+    ) -> tuple[StoredSession, str | None]:
+        # the tenant's callback URL comes along: one round trip per change, not two
+        row = await conn.fetchrow(
+            f"SELECT {_SESSION_COLS}, "
+            f"(SELECT callback_url FROM tenant t WHERE t.id = s.tenant_id) AS tenant_callback_url "
+            f"FROM click_to_call_session s WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+            tenant_id,
+            session_id,
+        )
+        if row is None:
+            raise NotFound("session", session_id)
+        values = dict(row)
+        tenant_url = values.pop("tenant_callback_url")
+        return StoredSession.from_row(values), tenant_url
+
+    async def _update(
+        self, conn: Connection, current: StoredSession, columns: Mapping[str, Any]
+    ) -> StoredSession:
+        sets = ["version = version + 1", "updated_at = now()"]
+        args: list[Any] = [current.id]
+        for name, value in columns.items():
+            args.append(value)
+            sets.append(f"{name} = ${len(args)}")
+        row = await conn.fetchrow(
+            f"UPDATE click_to_call_session SET {', '.join(sets)} WHERE id = $1 "
+            f"RETURNING {_SESSION_COLS}",
+            *args,
+        )
+        return StoredSession.from_row(returned(row, f"UPDATE of locked session {current.id}"))
+
+    async def _insert_event(
+        self,
+        conn: Connection,
+        session: StoredSession,
+        *,
+        seq: int,
+        event_type: CallEventType,
+        status_from: str | None,
+        status_to: str | None,
+        payload: dict[str, Any],
+        at: datetime,
+    ) -> CallEvent:
+        row = await conn.fetchrow(
+            f"INSERT INTO call_event (tenant_id, session_id, seq, event_type, status_from, "
+            f"status_to, payload, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+            f"RETURNING {_EVENT_COLS}",
+            session.tenant_id,
+            session.id,
+            seq,
+            event_type,
+            status_from,
+            status_to,
+            payload,
+            at,
+        )
+        return CallEvent.from_row(returned(row, "INSERT INTO call_event"))
+
+    async def _enqueue_callback(
+        self, conn: Connection, session: StoredSession, event: CallEvent, url: str
+    ) -> None:
+        await conn.execute(
+            "INSERT INTO callback_outbox (tenant_id, session_id, event_id, url, payload) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            session.tenant_id,
+            session.id,
+            event.id,
+            url,
+            status_callback(session, event).model_dump(mode="json"),
+        )
