@@ -23,7 +23,7 @@ from engine.logs import configure_logging
 if TYPE_CHECKING:
     from engine.app.use_cases import UseCases
     from engine.domain.ivr import IvrMenu
-    from engine.store.ivr import StoredIvrMenu
+    from engine.store.records import StoredIvrMenu
 
 __all__ = ["main"]
 

@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import signal
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import structlog
 
@@ -29,9 +27,10 @@ from engine.asterisk.links.ami import AmiLink
 from engine.asterisk.links.ari import AriClient
 from engine.asterisk.links.restart_watch import RestartWatch
 from engine.config.settings import Settings, exposure_warnings
-from engine.errors import ClosedResourceError, CtcError
+from engine.errors import CtcError
 from engine.events import EventBus
 from engine.health import HealthReport
+from engine.lifecycle import Lifecycle
 from engine.loop_watch import LoopWatch
 from engine.metrics import Metrics
 from engine.notifier import CallbackNotifier
@@ -44,8 +43,15 @@ __all__ = ["Engine", "run_until_signalled"]
 log = structlog.get_logger(__name__)
 
 
-class Engine:
-    """The daemon: database, store, control API. An async context manager."""
+class Engine(Lifecycle):
+    """The daemon's one wiring root: builds every component from the settings, starts them
+    in dependency order and closes them in reverse (``async with Engine(settings):``).
+
+    Failure policy: the control API comes up first and stays up; PostgreSQL is connected
+    in the background (health says ``database down`` until it answers); Asterisk's links
+    start once the schema is current, and a link that cannot start is reported in health
+    rather than stopping the engine.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -133,32 +139,22 @@ class Engine:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.loop_watch = LoopWatch(self.metrics)
-        self._started = False
-        self._closed = False
         self.database_ready = asyncio.Event()
 
-    async def start(self) -> Self:
-        if self._closed:
-            raise ClosedResourceError("Engine is closed")
-        self._started = True
+    async def _open(self) -> None:
         for warning in exposure_warnings(self.settings):
             log.warning("config.exposure", warning=warning)
         self.health.set("database", "starting", "connecting")
         self.health.set("api", "starting")
-        try:
-            await self.events.start()
-            await self.store.journal.start()
-            if self.ari is not None:
-                await self.ari.start()  # its HTTP session: the API's in-call controls use it
-            await self.api.start()
-        except BaseException:
-            await self.close()
-            raise
+        await self.events.start()
+        await self.store.journal.start()
+        if self.ari is not None:
+            await self.ari.start()  # its HTTP session: the API's in-call controls use it
+        await self.api.start()  # a failure here closes what started (Lifecycle)
         self.health.set("api", "up", str(self.settings.api.socket))
         await self.loop_watch.start()
         self._tasks.append(asyncio.create_task(self._connect_database(), name="db-connect"))
         log.info("engine.started")
-        return self
 
     def _database_unreachable(self, error: CtcError, retry_in: float) -> None:
         self.health.set("database", "down", str(error))
@@ -199,10 +195,9 @@ class Engine:
                 log.error("agi.unavailable", error=str(exc))
                 self.health.set("agi", "down", str(exc), required=False)
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    async def _close(self) -> None:
+        """Stop in reverse order of start; each component's close is bounded and a no-op
+        for one that never started."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -224,17 +219,6 @@ class Engine:
         await self.events.close()
         await self.db.close()
         log.info("engine.stopped")
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 async def run_until_signalled(settings: Settings) -> None:

@@ -38,7 +38,7 @@ from engine import __version__
 from engine.contract import EVENT_ID_HEADER, SIGNATURE_HEADER, StatusCallback
 from engine.domain.text import text_problem
 from engine.errors import NotFound
-from engine.store.tenants import Tenant
+from engine.store.records import Tenant
 
 __all__ = [
     "MAX_JSON_DEPTH",

@@ -23,7 +23,7 @@ from pydantic import (
 
 from engine.contract import CallEventOut
 from engine.domain.call import CallStatus, Direction
-from engine.store.providers import PROVIDER_TYPES
+from engine.store.records import PROVIDER_TYPES
 
 __all__ = [
     "AgentActivityIn",

@@ -46,7 +46,7 @@ from engine.errors import (
     SecretsError,
 )
 from engine.lifecycle import Lifecycle
-from engine.store.tenants import Tenant
+from engine.store.records import Tenant
 
 __all__ = ["ApiServer", "build_app", "openapi_document"]
 

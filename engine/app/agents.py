@@ -8,9 +8,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from engine.store.activity import AgentActivity
+from engine.store.records import AgentActivity, Tenant
 from engine.store.repositories import Store
-from engine.store.tenants import Tenant
 
 __all__ = ["ActivityReport", "AgentActivityService"]
 

@@ -27,11 +27,17 @@ from engine.domain.netpolicy import check_url
 from engine.domain.phone import to_e164
 from engine.domain.transfer import TransferType
 from engine.errors import Conflict, FeatureUnavailable, InvalidInput, NotFound
-from engine.store.records import CallEvent, NewSession, StoredSession
+from engine.store.records import (
+    CallEvent,
+    NewSession,
+    SessionFilter,
+    SessionPage,
+    SessionStats,
+    StoredSession,
+    StoredTransfer,
+    Tenant,
+)
 from engine.store.repositories import Store
-from engine.store.session_queries import SessionFilter, SessionPage, SessionStats
-from engine.store.tenants import Tenant
-from engine.store.transfers import StoredTransfer
 
 __all__ = ["CallService", "InitiateCall", "SessionDetail", "request_fingerprint"]
 

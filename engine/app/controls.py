@@ -23,9 +23,8 @@ from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
 from engine.domain.event_types import CallEventType
 from engine.errors import Conflict, FeatureUnavailable
-from engine.store.records import StoredSession
+from engine.store.records import StoredSession, Tenant
 from engine.store.repositories import Store
-from engine.store.tenants import Tenant
 
 __all__ = [
     "CallControlService",

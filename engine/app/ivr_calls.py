@@ -36,9 +36,8 @@ from engine.domain.routing import Attempt, RoutePlan, plan_route
 from engine.domain.transfer import TransferState, TransferType
 from engine.errors import DestinationRefused, InvalidInput, NotFound
 from engine.outbound import OutboundHttp
-from engine.store.records import NewSession, StoredSession
+from engine.store.records import NewSession, NewTransfer, StoredSession, StoredTransfer
 from engine.store.repositories import Store
-from engine.store.transfers import NewTransfer, StoredTransfer
 
 __all__ = ["IvrCallRecord", "MenuLoader", "http_lookup"]
 

@@ -20,9 +20,8 @@ import yaml
 from engine.domain.ivr import IvrMenu
 from engine.errors import ConfigError, InvalidInput
 from engine.ivr_yaml import dump_menus, load_menus
-from engine.store.ivr import StoredIvrMenu
+from engine.store.records import StoredIvrMenu, Tenant
 from engine.store.repositories import Store
-from engine.store.tenants import Tenant
 
 __all__ = ["IvrMenuService", "menu_entries"]
 

@@ -16,8 +16,7 @@ from typing import Protocol
 
 from engine.domain.click_to_call import Leg
 from engine.domain.transfer import TransferType
-from engine.store.records import StoredSession
-from engine.store.transfers import StoredTransfer
+from engine.store.records import StoredSession, StoredTransfer
 
 __all__ = ["Dialer", "InCallControls", "MuteDirection"]
 

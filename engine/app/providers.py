@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import uuid
 
-from engine.store.providers import NewProvider, StoredProvider
+from engine.store.records import NewProvider, StoredProvider, Tenant
 from engine.store.repositories import Store
-from engine.store.tenants import Tenant
 
 __all__ = ["ProviderService"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.store.records import IssuedToken, Tenant
 from engine.store.repositories import Store
-from engine.store.tenants import IssuedToken, Tenant
 
 __all__ = ["TenantService"]
 

@@ -7,10 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.errors import NotFound
-from engine.store.activity import WebhookLogEntry
-from engine.store.providers import PROVIDER_TYPES
+from engine.store.records import PROVIDER_TYPES, Tenant, WebhookLogEntry
 from engine.store.repositories import Store
-from engine.store.tenants import Tenant
 
 __all__ = ["WebhookIntake"]
 

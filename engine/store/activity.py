@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -12,30 +11,9 @@ import asyncpg
 
 from engine.errors import NotFound
 from engine.store.database import Database, returned
+from engine.store.records import AgentActivity, WebhookLogEntry
 
-__all__ = ["ActivityRepository", "AgentActivity", "WebhookLogEntry", "WebhookRepository"]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class AgentActivity:
-    id: int
-    tenant_id: uuid.UUID
-    agent_id: str
-    activity: str
-    session_id: uuid.UUID | None
-    details: dict[str, Any]
-    occurred_at: datetime
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class WebhookLogEntry:
-    id: int
-    provider_type: str
-    session_id: uuid.UUID | None
-    provider_call_id: str | None
-    event_type: str | None
-    processing_status: str
-    received_at: datetime
+__all__ = ["ActivityRepository", "WebhookRepository"]
 
 
 class ActivityRepository:

@@ -45,15 +45,9 @@ from engine.domain.ivr import (
 from engine.domain.netpolicy import OutboundPolicy, check_url
 from engine.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from engine.store.database import Connection, Database
+from engine.store.records import StoredIvrMenu
 
-__all__ = ["IvrMenuRepository", "StoredIvrMenu"]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StoredIvrMenu:
-    id: uuid.UUID
-    version: int
-    menu: IvrMenu
+__all__ = ["IvrMenuRepository"]
 
 
 # Option fields with a column of their own; the rest go to action_params.

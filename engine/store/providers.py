@@ -9,11 +9,8 @@ is the one read path back to plaintext, for the code that talks to a carrier.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
-from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -21,16 +18,9 @@ import asyncpg
 from engine.errors import Conflict, NotFound
 from engine.secrets import Keyring
 from engine.store.database import Database, returned
+from engine.store.records import NewProvider, ProviderSecrets, StoredProvider
 
-__all__ = [
-    "PROVIDER_TYPES",
-    "NewProvider",
-    "ProviderRepository",
-    "ProviderSecrets",
-    "StoredProvider",
-]
-
-PROVIDER_TYPES = ("asterisk", "sip_trunk", "twilio", "exotel", "vonage", "mcube")
+__all__ = ["ProviderRepository"]
 
 _COLS = (
     "id, tenant_id, name, provider_type, is_active, is_default, priority, max_concurrent_calls, "
@@ -39,47 +29,6 @@ _COLS = (
     "webhook_secret IS NOT NULL AS has_webhook_secret, "
     "created_at, updated_at"
 )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StoredProvider:
-    id: uuid.UUID
-    tenant_id: uuid.UUID
-    name: str
-    provider_type: str
-    is_active: bool
-    is_default: bool
-    priority: int
-    max_concurrent_calls: int | None
-    calls_per_second: float | None
-    config: dict[str, Any]
-    has_credentials: bool
-    has_webhook_secret: bool
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class NewProvider:
-    tenant_id: uuid.UUID
-    name: str
-    provider_type: str
-    is_active: bool = True
-    is_default: bool = False
-    priority: int = 100
-    max_concurrent_calls: int | None = None
-    calls_per_second: float | None = None
-    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    credentials: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    webhook_secret: str | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ProviderSecrets:
-    """A provider's decrypted secrets (never returned by the API)."""
-
-    credentials: dict[str, Any]
-    webhook_secret: str | None
 
 
 class ProviderRepository:

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 
 from engine.store.database import Database
+from engine.store.records import RecordingPolicy
 
-__all__ = ["RecordingPolicy", "RecordingPolicyRepository"]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RecordingPolicy:
-    is_enabled: bool
-    record: str
-    format: str
-    storage_path: str
-    beep: bool
-    max_duration_s: int | None
-    pause_allowed: bool
+__all__ = ["RecordingPolicyRepository"]
 
 
 class RecordingPolicyRepository:

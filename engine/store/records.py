@@ -1,7 +1,8 @@
 """The records of a call as the store hands them out: plain frozen dataclasses.
 
-Why a module of their own: the event bus, the journal, the ERP contract, the API and the
-call flows all pass these records around, while only the store's repositories know SQL.
+Why a module of their own: the event bus, the journal, the ERP contract, the API, the use
+cases and the call flows all pass these records around (sessions, events, tenants,
+providers, transfers, menus, ...), while only the store's repositories know SQL.
 Kept apart, a module that needs a :class:`CallEvent` imports this one (which imports only
 the domain), never a repository, so no import runs in a circle through the store.
 """
@@ -10,21 +11,38 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
 
 from engine.domain.call import CallSession, CallStatus, Direction
+from engine.domain.ivr import IvrMenu
+from engine.domain.netpolicy import Network, OutboundPolicy
 
 __all__ = [
     "EVENT_COLUMNS",
+    "PROVIDER_TYPES",
     "SESSION_COLUMNS",
+    "AgentActivity",
     "CallEvent",
     "DtmfRow",
+    "IssuedToken",
+    "NewProvider",
     "NewSession",
+    "NewTransfer",
+    "ProviderSecrets",
+    "RecordingPolicy",
+    "SessionFilter",
+    "SessionPage",
+    "SessionStats",
+    "StoredIvrMenu",
+    "StoredProvider",
     "StoredSession",
+    "StoredTransfer",
+    "Tenant",
+    "WebhookLogEntry",
     "writable_changes",
 ]
 
@@ -184,3 +202,179 @@ class DtmfRow:
     ms_since_prompt: int | None
     channel_id: str | None
     occurred_at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tenant:
+    id: uuid.UUID
+    slug: str
+    name: str
+    callback_url: str | None
+    is_active: bool
+    # where this tenant's callbacks and lookups may go; built once, when the row is read,
+    # since every call start, inbound call and callback consults it
+    policy: OutboundPolicy = dataclasses.field(default_factory=OutboundPolicy)
+
+    @property
+    def outbound_allow_cidrs(self) -> tuple[Network, ...]:
+        """The networks the tenant allows beyond global addresses (sorted)."""
+        return self.policy.allow
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IssuedToken:
+    id: uuid.UUID
+    tenant: Tenant
+    token: str  # shown once, never stored
+
+
+PROVIDER_TYPES = ("asterisk", "sip_trunk", "twilio", "exotel", "vonage", "mcube")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredProvider:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    name: str
+    provider_type: str
+    is_active: bool
+    is_default: bool
+    priority: int
+    max_concurrent_calls: int | None
+    calls_per_second: float | None
+    config: dict[str, Any]
+    has_credentials: bool
+    has_webhook_secret: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewProvider:
+    tenant_id: uuid.UUID
+    name: str
+    provider_type: str
+    is_active: bool = True
+    is_default: bool = False
+    priority: int = 100
+    max_concurrent_calls: int | None = None
+    calls_per_second: float | None = None
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    credentials: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    webhook_secret: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProviderSecrets:
+    """A provider's decrypted secrets (never returned by the API)."""
+
+    credentials: dict[str, Any]
+    webhook_secret: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewTransfer:
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    transfer_type: str
+    from_leg: str
+    target_type: str
+    target: str | None  # None only for a routing rule that rang nobody
+    target_channel_id: str | None
+    consult_bridge_id: str | None = None
+    initiated_by: str = "api"
+    option_id: uuid.UUID | None = None  # the IVR option that asked (initiated_by 'ivr')
+    routing_rule_id: uuid.UUID | None = None  # target_type 'routing_rule': the rule offering
+    # chosen by the caller when the channel ids derive from it; else the database's
+    id: uuid.UUID | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredTransfer:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    transfer_type: str
+    initiated_by: str
+    from_leg: str
+    target_type: str
+    target: str | None
+    target_channel_id: str | None
+    consult_bridge_id: str | None
+    state: str
+    failure_cause: str | None
+    hangup_cause: int | None
+    requested_at: datetime
+    answered_at: datetime | None
+    completed_at: datetime | None
+    option_id: uuid.UUID | None = None
+    routing_rule_id: uuid.UUID | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredIvrMenu:
+    id: uuid.UUID
+    version: int
+    menu: IvrMenu
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentActivity:
+    id: int
+    tenant_id: uuid.UUID
+    agent_id: str
+    activity: str
+    session_id: uuid.UUID | None
+    details: dict[str, Any]
+    occurred_at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WebhookLogEntry:
+    id: int
+    provider_type: str
+    session_id: uuid.UUID | None
+    provider_call_id: str | None
+    event_type: str | None
+    processing_status: str
+    received_at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordingPolicy:
+    is_enabled: bool
+    record: str
+    format: str
+    storage_path: str
+    beep: bool
+    max_duration_s: int | None
+    pause_allowed: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionFilter:
+    statuses: Sequence[CallStatus] = ()
+    direction: Direction | None = None
+    agent_id: str | None = None
+    customer_number: str | None = None
+    external_ref: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionPage:
+    items: list[StoredSession]
+    next_cursor: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionStats:
+    total: int
+    by_status: dict[str, int]
+    live: int
+    connected: int  # reached the customer (connected or completed after connecting)
+    connect_rate: float | None
+    avg_ring_ms: int | None
+    avg_talk_ms: int | None
+    total_talk_ms: int

@@ -10,57 +10,31 @@ which asks the session's owner.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from engine.domain.call import LIVE_STATUSES, CallStatus, Direction
+from engine.domain.call import LIVE_STATUSES
 from engine.errors import InvalidInput
 from engine.store.database import Database, returned
-from engine.store.records import EVENT_COLUMNS, SESSION_COLUMNS, CallEvent, StoredSession
+from engine.store.records import (
+    EVENT_COLUMNS,
+    SESSION_COLUMNS,
+    CallEvent,
+    SessionFilter,
+    SessionPage,
+    SessionStats,
+    StoredSession,
+)
 
 __all__ = [
-    "SessionFilter",
-    "SessionPage",
     "SessionQueries",
-    "SessionStats",
     "decode_cursor",
     "encode_cursor",
 ]
 
 _SESSION_COLS: Final = ", ".join(SESSION_COLUMNS)
 _EVENT_COLS: Final = ", ".join(EVENT_COLUMNS)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SessionFilter:
-    statuses: Sequence[CallStatus] = ()
-    direction: Direction | None = None
-    agent_id: str | None = None
-    customer_number: str | None = None
-    external_ref: str | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SessionPage:
-    items: list[StoredSession]
-    next_cursor: str | None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SessionStats:
-    total: int
-    by_status: dict[str, int]
-    live: int
-    connected: int  # reached the customer (connected or completed after connecting)
-    connect_rate: float | None
-    avg_ring_ms: int | None
-    avg_talk_ms: int | None
-    total_talk_ms: int
 
 
 def encode_cursor(created_at: datetime, session_id: uuid.UUID) -> str:

@@ -19,7 +19,6 @@ stored sealed by :class:`~engine.secrets.Keyring` (in plaintext while no key is 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import secrets
 import time
@@ -32,8 +31,9 @@ from engine.domain.netpolicy import Network, OutboundPolicy, check_url
 from engine.errors import Conflict, CtcError, DatabaseUnavailable, NotFound
 from engine.secrets import Keyring
 from engine.store.database import Database, returned
+from engine.store.records import IssuedToken, Tenant
 
-__all__ = ["LAST_USED_GRANULARITY", "IssuedToken", "Tenant", "TenantRepository", "hash_token"]
+__all__ = ["LAST_USED_GRANULARITY", "TenantRepository", "hash_token"]
 
 log = structlog.get_logger(__name__)
 
@@ -41,30 +41,6 @@ LAST_USED_GRANULARITY = 60
 """Seconds: ``api_token.last_used_at`` is rewritten only when older than this."""
 
 _TOKEN_PREFIX = "ctc_"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Tenant:
-    id: uuid.UUID
-    slug: str
-    name: str
-    callback_url: str | None
-    is_active: bool
-    # where this tenant's callbacks and lookups may go; built once, when the row is read,
-    # since every call start, inbound call and callback consults it
-    policy: OutboundPolicy = dataclasses.field(default_factory=OutboundPolicy)
-
-    @property
-    def outbound_allow_cidrs(self) -> tuple[Network, ...]:
-        """The networks the tenant allows beyond global addresses (sorted)."""
-        return self.policy.allow
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class IssuedToken:
-    id: uuid.UUID
-    tenant: Tenant
-    token: str  # shown once, never stored
 
 
 def hash_token(token: str) -> str:

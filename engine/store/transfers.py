@@ -2,62 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from engine.errors import Conflict, NotFound
 from engine.store.database import Database, returned
+from engine.store.records import NewTransfer, StoredTransfer
 
-__all__ = ["NewTransfer", "StoredTransfer", "TransferRepository"]
+__all__ = ["TransferRepository"]
 
 _COLS = (
     "id, tenant_id, session_id, transfer_type, initiated_by, from_leg, target_type, target, "
     "target_channel_id, consult_bridge_id, state, failure_cause, hangup_cause, requested_at, "
     "answered_at, completed_at, option_id, routing_rule_id"
 )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class NewTransfer:
-    tenant_id: uuid.UUID
-    session_id: uuid.UUID
-    transfer_type: str
-    from_leg: str
-    target_type: str
-    target: str | None  # None only for a routing rule that rang nobody
-    target_channel_id: str | None
-    consult_bridge_id: str | None = None
-    initiated_by: str = "api"
-    option_id: uuid.UUID | None = None  # the IVR option that asked (initiated_by 'ivr')
-    routing_rule_id: uuid.UUID | None = None  # target_type 'routing_rule': the rule offering
-    # chosen by the caller when the channel ids derive from it; else the database's
-    id: uuid.UUID | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StoredTransfer:
-    id: uuid.UUID
-    tenant_id: uuid.UUID
-    session_id: uuid.UUID
-    transfer_type: str
-    initiated_by: str
-    from_leg: str
-    target_type: str
-    target: str | None
-    target_channel_id: str | None
-    consult_bridge_id: str | None
-    state: str
-    failure_cause: str | None
-    hangup_cause: int | None
-    requested_at: datetime
-    answered_at: datetime | None
-    completed_at: datetime | None
-    option_id: uuid.UUID | None = None
-    routing_rule_id: uuid.UUID | None = None
 
 
 def _row(row: asyncpg.Record) -> StoredTransfer:

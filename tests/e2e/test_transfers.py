@@ -21,7 +21,7 @@ import pytest
 from engine.daemon import Engine
 from engine.devtools.sandbox import ARI_URL, Sandbox
 from engine.devtools.sipp import SippPhone
-from engine.store.transfers import StoredTransfer
+from engine.store.records import StoredTransfer
 from tests.e2e.engine_fixtures import (
     AGENT_PORT,
     CUSTOMER_PORT,

@@ -22,7 +22,7 @@ from engine.daemon import Engine
 from engine.devtools.databases import create_database, drop_database
 from engine.errors import CtcError, SecretsError
 from engine.secrets import PREFIX, Keyring
-from engine.store.providers import NewProvider
+from engine.store.records import NewProvider
 from engine.store.repositories import Store
 from engine.store.tenants import TenantRepository
 from tests.integration.conftest import SECRET_KEY, Api

@@ -9,7 +9,7 @@ from typing import Any
 from engine.daemon import Engine
 from engine.domain.routing import Attempt, Strategy, plan_route
 from engine.domain.transfer import TransferState
-from engine.store.transfers import NewTransfer
+from engine.store.records import NewTransfer
 from tests.integration.conftest import Api, session_in
 
 

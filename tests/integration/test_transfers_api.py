@@ -9,7 +9,7 @@ import pytest
 
 from engine.daemon import Engine
 from engine.errors import Conflict
-from engine.store.transfers import NewTransfer
+from engine.store.records import NewTransfer
 from tests.integration.conftest import CONNECT, Api, session_in
 
 C2C = "/api/v1/click-to-call"

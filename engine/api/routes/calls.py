@@ -27,7 +27,7 @@ from engine.api.routes.common import (
 from engine.app.calls import InitiateCall
 from engine.contract import CallEventOut
 from engine.domain.text import text_problem
-from engine.store.session_queries import SessionFilter
+from engine.store.records import SessionFilter
 
 __all__ = [
     "call_stats",

@@ -14,8 +14,7 @@ from engine.api.state import API_STATE
 from engine.contract import StreamEventOut
 from engine.errors import FeatureUnavailable
 from engine.events import EventBus
-from engine.store.records import CallEvent
-from engine.store.tenants import Tenant
+from engine.store.records import CallEvent, Tenant
 
 __all__ = ["stream_events"]
 

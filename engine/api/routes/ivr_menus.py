@@ -9,7 +9,7 @@ from engine.api.endpoints import ApiRequest, json_response, read_json_object, ro
 from engine.api.models import IvrMenuIn, IvrMenuListOut, IvrMenuOut
 from engine.api.routes.common import API, error_responses, use_cases
 from engine.app.ivr_menus import menu_entries
-from engine.store.ivr import StoredIvrMenu
+from engine.store.records import StoredIvrMenu
 
 __all__ = ["delete_ivr_menu", "get_ivr_menu", "list_ivr_menus", "put_ivr_menu"]
 

@@ -7,7 +7,7 @@ from aiohttp import web
 from engine.api.endpoints import ApiRequest, json_response, router
 from engine.api.models import ProviderIn, ProviderListOut, ProviderOut
 from engine.api.routes.common import API, error_responses, use_cases
-from engine.store.providers import NewProvider, StoredProvider
+from engine.store.records import NewProvider, StoredProvider
 
 __all__ = ["create_provider", "get_provider", "list_providers"]
 

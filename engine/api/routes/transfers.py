@@ -11,7 +11,7 @@ from engine.api.models import TransferIn, TransferOut
 from engine.api.routes.common import C2C, error_responses, path_session_id, use_cases
 from engine.domain.click_to_call import Leg
 from engine.domain.transfer import TransferType
-from engine.store.transfers import StoredTransfer
+from engine.store.records import StoredTransfer
 
 __all__ = ["cancel_transfer", "complete_transfer", "transfer_session"]
 

@@ -72,10 +72,8 @@ from engine.domain.transfer import (
 )
 from engine.errors import AriError, CtcError, IllegalTransition
 from engine.lifecycle import Lifecycle
-from engine.store.recording import RecordingPolicy
-from engine.store.records import StoredSession
+from engine.store.records import RecordingPolicy, StoredSession, StoredTransfer
 from engine.store.repositories import Store
-from engine.store.transfers import StoredTransfer
 
 __all__ = [
     "ChannelFact",

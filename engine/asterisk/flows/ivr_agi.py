@@ -64,8 +64,8 @@ from engine.errors import CtcError, NotFound
 from engine.lifecycle import Lifecycle
 from engine.metrics import AgiRefusal, Metrics, count_agi_refused
 from engine.outbound import OutboundHttp
+from engine.store.records import StoredTransfer
 from engine.store.repositories import Store
-from engine.store.transfers import StoredTransfer
 
 __all__ = ["AgiIvr", "AgiIvrCall"]
 

@@ -73,8 +73,8 @@ from engine.domain.transfer import TransferState, state_for_unanswered
 from engine.errors import AriError, CtcError, InvalidInput
 from engine.lifecycle import Lifecycle
 from engine.outbound import OutboundHttp
+from engine.store.records import StoredTransfer
 from engine.store.repositories import Store
-from engine.store.transfers import StoredTransfer
 
 __all__ = ["AriIvr", "AriIvrCall"]
 

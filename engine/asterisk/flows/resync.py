@@ -32,9 +32,8 @@ from engine.domain.click_to_call import Leg, Resume, Start, restart_queued
 from engine.domain.event_types import CallEventType
 from engine.domain.transfer import ChannelRole, TransferState, resync_transfer
 from engine.errors import AriError, CtcError, IllegalTransition
-from engine.store.records import StoredSession
+from engine.store.records import StoredSession, StoredTransfer
 from engine.store.repositories import Store
-from engine.store.transfers import StoredTransfer
 
 __all__ = ["Resync", "resync_facts"]
 

@@ -59,9 +59,8 @@ from engine.domain.transfer import (
     start_transfer,
 )
 from engine.errors import AriError, Conflict, InvalidInput
-from engine.store.records import StoredSession
+from engine.store.records import NewTransfer, StoredSession, StoredTransfer
 from engine.store.repositories import Store
-from engine.store.transfers import NewTransfer, StoredTransfer
 
 __all__ = ["TransferRunner", "replaced_leg"]
 
