@@ -58,8 +58,7 @@ from engine.domain.ivr import (
     TransferredToMenu,
     step,
 )
-from engine.domain.transfer import TransferState as TS
-from engine.domain.transfer import state_for_unanswered
+from engine.domain.transfer import TransferState, state_for_unanswered
 from engine.errors import CtcError, NotFound
 from engine.lifecycle import Lifecycle
 from engine.metrics import AgiRefusal, Metrics, count_agi_refused
@@ -244,12 +243,12 @@ class AgiIvrCall:
         for attempt in plan.attempts:
             row = await self.record.attempt_started(command, attempt)
             if not attempt.targets:  # the rule could not ring anyone (e.g. a provider)
-                await self.record.transfer_finished(row, TS.FAILED, reason=attempt.reason)
+                await self.record.transfer_finished(row, TransferState.FAILED, reason=attempt.reason)
                 failed = attempt.reason
                 continue
             dial = "&".join(dial_string(calls, t, outside_line=outside) for t in attempt.targets)
             state = await self._dial(row, dial, attempt.ring_timeout_s)
-            if state is TS.COMPLETED:
+            if state is TransferState.COMPLETED:
                 self.transferred = True
                 await self.record.note(CallEventType.IVR_TRANSFERRED, {"target": row.target})
                 return Transferred()
@@ -259,7 +258,7 @@ class AgiIvrCall:
             return TransferredToMenu(plan.menu)
         return TransferFailed(failed or "failed")
 
-    async def _dial(self, row: StoredTransfer, dial: str, timeout_s: int) -> TS:
+    async def _dial(self, row: StoredTransfer, dial: str, timeout_s: int) -> TransferState:
         """``Dial(dial,timeout_s)``; the outcome, stored on ``row``."""
         talked = peer = None
         try:
@@ -270,17 +269,17 @@ class AgiIvrCall:
                 talked = await self.channel.get_variable("ANSWEREDTIME")
                 peer = await self.channel.get_variable("DIALEDPEERNAME")
         except AgiHangup:
-            await self.record.transfer_finished(row, TS.FAILED, reason="caller hung up")
+            await self.record.transfer_finished(row, TransferState.FAILED, reason="caller hung up")
             raise
         if status == "ANSWER":
             seconds = float(talked) if talked and talked.replace(".", "", 1).isdigit() else 0.0
             await self.record.transfer_finished(
                 row,
-                TS.COMPLETED,
+                TransferState.COMPLETED,
                 target_channel_id=peer,
                 answered_at=datetime.now(UTC) - timedelta(seconds=seconds),
             )
-            return TS.COMPLETED
+            return TransferState.COMPLETED
         # DIALSTATUS names the dialled side's Q.850 cause; the one rule reads it
         cause = _DIALSTATUS_CAUSE.get(status)
         state = state_for_unanswered(cause)
