@@ -243,7 +243,9 @@ class AgiIvrCall:
         for attempt in plan.attempts:
             row = await self.record.attempt_started(command, attempt)
             if not attempt.targets:  # the rule could not ring anyone (e.g. a provider)
-                await self.record.transfer_finished(row, TransferState.FAILED, reason=attempt.reason)
+                await self.record.transfer_finished(
+                    row, TransferState.FAILED, reason=attempt.reason
+                )
                 failed = attempt.reason
                 continue
             dial = "&".join(dial_string(calls, t, outside_line=outside) for t in attempt.targets)
