@@ -29,7 +29,7 @@ from engine.config import (
 from engine.daemon import Engine
 from engine.devtools.sandbox import ARI_PASSWORD, Sandbox
 from engine.store.sessions import CallEvent, StoredSession
-from tests.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy
 
 __all__ = ["CallWatcher", "TcpProxy", "running_engine"]
 

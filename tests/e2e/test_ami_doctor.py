@@ -25,7 +25,7 @@ from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, Sandbox
 from engine.health import HealthReport
 from engine.secrets import Keyring
 from engine.store.migrations import default_migrations_dir, migrate
-from tests.conftest import create_database, drop_database
+from tests.support.databases import create_database, drop_database
 
 pytestmark = pytest.mark.e2e
 

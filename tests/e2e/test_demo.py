@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.devtools.sandbox import Sandbox
-from tests.conftest import ADMIN_URL, drop_database
+from tests.support.databases import ADMIN_URL, drop_database
 
 pytestmark = pytest.mark.e2e
 

@@ -23,7 +23,7 @@ from engine.store.ivr import IvrMenuRepository
 from engine.store.journal import CallJournal
 from engine.store.sessions import CallEvent, NewSession, StoredSession
 from engine.store.tenants import TenantRepository
-from tests.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy
 
 MENUS = """\
 menus:

@@ -12,7 +12,9 @@ from engine.asterisk.links.ari import AriNotFound
 from engine.daemon import Engine
 from engine.domain.click_to_call import Leg
 from engine.errors import Conflict
-from tests.integration.conftest import CONNECT, Api, session_in
+from tests.support.calls import CONNECT, session_in
+from tests.support.http import Api
+from tests.support.tenants import tenant_headers
 
 C2C = "/api/v1/click-to-call"
 
@@ -28,11 +30,11 @@ CONTROLS: list[tuple[str, dict[str, Any]]] = [
 
 @pytest.mark.parametrize(("action", "body"), CONTROLS)
 async def test_a_session_that_is_not_connected_is_409(
-    engine: Engine, unix_api: Api, action: str, body: dict[str, Any]
+    api_engine: Engine, unix_api: Api, action: str, body: dict[str, Any]
 ) -> None:
-    slug, sid = await session_in(engine, unix_api, "dialing_agent")
+    slug, sid = await session_in(api_engine.store, unix_api, "dialing_agent")
     status, err, _ = await unix_api.call(
-        "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers={"X-CTC-Tenant": slug}
+        "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers=tenant_headers(slug)
     )
     assert status == 409, err
     assert err["error"]["code"] == "conflict"
@@ -65,11 +67,11 @@ async def test_unknown_or_malformed_session_is_404(
     ],
 )
 async def test_bad_input_is_422_naming_the_field(
-    engine: Engine, unix_api: Api, action: str, body: dict[str, Any], field: str
+    api_engine: Engine, unix_api: Api, action: str, body: dict[str, Any], field: str
 ) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT)
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT)
     status, err, _ = await unix_api.call(
-        "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers={"X-CTC-Tenant": slug}
+        "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers=tenant_headers(slug)
     )
     assert status == 422, err
     assert err["error"]["code"] == "validation_error"
@@ -77,14 +79,14 @@ async def test_bad_input_is_422_naming_the_field(
 
 
 async def test_digits_accept_the_whole_dtmf_alphabet_before_needing_asterisk(
-    engine: Engine, unix_api: Api
+    api_engine: Engine, unix_api: Api
 ) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT)
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT)
     status, err, _ = await unix_api.call(
         "POST",
         f"{C2C}/sessions/{sid}/dtmf",
         json={"leg": "agent", "digits": "0123456789*#ABCD"},
-        headers={"X-CTC-Tenant": slug},
+        headers=tenant_headers(slug),
     )
     assert status == 503, err  # valid input, connected call, but no ARI here
     assert err["error"]["code"] == "unavailable"
@@ -92,27 +94,25 @@ async def test_digits_accept_the_whole_dtmf_alphabet_before_needing_asterisk(
 
 @pytest.mark.parametrize(("action", "body"), CONTROLS)
 async def test_a_connected_call_without_ari_is_503_and_records_nothing(
-    engine: Engine, unix_api: Api, action: str, body: dict[str, Any]
+    api_engine: Engine, unix_api: Api, action: str, body: dict[str, Any]
 ) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT)
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT)
     status, err, _ = await unix_api.call(
-        "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers={"X-CTC-Tenant": slug}
+        "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers=tenant_headers(slug)
     )
     assert status == 503, err
     assert err["error"]["code"] == "unavailable"
-    _, detail, _ = await unix_api.call(
-        "GET", f"{C2C}/sessions/{sid}", headers={"X-CTC-Tenant": slug}
-    )
+    _, detail, _ = await unix_api.call("GET", f"{C2C}/sessions/{sid}", headers=tenant_headers(slug))
     assert not [e for e in detail["events"] if e["event_type"].startswith("control.")]
 
 
-async def test_an_ended_session_is_409(engine: Engine, unix_api: Api) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT, "completed")
+async def test_an_ended_session_is_409(api_engine: Engine, unix_api: Api) -> None:
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT, "completed")
     status, err, _ = await unix_api.call(
         "POST",
         f"{C2C}/sessions/{sid}/hold",
         json={"leg": "customer"},
-        headers={"X-CTC-Tenant": slug},
+        headers=tenant_headers(slug),
     )
     assert status == 409, err
     assert err["error"]["code"] == "conflict"
@@ -146,29 +146,29 @@ class _GoneAri:
     ],
 )
 async def test_a_leg_that_is_gone_is_a_conflict_and_records_nothing(
-    engine: Engine, unix_api: Api, action: str, args: tuple[Any, ...]
+    api_engine: Engine, unix_api: Api, action: str, args: tuple[Any, ...]
 ) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT)
-    tenant = await engine.store.tenants.by_slug(slug)
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT)
+    tenant = await api_engine.store.tenants.by_slug(slug)
     assert tenant is not None
     ari = _GoneAri()
-    controls = CallControls(ari, engine.store)  # type: ignore[arg-type]
+    controls = CallControls(ari, api_engine.store)  # type: ignore[arg-type]
     with pytest.raises(Conflict, match="leg is gone"):
         await getattr(controls, action)(tenant.id, uuid.UUID(sid), *args)
     assert ari.calls[0][1].startswith(f"/channels/c2c-{sid}-{args[0].value}/")
-    events = await engine.store.sessions.events(tenant.id, uuid.UUID(sid))
+    events = await api_engine.store.sessions.events(tenant.id, uuid.UUID(sid))
     assert not [e for e in events if e.event_type.startswith("control.")]
 
 
-async def test_a_recording_that_is_gone_is_a_conflict(engine: Engine, unix_api: Api) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT)
-    tenant = await engine.store.tenants.by_slug(slug)
+async def test_a_recording_that_is_gone_is_a_conflict(api_engine: Engine, unix_api: Api) -> None:
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT)
+    tenant = await api_engine.store.tenants.by_slug(slug)
     assert tenant is not None
-    await engine.store.sessions.append_event(
+    await api_engine.store.sessions.append_event(
         tenant.id, uuid.UUID(sid), "recording.started", changes={"recording_path": "/tmp/x.wav"}
     )
     ari = _GoneAri()
-    controls = CallControls(ari, engine.store)  # type: ignore[arg-type]
+    controls = CallControls(ari, api_engine.store)  # type: ignore[arg-type]
     with pytest.raises(Conflict, match="not live"):
         await controls.recording(tenant.id, uuid.UUID(sid), "pause")
     assert ari.calls == [("POST", f"/recordings/live/c2c-{sid}/pause")]

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 import engine.config as config_module
 from engine.config import DEFAULT_CONFIG_PATH, Settings, load_settings, redacted_summary
 from engine.errors import ConfigError
-from tests.yaml_bombs import BILLION_LAUGHS
+from tests.support.yaml_bombs import BILLION_LAUGHS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "engine.example.yaml"
 SECRET = "s3cr3t-Pa55"

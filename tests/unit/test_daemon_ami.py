@@ -23,7 +23,8 @@ def settings(tmp_path: Path, **sections: object) -> Settings:
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
+async def unstarted_engine(tmp_path: Path) -> AsyncIterator[Engine]:
+    """An engine built from settings with ARI and AMI configured, never started."""
     built = Engine(settings(tmp_path))
     try:
         yield built
@@ -31,9 +32,13 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
         await built.close()
 
 
-async def test_ami_link_is_built_with_ari(engine: Engine) -> None:
-    assert engine.ami is not None
-    assert (engine.ami.host, engine.ami.port, engine.ami.username) == ("127.0.0.1", 5038, "ctc")
+async def test_ami_link_is_built_with_ari(unstarted_engine: Engine) -> None:
+    assert unstarted_engine.ami is not None
+    assert (
+        unstarted_engine.ami.host,
+        unstarted_engine.ami.port,
+        unstarted_engine.ami.username,
+    ) == ("127.0.0.1", 5038, "ctc")
 
 
 async def test_no_ami_link_without_ari_or_when_disabled(tmp_path: Path) -> None:
@@ -62,26 +67,26 @@ async def test_no_ami_password_is_reported_not_dialled(tmp_path: Path) -> None:
 
 
 async def test_fully_booted_drops_the_ari_link_only_after_a_restart(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
+    unstarted_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert engine.stasis is not None
+    assert unstarted_engine.stasis is not None
     drops: list[int] = []
 
     async def drop() -> None:
         drops.append(1)
 
-    monkeypatch.setattr(engine.stasis.link, "drop", drop)
+    monkeypatch.setattr(unstarted_engine.stasis.link, "drop", drop)
 
     async def booted(uptime: str | None, seconds_since_last: float) -> int:
-        if engine._booted_at is not None:
-            engine._booted_at -= seconds_since_last
+        if unstarted_engine._booted_at is not None:
+            unstarted_engine._booted_at -= seconds_since_last
         event = (
             {"Event": "FullyBooted"}
             if uptime is None
             else {"Event": "FullyBooted", "Uptime": uptime}
         )
         before = len(drops)
-        await engine._asterisk_booted(event)
+        await unstarted_engine._asterisk_booted(event)
         return len(drops) - before
 
     assert await booted("3600", 0) == 0  # the engine's first login: nothing to recreate
