@@ -24,12 +24,12 @@ from tests.e2e.engine_fixtures import (
     AGENT_PORT,
     CUSTOMER_PORT,
     CallWatcher,
-    TcpProxy,
     end_call,
     initiate,
     running_engine,
 )
 from tests.e2e.helpers import SippPhone, ari_bridges
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
 

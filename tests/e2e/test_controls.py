@@ -13,35 +13,28 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 
 from engine.asterisk.links.ami import AmiEvent, AmiLink
 from engine.daemon import Engine
+from engine.devtools.sandbox import ARI_URL
 from tests.e2e.engine_fixtures import (
     CUSTOMER_PORT,
     CallWatcher,
+    call_api,
     end_call,
     initiate,
 )
-from tests.e2e.helpers import SippPhone, ari_session
+from tests.e2e.helpers import AMI_PASSWORD, SippPhone, ari_session
 
 pytestmark = pytest.mark.e2e
 
 AGENT = "agent3"
 AGENT_PORT = 5073
-ARI = "http://127.0.0.1:8088/ari"
-AMI_PASSWORD = "ctc-sandbox"  # dialplan/manager.conf, sandbox only
 
 
 async def _control(engine: Engine, sid: str, action: str, body: dict[str, Any]) -> Any:
-    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
-    async with (
-        aiohttp.ClientSession(connector=connector) as http,
-        http.post(f"http://ctc/api/v1/click-to-call/sessions/{sid}/{action}", json=body) as resp,
-    ):
-        data = await resp.json()
-        return resp.status, data
+    return await call_api(engine, "POST", f"click-to-call/sessions/{sid}/{action}", body)
 
 
 async def _connected_call(engine: Engine) -> tuple[str, CallWatcher]:
@@ -116,7 +109,7 @@ async def test_hold_mute_dtmf_on_a_bridged_call(
             assert status == 409, body
             assert body["error"]["code"] == "conflict"
 
-            async with ari_http.get(f"{ARI}/channels/{customer}") as resp:
+            async with ari_http.get(f"{ARI_URL}/channels/{customer}") as resp:
                 assert resp.status == 200  # the controls left the call up
             await watch.until_event("control.dtmf")
             ended = await end_call(c2c_engine, sid)
@@ -163,7 +156,7 @@ async def test_recording_pause_and_resume(
                 name = f"c2c-{sid}"
 
                 async def state() -> str:
-                    async with ari_http.get(f"{ARI}/recordings/live/{name}") as resp:
+                    async with ari_http.get(f"{ARI_URL}/recordings/live/{name}") as resp:
                         assert resp.status == 200, await resp.text()
                         return str((await resp.json())["state"])
 

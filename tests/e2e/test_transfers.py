@@ -26,12 +26,13 @@ from tests.e2e.engine_fixtures import (
     AGENT_PORT,
     CUSTOMER_PORT,
     CallWatcher,
-    TcpProxy,
+    call_api,
     end_call,
     initiate,
     running_engine,
 )
 from tests.e2e.helpers import ari_has
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -48,13 +49,7 @@ async def _connected(engine: Engine) -> tuple[str, CallWatcher]:
 
 
 async def _post(engine: Engine, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
-    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
-    async with (
-        aiohttp.ClientSession(connector=connector) as http,
-        http.post(f"http://ctc/api/v1/click-to-call/sessions/{path}", json=body) as resp,
-    ):
-        data: dict[str, Any] = await resp.json()
-        return resp.status, data
+    return await call_api(engine, "POST", f"click-to-call/sessions/{path}", body)
 
 
 async def _bridge_channels(ari: aiohttp.ClientSession, bridge: str) -> set[str]:

@@ -20,6 +20,7 @@ from engine.daemon import Engine
 from engine.domain.ivr import IvrAction, IvrMenu, IvrOption, MenuBook
 from engine.errors import NotFound
 from tests.integration.test_agi_server import request_block
+from tests.support.tenants import new_tenant
 
 WITHIN = 5.0
 
@@ -81,12 +82,11 @@ async def serve(api_engine: Engine) -> AsyncIterator[Callable[..., Awaitable[Agi
 
 
 async def _tenant_with_menu(engine: Engine) -> tuple[str, uuid.UUID]:
-    slug = f"t{uuid.uuid4().hex[:10]}"
-    tenant = await engine.store.tenants.create(slug, slug)
+    tenant = await new_tenant(engine.store)
     await engine.store.ivr.save(
         tenant.id, {"main": IvrMenu("main", options={"1": IvrOption(IvrAction.HANGUP)})}
     )
-    return slug, tenant.id
+    return tenant.slug, tenant.id
 
 
 def _refused(engine: Engine, reason: str) -> float:

@@ -26,7 +26,7 @@ from engine.store.providers import NewProvider
 from engine.store.tenants import TenantRepository
 from tests.support.databases import create_database, drop_database
 from tests.support.http import Api
-from tests.support.tenants import bearer_headers, new_token, tenant_headers
+from tests.support.tenants import bearer_headers, new_tenant, new_token, tenant_headers
 
 # -- /healthz and /readyz ---------------------------------------------------------------------
 
@@ -139,8 +139,8 @@ async def test_a_second_server_on_a_socket_in_use_is_refused_and_leaves_it_worki
 async def test_provider_secrets_are_stored_encrypted_and_read_back(
     api_engine: Engine, unix_api: Api
 ) -> None:
-    slug = f"p{uuid.uuid4().hex[:10]}"
-    tenant = await api_engine.store.tenants.create(slug, slug)
+    tenant = await new_tenant(api_engine.store, prefix="p")
+    slug = tenant.slug
     status, p, _ = await unix_api.call(
         "POST",
         "/api/v1/voip-providers",
@@ -257,8 +257,7 @@ async def test_rotate_without_a_key_is_refused() -> None:
 
 
 async def test_a_token_records_its_last_use_at_most_once_a_minute(api_engine: Engine) -> None:
-    slug = f"u{uuid.uuid4().hex[:10]}"
-    await api_engine.store.tenants.create(slug, slug)
+    slug = (await new_tenant(api_engine.store, prefix="u")).slug
     issued = await api_engine.store.tenants.issue_token(slug, "erp")
     # no cache: every lookup reaches the database
     tenants = TenantRepository(api_engine.db, keyring=Keyring(), cache_ttl=0)
@@ -325,8 +324,7 @@ async def test_a_last_use_that_cannot_be_written_does_not_refuse_the_token() -> 
 
 
 async def test_a_request_over_tcp_marks_its_token_used(api_engine: Engine, tcp_api: Api) -> None:
-    slug = f"u{uuid.uuid4().hex[:10]}"
-    await api_engine.store.tenants.create(slug, slug)
+    slug = (await new_tenant(api_engine.store, prefix="u")).slug
     issued = await api_engine.store.tenants.issue_token(slug, "erp")
     status, _, _ = await tcp_api.call(
         "GET",
