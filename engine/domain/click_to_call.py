@@ -51,8 +51,6 @@ class Leg(enum.StrEnum):
     CUSTOMER = "customer"
 
 
-S = CallStatus
-
 # Q.850 causes that mean "the called side is busy or declined" and "nobody answered".
 _BUSY_CAUSES = frozenset({17, 21})  # user busy, call rejected
 _NO_ANSWER_CAUSES = frozenset({18, 19})  # no user responding, no answer (ring timeout)
@@ -61,10 +59,10 @@ _NO_ANSWER_CAUSES = frozenset({18, 19})  # no user responding, no answer (ring t
 def status_for_unanswered(cause: int | None) -> CallStatus:
     """The terminal status of a leg that ended before it was answered."""
     if cause in _BUSY_CAUSES:
-        return S.BUSY
+        return CallStatus.BUSY
     if cause in _NO_ANSWER_CAUSES:
-        return S.NO_ANSWER
-    return S.FAILED
+        return CallStatus.NO_ANSWER
+    return CallStatus.FAILED
 
 
 # -- facts (in) --------------------------------------------------------------------------------
@@ -212,7 +210,7 @@ NOTHING = Decision()
 # once the agent answered: ringback to them while the customer rings
 _DIAL_CUSTOMER: tuple[Command, ...] = (
     PlayRingback(Leg.AGENT),
-    SetStatus(S.DIALING_CUSTOMER, "customer.dialing"),
+    SetStatus(CallStatus.DIALING_CUSTOMER, "customer.dialing"),
     Originate(Leg.CUSTOMER),
 )
 
@@ -235,40 +233,52 @@ def decide(status: CallStatus, fact: Fact, *, record: bool = False) -> Decision:
     Facts that no longer matter (a leg ending after the call already ended) decide nothing.
     """
     match fact:
-        case Start() if status is S.QUEUED:
-            return Decision((SetStatus(S.DIALING_AGENT, "agent.dialing"), Originate(Leg.AGENT)))
-        case StartExpired() if status is S.QUEUED:
+        case Start() if status is CallStatus.QUEUED:
+            return Decision(
+                (SetStatus(CallStatus.DIALING_AGENT, "agent.dialing"), Originate(Leg.AGENT))
+            )
+        case StartExpired() if status is CallStatus.QUEUED:
             reason = {"end_reason": fact.reason}
-            return Decision((SetStatus(S.FAILED, "session.start_expired", reason, reason),))
-        case Answered(leg=Leg.AGENT) if status is S.DIALING_AGENT:
-            return Decision((SetStatus(S.AGENT_ANSWERED, "agent.answered"), *_DIAL_CUSTOMER))
-        case Resume() if status is S.AGENT_ANSWERED:
+            return Decision(
+                (SetStatus(CallStatus.FAILED, "session.start_expired", reason, reason),)
+            )
+        case Answered(leg=Leg.AGENT) if status is CallStatus.DIALING_AGENT:
+            return Decision(
+                (SetStatus(CallStatus.AGENT_ANSWERED, "agent.answered"), *_DIAL_CUSTOMER)
+            )
+        case Resume() if status is CallStatus.AGENT_ANSWERED:
             # the agent is waiting; the customer was not dialed (that is stored first)
             return Decision(_DIAL_CUSTOMER)
-        case Answered(leg=Leg.CUSTOMER) if status is S.DIALING_CUSTOMER:
+        case Answered(leg=Leg.CUSTOMER) if status is CallStatus.DIALING_CUSTOMER:
             steps: tuple[Command, ...] = (
                 BridgeLegs(),
-                SetStatus(S.CONNECTED, "customer.answered"),
+                SetStatus(CallStatus.CONNECTED, "customer.answered"),
             )
             return Decision(steps + ((StartRecording(),) if record else ()))
-        case LegEnded(leg=Leg.AGENT) if status is S.DIALING_AGENT:
+        case LegEnded(leg=Leg.AGENT) if status is CallStatus.DIALING_AGENT:
             end = status_for_unanswered(fact.cause)
             return Decision((_ended(end, "agent.unanswered", fact),))
-        case LegEnded(leg=Leg.AGENT) if status in (S.AGENT_ANSWERED, S.DIALING_CUSTOMER):
+        case LegEnded(leg=Leg.AGENT) if status in (
+            CallStatus.AGENT_ANSWERED,
+            CallStatus.DIALING_CUSTOMER,
+        ):
             why = "agent hung up before the customer answered"
             return Decision(
-                (Hangup(Leg.CUSTOMER), _ended(S.CANCELED, "agent.hangup", fact, end_reason=why))
+                (
+                    Hangup(Leg.CUSTOMER),
+                    _ended(CallStatus.CANCELED, "agent.hangup", fact, end_reason=why),
+                )
             )
-        case LegEnded(leg=Leg.CUSTOMER) if status is S.DIALING_CUSTOMER:
+        case LegEnded(leg=Leg.CUSTOMER) if status is CallStatus.DIALING_CUSTOMER:
             end = status_for_unanswered(fact.cause)
             return Decision((Hangup(Leg.AGENT), _ended(end, "customer.unanswered", fact)))
-        case LegEnded() if status is S.CONNECTED:
+        case LegEnded() if status is CallStatus.CONNECTED:
             other = Leg.CUSTOMER if fact.leg is Leg.AGENT else Leg.AGENT
             return Decision(
                 (
                     Hangup(other),
                     _ended(
-                        S.COMPLETED,
+                        CallStatus.COMPLETED,
                         f"{fact.leg.value}.hangup",
                         fact,
                         end_reason=f"{fact.leg.value} hung up",
@@ -277,9 +287,9 @@ def decide(status: CallStatus, fact: Fact, *, record: bool = False) -> Decision:
                 )
             )
         case EndRequested() if not status.is_terminal:
-            target = S.COMPLETED if status is S.CONNECTED else S.CANCELED
+            target = CallStatus.COMPLETED if status is CallStatus.CONNECTED else CallStatus.CANCELED
             reason = {"end_reason": fact.reason}
-            bridged = (DestroyBridge(),) if status is S.CONNECTED else ()
+            bridged = (DestroyBridge(),) if status is CallStatus.CONNECTED else ()
             return Decision(
                 (
                     SetStatus(target, "session.ended", {"source": "api", **reason}, reason),
