@@ -11,15 +11,35 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 __all__ = ["eventually"]
 
 T = TypeVar("T")
 
 
+@overload
 async def eventually(
-    check: Callable[[], Awaitable[T] | T],
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    within: float = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    check: Callable[[], T | None],
+    *,
+    within: float = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None] | T | None],
     *,
     within: float = 20.0,
     interval: float = 0.02,
@@ -30,7 +50,7 @@ async def eventually(
     Raises ``AssertionError`` naming ``what`` (or ``check``) and the last value if it has not
     held within ``within`` seconds.
     """
-    last: T | None = None
+    last: object = None
     try:
         async with asyncio.timeout(within):
             while True:
