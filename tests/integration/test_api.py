@@ -11,7 +11,7 @@ import pytest
 from engine.daemon import Engine
 from tests.support.calls import initiate_body
 from tests.support.http import Api
-from tests.support.tenants import new_tenant, tenant_headers
+from tests.support.tenants import bearer_headers, new_tenant, tenant_headers
 
 C2C = "/api/v1/click-to-call"
 CUSTOMER = "+14155550100"
@@ -480,7 +480,7 @@ async def test_tcp_requires_a_valid_token_and_scopes_to_its_tenant(
 ) -> None:
     a = (await new_tenant(api_engine.store)).slug
     issued = await api_engine.store.tenants.issue_token(a, "erp")
-    good = {"Authorization": f"Bearer {issued.token}"}
+    good = bearer_headers(issued.token)
 
     for headers in (
         {},

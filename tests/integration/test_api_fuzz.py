@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from engine.daemon import Engine
-from tests.support.tenants import new_token
+from tests.support.tenants import bearer_headers, new_token
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -61,7 +61,7 @@ def _config(base: str, token: str, seed: int) -> Any:
         {
             "seed": seed,
             "base-url": base,
-            "headers": {"Authorization": f"Bearer {token}"},
+            "headers": bearer_headers(token),
             "continue-on-failure": True,
             "request-timeout": 10,
             "generation": {

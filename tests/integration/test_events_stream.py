@@ -90,7 +90,7 @@ async def open_stream(
         session.get(
             f"http://ctc{EVENTS}",
             params=params,
-            headers={"X-CTC-Tenant": tenant, **(headers or {})},
+            headers={**tenant_headers(tenant), **(headers or {})},
         ) as resp,
     ):
         assert resp.status == 200, await resp.text()
@@ -203,7 +203,7 @@ async def test_after_query_parameter_and_bad_last_event_id(
 
     for bad in ("abc", "-1", "12a", "9" * 19):
         status, err, _ = await unix_api.call(
-            "GET", EVENTS, headers={"X-CTC-Tenant": t, "Last-Event-ID": bad}
+            "GET", EVENTS, headers={**tenant_headers(t), "Last-Event-ID": bad}
         )
         assert status == 422, bad
         assert err["error"]["details"][0]["field"] == "Last-Event-ID"

@@ -329,7 +329,7 @@ async def test_a_request_over_tcp_marks_its_token_used(api_engine: Engine, tcp_a
     status, _, _ = await tcp_api.call(
         "GET",
         "/api/v1/click-to-call/sessions",
-        headers={"Authorization": f"Bearer {issued.token}"},
+        headers=bearer_headers(issued.token),
     )
     assert status == 200
     assert await api_engine.db.fetchval(

@@ -8,6 +8,9 @@
 - :mod:`tests.support.net` — a free TCP port on 127.0.0.1.
 - :mod:`tests.support.http` — raw HTTP to an engine's API (:class:`~tests.support.http.Api`).
 - :mod:`tests.support.tenants` — a new tenant, its request headers, a bearer token.
+- :mod:`tests.support.calls` — calls placed and moved through statuses over the API.
+- :mod:`tests.support.callbacks` — an ERP endpoint recording the engine's callbacks.
+- :mod:`tests.support.events` — call events built in memory (bus and SSE tests).
 - :mod:`tests.support.cli` — the ``ctc`` command as a subprocess and its environment.
 - :mod:`tests.support.tcp_proxy` — a TCP proxy a test can cut (ARI, PostgreSQL).
 - :mod:`tests.support.yaml_bombs` — hostile YAML the loaders must refuse.
