@@ -1,8 +1,10 @@
-"""Fixtures shared by every test layer: a fresh PostgreSQL database per run."""
+"""Fixtures shared by every test layer: a fresh PostgreSQL database per test or per run.
+
+The helpers behind them, and everything else the layers share, are in :mod:`tests.support`.
+"""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,8 +12,6 @@ import pytest
 
 from engine.devtools.databases import create_database, drop_database
 from engine.store.migrations import default_migrations_dir, migrate
-
-IN_CI = os.environ.get("CI") == "true"
 
 
 @pytest.fixture

@@ -56,39 +56,64 @@ class Direction(enum.StrEnum):
     OUTBOUND = "outbound"
 
 
-S = CallStatus
-
 TERMINAL_STATUSES: frozenset[CallStatus] = frozenset(
-    {S.COMPLETED, S.BUSY, S.NO_ANSWER, S.FAILED, S.CANCELED, S.REJECTED}
+    {
+        CallStatus.COMPLETED,
+        CallStatus.BUSY,
+        CallStatus.NO_ANSWER,
+        CallStatus.FAILED,
+        CallStatus.CANCELED,
+        CallStatus.REJECTED,
+    }
 )
 LIVE_STATUSES: frozenset[CallStatus] = frozenset(set(CallStatus) - TERMINAL_STATUSES)
 
 # Every legal edge. Terminal statuses have none: a finished call stays finished.
 TRANSITIONS: Mapping[CallStatus, frozenset[CallStatus]] = {
     # rejected: compliance or blocklist said no before anything was dialled
-    S.QUEUED: frozenset({S.DIALING_AGENT, S.CANCELED, S.REJECTED, S.FAILED}),
-    S.DIALING_AGENT: frozenset({S.AGENT_ANSWERED, S.BUSY, S.NO_ANSWER, S.FAILED, S.CANCELED}),
+    CallStatus.QUEUED: frozenset(
+        {CallStatus.DIALING_AGENT, CallStatus.CANCELED, CallStatus.REJECTED, CallStatus.FAILED}
+    ),
+    CallStatus.DIALING_AGENT: frozenset(
+        {
+            CallStatus.AGENT_ANSWERED,
+            CallStatus.BUSY,
+            CallStatus.NO_ANSWER,
+            CallStatus.FAILED,
+            CallStatus.CANCELED,
+        }
+    ),
     # the agent hung up before we dialled the customer: canceled, not completed
-    S.AGENT_ANSWERED: frozenset({S.DIALING_CUSTOMER, S.FAILED, S.CANCELED}),
-    S.DIALING_CUSTOMER: frozenset({S.CONNECTED, S.BUSY, S.NO_ANSWER, S.FAILED, S.CANCELED}),
-    S.CONNECTED: frozenset({S.COMPLETED, S.FAILED}),
+    CallStatus.AGENT_ANSWERED: frozenset(
+        {CallStatus.DIALING_CUSTOMER, CallStatus.FAILED, CallStatus.CANCELED}
+    ),
+    CallStatus.DIALING_CUSTOMER: frozenset(
+        {
+            CallStatus.CONNECTED,
+            CallStatus.BUSY,
+            CallStatus.NO_ANSWER,
+            CallStatus.FAILED,
+            CallStatus.CANCELED,
+        }
+    ),
+    CallStatus.CONNECTED: frozenset({CallStatus.COMPLETED, CallStatus.FAILED}),
     **{t: frozenset() for t in TERMINAL_STATUSES},
 }
 
 # An inbound call (a caller reaching the IVR): created when it enters Stasis, connected once
 # answered, over when the caller (or the IVR) hangs up. Transfers keep it connected.
 INBOUND_TRANSITIONS: Mapping[CallStatus, frozenset[CallStatus]] = {
-    S.QUEUED: frozenset({S.CONNECTED, S.CANCELED, S.FAILED}),
-    S.CONNECTED: frozenset({S.COMPLETED, S.FAILED}),
-    **{s: frozenset() for s in CallStatus if s not in (S.QUEUED, S.CONNECTED)},
+    CallStatus.QUEUED: frozenset({CallStatus.CONNECTED, CallStatus.CANCELED, CallStatus.FAILED}),
+    CallStatus.CONNECTED: frozenset({CallStatus.COMPLETED, CallStatus.FAILED}),
+    **{s: frozenset() for s in CallStatus if s not in (CallStatus.QUEUED, CallStatus.CONNECTED)},
 }
 
 # Which timeline column a status stamps when it is entered.
 _STAMPS: Mapping[CallStatus, str] = {
-    S.DIALING_AGENT: "dialing_agent_at",
-    S.AGENT_ANSWERED: "agent_answered_at",
-    S.DIALING_CUSTOMER: "dialing_customer_at",
-    S.CONNECTED: "connected_at",
+    CallStatus.DIALING_AGENT: "dialing_agent_at",
+    CallStatus.AGENT_ANSWERED: "agent_answered_at",
+    CallStatus.DIALING_CUSTOMER: "dialing_customer_at",
+    CallStatus.CONNECTED: "connected_at",
     **dict.fromkeys(TERMINAL_STATUSES, "ended_at"),
 }
 

@@ -52,8 +52,6 @@ class Leg(enum.StrEnum):
     CUSTOMER = "customer"
 
 
-S = CallStatus
-
 # Q.850 causes that mean "the called side is busy or declined" and "nobody answered".
 _BUSY_CAUSES = frozenset({17, 21})  # user busy, call rejected
 _NO_ANSWER_CAUSES = frozenset({18, 19})  # no user responding, no answer (ring timeout)
@@ -62,10 +60,10 @@ _NO_ANSWER_CAUSES = frozenset({18, 19})  # no user responding, no answer (ring t
 def status_for_unanswered(cause: int | None) -> CallStatus:
     """The terminal status of a leg that ended before it was answered."""
     if cause in _BUSY_CAUSES:
-        return S.BUSY
+        return CallStatus.BUSY
     if cause in _NO_ANSWER_CAUSES:
-        return S.NO_ANSWER
-    return S.FAILED
+        return CallStatus.NO_ANSWER
+    return CallStatus.FAILED
 
 
 # -- facts (in) --------------------------------------------------------------------------------
@@ -213,7 +211,7 @@ NOTHING = Decision()
 # once the agent answered: ringback to them while the customer rings
 _DIAL_CUSTOMER: tuple[Command, ...] = (
     PlayRingback(Leg.AGENT),
-    SetStatus(S.DIALING_CUSTOMER, CallEventType.CUSTOMER_DIALING),
+    SetStatus(CallStatus.DIALING_CUSTOMER, CallEventType.CUSTOMER_DIALING),
     Originate(Leg.CUSTOMER),
 )
 
@@ -238,51 +236,60 @@ def decide(status: CallStatus, fact: Fact, *, record: bool = False) -> Decision:
     Facts that no longer matter (a leg ending after the call already ended) decide nothing.
     """
     match fact:
-        case Start() if status is S.QUEUED:
+        case Start() if status is CallStatus.QUEUED:
             return Decision(
-                (SetStatus(S.DIALING_AGENT, CallEventType.AGENT_DIALING), Originate(Leg.AGENT))
+                (
+                    SetStatus(CallStatus.DIALING_AGENT, CallEventType.AGENT_DIALING),
+                    Originate(Leg.AGENT),
+                )
             )
-        case StartExpired() if status is S.QUEUED:
+        case StartExpired() if status is CallStatus.QUEUED:
             reason = {"end_reason": fact.reason}
             return Decision(
-                (SetStatus(S.FAILED, CallEventType.SESSION_START_EXPIRED, reason, reason),)
+                (SetStatus(CallStatus.FAILED, CallEventType.SESSION_START_EXPIRED, reason, reason),)
             )
-        case Answered(leg=Leg.AGENT) if status is S.DIALING_AGENT:
+        case Answered(leg=Leg.AGENT) if status is CallStatus.DIALING_AGENT:
             return Decision(
-                (SetStatus(S.AGENT_ANSWERED, CallEventType.AGENT_ANSWERED), *_DIAL_CUSTOMER)
+                (
+                    SetStatus(CallStatus.AGENT_ANSWERED, CallEventType.AGENT_ANSWERED),
+                    *_DIAL_CUSTOMER,
+                )
             )
-        case Resume() if status is S.AGENT_ANSWERED:
+        case Resume() if status is CallStatus.AGENT_ANSWERED:
             # the agent is waiting; the customer was not dialed (that is stored first)
             return Decision(_DIAL_CUSTOMER)
-        case Answered(leg=Leg.CUSTOMER) if status is S.DIALING_CUSTOMER:
+        case Answered(leg=Leg.CUSTOMER) if status is CallStatus.DIALING_CUSTOMER:
             steps: tuple[Command, ...] = (
                 BridgeLegs(),
-                SetStatus(S.CONNECTED, CallEventType.CUSTOMER_ANSWERED),
+                SetStatus(CallStatus.CONNECTED, CallEventType.CUSTOMER_ANSWERED),
             )
             return Decision(steps + ((StartRecording(),) if record else ()))
-        case LegEnded(leg=Leg.AGENT) if status is S.DIALING_AGENT:
+        case LegEnded(leg=Leg.AGENT) if status is CallStatus.DIALING_AGENT:
             end = status_for_unanswered(fact.cause)
             return Decision((_ended(end, CallEventType.AGENT_UNANSWERED, fact),))
-        case LegEnded(leg=Leg.AGENT) if status in (S.AGENT_ANSWERED, S.DIALING_CUSTOMER):
+        case LegEnded(leg=Leg.AGENT) if status in (
+            CallStatus.AGENT_ANSWERED,
+            CallStatus.DIALING_CUSTOMER,
+        ):
             why = "agent hung up before the customer answered"
             return Decision(
                 (
                     Hangup(Leg.CUSTOMER),
-                    _ended(S.CANCELED, CallEventType.AGENT_HANGUP, fact, end_reason=why),
+                    _ended(CallStatus.CANCELED, CallEventType.AGENT_HANGUP, fact, end_reason=why),
                 )
             )
-        case LegEnded(leg=Leg.CUSTOMER) if status is S.DIALING_CUSTOMER:
+        case LegEnded(leg=Leg.CUSTOMER) if status is CallStatus.DIALING_CUSTOMER:
             end = status_for_unanswered(fact.cause)
             return Decision(
                 (Hangup(Leg.AGENT), _ended(end, CallEventType.CUSTOMER_UNANSWERED, fact))
             )
-        case LegEnded() if status is S.CONNECTED:
+        case LegEnded() if status is CallStatus.CONNECTED:
             other = Leg.CUSTOMER if fact.leg is Leg.AGENT else Leg.AGENT
             return Decision(
                 (
                     Hangup(other),
                     _ended(
-                        S.COMPLETED,
+                        CallStatus.COMPLETED,
                         CallEventType(f"{fact.leg.value}.hangup"),
                         fact,
                         end_reason=f"{fact.leg.value} hung up",
@@ -291,9 +298,9 @@ def decide(status: CallStatus, fact: Fact, *, record: bool = False) -> Decision:
                 )
             )
         case EndRequested() if not status.is_terminal:
-            target = S.COMPLETED if status is S.CONNECTED else S.CANCELED
+            target = CallStatus.COMPLETED if status is CallStatus.CONNECTED else CallStatus.CANCELED
             reason = {"end_reason": fact.reason}
-            bridged = (DestroyBridge(),) if status is S.CONNECTED else ()
+            bridged = (DestroyBridge(),) if status is CallStatus.CONNECTED else ()
             return Decision(
                 (
                     SetStatus(

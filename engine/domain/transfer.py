@@ -76,9 +76,6 @@ class TransferState(enum.StrEnum):
         return self in (TransferState.INITIATED, TransferState.CONSULTING)
 
 
-T = TransferState
-
-
 def state_for_unanswered(cause: int | None) -> TransferState:
     """The outcome of a transfer whose target ended before answering (the same Q.850
     reading as an unanswered click-to-call leg)."""
@@ -234,55 +231,66 @@ def decide_transfer(
     take_over: tuple[TransferStep, ...] = (
         ReleaseLeg(replaced),
         AdoptTarget(replaced),
-        Finish(T.COMPLETED, CallEventType.TRANSFER_COMPLETED),
+        Finish(TransferState.COMPLETED, CallEventType.TRANSFER_COMPLETED),
     )
     match fact:
-        case TargetAnswered() if state is T.INITIATED and not attended:
+        case TargetAnswered() if state is TransferState.INITIATED and not attended:
             return (BridgeTarget(), *take_over)
-        case TargetAnswered() if state is T.INITIATED:
-            return (ConsultBridge(), SetState(T.CONSULTING, CallEventType.TRANSFER_CONSULTING))
-        case TargetEnded() if state is T.INITIATED:
+        case TargetAnswered() if state is TransferState.INITIATED:
+            return (
+                ConsultBridge(),
+                SetState(TransferState.CONSULTING, CallEventType.TRANSFER_CONSULTING),
+            )
+        case TargetEnded() if state is TransferState.INITIATED:
             outcome = state_for_unanswered(fact.cause)
             reason = fact.cause_text or f"target did not answer ({outcome.value})"
             return (
                 *unhold,
                 Finish(outcome, CallEventType(f"transfer.{outcome.value}"), reason, fact.cause),
             )
-        case TargetEnded() if state is T.CONSULTING:
+        case TargetEnded() if state is TransferState.CONSULTING:
             return (
                 ReturnAgent(),
                 DestroyConsult(),
                 UnholdCustomer(),
-                Finish(T.CANCELED, CallEventType.TRANSFER_CANCELED, "target hung up", fact.cause),
+                Finish(
+                    TransferState.CANCELED,
+                    CallEventType.TRANSFER_CANCELED,
+                    "target hung up",
+                    fact.cause,
+                ),
             )
-        case TargetLost() if state is T.INITIATED:
-            return (*unhold, Finish(T.FAILED, CallEventType.TRANSFER_FAILED, fact.reason))
-        case TargetLost() if state is T.CONSULTING:
+        case TargetLost() if state is TransferState.INITIATED:
+            return (
+                *unhold,
+                Finish(TransferState.FAILED, CallEventType.TRANSFER_FAILED, fact.reason),
+            )
+        case TargetLost() if state is TransferState.CONSULTING:
             return (
                 ReturnAgent(),
                 DestroyConsult(),
                 UnholdCustomer(),
-                Finish(T.FAILED, CallEventType.TRANSFER_FAILED, fact.reason),
+                Finish(TransferState.FAILED, CallEventType.TRANSFER_FAILED, fact.reason),
             )
-        case CompleteRequested() if state is T.CONSULTING and replaced is Leg.AGENT:
+        case CompleteRequested() if state is TransferState.CONSULTING and replaced is Leg.AGENT:
             return (BridgeTarget(), DestroyConsult(), UnholdCustomer(), *take_over)
-        case CompleteRequested() if state is T.CONSULTING:
+        case CompleteRequested() if state is TransferState.CONSULTING:
             # the agent stays: back into the call's bridge with the target; the held
             # customer is released
             return (ReturnAgent(), BridgeTarget(), DestroyConsult(), *take_over)
-        case CancelRequested() if attended and state is T.CONSULTING:
+        case CancelRequested() if attended and state is TransferState.CONSULTING:
             return (
                 HangupTarget(),
                 ReturnAgent(),
                 DestroyConsult(),
                 UnholdCustomer(),
-                Finish(T.CANCELED, CallEventType.TRANSFER_CANCELED, "canceled by API"),
+                Finish(TransferState.CANCELED, CallEventType.TRANSFER_CANCELED, "canceled by API"),
             )
-        case CancelRequested() if attended and state is T.INITIATED:
+        case CancelRequested() if attended and state is TransferState.INITIATED:
             return (
                 HangupTarget(),
                 UnholdCustomer(),
-                Finish(T.CANCELED, CallEventType.TRANSFER_CANCELED, "canceled by API"),
+                Finish(TransferState.CANCELED, CallEventType.TRANSFER_CANCELED, "canceled by API"),
             )
     return None
 
@@ -296,7 +304,7 @@ def resync_transfer(
         return None
     if not target_present:
         return TargetLost("target channel gone while ARI was disconnected")
-    if state is T.INITIATED and target_up:
+    if state is TransferState.INITIATED and target_up:
         return TargetAnswered()  # answered unseen: carry on as if we had seen it
     return None
 

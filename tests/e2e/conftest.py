@@ -1,14 +1,19 @@
-"""Fixtures for end-to-end tests: the sandbox Asterisk, SIPp phones, ARI sessions and events.
+"""Fixtures for end-to-end tests: the sandbox Asterisk, SIPp phones, ARI sessions and events,
+and the two engines wired to the sandbox.
 
 The ``sandbox`` fixture brings the sandbox up once per session and takes it down at the
 end only if it started it (a sandbox someone left running for development stays up).
 When it cannot start, the e2e tests are skipped on a developer machine but fail in CI
 (``CI=true``), so a broken sandbox never passes silently there.
+
+``c2c_engine`` places click-to-calls as the Stasis app ``ctc-e2e``; ``ivr_engine`` answers
+the dialplan's inbound doors (``Stasis(ctc,ivr,…)`` and ``AGI(agi://127.0.0.1:4573/…)``).
+A test that needs other settings (ring timeouts, ARI through a proxy) starts its own with
+:func:`~tests.e2e.engine_fixtures.running_engine`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,17 +21,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from engine.daemon import Engine
 from engine.devtools.sandbox import ARI_URL, Sandbox
 from engine.errors import SandboxError
+from tests.e2e.engine_fixtures import running_engine
 from tests.e2e.helpers import AriEvents, SippPhone, ari_session
-
-IN_CI = os.environ.get("CI") == "true"
-
-
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"sandbox Asterisk unavailable: {reason}", pytrace=False)
-    pytest.skip(f"sandbox Asterisk unavailable: {reason}")
+from tests.support.ci import unavailable
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +37,7 @@ def sandbox() -> Iterator[Sandbox]:
         started_here = not box.status().running
         box.up()
     except SandboxError as exc:
-        _unavailable(str(exc))
+        unavailable("sandbox Asterisk", str(exc))
     try:
         yield box
     finally:
@@ -79,3 +79,19 @@ async def ari_events(ari: aiohttp.ClientSession) -> AsyncIterator[AriEvents]:
         yield events
     finally:
         await events.close()
+
+
+@pytest.fixture
+async def c2c_engine(migrated_db: str, sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[Engine]:
+    """An engine placing click-to-calls through the sandbox (Stasis app ``ctc-e2e``, no
+    FastAGI), resynced and ready."""
+    async with running_engine(migrated_db, sandbox, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+async def ivr_engine(migrated_db: str, sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[Engine]:
+    """An engine answering inbound callers: the dialplan sends them to ``Stasis(ctc,ivr,…)``
+    and ``AGI(agi://127.0.0.1:4573/…)``, so this engine is the ``ctc`` app with FastAGI on."""
+    async with running_engine(migrated_db, sandbox, tmp_path, app="ctc", agi=True) as running:
+        yield running

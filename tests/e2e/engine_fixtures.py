@@ -3,7 +3,7 @@
 ``EngineRunner`` starts a real :class:`~engine.daemon.Engine` (Unix socket API, PostgreSQL,
 ARI link) with the settings a test needs; ``CallWatcher`` follows one session's committed
 events through the engine's event bus so a test waits for a status instead of sleeping.
-``TcpProxy`` (tests/tcp_proxy.py) sits between the engine and ARI so a test can cut the
+``TcpProxy`` (:mod:`tests.support.tcp_proxy`) sits between the engine and ARI so a test can cut the
 event socket.
 """
 
@@ -16,8 +16,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from engine.config.settings import (
     AgiSettings,
     ApiSettings,
@@ -27,11 +25,22 @@ from engine.config.settings import (
     Settings,
 )
 from engine.daemon import Engine
-from engine.devtools.sandbox import ARI_PASSWORD, Sandbox
+from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, Sandbox
 from engine.store.records import CallEvent, StoredSession
-from tests.tcp_proxy import TcpProxy
+from tests.support.http import socket_api
+from tests.support.tenants import tenant_headers
 
-__all__ = ["CallWatcher", "TcpProxy", "running_engine"]
+__all__ = [
+    "AGENT",
+    "AGENT_PORT",
+    "CUSTOMER",
+    "CUSTOMER_PORT",
+    "CallWatcher",
+    "call_api",
+    "end_call",
+    "initiate",
+    "running_engine",
+]
 
 AGENT = "agent1"  # dialplan/pjsip.conf: SIPp phone on 127.0.0.1:5071
 AGENT_PORT = 5071
@@ -45,7 +54,7 @@ async def running_engine(
     sandbox: Sandbox,
     workdir: Path,
     *,
-    ari_url: str = "http://127.0.0.1:8088",
+    ari_url: str = ARI_URL.removesuffix("/ari"),
     app: str = "ctc-e2e",
     agi: bool = False,
     **calls: Any,
@@ -116,30 +125,36 @@ class CallWatcher:
         return found
 
 
+async def call_api(engine: Engine, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """``method /api/v1/<path>`` over the engine's Unix socket: (status, JSON body)."""
+    async with socket_api(engine.settings.api.socket) as api:
+        status, data, _ = await api.call(method, f"/api/v1/{path}", json=body, headers=None)
+    return status, data
+
+
 async def initiate(engine: Engine, *, tenant: str | None = None, **body: Any) -> dict[str, Any]:
-    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
+    """Place a click-to-call from AGENT to CUSTOMER (unless ``body`` says otherwise)."""
     payload = {"agent_number": AGENT, "customer_number": CUSTOMER, **body}
-    headers = {"X-CTC-Tenant": tenant} if tenant else {}
-    async with (
-        aiohttp.ClientSession(connector=connector) as http,
-        http.post(
-            "http://ctc/api/v1/click-to-call/initiate", json=payload, headers=headers
-        ) as resp,
-    ):
-        data: dict[str, Any] = await resp.json()
-        assert resp.status == 202, data
-        return data
+    async with socket_api(engine.settings.api.socket) as api:
+        status, data, _ = await api.call(
+            "POST",
+            "/api/v1/click-to-call/initiate",
+            json=payload,
+            headers=tenant_headers(tenant) if tenant else None,
+        )
+    assert status == 202, data
+    placed: dict[str, Any] = data
+    return placed
 
 
 async def end_call(engine: Engine, session_id: str) -> dict[str, Any]:
-    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
-    async with (
-        aiohttp.ClientSession(connector=connector) as http,
-        http.post(
-            f"http://ctc/api/v1/click-to-call/sessions/{session_id}/end",
-            json={"reason": "ended from the ERP"},
-        ) as resp,
-    ):
-        data: dict[str, Any] = await resp.json()
-        assert resp.status == 200, data
-        return data
+    """End the call as the ERP does (``POST …/end``); the ended session."""
+    status, data = await call_api(
+        engine,
+        "POST",
+        f"click-to-call/sessions/{session_id}/end",
+        {"reason": "ended from the ERP"},
+    )
+    assert status == 200, data
+    ended: dict[str, Any] = data
+    return ended

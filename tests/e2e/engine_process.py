@@ -9,22 +9,20 @@ line, bounded), and places calls over the control socket like an ERP.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from engine.api.client import ControlClient
-from engine.devtools.sandbox import ARI_PASSWORD, Sandbox
+from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, Sandbox
+from tests.e2e.helpers import AMI_PASSWORD
+from tests.support.cli import CTC
+from tests.support.waiting import eventually
 
-__all__ = ["AMI_PASSWORD", "EngineProcess"]
-
-AMI_PASSWORD = "ctc-sandbox"  # dialplan/manager.conf, sandbox only
-CTC = Path(sys.executable).with_name("ctc")
+__all__ = ["EngineProcess"]
 
 
 class EngineProcess:
@@ -42,7 +40,7 @@ class EngineProcess:
             "api": {"socket": str(self.socket), "socket_mode": "0600"},
             "log": {"level": "info", "format": "json"},
             "ari": {
-                "url": "http://127.0.0.1:8088",
+                "url": ARI_URL.removesuffix("/ari"),
                 "username": "ctc",
                 "password": ARI_PASSWORD,
                 "app": app,
@@ -114,14 +112,15 @@ class EngineProcess:
 
     async def wait_log(self, event: str, *, count: int = 1, within: float = 30.0) -> dict[str, Any]:
         """Wait until the log holds ``count`` lines of ``event``; the last one."""
-        async with asyncio.timeout(within):
-            while True:
-                found = self.lines(event)
-                if len(found) >= count:
-                    return found[count - 1]
-                if self._proc is not None and self._proc.poll() is not None:
-                    raise AssertionError(f"engine exited {self._proc.returncode}: {self.tail()}")
-                await asyncio.sleep(0.05)
+
+        def logged() -> list[dict[str, Any]]:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise AssertionError(f"engine exited {self._proc.returncode}: {self.tail()}")
+            found = self.lines(event)
+            return found if len(found) >= count else []
+
+        found = await eventually(logged, within=within, interval=0.05, what=f"{count} x {event}")
+        return found[count - 1]
 
     def tail(self, n: int = 30) -> str:
         if not self.log_file.exists():

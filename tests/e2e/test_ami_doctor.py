@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,11 +25,11 @@ from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, Sandbox
 from engine.health import HealthReport
 from engine.secrets import Keyring
 from engine.store.migrations import default_migrations_dir, migrate
+from tests.e2e.helpers import AMI_PASSWORD
+from tests.support.cli import run_ctc
 
 pytestmark = pytest.mark.e2e
 
-AMI_PASSWORD = "ctc-sandbox"  # dialplan/manager.conf, sandbox only
-CTC = str(Path(sys.executable).with_name("ctc"))
 SECRETS_KEY = Keyring.generate_key()
 WITHIN = 15.0
 
@@ -206,19 +205,10 @@ async def _doctor(config: Path) -> tuple[int, list[str], str]:
 
 
 async def _ctc(config: Path, *command: str) -> tuple[int, list[str], str]:
+    """``ctc --config config *command`` with no ``CTC_*`` variable of the test run's own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTC_")}
-    proc = await asyncio.create_subprocess_exec(
-        CTC,
-        "--config",
-        str(config),
-        *command,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode().splitlines(), err.decode()
+    code, out, err = await run_ctc("--config", str(config), *command, env=env)
+    return code, out.splitlines(), err
 
 
 async def test_doctor_all_ok(

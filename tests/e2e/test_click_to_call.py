@@ -12,7 +12,7 @@ import os
 import signal
 import uuid
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -24,20 +24,14 @@ from tests.e2e.engine_fixtures import (
     AGENT_PORT,
     CUSTOMER_PORT,
     CallWatcher,
-    TcpProxy,
     end_call,
     initiate,
     running_engine,
 )
 from tests.e2e.helpers import SippPhone, ari_bridges
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def engine(migrated_db: str, sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[Engine]:
-    async with running_engine(migrated_db, sandbox, tmp_path) as running:
-        yield running
 
 
 async def _place(engine: Engine) -> tuple[str, CallWatcher]:
@@ -57,25 +51,25 @@ HAPPY = ["queued", "dialing_agent", "agent_answered", "dialing_customer", "conne
 
 
 async def test_both_answer_bridged_customer_hangs_up_recorded(
-    engine: Engine, sandbox: Sandbox, sipp_phone: Callable[..., SippPhone]
+    c2c_engine: Engine, sandbox: Sandbox, sipp_phone: Callable[..., SippPhone]
 ) -> None:
-    tenant = await engine.store.tenants.by_slug("default")
-    await engine.store.recording.set_default(tenant.id, is_enabled=True, fmt="wav")
+    tenant = await c2c_engine.store.tenants.by_slug("default")
+    await c2c_engine.store.recording.set_default(tenant.id, is_enabled=True, fmt="wav")
     try:
         with (
             sipp_phone("uas_answer.xml", port=AGENT_PORT),
             sipp_phone("uas_answer_then_hangup.xml", port=CUSTOMER_PORT, hold_ms=3000) as cust,
         ):
-            sid, watch = await _place(engine)
+            sid, watch = await _place(c2c_engine)
             await watch.until("connected")
             done = await watch.until("completed", "failed", "canceled")
             assert done.status_to == "completed", watch.trail()
             await watch.until_event("recording.finished")
             assert await cust.wait_async(30) == 0, cust.report()
     finally:
-        await engine.store.recording.set_default(tenant.id, is_enabled=False)
+        await c2c_engine.store.recording.set_default(tenant.id, is_enabled=False)
     session = await watch.session()
-    assert await _statuses(engine, sid) == [*HAPPY, "completed"]
+    assert await _statuses(c2c_engine, sid) == [*HAPPY, "completed"]
     assert session.hangup_cause == 16
     assert session.end_reason == "customer hung up"
     assert session.ring_ms is not None
@@ -97,7 +91,7 @@ def _c2c(bridges: set[str]) -> set[str]:
 @pytest.mark.parametrize("ended_by", ["customer", "api"])
 async def test_bridged_calls_leave_no_bridge_behind_in_asterisk(
     ended_by: str,
-    engine: Engine,
+    c2c_engine: Engine,
     ari: aiohttp.ClientSession,
     sipp_phone: Callable[..., SippPhone],
 ) -> None:
@@ -109,10 +103,10 @@ async def test_bridged_calls_leave_no_bridge_behind_in_asterisk(
         sipp_phone(scenario, port=CUSTOMER_PORT, calls=calls, hold_ms=500) as cust,
     ):
         for _ in range(calls):
-            sid, watch = await _place(engine)
+            sid, watch = await _place(c2c_engine)
             await watch.until("connected")
             if ended_by == "api":
-                await end_call(engine, sid)
+                await end_call(c2c_engine, sid)
             done = await watch.until("completed", "failed", "canceled")
             assert done.status_to == "completed", watch.trail()
             watch.close()
@@ -122,17 +116,17 @@ async def test_bridged_calls_leave_no_bridge_behind_in_asterisk(
 
 
 async def test_resync_destroys_bridges_of_ours_whose_call_is_over(
-    engine: Engine, ari: aiohttp.ClientSession
+    c2c_engine: Engine, ari: aiohttp.ClientSession
 ) -> None:
     """Bridges an engine left behind (it died, or predates bridge clean-up) go at the next
     resync; a bridge that is not ours stays."""
-    assert engine.stasis is not None
+    assert c2c_engine.stasis is not None
     orphan, foreign = f"c2c-{uuid.uuid4()}", f"pbx-{uuid.uuid4()}"
     for bridge in (orphan, foreign):
         async with ari.post(f"{ARI_URL}/bridges/{bridge}", params={"type": "mixing"}) as resp:
             assert resp.status == 200, await resp.text()
     try:
-        await engine.stasis.resync.run()
+        await c2c_engine.stasis.resync.run()
         assert orphan not in await ari_bridges(ari, until=lambda now: orphan not in now)
         async with ari.get(f"{ARI_URL}/bridges/{foreign}") as resp:
             assert resp.status == 200
@@ -142,21 +136,21 @@ async def test_resync_destroys_bridges_of_ours_whose_call_is_over(
 
 
 async def test_a_bridge_and_recording_left_by_a_dead_engine_are_adopted_not_failed_on(
-    engine: Engine,
+    c2c_engine: Engine,
     ari: aiohttp.ClientSession,
     sipp_phone: Callable[..., SippPhone],
 ) -> None:
     """The engine before this one created the call's bridge and started its recording,
     then died before it could store that: Asterisk answers 409 to doing it again, and
     the call goes on with what exists."""
-    tenant = await engine.store.tenants.by_slug("default")
-    await engine.store.recording.set_default(tenant.id, is_enabled=True, fmt="wav")
+    tenant = await c2c_engine.store.tenants.by_slug("default")
+    await c2c_engine.store.recording.set_default(tenant.id, is_enabled=True, fmt="wav")
     try:
         with (
             sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
             sipp_phone("uas_ring_then_answer.xml", port=CUSTOMER_PORT, hold_ms=3000) as cust,
         ):
-            sid, watch = await _place(engine)
+            sid, watch = await _place(c2c_engine)
             await watch.until("dialing_customer")
             bridge = f"c2c-{sid}"
             async with ari.post(f"{ARI_URL}/bridges/{bridge}", params={"type": "mixing"}) as resp:
@@ -170,25 +164,25 @@ async def test_a_bridge_and_recording_left_by_a_dead_engine_are_adopted_not_fail
             async with ari.get(f"{ARI_URL}/bridges/{bridge}") as resp:
                 channels = set((await resp.json())["channels"])
             assert channels == {f"c2c-{sid}-agent", f"c2c-{sid}-customer"}
-            await end_call(engine, sid)
+            await end_call(c2c_engine, sid)
             await watch.until("completed")
             await watch.until_event("recording.finished")
             assert await agent.wait_async(30) == 0, agent.report()
             assert await cust.wait_async(30) == 0, cust.report()
     finally:
-        await engine.store.recording.set_default(tenant.id, is_enabled=False)
+        await c2c_engine.store.recording.set_default(tenant.id, is_enabled=False)
     assert bridge not in await ari_bridges(ari, until=lambda now: bridge not in now)
 
 
-async def test_agent_busy(engine: Engine, sipp_phone: Callable[..., SippPhone]) -> None:
+async def test_agent_busy(c2c_engine: Engine, sipp_phone: Callable[..., SippPhone]) -> None:
     with sipp_phone("uas_busy.xml", port=AGENT_PORT) as agent:
-        sid, watch = await _place(engine)
+        sid, watch = await _place(c2c_engine)
         end = await watch.until("busy", "failed", "no_answer", "completed")
         assert end.status_to == "busy", watch.trail()
         assert await agent.wait_async(30) == 0, agent.report()
     session = await watch.session()
     assert session.hangup_cause == 17
-    assert await _statuses(engine, sid) == ["queued", "dialing_agent", "busy"]
+    assert await _statuses(c2c_engine, sid) == ["queued", "dialing_agent", "busy"]
 
 
 async def test_agent_no_answer_after_ring_timeout(
@@ -206,17 +200,17 @@ async def test_agent_no_answer_after_ring_timeout(
 
 
 async def test_customer_busy_hangs_up_the_agent(
-    engine: Engine, sipp_phone: Callable[..., SippPhone]
+    c2c_engine: Engine, sipp_phone: Callable[..., SippPhone]
 ) -> None:
     with (
         sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
         sipp_phone("uas_busy.xml", port=CUSTOMER_PORT),
     ):
-        sid, watch = await _place(engine)
+        sid, watch = await _place(c2c_engine)
         end = await watch.until("busy", "failed", "no_answer", "completed", "canceled")
         assert end.status_to == "busy", watch.trail()
         assert await agent.wait_async(30) == 0, agent.report()  # got its BYE
-    assert await _statuses(engine, sid) == [*HAPPY[:4], "busy"]
+    assert await _statuses(c2c_engine, sid) == [*HAPPY[:4], "busy"]
 
 
 async def test_customer_no_answer(
@@ -235,27 +229,29 @@ async def test_customer_no_answer(
 
 
 async def test_end_from_the_api_mid_call(
-    engine: Engine, sipp_phone: Callable[..., SippPhone]
+    c2c_engine: Engine, sipp_phone: Callable[..., SippPhone]
 ) -> None:
     with (
         sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
         sipp_phone("uas_answer.xml", port=CUSTOMER_PORT) as cust,
     ):
-        sid, watch = await _place(engine)
+        sid, watch = await _place(c2c_engine)
         await watch.until("connected")
-        ended = await end_call(engine, sid)
+        ended = await end_call(c2c_engine, sid)
         assert ended["status"] == "completed"
         assert ended["end_reason"] == "ended from the ERP"
         assert await agent.wait_async(30) == 0, agent.report()
         assert await cust.wait_async(30) == 0, cust.report()
 
 
-async def test_agent_hangs_up_first(engine: Engine, sipp_phone: Callable[..., SippPhone]) -> None:
+async def test_agent_hangs_up_first(
+    c2c_engine: Engine, sipp_phone: Callable[..., SippPhone]
+) -> None:
     with (
         sipp_phone("uas_answer_then_hangup.xml", port=AGENT_PORT, hold_ms=3000),
         sipp_phone("uas_answer.xml", port=CUSTOMER_PORT) as cust,
     ):
-        _, watch = await _place(engine)
+        _, watch = await _place(c2c_engine)
         await watch.until("connected")
         end = await watch.until("completed", "failed", "canceled")
         assert end.status_to == "completed", watch.trail()
@@ -330,18 +326,18 @@ async def test_missed_hangup_while_disconnected_is_finished_by_resync(
 
 @pytest.mark.parametrize("how", ["graceful", "crash"])
 async def test_asterisk_restart_mid_call_ends_the_session(
-    how: str, engine: Engine, sandbox: Sandbox, sipp_phone: Callable[..., SippPhone]
+    how: str, c2c_engine: Engine, sandbox: Sandbox, sipp_phone: Callable[..., SippPhone]
 ) -> None:
     """Graceful: Asterisk hangs the channels up and tells us. Crash (SIGKILL): it cannot,
     so the resync after the reconnect must find the call gone and say so."""
-    assert engine.stasis is not None
+    assert c2c_engine.stasis is not None
     with (
         sipp_phone("uas_answer.xml", port=AGENT_PORT),
         sipp_phone("uas_answer.xml", port=CUSTOMER_PORT),
     ):
-        _, watch = await _place(engine)
+        _, watch = await _place(c2c_engine)
         await watch.until("connected")
-        engine.stasis.resync.completed.clear()
+        c2c_engine.stasis.resync.completed.clear()
         if how == "crash":
             pid = sandbox.status().pid
             assert pid is not None
@@ -349,10 +345,10 @@ async def test_asterisk_restart_mid_call_ends_the_session(
         await asyncio.to_thread(sandbox.down)
         await asyncio.to_thread(sandbox.up)
         # the link reconnects to the new Asterisk, which has none of the call's channels
-        await asyncio.wait_for(engine.stasis.resync.completed.wait(), 60)
+        await asyncio.wait_for(c2c_engine.stasis.resync.completed.wait(), 60)
         end = await watch.until("completed", "failed", within=10)
     assert end.status_to == "completed", watch.trail()
-    assert not [s for s in await engine.store.sessions.live() if s.id == watch.session_id]
+    assert not [s for s in await c2c_engine.store.sessions.live() if s.id == watch.session_id]
     if how == "crash":
         resync = [e for e in watch.events if e.event_type == "session.resync"]
         assert resync, watch.trail()
@@ -366,7 +362,7 @@ async def test_real_call_callbacks_arrive_signed_and_in_order_after_receiver_out
     migrated_db: str, sandbox: Sandbox, tmp_path: Path, sipp_phone: Callable[..., SippPhone]
 ) -> None:
     from engine.notifier import verify_signature
-    from tests.integration.test_callbacks import Receiver
+    from tests.support.callbacks import Receiver
 
     receiver = await Receiver().start()
     receiver.always_fail = True  # the ERP is down when the call starts
@@ -406,15 +402,15 @@ async def test_real_call_callbacks_arrive_signed_and_in_order_after_receiver_out
 
 
 async def test_agent_given_as_a_number_is_dialled_through_the_trunk(
-    engine: Engine, sipp_phone: Callable[..., SippPhone]
+    c2c_engine: Engine, sipp_phone: Callable[..., SippPhone]
 ) -> None:
     # both legs reach the trunk's SIPp, which answers two calls
     with sipp_phone("uas_answer.xml", port=CUSTOMER_PORT, calls=2) as trunk:
-        watch = CallWatcher(engine)
-        body = await initiate(engine, agent_number="+14155550111")
+        watch = CallWatcher(c2c_engine)
+        body = await initiate(c2c_engine, agent_number="+14155550111")
         watch.session_id = uuid.UUID(body["id"])
         await watch.until("connected")
-        ended = await end_call(engine, body["id"])
+        ended = await end_call(c2c_engine, body["id"])
         assert ended["status"] == "completed"
         assert await trunk.wait_async(30) == 0, trunk.report()
     assert (await watch.session()).agent_number == "+14155550111"

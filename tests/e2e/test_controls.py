@@ -11,46 +11,30 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from engine.asterisk.links.ami import AmiEvent, AmiLink
 from engine.daemon import Engine
-from engine.devtools.sandbox import Sandbox
+from engine.devtools.sandbox import ARI_URL
 from tests.e2e.engine_fixtures import (
     CUSTOMER_PORT,
     CallWatcher,
+    call_api,
     end_call,
     initiate,
-    running_engine,
 )
-from tests.e2e.helpers import SippPhone, ari_session
+from tests.e2e.helpers import AMI_PASSWORD, SippPhone, ari_session
 
 pytestmark = pytest.mark.e2e
 
 AGENT = "agent3"
 AGENT_PORT = 5073
-ARI = "http://127.0.0.1:8088/ari"
-AMI_PASSWORD = "ctc-sandbox"  # dialplan/manager.conf, sandbox only
-
-
-@pytest.fixture
-async def engine(migrated_db: str, sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[Engine]:
-    async with running_engine(migrated_db, sandbox, tmp_path) as running:
-        yield running
 
 
 async def _control(engine: Engine, sid: str, action: str, body: dict[str, Any]) -> Any:
-    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
-    async with (
-        aiohttp.ClientSession(connector=connector) as http,
-        http.post(f"http://ctc/api/v1/click-to-call/sessions/{sid}/{action}", json=body) as resp,
-    ):
-        data = await resp.json()
-        return resp.status, data
+    return await call_api(engine, "POST", f"click-to-call/sessions/{sid}/{action}", body)
 
 
 async def _connected_call(engine: Engine) -> tuple[str, CallWatcher]:
@@ -91,52 +75,54 @@ async def _event_types(engine: Engine, sid: str) -> list[str]:
 
 
 async def test_hold_mute_dtmf_on_a_bridged_call(
-    engine: Engine, sipp_phone: Callable[..., SippPhone]
+    c2c_engine: Engine, sipp_phone: Callable[..., SippPhone]
 ) -> None:
     async with _moh_events() as moh, ari_session() as ari_http:
         with (
             sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
             sipp_phone("uas_answer.xml", port=CUSTOMER_PORT) as cust,
         ):
-            sid, watch = await _connected_call(engine)
+            sid, watch = await _connected_call(c2c_engine)
             customer = f"c2c-{sid}-customer"
 
-            status, body = await _control(engine, sid, "hold", {"leg": "customer"})
+            status, body = await _control(c2c_engine, sid, "hold", {"leg": "customer"})
             assert status == 200, body
             assert body["status"] == "connected"
             assert await _next_moh(moh, customer) == "MusicOnHoldStart"
-            status, body = await _control(engine, sid, "unhold", {"leg": "customer"})
+            status, body = await _control(c2c_engine, sid, "unhold", {"leg": "customer"})
             assert status == 200, body
             assert await _next_moh(moh, customer) == "MusicOnHoldStop"
 
             for action in ("mute", "unmute"):
                 status, body = await _control(
-                    engine, sid, action, {"leg": "agent", "direction": "both"}
+                    c2c_engine, sid, action, {"leg": "agent", "direction": "both"}
                 )
                 assert status == 200, (action, body)
 
-            status, body = await _control(engine, sid, "dtmf", {"leg": "customer", "digits": "12#"})
+            status, body = await _control(
+                c2c_engine, sid, "dtmf", {"leg": "customer", "digits": "12#"}
+            )
             assert status == 200, body
 
             # not recorded: pausing the recording is refused
-            status, body = await _control(engine, sid, "recording", {"action": "pause"})
+            status, body = await _control(c2c_engine, sid, "recording", {"action": "pause"})
             assert status == 409, body
             assert body["error"]["code"] == "conflict"
 
-            async with ari_http.get(f"{ARI}/channels/{customer}") as resp:
+            async with ari_http.get(f"{ARI_URL}/channels/{customer}") as resp:
                 assert resp.status == 200  # the controls left the call up
             await watch.until_event("control.dtmf")
-            ended = await end_call(engine, sid)
+            ended = await end_call(c2c_engine, sid)
             assert ended["status"] == "completed"
 
             # once the call is over, every control is refused
-            status, body = await _control(engine, sid, "hold", {"leg": "customer"})
+            status, body = await _control(c2c_engine, sid, "hold", {"leg": "customer"})
             assert status == 409, body
             # both phones got (and answered) the BYE: none is left for the next test's phone
             assert await agent.wait_async(30) == 0, agent.report()
             assert await cust.wait_async(30) == 0, cust.report()
     watch.close()
-    types = await _event_types(engine, sid)
+    types = await _event_types(c2c_engine, sid)
     controls = [t for t in types if t.startswith("control.")]
     assert controls == [
         "control.hold",
@@ -145,49 +131,49 @@ async def test_hold_mute_dtmf_on_a_bridged_call(
         "control.unmute",
         "control.dtmf",
     ]
-    session = await engine.store.sessions.by_id(uuid.UUID(sid))
+    session = await c2c_engine.store.sessions.by_id(uuid.UUID(sid))
     assert session is not None
-    events = await engine.store.sessions.events(session.tenant_id, session.id)
+    events = await c2c_engine.store.sessions.events(session.tenant_id, session.id)
     dtmf = next(e for e in events if e.event_type == "control.dtmf")
     assert dtmf.payload["digits"] == "12#"
     assert dtmf.payload["leg"] == "customer"
 
 
 async def test_recording_pause_and_resume(
-    engine: Engine, sipp_phone: Callable[..., SippPhone]
+    c2c_engine: Engine, sipp_phone: Callable[..., SippPhone]
 ) -> None:
-    tenant = await engine.store.tenants.by_slug("default")
+    tenant = await c2c_engine.store.tenants.by_slug("default")
     assert tenant is not None
-    await engine.store.recording.set_default(tenant.id, is_enabled=True, fmt="wav")
+    await c2c_engine.store.recording.set_default(tenant.id, is_enabled=True, fmt="wav")
     try:
         async with ari_session() as ari_http:
             with (
                 sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
                 sipp_phone("uas_answer.xml", port=CUSTOMER_PORT) as cust,
             ):
-                sid, watch = await _connected_call(engine)
+                sid, watch = await _connected_call(c2c_engine)
                 await watch.until_event("recording.started")
                 name = f"c2c-{sid}"
 
                 async def state() -> str:
-                    async with ari_http.get(f"{ARI}/recordings/live/{name}") as resp:
+                    async with ari_http.get(f"{ARI_URL}/recordings/live/{name}") as resp:
                         assert resp.status == 200, await resp.text()
                         return str((await resp.json())["state"])
 
-                status, body = await _control(engine, sid, "recording", {"action": "pause"})
+                status, body = await _control(c2c_engine, sid, "recording", {"action": "pause"})
                 assert status == 200, body
                 assert await state() == "paused"
-                status, body = await _control(engine, sid, "recording", {"action": "resume"})
+                status, body = await _control(c2c_engine, sid, "recording", {"action": "resume"})
                 assert status == 200, body
                 assert await state() == "recording"
-                await end_call(engine, sid)
+                await end_call(c2c_engine, sid)
                 await watch.until_event("recording.finished")
                 assert await agent.wait_async(30) == 0, agent.report()
                 assert await cust.wait_async(30) == 0, cust.report()
         watch.close()
     finally:
-        await engine.store.recording.set_default(tenant.id, is_enabled=False)
-    types = await _event_types(engine, sid)
+        await c2c_engine.store.recording.set_default(tenant.id, is_enabled=False)
+    types = await _event_types(c2c_engine, sid)
     assert [t for t in types if t.startswith("recording.")] == [
         "recording.started",
         "recording.paused",

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 from engine.devtools.databases import ADMIN_URL, drop_database
 from engine.devtools.sandbox import Sandbox
+from tests.support.cli import CTC
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +21,7 @@ async def test_ctc_demo_places_a_real_call(sandbox: Sandbox) -> None:
     env = {**os.environ, "CTC_DATABASE_URL": url}
     try:
         proc = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).with_name("ctc")),
+            CTC,
             "demo",
             "--talk",
             "2",

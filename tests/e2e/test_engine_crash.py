@@ -12,7 +12,6 @@ Phones: agent1 (SIPp on 5071), the customer behind the trunk (5080), agent3 (507
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ from engine.store.repositories import Store
 from tests.e2e.engine_fixtures import AGENT, AGENT_PORT, CUSTOMER, CUSTOMER_PORT
 from tests.e2e.engine_process import EngineProcess
 from tests.e2e.helpers import ari_bridges, ari_has, ari_session
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -89,9 +89,8 @@ async def _crash_in(proc: EngineProcess, db: asyncpg.Connection, status: str) ->
     sid = await _initiate(proc)
     await _until(db, sid, status)
     if (leg := _RINGING.get(status)) is not None:
-        async with ari_session() as ari, asyncio.timeout(30):
-            while not await ari_has(ari, "channels", f"c2c-{sid}-{leg}"):  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
+        async with ari_session() as ari:
+            await eventually(lambda: ari_has(ari, "channels", f"c2c-{sid}-{leg}"), within=30)
     proc.kill()
     return sid
 
@@ -110,11 +109,13 @@ async def _row(db: asyncpg.Connection, sid: str) -> asyncpg.Record:
 
 async def _until(db: asyncpg.Connection, sid: str, *statuses: str, within: float = 30) -> Any:
     """Wait until the committed session is in one of ``statuses``; its row."""
-    async with asyncio.timeout(within):
-        # the state is in PostgreSQL, written by another process: no event to wait on
-        while (row := await _row(db, sid))["status"] not in statuses:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-    return row
+
+    # the state is in PostgreSQL, written by another process: no event to wait on
+    async def in_status() -> asyncpg.Record | None:
+        row = await _row(db, sid)
+        return row if row["status"] in statuses else None
+
+    return await eventually(in_status, within=within, interval=0.05, what=f"{sid} in {statuses}")
 
 
 async def _events(db: asyncpg.Connection, sid: str) -> list[str]:
@@ -344,9 +345,11 @@ async def test_crash_during_an_attended_transfer_the_next_engine_completes_it(
         )
         assert status == 200, transfer
         state = "SELECT state FROM call_transfer WHERE id = $1"
-        async with asyncio.timeout(30):
-            while await db.fetchval(state, uuid.UUID(transfer["id"])) != "consulting":  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+
+        async def consulting() -> bool:
+            return await db.fetchval(state, uuid.UUID(transfer["id"])) == "consulting"
+
+        await eventually(consulting, within=30, interval=0.05)
         proc.kill()
         await proc.start()
         status, body = await proc.api("POST", f"{path}/complete")

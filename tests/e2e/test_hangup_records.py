@@ -19,8 +19,7 @@ import pytest
 from engine.asterisk.flows.hangup_records import FAMILY, HANDLER_VARIABLE, HangupRecords
 from engine.asterisk.links.ami import AmiLink, AmiResponseError
 from engine.devtools.sandbox import ARI_URL, Sandbox
-from tests.e2e.engine_process import AMI_PASSWORD
-from tests.e2e.helpers import AriEvents
+from tests.e2e.helpers import AMI_PASSWORD, AriEvents
 
 pytestmark = pytest.mark.e2e
 

@@ -3,17 +3,16 @@ the engine walks the tenant's menus (stored in PostgreSQL) and records every key
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.daemon import Engine
-from engine.devtools.sandbox import Sandbox
 from engine.devtools.sipp import SippPhone
 from engine.ivr_yaml import load_menus
-from tests.e2e.engine_fixtures import CallWatcher, running_engine
+from tests.e2e.engine_fixtures import CallWatcher
 from tests.e2e.test_dtmf_caller import dtmf_caller
 
 pytestmark = pytest.mark.e2e
@@ -50,13 +49,11 @@ menus:
 """
 
 
-@pytest.fixture
-async def engine(migrated_db: str, sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[Engine]:
-    # the dialplan sends callers to Stasis(ctc,...): this engine is the `ctc` app
-    async with running_engine(migrated_db, sandbox, tmp_path, app="ctc", agi=True) as running:
-        tenant = await running.store.tenants.by_slug("default")
-        await running.store.ivr.save(tenant.id, load_menus(MENUS))
-        yield running
+@pytest.fixture(autouse=True)
+async def main_menus(ivr_engine: Engine) -> None:
+    """Tenant ``default`` (the dialplan's callers) has the menus above."""
+    tenant = await ivr_engine.store.tenants.by_slug("default")
+    await ivr_engine.store.ivr.save(tenant.id, load_menus(MENUS))
 
 
 async def _call(
@@ -111,9 +108,9 @@ def assert_ivr_transfer(row: dict[str, Any], menu: str, key: str) -> None:
 
 
 async def test_two_level_menu_walk(
-    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+    ivr_engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
 ) -> None:
-    watch, rows = await _call(engine, sipp_phone, tmp_path, "1#", gap_ms=800)
+    watch, rows = await _call(ivr_engine, sipp_phone, tmp_path, "1#", gap_ms=800)
     assert [(r["menu"], r["digit"], r["outcome"], r["option_key"]) for r in rows] == [
         ("main", "1", "option", "1"),
         ("sales", "#", "option", "#"),
@@ -127,9 +124,9 @@ async def test_two_level_menu_walk(
 
 
 async def test_invalid_digit_then_valid(
-    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+    ivr_engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
 ) -> None:
-    _, rows = await _call(engine, sipp_phone, tmp_path, "71#", gap_ms=800)
+    _, rows = await _call(ivr_engine, sipp_phone, tmp_path, "71#", gap_ms=800)
     assert [(r["menu"], r["digit"], r["outcome"], r["attempt"]) for r in rows] == [
         ("main", "7", "invalid", 1),
         ("main", "1", "option", 2),
@@ -138,9 +135,9 @@ async def test_invalid_digit_then_valid(
 
 
 async def test_silence_times_out_then_falls_back(
-    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+    ivr_engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
 ) -> None:
-    watch, rows = await _call(engine, sipp_phone, tmp_path, "", wait_ms=100)
+    watch, rows = await _call(ivr_engine, sipp_phone, tmp_path, "", wait_ms=100)
     # one timeout per try (the first and one retry), then the fallback hangs up
     assert [(r["menu"], r["outcome"]) for r in rows] == [("main", "timeout"), ("main", "timeout")]
     assert [r["attempt"] for r in rows] == [1, 2]
@@ -148,9 +145,9 @@ async def test_silence_times_out_then_falls_back(
 
 
 async def test_six_digit_account_ending_in_pound(
-    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+    ivr_engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
 ) -> None:
-    _, rows = await _call(engine, sipp_phone, tmp_path, "2123456#", gap_ms=500)
+    _, rows = await _call(ivr_engine, sipp_phone, tmp_path, "2123456#", gap_ms=500)
     collected = [r for r in rows if r["outcome"] == "collected"]
     assert [(r["menu"], r["input_value"]) for r in collected] == [("account", "123456")]
     assert rows[0]["menu"] == "main"
@@ -158,11 +155,13 @@ async def test_six_digit_account_ending_in_pound(
 
 
 async def test_the_same_menu_through_fastagi(
-    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+    ivr_engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
 ) -> None:
     # [from-caller] sends 4573<number> to AGI(agi://127.0.0.1:4573/ivr/main)
-    assert engine.agi is not None
-    watch, rows = await _call(engine, sipp_phone, tmp_path, "71#", gap_ms=800, number="45735551000")
+    assert ivr_engine.agi is not None
+    watch, rows = await _call(
+        ivr_engine, sipp_phone, tmp_path, "71#", gap_ms=800, number="45735551000"
+    )
     assert [(r["menu"], r["digit"], r["outcome"], r["attempt"]) for r in rows] == [
         ("main", "7", "invalid", 1),
         ("main", "1", "option", 2),
@@ -174,18 +173,18 @@ async def test_the_same_menu_through_fastagi(
 
 
 async def test_ivr_transfer_to_an_agent_who_answers(
-    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+    ivr_engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
 ) -> None:
     # agent2's phone answers and hangs up after 2 s: the transferred call then ends
     with sipp_phone("uas_answer_then_hangup.xml", port=5072, hold_ms=2000) as agent:
-        watch, rows = await _call(engine, sipp_phone, tmp_path, "0")
+        watch, rows = await _call(ivr_engine, sipp_phone, tmp_path, "0")
         assert await agent.wait_async(30) == 0, agent.report()
     assert [(r["menu"], r["digit"], r["outcome"]) for r in rows] == [("main", "0", "option")]
     kinds = [e.event_type for e in watch.events]
     assert "ivr.transfer_dialing" in kinds
     assert "ivr.transferred" in kinds
     assert (await watch.session()).end_reason == "transferred call ended"
-    (row,) = await transfer_rows(engine, watch)
+    (row,) = await transfer_rows(ivr_engine, watch)
     assert (row["target_type"], row["target"], row["state"]) == ("agent", "agent2", "completed")
     assert row["routing_rule_id"] is None
     assert row["target_channel_id"].startswith(f"ivr-{watch.session_id}-target")
@@ -193,11 +192,11 @@ async def test_ivr_transfer_to_an_agent_who_answers(
 
 
 async def test_ivr_transfer_to_a_busy_agent_returns_to_the_menu(
-    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+    ivr_engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
 ) -> None:
     # busy: the caller hears the failure prompt and the menu again, then presses 9
     with sipp_phone("uas_busy.xml", port=5072):
-        watch, rows = await _call(engine, sipp_phone, tmp_path, "09", gap_ms=2500)
+        watch, rows = await _call(ivr_engine, sipp_phone, tmp_path, "09", gap_ms=2500)
     assert [(r["menu"], r["digit"], r["outcome"]) for r in rows] == [
         ("main", "0", "option"),
         ("main", "9", "option"),
@@ -205,44 +204,44 @@ async def test_ivr_transfer_to_a_busy_agent_returns_to_the_menu(
     kinds = [e.event_type for e in watch.events]
     assert "ivr.transferred" not in kinds
     assert (await watch.session()).end_reason == "ivr hung up"
-    (row,) = await transfer_rows(engine, watch)
+    (row,) = await transfer_rows(ivr_engine, watch)
     assert (row["target"], row["state"], row["hangup_cause"]) == ("agent2", "busy", 17)
     assert_ivr_transfer(row, "main", "0")
 
 
 async def test_ivr_transfer_through_fastagi(
-    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+    ivr_engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
 ) -> None:
     with sipp_phone("uas_answer_then_hangup.xml", port=5072, hold_ms=2000) as agent:
-        watch, rows = await _call(engine, sipp_phone, tmp_path, "0", number="45735551000")
+        watch, rows = await _call(ivr_engine, sipp_phone, tmp_path, "0", number="45735551000")
         assert await agent.wait_async(30) == 0, agent.report()
     assert [(r["menu"], r["digit"], r["outcome"]) for r in rows] == [("main", "0", "option")]
     assert "ivr.transferred" in [e.event_type for e in watch.events]
     assert (await watch.session()).end_reason == "transferred call ended"
-    (row,) = await transfer_rows(engine, watch)
+    (row,) = await transfer_rows(ivr_engine, watch)
     assert (row["target_type"], row["target"], row["state"]) == ("agent", "agent2", "completed")
     assert "agent2" in row["target_channel_id"]  # Dial's DIALEDPEERNAME: PJSIP/agent2-…
     assert_ivr_transfer(row, "main", "0")
 
 
 async def test_ivr_transfer_to_a_busy_agent_through_fastagi(
-    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+    ivr_engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
 ) -> None:
     with sipp_phone("uas_busy.xml", port=5072):
         watch, rows = await _call(
-            engine, sipp_phone, tmp_path, "09", gap_ms=2500, number="45735551000"
+            ivr_engine, sipp_phone, tmp_path, "09", gap_ms=2500, number="45735551000"
         )
     assert [(r["menu"], r["digit"]) for r in rows] == [("main", "0"), ("main", "9")]
-    (row,) = await transfer_rows(engine, watch)
+    (row,) = await transfer_rows(ivr_engine, watch)
     assert (row["target"], row["state"], row["hangup_cause"]) == ("agent2", "busy", 17)
     assert_ivr_transfer(row, "main", "0")
 
 
 @pytest.mark.parametrize("number", ["5551000", "45735551000"], ids=["stasis", "fastagi"])
 async def test_record_a_message(
-    number: str, engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+    number: str, ivr_engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
 ) -> None:
-    watch, rows = await _call(engine, sipp_phone, tmp_path, "3", number=number)
+    watch, rows = await _call(ivr_engine, sipp_phone, tmp_path, "3", number=number)
     assert [(r["menu"], r["digit"], r["outcome"]) for r in rows] == [("main", "3", "option")]
     assert "ivr.recording_message" in [e.event_type for e in watch.events]
     assert (await watch.session()).end_reason == "ivr hung up"

@@ -24,11 +24,10 @@ import pytest
 from aiohttp import web
 
 from engine.daemon import Engine
-from engine.devtools.sandbox import Sandbox
 from engine.devtools.sipp import SippPhone
 from engine.ivr_yaml import load_menus
 from engine.store.records import CallEvent
-from tests.e2e.engine_fixtures import CallWatcher, running_engine
+from tests.e2e.engine_fixtures import CallWatcher
 from tests.e2e.test_dtmf_caller import DIALLED, dtmf_caller
 
 pytestmark = pytest.mark.e2e
@@ -179,20 +178,18 @@ async def erp() -> AsyncIterator[Erp]:
         await server.close()
 
 
-@pytest.fixture
-async def engine(
-    migrated_db: str, sandbox: Sandbox, tmp_path: Path, erp: Erp
-) -> AsyncIterator[Engine]:
+@pytest.fixture(autouse=True)
+async def lookup_menus(ivr_engine: Engine, erp: Erp) -> AsyncIterator[None]:
+    """Tenant ``default`` has the menus above, asking ``erp``, which it may reach."""
     menus = MENUS.format(erp=erp.url, timeout_ms=LOOKUP_TIMEOUT_MS)
-    async with running_engine(migrated_db, sandbox, tmp_path, app="ctc", agi=True) as running:
-        # the ERP stand-in is on 127.0.0.1: the tenant must allow it (engine/domain/netpolicy.py)
-        tenant = await running.store.tenants.update("default", allow_cidrs=("127.0.0.1/32",))
-        try:
-            await running.store.ivr.save(tenant.id, load_menus(menus))
-            yield running
-        finally:
-            # the database is shared by the session: later tests expect loopback refused
-            await running.store.tenants.update("default", allow_cidrs=())
+    # the ERP stand-in is on 127.0.0.1: the tenant must allow it (engine/domain/netpolicy.py)
+    tenant = await ivr_engine.store.tenants.update("default", allow_cidrs=("127.0.0.1/32",))
+    try:
+        await ivr_engine.store.ivr.save(tenant.id, load_menus(menus))
+        yield
+    finally:
+        # the database is shared by the session: later tests expect loopback refused
+        await ivr_engine.store.tenants.update("default", allow_cidrs=())
 
 
 @dataclasses.dataclass
@@ -262,13 +259,13 @@ def _assert_plain_get(got: ErpRequest, path: str) -> None:
 @DOORS
 async def test_balance_is_looked_up_and_spoken(
     number: str,
-    engine: Engine,
+    ivr_engine: Engine,
     erp: Erp,
     sipp_phone: Callable[..., SippPhone],
     tmp_path: Path,
 ) -> None:
     erp.answer = (200, "1250\n")
-    call = await _call(engine, sipp_phone, tmp_path, "1" + ACCOUNT + "#", number)
+    call = await _call(ivr_engine, sipp_phone, tmp_path, "1" + ACCOUNT + "#", number)
 
     got = await erp.request(within=5)
     _assert_plain_get(got, f"/erp/balance/{ACCOUNT}")
@@ -300,13 +297,13 @@ async def test_balance_is_looked_up_and_spoken(
 @DOORS
 async def test_erp_answer_routes_the_caller_to_a_menu(
     number: str,
-    engine: Engine,
+    ivr_engine: Engine,
     erp: Erp,
     sipp_phone: Callable[..., SippPhone],
     tmp_path: Path,
 ) -> None:
     erp.answer = (200, "vip")
-    call = await _call(engine, sipp_phone, tmp_path, "2" + ACCOUNT + "#5", number)
+    call = await _call(ivr_engine, sipp_phone, tmp_path, "2" + ACCOUNT + "#5", number)
 
     got = await erp.request(within=5)
     _assert_plain_get(got, f"/erp/tier/{ACCOUNT}")
@@ -330,7 +327,7 @@ async def test_erp_answer_routes_the_caller_to_a_menu(
 async def test_failing_erp_takes_the_failure_path(
     number: str,
     failure: str,
-    engine: Engine,
+    ivr_engine: Engine,
     erp: Erp,
     sipp_phone: Callable[..., SippPhone],
     tmp_path: Path,
@@ -348,7 +345,7 @@ async def test_failing_erp_takes_the_failure_path(
         erp.answer = (200, "12.50 EUR")
         outcome = {"ok": True, "value": "12.50 EUR", "error": None}
     try:
-        call = await _call(engine, sipp_phone, tmp_path, "1" + ACCOUNT + "#", number)
+        call = await _call(ivr_engine, sipp_phone, tmp_path, "1" + ACCOUNT + "#", number)
     finally:
         erp.release.set()  # let a held ERP handler finish (the engine gave up long ago)
 

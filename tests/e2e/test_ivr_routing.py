@@ -8,17 +8,16 @@ row (initiated_by ivr, the option's id, the rule's id) with its outcome.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.daemon import Engine
-from engine.devtools.sandbox import Sandbox
 from engine.devtools.sipp import SippPhone
 from engine.ivr_yaml import load_menus
-from tests.e2e.engine_fixtures import CallWatcher, running_engine
+from tests.e2e.engine_fixtures import CallWatcher
 from tests.e2e.test_dtmf_caller import dtmf_caller
 from tests.e2e.test_ivr import assert_ivr_transfer, transfer_rows
 
@@ -37,12 +36,6 @@ menus:
       9: {{action: hangup}}
     fallback: {{action: hangup}}
 """
-
-
-@pytest.fixture
-async def engine(migrated_db: str, sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[Engine]:
-    async with running_engine(migrated_db, sandbox, tmp_path, app="ctc", agi=True) as running:
-        yield running
 
 
 async def add_rule(engine: Engine, strategy: str, members: list[str], **cols: Any) -> str:
@@ -88,25 +81,25 @@ async def rule_id(engine: Engine, name: str) -> uuid.UUID:
 async def test_first_member_busy_second_answers(
     strategy: str,
     door: str,
-    engine: Engine,
+    ivr_engine: Engine,
     sipp_phone: Callable[..., SippPhone],
     tmp_path: Path,
 ) -> None:
-    name = await add_rule(engine, strategy, ["agent3", "agent4"])
+    name = await add_rule(ivr_engine, strategy, ["agent3", "agent4"])
     with (
         sipp_phone("uas_busy.xml", port=5073) as busy,
         sipp_phone("uas_answer_then_hangup.xml", port=5074, hold_ms=2000) as answers,
     ):
-        watch = await call(engine, sipp_phone, tmp_path, door)
+        watch = await call(ivr_engine, sipp_phone, tmp_path, door)
         assert await busy.wait_async(30) == 0, busy.report()
         assert await answers.wait_async(30) == 0, answers.report()
     assert (await watch.session()).end_reason == "transferred call ended"
-    rows = await transfer_rows(engine, watch)
+    rows = await transfer_rows(ivr_engine, watch)
     assert [(r["target"], r["state"], r["hangup_cause"]) for r in rows] == [
         ("agent3", "busy", 17),
         ("agent4", "completed", None),
     ]
-    rid = await rule_id(engine, name)
+    rid = await rule_id(ivr_engine, name)
     for row in rows:
         assert (row["target_type"], row["routing_rule_id"]) == ("routing_rule", rid)
         assert_ivr_transfer(row, "main", "4")
@@ -118,7 +111,7 @@ async def test_first_member_busy_second_answers(
 
     # the next transfer to this rule starts elsewhere: round robin at the member after the
     # 2 offers made (agent3 again, 2 % 2), least recent at agent3 (offered before agent4)
-    rule = await engine.store.routing.get(rows[0]["tenant_id"], rid)
+    rule = await ivr_engine.store.routing.get(rows[0]["tenant_id"], rid)
     assert rule is not None
     assert rule.offers == 2
     assert set(rule.last_offered) == {"agent3", "agent4"}
@@ -126,16 +119,16 @@ async def test_first_member_busy_second_answers(
 
 @pytest.mark.parametrize("door", list(DOORS))
 async def test_simultaneous_group_first_to_answer_wins_the_other_stops_ringing(
-    door: str, engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+    door: str, ivr_engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
 ) -> None:
-    name = await add_rule(engine, "ring_group_simultaneous", ["agent3", "agent4"])
+    name = await add_rule(ivr_engine, "ring_group_simultaneous", ["agent3", "agent4"])
     # agent3 rings and never answers: it finishes (exit 0) only when its INVITE is
     # cancelled, which must happen when agent4 answers, long before the 20 s ring timeout
     with (
         sipp_phone("uas_noanswer.xml", port=5073) as ringing,
         sipp_phone("uas_answer_then_hangup.xml", port=5074, hold_ms=4000) as answers,
     ):
-        watch = CallWatcher(engine)
+        watch = CallWatcher(ivr_engine)
         with dtmf_caller(sipp_phone, tmp_path / "caller", "4", number=DOORS[door]) as caller:
             created = await watch.until_event("session.created", within=20)
             watch.session_id = created.session_id
@@ -146,13 +139,13 @@ async def test_simultaneous_group_first_to_answer_wins_the_other_stops_ringing(
             assert end.status_to == "completed", watch.trail()
             assert await caller.wait_async(30) == 0, caller.report()
         assert await answers.wait_async(30) == 0, answers.report()
-    (row,) = await transfer_rows(engine, watch)
+    (row,) = await transfer_rows(ivr_engine, watch)
     assert (row["target_type"], row["target"], row["state"]) == (
         "routing_rule",
         "agent3&agent4",
         "completed",
     )
-    assert row["routing_rule_id"] == await rule_id(engine, name)
+    assert row["routing_rule_id"] == await rule_id(ivr_engine, name)
     assert_ivr_transfer(row, "main", "4")
     if door == "stasis":  # the channel of the second member originated
         assert row["target_channel_id"] == f"ivr-{watch.session_id}-target-2"
@@ -162,23 +155,27 @@ async def test_simultaneous_group_first_to_answer_wins_the_other_stops_ringing(
 
 @pytest.mark.parametrize("door", list(DOORS))
 async def test_nobody_answers_then_the_caller_hears_the_menu_again(
-    door: str, engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+    door: str, ivr_engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
 ) -> None:
     # a provider rule (no carrier adapters yet) falling back to a busy agent: both rows
     # fail, the caller hears the failure prompt and the menu, then presses 9 (hang up)
-    tenant = await engine.store.tenants.by_slug("default")
-    provider = await engine.store.db.fetchval(
+    tenant = await ivr_engine.store.tenants.by_slug("default")
+    provider = await ivr_engine.store.db.fetchval(
         "INSERT INTO voip_provider (tenant_id, name, provider_type) "
         "VALUES ($1, $2, 'sip_trunk') RETURNING id",
         tenant.id,
         f"carrier-{uuid.uuid4().hex[:6]}",
     )
-    agent = await add_rule(engine, "ring_agent", [], target="agent3")
+    agent = await add_rule(ivr_engine, "ring_agent", [], target="agent3")
     name = await add_rule(
-        engine, "provider", [], provider_id=provider, fallback_rule_id=await rule_id(engine, agent)
+        ivr_engine,
+        "provider",
+        [],
+        provider_id=provider,
+        fallback_rule_id=await rule_id(ivr_engine, agent),
     )
     with sipp_phone("uas_busy.xml", port=5073):
-        watch = CallWatcher(engine)
+        watch = CallWatcher(ivr_engine)
         with dtmf_caller(
             sipp_phone, tmp_path / "caller", "49", gap_ms=3000, number=DOORS[door]
         ) as caller:
@@ -188,9 +185,9 @@ async def test_nobody_answers_then_the_caller_hears_the_menu_again(
             assert end.status_to == "completed", watch.trail()
             assert await caller.wait_async(30) == 0, caller.report()
     assert (await watch.session()).end_reason == "ivr hung up"
-    rows = await transfer_rows(engine, watch)
+    rows = await transfer_rows(ivr_engine, watch)
     assert [(r["target"], r["state"]) for r in rows] == [(None, "failed"), ("agent3", "busy")]
     assert "carrier adapters are not available yet" in rows[0]["failure_cause"]
-    assert rows[0]["routing_rule_id"] == await rule_id(engine, name)
+    assert rows[0]["routing_rule_id"] == await rule_id(ivr_engine, name)
     for row in rows:
         assert_ivr_transfer(row, "main", "4")

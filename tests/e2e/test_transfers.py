@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +26,18 @@ from tests.e2e.engine_fixtures import (
     AGENT_PORT,
     CUSTOMER_PORT,
     CallWatcher,
-    TcpProxy,
+    call_api,
     end_call,
     initiate,
     running_engine,
 )
 from tests.e2e.helpers import ari_has
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
 
 AGENT2_PORT = 5072
 AGENT3_PORT = 5073
-
-
-@pytest.fixture
-async def engine(migrated_db: str, sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[Engine]:
-    async with running_engine(migrated_db, sandbox, tmp_path) as running:
-        yield running
 
 
 async def _connected(engine: Engine) -> tuple[str, CallWatcher]:
@@ -54,13 +49,7 @@ async def _connected(engine: Engine) -> tuple[str, CallWatcher]:
 
 
 async def _post(engine: Engine, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
-    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
-    async with (
-        aiohttp.ClientSession(connector=connector) as http,
-        http.post(f"http://ctc/api/v1/click-to-call/sessions/{path}", json=body) as resp,
-    ):
-        data: dict[str, Any] = await resp.json()
-        return resp.status, data
+    return await call_api(engine, "POST", f"click-to-call/sessions/{path}", body)
 
 
 async def _bridge_channels(ari: aiohttp.ClientSession, bridge: str) -> set[str]:
@@ -90,7 +79,7 @@ async def _until_events(watch: CallWatcher, event_type: str, count: int) -> None
 
 
 async def test_two_successive_blind_transfers(
-    engine: Engine, ari: aiohttp.ClientSession, sipp_phone: Callable[..., SippPhone]
+    c2c_engine: Engine, ari: aiohttp.ClientSession, sipp_phone: Callable[..., SippPhone]
 ) -> None:
     """agent1 -> agent2 -> agent3 on one call: each transfer has its own target channel,
     each replaced agent is released without ending the call, the last one stays."""
@@ -100,10 +89,10 @@ async def test_two_successive_blind_transfers(
         sipp_phone("uas_answer.xml", port=AGENT2_PORT) as agent2,
         sipp_phone("uas_answer.xml", port=AGENT3_PORT) as agent3,
     ):
-        sid, watch = await _connected(engine)
+        sid, watch = await _connected(c2c_engine)
         _, customer_ch = _ids(sid)
         status, first = await _post(
-            engine, f"{sid}/transfer", {"type": "blind", "target": "agent2"}
+            c2c_engine, f"{sid}/transfer", {"type": "blind", "target": "agent2"}
         )
         assert status == 200, first
         assert first["state"] == "initiated"
@@ -116,7 +105,7 @@ async def test_two_successive_blind_transfers(
         assert (await watch.session()).agent_channel_id == first["target_channel_id"]
         # the second transfer replaces agent2 (the first one's target) with agent3
         status, second = await _post(
-            engine, f"{sid}/transfer", {"type": "blind", "target": "agent3"}
+            c2c_engine, f"{sid}/transfer", {"type": "blind", "target": "agent3"}
         )
         assert status == 200, second
         assert second["target_channel_id"] != first["target_channel_id"]
@@ -130,12 +119,12 @@ async def test_two_successive_blind_transfers(
         session = await watch.session()
         assert session.status.value == "connected", watch.trail()  # agent2's hangup was stale
         assert session.agent_channel_id == second["target_channel_id"]
-        await end_call(engine, sid)
+        await end_call(c2c_engine, sid)
         done = await watch.until("completed", "failed", "canceled")
         assert done.status_to == "completed", watch.trail()
         assert await agent3.wait_async(30) == 0, agent3.report()
         assert await customer.wait_async(30) == 0, customer.report()
-    rows = await _transfers(engine, watch)
+    rows = await _transfers(c2c_engine, watch)
     assert [(r.id, r.target_channel_id) for r in rows] == [
         (uuid.UUID(first["id"]), first["target_channel_id"]),
         (uuid.UUID(second["id"]), second["target_channel_id"]),
@@ -159,7 +148,7 @@ async def test_two_successive_blind_transfers(
 
 
 async def test_customer_leg_blind_transfer_keeps_the_agent(
-    engine: Engine, ari: aiohttp.ClientSession, sipp_phone: Callable[..., SippPhone]
+    c2c_engine: Engine, ari: aiohttp.ClientSession, sipp_phone: Callable[..., SippPhone]
 ) -> None:
     """``leg: customer``: the agent stays and talks to another outside number; the first
     customer is released; the new party's hangup then ends the call as the customer's."""
@@ -168,10 +157,10 @@ async def test_customer_leg_blind_transfer_keeps_the_agent(
         # the trunk's phone answers both the customer and the number the call goes to
         sipp_phone("uas_answer.xml", port=CUSTOMER_PORT, calls=2) as trunk,
     ):
-        sid, watch = await _connected(engine)
+        sid, watch = await _connected(c2c_engine)
         agent_ch, customer_ch = _ids(sid)
         status, body = await _post(
-            engine,
+            c2c_engine,
             f"{sid}/transfer",
             {"type": "blind", "target": "+14155550123", "leg": "customer"},
         )
@@ -193,7 +182,7 @@ async def test_customer_leg_blind_transfer_keeps_the_agent(
         assert await agent.wait_async(30) == 0, agent.report()
         assert await trunk.wait_async(30) == 0, trunk.report()  # both trunk calls got BYEs
         assert not await ari_has(ari, "channels", customer_ch)
-    [row] = await _transfers(engine, watch)
+    [row] = await _transfers(c2c_engine, watch)
     assert (row.transfer_type, row.state, row.target, row.target_type, row.from_leg) == (
         "blind",
         "completed",
@@ -207,15 +196,17 @@ async def test_customer_leg_blind_transfer_keeps_the_agent(
 
 
 async def test_blind_transfer_to_busy_target_keeps_the_call(
-    engine: Engine, ari: aiohttp.ClientSession, sipp_phone: Callable[..., SippPhone]
+    c2c_engine: Engine, ari: aiohttp.ClientSession, sipp_phone: Callable[..., SippPhone]
 ) -> None:
     with (
         sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
         sipp_phone("uas_answer.xml", port=CUSTOMER_PORT),
         sipp_phone("uas_busy.xml", port=AGENT2_PORT) as agent2,
     ):
-        sid, watch = await _connected(engine)
-        status, body = await _post(engine, f"{sid}/transfer", {"type": "blind", "target": "agent2"})
+        sid, watch = await _connected(c2c_engine)
+        status, body = await _post(
+            c2c_engine, f"{sid}/transfer", {"type": "blind", "target": "agent2"}
+        )
         assert status == 200, body
         await watch.until_event("transfer.busy")
         assert await agent2.wait_async(30) == 0, agent2.report()
@@ -223,18 +214,22 @@ async def test_blind_transfer_to_busy_target_keeps_the_call(
         assert await _bridge_channels(ari, f"c2c-{sid}") == {agent_ch, customer_ch}
         assert (await watch.session()).status.value == "connected"
         # errors: unknown target 422; complete/cancel without a consult 409
-        status, body = await _post(engine, f"{sid}/transfer", {"type": "blind", "target": "nosuch"})
+        status, body = await _post(
+            c2c_engine, f"{sid}/transfer", {"type": "blind", "target": "nosuch"}
+        )
         assert status == 422, body
-        status, body = await _post(engine, f"{sid}/transfer/complete")
+        status, body = await _post(c2c_engine, f"{sid}/transfer/complete")
         assert status == 409, body
-        status, body = await _post(engine, f"{sid}/transfer/cancel")
+        status, body = await _post(c2c_engine, f"{sid}/transfer/cancel")
         assert status == 409, body
-        await end_call(engine, sid)
+        await end_call(c2c_engine, sid)
         await watch.until("completed")
         assert await agent.wait_async(30) == 0, agent.report()
-        status, body = await _post(engine, f"{sid}/transfer", {"type": "blind", "target": "agent2"})
+        status, body = await _post(
+            c2c_engine, f"{sid}/transfer", {"type": "blind", "target": "agent2"}
+        )
         assert status == 409, body  # not connected any more
-    [row] = await _transfers(engine, watch)
+    [row] = await _transfers(c2c_engine, watch)
     assert (row.state, row.hangup_cause) == ("busy", 17)
     assert row.completed_at is not None
     assert row.answered_at is None
@@ -259,16 +254,16 @@ async def _consulting(
 
 
 async def test_attended_transfer_complete(
-    engine: Engine, ari: aiohttp.ClientSession, sipp_phone: Callable[..., SippPhone]
+    c2c_engine: Engine, ari: aiohttp.ClientSession, sipp_phone: Callable[..., SippPhone]
 ) -> None:
     with (
         sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
         sipp_phone("uas_answer.xml", port=CUSTOMER_PORT),
         sipp_phone("uas_answer.xml", port=AGENT3_PORT) as agent3,
     ):
-        sid, watch = await _connected(engine)
-        started = await _consulting(engine, ari, sid, watch)
-        status, body = await _post(engine, f"{sid}/transfer/complete")
+        sid, watch = await _connected(c2c_engine)
+        started = await _consulting(c2c_engine, ari, sid, watch)
+        status, body = await _post(c2c_engine, f"{sid}/transfer/complete")
         assert status == 200, body
         assert body["state"] == "completed"
         assert await agent.wait_async(30) == 0, agent.report()
@@ -276,10 +271,10 @@ async def test_attended_transfer_complete(
         target_ch = started["target_channel_id"]
         assert await _bridge_channels(ari, f"c2c-{sid}") == {customer_ch, target_ch}
         assert (await watch.session()).status.value == "connected"
-        await end_call(engine, sid)
+        await end_call(c2c_engine, sid)
         await watch.until("completed")
         assert await agent3.wait_async(30) == 0, agent3.report()
-    [row] = await _transfers(engine, watch)
+    [row] = await _transfers(c2c_engine, watch)
     assert (row.transfer_type, row.state) == ("attended", "completed")
     assert row.consult_bridge_id == started["consult_bridge_id"]
     kinds = [e.event_type for e in watch.events]
@@ -288,39 +283,41 @@ async def test_attended_transfer_complete(
 
 
 async def test_attended_transfer_cancel(
-    engine: Engine, ari: aiohttp.ClientSession, sipp_phone: Callable[..., SippPhone]
+    c2c_engine: Engine, ari: aiohttp.ClientSession, sipp_phone: Callable[..., SippPhone]
 ) -> None:
     with (
         sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
         sipp_phone("uas_answer.xml", port=CUSTOMER_PORT),
         sipp_phone("uas_answer.xml", port=AGENT3_PORT) as agent3,
     ):
-        sid, watch = await _connected(engine)
-        await _consulting(engine, ari, sid, watch)
-        status, body = await _post(engine, f"{sid}/transfer/cancel")
+        sid, watch = await _connected(c2c_engine)
+        await _consulting(c2c_engine, ari, sid, watch)
+        status, body = await _post(c2c_engine, f"{sid}/transfer/cancel")
         assert status == 200, body
         assert body["state"] == "canceled"
         assert await agent3.wait_async(30) == 0, agent3.report()  # the target got its BYE
         agent_ch, customer_ch = _ids(sid)
         assert await _bridge_channels(ari, f"c2c-{sid}") == {agent_ch, customer_ch}
-        await end_call(engine, sid)
+        await end_call(c2c_engine, sid)
         await watch.until("completed")
         assert await agent.wait_async(30) == 0, agent.report()
-    [row] = await _transfers(engine, watch)
+    [row] = await _transfers(c2c_engine, watch)
     assert (row.transfer_type, row.state) == ("attended", "canceled")
     assert row.answered_at is not None
 
 
 async def test_after_a_blind_transfer_the_target_hanging_up_ends_the_call(
-    engine: Engine, sipp_phone: Callable[..., SippPhone]
+    c2c_engine: Engine, sipp_phone: Callable[..., SippPhone]
 ) -> None:
     with (
         sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
         sipp_phone("uas_answer.xml", port=CUSTOMER_PORT) as customer,
         sipp_phone("uas_answer_then_hangup.xml", port=AGENT2_PORT, hold_ms=3000) as agent2,
     ):
-        sid, watch = await _connected(engine)
-        status, body = await _post(engine, f"{sid}/transfer", {"type": "blind", "target": "agent2"})
+        sid, watch = await _connected(c2c_engine)
+        status, body = await _post(
+            c2c_engine, f"{sid}/transfer", {"type": "blind", "target": "agent2"}
+        )
         assert status == 200, body
         await watch.until_event("transfer.completed")
         assert await agent.wait_async(30) == 0, agent.report()
@@ -334,28 +331,28 @@ async def test_after_a_blind_transfer_the_target_hanging_up_ends_the_call(
 
 
 async def test_attended_transfer_to_busy_target_returns_to_the_customer(
-    engine: Engine, ari: aiohttp.ClientSession, sipp_phone: Callable[..., SippPhone]
+    c2c_engine: Engine, ari: aiohttp.ClientSession, sipp_phone: Callable[..., SippPhone]
 ) -> None:
     with (
         sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
         sipp_phone("uas_answer.xml", port=CUSTOMER_PORT),
         sipp_phone("uas_busy.xml", port=AGENT3_PORT) as agent3,
     ):
-        sid, watch = await _connected(engine)
+        sid, watch = await _connected(c2c_engine)
         status, body = await _post(
-            engine, f"{sid}/transfer", {"type": "attended", "target": "agent3"}
+            c2c_engine, f"{sid}/transfer", {"type": "attended", "target": "agent3"}
         )
         assert status == 200, body
         await watch.until_event("transfer.busy")
         assert await agent3.wait_async(30) == 0, agent3.report()
         agent_ch, customer_ch = _ids(sid)
         assert await _bridge_channels(ari, f"c2c-{sid}") == {agent_ch, customer_ch}
-        status, body = await _post(engine, f"{sid}/transfer/complete")
+        status, body = await _post(c2c_engine, f"{sid}/transfer/complete")
         assert status == 409, body
-        await end_call(engine, sid)
+        await end_call(c2c_engine, sid)
         await watch.until("completed")
         assert await agent.wait_async(30) == 0, agent.report()
-    [row] = await _transfers(engine, watch)
+    [row] = await _transfers(c2c_engine, watch)
     assert (row.transfer_type, row.state, row.hangup_cause) == ("attended", "busy", 17)
     kinds = [e.event_type for e in watch.events]
     assert kinds.index("transfer.customer_held") < kinds.index("transfer.customer_unheld")

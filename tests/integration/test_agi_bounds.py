@@ -20,6 +20,7 @@ from engine.daemon import Engine
 from engine.domain.ivr import IvrAction, IvrMenu, IvrOption, MenuBook
 from engine.errors import NotFound
 from tests.integration.test_agi_server import request_block
+from tests.support.tenants import new_tenant
 
 WITHIN = 5.0
 
@@ -65,12 +66,12 @@ async def peers() -> AsyncIterator[Callable[..., Awaitable[Peer]]]:
 
 
 @pytest.fixture
-async def serve(engine: Engine) -> AsyncIterator[Callable[..., Awaitable[AgiServer]]]:
+async def serve(api_engine: Engine) -> AsyncIterator[Callable[..., Awaitable[AgiServer]]]:
     servers: list[AgiServer] = []
 
     async def start(handler: AgiIvr | None = None, **limits: Any) -> AgiServer:
-        door = engine.agi_ivr if handler is None else handler
-        server = AgiServer("127.0.0.1", 0, door.run_call, metrics=engine.metrics, **limits)
+        door = api_engine.agi_ivr if handler is None else handler
+        server = AgiServer("127.0.0.1", 0, door.run_call, metrics=api_engine.metrics, **limits)
         await server.start()
         servers.append(server)
         return server
@@ -81,12 +82,11 @@ async def serve(engine: Engine) -> AsyncIterator[Callable[..., Awaitable[AgiServ
 
 
 async def _tenant_with_menu(engine: Engine) -> tuple[str, uuid.UUID]:
-    slug = f"t{uuid.uuid4().hex[:10]}"
-    tenant = await engine.store.tenants.create(slug, slug)
+    tenant = await new_tenant(engine.store)
     await engine.store.ivr.save(
         tenant.id, {"main": IvrMenu("main", options={"1": IvrOption(IvrAction.HANGUP)})}
     )
-    return slug, tenant.id
+    return tenant.slug, tenant.id
 
 
 def _refused(engine: Engine, reason: str) -> float:
@@ -105,18 +105,18 @@ async def _sessions(engine: Engine, tenant_id: uuid.UUID) -> list[Any]:
 
 
 async def test_asterisk_silent_mid_call_ends_the_session_failed_with_the_reason(
-    engine: Engine, serve: Any, peers: Any
+    api_engine: Engine, serve: Any, peers: Any
 ) -> None:
-    slug, tenant_id = await _tenant_with_menu(engine)
+    slug, tenant_id = await _tenant_with_menu(api_engine)
     server = await serve(reply_timeout=0.3)
     peer = await peers(server.port, request_block(script=f"ivr/main?tenant={slug}"))
     assert await peer.command() == "ANSWER"
     # ...and no answer ever comes: the server gives up and closes the connection
     assert await peer.eof() == b""
-    [row] = await _sessions(engine, tenant_id)
+    [row] = await _sessions(api_engine, tenant_id)
     assert row["status"] == "failed"
     assert row["end_reason"] == "AGI ANSWER: no reply from Asterisk within 0.3 s"
-    events = await engine.store.db.fetch(
+    events = await api_engine.store.db.fetch(
         "SELECT event_type, payload FROM call_event WHERE session_id = $1 ORDER BY id", row["id"]
     )
     assert events[-1]["event_type"] == "ivr.ended"
@@ -124,22 +124,22 @@ async def test_asterisk_silent_mid_call_ends_the_session_failed_with_the_reason(
 
 
 async def test_a_peer_that_never_sends_its_request_is_closed_and_counted(
-    engine: Engine, serve: Any, peers: Any
+    api_engine: Engine, serve: Any, peers: Any
 ) -> None:
     server = await serve(request_timeout=0.2)
-    before = _refused(engine, "bad_request")
+    before = _refused(api_engine, "bad_request")
     peer = await peers(server.port)  # connects, says nothing
     assert await peer.eof() == b""
     assert server.rejected == 1
-    assert _refused(engine, "bad_request") == before + 1
+    assert _refused(api_engine, "bad_request") == before + 1
     assert server.active == 0
 
 
 async def test_connections_past_the_cap_are_closed_at_once_and_counted(
-    engine: Engine, serve: Any, peers: Any
+    api_engine: Engine, serve: Any, peers: Any
 ) -> None:
     server = await serve(max_connections=2, request_timeout=30.0)
-    before = _refused(engine, "capacity")
+    before = _refused(api_engine, "capacity")
     held = [await peers(server.port), await peers(server.port)]
     async with asyncio.timeout(WITHIN):
         while server.active < 2:  # noqa: ASYNC110 - the accept has no event to wait on
@@ -147,7 +147,7 @@ async def test_connections_past_the_cap_are_closed_at_once_and_counted(
     extra = await peers(server.port)
     assert await extra.eof() == b""
     assert server.refused == 1
-    assert _refused(engine, "capacity") == before + 1
+    assert _refused(api_engine, "capacity") == before + 1
     # a held connection ending makes room again
     held[0].writer.close()
     async with asyncio.timeout(WITHIN):
@@ -162,26 +162,26 @@ async def test_connections_past_the_cap_are_closed_at_once_and_counted(
 
 
 async def test_an_unknown_menu_is_refused_without_a_session_row(
-    engine: Engine, serve: Any, peers: Any
+    api_engine: Engine, serve: Any, peers: Any
 ) -> None:
-    slug, tenant_id = await _tenant_with_menu(engine)
+    slug, tenant_id = await _tenant_with_menu(api_engine)
     server = await serve(reply_timeout=5.0)
-    before = _refused(engine, "unknown_menu")
+    before = _refused(api_engine, "unknown_menu")
     peer = await peers(server.port, request_block(script=f"ivr/nosuch?tenant={slug}"))
     assert await peer.command() == 'VERBOSE "ctc: IVR menu nosuch not found" 1'
     peer.reply("200 result=1")
     assert await peer.command() == "HANGUP"
     peer.reply("200 result=1")
     assert await peer.eof() == b""
-    assert await _sessions(engine, tenant_id) == []
-    assert _refused(engine, "unknown_menu") == before + 1
+    assert await _sessions(api_engine, tenant_id) == []
+    assert _refused(api_engine, "unknown_menu") == before + 1
 
 
 async def test_an_unknown_tenant_is_refused_without_a_session_row(
-    engine: Engine, serve: Any, peers: Any
+    api_engine: Engine, serve: Any, peers: Any
 ) -> None:
     server = await serve(reply_timeout=5.0)
-    before = _refused(engine, "unknown_tenant")
+    before = _refused(api_engine, "unknown_tenant")
     slug = f"nobody{uuid.uuid4().hex[:6]}"
     peer = await peers(server.port, request_block(script=f"ivr/main?tenant={slug}"))
     assert await peer.command() == f'VERBOSE "ctc: tenant {slug} not found" 1'
@@ -189,24 +189,24 @@ async def test_an_unknown_tenant_is_refused_without_a_session_row(
     assert await peer.command() == "HANGUP"
     peer.reply("200 result=1")
     assert await peer.eof() == b""
-    assert _refused(engine, "unknown_tenant") == before + 1
+    assert _refused(api_engine, "unknown_tenant") == before + 1
 
 
 async def test_something_else_missing_is_a_failure_not_counted_as_an_unknown_tenant(
-    engine: Engine, serve: Any, peers: Any
+    api_engine: Engine, serve: Any, peers: Any
 ) -> None:
-    slug, tenant_id = await _tenant_with_menu(engine)
+    slug, tenant_id = await _tenant_with_menu(api_engine)
 
     async def loader(tenant: uuid.UUID) -> MenuBook:
         raise NotFound("routing rule", "r1")  # e.g. what a menu refers to
 
-    door = AgiIvr(engine.store, loader, engine.settings.calls, metrics=engine.metrics)
+    door = AgiIvr(api_engine.store, loader, api_engine.settings.calls, metrics=api_engine.metrics)
     server = await serve(door, reply_timeout=5.0)
-    before = {r: _refused(engine, r) for r in ("unknown_tenant", "unknown_menu")}
+    before = {r: _refused(api_engine, r) for r in ("unknown_tenant", "unknown_menu")}
     with structlog.testing.capture_logs() as logs:
         peer = await peers(server.port, request_block(script=f"ivr/main?tenant={slug}"))
         assert await peer.command() == ""  # closed: no VERBOSE refusal, no HANGUP
-    assert {r: _refused(engine, r) for r in before} == before
+    assert {r: _refused(api_engine, r) for r in before} == before
     [failed] = [entry for entry in logs if entry["event"] == "agi.handler_failed"]
     assert failed["exc_info"] is True
-    assert await _sessions(engine, tenant_id) == []
+    assert await _sessions(api_engine, tenant_id) == []

@@ -9,40 +9,28 @@ import asyncpg
 import pytest
 
 from engine.daemon import Engine
-from tests.integration.conftest import Api
+from tests.support.calls import initiate_body
+from tests.support.http import Api
+from tests.support.tenants import bearer_headers, new_tenant, tenant_headers
 
 C2C = "/api/v1/click-to-call"
 CUSTOMER = "+14155550100"
-
-
-def _initiate(**extra: Any) -> dict[str, Any]:
-    return {"agent_number": "1001", "customer_number": CUSTOMER, **extra}
-
-
-async def _tenant(engine: Engine, slug: str | None = None) -> str:
-    slug = slug or f"t{uuid.uuid4().hex[:10]}"
-    await engine.store.tenants.create(slug, slug.upper())
-    return slug
-
-
-def _h(tenant: str, **more: str) -> dict[str, str]:
-    return {"X-CTC-Tenant": tenant, **more}
 
 
 # -- initiate ---------------------------------------------------------------------------------
 
 
 async def test_initiate_stores_a_queued_session_with_its_first_event(
-    engine: Engine, unix_api: Api
+    api_engine: Engine, unix_api: Api
 ) -> None:
-    t = await _tenant(engine)
+    t = (await new_tenant(api_engine.store)).slug
     status, body, headers = await unix_api.call(
         "POST",
         f"{C2C}/initiate",
-        json=_initiate(
+        json=initiate_body(
             customer_number="+1 (415) 555-0100", external_ref="lead-7", metadata={"crm": "x"}
         ),
-        headers=_h(t),
+        headers=tenant_headers(t),
     )
     assert status == 202, body
     assert body["status"] == "queued"
@@ -51,7 +39,7 @@ async def test_initiate_stores_a_queued_session_with_its_first_event(
     assert body["metadata"] == {"crm": "x"}
     assert headers["Location"] == f"{C2C}/sessions/{body['id']}"
 
-    status, detail, _ = await unix_api.call("GET", headers["Location"], headers=_h(t))
+    status, detail, _ = await unix_api.call("GET", headers["Location"], headers=tenant_headers(t))
     assert status == 200
     assert [(e["seq"], e["event_type"], e["status_to"]) for e in detail["events"]] == [
         (1, "session.created", "queued")
@@ -61,25 +49,30 @@ async def test_initiate_stores_a_queued_session_with_its_first_event(
 @pytest.mark.parametrize(
     ("body", "status", "code", "field"),
     [
-        (_initiate(customer_number="12345"), 422, "validation_error", "customer_number"),
-        (_initiate(customer_number="+1415"), 422, "validation_error", "customer_number"),
-        (_initiate(caller_id="not a number"), 422, "validation_error", "caller_id"),
+        (initiate_body(customer_number="12345"), 422, "validation_error", "customer_number"),
+        (initiate_body(customer_number="+1415"), 422, "validation_error", "customer_number"),
+        (initiate_body(caller_id="not a number"), 422, "validation_error", "caller_id"),
         ({"agent_number": "1001"}, 422, "validation_error", "customer_number"),
-        (_initiate(agent_number="10 01; rm"), 422, "validation_error", "agent_number"),
-        (_initiate(surprise=1), 422, "validation_error", "surprise"),
-        (_initiate(provider_id=str(uuid.uuid4())), 422, "validation_error", "provider_id"),
-        (_initiate(callback_url="ftp://x"), 422, "validation_error", "callback_url"),
+        (initiate_body(agent_number="10 01; rm"), 422, "validation_error", "agent_number"),
+        (initiate_body(surprise=1), 422, "validation_error", "surprise"),
+        (initiate_body(provider_id=str(uuid.uuid4())), 422, "validation_error", "provider_id"),
+        (initiate_body(callback_url="ftp://x"), 422, "validation_error", "callback_url"),
         # not to the engine's neighbours (engine/domain/netpolicy.py)
-        (_initiate(callback_url="http://127.0.0.1:9/h"), 422, "validation_error", "callback_url"),
-        (_initiate(callback_url="http://[::1]:9/h"), 422, "validation_error", "callback_url"),
         (
-            _initiate(callback_url="http://169.254.169.254/latest"),
+            initiate_body(callback_url="http://127.0.0.1:9/h"),
             422,
             "validation_error",
             "callback_url",
         ),
-        (_initiate(callback_url="http://10.0.0.1/h"), 422, "validation_error", "callback_url"),
-        (_initiate(default_region="gb"), 422, "validation_error", "default_region"),
+        (initiate_body(callback_url="http://[::1]:9/h"), 422, "validation_error", "callback_url"),
+        (
+            initiate_body(callback_url="http://169.254.169.254/latest"),
+            422,
+            "validation_error",
+            "callback_url",
+        ),
+        (initiate_body(callback_url="http://10.0.0.1/h"), 422, "validation_error", "callback_url"),
+        (initiate_body(default_region="gb"), 422, "validation_error", "default_region"),
     ],
 )
 async def test_initiate_rejects_bad_input_naming_the_field(
@@ -93,11 +86,13 @@ async def test_initiate_rejects_bad_input_naming_the_field(
 
 
 async def test_a_refused_callback_url_says_why_and_the_tenant_allowance_admits_it(
-    engine: Engine, unix_api: Api
+    api_engine: Engine, unix_api: Api
 ) -> None:
-    slug = await _tenant(engine)
-    body = _initiate(callback_url="http://10.20.0.5:8080/hook")
-    status, err, _ = await unix_api.call("POST", f"{C2C}/initiate", json=body, headers=_h(slug))
+    slug = (await new_tenant(api_engine.store)).slug
+    body = initiate_body(callback_url="http://10.20.0.5:8080/hook")
+    status, err, _ = await unix_api.call(
+        "POST", f"{C2C}/initiate", json=body, headers=tenant_headers(slug)
+    )
     assert status == 422, err
     assert err["error"]["details"] == [
         {
@@ -106,8 +101,10 @@ async def test_a_refused_callback_url_says_why_and_the_tenant_allowance_admits_i
             "(the tenant's outbound_allow_cidrs does not include it)",
         }
     ]
-    await engine.store.tenants.update(slug, allow_cidrs=("10.20.0.0/16",))
-    status, created, _ = await unix_api.call("POST", f"{C2C}/initiate", json=body, headers=_h(slug))
+    await api_engine.store.tenants.update(slug, allow_cidrs=("10.20.0.0/16",))
+    status, created, _ = await unix_api.call(
+        "POST", f"{C2C}/initiate", json=body, headers=tenant_headers(slug)
+    )
     assert status == 202, created
 
 
@@ -115,7 +112,7 @@ async def test_national_number_with_default_region(unix_api: Api) -> None:
     status, body, _ = await unix_api.call(
         "POST",
         f"{C2C}/initiate",
-        json=_initiate(customer_number="020 7946 0958", default_region="GB"),
+        json=initiate_body(customer_number="020 7946 0958", default_region="GB"),
     )
     assert status == 202, body
     assert body["customer_number"] == "+442079460958"
@@ -134,22 +131,22 @@ async def test_malformed_bodies_are_400_or_422(unix_api: Api) -> None:
 
 
 async def test_body_too_large_is_413(unix_api: Api) -> None:
-    big = _initiate(metadata={"blob": "x" * 20000})
+    big = initiate_body(metadata={"blob": "x" * 20000})
     status, err, _ = await unix_api.call("POST", f"{C2C}/initiate", json=big)
     assert status == 413
     assert err["error"]["code"] == "body_too_large"
 
 
 async def test_idempotency_key_replays_the_first_result_and_refuses_a_different_body(
-    engine: Engine, unix_api: Api
+    api_engine: Engine, unix_api: Api
 ) -> None:
-    t = await _tenant(engine)
+    t = (await new_tenant(api_engine.store)).slug
     key = {"Idempotency-Key": "erp-req-42"}
     s1, first, h1 = await unix_api.call(
-        "POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t, **key)
+        "POST", f"{C2C}/initiate", json=initiate_body(), headers=tenant_headers(t, **key)
     )
     s2, again, h2 = await unix_api.call(
-        "POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t, **key)
+        "POST", f"{C2C}/initiate", json=initiate_body(), headers=tenant_headers(t, **key)
     )
     assert (s1, s2) == (202, 202)
     assert again["id"] == first["id"]
@@ -159,18 +156,18 @@ async def test_idempotency_key_replays_the_first_result_and_refuses_a_different_
     s3, err, _ = await unix_api.call(
         "POST",
         f"{C2C}/initiate",
-        json=_initiate(customer_number="+14155550199"),
-        headers=_h(t, **key),
+        json=initiate_body(customer_number="+14155550199"),
+        headers=tenant_headers(t, **key),
     )
     assert s3 == 409
     assert err["error"]["code"] == "conflict"
-    _, page, _ = await unix_api.call("GET", f"{C2C}/sessions", headers=_h(t))
+    _, page, _ = await unix_api.call("GET", f"{C2C}/sessions", headers=tenant_headers(t))
     assert [s["id"] for s in page["items"]] == [first["id"]]  # dialled once
 
     # the same key in another tenant is another request
-    other = await _tenant(engine)
+    other = (await new_tenant(api_engine.store)).slug
     s4, theirs, _ = await unix_api.call(
-        "POST", f"{C2C}/initiate", json=_initiate(), headers=_h(other, **key)
+        "POST", f"{C2C}/initiate", json=initiate_body(), headers=tenant_headers(other, **key)
     )
     assert s4 == 202
     assert theirs["id"] != first["id"]
@@ -179,19 +176,22 @@ async def test_idempotency_key_replays_the_first_result_and_refuses_a_different_
 # -- sessions ---------------------------------------------------------------------------------
 
 
-async def test_list_filters_and_cursor_pagination(engine: Engine, unix_api: Api) -> None:
-    t = await _tenant(engine)
+async def test_list_filters_and_cursor_pagination(api_engine: Engine, unix_api: Api) -> None:
+    t = (await new_tenant(api_engine.store)).slug
     ids = []
     for i in range(5):
         _, body, _ = await unix_api.call(
-            "POST", f"{C2C}/initiate", json=_initiate(agent_id=f"a{i % 2}"), headers=_h(t)
+            "POST",
+            f"{C2C}/initiate",
+            json=initiate_body(agent_id=f"a{i % 2}"),
+            headers=tenant_headers(t),
         )
         ids.append(body["id"])
     seen, cursor, pages = [], None, 0
     while True:
         params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
         status, page, _ = await unix_api.call(
-            "GET", f"{C2C}/sessions", params=params, headers=_h(t)
+            "GET", f"{C2C}/sessions", params=params, headers=tenant_headers(t)
         )
         assert status == 200, page
         seen += [s["id"] for s in page["items"]]
@@ -203,16 +203,16 @@ async def test_list_filters_and_cursor_pagination(engine: Engine, unix_api: Api)
     assert seen == list(reversed(ids))  # newest first, nothing twice, nothing lost
 
     _, page, _ = await unix_api.call(
-        "GET", f"{C2C}/sessions", params={"agent_id": "a1"}, headers=_h(t)
+        "GET", f"{C2C}/sessions", params={"agent_id": "a1"}, headers=tenant_headers(t)
     )
     assert {s["id"] for s in page["items"]} == {ids[1], ids[3]}
 
-    await unix_api.call("POST", f"{C2C}/sessions/{ids[0]}/end", json={}, headers=_h(t))
+    await unix_api.call("POST", f"{C2C}/sessions/{ids[0]}/end", json={}, headers=tenant_headers(t))
     _, page, _ = await unix_api.call(
         "GET",
         f"{C2C}/sessions",
         params=[("status", "canceled"), ("status", "completed")],
-        headers=_h(t),
+        headers=tenant_headers(t),
     )
     assert [s["id"] for s in page["items"]] == [ids[0]]
 
@@ -241,25 +241,31 @@ async def test_get_unknown_or_malformed_session_is_404(unix_api: Api) -> None:
         assert err["error"]["code"] == "not_found"
 
 
-async def test_status_patch_follows_the_state_machine(engine: Engine, unix_api: Api) -> None:
-    t = await _tenant(engine)
-    _, s, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t))
+async def test_status_patch_follows_the_state_machine(api_engine: Engine, unix_api: Api) -> None:
+    t = (await new_tenant(api_engine.store)).slug
+    _, s, _ = await unix_api.call(
+        "POST", f"{C2C}/initiate", json=initiate_body(), headers=tenant_headers(t)
+    )
     url = f"{C2C}/sessions/{s['id']}/status"
 
-    status, err, _ = await unix_api.call("PATCH", url, json={"status": "connected"}, headers=_h(t))
+    status, err, _ = await unix_api.call(
+        "PATCH", url, json={"status": "connected"}, headers=tenant_headers(t)
+    )
     assert status == 409
     assert err["error"]["code"] == "illegal_transition"
     assert err["error"]["details"] == {"current": "queued", "requested": "connected"}
 
     for step in ("dialing_agent", "agent_answered", "dialing_customer", "connected"):
-        status, body, _ = await unix_api.call("PATCH", url, json={"status": step}, headers=_h(t))
+        status, body, _ = await unix_api.call(
+            "PATCH", url, json={"status": step}, headers=tenant_headers(t)
+        )
         assert status == 200, body
         assert body["status"] == step
     status, body, _ = await unix_api.call(
         "PATCH",
         url,
         json={"status": "completed", "reason": "done", "hangup_cause": 16},
-        headers=_h(t),
+        headers=tenant_headers(t),
     )
     assert status == 200
     assert body["hangup_cause"] == 16
@@ -267,38 +273,48 @@ async def test_status_patch_follows_the_state_machine(engine: Engine, unix_api: 
     assert body["talk_ms"] is not None
     assert body["ring_ms"] is not None
 
-    status, err, _ = await unix_api.call("PATCH", url, json={"status": "ringing"}, headers=_h(t))
+    status, err, _ = await unix_api.call(
+        "PATCH", url, json={"status": "ringing"}, headers=tenant_headers(t)
+    )
     assert status == 422
-    _, detail, _ = await unix_api.call("GET", f"{C2C}/sessions/{s['id']}", headers=_h(t))
+    _, detail, _ = await unix_api.call(
+        "GET", f"{C2C}/sessions/{s['id']}", headers=tenant_headers(t)
+    )
     assert [e["seq"] for e in detail["events"]] == [1, 2, 3, 4, 5, 6]
     assert detail["events"][-1]["status_from"] == "connected"
 
 
 async def test_end_cancels_a_live_call_and_refuses_an_ended_one(
-    engine: Engine, unix_api: Api
+    api_engine: Engine, unix_api: Api
 ) -> None:
-    t = await _tenant(engine)
-    _, s, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t))
+    t = (await new_tenant(api_engine.store)).slug
+    _, s, _ = await unix_api.call(
+        "POST", f"{C2C}/initiate", json=initiate_body(), headers=tenant_headers(t)
+    )
     url = f"{C2C}/sessions/{s['id']}/end"
-    status, body, _ = await unix_api.call("POST", url, json={"reason": "agent left"}, headers=_h(t))
+    status, body, _ = await unix_api.call(
+        "POST", url, json={"reason": "agent left"}, headers=tenant_headers(t)
+    )
     assert status == 200
     assert body["status"] == "canceled"
     assert body["end_reason"] == "agent left"
     assert body["ended_at"] is not None
-    status, err, _ = await unix_api.call("POST", url, json={}, headers=_h(t))
+    status, err, _ = await unix_api.call("POST", url, json={}, headers=tenant_headers(t))
     assert status == 409
     assert err["error"]["code"] == "conflict"
 
 
-async def test_stats(engine: Engine, unix_api: Api) -> None:
-    t = await _tenant(engine)
+async def test_stats(api_engine: Engine, unix_api: Api) -> None:
+    t = (await new_tenant(api_engine.store)).slug
     for _ in range(3):
-        await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t))
-    _, page, _ = await unix_api.call("GET", f"{C2C}/sessions", headers=_h(t))
+        await unix_api.call(
+            "POST", f"{C2C}/initiate", json=initiate_body(), headers=tenant_headers(t)
+        )
+    _, page, _ = await unix_api.call("GET", f"{C2C}/sessions", headers=tenant_headers(t))
     await unix_api.call(
-        "POST", f"{C2C}/sessions/{page['items'][0]['id']}/end", json={}, headers=_h(t)
+        "POST", f"{C2C}/sessions/{page['items'][0]['id']}/end", json={}, headers=tenant_headers(t)
     )
-    status, stats, _ = await unix_api.call("GET", f"{C2C}/stats", headers=_h(t))
+    status, stats, _ = await unix_api.call("GET", f"{C2C}/stats", headers=tenant_headers(t))
     assert status == 200, stats
     assert stats["total"] == 3
     assert stats["live"] == 2
@@ -312,9 +328,9 @@ async def test_stats(engine: Engine, unix_api: Api) -> None:
 
 
 async def test_providers_create_list_get_and_default_selection(
-    engine: Engine, unix_api: Api
+    api_engine: Engine, unix_api: Api
 ) -> None:
-    t = await _tenant(engine)
+    t = (await new_tenant(api_engine.store)).slug
     status, p, headers = await unix_api.call(
         "POST",
         "/api/v1/voip-providers",
@@ -326,39 +342,43 @@ async def test_providers_create_list_get_and_default_selection(
             "credentials": {"password": "s3cret"},
             "webhook_secret": "whsec-123456",
         },
-        headers=_h(t),
+        headers=tenant_headers(t),
     )
     assert status == 201, p
     assert p["has_credentials"] is True
     assert p["has_webhook_secret"] is True
     assert "credentials" not in p
     assert "s3cret" not in str(p)
-    status, got, _ = await unix_api.call("GET", headers["Location"], headers=_h(t))
+    status, got, _ = await unix_api.call("GET", headers["Location"], headers=tenant_headers(t))
     assert status == 200
     assert got == p
-    status, listing, _ = await unix_api.call("GET", "/api/v1/voip-providers", headers=_h(t))
+    status, listing, _ = await unix_api.call(
+        "GET", "/api/v1/voip-providers", headers=tenant_headers(t)
+    )
     assert [x["id"] for x in listing["items"]] == [p["id"]]
 
     status, err, _ = await unix_api.call(
         "POST",
         "/api/v1/voip-providers",
         json={"name": "main", "provider_type": "twilio"},
-        headers=_h(t),
+        headers=tenant_headers(t),
     )
     assert status == 409
     status, err, _ = await unix_api.call(
         "POST",
         "/api/v1/voip-providers",
         json={"name": "x", "provider_type": "skype"},
-        headers=_h(t),
+        headers=tenant_headers(t),
     )
     assert status == 422
     assert err["error"]["details"][0]["field"] == "provider_type"
 
-    _, s, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t))
+    _, s, _ = await unix_api.call(
+        "POST", f"{C2C}/initiate", json=initiate_body(), headers=tenant_headers(t)
+    )
     assert s["provider_id"] == p["id"]  # the tenant's default
     status, err, _ = await unix_api.call(
-        "GET", f"/api/v1/voip-providers/{uuid.uuid4()}", headers=_h(t)
+        "GET", f"/api/v1/voip-providers/{uuid.uuid4()}", headers=tenant_headers(t)
     )
     assert status == 404
 
@@ -367,12 +387,14 @@ async def test_providers_create_list_get_and_default_selection(
 
 
 async def test_webhook_form_encoded_is_logged_and_linked_to_its_session(
-    engine: Engine, unix_api: Api
+    api_engine: Engine, unix_api: Api
 ) -> None:
-    t = await _tenant(engine)
-    _, s, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(t))
-    tenant = await engine.store.tenants.by_slug(t)
-    await engine.store.sessions.append_event(
+    t = (await new_tenant(api_engine.store)).slug
+    _, s, _ = await unix_api.call(
+        "POST", f"{C2C}/initiate", json=initiate_body(), headers=tenant_headers(t)
+    )
+    tenant = await api_engine.store.tenants.by_slug(t)
+    await api_engine.store.sessions.append_event(
         tenant.id,
         uuid.UUID(s["id"]),
         "provider.call_created",
@@ -382,7 +404,7 @@ async def test_webhook_form_encoded_is_logged_and_linked_to_its_session(
         "POST",
         "/api/v1/webhooks/voip/twilio",
         data={"CallSid": "CA1234567890abcdef", "CallStatus": "ringing"},
-        headers=_h(t),
+        headers=tenant_headers(t),
     )
     assert status == 202, body
     assert body["session_id"] == s["id"]
@@ -392,7 +414,7 @@ async def test_webhook_form_encoded_is_logged_and_linked_to_its_session(
         "POST",
         "/api/v1/webhooks/voip/vonage",
         json={"uuid": "unknown", "status": "answered"},
-        headers=_h(t),
+        headers=tenant_headers(t),
     )
     assert status == 202
     assert body["session_id"] is None
@@ -408,7 +430,7 @@ async def test_webhook_form_encoded_is_logged_and_linked_to_its_session(
     assert err["error"]["code"] == "invalid_json"
 
 
-async def test_agent_activity(engine: Engine, unix_api: Api) -> None:
+async def test_agent_activity(api_engine: Engine, unix_api: Api) -> None:
     status, body, _ = await unix_api.call(
         "POST", "/api/v1/agent-activity", json={"agent_id": "u-9", "activity": "available"}
     )
@@ -430,43 +452,47 @@ async def test_agent_activity(engine: Engine, unix_api: Api) -> None:
 # -- tenants and tokens -----------------------------------------------------------------------
 
 
-async def test_a_tenant_never_sees_another_tenants_rows(engine: Engine, unix_api: Api) -> None:
-    a, b = await _tenant(engine), await _tenant(engine)
-    _, s, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(a))
+async def test_a_tenant_never_sees_another_tenants_rows(api_engine: Engine, unix_api: Api) -> None:
+    a, b = (await new_tenant(api_engine.store)).slug, (await new_tenant(api_engine.store)).slug
+    _, s, _ = await unix_api.call(
+        "POST", f"{C2C}/initiate", json=initiate_body(), headers=tenant_headers(a)
+    )
     sid = s["id"]
     for method, path, body in [
         ("GET", f"{C2C}/sessions/{sid}", None),
         ("PATCH", f"{C2C}/sessions/{sid}/status", {"status": "canceled"}),
         ("POST", f"{C2C}/sessions/{sid}/end", {}),
     ]:
-        status, _, _ = await unix_api.call(method, path, json=body, headers=_h(b))
+        status, _, _ = await unix_api.call(method, path, json=body, headers=tenant_headers(b))
         assert status == 404, (method, path)
-    _, page, _ = await unix_api.call("GET", f"{C2C}/sessions", headers=_h(b))
+    _, page, _ = await unix_api.call("GET", f"{C2C}/sessions", headers=tenant_headers(b))
     assert page["items"] == []
-    _, stats, _ = await unix_api.call("GET", f"{C2C}/stats", headers=_h(b))
+    _, stats, _ = await unix_api.call("GET", f"{C2C}/stats", headers=tenant_headers(b))
     assert stats["total"] == 0
-    status, _err, _ = await unix_api.call("GET", f"{C2C}/sessions", headers=_h("nobody"))
+    status, _err, _ = await unix_api.call(
+        "GET", f"{C2C}/sessions", headers=tenant_headers("nobody")
+    )
     assert status == 401
 
 
 async def test_tcp_requires_a_valid_token_and_scopes_to_its_tenant(
-    engine: Engine, tcp_api: Api, unix_api: Api
+    api_engine: Engine, tcp_api: Api, unix_api: Api
 ) -> None:
-    a = await _tenant(engine)
-    issued = await engine.store.tenants.issue_token(a, "erp")
-    good = {"Authorization": f"Bearer {issued.token}"}
+    a = (await new_tenant(api_engine.store)).slug
+    issued = await api_engine.store.tenants.issue_token(a, "erp")
+    good = bearer_headers(issued.token)
 
     for headers in (
         {},
         {"Authorization": "Bearer ctc_wrong"},
         {"Authorization": "Basic eDp5"},
-        {"X-CTC-Tenant": a},
+        tenant_headers(a),
     ):
         status, err, _ = await tcp_api.call("GET", f"{C2C}/sessions", headers=headers)
         assert status == 401, headers
         assert err["error"]["code"] == "unauthorized"
 
-    status, s, _ = await tcp_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=good)
+    status, s, _ = await tcp_api.call("POST", f"{C2C}/initiate", json=initiate_body(), headers=good)
     assert status == 202
     _, page, _ = await tcp_api.call("GET", f"{C2C}/sessions", headers=good)
     assert [x["id"] for x in page["items"]] == [s["id"]]
@@ -476,7 +502,7 @@ async def test_tcp_requires_a_valid_token_and_scopes_to_its_tenant(
     status, _, _ = await tcp_api.call("GET", "/healthz")
     assert status == 200
 
-    conn = await asyncpg.connect(engine.settings.database.url)
+    conn = await asyncpg.connect(api_engine.settings.database.url)
     try:
         stored = await conn.fetchval("SELECT token_hash FROM api_token WHERE id = $1", issued.id)
     finally:
@@ -499,10 +525,10 @@ async def test_health_ready_metrics(unix_api: Api) -> None:
     assert status == 404
 
 
-async def test_metrics_are_prometheus_text(engine: Engine) -> None:
+async def test_metrics_are_prometheus_text(api_engine: Engine) -> None:
     import aiohttp
 
-    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
+    connector = aiohttp.UnixConnector(path=str(api_engine.settings.api.socket))
     async with (
         aiohttp.ClientSession(connector=connector) as session,
         session.get("http://ctc/metrics") as resp,
@@ -522,13 +548,13 @@ async def test_unknown_route_and_wrong_method_are_json(unix_api: Api) -> None:
     assert err["error"]["code"] == "method_not_allowed"
 
 
-async def test_openapi_is_valid_and_covers_every_route(engine: Engine, unix_api: Api) -> None:
+async def test_openapi_is_valid_and_covers_every_route(api_engine: Engine, unix_api: Api) -> None:
     from openapi_spec_validator import validate
 
     status, doc, _ = await unix_api.call("GET", "/api/v1/openapi.json")
     assert status == 200
     validate(doc)
-    served = {(r.method, r.resource.canonical) for r in _routes(engine) if r.method != "HEAD"}
+    served = {(r.method, r.resource.canonical) for r in _routes(api_engine) if r.method != "HEAD"}
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     assert served == documented
     initiate = doc["paths"][f"{C2C}/initiate"]["post"]
@@ -545,9 +571,9 @@ def _routes(engine: Engine) -> list[Any]:
     return list(build_app(engine.state, local=True).router.routes())
 
 
-async def test_call_event_is_append_only(engine: Engine, unix_api: Api) -> None:
-    await unix_api.call("POST", f"{C2C}/initiate", json=_initiate())
-    conn = await asyncpg.connect(engine.settings.database.url)
+async def test_call_event_is_append_only(api_engine: Engine, unix_api: Api) -> None:
+    await unix_api.call("POST", f"{C2C}/initiate", json=initiate_body())
+    conn = await asyncpg.connect(api_engine.settings.database.url)
     try:
         with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
             await conn.execute("UPDATE call_event SET event_type = 'x'")
@@ -555,23 +581,29 @@ async def test_call_event_is_append_only(engine: Engine, unix_api: Api) -> None:
             await conn.execute("DELETE FROM call_event")
         # deleting a whole tenant still cascades through its history
         slug = f"gone{uuid.uuid4().hex[:8]}"
-        await engine.store.tenants.create(slug, "gone")
-        await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(slug))
+        await api_engine.store.tenants.create(slug, "gone")
+        await unix_api.call(
+            "POST", f"{C2C}/initiate", json=initiate_body(), headers=tenant_headers(slug)
+        )
         await conn.execute("DELETE FROM tenant WHERE slug = $1", slug)
     finally:
         await conn.close()
 
 
 async def test_transition_writes_the_callback_outbox_in_the_same_transaction(
-    engine: Engine, unix_api: Api
+    api_engine: Engine, unix_api: Api
 ) -> None:
     slug = f"cb{uuid.uuid4().hex[:8]}"
-    await engine.store.tenants.create(
+    await api_engine.store.tenants.create(
         slug, "cb", "http://127.0.0.1:9/hook", allow_cidrs=("127.0.0.1/32",)
     )
-    _, s, _ = await unix_api.call("POST", f"{C2C}/initiate", json=_initiate(), headers=_h(slug))
-    await unix_api.call("POST", f"{C2C}/sessions/{s['id']}/end", json={}, headers=_h(slug))
-    conn = await asyncpg.connect(engine.settings.database.url)
+    _, s, _ = await unix_api.call(
+        "POST", f"{C2C}/initiate", json=initiate_body(), headers=tenant_headers(slug)
+    )
+    await unix_api.call(
+        "POST", f"{C2C}/sessions/{s['id']}/end", json={}, headers=tenant_headers(slug)
+    )
+    conn = await asyncpg.connect(api_engine.settings.database.url)
     try:
         rows = await conn.fetch(
             "SELECT o.url, o.payload->>'status' AS status, e.seq FROM callback_outbox o "

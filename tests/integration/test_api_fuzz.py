@@ -24,12 +24,12 @@ import asyncio
 import dataclasses
 import os
 import random
-import uuid
 from typing import Any
 
 import pytest
 
 from engine.daemon import Engine
+from tests.support.tenants import bearer_headers, new_token
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -61,7 +61,7 @@ def _config(base: str, token: str, seed: int) -> Any:
         {
             "seed": seed,
             "base-url": base,
-            "headers": {"Authorization": f"Bearer {token}"},
+            "headers": bearer_headers(token),
             "continue-on-failure": True,
             "request-timeout": 10,
             "generation": {
@@ -130,15 +130,9 @@ def _fuzz(base: str, token: str, seed: int) -> FuzzReport:
     return report
 
 
-async def _token(engine: Engine) -> str:
-    slug = f"fz{uuid.uuid4().hex[:10]}"
-    await engine.store.tenants.create(slug, slug.upper())
-    return (await engine.store.tenants.issue_token(slug, "fuzz")).token
-
-
 async def _run(engine: Engine, seed: int) -> None:
     base = f"http://127.0.0.1:{engine.api.tcp_port}"
-    report = await asyncio.to_thread(_fuzz, base, await _token(engine), seed)
+    report = await asyncio.to_thread(_fuzz, base, await new_token(engine.store, name="fuzz"), seed)
     print(
         f"schemathesis seed {seed}: {report.cases} cases {report.by_phase}, "
         f"statuses {sorted(report.by_status.items())}"
@@ -151,14 +145,14 @@ async def _run(engine: Engine, seed: int) -> None:
 
 
 async def test_fuzzed_requests_never_get_a_500_or_an_undocumented_answer_fixed_seed(
-    engine: Engine,
+    api_engine: Engine,
 ) -> None:
-    await _run(engine, FIXED_SEED)
+    await _run(api_engine, FIXED_SEED)
 
 
 async def test_fuzzed_requests_never_get_a_500_or_an_undocumented_answer_random_seed(
-    engine: Engine,
+    api_engine: Engine,
 ) -> None:
     seed = int(os.environ.get("CTC_FUZZ_SEED") or random.SystemRandom().getrandbits(32))
     print(f"schemathesis seed: {seed} (replay with CTC_FUZZ_SEED={seed})")
-    await _run(engine, seed)
+    await _run(api_engine, seed)

@@ -20,7 +20,9 @@ import pytest
 from engine.api import sse
 from engine.api.sse import StreamLimits
 from engine.daemon import Engine
-from tests.integration.conftest import Api
+from tests.support.calls import initiate_body
+from tests.support.http import Api
+from tests.support.tenants import bearer_headers, new_token
 
 C2C = "/api/v1/click-to-call"
 INITIATE = f"{C2C}/initiate"
@@ -29,20 +31,9 @@ JSON = {"Content-Type": "application/json"}
 WAIT = 20.0
 
 
-async def _token(engine: Engine) -> dict[str, str]:
-    slug = f"hd{uuid.uuid4().hex[:10]}"
-    await engine.store.tenants.create(slug, slug.upper())
-    issued = await engine.store.tenants.issue_token(slug, "probe")
-    return {"Authorization": f"Bearer {issued.token}"}
-
-
 @pytest.fixture
-async def auth(engine: Engine) -> dict[str, str]:
-    return await _token(engine)
-
-
-def _call(**extra: Any) -> dict[str, Any]:
-    return {"agent_number": "1001", "customer_number": "+14155550100", **extra}
+async def auth(api_engine: Engine) -> dict[str, str]:
+    return bearer_headers(await new_token(api_engine.store))
 
 
 async def _raw(
@@ -91,7 +82,7 @@ async def test_a_form_webhook_that_is_not_utf8_is_400_invalid_encoding(
 async def test_a_charset_other_than_utf8_is_415_naming_content_type(
     tcp_api: Api, auth: dict[str, str]
 ) -> None:
-    body = json.dumps(_call())
+    body = json.dumps(initiate_body())
     for charset in ("bogus-charset-x", "latin-1", "utf-16"):
         headers = {**auth, "Content-Type": f"application/json; charset={charset}"}
         status, err, _ = await _raw(tcp_api, "POST", INITIATE, body, headers)
@@ -108,9 +99,9 @@ async def test_a_charset_other_than_utf8_is_415_naming_content_type(
 
 
 async def test_json_sent_as_text_plain_is_415_and_no_content_type_is_read_as_json(
-    engine: Engine, tcp_api: Api, auth: dict[str, str]
+    api_engine: Engine, tcp_api: Api, auth: dict[str, str]
 ) -> None:
-    body = json.dumps(_call())
+    body = json.dumps(initiate_body())
     for path, method in ((INITIATE, "POST"), ("/api/v1/ivr-menus/m1", "PUT")):
         headers = {**auth, "Content-Type": "text/plain"}
         status, err, _ = await _raw(tcp_api, method, path, body, headers)
@@ -125,7 +116,9 @@ async def test_json_sent_as_text_plain_is_415_and_no_content_type_is_read_as_jso
     async with (
         aiohttp.ClientSession(skip_auto_headers=["Content-Type"]) as session,
         session.post(
-            f"http://127.0.0.1:{engine.api.tcp_port}{INITIATE}", data=body.encode(), headers=auth
+            f"http://127.0.0.1:{api_engine.api.tcp_port}{INITIATE}",
+            data=body.encode(),
+            headers=auth,
         ) as resp,
     ):
         assert resp.status == 202, await resp.text()
@@ -146,7 +139,7 @@ async def test_json_nested_deeper_than_32_levels_is_400_naming_where(
     for _ in range(40):
         nested = [nested]
     status, err, _ = await tcp_api.call(
-        "POST", INITIATE, json=_call(metadata={"a": nested}), headers=auth
+        "POST", INITIATE, json=initiate_body(metadata={"a": nested}), headers=auth
     )
     assert status == 400, err
     field = _error(err, "invalid_json")[0]["field"]
@@ -156,7 +149,7 @@ async def test_json_nested_deeper_than_32_levels_is_400_naming_where(
     for _ in range(28):
         nested = [nested]
     status, err, _ = await tcp_api.call(
-        "POST", INITIATE, json=_call(metadata={"a": nested}), headers=auth
+        "POST", INITIATE, json=initiate_body(metadata={"a": nested}), headers=auth
     )
     assert status == 202, err
 
@@ -167,11 +160,11 @@ async def test_json_nested_deeper_than_32_levels_is_400_naming_where(
 @pytest.mark.parametrize(
     ("method", "path", "body", "field"),
     [
-        ("POST", INITIATE, _call(external_ref="lead\u00007"), "external_ref"),
-        ("POST", INITIATE, _call(agent_id="a\u0000"), "agent_id"),
-        ("POST", INITIATE, _call(metadata={"note": "x\u0000y"}), "metadata.note"),
-        ("POST", INITIATE, _call(metadata={"k\u0000": 1}), "metadata.k\\u0000"),
-        ("POST", INITIATE, _call(metadata={"l": ["ok", "\u0000"]}), "metadata.l.1"),
+        ("POST", INITIATE, initiate_body(external_ref="lead\u00007"), "external_ref"),
+        ("POST", INITIATE, initiate_body(agent_id="a\u0000"), "agent_id"),
+        ("POST", INITIATE, initiate_body(metadata={"note": "x\u0000y"}), "metadata.note"),
+        ("POST", INITIATE, initiate_body(metadata={"k\u0000": 1}), "metadata.k\\u0000"),
+        ("POST", INITIATE, initiate_body(metadata={"l": ["ok", "\u0000"]}), "metadata.l.1"),
         (
             "POST",
             "/api/v1/voip-providers",
@@ -301,23 +294,23 @@ async def _raw_http(
     return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
 
 
-async def test_a_token_or_tenant_header_that_is_not_utf8_is_401(engine: Engine) -> None:
+async def test_a_token_or_tenant_header_that_is_not_utf8_is_401(api_engine: Engine) -> None:
     get = b"GET /api/v1/voip-providers HTTP/1.1\r\nHost: x\r\n"
-    status, err = await _raw_http(engine, get + b"Authorization: Bearer ctc_\xff\xfe\r\n")
+    status, err = await _raw_http(api_engine, get + b"Authorization: Bearer ctc_\xff\xfe\r\n")
     assert status == 401, err
     _error(err, "unauthorized")
-    status, err = await _raw_http(engine, get + b"X-CTC-Tenant: de\xfffault\r\n", unix=True)
+    status, err = await _raw_http(api_engine, get + b"X-CTC-Tenant: de\xfffault\r\n", unix=True)
     assert status == 401, err
     _error(err, "unauthorized")
 
 
 async def test_a_header_that_is_not_utf8_is_422_or_stored_readably(
-    engine: Engine, auth: dict[str, str]
+    api_engine: Engine, auth: dict[str, str]
 ) -> None:
     token = auth["Authorization"].encode()
-    body = json.dumps(_call()).encode()
+    body = json.dumps(initiate_body()).encode()
     status, err = await _raw_http(
-        engine,
+        api_engine,
         b"POST "
         + INITIATE.encode()
         + b" HTTP/1.1\r\nHost: x\r\nAuthorization: "
@@ -328,7 +321,7 @@ async def test_a_header_that_is_not_utf8_is_422_or_stored_readably(
     assert status == 422, err
     assert _fields(err) == {"Idempotency-Key"}
     status, ok = await _raw_http(
-        engine,
+        api_engine,
         b"POST /api/v1/webhooks/voip/twilio HTTP/1.1\r\nHost: x\r\nAuthorization: "
         + token
         + b"\r\nContent-Type: application/json\r\nUser-Agent: carrier\xff\r\n",
@@ -342,7 +335,7 @@ async def test_a_header_that_is_not_utf8_is_422_or_stored_readably(
 
 def _with_metadata_n(literal: str) -> str:
     """A call whose ``metadata.n`` is ``literal`` as written (json.dumps would refuse some)."""
-    return json.dumps(_call())[:-1] + f', "metadata": {{"n": {literal}}}}}'
+    return json.dumps(initiate_body())[:-1] + f', "metadata": {{"n": {literal}}}}}'
 
 
 @pytest.mark.parametrize(
@@ -378,7 +371,7 @@ async def test_64_bit_integers_and_large_finite_floats_are_stored(
 ) -> None:
     metadata = {"max": 2**63 - 1, "min": -(2**63), "big": 1.5e300}
     status, body, _ = await tcp_api.call(
-        "POST", INITIATE, json=_call(metadata=metadata), headers=auth
+        "POST", INITIATE, json=initiate_body(metadata=metadata), headers=auth
     )
     assert status == 202, body
     # PostgreSQL's jsonb writes a large float out in full: the same number, as an integer
@@ -496,14 +489,14 @@ async def test_every_operation_documents_the_errors_its_kind_can_give(tcp_api: A
 
 
 async def test_a_streamed_event_matches_its_documented_schema(
-    engine: Engine, tcp_api: Api, auth: dict[str, str]
+    api_engine: Engine, tcp_api: Api, auth: dict[str, str]
 ) -> None:
     from jsonschema import Draft202012Validator
 
     _, doc, _ = await tcp_api.call("GET", "/api/v1/openapi.json")
-    status, call, _ = await tcp_api.call("POST", INITIATE, json=_call(), headers=auth)
+    status, call, _ = await tcp_api.call("POST", INITIATE, json=initiate_body(), headers=auth)
     assert status == 202, call
-    base = f"http://127.0.0.1:{engine.api.tcp_port}"
+    base = f"http://127.0.0.1:{api_engine.api.tcp_port}"
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session,
         session.get(f"{base}{EVENTS}", params={"after": "0"}, headers=auth) as resp,
@@ -537,10 +530,10 @@ async def _stream(
         yield resp
 
 
-def test_the_stream_caps_come_from_the_api_settings(engine: Engine) -> None:
-    api = engine.settings.api
+def test_the_stream_caps_come_from_the_api_settings(api_engine: Engine) -> None:
+    api = api_engine.settings.api
     assert (api.max_event_streams_per_tenant, api.max_event_streams) == (20, 200)
-    limits = engine.state.streams
+    limits = api_engine.state.streams
     assert (limits.per_tenant, limits.total) == (20, 200)
 
 
@@ -558,9 +551,9 @@ class _WatchedLimits(StreamLimits):
 
 
 @pytest.fixture
-def small_caps(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> _WatchedLimits:
+def small_caps(api_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> _WatchedLimits:
     limits = _WatchedLimits(per_tenant=2, total=3)
-    monkeypatch.setattr(engine.state, "streams", limits)
+    monkeypatch.setattr(api_engine.state, "streams", limits)
     return limits
 
 
@@ -572,10 +565,10 @@ async def _refused(session: aiohttp.ClientSession, base: str, auth: dict[str, st
 
 
 async def test_event_streams_past_the_tenant_cap_or_the_global_cap_are_429_with_retry_after(
-    engine: Engine, small_caps: _WatchedLimits
+    api_engine: Engine, small_caps: _WatchedLimits
 ) -> None:
-    base = f"http://127.0.0.1:{engine.api.tcp_port}"
-    a, b, c = [await _token(engine) for _ in range(3)]
+    base = f"http://127.0.0.1:{api_engine.api.tcp_port}"
+    a, b, c = [bearer_headers(await new_token(api_engine.store)) for _ in range(3)]
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session,
         contextlib.AsyncExitStack() as streams,
@@ -592,12 +585,12 @@ async def test_event_streams_past_the_tenant_cap_or_the_global_cap_are_429_with_
 
 
 async def test_a_closed_stream_frees_its_place(
-    engine: Engine, small_caps: _WatchedLimits, monkeypatch: pytest.MonkeyPatch
+    api_engine: Engine, small_caps: _WatchedLimits, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the engine notices a client went away at its next write (a keepalive)
     monkeypatch.setattr(sse, "KEEPALIVE", 0.05)
-    base = f"http://127.0.0.1:{engine.api.tcp_port}"
-    auth = await _token(engine)
+    base = f"http://127.0.0.1:{api_engine.api.tcp_port}"
+    auth = bearer_headers(await new_token(api_engine.store))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
         async with _stream(session, base, auth), _stream(session, base, auth):
             await _refused(session, base, auth)
@@ -608,18 +601,18 @@ async def test_a_closed_stream_frees_its_place(
 
 
 async def test_refused_streams_are_counted_in_metrics(
-    engine: Engine, small_caps: _WatchedLimits
+    api_engine: Engine, small_caps: _WatchedLimits
 ) -> None:
-    base = f"http://127.0.0.1:{engine.api.tcp_port}"
-    auth = await _token(engine)
-    refused = engine.metrics.event_streams_refused.labels("tenant")
+    base = f"http://127.0.0.1:{api_engine.api.tcp_port}"
+    auth = bearer_headers(await new_token(api_engine.store))
+    refused = api_engine.metrics.event_streams_refused.labels("tenant")
     before = refused._value.get()
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session,
         _stream(session, base, auth),
         _stream(session, base, auth),
     ):
-        assert engine.metrics.event_streams._value.get() >= 2
+        assert api_engine.metrics.event_streams._value.get() >= 2
         await _refused(session, base, auth)
         async with session.get(f"{base}/metrics", headers=auth) as resp:
             text = await resp.text()

@@ -25,7 +25,7 @@ from engine.store.journal import CallJournal
 from engine.store.records import CallEvent, NewSession, StoredSession
 from engine.store.repositories import Store
 from engine.store.tenants import TenantRepository
-from tests.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy
 
 MENUS = """\
 menus:

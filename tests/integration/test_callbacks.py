@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import hmac
-import json
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 from pydantic import SecretStr
 
 from engine.config.settings import (
@@ -40,81 +36,19 @@ from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migrate
 from engine.store.records import NewSession
 from engine.store.repositories import Store
-from tests.integration.conftest import Api, free_port
+from tests.support.callbacks import Received, Receiver
+from tests.support.calls import place_call
+from tests.support.http import socket_api
+from tests.support.net import free_port
+from tests.support.tenants import new_tenant
+from tests.support.waiting import eventually
 
 C2C = "/api/v1/click-to-call"
-S = CallStatus
 WAIT = 20.0  # seconds any awaited condition may take before the test fails
 LOOPBACK = ("127.0.0.1/32",)  # the receiver's network, which tenants must allow (netpolicy)
 
 
 # -- the receiver -----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Received:
-    headers: dict[str, str]
-    body: bytes
-    answered: int
-
-    @property
-    def json(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.body)
-        return data
-
-
-class Receiver:
-    """An ERP endpoint on 127.0.0.1 that records every request and answers ``fail`` with
-    500 for the next ``fail_next`` requests (or all of them while ``always_fail``)."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.requests: list[Received] = []
-        self.fail_next = 0
-        self.always_fail = False
-        self._port = port
-        self._changed = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}/hook"
-
-    async def start(self) -> Receiver:
-        app = web.Application()
-        app.router.add_post("/hook", self._hook)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self._port)
-        await site.start()
-        self._port = int(self._runner.addresses[0][1])
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _hook(self, request: web.Request) -> web.Response:
-        status = 200
-        if self.always_fail or self.fail_next > 0:
-            self.fail_next = max(0, self.fail_next - 1)
-            status = 500
-        body = await request.read()
-        async with self._changed:
-            self.requests.append(Received(dict(request.headers), body, status))
-            self._changed.notify_all()
-        return web.Response(status=status, text="nope" if status >= 400 else "ok")
-
-    def delivered(self, session_id: str | None = None) -> list[Received]:
-        return [
-            r
-            for r in self.requests
-            if r.answered == 200 and (session_id is None or r.json["session_id"] == session_id)
-        ]
-
-    async def wait_for(self, predicate: Callable[[list[Received]], bool]) -> None:
-        async with asyncio.timeout(WAIT), self._changed:
-            await self._changed.wait_for(lambda: predicate(self.requests))
 
 
 @pytest.fixture
@@ -169,38 +103,11 @@ async def running_engine(
             yield engine
 
 
-@contextlib.asynccontextmanager
-async def api_of(engine: Engine) -> AsyncIterator[Api]:
-    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield Api(session, "http://ctc")
-
-
-async def _tenant(engine: Engine, url: str) -> tuple[str, str]:
+async def _callback_tenant(engine: Engine, url: str) -> tuple[str, str]:
     """A new tenant sending callbacks to ``url``: (slug, callback secret). The receiver
     is on 127.0.0.1, which a tenant reaches only when it allows it."""
-    slug = f"cb{uuid.uuid4().hex[:10]}"
-    tenant = await engine.store.tenants.create(slug, slug, url, allow_cidrs=LOOPBACK)
-    return slug, await engine.store.tenants.callback_secret(tenant.id)
-
-
-async def _call(api: Api, slug: str, *statuses: CallStatus) -> str:
-    """Place a call and drive it through ``statuses`` over the API; its session id."""
-    h = {"X-CTC-Tenant": slug}
-    status, body, _ = await api.call(
-        "POST",
-        f"{C2C}/initiate",
-        json={"agent_number": "1001", "customer_number": "+14155550100"},
-        headers=h,
-    )
-    assert status == 202, body
-    sid: str = body["id"]
-    for target in statuses:
-        status, body, _ = await api.call(
-            "PATCH", f"{C2C}/sessions/{sid}/status", json={"status": target.value}, headers=h
-        )
-        assert status == 200, body
-    return sid
+    tenant = await new_tenant(engine.store, prefix="cb", callback_url=url, allow_cidrs=LOOPBACK)
+    return tenant.slug, await engine.store.tenants.callback_secret(tenant.id)
 
 
 async def _rows(db: Database, session_id: str) -> list[dict[str, Any]]:
@@ -211,13 +118,6 @@ async def _rows(db: Database, session_id: str) -> list[dict[str, Any]]:
         uuid.UUID(session_id),
     )
     return [dict(r) for r in rows]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    """Poll ``check`` until it holds (fails the test after WAIT seconds)."""
-    async with asyncio.timeout(WAIT):
-        while not await check():  # noqa: ASYNC110 - the state is in PostgreSQL: no event
-            await asyncio.sleep(0.02)
 
 
 def _seqs(received: list[Received]) -> list[int]:
@@ -235,7 +135,13 @@ def assert_in_order_per_session(requests: list[Received]) -> None:
             done.append(seq)
 
 
-DRIVE = (S.DIALING_AGENT, S.AGENT_ANSWERED, S.DIALING_CUSTOMER, S.CONNECTED, S.COMPLETED)
+DRIVE = (
+    CallStatus.DIALING_AGENT,
+    CallStatus.AGENT_ANSWERED,
+    CallStatus.DIALING_CUSTOMER,
+    CallStatus.CONNECTED,
+    CallStatus.COMPLETED,
+)
 
 
 # -- tests ------------------------------------------------------------------------------------
@@ -244,9 +150,9 @@ DRIVE = (S.DIALING_AGENT, S.AGENT_ANSWERED, S.DIALING_CUSTOMER, S.CONNECTED, S.C
 async def test_callbacks_arrive_signed_and_in_order(
     cb_db: str, cb_pool: Database, receiver: Receiver
 ) -> None:
-    async with running_engine(cb_db) as engine, api_of(engine) as api:
-        slug, secret = await _tenant(engine, receiver.url)
-        sid = await _call(api, slug, *DRIVE)
+    async with running_engine(cb_db) as engine, socket_api(engine.settings.api.socket) as api:
+        slug, secret = await _callback_tenant(engine, receiver.url)
+        sid = await place_call(api, slug, *DRIVE)
         await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == len(DRIVE))
 
         got = receiver.delivered(sid)
@@ -275,7 +181,7 @@ async def test_callbacks_arrive_signed_and_in_order(
         async def recorded() -> bool:  # the receiver answers before the row is updated
             return all(r["state"] == "delivered" for r in await _rows(cb_pool, sid))
 
-        await eventually(recorded)
+        await eventually(within=WAIT, check=recorded)
         rows = await _rows(cb_pool, sid)
         assert [(r["seq"], r["state"], r["attempts"], r["last_status"]) for r in rows] == [
             (seq, "delivered", 1, 200) for seq in (2, 3, 4, 5, 6)
@@ -295,9 +201,11 @@ async def test_a_failing_receiver_is_retried_and_order_holds(
     cb_db: str, cb_pool: Database, receiver: Receiver
 ) -> None:
     receiver.fail_next = 3
-    async with running_engine(cb_db) as engine, api_of(engine) as api:
-        slug, _ = await _tenant(engine, receiver.url)
-        sid = await _call(api, slug, S.DIALING_AGENT, S.AGENT_ANSWERED, S.CANCELED)
+    async with running_engine(cb_db) as engine, socket_api(engine.settings.api.socket) as api:
+        slug, _ = await _callback_tenant(engine, receiver.url)
+        sid = await place_call(
+            api, slug, CallStatus.DIALING_AGENT, CallStatus.AGENT_ANSWERED, CallStatus.CANCELED
+        )
         await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 3)
 
     mine = [r for r in receiver.requests if r.json["session_id"] == sid]
@@ -323,15 +231,15 @@ async def test_an_unreachable_receiver_is_retried_until_it_is_back(
 ) -> None:
     port = free_port()
     late = Receiver(port)
-    async with running_engine(cb_db) as engine, api_of(engine) as api:
-        slug, _ = await _tenant(engine, late.url)  # nothing listens there yet
-        sid = await _call(api, slug, S.DIALING_AGENT, S.CANCELED)
+    async with running_engine(cb_db) as engine, socket_api(engine.settings.api.socket) as api:
+        slug, _ = await _callback_tenant(engine, late.url)  # nothing listens there yet
+        sid = await place_call(api, slug, CallStatus.DIALING_AGENT, CallStatus.CANCELED)
 
         async def refused_twice() -> bool:
             rows = await _rows(cb_pool, sid)
             return rows[0]["attempts"] >= 2
 
-        await eventually(refused_twice)
+        await eventually(within=WAIT, check=refused_twice)
         rows = await _rows(cb_pool, sid)
         assert rows[0]["state"] == "pending"
         assert rows[0]["last_status"] is None
@@ -353,9 +261,12 @@ async def test_exhausted_attempts_make_the_row_dead_and_the_next_one_goes(
     cb_db: str, cb_pool: Database, receiver: Receiver
 ) -> None:
     receiver.fail_next = 3
-    async with running_engine(cb_db, max_attempts=3) as engine, api_of(engine) as api:
-        slug, _ = await _tenant(engine, receiver.url)
-        sid = await _call(api, slug, S.DIALING_AGENT, S.CANCELED)
+    async with (
+        running_engine(cb_db, max_attempts=3) as engine,
+        socket_api(engine.settings.api.socket) as api,
+    ):
+        slug, _ = await _callback_tenant(engine, receiver.url)
+        sid = await place_call(api, slug, CallStatus.DIALING_AGENT, CallStatus.CANCELED)
         await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 1)
         dead = engine.metrics.registry.get_sample_value(
             "ctc_callback_deliveries_total", {"outcome": "dead"}
@@ -381,16 +292,19 @@ async def test_a_callback_the_network_policy_refuses_is_never_sent_and_dead_at_o
 ) -> None:
     # a name passes when the URL is accepted; what it resolves to is refused when sending
     url = receiver.url.replace("127.0.0.1", "localhost")
-    async with running_engine(cb_db, max_attempts=10) as engine, api_of(engine) as api:
+    async with (
+        running_engine(cb_db, max_attempts=10) as engine,
+        socket_api(engine.settings.api.socket) as api,
+    ):
         slug = f"cb{uuid.uuid4().hex[:10]}"
         await engine.store.tenants.create(slug, slug, url)  # no allowance for loopback
-        sid = await _call(api, slug, S.DIALING_AGENT, S.CANCELED)
+        sid = await place_call(api, slug, CallStatus.DIALING_AGENT, CallStatus.CANCELED)
 
         async def all_dead() -> bool:
             rows = await _rows(cb_pool, sid)
             return len(rows) == 2 and all(r["state"] == "dead" for r in rows)
 
-        await eventually(all_dead)
+        await eventually(within=WAIT, check=all_dead)
         dead = engine.metrics.registry.get_sample_value(
             "ctc_callback_deliveries_total", {"outcome": "dead"}
         )
@@ -410,9 +324,11 @@ async def test_pending_callbacks_survive_an_engine_restart(
     cb_db: str, cb_pool: Database, receiver: Receiver
 ) -> None:
     receiver.always_fail = True
-    async with running_engine(cb_db) as first, api_of(first) as api:
-        slug, _ = await _tenant(first, receiver.url)
-        sid = await _call(api, slug, S.DIALING_AGENT, S.AGENT_ANSWERED, S.CANCELED)
+    async with running_engine(cb_db) as first, socket_api(first.settings.api.socket) as api:
+        slug, _ = await _callback_tenant(first, receiver.url)
+        sid = await place_call(
+            api, slug, CallStatus.DIALING_AGENT, CallStatus.AGENT_ANSWERED, CallStatus.CANCELED
+        )
         await receiver.wait_for(lambda reqs: sum(r.json["session_id"] == sid for r in reqs) >= 2)
     # stopped with every row still pending
     rows = await _rows(cb_pool, sid)
@@ -433,7 +349,15 @@ async def test_pending_callbacks_survive_an_engine_restart(
 async def test_two_notifiers_on_one_database_never_send_twice(
     cb_pool: Database, receiver: Receiver
 ) -> None:
-    sessions, steps = 12, (S.DIALING_AGENT, S.AGENT_ANSWERED, S.DIALING_CUSTOMER, S.CANCELED)
+    sessions, steps = (
+        12,
+        (
+            CallStatus.DIALING_AGENT,
+            CallStatus.AGENT_ANSWERED,
+            CallStatus.DIALING_CUSTOMER,
+            CallStatus.CANCELED,
+        ),
+    )
     settings = CallbackSettings(**FAST, max_attempts=10)
     store = Store.over(cb_pool)  # no bus: only polling finds the rows, as for other engines
     slug = f"cb{uuid.uuid4().hex[:10]}"
@@ -471,11 +395,11 @@ async def test_callback_secrets_are_stored_encrypted_and_callbacks_still_verify(
     try:
         await migrate(url, default_migrations_dir())
         async with running_engine(url) as engine:  # no key: as before an upgrade
-            old_slug, old_secret = await _tenant(engine, receiver.url)
+            old_slug, old_secret = await _callback_tenant(engine, receiver.url)
         async with (
             Database(url) as db,
             running_engine(url, secret_key=Keyring.generate_key()) as engine,
-            api_of(engine) as api,
+            socket_api(engine.settings.api.socket) as api,
         ):
 
             async def stored(slug: str) -> str:
@@ -484,13 +408,13 @@ async def test_callback_secrets_are_stored_encrypted_and_callbacks_still_verify(
                 )
                 return value
 
-            slug, secret = await _tenant(engine, receiver.url)
+            slug, secret = await _callback_tenant(engine, receiver.url)
             assert (await stored(slug)).startswith(PREFIX)
             assert secret not in await stored(slug)
             assert await stored(old_slug) == old_secret  # plaintext until rotated
 
             async def signed_with(slug: str, secret: str) -> None:
-                sid = await _call(api, slug, S.DIALING_AGENT)
+                sid = await place_call(api, slug, CallStatus.DIALING_AGENT)
                 await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 1)
                 (got,) = receiver.delivered(sid)
                 assert verify_signature(secret, got.body, got.headers["X-CTC-Signature"])
@@ -530,7 +454,7 @@ async def test_a_secret_no_configured_key_opens_kills_only_its_rows_and_names_th
                 session, _ = await store.sessions.create(
                     NewSession(tenant_id, "1001", "+14155550100")
                 )
-                await store.sessions.transition(tenant_id, session.id, S.DIALING_AGENT)
+                await store.sessions.transition(tenant_id, session.id, CallStatus.DIALING_AGENT)
                 return str(session.id)
 
             bad_sid = await call(bad.id)  # first: both rows land in one claimed batch
@@ -544,7 +468,7 @@ async def test_a_secret_no_configured_key_opens_kills_only_its_rows_and_names_th
                 async def bad_is_dead() -> bool:
                     return [r["state"] for r in await _rows(db, bad_sid)] == ["dead"]
 
-                await eventually(bad_is_dead)
+                await eventually(within=WAIT, check=bad_is_dead)
             assert receiver.delivered(bad_sid) == []
             (row,) = await _rows(db, bad_sid)
             assert row["attempts"] == 1

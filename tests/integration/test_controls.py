@@ -23,7 +23,9 @@ from engine.asterisk.links.ari import AriNotFound
 from engine.daemon import Engine
 from engine.domain.click_to_call import Leg
 from engine.errors import Conflict
-from tests.integration.conftest import CONNECT, Api, session_in
+from tests.support.calls import CONNECT, session_in
+from tests.support.http import Api
+from tests.support.tenants import tenant_headers
 
 C2C = "/api/v1/click-to-call"
 
@@ -39,11 +41,11 @@ CONTROLS: list[tuple[str, dict[str, Any]]] = [
 
 @pytest.mark.parametrize(("action", "body"), CONTROLS)
 async def test_a_session_that_is_not_connected_is_409(
-    engine: Engine, unix_api: Api, action: str, body: dict[str, Any]
+    api_engine: Engine, unix_api: Api, action: str, body: dict[str, Any]
 ) -> None:
-    slug, sid = await session_in(engine, unix_api, "dialing_agent")
+    slug, sid = await session_in(api_engine.store, unix_api, "dialing_agent")
     status, err, _ = await unix_api.call(
-        "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers={"X-CTC-Tenant": slug}
+        "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers=tenant_headers(slug)
     )
     assert status == 409, err
     assert err["error"]["code"] == "conflict"
@@ -76,11 +78,11 @@ async def test_unknown_or_malformed_session_is_404(
     ],
 )
 async def test_bad_input_is_422_naming_the_field(
-    engine: Engine, unix_api: Api, action: str, body: dict[str, Any], field: str
+    api_engine: Engine, unix_api: Api, action: str, body: dict[str, Any], field: str
 ) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT)
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT)
     status, err, _ = await unix_api.call(
-        "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers={"X-CTC-Tenant": slug}
+        "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers=tenant_headers(slug)
     )
     assert status == 422, err
     assert err["error"]["code"] == "validation_error"
@@ -88,14 +90,14 @@ async def test_bad_input_is_422_naming_the_field(
 
 
 async def test_digits_accept_the_whole_dtmf_alphabet_before_needing_asterisk(
-    engine: Engine, unix_api: Api
+    api_engine: Engine, unix_api: Api
 ) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT)
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT)
     status, err, _ = await unix_api.call(
         "POST",
         f"{C2C}/sessions/{sid}/dtmf",
         json={"leg": "agent", "digits": "0123456789*#ABCD"},
-        headers={"X-CTC-Tenant": slug},
+        headers=tenant_headers(slug),
     )
     assert status == 503, err  # valid input, connected call, but no ARI here
     assert err["error"]["code"] == "unavailable"
@@ -103,27 +105,25 @@ async def test_digits_accept_the_whole_dtmf_alphabet_before_needing_asterisk(
 
 @pytest.mark.parametrize(("action", "body"), CONTROLS)
 async def test_a_connected_call_without_ari_is_503_and_records_nothing(
-    engine: Engine, unix_api: Api, action: str, body: dict[str, Any]
+    api_engine: Engine, unix_api: Api, action: str, body: dict[str, Any]
 ) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT)
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT)
     status, err, _ = await unix_api.call(
-        "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers={"X-CTC-Tenant": slug}
+        "POST", f"{C2C}/sessions/{sid}/{action}", json=body, headers=tenant_headers(slug)
     )
     assert status == 503, err
     assert err["error"]["code"] == "unavailable"
-    _, detail, _ = await unix_api.call(
-        "GET", f"{C2C}/sessions/{sid}", headers={"X-CTC-Tenant": slug}
-    )
+    _, detail, _ = await unix_api.call("GET", f"{C2C}/sessions/{sid}", headers=tenant_headers(slug))
     assert not [e for e in detail["events"] if e["event_type"].startswith("control.")]
 
 
-async def test_an_ended_session_is_409(engine: Engine, unix_api: Api) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT, "completed")
+async def test_an_ended_session_is_409(api_engine: Engine, unix_api: Api) -> None:
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT, "completed")
     status, err, _ = await unix_api.call(
         "POST",
         f"{C2C}/sessions/{sid}/hold",
         json={"leg": "customer"},
-        headers={"X-CTC-Tenant": slug},
+        headers=tenant_headers(slug),
     )
     assert status == 409, err
     assert err["error"]["code"] == "conflict"
@@ -157,29 +157,29 @@ class _GoneAri:
     ],
 )
 async def test_a_leg_that_is_gone_is_a_conflict_and_records_nothing(
-    engine: Engine, unix_api: Api, control: Hold | Unhold | Mute | SendDtmf
+    api_engine: Engine, unix_api: Api, control: Hold | Unhold | Mute | SendDtmf
 ) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT)
-    tenant = await engine.store.tenants.by_slug(slug)
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT)
+    tenant = await api_engine.store.tenants.by_slug(slug)
     assert tenant is not None
     ari = _GoneAri()
-    controls = CallControlService(engine.store, CallControls(ari))  # type: ignore[arg-type]
+    controls = CallControlService(api_engine.store, CallControls(ari))  # type: ignore[arg-type]
     with pytest.raises(Conflict, match="leg is gone"):
         await controls.apply(tenant, uuid.UUID(sid), control)
     assert ari.calls[0][1].startswith(f"/channels/c2c-{sid}-{control.leg.value}/")
-    events = await engine.store.sessions.events(tenant.id, uuid.UUID(sid))
+    events = await api_engine.store.sessions.events(tenant.id, uuid.UUID(sid))
     assert not [e for e in events if e.event_type.startswith("control.")]
 
 
-async def test_a_recording_that_is_gone_is_a_conflict(engine: Engine, unix_api: Api) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT)
-    tenant = await engine.store.tenants.by_slug(slug)
+async def test_a_recording_that_is_gone_is_a_conflict(api_engine: Engine, unix_api: Api) -> None:
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT)
+    tenant = await api_engine.store.tenants.by_slug(slug)
     assert tenant is not None
-    await engine.store.sessions.append_event(
+    await api_engine.store.sessions.append_event(
         tenant.id, uuid.UUID(sid), "recording.started", changes={"recording_path": "/tmp/x.wav"}
     )
     ari = _GoneAri()
-    controls = CallControlService(engine.store, CallControls(ari))  # type: ignore[arg-type]
+    controls = CallControlService(api_engine.store, CallControls(ari))  # type: ignore[arg-type]
     pause: InCallControl = RecordingControl(RecordingAction.PAUSE)
     with pytest.raises(Conflict, match="not live"):
         await controls.apply(tenant, uuid.UUID(sid), pause)
@@ -229,22 +229,22 @@ class _Ari:
     ],
 )
 async def test_a_control_makes_its_ari_calls_and_records_its_event(
-    engine: Engine,
+    api_engine: Engine,
     unix_api: Api,
     control: InCallControl,
     ari_calls: list[tuple[str, str, Any]],
     event_type: str,
     payload: dict[str, Any],
 ) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT)
-    tenant = await engine.store.tenants.by_slug(slug)
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT)
+    tenant = await api_engine.store.tenants.by_slug(slug)
     ari = _Ari()
-    controls = CallControlService(engine.store, CallControls(ari))  # type: ignore[arg-type]
+    controls = CallControlService(api_engine.store, CallControls(ari))  # type: ignore[arg-type]
     await controls.apply(tenant, uuid.UUID(sid), control)
     assert ari.calls == [
         (method, f"/channels/c2c-{sid}-{where}", params) for method, where, params in ari_calls
     ]
-    events = await engine.store.sessions.events(tenant.id, uuid.UUID(sid))
+    events = await api_engine.store.sessions.events(tenant.id, uuid.UUID(sid))
     assert (events[-1].event_type, events[-1].payload) == (
         event_type,
         {"source": "api", **payload},
@@ -252,24 +252,24 @@ async def test_a_control_makes_its_ari_calls_and_records_its_event(
 
 
 async def test_recording_pause_and_resume_name_the_live_recording(
-    engine: Engine, unix_api: Api
+    api_engine: Engine, unix_api: Api
 ) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT)
-    tenant = await engine.store.tenants.by_slug(slug)
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT)
+    tenant = await api_engine.store.tenants.by_slug(slug)
     ari = _Ari()
-    controls = CallControlService(engine.store, CallControls(ari))  # type: ignore[arg-type]
+    controls = CallControlService(api_engine.store, CallControls(ari))  # type: ignore[arg-type]
     pause = RecordingControl(RecordingAction.PAUSE)
     with pytest.raises(Conflict, match="not being recorded"):
         await controls.apply(tenant, uuid.UUID(sid), pause)
     assert ari.calls == []
-    await engine.store.sessions.append_event(
+    await api_engine.store.sessions.append_event(
         tenant.id, uuid.UUID(sid), "recording.started", changes={"recording_path": "/tmp/x.wav"}
     )
     await controls.apply(tenant, uuid.UUID(sid), pause)
     await controls.apply(tenant, uuid.UUID(sid), RecordingControl(RecordingAction.RESUME))
     path = f"/recordings/live/c2c-{sid}/pause"
     assert ari.calls == [("POST", path, None), ("DELETE", path, None)]
-    events = await engine.store.sessions.events(tenant.id, uuid.UUID(sid))
+    events = await api_engine.store.sessions.events(tenant.id, uuid.UUID(sid))
     assert [(e.event_type, e.payload) for e in events[-2:]] == [
         ("recording.paused", {"source": "api", "name": f"c2c-{sid}"}),
         ("recording.resumed", {"source": "api", "name": f"c2c-{sid}"}),

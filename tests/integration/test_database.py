@@ -16,7 +16,7 @@ from engine.config.settings import AgiSettings, ApiSettings, AriSettings, Databa
 from engine.daemon import Engine
 from engine.errors import ClosedResourceError, DatabaseUnavailable
 from engine.store.database import ConnectRetry, Database
-from tests.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy
 
 WAIT = 20.0
 

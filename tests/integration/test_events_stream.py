@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import tempfile
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,9 @@ from engine.api import sse
 from engine.config.settings import AgiSettings, ApiSettings, AriSettings, DatabaseSettings, Settings
 from engine.daemon import Engine
 from engine.domain.event_types import CallEventType
-from tests.integration.conftest import Api
+from tests.support.calls import move_call, place_call
+from tests.support.http import Api
+from tests.support.tenants import new_tenant, tenant_headers
 
 C2C = "/api/v1/click-to-call"
 EVENTS = "/api/v1/events"
@@ -90,7 +91,7 @@ async def open_stream(
         session.get(
             f"http://ctc{EVENTS}",
             params=params,
-            headers={"X-CTC-Tenant": tenant, **(headers or {})},
+            headers={**tenant_headers(tenant), **(headers or {})},
         ) as resp,
     ):
         assert resp.status == 200, await resp.text()
@@ -98,48 +99,20 @@ async def open_stream(
         yield Stream(resp)
 
 
-async def _tenant(engine: Engine) -> str:
-    slug = f"ev{uuid.uuid4().hex[:10]}"
-    await engine.store.tenants.create(slug, slug)
-    return slug
-
-
-async def _initiate(api: Api, tenant: str) -> str:
-    status, body, _ = await api.call(
-        "POST",
-        f"{C2C}/initiate",
-        json={"agent_number": "1001", "customer_number": "+14155550100"},
-        headers={"X-CTC-Tenant": tenant},
-    )
-    assert status == 202, body
-    sid: str = body["id"]
-    return sid
-
-
-async def _status(api: Api, tenant: str, sid: str, target: str) -> None:
-    status, body, _ = await api.call(
-        "PATCH",
-        f"{C2C}/sessions/{sid}/status",
-        json={"status": target},
-        headers={"X-CTC-Tenant": tenant},
-    )
-    assert status == 200, body
-
-
 async def _event_ids(api: Api, tenant: str, sid: str) -> list[int]:
-    _, detail, _ = await api.call("GET", f"{C2C}/sessions/{sid}", headers={"X-CTC-Tenant": tenant})
+    _, detail, _ = await api.call("GET", f"{C2C}/sessions/{sid}", headers=tenant_headers(tenant))
     return [e["id"] for e in detail["events"]]
 
 
 # -- live -------------------------------------------------------------------------------------
 
 
-async def test_a_call_s_events_arrive_live_and_in_order(engine: Engine, unix_api: Api) -> None:
-    t = await _tenant(engine)
-    async with open_stream(engine, t) as stream:
-        sid = await _initiate(unix_api, t)
+async def test_a_call_s_events_arrive_live_and_in_order(api_engine: Engine, unix_api: Api) -> None:
+    t = (await new_tenant(api_engine.store)).slug
+    async with open_stream(api_engine, t) as stream:
+        sid = await place_call(unix_api, t)
         for target in ("dialing_agent", "agent_answered", "canceled"):
-            await _status(unix_api, t, sid, target)
+            await move_call(unix_api, t, sid, target)
         got = await stream.events(4)
 
     assert [(e["event"], e["data"]["seq"], e["data"]["status_to"]) for e in got] == [
@@ -157,38 +130,38 @@ async def test_a_call_s_events_arrive_live_and_in_order(engine: Engine, unix_api
     assert "tenant_id" not in last
 
 
-async def test_a_tenant_sees_only_its_own_events(engine: Engine, unix_api: Api) -> None:
-    a, b = await _tenant(engine), await _tenant(engine)
-    async with open_stream(engine, a) as stream_a, open_stream(engine, b) as stream_b:
-        sid_a = await _initiate(unix_api, a)
-        await _status(unix_api, a, sid_a, "canceled")
-        sid_b = await _initiate(unix_api, b)  # after A's: any leak would arrive before it
-        await _status(unix_api, b, sid_b, "canceled")
+async def test_a_tenant_sees_only_its_own_events(api_engine: Engine, unix_api: Api) -> None:
+    a, b = (await new_tenant(api_engine.store)).slug, (await new_tenant(api_engine.store)).slug
+    async with open_stream(api_engine, a) as stream_a, open_stream(api_engine, b) as stream_b:
+        sid_a = await place_call(unix_api, a)
+        await move_call(unix_api, a, sid_a, "canceled")
+        sid_b = await place_call(unix_api, b)  # after A's: any leak would arrive before it
+        await move_call(unix_api, b, sid_b, "canceled")
         got_b = await stream_b.events(2)
         got_a = await stream_a.events(2)
     assert {e["data"]["session_id"] for e in got_b} == {sid_b}
     assert {e["data"]["session_id"] for e in got_a} == {sid_a}
 
     # nor can it ask for another tenant's session, or replay another tenant's history
-    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
+    connector = aiohttp.UnixConnector(path=str(api_engine.settings.api.socket))
     async with (
         aiohttp.ClientSession(connector=connector) as session,
         session.get(
-            f"http://ctc{EVENTS}", params={"session_id": sid_a}, headers={"X-CTC-Tenant": b}
+            f"http://ctc{EVENTS}", params={"session_id": sid_a}, headers=tenant_headers(b)
         ) as resp,
     ):
         assert resp.status == 404
         assert (await resp.json())["error"]["code"] == "not_found"
-    async with open_stream(engine, b, params={"after": "0"}) as replay_b:
+    async with open_stream(api_engine, b, params={"after": "0"}) as replay_b:
         assert {e["data"]["session_id"] for e in await replay_b.events(2)} == {sid_b}
 
 
-async def test_session_filter(engine: Engine, unix_api: Api) -> None:
-    t = await _tenant(engine)
-    other, wanted = await _initiate(unix_api, t), await _initiate(unix_api, t)
-    async with open_stream(engine, t, params={"session_id": wanted}) as stream:
-        await _status(unix_api, t, other, "canceled")
-        await _status(unix_api, t, wanted, "dialing_agent")
+async def test_session_filter(api_engine: Engine, unix_api: Api) -> None:
+    t = (await new_tenant(api_engine.store)).slug
+    other, wanted = await place_call(unix_api, t), await place_call(unix_api, t)
+    async with open_stream(api_engine, t, params={"session_id": wanted}) as stream:
+        await move_call(unix_api, t, other, "canceled")
+        await move_call(unix_api, t, wanted, "dialing_agent")
         got = await stream.event()
     assert got is not None
     assert (got["data"]["session_id"], got["data"]["status_to"]) == (wanted, "dialing_agent")
@@ -198,61 +171,65 @@ async def test_session_filter(engine: Engine, unix_api: Api) -> None:
 
 
 async def test_last_event_id_replays_then_goes_live_without_gaps_or_repeats(
-    engine: Engine, unix_api: Api
+    api_engine: Engine, unix_api: Api
 ) -> None:
-    t = await _tenant(engine)
-    sid = await _initiate(unix_api, t)
+    t = (await new_tenant(api_engine.store)).slug
+    sid = await place_call(unix_api, t)
     for target in ("dialing_agent", "agent_answered", "dialing_customer"):
-        await _status(unix_api, t, sid, target)
+        await move_call(unix_api, t, sid, target)
     before = await _event_ids(unix_api, t, sid)  # 4 events, the client saw 2
     async with open_stream(
-        engine, t, headers={"Last-Event-ID": str(before[1])}, params={"after": "0"}
+        api_engine, t, headers={"Last-Event-ID": str(before[1])}, params={"after": "0"}
     ) as stream:  # the header wins over ?after= (EventSource keeps the URL it started with)
         replayed = await stream.events(2)
-        await _status(unix_api, t, sid, "connected")
-        await _status(unix_api, t, sid, "completed")
+        await move_call(unix_api, t, sid, "connected")
+        await move_call(unix_api, t, sid, "completed")
         live = await stream.events(2)
     ids = [e["id"] for e in replayed + live]
     assert ids == before[2:] + (await _event_ids(unix_api, t, sid))[4:]
     assert [e["data"]["seq"] for e in replayed + live] == [3, 4, 5, 6]
 
 
-async def test_after_query_parameter_and_bad_last_event_id(engine: Engine, unix_api: Api) -> None:
-    t = await _tenant(engine)
-    sid = await _initiate(unix_api, t)
-    await _status(unix_api, t, sid, "canceled")
+async def test_after_query_parameter_and_bad_last_event_id(
+    api_engine: Engine, unix_api: Api
+) -> None:
+    t = (await new_tenant(api_engine.store)).slug
+    sid = await place_call(unix_api, t)
+    await move_call(unix_api, t, sid, "canceled")
     ids = await _event_ids(unix_api, t, sid)
-    async with open_stream(engine, t, params={"after": str(ids[0])}) as stream:
+    async with open_stream(api_engine, t, params={"after": str(ids[0])}) as stream:
         got = await stream.event()
     assert got is not None
     assert got["id"] == ids[1]
 
     for bad in ("abc", "-1", "12a", "9" * 19):
         status, err, _ = await unix_api.call(
-            "GET", EVENTS, headers={"X-CTC-Tenant": t, "Last-Event-ID": bad}
+            "GET", EVENTS, headers={**tenant_headers(t), "Last-Event-ID": bad}
         )
         assert status == 422, bad
         assert err["error"]["details"][0]["field"] == "Last-Event-ID"
     status, err, _ = await unix_api.call(
-        "GET", EVENTS, params={"after": "-5"}, headers={"X-CTC-Tenant": t}
+        "GET", EVENTS, params={"after": "-5"}, headers=tenant_headers(t)
     )
     assert status == 422
     assert err["error"]["details"][0]["field"] == "after"
 
 
 async def test_a_large_backlog_comes_in_pieces(
-    engine: Engine, unix_api: Api, monkeypatch: pytest.MonkeyPatch
+    api_engine: Engine, unix_api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sse, "REPLAY_LIMIT", 2)
-    t = await _tenant(engine)
-    sid = await _initiate(unix_api, t)
+    t = (await new_tenant(api_engine.store)).slug
+    sid = await place_call(unix_api, t)
     for target in ("dialing_agent", "agent_answered", "canceled"):
-        await _status(unix_api, t, sid, target)
+        await move_call(unix_api, t, sid, target)
     ids = await _event_ids(unix_api, t, sid)
-    async with open_stream(engine, t, params={"after": "0"}) as stream:
+    async with open_stream(api_engine, t, params={"after": "0"}) as stream:
         first = await stream.events(2)
         assert await stream.event() is None  # the stream ends after one piece
-    async with open_stream(engine, t, headers={"Last-Event-ID": str(first[-1]["id"])}) as stream:
+    async with open_stream(
+        api_engine, t, headers={"Last-Event-ID": str(first[-1]["id"])}
+    ) as stream:
         second = await stream.events(2)
     assert [e["id"] for e in first + second] == ids
 
@@ -261,11 +238,11 @@ async def test_a_large_backlog_comes_in_pieces(
 
 
 async def test_keepalive_comments_while_idle(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
+    api_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sse, "KEEPALIVE", 0.01)
-    t = await _tenant(engine)
-    async with open_stream(engine, t) as stream:
+    t = (await new_tenant(api_engine.store)).slug
+    async with open_stream(api_engine, t) as stream:
         blocks = [await stream.block(), await stream.block()]
     assert blocks[0] == [f"retry: {sse.RETRY_MS}"]
     assert blocks[1] == [": keepalive"]

@@ -25,38 +25,34 @@ from engine.secrets import PREFIX, Keyring
 from engine.store.records import NewProvider
 from engine.store.repositories import Store
 from engine.store.tenants import TenantRepository
-from tests.integration.conftest import SECRET_KEY, Api
+from tests.support.http import Api
+from tests.support.tenants import bearer_headers, new_tenant, new_token, tenant_headers
 
 # -- /healthz and /readyz ---------------------------------------------------------------------
 
 
-async def _token(engine: Engine) -> dict[str, str]:
-    slug = f"x{uuid.uuid4().hex[:10]}"
-    await engine.store.tenants.create(slug, slug)
-    issued = await engine.store.tenants.issue_token(slug, "probe")
-    return {"Authorization": f"Bearer {issued.token}"}
-
-
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
 async def test_health_over_tcp_without_a_token_shows_states_only(
-    engine: Engine, tcp_api: Api, path: str
+    api_engine: Engine, tcp_api: Api, path: str
 ) -> None:
     status, body, _ = await tcp_api.call("GET", path)
     assert status == 200
     assert body["status"] in ("ok", "degraded")
     assert body["components"]["database"] == {"state": "up"}
     assert all(set(c) == {"state"} for c in body["components"].values())
-    assert str(engine.settings.api.socket) not in json.dumps(body)
+    assert str(api_engine.settings.api.socket) not in json.dumps(body)
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
 async def test_health_details_need_a_token_or_the_socket(
-    engine: Engine, tcp_api: Api, unix_api: Api, path: str
+    api_engine: Engine, tcp_api: Api, unix_api: Api, path: str
 ) -> None:
-    _, with_token, _ = await tcp_api.call("GET", path, headers=await _token(engine))
+    _, with_token, _ = await tcp_api.call(
+        "GET", path, headers=bearer_headers(await new_token(api_engine.store))
+    )
     _, local, _ = await unix_api.call("GET", path)
     for body in (with_token, local):
-        assert body["components"]["api"]["detail"] == str(engine.settings.api.socket)
+        assert body["components"]["api"]["detail"] == str(api_engine.settings.api.socket)
         assert body["components"]["database"]["required"] is True
     status, err, _ = await tcp_api.call("GET", path, headers={"Authorization": "Bearer ctc_no"})
     assert status == 401
@@ -71,21 +67,21 @@ async def _metrics(base: str, headers: dict[str, str] | None = None) -> tuple[in
         return r.status, await r.text()
 
 
-async def test_metrics_over_tcp_need_a_bearer_token_by_default(engine: Engine) -> None:
-    assert engine.settings.api.tcp.metrics_token_required is True
-    base = f"http://127.0.0.1:{engine.api.tcp_port}"
+async def test_metrics_over_tcp_need_a_bearer_token_by_default(api_engine: Engine) -> None:
+    assert api_engine.settings.api.tcp.metrics_token_required is True
+    base = f"http://127.0.0.1:{api_engine.api.tcp_port}"
     status, text = await _metrics(base)
     assert status == 401
     assert json.loads(text)["error"]["code"] == "unauthorized"
-    status, text = await _metrics(base, await _token(engine))
+    status, text = await _metrics(base, bearer_headers(await new_token(api_engine.store)))
     assert status == 200
     assert "ctc_http_requests_total" in text
 
 
-async def test_metrics_over_tcp_may_be_left_open_by_the_setting(engine: Engine) -> None:
+async def test_metrics_over_tcp_may_be_left_open_by_the_setting(api_engine: Engine) -> None:
     with tempfile.TemporaryDirectory(prefix="ctc-m-") as tmp:
         server = ApiServer(
-            engine.state,
+            api_engine.state,
             socket_path=Path(tmp) / "m.sock",
             tcp=("127.0.0.1", 0),
             metrics_token_required=False,
@@ -99,18 +95,18 @@ async def test_metrics_over_tcp_may_be_left_open_by_the_setting(engine: Engine) 
 # -- the socket's mode ------------------------------------------------------------------------
 
 
-async def test_the_engine_socket_has_exactly_the_configured_mode(engine: Engine) -> None:
-    path = engine.settings.api.socket
+async def test_the_engine_socket_has_exactly_the_configured_mode(api_engine: Engine) -> None:
+    path = api_engine.settings.api.socket
     assert path.is_socket()
-    assert stat.S_IMODE(path.stat().st_mode) == engine.settings.api.socket_mode == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == api_engine.settings.api.socket_mode == 0o600
 
 
-async def test_the_socket_mode_does_not_depend_on_the_umask(engine: Engine) -> None:
+async def test_the_socket_mode_does_not_depend_on_the_umask(api_engine: Engine) -> None:
     old = os.umask(0)
     try:
         with tempfile.TemporaryDirectory(prefix="ctc-m-") as tmp:
             path = Path(tmp) / "api.sock"
-            async with ApiServer(engine.state, socket_path=path, socket_mode=0o660):
+            async with ApiServer(api_engine.state, socket_path=path, socket_mode=0o660):
                 assert stat.S_IMODE(path.stat().st_mode) == 0o660
                 assert os.listdir(tmp) == ["api.sock"]
             assert not path.exists()
@@ -119,12 +115,12 @@ async def test_the_socket_mode_does_not_depend_on_the_umask(engine: Engine) -> N
 
 
 async def test_a_second_server_on_a_socket_in_use_is_refused_and_leaves_it_working(
-    engine: Engine,
+    api_engine: Engine,
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="ctc-m-") as tmp:
         path = Path(tmp) / "api.sock"
-        async with ApiServer(engine.state, socket_path=path, socket_mode=0o600):
-            second = ApiServer(engine.state, socket_path=path, socket_mode=0o600)
+        async with ApiServer(api_engine.state, socket_path=path, socket_mode=0o600):
+            second = ApiServer(api_engine.state, socket_path=path, socket_mode=0o600)
             with pytest.raises(CtcError, match="another engine is listening on"):
                 await second.start()
             assert path.is_socket()  # the refused one's cleanup did not remove it
@@ -141,10 +137,10 @@ async def test_a_second_server_on_a_socket_in_use_is_refused_and_leaves_it_worki
 
 
 async def test_provider_secrets_are_stored_encrypted_and_read_back(
-    engine: Engine, unix_api: Api
+    api_engine: Engine, unix_api: Api
 ) -> None:
-    slug = f"p{uuid.uuid4().hex[:10]}"
-    tenant = await engine.store.tenants.create(slug, slug)
+    tenant = await new_tenant(api_engine.store, prefix="p")
+    slug = tenant.slug
     status, p, _ = await unix_api.call(
         "POST",
         "/api/v1/voip-providers",
@@ -154,18 +150,20 @@ async def test_provider_secrets_are_stored_encrypted_and_read_back(
             "credentials": {"auth_token": "tw-s3cret-token"},
             "webhook_secret": "whsec-s3cret",
         },
-        headers={"X-CTC-Tenant": slug},
+        headers=tenant_headers(slug),
     )
     assert status == 201, p
     assert (p["has_credentials"], p["has_webhook_secret"]) == (True, True)
-    row = await engine.db.fetchrow(
+    row = await api_engine.db.fetchrow(
         "SELECT credentials, webhook_secret FROM voip_provider WHERE id = $1", uuid.UUID(p["id"])
     )
     assert row is not None
     for column in ("credentials", "webhook_secret"):
-        assert row[column].startswith(f"{PREFIX}{Keyring((SECRET_KEY,)).primary_id}:")
+        assert row[column].startswith(
+            f"{PREFIX}{api_engine.settings.secrets.keyring().primary_id}:"
+        )
         assert "s3cret" not in row[column]
-    opened = await engine.store.providers.secrets(tenant.id, uuid.UUID(p["id"]))
+    opened = await api_engine.store.providers.secrets(tenant.id, uuid.UUID(p["id"]))
     assert opened.credentials == {"auth_token": "tw-s3cret-token"}
     assert opened.webhook_secret == "whsec-s3cret"
 
@@ -258,15 +256,14 @@ async def test_rotate_without_a_key_is_refused() -> None:
 # -- api_token.last_used_at -------------------------------------------------------------------
 
 
-async def test_a_token_records_its_last_use_at_most_once_a_minute(engine: Engine) -> None:
-    slug = f"u{uuid.uuid4().hex[:10]}"
-    await engine.store.tenants.create(slug, slug)
-    issued = await engine.store.tenants.issue_token(slug, "erp")
+async def test_a_token_records_its_last_use_at_most_once_a_minute(api_engine: Engine) -> None:
+    slug = (await new_tenant(api_engine.store, prefix="u")).slug
+    issued = await api_engine.store.tenants.issue_token(slug, "erp")
     # no cache: every lookup reaches the database
-    tenants = TenantRepository(engine.db, keyring=Keyring(), cache_ttl=0)
+    tenants = TenantRepository(api_engine.db, keyring=Keyring(), cache_ttl=0)
 
     async def last_used() -> object:
-        return await engine.db.fetchval(
+        return await api_engine.db.fetchval(
             "SELECT last_used_at FROM api_token WHERE id = $1", issued.id
         )
 
@@ -276,7 +273,7 @@ async def test_a_token_records_its_last_use_at_most_once_a_minute(engine: Engine
     assert first is not None
 
     # used again within the minute: no write
-    await engine.db.execute(
+    await api_engine.db.execute(
         "UPDATE api_token SET last_used_at = now() - interval '30 seconds' WHERE id = $1",
         issued.id,
     )
@@ -285,7 +282,7 @@ async def test_a_token_records_its_last_use_at_most_once_a_minute(engine: Engine
     assert await last_used() == recent
 
     # older than a minute: written again
-    await engine.db.execute(
+    await api_engine.db.execute(
         "UPDATE api_token SET last_used_at = now() - interval '90 seconds' WHERE id = $1",
         issued.id,
     )
@@ -294,7 +291,7 @@ async def test_a_token_records_its_last_use_at_most_once_a_minute(engine: Engine
     refreshed = await last_used()
     assert isinstance(refreshed, type(stale))
     assert refreshed != stale
-    assert await engine.db.fetchval(
+    assert await api_engine.db.fetchval(
         "SELECT last_used_at > now() - interval '10 seconds' FROM api_token WHERE id = $1",
         issued.id,
     )
@@ -326,17 +323,16 @@ async def test_a_last_use_that_cannot_be_written_does_not_refuse_the_token() -> 
         )
 
 
-async def test_a_request_over_tcp_marks_its_token_used(engine: Engine, tcp_api: Api) -> None:
-    slug = f"u{uuid.uuid4().hex[:10]}"
-    await engine.store.tenants.create(slug, slug)
-    issued = await engine.store.tenants.issue_token(slug, "erp")
+async def test_a_request_over_tcp_marks_its_token_used(api_engine: Engine, tcp_api: Api) -> None:
+    slug = (await new_tenant(api_engine.store, prefix="u")).slug
+    issued = await api_engine.store.tenants.issue_token(slug, "erp")
     status, _, _ = await tcp_api.call(
         "GET",
         "/api/v1/click-to-call/sessions",
-        headers={"Authorization": f"Bearer {issued.token}"},
+        headers=bearer_headers(issued.token),
     )
     assert status == 200
-    assert await engine.db.fetchval(
+    assert await api_engine.db.fetchval(
         "SELECT last_used_at IS NOT NULL FROM api_token WHERE id = $1", issued.id
     )
 

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 import textwrap
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +14,12 @@ from engine.daemon import Engine
 from engine.domain.ivr import IvrAction, IvrMenu, IvrOption, TransferTargetType
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.ivr_yaml import dump_menus, load_menus
-from tests.integration.conftest import Api
-from tests.yaml_bombs import BILLION_LAUGHS
+from tests.support.cli import run_ctc
+from tests.support.http import Api
+from tests.support.tenants import new_tenant, tenant_headers
+from tests.support.yaml_bombs import BILLION_LAUGHS
 
 IVR = "/api/v1/ivr-menus"
-CTC = str(Path(sys.executable).with_name("ctc"))
 
 # Every field the loader accepts, option order not sorted, an explicit silent hangup
 # fallback (main), the default fallback (support) and a transfer fallback (billing).
@@ -79,16 +76,6 @@ menus:
 """
 
 
-async def _tenant(engine: Engine) -> tuple[str, uuid.UUID]:
-    slug = f"t{uuid.uuid4().hex[:10]}"
-    tenant = await engine.store.tenants.create(slug, slug.upper())
-    return slug, tenant.id
-
-
-def _h(tenant: str) -> dict[str, str]:
-    return {"X-CTC-Tenant": tenant}
-
-
 HANGUP = IvrOption(IvrAction.HANGUP)
 
 
@@ -99,13 +86,13 @@ def _menu(name: str, **options: IvrOption) -> IvrMenu:
 # -- repository -------------------------------------------------------------------------------
 
 
-async def test_yaml_to_db_to_yaml_round_trip(engine: Engine) -> None:
-    _, tid = await _tenant(engine)
+async def test_yaml_to_db_to_yaml_round_trip(api_engine: Engine) -> None:
+    tid = (await new_tenant(api_engine.store)).id
     original = load_menus(MENUS_YAML)
-    saved = await engine.store.ivr.save(tid, original)
+    saved = await api_engine.store.ivr.save(tid, original)
     assert {n: s.version for n, s in saved.items()} == {"billing": 1, "main": 1, "support": 1}
 
-    loaded = await engine.store.ivr.all(tid)
+    loaded = await api_engine.store.ivr.all(tid)
     assert loaded == original
     assert dump_menus(loaded) == dump_menus(original)
     assert list(loaded["main"].options) == ["1", "2", "0", "*", "#", "invalid"]
@@ -113,7 +100,7 @@ async def test_yaml_to_db_to_yaml_round_trip(engine: Engine) -> None:
     assert loaded["support"].fallback is None  # the default (goodbye prompt)
 
     # the row really holds the columns, not one blob
-    conn = await asyncpg.connect(engine.settings.database.url)
+    conn = await asyncpg.connect(api_engine.settings.database.url)
     try:
         row = await conn.fetchrow(
             "SELECT o.action, o.transfer_target_type, o.transfer_target, o.position "
@@ -134,34 +121,34 @@ async def test_yaml_to_db_to_yaml_round_trip(engine: Engine) -> None:
         await conn.close()
 
 
-async def test_save_replaces_by_name_and_bumps_version(engine: Engine) -> None:
-    _, tid = await _tenant(engine)
-    await engine.store.ivr.save(tid, load_menus(MENUS_YAML))
-    main = (await engine.store.ivr.get(tid, "main")).menu
+async def test_save_replaces_by_name_and_bumps_version(api_engine: Engine) -> None:
+    tid = (await new_tenant(api_engine.store)).id
+    await api_engine.store.ivr.save(tid, load_menus(MENUS_YAML))
+    main = (await api_engine.store.ivr.get(tid, "main")).menu
     smaller = IvrMenu("main", greeting="sound:new", options={"9": HANGUP})
-    saved = await engine.store.ivr.save(tid, {"main": smaller})
+    saved = await api_engine.store.ivr.save(tid, {"main": smaller})
     assert saved["main"].version == 2
-    assert (await engine.store.ivr.get(tid, "main")).menu == smaller
-    assert (await engine.store.ivr.get(tid, "billing")).version == 1  # untouched
+    assert (await api_engine.store.ivr.get(tid, "main")).menu == smaller
+    assert (await api_engine.store.ivr.get(tid, "billing")).version == 1  # untouched
     assert main != smaller
 
 
-async def test_save_refuses_unknown_targets_and_routing_rules(engine: Engine) -> None:
-    _, tid = await _tenant(engine)
+async def test_save_refuses_unknown_targets_and_routing_rules(api_engine: Engine) -> None:
+    tid = (await new_tenant(api_engine.store)).id
     bad = _menu("m", **{"1": IvrOption(IvrAction.SUBMENU, menu="nope")})
     with pytest.raises(InvalidInput) as err:
-        await engine.store.ivr.save(tid, {"m": bad})
+        await api_engine.store.ivr.save(tid, {"m": bad})
     assert err.value.field == "m.options.1.menu"
 
     to_rule = IvrOption(
         IvrAction.TRANSFER, target_type=TransferTargetType.ROUTING_RULE, target="sales"
     )
     with pytest.raises(InvalidInput) as err:
-        await engine.store.ivr.save(tid, {"m": _menu("m", **{"5": to_rule})})
+        await api_engine.store.ivr.save(tid, {"m": _menu("m", **{"5": to_rule})})
     assert err.value.field == "m.options.5.target"
-    assert await engine.store.ivr.all(tid) == {}  # nothing half-saved
+    assert await api_engine.store.ivr.all(tid) == {}  # nothing half-saved
 
-    conn = await asyncpg.connect(engine.settings.database.url)
+    conn = await asyncpg.connect(api_engine.settings.database.url)
     try:
         await conn.execute(
             "INSERT INTO call_routing_rule (tenant_id, name, match_type, strategy, target) "
@@ -171,23 +158,23 @@ async def test_save_refuses_unknown_targets_and_routing_rules(engine: Engine) ->
     finally:
         await conn.close()
     menu = IvrMenu("m", options={"5": to_rule}, fallback=to_rule)
-    await engine.store.ivr.save(tid, {"m": menu})
-    assert (await engine.store.ivr.get(tid, "m")).menu == menu
+    await api_engine.store.ivr.save(tid, {"m": menu})
+    assert (await api_engine.store.ivr.get(tid, "m")).menu == menu
 
 
-async def test_delete_refuses_while_referenced(engine: Engine) -> None:
-    _, tid = await _tenant(engine)
-    await engine.store.ivr.save(tid, load_menus(MENUS_YAML))
+async def test_delete_refuses_while_referenced(api_engine: Engine) -> None:
+    tid = (await new_tenant(api_engine.store)).id
+    await api_engine.store.ivr.save(tid, load_menus(MENUS_YAML))
     with pytest.raises(Conflict, match=r"main\.options\.1\.menu"):
-        await engine.store.ivr.delete(tid, "billing")  # main's submenu
+        await api_engine.store.ivr.delete(tid, "billing")  # main's submenu
     with pytest.raises(Conflict, match="'support' is in use"):
-        await engine.store.ivr.delete(tid, "support")  # main's set_variable next
+        await api_engine.store.ivr.delete(tid, "support")  # main's set_variable next
     with pytest.raises(NotFound):
-        await engine.store.ivr.delete(tid, "nope")
+        await api_engine.store.ivr.delete(tid, "nope")
 
     other = _menu("other")
-    saved = await engine.store.ivr.save(tid, {"other": other})
-    conn = await asyncpg.connect(engine.settings.database.url)
+    saved = await api_engine.store.ivr.save(tid, {"other": other})
+    conn = await asyncpg.connect(api_engine.settings.database.url)
     try:
         await conn.execute(
             "INSERT INTO call_routing_rule (tenant_id, name, match_type, strategy, ivr_menu_id) "
@@ -196,12 +183,12 @@ async def test_delete_refuses_while_referenced(engine: Engine) -> None:
             saved["other"].id,
         )
         with pytest.raises(Conflict, match="call_routing_rule"):
-            await engine.store.ivr.delete(tid, "other")  # the FK says so
+            await api_engine.store.ivr.delete(tid, "other")  # the FK says so
         await conn.execute("DELETE FROM call_routing_rule WHERE tenant_id = $1", tid)
     finally:
         await conn.close()
-    await engine.store.ivr.delete(tid, "other")
-    assert "other" not in await engine.store.ivr.all(tid)
+    await api_engine.store.ivr.delete(tid, "other")
+    assert "other" not in await api_engine.store.ivr.all(tid)
 
 
 # -- API --------------------------------------------------------------------------------------
@@ -217,45 +204,53 @@ MAIN = {
 SALES = {"options": {"9": {"action": "back"}, "0": {"action": "hangup"}}}
 
 
-async def test_api_crud(engine: Engine, unix_api: Api) -> None:
-    t, _ = await _tenant(engine)
-    status, body, _ = await unix_api.call("PUT", f"{IVR}/sales", json=SALES, headers=_h(t))
+async def test_api_crud(api_engine: Engine, unix_api: Api) -> None:
+    t = (await new_tenant(api_engine.store)).slug
+    status, body, _ = await unix_api.call(
+        "PUT", f"{IVR}/sales", json=SALES, headers=tenant_headers(t)
+    )
     assert status == 201, body
     assert body == {"name": "sales", "version": 1, "menu": SALES}
 
-    status, body, headers = await unix_api.call("PUT", f"{IVR}/main", json=MAIN, headers=_h(t))
+    status, body, headers = await unix_api.call(
+        "PUT", f"{IVR}/main", json=MAIN, headers=tenant_headers(t)
+    )
     assert status == 201, body
     assert headers["Location"] == f"{IVR}/main"
     assert body["menu"] == MAIN
 
-    status, body, _ = await unix_api.call("GET", IVR, headers=_h(t))
+    status, body, _ = await unix_api.call("GET", IVR, headers=tenant_headers(t))
     assert status == 200
     assert [(m["name"], m["version"]) for m in body["items"]] == [("main", 1), ("sales", 1)]
 
     changed = {**MAIN, "max_retries": 1}
-    status, body, _ = await unix_api.call("PUT", f"{IVR}/main", json=changed, headers=_h(t))
+    status, body, _ = await unix_api.call(
+        "PUT", f"{IVR}/main", json=changed, headers=tenant_headers(t)
+    )
     assert status == 200, body
     assert body["version"] == 2
-    status, body, _ = await unix_api.call("GET", f"{IVR}/main", headers=_h(t))
+    status, body, _ = await unix_api.call("GET", f"{IVR}/main", headers=tenant_headers(t))
     assert status == 200
     assert body["menu"] == changed
 
     # a GET body PUTs back unchanged (apart from the version)
-    status, again, _ = await unix_api.call("PUT", f"{IVR}/main", json=body["menu"], headers=_h(t))
+    status, again, _ = await unix_api.call(
+        "PUT", f"{IVR}/main", json=body["menu"], headers=tenant_headers(t)
+    )
     assert (status, again["menu"], again["version"]) == (200, changed, 3)
 
-    status, err, _ = await unix_api.call("DELETE", f"{IVR}/sales", headers=_h(t))
+    status, err, _ = await unix_api.call("DELETE", f"{IVR}/sales", headers=tenant_headers(t))
     assert status == 409, err
     assert err["error"]["code"] == "conflict"
     assert "main.options.1.menu" in err["error"]["message"]
 
-    status, body, _ = await unix_api.call("DELETE", f"{IVR}/main", headers=_h(t))
+    status, body, _ = await unix_api.call("DELETE", f"{IVR}/main", headers=tenant_headers(t))
     assert (status, body) == (204, None)
-    status, err, _ = await unix_api.call("GET", f"{IVR}/main", headers=_h(t))
+    status, err, _ = await unix_api.call("GET", f"{IVR}/main", headers=tenant_headers(t))
     assert (status, err["error"]["code"]) == (404, "not_found")
-    status, err, _ = await unix_api.call("DELETE", f"{IVR}/main", headers=_h(t))
+    status, err, _ = await unix_api.call("DELETE", f"{IVR}/main", headers=tenant_headers(t))
     assert status == 404
-    status, _, _ = await unix_api.call("DELETE", f"{IVR}/sales", headers=_h(t))
+    status, _, _ = await unix_api.call("DELETE", f"{IVR}/sales", headers=tenant_headers(t))
     assert status == 204
 
 
@@ -294,21 +289,25 @@ TO_BAD_NUMBER = {"action": "transfer", "target_type": "number", "target": "555"}
     ],
 )  # fmt: skip
 async def test_api_put_rejects_bad_menus_naming_the_field(
-    engine: Engine, unix_api: Api, name: str, body: dict[str, Any], field: str
+    api_engine: Engine, unix_api: Api, name: str, body: dict[str, Any], field: str
 ) -> None:
-    t, _ = await _tenant(engine)
-    status, err, _ = await unix_api.call("PUT", f"{IVR}/{name}", json=body, headers=_h(t))
+    t = (await new_tenant(api_engine.store)).slug
+    status, err, _ = await unix_api.call(
+        "PUT", f"{IVR}/{name}", json=body, headers=tenant_headers(t)
+    )
     assert status == 422, err
     assert err["error"]["code"] == "validation_error"
     assert err["error"]["details"][0]["field"] == field, err
-    status, body, _ = await unix_api.call("GET", IVR, headers=_h(t))
+    status, body, _ = await unix_api.call("GET", IVR, headers=tenant_headers(t))
     assert body["items"] == []
 
 
-async def test_api_put_rejects_duplicate_digits_and_non_json(engine: Engine, unix_api: Api) -> None:
-    t, _ = await _tenant(engine)
+async def test_api_put_rejects_duplicate_digits_and_non_json(
+    api_engine: Engine, unix_api: Api
+) -> None:
+    t = (await new_tenant(api_engine.store)).slug
     text = '{"options": {"1": {"action": "hangup"}, "1": {"action": "repeat"}}}'
-    headers = {**_h(t), "Content-Type": "application/json"}
+    headers = {**tenant_headers(t), "Content-Type": "application/json"}
     status, err, _ = await unix_api.call("PUT", f"{IVR}/m", data=text, headers=headers)
     assert status == 422, err
     assert err["error"]["details"][0] == {"field": "options.1", "message": "duplicate key"}
@@ -321,105 +320,87 @@ async def test_api_put_rejects_duplicate_digits_and_non_json(engine: Engine, uni
 
     status, err, _ = await unix_api.call("PUT", f"{IVR}/m", data="{nope", headers=headers)
     assert (status, err["error"]["code"]) == (400, "invalid_json")
-    status, err, _ = await unix_api.call("PUT", f"{IVR}/m", json=[1], headers=_h(t))
+    status, err, _ = await unix_api.call("PUT", f"{IVR}/m", json=[1], headers=tenant_headers(t))
     assert (status, err["error"]["code"]) == (422, "validation_error")
 
 
-async def test_api_menus_are_per_tenant(engine: Engine, unix_api: Api) -> None:
-    a, _ = await _tenant(engine)
-    b, _ = await _tenant(engine)
-    status, _, _ = await unix_api.call("PUT", f"{IVR}/sales", json=SALES, headers=_h(a))
+async def test_api_menus_are_per_tenant(api_engine: Engine, unix_api: Api) -> None:
+    a = (await new_tenant(api_engine.store)).slug
+    b = (await new_tenant(api_engine.store)).slug
+    status, _, _ = await unix_api.call("PUT", f"{IVR}/sales", json=SALES, headers=tenant_headers(a))
     assert status == 201
-    status, _, _ = await unix_api.call("GET", f"{IVR}/sales", headers=_h(b))
+    status, _, _ = await unix_api.call("GET", f"{IVR}/sales", headers=tenant_headers(b))
     assert status == 404
-    status, body, _ = await unix_api.call("GET", IVR, headers=_h(b))
+    status, body, _ = await unix_api.call("GET", IVR, headers=tenant_headers(b))
     assert body["items"] == []
-    status, err, _ = await unix_api.call("DELETE", f"{IVR}/sales", headers=_h(b))
+    status, err, _ = await unix_api.call("DELETE", f"{IVR}/sales", headers=tenant_headers(b))
     assert status == 404
     # b cannot point at a's menu
-    status, err, _ = await unix_api.call("PUT", f"{IVR}/main", json=MAIN, headers=_h(b))
+    status, err, _ = await unix_api.call("PUT", f"{IVR}/main", json=MAIN, headers=tenant_headers(b))
     assert status == 422
     assert err["error"]["details"][0]["field"] == "options.1.menu"
     # the same name in b is b's own
-    status, _, _ = await unix_api.call("PUT", f"{IVR}/sales", json=SALES, headers=_h(b))
+    status, _, _ = await unix_api.call("PUT", f"{IVR}/sales", json=SALES, headers=tenant_headers(b))
     assert status == 201
-    status, body, _ = await unix_api.call("GET", f"{IVR}/sales", headers=_h(a))
+    status, body, _ = await unix_api.call("GET", f"{IVR}/sales", headers=tenant_headers(a))
     assert body["version"] == 1
 
 
 # -- ctc ivr ----------------------------------------------------------------------------------
 
 
-async def _ctc(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        CTC, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
-@pytest.fixture
-async def cli_env(migrated_db: str, tmp_path: Path) -> dict[str, str]:
-    config = tmp_path / "engine.yaml"
-    config.write_text("ari:\n  enabled: false\n")
-    return {
-        **os.environ,
-        "CTC_CONFIG": str(config),
-        "CTC_DATABASE_URL": migrated_db,
-        "CTC_API_SOCKET": str(tmp_path / "ctc.sock"),
-    }
-
-
 async def test_ctc_ivr_import_and_export(
-    engine: Engine, cli_env: dict[str, str], tmp_path: Path
+    api_engine: Engine, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    slug, tid = await _tenant(engine)
+    tenant = await new_tenant(api_engine.store)
+    slug, tid = tenant.slug, tenant.id
     good = tmp_path / "menus.yaml"
     good.write_text(MENUS_YAML)
-    code, out, err = await _ctc("ivr", "import", str(good), "--tenant", slug, env=cli_env)
+    code, out, err = await run_ctc("ivr", "import", str(good), "--tenant", slug, env=cli_env)
     assert code == 0, err
     assert out.strip() == (
         f"imported 3 menu(s) into tenant {slug}: billing (v1), main (v1), support (v1)"
     )
-    assert await engine.store.ivr.all(tid) == load_menus(MENUS_YAML)
+    assert await api_engine.store.ivr.all(tid) == load_menus(MENUS_YAML)
 
-    code, out, err = await _ctc("ivr", "export", "--tenant", slug, env=cli_env)
+    code, out, err = await run_ctc("ivr", "export", "--tenant", slug, env=cli_env)
     assert code == 0, err
     assert out == dump_menus(load_menus(MENUS_YAML))
     assert load_menus(out) == load_menus(MENUS_YAML)
 
     # the export imports again (into another tenant, and over itself)
-    other, other_id = await _tenant(engine)
+    tenant = await new_tenant(api_engine.store)
+    other, other_id = tenant.slug, tenant.id
     exported = tmp_path / "exported.yaml"
     exported.write_text(out)
-    code, _, err = await _ctc("ivr", "import", str(exported), "--tenant", other, env=cli_env)
+    code, _, err = await run_ctc("ivr", "import", str(exported), "--tenant", other, env=cli_env)
     assert code == 0, err
-    assert await engine.store.ivr.all(other_id) == load_menus(MENUS_YAML)
-    code, out, err = await _ctc("ivr", "import", str(exported), "--tenant", slug, env=cli_env)
+    assert await api_engine.store.ivr.all(other_id) == load_menus(MENUS_YAML)
+    code, out, err = await run_ctc("ivr", "import", str(exported), "--tenant", slug, env=cli_env)
     assert code == 0, err
     assert "main (v2)" in out
 
-    code, out, err = await _ctc("ivr", "export", "support", "--tenant", slug, env=cli_env)
+    code, out, err = await run_ctc("ivr", "export", "support", "--tenant", slug, env=cli_env)
     assert code == 0, err
     assert list(yaml.safe_load(out)["menus"]) == ["support"]
-    code, _, err = await _ctc("ivr", "export", "nope", "--tenant", slug, env=cli_env)
+    code, _, err = await run_ctc("ivr", "export", "nope", "--tenant", slug, env=cli_env)
     assert code == 1
     assert err.strip() == "error: ivr menu nope not found"
 
 
 async def test_ctc_ivr_import_bad_file_is_one_line_with_file_and_line(
-    engine: Engine, cli_env: dict[str, str], tmp_path: Path
+    api_engine: Engine, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    slug, tid = await _tenant(engine)
+    tenant = await new_tenant(api_engine.store)
+    slug, tid = tenant.slug, tenant.id
     bad = tmp_path / "bad.yaml"
     bad.write_text(MENUS_YAML.replace("menu: billing", "menu: biling"))
-    code, out, err = await _ctc("ivr", "import", str(bad), "--tenant", slug, env=cli_env)
+    code, out, err = await run_ctc("ivr", "import", str(bad), "--tenant", slug, env=cli_env)
     assert code == 1
     assert out == ""
     assert err.strip() == f"error: {bad}:36: menus.main.options.1.menu: unknown menu 'biling'"
     assert len(err.strip().splitlines()) == 1
-    assert await engine.store.ivr.all(tid) == {}
+    assert await api_engine.store.ivr.all(tid) == {}
 
     # valid on its own, but a transfer to a routing rule the tenant does not have
     rule = tmp_path / "rule.yaml"
@@ -427,42 +408,43 @@ async def test_ctc_ivr_import_bad_file_is_one_line_with_file_and_line(
         "menus:\n  m:\n    options:\n"
         '      "1": {action: transfer, target_type: routing_rule, target: sales}\n'
     )
-    code, _, err = await _ctc("ivr", "import", str(rule), "--tenant", slug, env=cli_env)
+    code, _, err = await run_ctc("ivr", "import", str(rule), "--tenant", slug, env=cli_env)
     assert code == 1
     assert err.strip() == (f"error: {rule}: menus.m.options.1.target: unknown routing rule 'sales'")
 
     missing = tmp_path / "missing.yaml"
-    code, _, err = await _ctc("ivr", "import", str(missing), "--tenant", slug, env=cli_env)
+    code, _, err = await run_ctc("ivr", "import", str(missing), "--tenant", slug, env=cli_env)
     assert code == 1
     assert str(missing) in err
 
 
 async def test_ctc_ivr_import_refuses_a_yaml_alias_bomb(
-    engine: Engine, cli_env: dict[str, str], tmp_path: Path
+    api_engine: Engine, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    slug, tid = await _tenant(engine)
+    tenant = await new_tenant(api_engine.store)
+    slug, tid = tenant.slug, tenant.id
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text("menus:\n" + textwrap.indent(BILLION_LAUGHS, "  "))
-    code, _, err = await _ctc("ivr", "import", str(bomb), "--tenant", slug, env=cli_env)
+    code, _, err = await run_ctc("ivr", "import", str(bomb), "--tenant", slug, env=cli_env)
     assert code == 1
     assert err.strip() == f"error: {bomb}:10: more than 64 YAML aliases"
-    assert await engine.store.ivr.all(tid) == {}
+    assert await api_engine.store.ivr.all(tid) == {}
 
 
 async def test_api_menu_body_is_json_so_yaml_aliases_never_reach_the_loader(
-    engine: Engine, unix_api: Api
+    api_engine: Engine, unix_api: Api
 ) -> None:
-    t, _ = await _tenant(engine)
-    headers = {**_h(t), "Content-Type": "application/json"}
+    t = (await new_tenant(api_engine.store)).slug
+    headers = {**tenant_headers(t), "Content-Type": "application/json"}
     body = '{"greeting": &a "x", "description": *a}'
     status, err, _ = await unix_api.call("PUT", f"{IVR}/m", data=body, headers=headers)
     assert (status, err["error"]["code"]) == (400, "invalid_json")
 
 
-async def test_api_put_refusing_a_file_lookup_says_why(engine: Engine, unix_api: Api) -> None:
-    t, _ = await _tenant(engine)
+async def test_api_put_refusing_a_file_lookup_says_why(api_engine: Engine, unix_api: Api) -> None:
+    t = (await new_tenant(api_engine.store)).slug
     body = _with_option("1", {"action": "http_lookup", "url": "file:///etc/passwd"})
-    status, err, _ = await unix_api.call("PUT", f"{IVR}/m", json=body, headers=_h(t))
+    status, err, _ = await unix_api.call("PUT", f"{IVR}/m", json=body, headers=tenant_headers(t))
     assert status == 422, err
     assert err["error"]["details"] == [
         {"field": "options.1.url", "message": "must be an http or https URL, not file://"}
@@ -470,30 +452,32 @@ async def test_api_put_refusing_a_file_lookup_says_why(engine: Engine, unix_api:
 
 
 async def test_a_lookup_to_a_private_address_saves_once_the_tenant_allows_it(
-    engine: Engine,
+    api_engine: Engine,
 ) -> None:
-    slug, tid = await _tenant(engine)
+    tenant = await new_tenant(api_engine.store)
+    slug, tid = tenant.slug, tenant.id
     lookup = IvrOption(IvrAction.HTTP_LOOKUP, url="http://10.1.2.3/balance/{acct}")
     with pytest.raises(InvalidInput) as refused:
-        await engine.store.ivr.save(tid, {"m": _menu("m", **{"1": lookup})})
+        await api_engine.store.ivr.save(tid, {"m": _menu("m", **{"1": lookup})})
     assert refused.value.field == "m.options.1.url"
     assert refused.value.reason.startswith("10.1.2.3 is a private address")
-    await engine.store.tenants.update(slug, allow_cidrs=("10.1.0.0/16",))
-    saved = await engine.store.ivr.save(tid, {"m": _menu("m", **{"1": lookup})})
+    await api_engine.store.tenants.update(slug, allow_cidrs=("10.1.0.0/16",))
+    saved = await api_engine.store.ivr.save(tid, {"m": _menu("m", **{"1": lookup})})
     assert saved["m"].menu.options["1"].url == "http://10.1.2.3/balance/{acct}"
 
 
 async def test_ctc_ivr_import_refuses_a_file_lookup_at_its_line(
-    engine: Engine, cli_env: dict[str, str], tmp_path: Path
+    api_engine: Engine, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    slug, tid = await _tenant(engine)
+    tenant = await new_tenant(api_engine.store)
+    slug, tid = tenant.slug, tenant.id
     bad = tmp_path / "lookup.yaml"
     bad.write_text(
         'menus:\n  m:\n    options:\n      "1": {action: http_lookup, url: "file:///etc/passwd"}\n'
     )
-    code, _, err = await _ctc("ivr", "import", str(bad), "--tenant", slug, env=cli_env)
+    code, _, err = await run_ctc("ivr", "import", str(bad), "--tenant", slug, env=cli_env)
     assert code == 1
     assert err.strip() == (
         f"error: {bad}:4: menus.m.options.1.url: must be an http or https URL, not file://"
     )
-    assert await engine.store.ivr.all(tid) == {}
+    assert await api_engine.store.ivr.all(tid) == {}

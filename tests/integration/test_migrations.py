@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import asyncpg
@@ -11,6 +10,7 @@ import pytest
 
 from engine.errors import MigrationChecksumMismatch, MigrationError
 from engine.store.migrations import discover, migrate, migration_status
+from tests.support.cli import run_ctc
 
 SEED_TABLES = {
     "voip_provider",
@@ -71,21 +71,9 @@ async def test_every_table_has_a_tenant_id(migrated_db: str) -> None:
 
 async def test_two_concurrent_ctc_db_migrate_are_safe(empty_db: str) -> None:
     env = {**os.environ, "CTC_DATABASE_URL": empty_db, "CTC_CONFIG": "/dev/null"}
-    ctc = str(Path(sys.executable).with_name("ctc"))
-    procs = [
-        await asyncio.create_subprocess_exec(
-            ctc,
-            "db",
-            "migrate",
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        for _ in range(2)
-    ]
-    results = [await asyncio.wait_for(p.communicate(), 60) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], results
-    outputs = sorted(out.decode() for out, _ in results)
+    results = await asyncio.gather(*(run_ctc("db", "migrate", env=env) for _ in range(2)))
+    assert [code for code, _, _ in results] == [0, 0], results
+    outputs = sorted(out for _, out, _ in results)
     # one of them applied everything, the other found nothing pending
     assert outputs[0].startswith("0 migration(s) applied") or "applied 0001" in outputs[0]
     assert sum(o.count("applied 0001_init.sql") for o in outputs) == 1
@@ -114,18 +102,10 @@ async def test_changed_applied_migration_is_refused(
     config = tmp_path / "engine.yaml"
     config.write_text(f"database:\n  migrations_dir: {copy}\n")
     env = {**os.environ, "CTC_DATABASE_URL": empty_db, "CTC_CONFIG": str(config)}
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("ctc")),
-        "db",
-        "status",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 1
-    assert "CHANGED" in out.decode()
-    assert err.decode().startswith("error: ")
+    code, out, err = await run_ctc("db", "status", env=env)
+    assert code == 1
+    assert "CHANGED" in out
+    assert err.startswith("error: ")
 
 
 async def test_a_failing_migration_rolls_back_alone(

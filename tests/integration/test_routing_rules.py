@@ -10,7 +10,8 @@ from engine.daemon import Engine
 from engine.domain.routing import Attempt, Strategy, plan_route
 from engine.domain.transfer import TransferState
 from engine.store.records import NewTransfer
-from tests.integration.conftest import Api, session_in
+from tests.support.calls import session_in
+from tests.support.http import Api
 
 
 async def _rule(engine: Engine, tenant_id: uuid.UUID, name: str, **cols: Any) -> uuid.UUID:
@@ -48,15 +49,15 @@ async def _offer(
 
 
 async def test_rule_with_offer_history_and_its_fallback_chain(
-    engine: Engine, unix_api: Api
+    api_engine: Engine, unix_api: Api
 ) -> None:
-    slug, sid = await session_in(engine, unix_api)
-    tenant = await engine.store.tenants.by_slug(slug)
+    slug, sid = await session_in(api_engine.store, unix_api)
+    tenant = await api_engine.store.tenants.by_slug(slug)
     session_id = uuid.UUID(sid)
-    routing = engine.store.routing
-    last = await _rule(engine, tenant.id, "last", strategy="ring_agent", target="operator")
+    routing = api_engine.store.routing
+    last = await _rule(api_engine, tenant.id, "last", strategy="ring_agent", target="operator")
     rr = await _rule(
-        engine,
+        api_engine,
         tenant.id,
         "support",
         strategy="ring_group_round_robin",
@@ -64,7 +65,9 @@ async def test_rule_with_offer_history_and_its_fallback_chain(
         ring_timeout_s=7,
         fallback_rule_id=last,
     )
-    lr = await _rule(engine, tenant.id, "sales", strategy="least_recent", members=["a", "b", "c"])
+    lr = await _rule(
+        api_engine, tenant.id, "sales", strategy="least_recent", members=["a", "b", "c"]
+    )
 
     fresh = await routing.get(tenant.id, rr)
     assert fresh is not None
@@ -78,10 +81,10 @@ async def test_rule_with_offer_history_and_its_fallback_chain(
 
     # two earlier offers by the round robin: the next transfer starts at the third member
     for member in ("agent3", "agent4"):
-        await _offer(engine, tenant.id, session_id, rr, member)
+        await _offer(api_engine, tenant.id, session_id, rr, member)
     # least recent: "c" offered first, then "a"; "b" never
     for member in ("c", "a"):
-        await _offer(engine, tenant.id, session_id, lr, member)
+        await _offer(api_engine, tenant.id, session_id, lr, member)
 
     first, rules = await routing.chain(tenant.id, "support")
     assert first == rr
@@ -103,35 +106,35 @@ async def test_rule_with_offer_history_and_its_fallback_chain(
     assert [a.targets for a in plan_route({lr: sales}, lr).attempts] == [("b",), ("c",), ("a",)]
 
 
-async def test_menu_rule_cycles_and_tenancy(engine: Engine, unix_api: Api) -> None:
-    slug, _ = await session_in(engine, unix_api)
-    tenant = await engine.store.tenants.by_slug(slug)
-    other_slug, _ = await session_in(engine, unix_api)
-    other = await engine.store.tenants.by_slug(other_slug)
-    menu_id = await engine.store.db.fetchval(
+async def test_menu_rule_cycles_and_tenancy(api_engine: Engine, unix_api: Api) -> None:
+    slug, _ = await session_in(api_engine.store, unix_api)
+    tenant = await api_engine.store.tenants.by_slug(slug)
+    other_slug, _ = await session_in(api_engine.store, unix_api)
+    other = await api_engine.store.tenants.by_slug(other_slug)
+    menu_id = await api_engine.store.db.fetchval(
         "INSERT INTO ivr_menu (tenant_id, name) VALUES ($1, 'after-hours') RETURNING id",
         tenant.id,
     )
-    to_menu = await _rule(engine, tenant.id, "closed", strategy="ivr_menu", ivr_menu_id=menu_id)
-    rule = await engine.store.routing.get(tenant.id, to_menu)
+    to_menu = await _rule(api_engine, tenant.id, "closed", strategy="ivr_menu", ivr_menu_id=menu_id)
+    rule = await api_engine.store.routing.get(tenant.id, to_menu)
     assert rule is not None
     assert rule.ivr_menu == "after-hours"
     assert plan_route({to_menu: rule}, to_menu).menu == "after-hours"
 
     # a -> b -> a: each rule is loaded once
-    a = await _rule(engine, tenant.id, "a", strategy="ring_agent", target="agent1")
+    a = await _rule(api_engine, tenant.id, "a", strategy="ring_agent", target="agent1")
     b = await _rule(
-        engine, tenant.id, "b", strategy="ring_agent", target="agent2", fallback_rule_id=a
+        api_engine, tenant.id, "b", strategy="ring_agent", target="agent2", fallback_rule_id=a
     )
-    await engine.store.db.execute(
+    await api_engine.store.db.execute(
         "UPDATE call_routing_rule SET fallback_rule_id = $2 WHERE id = $1", a, b
     )
-    first, rules = await engine.store.routing.chain(tenant.id, "a")
+    first, rules = await api_engine.store.routing.chain(tenant.id, "a")
     assert first == a
     assert set(rules) == {a, b}
     assert [x.targets for x in plan_route(rules, a).attempts] == [("agent1",), ("agent2",)]
 
     # another tenant sees none of them
-    assert await engine.store.routing.get(other.id, a) is None
-    assert await engine.store.routing.chain(other.id, "a") == (None, {})
-    assert await engine.store.routing.find(tenant.id, "nope") is None
+    assert await api_engine.store.routing.get(other.id, a) is None
+    assert await api_engine.store.routing.chain(other.id, "a") == (None, {})
+    assert await api_engine.store.routing.find(tenant.id, "nope") is None

@@ -16,6 +16,7 @@ from engine.asterisk.flows.stasis import StasisApp
 from engine.asterisk.links.ari import AriClient
 from engine.asterisk.naming import call_bridge_id, leg_channel_id
 from engine.config.settings import CallSettings
+from engine.devtools.databases import create_database, drop_database
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
 from engine.events import EventBus
@@ -23,7 +24,6 @@ from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migrate
 from engine.store.records import NewSession
 from engine.store.repositories import Store
-from tests.conftest import create_database, drop_database
 
 WITHIN = 10.0
 

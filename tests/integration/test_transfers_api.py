@@ -10,37 +10,39 @@ import pytest
 from engine.daemon import Engine
 from engine.errors import Conflict
 from engine.store.records import NewTransfer
-from tests.integration.conftest import CONNECT, Api, session_in
+from tests.support.calls import CONNECT, session_in
+from tests.support.http import Api
+from tests.support.tenants import tenant_headers
 
 C2C = "/api/v1/click-to-call"
 
 
 async def test_transfer_of_a_call_that_is_not_connected_is_409(
-    engine: Engine, unix_api: Api
+    api_engine: Engine, unix_api: Api
 ) -> None:
-    slug, sid = await session_in(engine, unix_api, "dialing_agent")
+    slug, sid = await session_in(api_engine.store, unix_api, "dialing_agent")
     status, err, _ = await unix_api.call(
         "POST",
         f"{C2C}/sessions/{sid}/transfer",
         json={"type": "blind", "target": "agent2"},
-        headers={"X-CTC-Tenant": slug},
+        headers=tenant_headers(slug),
     )
     assert status == 409, err
 
 
-async def test_transfer_without_asterisk_is_503(engine: Engine, unix_api: Api) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT)
+async def test_transfer_without_asterisk_is_503(api_engine: Engine, unix_api: Api) -> None:
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT)
     status, err, _ = await unix_api.call(
         "POST",
         f"{C2C}/sessions/{sid}/transfer",
         json={"type": "attended", "target": "+14155550111"},
-        headers={"X-CTC-Tenant": slug},
+        headers=tenant_headers(slug),
     )
     assert status == 503, err
 
 
-async def test_transfer_body_is_validated(engine: Engine, unix_api: Api) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT)
+async def test_transfer_body_is_validated(api_engine: Engine, unix_api: Api) -> None:
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT)
     for body, field in (
         ({"type": "warm", "target": "agent2"}, "type"),
         ({"type": "blind", "target": ""}, "target"),
@@ -52,26 +54,26 @@ async def test_transfer_body_is_validated(engine: Engine, unix_api: Api) -> None
             "POST",
             f"{C2C}/sessions/{sid}/transfer",
             json=body,
-            headers={"X-CTC-Tenant": slug},
+            headers=tenant_headers(slug),
         )
         assert status == 422, (body, err)
         assert [d["field"] for d in err["error"]["details"]] == [field], (body, err)
 
 
-async def test_both_legs_are_accepted(engine: Engine, unix_api: Api) -> None:
+async def test_both_legs_are_accepted(api_engine: Engine, unix_api: Api) -> None:
     """``leg`` may name either party: a valid body gets past validation (503: no ARI)."""
-    slug, sid = await session_in(engine, unix_api, *CONNECT)
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT)
     for leg in ("agent", "customer"):
         status, err, _ = await unix_api.call(
             "POST",
             f"{C2C}/sessions/{sid}/transfer",
             json={"type": "attended", "target": "+14155550111", "leg": leg},
-            headers={"X-CTC-Tenant": slug},
+            headers=tenant_headers(slug),
         )
         assert status == 503, (leg, err)
 
 
-async def test_transfer_of_an_unknown_session_is_404(engine: Engine, unix_api: Api) -> None:
+async def test_transfer_of_an_unknown_session_is_404(api_engine: Engine, unix_api: Api) -> None:
     for path in ("transfer", "transfer/complete", "transfer/cancel"):
         status, err, _ = await unix_api.call(
             "POST",
@@ -81,18 +83,18 @@ async def test_transfer_of_an_unknown_session_is_404(engine: Engine, unix_api: A
         assert status == 404, (path, err)
 
 
-async def test_openapi_documents_the_transfer_routes(engine: Engine, unix_api: Api) -> None:
+async def test_openapi_documents_the_transfer_routes(api_engine: Engine, unix_api: Api) -> None:
     status, doc, _ = await unix_api.call("GET", "/api/v1/openapi.json")
     assert status == 200
     for path in ("transfer", "transfer/complete", "transfer/cancel"):
         assert f"{C2C}/sessions/{{session_id}}/{path}" in doc["paths"]
 
 
-async def test_transfer_rows(engine: Engine, unix_api: Api) -> None:
-    slug, sid = await session_in(engine, unix_api, *CONNECT)
-    tenant = await engine.store.tenants.by_slug(slug)
+async def test_transfer_rows(api_engine: Engine, unix_api: Api) -> None:
+    slug, sid = await session_in(api_engine.store, unix_api, *CONNECT)
+    tenant = await api_engine.store.tenants.by_slug(slug)
     session_id = uuid.UUID(sid)
-    repo = engine.store.transfers
+    repo = api_engine.store.transfers
     new = NewTransfer(
         tenant_id=tenant.id,
         session_id=session_id,

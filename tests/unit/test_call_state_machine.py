@@ -15,28 +15,26 @@ from engine.domain.call import (
 )
 from engine.errors import CtcError, IllegalTransition
 
-S = CallStatus
-
 LEGAL = {
-    (S.QUEUED, S.DIALING_AGENT),
-    (S.QUEUED, S.CANCELED),
-    (S.QUEUED, S.REJECTED),
-    (S.QUEUED, S.FAILED),
-    (S.DIALING_AGENT, S.AGENT_ANSWERED),
-    (S.DIALING_AGENT, S.BUSY),
-    (S.DIALING_AGENT, S.NO_ANSWER),
-    (S.DIALING_AGENT, S.FAILED),
-    (S.DIALING_AGENT, S.CANCELED),
-    (S.AGENT_ANSWERED, S.DIALING_CUSTOMER),
-    (S.AGENT_ANSWERED, S.FAILED),
-    (S.AGENT_ANSWERED, S.CANCELED),
-    (S.DIALING_CUSTOMER, S.CONNECTED),
-    (S.DIALING_CUSTOMER, S.BUSY),
-    (S.DIALING_CUSTOMER, S.NO_ANSWER),
-    (S.DIALING_CUSTOMER, S.FAILED),
-    (S.DIALING_CUSTOMER, S.CANCELED),
-    (S.CONNECTED, S.COMPLETED),
-    (S.CONNECTED, S.FAILED),
+    (CallStatus.QUEUED, CallStatus.DIALING_AGENT),
+    (CallStatus.QUEUED, CallStatus.CANCELED),
+    (CallStatus.QUEUED, CallStatus.REJECTED),
+    (CallStatus.QUEUED, CallStatus.FAILED),
+    (CallStatus.DIALING_AGENT, CallStatus.AGENT_ANSWERED),
+    (CallStatus.DIALING_AGENT, CallStatus.BUSY),
+    (CallStatus.DIALING_AGENT, CallStatus.NO_ANSWER),
+    (CallStatus.DIALING_AGENT, CallStatus.FAILED),
+    (CallStatus.DIALING_AGENT, CallStatus.CANCELED),
+    (CallStatus.AGENT_ANSWERED, CallStatus.DIALING_CUSTOMER),
+    (CallStatus.AGENT_ANSWERED, CallStatus.FAILED),
+    (CallStatus.AGENT_ANSWERED, CallStatus.CANCELED),
+    (CallStatus.DIALING_CUSTOMER, CallStatus.CONNECTED),
+    (CallStatus.DIALING_CUSTOMER, CallStatus.BUSY),
+    (CallStatus.DIALING_CUSTOMER, CallStatus.NO_ANSWER),
+    (CallStatus.DIALING_CUSTOMER, CallStatus.FAILED),
+    (CallStatus.DIALING_CUSTOMER, CallStatus.CANCELED),
+    (CallStatus.CONNECTED, CallStatus.COMPLETED),
+    (CallStatus.CONNECTED, CallStatus.FAILED),
 }
 ALL_PAIRS = list(itertools.product(CallStatus, CallStatus))
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -89,21 +87,21 @@ def test_every_live_status_can_reach_a_terminal_one() -> None:
 
 
 def test_happy_path_stamps_the_timeline_and_computes_durations() -> None:
-    session = CallSession(status=S.QUEUED, created_at=T0)
+    session = CallSession(status=CallStatus.QUEUED, created_at=T0)
     steps = [
-        (S.DIALING_AGENT, 1, "dialing_agent_at"),
-        (S.AGENT_ANSWERED, 4, "agent_answered_at"),
-        (S.DIALING_CUSTOMER, 5, "dialing_customer_at"),
-        (S.CONNECTED, 9, "connected_at"),
+        (CallStatus.DIALING_AGENT, 1, "dialing_agent_at"),
+        (CallStatus.AGENT_ANSWERED, 4, "agent_answered_at"),
+        (CallStatus.DIALING_CUSTOMER, 5, "dialing_customer_at"),
+        (CallStatus.CONNECTED, 9, "connected_at"),
     ]
     for status, second, column in steps:
         at = T0 + timedelta(seconds=second)
         change = session.transition(status, at)
         assert change.changes == {"status": status.value, column: at}
         session = CallSession(**{**_fields(session), "status": status, column: at})
-    end = session.transition(S.COMPLETED, T0 + timedelta(seconds=39))
-    assert end.status_from is S.CONNECTED
-    assert end.status_to is S.COMPLETED
+    end = session.transition(CallStatus.COMPLETED, T0 + timedelta(seconds=39))
+    assert end.status_from is CallStatus.CONNECTED
+    assert end.status_to is CallStatus.COMPLETED
     assert end.changes["ended_at"] == T0 + timedelta(seconds=39)
     assert end.changes["ring_ms"] == 3000  # dialing agent -> agent answered
     assert end.changes["talk_ms"] == 30000  # connected -> ended
@@ -111,21 +109,21 @@ def test_happy_path_stamps_the_timeline_and_computes_durations() -> None:
 
 def test_unanswered_call_has_ring_time_and_no_talk_time() -> None:
     session = CallSession(
-        status=S.DIALING_AGENT, created_at=T0, dialing_agent_at=T0 + timedelta(seconds=1)
+        status=CallStatus.DIALING_AGENT, created_at=T0, dialing_agent_at=T0 + timedelta(seconds=1)
     )
-    end = session.transition(S.NO_ANSWER, T0 + timedelta(seconds=31))
+    end = session.transition(CallStatus.NO_ANSWER, T0 + timedelta(seconds=31))
     assert end.changes["ring_ms"] == 30000
     assert "talk_ms" not in end.changes
 
 
 def test_canceled_before_dialing_has_no_durations() -> None:
-    end = CallSession(status=S.QUEUED, created_at=T0).transition(S.CANCELED, T0)
+    end = CallSession(status=CallStatus.QUEUED, created_at=T0).transition(CallStatus.CANCELED, T0)
     assert end.changes == {"status": "canceled", "ended_at": T0}
 
 
 def test_illegal_transition_on_a_session_raises() -> None:
     with pytest.raises(IllegalTransition):
-        CallSession(status=S.COMPLETED, created_at=T0).transition(S.CONNECTED, T0)
+        CallSession(status=CallStatus.COMPLETED, created_at=T0).transition(CallStatus.CONNECTED, T0)
 
 
 def _fields(session: CallSession) -> dict[str, object]:
@@ -133,11 +131,11 @@ def _fields(session: CallSession) -> dict[str, object]:
 
 
 INBOUND_LEGAL = {
-    (S.QUEUED, S.CONNECTED),
-    (S.QUEUED, S.CANCELED),
-    (S.QUEUED, S.FAILED),
-    (S.CONNECTED, S.COMPLETED),
-    (S.CONNECTED, S.FAILED),
+    (CallStatus.QUEUED, CallStatus.CONNECTED),
+    (CallStatus.QUEUED, CallStatus.CANCELED),
+    (CallStatus.QUEUED, CallStatus.FAILED),
+    (CallStatus.CONNECTED, CallStatus.COMPLETED),
+    (CallStatus.CONNECTED, CallStatus.FAILED),
 }
 
 
@@ -155,6 +153,6 @@ def test_inbound_calls_have_their_own_graph(current: CallStatus, target: CallSta
 def test_an_inbound_session_connects_without_dialing() -> None:
     from engine.domain.call import Direction
 
-    session = CallSession(status=S.QUEUED, created_at=T0, direction=Direction.INBOUND)
-    change = session.transition(S.CONNECTED, T0 + timedelta(seconds=1))
+    session = CallSession(status=CallStatus.QUEUED, created_at=T0, direction=Direction.INBOUND)
+    change = session.transition(CallStatus.CONNECTED, T0 + timedelta(seconds=1))
     assert change.changes["connected_at"] == T0 + timedelta(seconds=1)

@@ -33,71 +33,69 @@ from engine.domain.click_to_call import (
     status_for_unanswered,
 )
 
-S = CallStatus
-
 
 def _statuses(steps: tuple[object, ...]) -> list[CallStatus]:
     return [s.status for s in steps if isinstance(s, SetStatus)]
 
 
 def test_start_dials_the_agent() -> None:
-    d = decide(S.QUEUED, Start())
-    assert d.steps == (SetStatus(S.DIALING_AGENT, "agent.dialing"), Originate(Leg.AGENT))
+    d = decide(CallStatus.QUEUED, Start())
+    assert d.steps == (SetStatus(CallStatus.DIALING_AGENT, "agent.dialing"), Originate(Leg.AGENT))
 
 
 def test_agent_answer_plays_ringback_then_dials_the_customer() -> None:
-    d = decide(S.DIALING_AGENT, Answered(Leg.AGENT))
+    d = decide(CallStatus.DIALING_AGENT, Answered(Leg.AGENT))
     assert [type(s) for s in d.steps] == [SetStatus, PlayRingback, SetStatus, Originate]
-    assert _statuses(d.steps) == [S.AGENT_ANSWERED, S.DIALING_CUSTOMER]
+    assert _statuses(d.steps) == [CallStatus.AGENT_ANSWERED, CallStatus.DIALING_CUSTOMER]
     assert d.steps[-1] == Originate(Leg.CUSTOMER)
 
 
 @pytest.mark.parametrize("record", [False, True])
 def test_customer_answer_bridges_and_records_if_wanted(record: bool) -> None:
-    d = decide(S.DIALING_CUSTOMER, Answered(Leg.CUSTOMER), record=record)
+    d = decide(CallStatus.DIALING_CUSTOMER, Answered(Leg.CUSTOMER), record=record)
     assert d.steps[0] == BridgeLegs()
-    assert _statuses(d.steps) == [S.CONNECTED]
+    assert _statuses(d.steps) == [CallStatus.CONNECTED]
     assert (StartRecording() in d.steps) is record
 
 
 @pytest.mark.parametrize(
     ("cause", "status"),
     [
-        (17, S.BUSY),
-        (21, S.BUSY),
-        (19, S.NO_ANSWER),
-        (18, S.NO_ANSWER),
-        (34, S.FAILED),
-        (None, S.FAILED),
-        (16, S.FAILED),
+        (17, CallStatus.BUSY),
+        (21, CallStatus.BUSY),
+        (19, CallStatus.NO_ANSWER),
+        (18, CallStatus.NO_ANSWER),
+        (34, CallStatus.FAILED),
+        (None, CallStatus.FAILED),
+        (16, CallStatus.FAILED),
     ],
 )
 def test_unanswered_causes(cause: int | None, status: CallStatus) -> None:
     assert status_for_unanswered(cause) is status
-    d = decide(S.DIALING_AGENT, LegEnded(Leg.AGENT, cause, "x"))
+    d = decide(CallStatus.DIALING_AGENT, LegEnded(Leg.AGENT, cause, "x"))
     assert _statuses(d.steps) == [status]
     assert d.steps[0].changes["hangup_cause"] == cause  # type: ignore[union-attr]
 
 
 def test_customer_busy_hangs_up_the_agent() -> None:
-    d = decide(S.DIALING_CUSTOMER, LegEnded(Leg.CUSTOMER, 17))
+    d = decide(CallStatus.DIALING_CUSTOMER, LegEnded(Leg.CUSTOMER, 17))
     assert d.steps[0] == Hangup(Leg.AGENT)
-    assert _statuses(d.steps) == [S.BUSY]
+    assert _statuses(d.steps) == [CallStatus.BUSY]
 
 
-@pytest.mark.parametrize("status", [S.AGENT_ANSWERED, S.DIALING_CUSTOMER])
+@pytest.mark.parametrize("status", [CallStatus.AGENT_ANSWERED, CallStatus.DIALING_CUSTOMER])
 def test_agent_leaving_before_the_customer_answers_cancels(status: CallStatus) -> None:
     d = decide(status, LegEnded(Leg.AGENT, 16))
     assert d.steps[0] == Hangup(Leg.CUSTOMER)
-    assert _statuses(d.steps) == [S.CANCELED]
+    assert _statuses(d.steps) == [CallStatus.CANCELED]
 
 
 @pytest.mark.parametrize("leg", list(Leg))
 def test_either_side_hanging_up_a_connected_call_completes_it(leg: Leg) -> None:
-    d = decide(S.CONNECTED, LegEnded(leg, 16, "Normal Clearing"))
+    d = decide(CallStatus.CONNECTED, LegEnded(leg, 16, "Normal Clearing"))
     other = Leg.CUSTOMER if leg is Leg.AGENT else Leg.AGENT
     assert d.steps[0] == Hangup(other)
-    assert _statuses(d.steps) == [S.COMPLETED]
+    assert _statuses(d.steps) == [CallStatus.COMPLETED]
     assert d.steps[1].changes["end_reason"] == f"{leg.value} hung up"  # type: ignore[union-attr]
 
 
@@ -107,13 +105,15 @@ def test_either_side_hanging_up_a_connected_call_completes_it(leg: Leg) -> None:
 def test_a_connected_call_that_ends_destroys_its_bridge_after_the_status_is_set(
     fact: LegEnded | EndRequested,
 ) -> None:
-    steps = decide(S.CONNECTED, fact).steps
+    steps = decide(CallStatus.CONNECTED, fact).steps
     assert steps.count(DestroyBridge()) == 1
     set_at = next(i for i, step in enumerate(steps) if isinstance(step, SetStatus))
     assert steps.index(DestroyBridge()) > set_at
 
 
-@pytest.mark.parametrize("status", [S.QUEUED, S.DIALING_AGENT, S.DIALING_CUSTOMER])
+@pytest.mark.parametrize(
+    "status", [CallStatus.QUEUED, CallStatus.DIALING_AGENT, CallStatus.DIALING_CUSTOMER]
+)
 def test_a_call_ended_before_it_was_bridged_has_no_bridge_to_destroy(status: CallStatus) -> None:
     for fact in (EndRequested("x"), LegEnded(Leg.AGENT, 16), LegEnded(Leg.CUSTOMER, 17)):
         assert DestroyBridge() not in decide(status, fact).steps
@@ -121,14 +121,16 @@ def test_a_call_ended_before_it_was_bridged_has_no_bridge_to_destroy(status: Cal
 
 def test_a_leg_end_recorded_by_asterisk_ends_the_call_when_it_happened() -> None:
     at = datetime(2026, 11, 30, 3, 0, 5, 250000, tzinfo=UTC)
-    d = decide(S.CONNECTED, LegEnded(Leg.CUSTOMER, 16, "recorded", at=at))
+    d = decide(CallStatus.CONNECTED, LegEnded(Leg.CUSTOMER, 16, "recorded", at=at))
     (end,) = [step for step in d.steps if isinstance(step, SetStatus)]
     assert end.at == at
     assert end.changes["hangup_cause"] == 16
     assert "end_estimated" not in end.changes
 
 
-@pytest.mark.parametrize("status", [S.DIALING_AGENT, S.DIALING_CUSTOMER, S.CONNECTED])
+@pytest.mark.parametrize(
+    "status", [CallStatus.DIALING_AGENT, CallStatus.DIALING_CUSTOMER, CallStatus.CONNECTED]
+)
 def test_a_leg_end_nobody_saw_is_marked_estimated(status: CallStatus) -> None:
     d = decide(status, LegEnded(Leg.AGENT, None, "gone", estimated=True))
     (end,) = [step for step in d.steps if isinstance(step, SetStatus)]
@@ -143,17 +145,17 @@ def test_a_queued_call_found_young_is_started_old_is_failed_with_the_reason() ->
     expired = restart_queued(timedelta(minutes=10), deadline)
     assert isinstance(expired, StartExpired)
     assert "120 s" in expired.reason
-    d = decide(S.QUEUED, expired)
+    d = decide(CallStatus.QUEUED, expired)
     assert d.steps == (
         SetStatus(
-            S.FAILED,
+            CallStatus.FAILED,
             "session.start_expired",
             {"end_reason": expired.reason},
             {"end_reason": expired.reason},
         ),
     )
     # a call that got going meanwhile is left alone
-    assert decide(S.DIALING_AGENT, expired).steps == ()
+    assert decide(CallStatus.DIALING_AGENT, expired).steps == ()
 
 
 def test_hangup_records_parse_time_and_cause() -> None:
@@ -170,10 +172,10 @@ def test_hangup_records_parse_time_and_cause() -> None:
 @pytest.mark.parametrize(
     ("status", "target"),
     [
-        (S.QUEUED, S.CANCELED),
-        (S.DIALING_AGENT, S.CANCELED),
-        (S.DIALING_CUSTOMER, S.CANCELED),
-        (S.CONNECTED, S.COMPLETED),
+        (CallStatus.QUEUED, CallStatus.CANCELED),
+        (CallStatus.DIALING_AGENT, CallStatus.CANCELED),
+        (CallStatus.DIALING_CUSTOMER, CallStatus.CANCELED),
+        (CallStatus.CONNECTED, CallStatus.COMPLETED),
     ],
 )
 def test_end_requested_ends_and_hangs_up_both(status: CallStatus, target: CallStatus) -> None:
@@ -183,7 +185,7 @@ def test_end_requested_ends_and_hangs_up_both(status: CallStatus, target: CallSt
     assert Hangup(Leg.CUSTOMER) in d.steps
 
 
-@pytest.mark.parametrize("status", sorted(S.__members__.values()))
+@pytest.mark.parametrize("status", sorted(CallStatus.__members__.values()))
 def test_every_status_a_decision_sets_is_a_legal_transition(status: CallStatus) -> None:
     facts = [
         Start(),
@@ -201,26 +203,32 @@ def test_every_status_a_decision_sets_is_a_legal_transition(status: CallStatus) 
                 current = step.status
 
 
-@pytest.mark.parametrize("status", sorted(s for s in S if s.is_terminal))
+@pytest.mark.parametrize("status", sorted(s for s in CallStatus if s.is_terminal))
 def test_late_facts_after_the_end_decide_nothing(status: CallStatus) -> None:
     for fact in (Answered(Leg.AGENT), LegEnded(Leg.CUSTOMER, 16), EndRequested("x"), Start()):
         assert decide(status, fact).steps == ()
 
 
 def test_recording_finished_is_noted_with_its_duration() -> None:
-    d = decide(S.COMPLETED, RecordingFinished(5000))
+    d = decide(CallStatus.COMPLETED, RecordingFinished(5000))
     assert d.steps == (
         Note("recording.finished", {"duration_ms": 5000}, {"recording_duration_ms": 5000}),
     )
 
 
 def test_a_call_found_agent_answered_is_resumed_by_dialing_the_customer() -> None:
-    assert decide(S.AGENT_ANSWERED, Resume()).steps == (
+    assert decide(CallStatus.AGENT_ANSWERED, Resume()).steps == (
         PlayRingback(Leg.AGENT),
-        SetStatus(S.DIALING_CUSTOMER, "customer.dialing"),
+        SetStatus(CallStatus.DIALING_CUSTOMER, "customer.dialing"),
         Originate(Leg.CUSTOMER),
     )
-    for status in (S.QUEUED, S.DIALING_AGENT, S.DIALING_CUSTOMER, S.CONNECTED, S.COMPLETED):
+    for status in (
+        CallStatus.QUEUED,
+        CallStatus.DIALING_AGENT,
+        CallStatus.DIALING_CUSTOMER,
+        CallStatus.CONNECTED,
+        CallStatus.COMPLETED,
+    ):
         assert decide(status, Resume()).steps == ()
 
 
@@ -232,7 +240,7 @@ def _found(status: CallStatus) -> Any:
 
 
 def test_resync_ends_legs_at_their_recorded_times_first_hangup_first() -> None:
-    session = _found(S.CONNECTED)
+    session = _found(CallStatus.CONNECTED)
     agent, customer = (
         leg_channel_id(session.id, Leg.AGENT),
         leg_channel_id(session.id, Leg.CUSTOMER),
@@ -247,7 +255,7 @@ def test_resync_ends_legs_at_their_recorded_times_first_hangup_first() -> None:
 
 
 def test_resync_estimates_an_end_asterisk_kept_no_record_of_after_recorded_ones() -> None:
-    session = _found(S.CONNECTED)
+    session = _found(CallStatus.CONNECTED)
     agent, customer = (
         leg_channel_id(session.id, Leg.AGENT),
         leg_channel_id(session.id, Leg.CUSTOMER),
@@ -261,7 +269,7 @@ def test_resync_estimates_an_end_asterisk_kept_no_record_of_after_recorded_ones(
 
 
 def test_resync_takes_up_a_call_whose_engine_died_before_dialing_the_customer() -> None:
-    session = _found(S.AGENT_ANSWERED)
+    session = _found(CallStatus.AGENT_ANSWERED)
     agent = leg_channel_id(session.id, Leg.AGENT)
     assert resync_facts(session, {agent: {"state": "Up"}}, {}) == [Resume()]
     # the agent left meanwhile: that ends the call, nothing to resume

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import json
 import textwrap
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import SecretStr
+import yaml
+from pydantic import BaseModel, SecretStr
 
 import engine.config.loader as loader_module
 import engine.yaml_lines as yaml_lines_module
 from engine.config.loader import DEFAULT_CONFIG_PATH, load_settings
 from engine.config.settings import Settings, redacted_summary
 from engine.errors import ConfigError
-from tests.yaml_bombs import BILLION_LAUGHS
+from tests.support.yaml_bombs import BILLION_LAUGHS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "engine.example.yaml"
 SECRET = "s3cr3t-Pa55"
@@ -41,20 +44,34 @@ def test_example_file_loads_and_equals_defaults() -> None:
     assert settings == Settings()
 
 
-def test_example_file_mentions_every_key() -> None:
-    text = EXAMPLE.read_text(encoding="utf-8")
-    summary = redacted_summary(Settings())
+def _model_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """Every key a settings file may hold, dotted (``agi.enabled``), sections included."""
+    paths: set[str] = set()
+    for name, field in model.model_fields.items():
+        path = prefix + (field.alias or name)
+        paths.add(path)
+        for kind in (field.annotation, *typing.get_args(field.annotation)):
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                paths |= _model_paths(kind, f"{path}.")
+    return paths
 
-    def keys(tree: dict[str, object]) -> list[str]:
-        out: list[str] = []
-        for key, value in tree.items():
-            out.append(key)
-            if isinstance(value, dict):
-                out.extend(keys(value))
-        return out
 
-    for key in keys(summary):
-        assert f"{key}:" in text, key
+def _yaml_paths(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    """Every key of a YAML mapping, dotted, nested mappings included."""
+    paths: set[str] = set()
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        paths.add(path)
+        if isinstance(value, dict):
+            paths |= _yaml_paths(value, f"{path}.")
+    return paths
+
+
+def test_example_file_has_exactly_the_settings_key_paths() -> None:
+    example = _yaml_paths(yaml.safe_load(EXAMPLE.read_text(encoding="utf-8")))
+    settings = _model_paths(Settings)
+    assert sorted(settings - example) == [], "missing from config/engine.example.yaml"
+    assert sorted(example - settings) == [], "in config/engine.example.yaml, not in Settings"
 
 
 def test_empty_file_means_defaults(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ def settings(tmp_path: Path, **sections: object) -> Settings:
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
+async def unstarted_engine(tmp_path: Path) -> AsyncIterator[Engine]:
+    """An engine built from settings with ARI and AMI configured, never started."""
     built = Engine(settings(tmp_path))
     try:
         yield built
@@ -33,9 +34,13 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
         await built.close()
 
 
-async def test_ami_link_is_built_with_ari(engine: Engine) -> None:
-    assert engine.ami is not None
-    assert (engine.ami.host, engine.ami.port, engine.ami.username) == ("127.0.0.1", 5038, "ctc")
+async def test_ami_link_is_built_with_ari(unstarted_engine: Engine) -> None:
+    assert unstarted_engine.ami is not None
+    assert (
+        unstarted_engine.ami.host,
+        unstarted_engine.ami.port,
+        unstarted_engine.ami.username,
+    ) == ("127.0.0.1", 5038, "ctc")
 
 
 async def test_no_ami_link_without_ari_or_when_disabled(tmp_path: Path) -> None:

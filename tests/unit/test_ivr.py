@@ -47,10 +47,6 @@ from engine.domain.ivr import (
 )
 from engine.errors import InvalidInput
 
-A = IvrAction
-T = TransferTargetType
-Out = DtmfOutcome
-
 MENUS: dict[str, IvrMenu] = {
     "main": IvrMenu(
         "main",
@@ -60,15 +56,20 @@ MENUS: dict[str, IvrMenu] = {
         max_retries=2,
         timeout_ms=5000,
         options={
-            "1": IvrOption(A.SUBMENU, menu="sales"),
-            "2": IvrOption(A.SUBMENU, menu="account"),
+            "1": IvrOption(IvrAction.SUBMENU, menu="sales"),
+            "2": IvrOption(IvrAction.SUBMENU, menu="account"),
             "0": IvrOption(
-                A.TRANSFER, target_type=T.AGENT, target="1001", failure_prompt="sound:busy"
+                IvrAction.TRANSFER,
+                target_type=TransferTargetType.AGENT,
+                target="1001",
+                failure_prompt="sound:busy",
             ),
-            "9": IvrOption(A.REPEAT),
-            "*": IvrOption(A.BACK),
+            "9": IvrOption(IvrAction.REPEAT),
+            "*": IvrOption(IvrAction.BACK),
         },
-        fallback=IvrOption(A.TRANSFER, target_type=T.ENDPOINT, target="PJSIP/operator"),
+        fallback=IvrOption(
+            IvrAction.TRANSFER, target_type=TransferTargetType.ENDPOINT, target="PJSIP/operator"
+        ),
     ),
     "sales": IvrMenu(
         "sales",
@@ -76,13 +77,18 @@ MENUS: dict[str, IvrMenu] = {
         max_retries=0,
         options={
             "1": IvrOption(
-                A.TRANSFER, prompt="sound:connecting", target_type=T.NUMBER, target="+14155550100"
+                IvrAction.TRANSFER,
+                prompt="sound:connecting",
+                target_type=TransferTargetType.NUMBER,
+                target="+14155550100",
             ),
-            "3": IvrOption(A.RECORD_MESSAGE, prompt="sound:leave-message", max_duration_s=60),
-            "4": IvrOption(A.SET_VARIABLE, name="skill", value="sales-{lang}", next="main"),
-            "5": IvrOption(A.SUBMENU, menu="main"),
-            "9": IvrOption(A.REPEAT),
-            "*": IvrOption(A.BACK),
+            "3": IvrOption(
+                IvrAction.RECORD_MESSAGE, prompt="sound:leave-message", max_duration_s=60
+            ),
+            "4": IvrOption(IvrAction.SET_VARIABLE, name="skill", value="sales-{lang}", next="main"),
+            "5": IvrOption(IvrAction.SUBMENU, menu="main"),
+            "9": IvrOption(IvrAction.REPEAT),
+            "*": IvrOption(IvrAction.BACK),
         },
     ),
     "account": IvrMenu(
@@ -96,7 +102,7 @@ MENUS: dict[str, IvrMenu] = {
         variable="acct",
         options={
             "collected": IvrOption(
-                A.HTTP_LOOKUP,
+                IvrAction.HTTP_LOOKUP,
                 url="https://erp.example/balance/{acct}",
                 params={"account": "{acct}", "who": "{caller}"},
                 timeout_ms=1500,
@@ -113,7 +119,7 @@ MENUS: dict[str, IvrMenu] = {
         input_mode=InputMode.FIXED_LENGTH,
         input_length=4,
         variable="pin",
-        options={"collected": IvrOption(A.HANGUP, prompt="sound:thanks")},
+        options={"collected": IvrOption(IvrAction.HANGUP, prompt="sound:thanks")},
     ),
 }
 
@@ -156,7 +162,7 @@ def test_two_level_menu_walk_ends_in_a_transfer() -> None:
     state, commands = run(state, Digit("1", 1200))
     assert commands == [
         CancelTimer(),
-        RecordDtmf("main", "1", Out.OPTION, "1", 1200, attempt=1),
+        RecordDtmf("main", "1", DtmfOutcome.OPTION, "1", 1200, attempt=1),
         Play("sound:sales"),
     ]
     assert state.stack == ("main", "sales")
@@ -164,19 +170,19 @@ def test_two_level_menu_walk_ends_in_a_transfer() -> None:
     assert commands == [
         StartInputTimer(5000),
         CancelTimer(),
-        RecordDtmf("sales", "1", Out.OPTION, "1", 300, attempt=1),
+        RecordDtmf("sales", "1", DtmfOutcome.OPTION, "1", 300, attempt=1),
         Play("sound:connecting"),
     ]
     assert state.phase is Phase.ANNOUNCING
     state, commands = run(state, PromptFinished())
-    assert commands == [Transfer(T.NUMBER, "+14155550100", "sales", "1")]
+    assert commands == [Transfer(TransferTargetType.NUMBER, "+14155550100", "sales", "1")]
     state, commands = run(state, Transferred())
     assert commands == []
     assert state.phase is Phase.ENDED
 
 
 def test_a_menu_without_greeting_waits_with_a_timer_at_once() -> None:
-    menus = {"m": IvrMenu("m", options={"1": IvrOption(A.HANGUP)})}
+    menus = {"m": IvrMenu("m", options={"1": IvrOption(IvrAction.HANGUP)})}
     _, commands = run(IvrState(), Entered("m"), menus=menus)
     assert commands == [StartInputTimer(5000)]
 
@@ -194,7 +200,7 @@ def test_invalid_then_valid() -> None:
     state, commands = run(state, Digit("7", 800))
     assert commands == [
         CancelTimer(),
-        RecordDtmf("main", "7", Out.INVALID, None, 800, attempt=1),
+        RecordDtmf("main", "7", DtmfOutcome.INVALID, None, 800, attempt=1),
         Play("sound:invalid"),
     ]
     state, commands = run(state, PromptFinished())
@@ -203,7 +209,7 @@ def test_invalid_then_valid() -> None:
     assert commands[:3] == [
         StartInputTimer(5000),
         CancelTimer(),
-        RecordDtmf("main", "1", Out.OPTION, "1", 100, attempt=2),
+        RecordDtmf("main", "1", DtmfOutcome.OPTION, "1", 100, attempt=2),
     ]
     assert state.stack == ("main", "sales")
     assert state.retries == 0  # a new menu starts a new retry budget
@@ -215,15 +221,15 @@ def test_silence_plays_timeout_prompts_then_runs_the_fallback() -> None:
     for attempt in (1, 2):
         state, commands = run(state, Timeout(5000))
         assert commands == [
-            RecordDtmf("main", None, Out.TIMEOUT, None, 5000, attempt=attempt),
+            RecordDtmf("main", None, DtmfOutcome.TIMEOUT, None, 5000, attempt=attempt),
             Play("sound:timeout"),
         ]
         state, commands = run(state, PromptFinished(), PromptFinished())
         assert commands == [Play("sound:main"), StartInputTimer(5000)]
     state, commands = run(state, Timeout())
     dtmf = [c for c in commands if isinstance(c, RecordDtmf)]
-    assert dtmf == [RecordDtmf("main", None, Out.TIMEOUT, None, None, attempt=3)]
-    assert commands[1:] == [Transfer(T.ENDPOINT, "PJSIP/operator", "main", None)]
+    assert dtmf == [RecordDtmf("main", None, DtmfOutcome.TIMEOUT, None, None, attempt=3)]
+    assert commands[1:] == [Transfer(TransferTargetType.ENDPOINT, "PJSIP/operator", "main", None)]
     assert state.phase is Phase.TRANSFERRING
 
 
@@ -232,7 +238,7 @@ def test_without_a_fallback_the_caller_hears_goodbye_and_is_hung_up() -> None:
     state, commands = run(state, Digit("8", 50))
     assert commands == [
         CancelTimer(),
-        RecordDtmf("sales", "8", Out.INVALID, None, 50, attempt=1),
+        RecordDtmf("sales", "8", DtmfOutcome.INVALID, None, 50, attempt=1),
         Play("sound:vm-goodbye"),
     ]
     state, commands = run(state, PromptFinished())
@@ -247,9 +253,11 @@ def test_timeout_and_invalid_options_override_the_retry_prompts() -> None:
             greeting="sound:m",
             max_retries=1,
             options={
-                "1": IvrOption(A.HANGUP),
-                "timeout": IvrOption(A.TRANSFER, target_type=T.AGENT, target="operator"),
-                "invalid": IvrOption(A.REPEAT, prompt="sound:try-again"),
+                "1": IvrOption(IvrAction.HANGUP),
+                "timeout": IvrOption(
+                    IvrAction.TRANSFER, target_type=TransferTargetType.AGENT, target="operator"
+                ),
+                "invalid": IvrOption(IvrAction.REPEAT, prompt="sound:try-again"),
             },
         )
     }
@@ -257,7 +265,7 @@ def test_timeout_and_invalid_options_override_the_retry_prompts() -> None:
     state, commands = run(state, Digit("5", 10), menus=menus)
     assert commands == [
         CancelTimer(),
-        RecordDtmf("m", "5", Out.INVALID, "invalid", 10, attempt=1),
+        RecordDtmf("m", "5", DtmfOutcome.INVALID, "invalid", 10, attempt=1),
         Play("sound:try-again"),
     ]
     state, commands = run(state, PromptFinished(), PromptFinished(), menus=menus)
@@ -265,7 +273,7 @@ def test_timeout_and_invalid_options_override_the_retry_prompts() -> None:
     # the override still counts: the second failure exhausts max_retries=1
     state, commands = run(state, Timeout(5000), menus=menus)
     assert commands == [
-        RecordDtmf("m", None, Out.TIMEOUT, None, 5000, attempt=2),
+        RecordDtmf("m", None, DtmfOutcome.TIMEOUT, None, 5000, attempt=2),
         Play("sound:vm-goodbye"),
     ]
 
@@ -275,14 +283,18 @@ def test_timeout_option_runs_on_silence() -> None:
         "m": IvrMenu(
             "m",
             greeting="sound:m",
-            options={"timeout": IvrOption(A.TRANSFER, target_type=T.AGENT, target="operator")},
+            options={
+                "timeout": IvrOption(
+                    IvrAction.TRANSFER, target_type=TransferTargetType.AGENT, target="operator"
+                )
+            },
         )
     }
     state, _ = run(IvrState(), Entered("m"), PromptFinished(), menus=menus)
     _, commands = run(state, Timeout(5000), menus=menus)
     assert commands == [
-        RecordDtmf("m", None, Out.TIMEOUT, "timeout", 5000, attempt=1),
-        Transfer(T.AGENT, "operator", "m", "timeout"),
+        RecordDtmf("m", None, DtmfOutcome.TIMEOUT, "timeout", 5000, attempt=1),
+        Transfer(TransferTargetType.AGENT, "operator", "m", "timeout"),
     ]
 
 
@@ -294,7 +306,7 @@ def test_a_key_during_the_greeting_stops_the_prompt() -> None:
     state, commands = run(state, Digit("1", 400))
     assert commands == [
         StopPrompt(),
-        RecordDtmf("main", "1", Out.OPTION, "1", 400, attempt=1),
+        RecordDtmf("main", "1", DtmfOutcome.OPTION, "1", 400, attempt=1),
         Play("sound:sales"),
     ]
 
@@ -306,7 +318,7 @@ def test_barge_in_drops_the_rest_of_the_queued_prompts() -> None:
     state, commands = run(state, Digit("9", 2))  # repeat, pressed over the invalid prompt
     assert commands == [
         StopPrompt(),
-        RecordDtmf("main", "9", Out.OPTION, "9", 2, attempt=2),
+        RecordDtmf("main", "9", DtmfOutcome.OPTION, "9", 2, attempt=2),
         Play("sound:main"),
     ]
     state, commands = run(state, PromptFinished())
@@ -372,7 +384,7 @@ def test_going_to_a_menu_already_on_the_stack_unwinds_to_it() -> None:
 def test_a_failed_transfer_returns_to_the_menu() -> None:
     state = waiting_in("main")
     state, commands = run(state, Digit("0", 10))
-    assert commands[-1] == Transfer(T.AGENT, "1001", "main", "0")
+    assert commands[-1] == Transfer(TransferTargetType.AGENT, "1001", "main", "0")
     state, commands = run(state, TransferFailed("busy"))
     assert commands == [Play("sound:busy")]
     state, commands = run(state, PromptFinished())
@@ -421,7 +433,7 @@ def test_account_number_until_hash_is_looked_up_and_spoken() -> None:
     state, commands = run(state, Digit("#", 700))
     assert commands == [
         CancelTimer(),
-        RecordDtmf("account", "123456#", Out.COLLECTED, "collected", 700, 1, "123456"),
+        RecordDtmf("account", "123456#", DtmfOutcome.COLLECTED, "collected", 700, 1, "123456"),
         SetVariable("acct", "123456"),
         HttpLookup(
             "https://erp.example/balance/123456",
@@ -445,7 +457,7 @@ def test_a_pause_before_the_terminator_is_invalid_input() -> None:
     state, _ = _account(state, "123")
     state, commands = run(state, Timeout())
     assert commands == [
-        RecordDtmf("account", "123", Out.INVALID, None, 300, attempt=1),
+        RecordDtmf("account", "123", DtmfOutcome.INVALID, None, 300, attempt=1),
         Play("sound:bad-account"),
     ]
     state, commands = run(state, PromptFinished())
@@ -456,9 +468,12 @@ def test_a_pause_before_the_terminator_is_invalid_input() -> None:
 def test_too_many_digits_or_a_bare_terminator_is_invalid() -> None:
     state = waiting_in("main", "2")
     _, commands = _account(state, "1234567")
-    assert RecordDtmf("account", "1234567", Out.INVALID, None, 700, attempt=1) in commands
+    assert RecordDtmf("account", "1234567", DtmfOutcome.INVALID, None, 700, attempt=1) in commands
     _, commands = run(state, Digit("#", 5))
-    assert commands[:2] == [CancelTimer(), RecordDtmf("account", "#", Out.INVALID, None, 5, 1)]
+    assert commands[:2] == [
+        CancelTimer(),
+        RecordDtmf("account", "#", DtmfOutcome.INVALID, None, 5, 1),
+    ]
 
 
 def test_a_failed_lookup_plays_its_failure_prompt_and_asks_again() -> None:
@@ -477,14 +492,14 @@ def test_lookup_routes_select_the_next_menu_and_say_digits() -> None:
             greeting="sound:m",
             options={
                 "1": IvrOption(
-                    A.HTTP_LOOKUP,
+                    IvrAction.HTTP_LOOKUP,
                     url="https://erp/tier",
                     say=SayMode.DIGITS,
                     routes={"gold": "vip"},
                 )
             },
         ),
-        "vip": IvrMenu("vip", greeting="sound:vip", options={"1": IvrOption(A.HANGUP)}),
+        "vip": IvrMenu("vip", greeting="sound:vip", options={"1": IvrOption(IvrAction.HANGUP)}),
     }
     state, _ = run(IvrState(), Entered("m"), PromptFinished(), Digit("1"), menus=menus)
     state, commands = run(state, LookupResult(True, "gold"), PromptFinished(), menus=menus)
@@ -501,7 +516,7 @@ def test_fixed_length_input_completes_at_its_length() -> None:
     state, commands = _account(state, "9876")
     assert commands[-4:] == [
         CancelTimer(),
-        RecordDtmf("pin", "9876", Out.COLLECTED, "collected", 400, 1, "9876"),
+        RecordDtmf("pin", "9876", DtmfOutcome.COLLECTED, "collected", 400, 1, "9876"),
         SetVariable("pin", "9876"),
         Play("sound:thanks"),
     ]
@@ -519,14 +534,19 @@ def test_render_fills_known_variables_and_blanks_unknown_ones() -> None:
 @pytest.mark.parametrize(
     ("make", "field"),
     [
-        (lambda: IvrOption(A.SUBMENU), "menu"),
-        (lambda: IvrOption(A.TRANSFER, target="x"), "target_type"),
-        (lambda: IvrOption(A.TRANSFER, target_type=T.AGENT), "target"),
-        (lambda: IvrOption(A.TRANSFER, target_type=T.NUMBER, target="555"), "target"),
-        (lambda: IvrOption(A.HTTP_LOOKUP), "url"),
-        (lambda: IvrOption(A.SET_VARIABLE, name="1x"), "name"),
+        (lambda: IvrOption(IvrAction.SUBMENU), "menu"),
+        (lambda: IvrOption(IvrAction.TRANSFER, target="x"), "target_type"),
+        (lambda: IvrOption(IvrAction.TRANSFER, target_type=TransferTargetType.AGENT), "target"),
+        (
+            lambda: IvrOption(
+                IvrAction.TRANSFER, target_type=TransferTargetType.NUMBER, target="555"
+            ),
+            "target",
+        ),
+        (lambda: IvrOption(IvrAction.HTTP_LOOKUP), "url"),
+        (lambda: IvrOption(IvrAction.SET_VARIABLE, name="1x"), "name"),
         (lambda: IvrMenu("m", timeout_ms=5), "timeout_ms"),
-        (lambda: IvrMenu("m", options={"12": IvrOption(A.HANGUP)}), "options.12"),
+        (lambda: IvrMenu("m", options={"12": IvrOption(IvrAction.HANGUP)}), "options.12"),
         (lambda: IvrMenu("m", input_mode=InputMode.FIXED_LENGTH), "input_length"),
         (
             lambda: IvrMenu("m", input_mode=InputMode.UNTIL_TERMINATOR, variable="v"),
@@ -536,9 +556,15 @@ def test_render_fills_known_variables_and_blanks_unknown_ones() -> None:
             lambda: IvrMenu("m", input_mode=InputMode.FIXED_LENGTH, input_length=2, variable="v"),
             "options.collected",
         ),
-        (lambda: IvrMenu("m", options={"collected": IvrOption(A.HANGUP)}), "options.collected"),
+        (
+            lambda: IvrMenu("m", options={"collected": IvrOption(IvrAction.HANGUP)}),
+            "options.collected",
+        ),
         # a single-digit menu stores its variable too: it must be a name (found by fuzzing)
-        (lambda: IvrMenu("m", options={"1": IvrOption(A.HANGUP)}, variable="\x8a<"), "variable"),
+        (
+            lambda: IvrMenu("m", options={"1": IvrOption(IvrAction.HANGUP)}, variable="\x8a<"),
+            "variable",
+        ),
     ],
 )
 def test_model_refuses_incomplete_definitions(make: object, field: str) -> None:
@@ -552,11 +578,16 @@ def test_check_menus_finds_unknown_targets_and_traps() -> None:
     menus = {
         "a": IvrMenu(
             "a",
-            options={"1": IvrOption(A.SUBMENU, menu="b"), "2": IvrOption(A.SUBMENU, menu="zz")},
-            fallback=IvrOption(A.REPEAT),
+            options={
+                "1": IvrOption(IvrAction.SUBMENU, menu="b"),
+                "2": IvrOption(IvrAction.SUBMENU, menu="zz"),
+            },
+            fallback=IvrOption(IvrAction.REPEAT),
         ),
         "b": IvrMenu(
-            "b", options={"1": IvrOption(A.SUBMENU, menu="a")}, fallback=IvrOption(A.REPEAT)
+            "b",
+            options={"1": IvrOption(IvrAction.SUBMENU, menu="a")},
+            fallback=IvrOption(IvrAction.REPEAT),
         ),
     }
     problems = check_menus(menus)
@@ -567,8 +598,12 @@ def test_check_menus_finds_unknown_targets_and_traps() -> None:
 
 def test_back_to_a_menu_with_an_exit_is_not_a_trap() -> None:
     menus = {
-        "a": IvrMenu("a", options={"1": IvrOption(A.SUBMENU, menu="b")}),  # default fallback
-        "b": IvrMenu("b", options={"*": IvrOption(A.BACK)}, fallback=IvrOption(A.BACK)),
+        "a": IvrMenu(
+            "a", options={"1": IvrOption(IvrAction.SUBMENU, menu="b")}
+        ),  # default fallback
+        "b": IvrMenu(
+            "b", options={"*": IvrOption(IvrAction.BACK)}, fallback=IvrOption(IvrAction.BACK)
+        ),
     }
     assert check_menus(menus) == []
     assert check_menus(MENUS) == []

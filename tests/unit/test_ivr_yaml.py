@@ -18,8 +18,6 @@ from engine.domain.ivr import (
 from engine.errors import ConfigError
 from engine.ivr_yaml import dump_menus, load_menus, load_menus_file
 
-A = IvrAction
-
 GOOD = """\
 menus:
   main:
@@ -75,14 +73,14 @@ def test_a_good_document_loads_into_the_domain_model() -> None:
     main = menus["main"]
     assert main.timeout_ms == 4000
     assert main.max_retries == 2
-    assert main.options["1"] == IvrOption(A.SUBMENU, menu="sales")
+    assert main.options["1"] == IvrOption(IvrAction.SUBMENU, menu="sales")
     assert main.options["0"] == IvrOption(
-        A.TRANSFER,
+        IvrAction.TRANSFER,
         target_type=TransferTargetType.AGENT,
         target="1001",  # an unquoted number is still text
         failure_prompt="sound:busy",
     )
-    assert main.fallback == IvrOption(A.HANGUP, prompt="sound:vm-goodbye")
+    assert main.fallback == IvrOption(IvrAction.HANGUP, prompt="sound:vm-goodbye")
     account = menus["account"]
     assert account.input_mode is InputMode.UNTIL_TERMINATOR
     assert account.variable == "acct"
@@ -102,7 +100,7 @@ def test_dump_reads_back_to_equal_menus() -> None:
 
 
 def test_dump_leaves_defaults_out() -> None:
-    menus = {"m": IvrMenu("m", greeting="sound:m", options={"1": IvrOption(A.HANGUP)})}
+    menus = {"m": IvrMenu("m", greeting="sound:m", options={"1": IvrOption(IvrAction.HANGUP)})}
     assert dump_menus(menus) == (
         "menus:\n  m:\n    greeting: sound:m\n    options:\n      '1':\n        action: hangup\n"
     )

@@ -34,9 +34,8 @@ from engine.domain.routing import (
     member_order,
     plan_route,
 )
-from engine.domain.transfer import TransferState as TS
+from engine.domain.transfer import TransferState
 
-S = Strategy
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -56,13 +55,13 @@ def targets(plan: RoutePlan) -> list[tuple[str, ...]]:
 
 
 def test_ring_agent_rings_its_one_target_for_the_rule_timeout() -> None:
-    r = rule(S.RING_AGENT, target="agent1", ring_timeout_s=12)
+    r = rule(Strategy.RING_AGENT, target="agent1", ring_timeout_s=12)
     plan = plan_route(book(r), r.id)
     assert plan == RoutePlan((Attempt(r.id, ("agent1",), 12),), rules=(r.id,))
 
 
 def test_simultaneous_group_is_one_attempt_ringing_every_member() -> None:
-    r = rule(S.RING_GROUP_SIMULTANEOUS, members=("agent1", "agent2", "+14155550100"))
+    r = rule(Strategy.RING_GROUP_SIMULTANEOUS, members=("agent1", "agent2", "+14155550100"))
     plan = plan_route(book(r), r.id)
     assert targets(plan) == [("agent1", "agent2", "+14155550100")]
     assert plan.menu is None
@@ -74,13 +73,13 @@ def test_simultaneous_group_is_one_attempt_ringing_every_member() -> None:
     [(0, "abc"), (1, "bca"), (2, "cab"), (3, "abc"), (7, "bca")],
 )
 def test_round_robin_starts_at_the_offset_of_earlier_offers(offers: int, expected: str) -> None:
-    r = rule(S.RING_GROUP_ROUND_ROBIN, members=("a", "b", "c"), offers=offers)
+    r = rule(Strategy.RING_GROUP_ROUND_ROBIN, members=("a", "b", "c"), offers=offers)
     assert targets(plan_route(book(r), r.id)) == [(m,) for m in expected]
 
 
 def test_round_robin_rotates_as_offers_accumulate() -> None:
     starts = [
-        member_order(rule(S.RING_GROUP_ROUND_ROBIN, members=("a", "b"), offers=n))[0]
+        member_order(rule(Strategy.RING_GROUP_ROUND_ROBIN, members=("a", "b"), offers=n))[0]
         for n in range(4)
     ]
     assert starts == [("a",), ("b",), ("a",), ("b",)]
@@ -88,7 +87,7 @@ def test_round_robin_rotates_as_offers_accumulate() -> None:
 
 def test_least_recent_rings_never_offered_first_then_oldest() -> None:
     r = rule(
-        S.LEAST_RECENT,
+        Strategy.LEAST_RECENT,
         members=("a", "b", "c", "d"),
         last_offered={"a": T0 + timedelta(minutes=5), "c": T0, "d": T0 + timedelta(minutes=1)},
     )
@@ -96,18 +95,18 @@ def test_least_recent_rings_never_offered_first_then_oldest() -> None:
 
 
 def test_least_recent_keeps_member_order_among_equals_and_drops_duplicates() -> None:
-    r = rule(S.LEAST_RECENT, members=("x", "y", "x", "z"))
+    r = rule(Strategy.LEAST_RECENT, members=("x", "y", "x", "z"))
     assert targets(plan_route(book(r), r.id)) == [("x",), ("y",), ("z",)]
 
 
 def test_ivr_menu_rule_sends_the_caller_to_its_menu() -> None:
-    r = rule(S.IVR_MENU, ivr_menu="after-hours")
+    r = rule(Strategy.IVR_MENU, ivr_menu="after-hours")
     plan = plan_route(book(r), r.id)
     assert (plan.attempts, plan.menu, plan.menu_rule_id) == ((), "after-hours", r.id)
 
 
 def test_provider_rule_fails_with_a_clear_reason() -> None:
-    r = rule(S.PROVIDER, name="carrier")
+    r = rule(Strategy.PROVIDER, name="carrier")
     plan = plan_route(book(r), r.id)
     assert plan.menu is None
     assert [(a.targets, a.reason) for a in plan.attempts] == [
@@ -118,8 +117,8 @@ def test_provider_rule_fails_with_a_clear_reason() -> None:
 
 
 def test_inactive_rule_and_empty_group_ring_nobody() -> None:
-    off = rule(S.RING_AGENT, name="off", target="agent1", active=False)
-    empty = rule(S.RING_GROUP_SIMULTANEOUS, name="empty")
+    off = rule(Strategy.RING_AGENT, name="off", target="agent1", active=False)
+    empty = rule(Strategy.RING_GROUP_SIMULTANEOUS, name="empty")
     for r, why in ((off, "is not active"), (empty, "has nobody to ring")):
         plan = plan_route(book(r), r.id)
         assert [a.targets for a in plan.attempts] == [()]
@@ -136,9 +135,9 @@ def test_unknown_rule_is_a_reason_and_no_attempt() -> None:
 
 
 def test_fallback_chain_rings_each_rule_in_turn_with_its_own_timeout() -> None:
-    last = rule(S.RING_AGENT, name="last", target="operator", ring_timeout_s=5)
+    last = rule(Strategy.RING_AGENT, name="last", target="operator", ring_timeout_s=5)
     group = rule(
-        S.RING_GROUP_ROUND_ROBIN,
+        Strategy.RING_GROUP_ROUND_ROBIN,
         name="group",
         members=("a", "b"),
         ring_timeout_s=20,
@@ -155,16 +154,16 @@ def test_fallback_chain_rings_each_rule_in_turn_with_its_own_timeout() -> None:
 
 
 def test_fallback_to_a_menu_ends_the_chain_after_the_ringing() -> None:
-    menu = rule(S.IVR_MENU, name="voicemail", ivr_menu="vm")
-    first = rule(S.RING_AGENT, target="agent1", fallback_rule_id=menu.id)
+    menu = rule(Strategy.IVR_MENU, name="voicemail", ivr_menu="vm")
+    first = rule(Strategy.RING_AGENT, target="agent1", fallback_rule_id=menu.id)
     plan = plan_route(book(first, menu), first.id)
     assert targets(plan) == [("agent1",)]
     assert (plan.menu, plan.menu_rule_id) == ("vm", menu.id)
 
 
 def test_provider_falls_back_to_the_next_rule() -> None:
-    agent = rule(S.RING_AGENT, name="agent", target="agent1")
-    carrier = rule(S.PROVIDER, name="carrier", fallback_rule_id=agent.id)
+    agent = rule(Strategy.RING_AGENT, name="agent", target="agent1")
+    carrier = rule(Strategy.PROVIDER, name="carrier", fallback_rule_id=agent.id)
     plan = plan_route(book(carrier, agent), carrier.id)
     assert [(a.rule_id, a.targets) for a in plan.attempts] == [
         (carrier.id, ()),
@@ -175,8 +174,8 @@ def test_provider_falls_back_to_the_next_rule() -> None:
 
 def test_a_cycle_rings_each_rule_once() -> None:
     a_id, b_id = uuid.uuid4(), uuid.uuid4()
-    a = RoutingRule(a_id, "a", S.RING_AGENT, target="agent1", fallback_rule_id=b_id)
-    b = RoutingRule(b_id, "b", S.RING_AGENT, target="agent2", fallback_rule_id=a_id)
+    a = RoutingRule(a_id, "a", Strategy.RING_AGENT, target="agent1", fallback_rule_id=b_id)
+    b = RoutingRule(b_id, "b", Strategy.RING_AGENT, target="agent2", fallback_rule_id=a_id)
     plan = plan_route(book(a, b), a_id)
     assert targets(plan) == [("agent1",), ("agent2",)]
     assert plan.rules == (a_id, b_id)
@@ -184,7 +183,7 @@ def test_a_cycle_rings_each_rule_once() -> None:
 
 def test_a_rule_that_falls_back_to_itself_rings_once() -> None:
     r_id = uuid.uuid4()
-    r = RoutingRule(r_id, "self", S.RING_AGENT, target="agent1", fallback_rule_id=r_id)
+    r = RoutingRule(r_id, "self", Strategy.RING_AGENT, target="agent1", fallback_rule_id=r_id)
     assert targets(plan_route(book(r), r_id)) == [("agent1",)]
 
 
@@ -194,7 +193,7 @@ def test_the_chain_is_bounded() -> None:
         RoutingRule(
             rid,
             f"r{i}",
-            S.RING_AGENT,
+            Strategy.RING_AGENT,
             target=f"agent{i}",
             fallback_rule_id=ids[i + 1] if i + 1 < len(ids) else None,
         )
@@ -207,7 +206,7 @@ def test_the_chain_is_bounded() -> None:
 
 
 def test_a_missing_fallback_ends_the_chain() -> None:
-    r = rule(S.RING_AGENT, target="agent1", fallback_rule_id=uuid.uuid4())
+    r = rule(Strategy.RING_AGENT, target="agent1", fallback_rule_id=uuid.uuid4())
     plan = plan_route(book(r), r.id)
     assert targets(plan) == [("agent1",)]
     assert plan.reason == "unknown routing rule"
@@ -219,15 +218,15 @@ def test_a_missing_fallback_ends_the_chain() -> None:
 @pytest.mark.parametrize(
     ("outcomes", "expected"),
     [
-        ([TS.BUSY], TS.BUSY),
-        ([TS.NO_ANSWER], TS.NO_ANSWER),
-        ([TS.BUSY, TS.NO_ANSWER], TS.NO_ANSWER),
-        ([TS.FAILED, TS.BUSY], TS.BUSY),
-        ([TS.FAILED], TS.FAILED),
-        ([], TS.FAILED),
+        ([TransferState.BUSY], TransferState.BUSY),
+        ([TransferState.NO_ANSWER], TransferState.NO_ANSWER),
+        ([TransferState.BUSY, TransferState.NO_ANSWER], TransferState.NO_ANSWER),
+        ([TransferState.FAILED, TransferState.BUSY], TransferState.BUSY),
+        ([TransferState.FAILED], TransferState.FAILED),
+        ([], TransferState.FAILED),
     ],
 )
-def test_attempt_outcome(outcomes: list[TS], expected: TS) -> None:
+def test_attempt_outcome(outcomes: list[TransferState], expected: TransferState) -> None:
     assert attempt_outcome(outcomes) is expected
 
 

@@ -42,7 +42,6 @@ from engine.domain.transfer import (
     state_for_unanswered,
 )
 
-T = TransferState
 BLIND = TransferType.BLIND
 ATTENDED = TransferType.ATTENDED
 
@@ -56,29 +55,29 @@ def test_start_attended_holds_the_customer_first() -> None:
 
 
 def test_blind_answer_bridges_target_releases_agent_and_adopts_target() -> None:
-    steps = decide_transfer(BLIND, T.INITIATED, TargetAnswered())
+    steps = decide_transfer(BLIND, TransferState.INITIATED, TargetAnswered())
     assert steps == (
         BridgeTarget(),
         ReleaseLeg(Leg.AGENT),
         AdoptTarget(Leg.AGENT),
-        Finish(T.COMPLETED, "transfer.completed"),
+        Finish(TransferState.COMPLETED, "transfer.completed"),
     )
 
 
 @pytest.mark.parametrize(
     ("cause", "outcome"),
     [
-        (17, T.BUSY),
-        (21, T.BUSY),
-        (18, T.NO_ANSWER),
-        (19, T.NO_ANSWER),
-        (34, T.FAILED),
-        (None, T.FAILED),
+        (17, TransferState.BUSY),
+        (21, TransferState.BUSY),
+        (18, TransferState.NO_ANSWER),
+        (19, TransferState.NO_ANSWER),
+        (34, TransferState.FAILED),
+        (None, TransferState.FAILED),
     ],
 )
 def test_blind_target_unanswered_keeps_the_call(cause: int | None, outcome: TransferState) -> None:
     assert state_for_unanswered(cause) is outcome
-    steps = decide_transfer(BLIND, T.INITIATED, TargetEnded(cause, "x"))
+    steps = decide_transfer(BLIND, TransferState.INITIATED, TargetEnded(cause, "x"))
     assert steps == (Finish(outcome, f"transfer.{outcome.value}", "x", cause),)
     # nothing touches the agent or the bridge
     assert steps is not None
@@ -86,67 +85,69 @@ def test_blind_target_unanswered_keeps_the_call(cause: int | None, outcome: Tran
 
 
 def test_attended_answer_moves_agent_to_consult() -> None:
-    steps = decide_transfer(ATTENDED, T.INITIATED, TargetAnswered())
-    assert steps == (ConsultBridge(), SetState(T.CONSULTING, "transfer.consulting"))
+    steps = decide_transfer(ATTENDED, TransferState.INITIATED, TargetAnswered())
+    assert steps == (ConsultBridge(), SetState(TransferState.CONSULTING, "transfer.consulting"))
 
 
 def test_attended_target_unanswered_takes_the_customer_off_hold() -> None:
-    steps = decide_transfer(ATTENDED, T.INITIATED, TargetEnded(17))
+    steps = decide_transfer(ATTENDED, TransferState.INITIATED, TargetEnded(17))
     assert steps is not None
     assert steps[0] == UnholdCustomer()
-    assert steps[-1] == Finish(T.BUSY, "transfer.busy", "target did not answer (busy)", 17)
+    assert steps[-1] == Finish(
+        TransferState.BUSY, "transfer.busy", "target did not answer (busy)", 17
+    )
 
 
 def test_attended_complete() -> None:
-    steps = decide_transfer(ATTENDED, T.CONSULTING, CompleteRequested())
+    steps = decide_transfer(ATTENDED, TransferState.CONSULTING, CompleteRequested())
     assert steps == (
         BridgeTarget(),
         DestroyConsult(),
         UnholdCustomer(),
         ReleaseLeg(Leg.AGENT),
         AdoptTarget(Leg.AGENT),
-        Finish(T.COMPLETED, "transfer.completed"),
+        Finish(TransferState.COMPLETED, "transfer.completed"),
     )
 
 
 def test_attended_cancel_while_consulting_returns_the_agent() -> None:
-    steps = decide_transfer(ATTENDED, T.CONSULTING, CancelRequested())
+    steps = decide_transfer(ATTENDED, TransferState.CONSULTING, CancelRequested())
     assert steps == (
         HangupTarget(),
         ReturnAgent(),
         DestroyConsult(),
         UnholdCustomer(),
-        Finish(T.CANCELED, "transfer.canceled", "canceled by API"),
+        Finish(TransferState.CANCELED, "transfer.canceled", "canceled by API"),
     )
 
 
 def test_attended_cancel_while_ringing_releases_the_target() -> None:
-    steps = decide_transfer(ATTENDED, T.INITIATED, CancelRequested())
+    steps = decide_transfer(ATTENDED, TransferState.INITIATED, CancelRequested())
     assert steps is not None
     assert HangupTarget() in steps
     assert ReturnAgent() not in steps
-    assert steps[-1].state is T.CANCELED  # type: ignore[union-attr]
+    assert steps[-1].state is TransferState.CANCELED  # type: ignore[union-attr]
 
 
 def test_target_hangup_during_consult_cancels() -> None:
-    steps = decide_transfer(ATTENDED, T.CONSULTING, TargetEnded(16))
+    steps = decide_transfer(ATTENDED, TransferState.CONSULTING, TargetEnded(16))
     assert steps == (
         ReturnAgent(),
         DestroyConsult(),
         UnholdCustomer(),
-        Finish(T.CANCELED, "transfer.canceled", "target hung up", 16),
+        Finish(TransferState.CANCELED, "transfer.canceled", "target hung up", 16),
     )
 
 
 @pytest.mark.parametrize(
     ("kind", "state", "fact"),
     [
-        (ATTENDED, T.INITIATED, CompleteRequested()),  # nobody to complete to yet
-        (BLIND, T.INITIATED, CompleteRequested()),
-        (BLIND, T.INITIATED, CancelRequested()),
-        (ATTENDED, T.COMPLETED, CancelRequested()),
-        (BLIND, T.COMPLETED, TargetEnded(16)),
-        (ATTENDED, T.CANCELED, TargetAnswered()),
+        (ATTENDED, TransferState.INITIATED, CompleteRequested()),  # nobody to complete to yet
+        (BLIND, TransferState.INITIATED, CompleteRequested()),
+        (BLIND, TransferState.INITIATED, CancelRequested()),
+        (ATTENDED, TransferState.COMPLETED, CancelRequested()),
+        (BLIND, TransferState.COMPLETED, TargetEnded(16)),
+        (ATTENDED, TransferState.CANCELED, TargetAnswered()),
     ],
 )
 def test_facts_that_do_not_apply(kind: TransferType, state: TransferState, fact: object) -> None:
@@ -154,7 +155,10 @@ def test_facts_that_do_not_apply(kind: TransferType, state: TransferState, fact:
 
 
 def test_live_states() -> None:
-    assert {s for s in TransferState if s.is_live} == {T.INITIATED, T.CONSULTING}
+    assert {s for s in TransferState if s.is_live} == {
+        TransferState.INITIATED,
+        TransferState.CONSULTING,
+    }
 
 
 # -- more than one transfer per session: routing by the current legs (ids: test_naming) ---
@@ -253,32 +257,29 @@ def test_stasis_routes_channel_facts_by_who_plays_which_leg_now() -> None:
 # -- the customer leg replaced (the agent stays) ------------------------------------------
 
 
-C = Leg.CUSTOMER
-
-
 def test_customer_leg_blind_answer_releases_the_customer_and_adopts_the_target() -> None:
-    steps = decide_transfer(BLIND, T.INITIATED, TargetAnswered(), C)
+    steps = decide_transfer(BLIND, TransferState.INITIATED, TargetAnswered(), Leg.CUSTOMER)
     assert steps == (
         BridgeTarget(),
-        ReleaseLeg(C),
-        AdoptTarget(C),
-        Finish(T.COMPLETED, "transfer.completed"),
+        ReleaseLeg(Leg.CUSTOMER),
+        AdoptTarget(Leg.CUSTOMER),
+        Finish(TransferState.COMPLETED, "transfer.completed"),
     )
 
 
 def test_customer_leg_attended_complete_returns_the_agent_to_the_target() -> None:
-    assert decide_transfer(ATTENDED, T.INITIATED, TargetAnswered(), C) == (
+    assert decide_transfer(ATTENDED, TransferState.INITIATED, TargetAnswered(), Leg.CUSTOMER) == (
         ConsultBridge(),
-        SetState(T.CONSULTING, "transfer.consulting"),
+        SetState(TransferState.CONSULTING, "transfer.consulting"),
     )
-    steps = decide_transfer(ATTENDED, T.CONSULTING, CompleteRequested(), C)
+    steps = decide_transfer(ATTENDED, TransferState.CONSULTING, CompleteRequested(), Leg.CUSTOMER)
     assert steps == (
         ReturnAgent(),
         BridgeTarget(),
         DestroyConsult(),
-        ReleaseLeg(C),
-        AdoptTarget(C),
-        Finish(T.COMPLETED, "transfer.completed"),
+        ReleaseLeg(Leg.CUSTOMER),
+        AdoptTarget(Leg.CUSTOMER),
+        Finish(TransferState.COMPLETED, "transfer.completed"),
     )
     assert ReleaseLeg(Leg.AGENT) not in steps
 
@@ -286,17 +287,17 @@ def test_customer_leg_attended_complete_returns_the_agent_to_the_target() -> Non
 @pytest.mark.parametrize(
     ("kind", "state", "fact"),
     [
-        (BLIND, T.INITIATED, TargetEnded(17)),
-        (ATTENDED, T.INITIATED, TargetEnded(19)),
-        (ATTENDED, T.CONSULTING, TargetEnded(16)),
-        (ATTENDED, T.CONSULTING, CancelRequested()),
-        (ATTENDED, T.INITIATED, CancelRequested()),
+        (BLIND, TransferState.INITIATED, TargetEnded(17)),
+        (ATTENDED, TransferState.INITIATED, TargetEnded(19)),
+        (ATTENDED, TransferState.CONSULTING, TargetEnded(16)),
+        (ATTENDED, TransferState.CONSULTING, CancelRequested()),
+        (ATTENDED, TransferState.INITIATED, CancelRequested()),
     ],
 )
 def test_a_failed_or_canceled_transfer_is_the_same_for_either_leg(
     kind: TransferType, state: TransferState, fact: Any
 ) -> None:
-    steps = decide_transfer(kind, state, fact, C)
+    steps = decide_transfer(kind, state, fact, Leg.CUSTOMER)
     assert steps == decide_transfer(kind, state, fact, Leg.AGENT)
     assert steps is not None
     assert not any(isinstance(s, ReleaseLeg | AdoptTarget) for s in steps)
@@ -306,36 +307,39 @@ def test_a_failed_or_canceled_transfer_is_the_same_for_either_leg(
 
 
 def test_resync_adopts_a_living_target() -> None:
-    for state in (T.INITIATED, T.CONSULTING):
+    for state in (TransferState.INITIATED, TransferState.CONSULTING):
         assert resync_transfer(state, target_present=True, target_up=False) is None
-    assert resync_transfer(T.CONSULTING, target_present=True, target_up=True) is None
+    assert resync_transfer(TransferState.CONSULTING, target_present=True, target_up=True) is None
 
 
 def test_resync_carries_on_when_the_target_answered_unseen() -> None:
-    assert resync_transfer(T.INITIATED, target_present=True, target_up=True) == TargetAnswered()
+    assert (
+        resync_transfer(TransferState.INITIATED, target_present=True, target_up=True)
+        == TargetAnswered()
+    )
 
 
 def test_resync_ends_a_transfer_whose_target_is_gone() -> None:
-    for state in (T.INITIATED, T.CONSULTING):
+    for state in (TransferState.INITIATED, TransferState.CONSULTING):
         fact = resync_transfer(state, target_present=False, target_up=False)
         assert isinstance(fact, TargetLost)
         assert "ARI" in fact.reason
-    assert resync_transfer(T.COMPLETED, target_present=False, target_up=False) is None
+    assert resync_transfer(TransferState.COMPLETED, target_present=False, target_up=False) is None
 
 
 def test_target_lost_returns_the_call_to_its_parties() -> None:
     lost = TargetLost("gone")
-    assert decide_transfer(BLIND, T.INITIATED, lost) == (
-        Finish(T.FAILED, "transfer.failed", "gone"),
+    assert decide_transfer(BLIND, TransferState.INITIATED, lost) == (
+        Finish(TransferState.FAILED, "transfer.failed", "gone"),
     )
-    assert decide_transfer(ATTENDED, T.INITIATED, lost) == (
+    assert decide_transfer(ATTENDED, TransferState.INITIATED, lost) == (
         UnholdCustomer(),
-        Finish(T.FAILED, "transfer.failed", "gone"),
+        Finish(TransferState.FAILED, "transfer.failed", "gone"),
     )
-    assert decide_transfer(ATTENDED, T.CONSULTING, lost, C) == (
+    assert decide_transfer(ATTENDED, TransferState.CONSULTING, lost, Leg.CUSTOMER) == (
         ReturnAgent(),
         DestroyConsult(),
         UnholdCustomer(),
-        Finish(T.FAILED, "transfer.failed", "gone"),
+        Finish(TransferState.FAILED, "transfer.failed", "gone"),
     )
-    assert decide_transfer(ATTENDED, T.CANCELED, lost) is None
+    assert decide_transfer(ATTENDED, TransferState.CANCELED, lost) is None
