@@ -180,7 +180,7 @@ class EventBus(Lifecycle):
 
     def publish(self, event: CallEvent) -> None:
         """Hand a committed event to every matching subscriber and listener; never blocks."""
-        if not self.is_open:
+        if not self.is_open:  # nobody to tell: subscribing needs an open bus, closing ends all
             return
         for sub in list(self._subscriptions):
             if sub.wants(event) and not sub.offer(event):

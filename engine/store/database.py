@@ -25,7 +25,7 @@ import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
-from engine.errors import DatabaseUnavailable, StoreError
+from engine.errors import ClosedResourceError, DatabaseUnavailable, StoreError
 from engine.lifecycle import Lifecycle
 
 __all__ = ["CONNECTION_ERRORS", "ConnectRetry", "Connection", "Database", "returned"]
@@ -101,25 +101,40 @@ class Database(Lifecycle):
         self._close_timeout = close_timeout
         self._retry = retry
         self._pool: asyncpg.Pool | None = None
+        # while start() retries: why the last attempt failed (what "not connected" means)
+        self._connect_error: DatabaseUnavailable | None = None
 
     @property
     def url(self) -> str:
         return self._url
 
     async def _open(self) -> None:
+        """Create the pool; with a retry, keep trying until it is made or ``close()`` is
+        called (then ClosedResourceError: a pool made after close is not kept)."""
         retry = self._retry
         delay = 0.0 if retry is None else retry.initial
         while True:
             try:
-                self._pool = await self._create_pool()
-                return
+                pool = await self._create_pool()
             except DatabaseUnavailable as exc:
                 if retry is None:
                     raise
+                self._connect_error = exc
                 if retry.on_failure is not None:
                     retry.on_failure(exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, retry.maximum)
+                self._refuse_if_closed()
+                continue
+            if self.is_closed:  # closed while the pool was being made
+                pool.terminate()
+                self._refuse_if_closed()
+            self._pool, self._connect_error = pool, None
+            return
+
+    def _refuse_if_closed(self) -> None:
+        if self.is_closed:
+            raise ClosedResourceError("Database was closed while connecting to PostgreSQL")
 
     async def _create_pool(self) -> asyncpg.Pool:
         try:
@@ -156,7 +171,8 @@ class Database(Lifecycle):
     def _require_pool(self) -> asyncpg.Pool:
         self.require_open()
         if self._pool is None:  # start() is still connecting (with a retry)
-            raise DatabaseUnavailable("not connected to PostgreSQL yet")
+            why = f": {self._connect_error}" if self._connect_error is not None else ""
+            raise DatabaseUnavailable(f"not connected to PostgreSQL yet{why}")
         return self._pool
 
     @contextlib.asynccontextmanager

@@ -4,6 +4,7 @@ connect retry, and the daemon serving its API while PostgreSQL is away."""
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from engine.config.settings import AgiSettings, ApiSettings, AriSettings, Databa
 from engine.daemon import Engine
 from engine.errors import ClosedResourceError, DatabaseUnavailable
 from engine.store.database import ConnectRetry, Database
+from tests.support.http import socket_api
 from tests.support.tcp_proxy import TcpProxy
 
 WAIT = 20.0
@@ -61,7 +63,10 @@ async def test_with_a_retry_start_waits_for_postgresql_and_reports_each_failure(
     db = Database(url, command_timeout=5, retry=retry)
     starting = asyncio.ensure_future(db.start())
     await asyncio.wait_for(four.wait(), WAIT)
-    with pytest.raises(DatabaseUnavailable, match="not connected to PostgreSQL yet"):
+    # the pool's users hear why: the last attempt's error, not just "not yet"
+    with pytest.raises(
+        DatabaseUnavailable, match="not connected to PostgreSQL yet: cannot connect to PostgreSQL"
+    ):
         await db.fetchval("SELECT 1")
     proxy.refusing = False
     assert await asyncio.wait_for(starting, WAIT) is db
@@ -75,10 +80,30 @@ async def test_with_a_retry_start_waits_for_postgresql_and_reports_each_failure(
 async def test_closing_a_database_still_connecting_stops_the_retry(
     away: tuple[str, TcpProxy],
 ) -> None:
-    url, _ = away
-    db = Database(url, command_timeout=5, retry=ConnectRetry(initial=0.01, maximum=0.01))
+    url, proxy = away
+    failed = asyncio.Event()
+    retry = ConnectRetry(initial=0.01, maximum=0.01, on_failure=lambda *_: failed.set())
+    db = Database(url, command_timeout=5, retry=retry)
     starting = asyncio.ensure_future(db.start())
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(failed.wait(), WAIT)
+    await db.close()
+    proxy.refusing = False  # the next attempt would succeed: the retry must not make it
+    with pytest.raises(ClosedResourceError, match="Database was closed while connecting"):
+        await asyncio.wait_for(starting, WAIT)
+    assert db.is_closed
+    with pytest.raises(ClosedResourceError, match="Database is closed"):
+        await db.fetchval("SELECT 1")
+
+
+async def test_cancelling_a_start_still_connecting_closes_the_database(
+    away: tuple[str, TcpProxy],
+) -> None:
+    url, _ = away
+    failed = asyncio.Event()
+    retry = ConnectRetry(initial=0.01, maximum=0.01, on_failure=lambda *_: failed.set())
+    db = Database(url, command_timeout=5, retry=retry)
+    starting = asyncio.ensure_future(db.start())
+    await asyncio.wait_for(failed.wait(), WAIT)
     starting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await starting
@@ -123,6 +148,10 @@ async def test_the_engine_serves_its_api_while_postgresql_is_away(
             assert api is not None
             assert api.state == "up"
             assert not engine.database_ready.is_set()
+            async with socket_api(settings.api.socket) as api_client:
+                code, body, _ = await api_client.call("GET", "/readyz")
+            assert code == 503  # and the caller hears why, not just "not connected yet"
+            assert "cannot connect to PostgreSQL" in json.dumps(body)
             proxy.refusing = False
             await asyncio.wait_for(engine.database_ready.wait(), WAIT)
             database = engine.health.get("database")
