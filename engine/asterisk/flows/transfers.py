@@ -31,11 +31,13 @@ from engine.asterisk.naming import (
     consult_bridge_id,
     current_leg_channel,
     target_channel_id,
+    target_channel_variables,
+    target_stasis_args,
 )
 from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
-from engine.domain.event_types import CallEventType
+from engine.domain.event_types import CallEventType, leg_released, leg_replaced
 from engine.domain.phone import to_e164
 from engine.domain.transfer import (
     AdoptTarget,
@@ -103,17 +105,13 @@ class TransferRunner:
 
     # -- requests (the caller holds the session lock) -----------------------------------------
 
-    async def start(
-        self, session: StoredSession, kind: TransferType, target: str, leg: str = "agent"
+    async def begin(
+        self, session: StoredSession, kind: TransferType, target: str, leg: Leg = Leg.AGENT
     ) -> StoredTransfer:
         if session.status is not CallStatus.CONNECTED:
             raise Conflict(
                 f"session {session.id} is {session.status.value}; only connected calls transfer"
             )
-        try:
-            replaced = Leg(leg)
-        except ValueError:
-            raise InvalidInput("leg", "must be 'agent' or 'customer'") from None
         if await self._store.transfers.live(session.id) is not None:
             raise Conflict(f"session {session.id} already has a transfer in flight")
         target_type, target, endpoint = await self._resolve(target)
@@ -125,7 +123,7 @@ class TransferRunner:
                 session_id=session.id,
                 transfer_type=kind.value,
                 # the leg that stays and is moved to the target; ``leg`` is released
-                from_leg=other_leg(replaced).value,
+                from_leg=other_leg(leg).value,
                 target_type=target_type,
                 target=target,
                 target_channel_id=target_channel_id(session.id, transfer_id),
@@ -260,15 +258,10 @@ class TransferRunner:
                 await self._ari.originate(
                     endpoint,
                     channel_id=target,
-                    app_args=f"c2c,{sid},target",
+                    app_args=target_stasis_args(sid),
                     caller_id=caller_id,
                     ring_timeout=ring,
-                    variables={
-                        "CTC_SESSION_ID": str(sid),
-                        "CTC_LEG": "target",
-                        "CTC_TRANSFER_ID": str(transfer.id),
-                        **self._leg_variables,
-                    },
+                    variables={**target_channel_variables(sid, transfer.id), **self._leg_variables},
                 )
                 await self._event(
                     session, CallEventType.TRANSFER_TARGET_DIALING, transfer, {"endpoint": endpoint}
@@ -298,7 +291,7 @@ class TransferRunner:
                     await self._ari.hangup(current_leg_channel(session, step.leg))
                 await self._event(
                     session,
-                    CallEventType(f"transfer.{step.leg.value}_released"),
+                    leg_released(step.leg),
                     transfer,
                     {"channel": current_leg_channel(session, step.leg)},
                 )
@@ -311,7 +304,7 @@ class TransferRunner:
                 await self._store.sessions.append_event(
                     session.tenant_id,
                     sid,
-                    CallEventType(f"transfer.{step.leg.value}_replaced"),
+                    leg_replaced(step.leg),
                     payload={
                         "transfer_id": str(transfer.id),
                         "channel": target,
