@@ -38,6 +38,7 @@ from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
 from engine.domain.event_types import CallEventType, leg_released, leg_replaced
+from engine.domain.ivr import TransferTargetType
 from engine.domain.phone import to_e164
 from engine.domain.transfer import (
     AdoptTarget,
@@ -121,7 +122,7 @@ class TransferRunner:
                 id=transfer_id,
                 tenant_id=session.tenant_id,
                 session_id=session.id,
-                transfer_type=kind.value,
+                transfer_type=kind,
                 # the leg that stays and is moved to the target; ``leg`` is released
                 from_leg=other_leg(leg).value,
                 target_type=target_type,
@@ -151,8 +152,8 @@ class TransferRunner:
         if transfer is None:
             return None
         steps = decide_transfer(
-            TransferType(transfer.transfer_type),
-            TransferState(transfer.state),
+            transfer.transfer_type,
+            transfer.state,
             fact,
             replaced_leg(transfer),
         )
@@ -170,7 +171,7 @@ class TransferRunner:
         with contextlib.suppress(AriError):
             await self._ari.destroy_bridge(_consult(transfer))
         await self._store.transfers.update(
-            transfer.id, TransferState.FAILED.value, failure_cause=reason[:500]
+            transfer.id, TransferState.FAILED, failure_cause=reason[:500]
         )
         await self._event(session, CallEventType.TRANSFER_FAILED, transfer, {"reason": reason})
 
@@ -185,11 +186,11 @@ class TransferRunner:
 
     # -- carrying out -------------------------------------------------------------------------
 
-    async def _resolve(self, target: str) -> tuple[str, str, str]:
+    async def _resolve(self, target: str) -> tuple[TransferTargetType, str, str]:
         """(target_type, normalised target, dial string); InvalidInput if unknown."""
         if target.startswith("+"):
             number = to_e164(target, field="target")
-            return "number", number, dial_string(self._calls, number)
+            return TransferTargetType.NUMBER, number, dial_string(self._calls, number)
         if not _ENDPOINT_NAME.match(target):
             raise InvalidInput("target", "neither an E.164 number nor an endpoint name")
         endpoint = dial_string(self._calls, target, outside_line=False)
@@ -199,7 +200,7 @@ class TransferRunner:
                 await self._ari.request("GET", f"/endpoints/{tech}/{resource}")
             except AriNotFound as exc:
                 raise InvalidInput("target", f"unknown endpoint {target!r}") from exc
-        return "agent", target, endpoint
+        return TransferTargetType.AGENT, target, endpoint
 
     async def _run(
         self,
@@ -313,12 +314,12 @@ class TransferRunner:
                     changes={column: target},
                 )
             case SetState():
-                transfer = await self._store.transfers.update(transfer.id, step.state.value)
+                transfer = await self._store.transfers.update(transfer.id, step.state)
                 await self._event(session, step.event_type, transfer)
             case Finish():
                 transfer = await self._store.transfers.update(
                     transfer.id,
-                    step.state.value,
+                    step.state,
                     failure_cause=step.reason[:500] if step.reason else None,
                     hangup_cause=step.cause,
                 )
@@ -353,7 +354,7 @@ class TransferRunner:
         with contextlib.suppress(AriError):
             await self._ari.request("DELETE", f"/channels/{customer}/moh")
         transfer = await self._store.transfers.update(
-            transfer.id, TransferState.FAILED.value, failure_cause=reason[:500]
+            transfer.id, TransferState.FAILED, failure_cause=reason[:500]
         )
         await self._event(session, CallEventType.TRANSFER_FAILED, transfer, {"reason": reason})
         return transfer
