@@ -187,7 +187,7 @@ class IvrCallRecord:
     async def transfer_started(
         self,
         *,
-        target_type: str,
+        target_type: TransferTargetType,
         target: str | None,
         menu: str | None = None,
         key: str | None = None,
@@ -209,7 +209,7 @@ class IvrCallRecord:
             NewTransfer(
                 tenant_id=session.tenant_id,
                 session_id=session.id,
-                transfer_type=TransferType.BLIND.value,
+                transfer_type=TransferType.BLIND,
                 from_leg="caller",  # the leg that stays and is moved to the target
                 target_type=target_type,
                 target=target,
@@ -221,7 +221,7 @@ class IvrCallRecord:
         )
         payload: dict[str, Any] = {
             "transfer_id": str(transfer.id),
-            "target_type": target_type,
+            "target_type": target_type.value,
             "target": target,
         }
         if routing_rule_id is not None:
@@ -249,7 +249,7 @@ class IvrCallRecord:
             changes["target_channel_id"] = target_channel_id
         if answered_at is not None:
             changes["answered_at"] = max(answered_at, transfer.requested_at)
-        done = await self.store.transfers.update(transfer.id, state.value, **changes)
+        done = await self.store.transfers.update(transfer.id, state, **changes)
         payload: dict[str, Any] = {"transfer_id": str(done.id), "state": state.value}
         if cause is not None:
             payload["hangup_cause"] = cause
@@ -262,7 +262,7 @@ class IvrCallRecord:
     async def attempt_started(self, command: Transfer, attempt: Attempt) -> StoredTransfer:
         """The row of one attempt of an IVR transfer (members rung at once: ``a&b``)."""
         return await self.transfer_started(
-            target_type=command.target_type.value,
+            target_type=command.target_type,
             target="&".join(attempt.targets) or None,
             menu=command.menu,
             key=command.key,
@@ -275,7 +275,7 @@ class IvrCallRecord:
         """An ``ivr_menu`` routing rule: the transfer completes by sending the caller to
         that menu (a completed row whose target is the menu)."""
         row = await self.transfer_started(
-            target_type=command.target_type.value,
+            target_type=command.target_type,
             target=plan_menu,
             menu=command.menu,
             key=command.key,

@@ -17,6 +17,20 @@ What we name (``<session>`` and ``<transfer>`` are UUIDs, ``<leg>`` ``agent|cust
 - ``ivr-message-<call>-<tag>``: a message an IVR caller left (a recording);
 - ``ivr-<uuid>``: an ARI IVR prompt (a playback; never parsed).
 
+What a channel carries into Stasis (the app arguments) and into the dialplan (channel
+variables) is named here too, because the dialplan reads it back (``[ctc-hangup]`` in
+``dialplan/extensions.conf`` files a leg's hangup under ``CTC_SESSION_ID``):
+
+- ``c2c,<session>,<leg>`` and ``c2c,<session>,target``: the app arguments of a dialed leg
+  and of a transfer target (:func:`leg_stasis_args`, :func:`target_stasis_args`);
+- ``ivr,<menu>,<tenant>``: a caller the dialplan hands to the ARI IVR (``Stasis(ctc,ivr,
+  main)``; the menu defaults to ``main``, the tenant to ``default``), read by
+  :func:`parse_ivr_stasis_args`;
+- ``ivr-transfer``: a target an ARI IVR call rings (routed by its channel id);
+- ``CTC_SESSION_ID``, ``CTC_LEG`` (``agent|customer|target``) and, on a transfer target,
+  ``CTC_TRANSFER_ID``: the channel variables (:func:`leg_channel_variables`,
+  :func:`target_channel_variables`).
+
 Which channel *is* a leg now is :func:`current_leg_channel`: a completed transfer's target
 replaces the leg's own channel, and the session row stores it.
 """
@@ -26,12 +40,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import uuid
+from collections.abc import Sequence
 from typing import Protocol
 
 from engine.domain.click_to_call import Leg
 
 __all__ = [
     "IdKind",
+    "IvrStasisArgs",
     "ParsedId",
     "call_bridge_id",
     "consult_bridge_id",
@@ -39,9 +55,14 @@ __all__ = [
     "ivr_bridge_id",
     "ivr_message_name",
     "ivr_playback_id",
+    "ivr_stasis_args",
     "ivr_target_channel_id",
+    "ivr_transfer_stasis_args",
     "leg_channel_id",
+    "leg_channel_variables",
+    "leg_stasis_args",
     "parse_id",
+    "parse_ivr_stasis_args",
     "parse_leg_channel_id",
     "recording_name",
     "ringback_playback_id",
@@ -49,6 +70,8 @@ __all__ = [
     "session_of_channel",
     "session_of_recording",
     "target_channel_id",
+    "target_channel_variables",
+    "target_stasis_args",
 ]
 
 _CALL = "c2c-"
@@ -56,6 +79,14 @@ _IVR = "ivr-"
 _TARGET = "-target-"
 _CONSULT = "-consult-"
 _UUID_LENGTH = 36  # str(uuid.UUID(...))
+
+# Stasis app arguments (the first one says which flow the channel belongs to)
+_STASIS_CALL = "c2c"
+_STASIS_IVR = "ivr"
+_STASIS_IVR_TRANSFER = "ivr-transfer"
+_TARGET_LEG = "target"  # CTC_LEG and the last app argument of a transfer target
+_IVR_DEFAULT_MENU = "main"
+_IVR_DEFAULT_TENANT = "default"
 
 
 class IdKind(enum.Enum):
@@ -123,6 +154,46 @@ def ivr_playback_id() -> str:
     return f"{_IVR}{uuid.uuid4()}"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class IvrStasisArgs:
+    """What ``Stasis(ctc,ivr,<menu>,<tenant>)`` asks of the ARI IVR."""
+
+    menu: str = _IVR_DEFAULT_MENU
+    tenant_slug: str = _IVR_DEFAULT_TENANT
+
+
+def leg_stasis_args(session_id: uuid.UUID, leg: Leg) -> str:
+    return f"{_STASIS_CALL},{session_id},{leg.value}"
+
+
+def target_stasis_args(session_id: uuid.UUID) -> str:
+    return f"{_STASIS_CALL},{session_id},{_TARGET_LEG}"
+
+
+def ivr_stasis_args(args: IvrStasisArgs) -> str:
+    """The app arguments the dialplan writes for an IVR caller (``ivr,<menu>,<tenant>``)."""
+    return f"{_STASIS_IVR},{args.menu},{args.tenant_slug}"
+
+
+def ivr_transfer_stasis_args() -> str:
+    return _STASIS_IVR_TRANSFER
+
+
+def leg_channel_variables(session_id: uuid.UUID, leg: Leg) -> dict[str, str]:
+    """The channel variables of a dialed click-to-call leg (the dialplan's hangup handler
+    reads ``CTC_SESSION_ID``)."""
+    return {"CTC_SESSION_ID": str(session_id), "CTC_LEG": leg.value}
+
+
+def target_channel_variables(session_id: uuid.UUID, transfer_id: uuid.UUID) -> dict[str, str]:
+    """The channel variables of a transfer's target channel."""
+    return {
+        "CTC_SESSION_ID": str(session_id),
+        "CTC_LEG": _TARGET_LEG,
+        "CTC_TRANSFER_ID": str(transfer_id),
+    }
+
+
 class _HasLegChannels(Protocol):
     @property
     def id(self) -> uuid.UUID: ...
@@ -182,6 +253,16 @@ def parse_id(value: str) -> ParsedId | None:
                 return None
             return ParsedId(kind, session_id, transfer_id=transfer_id)
     return None
+
+
+def parse_ivr_stasis_args(args: Sequence[str]) -> IvrStasisArgs | None:
+    """The IVR a channel entering Stasis with ``args`` asks for; None when the channel is
+    not an IVR caller (a leg, a transfer target, or another app's)."""
+    if not args or args[0] != _STASIS_IVR:
+        return None
+    menu = args[1] if len(args) > 1 else _IVR_DEFAULT_MENU
+    tenant_slug = args[2] if len(args) > 2 else _IVR_DEFAULT_TENANT
+    return IvrStasisArgs(menu, tenant_slug)
 
 
 def _session_if(value: str, *kinds: IdKind) -> uuid.UUID | None:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.domain.call import CallStatus
-from engine.domain.event_types import CallEventType
+from engine.domain.event_types import CallEventType, leg_hangup
 
 __all__ = [
     "Answered",
@@ -290,7 +290,7 @@ def decide(status: CallStatus, fact: Fact, *, record: bool = False) -> Decision:
                     Hangup(other),
                     _ended(
                         CallStatus.COMPLETED,
-                        CallEventType(f"{fact.leg.value}.hangup"),
+                        leg_hangup(fact.leg),
                         fact,
                         end_reason=f"{fact.leg.value} hung up",
                     ),

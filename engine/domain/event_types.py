@@ -6,13 +6,29 @@ detail. The domain decides most of them (the click-to-call and transfer steps na
 event they record), the adapters name the facts they observe (DTMF, recording, resync), and
 every producer takes its name from here, so the list below is every type the engine writes.
 A member is a ``str``: it compares equal to its value and is stored as it.
+
+Where a producer picks the type by a leg or a transfer outcome, it asks one of the mappings
+below (:func:`leg_hangup`, :func:`leg_released`, :func:`leg_replaced`,
+:func:`transfer_outcome`) instead of building the name from a string. They are keyed by the
+value of :class:`~engine.domain.click_to_call.Leg` and
+:class:`~engine.domain.transfer.TransferState` (both ``StrEnum``, so a member is its own
+key): those modules import this one, so importing them here would make a cycle.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 
-__all__ = ["CallEventType"]
+from engine.errors import DomainError
+
+__all__ = [
+    "CallEventType",
+    "leg_hangup",
+    "leg_released",
+    "leg_replaced",
+    "transfer_outcome",
+]
 
 
 class CallEventType(enum.StrEnum):
@@ -79,3 +95,56 @@ class CallEventType(enum.StrEnum):
     IVR_TRANSFER_FINISHED = "ivr.transfer_finished"
     IVR_RECORDING_MESSAGE = "ivr.recording_message"
     IVR_ENDED = "ivr.ended"
+
+
+# keyed by ``Leg`` value: the leg that hung up on a connected call
+_LEG_HANGUP: Mapping[str, CallEventType] = {
+    "agent": CallEventType.AGENT_HANGUP,
+    "customer": CallEventType.CUSTOMER_HANGUP,
+}
+# keyed by ``Leg`` value: the leg a completed transfer hung up
+_LEG_RELEASED: Mapping[str, CallEventType] = {
+    "agent": CallEventType.TRANSFER_AGENT_RELEASED,
+    "customer": CallEventType.TRANSFER_CUSTOMER_RELEASED,
+}
+# keyed by ``Leg`` value: the leg whose channel a completed transfer's target took over
+_LEG_REPLACED: Mapping[str, CallEventType] = {
+    "agent": CallEventType.TRANSFER_AGENT_REPLACED,
+    "customer": CallEventType.TRANSFER_CUSTOMER_REPLACED,
+}
+# keyed by terminal ``TransferState`` value: the event that records the outcome
+_TRANSFER_OUTCOME: Mapping[str, CallEventType] = {
+    "completed": CallEventType.TRANSFER_COMPLETED,
+    "canceled": CallEventType.TRANSFER_CANCELED,
+    "failed": CallEventType.TRANSFER_FAILED,
+    "busy": CallEventType.TRANSFER_BUSY,
+    "no_answer": CallEventType.TRANSFER_NO_ANSWER,
+}
+
+
+def _lookup(mapping: Mapping[str, CallEventType], key: str, what: str) -> CallEventType:
+    try:
+        return mapping[key]
+    except KeyError:
+        raise DomainError(f"no {what} event type for {str(key)!r}") from None
+
+
+def leg_hangup(leg: str) -> CallEventType:
+    """The event of ``leg`` (a ``Leg``) hanging up a connected call."""
+    return _lookup(_LEG_HANGUP, leg, "hangup")
+
+
+def leg_released(leg: str) -> CallEventType:
+    """The event of a transfer hanging up ``leg`` (a ``Leg``) as it completes."""
+    return _lookup(_LEG_RELEASED, leg, "released-leg")
+
+
+def leg_replaced(leg: str) -> CallEventType:
+    """The event of a transfer's target taking over ``leg`` (a ``Leg``)."""
+    return _lookup(_LEG_REPLACED, leg, "replaced-leg")
+
+
+def transfer_outcome(state: str) -> CallEventType:
+    """The event recording a transfer that ended in ``state`` (a terminal
+    ``TransferState``)."""
+    return _lookup(_TRANSFER_OUTCOME, state, "transfer outcome")

@@ -22,7 +22,7 @@ import enum
 from datetime import datetime
 
 from engine.domain.click_to_call import Answered, Fact, Leg, LegEnded, status_for_unanswered
-from engine.domain.event_types import CallEventType
+from engine.domain.event_types import CallEventType, transfer_outcome
 
 __all__ = [
     "AdoptTarget",
@@ -246,7 +246,7 @@ def decide_transfer(
             reason = fact.cause_text or f"target did not answer ({outcome.value})"
             return (
                 *unhold,
-                Finish(outcome, CallEventType(f"transfer.{outcome.value}"), reason, fact.cause),
+                Finish(outcome, transfer_outcome(outcome), reason, fact.cause),
             )
         case TargetEnded() if state is TransferState.CONSULTING:
             return (

@@ -44,7 +44,7 @@ class SessionOwner(Protocol):
         self,
         tenant_id: uuid.UUID,
         session_id: uuid.UUID,
-        target: CallStatus | str,
+        target: CallStatus,
         *,
         event_type: CallEventType,
         payload: Mapping[str, Any] | None,

@@ -18,8 +18,9 @@ from typing import Any, Final
 import asyncpg
 
 from engine.domain.call import CallSession, CallStatus, Direction
-from engine.domain.ivr import IvrMenu
+from engine.domain.ivr import IvrMenu, TransferTargetType
 from engine.domain.netpolicy import Network, OutboundPolicy
+from engine.domain.transfer import TransferState, TransferType
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -276,9 +277,11 @@ class ProviderSecrets:
 class NewTransfer:
     tenant_id: uuid.UUID
     session_id: uuid.UUID
-    transfer_type: str
+    transfer_type: TransferType
+    # the leg that stays: a click-to-call's agent|customer (a ``Leg`` value), an inbound
+    # call's caller (the SQL domain ``call_leg``)
     from_leg: str
-    target_type: str
+    target_type: TransferTargetType
     target: str | None  # None only for a routing rule that rang nobody
     target_channel_id: str | None
     consult_bridge_id: str | None = None
@@ -294,14 +297,14 @@ class StoredTransfer:
     id: uuid.UUID
     tenant_id: uuid.UUID
     session_id: uuid.UUID
-    transfer_type: str
+    transfer_type: TransferType
     initiated_by: str
-    from_leg: str
-    target_type: str
+    from_leg: str  # as NewTransfer.from_leg
+    target_type: TransferTargetType
     target: str | None
     target_channel_id: str | None
     consult_bridge_id: str | None
-    state: str
+    state: TransferState
     failure_cause: str | None
     hangup_cause: int | None
     requested_at: datetime

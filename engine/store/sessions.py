@@ -55,7 +55,7 @@ class SessionRepository(SessionQueries):
         self,
         tenant_id: uuid.UUID,
         session_id: uuid.UUID,
-        target: CallStatus | str,
+        target: CallStatus,
         *,
         event_type: CallEventType = CallEventType.STATUS_CHANGED,
         payload: Mapping[str, Any] | None = None,

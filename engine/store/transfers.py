@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from engine.domain.ivr import TransferTargetType
+from engine.domain.transfer import TransferState, TransferType
 from engine.errors import Conflict, NotFound
 from engine.store.database import Database, returned
 from engine.store.records import NewTransfer, StoredTransfer
@@ -21,7 +23,15 @@ _COLS = (
 
 
 def _row(row: asyncpg.Record) -> StoredTransfer:
-    return StoredTransfer(**dict(row))
+    fields = dict(row)
+    return StoredTransfer(
+        **{
+            **fields,
+            "transfer_type": TransferType(fields["transfer_type"]),
+            "target_type": TransferTargetType(fields["target_type"]),
+            "state": TransferState(fields["state"]),
+        }
+    )
 
 
 class TransferRepository:
@@ -39,10 +49,10 @@ class TransferRepository:
                 f"$5, $6, $7, $8, $9, $11, $12) RETURNING {_COLS}",
                 new.tenant_id,
                 new.session_id,
-                new.transfer_type,
+                new.transfer_type.value,
                 new.initiated_by,
                 new.from_leg,
-                new.target_type,
+                new.target_type.value,
                 new.target,
                 new.target_channel_id,
                 new.consult_bridge_id,
@@ -74,7 +84,9 @@ class TransferRepository:
         )
         return [_row(r) for r in rows]
 
-    async def update(self, transfer_id: uuid.UUID, state: str, **changes: Any) -> StoredTransfer:
+    async def update(
+        self, transfer_id: uuid.UUID, state: TransferState, **changes: Any
+    ) -> StoredTransfer:
         """Set the state (and answered_at when consulting, completed_at when terminal).
 
         ``answered_at`` may be given when the answer came earlier than now (FastAGI learns
@@ -83,13 +95,14 @@ class TransferRepository:
         allowed = {"failure_cause", "hangup_cause", "target_channel_id", "answered_at"}
         extra = {k: v for k, v in changes.items() if k in allowed}
         sets = ["state = $2"]
-        args: list[Any] = [transfer_id, state]
+        args: list[Any] = [transfer_id, state.value]
         for key, value in extra.items():
             args.append(value)
             sets.append(f"{key} = ${len(args)}")
-        if state in ("consulting", "completed") and "answered_at" not in extra:
+        answered = state in (TransferState.CONSULTING, TransferState.COMPLETED)
+        if answered and "answered_at" not in extra:
             sets.append("answered_at = coalesce(answered_at, now())")
-        if state not in ("initiated", "consulting"):
+        if not state.is_live:
             sets.append("completed_at = now()")
         row = await self._db.fetchrow(
             f"UPDATE call_transfer SET {', '.join(sets)} WHERE id = $1 RETURNING {_COLS}",

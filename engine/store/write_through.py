@@ -156,7 +156,7 @@ class WriteThrough:
         self,
         tenant_id: uuid.UUID,
         session_id: uuid.UUID,
-        target: CallStatus | str,
+        target: CallStatus,
         *,
         event_type: CallEventType,
         payload: Mapping[str, Any] | None,

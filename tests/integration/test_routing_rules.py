@@ -7,8 +7,9 @@ import uuid
 from typing import Any
 
 from engine.daemon import Engine
+from engine.domain.ivr import TransferTargetType
 from engine.domain.routing import Attempt, Strategy, plan_route
-from engine.domain.transfer import TransferState
+from engine.domain.transfer import TransferState, TransferType
 from engine.store.records import NewTransfer
 from tests.support.calls import session_in
 from tests.support.http import Api
@@ -35,9 +36,9 @@ async def _offer(
         NewTransfer(
             tenant_id=tenant_id,
             session_id=session_id,
-            transfer_type="blind",
+            transfer_type=TransferType.BLIND,
             from_leg="caller",
-            target_type="routing_rule",
+            target_type=TransferTargetType.ROUTING_RULE,
             target=member,
             target_channel_id=None,
             initiated_by="ivr",
@@ -45,7 +46,7 @@ async def _offer(
         )
     )
     assert row.routing_rule_id == rule_id
-    await engine.store.transfers.update(row.id, TransferState.BUSY.value, hangup_cause=17)
+    await engine.store.transfers.update(row.id, TransferState.BUSY, hangup_cause=17)
 
 
 async def test_rule_with_offer_history_and_its_fallback_chain(

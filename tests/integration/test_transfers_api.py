@@ -8,6 +8,8 @@ import uuid
 import pytest
 
 from engine.daemon import Engine
+from engine.domain.ivr import TransferTargetType
+from engine.domain.transfer import TransferState, TransferType
 from engine.errors import Conflict
 from engine.store.records import NewTransfer
 from tests.support.calls import CONNECT, session_in
@@ -98,31 +100,32 @@ async def test_transfer_rows(api_engine: Engine, unix_api: Api) -> None:
     new = NewTransfer(
         tenant_id=tenant.id,
         session_id=session_id,
-        transfer_type="attended",
+        transfer_type=TransferType.ATTENDED,
         from_leg="customer",
-        target_type="agent",
+        target_type=TransferTargetType.AGENT,
         target="agent2",
         target_channel_id=f"c2c-{sid}-target",
         consult_bridge_id=f"c2c-{sid}-consult",
     )
     first = await repo.create(new)
-    assert (first.state, first.answered_at, first.completed_at) == ("initiated", None, None)
+    assert first.state is TransferState.INITIATED
+    assert (first.answered_at, first.completed_at) == (None, None)
     with pytest.raises(Conflict):
         await repo.create(new)
     assert (await repo.live(session_id)) == first
-    consulting = await repo.update(first.id, "consulting")
+    consulting = await repo.update(first.id, TransferState.CONSULTING)
     assert consulting.answered_at is not None
     assert consulting.completed_at is None
-    done = await repo.update(first.id, "canceled", failure_cause="canceled by API")
+    done = await repo.update(first.id, TransferState.CANCELED, failure_cause="canceled by API")
     assert done.completed_at is not None
     assert done.failure_cause == "canceled by API"
     assert await repo.live(session_id) is None
     # a new transfer may start once the first ended
     second = await repo.create(
-        dataclasses.replace(new, transfer_type="blind", consult_bridge_id=None)
+        dataclasses.replace(new, transfer_type=TransferType.BLIND, consult_bridge_id=None)
     )
-    busy = await repo.update(second.id, "busy", hangup_cause=17)
-    assert (busy.state, busy.hangup_cause, busy.answered_at) == ("busy", 17, None)
+    busy = await repo.update(second.id, TransferState.BUSY, hangup_cause=17)
+    assert (busy.state, busy.hangup_cause, busy.answered_at) == (TransferState.BUSY, 17, None)
     rows = await repo.for_session(tenant.id, session_id)
     assert [r.id for r in rows] == [first.id, second.id]
     # the id may be chosen by the caller (channel ids derive from it)

@@ -9,20 +9,28 @@ import pytest
 
 from engine.asterisk.naming import (
     IdKind,
+    IvrStasisArgs,
     ParsedId,
     call_bridge_id,
     consult_bridge_id,
     current_leg_channel,
     ivr_bridge_id,
+    ivr_stasis_args,
     ivr_target_channel_id,
+    ivr_transfer_stasis_args,
     leg_channel_id,
+    leg_channel_variables,
+    leg_stasis_args,
     parse_id,
+    parse_ivr_stasis_args,
     parse_leg_channel_id,
     recording_name,
     session_of_bridge,
     session_of_channel,
     session_of_recording,
     target_channel_id,
+    target_channel_variables,
+    target_stasis_args,
 )
 from engine.domain.click_to_call import Leg
 
@@ -124,3 +132,48 @@ def test_the_current_leg_channel_is_the_stored_one_else_the_legs_own() -> None:
     assert current_leg_channel(session(None, None), Leg.CUSTOMER) == f"c2c-{SID}-customer"
     assert current_leg_channel(session("x", "y"), Leg.AGENT) == "x"
     assert current_leg_channel(session("x", "y"), Leg.CUSTOMER) == "y"
+
+
+def test_the_stasis_args_and_channel_variables_on_the_wire() -> None:
+    # what the dialplan and Asterisk read: Stasis(ctc,<args>) and [ctc-hangup]'s variables
+    assert leg_stasis_args(SID, Leg.AGENT) == f"c2c,{SID},agent"
+    assert leg_stasis_args(SID, Leg.CUSTOMER) == f"c2c,{SID},customer"
+    assert target_stasis_args(SID) == f"c2c,{SID},target"
+    assert ivr_transfer_stasis_args() == "ivr-transfer"
+    assert ivr_stasis_args(IvrStasisArgs("sales", "acme")) == "ivr,sales,acme"
+    assert leg_channel_variables(SID, Leg.CUSTOMER) == {
+        "CTC_SESSION_ID": str(SID),
+        "CTC_LEG": "customer",
+    }
+    assert target_channel_variables(SID, TID) == {
+        "CTC_SESSION_ID": str(SID),
+        "CTC_LEG": "target",
+        "CTC_TRANSFER_ID": str(TID),
+    }
+
+
+@pytest.mark.parametrize(
+    "asked", [IvrStasisArgs(), IvrStasisArgs("sales"), IvrStasisArgs("sales", "acme")]
+)
+def test_the_ivr_stasis_args_round_trip(asked: IvrStasisArgs) -> None:
+    # Asterisk hands the app arguments to StasisStart split at the commas
+    assert parse_ivr_stasis_args(ivr_stasis_args(asked).split(",")) == asked
+
+
+def test_the_ivr_stasis_args_default_the_menu_and_the_tenant() -> None:
+    # the dialplan's Stasis(ctc,ivr,main) names no tenant
+    assert parse_ivr_stasis_args(["ivr", "main"]) == IvrStasisArgs("main", "default")
+    assert parse_ivr_stasis_args(["ivr"]) == IvrStasisArgs("main", "default")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["ivr-transfer"],
+        leg_stasis_args(SID, Leg.AGENT).split(","),
+        target_stasis_args(SID).split(","),
+    ],
+)
+def test_stasis_args_that_are_not_an_ivr_caller(args: list[str]) -> None:
+    assert parse_ivr_stasis_args(args) is None

@@ -34,6 +34,8 @@ from engine.asterisk.naming import (
     call_bridge_id,
     current_leg_channel,
     leg_channel_id,
+    leg_channel_variables,
+    leg_stasis_args,
     parse_leg_channel_id,
     recording_name,
     ringback_playback_id,
@@ -183,7 +185,7 @@ class ClickToCall(Lifecycle):
         """Start a blind or attended transfer replacing a connected call's ``leg``."""
         async with self.lock(session.id):
             current = await self._store.sessions.get(session.tenant_id, session.id)
-            return await self.transfers.start(current, kind, target, leg.value)
+            return await self.transfers.begin(current, kind, target, leg)
 
     async def complete_transfer(self, session: StoredSession) -> StoredTransfer:
         async with self.lock(session.id):
@@ -418,14 +420,10 @@ class ClickToCall(Lifecycle):
         await self._ari.originate(
             endpoint,
             channel_id=leg_channel_id(session.id, leg),
-            app_args=f"c2c,{session.id},{leg.value}",
+            app_args=leg_stasis_args(session.id, leg),
             caller_id=caller_id,
             ring_timeout=ring,
-            variables={
-                "CTC_SESSION_ID": str(session.id),
-                "CTC_LEG": leg.value,
-                **self._leg_variables,
-            },
+            variables={**leg_channel_variables(session.id, leg), **self._leg_variables},
         )
 
     async def _start_recording(

@@ -33,10 +33,13 @@ from engine.asterisk.flows.dialing import dial_string
 from engine.asterisk.links.ari import AriClient, AriNotFound
 from engine.asterisk.links.ari_router import AriEvent, AriEventRouter, event_channel
 from engine.asterisk.naming import (
+    IvrStasisArgs,
     ivr_bridge_id,
     ivr_message_name,
     ivr_playback_id,
     ivr_target_channel_id,
+    ivr_transfer_stasis_args,
+    parse_ivr_stasis_args,
 )
 from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus
@@ -118,7 +121,7 @@ class AriIvr(Lifecycle):
     def start_call(self, event: AriEvent) -> None:
         """Begin the IVR call that entered Stasis with ``event``, as its own task."""
         channel = event.get("channel", {})
-        args = list(event.get("args", []))
+        args = parse_ivr_stasis_args(event.get("args") or []) or IvrStasisArgs()
         call = AriIvrCall(self, channel, args)
         self.calls_by_channel[call.channel_id] = call
         task = asyncio.create_task(call.run(), name=f"ivr-{call.channel_id}")
@@ -126,8 +129,7 @@ class AriIvr(Lifecycle):
         task.add_done_callback(self._tasks.discard)
 
     def _on_stasis_start(self, event: AriEvent) -> bool:
-        args = event.get("args") or []
-        if args and args[0] == "ivr":
+        if parse_ivr_stasis_args(event.get("args") or []) is not None:
             self.start_call(event)
             return True
         return self._route(event)  # a transfer target of an IVR call answered
@@ -200,14 +202,14 @@ class _Transferring:
 class AriIvrCall:
     """One caller in the IVR over ARI."""
 
-    def __init__(self, ivr: AriIvr, channel: Mapping[str, Any], args: list[str]) -> None:
+    def __init__(self, ivr: AriIvr, channel: Mapping[str, Any], args: IvrStasisArgs) -> None:
         self.ivr = ivr
         self.channel_id = str(channel.get("id", ""))
         caller = channel.get("caller", {}) or {}
         self.caller_number = str(caller.get("number") or "") or None
         self.dialed = str((channel.get("dialplan") or {}).get("exten") or "") or None
-        self.menu = args[1] if len(args) > 1 else "main"
-        self.tenant_slug = args[2] if len(args) > 2 else "default"
+        self.menu = args.menu
+        self.tenant_slug = args.tenant_slug
         self.inbox: asyncio.Queue[Event | _TargetAnswered | _TargetEnded | None] = asyncio.Queue()
         self.record = IvrCallRecord(ivr.store, self.channel_id, "ari")
         self.target: str | None = None  # the transfer target's channel that answered
@@ -413,7 +415,7 @@ class AriIvrCall:
                     await self.ivr.ari.originate(
                         endpoint,
                         channel_id=channel,
-                        app_args="ivr-transfer",
+                        app_args=ivr_transfer_stasis_args(),
                         caller_id=self.caller_number,
                         ring_timeout=attempt.ring_timeout_s,
                     )

@@ -30,7 +30,7 @@ from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus, Direction
 from engine.domain.click_to_call import Leg, Resume, Start, restart_queued
 from engine.domain.event_types import CallEventType
-from engine.domain.transfer import ChannelRole, TransferState, resync_transfer
+from engine.domain.transfer import ChannelRole, resync_transfer
 from engine.errors import AriError, CtcError, IllegalTransition
 from engine.store.records import StoredSession, StoredTransfer
 from engine.store.repositories import Store
@@ -195,7 +195,7 @@ class Resync:
         something."""
         target = channels.get(transfer.target_channel_id or "")
         missed = resync_transfer(
-            TransferState(transfer.state),
+            transfer.state,
             target_present=target is not None,
             target_up=target is not None and target.get("state") == "Up",
         )
@@ -205,7 +205,7 @@ class Resync:
             CallEventType.TRANSFER_RESYNC,
             payload={
                 "transfer_id": str(transfer.id),
-                "state": transfer.state,
+                "state": transfer.state.value,
                 "target_present": target is not None,
                 "missed": type(missed).__name__ if missed is not None else None,
             },

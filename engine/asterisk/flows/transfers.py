@@ -31,11 +31,14 @@ from engine.asterisk.naming import (
     consult_bridge_id,
     current_leg_channel,
     target_channel_id,
+    target_channel_variables,
+    target_stasis_args,
 )
 from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
-from engine.domain.event_types import CallEventType
+from engine.domain.event_types import CallEventType, leg_released, leg_replaced
+from engine.domain.ivr import TransferTargetType
 from engine.domain.phone import to_e164
 from engine.domain.transfer import (
     AdoptTarget,
@@ -103,17 +106,13 @@ class TransferRunner:
 
     # -- requests (the caller holds the session lock) -----------------------------------------
 
-    async def start(
-        self, session: StoredSession, kind: TransferType, target: str, leg: str = "agent"
+    async def begin(
+        self, session: StoredSession, kind: TransferType, target: str, leg: Leg = Leg.AGENT
     ) -> StoredTransfer:
         if session.status is not CallStatus.CONNECTED:
             raise Conflict(
                 f"session {session.id} is {session.status.value}; only connected calls transfer"
             )
-        try:
-            replaced = Leg(leg)
-        except ValueError:
-            raise InvalidInput("leg", "must be 'agent' or 'customer'") from None
         if await self._store.transfers.live(session.id) is not None:
             raise Conflict(f"session {session.id} already has a transfer in flight")
         target_type, target, endpoint = await self._resolve(target)
@@ -123,9 +122,9 @@ class TransferRunner:
                 id=transfer_id,
                 tenant_id=session.tenant_id,
                 session_id=session.id,
-                transfer_type=kind.value,
+                transfer_type=kind,
                 # the leg that stays and is moved to the target; ``leg`` is released
-                from_leg=other_leg(replaced).value,
+                from_leg=other_leg(leg).value,
                 target_type=target_type,
                 target=target,
                 target_channel_id=target_channel_id(session.id, transfer_id),
@@ -153,8 +152,8 @@ class TransferRunner:
         if transfer is None:
             return None
         steps = decide_transfer(
-            TransferType(transfer.transfer_type),
-            TransferState(transfer.state),
+            transfer.transfer_type,
+            transfer.state,
             fact,
             replaced_leg(transfer),
         )
@@ -172,7 +171,7 @@ class TransferRunner:
         with contextlib.suppress(AriError):
             await self._ari.destroy_bridge(_consult(transfer))
         await self._store.transfers.update(
-            transfer.id, TransferState.FAILED.value, failure_cause=reason[:500]
+            transfer.id, TransferState.FAILED, failure_cause=reason[:500]
         )
         await self._event(session, CallEventType.TRANSFER_FAILED, transfer, {"reason": reason})
 
@@ -187,11 +186,11 @@ class TransferRunner:
 
     # -- carrying out -------------------------------------------------------------------------
 
-    async def _resolve(self, target: str) -> tuple[str, str, str]:
+    async def _resolve(self, target: str) -> tuple[TransferTargetType, str, str]:
         """(target_type, normalised target, dial string); InvalidInput if unknown."""
         if target.startswith("+"):
             number = to_e164(target, field="target")
-            return "number", number, dial_string(self._calls, number)
+            return TransferTargetType.NUMBER, number, dial_string(self._calls, number)
         if not _ENDPOINT_NAME.match(target):
             raise InvalidInput("target", "neither an E.164 number nor an endpoint name")
         endpoint = dial_string(self._calls, target, outside_line=False)
@@ -201,7 +200,7 @@ class TransferRunner:
                 await self._ari.request("GET", f"/endpoints/{tech}/{resource}")
             except AriNotFound as exc:
                 raise InvalidInput("target", f"unknown endpoint {target!r}") from exc
-        return "agent", target, endpoint
+        return TransferTargetType.AGENT, target, endpoint
 
     async def _run(
         self,
@@ -260,15 +259,10 @@ class TransferRunner:
                 await self._ari.originate(
                     endpoint,
                     channel_id=target,
-                    app_args=f"c2c,{sid},target",
+                    app_args=target_stasis_args(sid),
                     caller_id=caller_id,
                     ring_timeout=ring,
-                    variables={
-                        "CTC_SESSION_ID": str(sid),
-                        "CTC_LEG": "target",
-                        "CTC_TRANSFER_ID": str(transfer.id),
-                        **self._leg_variables,
-                    },
+                    variables={**target_channel_variables(sid, transfer.id), **self._leg_variables},
                 )
                 await self._event(
                     session, CallEventType.TRANSFER_TARGET_DIALING, transfer, {"endpoint": endpoint}
@@ -298,7 +292,7 @@ class TransferRunner:
                     await self._ari.hangup(current_leg_channel(session, step.leg))
                 await self._event(
                     session,
-                    CallEventType(f"transfer.{step.leg.value}_released"),
+                    leg_released(step.leg),
                     transfer,
                     {"channel": current_leg_channel(session, step.leg)},
                 )
@@ -311,7 +305,7 @@ class TransferRunner:
                 await self._store.sessions.append_event(
                     session.tenant_id,
                     sid,
-                    CallEventType(f"transfer.{step.leg.value}_replaced"),
+                    leg_replaced(step.leg),
                     payload={
                         "transfer_id": str(transfer.id),
                         "channel": target,
@@ -320,12 +314,12 @@ class TransferRunner:
                     changes={column: target},
                 )
             case SetState():
-                transfer = await self._store.transfers.update(transfer.id, step.state.value)
+                transfer = await self._store.transfers.update(transfer.id, step.state)
                 await self._event(session, step.event_type, transfer)
             case Finish():
                 transfer = await self._store.transfers.update(
                     transfer.id,
-                    step.state.value,
+                    step.state,
                     failure_cause=step.reason[:500] if step.reason else None,
                     hangup_cause=step.cause,
                 )
@@ -360,7 +354,7 @@ class TransferRunner:
         with contextlib.suppress(AriError):
             await self._ari.request("DELETE", f"/channels/{customer}/moh")
         transfer = await self._store.transfers.update(
-            transfer.id, TransferState.FAILED.value, failure_cause=reason[:500]
+            transfer.id, TransferState.FAILED, failure_cause=reason[:500]
         )
         await self._event(session, CallEventType.TRANSFER_FAILED, transfer, {"reason": reason})
         return transfer
