@@ -46,7 +46,7 @@ MenuLoader = Callable[[uuid.UUID], Awaitable[MenuBook]]
 
 
 class IvrCallRecord:
-    """The stored side of one IVR call; :meth:`open` stores its session, the rest needs it.
+    """The stored side of one IVR call; :meth:`store_session` stores its session, the rest needs it.
 
     ``door`` names the door the caller came through (``ari``, ``agi``), ``channel_id`` the
     caller's channel; both are kept on the session's metadata.
@@ -58,10 +58,10 @@ class IvrCallRecord:
         self.door = door
         self.session: StoredSession | None = None
         self.book: MenuBook | None = None
-        self.policy = OutboundPolicy()  # the tenant's, once open: where lookups may go
+        self.policy = OutboundPolicy()  # the tenant's, once stored: where lookups may go
         self.log: Any = structlog.get_logger(__name__).bind(channel=channel_id, door=door)
 
-    async def open(
+    async def store_session(
         self,
         load_menus: MenuLoader,
         *,
@@ -102,20 +102,20 @@ class IvrCallRecord:
         self.book = book
         return book
 
-    def opened(self) -> StoredSession:
-        """The call's session; RuntimeError before :meth:`open` stored it."""
+    def stored_session(self) -> StoredSession:
+        """The call's session; RuntimeError before :meth:`store_session` stored it."""
         if self.session is None:
-            raise RuntimeError(f"IVR call on {self.channel_id} used before open()")
+            raise RuntimeError(f"IVR call on {self.channel_id} used before store_session()")
         return self.session
 
     def menus(self) -> MenuBook:
-        """The tenant's menus; RuntimeError before :meth:`open` loaded them."""
+        """The tenant's menus; RuntimeError before :meth:`store_session` loaded them."""
         if self.book is None:
-            raise RuntimeError(f"IVR call on {self.channel_id} used before open()")
+            raise RuntimeError(f"IVR call on {self.channel_id} used before store_session()")
         return self.book
 
     async def answered(self, menu: str) -> None:
-        session = self.opened()
+        session = self.stored_session()
         self.session, _ = await self.store.sessions.transition(
             session.tenant_id,
             session.id,
@@ -127,13 +127,13 @@ class IvrCallRecord:
 
     async def note(self, event_type: CallEventType, payload: dict[str, Any]) -> None:
         """A telephony fact of this call as a ``call_event``."""
-        session = self.opened()
+        session = self.stored_session()
         await self.store.sessions.append_event(
             session.tenant_id, session.id, event_type, payload=payload
         )
 
     async def record_dtmf(self, row: RecordDtmf) -> None:
-        session, book = self.opened(), self.menus()
+        session, book = self.stored_session(), self.menus()
         menu_id, version = book.menu_ids[row.menu]
         option_id = book.option_ids.get((row.menu, row.option)) if row.option else None
         await self.store.dtmf.record(
@@ -199,7 +199,7 @@ class IvrCallRecord:
         For a routing rule ``target`` is the member(s) offered (``&``-joined when rung at
         once) and ``routing_rule_id`` the rule offering them.
         """
-        session = self.opened()
+        session = self.stored_session()
         option_id = None
         if self.book is not None and menu is not None and key is not None:
             option_id = self.book.option_ids.get((menu, key))
@@ -289,7 +289,7 @@ class IvrCallRecord:
         """What an IVR transfer rings, and whether its targets take the outside line: a
         routing rule's plan (None: each member by its form, E.164 out on the trunk), or the
         one target for ``ring_timeout_s`` (a number goes out on the trunk)."""
-        session = self.opened()
+        session = self.stored_session()
         ref = command.target or ""
         if command.target_type is not TransferTargetType.ROUTING_RULE:
             outside = command.target_type is TransferTargetType.NUMBER

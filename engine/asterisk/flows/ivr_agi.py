@@ -74,7 +74,7 @@ _KEYS = "0123456789*#"
 # subscriber absent); CANCEL (the caller hung up) has none.
 _DIALSTATUS_CAUSE = {"BUSY": 17, "NOANSWER": 19, "CONGESTION": 34, "CHANUNAVAIL": 20}
 
-# what IvrCallRecord.open finds missing (NotFound.what) -> the refusal it is counted as
+# what IvrCallRecord.store_session finds missing (NotFound.what) -> the refusal it is counted as
 _REFUSED_WHEN_MISSING: dict[str, AgiRefusal] = {
     "tenant": "unknown_tenant",
     "IVR menu": "unknown_menu",
@@ -122,7 +122,7 @@ class AgiIvr(Lifecycle):
         record = IvrCallRecord(self.store, request.uniqueid or request.channel, "agi")
         call = AgiIvrCall(self, channel, record, parts[1])
         try:
-            await call.open(tenant_slug=request.query.get("tenant", "default"))
+            await call.store_session(tenant_slug=request.query.get("tenant", "default"))
         except NotFound as exc:  # nothing is stored for it
             reason = _REFUSED_WHEN_MISSING.get(exc.what)
             if reason is None:  # not a request naming what does not exist: a failure
@@ -161,10 +161,10 @@ class AgiIvrCall:
     def _ms(self) -> int:
         return max(0, round((time.monotonic() - self.prompt_mark) * 1000))
 
-    async def open(self, *, tenant_slug: str) -> None:
+    async def store_session(self, *, tenant_slug: str) -> None:
         """Store the call's session (NotFound, and nothing stored, for an unknown menu)."""
         request = self.channel.request
-        await self.record.open(
+        await self.record.store_session(
             self.ivr.load_menus,
             tenant_slug=tenant_slug,
             menu=self.menu,

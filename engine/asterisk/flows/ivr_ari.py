@@ -286,7 +286,7 @@ class AriIvrCall:
 
     async def _run(self) -> None:
         ivr = self.ivr
-        await self.record.open(
+        await self.record.store_session(
             ivr.load_menus,
             tenant_slug=self.tenant_slug,
             menu=self.menu,
@@ -391,7 +391,7 @@ class AriIvrCall:
         transferring = self.transferring
         if transferring is None:
             raise RuntimeError(f"IVR call on {self.channel_id}: next attempt without a transfer")
-        session = self.record.opened()
+        session = self.record.stored_session()
         command = transferring.command
         while transferring.attempts:
             attempt = transferring.attempts.pop(0)
@@ -476,7 +476,7 @@ class AriIvrCall:
         if self.target is None:
             raise RuntimeError(f"IVR call on {self.channel_id}: bridging without a target")
         await self._stop_prompt()
-        bridge = ivr_bridge_id(self.record.opened().id)
+        bridge = ivr_bridge_id(self.record.stored_session().id)
         await self.ivr.ari.create_bridge(bridge)
         await self.ivr.ari.add_to_bridge(bridge, self.channel_id, self.target)
         self.bridged = bridge
@@ -492,7 +492,7 @@ class AriIvrCall:
 
     async def _record_message(self, command: RecordMessage) -> None:
         """Record the caller (ends at #, silence or the limit); RecordingFinished answers."""
-        name = ivr_message_name(self.record.opened().id, uuid.uuid4().hex[:8])
+        name = ivr_message_name(self.record.stored_session().id, uuid.uuid4().hex[:8])
         params: dict[str, Any] = {
             "name": name,
             "format": "wav",
