@@ -3,8 +3,10 @@ the reads of sessions, their events and statistics.
 
 ``CallService`` turns a request (plain dataclasses and enums, never an API model) into
 domain decisions and store writes. Dialing goes through its :class:`~engine.app.ports.Dialer`
-port (the ARI Stasis app); with ARI disabled there is none: calls are stored and driven by
-the ERP (``PATCH .../status``), and transfers raise :class:`FeatureUnavailable`.
+port (the click-to-call flow over ARI,
+:class:`~engine.asterisk.flows.click_to_call.ClickToCall`); with ARI disabled there is
+none: calls are stored and driven by the ERP (``PATCH .../status``), and transfers raise
+:class:`FeatureUnavailable`.
 """
 
 from __future__ import annotations

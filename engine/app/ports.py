@@ -3,7 +3,7 @@
 The use cases (:mod:`engine.app.calls`, :mod:`engine.app.controls`) decide and record; the
 Asterisk flows do the telephony. They meet here, as Protocols, so the API and the CLI depend
 on the application layer alone and a use case runs in tests with a stand-in. The daemon
-wires the implementations: :class:`~engine.asterisk.flows.click_to_call.StasisApp` is the
+wires the implementations: :class:`~engine.asterisk.flows.click_to_call.ClickToCall` is the
 :class:`Dialer`, :class:`~engine.asterisk.flows.controls.CallControls` the
 :class:`InCallControls`. With ARI disabled the daemon wires neither, and the use cases that
 need them raise :class:`~engine.errors.FeatureUnavailable`.
@@ -30,7 +30,8 @@ class MuteDirection(enum.StrEnum):
 
 
 class Dialer(Protocol):
-    """What places and ends calls on a telephony backend (the ARI Stasis app)."""
+    """What places and ends calls on a telephony backend (over ARI: the click-to-call flow,
+    :class:`~engine.asterisk.flows.click_to_call.ClickToCall`)."""
 
     @property
     def ready(self) -> bool:
