@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import structlog
 
+from engine.app.ports import ErpLookup
 from engine.domain.call import CallStatus, Direction
 from engine.domain.event_types import CallEventType
 from engine.domain.ivr import (
@@ -34,8 +34,7 @@ from engine.domain.netpolicy import OutboundPolicy
 from engine.domain.phone import to_e164
 from engine.domain.routing import Attempt, RoutePlan, plan_route
 from engine.domain.transfer import TransferState, TransferType
-from engine.errors import DestinationRefused, InvalidInput, NotFound
-from engine.outbound import OutboundHttp
+from engine.errors import InvalidInput, NotFound
 from engine.store.records import NewSession, NewTransfer, StoredSession, StoredTransfer
 from engine.store.repositories import Store
 
@@ -301,22 +300,20 @@ class IvrCallRecord:
 
 
 async def http_lookup(
-    http: OutboundHttp,
+    erp: ErpLookup,
     lookup: HttpLookup,
     call: IvrCallRecord | None = None,
     *,
     policy: OutboundPolicy | None = None,
 ) -> LookupResult:
-    """Ask the ERP; any failure is ``ok=False`` (the menu then plays its failure prompt).
+    """Ask the ERP through ``erp``; any failure is ``ok=False`` (the menu then plays its
+    failure prompt).
 
     Only where ``policy`` (default: the call's tenant's, else global addresses only) lets
     requests go (:mod:`engine.domain.netpolicy`): a refused URL or resolved address is a
-    failure saying so, and nothing is sent.
-
-    The request: ``GET url?params`` (``POST``: ``params`` as a JSON body). The answer's body
-    (stripped, at most 200 characters) is the value; a status >= 400, no answer within
-    ``timeout_ms`` or a connection error is a failure. With ``call`` the request and its
-    result are that call's ``ivr.lookup`` / ``ivr.lookup_result`` events.
+    failure saying so, and nothing is sent. What is sent and what counts as an answer:
+    :class:`~engine.app.ports.ErpLookup`. With ``call`` the request and its result are
+    that call's ``ivr.lookup`` / ``ivr.lookup_result`` events.
     """
     if call is not None:
         await call.note(
@@ -326,7 +323,7 @@ async def http_lookup(
     started = time.monotonic()
     if policy is None:
         policy = call.policy if call is not None else OutboundPolicy()
-    result = await _ask(http, lookup, policy)
+    result = await erp.ask(lookup, policy)
     if call is not None:
         took = round((time.monotonic() - started) * 1000)
         await call.note(
@@ -335,26 +332,6 @@ async def http_lookup(
         )
         call.log.info("ivr.lookup", ok=result.ok, error=result.error, ms=took)
     return result
-
-
-async def _ask(http: OutboundHttp, lookup: HttpLookup, policy: OutboundPolicy) -> LookupResult:
-    timeout = aiohttp.ClientTimeout(total=lookup.timeout_ms / 1000)
-    if lookup.method == "POST":
-        method, options = "POST", {"json": dict(lookup.params)}
-    else:
-        method, options = "GET", {"params": dict(lookup.params)}
-    try:
-        async with http.request(policy, method, lookup.url, timeout=timeout, **options) as resp:
-            text = (await resp.text(errors="replace")).strip()  # not UTF-8: still an answer
-            if resp.status >= 400:
-                return LookupResult(ok=False, error=f"HTTP {resp.status}")
-            return LookupResult(ok=True, value=text[:200])
-    except DestinationRefused as exc:
-        return LookupResult(ok=False, error=f"refused by policy: {exc}")
-    except TimeoutError:  # aiohttp's timeouts are TimeoutErrors too, with no message
-        return LookupResult(ok=False, error=f"timed out after {lookup.timeout_ms} ms")
-    except aiohttp.ClientError as exc:  # also InvalidURL
-        return LookupResult(ok=False, error=str(exc) or type(exc).__name__)
 
 
 def _shown(url: str) -> str:

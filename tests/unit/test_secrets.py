@@ -56,7 +56,7 @@ def test_legacy_plaintext_is_read_as_is_and_is_not_current() -> None:
     ring = Keyring((NEW,))
     assert ring.unseal("0123abcd", what="w") == "0123abcd"
     assert not "0123abcd".startswith(ring.current_prefix())
-    assert Keyring().open("0123abcd", what="w") == "0123abcd"
+    assert Keyring().unseal("0123abcd", what="w") == "0123abcd"
 
 
 def test_current_values_are_those_sealed_under_the_primary_key() -> None:

@@ -23,6 +23,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from engine.app.ivr_calls import IvrCallRecord, MenuLoader, http_lookup
+from engine.app.ports import ErpLookup
 from engine.asterisk.flows.dialing import dial_string
 from engine.asterisk.links.agi_protocol import AgiCommandError, AgiHangup
 from engine.asterisk.links.agi_server import AgiChannel
@@ -62,7 +63,6 @@ from engine.domain.transfer import TransferState, state_for_unanswered
 from engine.errors import CtcError, NotFound
 from engine.lifecycle import Lifecycle
 from engine.metrics import AgiRefusal, Metrics, count_agi_refused
-from engine.outbound import OutboundHttp
 from engine.store.records import StoredTransfer
 from engine.store.repositories import Store
 
@@ -83,7 +83,7 @@ _REFUSED_WHEN_MISSING: dict[str, AgiRefusal] = {
 
 class AgiIvr(Lifecycle):
     """The FastAGI door of the IVR: :meth:`run_call` is the server's handler for
-    ``ivr/MENU`` scripts. Closing it closes the lookups' HTTP sessions."""
+    ``ivr/MENU`` scripts; menus' lookups go through ``erp`` (the daemon owns it)."""
 
     def __init__(
         self,
@@ -91,24 +91,14 @@ class AgiIvr(Lifecycle):
         load_menus: MenuLoader,
         settings: CallSettings,
         *,
+        erp: ErpLookup,
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.load_menus = load_menus
         self.settings = settings
+        self.erp = erp
         self._metrics = metrics
-        self._http: OutboundHttp | None = None
-
-    async def _close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-
-    @property
-    def http(self) -> OutboundHttp:
-        """Lookups' sessions, one per tenant network policy (see engine/outbound.py)."""
-        if self._http is None:
-            self._http = OutboundHttp()
-        return self._http
 
     async def run_call(self, channel: AgiChannel) -> None:
         """Run the IVR call on ``channel`` to its end (the FastAGI server's handler)."""
@@ -223,7 +213,7 @@ class AgiIvrCall:
             case SetVariable(name=name, value=value):
                 await self.channel.set_variable(name, value)
             case HttpLookup():
-                return await http_lookup(self.ivr.http, command, self.record)
+                return await http_lookup(self.ivr.erp, command, self.record)
             case Transfer():
                 return await self._transfer(command)
             case RecordMessage():
