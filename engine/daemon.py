@@ -112,6 +112,7 @@ class Engine(Lifecycle):
             self.store,
             dialer=self.stasis.click_to_call if self.stasis is not None else None,
             controls=CallControls(self.ari) if self.ari is not None else None,
+            events=self.events,
         )
         # FastAGI: the admin's dialplan sends callers to AGI(agi://HOST:PORT/ivr/MENU)
         self.agi_ivr = AgiIvr(
@@ -130,7 +131,6 @@ class Engine(Lifecycle):
             health=self.health,
             metrics=self.metrics,
             openapi=openapi_document(),
-            events=self.events,
             streams=StreamLimits(
                 per_tenant=settings.api.max_event_streams_per_tenant,
                 total=settings.api.max_event_streams,

@@ -260,14 +260,6 @@ class CallService:
         filters = dataclasses.replace(filters, customer_number=customer)
         return await self._store.sessions.find(tenant.id, filters, limit=limit, cursor=cursor)
 
-    async def events_after(
-        self, tenant: Tenant, after_id: int, *, session_id: uuid.UUID | None, limit: int
-    ) -> list[CallEvent]:
-        """The tenant's events after ``after_id``, oldest first (an event stream's replay)."""
-        return await self._store.sessions.events_after(
-            tenant.id, after_id, session_id=session_id, limit=limit
-        )
-
     async def stats(
         self,
         tenant: Tenant,
