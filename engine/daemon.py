@@ -34,6 +34,7 @@ from engine.lifecycle import Lifecycle
 from engine.loop_watch import LoopWatch
 from engine.metrics import Metrics
 from engine.notifier import CallbackNotifier
+from engine.outbound import HttpErpLookup, OutboundHttp
 from engine.store.database import ConnectRetry, Database
 from engine.store.migrations import default_migrations_dir, migration_status
 from engine.store.repositories import Store
@@ -76,6 +77,10 @@ class Engine(Lifecycle):
             health=self.health,
             metrics=self.metrics,
         )
+        # the IVR doors' ERP lookups: one set of HTTP sessions (one per tenant network
+        # policy), opened before the doors and closed after them
+        self.lookup_http = OutboundHttp()
+        erp = HttpErpLookup(self.lookup_http)
         self.ami: AmiLink | None = None
         if settings.ari.enabled and settings.ami.enabled:
             if settings.ami.password is None:
@@ -95,6 +100,7 @@ class Engine(Lifecycle):
                 health=self.health,
                 recording_dir=str(ari.recording_dir),
                 menus=self.store.ivr.book,
+                erp=erp,
                 hangup_records=HangupRecords(self.ami, settings.calls.hangup_handler),
             )
         # Asterisk restarted (AMI's FullyBooted says so): the ARI link reconnects and resyncs
@@ -106,9 +112,12 @@ class Engine(Lifecycle):
             self.store,
             dialer=self.stasis.click_to_call if self.stasis is not None else None,
             controls=CallControls(self.ari) if self.ari is not None else None,
+            events=self.events,
         )
         # FastAGI: the admin's dialplan sends callers to AGI(agi://HOST:PORT/ivr/MENU)
-        self.agi_ivr = AgiIvr(self.store, self.store.ivr.book, settings.calls, metrics=self.metrics)
+        self.agi_ivr = AgiIvr(
+            self.store, self.store.ivr.book, settings.calls, erp=erp, metrics=self.metrics
+        )
         self.agi: AgiServer | None = (
             AgiServer.from_settings(
                 settings.agi, self.agi_ivr.run_call, health=self.health, metrics=self.metrics
@@ -122,7 +131,6 @@ class Engine(Lifecycle):
             health=self.health,
             metrics=self.metrics,
             openapi=openapi_document(),
-            events=self.events,
             streams=StreamLimits(
                 per_tenant=settings.api.max_event_streams_per_tenant,
                 total=settings.api.max_event_streams,
@@ -148,6 +156,7 @@ class Engine(Lifecycle):
         self.health.set("api", "starting")
         await self.events.start()
         await self.store.journal.start()
+        await self.lookup_http.start()  # before the IVR doors that use it
         if self.ari is not None:
             await self.ari.start()  # its HTTP session: the API's in-call controls use it
         await self.api.start()  # a failure here closes what started (Lifecycle)
@@ -214,6 +223,7 @@ class Engine(Lifecycle):
             await self.stasis.close()
         if self.ari is not None:
             await self.ari.close()
+        await self.lookup_http.close()  # after the IVR doors: no lookup is in flight
         await self.store.journal.close()  # live calls' last rows (written behind)
         await self.notifier.close()  # after what writes events, before the database
         await self.events.close()

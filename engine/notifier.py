@@ -180,12 +180,14 @@ class CallbackNotifier(Lifecycle):
     # -- lifecycle --------------------------------------------------------------------------
 
     async def _open(self) -> None:
-        self._http = OutboundHttp(
+        # its own sessions, not the IVR lookups': these send the engine's User-Agent, keep
+        # no cookies, time out at callbacks.timeout and are limited to the concurrency
+        self._http = await OutboundHttp(
             limit=self._concurrency,
             timeout=aiohttp.ClientTimeout(total=self._settings.timeout),
             headers={"User-Agent": USER_AGENT},
             cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        ).start()
         if self._events is not None:
             self._unlisten = self._events.add_listener(self._on_event)
         self._set_health("up", "running")

@@ -4,7 +4,11 @@ Why here: :mod:`engine.domain.netpolicy` says which addresses are refused; this 
 the rule meets the network, after DNS, so a name that resolves to ``127.0.0.1`` (or is
 changed to, between the URL's check and the request) is refused like the address itself.
 Both senders of requests built from tenant data use it: the status callback notifier
-(:mod:`engine.notifier`) and the IVR lookup (:func:`engine.app.ivr_calls.http_lookup`).
+(:mod:`engine.notifier`, with its own :class:`OutboundHttp`: its sessions send the
+engine's User-Agent, keep no cookies and have its concurrency as their limit) and the IVR
+lookup (:func:`engine.app.ivr_calls.http_lookup`, through :class:`HttpErpLookup`, the
+:class:`~engine.app.ports.ErpLookup` port over the daemon's one lookup
+:class:`OutboundHttp`).
 
 Each distinct policy gets its own :class:`aiohttp.ClientSession` (most tenants share the
 empty one), whose connector enforces the policy twice:
@@ -34,10 +38,18 @@ from typing import Any
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from engine.domain.ivr import HttpLookup, LookupResult
 from engine.domain.netpolicy import OutboundPolicy
 from engine.errors import DestinationRefused
+from engine.lifecycle import Lifecycle
 
-__all__ = ["DestinationRefused", "GuardedResolver", "OutboundHttp", "refused_by_policy"]
+__all__ = [
+    "DestinationRefused",
+    "GuardedResolver",
+    "HttpErpLookup",
+    "OutboundHttp",
+    "refused_by_policy",
+]
 
 
 class GuardedResolver(AbstractResolver):
@@ -85,10 +97,12 @@ def refused_by_policy(exc: BaseException) -> DestinationRefused | None:
     return None
 
 
-class OutboundHttp:
-    """One :class:`aiohttp.ClientSession` per policy, created on first use with the
-    keyword arguments given here (timeout, headers...); ``limit`` is each connector's
-    connection limit. :meth:`close` closes them all."""
+class OutboundHttp(Lifecycle):
+    """One :class:`aiohttp.ClientSession` per policy, created on first use while open, with
+    the keyword arguments given here (timeout, headers...); ``limit`` is each connector's
+    connection limit. Closing it closes them all; using it before :meth:`start` or after
+    :meth:`close` raises :class:`~engine.errors.ClosedResourceError` (no pool is created
+    behind its owner's back). Closing is bounded by aiohttp's session close."""
 
     def __init__(self, *, limit: int = 100, **session_options: Any) -> None:
         self._limit = limit
@@ -96,6 +110,8 @@ class OutboundHttp:
         self._sessions: dict[OutboundPolicy, aiohttp.ClientSession] = {}
 
     def session(self, policy: OutboundPolicy) -> aiohttp.ClientSession:
+        """The session for ``policy`` (made on first use); ClosedResourceError unless open."""
+        self.require_open()
         found = self._sessions.get(policy)
         if found is None or found.closed:
             connector = aiohttp.TCPConnector(
@@ -131,7 +147,42 @@ class OutboundHttp:
                 raise
             raise DestinationRefused(str(refused)) from exc
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             await session.close()
+
+
+class HttpErpLookup:
+    """The IVR's :class:`~engine.app.ports.ErpLookup` over an :class:`OutboundHttp` (owned
+    by whoever built it: the daemon): one HTTP request per lookup.
+
+    The request: ``GET url?params`` (``POST``: ``params`` as a JSON body), answered within
+    the lookup's ``timeout_ms``. The answer's body (stripped, at most 200 characters) is
+    the value; a status >= 400, no answer in time, a connection error or a destination the
+    policy refuses is ``ok=False`` with why.
+    """
+
+    def __init__(self, http: OutboundHttp) -> None:
+        self._http = http
+
+    async def ask(self, lookup: HttpLookup, policy: OutboundPolicy) -> LookupResult:
+        timeout = aiohttp.ClientTimeout(total=lookup.timeout_ms / 1000)
+        if lookup.method == "POST":
+            method, options = "POST", {"json": dict(lookup.params)}
+        else:
+            method, options = "GET", {"params": dict(lookup.params)}
+        try:
+            async with self._http.request(
+                policy, method, lookup.url, timeout=timeout, **options
+            ) as resp:
+                text = (await resp.text(errors="replace")).strip()  # not UTF-8: still an answer
+                if resp.status >= 400:
+                    return LookupResult(ok=False, error=f"HTTP {resp.status}")
+                return LookupResult(ok=True, value=text[:200])
+        except DestinationRefused as exc:
+            return LookupResult(ok=False, error=f"refused by policy: {exc}")
+        except TimeoutError:  # aiohttp's timeouts are TimeoutErrors too, with no message
+            return LookupResult(ok=False, error=f"timed out after {lookup.timeout_ms} ms")
+        except aiohttp.ClientError as exc:  # also InvalidURL
+            return LookupResult(ok=False, error=str(exc) or type(exc).__name__)

@@ -14,7 +14,7 @@ A sealed value is text: ``ctc-enc:v1:<key id>:<Fernet token>``. The key id (firs
 digits of the key's SHA-256) says which key opens it, so a value under a key that is no
 longer configured fails with a message naming that id instead of a vague "invalid token".
 Anything without the ``ctc-enc:`` prefix is plaintext stored before encryption existed (or
-a tenant callback secret generated while no key was configured); :meth:`Keyring.open`
+a tenant callback secret generated while no key was configured); :meth:`Keyring.unseal`
 returns it unchanged, and it does not start with :meth:`Keyring.current_prefix`, so
 ``ctc secrets rotate`` re-seals it.
 """
@@ -105,7 +105,7 @@ class Keyring:
         generated tenant callback secrets are stored this way)."""
         return self.seal(plaintext, what="a secret") if self.configured else plaintext
 
-    def open(self, stored: str, *, what: str) -> str:
+    def unseal(self, stored: str, *, what: str) -> str:
         """The plaintext of a stored value (legacy plaintext is returned unchanged)."""
         if not is_sealed(stored):
             return stored

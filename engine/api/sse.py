@@ -2,7 +2,8 @@
 
 Why a module of its own: three things here are easy to get subtly wrong.
 
-- **Replay, then live, each event exactly once.** The handler subscribes to the
+- **Replay, then live, each event exactly once.** The use case that opens a stream
+  (:meth:`engine.app.event_stream.EventStream.open`) subscribes to the
   :class:`~engine.events.EventBus` *before* it reads the replay from PostgreSQL. An event
   committed before the replay's snapshot is in the replay; one committed after it reaches the
   subscription (it was subscribed earlier). One committed in between is in both, so live

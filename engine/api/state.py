@@ -1,5 +1,5 @@
-"""What every request handler can reach: the use cases, health, metrics, and the bus of
-committed call events (for ``GET /api/v1/events``)."""
+"""What every request handler can reach: the use cases, health, metrics, and the caps on
+open event streams (for ``GET /api/v1/events``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from aiohttp import web
 from engine.api.sse import StreamLimits
 from engine.app.use_cases import UseCases
 from engine.errors import StoreError
-from engine.events import EventBus
 from engine.health import HealthReport
 from engine.metrics import Metrics
 from engine.store.database import Database
@@ -26,7 +25,6 @@ class ApiState:
     health: HealthReport
     metrics: Metrics
     openapi: dict[str, Any]
-    events: EventBus | None = None  # None: the event stream answers 503
     # open event streams of both listeners (Unix socket and TCP), and their caps
     streams: StreamLimits = dataclasses.field(default_factory=StreamLimits)
 

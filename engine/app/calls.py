@@ -3,8 +3,10 @@ the reads of sessions, their events and statistics.
 
 ``CallService`` turns a request (plain dataclasses and enums, never an API model) into
 domain decisions and store writes. Dialing goes through its :class:`~engine.app.ports.Dialer`
-port (the ARI Stasis app); with ARI disabled there is none: calls are stored and driven by
-the ERP (``PATCH .../status``), and transfers raise :class:`FeatureUnavailable`.
+port (the click-to-call flow over ARI,
+:class:`~engine.asterisk.flows.click_to_call.ClickToCall`); with ARI disabled there is
+none: calls are stored and driven by the ERP (``PATCH .../status``), and transfers raise
+:class:`FeatureUnavailable`.
 """
 
 from __future__ import annotations
@@ -257,14 +259,6 @@ class CallService:
         customer = to_e164(number, field="customer_number") if number else None
         filters = dataclasses.replace(filters, customer_number=customer)
         return await self._store.sessions.find(tenant.id, filters, limit=limit, cursor=cursor)
-
-    async def events_after(
-        self, tenant: Tenant, after_id: int, *, session_id: uuid.UUID | None, limit: int
-    ) -> list[CallEvent]:
-        """The tenant's events after ``after_id``, oldest first (an event stream's replay)."""
-        return await self._store.sessions.events_after(
-            tenant.id, after_id, session_id=session_id, limit=limit
-        )
 
     async def stats(
         self,

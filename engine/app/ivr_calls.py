@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import structlog
 
+from engine.app.ports import ErpLookup
 from engine.domain.call import CallStatus, Direction
 from engine.domain.event_types import CallEventType
 from engine.domain.ivr import (
@@ -34,8 +34,7 @@ from engine.domain.netpolicy import OutboundPolicy
 from engine.domain.phone import to_e164
 from engine.domain.routing import Attempt, RoutePlan, plan_route
 from engine.domain.transfer import TransferState, TransferType
-from engine.errors import DestinationRefused, InvalidInput, NotFound
-from engine.outbound import OutboundHttp
+from engine.errors import InvalidInput, NotFound
 from engine.store.records import NewSession, NewTransfer, StoredSession, StoredTransfer
 from engine.store.repositories import Store
 
@@ -46,7 +45,7 @@ MenuLoader = Callable[[uuid.UUID], Awaitable[MenuBook]]
 
 
 class IvrCallRecord:
-    """The stored side of one IVR call; :meth:`open` stores its session, the rest needs it.
+    """The stored side of one IVR call; :meth:`store_session` stores its session, the rest needs it.
 
     ``door`` names the door the caller came through (``ari``, ``agi``), ``channel_id`` the
     caller's channel; both are kept on the session's metadata.
@@ -58,10 +57,10 @@ class IvrCallRecord:
         self.door = door
         self.session: StoredSession | None = None
         self.book: MenuBook | None = None
-        self.policy = OutboundPolicy()  # the tenant's, once open: where lookups may go
+        self.policy = OutboundPolicy()  # the tenant's, once stored: where lookups may go
         self.log: Any = structlog.get_logger(__name__).bind(channel=channel_id, door=door)
 
-    async def open(
+    async def store_session(
         self,
         load_menus: MenuLoader,
         *,
@@ -102,20 +101,20 @@ class IvrCallRecord:
         self.book = book
         return book
 
-    def opened(self) -> StoredSession:
-        """The call's session; RuntimeError before :meth:`open` stored it."""
+    def stored_session(self) -> StoredSession:
+        """The call's session; RuntimeError before :meth:`store_session` stored it."""
         if self.session is None:
-            raise RuntimeError(f"IVR call on {self.channel_id} used before open()")
+            raise RuntimeError(f"IVR call on {self.channel_id} used before store_session()")
         return self.session
 
     def menus(self) -> MenuBook:
-        """The tenant's menus; RuntimeError before :meth:`open` loaded them."""
+        """The tenant's menus; RuntimeError before :meth:`store_session` loaded them."""
         if self.book is None:
-            raise RuntimeError(f"IVR call on {self.channel_id} used before open()")
+            raise RuntimeError(f"IVR call on {self.channel_id} used before store_session()")
         return self.book
 
     async def answered(self, menu: str) -> None:
-        session = self.opened()
+        session = self.stored_session()
         self.session, _ = await self.store.sessions.transition(
             session.tenant_id,
             session.id,
@@ -127,13 +126,13 @@ class IvrCallRecord:
 
     async def note(self, event_type: CallEventType, payload: dict[str, Any]) -> None:
         """A telephony fact of this call as a ``call_event``."""
-        session = self.opened()
+        session = self.stored_session()
         await self.store.sessions.append_event(
             session.tenant_id, session.id, event_type, payload=payload
         )
 
     async def record_dtmf(self, row: RecordDtmf) -> None:
-        session, book = self.opened(), self.menus()
+        session, book = self.stored_session(), self.menus()
         menu_id, version = book.menu_ids[row.menu]
         option_id = book.option_ids.get((row.menu, row.option)) if row.option else None
         await self.store.dtmf.record(
@@ -199,7 +198,7 @@ class IvrCallRecord:
         For a routing rule ``target`` is the member(s) offered (``&``-joined when rung at
         once) and ``routing_rule_id`` the rule offering them.
         """
-        session = self.opened()
+        session = self.stored_session()
         option_id = None
         if self.book is not None and menu is not None and key is not None:
             option_id = self.book.option_ids.get((menu, key))
@@ -289,7 +288,7 @@ class IvrCallRecord:
         """What an IVR transfer rings, and whether its targets take the outside line: a
         routing rule's plan (None: each member by its form, E.164 out on the trunk), or the
         one target for ``ring_timeout_s`` (a number goes out on the trunk)."""
-        session = self.opened()
+        session = self.stored_session()
         ref = command.target or ""
         if command.target_type is not TransferTargetType.ROUTING_RULE:
             outside = command.target_type is TransferTargetType.NUMBER
@@ -301,22 +300,20 @@ class IvrCallRecord:
 
 
 async def http_lookup(
-    http: OutboundHttp,
+    erp: ErpLookup,
     lookup: HttpLookup,
     call: IvrCallRecord | None = None,
     *,
     policy: OutboundPolicy | None = None,
 ) -> LookupResult:
-    """Ask the ERP; any failure is ``ok=False`` (the menu then plays its failure prompt).
+    """Ask the ERP through ``erp``; any failure is ``ok=False`` (the menu then plays its
+    failure prompt).
 
     Only where ``policy`` (default: the call's tenant's, else global addresses only) lets
     requests go (:mod:`engine.domain.netpolicy`): a refused URL or resolved address is a
-    failure saying so, and nothing is sent.
-
-    The request: ``GET url?params`` (``POST``: ``params`` as a JSON body). The answer's body
-    (stripped, at most 200 characters) is the value; a status >= 400, no answer within
-    ``timeout_ms`` or a connection error is a failure. With ``call`` the request and its
-    result are that call's ``ivr.lookup`` / ``ivr.lookup_result`` events.
+    failure saying so, and nothing is sent. What is sent and what counts as an answer:
+    :class:`~engine.app.ports.ErpLookup`. With ``call`` the request and its result are
+    that call's ``ivr.lookup`` / ``ivr.lookup_result`` events.
     """
     if call is not None:
         await call.note(
@@ -326,7 +323,7 @@ async def http_lookup(
     started = time.monotonic()
     if policy is None:
         policy = call.policy if call is not None else OutboundPolicy()
-    result = await _ask(http, lookup, policy)
+    result = await erp.ask(lookup, policy)
     if call is not None:
         took = round((time.monotonic() - started) * 1000)
         await call.note(
@@ -335,26 +332,6 @@ async def http_lookup(
         )
         call.log.info("ivr.lookup", ok=result.ok, error=result.error, ms=took)
     return result
-
-
-async def _ask(http: OutboundHttp, lookup: HttpLookup, policy: OutboundPolicy) -> LookupResult:
-    timeout = aiohttp.ClientTimeout(total=lookup.timeout_ms / 1000)
-    if lookup.method == "POST":
-        method, options = "POST", {"json": dict(lookup.params)}
-    else:
-        method, options = "GET", {"params": dict(lookup.params)}
-    try:
-        async with http.request(policy, method, lookup.url, timeout=timeout, **options) as resp:
-            text = (await resp.text(errors="replace")).strip()  # not UTF-8: still an answer
-            if resp.status >= 400:
-                return LookupResult(ok=False, error=f"HTTP {resp.status}")
-            return LookupResult(ok=True, value=text[:200])
-    except DestinationRefused as exc:
-        return LookupResult(ok=False, error=f"refused by policy: {exc}")
-    except TimeoutError:  # aiohttp's timeouts are TimeoutErrors too, with no message
-        return LookupResult(ok=False, error=f"timed out after {lookup.timeout_ms} ms")
-    except aiohttp.ClientError as exc:  # also InvalidURL
-        return LookupResult(ok=False, error=str(exc) or type(exc).__name__)
 
 
 def _shown(url: str) -> str:

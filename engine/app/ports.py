@@ -1,12 +1,16 @@
-"""The ports of the use cases to Asterisk: what the application layer needs from it.
+"""The ports of the use cases to Asterisk and to the ERP: what the application layer needs
+from them.
 
-The use cases (:mod:`engine.app.calls`, :mod:`engine.app.controls`) decide and record; the
-Asterisk flows do the telephony. They meet here, as Protocols, so the API and the CLI depend
-on the application layer alone and a use case runs in tests with a stand-in. The daemon
-wires the implementations: :class:`~engine.asterisk.flows.click_to_call.StasisApp` is the
-:class:`Dialer`, :class:`~engine.asterisk.flows.controls.CallControls` the
-:class:`InCallControls`. With ARI disabled the daemon wires neither, and the use cases that
-need them raise :class:`~engine.errors.FeatureUnavailable`.
+The use cases (:mod:`engine.app.calls`, :mod:`engine.app.controls`,
+:mod:`engine.app.ivr_calls`) decide and record; the Asterisk flows do the telephony and
+:mod:`engine.outbound` the HTTP requests. They meet here, as Protocols, so the API and the
+CLI depend on the application layer alone and a use case runs in tests with a stand-in.
+The daemon wires the implementations:
+:class:`~engine.asterisk.flows.click_to_call.ClickToCall` is the :class:`Dialer`,
+:class:`~engine.asterisk.flows.controls.CallControls` the :class:`InCallControls`, and
+:class:`~engine.outbound.HttpErpLookup` the IVR's :class:`ErpLookup`. With ARI disabled
+the daemon wires neither of the first two, and the use cases that need them raise
+:class:`~engine.errors.FeatureUnavailable`.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import enum
 from typing import Protocol
 
 from engine.domain.click_to_call import Leg
+from engine.domain.ivr import HttpLookup, LookupResult
+from engine.domain.netpolicy import OutboundPolicy
 from engine.domain.transfer import TransferType
 from engine.store.records import StoredSession, StoredTransfer
 
-__all__ = ["Dialer", "InCallControls", "MuteDirection"]
+__all__ = ["Dialer", "ErpLookup", "InCallControls", "MuteDirection"]
 
 
 class MuteDirection(enum.StrEnum):
@@ -30,7 +36,8 @@ class MuteDirection(enum.StrEnum):
 
 
 class Dialer(Protocol):
-    """What places and ends calls on a telephony backend (the ARI Stasis app)."""
+    """What places and ends calls on a telephony backend (over ARI: the click-to-call flow,
+    :class:`~engine.asterisk.flows.click_to_call.ClickToCall`)."""
 
     @property
     def ready(self) -> bool:
@@ -88,4 +95,17 @@ class InCallControls(Protocol):
 
     async def resume_recording(self, session: StoredSession) -> str:
         """Resume the call's live recording; return the recording's name."""
+        ...
+
+
+class ErpLookup(Protocol):
+    """What asks a tenant's ERP for a value during an IVR call (a menu's ``http_lookup``)."""
+
+    async def ask(self, lookup: HttpLookup, policy: OutboundPolicy) -> LookupResult:
+        """The ERP's answer to ``lookup``, sent only where ``policy`` allows.
+
+        Never raises for what the ERP or the network does: a refused destination, an error
+        status, no answer within ``lookup.timeout_ms`` or a connection error is
+        ``ok=False`` with why.
+        """
         ...

@@ -7,12 +7,14 @@ import dataclasses
 from engine.app.agents import AgentActivityService
 from engine.app.calls import CallService
 from engine.app.controls import CallControlService
+from engine.app.event_stream import EventStream
 from engine.app.ivr_menus import IvrMenuService
 from engine.app.ports import Dialer, InCallControls
 from engine.app.providers import ProviderService
 from engine.app.stored_secrets import StoredSecretsService
 from engine.app.tenants import TenantService
 from engine.app.webhooks import WebhookIntake
+from engine.events import EventBus
 from engine.store.repositories import Store
 
 __all__ = ["UseCases"]
@@ -23,6 +25,7 @@ class UseCases:
     tenants: TenantService
     calls: CallService
     controls: CallControlService
+    event_stream: EventStream
     ivr_menus: IvrMenuService
     providers: ProviderService
     agents: AgentActivityService
@@ -36,13 +39,16 @@ class UseCases:
         *,
         dialer: Dialer | None = None,
         controls: InCallControls | None = None,
+        events: EventBus | None = None,
     ) -> UseCases:
         """The use cases over ``store``; ``dialer`` and ``controls`` are the Asterisk ports
-        (None without ARI: what needs them raises FeatureUnavailable)."""
+        (None without ARI: what needs them raises FeatureUnavailable); ``events`` is the bus
+        of committed call events (None, as in the CLI: no event stream)."""
         return cls(
             tenants=TenantService(store),
             calls=CallService(store, dialer=dialer),
             controls=CallControlService(store, controls),
+            event_stream=EventStream(store, events),
             ivr_menus=IvrMenuService(store),
             providers=ProviderService(store),
             agents=AgentActivityService(store),

@@ -17,7 +17,7 @@ What holds:
   in ``seq`` order per session, as :class:`~engine.store.write_through.WriteThrough` does.
   So a subscriber never sees a fact that is not in the database.
 - PostgreSQL away: the batch is kept and retried with capped backoff; calls in progress go
-  on. The backlog is bounded: past ``max_backlog`` queued rows, :meth:`CallJournal.open`
+  on. The backlog is bounded: past ``max_backlog`` queued rows, :meth:`CallJournal.take`
   refuses new calls (``DatabaseUnavailable``) while calls already owned keep recording.
 - A batch PostgreSQL refuses (a bug, or e.g. an IVR option deleted mid-call) is retried one
   session at a time, so one bad session cannot block the others; that session's rows are
@@ -230,7 +230,7 @@ class CallJournal(Lifecycle):
         """Rows queued and not yet committed."""
         return self._backlog
 
-    def open(
+    def take(
         self, new: NewSession, *, tenant_callback_url: str | None = None
     ) -> tuple[StoredSession, CallEvent]:
         """A queued session owned in memory from now on, and its ``session.created`` event."""

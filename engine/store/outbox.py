@@ -116,7 +116,7 @@ class OutboxRepository:
         for row in sorted(rows, key=lambda r: r["id"]):
             leased = ClaimedCallback.from_row(row)
             try:
-                secret = self._keyring.open(
+                secret = self._keyring.unseal(
                     leased.secret, what=f"callback_secret of tenant {leased.tenant_id}"
                 )
             except SecretsError as exc:

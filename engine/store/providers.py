@@ -101,11 +101,11 @@ class ProviderRepository:
         credentials: dict[str, Any] = {}
         if row["credentials"] is not None:
             credentials = json.loads(
-                self._keyring.open(row["credentials"], what=f"credentials of {what}")
+                self._keyring.unseal(row["credentials"], what=f"credentials of {what}")
             )
         webhook_secret = row["webhook_secret"]
         if webhook_secret is not None:
-            webhook_secret = self._keyring.open(webhook_secret, what=f"webhook_secret of {what}")
+            webhook_secret = self._keyring.unseal(webhook_secret, what=f"webhook_secret of {what}")
         return ProviderSecrets(credentials, webhook_secret)
 
     async def default(self, tenant_id: uuid.UUID) -> StoredProvider | None:

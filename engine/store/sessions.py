@@ -35,7 +35,7 @@ class SessionRepository(SessionQueries):
         self, new: NewSession, *, tenant_callback_url: str | None = None
     ) -> StoredSession:
         """A queued session owned by the journal from now on (no idempotency key)."""
-        session, _ = self._ownership.journal.open(new, tenant_callback_url=tenant_callback_url)
+        session, _ = self._ownership.journal.take(new, tenant_callback_url=tenant_callback_url)
         return session
 
     async def create(self, new: NewSession) -> tuple[StoredSession, bool]:

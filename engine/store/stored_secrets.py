@@ -58,7 +58,7 @@ class StoredSecrets:
                     (
                         row["id"],
                         self._keyring.seal(
-                            self._keyring.open(row["value"], what=f"{what} of {row['id']}"),
+                            self._keyring.unseal(row["value"], what=f"{what} of {row['id']}"),
                             what=what,
                         ),
                     )

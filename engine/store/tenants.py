@@ -180,7 +180,7 @@ class TenantRepository:
         )
         if secret is None:
             raise NotFound("tenant", tenant_id)
-        return self._keyring.open(secret, what=f"callback_secret of tenant {tenant_id}")
+        return self._keyring.unseal(secret, what=f"callback_secret of tenant {tenant_id}")
 
     async def issue_token(self, tenant_slug: str, name: str = "") -> IssuedToken:
         tenant = await self.by_slug(tenant_slug)

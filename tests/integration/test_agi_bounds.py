@@ -200,7 +200,13 @@ async def test_something_else_missing_is_a_failure_not_counted_as_an_unknown_ten
     async def loader(tenant: uuid.UUID) -> MenuBook:
         raise NotFound("routing rule", "r1")  # e.g. what a menu refers to
 
-    door = AgiIvr(api_engine.store, loader, api_engine.settings.calls, metrics=api_engine.metrics)
+    door = AgiIvr(
+        api_engine.store,
+        loader,
+        api_engine.settings.calls,
+        erp=api_engine.agi_ivr.erp,
+        metrics=api_engine.metrics,
+    )
     server = await serve(door, reply_timeout=5.0)
     before = {r: _refused(api_engine, r) for r in ("unknown_tenant", "unknown_menu")}
     with structlog.testing.capture_logs() as logs:

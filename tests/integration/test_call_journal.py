@@ -327,7 +327,7 @@ async def test_the_backlog_is_bounded_new_calls_are_refused(proxied: _ProxiedDb)
     tenant_id = (await Store.over(db).tenants.by_slug("default")).id
     journal = await CallJournal(db, max_backlog=3).start()
     proxied.go_away()
-    first, _ = journal.open(_new(tenant_id))  # row + event: backlog 2, then 3
+    first, _ = journal.take(_new(tenant_id))  # row + event: backlog 2, then 3
     journal.change(
         first.id,
         target=CallStatus.CONNECTED,
@@ -337,7 +337,7 @@ async def test_the_backlog_is_bounded_new_calls_are_refused(proxied: _ProxiedDb)
         at=None,
     )
     with pytest.raises(DatabaseUnavailable, match="refusing new calls"):
-        journal.open(_new(tenant_id))
+        journal.take(_new(tenant_id))
     # the call already owned keeps recording
     journal.change(
         first.id,
@@ -355,7 +355,7 @@ async def test_the_backlog_is_bounded_new_calls_are_refused(proxied: _ProxiedDb)
     )
     await journal.close()
     with pytest.raises(ClosedResourceError):
-        journal.open(_new(tenant_id))
+        journal.take(_new(tenant_id))
 
 
 async def test_close_writes_what_is_queued(db: Database) -> None:

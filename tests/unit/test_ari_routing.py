@@ -16,7 +16,8 @@ from engine.asterisk.links.ari_router import AriEvent, AriEventRouter, event_cha
 from engine.asterisk.naming import leg_channel_id, recording_name, target_channel_id
 from engine.config.settings import CallSettings
 from engine.domain.click_to_call import Leg, RecordingFinished
-from engine.domain.ivr import MenuBook
+from engine.domain.ivr import HttpLookup, LookupResult, MenuBook
+from engine.domain.netpolicy import OutboundPolicy
 from engine.store.repositories import Store
 
 
@@ -79,12 +80,17 @@ async def _no_menus(tenant: uuid.UUID) -> MenuBook:
     raise AssertionError("not loaded in these tests")
 
 
+class _NoErp:
+    async def ask(self, lookup: HttpLookup, policy: OutboundPolicy) -> LookupResult:
+        raise AssertionError("not asked in these tests")
+
+
 @pytest.fixture
 async def app() -> AsyncIterator[StasisApp]:
     async with AriClient("http://127.0.0.1:9", "u", "p") as ari:
         # the store is not touched while events are only routed
         store = cast(Store, types.SimpleNamespace())
-        yield StasisApp(ari, store, CallSettings(), menus=_no_menus)
+        yield StasisApp(ari, store, CallSettings(), menus=_no_menus, erp=_NoErp())
 
 
 def test_click_to_call_events_become_facts_of_their_session(

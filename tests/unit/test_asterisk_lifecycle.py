@@ -15,6 +15,8 @@ from engine.asterisk.links.agi_server import AgiChannel, AgiServer
 from engine.asterisk.links.ami import AmiLink
 from engine.asterisk.links.ari import AriClient, AriEventLink
 from engine.config.settings import CallSettings
+from engine.domain.ivr import HttpLookup, LookupResult
+from engine.domain.netpolicy import OutboundPolicy
 from engine.errors import ClosedResourceError
 from engine.lifecycle import Lifecycle, LifecycleState
 from engine.loop_watch import LoopWatch
@@ -34,6 +36,11 @@ async def _no_menus(tenant: object) -> object:
     raise AssertionError("not loaded")
 
 
+class _NoErp:
+    async def ask(self, lookup: HttpLookup, policy: OutboundPolicy) -> LookupResult:
+        raise AssertionError("not asked")
+
+
 def _ari() -> AriClient:
     return AriClient(f"http://{NOWHERE}:9", "u", "p")
 
@@ -42,8 +49,8 @@ BUILDERS: dict[str, Callable[[], Lifecycle]] = {
     "AriClient": _ari,
     "AmiLink": lambda: AmiLink(NOWHERE, 9, "ctc", "x", backoff_initial=0.01, close_grace=1.0),
     "AgiServer": lambda: AgiServer(NOWHERE, 0, _nothing, close_grace=1.0),
-    "AgiIvr": lambda: AgiIvr(STORE, _no_menus, CallSettings()),  # type: ignore[arg-type]
-    "AriIvr": lambda: AriIvr(_ari(), STORE, _no_menus, CallSettings()),  # type: ignore[arg-type]
+    "AgiIvr": lambda: AgiIvr(STORE, _no_menus, CallSettings(), erp=_NoErp()),  # type: ignore[arg-type]
+    "AriIvr": lambda: AriIvr(_ari(), STORE, _no_menus, CallSettings(), erp=_NoErp()),  # type: ignore[arg-type]
     "LoopWatch": lambda: LoopWatch(Metrics()),
 }
 
@@ -65,7 +72,7 @@ async def test_started_once_closed_once(name: str) -> None:
 
 async def test_the_stasis_app_opens_and_closes_its_link_and_flows() -> None:
     async with _ari() as ari:
-        app = StasisApp(ari, STORE, CallSettings(), menus=_no_menus)  # type: ignore[arg-type]
+        app = StasisApp(ari, STORE, CallSettings(), menus=_no_menus, erp=_NoErp())  # type: ignore[arg-type]
         async with app:
             assert app.link.is_open
             assert app.click_to_call.is_open

@@ -31,7 +31,7 @@ from engine.domain.ivr import (
     step,
 )
 from engine.domain.netpolicy import OutboundPolicy
-from engine.outbound import OutboundHttp
+from engine.outbound import HttpErpLookup, OutboundHttp
 
 MENUS = {
     "acct": IvrMenu(
@@ -145,21 +145,18 @@ async def erp() -> AsyncIterator[_Erp]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[OutboundHttp]:
-    outbound = OutboundHttp()
-    try:
-        yield outbound
-    finally:
-        await outbound.close()
+async def lookups() -> AsyncIterator[HttpErpLookup]:
+    async with OutboundHttp() as outbound:
+        yield HttpErpLookup(outbound)
 
 
 async def test_get_sends_params_as_query_and_records_request_and_result(
-    erp: _Erp, http: OutboundHttp
+    erp: _Erp, lookups: HttpErpLookup
 ) -> None:
     erp.body = b"1250\n"
     call = _Call()
     lookup = HttpLookup(f"{erp.url}/balance/42", {"caller": "+14155550100"}, "GET", 2000)
-    result = await http_lookup(http, lookup, call)  # type: ignore[arg-type]
+    result = await http_lookup(lookups, lookup, call)  # type: ignore[arg-type]
     assert result == LookupResult(True, "1250")
     assert erp.seen == [("GET", "/balance/42", {"caller": "+14155550100"}, b"")]
     assert [kind for kind, _ in call.notes] == ["ivr.lookup", "ivr.lookup_result"]
@@ -172,43 +169,47 @@ async def test_get_sends_params_as_query_and_records_request_and_result(
     assert (done["ok"], done["value"], done["error"]) == (True, "1250", None)
 
 
-async def test_post_sends_params_as_json(erp: _Erp, http: OutboundHttp) -> None:
+async def test_post_sends_params_as_json(erp: _Erp, lookups: HttpErpLookup) -> None:
     lookup = HttpLookup(f"{erp.url}/balance", {"acct": "42"}, "POST", 2000)
-    assert await http_lookup(http, lookup, policy=LOOPBACK) == LookupResult(True, "1250")
+    assert await http_lookup(lookups, lookup, policy=LOOPBACK) == LookupResult(True, "1250")
     assert erp.seen == [("POST", "/balance", {}, b'{"acct": "42"}')]
 
 
-async def test_an_error_status_is_a_failure(erp: _Erp, http: OutboundHttp) -> None:
+async def test_an_error_status_is_a_failure(erp: _Erp, lookups: HttpErpLookup) -> None:
     erp.status = 500
     call = _Call()
-    result = await http_lookup(http, HttpLookup(erp.url, {}), call)  # type: ignore[arg-type]
+    result = await http_lookup(lookups, HttpLookup(erp.url, {}), call)  # type: ignore[arg-type]
     assert result == LookupResult(False, error="HTTP 500")
     assert call.notes[1][1]["error"] == "HTTP 500"
 
 
-async def test_no_answer_in_time_is_a_failure_that_says_so(erp: _Erp, http: OutboundHttp) -> None:
+async def test_no_answer_in_time_is_a_failure_that_says_so(
+    erp: _Erp, lookups: HttpErpLookup
+) -> None:
     erp.hold = True  # released by the fixture, after the lookup gave up
-    result = await http_lookup(http, HttpLookup(erp.url, {}, timeout_ms=200), policy=LOOPBACK)
+    result = await http_lookup(lookups, HttpLookup(erp.url, {}, timeout_ms=200), policy=LOOPBACK)
     assert result == LookupResult(False, error="timed out after 200 ms")
 
 
-async def test_a_body_that_is_not_utf8_is_still_an_answer(erp: _Erp, http: OutboundHttp) -> None:
+async def test_a_body_that_is_not_utf8_is_still_an_answer(
+    erp: _Erp, lookups: HttpErpLookup
+) -> None:
     erp.body = b"caf\xe9"
-    result = await http_lookup(http, HttpLookup(erp.url, {}), policy=LOOPBACK)
+    result = await http_lookup(lookups, HttpLookup(erp.url, {}), policy=LOOPBACK)
     assert result.ok
     assert (result.value or "").startswith("caf")
 
 
-async def test_a_url_that_is_not_one_is_a_failure(http: OutboundHttp) -> None:
-    result = await http_lookup(http, HttpLookup("http://[::1/x", {}), policy=LOOPBACK)
+async def test_a_url_that_is_not_one_is_a_failure(lookups: HttpErpLookup) -> None:
+    result = await http_lookup(lookups, HttpLookup("http://[::1/x", {}), policy=LOOPBACK)
     assert not result.ok
     assert result.error
 
 
-async def test_credentials_in_the_url_are_not_recorded(erp: _Erp, http: OutboundHttp) -> None:
+async def test_credentials_in_the_url_are_not_recorded(erp: _Erp, lookups: HttpErpLookup) -> None:
     call = _Call()
     url = erp.url.replace("http://", "http://ivr:s3cret@") + "/b"
-    await http_lookup(http, HttpLookup(url, {}), call)  # type: ignore[arg-type]
+    await http_lookup(lookups, HttpLookup(url, {}), call)  # type: ignore[arg-type]
     assert call.notes[0][1]["url"] == f"{erp.url}/b"
 
 
@@ -230,19 +231,19 @@ def test_keys_put_in_the_lookup_url_are_escaped() -> None:
 
 
 async def test_a_lookup_to_loopback_is_refused_unless_the_tenant_allows_it(
-    erp: _Erp, http: OutboundHttp
+    erp: _Erp, lookups: HttpErpLookup
 ) -> None:
     call = _Call(policy=OutboundPolicy())  # a tenant allowing nothing beyond global addresses
-    result = await http_lookup(http, HttpLookup(erp.url, {}), call)  # type: ignore[arg-type]
+    result = await http_lookup(lookups, HttpLookup(erp.url, {}), call)  # type: ignore[arg-type]
     assert not result.ok
     assert (result.error or "").startswith("refused by policy: 127.0.0.1 is a loopback address")
     assert call.notes[1][1]["error"] == result.error
     assert erp.seen == []
 
 
-async def test_a_name_resolving_to_loopback_is_refused(erp: _Erp, http: OutboundHttp) -> None:
+async def test_a_name_resolving_to_loopback_is_refused(erp: _Erp, lookups: HttpErpLookup) -> None:
     url = erp.url.replace("127.0.0.1", "localhost")
-    result = await http_lookup(http, HttpLookup(url, {}), policy=OutboundPolicy())
+    result = await http_lookup(lookups, HttpLookup(url, {}), policy=OutboundPolicy())
     assert not result.ok
     assert (result.error or "").startswith("refused by policy: localhost: ")
     assert erp.seen == []
@@ -263,9 +264,9 @@ async def test_a_name_resolving_to_loopback_is_refused(erp: _Erp, http: Outbound
     ],
 )
 async def test_refused_urls_are_failures_without_a_request(
-    http: OutboundHttp, url: str, error: str
+    lookups: HttpErpLookup, url: str, error: str
 ) -> None:
     # even with loopback allowed: the allowance admits networks, not schemes
-    result = await http_lookup(http, HttpLookup(url, {}), policy=LOOPBACK)
+    result = await http_lookup(lookups, HttpLookup(url, {}), policy=LOOPBACK)
     assert not result.ok
     assert (result.error or "").startswith(error)

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from engine.domain.netpolicy import OutboundPolicy, check_url, parse_cidr
-from engine.errors import DestinationRefused, InvalidInput
+from engine.errors import ClosedResourceError, DestinationRefused, InvalidInput
 from engine.outbound import GuardedResolver, OutboundHttp, refused_by_policy
 
 NOBODY = OutboundPolicy()
@@ -186,7 +186,7 @@ async def test_the_session_itself_refuses_a_refused_address_given_directly(
     loopback_url: str,
 ) -> None:
     # what a redirect to an address would do: the resolver is skipped, the socket is not
-    outbound = OutboundHttp()
+    outbound = await OutboundHttp().start()
     try:
         with pytest.raises(aiohttp.ClientError) as info:
             await outbound.session(NOBODY).get(loopback_url + "/direct")
@@ -198,7 +198,7 @@ async def test_the_session_itself_refuses_a_refused_address_given_directly(
 
 
 async def test_the_session_refuses_a_name_resolving_to_loopback(loopback_url: str) -> None:
-    outbound = OutboundHttp()
+    outbound = await OutboundHttp().start()
     try:
         with pytest.raises(aiohttp.ClientError) as info:
             await outbound.session(NOBODY).get(loopback_url.replace("127.0.0.1", "localhost"))
@@ -213,7 +213,7 @@ async def test_a_request_the_policy_refuses_is_destination_refused_whichever_che
 ) -> None:
     # the address literal is refused before anything is sent, the name after DNS (inside
     # aiohttp's connector): the sender sees the same DestinationRefused, saying why
-    outbound = OutboundHttp()
+    outbound = await OutboundHttp().start()
     try:
         with pytest.raises(DestinationRefused, match="is a loopback address"):
             async with outbound.request(NOBODY, "GET", loopback_url.replace("127.0.0.1", host)):
@@ -232,7 +232,7 @@ async def test_a_request_the_policy_allows_is_sent() -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    outbound = OutboundHttp()
+    outbound = await OutboundHttp().start()
     try:
         url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
         policy = OutboundPolicy.allowing(["127.0.0.1/32"])
@@ -242,3 +242,16 @@ async def test_a_request_the_policy_allows_is_sent() -> None:
     finally:
         await outbound.close()
         await runner.cleanup()
+
+
+async def test_the_sessions_exist_only_while_open() -> None:
+    # whoever owns it closes it once; no pool is made before start() or after close()
+    outbound = OutboundHttp()
+    with pytest.raises(ClosedResourceError, match="OutboundHttp is unopened"):
+        outbound.session(NOBODY)
+    async with outbound:
+        session = outbound.session(NOBODY)
+        assert outbound.session(NOBODY) is session
+    assert session.closed
+    with pytest.raises(ClosedResourceError, match="OutboundHttp is closed"):
+        outbound.session(NOBODY)

@@ -17,7 +17,7 @@ def test_a_sealed_value_hides_the_plaintext_and_opens_back() -> None:
     assert "whsec" not in sealed
     assert is_sealed(sealed)
     assert sealed.startswith(f"{PREFIX}{ring.primary_id}:")
-    assert ring.open(sealed, what="w") == "whsec-123456"
+    assert ring.unseal(sealed, what="w") == "whsec-123456"
 
 
 def test_sealing_twice_gives_different_ciphertexts() -> None:
@@ -29,19 +29,19 @@ def test_new_values_use_the_first_key_and_any_listed_key_opens() -> None:
     old_ring = Keyring((OLD,))
     both = Keyring((NEW, OLD))
     under_old = old_ring.seal("s3cret", what="w")
-    assert both.open(under_old, what="w") == "s3cret"
+    assert both.unseal(under_old, what="w") == "s3cret"
     assert not under_old.startswith(both.current_prefix())  # rotate re-seals it
     under_new = both.seal("s3cret", what="w")
     assert under_new.startswith(both.current_prefix())
     assert both.primary_id == Keyring((NEW,)).primary_id
-    assert Keyring((NEW,)).open(under_new, what="w") == "s3cret"
+    assert Keyring((NEW,)).unseal(under_new, what="w") == "s3cret"
 
 
 def test_a_value_under_a_key_no_longer_configured_names_its_key_id() -> None:
     sealed = Keyring((OLD,)).seal("s3cret", what="w")
     old_id = Keyring((OLD,)).primary_id
     with pytest.raises(SecretsError, match=f"encrypted with key {old_id}, which is not"):
-        Keyring((NEW,)).open(sealed, what="webhook_secret of provider 1")
+        Keyring((NEW,)).unseal(sealed, what="webhook_secret of provider 1")
 
 
 def test_a_tampered_value_does_not_open() -> None:
@@ -49,14 +49,14 @@ def test_a_tampered_value_does_not_open() -> None:
     sealed = ring.seal("s3cret", what="w")
     tampered = sealed[:-6] + ("A" if sealed[-6] != "A" else "B") + sealed[-5:]
     with pytest.raises(SecretsError, match="does not verify"):
-        ring.open(tampered, what="w")
+        ring.unseal(tampered, what="w")
 
 
 def test_legacy_plaintext_is_read_as_is_and_is_not_current() -> None:
     ring = Keyring((NEW,))
-    assert ring.open("0123abcd", what="w") == "0123abcd"
+    assert ring.unseal("0123abcd", what="w") == "0123abcd"
     assert not "0123abcd".startswith(ring.current_prefix())
-    assert Keyring().open("0123abcd", what="w") == "0123abcd"
+    assert Keyring().unseal("0123abcd", what="w") == "0123abcd"
 
 
 def test_current_values_are_those_sealed_under_the_primary_key() -> None:
@@ -79,7 +79,7 @@ def test_without_a_key_sealing_is_refused_with_the_fix() -> None:
     assert ring.seal_if_configured("abc") == "abc"
     sealed = Keyring((NEW,)).seal("abc", what="w")
     with pytest.raises(SecretsError, match="not configured"):
-        ring.open(sealed, what="w")
+        ring.unseal(sealed, what="w")
 
 
 def test_parse_takes_commas_lines_and_comments_primary_first() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from aiohttp import web
 
 from engine.api import sse
@@ -12,9 +10,8 @@ from engine.api.models import EventsQuery
 from engine.api.routes.common import API, error_responses, use_cases
 from engine.api.state import API_STATE
 from engine.contract import StreamEventOut
-from engine.errors import FeatureUnavailable
-from engine.events import EventBus
-from engine.store.records import CallEvent, Tenant
+from engine.events import Subscription
+from engine.store.records import CallEvent
 
 __all__ = ["stream_events"]
 
@@ -52,10 +49,8 @@ async def stream_events(req: ApiRequest) -> web.StreamResponse:
     if after is None:
         after = q.after
     state = req.raw.app[API_STATE]
-    if q.session_id is not None:
-        await use_cases(req).calls.get(tenant, q.session_id)  # 404 unless the tenant's
-    if state.events is None:
-        raise FeatureUnavailable("the event stream is not available")
+    streams = use_cases(req).event_stream
+    await streams.check(tenant, q.session_id)  # 404, then 503: before a place is taken
     try:
         state.streams.acquire(tenant.id)
     except sse.TooManyStreams as exc:
@@ -69,47 +64,41 @@ async def stream_events(req: ApiRequest) -> web.StreamResponse:
         ) from None
     state.metrics.event_streams.inc()
     try:
-        return await _stream(req, state.events, tenant, q.session_id, after)
+        # one more than a piece: whether the replay comes in pieces (see engine.api.sse)
+        replay, sub = await streams.open(
+            tenant, q.session_id, after, replay_limit=sse.REPLAY_LIMIT + 1
+        )
+        with req.raw.app[sse.OPEN_STREAMS].track(sub):  # closes it at the end
+            return await _write(req, replay, sub, after)
     finally:
         state.metrics.event_streams.dec()
         state.streams.release(tenant.id)
 
 
-async def _stream(
-    req: ApiRequest,
-    events: EventBus,
-    tenant: Tenant,
-    session_id: uuid.UUID | None,
-    after: int | None,
+async def _write(
+    req: ApiRequest, replay: list[CallEvent], sub: Subscription, after: int | None
 ) -> web.StreamResponse:
-    """One open stream: subscribed first, replayed second (see engine.api.sse)."""
-    sub = events.subscribe(tenant_id=tenant.id, session_id=session_id)
-    with req.raw.app[sse.OPEN_STREAMS].track(sub):
-        replay: list[CallEvent] = []
-        if after is not None:
-            replay = await use_cases(req).calls.events_after(
-                tenant, after, session_id=session_id, limit=sse.REPLAY_LIMIT + 1
-            )
-        resp = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream; charset=utf-8",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",  # tell a fronting nginx not to buffer the stream
-            }
-        )
-        await resp.prepare(req.raw)
-        try:
-            await resp.write(f"retry: {sse.RETRY_MS}\n\n".encode())  # also sends the headers
-            if len(replay) > sse.REPLAY_LIMIT:
-                # a large backlog comes in pieces: the client reconnects for the next one
-                for event in replay[: sse.REPLAY_LIMIT]:
-                    await resp.write(sse.encode_event(event))
-            else:
-                await sse.pump(resp.write, replay, sub, after=after, keepalive=sse.KEEPALIVE)
-            await resp.write_eof()
-        except ConnectionResetError:
-            pass  # the client went away
-        return resp
+    """One open stream: the replay, then the live events (see engine.api.sse)."""
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # tell a fronting nginx not to buffer the stream
+        }
+    )
+    await resp.prepare(req.raw)
+    try:
+        await resp.write(f"retry: {sse.RETRY_MS}\n\n".encode())  # also sends the headers
+        if len(replay) > sse.REPLAY_LIMIT:
+            # a large backlog comes in pieces: the client reconnects for the next one
+            for event in replay[: sse.REPLAY_LIMIT]:
+                await resp.write(sse.encode_event(event))
+        else:
+            await sse.pump(resp.write, replay, sub, after=after, keepalive=sse.KEEPALIVE)
+        await resp.write_eof()
+    except ConnectionResetError:
+        pass  # the client went away
+    return resp
 
 
 def _last_event_id(req: ApiRequest) -> int | None:

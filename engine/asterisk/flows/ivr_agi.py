@@ -23,6 +23,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from engine.app.ivr_calls import IvrCallRecord, MenuLoader, http_lookup
+from engine.app.ports import ErpLookup
 from engine.asterisk.flows.dialing import dial_string
 from engine.asterisk.links.agi_protocol import AgiCommandError, AgiHangup
 from engine.asterisk.links.agi_server import AgiChannel
@@ -62,7 +63,6 @@ from engine.domain.transfer import TransferState, state_for_unanswered
 from engine.errors import CtcError, NotFound
 from engine.lifecycle import Lifecycle
 from engine.metrics import AgiRefusal, Metrics, count_agi_refused
-from engine.outbound import OutboundHttp
 from engine.store.records import StoredTransfer
 from engine.store.repositories import Store
 
@@ -74,7 +74,7 @@ _KEYS = "0123456789*#"
 # subscriber absent); CANCEL (the caller hung up) has none.
 _DIALSTATUS_CAUSE = {"BUSY": 17, "NOANSWER": 19, "CONGESTION": 34, "CHANUNAVAIL": 20}
 
-# what IvrCallRecord.open finds missing (NotFound.what) -> the refusal it is counted as
+# what IvrCallRecord.store_session finds missing (NotFound.what) -> the refusal it is counted as
 _REFUSED_WHEN_MISSING: dict[str, AgiRefusal] = {
     "tenant": "unknown_tenant",
     "IVR menu": "unknown_menu",
@@ -83,7 +83,7 @@ _REFUSED_WHEN_MISSING: dict[str, AgiRefusal] = {
 
 class AgiIvr(Lifecycle):
     """The FastAGI door of the IVR: :meth:`run_call` is the server's handler for
-    ``ivr/MENU`` scripts. Closing it closes the lookups' HTTP sessions."""
+    ``ivr/MENU`` scripts; menus' lookups go through ``erp`` (the daemon owns it)."""
 
     def __init__(
         self,
@@ -91,24 +91,14 @@ class AgiIvr(Lifecycle):
         load_menus: MenuLoader,
         settings: CallSettings,
         *,
+        erp: ErpLookup,
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.load_menus = load_menus
         self.settings = settings
+        self.erp = erp
         self._metrics = metrics
-        self._http: OutboundHttp | None = None
-
-    async def _close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-
-    @property
-    def http(self) -> OutboundHttp:
-        """Lookups' sessions, one per tenant network policy (see engine/outbound.py)."""
-        if self._http is None:
-            self._http = OutboundHttp()
-        return self._http
 
     async def run_call(self, channel: AgiChannel) -> None:
         """Run the IVR call on ``channel`` to its end (the FastAGI server's handler)."""
@@ -122,7 +112,7 @@ class AgiIvr(Lifecycle):
         record = IvrCallRecord(self.store, request.uniqueid or request.channel, "agi")
         call = AgiIvrCall(self, channel, record, parts[1])
         try:
-            await call.open(tenant_slug=request.query.get("tenant", "default"))
+            await call.store_session(tenant_slug=request.query.get("tenant", "default"))
         except NotFound as exc:  # nothing is stored for it
             reason = _REFUSED_WHEN_MISSING.get(exc.what)
             if reason is None:  # not a request naming what does not exist: a failure
@@ -161,10 +151,10 @@ class AgiIvrCall:
     def _ms(self) -> int:
         return max(0, round((time.monotonic() - self.prompt_mark) * 1000))
 
-    async def open(self, *, tenant_slug: str) -> None:
+    async def store_session(self, *, tenant_slug: str) -> None:
         """Store the call's session (NotFound, and nothing stored, for an unknown menu)."""
         request = self.channel.request
-        await self.record.open(
+        await self.record.store_session(
             self.ivr.load_menus,
             tenant_slug=tenant_slug,
             menu=self.menu,
@@ -223,7 +213,7 @@ class AgiIvrCall:
             case SetVariable(name=name, value=value):
                 await self.channel.set_variable(name, value)
             case HttpLookup():
-                return await http_lookup(self.ivr.http, command, self.record)
+                return await http_lookup(self.ivr.erp, command, self.record)
             case Transfer():
                 return await self._transfer(command)
             case RecordMessage():

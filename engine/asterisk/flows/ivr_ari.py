@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from engine.app.ivr_calls import IvrCallRecord, MenuLoader, http_lookup
+from engine.app.ports import ErpLookup
 from engine.asterisk.flows.dialing import dial_string
 from engine.asterisk.links.ari import AriClient, AriNotFound
 from engine.asterisk.links.ari_router import AriEvent, AriEventRouter, event_channel
@@ -75,7 +76,6 @@ from engine.domain.routing import Attempt, attempt_outcome
 from engine.domain.transfer import TransferState, state_for_unanswered
 from engine.errors import AriError, CtcError, InvalidInput
 from engine.lifecycle import Lifecycle
-from engine.outbound import OutboundHttp
 from engine.store.records import StoredTransfer
 from engine.store.repositories import Store
 
@@ -94,19 +94,26 @@ def _media(prompt: str) -> str:
 class AriIvr(Lifecycle):
     """The ARI door of the IVR: starts and routes IVR calls; owned by the Stasis app.
 
-    Closing it cancels the calls in progress and closes the lookups' HTTP sessions.
+    Menus' lookups go through ``erp`` (the daemon owns it). Closing it cancels the calls
+    in progress.
     """
 
     def __init__(
-        self, ari: AriClient, store: Store, load_menus: MenuLoader, settings: CallSettings
+        self,
+        ari: AriClient,
+        store: Store,
+        load_menus: MenuLoader,
+        settings: CallSettings,
+        *,
+        erp: ErpLookup,
     ) -> None:
         self.ari = ari
         self.store = store
         self.load_menus = load_menus
         self.settings = settings
+        self.erp = erp
         self.calls_by_channel: dict[str, AriIvrCall] = {}  # the caller's and its targets'
         self._tasks: set[asyncio.Task[None]] = set()
-        self._http: OutboundHttp | None = None
 
     def subscribe(self, router: AriEventRouter) -> None:
         """Take, from ``router``, the events of IVR calls: a StasisStart into
@@ -142,21 +149,12 @@ class AriIvr(Lifecycle):
         call.on_ari(event)
         return True
 
-    @property
-    def http(self) -> OutboundHttp:
-        """Lookups' sessions, one per tenant network policy (see engine/outbound.py)."""
-        if self._http is None:
-            self._http = OutboundHttp()
-        return self._http
-
     async def _close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._http is not None:
-            await self._http.close()
 
 
 # The events of an IVR call's channels (the caller's and its transfer targets') besides
@@ -288,7 +286,7 @@ class AriIvrCall:
 
     async def _run(self) -> None:
         ivr = self.ivr
-        await self.record.open(
+        await self.record.store_session(
             ivr.load_menus,
             tenant_slug=self.tenant_slug,
             menu=self.menu,
@@ -358,7 +356,7 @@ class AriIvrCall:
                 with contextlib.suppress(AriNotFound):
                     await ari.set_channel_var(self.channel_id, name, value)
             case HttpLookup():
-                self.inbox.put_nowait(await http_lookup(self.ivr.http, command, self.record))
+                self.inbox.put_nowait(await http_lookup(self.ivr.erp, command, self.record))
             case Transfer():
                 await self._transfer(command)
             case RecordMessage():
@@ -393,7 +391,7 @@ class AriIvrCall:
         transferring = self.transferring
         if transferring is None:
             raise RuntimeError(f"IVR call on {self.channel_id}: next attempt without a transfer")
-        session = self.record.opened()
+        session = self.record.stored_session()
         command = transferring.command
         while transferring.attempts:
             attempt = transferring.attempts.pop(0)
@@ -478,7 +476,7 @@ class AriIvrCall:
         if self.target is None:
             raise RuntimeError(f"IVR call on {self.channel_id}: bridging without a target")
         await self._stop_prompt()
-        bridge = ivr_bridge_id(self.record.opened().id)
+        bridge = ivr_bridge_id(self.record.stored_session().id)
         await self.ivr.ari.create_bridge(bridge)
         await self.ivr.ari.add_to_bridge(bridge, self.channel_id, self.target)
         self.bridged = bridge
@@ -494,7 +492,7 @@ class AriIvrCall:
 
     async def _record_message(self, command: RecordMessage) -> None:
         """Record the caller (ends at #, silence or the limit); RecordingFinished answers."""
-        name = ivr_message_name(self.record.opened().id, uuid.uuid4().hex[:8])
+        name = ivr_message_name(self.record.stored_session().id, uuid.uuid4().hex[:8])
         params: dict[str, Any] = {
             "name": name,
             "format": "wav",

@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 
 from engine.app.ivr_calls import MenuLoader
+from engine.app.ports import ErpLookup
 from engine.asterisk.flows.click_to_call import ClickToCall
 from engine.asterisk.flows.hangup_records import HangupRecords
 from engine.asterisk.flows.ivr_ari import AriIvr
@@ -46,7 +47,8 @@ _RECORD_SWEEP_INTERVAL = 300.0
 class StasisApp(Lifecycle):
     """The event link, its dispatcher and the flows it feeds.
 
-    ``click_to_call`` is the API's Dialer; ``ivr`` is None without menus to load;
+    ``click_to_call`` is the API's Dialer; ``ivr`` is None without menus to load (with
+    them, ``erp`` is what the IVR's lookups ask);
     ``resync`` tells how many resyncs ran. Closing stops the link first (no new events),
     then the dispatcher and the sweeper, then the flows.
     """
@@ -60,6 +62,7 @@ class StasisApp(Lifecycle):
         health: HealthReport | None = None,
         recording_dir: str = "/var/spool/asterisk/recording",
         menus: MenuLoader | None = None,
+        erp: ErpLookup | None = None,
         hangup_records: HangupRecords | None = None,
     ) -> None:
         self._store = store
@@ -80,7 +83,11 @@ class StasisApp(Lifecycle):
         )
         self.resync = Resync(ari, store, settings, self.click_to_call, self._records)
         # inbound callers in Stasis(ctc,ivr,MENU): only when menus can be loaded
-        self.ivr = AriIvr(ari, store, menus, settings) if menus is not None else None
+        self.ivr: AriIvr | None = None
+        if menus is not None:
+            if erp is None:
+                raise ValueError("StasisApp: an IVR (menus=...) needs erp=... for its lookups")
+            self.ivr = AriIvr(ari, store, menus, settings, erp=erp)
         self.router = AriEventRouter()
         if self.ivr is not None:
             self.ivr.subscribe(self.router)  # first: an IVR call's events are its own
