@@ -20,10 +20,10 @@ import asyncpg
 from engine.domain.call import CallSession, CallStatus, Direction
 from engine.domain.ivr import IvrMenu
 from engine.domain.netpolicy import Network, OutboundPolicy
+from engine.domain.providers import ProviderType
 
 __all__ = [
     "EVENT_COLUMNS",
-    "PROVIDER_TYPES",
     "SESSION_COLUMNS",
     "AgentActivity",
     "CallEvent",
@@ -228,9 +228,6 @@ class IssuedToken:
     token: str  # shown once, never stored
 
 
-PROVIDER_TYPES = ("asterisk", "sip_trunk", "twilio", "exotel", "vonage", "mcube")
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class StoredProvider:
     id: uuid.UUID
@@ -253,7 +250,7 @@ class StoredProvider:
 class NewProvider:
     tenant_id: uuid.UUID
     name: str
-    provider_type: str
+    provider_type: ProviderType
     is_active: bool = True
     is_default: bool = False
     priority: int = 100
