@@ -63,17 +63,6 @@ class TransferRepository:
         )
         return None if row is None else _row(row)
 
-    async def for_session(
-        self, tenant_id: uuid.UUID, session_id: uuid.UUID
-    ) -> list[StoredTransfer]:
-        rows = await self._db.fetch(
-            f"SELECT {_COLS} FROM call_transfer WHERE tenant_id = $1 AND session_id = $2 "
-            "ORDER BY requested_at, id",
-            tenant_id,
-            session_id,
-        )
-        return [_row(r) for r in rows]
-
     async def update(self, transfer_id: uuid.UUID, state: str, **changes: Any) -> StoredTransfer:
         """Set the state (and answered_at when consulting, completed_at when terminal).
 

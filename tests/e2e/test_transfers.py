@@ -33,6 +33,7 @@ from tests.e2e.engine_fixtures import (
 )
 from tests.e2e.helpers import ari_has
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.transfers import session_transfers
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +62,7 @@ async def _bridge_channels(ari: aiohttp.ClientSession, bridge: str) -> set[str]:
 
 async def _transfers(engine: Engine, watch: CallWatcher) -> list[StoredTransfer]:
     session = await watch.session()
-    return await engine.store.transfers.for_session(session.tenant_id, session.id)
+    return await session_transfers(engine.store, session.tenant_id, session.id)
 
 
 def _ids(sid: str) -> tuple[str, str]:
