@@ -69,16 +69,6 @@ def _ids(sid: str) -> tuple[str, str]:
     return f"c2c-{sid}-agent", f"c2c-{sid}-customer"
 
 
-async def _until_events(watch: CallWatcher, event_type: str, count: int) -> None:
-    """Wait until ``count`` events of ``event_type`` were seen."""
-    while sum(e.event_type == event_type for e in watch.events) < count:
-        async with asyncio.timeout(30):
-            async for event in watch._sub:
-                watch.events.append(event)
-                if event.event_type == event_type:
-                    break
-
-
 async def test_two_successive_blind_transfers(
     c2c_engine: Engine, ari: aiohttp.ClientSession, sipp_phone: Callable[..., SippPhone]
 ) -> None:
@@ -110,7 +100,7 @@ async def test_two_successive_blind_transfers(
         )
         assert status == 200, second
         assert second["target_channel_id"] != first["target_channel_id"]
-        await _until_events(watch, "transfer.completed", 2)
+        await watch.until_event("transfer.completed", count=2)
         assert await agent2.wait_async(30) == 0, agent2.report()  # agent2 got its BYE
         assert not await ari_has(ari, "channels", first["target_channel_id"])
         assert await _bridge_channels(ari, f"c2c-{sid}") == {
@@ -443,13 +433,12 @@ async def test_transfer_whose_target_vanished_during_an_ari_cut_fails_back_to_th
                 sid, watch = await _connected(engine)
                 started = await _consulting(engine, ari, sid, watch)
                 # stop the proxy from accepting, cut the socket, hang up behind its back
-                assert proxy._server is not None
-                proxy._server.close()
+                proxy.stop_listening()
                 engine.stasis.resync.completed.clear()
                 proxy.cut()
                 sandbox.asterisk_cli(f"channel request hangup {started['target_channel_id']}")
                 assert await agent3.wait_async(30) == 0, agent3.report()
-                proxy._server = await asyncio.start_server(proxy._serve, "127.0.0.1", proxy.port)
+                await proxy.listen_again()
                 await asyncio.wait_for(engine.stasis.resync.completed.wait(), 60)
                 failed = await watch.until_event("transfer.failed")
                 assert "disconnected" in failed.payload["reason"]
