@@ -40,13 +40,14 @@ class WebhookIntake:
     async def receive(
         self,
         tenant: Tenant,
-        provider_type: str,
+        provider_type: ProviderType,
         payload: Mapping[str, Any],
         headers: Mapping[str, str],
     ) -> WebhookLogEntry:
-        """Log one webhook of ``provider_type`` (NotFound for an unknown type)."""
-        call_id_fields = _CALL_ID_FIELDS[self.require_provider_type(provider_type)]
-        call_id = next((str(payload[f]) for f in call_id_fields if payload.get(f)), None)
+        """Log one webhook of ``provider_type``."""
+        call_id = next(
+            (str(payload[f]) for f in _CALL_ID_FIELDS[provider_type] if payload.get(f)), None
+        )
         event_type = next((str(payload[f]) for f in _EVENT_FIELDS if payload.get(f)), None)
         return await self._store.webhooks.record(
             tenant.id,
