@@ -187,10 +187,9 @@ def _build(reader: _Reader, loc: _Loc, make: Callable[[], _T]) -> _T:
 
 def _option(reader: _Reader, value: Any, loc: _Loc) -> IvrOption:
     data = reader.mapping(value, loc)
-    if data.get("action") is None:
-        raise reader.fail("required", (*loc, "action"))
     raw_action = reader.choice(data, "action", loc, tuple(a.value for a in IvrAction))
-    assert raw_action is not None
+    if raw_action is None:
+        raise reader.fail("required", (*loc, "action"))
     action = IvrAction(raw_action)
     reader.keys(
         data, _ACTION_KEYS[action] | {"action", "prompt"}, loc, f" for action {action.value}"
@@ -301,9 +300,7 @@ def load_menus(text: str, *, file: str | None = None) -> dict[str, IvrMenu]:
 def load_menus_file(path: str | os.PathLike[str]) -> dict[str, IvrMenu]:
     """:func:`load_menus` on a file; errors name the path as given."""
     label = os.fspath(path)
-    text = read_text_file(Path(label), label, True)
-    assert text is not None
-    return load_menus(text, file=label)
+    return load_menus(read_text_file(Path(label), label, True), file=label)
 
 
 # -- dump -----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import yaml
 
@@ -291,6 +291,10 @@ class _Converter:
         return result
 
 
+@overload
+def read_text_file(path: Path, label: str, required: Literal[True]) -> str: ...
+@overload
+def read_text_file(path: Path, label: str, required: bool) -> str | None: ...
 def read_text_file(path: Path, label: str, required: bool) -> str | None:
     """The file as text; None when it is missing and not ``required``. At most
     :data:`MAX_YAML_BYTES` are read: a larger file is a ConfigError."""

@@ -118,15 +118,22 @@ class ApiRequest:
     query: BaseModel | None
 
     def body_as(self, model: type[M]) -> M:
-        assert isinstance(self.body, model)
+        if not isinstance(self.body, model):
+            raise RuntimeError(
+                f"route body is {type(self.body).__name__}, not the declared {model.__name__}"
+            )
         return self.body
 
     def query_as(self, model: type[M]) -> M:
-        assert isinstance(self.query, model)
+        if not isinstance(self.query, model):
+            raise RuntimeError(
+                f"route query is {type(self.query).__name__}, not the declared {model.__name__}"
+            )
         return self.query
 
     def require_tenant(self) -> Tenant:
-        assert self.tenant is not None, "route declared auth=True"
+        if self.tenant is None:
+            raise RuntimeError("route reads the tenant but does not declare auth=True")
         return self.tenant
 
     def path_uuid(self, name: str, what: str) -> uuid.UUID:

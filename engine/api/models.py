@@ -23,7 +23,7 @@ from pydantic import (
 
 from engine.contract import CallEventOut
 from engine.domain.call import CallStatus, Direction
-from engine.store.records import PROVIDER_TYPES
+from engine.domain.providers import ProviderType
 
 __all__ = [
     "AgentActivityIn",
@@ -56,9 +56,6 @@ __all__ = [
     "TransferOut",
     "WebhookAcceptedOut",
 ]
-
-ProviderType = Literal["asterisk", "sip_trunk", "twilio", "exotel", "vonage", "mcube"]
-assert set(ProviderType.__args__) == set(PROVIDER_TYPES)  # type: ignore[attr-defined]
 
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 # An agent is a phone number or a PBX endpoint name (PJSIP/agent1, 1001).

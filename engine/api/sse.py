@@ -135,9 +135,6 @@ class StreamLimits:
     def __len__(self) -> int:
         return self._open.total()
 
-    def open_for(self, tenant_id: uuid.UUID) -> int:
-        return self._open[tenant_id]
-
     def acquire(self, tenant_id: uuid.UUID) -> None:
         """Take one stream's place; :class:`TooManyStreams` when a cap is reached (checked
         and taken without an await in between). Pair with :meth:`release`."""

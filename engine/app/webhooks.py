@@ -6,20 +6,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from engine.domain.providers import ProviderType
 from engine.errors import NotFound
-from engine.store.records import PROVIDER_TYPES, Tenant, WebhookLogEntry
+from engine.store.records import Tenant, WebhookLogEntry
 from engine.store.repositories import Store
 
 __all__ = ["WebhookIntake"]
 
 # Where each carrier puts its call id in a status webhook (from their documented payloads).
-_CALL_ID_FIELDS = {
-    "twilio": ("CallSid",),
-    "exotel": ("CallSid", "call_sid"),
-    "vonage": ("uuid", "conversation_uuid"),
-    "mcube": ("callid", "call_id", "CallId"),
-    "sip_trunk": ("call_id",),
-    "asterisk": ("call_id", "uniqueid"),
+_CALL_ID_FIELDS: dict[ProviderType, tuple[str, ...]] = {
+    ProviderType.TWILIO: ("CallSid",),
+    ProviderType.EXOTEL: ("CallSid", "call_sid"),
+    ProviderType.VONAGE: ("uuid", "conversation_uuid"),
+    ProviderType.MCUBE: ("callid", "call_id", "CallId"),
+    ProviderType.SIP_TRUNK: ("call_id",),
+    ProviderType.ASTERISK: ("call_id", "uniqueid"),
 }
 _EVENT_FIELDS = ("CallStatus", "status", "Status", "event", "EventType")
 
@@ -29,20 +30,21 @@ class WebhookIntake:
         self._store = store
 
     @staticmethod
-    def require_provider_type(provider_type: str) -> None:
-        """NotFound unless ``provider_type`` is one the engine knows."""
-        if provider_type not in PROVIDER_TYPES:
-            raise NotFound("provider type", provider_type)
+    def require_provider_type(provider_type: str) -> ProviderType:
+        """The provider type named ``provider_type``; NotFound unless the engine knows it."""
+        try:
+            return ProviderType(provider_type)
+        except ValueError:
+            raise NotFound("provider type", provider_type) from None
 
     async def receive(
         self,
         tenant: Tenant,
-        provider_type: str,
+        provider_type: ProviderType,
         payload: Mapping[str, Any],
         headers: Mapping[str, str],
     ) -> WebhookLogEntry:
-        """Log one webhook of ``provider_type`` (NotFound for an unknown type)."""
-        self.require_provider_type(provider_type)
+        """Log one webhook of ``provider_type``."""
         call_id = next(
             (str(payload[f]) for f in _CALL_ID_FIELDS[provider_type] if payload.get(f)), None
         )

@@ -95,7 +95,8 @@ async def _call(
     )
     async with Engine(settings) as engine:
         await asyncio.wait_for(engine.database_ready.wait(), 30)
-        assert engine.stasis is not None
+        if engine.stasis is None:
+            raise RuntimeError("the demo settings enable ARI, yet the engine has no Stasis app")
         await asyncio.wait_for(engine.stasis.link.connected.wait(), 30)
         tenant = await engine.store.tenants.by_slug("default")
         await engine.store.recording.set_default(tenant.id, is_enabled=True)

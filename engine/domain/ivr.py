@@ -39,6 +39,7 @@ import re
 import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from engine.errors import InvalidInput
 
@@ -139,6 +140,7 @@ _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SAYABLE = re.compile(r"-?[0-9]{1,9}")  # say: number (Asterisk says up to 999,999,999)
+_T = TypeVar("_T")
 
 
 def render(
@@ -625,6 +627,14 @@ _REPEAT = IvrOption(IvrAction.REPEAT)
 _HANGUP = IvrOption(IvrAction.HANGUP)
 
 
+def _required(value: _T | None, message: str) -> _T:
+    """``value``, which the checks made when options, menus and states are built guarantee;
+    None is a bug in this module: RuntimeError with ``message``."""
+    if value is None:
+        raise RuntimeError(message)
+    return value
+
+
 def _replace(state: IvrState, **changes: object) -> IvrState:
     return dataclasses.replace(state, **changes)  # type: ignore[arg-type]
 
@@ -671,38 +681,37 @@ def _perform(menus: Mapping[str, IvrMenu], state: IvrState, option: IvrOption) -
     state = _replace(state, then=None, active=None, queue=())
     match option.action:
         case IvrAction.SUBMENU:
-            assert option.menu is not None
-            return _enter(menus, state, option.menu)
+            return _enter(menus, state, _required(option.menu, "a submenu option has no menu"))
         case IvrAction.BACK:
             stack = state.stack[:-1] if len(state.stack) > 1 else state.stack
             return _present(menus, _replace(state, stack=stack, retries=0))
         case IvrAction.REPEAT:
             return _present(menus, state)
         case IvrAction.TRANSFER:
-            assert option.target_type is not None
+            target_type = _required(option.target_type, "a transfer option has no target_type")
             running = _replace(state, phase=Phase.TRANSFERRING, active=option)
             menu = menus[state.stack[-1]]
             key = next((k for k, o in menu.options.items() if o is option), None)
-            transfer = Transfer(option.target_type, option.target, menu.name, key)
+            transfer = Transfer(target_type, option.target, menu.name, key)
             return Step(running, (transfer,))
         case IvrAction.RECORD_MESSAGE:
             running = _replace(state, phase=Phase.RECORDING, active=option)
             command = RecordMessage(option.max_duration_s, option.beep, option.silence_s)
             return Step(running, (command,))
         case IvrAction.HTTP_LOOKUP:
-            assert option.url is not None
+            url = _required(option.url, "an http_lookup option has no url")
             values = state.variables
             params = {key: render(value, values) for key, value in option.params.items()}
             lookup = HttpLookup(
-                render(option.url, values, _url_quote), params, option.method, option.timeout_ms
+                render(url, values, _url_quote), params, option.method, option.timeout_ms
             )
             return Step(_replace(state, phase=Phase.LOOKING_UP, active=option), (lookup,))
         case IvrAction.SET_VARIABLE:
-            assert option.name is not None
+            name = _required(option.name, "a set_variable option has no name")
             value = render(option.value, state.variables)
-            state = _replace(state, variables={**state.variables, option.name: value})
+            state = _replace(state, variables={**state.variables, name: value})
             after = _after(menus, state, option.next, _REPEAT)
-            return Step(after.state, (SetVariable(option.name, value), *after.commands))
+            return Step(after.state, (SetVariable(name, value), *after.commands))
         case IvrAction.HANGUP:
             return Step(_replace(state, phase=Phase.ENDED), (Hangup(),))
 
@@ -744,15 +753,13 @@ def _collected(
     menus: Mapping[str, IvrMenu], state: IvrState, raw: str, value: str, ms: int | None
 ) -> Step:
     menu = menus[state.stack[-1]]
-    assert menu.variable is not None
-    state = _replace(
-        state, buffer="", last_ms=None, variables={**state.variables, menu.variable: value}
-    )
+    variable = _required(menu.variable, f"menu {menu.name!r} collects input but has no variable")
+    state = _replace(state, buffer="", last_ms=None, variables={**state.variables, variable: value})
     record = RecordDtmf(
         menu.name, raw, DtmfOutcome.COLLECTED, "collected", ms, state.retries + 1, value
     )
     after = _choose(menus, state, menu.options["collected"])
-    return Step(after.state, (record, SetVariable(menu.variable, value), *after.commands))
+    return Step(after.state, (record, SetVariable(variable, value), *after.commands))
 
 
 def _digit(menus: Mapping[str, IvrMenu], state: IvrState, event: Digit) -> Step:
@@ -797,8 +804,7 @@ def _digit(menus: Mapping[str, IvrMenu], state: IvrState, event: Digit) -> Step:
 
 
 def _lookup_done(menus: Mapping[str, IvrMenu], state: IvrState, event: LookupResult) -> Step:
-    option = state.active
-    assert option is not None
+    option = _required(state.active, "a lookup result arrived with no lookup running")
     sayable = _SAYABLE.fullmatch(event.value or "") is not None
     unsayable = option.say is SayMode.NUMBER and not sayable and event.value not in option.routes
     if event.ok and unsayable:
@@ -839,8 +845,8 @@ def step(menus: Mapping[str, IvrMenu], state: IvrState, event: Event) -> Step:
             if state.queue:
                 return _play(state.queue, state, phase)
             if phase is Phase.ANNOUNCING:
-                assert state.then is not None
-                return _perform(menus, state, state.then)
+                then = _required(state.then, "announcing with no action to perform after")
+                return _perform(menus, state, then)
             menu = menus[state.stack[-1]]
             return Step(_replace(state, phase=Phase.WAITING), (StartInputTimer(menu.timeout_ms),))
         case Digit() if phase in (Phase.PROMPTING, Phase.WAITING, Phase.COLLECTING):
@@ -855,14 +861,13 @@ def step(menus: Mapping[str, IvrMenu], state: IvrState, event: Event) -> Step:
         case Transferred() if phase is Phase.TRANSFERRING:
             return Step(_replace(state, phase=Phase.ENDED, active=None))
         case TransferFailed() if phase is Phase.TRANSFERRING:
-            assert state.active is not None
-            failed = state.active.failure_prompt
+            failed = _required(state.active, "transferring with no transfer running").failure_prompt
             return _announce(menus, state, (Play(failed),) if failed else (), _REPEAT)
         case TransferredToMenu(menu=name) if phase is Phase.TRANSFERRING:
             if name not in menus:
                 return step(menus, state, TransferFailed(f"unknown menu {name!r}"))
             return _enter(menus, _replace(state, active=None), name)
         case RecordingDone() if phase is Phase.RECORDING:
-            assert state.active is not None
-            return _after(menus, state, state.active.next, _HANGUP)
+            recording = _required(state.active, "recording with no record_message running")
+            return _after(menus, state, recording.next, _HANGUP)
     return Step(state)

@@ -20,11 +20,11 @@ import asyncpg
 from engine.domain.call import CallSession, CallStatus, Direction
 from engine.domain.ivr import IvrMenu, TransferTargetType
 from engine.domain.netpolicy import Network, OutboundPolicy
+from engine.domain.providers import ProviderType
 from engine.domain.transfer import TransferState, TransferType
 
 __all__ = [
     "EVENT_COLUMNS",
-    "PROVIDER_TYPES",
     "SESSION_COLUMNS",
     "AgentActivity",
     "CallEvent",
@@ -229,9 +229,6 @@ class IssuedToken:
     token: str  # shown once, never stored
 
 
-PROVIDER_TYPES = ("asterisk", "sip_trunk", "twilio", "exotel", "vonage", "mcube")
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class StoredProvider:
     id: uuid.UUID
@@ -254,7 +251,7 @@ class StoredProvider:
 class NewProvider:
     tenant_id: uuid.UUID
     name: str
-    provider_type: str
+    provider_type: ProviderType
     is_active: bool = True
     is_default: bool = False
     priority: int = 100
@@ -312,6 +309,19 @@ class StoredTransfer:
     completed_at: datetime | None
     option_id: uuid.UUID | None = None
     routing_rule_id: uuid.UUID | None = None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> StoredTransfer:
+        """A ``call_transfer`` row (its columns named as the fields), enums parsed."""
+        fields = dict(row)
+        return cls(
+            **{
+                **fields,
+                "transfer_type": TransferType(fields["transfer_type"]),
+                "target_type": TransferTargetType(fields["target_type"]),
+                "state": TransferState(fields["state"]),
+            }
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -7,8 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from engine.domain.ivr import TransferTargetType
-from engine.domain.transfer import TransferState, TransferType
+from engine.domain.transfer import TransferState
 from engine.errors import Conflict, NotFound
 from engine.store.database import Database, returned
 from engine.store.records import NewTransfer, StoredTransfer
@@ -20,18 +19,6 @@ _COLS = (
     "target_channel_id, consult_bridge_id, state, failure_cause, hangup_cause, requested_at, "
     "answered_at, completed_at, option_id, routing_rule_id"
 )
-
-
-def _row(row: asyncpg.Record) -> StoredTransfer:
-    fields = dict(row)
-    return StoredTransfer(
-        **{
-            **fields,
-            "transfer_type": TransferType(fields["transfer_type"]),
-            "target_type": TransferTargetType(fields["target_type"]),
-            "state": TransferState(fields["state"]),
-        }
-    )
 
 
 class TransferRepository:
@@ -62,7 +49,7 @@ class TransferRepository:
             )
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"session {new.session_id} already has a transfer in flight") from exc
-        return _row(returned(row, "INSERT INTO call_transfer"))
+        return StoredTransfer.from_row(returned(row, "INSERT INTO call_transfer"))
 
     async def live(self, session_id: uuid.UUID) -> StoredTransfer | None:
         """The session's transfer in flight (initiated or consulting), if any."""
@@ -71,18 +58,7 @@ class TransferRepository:
             "AND state IN ('initiated', 'consulting')",
             session_id,
         )
-        return None if row is None else _row(row)
-
-    async def for_session(
-        self, tenant_id: uuid.UUID, session_id: uuid.UUID
-    ) -> list[StoredTransfer]:
-        rows = await self._db.fetch(
-            f"SELECT {_COLS} FROM call_transfer WHERE tenant_id = $1 AND session_id = $2 "
-            "ORDER BY requested_at, id",
-            tenant_id,
-            session_id,
-        )
-        return [_row(r) for r in rows]
+        return None if row is None else StoredTransfer.from_row(row)
 
     async def update(
         self, transfer_id: uuid.UUID, state: TransferState, **changes: Any
@@ -110,4 +86,4 @@ class TransferRepository:
         )
         if row is None:
             raise NotFound("transfer", transfer_id)
-        return _row(row)
+        return StoredTransfer.from_row(row)

@@ -104,16 +104,22 @@ class CallWatcher:
                     return event
         raise AssertionError(f"event stream ended before {statuses}: {self.trail()}")
 
-    async def until_event(self, event_type: str, within: float = 30.0) -> CallEvent:
-        for event in self.events:
-            if event.event_type == event_type:
-                return event
+    async def until_event(
+        self, event_type: str, within: float = 30.0, *, count: int = 1
+    ) -> CallEvent:
+        """Wait for the ``count``-th event of ``event_type`` (the first by default); return
+        it."""
+        seen = [event for event in self.events if event.event_type == event_type]
+        if len(seen) >= count:
+            return seen[count - 1]
         async with asyncio.timeout(within):
             async for event in self._sub:
                 self.events.append(event)
                 if event.event_type == event_type:
-                    return event
-        raise AssertionError(f"event stream ended before {event_type}: {self.trail()}")
+                    seen.append(event)
+                    if len(seen) == count:
+                        return event
+        raise AssertionError(f"event stream ended before {count} {event_type}: {self.trail()}")
 
     def trail(self) -> list[tuple[str, str | None]]:
         return [(e.event_type, e.status_to) for e in self.events]

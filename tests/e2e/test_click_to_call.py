@@ -306,15 +306,14 @@ async def test_missed_hangup_while_disconnected_is_finished_by_resync(
                 sid, watch = await _place(engine)
                 await watch.until("connected")
                 # stop the proxy from accepting, cut the socket, hang up behind its back
-                assert proxy._server is not None
-                proxy._server.close()
+                proxy.stop_listening()
                 engine.stasis.resync.completed.clear()
                 proxy.cut()
                 for leg in ("agent", "customer"):
                     sandbox.asterisk_cli(f"channel request hangup c2c-{sid}-{leg}")
                 assert await agent.wait_async(30) == 0, agent.report()
                 assert await cust.wait_async(30) == 0, cust.report()
-                proxy._server = await asyncio.start_server(proxy._serve, "127.0.0.1", proxy.port)
+                await proxy.listen_again()
                 await asyncio.wait_for(engine.stasis.resync.completed.wait(), 60)
                 end = await watch.until("completed", "failed", within=10)
                 assert end.status_to == "completed"

@@ -87,7 +87,9 @@ async def _crash_in(proc: EngineProcess, db: asyncpg.Connection, status: str) ->
     for a dialing status, once Asterisk has the leg it rings: a kill between storing the
     status and the originate is another case, see the session note)."""
     sid = await _initiate(proc)
-    await _until(db, sid, status)
+    await eventually(
+        lambda: _in_status(db, sid, status), within=30, what=f"session {sid} in {status}"
+    )
     if (leg := _RINGING.get(status)) is not None:
         async with ari_session() as ari:
             await eventually(lambda: ari_has(ari, "channels", f"c2c-{sid}-{leg}"), within=30)
@@ -107,15 +109,12 @@ async def _row(db: asyncpg.Connection, sid: str) -> asyncpg.Record:
     return row
 
 
-async def _until(db: asyncpg.Connection, sid: str, *statuses: str, within: float = 30) -> Any:
-    """Wait until the committed session is in one of ``statuses``; its row."""
-
-    # the state is in PostgreSQL, written by another process: no event to wait on
-    async def in_status() -> asyncpg.Record | None:
-        row = await _row(db, sid)
-        return row if row["status"] in statuses else None
-
-    return await eventually(in_status, within=within, interval=0.05, what=f"{sid} in {statuses}")
+async def _in_status(db: asyncpg.Connection, sid: str, *statuses: str) -> asyncpg.Record | None:
+    """The committed session's row if it is in one of ``statuses``, else None. The state is
+    in PostgreSQL, written by another process: no event to wait on, tests poll this with
+    :func:`eventually`."""
+    row = await _row(db, sid)
+    return row if row["status"] in statuses else None
 
 
 async def _events(db: asyncpg.Connection, sid: str) -> list[str]:
@@ -174,10 +173,18 @@ async def test_queued_calls_whose_start_was_lost_are_dialed_or_failed_by_age(
         sipp_phone("uas_answer_then_hangup.xml", port=CUSTOMER_PORT, hold_ms=1000) as cust,
     ):
         await proc.start()
-        done = await _until(db, str(fresh.id), *TERMINAL)
+        done = await eventually(
+            lambda: _in_status(db, str(fresh.id), *TERMINAL),
+            within=30,
+            what=f"session {fresh.id} ended",
+        )
         assert (done["status"], done["hangup_cause"]) == ("completed", 16)
         await _hung_up(agent, cust)
-    failed = await _until(db, str(stale.id), *TERMINAL)
+    failed = await eventually(
+        lambda: _in_status(db, str(stale.id), *TERMINAL),
+        within=30,
+        what=f"session {stale.id} ended",
+    )
     assert failed["status"] == "failed"
     assert "not started within 120 s" in failed["end_reason"]
     assert "session.start_expired" in await _events(db, str(stale.id))
@@ -200,7 +207,9 @@ async def test_crash_while_the_agent_rings_and_the_agent_answers_after_the_resta
     ):
         sid = await _crash_in(proc, db, "dialing_agent")
         await proc.start()  # the agent still rings: the new engine adopts the call
-        done = await _until(db, sid, *TERMINAL)
+        done = await eventually(
+            lambda: _in_status(db, sid, *TERMINAL), within=30, what=f"session {sid} ended"
+        )
         assert (done["status"], done["hangup_cause"]) == ("completed", 16), proc.tail()
         assert not done["end_estimated"]
         await _hung_up(agent, cust)
@@ -222,7 +231,9 @@ async def test_crash_while_the_agent_rings_and_the_agent_answers_while_it_is_dow
         await _hung_up(agent)  # answered, then BYE
         restarted_at = datetime.now(UTC)
         await proc.start()
-        done = await _until(db, sid, *TERMINAL)
+        done = await eventually(
+            lambda: _in_status(db, sid, *TERMINAL), within=30, what=f"session {sid} ended"
+        )
     assert done["status"] == "failed", proc.tail()
     assert not done["end_estimated"]
     assert done["ended_at"] < restarted_at
@@ -247,11 +258,16 @@ async def test_crash_while_the_customer_rings_and_the_customer_answers_after_the
     ):
         sid = await _crash_in(proc, db, "dialing_customer")
         await proc.start()
-        await _until(db, sid, "connected")  # bridged by the new engine
+        # bridged by the new engine
+        await eventually(
+            lambda: _in_status(db, sid, "connected"), within=30, what=f"session {sid} connected"
+        )
         assert await _our_bridges(sid, gone=False) == [f"c2c-{sid}"]
         status, body = await proc.api("POST", f"/api/v1/click-to-call/sessions/{sid}/end", {})
         assert status == 200, body
-        done = await _until(db, sid, *TERMINAL)
+        done = await eventually(
+            lambda: _in_status(db, sid, *TERMINAL), within=30, what=f"session {sid} ended"
+        )
         assert done["status"] == "completed"
         await _hung_up(agent, cust)
     assert await _our_bridges(sid) == []
@@ -275,7 +291,10 @@ async def test_crash_while_connected_and_both_keep_talking_the_call_goes_on(
         sid = await _crash_in(proc, db, "connected")
         await proc.start()
         assert (await _row(db, sid))["status"] == "connected"  # adopted, still talking
-        done = await _until(db, sid, *TERMINAL)  # the customer hangs up later
+        # the customer hangs up later
+        done = await eventually(
+            lambda: _in_status(db, sid, *TERMINAL), within=30, what=f"session {sid} ended"
+        )
         assert (done["status"], done["hangup_cause"]) == ("completed", 16)
         assert done["end_reason"] == "customer hung up"
         assert not done["end_estimated"]
@@ -304,7 +323,9 @@ async def test_crash_while_connected_and_the_customer_hangs_up_while_it_is_down(
         await _hung_up(cust)  # the customer hung up
         hung_up_by = datetime.now(UTC)
         await proc.start()
-        done = await _until(db, sid, *TERMINAL)
+        done = await eventually(
+            lambda: _in_status(db, sid, *TERMINAL), within=30, what=f"session {sid} ended"
+        )
         # the agent, left alone in the bridge, is hung up by the new engine
         await _hung_up(agent)
     assert done["status"] == "completed", proc.tail()
@@ -338,7 +359,9 @@ async def test_crash_during_an_attended_transfer_the_next_engine_completes_it(
         sipp_phone("uas_answer.xml", port=AGENT3_PORT) as agent3,
     ):
         sid = await _initiate(proc)
-        await _until(db, sid, "connected")
+        await eventually(
+            lambda: _in_status(db, sid, "connected"), within=30, what=f"session {sid} connected"
+        )
         path = f"/api/v1/click-to-call/sessions/{sid}/transfer"
         status, transfer = await proc.api(
             "POST", path, {"type": "attended", "target": "agent3", "leg": "agent"}
@@ -357,7 +380,9 @@ async def test_crash_during_an_attended_transfer_the_next_engine_completes_it(
         await _hung_up(agent)  # agent1 released
         status, body = await proc.api("POST", f"/api/v1/click-to-call/sessions/{sid}/end", {})
         assert status == 200, body
-        done = await _until(db, sid, *TERMINAL)
+        done = await eventually(
+            lambda: _in_status(db, sid, *TERMINAL), within=30, what=f"session {sid} ended"
+        )
         assert done["status"] == "completed"
         await _hung_up(agent3, cust)
     assert await _our_bridges(sid) == []

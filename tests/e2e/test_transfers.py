@@ -33,6 +33,7 @@ from tests.e2e.engine_fixtures import (
 )
 from tests.e2e.helpers import ari_has
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.transfers import session_transfers
 
 pytestmark = pytest.mark.e2e
 
@@ -61,21 +62,11 @@ async def _bridge_channels(ari: aiohttp.ClientSession, bridge: str) -> set[str]:
 
 async def _transfers(engine: Engine, watch: CallWatcher) -> list[StoredTransfer]:
     session = await watch.session()
-    return await engine.store.transfers.for_session(session.tenant_id, session.id)
+    return await session_transfers(engine.store, session.tenant_id, session.id)
 
 
 def _ids(sid: str) -> tuple[str, str]:
     return f"c2c-{sid}-agent", f"c2c-{sid}-customer"
-
-
-async def _until_events(watch: CallWatcher, event_type: str, count: int) -> None:
-    """Wait until ``count`` events of ``event_type`` were seen."""
-    while sum(e.event_type == event_type for e in watch.events) < count:
-        async with asyncio.timeout(30):
-            async for event in watch._sub:
-                watch.events.append(event)
-                if event.event_type == event_type:
-                    break
 
 
 async def test_two_successive_blind_transfers(
@@ -109,7 +100,7 @@ async def test_two_successive_blind_transfers(
         )
         assert status == 200, second
         assert second["target_channel_id"] != first["target_channel_id"]
-        await _until_events(watch, "transfer.completed", 2)
+        await watch.until_event("transfer.completed", count=2)
         assert await agent2.wait_async(30) == 0, agent2.report()  # agent2 got its BYE
         assert not await ari_has(ari, "channels", first["target_channel_id"])
         assert await _bridge_channels(ari, f"c2c-{sid}") == {
@@ -442,13 +433,12 @@ async def test_transfer_whose_target_vanished_during_an_ari_cut_fails_back_to_th
                 sid, watch = await _connected(engine)
                 started = await _consulting(engine, ari, sid, watch)
                 # stop the proxy from accepting, cut the socket, hang up behind its back
-                assert proxy._server is not None
-                proxy._server.close()
+                proxy.stop_listening()
                 engine.stasis.resync.completed.clear()
                 proxy.cut()
                 sandbox.asterisk_cli(f"channel request hangup {started['target_channel_id']}")
                 assert await agent3.wait_async(30) == 0, agent3.report()
-                proxy._server = await asyncio.start_server(proxy._serve, "127.0.0.1", proxy.port)
+                await proxy.listen_again()
                 await asyncio.wait_for(engine.stasis.resync.completed.wait(), 60)
                 failed = await watch.until_event("transfer.failed")
                 assert "disconnected" in failed.payload["reason"]

@@ -21,6 +21,7 @@ from engine.asterisk.links.agi_protocol import AgiCommandError, AgiHangup, parse
 from engine.asterisk.links.agi_server import AgiChannel, AgiServer, Playback
 from engine.errors import AgiError, ClosedResourceError
 from engine.health import HealthReport
+from tests.support.waiting import eventually
 
 WITHIN = 5.0
 
@@ -139,13 +140,6 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[tuple[AgiServer, Reco
     yield start
     for server in servers:
         await server.close()
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    """For the server's accept, which has no event to wait on; bounded."""
-    async with asyncio.timeout(WITHIN):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0)
 
 
 # ----------------------------------------------------------------------------- the happy path
@@ -597,7 +591,10 @@ async def test_close_with_connections_open() -> None:
     async with asyncio.timeout(WITHIN):
         await all_started.wait()
     idle = await FakeAsterisk.connect(server.port)  # connected, request not sent yet
-    await wait_until(lambda: server.active == 4)
+    # the server's accept has no event to wait on
+    await eventually(
+        lambda: server.active == 4, within=WITHIN, interval=0, what="four connections active"
+    )
     loop = asyncio.get_running_loop()
     loop_errors: list[dict[str, Any]] = []
     previous = loop.get_exception_handler()

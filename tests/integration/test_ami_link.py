@@ -17,6 +17,7 @@ import pytest
 from engine.asterisk.links.ami import AmiEvent, AmiLink, AmiLoginError, AmiResponseError
 from engine.errors import AmiError, ClosedResourceError
 from engine.health import HealthReport
+from tests.support.waiting import eventually
 
 SECRET = "fake-secret"
 WITHIN = 5.0  # seconds any single expected thing may take
@@ -44,11 +45,13 @@ class FakeAmi:
         self.writers: list[asyncio.StreamWriter] = []
         self._changed = asyncio.Condition()
         self._server: asyncio.Server | None = None
+        self.port = 0  # once started
         self._clients: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
 
     async def close(self) -> None:
         if self._server is not None:
@@ -149,8 +152,6 @@ async def fake() -> AsyncIterator[FakeAmi]:
 
 @contextlib.asynccontextmanager
 async def linked(fake: FakeAmi, **kwargs: Any) -> AsyncIterator[AmiLink]:
-    assert fake._server is not None
-    port = int(fake._server.sockets[0].getsockname()[1])
     options: dict[str, Any] = {
         "ping_interval": 3600.0,
         "backoff_initial": 0.01,
@@ -158,19 +159,11 @@ async def linked(fake: FakeAmi, **kwargs: Any) -> AsyncIterator[AmiLink]:
         "action_timeout": WITHIN,
         **kwargs,
     }
-    link = AmiLink("127.0.0.1", port, "ctc", SECRET, **options)
+    link = AmiLink("127.0.0.1", fake.port, "ctc", SECRET, **options)
     try:
         yield link
     finally:
         await asyncio.wait_for(link.close(), WITHIN)
-
-
-async def until(predicate: Callable[[], bool], event: asyncio.Event) -> None:
-    """Wait (bounded) for ``predicate`` to hold, re-checking whenever ``event`` is set."""
-    async with asyncio.timeout(WITHIN):
-        while not predicate():
-            event.clear()
-            await event.wait()
 
 
 # --------------------------------------------------------------------------- basics
@@ -363,21 +356,19 @@ async def test_a_failing_handler_does_not_hurt_the_link(fake: FakeAmi) -> None:
 
 async def test_fully_booted_hook_runs_after_every_login(fake: FakeAmi) -> None:
     booted: list[AmiEvent] = []
-    seen = asyncio.Event()
 
     async def hook(event: AmiEvent) -> None:
         booted.append(event)
-        seen.set()
 
     async with linked(fake) as link:
         link.on_event("fullybooted", hook)  # names are case-insensitive
         await link.start()
         await link.wait_connected(WITHIN)
-        await until(lambda: len(booted) == 1, seen)
+        await eventually(lambda: len(booted) == 1, within=WITHIN, what="first FullyBooted")
         assert booted[0]["Uptime"] == "42"
         fake.booted_uptime = "1"  # "Asterisk restarted"
         fake.hang_up()
-        await until(lambda: len(booted) == 2, seen)
+        await eventually(lambda: len(booted) == 2, within=WITHIN, what="second FullyBooted")
         assert booted[1]["Uptime"] == "1"
         assert link.connections == 2
 
@@ -398,7 +389,7 @@ async def test_missed_pong_marks_the_link_down_and_reconnects(fake: FakeAmi) -> 
         assert "Ping" in link.last_error
         fake.answer_pings = True
         await link.wait_connected(WITHIN)
-        await until(lambda: link.pongs >= 2, link.pong)
+        await eventually(lambda: link.pongs >= 2, within=WITHIN, what="two pongs")
         status = health.get("ami")
         assert status is not None
         assert status.state == "up"

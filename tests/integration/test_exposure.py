@@ -20,6 +20,7 @@ import structlog
 from engine.api.server import ApiServer
 from engine.daemon import Engine
 from engine.devtools.databases import create_database, drop_database
+from engine.domain.providers import ProviderType
 from engine.errors import CtcError, SecretsError
 from engine.secrets import PREFIX, Keyring
 from engine.store.records import NewProvider
@@ -189,13 +190,17 @@ async def test_without_a_key_provider_secrets_are_refused_not_stored_in_plaintex
         tenant = await store.tenants.by_slug("default")
         with pytest.raises(SecretsError, match="cannot store provider credentials"):
             await store.providers.create(
-                NewProvider(tenant.id, "c", "twilio", credentials={"auth_token": "t0k3n"})
+                NewProvider(
+                    tenant.id, "c", ProviderType.TWILIO, credentials={"auth_token": "t0k3n"}
+                )
             )
         with pytest.raises(SecretsError, match="CTC_SECRET_KEY"):
-            await store.providers.create(NewProvider(tenant.id, "w", "twilio", webhook_secret="w"))
+            await store.providers.create(
+                NewProvider(tenant.id, "w", ProviderType.TWILIO, webhook_secret="w")
+            )
         assert await db.fetchval("SELECT count(*) FROM voip_provider") == 0
         # no secret at all is fine
-        plain = await store.providers.create(NewProvider(tenant.id, "n", "sip_trunk"))
+        plain = await store.providers.create(NewProvider(tenant.id, "n", ProviderType.SIP_TRUNK))
         assert (plain.has_credentials, plain.has_webhook_secret) == (False, False)
 
 
@@ -214,7 +219,9 @@ async def test_rotate_seals_plaintext_and_moves_old_keys_to_the_primary() -> Non
             json.dumps({"auth_token": "legacy-t0k3n"}),
         )
         sealed_old = await Store.over(db, keyring=Keyring((old,))).providers.create(
-            NewProvider(tenant_id, "sealed", "twilio", credentials={"auth_token": "old-t0k3n"})
+            NewProvider(
+                tenant_id, "sealed", ProviderType.TWILIO, credentials={"auth_token": "old-t0k3n"}
+            )
         )
         both = Store.over(db, keyring=Keyring((new, old)))
         assert sum((await both.secrets.not_current()).values()) == 4

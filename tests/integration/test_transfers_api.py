@@ -15,6 +15,7 @@ from engine.store.records import NewTransfer
 from tests.support.calls import CONNECT, session_in
 from tests.support.http import Api
 from tests.support.tenants import tenant_headers
+from tests.support.transfers import session_transfers
 
 C2C = "/api/v1/click-to-call"
 
@@ -126,7 +127,7 @@ async def test_transfer_rows(api_engine: Engine, unix_api: Api) -> None:
     )
     busy = await repo.update(second.id, TransferState.BUSY, hangup_cause=17)
     assert (busy.state, busy.hangup_cause, busy.answered_at) == (TransferState.BUSY, 17, None)
-    rows = await repo.for_session(tenant.id, session_id)
+    rows = await session_transfers(api_engine.store, tenant.id, session_id)
     assert [r.id for r in rows] == [first.id, second.id]
     # the id may be chosen by the caller (channel ids derive from it)
     chosen = uuid.uuid4()

@@ -4,7 +4,8 @@
 `ctc` migrates an empty database with the migrations the wheel carries (the repository's
 top-level sql/ travels as data) and lists every command; the dev tools find the Asterisk
 configuration (top-level dialplan/, data too) and their SIPp scenarios (package data) in
-that install.
+that install, and in an install whose data root is not ``sys.prefix`` (as with
+``pip install --user`` or Debian's pip, which installs under /usr/local).
 """
 
 from __future__ import annotations
@@ -107,3 +108,41 @@ async def test_the_wheel_migrates_an_empty_database_and_lists_every_command_with
         assert got == expected, installed
         for name in expected:
             assert (installed / name).read_bytes() == (shipped / name).read_bytes(), name
+
+    # an install outside sys.prefix: the same wheel under another prefix, imported from
+    # there by the venv's python (sys.prefix stays the venv), as --user or Debian's pip do
+    elsewhere = tmp_path / "elsewhere"
+    await _run(
+        str(venv / "bin/pip"),
+        "install",
+        "-q",
+        "--no-deps",
+        "--ignore-installed",
+        "--prefix",
+        str(elsewhere),
+        str(wheel),
+        cwd=tmp_path,
+    )
+    (site_packages,) = elsewhere.glob("lib/python*/site-packages")
+    found = await _run(
+        str(venv / "bin/python"),
+        "-c",
+        "import sys\n"
+        "import engine\n"
+        "from engine.shared_data import shared_data_dir\n"
+        "print(sys.prefix)\n"
+        "print(engine.__file__)\n"
+        "print(shared_data_dir('sql'))\n"
+        "print(shared_data_dir('dialplan'))",
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(site_packages)},
+    )
+    prefix, package, sql_dir, dialplan_dir = (Path(line) for line in found.split())
+    assert prefix == venv, prefix
+    assert Path(package).is_relative_to(site_packages), package
+    for installed, shipped in ((sql_dir, ROOT / "sql"), (dialplan_dir, ROOT / "dialplan")):
+        assert installed == elsewhere / "share/ctc-engine" / shipped.name, installed
+        expected = sorted(p.name for p in shipped.iterdir() if p.suffix in {".sql", ".conf"})
+        assert sorted(p.name for p in installed.iterdir() if p.suffix in {".sql", ".conf"}) == (
+            expected
+        )

@@ -14,6 +14,7 @@
 - :mod:`tests.support.events` — call events built in memory (bus and SSE tests).
 - :mod:`tests.support.cli` — the ``ctc`` command as a subprocess and its environment.
 - :mod:`tests.support.tcp_proxy` — a TCP proxy a test can cut (ARI, PostgreSQL).
+- :mod:`tests.support.transfers` — a session's transfer rows, in order.
 - :mod:`tests.support.yaml_bombs` — hostile YAML the loaders must refuse.
 
 Fixtures stay in the conftest of the layer that uses them: ``tests/conftest.py`` (databases),

@@ -24,6 +24,19 @@ class TcpProxy:
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
+    def stop_listening(self) -> None:
+        """Accept no new connection (the peer's port is closed); open ones stay until
+        :meth:`cut`."""
+        if self._server is None:
+            raise RuntimeError("the proxy is not listening: start() it first")
+        self._server.close()
+
+    async def listen_again(self) -> None:
+        """Accept connections again on the same port, after :meth:`stop_listening`."""
+        if self.port == 0:
+            raise RuntimeError("the proxy has no port: start() it first")
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.refusing:
             writer.transport.abort()

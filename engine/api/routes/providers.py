@@ -7,7 +7,8 @@ from aiohttp import web
 from engine.api.endpoints import ApiRequest, json_response, router
 from engine.api.models import ProviderIn, ProviderListOut, ProviderOut
 from engine.api.routes.common import API, error_responses, use_cases
-from engine.store.records import NewProvider, StoredProvider
+from engine.app.providers import AddProvider
+from engine.store.records import StoredProvider
 
 __all__ = ["create_provider", "get_provider", "list_providers"]
 
@@ -26,9 +27,19 @@ def _provider_out(provider: StoredProvider) -> ProviderOut:
 )
 async def create_provider(req: ApiRequest) -> web.StreamResponse:
     body = req.body_as(ProviderIn)
-    provider = await use_cases(req).providers.create(
-        NewProvider(tenant_id=req.require_tenant().id, **body.model_dump())
+    request = AddProvider(
+        name=body.name,
+        provider_type=body.provider_type,
+        is_active=body.is_active,
+        is_default=body.is_default,
+        priority=body.priority,
+        max_concurrent_calls=body.max_concurrent_calls,
+        calls_per_second=body.calls_per_second,
+        config=body.config,
+        credentials=body.credentials,
+        webhook_secret=body.webhook_secret,
     )
+    provider = await use_cases(req).providers.create(req.require_tenant(), request)
     return json_response(
         _provider_out(provider), 201, {"Location": f"{API}/voip-providers/{provider.id}"}
     )

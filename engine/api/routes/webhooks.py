@@ -36,9 +36,9 @@ _KEPT_HEADERS = ("Content-Type", "User-Agent", "X-Twilio-Signature", "X-Exotel-S
 )
 async def receive_webhook(req: ApiRequest) -> web.StreamResponse:
     """Logged as received and linked to the session with the carrier's call id."""
-    provider_type = req.raw.match_info["provider_type"]
     intake = use_cases(req).webhooks
-    intake.require_provider_type(provider_type)  # 404 before the body is read
+    # 404 before the body is read
+    provider_type = intake.require_provider_type(req.raw.match_info["provider_type"])
     payload = await _webhook_payload(req.raw)
     # stored as received, except bytes that were not UTF-8 (aiohttp keeps them as surrogates)
     headers = {h: printable(req.raw.headers[h]) for h in _KEPT_HEADERS if h in req.raw.headers}

@@ -180,9 +180,6 @@ class AriClient(Lifecycle):
     async def ring(self, channel_id: str) -> None:
         await self.request("POST", f"/channels/{channel_id}/ring")
 
-    async def ring_stop(self, channel_id: str) -> None:
-        await self.request("DELETE", f"/channels/{channel_id}/ring")
-
     async def play(self, channel_id: str, media: str, *, playback_id: str) -> None:
         await self.request("POST", f"/channels/{channel_id}/play/{playback_id}", {"media": media})
 
@@ -231,9 +228,6 @@ class AriClient(Lifecycle):
         )
         return rec
 
-    async def stop_recording(self, name: str) -> None:
-        await self.request("POST", f"/recordings/live/{name}/stop")
-
     async def channels(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = await self.request("GET", "/channels")
         return found
@@ -246,14 +240,6 @@ class AriClient(Lifecycle):
         await self.request(
             "POST", f"/channels/{channel_id}/variable", {"variable": name, "value": value}
         )
-
-    async def channel_var(self, channel_id: str, name: str) -> str | None:
-        try:
-            got = await self.request("GET", f"/channels/{channel_id}/variable", {"variable": name})
-        except AriNotFound:
-            return None
-        value = got.get("value") if isinstance(got, dict) else None
-        return str(value) if value is not None else None
 
 
 EventHandler = Callable[[dict[str, Any]], None]
