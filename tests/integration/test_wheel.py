@@ -12,12 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 import asyncpg
 
 ROOT = Path(__file__).resolve().parents[2]
+_NOT_SOURCE = (
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+)
 COMMANDS = (
     "call",
     "calls",
@@ -51,7 +64,10 @@ async def _run(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> str:
 async def test_the_wheel_migrates_an_empty_database_and_lists_every_command_without_the_checkout(
     tmp_path: Path, empty_db: str
 ) -> None:
-    wheels, venv = tmp_path / "wheels", tmp_path / "venv"
+    wheels, venv, source = tmp_path / "wheels", tmp_path / "venv", tmp_path / "source"
+    # built from a copy without build output: setuptools reuses a checkout's build/lib, which
+    # would ship modules deleted since (a wheel must hold what the tree holds, no more)
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
     built = await _run(
         sys.executable,
         "-m",
@@ -60,12 +76,16 @@ async def test_the_wheel_migrates_an_empty_database_and_lists_every_command_with
         "--no-deps",
         "-w",
         str(wheels),
-        str(ROOT),
+        str(source),
         cwd=tmp_path,
     )
     assert "License classifiers are deprecated" not in built
     assert "project.license` as a TOML table is deprecated" not in built
     (wheel,) = wheels.glob("ctc_engine-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {n for n in archive.namelist() if n.startswith("engine/") and n.endswith(".py")}
+    in_tree = {p.relative_to(ROOT).as_posix() for p in (ROOT / "engine").rglob("*.py")}
+    assert shipped == in_tree
     await _run(sys.executable, "-m", "venv", str(venv), cwd=tmp_path)
     await _run(str(venv / "bin/pip"), "install", "-q", str(wheel), cwd=tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CTC_", "PYTHON", "VIRTUAL"))}
