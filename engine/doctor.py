@@ -28,7 +28,7 @@ import aiohttp
 from engine.asterisk.links.ami import AmiLink, AmiLoginError, AmiResponseError
 from engine.asterisk.links.ari import basic_auth
 from engine.config.settings import AmiSettings, AriSettings, Settings, redacted_summary
-from engine.errors import AmiError, CtcError
+from engine.errors import AmiError, CtcError, describe
 from engine.secrets import NO_KEY_HINT
 from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migration_status
@@ -445,7 +445,7 @@ async def _gather_ari(s: AriSettings, wait: float) -> tuple[AriFacts, dict[str, 
         try:
             status, info = await _get(http, f"{base}/asterisk/info")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return replace(facts, error=str(exc) or type(exc).__name__), None
+            return replace(facts, error=describe(exc)), None
         if status != 200:
             message = info.get("message") if isinstance(info, dict) else None
             return replace(facts, status=status, message=message), None

@@ -63,6 +63,7 @@ __all__ = [
     "SandboxError",
     "SecretsError",
     "StoreError",
+    "describe",
 ]
 
 
@@ -213,3 +214,12 @@ class AgiError(AsteriskError):
 
 class SandboxError(AsteriskError):
     """The sandbox Asterisk could not be built, started or stopped."""
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong, for a log line or a wrapping error: the exception's class and its
+    message (``TimeoutError``, ``ClientConnectorError: Cannot connect to host …``). Many
+    of asyncio's and aiohttp's exceptions have an empty message, and a bare ``{exc}`` left
+    log lines with no reason at all."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -68,6 +68,7 @@ from engine.errors import (
     DestinationRefused,
     SecretsError,
     StoreError,
+    describe,
 )
 from engine.events import EventBus
 from engine.health import HealthReport
@@ -376,7 +377,7 @@ class CallbackNotifier(Lifecycle):
                 f"no answer within {self._settings.timeout:g}s from {claimed.url}"
             ) from exc
         except aiohttp.ClientError as exc:
-            raise CallbackDeliveryError(f"{type(exc).__name__}: {exc}") from exc
+            raise CallbackDeliveryError(describe(exc)) from exc
         reason = "redirects are not followed" if 300 <= status < 400 else snippet.strip()
         raise CallbackDeliveryError(f"HTTP {status}: {reason}".rstrip(": "), status=status)
 

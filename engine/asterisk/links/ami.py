@@ -58,7 +58,7 @@ from typing import Any, Self, TypeAlias
 import structlog
 
 from engine.config.settings import AmiSettings
-from engine.errors import AmiError, ClosedResourceError
+from engine.errors import AmiError, ClosedResourceError, describe
 from engine.health import HealthReport, State
 from engine.lifecycle import Lifecycle
 
@@ -398,7 +398,7 @@ class AmiLink(Lifecycle):
         except TimeoutError:
             raise AmiError(f"AMI {name}: no response within {limit:g} s") from None
         except OSError as exc:  # the transport failed under drain()
-            raise AmiError(f"AMI {name}: {exc or type(exc).__name__}") from exc
+            raise AmiError(f"AMI {name}: {describe(exc)}") from exc
         finally:
             conn.pending.pop(action_id, None)
 
@@ -414,7 +414,7 @@ class AmiLink(Lifecycle):
             except AmiError as exc:
                 error = exc
             except (OSError, TimeoutError) as exc:
-                error = AmiError(f"AMI {self.where} unreachable: {exc or type(exc).__name__}")
+                error = AmiError(f"AMI {self.where} unreachable: {describe(exc)}")
             except Exception as exc:  # a bug of ours: log it, but keep the link alive
                 log.exception("ami.bug")
                 error = AmiError(f"AMI {self.where}: internal error {exc!r}")
@@ -511,7 +511,7 @@ class AmiLink(Lifecycle):
         except asyncio.IncompleteReadError:
             conn.reason = "Asterisk closed the connection"
         except OSError as exc:
-            conn.reason = f"connection lost: {exc or type(exc).__name__}"
+            conn.reason = f"connection lost: {describe(exc)}"
         finally:
             if conn.dropped:
                 conn.reason = "connection dropped on request"

@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from engine.errors import AriError
+from engine.errors import AriError, describe
 from engine.health import HealthReport
 from engine.lifecycle import Lifecycle
 
@@ -131,7 +131,7 @@ class AriClient(Lifecycle):
                 text = await resp.text()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise AriError(f"ARI {method} {path}: {exc or type(exc).__name__}") from exc
+            raise AriError(f"ARI {method} {path}: {describe(exc)}") from exc
         if status >= 400:
             message = text
             with contextlib.suppress(ValueError, AttributeError):
@@ -325,7 +325,7 @@ class AriEventLink(Lifecycle):
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, AriError, OSError, TimeoutError) as exc:
-                log.warning("ari.unreachable", error=str(exc) or type(exc).__name__, retry_in=delay)
+                log.warning("ari.unreachable", error=describe(exc), retry_in=delay)
             finally:
                 self._ws = None
                 self.connected.clear()
