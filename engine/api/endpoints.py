@@ -37,12 +37,14 @@ from pydantic.json_schema import models_json_schema
 from engine import __version__
 from engine.contract import EVENT_ID_HEADER, SIGNATURE_HEADER, StatusCallback
 from engine.domain.text import text_problem
-from engine.errors import NotFound
+from engine.errors import DatabaseUnavailable, NotFound
 from engine.store.records import Tenant
 
 __all__ = [
+    "LOCAL_CALLER",
     "MAX_JSON_DEPTH",
     "TENANT",
+    "TENANT_UNAVAILABLE",
     "ApiRequest",
     "BadRequest",
     "Endpoint",
@@ -60,6 +62,13 @@ __all__ = [
 Handler = Callable[["ApiRequest"], Awaitable[web.StreamResponse]]
 # The tenant a request acts for, set by the server's auth middleware.
 TENANT: web.RequestKey[Tenant] = web.RequestKey("tenant", Tenant)
+# Set instead of TENANT when PostgreSQL could not say who the caller is: routes that need a
+# tenant answer it (503); the ops routes (auth=False) still answer, so health can say why.
+TENANT_UNAVAILABLE: web.RequestKey[DatabaseUnavailable] = web.RequestKey(
+    "tenant_unavailable", DatabaseUnavailable
+)
+# The caller is on the Unix socket (trusted by its file mode): health shows details.
+LOCAL_CALLER: web.RequestKey[bool] = web.RequestKey("local_caller", bool)
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -438,6 +447,8 @@ def _adapter(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
     async def handle(request: web.Request) -> web.StreamResponse:
         tenant = request.get(TENANT)
         if ep.auth and tenant is None:
+            if (unavailable := request.get(TENANT_UNAVAILABLE)) is not None:
+                raise unavailable
             raise BadRequest(401, "unauthorized", "missing or invalid bearer token")
         for name, value in request.match_info.items():
             if text_problem(value) is not None:

@@ -28,7 +28,14 @@ from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
 from engine.api import routes  # noqa: F401  (importing it registers every route on router)
-from engine.api.endpoints import TENANT, BadRequest, router, validation_details
+from engine.api.endpoints import (
+    LOCAL_CALLER,
+    TENANT,
+    TENANT_UNAVAILABLE,
+    BadRequest,
+    router,
+    validation_details,
+)
 from engine.api.sse import OPEN_STREAMS, OpenStreams
 from engine.api.state import API_STATE, METRICS_NEED_TOKEN, ApiState
 from engine.api.unix_socket import bind_unix_socket
@@ -144,19 +151,25 @@ def _auth(*, local: bool) -> Middleware:
         tenants = request.app[API_STATE].use_cases.tenants
         token = _bearer(request)
         tenant: Tenant | None = None
-        if token is not None:
-            # header bytes that are not UTF-8 arrive as surrogates: such a token is no token
-            tenant = await tenants.by_token(token) if text_problem(token) is None else None
-            if tenant is None:
-                raise BadRequest(401, "unauthorized", "invalid or revoked token")
-        elif local:
-            slug = request.headers.get("X-CTC-Tenant", "default")
-            try:
-                if text_problem(slug) is not None:
-                    raise NotFound("tenant", slug)
-                tenant = await tenants.by_slug(slug)
-            except NotFound as exc:
-                raise BadRequest(401, "unauthorized", f"unknown tenant {slug!r}") from exc
+        request[LOCAL_CALLER] = local
+        try:
+            if token is not None:
+                # header bytes that are not UTF-8 arrive as surrogates: such a token is no token
+                tenant = await tenants.by_token(token) if text_problem(token) is None else None
+                if tenant is None:
+                    raise BadRequest(401, "unauthorized", "invalid or revoked token")
+            elif local:
+                slug = request.headers.get("X-CTC-Tenant", "default")
+                try:
+                    if text_problem(slug) is not None:
+                        raise NotFound("tenant", slug)
+                    tenant = await tenants.by_slug(slug)
+                except NotFound as exc:
+                    raise BadRequest(401, "unauthorized", f"unknown tenant {slug!r}") from exc
+        except DatabaseUnavailable as exc:
+            # PostgreSQL cannot say who this is: a route that needs to know answers 503,
+            # /healthz and /readyz still answer (and say the database is down)
+            request[TENANT_UNAVAILABLE] = exc
         if tenant is not None:
             request[TENANT] = tenant
         return await handler(request)

@@ -4,7 +4,6 @@ connect retry, and the daemon serving its API while PostgreSQL is away."""
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -149,9 +148,18 @@ async def test_the_engine_serves_its_api_while_postgresql_is_away(
             assert api.state == "up"
             assert not engine.database_ready.is_set()
             async with socket_api(settings.api.socket) as api_client:
-                code, body, _ = await api_client.call("GET", "/readyz")
-            assert code == 503  # and the caller hears why, not just "not connected yet"
-            assert "cannot connect to PostgreSQL" in json.dumps(body)
+                # the admin's health checks answer with the report, and it says why
+                code, ready, _ = await api_client.call("GET", "/readyz")
+                assert code == 503
+                assert ready["components"]["database"]["state"] == "down"
+                assert "cannot connect to PostgreSQL" in ready["components"]["database"]["detail"]
+                code, health, _ = await api_client.call("GET", "/healthz")
+                assert code == 200
+                assert health["components"]["database"]["state"] == "down"
+                # a route that needs to know the tenant cannot: 503, not 401
+                code, err, _ = await api_client.call("GET", "/api/v1/click-to-call/sessions")
+                assert code == 503
+                assert err["error"]["code"] == "unavailable"
             proxy.refusing = False
             await asyncio.wait_for(engine.database_ready.wait(), WAIT)
             database = engine.health.get("database")

@@ -5,7 +5,14 @@ from __future__ import annotations
 import prometheus_client
 from aiohttp import web
 
-from engine.api.endpoints import ApiRequest, BadRequest, json_response, router
+from engine.api.endpoints import (
+    LOCAL_CALLER,
+    TENANT_UNAVAILABLE,
+    ApiRequest,
+    BadRequest,
+    json_response,
+    router,
+)
 from engine.api.models import HealthOut
 from engine.api.routes.common import API, error_responses
 from engine.api.state import API_STATE, METRICS_NEED_TOKEN
@@ -17,7 +24,8 @@ def _health_out(req: ApiRequest) -> HealthOut:
     """Details (socket path, users, URLs) only for a trusted caller: the Unix socket or a
     valid token (the auth middleware sets the tenant for both); others get states only."""
     health = req.raw.app[API_STATE].health
-    components = health.snapshot() if req.tenant is not None else health.states()
+    trusted = req.tenant is not None or req.raw.get(LOCAL_CALLER, False)
+    components = health.snapshot() if trusted else health.states()
     return HealthOut(status=health.overall, components=components)
 
 
@@ -61,6 +69,8 @@ async def readyz(req: ApiRequest) -> web.StreamResponse:
 async def metrics(req: ApiRequest) -> web.StreamResponse:
     """On TCP a bearer token is needed unless `api.tcp.metrics_token_required` is false."""
     if req.raw.app[METRICS_NEED_TOKEN] and req.tenant is None:
+        if (unavailable := req.raw.get(TENANT_UNAVAILABLE)) is not None:
+            raise unavailable  # the token could not be checked: 503, not 401
         raise BadRequest(401, "unauthorized", "missing or invalid bearer token")
     registry = req.raw.app[API_STATE].metrics.registry
     resp = web.Response(body=prometheus_client.generate_latest(registry))
