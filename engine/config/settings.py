@@ -309,7 +309,8 @@ class AgiSettings(_Section):
     port: Port = 4573
     request_timeout: Seconds = 5.0
     reply_timeout: Seconds = 120.0
-    # None: from the process's open-files limit (see engine.asterisk.links.agi.connection_cap)
+    # None: from the process's open-files limit
+    # (see engine.asterisk.links.agi_server.connection_cap)
     max_connections: int | None = Field(default=None, ge=1)
 
 
