@@ -10,6 +10,7 @@ and the wire format are the API's (:mod:`engine.api.routes.events`, :mod:`engine
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 from engine.errors import FeatureUnavailable
@@ -17,7 +18,17 @@ from engine.events import EventBus, Subscription
 from engine.store.records import CallEvent, Tenant
 from engine.store.repositories import Store
 
-__all__ = ["EventStream"]
+__all__ = ["EventStream", "StreamTarget"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamTarget:
+    """What :meth:`EventStream.check` found a stream may be opened on: the tenant's events
+    (of ``session_id`` only, when given) on ``bus``."""
+
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID | None
+    bus: EventBus
 
 
 class EventStream:
@@ -28,40 +39,33 @@ class EventStream:
         self._store = store
         self._events = events
 
-    async def check(self, tenant: Tenant, session_id: uuid.UUID | None) -> None:
-        """Whether a stream can be opened, taking nothing: NotFound unless ``session_id``
-        (when given) is the tenant's session, then FeatureUnavailable without a bus."""
-        await self._bus_for(tenant, session_id)
+    async def check(self, tenant: Tenant, session_id: uuid.UUID | None) -> StreamTarget:
+        """What a stream would be opened on, taking nothing yet: NotFound unless
+        ``session_id`` (when given) is the tenant's session, then FeatureUnavailable
+        without a bus. The caller may take its place under the stream caps in between."""
+        if session_id is not None:
+            await self._store.sessions.get(tenant.id, session_id)  # NotFound unless theirs
+        if self._events is None:
+            raise FeatureUnavailable("the event stream is not available")
+        return StreamTarget(tenant.id, session_id, self._events)
 
     async def open(
-        self,
-        tenant: Tenant,
-        session_id: uuid.UUID | None,
-        after: int | None,
-        *,
-        replay_limit: int,
+        self, target: StreamTarget, after: int | None, *, replay_limit: int
     ) -> tuple[list[CallEvent], Subscription]:
-        """The tenant's events (of ``session_id`` only, when given) after the event id
-        ``after``, at most ``replay_limit`` of them, oldest first (none when ``after`` is
-        None), and the subscription to the events committed from now on, taken before the
-        replay was read. Raises as :meth:`check` does, holding nothing; the caller closes
-        the subscription."""
-        bus = await self._bus_for(tenant, session_id)
-        subscription = bus.subscribe(tenant_id=tenant.id, session_id=session_id)
+        """The target's events after the event id ``after``, at most ``replay_limit`` of
+        them, oldest first (none when ``after`` is None), and the subscription to the events
+        committed from now on, taken before the replay was read. A failed replay read holds
+        nothing; the caller closes the subscription."""
+        subscription = target.bus.subscribe(
+            tenant_id=target.tenant_id, session_id=target.session_id
+        )
         try:
             replay: list[CallEvent] = []
             if after is not None:
                 replay = await self._store.sessions.events_after(
-                    tenant.id, after, session_id=session_id, limit=replay_limit
+                    target.tenant_id, after, session_id=target.session_id, limit=replay_limit
                 )
         except BaseException:
             subscription.close()
             raise
         return replay, subscription
-
-    async def _bus_for(self, tenant: Tenant, session_id: uuid.UUID | None) -> EventBus:
-        if session_id is not None:
-            await self._store.sessions.get(tenant.id, session_id)  # NotFound unless theirs
-        if self._events is None:
-            raise FeatureUnavailable("the event stream is not available")
-        return self._events

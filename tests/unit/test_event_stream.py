@@ -26,8 +26,10 @@ class _Sessions:
         self.bus = bus
         self.fail = fail
         self.replay_reads: list[tuple[int, uuid.UUID | None, int]] = []
+        self.session_reads = 0
 
     async def get(self, tenant_id: uuid.UUID, session_id: uuid.UUID) -> StoredSession:
+        self.session_reads += 1
         if session_id != SESSION_1:
             raise NotFound("session", session_id)
         return cast(StoredSession, types.SimpleNamespace(id=session_id))
@@ -50,7 +52,8 @@ def _stream(sessions: _Sessions, bus: EventBus | None) -> EventStream:
 async def test_open_subscribes_before_it_reads_the_replay() -> None:
     async with EventBus() as bus:
         sessions = _Sessions(bus)
-        replay, sub = await _stream(sessions, bus).open(TENANT, None, 4, replay_limit=11)
+        stream = _stream(sessions, bus)
+        replay, sub = await stream.open(await stream.check(TENANT, None), 4, replay_limit=11)
         with sub:
             assert replay == [call_event(5)]
             assert sessions.replay_reads == [(4, None, 11)]
@@ -61,11 +64,14 @@ async def test_open_subscribes_before_it_reads_the_replay() -> None:
 async def test_without_an_event_id_nothing_is_replayed() -> None:
     async with EventBus() as bus:
         sessions = _Sessions(bus)
-        replay, sub = await _stream(sessions, bus).open(TENANT, SESSION_1, None, replay_limit=5)
+        stream = _stream(sessions, bus)
+        target = await stream.check(TENANT, SESSION_1)
+        replay, sub = await stream.open(target, None, replay_limit=5)
         with sub:
             assert replay == []
             assert sub.session_id == SESSION_1
         assert sessions.replay_reads == []
+        assert sessions.session_reads == 1  # checked once, not again when opened
 
 
 async def test_an_unknown_session_is_not_found_before_a_missing_bus() -> None:
@@ -75,11 +81,13 @@ async def test_an_unknown_session_is_not_found_before_a_missing_bus() -> None:
     with pytest.raises(FeatureUnavailable, match="event stream is not available"):
         await stream.check(TENANT, SESSION_1)
     with pytest.raises(FeatureUnavailable):
-        await stream.open(TENANT, None, None, replay_limit=5)
+        await stream.check(TENANT, None)
 
 
 async def test_a_failed_replay_leaves_no_subscription() -> None:
     async with EventBus() as bus:
+        stream = _stream(_Sessions(fail=True), bus)
+        target = await stream.check(TENANT, None)
         with pytest.raises(StoreError):
-            await _stream(_Sessions(fail=True), bus).open(TENANT, None, 1, replay_limit=5)
+            await stream.open(target, 1, replay_limit=5)
         assert bus.subscriber_count == 0

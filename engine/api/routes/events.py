@@ -50,7 +50,7 @@ async def stream_events(req: ApiRequest) -> web.StreamResponse:
         after = q.after
     state = req.raw.app[API_STATE]
     streams = use_cases(req).event_stream
-    await streams.check(tenant, q.session_id)  # 404, then 503: before a place is taken
+    target = await streams.check(tenant, q.session_id)  # 404, then 503: before a place
     try:
         state.streams.acquire(tenant.id)
     except sse.TooManyStreams as exc:
@@ -65,9 +65,7 @@ async def stream_events(req: ApiRequest) -> web.StreamResponse:
     state.metrics.event_streams.inc()
     try:
         # one more than a piece: whether the replay comes in pieces (see engine.api.sse)
-        replay, sub = await streams.open(
-            tenant, q.session_id, after, replay_limit=sse.REPLAY_LIMIT + 1
-        )
+        replay, sub = await streams.open(target, after, replay_limit=sse.REPLAY_LIMIT + 1)
         with req.raw.app[sse.OPEN_STREAMS].track(sub):  # closes it at the end
             return await _write(req, replay, sub, after)
     finally:
