@@ -10,7 +10,6 @@ constraint, so a case cannot pass because something else was wrong with the stat
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import uuid
@@ -19,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ci import IN_CI
+
 # scripts/bootstrap installs psql; under CI a missing psql must fail, not skip
 pytestmark = pytest.mark.skipif(
-    shutil.which("psql") is None and os.environ.get("CI") != "true",
+    shutil.which("psql") is None and not IN_CI,
     reason="psql is not installed",
 )
 
