@@ -27,7 +27,7 @@ import types
 import typing
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -55,6 +55,7 @@ __all__ = [
     "printable",
     "read_form",
     "read_json_object",
+    "refuse_unauthenticated",
     "router",
     "validation_details",
 ]
@@ -443,13 +444,19 @@ def _reason(status: int) -> str:
     return HTTPStatus(status).phrase
 
 
+def refuse_unauthenticated(request: web.Request) -> NoReturn:
+    """A request that needs a tenant has none: 503 when PostgreSQL could not say who the
+    caller is (the token or slug was not checked), else 401."""
+    if (unavailable := request.get(TENANT_UNAVAILABLE)) is not None:
+        raise unavailable
+    raise BadRequest(401, "unauthorized", "missing or invalid bearer token")
+
+
 def _adapter(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         tenant = request.get(TENANT)
         if ep.auth and tenant is None:
-            if (unavailable := request.get(TENANT_UNAVAILABLE)) is not None:
-                raise unavailable
-            raise BadRequest(401, "unauthorized", "missing or invalid bearer token")
+            refuse_unauthenticated(request)
         for name, value in request.match_info.items():
             if text_problem(value) is not None:
                 raise NotFound(name, printable(value))  # no row has such a key

@@ -7,10 +7,9 @@ from aiohttp import web
 
 from engine.api.endpoints import (
     LOCAL_CALLER,
-    TENANT_UNAVAILABLE,
     ApiRequest,
-    BadRequest,
     json_response,
+    refuse_unauthenticated,
     router,
 )
 from engine.api.models import HealthOut
@@ -69,9 +68,7 @@ async def readyz(req: ApiRequest) -> web.StreamResponse:
 async def metrics(req: ApiRequest) -> web.StreamResponse:
     """On TCP a bearer token is needed unless `api.tcp.metrics_token_required` is false."""
     if req.raw.app[METRICS_NEED_TOKEN] and req.tenant is None:
-        if (unavailable := req.raw.get(TENANT_UNAVAILABLE)) is not None:
-            raise unavailable  # the token could not be checked: 503, not 401
-        raise BadRequest(401, "unauthorized", "missing or invalid bearer token")
+        refuse_unauthenticated(req.raw)
     registry = req.raw.app[API_STATE].metrics.registry
     resp = web.Response(body=prometheus_client.generate_latest(registry))
     resp.content_type = "text/plain"
