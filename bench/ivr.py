@@ -1,27 +1,45 @@
 """IVR throughput: the same 2-level menu as pure dialplan, through the engine over Stasis
 (ARI) and over FastAGI, and through bench/baselines.py's bare ARI app and bare FastAGI
-server (the floor for each protocol), driven by a SIPp caller at rising rates on the sandbox.
+server (the floor for each protocol), driven by SIPp callers at rising rates on the sandbox.
 
 The menu: answer, `hello-world` prompt, key 1 -> submenu with a `beep` prompt, key # ->
-hang up. The caller (engine/devtools/scenarios/uac_dtmf.xml, real RFC 2833 DTMF) sends "1"
-then "#" and waits for Asterisk's BYE. For each door and rate: calls offered, calls that completed
-without a SIPp failure, calls that walked the whole menu, achieved calls/s, the Python CPU
-ms per call (the engine's, or this process's for a bare door; user+system from /proc) and
-Asterisk's (what the door costs the PBX itself: ARI and AGI are not free).
-Prints one table. Run as root:  .venv/bin/python -m bench.ivr --calls 100 --rates 5,10,20
+hang up. The callers (engine/devtools/scenarios/uac_dtmf.xml, real RFC 2833 DTMF) key "1"
+then "#" and wait for Asterisk's BYE:
+
+- ``typeahead``: a regular caller who knows the menu: "1" 0.4 s after the answer (over the
+  greeting), "#" at 1.2 s, and gives up (a failed call) when no BYE comes within 4 s of the
+  "#". A key the door drops shows here as a failure.
+- ``patient``: "1" at 1.3 s (after the greeting), "#" at 2.0 s, waits for the BYE as long
+  as it takes.
+
+For each caller, rate and door: calls offered, calls that completed without a SIPp failure,
+calls that walked the whole menu, achieved calls/s, the answer time (SIPp's response time
+from the INVITE to the 200 OK) p50/p99, the Python CPU ms per call (the engine's, or this
+process's for a bare door; user+system from /proc) and Asterisk's (what the door costs the
+PBX itself: ARI and AGI are not free), and for the engine's doors what its loop watch
+counted (engine/loop_watch.py, read from /metrics): garbage-collector ms per call, GC
+pauses over 10 ms, loop-lag samples (every 100 ms) over 25 ms, and callers handed back to
+the dialplan past capacity (they hear "all busy" and count as ok, not walked). Each row offers
+``--seconds`` of calls.
+Prints one table. Run as root:
+    .venv/bin/python -m bench.ivr --rates 60,90,120,160,200 --seconds 8
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import os
 import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import aiohttp
 
 from bench.baselines import BareAgiServer, BareAriApp
 from bench.originate import cpu_seconds, cpu_times, start_engine
@@ -59,10 +77,34 @@ DOORS = {
 }
 
 
-def run_sipp(work: Path, number: str, calls: int, rate: int) -> tuple[int, int, float]:
-    """Offer ``calls`` at ``rate``/s; (successful, failed, seconds)."""
-    csv = caller_csv(work / "caller.csv", "1#", wait_ms=1300, gap_ms=700)
-    scenario = caller_scenario(work, "1#")
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """When the caller keys "1" (after the answer) and "#" (after the "1"), and how long
+    it waits for the BYE after its last key (None: as long as it takes)."""
+
+    first_ms: int
+    gap_ms: int
+    bye_timeout_ms: int | None
+
+
+CALLERS = {
+    "typeahead": Caller(first_ms=400, gap_ms=800, bye_timeout_ms=4000),
+    "patient": Caller(first_ms=1300, gap_ms=700, bye_timeout_ms=None),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sipp:
+    ok: int
+    failed: int
+    seconds: float
+    answer_ms: list[float]  # per call: INVITE -> 200 OK
+
+
+def run_sipp(work: Path, number: str, calls: int, rate: int, caller: Caller) -> Sipp:
+    """Offer ``calls`` at ``rate``/s."""
+    csv = caller_csv(work / "caller.csv", "1#", wait_ms=caller.first_ms, gap_ms=caller.gap_ms)
+    scenario = caller_scenario(work, "1#", bye_timeout_ms=caller.bye_timeout_ms)
     phone = SippPhone(
         str(scenario),
         port=5090,
@@ -78,6 +120,9 @@ def run_sipp(work: Path, number: str, calls: int, rate: int) -> tuple[int, int, 
             str(rate),
             "-l",
             str(rate * 6),
+            "-trace_rtt",
+            "-rtt_freq",
+            "1",
             "127.0.0.1:5060",
         ),
     )
@@ -86,9 +131,31 @@ def run_sipp(work: Path, number: str, calls: int, rate: int) -> tuple[int, int, 
         phone.wait(calls / rate + 90)
     elapsed = time.monotonic() - started
     screen = phone.screen_file.read_text(errors="replace")
-    ok = _counter(screen, "Successful call")
-    failed = _counter(screen, "Failed call")
-    return ok, failed, elapsed
+    return Sipp(
+        ok=_counter(screen, "Successful call"),
+        failed=_counter(screen, "Failed call"),
+        seconds=elapsed,
+        answer_ms=_response_times(work),
+    )
+
+
+def _response_times(work: Path) -> list[float]:
+    """SIPp's ``-trace_rtt`` file: ``date_ms;response_time_ms;rtd_no`` per call."""
+    times: list[float] = []
+    for path in work.glob("*_rtt.csv"):
+        for line in path.read_text(errors="replace").splitlines():
+            fields = line.split(";")
+            if len(fields) >= 2:
+                with contextlib.suppress(ValueError):
+                    times.append(float(fields[1]))
+    return times
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _counter(screen: str, name: str) -> int:
@@ -98,8 +165,8 @@ def _counter(screen: str, name: str) -> int:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=100)
-    parser.add_argument("--rates", default="5,10,20")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds of calls per row")
+    parser.add_argument("--rates", default="60,90,120,160,200")
     parser.add_argument(
         "--engine-nice",
         type=int,
@@ -107,6 +174,14 @@ async def main() -> None:
         help="run the engine at this nice value (e.g. -5: as the systemd unit's Nice=)",
     )
     parser.add_argument("--doors", default=",".join(DOORS), help="a subset of " + ",".join(DOORS))
+    parser.add_argument(
+        "--callers", default=",".join(CALLERS), help="a subset of " + ",".join(CALLERS)
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the engine's log and SIPp's files in this (new) directory",
+    )
     args = parser.parse_args()
     box = Sandbox()
     await asyncio.to_thread(box.up)
@@ -114,26 +189,31 @@ async def main() -> None:
     await asyncio.to_thread(shutil.copy, DIALPLAN, box.root / "etc/asterisk/extensions.conf")
     await asyncio.to_thread(box.asterisk_cli, "dialplan reload")
     db_url = await create_database("ctc_bench_ivr")
-    rows = []
+    rows: list[Row] = []
     try:
         await migrate(db_url, default_migrations_dir())
         async with Database(db_url) as db:
             store = Store.over(db)
             tenant = await store.tenants.by_slug("default")
             await store.ivr.save(tenant.id, load_menus(MENUS))
-        with tempfile.TemporaryDirectory() as tmp:
-            proc, _ = await start_engine(db_url, Path(tmp), box, "", app="ctc")
+        with _workdir(args.keep) as tmp:
+            proc, sock = await start_engine(db_url, Path(tmp), box, "", app="ctc")
             asterisk = box.status().pid or 0
             if args.engine_nice:
                 os.setpriority(os.PRIO_PROCESS, proc.pid, args.engine_nice)
             db = await Database(db_url).start()
             try:
                 async with BareAgiServer() as bare_agi, BareAriApp() as bare_ari:
-                    bare = {"bare-agi": bare_agi, "bare-ari": bare_ari}
-                    run = _Run(db, proc.pid, asterisk, Path(tmp), bare)
-                    for rate in (int(r) for r in args.rates.split(",")):
-                        for door in args.doors.split(","):
-                            rows.append(await run.row(door, rate, args.calls))
+                    bare: dict[str, BareAgiServer | BareAriApp] = {
+                        "bare-agi": bare_agi,
+                        "bare-ari": bare_ari,
+                    }
+                    run = _Run(db, proc.pid, asterisk, Path(tmp), bare, sock)
+                    for caller in args.callers.split(","):
+                        for rate in (int(r) for r in args.rates.split(",")):
+                            calls = max(1, round(rate * args.seconds))
+                            for door in args.doors.split(","):
+                                rows.append(await run.row(caller, door, rate, calls))
             finally:
                 await db.close()
                 proc.terminate()
@@ -141,24 +221,106 @@ async def main() -> None:
     finally:
         await drop_database(db_url)
     print(
-        f"\n2-level IVR, {args.calls} calls per row, SIPp caller with RFC 2833 DTMF, "
-        f"engine nice {args.engine_nice}"
+        f"\n2-level IVR, {args.seconds:g} s of calls per row, SIPp callers with RFC 2833 DTMF, "
+        f"engine nice {args.engine_nice}; answer = INVITE -> 200 OK"
     )
     print(
-        f"{'door':<9} {'offered/s':>9} {'ok':>5} {'failed':>6} {'walked':>6} {'calls/s':>8} "
-        f"{'Python CPU ms/call (user+sys)':>30} {'Asterisk CPU ms/call':>20}"
+        f"{'caller':<9} {'door':<9} {'offered/s':>9} {'ok':>5} {'failed':>6} {'walked':>6} "
+        f"{'calls/s':>8} {'answer p50/p99 ms':>18} "
+        f"{'Python CPU ms/call (user+sys)':>30} {'Asterisk CPU ms/call':>20} "
+        f"{'GC ms/call':>10} {'GC>10ms':>7} {'lag>25ms':>8} {'shed':>5}"
     )
-    for door, rate, ok, failed, walked, cps, user_ms, sys_ms, pbx_ms in rows:
+    for row in rows:
+        print(row.line())
+
+
+@contextlib.contextmanager
+def _workdir(keep: Path | None) -> Iterator[str]:
+    if keep is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield tmp
+    else:
+        keep.mkdir(parents=True)
+        yield str(keep)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    caller: str
+    door: str
+    rate: int
+    ok: int
+    failed: int
+    walked: int | None  # None: the dialplan door keeps no count
+    calls_per_s: float
+    answer_ms: list[float]
+    user_ms: float | None  # None: the dialplan door has no Python side
+    sys_ms: float | None
+    pbx_ms: float
+    loop: LoopStats | None  # None: not the engine's door
+
+    def line(self) -> str:
         cpu = "-"
-        if user_ms is not None and sys_ms is not None:
-            cpu = f"{user_ms + sys_ms:.2f} ({user_ms:.2f}+{sys_ms:.2f})"
-        w = str(walked) if walked is not None else "-"
-        print(
-            f"{door:<9} {rate:>9} {ok:>5} {failed:>6} {w:>6} {cps:>8.1f} {cpu:>30} {pbx_ms:>20.2f}"
+        if self.user_ms is not None and self.sys_ms is not None:
+            cpu = f"{self.user_ms + self.sys_ms:.2f} ({self.user_ms:.2f}+{self.sys_ms:.2f})"
+        walked = str(self.walked) if self.walked is not None else "-"
+        answer = f"{_ms(_percentile(self.answer_ms, 0.5))}/{_ms(_percentile(self.answer_ms, 0.99))}"
+        loop = "-" if self.loop is None else f"{self.loop.gc_s * 1000 / max(self.ok, 1):.3f}"
+        gc_long = "-" if self.loop is None else str(self.loop.gc_over_10ms)
+        lag = "-" if self.loop is None else str(self.loop.lag_over_25ms)
+        shed = "-" if self.loop is None else str(self.loop.shed)
+        return (
+            f"{self.caller:<9} {self.door:<9} {self.rate:>9} {self.ok:>5} {self.failed:>6} "
+            f"{walked:>6} {self.calls_per_s:>8.1f} {answer:>18} {cpu:>30} {self.pbx_ms:>20.2f} "
+            f"{loop:>10} {gc_long:>7} {lag:>8} {shed:>5}"
         )
 
 
-Row = tuple[str, int, int, int, int | None, float, float | None, float | None, float]
+@dataclasses.dataclass(frozen=True)
+class LoopStats:
+    """Counters of the engine's loop watch (ctc_gc_pause_seconds, ctc_event_loop_lag_seconds)."""
+
+    gc_s: float = 0.0
+    gc_over_10ms: int = 0
+    lag_over_25ms: int = 0
+    shed: int = 0  # callers handed back past capacity (ctc_ivr_shed_total)
+
+    def __sub__(self, other: LoopStats) -> LoopStats:
+        return LoopStats(
+            self.gc_s - other.gc_s,
+            self.gc_over_10ms - other.gc_over_10ms,
+            self.lag_over_25ms - other.lag_over_25ms,
+            self.shed - other.shed,
+        )
+
+    @classmethod
+    async def read(cls, sock: Path) -> LoopStats:
+        connector = aiohttp.UnixConnector(path=str(sock))
+        async with (
+            aiohttp.ClientSession(connector=connector) as http,
+            http.get("http://ctc/metrics") as resp,
+        ):
+            text = await resp.text()
+        gc_s = gc_count = gc_short = lag_count = lag_short = shed = 0.0
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name.startswith("ctc_gc_pause_seconds_sum"):
+                gc_s += float(value)
+            elif name.startswith("ctc_gc_pause_seconds_count"):
+                gc_count += float(value)
+            elif name.startswith("ctc_gc_pause_seconds_bucket") and 'le="0.01"' in name:
+                gc_short += float(value)
+            elif name.startswith("ctc_ivr_shed_total{"):
+                shed += float(value)
+            elif name.startswith("ctc_event_loop_lag_seconds_count"):
+                lag_count += float(value)
+            elif name.startswith("ctc_event_loop_lag_seconds_bucket") and 'le="0.025"' in name:
+                lag_short += float(value)
+        return cls(gc_s, int(gc_count - gc_short), int(lag_count - lag_short), int(shed))
 
 
 @dataclasses.dataclass
@@ -168,9 +330,10 @@ class _Run:
     asterisk_pid: int
     tmp: Path
     bare: dict[str, BareAgiServer | BareAriApp]
+    sock: Path
 
-    async def row(self, door: str, rate: int, calls: int) -> Row:
-        work = self.tmp / f"{door}-{rate}"
+    async def row(self, caller: str, door: str, rate: int, calls: int) -> Row:
+        work = self.tmp / f"{caller}-{door}-{rate}"
         work.mkdir()
         program = self.bare.get(door)
         # the engine's CPU, or this process's for a bare door (it runs here)
@@ -179,28 +342,38 @@ class _Run:
         pbx0 = cpu_seconds(self.asterisk_pid)
         walked0 = program.walked if program is not None else 0
         mark = await self.db.fetchval("SELECT now()")
-        ok, failed, elapsed = await asyncio.to_thread(run_sipp, work, DOORS[door], calls, rate)
+        loop0 = await LoopStats.read(self.sock)
+        sipp = await asyncio.to_thread(run_sipp, work, DOORS[door], calls, rate, CALLERS[caller])
         user1, sys1 = cpu_times(pid)
-        user, system = user1 - user0, sys1 - sys0
-        per_call = 1000 / max(ok, 1)
+        per_call = 1000 / max(sipp.ok, 1)
         pbx_ms = (cpu_seconds(self.asterisk_pid) - pbx0) * per_call
-        if door == "dialplan":
-            return door, rate, ok, failed, None, ok / elapsed, None, None, pbx_ms
-        if program is not None:
-            walked = program.walked - walked0
-        else:
-            walked = await _walked(self.db, mark)
-        return (
+        walked: int | None = None
+        user_ms = sys_ms = None
+        loop = None
+        if door in ("stasis", "fastagi"):
+            loop = await LoopStats.read(self.sock) - loop0
+        if door != "dialplan":
+            if program is not None:
+                walked = program.walked - walked0
+            else:
+                walked = await _walked(self.db, mark)
+            user_ms, sys_ms = (user1 - user0) * per_call, (sys1 - sys0) * per_call
+        row = Row(
+            caller,
             door,
             rate,
-            ok,
-            failed,
+            sipp.ok,
+            sipp.failed,
             walked,
-            ok / elapsed,
-            user * per_call,
-            system * per_call,
+            sipp.ok / sipp.seconds,
+            sipp.answer_ms,
+            user_ms,
+            sys_ms,
             pbx_ms,
+            loop,
         )
+        print(row.line(), flush=True)
+        return row
 
 
 async def _walked(db: Database, mark: object) -> int:

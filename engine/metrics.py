@@ -6,12 +6,15 @@ from typing import Literal, TypeAlias
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["AgiRefusal", "Metrics", "count_agi_refused"]
+__all__ = ["AgiRefusal", "IvrShedReason", "Metrics", "count_agi_refused"]
 
 AgiRefusal: TypeAlias = Literal[
     "capacity", "bad_request", "unknown_script", "unknown_tenant", "unknown_menu"
 ]
 """The ``reason`` label values of ``ctc_agi_refused_total``."""
+
+IvrShedReason: TypeAlias = Literal["lagging", "max_calls"]
+"""The ``reason`` label values of ``ctc_ivr_shed_total``."""
 
 
 class Metrics:
@@ -51,6 +54,19 @@ class Metrics:
             "ctc_callback_deliveries_total",
             "Status callback delivery attempts by outcome (delivered, retry, dead)",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.ivr_calls = Gauge(
+            "ctc_ivr_calls",
+            "IVR calls in progress, both doors (Stasis and FastAGI)",
+            registry=self.registry,
+        )
+        self.ivr_shed = Counter(
+            "ctc_ivr_shed_total",
+            "New IVR callers handed back to the dialplan past capacity (CTC_IVR_STATUS="
+            "OVERLOADED), by door and reason (lagging: the event loop ran later than "
+            "ivr.shed_lag_ms; max_calls: ivr.max_calls calls in progress)",
+            ["door", "reason"],
             registry=self.registry,
         )
         self.agi_refused = Counter(

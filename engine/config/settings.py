@@ -314,6 +314,20 @@ class AgiSettings(_Section):
     max_connections: int | None = Field(default=None, ge=1)
 
 
+class IvrSettings(_Section):
+    """``ivr:`` — when the IVR (both doors) takes no more callers.
+
+    Past capacity a new caller is handed back to the dialplan at once with
+    ``CTC_IVR_STATUS=OVERLOADED`` (dialplan/extensions.conf plays a "try later" prompt),
+    and callers already in a menu keep the engine: the event loop running later than
+    ``shed_lag_ms`` for 300 ms on end (every call waits on it; engine/loop_watch.py
+    measures it every 100 ms) or ``max_calls`` IVR calls in progress (None: no cap).
+    """
+
+    shed_lag_ms: int = Field(default=250, ge=10)
+    max_calls: int | None = Field(default=None, ge=1)
+
+
 class CallSettings(_Section):
     """``calls:`` — how click-to-call legs are dialled."""
 
@@ -378,6 +392,7 @@ class Settings(_Section):
     ami: AmiSettings = Field(default_factory=AmiSettings)
     agi: AgiSettings = Field(default_factory=AgiSettings)
     calls: CallSettings = Field(default_factory=CallSettings)
+    ivr: IvrSettings = Field(default_factory=IvrSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
 

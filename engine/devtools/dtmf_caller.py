@@ -66,11 +66,14 @@ def restamped_capture(key: str, position: int, out: Path) -> Path:
     return out
 
 
-def caller_scenario(workdir: Path, digits: str) -> Path:
+def caller_scenario(workdir: Path, digits: str, *, bye_timeout_ms: int | None = None) -> Path:
     """A variant of ``uac_dtmf.xml`` that plays one restamped capture per digit position.
 
     The digit loop, the -inf fields and the call flow stay those of ``uac_dtmf.xml``; only
     its key dispatch (``keys`` and ``plays`` blocks) is swapped for a position dispatch.
+    With ``bye_timeout_ms`` a caller that waits for Asterisk's BYE gives up that long after
+    its last digit (SIPp counts the call failed and hangs up): a key the IVR lost shows as
+    a failed call instead of a call that lasts until the menu's own timeout.
     """
     text = CALLER_SCENARIO.read_text(encoding="iso-8859-1")
     positions = range(1, len(digits) + 1)
@@ -92,7 +95,12 @@ def caller_scenario(workdir: Path, digits: str) -> Path:
         ]
     text = _swap_block(text, "keys", keys)
     text = _swap_block(text, "plays", "\n".join(plays))
-    path = workdir / f"uac_dtmf_{len(digits)}_digits.xml"
+    if bye_timeout_ms is not None:
+        text = _swap_block(
+            text, "bye", f'<recv request="BYE" next="peer_bye" timeout="{bye_timeout_ms}"/>'
+        )
+    deadline = f"_bye{bye_timeout_ms}" if bye_timeout_ms is not None else ""
+    path = workdir / f"uac_dtmf_{len(digits)}_digits{deadline}.xml"
     path.write_text(text, encoding="iso-8859-1")
     return path
 

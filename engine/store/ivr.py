@@ -25,7 +25,6 @@ and leaves the tenant's other menus alone. The whole set is checked with
 from __future__ import annotations
 
 import dataclasses
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -43,8 +42,9 @@ from engine.domain.ivr import (
     check_menus,
 )
 from engine.domain.netpolicy import OutboundPolicy, check_url
-from engine.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
+from engine.errors import Conflict, InvalidInput, NotFound
 from engine.store.database import Connection, Database
+from engine.store.read_cache import ReadCache
 from engine.store.records import StoredIvrMenu
 
 __all__ = ["IvrMenuRepository"]
@@ -182,14 +182,14 @@ def _check_lookup_urls(menus: Mapping[str, IvrMenu], policy: OutboundPolicy) -> 
 
 class IvrMenuRepository:
     """Menus in PostgreSQL. Every IVR call starts from the tenant's :meth:`book`, so books
-    are cached for ``book_ttl`` seconds and dropped at once when this process saves or
-    deletes a menu; a change made by another process (``ctc ivr import``) reaches calls
-    that start after at most ``book_ttl`` seconds. A call keeps the book it started with."""
+    are cached for ``book_ttl`` seconds (:mod:`engine.store.read_cache`) and dropped at
+    once when this process saves or deletes a menu; a change made by another process
+    (``ctc ivr import``) reaches calls that start after at most ``book_ttl`` seconds and
+    one read. A call keeps the book it started with."""
 
     def __init__(self, db: Database, *, book_ttl: float = 2.0) -> None:
         self._db = db
-        self._book_ttl = book_ttl
-        self._books: dict[uuid.UUID, tuple[float, MenuBook]] = {}
+        self._books: ReadCache[uuid.UUID, MenuBook] = ReadCache(book_ttl)
 
     async def all(self, tenant_id: uuid.UUID) -> dict[str, IvrMenu]:
         """The tenant's active menus by name (in name order)."""
@@ -198,10 +198,8 @@ class IvrMenuRepository:
     async def book(self, tenant_id: uuid.UUID) -> MenuBook:
         """The tenant's active menus with their ids and option ids (for DTMF rows); while
         PostgreSQL is away, the last book read (the journal keeps the calls' rows)."""
-        hit = self._books.get(tenant_id)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        try:
+
+        async def read() -> MenuBook:
             async with self._db.connection() as conn:
                 stored = await _fetch(conn, tenant_id, None)
                 rows = await conn.fetch(
@@ -210,17 +208,13 @@ class IvrMenuRepository:
                     "WHERE o.tenant_id = $1 AND m.is_active",
                     tenant_id,
                 )
-        except DatabaseUnavailable:
-            if hit is None:
-                raise
-            return hit[1]  # PostgreSQL away: callers still get the menus they had
-        book = MenuBook(
-            menus={s.menu.name: s.menu for s in stored},
-            menu_ids={s.menu.name: (s.id, s.version) for s in stored},
-            option_ids={(r["name"], r["digit"]): r["id"] for r in rows},
-        )
-        self._books[tenant_id] = (time.monotonic() + self._book_ttl, book)
-        return book
+            return MenuBook(
+                menus={s.menu.name: s.menu for s in stored},
+                menu_ids={s.menu.name: (s.id, s.version) for s in stored},
+                option_ids={(r["name"], r["digit"]): r["id"] for r in rows},
+            )
+
+        return await self._books.get(tenant_id, read)
 
     async def stored(self, tenant_id: uuid.UUID) -> list[StoredIvrMenu]:
         async with self._db.connection() as conn:
@@ -244,7 +238,7 @@ class IvrMenuRepository:
         try:
             return await self._save(tenant_id, menus)
         finally:  # after the commit: a call starting meanwhile may have cached the old book
-            self._books.pop(tenant_id, None)
+            self._books.clear()
 
     async def _save(
         self, tenant_id: uuid.UUID, menus: Mapping[str, IvrMenu]
@@ -401,7 +395,7 @@ class IvrMenuRepository:
         try:
             await self._delete(tenant_id, name)
         finally:
-            self._books.pop(tenant_id, None)
+            self._books.clear()
 
     async def _delete(self, tenant_id: uuid.UUID, name: str) -> None:
         async with self._db.transaction() as conn:

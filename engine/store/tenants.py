@@ -19,18 +19,19 @@ stored sealed by :class:`~engine.secrets.Keyring` (in plaintext while no key is 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
-import time
 import uuid
 
 import asyncpg
 import structlog
 
 from engine.domain.netpolicy import Network, OutboundPolicy, check_url
-from engine.errors import Conflict, CtcError, DatabaseUnavailable, NotFound
+from engine.errors import Conflict, CtcError, NotFound
 from engine.secrets import Keyring
 from engine.store.database import Database, returned
+from engine.store.read_cache import ReadCache
 from engine.store.records import IssuedToken, Tenant
 
 __all__ = ["LAST_USED_GRANULARITY", "TenantRepository", "hash_token"]
@@ -71,27 +72,15 @@ _KEEP = _Keep()
 
 
 class TenantRepository:
-    """Tenants and tokens. Every API request looks its tenant up, so found tenants are
-    cached for ``cache_ttl`` seconds: deactivating a tenant or revoking a token takes
-    effect within that time."""
+    """Tenants and tokens. Every API request and IVR call looks its tenant up, so found
+    tenants are cached for ``cache_ttl`` seconds (:mod:`engine.store.read_cache`):
+    deactivating a tenant or revoking a token takes effect within that time and one read."""
 
     def __init__(self, db: Database, *, keyring: Keyring, cache_ttl: float = 5.0) -> None:
         self._db = db
         self._keyring = keyring
-        self._ttl = cache_ttl
-        self._cache: dict[str, tuple[float, Tenant]] = {}
-
-    def _cached(self, key: str) -> Tenant | None:
-        hit = self._cache.get(key)
-        if hit is None or hit[0] < time.monotonic():
-            return None
-        return hit[1]
-
-    def _remember(self, key: str, tenant: Tenant) -> Tenant:
-        if len(self._cache) > 10_000:  # bounded: tokens are unguessable, slugs few
-            self._cache.clear()
-        self._cache[key] = (time.monotonic() + self._ttl, tenant)
-        return tenant
+        # keys "slug:<slug>" and "token:<digest>"; bounded: tokens are unguessable, slugs few
+        self._cache: ReadCache[str, Tenant] = ReadCache(cache_ttl, max_entries=10_000)
 
     async def create(
         self,
@@ -157,22 +146,16 @@ class TenantRepository:
 
     async def by_slug(self, slug: str) -> Tenant:
         """The tenant; while PostgreSQL is away, the last one found (calls go on)."""
-        key = f"slug:{slug}"
-        cached = self._cached(key)
-        if cached is not None:
-            return cached
-        try:
+
+        async def read() -> Tenant:
             row = await self._db.fetchrow(
                 f"SELECT {_TENANT_COLS} FROM tenant WHERE slug = $1", slug
             )
-        except DatabaseUnavailable:
-            stale = self._cache.get(key)
-            if stale is None:
-                raise
-            return stale[1]
-        if row is None:
-            raise NotFound("tenant", slug)
-        return self._remember(f"slug:{slug}", _tenant(row))
+            if row is None:
+                raise NotFound("tenant", slug)
+            return _tenant(row)
+
+        return await self._cache.get(f"slug:{slug}", read)
 
     async def callback_secret(self, tenant_id: uuid.UUID) -> str:
         secret: str | None = await self._db.fetchval(
@@ -198,10 +181,20 @@ class TenantRepository:
     async def by_token(self, token: str) -> Tenant | None:
         """The active tenant a valid, unrevoked token belongs to, else None."""
         digest = hash_token(token)
-        key = f"token:{digest}"
-        cached = self._cached(key)
-        if cached is not None:
-            return cached
+
+        async def read() -> Tenant:
+            row = await self._token_row(digest)
+            if row is None:
+                raise NotFound("api token", digest[:8])
+            return _tenant(row)
+
+        with contextlib.suppress(NotFound):
+            # a revoked token must not outlive the cache time: never served expired
+            return await self._cache.get(f"token:{digest}", read, serve_expired=False)
+        return None
+
+    async def _token_row(self, digest: str) -> asyncpg.Record | None:
+        """The token's tenant row, if the token is valid; its ``last_used_at`` is set."""
         row = await self._db.fetchrow(
             f"SELECT {_TENANT_COLS_OF_T}, "
             "       k.id AS token_id, k.last_used_at IS NULL "
@@ -211,11 +204,9 @@ class TenantRepository:
             digest,
             float(LAST_USED_GRANULARITY),
         )
-        if row is None:
-            return None
-        if row["stale"]:
+        if row is not None and row["stale"]:
             await self._touch(row["token_id"])
-        return self._remember(key, _tenant(row))
+        return row
 
     async def _touch(self, token_id: uuid.UUID) -> None:
         """Set ``last_used_at``; bookkeeping only, so a failure does not refuse the request:

@@ -205,6 +205,7 @@ async def test_something_else_missing_is_a_failure_not_counted_as_an_unknown_ten
         loader,
         api_engine.settings.calls,
         erp=api_engine.agi_ivr.erp,
+        admission=api_engine.ivr_admission,
         metrics=api_engine.metrics,
     )
     server = await serve(door, reply_timeout=5.0)

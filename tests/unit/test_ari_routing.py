@@ -9,12 +9,13 @@ from typing import Any, cast
 
 import pytest
 
+from engine.app.ivr_admission import IvrAdmission
 from engine.asterisk.flows.click_to_call import ChannelFact, RawFact
 from engine.asterisk.flows.stasis import StasisApp
 from engine.asterisk.links.ari import AriClient
 from engine.asterisk.links.ari_router import AriEvent, AriEventRouter, event_channel
 from engine.asterisk.naming import leg_channel_id, recording_name, target_channel_id
-from engine.config.settings import CallSettings
+from engine.config.settings import CallSettings, IvrSettings
 from engine.domain.click_to_call import Leg, RecordingFinished
 from engine.domain.ivr import HttpLookup, LookupResult, MenuBook
 from engine.domain.netpolicy import OutboundPolicy
@@ -90,7 +91,10 @@ async def app() -> AsyncIterator[StasisApp]:
     async with AriClient("http://127.0.0.1:9", "u", "p") as ari:
         # the store is not touched while events are only routed
         store = cast(Store, types.SimpleNamespace())
-        yield StasisApp(ari, store, CallSettings(), menus=_no_menus, erp=_NoErp())
+        admission = IvrAdmission(IvrSettings(), lag=lambda: 0.0)
+        yield StasisApp(
+            ari, store, CallSettings(), menus=_no_menus, erp=_NoErp(), admission=admission
+        )
 
 
 def test_click_to_call_events_become_facts_of_their_session(

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import types
+import uuid
 from collections.abc import Callable
 from typing import cast
 
 import pytest
 
+from engine.app.ivr_admission import IvrAdmission
 from engine.asterisk.flows.ivr_agi import AgiIvr
 from engine.asterisk.flows.ivr_ari import AriIvr
 from engine.asterisk.flows.stasis import StasisApp
 from engine.asterisk.links.agi_server import AgiChannel, AgiServer
 from engine.asterisk.links.ami import AmiLink
 from engine.asterisk.links.ari import AriClient, AriEventLink
-from engine.config.settings import CallSettings
-from engine.domain.ivr import HttpLookup, LookupResult
+from engine.config.settings import CallSettings, IvrSettings
+from engine.domain.ivr import HttpLookup, LookupResult, MenuBook
 from engine.domain.netpolicy import OutboundPolicy
 from engine.errors import ClosedResourceError
 from engine.lifecycle import Lifecycle, LifecycleState
@@ -32,13 +34,17 @@ async def _nothing(channel: AgiChannel) -> None:
     pass
 
 
-async def _no_menus(tenant: object) -> object:
+async def _no_menus(tenant: uuid.UUID) -> MenuBook:
     raise AssertionError("not loaded")
 
 
 class _NoErp:
     async def ask(self, lookup: HttpLookup, policy: OutboundPolicy) -> LookupResult:
         raise AssertionError("not asked")
+
+
+def _admission() -> IvrAdmission:
+    return IvrAdmission(IvrSettings(), lag=lambda: 0.0)
 
 
 def _ari() -> AriClient:
@@ -49,8 +55,12 @@ BUILDERS: dict[str, Callable[[], Lifecycle]] = {
     "AriClient": _ari,
     "AmiLink": lambda: AmiLink(NOWHERE, 9, "ctc", "x", backoff_initial=0.01, close_grace=1.0),
     "AgiServer": lambda: AgiServer(NOWHERE, 0, _nothing, close_grace=1.0),
-    "AgiIvr": lambda: AgiIvr(STORE, _no_menus, CallSettings(), erp=_NoErp()),  # type: ignore[arg-type]
-    "AriIvr": lambda: AriIvr(_ari(), STORE, _no_menus, CallSettings(), erp=_NoErp()),  # type: ignore[arg-type]
+    "AgiIvr": lambda: AgiIvr(
+        STORE, _no_menus, CallSettings(), erp=_NoErp(), admission=_admission()
+    ),
+    "AriIvr": lambda: AriIvr(
+        _ari(), STORE, _no_menus, CallSettings(), erp=_NoErp(), admission=_admission()
+    ),
     "LoopWatch": lambda: LoopWatch(Metrics()),
 }
 
@@ -72,7 +82,14 @@ async def test_started_once_closed_once(name: str) -> None:
 
 async def test_the_stasis_app_opens_and_closes_its_link_and_flows() -> None:
     async with _ari() as ari:
-        app = StasisApp(ari, STORE, CallSettings(), menus=_no_menus, erp=_NoErp())  # type: ignore[arg-type]
+        app = StasisApp(
+            ari,
+            STORE,
+            CallSettings(),
+            menus=_no_menus,
+            erp=_NoErp(),
+            admission=_admission(),
+        )
         async with app:
             assert app.link.is_open
             assert app.click_to_call.is_open

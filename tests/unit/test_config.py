@@ -646,6 +646,7 @@ def test_redacted_summary_is_json_and_complete() -> None:
         "ami",
         "agi",
         "calls",
+        "ivr",
         "callbacks",
         "secrets",
     }

@@ -12,16 +12,22 @@ A request for an unknown tenant or menu is refused before any session is stored 
 line, ``ctc_agi_refused_total{reason=...}``, and the channel is hung up): such requests
 are not calls the engine took, and a peer sending them must not fill the call history.
 Only those two are refusals: anything else found missing on the way is a failure (the
-server logs it, Asterisk goes on with the dialplan), never counted as one of them. A
+server logs it, Asterisk goes on with the dialplan), never counted as one of them. Past
+capacity (:mod:`engine.app.ivr_admission`) a new caller is handed back before anything is
+stored: ``SET VARIABLE CTC_IVR_STATUS OVERLOADED`` and the connection closes, so the
+dialplan after ``AGI()`` plays its "try later" prompt; a call that fails is handed back the
+same way with ``FAILED``. A
 call whose Asterisk stops answering (:class:`~engine.asterisk.links.agi_server.AgiTimeout`) ends
 ``failed`` with that reason, like any other failed command.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 
+from engine.app.ivr_admission import FAILED, OVERLOADED, STATUS_VARIABLE, IvrAdmission
 from engine.app.ivr_calls import IvrCallRecord, MenuLoader, http_lookup
 from engine.app.ports import ErpLookup
 from engine.asterisk.flows.dialing import dial_string
@@ -60,7 +66,7 @@ from engine.domain.ivr import (
     step,
 )
 from engine.domain.transfer import TransferState, state_for_unanswered
-from engine.errors import CtcError, NotFound
+from engine.errors import AgiError, CtcError, NotFound
 from engine.lifecycle import Lifecycle
 from engine.metrics import AgiRefusal, Metrics, count_agi_refused
 from engine.store.records import StoredTransfer
@@ -83,7 +89,8 @@ _REFUSED_WHEN_MISSING: dict[str, AgiRefusal] = {
 
 class AgiIvr(Lifecycle):
     """The FastAGI door of the IVR: :meth:`run_call` is the server's handler for
-    ``ivr/MENU`` scripts; menus' lookups go through ``erp`` (the daemon owns it)."""
+    ``ivr/MENU`` scripts; menus' lookups go through ``erp`` (the daemon owns it), and
+    ``admission`` (shared with the Stasis door) says whether a new caller is taken."""
 
     def __init__(
         self,
@@ -92,12 +99,14 @@ class AgiIvr(Lifecycle):
         settings: CallSettings,
         *,
         erp: ErpLookup,
+        admission: IvrAdmission,
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.load_menus = load_menus
         self.settings = settings
         self.erp = erp
+        self.admission = admission
         self._metrics = metrics
 
     async def run_call(self, channel: AgiChannel) -> None:
@@ -109,8 +118,18 @@ class AgiIvr(Lifecycle):
             count_agi_refused(self._metrics, "unknown_script")
             await channel.hangup()
             return
+        if self.admission.admit("agi") is not None:
+            await channel.set_variable(STATUS_VARIABLE, OVERLOADED)
+            return  # the server closes the connection: Asterisk goes on after AGI()
+        try:
+            await self._serve(channel, parts[1])
+        finally:
+            self.admission.release()
+
+    async def _serve(self, channel: AgiChannel, menu: str) -> None:
+        request = channel.request
         record = IvrCallRecord(self.store, request.uniqueid or request.channel, "agi")
-        call = AgiIvrCall(self, channel, record, parts[1])
+        call = AgiIvrCall(self, channel, record, menu)
         try:
             await call.store_session(tenant_slug=request.query.get("tenant", "default"))
         except NotFound as exc:  # nothing is stored for it
@@ -129,6 +148,8 @@ class AgiIvr(Lifecycle):
         except CtcError as exc:
             record.log.error("ivr.failed", error=str(exc))
             await record.end(CallStatus.FAILED, str(exc))
+            with contextlib.suppress(AgiError):  # the dialplan's "sorry, try later"
+                await channel.set_variable(STATUS_VARIABLE, FAILED)
             raise
 
 

@@ -14,6 +14,11 @@ the menu again; a message is a channel recording (ends at #, silence or its limi
 transfer to a routing rule rings the attempts of its plan (:mod:`engine.domain.routing`)
 one after another, each attempt's targets at once (the first to answer wins, the others are
 hung up); every attempt is one ``call_transfer`` row with its outcome.
+
+Past capacity (:mod:`engine.app.ivr_admission`) a new caller is handed back before
+anything is stored: ``CTC_IVR_STATUS=OVERLOADED`` on the channel and ``continue``, so the
+dialplan after ``Stasis()`` plays its "try later" prompt; a call that fails is handed back
+the same way with ``FAILED`` (and its transfer targets hung up).
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import structlog
 
+from engine.app.ivr_admission import FAILED, OVERLOADED, STATUS_VARIABLE, IvrAdmission
 from engine.app.ivr_calls import IvrCallRecord, MenuLoader, http_lookup
 from engine.app.ports import ErpLookup
 from engine.asterisk.flows.dialing import dial_string
@@ -94,8 +100,9 @@ def _media(prompt: str) -> str:
 class AriIvr(Lifecycle):
     """The ARI door of the IVR: starts and routes IVR calls; owned by the Stasis app.
 
-    Menus' lookups go through ``erp`` (the daemon owns it). Closing it cancels the calls
-    in progress.
+    Menus' lookups go through ``erp`` (the daemon owns it); ``admission`` (shared with the
+    FastAGI door) says whether a new caller is taken. Closing it cancels the calls in
+    progress.
     """
 
     def __init__(
@@ -106,12 +113,14 @@ class AriIvr(Lifecycle):
         settings: CallSettings,
         *,
         erp: ErpLookup,
+        admission: IvrAdmission,
     ) -> None:
         self.ari = ari
         self.store = store
         self.load_menus = load_menus
         self.settings = settings
         self.erp = erp
+        self.admission = admission
         self.calls_by_channel: dict[str, AriIvrCall] = {}  # the caller's and its targets'
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -126,14 +135,35 @@ class AriIvr(Lifecycle):
         return channel_id in self.calls_by_channel
 
     def start_call(self, event: AriEvent) -> None:
-        """Begin the IVR call that entered Stasis with ``event``, as its own task."""
+        """Begin the IVR call that entered Stasis with ``event``, as its own task (or,
+        past capacity, hand the caller back to the dialplan)."""
         channel = event.get("channel", {})
+        if self.admission.admit("ari") is not None:
+            channel_id = str(channel.get("id", ""))
+            self._spawn(self.hand_back(channel_id, OVERLOADED), name=f"ivr-shed-{channel_id}")
+            return
         args = parse_ivr_stasis_args(event.get("args") or []) or IvrStasisArgs()
         call = AriIvrCall(self, channel, args)
         self.calls_by_channel[call.channel_id] = call
-        task = asyncio.create_task(call.run(), name=f"ivr-{call.channel_id}")
+        self._spawn(call.run(), name=f"ivr-{call.channel_id}")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
+        task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def hand_back(self, channel_id: str, status: str) -> None:
+        """The caller goes on in the dialplan with CTC_IVR_STATUS=``status`` (past capacity,
+        or the call failed here); hung up if that cannot be done."""
+        try:
+            await self.ari.set_channel_var(channel_id, STATUS_VARIABLE, status)
+            await self.ari.continue_in_dialplan(channel_id)
+        except AriNotFound:
+            pass  # the caller hung up meanwhile
+        except AriError as exc:
+            log.warning("ivr.hand_back_failed", channel=channel_id, error=str(exc))
+            with contextlib.suppress(AriError):
+                await self.ari.hangup(channel_id)
 
     def _on_stasis_start(self, event: AriEvent) -> bool:
         if parse_ivr_stasis_args(event.get("args") or []) is not None:
@@ -265,15 +295,16 @@ class AriIvrCall:
             await self._run()
         except CtcError as exc:
             self.log.error("ivr.failed", error=str(exc))
-            with contextlib.suppress(AriError):
-                await self.ivr.ari.hangup(self.channel_id)
+            await self._release_target()
+            await self.ivr.hand_back(self.channel_id, FAILED)  # the dialplan's "sorry"
             await self.record.end(CallStatus.FAILED, str(exc))
         except Exception:
             self.log.exception("ivr.crashed")
-            with contextlib.suppress(AriError):
-                await self.ivr.ari.hangup(self.channel_id)
+            await self._release_target()
+            await self.ivr.hand_back(self.channel_id, FAILED)
             await self.record.end(CallStatus.FAILED, "internal error")
         finally:
+            self.ivr.admission.release()
             self._cancel_timer()
             self.ivr.calls_by_channel.pop(self.channel_id, None)
             if self.transferring is not None and self.transferring.row is not None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from engine.app.ivr_admission import IvrAdmission
 from engine.app.ivr_calls import MenuLoader
 from engine.app.ports import ErpLookup
 from engine.asterisk.flows.click_to_call import ClickToCall
@@ -48,7 +49,7 @@ class StasisApp(Lifecycle):
     """The event link, its dispatcher and the flows it feeds.
 
     ``click_to_call`` is the API's Dialer; ``ivr`` is None without menus to load (with
-    them, ``erp`` is what the IVR's lookups ask);
+    them, ``erp`` is what the IVR's lookups ask and ``admission`` its capacity);
     ``resync`` tells how many resyncs ran. Closing stops the link first (no new events),
     then the dispatcher and the sweeper, then the flows.
     """
@@ -63,6 +64,7 @@ class StasisApp(Lifecycle):
         recording_dir: str = "/var/spool/asterisk/recording",
         menus: MenuLoader | None = None,
         erp: ErpLookup | None = None,
+        admission: IvrAdmission | None = None,
         hangup_records: HangupRecords | None = None,
     ) -> None:
         self._store = store
@@ -85,9 +87,12 @@ class StasisApp(Lifecycle):
         # inbound callers in Stasis(ctc,ivr,MENU): only when menus can be loaded
         self.ivr: AriIvr | None = None
         if menus is not None:
-            if erp is None:
-                raise ValueError("StasisApp: an IVR (menus=...) needs erp=... for its lookups")
-            self.ivr = AriIvr(ari, store, menus, settings, erp=erp)
+            if erp is None or admission is None:
+                raise ValueError(
+                    "StasisApp: an IVR (menus=...) needs erp=... for its lookups and "
+                    "admission=... for its capacity"
+                )
+            self.ivr = AriIvr(ari, store, menus, settings, erp=erp, admission=admission)
         self.router = AriEventRouter()
         if self.ivr is not None:
             self.ivr.subscribe(self.router)  # first: an IVR call's events are its own

@@ -177,6 +177,10 @@ class AriClient(Lifecycle):
     async def answer(self, channel_id: str) -> None:
         await self.request("POST", f"/channels/{channel_id}/answer")
 
+    async def continue_in_dialplan(self, channel_id: str) -> None:
+        """Leave Stasis: the channel goes on at the dialplan's next priority."""
+        await self.request("POST", f"/channels/{channel_id}/continue")
+
     async def ring(self, channel_id: str) -> None:
         await self.request("POST", f"/channels/{channel_id}/ring")
 

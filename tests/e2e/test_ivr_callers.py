@@ -1,0 +1,163 @@
+"""Callers as they are, on both IVR doors (Stasis and FastAGI): one who types ahead over the
+prompts, keys 200 ms apart across menu levels, loses no key; one who calls past capacity
+is handed back to the dialplan at once (it plays "all busy, try later") and the engine
+stores nothing for them, while the caller already in the menu is served.
+(bench/ivr.py drives the same callers at load.)"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.config.settings import IvrSettings
+from engine.daemon import Engine
+from engine.devtools.dtmf_caller import CALLER_SCENARIO
+from engine.devtools.sandbox import Sandbox
+from engine.devtools.sipp import SippPhone
+from engine.ivr_yaml import load_menus
+from tests.e2e.engine_fixtures import TEST_IVR, CallWatcher, running_engine
+from tests.e2e.test_dtmf_caller import CALLER_PORT, dtmf_caller
+
+pytestmark = pytest.mark.e2e
+
+MENUS = """\
+menus:
+  main:
+    greeting: sound:hello-world
+    invalid_prompt: sound:beep
+    timeout_ms: 3000
+    max_retries: 1
+    options:
+      1: {action: submenu, menu: sales}
+      2: {action: submenu, menu: account}
+  sales:
+    greeting: sound:beep
+    options:
+      "#": {action: hangup}
+  account:
+    greeting: sound:beep
+    input_mode: until_terminator
+    terminator: "#"
+    input_length: 6
+    inter_digit_timeout_ms: 3000
+    variable: acct
+    options:
+      collected: {action: hangup}
+"""
+
+DOORS = {"stasis": "5551000", "fastagi": "45735551000"}  # dialplan [from-caller]
+
+
+async def _engine(
+    migrated_db: str, sandbox: Sandbox, workdir: Path, ivr: IvrSettings
+) -> AsyncIterator[Engine]:
+    async with running_engine(migrated_db, sandbox, workdir, app="ctc", agi=True, ivr=ivr) as e:
+        tenant = await e.store.tenants.by_slug("default")
+        await e.store.ivr.save(tenant.id, load_menus(MENUS))
+        yield e
+
+
+@pytest.fixture
+async def engine(migrated_db: str, sandbox: Sandbox, tmp_path: Path) -> AsyncIterator[Engine]:
+    async for e in _engine(migrated_db, sandbox, tmp_path, TEST_IVR):
+        yield e
+
+
+@pytest.fixture
+async def one_call_engine(
+    migrated_db: str, sandbox: Sandbox, tmp_path: Path
+) -> AsyncIterator[Engine]:
+    """Capacity: one IVR call in progress."""
+    capacity = TEST_IVR.model_copy(update={"max_calls": 1})
+    async for e in _engine(migrated_db, sandbox, tmp_path, capacity):
+        yield e
+
+
+async def _keys(engine: Engine, session_id: Any) -> list[tuple[str, str | None, str, str | None]]:
+    rows = await engine.store.db.fetch(
+        "SELECT m.name AS menu, d.digit, d.outcome, d.input_value FROM call_dtmf_interaction d "
+        "JOIN ivr_menu m ON m.id = d.menu_id WHERE d.session_id = $1 ORDER BY d.id",
+        session_id,
+    )
+    return [(r["menu"], r["digit"], r["outcome"], r["input_value"]) for r in rows]
+
+
+@pytest.mark.parametrize("door", sorted(DOORS))
+@pytest.mark.parametrize(
+    ("digits", "expected"),
+    [
+        ("1#", [("main", "1", "option", None), ("sales", "#", "option", None)]),
+        (
+            "2123456#",
+            [("main", "2", "option", None), ("account", "123456#", "collected", "123456")],
+        ),
+    ],
+    ids=["two-levels", "account-number"],
+)
+async def test_a_caller_who_types_ahead_over_the_prompts_loses_no_key(
+    engine: Engine,
+    sipp_phone: Callable[..., SippPhone],
+    tmp_path: Path,
+    door: str,
+    digits: str,
+    expected: list[tuple[str, str | None, str, str | None]],
+) -> None:
+    # the first key 0.4 s into the greeting, the others 200 ms apart: over the prompts and
+    # across the change of menu, as a caller who knows the menu keys it
+    watch = CallWatcher(engine)
+    with dtmf_caller(
+        sipp_phone, tmp_path / "caller", digits, number=DOORS[door], wait_ms=400, gap_ms=200
+    ) as caller:
+        created = await watch.until_event("session.created", within=20)
+        watch.session_id = created.session_id
+        end = await watch.until("completed", "failed", "canceled", within=40)
+        assert end.status_to == "completed", watch.trail()
+        assert await caller.wait_async(30) == 0, caller.report()
+    await engine.store.journal.flush()
+    assert await _keys(engine, watch.session_id) == expected, watch.trail()
+    assert (await watch.session()).end_reason == "ivr hung up"
+
+
+@pytest.mark.parametrize("door", sorted(DOORS))
+async def test_past_capacity_a_new_caller_is_handed_back_and_the_caller_in_the_menu_is_served(
+    one_call_engine: Engine,
+    sipp_phone: Callable[..., SippPhone],
+    tmp_path: Path,
+    door: str,
+) -> None:
+    engine = one_call_engine
+    # one SIPp, two calls a second apart: the first stays in the menu (no key) and hangs up
+    # after 3 s; the second arrives meanwhile and waits for Asterisk's BYE
+    csv = tmp_path / "callers.csv"
+    csv.write_text("SEQUENTIAL\n100;400;bye;3000;\n100;400;wait;0;\n")
+    mark = await engine.store.db.fetchval("SELECT clock_timestamp()")
+    watch = CallWatcher(engine)
+    phone = sipp_phone(
+        str(CALLER_SCENARIO),
+        port=CALLER_PORT,
+        calls=2,
+        extra_args=("-s", DOORS[door], "-inf", str(csv), "-r", "1", "127.0.0.1:5060"),
+    )
+    with phone:
+        created = await watch.until_event("session.created", within=20)
+        watch.session_id = created.session_id
+        # the second caller gets the dialplan's "all busy" prompt, then Asterisk's BYE
+        assert await phone.wait_async(40) == 0, phone.report()
+    end = await watch.until("completed", "failed", "canceled", within=20)
+    assert (end.status_to, (await watch.session()).end_reason) == ("completed", "caller hung up")
+    shed = engine.metrics.registry.get_sample_value(
+        "ctc_ivr_shed_total",
+        {"door": "agi" if door == "fastagi" else "ari", "reason": "max_calls"},
+    )
+    assert shed == 1
+    await engine.store.journal.flush()
+    stored = await engine.store.db.fetchval(
+        "SELECT count(*) FROM click_to_call_session "
+        "WHERE direction = 'inbound' AND created_at >= $1",
+        mark,
+    )
+    assert stored == 1  # the caller handed back is no call of the engine's
+    assert engine.ivr_admission.in_progress == 0
