@@ -197,7 +197,7 @@ async def main() -> None:
             tenant = await store.tenants.by_slug("default")
             await store.ivr.save(tenant.id, load_menus(MENUS))
         with _workdir(args.keep) as tmp:
-            proc, sock = await start_engine(db_url, Path(tmp), box, "", app="ctc")
+            proc, sock = await start_engine(db_url, Path(tmp), box, "", app="ctc", agi=True)
             asterisk = box.status().pid or 0
             if args.engine_nice:
                 os.setpriority(os.PRIO_PROCESS, proc.pid, args.engine_nice)

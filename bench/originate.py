@@ -98,12 +98,21 @@ def pct(values: list[float], q: int) -> float:
 
 
 async def start_engine(
-    db_url: str, workdir: Path, box: Sandbox, calls_yaml: str, *, app: str = "ctc-bench"
+    db_url: str,
+    workdir: Path,
+    box: Sandbox,
+    calls_yaml: str,
+    *,
+    app: str = "ctc-bench",
+    agi: bool = False,
 ) -> Any:
+    """``ctc run`` against the sandbox; FastAGI (port 4573, the dialplan's) only with
+    ``agi``, so a click-to-call bench never takes the port from an IVR bench's engine."""
     config = workdir / "engine.yaml"
     config.write_text(
         f"log:\n  level: warning\nari:\n  app: {app}\n  recording_dir: "
-        f"{box.root}/var/spool/asterisk/recording\ndatabase:\n  max_size: 20\n{calls_yaml}"
+        f"{box.root}/var/spool/asterisk/recording\ndatabase:\n  max_size: 20\n"
+        f"agi:\n  enabled: {'true' if agi else 'false'}\n{calls_yaml}"
     )
     sock = workdir / "engine.sock"
     env = {

@@ -41,6 +41,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from engine.domain.values import evolve
 from engine.errors import InvalidInput
 
 __all__ = [
@@ -636,7 +637,7 @@ def _required(value: _T | None, message: str) -> _T:
 
 
 def _replace(state: IvrState, **changes: object) -> IvrState:
-    return dataclasses.replace(state, **changes)  # type: ignore[arg-type]
+    return evolve(state, **changes)
 
 
 def _goto(stack: tuple[str, ...], name: str) -> tuple[str, ...]:

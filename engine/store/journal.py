@@ -54,6 +54,7 @@ import structlog
 from engine.contract import status_callback
 from engine.domain.call import CallStatus
 from engine.domain.event_types import CallEventType
+from engine.domain.values import evolve
 from engine.errors import ClosedResourceError, DatabaseUnavailable, NotFound
 from engine.events import EventBus
 from engine.health import HealthReport
@@ -319,9 +320,7 @@ class CallJournal(Lifecycle):
             status_from, status_to = decided.status_from.value, decided.status_to.value
         if "status" in columns:
             columns["status"] = CallStatus(columns["status"])
-        updated = dataclasses.replace(
-            current, **columns, version=current.version + 1, updated_at=_now()
-        )
+        updated = evolve(current, **columns, version=current.version + 1, updated_at=_now())
         if updated.status.is_terminal:
             del self._live[session_id]
         else:
@@ -576,7 +575,7 @@ class CallJournal(Lifecycle):
             for event in pending.events:
                 event_id = ids.get((event.session_id, event.seq))
                 if event_id is not None:
-                    self._events.publish(dataclasses.replace(event, id=event_id))
+                    self._events.publish(evolve(event, id=event_id))
 
 
 class _Retry(Exception):
