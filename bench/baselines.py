@@ -149,15 +149,20 @@ class BareAriApp:
             await self._call("POST", f"/channels/{channel}/answer")
             await self._play(channel, "hello-world")
         elif kind == "ChannelDtmfReceived":
+            # decided before the first await: handlers run concurrently, and a key that
+            # comes while the previous one's requests are out must see the new menu
             digit, menu = event["digit"], self._menu.get(channel)
             playing = self._playing.pop(channel, None)
+            if menu == "main" and digit == "1":
+                self._menu[channel] = "sub"
+            elif menu == "sub" and digit == "#":
+                self._menu[channel] = "done"
+                self.walked += 1
             if playing is not None:
                 await self._call("DELETE", f"/playbacks/{playing}")
             if menu == "main" and digit == "1":
-                self._menu[channel] = "sub"
                 await self._play(channel, "beep")
             elif menu == "sub" and digit == "#":
-                self.walked += 1
                 await self._call("DELETE", f"/channels/{channel}")
         elif kind == "StasisEnd":
             self._menu.pop(channel, None)

@@ -36,12 +36,13 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
 
 from bench.baselines import BareAgiServer, BareAriApp
+from bench.cgroups import ServiceGroups
 from bench.originate import cpu_seconds, cpu_times, start_engine
 from engine.devtools.databases import create_database, drop_database
 from engine.devtools.dtmf_caller import caller_csv, caller_scenario
@@ -101,8 +102,15 @@ class Sipp:
     answer_ms: list[float]  # per call: INVITE -> 200 OK
 
 
-def run_sipp(work: Path, number: str, calls: int, rate: int, caller: Caller) -> Sipp:
-    """Offer ``calls`` at ``rate``/s."""
+def run_sipp(
+    work: Path,
+    number: str,
+    calls: int,
+    rate: int,
+    caller: Caller,
+    on_start: Callable[[int], None] = lambda pid: None,
+) -> Sipp:
+    """Offer ``calls`` at ``rate``/s; ``on_start(pid)`` once SIPp runs."""
     csv = caller_csv(work / "caller.csv", "1#", wait_ms=caller.first_ms, gap_ms=caller.gap_ms)
     scenario = caller_scenario(work, "1#", bye_timeout_ms=caller.bye_timeout_ms)
     phone = SippPhone(
@@ -128,15 +136,17 @@ def run_sipp(work: Path, number: str, calls: int, rate: int, caller: Caller) -> 
     )
     started = time.monotonic()
     with phone:
+        if phone.pid is not None:
+            on_start(phone.pid)
         phone.wait(calls / rate + 90)
     elapsed = time.monotonic() - started
-    screen = phone.screen_file.read_text(errors="replace")
-    return Sipp(
-        ok=_counter(screen, "Successful call"),
-        failed=_counter(screen, "Failed call"),
-        seconds=elapsed,
-        answer_ms=_response_times(work),
+    # SIPp writes its final screen to the screen file, or to its output when its own
+    # -timeout stopped it (calls still up then count as failed)
+    screen = phone.screen_file.read_text(errors="replace") or phone.output_file.read_text(
+        errors="replace"
     )
+    ok = _counter(screen, "Successful call")
+    return Sipp(ok=ok, failed=calls - ok, seconds=elapsed, answer_ms=_response_times(work))
 
 
 def _response_times(work: Path) -> list[float]:
@@ -178,6 +188,12 @@ async def main() -> None:
         "--callers", default=",".join(CALLERS), help="a subset of " + ",".join(CALLERS)
     )
     parser.add_argument(
+        "--cgroups",
+        action="store_true",
+        help="Asterisk, the engine, this process and SIPp each in a CPU cgroup of equal "
+        "weight, as systemd runs Asterisk and the engine as services (bench/cgroups.py)",
+    )
+    parser.add_argument(
         "--keep",
         type=Path,
         help="keep the engine's log and SIPp's files in this (new) directory",
@@ -189,7 +205,6 @@ async def main() -> None:
     await asyncio.to_thread(shutil.copy, DIALPLAN, box.root / "etc/asterisk/extensions.conf")
     await asyncio.to_thread(box.asterisk_cli, "dialplan reload")
     db_url = await create_database("ctc_bench_ivr")
-    rows: list[Row] = []
     try:
         await migrate(db_url, default_migrations_dir())
         async with Database(db_url) as db:
@@ -203,26 +218,51 @@ async def main() -> None:
                 os.setpriority(os.PRIO_PROCESS, proc.pid, args.engine_nice)
             db = await Database(db_url).start()
             try:
-                async with BareAgiServer() as bare_agi, BareAriApp() as bare_ari:
-                    bare: dict[str, BareAgiServer | BareAriApp] = {
-                        "bare-agi": bare_agi,
-                        "bare-ari": bare_ari,
-                    }
-                    run = _Run(db, proc.pid, asterisk, Path(tmp), bare, sock)
-                    for caller in args.callers.split(","):
-                        for rate in (int(r) for r in args.rates.split(",")):
-                            calls = max(1, round(rate * args.seconds))
-                            for door in args.doors.split(","):
-                                rows.append(await run.row(caller, door, rate, calls))
+                with contextlib.ExitStack() as stack:
+                    phones: Callable[[int], None] = _nothing
+                    if args.cgroups:
+                        groups = stack.enter_context(ServiceGroups(*_GROUPS))
+                        groups.move("asterisk", asterisk)
+                        groups.move("engine", proc.pid)
+                        groups.move("bench", os.getpid())
+                        phones = groups.mover("phones")
+                    rows = await _table(args, db, proc.pid, asterisk, Path(tmp), sock, phones)
             finally:
                 await db.close()
                 proc.terminate()
                 await proc.wait()
     finally:
         await drop_database(db_url)
+    _print(args, rows)
+
+
+async def _table(
+    args: argparse.Namespace,
+    db: Database,
+    engine: int,
+    asterisk: int,
+    tmp: Path,
+    sock: Path,
+    phones: Callable[[int], None],
+) -> list[Row]:
+    """One row per caller, rate and door (in that order)."""
+    rows: list[Row] = []
+    async with BareAgiServer() as bare_agi, BareAriApp() as bare_ari:
+        bare: dict[str, BareAgiServer | BareAriApp] = {"bare-agi": bare_agi, "bare-ari": bare_ari}
+        run = _Run(db, engine, asterisk, tmp, bare, sock, phones)
+        for caller in args.callers.split(","):
+            for rate in (int(r) for r in args.rates.split(",")):
+                calls = max(1, round(rate * args.seconds))
+                for door in args.doors.split(","):
+                    rows.append(await run.row(caller, door, rate, calls))
+    return rows
+
+
+def _print(args: argparse.Namespace, rows: list[Row]) -> None:
     print(
         f"\n2-level IVR, {args.seconds:g} s of calls per row, SIPp callers with RFC 2833 DTMF, "
-        f"engine nice {args.engine_nice}; answer = INVITE -> 200 OK"
+        f"engine nice {args.engine_nice}, "
+        f"{'service cgroups' if args.cgroups else 'one CPU pool'}; answer = INVITE -> 200 OK"
     )
     print(
         f"{'caller':<9} {'door':<9} {'offered/s':>9} {'ok':>5} {'failed':>6} {'walked':>6} "
@@ -232,6 +272,14 @@ async def main() -> None:
     )
     for row in rows:
         print(row.line())
+
+
+# bench/cgroups.py groups: Asterisk, the engine, this process (the bare programs), SIPp
+_GROUPS = ("asterisk", "engine", "bench", "phones")
+
+
+def _nothing(pid: int) -> None:
+    pass
 
 
 @contextlib.contextmanager
@@ -331,6 +379,7 @@ class _Run:
     tmp: Path
     bare: dict[str, BareAgiServer | BareAriApp]
     sock: Path
+    phones: Callable[[int], None]  # puts a SIPp process in its cgroup
 
     async def row(self, caller: str, door: str, rate: int, calls: int) -> Row:
         work = self.tmp / f"{caller}-{door}-{rate}"
@@ -343,7 +392,9 @@ class _Run:
         walked0 = program.walked if program is not None else 0
         mark = await self.db.fetchval("SELECT now()")
         loop0 = await LoopStats.read(self.sock)
-        sipp = await asyncio.to_thread(run_sipp, work, DOORS[door], calls, rate, CALLERS[caller])
+        sipp = await asyncio.to_thread(
+            run_sipp, work, DOORS[door], calls, rate, CALLERS[caller], self.phones
+        )
         user1, sys1 = cpu_times(pid)
         per_call = 1000 / max(sipp.ok, 1)
         pbx_ms = (cpu_seconds(self.asterisk_pid) - pbx0) * per_call

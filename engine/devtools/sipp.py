@@ -139,6 +139,11 @@ class SippPhone:
     def returncode(self) -> int | None:
         return None if self._proc is None else self._proc.poll()
 
+    @property
+    def pid(self) -> int | None:
+        """SIPp's process id once started."""
+        return None if self._proc is None else self._proc.pid
+
     def stop(self) -> None:
         """Terminate SIPp if it still runs (SIGTERM, then SIGKILL) and reap it."""
         proc = self._proc
