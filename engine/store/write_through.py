@@ -42,6 +42,9 @@ __all__ = ["WriteThrough"]
 
 _SESSION_COLS: Final = ", ".join(SESSION_COLUMNS)
 _EVENT_COLS: Final = ", ".join(EVENT_COLUMNS)
+# an event's columns beside its session's in one result row (both have id and tenant_id)
+_EVENT_PREFIX: Final = "event_"
+_EVENT_COLS_PREFIXED: Final = ", ".join(f"{c} AS {_EVENT_PREFIX}{c}" for c in EVENT_COLUMNS)
 
 
 def _now() -> datetime:
@@ -173,11 +176,10 @@ class WriteThrough:
             current, callback_url = await self._lock(conn, tenant_id, session_id)
             decided = current.machine().transition(target, when)
             columns = {**changes, **decided.changes}
-            updated = await self._update(conn, current, columns)
-            event = await self._insert_event(
+            updated, event = await self._update_with_event(
                 conn,
-                updated,
-                seq=updated.version,
+                current,
+                columns,
                 event_type=event_type,
                 status_from=decided.status_from.value,
                 status_to=decided.status_to.value,
@@ -205,11 +207,10 @@ class WriteThrough:
         when = at or _now()
         async with self._writing() as (conn, committed):
             current, _ = await self._lock(conn, tenant_id, session_id)
-            updated = await self._update(conn, current, changes)
-            event = await self._insert_event(
+            updated, event = await self._update_with_event(
                 conn,
-                updated,
-                seq=updated.version,
+                current,
+                changes,
                 event_type=event_type,
                 status_from=None,
                 status_to=None,
@@ -236,20 +237,42 @@ class WriteThrough:
         tenant_url = values.pop("tenant_callback_url")
         return StoredSession.from_row(values), tenant_url
 
-    async def _update(
-        self, conn: Connection, current: StoredSession, columns: Mapping[str, Any]
-    ) -> StoredSession:
+    async def _update_with_event(
+        self,
+        conn: Connection,
+        current: StoredSession,
+        columns: Mapping[str, Any],
+        *,
+        event_type: CallEventType,
+        status_from: str | None,
+        status_to: str | None,
+        payload: dict[str, Any],
+        at: datetime,
+    ) -> tuple[StoredSession, CallEvent]:
+        """Write the locked row and insert its event (``seq``: the row's new ``version``).
+
+        One statement, so one round trip: a call's facts are mostly this, and every round
+        trip costs the engine a send and a wake-up (bench/originate.py, py-spy).
+        """
         sets = ["version = version + 1", "updated_at = now()"]
-        args: list[Any] = [current.id]
+        args: list[Any] = [current.id, event_type, status_from, status_to, payload, at]
         for name, value in columns.items():
             args.append(value)
             sets.append(f"{name} = ${len(args)}")
         row = await conn.fetchrow(
-            f"UPDATE click_to_call_session SET {', '.join(sets)} WHERE id = $1 "
-            f"RETURNING {_SESSION_COLS}",
+            f"WITH updated AS (UPDATE click_to_call_session SET {', '.join(sets)} "
+            f"WHERE id = $1 RETURNING {_SESSION_COLS}), "
+            f"event AS (INSERT INTO call_event (tenant_id, session_id, seq, event_type, "
+            f"status_from, status_to, payload, occurred_at) SELECT tenant_id, id, version, "
+            f"$2::text, $3::text, $4::text, $5::jsonb, $6::timestamptz FROM updated "
+            f"RETURNING {_EVENT_COLS_PREFIXED}) "
+            f"SELECT * FROM updated, event",
             *args,
         )
-        return StoredSession.from_row(returned(row, f"UPDATE of locked session {current.id}"))
+        found = returned(row, f"UPDATE of locked session {current.id}")
+        session = StoredSession.from_row({name: found[name] for name in SESSION_COLUMNS})
+        event = CallEvent(**{name: found[_EVENT_PREFIX + name] for name in EVENT_COLUMNS})
+        return session, event
 
     async def _insert_event(
         self,
