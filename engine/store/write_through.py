@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import asyncpg
+
 from engine.contract import status_callback
 from engine.domain.call import CallStatus
 from engine.domain.event_types import CallEventType
@@ -41,7 +43,6 @@ from engine.store.records import (
 __all__ = ["WriteThrough"]
 
 _SESSION_COLS: Final = ", ".join(SESSION_COLUMNS)
-_EVENT_COLS: Final = ", ".join(EVENT_COLUMNS)
 # an event's columns beside its session's in one result row (both have id and tenant_id)
 _EVENT_PREFIX: Final = "event_"
 _EVENT_COLS_PREFIXED: Final = ", ".join(f"{c} AS {_EVENT_PREFIX}{c}" for c in EVENT_COLUMNS)
@@ -49,6 +50,13 @@ _EVENT_COLS_PREFIXED: Final = ", ".join(f"{c} AS {_EVENT_PREFIX}{c}" for c in EV
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _session_and_event(row: asyncpg.Record) -> tuple[StoredSession, CallEvent]:
+    """A row of a session's columns beside its event's (prefixed) as the two records."""
+    session = StoredSession.from_row({name: row[name] for name in SESSION_COLUMNS})
+    event = CallEvent(**{name: row[_EVENT_PREFIX + name] for name in EVENT_COLUMNS})
+    return session, event
 
 
 class WriteThrough:
@@ -75,18 +83,23 @@ class WriteThrough:
     async def create(self, new: NewSession) -> tuple[StoredSession, bool]:
         """Store a queued session; return it and whether this call created it.
 
-        With an idempotency key, a repeat returns the first session (``False``); the same key
-        with a different request body raises :class:`Conflict`.
+        The row and its ``session.created`` event are one statement (atomic by itself, one
+        round trip). With an idempotency key, a repeat returns the first session
+        (``False``); the same key with a different request body raises :class:`Conflict`.
         """
-        async with self._writing() as (conn, committed):
+        async with self._db.connection() as conn:
             row = await conn.fetchrow(
-                f"INSERT INTO click_to_call_session (tenant_id, provider_id, direction, "
-                f"agent_number, customer_number, caller_id, agent_id, external_ref, "
+                f"WITH created AS (INSERT INTO click_to_call_session (tenant_id, provider_id, "
+                f"direction, agent_number, customer_number, caller_id, agent_id, external_ref, "
                 f"callback_url, metadata, idempotency_key, request_hash, caller_number, "
                 f"dialed_number, ivr_menu, version) "
                 f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1) "
                 f"ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
-                f"DO NOTHING RETURNING {_SESSION_COLS}",
+                f"DO NOTHING RETURNING {_SESSION_COLS}), "
+                f"event AS (INSERT INTO call_event (tenant_id, session_id, seq, event_type, "
+                f"status_to, payload, occurred_at) SELECT tenant_id, id, 1, $16::text, status, "
+                f"$17::jsonb, created_at FROM created RETURNING {_EVENT_COLS_PREFIXED}) "
+                f"SELECT * FROM created, event",
                 new.tenant_id,
                 new.provider_id,
                 new.direction.value,
@@ -102,38 +115,30 @@ class WriteThrough:
                 new.caller_number,
                 new.dialed_number,
                 new.ivr_menu,
+                CallEventType.SESSION_CREATED,
+                {"direction": new.direction.value},
             )
-            if row is None:
-                existing = await conn.fetchrow(
-                    f"SELECT {_SESSION_COLS} FROM click_to_call_session "
-                    f"WHERE tenant_id = $1 AND idempotency_key = $2",
-                    new.tenant_id,
-                    new.idempotency_key,
-                )
-                if existing is None:
-                    raise StoreError(
-                        f"Idempotency-Key {new.idempotency_key!r} conflicted with no session"
-                    )
-                first = StoredSession.from_row(existing)
-                if first.request_hash != new.request_hash:
-                    raise Conflict(
-                        f"Idempotency-Key {new.idempotency_key!r} was used with a different "
-                        f"request body (session {first.id})"
-                    )
-                return first, False
-            session = StoredSession.from_row(row)
-            event = await self._insert_event(
-                conn,
-                session,
-                seq=1,
-                event_type=CallEventType.SESSION_CREATED,
-                status_from=None,
-                status_to=session.status.value,
-                payload={"direction": session.direction.value},
-                at=session.created_at,
+            if row is not None:
+                session, event = _session_and_event(row)
+                # committed, and nothing awaited before publishing: see module doc
+                if self._events is not None:
+                    self._events.publish(event)
+                return session, True
+            existing = await conn.fetchrow(
+                f"SELECT {_SESSION_COLS} FROM click_to_call_session "
+                f"WHERE tenant_id = $1 AND idempotency_key = $2",
+                new.tenant_id,
+                new.idempotency_key,
             )
-            committed.append(event)
-            return session, True
+        if existing is None:
+            raise StoreError(f"Idempotency-Key {new.idempotency_key!r} conflicted with no session")
+        first = StoredSession.from_row(existing)
+        if first.request_hash != new.request_hash:
+            raise Conflict(
+                f"Idempotency-Key {new.idempotency_key!r} was used with a different "
+                f"request body (session {first.id})"
+            )
+        return first, False
 
     # -- read -------------------------------------------------------------------------------
 
@@ -269,37 +274,7 @@ class WriteThrough:
             f"SELECT * FROM updated, event",
             *args,
         )
-        found = returned(row, f"UPDATE of locked session {current.id}")
-        session = StoredSession.from_row({name: found[name] for name in SESSION_COLUMNS})
-        event = CallEvent(**{name: found[_EVENT_PREFIX + name] for name in EVENT_COLUMNS})
-        return session, event
-
-    async def _insert_event(
-        self,
-        conn: Connection,
-        session: StoredSession,
-        *,
-        seq: int,
-        event_type: CallEventType,
-        status_from: str | None,
-        status_to: str | None,
-        payload: dict[str, Any],
-        at: datetime,
-    ) -> CallEvent:
-        row = await conn.fetchrow(
-            f"INSERT INTO call_event (tenant_id, session_id, seq, event_type, status_from, "
-            f"status_to, payload, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-            f"RETURNING {_EVENT_COLS}",
-            session.tenant_id,
-            session.id,
-            seq,
-            event_type,
-            status_from,
-            status_to,
-            payload,
-            at,
-        )
-        return CallEvent.from_row(returned(row, "INSERT INTO call_event"))
+        return _session_and_event(returned(row, f"UPDATE of locked session {current.id}"))
 
     async def _enqueue_callback(
         self, conn: Connection, session: StoredSession, event: CallEvent, url: str

@@ -3,6 +3,7 @@ what a change returns is what PostgreSQL holds, the row and its event alike."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ import pytest
 
 from engine.domain.call import CallStatus
 from engine.domain.event_types import CallEventType
-from engine.errors import NotFound
+from engine.errors import Conflict, NotFound
 from engine.store.database import Database
 from engine.store.records import NewSession
 from engine.store.repositories import Store
@@ -77,3 +78,26 @@ async def test_a_change_of_a_session_of_another_tenant_is_not_found(db: Database
         await store.sessions.transition(uuid.uuid4(), session.id, CallStatus.DIALING_AGENT)
     with pytest.raises(NotFound):
         await store.sessions.append_event(uuid.uuid4(), session.id, CallEventType.RECORDING_STARTED)
+
+
+async def test_a_new_session_is_stored_with_its_created_event_and_a_repeated_key_adds_neither(
+    db: Database,
+) -> None:
+    store = Store.over(db)
+    tenant = await store.tenants.by_slug("default")
+    new = dataclasses.replace(
+        _click_to_call(tenant.id), idempotency_key=f"key-{uuid.uuid4()}", request_hash="h1"
+    )
+
+    session, created = await store.sessions.create(new)
+    again, created_again = await store.sessions.create(new)
+
+    assert (created, created_again) == (True, False)
+    assert again == session
+    events = await store.sessions.events(tenant.id, session.id)
+    assert [(e.seq, e.event_type, e.status_to, e.payload) for e in events] == [
+        (1, CallEventType.SESSION_CREATED, "queued", {"direction": "click_to_call"})
+    ]
+    assert events[0].occurred_at == session.created_at
+    with pytest.raises(Conflict):
+        await store.sessions.create(dataclasses.replace(new, request_hash="h2"))
