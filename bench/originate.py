@@ -348,6 +348,8 @@ async def engine_held_calls(db_url: str, box: Sandbox, work: Path, n: int, hold:
         proc.terminate()
         await proc.wait()
     await delete_recordings([recording_name(sid) for sid in ids])
+    if held.completed < n:
+        print("engine warnings and errors:", (work / "engine.log").read_text()[-4000:])
     return held
 
 
@@ -367,6 +369,8 @@ async def _sessions_whole(store: Store, tenant_id: uuid.UUID, ids: list[uuid.UUI
         numbered = [e.seq for e in events] == list(range(1, len(events) + 1))
         if trail == BRIDGED_TRAIL and kinds >= RECORDING_EVENTS and numbered:
             whole += 1
+        else:
+            print(f"not whole: {s.id} {s.status.value} ({s.end_reason}): {sorted(kinds)}")
     return whole
 
 
