@@ -303,7 +303,9 @@ async def hold_calls(
         for _ in range(n):
             await place()
             await asyncio.sleep(1 / 20)
-        await asyncio.sleep(hold / 2)
+        # every call is up now, while placing took less than the hold (n / 20 s < hold s):
+        # the first ones end a hold after they were answered
+        await asyncio.sleep(min(2.0, hold / 2))
         rss_held = rss_mb(pid)
         await asyncio.to_thread(customer.wait, hold + 120)
         await asyncio.to_thread(agent.wait, 60)
