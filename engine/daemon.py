@@ -88,8 +88,8 @@ class Engine(Lifecycle):
             else:
                 # only the events the engine listens to (the restart watch's): with "on"
                 # every call, CDR and dialplan event of every call on the PBX crosses the
-                # socket to be parsed and dropped, a quarter of the engine's CPU with
-                # click-to-calls up (bench/originate.py, py-spy)
+                # socket to be parsed and dropped (~25% of the engine's loop CPU in
+                # bench/originate.py while an IVR bench ran on the same Asterisk; py-spy)
                 self.ami = AmiLink.from_settings(
                     settings.ami, health=self.health, events=RestartWatch.EVENTS
                 )
