@@ -1,24 +1,32 @@
-"""The smallest programs that run bench/ivr.py's 2-level menu over FastAGI and over ARI.
+"""The smallest programs that do what the engine's benches drive it to do, over the same doors.
 
-They do what the menu needs and nothing else: no database, no state machine, no DTMF rows,
-no timers (the bench caller always keys "1" then "#"). Run beside the engine's doors on the
-same sandbox, they show what each door costs Asterisk itself and the ceiling a Python
-program reaches through it, so the engine's figures can be read against them.
+bench/ivr.py's 2-level menu over FastAGI and over ARI, and bench/originate.py's bridged
+click-to-call over ARI. They do what the call needs and nothing else: no database, no state
+machine, no event rows, no timers (the bench caller always keys "1" then "#"; the customer's
+phone hangs up by itself). Run beside the engine on the same sandbox, they show what each
+flow costs Asterisk itself and the ceiling a Python program reaches through it, so the
+engine's figures can be read against them.
 
 - ``BareAgiServer``: FastAGI on 127.0.0.1:4575 (dialplan: ``4575<number>`` from the caller).
   The same AGI commands as the engine's door: ANSWER, STREAM FILE hello-world (key 1),
   STREAM FILE beep (key #), WAIT FOR DIGIT when a prompt ends unanswered, HANGUP.
 - ``BareAriApp``: the Stasis app ``ctc-bare`` (dialplan: ``4576<number>``): answer, play
   hello-world, on 1 stop it and play beep, on # hang up.
+- ``BareClickToCall``: the Stasis app ``ctc-bare-c2c`` (no dialplan: its channels are
+  originated straight into it): originate the agent; when the agent answers, originate the
+  customer; when the customer answers, bridge both (mixing) and record the bridge; when
+  either leg ends, hang up the other and destroy the bridge.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import base64
 import contextlib
 import json
 import re
+import uuid
 from types import TracebackType
 from typing import Any, Self
 
@@ -26,7 +34,7 @@ import aiohttp
 
 from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER
 
-__all__ = ["BareAgiServer", "BareAriApp"]
+__all__ = ["BareAgiServer", "BareAriApp", "BareClickToCall"]
 
 _RESULT = re.compile(rb"result=(-?\d+)")
 
@@ -81,8 +89,10 @@ class BareAgiServer:
             writer.close()
 
 
-class BareAriApp:
-    app = "ctc-bare"
+class _BareStasisApp(abc.ABC):
+    """One Stasis app over aiohttp: one WebSocket for its events, each handled in a task."""
+
+    app: str
 
     def __init__(self) -> None:
         token = base64.b64encode(f"{ARI_USER}:{ARI_PASSWORD}".encode()).decode()
@@ -90,10 +100,7 @@ class BareAriApp:
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
-        self._menu: dict[str, str] = {}  # channel id -> "main" | "sub"
-        self._playing: dict[str, str] = {}  # channel id -> playback id
         self._handlers: set[asyncio.Task[None]] = set()
-        self.walked = 0
 
     async def __aenter__(self) -> Self:
         # at most 64 connections, as the engine's ARI client: Asterisk's HTTP server serves
@@ -112,11 +119,19 @@ class BareAriApp:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for channel in list(self._menu):  # calls left in the app would stay up for good
+        for channel in self._live_channels():  # calls left in the app would stay up for good
             with contextlib.suppress(aiohttp.ClientError):
                 await self._call("DELETE", f"/channels/{channel}")
         if self._http is not None:
             await self._http.close()
+
+    @abc.abstractmethod
+    def _live_channels(self) -> list[str]:
+        """The channels still in the app, hung up on exit."""
+
+    @abc.abstractmethod
+    async def _on(self, event: dict[str, Any]) -> None:
+        """Handle one event of the app."""
 
     async def _events(self) -> None:
         assert self._http is not None
@@ -131,10 +146,23 @@ class BareAriApp:
                 self._handlers.add(task)
                 task.add_done_callback(self._handlers.discard)
 
-    async def _call(self, method: str, path: str) -> Any:
+    async def _call(self, method: str, path: str, params: dict[str, str] | None = None) -> Any:
         assert self._http is not None
-        async with self._http.request(method, ARI_URL + path) as resp:
+        async with self._http.request(method, ARI_URL + path, params=params) as resp:
             return await resp.json() if resp.content_type == "application/json" else None
+
+
+class BareAriApp(_BareStasisApp):
+    app = "ctc-bare"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._menu: dict[str, str] = {}  # channel id -> "main" | "sub"
+        self._playing: dict[str, str] = {}  # channel id -> playback id
+        self.walked = 0
+
+    def _live_channels(self) -> list[str]:
+        return list(self._menu)
 
     async def _play(self, channel: str, media: str) -> None:
         playback = await self._call("POST", f"/channels/{channel}/play?media=sound:{media}")
@@ -167,3 +195,77 @@ class BareAriApp:
         elif kind == "StasisEnd":
             self._menu.pop(channel, None)
             self._playing.pop(channel, None)
+
+
+class BareClickToCall(_BareStasisApp):
+    """Bridged click-to-calls: ``await place(agent_endpoint, customer_endpoint)`` starts one;
+    ``completed`` counts the calls that were bridged and recorded and whose legs both ended."""
+
+    app = "ctc-bare-c2c"
+
+    def __init__(self, recording_format: str = "wav") -> None:
+        super().__init__()
+        self._format = recording_format
+        self._run = uuid.uuid4().hex[:8]
+        self._placed = 0
+        self._customer_endpoint: dict[str, str] = {}  # call id -> customer endpoint
+        self._up: dict[str, set[str]] = {}  # call id -> its legs in the app
+        self._bridged: set[str] = set()
+        self.recordings: list[str] = []  # names of the recordings made (one per call)
+        self.completed = 0
+        self._progress = asyncio.Condition()  # notified as calls complete
+
+    def _live_channels(self) -> list[str]:
+        return [f"{call}-{leg}" for call, legs in self._up.items() for leg in legs]
+
+    async def completion(self, calls: int) -> None:
+        """Wait until ``calls`` calls completed."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.completed >= calls)
+
+    async def place(self, agent_endpoint: str, customer_endpoint: str) -> None:
+        self._placed += 1
+        call = f"bare-{self._run}-{self._placed}"
+        self._customer_endpoint[call] = customer_endpoint
+        await self._originate(call, "agent", agent_endpoint)
+
+    async def _originate(self, call: str, leg: str, endpoint: str) -> None:
+        params = {"endpoint": endpoint, "app": self.app, "timeout": "30"}
+        await self._call("POST", f"/channels/{call}-{leg}", params)
+
+    async def _on(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        call, _, leg = event.get("channel", {}).get("id", "").rpartition("-")
+        if kind == "StasisStart":
+            self._up.setdefault(call, set()).add(leg)
+            if leg == "agent":
+                await self._originate(call, "customer", self._customer_endpoint.pop(call))
+            elif leg == "customer":
+                await self._bridge_and_record(call)
+        elif kind == "StasisEnd":
+            await self._end(call, leg)
+
+    async def _bridge_and_record(self, call: str) -> None:
+        await self._call("POST", f"/bridges/{call}", {"type": "mixing"})
+        await self._call(
+            "POST", f"/bridges/{call}/addChannel", {"channel": f"{call}-agent,{call}-customer"}
+        )
+        recording = {"name": call, "format": self._format, "ifExists": "overwrite"}
+        await self._call("POST", f"/bridges/{call}/record", recording)
+        self._bridged.add(call)
+        self.recordings.append(call)
+
+    async def _end(self, call: str, leg: str) -> None:
+        legs = self._up.get(call, set())
+        legs.discard(leg)
+        if legs:  # the first leg to end: hang up the other, the call is over
+            other = legs.pop()
+            await self._call("DELETE", f"/channels/{call}-{other}")
+            await self._call("DELETE", f"/bridges/{call}")
+            return
+        self._up.pop(call, None)
+        if call in self._bridged:
+            self._bridged.discard(call)
+            async with self._progress:
+                self.completed += 1
+                self._progress.notify_all()

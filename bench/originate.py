@@ -8,8 +8,11 @@ Two runs, one table each (run as root; the sandbox is brought up if needed):
    Busy: the call ends as `busy`, and every call must. The engine runs as `ctc run` in its
    own process; its CPU seconds per call are read from /proc. The baseline beside it is a
    bare ARI `POST /channels` to the same phone, from this process.
-2. Concurrency: N bridged calls (SIPp agent and customer phones) held for H seconds; every
-   session must end `completed` with its whole event trail (no lost events); engine RSS.
+2. Concurrency: N bridged, recorded calls (SIPp agent and customer phones; the customer
+   hangs up after H seconds), first through the engine, then through bench/baselines.py's
+   bare click-to-call (no database) on the same phones: CPU per call of each program,
+   Asterisk's CPU per call, RSS per call held. Every engine session must end `completed`
+   with its whole event trail (no lost events).
 
     .venv/bin/python -m bench.originate --calls 200 --rates 1,10,20 --concurrent 100 --hold 30
 """
@@ -18,26 +21,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from engine.asterisk.links.ari import AriClient
+from bench.baselines import BareClickToCall
+from engine.asterisk.links.ari import AriClient, AriNotFound
+from engine.asterisk.naming import recording_name
 from engine.devtools.databases import create_database, drop_database
 from engine.devtools.sandbox import ARI_PASSWORD, Sandbox
 from engine.devtools.sipp import SippPhone
+from engine.domain.event_types import CallEventType
 from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migrate
 from engine.store.repositories import Store
 
 PHONE_PORT = 5073  # agent3's port in dialplan/pjsip.conf
+SETTLE_S = 30  # how long a program may take to finish its calls once the phones are done
 
 
 class BusyPhone(asyncio.DatagramProtocol):
@@ -237,79 +247,191 @@ async def _drive_ari(ari: AriClient, phone: BusyPhone, calls: int, rate: int) ->
     return lat
 
 
-async def concurrency_run(db_url: str, box: Sandbox, n: int, hold: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        agent = SippPhone(
-            "uas_answer.xml", port=5071, workdir=work / "sipp", calls=n, timeout_s=hold + 120
-        )
-        customer = SippPhone(
-            "uas_answer_then_hangup.xml",
-            port=5080,
-            workdir=work / "sipp",
-            calls=n,
-            hold_ms=hold * 1000,
-            timeout_s=hold + 120,
-        )
-        proc, sock = await start_engine(db_url, work, box, "")
-        try:
-            rss0 = rss_mb(proc.pid)
-            cpu0 = cpu_seconds(proc.pid)
-            asterisk = box.status().pid
-            ast0 = cpu_seconds(asterisk) if asterisk else float("nan")
-            with agent, customer:
-                connector = aiohttp.UnixConnector(path=str(sock), limit=50)
-                ids = []
-                async with aiohttp.ClientSession(connector=connector) as http:
-                    for _ in range(n):
-                        body = {
-                            "agent_number": "agent1",
-                            "customer_number": "+14155550100",
-                            "external_ref": "bench-concurrent",
-                        }
-                        async with http.post(
-                            "http://ctc/api/v1/click-to-call/initiate", json=body
-                        ) as resp:
-                            ids.append(uuid.UUID((await resp.json())["id"]))
-                        await asyncio.sleep(1 / 20)
-                await asyncio.sleep(hold / 2)
-                rss_mid = rss_mb(proc.pid)
-                await asyncio.to_thread(customer.wait, hold + 120)
-                await asyncio.to_thread(agent.wait, 60)
-            cpu = cpu_seconds(proc.pid) - cpu0
-            ast = (cpu_seconds(asterisk) if asterisk else float("nan")) - ast0
-            async with Database(db_url) as db:
-                store = Store.over(db)
-                statuses: dict[str, int] = {}
-                complete = 0
-                for sid in ids:
-                    s = await store.sessions.by_id(sid)
-                    assert s is not None
-                    statuses[s.status.value] = statuses.get(s.status.value, 0) + 1
-                    events = await store.sessions.events(s.tenant_id, sid)
-                    trail = [e.status_to for e in events if e.status_to]
-                    seqs = [e.seq for e in events]
-                    if trail == [
-                        "queued",
-                        "dialing_agent",
-                        "agent_answered",
-                        "dialing_customer",
-                        "connected",
-                        "completed",
-                    ] and seqs == list(range(1, len(seqs) + 1)):
-                        complete += 1
-        finally:
-            proc.terminate()
-            await proc.wait()
-    print(f"\n{n} concurrent bridged calls held {hold} s")
-    print(
-        f"statuses: {statuses}; sessions with their whole event trail: {complete}/{n} "
-        f"(lost: {n - complete})"
+# The whole event trail of a bridged, recorded call that the customer hung up.
+BRIDGED_TRAIL = [
+    "queued",
+    "dialing_agent",
+    "agent_answered",
+    "dialing_customer",
+    "connected",
+    "completed",
+]
+RECORDING_EVENTS = {CallEventType.RECORDING_STARTED, CallEventType.RECORDING_FINISHED}
+AGENT, CUSTOMER = "agent1", "+14155550100"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HeldCalls:
+    """What one program spent holding N bridged calls: its own CPU, Asterisk's, its RSS."""
+
+    run: str
+    calls: int
+    completed: int
+    cpu_s: float
+    asterisk_cpu_s: float
+    rss_idle_mb: float
+    rss_held_mb: float
+
+    def per_call_ms(self, seconds: float) -> float:
+        return seconds / self.calls * 1000
+
+    @property
+    def rss_kb_per_call(self) -> float:
+        return (self.rss_held_mb - self.rss_idle_mb) * 1024 / self.calls
+
+
+async def hold_calls(
+    run: str,
+    box: Sandbox,
+    work: Path,
+    pid: int,
+    n: int,
+    hold: int,
+    place: Callable[[], Awaitable[None]],
+    settled: Callable[[], Awaitable[int]],
+) -> HeldCalls:
+    """Place ``n`` calls (20/s) to a SIPp agent and customer pair of its own; the customer
+    hangs up after ``hold`` s. Process ``pid`` is the program under test; ``settled``
+    waits until it has finished its calls and says how many completed whole."""
+    phones = work / f"sipp-{run}"
+    agent = SippPhone("uas_answer.xml", port=5071, workdir=phones, calls=n, timeout_s=hold + 120)
+    customer = SippPhone(
+        "uas_answer_then_hangup.xml",
+        port=5080,
+        workdir=phones,
+        calls=n,
+        hold_ms=hold * 1000,
+        timeout_s=hold + 120,
     )
+    asterisk = box.status().pid
+    if asterisk is None:
+        raise SystemExit("the sandbox Asterisk is not running")
+    rss0 = rss_mb(pid)
+    cpu0, ast0 = cpu_seconds(pid), cpu_seconds(asterisk)
+    with agent, customer:
+        for _ in range(n):
+            await place()
+            await asyncio.sleep(1 / 20)
+        # every call is up now, while placing took less than the hold (n / 20 s < hold s):
+        # the first ones end a hold after they were answered
+        await asyncio.sleep(min(2.0, hold / 2))
+        rss_held = rss_mb(pid)
+        await asyncio.to_thread(customer.wait, hold + 120)
+        await asyncio.to_thread(agent.wait, 60)
+        completed = await settled()
+    return HeldCalls(
+        run,
+        n,
+        completed,
+        cpu_seconds(pid) - cpu0,
+        cpu_seconds(asterisk) - ast0,
+        rss0,
+        rss_held,
+    )
+
+
+async def engine_held_calls(db_url: str, box: Sandbox, work: Path, n: int, hold: int) -> HeldCalls:
+    """The engine (``ctc run``, its CPU from /proc) holding ``n`` recorded bridged calls;
+    a call completes whole when its session ended ``completed`` with every status and both
+    recording events in its trail, numbered without a gap (no lost events)."""
+    proc, sock = await start_engine(db_url, work, box, "")
+    ids: list[uuid.UUID] = []
+    try:
+        async with Database(db_url) as db:
+            store = Store.over(db)
+            tenant = await store.tenants.by_slug("default")
+            await store.recording.set_default(tenant.id, is_enabled=True)
+            connector = aiohttp.UnixConnector(path=str(sock), limit=50)
+            async with aiohttp.ClientSession(connector=connector) as http:
+
+                async def place() -> None:
+                    body = {"agent_number": AGENT, "customer_number": CUSTOMER}
+                    async with http.post(
+                        "http://ctc/api/v1/click-to-call/initiate", json=body
+                    ) as resp:
+                        ids.append(uuid.UUID((await resp.json())["id"]))
+
+                async def settled() -> int:
+                    return await _sessions_whole(store, tenant.id, ids)
+
+                held = await hold_calls("engine", box, work, proc.pid, n, hold, place, settled)
+    finally:
+        proc.terminate()
+        await proc.wait()
+    await delete_recordings([recording_name(sid) for sid in ids])
+    if held.completed < n:
+        print("engine warnings and errors:", (work / "engine.log").read_text()[-4000:])
+    return held
+
+
+async def _sessions_whole(store: Store, tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> int:
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        sessions = [await store.sessions.get(tenant_id, sid) for sid in ids]
+        ended = all(s.status.is_terminal and s.recording_duration_ms is not None for s in sessions)
+        if ended or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    whole = 0
+    for s in sessions:
+        events = await store.sessions.events(tenant_id, s.id)
+        trail = [e.status_to for e in events if e.status_to]
+        kinds = {e.event_type for e in events}
+        numbered = [e.seq for e in events] == list(range(1, len(events) + 1))
+        if trail == BRIDGED_TRAIL and kinds >= RECORDING_EVENTS and numbered:
+            whole += 1
+        else:
+            print(f"not whole: {s.id} {s.status.value} ({s.end_reason}): {sorted(kinds)}")
+    return whole
+
+
+async def bare_held_calls(box: Sandbox, work: Path, n: int, hold: int) -> HeldCalls:
+    """bench/baselines.py's bare click-to-call, in this process (its CPU is this process's),
+    holding ``n`` recorded bridged calls to the same phones as the engine's."""
+    async with BareClickToCall() as bare:
+
+        async def place() -> None:
+            await bare.place("PJSIP/" + AGENT, f"PJSIP/{CUSTOMER}@trunk")
+
+        async def settled() -> int:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SETTLE_S):
+                    await bare.completion(n)
+            return bare.completed
+
+        held = await hold_calls("bare", box, work, os.getpid(), n, hold, place, settled)
+    await delete_recordings(bare.recordings)
+    return held
+
+
+async def delete_recordings(names: list[str]) -> None:
+    """Remove the runs' recordings from the sandbox (1000 calls of 60 s make ~1 GB)."""
+    async with AriClient("http://127.0.0.1:8088", "ctc", ARI_PASSWORD) as ari:
+        for name in names:
+            with contextlib.suppress(AriNotFound):
+                await ari.request("DELETE", f"/recordings/stored/{name}")
+
+
+async def concurrency_run(db_url: str, box: Sandbox, n: int, hold: int) -> None:
+    """The engine's and the bare program's bridged calls, back to back: one table."""
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = await engine_held_calls(db_url, box, Path(tmp), n, hold)
+        bare = await bare_held_calls(box, Path(tmp), n, hold)
+    print(f"\n{n} concurrent bridged, recorded calls held {hold} s (placed at 20/s)")
     print(
-        f"engine RSS {rss0:.1f} MB idle -> {rss_mid:.1f} MB with {n} calls up "
-        f"({(rss_mid - rss0) * 1024 / n:.0f} KB per call); engine CPU {cpu / n * 1000:.2f} "
-        f"ms per call; Asterisk CPU {ast / n * 1000:.2f} ms per call (media included)"
+        f"{'run':<10} {'calls':>6} {'completed':>10} {'CPU ms/call':>12} "
+        f"{'Asterisk CPU ms/call':>21} {'RSS KB/call':>12}"
+    )
+    for held in (engine, bare):
+        print(
+            f"{held.run:<10} {held.calls:>6} {held.completed:>10} "
+            f"{held.per_call_ms(held.cpu_s):>12.2f} "
+            f"{held.per_call_ms(held.asterisk_cpu_s):>21.2f} {held.rss_kb_per_call:>12.0f}"
+        )
+    print(
+        f"engine CPU per call / bare: {engine.cpu_s / bare.cpu_s:.2f}x (target <= 1.5x); "
+        f"engine calls with a lost event: {n - engine.completed}; "
+        f"engine RSS {engine.rss_idle_mb:.1f} MB idle, {engine.rss_held_mb:.1f} MB held"
     )
 
 

@@ -87,11 +87,13 @@ class Engine(Lifecycle):
             if settings.ami.password is None:
                 self.health.set("ami", "down", "ami.password is not set", required=False)
             else:
-                # the engine reads one AMI event, FullyBooted (restart_watch), of class
-                # "system": asking for that class alone spares both sides every call
-                # event (at 200 IVR calls/s, ~5 % of the engine's CPU went to parsing
-                # events it dropped); action responses are not events and still come
-                self.ami = AmiLink.from_settings(settings.ami, health=self.health, events="system")
+                # only the events the engine listens to (the restart watch's): with "on"
+                # every call, CDR and dialplan event of every call on the PBX crosses the
+                # socket to be parsed and dropped (~25% of the engine's loop CPU in
+                # bench/originate.py while an IVR bench ran on the same Asterisk; py-spy)
+                self.ami = AmiLink.from_settings(
+                    settings.ami, health=self.health, events=RestartWatch.EVENTS
+                )
         self.loop_watch = LoopWatch(self.metrics)
         # both IVR doors' capacity: one count of calls in progress, one measure of lateness
         self.ivr_admission = IvrAdmission(

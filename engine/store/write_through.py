@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import asyncpg
+
 from engine.contract import status_callback
 from engine.domain.call import CallStatus
 from engine.domain.event_types import CallEventType
@@ -41,11 +43,20 @@ from engine.store.records import (
 __all__ = ["WriteThrough"]
 
 _SESSION_COLS: Final = ", ".join(SESSION_COLUMNS)
-_EVENT_COLS: Final = ", ".join(EVENT_COLUMNS)
+# an event's columns beside its session's in one result row (both have id and tenant_id)
+_EVENT_PREFIX: Final = "event_"
+_EVENT_COLS_PREFIXED: Final = ", ".join(f"{c} AS {_EVENT_PREFIX}{c}" for c in EVENT_COLUMNS)
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _session_and_event(row: asyncpg.Record) -> tuple[StoredSession, CallEvent]:
+    """A row of a session's columns beside its event's (prefixed) as the two records."""
+    session = StoredSession.from_row({name: row[name] for name in SESSION_COLUMNS})
+    event = CallEvent(**{name: row[_EVENT_PREFIX + name] for name in EVENT_COLUMNS})
+    return session, event
 
 
 class WriteThrough:
@@ -72,18 +83,23 @@ class WriteThrough:
     async def create(self, new: NewSession) -> tuple[StoredSession, bool]:
         """Store a queued session; return it and whether this call created it.
 
-        With an idempotency key, a repeat returns the first session (``False``); the same key
-        with a different request body raises :class:`Conflict`.
+        The row and its ``session.created`` event are one statement (atomic by itself, one
+        round trip). With an idempotency key, a repeat returns the first session
+        (``False``); the same key with a different request body raises :class:`Conflict`.
         """
-        async with self._writing() as (conn, committed):
+        async with self._db.connection() as conn:
             row = await conn.fetchrow(
-                f"INSERT INTO click_to_call_session (tenant_id, provider_id, direction, "
-                f"agent_number, customer_number, caller_id, agent_id, external_ref, "
+                f"WITH created AS (INSERT INTO click_to_call_session (tenant_id, provider_id, "
+                f"direction, agent_number, customer_number, caller_id, agent_id, external_ref, "
                 f"callback_url, metadata, idempotency_key, request_hash, caller_number, "
                 f"dialed_number, ivr_menu, version) "
                 f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1) "
                 f"ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
-                f"DO NOTHING RETURNING {_SESSION_COLS}",
+                f"DO NOTHING RETURNING {_SESSION_COLS}), "
+                f"event AS (INSERT INTO call_event (tenant_id, session_id, seq, event_type, "
+                f"status_to, payload, occurred_at) SELECT tenant_id, id, 1, $16::text, status, "
+                f"$17::jsonb, created_at FROM created RETURNING {_EVENT_COLS_PREFIXED}) "
+                f"SELECT * FROM created, event",
                 new.tenant_id,
                 new.provider_id,
                 new.direction.value,
@@ -99,38 +115,30 @@ class WriteThrough:
                 new.caller_number,
                 new.dialed_number,
                 new.ivr_menu,
+                CallEventType.SESSION_CREATED,
+                {"direction": new.direction.value},
             )
-            if row is None:
-                existing = await conn.fetchrow(
-                    f"SELECT {_SESSION_COLS} FROM click_to_call_session "
-                    f"WHERE tenant_id = $1 AND idempotency_key = $2",
-                    new.tenant_id,
-                    new.idempotency_key,
-                )
-                if existing is None:
-                    raise StoreError(
-                        f"Idempotency-Key {new.idempotency_key!r} conflicted with no session"
-                    )
-                first = StoredSession.from_row(existing)
-                if first.request_hash != new.request_hash:
-                    raise Conflict(
-                        f"Idempotency-Key {new.idempotency_key!r} was used with a different "
-                        f"request body (session {first.id})"
-                    )
-                return first, False
-            session = StoredSession.from_row(row)
-            event = await self._insert_event(
-                conn,
-                session,
-                seq=1,
-                event_type=CallEventType.SESSION_CREATED,
-                status_from=None,
-                status_to=session.status.value,
-                payload={"direction": session.direction.value},
-                at=session.created_at,
+            if row is not None:
+                session, event = _session_and_event(row)
+                # committed, and nothing awaited before publishing: see module doc
+                if self._events is not None:
+                    self._events.publish(event)
+                return session, True
+            existing = await conn.fetchrow(
+                f"SELECT {_SESSION_COLS} FROM click_to_call_session "
+                f"WHERE tenant_id = $1 AND idempotency_key = $2",
+                new.tenant_id,
+                new.idempotency_key,
             )
-            committed.append(event)
-            return session, True
+        if existing is None:
+            raise StoreError(f"Idempotency-Key {new.idempotency_key!r} conflicted with no session")
+        first = StoredSession.from_row(existing)
+        if first.request_hash != new.request_hash:
+            raise Conflict(
+                f"Idempotency-Key {new.idempotency_key!r} was used with a different "
+                f"request body (session {first.id})"
+            )
+        return first, False
 
     # -- read -------------------------------------------------------------------------------
 
@@ -173,11 +181,10 @@ class WriteThrough:
             current, callback_url = await self._lock(conn, tenant_id, session_id)
             decided = current.machine().transition(target, when)
             columns = {**changes, **decided.changes}
-            updated = await self._update(conn, current, columns)
-            event = await self._insert_event(
+            updated, event = await self._update_with_event(
                 conn,
-                updated,
-                seq=updated.version,
+                current,
+                columns,
                 event_type=event_type,
                 status_from=decided.status_from.value,
                 status_to=decided.status_to.value,
@@ -205,11 +212,10 @@ class WriteThrough:
         when = at or _now()
         async with self._writing() as (conn, committed):
             current, _ = await self._lock(conn, tenant_id, session_id)
-            updated = await self._update(conn, current, changes)
-            event = await self._insert_event(
+            updated, event = await self._update_with_event(
                 conn,
-                updated,
-                seq=updated.version,
+                current,
+                changes,
                 event_type=event_type,
                 status_from=None,
                 status_to=None,
@@ -236,47 +242,39 @@ class WriteThrough:
         tenant_url = values.pop("tenant_callback_url")
         return StoredSession.from_row(values), tenant_url
 
-    async def _update(
-        self, conn: Connection, current: StoredSession, columns: Mapping[str, Any]
-    ) -> StoredSession:
-        sets = ["version = version + 1", "updated_at = now()"]
-        args: list[Any] = [current.id]
-        for name, value in columns.items():
-            args.append(value)
-            sets.append(f"{name} = ${len(args)}")
-        row = await conn.fetchrow(
-            f"UPDATE click_to_call_session SET {', '.join(sets)} WHERE id = $1 "
-            f"RETURNING {_SESSION_COLS}",
-            *args,
-        )
-        return StoredSession.from_row(returned(row, f"UPDATE of locked session {current.id}"))
-
-    async def _insert_event(
+    async def _update_with_event(
         self,
         conn: Connection,
-        session: StoredSession,
+        current: StoredSession,
+        columns: Mapping[str, Any],
         *,
-        seq: int,
         event_type: CallEventType,
         status_from: str | None,
         status_to: str | None,
         payload: dict[str, Any],
         at: datetime,
-    ) -> CallEvent:
+    ) -> tuple[StoredSession, CallEvent]:
+        """Write the locked row and insert its event (``seq``: the row's new ``version``).
+
+        One statement, so one round trip: a call's facts are mostly this, and every round
+        trip costs the engine a send and a wake-up (bench/originate.py, py-spy).
+        """
+        sets = ["version = version + 1", "updated_at = now()"]
+        args: list[Any] = [current.id, event_type, status_from, status_to, payload, at]
+        for name, value in columns.items():
+            args.append(value)
+            sets.append(f"{name} = ${len(args)}")
         row = await conn.fetchrow(
-            f"INSERT INTO call_event (tenant_id, session_id, seq, event_type, status_from, "
-            f"status_to, payload, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-            f"RETURNING {_EVENT_COLS}",
-            session.tenant_id,
-            session.id,
-            seq,
-            event_type,
-            status_from,
-            status_to,
-            payload,
-            at,
+            f"WITH updated AS (UPDATE click_to_call_session SET {', '.join(sets)} "
+            f"WHERE id = $1 RETURNING {_SESSION_COLS}), "
+            f"event AS (INSERT INTO call_event (tenant_id, session_id, seq, event_type, "
+            f"status_from, status_to, payload, occurred_at) SELECT tenant_id, id, version, "
+            f"$2::text, $3::text, $4::text, $5::jsonb, $6::timestamptz FROM updated "
+            f"RETURNING {_EVENT_COLS_PREFIXED}) "
+            f"SELECT * FROM updated, event",
+            *args,
         )
-        return CallEvent.from_row(returned(row, "INSERT INTO call_event"))
+        return _session_and_event(returned(row, f"UPDATE of locked session {current.id}"))
 
     async def _enqueue_callback(
         self, conn: Connection, session: StoredSession, event: CallEvent, url: str

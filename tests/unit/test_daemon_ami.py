@@ -43,6 +43,13 @@ async def test_ami_link_is_built_with_ari(unstarted_engine: Engine) -> None:
     ) == ("127.0.0.1", 5038, "ctc")
 
 
+async def test_the_engine_asks_ami_only_for_the_system_events_its_restart_watch_hears(
+    unstarted_engine: Engine,
+) -> None:
+    assert unstarted_engine.ami is not None
+    assert unstarted_engine.ami.events == RestartWatch.EVENTS == "system"
+
+
 async def test_no_ami_link_without_ari_or_when_disabled(tmp_path: Path) -> None:
     for sections in (
         {"ari": AriSettings(enabled=False)},

@@ -224,7 +224,10 @@ class AmiLink(Lifecycle):
     reconnects); ``pongs`` counts keepalive pongs and ``pong`` is set at each one;
     ``unparsable`` counts skipped blocks; ``last_error`` says why the link last went down.
     With ``reconnect=False`` the link makes a single attempt (``ctc doctor``). Closing
-    waits at most ``close_grace`` s for the link's tasks and running hooks.
+    waits at most ``close_grace`` s for the link's tasks and running hooks. ``events`` is
+    the login's ``Events:`` mask (which event classes Asterisk sends: ``on``, ``off`` or a
+    list such as ``system,call``); action responses, the events of list actions included,
+    come whatever the mask.
     """
 
     def __init__(
@@ -255,7 +258,7 @@ class AmiLink(Lifecycle):
         self._connect_timeout = connect_timeout
         self._backoff_initial = backoff_initial
         self._backoff_max = max(backoff_max, backoff_initial)
-        self._events = events
+        self.events = events
         self._reconnect = reconnect
         self._health = health
         self._close_grace = close_grace
@@ -472,7 +475,7 @@ class AmiLink(Lifecycle):
             conn.close(AmiError(f"AMI link to {self.where} went down"))
 
     async def _login(self, conn: _Connection) -> None:
-        fields = {"Username": self.username, "Secret": self._password, "Events": self._events}
+        fields = {"Username": self.username, "Secret": self._password, "Events": self.events}
         try:
             await self._request(conn, "Login", fields, self._connect_timeout)
         except AmiResponseError as exc:

@@ -36,6 +36,9 @@ class RestartWatch:
     ``booted_at`` is when AMI last said ``FullyBooted`` (``clock`` time; None: never).
     """
 
+    #: The AMI event classes it needs: ``FullyBooted`` is a ``system`` event.
+    EVENTS = "system"
+
     def __init__(
         self,
         on_restart: Callable[[], Awaitable[None]],
