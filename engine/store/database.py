@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeAlias
 
@@ -25,6 +24,7 @@ import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
+from engine import json_text
 from engine.errors import ClosedResourceError, DatabaseUnavailable, StoreError
 from engine.lifecycle import Lifecycle
 
@@ -58,8 +58,10 @@ def returned(row: asyncpg.Record | None, statement: str) -> asyncpg.Record:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # jsonb in and out as Python objects, so repositories never json.dumps by hand
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    for kind in ("jsonb", "json"):
+        await conn.set_type_codec(
+            kind, encoder=json_text.dumps, decoder=json_text.loads, schema="pg_catalog"
+        )
 
 
 async def _keep_session_state(conn: asyncpg.Connection) -> None:

@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -51,6 +50,7 @@ from typing import Any, Final
 import asyncpg
 import structlog
 
+from engine import json_text
 from engine.contract import status_callback
 from engine.domain.call import CallStatus
 from engine.domain.event_types import CallEventType
@@ -128,12 +128,6 @@ class _Pending:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _json_default(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)  # uuid.UUID, enums
 
 
 class CallJournal(Lifecycle):
@@ -610,7 +604,7 @@ _EVENT_FIELDS: Final = tuple(c for c in EVENT_COLUMNS if c != "id")
 
 
 def _dumps(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, default=_json_default)
+    return json_text.dumps(rows)
 
 
 def _flush_sql() -> str:

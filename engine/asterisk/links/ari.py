@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import random
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from engine import json_text
 from engine.errors import AriError, describe
 from engine.health import HealthReport
 from engine.lifecycle import Lifecycle
@@ -135,10 +135,10 @@ class AriClient(Lifecycle):
         if status >= 400:
             message = text
             with contextlib.suppress(ValueError, AttributeError):
-                message = json.loads(text).get("message", text)
+                message = json_text.loads(text).get("message", text)
             cls = _STATUS_ERRORS.get(status, AriError)
             raise cls(f"ARI {method} {path}: {status} {message}".strip())
-        return json.loads(text) if text else None
+        return json_text.loads(text) if text else None
 
     # -- the calls the engine makes -----------------------------------------------------------
 
@@ -345,7 +345,7 @@ class AriEventLink(Lifecycle):
         async for msg in ws:
             if msg.type is aiohttp.WSMsgType.TEXT:
                 try:
-                    event = json.loads(msg.data)
+                    event = json_text.loads(msg.data)
                 except ValueError:
                     log.warning("ari.bad_event", data=str(msg.data)[:200])
                     continue
