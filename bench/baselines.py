@@ -166,7 +166,7 @@ class BareAriApp(_BareStasisApp):
 
     async def _play(self, channel: str, media: str) -> None:
         playback = await self._call("POST", f"/channels/{channel}/play?media=sound:{media}")
-        if isinstance(playback, dict):
+        if isinstance(playback, dict) and "id" in playback:  # not an error: the caller is gone
             self._playing[channel] = playback["id"]
 
     async def _on(self, event: dict[str, Any]) -> None:
