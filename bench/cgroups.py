@@ -43,6 +43,7 @@ class ServiceGroups:
         self._base = self._root / "ctc-bench"
 
     def __enter__(self) -> Self:
+        self._release()  # what a run killed before it could leave left behind
         self._base.mkdir(exist_ok=True)
         if self._root is _V2:
             (self._base / "cgroup.subtree_control").write_text("+cpu")
@@ -61,8 +62,13 @@ class ServiceGroups:
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for name in self.names:
-            group = self._base / name
+        self._release()
+
+    def _release(self) -> None:
+        """Every process back in the root group; the groups removed."""
+        if not self._base.is_dir():
+            return
+        for group in [g for g in self._base.iterdir() if g.is_dir()]:
             with contextlib.suppress(OSError):
                 for pid in (group / "cgroup.procs").read_text().split():
                     with contextlib.suppress(OSError):  # it may have exited meanwhile
