@@ -27,6 +27,7 @@ from engine.config.settings import (
 )
 from engine.daemon import Engine
 from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, Sandbox
+from engine.devtools.sipp import SippPhone
 from engine.store.records import CallEvent, StoredSession
 from tests.support.http import socket_api
 from tests.support.tenants import tenant_headers
@@ -85,6 +86,22 @@ async def running_engine(
         assert engine.stasis is not None
         await asyncio.wait_for(engine.stasis.resync.completed.wait(), 30)
         yield engine
+
+
+async def completed_ivr_call(
+    engine: Engine, caller: SippPhone, *, within: float = 40.0
+) -> CallWatcher:
+    """Start ``caller`` (a SIPp phone calling into the IVR) and walk its call to the end:
+    the session it makes is stored, ends ``completed`` within ``within`` s, and SIPp exits
+    cleanly. The watcher subscribed before the call, so it holds the call's whole trail."""
+    watch = CallWatcher(engine)
+    with caller:
+        created = await watch.until_event("session.created", within=20)
+        watch.session_id = created.session_id
+        end = await watch.until("completed", "failed", "canceled", within=within)
+        assert end.status_to == "completed", watch.trail()
+        assert await caller.wait_async(30) == 0, caller.report()
+    return watch
 
 
 class CallWatcher:

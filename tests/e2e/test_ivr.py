@@ -12,7 +12,7 @@ import pytest
 from engine.daemon import Engine
 from engine.devtools.sipp import SippPhone
 from engine.ivr_yaml import load_menus
-from tests.e2e.engine_fixtures import CallWatcher
+from tests.e2e.engine_fixtures import CallWatcher, completed_ivr_call
 from tests.e2e.test_dtmf_caller import dtmf_caller
 
 pytestmark = pytest.mark.e2e
@@ -63,13 +63,8 @@ async def _call(
     digits: str,
     **options: Any,
 ) -> tuple[CallWatcher, list[dict[str, Any]]]:
-    watch = CallWatcher(engine)
-    with dtmf_caller(sipp_phone, tmp_path / "caller", digits, **options) as caller:
-        created = await watch.until_event("session.created", within=20)
-        watch.session_id = created.session_id
-        end = await watch.until("completed", "failed", "canceled", within=40)
-        assert end.status_to == "completed", watch.trail()
-        assert await caller.wait_async(30) == 0, caller.report()
+    caller = dtmf_caller(sipp_phone, tmp_path / "caller", digits, **options)
+    watch = await completed_ivr_call(engine, caller)
     rows = await engine.store.db.fetch(
         "SELECT m.name AS menu, d.digit, d.input_value, d.outcome, o.digit AS option_key, "
         "d.attempt, d.ms_since_prompt FROM call_dtmf_interaction d "

@@ -18,35 +18,11 @@ from engine.devtools.dtmf_caller import CALLER_SCENARIO
 from engine.devtools.sandbox import Sandbox
 from engine.devtools.sipp import SippPhone
 from engine.ivr_yaml import load_menus
-from tests.e2e.engine_fixtures import TEST_IVR, CallWatcher, running_engine
+from tests.e2e.engine_fixtures import TEST_IVR, CallWatcher, completed_ivr_call, running_engine
 from tests.e2e.test_dtmf_caller import CALLER_PORT, dtmf_caller
+from tests.e2e.test_ivr import MENUS  # main: 1 -> sales (# hangs up), 2 -> account
 
 pytestmark = pytest.mark.e2e
-
-MENUS = """\
-menus:
-  main:
-    greeting: sound:hello-world
-    invalid_prompt: sound:beep
-    timeout_ms: 3000
-    max_retries: 1
-    options:
-      1: {action: submenu, menu: sales}
-      2: {action: submenu, menu: account}
-  sales:
-    greeting: sound:beep
-    options:
-      "#": {action: hangup}
-  account:
-    greeting: sound:beep
-    input_mode: until_terminator
-    terminator: "#"
-    input_length: 6
-    inter_digit_timeout_ms: 3000
-    variable: acct
-    options:
-      collected: {action: hangup}
-"""
 
 DOORS = {"stasis": "5551000", "fastagi": "45735551000"}  # dialplan [from-caller]
 
@@ -107,15 +83,10 @@ async def test_a_caller_who_types_ahead_over_the_prompts_loses_no_key(
 ) -> None:
     # the first key 0.4 s into the greeting, the others 200 ms apart: over the prompts and
     # across the change of menu, as a caller who knows the menu keys it
-    watch = CallWatcher(engine)
-    with dtmf_caller(
+    caller = dtmf_caller(
         sipp_phone, tmp_path / "caller", digits, number=DOORS[door], wait_ms=400, gap_ms=200
-    ) as caller:
-        created = await watch.until_event("session.created", within=20)
-        watch.session_id = created.session_id
-        end = await watch.until("completed", "failed", "canceled", within=40)
-        assert end.status_to == "completed", watch.trail()
-        assert await caller.wait_async(30) == 0, caller.report()
+    )
+    watch = await completed_ivr_call(engine, caller)
     await engine.store.journal.flush()
     assert await _keys(engine, watch.session_id) == expected, watch.trail()
     assert (await watch.session()).end_reason == "ivr hung up"

@@ -17,7 +17,7 @@ import pytest
 from engine.daemon import Engine
 from engine.devtools.sipp import SippPhone
 from engine.ivr_yaml import load_menus
-from tests.e2e.engine_fixtures import CallWatcher
+from tests.e2e.engine_fixtures import CallWatcher, completed_ivr_call
 from tests.e2e.test_dtmf_caller import dtmf_caller
 from tests.e2e.test_ivr import assert_ivr_transfer, transfer_rows
 
@@ -59,14 +59,8 @@ async def call(
     engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path, door: str
 ) -> CallWatcher:
     """Call in through ``door``, press 4, stay until the transferred call ends."""
-    watch = CallWatcher(engine)
-    with dtmf_caller(sipp_phone, tmp_path / "caller", "4", number=DOORS[door]) as caller:
-        created = await watch.until_event("session.created", within=20)
-        watch.session_id = created.session_id
-        end = await watch.until("completed", "failed", "canceled", within=60)
-        assert end.status_to == "completed", watch.trail()
-        assert await caller.wait_async(30) == 0, caller.report()
-    return watch
+    caller = dtmf_caller(sipp_phone, tmp_path / "caller", "4", number=DOORS[door])
+    return await completed_ivr_call(engine, caller, within=60)
 
 
 async def rule_id(engine: Engine, name: str) -> uuid.UUID:
@@ -175,15 +169,8 @@ async def test_nobody_answers_then_the_caller_hears_the_menu_again(
         fallback_rule_id=await rule_id(ivr_engine, agent),
     )
     with sipp_phone("uas_busy.xml", port=5073):
-        watch = CallWatcher(ivr_engine)
-        with dtmf_caller(
-            sipp_phone, tmp_path / "caller", "49", gap_ms=3000, number=DOORS[door]
-        ) as caller:
-            created = await watch.until_event("session.created", within=20)
-            watch.session_id = created.session_id
-            end = await watch.until("completed", "failed", "canceled", within=40)
-            assert end.status_to == "completed", watch.trail()
-            assert await caller.wait_async(30) == 0, caller.report()
+        caller = dtmf_caller(sipp_phone, tmp_path / "caller", "49", gap_ms=3000, number=DOORS[door])
+        watch = await completed_ivr_call(ivr_engine, caller)
     assert (await watch.session()).end_reason == "ivr hung up"
     rows = await transfer_rows(ivr_engine, watch)
     assert [(r["target"], r["state"]) for r in rows] == [(None, "failed"), ("agent3", "busy")]
