@@ -18,7 +18,7 @@ import pytest
 import structlog
 
 from engine.asterisk.links.agi_protocol import AgiCommandError, AgiHangup, parse_request
-from engine.asterisk.links.agi_server import AgiChannel, AgiServer, Playback
+from engine.asterisk.links.agi_server import AgiChannel, AgiServer, Collected, Playback
 from engine.errors import AgiError, ClosedResourceError
 from engine.health import HealthReport
 from tests.support.waiting import eventually
@@ -155,6 +155,7 @@ async def test_a_whole_call(serve: Any) -> None:
         seen["resume"] = await channel.stream_file("welcome", "", offset=1234)
         seen["data"] = await channel.get_data("enter-number", 5000, 4)
         seen["no_data"] = await channel.get_data("enter-number", 3000)
+        seen["ended"] = await channel.get_data("", 3000, 6)  # no prompt; # ends it
         seen["digit"] = await channel.wait_for_digit(2000)
         seen["timeout"] = await channel.wait_for_digit(2000)
         seen["say"] = await channel.say_digits("123")
@@ -173,6 +174,7 @@ async def test_a_whole_call(serve: Any) -> None:
     await fake.expect('STREAM FILE welcome "" 1234', "200 result=0 endpos=16000")
     await fake.expect("GET DATA enter-number 5000 4", "200 result=12 (timeout)")
     await fake.expect("GET DATA enter-number 3000", "200 result= (timeout)")
+    await fake.expect('GET DATA "" 3000 6', "200 result=123")
     await fake.expect("WAIT FOR DIGIT 2000", "200 result=35")
     await fake.expect("WAIT FOR DIGIT 2000", "200 result=0")
     await fake.expect('SAY DIGITS 123 ""', "200 result=0")
@@ -197,8 +199,9 @@ async def test_a_whole_call(serve: Any) -> None:
     assert request.calleridname is None
     assert seen["stream"] == Playback("1", 4000)
     assert seen["resume"] == Playback(None, 16000)
-    assert seen["data"] == "12"
-    assert seen["no_data"] is None
+    assert seen["data"] == Collected("12", timed_out=True)
+    assert seen["no_data"] == Collected("", timed_out=True)
+    assert seen["ended"] == Collected("123", timed_out=False)
     assert seen["digit"] == "#"
     assert seen["timeout"] is None
     assert seen["say"] is None

@@ -5,8 +5,13 @@ the same jobs: :class:`AgiIvr` is the door, :class:`AgiIvrCall` one caller).
 AGI is one command at a time, so the loop is simple: carry out a step's commands; a prompt
 is played with ``STREAM FILE`` and its escape digits (the caller barges in by pressing a
 key), an armed timer becomes ``WAIT FOR DIGIT``; whichever answer comes back is the next
-event. A transfer is ``Dial`` from the caller's channel (``DIALSTATUS`` says whether it
-was answered); a message is ``RECORD FILE``.
+event. A key pressed while no command runs is lost (Asterisk reads nothing ahead either),
+so waits are folded into the command before them where Asterisk allows: a prompt and its
+input wait are one ``GET OPTION``, and the rest of a multi-digit input (an account number
+ending in ``#``, a fixed-length code) is one ``GET DATA`` instead of a ``WAIT FOR DIGIT``
+per key; its digits then reach the interpreter one by one, as if typed between commands.
+A transfer is ``Dial`` from the caller's channel (``DIALSTATUS`` says whether it was
+answered); a message is ``RECORD FILE``.
 
 A request for an unknown tenant or menu is refused before any session is stored (a log
 line, ``ctc_agi_refused_total{reason=...}``, and the channel is hung up): such requests
@@ -23,6 +28,7 @@ call whose Asterisk stops answering (:class:`~engine.asterisk.links.agi_server.A
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import time
 from datetime import UTC, datetime, timedelta
@@ -45,7 +51,9 @@ from engine.domain.ivr import (
     Event,
     Hangup,
     HttpLookup,
+    InputMode,
     IvrState,
+    MenuBook,
     Phase,
     Play,
     PromptFinished,
@@ -75,6 +83,27 @@ from engine.store.repositories import Store
 __all__ = ["AgiIvr", "AgiIvrCall"]
 
 _KEYS = "0123456789*#"
+
+
+def _collect_limit(book: MenuBook, state: IvrState) -> int | None:
+    """How many keys one ``GET DATA`` may collect for the input in progress, or None when
+    it cannot stand for the interpreter's keys and timer: ``GET DATA`` ends at ``#`` only,
+    and the interpreter must see every key (so a fixed-length input asks for what is left,
+    an input ending in ``#`` for one key more than may still come: reaching it is too long).
+    """
+    if state.phase is not Phase.COLLECTING or not state.stack:
+        return None
+    menu = book.menus[state.stack[-1]]
+    left = (menu.input_length or _GET_DATA_MAX) - len(state.buffer)
+    if menu.input_mode is InputMode.FIXED_LENGTH:
+        return left if left > 0 else None
+    if menu.input_mode is InputMode.UNTIL_TERMINATOR and menu.terminator == "#":
+        return left + 1 if left >= 0 else None
+    return None
+
+
+# keys one GET DATA collects at most when the menu sets no input length
+_GET_DATA_MAX = 64
 
 # Dial's DIALSTATUS -> the Q.850 cause it stands for (busy, no answer, congestion,
 # subscriber absent); CANCEL (the caller hung up) has none.
@@ -163,9 +192,10 @@ class AgiIvrCall:
         self.menu = menu
         self.state = IvrState()
         self.timer_ms: int | None = None
-        # the event a command produced beyond the one it returned (GET OPTION: the prompt
-        # ended, then a key or the timeout), taken before anything else is awaited
-        self.next_event: Event | None = None
+        # events a command produced beyond the one it returned (GET OPTION: the prompt
+        # ended, then a key or the timeout; GET DATA: keys), taken before anything else
+        # is awaited
+        self.ahead: collections.deque[Event] = collections.deque()
         self.transferred = False  # a transfer was answered (the call ends with it)
         self.prompt_mark = time.monotonic()
 
@@ -200,13 +230,12 @@ class AgiIvrCall:
                 event = event or outcome
             if self.state.phase is Phase.ENDED:
                 break
-            if event is None and self.next_event is not None:
-                # GET OPTION already waited for it: the armed timer is spent
-                event, self.next_event, self.timer_ms = self.next_event, None, None
+            if event is None and self.ahead:
+                # the command already waited for it: the armed timer is spent
+                event, self.timer_ms = self.ahead.popleft(), None
             elif event is None and self.timer_ms is not None:
                 ms, self.timer_ms = self.timer_ms, None
-                digit = await self.channel.wait_for_digit(ms)
-                event = Digit(digit, self._ms()) if digit else Timeout(self._ms())
+                event = await self._wait_for_input(book, ms)
         # as over ARI: a transferred call is over when Dial returns
         reason = "transferred call ended" if self.transferred else "ivr hung up"
         await self.record.end(CallStatus.COMPLETED, reason)
@@ -354,8 +383,25 @@ class AgiIvrCall:
             return Digit(played.digit, self._ms())  # barged in: ms from the prompt's start
         self.prompt_mark = prompt_end
         after = round((now - prompt_end) * 1000)
-        self.next_event = Digit(played.digit, after) if played.digit else Timeout(after)
+        self.ahead.append(Digit(played.digit, after) if played.digit else Timeout(after))
         return PromptFinished()
+
+    async def _wait_for_input(self, book: MenuBook, ms: int) -> Event:
+        """The next key within ``ms``, or the timeout; the rest of a multi-digit input
+        Asterisk can collect in one command is collected with it (:meth:`_collect`)."""
+        limit = _collect_limit(book, self.state)
+        if limit is None:
+            digit = await self.channel.wait_for_digit(ms)
+            return Digit(digit, self._ms()) if digit else Timeout(self._ms())
+        collected = await self.channel.get_data("", ms, limit)
+        at = self._ms()  # GET DATA does not say when each key came: when it returned
+        events: list[Event] = [Digit(d, at) for d in collected.digits]
+        if collected.timed_out:
+            events.append(Timeout(at))
+        elif len(collected.digits) < limit:
+            events.append(Digit("#", at))  # it ended at the # it leaves out
+        self.ahead.extend(events[1:])
+        return events[0]
 
     async def _said(self, digit: str | None) -> Event:
         if digit is None:

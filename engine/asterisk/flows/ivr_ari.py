@@ -37,7 +37,7 @@ from engine.app.ivr_admission import FAILED, OVERLOADED, STATUS_VARIABLE, IvrAdm
 from engine.app.ivr_calls import IvrCallRecord, MenuLoader, http_lookup
 from engine.app.ports import ErpLookup
 from engine.asterisk.flows.dialing import dial_string
-from engine.asterisk.links.ari import AriClient, AriNotFound
+from engine.asterisk.links.ari import AriClient, AriConflict, AriNotFound
 from engine.asterisk.links.ari_router import AriEvent, AriEventRouter, event_channel
 from engine.asterisk.naming import (
     IvrStasisArgs,
@@ -158,7 +158,7 @@ class AriIvr(Lifecycle):
         try:
             await self.ari.set_channel_var(channel_id, STATUS_VARIABLE, status)
             await self.ari.continue_in_dialplan(channel_id)
-        except AriNotFound:
+        except _CALLER_GONE:
             pass  # the caller hung up meanwhile
         except AriError as exc:
             log.warning("ivr.hand_back_failed", channel=channel_id, error=str(exc))
@@ -325,7 +325,11 @@ class AriIvrCall:
             dialed=self.dialed,
         )
         self.log = self.record.log
-        await ivr.ari.answer(self.channel_id)
+        try:
+            await ivr.ari.answer(self.channel_id)
+        except _CALLER_GONE:  # hung up before the answer: the session ends canceled
+            await self.record.end(CallStatus.COMPLETED, "caller hung up")
+            return
         await self.record.answered(self.menu)
         self.state = IvrState(variables={"caller": self.caller_number or ""})
         await self._feed(Entered(self.menu))
@@ -555,8 +559,8 @@ class AriIvrCall:
         self._prompt_ended = None
         try:
             await self.ivr.ari.play(self.channel_id, media, playback_id=self._playback)
-        except AriNotFound:
-            self.inbox.put_nowait(None)  # the channel is gone
+        except _CALLER_GONE:
+            self.inbox.put_nowait(None)  # the caller hung up meanwhile
 
     def _arm(self, ms: int) -> None:
         self._cancel_timer()
@@ -572,6 +576,10 @@ class AriIvrCall:
 
 
 _Target = _TargetAnswered | _TargetEnded
+
+# What ARI answers a request on a caller's channel that is hanging up: 404 once it is gone,
+# 409 "Channel not in Stasis application" while it leaves (its StasisEnd is on the way)
+_CALLER_GONE = (AriNotFound, AriConflict)
 
 
 def _ringing_row(transferring: _Transferring) -> StoredTransfer:

@@ -84,6 +84,7 @@ __all__ = [
     "AgiHandler",
     "AgiServer",
     "AgiTimeout",
+    "Collected",
     "Playback",
     "connection_cap",
 ]
@@ -111,6 +112,15 @@ class Playback:
 
     digit: str | None
     endpos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """What ``GET DATA`` collected: ``digits`` (without the ``#`` that may have ended
+    them) and whether its timeout ended it (else ``#`` or the digit limit did)."""
+
+    digits: str
+    timed_out: bool
 
 
 def _digit(response: AgiResponse) -> str | None:
@@ -297,10 +307,10 @@ class AgiChannel:
 
     async def get_data(
         self, file: str, timeout_ms: int | None = None, max_digits: int | None = None
-    ) -> str | None:
-        """Play ``file`` and collect up to ``max_digits`` (``#`` ends); None: no digits.
-
-        Digits typed before the timeout are returned even when it then timed out.
+    ) -> Collected:
+        """Play ``file`` (``""``: nothing) and collect up to ``max_digits`` in one command:
+        ``#`` ends the input, and so does ``timeout_ms`` without a key (before the first
+        and between digits). Digits typed before the timeout are returned with it.
         """
         args: list[str | int] = [file]
         if timeout_ms is not None or max_digits is not None:
@@ -310,7 +320,7 @@ class AgiChannel:
         # the timeout runs again after every digit
         wait = (timeout_ms or 0) / 1000 * max(max_digits or 1, 1)
         response = await self._media("GET DATA", f"GET DATA {file}", *args, wait=wait)
-        return response.result or None
+        return Collected(response.result, response.data == "timeout")
 
     async def wait_for_digit(self, timeout_ms: int = -1) -> str | None:
         """The next digit pressed within ``timeout_ms`` (-1: forever); None on timeout.
