@@ -173,6 +173,7 @@ class ClickToCall(Lifecycle):
 
     def start_call(self, session: StoredSession) -> None:
         """Begin dialing a queued session, in the background."""
+        self.transfers.new_call(session.id)
         self.submit(session.id, Start())
 
     async def end_call(self, session: StoredSession, reason: str) -> StoredSession:
@@ -307,10 +308,17 @@ class ClickToCall(Lifecycle):
         if session.status.is_terminal:
             await self.transfers.abort(session, f"call ended ({session.status.value})")
         if session.status.is_terminal and not self._waiting_for_recording(session):
-            self._locks.pop(session_id, None)
+            self._release(session_id)
 
     def _waiting_for_recording(self, session: StoredSession) -> bool:
         return session.recording_path is not None and session.recording_duration_ms is None
+
+    def _release(self, session_id: uuid.UUID) -> None:
+        """The call is over and expects no more facts: forget its lock and its transfer,
+        and let the journal write it through again after its last batch."""
+        self._locks.pop(session_id, None)
+        self.transfers.forget(session_id)
+        self._store.sessions.release(session_id)
 
     async def _carry_out(
         self,
