@@ -425,14 +425,19 @@ class ClickToCall(Lifecycle):
             endpoint = dial_string(self._settings, session.customer_number, outside_line=True)
             caller_id = session.caller_id or self._settings.default_caller_id
             ring = self._settings.customer_ring_timeout
-        await self._ari.originate(
-            endpoint,
-            channel_id=leg_channel_id(session.id, leg),
-            app_args=leg_stasis_args(session.id, leg),
-            caller_id=caller_id,
-            ring_timeout=ring,
-            variables={**leg_channel_variables(session.id, leg), **self._leg_variables},
-        )
+        try:
+            await self._ari.originate(
+                endpoint,
+                channel_id=leg_channel_id(session.id, leg),
+                app_args=leg_stasis_args(session.id, leg),
+                caller_id=caller_id,
+                ring_timeout=ring,
+                variables={**leg_channel_variables(session.id, leg), **self._leg_variables},
+            )
+        except AriConflict:
+            # the leg's channel exists: dialed by an engine that stopped before its status
+            # reached PostgreSQL (the resync carries on from there)
+            log.info("stasis.leg_adopted", call_id=str(session.id), leg=leg.value)
 
     async def _start_recording(
         self, session: StoredSession, policy: RecordingPolicy
