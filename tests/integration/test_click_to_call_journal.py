@@ -12,12 +12,13 @@ import pytest
 from engine.app.calls import CallService, InitiateCall
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
+from engine.domain.providers import ProviderType
 from engine.domain.transfer import TransferType
 from engine.errors import DatabaseUnavailable
 from engine.store.database import Database
 from engine.store.journal import CallJournal
 from engine.store.ownership import SessionOwnership
-from engine.store.records import StoredSession, StoredTransfer
+from engine.store.records import NewProvider, StoredSession, StoredTransfer
 from engine.store.repositories import Store
 from engine.store.sessions import SessionRepository
 from engine.store.write_through import WriteThrough
@@ -148,3 +149,32 @@ async def test_a_call_ended_through_the_status_api_is_let_go_by_the_journal(db: 
         await store.journal.flush()
         assert store.ownership.owner(session.id) is store.ownership.write_through
         assert (await store.sessions.get(tenant.id, session.id)).status is CallStatus.CANCELED
+
+
+async def test_what_every_call_reads_is_kept_and_a_change_by_this_process_is_seen_at_once(
+    db: Database,
+) -> None:
+    store = Store.over(db)
+    tenant = await store.tenants.create(f"t-{uuid.uuid4().hex[:8]}", "Cached")
+    assert await store.providers.default(tenant.id) is None
+    assert await store.recording.for_call(tenant.id, None, "click_to_call") is None
+    # changed elsewhere: this process goes on with what it read (for a few seconds)
+    other = Store.over(db)
+    await other.recording.set_default(tenant.id, is_enabled=True)
+    assert await store.recording.for_call(tenant.id, None, "click_to_call") is None
+    # changed here: the next call sees it
+    await store.recording.set_default(tenant.id, is_enabled=True, fmt="gsm")
+    policy = await store.recording.for_call(tenant.id, None, "click_to_call")
+    assert policy is not None
+    assert (policy.is_enabled, policy.format) == (True, "gsm")
+    made = await store.providers.create(
+        NewProvider(
+            tenant_id=tenant.id,
+            name="carrier",
+            provider_type=ProviderType.SIP_TRUNK,
+            is_default=True,
+        )
+    )
+    default = await store.providers.default(tenant.id)
+    assert default is not None
+    assert default.id == made.id
