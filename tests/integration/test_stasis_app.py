@@ -229,6 +229,45 @@ async def test_a_call_postgresql_has_behind_asterisk_is_adopted_and_caught_up_by
     ]
 
 
+async def test_an_ended_call_kept_for_its_recording_is_released_when_the_link_reconnects(
+    store: Store, ari: FakeAri
+) -> None:
+    tenant = await store.tenants.create("t-recorded", "Recorded")
+    await store.recording.set_default(tenant.id, is_enabled=True)
+    session, _ = await store.sessions.create(
+        NewSession(tenant_id=tenant.id, agent_number="1001", customer_number="+4930123456")
+    )
+    agent, customer = (
+        leg_channel_id(session.id, Leg.AGENT),
+        leg_channel_id(session.id, Leg.CUSTOMER),
+    )
+    async with AriClient(ari.url, "u", "p") as client:
+        app = StasisApp(client, store, CallSettings())
+        async with app:
+            async with asyncio.timeout(WITHIN):
+                await app.resync.completed.wait()
+            await _status(store, session.id, CallStatus.DIALING_AGENT)
+            await ari.send({"type": "StasisStart", "channel": {"id": agent}, "args": ["c2c"]})
+            await _status(store, session.id, CallStatus.DIALING_CUSTOMER)
+            await ari.send({"type": "StasisStart", "channel": {"id": customer}, "args": ["c2c"]})
+            await _status(store, session.id, CallStatus.CONNECTED)
+            await ari.until(
+                lambda: ("POST", f"/bridges/{call_bridge_id(session.id)}/record") in ari.requests
+            )
+            await ari.send({"type": "ChannelDestroyed", "channel": {"id": customer}, "cause": 16})
+            await _status(store, session.id, CallStatus.COMPLETED)
+            await store.journal.flush()
+            # ended, kept for the recording's end; the link drops before it is told
+            assert store.sessions.kept_ended() == [session.id]
+            app.resync.completed.clear()
+            await app.link.drop()
+            async with asyncio.timeout(WITHIN):
+                await app.resync.completed.wait()
+            assert store.sessions.kept_ended() == []
+            await store.journal.flush()
+            assert store.ownership.owner(session.id) is store.ownership.write_through
+
+
 async def _event_types(store: Store, session_id: uuid.UUID) -> list[str]:
     """The session's events in PostgreSQL, in order; their seq numbered without a gap."""
     rows = await store.db.fetch(

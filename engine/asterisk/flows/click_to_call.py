@@ -313,6 +313,19 @@ class ClickToCall(Lifecycle):
     def _waiting_for_recording(self, session: StoredSession) -> bool:
         return session.recording_path is not None and session.recording_duration_ms is None
 
+    async def release_ended(self) -> int:
+        """Release the ended calls still kept for a fact to come (their recording's end):
+        after the event link reconnects, a fact missed while it was down never comes (one
+        that does is written through). How many were released."""
+        released = 0
+        for session_id in self._store.sessions.kept_ended():
+            async with self.lock(session_id):
+                session = await self._store.sessions.by_id(session_id)
+                if session is not None and session.status.is_terminal:
+                    self._release(session_id)
+                    released += 1
+        return released
+
     def _release(self, session_id: uuid.UUID) -> None:
         """The call is over and expects no more facts: forget its lock and its transfer,
         and let the journal write it through again after its last batch."""

@@ -16,7 +16,8 @@ sessions there, and hands each click-to-call the journal does not own yet (one o
 engine that stopped) to it before applying what was missed. What an engine that stopped
 had not written yet is caught up from Asterisk: a leg whose channel is up answered, a
 customer's channel that exists was dialed (originate's 409 for an existing channel id
-counts as dialed).
+counts as dialed). Ended calls the journal still keeps for their recording's end are
+released: an event missed while the link was down never comes.
 """
 
 from __future__ import annotations
@@ -105,11 +106,13 @@ class Resync:
             with contextlib.suppress(AriError):
                 await self._ari.hangup(raw)
         bridges = await self._destroy_orphan_bridges()
+        released = await self._click_to_call.release_ended()
         log.info(
             "stasis.resynced",
             live=len(live),
             adopted=adopted,
             ended=ended,
+            ended_released=released,
             queued_started=started,
             orphans_hung_up=len(orphans),
             orphan_bridges_destroyed=len(bridges),
