@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from engine.asterisk.flows.click_to_call import ChannelFact
 from engine.asterisk.flows.stasis import StasisApp
 from engine.asterisk.links.ari import AriClient
 from engine.asterisk.naming import call_bridge_id, leg_channel_id
@@ -173,6 +174,9 @@ async def test_a_call_placed_by_the_resync_runs_to_its_end_over_the_event_table(
             # written behind while it lived; over (no recording to wait for), it is let go
             await store.journal.flush()
             assert store.ownership.owner(session.id) is store.ownership.write_through
+            # a late fact of the released call changes nothing and looks no transfer up
+            await app.click_to_call.handle(session.id, ChannelFact(customer, up=False))
+            assert not app.click_to_call.transfers.follows(session.id)
             assert await _event_types(store, session.id) == [
                 "session.created",
                 "agent.dialing",

@@ -269,6 +269,7 @@ class ClickToCall(Lifecycle):
             log.warning("stasis.unknown_session", call_id=str(session_id))
             return
         bound = log.bind(call_id=str(session_id), tenant_id=str(session.tenant_id))
+        ended_before = session.status.is_terminal
         fact: Fact | TransferFact | None
         if isinstance(raw_fact, ChannelFact):
             # a leg's own channel needs no look-up of the transfer in flight
@@ -305,7 +306,9 @@ class ClickToCall(Lifecycle):
                 "stasis.fact_ignored", fact=type(fact).__name__, status=session.status.value
             )
         session = await self._carry_out(session, decision, bound, policy)
-        if session.status.is_terminal:
+        # a transfer in flight ends with the call; a late fact of a call released (its
+        # transfer ended then) looks nothing up
+        if session.status.is_terminal and (not ended_before or self.transfers.follows(session_id)):
             await self.transfers.abort(session, f"call ended ({session.status.value})")
         if session.status.is_terminal and not self._waiting_for_recording(session):
             self._release(session_id)

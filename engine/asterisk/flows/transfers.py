@@ -118,6 +118,10 @@ class TransferRunner:
         """A call that has just been created: it has no transfer."""
         self._in_flight[session_id] = None
 
+    def follows(self, session_id: uuid.UUID) -> bool:
+        """Whether the call's transfer in flight is known here (until :meth:`forget`)."""
+        return session_id in self._in_flight
+
     def forget(self, session_id: uuid.UUID) -> None:
         """The call is over: its transfer is read from PostgreSQL again if ever asked."""
         self._in_flight.pop(session_id, None)
