@@ -12,6 +12,10 @@ Channel, bridge and recording ids are derived from the session id
 (and their transfers in flight) in PostgreSQL. Which role a channel plays is decided per
 event against the session's current legs and its transfer in flight
 (:func:`engine.domain.transfer.route_channel`): completed transfers replace legs.
+
+A call placed through the API is owned by the journal (:mod:`engine.store.journal`, written
+behind) from its creation until this flow releases it: ended, and not waiting for its
+recording's end (the facts after the end are read and written in memory too).
 """
 
 from __future__ import annotations
