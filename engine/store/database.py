@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeAlias
 
@@ -57,10 +58,11 @@ def returned(row: asyncpg.Record | None, statement: str) -> asyncpg.Record:
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    # jsonb in and out as Python objects, so repositories never json.dumps by hand
+    # jsonb in and out as Python objects, so repositories never json.dumps by hand; read
+    # with the standard library: it holds what callers sent (integers of any length)
     for kind in ("jsonb", "json"):
         await conn.set_type_codec(
-            kind, encoder=json_text.dumps, decoder=json_text.loads, schema="pg_catalog"
+            kind, encoder=json_text.dumps, decoder=json.loads, schema="pg_catalog"
         )
 
 

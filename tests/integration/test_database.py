@@ -1,5 +1,6 @@
 """The pool's lifecycle (engine/store/database.py): started once, with or without its own
-connect retry, and the daemon serving its API while PostgreSQL is away."""
+connect retry, and the daemon serving its API while PostgreSQL is away; and the ``jsonb``
+codecs every repository relies on."""
 
 from __future__ import annotations
 
@@ -165,3 +166,12 @@ async def test_the_engine_serves_its_api_while_postgresql_is_away(
             database = engine.health.get("database")
             assert database is not None
             assert database.state == "up"
+
+
+async def test_jsonb_values_come_back_as_they_were_sent_integers_of_any_length_too(
+    migrated_db: str,
+) -> None:
+    # an ERP's metadata may carry an order number past 64 bits: written and read exactly
+    value = {"order": 123456789012345678901234, "ratio": 0.5, "tags": ["a", None]}
+    async with Database(migrated_db) as db:
+        assert await db.fetchval("SELECT $1::jsonb", value) == value

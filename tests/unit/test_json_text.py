@@ -29,6 +29,7 @@ def _stdlib(value: object) -> str:
         {"status": CallStatus.CONNECTED},
         {"options": {1: "sales", "#": "hangup"}},  # YAML menus may have integer keys
         {"amount": decimal.Decimal("1.50")},  # unknown types: str()
+        {"order": 123456789012345678901234, "at": datetime(2026, 1, 1, tzinfo=UTC)},
         [None, True, 3, 2.5, "ünïcode", {"nested": [1, 2]}],
     ],
 )
