@@ -8,9 +8,10 @@ collections of the cyclic garbage collector are timed (``ctc_gc_pause_seconds``)
 pause or lag over ``warn_after`` is logged.
 
 :func:`settle_heap` is the collector's policy for the daemon process: a full (generation
-2) collection walks every tracked object, and with the start-up heap in it (modules,
-pydantic models, the wiring: about half a million objects) one took 120-245 ms under IVR
-load in ``bench/ivr.py`` — every call on the loop stalled that long. Once the engine has
+2) collection walks every tracked object, the start-up heap included (modules, pydantic
+models, the wiring: about 80,000 objects, counted in the ``gc.settled`` log line), and
+under IVR load in ``bench/ivr.py`` collections paused the loop for up to 245 ms — every call
+on it stalled that long. Once the engine has
 started, what is alive stays alive: it is frozen (``gc.freeze``), so collections walk only
 what calls allocated since, and young collections run less often (most of a call's
 objects die young, by reference count, before any collection sees them).

@@ -83,6 +83,8 @@ from engine.store.repositories import Store
 __all__ = ["AgiIvr", "AgiIvrCall"]
 
 _KEYS = "0123456789*#"
+# keys one GET DATA collects at most when the menu sets no input length
+_GET_DATA_MAX = 64
 
 
 def _collect_limit(book: MenuBook, state: IvrState) -> int | None:
@@ -101,9 +103,6 @@ def _collect_limit(book: MenuBook, state: IvrState) -> int | None:
         return left + 1 if left >= 0 else None
     return None
 
-
-# keys one GET DATA collects at most when the menu sets no input length
-_GET_DATA_MAX = 64
 
 # Dial's DIALSTATUS -> the Q.850 cause it stands for (busy, no answer, congestion,
 # subscriber absent); CANCEL (the caller hung up) has none.
@@ -388,7 +387,8 @@ class AgiIvrCall:
 
     async def _wait_for_input(self, book: MenuBook, ms: int) -> Event:
         """The next key within ``ms``, or the timeout; the rest of a multi-digit input
-        Asterisk can collect in one command is collected with it (:meth:`_collect`)."""
+        Asterisk can collect in one command (:func:`_collect_limit`) is collected with it,
+        its keys queued in :attr:`ahead`."""
         limit = _collect_limit(book, self.state)
         if limit is None:
             digit = await self.channel.wait_for_digit(ms)
