@@ -34,16 +34,15 @@ import dataclasses
 import os
 import re
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 
 from bench.baselines import BareAgiServer, BareAriApp
 from bench.cgroups import ServiceGroups
-from bench.originate import cpu_seconds, cpu_times, start_engine
+from bench.originate import cpu_seconds, cpu_times, start_engine, workdir
 from engine.devtools.databases import create_database, drop_database
 from engine.devtools.dtmf_caller import caller_csv, caller_scenario
 from engine.devtools.sandbox import DIALPLAN_DIR, Sandbox
@@ -211,7 +210,7 @@ async def main() -> None:
             store = Store.over(db)
             tenant = await store.tenants.by_slug("default")
             await store.ivr.save(tenant.id, load_menus(MENUS))
-        with _workdir(args.keep) as tmp:
+        with workdir(args.keep) as tmp:
             proc, sock = await start_engine(db_url, Path(tmp), box, "", app="ctc", agi=True)
             asterisk = box.status().pid or 0
             if args.engine_nice:
@@ -280,16 +279,6 @@ _GROUPS = ("asterisk", "engine", "bench", "phones")
 
 def _nothing(pid: int) -> None:
     pass
-
-
-@contextlib.contextmanager
-def _workdir(keep: Path | None) -> Iterator[str]:
-    if keep is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            yield tmp
-    else:
-        keep.mkdir(parents=True)
-        yield str(keep)
 
 
 def _ms(value: float | None) -> str:

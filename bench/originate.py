@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,17 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
 
+@contextlib.contextmanager
+def workdir(keep: Path | None) -> Iterator[str]:
+    """A temporary directory for a run's files, or ``keep`` (made new) to look at later."""
+    if keep is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield tmp
+    else:
+        keep.mkdir(parents=True)
+        yield str(keep)
+
+
 async def start_engine(
     db_url: str,
     workdir: Path,
@@ -115,12 +126,13 @@ async def start_engine(
     *,
     app: str = "ctc-bench",
     agi: bool = False,
+    log_level: str = "warning",
 ) -> Any:
     """``ctc run`` against the sandbox; FastAGI (port 4573, the dialplan's) only with
     ``agi``, so a click-to-call bench never takes the port from an IVR bench's engine."""
     config = workdir / "engine.yaml"
     config.write_text(
-        f"log:\n  level: warning\nari:\n  app: {app}\n  recording_dir: "
+        f"log:\n  level: {log_level}\nari:\n  app: {app}\n  recording_dir: "
         f"{box.root}/var/spool/asterisk/recording\ndatabase:\n  max_size: 20\n"
         f"agi:\n  enabled: {'true' if agi else 'false'}\n{calls_yaml}"
     )
@@ -330,11 +342,13 @@ async def hold_calls(
     )
 
 
-async def engine_held_calls(db_url: str, box: Sandbox, work: Path, n: int, hold: int) -> HeldCalls:
+async def engine_held_calls(
+    db_url: str, box: Sandbox, work: Path, n: int, hold: int, log_level: str = "warning"
+) -> HeldCalls:
     """The engine (``ctc run``, its CPU from /proc) holding ``n`` recorded bridged calls;
     a call completes whole when its session ended ``completed`` with every status and both
     recording events in its trail, numbered without a gap (no lost events)."""
-    proc, sock = await start_engine(db_url, work, box, "")
+    proc, sock = await start_engine(db_url, work, box, "", log_level=log_level)
     ids: list[uuid.UUID] = []
     try:
         async with Database(db_url) as db:
@@ -412,27 +426,41 @@ async def delete_recordings(names: list[str]) -> None:
                 await ari.request("DELETE", f"/recordings/stored/{name}")
 
 
-async def concurrency_run(db_url: str, box: Sandbox, n: int, hold: int) -> None:
+async def concurrency_run(
+    db_url: str,
+    box: Sandbox,
+    n: int,
+    hold: int,
+    *,
+    runs: tuple[str, ...] = ("engine", "bare"),
+    keep: Path | None = None,
+    log_level: str = "warning",
+) -> None:
     """The engine's and the bare program's bridged calls, back to back: one table."""
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = await engine_held_calls(db_url, box, Path(tmp), n, hold)
-        bare = await bare_held_calls(box, Path(tmp), n, hold)
+    held: list[HeldCalls] = []
+    with workdir(keep) as tmp:
+        if "engine" in runs:
+            held.append(await engine_held_calls(db_url, box, Path(tmp), n, hold, log_level))
+        if "bare" in runs:
+            held.append(await bare_held_calls(box, Path(tmp), n, hold))
     print(f"\n{n} concurrent bridged, recorded calls held {hold} s (placed at 20/s)")
     print(
         f"{'run':<10} {'calls':>6} {'completed':>10} {'CPU ms/call':>12} "
         f"{'Asterisk CPU ms/call':>21} {'RSS KB/call':>12}"
     )
-    for held in (engine, bare):
+    for run in held:
         print(
-            f"{held.run:<10} {held.calls:>6} {held.completed:>10} "
-            f"{held.per_call_ms(held.cpu_s):>12.2f} "
-            f"{held.per_call_ms(held.asterisk_cpu_s):>21.2f} {held.rss_kb_per_call:>12.0f}"
+            f"{run.run:<10} {run.calls:>6} {run.completed:>10} "
+            f"{run.per_call_ms(run.cpu_s):>12.2f} "
+            f"{run.per_call_ms(run.asterisk_cpu_s):>21.2f} {run.rss_kb_per_call:>12.0f}"
         )
-    print(
-        f"engine CPU per call / bare: {engine.cpu_s / bare.cpu_s:.2f}x (target <= 1.5x); "
-        f"engine calls with a lost event: {n - engine.completed}; "
-        f"engine RSS {engine.rss_idle_mb:.1f} MB idle, {engine.rss_held_mb:.1f} MB held"
-    )
+    if len(held) == 2:
+        engine, bare = held
+        print(
+            f"engine CPU per call / bare: {engine.cpu_s / bare.cpu_s:.2f}x (target <= 1.5x); "
+            f"engine calls with a lost event: {n - engine.completed}; "
+            f"engine RSS {engine.rss_idle_mb:.1f} MB idle, {engine.rss_held_mb:.1f} MB held"
+        )
 
 
 async def main() -> None:
@@ -442,6 +470,15 @@ async def main() -> None:
     parser.add_argument("--concurrent", type=int, default=100)
     parser.add_argument("--hold", type=int, default=30)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument(
+        "--runs", default="engine,bare", help="which concurrency runs: engine, bare or both"
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the engine's log and SIPp's files of the concurrency run in this new directory",
+    )
+    parser.add_argument("--log-level", default="warning", help="the engine's log level")
     args = parser.parse_args()
     box = Sandbox()
     await asyncio.to_thread(box.up)
@@ -451,7 +488,15 @@ async def main() -> None:
         if not args.skip_latency:
             await latency_run(db_url, box, args.calls, [int(r) for r in args.rates.split(",")])
         if args.concurrent:
-            await concurrency_run(db_url, box, args.concurrent, args.hold)
+            await concurrency_run(
+                db_url,
+                box,
+                args.concurrent,
+                args.hold,
+                runs=tuple(args.runs.split(",")),
+                keep=args.keep,
+                log_level=args.log_level,
+            )
     finally:
         await drop_database(db_url)
 
