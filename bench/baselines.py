@@ -199,7 +199,9 @@ class BareAriApp(_BareStasisApp):
 
 class BareClickToCall(_BareStasisApp):
     """Bridged click-to-calls: ``await place(agent_endpoint, customer_endpoint)`` starts one;
-    ``completed`` counts the calls that were bridged and recorded and whose legs both ended."""
+    ``completed`` counts the calls that were bridged and recorded, whose legs both ended and
+    whose recording's end (``RecordingFinished`` or ``RecordingFailed``) arrived: the facts
+    the engine waits for too."""
 
     app = "ctc-bare-c2c"
 
@@ -211,6 +213,8 @@ class BareClickToCall(_BareStasisApp):
         self._customer_endpoint: dict[str, str] = {}  # call id -> customer endpoint
         self._up: dict[str, set[str]] = {}  # call id -> its legs in the app
         self._bridged: set[str] = set()
+        self._hung_up: set[str] = set()  # bridged calls whose legs both ended
+        self._recorded: set[str] = set()  # bridged calls whose recording ended
         self.recordings: list[str] = []  # names of the recordings made (one per call)
         self.completed = 0
         self._progress = asyncio.Condition()  # notified as calls complete
@@ -222,6 +226,19 @@ class BareClickToCall(_BareStasisApp):
         """Wait until ``calls`` calls completed."""
         async with self._progress:
             await self._progress.wait_for(lambda: self.completed >= calls)
+
+    def incomplete(self) -> tuple[list[str], list[str]]:
+        """Of the bridged calls not completed: those still waiting for a leg's end, and those
+        waiting for their recording's end."""
+        return sorted(self._bridged - self._hung_up), sorted(self._bridged - self._recorded)
+
+    async def recording_state(self, name: str) -> str:
+        """What ARI says of recording ``name``: live (its state), stored, or neither."""
+        live = await self._call("GET", f"/recordings/live/{name}")
+        if isinstance(live, dict) and "state" in live:
+            return f"live: {live['state']}"
+        stored = await self._call("GET", f"/recordings/stored/{name}")
+        return "stored" if isinstance(stored, dict) and "name" in stored else "unknown"
 
     async def place(self, agent_endpoint: str, customer_endpoint: str) -> None:
         self._placed += 1
@@ -244,6 +261,8 @@ class BareClickToCall(_BareStasisApp):
                 await self._bridge_and_record(call)
         elif kind == "StasisEnd":
             await self._end(call, leg)
+        elif kind in ("RecordingFinished", "RecordingFailed"):
+            await self._settle(event["recording"]["name"], self._recorded)
 
     async def _bridge_and_record(self, call: str) -> None:
         await self._call("POST", f"/bridges/{call}", {"type": "mixing"})
@@ -264,7 +283,14 @@ class BareClickToCall(_BareStasisApp):
             await self._call("DELETE", f"/bridges/{call}")
             return
         self._up.pop(call, None)
-        if call in self._bridged:
+        await self._settle(call, self._hung_up)
+
+    async def _settle(self, call: str, facts: set[str]) -> None:
+        """One of a bridged call's two last facts arrived; the second completes it."""
+        if call not in self._bridged:
+            return
+        facts.add(call)
+        if call in self._hung_up and call in self._recorded:
             self._bridged.discard(call)
             async with self._progress:
                 self.completed += 1

@@ -414,6 +414,11 @@ async def bare_held_calls(box: Sandbox, work: Path, n: int, hold: int) -> HeldCa
             return bare.completed
 
         held = await hold_calls("bare", box, work, os.getpid(), n, hold, place, settled)
+        if held.completed < n:
+            legs, recordings = bare.incomplete()
+            print(f"bare: {len(legs)} calls lack a leg's end, {len(recordings)} their recording's")
+            for name in recordings[:10]:
+                print(f"  recording {name}: {await bare.recording_state(name)}")
     await delete_recordings(bare.recordings)
     return held
 
