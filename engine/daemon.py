@@ -70,7 +70,7 @@ class Engine(Lifecycle):
         self.events = EventBus()
         self.store = Store.over(self.db, events=self.events, keyring=settings.secrets.keyring())
         self.store.journal.health = self.health
-        self.health.set("journal", "up", "live IVR calls written behind", required=False)
+        self.health.set("journal", "up", "live calls written behind", required=False)
         self.notifier = CallbackNotifier(
             self.store.outbox,
             settings.callbacks,

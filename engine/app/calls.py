@@ -87,7 +87,9 @@ class CallService:
         self, tenant: Tenant, request: InitiateCall, *, idempotency_key: str | None = None
     ) -> tuple[StoredSession, bool]:
         """Validate and store a queued click-to-call, start dialing it; return it and
-        whether it is new (a repeated Idempotency-Key returns the first, dialed once)."""
+        whether it is new (a repeated Idempotency-Key returns the first, dialed once, as it
+        is now). With a dialer the call is written behind (the journal) once stored: while
+        the journal's backlog is full, new calls are refused (``DatabaseUnavailable``)."""
         if self._dialer is not None and not self._dialer.ready:
             raise FeatureUnavailable("Asterisk is not connected (ARI link down); try again shortly")
         region = request.default_region
@@ -129,8 +131,13 @@ class CallService:
             if idempotency_key
             else None,
         )
+        if self._dialer is not None:
+            # its facts are written behind: no row is stored for a call the journal refuses
+            self._store.journal.require_room()
         session, created = await self._store.sessions.create(new)
         if created and self._dialer is not None:
+            # the dialer's facts for it are written behind until it releases the call
+            self._store.sessions.adopt(session, tenant_callback_url=tenant.callback_url)
             self._dialer.start_call(session)
         log.info(
             "call.queued" if created else "call.idempotent_replay",
@@ -160,6 +167,9 @@ class CallService:
             payload={"source": "api", **({"reason": reason} if reason else {})},
             changes=changes,
         )
+        if session.status.is_terminal:
+            # ended here, not by the dialer's facts: the journal need not keep it for them
+            self._store.sessions.release(session_id)
         log.info(
             "call.status_set",
             call_id=str(session_id),

@@ -1,9 +1,10 @@
-"""Write-behind for the calls this process owns: inbound IVR sessions.
+"""Write-behind for the calls this process owns: inbound IVR sessions and click-to-calls.
 
 Why: an IVR call is a burst of small facts (session created, answered, a DTMF row and an
 event per key, ended). Written one transaction each, they cost ~30 round trips to PostgreSQL
 per call, and those round trips were most of the engine's CPU per call (measured with
-py-spy under ``bench/ivr.py``). The door that owns such a call holds its session in memory;
+py-spy under ``bench/ivr.py``); a click-to-call written through took ~41 round trips
+(``bench/originate.py``). The journal holds such a call's session in memory;
 every change is applied there at once (the domain state machine still decides) and queued
 here, and a single writer task commits the queue every ``interval`` seconds, all sessions
 together, in **one statement** (one round trip): the sessions' latest rows (upsert), their
@@ -18,7 +19,8 @@ What holds:
   So a subscriber never sees a fact that is not in the database.
 - PostgreSQL away: the batch is kept and retried with capped backoff; calls in progress go
   on. The backlog is bounded: past ``max_backlog`` queued rows, :meth:`CallJournal.take`
-  refuses new calls (``DatabaseUnavailable``) while calls already owned keep recording.
+  and :meth:`CallJournal.require_room` refuse new calls (``DatabaseUnavailable``) while
+  calls already owned keep recording.
 - A batch PostgreSQL refuses (a bug, or e.g. an IVR option deleted mid-call) is retried one
   session at a time, so one bad session cannot block the others; that session's rows are
   logged and dropped.
@@ -28,6 +30,18 @@ What holds:
   row referring to a live session outside the journal first awaits :meth:`flush`.
 - One owner: a session is owned by the process that opened it (single engine per database
   for now, as the event bus already assumes).
+
+How a session comes and goes:
+
+- :meth:`CallJournal.take`: an IVR call, born in memory (its row is written behind too);
+  the journal lets it go when it ends.
+- :meth:`CallJournal.adopt`: a session whose row PostgreSQL already has (a click-to-call,
+  created write-through so that its idempotency key is exact; or one found live by the
+  resync after a restart). The journal keeps it after it ends, until :meth:`release`: the
+  facts that follow a click-to-call's end (the other leg's hangup, the recording's end)
+  are then read and written in memory too.
+- A session let go stays owned until its last batch is committed: whoever reads it next
+  from PostgreSQL (write-through) reads what the journal wrote, never an older row.
 
 Lifecycle: :meth:`CallJournal.start` starts the writer task; :meth:`CallJournal.close`
 writes what is queued (within ``close_grace`` seconds), then stops it. Closed, it refuses
@@ -147,9 +161,13 @@ class CallJournal(Lifecycle):
         self._interval = interval
         self._max_backlog = max_backlog
         self._close_grace = close_grace
+        # owned: live sessions, and ended ones kept or not yet written (module docstring)
         self._live: dict[uuid.UUID, StoredSession] = {}
         self._callback_urls: dict[uuid.UUID, str | None] = {}
+        self._kept: set[uuid.UUID] = set()  # adopted, not released: kept after their end
+        self._leaving: set[uuid.UUID] = set()  # let go, owned until their last batch commits
         self._pending: dict[uuid.UUID, _Pending] = {}
+        self._writing: dict[uuid.UUID, _Pending] = {}  # the batch being committed
         self._backlog = 0
         self._queued = 0  # generation: bumped by every change queued
         self._written = 0  # the generation the last committed batch covered
@@ -225,15 +243,21 @@ class CallJournal(Lifecycle):
         """Rows queued and not yet committed."""
         return self._backlog
 
-    def take(
-        self, new: NewSession, *, tenant_callback_url: str | None = None
-    ) -> tuple[StoredSession, CallEvent]:
-        """A queued session owned in memory from now on, and its ``session.created`` event."""
+    def require_room(self) -> None:
+        """Raise ``DatabaseUnavailable`` while the backlog is full (new calls are refused;
+        calls already owned keep recording), ``ClosedResourceError`` once closed."""
         self._check_open()
         if self._backlog >= self._max_backlog:
             raise DatabaseUnavailable(
                 f"{self._backlog} call rows are waiting for PostgreSQL; refusing new calls"
             )
+
+    def take(
+        self, new: NewSession, *, tenant_callback_url: str | None = None
+    ) -> tuple[StoredSession, CallEvent]:
+        """A queued session owned in memory from now on, and its ``session.created`` event;
+        let go when it ends."""
+        self.require_room()
         now = _now()
         session = StoredSession(
             id=uuid.uuid4(),
@@ -286,6 +310,43 @@ class CallJournal(Lifecycle):
         )
         return session, event
 
+    def adopt(self, session: StoredSession, *, tenant_callback_url: str | None = None) -> None:
+        """Own ``session``, a live row PostgreSQL has, from now on, and keep it after its end
+        until :meth:`release`. A session owned already stays as it is (its state in memory
+        is the newer one)."""
+        self._check_open()
+        if session.status.is_terminal:
+            raise ValueError(f"session {session.id} has ended ({session.status.value})")
+        if session.id in self._live:
+            return
+        self._live[session.id] = session
+        self._callback_urls[session.id] = session.callback_url or tenant_callback_url
+        self._kept.add(session.id)
+
+    def kept_ended(self) -> list[uuid.UUID]:
+        """The adopted sessions that have ended and are kept until :meth:`release`."""
+        return [sid for sid in self._kept if self._live[sid].status.is_terminal]
+
+    def release(self, session_id: uuid.UUID) -> None:
+        """The adopter needs the session no longer once it has ended: let it go then (now,
+        if it has), like a taken one."""
+        self._kept.discard(session_id)
+        session = self._live.get(session_id)
+        if session is not None and session.status.is_terminal:
+            self._let_go(session_id)
+
+    def _let_go(self, session_id: uuid.UUID) -> None:
+        """Stop owning an ended session once what is queued of it is committed."""
+        if session_id in self._pending or session_id in self._writing:
+            self._leaving.add(session_id)
+        else:
+            self._forget(session_id)
+
+    def _forget(self, session_id: uuid.UUID) -> None:
+        self._leaving.discard(session_id)
+        self._live.pop(session_id, None)
+        self._callback_urls.pop(session_id, None)
+
     def change(
         self,
         session_id: uuid.UUID,
@@ -315,10 +376,7 @@ class CallJournal(Lifecycle):
         if "status" in columns:
             columns["status"] = CallStatus(columns["status"])
         updated = evolve(current, **columns, version=current.version + 1, updated_at=_now())
-        if updated.status.is_terminal:
-            del self._live[session_id]
-        else:
-            self._live[session_id] = updated
+        self._live[session_id] = updated
         event = self._queue(
             updated,
             event_type=event_type,
@@ -328,8 +386,8 @@ class CallJournal(Lifecycle):
             at=when,
             status_change=target is not None,
         )
-        if updated.status.is_terminal:
-            self._callback_urls.pop(session_id, None)
+        if updated.status.is_terminal and session_id not in self._kept:
+            self._let_go(session_id)
         return updated, event
 
     def dtmf(self, row: DtmfRow) -> None:
@@ -449,13 +507,13 @@ class CallJournal(Lifecycle):
             self._wake.clear()
             self._hurry = False
             generation, batch = self._queued, self._pending
-            self._pending = {}
+            self._pending, self._writing = {}, batch
             size = sum(p.size for p in batch.values())
             try:
                 written = await self._write(batch)
             except ClosedResourceError as exc:
                 # the database was closed under us (shutdown order): nothing more to do
-                self._pending = batch
+                self._pending, self._writing = batch, {}
                 log.error("journal.database_closed", rows=self._backlog, error=str(exc))
                 self._fail_waiters(exc)
                 return
@@ -466,7 +524,7 @@ class CallJournal(Lifecycle):
                         _merge(batch[sid], later)
                     else:
                         batch[sid] = later
-                self._pending = batch
+                self._pending, self._writing = batch, {}
                 self.failures += 1
                 self._failing = True
                 if self.health is not None:
@@ -489,7 +547,11 @@ class CallJournal(Lifecycle):
                     self.health.set("journal", "up", "writing", required=False)
             self.batches += 1
             self._backlog -= size
+            self._writing = {}
             self._publish(batch, written)
+            for sid in self._leaving.intersection(batch):
+                if sid not in self._pending:  # else its next batch lets it go
+                    self._forget(sid)
             self._written = generation
             self._wake_waiters()
 

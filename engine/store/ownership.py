@@ -4,11 +4,12 @@ A session has exactly one writer at a time, and every read of its current state 
 change goes to that writer:
 
 - the :class:`~engine.store.journal.CallJournal` owns the live sessions this process opened
-  with :meth:`~engine.store.sessions.SessionRepository.open_live` (inbound IVR calls): their
-  state is in memory and written behind in batches;
-- :class:`~engine.store.write_through.WriteThrough` owns every other session (click-to-call,
-  and any session once it has ended, when the journal lets it go): each change is one
-  PostgreSQL transaction.
+  with :meth:`~engine.store.sessions.SessionRepository.open_live` (inbound IVR calls) or
+  adopted with :meth:`~engine.store.sessions.SessionRepository.adopt` (click-to-calls, once
+  created): their state is in memory and written behind in batches;
+- :class:`~engine.store.write_through.WriteThrough` owns every other session (click-to-calls
+  of an engine without ARI, and any session the journal has let go once its last batch is
+  committed): each change is one PostgreSQL transaction.
 
 :class:`SessionOwnership` is that choice, made in one place; both writers offer the
 :class:`SessionOwner` methods, so callers never branch on who owns a session.

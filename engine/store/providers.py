@@ -5,6 +5,10 @@ Credentials (a JSON object) and the webhook secret are stored sealed by
 :class:`~engine.secrets.Keyring`; without a configured key, storing them is refused
 (:class:`~engine.errors.SecretsError`) rather than written in plaintext. :meth:`secrets`
 is the one read path back to plaintext, for the code that talks to a carrier.
+
+Every call placed without a ``provider_id`` reads its tenant's default provider, so the
+default found is kept for a few seconds (:mod:`engine.store.read_cache`): a provider made
+by this process is seen at once, one made elsewhere within that time.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncpg
 from engine.errors import Conflict, NotFound
 from engine.secrets import Keyring
 from engine.store.database import Database, returned
+from engine.store.read_cache import ReadCache
 from engine.store.records import NewProvider, ProviderSecrets, StoredProvider
 
 __all__ = ["ProviderRepository"]
@@ -32,9 +37,11 @@ _COLS = (
 
 
 class ProviderRepository:
-    def __init__(self, db: Database, *, keyring: Keyring) -> None:
+    def __init__(self, db: Database, *, keyring: Keyring, cache_ttl: float = 5.0) -> None:
         self._db = db
         self._keyring = keyring
+        # each tenant's default provider (None: it has none)
+        self._defaults: ReadCache[uuid.UUID, StoredProvider | None] = ReadCache(cache_ttl)
 
     async def create(self, new: NewProvider) -> StoredProvider:
         credentials = (
@@ -75,6 +82,7 @@ class ProviderRepository:
                 )
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"a provider named {new.name!r} already exists") from exc
+        self._defaults.clear()  # this process sees a new default at once
         return StoredProvider(**dict(returned(row, "INSERT INTO voip_provider")))
 
     async def get(self, tenant_id: uuid.UUID, provider_id: uuid.UUID) -> StoredProvider:
@@ -109,11 +117,17 @@ class ProviderRepository:
         return ProviderSecrets(credentials, webhook_secret)
 
     async def default(self, tenant_id: uuid.UUID) -> StoredProvider | None:
-        row = await self._db.fetchrow(
-            f"SELECT {_COLS} FROM voip_provider WHERE tenant_id = $1 AND is_default AND is_active",
-            tenant_id,
-        )
-        return None if row is None else StoredProvider(**dict(row))
+        """The tenant's active default provider, if any (kept a few seconds: see the module)."""
+
+        async def read() -> StoredProvider | None:
+            row = await self._db.fetchrow(
+                f"SELECT {_COLS} FROM voip_provider "
+                f"WHERE tenant_id = $1 AND is_default AND is_active",
+                tenant_id,
+            )
+            return None if row is None else StoredProvider(**dict(row))
+
+        return await self._defaults.get(tenant_id, read)
 
     async def all(
         self, tenant_id: uuid.UUID, *, provider_type: str | None = None

@@ -2,7 +2,7 @@
 
 A session's current state and its changes go to the writer that owns it
 (:class:`~engine.store.ownership.SessionOwnership`: the write-behind journal for the live
-calls this process opened, write-through for the rest). Listings, event history and stats
+calls this process opened or adopted, write-through for the rest). Listings, event history and stats
 span many sessions and read PostgreSQL (:class:`~engine.store.session_queries.SessionQueries`).
 """
 
@@ -40,9 +40,40 @@ class SessionRepository(SessionQueries):
 
     async def create(self, new: NewSession) -> tuple[StoredSession, bool]:
         """Store a queued session, written through; return it and whether this call created
-        it (an idempotency key's repeat returns the first session, see
-        :meth:`~engine.store.write_through.WriteThrough.create`)."""
-        return await self._ownership.write_through.create(new)
+        it (an idempotency key's repeat returns the first session as its owner has it now,
+        see :meth:`~engine.store.write_through.WriteThrough.create`)."""
+        session, created = await self._ownership.write_through.create(new)
+        if not created and self._ownership.written_behind(session.id):
+            session = await self._ownership.journal.get(session.tenant_id, session.id)
+        return session, created
+
+    def adopt(self, session: StoredSession, *, tenant_callback_url: str | None = None) -> None:
+        """Hand a live session PostgreSQL has to the journal (written behind from now on)
+        until :meth:`release` after its end."""
+        self._ownership.journal.adopt(session, tenant_callback_url=tenant_callback_url)
+
+    async def take_over(self, session_id: uuid.UUID) -> StoredSession | None:
+        """The session as its owner has it now. One PostgreSQL holds live and the journal
+        does not own yet (a click-to-call of an engine that stopped, found by the resync)
+        is read afresh and adopted, until :meth:`release`."""
+        if self._ownership.written_behind(session_id):
+            return await self._ownership.journal.by_id(session_id)
+        found = await self._ownership.write_through.with_tenant_callback_url(session_id)
+        if found is None:
+            return None
+        session, tenant_url = found
+        if not session.status.is_terminal:
+            self._ownership.journal.adopt(session, tenant_callback_url=tenant_url)
+        return session
+
+    def kept_ended(self) -> list[uuid.UUID]:
+        """The adopted sessions that have ended and wait for :meth:`release`."""
+        return self._ownership.journal.kept_ended()
+
+    def release(self, session_id: uuid.UUID) -> None:
+        """An adopted session's facts are over once it has ended: the journal lets it go
+        then (it is written through again after its last batch)."""
+        self._ownership.journal.release(session_id)
 
     async def by_id(self, session_id: uuid.UUID) -> StoredSession | None:
         """A session of any tenant: for telephony events, which carry no tenant."""

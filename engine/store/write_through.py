@@ -52,6 +52,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# beside a session ``s``'s columns: its tenant's callback URL
+_TENANT_CALLBACK_URL: Final = (
+    "(SELECT callback_url FROM tenant t WHERE t.id = s.tenant_id) AS tenant_callback_url"
+)
+
+
+def _with_tenant_url(row: asyncpg.Record) -> tuple[StoredSession, str | None]:
+    values = dict(row)
+    tenant_url = values.pop("tenant_callback_url")
+    return StoredSession.from_row(values), tenant_url
+
+
 def _session_and_event(row: asyncpg.Record) -> tuple[StoredSession, CallEvent]:
     """A row of a session's columns beside its event's (prefixed) as the two records."""
     session = StoredSession.from_row({name: row[name] for name in SESSION_COLUMNS})
@@ -158,6 +170,18 @@ class WriteThrough:
             raise NotFound("session", session_id)
         return StoredSession.from_row(row)
 
+    async def with_tenant_callback_url(
+        self, session_id: uuid.UUID
+    ) -> tuple[StoredSession, str | None] | None:
+        """A session of any tenant and its tenant's callback URL (one round trip), to hand
+        it to the journal."""
+        row = await self._db.fetchrow(
+            f"SELECT {_SESSION_COLS}, {_TENANT_CALLBACK_URL} FROM click_to_call_session s "
+            f"WHERE id = $1",
+            session_id,
+        )
+        return None if row is None else _with_tenant_url(row)
+
     # -- change -----------------------------------------------------------------------------
 
     async def transition(
@@ -230,17 +254,14 @@ class WriteThrough:
     ) -> tuple[StoredSession, str | None]:
         # the tenant's callback URL comes along: one round trip per change, not two
         row = await conn.fetchrow(
-            f"SELECT {_SESSION_COLS}, "
-            f"(SELECT callback_url FROM tenant t WHERE t.id = s.tenant_id) AS tenant_callback_url "
+            f"SELECT {_SESSION_COLS}, {_TENANT_CALLBACK_URL} "
             f"FROM click_to_call_session s WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
             tenant_id,
             session_id,
         )
         if row is None:
             raise NotFound("session", session_id)
-        values = dict(row)
-        tenant_url = values.pop("tenant_callback_url")
-        return StoredSession.from_row(values), tenant_url
+        return _with_tenant_url(row)
 
     async def _update_with_event(
         self,

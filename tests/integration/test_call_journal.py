@@ -237,7 +237,7 @@ async def test_live_sessions_are_read_from_memory_and_scoped_to_their_tenant(
         await store.journal.close()
 
 
-async def test_the_journal_owns_a_live_session_until_it_ends(db: Database) -> None:
+async def test_the_journal_owns_a_taken_session_until_its_end_is_written(db: Database) -> None:
     store = Store.over(db)
     await store.journal.start()
     ownership = store.ownership
@@ -248,9 +248,10 @@ async def test_the_journal_owns_a_live_session_until_it_ends(db: Database) -> No
         await store.sessions.transition(tenant.id, session.id, CallStatus.CONNECTED)
         assert ownership.owner(session.id) is store.journal
         await store.sessions.transition(tenant.id, session.id, CallStatus.COMPLETED)
-        # ended: the journal lets it go, and PostgreSQL has it once the batch is written
-        assert ownership.owner(session.id) is ownership.write_through
+        # ended: the journal lets it go once its last batch is in PostgreSQL, not before
+        assert ownership.owner(session.id) is store.journal
         await store.journal.flush()
+        assert ownership.owner(session.id) is ownership.write_through
         ended = await store.sessions.get(tenant.id, session.id)
         assert (ended.status, ended.version) == (CallStatus.COMPLETED, 3)
     finally:
@@ -384,3 +385,166 @@ async def test_the_tenant_and_menus_last_read_serve_new_calls_while_postgresql_i
     assert await menus.book(tenant.id) is book
     with pytest.raises(DatabaseUnavailable):
         await tenants.by_slug("never-read")
+
+
+# -- click-to-calls: created write-through, then adopted --------------------------------------
+
+
+def _click_to_call(tenant_id: uuid.UUID, key: str | None = None) -> NewSession:
+    return NewSession(
+        tenant_id=tenant_id,
+        agent_number="1001",
+        customer_number="+4930123456",
+        idempotency_key=key,
+        request_hash="hash" if key else None,
+    )
+
+
+async def _bridged_and_ended(store: Store, tenant_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    """A click-to-call's usual facts, from dialing the agent to the customer's hangup."""
+    for status in (
+        CallStatus.DIALING_AGENT,
+        CallStatus.AGENT_ANSWERED,
+        CallStatus.DIALING_CUSTOMER,
+        CallStatus.CONNECTED,
+    ):
+        await store.sessions.transition(tenant_id, session_id, status)
+    await store.sessions.append_event(
+        tenant_id,
+        session_id,
+        CallEventType.RECORDING_STARTED,
+        changes={"recording_path": "/rec/x.wav"},
+    )
+    await store.sessions.transition(
+        tenant_id, session_id, CallStatus.COMPLETED, event_type=CallEventType.CUSTOMER_HANGUP
+    )
+
+
+async def test_an_adopted_click_to_call_is_kept_after_its_end_until_released_and_lands_in_order(
+    db: Database,
+) -> None:
+    store = Store.over(db)
+    tenant = await store.tenants.by_slug("default")
+    async with store.journal:
+        session, created = await store.sessions.create(_click_to_call(tenant.id))
+        assert created
+        store.sessions.adopt(session, tenant_callback_url="http://erp/cb")
+        await _bridged_and_ended(store, tenant.id, session.id)
+        await store.journal.flush()
+        # ended and written, but kept: the recording's end is still to come
+        assert store.ownership.owner(session.id) is store.journal
+        await store.sessions.append_event(
+            tenant.id,
+            session.id,
+            CallEventType.RECORDING_FINISHED,
+            changes={"recording_duration_ms": 9000},
+        )
+        store.sessions.release(session.id)
+        assert store.ownership.owner(session.id) is store.journal  # its last batch is queued
+        await store.journal.flush()
+        assert store.ownership.owner(session.id) is store.ownership.write_through
+
+        assert await _events(db, session.id) == [
+            (1, CallEventType.SESSION_CREATED),
+            (2, CallEventType.STATUS_CHANGED),
+            (3, CallEventType.STATUS_CHANGED),
+            (4, CallEventType.STATUS_CHANGED),
+            (5, CallEventType.STATUS_CHANGED),
+            (6, CallEventType.RECORDING_STARTED),
+            (7, CallEventType.CUSTOMER_HANGUP),
+            (8, CallEventType.RECORDING_FINISHED),
+        ]
+        row = await store.sessions.get(tenant.id, session.id)
+        assert (row.status, row.version, row.recording_duration_ms) == (
+            CallStatus.COMPLETED,
+            8,
+            9000,
+        )
+        outbox = await db.fetch(
+            "SELECT payload->>'status' AS status FROM callback_outbox WHERE session_id = $1 "
+            "ORDER BY id",
+            session.id,
+        )
+        # the tenant's callback URL given at adoption: one callback per status change
+        assert [r["status"] for r in outbox] == [
+            "dialing_agent",
+            "agent_answered",
+            "dialing_customer",
+            "connected",
+            "completed",
+        ]
+
+
+async def test_a_fact_racing_the_end_of_a_released_call_lands_after_the_end(db: Database) -> None:
+    store = Store.over(db)
+    tenant = await store.tenants.by_slug("default")
+    async with store.journal:
+        session, _ = await store.sessions.create(_click_to_call(tenant.id))
+        store.sessions.adopt(session)
+        await store.sessions.transition(tenant.id, session.id, CallStatus.DIALING_AGENT)
+        await store.sessions.transition(tenant.id, session.id, CallStatus.CANCELED)
+        store.sessions.release(session.id)
+        # an in-call control that read the call before its end records its event now:
+        # PostgreSQL's row is still the created one, so it must not be read from there
+        await store.sessions.append_event(
+            tenant.id, session.id, CallEventType.CONTROL_HOLD, payload={"leg": "agent"}
+        )
+        await store.journal.flush()
+        assert await _events(db, session.id) == [
+            (1, CallEventType.SESSION_CREATED),
+            (2, CallEventType.STATUS_CHANGED),
+            (3, CallEventType.STATUS_CHANGED),
+            (4, CallEventType.CONTROL_HOLD),
+        ]
+        assert store.journal.dropped == 0
+
+
+async def test_an_idempotent_replay_of_a_live_call_returns_it_as_the_journal_has_it(
+    db: Database,
+) -> None:
+    store = Store.over(db)
+    tenant = await store.tenants.by_slug("default")
+    async with store.journal:
+        first, _ = await store.sessions.create(_click_to_call(tenant.id, key="k-live"))
+        store.sessions.adopt(first)
+        await store.sessions.transition(tenant.id, first.id, CallStatus.DIALING_AGENT)
+        # not written yet: PostgreSQL still says queued
+        again, created = await store.sessions.create(_click_to_call(tenant.id, key="k-live"))
+        assert not created
+        assert (again.id, again.status, again.version) == (
+            first.id,
+            CallStatus.DIALING_AGENT,
+            2,
+        )
+
+
+async def test_take_over_adopts_a_live_call_postgresql_holds_and_leaves_an_ended_one(
+    db: Database,
+) -> None:
+    # as the resync after a restart: the sessions are in PostgreSQL, not in this journal
+    before = Store.over(db)
+    tenant = await before.tenants.create(
+        f"t-{uuid.uuid4().hex[:8]}", "Restarted", "https://erp.example/after-restart"
+    )
+    live, _ = await before.sessions.create(_click_to_call(tenant.id))
+    ended, _ = await before.sessions.create(_click_to_call(tenant.id))
+    await before.sessions.transition(tenant.id, ended.id, CallStatus.CANCELED)
+
+    store = Store.over(db)
+    async with store.journal:
+        taken = await store.sessions.take_over(live.id)
+        assert taken is not None
+        assert taken.status is CallStatus.QUEUED
+        assert store.ownership.owner(live.id) is store.journal
+        left = await store.sessions.take_over(ended.id)
+        assert left is not None
+        assert left.status is CallStatus.CANCELED
+        assert store.ownership.owner(ended.id) is store.ownership.write_through
+        assert await store.sessions.take_over(uuid.uuid4()) is None
+        # the adopted call's status changes carry the tenant's callback URL
+        await store.sessions.transition(tenant.id, live.id, CallStatus.DIALING_AGENT)
+        await store.journal.flush()
+        assert (
+            await db.fetchval("SELECT url FROM callback_outbox WHERE session_id = $1", live.id)
+            == "https://erp.example/after-restart"
+        )

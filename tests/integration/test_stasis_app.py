@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from engine.asterisk.flows.click_to_call import ChannelFact
 from engine.asterisk.flows.stasis import StasisApp
 from engine.asterisk.links.ari import AriClient
 from engine.asterisk.naming import call_bridge_id, leg_channel_id
@@ -19,6 +21,7 @@ from engine.config.settings import CallSettings
 from engine.devtools.databases import create_database, drop_database
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
+from engine.domain.event_types import CallEventType
 from engine.events import EventBus
 from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migrate
@@ -29,10 +32,13 @@ WITHIN = 10.0
 
 
 class FakeAri:
-    """Answers ARI's REST calls with 2xx and records them; sends events on its socket."""
+    """Answers ARI's REST calls with 2xx and records them; sends events on its socket.
+    ``channels`` are what it lists; originating one of them answers 409, as Asterisk does
+    for a channel id that exists."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str]] = []
+        self.channels: list[dict[str, Any]] = []
         self.sockets: list[web.WebSocketResponse] = []
         self.seen = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -59,12 +65,19 @@ class FakeAri:
         path = "/" + request.match_info["path"]
         self.requests.append((request.method, path))
         self.seen.set()
-        if request.method == "GET" and path in ("/channels", "/bridges"):
+        if request.method == "GET" and path == "/channels":
+            return web.json_response(self.channels)
+        if request.method == "GET" and path == "/bridges":
             return web.json_response([])
         if request.method == "GET":
             return web.json_response({})
         if request.method == "POST" and path.startswith("/channels/") and path.count("/") == 2:
-            return web.json_response({"id": path.rpartition("/")[2]})  # originate
+            channel_id = path.rpartition("/")[2]  # originate
+            if any(ch["id"] == channel_id for ch in self.channels):
+                return web.json_response(
+                    {"message": "Channel with given unique ID already exists"}, status=409
+                )
+            return web.json_response({"id": channel_id})
         return web.Response(status=204)
 
     async def _events(self, request: web.Request) -> web.WebSocketResponse:
@@ -94,7 +107,9 @@ async def store() -> AsyncIterator[Store]:
         await db.start()
         try:
             async with EventBus() as events:
-                yield Store.over(db, events=events)
+                store = Store.over(db, events=events)
+                async with store.journal:  # as the daemon: click-to-calls are written behind
+                    yield store
         finally:
             await db.close()
     finally:
@@ -156,8 +171,114 @@ async def test_a_call_placed_by_the_resync_runs_to_its_end_over_the_event_table(
             await ari.until(lambda: ("DELETE", f"/channels/{customer}") in ari.requests)
             await _status(store, session.id, CallStatus.COMPLETED)
             await ari.until(lambda: ("DELETE", f"/bridges/{bridge}") in ari.requests)
+            # written behind while it lived; over (no recording to wait for), it is let go
+            await store.journal.flush()
+            assert store.ownership.owner(session.id) is store.ownership.write_through
+            # a late fact of the released call changes nothing and looks no transfer up
+            await app.click_to_call.handle(session.id, ChannelFact(customer, up=False))
+            assert not app.click_to_call.transfers.follows(session.id)
+            assert await _event_types(store, session.id) == [
+                "session.created",
+                "agent.dialing",
+                "agent.answered",
+                "customer.dialing",
+                "customer.answered",
+                "agent.hangup",
+            ]
         assert app.is_closed
     assert app.resync.count == 1
+
+
+async def test_a_call_postgresql_has_behind_asterisk_is_adopted_and_caught_up_by_the_resync(
+    store: Store, ari: FakeAri
+) -> None:
+    # an engine that stopped had written "dialing_agent" only: its batch with the agent's
+    # answer and the customer's dialing was lost, while both phones answered
+    tenant = await store.tenants.create("t-behind", "Behind")
+    session, _ = await store.sessions.create(
+        NewSession(tenant_id=tenant.id, agent_number="1001", customer_number="+4930123456")
+    )
+    await store.sessions.transition(
+        tenant.id, session.id, CallStatus.DIALING_AGENT, event_type=CallEventType.AGENT_DIALING
+    )
+    agent, customer = (
+        leg_channel_id(session.id, Leg.AGENT),
+        leg_channel_id(session.id, Leg.CUSTOMER),
+    )
+    ari.channels = [{"id": agent, "state": "Up"}, {"id": customer, "state": "Up"}]
+    async with AriClient(ari.url, "u", "p") as client:
+        app = StasisApp(client, store, CallSettings())
+        async with app:
+            async with asyncio.timeout(WITHIN):
+                await app.resync.completed.wait()
+            await _status(store, session.id, CallStatus.CONNECTED)
+            assert store.ownership.owner(session.id) is store.journal
+            # the customer's channel existed: Asterisk's 409 meant "dialed", not a failure
+            assert ("POST", f"/channels/{customer}") in ari.requests
+            bridge = call_bridge_id(session.id)
+            assert ("POST", f"/bridges/{bridge}/addChannel") in ari.requests
+
+            await ari.send({"type": "ChannelDestroyed", "channel": {"id": customer}, "cause": 16})
+            await _status(store, session.id, CallStatus.COMPLETED)
+            await store.journal.flush()
+            assert store.ownership.owner(session.id) is store.ownership.write_through
+    assert await _event_types(store, session.id) == [
+        "session.created",
+        "agent.dialing",
+        "session.resync",
+        "agent.answered",
+        "customer.dialing",
+        "customer.answered",
+        "customer.hangup",
+    ]
+
+
+async def test_an_ended_call_kept_for_its_recording_is_released_when_the_link_reconnects(
+    store: Store, ari: FakeAri
+) -> None:
+    tenant = await store.tenants.create("t-recorded", "Recorded")
+    await store.recording.set_default(tenant.id, is_enabled=True)
+    session, _ = await store.sessions.create(
+        NewSession(tenant_id=tenant.id, agent_number="1001", customer_number="+4930123456")
+    )
+    agent, customer = (
+        leg_channel_id(session.id, Leg.AGENT),
+        leg_channel_id(session.id, Leg.CUSTOMER),
+    )
+    async with AriClient(ari.url, "u", "p") as client:
+        app = StasisApp(client, store, CallSettings())
+        async with app:
+            async with asyncio.timeout(WITHIN):
+                await app.resync.completed.wait()
+            await _status(store, session.id, CallStatus.DIALING_AGENT)
+            await ari.send({"type": "StasisStart", "channel": {"id": agent}, "args": ["c2c"]})
+            await _status(store, session.id, CallStatus.DIALING_CUSTOMER)
+            await ari.send({"type": "StasisStart", "channel": {"id": customer}, "args": ["c2c"]})
+            await _status(store, session.id, CallStatus.CONNECTED)
+            await ari.until(
+                lambda: ("POST", f"/bridges/{call_bridge_id(session.id)}/record") in ari.requests
+            )
+            await ari.send({"type": "ChannelDestroyed", "channel": {"id": customer}, "cause": 16})
+            await _status(store, session.id, CallStatus.COMPLETED)
+            await store.journal.flush()
+            # ended, kept for the recording's end; the link drops before it is told
+            assert store.sessions.kept_ended() == [session.id]
+            app.resync.completed.clear()
+            await app.link.drop()
+            async with asyncio.timeout(WITHIN):
+                await app.resync.completed.wait()
+            assert store.sessions.kept_ended() == []
+            await store.journal.flush()
+            assert store.ownership.owner(session.id) is store.ownership.write_through
+
+
+async def _event_types(store: Store, session_id: uuid.UUID) -> list[str]:
+    """The session's events in PostgreSQL, in order; their seq numbered without a gap."""
+    rows = await store.db.fetch(
+        "SELECT seq, event_type FROM call_event WHERE session_id = $1 ORDER BY seq", session_id
+    )
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
+    return [r["event_type"] for r in rows]
 
 
 async def test_a_dropped_socket_reconnects_and_resyncs(store: Store, ari: FakeAri) -> None:

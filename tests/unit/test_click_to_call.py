@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from engine.asterisk.flows.click_to_call import ChannelFact
 from engine.asterisk.flows.hangup_records import ChannelEnd, parse_record
 from engine.asterisk.flows.resync import resync_facts
 from engine.asterisk.naming import leg_channel_id
@@ -276,3 +277,34 @@ def test_resync_takes_up_a_call_whose_engine_died_before_dialing_the_customer() 
     facts = resync_facts(session, {}, {})
     assert len(facts) == 1
     assert not facts[0].up
+
+
+def test_resync_catches_up_answers_postgresql_had_not_heard_of_in_the_order_they_came() -> None:
+    # the engine that stopped had written "dialing_agent"; Asterisk has both legs up
+    session = _found(CallStatus.DIALING_AGENT)
+    agent, customer = (
+        leg_channel_id(session.id, Leg.AGENT),
+        leg_channel_id(session.id, Leg.CUSTOMER),
+    )
+    both_up = {agent: {"state": "Up"}, customer: {"state": "Up"}}
+    facts = resync_facts(session, both_up, {})
+    assert facts == [ChannelFact(agent, up=True), ChannelFact(customer, up=True)]
+    # the customer still ringing: only the agent's answer (dialing the customer meets 409)
+    ringing = {agent: {"state": "Up"}, customer: {"state": "Ringing"}}
+    assert resync_facts(session, ringing, {}) == [ChannelFact(agent, up=True)]
+
+
+def test_resync_resumes_a_call_found_agent_answered_before_the_customer_answer_it_missed() -> None:
+    session = _found(CallStatus.AGENT_ANSWERED)
+    agent, customer = (
+        leg_channel_id(session.id, Leg.AGENT),
+        leg_channel_id(session.id, Leg.CUSTOMER),
+    )
+    facts = resync_facts(session, {agent: {"state": "Up"}, customer: {"state": "Up"}}, {})
+    assert facts == [Resume(), ChannelFact(customer, up=True)]
+
+
+def test_resync_does_not_end_a_customer_postgresql_never_saw_dialed() -> None:
+    session = _found(CallStatus.DIALING_AGENT)
+    agent = leg_channel_id(session.id, Leg.AGENT)
+    assert resync_facts(session, {agent: {"state": "Ringing"}}, {}) == []

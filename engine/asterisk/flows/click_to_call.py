@@ -12,6 +12,10 @@ Channel, bridge and recording ids are derived from the session id
 (and their transfers in flight) in PostgreSQL. Which role a channel plays is decided per
 event against the session's current legs and its transfer in flight
 (:func:`engine.domain.transfer.route_channel`): completed transfers replace legs.
+
+A call placed through the API is owned by the journal (:mod:`engine.store.journal`, written
+behind) from its creation until this flow releases it: ended, and not waiting for its
+recording's end (the facts after the end are read and written in memory too).
 """
 
 from __future__ import annotations
@@ -173,6 +177,7 @@ class ClickToCall(Lifecycle):
 
     def start_call(self, session: StoredSession) -> None:
         """Begin dialing a queued session, in the background."""
+        self.transfers.new_call(session.id)
         self.submit(session.id, Start())
 
     async def end_call(self, session: StoredSession, reason: str) -> StoredSession:
@@ -268,6 +273,7 @@ class ClickToCall(Lifecycle):
             log.warning("stasis.unknown_session", call_id=str(session_id))
             return
         bound = log.bind(call_id=str(session_id), tenant_id=str(session.tenant_id))
+        ended_before = session.status.is_terminal
         fact: Fact | TransferFact | None
         if isinstance(raw_fact, ChannelFact):
             # a leg's own channel needs no look-up of the transfer in flight
@@ -304,13 +310,35 @@ class ClickToCall(Lifecycle):
                 "stasis.fact_ignored", fact=type(fact).__name__, status=session.status.value
             )
         session = await self._carry_out(session, decision, bound, policy)
-        if session.status.is_terminal:
+        # a transfer in flight ends with the call; a late fact of a call released (its
+        # transfer ended then) looks nothing up
+        if session.status.is_terminal and (not ended_before or self.transfers.follows(session_id)):
             await self.transfers.abort(session, f"call ended ({session.status.value})")
         if session.status.is_terminal and not self._waiting_for_recording(session):
-            self._locks.pop(session_id, None)
+            self._release(session_id)
 
     def _waiting_for_recording(self, session: StoredSession) -> bool:
         return session.recording_path is not None and session.recording_duration_ms is None
+
+    async def release_ended(self) -> int:
+        """Release the ended calls still kept for a fact to come (their recording's end):
+        after the event link reconnects, a fact missed while it was down never comes (one
+        that does is written through). How many were released."""
+        released = 0
+        for session_id in self._store.sessions.kept_ended():
+            async with self.lock(session_id):
+                session = await self._store.sessions.by_id(session_id)
+                if session is not None and session.status.is_terminal:
+                    self._release(session_id)
+                    released += 1
+        return released
+
+    def _release(self, session_id: uuid.UUID) -> None:
+        """The call is over and expects no more facts: forget its lock and its transfer,
+        and let the journal write it through again after its last batch."""
+        self._locks.pop(session_id, None)
+        self.transfers.forget(session_id)
+        self._store.sessions.release(session_id)
 
     async def _carry_out(
         self,
@@ -417,14 +445,19 @@ class ClickToCall(Lifecycle):
             endpoint = dial_string(self._settings, session.customer_number, outside_line=True)
             caller_id = session.caller_id or self._settings.default_caller_id
             ring = self._settings.customer_ring_timeout
-        await self._ari.originate(
-            endpoint,
-            channel_id=leg_channel_id(session.id, leg),
-            app_args=leg_stasis_args(session.id, leg),
-            caller_id=caller_id,
-            ring_timeout=ring,
-            variables={**leg_channel_variables(session.id, leg), **self._leg_variables},
-        )
+        try:
+            await self._ari.originate(
+                endpoint,
+                channel_id=leg_channel_id(session.id, leg),
+                app_args=leg_stasis_args(session.id, leg),
+                caller_id=caller_id,
+                ring_timeout=ring,
+                variables={**leg_channel_variables(session.id, leg), **self._leg_variables},
+            )
+        except AriConflict:
+            # the leg's channel exists: dialed by an engine that stopped before its status
+            # reached PostgreSQL (the resync carries on from there)
+            log.info("stasis.leg_adopted", call_id=str(session.id), leg=leg.value)
 
     async def _start_recording(
         self, session: StoredSession, policy: RecordingPolicy

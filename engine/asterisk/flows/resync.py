@@ -9,6 +9,15 @@ gone (at the time and with the cause Asterisk's hangup handler recorded,
 :mod:`engine.asterisk.flows.hangup_records`, else estimated), starts queued calls whose
 start was lost, and hangs up or destroys what is ours but belongs to no live session. The
 ids it matches are :mod:`engine.asterisk.naming`'s.
+
+Click-to-calls are written behind (:mod:`engine.store.journal`), so PostgreSQL may be one
+batch behind what happened: the resync first flushes the journal, then lists the live
+sessions there, and hands each click-to-call the journal does not own yet (one of an
+engine that stopped) to it before applying what was missed. What an engine that stopped
+had not written yet is caught up from Asterisk: a leg whose channel is up answered, a
+customer's channel that exists was dialed (originate's 409 for an existing channel id
+counts as dialed). Ended calls the journal still keeps for their recording's end are
+released: an event missed while the link was down never comes.
 """
 
 from __future__ import annotations
@@ -72,6 +81,8 @@ class Resync:
 
     async def _resync(self) -> None:
         channels = {str(ch.get("id", "")): ch for ch in await self._ari.channels()}
+        # PostgreSQL has every fact this process knew before the listing below
+        await self._store.journal.flush()
         live = {s.id: s for s in await self._store.sessions.live()}
         adopted = ended = started = 0
         all_ids = set(channels)
@@ -79,10 +90,11 @@ class Resync:
             if session.direction is Direction.INBOUND:
                 ended += await self._resync_inbound(session, all_ids)
             elif session.status is CallStatus.QUEUED:
-                if await self._resync_queued(session):
-                    started += 1
-                else:
-                    ended += 1
+                match await self._resync_queued(session.id):
+                    case True:
+                        started += 1
+                    case False:
+                        ended += 1
             elif await self._resync_session(session.id, channels):
                 ended += 1
             else:
@@ -94,20 +106,26 @@ class Resync:
             with contextlib.suppress(AriError):
                 await self._ari.hangup(raw)
         bridges = await self._destroy_orphan_bridges()
+        released = await self._click_to_call.release_ended()
         log.info(
             "stasis.resynced",
             live=len(live),
             adopted=adopted,
             ended=ended,
+            ended_released=released,
             queued_started=started,
             orphans_hung_up=len(orphans),
             orphan_bridges_destroyed=len(bridges),
             bridges=bridges[:20],
         )
 
-    async def _resync_queued(self, session: StoredSession) -> bool:
+    async def _resync_queued(self, session_id: uuid.UUID) -> bool | None:
         """Start a queued call whose start may have been lost, or fail it when it is too
-        old to dial now; True when it was started."""
+        old to dial now; True when it was started, None when it was no longer queued."""
+        async with self._click_to_call.lock(session_id):
+            session = await self._store.sessions.take_over(session_id)
+        if session is None or session.status is not CallStatus.QUEUED:
+            return None
         age = datetime.now(UTC) - session.created_at
         fact = restart_queued(age, timedelta(seconds=self._settings.queued_start_deadline))
         if isinstance(fact, Start):
@@ -143,11 +161,12 @@ class Resync:
         """Reconcile one click-to-call (and its transfer in flight) with Asterisk's
         channels; True when facts were missed (and applied)."""
         async with self._click_to_call.lock(session_id):
-            session = await self._store.sessions.by_id(session_id)
+            # read afresh under the lock: the listing may be older than the call's end
+            session = await self._store.sessions.take_over(session_id)
             if session is None or session.status.is_terminal:
                 return False
             # what Asterisk recorded of the legs that ended unseen (read only if any did)
-            gone = any(raw not in channels for _, raw in _dialed_legs(session))
+            gone = any(raw not in channels for _, raw in _dialed_legs(session, channels))
             ends = await self._records.read(session.id) if gone else {}
             facts = resync_facts(session, channels, ends)
             if facts:
@@ -241,12 +260,19 @@ _GONE = "channel gone while ARI was disconnected"
 _RECORDED = "hung up while ARI was disconnected (time and cause recorded by Asterisk)"
 
 
-def _dialed_legs(session: StoredSession) -> list[tuple[Leg, str]]:
-    """The legs dialed so far with their channels, agent first."""
-    legs = [Leg.AGENT]
-    if session.status in (CallStatus.DIALING_CUSTOMER, CallStatus.CONNECTED):
-        legs.append(Leg.CUSTOMER)
-    return [(leg, current_leg_channel(session, leg)) for leg in legs]
+def _dialed_legs(
+    session: StoredSession, channels: Mapping[str, Mapping[str, Any]]
+) -> list[tuple[Leg, str]]:
+    """The legs dialed so far with their channels, agent first: the customer once the
+    session says so, or once Asterisk has its channel (dialed by an engine that stopped
+    before the session said so)."""
+    legs = [(Leg.AGENT, current_leg_channel(session, Leg.AGENT))]
+    customer = current_leg_channel(session, Leg.CUSTOMER)
+    if session.status in (CallStatus.DIALING_CUSTOMER, CallStatus.CONNECTED) or (
+        customer in channels
+    ):
+        legs.append((Leg.CUSTOMER, customer))
+    return legs
 
 
 def resync_facts(
@@ -254,33 +280,43 @@ def resync_facts(
     channels: Mapping[str, Mapping[str, Any]],
     ends: Mapping[str, ChannelEnd],
 ) -> list[RawFact]:
-    """Leg facts we missed while disconnected, inferred from what Asterisk has now.
+    """Leg facts we missed while disconnected (or that an engine that stopped had not
+    written yet), inferred from what Asterisk has now.
 
     A leg that ended unseen ends at the time and with the cause Asterisk recorded
-    (``ends``); without a record its end is estimated (now, no cause). Ends come after
-    answers, in the order they happened, so the party who hung up first ends the call.
+    (``ends``); without a record its end is estimated (now, no cause). Answers come in the
+    order the call takes them (the agent's; the customer dialed, if the session stopped at
+    ``agent_answered``; the customer's), each applied to the state the previous one left.
+    Ends come after answers, in the order they happened, so the party who hung up first
+    ends the call.
     """
-    answers: list[RawFact] = []
+    up: set[Leg] = set()
     endings: list[ChannelFact] = []
-    for leg, raw in _dialed_legs(session):
+    for leg, raw in _dialed_legs(session, channels):
         channel = channels.get(raw)
         if channel is not None:
-            if channel.get("state") == "Up" and _awaits_answer(session.status, leg):
-                answers.append(ChannelFact(raw, up=True))
+            if channel.get("state") == "Up":
+                up.add(leg)
         elif (end := ends.get(raw)) is not None:
             endings.append(
                 ChannelFact(raw, up=False, cause=end.cause, cause_text=_RECORDED, at=end.at)
             )
         else:
             endings.append(ChannelFact(raw, up=False, cause_text=_GONE, estimated=True))
-    if session.status is CallStatus.AGENT_ANSWERED and not endings:
-        answers.append(Resume())  # the engine died before dialing the customer
+    answers: list[RawFact] = []
+    status = session.status
+    if Leg.AGENT in up and status is CallStatus.DIALING_AGENT:
+        answers.append(ChannelFact(current_leg_channel(session, Leg.AGENT), up=True))
+    elif status is CallStatus.AGENT_ANSWERED and not endings:
+        answers.append(Resume())  # the customer's dialing was not written (or not done)
+    if Leg.CUSTOMER in up and status in _BEFORE_CONNECTED:
+        answers.append(ChannelFact(current_leg_channel(session, Leg.CUSTOMER), up=True))
     # recorded ends by time, estimated ones (noticed now) last
     endings.sort(key=lambda f: (f.at is None, f.at or datetime.min.replace(tzinfo=UTC)))
     return [*answers, *endings]
 
 
-def _awaits_answer(status: CallStatus, leg: Leg) -> bool:
-    return (leg is Leg.AGENT and status is CallStatus.DIALING_AGENT) or (
-        leg is Leg.CUSTOMER and status is CallStatus.DIALING_CUSTOMER
-    )
+# the statuses in which the customer's answer is still to come (after the agent's)
+_BEFORE_CONNECTED = frozenset(
+    (CallStatus.DIALING_AGENT, CallStatus.AGENT_ANSWERED, CallStatus.DIALING_CUSTOMER)
+)

@@ -12,6 +12,14 @@ again, one transfer in flight at a time): the target channel is
 are stored on the row. The legs
 a transfer acts on are the session's *current* channels (``agent_channel_id``,
 ``customer_channel_id``): after a completed transfer they are its target's.
+
+The call's session is written behind (:mod:`engine.store.journal`) while the transfer row is
+written at once, so every write of the row first awaits the journal's flush: PostgreSQL
+holds the session's facts before the transfer step that followed them, and what an engine
+that stops leaves there is a prefix of what happened (the resync carries on from it).
+The transfer in flight of each call this runner has seen is kept in memory (every change
+of a click-to-call's transfer row is made here), so the facts around a call's end look
+nothing up.
 """
 
 from __future__ import annotations
@@ -103,6 +111,20 @@ class TransferRunner:
         self._calls = calls
         # set on every target dialed, as on the legs (the hangup handler)
         self._leg_variables = dict(leg_variables or {})
+        # each followed call's transfer in flight (None: none), until forget()
+        self._in_flight: dict[uuid.UUID, StoredTransfer | None] = {}
+
+    def new_call(self, session_id: uuid.UUID) -> None:
+        """A call that has just been created: it has no transfer."""
+        self._in_flight[session_id] = None
+
+    def follows(self, session_id: uuid.UUID) -> bool:
+        """Whether the call's transfer in flight is known here (until :meth:`forget`)."""
+        return session_id in self._in_flight
+
+    def forget(self, session_id: uuid.UUID) -> None:
+        """The call is over: its transfer is read from PostgreSQL again if ever asked."""
+        self._in_flight.pop(session_id, None)
 
     # -- requests (the caller holds the session lock) -----------------------------------------
 
@@ -113,10 +135,11 @@ class TransferRunner:
             raise Conflict(
                 f"session {session.id} is {session.status.value}; only connected calls transfer"
             )
-        if await self._store.transfers.live(session.id) is not None:
+        if await self.live_transfer(session) is not None:
             raise Conflict(f"session {session.id} already has a transfer in flight")
         target_type, target, endpoint = await self._resolve(target)
         transfer_id = uuid.uuid4()
+        await self._store.journal.flush()  # see the module docstring
         transfer = await self._store.transfers.create(
             NewTransfer(
                 id=transfer_id,
@@ -133,6 +156,7 @@ class TransferRunner:
                 else None,
             )
         )
+        self._in_flight[session.id] = transfer
         await self._event(
             session,
             CallEventType.TRANSFER_REQUESTED,
@@ -143,12 +167,16 @@ class TransferRunner:
 
     async def live_transfer(self, session: StoredSession) -> StoredTransfer | None:
         """The session's transfer in flight (initiated or consulting), if any."""
-        return await self._store.transfers.live(session.id)
+        if session.id in self._in_flight:
+            return self._in_flight[session.id]
+        transfer = await self._store.transfers.live(session.id)
+        self._in_flight[session.id] = transfer
+        return transfer
 
     async def on_fact(self, session: StoredSession, fact: TransferFact) -> StoredTransfer | None:
         """Apply a telephony or API fact to the live transfer; None when there is none or
         the fact does not apply in its state."""
-        transfer = await self._store.transfers.live(session.id)
+        transfer = await self.live_transfer(session)
         if transfer is None:
             return None
         steps = decide_transfer(
@@ -163,16 +191,14 @@ class TransferRunner:
 
     async def abort(self, session: StoredSession, reason: str) -> None:
         """The call ended while a transfer was in flight: release the target, close the row."""
-        transfer = await self._store.transfers.live(session.id)
+        transfer = await self.live_transfer(session)
         if transfer is None:
             return
         with contextlib.suppress(AriError):
             await self._ari.hangup(_target(transfer))
         with contextlib.suppress(AriError):
             await self._ari.destroy_bridge(_consult(transfer))
-        await self._store.transfers.update(
-            transfer.id, TransferState.FAILED, failure_cause=reason[:500]
-        )
+        await self._update(transfer, TransferState.FAILED, failure_cause=reason[:500])
         await self._event(session, CallEventType.TRANSFER_FAILED, transfer, {"reason": reason})
 
     async def request_fact(
@@ -314,11 +340,11 @@ class TransferRunner:
                     changes={column: target},
                 )
             case SetState():
-                transfer = await self._store.transfers.update(transfer.id, step.state)
+                transfer = await self._update(transfer, step.state)
                 await self._event(session, step.event_type, transfer)
             case Finish():
-                transfer = await self._store.transfers.update(
-                    transfer.id,
+                transfer = await self._update(
+                    transfer,
                     step.state,
                     failure_cause=step.reason[:500] if step.reason else None,
                     hangup_cause=step.cause,
@@ -353,11 +379,19 @@ class TransferRunner:
             await self._ari.destroy_bridge(consult)
         with contextlib.suppress(AriError):
             await self._ari.request("DELETE", f"/channels/{customer}/moh")
-        transfer = await self._store.transfers.update(
-            transfer.id, TransferState.FAILED, failure_cause=reason[:500]
-        )
+        transfer = await self._update(transfer, TransferState.FAILED, failure_cause=reason[:500])
         await self._event(session, CallEventType.TRANSFER_FAILED, transfer, {"reason": reason})
         return transfer
+
+    async def _update(
+        self, transfer: StoredTransfer, state: TransferState, **changes: Any
+    ) -> StoredTransfer:
+        """Write the transfer's new state after the session's facts so far (see the module
+        docstring), and keep it as the call's transfer in flight while it is live."""
+        await self._store.journal.flush()
+        updated = await self._store.transfers.update(transfer.id, state, **changes)
+        self._in_flight[updated.session_id] = updated if updated.state.is_live else None
+        return updated
 
     async def _event(
         self,
