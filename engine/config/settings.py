@@ -345,6 +345,10 @@ class CallSettings(_Section):
     # Asterisk records a hangup that happens while the engine is away (read and deleted
     # over AMI: without the AMI link no handler is set); "" turns it off.
     hangup_handler: Annotated[str, AfterValidator(_hangup_handler)] = "ctc-hangup,s,1"
+    # How long an ended, recorded call waits for Asterisk's RecordingFinished before the
+    # engine asks ARI itself (Asterisk 22 sometimes sends none for a destroyed bridge's
+    # recording): a stored file ends the recording with an estimated duration.
+    recording_end_timeout: Seconds = 10.0
 
 
 class CallbackSettings(_Section):

@@ -115,7 +115,14 @@ class EndRequested:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RecordingFinished:
+    """The call's recording is over. Asterisk said so (``duration_ms`` as it counted; a
+    ``failure`` with its cause when the recording failed), or it never did and the engine
+    found the file stored: then ``estimated`` is set and the duration is the bridge's
+    time from the answer to the end."""
+
     duration_ms: int | None
+    failure: str | None = None
+    estimated: bool = False
 
 
 Fact = Start | StartExpired | Resume | Answered | LegEnded | EndRequested | RecordingFinished
@@ -230,10 +237,30 @@ def _ended(
     return SetStatus(status, event_type, _cause(fact), {**_cause(fact), **reason}, at=fact.at)
 
 
-def decide(status: CallStatus, fact: Fact, *, record: bool = False) -> Decision:
-    """The next steps for a click-to-call in ``status`` when ``fact`` happens.
+def _recording_over(fact: RecordingFinished) -> Note:
+    """The recording's end as an event; the duration stored is 0 when none is known, so
+    the call no longer waits for one."""
+    payload: dict[str, Any] = {"duration_ms": fact.duration_ms}
+    if fact.failure is not None:
+        payload["failure"] = fact.failure
+    if fact.estimated:
+        payload["estimated"] = True
+    return Note(
+        CallEventType.RECORDING_FINISHED,
+        payload,
+        {"recording_duration_ms": fact.duration_ms or 0},
+    )
 
-    Facts that no longer matter (a leg ending after the call already ended) decide nothing.
+
+def decide(
+    status: CallStatus, fact: Fact, *, record: bool = False, recording_open: bool = False
+) -> Decision:
+    """The next steps for a click-to-call in ``status`` when ``fact`` happens; ``record``:
+    the recording policy says record, ``recording_open``: a recording was started and its
+    end is not known yet.
+
+    Facts that no longer matter (a leg ending after the call already ended, a recording's
+    end told twice) decide nothing.
     """
     match fact:
         case Start() if status is CallStatus.QUEUED:
@@ -311,14 +338,6 @@ def decide(status: CallStatus, fact: Fact, *, record: bool = False) -> Decision:
                     *bridged,
                 )
             )
-        case RecordingFinished():
-            return Decision(
-                (
-                    Note(
-                        CallEventType.RECORDING_FINISHED,
-                        {"duration_ms": fact.duration_ms},
-                        {"recording_duration_ms": fact.duration_ms},
-                    ),
-                )
-            )
+        case RecordingFinished() if recording_open:
+            return Decision((_recording_over(fact),))
     return NOTHING

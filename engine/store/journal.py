@@ -323,10 +323,6 @@ class CallJournal(Lifecycle):
         self._callback_urls[session.id] = session.callback_url or tenant_callback_url
         self._kept.add(session.id)
 
-    def kept_ended(self) -> list[uuid.UUID]:
-        """The adopted sessions that have ended and are kept until :meth:`release`."""
-        return [sid for sid in self._kept if self._live[sid].status.is_terminal]
-
     def release(self, session_id: uuid.UUID) -> None:
         """The adopter needs the session no longer once it has ended: let it go then (now,
         if it has), like a taken one."""

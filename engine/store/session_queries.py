@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from engine.domain.call import LIVE_STATUSES
@@ -141,6 +141,16 @@ class SessionQueries:
             [s.value for s in LIVE_STATUSES],
         )
         return [StoredSession.from_row(r) for r in rows]
+
+    async def recordings_unsettled(self, ended_within: timedelta) -> list[uuid.UUID]:
+        """Ended sessions (within ``ended_within``) whose recording's end was never stored:
+        the resync asks ARI what became of those recordings."""
+        rows = await self._db.fetch(
+            "SELECT id FROM click_to_call_session WHERE recording_path IS NOT NULL "
+            "AND recording_duration_ms IS NULL AND ended_at > now() - $1::interval",
+            ended_within,
+        )
+        return [r["id"] for r in rows]
 
     async def stats(
         self,

@@ -66,10 +66,6 @@ class SessionRepository(SessionQueries):
             self._ownership.journal.adopt(session, tenant_callback_url=tenant_url)
         return session
 
-    def kept_ended(self) -> list[uuid.UUID]:
-        """The adopted sessions that have ended and wait for :meth:`release`."""
-        return self._ownership.journal.kept_ended()
-
     def release(self, session_id: uuid.UUID) -> None:
         """An adopted session's facts are over once it has ended: the journal lets it go
         then (it is written through again after its last batch)."""

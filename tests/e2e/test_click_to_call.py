@@ -84,6 +84,43 @@ async def test_both_answer_bridged_customer_hangs_up_recorded(
     assert abs(session.recording_duration_ms - 3000) <= 1000
 
 
+async def test_a_recording_whose_end_was_never_stored_is_settled_from_asterisks_file(
+    c2c_engine: Engine, sipp_phone: Callable[..., SippPhone]
+) -> None:
+    """Asterisk 22 sometimes sends no RecordingFinished for a destroyed bridge's recording;
+    the engine then asks ARI. Here the end is made unknown after the fact (as if the event
+    never came) and the engine asks the real ARI: no live recording, a stored one."""
+    tenant = await c2c_engine.store.tenants.by_slug("default")
+    await c2c_engine.store.recording.set_default(tenant.id, is_enabled=True, fmt="wav")
+    try:
+        with (
+            sipp_phone("uas_answer.xml", port=AGENT_PORT),
+            sipp_phone("uas_answer_then_hangup.xml", port=CUSTOMER_PORT, hold_ms=1000),
+        ):
+            sid, watch = await _place(c2c_engine)
+            await watch.until("completed", "failed", "canceled")
+            told = await watch.until_event("recording.finished")
+    finally:
+        await c2c_engine.store.recording.set_default(tenant.id, is_enabled=False)
+    session_id = uuid.UUID(sid)
+    await c2c_engine.store.journal.flush()
+    # forget the end Asterisk told (the event log is append-only, the column is not): the
+    # session waits for a recording's end again
+    await c2c_engine.store.db.execute(
+        "UPDATE click_to_call_session SET recording_duration_ms = NULL WHERE id = $1",
+        session_id,
+    )
+    if c2c_engine.stasis is None:
+        raise AssertionError("the c2c engine runs without its Stasis app")
+    assert c2c_engine.stasis.click_to_call.recheck_recordings([session_id]) == 1
+    found = await watch.until_event("recording.finished", count=2)
+    assert found is not told
+    assert found.payload["estimated"] is True
+    session = await watch.session()
+    assert session.recording_duration_ms is not None
+    assert abs(session.recording_duration_ms - 1000) <= 1000
+
+
 def _c2c(bridges: set[str]) -> set[str]:
     return {b for b in bridges if b.startswith("c2c-")}
 

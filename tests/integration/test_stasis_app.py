@@ -8,6 +8,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -16,16 +17,16 @@ from aiohttp import web
 from engine.asterisk.flows.click_to_call import ChannelFact
 from engine.asterisk.flows.stasis import StasisApp
 from engine.asterisk.links.ari import AriClient
-from engine.asterisk.naming import call_bridge_id, leg_channel_id
+from engine.asterisk.naming import call_bridge_id, leg_channel_id, recording_name
 from engine.config.settings import CallSettings
 from engine.devtools.databases import create_database, drop_database
 from engine.domain.call import CallStatus
-from engine.domain.click_to_call import Leg
+from engine.domain.click_to_call import Leg, RecordingFinished
 from engine.domain.event_types import CallEventType
 from engine.events import EventBus
 from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migrate
-from engine.store.records import NewSession
+from engine.store.records import NewSession, StoredSession
 from engine.store.repositories import Store
 
 WITHIN = 10.0
@@ -34,11 +35,14 @@ WITHIN = 10.0
 class FakeAri:
     """Answers ARI's REST calls with 2xx and records them; sends events on its socket.
     ``channels`` are what it lists; originating one of them answers 409, as Asterisk does
-    for a channel id that exists."""
+    for a channel id that exists. Recordings are live or stored by name (404 otherwise);
+    stopping a live one stores it."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str]] = []
         self.channels: list[dict[str, Any]] = []
+        self.live_recordings: set[str] = set()
+        self.stored_recordings: set[str] = set()
         self.sockets: list[web.WebSocketResponse] = []
         self.seen = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -69,6 +73,8 @@ class FakeAri:
             return web.json_response(self.channels)
         if request.method == "GET" and path == "/bridges":
             return web.json_response([])
+        if path.startswith("/recordings/"):
+            return self._recording(request.method, path)
         if request.method == "GET":
             return web.json_response({})
         if request.method == "POST" and path.startswith("/channels/") and path.count("/") == 2:
@@ -79,6 +85,18 @@ class FakeAri:
                 )
             return web.json_response({"id": channel_id})
         return web.Response(status=204)
+
+    def _recording(self, method: str, path: str) -> web.Response:
+        _, _, kind, name, *action = path.split("/")
+        if kind == "live" and name in self.live_recordings:
+            if method == "POST" and action == ["stop"]:
+                self.live_recordings.discard(name)
+                self.stored_recordings.add(name)
+                return web.Response(status=204)
+            return web.json_response({"name": name, "state": "recording"})
+        if kind == "stored" and name in self.stored_recordings and method == "GET":
+            return web.json_response({"name": name, "format": "wav"})
+        return web.json_response({"message": "Recording not found"}, status=404)
 
     async def _events(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -233,43 +251,150 @@ async def test_a_call_postgresql_has_behind_asterisk_is_adopted_and_caught_up_by
     ]
 
 
-async def test_an_ended_call_kept_for_its_recording_is_released_when_the_link_reconnects(
-    store: Store, ari: FakeAri
-) -> None:
-    tenant = await store.tenants.create("t-recorded", "Recorded")
+async def _recorded_call_ended(store: Store, ari: FakeAri, app: StasisApp) -> StoredSession:
+    """A recorded click-to-call through ``app`` (started), up to the customer's hangup:
+    ended, its recording's end not told yet."""
+    tenant = await store.tenants.create(f"t-{uuid.uuid4().hex[:8]}", "Recorded")
     await store.recording.set_default(tenant.id, is_enabled=True)
     session, _ = await store.sessions.create(
         NewSession(tenant_id=tenant.id, agent_number="1001", customer_number="+4930123456")
     )
+    store.sessions.adopt(session)  # as the API's use case: written behind from now on
+    app.click_to_call.start_call(session)
     agent, customer = (
         leg_channel_id(session.id, Leg.AGENT),
         leg_channel_id(session.id, Leg.CUSTOMER),
     )
-    async with AriClient(ari.url, "u", "p") as client:
-        app = StasisApp(client, store, CallSettings())
-        async with app:
-            async with asyncio.timeout(WITHIN):
-                await app.resync.completed.wait()
-            await _status(store, session.id, CallStatus.DIALING_AGENT)
-            await ari.send({"type": "StasisStart", "channel": {"id": agent}, "args": ["c2c"]})
-            await _status(store, session.id, CallStatus.DIALING_CUSTOMER)
-            await ari.send({"type": "StasisStart", "channel": {"id": customer}, "args": ["c2c"]})
-            await _status(store, session.id, CallStatus.CONNECTED)
-            await ari.until(
-                lambda: ("POST", f"/bridges/{call_bridge_id(session.id)}/record") in ari.requests
-            )
-            await ari.send({"type": "ChannelDestroyed", "channel": {"id": customer}, "cause": 16})
-            await _status(store, session.id, CallStatus.COMPLETED)
-            await store.journal.flush()
-            # ended, kept for the recording's end; the link drops before it is told
-            assert store.sessions.kept_ended() == [session.id]
-            app.resync.completed.clear()
-            await app.link.drop()
-            async with asyncio.timeout(WITHIN):
-                await app.resync.completed.wait()
-            assert store.sessions.kept_ended() == []
-            await store.journal.flush()
-            assert store.ownership.owner(session.id) is store.ownership.write_through
+    await _status(store, session.id, CallStatus.DIALING_AGENT)
+    await ari.send({"type": "StasisStart", "channel": {"id": agent}, "args": ["c2c"]})
+    await _status(store, session.id, CallStatus.DIALING_CUSTOMER)
+    await ari.send({"type": "StasisStart", "channel": {"id": customer}, "args": ["c2c"]})
+    await _status(store, session.id, CallStatus.CONNECTED)
+    await ari.until(
+        lambda: ("POST", f"/bridges/{call_bridge_id(session.id)}/record") in ari.requests
+    )
+    await ari.send({"type": "ChannelDestroyed", "channel": {"id": customer}, "cause": 16})
+    await _status(store, session.id, CallStatus.COMPLETED)
+    ended = await store.sessions.by_id(session.id)
+    if ended is None or ended.recording_path is None:
+        raise AssertionError(f"session {session.id} ended without a recording started")
+    return ended
+
+
+async def _recording_settled(store: Store, session: StoredSession) -> dict[str, Any]:
+    """Wait for the session's recording's end to be stored; its recording.finished payload."""
+    async with asyncio.timeout(WITHIN):
+        while True:
+            current = await store.sessions.by_id(session.id)
+            if current is not None and current.recording_duration_ms is not None:
+                break
+            await asyncio.sleep(0.02)
+    await store.journal.flush()
+    events = await store.sessions.events(session.tenant_id, session.id)
+    finished = [e for e in events if e.event_type == CallEventType.RECORDING_FINISHED]
+    assert len(finished) == 1
+    return dict(finished[0].payload)
+
+
+@asynccontextmanager
+async def _stasis_app(
+    ari: FakeAri, store: Store, settings: CallSettings
+) -> AsyncIterator[StasisApp]:
+    """The Stasis app over ``ari``, started and resynced once."""
+    async with AriClient(ari.url, "u", "p") as client, StasisApp(client, store, settings) as app:
+        async with asyncio.timeout(WITHIN):
+            await app.resync.completed.wait()
+        yield app
+
+
+# long enough that a test's call never waits for the timer
+NO_TIMER = CallSettings(recording_end_timeout=3600)
+SOON = CallSettings(recording_end_timeout=0.05)
+
+
+async def test_a_recording_whose_end_asterisk_never_tells_is_settled_from_its_stored_file(
+    store: Store, ari: FakeAri
+) -> None:
+    async with _stasis_app(ari, store, SOON) as app:
+        session = await _recorded_call_ended(store, ari, app)
+        name = recording_name(session.id)
+        ari.stored_recordings.add(name)
+        payload = await _recording_settled(store, session)
+        assert ("GET", f"/recordings/live/{name}") in ari.requests
+        assert ("GET", f"/recordings/stored/{name}") in ari.requests
+        # the bridge's time from the answer to the end stands in for Asterisk's count
+        assert session.connected_at is not None
+        assert session.ended_at is not None
+        bridged = round((session.ended_at - session.connected_at).total_seconds() * 1000)
+        assert payload == {"duration_ms": bridged, "estimated": True}
+        # the call is over: released from the journal once written
+        await store.journal.flush()
+        assert store.ownership.owner(session.id) is store.ownership.write_through
+        # Asterisk telling the end after all adds nothing
+        await app.click_to_call.handle(session.id, RecordingFinished(4000))
+        assert (await _recording_settled(store, session)) == payload
+
+
+async def test_a_recording_still_live_after_its_call_ended_is_stopped_then_settled(
+    store: Store, ari: FakeAri
+) -> None:
+    async with _stasis_app(ari, store, SOON) as app:
+        session = await _recorded_call_ended(store, ari, app)
+        name = recording_name(session.id)
+        ari.live_recordings.add(name)
+        payload = await _recording_settled(store, session)
+        assert ("POST", f"/recordings/live/{name}/stop") in ari.requests
+        assert payload["estimated"] is True
+
+
+async def test_a_recording_asterisk_has_neither_live_nor_stored_ends_as_failed(
+    store: Store, ari: FakeAri
+) -> None:
+    async with _stasis_app(ari, store, SOON) as app:
+        session = await _recorded_call_ended(store, ari, app)
+        payload = await _recording_settled(store, session)
+        assert payload == {"duration_ms": None, "failure": "Asterisk has no such recording"}
+        assert (await store.sessions.get(session.tenant_id, session.id)).recording_duration_ms == 0
+
+
+async def test_a_recording_failed_event_ends_the_recording_with_its_cause(
+    store: Store, ari: FakeAri
+) -> None:
+    async with _stasis_app(ari, store, NO_TIMER) as app:
+        session = await _recorded_call_ended(store, ari, app)
+        recording = {"name": recording_name(session.id), "state": "failed", "cause": "disk full"}
+        await ari.send({"type": "RecordingFailed", "recording": recording})
+        payload = await _recording_settled(store, session)
+        assert payload == {"duration_ms": None, "failure": "disk full"}
+
+
+async def test_a_recording_end_missed_while_the_link_was_down_is_settled_on_reconnect(
+    store: Store, ari: FakeAri
+) -> None:
+    async with _stasis_app(ari, store, NO_TIMER) as app:
+        session = await _recorded_call_ended(store, ari, app)
+        ari.stored_recordings.add(recording_name(session.id))
+        await store.journal.flush()
+        assert store.ownership.owner(session.id) is store.journal  # kept for the end
+        app.resync.completed.clear()
+        await app.link.drop()
+        async with asyncio.timeout(WITHIN):
+            await app.resync.completed.wait()
+        assert (await _recording_settled(store, session))["estimated"] is True
+        await store.journal.flush()
+        assert store.ownership.owner(session.id) is store.ownership.write_through
+
+
+async def test_a_recording_an_earlier_engine_left_waiting_is_settled_by_the_resync(
+    store: Store, ari: FakeAri
+) -> None:
+    async with _stasis_app(ari, store, NO_TIMER) as app:
+        session = await _recorded_call_ended(store, ari, app)
+    await store.journal.flush()
+    # the engine stopped before its recording's end was told; the next one starts
+    ari.stored_recordings.add(recording_name(session.id))
+    async with _stasis_app(ari, store, NO_TIMER):
+        assert (await _recording_settled(store, session))["estimated"] is True
 
 
 async def _event_types(store: Store, session_id: uuid.UUID) -> list[str]:

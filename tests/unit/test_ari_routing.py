@@ -115,7 +115,7 @@ def test_click_to_call_events_become_facts_of_their_session(
         (sid, ChannelFact(agent, up=True)),
         (sid, ChannelFact(target, up=False, cause=17, cause_text="Busy")),
         (sid, RecordingFinished(4000)),
-        (sid, RecordingFinished(None)),
+        (sid, RecordingFinished(None, failure="failed")),
     ]
     assert seen.ivr_calls == seen.ivr_events == []
 

@@ -211,9 +211,38 @@ def test_late_facts_after_the_end_decide_nothing(status: CallStatus) -> None:
 
 
 def test_recording_finished_is_noted_with_its_duration() -> None:
-    d = decide(CallStatus.COMPLETED, RecordingFinished(5000))
+    d = decide(CallStatus.COMPLETED, RecordingFinished(5000), recording_open=True)
     assert d.steps == (
         Note("recording.finished", {"duration_ms": 5000}, {"recording_duration_ms": 5000}),
+    )
+
+
+def test_a_recording_end_told_twice_or_with_no_recording_open_decides_nothing() -> None:
+    # e.g. Asterisk's RecordingFinished arriving after the engine found the file itself
+    assert decide(CallStatus.COMPLETED, RecordingFinished(5000)).steps == ()
+
+
+def test_an_estimated_or_failed_recording_end_says_so_and_closes_the_recording() -> None:
+    estimated = decide(
+        CallStatus.COMPLETED, RecordingFinished(31000, estimated=True), recording_open=True
+    )
+    assert estimated.steps == (
+        Note(
+            "recording.finished",
+            {"duration_ms": 31000, "estimated": True},
+            {"recording_duration_ms": 31000},
+        ),
+    )
+    # no duration known: 0 is stored, so the call waits for no other end
+    failed = decide(
+        CallStatus.COMPLETED, RecordingFinished(None, failure="disk full"), recording_open=True
+    )
+    assert failed.steps == (
+        Note(
+            "recording.finished",
+            {"duration_ms": None, "failure": "disk full"},
+            {"recording_duration_ms": 0},
+        ),
     )
 
 

@@ -48,6 +48,9 @@ __all__ = ["Resync", "resync_facts"]
 
 log = structlog.get_logger(__name__)
 
+# How far back the resync looks for ended calls whose recording's end was never stored.
+RECORDING_LOOKBACK = timedelta(days=1)
+
 
 class Resync:
     """Reconciles the live sessions with what Asterisk has; ``count`` resyncs have run and
@@ -106,13 +109,16 @@ class Resync:
             with contextlib.suppress(AriError):
                 await self._ari.hangup(raw)
         bridges = await self._destroy_orphan_bridges()
-        released = await self._click_to_call.release_ended()
+        # recordings whose end may have been told while the link was down (or to an
+        # earlier engine that stopped): ARI is asked about them
+        unsettled = await self._store.sessions.recordings_unsettled(RECORDING_LOOKBACK)
+        recordings = self._click_to_call.recheck_recordings(unsettled)
         log.info(
             "stasis.resynced",
             live=len(live),
             adopted=adopted,
             ended=ended,
-            ended_released=released,
+            recordings_rechecked=recordings,
             queued_started=started,
             orphans_hung_up=len(orphans),
             orphan_bridges_destroyed=len(bridges),

@@ -206,6 +206,14 @@ class AriClient(Lifecycle):
         found: dict[str, Any] = await self.request("GET", f"/recordings/live/{name}")
         return found
 
+    async def stop_recording(self, name: str) -> None:
+        """Stop a live recording and keep its file."""
+        await self.request("POST", f"/recordings/live/{name}/stop")
+
+    async def stored_recording(self, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = await self.request("GET", f"/recordings/stored/{name}")
+        return found
+
     async def destroy_bridge(self, bridge_id: str) -> None:
         await self.request("DELETE", f"/bridges/{bridge_id}")
 

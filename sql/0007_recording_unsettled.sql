@@ -1,0 +1,11 @@
+-- 0007: find ended calls whose recording's end was never stored.
+--
+-- Asterisk 22 sometimes sends no RecordingFinished for the recording of a bridge it
+-- destroys (measured: 1 and 8 calls in 500 under load, the file stored), and no event at
+-- all reaches an engine whose link is down. The engine asks ARI about such recordings; the
+-- resync after a (re)start finds the ones an earlier engine left waiting through this
+-- index, which holds only those rows (a handful), not every session.
+
+CREATE INDEX click_to_call_session_recording_unsettled_idx
+    ON click_to_call_session (ended_at)
+    WHERE recording_path IS NOT NULL AND recording_duration_ms IS NULL;
