@@ -31,10 +31,10 @@ from engine.domain.ivr import (
     TransferTargetType,
 )
 from engine.domain.netpolicy import OutboundPolicy
-from engine.domain.phone import to_e164
+from engine.domain.phone import e164_or_none
 from engine.domain.routing import Attempt, RoutePlan, plan_route
 from engine.domain.transfer import TransferState, TransferType
-from engine.errors import InvalidInput, NotFound
+from engine.errors import NotFound
 from engine.store.records import NewSession, NewTransfer, StoredSession, StoredTransfer
 from engine.store.repositories import Store
 
@@ -79,10 +79,7 @@ class IvrCallRecord:
         book = await load_menus(tenant.id)
         if menu not in book.menus:
             raise NotFound("IVR menu", menu)
-        customer = None
-        if caller:
-            with contextlib.suppress(InvalidInput):
-                customer = to_e164(caller, field="caller")
+        customer = e164_or_none(caller) if caller else None
         # written behind: the IVR owns this session in memory (engine/store/journal.py)
         self.session = self.store.sessions.open_live(
             NewSession(

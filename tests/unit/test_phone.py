@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.domain.phone import to_e164
+from engine.domain.phone import e164_or_none, to_e164
 from engine.errors import InvalidInput
 
 
@@ -33,3 +33,20 @@ def test_rejected_numbers_name_the_field(raw: str) -> None:
     with pytest.raises(InvalidInput) as info:
         to_e164(raw, field="agent_number")
     assert str(info.value).startswith("agent_number: ")
+
+
+@pytest.mark.parametrize(
+    ("caller", "expected"),
+    [
+        ("+14155550100", "+14155550100"),
+        (" +44 20 7946 0958 ", "+442079460958"),
+        ("anonymous", None),
+        ("1001", None),
+        ("020 7946 0958", None),  # national: no country to read it in
+        ("+999", None),  # a + and still not a number
+    ],
+)
+def test_a_caller_id_is_kept_as_e164_only_when_it_is_a_valid_international_number(
+    caller: str, expected: str | None
+) -> None:
+    assert e164_or_none(caller) == expected
