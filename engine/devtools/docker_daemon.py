@@ -29,7 +29,7 @@ from typing import Any
 from engine.devtools.host import require_root, tail_file
 from engine.errors import SandboxError
 
-__all__ = ["DAEMON_SETTINGS", "Dockerd", "docker_answers", "docker_cli"]
+__all__ = ["DAEMON_SETTINGS", "Dockerd", "docker_answers", "docker_cli", "write_daemon_settings"]
 
 #: What ``daemon.json`` must say for dockerd to run on a host-networking-only machine.
 DAEMON_SETTINGS: dict[str, Any] = {
@@ -105,7 +105,7 @@ class Dockerd:
                 "dockerd is not installed: `apt-get install docker.io docker-compose` "
                 "(scripts/bootstrap does)"
             )
-        self._write_settings()
+        write_daemon_settings(self.config_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
@@ -145,18 +145,23 @@ class Dockerd:
                 proc.wait(grace)
                 return
 
-    def _write_settings(self) -> None:
-        """Merge :data:`DAEMON_SETTINGS` into ``daemon.json`` (other keys are kept)."""
-        current: dict[str, Any] = {}
-        if self.config_path.exists():
-            try:
-                loaded = json.loads(self.config_path.read_text() or "{}")
-            except (OSError, ValueError) as exc:
-                raise SandboxError(f"{self.config_path}: not readable JSON: {exc}") from exc
-            if not isinstance(loaded, dict):
-                raise SandboxError(f"{self.config_path}: expected a JSON object")
-            current = loaded
-        wanted = {**current, **DAEMON_SETTINGS}
-        if wanted != current or not self.config_path.exists():
-            self.config_path.parent.mkdir(parents=True, exist_ok=True)
-            self.config_path.write_text(json.dumps(wanted, indent=2) + "\n")
+
+def write_daemon_settings(config_path: Path) -> None:
+    """Merge :data:`DAEMON_SETTINGS` into dockerd's ``config_path`` (other keys are kept).
+
+    Raises :class:`~engine.errors.SandboxError` naming the file when it is not a JSON
+    object: dockerd would refuse it too, and overwriting it would lose the admin's settings.
+    """
+    current: dict[str, Any] = {}
+    if config_path.exists():
+        try:
+            loaded = json.loads(config_path.read_text() or "{}")
+        except (OSError, ValueError) as exc:
+            raise SandboxError(f"{config_path}: not readable JSON: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise SandboxError(f"{config_path}: expected a JSON object")
+        current = loaded
+    wanted = {**current, **DAEMON_SETTINGS}
+    if wanted != current or not config_path.exists():
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(json.dumps(wanted, indent=2) + "\n")
