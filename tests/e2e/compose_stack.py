@@ -88,6 +88,7 @@ class ComposeStack:
             "PHONE_CALLER_PORT": ports.caller,
             "ENGINE_API_PORT": ports.api,
             "POSTGRES_PORT": ports.postgres,
+            "ENGINE_HEALTH_INTERVAL": "2s",  # healthy soon after start; the default is 30 s
         }
 
     @property
