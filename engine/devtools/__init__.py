@@ -14,4 +14,7 @@ engine's ``dialplan/`` (found by :func:`engine.shared_data.shared_data_dir`).
   :mod:`~engine.devtools.dtmf_caller`: a caller that keys in any digit string
 - :mod:`~engine.devtools.databases`: create and drop a test or benchmark database
 - :mod:`~engine.devtools.demo`: ``ctc demo``
+- :mod:`~engine.devtools.docker_stack`: what ``asterisk-docker/`` builds from (the local
+  Debian base image, the engine's wheels; ``asterisk-docker/prepare``);
+  :mod:`~engine.devtools.docker_daemon`: the Docker engine its test runs on
 """

@@ -13,7 +13,11 @@ from pathlib import Path
 
 from engine.errors import SandboxError
 
-__all__ = ["apt_mirror"]
+__all__ = ["SID_APT_OPTIONS", "apt_mirror"]
+
+#: apt options every Debian *sid* root we build needs (mmdebstrap ``--aptopt``): the
+#: reachable mirror's sid Release file can be past its Valid-Until date.
+SID_APT_OPTIONS: tuple[str, ...] = ('Acquire::Check-Valid-Until "false"',)
 
 
 def apt_mirror(

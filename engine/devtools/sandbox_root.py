@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.devtools.apt_sources import apt_mirror
+from engine.devtools.apt_sources import SID_APT_OPTIONS, apt_mirror
 from engine.devtools.host import LOCK_FILE, LOCK_TIMEOUT, locked, remove_tree, require_root, run
 from engine.errors import SandboxError
 
@@ -55,7 +55,6 @@ INSTALL_TIMEOUT = 600.0
 BUILD_TIMEOUT = 900.0
 
 _VARIANT = "apt"
-_APT_OPTIONS = ('Acquire::Check-Valid-Until "false"',)  # sid's Release may be past Valid-Until
 _KEY_MARKER = ".ctc-sandbox.json"
 
 
@@ -115,7 +114,7 @@ def _build(
     command = [
         "mmdebstrap",
         f"--variant={_VARIANT}",
-        *(f"--aptopt={opt}" for opt in _APT_OPTIONS),
+        *(f"--aptopt={opt}" for opt in SID_APT_OPTIONS),
         f"--include={','.join(packages)}",
         suite,
         str(tmp),
