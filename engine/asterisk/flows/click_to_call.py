@@ -414,7 +414,7 @@ class ClickToCall(Lifecycle):
         except AriError as exc:
             bound.warning("stasis.recording_unknown", recording=name, error=str(exc))
             return None
-        bound.info("stasis.recording_end_untold", recording=name)
+        bound.warning("stasis.recording_end_untold", recording=name)
         return RecordingFinished(_bridged_ms(session), estimated=True)
 
     async def _recording_is_live(self, name: str) -> bool:
