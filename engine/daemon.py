@@ -71,6 +71,11 @@ class Engine(Lifecycle):
         self.store = Store.over(self.db, events=self.events, keyring=settings.secrets.keyring())
         self.store.journal.health = self.health
         self.health.set("journal", "up", "live calls written behind", required=False)
+        # what /metrics reads when scraped, and the calls counted where sessions change
+        self.metrics.watch_health(self.health)
+        self.metrics.watch_journal(self.store.journal)
+        self.metrics.watch_pool(self.db)
+        self.store.sessions.calls = self.metrics.calls
         self.notifier = CallbackNotifier(
             self.store.outbox,
             settings.callbacks,
@@ -115,6 +120,7 @@ class Engine(Lifecycle):
                 erp=erp,
                 admission=self.ivr_admission,
                 hangup_records=HangupRecords(self.ami, settings.calls.hangup_handler),
+                metrics=self.metrics,
             )
         # Asterisk restarted (AMI's FullyBooted says so): the ARI link reconnects and resyncs
         self.restart_watch: RestartWatch | None = None

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
-__all__ = ["ComponentStatus", "HealthReport", "State"]
+__all__ = ["ComponentStatus", "HealthListener", "HealthReport", "State"]
 
 State = Literal["up", "down", "starting"]
 
@@ -29,14 +30,32 @@ class ComponentStatus:
         return {"state": self.state, "detail": self.detail, "required": self.required}
 
 
+# called with a component's name and its new status when its state changes
+HealthListener = Callable[[str, ComponentStatus], None]
+
+
 class HealthReport:
     def __init__(self) -> None:
         self._components: dict[str, ComponentStatus] = {}
+        self._listeners: list[HealthListener] = []
+
+    def add_listener(self, listener: HealthListener) -> None:
+        """Call ``listener(name, status)`` whenever a component's state changes (a new
+        detail with the same state is no change); called at once for every component
+        reported so far. It runs inside :meth:`set`: it must be quick and not raise."""
+        self._listeners.append(listener)
+        for name, status in self._components.items():
+            listener(name, status)
 
     def set(self, name: str, state: State, detail: str = "", *, required: bool = True) -> None:
         old = self._components.get(name)
-        since = old.since if old is not None and old.state == state else time.monotonic()
-        self._components[name] = ComponentStatus(state, detail, required, since)
+        unchanged = old is not None and old.state == state
+        since = old.since if old is not None and unchanged else time.monotonic()
+        status = ComponentStatus(state, detail, required, since)
+        self._components[name] = status
+        if not unchanged:
+            for listener in self._listeners:
+                listener(name, status)
 
     def get(self, name: str) -> ComponentStatus | None:
         return self._components.get(name)

@@ -1,12 +1,65 @@
-"""Prometheus metrics, on a registry of our own (so tests can build several engines)."""
+"""Prometheus metrics, on a registry of our own (so tests can build several engines).
+
+One way to register: every metric is an attribute of :class:`Metrics`, made in its
+constructor on its registry, named by Prometheus's conventions (base units, ``_total``
+counters, ``_seconds`` durations, labels whose values are a small fixed set). Components
+are handed the :class:`Metrics` (``metrics=``) and count what they do; what a component
+already knows (a queue's length, a pool's use, a link's state) is read when Prometheus
+scrapes, by a function given to a gauge (:meth:`Metrics.watch_journal` and the other
+``watch_*`` methods) or by a health listener, so it costs nothing between scrapes.
+
+**Hot paths.** Per-call counting goes through label children bound once, when the engine
+is built (:class:`CallMetrics`, :class:`IvrDoorMetrics`, :class:`WebhookFailures`): a call
+costs a dict look-up and an increment, no ``labels()`` (which builds a key and takes the
+metric's lock) and no new objects. prometheus_client's increment still takes a
+``threading.Lock``; on the one event-loop thread it is never contended, so it never waits.
+Every labelled child that can exist is made up front, at 0, so a rate or an alert has a
+series from the first scrape (Prometheus: "initialize your metrics").
+
+**Node identity: an info metric, not a label on every series.** Which engine a series comes
+from is the scraper's business: Prometheus attaches ``instance`` (and ``job``) to every
+series it scrapes, and a constant label repeated on every series of the process would only
+duplicate it (and clash with relabelling). So the engine says who it is once,
+``ctc_node_info{node="…",version="…"} 1``, which a query joins where it wants the name
+(``… * on(instance) group_left(node) ctc_node_info``). When several engines share a
+database (the scale-out issue) each is one target; ``node`` is the host name until that
+issue makes it configurable.
+
+Scope of what this process can see: ``ctc_calls_active`` counts the calls this process took
+(a call adopted after a restart is followed, and its end counted in ``ctc_calls_total``, but
+it is not active here); the callback outbox is one table for every engine on the database,
+so each reports the same backlog (aggregate with ``max``, not ``sum``).
+"""
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+import socket
+import sys
+import uuid
+from collections.abc import Iterable
+from typing import Final, Literal, Protocol, TypeAlias, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["AgiRefusal", "IvrShedReason", "Metrics", "count_agi_refused"]
+from engine import __version__
+from engine.domain.call import CallStatus
+from engine.domain.ivr import DtmfOutcome
+from engine.domain.providers import ProviderType
+from engine.health import ComponentStatus, HealthReport
+
+__all__ = [
+    "COMPONENTS",
+    "DOORS",
+    "AgiRefusal",
+    "CallMetrics",
+    "Door",
+    "IvrDoorMetrics",
+    "IvrShedReason",
+    "Metrics",
+    "WebhookFailures",
+    "WebhookRejection",
+    "count_agi_refused",
+]
 
 AgiRefusal: TypeAlias = Literal[
     "capacity", "bad_request", "unknown_script", "unknown_tenant", "unknown_menu"
@@ -16,50 +69,135 @@ AgiRefusal: TypeAlias = Literal[
 IvrShedReason: TypeAlias = Literal["lagging", "max_calls"]
 """The ``reason`` label values of ``ctc_ivr_shed_total``."""
 
+Door: TypeAlias = Literal["click_to_call", "ari", "agi", "outbound", "other"]
+"""The ``door`` label values: how a call came to the engine. ``click_to_call``: placed
+through the API; ``ari`` and ``agi``: an inbound caller in the IVR through Stasis or
+FastAGI (the same values as ``ctc_ivr_shed_total``'s); ``outbound``: a carrier's outbound
+call; ``other``: a session this version cannot place (written by a newer engine)."""
+DOORS: Final[tuple[Door, ...]] = ("click_to_call", "ari", "agi", "outbound", "other")
+IVR_DOORS: Final[tuple[Door, ...]] = ("ari", "agi")
+
+WebhookRejection: TypeAlias = Literal["unknown_provider", "malformed"]
+"""The ``reason`` label values of ``ctc_webhook_verification_failures_total`` today: a
+provider type the engine does not know, a body that is not JSON or a form. (Webhooks are
+not signed yet; the carriers issue adds the signature's reasons.)"""
+
+COMPONENTS: Final = ("api", "database", "journal", "callbacks", "ari", "ami", "agi")
+"""The components whose state ``ctc_component_up`` reports (those in the health report)."""
+
+# the IVR input outcomes: the ``outcome`` label values of ``ctc_ivr_inputs_total``
+IVR_INPUT_OUTCOMES: Final = tuple(outcome.value for outcome in DtmfOutcome)
+
+_LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_PAUSE_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class _Backlog(Protocol):
+    """What :meth:`Metrics.watch_journal` reads (engine.store.journal.CallJournal)."""
+
+    @property
+    def backlog(self) -> int: ...
+
+    def backlog_age(self) -> float: ...
+
+
+class _Pool(Protocol):
+    """What :meth:`Metrics.watch_pool` reads (engine.store.database.Database)."""
+
+    def pool_usage(self) -> tuple[int, int, int]: ...
+
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, *, node: str | None = None) -> None:
         self.registry = CollectorRegistry()
+        registry = self.registry
+        self.node_info = Gauge(
+            "ctc_node_info",
+            "Which engine this is (always 1): join on instance for the node name",
+            ["node", "version", "python"],
+            registry=registry,
+        )
+        self.node_info.labels(
+            node or socket.gethostname(),
+            __version__,
+            f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}",
+        ).set(1)
         self.http_requests = Counter(
             "ctc_http_requests_total",
             "Control API requests by route and status",
             ["method", "route", "status"],
-            registry=self.registry,
+            registry=registry,
         )
         self.http_latency = Histogram(
             "ctc_http_request_seconds",
             "Control API request latency",
             ["method", "route"],
-            registry=self.registry,
+            registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
         self.event_streams = Gauge(
             "ctc_event_streams",
             "Open GET /api/v1/events streams",
-            registry=self.registry,
+            registry=registry,
         )
         self.event_streams_refused = Counter(
             "ctc_event_streams_refused_total",
             "Event streams refused (429) by the cap reached (tenant or global)",
             ["scope"],
-            registry=self.registry,
+            registry=registry,
         )
         self.calls_initiated = Counter(
             "ctc_calls_initiated_total",
             "Click-to-call sessions created",
             ["tenant"],
-            registry=self.registry,
+            registry=registry,
         )
-        self.callback_deliveries = Counter(
-            "ctc_callback_deliveries_total",
-            "Status callback delivery attempts by outcome (delivered, retry, dead)",
-            ["outcome"],
-            registry=self.registry,
+        # -- calls ---------------------------------------------------------------------------
+        self.calls_entered = Counter(
+            "ctc_calls_total",
+            "Calls that entered each status, by door: a call counts once in every status it "
+            "passes through (queued: calls taken; completed, busy, no_answer, failed, "
+            "canceled, rejected: how they ended)",
+            ["door", "status"],
+            registry=registry,
         )
+        self.calls_active = Gauge(
+            "ctc_calls_active",
+            "Calls this process took that have not ended, by door",
+            ["door"],
+            registry=registry,
+        )
+        self.calls = CallMetrics(self.calls_entered, self.calls_active)
+        self.originate_latency = Histogram(
+            "ctc_originate_latency_seconds",
+            "Click-to-call: from the API accepting the call to Asterisk accepting the "
+            "originate of the agent's leg (ARI POST /channels answered)",
+            registry=registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.answer_latency = Histogram(
+            "ctc_answer_latency_seconds",
+            "IVR: from the caller reaching the engine (StasisStart handled, AGI request "
+            "read) to the call answered, by door",
+            ["door"],
+            registry=registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.ivr_inputs = Counter(
+            "ctc_ivr_inputs_total",
+            "IVR input decisions by door and outcome (option: a key chose an option; "
+            "invalid: a key no option has; timeout: no key in time; collected: digits "
+            "gathered)",
+            ["door", "outcome"],
+            registry=registry,
+        )
+        self.ivr_doors: dict[str, IvrDoorMetrics] = {
+            door: IvrDoorMetrics(door, self.answer_latency, self.ivr_inputs) for door in IVR_DOORS
+        }
         self.ivr_calls = Gauge(
             "ctc_ivr_calls",
             "IVR calls in progress, both doors (Stasis and FastAGI)",
-            registry=self.registry,
+            registry=registry,
         )
         self.ivr_shed = Counter(
             "ctc_ivr_shed_total",
@@ -67,34 +205,213 @@ class Metrics:
             "OVERLOADED), by door and reason (lagging: the event loop ran later than "
             "ivr.shed_lag_ms; max_calls: ivr.max_calls calls in progress)",
             ["door", "reason"],
-            registry=self.registry,
+            registry=registry,
+        )
+        _initialise(
+            self.ivr_shed, ((door, why) for door in IVR_DOORS for why in get_args(IvrShedReason))
         )
         self.agi_refused = Counter(
             "ctc_agi_refused_total",
             "FastAGI connections or requests refused, by reason (capacity: past "
             "agi.max_connections; bad_request; unknown_script; unknown_tenant; unknown_menu)",
             ["reason"],
-            registry=self.registry,
+            registry=registry,
         )
+        _initialise(self.agi_refused, ((reason,) for reason in get_args(AgiRefusal)))
+        # -- links and components ------------------------------------------------------------
+        self.component_up = Gauge(
+            "ctc_component_up",
+            "1 when a component reports up (api, database, journal, callbacks; the links "
+            "to Asterisk: ari, ami, agi), 0 when down or starting; a component the engine "
+            "does not run (e.g. ari disabled) has no series",
+            ["component"],
+            registry=registry,
+        )
+        self.component_reconnects = Counter(
+            "ctc_component_reconnects_total",
+            "Times a component came back up after being down (a link's reconnect)",
+            ["component"],
+            registry=registry,
+        )
+        # -- write-behind and the outbox -----------------------------------------------------
+        self.journal_backlog = Gauge(
+            "ctc_journal_backlog_rows",
+            "Rows of live calls queued in memory for PostgreSQL (written behind)",
+            registry=registry,
+        )
+        self.journal_backlog_age = Gauge(
+            "ctc_journal_backlog_age_seconds",
+            "Age of the oldest row not yet written by the journal (0: nothing waiting)",
+            registry=registry,
+        )
+        self.outbox_pending = Gauge(
+            "ctc_callback_outbox_pending",
+            "Status callbacks waiting for delivery (shared by every engine on the database; "
+            "read every 10 s)",
+            registry=registry,
+        )
+        self.outbox_oldest_age = Gauge(
+            "ctc_callback_outbox_oldest_age_seconds",
+            "Age of the oldest status callback waiting for delivery (0: none)",
+            registry=registry,
+        )
+        self.callback_deliveries = Counter(
+            "ctc_callback_deliveries_total",
+            "Status callback delivery attempts by outcome (delivered, retry, dead)",
+            ["outcome"],
+            registry=registry,
+        )
+        _initialise(self.callback_deliveries, (("delivered",), ("retry",), ("dead",)))
+        # -- carriers' webhooks --------------------------------------------------------------
+        self.webhook_failures_total = Counter(
+            "ctc_webhook_verification_failures_total",
+            "Carrier webhooks refused, by provider type and reason (unknown_provider; "
+            "malformed: not JSON or a form)",
+            ["provider", "reason"],
+            registry=registry,
+        )
+        self.webhook_failures = WebhookFailures(self.webhook_failures_total)
+        # -- the process: event loop, garbage collector, database pool -----------------------
         self.loop_lag = Histogram(
             "ctc_event_loop_lag_seconds",
             "How late the event loop ran a timer that was due (sampled every 100 ms)",
-            registry=self.registry,
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+            buckets=_PAUSE_BUCKETS,
         )
         self.gc_pause = Histogram(
             "ctc_gc_pause_seconds",
             "Pauses of Python's cyclic garbage collector, by generation",
             ["generation"],
-            registry=self.registry,
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+            buckets=_PAUSE_BUCKETS,
         )
-        self.component_up = Gauge(
-            "ctc_component_up",
-            "1 when a component reports up",
-            ["component"],
-            registry=self.registry,
+        self.db_pool_connections = Gauge(
+            "ctc_db_pool_connections",
+            "PostgreSQL pool connections by state (in_use: borrowed; idle: open, free)",
+            ["state"],
+            registry=registry,
         )
+        self.db_pool_max = Gauge(
+            "ctc_db_pool_max_connections",
+            "The pool's limit (database.max_size): in_use at this limit means callers wait",
+            registry=registry,
+        )
+
+    # -- values read when scraped ------------------------------------------------------------
+
+    def watch_health(self, health: HealthReport) -> None:
+        """``ctc_component_up`` and ``ctc_component_reconnects_total`` follow ``health``."""
+        watcher = _ComponentWatch(self.component_up, self.component_reconnects)
+        health.add_listener(watcher.changed)
+
+    def watch_journal(self, journal: _Backlog) -> None:
+        """The write-behind journal's backlog, read at each scrape."""
+        self.journal_backlog.set_function(lambda: journal.backlog)
+        self.journal_backlog_age.set_function(journal.backlog_age)
+
+    def watch_pool(self, database: _Pool) -> None:
+        """The database pool's use, read at each scrape ((0, 0, 0) before it connects)."""
+        self.db_pool_connections.labels("in_use").set_function(lambda: database.pool_usage()[0])
+        self.db_pool_connections.labels("idle").set_function(lambda: database.pool_usage()[1])
+        self.db_pool_max.set_function(lambda: database.pool_usage()[2])
+
+    def outbox_backlog(self, pending: int, oldest_age: float) -> None:
+        """The callback outbox's backlog, as the notifier last read it."""
+        self.outbox_pending.set(pending)
+        self.outbox_oldest_age.set(oldest_age)
+
+
+class CallMetrics:
+    """``ctc_calls_total`` and ``ctc_calls_active``, fed by the session repository.
+
+    ``active`` counts only sessions :meth:`taken` by this process, so a call adopted after
+    a restart never drives it below zero.
+    """
+
+    def __init__(self, entered: Counter, active: Gauge) -> None:
+        self._entered = {
+            (door, status.value): entered.labels(door, status.value)
+            for door in DOORS
+            for status in CallStatus
+        }
+        self._active = {door: active.labels(door) for door in DOORS}
+        self._live: dict[uuid.UUID, Door] = {}
+
+    def taken(self, session_id: uuid.UUID, door: Door) -> None:
+        """A new session (queued) this process created."""
+        self._live[session_id] = door
+        self._active[door].inc()
+        self._entered[door, CallStatus.QUEUED.value].inc()
+
+    def entered(self, session_id: uuid.UUID, door: Door, status: CallStatus) -> None:
+        """A session moved to ``status``."""
+        self._entered[door, status.value].inc()
+        if status.is_terminal and self._live.pop(session_id, None) is not None:
+            self._active[door].dec()
+
+    @property
+    def live(self) -> int:
+        """Sessions taken here and not ended (what ``ctc_calls_active`` sums to)."""
+        return len(self._live)
+
+
+class IvrDoorMetrics:
+    """One IVR door's answer latency and input outcomes, bound once."""
+
+    def __init__(self, door: Door, answer: Histogram, inputs: Counter) -> None:
+        self.answer = answer.labels(door)
+        self._inputs = {outcome: inputs.labels(door, outcome) for outcome in IVR_INPUT_OUTCOMES}
+
+    def input_decided(self, outcome: str) -> None:
+        child = self._inputs.get(outcome)
+        if child is not None:
+            child.inc()
+
+
+class WebhookFailures:
+    """``ctc_webhook_verification_failures_total``, bound once per provider and reason."""
+
+    UNKNOWN: Final = "unknown"  # the provider label of an unknown provider type
+
+    def __init__(self, counter: Counter) -> None:
+        self._children = {
+            (provider.value, "malformed"): counter.labels(provider.value, "malformed")
+            for provider in ProviderType
+        }
+        self._children[self.UNKNOWN, "unknown_provider"] = counter.labels(
+            self.UNKNOWN, "unknown_provider"
+        )
+
+    def count(self, provider: str, reason: WebhookRejection) -> None:
+        child = self._children.get((provider, reason))
+        if child is None:  # a provider type the engine does not know: never its own series
+            child = self._children[self.UNKNOWN, "unknown_provider"]
+        child.inc()
+
+
+class _ComponentWatch:
+    """A health listener: each component's up/down, and its returns to up."""
+
+    def __init__(self, up: Gauge, reconnects: Counter) -> None:
+        self._up = up
+        self._reconnects = reconnects
+        self._was_up: set[str] = set()
+
+    def changed(self, name: str, status: ComponentStatus) -> None:
+        """``name`` entered ``status`` (the report calls this on a change of state only)."""
+        is_up = status.state == "up"
+        self._up.labels(name).set(1 if is_up else 0)
+        returns = self._reconnects.labels(name)  # a series at 0 from the first report
+        if is_up:
+            if name in self._was_up:
+                returns.inc()
+            self._was_up.add(name)
+
+
+def _initialise(counter: Counter, label_sets: Iterable[tuple[str, ...]]) -> None:
+    """Make each child at 0, so its series exists before the first event."""
+    for labels in label_sets:
+        counter.labels(*labels)
 
 
 def count_agi_refused(metrics: Metrics | None, reason: AgiRefusal) -> None:

@@ -437,13 +437,16 @@ class CallbackNotifier(Lifecycle):
     async def _refresh_health(self) -> None:
         self._next_health = asyncio.get_running_loop().time() + _HEALTH_REFRESH
         try:
-            pending = await self._outbox.pending_count()
+            backlog = await self._outbox.backlog()
         except Exception as exc:
             self._set_health("down", f"cannot read the outbox: {exc}")
             return
+        if self._metrics is not None:
+            self._metrics.outbox_backlog(backlog.pending, backlog.oldest_age)
         self._set_health(
             "up",
-            f"pending {pending}, in flight {len(self._inflight)}, dead since start {self._dead}",
+            f"pending {backlog.pending}, oldest {backlog.oldest_age:.0f} s, in flight "
+            f"{len(self._inflight)}, dead since start {self._dead}",
         )
 
 

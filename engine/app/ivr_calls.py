@@ -35,6 +35,7 @@ from engine.domain.phone import e164_or_none
 from engine.domain.routing import Attempt, RoutePlan, plan_route
 from engine.domain.transfer import TransferState, TransferType
 from engine.errors import NotFound
+from engine.metrics import IvrDoorMetrics, Metrics
 from engine.store.records import NewSession, NewTransfer, StoredSession, StoredTransfer
 from engine.store.repositories import Store
 
@@ -48,13 +49,22 @@ class IvrCallRecord:
     """The stored side of one IVR call; :meth:`store_session` stores its session, the rest needs it.
 
     ``door`` names the door the caller came through (``ari``, ``agi``), ``channel_id`` the
-    caller's channel; both are kept on the session's metadata.
+    caller's channel; both are kept on the session's metadata. Made when the caller reaches
+    the door: with ``metrics``, the time to :meth:`answered` is the door's answer latency
+    (``ctc_answer_latency_seconds``) and each key decision is counted
+    (``ctc_ivr_inputs_total``).
     """
 
-    def __init__(self, store: Store, channel_id: str, door: str) -> None:
+    def __init__(
+        self, store: Store, channel_id: str, door: str, *, metrics: Metrics | None = None
+    ) -> None:
         self.store = store
         self.channel_id = channel_id
         self.door = door
+        self.arrived = time.monotonic()
+        self._metrics: IvrDoorMetrics | None = (
+            metrics.ivr_doors.get(door) if metrics is not None else None
+        )
         self.session: StoredSession | None = None
         self.book: MenuBook | None = None
         self.policy = OutboundPolicy()  # the tenant's, once stored: where lookups may go
@@ -119,6 +129,8 @@ class IvrCallRecord:
             event_type=CallEventType.IVR_ANSWERED,
             payload={"menu": menu, "channel_id": self.channel_id},
         )
+        if self._metrics is not None:
+            self._metrics.answer.observe(time.monotonic() - self.arrived)
         self.log.info("ivr.entered", menu=menu)
 
     async def note(self, event_type: CallEventType, payload: dict[str, Any]) -> None:
@@ -130,6 +142,8 @@ class IvrCallRecord:
 
     async def record_dtmf(self, row: RecordDtmf) -> None:
         session, book = self.stored_session(), self.menus()
+        if self._metrics is not None:
+            self._metrics.input_decided(row.outcome.value)
         menu_id, version = book.menu_ids[row.menu]
         option_id = book.option_ids.get((row.menu, row.option)) if row.option else None
         await self.store.dtmf.record(

@@ -172,6 +172,15 @@ class Database(Lifecycle):
             log.warning("database.close_failed", exc_info=True)
             pool.terminate()
 
+    def pool_usage(self) -> tuple[int, int, int]:
+        """Connections borrowed, connections open and free, and the pool's limit; all 0
+        until the pool exists (``ctc_db_pool_*``, read at each scrape)."""
+        pool = self._pool
+        if pool is None:
+            return 0, 0, 0
+        idle = pool.get_idle_size()
+        return pool.get_size() - idle, idle, pool.get_max_size()
+
     def _require_pool(self) -> asyncpg.Pool:
         self.require_open()
         if self._pool is None:  # start() is still connecting (with a retry)

@@ -56,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -169,6 +170,10 @@ class CallJournal(Lifecycle):
         self._pending: dict[uuid.UUID, _Pending] = {}
         self._writing: dict[uuid.UUID, _Pending] = {}  # the batch being committed
         self._backlog = 0
+        # monotonic time of the oldest row queued and not yet written: in ``_pending``, in
+        # the batch being written (None: nothing there)
+        self._pending_since: float | None = None
+        self._writing_since: float | None = None
         self._queued = 0  # generation: bumped by every change queued
         self._written = 0  # the generation the last committed batch covered
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -186,6 +191,11 @@ class CallJournal(Lifecycle):
 
     def owns(self, session_id: uuid.UUID) -> bool:
         return session_id in self._live
+
+    def backlog_age(self) -> float:
+        """Seconds since the oldest row not yet committed was queued; 0 when none waits."""
+        oldest = _earliest(self._writing_since, self._pending_since)
+        return 0.0 if oldest is None else time.monotonic() - oldest
 
     async def by_id(self, session_id: uuid.UUID) -> StoredSession | None:
         return self._live.get(session_id)
@@ -490,6 +500,8 @@ class CallJournal(Lifecycle):
     def _bump(self, rows: int) -> None:
         self._backlog += rows
         self._queued += 1
+        if self._pending_since is None:
+            self._pending_since = time.monotonic()
         self._wake.set()
 
     # -- the writer -------------------------------------------------------------------------
@@ -504,12 +516,14 @@ class CallJournal(Lifecycle):
             self._hurry = False
             generation, batch = self._queued, self._pending
             self._pending, self._writing = {}, batch
+            self._writing_since, self._pending_since = self._pending_since, None
             size = sum(p.size for p in batch.values())
             try:
                 written = await self._write(batch)
             except ClosedResourceError as exc:
                 # the database was closed under us (shutdown order): nothing more to do
                 self._pending, self._writing = batch, {}
+                self._requeued()
                 log.error("journal.database_closed", rows=self._backlog, error=str(exc))
                 self._fail_waiters(exc)
                 return
@@ -521,6 +535,7 @@ class CallJournal(Lifecycle):
                     else:
                         batch[sid] = later
                 self._pending, self._writing = batch, {}
+                self._requeued()
                 self.failures += 1
                 self._failing = True
                 if self.health is not None:
@@ -544,12 +559,18 @@ class CallJournal(Lifecycle):
             self.batches += 1
             self._backlog -= size
             self._writing = {}
+            self._writing_since = None
             self._publish(batch, written)
             for sid in self._leaving.intersection(batch):
                 if sid not in self._pending:  # else its next batch lets it go
                     self._forget(sid)
             self._written = generation
             self._wake_waiters()
+
+    def _requeued(self) -> None:
+        """The batch being written went back to ``_pending``, older than what came since."""
+        self._pending_since = _earliest(self._writing_since, self._pending_since)
+        self._writing_since = None
 
     def _fail_waiters(self, exc: Exception) -> None:
         for _, waiter in self._waiters:
@@ -672,3 +693,9 @@ def _flush_sql() -> str:
 
 
 _FLUSH_SQL: Final = _flush_sql()
+
+
+def _earliest(first: float | None, second: float | None) -> float | None:
+    if first is None or second is None:
+        return second if first is None else first
+    return min(first, second)

@@ -42,7 +42,7 @@ from engine.errors import CtcError, SecretsError
 from engine.secrets import Keyring
 from engine.store.database import Database, returned
 
-__all__ = ["ClaimedCallback", "OutboxCounts", "OutboxRepository"]
+__all__ = ["ClaimedCallback", "OutboxBacklog", "OutboxCounts", "OutboxRepository"]
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +77,14 @@ class ClaimedCallback:
 class OutboxCounts:
     pending: int
     dead: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutboxBacklog:
+    """Rows waiting for delivery, and how long the oldest has waited (seconds; 0: none)."""
+
+    pending: int
+    oldest_age: float
 
 
 class OutboxRepository:
@@ -200,12 +208,16 @@ class OutboxRepository:
             [c.lease_until for c in claimed],
         )
 
-    async def pending_count(self) -> int:
-        """Pending rows (cheap: the partial index on pending rows answers it)."""
-        count: int = await self._db.fetchval(
-            "SELECT count(*) FROM callback_outbox WHERE state = 'pending'"
+    async def backlog(self) -> OutboxBacklog:
+        """Pending rows and the oldest one's age (reads only pending rows: the partial index
+        on them finds them; a large backlog costs a read of each, every refresh)."""
+        row = await self._db.fetchrow(
+            "SELECT count(*) AS pending, "
+            "COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest_age "
+            "FROM callback_outbox WHERE state = 'pending'"
         )
-        return count
+        found = returned(row, "the outbox backlog")
+        return OutboxBacklog(pending=int(found["pending"]), oldest_age=float(found["oldest_age"]))
 
     async def counts(self) -> OutboxCounts:
         """Pending and dead rows (scans the table: for tests and tools, not hot paths)."""

@@ -4,6 +4,10 @@ A session's current state and its changes go to the writer that owns it
 (:class:`~engine.store.ownership.SessionOwnership`: the write-behind journal for the live
 calls this process opened or adopted, write-through for the rest). Listings, event history and stats
 span many sessions and read PostgreSQL (:class:`~engine.store.session_queries.SessionQueries`).
+
+Every session this process creates and every status change passes here, so this is where
+``ctc_calls_total`` and ``ctc_calls_active`` are counted (:attr:`SessionRepository.calls`,
+set by the daemon; none in tools and most tests), by the door the call came through.
 """
 
 from __future__ import annotations
@@ -13,14 +17,32 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from engine.domain.call import CallStatus
+from engine.domain.call import CallStatus, Direction
 from engine.domain.event_types import CallEventType
+from engine.metrics import CallMetrics, Door
 from engine.store.database import Database
 from engine.store.ownership import SessionOwnership
 from engine.store.records import CallEvent, NewSession, StoredSession, writable_changes
 from engine.store.session_queries import SessionQueries
 
-__all__ = ["SessionRepository"]
+__all__ = ["SessionRepository", "door_of"]
+
+
+def door_of(session: StoredSession) -> Door:
+    """How the call came to the engine (the ``door`` label): an inbound IVR call's door is
+    on its metadata (``ari``, ``agi``: engine/app/ivr_calls.py puts it there)."""
+    match session.direction:
+        case Direction.CLICK_TO_CALL:
+            return "click_to_call"
+        case Direction.OUTBOUND:
+            return "outbound"
+        case Direction.INBOUND:
+            match session.metadata.get("door"):
+                case "ari":
+                    return "ari"
+                case "agi":
+                    return "agi"
+    return "other"
 
 
 class SessionRepository(SessionQueries):
@@ -30,12 +52,18 @@ class SessionRepository(SessionQueries):
     def __init__(self, db: Database, ownership: SessionOwnership) -> None:
         super().__init__(db)
         self._ownership = ownership
+        self.calls: CallMetrics | None = None
+
+    def _taken(self, session: StoredSession) -> None:
+        if self.calls is not None:
+            self.calls.taken(session.id, door_of(session))
 
     def open_live(
         self, new: NewSession, *, tenant_callback_url: str | None = None
     ) -> StoredSession:
         """A queued session owned by the journal from now on (no idempotency key)."""
         session, _ = self._ownership.journal.take(new, tenant_callback_url=tenant_callback_url)
+        self._taken(session)
         return session
 
     async def create(self, new: NewSession) -> tuple[StoredSession, bool]:
@@ -43,6 +71,8 @@ class SessionRepository(SessionQueries):
         it (an idempotency key's repeat returns the first session as its owner has it now,
         see :meth:`~engine.store.write_through.WriteThrough.create`)."""
         session, created = await self._ownership.write_through.create(new)
+        if created:
+            self._taken(session)
         if not created and self._ownership.written_behind(session.id):
             session = await self._ownership.journal.get(session.tenant_id, session.id)
         return session, created
@@ -91,7 +121,7 @@ class SessionRepository(SessionQueries):
     ) -> tuple[StoredSession, CallEvent]:
         """Move a session to ``target`` if the state machine allows it (else
         IllegalTransition), with its event and, if a callback URL applies, its callback."""
-        return await self._ownership.owner(session_id).transition(
+        session, event = await self._ownership.owner(session_id).transition(
             tenant_id,
             session_id,
             target,
@@ -100,6 +130,9 @@ class SessionRepository(SessionQueries):
             changes=writable_changes(changes),
             at=at,
         )
+        if self.calls is not None:
+            self.calls.entered(session.id, door_of(session), session.status)
+        return session, event
 
     async def append_event(
         self,

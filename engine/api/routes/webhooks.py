@@ -1,4 +1,11 @@
-"""Carriers' status webhooks in (JSON or form-encoded)."""
+"""Carriers' status webhooks in (JSON or form-encoded).
+
+A webhook refused here (an unknown provider type, a body that is neither JSON nor a form,
+nor within the size limit) is counted in ``ctc_webhook_verification_failures_total``: a
+carrier misconfigured, or someone probing the endpoint. Webhooks are not signed yet; the
+carriers issue adds the signature check and its reasons to the same counter. A request
+without a valid token is refused (401) before this handler, by the API's authentication.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from aiohttp import web
 
 from engine.api.endpoints import (
     ApiRequest,
+    BadRequest,
     json_response,
     printable,
     read_form,
@@ -16,6 +24,8 @@ from engine.api.endpoints import (
 )
 from engine.api.models import WebhookAcceptedOut
 from engine.api.routes.common import API, error_responses, use_cases
+from engine.api.state import API_STATE
+from engine.errors import NotFound
 
 __all__ = ["receive_webhook"]
 
@@ -37,9 +47,18 @@ _KEPT_HEADERS = ("Content-Type", "User-Agent", "X-Twilio-Signature", "X-Exotel-S
 async def receive_webhook(req: ApiRequest) -> web.StreamResponse:
     """Logged as received and linked to the session with the carrier's call id."""
     intake = use_cases(req).webhooks
-    # 404 before the body is read
-    provider_type = intake.require_provider_type(req.raw.match_info["provider_type"])
-    payload = await _webhook_payload(req.raw)
+    failures = req.raw.app[API_STATE].metrics.webhook_failures
+    name = req.raw.match_info["provider_type"]
+    try:  # 404 before the body is read
+        provider_type = intake.require_provider_type(name)
+    except NotFound:
+        failures.count(name, "unknown_provider")
+        raise
+    try:
+        payload = await _webhook_payload(req.raw)
+    except (BadRequest, web.HTTPRequestEntityTooLarge):
+        failures.count(provider_type.value, "malformed")
+        raise
     # stored as received, except bytes that were not UTF-8 (aiohttp keeps them as surrogates)
     headers = {h: printable(req.raw.headers[h]) for h in _KEPT_HEADERS if h in req.raw.headers}
     entry = await intake.receive(req.require_tenant(), provider_type, payload, headers)

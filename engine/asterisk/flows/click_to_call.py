@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -78,6 +79,7 @@ from engine.domain.transfer import (
 )
 from engine.errors import AriError, CtcError, IllegalTransition
 from engine.lifecycle import Lifecycle
+from engine.metrics import Metrics
 from engine.store.records import RecordingPolicy, StoredSession, StoredTransfer
 from engine.store.repositories import Store
 
@@ -138,7 +140,9 @@ class ClickToCall(Lifecycle):
     """Click-to-call over ARI: start, follow and end calls (the API's Dialer).
 
     ``connected`` is the ARI event link's: calls are placed only while it is up. Closing
-    cancels the facts still being handled.
+    cancels the facts still being handled. With ``metrics``, the time from
+    :meth:`start_call` (the API accepted the call) to Asterisk accepting the agent leg's
+    originate is ``ctc_originate_latency_seconds``.
     """
 
     def __init__(
@@ -150,8 +154,12 @@ class ClickToCall(Lifecycle):
         connected: asyncio.Event,
         recording_dir: str = "/var/spool/asterisk/recording",
         leg_variables: Mapping[str, str] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._ari = ari
+        self._metrics = metrics
+        # sessions started here whose agent leg is not originated yet: when they started
+        self._accepted: dict[uuid.UUID, float] = {}
         self._store = store
         self._settings = settings
         self._connected = connected
@@ -193,6 +201,8 @@ class ClickToCall(Lifecycle):
     def start_call(self, session: StoredSession) -> None:
         """Begin dialing a queued session, in the background."""
         self.transfers.new_call(session.id)
+        if self._metrics is not None:
+            self._accepted[session.id] = time.monotonic()
         self.submit(session.id, Start())
 
     async def end_call(self, session: StoredSession, reason: str) -> StoredSession:
@@ -306,6 +316,7 @@ class ClickToCall(Lifecycle):
             await self.transfers.abort(session, f"call ended ({session.status.value})")
         if not session.status.is_terminal:
             return
+        self._accepted.pop(session_id, None)  # ended before its agent leg was dialed
         if self._waiting_for_recording(session):
             self._watch_recording(session_id)
         else:
@@ -552,6 +563,9 @@ class ClickToCall(Lifecycle):
             # the leg's channel exists: dialed by an engine that stopped before its status
             # reached PostgreSQL (the resync carries on from there)
             log.info("stasis.leg_adopted", call_id=str(session.id), leg=leg.value)
+        accepted = self._accepted.pop(session.id, None) if leg is Leg.AGENT else None
+        if accepted is not None and self._metrics is not None:
+            self._metrics.originate_latency.observe(time.monotonic() - accepted)
 
     async def _start_recording(
         self, session: StoredSession, policy: RecordingPolicy

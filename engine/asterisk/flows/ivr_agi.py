@@ -156,7 +156,9 @@ class AgiIvr(Lifecycle):
 
     async def _serve(self, channel: AgiChannel, menu: str) -> None:
         request = channel.request
-        record = IvrCallRecord(self.store, request.uniqueid or request.channel, "agi")
+        record = IvrCallRecord(
+            self.store, request.uniqueid or request.channel, "agi", metrics=self._metrics
+        )
         call = AgiIvrCall(self, channel, record, menu)
         try:
             await call.store_session(tenant_slug=request.query.get("tenant", "default"))

@@ -82,6 +82,7 @@ from engine.domain.routing import Attempt, attempt_outcome
 from engine.domain.transfer import TransferState, state_for_unanswered
 from engine.errors import AriError, CtcError, InvalidInput
 from engine.lifecycle import Lifecycle
+from engine.metrics import Metrics
 from engine.store.records import StoredTransfer
 from engine.store.repositories import Store
 
@@ -114,9 +115,11 @@ class AriIvr(Lifecycle):
         *,
         erp: ErpLookup,
         admission: IvrAdmission,
+        metrics: Metrics | None = None,
     ) -> None:
         self.ari = ari
         self.store = store
+        self.metrics = metrics
         self.load_menus = load_menus
         self.settings = settings
         self.erp = erp
@@ -239,7 +242,7 @@ class AriIvrCall:
         self.menu = args.menu
         self.tenant_slug = args.tenant_slug
         self.inbox: asyncio.Queue[Event | _TargetAnswered | _TargetEnded | None] = asyncio.Queue()
-        self.record = IvrCallRecord(ivr.store, self.channel_id, "ari")
+        self.record = IvrCallRecord(ivr.store, self.channel_id, "ari", metrics=ivr.metrics)
         self.target: str | None = None  # the transfer target's channel that answered
         self.ringing: dict[str, str] = {}  # target channel -> the target it rings
         self.targets: set[str] = set()  # every target channel routed to this call

@@ -35,6 +35,7 @@ from engine.config.settings import CallSettings
 from engine.errors import CtcError
 from engine.health import HealthReport
 from engine.lifecycle import Lifecycle
+from engine.metrics import Metrics
 from engine.store.repositories import Store
 
 __all__ = ["StasisApp"]
@@ -66,6 +67,7 @@ class StasisApp(Lifecycle):
         erp: ErpLookup | None = None,
         admission: IvrAdmission | None = None,
         hangup_records: HangupRecords | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._records = hangup_records or HangupRecords(None)
@@ -82,6 +84,7 @@ class StasisApp(Lifecycle):
             connected=self.link.connected,
             recording_dir=recording_dir,
             leg_variables=self._records.leg_variables,
+            metrics=metrics,
         )
         self.resync = Resync(ari, store, settings, self.click_to_call, self._records)
         # inbound callers in Stasis(ctc,ivr,MENU): only when menus can be loaded
@@ -92,7 +95,9 @@ class StasisApp(Lifecycle):
                     "StasisApp: an IVR (menus=...) needs erp=... for its lookups and "
                     "admission=... for its capacity"
                 )
-            self.ivr = AriIvr(ari, store, menus, settings, erp=erp, admission=admission)
+            self.ivr = AriIvr(
+                ari, store, menus, settings, erp=erp, admission=admission, metrics=metrics
+            )
         self.router = AriEventRouter()
         if self.ivr is not None:
             self.ivr.subscribe(self.router)  # first: an IVR call's events are its own
