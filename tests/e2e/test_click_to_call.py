@@ -29,6 +29,7 @@ from tests.e2e.engine_fixtures import (
     running_engine,
 )
 from tests.e2e.helpers import SippPhone, ari_bridges
+from tests.support.metrics import sample
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
@@ -55,6 +56,10 @@ async def test_both_answer_bridged_customer_hangs_up_recorded(
 ) -> None:
     tenant = await c2c_engine.store.tenants.by_slug("default")
     await c2c_engine.store.recording.set_default(tenant.id, is_enabled=True, fmt="wav")
+    door = {"door": "click_to_call"}
+    originated = sample(c2c_engine, "ctc_originate_latency_seconds_count")
+    completed = sample(c2c_engine, "ctc_calls_total", status="completed", **door)
+    connected = sample(c2c_engine, "ctc_calls_total", status="connected", **door)
     try:
         with (
             sipp_phone("uas_answer.xml", port=AGENT_PORT),
@@ -82,6 +87,11 @@ async def test_both_answer_bridged_customer_hangs_up_recorded(
     assert abs(seconds - 3.0) <= 1.0, seconds  # the customer talked 3 s
     assert session.recording_duration_ms is not None
     assert abs(session.recording_duration_ms - 3000) <= 1000
+    # what /metrics says of it: the agent's leg originated once, connected, completed
+    assert sample(c2c_engine, "ctc_originate_latency_seconds_count") == originated + 1
+    assert sample(c2c_engine, "ctc_calls_total", status="connected", **door) == connected + 1
+    assert sample(c2c_engine, "ctc_calls_total", status="completed", **door) == completed + 1
+    assert sample(c2c_engine, "ctc_component_up", component="ari") == 1
 
 
 async def test_a_recording_whose_end_was_never_stored_is_settled_from_asterisks_file(
@@ -317,6 +327,10 @@ async def test_ari_socket_cut_mid_call_reconnects_and_resyncs(
                 # the link comes back and resyncs: the call is still up, so it is adopted
                 await asyncio.wait_for(engine.stasis.resync.completed.wait(), 30)
                 assert engine.stasis.link.connections == before + 1
+                # every connection after the first is a reconnect for the admin's alert
+                reconnects = sample(engine, "ctc_component_reconnects_total", component="ari")
+                assert reconnects == engine.stasis.link.connections - 1
+                assert sample(engine, "ctc_component_up", component="ari") == 1
                 assert (await watch.session()).status.value == "connected"
                 # ... and the customer's hangup after the reconnect still ends it properly
                 end = await watch.until("completed", "failed")

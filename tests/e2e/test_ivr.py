@@ -14,6 +14,7 @@ from engine.devtools.sipp import SippPhone
 from engine.ivr_yaml import load_menus
 from tests.e2e.engine_fixtures import CallWatcher, completed_ivr_call
 from tests.e2e.test_dtmf_caller import dtmf_caller
+from tests.support.metrics import families, sample, scrape
 
 pytestmark = pytest.mark.e2e
 
@@ -102,14 +103,40 @@ def assert_ivr_transfer(row: dict[str, Any], menu: str, key: str) -> None:
         assert row["answered_at"] is None, row
 
 
+def _door_counts(engine: Engine, door: str) -> dict[str, float]:
+    """What the metrics say about a door's calls: answers, input outcomes, ended calls."""
+    counts = {
+        outcome: sample(engine, "ctc_ivr_inputs_total", door=door, outcome=outcome)
+        for outcome in ("option", "invalid", "timeout", "collected")
+    }
+    counts["answered"] = sample(engine, "ctc_answer_latency_seconds_count", door=door)
+    counts["completed"] = sample(engine, "ctc_calls_total", door=door, status="completed")
+    return counts
+
+
+def _counted(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {what: after[what] - before[what] for what in after if after[what] != before[what]}
+
+
 async def test_two_level_menu_walk(
     ivr_engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
 ) -> None:
+    before = _door_counts(ivr_engine, "ari")
     watch, rows = await _call(ivr_engine, sipp_phone, tmp_path, "1#", gap_ms=800)
     assert [(r["menu"], r["digit"], r["outcome"], r["option_key"]) for r in rows] == [
         ("main", "1", "option", "1"),
         ("sales", "#", "option", "#"),
     ]
+    # the metrics an admin alerts on saw the same call: answered once, two keys, ended
+    assert _counted(before, _door_counts(ivr_engine, "ari")) == {
+        "answered": 1,
+        "option": 2,
+        "completed": 1,
+    }
+    scraped = families(await scrape(ivr_engine))
+    up = {s.labels["component"]: s.value for s in scraped["ctc_component_up"].samples}
+    assert up["ari"] == 1
+    assert up["agi"] == 1
     assert all(r["ms_since_prompt"] is not None for r in rows)
     session = await watch.session()
     assert session.direction.value == "inbound"
@@ -132,9 +159,15 @@ async def test_invalid_digit_then_valid(
 async def test_silence_times_out_then_falls_back(
     ivr_engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
 ) -> None:
+    before = _door_counts(ivr_engine, "ari")
     watch, rows = await _call(ivr_engine, sipp_phone, tmp_path, "", wait_ms=100)
     # one timeout per try (the first and one retry), then the fallback hangs up
     assert [(r["menu"], r["outcome"]) for r in rows] == [("main", "timeout"), ("main", "timeout")]
+    assert _counted(before, _door_counts(ivr_engine, "ari")) == {
+        "answered": 1,
+        "timeout": 2,
+        "completed": 1,
+    }
     assert [r["attempt"] for r in rows] == [1, 2]
     assert (await watch.session()).end_reason == "ivr hung up"
 
@@ -154,6 +187,7 @@ async def test_the_same_menu_through_fastagi(
 ) -> None:
     # [from-caller] sends 4573<number> to AGI(agi://127.0.0.1:4573/ivr/main)
     assert ivr_engine.agi is not None
+    before = _door_counts(ivr_engine, "agi")
     watch, rows = await _call(
         ivr_engine, sipp_phone, tmp_path, "71#", gap_ms=800, number="45735551000"
     )
@@ -162,6 +196,12 @@ async def test_the_same_menu_through_fastagi(
         ("main", "1", "option", 2),
         ("sales", "#", "option", 1),
     ]
+    assert _counted(before, _door_counts(ivr_engine, "agi")) == {
+        "answered": 1,
+        "invalid": 1,
+        "option": 2,
+        "completed": 1,
+    }
     session = await watch.session()
     assert session.metadata["door"] == "agi"
     assert session.ivr_menu == "main"

@@ -275,8 +275,12 @@ async def test_postgresql_away_rows_wait_and_land_once_when_it_returns(
     flushed = asyncio.ensure_future(writer.flush())
     await asyncio.wait_for(health.journal_down.wait(), 30)  # the writer tried
     assert not flushed.done()
+    # the batch that failed is back in the queue, as old as its first row
+    assert writer.backlog > 0
+    assert writer.backlog_age() > 0
     proxied.come_back()
     await asyncio.wait_for(flushed, 30)
+    assert writer.backlog_age() == 0
     journal_health = health.get("journal")
     assert journal_health is not None
     assert journal_health.state == "up"  # after it had said "down" while away
