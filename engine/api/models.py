@@ -362,7 +362,7 @@ class CallsInMinuteOut(_Out):
     minute: datetime = Field(description="The minute's start (UTC)")
     placed: int = Field(description="Sessions created in that minute")
     answered: int = Field(description="...of which the customer answered")
-    finished: int = Field(description="...of which have ended")
+    decided: int = Field(description="...answered, or ended without an answer")
 
 
 class RingTimeCountOut(_Out):
@@ -376,8 +376,8 @@ class CallActivityOut(_Out):
     minutes: list[CallsInMinuteOut] = Field(description="Every minute, oldest first")
     placed: int
     answered: int
-    finished: int
-    answer_rate: float | None = Field(description="answered / finished calls")
+    decided: int = Field(description="Calls answered, or ended without an answer")
+    answer_rate: float | None = Field(description="answered / decided calls")
     ring_times: list[RingTimeCountOut] = Field(description="How long calls rang")
 
 

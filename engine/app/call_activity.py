@@ -4,8 +4,8 @@ the last minutes of a tenant's sessions.
 The figures come from the session rows (their ``created_at``, ``connected_at``, ``ring_ms``
 and status), so they lag live calls as the listing does (see
 :mod:`engine.store.session_queries`). A call is *answered* once the customer answered
-(``connected_at`` set); the answer rate is answered over finished, so calls still ringing
-do not count against it.
+(``connected_at`` set); the answer rate is answered over *decided* (answered, or ended
+without an answer), so calls still ringing count neither way.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ class CallActivity:
     minutes: list[CallsInMinute]  # every minute of the window, oldest first
     placed: int
     answered: int
-    finished: int
-    answer_rate: float | None  # answered / finished; None before any call finished
+    decided: int  # answered, or ended without an answer
+    answer_rate: float | None  # answered / decided; None before any call was decided
     ring_times: list[RingTimeCount]
 
 
@@ -75,14 +75,14 @@ class CallActivityService:
         counted = await sessions.calls_by_minute(tenant.id, since, until)
         ring_times = await sessions.ring_times(tenant.id, since, until, list(RING_TIME_BOUNDS_MS))
         answered = sum(row.answered for row in counted)
-        finished = sum(row.finished for row in counted)
+        decided = sum(row.decided for row in counted)
         return CallActivity(
             since=since,
             until=until,
             minutes=every_minute(counted, since, until),
             placed=sum(row.placed for row in counted),
             answered=answered,
-            finished=finished,
-            answer_rate=round(answered / finished, 4) if finished else None,
+            decided=decided,
+            answer_rate=round(answered / decided, 4) if decided else None,
             ring_times=ring_times,
         )

@@ -403,7 +403,7 @@ class CallsInMinute:
     minute: datetime  # the minute's start (UTC)
     placed: int
     answered: int  # connected_at is set: the customer answered
-    finished: int  # in a terminal status now
+    decided: int  # answered, or ended without an answer
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -195,7 +195,8 @@ class SessionQueries:
         rows = await self._db.fetch(
             "SELECT date_trunc('minute', created_at) AS minute, count(*) AS placed, "
             "  count(*) FILTER (WHERE connected_at IS NOT NULL) AS answered, "
-            "  count(*) FILTER (WHERE NOT status = ANY($4)) AS finished "
+            "  count(*) FILTER (WHERE connected_at IS NOT NULL OR NOT status = ANY($4)) "
+            "    AS decided "
             "FROM click_to_call_session WHERE tenant_id = $1 "
             "AND created_at >= $2 AND created_at < $3 GROUP BY 1 ORDER BY 1",
             tenant_id,
@@ -204,7 +205,7 @@ class SessionQueries:
             [s.value for s in LIVE_STATUSES],
         )
         return [
-            CallsInMinute(r["minute"], int(r["placed"]), int(r["answered"]), int(r["finished"]))
+            CallsInMinute(r["minute"], int(r["placed"]), int(r["answered"]), int(r["decided"]))
             for r in rows
         ]
 

@@ -83,8 +83,8 @@ async def test_call_activity_counts_the_calls_of_each_minute_their_answers_and_r
     activity = await _get(unix_api, f"{C2C}/stats/activity", tenant.slug, minutes=15)
     assert len(activity["minutes"]) == 15
     assert activity["minutes"][-1]["minute"] < activity["until"]
-    assert (activity["placed"], activity["answered"], activity["finished"]) == (3, 1, 2)
-    assert activity["answer_rate"] == 0.5  # answered / ended: the ringing call is not counted
+    assert (activity["placed"], activity["answered"], activity["decided"]) == (3, 1, 2)
+    assert activity["answer_rate"] == 0.5  # answered / decided: the ringing call counts neither way
     assert sum(m["placed"] for m in activity["minutes"]) == 3
     ring = activity["ring_times"]
     assert [bucket["from_ms"] for bucket in ring][:3] == [0, 2000, 5000]

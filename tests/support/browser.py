@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
@@ -21,7 +22,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.support.ci import unavailable
 
-__all__ = ["CHROMIUM", "SCREENSHOTS", "chromium", "screenshot", "signed_in"]
+__all__ = ["CHROMIUM", "SCREENSHOTS", "chromium", "page_errors", "screenshot", "signed_in"]
 
 CHROMIUM: Final = Path("/usr/bin/chromium")
 FLAGS: Final = (
@@ -36,6 +37,8 @@ FLAGS: Final = (
 )
 # Where the tests leave a picture of each page, for a person to look at.
 SCREENSHOTS: Final = Path("/tmp/console-shots")
+# what went wrong in each signed-in tab's scripts (and what its CSP refused)
+_ERRORS: weakref.WeakKeyDictionary[Page, list[str]] = weakref.WeakKeyDictionary()
 
 
 @contextlib.asynccontextmanager
@@ -59,11 +62,28 @@ async def signed_in(browser: Browser, base_url: str, token: str) -> Page:
         base_url=base_url, viewport={"width": 1360, "height": 860}, locale="en-GB"
     )
     page = await context.new_page()
+    errors = _ERRORS[page] = []
+    # an API answer of 4xx is logged by chromium too ("Failed to load resource"): that is
+    # the page working; a script error or a CSP refusal is not
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if message.type == "error" and not message.text.startswith("Failed to load")
+            else None
+        ),
+    )
+    page.on("pageerror", lambda error: errors.append(str(error)))
     await page.goto("/console/")
     await page.fill("#token", token)
     await page.click("#login-form button[type=submit]")
     await expect(page.locator("#stream-state")).to_have_text("live")
     return page
+
+
+def page_errors(page: Page) -> list[str]:
+    """The script errors and CSP refusals of a tab :func:`signed_in` opened, so far."""
+    return list(_ERRORS.get(page, []))
 
 
 async def screenshot(page: Page, name: str) -> Path:

@@ -202,8 +202,9 @@ async def call_stats(req: ApiRequest) -> web.StreamResponse:
 )
 async def call_activity(req: ApiRequest) -> web.StreamResponse:
     """Every minute of the window (the current one last) with the sessions created in it,
-    how many the customer answered and how many ended; `answer_rate` is answered over
-    ended; `ring_times` counts the window's sessions by how long they rang."""
+    how many the customer answered and how many are decided (answered, or ended without an
+    answer); `answer_rate` is answered over decided, so calls still ringing count neither
+    way; `ring_times` counts the window's sessions by how long they rang."""
     activity = await use_cases(req).call_activity.last_minutes(
         req.require_tenant(), req.query_as(CallActivityQuery).minutes
     )

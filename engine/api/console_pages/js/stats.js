@@ -12,8 +12,9 @@ function hhmm(iso) {
   return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
+// the swatches' colours are classes in console.css (the page allows no inline style)
 function legend(items) {
-  return h("div", { class: "legend" }, items.map(([color, label]) => h("span", {}, h("i", { style: `background:${color}` }), label)));
+  return h("div", { class: "legend" }, items.map(([swatch, label]) => h("span", {}, h("i", { class: swatch }), label)));
 }
 
 function kpi(label, value, id) {
@@ -21,7 +22,7 @@ function kpi(label, value, id) {
 }
 
 export function statsView(root) {
-  const select = h("select", { id: "stats-window", style: "width:auto" },
+  const select = h("select", { id: "stats-window", class: "compact" },
     WINDOWS.map(([value, label]) => h("option", { value, selected: value === minutes }, `Last ${label}`)));
   const box = h("div", { id: "stats" });
   const error = h("p", { class: "error" });
@@ -44,12 +45,13 @@ export function statsView(root) {
           barChart(labels, [
             { values: activity.minutes.map((one) => one.placed), color: "#93c5fd", label: "placed" },
             { values: activity.minutes.map((one) => one.answered), color: "#16a34a", label: "answered" },
-          ], { everyNthLabel: Math.max(1, Math.round(labels.length / 8)), title: "Calls per minute" }),
-          legend([["#93c5fd", "placed"], ["#16a34a", "answered by the customer"]])),
+          ], { everyNthLabel: Math.max(1, Math.round(labels.length / 10)), title: "Calls per minute", width: 1100 }),
+          legend([["placed", "placed"], ["answered", "answered by the customer"]])),
         h("div", { class: "grid two" },
-          card("Answer rate", gauge(activity.answer_rate, { label: `${activity.answered} of ${activity.finished} ended calls` })),
+          card("Answer rate", gauge(activity.answer_rate, { label: "answered" }),
+            h("p", { class: "muted center" }, `${activity.answered} of ${activity.decided} decided calls answered (calls still ringing count neither way)`)),
           card("Ring time", barChart(ringLabels, [{ values: ring.map((one) => one.count), color: "#f59e0b", label: "calls" }],
-            { everyNthLabel: 1, title: "Ring time distribution" }), legend([["#f59e0b", "calls by how long they rang"]]))));
+            { everyNthLabel: 1, title: "Ring time distribution", width: 460 }), legend([["rang", "calls by how long they rang"]]))));
       error.textContent = "";
     } catch (failure) {
       error.textContent = failure.message;
@@ -57,7 +59,7 @@ export function statsView(root) {
   }
   select.addEventListener("change", () => { minutes = Number(select.value); load(); });
   const every = setInterval(load, 15_000);
-  replace(root, h("div", { class: "card-head" }, h("h1", {}, "Statistics"), select), error, box);
+  replace(root, h("div", { class: "page-head" }, h("h1", {}, "Statistics"), select), error, box);
   load();
   return () => clearInterval(every);
 }
