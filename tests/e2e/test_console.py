@@ -76,6 +76,7 @@ async def test_a_sandbox_call_appears_changes_status_and_ends_on_the_live_page_w
         await screenshot(page, "10-live-call-in-sandbox")
         ended = page.locator(f"#ended-calls tr[data-session-id='{placed['id']}']")
         await expect(ended).to_have_attribute("data-status", "completed", timeout=CALL_WAIT_MS)
+        await expect(ended).to_contain_text("customer hung up")
         await expect(row).to_have_count(0)
         assert await customer.wait_async(30) == 0, customer.report()
     assert await page.evaluate("window.notReloaded") is True

@@ -60,6 +60,20 @@ function fromSession(session) {
   return call;
 }
 
+// Why a call ended, from the event that ended it (the session row says it too, in end_reason,
+// but the stream carries events, not rows).
+const ENDED_BY = {
+  "agent.hangup": "agent hung up", "customer.hangup": "customer hung up",
+  "agent.unanswered": "agent did not answer", "customer.unanswered": "customer did not answer",
+  "session.ended": "ended through the API", "call.failed": "failed", "ivr.ended": "caller left the IVR",
+};
+
+function endReason(event) {
+  const why = ENDED_BY[event.event_type] ?? event.event_type;
+  const detail = event.payload?.reason ?? event.payload?.hangup_cause_text;
+  return detail ? `${why} (${detail})` : why;
+}
+
 const LEG_STATES = { dialing: "ringing", answered: "up", unanswered: "gone", hangup: "gone" };
 
 function applyEvent(call, event) {
@@ -91,6 +105,9 @@ function applyEvent(call, event) {
     call.digits = (call.digits + (event.payload?.digit ?? "")).slice(-12);
   }
   if (event.event_type === "ivr.transferred") call.legs.agent = "up";
+  if (event.status_to && isTerminal(event.status_to)) {
+    call.endReason = call.endReason || endReason(event);
+  }
   if (isTerminal(call.status)) {
     call.endedAt = call.endedAt || event.occurred_at;
     for (const one of ["agent", "customer"]) if (call.legs[one] !== "idle") call.legs[one] = "gone";

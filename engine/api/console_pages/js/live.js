@@ -53,7 +53,7 @@ function endedRow(call) {
     h("td", {}, call.direction === "inbound" ? "inbound" : call.agent || "–"),
     h("td", {}, call.customer || "–"),
     h("td", { class: "num" }, call.connectedAt ? timer(call.connectedAt, call.endedAt) : "–"),
-    h("td", {}, call.endReason || (call.lastEvent ?? "")));
+    h("td", {}, call.endReason || ""));
 }
 
 export function liveView(root) {
