@@ -17,6 +17,7 @@ from playwright.async_api import Browser, Page, expect
 
 from engine.daemon import Engine
 from engine.devtools.sandbox import Sandbox
+from engine.ivr_yaml import load_menus
 from engine.store.records import Tenant
 from tests.e2e.engine_fixtures import (
     AGENT,
@@ -28,6 +29,7 @@ from tests.e2e.engine_fixtures import (
     running_engine,
 )
 from tests.e2e.helpers import SippPhone
+from tests.e2e.test_dtmf_caller import dtmf_caller
 from tests.support.browser import page_errors, screenshot, signed_in
 from tests.support.net import free_port
 from tests.support.tenants import new_tenant
@@ -164,3 +166,59 @@ async def test_a_tenants_pages_never_show_another_tenants_call(
     assert ours.id != theirs.id
     await our_page.context.close()
     await their_page.context.close()
+
+
+IVR_MENUS = """\
+menus:
+  main:
+    greeting: sound:hello-world
+    timeout_ms: 8000
+    options:
+      1: {action: submenu, menu: sales}
+  sales:
+    greeting: sound:beep
+    timeout_ms: 8000
+    options:
+      "#": {action: hangup}
+"""
+
+
+async def test_an_inbound_caller_shows_in_its_ivr_menu_with_the_keys_it_pressed(
+    migrated_db: str,
+    sandbox: Sandbox,
+    tmp_path: Path,
+    browser: Browser,
+    sipp_phone: Callable[..., SippPhone],
+) -> None:
+    async with running_engine(
+        migrated_db, sandbox, tmp_path, app="ctc", agi=True, tcp_port=free_port()
+    ) as engine:
+        tenant = await engine.store.tenants.by_slug("default")  # the dialplan's callers
+        await engine.store.ivr.save(tenant.id, load_menus(IVR_MENUS))
+        token = (await engine.store.tenants.issue_token(tenant.slug, "console")).token
+        page = await signed_in(browser, f"http://127.0.0.1:{engine.api.tcp_port}", token)
+        # "1" at 3 s (the caller sits in main meanwhile), "#" 3 s later in sales: hangup
+        caller = dtmf_caller(sipp_phone, tmp_path / "caller", "1#", wait_ms=3000, gap_ms=3000)
+        watch = CallWatcher(engine)
+        with caller:
+            created = await watch.until_event("session.created", within=20)
+            session_id = str(created.session_id)
+            row = page.locator(f"#live-calls tr[data-session-id='{session_id}']")
+            await expect(row).to_contain_text("caller in IVR “main”", timeout=CALL_WAIT_MS)
+            await expect(row).to_contain_text("keys 1", timeout=CALL_WAIT_MS)
+            await screenshot(page, "13-inbound-ivr-call-live")
+            watch.session_id = created.session_id
+            end = await watch.until("completed", "failed", "canceled", within=40)
+            assert end.status_to == "completed", watch.trail()
+            assert await caller.wait_async(30) == 0, caller.report()
+        watch.close()
+        ended = page.locator(f"#ended-calls tr[data-session-id='{session_id}']")
+        await expect(ended).to_have_attribute("data-status", "completed")
+        await page.goto(f"http://127.0.0.1:{engine.api.tcp_port}/console/#/calls/{session_id}")
+        keys = page.locator("#timeline li[data-event-type='ivr.dtmf']")
+        await expect(keys).to_have_count(2)
+        await expect(keys.first).to_contain_text("menu=main")
+        await expect(keys.last).to_contain_text("menu=sales")
+        await screenshot(page, "14-inbound-ivr-call-detail")
+        assert page_errors(page) == []
+        await page.context.close()

@@ -21,9 +21,14 @@ function notify(id) {
   for (const watcher of watchers) watcher(id);
 }
 
-// The legs a status implies, before (or without) their own events.
+// The legs a status implies, before (or without) their own events. Inbound: the caller is
+// the customer leg; an agent leg exists only once the IVR transfers the caller.
 function legsFor(call) {
   const legs = { agent: "idle", customer: "idle" };
+  if (call.direction === "inbound") {
+    legs.customer = call.status === "connected" ? "up" : "ringing";
+    return legs;
+  }
   switch (call.status) {
     case "dialing_agent": legs.agent = "ringing"; break;
     case "agent_answered": legs.agent = "up"; break;
@@ -31,7 +36,6 @@ function legsFor(call) {
     case "connected": legs.agent = "up"; legs.customer = "up"; break;
     default: break;
   }
-  if (call.direction === "inbound") legs.customer = call.status === "connected" ? "up" : "ringing";
   return legs;
 }
 
@@ -104,7 +108,9 @@ function applyEvent(call, event) {
     call.ivrMenu = event.payload?.menu ?? call.ivrMenu;
     call.digits = (call.digits + (event.payload?.digit ?? "")).slice(-12);
   }
+  if (event.event_type === "ivr.transfer_dialing") call.legs.agent = "ringing";
   if (event.event_type === "ivr.transferred") call.legs.agent = "up";
+  if (event.event_type === "ivr.transfer_finished") call.legs.agent = "gone";
   if (event.status_to && isTerminal(event.status_to)) {
     call.endReason = call.endReason || endReason(event);
   }

@@ -37,9 +37,11 @@ function liveRow(call, changedId) {
   return h("tr", { class: call.id === changedId ? "clickable flash" : "clickable", dataset: { sessionId: call.id, status: call.status }, onclick: () => { location.hash = `#/calls/${call.id}`; } },
     h("td", { class: "mono" }, shortId(call.id)),
     h("td", { class: "status" }, statusBadge(call.status)),
-    h("td", {},
-      leg("agent", call.direction === "inbound" ? "IVR" : call.agent, call.legs.agent, call.held.agent, call.muted.agent),
-      leg("customer", call.customer, call.legs.customer, call.held.customer, call.muted.customer)),
+    h("td", {}, call.direction === "inbound"
+      ? [leg("customer", call.customer || "caller", call.legs.customer),
+        call.legs.agent === "idle" ? null : leg("agent", "agent", call.legs.agent)]
+      : [leg("agent", call.agent, call.legs.agent, call.held.agent, call.muted.agent),
+        leg("customer", call.customer, call.legs.customer, call.held.customer, call.muted.customer)]),
     h("td", {}, talking(call)),
     h("td", { class: "num" }, timer(since)),
     h("td", { class: "num" }, timer(call.createdAt)),
