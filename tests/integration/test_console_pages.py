@@ -94,6 +94,16 @@ async def test_the_live_page_follows_a_call_to_its_end_without_a_reload_and_only
     await expect(row).to_have_count(0)
     assert await page.evaluate("window.notReloaded") is True
     assert await page.locator(f"[data-session-id='{theirs}']").count() == 0
+
+    # the admin ends a call from its row: a first click asks, the second ends it
+    stuck = await _call(unix_api, tenant.slug, *CONNECT, agent_id="bo")
+    end = page.locator(f"#live-calls tr[data-session-id='{stuck}'] button.end-call")
+    await end.click()
+    await expect(end).to_have_text("End call?")
+    await end.click()
+    gone = page.locator(f"#ended-calls tr[data-session-id='{stuck}']")
+    await expect(gone).to_have_attribute("data-status", "completed")
+    await expect(gone).to_contain_text("ended from the console")
     assert page_errors(page) == []
     await page.context.close()
 

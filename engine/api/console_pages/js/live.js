@@ -1,6 +1,7 @@
 // Live calls: every call in flight with its status, legs, timers and who is talking,
 // updated from the event stream without a reload; then the calls that just ended.
 
+import { api } from "./api.js";
 import { ended, live, onCallsChanged } from "./calls.js";
 import { card, h, replace, shortId, statusBadge, table, timer } from "./dom.js";
 
@@ -32,6 +33,29 @@ function talking(call) {
   return h("span", { class: "muted" }, "–");
 }
 
+// Hang up every leg (POST …/end). Two clicks: the first asks, the second ends; the row
+// then moves to "Just ended" when the engine reports the end on the event stream.
+function endButton(call) {
+  const button = h("button", { type: "button", class: "end-call" }, "End");
+  button.addEventListener("click", async (event) => {
+    event.stopPropagation();
+    if (!button.classList.contains("confirm")) {
+      button.classList.add("confirm");
+      button.textContent = "End call?";
+      return;
+    }
+    button.disabled = true;
+    try {
+      await api("POST", `click-to-call/sessions/${call.id}/end`, { body: { reason: "ended from the console" } });
+    } catch (error) {
+      button.disabled = false;
+      button.title = error.message;
+      button.textContent = "Not ended";
+    }
+  });
+  return button;
+}
+
 function liveRow(call, changedId) {
   const since = call.status === "connected" ? call.connectedAt : call.statusAt;
   return h("tr", { class: call.id === changedId ? "clickable flash" : "clickable", dataset: { sessionId: call.id, status: call.status }, onclick: () => { location.hash = `#/calls/${call.id}`; } },
@@ -45,7 +69,8 @@ function liveRow(call, changedId) {
     h("td", {}, talking(call)),
     h("td", { class: "num" }, timer(since)),
     h("td", { class: "num" }, timer(call.createdAt)),
-    h("td", {}, call.recording === "on" ? h("span", { class: "badge bad" }, "● rec") : call.recording === "paused" ? h("span", { class: "badge" }, "rec paused") : ""));
+    h("td", {}, call.recording === "on" ? h("span", { class: "badge bad" }, "● rec") : call.recording === "paused" ? h("span", { class: "badge" }, "rec paused") : ""),
+    h("td", { class: "num" }, endButton(call)));
 }
 
 function endedRow(call) {
@@ -65,7 +90,7 @@ export function liveView(root) {
   const render = (changedId = null) => {
     const calls = [...live.values()].sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt));
     count.textContent = `${calls.length} in flight`;
-    replace(liveBox, table(["Call", "Status", "Legs", "Talking", "In status#", "Total#", ""], calls.map((call) => liveRow(call, changedId)), "No calls in flight. Calls appear here as they are placed."));
+    replace(liveBox, table(["Call", "Status", "Legs", "Talking", "In status#", "Total#", "", ""], calls.map((call) => liveRow(call, changedId)), "No calls in flight. Calls appear here as they are placed."));
     replace(endedBox, table(["Call", "Outcome", "Agent", "Customer", "Talk#", "Why"], ended.map(endedRow), "No call has ended since this page opened."));
   };
   replace(root,
