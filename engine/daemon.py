@@ -132,6 +132,7 @@ class Engine(Lifecycle):
             dialer=self.stasis.click_to_call if self.stasis is not None else None,
             controls=CallControls(self.ari) if self.ari is not None else None,
             events=self.events,
+            recording_dir=settings.ari.recording_dir if settings.ari.enabled else None,
         )
         # FastAGI: the admin's dialplan sends callers to AGI(agi://HOST:PORT/ivr/MENU)
         self.agi_ivr = AgiIvr(

@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser
 
 from engine.devtools.databases import create_database, drop_database
 from engine.store.migrations import default_migrations_dir, migrate
+from tests.support.browser import chromium
 
 
 @pytest.fixture
@@ -38,3 +40,10 @@ async def migrated_db() -> AsyncIterator[str]:
 @pytest.fixture(scope="session")
 def migrations_dir() -> Path:
     return default_migrations_dir()
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """Headless chromium for the web console's tests, one for the run."""
+    async with chromium() as running:
+        yield running

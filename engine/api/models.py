@@ -28,6 +28,11 @@ from engine.domain.providers import ProviderType
 __all__ = [
     "AgentActivityIn",
     "AgentActivityOut",
+    "AgentStateListOut",
+    "AgentStateOut",
+    "CallActivityOut",
+    "CallActivityQuery",
+    "CallsInMinuteOut",
     "DtmfIn",
     "EndCallIn",
     "ErrorBody",
@@ -45,6 +50,7 @@ __all__ = [
     "ProviderListOut",
     "ProviderOut",
     "RecordingControlIn",
+    "RingTimeCountOut",
     "SessionDetailOut",
     "SessionListOut",
     "SessionListQuery",
@@ -52,6 +58,7 @@ __all__ = [
     "StatsOut",
     "StatsQuery",
     "StatusPatchIn",
+    "TenantOut",
     "TransferIn",
     "TransferOut",
     "WebhookAcceptedOut",
@@ -345,6 +352,55 @@ class StatsOut(_Out):
     avg_ring_ms: int | None
     avg_talk_ms: int | None
     total_talk_ms: int
+
+
+class CallActivityQuery(_In):
+    minutes: int = Field(default=60, ge=1, le=1440, description="The last N minutes")
+
+
+class CallsInMinuteOut(_Out):
+    minute: datetime = Field(description="The minute's start (UTC)")
+    placed: int = Field(description="Sessions created in that minute")
+    answered: int = Field(description="...of which the customer answered")
+    decided: int = Field(description="...answered, or ended without an answer")
+
+
+class RingTimeCountOut(_Out):
+    from_ms: int = Field(description="The bucket's lower bound; it ends at the next one's")
+    count: int
+
+
+class CallActivityOut(_Out):
+    since: datetime
+    until: datetime
+    minutes: list[CallsInMinuteOut] = Field(description="Every minute, oldest first")
+    placed: int
+    answered: int
+    decided: int = Field(description="Calls answered, or ended without an answer")
+    answer_rate: float | None = Field(description="answered / decided calls")
+    ring_times: list[RingTimeCountOut] = Field(description="How long calls rang")
+
+
+class AgentStateOut(_Out):
+    agent: str = Field(description="The ERP's agent_id, else the number or endpoint dialled")
+    state: str = Field(description="ringing or on_call (a live call), a reported activity, or idle")
+    since: datetime
+    source: Literal["calls", "activity"] = Field(
+        description="calls: the engine's sessions; activity: POST agent-activity"
+    )
+    calls: int = Field(description="Sessions in the last 24 hours (or still live)")
+    last_session_id: uuid.UUID | None
+    last_status: CallStatus | None
+    last_customer: str | None
+
+
+class AgentStateListOut(_Out):
+    items: list[AgentStateOut]
+
+
+class TenantOut(_Out):
+    slug: str
+    name: str
 
 
 class HealthOut(_Out):

@@ -11,6 +11,8 @@ Who is the tenant:
 ``/healthz`` and ``/readyz`` answer without a token, but only with the status and each
 component's state; the details (socket path, users, URLs) need a token or the socket.
 ``/metrics`` on TCP needs a token unless ``api.tcp.metrics_token_required`` is false.
+The web console's pages (``/console/``, :mod:`engine.api.console`) are served on TCP
+without a token: they hold no data, and ask the API for it with the token typed in.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
 from engine.api import routes  # noqa: F401  (importing it registers every route on router)
+from engine.api.console import install_console
 from engine.api.endpoints import (
     LOCAL_CALLER,
     TENANT,
@@ -198,6 +201,8 @@ def build_app(
     streams = app[OPEN_STREAMS] = OpenStreams()
     app.on_shutdown.append(streams.on_shutdown)
     router.install(app)
+    if not local:
+        install_console(app)  # a browser reaches the engine over TCP only
     return app
 
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+from engine.app.agent_states import AgentStateService
 from engine.app.agents import AgentActivityService
+from engine.app.call_activity import CallActivityService
 from engine.app.calls import CallService
 from engine.app.controls import CallControlService
 from engine.app.event_stream import EventStream
 from engine.app.ivr_menus import IvrMenuService
 from engine.app.ports import Dialer, InCallControls
 from engine.app.providers import ProviderService
+from engine.app.recordings import RecordingFiles
 from engine.app.stored_secrets import StoredSecretsService
 from engine.app.tenants import TenantService
 from engine.app.webhooks import WebhookIntake
@@ -24,11 +28,14 @@ __all__ = ["UseCases"]
 class UseCases:
     tenants: TenantService
     calls: CallService
+    call_activity: CallActivityService  # the console's plots
+    recordings: RecordingFiles
     controls: CallControlService
     event_stream: EventStream
     ivr_menus: IvrMenuService
     providers: ProviderService
     agents: AgentActivityService
+    agent_states: AgentStateService  # the console's agent board
     webhooks: WebhookIntake
     secrets: StoredSecretsService
 
@@ -40,18 +47,23 @@ class UseCases:
         dialer: Dialer | None = None,
         controls: InCallControls | None = None,
         events: EventBus | None = None,
+        recording_dir: Path | None = None,
     ) -> UseCases:
         """The use cases over ``store``; ``dialer`` and ``controls`` are the Asterisk ports
         (None without ARI: what needs them raises FeatureUnavailable); ``events`` is the bus
-        of committed call events (None, as in the CLI: no event stream)."""
+        of committed call events (None, as in the CLI: no event stream); ``recording_dir`` is
+        where Asterisk writes recordings (None without ARI: none is served)."""
         return cls(
             tenants=TenantService(store),
             calls=CallService(store, dialer=dialer),
+            call_activity=CallActivityService(store),
+            recordings=RecordingFiles(store, recording_dir),
             controls=CallControlService(store, controls),
             event_stream=EventStream(store, events),
             ivr_menus=IvrMenuService(store),
             providers=ProviderService(store),
             agents=AgentActivityService(store),
+            agent_states=AgentStateService(store),
             webhooks=WebhookIntake(store),
             secrets=StoredSecretsService(store),
         )

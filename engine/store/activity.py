@@ -46,6 +46,16 @@ class ActivityRepository:
             raise NotFound("session", session_id) from exc
         return AgentActivity(**dict(returned(row, "INSERT INTO agent_activity_log")))
 
+    async def latest_per_agent(self, tenant_id: uuid.UUID) -> list[AgentActivity]:
+        """Each agent's newest report, by agent."""
+        rows = await self._db.fetch(
+            "SELECT DISTINCT ON (agent_id) id, tenant_id, agent_id, activity, session_id, "
+            "details, occurred_at FROM agent_activity_log WHERE tenant_id = $1 "
+            "ORDER BY agent_id, occurred_at DESC, id DESC",
+            tenant_id,
+        )
+        return [AgentActivity(**dict(r)) for r in rows]
+
 
 class WebhookRepository:
     def __init__(self, db: Database) -> None:

@@ -27,7 +27,9 @@ __all__ = [
     "EVENT_COLUMNS",
     "SESSION_COLUMNS",
     "AgentActivity",
+    "AgentLastCall",
     "CallEvent",
+    "CallsInMinute",
     "DtmfRow",
     "IssuedToken",
     "NewProvider",
@@ -35,6 +37,7 @@ __all__ = [
     "NewTransfer",
     "ProviderSecrets",
     "RecordingPolicy",
+    "RingTimeCount",
     "SessionFilter",
     "SessionPage",
     "SessionStats",
@@ -391,3 +394,31 @@ class SessionStats:
     avg_ring_ms: int | None
     avg_talk_ms: int | None
     total_talk_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallsInMinute:
+    """The sessions created in one minute, and how many of them reached the customer."""
+
+    minute: datetime  # the minute's start (UTC)
+    placed: int
+    answered: int  # connected_at is set: the customer answered
+    decided: int  # answered, or ended without an answer
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RingTimeCount:
+    """How many sessions rang for at least ``from_ms`` (and less than the next bucket's)."""
+
+    from_ms: int
+    count: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentLastCall:
+    """An agent's newest session (the agent is its ``agent_id``, else its ``agent_number``)
+    and how many sessions the agent had in the period asked for."""
+
+    agent: str
+    session: StoredSession
+    calls: int

@@ -20,7 +20,10 @@ from engine.store.database import Database, returned
 from engine.store.records import (
     EVENT_COLUMNS,
     SESSION_COLUMNS,
+    AgentLastCall,
     CallEvent,
+    CallsInMinute,
+    RingTimeCount,
     SessionFilter,
     SessionPage,
     SessionStats,
@@ -193,3 +196,70 @@ class SessionQueries:
             avg_talk_ms=row["avg_talk_ms"],
             total_talk_ms=int(row["total_talk_ms"]),
         )
+
+    async def calls_by_minute(
+        self, tenant_id: uuid.UUID, since: datetime, until: datetime
+    ) -> list[CallsInMinute]:
+        """The tenant's sessions created in ``[since, until)``, counted per minute (only
+        minutes that had one), oldest first."""
+        rows = await self._db.fetch(
+            "SELECT date_trunc('minute', created_at) AS minute, count(*) AS placed, "
+            "  count(*) FILTER (WHERE connected_at IS NOT NULL) AS answered, "
+            "  count(*) FILTER (WHERE connected_at IS NOT NULL OR NOT status = ANY($4)) "
+            "    AS decided "
+            "FROM click_to_call_session WHERE tenant_id = $1 "
+            "AND created_at >= $2 AND created_at < $3 GROUP BY 1 ORDER BY 1",
+            tenant_id,
+            since,
+            until,
+            [s.value for s in LIVE_STATUSES],
+        )
+        return [
+            CallsInMinute(r["minute"], int(r["placed"]), int(r["answered"]), int(r["decided"]))
+            for r in rows
+        ]
+
+    async def ring_times(
+        self, tenant_id: uuid.UUID, since: datetime, until: datetime, bounds_ms: list[int]
+    ) -> list[RingTimeCount]:
+        """How long the tenant's sessions created in ``[since, until)`` rang, counted in
+        the buckets that start at each of ``bounds_ms`` (ascending, the first 0): a bucket
+        per bound, the last one open-ended. Sessions that never rang are not counted."""
+        rows = await self._db.fetch(
+            "SELECT width_bucket(ring_ms, $4::int[]) AS bucket, count(*) AS n "
+            "FROM click_to_call_session WHERE tenant_id = $1 "
+            "AND created_at >= $2 AND created_at < $3 AND ring_ms IS NOT NULL GROUP BY 1",
+            tenant_id,
+            since,
+            until,
+            bounds_ms,
+        )
+        # width_bucket: 1 for bounds[0] <= x < bounds[1], ..., len(bounds) past the last
+        counts = {int(r["bucket"]): int(r["n"]) for r in rows}
+        return [RingTimeCount(bound, counts.get(i + 1, 0)) for i, bound in enumerate(bounds_ms)]
+
+    async def last_call_per_agent(
+        self, tenant_id: uuid.UUID, since: datetime
+    ) -> list[AgentLastCall]:
+        """Each agent's newest session among those created since ``since`` or still live,
+        with the agent's count of them, by agent."""
+        rows = await self._db.fetch(
+            f"SELECT DISTINCT ON (agent) * FROM ("
+            f"  SELECT {_SESSION_COLS}, coalesce(agent_id, agent_number) AS agent, "
+            f"    count(*) OVER (PARTITION BY coalesce(agent_id, agent_number)) AS calls "
+            f"  FROM click_to_call_session WHERE tenant_id = $1 "
+            f"  AND coalesce(agent_id, agent_number) IS NOT NULL "
+            f"  AND (created_at >= $2 OR status = ANY($3))) s "
+            f"ORDER BY agent, created_at DESC, id DESC",
+            tenant_id,
+            since,
+            [s.value for s in LIVE_STATUSES],
+        )
+        return [
+            AgentLastCall(
+                r["agent"],
+                StoredSession.from_row({name: r[name] for name in SESSION_COLUMNS}),
+                int(r["calls"]),
+            )
+            for r in rows
+        ]

@@ -24,6 +24,7 @@ from engine.config.settings import (
     DatabaseSettings,
     IvrSettings,
     Settings,
+    TcpSettings,
 )
 from engine.daemon import Engine
 from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, Sandbox
@@ -65,12 +66,21 @@ async def running_engine(
     app: str = "ctc-e2e",
     agi: bool = False,
     ivr: IvrSettings = TEST_IVR,
+    tcp_port: int | None = None,
     **calls: Any,
 ) -> AsyncIterator[Engine]:
+    """An engine over the sandbox (its API on a Unix socket in ``workdir``, and on
+    127.0.0.1:``tcp_port`` too when given), resynced and ready."""
     settings = Settings(
         agi=AgiSettings(enabled=agi),  # FastAGI on 127.0.0.1:4573 (dialplan's CTC_AGI)
         database=DatabaseSettings(url=db_url),
-        api=ApiSettings(socket=workdir / "engine.sock", socket_mode="0600"),
+        api=ApiSettings(
+            socket=workdir / "engine.sock",
+            socket_mode="0600",
+            tcp=TcpSettings()
+            if tcp_port is None
+            else TcpSettings(enabled=True, host="127.0.0.1", port=tcp_port),
+        ),
         ari=AriSettings(
             url=ari_url,
             username="ctc",

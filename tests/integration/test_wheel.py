@@ -5,7 +5,8 @@
 top-level sql/ travels as data) and lists every command; the dev tools find the Asterisk
 configuration (top-level dialplan/, data too) and their SIPp scenarios (package data) in
 that install, and in an install whose data root is not ``sys.prefix`` (as with
-``pip install --user`` or Debian's pip, which installs under /usr/local).
+``pip install --user`` or Debian's pip, which installs under /usr/local); the web
+console's pages are in the wheel, and the installed engine serves every one of them.
 """
 
 from __future__ import annotations
@@ -83,7 +84,18 @@ async def test_the_wheel_migrates_an_empty_database_and_lists_every_command_with
     assert "project.license` as a TOML table is deprecated" not in built
     (wheel,) = wheels.glob("ctc_engine-*.whl")
     with zipfile.ZipFile(wheel) as archive:
-        shipped = {n for n in archive.namelist() if n.startswith("engine/") and n.endswith(".py")}
+        names = archive.namelist()
+        shipped = {n for n in names if n.startswith("engine/") and n.endswith(".py")}
+        # the web console's pages, byte for byte: the daemon serves them from the install
+        pages = ROOT / "engine/api/console_pages"
+        console = {n for n in names if n.startswith("engine/api/console_pages/")}
+        in_tree_pages = {p.relative_to(ROOT).as_posix() for p in pages.rglob("*") if p.is_file()}
+        assert console == in_tree_pages
+        assert {"index.html", "console.css", "js/main.js"} <= {
+            Path(n).relative_to("engine/api/console_pages").as_posix() for n in console
+        }
+        for name in console:
+            assert archive.read(name) == (ROOT / name).read_bytes(), name
     in_tree = {p.relative_to(ROOT).as_posix() for p in (ROOT / "engine").rglob("*.py")}
     assert shipped == in_tree
     await _run(sys.executable, "-m", "venv", str(venv), cwd=tmp_path)
@@ -104,6 +116,18 @@ async def test_the_wheel_migrates_an_empty_database_and_lists_every_command_with
     listed = await _run(str(venv / "bin/ctc"), "--help", cwd=tmp_path, env=env)
     commands = {line.split()[0] for line in listed.split("Commands:")[1].splitlines() if line}
     assert commands == set(COMMANDS)
+
+    # the console, served from the install (not the checkout)
+    served = await _run(
+        str(venv / "bin/python"),
+        "-c",
+        "from engine.api.console import PAGES\nprint(' '.join(sorted(PAGES)))",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert served.split() == sorted(
+        p.relative_to(pages).as_posix() for p in pages.rglob("*") if p.is_file()
+    )
 
     # the dev tools' data, found where the install put it (not in the checkout)
     found = await _run(

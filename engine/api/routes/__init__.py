@@ -9,6 +9,7 @@ from engine.api.routes import (
     ivr_menus,
     providers,
     service,
+    tenant,
     transfers,
     webhooks,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "ivr_menus",
     "providers",
     "service",
+    "tenant",
     "transfers",
     "webhooks",
 ]

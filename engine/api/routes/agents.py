@@ -1,15 +1,21 @@
-"""Agent activity reported by the ERP (login, available, break, ...)."""
+"""Agent activity reported by the ERP (login, available, break, ...), and each agent's
+state now (the console's agent board)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from engine.api.endpoints import ApiRequest, json_response, router
-from engine.api.models import AgentActivityIn, AgentActivityOut
+from engine.api.models import (
+    AgentActivityIn,
+    AgentActivityOut,
+    AgentStateListOut,
+    AgentStateOut,
+)
 from engine.api.routes.common import API, error_responses, use_cases
 from engine.app.agents import ActivityReport
 
-__all__ = ["record_agent_activity"]
+__all__ = ["agent_board", "record_agent_activity"]
 
 
 @router.route(
@@ -31,3 +37,23 @@ async def record_agent_activity(req: ApiRequest) -> web.StreamResponse:
     )
     entry = await use_cases(req).agents.record(req.require_tenant(), report)
     return json_response(AgentActivityOut.model_validate(entry, from_attributes=True), 201)
+
+
+@router.route(
+    "GET",
+    f"{API}/agents",
+    summary="Every agent's state now",
+    tags=("agents",),
+    responses={200: AgentStateListOut, **error_responses(401)},
+)
+async def agent_board(req: ApiRequest) -> web.StreamResponse:
+    """Agents named by an activity report or by a session of the last 24 hours. A live
+    call the engine places for the agent says `ringing` or `on_call` (source `calls`);
+    otherwise the agent's newest report (source `activity`); otherwise `idle` since its
+    last call ended."""
+    states = await use_cases(req).agent_states.board(req.require_tenant())
+    return json_response(
+        AgentStateListOut(
+            items=[AgentStateOut.model_validate(s, from_attributes=True) for s in states]
+        )
+    )

@@ -1,5 +1,5 @@
 """Click-to-call sessions: place a call, list and read sessions, set a status, end a call,
-and the tenant's call statistics."""
+download a recording, and the tenant's call statistics (totals, and per minute)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from aiohttp import web
 
 from engine.api.endpoints import ApiRequest, BadRequest, json_response, router
 from engine.api.models import (
+    CallActivityOut,
+    CallActivityQuery,
     EndCallIn,
     InitiateIn,
     SessionDetailOut,
@@ -30,6 +32,7 @@ from engine.domain.text import text_problem
 from engine.store.records import SessionFilter
 
 __all__ = [
+    "call_activity",
     "call_stats",
     "end_session",
     "get_session",
@@ -37,6 +40,7 @@ __all__ = [
     "initiate_call_of",
     "list_sessions",
     "patch_session_status",
+    "session_recording",
 ]
 
 
@@ -186,3 +190,46 @@ async def call_stats(req: ApiRequest) -> web.StreamResponse:
         agent_id=q.agent_id,
     )
     return json_response(StatsOut.model_validate(stats, from_attributes=True))
+
+
+@router.route(
+    "GET",
+    f"{C2C}/stats/activity",
+    summary="Calls per minute, answer rate and ring times of the last minutes",
+    tags=("click-to-call",),
+    query=CallActivityQuery,
+    responses={200: CallActivityOut, **error_responses(401, 422)},
+)
+async def call_activity(req: ApiRequest) -> web.StreamResponse:
+    """Every minute of the window (the current one last) with the sessions created in it,
+    how many the customer answered and how many are decided (answered, or ended without an
+    answer); `answer_rate` is answered over decided, so calls still ringing count neither
+    way; `ring_times` counts the window's sessions by how long they rang."""
+    activity = await use_cases(req).call_activity.last_minutes(
+        req.require_tenant(), req.query_as(CallActivityQuery).minutes
+    )
+    return json_response(CallActivityOut.model_validate(activity, from_attributes=True))
+
+
+@router.route(
+    "GET",
+    f"{C2C}/sessions/{{session_id}}/recording",
+    summary="Download or play a session's recording",
+    tags=("click-to-call",),
+    responses={200: None, **error_responses(401, 404, 409)},
+    response_content="audio/wav",
+)
+async def session_recording(req: ApiRequest) -> web.StreamResponse:
+    """The audio file Asterisk recorded (WAV unless the tenant's recording policy chose
+    another format; `Content-Type` says which). Range requests are honoured, so a player
+    can seek. 404 when the session has no recording on this engine's host, 409 while the
+    call is live."""
+    found = await use_cases(req).recordings.file(req.require_tenant(), path_session_id(req))
+    return web.FileResponse(
+        found.path,
+        headers={
+            "Content-Type": found.media_type,
+            "Content-Disposition": f'inline; filename="{found.filename}"',
+            "Cache-Control": "private, no-store",
+        },
+    )
