@@ -89,6 +89,29 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        self.retention_pruned = Counter(
+            "ctc_retention_pruned_total",
+            "Rows and files the retention prune deleted, by kind (call_events, "
+            "delivered_callbacks, recordings)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.retention_runs = Counter(
+            "ctc_retention_runs_total",
+            "Retention prune runs by outcome (ok, failed)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.retention_last_run = Gauge(
+            "ctc_retention_last_success_timestamp_seconds",
+            "When the last retention prune that completed ended (unix time; 0: none yet)",
+            registry=self.registry,
+        )
+        self.retention_last_duration = Gauge(
+            "ctc_retention_last_duration_seconds",
+            "How long the last completed retention prune took",
+            registry=self.registry,
+        )
         self.component_up = Gauge(
             "ctc_component_up",
             "1 when a component reports up",

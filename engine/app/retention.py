@@ -33,6 +33,7 @@ from typing import Final, Literal, TypeAlias
 import structlog
 
 from engine.app.ports import FileDeletion, RecordingFiles
+from engine.config.settings import RetentionSettings
 from engine.domain.retention import Cutoffs, RetentionPolicy
 from engine.store.retention import DueCounts, PrunedTable, RetentionRepository
 
@@ -93,6 +94,24 @@ class RetentionService:
         self._clock = clock
         # called after every batch with what it deleted (the pruner's metrics)
         self.on_pruned: Callable[[PruneKind, int], None] | None = None
+
+    @classmethod
+    def from_settings(
+        cls, repository: RetentionRepository, settings: RetentionSettings, files: RecordingFiles
+    ) -> RetentionService:
+        """The service the ``retention:`` settings describe."""
+        policy = RetentionPolicy(
+            call_events_days=settings.call_events_days,
+            delivered_callbacks_days=settings.delivered_callbacks_days,
+            recordings_days=settings.recordings_days,
+        )
+        return cls(
+            repository,
+            policy,
+            files,
+            batch_size=settings.batch_size,
+            batch_pause=settings.batch_pause,
+        )
 
     @property
     def policy(self) -> RetentionPolicy:

@@ -24,11 +24,6 @@ class Cutoffs:
     delivered_callbacks: datetime | None
     recordings: datetime | None
 
-    @property
-    def prunes_anything(self) -> bool:
-        kinds = (self.call_events, self.delivered_callbacks, self.recordings)
-        return any(cutoff is not None for cutoff in kinds)
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RetentionPolicy:
@@ -37,6 +32,11 @@ class RetentionPolicy:
     call_events_days: int | None = None
     delivered_callbacks_days: int | None = None
     recordings_days: int | None = None
+
+    @property
+    def keeps_everything(self) -> bool:
+        kinds = (self.call_events_days, self.delivered_callbacks_days, self.recordings_days)
+        return all(days is None for days in kinds)
 
     def cutoffs(self, now: datetime) -> Cutoffs:
         """The cut-offs of a run starting at ``now`` (an aware datetime)."""
