@@ -18,6 +18,7 @@ also removes the invalid index a failed concurrent build leaves behind).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import re
@@ -54,6 +55,7 @@ NO_TRANSACTION_MARK = "-- ctc:no-transaction"
 _STATEMENT_END = re.compile(r";[ \t]*(?:--[^\n]*)?$", re.M)
 # pg_advisory_lock key: "ctc-mig" in ASCII, fixed so every engine agrees on it
 _LOCK_KEY = 0x6374632D6D6967
+_LOCK_POLL = 0.1  # seconds between two tries of the lock
 
 _LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS schema_migration (
@@ -177,7 +179,7 @@ async def migrate(url: str, directory: Path) -> list[Migration]:
     files = discover(directory)
     conn = await _connect(url)
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        await _take_lock(conn)
         try:
             await conn.execute(_LEDGER_DDL)
             status = _compare(files, await _applied(conn))
@@ -202,6 +204,20 @@ async def migrate(url: str, directory: Path) -> list[Migration]:
             await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     finally:
         await conn.close()
+
+
+async def _take_lock(conn: asyncpg.Connection) -> None:
+    """Take the migration lock, trying every 100 ms rather than waiting in one statement.
+
+    A ``SELECT pg_advisory_lock(...)`` that waits is a transaction that stays open, and
+    ``CREATE INDEX CONCURRENTLY`` (a no-transaction file) waits for every open
+    transaction to end: the holder would wait for the waiter, which waits for the holder
+    (PostgreSQL reports a deadlock). Each try here is a transaction of its own, over at
+    once."""
+    while True:
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
+            return
+        await asyncio.sleep(_LOCK_POLL)
 
 
 async def _record(conn: asyncpg.Connection, migration: Migration) -> None:

@@ -16,6 +16,7 @@ import pytest
 from engine.app.retention import PruneKind, RetentionService
 from engine.asterisk.recording_files import SpoolRecordingFiles
 from engine.config.settings import RetentionSettings
+from engine.daemon import Engine
 from engine.devtools.databases import create_database, drop_database
 from engine.domain.call import CallStatus
 from engine.domain.retention import RetentionPolicy
@@ -27,7 +28,10 @@ from engine.store.migrations import default_migrations_dir, migrate
 from engine.store.records import NewSession
 from engine.store.repositories import Store
 from engine.store.retention import PrunedTable
+from tests.support.calls import C2C, CONNECT, session_in
 from tests.support.cli import cli_environment, run_ctc
+from tests.support.http import Api
+from tests.support.tenants import tenant_headers
 from tests.support.waiting import eventually
 
 NOW = datetime.now(UTC)
@@ -282,28 +286,63 @@ async def test_old_recordings_are_deleted_and_the_call_says_so(
     assert plan.due.recordings == 3
     assert report.recordings == {"deleted": 1, "missing": 1, "refused": 1}
     assert not old_file.exists()
-    assert recent_file.exists() and outside.exists()
+    assert recent_file.exists()
+    assert outside.exists()
     sessions = {sid: await store.sessions.by_id(sid) for sid in (old, gone, escaping, recent)}
     reasons = {sid: s.recording_deleted_reason for sid, s in sessions.items() if s is not None}
     assert reasons == {old: "retention", gone: "missing", escaping: None, recent: None}
     deleted = sessions[old]
-    assert deleted is not None and deleted.recording_deleted_at is not None
+    assert deleted is not None
+    assert deleted.recording_deleted_at is not None
     assert deleted.recording_path == str(old_file)  # what was recorded stays said
     # a second run has nothing left to do but the refused one, which it leaves alone
     again = await service.prune()
     assert again.recordings == {"refused": 1}
 
 
+async def test_the_api_says_a_recording_was_deleted_by_retention(
+    api_engine: Engine, unix_api: Api, tmp_path: Path
+) -> None:
+    store = api_engine.store
+    slug, session_id = await session_in(store, unix_api, *CONNECT)
+    recording = tmp_path / f"c2c-{session_id}.wav"
+    recording.write_bytes(b"RIFF")
+    await store.db.execute(
+        "UPDATE click_to_call_session SET recording_path = $2, ended_at = $3 WHERE id = $1",
+        uuid.UUID(session_id),
+        str(recording),
+        OLD,
+    )
+    # only recordings: the run's shared database holds other tests' rows
+    service = _service(store, events=None, callbacks=None, recordings=30, spool=tmp_path)
+
+    report = await service.prune()
+
+    assert report.recordings == {"deleted": 1}
+    status, body, _ = await unix_api.call(
+        "GET", f"{C2C}/sessions/{session_id}", headers=tenant_headers(slug)
+    )
+    assert status == 200, body
+    assert body["recording_path"] == str(recording)
+    assert body["recording_deleted_reason"] == "retention"
+    assert datetime.fromisoformat(body["recording_deleted_at"]) > OLD
+
+
 # -- ctc db prune -------------------------------------------------------------------------------
 
 
-async def test_ctc_db_prune_dry_run_then_prune(store: Store, db_url: str, tmp_path: Path) -> None:
-    session = await _call(store, OLD, events=4, callbacks=("delivered", "pending"))
-    env = cli_environment(db_url, tmp_path)
+def _keeping_30_days(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with a config keeping events and delivered callbacks 30 days."""
     Path(env["CTC_CONFIG"]).write_text(
         "ari:\n  enabled: false\nagi:\n  enabled: false\n"
         "retention:\n  call_events_days: 30\n  delivered_callbacks_days: 30\n"
     )
+    return env
+
+
+async def test_ctc_db_prune_dry_run_then_prune(store: Store, db_url: str, tmp_path: Path) -> None:
+    session = await _call(store, OLD, events=4, callbacks=("delivered", "pending"))
+    env = _keeping_30_days(cli_environment(db_url, tmp_path))
 
     code, out, err = await run_ctc("db", "prune", "--dry-run", env=env)
     assert code == 0, err
@@ -344,7 +383,9 @@ async def test_the_pruner_runs_reports_and_stops_cleanly(store: Store) -> None:
     async with pruner:
         await eventually(lambda: pruner.runs >= 1, what="a first prune")
         status = health.get("retention")
-        assert status is not None and status.state == "up" and not status.required
+        assert status is not None
+        assert status.state == "up"
+        assert not status.required
         assert "3 events, 1 delivered callbacks" in status.detail
         assert (
             metrics.registry.get_sample_value("ctc_retention_pruned_total", {"kind": "call_events"})
@@ -365,7 +406,8 @@ async def test_a_failed_prune_is_reported_and_the_pruner_goes_on(store: Store) -
 
     assert await pruner.run_once() is None
     status = health.get("retention")
-    assert status is not None and status.state == "down"
+    assert status is not None
+    assert status.state == "down"
     assert "last prune failed: ClosedResourceError" in status.detail
     assert metrics.registry.get_sample_value("ctc_retention_runs_total", {"outcome": "failed"}) == 1
 
