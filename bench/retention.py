@@ -16,10 +16,12 @@ On a scratch database (``ctc_retention_bench_<hex>``, created, migrated and drop
    of the oldest month (callbacks then events, through :class:`RetentionService`), and
    during ``DETACH PARTITION CONCURRENTLY`` + ``DROP`` of the partitioned copy's oldest
    month, then a plain ``DROP TABLE`` of the next month.
-4. The same two again while a 3 s read (a report, a history replay) holds its lock on the
-   table: a ``DELETE`` does not wait for it; a ``DROP`` of a partition needs an
+4. The same again while a 3 s read (a report, a history replay) holds its lock on the
+   table: a ``DELETE`` does not wait for it; a plain ``DROP`` of a partition needs an
    ``ACCESS EXCLUSIVE`` lock on the parent, queues behind the reader, and every insert
-   queues behind the ``DROP``.
+   queues behind the ``DROP``; ``DETACH ... CONCURRENTLY`` waits for the reader without
+   holding inserts up.
+5. The writer during the ``VACUUM`` that makes the deleted rows' space reusable.
 
 Prints one table: rows/s of the prune, insert p50/p99/max per phase, table and index
 sizes before and after, and what ``VACUUM`` did with the deleted rows.
@@ -338,7 +340,10 @@ async def _run(args: argparse.Namespace) -> None:
                 f" ({report.batches} batches, {args.batch_pause} s pause each)"
             )
             lines.append(f"call_event after prune     {await _sizes(conn, 'call_event')}")
-            vacuum = await _timed(lambda: conn.execute("VACUUM (ANALYZE) call_event"))
+            vacuumed = Latencies("insert during VACUUM call_event")
+            async with writer.running(vacuumed):
+                vacuum = await _timed(lambda: conn.execute("VACUUM (ANALYZE) call_event"))
+            phases.append(vacuumed)
             await _timed(lambda: conn.execute("VACUUM (ANALYZE) callback_outbox"))
             lines.append(f"VACUUM call_event: {vacuum:.1f} s (space kept for reuse, not returned)")
             lines.append(f"call_event after vacuum    {await _sizes(conn, 'call_event')}")
@@ -385,6 +390,16 @@ async def _run(args: argparse.Namespace) -> None:
             await asyncio.sleep(1.0)
         phases.append(held_drop)
         lines.append(f"DROP TABLE {parts[3]} beside a 3 s reader: {seconds * 1e3:.0f} ms")
+
+        held_detach = Latencies("insert during DETACH CONCURRENTLY + 3 s reader")
+        async with part_writer.running(held_detach):
+            async with _reader_holding(url, "call_event_part", 3.0):
+                seconds = await _timed(lambda: _detach_and_drop(url, parts[4]))
+            await asyncio.sleep(1.0)
+        phases.append(held_detach)
+        lines.append(
+            f"DETACH CONCURRENTLY + DROP {parts[4]} beside a 3 s reader: {seconds * 1e3:.0f} ms"
+        )
         lines.append(f"call_event_part after      {await _partition_sizes(conn)}")
         await conn.close()
 
