@@ -54,6 +54,9 @@ PrunedTable = Literal["call_event", "callback_outbox"]
 RecordingDeletion = Literal["retention", "missing"]
 
 _AS_PRUNE: Final = "SELECT set_config('ctc.prune', 'retention', true)"
+# pg_advisory_xact_lock key: "ctc-ret" in ASCII. Engines sharing one database take turns
+# batch by batch instead of deleting the same rows at once (which can deadlock).
+_BATCH_LOCK: Final = "SELECT pg_advisory_xact_lock(x'6374632d726574'::bigint)"
 
 # an outbox row that keeps its event: anything but a delivered row older than $2
 # ($2 NULL: delivered rows are kept forever, so every outbox row keeps its event)
@@ -166,6 +169,7 @@ class RetentionRepository:
         end of the table)."""
         statement = _EVENTS_BATCH if table == "call_event" else _CALLBACKS_BATCH
         async with self._db.transaction() as conn:
+            await conn.execute(_BATCH_LOCK)
             await conn.execute(_AS_PRUNE)
             row = returned(await conn.fetchrow(statement, after_id, cutoff, limit), statement)
             if self.in_batch is not None:

@@ -17,7 +17,6 @@ from engine.app.retention import PruneKind, RetentionService
 from engine.asterisk.recording_files import SpoolRecordingFiles
 from engine.config.settings import RetentionSettings
 from engine.daemon import Engine
-from engine.devtools.databases import create_database, drop_database
 from engine.domain.call import CallStatus
 from engine.domain.retention import RetentionPolicy
 from engine.health import HealthReport
@@ -40,14 +39,10 @@ RECENT = NOW - timedelta(days=5)
 
 
 @pytest.fixture
-async def db_url() -> AsyncIterator[str]:
-    """A database of this test's own: a prune deletes across tenants."""
-    url = await create_database()
-    try:
-        await migrate(url, default_migrations_dir())
-        yield url
-    finally:
-        await drop_database(url)
+async def db_url(empty_db: str) -> str:
+    """A database of this test's own (a prune deletes across tenants), migrated."""
+    await migrate(empty_db, default_migrations_dir())
+    return empty_db
 
 
 @pytest.fixture
@@ -240,6 +235,39 @@ async def test_a_call_is_written_while_a_prune_batch_holds_its_transaction(store
     assert await _events_of(store, old) == []
     assert await _events_of(store, session.id) == [1, 2]
     assert await _callbacks_of(store, session.id) == ["pending"]
+
+
+async def test_two_engines_pruning_at_once_take_turns_batch_by_batch(store: Store) -> None:
+    for _ in range(4):
+        await _call(store, OLD, events=5, callbacks=("delivered",) * 5)
+    first_inside = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold_the_first(table: PrunedTable) -> None:
+        if not first_inside.is_set():
+            first_inside.set()
+            await release.wait()
+
+    store.retention.in_batch = hold_the_first
+    first = asyncio.create_task(_service(store, batch_size=10).prune())
+    await asyncio.wait_for(first_inside.wait(), 20)
+    second = asyncio.create_task(_service(store, batch_size=10).prune())
+
+    async def second_waits_its_turn() -> bool:
+        return bool(
+            await store.db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+            )
+        )
+
+    await eventually(second_waits_its_turn, what="the second prune waiting for its turn")
+    release.set()
+    reports = await asyncio.wait_for(asyncio.gather(first, second), 20)
+
+    assert sum(report.call_events for report in reports) == 20
+    assert sum(report.delivered_callbacks for report in reports) == 20
+    assert await store.db.fetchval("SELECT count(*) FROM call_event") == 0
 
 
 # -- the dry run --------------------------------------------------------------------------------
