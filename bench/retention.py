@@ -61,15 +61,17 @@ class Latencies:
 
     name: str
     samples: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # inserts PostgreSQL refused (deadlock)
 
     def row(self) -> str:
         if not self.samples:
-            return f"{self.name:<44} (no inserts)"
+            return f"{self.name:<48} (no inserts)"
         ordered = sorted(self.samples)
         p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        failed = f"  FAILED {len(self.errors)}: {self.errors[0]}" if self.errors else ""
         return (
-            f"{self.name:<44} n={len(ordered):>6}  p50 {statistics.median(ordered) * 1e3:7.2f} ms"
-            f"  p99 {p99 * 1e3:8.2f} ms  max {ordered[-1] * 1e3:8.2f} ms"
+            f"{self.name:<48} n={len(ordered):>6}  p50 {statistics.median(ordered) * 1e3:7.2f} ms"
+            f"  p99 {p99 * 1e3:8.2f} ms  max {ordered[-1] * 1e3:8.2f} ms{failed}"
         )
 
 
@@ -103,13 +105,16 @@ class Writer:
             while not stop.is_set():
                 self._seq += 1
                 started = time.monotonic()
-                await conn.execute(
-                    f"INSERT INTO {self._table} (tenant_id, session_id, seq, event_type)"
-                    " VALUES ($1, $2, $3, 'bench.write')",
-                    self._tenant,
-                    self._session,
-                    self._seq,
-                )
+                try:
+                    await conn.execute(
+                        f"INSERT INTO {self._table} (tenant_id, session_id, seq, event_type)"
+                        " VALUES ($1, $2, $3, 'bench.write')",
+                        self._tenant,
+                        self._session,
+                        self._seq,
+                    )
+                except asyncpg.PostgresError as exc:  # a call's write lost: say so, go on
+                    into.errors.append(type(exc).__name__)
                 into.samples.append(time.monotonic() - started)
                 next_at += self._interval
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
@@ -276,6 +281,35 @@ async def _timed(work: Callable[[], Awaitable[object]]) -> float:
     return time.monotonic() - started
 
 
+async def _attempt(work: Callable[[], Awaitable[object]]) -> str:
+    """How long ``work`` took, or what PostgreSQL refused (a deadlock) after how long."""
+    started = time.monotonic()
+    try:
+        await work()
+    except asyncpg.PostgresError as exc:
+        return f"FAILED {type(exc).__name__} after {(time.monotonic() - started) * 1e3:.0f} ms"
+    return f"{(time.monotonic() - started) * 1e3:.0f} ms"
+
+
+async def _locks_of_dropping(conn: asyncpg.Connection, partition: str, *, detach: bool) -> str:
+    """The locks a (DETACH +) DROP of ``partition`` takes (in a transaction rolled back)."""
+    async with conn.transaction():
+        if detach:
+            await conn.execute(f"ALTER TABLE call_event_part DETACH PARTITION {partition}")
+        await conn.execute(f"DROP TABLE {partition}")
+        rows = await conn.fetch(
+            "SELECT c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+            " WHERE l.pid = pg_backend_pid() AND c.relkind IN ('r', 'p')"
+            " AND c.relname NOT LIKE 'pg_%' ORDER BY c.relname"
+        )
+        listing = ", ".join(f"{r['relname']} {r['mode']}" for r in rows)
+        raise _RolledBack(listing)
+
+
+class _RolledBack(Exception):
+    """Rolls back the transaction of :func:`_locks_of_dropping`, carrying its finding."""
+
+
 async def _run(args: argparse.Namespace) -> None:
     url = await create_database("ctc_retention_bench")
     print(f"database {url.rpartition('/')[2]}, {args.events} events over {args.months} months")
@@ -365,40 +399,54 @@ async def _run(args: argparse.Namespace) -> None:
             await asyncio.sleep(args.baseline)
         phases.append(part_base)
 
+        for detach in (True, False):
+            try:
+                await _locks_of_dropping(conn, parts[5], detach=detach)
+            except _RolledBack as found:
+                what = "DETACH + DROP" if detach else "DROP"
+                lines.append(f"{what} {parts[5]} takes (rolled back): {found}")
+
         detach = Latencies("insert during DETACH CONCURRENTLY + DROP")
         async with part_writer.running(detach):
             await asyncio.sleep(1.0)
-            seconds = await _timed(
-                lambda: _detach_and_drop(url, parts[1]),
-            )
+            outcome = await _attempt(lambda: _detach_and_drop(url, parts[1]))
             await asyncio.sleep(1.0)
         phases.append(detach)
-        lines.append(f"DETACH CONCURRENTLY + DROP {parts[1]}: {seconds * 1e3:.0f} ms")
+        lines.append(f"DETACH CONCURRENTLY + DROP {parts[1]}: {outcome}")
 
         drop = Latencies("insert during plain DROP TABLE partition")
         async with part_writer.running(drop):
             await asyncio.sleep(1.0)
-            seconds = await _timed(lambda: conn.execute(f"DROP TABLE {parts[2]}"))
+            outcome = await _attempt(lambda: conn.execute(f"DROP TABLE {parts[2]}"))
             await asyncio.sleep(1.0)
         phases.append(drop)
-        lines.append(f"DROP TABLE {parts[2]}: {seconds * 1e3:.0f} ms")
+        lines.append(f"DROP TABLE {parts[2]}: {outcome}")
 
         held_drop = Latencies("insert during DROP partition + 3 s reader")
         async with part_writer.running(held_drop):
             async with _reader_holding(url, "call_event_part", 3.0):
-                seconds = await _timed(lambda: conn.execute(f"DROP TABLE {parts[3]}"))
+                outcome = await _attempt(lambda: conn.execute(f"DROP TABLE {parts[3]}"))
             await asyncio.sleep(1.0)
         phases.append(held_drop)
-        lines.append(f"DROP TABLE {parts[3]} beside a 3 s reader: {seconds * 1e3:.0f} ms")
+        lines.append(f"DROP TABLE {parts[3]} beside a 3 s reader: {outcome}")
 
         held_detach = Latencies("insert during DETACH CONCURRENTLY + 3 s reader")
         async with part_writer.running(held_detach):
             async with _reader_holding(url, "call_event_part", 3.0):
-                seconds = await _timed(lambda: _detach_and_drop(url, parts[4]))
+                outcome = await _attempt(lambda: _detach_and_drop(url, parts[4]))
             await asyncio.sleep(1.0)
         phases.append(held_detach)
+        lines.append(f"DETACH CONCURRENTLY + DROP {parts[4]} beside a 3 s reader: {outcome}")
+
+        # the detached partition's foreign keys: its DROP locks the sessions table
+        held_sessions = Latencies("insert during DETACH CONC. + 3 s session reader")
+        async with part_writer.running(held_sessions):
+            async with _reader_holding(url, "click_to_call_session", 3.0):
+                outcome = await _attempt(lambda: _detach_and_drop(url, parts[6]))
+            await asyncio.sleep(1.0)
+        phases.append(held_sessions)
         lines.append(
-            f"DETACH CONCURRENTLY + DROP {parts[4]} beside a 3 s reader: {seconds * 1e3:.0f} ms"
+            f"DETACH CONCURRENTLY + DROP {parts[6]} beside a 3 s reader of sessions: {outcome}"
         )
         lines.append(f"call_event_part after      {await _partition_sizes(conn)}")
         await conn.close()

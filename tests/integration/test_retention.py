@@ -427,6 +427,15 @@ async def test_the_pruner_runs_reports_and_stops_cleanly(store: Store) -> None:
     await pruner.close()  # twice: a no-op
 
 
+async def test_the_engine_runs_a_pruner_and_reports_it_in_health(api_engine: Engine) -> None:
+    # the default settings expire delivered callbacks: a pruner waits for its first run
+    assert api_engine.retention.is_open
+    status = api_engine.health.get("retention")
+    assert status is not None
+    assert status.state in ("starting", "up")
+    assert not status.required
+
+
 async def test_a_failed_prune_is_reported_and_the_pruner_goes_on(store: Store) -> None:
     health, metrics = HealthReport(), Metrics()
     pruner = RetentionPruner(_service(store), interval=3600, health=health, metrics=metrics)
