@@ -172,6 +172,11 @@ class SessionOut(_Out):
 
 class SessionDetailOut(SessionOut):
     events: list[CallEventOut]
+    events_pruned: bool = Field(
+        default=False,
+        description="The oldest events were deleted by retention (retention.call_events_days):"
+        " the timeline starts later, or is empty",
+    )
 
 
 class EventsQuery(_In):

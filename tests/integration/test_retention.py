@@ -354,6 +354,26 @@ async def test_the_api_says_a_recording_was_deleted_by_retention(
     assert body["recording_path"] == str(recording)
     assert body["recording_deleted_reason"] == "retention"
     assert datetime.fromisoformat(body["recording_deleted_at"]) > OLD
+    assert body["events_pruned"] is False  # its events are all there
+
+
+async def test_the_api_says_a_timeline_was_pruned(api_engine: Engine, unix_api: Api) -> None:
+    store = api_engine.store
+    slug, session_id = await session_in(store, unix_api, *CONNECT)
+    # its first events as a prune leaves them: gone (as the prune, so the trigger allows it)
+    async with store.db.transaction() as conn:
+        await conn.execute("SELECT set_config('ctc.prune', 'retention', true)")
+        await conn.execute(
+            "DELETE FROM call_event WHERE session_id = $1 AND seq <= 2", uuid.UUID(session_id)
+        )
+
+    status, body, _ = await unix_api.call(
+        "GET", f"{C2C}/sessions/{session_id}", headers=tenant_headers(slug)
+    )
+
+    assert status == 200, body
+    assert body["events_pruned"] is True
+    assert [event["seq"] for event in body["events"]] == [3, 4, 5]
 
 
 # -- ctc db prune -------------------------------------------------------------------------------
