@@ -23,7 +23,7 @@ does not conflict with the ``INSERT`` of new events and callbacks, and its row l
 old rows no call writes (``tests/integration/test_retention.py`` holds a batch open and
 writes a call meanwhile). ``call_event`` is append-only by trigger; the batch's
 transaction says ``SET LOCAL ctc.prune = 'retention'``, which that trigger lets delete
-(migration 0007).
+(migration 0008).
 
 Sessions are kept: one row per call, which stats, billing and the ERP's references read,
 against ten or more events per call. A session whose events were pruned has

@@ -1,5 +1,5 @@
 -- ctc:no-transaction
--- 0008_retention_indexes: the indexes that make each retention batch cheap, built
+-- 0009_retention_indexes: the indexes that make each retention batch cheap, built
 -- CONCURRENTLY so a live PBX keeps writing calls while they build (a plain CREATE INDEX
 -- blocks every insert into the table until it is done). Each build is preceded by a drop
 -- of the same name: a failed concurrent build leaves an invalid index behind, and this

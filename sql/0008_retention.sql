@@ -1,10 +1,10 @@
--- 0007_retention: what the retention prune (engine/store/retention.py) needs.
+-- 0008_retention: what the retention prune (engine/store/retention.py) needs.
 --
 -- Written to be applied to a live PBX's database: every statement here is either
 -- metadata-only (a nullable column without a default, a function body) or takes its lock
 -- for milliseconds; lock_timeout makes the file fail (nothing applied, `ctc db migrate`
 -- can be run again) rather than queue calls' writes behind a long-running query.
--- The indexes the prune needs are built without blocking writes in 0008.
+-- The indexes the prune needs are built without blocking writes in 0009.
 
 SET LOCAL lock_timeout = '5s';
 
