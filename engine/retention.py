@@ -63,7 +63,10 @@ class RetentionPruner(Lifecycle):
         if self._service.policy.keeps_everything:
             self._health.set(COMPONENT, "up", "retention keeps everything", required=False)
             return
-        self._health.set(COMPONENT, "starting", "first prune pending", required=False)
+        # up, not starting: nothing is wrong while the first run waits (and "starting"
+        # would show the whole engine degraded for that minute)
+        detail = f"first prune {self._first_delay:g} s after start"
+        self._health.set(COMPONENT, "up", detail, required=False)
         self._task = asyncio.create_task(self._run(), name="retention-pruner")
 
     async def _close(self) -> None:

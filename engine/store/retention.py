@@ -20,7 +20,7 @@ What a batch never deletes:
 
 Concurrent calls are not blocked: a ``DELETE`` takes a ``ROW EXCLUSIVE`` table lock, which
 does not conflict with the ``INSERT`` of new events and callbacks, and its row locks are on
-old rows no call writes (``tests/integration/test_retention.py`` holds a batch open and
+old rows no call writes (the retention integration tests hold a batch open and
 writes a call meanwhile). ``call_event`` is append-only by trigger; the batch's
 transaction says ``SET LOCAL ctc.prune = 'retention'``, which that trigger lets delete
 (migration 0008).
