@@ -302,30 +302,40 @@ async def test_old_recordings_are_deleted_and_the_call_says_so(
     old_file, recent_file, outside = spool / "c2c-old.wav", spool / "c2c-new.wav", tmp_path / "x"
     for path in (old_file, recent_file, outside):
         path.write_bytes(b"RIFF")
+    undeletable = spool / "c2c-dir.wav"  # unlink refuses a directory (as it would a
+    undeletable.mkdir()  # file the engine's user may not delete; root may delete any)
     old = await _call(store, OLD, recording=str(old_file))
     gone = await _call(store, OLD, recording=str(spool / "c2c-gone.wav"))
     escaping = await _call(store, OLD, recording=str(spool / ".." / "x"))
+    refused = await _call(store, OLD, recording=str(undeletable))
     recent = await _call(store, RECENT, recording=str(recent_file))
     service = _service(store, events=None, callbacks=None, recordings=30, spool=spool)
 
     plan = await service.plan()
     report = await service.prune()
 
-    assert plan.due.recordings == 3
-    assert report.recordings == {"deleted": 1, "missing": 1, "refused": 1}
+    assert plan.due.recordings == 4
+    assert report.recordings == {"deleted": 1, "missing": 1, "refused": 1, "failed": 1}
     assert not old_file.exists()
     assert recent_file.exists()
     assert outside.exists()
-    sessions = {sid: await store.sessions.by_id(sid) for sid in (old, gone, escaping, recent)}
+    calls = (old, gone, escaping, refused, recent)
+    sessions = {sid: await store.sessions.by_id(sid) for sid in calls}
     reasons = {sid: s.recording_deleted_reason for sid, s in sessions.items() if s is not None}
-    assert reasons == {old: "retention", gone: "missing", escaping: None, recent: None}
+    assert reasons == {
+        old: "retention",
+        gone: "missing",
+        escaping: None,
+        refused: None,
+        recent: None,
+    }
     deleted = sessions[old]
     assert deleted is not None
     assert deleted.recording_deleted_at is not None
     assert deleted.recording_path == str(old_file)  # what was recorded stays said
-    # a second run has nothing left to do but the refused one, which it leaves alone
+    # a second run tries again what was not deleted, and leaves it as it is
     again = await service.prune()
-    assert again.recordings == {"refused": 1}
+    assert again.recordings == {"refused": 1, "failed": 1}
 
 
 async def test_the_api_says_a_recording_was_deleted_by_retention(
