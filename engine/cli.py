@@ -10,6 +10,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Coroutine
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -21,6 +22,7 @@ from engine.errors import CtcError
 from engine.logs import configure_logging
 
 if TYPE_CHECKING:
+    from engine.app.retention import PrunePlan, PruneReport
     from engine.app.use_cases import UseCases
     from engine.domain.ivr import IvrMenu
     from engine.store.records import StoredIvrMenu
@@ -142,7 +144,7 @@ def _migrations_dir(settings: Settings) -> Path:
 
 @cli.group()
 def db() -> None:
-    """Database schema migrations."""
+    """Database schema migrations and retention."""
 
 
 @db.command("migrate")
@@ -174,6 +176,86 @@ def db_status(ctx: _Context) -> None:
         click.echo(f"pending  {m.path.name}")
     if status.changed:
         raise CtcError("an applied migration changed on disk; add a new migration instead")
+
+
+@db.command("prune")
+@click.option("--dry-run", is_flag=True, help="Only say what would be deleted, and the cut-offs.")
+@pass_ctx
+def db_prune(ctx: _Context, dry_run: bool) -> None:
+    """Delete what the retention: settings say has been kept long enough, once.
+
+    Old call events, delivered callbacks and recording files, in small batches that do not
+    block calls (the running engine does the same every retention.interval seconds).
+    """
+    settings = ctx.settings
+    # the lines below are the output; warnings (a recording not deleted) go to stderr
+    configure_logging("warning", settings.log.format)
+    if dry_run:
+        plan = _run(_with_retention(settings, lambda service: service.plan()))
+        for line in _retention_plan_lines(plan, settings):
+            click.echo(line)
+        return
+    report = _run(_with_retention(settings, lambda service: service.prune()))
+    for line in _retention_report_lines(report):
+        click.echo(line)
+
+
+async def _with_retention(settings: Settings, work: Any) -> Any:
+    """Run ``work(retention_service)`` over a small pool, once the schema is current."""
+    from engine.app.retention import RetentionService
+    from engine.asterisk.recording_files import SpoolRecordingFiles
+    from engine.store.database import Database
+    from engine.store.migrations import migration_status
+    from engine.store.retention import RetentionRepository
+
+    status = await migration_status(settings.database.url, _migrations_dir(settings))
+    if status.pending:
+        raise CtcError(f"{len(status.pending)} migration(s) pending: run `ctc db migrate` first")
+    async with Database(settings.database.url, min_size=1, max_size=2) as database:
+        service = RetentionService.from_settings(
+            RetentionRepository(database),
+            settings.retention,
+            SpoolRecordingFiles(settings.ari.recording_dir),
+        )
+        return await work(service)
+
+
+def _cutoff_text(cutoff: datetime | None, key: str, days: int | None) -> str:
+    if cutoff is None:
+        return f"kept forever (retention.{key}: null)"
+    return f"before {cutoff.isoformat(timespec='seconds')} (retention.{key}: {days})"
+
+
+def _retention_plan_lines(plan: PrunePlan, settings: Settings) -> list[str]:
+    kept = settings.retention
+    cutoffs, due = plan.cutoffs, plan.due
+    return [
+        "dry run: nothing is deleted",
+        f"call_event       {_count_text(due.call_events)} recorded "
+        + _cutoff_text(cutoffs.call_events, "call_events_days", kept.call_events_days),
+        f"callback_outbox  {_count_text(due.delivered_callbacks)} delivered "
+        + _cutoff_text(
+            cutoffs.delivered_callbacks, "delivered_callbacks_days", kept.delivered_callbacks_days
+        ),
+        f"recordings       {_count_text(due.recordings)} of calls ended "
+        + _cutoff_text(cutoffs.recordings, "recordings_days", kept.recordings_days),
+    ]
+
+
+def _count_text(count: int | None) -> str:
+    return f"{'-' if count is None else count:>10}"
+
+
+def _retention_report_lines(report: PruneReport) -> list[str]:
+    files = report.recordings
+    return [
+        f"call_event       {report.call_events:>10} rows deleted",
+        f"callback_outbox  {report.delivered_callbacks:>10} delivered rows deleted",
+        f"recordings       {files.get('deleted', 0):>10} files deleted,"
+        f" {files.get('missing', 0)} already missing, {files.get('refused', 0)} outside"
+        f" the recording directory (kept), {files.get('failed', 0)} not deletable (kept)",
+        f"done in {report.seconds:.1f} s, {report.batches} batches",
+    ]
 
 
 # -- tenants and tokens ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from engine.api.server import ApiServer, openapi_document
 from engine.api.sse import StreamLimits
 from engine.api.state import ApiState
 from engine.app.ivr_admission import IvrAdmission
+from engine.app.retention import RetentionService
 from engine.app.use_cases import UseCases
 from engine.asterisk.flows.controls import CallControls
 from engine.asterisk.flows.hangup_records import HangupRecords
@@ -27,6 +28,7 @@ from engine.asterisk.links.agi_server import AgiServer
 from engine.asterisk.links.ami import AmiLink
 from engine.asterisk.links.ari import AriClient
 from engine.asterisk.links.restart_watch import RestartWatch
+from engine.asterisk.recording_files import SpoolRecordingFiles
 from engine.config.settings import Settings, exposure_warnings
 from engine.errors import CtcError
 from engine.events import EventBus
@@ -36,6 +38,7 @@ from engine.loop_watch import LoopWatch, settle_heap
 from engine.metrics import Metrics
 from engine.notifier import CallbackNotifier
 from engine.outbound import HttpErpLookup, OutboundHttp
+from engine.retention import RetentionPruner
 from engine.store.database import ConnectRetry, Database
 from engine.store.migrations import default_migrations_dir, migration_status
 from engine.store.repositories import Store
@@ -80,6 +83,17 @@ class Engine(Lifecycle):
             self.store.outbox,
             settings.callbacks,
             events=self.events,
+            health=self.health,
+            metrics=self.metrics,
+        )
+        # old call events, delivered callbacks and recordings, pruned every retention.interval
+        self.retention = RetentionPruner(
+            RetentionService.from_settings(
+                self.store.retention,
+                settings.retention,
+                SpoolRecordingFiles(settings.ari.recording_dir),
+            ),
+            interval=settings.retention.interval,
             health=self.health,
             metrics=self.metrics,
         )
@@ -212,6 +226,7 @@ class Engine(Lifecycle):
             return
         self.health.set("database", "up")
         await self.notifier.start()  # first delivers what a previous run left in the outbox
+        await self.retention.start()  # its first prune comes a minute later
         self.database_ready.set()
         log.info("database.connected")
         if self.ami is not None:
@@ -249,6 +264,7 @@ class Engine(Lifecycle):
             await self.ari.close()
         await self.lookup_http.close()  # after the IVR doors: no lookup is in flight
         await self.store.journal.close()  # live calls' last rows (written behind)
+        await self.retention.close()  # a batch in flight rolls back
         await self.notifier.close()  # after what writes events, before the database
         await self.events.close()
         await self.db.close()

@@ -285,6 +285,29 @@ class Metrics:
         )
         for generation in ("0", "1", "2"):  # engine/loop_watch.py observes these
             self.gc_pause.labels(generation)
+        self.retention_pruned = Counter(
+            "ctc_retention_pruned_total",
+            "Rows and files the retention prune deleted, by kind (call_events, "
+            "delivered_callbacks, recordings)",
+            ["kind"],
+            registry=registry,
+        )
+        self.retention_runs = Counter(
+            "ctc_retention_runs_total",
+            "Retention prune runs by outcome (ok, failed)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.retention_last_run = Gauge(
+            "ctc_retention_last_success_timestamp_seconds",
+            "When the last retention prune that completed ended (unix time; 0: none yet)",
+            registry=registry,
+        )
+        self.retention_last_duration = Gauge(
+            "ctc_retention_last_duration_seconds",
+            "How long the last completed retention prune took",
+            registry=registry,
+        )
         self.db_pool_connections = Gauge(
             "ctc_db_pool_connections",
             "PostgreSQL pool connections by state (in_use: borrowed; idle: open, free)",

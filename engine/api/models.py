@@ -151,6 +151,16 @@ class SessionOut(_Out):
     ivr_menu: str | None = Field(default=None, description="Inbound: the menu entered")
     recording_path: str | None
     recording_duration_ms: int | None
+    recording_deleted_at: datetime | None = Field(
+        default=None,
+        description="When the recording file was deleted; recording_path then names a file "
+        "that no longer exists",
+    )
+    recording_deleted_reason: Literal["retention", "missing"] | None = Field(
+        default=None,
+        description="retention: deleted by the recording retention policy; missing: the file "
+        "was already gone when retention came for it",
+    )
     ring_ms: int | None
     talk_ms: int | None
     created_at: datetime
@@ -169,6 +179,11 @@ class SessionOut(_Out):
 
 class SessionDetailOut(SessionOut):
     events: list[CallEventOut]
+    events_pruned: bool = Field(
+        default=False,
+        description="The oldest events were deleted by retention (retention.call_events_days):"
+        " the timeline starts later, or is empty",
+    )
 
 
 class EventsQuery(_In):

@@ -77,6 +77,13 @@ class SessionDetail:
     session: StoredSession
     events: list[CallEvent]
 
+    @property
+    def events_pruned(self) -> bool:
+        """Whether retention deleted the start of the timeline: every session's first
+        event (``session.created``, seq 1) is written with it, so a timeline that does
+        not start there lost its oldest events to ``retention.call_events_days``."""
+        return not self.events or self.events[0].seq != 1
+
 
 class CallService:
     def __init__(self, store: Store, dialer: Dialer | None = None) -> None:

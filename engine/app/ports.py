@@ -16,7 +16,7 @@ the daemon wires neither of the first two, and the use cases that need them rais
 from __future__ import annotations
 
 import enum
-from typing import Protocol
+from typing import Literal, Protocol, TypeAlias
 
 from engine.domain.click_to_call import Leg
 from engine.domain.ivr import HttpLookup, LookupResult
@@ -24,7 +24,14 @@ from engine.domain.netpolicy import OutboundPolicy
 from engine.domain.transfer import TransferType
 from engine.store.records import StoredSession, StoredTransfer
 
-__all__ = ["Dialer", "ErpLookup", "InCallControls", "MuteDirection"]
+__all__ = [
+    "Dialer",
+    "ErpLookup",
+    "FileDeletion",
+    "InCallControls",
+    "MuteDirection",
+    "RecordingFiles",
+]
 
 
 class MuteDirection(enum.StrEnum):
@@ -108,4 +115,19 @@ class ErpLookup(Protocol):
         status, no answer within ``lookup.timeout_ms`` or a connection error is
         ``ok=False`` with why.
         """
+        ...
+
+
+FileDeletion: TypeAlias = Literal["deleted", "missing", "refused", "failed"]
+"""What became of a recording file the retention deleted: ``deleted``; ``missing`` (it
+was already gone); ``refused`` (its path is outside the recording directory: not ours to
+delete); ``failed`` (the system refused, e.g. permissions: logged, tried again next run)."""
+
+
+class RecordingFiles(Protocol):
+    """Where call recordings live (Asterisk's recording spool, as the engine's host sees
+    it: :class:`~engine.asterisk.recording_files.SpoolRecordingFiles`)."""
+
+    async def delete(self, path: str) -> FileDeletion:
+        """Delete the recording file at ``path`` (as stored on the session)."""
         ...

@@ -50,6 +50,7 @@ __all__ = [
     "CallbackSettings",
     "DatabaseSettings",
     "LogSettings",
+    "RetentionSettings",
     "SecretsSettings",
     "Settings",
     "TcpSettings",
@@ -368,6 +369,26 @@ class CallbackSettings(_Section):
         return value
 
 
+Days = Annotated[int, AfterValidator(_between(1, 36500))]
+
+
+class RetentionSettings(_Section):
+    """``retention:`` — how long call history, delivered callbacks and recordings are kept.
+
+    ``null`` keeps them forever. The daemon prunes every ``interval`` seconds in batches of
+    ``batch_size`` rows, one short transaction each, pausing ``batch_pause`` seconds
+    between batches (see :mod:`engine.store.retention`); ``ctc db prune --dry-run`` says
+    what would go.
+    """
+
+    call_events_days: Days | None = None
+    delivered_callbacks_days: Days | None = 30
+    recordings_days: Days | None = None
+    interval: Seconds = 3600.0
+    batch_size: int = Field(default=5000, ge=100, le=100000)
+    batch_pause: float = Field(default=0.05, ge=0, le=60)
+
+
 class SecretsSettings(_Section):
     """``secrets:`` — the key(s) that encrypt stored secrets (see :mod:`engine.secrets`)."""
 
@@ -398,6 +419,7 @@ class Settings(_Section):
     calls: CallSettings = Field(default_factory=CallSettings)
     ivr: IvrSettings = Field(default_factory=IvrSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
 
 

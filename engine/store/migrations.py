@@ -5,10 +5,20 @@ PostgreSQL advisory lock, so two ``ctc db migrate`` at once are safe: the second
 then finds nothing pending. The ledger (``schema_migration``) records each file's
 SHA-256; if an applied file has changed on disk we refuse to run at all, because the
 database no longer matches what the files say.
+
+A file whose first line is ``-- ctc:no-transaction`` runs outside a transaction, one
+statement at a time (split after each line ending in ``;``, so such a file holds plain
+DDL, no function bodies), and is recorded in the ledger after its last statement. It is
+for what PostgreSQL refuses inside a transaction and what must not block a live PBX:
+``CREATE INDEX CONCURRENTLY`` on a table that calls write to. Such a file must be safe
+to run again from the start, because a failure half-way leaves its earlier statements
+done and the file unrecorded (``DROP INDEX CONCURRENTLY IF EXISTS`` before each build
+also removes the invalid index a failed concurrent build leaves behind).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import re
@@ -28,6 +38,7 @@ from engine.shared_data import shared_data_dir
 from engine.store.database import CONNECTION_ERRORS
 
 __all__ = [
+    "NO_TRANSACTION_MARK",
     "AppliedMigration",
     "Migration",
     "MigrationStatus",
@@ -40,8 +51,11 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+NO_TRANSACTION_MARK = "-- ctc:no-transaction"
+_STATEMENT_END = re.compile(r";[ \t]*(?:--[^\n]*)?$", re.M)
 # pg_advisory_lock key: "ctc-mig" in ASCII, fixed so every engine agrees on it
 _LOCK_KEY = 0x6374632D6D6967
+_LOCK_POLL = 0.1  # seconds between two tries of the lock
 
 _LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS schema_migration (
@@ -63,6 +77,25 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def transactional(self) -> bool:
+        """False for a file marked ``-- ctc:no-transaction`` on its first line."""
+        return self.sql.lstrip().partition("\n")[0].strip() != NO_TRANSACTION_MARK
+
+    def statements(self) -> list[str]:
+        """The file split after each line ending in ``;`` (for a no-transaction file)."""
+        out: list[str] = []
+        start = 0
+        for end in _STATEMENT_END.finditer(self.sql):
+            out.append(self.sql[start : end.end()])
+            start = end.end()
+        out.append(self.sql[start:])
+        return [text for text in out if _has_sql(text)]
+
+
+def _has_sql(text: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in text.splitlines())
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -146,7 +179,7 @@ async def migrate(url: str, directory: Path) -> list[Migration]:
     files = discover(directory)
     conn = await _connect(url)
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        await _take_lock(conn)
         try:
             await conn.execute(_LEDGER_DDL)
             status = _compare(files, await _applied(conn))
@@ -173,16 +206,39 @@ async def migrate(url: str, directory: Path) -> list[Migration]:
         await conn.close()
 
 
+async def _take_lock(conn: asyncpg.Connection) -> None:
+    """Take the migration lock, trying every 100 ms rather than waiting in one statement.
+
+    A ``SELECT pg_advisory_lock(...)`` that waits is a transaction that stays open, and
+    ``CREATE INDEX CONCURRENTLY`` (a no-transaction file) waits for every open
+    transaction to end: the holder would wait for the waiter, which waits for the holder
+    (PostgreSQL reports a deadlock). Each try here is a transaction of its own, over at
+    once."""
+    while True:
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
+            return
+        await asyncio.sleep(_LOCK_POLL)
+
+
+async def _record(conn: asyncpg.Connection, migration: Migration) -> None:
+    await conn.execute(
+        "INSERT INTO schema_migration (version, name, checksum) VALUES ($1, $2, $3)",
+        migration.version,
+        migration.name,
+        migration.checksum,
+    )
+
+
 async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
     try:
-        async with conn.transaction():
-            await conn.execute(migration.sql)
-            await conn.execute(
-                "INSERT INTO schema_migration (version, name, checksum) VALUES ($1, $2, $3)",
-                migration.version,
-                migration.name,
-                migration.checksum,
-            )
+        if migration.transactional:
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await _record(conn, migration)
+        else:
+            for statement in migration.statements():
+                await conn.execute(statement)
+            await _record(conn, migration)
     except asyncpg.PostgresError as exc:
         raise MigrationError(f"{migration.path.name}: {exc}") from exc
     log.info("migration.applied", version=migration.version, name=migration.name)

@@ -108,6 +108,10 @@ class StoredSession:
     ivr_menu: str | None = None
     # ended_at/talk_ms/ring_ms taken when the engine noticed the end, not from Asterisk
     end_estimated: bool = False
+    # the recording file is gone (recording_path says what it was): when, and why
+    # ("retention": deleted by the recording retention; "missing": gone before it came)
+    recording_deleted_at: datetime | None = None
+    recording_deleted_reason: str | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> StoredSession:

@@ -15,6 +15,7 @@ from engine.store.outbox import OutboxRepository
 from engine.store.ownership import SessionOwnership
 from engine.store.providers import ProviderRepository
 from engine.store.recording import RecordingPolicyRepository
+from engine.store.retention import RetentionRepository
 from engine.store.routing import RoutingRepository
 from engine.store.sessions import SessionRepository
 from engine.store.stored_secrets import StoredSecrets
@@ -41,6 +42,7 @@ class Store:
     outbox: OutboxRepository
     transfers: TransferRepository
     routing: RoutingRepository
+    retention: RetentionRepository  # the prune of old rows (engine/app/retention.py)
     secrets: StoredSecrets  # every secret column: what is not yet sealed, rotation
     # live calls owned by this process, written behind (close it before the database)
     journal: CallJournal
@@ -69,6 +71,7 @@ class Store:
             outbox=OutboxRepository(db, keyring=keys),
             transfers=TransferRepository(db),
             routing=RoutingRepository(db),
+            retention=RetentionRepository(db),
             secrets=StoredSecrets(db, keys),
             journal=journal,
             ownership=ownership,

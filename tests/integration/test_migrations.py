@@ -125,3 +125,80 @@ def test_bad_file_names_are_refused(tmp_path: Path) -> None:
     (tmp_path / "1_init.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match=r"0001_name\.sql"):
         discover(tmp_path)
+
+
+_CONCURRENT_BUILD = (
+    "-- ctc:no-transaction\n"
+    "DROP INDEX CONCURRENTLY IF EXISTS probe_x_idx;  -- a failed build's leftover\n"
+    "CREATE INDEX CONCURRENTLY probe_x_idx\n    ON probe (x);\n"
+)
+
+
+async def _index_valid(url: str, name: str) -> bool | None:
+    conn = await asyncpg.connect(url)
+    try:
+        valid: bool | None = await conn.fetchval(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE c.relname = $1",
+            name,
+        )
+        return valid
+    finally:
+        await conn.close()
+
+
+async def test_a_no_transaction_migration_builds_an_index_concurrently(
+    empty_db: str, tmp_path: Path
+) -> None:
+    (tmp_path / "0001_probe.sql").write_text("CREATE TABLE probe (x int);\n")
+    (tmp_path / "0002_probe_index.sql").write_text(_CONCURRENT_BUILD)
+
+    applied = await migrate(empty_db, tmp_path)
+
+    # CREATE INDEX CONCURRENTLY fails inside a transaction block: it ran outside one
+    assert [m.version for m in applied] == [1, 2]
+    assert await _index_valid(empty_db, "probe_x_idx") is True
+    assert await migrate(empty_db, tmp_path) == []
+
+
+async def test_a_no_transaction_migration_that_failed_half_way_runs_again_from_the_start(
+    empty_db: str, tmp_path: Path
+) -> None:
+    (tmp_path / "0001_probe.sql").write_text("CREATE TABLE probe (x int);\n")
+    broken = tmp_path / "0002_probe_index.sql"
+    broken.write_text(_CONCURRENT_BUILD + "SELECT nope;\n")
+    with pytest.raises(MigrationError, match=r"0002_probe_index\.sql"):
+        await migrate(empty_db, tmp_path)
+    assert await _index_valid(empty_db, "probe_x_idx") is True  # done before the failure
+    assert [a.version for a in (await migration_status(empty_db, tmp_path)).applied] == [1]
+
+    broken.write_text(_CONCURRENT_BUILD)  # the admin's fix: the file was never recorded
+    assert [m.version for m in await migrate(empty_db, tmp_path)] == [2]
+    assert await _index_valid(empty_db, "probe_x_idx") is True
+
+
+def test_a_no_transaction_file_is_split_after_each_statement(tmp_path: Path) -> None:
+    (tmp_path / "0001_probe_index.sql").write_text(_CONCURRENT_BUILD)
+    (tmp_path / "0002_plain.sql").write_text("-- not marked\nSELECT 1;\nSELECT 2;\n")
+
+    marked, plain = discover(tmp_path)
+
+    assert (marked.transactional, plain.transactional) == (False, True)
+    assert [s.splitlines()[-1].strip() for s in marked.statements()] == [
+        "DROP INDEX CONCURRENTLY IF EXISTS probe_x_idx;  -- a failed build's leftover",
+        "ON probe (x);",
+    ]
+
+
+def test_the_retention_indexes_are_built_without_blocking_writes(migrations_dir: Path) -> None:
+    by_name = {m.name: m for m in discover(migrations_dir)}
+    indexes = by_name["retention_indexes"]
+    assert not indexes.transactional
+    sql = [
+        line.strip()
+        for line in indexes.sql.splitlines()
+        if line.strip() and not line.strip().startswith("--")
+    ]
+    builds = [line for line in sql if line.startswith(("CREATE INDEX", "DROP INDEX"))]
+    assert len(builds) == 4
+    assert all("INDEX CONCURRENTLY" in line for line in builds)

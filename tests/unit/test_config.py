@@ -648,6 +648,7 @@ def test_redacted_summary_is_json_and_complete() -> None:
         "calls",
         "ivr",
         "callbacks",
+        "retention",
         "secrets",
     }
 

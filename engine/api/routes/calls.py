@@ -132,6 +132,7 @@ async def get_session(req: ApiRequest) -> web.StreamResponse:
                 "events": [
                     CallEventOut.model_validate(e, from_attributes=True) for e in detail.events
                 ],
+                "events_pruned": detail.events_pruned,
             }
         )
     )
