@@ -4,7 +4,9 @@ Asterisk writes a click-to-call's recording under ``ari.recording_dir`` and the 
 row keeps its path (:mod:`engine.asterisk.flows.click_to_call`). A path is served only
 when it is a file inside that directory once resolved: a row is data, and a path that
 points elsewhere (edited by hand, or from an engine configured with another directory)
-names no recording here. While the call is live the file is still being written: 409.
+names no recording here. Until the call has ended and its recording's end is known (Asterisk
+says so, or the engine found the file: :mod:`engine.asterisk.flows.click_to_call`) the
+file may still be growing: 409.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from engine.errors import Conflict, NotFound
 from engine.store.records import Tenant
 from engine.store.repositories import Store
 
-__all__ = ["MEDIA_TYPES", "RecordingFile", "RecordingFiles"]
+__all__ = ["MEDIA_TYPES", "RecordingDownloads", "RecordingFile"]
 
 log = structlog.get_logger(__name__)
 
@@ -43,14 +45,14 @@ class RecordingFile:
     filename: str  # what a download saves it as: <session id><suffix>
 
 
-class RecordingFiles:
+class RecordingDownloads:
     def __init__(self, store: Store, recording_dir: Path | None) -> None:
         self._store = store
         self._dir = recording_dir  # None without ARI: the engine records nothing
 
     async def file(self, tenant: Tenant, session_id: uuid.UUID) -> RecordingFile:
         """The tenant's session's recording (NotFound when it has none on this host,
-        Conflict while the call is live)."""
+        Conflict until the call has ended and its recording's end is known)."""
         session = await self._store.sessions.get(tenant.id, session_id)
         if session.recording_path is None or self._dir is None:
             raise NotFound("recording of session", session_id)
@@ -67,6 +69,9 @@ class RecordingFiles:
                 recording_dir=str(self._dir),
             )
             raise NotFound("recording of session", session_id)
+        if session.recording_duration_ms is None:
+            # the call ended, Asterisk may still be writing the file (its end is not known)
+            raise Conflict(f"session {session_id}'s recording is not finished yet")
         return RecordingFile(
             path=path,
             media_type=MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream"),

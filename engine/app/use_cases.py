@@ -14,7 +14,7 @@ from engine.app.event_stream import EventStream
 from engine.app.ivr_menus import IvrMenuService
 from engine.app.ports import Dialer, InCallControls
 from engine.app.providers import ProviderService
-from engine.app.recordings import RecordingFiles
+from engine.app.recordings import RecordingDownloads
 from engine.app.stored_secrets import StoredSecretsService
 from engine.app.tenants import TenantService
 from engine.app.webhooks import WebhookIntake
@@ -29,7 +29,7 @@ class UseCases:
     tenants: TenantService
     calls: CallService
     call_activity: CallActivityService  # the console's plots
-    recordings: RecordingFiles
+    recordings: RecordingDownloads
     controls: CallControlService
     event_stream: EventStream
     ivr_menus: IvrMenuService
@@ -57,7 +57,7 @@ class UseCases:
             tenants=TenantService(store),
             calls=CallService(store, dialer=dialer),
             call_activity=CallActivityService(store),
-            recordings=RecordingFiles(store, recording_dir),
+            recordings=RecordingDownloads(store, recording_dir),
             controls=CallControlService(store, controls),
             event_stream=EventStream(store, events),
             ivr_menus=IvrMenuService(store),

@@ -88,6 +88,10 @@ __all__ = ["CallJournal"]
 
 log = structlog.get_logger(__name__)
 
+# How long :meth:`CallJournal.flush` waits for PostgreSQL by default: a healthy writer
+# commits every interval (50 ms), so this only runs out while PostgreSQL is away.
+FLUSH_TIMEOUT = 10.0
+
 DEFAULT_INTERVAL: Final = 0.05
 DEFAULT_MAX_BACKLOG: Final = 100_000
 _RETRY_CAP: Final = 2.0
@@ -156,12 +160,14 @@ class CallJournal(Lifecycle):
         interval: float = DEFAULT_INTERVAL,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
         close_grace: float = 10.0,
+        flush_timeout: float = FLUSH_TIMEOUT,
     ) -> None:
         self._db = db
         self._events = events
         self._interval = interval
         self._max_backlog = max_backlog
         self._close_grace = close_grace
+        self._flush_timeout = flush_timeout
         # owned: live sessions, and ended ones kept or not yet written (module docstring)
         self._live: dict[uuid.UUID, StoredSession] = {}
         self._callback_urls: dict[uuid.UUID, str | None] = {}
@@ -406,11 +412,20 @@ class CallJournal(Lifecycle):
 
     async def flush(self) -> None:
         """Return once everything queued before this call is committed (or dropped),
-        including a batch being written right now."""
+        including a batch being written right now; ``DatabaseUnavailable`` when that takes
+        longer than ``flush_timeout`` seconds (PostgreSQL away: the writer keeps retrying,
+        and a caller holding a call's lock must not wait for it without end)."""
         if self._queued <= self._written:
             return
         self.require_open("flushed")
-        await self._flushed()
+        try:
+            async with asyncio.timeout(self._flush_timeout):
+                await self._flushed()
+        except TimeoutError:
+            raise DatabaseUnavailable(
+                f"{self._backlog} call rows have not reached PostgreSQL "
+                f"within {self._flush_timeout:g} s"
+            ) from None
 
     async def _flushed(self) -> None:
         if self._queued <= self._written:
@@ -419,7 +434,8 @@ class CallJournal(Lifecycle):
         self._waiters.append((self._queued, waiter))
         self._hurry = True
         self._wake.set()
-        await waiter
+        # shielded: a flush that gives up leaves the waiter for the writer to settle
+        await asyncio.shield(waiter)
 
     # -- lifecycle --------------------------------------------------------------------------
 

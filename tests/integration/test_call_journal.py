@@ -26,6 +26,7 @@ from engine.store.records import CallEvent, NewSession, StoredSession
 from engine.store.repositories import Store
 from engine.store.tenants import TenantRepository
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import eventually
 
 MENUS = """\
 menus:
@@ -295,6 +296,30 @@ async def test_postgresql_away_rows_wait_and_land_once_when_it_returns(
         == 1
     )
     await writer.close()
+
+
+async def test_a_flush_gives_up_after_its_timeout_while_postgresql_is_away_and_the_rows_stay(
+    proxied: _ProxiedDb,
+) -> None:
+    # a transfer or a resync flushes while holding a call's lock: it must not wait forever
+    db = proxied.db
+    tenant = await TenantRepository(db, keyring=Keyring()).by_slug("default")
+    journal = CallJournal(db, flush_timeout=0.2)
+    await journal.start()
+    try:
+        proxied.go_away()
+        session, _ = journal.take(_new(tenant.id))
+        with pytest.raises(DatabaseUnavailable, match=r"within 0\.2 s"):
+            await journal.flush()
+        assert journal.backlog > 0  # kept for the writer, which goes on retrying
+        proxied.come_back()
+        await eventually(lambda: journal.backlog == 0, within=30, what="the backlog landed")
+        assert (
+            await db.fetchval("SELECT status FROM click_to_call_session WHERE id = $1", session.id)
+            == CallStatus.QUEUED.value
+        )
+    finally:
+        await journal.close()
 
 
 async def test_a_session_postgresql_refuses_does_not_block_the_others(db: Database) -> None:

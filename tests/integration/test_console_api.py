@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from engine.api.console import PAGES
-from engine.app.recordings import RecordingFiles
+from engine.app.recordings import RecordingDownloads
 from engine.daemon import Engine
 from engine.domain.event_types import CallEventType
 from engine.errors import Conflict, NotFound
@@ -155,7 +155,7 @@ async def test_a_recording_is_served_only_from_inside_the_recording_folder_once_
     folder.mkdir()
     (folder / "c2c-1.wav").write_bytes(b"RIFF....WAVE")
     (tmp_path / "elsewhere.wav").write_bytes(b"RIFF....WAVE")
-    recordings = RecordingFiles(store, folder)
+    recordings = RecordingDownloads(store, folder)
     tenant = await new_tenant(store)
 
     async def recorded(path: Path, *statuses: str) -> uuid.UUID:
@@ -170,6 +170,15 @@ async def test_a_recording_is_served_only_from_inside_the_recording_folder_once_
         return session_id
 
     ended = await recorded(folder / "c2c-1.wav", *CONNECT, "completed")
+    with pytest.raises(Conflict):  # ended, but Asterisk may still be writing the file
+        await recordings.file(tenant, ended)
+    await store.sessions.append_event(
+        tenant.id,
+        ended,
+        CallEventType.RECORDING_FINISHED,
+        payload={"duration_ms": 4000},
+        changes={"recording_duration_ms": 4000},
+    )
     found = await recordings.file(tenant, ended)
     assert found.path == (folder / "c2c-1.wav").resolve()
     assert (found.media_type, found.filename) == ("audio/wav", f"{ended}.wav")

@@ -43,6 +43,8 @@ class FakeAri:
         self.channels: list[dict[str, Any]] = []
         self.live_recordings: set[str] = set()
         self.stored_recordings: set[str] = set()
+        self.recording_errors = 0  # answer this many recording requests with a 500
+        self.stop_races_end = False  # a stop finds the recording just ended (404, stored)
         self.sockets: list[web.WebSocketResponse] = []
         self.seen = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -88,10 +90,15 @@ class FakeAri:
 
     def _recording(self, method: str, path: str) -> web.Response:
         _, _, kind, name, *action = path.split("/")
+        if self.recording_errors:
+            self.recording_errors -= 1
+            return web.json_response({"message": "Internal Server Error"}, status=500)
         if kind == "live" and name in self.live_recordings:
             if method == "POST" and action == ["stop"]:
                 self.live_recordings.discard(name)
                 self.stored_recordings.add(name)
+                if self.stop_races_end:
+                    return web.json_response({"message": "Recording not found"}, status=404)
                 return web.Response(status=204)
             return web.json_response({"name": name, "state": "recording"})
         if kind == "stored" and name in self.stored_recordings and method == "GET":
@@ -345,6 +352,48 @@ async def test_a_recording_still_live_after_its_call_ended_is_stopped_then_settl
         payload = await _recording_settled(store, session)
         assert ("POST", f"/recordings/live/{name}/stop") in ari.requests
         assert payload["estimated"] is True
+
+
+async def test_a_recording_that_ends_as_it_is_stopped_is_not_taken_for_a_missing_one(
+    store: Store, ari: FakeAri
+) -> None:
+    async with _stasis_app(ari, store, SOON) as app:
+        session = await _recorded_call_ended(store, ari, app)
+        name = recording_name(session.id)
+        ari.live_recordings.add(name)
+        ari.stop_races_end = True  # the stop answers 404: it had just ended
+        payload = await _recording_settled(store, session)
+        assert ("POST", f"/recordings/live/{name}/stop") in ari.requests
+        assert payload["estimated"] is True  # found stored the next time, not "failed"
+
+
+async def test_ari_failing_to_say_what_became_of_a_recording_is_asked_again_later(
+    store: Store, ari: FakeAri
+) -> None:
+    async with _stasis_app(ari, store, SOON) as app:
+        session = await _recorded_call_ended(store, ari, app)
+        name = recording_name(session.id)
+        ari.stored_recordings.add(name)
+        ari.recording_errors = 3  # three questions answered 500, one by one
+        payload = await _recording_settled(store, session)
+        assert payload["estimated"] is True
+        asked = [r for r in ari.requests if r == ("GET", f"/recordings/live/{name}")]
+        assert len(asked) == 4
+
+
+async def test_a_recording_end_told_in_time_leaves_no_question_for_ari(
+    store: Store, ari: FakeAri
+) -> None:
+    async with _stasis_app(ari, store, NO_TIMER) as app:
+        session = await _recorded_call_ended(store, ari, app)
+        name = recording_name(session.id)
+        assert app.click_to_call.recordings_awaited == 1
+        await ari.send({"type": "RecordingFinished", "recording": {"name": name, "duration": 3}})
+        payload = await _recording_settled(store, session)
+        assert payload == {"duration_ms": 3000}
+        # the end told, the call's timer went with it
+        assert app.click_to_call.recordings_awaited == 0
+        assert not [r for r in ari.requests if r[1].startswith("/recordings/")]
 
 
 async def test_a_recording_asterisk_has_neither_live_nor_stored_ends_as_failed(

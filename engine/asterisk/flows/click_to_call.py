@@ -97,6 +97,9 @@ log = structlog.get_logger(__name__)
 # Ringback played to the agent while the customer rings.
 RINGBACK_MEDIA = "tone:ring"
 
+# The longest wait between two questions to ARI about a recording whose end is not known.
+RECORDING_RECHECK_MAX = 600.0
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ChannelFact:
@@ -168,8 +171,10 @@ class ClickToCall(Lifecycle):
         self._recording_dir = recording_dir.rstrip("/")
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        # ended calls waiting for their recording's end: the timer that asks ARI
+        # ended calls waiting for their recording's end: the timer that asks ARI, and how
+        # many times it has asked
         self._recording_watch: dict[uuid.UUID, asyncio.TimerHandle] = {}
+        self._recording_asked: dict[uuid.UUID, int] = {}
         self.transfers = TransferRunner(ari, store, settings, leg_variables=self._leg_variables)
 
     async def _close(self) -> None:
@@ -379,16 +384,25 @@ class ClickToCall(Lifecycle):
     # -- a recording whose end was not told ---------------------------------------------------
 
     def _watch_recording(self, session_id: uuid.UUID) -> None:
-        """Ask ARI about the ended call's recording if its end is not told in time."""
+        """Ask ARI about the ended call's recording if its end is not told in time; each
+        time ARI could not say, wait twice as long (up to :data:`RECORDING_RECHECK_MAX`)."""
         if session_id in self._recording_watch:
             return
+        asked = self._recording_asked.get(session_id, 0)
+        delay = min(self._settings.recording_end_timeout * 2**asked, RECORDING_RECHECK_MAX)
         self._recording_watch[session_id] = asyncio.get_running_loop().call_later(
-            self._settings.recording_end_timeout, self._recording_due, session_id
+            delay, self._recording_due, session_id
         )
 
     def _recording_due(self, session_id: uuid.UUID) -> None:
         self._recording_watch.pop(session_id, None)
+        self._recording_asked[session_id] = self._recording_asked.get(session_id, 0) + 1
         self.submit(session_id, RecordingOverdue())
+
+    @property
+    def recordings_awaited(self) -> int:
+        """How many ended calls wait for their recording's end now."""
+        return len(self._recording_watch)
 
     def recheck_recordings(self, also: Iterable[uuid.UUID] = ()) -> int:
         """Ask ARI now about every ended call waiting for its recording's end, and about
@@ -416,7 +430,9 @@ class ClickToCall(Lifecycle):
         try:
             if await self._recording_is_live(name):
                 bound.warning("stasis.recording_outlived_call", recording=name)
-                await self._ari.stop_recording(name)
+                # it may end between the look-up and the stop: either way, ask again later
+                with contextlib.suppress(AriNotFound):
+                    await self._ari.stop_recording(name)
                 return None
             await self._ari.stored_recording(name)
         except AriNotFound:
@@ -442,6 +458,7 @@ class ClickToCall(Lifecycle):
         timer = self._recording_watch.pop(session_id, None)
         if timer is not None:
             timer.cancel()
+        self._recording_asked.pop(session_id, None)
         self.transfers.forget(session_id)
         self._store.sessions.release(session_id)
 

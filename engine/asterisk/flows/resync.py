@@ -83,9 +83,11 @@ class Resync:
             self.completed.set()
 
     async def _resync(self) -> None:
-        channels = {str(ch.get("id", "")): ch for ch in await self._ari.channels()}
-        # PostgreSQL has every fact this process knew before the listing below
+        # PostgreSQL has every fact this process knew before the listing below; flushed
+        # first, so the listing is as new as the sessions it is compared with (a call that
+        # moved on while a slow flush ran must not be judged by an older listing)
         await self._store.journal.flush()
+        channels = {str(ch.get("id", "")): ch for ch in await self._ari.channels()}
         live = {s.id: s for s in await self._store.sessions.live()}
         adopted = ended = started = 0
         all_ids = set(channels)

@@ -331,6 +331,9 @@ class AriEventLink(Lifecycle):
                     self._report("up", self._url)
                     self.connected.set()
                     if self._on_connected is not None:
+                        if self._resync is not None:
+                            # a resync still running judges by an older connection's view
+                            self._resync.cancel()
                         self._resync = asyncio.create_task(self._on_connected(), name="ari-resync")
                     await self._read(ws)
                 log.warning("ari.disconnected", url=self._url)
