@@ -299,3 +299,7 @@ def test_the_engine_gets_its_own_cpu_share_above_asterisk_and_stops_within_its_b
     # SIGTERM: the engine's bounded shutdown (each component's close, ~10 s) fits
     assert 20 <= int(service["TimeoutStopSec"]) <= 60
     assert service["KillMode"] == "mixed"
+    # ProtectSystem=strict: the socket's directory and the recording spool (retention
+    # deletes old recordings there) are the only places it may write
+    assert service["ProtectSystem"] == "strict"
+    assert service["ReadWritePaths"].split() == ["/run/ctc", "-/var/spool/asterisk/recording"]
