@@ -17,7 +17,12 @@ from aiohttp import web
 from engine.asterisk.flows.click_to_call import ChannelFact
 from engine.asterisk.flows.stasis import StasisApp
 from engine.asterisk.links.ari import AriClient
-from engine.asterisk.naming import call_bridge_id, leg_channel_id, recording_name
+from engine.asterisk.naming import (
+    call_bridge_id,
+    leg_channel_id,
+    recording_name,
+    target_channel_id,
+)
 from engine.config.settings import CallSettings
 from engine.devtools.databases import create_database, drop_database
 from engine.domain.call import CallStatus
@@ -201,6 +206,10 @@ async def test_a_call_placed_by_the_resync_runs_to_its_end_over_the_event_table(
             assert store.ownership.owner(session.id) is store.ownership.write_through
             # a late fact of the released call changes nothing and looks no transfer up
             await app.click_to_call.handle(session.id, ChannelFact(customer, up=False))
+            assert not app.click_to_call.transfers.follows(session.id)
+            # a channel that plays no role (a former target's) may look it up: forgotten
+            stale = target_channel_id(session.id, uuid.uuid4())
+            await app.click_to_call.handle(session.id, ChannelFact(stale, up=False))
             assert not app.click_to_call.transfers.follows(session.id)
             assert await _event_types(store, session.id) == [
                 "session.created",

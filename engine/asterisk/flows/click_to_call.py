@@ -312,9 +312,14 @@ class ClickToCall(Lifecycle):
             if found is not None:
                 session = await self._apply(session, found, bound)
         else:
-            session = await self._route_and_apply(session, raw_fact, bound)
-        if session is None:
-            return
+            applied = await self._route_and_apply(session, raw_fact, bound)
+            if applied is None:
+                # a fact of a call over and released (e.g. a former transfer target's end)
+                # may have looked its transfer up again: forget it again
+                if ended_before and not self._waiting_for_recording(session):
+                    self._release(session_id)
+                return
+            session = applied
         # a transfer in flight ends with the call; a late fact of a call released (its
         # transfer ended then) looks nothing up
         if session.status.is_terminal and (not ended_before or self.transfers.follows(session_id)):
