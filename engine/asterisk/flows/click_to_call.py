@@ -120,7 +120,7 @@ class RecordingOverdue:
     """An ended call's recording has not said it ended within
     ``calls.recording_end_timeout``, or the event link was down when it might have: ARI is
     asked what became of it. (Asterisk 22 sometimes sends no ``RecordingFinished`` for the
-    recording of a bridge it destroys: 1 and 8 calls in 500 in two runs of
+    recording of a bridge it destroys: 1 to 40 calls in 500 in five runs of
     ``bench/originate.py``'s bare program, the file stored every time.)"""
 
 
