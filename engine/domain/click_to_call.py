@@ -41,6 +41,7 @@ __all__ = [
     "Start",
     "StartExpired",
     "StartRecording",
+    "StopRecording",
     "decide",
     "restart_queued",
     "status_for_unanswered",
@@ -173,6 +174,13 @@ class StartRecording:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class StopRecording:
+    """The call is ending: stop its recording before its bridge goes. Asterisk 22 then
+    tells the recording's end; destroying a bridge it still records loses that event for
+    up to 8 % of calls (``bench/originate.py``: 40 of 500, 0 of 500 once stopped first)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class DestroyBridge:
     """The call is over: its bridge goes too (Asterisk keeps an empty bridge forever)."""
 
@@ -197,6 +205,7 @@ Command = (
     | PlayRingback
     | BridgeLegs
     | StartRecording
+    | StopRecording
     | Hangup
     | DestroyBridge
     | Note
@@ -235,6 +244,11 @@ def _ended(
 ) -> SetStatus:
     """The terminal status a leg's end leads to, stamped when the leg ended."""
     return SetStatus(status, event_type, _cause(fact), {**_cause(fact), **reason}, at=fact.at)
+
+
+def _stop_recording(recording_open: bool) -> tuple[StopRecording, ...]:
+    """A call ending while recorded stops its recording first (see :class:`StopRecording`)."""
+    return (StopRecording(),) if recording_open else ()
 
 
 def _recording_over(fact: RecordingFinished) -> Note:
@@ -314,6 +328,7 @@ def decide(
             other = Leg.CUSTOMER if fact.leg is Leg.AGENT else Leg.AGENT
             return Decision(
                 (
+                    *_stop_recording(recording_open),
                     Hangup(other),
                     _ended(
                         CallStatus.COMPLETED,
@@ -330,6 +345,7 @@ def decide(
             bridged = (DestroyBridge(),) if status is CallStatus.CONNECTED else ()
             return Decision(
                 (
+                    *_stop_recording(recording_open),
                     SetStatus(
                         target, CallEventType.SESSION_ENDED, {"source": "api", **reason}, reason
                     ),

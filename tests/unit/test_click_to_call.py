@@ -17,6 +17,7 @@ from engine.domain.click_to_call import (
     BridgeLegs,
     DestroyBridge,
     EndRequested,
+    Fact,
     Hangup,
     Leg,
     LegEnded,
@@ -29,6 +30,7 @@ from engine.domain.click_to_call import (
     Start,
     StartExpired,
     StartRecording,
+    StopRecording,
     decide,
     restart_queued,
     status_for_unanswered,
@@ -215,6 +217,16 @@ def test_recording_finished_is_noted_with_its_duration() -> None:
     assert d.steps == (
         Note("recording.finished", {"duration_ms": 5000}, {"recording_duration_ms": 5000}),
     )
+
+
+@pytest.mark.parametrize(
+    "fact", [LegEnded(Leg.CUSTOMER, 16), LegEnded(Leg.AGENT, 16), EndRequested("done")]
+)
+def test_a_recorded_call_ending_stops_its_recording_before_anything_else(fact: Fact) -> None:
+    # destroying a bridge still recorded loses Asterisk's RecordingFinished (40 of 500)
+    steps = decide(CallStatus.CONNECTED, fact, recording_open=True).steps
+    assert steps[0] == StopRecording()
+    assert StopRecording() not in decide(CallStatus.CONNECTED, fact).steps
 
 
 def test_a_recording_end_told_twice_or_with_no_recording_open_decides_nothing() -> None:

@@ -65,6 +65,7 @@ from engine.domain.click_to_call import (
     SetStatus,
     Start,
     StartRecording,
+    StopRecording,
     decide,
 )
 from engine.domain.event_types import CallEventType
@@ -525,6 +526,15 @@ class ClickToCall(Lifecycle):
                 await self._ari.add_to_bridge(
                     bridge, leg_channel_id(sid, Leg.AGENT), leg_channel_id(sid, Leg.CUSTOMER)
                 )
+            case StopRecording():
+                # not the call's failure: a recording that did not stop ends with its
+                # bridge, and its end is settled like any end that was not told
+                try:
+                    await self._ari.stop_recording(recording_name(sid))
+                except AriNotFound:
+                    pass
+                except AriError as exc:
+                    bound.warning("stasis.recording_not_stopped", error=str(exc))
             case DestroyBridge():
                 await self.destroy_bridge(call_bridge_id(sid), bound)
             case StartRecording():
