@@ -33,6 +33,7 @@ from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migrate
 from engine.store.records import NewSession, StoredSession
 from engine.store.repositories import Store
+from tests.support.waiting import eventually
 
 WITHIN = 10.0
 
@@ -299,12 +300,12 @@ async def _recorded_call_ended(store: Store, ari: FakeAri, app: StasisApp) -> St
 
 async def _recording_settled(store: Store, session: StoredSession) -> dict[str, Any]:
     """Wait for the session's recording's end to be stored; its recording.finished payload."""
-    async with asyncio.timeout(WITHIN):
-        while True:
-            current = await store.sessions.by_id(session.id)
-            if current is not None and current.recording_duration_ms is not None:
-                break
-            await asyncio.sleep(0.02)
+
+    async def settled() -> bool:
+        current = await store.sessions.by_id(session.id)
+        return current is not None and current.recording_duration_ms is not None
+
+    await eventually(settled, within=WITHIN, what="the recording's end was stored")
     await store.journal.flush()
     events = await store.sessions.events(session.tenant_id, session.id)
     finished = [e for e in events if e.event_type == CallEventType.RECORDING_FINISHED]

@@ -417,11 +417,14 @@ class ClickToCall(Lifecycle):
         many calls were asked about."""
         due = set(also) | set(self._recording_watch)
         for session_id in due:
-            timer = self._recording_watch.pop(session_id, None)
-            if timer is not None:
-                timer.cancel()
+            self._unwatch_recording(session_id)
             self.submit(session_id, RecordingOverdue())
         return len(due)
+
+    def _unwatch_recording(self, session_id: uuid.UUID) -> None:
+        timer = self._recording_watch.pop(session_id, None)
+        if timer is not None:
+            timer.cancel()
 
     async def _recording_overdue(
         self, session: StoredSession, bound: Any
@@ -448,7 +451,9 @@ class ClickToCall(Lifecycle):
             bound.warning("stasis.recording_unknown", recording=name, error=str(exc))
             return None
         bound.warning("stasis.recording_end_untold", recording=name)
-        return RecordingFinished(_bridged_ms(session), estimated=True)
+        # the call's talk time is how long it was bridged: the recording starts as the
+        # customer answers and ends with the bridge
+        return RecordingFinished(session.talk_ms, estimated=True)
 
     async def _recording_is_live(self, name: str) -> bool:
         try:
@@ -461,9 +466,7 @@ class ClickToCall(Lifecycle):
         """The call is over and expects no more facts: forget its lock and its transfer,
         and let the journal write it through again after its last batch."""
         self._locks.pop(session_id, None)
-        timer = self._recording_watch.pop(session_id, None)
-        if timer is not None:
-            timer.cancel()
+        self._unwatch_recording(session_id)
         self._recording_asked.pop(session_id, None)
         self.transfers.forget(session_id)
         self._store.sessions.release(session_id)
@@ -652,13 +655,6 @@ class ClickToCall(Lifecycle):
             )
         bound.warning("call.failed", reason=reason)
         return session
-
-
-def _bridged_ms(session: StoredSession) -> int | None:
-    """How long the call was bridged (its recording starts as the customer answers)."""
-    if session.connected_at is None or session.ended_at is None:
-        return None
-    return max(0, round((session.ended_at - session.connected_at).total_seconds() * 1000))
 
 
 def channel_role(
