@@ -26,12 +26,10 @@ import os
 import random
 from typing import Any
 
-import pytest
+import schemathesis
 
 from engine.daemon import Engine
 from tests.support.tenants import bearer_headers, new_token
-
-schemathesis = pytest.importorskip("schemathesis")
 
 # examples per operation and generation mode in the fuzzing phase, per run
 EXAMPLES = 25
