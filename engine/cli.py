@@ -558,6 +558,65 @@ def demo(ctx: _Context, talk_seconds: int) -> None:
     sys.exit(_run(run_demo(url, click.echo, talk_seconds)))
 
 
+# -- nodes -------------------------------------------------------------------------------------
+
+
+@cli.command("nodes")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per node.")
+@pass_ctx
+def nodes(ctx: _Context, as_json: bool) -> None:
+    """List the engines that share the database: state, last heartbeat, live calls, capacity.
+
+    A node is alive while it beats (every node.heartbeat_interval seconds), stale when its
+    last beat is older than node.stale_after seconds, stopped after a graceful stop.
+    """
+    from engine.app.nodes import NodeService
+    from engine.store.database import Database
+    from engine.store.nodes import NodeRepository
+
+    settings = ctx.settings
+
+    async def listing() -> Any:
+        async with Database(settings.database.url, min_size=1, max_size=1) as database:
+            service = NodeService(NodeRepository(database), stale_after=settings.node.stale_after)
+            return await service.list()
+
+    rows = _run(listing())
+    if as_json:
+        for row in rows:
+            node = row.node
+            record = {
+                "node": node.name,
+                "state": row.state.value,
+                "heartbeat_age_s": round(node.heartbeat_age, 1),
+                "live_calls": node.live_calls,
+                "max_calls": node.max_calls,
+                "asterisk": node.asterisk,
+                "version": node.version,
+                "host": node.host,
+                "pid": node.pid,
+                "started_at": node.started_at.isoformat(),
+                "stopped_at": None if node.stopped_at is None else node.stopped_at.isoformat(),
+            }
+            click.echo(json.dumps(record))
+        return
+    if not rows:
+        click.echo("no node has registered (an engine registers once its database is up)")
+        return
+    click.echo(
+        f"{'NODE':<20} {'STATE':<8} {'LAST BEAT':>9} {'LIVE':>5} {'MAX':>5} "
+        f"{'ASTERISK':<9} {'VERSION':<8} {'HOST':<20} {'PID':>7}  STARTED"
+    )
+    for row in rows:
+        node = row.node
+        capacity = "-" if node.max_calls is None else str(node.max_calls)
+        click.echo(
+            f"{node.name:<20} {row.state.value:<8} {node.heartbeat_age:>8.0f}s "
+            f"{node.live_calls:>5} {capacity:>5} {node.asterisk:<9} {node.version:<8} "
+            f"{node.host:<20} {node.pid:>7}  {node.started_at.isoformat(timespec='seconds')}"
+        )
+
+
 # -- sandbox -----------------------------------------------------------------------------------
 
 

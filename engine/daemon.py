@@ -36,6 +36,7 @@ from engine.health import HealthReport
 from engine.lifecycle import Lifecycle
 from engine.loop_watch import LoopWatch, settle_heap
 from engine.metrics import Metrics
+from engine.node_heartbeat import NodeHeartbeat
 from engine.notifier import CallbackNotifier
 from engine.outbound import HttpErpLookup, OutboundHttp
 from engine.retention import RetentionPruner
@@ -61,14 +62,16 @@ class Engine(Lifecycle):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         db = settings.database
-        self.health = HealthReport()
-        self.metrics = Metrics()
+        node = settings.node.name
+        self.health = HealthReport(node=node)
+        self.metrics = Metrics(node=node)
         self.db = Database(
             db.url,
             min_size=db.min_size,
             max_size=db.max_size,
             command_timeout=db.command_timeout,
             retry=ConnectRetry(on_failure=self._database_unreachable),
+            node=node,  # the sessions this engine creates say so (their `node` column)
         )
         self.events = EventBus()
         self.store = Store.over(self.db, events=self.events, keyring=settings.secrets.keyring())
@@ -113,6 +116,13 @@ class Engine(Lifecycle):
                 self.ami = AmiLink.from_settings(
                     settings.ami, health=self.health, events=RestartWatch.EVENTS
                 )
+        # this engine's row among the engines sharing the database (`ctc nodes`)
+        self.heartbeat = NodeHeartbeat(
+            self.store.nodes,
+            settings.node,
+            health=self.health,
+            asterisk_enabled=settings.ari.enabled,
+        )
         self.loop_watch = LoopWatch(self.metrics)
         # both IVR doors' capacity: one count of calls in progress, one measure of lateness
         self.ivr_admission = IvrAdmission(
@@ -227,6 +237,7 @@ class Engine(Lifecycle):
         self.health.set("database", "up")
         await self.notifier.start()  # first delivers what a previous run left in the outbox
         await self.retention.start()  # its first prune comes a minute later
+        await self.heartbeat.start()
         self.database_ready.set()
         log.info("database.connected")
         if self.ami is not None:
@@ -265,6 +276,7 @@ class Engine(Lifecycle):
         await self.lookup_http.close()  # after the IVR doors: no lookup is in flight
         await self.store.journal.close()  # live calls' last rows (written behind)
         await self.retention.close()  # a batch in flight rolls back
+        await self.heartbeat.close()  # marks this node stopped
         await self.notifier.close()  # after what writes events, before the database
         await self.events.close()
         await self.db.close()

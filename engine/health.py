@@ -35,7 +35,8 @@ HealthListener = Callable[[str, ComponentStatus], None]
 
 
 class HealthReport:
-    def __init__(self) -> None:
+    def __init__(self, *, node: str | None = None) -> None:
+        self.node = node  # the engine's node name (settings node.name), shown by /healthz
         self._components: dict[str, ComponentStatus] = {}
         self._listeners: list[HealthListener] = []
 

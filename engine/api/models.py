@@ -420,6 +420,9 @@ class TenantOut(_Out):
 
 class HealthOut(_Out):
     status: Literal["ok", "degraded", "down"]
+    # this engine's node name (settings node.name); like components' details, shown only
+    # to a trusted caller (a token, or the local socket)
+    node: str | None = None
     components: dict[str, dict[str, Any]]
 
 

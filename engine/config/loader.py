@@ -70,6 +70,7 @@ def _env_int(var: str, raw: str) -> int:
 
 
 _ENV_OVERRIDES: tuple[tuple[str, KeyPath, Callable[[str, str], Any]], ...] = (
+    ("CTC_NODE_NAME", ("node", "name"), _env_str),
     ("CTC_DATABASE_URL", ("database", "url"), _env_str),
     ("CTC_API_SOCKET", ("api", "socket"), _env_str),
     ("CTC_API_TCP_PORT", ("api", "tcp", "port"), _env_int),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import string
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -50,6 +51,7 @@ __all__ = [
     "CallbackSettings",
     "DatabaseSettings",
     "LogSettings",
+    "NodeSettings",
     "RetentionSettings",
     "SecretsSettings",
     "Settings",
@@ -120,6 +122,26 @@ def _octal_mode(value: Any) -> int:
 
 
 _APP_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def _node_name(value: str) -> str:
+    if not _NODE_NAME.fullmatch(value):
+        raise _fail(
+            "must be 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def _host_name_if_unset(value: Any) -> Any:
+    """``null`` (the default) names the node after the host, up to its first dot (``ctc``
+    when the host name is not a valid node name)."""
+    if value is not None:
+        return value
+    name = socket.gethostname().split(".", 1)[0]
+    return name if _NODE_NAME.fullmatch(name) else "ctc"
 
 
 def _app_name(value: str) -> str:
@@ -407,8 +429,35 @@ class SecretsSettings(_Section):
         return value
 
 
+class NodeSettings(_Section):
+    """``node:`` — this engine among the engines that share one database.
+
+    Each engine registers under ``name`` and beats every ``heartbeat_interval`` seconds
+    (``ctc nodes`` lists them); a node whose last beat is older than ``stale_after`` seconds
+    is shown *stale*. The sessions an engine creates carry its name (``node`` column).
+    ``max_calls`` is the most live calls this node takes (``null``: no limit of its own).
+    """
+
+    name: Annotated[str, BeforeValidator(_host_name_if_unset), AfterValidator(_node_name)] = Field(
+        default=None, validate_default=True
+    )
+    heartbeat_interval: Seconds = 5.0
+    stale_after: Seconds = Field(default=30.0, validate_default=True)
+    max_calls: int | None = Field(default=None, ge=1)
+
+    @field_validator("stale_after")
+    @classmethod
+    def _stale_after_beats(cls, value: float, info: ValidationInfo) -> float:
+        interval = info.data.get("heartbeat_interval")
+        if isinstance(interval, int | float) and value < 2 * interval:
+            raise _fail(f"must be at least twice heartbeat_interval ({2 * interval:g})")
+        return value
+
+
 class Settings(_Section):
     """The whole engine configuration; every section is optional."""
+
+    node: NodeSettings = Field(default_factory=NodeSettings)
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)

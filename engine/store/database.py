@@ -97,8 +97,15 @@ class Database(Lifecycle):
         command_timeout: float = 10.0,
         close_timeout: float = 10.0,
         retry: ConnectRetry | None = None,
+        node: str | None = None,
     ) -> None:
         self._url = url
+        # every connection says which engine opened it: the sessions it creates default
+        # their `node` column to ctc.node (sql/0017_nodes.sql); pg_stat_activity shows
+        # application_name
+        self._server_settings = (
+            {"ctc.node": node, "application_name": f"ctc-engine {node}"} if node else None
+        )
         self._min_size = min_size
         self._max_size = max_size
         self._command_timeout = command_timeout
@@ -150,6 +157,7 @@ class Database(Lifecycle):
                 init=_init_connection,
                 reset=_keep_session_state,
                 timeout=self._command_timeout,
+                server_settings=self._server_settings,
             )
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc

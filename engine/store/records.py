@@ -35,6 +35,7 @@ __all__ = [
     "NewProvider",
     "NewSession",
     "NewTransfer",
+    "NodeBeat",
     "ProviderSecrets",
     "RecordingPolicy",
     "RingTimeCount",
@@ -42,6 +43,7 @@ __all__ = [
     "SessionPage",
     "SessionStats",
     "StoredIvrMenu",
+    "StoredNode",
     "StoredProvider",
     "StoredSession",
     "StoredTransfer",
@@ -426,3 +428,33 @@ class AgentLastCall:
     agent: str
     session: StoredSession
     calls: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NodeBeat:
+    """What an engine writes of itself in ``engine_node`` at each heartbeat."""
+
+    name: str
+    version: str
+    host: str
+    pid: int
+    started_at: datetime
+    max_calls: int | None
+    asterisk: str  # its ARI link's health state, or "disabled" / "unknown"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredNode:
+    """An engine as ``engine_node`` has it, with what the database counts for it."""
+
+    name: str
+    version: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    max_calls: int | None
+    asterisk: str
+    heartbeat_age: float  # seconds since its last beat, by the database's clock
+    live_calls: int  # its sessions that have not ended

@@ -11,6 +11,7 @@ from engine.store.database import Database
 from engine.store.dtmf import DtmfRepository
 from engine.store.ivr import IvrMenuRepository
 from engine.store.journal import CallJournal
+from engine.store.nodes import NodeRepository
 from engine.store.outbox import OutboxRepository
 from engine.store.ownership import SessionOwnership
 from engine.store.providers import ProviderRepository
@@ -44,6 +45,7 @@ class Store:
     routing: RoutingRepository
     retention: RetentionRepository  # the prune of old rows (engine/app/retention.py)
     secrets: StoredSecrets  # every secret column: what is not yet sealed, rotation
+    nodes: NodeRepository  # the engines sharing the database (heartbeats)
     # live calls owned by this process, written behind (close it before the database)
     journal: CallJournal
     # which writer owns each session: the journal above, or write-through
@@ -73,6 +75,7 @@ class Store:
             routing=RoutingRepository(db),
             retention=RetentionRepository(db),
             secrets=StoredSecrets(db, keys),
+            nodes=NodeRepository(db),
             journal=journal,
             ownership=ownership,
         )

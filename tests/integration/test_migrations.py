@@ -30,7 +30,14 @@ SEED_TABLES = {
     "call_rate_config",
     "call_usage_billing",
 }
-OWN_TABLES = {"tenant", "api_token", "call_event", "callback_outbox", "schema_migration"}
+OWN_TABLES = {
+    "tenant",
+    "api_token",
+    "call_event",
+    "callback_outbox",
+    "schema_migration",
+    "engine_node",
+}
 
 
 async def _tables(url: str) -> set[str]:
@@ -60,7 +67,8 @@ async def test_every_table_has_a_tenant_id(migrated_db: str) -> None:
     try:
         rows = await conn.fetch(
             "SELECT t.tablename FROM pg_tables t WHERE t.schemaname = 'public' "
-            "AND t.tablename NOT IN ('tenant', 'schema_migration') AND NOT EXISTS ("
+            "AND t.tablename NOT IN ('tenant', 'schema_migration', 'engine_node') "
+            "AND NOT EXISTS ("
             "  SELECT 1 FROM information_schema.columns c WHERE c.table_name = t.tablename "
             "  AND c.column_name = 'tenant_id' AND c.is_nullable = 'NO')"
         )

@@ -24,8 +24,9 @@ def _health_out(req: ApiRequest) -> HealthOut:
     valid token (the auth middleware sets the tenant for both); others get states only."""
     health = req.raw.app[API_STATE].health
     trusted = req.tenant is not None or req.raw.get(LOCAL_CALLER, False)
-    components = health.snapshot() if trusted else health.states()
-    return HealthOut(status=health.overall, components=components)
+    if trusted:
+        return HealthOut(status=health.overall, node=health.node, components=health.snapshot())
+    return HealthOut(status=health.overall, components=health.states())
 
 
 @router.route(
