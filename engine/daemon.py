@@ -41,6 +41,7 @@ from engine.notifier import CallbackNotifier
 from engine.outbound import HttpErpLookup, OutboundHttp
 from engine.retention import RetentionPruner
 from engine.store.database import ConnectRetry, Database
+from engine.store.event_feed import CallEventFeed
 from engine.store.migrations import default_migrations_dir, migration_status
 from engine.store.repositories import Store
 
@@ -123,6 +124,8 @@ class Engine(Lifecycle):
             health=self.health,
             asterisk_enabled=settings.ari.enabled,
         )
+        # the call events other engines on the database commit, on this engine's bus
+        self.event_feed = CallEventFeed(self.db, self.events, node=node)
         self.loop_watch = LoopWatch(self.metrics)
         # both IVR doors' capacity: one count of calls in progress, one measure of lateness
         self.ivr_admission = IvrAdmission(
@@ -238,6 +241,7 @@ class Engine(Lifecycle):
         await self.notifier.start()  # first delivers what a previous run left in the outbox
         await self.retention.start()  # its first prune comes a minute later
         await self.heartbeat.start()
+        await self.event_feed.start()  # other engines' events from now on (SSE, notifier)
         self.database_ready.set()
         log.info("database.connected")
         if self.ami is not None:
@@ -277,6 +281,7 @@ class Engine(Lifecycle):
         await self.store.journal.close()  # live calls' last rows (written behind)
         await self.retention.close()  # a batch in flight rolls back
         await self.heartbeat.close()  # marks this node stopped
+        await self.event_feed.close()
         await self.notifier.close()  # after what writes events, before the database
         await self.events.close()
         await self.db.close()

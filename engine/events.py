@@ -12,8 +12,9 @@ Publishing never blocks and never fails: each subscriber has its own bounded
 lost for good, because every event is in PostgreSQL: an SSE client reconnects with
 ``Last-Event-ID`` and the missed events are replayed from there.
 
-The bus is best-effort by nature: it only sees events committed by this process. Other
-engines sharing the database are not seen (the notifier still polls for their rows).
+The bus is best-effort by nature. The events other engines sharing the database commit
+reach it through the event feed (:mod:`engine.store.event_feed`: LISTEN/NOTIFY as the
+wake-up, the table as the truth), a little later than this process's own.
 Pure asyncio, one event loop, no threads.
 
 Lifecycle: subscribing and adding a listener need a started bus (:meth:`EventBus.start`);

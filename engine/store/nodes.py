@@ -49,13 +49,15 @@ class NodeRepository:
         )
 
     async def stopped(self, beat: NodeBeat) -> None:
-        """Mark the node stopped, if its row is still this engine's (same host and pid)."""
+        """Mark the node stopped, if its row is still this engine's (same host, pid and
+        start: another engine that took the name over keeps its row)."""
         await self._db.execute(
-            "UPDATE engine_node SET stopped_at = now() "
-            "WHERE name = $1 AND host = $2 AND pid = $3 AND stopped_at IS NULL",
+            "UPDATE engine_node SET stopped_at = now() WHERE name = $1 AND host = $2 "
+            "AND pid = $3 AND started_at = $4 AND stopped_at IS NULL",
             beat.name,
             beat.host,
             beat.pid,
+            beat.started_at,
         )
 
     async def get(self, name: str) -> StoredNode | None:

@@ -10,6 +10,7 @@
 - :mod:`tests.support.http` — raw HTTP to an engine's API (:class:`~tests.support.http.Api`).
 - :mod:`tests.support.tenants` — a new tenant, its request headers, a bearer token.
 - :mod:`tests.support.calls` — calls placed and moved through statuses over the API.
+- :mod:`tests.support.sse` — the client side of an engine's event stream (SSE).
 - :mod:`tests.support.callbacks` — an ERP endpoint recording the engine's callbacks.
 - :mod:`tests.support.events` — call events built in memory (bus and SSE tests).
 - :mod:`tests.support.cli` — the ``ctc`` command as a subprocess and its environment.

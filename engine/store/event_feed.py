@@ -1,0 +1,185 @@
+"""The call events other engines commit, published on this engine's bus.
+
+Why: each engine publishes the events it commits to its own in-process bus, which feeds
+its SSE streams and wakes its callback notifier. With several engines on one database an
+ERP connected to engine B must still see the calls engine A places. PostgreSQL is the only
+coordinator: ``call_event`` is the truth, ``LISTEN ctc_call_events`` (notified by a
+statement trigger, sql/0018_event_feed.sql) is the wake-up, and a timer reads anyway every
+``poll_interval`` seconds, so a lost notification (or a listening connection that is down)
+only delays.
+
+Reading by id without losing late commits: ids come from a sequence when a row is
+inserted, not when it commits, so id 10 may become visible after id 11. The feed keeps a
+cursor (the highest id seen) and the *gaps* below it (ids not seen yet): each read asks for
+``id > cursor`` and for the gaps, so a late commit is picked up on a later read. A gap that
+stays empty for ``gap_timeout`` seconds is given up (a rolled-back insert, or a sequence
+jump after a crash). One session's events keep their order: its owner writes them one
+transaction after another, so an event is committed before the next one is inserted.
+
+Rows this engine wrote (``node`` = this node) are read, to move the cursor, but not
+published again. A notification from this engine itself does not trigger a read (the timer
+covers its rows), so a lone engine costs one small read per interval.
+
+Failure policy: a failed read or a lost listening connection is logged and retried; the
+feed never stops the engine. Events committed before the feed started are not replayed
+(an SSE client resumes from its Last-Event-ID, read from the table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from typing import Any, Final
+
+import asyncpg
+import structlog
+
+from engine.errors import ClosedResourceError, describe
+from engine.events import EventBus
+from engine.lifecycle import Lifecycle
+from engine.store.database import Database
+from engine.store.records import EVENT_COLUMNS, CallEvent
+
+__all__ = ["CHANNEL", "CallEventFeed", "FeedCursor"]
+
+log = structlog.get_logger(__name__)
+
+CHANNEL: Final = "ctc_call_events"
+_BATCH: Final = 1000  # rows per read; a full batch is followed by another read at once
+_MAX_GAPS: Final = 10_000  # the most ids waited for at once (the oldest are given up)
+
+_COLS = ", ".join(EVENT_COLUMNS)
+_READ = (
+    f"SELECT {_COLS}, node FROM call_event WHERE id > $1 OR id = ANY($2::bigint[]) "
+    f"ORDER BY id LIMIT $3"
+)
+
+
+class FeedCursor:
+    """Which call_event ids the feed has seen: everything up to ``after`` but the gaps."""
+
+    def __init__(self, after: int, *, gap_timeout: float) -> None:
+        self.after = after
+        self.gap_timeout = gap_timeout
+        self.gaps: dict[int, float] = {}  # id -> when it was first found missing
+
+    def fresh(self, ids: Iterable[int], now: float) -> list[int]:
+        """Record ``ids`` (ascending) as read at ``now``; the ones not seen before, in order.
+        Ids skipped over become gaps; gaps older than ``gap_timeout`` are given up."""
+        fresh: list[int] = []
+        for event_id in ids:
+            if event_id in self.gaps:
+                del self.gaps[event_id]
+            elif event_id > self.after:
+                # at most the _MAX_GAPS ids just below (a sequence may jump far: setval)
+                skipped = range(max(self.after + 1, event_id - _MAX_GAPS), event_id)
+                self.gaps.update(dict.fromkeys(skipped, now))
+                self.after = event_id
+            else:
+                continue  # read twice (a gap filled by an earlier read of this batch)
+            fresh.append(event_id)
+        self._expire(now)
+        return fresh
+
+    def _expire(self, now: float) -> None:
+        expired = [i for i, since in self.gaps.items() if now - since > self.gap_timeout]
+        for event_id in expired:
+            del self.gaps[event_id]
+        while len(self.gaps) > _MAX_GAPS:  # insertion order: the oldest gaps first
+            del self.gaps[next(iter(self.gaps))]
+
+
+class CallEventFeed(Lifecycle):
+    """Publishes on ``bus`` the call events other nodes commit (this engine is ``node``)."""
+
+    def __init__(
+        self,
+        db: Database,
+        bus: EventBus,
+        *,
+        node: str,
+        poll_interval: float = 1.0,
+        gap_timeout: float = 10.0,
+    ) -> None:
+        self._db = db
+        self._bus = bus
+        self._node = node
+        self._poll_interval = poll_interval
+        self._gap_timeout = gap_timeout
+        self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._cursor: FeedCursor | None = None
+        self.published = 0  # events of other nodes published, for tests and logs
+
+    async def _open(self) -> None:
+        start = await self._db.fetchval("SELECT coalesce(max(id), 0) FROM call_event")
+        self._cursor = FeedCursor(int(start), gap_timeout=self._gap_timeout)
+        self._task = asyncio.create_task(self._run(), name="call-event-feed")
+
+    async def _close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._unlisten()
+
+    async def _run(self) -> None:
+        while True:
+            if self._listener is None or self._listener.is_closed():
+                await self._listen()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                while await self.read_once() == _BATCH:
+                    pass
+            except Exception as exc:  # PostgreSQL away: the next wake-up or tick retries
+                log.warning("event_feed.read_failed", error=describe(exc))
+
+    async def read_once(self) -> int:
+        """Read what was committed since the last read; publish other nodes' events.
+        Returns the number of rows read."""
+        self.require_open("read")
+        cursor = self._cursor
+        if cursor is None:  # set by _open before anything can read
+            raise ClosedResourceError("CallEventFeed has no cursor: it did not start")
+        rows = await self._db.fetch(_READ, cursor.after, list(cursor.gaps), _BATCH)
+        by_id = {row["id"]: row for row in rows}
+        for event_id in cursor.fresh(by_id, time.monotonic()):
+            row = by_id[event_id]
+            if row["node"] == self._node:
+                continue
+            self._bus.publish(CallEvent(**{name: row[name] for name in EVENT_COLUMNS}))
+            self.published += 1
+        return len(rows)
+
+    async def _listen(self) -> None:
+        await self._unlisten()
+        try:
+            conn = await asyncpg.connect(self._db.url, timeout=5)
+            await conn.add_listener(CHANNEL, self._notified)
+        except Exception as exc:  # polled meanwhile; tried again at the next tick
+            log.warning("event_feed.listen_failed", error=describe(exc))
+            return
+        self._listener = conn
+
+    async def _unlisten(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 2)
+
+    def _notified(
+        self,
+        conn: asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any],
+        pid: int,
+        channel: str,
+        payload: object,
+    ) -> None:
+        if payload != self._node:  # this engine's own rows: the timer's read covers them
+            self._wake.set()

@@ -1,0 +1,133 @@
+"""Two engines on one database: each one's event stream shows the calls the other places."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+
+from engine.config.settings import (
+    AgiSettings,
+    ApiSettings,
+    AriSettings,
+    DatabaseSettings,
+    NodeSettings,
+    Settings,
+)
+from engine.daemon import Engine
+from engine.domain.event_types import CallEventType
+from engine.events import EventBus
+from engine.store.database import Database
+from engine.store.event_feed import CallEventFeed
+from engine.store.records import NewSession
+from engine.store.repositories import Store
+from tests.support.calls import move_call, place_call
+from tests.support.http import socket_api
+from tests.support.sse import open_stream
+from tests.support.tenants import new_tenant
+
+
+@contextlib.asynccontextmanager
+async def _engine(db_url: str, node: str) -> AsyncIterator[Engine]:
+    """An engine named ``node`` over ``db_url``, without Asterisk, its socket of its own."""
+    with tempfile.TemporaryDirectory(prefix="ctc-node-") as tmp:
+        settings = Settings(
+            node=NodeSettings(name=node),
+            agi=AgiSettings(enabled=False),
+            ari=AriSettings(enabled=False),
+            database=DatabaseSettings(url=db_url),
+            api=ApiSettings(socket=Path(tmp) / "engine.sock", socket_mode="0600"),
+        )
+        async with Engine(settings) as engine:
+            await asyncio.wait_for(engine.database_ready.wait(), 30)
+            yield engine
+
+
+async def test_a_call_placed_on_one_node_streams_in_order_from_another(migrated_db: str) -> None:
+    async with _engine(migrated_db, "alpha") as alpha, _engine(migrated_db, "beta") as beta:
+        tenant = (await new_tenant(alpha.store)).slug
+        async with (
+            open_stream(beta, tenant) as on_beta,
+            socket_api(alpha.settings.api.socket) as alpha_api,
+        ):
+            sid = await place_call(alpha_api, tenant)
+            await move_call(alpha_api, tenant, sid, "dialing_agent", "agent_answered", "canceled")
+            got = await on_beta.events(4)
+
+    assert [(e["event"], e["data"]["session_id"], e["data"]["status_to"]) for e in got] == [
+        (CallEventType.SESSION_CREATED, sid, "queued"),
+        (CallEventType.STATUS_CHANGED, sid, "dialing_agent"),
+        (CallEventType.STATUS_CHANGED, sid, "agent_answered"),
+        (CallEventType.STATUS_CHANGED, sid, "canceled"),
+    ]
+    assert [e["id"] for e in got] == sorted(e["id"] for e in got)
+
+
+async def test_the_feed_publishes_other_nodes_events_once_and_never_its_own(
+    migrated_db: str,
+) -> None:
+    async with (
+        Database(migrated_db, min_size=1, max_size=2, node="gamma") as gamma_db,
+        Database(migrated_db, min_size=1, max_size=2, node="delta") as delta_db,
+        EventBus() as bus,
+    ):
+        gamma, delta = Store.over(gamma_db), Store.over(delta_db)
+        tenant = await new_tenant(gamma)
+        subscription = bus.subscribe(tenant_id=tenant.id)
+        # poll_interval: an hour, so only the notifications wake it (then read_once by hand)
+        async with CallEventFeed(gamma_db, bus, node="gamma", poll_interval=3600) as feed:
+            mine, _ = await gamma.sessions.create(NewSession(tenant.id, "1001", "+14155550100"))
+            theirs, _ = await delta.sessions.create(NewSession(tenant.id, "1002", "+14155550101"))
+            async with asyncio.timeout(20):
+                event = await subscription.next()
+            assert event is not None
+            assert (event.session_id, event.event_type) == (
+                theirs.id,
+                CallEventType.SESSION_CREATED,
+            )
+            await feed.read_once()  # read again: nothing new, nothing twice
+            assert feed.published == 1
+        assert mine.id != theirs.id
+        subscription.close()
+
+
+async def test_a_missed_notification_only_delays_the_timer_reads_the_table(
+    migrated_db: str,
+) -> None:
+    async with (
+        Database(migrated_db, min_size=1, max_size=2, node="epsilon") as db,
+        EventBus() as bus,
+    ):
+        tenant = await new_tenant(Store.over(db))
+        subscription = bus.subscribe(tenant_id=tenant.id)
+        async with CallEventFeed(db, bus, node="epsilon", poll_interval=0.2):
+            # written by a tool with no node and the trigger disabled: no NOTIFY at all
+            conn = await asyncpg.connect(migrated_db)
+            try:
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL session_replication_role = replica")
+                    session_id = uuid.uuid4()
+                    await conn.execute(
+                        "INSERT INTO click_to_call_session (id, tenant_id, agent_number, "
+                        "customer_number) VALUES ($1, $2, '1001', '+14155550100')",
+                        session_id,
+                        tenant.id,
+                    )
+                    await conn.execute(
+                        "INSERT INTO call_event (tenant_id, session_id, seq, event_type, "
+                        "status_to) VALUES ($1, $2, 1, 'session.created', 'queued')",
+                        tenant.id,
+                        session_id,
+                    )
+            finally:
+                await conn.close()
+            async with asyncio.timeout(20):
+                event = await subscription.next()
+            assert event is not None
+            assert event.session_id == session_id
+        subscription.close()
