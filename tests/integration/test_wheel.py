@@ -40,6 +40,7 @@ COMMANDS = (
     "demo",
     "doctor",
     "ivr",
+    "nodes",
     "run",
     "sandbox",
     "secrets",
