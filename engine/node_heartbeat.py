@@ -126,9 +126,11 @@ class NodeHeartbeat(Lifecycle):
             stopped=row.stopped_at is not None,
             stale_after=self._settings.stale_after,
         )
-        if not name_taken(state, holder=(row.host, row.pid), claimant=(beat.host, beat.pid)):
-            return False
         holder = (row.host, row.pid)
+        claimant = (beat.host, beat.pid)
+        exists = row.host != beat.host or _process_exists(row.pid)
+        if not name_taken(state, holder=holder, claimant=claimant, holder_exists=exists):
+            return False
         if holder != self._refused_by:  # said once per holder, not every interval
             self._refused_by = holder
             log.error("node.name_taken", node=beat.name, holder_host=row.host, holder_pid=row.pid)
@@ -155,3 +157,14 @@ class NodeHeartbeat(Lifecycle):
             return "disabled"
         status = self._health.get("ari")
         return "unknown" if status is None else status.state
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (one we may not signal counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -63,3 +63,16 @@ def test_stale_after_must_cover_two_heartbeats(tmp_path: Path) -> None:
     config.write_text("node:\n  heartbeat_interval: 10\n  stale_after: 15\n")
     with pytest.raises(ConfigError, match="at least twice heartbeat_interval"):
         load_settings(config, env={})
+
+
+def test_a_crashed_holder_on_the_same_host_does_not_hold_the_name() -> None:
+    """An engine restarted at once after a crash takes its name back without waiting."""
+    assert not name_taken(
+        NodeState.ALIVE, holder=("pbx1", 10), claimant=("pbx1", 11), holder_exists=False
+    )
+
+
+def test_on_another_host_only_staleness_frees_a_name() -> None:
+    assert name_taken(
+        NodeState.ALIVE, holder=("pbx1", 10), claimant=("pbx2", 11), holder_exists=False
+    )
