@@ -135,6 +135,7 @@ class Engine(Lifecycle):
                 admission=self.ivr_admission,
                 hangup_records=HangupRecords(self.ami, settings.calls.hangup_handler),
                 metrics=self.metrics,
+                quality=settings.quality if settings.quality.enabled else None,
             )
         # Asterisk restarted (AMI's FullyBooted says so): the ARI link reconnects and resyncs
         self.restart_watch: RestartWatch | None = None

@@ -36,6 +36,7 @@ __all__ = [
     "NewSession",
     "NewTransfer",
     "ProviderSecrets",
+    "QualityMetric",
     "RecordingPolicy",
     "RingTimeCount",
     "SessionFilter",
@@ -369,6 +370,27 @@ class RecordingPolicy:
     beep: bool
     max_duration_s: int | None
     pause_allowed: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QualityMetric:
+    """One ``call_quality_metric`` row: a leg's RTCP figures sampled during the call, or
+    its end-of-call summary (``is_final``), with the E-model MOS. None: not known."""
+
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    channel_id: str
+    leg: str
+    sampled_at: datetime
+    is_final: bool
+    rx_packets: int | None
+    tx_packets: int | None
+    rx_lost_packets: int | None
+    tx_lost_packets: int | None
+    jitter_ms: float | None
+    rtt_ms: float | None
+    mos: float | None
+    raw: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

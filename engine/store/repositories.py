@@ -14,6 +14,7 @@ from engine.store.journal import CallJournal
 from engine.store.outbox import OutboxRepository
 from engine.store.ownership import SessionOwnership
 from engine.store.providers import ProviderRepository
+from engine.store.quality import QualityRepository
 from engine.store.recording import RecordingPolicyRepository
 from engine.store.retention import RetentionRepository
 from engine.store.routing import RoutingRepository
@@ -42,6 +43,7 @@ class Store:
     outbox: OutboxRepository
     transfers: TransferRepository
     routing: RoutingRepository
+    quality: QualityRepository  # call_quality_metric: RTCP figures and MOS per leg
     retention: RetentionRepository  # the prune of old rows (engine/app/retention.py)
     secrets: StoredSecrets  # every secret column: what is not yet sealed, rotation
     # live calls owned by this process, written behind (close it before the database)
@@ -71,6 +73,7 @@ class Store:
             outbox=OutboxRepository(db, keyring=keys),
             transfers=TransferRepository(db),
             routing=RoutingRepository(db),
+            quality=QualityRepository(db),
             retention=RetentionRepository(db),
             secrets=StoredSecrets(db, keys),
             journal=journal,
