@@ -42,6 +42,8 @@ from engine.retention import RetentionPruner
 from engine.store.database import ConnectRetry, Database
 from engine.store.migrations import default_migrations_dir, migration_status
 from engine.store.repositories import Store
+from engine.transcription import transcriber_from_settings
+from engine.transcription.worker import TranscriptWorker
 
 __all__ = ["Engine", "run_until_signalled"]
 
@@ -96,6 +98,18 @@ class Engine(Lifecycle):
             interval=settings.retention.interval,
             health=self.health,
             metrics=self.metrics,
+        )
+        # recorded calls of tenants that turned transcripts on, transcribed offline in
+        # low-priority worker processes (None: transcripts.enabled is false)
+        self.transcripts: TranscriptWorker | None = (
+            TranscriptWorker(
+                self.store,
+                transcriber_from_settings(settings.transcripts),
+                settings.transcripts,
+                health=self.health,
+            )
+            if settings.transcripts.enabled
+            else None
         )
         # the IVR doors' ERP lookups: one set of HTTP sessions (one per tenant network
         # policy), opened before the doors and closed after them
@@ -228,6 +242,8 @@ class Engine(Lifecycle):
         self.health.set("database", "up")
         await self.notifier.start()  # first delivers what a previous run left in the outbox
         await self.retention.start()  # its first prune comes a minute later
+        if self.transcripts is not None:
+            await self.transcripts.start()  # first takes what a previous run left queued
         self.database_ready.set()
         log.info("database.connected")
         if self.ami is not None:
@@ -266,6 +282,8 @@ class Engine(Lifecycle):
         await self.lookup_http.close()  # after the IVR doors: no lookup is in flight
         await self.store.journal.close()  # live calls' last rows (written behind)
         await self.retention.close()  # a batch in flight rolls back
+        if self.transcripts is not None:
+            await self.transcripts.close()  # a decode cut off is taken up after its lease
         await self.notifier.close()  # after what writes events, before the database
         await self.events.close()
         await self.db.close()

@@ -45,8 +45,10 @@ __all__ = [
     "StoredIvrMenu",
     "StoredProvider",
     "StoredSession",
+    "StoredTranscript",
     "StoredTransfer",
     "Tenant",
+    "TranscriptJob",
     "WebhookLogEntry",
     "writable_changes",
 ]
@@ -391,6 +393,38 @@ class QualityMetric:
     rtt_ms: float | None
     mos: float | None
     raw: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TranscriptJob:
+    """A claimed ``call_transcript`` row: which recording to transcribe, and how many
+    times it has been tried (this attempt included)."""
+
+    id: int
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    recording_path: str
+    attempts: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredTranscript:
+    """A call's transcript row as the API shows it: its state in the queue and, once
+    ``completed``, the text and words (``start_ms``/``end_ms`` from the recording's start)."""
+
+    session_id: uuid.UUID
+    state: str
+    attempts: int
+    last_error: str | None
+    backend: str | None
+    model: str | None
+    language: str | None
+    text: str | None
+    words: Sequence[Mapping[str, Any]] | None
+    audio_ms: int | None
+    decode_ms: int | None
+    created_at: datetime
+    finished_at: datetime | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from engine.store.routing import RoutingRepository
 from engine.store.sessions import SessionRepository
 from engine.store.stored_secrets import StoredSecrets
 from engine.store.tenants import TenantRepository
+from engine.store.transcripts import TranscriptRepository
 from engine.store.transfers import TransferRepository
 from engine.store.write_through import WriteThrough
 
@@ -44,6 +45,7 @@ class Store:
     transfers: TransferRepository
     routing: RoutingRepository
     quality: QualityRepository  # call_quality_metric: RTCP figures and MOS per leg
+    transcripts: TranscriptRepository  # call_transcript: the queue and the results
     retention: RetentionRepository  # the prune of old rows (engine/app/retention.py)
     secrets: StoredSecrets  # every secret column: what is not yet sealed, rotation
     # live calls owned by this process, written behind (close it before the database)
@@ -74,6 +76,7 @@ class Store:
             transfers=TransferRepository(db),
             routing=RoutingRepository(db),
             quality=QualityRepository(db),
+            transcripts=TranscriptRepository(db),
             retention=RetentionRepository(db),
             secrets=StoredSecrets(db, keys),
             journal=journal,
