@@ -1,9 +1,10 @@
 """The better transcriber, for admins who provide a model: faster-whisper (CTranslate2).
 
 ``pip install 'ctc-engine[whisper]'`` and a CTranslate2 Whisper model directory
-(``transcripts.model_dir``, e.g. a converted ``small.en``; the engine never downloads
-one: it runs offline). The model is loaded once per worker process, on the CPU with int8
-weights, and asked for word timestamps.
+(``transcripts.model_dir``: a faster-whisper model such as ``base`` or ``small.en``,
+i.e. ``model.bin``, ``config.json``, ``tokenizer.json``, ``vocabulary.txt``; the engine
+never downloads one: it runs offline). The model is loaded once per worker process, on
+the CPU with int8 weights and one thread, and asked for word timestamps.
 
 The model is made by a factory (``faster_whisper.WhisperModel`` unless told otherwise),
 so its contract (``transcribe(path, language=…, word_timestamps=True, …)`` giving
@@ -41,8 +42,9 @@ def faster_whisper_model(model_dir: Path) -> Any:
     if not (model_dir / "model.bin").is_file():
         raise TranscriptionError(f"{model_dir}: no CTranslate2 model (model.bin) there")
     try:
+        # one thread: a worker process is one unit of transcripts.concurrency
         return WhisperModel(
-            str(model_dir), device="cpu", compute_type="int8", local_files_only=True
+            str(model_dir), device="cpu", compute_type="int8", cpu_threads=1, local_files_only=True
         )
     except Exception as exc:  # the library's own errors: a damaged or foreign model
         raise TranscriptionError(f"{model_dir}: cannot load the model: {exc}") from exc
