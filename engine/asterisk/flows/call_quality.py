@@ -178,15 +178,18 @@ class QualityMonitor(Lifecycle):
         return True
 
     def _on_destroyed(self, event: AriEvent) -> bool:
-        channel = str(event.get("channel", {}).get("id", ""))
-        leg = self._legs.pop(channel, None)
-        if leg is not None and "RTPAUDIOQOS" in leg.final:
-            self._spawn(self._write_final(channel, leg))
-        if leg is not None and not any(
-            other.session_id == leg.session_id for other in self._legs.values()
-        ):
-            self._tenants.pop(leg.session_id, None)
+        self._forget(str(event.get("channel", {}).get("id", "")))
         return False
+
+    def _forget(self, channel: str) -> None:
+        """The channel is gone: write what its hangup told, and stop following it."""
+        leg = self._legs.pop(channel, None)
+        if leg is None:
+            return
+        if "RTPAUDIOQOS" in leg.final:
+            self._spawn(self._write_final(channel, leg))
+        if not any(other.session_id == leg.session_id for other in self._legs.values()):
+            self._tenants.pop(leg.session_id, None)
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -296,12 +299,10 @@ class QualityMonitor(Lifecycle):
             try:
                 value = await self._ari.get_channel_var(channel, _SAMPLE)
             except AriNotFound:
-                # gone: its end was told (or is on its way), or was missed while the event
-                # link was down: then it is forgotten here, with what its hangup told
-                if leg.final.get("RTPAUDIOQOS") is None:
-                    continue
-                if self._legs.pop(channel, None) is not None:
-                    self._spawn(self._write_final(channel, leg))
+                # gone, and its ChannelDestroyed not handled yet: still queued (its
+                # hangup's variables, if queued too, follow it anew) or missed while the
+                # event link was down. Either way it is not followed any longer.
+                self._forget(channel)
                 continue
             except AriError as exc:
                 log.warning("quality.sample_failed", channel=channel, error=str(exc))
