@@ -59,7 +59,8 @@ def _transcribe(transcriber: Transcriber, path: str) -> tuple[Transcript, int]:
 class TranscriptWorker(Lifecycle):
     """Runs ``settings.concurrency`` runners over the queue. ``executor`` replaces the
     process pool (tests run a fake transcriber in threads); closing cancels what runs and
-    ends the worker processes (a job cut off is taken up again after its lease)."""
+    ends the worker processes (a job cut off is taken up again after its lease).
+    ``completed`` and ``failed`` count jobs whose outcome and call event are stored."""
 
     def __init__(
         self,
@@ -169,7 +170,6 @@ class TranscriptWorker(Lifecycle):
             await self._failed(job, f"worker process died: {exc}", bound)
             return False
         await self._store.transcripts.complete(job, transcript, decode_ms)
-        self.completed += 1
         rtf = decode_ms / transcript.audio_ms if transcript.audio_ms else None
         await self._store.sessions.append_event(
             job.tenant_id,
@@ -182,6 +182,7 @@ class TranscriptWorker(Lifecycle):
                 "decode_ms": decode_ms,
             },
         )
+        self.completed += 1
         bound.info(
             "transcripts.completed",
             backend=transcript.backend,
@@ -198,11 +199,11 @@ class TranscriptWorker(Lifecycle):
             bound.warning("transcripts.retry", error=error, attempts=job.attempts, retry_in=delay)
             return
         await self._store.transcripts.fail(job, error, None)
-        self.failed += 1
         await self._store.sessions.append_event(
             job.tenant_id,
             job.session_id,
             CallEventType.TRANSCRIPT_FAILED,
             payload={"error": error[:500], "attempts": job.attempts},
         )
+        self.failed += 1
         bound.error("transcripts.failed", error=error, attempts=job.attempts)

@@ -45,6 +45,7 @@ COMMANDS = (
     "secrets",
     "tenant",
     "token",
+    "transcripts",
 )
 
 
