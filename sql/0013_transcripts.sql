@@ -58,7 +58,7 @@ BEGIN
       FROM click_to_call_session s JOIN tenant t ON t.id = s.tenant_id
      WHERE s.id = NEW.session_id
        AND t.transcripts_enabled
-       AND s.recording_path IS NOT NULL
+       AND s.recording_path LIKE '%.wav'          -- gsm recordings cannot be transcribed
        AND NOT (NEW.payload ? 'failure')
     ON CONFLICT (tenant_id, session_id) DO NOTHING;
     RETURN NULL;
