@@ -544,6 +544,59 @@ def calls(
         click.echo("no calls")
 
 
+@cli.group()
+def transcripts() -> None:
+    """Offline transcripts of recorded calls (per tenant; off by default)."""
+
+
+@transcripts.command("enable")
+@click.argument("slug")
+@pass_ctx
+def transcripts_enable(ctx: _Context, slug: str) -> None:
+    """Transcribe tenant SLUG's recordings that end from now on."""
+    _run(_with_use_cases(ctx.settings, lambda app: app.transcripts.set_enabled(slug, True)))
+    click.echo(f"transcripts on for tenant {slug}")
+
+
+@transcripts.command("disable")
+@click.argument("slug")
+@pass_ctx
+def transcripts_disable(ctx: _Context, slug: str) -> None:
+    """Stop queuing tenant SLUG's recordings (what is queued is still transcribed)."""
+    _run(_with_use_cases(ctx.settings, lambda app: app.transcripts.set_enabled(slug, False)))
+    click.echo(f"transcripts off for tenant {slug}")
+
+
+@transcripts.command("show")
+@click.argument("session_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON, words included.")
+@_client_options
+@pass_ctx
+def transcripts_show(
+    ctx: _Context,
+    session_id: str,
+    as_json: bool,
+    socket_path: str | None,
+    tenant_slug: str | None,
+) -> None:
+    """Print SESSION_ID's transcript (asks the running engine)."""
+    from engine.api.client import ControlClient
+
+    async def go() -> Any:
+        async with ControlClient(_socket(ctx, socket_path), tenant=tenant_slug) as client:
+            path = f"/api/v1/click-to-call/sessions/{session_id}/transcript"
+            _, data = await client.request("GET", path)
+            return data
+
+    data = _run(go())
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"{data['state']} ({data.get('backend') or '-'}): {data.get('text') or ''}")
+    if data.get("last_error"):
+        click.echo(f"last error: {data['last_error']}")
+
+
 @cli.command()
 @click.option("--talk", "talk_seconds", default=4, show_default=True, help="Seconds of talk.")
 @pass_ctx

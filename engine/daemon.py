@@ -44,6 +44,8 @@ from engine.store.database import ConnectRetry, Database
 from engine.store.event_feed import CallEventFeed
 from engine.store.migrations import default_migrations_dir, migration_status
 from engine.store.repositories import Store
+from engine.transcription import transcriber_from_settings
+from engine.transcription.worker import TranscriptWorker
 
 __all__ = ["Engine", "run_until_signalled"]
 
@@ -101,6 +103,18 @@ class Engine(Lifecycle):
             health=self.health,
             metrics=self.metrics,
         )
+        # recorded calls of tenants that turned transcripts on, transcribed offline in
+        # low-priority worker processes (None: transcripts.enabled is false)
+        self.transcripts: TranscriptWorker | None = (
+            TranscriptWorker(
+                self.store,
+                transcriber_from_settings(settings.transcripts),
+                settings.transcripts,
+                health=self.health,
+            )
+            if settings.transcripts.enabled
+            else None
+        )
         # the IVR doors' ERP lookups: one set of HTTP sessions (one per tenant network
         # policy), opened before the doors and closed after them
         self.lookup_http = OutboundHttp()
@@ -148,6 +162,7 @@ class Engine(Lifecycle):
                 admission=self.ivr_admission,
                 hangup_records=HangupRecords(self.ami, settings.calls.hangup_handler),
                 metrics=self.metrics,
+                quality=settings.quality if settings.quality.enabled else None,
             )
         # Asterisk restarted (AMI's FullyBooted says so): the ARI link reconnects and resyncs
         self.restart_watch: RestartWatch | None = None
@@ -242,6 +257,8 @@ class Engine(Lifecycle):
         await self.retention.start()  # its first prune comes a minute later
         await self.heartbeat.start()
         await self.event_feed.start()  # other engines' events from now on (SSE, notifier)
+        if self.transcripts is not None:
+            await self.transcripts.start()  # first takes what a previous run left queued
         self.database_ready.set()
         log.info("database.connected")
         if self.ami is not None:
@@ -282,6 +299,8 @@ class Engine(Lifecycle):
         await self.retention.close()  # a batch in flight rolls back
         await self.heartbeat.close()  # marks this node stopped
         await self.event_feed.close()
+        if self.transcripts is not None:
+            await self.transcripts.close()  # a decode cut off is taken up after its lease
         await self.notifier.close()  # after what writes events, before the database
         await self.events.close()
         await self.db.close()

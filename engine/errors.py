@@ -29,6 +29,8 @@ non-zero; the API maps each class to a stable error code and HTTP status (503
     ├── ApiClientError              the control API answered an error to our own client
     ├── CallbackDeliveryError       a status callback POST failed (refused, timeout, non-2xx)
     ├── DestinationRefused          an outbound request to an address the network policy refuses
+    ├── TranscriptionError          a recording could not be transcribed (unreadable audio,
+    │                               a backend or model that cannot load)
     └── AsteriskError               talking to Asterisk failed
         ├── AriError
         ├── AmiError
@@ -63,6 +65,7 @@ __all__ = [
     "SandboxError",
     "SecretsError",
     "StoreError",
+    "TranscriptionError",
     "describe",
 ]
 
@@ -161,6 +164,11 @@ class FeatureUnavailable(CtcError):
 class SecretsError(CtcError):
     """A secret cannot be encrypted or decrypted: no key configured, the value was sealed
     under a key that is no longer configured, or the stored value is damaged."""
+
+
+class TranscriptionError(CtcError):
+    """A recording could not be transcribed: its audio is unreadable, or the backend or
+    its model cannot be loaded. The worker records it on the job and tries again later."""
 
 
 class ApiClientError(CtcError):

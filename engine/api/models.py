@@ -49,6 +49,8 @@ __all__ = [
     "ProviderIn",
     "ProviderListOut",
     "ProviderOut",
+    "QualityListOut",
+    "QualityMetricOut",
     "RecordingControlIn",
     "RingTimeCountOut",
     "SessionDetailOut",
@@ -59,6 +61,8 @@ __all__ = [
     "StatsQuery",
     "StatusPatchIn",
     "TenantOut",
+    "TranscriptOut",
+    "TranscriptWordOut",
     "TransferIn",
     "TransferOut",
     "WebhookAcceptedOut",
@@ -506,3 +510,51 @@ class IvrMenuOut(_Out):
 
 class IvrMenuListOut(_Out):
     items: list[IvrMenuOut]
+
+
+class TranscriptWordOut(_Out):
+    word: str
+    start_ms: int = Field(description="From the recording's start")
+    end_ms: int
+    confidence: float | None = Field(default=None, description="0-1, as the backend scores it")
+
+
+class TranscriptOut(_Out):
+    """A recorded call's transcript: made offline on the engine's host after the call."""
+
+    session_id: uuid.UUID
+    state: Literal["queued", "running", "completed", "failed"]
+    attempts: int
+    last_error: str | None = None
+    backend: str | None = Field(default=None, description="pocketsphinx or whisper")
+    model: str | None = None
+    language: str | None = None
+    text: str | None = Field(default=None, description="Set once completed")
+    words: list[TranscriptWordOut] | None = None
+    audio_ms: int | None = None
+    decode_ms: int | None = Field(
+        default=None,
+        description="How long the decoder took (decode_ms / audio_ms: real-time factor)",
+    )
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class QualityMetricOut(_Out):
+    """One leg's RTCP figures: a sample during the call, or its final figures at hangup."""
+
+    leg: Literal["agent", "customer", "caller", "target"]
+    channel_id: str
+    sampled_at: datetime
+    is_final: bool
+    rx_packets: int | None
+    tx_packets: int | None
+    rx_lost_packets: int | None = Field(description="Lost on the way to Asterisk")
+    tx_lost_packets: int | None = Field(description="Lost on the way to the phone (its RTCP)")
+    jitter_ms: float | None
+    rtt_ms: float | None = Field(description="Round trip, known only from the phone's RTCP")
+    mos: float | None = Field(description="E-model (ITU-T G.107) estimate, 1-5")
+
+
+class QualityListOut(_Out):
+    items: list[QualityMetricOut]

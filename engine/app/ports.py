@@ -16,11 +16,13 @@ the daemon wires neither of the first two, and the use cases that need them rais
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 from typing import Literal, Protocol, TypeAlias
 
 from engine.domain.click_to_call import Leg
 from engine.domain.ivr import HttpLookup, LookupResult
 from engine.domain.netpolicy import OutboundPolicy
+from engine.domain.transcripts import Transcript
 from engine.domain.transfer import TransferType
 from engine.store.records import StoredSession, StoredTransfer
 
@@ -31,6 +33,7 @@ __all__ = [
     "InCallControls",
     "MuteDirection",
     "RecordingFiles",
+    "Transcriber",
 ]
 
 
@@ -130,4 +133,26 @@ class RecordingFiles(Protocol):
 
     async def delete(self, path: str) -> FileDeletion:
         """Delete the recording file at ``path`` (as stored on the session)."""
+        ...
+
+
+class Transcriber(Protocol):
+    """Speech to text for one recording, offline, on this host
+    (:mod:`engine.transcription`: PocketSphinx, faster-whisper). CPU-bound and blocking:
+    the worker calls it in a separate process. It must be picklable (a backend keeps its
+    loaded model per process, not in its pickled state)."""
+
+    @property
+    def name(self) -> str:
+        """The backend's name, stored with each transcript (``pocketsphinx``, ``whisper``)."""
+        ...
+
+    @property
+    def model(self) -> str:
+        """Which model it runs, stored with each transcript."""
+        ...
+
+    def transcribe(self, path: Path) -> Transcript:
+        """The recording's text and words with timings; TranscriptionError when the audio
+        or the model cannot be used."""
         ...

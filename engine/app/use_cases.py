@@ -17,6 +17,7 @@ from engine.app.providers import ProviderService
 from engine.app.recordings import RecordingDownloads
 from engine.app.stored_secrets import StoredSecretsService
 from engine.app.tenants import TenantService
+from engine.app.transcripts import CallQualityReads, TranscriptService
 from engine.app.webhooks import WebhookIntake
 from engine.events import EventBus
 from engine.store.repositories import Store
@@ -38,6 +39,8 @@ class UseCases:
     agent_states: AgentStateService  # the console's agent board
     webhooks: WebhookIntake
     secrets: StoredSecretsService
+    transcripts: TranscriptService
+    quality: CallQualityReads
 
     @classmethod
     def over(
@@ -66,4 +69,6 @@ class UseCases:
             agent_states=AgentStateService(store),
             webhooks=WebhookIntake(store),
             secrets=StoredSecretsService(store),
+            transcripts=TranscriptService(store),
+            quality=CallQualityReads(store),
         )

@@ -52,10 +52,12 @@ __all__ = [
     "DatabaseSettings",
     "LogSettings",
     "NodeSettings",
+    "QualitySettings",
     "RetentionSettings",
     "SecretsSettings",
     "Settings",
     "TcpSettings",
+    "TranscriptSettings",
     "exposure_warnings",
     "redacted_summary",
 ]
@@ -411,6 +413,54 @@ class RetentionSettings(_Section):
     batch_pause: float = Field(default=0.05, ge=0, le=60)
 
 
+class QualitySettings(_Section):
+    """``quality:`` — call quality (RTCP figures and an E-model MOS) per click-to-call leg.
+
+    Every leg's end-of-call figures come with Asterisk's hangup (``RTPAUDIOQOS*`` channel
+    variables, delivered as ARI ``ChannelVarset`` events: no request of ours). While a leg
+    is up it is also sampled every ``sample_interval`` seconds (one ARI request per leg;
+    ``0`` samples nothing). A leg whose MOS is below ``mos_floor`` gets a
+    ``quality.low_mos`` call event.
+    """
+
+    enabled: bool = True
+    sample_interval: float = Field(default=15.0, ge=0, le=3600)
+    mos_floor: float = Field(default=3.5, ge=1, le=5)
+    # G.113 Appendix I packet-loss robustness of G.711: 25.1 with concealment, 4.3 without
+    packet_loss_robustness: float = Field(default=25.1, gt=0, le=100)
+
+
+class TranscriptSettings(_Section):
+    """``transcripts:`` — offline transcription of recorded calls, on this host.
+
+    A tenant turns it on (``ctc tenant update SLUG --transcripts on``; off by default);
+    its calls' recordings are then queued in PostgreSQL as they finish and transcribed by
+    the daemon's worker in a separate, low-priority process, ``concurrency`` at a time.
+    ``backend``: ``pocketsphinx`` (English model in the wheel; weak on telephone audio) or
+    ``whisper`` (faster-whisper, ``pip install 'ctc-engine[whisper]'``, with a
+    CTranslate2 model directory in ``model_dir``). ``enabled: false`` runs no worker.
+    """
+
+    enabled: bool = True
+    backend: Literal["pocketsphinx", "whisper"] = "pocketsphinx"
+    model_dir: FsPath | None = None
+    language: str = Field(default="en", pattern=r"^[a-z]{2,3}$")
+    concurrency: int = Field(default=1, ge=1, le=16)
+    # the worker process's niceness (0-19): transcription yields the CPU to calls
+    nice: int = Field(default=10, ge=0, le=19)
+    poll_interval: Seconds = 5.0
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    backoff_initial: Seconds = 30.0
+    # a job whose worker died is taken up again once its lease ran out
+    lease: Seconds = 1800.0
+
+    @model_validator(mode="after")
+    def _whisper_needs_model(self) -> TranscriptSettings:
+        if self.enabled and self.backend == "whisper" and self.model_dir is None:
+            raise _fail("backend whisper needs model_dir (a CTranslate2 model directory)")
+        return self
+
+
 class SecretsSettings(_Section):
     """``secrets:`` — the key(s) that encrypt stored secrets (see :mod:`engine.secrets`)."""
 
@@ -469,6 +519,8 @@ class Settings(_Section):
     ivr: IvrSettings = Field(default_factory=IvrSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    transcripts: TranscriptSettings = Field(default_factory=TranscriptSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
 
 

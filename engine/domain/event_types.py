@@ -56,6 +56,11 @@ class CallEventType(enum.StrEnum):
     RECORDING_RESUMED = "recording.resumed"
     RECORDING_FINISHED = "recording.finished"
 
+    # call quality and transcripts
+    QUALITY_LOW_MOS = "quality.low_mos"  # a leg's MOS fell below quality.mos_floor
+    TRANSCRIPT_COMPLETED = "transcript.completed"  # the call's recording was transcribed
+    TRANSCRIPT_FAILED = "transcript.failed"  # ... and gave up after its last attempt
+
     # in-call controls
     CONTROL_HOLD = "control.hold"
     CONTROL_UNHOLD = "control.unhold"

@@ -37,6 +37,7 @@ __all__ = [
     "NewTransfer",
     "NodeBeat",
     "ProviderSecrets",
+    "QualityMetric",
     "RecordingPolicy",
     "RingTimeCount",
     "SessionFilter",
@@ -46,8 +47,10 @@ __all__ = [
     "StoredNode",
     "StoredProvider",
     "StoredSession",
+    "StoredTranscript",
     "StoredTransfer",
     "Tenant",
+    "TranscriptJob",
     "WebhookLogEntry",
     "writable_changes",
 ]
@@ -371,6 +374,59 @@ class RecordingPolicy:
     beep: bool
     max_duration_s: int | None
     pause_allowed: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QualityMetric:
+    """One ``call_quality_metric`` row: a leg's RTCP figures sampled during the call, or
+    its end-of-call summary (``is_final``), with the E-model MOS. None: not known."""
+
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    channel_id: str
+    leg: str
+    sampled_at: datetime
+    is_final: bool
+    rx_packets: int | None
+    tx_packets: int | None
+    rx_lost_packets: int | None
+    tx_lost_packets: int | None
+    jitter_ms: float | None
+    rtt_ms: float | None
+    mos: float | None
+    raw: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TranscriptJob:
+    """A claimed ``call_transcript`` row: which recording to transcribe, and how many
+    times it has been tried (this attempt included)."""
+
+    id: int
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    recording_path: str
+    attempts: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredTranscript:
+    """A call's transcript row as the API shows it: its state in the queue and, once
+    ``completed``, the text and words (``start_ms``/``end_ms`` from the recording's start)."""
+
+    session_id: uuid.UUID
+    state: str
+    attempts: int
+    last_error: str | None
+    backend: str | None
+    model: str | None
+    language: str | None
+    text: str | None
+    words: Sequence[Mapping[str, Any]] | None
+    audio_ms: int | None
+    decode_ms: int | None
+    created_at: datetime
+    finished_at: datetime | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -15,12 +15,14 @@ from engine.store.nodes import NodeRepository
 from engine.store.outbox import OutboxRepository
 from engine.store.ownership import SessionOwnership
 from engine.store.providers import ProviderRepository
+from engine.store.quality import QualityRepository
 from engine.store.recording import RecordingPolicyRepository
 from engine.store.retention import RetentionRepository
 from engine.store.routing import RoutingRepository
 from engine.store.sessions import SessionRepository
 from engine.store.stored_secrets import StoredSecrets
 from engine.store.tenants import TenantRepository
+from engine.store.transcripts import TranscriptRepository
 from engine.store.transfers import TransferRepository
 from engine.store.write_through import WriteThrough
 
@@ -43,6 +45,8 @@ class Store:
     outbox: OutboxRepository
     transfers: TransferRepository
     routing: RoutingRepository
+    quality: QualityRepository  # call_quality_metric: RTCP figures and MOS per leg
+    transcripts: TranscriptRepository  # call_transcript: the queue and the results
     retention: RetentionRepository  # the prune of old rows (engine/app/retention.py)
     secrets: StoredSecrets  # every secret column: what is not yet sealed, rotation
     nodes: NodeRepository  # the engines sharing the database (heartbeats)
@@ -73,6 +77,8 @@ class Store:
             outbox=OutboxRepository(db, keyring=keys),
             transfers=TransferRepository(db),
             routing=RoutingRepository(db),
+            quality=QualityRepository(db),
+            transcripts=TranscriptRepository(db),
             retention=RetentionRepository(db),
             secrets=StoredSecrets(db, keys),
             nodes=NodeRepository(db),

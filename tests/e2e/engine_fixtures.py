@@ -23,8 +23,10 @@ from engine.config.settings import (
     CallSettings,
     DatabaseSettings,
     IvrSettings,
+    QualitySettings,
     Settings,
     TcpSettings,
+    TranscriptSettings,
 )
 from engine.daemon import Engine
 from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, Sandbox
@@ -67,6 +69,8 @@ async def running_engine(
     agi: bool = False,
     ivr: IvrSettings = TEST_IVR,
     tcp_port: int | None = None,
+    quality: QualitySettings | None = None,
+    transcripts: TranscriptSettings | None = None,
     **calls: Any,
 ) -> AsyncIterator[Engine]:
     """An engine over the sandbox (its API on a Unix socket in ``workdir``, and on
@@ -90,6 +94,8 @@ async def running_engine(
         ),
         calls=CallSettings(**calls),
         ivr=ivr,
+        quality=quality or QualitySettings(),
+        transcripts=transcripts or TranscriptSettings(),
     )
     async with Engine(settings) as engine:
         await asyncio.wait_for(engine.database_ready.wait(), 30)

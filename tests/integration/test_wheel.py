@@ -46,6 +46,7 @@ COMMANDS = (
     "secrets",
     "tenant",
     "token",
+    "transcripts",
 )
 
 

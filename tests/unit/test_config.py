@@ -649,6 +649,8 @@ def test_redacted_summary_is_json_and_complete() -> None:
         "ivr",
         "callbacks",
         "retention",
+        "quality",
+        "transcripts",
         "secrets",
         "node",
     }

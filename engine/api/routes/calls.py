@@ -11,6 +11,8 @@ from engine.api.models import (
     CallActivityQuery,
     EndCallIn,
     InitiateIn,
+    QualityListOut,
+    QualityMetricOut,
     SessionDetailOut,
     SessionListOut,
     SessionListQuery,
@@ -18,6 +20,7 @@ from engine.api.models import (
     StatsOut,
     StatsQuery,
     StatusPatchIn,
+    TranscriptOut,
 )
 from engine.api.routes.common import (
     C2C,
@@ -40,7 +43,9 @@ __all__ = [
     "initiate_call_of",
     "list_sessions",
     "patch_session_status",
+    "session_quality",
     "session_recording",
+    "session_transcript",
 ]
 
 
@@ -233,4 +238,39 @@ async def session_recording(req: ApiRequest) -> web.StreamResponse:
             "Content-Disposition": f'inline; filename="{found.filename}"',
             "Cache-Control": "private, no-store",
         },
+    )
+
+
+@router.route(
+    "GET",
+    f"{C2C}/sessions/{{session_id}}/transcript",
+    summary="A recorded call's transcript, with word timings",
+    tags=("click-to-call",),
+    responses={200: TranscriptOut, **error_responses(401, 404)},
+)
+async def session_transcript(req: ApiRequest) -> web.StreamResponse:
+    """Made offline on the engine's host once the recording ended, for tenants that turned
+    transcripts on (`ctc transcripts enable SLUG`). `state` says where it is: `queued`,
+    `running`, `completed` (with `text` and `words`) or `failed` (`last_error`). 404 when
+    none was queued for the session."""
+    found = await use_cases(req).transcripts.of_session(req.require_tenant(), path_session_id(req))
+    return json_response(TranscriptOut.model_validate(found, from_attributes=True))
+
+
+@router.route(
+    "GET",
+    f"{C2C}/sessions/{{session_id}}/quality",
+    summary="A call's quality per leg: RTCP figures and MOS",
+    tags=("click-to-call",),
+    responses={200: QualityListOut, **error_responses(401, 404)},
+)
+async def session_quality(req: ApiRequest) -> web.StreamResponse:
+    """Samples taken while the legs were up and each leg's final figures from Asterisk's
+    hangup (`is_final`), oldest first; figures not known (no RTCP reports from the phone,
+    no RTP at all) are null."""
+    rows = await use_cases(req).quality.of_session(req.require_tenant(), path_session_id(req))
+    return json_response(
+        QualityListOut(
+            items=[QualityMetricOut.model_validate(row, from_attributes=True) for row in rows]
+        )
     )

@@ -25,13 +25,14 @@ import structlog
 from engine.app.ivr_admission import IvrAdmission
 from engine.app.ivr_calls import MenuLoader
 from engine.app.ports import ErpLookup
+from engine.asterisk.flows.call_quality import QualityMonitor
 from engine.asterisk.flows.click_to_call import ClickToCall
 from engine.asterisk.flows.hangup_records import HangupRecords
 from engine.asterisk.flows.ivr_ari import AriIvr
 from engine.asterisk.flows.resync import Resync
 from engine.asterisk.links.ari import AriClient, AriEventLink
 from engine.asterisk.links.ari_router import AriEventRouter
-from engine.config.settings import CallSettings
+from engine.config.settings import CallSettings, QualitySettings
 from engine.errors import CtcError
 from engine.health import HealthReport
 from engine.lifecycle import Lifecycle
@@ -68,6 +69,7 @@ class StasisApp(Lifecycle):
         admission: IvrAdmission | None = None,
         hangup_records: HangupRecords | None = None,
         metrics: Metrics | None = None,
+        quality: QualitySettings | None = None,
     ) -> None:
         self._store = store
         self._records = hangup_records or HangupRecords(None)
@@ -98,15 +100,23 @@ class StasisApp(Lifecycle):
             self.ivr = AriIvr(
                 ari, store, menus, settings, erp=erp, admission=admission, metrics=metrics
             )
+        # each click-to-call leg's RTCP figures and MOS (None: quality.enabled is false)
+        self.quality: QualityMonitor | None = (
+            QualityMonitor(ari, store, quality) if quality is not None else None
+        )
         self.router = AriEventRouter()
         if self.ivr is not None:
             self.ivr.subscribe(self.router)  # first: an IVR call's events are its own
+        if self.quality is not None:
+            self.quality.subscribe(self.router)  # observes, before the flow takes them
         self.click_to_call.subscribe(self.router)
 
     async def _open(self) -> None:
         if self.ivr is not None:
             await self.ivr.start()
         await self.click_to_call.start()
+        if self.quality is not None:
+            await self.quality.start()
         self._dispatcher = asyncio.create_task(self._dispatch(), name="stasis-dispatch")
         self._sweeper = asyncio.create_task(self._sweep_records(), name="stasis-sweep")
         await self.link.start()
@@ -124,6 +134,8 @@ class StasisApp(Lifecycle):
         if self.ivr is not None:
             await self.ivr.close()
         await self.click_to_call.close()
+        if self.quality is not None:
+            await self.quality.close()
 
     async def _resync(self) -> None:
         await self.resync.run()

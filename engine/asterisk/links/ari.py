@@ -248,6 +248,11 @@ class AriClient(Lifecycle):
         found: list[dict[str, Any]] = await self.request("GET", "/bridges")
         return found
 
+    async def get_channel_var(self, channel_id: str, name: str) -> str:
+        """A channel variable or dialplan function's value (``CHANNEL(rtcp,all)``)."""
+        found = await self.request("GET", f"/channels/{channel_id}/variable", {"variable": name})
+        return str((found or {}).get("value", ""))
+
     async def set_channel_var(self, channel_id: str, name: str, value: str) -> None:
         await self.request(
             "POST", f"/channels/{channel_id}/variable", {"variable": name, "value": value}

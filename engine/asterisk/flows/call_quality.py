@@ -1,0 +1,318 @@
+"""Call quality per click-to-call leg: Asterisk's RTCP figures, an E-model MOS, an alert.
+
+Where the figures come from, and what each costs:
+
+- **At hangup**, chan_pjsip sets ``RTPAUDIOQOS`` (and ``…JITTER``, ``…LOSS``, ``…RTT``)
+  on every RTP channel. ARI delivers each as a ``ChannelVarset`` event to the app the
+  channel belongs to, before its ``ChannelDestroyed`` (measured on Asterisk 22.10), so the
+  final row of every leg, whichever side hung up, costs no request: the events arrive on
+  the socket the engine reads anyway (today they were dropped unread). AMI's ``VarSet``
+  and ``RTCPSent``/``RTCPReceived`` events stay disabled (``dialplan/manager.conf``):
+  they would carry every variable and every RTCP report of every channel on the PBX.
+- **During the call**, every ``quality.sample_interval`` seconds, each leg that is up is
+  read with ``GET /channels/{id}/variable?variable=CHANNEL(rtcp,all)``: one ARI request
+  per leg (1-2 ms on the sandbox), made one after the other by one task so a PBX with
+  many calls gets a steady trickle, never a burst.
+
+Asterisk's own naming in these strings is from the point of view of its RTCP reports:
+``txjitter`` is the jitter Asterisk measured on the stream it *receives* from the phone
+(``CHANNEL(rtcp,all_jitter)`` calls the same figure ``rxjitter``), ``rxjitter`` the
+jitter the phone's RTCP reports on the stream it receives; ``lp`` is what Asterisk lost
+receiving, ``rlp`` what the phone reports lost; ``rtt`` is known only from the phone's
+RTCP reports. Only what is known is stored; a phone that sends no RTCP (SIPp) leaves the
+round-trip time and the far side's loss NULL, a leg that sent no RTP gets no MOS.
+
+A leg whose MOS (from a sample or its final figures) is below ``quality.mos_floor`` gets
+one ``quality.low_mos`` call event per call. Only click-to-call channels (legs and
+transfer targets, named by :mod:`engine.asterisk.naming`) are followed: inbound IVR
+calls have their own flows and are not measured here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from engine.asterisk.links.ari import AriClient, AriNotFound
+from engine.asterisk.links.ari_router import AriEvent, AriEventRouter
+from engine.asterisk.naming import parse_leg_channel_id, session_of_channel
+from engine.config.settings import QualitySettings
+from engine.domain.event_types import CallEventType
+from engine.domain.quality import LegFigures, leg_mos
+from engine.errors import AriError, CtcError
+from engine.lifecycle import Lifecycle
+from engine.store.records import QualityMetric
+from engine.store.repositories import Store
+
+__all__ = ["FINAL_VARIABLES", "QualityMonitor", "figures_of", "parse_rtcp"]
+
+log = structlog.get_logger(__name__)
+
+#: The channel variables chan_pjsip sets at hangup, as ``ChannelVarset`` events.
+FINAL_VARIABLES = frozenset(
+    {"RTPAUDIOQOS", "RTPAUDIOQOSJITTER", "RTPAUDIOQOSLOSS", "RTPAUDIOQOSRTT", "RTPAUDIOQOSMES"}
+)
+_SAMPLE = "CHANNEL(rtcp,all)"
+
+
+def parse_rtcp(value: str) -> dict[str, float]:
+    """``"ssrc=1;lp=0;rxjitter=0.000125;…"`` (Asterisk's quality strings, also the padded
+    ``all_jitter`` form) as numbers by key; fields that are not numbers are left out."""
+    figures: dict[str, float] = {}
+    for part in value.split(";"):
+        key, sep, number = part.partition("=")
+        if not sep:
+            continue
+        with contextlib.suppress(ValueError):
+            figures[key.strip()] = float(number)
+    return figures
+
+
+def _count(figures: Mapping[str, float], key: str) -> int | None:
+    value = figures.get(key)
+    return None if value is None or value < 0 else int(value)
+
+
+def figures_of(quality: Mapping[str, float]) -> LegFigures:
+    """A leg's figures from Asterisk's ``all`` quality string (seconds become ms). A
+    round-trip time of 0 means no RTCP report came from the phone: unknown; so is the
+    far side's loss then."""
+    rtt = quality.get("rtt")
+    rtt_known = rtt is not None and rtt > 0
+    jitter = quality.get("txjitter")
+    return LegFigures(
+        rx_packets=_count(quality, "rxcount"),
+        rx_lost_packets=_count(quality, "lp"),
+        tx_packets=_count(quality, "txcount"),
+        tx_lost_packets=_count(quality, "rlp") if rtt_known else None,
+        jitter_ms=None if jitter is None else round(jitter * 1000.0, 3),
+        rtt_ms=round(rtt * 1000.0, 3) if rtt is not None and rtt_known else None,
+    )
+
+
+class _Leg:
+    """One followed channel: its call, its role, what its hangup told so far."""
+
+    __slots__ = ("alerted", "final", "leg", "session_id", "up")
+
+    def __init__(self, session_id: uuid.UUID, leg: str) -> None:
+        self.session_id = session_id
+        self.leg = leg
+        self.up = False
+        self.alerted = False
+        self.final: dict[str, str] = {}
+
+
+class QualityMonitor(Lifecycle):
+    """Follows click-to-call channels on the Stasis app's router; writes their quality
+    rows and low-MOS events in the background (never on the event dispatcher)."""
+
+    def __init__(self, ari: AriClient, store: Store, settings: QualitySettings) -> None:
+        self._ari = ari
+        self._store = store
+        self._settings = settings
+        self._legs: dict[str, _Leg] = {}
+        self._tenants: dict[uuid.UUID, uuid.UUID] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sampler: asyncio.Task[None] | None = None
+
+    def subscribe(self, router: AriEventRouter) -> None:
+        """Observe channels going up and ending (never taking those events: the call
+        flows after this one still get them), and take the hangup-time variables."""
+        router.on("StasisStart", self._on_up)
+        router.on("ChannelVarset", self._on_varset)
+        router.on("ChannelDestroyed", self._on_destroyed)
+
+    async def _open(self) -> None:
+        if self._settings.sample_interval > 0:
+            self._sampler = asyncio.create_task(self._sample_forever(), name="quality-sampler")
+
+    async def _close(self) -> None:
+        tasks = [*self._tasks, *([self._sampler] if self._sampler else [])]
+        self._sampler = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def followed(self) -> int:
+        """How many channels are followed now."""
+        return len(self._legs)
+
+    # -- events (on the dispatcher: no waiting) -------------------------------------------------
+
+    def _leg(self, channel: str) -> _Leg | None:
+        found = self._legs.get(channel)
+        if found is not None:
+            return found
+        session_id = session_of_channel(channel)
+        if session_id is None:
+            return None
+        parsed = parse_leg_channel_id(channel)
+        found = _Leg(session_id, parsed[1].value if parsed is not None else "target")
+        self._legs[channel] = found
+        return found
+
+    def _on_up(self, event: AriEvent) -> bool:
+        leg = self._leg(str(event.get("channel", {}).get("id", "")))
+        if leg is not None:
+            leg.up = True
+        return False
+
+    def _on_varset(self, event: AriEvent) -> bool:
+        variable = str(event.get("variable", ""))
+        if variable not in FINAL_VARIABLES:
+            return False
+        leg = self._leg(str(event.get("channel", {}).get("id", "")))
+        if leg is None:
+            return False
+        leg.final[variable] = str(event.get("value", ""))
+        return True
+
+    def _on_destroyed(self, event: AriEvent) -> bool:
+        self._forget(str(event.get("channel", {}).get("id", "")))
+        return False
+
+    def _forget(self, channel: str) -> None:
+        """The channel is gone: write what its hangup told, and stop following it."""
+        leg = self._legs.pop(channel, None)
+        if leg is None:
+            return
+        if "RTPAUDIOQOS" in leg.final:
+            self._spawn(self._write_final(channel, leg))
+        if not any(other.session_id == leg.session_id for other in self._legs.values()):
+            self._tenants.pop(leg.session_id, None)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- rows -------------------------------------------------------------------------------------
+
+    async def _tenant(self, session_id: uuid.UUID) -> uuid.UUID | None:
+        tenant = self._tenants.get(session_id)
+        if tenant is None:
+            session = await self._store.sessions.by_id(session_id)
+            if session is None:
+                return None
+            tenant = self._tenants[session_id] = session.tenant_id
+        return tenant
+
+    def _row(
+        self,
+        tenant: uuid.UUID,
+        channel: str,
+        leg: _Leg,
+        quality: Mapping[str, float],
+        *,
+        final: bool,
+        raw: Mapping[str, Any],
+    ) -> QualityMetric:
+        figures = figures_of(quality)
+        return QualityMetric(
+            tenant_id=tenant,
+            session_id=leg.session_id,
+            channel_id=channel,
+            leg=leg.leg,
+            sampled_at=datetime.now(UTC),
+            is_final=final,
+            rx_packets=figures.rx_packets,
+            tx_packets=figures.tx_packets,
+            rx_lost_packets=figures.rx_lost_packets,
+            tx_lost_packets=figures.tx_lost_packets,
+            jitter_ms=figures.jitter_ms,
+            rtt_ms=figures.rtt_ms,
+            mos=leg_mos(figures, bpl=self._settings.packet_loss_robustness),
+            raw=raw,
+        )
+
+    async def _write_final(self, channel: str, leg: _Leg) -> None:
+        quality = parse_rtcp(leg.final["RTPAUDIOQOS"])
+        if not leg.up and not quality.get("rxcount"):
+            return  # a leg that never answered and carried no media: nothing to say
+        raw = {name.lower(): value for name, value in sorted(leg.final.items())}
+        await self._store_rows([(channel, leg, quality, raw)], final=True)
+
+    async def _store_rows(
+        self,
+        measured: list[tuple[str, _Leg, Mapping[str, float], Mapping[str, Any]]],
+        *,
+        final: bool,
+    ) -> None:
+        try:
+            rows: list[tuple[_Leg, QualityMetric]] = []
+            for channel, leg, quality, raw in measured:
+                tenant = await self._tenant(leg.session_id)
+                if tenant is not None:
+                    row = self._row(tenant, channel, leg, quality, final=final, raw=raw)
+                    rows.append((leg, row))
+            await self._store.quality.add([row for _, row in rows])
+            for leg, row in rows:
+                await self._alert(leg, row)
+        except CtcError as exc:  # e.g. the database is away: these figures are lost
+            log.warning("quality.not_stored", final=final, error=str(exc))
+        except Exception:  # a bug: logged, the monitor goes on
+            log.exception("quality.store_crashed")
+
+    async def _alert(self, leg: _Leg, row: QualityMetric) -> None:
+        floor = self._settings.mos_floor
+        if row.mos is None or row.mos >= floor or leg.alerted:
+            return
+        leg.alerted = True
+        await self._store.sessions.append_event(
+            row.tenant_id,
+            row.session_id,
+            CallEventType.QUALITY_LOW_MOS,
+            payload={
+                "leg": row.leg,
+                "channel_id": row.channel_id,
+                "mos": row.mos,
+                "mos_floor": floor,
+                "final": row.is_final,
+                "jitter_ms": row.jitter_ms,
+                "rtt_ms": row.rtt_ms,
+                "rx_packets": row.rx_packets,
+                "rx_lost_packets": row.rx_lost_packets,
+            },
+        )
+        log.warning(
+            "quality.low_mos", call_id=str(row.session_id), leg=row.leg, mos=row.mos, floor=floor
+        )
+
+    # -- samples ----------------------------------------------------------------------------------
+
+    async def sample(self) -> int:
+        """Read and store every leg that is up now; how many were stored."""
+        measured: list[tuple[str, _Leg, Mapping[str, float], Mapping[str, Any]]] = []
+        for channel, leg in list(self._legs.items()):
+            if not leg.up:
+                continue
+            try:
+                value = await self._ari.get_channel_var(channel, _SAMPLE)
+            except AriNotFound:
+                # gone, and its ChannelDestroyed not handled yet: still queued (its
+                # hangup's variables, if queued too, follow it anew) or missed while the
+                # event link was down. Either way it is not followed any longer.
+                self._forget(channel)
+                continue
+            except AriError as exc:
+                log.warning("quality.sample_failed", channel=channel, error=str(exc))
+                continue
+            measured.append((channel, leg, parse_rtcp(value), {"rtcp_all": value}))
+        if measured:
+            await self._store_rows(measured, final=False)
+        return len(measured)
+
+    async def _sample_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.sample_interval)
+            await self.sample()

@@ -1,0 +1,171 @@
+"""The quality monitor over PostgreSQL, fed ARI events of the shapes Asterisk 22.10 sends
+(recorded from the sandbox): hangup-time ``RTPAUDIOQOS*`` variables become a final row per
+leg, samples read ``CHANNEL(rtcp,all)``, a leg under the floor gets one low-MOS event. The
+whole path against the real Asterisk is tests/e2e/test_call_quality.py."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from engine.asterisk.flows.call_quality import QualityMonitor
+from engine.asterisk.links.ari import AriNotFound
+from engine.asterisk.links.ari_router import AriEventRouter
+from engine.config.settings import QualitySettings
+from engine.devtools.databases import create_database, drop_database
+from engine.domain.event_types import CallEventType
+from engine.store.database import Database
+from engine.store.migrations import default_migrations_dir, migrate
+from engine.store.records import NewSession, StoredSession
+from engine.store.repositories import Store
+from tests.support.waiting import eventually
+
+QOS = (
+    "ssrc=655906146;themssrc=1129595697;lp={lost};rxjitter=0.000000;rxcount={rx};"
+    "txjitter={jitter};txcount=240;rlp=0;rtt=0.000000;rxmes=0.000000;txmes=0.000000"
+)
+QOS_JITTER = "minrxjitter=000.000000;maxrxjitter=000.001375;avgrxjitter=000.000336;"
+
+
+class SampledAri:
+    """Stands in for ARI's ``GET /channels/{id}/variable``: answers what it holds, 404
+    for a channel it does not."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self.asked: list[tuple[str, str]] = []
+
+    async def get_channel_var(self, channel: str, name: str) -> str:
+        self.asked.append((channel, name))
+        if channel not in self.values:
+            raise AriNotFound(f"ARI GET /channels/{channel}/variable: 404 Channel not found")
+        return self.values[channel]
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[Store]:
+    url = await create_database()
+    try:
+        await migrate(url, default_migrations_dir())
+        async with Database(url, min_size=1, max_size=4) as db:
+            yield Store.over(db)
+    finally:
+        await drop_database(url)
+
+
+async def a_call(store: Store) -> StoredSession:
+    tenant = await store.tenants.by_slug("default")
+    session, _ = await store.sessions.create(NewSession(tenant.id, "1001", "+14155550100"))
+    return session
+
+
+def hangup_events(
+    channel: str, *, rx: int, lost: int = 0, jitter: float = 0.000125
+) -> list[dict[str, Any]]:
+    ch = {"id": channel, "name": "PJSIP/agent1-00000001"}
+    qos = QOS.format(rx=rx, lost=lost, jitter=f"{jitter:.6f}")
+    return [
+        {"type": "ChannelVarset", "variable": "RTPAUDIOQOS", "value": qos, "channel": ch},
+        {
+            "type": "ChannelVarset",
+            "variable": "RTPAUDIOQOSJITTER",
+            "value": QOS_JITTER,
+            "channel": ch,
+        },
+        {"type": "ChannelVarset", "variable": "STASISSTATUS", "value": "SUCCESS", "channel": ch},
+        {"type": "ChannelDestroyed", "cause": 16, "channel": ch},
+    ]
+
+
+async def test_hangup_variables_become_a_final_row_per_leg(store: Store) -> None:
+    call = await a_call(store)
+    monitor = QualityMonitor(
+        SampledAri({}), store, QualitySettings(sample_interval=0, mos_floor=4.0)
+    )
+    router = AriEventRouter()
+    monitor.subscribe(router)
+    agent, customer = f"c2c-{call.id}-agent", f"c2c-{call.id}-customer"
+    async with monitor:
+        for channel in (agent, customer):
+            assert router.route({"type": "StasisStart", "channel": {"id": channel}}) is False
+        # someone else's channel and a variable that is not the hangup's: not taken
+        assert (
+            router.route(
+                {
+                    "type": "ChannelVarset",
+                    "variable": "RTPAUDIOQOS",
+                    "value": "rxcount=9",
+                    "channel": {"id": "PJSIP/x-1"},
+                }
+            )
+            is False
+        )
+        taken = [router.route(e) for e in hangup_events(agent, rx=250)]
+        assert taken == [True, True, False, False]  # ChannelDestroyed goes on to the flows
+        # the customer's leg lost a tenth of its packets: MOS under the floor
+        for event in hangup_events(customer, rx=180, lost=20, jitter=0.030):
+            router.route(event)
+
+        async def finals() -> list[Any] | None:
+            rows = await store.quality.for_session(call.tenant_id, call.id)
+            return rows if len(rows) == 2 else None
+
+        rows = await eventually(finals, within=10, what="two final rows")
+        assert monitor.followed == 0
+    by_leg = {row.leg: row for row in rows}
+    good, bad = by_leg["agent"], by_leg["customer"]
+    assert good.is_final
+    assert (good.rx_packets, good.tx_packets, good.rx_lost_packets) == (250, 240, 0)
+    assert (good.jitter_ms, good.rtt_ms, good.tx_lost_packets) == (0.125, None, None)
+    assert good.mos == 4.41
+    assert set(good.raw) == {"rtpaudioqos", "rtpaudioqosjitter"}
+    assert bad.rx_lost_packets == 20
+    assert bad.jitter_ms == 30.0
+    assert bad.mos is not None
+    assert bad.mos < 4.0
+    events = await store.sessions.events(call.tenant_id, call.id)
+    low = [e for e in events if e.event_type == CallEventType.QUALITY_LOW_MOS]
+    assert [(e.payload["leg"], e.payload["final"], e.payload["mos"]) for e in low] == [
+        ("customer", True, bad.mos)
+    ]
+
+
+async def test_a_leg_that_never_answered_and_carried_nothing_gets_no_row(store: Store) -> None:
+    call = await a_call(store)
+    monitor = QualityMonitor(SampledAri({}), store, QualitySettings(sample_interval=0))
+    router = AriEventRouter()
+    monitor.subscribe(router)
+    async with monitor:
+        for event in hangup_events(f"c2c-{call.id}-customer", rx=0):
+            router.route(event)
+    assert await store.quality.for_session(call.tenant_id, call.id) == []
+
+
+async def test_samples_read_each_leg_that_is_up(store: Store) -> None:
+    call = await a_call(store)
+    agent, customer = f"c2c-{call.id}-agent", f"c2c-{call.id}-customer"
+    ari = SampledAri({agent: QOS.format(rx=100, lost=0, jitter="0.000250")})
+    monitor = QualityMonitor(ari, store, QualitySettings(sample_interval=0))
+    router = AriEventRouter()
+    monitor.subscribe(router)
+    async with monitor:
+        for channel in (agent, customer):
+            router.route({"type": "StasisStart", "channel": {"id": channel}})
+        # the customer's channel is gone (404) though its end was not seen: forgotten
+        assert await monitor.sample() == 1
+        assert monitor.followed == 1
+    assert ari.asked == [(agent, "CHANNEL(rtcp,all)"), (customer, "CHANNEL(rtcp,all)")]
+    rows = await store.quality.for_session(call.tenant_id, call.id)
+    assert len(rows) == 1
+    assert (rows[0].leg, rows[0].is_final, rows[0].rx_packets, rows[0].jitter_ms) == (
+        "agent",
+        False,
+        100,
+        0.25,
+    )
+    assert rows[0].raw["rtcp_all"].startswith("ssrc=")
+    assert rows[0].mos == 4.41
+    assert uuid.UUID(str(rows[0].session_id)) == call.id
