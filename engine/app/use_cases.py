@@ -8,6 +8,7 @@ from pathlib import Path
 from engine.app.agent_states import AgentStateService
 from engine.app.agents import AgentActivityService
 from engine.app.call_activity import CallActivityService
+from engine.app.callbacks import CallbackService
 from engine.app.calls import CallService
 from engine.app.controls import CallControlService
 from engine.app.event_stream import EventStream
@@ -38,6 +39,7 @@ class UseCases:
     agent_states: AgentStateService  # the console's agent board
     webhooks: WebhookIntake
     secrets: StoredSecretsService
+    callbacks: CallbackService  # the outbox: failed callbacks, replays
 
     @classmethod
     def over(
@@ -66,4 +68,5 @@ class UseCases:
             agent_states=AgentStateService(store),
             webhooks=WebhookIntake(store),
             secrets=StoredSecretsService(store),
+            callbacks=CallbackService(store),
         )

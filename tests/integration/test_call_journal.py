@@ -185,7 +185,8 @@ async def test_an_ivr_call_lands_whole_and_its_events_are_published_after_commit
             "ms_since_prompt": 120,
             "has_option": True,
         }
-        # a callback per status change, carrying the event id PostgreSQL gave the event
+        # a callback per status change (the creation too), carrying the event id
+        # PostgreSQL gave the event
         outbox = await db.fetch(
             "SELECT o.event_id, (o.payload->>'event_id')::bigint AS payload_event, "
             "o.payload->>'status' AS status FROM callback_outbox o "
@@ -193,11 +194,12 @@ async def test_an_ivr_call_lands_whole_and_its_events_are_published_after_commit
             ended.id,
         )
         assert [(r["status"], r["event_id"] == r["payload_event"]) for r in outbox] == [
+            ("queued", True),
             ("connected", True),
             ("completed", True),
         ]
         assert [(e.seq, e.id > 0, queued) for e, queued in seen] == [
-            (1, True, False),
+            (1, True, True),
             (2, True, True),
             (3, True, False),
             (4, True, True),

@@ -153,15 +153,18 @@ async def test_callbacks_arrive_signed_and_in_order(
     async with running_engine(cb_db) as engine, socket_api(engine.settings.api.socket) as api:
         slug, secret = await _callback_tenant(engine, receiver.url)
         sid = await place_call(api, slug, *DRIVE)
-        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == len(DRIVE))
+        # the creation (queued) sends a callback too, then each status change
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == len(DRIVE) + 1)
 
         got = receiver.delivered(sid)
-        assert _seqs(got) == [2, 3, 4, 5, 6]
-        assert [r.json["status"] for r in got] == [s.value for s in DRIVE]
+        assert _seqs(got) == [1, 2, 3, 4, 5, 6]
+        assert [r.json["status"] for r in got] == ["queued", *[s.value for s in DRIVE]]
         assert [r.json["previous_status"] for r in got] == [
+            None,
             "queued",
             *[s.value for s in DRIVE[:-1]],
         ]
+        assert got[0].json["event_type"] == "session.created"
         for r in got:
             # the body is the contract's model, exactly as the model writes it
             assert StatusCallback.model_validate_json(r.body).model_dump(mode="json") == r.json
@@ -184,7 +187,7 @@ async def test_callbacks_arrive_signed_and_in_order(
         await eventually(within=WAIT, check=recorded)
         rows = await _rows(cb_pool, sid)
         assert [(r["seq"], r["state"], r["attempts"], r["last_status"]) for r in rows] == [
-            (seq, "delivered", 1, 200) for seq in (2, 3, 4, 5, 6)
+            (seq, "delivered", 1, 200) for seq in (1, 2, 3, 4, 5, 6)
         ]
         assert all(r["delivered_at"] is not None for r in rows)
         health = engine.health.get("callbacks")
@@ -206,13 +209,14 @@ async def test_a_failing_receiver_is_retried_and_order_holds(
         sid = await place_call(
             api, slug, CallStatus.DIALING_AGENT, CallStatus.AGENT_ANSWERED, CallStatus.CANCELED
         )
-        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 3)
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 4)
 
     mine = [r for r in receiver.requests if r.json["session_id"] == sid]
     assert [(r.json["seq"], r.answered) for r in mine] == [
-        (2, 500),
-        (2, 500),
-        (2, 500),
+        (1, 500),
+        (1, 500),
+        (1, 500),
+        (1, 200),
         (2, 200),
         (3, 200),
         (4, 200),
@@ -220,7 +224,8 @@ async def test_a_failing_receiver_is_retried_and_order_holds(
     assert_in_order_per_session(mine)
     rows = await _rows(cb_pool, sid)
     assert [(r["seq"], r["state"], r["attempts"]) for r in rows] == [
-        (2, "delivered", 4),
+        (1, "delivered", 4),
+        (2, "delivered", 1),
         (3, "delivered", 1),
         (4, "delivered", 1),
     ]
@@ -248,12 +253,12 @@ async def test_an_unreachable_receiver_is_retried_until_it_is_back(
 
         await late.start()
         try:
-            await late.wait_for(lambda _: len(late.delivered(sid)) == 2)
+            await late.wait_for(lambda _: len(late.delivered(sid)) == 3)
         finally:
             await late.stop()
-    assert _seqs(late.requests) == [2, 3]
+    assert _seqs(late.requests) == [1, 2, 3]
     rows = await _rows(cb_pool, sid)
-    assert [r["state"] for r in rows] == ["delivered", "delivered"]
+    assert [r["state"] for r in rows] == ["delivered"] * 3
     assert rows[0]["attempts"] >= 3
 
 
@@ -267,21 +272,23 @@ async def test_exhausted_attempts_make_the_row_dead_and_the_next_one_goes(
     ):
         slug, _ = await _callback_tenant(engine, receiver.url)
         sid = await place_call(api, slug, CallStatus.DIALING_AGENT, CallStatus.CANCELED)
-        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 1)
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 2)
         dead = engine.metrics.registry.get_sample_value(
             "ctc_callback_deliveries_total", {"outcome": "dead"}
         )
         assert dead == 1
 
     assert [(r.json["seq"], r.answered) for r in receiver.requests] == [
-        (2, 500),
-        (2, 500),
-        (2, 500),
+        (1, 500),
+        (1, 500),
+        (1, 500),
+        (2, 200),
         (3, 200),
     ]
     rows = await _rows(cb_pool, sid)
     assert [(r["seq"], r["state"], r["attempts"], r["last_status"]) for r in rows] == [
-        (2, "dead", 3, 500),
+        (1, "dead", 3, 500),
+        (2, "delivered", 1, 200),
         (3, "delivered", 1, 200),
     ]
     assert rows[0]["last_error"] == "HTTP 500: nope"
@@ -302,15 +309,16 @@ async def test_a_callback_the_network_policy_refuses_is_never_sent_and_dead_at_o
 
         async def all_dead() -> bool:
             rows = await _rows(cb_pool, sid)
-            return len(rows) == 2 and all(r["state"] == "dead" for r in rows)
+            return len(rows) == 3 and all(r["state"] == "dead" for r in rows)
 
         await eventually(within=WAIT, check=all_dead)
         dead = engine.metrics.registry.get_sample_value(
             "ctc_callback_deliveries_total", {"outcome": "dead"}
         )
-        assert dead == 2
+        assert dead == 3
     rows = await _rows(cb_pool, sid)
     assert [(r["seq"], r["attempts"], r["last_status"]) for r in rows] == [
+        (1, 1, None),
         (2, 1, None),
         (3, 1, None),
     ]
@@ -332,17 +340,17 @@ async def test_pending_callbacks_survive_an_engine_restart(
         await receiver.wait_for(lambda reqs: sum(r.json["session_id"] == sid for r in reqs) >= 2)
     # stopped with every row still pending
     rows = await _rows(cb_pool, sid)
-    assert [r["state"] for r in rows] == ["pending"] * 3
+    assert [r["state"] for r in rows] == ["pending"] * 4
     tried = rows[0]["attempts"]
     assert tried >= 2
 
     receiver.always_fail = False
     async with running_engine(cb_db):
-        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 3)
-    assert _seqs(receiver.delivered(sid)) == [2, 3, 4]
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 4)
+    assert _seqs(receiver.delivered(sid)) == [1, 2, 3, 4]
     assert_in_order_per_session(receiver.requests)
     rows = await _rows(cb_pool, sid)
-    assert [r["state"] for r in rows] == ["delivered"] * 3
+    assert [r["state"] for r in rows] == ["delivered"] * 4
     assert rows[0]["attempts"] == tried + 1  # counted across the restart
 
 
