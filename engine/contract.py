@@ -37,6 +37,7 @@ __all__ = [
     "CallEventOut",
     "StatusCallback",
     "StreamEventOut",
+    "callback_fields_markdown",
     "event_reference_markdown",
     "status_callback",
     "stream_event",
@@ -185,7 +186,9 @@ class StatusCallback(_Wire):
         description="What happened (see the event reference); only types that change the "
         "status send a callback"
     )
-    session_id: uuid.UUID
+    session_id: uuid.UUID = Field(
+        description="The session (the `id` initiate answered; GET .../sessions/{id})"
+    )
     seq: int = Field(
         description="The event's position in its session's whole timeline (1, 2, ...). "
         "Callbacks carry only status changes, so consecutive callbacks may skip numbers; "
@@ -207,13 +210,15 @@ class StatusCallback(_Wire):
         description="The initiate request's agent_id (the ERP's user id); null when none"
     )
     metadata: dict[str, Any] = Field(
-        description="The initiate request's metadata, as given ({} when none)"
+        description="The initiate request's metadata, as given ({} when none); inbound "
+        "calls: the IVR door (`door`) and Asterisk channel (`channel_id`)"
     )
     agent_number: str | None = Field(
         description="The agent's endpoint or E.164 number; null for inbound calls"
     )
     customer_number: str | None = Field(
-        description="The customer's E.164 number; null for inbound calls"
+        description="The customer's E.164 number; inbound calls: the caller's number in "
+        "E.164 when it is one, else null"
     )
     caller_id: str | None = Field(
         description="The caller ID presented to the customer; null when the PBX's default"
@@ -279,6 +284,34 @@ def status_callback(session: StoredSession, event: CallEvent) -> StatusCallback:
         talk_ms=session.talk_ms,
         recording_path=session.recording_path,
     )
+
+
+def callback_fields_markdown() -> str:
+    """The field table of docs/integrator/callbacks.md, from :class:`StatusCallback`."""
+    schema = StatusCallback.model_json_schema()
+    lines = ["| Field | Type | Meaning |", "|---|---|---|"]
+    for name, field in StatusCallback.model_fields.items():
+        lines.append(
+            f"| `{name}` | {_json_type(schema['properties'][name])} | {field.description or ''} |"
+        )
+    lines.append("")
+    for enum in (CallStatus, Direction):
+        values = ", ".join(f"`{member.value}`" for member in enum)
+        lines.extend((f"`{enum.__name__}`: {values}.", ""))
+    lines.append("`CallEventType`: the event types in the table below.")
+    return "\n".join(lines) + "\n"
+
+
+def _json_type(prop: Mapping[str, Any]) -> str:
+    """A property's JSON type as the docs write it: ``string (uuid)``, ``integer or null``."""
+    if "anyOf" in prop:
+        return " or ".join(_json_type(p) for p in prop["anyOf"])
+    if "$ref" in prop:  # an enum: its values are listed below the table
+        return f"`{str(prop['$ref']).rpartition('/')[2]}`"
+    kind = str(prop.get("type", "any"))
+    if "format" in prop:
+        kind += f" ({prop['format']})"
+    return kind
 
 
 class CallEventOut(_Wire):

@@ -85,6 +85,7 @@ __all__ = [
     "SIGNATURE_TOLERANCE",
     "CallbackNotifier",
     "retry_delay",
+    "retry_schedule",
     "sign",
     "verify_signature",
 ]
@@ -146,6 +147,16 @@ def retry_delay(
     """Seconds before the next attempt, after ``attempts`` failed ones (±10 % jitter)."""
     base = min(initial * 2.0 ** min(max(attempts - 1, 0), 62), maximum)
     return min(base * (0.9 + 0.2 * jitter()), maximum)
+
+
+def retry_schedule(settings: CallbackSettings) -> list[float]:
+    """The nominal seconds before each retry (jitter aside): one per failed attempt but the
+    last, so ``sum()`` is the retry window a callback gets before it is ``dead`` (plus up to
+    ``timeout`` per attempt)."""
+    return [
+        min(settings.backoff_initial * 2.0 ** min(attempt - 1, 62), settings.backoff_max)
+        for attempt in range(1, settings.max_attempts)
+    ]
 
 
 class CallbackNotifier(Lifecycle):
