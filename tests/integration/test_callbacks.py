@@ -37,7 +37,7 @@ from engine.store.migrations import default_migrations_dir, migrate
 from engine.store.records import NewSession
 from engine.store.repositories import Store
 from tests.support.callbacks import Received, Receiver
-from tests.support.calls import place_call
+from tests.support.calls import move_call, place_call
 from tests.support.http import socket_api
 from tests.support.net import free_port
 from tests.support.tenants import new_tenant
@@ -486,3 +486,168 @@ async def test_a_secret_no_configured_key_opens_kills_only_its_rows_and_names_th
             assert [r["state"] for r in await _rows(db, good_sid)] == ["delivered"]
     finally:
         await drop_database(url)
+
+
+# -- the integrator's administration: secret rotation, replay, tokens ---------------------------
+
+
+def _signatures(received: Received) -> list[str]:
+    header = received.headers["X-CTC-Signature"]
+    return [p.partition("=")[2] for p in header.split(",") if p.startswith("v1=")]
+
+
+async def test_a_rotated_secret_and_the_previous_one_both_verify_during_the_grace_period(
+    cb_db: str, receiver: Receiver
+) -> None:
+    async with running_engine(cb_db) as engine, socket_api(engine.settings.api.socket) as api:
+        slug = f"cb{uuid.uuid4().hex[:10]}"
+        created = await engine.use_cases.tenants.create(
+            slug, slug, receiver.url, allow_cidrs=LOOPBACK
+        )
+        old = created.callback_secret
+        assert old == await engine.store.tenants.callback_secret(created.tenant.id)
+        sid = await place_call(api, slug, CallStatus.DIALING_AGENT)
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 2)
+        assert all(len(_signatures(r)) == 1 for r in receiver.delivered(sid))
+
+        status, rotated, _ = await api.call(
+            "POST",
+            "/api/v1/tenant/callback-secret",
+            json={"grace_seconds": 3600},
+            headers={"X-CTC-Tenant": slug},
+        )
+        assert status == 200, rotated
+        new = rotated["callback_secret"]
+        assert new != old
+        assert rotated["previous_valid_until"] is not None
+        await move_call(api, slug, sid, CallStatus.AGENT_ANSWERED)
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 3)
+        during = receiver.delivered(sid)[-1]
+        assert len(_signatures(during)) == 2
+        header = during.headers["X-CTC-Signature"]
+        # a receiver that knows either secret accepts it; one that knows neither does not
+        assert verify_signature(new, during.body, header)
+        assert verify_signature(old, during.body, header)
+        assert not verify_signature("not-the-secret", during.body, header)
+
+        # rotating with no grace: only the newest secret signs from now on
+        newest = await engine.use_cases.tenants.rotate_callback_secret(slug, grace_seconds=0)
+        assert newest.previous_valid_until is None
+        await move_call(api, slug, sid, CallStatus.CANCELED)
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 4)
+        after = receiver.delivered(sid)[-1]
+        assert len(_signatures(after)) == 1
+        assert verify_signature(
+            newest.callback_secret, after.body, after.headers["X-CTC-Signature"]
+        )
+        assert not verify_signature(new, after.body, after.headers["X-CTC-Signature"])
+        assert not verify_signature(old, after.body, after.headers["X-CTC-Signature"])
+
+
+async def test_dead_callbacks_are_listed_and_replayed_in_order(
+    cb_db: str, cb_pool: Database, receiver: Receiver
+) -> None:
+    receiver.always_fail = True
+    async with (
+        running_engine(cb_db, max_attempts=2) as engine,
+        socket_api(engine.settings.api.socket) as api,
+    ):
+        slug, secret = await _callback_tenant(engine, receiver.url)
+        headers = {"X-CTC-Tenant": slug}
+        sid = await place_call(api, slug, CallStatus.DIALING_AGENT, CallStatus.CANCELED)
+
+        async def all_dead() -> bool:
+            rows = await _rows(cb_pool, sid)
+            return len(rows) == 3 and all(r["state"] == "dead" for r in rows)
+
+        await eventually(within=WAIT, check=all_dead)
+        status, listed, _ = await api.call(
+            "GET", "/api/v1/callbacks", params={"state": "dead"}, headers=headers
+        )
+        assert status == 200, listed
+        dead = [c for c in listed["items"] if c["session_id"] == sid]
+        assert [c["event_type"] for c in dead] == [  # newest first
+            "status.changed",
+            "status.changed",
+            "session.created",
+        ]
+        assert all(c["attempts"] == 2 and c["last_status"] == 500 for c in dead)
+        # another tenant sees none of them, and cannot replay them
+        other = await new_tenant(engine.store)
+        status, theirs, _ = await api.call(
+            "POST",
+            "/api/v1/callbacks/replay",
+            json={"all_failed": True},
+            headers={"X-CTC-Tenant": other.slug},
+        )
+        assert (status, theirs["items"]) == (200, [])
+
+        receiver.always_fail = False
+        first_two = sorted(c["id"] for c in dead)[:2]
+        status, replayed, _ = await api.call(
+            "POST", "/api/v1/callbacks/replay", json={"ids": first_two}, headers=headers
+        )
+        assert status == 200, replayed
+        assert [c["id"] for c in replayed["items"]] == first_two
+        assert all(c["state"] == "pending" and c["attempts"] == 0 for c in replayed["items"])
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 2)
+        status, replayed, _ = await api.call(
+            "POST", "/api/v1/callbacks/replay", json={"all_failed": True}, headers=headers
+        )
+        assert len(replayed["items"]) == 1
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 3)
+
+    delivered = receiver.delivered(sid)
+    assert _seqs(delivered) == [1, 2, 3]  # in order, as the first time
+    for r in delivered:  # the same event ids, signed afresh
+        assert r.headers["X-CTC-Event-Id"] == str(r.json["event_id"])
+        assert verify_signature(secret, r.body, r.headers["X-CTC-Signature"])
+    rows = await _rows(cb_pool, sid)
+    assert [(r["state"], r["attempts"]) for r in rows] == [("delivered", 1)] * 3
+
+
+async def test_a_tenant_manages_its_callback_url_and_tokens_over_the_api(
+    cb_db: str, receiver: Receiver
+) -> None:
+    async with running_engine(cb_db) as engine, socket_api(engine.settings.api.socket) as api:
+        slug, _ = await _callback_tenant(engine, receiver.url)
+        headers = {"X-CTC-Tenant": slug}
+        status, body, _ = await api.call(
+            "PATCH", "/api/v1/tenant", json={"callback_url": None}, headers=headers
+        )
+        assert (status, body["callback_url"]) == (200, None)
+        status, body, _ = await api.call(
+            "PATCH",
+            "/api/v1/tenant",
+            json={"callback_url": "http://10.1.2.3/hook"},  # a network it may not reach
+            headers=headers,
+        )
+        assert status == 422, body
+        assert body["error"]["details"][0]["field"] == "callback_url"
+        status, body, _ = await api.call(
+            "PATCH", "/api/v1/tenant", json={"callback_url": receiver.url}, headers=headers
+        )
+        assert (status, body["callback_url"]) == (200, receiver.url)
+
+        status, issued, _ = await api.call(
+            "POST", "/api/v1/tokens", json={"name": "erp-prod"}, headers=headers
+        )
+        assert status == 201, issued
+        assert (await engine.store.tenants.by_token(issued["token"])) is not None
+        status, listed, _ = await api.call("GET", "/api/v1/tokens", headers=headers)
+        assert [(t["id"], t["name"], t["revoked_at"]) for t in listed["items"]] == [
+            (issued["id"], "erp-prod", None)
+        ]
+        assert issued["token"].startswith(listed["items"][0]["prefix"])
+        assert "token" not in listed["items"][0]
+        other = await new_tenant(engine.store)
+        status, _, _ = await api.call(
+            "DELETE", f"/api/v1/tokens/{issued['id']}", headers={"X-CTC-Tenant": other.slug}
+        )
+        assert status == 404  # another tenant's token is not there for it
+        status, revoked, _ = await api.call(
+            "DELETE", f"/api/v1/tokens/{issued['id']}", headers=headers
+        )
+        assert status == 200
+        assert revoked["revoked_at"] is not None
+        assert await engine.store.tenants.by_token(issued["token"]) is None
