@@ -154,3 +154,39 @@ def test_every_relative_link_of_the_guides_resolves() -> None:
         text = guide.read_text(encoding="utf-8")
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
             assert (guide.parent / target).exists(), f"{guide.name}: broken link {target}"
+
+
+def test_every_error_code_the_api_answers_with_is_declared() -> None:
+    from engine.api.models import ERROR_CODES
+
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "engine/api").rglob("*.py"))
+    # BadRequest(422, "validation_error", …) and _error(404, "not_found", …), also split
+    # over lines
+    used = set(re.findall(r"\(\s*[1-5][0-9]{2},\s*\"([a-z_]+)\"", source))
+    assert "validation_error" in used
+    assert used <= set(ERROR_CODES), used - set(ERROR_CODES)
+
+
+def test_the_openapi_document_declares_the_headers_an_integrator_meets() -> None:
+    from engine.api.models import ERROR_CODES
+    from engine.api.server import openapi_document
+
+    doc = openapi_document()
+    initiate = doc["paths"]["/api/v1/click-to-call/initiate"]["post"]
+    assert set(initiate["responses"]["202"]["headers"]) == {"Location", "Idempotent-Replayed"}
+    assert any(p.get("name") == "Idempotency-Key" for p in initiate["parameters"])
+    assert "503" in initiate["responses"]
+    tenant = doc["components"]["parameters"]["TenantHeader"]
+    assert (tenant["name"], tenant["in"]) == ("X-CTC-Tenant", "header")
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            if op.get("security"):
+                assert {"$ref": "#/components/parameters/TenantHeader"} in op["parameters"], (
+                    method,
+                    path,
+                )
+    code = doc["components"]["schemas"]["ErrorBody"]["properties"]["code"]["description"]
+    assert all(f"`{name}`" in code for name in ERROR_CODES)
+    signature = doc["webhooks"]["callStatus"]["post"]["parameters"][1]
+    assert signature["name"] == "X-CTC-Signature"
+    assert re.fullmatch(signature["schema"]["pattern"], str(_vector()["rotation_header"]))
