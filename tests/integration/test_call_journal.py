@@ -198,6 +198,18 @@ async def test_an_ivr_call_lands_whole_and_its_events_are_published_after_commit
             ("connected", True),
             ("completed", True),
         ]
+        # an inbound call's callbacks say who called which number, without a second request
+        bodies = await db.fetch(
+            "SELECT payload FROM callback_outbox WHERE session_id = $1 ORDER BY id", ended.id
+        )
+        for body in bodies:
+            payload = body["payload"]
+            assert (payload["direction"], payload["caller_number"], payload["dialed_number"]) == (
+                "inbound",
+                "5551234",
+                "100",
+            )
+        assert bodies[-1]["payload"]["end_reason"] == "ivr hung up"
         assert [(e.seq, e.id > 0, queued) for e, queued in seen] == [
             (1, True, True),
             (2, True, True),

@@ -9,6 +9,7 @@ import pytest
 
 from engine.config.env_file import apply_env_file, parse_env_file
 from engine.config.loader import load_settings
+from engine.config.settings import redacted_summary
 from engine.errors import ConfigError
 
 
@@ -68,6 +69,7 @@ def test_the_database_password_file_goes_into_the_url(tmp_path: Path) -> None:
     assert settings.database.url == "postgresql://ctc:s3cr%40t%2F%3Ax@db.example:5433/ctc"
     assert settings.database.password_file == tmp_path / "db.password"
     assert "s3cr" not in repr(settings)
+    assert "s3cr" not in str(redacted_summary(settings))  # what `ctc config check` prints
 
 
 def test_the_database_password_file_beside_a_password_in_the_url(tmp_path: Path) -> None:
