@@ -3,15 +3,19 @@
 An ERP learns what its calls do in two ways, and both carry the same facts:
 
 * **Status callbacks** (:class:`StatusCallback`): for each status change of a session
-  with a callback URL, the engine POSTs this JSON body, signed (:data:`SIGNATURE_HEADER`)
-  and identified (:data:`EVENT_ID_HEADER`); :mod:`engine.notifier` says how it is signed,
-  retried and ordered. The store builds the body (:func:`status_callback`) in the same
+  with a callback URL, its creation (``queued``) included, the engine POSTs this JSON body,
+  signed (:data:`SIGNATURE_HEADER`) and identified (:data:`EVENT_ID_HEADER`);
+  :mod:`engine.notifier` says how it is signed, retried and ordered. The store builds the body (:func:`status_callback`) in the same
   transaction as the change and keeps it in the outbox, so what is sent is what was built.
 * **The event stream** (:class:`StreamEventOut`): every event of the tenant's calls, as
   the ``data:`` of one Server-Sent Event on ``GET /api/v1/events`` (:func:`stream_event`).
 
 Both are pydantic models, so the OpenAPI document describes them from the same source
-(the stream under its endpoint, the callback under the document's ``webhooks``). The
+(the stream under its endpoint, the callback under the document's ``webhooks``). What each
+event type means (:data:`EVENT_DESCRIPTIONS`) and which ones a callback carries
+(:data:`CALLBACK_EVENT_TYPES`) live here too: docs/integrator/callbacks.md renders its
+tables from them (:func:`callback_fields_markdown`, :func:`event_reference_markdown`) and a
+test fails when a new event type or field is not described. The
 module lives outside ``engine.api`` because the store builds the callback body, and only
 the API, the CLI, the daemon and the dev tools may import ``engine.api``.
 """
