@@ -5,8 +5,9 @@ An ERP learns what its calls do in two ways, and both carry the same facts:
 * **Status callbacks** (:class:`StatusCallback`): for each status change of a session
   with a callback URL, its creation (``queued``) included, the engine POSTs this JSON body,
   signed (:data:`SIGNATURE_HEADER`) and identified (:data:`EVENT_ID_HEADER`);
-  :mod:`engine.notifier` says how it is signed, retried and ordered. The store builds the body (:func:`status_callback`) in the same
-  transaction as the change and keeps it in the outbox, so what is sent is what was built.
+  :mod:`engine.notifier` says how it is signed, retried and ordered. The store builds the
+  body (:func:`status_callback`) in the same transaction as the change and keeps it in the
+  outbox, so what is sent is what was built.
 * **The event stream** (:class:`StreamEventOut`): every event of the tenant's calls, as
   the ``data:`` of one Server-Sent Event on ``GET /api/v1/events`` (:func:`stream_event`).
 
