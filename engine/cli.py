@@ -72,10 +72,31 @@ class _Group(click.Group):
     default=None,
     help="Engine YAML (default: $CTC_CONFIG, else /etc/ctc/engine.yaml).",
 )
+@click.option(
+    "--env-file",
+    "env_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="KEY=VALUE file read into the environment first, as the systemd unit does "
+    "(default: $CTC_ENV_FILE, else /etc/ctc/engine.env when it exists; '' for none). "
+    "Variables already set win.",
+)
 @click.version_option(package_name="ctc-engine")
 @click.pass_context
-def cli(ctx: click.Context, config: str | None) -> None:
+def cli(ctx: click.Context, config: str | None, env_file: str | None) -> None:
     """CTC Engine: click-to-call and IVR for Asterisk."""
+    import os
+
+    from engine.config.env_file import ENV_FILE_VAR, apply_env_file
+
+    try:
+        _, warning = apply_env_file(
+            env_file if env_file is not None else os.environ.get(ENV_FILE_VAR)
+        )
+    except CtcError as err:
+        _fail(err)
+    if warning is not None:
+        click.echo(f"warn: {warning}", err=True)
     ctx.obj = _Context(config)
 
 
@@ -302,7 +323,7 @@ def tenant_create(
     callback_url: str | None,
     allow_cidrs: tuple[str, ...],
 ) -> None:
-    """Create tenant SLUG."""
+    """Create tenant SLUG; print its callback signing secret once."""
     created = _run(
         _with_use_cases(
             ctx.settings,
@@ -311,7 +332,47 @@ def tenant_create(
             ),
         )
     )
-    _echo_tenant(created)
+    _echo_tenant(created.tenant)
+    click.echo(f"callback secret: {created.callback_secret}")
+    click.echo(
+        "give the callback secret to the ERP now (it verifies X-CTC-Signature with it): it "
+        "is not shown again; `ctc tenant rotate-secret` makes a new one",
+        err=True,
+    )
+
+
+@tenant.command("rotate-secret")
+@click.argument("slug")
+@click.option(
+    "--grace",
+    "grace_seconds",
+    type=click.FloatRange(0, 30 * 86400),
+    default=86400,
+    show_default=True,
+    help="Seconds the current secret keeps signing callbacks beside the new one (0: stop at once).",
+)
+@pass_ctx
+def tenant_rotate_secret(ctx: _Context, slug: str, grace_seconds: float) -> None:
+    """Give tenant SLUG a new callback signing secret, printed once.
+
+    Until the grace period ends every callback carries two signatures (two v1= values in
+    X-CTC-Signature), one per secret, so the ERP can switch to the new secret at any time
+    meanwhile without refusing a callback.
+    """
+    rotation = _run(
+        _with_use_cases(
+            ctx.settings,
+            lambda app: app.tenants.rotate_callback_secret(slug, grace_seconds=grace_seconds),
+        )
+    )
+    click.echo(f"callback secret: {rotation.callback_secret}")
+    until = rotation.previous_valid_until
+    click.echo(
+        "the previous secret no longer signs"
+        if until is None
+        else f"the previous secret also signs until {until.isoformat(timespec='seconds')}",
+        err=True,
+    )
 
 
 @tenant.command("update")
@@ -369,6 +430,127 @@ def token_create(ctx: _Context, tenant_slug: str, name: str) -> None:
         f"token {issued.id} for tenant {issued.tenant.slug}: store it now, it is not shown again",
         err=True,
     )
+
+
+@token.command("list")
+@click.option("--tenant", "tenant_slug", required=True, help="Tenant slug.")
+@pass_ctx
+def token_list(ctx: _Context, tenant_slug: str) -> None:
+    """List TENANT's tokens (id, prefix, name, created, last used, revoked)."""
+
+    async def listed(app: UseCases) -> Any:
+        return await app.tenants.tokens(await app.tenants.by_slug(tenant_slug))
+
+    tokens = _run(_with_use_cases(ctx.settings, listed))
+    for info in tokens:
+        click.echo(
+            f"{info.id}  {info.prefix}…  {info.name or '-':<16} "
+            f"created {_when(info.created_at)}  last used {_when(info.last_used_at)}"
+            + (f"  REVOKED {_when(info.revoked_at)}" if info.revoked_at else "")
+        )
+    if not tokens:
+        click.echo(f"no tokens for tenant {tenant_slug}")
+
+
+@token.command("revoke")
+@click.argument("token_id", type=click.UUID)
+@click.option("--tenant", "tenant_slug", required=True, help="Tenant slug.")
+@pass_ctx
+def token_revoke(ctx: _Context, token_id: Any, tenant_slug: str) -> None:
+    """Revoke token TOKEN_ID (an id from `ctc token list`) of TENANT.
+
+    The running engine refuses it within 5 seconds (its tenant cache)."""
+
+    async def revoke(app: UseCases) -> Any:
+        return await app.tenants.revoke_token(await app.tenants.by_slug(tenant_slug), token_id)
+
+    info = _run(_with_use_cases(ctx.settings, revoke))
+    click.echo(f"token {info.id} ({info.prefix}…) revoked {_when(info.revoked_at)}")
+
+
+def _when(at: datetime | None) -> str:
+    return "never" if at is None else at.isoformat(timespec="seconds")
+
+
+# -- callbacks ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def callbacks() -> None:
+    """Status callbacks to the ERP: list them, send failed ones again."""
+
+
+@callbacks.command("list")
+@click.option("--failed", is_flag=True, help="Only dead callbacks (retries exhausted).")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(["pending", "delivered", "dead"]),
+    help="Only these states (repeatable).",
+)
+@click.option("--tenant", "tenant_slug", default=None, help="Tenant slug (default: all).")
+@click.option("--session", "session_id", type=click.UUID, default=None, help="One call's.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@pass_ctx
+def callbacks_list(
+    ctx: _Context,
+    failed: bool,
+    states: tuple[str, ...],
+    tenant_slug: str | None,
+    session_id: Any,
+    limit: int,
+) -> None:
+    """List callbacks, newest first: id, state, attempts, event, session, last error."""
+    wanted = tuple(dict.fromkeys((*states, *(("dead",) if failed else ()))))
+
+    async def listed(app: UseCases) -> Any:
+        tenant = None if tenant_slug is None else await app.tenants.by_slug(tenant_slug)
+        return await app.callbacks.listing(
+            tenant, states=wanted, session_id=session_id, limit=limit
+        )
+
+    rows = _run(_with_use_cases(ctx.settings, listed))
+    for row in rows:
+        click.echo(
+            f"{row.id:>8}  {row.state:<9} {row.attempts:>2}x  {row.event_type or '-':<20} "
+            f"{row.session_id}  {_when(row.created_at)}  "
+            + (row.last_error or (f"HTTP {row.last_status}" if row.last_status else ""))
+        )
+    if not rows:
+        click.echo("no callbacks")
+
+
+@callbacks.command("replay")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all-failed", is_flag=True, help="Every dead callback (of --tenant, if given).")
+@click.option("--tenant", "tenant_slug", default=None, help="Tenant slug (default: any).")
+@pass_ctx
+def callbacks_replay(
+    ctx: _Context, ids: tuple[int, ...], all_failed: bool, tenant_slug: str | None
+) -> None:
+    """Send callbacks IDS (dead or delivered) again, or every dead one with --all-failed.
+
+    They become pending with a fresh attempt count; the running engine sends them within
+    a second, in order per call, with the same X-CTC-Event-Id (the ERP de-duplicates) and a
+    fresh signature."""
+    if not ids and not all_failed:
+        raise click.UsageError("name callback ids (from `ctc callbacks list`) or --all-failed")
+
+    async def replay(app: UseCases) -> Any:
+        tenant = None if tenant_slug is None else await app.tenants.by_slug(tenant_slug)
+        return await app.callbacks.replay(tenant, ids, all_dead=all_failed)
+
+    rows = _run(_with_use_cases(ctx.settings, replay))
+    missing = sorted(set(ids) - {row.id for row in rows})
+    for row in rows:
+        click.echo(f"{row.id:>8}  pending again  {row.event_type or '-':<20} {row.session_id}")
+    click.echo(f"{len(rows)} callback(s) queued again", err=True)
+    if missing:
+        raise CtcError(
+            "not replayed (unknown, of another tenant, or still pending): "
+            + ", ".join(map(str, missing))
+        )
 
 
 # -- stored secrets ----------------------------------------------------------------------------

@@ -17,8 +17,11 @@ built when the change was written) and these headers:
   ``callback_secret``, the message is ``f"{t}.{raw body}"`` (the timestamp, a dot, then the
   body bytes exactly as received). The receiver recomputes it, compares in constant time
   (``hmac.compare_digest``) and rejects a timestamp more than 5 minutes from its clock, so a
-  captured request cannot be replayed later. Every attempt is signed afresh.
-  :func:`verify_signature` is a reference implementation.
+  captured request cannot be replayed later. Every attempt is signed afresh. During the
+  grace period of a secret rotation a second ``v1=`` made with the previous secret follows:
+  a receiver accepts the request when any ``v1`` matches a secret it knows.
+  :func:`verify_signature` is a reference implementation; docs/integrator/callbacks.md has
+  one per language, checked against one published test vector.
 
 **Outcome.** A 2xx answer is delivered. Anything else (another status, a redirect, which
 is not followed, a refused connection, a timeout after ``callbacks.timeout``) is a failed
@@ -82,6 +85,7 @@ __all__ = [
     "SIGNATURE_TOLERANCE",
     "CallbackNotifier",
     "retry_delay",
+    "retry_schedule",
     "sign",
     "verify_signature",
 ]
@@ -96,11 +100,16 @@ _HEALTH_REFRESH = 10.0  # seconds between pending counts in the health report
 _ERROR_SNIPPET = 200  # bytes of a failing answer's body kept in last_error
 
 
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    """The ``X-CTC-Signature`` value for ``body`` sent at ``timestamp`` (unix seconds)."""
+def sign(secret: str, body: bytes, timestamp: int, *, previous: str | None = None) -> str:
+    """The ``X-CTC-Signature`` value for ``body`` sent at ``timestamp`` (unix seconds).
+
+    With ``previous`` (a rotated-out secret in its grace period) a second ``v1=`` follows,
+    made with it: a receiver that still knows only the old secret finds its match."""
     message = str(timestamp).encode() + b"." + body
-    digest = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
+    digests = [hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()]
+    if previous is not None and previous != secret:
+        digests.append(hmac.new(previous.encode(), message, hashlib.sha256).hexdigest())
+    return f"t={timestamp}," + ",".join(f"v1={digest}" for digest in digests)
 
 
 def verify_signature(
@@ -138,6 +147,16 @@ def retry_delay(
     """Seconds before the next attempt, after ``attempts`` failed ones (±10 % jitter)."""
     base = min(initial * 2.0 ** min(max(attempts - 1, 0), 62), maximum)
     return min(base * (0.9 + 0.2 * jitter()), maximum)
+
+
+def retry_schedule(settings: CallbackSettings) -> list[float]:
+    """The nominal seconds before each retry (jitter aside): one per failed attempt but the
+    last, so ``sum()`` is the retry window a callback gets before it is ``dead`` (plus up to
+    ``timeout`` per attempt)."""
+    return [
+        min(settings.backoff_initial * 2.0 ** min(attempt - 1, 62), settings.backoff_max)
+        for attempt in range(1, settings.max_attempts)
+    ]
 
 
 class CallbackNotifier(Lifecycle):
@@ -355,7 +374,9 @@ class CallbackNotifier(Lifecycle):
         headers = {
             "Content-Type": "application/json",
             EVENT_ID_HEADER: str(claimed.event_id),
-            SIGNATURE_HEADER: sign(claimed.secret, body, int(time.time())),
+            SIGNATURE_HEADER: sign(
+                claimed.secret, body, int(time.time()), previous=claimed.previous_secret
+            ),
         }
         try:
             async with http.request(

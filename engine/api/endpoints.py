@@ -35,7 +35,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from engine import __version__
-from engine.contract import EVENT_ID_HEADER, SIGNATURE_HEADER, StatusCallback
+from engine.contract import CALLBACK_EVENT_TYPES, EVENT_ID_HEADER, SIGNATURE_HEADER, StatusCallback
+from engine.domain.event_types import CallEventType
 from engine.domain.text import text_problem
 from engine.errors import DatabaseUnavailable, NotFound
 from engine.store.records import Tenant
@@ -274,6 +275,17 @@ class Router:
             "webhooks": {"callStatus": {"post": _status_callback_operation()}},
             "components": {
                 "schemas": schemas,
+                "parameters": {
+                    "TenantHeader": {
+                        "name": "X-CTC-Tenant",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "On the Unix socket without a bearer token: the "
+                        "slug of the tenant the request acts for (default `default`). "
+                        "Ignored when a token is sent (the token decides the tenant).",
+                    }
+                },
                 "securitySchemes": {
                     "bearer": {
                         "type": "http",
@@ -293,11 +305,20 @@ def _status_callback_operation() -> dict[str, Any]:
         "operationId": "callStatus",
         "tags": ["callbacks"],
         "description": "Sent for every status change of a session that has a callback URL "
-        "(the initiate request's, else the tenant's), one at a time per session in `seq` "
-        "order, at least once: de-duplicate on the event id. The body is signed with "
-        "HMAC-SHA256 under the tenant's callback secret over `<t>.<raw body>`; reject a "
-        "timestamp more than 5 minutes from your clock. Anything but a 2xx answer "
-        "(redirects are not followed) is retried with capped exponential backoff.",
+        "(the initiate request's, else the tenant's), its creation (status `queued`) "
+        "included, one at a time per session in `seq` order, at least once: de-duplicate on "
+        "the event id. `seq` numbers the session's whole timeline, so callbacks may skip "
+        "numbers (events that change no status send none). Event types a callback carries: "
+        + ", ".join(f"`{t.value}`" for t in CallEventType if t in CALLBACK_EVENT_TYPES)
+        + ". The body is signed with HMAC-SHA256 under the tenant's callback secret over "
+        "`<t>.<raw body>`; during a secret rotation's grace period a second `v1=` made with "
+        "the previous secret follows; accept when any matches. Reject a timestamp more than "
+        "5 minutes from your clock. Anything but a 2xx answer within `callbacks.timeout` "
+        "(redirects are not followed) is retried after min(backoff_initial * "
+        "2^(attempts-1), backoff_max) seconds, ±10 %; after `callbacks.max_attempts` "
+        "attempts (by default 12, over about 18.5 minutes) it is `dead`: listed by "
+        "`GET /api/v1/callbacks?state=dead` and sent again by "
+        "`POST /api/v1/callbacks/replay`.",
         "parameters": [
             {
                 "name": EVENT_ID_HEADER,
@@ -310,8 +331,13 @@ def _status_callback_operation() -> dict[str, Any]:
                 "name": SIGNATURE_HEADER,
                 "in": "header",
                 "required": True,
-                "description": "`t=<unix seconds>,v1=<hex HMAC-SHA256 of f'{t}.{body}'>`",
-                "schema": {"type": "string", "pattern": "^t=[0-9]+,v1=[0-9a-f]{64}$"},
+                "description": "`t=<unix seconds>,v1=<hex HMAC-SHA256 of f'{t}.{body}'>`, "
+                "and a second `,v1=<hex>` (the previous secret's) during a rotation's grace "
+                "period",
+                "schema": {
+                    "type": "string",
+                    "pattern": "^t=[0-9]+(,v1=[0-9a-f]{64})+$",
+                },
             },
         ],
         "requestBody": {"required": True, "content": {_JSON: {"schema": _ref(StatusCallback)}}},
@@ -360,6 +386,8 @@ def _operation(ep: Endpoint, schemas: dict[str, Any]) -> dict[str, Any]:
             )
         # enums a query model refers to join the shared components
         schemas.update(schema.get("$defs", {}))
+    if ep.auth:  # on the Unix socket without a token, the tenant is named by this header
+        params.append({"$ref": "#/components/parameters/TenantHeader"})
     if ep.method == "POST" and ep.path.endswith("/initiate"):
         params.append(
             {
@@ -391,10 +419,29 @@ def _operation(ep: Endpoint, schemas: dict[str, Any]) -> dict[str, Any]:
                 "description": _reason(status),
                 "content": {media: {"schema": schema}},
             }
+        headers = _RESPONSE_HEADERS.get((ep.method, ep.path.rpartition("/")[2], status))
+        if headers is not None:
+            responses[str(status)]["headers"] = headers
     op["responses"] = responses
     if ep.auth:
         op["security"] = [{"bearer": []}]
     return op
+
+
+# headers some answers carry, by (method, last path segment, status)
+_RESPONSE_HEADERS: dict[tuple[str, str, int], dict[str, Any]] = {
+    ("POST", "initiate", 202): {
+        "Location": {
+            "description": "The session's URL",
+            "schema": {"type": "string"},
+        },
+        "Idempotent-Replayed": {
+            "description": "`true` when an Idempotency-Key repeat returned the first "
+            "session (nothing was dialled again); absent otherwise",
+            "schema": {"type": "string", "enum": ["true"]},
+        },
+    },
+}
 
 
 def _common_responses(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -26,12 +26,17 @@ from engine.domain.call import CallStatus, Direction
 from engine.domain.providers import ProviderType
 
 __all__ = [
+    "ERROR_CODES",
     "AgentActivityIn",
     "AgentActivityOut",
     "AgentStateListOut",
     "AgentStateOut",
     "CallActivityOut",
     "CallActivityQuery",
+    "CallbackListOut",
+    "CallbackListQuery",
+    "CallbackOut",
+    "CallbackReplayIn",
     "CallsInMinuteOut",
     "DtmfIn",
     "EndCallIn",
@@ -40,6 +45,7 @@ __all__ = [
     "EventsQuery",
     "HealthOut",
     "InitiateIn",
+    "IssuedTokenOut",
     "IvrMenuIn",
     "IvrMenuListOut",
     "IvrMenuOut",
@@ -53,6 +59,8 @@ __all__ = [
     "QualityMetricOut",
     "RecordingControlIn",
     "RingTimeCountOut",
+    "SecretRotationIn",
+    "SecretRotationOut",
     "SessionDetailOut",
     "SessionListOut",
     "SessionListQuery",
@@ -61,6 +69,10 @@ __all__ = [
     "StatsQuery",
     "StatusPatchIn",
     "TenantOut",
+    "TenantUpdateIn",
+    "TokenIn",
+    "TokenListOut",
+    "TokenOut",
     "TranscriptOut",
     "TranscriptWordOut",
     "TransferIn",
@@ -99,8 +111,32 @@ class _Out(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+# every `error.code` the API answers with, by status (ErrorBody's description lists them)
+ERROR_CODES: Final[dict[str, str]] = {
+    "invalid_json": "400: the body is not JSON (or nested deeper than 32 levels)",
+    "invalid_encoding": "400: the body is not UTF-8",
+    "unauthorized": "401: no valid bearer token (TCP), or a revoked one",
+    "not_found": "404: no such route, or an id of nothing the tenant has",
+    "method_not_allowed": "405: the route exists for other methods (see Allow)",
+    "conflict": "409: the state does not allow it (e.g. a transfer in flight, an "
+    "Idempotency-Key reused with another body)",
+    "illegal_transition": "409: the call state machine refuses the status change",
+    "body_too_large": "413: the body exceeds api.max_body_bytes",
+    "unsupported_media_type": "415: the body is not application/json",
+    "validation_error": "422: a field is wrong; details name each field",
+    "too_many_streams": "429: too many event streams open (see Retry-After)",
+    "unavailable": "503: PostgreSQL is unreachable, Asterisk (ARI) is not connected for a "
+    "call or in-call control, or a secret cannot be stored or read (no key configured); "
+    "retry later",
+    "internal_error": "500: a bug; the engine's log has it",
+}
+
+
 class ErrorBody(_Out):
-    code: str = Field(description="Stable machine-readable error code")
+    code: str = Field(
+        description="Stable machine-readable error code: "
+        + "; ".join(f"`{code}` ({text})" for code, text in ERROR_CODES.items())
+    )
     message: str
     details: Any = None
 
@@ -420,6 +456,95 @@ class AgentStateListOut(_Out):
 class TenantOut(_Out):
     slug: str
     name: str
+    callback_url: str | None = Field(
+        default=None, description="Where the tenant's status callbacks go (null: none)"
+    )
+
+
+class TenantUpdateIn(_In):
+    """Change the tenant's callback URL (the networks it may reach are the admin's:
+    `ctc tenant update --allow-cidr`)."""
+
+    callback_url: AnyHttpUrl | None = Field(
+        description="Where status callbacks go; null: none (a call's own callback_url still "
+        "applies)"
+    )
+
+
+class SecretRotationIn(_In):
+    grace_seconds: float = Field(
+        default=86400,
+        ge=0,
+        le=30 * 86400,
+        description="Seconds the current secret keeps signing beside the new one (0: at once)",
+    )
+
+
+class SecretRotationOut(_Out):
+    callback_secret: str = Field(description="The new HMAC key; shown once, in this answer")
+    previous_valid_until: datetime | None = Field(
+        description="Until when callbacks also carry a signature made with the previous "
+        "secret (null: they no longer do)"
+    )
+
+
+class TokenIn(_In):
+    name: str = Field(default="", max_length=200, description="A label for the token")
+
+
+class TokenOut(_Out):
+    id: uuid.UUID
+    name: str
+    prefix: str = Field(description="The token's first characters, to tell tokens apart")
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenListOut(_Out):
+    items: list[TokenOut]
+
+
+class IssuedTokenOut(_Out):
+    id: uuid.UUID
+    token: str = Field(description="The bearer token; shown once, only its hash is kept")
+
+
+CallbackState = Literal["pending", "delivered", "dead"]
+
+
+class CallbackListQuery(_In):
+    state: list[CallbackState] = Field(
+        default_factory=list, description="Repeat to OR states; `dead`: retries exhausted"
+    )
+    session_id: uuid.UUID | None = None
+    limit: int = Field(default=50, ge=1, le=1000)
+
+
+class CallbackOut(_Out):
+    id: int = Field(description="The outbox row's id (what replay takes)")
+    session_id: uuid.UUID
+    event_id: int = Field(description="The X-CTC-Event-Id the callback is sent with")
+    event_type: str | None
+    state: CallbackState
+    url: str
+    attempts: int
+    last_status: int | None = Field(description="HTTP status of the last attempt, if any")
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+
+
+class CallbackListOut(_Out):
+    items: list[CallbackOut]
+
+
+class CallbackReplayIn(_In):
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
+        default_factory=list, max_length=1000, description="Callbacks (dead or delivered)"
+    )
+    all_failed: bool = Field(default=False, description="Every dead callback of the tenant")
 
 
 class HealthOut(_Out):

@@ -141,7 +141,9 @@ class CallService:
         if self._dialer is not None:
             # its facts are written behind: no row is stored for a call the journal refuses
             self._store.journal.require_room()
-        session, created = await self._store.sessions.create(new)
+        session, created = await self._store.sessions.create(
+            new, tenant_callback_url=tenant.callback_url
+        )
         if created and self._dialer is not None:
             # the dialer's facts for it are written behind until it releases the call
             self._store.sessions.adopt(session, tenant_callback_url=tenant.callback_url)

@@ -8,6 +8,7 @@ from pathlib import Path
 from engine.app.agent_states import AgentStateService
 from engine.app.agents import AgentActivityService
 from engine.app.call_activity import CallActivityService
+from engine.app.callbacks import CallbackService
 from engine.app.calls import CallService
 from engine.app.controls import CallControlService
 from engine.app.event_stream import EventStream
@@ -41,6 +42,7 @@ class UseCases:
     secrets: StoredSecretsService
     transcripts: TranscriptService
     quality: CallQualityReads
+    callbacks: CallbackService  # the outbox: failed callbacks, replays
 
     @classmethod
     def over(
@@ -71,4 +73,5 @@ class UseCases:
             secrets=StoredSecretsService(store),
             transcripts=TranscriptService(store),
             quality=CallQualityReads(store),
+            callbacks=CallbackService(store),
         )

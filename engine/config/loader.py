@@ -16,7 +16,10 @@ came from an environment variable is reported under the variable's name instead
 
 Relative ``password_file``, ``secrets.key_file`` and ``database.migrations_dir`` paths are
 taken relative to the directory of the config file. ``password_file`` is read here (not by
-the models), after validation; its content minus trailing newlines becomes the password.
+the models), after validation; its content minus trailing newlines becomes the password
+(``database.password_file``'s goes into ``database.url``, percent-encoded; a URL with a
+password of its own is refused beside it, unless it came from ``CTC_DATABASE_URL``, which
+then wins, as the other ``CTC_*`` passwords win over files).
 ``secrets.key_file`` is read the same way, and refused when other users may read it (it
 decrypts every stored secret).
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +42,7 @@ from engine.config.settings import (
     CHECK_ERROR_TYPE,
     AmiSettings,
     AriSettings,
+    DatabaseSettings,
     SecretsSettings,
     Settings,
 )
@@ -222,6 +227,28 @@ def _resolve_password_file(section: _S, name: str, base: Path | None, source: Ya
     return section.model_copy(update={"password": SecretStr(secret), "password_file": file.path})
 
 
+def _resolve_database_password(
+    section: DatabaseSettings, base: Path | None, source: YamlSource
+) -> DatabaseSettings:
+    if section.password_file is None:
+        return section
+    loc: KeyPath = ("database", "password_file")
+    parts = urllib.parse.urlsplit(section.url)
+    if parts.password is not None:
+        if ("database", "url") in source.env_vars:
+            return section.model_copy(update={"password_file": None})  # the environment wins
+        raise source.error("cannot be used with a password in database.url (set only one)", loc)
+    file = _read_secret_file(section.password_file, base, loc, source)
+    secret = file.text.rstrip("\r\n")
+    if not secret:
+        raise source.error(f"{file.path} is empty", loc)
+    user = parts.username if parts.username is not None else "postgres"
+    host = parts.netloc.rpartition("@")[2]
+    userinfo = f"{user}:{urllib.parse.quote(secret, safe='')}"
+    url = urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+    return section.model_copy(update={"url": url, "password_file": file.path})
+
+
 def _resolve_key_file(
     section: SecretsSettings, base: Path | None, source: YamlSource
 ) -> SecretsSettings:
@@ -259,7 +286,7 @@ def _finish(settings: Settings, base: Path | None, source: YamlSource) -> Settin
         database = database.model_copy(update={"migrations_dir": base / migrations})
     return settings.model_copy(
         update={
-            "database": database,
+            "database": _resolve_database_password(database, base, source),
             "ari": _resolve_password_file(settings.ari, "ari", base, source),
             "ami": _resolve_password_file(settings.ami, "ami", base, source),
             "secrets": _resolve_key_file(settings.secrets, base, source),

@@ -241,6 +241,8 @@ class DatabaseSettings(_Section):
     max_size: int = Field(default=10, ge=1, validate_default=True)
     command_timeout: Seconds = 10.0
     migrations_dir: FsPath | None = None
+    # the password, read from this file and put into url (which then must hold none)
+    password_file: FsPath | None = None
 
     @field_validator("max_size")
     @classmethod

@@ -322,7 +322,7 @@ class CallJournal(Lifecycle):
             status_to=session.status.value,
             payload={"direction": session.direction.value},
             at=now,
-            status_change=False,  # a creation sends no callback (as the database path)
+            status_change=True,  # the creation (queued) sends a callback, as write-through
         )
         return session, event
 

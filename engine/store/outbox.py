@@ -41,6 +41,7 @@ from engine.domain.netpolicy import OutboundPolicy
 from engine.errors import CtcError, SecretsError
 from engine.secrets import Keyring
 from engine.store.database import Database, returned
+from engine.store.records import StoredCallback
 
 __all__ = ["ClaimedCallback", "OutboxBacklog", "OutboxCounts", "OutboxRepository"]
 
@@ -62,6 +63,9 @@ class ClaimedCallback:
     attempts: int  # attempts made before this one
     lease_until: datetime
     secret: str  # the tenant's callback_secret (decrypted), the HMAC key
+    # the secret before the tenant's last rotation while its grace period runs (decrypted),
+    # else None: callbacks are signed with both meanwhile
+    previous_secret: str | None = None
     policy: OutboundPolicy = dataclasses.field(
         default_factory=OutboundPolicy
     )  # where the tenant's callbacks may go
@@ -116,7 +120,9 @@ class OutboxRepository:
                 " WHERE c.id = due.id AND t.id = c.tenant_id "
                 "RETURNING c.id, c.tenant_id, c.session_id, c.event_id, c.url, c.payload,"
                 "          c.attempts, c.next_attempt_at AS lease_until,"
-                "          t.callback_secret AS secret, t.outbound_allow_cidrs AS allow_cidrs",
+                "          t.callback_secret AS secret, t.outbound_allow_cidrs AS allow_cidrs,"
+                "          CASE WHEN t.previous_callback_secret_until > now()"
+                "               THEN t.previous_callback_secret END AS previous_secret",
                 limit,
                 lease_seconds,
             )
@@ -130,8 +136,24 @@ class OutboxRepository:
             except SecretsError as exc:
                 await self._bury_unsignable(leased, exc)
                 continue
-            claimed.append(dataclasses.replace(leased, secret=secret))
+            claimed.append(
+                dataclasses.replace(leased, secret=secret, previous_secret=self._previous(leased))
+            )
         return claimed
+
+    def _previous(self, leased: ClaimedCallback) -> str | None:
+        """The tenant's previous secret, opened; one that cannot be opened only stops
+        signing with it (the current secret still signs), logged."""
+        if leased.previous_secret is None:
+            return None
+        try:
+            return self._keyring.unseal(
+                leased.previous_secret,
+                what=f"previous_callback_secret of tenant {leased.tenant_id}",
+            )
+        except SecretsError as exc:
+            log.warning("callback.previous_secret_unusable", error=str(exc))
+            return None
 
     async def _bury_unsignable(self, leased: ClaimedCallback, exc: SecretsError) -> None:
         """Mark ``dead`` a row whose tenant secret cannot be opened, so it neither holds the
@@ -218,6 +240,57 @@ class OutboxRepository:
         )
         found = returned(row, "the outbox backlog")
         return OutboxBacklog(pending=int(found["pending"]), oldest_age=float(found["oldest_age"]))
+
+    async def listing(
+        self,
+        *,
+        tenant_id: uuid.UUID | None,
+        states: Sequence[str] = (),
+        session_id: uuid.UUID | None = None,
+        limit: int = 50,
+    ) -> list[StoredCallback]:
+        """Rows newest first: of one tenant (None: every tenant), in ``states`` (empty:
+        any), of one session when given."""
+        rows = await self._db.fetch(
+            "SELECT o.id, o.tenant_id, o.session_id, o.event_id, "
+            "       o.payload->>'event_type' AS event_type, o.state, o.url, o.attempts, "
+            "       o.last_status, o.last_error, o.created_at, o.next_attempt_at, "
+            "       o.delivered_at "
+            "FROM callback_outbox o "
+            "WHERE ($1::uuid IS NULL OR o.tenant_id = $1) "
+            "  AND (cardinality($2::text[]) = 0 OR o.state = ANY($2::text[])) "
+            "  AND ($3::uuid IS NULL OR o.session_id = $3) "
+            "ORDER BY o.id DESC LIMIT $4",
+            tenant_id,
+            list(states),
+            session_id,
+            limit,
+        )
+        return [StoredCallback(**dict(row)) for row in rows]
+
+    async def replay(
+        self, ids: Sequence[int], *, tenant_id: uuid.UUID | None, all_dead: bool = False
+    ) -> list[StoredCallback]:
+        """Send again: ``dead`` or ``delivered`` rows ``ids`` (or, with ``all_dead``, every
+        dead row) become ``pending``, due now, with a fresh attempt count; the body and
+        ``X-CTC-Event-Id`` stay the same (receivers de-duplicate on it), the signature is
+        made afresh when sent. Pending rows are left as they are. Of one tenant unless
+        ``tenant_id`` is None. The rows changed, oldest first."""
+        rows = await self._db.fetch(
+            "UPDATE callback_outbox o SET state = 'pending', attempts = 0, "
+            "       next_attempt_at = now(), delivered_at = NULL "
+            "WHERE o.state IN ('dead', 'delivered') "
+            "  AND ($1::uuid IS NULL OR o.tenant_id = $1) "
+            "  AND (o.id = ANY($2::bigint[]) OR ($3::bool AND o.state = 'dead')) "
+            "RETURNING o.id, o.tenant_id, o.session_id, o.event_id, "
+            "          o.payload->>'event_type' AS event_type, o.state, o.url, o.attempts, "
+            "          o.last_status, o.last_error, o.created_at, o.next_attempt_at, "
+            "          o.delivered_at",
+            tenant_id,
+            list(ids),
+            all_dead,
+        )
+        return sorted((StoredCallback(**dict(row)) for row in rows), key=lambda c: c.id)
 
     async def counts(self) -> OutboxCounts:
         """Pending and dead rows (scans the table: for tests and tools, not hot paths)."""

@@ -28,6 +28,7 @@ __all__ = [
     "SESSION_COLUMNS",
     "AgentActivity",
     "AgentLastCall",
+    "ApiTokenInfo",
     "CallEvent",
     "CallsInMinute",
     "DtmfRow",
@@ -40,9 +41,11 @@ __all__ = [
     "QualityMetric",
     "RecordingPolicy",
     "RingTimeCount",
+    "SecretRotation",
     "SessionFilter",
     "SessionPage",
     "SessionStats",
+    "StoredCallback",
     "StoredIvrMenu",
     "StoredNode",
     "StoredProvider",
@@ -514,3 +517,44 @@ class StoredNode:
     asterisk: str
     heartbeat_age: float  # seconds since its last beat, by the database's clock
     live_calls: int  # its sessions that have not ended
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ApiTokenInfo:
+    """What is kept of an API token (never the token: only its first characters)."""
+
+    id: uuid.UUID
+    name: str
+    prefix: str  # "ctc_" and the token's next 6 characters, to tell tokens apart
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SecretRotation:
+    """A tenant's new callback secret (shown once) and until when the previous one still
+    signs callbacks (None: it was dropped at once)."""
+
+    tenant: Tenant
+    callback_secret: str
+    previous_valid_until: datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredCallback:
+    """One ``callback_outbox`` row as ``ctc callbacks list`` shows it."""
+
+    id: int
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    event_id: int
+    event_type: str
+    state: str  # pending, delivered or dead
+    url: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime
+    delivered_at: datetime | None

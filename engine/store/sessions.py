@@ -66,11 +66,15 @@ class SessionRepository(SessionQueries):
         self._taken(session)
         return session
 
-    async def create(self, new: NewSession) -> tuple[StoredSession, bool]:
+    async def create(
+        self, new: NewSession, *, tenant_callback_url: str | None = None
+    ) -> tuple[StoredSession, bool]:
         """Store a queued session, written through; return it and whether this call created
         it (an idempotency key's repeat returns the first session as its owner has it now,
         see :meth:`~engine.store.write_through.WriteThrough.create`)."""
-        session, created = await self._ownership.write_through.create(new)
+        session, created = await self._ownership.write_through.create(
+            new, tenant_callback_url=tenant_callback_url
+        )
         if created:
             self._taken(session)
         if not created and self._ownership.written_behind(session.id):

@@ -17,6 +17,7 @@ __all__ = ["SECRET_COLUMNS", "StoredSecrets"]
 
 SECRET_COLUMNS: tuple[tuple[str, str], ...] = (
     ("tenant", "callback_secret"),
+    ("tenant", "previous_callback_secret"),
     ("voip_provider", "credentials"),
     ("voip_provider", "webhook_secret"),
 )

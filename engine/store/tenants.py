@@ -32,9 +32,9 @@ from engine.errors import Conflict, CtcError, NotFound
 from engine.secrets import Keyring
 from engine.store.database import Database, returned
 from engine.store.read_cache import ReadCache
-from engine.store.records import IssuedToken, Tenant
+from engine.store.records import ApiTokenInfo, IssuedToken, SecretRotation, Tenant
 
-__all__ = ["LAST_USED_GRANULARITY", "TenantRepository", "hash_token"]
+__all__ = ["LAST_USED_GRANULARITY", "TenantRepository", "hash_token", "new_callback_secret"]
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +46,11 @@ _TOKEN_PREFIX = "ctc_"
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_callback_secret() -> str:
+    """A random callback signing secret (64 hex characters, 256 bits)."""
+    return secrets.token_hex(32)
 
 
 _TENANT_COLUMNS = ("id", "slug", "name", "callback_url", "is_active", "outbound_allow_cidrs")
@@ -89,9 +94,11 @@ class TenantRepository:
         callback_url: str | None = None,
         *,
         allow_cidrs: tuple[str | Network, ...] = (),
+        callback_secret: str | None = None,
     ) -> Tenant:
-        """A new tenant. :class:`InvalidInput` for a CIDR that is not one (``allow_cidr``)
-        or a ``callback_url`` the network policy refuses (``callback_url``)."""
+        """A new tenant; its ``callback_secret`` is ``callback_secret``, else a random one.
+        :class:`InvalidInput` for a CIDR that is not one (``allow_cidr``) or a
+        ``callback_url`` the network policy refuses (``callback_url``)."""
         policy = OutboundPolicy.allowing(allow_cidrs)
         if callback_url is not None:
             check_url(callback_url, policy, field="callback_url")
@@ -103,7 +110,7 @@ class TenantRepository:
                 name,
                 callback_url,
                 list(policy.allow),
-                self._keyring.seal_if_configured(secrets.token_hex(32)),
+                self._keyring.seal_if_configured(callback_secret or new_callback_secret()),
             )
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"tenant {slug!r} already exists") from exc
@@ -164,6 +171,53 @@ class TenantRepository:
         if secret is None:
             raise NotFound("tenant", tenant_id)
         return self._keyring.unseal(secret, what=f"callback_secret of tenant {tenant_id}")
+
+    async def rotate_callback_secret(
+        self, slug: str, *, grace_seconds: float, callback_secret: str | None = None
+    ) -> SecretRotation:
+        """Give tenant ``slug`` a new callback secret (``callback_secret``, else a random
+        one). The current one keeps signing callbacks beside it for ``grace_seconds`` (0:
+        dropped at once); a secret still in its grace period from an earlier rotation is
+        dropped now."""
+        secret = callback_secret or new_callback_secret()
+        row = await self._db.fetchrow(
+            f"UPDATE tenant SET "
+            f"previous_callback_secret = CASE WHEN $3::float8 > 0 THEN callback_secret END, "
+            f"previous_callback_secret_until = CASE WHEN $3::float8 > 0 "
+            f"    THEN now() + $3::float8 * interval '1 second' END, "
+            f"callback_secret = $2 "
+            f"WHERE slug = $1 RETURNING {_TENANT_COLS}, previous_callback_secret_until",
+            slug,
+            self._keyring.seal_if_configured(secret),
+            float(grace_seconds),
+        )
+        if row is None:
+            raise NotFound("tenant", slug)
+        return SecretRotation(_tenant(row), secret, row["previous_callback_secret_until"])
+
+    async def tokens(self, tenant_id: uuid.UUID) -> list[ApiTokenInfo]:
+        """The tenant's tokens, newest first, revoked ones included."""
+        rows = await self._db.fetch(
+            "SELECT id, name, token_prefix AS prefix, created_at, last_used_at, revoked_at "
+            "FROM api_token WHERE tenant_id = $1 ORDER BY created_at DESC, id",
+            tenant_id,
+        )
+        return [ApiTokenInfo(**dict(row)) for row in rows]
+
+    async def revoke_token(self, tenant_id: uuid.UUID, token_id: uuid.UUID) -> ApiTokenInfo:
+        """Revoke the tenant's token (a revoked one stays as it was); NotFound for a token
+        of another tenant. This process refuses it at once, others within the cache time."""
+        row = await self._db.fetchrow(
+            "UPDATE api_token SET revoked_at = COALESCE(revoked_at, now()) "
+            "WHERE tenant_id = $1 AND id = $2 "
+            "RETURNING id, name, token_prefix AS prefix, created_at, last_used_at, revoked_at",
+            tenant_id,
+            token_id,
+        )
+        if row is None:
+            raise NotFound("api token", token_id)
+        self._cache.clear()
+        return ApiTokenInfo(**dict(row))
 
     async def issue_token(self, tenant_slug: str, name: str = "") -> IssuedToken:
         tenant = await self.by_slug(tenant_slug)

@@ -92,46 +92,29 @@ class WriteThrough:
 
     # -- create -----------------------------------------------------------------------------
 
-    async def create(self, new: NewSession) -> tuple[StoredSession, bool]:
+    async def create(
+        self, new: NewSession, *, tenant_callback_url: str | None = None
+    ) -> tuple[StoredSession, bool]:
         """Store a queued session; return it and whether this call created it.
 
         The row and its ``session.created`` event are one statement (atomic by itself, one
-        round trip). With an idempotency key, a repeat returns the first session
+        round trip). When a callback URL applies (the request's, else
+        ``tenant_callback_url``), the creation's callback (status ``queued``) is written in
+        the same transaction. With an idempotency key, a repeat returns the first session
         (``False``); the same key with a different request body raises :class:`Conflict`.
         """
+        url = new.callback_url or tenant_callback_url
         async with self._db.connection() as conn:
-            row = await conn.fetchrow(
-                f"WITH created AS (INSERT INTO click_to_call_session (tenant_id, provider_id, "
-                f"direction, agent_number, customer_number, caller_id, agent_id, external_ref, "
-                f"callback_url, metadata, idempotency_key, request_hash, caller_number, "
-                f"dialed_number, ivr_menu, version) "
-                f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1) "
-                f"ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
-                f"DO NOTHING RETURNING {_SESSION_COLS}), "
-                f"event AS (INSERT INTO call_event (tenant_id, session_id, seq, event_type, "
-                f"status_to, payload, occurred_at) SELECT tenant_id, id, 1, $16::text, status, "
-                f"$17::jsonb, created_at FROM created RETURNING {_EVENT_COLS_PREFIXED}) "
-                f"SELECT * FROM created, event",
-                new.tenant_id,
-                new.provider_id,
-                new.direction.value,
-                new.agent_number,
-                new.customer_number,
-                new.caller_id,
-                new.agent_id,
-                new.external_ref,
-                new.callback_url,
-                dict(new.metadata),
-                new.idempotency_key,
-                new.request_hash,
-                new.caller_number,
-                new.dialed_number,
-                new.ivr_menu,
-                CallEventType.SESSION_CREATED,
-                {"direction": new.direction.value},
-            )
-            if row is not None:
-                session, event = _session_and_event(row)
+            async with contextlib.AsyncExitStack() as stack:
+                if url:  # the row and its callback commit together (two statements)
+                    await stack.enter_async_context(conn.transaction())
+                found = await self._insert_created(conn, new)
+                if found is not None:
+                    session, event = found
+                    if url:
+                        await self._enqueue_callback(conn, session, event, url)
+                        event = dataclasses.replace(event, callback_queued=True)
+            if found is not None:
                 # committed, and nothing awaited before publishing: see module doc
                 if self._events is not None:
                     self._events.publish(event)
@@ -151,6 +134,43 @@ class WriteThrough:
                 f"request body (session {first.id})"
             )
         return first, False
+
+    async def _insert_created(
+        self, conn: Connection, new: NewSession
+    ) -> tuple[StoredSession, CallEvent] | None:
+        """The new row and its ``session.created`` event; None when the idempotency key was
+        taken already."""
+        row = await conn.fetchrow(
+            f"WITH created AS (INSERT INTO click_to_call_session (tenant_id, provider_id, "
+            f"direction, agent_number, customer_number, caller_id, agent_id, external_ref, "
+            f"callback_url, metadata, idempotency_key, request_hash, caller_number, "
+            f"dialed_number, ivr_menu, version) "
+            f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1) "
+            f"ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
+            f"DO NOTHING RETURNING {_SESSION_COLS}), "
+            f"event AS (INSERT INTO call_event (tenant_id, session_id, seq, event_type, "
+            f"status_to, payload, occurred_at) SELECT tenant_id, id, 1, $16::text, status, "
+            f"$17::jsonb, created_at FROM created RETURNING {_EVENT_COLS_PREFIXED}) "
+            f"SELECT * FROM created, event",
+            new.tenant_id,
+            new.provider_id,
+            new.direction.value,
+            new.agent_number,
+            new.customer_number,
+            new.caller_id,
+            new.agent_id,
+            new.external_ref,
+            new.callback_url,
+            dict(new.metadata),
+            new.idempotency_key,
+            new.request_hash,
+            new.caller_number,
+            new.dialed_number,
+            new.ivr_menu,
+            CallEventType.SESSION_CREATED,
+            {"direction": new.direction.value},
+        )
+        return None if row is None else _session_and_event(row)
 
     # -- read -------------------------------------------------------------------------------
 

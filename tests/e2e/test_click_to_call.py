@@ -434,6 +434,7 @@ async def test_real_call_callbacks_arrive_signed_and_in_order_after_receiver_out
             await receiver.wait_for(lambda reqs: len(reqs) >= 1)  # tried, refused
             receiver.always_fail = False  # the ERP is back
             expected = [
+                "queued",  # the creation's callback comes first
                 "dialing_agent",
                 "agent_answered",
                 "dialing_customer",
@@ -446,6 +447,11 @@ async def test_real_call_callbacks_arrive_signed_and_in_order_after_receiver_out
     got = receiver.delivered(body["id"])
     assert [r.json["status"] for r in got] == expected
     assert [r.json["seq"] for r in got] == sorted(r.json["seq"] for r in got)
+    assert got[0].json["seq"] == 1
+    # what the ERP matches the call by, without asking again
+    assert {r.json["direction"] for r in got} == {"click_to_call"}
+    assert got[-1].json["hangup_cause"] == 16
+    assert got[-1].json["talk_ms"] is not None
     for r in got:
         assert verify_signature(secret, r.body, r.headers["X-CTC-Signature"])
     assert any(r.answered == 500 for r in receiver.requests)

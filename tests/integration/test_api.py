@@ -607,11 +607,12 @@ async def test_transition_writes_the_callback_outbox_in_the_same_transaction(
     try:
         rows = await conn.fetch(
             "SELECT o.url, o.payload->>'status' AS status, e.seq FROM callback_outbox o "
-            "JOIN call_event e ON e.id = o.event_id WHERE o.session_id = $1",
+            "JOIN call_event e ON e.id = o.event_id WHERE o.session_id = $1 ORDER BY o.id",
             uuid.UUID(s["id"]),
         )
     finally:
         await conn.close()
     assert [(r["url"], r["status"], r["seq"]) for r in rows] == [
-        ("http://127.0.0.1:9/hook", "canceled", 2)
+        ("http://127.0.0.1:9/hook", "queued", 1),  # the creation, with the row
+        ("http://127.0.0.1:9/hook", "canceled", 2),
     ]

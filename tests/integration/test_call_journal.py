@@ -185,7 +185,8 @@ async def test_an_ivr_call_lands_whole_and_its_events_are_published_after_commit
             "ms_since_prompt": 120,
             "has_option": True,
         }
-        # a callback per status change, carrying the event id PostgreSQL gave the event
+        # a callback per status change (the creation too), carrying the event id
+        # PostgreSQL gave the event
         outbox = await db.fetch(
             "SELECT o.event_id, (o.payload->>'event_id')::bigint AS payload_event, "
             "o.payload->>'status' AS status FROM callback_outbox o "
@@ -193,11 +194,24 @@ async def test_an_ivr_call_lands_whole_and_its_events_are_published_after_commit
             ended.id,
         )
         assert [(r["status"], r["event_id"] == r["payload_event"]) for r in outbox] == [
+            ("queued", True),
             ("connected", True),
             ("completed", True),
         ]
+        # an inbound call's callbacks say who called which number, without a second request
+        bodies = await db.fetch(
+            "SELECT payload FROM callback_outbox WHERE session_id = $1 ORDER BY id", ended.id
+        )
+        for body in bodies:
+            payload = body["payload"]
+            assert (payload["direction"], payload["caller_number"], payload["dialed_number"]) == (
+                "inbound",
+                "5551234",
+                "100",
+            )
+        assert bodies[-1]["payload"]["end_reason"] == "ivr hung up"
         assert [(e.seq, e.id > 0, queued) for e, queued in seen] == [
-            (1, True, False),
+            (1, True, True),
             (2, True, True),
             (3, True, False),
             (4, True, True),

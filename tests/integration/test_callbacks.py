@@ -37,7 +37,7 @@ from engine.store.migrations import default_migrations_dir, migrate
 from engine.store.records import NewSession
 from engine.store.repositories import Store
 from tests.support.callbacks import Received, Receiver
-from tests.support.calls import place_call
+from tests.support.calls import move_call, place_call
 from tests.support.http import socket_api
 from tests.support.net import free_port
 from tests.support.tenants import new_tenant
@@ -153,15 +153,18 @@ async def test_callbacks_arrive_signed_and_in_order(
     async with running_engine(cb_db) as engine, socket_api(engine.settings.api.socket) as api:
         slug, secret = await _callback_tenant(engine, receiver.url)
         sid = await place_call(api, slug, *DRIVE)
-        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == len(DRIVE))
+        # the creation (queued) sends a callback too, then each status change
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == len(DRIVE) + 1)
 
         got = receiver.delivered(sid)
-        assert _seqs(got) == [2, 3, 4, 5, 6]
-        assert [r.json["status"] for r in got] == [s.value for s in DRIVE]
+        assert _seqs(got) == [1, 2, 3, 4, 5, 6]
+        assert [r.json["status"] for r in got] == ["queued", *[s.value for s in DRIVE]]
         assert [r.json["previous_status"] for r in got] == [
+            None,
             "queued",
             *[s.value for s in DRIVE[:-1]],
         ]
+        assert got[0].json["event_type"] == "session.created"
         for r in got:
             # the body is the contract's model, exactly as the model writes it
             assert StatusCallback.model_validate_json(r.body).model_dump(mode="json") == r.json
@@ -184,7 +187,7 @@ async def test_callbacks_arrive_signed_and_in_order(
         await eventually(within=WAIT, check=recorded)
         rows = await _rows(cb_pool, sid)
         assert [(r["seq"], r["state"], r["attempts"], r["last_status"]) for r in rows] == [
-            (seq, "delivered", 1, 200) for seq in (2, 3, 4, 5, 6)
+            (seq, "delivered", 1, 200) for seq in (1, 2, 3, 4, 5, 6)
         ]
         assert all(r["delivered_at"] is not None for r in rows)
         health = engine.health.get("callbacks")
@@ -206,13 +209,14 @@ async def test_a_failing_receiver_is_retried_and_order_holds(
         sid = await place_call(
             api, slug, CallStatus.DIALING_AGENT, CallStatus.AGENT_ANSWERED, CallStatus.CANCELED
         )
-        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 3)
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 4)
 
     mine = [r for r in receiver.requests if r.json["session_id"] == sid]
     assert [(r.json["seq"], r.answered) for r in mine] == [
-        (2, 500),
-        (2, 500),
-        (2, 500),
+        (1, 500),
+        (1, 500),
+        (1, 500),
+        (1, 200),
         (2, 200),
         (3, 200),
         (4, 200),
@@ -220,7 +224,8 @@ async def test_a_failing_receiver_is_retried_and_order_holds(
     assert_in_order_per_session(mine)
     rows = await _rows(cb_pool, sid)
     assert [(r["seq"], r["state"], r["attempts"]) for r in rows] == [
-        (2, "delivered", 4),
+        (1, "delivered", 4),
+        (2, "delivered", 1),
         (3, "delivered", 1),
         (4, "delivered", 1),
     ]
@@ -248,12 +253,12 @@ async def test_an_unreachable_receiver_is_retried_until_it_is_back(
 
         await late.start()
         try:
-            await late.wait_for(lambda _: len(late.delivered(sid)) == 2)
+            await late.wait_for(lambda _: len(late.delivered(sid)) == 3)
         finally:
             await late.stop()
-    assert _seqs(late.requests) == [2, 3]
+    assert _seqs(late.requests) == [1, 2, 3]
     rows = await _rows(cb_pool, sid)
-    assert [r["state"] for r in rows] == ["delivered", "delivered"]
+    assert [r["state"] for r in rows] == ["delivered"] * 3
     assert rows[0]["attempts"] >= 3
 
 
@@ -267,21 +272,23 @@ async def test_exhausted_attempts_make_the_row_dead_and_the_next_one_goes(
     ):
         slug, _ = await _callback_tenant(engine, receiver.url)
         sid = await place_call(api, slug, CallStatus.DIALING_AGENT, CallStatus.CANCELED)
-        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 1)
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 2)
         dead = engine.metrics.registry.get_sample_value(
             "ctc_callback_deliveries_total", {"outcome": "dead"}
         )
         assert dead == 1
 
     assert [(r.json["seq"], r.answered) for r in receiver.requests] == [
-        (2, 500),
-        (2, 500),
-        (2, 500),
+        (1, 500),
+        (1, 500),
+        (1, 500),
+        (2, 200),
         (3, 200),
     ]
     rows = await _rows(cb_pool, sid)
     assert [(r["seq"], r["state"], r["attempts"], r["last_status"]) for r in rows] == [
-        (2, "dead", 3, 500),
+        (1, "dead", 3, 500),
+        (2, "delivered", 1, 200),
         (3, "delivered", 1, 200),
     ]
     assert rows[0]["last_error"] == "HTTP 500: nope"
@@ -302,15 +309,16 @@ async def test_a_callback_the_network_policy_refuses_is_never_sent_and_dead_at_o
 
         async def all_dead() -> bool:
             rows = await _rows(cb_pool, sid)
-            return len(rows) == 2 and all(r["state"] == "dead" for r in rows)
+            return len(rows) == 3 and all(r["state"] == "dead" for r in rows)
 
         await eventually(within=WAIT, check=all_dead)
         dead = engine.metrics.registry.get_sample_value(
             "ctc_callback_deliveries_total", {"outcome": "dead"}
         )
-        assert dead == 2
+        assert dead == 3
     rows = await _rows(cb_pool, sid)
     assert [(r["seq"], r["attempts"], r["last_status"]) for r in rows] == [
+        (1, 1, None),
         (2, 1, None),
         (3, 1, None),
     ]
@@ -332,17 +340,17 @@ async def test_pending_callbacks_survive_an_engine_restart(
         await receiver.wait_for(lambda reqs: sum(r.json["session_id"] == sid for r in reqs) >= 2)
     # stopped with every row still pending
     rows = await _rows(cb_pool, sid)
-    assert [r["state"] for r in rows] == ["pending"] * 3
+    assert [r["state"] for r in rows] == ["pending"] * 4
     tried = rows[0]["attempts"]
     assert tried >= 2
 
     receiver.always_fail = False
     async with running_engine(cb_db):
-        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 3)
-    assert _seqs(receiver.delivered(sid)) == [2, 3, 4]
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 4)
+    assert _seqs(receiver.delivered(sid)) == [1, 2, 3, 4]
     assert_in_order_per_session(receiver.requests)
     rows = await _rows(cb_pool, sid)
-    assert [r["state"] for r in rows] == ["delivered"] * 3
+    assert [r["state"] for r in rows] == ["delivered"] * 4
     assert rows[0]["attempts"] == tried + 1  # counted across the restart
 
 
@@ -478,3 +486,168 @@ async def test_a_secret_no_configured_key_opens_kills_only_its_rows_and_names_th
             assert [r["state"] for r in await _rows(db, good_sid)] == ["delivered"]
     finally:
         await drop_database(url)
+
+
+# -- the integrator's administration: secret rotation, replay, tokens ---------------------------
+
+
+def _signatures(received: Received) -> list[str]:
+    header = received.headers["X-CTC-Signature"]
+    return [p.partition("=")[2] for p in header.split(",") if p.startswith("v1=")]
+
+
+async def test_a_rotated_secret_and_the_previous_one_both_verify_during_the_grace_period(
+    cb_db: str, receiver: Receiver
+) -> None:
+    async with running_engine(cb_db) as engine, socket_api(engine.settings.api.socket) as api:
+        slug = f"cb{uuid.uuid4().hex[:10]}"
+        created = await engine.use_cases.tenants.create(
+            slug, slug, receiver.url, allow_cidrs=LOOPBACK
+        )
+        old = created.callback_secret
+        assert old == await engine.store.tenants.callback_secret(created.tenant.id)
+        sid = await place_call(api, slug, CallStatus.DIALING_AGENT)
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 2)
+        assert all(len(_signatures(r)) == 1 for r in receiver.delivered(sid))
+
+        status, rotated, _ = await api.call(
+            "POST",
+            "/api/v1/tenant/callback-secret",
+            json={"grace_seconds": 3600},
+            headers={"X-CTC-Tenant": slug},
+        )
+        assert status == 200, rotated
+        new = rotated["callback_secret"]
+        assert new != old
+        assert rotated["previous_valid_until"] is not None
+        await move_call(api, slug, sid, CallStatus.AGENT_ANSWERED)
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 3)
+        during = receiver.delivered(sid)[-1]
+        assert len(_signatures(during)) == 2
+        header = during.headers["X-CTC-Signature"]
+        # a receiver that knows either secret accepts it; one that knows neither does not
+        assert verify_signature(new, during.body, header)
+        assert verify_signature(old, during.body, header)
+        assert not verify_signature("not-the-secret", during.body, header)
+
+        # rotating with no grace: only the newest secret signs from now on
+        newest = await engine.use_cases.tenants.rotate_callback_secret(slug, grace_seconds=0)
+        assert newest.previous_valid_until is None
+        await move_call(api, slug, sid, CallStatus.CANCELED)
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 4)
+        after = receiver.delivered(sid)[-1]
+        assert len(_signatures(after)) == 1
+        assert verify_signature(
+            newest.callback_secret, after.body, after.headers["X-CTC-Signature"]
+        )
+        assert not verify_signature(new, after.body, after.headers["X-CTC-Signature"])
+        assert not verify_signature(old, after.body, after.headers["X-CTC-Signature"])
+
+
+async def test_dead_callbacks_are_listed_and_replayed_in_order(
+    cb_db: str, cb_pool: Database, receiver: Receiver
+) -> None:
+    receiver.always_fail = True
+    async with (
+        running_engine(cb_db, max_attempts=2) as engine,
+        socket_api(engine.settings.api.socket) as api,
+    ):
+        slug, secret = await _callback_tenant(engine, receiver.url)
+        headers = {"X-CTC-Tenant": slug}
+        sid = await place_call(api, slug, CallStatus.DIALING_AGENT, CallStatus.CANCELED)
+
+        async def all_dead() -> bool:
+            rows = await _rows(cb_pool, sid)
+            return len(rows) == 3 and all(r["state"] == "dead" for r in rows)
+
+        await eventually(within=WAIT, check=all_dead)
+        status, listed, _ = await api.call(
+            "GET", "/api/v1/callbacks", params={"state": "dead"}, headers=headers
+        )
+        assert status == 200, listed
+        dead = [c for c in listed["items"] if c["session_id"] == sid]
+        assert [c["event_type"] for c in dead] == [  # newest first
+            "status.changed",
+            "status.changed",
+            "session.created",
+        ]
+        assert all(c["attempts"] == 2 and c["last_status"] == 500 for c in dead)
+        # another tenant sees none of them, and cannot replay them
+        other = await new_tenant(engine.store)
+        status, theirs, _ = await api.call(
+            "POST",
+            "/api/v1/callbacks/replay",
+            json={"all_failed": True},
+            headers={"X-CTC-Tenant": other.slug},
+        )
+        assert (status, theirs["items"]) == (200, [])
+
+        receiver.always_fail = False
+        first_two = sorted(c["id"] for c in dead)[:2]
+        status, replayed, _ = await api.call(
+            "POST", "/api/v1/callbacks/replay", json={"ids": first_two}, headers=headers
+        )
+        assert status == 200, replayed
+        assert [c["id"] for c in replayed["items"]] == first_two
+        assert all(c["state"] == "pending" and c["attempts"] == 0 for c in replayed["items"])
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 2)
+        status, replayed, _ = await api.call(
+            "POST", "/api/v1/callbacks/replay", json={"all_failed": True}, headers=headers
+        )
+        assert len(replayed["items"]) == 1
+        await receiver.wait_for(lambda _: len(receiver.delivered(sid)) == 3)
+
+    delivered = receiver.delivered(sid)
+    assert _seqs(delivered) == [1, 2, 3]  # in order, as the first time
+    for r in delivered:  # the same event ids, signed afresh
+        assert r.headers["X-CTC-Event-Id"] == str(r.json["event_id"])
+        assert verify_signature(secret, r.body, r.headers["X-CTC-Signature"])
+    rows = await _rows(cb_pool, sid)
+    assert [(r["state"], r["attempts"]) for r in rows] == [("delivered", 1)] * 3
+
+
+async def test_a_tenant_manages_its_callback_url_and_tokens_over_the_api(
+    cb_db: str, receiver: Receiver
+) -> None:
+    async with running_engine(cb_db) as engine, socket_api(engine.settings.api.socket) as api:
+        slug, _ = await _callback_tenant(engine, receiver.url)
+        headers = {"X-CTC-Tenant": slug}
+        status, body, _ = await api.call(
+            "PATCH", "/api/v1/tenant", json={"callback_url": None}, headers=headers
+        )
+        assert (status, body["callback_url"]) == (200, None)
+        status, body, _ = await api.call(
+            "PATCH",
+            "/api/v1/tenant",
+            json={"callback_url": "http://10.1.2.3/hook"},  # a network it may not reach
+            headers=headers,
+        )
+        assert status == 422, body
+        assert body["error"]["details"][0]["field"] == "callback_url"
+        status, body, _ = await api.call(
+            "PATCH", "/api/v1/tenant", json={"callback_url": receiver.url}, headers=headers
+        )
+        assert (status, body["callback_url"]) == (200, receiver.url)
+
+        status, issued, _ = await api.call(
+            "POST", "/api/v1/tokens", json={"name": "erp-prod"}, headers=headers
+        )
+        assert status == 201, issued
+        assert (await engine.store.tenants.by_token(issued["token"])) is not None
+        status, listed, _ = await api.call("GET", "/api/v1/tokens", headers=headers)
+        assert [(t["id"], t["name"], t["revoked_at"]) for t in listed["items"]] == [
+            (issued["id"], "erp-prod", None)
+        ]
+        assert issued["token"].startswith(listed["items"][0]["prefix"])
+        assert "token" not in listed["items"][0]
+        other = await new_tenant(engine.store)
+        status, _, _ = await api.call(
+            "DELETE", f"/api/v1/tokens/{issued['id']}", headers={"X-CTC-Tenant": other.slug}
+        )
+        assert status == 404  # another tenant's token is not there for it
+        status, revoked, _ = await api.call(
+            "DELETE", f"/api/v1/tokens/{issued['id']}", headers=headers
+        )
+        assert status == 200
+        assert revoked["revoked_at"] is not None
+        assert await engine.store.tenants.by_token(issued["token"]) is None

@@ -65,7 +65,10 @@ async def test_the_tenant_route_names_the_tenant_a_token_acts_for(
     tenant = await new_tenant(api_engine.store, name="Acme Sales")
     token = (await api_engine.store.tenants.issue_token(tenant.slug, "console")).token
     status, body, _ = await tcp_api.call("GET", f"{API}/tenant", headers=bearer_headers(token))
-    assert (status, body) == (200, {"slug": tenant.slug, "name": "Acme Sales"})
+    assert (status, body) == (
+        200,
+        {"slug": tenant.slug, "name": "Acme Sales", "callback_url": None},
+    )
     status, body, _ = await tcp_api.call("GET", f"{API}/tenant")
     assert (status, body["error"]["code"]) == (401, "unauthorized")
 

@@ -229,6 +229,7 @@ async def test_rotate_seals_plaintext_and_moves_old_keys_to_the_primary() -> Non
         resealed = await both.secrets.rotate()
         assert resealed == {
             "tenant.callback_secret": 1,
+            "tenant.previous_callback_secret": 0,
             "voip_provider.credentials": 2,
             "voip_provider.webhook_secret": 1,
         }

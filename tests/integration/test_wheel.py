@@ -34,6 +34,7 @@ _NOT_SOURCE = (
 )
 COMMANDS = (
     "call",
+    "callbacks",
     "calls",
     "config",
     "db",
@@ -192,3 +193,6 @@ async def test_the_wheel_migrates_an_empty_database_and_lists_every_command_with
         assert sorted(p.name for p in installed.iterdir() if p.suffix in {".sql", ".conf"}) == (
             expected
         )
+    # what docs/admin/install.md copies into /etc from a wheel install
+    config = elsewhere / "share/ctc-engine/config"
+    assert sorted(p.name for p in config.iterdir()) == ["ctc-engine.service", "engine.example.yaml"]

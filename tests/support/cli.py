@@ -28,6 +28,7 @@ def cli_environment(db_url: str, workdir: Path) -> dict[str, str]:
         "CTC_CONFIG": str(config),
         "CTC_DATABASE_URL": db_url,
         "CTC_API_SOCKET": str(workdir / "ctc.sock"),
+        "CTC_ENV_FILE": "",  # not this machine's /etc/ctc/engine.env
     }
 
 
