@@ -136,6 +136,13 @@ EVENT_DESCRIPTIONS: Final[Mapping[CallEventType, str]] = {
     CallEventType.IVR_RECORDING_MESSAGE: "The caller's message was recorded. payload: `name`",
     CallEventType.IVR_ENDED: "The IVR call ended: `completed` once answered, else `canceled` "
     "or `failed`. payload: `reason`",
+    CallEventType.QUALITY_LOW_MOS: "A leg's MOS fell below `quality.mos_floor` (once per "
+    "call). payload: `leg`, `channel_id`, `mos`, `mos_floor`, `final`, `jitter_ms`, "
+    "`rtt_ms`, `rx_packets`, `rx_lost_packets`",
+    CallEventType.TRANSCRIPT_COMPLETED: "The call's recording was transcribed (text: `GET "
+    ".../sessions/{id}/transcript`). payload: `backend`, `words`, `audio_ms`, `decode_ms`",
+    CallEventType.TRANSCRIPT_FAILED: "Transcribing the recording gave up after its last "
+    "attempt. payload: `error`, `attempts`",
 }
 
 # The event types that can change a session's status. Callbacks are sent for status
