@@ -13,6 +13,7 @@ non-zero; the API maps each class to a stable error code and HTTP status (503
     ├── ConfigError                 a config file or value is wrong (names file:line: field)
     ├── DomainError                 the pure domain refused something
     │   ├── IllegalTransition       a call status change the state machine forbids
+    │   ├── CallRejected            compliance refused a call (stored rejected, never dialled)
     │   └── InvalidInput            a value (phone number, field) is not acceptable
     ├── StoreError                  PostgreSQL-side failure
     │   ├── DatabaseUnavailable     cannot reach the database
@@ -46,6 +47,7 @@ __all__ = [
     "ApiClientError",
     "AriError",
     "AsteriskError",
+    "CallRejected",
     "CallbackDeliveryError",
     "ClosedResourceError",
     "ConfigError",
@@ -116,6 +118,18 @@ class InvalidInput(DomainError):
         self.field = field
         self.reason = message
         super().__init__(f"{field}: {message}")
+
+
+class CallRejected(DomainError):
+    """Compliance refused a call: it is stored ``rejected`` and was never dialled. ``rule``
+    names the rule (or list) that refused, ``reason`` says why."""
+
+    def __init__(self, session_id: Any, rule: str, rule_type: str, reason: str) -> None:
+        self.session_id = session_id
+        self.rule = rule
+        self.rule_type = rule_type
+        self.reason = reason
+        super().__init__(f"call rejected by {rule}: {reason}")
 
 
 class StoreError(CtcError):

@@ -7,6 +7,11 @@ import dataclasses
 from engine.events import EventBus
 from engine.secrets import Keyring
 from engine.store.activity import ActivityRepository, WebhookRepository
+from engine.store.compliance import (
+    CallerIdProfileRepository,
+    ComplianceRuleRepository,
+    NumberListRepository,
+)
 from engine.store.database import Database
 from engine.store.dtmf import DtmfRepository
 from engine.store.ivr import IvrMenuRepository
@@ -42,6 +47,9 @@ class Store:
     outbox: OutboxRepository
     transfers: TransferRepository
     routing: RoutingRepository
+    number_lists: NumberListRepository  # compliance: blocklist, allowlist, do-not-call
+    compliance_rules: ComplianceRuleRepository
+    caller_ids: CallerIdProfileRepository
     retention: RetentionRepository  # the prune of old rows (engine/app/retention.py)
     secrets: StoredSecrets  # every secret column: what is not yet sealed, rotation
     # live calls owned by this process, written behind (close it before the database)
@@ -71,6 +79,9 @@ class Store:
             outbox=OutboxRepository(db, keyring=keys),
             transfers=TransferRepository(db),
             routing=RoutingRepository(db),
+            number_lists=NumberListRepository(db),
+            compliance_rules=ComplianceRuleRepository(db),
+            caller_ids=CallerIdProfileRepository(db),
             retention=RetentionRepository(db),
             secrets=StoredSecrets(db, keys),
             journal=journal,

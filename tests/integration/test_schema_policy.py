@@ -407,7 +407,7 @@ CASES = [
         "'+14155550123'",
         "'14155550123'",
         "23514",
-        "e164_check",
+        "phone_number_list_number_check",
         id="list-number-not-e164",
     ),
     pytest.param(
@@ -416,7 +416,7 @@ CASES = [
         "'blocklist'",
         "'dnc'",
         "23505",
-        "phone_number_list_tenant_id_list_type_phone_number_key",
+        "phone_number_list_entry_key",
         id="number-listed-twice",
     ),
     pytest.param(
