@@ -179,20 +179,20 @@ CSV_COLUMNS = ("number", "list_type", "is_prefix", "expires_at", "reason")
 
 
 def parse_list_csv(
-    text: str, *, list_type: str | None = None, source: str = "import", where: str = "line"
+    text: str, *, list_type: str | None = None, source: str = "import", where: str = "line "
 ) -> list[NewListEntry]:
     """The entries of a CSV import: a header naming ``number`` and any of ``list_type``,
     ``is_prefix``, ``expires_at`` (ISO 8601 with zone), ``reason``; ``list_type`` given
     here fills rows that have none. A bad row raises :class:`InvalidInput` naming
-    ``<where> N`` (``where`` is e.g. the file name with ``:``) and the column."""
+    ``<where>N`` (``where``: ``"line "``, or a file's name and ``:``) and the column."""
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in reader.fieldnames or ()]
     if "number" not in header:
-        raise InvalidInput(f"{where} 1", "the header must name a 'number' column")
+        raise InvalidInput(f"{where}1", "the header must name a 'number' column")
     unknown = [h for h in header if h not in CSV_COLUMNS]
     if unknown:
         raise InvalidInput(
-            f"{where} 1",
+            f"{where}1",
             f"unknown column(s) {', '.join(unknown)} (known: {', '.join(CSV_COLUMNS)})",
         )
     reader.fieldnames = header
@@ -200,25 +200,25 @@ def parse_list_csv(
     for row in reader:
         line = reader.line_num
         if len(out) >= MAX_IMPORT_ROWS:
-            raise InvalidInput(f"{where} {line}", f"more than {MAX_IMPORT_ROWS} rows")
+            raise InvalidInput(f"{where}{line}", f"more than {MAX_IMPORT_ROWS} rows")
         if None in row:
-            raise InvalidInput(f"{where} {line}", "more fields than the header names")
+            raise InvalidInput(f"{where}{line}", "more fields than the header names")
         cells = {k: (v or "").strip() for k, v in row.items()}
         if not any(cells.values()):
             continue
         kind = cells.get("list_type") or list_type
         if not kind:
-            raise InvalidInput(f"{where} {line}: list_type", "no list (column or --list)")
+            raise InvalidInput(f"{where}{line}: list_type", "no list (column or --list)")
         flag = cells.get("is_prefix", "").lower()
         if flag not in _TRUE | _FALSE:
-            raise InvalidInput(f"{where} {line}: is_prefix", f"not a boolean: {flag!r}")
+            raise InvalidInput(f"{where}{line}: is_prefix", f"not a boolean: {flag!r}")
         expires = None
         if cells.get("expires_at"):
             try:
                 expires = datetime.fromisoformat(cells["expires_at"])
             except ValueError:
                 raise InvalidInput(
-                    f"{where} {line}: expires_at", f"not an ISO 8601 time: {cells['expires_at']!r}"
+                    f"{where}{line}: expires_at", f"not an ISO 8601 time: {cells['expires_at']!r}"
                 ) from None
         new = NewListEntry(
             kind,
@@ -228,7 +228,7 @@ def parse_list_csv(
             reason=cells.get("reason") or None,
             source=source,
         )
-        _entry(new, f"{where} {line}: ")  # validated here, with its line
+        _entry(new, f"{where}{line}: ")  # validated here, with its line
         out.append(new)
     return out
 
@@ -262,7 +262,7 @@ class ComplianceAdmin:
         return stored
 
     async def import_csv(
-        self, tenant: Tenant, text: str, *, list_type: str | None = None, where: str = "line"
+        self, tenant: Tenant, text: str, *, list_type: str | None = None, where: str = "line "
     ) -> list[ListEntry]:
         if list_type is not None:
             _list_type(list_type, "list_type")
@@ -335,6 +335,8 @@ def _enum(kind: type[Any], value: Any, field: str) -> Any:
 def rule_of(fields: Mapping[str, Any]) -> Rule:
     """A rule from a client's fields, checked against what its type needs."""
     rule_type: RuleType = _enum(RuleType, fields.get("rule_type"), "rule_type")
+    if not str(fields.get("name") or "").strip():
+        raise InvalidInput("name", "a rule needs a name")
     start = _time(fields.get("allowed_start"), "allowed_start")
     end = _time(fields.get("allowed_end"), "allowed_end")
     if (start is None) != (end is None):
@@ -384,6 +386,8 @@ def rule_of(fields: Mapping[str, Any]) -> Rule:
 def profile_of(fields: Mapping[str, Any]) -> Profile:
     """A caller-ID profile from a client's fields, numbers normalised to E.164."""
     rotation: Rotation = _enum(Rotation, fields.get("rotation", "fixed"), "rotation")
+    if not str(fields.get("name") or "").strip():
+        raise InvalidInput("name", "a profile needs a name")
     pool = tuple(
         to_e164(str(n), field=f"pool[{i}]") for i, n in enumerate(fields.get("pool") or ())
     )

@@ -18,7 +18,7 @@ import asyncpg
 from engine.domain.caller_id import Profile, Rotation
 from engine.domain.compliance import ListEntry, ListType, Rule, RuleAction, RuleType
 from engine.domain.compliance import number_prefixes as prefixes_of
-from engine.errors import Conflict
+from engine.errors import Conflict, InvalidInput
 from engine.store.database import Database
 
 __all__ = [
@@ -260,7 +260,7 @@ class CallerIdProfileRepository:
                 f"a caller-ID profile named {profile.name!r} (or a second default) exists"
             ) from exc
         except asyncpg.ForeignKeyViolationError as exc:
-            raise Conflict(f"unknown provider {profile.provider_id}") from exc
+            raise InvalidInput("provider_id", f"unknown provider {profile.provider_id}") from exc
         assert row is not None
         return _profile(row)
 

@@ -4,6 +4,7 @@ route on the one table, :data:`engine.api.endpoints.router`."""
 from engine.api.routes import (
     agents,
     calls,
+    compliance,
     controls,
     events,
     ivr_menus,
@@ -17,6 +18,7 @@ from engine.api.routes import (
 __all__ = [
     "agents",
     "calls",
+    "compliance",
     "controls",
     "events",
     "ivr_menus",
