@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, time
@@ -144,10 +145,10 @@ def _list_type(value: str, field: str) -> ListType:
         raise InvalidInput(field, f"unknown list {value!r} (one of {choices})") from None
 
 
-def _prefix(raw: str, field: str) -> str:
+def _prefix(raw: str, field: str, *, longest: int = 15) -> str:
     text = raw.strip().replace(" ", "").replace("-", "")
-    if not (text.startswith("+") and text[1:].isdigit() and 2 <= len(text) <= 16):
-        raise InvalidInput(field, f"a prefix is + and 1-15 digits (e.g. +1800), not {raw!r}")
+    if re.fullmatch(rf"\+[0-9]{{1,{longest}}}", text) is None:
+        raise InvalidInput(field, f"a prefix is + and 1-{longest} digits (e.g. +1800), not {raw!r}")
     if text[1] == "0":
         raise InvalidInput(field, f"a country code never starts with 0: {raw!r}")
     return text
@@ -185,7 +186,16 @@ def parse_list_csv(
     ``is_prefix``, ``expires_at`` (ISO 8601 with zone), ``reason``; ``list_type`` given
     here fills rows that have none. A bad row raises :class:`InvalidInput` naming
     ``<where>N`` (``where``: ``"line "``, or a file's name and ``:``) and the column."""
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # \r\n, \r and \n end a row
+    try:
+        return _csv_rows(reader, list_type, source, where)
+    except csv.Error as exc:
+        raise InvalidInput(f"{where}{reader.line_num}", f"not CSV: {exc}") from None
+
+
+def _csv_rows(
+    reader: csv.DictReader[str], list_type: str | None, source: str, where: str
+) -> list[NewListEntry]:
     header = [h.strip() for h in reader.fieldnames or ()]
     if "number" not in header:
         raise InvalidInput(f"{where}1", "the header must name a 'number' column")
@@ -400,7 +410,7 @@ def profile_of(fields: Mapping[str, Any]) -> Profile:
         rotation=rotation,
         pool=pool,
         priority=int(fields.get("priority", 100)),
-        match_prefix=_prefix(prefix, "match_prefix") if prefix else None,
+        match_prefix=_prefix(prefix, "match_prefix", longest=14) if prefix else None,
         provider_id=fields.get("provider_id"),
         is_default=bool(fields.get("is_default", False)),
         is_active=bool(fields.get("is_active", True)),

@@ -236,12 +236,12 @@ async def test_bad_input_names_the_field(api_engine: Engine, unix_api: Api) -> N
         ),
         ("caller-id-profiles", {"name": "p", "caller_id": SF, "rotation": "round_robin"}, "pool"),
         (
-            "compliance/lists/import",
+            "compliance/list-imports",
             {"csv": f"number,list_type\n{SF},dnc\n+1 555,dnc\n"},
             "line 3: number",
         ),
-        ("compliance/lists/import", {"csv": "phone\n+14155550100\n"}, "line 1"),
-        ("compliance/lists/import", {"csv": f"number\n{SF}\n"}, "line 2: list_type"),
+        ("compliance/list-imports", {"csv": "phone\n+14155550100\n"}, "line 1"),
+        ("compliance/list-imports", {"csv": f"number\n{SF}\n"}, "line 2: list_type"),
     ]
     for path, body, field in cases:
         status, data = await _call(unix_api, t, "POST", f"{API}/{path}", body)
@@ -255,7 +255,7 @@ async def test_bad_input_names_the_field(api_engine: Engine, unix_api: Api) -> N
         "csv": f"number,is_prefix,reason\n{SF},no,asked\n+1800,yes,toll free\n",
         "list_type": "dnc",
     }
-    status, data = await _call(unix_api, t, "POST", f"{API}/compliance/lists/import", ok)
+    status, data = await _call(unix_api, t, "POST", f"{API}/compliance/list-imports", ok)
     assert (status, data) == (201, {"imported": 2})
 
 

@@ -120,7 +120,7 @@ async def add_list_entries(req: ApiRequest) -> web.StreamResponse:
 
 @router.route(
     "POST",
-    f"{LISTS}/import",
+    f"{API}/compliance/list-imports",
     summary="Import list entries from CSV",
     tags=TAGS,
     body=ListImportIn,
