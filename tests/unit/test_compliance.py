@@ -257,3 +257,43 @@ def test_consent_announcement_and_refusal() -> None:
 def test_consent_values(value: object, ok: bool) -> None:
     rule = Rule("c", RuleType.CONSENT_REQUIRED, params={"metadata_key": "k"})
     assert (recording_consent(SF, [rule], {"k": value}).refused is None) == ok
+
+
+# -- consent in the click-to-call steps --------------------------------------------------------
+
+
+def test_a_consent_announcement_plays_before_the_recording_starts() -> None:
+    from engine.domain.call import CallStatus
+    from engine.domain.click_to_call import (
+        Answered,
+        ConsentPlayed,
+        Leg,
+        Note,
+        PlayConsent,
+        StartRecording,
+        decide,
+    )
+
+    answered = decide(
+        CallStatus.DIALING_CUSTOMER, Answered(Leg.CUSTOMER), record=True, announce="sound:x"
+    )
+    assert PlayConsent("sound:x") in answered.steps
+    assert not any(isinstance(s, StartRecording) for s in answered.steps)
+    played = decide(CallStatus.CONNECTED, ConsentPlayed("sound:x"), record=True)
+    assert [type(s) for s in played.steps] == [Note, StartRecording]
+    # the call ended during the announcement, or a recording already runs: nothing
+    assert decide(CallStatus.COMPLETED, ConsentPlayed(), record=True).steps == ()
+    running = decide(CallStatus.CONNECTED, ConsentPlayed(), record=True, recording_open=True)
+    assert running.steps == ()
+    # consent required and absent: bridged, never recorded
+    refused = decide(
+        CallStatus.DIALING_CUSTOMER,
+        Answered(Leg.CUSTOMER),
+        record=True,
+        recording_refused={"rule": "consent", "reason": "no consent"},
+    )
+    kinds = [type(s).__name__ for s in refused.steps]
+    assert kinds == ["BridgeLegs", "SetStatus", "Note"]
+    # without a consent rule the recording starts at once, as before
+    plain = decide(CallStatus.DIALING_CUSTOMER, Answered(Leg.CUSTOMER), record=True)
+    assert isinstance(plain.steps[-1], StartRecording)
