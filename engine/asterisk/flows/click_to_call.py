@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from engine.asterisk.flows.dialing import asserted_identity_variables, dial_string
+from engine.asterisk.flows.dialing import dial_string
 from engine.asterisk.flows.transfers import TransferRunner
 from engine.asterisk.links.ari import AriClient, AriConflict, AriNotFound
 from engine.asterisk.links.ari_router import AriEvent, AriEventRouter
@@ -608,7 +608,6 @@ class ClickToCall(Lifecycle):
         caller_id: str | None
         if session.agent_number is None or session.customer_number is None:
             raise AriError(f"session {session.id} has no number to dial for the {leg.value}")
-        asserted: dict[str, str] = {}
         if leg is Leg.AGENT:
             # an agent given as an E.164 number is an outside line: dial it like a customer
             endpoint = dial_string(self._settings, session.agent_number)
@@ -617,10 +616,11 @@ class ClickToCall(Lifecycle):
             ring = self._settings.agent_ring_timeout
         else:
             endpoint = dial_string(self._settings, session.customer_number, outside_line=True)
-            # the caller ID chosen at initiate (compliance's CallerIdChooser) or asked for
+            # the caller ID chosen at initiate (compliance's CallerIdChooser) or asked for:
+            # the INVITE's From, and its P-Asserted-Identity where the trunk endpoint has
+            # send_pai = yes (dialplan/pjsip.conf)
             caller_id = session.caller_id or self._settings.default_caller_id
             ring = self._settings.customer_ring_timeout
-            asserted = asserted_identity_variables(endpoint, caller_id)
         try:
             await self._ari.originate(
                 endpoint,
@@ -628,11 +628,7 @@ class ClickToCall(Lifecycle):
                 app_args=leg_stasis_args(session.id, leg),
                 caller_id=caller_id,
                 ring_timeout=ring,
-                variables={
-                    **leg_channel_variables(session.id, leg),
-                    **self._leg_variables,
-                    **asserted,
-                },
+                variables={**leg_channel_variables(session.id, leg), **self._leg_variables},
             )
         except AriConflict:
             # the leg's channel exists: dialed by an engine that stopped before its status
