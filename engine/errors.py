@@ -121,11 +121,21 @@ class InvalidInput(DomainError):
 
 
 class CallRejected(DomainError):
-    """Compliance refused a call: it is stored ``rejected`` and was never dialled. ``rule``
-    names the rule (or list) that refused, ``reason`` says why."""
+    """Compliance refused to dial a number: a new call is stored ``rejected`` and was never
+    dialled, a transfer is not made. ``rule`` names the rule (or list) that refused,
+    ``reason`` says why, ``field`` the request field that held the number."""
 
-    def __init__(self, session_id: Any, rule: str, rule_type: str, reason: str) -> None:
+    def __init__(
+        self,
+        session_id: Any,
+        rule: str,
+        rule_type: str,
+        reason: str,
+        *,
+        field: str = "customer_number",
+    ) -> None:
         self.session_id = session_id
+        self.field = field
         self.rule = rule
         self.rule_type = rule_type
         self.reason = reason

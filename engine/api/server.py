@@ -89,7 +89,7 @@ def _translate(exc: BaseException) -> web.Response:
             return _error(422, "validation_error", "invalid input", validation_details(exc))
         case CallRejected():
             refused = {
-                "field": "customer_number",
+                "field": exc.field,
                 "message": exc.reason,
                 "rule": exc.rule,
                 "rule_type": exc.rule_type,

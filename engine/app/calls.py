@@ -285,10 +285,20 @@ class CallService:
         leg: Leg = Leg.AGENT,
     ) -> StoredTransfer:
         """Transfer a connected call's ``leg`` (Conflict unless connected, InvalidInput for
-        an unknown target, FeatureUnavailable without ARI)."""
+        an unknown target, FeatureUnavailable without ARI). A target that is a phone number
+        is an outbound leg: compliance refusing it is :class:`CallRejected` (field
+        ``target``), and the call goes on untransferred."""
         session = await self._store.sessions.get(tenant.id, session_id)
         if session.status is not CallStatus.CONNECTED:
             raise Conflict(f"session {session_id} is {session.status.value}, not connected")
+        if target.strip().startswith("+"):
+            number = to_e164(target, field="target")
+            refusal = (await self._policy.check(tenant, number)).refusal
+            if refusal is not None:
+                log.info("call.transfer_rejected", call_id=str(session_id), rule=refusal.rule)
+                raise CallRejected(
+                    session_id, refusal.rule, refusal.rule_type, refusal.reason, field="target"
+                )
         transfer = await self._require_dialer().transfer(session, kind, target, leg)
         log.info(
             "call.transfer",

@@ -12,7 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from engine.daemon import Engine
-from tests.support.calls import initiate_body
+from tests.support.calls import CONNECT, initiate_body, place_call
 from tests.support.cli import run_ctc
 from tests.support.http import Api
 from tests.support.tenants import new_tenant, tenant_headers
@@ -321,3 +321,24 @@ async def test_cli_manages_every_rule_set(
     assert SF in out
     code, out, err = await run_ctc("caller-id", "list", "--tenant", t, env=cli_env)
     assert "main fixed +12125550199" in out
+
+
+async def test_a_transfer_to_a_refused_number_is_not_made(
+    api_engine: Engine, unix_api: Api
+) -> None:
+    t = await _tenant(api_engine)
+    session_id = await place_call(unix_api, t, *CONNECT)
+    entries = {"entries": [{"list_type": "blocklist", "number": "+12125550100"}]}
+    assert (await _call(unix_api, t, "POST", f"{API}/compliance/lists", entries))[0] == 201
+    status, data = await _call(
+        unix_api,
+        t,
+        "POST",
+        f"{C2C}/sessions/{session_id}/transfer",
+        {"type": "blind", "target": "+12125550100"},
+    )
+    assert status == 403, data
+    assert data["error"]["details"][0]["field"] == "target"
+    assert data["error"]["details"][0]["rule"] == "blocklist"
+    status, session = await _call(unix_api, t, "GET", f"{C2C}/sessions/{session_id}")
+    assert session["status"] == "connected"
