@@ -27,7 +27,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-MIGRATIONS = [ROOT / "sql" / "0001_init.sql", ROOT / "sql" / "0002_call_policy.sql"]
+# 0011 reshapes phone_number_list (prefix entries) and caller_id_profile (daily cap)
+MIGRATIONS = [
+    ROOT / "sql" / "0001_init.sql",
+    ROOT / "sql" / "0002_call_policy.sql",
+    ROOT / "sql" / "0011_compliance.sql",
+]
 SERVER = ["-h", "127.0.0.1", "-p", "5432", "-U", "postgres"]
 
 INFRA_TABLES = {"tenant", "api_token", "call_event", "callback_outbox"}

@@ -35,6 +35,8 @@ _NOT_SOURCE = (
 COMMANDS = (
     "call",
     "calls",
+    "caller-id",
+    "compliance",
     "config",
     "db",
     "demo",
