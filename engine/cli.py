@@ -637,6 +637,284 @@ def ivr_export(ctx: _Context, names: tuple[str, ...], tenant_slug: str) -> None:
     click.echo(dump_menus(selected), nl=False)
 
 
+# -- compliance and caller ID ------------------------------------------------------------------
+
+
+@cli.group()
+def compliance() -> None:
+    """Number lists (blocklist, allowlist, dnc, vip), compliance rules, the pre-dial check."""
+
+
+_TENANT_OPTION = click.option("--tenant", "tenant_slug", default="default", show_default=True)
+_LISTS = click.Choice(["dnc", "blocklist", "allowlist", "vip"])
+
+
+def _tenant_work(ctx: _Context, tenant_slug: str, work: Any) -> Any:
+    async def run(app: UseCases) -> Any:
+        return await work(app, await app.tenants.by_slug(tenant_slug))
+
+    return _run(_with_use_cases(ctx.settings, run))
+
+
+def _echo_entry(entry: Any) -> None:
+    number = f"{entry.number}*" if entry.is_prefix else entry.number
+    expires = f" until {entry.expires_at.isoformat()}" if entry.expires_at else ""
+    reason = f" ({entry.reason})" if entry.reason else ""
+    click.echo(f"{entry.id} {entry.list_type.value} {number}{expires}{reason}")
+
+
+@compliance.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--list", "list_type", type=_LISTS, default=None, help="For rows without list_type.")
+@_TENANT_OPTION
+@pass_ctx
+def compliance_import(ctx: _Context, file: str, list_type: str | None, tenant_slug: str) -> None:
+    """Import list entries from CSV FILE (header: number and any of list_type, is_prefix,
+    expires_at, reason): all or none; a bad row names FILE:line."""
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.FileError(file, str(exc)) from None
+    stored = _tenant_work(
+        ctx,
+        tenant_slug,
+        lambda app, t: app.compliance.import_csv(t, text, list_type=list_type, where=f"{file}:"),
+    )
+    click.echo(f"imported {len(stored)} entries into tenant {tenant_slug}")
+
+
+@compliance.command("add")
+@click.argument("number")
+@click.option("--list", "list_type", type=_LISTS, required=True)
+@click.option("--prefix", is_flag=True, help="NUMBER is a prefix (+1800): every number under it.")
+@click.option("--expires", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z"]))
+@click.option("--reason", default=None)
+@_TENANT_OPTION
+@pass_ctx
+def compliance_add(
+    ctx: _Context,
+    number: str,
+    list_type: str,
+    prefix: bool,
+    expires: datetime | None,
+    reason: str | None,
+    tenant_slug: str,
+) -> None:
+    """Put NUMBER (or a prefix) on a list."""
+    from engine.app.compliance import NewListEntry
+
+    new = NewListEntry(list_type, number, prefix, expires, reason, source="cli")
+    for entry in _tenant_work(
+        ctx, tenant_slug, lambda app, t: app.compliance.add_entries(t, [new])
+    ):
+        _echo_entry(entry)
+
+
+@compliance.command("list")
+@click.option("--list", "list_type", type=_LISTS, default=None)
+@click.option("--number", default=None, help="Only the entries covering this number.")
+@_TENANT_OPTION
+@pass_ctx
+def compliance_list(
+    ctx: _Context, list_type: str | None, number: str | None, tenant_slug: str
+) -> None:
+    """The tenant's list entries, newest first (a prefix entry ends with *)."""
+    found = _tenant_work(
+        ctx, tenant_slug, lambda app, t: app.compliance.entries(t, list_type, number)
+    )
+    for entry in found:
+        _echo_entry(entry)
+
+
+@compliance.command("remove")
+@click.argument("entry_id", type=click.UUID)
+@_TENANT_OPTION
+@pass_ctx
+def compliance_remove(ctx: _Context, entry_id: Any, tenant_slug: str) -> None:
+    """Remove list entry ENTRY_ID."""
+    _tenant_work(ctx, tenant_slug, lambda app, t: app.compliance.remove_entry(t, entry_id))
+    click.echo(f"removed {entry_id}")
+
+
+def _echo_rule(rule: Any) -> None:
+    state = "active" if rule.is_active else "inactive"
+    window = ""
+    if rule.allowed_start is not None:
+        window = f" {rule.allowed_start:%H:%M}-{rule.allowed_end:%H:%M}"
+    click.echo(
+        f"{rule.id} {rule.name} {rule.rule_type.value} {rule.action.value} "
+        f"priority {rule.priority} {state}{window}"
+    )
+
+
+@compliance.command("rule-add")
+@click.argument("name")
+@click.option(
+    "--type",
+    "rule_type",
+    required=True,
+    type=click.Choice(
+        ["calling_hours", "dnc_check", "max_attempts", "consent_required", "country_block"]
+    ),
+)
+@click.option("--start", default=None, help="calling_hours: HH:MM, the callee's local time.")
+@click.option("--end", default=None, help="calling_hours: HH:MM (before --start: past midnight).")
+@click.option("--days", default=None, help="ISO weekdays, e.g. 1,2,3,4,5 (1 = Monday).")
+@click.option("--timezone", default=None, help="IANA zone (default: the callee number's).")
+@click.option("--country", default=None, help="ISO country the rule applies to.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=None)
+@click.option("--action", type=click.Choice(["reject", "warn"]), default="reject")
+@click.option("--priority", type=click.IntRange(min=0), default=100)
+@click.option("--params", default=None, help='JSON object, e.g. {"lists": ["dnc"]}.')
+@_TENANT_OPTION
+@pass_ctx
+def compliance_rule_add(
+    ctx: _Context,
+    name: str,
+    rule_type: str,
+    start: str | None,
+    end: str | None,
+    days: str | None,
+    timezone: str | None,
+    country: str | None,
+    max_attempts: int | None,
+    action: str,
+    priority: int,
+    params: str | None,
+    tenant_slug: str,
+) -> None:
+    """Add compliance rule NAME."""
+    try:
+        day_list = [int(d) for d in days.split(",")] if days else None
+    except ValueError:
+        raise click.BadParameter("comma-separated numbers 1-7", param_hint="--days") from None
+    if day_list is not None and not all(1 <= d <= 7 for d in day_list):
+        raise click.BadParameter("ISO weekdays are 1-7", param_hint="--days")
+    try:
+        param_map = json.loads(params) if params else {}
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--params") from None
+    if not isinstance(param_map, dict):
+        raise click.BadParameter("a JSON object", param_hint="--params")
+    fields = {
+        "name": name,
+        "rule_type": rule_type,
+        "allowed_start": start,
+        "allowed_end": end,
+        "allowed_days": day_list,
+        "timezone": timezone,
+        "country_code": country,
+        "max_attempts_per_day": max_attempts,
+        "action": action,
+        "priority": priority,
+        "params": param_map,
+    }
+    _echo_rule(_tenant_work(ctx, tenant_slug, lambda app, t: app.compliance.create_rule(t, fields)))
+
+
+@compliance.command("rules")
+@_TENANT_OPTION
+@pass_ctx
+def compliance_rules(ctx: _Context, tenant_slug: str) -> None:
+    """The tenant's compliance rules in evaluation order."""
+    for rule in _tenant_work(ctx, tenant_slug, lambda app, t: app.compliance.rules(t)):
+        _echo_rule(rule)
+
+
+@compliance.command("rule-active")
+@click.argument("rule_id", type=click.UUID)
+@click.option("--on/--off", "active", required=True)
+@_TENANT_OPTION
+@pass_ctx
+def compliance_rule_active(ctx: _Context, rule_id: Any, active: bool, tenant_slug: str) -> None:
+    """Activate or deactivate rule RULE_ID (rules are never deleted)."""
+    _echo_rule(
+        _tenant_work(
+            ctx, tenant_slug, lambda app, t: app.compliance.set_rule_active(t, rule_id, active)
+        )
+    )
+
+
+@compliance.command("check")
+@click.argument("number")
+@_TENANT_OPTION
+@pass_ctx
+def compliance_check(ctx: _Context, number: str, tenant_slug: str) -> None:
+    """What the pre-dial check says about NUMBER now, and the caller ID it would present."""
+    normal, verdict, choice = _tenant_work(
+        ctx, tenant_slug, lambda app, t: app.compliance.explain(t, number)
+    )
+    if verdict.refusal is None:
+        click.echo(f"{normal}: allowed")
+    else:
+        click.echo(f"{normal}: rejected by {verdict.refusal.rule}: {verdict.refusal.reason}")
+    for warning in verdict.warnings:
+        click.echo(f"warning from {warning.rule}: {warning.reason}")
+    if choice is not None:
+        click.echo(f"caller ID {choice.number} (profile {choice.profile}: {choice.reason})")
+
+
+@cli.group("caller-id")
+def caller_id_group() -> None:
+    """Caller-ID profiles: fixed, round-robin or local-presence pools with daily caps."""
+
+
+def _echo_profile(p: Any) -> None:
+    pool = f" pool {','.join(p.pool)}" if p.pool else ""
+    state = "active" if p.is_active else "inactive"
+    click.echo(f"{p.id} {p.name} {p.rotation.value} {p.caller_id}{pool} {state}")
+
+
+@caller_id_group.command("add")
+@click.argument("name")
+@click.option("--caller-id", required=True, help="Presented for fixed, and when the pool has none.")
+@click.option(
+    "--rotation", type=click.Choice(["fixed", "round_robin", "local_presence"]), default="fixed"
+)
+@click.option("--pool", multiple=True, help="A number of the pool; repeat for several.")
+@click.option("--match-prefix", default=None, help="Only for callee numbers starting with it.")
+@click.option("--priority", type=click.IntRange(min=0), default=100)
+@click.option("--default", "is_default", is_flag=True, help="The tenant's default profile.")
+@click.option("--daily-cap", type=click.IntRange(min=1), default=None)
+@_TENANT_OPTION
+@pass_ctx
+def caller_id_add(
+    ctx: _Context,
+    name: str,
+    caller_id: str,
+    rotation: str,
+    pool: tuple[str, ...],
+    match_prefix: str | None,
+    priority: int,
+    is_default: bool,
+    daily_cap: int | None,
+    tenant_slug: str,
+) -> None:
+    """Add caller-ID profile NAME."""
+    fields = {
+        "name": name,
+        "caller_id": caller_id,
+        "rotation": rotation,
+        "pool": list(pool),
+        "match_prefix": match_prefix,
+        "priority": priority,
+        "is_default": is_default,
+        "daily_cap": daily_cap,
+    }
+    _echo_profile(
+        _tenant_work(ctx, tenant_slug, lambda app, t: app.compliance.create_profile(t, fields))
+    )
+
+
+@caller_id_group.command("list")
+@_TENANT_OPTION
+@pass_ctx
+def caller_id_list(ctx: _Context, tenant_slug: str) -> None:
+    """The tenant's caller-ID profiles."""
+    for profile in _tenant_work(ctx, tenant_slug, lambda app, t: app.compliance.profiles(t)):
+        _echo_profile(profile)
+
+
 # -- API clients -------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ non-zero; the API maps each class to a stable error code and HTTP status (503
     ├── ConfigError                 a config file or value is wrong (names file:line: field)
     ├── DomainError                 the pure domain refused something
     │   ├── IllegalTransition       a call status change the state machine forbids
+    │   ├── CallRejected            compliance refused a call (stored rejected, never dialled)
     │   └── InvalidInput            a value (phone number, field) is not acceptable
     ├── StoreError                  PostgreSQL-side failure
     │   ├── DatabaseUnavailable     cannot reach the database
@@ -48,6 +49,7 @@ __all__ = [
     "ApiClientError",
     "AriError",
     "AsteriskError",
+    "CallRejected",
     "CallbackDeliveryError",
     "ClosedResourceError",
     "ConfigError",
@@ -119,6 +121,28 @@ class InvalidInput(DomainError):
         self.field = field
         self.reason = message
         super().__init__(f"{field}: {message}")
+
+
+class CallRejected(DomainError):
+    """Compliance refused to dial a number: a new call is stored ``rejected`` and was never
+    dialled, a transfer is not made. ``rule`` names the rule (or list) that refused,
+    ``reason`` says why, ``field`` the request field that held the number."""
+
+    def __init__(
+        self,
+        session_id: Any,
+        rule: str,
+        rule_type: str,
+        reason: str,
+        *,
+        field: str = "customer_number",
+    ) -> None:
+        self.session_id = session_id
+        self.field = field
+        self.rule = rule
+        self.rule_type = rule_type
+        self.reason = reason
+        super().__init__(f"call rejected by {rule}: {reason}")
 
 
 class StoreError(CtcError):

@@ -45,6 +45,7 @@ from engine.api.unix_socket import bind_unix_socket
 from engine.domain.text import text_problem
 from engine.errors import (
     AsteriskError,
+    CallRejected,
     ClosedResourceError,
     Conflict,
     CtcError,
@@ -86,6 +87,15 @@ def _translate(exc: BaseException) -> web.Response:
             return _error(422, "validation_error", str(exc), details)
         case ValidationError():
             return _error(422, "validation_error", "invalid input", validation_details(exc))
+        case CallRejected():
+            refused = {
+                "field": exc.field,
+                "message": exc.reason,
+                "rule": exc.rule,
+                "rule_type": exc.rule_type,
+                "session_id": str(exc.session_id),
+            }
+            return _error(403, "call_rejected", str(exc), [refused])
         case NotFound():
             return _error(404, "not_found", str(exc))
         case IllegalTransition():

@@ -15,20 +15,23 @@ import dataclasses
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import structlog
 
+from engine.app.compliance import CallerIdChooser, OutboundPolicy
 from engine.app.ports import Dialer
 from engine.domain.call import CallStatus
+from engine.domain.caller_id import CallerIdChoice
 from engine.domain.click_to_call import Leg
+from engine.domain.compliance import Finding
 from engine.domain.event_types import CallEventType
 from engine.domain.netpolicy import check_url
 from engine.domain.phone import to_e164
 from engine.domain.transfer import TransferType
-from engine.errors import Conflict, FeatureUnavailable, InvalidInput, NotFound
+from engine.errors import CallRejected, Conflict, FeatureUnavailable, InvalidInput, NotFound
 from engine.store.records import (
     CallEvent,
     NewSession,
@@ -85,10 +88,20 @@ class SessionDetail:
         return not self.events or self.events[0].seq != 1
 
 
+def _rejecting_rule(events: Sequence[CallEvent]) -> tuple[str, str]:
+    """(rule, rule_type) of a rejected session, from its ``session.rejected`` event."""
+    for event in events:
+        if event.event_type == CallEventType.SESSION_REJECTED:
+            return str(event.payload.get("rule", "")), str(event.payload.get("rule_type", ""))
+    return "", ""
+
+
 class CallService:
     def __init__(self, store: Store, dialer: Dialer | None = None) -> None:
         self._store = store
         self._dialer = dialer
+        self._policy = OutboundPolicy(store)
+        self._caller_ids = CallerIdChooser(store)
 
     async def initiate(
         self, tenant: Tenant, request: InitiateCall, *, idempotency_key: str | None = None
@@ -123,6 +136,12 @@ class CallService:
         else:
             default = await self._store.providers.default(tenant.id)
             provider_id = default.id if default is not None else None
+        # compliance before anything is dialled; the caller ID of the customer leg
+        verdict = await self._policy.check(tenant, customer)
+        choice = None
+        if verdict.allowed and caller_id is None:
+            choice = await self._caller_ids.choose(tenant, customer, provider_id=provider_id)
+            caller_id = choice.number if choice is not None else None
         new = NewSession(
             tenant_id=tenant.id,
             agent_number=agent,
@@ -138,12 +157,19 @@ class CallService:
             if idempotency_key
             else None,
         )
-        if self._dialer is not None:
+        if self._dialer is not None and verdict.allowed:
             # its facts are written behind: no row is stored for a call the journal refuses
             self._store.journal.require_room()
         session, created = await self._store.sessions.create(
             new, tenant_callback_url=tenant.callback_url
         )
+        if created:
+            session = await self._screened(session, verdict.refusal, verdict.warnings, choice)
+        if session.status is CallStatus.REJECTED:
+            refused = session.end_reason or "rejected"
+            rule = _rejecting_rule(await self._store.sessions.events(tenant.id, session.id))
+            log.info("call.rejected", call_id=str(session.id), tenant_id=str(tenant.id))
+            raise CallRejected(session.id, rule[0], rule[1], refused)
         if created and self._dialer is not None:
             # the dialer's facts for it are written behind until it releases the call
             self._store.sessions.adopt(session, tenant_callback_url=tenant.callback_url)
@@ -154,6 +180,36 @@ class CallService:
             tenant_id=str(tenant.id),
         )
         return session, created
+
+    async def _screened(
+        self,
+        session: StoredSession,
+        refusal: Finding | None,
+        warnings: Sequence[Finding],
+        choice: CallerIdChoice | None,
+    ) -> StoredSession:
+        """Record on a new session what the pre-dial check said: rejected (never dialled),
+        or its warnings and the caller ID chosen."""
+        tid, sid = session.tenant_id, session.id
+        if refusal is not None:
+            session, _ = await self._store.sessions.transition(
+                tid,
+                sid,
+                CallStatus.REJECTED,
+                event_type=CallEventType.SESSION_REJECTED,
+                payload=refusal.as_payload(),
+                changes={"end_reason": refusal.reason[:500]},
+            )
+            return session
+        for warning in warnings:
+            session, _ = await self._store.sessions.append_event(
+                tid, sid, CallEventType.COMPLIANCE_WARNING, payload=warning.as_payload()
+            )
+        if choice is not None:
+            session, _ = await self._store.sessions.append_event(
+                tid, sid, CallEventType.CALLER_ID_CHOSEN, payload=choice.as_payload()
+            )
+        return session
 
     async def set_status(
         self,
@@ -231,10 +287,20 @@ class CallService:
         leg: Leg = Leg.AGENT,
     ) -> StoredTransfer:
         """Transfer a connected call's ``leg`` (Conflict unless connected, InvalidInput for
-        an unknown target, FeatureUnavailable without ARI)."""
+        an unknown target, FeatureUnavailable without ARI). A target that is a phone number
+        is an outbound leg: compliance refusing it is :class:`CallRejected` (field
+        ``target``), and the call goes on untransferred."""
         session = await self._store.sessions.get(tenant.id, session_id)
         if session.status is not CallStatus.CONNECTED:
             raise Conflict(f"session {session_id} is {session.status.value}, not connected")
+        if target.strip().startswith("+"):
+            number = to_e164(target, field="target")
+            refusal = (await self._policy.check(tenant, number)).refusal
+            if refusal is not None:
+                log.info("call.transfer_rejected", call_id=str(session_id), rule=refusal.rule)
+                raise CallRejected(
+                    session_id, refusal.rule, refusal.rule_type, refusal.reason, field="target"
+                )
         transfer = await self._require_dialer().transfer(session, kind, target, leg)
         log.info(
             "call.transfer",

@@ -10,6 +10,7 @@ from engine.app.agents import AgentActivityService
 from engine.app.call_activity import CallActivityService
 from engine.app.callbacks import CallbackService
 from engine.app.calls import CallService
+from engine.app.compliance import ComplianceAdmin
 from engine.app.controls import CallControlService
 from engine.app.event_stream import EventStream
 from engine.app.ivr_menus import IvrMenuService
@@ -30,6 +31,7 @@ __all__ = ["UseCases"]
 class UseCases:
     tenants: TenantService
     calls: CallService
+    compliance: ComplianceAdmin  # number lists, compliance rules, caller-ID profiles
     call_activity: CallActivityService  # the console's plots
     recordings: RecordingDownloads
     controls: CallControlService
@@ -61,6 +63,7 @@ class UseCases:
         return cls(
             tenants=TenantService(store),
             calls=CallService(store, dialer=dialer),
+            compliance=ComplianceAdmin(store),
             call_activity=CallActivityService(store),
             recordings=RecordingDownloads(store, recording_dir),
             controls=CallControlService(store, controls),

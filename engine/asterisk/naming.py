@@ -12,6 +12,8 @@ What we name (``<session>`` and ``<transfer>`` are UUIDs, ``<leg>`` ``agent|cust
 - ``c2c-<session>``: the call's mixing bridge, and the name of its recording;
 - ``c2c-<session>-consult-<transfer>``: an attended transfer's consult bridge;
 - ``c2c-<session>-<leg>-ringback``: the ringback played to a leg (a playback);
+- ``c2c-<session>-consent``: the recording-consent announcement played on the call's
+  bridge, to both parties, before its recording starts (a playback);
 - ``ivr-<session>``: the bridge of an IVR call transferred over ARI;
 - ``ivr-<session>-target-<n>``: the n-th target channel an ARI IVR call rang;
 - ``ivr-message-<call>-<tag>``: a message an IVR caller left (a recording);
@@ -50,6 +52,7 @@ __all__ = [
     "IvrStasisArgs",
     "ParsedId",
     "call_bridge_id",
+    "consent_playback_id",
     "consult_bridge_id",
     "current_leg_channel",
     "ivr_bridge_id",
@@ -68,6 +71,7 @@ __all__ = [
     "ringback_playback_id",
     "session_of_bridge",
     "session_of_channel",
+    "session_of_consent_playback",
     "session_of_recording",
     "target_channel_id",
     "target_channel_variables",
@@ -78,6 +82,7 @@ _CALL = "c2c-"
 _IVR = "ivr-"
 _TARGET = "-target-"
 _CONSULT = "-consult-"
+_CONSENT = "-consent"
 _UUID_LENGTH = 36  # str(uuid.UUID(...))
 
 # Stasis app arguments (the first one says which flow the channel belongs to)
@@ -96,6 +101,7 @@ class IdKind(enum.Enum):
     CONSULT_BRIDGE = "consult bridge"
     IVR_BRIDGE = "IVR bridge"
     IVR_TARGET_CHANNEL = "IVR target channel"
+    CONSENT_PLAYBACK = "consent announcement"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -135,6 +141,10 @@ def consult_bridge_id(session_id: uuid.UUID, transfer_id: uuid.UUID) -> str:
 
 def ringback_playback_id(session_id: uuid.UUID, leg: Leg) -> str:
     return f"{leg_channel_id(session_id, leg)}-ringback"
+
+
+def consent_playback_id(session_id: uuid.UUID) -> str:
+    return f"{_CALL}{session_id}{_CONSENT}"
 
 
 def ivr_bridge_id(session_id: uuid.UUID) -> str:
@@ -243,6 +253,8 @@ def parse_id(value: str) -> ParsedId | None:
         return None
     if not suffix:
         return ParsedId(IdKind.CALL_BRIDGE, session_id)
+    if suffix == _CONSENT:
+        return ParsedId(IdKind.CONSENT_PLAYBACK, session_id)
     for leg in Leg:
         if suffix == f"-{leg.value}":
             return ParsedId(IdKind.LEG_CHANNEL, session_id, leg=leg)
@@ -288,6 +300,12 @@ def session_of_bridge(value: str) -> uuid.UUID | None:
     """The click-to-call a bridge of ours belongs to (its call bridge or a transfer's
     consult bridge); None for bridges that are not a click-to-call's."""
     return _session_if(value, IdKind.CALL_BRIDGE, IdKind.CONSULT_BRIDGE)
+
+
+def session_of_consent_playback(value: str) -> uuid.UUID | None:
+    """The click-to-call whose consent announcement ``value`` is; None for any other
+    playback."""
+    return _session_if(value, IdKind.CONSENT_PLAYBACK)
 
 
 def session_of_recording(value: str) -> uuid.UUID | None:

@@ -2,7 +2,9 @@
 
 The flow: ring the agent; when the agent answers, play ringback to them and ring the
 customer; when the customer answers, bridge both and (if the tenant wants it) record the
-bridge. Either side hanging up hangs up the other. The adapters (ARI) report facts and
+bridge (where a consent rule applies, the consent announcement plays to both first and
+the recording starts once it finished; where consent is required and absent, the call is
+not recorded). Either side hanging up hangs up the other. The adapters (ARI) report facts and
 carry out the commands; this module only decides, so every branch is unit-testable.
 
 Legs are named by role (``agent``/``customer``); the adapter derives channel, bridge and
@@ -25,6 +27,7 @@ __all__ = [
     "Answered",
     "BridgeLegs",
     "Command",
+    "ConsentPlayed",
     "Decision",
     "DestroyBridge",
     "EndRequested",
@@ -34,6 +37,7 @@ __all__ = [
     "LegEnded",
     "Note",
     "Originate",
+    "PlayConsent",
     "PlayRingback",
     "RecordingFinished",
     "Resume",
@@ -126,7 +130,23 @@ class RecordingFinished:
     estimated: bool = False
 
 
-Fact = Start | StartExpired | Resume | Answered | LegEnded | EndRequested | RecordingFinished
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConsentPlayed:
+    """The recording-consent announcement on the call's bridge finished."""
+
+    media: str | None = None
+
+
+Fact = (
+    Start
+    | StartExpired
+    | Resume
+    | Answered
+    | LegEnded
+    | EndRequested
+    | RecordingFinished
+    | ConsentPlayed
+)
 
 
 def restart_queued(age: timedelta, deadline: timedelta) -> Start | StartExpired:
@@ -169,6 +189,14 @@ class BridgeLegs:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PlayConsent:
+    """Play the recording-consent announcement ``media`` on the call's bridge (both
+    parties hear it); the recording starts when it finished (:class:`ConsentPlayed`)."""
+
+    media: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class StartRecording:
     pass
 
@@ -203,6 +231,7 @@ Command = (
     SetStatus
     | Originate
     | PlayRingback
+    | PlayConsent
     | BridgeLegs
     | StartRecording
     | StopRecording
@@ -266,12 +295,33 @@ def _recording_over(fact: RecordingFinished) -> Note:
     )
 
 
+def _recording_steps(
+    record: bool, announce: str | None, refused: Mapping[str, Any] | None
+) -> tuple[Command, ...]:
+    """What a bridged call does about its recording: nothing, start it, announce first
+    (consent), or note that consent is missing and not record."""
+    if not record:
+        return ()
+    if refused is not None:
+        return (Note(CallEventType.RECORDING_REFUSED, refused),)
+    if announce is not None:
+        return (PlayConsent(announce),)
+    return (StartRecording(),)
+
+
 def decide(
-    status: CallStatus, fact: Fact, *, record: bool = False, recording_open: bool = False
+    status: CallStatus,
+    fact: Fact,
+    *,
+    record: bool = False,
+    recording_open: bool = False,
+    announce: str | None = None,
+    recording_refused: Mapping[str, Any] | None = None,
 ) -> Decision:
     """The next steps for a click-to-call in ``status`` when ``fact`` happens; ``record``:
     the recording policy says record, ``recording_open``: a recording was started and its
-    end is not known yet.
+    end is not known yet; ``announce``: the consent announcement to play before recording;
+    ``recording_refused``: why consent forbids recording (the rule and reason).
 
     Facts that no longer matter (a leg ending after the call already ended, a recording's
     end told twice) decide nothing.
@@ -304,7 +354,10 @@ def decide(
                 BridgeLegs(),
                 SetStatus(CallStatus.CONNECTED, CallEventType.CUSTOMER_ANSWERED),
             )
-            return Decision(steps + ((StartRecording(),) if record else ()))
+            return Decision(steps + _recording_steps(record, announce, recording_refused))
+        case ConsentPlayed() if status is CallStatus.CONNECTED and record and not recording_open:
+            played = Note(CallEventType.RECORDING_CONSENT_PLAYED, {"media": fact.media})
+            return Decision((played, StartRecording()))
         case LegEnded(leg=Leg.AGENT) if status is CallStatus.DIALING_AGENT:
             end = status_for_unanswered(fact.cause)
             return Decision((_ended(end, CallEventType.AGENT_UNANSWERED, fact),))

@@ -37,6 +37,10 @@ class CallEventType(enum.StrEnum):
     STATUS_CHANGED = "status.changed"  # a status set through the API (PATCH .../status)
     SESSION_ENDED = "session.ended"  # ended through the API
     SESSION_START_EXPIRED = "session.start_expired"
+    # compliance refused the call before anything was dialled: rule, rule_type, reason
+    SESSION_REJECTED = "session.rejected"
+    COMPLIANCE_WARNING = "compliance.warning"  # a 'warn' rule objected; the call went on
+    CALLER_ID_CHOSEN = "caller_id.chosen"  # the profile, number and reason presented
     SESSION_RESYNC = "session.resync"  # state corrected after the ARI link (re)connected
     CALL_FAILED = "call.failed"
 
@@ -55,6 +59,10 @@ class CallEventType(enum.StrEnum):
     RECORDING_PAUSED = "recording.paused"
     RECORDING_RESUMED = "recording.resumed"
     RECORDING_FINISHED = "recording.finished"
+    # a consent rule applies: the announcement played to both parties before recording
+    RECORDING_CONSENT_PLAYED = "recording.consent_played"
+    # a consent rule applies and the session's metadata lacks the consent: not recorded
+    RECORDING_REFUSED = "recording.refused"
 
     # call quality and transcripts
     QUALITY_LOW_MOS = "quality.low_mos"  # a leg's MOS fell below quality.mos_floor

@@ -7,6 +7,11 @@ import dataclasses
 from engine.events import EventBus
 from engine.secrets import Keyring
 from engine.store.activity import ActivityRepository, WebhookRepository
+from engine.store.compliance import (
+    CallerIdProfileRepository,
+    ComplianceRuleRepository,
+    NumberListRepository,
+)
 from engine.store.database import Database
 from engine.store.dtmf import DtmfRepository
 from engine.store.ivr import IvrMenuRepository
@@ -47,6 +52,9 @@ class Store:
     routing: RoutingRepository
     quality: QualityRepository  # call_quality_metric: RTCP figures and MOS per leg
     transcripts: TranscriptRepository  # call_transcript: the queue and the results
+    number_lists: NumberListRepository  # compliance: blocklist, allowlist, do-not-call
+    compliance_rules: ComplianceRuleRepository
+    caller_ids: CallerIdProfileRepository
     retention: RetentionRepository  # the prune of old rows (engine/app/retention.py)
     secrets: StoredSecrets  # every secret column: what is not yet sealed, rotation
     nodes: NodeRepository  # the engines sharing the database (heartbeats)
@@ -79,6 +87,9 @@ class Store:
             routing=RoutingRepository(db),
             quality=QualityRepository(db),
             transcripts=TranscriptRepository(db),
+            number_lists=NumberListRepository(db),
+            compliance_rules=ComplianceRuleRepository(db),
+            caller_ids=CallerIdProfileRepository(db),
             retention=RetentionRepository(db),
             secrets=StoredSecrets(db, keys),
             nodes=NodeRepository(db),

@@ -27,7 +27,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-MIGRATIONS = [ROOT / "sql" / "0001_init.sql", ROOT / "sql" / "0002_call_policy.sql"]
+# 0011 reshapes phone_number_list (prefix entries) and caller_id_profile (daily cap)
+MIGRATIONS = [
+    ROOT / "sql" / "0001_init.sql",
+    ROOT / "sql" / "0002_call_policy.sql",
+    ROOT / "sql" / "0011_compliance.sql",
+]
 SERVER = ["-h", "127.0.0.1", "-p", "5432", "-U", "postgres"]
 
 INFRA_TABLES = {"tenant", "api_token", "call_event", "callback_outbox"}
@@ -407,7 +412,7 @@ CASES = [
         "'+14155550123'",
         "'14155550123'",
         "23514",
-        "e164_check",
+        "phone_number_list_number_check",
         id="list-number-not-e164",
     ),
     pytest.param(
@@ -416,7 +421,7 @@ CASES = [
         "'blocklist'",
         "'dnc'",
         "23505",
-        "phone_number_list_tenant_id_list_type_phone_number_key",
+        "phone_number_list_entry_key",
         id="number-listed-twice",
     ),
     pytest.param(

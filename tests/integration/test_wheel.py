@@ -36,6 +36,8 @@ COMMANDS = (
     "call",
     "callbacks",
     "calls",
+    "caller-id",
+    "compliance",
     "config",
     "db",
     "demo",

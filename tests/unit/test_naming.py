@@ -12,6 +12,7 @@ from engine.asterisk.naming import (
     IvrStasisArgs,
     ParsedId,
     call_bridge_id,
+    consent_playback_id,
     consult_bridge_id,
     current_leg_channel,
     ivr_bridge_id,
@@ -27,6 +28,7 @@ from engine.asterisk.naming import (
     recording_name,
     session_of_bridge,
     session_of_channel,
+    session_of_consent_playback,
     session_of_recording,
     target_channel_id,
     target_channel_variables,
@@ -48,6 +50,7 @@ SID, TID = uuid.uuid4(), uuid.uuid4()
         (consult_bridge_id(SID, TID), ParsedId(IdKind.CONSULT_BRIDGE, SID, transfer_id=TID)),
         (ivr_bridge_id(SID), ParsedId(IdKind.IVR_BRIDGE, SID)),
         (ivr_target_channel_id(SID, 2), ParsedId(IdKind.IVR_TARGET_CHANNEL, SID, target_number=2)),
+        (consent_playback_id(SID), ParsedId(IdKind.CONSENT_PLAYBACK, SID)),
     ],
 )
 def test_every_kind_round_trips(built: str, parsed: ParsedId) -> None:
@@ -64,6 +67,7 @@ def test_every_kind_is_built_and_parsed() -> None:
             consult_bridge_id(SID, TID),
             ivr_bridge_id(SID),
             ivr_target_channel_id(SID, 1),
+            consent_playback_id(SID),
         )
         if (parsed := parse_id(value)) is not None
     }
@@ -177,3 +181,9 @@ def test_the_ivr_stasis_args_default_the_menu_and_the_tenant() -> None:
 )
 def test_stasis_args_that_are_not_an_ivr_caller(args: list[str]) -> None:
     assert parse_ivr_stasis_args(args) is None
+
+
+def test_a_consent_playback_names_its_call_only() -> None:
+    assert session_of_consent_playback(consent_playback_id(SID)) == SID
+    assert session_of_consent_playback(call_bridge_id(SID)) is None
+    assert session_of_channel(consent_playback_id(SID)) is None

@@ -71,12 +71,14 @@ def initiate_call_of(body: InitiateIn) -> InitiateCall:
     summary="Place a click-to-call",
     tags=("click-to-call",),
     body=InitiateIn,
-    responses={202: SessionOut, **error_responses(400, 401, 409, 413, 422)},
+    responses={202: SessionOut, **error_responses(400, 401, 403, 409, 413, 422)},
 )
 async def initiate_call(req: ApiRequest) -> web.StreamResponse:
     """Stores a queued session and starts dialing. With `Idempotency-Key`, a repeat returns
     the first session (header `Idempotent-Replayed: true`); the same key with a different
-    body is 409."""
+    body is 409. A call the tenant's compliance rules or lists refuse is stored `rejected`
+    (never dialled) and answered 403 `call_rejected`, its details naming the rule, the
+    reason and the session."""
     key = req.raw.headers.get("Idempotency-Key")
     if key is not None and (not 1 <= len(key) <= 200 or text_problem(key) is not None):
         raise BadRequest(

@@ -17,7 +17,7 @@ __all__ = ["cancel_transfer", "complete_transfer", "transfer_session"]
 
 _RESPONSES: dict[int, type[BaseModel] | None] = {
     200: TransferOut,
-    **error_responses(400, 401, 404, 409, 422, 503),
+    **error_responses(400, 401, 403, 404, 409, 422, 503),
 }
 
 

@@ -37,6 +37,7 @@ from engine.asterisk.links.ari import AriClient, AriConflict, AriNotFound
 from engine.asterisk.links.ari_router import AriEvent, AriEventRouter
 from engine.asterisk.naming import (
     call_bridge_id,
+    consent_playback_id,
     current_leg_channel,
     leg_channel_id,
     leg_channel_variables,
@@ -45,6 +46,7 @@ from engine.asterisk.naming import (
     recording_name,
     ringback_playback_id,
     session_of_channel,
+    session_of_consent_playback,
     session_of_recording,
 )
 from engine.config.settings import CallSettings
@@ -52,6 +54,7 @@ from engine.domain.call import CallStatus
 from engine.domain.click_to_call import (
     Answered,
     BridgeLegs,
+    ConsentPlayed,
     Decision,
     DestroyBridge,
     EndRequested,
@@ -60,6 +63,7 @@ from engine.domain.click_to_call import (
     Leg,
     Note,
     Originate,
+    PlayConsent,
     PlayRingback,
     RecordingFinished,
     SetStatus,
@@ -68,6 +72,7 @@ from engine.domain.click_to_call import (
     StopRecording,
     decide,
 )
+from engine.domain.compliance import RecordingConsent, recording_consent
 from engine.domain.event_types import CallEventType
 from engine.domain.transfer import (
     CancelRequested,
@@ -196,6 +201,7 @@ class ClickToCall(Lifecycle):
         router.on("ChannelDestroyed", self._on_channel_destroyed)
         router.on("RecordingFinished", self._on_recording_ended)
         router.on("RecordingFailed", self._on_recording_ended)
+        router.on("PlaybackFinished", self._on_consent_played)
 
     # -- what the API asks for ----------------------------------------------------------------
 
@@ -273,6 +279,14 @@ class ClickToCall(Lifecycle):
         if event.get("type") == "RecordingFailed":
             failure = str(recording.get("cause") or "failed")
         self.submit(session_id, RecordingFinished(ms, failure=failure))
+        return True
+
+    def _on_consent_played(self, event: AriEvent) -> bool:
+        playback = event.get("playback", {})
+        session_id = session_of_consent_playback(str(playback.get("id", "")))
+        if session_id is None:
+            return False
+        self.submit(session_id, ConsentPlayed(str(playback.get("media_uri") or "") or None))
         return True
 
     # -- facts --------------------------------------------------------------------------------
@@ -365,24 +379,38 @@ class ClickToCall(Lifecycle):
 
     async def _apply(self, session: StoredSession, fact: Fact, bound: Any) -> StoredSession:
         """Let the domain decide on ``fact`` and carry its decision out."""
-        # the recording policy is read once, when it matters: the customer answered
+        # the recording policy is read when it matters: the customer answered, or the
+        # consent announcement before the recording finished
         policy = None
-        if isinstance(fact, Answered) and fact.leg is Leg.CUSTOMER:
+        answered = isinstance(fact, Answered) and fact.leg is Leg.CUSTOMER
+        if answered or isinstance(fact, ConsentPlayed):
             policy = await self._store.recording.for_call(
                 session.tenant_id, session.provider_id, session.direction.value
             )
         record = policy is not None and policy.is_enabled
+        consent = RecordingConsent()
+        if answered and record:
+            consent = await self._recording_consent(session)
         decision = decide(
             session.status,
             fact,
             record=record,
             recording_open=self._waiting_for_recording(session),
+            announce=consent.announcement,
+            recording_refused=consent.refused.as_payload() if consent.refused else None,
         )
         if not decision.steps:
             bound.debug(
                 "stasis.fact_ignored", fact=type(fact).__name__, status=session.status.value
             )
         return await self._carry_out(session, decision, bound, policy)
+
+    async def _recording_consent(self, session: StoredSession) -> RecordingConsent:
+        """What the tenant's consent rules ask of recording this call."""
+        if session.customer_number is None:
+            return RecordingConsent()
+        rules = await self._store.compliance_rules.rules(session.tenant_id)
+        return recording_consent(session.customer_number, rules, session.metadata)
 
     def _waiting_for_recording(self, session: StoredSession) -> bool:
         return session.recording_path is not None and session.recording_duration_ms is None
@@ -529,6 +557,11 @@ class ClickToCall(Lifecycle):
                 await self._ari.add_to_bridge(
                     bridge, leg_channel_id(sid, Leg.AGENT), leg_channel_id(sid, Leg.CUSTOMER)
                 )
+            case PlayConsent():
+                # to both parties on the bridge; its end (PlaybackFinished) starts recording
+                await self._ari.play_on_bridge(
+                    call_bridge_id(sid), step.media, playback_id=consent_playback_id(sid)
+                )
             case StopRecording():
                 # not the call's failure: a recording that did not stop ends with its
                 # bridge, and its end is settled like any end that was not told
@@ -541,7 +574,7 @@ class ClickToCall(Lifecycle):
             case DestroyBridge():
                 await self.destroy_bridge(call_bridge_id(sid), bound)
             case StartRecording():
-                # decided only when the customer answered under an enabled policy
+                # decided only under an enabled policy (customer answered, or consent played)
                 if policy is None:
                     raise RuntimeError(f"call {sid}: StartRecording without a recording policy")
                 session = await self._start_recording(session, policy)
@@ -583,6 +616,9 @@ class ClickToCall(Lifecycle):
             ring = self._settings.agent_ring_timeout
         else:
             endpoint = dial_string(self._settings, session.customer_number, outside_line=True)
+            # the caller ID chosen at initiate (compliance's CallerIdChooser) or asked for:
+            # the INVITE's From, and its P-Asserted-Identity where the trunk endpoint has
+            # send_pai = yes (dialplan/pjsip.conf)
             caller_id = session.caller_id or self._settings.default_caller_id
             ring = self._settings.customer_ring_timeout
         try:

@@ -187,6 +187,10 @@ class AriClient(Lifecycle):
     async def play(self, channel_id: str, media: str, *, playback_id: str) -> None:
         await self.request("POST", f"/channels/{channel_id}/play/{playback_id}", {"media": media})
 
+    async def play_on_bridge(self, bridge_id: str, media: str, *, playback_id: str) -> None:
+        """Play ``media`` to every channel in the bridge."""
+        await self.request("POST", f"/bridges/{bridge_id}/play/{playback_id}", {"media": media})
+
     async def stop_playback(self, playback_id: str) -> None:
         await self.request("DELETE", f"/playbacks/{playback_id}")
 
