@@ -136,6 +136,16 @@ EVENT_DESCRIPTIONS: Final[Mapping[CallEventType, str]] = {
     CallEventType.IVR_RECORDING_MESSAGE: "The caller's message was recorded. payload: `name`",
     CallEventType.IVR_ENDED: "The IVR call ended: `completed` once answered, else `canceled` "
     "or `failed`. payload: `reason`",
+    CallEventType.SESSION_REJECTED: "The pre-dial check refused the call (status `rejected`): "
+    "it was never dialled. payload: `rule`, `rule_type`, `reason`, `rule_id`",
+    CallEventType.COMPLIANCE_WARNING: "A compliance rule in `warn` mode objected; the call "
+    "went on. payload: `rule`, `rule_type`, `reason`, `rule_id`",
+    CallEventType.CALLER_ID_CHOSEN: "The caller ID presented to the customer, from a caller-ID "
+    "profile. payload: `caller_id`, `profile`, `profile_id`, `reason`",
+    CallEventType.RECORDING_CONSENT_PLAYED: "The consent announcement was played to both "
+    "parties; the recording starts next. payload: `media`",
+    CallEventType.RECORDING_REFUSED: "The call was not recorded: a `consent_required` rule "
+    "applies and the request's metadata carries no consent. payload: the rule and reason",
     CallEventType.QUALITY_LOW_MOS: "A leg's MOS fell below `quality.mos_floor` (once per "
     "call). payload: `leg`, `channel_id`, `mos`, `mos_floor`, `final`, `jitter_ms`, "
     "`rtt_ms`, `rx_packets`, `rx_lost_packets`",
@@ -154,6 +164,7 @@ CALLBACK_EVENT_TYPES: Final[frozenset[CallEventType]] = frozenset(
         CallEventType.SESSION_CREATED,
         CallEventType.STATUS_CHANGED,
         CallEventType.SESSION_ENDED,
+        CallEventType.SESSION_REJECTED,
         CallEventType.SESSION_START_EXPIRED,
         CallEventType.SESSION_RESYNC,
         CallEventType.CALL_FAILED,

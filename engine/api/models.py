@@ -117,6 +117,8 @@ ERROR_CODES: Final[dict[str, str]] = {
     "invalid_encoding": "400: the body is not UTF-8",
     "unauthorized": "401: no valid bearer token (TCP), or a revoked one",
     "not_found": "404: no such route, or an id of nothing the tenant has",
+    "call_rejected": "403: the pre-dial check refused the call (a compliance rule or a number "
+    "list); details name the field, rule, rule_type, reason and the rejected session_id",
     "method_not_allowed": "405: the route exists for other methods (see Allow)",
     "conflict": "409: the state does not allow it (e.g. a transfer in flight, an "
     "Idempotency-Key reused with another body)",
