@@ -17,6 +17,7 @@ import structlog
 from engine.api.server import ApiServer, openapi_document
 from engine.api.sse import StreamLimits
 from engine.api.state import ApiState
+from engine.app.billing import BillingRecorder, BillingService
 from engine.app.ivr_admission import IvrAdmission
 from engine.app.retention import RetentionService
 from engine.app.use_cases import UseCases
@@ -86,6 +87,8 @@ class Engine(Lifecycle):
             health=self.health,
             metrics=self.metrics,
         )
+        # a billing line per charged leg of each click-to-call, once its end is committed
+        self.billing = BillingRecorder(BillingService(self.store), self.events)
         # old call events, delivered callbacks and recordings, pruned every retention.interval
         self.retention = RetentionPruner(
             RetentionService.from_settings(
@@ -227,6 +230,7 @@ class Engine(Lifecycle):
         self.health.set("database", "up")
         await self.notifier.start()  # first delivers what a previous run left in the outbox
         await self.retention.start()  # its first prune comes a minute later
+        await self.billing.start()  # before the doors: it hears every call's end
         self.database_ready.set()
         log.info("database.connected")
         if self.ami is not None:
@@ -264,6 +268,7 @@ class Engine(Lifecycle):
             await self.ari.close()
         await self.lookup_http.close()  # after the IVR doors: no lookup is in flight
         await self.store.journal.close()  # live calls' last rows (written behind)
+        await self.billing.close()  # after the journal: the last ends are charged
         await self.retention.close()  # a batch in flight rolls back
         await self.notifier.close()  # after what writes events, before the database
         await self.events.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from engine.app.agent_states import AgentStateService
 from engine.app.agents import AgentActivityService
+from engine.app.billing import BillingService
 from engine.app.call_activity import CallActivityService
 from engine.app.calls import CallService
 from engine.app.controls import CallControlService
@@ -15,6 +16,7 @@ from engine.app.ivr_menus import IvrMenuService
 from engine.app.ports import Dialer, InCallControls
 from engine.app.providers import ProviderService
 from engine.app.recordings import RecordingDownloads
+from engine.app.stats import StatsService
 from engine.app.stored_secrets import StoredSecretsService
 from engine.app.tenants import TenantService
 from engine.app.webhooks import WebhookIntake
@@ -38,6 +40,8 @@ class UseCases:
     agent_states: AgentStateService  # the console's agent board
     webhooks: WebhookIntake
     secrets: StoredSecretsService
+    billing: BillingService
+    stats: StatsService
 
     @classmethod
     def over(
@@ -66,4 +70,6 @@ class UseCases:
             agent_states=AgentStateService(store),
             webhooks=WebhookIntake(store),
             secrets=StoredSecretsService(store),
+            billing=BillingService(store),
+            stats=StatsService(store),
         )

@@ -3,6 +3,7 @@ route on the one table, :data:`engine.api.endpoints.router`."""
 
 from engine.api.routes import (
     agents,
+    billing,
     calls,
     controls,
     events,
@@ -16,6 +17,7 @@ from engine.api.routes import (
 
 __all__ = [
     "agents",
+    "billing",
     "calls",
     "controls",
     "events",

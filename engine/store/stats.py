@@ -1,0 +1,214 @@
+"""The manager's statistics over a tenant's sessions: counts by status, answer rate,
+ring and talk times, by agent, provider, direction and time bucket, cost and MOS.
+
+Computed in SQL, in three statements over one period: the session figures are one scan
+of the period with ``GROUPING SETS`` (every breakdown from the same rows), served by
+``click_to_call_session_stats_idx`` (0012: the period's rows without their heap pages);
+the cost totals sum ``call_usage_billing`` and the MOS averages ``call_quality_metric``
+for the sessions of that period. ``bench/stats.py`` times them over a million sessions.
+
+Like :mod:`engine.store.session_queries`, these read PostgreSQL only: calls in progress
+reach them once the journal has written them (within its interval).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import datetime
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from engine.domain.call import LIVE_STATUSES
+from engine.store.database import Database
+
+__all__ = ["CostTotal", "StatsGroup", "StatsPeriod", "StatsQueries", "StatsReport"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatsPeriod:
+    """Which sessions: created in ``[created_after, created_before)`` (open ends when None),
+    optionally of one agent (``agent_id``); hour or day buckets in ``timezone``."""
+
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    agent_id: str | None = None
+    timezone: str = "UTC"
+    bucket: str = "day"  # 'hour' or 'day'
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatsGroup:
+    """The figures of one group of sessions (an agent, a provider, a bucket, ...).
+
+    ``connect_rate`` is the answer-seizure ratio (ASR): connected over finished sessions
+    (calls still in progress count neither way). ``avg_talk_ms`` is the average call
+    duration (ACD) of connected calls; ``avg_ring_ms`` of those that rang."""
+
+    key: str | None
+    total: int
+    live: int
+    connected: int
+    connect_rate: float | None
+    avg_ring_ms: int | None
+    avg_talk_ms: int | None
+    total_talk_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CostTotal:
+    """What the period's sessions cost in one currency (``XXX``: legs no card rated)."""
+
+    currency: str
+    legs: int
+    billable_seconds: int
+    amount_minor: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatsReport:
+    timezone: str  # of the buckets
+    totals: StatsGroup
+    by_status: dict[str, int]
+    by_agent: list[StatsGroup]  # key: agent_id, else the agent's number or endpoint
+    by_provider: list[StatsGroup]  # key: provider id (None: no provider)
+    by_direction: list[StatsGroup]
+    buckets: list[StatsGroup]  # key: the bucket's start, ISO 8601 in the period's zone
+    cost: list[CostTotal]
+    avg_mos: float | None  # over the legs' end-of-call quality summaries
+    mos_legs: int
+
+
+# The period's sessions; $1 tenant, $2/$3 the period (NULL: open), $4 agent (NULL: all).
+_PERIOD: Final = (
+    "tenant_id = $1 AND ($2::timestamptz IS NULL OR created_at >= $2) "
+    "AND ($3::timestamptz IS NULL OR created_at < $3) "
+    "AND ($4::text IS NULL OR agent_id = $4)"
+)
+
+# GROUPING(...) bits, first argument highest: status 16, agent 8, provider 4, direction 2,
+# bucket 1; a row's grouping value is 31 minus the bit of the set it belongs to.
+_GROUPS: Final = f"""
+SELECT GROUPING(status, agent, provider_id, direction, bucket) AS g,
+       status, agent, provider_id, direction, bucket,
+       count(*) AS total,
+       count(*) FILTER (WHERE status = ANY($7::text[])) AS live,
+       count(connected_at) AS connected,
+       avg(ring_ms)::bigint AS avg_ring_ms,
+       avg(talk_ms)::bigint AS avg_talk_ms,
+       coalesce(sum(talk_ms), 0)::bigint AS total_talk_ms
+FROM (SELECT status, direction, provider_id, connected_at, ring_ms, talk_ms,
+             coalesce(agent_id, agent_number) AS agent,
+             date_trunc($6, created_at AT TIME ZONE $5) AT TIME ZONE $5 AS bucket
+      FROM click_to_call_session WHERE {_PERIOD}) s
+GROUP BY GROUPING SETS ((), (status), (agent), (provider_id), (direction), (bucket))
+"""
+
+# Cost of the legs of the period's sessions. A leg ends after its session was created, so
+# billed_at >= the period's start narrows the lines by (tenant_id, billed_at) first.
+_COST: Final = f"""
+SELECT b.currency, count(*) AS legs, coalesce(sum(b.billable_seconds), 0)::bigint AS seconds,
+       coalesce(sum(b.amount_minor), 0)::bigint AS amount
+FROM call_usage_billing b
+WHERE b.tenant_id = $1 AND ($2::timestamptz IS NULL OR b.billed_at >= $2)
+  AND b.session_id IN (SELECT id FROM click_to_call_session WHERE {_PERIOD})
+GROUP BY b.currency ORDER BY b.currency
+"""
+
+# Average MOS of the period's sessions' legs: the end-of-call summary of each leg
+# (call_quality_metric.mos where is_final), sampled after its session was created.
+_MOS: Final = f"""
+SELECT avg(q.mos)::float8 AS avg_mos, count(q.mos) AS legs
+FROM call_quality_metric q
+WHERE q.tenant_id = $1 AND q.is_final AND ($2::timestamptz IS NULL OR q.sampled_at >= $2)
+  AND q.session_id IN (SELECT id FROM click_to_call_session WHERE {_PERIOD})
+"""
+
+_BIT: Final = {"status": 16, "agent": 8, "provider_id": 4, "direction": 2, "bucket": 1}
+
+
+def _group(row: asyncpg.Record, key: str | None) -> StatsGroup:
+    total, live, connected = int(row["total"]), int(row["live"]), int(row["connected"])
+    finished = total - live
+    return StatsGroup(
+        key=key,
+        total=total,
+        live=live,
+        connected=connected,
+        connect_rate=round(connected / finished, 4) if finished else None,
+        avg_ring_ms=row["avg_ring_ms"],
+        avg_talk_ms=row["avg_talk_ms"],
+        total_talk_ms=int(row["total_talk_ms"]),
+    )
+
+
+def _of(rows: list[asyncpg.Record], column: str) -> list[asyncpg.Record]:
+    g = 31 - _BIT[column]
+    return [r for r in rows if r["g"] == g]
+
+
+class StatsQueries:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def tenant_timezone(self, tenant_id: uuid.UUID) -> str:
+        """The zone the tenant's buckets are in (``tenant.timezone``, 'UTC' by default)."""
+        zone = await self._db.fetchval("SELECT timezone FROM tenant WHERE id = $1", tenant_id)
+        return str(zone) if zone else "UTC"
+
+    async def report(self, tenant_id: uuid.UUID, period: StatsPeriod) -> StatsReport:
+        args: list[Any] = [
+            tenant_id,
+            period.created_after,
+            period.created_before,
+            period.agent_id,
+        ]
+        rows = await self._db.fetch(
+            _GROUPS,
+            *args,
+            period.timezone,
+            period.bucket,
+            [s.value for s in LIVE_STATUSES],
+        )
+        overall = [r for r in rows if r["g"] == 31]
+        totals = (
+            _group(overall[0], None) if overall else StatsGroup(None, 0, 0, 0, None, None, None, 0)
+        )
+        cost = await self._db.fetch(_COST, *args)
+        mos = await self._db.fetchrow(_MOS, *args)
+        by_agent = sorted(
+            (_group(r, r["agent"]) for r in _of(rows, "agent")),
+            key=lambda g: (-g.total, g.key or ""),
+        )
+        by_provider = sorted(
+            (
+                _group(r, str(r["provider_id"]) if r["provider_id"] else None)
+                for r in _of(rows, "provider_id")
+            ),
+            key=lambda g: (-g.total, g.key or ""),
+        )
+        by_direction = sorted(
+            (_group(r, r["direction"]) for r in _of(rows, "direction")),
+            key=lambda g: g.key or "",
+        )
+        buckets = [
+            _group(r, r["bucket"].astimezone(ZoneInfo(period.timezone)).isoformat())
+            for r in sorted(_of(rows, "bucket"), key=lambda r: r["bucket"])
+        ]
+        return StatsReport(
+            timezone=period.timezone,
+            totals=totals,
+            by_status={r["status"]: int(r["total"]) for r in _of(rows, "status")},
+            by_agent=by_agent,
+            by_provider=by_provider,
+            by_direction=by_direction,
+            buckets=buckets,
+            cost=[
+                CostTotal(r["currency"], int(r["legs"]), int(r["seconds"]), int(r["amount"]))
+                for r in cost
+            ],
+            avg_mos=round(mos["avg_mos"], 2) if mos and mos["avg_mos"] is not None else None,
+            mos_legs=int(mos["legs"]) if mos else 0,
+        )
