@@ -14,9 +14,8 @@ from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from engine.errors import InvalidInput
-from engine.store.records import Tenant
+from engine.store.records import StatsPeriod, StatsReport, Tenant
 from engine.store.repositories import Store
-from engine.store.stats import StatsPeriod, StatsReport
 
 __all__ = ["BUCKETS", "StatsService", "check_timezone"]
 

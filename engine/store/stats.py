@@ -13,9 +13,7 @@ reach them once the journal has written them (within its interval).
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
-from datetime import datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -23,62 +21,9 @@ import asyncpg
 
 from engine.domain.call import LIVE_STATUSES
 from engine.store.database import Database
+from engine.store.records import CostTotal, StatsGroup, StatsPeriod, StatsReport
 
-__all__ = ["CostTotal", "StatsGroup", "StatsPeriod", "StatsQueries", "StatsReport"]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StatsPeriod:
-    """Which sessions: created in ``[created_after, created_before)`` (open ends when None),
-    optionally of one agent (``agent_id``); hour or day buckets in ``timezone``."""
-
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    agent_id: str | None = None
-    timezone: str = "UTC"
-    bucket: str = "day"  # 'hour' or 'day'
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StatsGroup:
-    """The figures of one group of sessions (an agent, a provider, a bucket, ...).
-
-    ``connect_rate`` is the answer-seizure ratio (ASR): connected over finished sessions
-    (calls still in progress count neither way). ``avg_talk_ms`` is the average call
-    duration (ACD) of connected calls; ``avg_ring_ms`` of those that rang."""
-
-    key: str | None
-    total: int
-    live: int
-    connected: int
-    connect_rate: float | None
-    avg_ring_ms: int | None
-    avg_talk_ms: int | None
-    total_talk_ms: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CostTotal:
-    """What the period's sessions cost in one currency (``XXX``: legs no card rated)."""
-
-    currency: str
-    legs: int
-    billable_seconds: int
-    amount_minor: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StatsReport:
-    timezone: str  # of the buckets
-    totals: StatsGroup
-    by_status: dict[str, int]
-    by_agent: list[StatsGroup]  # key: agent_id, else the agent's number or endpoint
-    by_provider: list[StatsGroup]  # key: provider id (None: no provider)
-    by_direction: list[StatsGroup]
-    buckets: list[StatsGroup]  # key: the bucket's start, ISO 8601 in the period's zone
-    cost: list[CostTotal]
-    avg_mos: float | None  # over the legs' end-of-call quality summaries
-    mos_legs: int
+__all__ = ["StatsQueries"]
 
 
 # The period's sessions; $1 tenant, $2/$3 the period (NULL: open), $4 agent (NULL: all).
@@ -96,6 +41,7 @@ SELECT GROUPING(status, agent, provider_id, direction, bucket) AS g,
        count(*) AS total,
        count(*) FILTER (WHERE status = ANY($7::text[])) AS live,
        count(connected_at) AS connected,
+       count(connected_at) FILTER (WHERE NOT status = ANY($7::text[])) AS connected_finished,
        avg(ring_ms)::bigint AS avg_ring_ms,
        avg(talk_ms)::bigint AS avg_talk_ms,
        coalesce(sum(talk_ms), 0)::bigint AS total_talk_ms
@@ -132,12 +78,13 @@ _BIT: Final = {"status": 16, "agent": 8, "provider_id": 4, "direction": 2, "buck
 def _group(row: asyncpg.Record, key: str | None) -> StatsGroup:
     total, live, connected = int(row["total"]), int(row["live"]), int(row["connected"])
     finished = total - live
+    answered = int(row["connected_finished"])  # a live connected call is not decided yet
     return StatsGroup(
         key=key,
         total=total,
         live=live,
         connected=connected,
-        connect_rate=round(connected / finished, 4) if finished else None,
+        connect_rate=round(answered / finished, 4) if finished else None,
         avg_ring_ms=row["avg_ring_ms"],
         avg_talk_ms=row["avg_talk_ms"],
         total_talk_ms=int(row["total_talk_ms"]),

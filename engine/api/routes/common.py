@@ -11,8 +11,7 @@ from engine.api.endpoints import ApiRequest
 from engine.api.models import ErrorOut, SessionOut, StatsOut
 from engine.api.state import API_STATE
 from engine.app.use_cases import UseCases
-from engine.store.records import StoredSession
-from engine.store.stats import StatsReport
+from engine.store.records import StatsReport, StoredSession
 
 __all__ = [
     "API",
