@@ -33,7 +33,8 @@ ALTER TABLE tenant
 DROP INDEX CONCURRENTLY IF EXISTS click_to_call_session_stats_idx;
 CREATE INDEX CONCURRENTLY click_to_call_session_stats_idx
     ON click_to_call_session (tenant_id, created_at)
-    INCLUDE (status, direction, agent_id, provider_id, connected_at, ring_ms, talk_ms);
+    INCLUDE (status, direction, agent_id, agent_number, provider_id, connected_at, ring_ms,
+             talk_ms);
 
 -- The stats' cost totals and the monthly export read a tenant's lines by leg end.
 -- (call_usage_billing_tenant_idx (tenant_id, billed_at) from 0002 serves both.)

@@ -23,54 +23,84 @@ from engine.domain.call import LIVE_STATUSES
 from engine.store.database import Database
 from engine.store.records import CostTotal, StatsGroup, StatsPeriod, StatsReport
 
-__all__ = ["StatsQueries"]
+__all__ = ["StatsQueries", "statements"]
 
 
-# The period's sessions; $1 tenant, $2/$3 the period (NULL: open), $4 agent (NULL: all).
-_PERIOD: Final = (
-    "tenant_id = $1 AND ($2::timestamptz IS NULL OR created_at >= $2) "
-    "AND ($3::timestamptz IS NULL OR created_at < $3) "
-    "AND ($4::text IS NULL OR agent_id = $4)"
-)
+def _period(period: StatsPeriod) -> tuple[str, list[Any]]:
+    """The WHERE clause of the period's sessions (``$1`` the tenant, then only the bounds
+    given: a ``$n IS NULL OR ...`` would keep a generic plan off the index) and its
+    arguments after the tenant."""
+    where = ["tenant_id = $1"]
+    args: list[Any] = []
+    for sql, value in (
+        ("created_at >= {}", period.created_after),
+        ("created_at < {}", period.created_before),
+        ("agent_id = {}", period.agent_id),
+    ):
+        if value is not None:
+            args.append(value)
+            where.append(sql.format(f"${len(args) + 1}"))
+    return " AND ".join(where), args
+
 
 # GROUPING(...) bits, first argument highest: status 16, agent 8, provider 4, direction 2,
 # bucket 1; a row's grouping value is 31 minus the bit of the set it belongs to.
-_GROUPS: Final = f"""
+# @zone@, @unit@, @live@: the parameters after the period's ({where}).
+_GROUPS: Final = """
 SELECT GROUPING(status, agent, provider_id, direction, bucket) AS g,
        status, agent, provider_id, direction, bucket,
        count(*) AS total,
-       count(*) FILTER (WHERE status = ANY($7::text[])) AS live,
+       count(*) FILTER (WHERE status = ANY(@live@::text[])) AS live,
        count(connected_at) AS connected,
-       count(connected_at) FILTER (WHERE NOT status = ANY($7::text[])) AS connected_finished,
+       count(connected_at) FILTER (WHERE NOT status = ANY(@live@::text[]))
+         AS connected_finished,
        avg(ring_ms)::bigint AS avg_ring_ms,
        avg(talk_ms)::bigint AS avg_talk_ms,
        coalesce(sum(talk_ms), 0)::bigint AS total_talk_ms
 FROM (SELECT status, direction, provider_id, connected_at, ring_ms, talk_ms,
              coalesce(agent_id, agent_number) AS agent,
-             date_trunc($6, created_at AT TIME ZONE $5) AT TIME ZONE $5 AS bucket
-      FROM click_to_call_session WHERE {_PERIOD}) s
+             date_trunc(@unit@, created_at AT TIME ZONE @zone@) AT TIME ZONE @zone@ AS bucket
+      FROM click_to_call_session WHERE {where}) s
 GROUP BY GROUPING SETS ((), (status), (agent), (provider_id), (direction), (bucket))
 """
 
 # Cost of the legs of the period's sessions. A leg ends after its session was created, so
 # billed_at >= the period's start narrows the lines by (tenant_id, billed_at) first.
-_COST: Final = f"""
+_COST: Final = """
 SELECT b.currency, count(*) AS legs, coalesce(sum(b.billable_seconds), 0)::bigint AS seconds,
        coalesce(sum(b.amount_minor), 0)::bigint AS amount
 FROM call_usage_billing b
-WHERE b.tenant_id = $1 AND ($2::timestamptz IS NULL OR b.billed_at >= $2)
-  AND b.session_id IN (SELECT id FROM click_to_call_session WHERE {_PERIOD})
+WHERE b.tenant_id = $1 {since}
+  AND b.session_id IN (SELECT id FROM click_to_call_session WHERE {where})
 GROUP BY b.currency ORDER BY b.currency
 """
 
 # Average MOS of the period's sessions' legs: the end-of-call summary of each leg
 # (call_quality_metric.mos where is_final), sampled after its session was created.
-_MOS: Final = f"""
+_MOS: Final = """
 SELECT avg(q.mos)::float8 AS avg_mos, count(q.mos) AS legs
 FROM call_quality_metric q
-WHERE q.tenant_id = $1 AND q.is_final AND ($2::timestamptz IS NULL OR q.sampled_at >= $2)
-  AND q.session_id IN (SELECT id FROM click_to_call_session WHERE {_PERIOD})
+WHERE q.tenant_id = $1 AND q.is_final {since}
+  AND q.session_id IN (SELECT id FROM click_to_call_session WHERE {where})
 """
+
+
+def statements(period: StatsPeriod) -> dict[str, tuple[str, list[Any]]]:
+    """The three statements of the period's report and their arguments (tenant first)."""
+    where, args = _period(period)
+    n = len(args) + 1  # the last period parameter
+    groups = _GROUPS.format(where=where).replace("@zone@", f"${n + 1}")
+    groups = groups.replace("@unit@", f"${n + 2}").replace("@live@", f"${n + 3}")
+    since = "" if period.created_after is None else "AND {col} >= $2"
+    return {
+        "groups": (
+            groups,
+            [*args, period.timezone, period.bucket, [s.value for s in LIVE_STATUSES]],
+        ),
+        "cost": (_COST.format(where=where, since=since.format(col="b.billed_at")), args),
+        "mos": (_MOS.format(where=where, since=since.format(col="q.sampled_at")), args),
+    }
+
 
 _BIT: Final = {"status": 16, "agent": 8, "provider_id": 4, "direction": 2, "bucket": 1}
 
@@ -106,25 +136,17 @@ class StatsQueries:
         return str(zone) if zone else "UTC"
 
     async def report(self, tenant_id: uuid.UUID, period: StatsPeriod) -> StatsReport:
-        args: list[Any] = [
-            tenant_id,
-            period.created_after,
-            period.created_before,
-            period.agent_id,
-        ]
-        rows = await self._db.fetch(
-            _GROUPS,
-            *args,
-            period.timezone,
-            period.bucket,
-            [s.value for s in LIVE_STATUSES],
-        )
+        sql = statements(period)
+        groups, groups_args = sql["groups"]
+        rows = await self._db.fetch(groups, tenant_id, *groups_args)
         overall = [r for r in rows if r["g"] == 31]
         totals = (
             _group(overall[0], None) if overall else StatsGroup(None, 0, 0, 0, None, None, None, 0)
         )
-        cost = await self._db.fetch(_COST, *args)
-        mos = await self._db.fetchrow(_MOS, *args)
+        cost_sql, args = sql["cost"]
+        cost = await self._db.fetch(cost_sql, tenant_id, *args)
+        mos_sql, args = sql["mos"]
+        mos = await self._db.fetchrow(mos_sql, tenant_id, *args)
         by_agent = sorted(
             (_group(r, r["agent"]) for r in _of(rows, "agent")),
             key=lambda g: (-g.total, g.key or ""),
