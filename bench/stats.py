@@ -59,8 +59,8 @@ FROM generate_series($4::int, $5::int) k,
                      (ARRAY['completed', 'completed', 'completed', 'completed', 'completed',
                             'completed', 'no_answer', 'busy', 'failed', 'canceled'])[1 + k % 10]
                        AS st,
-                     ((k * 7919) % 30000) * interval '1 ms' AS ring,
-                     ((k * 104729) % 600000) * interval '1 ms' AS talk) v
+                     ((k::bigint * 7919) % 30000) * interval '1 ms' AS ring,
+                     ((k::bigint * 104729) % 600000) * interval '1 ms' AS talk) v
 """
 
 _LINES = """
