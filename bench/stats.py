@@ -173,6 +173,7 @@ async def _measure(
             mos = await _best(repeat, lambda q=sql["mos"]: one(q))
             plan = await _plan(conn, sql["groups"][0], [tenant, *sql["groups"][1]])
             rows.append((label, name, total, groups, cost, mos, plan))
+            print(f"  measured {label}, {name}", flush=True)
     return rows
 
 
@@ -195,7 +196,7 @@ async def main(sessions: int, repeat: int, keep: bool) -> None:
             f"seeded {counts['s']} sessions, {counts['b']} billing lines, "
             f"{counts['q']} quality rows: " + ", ".join(f"{k} {v:.1f} s" for k, v in took.items())
         )
-        async with Database(url, min_size=1, max_size=2) as db:
+        async with Database(url, min_size=1, max_size=2, command_timeout=600) as db:
             rows = await _measure(db, tenant, repeat, "with stats index")
             await db.execute("DROP INDEX click_to_call_session_stats_idx")
             await db.execute("ANALYZE click_to_call_session")

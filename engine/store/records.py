@@ -41,7 +41,6 @@ __all__ = [
     "RingTimeCount",
     "SessionFilter",
     "SessionPage",
-    "SessionStats",
     "StatsGroup",
     "StatsPeriod",
     "StatsReport",
@@ -390,18 +389,6 @@ class SessionFilter:
 class SessionPage:
     items: list[StoredSession]
     next_cursor: str | None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SessionStats:
-    total: int
-    by_status: dict[str, int]
-    live: int
-    connected: int  # reached the customer (connected or completed after connecting)
-    connect_rate: float | None
-    avg_ring_ms: int | None
-    avg_talk_ms: int | None
-    total_talk_ms: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
