@@ -327,6 +327,7 @@ def tenant_create(
     help=_ALLOW_CIDR_HELP + " Replaces the tenant's list.",
 )
 @click.option("--no-allow-cidrs", is_flag=True, help="Empty the tenant's list of networks.")
+@click.option("--timezone", default=None, help="IANA zone of the stats' hours and days.")
 @pass_ctx
 def tenant_update(
     ctx: _Context,
@@ -334,17 +335,21 @@ def tenant_update(
     callback_url: str | None,
     allow_cidrs: tuple[str, ...],
     no_allow_cidrs: bool,
+    timezone: str | None,
 ) -> None:
-    """Change tenant SLUG's callback URL or allowed networks (what is not given stays)."""
+    """Change tenant SLUG's callback URL, allowed networks or time zone (what is not given
+    stays)."""
     if allow_cidrs and no_allow_cidrs:
         raise click.UsageError("--allow-cidr and --no-allow-cidrs exclude each other")
     networks = allow_cidrs if allow_cidrs or no_allow_cidrs else None
-    if callback_url is None and networks is None:
-        raise click.UsageError("nothing to change: give --callback-url or --allow-cidr")
+    if callback_url is None and networks is None and timezone is None:
+        raise click.UsageError("nothing to change: give --callback-url, --allow-cidr or --timezone")
     updated = _run(
         _with_use_cases(
             ctx.settings,
-            lambda app: app.tenants.update(slug, callback_url=callback_url, allow_cidrs=networks),
+            lambda app: app.tenants.update(
+                slug, callback_url=callback_url, allow_cidrs=networks, timezone=timezone
+            ),
         )
     )
     _echo_tenant(updated)
