@@ -20,7 +20,10 @@ ALTER TABLE call_usage_billing
     ADD COLUMN IF NOT EXISTS min_duration_s integer,
     ADD COLUMN IF NOT EXISTS billing_increment_s integer,
     ADD COLUMN IF NOT EXISTS unrated_reason text,
-    ADD COLUMN IF NOT EXISTS rated_at timestamptz NOT NULL DEFAULT now();
+    ADD COLUMN IF NOT EXISTS rated_at timestamptz NOT NULL DEFAULT now(),
+    -- the call's end was not seen (0006: found gone after a restart): the talk time, and so
+    -- the amount, is an upper bound the ERP may want to review before invoicing
+    ADD COLUMN IF NOT EXISTS end_estimated boolean NOT NULL DEFAULT false;
 
 -- The zone the stats' hour and day buckets are in, unless a request names another.
 ALTER TABLE tenant

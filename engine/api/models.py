@@ -464,6 +464,10 @@ class BillingLineOut(_Out):
     currency: str
     billed_at: datetime = Field(description="When the leg ended")
     unrated_reason: str | None
+    end_estimated: bool = Field(
+        description="The call's end was noticed after a restart, not seen: the talk time "
+        "and amount are an upper bound"
+    )
     invoice_ref: str | None
 
 

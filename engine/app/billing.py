@@ -65,6 +65,7 @@ EXPORT_COLUMNS: Final = (
     "amount_minor",
     "currency",
     "unrated_reason",
+    "end_estimated",
     "invoice_ref",
 )
 _RERATE_BATCH: Final = 500
@@ -100,6 +101,7 @@ def _rate_session(session: EndedSession, rates: list[Rate]) -> list[RatedLeg]:
         connected_at=session.connected_at,
         ended_at=session.ended_at,
         provider_id=session.provider_id,
+        end_estimated=session.end_estimated,
     )
     return [rate_leg(rates, leg) for leg in legs]
 
@@ -230,6 +232,7 @@ class BillingService:
                     line.amount_minor,
                     line.currency,
                     line.unrated_reason or "",
+                    "true" if line.end_estimated else "false",
                     line.invoice_ref or "",
                 ]
             )

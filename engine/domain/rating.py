@@ -130,6 +130,8 @@ class ChargedLeg:
     answered_at: datetime
     ended_at: datetime
     provider_id: uuid.UUID | None = None
+    # the end was not seen but noticed after a restart: the talk time is an upper bound
+    end_estimated: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -231,6 +233,7 @@ def charged_legs(
     connected_at: datetime | None,
     ended_at: datetime | None,
     provider_id: uuid.UUID | None,
+    end_estimated: bool = False,
 ) -> list[ChargedLeg]:
     """The answered legs of an ended click-to-call: the agent leg from the agent's answer,
     the customer leg from the customer's; both end with the session (the engine hangs up
@@ -248,6 +251,7 @@ def charged_legs(
                 agent_answered_at,
                 ended_at,
                 provider_id,
+                end_estimated,
             )
         )
     if connected_at is not None:
@@ -259,6 +263,7 @@ def charged_legs(
                 connected_at,
                 ended_at,
                 provider_id,
+                end_estimated,
             )
         )
     return legs

@@ -31,7 +31,7 @@ _RATE_COLS: Final = (
 # the session columns rating needs
 _ENDED_COLS: Final = (
     "id, tenant_id, provider_id, direction, agent_number, customer_number, "
-    "agent_answered_at, connected_at, ended_at"
+    "agent_answered_at, connected_at, ended_at, end_estimated"
 )
 
 
@@ -67,6 +67,7 @@ class EndedSession:
     agent_answered_at: datetime | None
     connected_at: datetime | None
     ended_at: datetime | None
+    end_estimated: bool
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> EndedSession:
@@ -93,6 +94,7 @@ class BillingLine:
     currency: str
     billed_at: datetime
     unrated_reason: str | None
+    end_estimated: bool
     invoice_ref: str | None
 
     @classmethod
@@ -129,25 +131,26 @@ WITH v AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[],
                          $6::text[], $7::text[], $8::int[], $9::int[], $10::bigint[],
                          $11::smallint[], $12::bigint[], $13::bigint[], $14::bigint[],
-                         $15::text[], $16::timestamptz[], $17::int[], $18::int[], $19::text[])
+                         $15::text[], $16::timestamptz[], $17::int[], $18::int[], $19::text[],
+                         $20::boolean[])
         AS v(tenant_id, session_id, leg, rate_config_id, provider_id, destination_number,
              matched_prefix, duration_s, billable_seconds, rate_per_minute_minor, rate_scale,
              connection_fee_minor, minimum_charge_minor, amount_minor, currency, billed_at,
-             min_duration_s, billing_increment_s, unrated_reason)
+             min_duration_s, billing_increment_s, unrated_reason, end_estimated)
 ), old AS (
     SELECT b.session_id, b.leg, b.invoice_ref IS NOT NULL AS invoiced,
            (b.rate_config_id, b.duration_s, b.billable_seconds, b.amount_minor, b.currency,
-            b.unrated_reason, b.billed_at)
+            b.unrated_reason, b.billed_at, b.end_estimated)
            IS NOT DISTINCT FROM
            (v.rate_config_id, v.duration_s, v.billable_seconds, v.amount_minor, v.currency,
-            v.unrated_reason, v.billed_at) AS same
+            v.unrated_reason, v.billed_at, v.end_estimated) AS same
     FROM call_usage_billing b JOIN v ON b.session_id = v.session_id AND b.leg = v.leg
 ), w AS (
     INSERT INTO call_usage_billing AS b
         (tenant_id, session_id, leg, rate_config_id, provider_id, destination_number,
          matched_prefix, duration_s, billable_seconds, rate_per_minute_minor, rate_scale,
          connection_fee_minor, minimum_charge_minor, amount_minor, currency, billed_at,
-         min_duration_s, billing_increment_s, unrated_reason, rated_at)
+         min_duration_s, billing_increment_s, unrated_reason, end_estimated, rated_at)
     SELECT v.*, now() FROM v
     LEFT JOIN old ON old.session_id = v.session_id AND old.leg = v.leg
     WHERE old.session_id IS NULL OR NOT (old.invoiced OR old.same)
@@ -162,7 +165,8 @@ WITH v AS (
         amount_minor = EXCLUDED.amount_minor, currency = EXCLUDED.currency,
         billed_at = EXCLUDED.billed_at, min_duration_s = EXCLUDED.min_duration_s,
         billing_increment_s = EXCLUDED.billing_increment_s,
-        unrated_reason = EXCLUDED.unrated_reason, rated_at = now()
+        unrated_reason = EXCLUDED.unrated_reason, end_estimated = EXCLUDED.end_estimated,
+        rated_at = now()
     WHERE b.invoice_ref IS NULL
     RETURNING 1
 )
@@ -293,7 +297,7 @@ class BillingRepository:
         """Write lines (tenant, session, rated leg) in one statement; see the module doc."""
         if not lines:
             return LinesWritten()
-        columns: list[list[Any]] = [[] for _ in range(19)]
+        columns: list[list[Any]] = [[] for _ in range(20)]
         for tenant_id, session_id, line in lines:
             rate = line.rate
             values = (
@@ -316,6 +320,7 @@ class BillingRepository:
                 rate.pulse.min_duration_s if rate is not None else None,
                 rate.pulse.increment_s if rate is not None else None,
                 line.unrated_reason,
+                line.leg.end_estimated,
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)

@@ -39,6 +39,7 @@ async def seed_session(
     answered: datetime | None = T0,
     connected: datetime | None = None,
     ended: datetime | None = None,
+    estimated: bool = False,
 ) -> uuid.UUID:
     """An ended click-to-call row with the given times, as the journal would leave it."""
     sid = uuid.uuid4()
@@ -46,7 +47,7 @@ async def seed_session(
     await engine.store.db.execute(
         "INSERT INTO click_to_call_session (id, tenant_id, status, agent_number, "
         "customer_number, created_at, dialing_agent_at, agent_answered_at, connected_at, "
-        "ended_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9)",
+        "ended_at, end_estimated) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10)",
         sid,
         tenant.id,
         status,
@@ -56,6 +57,7 @@ async def seed_session(
         answered,
         connected,
         ended,
+        estimated,
     )
     return sid
 
@@ -201,6 +203,8 @@ async def test_export_over_the_api(api_engine: Engine) -> None:
     app = api_engine.use_cases
     await app.billing.import_rates(tenant, ANY_60_EUR)
     await seed_session(api_engine, tenant, ended=T0 + timedelta(seconds=59))
+    # an end noticed after a restart: its line says the amount is an upper bound
+    await seed_session(api_engine, tenant, ended=T0 + timedelta(seconds=61), estimated=True)
     await app.billing.rerate(T0, T0 + timedelta(days=1), tenant=tenant)
     port = api_engine.api.tcp_port
     token = (await api_engine.store.tenants.issue_token(tenant.slug, "export")).token
@@ -214,4 +218,7 @@ async def test_export_over_the_api(api_engine: Engine) -> None:
         async with session.get(url, params={"month": "2026-13"}, headers=auth) as resp:
             assert resp.status == 422
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert [(r["leg"], r["duration_s"], r["amount_minor"]) for r in rows] == [("agent", "59", "60")]
+    assert [(r["leg"], r["duration_s"], r["amount_minor"], r["end_estimated"]) for r in rows] == [
+        ("agent", "59", "60", "false"),
+        ("agent", "61", "120", "true"),
+    ]
