@@ -2,10 +2,11 @@
 ring and talk times, by agent, provider, direction and time bucket, cost and MOS.
 
 Computed in SQL, in three statements over one period: the session figures are one scan
-of the period with ``GROUPING SETS`` (every breakdown from the same rows), served by
-``click_to_call_session_stats_idx`` (0012: the period's rows without their heap pages);
-the cost totals sum ``call_usage_billing`` and the MOS averages ``call_quality_metric``
-for the sessions of that period. ``bench/stats.py`` times them over a million sessions.
+of the period with ``GROUPING SETS`` (every breakdown from the same rows, hashed), over
+the range of ``click_to_call_session_list_idx`` (tenant, created_at); the cost totals sum
+``call_usage_billing`` and the MOS averages ``call_quality_metric`` for the sessions of
+that period. ``bench/stats.py`` times them over a million sessions (figures in its
+docstring).
 
 Like :mod:`engine.store.session_queries`, these read PostgreSQL only: calls in progress
 reach them once the journal has written them (within its interval).
