@@ -33,6 +33,7 @@ _NOT_SOURCE = (
     ".pytest_cache",
 )
 COMMANDS = (
+    "billing",
     "call",
     "calls",
     "config",
@@ -43,6 +44,7 @@ COMMANDS = (
     "run",
     "sandbox",
     "secrets",
+    "stats",
     "tenant",
     "token",
 )
