@@ -23,6 +23,7 @@ from typing import Final
 import structlog
 
 from engine.domain.call import CallStatus
+from engine.domain.event_types import CallEventType
 from engine.domain.rating import (
     Rate,
     RatedLeg,
@@ -272,6 +273,8 @@ class BillingRecorder(Lifecycle):
     def _on_event(self, event: CallEvent) -> None:
         if event.status_to is None or not CallStatus(event.status_to).is_terminal:
             return
+        if event.event_type == CallEventType.IVR_ENDED:
+            return  # an inbound IVR call: only click-to-calls are charged (no read for it)
         try:
             self._queue.put_nowait((event.tenant_id, event.session_id))
         except asyncio.QueueFull:
