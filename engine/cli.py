@@ -388,6 +388,7 @@ def tenant_rotate_secret(ctx: _Context, slug: str, grace_seconds: float) -> None
     help=_ALLOW_CIDR_HELP + " Replaces the tenant's list.",
 )
 @click.option("--no-allow-cidrs", is_flag=True, help="Empty the tenant's list of networks.")
+@click.option("--timezone", default=None, help="IANA zone of the stats' hours and days.")
 @pass_ctx
 def tenant_update(
     ctx: _Context,
@@ -395,17 +396,21 @@ def tenant_update(
     callback_url: str | None,
     allow_cidrs: tuple[str, ...],
     no_allow_cidrs: bool,
+    timezone: str | None,
 ) -> None:
-    """Change tenant SLUG's callback URL or allowed networks (what is not given stays)."""
+    """Change tenant SLUG's callback URL, allowed networks or time zone (what is not given
+    stays)."""
     if allow_cidrs and no_allow_cidrs:
         raise click.UsageError("--allow-cidr and --no-allow-cidrs exclude each other")
     networks = allow_cidrs if allow_cidrs or no_allow_cidrs else None
-    if callback_url is None and networks is None:
-        raise click.UsageError("nothing to change: give --callback-url or --allow-cidr")
+    if callback_url is None and networks is None and timezone is None:
+        raise click.UsageError("nothing to change: give --callback-url, --allow-cidr or --timezone")
     updated = _run(
         _with_use_cases(
             ctx.settings,
-            lambda app: app.tenants.update(slug, callback_url=callback_url, allow_cidrs=networks),
+            lambda app: app.tenants.update(
+                slug, callback_url=callback_url, allow_cidrs=networks, timezone=timezone
+            ),
         )
     )
     _echo_tenant(updated)
@@ -913,6 +918,193 @@ def caller_id_list(ctx: _Context, tenant_slug: str) -> None:
     """The tenant's caller-ID profiles."""
     for profile in _tenant_work(ctx, tenant_slug, lambda app, t: app.compliance.profiles(t)):
         _echo_profile(profile)
+
+
+# -- billing and stats -------------------------------------------------------------------------
+
+
+def _instant(value: str, option: str) -> datetime:
+    """An ISO 8601 date or date and time; a bare date or time without a zone is UTC."""
+    from datetime import UTC
+
+    from engine.errors import InvalidInput
+
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(option, f"{value!r} is not an ISO 8601 date or date and time") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+@cli.group()
+def billing() -> None:
+    """Rate cards, billing lines, rerating and the monthly export."""
+
+
+@billing.group("rates")
+def billing_rates() -> None:
+    """A tenant's rate cards (CSV, see engine/rate_cards.py)."""
+
+
+@billing_rates.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--tenant", "tenant_slug", default="default", show_default=True)
+@pass_ctx
+def billing_rates_import(ctx: _Context, file: str, tenant_slug: str) -> None:
+    """Add the cards of the CSV FILE (all or none; a bad cell names FILE:line: column)."""
+    from engine.errors import ConfigError
+
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", file=file) from None
+
+    async def save(app: UseCases) -> int:
+        tenant = await app.tenants.by_slug(tenant_slug)
+        return await app.billing.import_rates(tenant, text, source=file)
+
+    count: int = _run(_with_use_cases(ctx.settings, save))
+    click.echo(f"imported {count} rate card(s) into tenant {tenant_slug}")
+
+
+@billing_rates.command("list")
+@click.option("--tenant", "tenant_slug", default="default", show_default=True)
+@click.option("--at", default=None, help="Only the cards effective then (ISO 8601).")
+@pass_ctx
+def billing_rates_list(ctx: _Context, tenant_slug: str, at: str | None) -> None:
+    """Print the tenant's cards as CSV (what `ctc billing rates import` reads)."""
+    from engine.rate_cards import dump_rates
+
+    when = _instant(at, "--at") if at else None
+
+    async def load(app: UseCases) -> str:
+        tenant = await app.tenants.by_slug(tenant_slug)
+        rates = await app.billing.rates(tenant, at=when)
+        return dump_rates(rates, await app.billing.provider_names(tenant))
+
+    click.echo(_run(_with_use_cases(ctx.settings, load)), nl=False)
+
+
+@billing.command("rerate")
+@click.option("--from", "since", required=True, help="Calls that ended at or after (ISO 8601).")
+@click.option("--to", "until", required=True, help="...and before (ISO 8601).")
+@click.option("--tenant", "tenant_slug", default=None, help="One tenant (default: every one).")
+@pass_ctx
+def billing_rerate(ctx: _Context, since: str, until: str, tenant_slug: str | None) -> None:
+    """Rate the answered calls that ended in [--from, --to) again at today's cards: missing
+    lines are written, changed ones rewritten, invoiced ones left. Safe to run again."""
+    start, end = _instant(since, "--from"), _instant(until, "--to")
+
+    async def go(app: UseCases) -> Any:
+        tenant = await app.tenants.by_slug(tenant_slug) if tenant_slug else None
+        return await app.billing.rerate(start, end, tenant=tenant)
+
+    report = _run(_with_use_cases(ctx.settings, go))
+    lines = report.lines
+    click.echo(
+        f"rerated {report.sessions} call(s): {lines.inserted} line(s) added, "
+        f"{lines.changed} changed, {lines.unchanged} unchanged, {lines.invoiced} invoiced (kept)"
+    )
+
+
+@billing.command("export")
+@click.option("--tenant", "tenant_slug", default="default", show_default=True)
+@click.option("--month", required=True, help="YYYY-MM (UTC): lines of legs that ended then.")
+@click.option("--output", "-o", default=None, type=click.Path(dir_okay=False), help="File.")
+@pass_ctx
+def billing_export(ctx: _Context, tenant_slug: str, month: str, output: str | None) -> None:
+    """The tenant's billing lines of MONTH as CSV (to stdout, or --output)."""
+
+    async def go(app: UseCases) -> str:
+        tenant = await app.tenants.by_slug(tenant_slug)
+        return await app.billing.export(tenant, month)
+
+    text: str = _run(_with_use_cases(ctx.settings, go))
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    Path(output).write_text(text, encoding="utf-8")
+    click.echo(f"wrote {text.count(chr(10)) - 1} line(s) to {output}", err=True)
+
+
+@cli.command("stats")
+@click.option("--tenant", "tenant_slug", default="default", show_default=True)
+@click.option("--from", "since", default=None, help="Calls created at or after (ISO 8601).")
+@click.option("--to", "until", default=None, help="...and before (ISO 8601).")
+@click.option("--agent", "agent_id", default=None, help="One agent's calls (agent_id).")
+@click.option("--timezone", default=None, help="IANA zone of the buckets (default: tenant's).")
+@click.option("--bucket", type=click.Choice(["hour", "day"]), default="day", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
+@pass_ctx
+def stats(
+    ctx: _Context,
+    tenant_slug: str,
+    since: str | None,
+    until: str | None,
+    agent_id: str | None,
+    timezone: str | None,
+    bucket: str,
+    as_json: bool,
+) -> None:
+    """A manager's report of a period: counts by status, answer rate (ASR), ring time, talk
+    time (ACD), by agent, provider, direction and hour or day; cost and MOS."""
+    from engine.api.routes.common import stats_out
+
+    start = _instant(since, "--from") if since else None
+    end = _instant(until, "--to") if until else None
+
+    async def go(app: UseCases) -> Any:
+        tenant = await app.tenants.by_slug(tenant_slug)
+        return await app.stats.report(
+            tenant,
+            created_after=start,
+            created_before=end,
+            agent_id=agent_id,
+            timezone=timezone,
+            bucket=bucket,
+        )
+
+    out = stats_out(_run(_with_use_cases(ctx.settings, go)), bucket)
+    if as_json:
+        click.echo(out.model_dump_json(indent=2))
+        return
+    for line in _stats_lines(out):
+        click.echo(line)
+
+
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.1f}%"
+
+
+def _secs(ms: int | None) -> str:
+    return "-" if ms is None else f"{ms / 1000:.1f}s"
+
+
+def _stats_lines(out: Any) -> list[str]:
+    lines = [
+        f"calls {out.total}  live {out.live}  connected {out.connected}  "
+        f"ASR {_pct(out.connect_rate)}  avg ring {_secs(out.avg_ring_ms)}  "
+        f"ACD {_secs(out.avg_talk_ms)}  talk {_secs(out.total_talk_ms)}",
+        "by status: " + (", ".join(f"{k} {v}" for k, v in sorted(out.by_status.items())) or "-"),
+    ]
+    sections = (
+        ("agent", out.by_agent),
+        ("provider", out.by_provider),
+        ("direction", out.by_direction),
+        (f"{out.bucket} ({out.timezone})", out.buckets),
+    )
+    for title, groups in sections:
+        lines.append(f"by {title}:")
+        for g in groups:
+            lines.append(
+                f"  {g.key or '-':<32} calls {g.total:>7}  ASR {_pct(g.connect_rate):>6}  "
+                f"ring {_secs(g.avg_ring_ms):>7}  ACD {_secs(g.avg_talk_ms):>7}"
+            )
+    cost = ", ".join(f"{c.amount_minor} {c.currency} ({c.legs} legs)" for c in out.cost)
+    lines.append(f"cost (minor units): {cost or '-'}")
+    mos = "-" if out.avg_mos is None else f"{out.avg_mos:.2f} over {out.mos_legs} legs"
+    lines.append(f"average MOS: {mos}")
+    return lines
 
 
 # -- API clients -------------------------------------------------------------------------------

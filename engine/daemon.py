@@ -17,6 +17,7 @@ import structlog
 from engine.api.server import ApiServer, openapi_document
 from engine.api.sse import StreamLimits
 from engine.api.state import ApiState
+from engine.app.billing import BillingRecorder, BillingService
 from engine.app.ivr_admission import IvrAdmission
 from engine.app.retention import RetentionService
 from engine.app.use_cases import UseCases
@@ -92,6 +93,8 @@ class Engine(Lifecycle):
             health=self.health,
             metrics=self.metrics,
         )
+        # a billing line per charged leg of each click-to-call, once its end is committed
+        self.billing = BillingRecorder(BillingService(self.store), self.events)
         # old call events, delivered callbacks and recordings, pruned every retention.interval
         self.retention = RetentionPruner(
             RetentionService.from_settings(
@@ -259,6 +262,7 @@ class Engine(Lifecycle):
         await self.event_feed.start()  # other engines' events from now on (SSE, notifier)
         if self.transcripts is not None:
             await self.transcripts.start()  # first takes what a previous run left queued
+        await self.billing.start()  # before the doors: it hears every call's end
         self.database_ready.set()
         log.info("database.connected")
         if self.ami is not None:
@@ -296,6 +300,7 @@ class Engine(Lifecycle):
             await self.ari.close()
         await self.lookup_http.close()  # after the IVR doors: no lookup is in flight
         await self.store.journal.close()  # live calls' last rows (written behind)
+        await self.billing.close()  # after the journal: the last ends are charged
         await self.retention.close()  # a batch in flight rolls back
         await self.heartbeat.close()  # marks this node stopped
         await self.event_feed.close()

@@ -31,6 +31,9 @@ __all__ = [
     "AgentActivityOut",
     "AgentStateListOut",
     "AgentStateOut",
+    "BillingExportQuery",
+    "BillingLineListOut",
+    "BillingLineOut",
     "CallActivityOut",
     "CallActivityQuery",
     "CallbackListOut",
@@ -38,6 +41,7 @@ __all__ = [
     "CallbackOut",
     "CallbackReplayIn",
     "CallsInMinuteOut",
+    "CostTotalOut",
     "DtmfIn",
     "EndCallIn",
     "ErrorBody",
@@ -57,7 +61,13 @@ __all__ = [
     "ProviderOut",
     "QualityListOut",
     "QualityMetricOut",
+    "RateCardListOut",
+    "RateCardOut",
+    "RateCardsQuery",
+    "RatesImportedOut",
     "RecordingControlIn",
+    "RerateIn",
+    "RerateOut",
     "RingTimeCountOut",
     "SecretRotationIn",
     "SecretRotationOut",
@@ -65,6 +75,7 @@ __all__ = [
     "SessionListOut",
     "SessionListQuery",
     "SessionOut",
+    "StatsGroupOut",
     "StatsOut",
     "StatsQuery",
     "StatusPatchIn",
@@ -398,6 +409,33 @@ class StatsQuery(_In):
     created_after: Instant | None = None
     created_before: Instant | None = None
     agent_id: str | None = None
+    timezone: str | None = Field(
+        default=None,
+        max_length=64,
+        description="IANA zone of the buckets (default: the tenant's, UTC unless set)",
+    )
+    bucket: Literal["hour", "day"] = Field(default="day", description="Width of `buckets`")
+
+
+class StatsGroupOut(_Out):
+    key: str | None = Field(
+        description="The agent (agent_id, else its number), provider id, direction or "
+        "bucket start (ISO 8601 in the stats' zone); null: sessions without one"
+    )
+    total: int
+    live: int
+    connected: int
+    connect_rate: float | None = Field(description="ASR: connected / finished calls")
+    avg_ring_ms: int | None
+    avg_talk_ms: int | None = Field(description="ACD: average talk time of connected calls")
+    total_talk_ms: int
+
+
+class CostTotalOut(_Out):
+    currency: str = Field(description="ISO 4217; XXX: legs no rate card matched (amount 0)")
+    legs: int
+    billable_seconds: int
+    amount_minor: int = Field(description="In the currency's minor units (cents, paise)")
 
 
 class StatsOut(_Out):
@@ -405,10 +443,95 @@ class StatsOut(_Out):
     live: int
     by_status: dict[str, int]
     connected: int
-    connect_rate: float | None = Field(description="connected / finished calls")
+    connect_rate: float | None = Field(description="ASR: connected / finished calls")
     avg_ring_ms: int | None
-    avg_talk_ms: int | None
+    avg_talk_ms: int | None = Field(description="ACD: average talk time of connected calls")
     total_talk_ms: int
+    timezone: str = Field(description="The zone of `buckets`")
+    bucket: Literal["hour", "day"]
+    by_agent: list[StatsGroupOut] = Field(description="Busiest first")
+    by_provider: list[StatsGroupOut] = Field(description="Busiest first")
+    by_direction: list[StatsGroupOut]
+    buckets: list[StatsGroupOut] = Field(description="Hours or days that had calls, in order")
+    cost: list[CostTotalOut] = Field(description="Billing lines of the period's calls")
+    avg_mos: float | None = Field(
+        description="Average MOS of the legs' end-of-call quality summaries (1-5)"
+    )
+    mos_legs: int = Field(description="How many legs `avg_mos` averages")
+
+
+class RateCardOut(_Out):
+    id: uuid.UUID
+    name: str
+    destination_prefix: str
+    direction: Literal["inbound", "outbound"]
+    provider_id: uuid.UUID | None
+    rate_per_minute_minor: int = Field(description="In 10^-rate_scale minor units")
+    rate_scale: int
+    pulse: str = Field(description="MIN/INCREMENT seconds, e.g. 30/6")
+    connection_fee_minor: int
+    minimum_charge_minor: int
+    currency: str
+    priority: int
+    effective_from: datetime | None
+    effective_to: datetime | None
+
+
+class RateCardListOut(_Out):
+    items: list[RateCardOut]
+
+
+class RateCardsQuery(_In):
+    at: Instant | None = Field(default=None, description="Only the cards effective then")
+
+
+class RatesImportedOut(_Out):
+    imported: int
+
+
+class BillingLineOut(_Out):
+    session_id: uuid.UUID
+    leg: str
+    destination_number: str | None
+    matched_prefix: str | None
+    rate_config_id: uuid.UUID | None
+    provider_id: uuid.UUID | None
+    duration_s: int
+    billable_seconds: int
+    rate_per_minute_minor: int
+    rate_scale: int
+    connection_fee_minor: int
+    minimum_charge_minor: int
+    amount_minor: int
+    currency: str
+    billed_at: datetime = Field(description="When the leg ended")
+    unrated_reason: str | None
+    end_estimated: bool = Field(
+        description="The call's end was noticed after a restart, not seen: the talk time "
+        "and amount are an upper bound"
+    )
+    invoice_ref: str | None
+
+
+class BillingLineListOut(_Out):
+    items: list[BillingLineOut]
+
+
+class BillingExportQuery(_In):
+    month: str = Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (UTC)")
+
+
+class RerateIn(_In):
+    from_: Instant = Field(alias="from", description="Legs that ended at or after this")
+    to: Instant = Field(description="...and before this")
+
+
+class RerateOut(_Out):
+    sessions: int
+    inserted: int
+    changed: int
+    unchanged: int
+    invoiced: int = Field(description="Lines already invoiced: never rewritten")
 
 
 class CallActivityQuery(_In):

@@ -1,5 +1,5 @@
 """The call use cases the API and the CLI call: initiate, end, set status, transfer, and
-the reads of sessions, their events and statistics.
+the reads of sessions and their events (statistics: :mod:`engine.app.stats`).
 
 ``CallService`` turns a request (plain dataclasses and enums, never an API model) into
 domain decisions and store writes. Dialing goes through its :class:`~engine.app.ports.Dialer`
@@ -16,7 +16,6 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import structlog
@@ -37,7 +36,6 @@ from engine.store.records import (
     NewSession,
     SessionFilter,
     SessionPage,
-    SessionStats,
     StoredSession,
     StoredTransfer,
     Tenant,
@@ -344,18 +342,3 @@ class CallService:
         customer = to_e164(number, field="customer_number") if number else None
         filters = dataclasses.replace(filters, customer_number=customer)
         return await self._store.sessions.find(tenant.id, filters, limit=limit, cursor=cursor)
-
-    async def stats(
-        self,
-        tenant: Tenant,
-        *,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        agent_id: str | None = None,
-    ) -> SessionStats:
-        return await self._store.sessions.stats(
-            tenant.id,
-            created_after=created_after,
-            created_before=created_before,
-            agent_id=agent_id,
-        )

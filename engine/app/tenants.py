@@ -13,6 +13,7 @@ import dataclasses
 import uuid
 from typing import Any, Final
 
+from engine.app.stats import check_timezone
 from engine.errors import InvalidInput
 from engine.store.records import ApiTokenInfo, IssuedToken, SecretRotation, Tenant
 from engine.store.repositories import Store
@@ -84,11 +85,15 @@ class TenantService:
         *,
         callback_url: str | None = None,
         allow_cidrs: tuple[str, ...] | None = None,
+        timezone: str | None = None,
     ) -> Tenant:
         """Change what is given, in one step (the URL is checked against the resulting
         networks): ``callback_url`` None keeps it, ``""`` removes it; ``allow_cidrs`` None
-        keeps the list, a tuple replaces it (``()`` empties it)."""
+        keeps the list, a tuple replaces it (``()`` empties it); ``timezone`` (an IANA
+        zone: the stats' hours and days) None keeps it."""
         changes: dict[str, Any] = {}
+        if timezone is not None:
+            changes["timezone"] = check_timezone(timezone)
         if callback_url is not None:
             changes["callback_url"] = callback_url or None
         if allow_cidrs is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from engine.app.agent_states import AgentStateService
 from engine.app.agents import AgentActivityService
+from engine.app.billing import BillingService
 from engine.app.call_activity import CallActivityService
 from engine.app.callbacks import CallbackService
 from engine.app.calls import CallService
@@ -17,6 +18,7 @@ from engine.app.ivr_menus import IvrMenuService
 from engine.app.ports import Dialer, InCallControls
 from engine.app.providers import ProviderService
 from engine.app.recordings import RecordingDownloads
+from engine.app.stats import StatsService
 from engine.app.stored_secrets import StoredSecretsService
 from engine.app.tenants import TenantService
 from engine.app.transcripts import CallQualityReads, TranscriptService
@@ -45,6 +47,8 @@ class UseCases:
     transcripts: TranscriptService
     quality: CallQualityReads
     callbacks: CallbackService  # the outbox: failed callbacks, replays
+    billing: BillingService
+    stats: StatsService
 
     @classmethod
     def over(
@@ -77,4 +81,6 @@ class UseCases:
             transcripts=TranscriptService(store),
             quality=CallQualityReads(store),
             callbacks=CallbackService(store),
+            billing=BillingService(store),
+            stats=StatsService(store),
         )

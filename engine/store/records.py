@@ -31,6 +31,7 @@ __all__ = [
     "ApiTokenInfo",
     "CallEvent",
     "CallsInMinute",
+    "CostTotal",
     "DtmfRow",
     "IssuedToken",
     "NewProvider",
@@ -44,7 +45,9 @@ __all__ = [
     "SecretRotation",
     "SessionFilter",
     "SessionPage",
-    "SessionStats",
+    "StatsGroup",
+    "StatsPeriod",
+    "StatsReport",
     "StoredCallback",
     "StoredIvrMenu",
     "StoredNode",
@@ -450,18 +453,6 @@ class SessionPage:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class SessionStats:
-    total: int
-    by_status: dict[str, int]
-    live: int
-    connected: int  # reached the customer (connected or completed after connecting)
-    connect_rate: float | None
-    avg_ring_ms: int | None
-    avg_talk_ms: int | None
-    total_talk_ms: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class CallsInMinute:
     """The sessions created in one minute, and how many of them reached the customer."""
 
@@ -558,3 +549,61 @@ class StoredCallback:
     created_at: datetime
     next_attempt_at: datetime
     delivered_at: datetime | None
+
+
+# -- the manager's statistics (engine/store/stats.py) ------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatsPeriod:
+    """Which sessions: created in ``[created_after, created_before)`` (open ends when None),
+    optionally of one agent (``agent_id``); hour or day buckets in ``timezone``."""
+
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    agent_id: str | None = None
+    timezone: str = "UTC"
+    bucket: str = "day"  # 'hour' or 'day'
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatsGroup:
+    """The figures of one group of sessions (an agent, a provider, a bucket, ...).
+
+    ``connect_rate`` is the answer-seizure ratio (ASR): of the finished sessions, those
+    that connected (calls still in progress count neither way; ``connected`` counts them).
+    ``avg_talk_ms`` is the average call duration (ACD) of connected calls; ``avg_ring_ms``
+    of those that rang."""
+
+    key: str | None
+    total: int
+    live: int
+    connected: int
+    connect_rate: float | None
+    avg_ring_ms: int | None
+    avg_talk_ms: int | None
+    total_talk_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CostTotal:
+    """What the period's sessions cost in one currency (``XXX``: legs no card rated)."""
+
+    currency: str
+    legs: int
+    billable_seconds: int
+    amount_minor: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatsReport:
+    timezone: str  # of the buckets
+    totals: StatsGroup
+    by_status: dict[str, int]
+    by_agent: list[StatsGroup]  # key: agent_id, else the agent's number or endpoint
+    by_provider: list[StatsGroup]  # key: provider id (None: no provider)
+    by_direction: list[StatsGroup]
+    buckets: list[StatsGroup]  # key: the bucket's start, ISO 8601 in the period's zone
+    cost: list[CostTotal]
+    avg_mos: float | None  # over the legs' end-of-call quality summaries
+    mos_legs: int

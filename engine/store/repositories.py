@@ -7,6 +7,7 @@ import dataclasses
 from engine.events import EventBus
 from engine.secrets import Keyring
 from engine.store.activity import ActivityRepository, WebhookRepository
+from engine.store.billing import BillingRepository
 from engine.store.compliance import (
     CallerIdProfileRepository,
     ComplianceRuleRepository,
@@ -25,6 +26,7 @@ from engine.store.recording import RecordingPolicyRepository
 from engine.store.retention import RetentionRepository
 from engine.store.routing import RoutingRepository
 from engine.store.sessions import SessionRepository
+from engine.store.stats import StatsQueries
 from engine.store.stored_secrets import StoredSecrets
 from engine.store.tenants import TenantRepository
 from engine.store.transcripts import TranscriptRepository
@@ -58,6 +60,8 @@ class Store:
     retention: RetentionRepository  # the prune of old rows (engine/app/retention.py)
     secrets: StoredSecrets  # every secret column: what is not yet sealed, rotation
     nodes: NodeRepository  # the engines sharing the database (heartbeats)
+    billing: BillingRepository  # rate cards and billing lines
+    stats: StatsQueries  # the manager's statistics over many sessions
     # live calls owned by this process, written behind (close it before the database)
     journal: CallJournal
     # which writer owns each session: the journal above, or write-through
@@ -93,6 +97,8 @@ class Store:
             retention=RetentionRepository(db),
             secrets=StoredSecrets(db, keys),
             nodes=NodeRepository(db),
+            billing=BillingRepository(db),
+            stats=StatsQueries(db),
             journal=journal,
             ownership=ownership,
         )

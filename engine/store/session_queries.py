@@ -1,8 +1,9 @@
-"""Listing, history and statistics of sessions: the read side that spans many sessions.
+"""Listing, history and per-minute activity of sessions: the read side that spans many
+sessions (the manager's statistics are :mod:`engine.store.stats`).
 
 These queries read PostgreSQL only. A live session owned by the
 :class:`~engine.store.journal.CallJournal` reaches them once its batch is committed, so a
-listing or the stats may lag the calls in progress by up to the journal's interval; one
+listing may lag the calls in progress by up to the journal's interval; one
 session's current state is read through :class:`~engine.store.sessions.SessionRepository`,
 which asks the session's owner.
 """
@@ -16,7 +17,7 @@ from typing import Any, Final
 
 from engine.domain.call import LIVE_STATUSES
 from engine.errors import InvalidInput
-from engine.store.database import Database, returned
+from engine.store.database import Database
 from engine.store.records import (
     EVENT_COLUMNS,
     SESSION_COLUMNS,
@@ -26,7 +27,6 @@ from engine.store.records import (
     RingTimeCount,
     SessionFilter,
     SessionPage,
-    SessionStats,
     StoredSession,
 )
 
@@ -154,48 +154,6 @@ class SessionQueries:
             ended_within,
         )
         return [r["id"] for r in rows]
-
-    async def stats(
-        self,
-        tenant_id: uuid.UUID,
-        *,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        agent_id: str | None = None,
-    ) -> SessionStats:
-        row = await self._db.fetchrow(
-            "SELECT count(*) AS total, "
-            "  count(*) FILTER (WHERE status = ANY($5)) AS live, "
-            "  count(*) FILTER (WHERE connected_at IS NOT NULL) AS connected, "
-            "  avg(ring_ms)::bigint AS avg_ring_ms, avg(talk_ms)::bigint AS avg_talk_ms, "
-            "  coalesce(sum(talk_ms), 0)::bigint AS total_talk_ms, "
-            "  coalesce(jsonb_object_agg(status, n) FILTER (WHERE status IS NOT NULL), '{}') "
-            "    AS by_status "
-            "FROM (SELECT *, count(*) OVER (PARTITION BY status) AS n "
-            "      FROM click_to_call_session WHERE tenant_id = $1 "
-            "      AND ($2::timestamptz IS NULL OR created_at >= $2) "
-            "      AND ($3::timestamptz IS NULL OR created_at < $3) "
-            "      AND ($4::text IS NULL OR agent_id = $4)) s",
-            tenant_id,
-            created_after,
-            created_before,
-            agent_id,
-            [s.value for s in LIVE_STATUSES],
-        )
-        row = returned(row, "the session stats query")
-        total = int(row["total"])
-        finished = total - int(row["live"])
-        connected = int(row["connected"])
-        return SessionStats(
-            total=total,
-            by_status={k: int(v) for k, v in row["by_status"].items()},
-            live=int(row["live"]),
-            connected=connected,
-            connect_rate=round(connected / finished, 4) if finished else None,
-            avg_ring_ms=row["avg_ring_ms"],
-            avg_talk_ms=row["avg_talk_ms"],
-            total_talk_ms=int(row["total_talk_ms"]),
-        )
 
     async def calls_by_minute(
         self, tenant_id: uuid.UUID, since: datetime, until: datetime

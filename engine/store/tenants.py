@@ -124,9 +124,11 @@ class TenantRepository:
         *,
         callback_url: str | _Keep | None = _KEEP,
         allow_cidrs: tuple[str | Network, ...] | None = None,
+        timezone: str | None = None,
     ) -> Tenant:
         """Change what is given: ``callback_url`` (None: none), ``allow_cidrs`` (replaces
-        the list; ``()`` empties it). The resulting URL is checked against the resulting
+        the list; ``()`` empties it), ``timezone`` (of the stats' buckets; None keeps it).
+        The resulting URL is checked against the resulting
         allowance (:class:`InvalidInput` naming ``callback_url`` or ``allow_cidr``)."""
         async with self._db.transaction() as conn:
             row = await conn.fetchrow(
@@ -140,11 +142,12 @@ class TenantRepository:
             if url is not None:
                 check_url(url, policy, field="callback_url")
             row = await conn.fetchrow(
-                f"UPDATE tenant SET callback_url = $2, outbound_allow_cidrs = $3 "
-                f"WHERE id = $1 RETURNING {_TENANT_COLS}",
+                f"UPDATE tenant SET callback_url = $2, outbound_allow_cidrs = $3, "
+                f"timezone = coalesce($4, timezone) WHERE id = $1 RETURNING {_TENANT_COLS}",
                 current.id,
                 url,
                 list(policy.allow),
+                timezone,
             )
         if row is None:
             raise NotFound("tenant", slug)

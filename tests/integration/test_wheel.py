@@ -33,6 +33,7 @@ _NOT_SOURCE = (
     ".pytest_cache",
 )
 COMMANDS = (
+    "billing",
     "call",
     "callbacks",
     "calls",
@@ -47,6 +48,7 @@ COMMANDS = (
     "run",
     "sandbox",
     "secrets",
+    "stats",
     "tenant",
     "token",
     "transcripts",

@@ -3,6 +3,7 @@ route on the one table, :data:`engine.api.endpoints.router`."""
 
 from engine.api.routes import (
     agents,
+    billing,
     callbacks,
     calls,
     compliance,
@@ -18,6 +19,7 @@ from engine.api.routes import (
 
 __all__ = [
     "agents",
+    "billing",
     "callbacks",
     "calls",
     "compliance",

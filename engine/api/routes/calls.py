@@ -27,6 +27,7 @@ from engine.api.routes.common import (
     error_responses,
     path_session_id,
     session_out,
+    stats_out,
     use_cases,
 )
 from engine.app.calls import InitiateCall
@@ -190,14 +191,21 @@ async def end_session(req: ApiRequest) -> web.StreamResponse:
     responses={200: StatsOut, **error_responses(401, 422)},
 )
 async def call_stats(req: ApiRequest) -> web.StreamResponse:
+    """Counts by status, the answer rate (ASR, `connect_rate`) and the average ring and talk
+    times (ACD, `avg_talk_ms`) of the sessions created in the period, and the same figures
+    by agent, provider, direction and hour or day (`bucket`) in the tenant's time zone
+    (`timezone` overrides it); the cost of their billing lines per currency and the
+    average MOS of their legs."""
     q = req.query_as(StatsQuery)
-    stats = await use_cases(req).calls.stats(
+    report = await use_cases(req).stats.report(
         req.require_tenant(),
         created_after=q.created_after,
         created_before=q.created_before,
         agent_id=q.agent_id,
+        timezone=q.timezone,
+        bucket=q.bucket,
     )
-    return json_response(StatsOut.model_validate(stats, from_attributes=True))
+    return json_response(stats_out(report, q.bucket))
 
 
 @router.route(

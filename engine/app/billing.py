@@ -1,0 +1,316 @@
+"""Billing use cases: rate cards in and out, a billing line per charged leg when a call
+ends, ``rerate`` after a rate change, and the monthly CSV export.
+
+The rating rules are :mod:`engine.domain.rating`; the CSV format of rate cards is
+:mod:`engine.rate_cards`. :class:`BillingRecorder` charges each click-to-call as its end
+is committed (it listens on the :class:`~engine.events.EventBus`); a line it missed (the
+engine stopped between the end and the line, or PostgreSQL refused it) is written by the
+next ``ctc billing rerate`` over the period, which writes every line a period should have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import dataclasses
+import io
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Final
+
+import structlog
+
+from engine.domain.call import CallStatus
+from engine.domain.event_types import CallEventType
+from engine.domain.rating import (
+    Rate,
+    RatedLeg,
+    charged_legs,
+    number_prefixes,
+    rate_leg,
+)
+from engine.errors import ConfigError, CtcError, InvalidInput
+from engine.events import EventBus
+from engine.lifecycle import Lifecycle
+from engine.rate_cards import parse_rates
+from engine.store.billing import BillingLine, EndedSession, LinesWritten
+from engine.store.records import CallEvent, Tenant
+from engine.store.repositories import Store
+
+__all__ = [
+    "EXPORT_COLUMNS",
+    "BillingRecorder",
+    "BillingService",
+    "RerateReport",
+    "month_bounds",
+]
+
+log = structlog.get_logger(__name__)
+
+EXPORT_COLUMNS: Final = (
+    "session_id",
+    "leg",
+    "ended_at",
+    "destination_number",
+    "matched_prefix",
+    "rate_config_id",
+    "provider_id",
+    "duration_s",
+    "billable_seconds",
+    "rate_per_minute_minor",
+    "rate_scale",
+    "connection_fee_minor",
+    "minimum_charge_minor",
+    "amount_minor",
+    "currency",
+    "unrated_reason",
+    "end_estimated",
+    "invoice_ref",
+)
+_RERATE_BATCH: Final = 500
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RerateReport:
+    """What a rerate did over its period."""
+
+    sessions: int
+    lines: LinesWritten
+
+
+def month_bounds(month: str) -> tuple[datetime, datetime]:
+    """``"2026-11"`` → [2026-11-01, 2026-12-01) in UTC; InvalidInput naming ``month``."""
+    try:
+        start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+    except ValueError:
+        raise InvalidInput("month", f"{month!r} is not YYYY-MM") from None
+    end = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+    return start, end
+
+
+def _rate_session(session: EndedSession, rates: list[Rate]) -> list[RatedLeg]:
+    legs = charged_legs(
+        agent_number=session.agent_number,
+        customer_number=session.customer_number,
+        agent_answered_at=session.agent_answered_at,
+        connected_at=session.connected_at,
+        ended_at=session.ended_at,
+        provider_id=session.provider_id,
+        end_estimated=session.end_estimated,
+    )
+    return [rate_leg(rates, leg) for leg in legs]
+
+
+class BillingService:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    # -- rate cards -----------------------------------------------------------------------
+
+    async def import_rates(self, tenant: Tenant, text: str, *, source: str = "rates.csv") -> int:
+        """Add the CSV's cards (all or none); ConfigError naming ``source:line`` when one
+        is bad, also for a provider the tenant does not have."""
+        rows = parse_rates(text, source=source)
+        providers = {p.name: p.id for p in await self._store.providers.all(tenant.id)}
+        rates: list[Rate] = []
+        for row in rows:
+            rate = row.rate
+            if row.provider is not None:
+                provider_id = providers.get(row.provider)
+                if provider_id is None:
+                    known = ", ".join(sorted(providers)) or "none"
+                    raise ConfigError(
+                        f"no provider {row.provider!r} in tenant {tenant.slug} (it has: {known})",
+                        file=source,
+                        line=row.line,
+                        field="provider",
+                    )
+                rate = dataclasses.replace(rate, provider_id=provider_id)
+            rates.append(rate)
+        return await self._store.billing.add_rates(tenant.id, rates)
+
+    async def rates(self, tenant: Tenant, *, at: datetime | None = None) -> list[Rate]:
+        return await self._store.billing.rates(tenant.id, at=at)
+
+    async def provider_names(self, tenant: Tenant) -> dict[uuid.UUID, str]:
+        return {p.id: p.name for p in await self._store.providers.all(tenant.id)}
+
+    # -- lines ----------------------------------------------------------------------------
+
+    async def charge_session(self, tenant_id: uuid.UUID, session_id: uuid.UUID) -> list[RatedLeg]:
+        """Write the billing lines of an ended click-to-call (none for an unanswered one,
+        nor for a session that has not ended); what was rated."""
+        session = await self._store.billing.ended_session(tenant_id, session_id)
+        if session is None or session.direction != "click_to_call":
+            return []
+        numbers = {session.agent_number, session.customer_number}
+        prefixes = sorted({p for n in numbers for p in number_prefixes(n)})
+        rates = await self._store.billing.candidate_rates(tenant_id, prefixes)
+        lines = _rate_session(session, rates)
+        await self._store.billing.save_lines(tenant_id, session_id, lines)
+        return lines
+
+    async def lines(self, tenant: Tenant, session_id: uuid.UUID) -> list[BillingLine]:
+        await self._store.sessions.get(tenant.id, session_id)  # NotFound for another's
+        return await self._store.billing.lines(tenant.id, session_id)
+
+    async def rerate(
+        self, since: datetime, until: datetime, *, tenant: Tenant | None = None
+    ) -> RerateReport:
+        """Rate again every answered click-to-call that ended in ``[since, until)`` (of
+        one tenant, or all) at the cards as they are now, and write its lines: missing
+        lines are added, changed ones rewritten, invoiced ones left. Running it twice
+        changes nothing the second time."""
+        if until <= since:
+            raise InvalidInput("to", "must be later than --from")
+        tenant_id = tenant.id if tenant is not None else None
+        rates_of: dict[uuid.UUID, list[Rate]] = {}
+        after: tuple[datetime, uuid.UUID] | None = None
+        sessions = 0
+        written = LinesWritten()
+        while True:
+            batch = await self._store.billing.ended_sessions(
+                since, until, tenant_id=tenant_id, after=after, limit=_RERATE_BATCH
+            )
+            if not batch:
+                break
+            lines: list[tuple[uuid.UUID, uuid.UUID, RatedLeg]] = []
+            for session in batch:
+                rates = rates_of.get(session.tenant_id)
+                if rates is None:
+                    rates = rates_of[session.tenant_id] = await self._store.billing.rates(
+                        session.tenant_id
+                    )
+                lines.extend(
+                    (session.tenant_id, session.id, line) for line in _rate_session(session, rates)
+                )
+            written += await self._store.billing.save_many(lines)
+            sessions += len(batch)
+            last = batch[-1]
+            assert last.ended_at is not None
+            after = (last.ended_at, last.id)
+        log.info(
+            "billing.rerated",
+            tenant_id=str(tenant_id) if tenant_id else None,
+            sessions=sessions,
+            inserted=written.inserted,
+            changed=written.changed,
+            unchanged=written.unchanged,
+            invoiced=written.invoiced,
+        )
+        return RerateReport(sessions, written)
+
+    async def export(self, tenant: Tenant, month: str) -> str:
+        """The tenant's billing lines of legs that ended in ``month`` (YYYY-MM, UTC), as
+        CSV with a header row (:data:`EXPORT_COLUMNS`), oldest first."""
+        since, until = month_bounds(month)
+        lines = await self._store.billing.lines_between(tenant.id, since, until)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(EXPORT_COLUMNS)
+        for line in lines:
+            writer.writerow(
+                [
+                    line.session_id,
+                    line.leg,
+                    line.billed_at.astimezone(UTC).isoformat(),
+                    line.destination_number or "",
+                    line.matched_prefix or "",
+                    line.rate_config_id or "",
+                    line.provider_id or "",
+                    line.duration_s,
+                    line.billable_seconds,
+                    line.rate_per_minute_minor,
+                    line.rate_scale,
+                    line.connection_fee_minor,
+                    line.minimum_charge_minor,
+                    line.amount_minor,
+                    line.currency,
+                    line.unrated_reason or "",
+                    "true" if line.end_estimated else "false",
+                    line.invoice_ref or "",
+                ]
+            )
+        return out.getvalue()
+
+
+class BillingRecorder(Lifecycle):
+    """Charges each click-to-call once its end is committed: a listener on the event bus
+    queues the sessions whose terminal status was published, one task rates them.
+
+    A failure to write a line is logged (``billing.charge_failed``) and left to
+    ``ctc billing rerate``; the queue is bounded (a burst past it is logged the same way).
+    Close: what is queued is charged within ``close_grace`` seconds, the rest is logged.
+    """
+
+    def __init__(
+        self,
+        billing: BillingService,
+        events: EventBus,
+        *,
+        max_queue: int = 10_000,
+        close_grace: float = 5.0,
+    ) -> None:
+        self._billing = billing
+        self._events = events
+        self._queue: asyncio.Queue[tuple[uuid.UUID, uuid.UUID]] = asyncio.Queue(max_queue)
+        self._close_grace = close_grace
+        self._task: asyncio.Task[None] | None = None
+        self._unlisten: Callable[[], None] | None = None
+        self.charged = 0  # sessions rated
+        self.failed = 0  # sessions whose lines could not be written (logged)
+
+    async def _open(self) -> None:
+        self._unlisten = self._events.add_listener(self._on_event)
+        self._task = asyncio.get_running_loop().create_task(self._work(), name="billing")
+
+    def _on_event(self, event: CallEvent) -> None:
+        if event.status_to is None or not CallStatus(event.status_to).is_terminal:
+            return
+        if event.event_type == CallEventType.IVR_ENDED:
+            return  # an inbound IVR call: only click-to-calls are charged (no read for it)
+        try:
+            self._queue.put_nowait((event.tenant_id, event.session_id))
+        except asyncio.QueueFull:
+            self.failed += 1
+            log.error("billing.charge_failed", call_id=str(event.session_id), error="queue full")
+
+    async def idle(self) -> None:
+        """Return once every session queued so far is charged (tests, shutdown)."""
+        await self._queue.join()
+
+    async def _work(self) -> None:
+        while True:
+            tenant_id, session_id = await self._queue.get()
+            try:
+                await self._billing.charge_session(tenant_id, session_id)
+                self.charged += 1
+            except CtcError as exc:
+                self.failed += 1
+                log.error("billing.charge_failed", call_id=str(session_id), error=str(exc))
+            except Exception:  # a bug: logged with its traceback, the recorder goes on
+                self.failed += 1
+                log.exception("billing.charge_failed", call_id=str(session_id))
+            finally:
+                self._queue.task_done()
+
+    async def _close(self) -> None:
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
+        if self._task is not None and not self._task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), self._close_grace)
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if not self._queue.empty():
+            log.error("billing.closed_with_queue", sessions=self._queue.qsize())

@@ -1,0 +1,224 @@
+"""Billing over PostgreSQL: rate cards over the API, a line per charged leg when a call
+ends, rerate (idempotent, invoiced lines kept), the monthly export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+
+from engine.daemon import Engine
+from engine.store.records import Tenant
+from tests.support.calls import C2C, CONNECT, initiate_body, move_call
+from tests.support.http import Api
+from tests.support.tenants import new_tenant, tenant_headers
+
+BILLING = "/api/v1/billing"
+CSV = {"Content-Type": "text/csv"}
+T0 = datetime(2026, 10, 5, 9, 0, tzinfo=UTC)
+# cards effective long before the seeded calls (a card imported without a date starts now)
+ANY_60_EUR = "prefix,rate_per_minute_minor,currency,effective_from\n+,60,EUR,2026-01-01T00:00Z\n"
+
+
+async def import_csv(api: Api, slug: str, text: str) -> tuple[int, object]:
+    status, body, _ = await api.call(
+        "POST", f"{BILLING}/rates", data=text.encode(), headers=tenant_headers(slug, **CSV)
+    )
+    return status, body
+
+
+async def seed_session(
+    engine: Engine,
+    tenant: Tenant,
+    *,
+    agent: str = "+441000000001",
+    customer: str = "+14155550100",
+    answered: datetime | None = T0,
+    connected: datetime | None = None,
+    ended: datetime | None = None,
+    estimated: bool = False,
+) -> uuid.UUID:
+    """An ended click-to-call row with the given times, as the journal would leave it."""
+    sid = uuid.uuid4()
+    status = "completed" if connected else ("canceled" if answered else "no_answer")
+    await engine.store.db.execute(
+        "INSERT INTO click_to_call_session (id, tenant_id, status, agent_number, "
+        "customer_number, created_at, dialing_agent_at, agent_answered_at, connected_at, "
+        "ended_at, end_estimated) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10)",
+        sid,
+        tenant.id,
+        status,
+        agent,
+        customer,
+        T0 - timedelta(seconds=5),
+        answered,
+        connected,
+        ended,
+        estimated,
+    )
+    return sid
+
+
+async def test_a_bridged_call_gets_a_line_per_leg_when_it_ends(
+    api_engine: Engine, unix_api: Api
+) -> None:
+    tenant = await new_tenant(api_engine.store)
+    t = tenant.slug
+    status, body = await import_csv(
+        unix_api,
+        t,
+        "prefix,rate_per_minute_minor,currency,pulse,connection_fee_minor\n"
+        "+1,120,USD,60/60,7\n+1415,0.5,USD,1/1,0\n",
+    )
+    assert (status, body) == (201, {"imported": 2})
+    headers = tenant_headers(t)
+    status, body, _ = await unix_api.call(
+        "POST", f"{C2C}/initiate", json=initiate_body(), headers=headers
+    )
+    sid = body["id"]
+    await move_call(unix_api, t, sid, *CONNECT)
+    _, lines, _ = await unix_api.call("GET", f"{C2C}/sessions/{sid}/billing", headers=headers)
+    assert lines == {"items": []}  # live: nothing billed yet
+    await move_call(unix_api, t, sid, "completed")
+    await api_engine.billing.idle()
+    status, lines, _ = await unix_api.call("GET", f"{C2C}/sessions/{sid}/billing", headers=headers)
+    assert status == 200, lines
+    agent, customer = lines["items"]
+    # the agent dialled as endpoint 1001: a zero line saying why
+    assert (agent["leg"], agent["amount_minor"], agent["currency"]) == ("agent", 0, "XXX")
+    assert "not a phone number" in agent["unrated_reason"]
+    # +14155550100 under the +1415 card: 1/1 pulse, 0.5 per minute, a second or two -> 1
+    assert customer["leg"] == "customer"
+    assert customer["matched_prefix"] == "+1415"
+    assert customer["currency"] == "USD"
+    assert customer["unrated_reason"] is None
+    assert customer["billable_seconds"] == max(1, customer["duration_s"])
+    assert customer["amount_minor"] == 1
+    # another tenant does not see them
+    other = await new_tenant(api_engine.store)
+    status, _, _ = await unix_api.call(
+        "GET", f"{C2C}/sessions/{sid}/billing", headers=tenant_headers(other.slug)
+    )
+    assert status == 404
+
+
+async def test_rate_cards_list_and_bad_imports(api_engine: Engine, unix_api: Api) -> None:
+    t = (await new_tenant(api_engine.store)).slug
+    status, err = await import_csv(
+        unix_api, t, "prefix,rate_per_minute_minor,currency\n+44,1,GBP\n+44x,1,GBP\n"
+    )
+    assert status == 422
+    assert err["error"]["details"][0]["field"] == "line 3: prefix"  # type: ignore[index]
+    status, err = await import_csv(
+        unix_api, t, "prefix,rate_per_minute_minor,currency,provider\n+44,1,GBP,nope\n"
+    )
+    assert status == 422
+    assert "no provider 'nope'" in err["error"]["message"]
+    status, _, _ = await unix_api.call(
+        "POST", f"{BILLING}/rates", json={"x": 1}, headers=tenant_headers(t)
+    )
+    assert status == 415
+    _, listed, _ = await unix_api.call("GET", f"{BILLING}/rates", headers=tenant_headers(t))
+    assert listed == {"items": []}  # all or none
+    await import_csv(
+        unix_api,
+        t,
+        "prefix,rate_per_minute_minor,currency,pulse,effective_from,effective_to\n"
+        "+44,1.5,GBP,30/6,2026-01-01T00:00:00Z,2026-06-01T00:00:00Z\n"
+        "+44,2,GBP,30/6,2026-06-01T00:00:00Z,\n",
+    )
+    _, listed, _ = await unix_api.call("GET", f"{BILLING}/rates", headers=tenant_headers(t))
+    assert [(r["rate_per_minute_minor"], r["rate_scale"], r["pulse"]) for r in listed["items"]] == [
+        (15, 1, "30/6"),
+        (2, 0, "30/6"),
+    ]
+    _, now, _ = await unix_api.call(
+        "GET", f"{BILLING}/rates", params={"at": "2026-03-01T00:00:00Z"}, headers=tenant_headers(t)
+    )
+    assert [r["rate_per_minute_minor"] for r in now["items"]] == [15]
+
+
+async def test_rerate_is_idempotent_and_keeps_invoiced_lines(api_engine: Engine) -> None:
+    store, app = api_engine.store, api_engine.use_cases
+    tenant = await new_tenant(store)
+    await app.billing.import_rates(tenant, ANY_60_EUR)
+    # a bridged call: agent 100 s (1:40 -> 2 min at 60/60), customer 90 s (2 min)
+    bridged = await seed_session(
+        api_engine,
+        tenant,
+        connected=T0 + timedelta(seconds=10),
+        ended=T0 + timedelta(seconds=100),
+    )
+    # the agent answered, the customer did not: one line
+    agent_only = await seed_session(api_engine, tenant, ended=T0 + timedelta(seconds=20))
+    # nobody answered: no line
+    await seed_session(api_engine, tenant, answered=None, ended=T0 + timedelta(seconds=30))
+    since, until = T0 - timedelta(days=1), T0 + timedelta(days=1)
+    first = await app.billing.rerate(since, until, tenant=tenant)
+    assert first.sessions == 2
+    assert (first.lines.inserted, first.lines.changed, first.lines.unchanged) == (3, 0, 0)
+    again = await app.billing.rerate(since, until, tenant=tenant)
+    assert (again.lines.inserted, again.lines.changed, again.lines.unchanged) == (0, 0, 3)
+    lines = await store.billing.lines(tenant.id, bridged)
+    assert [(x.leg, x.duration_s, x.billable_seconds, x.amount_minor) for x in lines] == [
+        ("agent", 100, 120, 120),
+        ("customer", 90, 120, 120),
+    ]
+    # a rate change (a longer prefix for the customer's number) and an invoiced line
+    await store.db.execute(
+        "UPDATE call_usage_billing SET invoice_ref = 'INV-1' WHERE session_id = $1", agent_only
+    )
+    await app.billing.import_rates(
+        tenant,
+        "prefix,rate_per_minute_minor,currency,pulse,effective_from\n+1415,30,EUR,1/1,2026-01-01T00:00Z\n",
+    )
+    changed = await app.billing.rerate(since, until, tenant=tenant)
+    assert (changed.lines.changed, changed.lines.unchanged, changed.lines.invoiced) == (1, 1, 1)
+    customer = (await store.billing.lines(tenant.id, bridged))[1]
+    assert (customer.matched_prefix, customer.billable_seconds, customer.amount_minor) == (
+        "+1415",
+        90,
+        45,
+    )
+    (kept,) = await store.billing.lines(tenant.id, agent_only)
+    assert (kept.amount_minor, kept.invoice_ref) == (60, "INV-1")  # 20 s at 60/60: 1 min
+
+    # the export: the month's lines, oldest first, with the hand-computed amounts
+    text = await app.billing.export(tenant, "2026-10")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [(r["leg"], r["amount_minor"], r["currency"]) for r in rows] == [
+        ("agent", "60", "EUR"),
+        ("agent", "120", "EUR"),
+        ("customer", "45", "EUR"),
+    ]
+    assert rows[0]["invoice_ref"] == "INV-1"
+    assert (await app.billing.export(tenant, "2026-11")).count("\n") == 1  # the header only
+
+
+async def test_export_over_the_api(api_engine: Engine) -> None:
+    tenant = await new_tenant(api_engine.store)
+    app = api_engine.use_cases
+    await app.billing.import_rates(tenant, ANY_60_EUR)
+    await seed_session(api_engine, tenant, ended=T0 + timedelta(seconds=59))
+    # an end noticed after a restart: its line says the amount is an upper bound
+    await seed_session(api_engine, tenant, ended=T0 + timedelta(seconds=61), estimated=True)
+    await app.billing.rerate(T0, T0 + timedelta(days=1), tenant=tenant)
+    port = api_engine.api.tcp_port
+    token = (await api_engine.store.tenants.issue_token(tenant.slug, "export")).token
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{port}{BILLING}/export"
+        auth = {"Authorization": f"Bearer {token}"}
+        async with session.get(url, params={"month": "2026-10"}, headers=auth) as resp:
+            assert resp.status == 200
+            assert resp.content_type == "text/csv"
+            text = await resp.text()
+        async with session.get(url, params={"month": "2026-13"}, headers=auth) as resp:
+            assert resp.status == 422
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [(r["leg"], r["duration_s"], r["amount_minor"], r["end_estimated"]) for r in rows] == [
+        ("agent", "59", "60", "false"),
+        ("agent", "61", "120", "true"),
+    ]
