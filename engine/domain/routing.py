@@ -20,6 +20,12 @@ Strategies:
 * ``ivr_menu``: no ringing: the caller goes to that menu.
 * ``provider``: unavailable: the engine has no carrier adapter to hand a call to.
 
+Only *available* agents are offered a call (:mod:`engine.domain.agent_state`): a member
+named in ``unavailable`` (ringing, on a call, in wrap-up, on a break, offline) is left
+out of its rule's attempts and listed in the plan's ``skipped``; a rule left with nobody
+to ring is unavailable. With ``at``, a rule whose schedule does not hold then
+(:mod:`engine.domain.schedule`) is unavailable too.
+
 When every attempt of a rule fails (busy, no answer, failed) or the rule is unavailable,
 its ``fallback_rule_id`` is followed: at most :data:`MAX_RULES` rules per transfer, and a
 rule already followed ends the chain (a cycle never rings anyone twice for one rule).
@@ -33,6 +39,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
+from engine.domain.schedule import Schedule, schedule_problem
 from engine.domain.transfer import TransferState
 
 __all__ = [
@@ -83,6 +90,7 @@ class RoutingRule:
     active: bool = True
     offers: int = 0
     last_offered: Mapping[str, datetime] = dataclasses.field(default_factory=dict)
+    schedule: Schedule | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -105,7 +113,8 @@ class RoutePlan:
     set (``menu_rule_id``, an ``ivr_menu`` rule, ended the chain), else the transfer
     failed. ``reason``: why the chain ended without ringing anyone for its last rule
     (unknown, inactive, provider...), None when it just ran out of fallbacks.
-    ``rules`` are the rule ids followed, in order.
+    ``rules`` are the rule ids followed, in order; ``skipped``: the members left out as
+    not available, with their state.
     """
 
     attempts: tuple[Attempt, ...] = ()
@@ -113,6 +122,7 @@ class RoutePlan:
     menu_rule_id: uuid.UUID | None = None
     reason: str | None = None
     rules: tuple[uuid.UUID, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 def member_order(rule: RoutingRule) -> tuple[tuple[str, ...], ...]:
@@ -141,12 +151,22 @@ def member_order(rule: RoutingRule) -> tuple[tuple[str, ...], ...]:
 
 
 def plan_route(
-    rules: Mapping[uuid.UUID, RoutingRule], first: uuid.UUID, *, max_rules: int = MAX_RULES
+    rules: Mapping[uuid.UUID, RoutingRule],
+    first: uuid.UUID,
+    *,
+    max_rules: int = MAX_RULES,
+    unavailable: Mapping[str, str] | None = None,
+    at: datetime | None = None,
+    zone: str = "UTC",
 ) -> RoutePlan:
     """The plan for a transfer to rule ``first``; ``rules`` holds it and its fallbacks
-    (a fallback that is missing ends the chain)."""
+    (a fallback that is missing ends the chain). ``unavailable``: member -> its state, for
+    the members that may not be offered a call; ``at``: when (schedules are checked, in
+    ``zone`` where a schedule names none)."""
+    busy = unavailable or {}
     attempts: list[Attempt] = []
     followed: list[uuid.UUID] = []
+    skipped: dict[str, str] = {}
     reason: str | None = None
     rule_id: uuid.UUID | None = first
     while rule_id is not None and rule_id not in followed and len(followed) < max_rules:
@@ -155,23 +175,41 @@ def plan_route(
             reason = "unknown routing rule"
             break
         followed.append(rule_id)
-        groups = member_order(rule) if rule.active else ()
+        not_now = schedule_problem(rule.schedule, at, zone) if at is not None else None
+        ordered = member_order(rule) if rule.active and not_now is None else ()
+        left_out = {m: busy[m] for group in ordered for m in group if m in busy}
+        skipped.update(left_out)
+        groups = tuple(g for g in (tuple(m for m in g if m not in busy) for g in ordered) if g)
         reason = None
         if not rule.active:
             reason = f"routing rule {rule.name!r} is not active"
+        elif not_now is not None:
+            reason = f"routing rule {rule.name!r} does not apply now: {not_now}"
         elif rule.strategy is Strategy.IVR_MENU:
             if rule.ivr_menu:
-                return RoutePlan(tuple(attempts), rule.ivr_menu, rule.id, None, tuple(followed))
+                return RoutePlan(
+                    tuple(attempts),
+                    rule.ivr_menu,
+                    rule.id,
+                    None,
+                    tuple(followed),
+                    tuple(skipped.items()),
+                )
             reason = f"routing rule {rule.name!r}: its IVR menu is not active"
         elif rule.strategy is Strategy.PROVIDER:
             reason = f"routing rule {rule.name!r}: {PROVIDER_UNAVAILABLE}"
+        elif not groups and left_out:
+            states = ", ".join(f"{m} {state}" for m, state in left_out.items())
+            reason = f"routing rule {rule.name!r} has nobody available to ring ({states})"
         elif not groups:
             reason = f"routing rule {rule.name!r} has nobody to ring"
         if reason is not None:
             attempts.append(Attempt(rule.id, (), rule.ring_timeout_s, reason))
         attempts.extend(Attempt(rule.id, group, rule.ring_timeout_s) for group in groups)
         rule_id = rule.fallback_rule_id
-    return RoutePlan(tuple(attempts), reason=reason, rules=tuple(followed))
+    return RoutePlan(
+        tuple(attempts), reason=reason, rules=tuple(followed), skipped=tuple(skipped.items())
+    )
 
 
 _PRIORITY = (TransferState.NO_ANSWER, TransferState.BUSY, TransferState.FAILED)
