@@ -30,7 +30,7 @@ from typing import Final
 import phonenumbers
 
 from engine.domain.routing import Strategy
-from engine.domain.schedule import Schedule, schedule_problem
+from engine.domain.schedule import Schedule, schedule_problem, time_zone
 from engine.errors import InvalidInput
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "CallFacts",
     "Conditions",
     "RoutingDecision",
+    "RoutingSettings",
     "RuleDefinition",
     "RuleVerdict",
     "country_of",
@@ -172,6 +173,19 @@ class RuleDefinition:
         if self.conditions.as_dict():
             return "conditions"
         return "time_of_day" if self.schedule is not None else "tenant_default"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    """A tenant's routing settings: the default zone of schedules, the agents' wrap-up."""
+
+    time_zone: str = "UTC"
+    wrap_up_s: int = 0
+
+    def __post_init__(self) -> None:
+        time_zone(self.time_zone, field="time_zone")
+        if not 0 <= self.wrap_up_s <= 3600:
+            raise InvalidInput("wrap_up_s", "must be between 0 and 3600 seconds")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
