@@ -14,11 +14,12 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from engine.app.agent_states import AgentStateService
 from engine.app.ports import ErpLookup
 from engine.domain.call import CallStatus, Direction
 from engine.domain.event_types import CallEventType
@@ -32,7 +33,7 @@ from engine.domain.ivr import (
 )
 from engine.domain.netpolicy import OutboundPolicy
 from engine.domain.phone import e164_or_none
-from engine.domain.routing import Attempt, RoutePlan, plan_route
+from engine.domain.routing import Attempt, RoutePlan, plan_route, plan_summary
 from engine.domain.transfer import TransferState, TransferType
 from engine.errors import NotFound
 from engine.metrics import IvrDoorMetrics, Metrics
@@ -67,6 +68,8 @@ class IvrCallRecord:
         )
         self.session: StoredSession | None = None
         self.book: MenuBook | None = None
+        self.agents = AgentStateService(store)
+        self.on_call_agent: str | None = None  # offered by a routing rule, answered
         self.policy = OutboundPolicy()  # the tenant's, once stored: where lookups may go
         self.log: Any = structlog.get_logger(__name__).bind(channel=channel_id, door=door)
 
@@ -174,9 +177,13 @@ class IvrCallRecord:
         )
 
     async def end(self, status: CallStatus, reason: str) -> None:
-        """Finish the session (connected → ``status``; never answered → canceled)."""
+        """Finish the session (connected → ``status``; never answered → canceled); the
+        agent a routing rule put on this call goes to wrap-up."""
         if self.session is None:
             return
+        if self.on_call_agent is not None:
+            agent, self.on_call_agent = self.on_call_agent, None
+            await self.agents.call_ended(self.session.tenant_id, agent, self.session.id)
         current = await self.store.sessions.by_id(self.session.id)
         if current is None or current.status.is_terminal:
             return
@@ -248,8 +255,13 @@ class IvrCallRecord:
         reason: str | None = None,
         target_channel_id: str | None = None,
         answered_at: datetime | None = None,
+        answered_by: str | None = None,
     ) -> StoredTransfer:
-        """Set the outcome: completed (answered and bridged), busy, no_answer or failed."""
+        """Set the outcome: completed (answered and bridged), busy, no_answer or failed.
+
+        For a routing rule's offer, the agents offered change state: the one who answered
+        (``answered_by``, else the one the answering channel names) is on the call, the
+        others are available again."""
         changes: dict[str, Any] = {}
         if cause is not None:
             changes["hangup_cause"] = cause
@@ -260,6 +272,8 @@ class IvrCallRecord:
         if answered_at is not None:
             changes["answered_at"] = max(answered_at, transfer.requested_at)
         done = await self.store.transfers.update(transfer.id, state, **changes)
+        if done.routing_rule_id is not None and done.target:
+            await self._offer_ended(done, state, answered_by, answered_at)
         payload: dict[str, Any] = {"transfer_id": str(done.id), "state": state.value}
         if cause is not None:
             payload["hangup_cause"] = cause
@@ -269,15 +283,39 @@ class IvrCallRecord:
         self.log.info("ivr.transfer_finished", target=done.target, state=state.value)
         return done
 
+    async def _offer_ended(
+        self,
+        row: StoredTransfer,
+        state: TransferState,
+        answered_by: str | None,
+        answered_at: datetime | None,
+    ) -> None:
+        offered = (row.target or "").split("&")
+        winner = None
+        if state is TransferState.COMPLETED:
+            named = [m for m in offered if row.target_channel_id and m in row.target_channel_id]
+            winner = answered_by or (offered[0] if len(offered) == 1 else None)
+            winner = winner or (named[0] if named else None)
+        others = [m for m in offered if m != winner]
+        if others:
+            await self.agents.not_answered(row.tenant_id, others, row.session_id)
+        if winner is not None:
+            self.on_call_agent = winner
+            await self.agents.answered(row.tenant_id, winner, row.session_id, answered_at)
+
     async def attempt_started(self, command: Transfer, attempt: Attempt) -> StoredTransfer:
-        """The row of one attempt of an IVR transfer (members rung at once: ``a&b``)."""
-        return await self.transfer_started(
+        """The row of one attempt of an IVR transfer (members rung at once: ``a&b``); a
+        routing rule's members are ringing from now."""
+        row = await self.transfer_started(
             target_type=command.target_type,
             target="&".join(attempt.targets) or None,
             menu=command.menu,
             key=command.key,
             routing_rule_id=attempt.rule_id,
         )
+        if attempt.rule_id is not None and attempt.targets:
+            await self.agents.offered(row.tenant_id, attempt.targets, row.session_id)
+        return row
 
     async def routed_to_menu(
         self, command: Transfer, plan_menu: str, rule_id: uuid.UUID | None
@@ -307,7 +345,28 @@ class IvrCallRecord:
         first, rules = await self.store.routing.chain(session.tenant_id, ref)
         if first is None:
             return RoutePlan(reason=f"unknown routing rule {ref!r}"), None
-        return plan_route(rules, first), None
+        members = {m for r in rules.values() for m in (*r.members, r.target) if m}
+        settings = await self.store.routing.settings(session.tenant_id)
+        plan = plan_route(
+            rules,
+            first,
+            unavailable=await self.agents.unavailable(session.tenant_id, members),
+            at=datetime.now(UTC),
+            zone=settings.time_zone,
+        )
+        chosen = f"IVR menu {command.menu} key {command.key}" if command.menu else "the IVR"
+        followed = [rules[r].name for r in plan.rules if r in rules]
+        await self.note(
+            CallEventType.ROUTING_DECIDED,
+            {
+                "rule": rules[first].name,
+                "routing_rule_id": str(first),
+                "rules": followed,
+                "skipped": dict(plan.skipped),
+                "reason": f"rule {rules[first].name!r} chosen by {chosen}: {plan_summary(plan)}",
+            },
+        )
+        return plan, None
 
 
 async def http_lookup(

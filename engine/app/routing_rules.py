@@ -10,6 +10,7 @@ out), without placing a call.
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +38,7 @@ class Explanation:
     time_zone: str  # the tenant's (schedules naming none are read in it)
     decision: RoutingDecision
     plan: RoutePlan | None  # what the chosen rule would ring now (None: no rule)
+    names: dict[uuid.UUID, str]  # the plan's rules by id
 
 
 def _field_error(exc: ConfigError | InvalidInput, prefix: str = "") -> InvalidInput:
@@ -99,9 +101,10 @@ class RoutingRuleService:
         settings = await self._store.routing.settings(tenant.id)
         rules = await self._store.routing.definitions(tenant.id)
         decision = select_rule(rules, facts, settings.time_zone)
-        plan = None
+        plan, names = None, {}
         if decision.rule is not None:
             first, chain = await self._store.routing.chain(tenant.id, decision.rule.name)
+            names = {r.id: r.name for r in chain.values()}
             if first is not None:
                 members = {m for r in chain.values() for m in (*r.members, r.target) if m}
                 plan = plan_route(
@@ -111,4 +114,4 @@ class RoutingRuleService:
                     at=facts.at,
                     zone=settings.time_zone,
                 )
-        return Explanation(facts, settings.time_zone, decision, plan)
+        return Explanation(facts, settings.time_zone, decision, plan, names)

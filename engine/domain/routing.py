@@ -52,6 +52,7 @@ __all__ = [
     "attempt_outcome",
     "member_order",
     "plan_route",
+    "plan_summary",
 ]
 
 MAX_RULES = 5
@@ -210,6 +211,20 @@ def plan_route(
     return RoutePlan(
         tuple(attempts), reason=reason, rules=tuple(followed), skipped=tuple(skipped.items())
     )
+
+
+def plan_summary(plan: RoutePlan) -> str:
+    """What a plan does, in words: "rings agent3, then agent4; skipped agent5 (on_call)"."""
+    rings = [" & ".join(a.targets) for a in plan.attempts if a.targets]
+    parts = [f"rings {', then '.join(rings)}"] if rings else ["rings nobody"]
+    if plan.skipped:
+        parts.append("skipped " + ", ".join(f"{m} ({state})" for m, state in plan.skipped))
+    if plan.menu is not None:
+        parts.append(f"then IVR menu {plan.menu}")
+    failed = [a.reason for a in plan.attempts if a.reason]
+    if failed:
+        parts.append("; ".join(failed))
+    return "; ".join(parts)
 
 
 _PRIORITY = (TransferState.NO_ANSWER, TransferState.BUSY, TransferState.FAILED)
