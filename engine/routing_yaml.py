@@ -239,6 +239,13 @@ def rule_from_data(name: str, value: Any, source: YamlSource, loc: KeyPath) -> R
     if strategy is None:
         raise r.fail("required", (*loc, "strategy"))
     match = r.mapping(data.get("match") or {}, (*loc, "match"), frozenset(CONDITION_KEYS))
+    for key in ("caller_prefix", "callee_prefix"):
+        raw = match.get(key)
+        items = raw if isinstance(raw, list) else [raw]
+        for i, item in enumerate(items):
+            if isinstance(item, int) and not isinstance(item, bool):
+                where = (*loc, "match", key, i) if isinstance(raw, list) else (*loc, "match", key)
+                raise r.fail("quote the prefix ('+49'): YAML reads +49 as the number 49", where)
     conditions = r.build(
         (*loc, "match"),
         lambda: Conditions(**{k: r.texts(v, (*loc, "match", k)) for k, v in match.items()}),
@@ -274,8 +281,9 @@ def rule_from_data(name: str, value: Any, source: YamlSource, loc: KeyPath) -> R
     try:
         return make()
     except InvalidInput as exc:
-        key = exc.field == "name"
-        raise r.fail(exc.reason, loc if key else (*loc, *_path(exc.field)), key=key) from None
+        own_name = exc.field == "name"
+        where = loc if own_name else (*loc, *_path(exc.field))
+        raise r.fail(exc.reason, where, key=own_name) from None
 
 
 def load_rules(text: str, *, file: str | None = None) -> RoutingDocument:

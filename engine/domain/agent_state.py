@@ -118,8 +118,8 @@ def agent_status(
         if now < end:
             return AgentStatus.WRAP_UP, call.at
         return AgentStatus.AVAILABLE, end
-    if logged is None:
-        return AgentStatus.AVAILABLE, None
+    if logged is None:  # never reported: available (since its last call, if any)
+        return AgentStatus.AVAILABLE, call.at if call is not None else None
     status = status_of(logged.activity)
     if status is AgentStatus.WRAP_UP:
         end = _wrap_up_end(logged, wrap_up)
