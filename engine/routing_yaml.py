@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from datetime import date, time
 from pathlib import Path
@@ -70,6 +71,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_CLOCK = re.compile(r"([0-9]{1,2}):([0-9]{2})")
 
 _RULE_KEYS = frozenset(
     {
@@ -168,13 +170,10 @@ def _bool(value: Any) -> bool | None:
 def _clock(value: Any) -> time | None:
     if isinstance(value, int) and not isinstance(value, bool):  # YAML's 09:00 is 540
         return time(value // 60, value % 60) if 0 <= value < 24 * 60 else None
-    if isinstance(value, str):
-        try:
-            parsed = time.fromisoformat(value)
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo is None else None
-    return None
+    matched = _CLOCK.fullmatch(value) if isinstance(value, str) else None
+    if matched is None or int(matched[1]) > 23 or int(matched[2]) > 59:
+        return None
+    return time(int(matched[1]), int(matched[2]))
 
 
 def _date(value: Any) -> date | None:
