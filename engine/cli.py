@@ -470,7 +470,7 @@ def routing() -> None:
 def routing_import(ctx: _Context, file: str, tenant_slug: str) -> None:
     """Validate FILE and create or replace its rules (by name) and settings; other rules
     stay."""
-    from engine.errors import ConfigError, InvalidInput
+    from engine.errors import InvalidInput
     from engine.routing_yaml import load_rules_file
 
     document = load_rules_file(file)  # ConfigError names file:line: field
@@ -480,7 +480,7 @@ def routing_import(ctx: _Context, file: str, tenant_slug: str) -> None:
         try:
             return await app.routing.import_document(tenant, document)
         except InvalidInput as exc:  # a menu, provider or fallback the tenant does not have
-            raise ConfigError(exc.reason, file=file, field=f"rules.{exc.field}") from None
+            raise document.error(exc.reason, f"rules.{exc.field}") from None
 
     saved: dict[str, Any] = _run(_with_use_cases(ctx.settings, save))
     listed = ", ".join(f"{n} ({'new' if new else 'replaced'})" for n, (_, new) in saved.items())

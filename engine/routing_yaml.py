@@ -96,6 +96,14 @@ _RULE_KEYS = frozenset(
 class RoutingDocument:
     rules: dict[str, RuleDefinition]
     settings: RoutingSettings | None = None  # None: the document sets none
+    # where each value came from: a problem found later (against stored rules) names its line
+    source: YamlSource | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def error(self, message: str, field: str) -> ConfigError:
+        """A ConfigError at the line of ``field`` (dotted, from the document's top)."""
+        if self.source is None:
+            return ConfigError(message, field=field)
+        return self.source.error(message, _path(field))
 
 
 class _Reader:
@@ -224,8 +232,11 @@ def _schedule(r: _Reader, value: Any, loc: KeyPath) -> Schedule:
     return r.build(loc, lambda: Schedule(tuple(windows), zone, tuple(holidays)))
 
 
-def rule_from_data(name: str, value: Any, source: YamlSource, loc: KeyPath) -> RuleDefinition:
-    """One rule from its plain data (a YAML entry or an API body) at ``loc``."""
+def rule_from_data(
+    name: str, value: Any, source: YamlSource, loc: KeyPath, *, name_loc: KeyPath | None = None
+) -> RuleDefinition:
+    """One rule from its plain data (a YAML entry or an API body) at ``loc``; a bad name
+    is reported at ``name_loc`` (default: the entry's key)."""
     r = _Reader(source)
     data = r.mapping(value, loc, _RULE_KEYS)
     strategy = r.get(
@@ -280,9 +291,9 @@ def rule_from_data(name: str, value: Any, source: YamlSource, loc: KeyPath) -> R
     try:
         return make()
     except InvalidInput as exc:
-        own_name = exc.field == "name"
-        where = loc if own_name else (*loc, *_path(exc.field))
-        raise r.fail(exc.reason, where, key=own_name) from None
+        if exc.field == "name":
+            raise r.fail(exc.reason, loc if name_loc is None else name_loc, key=True) from None
+        raise r.fail(exc.reason, (*loc, *_path(exc.field))) from None
 
 
 def load_rules(text: str, *, file: str | None = None) -> RoutingDocument:
@@ -311,7 +322,7 @@ def load_rules(text: str, *, file: str | None = None) -> RoutingDocument:
         name: rule_from_data(str(name), value, source, ("rules", name))
         for name, value in (raw_rules or {}).items()
     }
-    return RoutingDocument(rules, settings)
+    return RoutingDocument(rules, settings, source)
 
 
 def load_rules_file(path: str | os.PathLike[str]) -> RoutingDocument:

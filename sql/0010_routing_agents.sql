@@ -12,7 +12,7 @@ ALTER TABLE call_routing_rule DROP CONSTRAINT call_routing_rule_match_type_check
 ALTER TABLE call_routing_rule ADD CONSTRAINT call_routing_rule_match_type_check
     CHECK (match_type IN ('caller_prefix', 'dialed_number', 'time_of_day', 'tenant_default',
                           'skill', 'conditions'));
-ALTER TABLE call_routing_rule ADD CONSTRAINT call_routing_rule_conditions_check
+ALTER TABLE call_routing_rule ADD CONSTRAINT call_routing_rule_match_conditions_check
     CHECK (match_type <> 'conditions' OR (conditions <> '{}'::jsonb AND match_value IS NULL));
 
 -- Per tenant: the zone a rule's schedule is read in when it names none, and how long an

@@ -66,7 +66,7 @@ class RoutingRuleService:
         """Create or replace rule ``name`` from its plain data (a YAML entry's shape);
         (the stored rule, whether it is new). InvalidInput names the field in ``data``."""
         try:
-            rule = rule_from_data(name, dict(data), YamlSource(file=None), ())
+            rule = rule_from_data(name, dict(data), YamlSource(file=None), (), name_loc=("name",))
         except ConfigError as exc:
             raise _field_error(exc) from None
         try:

@@ -274,7 +274,9 @@ class RoutingRepository:
                 provider_id,
                 rule.ring_timeout_s,
             )
-        except asyncpg.UniqueViolationError:
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != "call_routing_rule_one_default_idx":
+                raise Conflict(f"routing rule {rule.name!r}: {exc}") from None
             raise Conflict(
                 f"routing rule {rule.name!r}: the tenant already has an active catch-all "
                 f"(no match, no schedule) for {rule.direction} calls"
