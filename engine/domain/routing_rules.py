@@ -136,8 +136,8 @@ class RuleDefinition:
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
             raise InvalidInput("name", "letters, digits, '_', '.', '-' (at most 63)")
-        if self.priority < 0:
-            raise InvalidInput("priority", "must be 0 or more")
+        if not 0 <= self.priority <= 1_000_000:
+            raise InvalidInput("priority", "must be between 0 and 1000000")
         if self.direction not in DIRECTIONS:
             raise InvalidInput("direction", "must be one of: " + ", ".join(DIRECTIONS))
         if not 1 <= self.ring_timeout_s <= 600:
@@ -199,6 +199,12 @@ class CallFacts:
     dialed: str | None = None
     ivr_choice: str | None = None
     skills: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.at.tzinfo is None:
+            raise InvalidInput("at", "a time with its zone or offset")
+        if not 1900 <= self.at.year <= 2200:
+            raise InvalidInput("at", "a year between 1900 and 2200")
 
 
 def _condition_problems(conditions: Conditions, facts: CallFacts) -> list[str]:

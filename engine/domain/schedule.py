@@ -8,6 +8,7 @@ day it starts on. A holiday is a local date on which the schedule does not hold 
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import date, datetime, time
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,14 +17,18 @@ from engine.errors import InvalidInput
 
 __all__ = ["Schedule", "Window", "at_local", "schedule_problem", "time_zone"]
 
+# the names the database stores (tenant_routing_setting.time_zone), which every IANA name fits
+_ZONE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_+/-]{0,63}")
 _DAY_NAMES: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def time_zone(name: str, *, field: str) -> ZoneInfo:
     """The IANA zone ``name``; InvalidInput naming ``field`` when there is none."""
+    if not _ZONE_NAME.fullmatch(name):
+        raise InvalidInput(field, f"unknown time zone {name!r}")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidInput(field, f"unknown time zone {name!r}") from None
 
 
@@ -98,4 +103,7 @@ def schedule_problem(schedule: Schedule | None, at: datetime, default_zone: str)
 def at_local(at: datetime, zone: str) -> datetime:
     """``at`` read in ``zone`` (a naive ``at`` is local time there)."""
     tz = time_zone(zone, field="time_zone")
-    return at.replace(tzinfo=tz) if at.tzinfo is None else at.astimezone(tz)
+    try:
+        return at.replace(tzinfo=tz) if at.tzinfo is None else at.astimezone(tz)
+    except OverflowError:
+        raise InvalidInput("at", "out of range") from None
