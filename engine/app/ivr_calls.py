@@ -35,7 +35,7 @@ from engine.domain.netpolicy import OutboundPolicy
 from engine.domain.phone import e164_or_none
 from engine.domain.routing import Attempt, RoutePlan, plan_route, plan_summary
 from engine.domain.transfer import TransferState, TransferType
-from engine.errors import NotFound
+from engine.errors import CtcError, NotFound
 from engine.metrics import IvrDoorMetrics, Metrics
 from engine.store.records import NewSession, NewTransfer, StoredSession, StoredTransfer
 from engine.store.repositories import Store
@@ -183,7 +183,10 @@ class IvrCallRecord:
             return
         if self.on_call_agent is not None:
             agent, self.on_call_agent = self.on_call_agent, None
-            await self.agents.call_ended(self.session.tenant_id, agent, self.session.id)
+            try:
+                await self.agents.call_ended(self.session.tenant_id, agent, self.session.id)
+            except CtcError as exc:  # the session still ends (it is written behind)
+                self.log.warning("ivr.agent_state_failed", agent=agent, error=str(exc))
         current = await self.store.sessions.by_id(self.session.id)
         if current is None or current.status.is_terminal:
             return

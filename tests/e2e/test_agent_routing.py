@@ -48,7 +48,7 @@ async def test_an_agent_on_a_call_is_skipped_by_a_ring_group_and_the_next_availa
                 watch = await call(ivr_engine, sipp_phone, tmp_path, door)
                 assert await agent4.wait_async(30) == 0, agent4.report()
         finally:
-            await end_call(ivr_engine, placed["session_id"])
+            await end_call(ivr_engine, placed["id"])
 
     rows = await transfer_rows(ivr_engine, watch)
     assert [(r["target"], r["state"]) for r in rows] == [("agent4", "completed")]
