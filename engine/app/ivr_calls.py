@@ -13,7 +13,7 @@ import contextlib
 import time
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +34,7 @@ from engine.domain.ivr import (
 from engine.domain.netpolicy import OutboundPolicy
 from engine.domain.phone import e164_or_none
 from engine.domain.routing import Attempt, RoutePlan, plan_route, plan_summary
+from engine.domain.routing_rules import CallFacts, condition_skips
 from engine.domain.transfer import TransferState, TransferType
 from engine.errors import CtcError, NotFound
 from engine.metrics import IvrDoorMetrics, Metrics
@@ -335,11 +336,19 @@ class IvrCallRecord:
         await self.transfer_finished(row, TransferState.COMPLETED)
 
     async def transfer_plan(
-        self, command: Transfer, ring_timeout_s: int
+        self,
+        command: Transfer,
+        ring_timeout_s: int,
+        variables: Mapping[str, str] | None = None,
     ) -> tuple[RoutePlan, bool | None]:
         """What an IVR transfer rings, and whether its targets take the outside line: a
         routing rule's plan (None: each member by its form, E.164 out on the trunk), or the
-        one target for ``ring_timeout_s`` (a number goes out on the trunk)."""
+        one target for ``ring_timeout_s`` (a number goes out on the trunk).
+
+        A rule of the chain whose conditions do not hold for this call (its caller, the
+        number dialled, the key that chose the transfer, the skills in the IVR variable
+        ``skill``, comma-separated, of ``variables``) or whose schedule does not hold now
+        passes the call to its fallback; agents not available are left out."""
         session = self.stored_session()
         ref = command.target or ""
         if command.target_type is not TransferTargetType.ROUTING_RULE:
@@ -350,12 +359,22 @@ class IvrCallRecord:
             return RoutePlan(reason=f"unknown routing rule {ref!r}"), None
         members = {m for r in rules.values() for m in (*r.members, r.target) if m}
         settings = await self.store.routing.settings(session.tenant_id)
+        skills = (variables or {}).get("skill", "")
+        facts = CallFacts(
+            at=datetime.now(UTC),
+            caller=session.customer_number or session.caller_number,
+            callee=e164_or_none(session.dialed_number or ""),
+            dialed=session.dialed_number,
+            ivr_choice=command.key,
+            skills=frozenset(s.strip() for s in skills.split(",") if s.strip()),
+        )
         plan = plan_route(
             rules,
             first,
             unavailable=await self.agents.unavailable(session.tenant_id, members),
-            at=datetime.now(UTC),
+            at=facts.at,
             zone=settings.time_zone,
+            skip=condition_skips(rules.values(), facts),
         )
         chosen = f"IVR menu {command.menu} key {command.key}" if command.menu else "the IVR"
         followed = [rules[r].name for r in plan.rules if r in rules]

@@ -24,7 +24,8 @@ Only *available* agents are offered a call (:mod:`engine.domain.agent_state`): a
 named in ``unavailable`` (ringing, on a call, in wrap-up, on a break, offline) is left
 out of its rule's attempts and listed in the plan's ``skipped``; a rule left with nobody
 to ring is unavailable. With ``at``, a rule whose schedule does not hold then
-(:mod:`engine.domain.schedule`) is unavailable too.
+(:mod:`engine.domain.schedule`) is unavailable too, and so is a rule in ``skip`` (its
+conditions do not hold for the call).
 
 When every attempt of a rule fails (busy, no answer, failed) or the rule is unavailable,
 its ``fallback_rule_id`` is followed: at most :data:`MAX_RULES` rules per transfer, and a
@@ -92,6 +93,8 @@ class RoutingRule:
     offers: int = 0
     last_offered: Mapping[str, datetime] = dataclasses.field(default_factory=dict)
     schedule: Schedule | None = None
+    # what must hold of the call, by condition key (see engine.domain.routing_rules)
+    conditions: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -159,11 +162,13 @@ def plan_route(
     unavailable: Mapping[str, str] | None = None,
     at: datetime | None = None,
     zone: str = "UTC",
+    skip: Mapping[uuid.UUID, str] | None = None,
 ) -> RoutePlan:
     """The plan for a transfer to rule ``first``; ``rules`` holds it and its fallbacks
     (a fallback that is missing ends the chain). ``unavailable``: member -> its state, for
     the members that may not be offered a call; ``at``: when (schedules are checked, in
-    ``zone`` where a schedule names none)."""
+    ``zone`` where a schedule names none); ``skip``: rules that do not apply to the call,
+    with why (their conditions, :func:`engine.domain.routing_rules.condition_skips`)."""
     busy = unavailable or {}
     attempts: list[Attempt] = []
     followed: list[uuid.UUID] = []
@@ -177,7 +182,9 @@ def plan_route(
             break
         followed.append(rule_id)
         not_now = schedule_problem(rule.schedule, at, zone) if at is not None else None
-        ordered = member_order(rule) if rule.active and not_now is None else ()
+        not_this = (skip or {}).get(rule.id)
+        applies = rule.active and not_now is None and not_this is None
+        ordered = member_order(rule) if applies else ()
         left_out = {m: busy[m] for group in ordered for m in group if m in busy}
         skipped.update(left_out)
         groups = tuple(g for g in (tuple(m for m in g if m not in busy) for g in ordered) if g)
@@ -186,6 +193,8 @@ def plan_route(
             reason = f"routing rule {rule.name!r} is not active"
         elif not_now is not None:
             reason = f"routing rule {rule.name!r} does not apply now: {not_now}"
+        elif not_this is not None:
+            reason = f"routing rule {rule.name!r} does not apply to this call: {not_this}"
         elif rule.strategy is Strategy.IVR_MENU:
             if rule.ivr_menu:
                 return RoutePlan(

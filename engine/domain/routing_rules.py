@@ -29,7 +29,7 @@ from typing import Final
 
 import phonenumbers
 
-from engine.domain.routing import Strategy
+from engine.domain.routing import RoutingRule, Strategy
 from engine.domain.schedule import Schedule, schedule_problem, time_zone
 from engine.errors import InvalidInput
 
@@ -42,6 +42,7 @@ __all__ = [
     "RoutingSettings",
     "RuleDefinition",
     "RuleVerdict",
+    "condition_skips",
     "country_of",
     "describe_rule",
     "rule_applies",
@@ -103,6 +104,10 @@ class Conditions:
     def as_dict(self) -> dict[str, list[str]]:
         """The conditions set, by key (the stored and the YAML form)."""
         return {k: list(getattr(self, k)) for k in CONDITION_KEYS if getattr(self, k)}
+
+    def as_tuples(self) -> dict[str, tuple[str, ...]]:
+        """The conditions set, by key (what a plan-time RoutingRule carries)."""
+        return {k: getattr(self, k) for k in CONDITION_KEYS if getattr(self, k)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Iterable[str]]) -> Conditions:
@@ -252,6 +257,18 @@ def _condition_problems(conditions: Conditions, facts: CallFacts) -> list[str]:
         f"skill {', '.join(sorted(facts.skills)) or '(none)'}",
     )
     return problems
+
+
+def condition_skips(rules: Iterable[RoutingRule], facts: CallFacts) -> dict[uuid.UUID, str]:
+    """Of ``rules`` (a transfer's chain), those whose conditions do not hold for the call,
+    with why (for :func:`~engine.domain.routing.plan_route`'s ``skip``)."""
+    skips: dict[uuid.UUID, str] = {}
+    for rule in rules:
+        if rule.conditions:
+            problems = _condition_problems(Conditions.from_dict(rule.conditions), facts)
+            if problems:
+                skips[rule.id] = "; ".join(problems)
+    return skips
 
 
 def rule_applies(rule: RuleDefinition, facts: CallFacts, default_zone: str) -> str | None:

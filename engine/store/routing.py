@@ -36,7 +36,8 @@ __all__ = ["RoutingRepository"]
 
 _SELECT = """
 SELECT r.id, r.name, r.strategy, r.target, r.members, r.ring_timeout_s, r.fallback_rule_id,
-       r.is_active, r.schedule, m.name AS ivr_menu,
+       r.is_active, r.schedule, r.conditions, r.match_type, r.match_value,
+       m.name AS ivr_menu,
        (SELECT count(*) FROM call_transfer t
         WHERE t.tenant_id = r.tenant_id AND t.routing_rule_id = r.id) AS offers,
        (SELECT coalesce(jsonb_object_agg(o.target, o.last_at), '{}'::jsonb) FROM (
@@ -73,7 +74,18 @@ def _rule(row: asyncpg.Record) -> RoutingRule:
         offers=row["offers"],
         last_offered=last,
         schedule=_schedule(row["schedule"]),
+        conditions=Conditions.from_dict(_conditions(row)).as_tuples(),
     )
+
+
+def _conditions(row: asyncpg.Record) -> dict[str, list[str]]:
+    """The row's conditions; a row written before there were several (``match_type``
+    caller_prefix, dialed_number or skill with its ``match_value``) has that one."""
+    conditions = {k: v for k, v in (row["conditions"] or {}).items() if k in CONDITION_KEYS}
+    legacy = row["match_type"]
+    if legacy in ("caller_prefix", "dialed_number", "skill") and row["match_value"]:
+        conditions.setdefault(legacy, [row["match_value"]])
+    return conditions
 
 
 def _schedule(data: Mapping[str, Any] | None) -> Schedule | None:
@@ -116,10 +128,6 @@ WHERE r.tenant_id = $1
 
 
 def _definition(row: asyncpg.Record) -> RuleDefinition:
-    conditions = {k: v for k, v in (row["conditions"] or {}).items() if k in CONDITION_KEYS}
-    legacy = row["match_type"]
-    if legacy in ("caller_prefix", "dialed_number", "skill") and row["match_value"]:
-        conditions.setdefault(legacy, [row["match_value"]])
     members = tuple(m for m in (_member(v) for v in row["members"] or ()) if m)
     return RuleDefinition(
         id=row["id"],
@@ -129,7 +137,7 @@ def _definition(row: asyncpg.Record) -> RuleDefinition:
         active=row["is_active"],
         direction=row["direction"],
         description=row["description"],
-        conditions=Conditions.from_dict(conditions),
+        conditions=Conditions.from_dict(_conditions(row)),
         schedule=_schedule(row["schedule"]),
         target=row["target"],
         members=members,

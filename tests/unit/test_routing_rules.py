@@ -18,6 +18,7 @@ from engine.domain.routing_rules import (
     Conditions,
     RoutingSettings,
     RuleDefinition,
+    condition_skips,
     rule_applies,
     select_rule,
 )
@@ -362,3 +363,27 @@ def test_every_problem_names_the_file_line_and_field(text: str, error: str) -> N
 def test_hostile_yaml_is_refused() -> None:
     with pytest.raises(ConfigError, match="aliases"):
         load_rules(BILLION_LAUGHS, file="r.yaml")
+
+
+def test_a_rule_whose_conditions_do_not_hold_for_the_call_passes_it_to_its_fallback() -> None:
+    intl = RoutingRule(uuid.uuid4(), "sales-intl", Strategy.RING_AGENT, target="intl")
+    german = RoutingRule(
+        uuid.uuid4(),
+        "sales-de",
+        Strategy.RING_AGENT,
+        target="de",
+        fallback_rule_id=intl.id,
+        conditions={"caller_prefix": ("+49",), "ivr_choice": ("1",)},
+    )
+    rules = {german.id: german, intl.id: intl}
+    berlin = _facts(caller="+4930123456", ivr_choice="1")
+    assert condition_skips(rules.values(), berlin) == {}
+    assert plan_route(rules, german.id, skip={}).attempts[0].targets == ("de",)
+    paris = _facts(caller="+33123456789", ivr_choice="1")
+    skip = condition_skips(rules.values(), paris)
+    assert skip == {german.id: "caller +33123456789 prefix is not +49"}
+    plan = plan_route(rules, german.id, skip=skip)
+    assert plan.attempts[0].reason == (
+        "routing rule 'sales-de' does not apply to this call: caller +33123456789 prefix is not +49"
+    )
+    assert plan.attempts[1].targets == ("intl",)

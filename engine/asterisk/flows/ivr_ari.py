@@ -408,7 +408,7 @@ class AriIvrCall:
         comes back through the inbox (:meth:`_on_target`)."""
         target = command.target or ""
         plan, outside = await self.record.transfer_plan(
-            command, self.ivr.settings.agent_ring_timeout
+            command, self.ivr.settings.agent_ring_timeout, self.state.variables
         )
         transferring = _Transferring(
             command,
