@@ -11,9 +11,11 @@ its :class:`RoutingDecision` says why in words ("rule 'sales-hours' matched: Mon
 
 Conditions: ``caller_prefix`` / ``callee_prefix`` (E.164 prefixes, ``+49``),
 ``caller_country`` / ``callee_country`` (ISO 3166 alpha-2 of the number, ``DE``),
-``dialed_number`` (the DID or extension dialled, exactly), ``ivr_choice`` (the key or
-input the caller gave the IVR), ``skill`` (a skill the call needs, set by the IVR).
-A rule with none and no schedule is the tenant's catch-all for its direction.
+``dialed_number`` (the DID or extension dialled, exactly), ``ivr_choice`` (the key the
+caller pressed for the transfer), ``skill`` (a skill the call needs: the IVR variable
+``skill``). A rule with none and no schedule is the tenant's catch-all for its direction.
+An IVR transfer names its rule; :func:`condition_skips` then tells which rules of its
+chain do not apply to the call, and the plan passes them to their fallbacks.
 
 What the rule then does (strategy, members, fallback) is :mod:`engine.domain.routing`'s.
 """
