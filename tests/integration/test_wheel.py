@@ -40,6 +40,7 @@ COMMANDS = (
     "demo",
     "doctor",
     "ivr",
+    "routing",
     "run",
     "sandbox",
     "secrets",
