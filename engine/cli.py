@@ -982,6 +982,52 @@ def billing_rates_list(ctx: _Context, tenant_slug: str, at: str | None) -> None:
         rates = await app.billing.rates(tenant, at=when)
         return dump_rates(rates, await app.billing.provider_names(tenant))
 
+
+# -- routing rules -----------------------------------------------------------------------------
+
+
+@cli.group()
+def routing() -> None:
+    """Manage routing rules (YAML files, see engine/routing_yaml.py) and explain decisions."""
+
+
+@routing.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--tenant", "tenant_slug", default="default", show_default=True)
+@pass_ctx
+def routing_import(ctx: _Context, file: str, tenant_slug: str) -> None:
+    """Validate FILE and create or replace its rules (by name) and settings; other rules
+    stay."""
+    from engine.errors import InvalidInput
+    from engine.routing_yaml import load_rules_file
+
+    document = load_rules_file(file)  # ConfigError names file:line: field
+
+    async def save(app: UseCases) -> dict[str, Any]:
+        tenant = await app.tenants.by_slug(tenant_slug)
+        try:
+            return await app.routing.import_document(tenant, document)
+        except InvalidInput as exc:  # a menu, provider or fallback the tenant does not have
+            raise document.error(exc.reason, f"rules.{exc.field}") from None
+
+    saved: dict[str, Any] = _run(_with_use_cases(ctx.settings, save))
+    listed = ", ".join(f"{n} ({'new' if new else 'replaced'})" for n, (_, new) in saved.items())
+    settings = " and its settings" if document.settings is not None else ""
+    click.echo(f"imported {len(saved)} rule(s){settings} into tenant {tenant_slug}: {listed}")
+
+
+@routing.command("export")
+@click.option("--tenant", "tenant_slug", default="default", show_default=True)
+@pass_ctx
+def routing_export(ctx: _Context, tenant_slug: str) -> None:
+    """Print the tenant's settings and rules as YAML that `ctc routing import` reads."""
+    from engine.routing_yaml import dump_rules
+
+    async def load(app: UseCases) -> str:
+        tenant = await app.tenants.by_slug(tenant_slug)
+        rules = {r.name: r for r in await app.routing.rules(tenant)}
+        return dump_rules(rules, await app.routing.settings(tenant))
+
     click.echo(_run(_with_use_cases(ctx.settings, load)), nl=False)
 
 
@@ -1105,6 +1151,80 @@ def _stats_lines(out: Any) -> list[str]:
     mos = "-" if out.avg_mos is None else f"{out.avg_mos:.2f} over {out.mos_legs} legs"
     lines.append(f"average MOS: {mos}")
     return lines
+
+
+@routing.command("explain")
+@click.option("--number", default=None, help="The number called (E.164), also the DID.")
+@click.option("--caller", default=None, help="The caller's number (E.164).")
+@click.option("--dialed", default=None, help="The DID or extension dialled (default --number).")
+@click.option("--ivr-choice", default=None, help="The caller's IVR input.")
+@click.option("--skill", "skills", multiple=True, help="A skill the call needs (repeatable).")
+@click.option(
+    "--direction",
+    type=click.Choice(["inbound", "outbound", "click_to_call"]),
+    default="inbound",
+    show_default=True,
+)
+@click.option(
+    "--at",
+    "at_text",
+    default=None,
+    help="When (ISO 8601; without an offset: the tenant's local time). Default: now.",
+)
+@click.option("--tenant", "tenant_slug", default="default", show_default=True)
+@pass_ctx
+def routing_explain(
+    ctx: _Context,
+    number: str | None,
+    caller: str | None,
+    dialed: str | None,
+    ivr_choice: str | None,
+    skills: tuple[str, ...],
+    direction: str,
+    at_text: str | None,
+    tenant_slug: str,
+) -> None:
+    """Print the rule a call would follow and what it would ring now; nothing is placed."""
+    from datetime import UTC
+
+    from engine.app.routing_rules import Explanation
+    from engine.domain.routing import plan_summary
+    from engine.domain.routing_rules import CallFacts
+    from engine.domain.schedule import at_local
+    from engine.errors import InvalidInput
+
+    when: datetime | None = None
+    if at_text is not None:
+        try:
+            when = datetime.fromisoformat(at_text)
+        except ValueError:
+            raise InvalidInput("--at", f"not an ISO 8601 time: {at_text!r}") from None
+    for option, value in (("--number", number), ("--caller", caller)):
+        if value is not None and not value.startswith("+"):
+            raise InvalidInput(option, "an E.164 number: '+' and digits")
+
+    async def explain(app: UseCases) -> Explanation:
+        tenant = await app.tenants.by_slug(tenant_slug)
+        zone = (await app.routing.settings(tenant)).time_zone
+        facts = CallFacts(
+            at=at_local(when, zone) if when is not None else datetime.now(UTC),
+            direction=direction,
+            caller=caller,
+            callee=number,
+            dialed=dialed or number,
+            ivr_choice=ivr_choice,
+            skills=frozenset(skills),
+        )
+        return await app.routing.explain(tenant, facts)
+
+    explained: Explanation = _run(_with_use_cases(ctx.settings, explain))
+    click.echo(f"at {explained.facts.at.isoformat()} ({explained.time_zone})")
+    for verdict in explained.decision.considered:
+        mark = "MATCH" if verdict.applies else "skip "
+        click.echo(f"  {mark} {verdict.rule} (priority {verdict.priority}): {verdict.why}")
+    click.echo(explained.decision.reason)
+    if explained.plan is not None:
+        click.echo(f"plan: {plan_summary(explained.plan)}")
 
 
 # -- API clients -------------------------------------------------------------------------------

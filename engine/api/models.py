@@ -69,6 +69,12 @@ __all__ = [
     "RerateIn",
     "RerateOut",
     "RingTimeCountOut",
+    "RoutingExplainIn",
+    "RoutingExplainOut",
+    "RoutingRuleIn",
+    "RoutingRuleListOut",
+    "RoutingRuleOut",
+    "RoutingSettingsIO",
     "SecretRotationIn",
     "SecretRotationOut",
     "SessionDetailOut",
@@ -563,10 +569,13 @@ class CallActivityOut(_Out):
 
 class AgentStateOut(_Out):
     agent: str = Field(description="The ERP's agent_id, else the number or endpoint dialled")
-    state: str = Field(description="ringing or on_call (a live call), a reported activity, or idle")
+    state: Literal["available", "ringing", "on_call", "wrap_up", "break", "offline"] = Field(
+        description="Only an available agent is offered a call by a routing rule"
+    )
     since: datetime
+    in_state_s: float = Field(description="Seconds in this state")
     source: Literal["calls", "activity"] = Field(
-        description="calls: the engine's sessions; activity: POST agent-activity"
+        description="calls: the engine's calls decided it; activity: POST agent-activity"
     )
     calls: int = Field(description="Sessions in the last 24 hours (or still live)")
     last_session_id: uuid.UUID | None
@@ -808,3 +817,112 @@ class QualityMetricOut(_Out):
 
 class QualityListOut(_Out):
     items: list[QualityMetricOut]
+
+
+# -- routing rules ------------------------------------------------------------------------------
+# The shape of one entry under ``rules:`` in a routing YAML file (engine/routing_yaml.py). The
+# loader there validates a PUT body (so API and `ctc routing import` accept exactly the same
+# rules); these models document that shape and carry it back out.
+
+StrOrList = str | int | list[str | int]
+
+
+class RoutingMatchIn(_Sparse):
+    """Every key set must hold; a list holds when any of its values does."""
+
+    caller_prefix: StrOrList | None = Field(default=None, description="E.164 prefix, '+49'")
+    callee_prefix: StrOrList | None = None
+    caller_country: StrOrList | None = Field(default=None, description="ISO 3166 alpha-2")
+    callee_country: StrOrList | None = None
+    dialed_number: StrOrList | None = Field(default=None, description="The DID or extension")
+    ivr_choice: StrOrList | None = Field(default=None, description="The caller's IVR input")
+    skill: StrOrList | None = None
+
+
+class RoutingWindowIn(_In):
+    days: list[int] = Field(description="ISO weekdays, 1 = Monday")
+    start: str = Field(description="HH:MM local time")
+    end: str = Field(description="HH:MM; before start: runs past midnight")
+
+
+class RoutingScheduleIn(_Sparse):
+    time_zone: str | None = Field(default=None, description="IANA zone; default the tenant's")
+    windows: list[RoutingWindowIn] | None = None
+    holidays: list[str] | None = Field(default=None, description="YYYY-MM-DD: does not apply")
+
+
+class RoutingRuleIn(_Sparse):
+    """One routing rule, as an entry of a routing YAML file."""
+
+    description: str | None = None
+    priority: int | None = Field(default=None, description="Lower first; default 100")
+    active: bool | None = None
+    direction: Literal["inbound", "outbound", "click_to_call", "any"] | None = None
+    match: RoutingMatchIn | None = None
+    schedule: RoutingScheduleIn | None = None
+    strategy: Literal[
+        "ring_agent",
+        "ring_group_round_robin",
+        "ring_group_simultaneous",
+        "least_recent",
+        "ivr_menu",
+        "provider",
+    ]
+    target: str | None = Field(default=None, description="ring_agent: the agent")
+    members: list[str] | None = Field(default=None, description="groups: agents, in order")
+    ivr_menu: str | None = Field(default=None, description="ivr_menu: the menu's name")
+    provider: str | None = Field(default=None, description="provider: the provider's name")
+    ring_timeout_s: int | None = None
+    fallback: str | None = Field(default=None, description="The rule tried when this one fails")
+
+
+class RoutingRuleOut(_Out):
+    name: str
+    id: uuid.UUID
+    rule: RoutingRuleIn
+
+
+class RoutingRuleListOut(_Out):
+    items: list[RoutingRuleOut]
+
+
+class RoutingSettingsIO(_In):
+    time_zone: str = Field(default="UTC", description="IANA zone schedules are read in")
+    wrap_up_s: int = Field(default=0, description="An agent's wrap-up after a call (0..3600)")
+
+
+class RoutingExplainIn(_In):
+    number: ShortText | None = Field(default=None, description="The number called (E.164)")
+    caller: ShortText | None = None
+    dialed: ShortText | None = Field(default=None, description="The DID or extension dialled")
+    ivr_choice: ShortText | None = None
+    skills: list[ShortText] = Field(default_factory=list)
+    direction: Literal["inbound", "outbound", "click_to_call"] = "inbound"
+    at: datetime | None = Field(
+        default=None, description="Default now; without an offset, the tenant's local time"
+    )
+
+
+class RoutingVerdictOut(_Out):
+    rule: str
+    priority: int
+    applies: bool
+    why: str
+
+
+class RoutingAttemptOut(_Out):
+    rule: str | None
+    targets: list[str]
+    reason: str | None
+
+
+class RoutingExplainOut(_Out):
+    rule: str | None = Field(description="The rule the call follows (null: none applies)")
+    reason: str
+    at: datetime
+    time_zone: str
+    considered: list[RoutingVerdictOut]
+    plan: str | None = Field(description="What the rule rings now, in words")
+    attempts: list[RoutingAttemptOut]
+    skipped: dict[str, str] = Field(description="Agents left out, with their state")
+    menu: str | None

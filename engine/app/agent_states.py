@@ -1,18 +1,18 @@
-"""Where each agent is now, for the console's agent board.
+"""Each agent's state now: the one place routing (who may be offered a call) and
+``GET /api/v1/agents`` (the console's agent board) read it.
 
-Two sources, in this order of trust:
+The rules are :mod:`engine.domain.agent_state`'s; the facts come from two places:
 
-1. a live click-to-call the engine is placing for the agent: it says *ringing* (the
-   agent's phone is being dialled) or *on_call*, whatever the agent last reported —
-   the engine sees that call happen;
-2. otherwise the agent's newest report to ``POST /api/v1/agent-activity`` (login,
-   available, break, ...);
-3. an agent who never reported but had calls in the last day is *idle* since its last
-   call ended (the event log is all we know of it).
+1. the agent's newest click-to-call (the engine places it, so its session says when the
+   agent's phone rang, when it talked and when the call ended);
+2. the agent's newest ``agent_activity_log`` row: a report (``POST /api/v1/agent-activity``)
+   or a row the engine wrote when a routing rule offered the agent an IVR call
+   (``ringing``, then ``on_call`` for the one who answered and ``available`` for the
+   others, then ``wrap_up`` when the call ends). Engine rows carry ``{"by": "engine"}``.
 
-An agent is its ``agent_id`` when the ERP sent one, else the number or endpoint dialled
-(``agent_number``), so reports (keyed by ``agent_id``) and calls meet when the ERP sends
-the same id in both.
+The wrap-up time is the tenant's (``tenant_routing_setting.wrap_up_s``). An agent is its
+``agent_id`` when the ERP sent one, else the number or endpoint dialled (``agent_number``),
+which is also how a routing rule's members name agents.
 """
 
 from __future__ import annotations
@@ -20,76 +20,102 @@ from __future__ import annotations
 import dataclasses
 import enum
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from engine.domain.agent_state import AgentStatus, CallFact, LoggedState, agent_status
 from engine.domain.call import CallStatus
 from engine.store.records import AgentActivity, AgentLastCall, Tenant
 from engine.store.repositories import Store
 
-__all__ = ["CALLS_WINDOW", "AgentState", "AgentStateService", "StateSource", "agent_states"]
+__all__ = [
+    "CALLS_WINDOW",
+    "ENGINE",
+    "AgentState",
+    "AgentStateService",
+    "StateSource",
+    "agent_states",
+]
 
 # How far back calls make an agent known to the board (reports have no limit).
 CALLS_WINDOW: Final = timedelta(hours=24)
 _RINGING: Final = frozenset({CallStatus.QUEUED, CallStatus.DIALING_AGENT})
+ENGINE: Final = {"by": "engine"}
+"""The ``details`` of the log rows the engine writes (not the ERP's reports)."""
 
 
 class StateSource(enum.StrEnum):
-    CALLS = "calls"  # the engine's own sessions (and their events)
+    CALLS = "calls"  # the engine's own calls (sessions, or its rows in the log)
     ACTIVITY = "activity"  # what the ERP reported
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class AgentState:
     agent: str
-    state: str  # ringing, on_call, idle, or a reported activity (available, break, ...)
+    state: AgentStatus
     since: datetime
     source: StateSource
     calls: int  # sessions in the last CALLS_WINDOW (or still live)
     last_session_id: uuid.UUID | None
     last_status: CallStatus | None
     last_customer: str | None
+    in_state_s: float  # seconds since ``since``, when asked
+
+
+def _logged(report: AgentActivity) -> LoggedState:
+    by_engine = report.details.get("by") == "engine"
+    return LoggedState(report.activity, report.occurred_at, report.details, by_engine)
+
+
+def _call_fact(call: AgentLastCall) -> CallFact:
+    session = call.session
+    if not session.status.is_terminal:
+        ringing = session.status in _RINGING
+        at = session.created_at if ringing else (session.agent_answered_at or session.created_at)
+        return CallFact(live=True, ringing=ringing, at=at)
+    ended = session.ended_at or session.updated_at
+    return CallFact(
+        live=False, ringing=False, at=ended, answered=session.agent_answered_at is not None
+    )
 
 
 def agent_states(
-    reports: Sequence[AgentActivity], calls: Sequence[AgentLastCall]
+    reports: Sequence[AgentActivity],
+    calls: Sequence[AgentLastCall],
+    *,
+    now: datetime,
+    wrap_up: timedelta,
 ) -> list[AgentState]:
-    """Each agent's state by the rules of the module docstring, by agent."""
+    """Each agent the reports or calls name, with its state at ``now``, by agent."""
     reported = {report.agent_id: report for report in reports}
     last_calls = {call.agent: call for call in calls}
-    return [
-        _state_of(agent, reported.get(agent), last_calls.get(agent))
-        for agent in sorted(reported.keys() | last_calls.keys())
-    ]
-
-
-def _state_of(agent: str, report: AgentActivity | None, call: AgentLastCall | None) -> AgentState:
-    """One agent's state from its newest report and its newest call (one at least)."""
-    session = call.session if call is not None else None
-    state: str
-    since: datetime | None
-    if session is not None and not session.status.is_terminal:
-        ringing = session.status in _RINGING
-        state = "ringing" if ringing else "on_call"
-        since = session.created_at if ringing else session.agent_answered_at
-        source = StateSource.CALLS
-    elif report is not None:
-        state, since, source = report.activity, report.occurred_at, StateSource.ACTIVITY
-    else:
-        state, since, source = "idle", None, StateSource.CALLS
-    if since is None and session is not None:
-        since = session.ended_at or session.updated_at
-    return AgentState(
-        agent=agent,
-        state=state,
-        since=since if since is not None else datetime.now(UTC),
-        source=source,
-        calls=call.calls if call is not None else 0,
-        last_session_id=session.id if session is not None else None,
-        last_status=session.status if session is not None else None,
-        last_customer=session.customer_number if session is not None else None,
-    )
+    out: list[AgentState] = []
+    for agent in sorted(reported.keys() | last_calls.keys()):
+        report, call = reported.get(agent), last_calls.get(agent)
+        logged = _logged(report) if report is not None else None
+        fact = _call_fact(call) if call is not None else None
+        state, since = agent_status(logged, fact, now=now, wrap_up=wrap_up)
+        by_call = fact is not None and (
+            fact.live or (fact.answered and (logged is None or fact.at >= logged.at))
+        )
+        from_report = not by_call and logged is not None and not logged.by_engine
+        when = since if since is not None else now
+        session = call.session if call is not None else None
+        out.append(
+            AgentState(
+                agent=agent,
+                state=state,
+                since=when,
+                source=StateSource.ACTIVITY if from_report else StateSource.CALLS,
+                calls=call.calls if call is not None else 0,
+                last_session_id=session.id if session is not None else None,
+                last_status=session.status if session is not None else None,
+                last_customer=session.customer_number if session is not None else None,
+                in_state_s=max(0.0, (now - when).total_seconds()),
+            )
+        )
+    return out
 
 
 class AgentStateService:
@@ -98,9 +124,78 @@ class AgentStateService:
         self._clock = clock or (lambda: datetime.now(UTC))
 
     async def board(self, tenant: Tenant) -> list[AgentState]:
-        """Every agent the tenant's reports or recent calls name, with its state now."""
-        reports = await self._store.activity.latest_per_agent(tenant.id)
-        calls = await self._store.sessions.last_call_per_agent(
-            tenant.id, self._clock() - CALLS_WINDOW
+        """Every agent the tenant's log or recent calls name, with its state now."""
+        return await self._states(tenant.id)
+
+    async def unavailable(self, tenant_id: uuid.UUID, agents: Iterable[str]) -> dict[str, str]:
+        """Of ``agents``, those that may not be offered a call now, with their state."""
+        wanted = set(agents)
+        if not wanted:
+            return {}
+        return {
+            s.agent: s.state.value
+            for s in await self._states(tenant_id)
+            if s.agent in wanted and s.state is not AgentStatus.AVAILABLE
+        }
+
+    async def _states(self, tenant_id: uuid.UUID) -> list[AgentState]:
+        now = self._clock()
+        settings = await self._store.routing.settings(tenant_id)
+        reports = await self._store.activity.latest_per_agent(tenant_id)
+        calls = await self._store.sessions.last_call_per_agent(tenant_id, now - CALLS_WINDOW)
+        return agent_states(reports, calls, now=now, wrap_up=timedelta(seconds=settings.wrap_up_s))
+
+    # -- what calls do to agents (rows in the log, ``{"by": "engine"}``) --------------------
+
+    async def offered(
+        self, tenant_id: uuid.UUID, agents: Iterable[str], session_id: uuid.UUID
+    ) -> None:
+        """A routing rule rings ``agents`` for the call ``session_id``."""
+        for agent in agents:
+            await self._log(tenant_id, agent, AgentStatus.RINGING, session_id)
+
+    async def not_answered(
+        self, tenant_id: uuid.UUID, agents: Iterable[str], session_id: uuid.UUID
+    ) -> None:
+        """The offer to ``agents`` ended unanswered (or another answered): available again."""
+        for agent in agents:
+            await self._log(tenant_id, agent, AgentStatus.AVAILABLE, session_id)
+
+    async def answered(
+        self,
+        tenant_id: uuid.UUID,
+        agent: str,
+        session_id: uuid.UUID,
+        at: datetime | None = None,
+    ) -> None:
+        await self._log(tenant_id, agent, AgentStatus.ON_CALL, session_id, at=at)
+
+    async def call_ended(self, tenant_id: uuid.UUID, agent: str, session_id: uuid.UUID) -> None:
+        """The agent's call ended: wrap-up for the tenant's time (logged with its end),
+        or available at once when the tenant has none."""
+        now = self._clock()
+        settings = await self._store.routing.settings(tenant_id)
+        if settings.wrap_up_s <= 0:
+            await self._log(tenant_id, agent, AgentStatus.AVAILABLE, session_id, at=now)
+            return
+        until = now + timedelta(seconds=settings.wrap_up_s)
+        await self._log(
+            tenant_id, agent, AgentStatus.WRAP_UP, session_id, at=now, until=until.isoformat()
         )
-        return agent_states(reports, calls)
+
+    async def _log(
+        self,
+        tenant_id: uuid.UUID,
+        agent: str,
+        status: AgentStatus,
+        session_id: uuid.UUID,
+        *,
+        at: datetime | None = None,
+        until: str | None = None,
+    ) -> None:
+        details: dict[str, str] = dict(ENGINE)
+        if until is not None:
+            details["until"] = until
+        await self._store.activity.record(
+            tenant_id, agent, status.value, session_id=session_id, details=details, occurred_at=at
+        )

@@ -13,12 +13,13 @@ import contextlib
 import time
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from engine.app.agent_states import AgentStateService
 from engine.app.ports import ErpLookup
 from engine.domain.call import CallStatus, Direction
 from engine.domain.event_types import CallEventType
@@ -32,9 +33,10 @@ from engine.domain.ivr import (
 )
 from engine.domain.netpolicy import OutboundPolicy
 from engine.domain.phone import e164_or_none
-from engine.domain.routing import Attempt, RoutePlan, plan_route
+from engine.domain.routing import Attempt, RoutePlan, plan_route, plan_summary
+from engine.domain.routing_rules import CallFacts, condition_skips
 from engine.domain.transfer import TransferState, TransferType
-from engine.errors import NotFound
+from engine.errors import CtcError, NotFound
 from engine.metrics import IvrDoorMetrics, Metrics
 from engine.store.records import NewSession, NewTransfer, StoredSession, StoredTransfer
 from engine.store.repositories import Store
@@ -67,6 +69,8 @@ class IvrCallRecord:
         )
         self.session: StoredSession | None = None
         self.book: MenuBook | None = None
+        self.agents = AgentStateService(store)
+        self.on_call_agent: str | None = None  # offered by a routing rule, answered
         self.policy = OutboundPolicy()  # the tenant's, once stored: where lookups may go
         self.log: Any = structlog.get_logger(__name__).bind(channel=channel_id, door=door)
 
@@ -174,9 +178,16 @@ class IvrCallRecord:
         )
 
     async def end(self, status: CallStatus, reason: str) -> None:
-        """Finish the session (connected → ``status``; never answered → canceled)."""
+        """Finish the session (connected → ``status``; never answered → canceled); the
+        agent a routing rule put on this call goes to wrap-up."""
         if self.session is None:
             return
+        if self.on_call_agent is not None:
+            agent, self.on_call_agent = self.on_call_agent, None
+            try:
+                await self.agents.call_ended(self.session.tenant_id, agent, self.session.id)
+            except CtcError as exc:  # the session still ends (it is written behind)
+                self.log.warning("ivr.agent_state_failed", agent=agent, error=str(exc))
         current = await self.store.sessions.by_id(self.session.id)
         if current is None or current.status.is_terminal:
             return
@@ -248,8 +259,13 @@ class IvrCallRecord:
         reason: str | None = None,
         target_channel_id: str | None = None,
         answered_at: datetime | None = None,
+        answered_by: str | None = None,
     ) -> StoredTransfer:
-        """Set the outcome: completed (answered and bridged), busy, no_answer or failed."""
+        """Set the outcome: completed (answered and bridged), busy, no_answer or failed.
+
+        For a routing rule's offer, the agents offered change state: the one who answered
+        (``answered_by``, else the one the answering channel names) is on the call, the
+        others are available again."""
         changes: dict[str, Any] = {}
         if cause is not None:
             changes["hangup_cause"] = cause
@@ -260,6 +276,8 @@ class IvrCallRecord:
         if answered_at is not None:
             changes["answered_at"] = max(answered_at, transfer.requested_at)
         done = await self.store.transfers.update(transfer.id, state, **changes)
+        if done.routing_rule_id is not None and done.target:
+            await self._offer_ended(done, state, answered_by, answered_at)
         payload: dict[str, Any] = {"transfer_id": str(done.id), "state": state.value}
         if cause is not None:
             payload["hangup_cause"] = cause
@@ -269,15 +287,39 @@ class IvrCallRecord:
         self.log.info("ivr.transfer_finished", target=done.target, state=state.value)
         return done
 
+    async def _offer_ended(
+        self,
+        row: StoredTransfer,
+        state: TransferState,
+        answered_by: str | None,
+        answered_at: datetime | None,
+    ) -> None:
+        offered = (row.target or "").split("&")
+        winner = None
+        if state is TransferState.COMPLETED:
+            named = [m for m in offered if row.target_channel_id and m in row.target_channel_id]
+            winner = answered_by or (offered[0] if len(offered) == 1 else None)
+            winner = winner or (named[0] if named else None)
+        others = [m for m in offered if m != winner]
+        if others:
+            await self.agents.not_answered(row.tenant_id, others, row.session_id)
+        if winner is not None:
+            self.on_call_agent = winner
+            await self.agents.answered(row.tenant_id, winner, row.session_id, answered_at)
+
     async def attempt_started(self, command: Transfer, attempt: Attempt) -> StoredTransfer:
-        """The row of one attempt of an IVR transfer (members rung at once: ``a&b``)."""
-        return await self.transfer_started(
+        """The row of one attempt of an IVR transfer (members rung at once: ``a&b``); a
+        routing rule's members are ringing from now."""
+        row = await self.transfer_started(
             target_type=command.target_type,
             target="&".join(attempt.targets) or None,
             menu=command.menu,
             key=command.key,
             routing_rule_id=attempt.rule_id,
         )
+        if attempt.rule_id is not None and attempt.targets:
+            await self.agents.offered(row.tenant_id, attempt.targets, row.session_id)
+        return row
 
     async def routed_to_menu(
         self, command: Transfer, plan_menu: str, rule_id: uuid.UUID | None
@@ -294,11 +336,19 @@ class IvrCallRecord:
         await self.transfer_finished(row, TransferState.COMPLETED)
 
     async def transfer_plan(
-        self, command: Transfer, ring_timeout_s: int
+        self,
+        command: Transfer,
+        ring_timeout_s: int,
+        variables: Mapping[str, str] | None = None,
     ) -> tuple[RoutePlan, bool | None]:
         """What an IVR transfer rings, and whether its targets take the outside line: a
         routing rule's plan (None: each member by its form, E.164 out on the trunk), or the
-        one target for ``ring_timeout_s`` (a number goes out on the trunk)."""
+        one target for ``ring_timeout_s`` (a number goes out on the trunk).
+
+        A rule of the chain whose conditions do not hold for this call (its caller, the
+        number dialled, the key that chose the transfer, the skills in the IVR variable
+        ``skill``, comma-separated, of ``variables``) or whose schedule does not hold now
+        passes the call to its fallback; agents not available are left out."""
         session = self.stored_session()
         ref = command.target or ""
         if command.target_type is not TransferTargetType.ROUTING_RULE:
@@ -307,7 +357,38 @@ class IvrCallRecord:
         first, rules = await self.store.routing.chain(session.tenant_id, ref)
         if first is None:
             return RoutePlan(reason=f"unknown routing rule {ref!r}"), None
-        return plan_route(rules, first), None
+        members = {m for r in rules.values() for m in (*r.members, r.target) if m}
+        settings = await self.store.routing.settings(session.tenant_id)
+        skills = (variables or {}).get("skill", "")
+        facts = CallFacts(
+            at=datetime.now(UTC),
+            caller=session.customer_number or session.caller_number,
+            callee=e164_or_none(session.dialed_number or ""),
+            dialed=session.dialed_number,
+            ivr_choice=command.key,
+            skills=frozenset(s.strip() for s in skills.split(",") if s.strip()),
+        )
+        plan = plan_route(
+            rules,
+            first,
+            unavailable=await self.agents.unavailable(session.tenant_id, members),
+            at=facts.at,
+            zone=settings.time_zone,
+            skip=condition_skips(rules.values(), facts),
+        )
+        chosen = f"IVR menu {command.menu} key {command.key}" if command.menu else "the IVR"
+        followed = [rules[r].name for r in plan.rules if r in rules]
+        await self.note(
+            CallEventType.ROUTING_DECIDED,
+            {
+                "rule": rules[first].name,
+                "routing_rule_id": str(first),
+                "rules": followed,
+                "skipped": dict(plan.skipped),
+                "reason": f"rule {rules[first].name!r} chosen by {chosen}: {plan_summary(plan)}",
+            },
+        )
+        return plan, None
 
 
 async def http_lookup(

@@ -18,6 +18,7 @@ from engine.app.ivr_menus import IvrMenuService
 from engine.app.ports import Dialer, InCallControls
 from engine.app.providers import ProviderService
 from engine.app.recordings import RecordingDownloads
+from engine.app.routing_rules import RoutingRuleService
 from engine.app.stats import StatsService
 from engine.app.stored_secrets import StoredSecretsService
 from engine.app.tenants import TenantService
@@ -41,7 +42,8 @@ class UseCases:
     ivr_menus: IvrMenuService
     providers: ProviderService
     agents: AgentActivityService
-    agent_states: AgentStateService  # the console's agent board
+    agent_states: AgentStateService  # each agent's state: the board, and routing
+    routing: RoutingRuleService
     webhooks: WebhookIntake
     secrets: StoredSecretsService
     transcripts: TranscriptService
@@ -64,6 +66,7 @@ class UseCases:
         (None without ARI: what needs them raises FeatureUnavailable); ``events`` is the bus
         of committed call events (None, as in the CLI: no event stream); ``recording_dir`` is
         where Asterisk writes recordings (None without ARI: none is served)."""
+        agent_states = AgentStateService(store)
         return cls(
             tenants=TenantService(store),
             calls=CallService(store, dialer=dialer),
@@ -75,7 +78,8 @@ class UseCases:
             ivr_menus=IvrMenuService(store),
             providers=ProviderService(store),
             agents=AgentActivityService(store),
-            agent_states=AgentStateService(store),
+            agent_states=agent_states,
+            routing=RoutingRuleService(store, agent_states),
             webhooks=WebhookIntake(store),
             secrets=StoredSecretsService(store),
             transcripts=TranscriptService(store),

@@ -109,6 +109,9 @@ class CallEventType(enum.StrEnum):
     IVR_RECORDING_MESSAGE = "ivr.recording_message"
     IVR_ENDED = "ivr.ended"
 
+    # routing: the rule a call follows and why, in words (``reason``)
+    ROUTING_DECIDED = "routing.decided"
+
 
 # keyed by ``Leg`` value: the leg that hung up on a connected call
 _LEG_HANGUP: Mapping[str, CallEventType] = {

@@ -1,7 +1,7 @@
 """IVR transfers to routing rules, over Stasis and FastAGI, with real SIPp agent phones.
 
 The caller presses 4 in menu "main", whose option transfers to a routing rule inserted
-with SQL (there is no API for rules yet). Every member offered is one ``call_transfer``
+with SQL (its condition: the IVR choice 4). Every member offered is one ``call_transfer``
 row (initiated_by ivr, the option's id, the rule's id) with its outcome.
 """
 
@@ -39,14 +39,16 @@ menus:
 
 
 async def add_rule(engine: Engine, strategy: str, members: list[str], **cols: Any) -> str:
-    """A routing rule of tenant ``default`` and a "main" menu whose key 4 transfers to it."""
+    """A routing rule of tenant ``default`` for calls whose IVR choice is 4 (its
+    condition), and a "main" menu whose key 4 transfers to it."""
     tenant = await engine.store.tenants.by_slug("default")
     name = f"{strategy}-{uuid.uuid4().hex[:8]}"
     fields = {"strategy": strategy, "members": members, "ring_timeout_s": 20, **cols}
     params = ", ".join(f"${i + 3}" for i in range(len(fields)))
     await engine.store.db.execute(
-        f"INSERT INTO call_routing_rule (tenant_id, name, match_type, match_value, "
-        f"{', '.join(fields)}) VALUES ($1, $2, 'skill', $2, {params})",
+        f"INSERT INTO call_routing_rule (tenant_id, name, match_type, conditions, "
+        f"{', '.join(fields)}) VALUES ($1, $2, 'conditions', '{{\"ivr_choice\": [\"4\"]}}', "
+        f"{params})",
         tenant.id,
         name,
         *fields.values(),

@@ -144,7 +144,7 @@ async def test_the_agent_board_trusts_a_live_call_then_the_agents_report_then_it
         "ana": ("break", "activity", None),
         "bo": ("on_call", "calls", bo_call),  # a live call beats the report
         "cy": ("ringing", "calls", cy_call),
-        "dee": ("idle", "calls", dee_call),  # never reported: idle since its call
+        "dee": ("available", "calls", dee_call),  # its call ended, no wrap-up set
     }
     assert [a["agent"] for a in board["items"]] == ["ana", "bo", "cy", "dee"]
     assert {a["agent"]: a["calls"] for a in board["items"]}["bo"] == 1

@@ -212,7 +212,9 @@ async def test_agents_ivr_menus_and_statistics_pages_show_the_tenants_own(
     await expect(page.locator("#agents tr[data-agent=bo]")).to_have_attribute(
         "data-state", "on_call"
     )
-    await expect(page.locator("#agents tr[data-agent=cy]")).to_have_attribute("data-state", "idle")
+    await expect(page.locator("#agents tr[data-agent=cy]")).to_have_attribute(
+        "data-state", "available"
+    )
     await screenshot(page, "05-agents")
 
     await page.click("nav a[data-view=ivr]")

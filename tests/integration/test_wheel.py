@@ -45,6 +45,7 @@ COMMANDS = (
     "doctor",
     "ivr",
     "nodes",
+    "routing",
     "run",
     "sandbox",
     "secrets",

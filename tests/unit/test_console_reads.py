@@ -1,5 +1,5 @@
 """The pure parts of what the console reads: every minute of a window, counted or not;
-and which source decides an agent's state."""
+and which source decides an agent's state (the rules: tests/unit/test_agent_state.py)."""
 
 from __future__ import annotations
 
@@ -90,12 +90,15 @@ def test_a_live_call_decides_an_agents_state_before_its_report_and_its_last_call
             AgentLastCall("dee", ended, 4),
             AgentLastCall("ana", dataclasses.replace(ended, id=uuid.uuid4()), 1),
         ],
+        now=AT + timedelta(minutes=10),
+        wrap_up=timedelta(0),
     )
     assert [(s.agent, s.state, s.since, s.source, s.calls) for s in states] == [
         ("ana", "break", AT + timedelta(minutes=3), StateSource.ACTIVITY, 1),
         ("bo", "on_call", answered, StateSource.CALLS, 2),
         ("cy", "ringing", AT, StateSource.CALLS, 1),
-        ("dee", "idle", AT + timedelta(minutes=5), StateSource.CALLS, 4),
+        ("dee", "available", AT + timedelta(minutes=5), StateSource.CALLS, 4),
     ]
+    assert states[3].in_state_s == 300.0
     assert states[1].last_session_id == talking.id
     assert states[1].last_customer == "+15550002"

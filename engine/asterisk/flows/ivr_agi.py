@@ -278,7 +278,9 @@ class AgiIvrCall:
         attempt; Dial returns when that call is over (or was not answered)."""
         calls = self.ivr.settings
         target = command.target or ""
-        plan, outside = await self.record.transfer_plan(command, calls.agent_ring_timeout)
+        plan, outside = await self.record.transfer_plan(
+            command, calls.agent_ring_timeout, self.state.variables
+        )
         await self.record.note(CallEventType.IVR_TRANSFER_DIALING, {"target": target})
         failed: str | None = plan.reason
         for attempt in plan.attempts:

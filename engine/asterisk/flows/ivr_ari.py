@@ -408,7 +408,7 @@ class AriIvrCall:
         comes back through the inbox (:meth:`_on_target`)."""
         target = command.target or ""
         plan, outside = await self.record.transfer_plan(
-            command, self.ivr.settings.agent_ring_timeout
+            command, self.ivr.settings.agent_ring_timeout, self.state.variables
         )
         transferring = _Transferring(
             command,
@@ -494,14 +494,17 @@ class AriIvrCall:
             await self._hangup_target(fact.channel)  # answered after the transfer was decided
             return None
         # the first to answer wins: the others of this attempt stop ringing
-        self.ringing.pop(fact.channel)
+        member = self.ringing.pop(fact.channel)
         for other in list(self.ringing):
             await self._hangup_target(other)
         self.ringing.clear()
         self.target = fact.channel
         await self._bridge_target()
         await self.record.transfer_finished(
-            _ringing_row(transferring), TransferState.COMPLETED, target_channel_id=fact.channel
+            _ringing_row(transferring),
+            TransferState.COMPLETED,
+            target_channel_id=fact.channel,
+            answered_by=member,
         )
         self.transferring = None
         return Transferred()

@@ -1,6 +1,7 @@
-// Agents: each agent's state now (GET /api/v1/agents): a live call says ringing or on a
-// call, else the agent's last report (login, available, break...), else idle since its
-// last call. Read again on every call event of the tenant, and every 10 s for the clocks.
+// Agents: each agent's state now (GET /api/v1/agents): available, ringing, on_call,
+// wrap_up, break or offline, as routing reads it (engine/app/agent_states.py): a live call
+// says ringing or on a call, an answered call that ended wrap-up, else the agent's log.
+// Read again on every call event of the tenant, and every 10 s for the clocks.
 
 import { api } from "./api.js";
 import { ago, card, h, replace, shortId, statusBadge, table } from "./dom.js";
@@ -32,7 +33,7 @@ export function agentsView(root) {
       const counts = {};
       for (const agent of board.items) counts[agent.state] = (counts[agent.state] || 0) + 1;
       replace(box,
-        h("div", { class: "kpis" }, ["on_call", "ringing", "available", "idle"].map((state) =>
+        h("div", { class: "kpis" }, ["on_call", "ringing", "wrap_up", "available"].map((state) =>
           h("div", { class: "kpi" }, h("div", { class: "label" }, state.replaceAll("_", " ")), h("div", { class: "value" }, counts[state] || 0)))),
         card("Agents", table(["Agent", "State", "Since", "Source", "Calls 24 h#", "Last call"], board.items.map(agentRow),
           "No agent yet: agents appear once they report activity or take a call.")));
