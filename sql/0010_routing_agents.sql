@@ -15,11 +15,11 @@ ALTER TABLE call_routing_rule ADD CONSTRAINT call_routing_rule_match_type_check
 ALTER TABLE call_routing_rule ADD CONSTRAINT call_routing_rule_match_conditions_check
     CHECK (match_type <> 'conditions' OR (conditions <> '{}'::jsonb AND match_value IS NULL));
 
--- Per tenant: the zone a rule's schedule is read in when it names none, and how long an
--- agent stays in wrap_up after a call before it is offered the next (0: none).
+-- Per tenant: how long an agent stays in wrap_up after a call before it is offered the
+-- next (0: none). The zone a rule's schedule is read in when it names none is the tenant's
+-- own (tenant.timezone, 0012: the same zone its stats are bucketed in).
 CREATE TABLE tenant_routing_setting (
     tenant_id  uuid PRIMARY KEY REFERENCES tenant(id) ON DELETE CASCADE,
-    time_zone  text NOT NULL DEFAULT 'UTC' CHECK (time_zone ~ '^[A-Za-z][A-Za-z0-9_+/-]{0,63}$'),
     wrap_up_s  integer NOT NULL DEFAULT 0 CHECK (wrap_up_s BETWEEN 0 AND 3600),
     updated_at timestamptz NOT NULL DEFAULT now()
 );

@@ -17,7 +17,7 @@ from engine.errors import InvalidInput
 
 __all__ = ["Schedule", "Window", "at_local", "schedule_problem", "time_zone"]
 
-# the names the database stores (tenant_routing_setting.time_zone), which every IANA name fits
+# the names the database stores (tenant.timezone), which every IANA name fits
 _ZONE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_+/-]{0,63}")
 _DAY_NAMES: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 

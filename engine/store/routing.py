@@ -7,7 +7,8 @@ offset) and when each member was last offered (``last_offered``, for ``least_rec
 
 The same rows as the tenant manages them (:class:`~engine.domain.routing_rules.
 RuleDefinition`, names instead of ids), and the tenant's routing settings
-(``tenant_routing_setting``: the schedules' default zone, the agents' wrap-up). A row
+(the schedules' default zone, ``tenant.timezone``; the agents' wrap-up,
+``tenant_routing_setting``). A row
 written before rules had several conditions (``match_type`` caller_prefix, dialed_number
 or skill with its ``match_value``) reads as that one condition.
 """
@@ -313,16 +314,20 @@ class RoutingRepository:
     async def settings(self, tenant_id: uuid.UUID) -> RoutingSettings:
         """The tenant's routing settings (the defaults until it sets any)."""
         row = await self._db.fetchrow(
-            "SELECT time_zone, wrap_up_s FROM tenant_routing_setting WHERE tenant_id = $1",
+            "SELECT t.timezone AS time_zone, coalesce(s.wrap_up_s, 0) AS wrap_up_s "
+            "FROM tenant t LEFT JOIN tenant_routing_setting s ON s.tenant_id = t.id "
+            "WHERE t.id = $1",
             tenant_id,
         )
         return RoutingSettings() if row is None else RoutingSettings(**dict(row))
 
     async def save_settings(self, tenant_id: uuid.UUID, settings: RoutingSettings) -> None:
+        # the zone is the tenant's own (its stats' buckets read it too), one statement
         await self._db.execute(
-            "INSERT INTO tenant_routing_setting (tenant_id, time_zone, wrap_up_s) "
-            "VALUES ($1, $2, $3) ON CONFLICT (tenant_id) DO UPDATE SET "
-            "time_zone = EXCLUDED.time_zone, wrap_up_s = EXCLUDED.wrap_up_s, updated_at = now()",
+            "WITH z AS (UPDATE tenant SET timezone = $2 WHERE id = $1) "
+            "INSERT INTO tenant_routing_setting (tenant_id, wrap_up_s) VALUES ($1, $3) "
+            "ON CONFLICT (tenant_id) DO UPDATE SET wrap_up_s = EXCLUDED.wrap_up_s, "
+            "updated_at = now()",
             tenant_id,
             settings.time_zone,
             settings.wrap_up_s,
