@@ -1,5 +1,10 @@
 """The call use cases the API and the CLI call: initiate, end, set status, transfer, and
-the reads of sessions, their events and statistics.
+the reads of sessions, their events and statistics; and the call an agent places from the
+desk phone (the ``[ctc-agents]`` door, :meth:`CallService.place_agent_dialled`).
+
+Both outbound paths decide the customer's leg in one place, :meth:`CallService.customer_leg`
+(the number as E.164, the caller ID, the provider): a check every call to a customer must
+pass belongs there, and applies to click-to-calls and agent-dialled calls alike.
 
 ``CallService`` turns a request (plain dataclasses and enums, never an API model) into
 domain decisions and store writes. Dialing goes through its :class:`~engine.app.ports.Dialer`
@@ -22,7 +27,7 @@ from typing import Any
 import structlog
 
 from engine.app.ports import Dialer
-from engine.domain.call import CallStatus
+from engine.domain.call import CallStatus, Direction
 from engine.domain.click_to_call import Leg
 from engine.domain.event_types import CallEventType
 from engine.domain.netpolicy import check_url
@@ -41,7 +46,14 @@ from engine.store.records import (
 )
 from engine.store.repositories import Store
 
-__all__ = ["CallService", "InitiateCall", "SessionDetail", "request_fingerprint"]
+__all__ = [
+    "AgentDialledCall",
+    "CallService",
+    "CustomerLeg",
+    "InitiateCall",
+    "SessionDetail",
+    "request_fingerprint",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +80,29 @@ class InitiateCall:
     external_ref: str | None = None
     callback_url: str | None = None
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentDialledCall:
+    """A call an agent placed from their desk phone: the dialplan's ``[ctc-agents]`` sent
+    their channel to ``Stasis(ctc,agent,<number>[,<tenant>])``, where it waits unanswered
+    for the engine to ring the customer."""
+
+    tenant_slug: str
+    dialled: str  # the number as the agent dialled it
+    endpoint: str  # the agent's PBX endpoint (``agent1``): the session's agent_number
+    channel_id: str  # the agent's channel, waiting in Stasis
+    caller_number: str | None = None  # the caller ID the agent's phone presented
+    default_region: str | None = None  # ISO country of numbers dialled without +country
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CustomerLeg:
+    """Who a call to a customer rings and how: decided once for every outbound path."""
+
+    customer_number: str  # E.164
+    caller_id: str | None  # E.164, shown to the customer; None: calls.default_caller_id
+    provider_id: uuid.UUID | None  # the carrier; None: the local Asterisk
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -99,36 +134,26 @@ class CallService:
         the journal's backlog is full, new calls are refused (``DatabaseUnavailable``)."""
         if self._dialer is not None and not self._dialer.ready:
             raise FeatureUnavailable("Asterisk is not connected (ARI link down); try again shortly")
-        region = request.default_region
-        customer = to_e164(request.customer_number, field="customer_number", default_region=region)
         agent = request.agent_number
         if agent.startswith("+"):
             agent = to_e164(agent, field="agent_number")
-        caller_id = (
-            to_e164(request.caller_id, field="caller_id", default_region=region)
-            if request.caller_id
-            else None
-        )
         callback_url = request.callback_url
         if callback_url is not None:  # not to the engine's neighbours (netpolicy)
             check_url(callback_url, tenant.policy, field="callback_url")
-        provider_id = request.provider_id
-        if provider_id is not None:
-            try:
-                provider = await self._store.providers.get(tenant.id, provider_id)
-            except NotFound as exc:
-                raise InvalidInput("provider_id", "unknown provider") from exc
-            if not provider.is_active:
-                raise InvalidInput("provider_id", f"provider {provider.name!r} is not active")
-        else:
-            default = await self._store.providers.default(tenant.id)
-            provider_id = default.id if default is not None else None
+        leg = await self.customer_leg(
+            tenant,
+            request.customer_number,
+            field="customer_number",
+            default_region=request.default_region,
+            caller_id=request.caller_id,
+            provider_id=request.provider_id,
+        )
         new = NewSession(
             tenant_id=tenant.id,
             agent_number=agent,
-            customer_number=customer,
-            provider_id=provider_id,
-            caller_id=caller_id,
+            customer_number=leg.customer_number,
+            provider_id=leg.provider_id,
+            caller_id=leg.caller_id,
             agent_id=request.agent_id,
             external_ref=request.external_ref,
             callback_url=callback_url,
@@ -152,6 +177,92 @@ class CallService:
             tenant_id=str(tenant.id),
         )
         return session, created
+
+    async def customer_leg(
+        self,
+        tenant: Tenant,
+        number: str,
+        *,
+        field: str,
+        default_region: str | None = None,
+        caller_id: str | None = None,
+        provider_id: uuid.UUID | None = None,
+    ) -> CustomerLeg:
+        """The customer's leg of an outbound call (a click-to-call or a call an agent
+        dialled): ``number`` as E.164 (InvalidInput naming ``field`` for what phonenumbers
+        refuses), the caller ID, and the provider (``provider_id``, else the tenant's
+        default)."""
+        customer = to_e164(number, field=field, default_region=default_region)
+        shown = (
+            to_e164(caller_id, field="caller_id", default_region=default_region)
+            if caller_id
+            else None
+        )
+        if provider_id is not None:
+            try:
+                provider = await self._store.providers.get(tenant.id, provider_id)
+            except NotFound as exc:
+                raise InvalidInput("provider_id", "unknown provider") from exc
+            if not provider.is_active:
+                raise InvalidInput("provider_id", f"provider {provider.name!r} is not active")
+        else:
+            default = await self._store.providers.default(tenant.id)
+            provider_id = default.id if default is not None else None
+        return CustomerLeg(customer, shown, provider_id)
+
+    async def place_agent_dialled(self, call: AgentDialledCall) -> StoredSession:
+        """Store the session of a call an agent dialled (direction ``outbound``) and start
+        it: the agent's channel is answered and hears ringback while the customer rings.
+
+        A number :meth:`customer_leg` refuses ends the session ``rejected`` at once, with
+        the reason as its ``end_reason``: nothing is dialled, and the caller (the door)
+        tells the agent. NotFound for an unknown tenant; FeatureUnavailable without a
+        dialer or while it is not ready; DatabaseUnavailable while the journal is full.
+        """
+        dialer = self._dialer
+        if dialer is None or not dialer.ready:
+            raise FeatureUnavailable("Asterisk is not connected (ARI link down)")
+        tenant = await self._store.tenants.by_slug(call.tenant_slug)
+        leg: CustomerLeg | None = None
+        refusal: InvalidInput | None = None
+        try:
+            leg = await self.customer_leg(
+                tenant, call.dialled, field="dialled_number", default_region=call.default_region
+            )
+        except InvalidInput as exc:
+            refusal = exc
+        # written behind: the dialer's facts are the call's, as for an initiated call
+        session = self._store.sessions.open_live(
+            NewSession(
+                tenant_id=tenant.id,
+                direction=Direction.OUTBOUND,
+                agent_number=call.endpoint,
+                customer_number=leg.customer_number if leg is not None else None,
+                provider_id=leg.provider_id if leg is not None else None,
+                caller_id=leg.caller_id if leg is not None else None,
+                caller_number=call.caller_number,
+                dialed_number=call.dialled,
+                agent_channel_id=call.channel_id,
+                metadata={"door": "agent", "channel_id": call.channel_id},
+            ),
+            tenant_callback_url=tenant.callback_url,
+        )
+        bound = log.bind(call_id=str(session.id), tenant_id=str(tenant.id))
+        if refusal is not None:
+            reason = f"{refusal.field}: {refusal.reason}"
+            session, _ = await self._store.sessions.transition(
+                tenant.id,
+                session.id,
+                CallStatus.REJECTED,
+                event_type=CallEventType.CALL_REJECTED,
+                payload={"reason": reason, "dialled_number": call.dialled},
+                changes={"end_reason": reason[:500]},
+            )
+            bound.info("call.agent_dialled_rejected", reason=reason)
+            return session
+        dialer.start_call(session)
+        bound.info("call.agent_dialled", endpoint=call.endpoint)
+        return session
 
     async def set_status(
         self,

@@ -39,6 +39,7 @@ class CallEventType(enum.StrEnum):
     SESSION_START_EXPIRED = "session.start_expired"
     SESSION_RESYNC = "session.resync"  # state corrected after the ARI link (re)connected
     CALL_FAILED = "call.failed"
+    CALL_REJECTED = "call.rejected"  # refused before anything was dialled (e.g. the number)
 
     # click-to-call legs
     AGENT_DIALING = "agent.dialing"
