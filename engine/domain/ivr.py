@@ -374,10 +374,14 @@ def _templates(option: IvrOption) -> list[tuple[tuple[str, ...], str]]:
     return found
 
 
-def _unset_placeholders(menus: Mapping[str, IvrMenu]) -> list[MenuProblem]:
+def _unset_placeholders(
+    menus: Mapping[str, IvrMenu], judged: Collection[str] | None
+) -> list[MenuProblem]:
     known = _set_variables(menus)
     problems: list[MenuProblem] = []
     for menu in menus.values():
+        if judged is not None and menu.name not in judged:
+            continue
         for path, option in _actions(menu):
             for field, text in _templates(option):
                 for name in dict.fromkeys(_PLACEHOLDER.findall(text)):
@@ -394,7 +398,11 @@ def _unset_placeholders(menus: Mapping[str, IvrMenu]) -> list[MenuProblem]:
 
 
 def check_menus(
-    menus: Mapping[str, IvrMenu], *, also_known: Collection[str] = (), traps: bool = True
+    menus: Mapping[str, IvrMenu],
+    *,
+    also_known: Collection[str] = (),
+    traps: bool = True,
+    placeholders_of: Collection[str] | None = None,
 ) -> list[MenuProblem]:
     """Problems no single menu can see: unknown target menus, placeholders no step sets,
     and traps.
@@ -409,7 +417,9 @@ def check_menus(
     ``also_known``: menus that exist but are not in ``menus`` (a document's menus that
     could not be read): a reference to one is not unknown, and placeholders, which need
     every menu, are not judged. ``traps=False``: whether the caller can leave is not
-    judged (the menus given are not the ones that will run).
+    judged (the menus given are not the ones that will run). ``placeholders_of``: the
+    menus whose placeholders are judged (default: all), against the variables all of them
+    set: a tenant saving some menus is not refused for a placeholder in another.
     """
     problems: list[MenuProblem] = []
     edges: dict[str, set[str]] = {name: set() for name in menus}
@@ -424,7 +434,7 @@ def check_menus(
                     edges[name].add(target)
                     parents[target].add(name)
     if not also_known:
-        problems.extend(_unset_placeholders(menus))
+        problems.extend(_unset_placeholders(menus, placeholders_of))
     if not traps or also_known:
         return problems
     escapes = {
