@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine.asterisk.flows.agent_door import endpoint_of_channel
+from engine.asterisk.flows.agent_door import AgentDoor, endpoint_of_channel
 from engine.asterisk.flows.click_to_call import ChannelFact
 from engine.asterisk.flows.resync import resync_facts
 from engine.asterisk.naming import AgentStasisArgs, parse_agent_stasis_args
@@ -37,7 +37,7 @@ from engine.domain.click_to_call import (
     StartRecording,
     decide,
 )
-from engine.errors import IllegalTransition
+from engine.errors import FeatureUnavailable, IllegalTransition, NotFound
 
 
 def test_an_agent_dialled_start_answers_the_agent_and_rings_the_customer() -> None:
@@ -161,3 +161,81 @@ def test_resync_starts_an_agent_dialled_call_whose_start_was_lost() -> None:
     assert gone == ChannelFact(
         channel, up=False, cause_text="channel gone while ARI was disconnected", estimated=True
     )
+
+
+class _Ari:
+    """What the door asks of ARI, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    async def set_channel_var(self, channel_id: str, name: str, value: str) -> None:
+        self.calls.append(("set", channel_id, name, value))
+
+    async def continue_in_dialplan(self, channel_id: str) -> None:
+        self.calls.append(("continue", channel_id))
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> None:
+        self.calls.append(("hangup", channel_id))
+
+
+class _Calls:
+    def __init__(self, outcome: Any) -> None:
+        self.outcome = outcome
+        self.placed: list[Any] = []
+
+    async def place_agent_dialled(self, call: Any) -> Any:
+        self.placed.append(call)
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+CHANNEL = {"id": "1764514800.7", "name": "PJSIP/agent2-00000007", "caller": {"number": "agent2"}}
+
+
+async def _take(outcome: Any, *, serve: bool = True) -> tuple[_Ari, _Calls]:
+    ari, calls = _Ari(), _Calls(outcome)
+    door = AgentDoor(ari, CallSettings(agent_default_region="GB"))  # type: ignore[arg-type]
+    if serve:
+        door.serve(calls)  # type: ignore[arg-type]
+    await door.take(CHANNEL, AgentStasisArgs("02079460000", "acme"))
+    return ari, calls
+
+
+async def test_the_door_places_the_agents_call_through_the_call_use_cases() -> None:
+    ari, calls = await _take(types.SimpleNamespace(status=CallStatus.DIALING_CUSTOMER))
+    [call] = calls.placed
+    assert (call.tenant_slug, call.dialled, call.endpoint) == ("acme", "02079460000", "agent2")
+    assert (call.channel_id, call.caller_number, call.default_region) == (
+        "1764514800.7",
+        "agent2",
+        "GB",
+    )
+    assert ari.calls == []  # the call is the click-to-call flow's from here
+
+
+@pytest.mark.parametrize(
+    ("outcome", "status"),
+    [
+        (types.SimpleNamespace(status=CallStatus.REJECTED), "REJECTED"),
+        (NotFound("tenant", "acme"), "FAILED"),
+        (FeatureUnavailable("Asterisk is not connected"), "FAILED"),
+        (RuntimeError("a bug"), "FAILED"),
+    ],
+    ids=["refused-number", "unknown-tenant", "not-ready", "bug"],
+)
+async def test_a_call_not_placed_goes_back_to_the_dialplan_saying_why(
+    outcome: Any, status: str
+) -> None:
+    ari, _ = await _take(outcome)
+    assert ari.calls == [
+        ("set", "1764514800.7", "CTC_AGENT_STATUS", status),
+        ("continue", "1764514800.7"),
+    ]
+
+
+async def test_a_door_not_serving_yet_hands_every_call_back() -> None:
+    ari, calls = await _take(None, serve=False)
+    assert not calls.placed
+    assert ari.calls[0] == ("set", "1764514800.7", "CTC_AGENT_STATUS", "FAILED")
