@@ -95,9 +95,9 @@ class Resync:
         for session in live.values():
             if session.direction is Direction.INBOUND:
                 ended += await self._resync_inbound(session, all_ids)
-            elif session.status is CallStatus.QUEUED and session.direction is not (
-                Direction.OUTBOUND
-            ):
+            elif session.status is CallStatus.QUEUED and (
+                session.direction is Direction.CLICK_TO_CALL
+            ):  # a queued agent-dialled call has its agent's channel: resynced below
                 match await self._resync_queued(session.id):
                     case True:
                         started += 1
