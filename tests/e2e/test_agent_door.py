@@ -125,3 +125,30 @@ async def test_a_number_phonenumbers_refuses_is_rejected_and_the_agent_is_told(
     assert "dialled_number" in (session.end_reason or "")
     rejected = [e.payload for e in watch.events if e.event_type == "call.rejected"]
     assert [p["dialled_number"] for p in rejected] == ["12"], watch.trail()
+
+
+async def test_an_agent_who_hangs_up_while_the_customer_rings_cancels_the_call(
+    engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+) -> None:
+    # the agent's own channel is followed by its id (not named from the session): its end
+    # reaches the call, which hangs up the customer still ringing
+    csv = caller_csv(tmp_path / "agent.csv", "", wait_ms=0, hang_up=True, hold_ms=2000)
+    watch = CallWatcher(engine)
+    with (
+        sipp_phone("uas_noanswer.xml", port=CUSTOMER_PORT, timeout_s=40) as cust,
+        sipp_phone(
+            str(CALLER_SCENARIO),
+            port=AGENT_PORT,
+            extra_args=("-s", "+14155550100", "-inf", str(csv), "127.0.0.1:5060"),
+        ) as agent,
+    ):
+        created = await watch.until_event("session.created", within=20)
+        watch.session_id = created.session_id
+        done = await watch.until("completed", "failed", "canceled", "rejected", within=30)
+        assert done.status_to == "canceled", watch.trail()
+        assert await agent.wait_async(30) == 0, agent.report()
+        assert await cust.wait_async(30) == 0, cust.report()  # CANCELed: 487, a clean end
+    session = await watch.session()
+    assert session.end_reason == "agent hung up before the customer answered"
+    assert session.customer_number == "+14155550100"
+    assert [e.event_type for e in watch.events][-1] == "agent.hangup", watch.trail()

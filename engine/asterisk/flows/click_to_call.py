@@ -186,6 +186,7 @@ class ClickToCall(Lifecycle):
         # out): channel id -> session, and each session's such channels
         self._followed: dict[str, uuid.UUID] = {}
         self._followed_by_session: dict[uuid.UUID, set[str]] = {}
+        self._hangup_causes: dict[str, int] = {}  # followed channels asked to hang up
         self.transfers = TransferRunner(ari, store, settings, leg_variables=self._leg_variables)
 
     async def _close(self) -> None:
@@ -206,6 +207,11 @@ class ClickToCall(Lifecycle):
         router.on("ChannelDestroyed", self._on_channel_destroyed)
         router.on("RecordingFinished", self._on_recording_ended)
         router.on("RecordingFailed", self._on_recording_ended)
+        # a followed channel (an agent's own) entered Stasis from the dialplan: Asterisk
+        # ends the app's subscription to it at StasisEnd, so its ChannelDestroyed never
+        # comes; its hangup request carries the cause, its StasisEnd is its end
+        router.on("ChannelHangupRequest", self._on_hangup_request)
+        router.on("StasisEnd", self._on_stasis_end)
 
     # -- what the API asks for ----------------------------------------------------------------
 
@@ -287,6 +293,24 @@ class ClickToCall(Lifecycle):
             cause_text=event.get("cause_txt"),
         )
         self.submit(session_id, fact)
+        return True
+
+    def _on_hangup_request(self, event: AriEvent) -> bool:
+        channel = str(event.get("channel", {}).get("id", ""))
+        if channel not in self._followed:
+            return False
+        cause = event.get("cause")
+        if cause is not None:
+            self._hangup_causes[channel] = int(cause)
+        return True
+
+    def _on_stasis_end(self, event: AriEvent) -> bool:
+        channel = str(event.get("channel", {}).get("id", ""))
+        session_id = self._followed.get(channel)
+        if session_id is None:
+            return False
+        cause = self._hangup_causes.pop(channel, None)
+        self.submit(session_id, ChannelFact(channel, up=False, cause=cause))
         return True
 
     def _on_recording_ended(self, event: AriEvent) -> bool:
@@ -499,6 +523,7 @@ class ClickToCall(Lifecycle):
         self.transfers.forget(session_id)
         for channel in self._followed_by_session.pop(session_id, ()):
             self._followed.pop(channel, None)
+            self._hangup_causes.pop(channel, None)
         self._store.sessions.release(session_id)
 
     async def _carry_out(
