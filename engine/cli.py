@@ -37,7 +37,9 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _fail(err: CtcError) -> NoReturn:
-    click.echo(f"error: {err}", err=True)
+    # one line per problem (a file with several problems: ConfigErrors)
+    for line in str(err).splitlines() or [""]:
+        click.echo(f"error: {line}", err=True)
     sys.exit(1)
 
 
@@ -593,7 +595,29 @@ def secrets_rotate(ctx: _Context) -> None:
 
 @cli.group()
 def ivr() -> None:
-    """Manage IVR menus (YAML files, see engine/ivr_yaml.py)."""
+    """Manage IVR menus: YAML files described in docs/ivr/reference.md (every action and
+    field, prompts, variables), with complete examples in docs/ivr/recipes/."""
+
+
+def _menus_file(file: str) -> dict[str, IvrMenu]:
+    """FILE's menus; its warnings (lines YAML drops as comments that look like keys) are
+    printed as ``warn:`` lines first. ConfigError (ConfigErrors: every problem, in file
+    order) names file:line: field."""
+    from engine.ivr_yaml import load_menus_file, menu_warnings
+    from engine.yaml_lines import read_text_file
+
+    for warning in menu_warnings(read_text_file(Path(file), file, True), file=file):
+        click.echo(f"warn: {warning}", err=True)
+    return load_menus_file(file)
+
+
+@ivr.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+def ivr_validate(file: str) -> None:
+    """Check FILE without saving it: every problem, in file order, as file:line: field:
+    reason (exit 1), and a warn: line for each line YAML ignores that looks like a key."""
+    menus = _menus_file(file)
+    click.echo(f"ok: {file}: {len(menus)} menu(s): {', '.join(menus)}", err=True)
 
 
 @ivr.command("import")
@@ -603,9 +627,8 @@ def ivr() -> None:
 def ivr_import(ctx: _Context, file: str, tenant_slug: str) -> None:
     """Validate FILE and create or replace its menus (by name); other menus stay."""
     from engine.errors import ConfigError, InvalidInput
-    from engine.ivr_yaml import load_menus_file
 
-    menus = load_menus_file(file)  # ConfigError names file:line: field
+    menus = _menus_file(file)  # ConfigError names file:line: field
 
     async def save(app: UseCases) -> dict[str, StoredIvrMenu]:
         tenant = await app.tenants.by_slug(tenant_slug)

@@ -179,6 +179,8 @@ class Engine(Lifecycle):
             events=self.events,
             recording_dir=settings.ari.recording_dir if settings.ari.enabled else None,
         )
+        if self.stasis is not None:  # agents' own calls go through the same call use cases
+            self.stasis.agent_door.serve(self.use_cases.calls)
         # FastAGI: the admin's dialplan sends callers to AGI(agi://HOST:PORT/ivr/MENU)
         self.agi_ivr = AgiIvr(
             self.store,

@@ -11,6 +11,7 @@ non-zero; the API maps each class to a stable error code and HTTP status (503
 
     CtcError
     ├── ConfigError                 a config file or value is wrong (names file:line: field)
+    │   └── ConfigErrors            several of them in one file, in file order
     ├── DomainError                 the pure domain refused something
     │   ├── IllegalTransition       a call status change the state machine forbids
     │   ├── CallRejected            compliance refused a call (stored rejected, never dialled)
@@ -41,6 +42,7 @@ non-zero; the API maps each class to a stable error code and HTTP status (503
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "CallbackDeliveryError",
     "ClosedResourceError",
     "ConfigError",
+    "ConfigErrors",
     "Conflict",
     "CtcError",
     "DatabaseUnavailable",
@@ -99,6 +102,20 @@ class ConfigError(CtcError):
             where = f"{file}:{line}: " if line is not None else f"{file}: "
         what = f"{field}: " if field else ""
         super().__init__(f"{where}{what}{message}")
+
+
+class ConfigErrors(ConfigError):
+    """Several problems in one file, in file order (:attr:`errors`); ``str(err)`` is one
+    line per problem. Its own file, line, field and reason are the first problem's, so
+    whatever reports a single ConfigError reports the first."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        if not errors:
+            raise ValueError("ConfigErrors needs at least one error")
+        first = errors[0]
+        super().__init__(first.reason, file=first.file, line=first.line, field=first.field)
+        self.errors = list(errors)
+        self.args = ("\n".join(str(e) for e in self.errors),)
 
 
 class DomainError(CtcError):

@@ -17,9 +17,17 @@ Every problem is one :class:`~engine.errors.ConfigError` naming the file, the li
 dotted field, e.g. ``menus.yaml:12: menus.main.options.1.menu: unknown menu 'salse'``:
 unknown keys (also keys another action does not use), wrong types, invalid digits,
 duplicate digits (YAML duplicate keys), missing fields an action needs, unknown target
-menus and sets of menus the caller could never leave. The first problem in file order is
-reported. Line numbers come from the composed YAML nodes (:mod:`engine.yaml_lines`, as
-for the engine configuration).
+menus, placeholders no step sets and sets of menus the caller could never leave. Every
+problem is reported, in file order (:class:`~engine.errors.ConfigErrors` when there are
+several), except after a YAML syntax error, where reading stops. Line numbers come from
+the composed YAML nodes (:mod:`engine.yaml_lines`, as for the engine configuration).
+
+Two YAML traps of menu files are named: an unquoted ``*:`` key is an alias to YAML (the
+error says to quote ``*`` and ``#``), and an unquoted ``#:`` line is a comment, silently
+dropped, so :func:`menu_warnings` warns about every line that looks like one.
+
+The designer's reference is ``docs/ivr/reference.md``; ``docs/ivr/recipes/`` holds
+complete menus.
 """
 
 from __future__ import annotations
@@ -44,10 +52,10 @@ from engine.domain.ivr import (
     check_menus,
 )
 from engine.domain.netpolicy import scheme_refusal
-from engine.errors import ConfigError, InvalidInput
+from engine.errors import ConfigError, ConfigErrors, InvalidInput
 from engine.yaml_lines import YamlSource, parse_yaml_with_lines, read_text_file
 
-__all__ = ["dump_menus", "load_menus", "load_menus_file"]
+__all__ = ["dump_menus", "load_menus", "load_menus_file", "menu_warnings"]
 
 _Loc = tuple[str | int, ...]
 _T = TypeVar("_T")
@@ -98,13 +106,21 @@ _METHODS = ("GET", "POST")
 
 
 class _Reader:
-    """Typed access to the plain data, raising ConfigError at the value's line."""
+    """Typed access to the plain data. A wrong value is noted (:attr:`errors`, a
+    ConfigError at the value's line) and read as absent, so reading goes on and every
+    problem is found; only a value whose shape stops the reading (:meth:`mapping`) raises."""
 
     def __init__(self, source: YamlSource) -> None:
         self.source = source
+        self.errors: list[ConfigError] = []
+        # menus with problems, built from what could be read: for the checks across menus
+        self.partial: dict[str, IvrMenu] = {}
 
     def fail(self, message: str, loc: _Loc, *, key: bool = False) -> ConfigError:
         return self.source.error(message, loc, key=key)
+
+    def note(self, message: str, loc: _Loc, *, key: bool = False) -> None:
+        self.errors.append(self.fail(message, loc, key=key))
 
     def mapping(self, value: Any, loc: _Loc) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -114,7 +130,7 @@ class _Reader:
     def keys(self, data: dict[str, Any], allowed: frozenset[str], loc: _Loc, why: str) -> None:
         for key in data:
             if key not in allowed:
-                raise self.fail(f"unknown key{why}", (*loc, key), key=True)
+                self.note(f"unknown key{why}", (*loc, key), key=True)
 
     def get(
         self,
@@ -128,7 +144,7 @@ class _Reader:
             return None
         value = check(data[key])
         if value is None:
-            raise self.fail(expected, (*loc, key))
+            self.note(expected, (*loc, key))
         return value
 
     def text(self, data: dict[str, Any], key: str, loc: _Loc) -> str | None:
@@ -149,10 +165,14 @@ class _Reader:
         value = data.get(key)
         if value is None:
             return None
+        if not isinstance(value, dict):
+            self.note("expected a mapping", (*loc, key))
+            return None
         result: dict[str, str] = {}
-        for name, item in self.mapping(value, (*loc, key)).items():
+        for name, item in value.items():
             if isinstance(item, bool) or not isinstance(item, str | int):
-                raise self.fail("expected a string", (*loc, key, name))
+                self.note("expected a string", (*loc, key, name))
+                continue
             result[name] = str(item)
         return result
 
@@ -176,20 +196,28 @@ def _target(value: Any) -> str | None:
     return _non_empty_str(value)
 
 
-def _build(reader: _Reader, loc: _Loc, make: Callable[[], _T]) -> _T:
-    """Run a domain constructor; its InvalidInput becomes a ConfigError at the field."""
+def _build(reader: _Reader, loc: _Loc, noted: int, make: Callable[[], _T]) -> _T | None:
+    """Run a domain constructor unless problems were noted since ``noted`` (what it would
+    say is then said already, or follows from them); its InvalidInput is noted at the
+    field. None when nothing was built."""
+    if len(reader.errors) > noted:
+        return None
     try:
         return make()
     except InvalidInput as exc:
         field: _Loc = tuple(exc.field.split("."))
-        raise reader.fail(exc.reason, (*loc, *field), key=field[0] == "options") from None
+        reader.note(exc.reason, (*loc, *field), key=field[0] == "options")
+        return None
 
 
-def _option(reader: _Reader, value: Any, loc: _Loc) -> IvrOption:
+def _option(reader: _Reader, value: Any, loc: _Loc) -> IvrOption | None:
+    noted = len(reader.errors)
     data = reader.mapping(value, loc)
     raw_action = reader.choice(data, "action", loc, tuple(a.value for a in IvrAction))
     if raw_action is None:
-        raise reader.fail("required", (*loc, "action"))
+        if len(reader.errors) == noted:
+            reader.note("required", (*loc, "action"))
+        return None
     action = IvrAction(raw_action)
     reader.keys(
         data, _ACTION_KEYS[action] | {"action", "prompt"}, loc, f" for action {action.value}"
@@ -227,15 +255,24 @@ def _option(reader: _Reader, value: Any, loc: _Loc) -> IvrOption:
         # the address part of the rule needs the tenant: checked when the menu is saved
         refused = scheme_refusal(url)
         if refused is not None:
-            raise reader.fail(refused, (*loc, "url"))
-    return _build(reader, loc, lambda: IvrOption(action, **present))
+            reader.note(refused, (*loc, "url"))
+    return _build(reader, loc, noted, lambda: IvrOption(action, **present))
 
 
-def _menu(reader: _Reader, name: str, value: Any, loc: _Loc) -> IvrMenu:
+def _attempt(reader: _Reader, read: Callable[[], _T | None]) -> _T | None:
+    """``read()``; a ConfigError it raises (a value whose shape stops the reading) is
+    noted, and nothing was read."""
+    try:
+        return read()
+    except ConfigError as exc:
+        reader.errors.append(exc)
+        return None
+
+
+def _menu(reader: _Reader, name: str, value: Any, loc: _Loc) -> IvrMenu | None:
+    noted = len(reader.errors)
     if not _MENU_NAME.fullmatch(name):
-        raise reader.fail(
-            "menu names are letters, digits, '_', '.', '-' (at most 63)", loc, key=True
-        )
+        reader.note("menu names are letters, digits, '_', '.', '-' (at most 63)", loc, key=True)
     data = reader.mapping(value, loc)
     reader.keys(data, _MENU_KEYS, loc, "")
     r = reader
@@ -257,20 +294,48 @@ def _menu(reader: _Reader, name: str, value: Any, loc: _Loc) -> IvrMenu:
     options: dict[str, IvrOption] = {}
     raw_options = data.get("options")
     if raw_options is not None:
-        for key, item in r.mapping(raw_options, (*loc, "options")).items():
+        items = _attempt(r, lambda: r.mapping(raw_options, (*loc, "options"))) or {}
+        for key, item in items.items():
             where = (*loc, "options", key)
             if key not in DTMF_KEYS and key not in SPECIAL_KEYS:
-                raise r.fail(
+                r.note(
                     "not a key: use one of 0-9, * or # (quoted), or timeout, invalid, collected",
                     where,
                     key=True,
                 )
-            options[key] = _option(r, item, where)
+                continue
+            option = _attempt(r, lambda: _option(r, item, where))  # noqa: B023 (called now)
+            if option is not None:
+                options[key] = option
     fields["options"] = options
     if data.get("fallback") is not None:
-        fields["fallback"] = _option(r, data["fallback"], (*loc, "fallback"))
+        fields["fallback"] = _attempt(r, lambda: _option(r, data["fallback"], (*loc, "fallback")))
     present = {key: value for key, value in fields.items() if value is not None}
-    return _build(reader, loc, lambda: IvrMenu(name, **present))
+    menu = _build(reader, loc, noted, lambda: IvrMenu(name, **present))
+    if menu is None:
+        shadow = _shadow(name, present)
+        if shadow is not None:
+            reader.partial[name] = shadow
+    return menu
+
+
+def _shadow(name: str, present: dict[str, Any]) -> IvrMenu | None:
+    """A menu with problems as far as it can be built (the fields that were read, else
+    only its options and fallback), so the checks across menus still see its options."""
+    options: dict[str, IvrOption] = present.get("options", {})
+    collect = ("input_mode", "input_length", "terminator", "variable")
+    tries: tuple[dict[str, Any], ...] = (
+        present,
+        {k: v for k, v in present.items() if k in {"options", "fallback", *collect}},
+        {"options": {k: o for k, o in options.items() if k != "collected"}},
+        {},
+    )
+    for fields in tries:
+        try:
+            return IvrMenu(name, **{**fields, "fallback": present.get("fallback")})
+        except InvalidInput:
+            continue
+    return None
 
 
 def load_menus(text: str, *, file: str | None = None) -> dict[str, IvrMenu]:
@@ -282,19 +347,68 @@ def load_menus(text: str, *, file: str | None = None) -> dict[str, IvrMenu]:
     data = parse_yaml_with_lines(text, source)
     reader = _Reader(source)
     reader.keys(data, frozenset({"menus"}), (), "")
+    raw: dict[str, Any] = {}
     if data.get("menus") is None:
-        raise ConfigError("required", file=source.file, line=1, field="menus")
-    raw = reader.mapping(data["menus"], ("menus",))
-    if not raw:
-        raise reader.fail("must define at least one menu", ("menus",))
-    menus = {name: _menu(reader, name, value, ("menus", name)) for name, value in raw.items()}
-    errors = [
-        reader.fail(problem.message, ("menus", *problem.path), key=True)
-        for problem in check_menus(menus)
-    ]
-    if errors:
-        raise min(errors, key=lambda e: e.line or 0)
+        reader.errors.append(ConfigError("required", file=source.file, line=1, field="menus"))
+    else:
+        raw = _attempt(reader, lambda: reader.mapping(data["menus"], ("menus",))) or {}
+        if not raw and not reader.errors:
+            reader.note("must define at least one menu", ("menus",))
+    menus: dict[str, IvrMenu] = {}
+    for name, value in raw.items():
+        menu = _attempt(reader, lambda: _menu(reader, name, value, ("menus", name)))  # noqa: B023
+        if menu is not None:
+            menus[name] = menu
+    # the checks across menus see the menus with problems too, as far as they were read;
+    # whether the caller can leave is judged only when every menu was
+    seen = {**reader.partial, **menus}
+    unread = frozenset(raw) - frozenset(seen)
+    judge_exits = not reader.errors
+    for problem in check_menus(seen, also_known=unread, traps=judge_exits):
+        reader.note(problem.message, ("menus", *problem.path), key=True)
+    if reader.errors:
+        # file order; a problem with no line (a missing key) before the rest of its menu
+        errors = sorted(reader.errors, key=lambda e: e.line or 0)
+        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
     return menus
+
+
+# A line YAML reads as a comment that looks like one of a menu file's keys: ``#:`` (the
+# option for key #, unquoted) or ``# <key>: ...`` (a key commented out).
+_KNOWN_KEYS = "|".join(
+    re.escape(key)
+    for key in sorted(
+        {"menus", *_MENU_KEYS, "action", "prompt", *SPECIAL_KEYS}
+        | {k for keys in _ACTION_KEYS.values() for k in keys}
+        | set("0123456789")
+        | {"'*'", '"*"', "'#'", '"#"'},
+        key=len,
+        reverse=True,
+    )
+)
+_HASH_KEY = re.compile(r"^\s*#\s*:(?:\s|$)")
+_COMMENTED_KEY = re.compile(rf"^\s*#\s*({_KNOWN_KEYS})\s*:(?:\s|$)")
+
+
+def menu_warnings(text: str, *, file: str | None = None) -> list[str]:
+    """``file:line: ...`` for each line that YAML drops as a comment but that looks like
+    a key of a menu file, in file order. An unquoted ``#:`` (the option of key ``#``) is
+    the trap: YAML reads the whole line as a comment, so the option silently does not
+    exist."""
+    label = file if file is not None else "<string>"
+    found: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if _HASH_KEY.match(line):
+            found.append(
+                f"{label}:{number}: an unquoted '#:' is a YAML comment: this line is ignored; "
+                'quote the key ("#": ...)'
+            )
+        elif (match := _COMMENTED_KEY.match(line)) is not None:
+            found.append(
+                f"{label}:{number}: looks like the key {match.group(1)!r} commented out: "
+                "YAML ignores this line"
+            )
+    return found
 
 
 def load_menus_file(path: str | os.PathLike[str]) -> dict[str, IvrMenu]:

@@ -15,6 +15,7 @@ values reached through them (an alias bomb is refused before it costs time or me
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "MAX_YAML_ALIASES",
     "MAX_YAML_BYTES",
     "MAX_YAML_EXPANSION",
+    "STAR_KEY_MESSAGE",
     "KeyPath",
     "YamlSource",
     "parse_yaml_with_lines",
@@ -121,6 +123,8 @@ def parse_yaml_with_lines(text: str, source: YamlSource) -> dict[str, Any]:
         mark = exc.problem_mark or exc.context_mark
         line = int(mark.line) + 1 if mark is not None else None
         message = exc.problem or exc.context or "invalid YAML"
+        if line is not None and _STAR_KEY.search(_nth_line(text, line)):
+            message = STAR_KEY_MESSAGE
         raise ConfigError(message, file=file, line=line) from None
     except yaml.reader.ReaderError as exc:
         raise _reader_error(exc, text, file) from None
@@ -128,6 +132,18 @@ def parse_yaml_with_lines(text: str, source: YamlSource) -> dict[str, Any]:
         raise ConfigError(f"invalid YAML: {type(exc).__name__}", file=file) from None
     finally:
         loader.dispose()
+
+
+# an unquoted ``*`` key: YAML reads ``*`` as the start of an alias (``*name``)
+_STAR_KEY = re.compile(r"(?:^|[\s{,\[])\*\s*:")
+STAR_KEY_MESSAGE = 'an unquoted * starts a YAML alias: quote * and # keys ("*": ..., "#": ...)'
+"""What a document with an unquoted ``*:`` key is told instead of PyYAML's "expected
+alphabetic or numeric character, but found ':'"."""
+
+
+def _nth_line(text: str, line: int) -> str:
+    lines = text.splitlines()
+    return lines[line - 1] if 0 < line <= len(lines) else ""
 
 
 def _reader_error(exc: yaml.reader.ReaderError, text: str, file: str | None) -> ConfigError:

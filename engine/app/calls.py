@@ -1,5 +1,12 @@
 """The call use cases the API and the CLI call: initiate, end, set status, transfer, and
-the reads of sessions and their events (statistics: :mod:`engine.app.stats`).
+the reads of sessions and their events (statistics: :mod:`engine.app.stats`); and the call
+an agent places from the desk phone (the ``[ctc-agents]`` door,
+:meth:`CallService.place_agent_dialled`).
+
+Both outbound paths decide the customer's leg in one place, :meth:`CallService.customer_leg`:
+the number as E.164, the provider, the pre-dial check (compliance: a refused call is stored
+``rejected`` and never dialled) and the caller ID (a caller-ID profile's choice). Every call
+to a customer passes there, click-to-calls and agent-dialled calls alike.
 
 ``CallService`` turns a request (plain dataclasses and enums, never an API model) into
 domain decisions and store writes. Dialing goes through its :class:`~engine.app.ports.Dialer`
@@ -22,7 +29,7 @@ import structlog
 
 from engine.app.compliance import CallerIdChooser, OutboundPolicy
 from engine.app.ports import Dialer
-from engine.domain.call import CallStatus
+from engine.domain.call import CallStatus, Direction
 from engine.domain.caller_id import CallerIdChoice
 from engine.domain.click_to_call import Leg
 from engine.domain.compliance import Finding
@@ -30,7 +37,14 @@ from engine.domain.event_types import CallEventType
 from engine.domain.netpolicy import check_url
 from engine.domain.phone import to_e164
 from engine.domain.transfer import TransferType
-from engine.errors import CallRejected, Conflict, FeatureUnavailable, InvalidInput, NotFound
+from engine.errors import (
+    CallRejected,
+    Conflict,
+    FeatureUnavailable,
+    InvalidInput,
+    NotFound,
+    StoreError,
+)
 from engine.store.records import (
     CallEvent,
     NewSession,
@@ -42,7 +56,14 @@ from engine.store.records import (
 )
 from engine.store.repositories import Store
 
-__all__ = ["CallService", "InitiateCall", "SessionDetail", "request_fingerprint"]
+__all__ = [
+    "AgentDialledCall",
+    "CallService",
+    "CustomerLeg",
+    "InitiateCall",
+    "SessionDetail",
+    "request_fingerprint",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +90,32 @@ class InitiateCall:
     external_ref: str | None = None
     callback_url: str | None = None
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentDialledCall:
+    """A call an agent placed from their desk phone: the dialplan's ``[ctc-agents]`` sent
+    their channel to ``Stasis(ctc,agent,<number>[,<tenant>])``, where it waits unanswered
+    for the engine to ring the customer."""
+
+    tenant_slug: str
+    dialled: str  # the number as the agent dialled it
+    endpoint: str  # the agent's PBX endpoint (``agent1``): the session's agent_number
+    channel_id: str  # the agent's channel, waiting in Stasis
+    caller_number: str | None = None  # the caller ID the agent's phone presented
+    default_region: str | None = None  # ISO country of numbers dialled without +country
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CustomerLeg:
+    """Who a call to a customer rings and how: decided once for every outbound path."""
+
+    customer_number: str  # E.164
+    caller_id: str | None  # E.164, shown to the customer; None: calls.default_caller_id
+    provider_id: uuid.UUID | None  # the carrier; None: the local Asterisk
+    refusal: Finding | None = None  # the pre-dial check's: the call is never dialled
+    warnings: tuple[Finding, ...] = ()  # 'warn' rules that objected
+    choice: CallerIdChoice | None = None  # the caller-ID profile's pick, when it chose
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -107,45 +154,31 @@ class CallService:
         """Validate and store a queued click-to-call, start dialing it; return it and
         whether it is new (a repeated Idempotency-Key returns the first, dialed once, as it
         is now). With a dialer the call is written behind (the journal) once stored: while
-        the journal's backlog is full, new calls are refused (``DatabaseUnavailable``)."""
+        the journal's backlog is full, new calls are refused (``DatabaseUnavailable``).
+        A call the pre-dial check refuses is stored ``rejected`` and never dialled
+        (:class:`CallRejected`, also for a repeat of its Idempotency-Key)."""
         if self._dialer is not None and not self._dialer.ready:
             raise FeatureUnavailable("Asterisk is not connected (ARI link down); try again shortly")
-        region = request.default_region
-        customer = to_e164(request.customer_number, field="customer_number", default_region=region)
         agent = request.agent_number
         if agent.startswith("+"):
             agent = to_e164(agent, field="agent_number")
-        caller_id = (
-            to_e164(request.caller_id, field="caller_id", default_region=region)
-            if request.caller_id
-            else None
-        )
         callback_url = request.callback_url
         if callback_url is not None:  # not to the engine's neighbours (netpolicy)
             check_url(callback_url, tenant.policy, field="callback_url")
-        provider_id = request.provider_id
-        if provider_id is not None:
-            try:
-                provider = await self._store.providers.get(tenant.id, provider_id)
-            except NotFound as exc:
-                raise InvalidInput("provider_id", "unknown provider") from exc
-            if not provider.is_active:
-                raise InvalidInput("provider_id", f"provider {provider.name!r} is not active")
-        else:
-            default = await self._store.providers.default(tenant.id)
-            provider_id = default.id if default is not None else None
-        # compliance before anything is dialled; the caller ID of the customer leg
-        verdict = await self._policy.check(tenant, customer)
-        choice = None
-        if verdict.allowed and caller_id is None:
-            choice = await self._caller_ids.choose(tenant, customer, provider_id=provider_id)
-            caller_id = choice.number if choice is not None else None
+        leg = await self.customer_leg(
+            tenant,
+            request.customer_number,
+            field="customer_number",
+            default_region=request.default_region,
+            caller_id=request.caller_id,
+            provider_id=request.provider_id,
+        )
         new = NewSession(
             tenant_id=tenant.id,
             agent_number=agent,
-            customer_number=customer,
-            provider_id=provider_id,
-            caller_id=caller_id,
+            customer_number=leg.customer_number,
+            provider_id=leg.provider_id,
+            caller_id=leg.caller_id,
             agent_id=request.agent_id,
             external_ref=request.external_ref,
             callback_url=callback_url,
@@ -155,14 +188,14 @@ class CallService:
             if idempotency_key
             else None,
         )
-        if self._dialer is not None and verdict.allowed:
+        if self._dialer is not None and leg.refusal is None:
             # its facts are written behind: no row is stored for a call the journal refuses
             self._store.journal.require_room()
         session, created = await self._store.sessions.create(
             new, tenant_callback_url=tenant.callback_url
         )
         if created:
-            session = await self._screened(session, verdict.refusal, verdict.warnings, choice)
+            session = await self._screened(session, leg)
         if session.status is CallStatus.REJECTED:
             refused = session.end_reason or "rejected"
             rule = _rejecting_rule(await self._store.sessions.events(tenant.id, session.id))
@@ -179,34 +212,135 @@ class CallService:
         )
         return session, created
 
-    async def _screened(
+    async def customer_leg(
         self,
-        session: StoredSession,
-        refusal: Finding | None,
-        warnings: Sequence[Finding],
-        choice: CallerIdChoice | None,
-    ) -> StoredSession:
+        tenant: Tenant,
+        number: str,
+        *,
+        field: str,
+        default_region: str | None = None,
+        caller_id: str | None = None,
+        provider_id: uuid.UUID | None = None,
+    ) -> CustomerLeg:
+        """The customer's leg of an outbound call (a click-to-call or a call an agent
+        dialled): ``number`` as E.164 (InvalidInput naming ``field`` for what phonenumbers
+        refuses), the provider (``provider_id``, else the tenant's default), what the
+        pre-dial check (compliance) says, and the caller ID: the one asked for, else the
+        tenant's caller-ID profile's choice for this number."""
+        customer = to_e164(number, field=field, default_region=default_region)
+        shown = (
+            to_e164(caller_id, field="caller_id", default_region=default_region)
+            if caller_id
+            else None
+        )
+        if provider_id is not None:
+            try:
+                provider = await self._store.providers.get(tenant.id, provider_id)
+            except NotFound as exc:
+                raise InvalidInput("provider_id", "unknown provider") from exc
+            if not provider.is_active:
+                raise InvalidInput("provider_id", f"provider {provider.name!r} is not active")
+        else:
+            default = await self._store.providers.default(tenant.id)
+            provider_id = default.id if default is not None else None
+        # compliance before anything is dialled; the caller ID of the customer leg
+        verdict = await self._policy.check(tenant, customer)
+        choice = None
+        if verdict.allowed and shown is None:
+            choice = await self._caller_ids.choose(tenant, customer, provider_id=provider_id)
+            shown = choice.number if choice is not None else None
+        return CustomerLeg(
+            customer, shown, provider_id, verdict.refusal, tuple(verdict.warnings), choice
+        )
+
+    async def _screened(self, session: StoredSession, leg: CustomerLeg) -> StoredSession:
         """Record on a new session what the pre-dial check said: rejected (never dialled),
         or its warnings and the caller ID chosen."""
         tid, sid = session.tenant_id, session.id
-        if refusal is not None:
+        if leg.refusal is not None:
             session, _ = await self._store.sessions.transition(
                 tid,
                 sid,
                 CallStatus.REJECTED,
                 event_type=CallEventType.SESSION_REJECTED,
-                payload=refusal.as_payload(),
-                changes={"end_reason": refusal.reason[:500]},
+                payload=leg.refusal.as_payload(),
+                changes={"end_reason": leg.refusal.reason[:500]},
             )
             return session
-        for warning in warnings:
+        for warning in leg.warnings:
             session, _ = await self._store.sessions.append_event(
                 tid, sid, CallEventType.COMPLIANCE_WARNING, payload=warning.as_payload()
             )
-        if choice is not None:
+        if leg.choice is not None:
             session, _ = await self._store.sessions.append_event(
-                tid, sid, CallEventType.CALLER_ID_CHOSEN, payload=choice.as_payload()
+                tid, sid, CallEventType.CALLER_ID_CHOSEN, payload=leg.choice.as_payload()
             )
+        return session
+
+    async def place_agent_dialled(self, call: AgentDialledCall) -> StoredSession:
+        """Store the session of a call an agent dialled (direction ``outbound``) and start
+        it: the agent's channel is answered and hears ringback while the customer rings.
+
+        A number :meth:`customer_leg` refuses (phonenumbers, or the pre-dial check) ends
+        the session ``rejected`` at once (``session.rejected``, the reason as its
+        ``end_reason``): nothing is dialled, and the caller (the door) tells the agent.
+        NotFound for an unknown tenant; FeatureUnavailable without a dialer or while it is
+        not ready; DatabaseUnavailable while the journal is full.
+        """
+        dialer = self._dialer
+        if dialer is None or not dialer.ready:
+            raise FeatureUnavailable("Asterisk is not connected (ARI link down)")
+        tenant = await self._store.tenants.by_slug(call.tenant_slug)
+        leg: CustomerLeg | None = None
+        invalid: InvalidInput | None = None
+        try:
+            leg = await self.customer_leg(
+                tenant, call.dialled, field="dialled_number", default_region=call.default_region
+            )
+        except InvalidInput as exc:
+            invalid = exc
+        # written behind: the dialer's facts are the call's, as for an initiated call
+        session = self._store.sessions.open_live(
+            NewSession(
+                tenant_id=tenant.id,
+                direction=Direction.OUTBOUND,
+                agent_number=call.endpoint,
+                customer_number=leg.customer_number if leg is not None else None,
+                provider_id=leg.provider_id if leg is not None else None,
+                caller_id=leg.caller_id if leg is not None else None,
+                caller_number=call.caller_number,
+                dialed_number=call.dialled,
+                agent_channel_id=call.channel_id,
+                metadata={"door": "agent", "channel_id": call.channel_id},
+            ),
+            tenant_callback_url=tenant.callback_url,
+        )
+        bound = log.bind(call_id=str(session.id), tenant_id=str(tenant.id))
+        if invalid is not None:
+            reason = f"{invalid.field}: {invalid.reason}"
+            session, _ = await self._store.sessions.transition(
+                tenant.id,
+                session.id,
+                CallStatus.REJECTED,
+                event_type=CallEventType.SESSION_REJECTED,
+                payload={
+                    "rule": "e164",
+                    "rule_type": "invalid_number",
+                    "reason": reason,
+                    "dialled_number": call.dialled,
+                },
+                changes={"end_reason": reason[:500]},
+            )
+            bound.info("call.agent_dialled_rejected", reason=reason)
+            return session
+        if leg is None:  # customer_leg returned or raised InvalidInput: one of the two
+            raise StoreError("customer_leg gave neither a leg nor a refusal")
+        session = await self._screened(session, leg)
+        if session.status is CallStatus.REJECTED:
+            bound.info("call.agent_dialled_rejected", reason=session.end_reason)
+            return session
+        dialer.start_call(session)
+        bound.info("call.agent_dialled", endpoint=call.endpoint)
         return session
 
     async def set_status(

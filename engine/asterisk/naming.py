@@ -29,6 +29,9 @@ variables) is named here too, because the dialplan reads it back (``[ctc-hangup]
   main)``; the menu defaults to ``main``, the tenant to ``default``), read by
   :func:`parse_ivr_stasis_args`;
 - ``ivr-transfer``: a target an ARI IVR call rings (routed by its channel id);
+- ``agent,<number>,<tenant>``: an agent's own call out of ``[ctc-agents]``
+  (``Stasis(ctc,agent,${EXTEN})``; the tenant defaults to ``default``), read by
+  :func:`parse_agent_stasis_args`;
 - ``CTC_SESSION_ID``, ``CTC_LEG`` (``agent|customer|target``) and, on a transfer target,
   ``CTC_TRANSFER_ID``: the channel variables (:func:`leg_channel_variables`,
   :func:`target_channel_variables`).
@@ -48,6 +51,7 @@ from typing import Protocol
 from engine.domain.click_to_call import Leg
 
 __all__ = [
+    "AgentStasisArgs",
     "IdKind",
     "IvrStasisArgs",
     "ParsedId",
@@ -64,6 +68,7 @@ __all__ = [
     "leg_channel_id",
     "leg_channel_variables",
     "leg_stasis_args",
+    "parse_agent_stasis_args",
     "parse_id",
     "parse_ivr_stasis_args",
     "parse_leg_channel_id",
@@ -89,6 +94,7 @@ _UUID_LENGTH = 36  # str(uuid.UUID(...))
 _STASIS_CALL = "c2c"
 _STASIS_IVR = "ivr"
 _STASIS_IVR_TRANSFER = "ivr-transfer"
+_STASIS_AGENT = "agent"
 _TARGET_LEG = "target"  # CTC_LEG and the last app argument of a transfer target
 _IVR_DEFAULT_MENU = "main"
 _IVR_DEFAULT_TENANT = "default"
@@ -169,6 +175,14 @@ class IvrStasisArgs:
     """What ``Stasis(ctc,ivr,<menu>,<tenant>)`` asks of the ARI IVR."""
 
     menu: str = _IVR_DEFAULT_MENU
+    tenant_slug: str = _IVR_DEFAULT_TENANT
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentStasisArgs:
+    """What ``Stasis(ctc,agent,<number>,<tenant>)`` asks: place the agent's call."""
+
+    number: str
     tenant_slug: str = _IVR_DEFAULT_TENANT
 
 
@@ -275,6 +289,17 @@ def parse_ivr_stasis_args(args: Sequence[str]) -> IvrStasisArgs | None:
     menu = args[1] if len(args) > 1 else _IVR_DEFAULT_MENU
     tenant_slug = args[2] if len(args) > 2 else _IVR_DEFAULT_TENANT
     return IvrStasisArgs(menu, tenant_slug)
+
+
+def parse_agent_stasis_args(args: Sequence[str]) -> AgentStasisArgs | None:
+    """The call an agent's channel entering Stasis with ``args`` asks for; None when the
+    channel is not an agent's own call. The number is as dialled (maybe empty: the door
+    refuses it like any number that is not one)."""
+    if not args or args[0] != _STASIS_AGENT:
+        return None
+    number = args[1].strip() if len(args) > 1 else ""
+    tenant_slug = args[2].strip() if len(args) > 2 and args[2].strip() else _IVR_DEFAULT_TENANT
+    return AgentStasisArgs(number, tenant_slug)
 
 
 def _session_if(value: str, *kinds: IdKind) -> uuid.UUID | None:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import phonenumbers
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -163,6 +164,16 @@ def _caller_id(value: Any) -> Any:
         raise _fail('expected a quoted string like "+14155550100"')
     if not _E164.fullmatch(value):
         raise _fail('must be an E.164 number like "+14155550100"')
+    return value
+
+
+def _region(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Z]{2}", value):
+        raise _fail('expected an ISO country code in capitals, like "GB"')
+    if value not in phonenumbers.SUPPORTED_REGIONS:
+        raise _fail(f"phonenumbers knows no region {value!r}")
     return value
 
 
@@ -376,6 +387,9 @@ class CallSettings(_Section):
     # engine asks ARI itself (Asterisk 22 sometimes sends none for a destroyed bridge's
     # recording): a stored file ends the recording with an estimated duration.
     recording_end_timeout: Seconds = 10.0
+    # Where numbers an agent dials from the desk phone without "+country" belong (the
+    # [ctc-agents] door); None: only numbers with their country code are placed.
+    agent_default_region: Annotated[str | None, BeforeValidator(_region)] = None
 
 
 class CallbackSettings(_Section):

@@ -22,6 +22,7 @@ from engine.errors import IllegalTransition
 __all__ = [
     "INBOUND_TRANSITIONS",
     "LIVE_STATUSES",
+    "OUTBOUND_TRANSITIONS",
     "TERMINAL_STATUSES",
     "TRANSITIONS",
     "CallSession",
@@ -108,6 +109,23 @@ INBOUND_TRANSITIONS: Mapping[CallStatus, frozenset[CallStatus]] = {
     **{s: frozenset() for s in CallStatus if s not in (CallStatus.QUEUED, CallStatus.CONNECTED)},
 }
 
+# A call an agent placed from the desk phone (direction outbound): the agent's leg is up as
+# the session is created (the agent dialled), so it goes straight to agent_answered and
+# never has a dialing_agent step; the rest is a click-to-call's.
+OUTBOUND_TRANSITIONS: Mapping[CallStatus, frozenset[CallStatus]] = {
+    **TRANSITIONS,
+    CallStatus.QUEUED: frozenset(
+        {CallStatus.AGENT_ANSWERED, CallStatus.CANCELED, CallStatus.REJECTED, CallStatus.FAILED}
+    ),
+    CallStatus.DIALING_AGENT: frozenset(),
+}
+
+_GRAPHS: Mapping[Direction, Mapping[CallStatus, frozenset[CallStatus]]] = {
+    Direction.CLICK_TO_CALL: TRANSITIONS,
+    Direction.INBOUND: INBOUND_TRANSITIONS,
+    Direction.OUTBOUND: OUTBOUND_TRANSITIONS,
+}
+
 # Which timeline column a status stamps when it is entered.
 _STAMPS: Mapping[CallStatus, str] = {
     CallStatus.DIALING_AGENT: "dialing_agent_at",
@@ -130,7 +148,7 @@ def check_transition(
         tgt = CallStatus(target)
     except ValueError as exc:
         raise IllegalTransition(str(current), str(target)) from exc
-    graph = INBOUND_TRANSITIONS if direction is Direction.INBOUND else TRANSITIONS
+    graph = _GRAPHS[direction]
     if tgt not in graph[cur]:
         raise IllegalTransition(cur.value, tgt.value)
     return tgt
@@ -169,9 +187,12 @@ class CallSession:
         return Transition(self.status, tgt, at, changes)
 
     def _durations(self, ended_at: datetime) -> dict[str, int]:
-        # ring time: from the first dial until someone answered (or the call ended unanswered)
+        # ring time: from the first dial until someone answered (or the call ended
+        # unanswered); an agent who dialled out was never rung: only the customer rang
         rang_from = self.dialing_agent_at or self.dialing_customer_at
         answered = self.agent_answered_at or self.connected_at
+        if self.direction is Direction.OUTBOUND:
+            answered = self.connected_at
         out: dict[str, int] = {}
         if rang_from is not None:
             out["ring_ms"] = _ms(rang_from, answered or ended_at)

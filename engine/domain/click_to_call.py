@@ -4,7 +4,13 @@ The flow: ring the agent; when the agent answers, play ringback to them and ring
 customer; when the customer answers, bridge both and (if the tenant wants it) record the
 bridge (where a consent rule applies, the consent announcement plays to both first and
 the recording starts once it finished; where consent is required and absent, the call is
-not recorded). Either side hanging up hangs up the other. The adapters (ARI) report facts and
+not recorded). Either side hanging up hangs up the other.
+
+A call an agent dialled from the desk phone (``agent_dialled``: the ``[ctc-agents]`` door,
+direction ``outbound``) is the same call with its first step done by the agent: its
+``Start`` answers the agent's waiting channel and goes straight to ringing the customer, so
+every step from there (the customer's leg, ringback, bridge, recording, ends) is decided
+here, once, for both. The adapters (ARI) report facts and
 carry out the commands; this module only decides, so every branch is unit-testable.
 
 Legs are named by role (``agent``/``customer``); the adapter derives channel, bridge and
@@ -24,6 +30,7 @@ from engine.domain.call import CallStatus
 from engine.domain.event_types import CallEventType, leg_hangup
 
 __all__ = [
+    "AnswerLeg",
     "Answered",
     "BridgeLegs",
     "Command",
@@ -179,6 +186,13 @@ class Originate:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class AnswerLeg:
+    """Answer a leg's channel that is waiting unanswered (an agent who dialled out)."""
+
+    leg: Leg
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class PlayRingback:
     leg: Leg
 
@@ -229,6 +243,7 @@ class Note:
 
 Command = (
     SetStatus
+    | AnswerLeg
     | Originate
     | PlayRingback
     | PlayConsent
@@ -317,16 +332,32 @@ def decide(
     recording_open: bool = False,
     announce: str | None = None,
     recording_refused: Mapping[str, Any] | None = None,
+    agent_dialled: bool = False,
 ) -> Decision:
     """The next steps for a click-to-call in ``status`` when ``fact`` happens; ``record``:
     the recording policy says record, ``recording_open``: a recording was started and its
     end is not known yet; ``announce``: the consent announcement to play before recording;
-    ``recording_refused``: why consent forbids recording (the rule and reason).
+    ``recording_refused``: why consent forbids recording (the rule and reason);
+    ``agent_dialled``: the agent placed the call from their phone, whose channel waits for
+    the customer (nobody rings the agent).
 
     Facts that no longer matter (a leg ending after the call already ended, a recording's
     end told twice) decide nothing.
     """
     match fact:
+        case Start() if status is CallStatus.QUEUED and agent_dialled:
+            return Decision(
+                (
+                    AnswerLeg(Leg.AGENT),
+                    SetStatus(CallStatus.AGENT_ANSWERED, CallEventType.AGENT_ANSWERED),
+                    *_DIAL_CUSTOMER,
+                )
+            )
+        case LegEnded(leg=Leg.AGENT) if status is CallStatus.QUEUED and agent_dialled:
+            why = "agent hung up before the customer was dialled"
+            return Decision(
+                (_ended(CallStatus.CANCELED, CallEventType.AGENT_HANGUP, fact, end_reason=why),)
+            )
         case Start() if status is CallStatus.QUEUED:
             return Decision(
                 (

@@ -38,13 +38,14 @@ import enum
 import re
 import urllib.parse
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TypeVar
 
 from engine.domain.values import evolve
 from engine.errors import InvalidInput
 
 __all__ = [
+    "BUILTIN_VARIABLES",
     "DEFAULT_FALLBACK",
     "DTMF_KEYS",
     "SPECIAL_KEYS",
@@ -135,6 +136,10 @@ DTMF_KEYS = frozenset("0123456789*#")
 
 SPECIAL_KEYS = frozenset({"timeout", "invalid", "collected"})
 """Option keys that are not digits: retry overrides and the collect-mode continuation."""
+
+BUILTIN_VARIABLES = frozenset({"caller"})
+"""Variables every call has from its start: ``caller``, the caller ID number as received
+(empty when there is none)."""
 
 _PRESSABLE = frozenset("0123456789*#ABCD")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -346,12 +351,75 @@ def _targets(option: IvrOption) -> list[tuple[tuple[str, ...], str]]:
     return [(field, name) for field, name in found if name is not None]
 
 
-def check_menus(menus: Mapping[str, IvrMenu]) -> list[MenuProblem]:
-    """Problems no single menu can see: unknown target menus, and traps.
+def _set_variables(menus: Mapping[str, IvrMenu]) -> frozenset[str]:
+    """Every variable some step can set: the built-in ones, what a menu collects into,
+    a lookup's ``result_variable`` and a ``set_variable``'s ``name``."""
+    names = set(BUILTIN_VARIABLES)
+    for menu in menus.values():
+        if menu.input_mode is not InputMode.SINGLE_DIGIT and menu.variable is not None:
+            names.add(menu.variable)
+        for _, option in _actions(menu):
+            names.update(n for n in (option.result_variable, option.name) if n is not None)
+    return frozenset(names)
+
+
+def _templates(option: IvrOption) -> list[tuple[tuple[str, ...], str]]:
+    """(field path, text) of an option's fields that may hold ``{variable}``."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    if option.action is IvrAction.HTTP_LOOKUP and option.url is not None:
+        found.append((("url",), option.url))
+        found.extend((("params", key), value) for key, value in option.params.items())
+    if option.action is IvrAction.SET_VARIABLE:
+        found.append((("value",), option.value))
+    return found
+
+
+def _unset_placeholders(
+    menus: Mapping[str, IvrMenu], judged: Collection[str] | None
+) -> list[MenuProblem]:
+    known = _set_variables(menus)
+    problems: list[MenuProblem] = []
+    for menu in menus.values():
+        if judged is not None and menu.name not in judged:
+            continue
+        for path, option in _actions(menu):
+            for field, text in _templates(option):
+                for name in dict.fromkeys(_PLACEHOLDER.findall(text)):
+                    if name not in known:
+                        problems.append(
+                            MenuProblem(
+                                (*path, *field),
+                                f"placeholder {{{name}}} is set by no step: no menu collects "
+                                f"into {name!r}, no result_variable or set_variable names it "
+                                "(built in: " + ", ".join(sorted(BUILTIN_VARIABLES)) + ")",
+                            )
+                        )
+    return problems
+
+
+def check_menus(
+    menus: Mapping[str, IvrMenu],
+    *,
+    also_known: Collection[str] = (),
+    traps: bool = True,
+    placeholders_of: Collection[str] | None = None,
+) -> list[MenuProblem]:
+    """Problems no single menu can see: unknown target menus, placeholders no step sets,
+    and traps.
 
     A trap is a set of menus from which no option or fallback ever leads to an exit
     (transfer, record_message, http_lookup, hangup): the caller could never leave. ``back``
-    may return to any menu that links here.
+    may return to any menu that links here. A placeholder (``{name}`` in a lookup's
+    ``url`` or ``params`` or a ``set_variable``'s ``value``) must name a variable some
+    step sets (:data:`BUILTIN_VARIABLES`, a collecting menu's ``variable``, a
+    ``result_variable`` or a ``set_variable`` ``name``), else it is always empty.
+
+    ``also_known``: menus that exist but are not in ``menus`` (a document's menus that
+    could not be read): a reference to one is not unknown, and placeholders, which need
+    every menu, are not judged. ``traps=False``: whether the caller can leave is not
+    judged (the menus given are not the ones that will run). ``placeholders_of``: the
+    menus whose placeholders are judged (default: all), against the variables all of them
+    set: a tenant saving some menus is not refused for a placeholder in another.
     """
     problems: list[MenuProblem] = []
     edges: dict[str, set[str]] = {name: set() for name in menus}
@@ -360,10 +428,15 @@ def check_menus(menus: Mapping[str, IvrMenu]) -> list[MenuProblem]:
         for path, option in _actions(menu):
             for field, target in _targets(option):
                 if target not in menus:
-                    problems.append(MenuProblem((*path, *field), f"unknown menu {target!r}"))
+                    if target not in also_known:
+                        problems.append(MenuProblem((*path, *field), f"unknown menu {target!r}"))
                 else:
                     edges[name].add(target)
                     parents[target].add(name)
+    if not also_known:
+        problems.extend(_unset_placeholders(menus, placeholders_of))
+    if not traps or also_known:
+        return problems
     escapes = {
         name
         for name, menu in menus.items()

@@ -250,7 +250,7 @@ class IvrMenuRepository:
                 tenant_id,
             )
             current = {s.menu.name: s.menu for s in await _fetch(conn, tenant_id, None)}
-            problems = check_menus({**current, **menus})
+            problems = check_menus({**current, **menus}, placeholders_of=menus.keys())
             if problems:
                 first = problems[0]
                 raise InvalidInput(_problem_field(first.path), first.message)

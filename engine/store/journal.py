@@ -290,7 +290,7 @@ class CallJournal(Lifecycle):
             metadata=dict(new.metadata),
             idempotency_key=None,
             request_hash=None,
-            agent_channel_id=None,
+            agent_channel_id=new.agent_channel_id,
             customer_channel_id=None,
             bridge_id=None,
             provider_call_id=None,

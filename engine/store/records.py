@@ -176,6 +176,8 @@ class NewSession:
     caller_number: str | None = None
     dialed_number: str | None = None
     ivr_menu: str | None = None
+    # a leg that exists as the session is made: the channel of an agent who dialled out
+    agent_channel_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

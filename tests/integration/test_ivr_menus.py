@@ -456,14 +456,14 @@ async def test_a_lookup_to_a_private_address_saves_once_the_tenant_allows_it(
 ) -> None:
     tenant = await new_tenant(api_engine.store)
     slug, tid = tenant.slug, tenant.id
-    lookup = IvrOption(IvrAction.HTTP_LOOKUP, url="http://10.1.2.3/balance/{acct}")
+    lookup = IvrOption(IvrAction.HTTP_LOOKUP, url="http://10.1.2.3/balance/{caller}")
     with pytest.raises(InvalidInput) as refused:
         await api_engine.store.ivr.save(tid, {"m": _menu("m", **{"1": lookup})})
     assert refused.value.field == "m.options.1.url"
     assert refused.value.reason.startswith("10.1.2.3 is a private address")
     await api_engine.store.tenants.update(slug, allow_cidrs=("10.1.0.0/16",))
     saved = await api_engine.store.ivr.save(tid, {"m": _menu("m", **{"1": lookup})})
-    assert saved["m"].menu.options["1"].url == "http://10.1.2.3/balance/{acct}"
+    assert saved["m"].menu.options["1"].url == "http://10.1.2.3/balance/{caller}"
 
 
 async def test_ctc_ivr_import_refuses_a_file_lookup_at_its_line(

@@ -85,7 +85,9 @@ MENUS: dict[str, IvrMenu] = {
             "3": IvrOption(
                 IvrAction.RECORD_MESSAGE, prompt="sound:leave-message", max_duration_s=60
             ),
-            "4": IvrOption(IvrAction.SET_VARIABLE, name="skill", value="sales-{lang}", next="main"),
+            "4": IvrOption(
+                IvrAction.SET_VARIABLE, name="skill", value="sales-{caller}", next="main"
+            ),
             "5": IvrOption(IvrAction.SUBMENU, menu="main"),
             "9": IvrOption(IvrAction.REPEAT),
             "*": IvrOption(IvrAction.BACK),
@@ -404,10 +406,10 @@ def test_record_a_message_then_hang_up() -> None:
 
 def test_set_variable_renders_its_value_and_moves_on() -> None:
     state = waiting_in("main", "1")
-    state = IvrState(**{**_fields(state), "variables": {"lang": "en"}})
+    state = IvrState(**{**_fields(state), "variables": {"caller": "en"}})
     state, commands = run(state, Digit("4", 10))
     assert commands[2:] == [SetVariable("skill", "sales-en"), Play("sound:main")]
-    assert state.variables == {"lang": "en", "skill": "sales-en"}
+    assert state.variables == {"caller": "en", "skill": "sales-en"}
     assert state.stack == ("main",)
 
 

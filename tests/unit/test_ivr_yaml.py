@@ -297,7 +297,9 @@ def test_collect_mode_needs_its_fields() -> None:
 
 def test_document_shape_errors() -> None:
     assert error("menus: {}\n") == "menus.yaml:1: menus: must define at least one menu"
-    assert error("other: 1\n") == "menus.yaml:1: other: unknown key"
+    assert error("other: 1\n") == (
+        "menus.yaml:1: other: unknown key\nmenus.yaml:1: menus: required"
+    )
     assert error("menus:\n") == "menus.yaml:1: menus: required"
     assert error("menus: [a]\n") == "menus.yaml:1: menus: expected a mapping"
     assert error("menus:\n  'bad name': {}\n") == (

@@ -13,6 +13,11 @@ Channel, bridge and recording ids are derived from the session id
 event against the session's current legs and its transfer in flight
 (:func:`engine.domain.transfer.route_channel`): completed transfers replace legs.
 
+A call an agent dialled from the desk phone (:mod:`engine.asterisk.flows.agent_door`) is
+the same flow with the agent's leg already there: its channel is Asterisk's, not named
+from the session, so it is followed by id (:meth:`ClickToCall.follow_channel`) from the
+call's start (or its adoption by a resync) until the call is released.
+
 A call placed through the API is owned by the journal (:mod:`engine.store.journal`, written
 behind) from its creation until this flow releases it: ended, and not waiting for its
 recording's end (the facts after the end are read and written in memory too).
@@ -50,9 +55,10 @@ from engine.asterisk.naming import (
     session_of_recording,
 )
 from engine.config.settings import CallSettings
-from engine.domain.call import CallStatus
+from engine.domain.call import CallStatus, Direction
 from engine.domain.click_to_call import (
     Answered,
+    AnswerLeg,
     BridgeLegs,
     ConsentPlayed,
     Decision,
@@ -181,6 +187,11 @@ class ClickToCall(Lifecycle):
         # many times it has asked
         self._recording_watch: dict[uuid.UUID, asyncio.TimerHandle] = {}
         self._recording_asked: dict[uuid.UUID, int] = {}
+        # legs whose channel ids are not derived from their session (an agent who dialled
+        # out): channel id -> session, and each session's such channels
+        self._followed: dict[str, uuid.UUID] = {}
+        self._followed_by_session: dict[uuid.UUID, set[str]] = {}
+        self._hangup_causes: dict[str, int] = {}  # followed channels asked to hang up
         self.transfers = TransferRunner(ari, store, settings, leg_variables=self._leg_variables)
 
     async def _close(self) -> None:
@@ -202,6 +213,11 @@ class ClickToCall(Lifecycle):
         router.on("RecordingFinished", self._on_recording_ended)
         router.on("RecordingFailed", self._on_recording_ended)
         router.on("PlaybackFinished", self._on_consent_played)
+        # a followed channel (an agent's own) entered Stasis from the dialplan: Asterisk
+        # ends the app's subscription to it at StasisEnd, so its ChannelDestroyed never
+        # comes; its hangup request carries the cause, its StasisEnd is its end
+        router.on("ChannelHangupRequest", self._on_hangup_request)
+        router.on("StasisEnd", self._on_stasis_end)
 
     # -- what the API asks for ----------------------------------------------------------------
 
@@ -212,6 +228,7 @@ class ClickToCall(Lifecycle):
 
     def start_call(self, session: StoredSession) -> None:
         """Begin dialing a queued session, in the background."""
+        self.follow_legs(session)
         self.transfers.new_call(session.id)
         if self._metrics is not None:
             self._accepted[session.id] = time.monotonic()
@@ -239,6 +256,22 @@ class ClickToCall(Lifecycle):
             current = await self._store.sessions.get(session.tenant_id, session.id)
             return await self.transfers.request_fact(current, CancelRequested(), "cancel")
 
+    def follow_legs(self, session: StoredSession) -> None:
+        """Route the events of the session's legs whose channel ids are not ours (an
+        agent's own channel) to it, until it is released."""
+        for leg in Leg:
+            channel = current_leg_channel(session, leg)
+            if session_of_channel(channel) is None:
+                self.follow_channel(channel, session.id)
+
+    def follow_channel(self, channel: str, session_id: uuid.UUID) -> None:
+        """Route ``channel``'s events (its end) to ``session_id`` until it is released."""
+        self._followed[channel] = session_id
+        self._followed_by_session.setdefault(session_id, set()).add(channel)
+
+    def _session_of(self, channel: str) -> uuid.UUID | None:
+        return session_of_channel(channel) or self._followed.get(channel)
+
     def lock(self, session_id: uuid.UUID) -> asyncio.Lock:
         """The session's lock: whoever holds it is the only one changing the call."""
         return self._locks.setdefault(session_id, asyncio.Lock())
@@ -247,7 +280,7 @@ class ClickToCall(Lifecycle):
 
     def _on_channel_up(self, event: AriEvent) -> bool:
         channel = str(event.get("channel", {}).get("id", ""))
-        session_id = session_of_channel(channel)
+        session_id = self._session_of(channel)
         if session_id is None:
             return False
         self.submit(session_id, ChannelFact(channel, up=True))
@@ -255,7 +288,7 @@ class ClickToCall(Lifecycle):
 
     def _on_channel_destroyed(self, event: AriEvent) -> bool:
         channel = str(event.get("channel", {}).get("id", ""))
-        session_id = session_of_channel(channel)
+        session_id = self._session_of(channel)
         if session_id is None:
             return False
         cause = event.get("cause")
@@ -266,6 +299,24 @@ class ClickToCall(Lifecycle):
             cause_text=event.get("cause_txt"),
         )
         self.submit(session_id, fact)
+        return True
+
+    def _on_hangup_request(self, event: AriEvent) -> bool:
+        channel = str(event.get("channel", {}).get("id", ""))
+        if channel not in self._followed:
+            return False
+        cause = event.get("cause")
+        if cause is not None:
+            self._hangup_causes[channel] = int(cause)
+        return True
+
+    def _on_stasis_end(self, event: AriEvent) -> bool:
+        channel = str(event.get("channel", {}).get("id", ""))
+        session_id = self._followed.get(channel)
+        if session_id is None:
+            return False
+        cause = self._hangup_causes.pop(channel, None)
+        self.submit(session_id, ChannelFact(channel, up=False, cause=cause))
         return True
 
     def _on_recording_ended(self, event: AriEvent) -> bool:
@@ -398,6 +449,7 @@ class ClickToCall(Lifecycle):
             recording_open=self._waiting_for_recording(session),
             announce=consent.announcement,
             recording_refused=consent.refused.as_payload() if consent.refused else None,
+            agent_dialled=session.direction is Direction.OUTBOUND,
         )
         if not decision.steps:
             bound.debug(
@@ -497,6 +549,9 @@ class ClickToCall(Lifecycle):
         self._unwatch_recording(session_id)
         self._recording_asked.pop(session_id, None)
         self.transfers.forget(session_id)
+        for channel in self._followed_by_session.pop(session_id, ()):
+            self._followed.pop(channel, None)
+            self._hangup_causes.pop(channel, None)
         self._store.sessions.release(session_id)
 
     async def _carry_out(
@@ -537,10 +592,20 @@ class ClickToCall(Lifecycle):
                 bound.info("call.status", status=step.status.value, event_type=step.event_type)
             case Originate():
                 await self._originate(session, step.leg)
+            case AnswerLeg():
+                # a leg the engine did not dial gets what a dialled one gets at its
+                # originate (the session's variables, then the hangup handler that reads
+                # them); gone already, its end is the call's next fact
+                channel = current_leg_channel(session, step.leg)
+                variables = {**leg_channel_variables(sid, step.leg), **self._leg_variables}
+                with contextlib.suppress(AriNotFound):
+                    for name, value in variables.items():
+                        await self._ari.set_channel_var(channel, name, value)
+                    await self._ari.answer(channel)
             case PlayRingback():
                 with contextlib.suppress(AriNotFound):
                     await self._ari.play(
-                        leg_channel_id(sid, step.leg),
+                        current_leg_channel(session, step.leg),
                         RINGBACK_MEDIA,
                         playback_id=ringback_playback_id(sid, step.leg),
                     )
@@ -555,7 +620,9 @@ class ClickToCall(Lifecycle):
                     bound.info("stasis.bridge_adopted", bridge=bridge)
                 # adding a channel that is in the bridge already is a no-op in Asterisk
                 await self._ari.add_to_bridge(
-                    bridge, leg_channel_id(sid, Leg.AGENT), leg_channel_id(sid, Leg.CUSTOMER)
+                    bridge,
+                    current_leg_channel(session, Leg.AGENT),
+                    current_leg_channel(session, Leg.CUSTOMER),
                 )
             case PlayConsent():
                 # to both parties on the bridge; its end (PlaybackFinished) starts recording

@@ -16,7 +16,8 @@ sessions there, and hands each click-to-call the journal does not own yet (one o
 engine that stopped) to it before applying what was missed. What an engine that stopped
 had not written yet is caught up from Asterisk: a leg whose channel is up answered, a
 customer's channel that exists was dialed (originate's 409 for an existing channel id
-counts as dialed). Ended calls the journal still keeps for their recording's end are
+counts as dialed); a call an agent dialled whose start was lost is started if the agent
+still waits. Ended calls the journal still keeps for their recording's end are
 released: an event missed while the link was down never comes.
 """
 
@@ -94,7 +95,9 @@ class Resync:
         for session in live.values():
             if session.direction is Direction.INBOUND:
                 ended += await self._resync_inbound(session, all_ids)
-            elif session.status is CallStatus.QUEUED:
+            elif session.status is CallStatus.QUEUED and (
+                session.direction is Direction.CLICK_TO_CALL
+            ):  # a queued agent-dialled call has its agent's channel: resynced below
                 match await self._resync_queued(session.id):
                     case True:
                         started += 1
@@ -173,6 +176,8 @@ class Resync:
             session = await self._store.sessions.take_over(session_id)
             if session is None or session.status.is_terminal:
                 return False
+            # an agent's own channel is not named from its session: follow it by id
+            self._click_to_call.follow_legs(session)
             # what Asterisk recorded of the legs that ended unseen (read only if any did)
             gone = any(raw not in channels for _, raw in _dialed_legs(session, channels))
             ends = await self._records.read(session.id) if gone else {}
@@ -317,6 +322,10 @@ def resync_facts(
         answers.append(ChannelFact(current_leg_channel(session, Leg.AGENT), up=True))
     elif status is CallStatus.AGENT_ANSWERED and not endings:
         answers.append(Resume())  # the customer's dialing was not written (or not done)
+    elif status is CallStatus.QUEUED and not endings:
+        # an agent-dialled call (the only kind the resync leaves queued here) whose
+        # agent still waits: its start was lost with the engine that took it
+        answers.append(Start())
     if Leg.CUSTOMER in up and status in _BEFORE_CONNECTED:
         answers.append(ChannelFact(current_leg_channel(session, Leg.CUSTOMER), up=True))
     # recorded ends by time, estimated ones (noticed now) last

@@ -5,8 +5,9 @@ WebSocket consumer that is slow to read (``websocket_write_timeout``). One dispa
 takes them from the queue and routes each by its type through one table
 (:class:`~engine.asterisk.links.ari_router.AriEventRouter`): IVR calls
 (:class:`~engine.asterisk.flows.ivr_ari.AriIvr`) are asked first, then click-to-calls
-(:class:`~engine.asterisk.flows.click_to_call.ClickToCall`). Neither waits on the
-dispatcher: they hand the event to their call's task.
+(:class:`~engine.asterisk.flows.click_to_call.ClickToCall`), then the agents' own calls
+(:class:`~engine.asterisk.flows.agent_door.AgentDoor`, ``Stasis(ctc,agent,...)``). None
+waits on the dispatcher: they hand the event to their call's task.
 
 After every (re)connect of the socket the resync runs
 (:class:`~engine.asterisk.flows.resync.Resync`), and now and then the records Asterisk's
@@ -25,6 +26,7 @@ import structlog
 from engine.app.ivr_admission import IvrAdmission
 from engine.app.ivr_calls import MenuLoader
 from engine.app.ports import ErpLookup
+from engine.asterisk.flows.agent_door import AgentDoor
 from engine.asterisk.flows.call_quality import QualityMonitor
 from engine.asterisk.flows.click_to_call import ClickToCall
 from engine.asterisk.flows.hangup_records import HangupRecords
@@ -110,6 +112,9 @@ class StasisApp(Lifecycle):
         if self.quality is not None:
             self.quality.subscribe(self.router)  # observes, before the flow takes them
         self.click_to_call.subscribe(self.router)
+        # agents' own calls become click-to-calls: the daemon hands the door the use cases
+        self.agent_door = AgentDoor(ari, settings)
+        self.agent_door.subscribe(self.router)
 
     async def _open(self) -> None:
         if self.ivr is not None:
@@ -117,6 +122,7 @@ class StasisApp(Lifecycle):
         await self.click_to_call.start()
         if self.quality is not None:
             await self.quality.start()
+        await self.agent_door.start()
         self._dispatcher = asyncio.create_task(self._dispatch(), name="stasis-dispatch")
         self._sweeper = asyncio.create_task(self._sweep_records(), name="stasis-sweep")
         await self.link.start()
@@ -133,6 +139,7 @@ class StasisApp(Lifecycle):
         # nothing routes to the flows any more: their calls in progress are cancelled
         if self.ivr is not None:
             await self.ivr.close()
+        await self.agent_door.close()
         await self.click_to_call.close()
         if self.quality is not None:
             await self.quality.close()
