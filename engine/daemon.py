@@ -38,6 +38,7 @@ from engine.loop_watch import LoopWatch, settle_heap
 from engine.metrics import Metrics
 from engine.notifier import CallbackNotifier
 from engine.outbound import HttpErpLookup, OutboundHttp
+from engine.providers.directory import CarrierDirectory
 from engine.retention import RetentionPruner
 from engine.store.database import ConnectRetry, Database
 from engine.store.migrations import default_migrations_dir, migration_status
@@ -141,8 +142,11 @@ class Engine(Lifecycle):
         if self.ami is not None and self.stasis is not None:
             self.restart_watch = RestartWatch(on_restart=self.stasis.link.drop)
             self.restart_watch.watch(self.ami)
+        # the carriers' adapters: their webhooks verified and their status queried
+        self.carriers = CarrierDirectory()
         self.use_cases = UseCases.over(
             self.store,
+            carriers=self.carriers,
             dialer=self.stasis.click_to_call if self.stasis is not None else None,
             controls=CallControls(self.ari) if self.ari is not None else None,
             events=self.events,
@@ -263,6 +267,7 @@ class Engine(Lifecycle):
         if self.ari is not None:
             await self.ari.close()
         await self.lookup_http.close()  # after the IVR doors: no lookup is in flight
+        await self.carriers.close()  # after the API: no webhook is in flight
         await self.store.journal.close()  # live calls' last rows (written behind)
         await self.retention.close()  # a batch in flight rolls back
         await self.notifier.close()  # after what writes events, before the database

@@ -22,9 +22,11 @@ from engine.domain.click_to_call import Leg
 from engine.domain.ivr import HttpLookup, LookupResult
 from engine.domain.netpolicy import OutboundPolicy
 from engine.domain.transfer import TransferType
-from engine.store.records import StoredSession, StoredTransfer
+from engine.providers.base import CarrierAdapter
+from engine.store.records import ProviderSecrets, StoredProvider, StoredSession, StoredTransfer
 
 __all__ = [
+    "Carriers",
     "Dialer",
     "ErpLookup",
     "FileDeletion",
@@ -70,6 +72,15 @@ class Dialer(Protocol):
 
     async def cancel_transfer(self, session: StoredSession) -> StoredTransfer:
         """Cancel the session's attended transfer."""
+        ...
+
+
+class Carriers(Protocol):
+    """Where the carrier adapter of a provider row comes from
+    (:class:`~engine.providers.directory.CarrierDirectory`)."""
+
+    def adapter(self, provider: StoredProvider, secrets: ProviderSecrets) -> CarrierAdapter:
+        """The provider's adapter (ConfigError naming what its row lacks)."""
         ...
 
 

@@ -12,7 +12,7 @@ from engine.app.calls import CallService
 from engine.app.controls import CallControlService
 from engine.app.event_stream import EventStream
 from engine.app.ivr_menus import IvrMenuService
-from engine.app.ports import Dialer, InCallControls
+from engine.app.ports import Carriers, Dialer, InCallControls
 from engine.app.providers import ProviderService
 from engine.app.recordings import RecordingDownloads
 from engine.app.stored_secrets import StoredSecretsService
@@ -48,11 +48,13 @@ class UseCases:
         controls: InCallControls | None = None,
         events: EventBus | None = None,
         recording_dir: Path | None = None,
+        carriers: Carriers | None = None,
     ) -> UseCases:
         """The use cases over ``store``; ``dialer`` and ``controls`` are the Asterisk ports
         (None without ARI: what needs them raises FeatureUnavailable); ``events`` is the bus
         of committed call events (None, as in the CLI: no event stream); ``recording_dir`` is
-        where Asterisk writes recordings (None without ARI: none is served)."""
+        where Asterisk writes recordings (None without ARI: none is served); ``carriers`` builds
+        the carrier adapters that verify webhooks (None: carrier webhooks are refused, 503)."""
         return cls(
             tenants=TenantService(store),
             calls=CallService(store, dialer=dialer),
@@ -64,6 +66,6 @@ class UseCases:
             providers=ProviderService(store),
             agents=AgentActivityService(store),
             agent_states=AgentStateService(store),
-            webhooks=WebhookIntake(store),
+            webhooks=WebhookIntake(store, carriers),
             secrets=StoredSecretsService(store),
         )

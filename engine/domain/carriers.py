@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from engine.domain.call import TRANSITIONS, CallStatus
 from engine.domain.click_to_call import Leg
+from engine.domain.event_types import CallEventType, leg_hangup
 from engine.domain.providers import ProviderType
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "Decision",
     "StatusMeaning",
     "decide",
+    "event_for",
     "meaning",
     "path_to",
 ]
@@ -267,3 +269,23 @@ def decide(current: CallStatus, fact: CarrierFact, *, connected: bool) -> Decisi
     if not path:
         return Decision((), f"the session is already {current.value}")
     return Decision(path, f"{fact.provider_type.value} {fact.raw_status}")
+
+
+def event_for(status_from: CallStatus, status_to: CallStatus, leg: Leg | None) -> CallEventType:
+    """The event a carrier-driven step records: the same types the Asterisk flow writes."""
+    match status_to:
+        case CallStatus.DIALING_AGENT:
+            return CallEventType.AGENT_DIALING
+        case CallStatus.AGENT_ANSWERED:
+            return CallEventType.AGENT_ANSWERED
+        case CallStatus.DIALING_CUSTOMER:
+            return CallEventType.CUSTOMER_DIALING
+        case CallStatus.CONNECTED:
+            return CallEventType.CUSTOMER_ANSWERED
+        case CallStatus.COMPLETED | CallStatus.CANCELED:
+            return leg_hangup(leg or Leg.CUSTOMER)
+        case CallStatus.BUSY | CallStatus.NO_ANSWER:
+            if status_from is CallStatus.DIALING_AGENT:
+                return CallEventType.AGENT_UNANSWERED
+            return CallEventType.CUSTOMER_UNANSWERED
+    return CallEventType.CALL_FAILED

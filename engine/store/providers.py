@@ -95,6 +95,16 @@ class ProviderRepository:
             raise NotFound("provider", provider_id)
         return StoredProvider(**dict(row))
 
+    async def by_id(self, provider_id: uuid.UUID) -> StoredProvider:
+        """A provider of any tenant: a carrier's webhook names its provider, and the
+        provider decides the tenant (NotFound when there is none)."""
+        row = await self._db.fetchrow(
+            f"SELECT {_COLS} FROM voip_provider WHERE id = $1", provider_id
+        )
+        if row is None:
+            raise NotFound("provider", provider_id)
+        return StoredProvider(**dict(row))
+
     async def secrets(self, tenant_id: uuid.UUID, provider_id: uuid.UUID) -> ProviderSecrets:
         """The provider's credentials and webhook secret, decrypted."""
         row = await self._db.fetchrow(
