@@ -84,12 +84,15 @@ class CarrierCallState:
 class WebhookRequest:
     """A carrier's webhook as it arrived: what verification and parsing read.
 
-    ``url`` is the public URL the carrier was given (query included); ``params`` the
+    ``url`` is the URL as this server saw it and ``path_qs`` its path and query: a carrier
+    that signs the URL (Twilio) signed the one it was given, which is the provider's
+    ``webhook_base_url`` + ``path_qs`` behind a proxy; ``params`` the
     form fields (every value of a repeated one), empty for a JSON body; ``payload`` the
     decoded body (form fields with their last value, or the JSON object).
     """
 
     url: str
+    path_qs: str
     headers: Mapping[str, str]
     body: bytes
     params: Mapping[str, tuple[str, ...]]

@@ -62,6 +62,7 @@ class TwilioAdapter:
         self._account = str(account)
         self._token = token
         self._address = WebhookAddress(self.provider_type, provider_id, config)
+        self._public_base = str(config["webhook_base_url"]).rstrip("/")
         self._http = http or CarrierHttp(
             self.provider_type,
             HttpSettings.from_config(config, default_base_url=API, retry_create_on_429=True),
@@ -167,7 +168,7 @@ class TwilioAdapter:
         json_body = not request.params and bool(request.body)
         if not twilio_signature_valid(
             self._token,
-            request.url,
+            self._public_base + request.path_qs,
             request.params,
             signature,
             body=request.body if json_body else None,

@@ -61,7 +61,7 @@ async def receive_webhook(req: ApiRequest) -> web.StreamResponse:
     the session with the carrier's call id."""
     intake = use_cases(req).webhooks
     provider_type = _provider_type(req)
-    request, headers = await _webhook_request(req, provider_type, public_base=None)
+    request, headers = await _webhook_request(req, provider_type)
     try:
         outcome = await intake.receive_for_tenant(
             req.require_tenant(), provider_type, request, headers
@@ -93,10 +93,7 @@ async def receive_provider_webhook(req: ApiRequest) -> web.StreamResponse:
     except NotFound:
         failures.count(provider_type.value, "unknown_provider")
         raise
-    base = provider.config.get("webhook_base_url")
-    request, headers = await _webhook_request(
-        req, provider_type, public_base=base if isinstance(base, str) else None
-    )
+    request, headers = await _webhook_request(req, provider_type)
     try:
         outcome = await intake.receive(provider, request, headers)
     except WebhookRejected as exc:
@@ -125,11 +122,9 @@ def _accepted(outcome: WebhookOutcome) -> web.Response:
 
 
 async def _webhook_request(
-    req: ApiRequest, provider_type: ProviderType, *, public_base: str | None
+    req: ApiRequest, provider_type: ProviderType
 ) -> tuple[WebhookRequest, dict[str, str]]:
-    """The webhook as verification reads it. Its URL is the one the carrier was given:
-    ``public_base`` (the provider's ``webhook_base_url``) + the path and query as received,
-    else the URL as this server saw it."""
+    """The webhook as verification reads it."""
     raw = req.raw
     failures = raw.app[API_STATE].metrics.webhook_failures
     try:
@@ -138,10 +133,10 @@ async def _webhook_request(
         failures.count(provider_type.value, "malformed")
         raise
     body = await raw.read()
-    url = public_base.rstrip("/") + str(raw.rel_url) if public_base else str(raw.url)
     headers = {h: printable(raw.headers[h]) for h in _KEPT_HEADERS if h in raw.headers}
     request = WebhookRequest(
-        url=url,
+        url=str(raw.url),
+        path_qs=raw.raw_path,
         headers=dict(raw.headers.items()),
         body=body,
         params=params,
