@@ -79,6 +79,10 @@ class Carriers(Protocol):
     """Where the carrier adapter of a provider row comes from
     (:class:`~engine.providers.directory.CarrierDirectory`)."""
 
+    def cached(self, provider: StoredProvider) -> CarrierAdapter | None:
+        """The provider's adapter if one was built from this version of its row."""
+        ...
+
     def adapter(self, provider: StoredProvider, secrets: ProviderSecrets) -> CarrierAdapter:
         """The provider's adapter (ConfigError naming what its row lacks)."""
         ...

@@ -30,7 +30,7 @@ import structlog
 
 from engine.app.ports import Carriers
 from engine.domain.call import CallStatus
-from engine.domain.carriers import CarrierFact, decide, event_for, meaning
+from engine.domain.carriers import CarrierFact, Decision, decide, event_for, meaning
 from engine.domain.event_types import CallEventType
 from engine.domain.providers import ProviderType
 from engine.errors import (
@@ -41,7 +41,13 @@ from engine.errors import (
     WebhookRejected,
 )
 from engine.providers.base import CallRef, CarrierAdapter, WebhookRequest
-from engine.store.records import NewWebhookLog, StoredProvider, Tenant, WebhookLogEntry
+from engine.store.records import (
+    NewWebhookLog,
+    StoredProvider,
+    StoredSession,
+    Tenant,
+    WebhookLogEntry,
+)
 from engine.store.repositories import Store
 
 __all__ = ["WebhookIntake", "WebhookOutcome"]
@@ -86,8 +92,12 @@ class WebhookIntake:
         return self._carriers
 
     async def _adapter(self, provider: StoredProvider) -> CarrierAdapter:
+        carriers = self._require_carriers()
+        cached = carriers.cached(provider)
+        if cached is not None:
+            return cached
         secrets = await self._store.providers.secrets(provider.tenant_id, provider.id)
-        return self._require_carriers().adapter(provider, secrets)
+        return carriers.adapter(provider, secrets)
 
     async def receive_for_tenant(
         self,
@@ -197,26 +207,38 @@ class WebhookIntake:
             assert logged is not None  # no dedupe key: never a conflict
             return WebhookOutcome(logged, reason=reason)
 
-        if await self._store.webhooks.seen(provider.id, fact.dedupe_key):
-            return await ignored("replay")
         if session_id is None:
             return await ignored("no session of this provider has this call id")
-        session = await self._store.sessions.get(tenant_id, session_id)
-        confirmed: bool | None = None
-        if adapter.confirms_terminal and fact.terminal:
-            confirmed = await self._confirm(
-                adapter, fact, session.agent_number, session.customer_number
+        confirm = adapter.confirms_terminal and fact.terminal
+        if confirm and await self._store.webhooks.seen(provider.id, fact.dedupe_key):
+            return await ignored("replay")  # before asking the carrier again
+        lock = self._locks.get(session_id)
+        if lock is None:
+            lock = self._locks[session_id] = asyncio.Lock()
+        async with lock:
+            session = await self._store.sessions.get(tenant_id, session_id)
+            confirmed: bool | None = None
+            if confirm:
+                confirmed = await self._confirm(
+                    adapter, fact, session.agent_number, session.customer_number
+                )
+                if not confirmed:
+                    return await ignored(
+                        "terminal state not confirmed by the carrier's status query"
+                    )
+            decision = decide(session.status, fact, connected=session.connected_at is not None)
+            # logged with its key first: a replay racing this one finds the key taken
+            status = "processed" if decision.path else "ignored"
+            logged = await self._store.webhooks.log(
+                entry(status, key=fact.dedupe_key, error=None if decision.path else decision.reason)
             )
-            if not confirmed:
-                return await ignored("terminal state not confirmed by the carrier's status query")
-        logged = await self._store.webhooks.log(entry("received", key=fact.dedupe_key))
-        if logged is None:  # the same key won a race a moment ago
-            return await ignored("replay")
-        applied, reason = await self._apply(provider, session_id, fact, confirmed)
-        settled = await self._store.webhooks.settle(
-            logged.id, "processed" if applied else "ignored", error=None if applied else reason
-        )
-        return WebhookOutcome(settled, applied, None if applied else reason)
+            if logged is None:
+                return await ignored("replay")
+            applied, problem = await self._apply(provider, session, fact, decision, confirmed)
+        if problem is not None:
+            logged = await self._store.webhooks.settle(logged.id, "ignored", error=problem)
+            return WebhookOutcome(logged, applied, problem)
+        return WebhookOutcome(logged, applied, None if applied else decision.reason)
 
     async def _confirm(
         self, adapter: CarrierAdapter, fact: CarrierFact, agent: str | None, customer: str | None
@@ -234,57 +256,55 @@ class WebhookIntake:
     async def _apply(
         self,
         provider: StoredProvider,
-        session_id: uuid.UUID,
+        session: StoredSession,
         fact: CarrierFact,
+        decision: Decision,
         confirmed: bool | None,
-    ) -> tuple[tuple[CallStatus, ...], str]:
-        lock = self._locks.get(session_id)
-        if lock is None:
-            lock = self._locks[session_id] = asyncio.Lock()
-        async with lock:
-            session = await self._store.sessions.get(provider.tenant_id, session_id)
-            decision = decide(session.status, fact, connected=session.connected_at is not None)
-            payload: dict[str, Any] = {
-                "source": "provider",
-                "provider": fact.provider_type.value,
-                "provider_id": str(provider.id),
-                "provider_status": fact.raw_status,
-                "provider_call_id": fact.leg_call_id or fact.call_id,
-                **({"leg": fact.leg.value} if fact.leg else {}),
-                **({"sequence": fact.sequence} if fact.sequence is not None else {}),
-                **({"confirmed": confirmed} if confirmed is not None else {}),
-                **dict(fact.details),
-            }
-            if not decision.path:
-                await self._store.sessions.append_event(
+    ) -> tuple[tuple[CallStatus, ...], str | None]:
+        """Record the fact on ``session`` (the caller holds its lock): its statuses in
+        order, or one ``provider.status`` event when it changes none. Returns what was
+        applied and, if the session changed meanwhile (the API), why the rest was not."""
+        payload: dict[str, Any] = {
+            "source": "provider",
+            "provider": fact.provider_type.value,
+            "provider_id": str(provider.id),
+            "provider_status": fact.raw_status,
+            "provider_call_id": fact.leg_call_id or fact.call_id,
+            **({"leg": fact.leg.value} if fact.leg else {}),
+            **({"sequence": fact.sequence} if fact.sequence is not None else {}),
+            **({"confirmed": confirmed} if confirmed is not None else {}),
+            **dict(fact.details),
+        }
+        if not decision.path:
+            await self._store.sessions.append_event(
+                provider.tenant_id,
+                session.id,
+                CallEventType.PROVIDER_STATUS,
+                payload={**payload, "reason": decision.reason},
+            )
+            return (), None
+        current = session.status
+        applied: list[CallStatus] = []
+        try:
+            for status in decision.path:
+                changes = {"end_reason": f"{fact.provider_type.value}: {fact.raw_status}"}
+                await self._store.sessions.transition(
                     provider.tenant_id,
-                    session_id,
-                    CallEventType.PROVIDER_STATUS,
-                    payload={**payload, "reason": decision.reason},
+                    session.id,
+                    status,
+                    event_type=event_for(current, status, fact.leg),
+                    payload=payload,
+                    changes=changes if status.is_terminal else None,
                 )
-                return (), decision.reason
-            current = session.status
-            applied: list[CallStatus] = []
-            try:
-                for status in decision.path:
-                    changes = {"end_reason": f"{fact.provider_type.value}: {fact.raw_status}"}
-                    await self._store.sessions.transition(
-                        provider.tenant_id,
-                        session_id,
-                        status,
-                        event_type=event_for(current, status, fact.leg),
-                        payload=payload,
-                        changes=changes if status.is_terminal else None,
-                    )
-                    applied.append(status)
-                    current = status
-            except IllegalTransition as exc:  # changed elsewhere meanwhile (the API)
-                return tuple(applied), f"stale: {exc}"
+                applied.append(status)
+                current = status
+        except IllegalTransition as exc:  # changed elsewhere meanwhile (the API)
+            return tuple(applied), f"stale: {exc}"
         log.info(
             "webhook.applied",
             provider_type=fact.provider_type.value,
-            call_id=str(session_id),
+            call_id=str(session.id),
             provider_status=fact.raw_status,
             status=current.value,
         )
-        return tuple(applied), decision.reason
+        return tuple(applied), None

@@ -19,6 +19,12 @@ class CarrierDirectory:
 
     def __init__(self) -> None:
         self._adapters: dict[uuid.UUID, tuple[datetime, CarrierAdapter]] = {}
+        self._stale: list[CarrierAdapter] = []
+
+    def cached(self, provider: StoredProvider) -> CarrierAdapter | None:
+        """The provider's adapter if it was built from this version of its row."""
+        kept = self._adapters.get(provider.id)
+        return kept[1] if kept is not None and kept[0] == provider.updated_at else None
 
     def adapter(self, provider: StoredProvider, secrets: ProviderSecrets) -> CarrierAdapter:
         kept = self._adapters.get(provider.id)
@@ -31,10 +37,13 @@ class CarrierDirectory:
             secrets.credentials,
             secrets.webhook_secret,
         )
+        if kept is not None:
+            self._stale.append(kept[1])  # closed with the rest: a request may be in flight
         self._adapters[provider.id] = (provider.updated_at, adapter)
         return adapter
 
     async def close(self) -> None:
         adapters, self._adapters = self._adapters, {}
-        for _, adapter in adapters.values():
+        stale, self._stale = self._stale, []
+        for adapter in [a for _, a in adapters.values()] + stale:
             await adapter.close()
