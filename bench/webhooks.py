@@ -233,6 +233,33 @@ async def _drive(
     return elapsed, latencies, errors
 
 
+async def _bare_commits(db_url: str, total: int, concurrency: int) -> tuple[float, list[float]]:
+    """The PostgreSQL floor beside it, in the same run: one-row INSERT commits from
+    ``concurrency`` connections (a verified webhook commits its log row and its event)."""
+    import asyncpg
+
+    pool = await asyncpg.create_pool(db_url, min_size=concurrency, max_size=concurrency)
+    assert pool is not None
+    latencies: list[float] = []
+    try:
+        await pool.execute("CREATE TABLE IF NOT EXISTS bench_floor (id serial, body jsonb)")
+        pending = iter(range(total))
+
+        async def worker() -> None:
+            for i in pending:
+                started = time.perf_counter()
+                await pool.execute(
+                    "INSERT INTO bench_floor (body) VALUES ($1::jsonb)", f'{{"i":{i}}}'
+                )
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started, latencies
+    finally:
+        await pool.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=250, help="sessions per carrier and row")
@@ -253,6 +280,21 @@ async def main() -> None:
                     ProviderType, Callable[[str, uuid.UUID, str, bool], list[Request]]
                 ] = {ProviderType.TWILIO: _twilio, ProviderType.VONAGE: _vonage}
                 for c in levels:
+                    count = args.calls * len(TWILIO_SCRIPT)
+                    elapsed, lat = await _bare_commits(db_url, count, c)
+                    q = statistics.quantiles(lat, n=100)
+                    rows.append(
+                        (
+                            "bare commit",
+                            c,
+                            count,
+                            count / elapsed,
+                            q[49] * 1000,
+                            q[98] * 1000,
+                            0.0,
+                            0,
+                        )
+                    )
                     providers, call_ids = await _prepare(db_url, key, base, args.calls)
                     for kind, build in builders.items():
                         for forge in (False, True):
@@ -284,7 +326,8 @@ async def main() -> None:
         await drop_database(db_url)
     print(
         f"carrier webhooks over TCP, each call's 8 callbacks in order, {os.cpu_count()} cores, "
-        "engine in its own process (verify + dedupe + log + apply)"
+        "engine in its own process (verify + dedupe + log + apply); 'bare commit': one-row "
+        "INSERT commits from this process, the PostgreSQL floor in the same run"
     )
     print(
         f"{'kind':>14} {'clients':>7} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
