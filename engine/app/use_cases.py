@@ -63,7 +63,7 @@ class UseCases:
             controls=CallControlService(store, controls),
             event_stream=EventStream(store, events),
             ivr_menus=IvrMenuService(store),
-            providers=ProviderService(store),
+            providers=ProviderService(store, carriers),
             agents=AgentActivityService(store),
             agent_states=AgentStateService(store),
             webhooks=WebhookIntake(store, carriers),

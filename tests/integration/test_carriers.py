@@ -33,7 +33,10 @@ from engine.errors import (
 )
 from engine.providers.base import CallRef, CarrierAdapter, PlaceCall
 from engine.store.records import NewProvider, NewSession, StoredProvider, StoredSession, Tenant
-from tests.support.tenants import new_tenant
+from tests.integration.conftest import SECRET_KEY
+from tests.support.cli import run_ctc
+from tests.support.http import Api
+from tests.support.tenants import bearer_headers, new_tenant
 
 AGENT = "+14155550100"
 CUSTOMER = "+14155550123"
@@ -619,3 +622,42 @@ async def test_an_unknown_provider_in_the_url_is_404(twilio: Carrier) -> None:
     sent = await twilio.fake.callback(call, "agent", "ringing")
     assert sent.status == 404
     assert await twilio.status(session) is CallStatus.QUEUED
+
+
+# -- provider test: credentials checked without placing a call ----------------------------------
+
+
+async def test_provider_test_over_the_api_and_the_cli(
+    twilio: Carrier, vonage: Carrier, mcube: Carrier, tcp_api: Api, cli_env: dict[str, str]
+) -> None:
+    for carrier in (twilio, vonage):
+        token = (await carrier.engine.store.tenants.issue_token(carrier.tenant.slug, "t")).token
+        status, body, _ = await tcp_api.call(
+            "POST",
+            f"/api/v1/voip-providers/{carrier.provider.id}/test",
+            headers=bearer_headers(token),
+        )
+        assert (status, body["outcome"]) == (200, "ok"), body
+        assert not [r for r in carrier.fake.requests if r[0] == "POST"]  # no call placed
+    twilio.fake.auth_token = "rotated-at-twilio"
+    token = (await twilio.engine.store.tenants.issue_token(twilio.tenant.slug, "t")).token
+    status, body, _ = await tcp_api.call(
+        "POST", f"/api/v1/voip-providers/{twilio.provider.id}/test", headers=bearer_headers(token)
+    )
+    assert body["outcome"] == "refused"
+    assert twilio.fake.auth_token not in body["detail"]
+    # the CLI, in its own process: mCube offers no check without placing a call
+    env = {**cli_env, "CTC_SECRET_KEY": SECRET_KEY}
+    code, out, err = await run_ctc(
+        "provider", "test", mcube.provider.name, "--tenant", mcube.tenant.slug, env=env
+    )
+    assert (code, out.split(":")[0]) == (1, "unsupported"), (out, err)
+    code, out, err = await run_ctc(
+        "provider", "test", vonage.provider.name, "--tenant", vonage.tenant.slug, env=env
+    )
+    assert (code, out.strip()) == (0, "ok: vonage: accepted"), err
+    code, out, err = await run_ctc(
+        "provider", "test", "nobody", "--tenant", vonage.tenant.slug, env=env
+    )
+    assert code == 1
+    assert "provider nobody not found" in err
