@@ -45,6 +45,8 @@ from engine.api.unix_socket import bind_unix_socket
 from engine.domain.text import text_problem
 from engine.errors import (
     AsteriskError,
+    CarrierError,
+    CarrierUnsupported,
     ClosedResourceError,
     Conflict,
     CtcError,
@@ -93,6 +95,11 @@ def _translate(exc: BaseException) -> web.Response:
             return _error(409, "illegal_transition", str(exc), transition)
         case Conflict():
             return _error(409, "conflict", str(exc))
+        case CarrierUnsupported():
+            return _error(409, "not_supported", str(exc))
+        case CarrierError():
+            # the carrier failed or refused (its message, never a credential)
+            return _error(502, "carrier_error", str(exc))
         case (
             DatabaseUnavailable()
             | FeatureUnavailable()

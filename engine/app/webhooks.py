@@ -35,8 +35,10 @@ from engine.domain.event_types import CallEventType
 from engine.domain.providers import ProviderType
 from engine.errors import (
     CarrierError,
+    ConfigError,
     FeatureUnavailable,
     IllegalTransition,
+    InvalidInput,
     NotFound,
     WebhookRejected,
 )
@@ -97,7 +99,14 @@ class WebhookIntake:
         if cached is not None:
             return cached
         secrets = await self._store.providers.secrets(provider.tenant_id, provider.id)
-        return carriers.adapter(provider, secrets)
+        try:
+            return carriers.adapter(provider, secrets)
+        except (ConfigError, InvalidInput) as exc:
+            # our side is wrong, not the carrier: 503, so the carrier tries again later
+            log.error(
+                "webhook.provider_misconfigured", provider_id=str(provider.id), error=str(exc)
+            )
+            raise FeatureUnavailable(f"provider {provider.name!r} is misconfigured: {exc}") from exc
 
     async def receive_for_tenant(
         self,

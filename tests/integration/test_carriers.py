@@ -661,3 +661,16 @@ async def test_provider_test_over_the_api_and_the_cli(
     )
     assert code == 1
     assert "provider nobody not found" in err
+
+
+async def test_a_misconfigured_provider_answers_503_not_500(twilio: Carrier) -> None:
+    _, call = await twilio.place()
+    other = await new_tenant(twilio.engine.store)
+    # a Twilio provider with no account_sid: its webhooks cannot be verified
+    broken = await _provider(twilio.engine, other, ProviderType.TWILIO, {}, {"auth_token": "x"})
+    call.callback_urls["agent"] = call.callback_urls["agent"].replace(
+        str(twilio.provider.id), str(broken.id)
+    )
+    sent = await twilio.fake.callback(call, "agent", "ringing")
+    assert sent.status == 503, sent.body
+    assert "config.account_sid" in sent.body["error"]["message"]
