@@ -65,33 +65,6 @@ class WebhookRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def record(
-        self,
-        tenant_id: uuid.UUID,
-        provider_type: str,
-        *,
-        payload: Mapping[str, Any],
-        headers: Mapping[str, str],
-        provider_call_id: str | None,
-        event_type: str | None,
-    ) -> WebhookLogEntry:
-        """Log a webhook as received, linked to the tenant's session with that call id."""
-        row = await self._db.fetchrow(
-            "INSERT INTO click_to_call_webhook_log (tenant_id, provider_type, session_id, "
-            "provider_call_id, event_type, payload, headers, processing_status) "
-            "VALUES ($1, $2, (SELECT id FROM click_to_call_session WHERE tenant_id = $1 "
-            "  AND provider_call_id = $3 LIMIT 1), $3, $4, $5, $6, 'received') "
-            "RETURNING id, provider_type, session_id, provider_call_id, event_type, "
-            "processing_status, received_at",
-            tenant_id,
-            provider_type,
-            provider_call_id,
-            event_type,
-            dict(payload),
-            dict(headers),
-        )
-        return WebhookLogEntry(**dict(returned(row, "INSERT INTO click_to_call_webhook_log")))
-
     async def log(self, entry: NewWebhookLog) -> WebhookLogEntry | None:
         """Log one carrier webhook as judged; None when its ``dedupe_key`` was logged
         before for the provider (a replay: the caller logs it again without the key)."""

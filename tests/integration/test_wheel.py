@@ -40,6 +40,7 @@ COMMANDS = (
     "demo",
     "doctor",
     "ivr",
+    "provider",
     "run",
     "sandbox",
     "secrets",
