@@ -674,3 +674,44 @@ async def test_a_misconfigured_provider_answers_503_not_500(twilio: Carrier) -> 
     sent = await twilio.fake.callback(call, "agent", "ringing")
     assert sent.status == 503, sent.body
     assert "config.account_sid" in sent.body["error"]["message"]
+
+
+async def test_twilio_json_body_signed_through_body_sha256(twilio: Carrier) -> None:
+    import json as jsonlib
+
+    from engine.providers.signatures import body_sha256, twilio_signature
+
+    session, call = await twilio.place()
+    body = jsonlib.dumps({"CallSid": call.call_id, "CallStatus": "ringing"}).encode()
+    url = f"{call.callback_urls['agent']}&bodySHA256={body_sha256(body)}"
+    signature = twilio_signature(twilio.fake.auth_token, url)
+    sent = await twilio.fake._send(
+        url, headers={"X-Twilio-Signature": signature}, data=body, content_type="application/json"
+    )
+    assert sent.status == 202, sent.body
+    assert await twilio.status(session) is CallStatus.DIALING_AGENT
+    changed = body.replace(b"ringing", b"in-progress")
+    sent = await twilio.fake._send(
+        url,
+        headers={"X-Twilio-Signature": signature},
+        data=changed,
+        content_type="application/json",
+    )
+    assert sent.status == 401
+    assert await twilio.status(session) is CallStatus.DIALING_AGENT
+
+
+async def test_the_same_callback_twice_at_once_is_applied_once(twilio: Carrier) -> None:
+    import asyncio
+
+    session, call = await twilio.place()
+    form = twilio.fake.callback_form(call, "agent", "ringing")
+    first, second = await asyncio.gather(
+        twilio.fake.send_form(call, "agent", form), twilio.fake.send_form(call, "agent", form)
+    )
+    assert sorted([first.body["processing_status"], second.body["processing_status"]]) == [
+        "ignored",
+        "processed",
+    ]
+    events = await twilio.events(session)
+    assert events.count("agent.dialing") == 1
