@@ -77,7 +77,8 @@ async def receive_webhook(req: ApiRequest) -> web.StreamResponse:
     summary="Receive a carrier's status webhook for one provider (no tenant token)",
     tags=("webhooks",),
     body_content=_BODY,
-    responses={202: WebhookAcceptedOut, **error_responses(400, 401, 404)},
+    # 503: the database is away, or the provider is misconfigured (the carrier retries)
+    responses={202: WebhookAcceptedOut, **error_responses(400, 401, 404, 503)},
     auth=False,
     foreign_authorization=True,
 )
