@@ -287,12 +287,18 @@ def _retention_report_lines(report: PruneReport) -> list[str]:
 async def _with_use_cases(settings: Settings, work: Any) -> Any:
     """Run ``work(use_cases)`` over a small pool of the configured database."""
     from engine.app.use_cases import UseCases
+    from engine.providers.directory import CarrierDirectory
     from engine.store.database import Database
     from engine.store.repositories import Store
 
     keyring = settings.secrets.keyring()
-    async with Database(settings.database.url, min_size=1, max_size=2) as database:
-        return await work(UseCases.over(Store.over(database, keyring=keyring)))
+    carriers = CarrierDirectory()
+    try:
+        async with Database(settings.database.url, min_size=1, max_size=2) as database:
+            store = Store.over(database, keyring=keyring)
+            return await work(UseCases.over(store, carriers=carriers))
+    finally:
+        await carriers.close()
 
 
 @cli.group()
@@ -416,6 +422,30 @@ def tenant_update(
         )
     )
     _echo_tenant(updated)
+
+
+@cli.group()
+def provider() -> None:
+    """VoIP providers (carriers) of a tenant."""
+
+
+@provider.command("test")
+@click.argument("name")
+@click.option("--tenant", "tenant_slug", default="default", show_default=True, help="Tenant slug.")
+@pass_ctx
+def provider_test(ctx: _Context, name: str, tenant_slug: str) -> None:
+    """Check provider NAME's credentials with its carrier (no call is placed); exits 1
+    unless the carrier accepted them."""
+
+    async def work(app: Any) -> Any:
+        tenant = await app.tenants.by_slug(tenant_slug)
+        found = await app.providers.by_name(tenant, name)
+        return await app.providers.check_credentials(tenant, found.id)
+
+    check = _run(_with_use_cases(ctx.settings, work))
+    click.echo(f"{check.outcome.value}: {check.detail}")
+    if check.outcome.value != "ok":
+        sys.exit(1)
 
 
 @cli.group()

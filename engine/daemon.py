@@ -40,6 +40,7 @@ from engine.metrics import Metrics
 from engine.node_heartbeat import NodeHeartbeat
 from engine.notifier import CallbackNotifier
 from engine.outbound import HttpErpLookup, OutboundHttp
+from engine.providers.directory import CarrierDirectory
 from engine.retention import RetentionPruner
 from engine.store.database import ConnectRetry, Database
 from engine.store.event_feed import CallEventFeed
@@ -172,8 +173,11 @@ class Engine(Lifecycle):
         if self.ami is not None and self.stasis is not None:
             self.restart_watch = RestartWatch(on_restart=self.stasis.link.drop)
             self.restart_watch.watch(self.ami)
+        # the carriers' adapters: their webhooks verified and their status queried
+        self.carriers = CarrierDirectory()
         self.use_cases = UseCases.over(
             self.store,
+            carriers=self.carriers,
             dialer=self.stasis.click_to_call if self.stasis is not None else None,
             controls=CallControls(self.ari) if self.ari is not None else None,
             events=self.events,
@@ -301,6 +305,7 @@ class Engine(Lifecycle):
         if self.ari is not None:
             await self.ari.close()
         await self.lookup_http.close()  # after the IVR doors: no lookup is in flight
+        await self.carriers.close()  # after the API: no webhook is in flight
         await self.store.journal.close()  # live calls' last rows (written behind)
         await self.billing.close()  # after the journal: the last ends are charged
         await self.retention.close()  # a batch in flight rolls back

@@ -33,6 +33,13 @@ non-zero; the API maps each class to a stable error code and HTTP status (503
     ├── DestinationRefused          an outbound request to an address the network policy refuses
     ├── TranscriptionError          a recording could not be transcribed (unreadable audio,
     │                               a backend or model that cannot load)
+    ├── CarrierError                a carrier (Twilio, Exotel, Vonage, mCube) failed or refused
+    │   ├── CarrierRefused          a 4xx answer to a request: provably no call was created
+    │   ├── CarrierRateLimited      429: not processed (Twilio documents it as safe to retry)
+    │   ├── CarrierAuthFailed       401/403: the provider's credentials are wrong
+    │   ├── CarrierUnavailable      5xx, timeout, transport error: a call may exist
+    │   ├── CarrierUnsupported      the carrier does not offer the operation (transfer, ...)
+    │   └── WebhookRejected         a carrier webhook failed verification (signature, token)
     └── AsteriskError               talking to Asterisk failed
         ├── AriError
         ├── AmiError
@@ -53,6 +60,12 @@ __all__ = [
     "AsteriskError",
     "CallRejected",
     "CallbackDeliveryError",
+    "CarrierAuthFailed",
+    "CarrierError",
+    "CarrierRateLimited",
+    "CarrierRefused",
+    "CarrierUnavailable",
+    "CarrierUnsupported",
     "ClosedResourceError",
     "ConfigError",
     "ConfigErrors",
@@ -71,6 +84,7 @@ __all__ = [
     "SecretsError",
     "StoreError",
     "TranscriptionError",
+    "WebhookRejected",
     "describe",
 ]
 
@@ -242,6 +256,49 @@ class DestinationRefused(CtcError, OSError):
     Also an :class:`OSError`, because it is raised inside aiohttp's resolver and socket
     factory, which pass only OSErrors on (wrapped in a connection error).
     """
+
+
+class CarrierError(CtcError):
+    """A request to a carrier's API failed. ``call_may_exist`` says whether a call might
+    have been created anyway (a timeout or 5xx after the request was sent): whoever retries
+    or fails over must reconcile first. ``status`` is the carrier's HTTP status, if any."""
+
+    call_may_exist: bool = False
+
+    def __init__(self, provider_type: str, message: str, *, status: int | None = None) -> None:
+        self.provider_type = provider_type
+        self.status = status
+        super().__init__(f"{provider_type}: {message}")
+
+
+class CarrierRefused(CarrierError):
+    """The carrier refused the request (a 4xx validation answer): nothing was created."""
+
+
+class CarrierRateLimited(CarrierError):
+    """The carrier answered 429: the request was not processed."""
+
+
+class CarrierAuthFailed(CarrierError):
+    """The carrier refused the provider's credentials (401/403)."""
+
+
+class CarrierUnavailable(CarrierError):
+    """No usable answer (5xx, timeout, connection lost after sending): a call may exist."""
+
+    call_may_exist = True
+
+
+class CarrierUnsupported(CarrierError):
+    """The carrier does not offer this operation (e.g. transfer on Exotel, end on mCube)."""
+
+
+class WebhookRejected(CarrierError):
+    """A carrier webhook failed verification; ``reason`` is the metric's reason label."""
+
+    def __init__(self, provider_type: str, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(provider_type, message, status=401)
 
 
 class AsteriskError(CtcError):

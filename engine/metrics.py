@@ -78,10 +78,29 @@ call; ``other``: an inbound session whose door its metadata does not name."""
 DOORS: Final[tuple[Door, ...]] = ("click_to_call", "ari", "agi", "outbound", "other")
 IVR_DOORS: Final[tuple[Door, ...]] = ("ari", "agi")
 
-WebhookRejection: TypeAlias = Literal["unknown_provider", "malformed"]
-"""The ``reason`` label values of ``ctc_webhook_verification_failures_total`` today: a
-provider type the engine does not know, a body that is not JSON or a form. (Webhooks are
-not signed yet; the carriers issue adds the signature's reasons.)"""
+WebhookRejection: TypeAlias = Literal[
+    "unknown_provider",
+    "malformed",
+    "missing_signature",
+    "bad_signature",
+    "bad_token",
+    "source_refused",
+    "no_secret",
+]
+"""The ``reason`` label values of ``ctc_webhook_verification_failures_total``: a provider
+(type) the engine does not know, a body that is not JSON or a form, and the verification's
+refusals (:class:`~engine.errors.WebhookRejected`'s ``reason``): no signature, a signature
+or JWT that does not verify, a wrong URL token, a source outside the allowed CIDRs, a
+provider with no secret to check against."""
+_SIGNATURE_REASONS: Final = (
+    "malformed",
+    "missing_signature",
+    "bad_signature",
+    "bad_token",
+    "source_refused",
+    "no_secret",
+    "unknown_provider",
+)
 
 # the IVR input outcomes: the ``outcome`` label values of ``ctc_ivr_inputs_total``
 IVR_INPUT_OUTCOMES: Final = tuple(outcome.value for outcome in DtmfOutcome)
@@ -264,7 +283,8 @@ class Metrics:
         self.webhook_failures_total = Counter(
             "ctc_webhook_verification_failures_total",
             "Carrier webhooks refused, by provider type and reason (unknown_provider; "
-            "malformed: not JSON or a form)",
+            "malformed: not JSON or a form; missing_signature, bad_signature, bad_token, "
+            "source_refused, no_secret: verification failed)",
             ["provider", "reason"],
             registry=registry,
         )
@@ -398,14 +418,15 @@ class WebhookFailures:
 
     def __init__(self, counter: Counter) -> None:
         self._children = {
-            (provider.value, "malformed"): counter.labels(provider.value, "malformed")
+            (provider.value, reason): counter.labels(provider.value, reason)
             for provider in ProviderType
+            for reason in _SIGNATURE_REASONS
         }
         self._children[self.UNKNOWN, "unknown_provider"] = counter.labels(
             self.UNKNOWN, "unknown_provider"
         )
 
-    def count(self, provider: str, reason: WebhookRejection) -> None:
+    def count(self, provider: str, reason: WebhookRejection | str) -> None:
         child = self._children.get((provider, reason))
         if child is None:  # a provider type the engine does not know: never its own series
             child = self._children[self.UNKNOWN, "unknown_provider"]

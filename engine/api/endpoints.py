@@ -192,6 +192,8 @@ class Router:
     def __init__(self, prefix: str = "") -> None:
         self.prefix = prefix
         self.endpoints: list[Endpoint] = []
+        # paths whose Authorization header is not ours to read (a carrier's signed JWT)
+        self.foreign_authorization: set[str] = set()
 
     def route(
         self,
@@ -209,12 +211,16 @@ class Router:
         headers: Sequence[Mapping[str, Any]] = (),
         operation_id: str = "",
         description: str | None = None,
+        foreign_authorization: bool = False,
     ) -> Callable[[Handler], Handler]:
         """Register the decorated handler. ``operation_id`` and ``description`` (OpenAPI)
         default to the handler's name and docstring; a handler that serves several
-        endpoints gives them."""
+        endpoints gives them. ``foreign_authorization``: the request's Authorization
+        header belongs to someone else (a carrier's JWT), never read as a tenant token."""
 
         def register(handler: Handler) -> Handler:
+            if foreign_authorization:
+                self.foreign_authorization.add(self.prefix + path)
             common = _common_responses(
                 path,
                 auth=auth,

@@ -386,6 +386,11 @@ class ProviderListOut(_Out):
     items: list[ProviderOut]
 
 
+class ProviderTestOut(_Out):
+    outcome: Literal["ok", "refused", "unsupported", "unreachable", "misconfigured"]
+    detail: str
+
+
 class AgentActivityIn(_In):
     agent_id: ShortText
     activity: Activity

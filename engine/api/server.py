@@ -46,6 +46,8 @@ from engine.domain.text import text_problem
 from engine.errors import (
     AsteriskError,
     CallRejected,
+    CarrierError,
+    CarrierUnsupported,
     ClosedResourceError,
     Conflict,
     CtcError,
@@ -103,6 +105,11 @@ def _translate(exc: BaseException) -> web.Response:
             return _error(409, "illegal_transition", str(exc), transition)
         case Conflict():
             return _error(409, "conflict", str(exc))
+        case CarrierUnsupported():
+            return _error(409, "not_supported", str(exc))
+        case CarrierError():
+            # the carrier failed or refused (its message, never a credential)
+            return _error(502, "carrier_error", str(exc))
         case (
             DatabaseUnavailable()
             | FeatureUnavailable()
@@ -162,6 +169,12 @@ def _auth(*, local: bool) -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         tenants = request.app[API_STATE].use_cases.tenants
+        resource = request.match_info.route.resource
+        if resource is not None and resource.canonical in router.foreign_authorization:
+            # a carrier's webhook: its Authorization (Vonage's JWT) is the carrier's proof,
+            # checked by the route; it names no tenant
+            request[LOCAL_CALLER] = local
+            return await handler(request)
         token = _bearer(request)
         tenant: Tenant | None = None
         request[LOCAL_CALLER] = local

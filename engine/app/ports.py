@@ -24,9 +24,11 @@ from engine.domain.ivr import HttpLookup, LookupResult
 from engine.domain.netpolicy import OutboundPolicy
 from engine.domain.transcripts import Transcript
 from engine.domain.transfer import TransferType
-from engine.store.records import StoredSession, StoredTransfer
+from engine.providers.base import CarrierAdapter
+from engine.store.records import ProviderSecrets, StoredProvider, StoredSession, StoredTransfer
 
 __all__ = [
+    "Carriers",
     "Dialer",
     "ErpLookup",
     "FileDeletion",
@@ -73,6 +75,19 @@ class Dialer(Protocol):
 
     async def cancel_transfer(self, session: StoredSession) -> StoredTransfer:
         """Cancel the session's attended transfer."""
+        ...
+
+
+class Carriers(Protocol):
+    """Where the carrier adapter of a provider row comes from
+    (:class:`~engine.providers.directory.CarrierDirectory`)."""
+
+    def cached(self, provider: StoredProvider) -> CarrierAdapter | None:
+        """The provider's adapter if one was built from this version of its row."""
+        ...
+
+    def adapter(self, provider: StoredProvider, secrets: ProviderSecrets) -> CarrierAdapter:
+        """The provider's adapter (ConfigError naming what its row lacks)."""
         ...
 
 

@@ -1,4 +1,5 @@
-"""The VoIP provider (carrier) use cases: add one, list them, read one.
+"""The VoIP provider (carrier) use cases: add one, list them, read one, test its
+credentials against its carrier (without placing a call, where the carrier allows it).
 
 Credentials and the webhook secret are sealed by the repository and never read back here:
 a provider as returned says only whether it has them.
@@ -7,15 +8,40 @@ a provider as returned says only whether it has them.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from engine.app.ports import Carriers
 from engine.domain.providers import ProviderType
+from engine.errors import (
+    CarrierAuthFailed,
+    CarrierError,
+    CarrierUnsupported,
+    ConfigError,
+    FeatureUnavailable,
+    InvalidInput,
+    NotFound,
+)
 from engine.store.records import NewProvider, StoredProvider, Tenant
 from engine.store.repositories import Store
 
-__all__ = ["AddProvider", "ProviderService"]
+__all__ = ["AddProvider", "CredentialsCheck", "CredentialsOutcome", "ProviderService"]
+
+
+class CredentialsOutcome(enum.StrEnum):
+    OK = "ok"  # the carrier accepted the credentials
+    REFUSED = "refused"  # the carrier refused them (401/403)
+    UNSUPPORTED = "unsupported"  # the carrier offers no check without placing a call
+    UNREACHABLE = "unreachable"  # no usable answer (timeout, 5xx, another error)
+    MISCONFIGURED = "misconfigured"  # the row lacks what the adapter needs
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CredentialsCheck:
+    outcome: CredentialsOutcome
+    detail: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -36,8 +62,40 @@ class AddProvider:
 
 
 class ProviderService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, carriers: Carriers | None = None) -> None:
         self._store = store
+        self._carriers = carriers
+
+    async def check_credentials(self, tenant: Tenant, provider_id: uuid.UUID) -> CredentialsCheck:
+        """Ask the provider's carrier whether it accepts the credentials (no call is placed;
+        an error message never carries a credential)."""
+        if self._carriers is None:
+            raise FeatureUnavailable("carrier adapters are not available in this process")
+        provider = await self._store.providers.get(tenant.id, provider_id)
+        if provider.provider_type in (ProviderType.ASTERISK, ProviderType.SIP_TRUNK):
+            return CredentialsCheck(
+                CredentialsOutcome.UNSUPPORTED, "carried by the local Asterisk: see ctc doctor"
+            )
+        secrets = await self._store.providers.secrets(tenant.id, provider_id)
+        try:
+            adapter = self._carriers.adapter(provider, secrets)
+            await adapter.check_credentials()
+        except (ConfigError, InvalidInput) as exc:
+            return CredentialsCheck(CredentialsOutcome.MISCONFIGURED, str(exc))
+        except CarrierAuthFailed as exc:
+            return CredentialsCheck(CredentialsOutcome.REFUSED, str(exc))
+        except CarrierUnsupported as exc:
+            return CredentialsCheck(CredentialsOutcome.UNSUPPORTED, str(exc))
+        except CarrierError as exc:
+            return CredentialsCheck(CredentialsOutcome.UNREACHABLE, str(exc))
+        return CredentialsCheck(CredentialsOutcome.OK, f"{provider.provider_type}: accepted")
+
+    async def by_name(self, tenant: Tenant, name: str) -> StoredProvider:
+        """The tenant's provider named ``name`` (NotFound otherwise)."""
+        for provider in await self._store.providers.all(tenant.id):
+            if provider.name == name:
+                return provider
+        raise NotFound("provider", name)
 
     async def create(self, tenant: Tenant, request: AddProvider) -> StoredProvider:
         """Add a provider (Conflict when the tenant has one of that name)."""

@@ -15,7 +15,7 @@ from engine.app.compliance import ComplianceAdmin
 from engine.app.controls import CallControlService
 from engine.app.event_stream import EventStream
 from engine.app.ivr_menus import IvrMenuService
-from engine.app.ports import Dialer, InCallControls
+from engine.app.ports import Carriers, Dialer, InCallControls
 from engine.app.providers import ProviderService
 from engine.app.recordings import RecordingDownloads
 from engine.app.routing_rules import RoutingRuleService
@@ -61,11 +61,13 @@ class UseCases:
         controls: InCallControls | None = None,
         events: EventBus | None = None,
         recording_dir: Path | None = None,
+        carriers: Carriers | None = None,
     ) -> UseCases:
         """The use cases over ``store``; ``dialer`` and ``controls`` are the Asterisk ports
         (None without ARI: what needs them raises FeatureUnavailable); ``events`` is the bus
         of committed call events (None, as in the CLI: no event stream); ``recording_dir`` is
-        where Asterisk writes recordings (None without ARI: none is served)."""
+        where Asterisk writes recordings (None without ARI: none is served); ``carriers`` builds
+        the carrier adapters that verify webhooks (None: carrier webhooks are refused, 503)."""
         agent_states = AgentStateService(store)
         return cls(
             tenants=TenantService(store),
@@ -76,11 +78,11 @@ class UseCases:
             controls=CallControlService(store, controls),
             event_stream=EventStream(store, events),
             ivr_menus=IvrMenuService(store),
-            providers=ProviderService(store),
+            providers=ProviderService(store, carriers),
             agents=AgentActivityService(store),
             agent_states=agent_states,
             routing=RoutingRuleService(store, agent_states),
-            webhooks=WebhookIntake(store),
+            webhooks=WebhookIntake(store, carriers),
             secrets=StoredSecretsService(store),
             transcripts=TranscriptService(store),
             quality=CallQualityReads(store),

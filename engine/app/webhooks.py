@@ -1,33 +1,77 @@
-"""Carrier webhooks in: each is logged as received and linked to the tenant's session with
-the carrier's call id, which each carrier puts in a field of its own."""
+"""Carrier webhooks in: verified, deduplicated, logged, and applied to the one session they
+belong to.
+
+A carrier reaches ``/webhooks/voip/{provider_type}/{provider_id}`` with no tenant token:
+the provider row decides the tenant, and the webhook must prove it comes from that
+provider's carrier (Twilio's signature, Vonage's JWT, Exotel's and mCube's URL token and
+allowed sources). On the older path without a provider id (``/webhooks/voip/{type}``, the
+seed's, reached with a tenant's token) each of the tenant's providers of that type is tried.
+
+Every webhook is logged in ``click_to_call_webhook_log``: refused ones with
+``signature_valid`` false and ``rejected`` (the caller answers 401); verified ones with the
+carrier's dedupe key, so a replay is logged as ``ignored`` (replay) and changes nothing.
+A verified fact changes a session only through :meth:`WebhookIntake.receive`, which finds
+the session by tenant, provider and the carrier's call id together, so one tenant's provider
+can never reach another tenant's session, and asks the domain
+(:func:`engine.domain.carriers.decide`) what it does, so a session never moves backwards.
+Carriers that sign nothing (Exotel) have a terminal state confirmed by a status query first.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import uuid
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
+import structlog
+
+from engine.app.ports import Carriers
+from engine.domain.call import CallStatus
+from engine.domain.carriers import CarrierFact, Decision, decide, event_for, meaning
+from engine.domain.event_types import CallEventType
 from engine.domain.providers import ProviderType
-from engine.errors import NotFound
-from engine.store.records import Tenant, WebhookLogEntry
+from engine.errors import (
+    CarrierError,
+    ConfigError,
+    FeatureUnavailable,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+    WebhookRejected,
+)
+from engine.providers.base import CallRef, CarrierAdapter, WebhookRequest
+from engine.store.records import (
+    NewWebhookLog,
+    StoredProvider,
+    StoredSession,
+    Tenant,
+    WebhookLogEntry,
+)
 from engine.store.repositories import Store
 
-__all__ = ["WebhookIntake"]
+__all__ = ["WebhookIntake", "WebhookOutcome"]
 
-# Where each carrier puts its call id in a status webhook (from their documented payloads).
-_CALL_ID_FIELDS: dict[ProviderType, tuple[str, ...]] = {
-    ProviderType.TWILIO: ("CallSid",),
-    ProviderType.EXOTEL: ("CallSid", "call_sid"),
-    ProviderType.VONAGE: ("uuid", "conversation_uuid"),
-    ProviderType.MCUBE: ("callid", "call_id", "CallId"),
-    ProviderType.SIP_TRUNK: ("call_id",),
-    ProviderType.ASTERISK: ("call_id", "uniqueid"),
-}
-_EVENT_FIELDS = ("CallStatus", "status", "Status", "event", "EventType")
+log = structlog.get_logger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WebhookOutcome:
+    entry: WebhookLogEntry
+    applied: tuple[CallStatus, ...] = ()  # the statuses the session passed through
+    reason: str | None = None  # why nothing changed, when nothing did
 
 
 class WebhookIntake:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, carriers: Carriers | None = None) -> None:
         self._store = store
+        self._carriers = carriers
+        # one fact at a time per session: two callbacks of one call may arrive together
+        self._locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     @staticmethod
     def require_provider_type(provider_type: str) -> ProviderType:
@@ -37,23 +81,239 @@ class WebhookIntake:
         except ValueError:
             raise NotFound("provider type", provider_type) from None
 
-    async def receive(
+    async def provider(self, provider_type: ProviderType, provider_id: uuid.UUID) -> StoredProvider:
+        """The provider a webhook URL names; NotFound unless it is of ``provider_type``."""
+        provider = await self._store.providers.by_id(provider_id)
+        if provider.provider_type != provider_type.value:
+            raise NotFound("provider", provider_id)
+        return provider
+
+    def _require_carriers(self) -> Carriers:
+        if self._carriers is None:
+            raise FeatureUnavailable("carrier webhooks are not served by this process")
+        return self._carriers
+
+    async def _adapter(self, provider: StoredProvider) -> CarrierAdapter:
+        carriers = self._require_carriers()
+        cached = carriers.cached(provider)
+        if cached is not None:
+            return cached
+        secrets = await self._store.providers.secrets(provider.tenant_id, provider.id)
+        try:
+            return carriers.adapter(provider, secrets)
+        except (ConfigError, InvalidInput) as exc:
+            # our side is wrong, not the carrier: 503, so the carrier tries again later
+            log.error(
+                "webhook.provider_misconfigured", provider_id=str(provider.id), error=str(exc)
+            )
+            raise FeatureUnavailable(f"provider {provider.name!r} is misconfigured: {exc}") from exc
+
+    async def receive_for_tenant(
         self,
         tenant: Tenant,
         provider_type: ProviderType,
-        payload: Mapping[str, Any],
+        request: WebhookRequest,
         headers: Mapping[str, str],
-    ) -> WebhookLogEntry:
-        """Log one webhook of ``provider_type``."""
-        call_id = next(
-            (str(payload[f]) for f in _CALL_ID_FIELDS[provider_type] if payload.get(f)), None
+    ) -> WebhookOutcome:
+        """A webhook on the path without a provider id: the first of the tenant's
+        providers of that type whose carrier it verifies against."""
+        rejection: WebhookRejected | None = None
+        for provider in await self._store.providers.all(tenant.id, provider_type=provider_type):
+            try:
+                adapter = await self._adapter(provider)
+                adapter.verify(request)
+            except WebhookRejected as exc:
+                rejection = exc
+                continue
+            return await self._verified(provider, adapter, request, headers)
+        rejection = rejection or WebhookRejected(
+            provider_type.value, "unknown_provider", "the tenant has no such provider"
         )
-        event_type = next((str(payload[f]) for f in _EVENT_FIELDS if payload.get(f)), None)
-        return await self._store.webhooks.record(
-            tenant.id,
-            provider_type,
-            payload=payload,
-            headers=headers,
-            provider_call_id=call_id,
-            event_type=event_type,
+        await self._log_rejected(tenant.id, provider_type, None, request, headers, rejection)
+        raise rejection
+
+    async def receive(
+        self, provider: StoredProvider, request: WebhookRequest, headers: Mapping[str, str]
+    ) -> WebhookOutcome:
+        """Verify, log and apply one webhook of ``provider``'s carrier. WebhookRejected
+        (logged as such) when it is not the carrier's."""
+        adapter = await self._adapter(provider)
+        try:
+            adapter.verify(request)
+        except WebhookRejected as exc:
+            await self._log_rejected(
+                provider.tenant_id,
+                ProviderType(provider.provider_type),
+                provider.id,
+                request,
+                headers,
+                exc,
+            )
+            raise
+        return await self._verified(provider, adapter, request, headers)
+
+    async def _log_rejected(
+        self,
+        tenant_id: uuid.UUID,
+        provider_type: ProviderType,
+        provider_id: uuid.UUID | None,
+        request: WebhookRequest,
+        headers: Mapping[str, str],
+        rejection: WebhookRejected,
+    ) -> None:
+        await self._store.webhooks.log(
+            NewWebhookLog(
+                tenant_id=tenant_id,
+                provider_type=provider_type.value,
+                provider_id=provider_id,
+                payload=request.payload,
+                headers=headers,
+                signature_valid=False,
+                processing_status="rejected",
+                error=rejection.reason,
+            )
         )
+        log.warning(
+            "webhook.rejected",
+            provider_type=provider_type.value,
+            provider_id=str(provider_id) if provider_id else None,
+            reason=rejection.reason,
+        )
+
+    async def _verified(
+        self,
+        provider: StoredProvider,
+        adapter: CarrierAdapter,
+        request: WebhookRequest,
+        headers: Mapping[str, str],
+    ) -> WebhookOutcome:
+        fact = adapter.parse(request)
+        tenant_id = provider.tenant_id
+        session_id = await self._store.webhooks.session_of_call(
+            tenant_id, provider.id, fact.call_id
+        )
+
+        def entry(
+            status: str, *, error: str | None = None, key: str | None = None
+        ) -> NewWebhookLog:
+            return NewWebhookLog(
+                tenant_id=tenant_id,
+                provider_type=provider.provider_type,
+                provider_id=provider.id,
+                payload=request.payload,
+                headers=headers,
+                signature_valid=True,
+                processing_status=status,
+                session_id=session_id,
+                provider_call_id=fact.call_id,
+                event_type=fact.raw_status,
+                error=error,
+                dedupe_key=key,
+            )
+
+        async def ignored(reason: str) -> WebhookOutcome:
+            logged = await self._store.webhooks.log(entry("ignored", error=reason))
+            assert logged is not None  # no dedupe key: never a conflict
+            return WebhookOutcome(logged, reason=reason)
+
+        if session_id is None:
+            return await ignored("no session of this provider has this call id")
+        confirm = adapter.confirms_terminal and fact.terminal
+        if confirm and await self._store.webhooks.seen(provider.id, fact.dedupe_key):
+            return await ignored("replay")  # before asking the carrier again
+        lock = self._locks.get(session_id)
+        if lock is None:
+            lock = self._locks[session_id] = asyncio.Lock()
+        async with lock:
+            session = await self._store.sessions.get(tenant_id, session_id)
+            confirmed: bool | None = None
+            if confirm:
+                confirmed = await self._confirm(
+                    adapter, fact, session.agent_number, session.customer_number
+                )
+                if not confirmed:
+                    return await ignored(
+                        "terminal state not confirmed by the carrier's status query"
+                    )
+            decision = decide(session.status, fact, connected=session.connected_at is not None)
+            # logged with its key first: a replay racing this one finds the key taken
+            status = "processed" if decision.path else "ignored"
+            logged = await self._store.webhooks.log(
+                entry(status, key=fact.dedupe_key, error=None if decision.path else decision.reason)
+            )
+            if logged is None:
+                return await ignored("replay")
+            applied, problem = await self._apply(provider, session, fact, decision, confirmed)
+        if problem is not None:
+            logged = await self._store.webhooks.settle(logged.id, "ignored", error=problem)
+            return WebhookOutcome(logged, applied, problem)
+        return WebhookOutcome(logged, applied, None if applied else decision.reason)
+
+    async def _confirm(
+        self, adapter: CarrierAdapter, fact: CarrierFact, agent: str | None, customer: str | None
+    ) -> bool:
+        """Whether the carrier's status query agrees with a terminal fact (an unreachable
+        carrier confirms nothing: FeatureUnavailable, so the carrier retries)."""
+        ref = CallRef(fact.call_id, agent or "", customer or "")
+        try:
+            state = await adapter.status(ref)
+        except CarrierError as exc:
+            raise FeatureUnavailable(f"cannot confirm the call's state: {exc}") from exc
+        raw = state.raw_status(fact.leg)
+        return raw is not None and meaning(fact.provider_type, raw) is fact.meaning
+
+    async def _apply(
+        self,
+        provider: StoredProvider,
+        session: StoredSession,
+        fact: CarrierFact,
+        decision: Decision,
+        confirmed: bool | None,
+    ) -> tuple[tuple[CallStatus, ...], str | None]:
+        """Record the fact on ``session`` (the caller holds its lock): its statuses in
+        order, or one ``provider.status`` event when it changes none. Returns what was
+        applied and, if the session changed meanwhile (the API), why the rest was not."""
+        payload: dict[str, Any] = {
+            "source": "provider",
+            "provider": fact.provider_type.value,
+            "provider_id": str(provider.id),
+            "provider_status": fact.raw_status,
+            "provider_call_id": fact.leg_call_id or fact.call_id,
+            **({"leg": fact.leg.value} if fact.leg else {}),
+            **({"sequence": fact.sequence} if fact.sequence is not None else {}),
+            **({"confirmed": confirmed} if confirmed is not None else {}),
+            **dict(fact.details),
+        }
+        if not decision.path:
+            await self._store.sessions.append_event(
+                provider.tenant_id,
+                session.id,
+                CallEventType.PROVIDER_STATUS,
+                payload={**payload, "reason": decision.reason},
+            )
+            return (), None
+        current = session.status
+        applied: list[CallStatus] = []
+        try:
+            for status in decision.path:
+                changes = {"end_reason": f"{fact.provider_type.value}: {fact.raw_status}"}
+                await self._store.sessions.transition(
+                    provider.tenant_id,
+                    session.id,
+                    status,
+                    event_type=event_for(current, status, fact.leg),
+                    payload=payload,
+                    changes=changes if status.is_terminal else None,
+                )
+                applied.append(status)
+                current = status
+        except IllegalTransition as exc:  # changed elsewhere meanwhile (the API)
+            return tuple(applied), f"stale: {exc}"
+        log.info(
+            "webhook.applied",
+            provider_type=fact.provider_type.value,
+            call_id=str(session.id),
+            provider_status=fact.raw_status,
+            status=current.value,
+        )
+        return tuple(applied), None

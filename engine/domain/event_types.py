@@ -54,6 +54,9 @@ class CallEventType(enum.StrEnum):
     CUSTOMER_UNANSWERED = "customer.unanswered"
     CUSTOMER_HANGUP = "customer.hangup"
 
+    # a carrier's verified webhook that changed no status (stale, replayed elsewhere, raw)
+    PROVIDER_STATUS = "provider.status"
+
     # recording
     RECORDING_STARTED = "recording.started"
     RECORDING_PAUSED = "recording.paused"

@@ -11,9 +11,13 @@ import asyncpg
 
 from engine.errors import NotFound
 from engine.store.database import Database, returned
-from engine.store.records import AgentActivity, WebhookLogEntry
+from engine.store.records import AgentActivity, NewWebhookLog, WebhookLogEntry
 
 __all__ = ["ActivityRepository", "WebhookRepository"]
+
+_LOG_COLS = (
+    "id, provider_type, session_id, provider_call_id, event_type, processing_status, received_at"
+)
 
 
 class ActivityRepository:
@@ -61,29 +65,63 @@ class WebhookRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def record(
-        self,
-        tenant_id: uuid.UUID,
-        provider_type: str,
-        *,
-        payload: Mapping[str, Any],
-        headers: Mapping[str, str],
-        provider_call_id: str | None,
-        event_type: str | None,
-    ) -> WebhookLogEntry:
-        """Log a webhook as received, linked to the tenant's session with that call id."""
+    async def log(self, entry: NewWebhookLog) -> WebhookLogEntry | None:
+        """Log one carrier webhook as judged; None when its ``dedupe_key`` was logged
+        before for the provider (a replay: the caller logs it again without the key)."""
         row = await self._db.fetchrow(
-            "INSERT INTO click_to_call_webhook_log (tenant_id, provider_type, session_id, "
-            "provider_call_id, event_type, payload, headers, processing_status) "
-            "VALUES ($1, $2, (SELECT id FROM click_to_call_session WHERE tenant_id = $1 "
-            "  AND provider_call_id = $3 LIMIT 1), $3, $4, $5, $6, 'received') "
-            "RETURNING id, provider_type, session_id, provider_call_id, event_type, "
-            "processing_status, received_at",
-            tenant_id,
-            provider_type,
-            provider_call_id,
-            event_type,
-            dict(payload),
-            dict(headers),
+            "INSERT INTO click_to_call_webhook_log (tenant_id, provider_type, provider_id, "
+            "session_id, provider_call_id, event_type, payload, headers, signature_valid, "
+            "processing_status, error, dedupe_key) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
+            "ON CONFLICT (provider_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING "
+            f"RETURNING {_LOG_COLS}",
+            entry.tenant_id,
+            entry.provider_type,
+            entry.provider_id,
+            entry.session_id,
+            entry.provider_call_id,
+            entry.event_type,
+            dict(entry.payload),
+            dict(entry.headers),
+            entry.signature_valid,
+            entry.processing_status,
+            entry.error,
+            entry.dedupe_key,
         )
-        return WebhookLogEntry(**dict(returned(row, "INSERT INTO click_to_call_webhook_log")))
+        return None if row is None else WebhookLogEntry(**dict(row))
+
+    async def seen(self, provider_id: uuid.UUID, dedupe_key: str) -> bool:
+        """Whether a verified webhook with this key was logged for the provider."""
+        found = await self._db.fetchval(
+            "SELECT 1 FROM click_to_call_webhook_log WHERE provider_id = $1 AND dedupe_key = $2",
+            provider_id,
+            dedupe_key,
+        )
+        return found is not None
+
+    async def settle(
+        self, log_id: int, processing_status: str, *, error: str | None = None
+    ) -> WebhookLogEntry:
+        """Record what became of a logged webhook (processed, ignored and why, error)."""
+        row = await self._db.fetchrow(
+            "UPDATE click_to_call_webhook_log SET processing_status = $2, error = $3 "
+            f"WHERE id = $1 RETURNING {_LOG_COLS}",
+            log_id,
+            processing_status,
+            error,
+        )
+        return WebhookLogEntry(**dict(returned(row, "UPDATE click_to_call_webhook_log")))
+
+    async def session_of_call(
+        self, tenant_id: uuid.UUID, provider_id: uuid.UUID, provider_call_id: str
+    ) -> uuid.UUID | None:
+        """The tenant's session placed through ``provider_id`` whose carrier call id is
+        ``provider_call_id``: both the tenant and the provider must match."""
+        found = await self._db.fetchval(
+            "SELECT id FROM click_to_call_session WHERE provider_id = $2 "
+            "AND provider_call_id = $3 AND tenant_id = $1 ORDER BY created_at DESC LIMIT 1",
+            tenant_id,
+            provider_id,
+            provider_call_id,
+        )
+        return found if isinstance(found, uuid.UUID) else None

@@ -6,9 +6,10 @@ Credentials (a JSON object) and the webhook secret are stored sealed by
 (:class:`~engine.errors.SecretsError`) rather than written in plaintext. :meth:`secrets`
 is the one read path back to plaintext, for the code that talks to a carrier.
 
-Every call placed without a ``provider_id`` reads its tenant's default provider, so the
-default found is kept for a few seconds (:mod:`engine.store.read_cache`): a provider made
-by this process is seen at once, one made elsewhere within that time.
+Every call placed without a ``provider_id`` reads its tenant's default provider, and every
+carrier webhook reads its provider by id, so what is found is kept for a few seconds
+(:mod:`engine.store.read_cache`): a provider made by this process is seen at once, one
+made elsewhere within that time.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class ProviderRepository:
         self._keyring = keyring
         # each tenant's default provider (None: it has none)
         self._defaults: ReadCache[uuid.UUID, StoredProvider | None] = ReadCache(cache_ttl)
+        # providers by id, for their carriers' webhooks (a dozen per call)
+        self._by_id: ReadCache[uuid.UUID, StoredProvider | None] = ReadCache(cache_ttl)
 
     async def create(self, new: NewProvider) -> StoredProvider:
         credentials = (
@@ -83,6 +86,7 @@ class ProviderRepository:
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"a provider named {new.name!r} already exists") from exc
         self._defaults.clear()  # this process sees a new default at once
+        self._by_id.clear()
         return StoredProvider(**dict(returned(row, "INSERT INTO voip_provider")))
 
     async def get(self, tenant_id: uuid.UUID, provider_id: uuid.UUID) -> StoredProvider:
@@ -90,6 +94,16 @@ class ProviderRepository:
             f"SELECT {_COLS} FROM voip_provider WHERE tenant_id = $1 AND id = $2",
             tenant_id,
             provider_id,
+        )
+        if row is None:
+            raise NotFound("provider", provider_id)
+        return StoredProvider(**dict(row))
+
+    async def by_id(self, provider_id: uuid.UUID) -> StoredProvider:
+        """A provider of any tenant: a carrier's webhook names its provider, and the
+        provider decides the tenant (NotFound when there is none)."""
+        row = await self._db.fetchrow(
+            f"SELECT {_COLS} FROM voip_provider WHERE id = $1", provider_id
         )
         if row is None:
             raise NotFound("provider", provider_id)

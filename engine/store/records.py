@@ -37,6 +37,7 @@ __all__ = [
     "NewProvider",
     "NewSession",
     "NewTransfer",
+    "NewWebhookLog",
     "NodeBeat",
     "ProviderSecrets",
     "QualityMetric",
@@ -371,6 +372,25 @@ class WebhookLogEntry:
     event_type: str | None
     processing_status: str
     received_at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewWebhookLog:
+    """A carrier webhook to log, as judged: ``signature_valid`` False for one refused
+    (``processing_status`` 'rejected'); ``dedupe_key`` only on verified ones."""
+
+    tenant_id: uuid.UUID
+    provider_type: str
+    provider_id: uuid.UUID | None
+    payload: Mapping[str, Any]
+    headers: Mapping[str, str]
+    signature_valid: bool
+    processing_status: str
+    session_id: uuid.UUID | None = None
+    provider_call_id: str | None = None
+    event_type: str | None = None
+    error: str | None = None
+    dedupe_key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

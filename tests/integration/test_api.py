@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from engine.daemon import Engine
+from engine.providers.signatures import twilio_signature
 from tests.support.calls import initiate_body
 from tests.support.http import Api
 from tests.support.tenants import bearer_headers, new_tenant, tenant_headers
@@ -386,12 +387,28 @@ async def test_providers_create_list_get_and_default_selection(
 # -- webhooks and agent activity ---------------------------------------------------------------
 
 
-async def test_webhook_form_encoded_is_logged_and_linked_to_its_session(
+async def test_webhook_form_encoded_is_verified_logged_and_linked_to_its_session(
     api_engine: Engine, unix_api: Api
 ) -> None:
+    """The seed path (the tenant's token): verified against the tenant's providers."""
     t = (await new_tenant(api_engine.store)).slug
+    status, provider, _ = await unix_api.call(
+        "POST",
+        "/api/v1/voip-providers",
+        json={
+            "name": "tw",
+            "provider_type": "twilio",
+            "config": {"account_sid": "AC1", "webhook_base_url": "https://ctc.example"},
+            "credentials": {"auth_token": "secret-token"},
+        },
+        headers=tenant_headers(t),
+    )
+    assert status == 201, provider
     _, s, _ = await unix_api.call(
-        "POST", f"{C2C}/initiate", json=initiate_body(), headers=tenant_headers(t)
+        "POST",
+        f"{C2C}/initiate",
+        json={**initiate_body(), "provider_id": provider["id"]},
+        headers=tenant_headers(t),
     )
     tenant = await api_engine.store.tenants.by_slug(t)
     await api_engine.store.sessions.append_event(
@@ -400,24 +417,37 @@ async def test_webhook_form_encoded_is_logged_and_linked_to_its_session(
         "provider.call_created",
         changes={"provider_call_id": "CA1234567890abcdef"},
     )
+    form = {"CallSid": "CA1234567890abcdef", "CallStatus": "ringing"}
+    # Twilio was given the engine's public URL (the provider's webhook_base_url)
+    signature = twilio_signature(
+        "secret-token", "https://ctc.example/api/v1/webhooks/voip/twilio", form
+    )
     status, body, _ = await unix_api.call(
         "POST",
         "/api/v1/webhooks/voip/twilio",
-        data={"CallSid": "CA1234567890abcdef", "CallStatus": "ringing"},
-        headers=tenant_headers(t),
+        data=form,
+        headers=tenant_headers(t, **{"X-Twilio-Signature": signature}),
     )
     assert status == 202, body
     assert body["session_id"] == s["id"]
     assert body["provider_call_id"] == "CA1234567890abcdef"
+    assert body["processing_status"] == "processed"
 
-    status, body, _ = await unix_api.call(
+    status, err, _ = await unix_api.call(
+        "POST",
+        "/api/v1/webhooks/voip/twilio",
+        data=form,
+        headers=tenant_headers(t),
+    )
+    assert status == 401, err
+    assert err["error"]["details"] == {"reason": "missing_signature"}
+    status, err, _ = await unix_api.call(
         "POST",
         "/api/v1/webhooks/voip/vonage",
         json={"uuid": "unknown", "status": "answered"},
         headers=tenant_headers(t),
     )
-    assert status == 202
-    assert body["session_id"] is None
+    assert status == 401  # the tenant has no Vonage provider to verify against
     status, err, _ = await unix_api.call("POST", "/api/v1/webhooks/voip/skype", json={})
     assert status == 404
     status, err, _ = await unix_api.call(

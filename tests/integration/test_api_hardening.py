@@ -327,7 +327,14 @@ async def test_a_header_that_is_not_utf8_is_422_or_stored_readably(
         + b"\r\nContent-Type: application/json\r\nUser-Agent: carrier\xff\r\n",
         b'{"CallSid": "CA9"}',
     )
-    assert status == 202, ok
+    # unsigned, so refused; but logged, with the header stored readably (not a 500)
+    assert status == 401, ok
+    row = await api_engine.store.db.fetchrow(
+        "SELECT headers FROM click_to_call_webhook_log WHERE payload->>'CallSid' = 'CA9' "
+        "ORDER BY id DESC LIMIT 1"
+    )
+    assert row is not None
+    assert row["headers"]["User-Agent"] == "carrier\\udcff"
 
 
 # -- numbers ----------------------------------------------------------------------------------

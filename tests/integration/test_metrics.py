@@ -131,12 +131,14 @@ async def test_refused_webhooks_are_counted_by_provider_and_reason(
         headers=tenant_headers(t, **{"Content-Type": "application/json"}),
     )
     assert status == 400
+    unverified = sample(api_engine, name, provider="twilio", reason="unknown_provider")
     status, _, _ = await unix_api.call(
         "POST", "/api/v1/webhooks/voip/twilio", json={"CallSid": "CA1"}, headers=tenant_headers(t)
     )
-    assert status == 202  # accepted: not counted
+    assert status == 401  # the tenant has no Twilio provider to verify it against
     assert sample(api_engine, name, provider="unknown", reason="unknown_provider") == unknown + 1
     assert sample(api_engine, name, provider="twilio", reason="malformed") == malformed + 1
+    assert sample(api_engine, name, provider="twilio", reason="unknown_provider") == unverified + 1
 
 
 async def test_database_pool_use_is_read_when_scraped(api_engine: Engine) -> None:

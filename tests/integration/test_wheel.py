@@ -46,6 +46,7 @@ COMMANDS = (
     "ivr",
     "nodes",
     "routing",
+    "provider",
     "run",
     "sandbox",
     "secrets",

@@ -1,16 +1,17 @@
-"""VoIP providers (carriers): add, list, read one (credentials are never returned)."""
+"""VoIP providers (carriers): add, list, read one (credentials are never returned), test
+one's credentials against its carrier."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from engine.api.endpoints import ApiRequest, json_response, router
-from engine.api.models import ProviderIn, ProviderListOut, ProviderOut
+from engine.api.models import ProviderIn, ProviderListOut, ProviderOut, ProviderTestOut
 from engine.api.routes.common import API, error_responses, use_cases
 from engine.app.providers import AddProvider
 from engine.store.records import StoredProvider
 
-__all__ = ["create_provider", "get_provider", "list_providers"]
+__all__ = ["create_provider", "get_provider", "list_providers", "test_provider"]
 
 
 def _provider_out(provider: StoredProvider) -> ProviderOut:
@@ -68,3 +69,18 @@ async def get_provider(req: ApiRequest) -> web.StreamResponse:
     provider_id = req.path_uuid("provider_id", "provider")
     provider = await use_cases(req).providers.get(req.require_tenant(), provider_id)
     return json_response(_provider_out(provider))
+
+
+@router.route(
+    "POST",
+    f"{API}/voip-providers/{{provider_id}}/test",
+    summary="Check the provider's credentials with its carrier (no call is placed)",
+    tags=("providers",),
+    responses={200: ProviderTestOut, **error_responses(401, 404, 503)},
+)
+async def test_provider(req: ApiRequest) -> web.StreamResponse:
+    """ok, refused (the carrier refused the credentials), unsupported (no check without a
+    call, e.g. mCube), unreachable, or misconfigured (the row lacks a setting, named)."""
+    provider_id = req.path_uuid("provider_id", "provider")
+    check = await use_cases(req).providers.check_credentials(req.require_tenant(), provider_id)
+    return json_response(ProviderTestOut(outcome=check.outcome.value, detail=check.detail))
