@@ -146,6 +146,13 @@ EVENT_DESCRIPTIONS: Final[Mapping[CallEventType, str]] = {
     "parties; the recording starts next. payload: `media`",
     CallEventType.RECORDING_REFUSED: "The call was not recorded: a `consent_required` rule "
     "applies and the request's metadata carries no consent. payload: the rule and reason",
+    CallEventType.PROVIDER_STATUS: "A carrier's status callback that changed no status (a "
+    "repeat, a late or intermediate state). payload: `provider`, `provider_id`, "
+    "`provider_status` (the carrier's own word), `provider_call_id`, `leg`, `sequence`, "
+    "`confirmed`, `reason`",
+    CallEventType.ROUTING_DECIDED: "An IVR transfer to a routing rule: the rule, the rules "
+    "followed, the agents skipped (not available) and why, in words. payload: `rule`, "
+    "`routing_rule_id`, `rules`, `skipped`, `reason`",
     CallEventType.QUALITY_LOW_MOS: "A leg's MOS fell below `quality.mos_floor` (once per "
     "call). payload: `leg`, `channel_id`, `mos`, `mos_floor`, `final`, `jitter_ms`, "
     "`rtt_ms`, `rx_packets`, `rx_lost_packets`",

@@ -140,10 +140,14 @@ ERROR_CODES: Final[dict[str, str]] = {
     "conflict": "409: the state does not allow it (e.g. a transfer in flight, an "
     "Idempotency-Key reused with another body)",
     "illegal_transition": "409: the call state machine refuses the status change",
+    "not_supported": "409: the session's carrier does not offer the operation (an Exotel or "
+    "mCube transfer, ...)",
     "body_too_large": "413: the body exceeds api.max_body_bytes",
     "unsupported_media_type": "415: the body is not application/json",
     "validation_error": "422: a field is wrong; details name each field",
     "too_many_streams": "429: too many event streams open (see Retry-After)",
+    "carrier_error": "502: the carrier refused or failed the request (its answer in the "
+    "message)",
     "unavailable": "503: PostgreSQL is unreachable, Asterisk (ARI) is not connected for a "
     "call or in-call control, or a secret cannot be stored or read (no key configured); "
     "retry later",
