@@ -146,8 +146,7 @@ ERROR_CODES: Final[dict[str, str]] = {
     "unsupported_media_type": "415: the body is not application/json",
     "validation_error": "422: a field is wrong; details name each field",
     "too_many_streams": "429: too many event streams open (see Retry-After)",
-    "carrier_error": "502: the carrier refused or failed the request (its answer in the "
-    "message)",
+    "carrier_error": "502: the carrier refused or failed the request (its answer in the message)",
     "unavailable": "503: PostgreSQL is unreachable, Asterisk (ARI) is not connected for a "
     "call or in-call control, or a secret cannot be stored or read (no key configured); "
     "retry later",
