@@ -1035,6 +1035,8 @@ def billing_rates_list(ctx: _Context, tenant_slug: str, at: str | None) -> None:
         rates = await app.billing.rates(tenant, at=when)
         return dump_rates(rates, await app.billing.provider_names(tenant))
 
+    click.echo(_run(_with_use_cases(ctx.settings, load)), nl=False)
+
 
 # -- routing rules -----------------------------------------------------------------------------
 

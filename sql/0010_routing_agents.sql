@@ -1,5 +1,10 @@
--- 0010_routing_agents: routing rules with several conditions at once, each tenant's time
--- zone and wrap-up time, and the engine's own agent states in the activity log.
+-- 0010_routing_agents: routing rules with several conditions at once, each tenant's
+-- wrap-up time, and the engine's own agent states in the activity log.
+--
+-- lock_timeout: the file fails (run `ctc db migrate` again) rather than queue a live PBX's
+-- writes behind a long-running query.
+
+SET LOCAL lock_timeout = '5s';
 
 -- Every condition in ``conditions`` must hold (a list: any of its values). Keys:
 -- caller_prefix, callee_prefix (E.164 prefixes), caller_country, callee_country (ISO

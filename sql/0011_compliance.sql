@@ -4,6 +4,8 @@
 -- so phone_number holds E.164 or an E.164 prefix; is_prefix says which. The pre-dial check
 -- looks up every prefix of the number at once (phone_number = ANY(...)), which the
 -- (tenant_id, phone_number) index serves.
+SET LOCAL lock_timeout = '5s';
+
 ALTER TABLE phone_number_list ALTER COLUMN phone_number TYPE text;
 ALTER TABLE phone_number_list
     ADD COLUMN is_prefix boolean NOT NULL DEFAULT false,

@@ -144,10 +144,12 @@ class BillingService:
     # -- lines ----------------------------------------------------------------------------
 
     async def charge_session(self, tenant_id: uuid.UUID, session_id: uuid.UUID) -> list[RatedLeg]:
-        """Write the billing lines of an ended click-to-call (none for an unanswered one,
-        nor for a session that has not ended); what was rated."""
+        """Write the billing lines of an ended click-to-call or agent-dialled call (none
+        for an unanswered one, nor for a session that has not ended); what was rated."""
         session = await self._store.billing.ended_session(tenant_id, session_id)
-        if session is None or session.direction != "click_to_call":
+        # click-to-calls and the calls agents dial from their desk phone (outbound): an
+        # agent's PBX endpoint is no paid leg (an unrated line at zero), the customer's is
+        if session is None or session.direction not in ("click_to_call", "outbound"):
             return []
         numbers = {session.agent_number, session.customer_number}
         prefixes = sorted({p for n in numbers for p in number_prefixes(n)})

@@ -342,6 +342,9 @@ def _enum(kind: type[Any], value: Any, field: str) -> Any:
         raise InvalidInput(field, f"unknown value {value!r} (one of {choices})") from None
 
 
+_CONSENT_MEDIA = re.compile(r"sound:(?!/)(?!.*\.\.)[A-Za-z0-9_/-]{1,100}")
+
+
 def rule_of(fields: Mapping[str, Any]) -> Rule:
     """A rule from a client's fields, checked against what its type needs."""
     rule_type: RuleType = _enum(RuleType, fields.get("rule_type"), "rule_type")
@@ -370,6 +373,13 @@ def rule_of(fields: Mapping[str, Any]) -> Rule:
         zone_named(str(zone), field="timezone")
     days = fields.get("allowed_days")
     params = dict(fields.get("params") or {})
+    announcement = params.get("announcement")
+    if announcement is not None and not _CONSENT_MEDIA.fullmatch(str(announcement)):
+        # played by Asterisk on the tenant's calls: a core sound by name only, never a path
+        # or another tenant's recording
+        raise InvalidInput(
+            "params.announcement", "a sound name: 'sound:' and letters, digits, '_', '-', '/'"
+        )
     lists = params.get("lists")
     if lists is not None:
         if not isinstance(lists, list):

@@ -139,9 +139,12 @@ class RecordingFinished:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ConsentPlayed:
-    """The recording-consent announcement on the call's bridge finished."""
+    """The recording-consent announcement on the call's bridge finished; ``failed``: it
+    could not be played (Asterisk's playback state ``failed``: a missing sound), so nobody
+    heard it."""
 
     media: str | None = None
+    failed: bool = False
 
 
 Fact = (
@@ -386,6 +389,13 @@ def decide(
                 SetStatus(CallStatus.CONNECTED, CallEventType.CUSTOMER_ANSWERED),
             )
             return Decision(steps + _recording_steps(record, announce, recording_refused))
+        case ConsentPlayed(failed=True) if status is CallStatus.CONNECTED and record:
+            # consent was required and nobody heard the announcement: no recording
+            unheard = {
+                "reason": "the consent announcement could not be played",
+                "media": fact.media,
+            }
+            return Decision((Note(CallEventType.RECORDING_REFUSED, unheard),))
         case ConsentPlayed() if status is CallStatus.CONNECTED and record and not recording_open:
             played = Note(CallEventType.RECORDING_CONSENT_PLAYED, {"media": fact.media})
             return Decision((played, StartRecording()))

@@ -83,13 +83,13 @@ def twilio_signature_valid(
     query (a JSON body), ``body`` must hash to it and ``params`` are not signed."""
     query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
     if "bodySHA256" in query:
-        if body is None or not hmac.compare_digest(body_sha256(body), query["bodySHA256"]):
+        if body is None or not _same(body_sha256(body), query["bodySHA256"]):
             return False
         params = None
     valid = False
     for candidate in _port_variants(url):
         # every variant is computed: the time taken does not say which one matched
-        valid |= hmac.compare_digest(twilio_signature(token, candidate, params), signature)
+        valid |= _same(twilio_signature(token, candidate, params), signature)
     return valid
 
 
@@ -147,9 +147,7 @@ def verify_hs256_jwt(
         claimed = claims.get("payload_hash")
         if not isinstance(claimed, str):
             raise JwtProblem("JWT has no payload_hash")
-        if not hmac.compare_digest(claimed, body_sha256(body)) and not _compact_hash_matches(
-            claimed, body
-        ):
+        if not _same(claimed, body_sha256(body)) and not _compact_hash_matches(claimed, body):
             raise JwtProblem("payload_hash does not match the body")
     if max_age_s is not None:
         issued = claims.get("iat")
@@ -167,7 +165,14 @@ def _compact_hash_matches(claimed: str, body: bytes) -> bool:
     except (ValueError, UnicodeDecodeError):
         return False
     compact = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-    return hmac.compare_digest(claimed, body_sha256(compact))
+    return _same(claimed, body_sha256(compact))
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality of two texts, as UTF-8 bytes: ``hmac.compare_digest`` refuses
+    ``str`` with characters outside ASCII (a TypeError, and a 500), and a caller's header or
+    query is anything the caller sends."""
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def rs256_jwt(

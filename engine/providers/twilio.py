@@ -166,6 +166,10 @@ class TwilioAdapter:
         if not signature:
             raise WebhookRejected("twilio", "missing_signature", "no X-Twilio-Signature")
         json_body = not request.params and bool(request.body)
+        if json_body and "bodySHA256=" not in request.path_qs:
+            # a body that is not a form is signed only through bodySHA256 in the URL: without
+            # it the signature covers the URL alone, and any body could ride on it
+            raise WebhookRejected("twilio", "bad_signature", "a JSON body needs bodySHA256")
         if not twilio_signature_valid(
             self._token,
             self._public_base + request.path_qs,

@@ -276,8 +276,8 @@ class BillingRepository:
             where = "AND (ended_at, id) > ($5, $6) "
         rows = await self._db.fetch(
             f"SELECT {_ENDED_COLS} FROM click_to_call_session "
-            f"WHERE ended_at >= $1 AND ended_at < $2 AND direction = 'click_to_call' "
-            f"AND agent_answered_at IS NOT NULL "
+            f"WHERE ended_at >= $1 AND ended_at < $2 "
+            f"AND direction IN ('click_to_call', 'outbound') AND agent_answered_at IS NOT NULL "
             f"AND ($3::uuid IS NULL OR tenant_id = $3) {where}"
             f"ORDER BY ended_at, id LIMIT $4",
             *args,

@@ -191,10 +191,13 @@ class ComplianceRuleRepository:
         return None if row is None else _rule(row)
 
     async def attempts_since(self, tenant_id: uuid.UUID, number: str, since: datetime) -> int:
-        """Legs to ``number`` placed since ``since`` (refused calls were never dialled)."""
+        """Calls placed to ``number`` since ``since``: refused calls were never dialled, and
+        an inbound call's ``customer_number`` is its caller (calls from the number are not
+        attempts to reach it)."""
         count: int = await self._db.fetchval(
             "SELECT count(*) FROM click_to_call_session WHERE tenant_id = $1 "
-            "AND customer_number = $2 AND created_at >= $3 AND status <> 'rejected'",
+            "AND customer_number = $2 AND created_at >= $3 AND status <> 'rejected' "
+            "AND direction <> 'inbound'",
             tenant_id,
             number,
             since,

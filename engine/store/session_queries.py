@@ -137,9 +137,14 @@ class SessionQueries:
         return [CallEvent.from_row(r) for r in rows]
 
     async def live(self) -> list[StoredSession]:
-        """Every non-terminal session of every tenant (for resync after a reconnect)."""
+        """Every non-terminal session of every tenant that this engine owns (for resync
+        after a reconnect): the ones its node created (``node``, the connection's
+        ``ctc.node``) and the ones no node claims (written before nodes, or by a tool).
+        Another engine's calls are on its own Asterisk: never this engine's to adopt, end
+        or start."""
         rows = await self._db.fetch(
             f"SELECT {_SESSION_COLS} FROM click_to_call_session WHERE status = ANY($1) "
+            f"AND (node IS NULL OR node = current_setting('ctc.node', true)) "
             f"ORDER BY created_at",
             [s.value for s in LIVE_STATUSES],
         )

@@ -156,3 +156,21 @@ async def test_ctc_nodes_says_when_no_node_has_registered(nodes_db: str, tmp_pat
     code, out, err = await run_ctc("nodes", env=cli_environment(nodes_db, tmp_path))
     assert code == 0, err
     assert "no node has registered" in out
+
+
+async def test_an_engine_resyncs_only_its_own_live_calls_and_those_no_node_claims(
+    nodes_db: str,
+) -> None:
+    async with (
+        Database(nodes_db, min_size=1, max_size=2, node="alpha") as alpha_db,
+        Database(nodes_db, min_size=1, max_size=2, node="beta") as beta_db,
+        Database(nodes_db, min_size=1, max_size=2) as tool_db,
+    ):
+        alpha, beta, tool = Store.over(alpha_db), Store.over(beta_db), Store.over(tool_db)
+        tenant = await new_tenant(alpha)
+        new = NewSession(tenant.id, "1001", "+14155550100")
+        mine, _ = await alpha.sessions.create(new)
+        theirs, _ = await beta.sessions.create(new)
+        unclaimed, _ = await tool.sessions.create(new)
+        assert {s.id for s in await alpha.sessions.live()} == {mine.id, unclaimed.id}
+        assert {s.id for s in await beta.sessions.live()} == {theirs.id, unclaimed.id}

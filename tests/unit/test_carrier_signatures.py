@@ -160,3 +160,9 @@ def test_our_rs256_jwt_verifies_with_the_public_key() -> None:
     ).decode()
     with pytest.raises(JwtProblem):
         rs256_claims(token, other_pem)
+
+
+def test_a_signature_with_characters_outside_ascii_is_refused_not_an_error() -> None:
+    assert not twilio_signature_valid(TOKEN, URL, PARAMS, "RSOYDt4T1cUTdK1PDd93/VVr8B8=é")
+    url = f"{URL}&bodySHA256=é"
+    assert not twilio_signature_valid(TOKEN, url, {}, "x", body=b"{}")

@@ -297,3 +297,39 @@ def test_a_consent_announcement_plays_before_the_recording_starts() -> None:
     # without a consent rule the recording starts at once, as before
     plain = decide(CallStatus.DIALING_CUSTOMER, Answered(Leg.CUSTOMER), record=True)
     assert isinstance(plain.steps[-1], StartRecording)
+
+
+@pytest.mark.parametrize(
+    ("media", "ok"),
+    [
+        ("sound:conf-now-recording", True),
+        ("sound:en/custom_consent", True),
+        ("sound:/var/spool/asterisk/recording/other-tenant", False),
+        ("recording:c2c-other-tenant", False),
+        ("sound:../../etc/passwd", False),
+    ],
+)
+def test_a_consent_announcement_is_a_sound_name_never_a_path_or_a_recording(
+    media: str, ok: bool
+) -> None:
+    from engine.app.compliance import rule_of
+    from engine.errors import InvalidInput
+
+    fields = {"rule_type": "consent_required", "name": "c", "params": {"announcement": media}}
+    if ok:
+        assert rule_of(fields).params["announcement"] == media
+    else:
+        with pytest.raises(InvalidInput, match=r"params\.announcement"):
+            rule_of(fields)
+
+
+def test_a_consent_announcement_that_could_not_play_leaves_the_call_unrecorded() -> None:
+    from engine.domain.call import CallStatus
+    from engine.domain.click_to_call import ConsentPlayed, Note, StartRecording, decide
+    from engine.domain.event_types import CallEventType
+
+    failed = decide(CallStatus.CONNECTED, ConsentPlayed("sound:x", failed=True), record=True)
+    assert not any(isinstance(s, StartRecording) for s in failed.steps)
+    assert [s.event_type for s in failed.steps if isinstance(s, Note)] == [
+        CallEventType.RECORDING_REFUSED
+    ]

@@ -337,7 +337,9 @@ class ClickToCall(Lifecycle):
         session_id = session_of_consent_playback(str(playback.get("id", "")))
         if session_id is None:
             return False
-        self.submit(session_id, ConsentPlayed(str(playback.get("media_uri") or "") or None))
+        media = str(playback.get("media_uri") or "") or None
+        failed = playback.get("state") == "failed"  # Asterisk could not play the sound
+        self.submit(session_id, ConsentPlayed(media, failed=failed))
         return True
 
     # -- facts --------------------------------------------------------------------------------
@@ -595,13 +597,14 @@ class ClickToCall(Lifecycle):
             case AnswerLeg():
                 # a leg the engine did not dial gets what a dialled one gets at its
                 # originate (the session's variables, then the hangup handler that reads
-                # them); gone already, its end is the call's next fact
+                # them). Gone already (the agent hung up while the call was being checked,
+                # before its channel was followed): AriNotFound fails the call here, so
+                # the customer is never dialled for nobody
                 channel = current_leg_channel(session, step.leg)
                 variables = {**leg_channel_variables(sid, step.leg), **self._leg_variables}
-                with contextlib.suppress(AriNotFound):
-                    for name, value in variables.items():
-                        await self._ari.set_channel_var(channel, name, value)
-                    await self._ari.answer(channel)
+                for name, value in variables.items():
+                    await self._ari.set_channel_var(channel, name, value)
+                await self._ari.answer(channel)
             case PlayRingback():
                 with contextlib.suppress(AriNotFound):
                     await self._ari.play(
