@@ -250,9 +250,15 @@ class BillingRepository:
     async def ended_session(
         self, tenant_id: uuid.UUID, session_id: uuid.UUID
     ) -> EndedSession | None:
+        """The ended session to charge, if this engine charges it: an engine (its connections
+        say ``ctc.node``) charges the calls its node created and those no node claims; the
+        event feed also tells it other nodes' ends, which their own engines charge. A tool
+        (no node) may charge any."""
         row = await self._db.fetchrow(
             f"SELECT {_ENDED_COLS} FROM click_to_call_session "
-            f"WHERE tenant_id = $1 AND id = $2 AND ended_at IS NOT NULL",
+            f"WHERE tenant_id = $1 AND id = $2 AND ended_at IS NOT NULL "
+            f"AND (node IS NULL OR coalesce(current_setting('ctc.node', true), '') "
+            f"IN ('', node))",
             tenant_id,
             session_id,
         )

@@ -222,3 +222,25 @@ async def test_export_over_the_api(api_engine: Engine) -> None:
         ("agent", "59", "60", "false"),
         ("agent", "61", "120", "true"),
     ]
+
+
+async def test_an_engine_charges_its_own_node_s_calls_not_another_node_s(
+    api_engine: Engine, unix_api: Api, migrated_db: str
+) -> None:
+    """Every engine hears every call's end (the event feed); the node that owns a call
+    charges it, a tool (no node) may charge any."""
+    from engine.app.billing import BillingService
+    from engine.store.database import Database
+    from engine.store.repositories import Store
+
+    tenant = await new_tenant(api_engine.store)
+    assert (await import_csv(unix_api, tenant.slug, ANY_60_EUR))[0] == 201
+    end = T0 + timedelta(seconds=30)
+    sid = await seed_session(api_engine, tenant, connected=T0 + timedelta(seconds=10), ended=end)
+    await api_engine.store.db.execute(
+        "UPDATE click_to_call_session SET node = 'elsewhere' WHERE id = $1", sid
+    )
+    assert await api_engine.use_cases.billing.charge_session(tenant.id, sid) == []
+    async with Database(migrated_db, min_size=1, max_size=1) as tool_db:
+        lines = await BillingService(Store.over(tool_db)).charge_session(tenant.id, sid)
+    assert len(lines) == 2
