@@ -142,13 +142,18 @@ async def recipes_tenant(ivr_engine: Engine) -> AsyncIterator[Engine]:
     tenant = await ivr_engine.store.tenants.update("default", allow_cidrs=("127.0.0.1/32",))
     for name, members in RULES.items():
         await ivr_engine.store.db.execute(
-            "INSERT INTO call_routing_rule (tenant_id, name, match_type, match_value, strategy, "
-            "members, ring_timeout_s) VALUES ($1, $2, 'skill', $2, 'ring_group_simultaneous', "
-            "$3::text::jsonb, 20) ON CONFLICT (tenant_id, name) DO UPDATE SET "
-            "strategy = EXCLUDED.strategy, members = EXCLUDED.members, is_active = true",
+            # a rule's conditions are checked on the transfer: these hold for every walk
+            # (the number the recipes' callers dial)
+            "INSERT INTO call_routing_rule (tenant_id, name, match_type, conditions, strategy, "
+            "members, ring_timeout_s) VALUES ($1, $2, 'conditions', $4::text::jsonb, "
+            "'ring_group_simultaneous', $3::text::jsonb, 20) ON CONFLICT (tenant_id, name) DO "
+            "UPDATE SET strategy = EXCLUDED.strategy, members = EXCLUDED.members, "
+            "match_type = EXCLUDED.match_type, match_value = NULL, "
+            "conditions = EXCLUDED.conditions, is_active = true",
             tenant.id,
             name,
             json.dumps(members),
+            json.dumps({"dialed_number": [DIALLED]}),
         )
     try:
         yield ivr_engine
