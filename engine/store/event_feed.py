@@ -17,8 +17,10 @@ jump after a crash). One session's events keep their order: its owner writes the
 transaction after another, so an event is committed before the next one is inserted.
 
 Rows this engine wrote (``node`` = this node) are read, to move the cursor, but not
-published again. A notification from this engine itself does not trigger a read (the timer
-covers its rows), so a lone engine costs one small read per interval.
+published again. A notification from this engine itself does not trigger a read. A lone
+engine (no other node beating in ``engine_node``, its listening connection up) does not
+read at all on its timer: it moves its cursor to the newest id (one index lookup), since
+any other writer's rows (a tool's) come with a notification that wakes a real read.
 
 Failure policy: a failed read or a lost listening connection is logged and retried; the
 feed never stops the engine. Events committed before the feed started are not replayed
@@ -102,17 +104,20 @@ class CallEventFeed(Lifecycle):
         node: str,
         poll_interval: float = 1.0,
         gap_timeout: float = 10.0,
+        stale_after: float = 30.0,
     ) -> None:
         self._db = db
         self._bus = bus
         self._node = node
         self._poll_interval = poll_interval
+        self._stale_after = stale_after  # a node beating within this is another engine
         self._gap_timeout = gap_timeout
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._cursor: FeedCursor | None = None
         self.published = 0  # events of other nodes published, for tests and logs
+        self.reads = 0  # reads of call_event rows (not the lone node's skips), for tests
 
     async def _open(self) -> None:
         start = await self._db.fetchval("SELECT coalesce(max(id), 0) FROM call_event")
@@ -131,15 +136,48 @@ class CallEventFeed(Lifecycle):
         while True:
             if self._listener is None or self._listener.is_closed():
                 await self._listen()
+            woken = False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval):
-                    await self._wake.wait()
+                    woken = await self._wake.wait()
             self._wake.clear()
             try:
+                if not woken and await self._alone():
+                    await self.skip_own()
+                    continue
                 while await self.read_once() == _BATCH:
                     pass
             except Exception as exc:  # PostgreSQL away: the next wake-up or tick retries
                 log.warning("event_feed.read_failed", error=describe(exc))
+
+    @property
+    def position(self) -> int:
+        """The highest call_event id seen (0 before the feed started)."""
+        return 0 if self._cursor is None else self._cursor.after
+
+    async def _alone(self) -> bool:
+        """Whether a tick may skip reading: no other node beats and notifications arrive
+        (another writer's rows, a tool's included, wake the feed through them)."""
+        if self._listener is None or self._listener.is_closed():
+            return False
+        others: bool = await self._db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM engine_node WHERE name <> $1 AND stopped_at IS NULL "
+            "AND heartbeat_at > now() - make_interval(secs => $2))",
+            self._node,
+            self._stale_after,
+        )
+        return not others
+
+    async def skip_own(self) -> None:
+        """Move the cursor past what is committed without reading it: every row there is
+        this engine's (a lone node's timer tick), so decoding them would be wasted work."""
+        self.require_open("skip")
+        cursor = self._cursor
+        if cursor is None:
+            raise ClosedResourceError("CallEventFeed has no cursor: it did not start")
+        newest = int(await self._db.fetchval("SELECT coalesce(max(id), 0) FROM call_event"))
+        cursor.after = max(cursor.after, newest)
+        cursor.gaps.clear()
 
     async def read_once(self) -> int:
         """Read what was committed since the last read; publish other nodes' events.
@@ -149,6 +187,7 @@ class CallEventFeed(Lifecycle):
         if cursor is None:  # set by _open before anything can read
             raise ClosedResourceError("CallEventFeed has no cursor: it did not start")
         rows = await self._db.fetch(_READ, cursor.after, list(cursor.gaps), _BATCH)
+        self.reads += 1
         by_id = {row["id"]: row for row in rows}
         for event_id in cursor.fresh(by_id, time.monotonic()):
             row = by_id[event_id]

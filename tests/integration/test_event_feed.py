@@ -7,6 +7,7 @@ import contextlib
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -24,12 +25,13 @@ from engine.domain.event_types import CallEventType
 from engine.events import EventBus
 from engine.store.database import Database
 from engine.store.event_feed import CallEventFeed
-from engine.store.records import NewSession
+from engine.store.records import NewSession, NodeBeat
 from engine.store.repositories import Store
 from tests.support.calls import move_call, place_call
 from tests.support.http import socket_api
 from tests.support.sse import open_stream
 from tests.support.tenants import new_tenant
+from tests.support.waiting import eventually
 
 
 @contextlib.asynccontextmanager
@@ -103,8 +105,13 @@ async def test_a_missed_notification_only_delays_the_timer_reads_the_table(
         Database(migrated_db, min_size=1, max_size=2, node="epsilon") as db,
         EventBus() as bus,
     ):
-        tenant = await new_tenant(Store.over(db))
+        store = Store.over(db)
+        tenant = await new_tenant(store)
         subscription = bus.subscribe(tenant_id=tenant.id)
+        # another node beats: the timer reads the table (a lone node would only skip)
+        await store.nodes.beat(
+            NodeBeat("zeta", "0.1.0", "host-z", 1, datetime.now(UTC), None, "up")
+        )
         async with CallEventFeed(db, bus, node="epsilon", poll_interval=0.2):
             # written by a tool with no node and the trigger disabled: no NOTIFY at all
             conn = await asyncpg.connect(migrated_db)
@@ -131,3 +138,28 @@ async def test_a_missed_notification_only_delays_the_timer_reads_the_table(
             assert event is not None
             assert event.session_id == session_id
         subscription.close()
+
+
+async def test_a_lone_node_s_timer_moves_its_cursor_without_reading_its_own_rows(
+    migrated_db: str,
+) -> None:
+    async with (
+        Database(migrated_db, min_size=1, max_size=2, node="solo") as db,
+        EventBus() as bus,
+    ):
+        store = Store.over(db)
+        await store.nodes.beat(  # the only node beating under this name set
+            NodeBeat("solo", "0.1.0", "host-s", 1, datetime.now(UTC), None, "up")
+        )
+        await db.execute(  # other tests' nodes are not alive for this one
+            "UPDATE engine_node SET stopped_at = now() WHERE name <> 'solo'"
+        )
+        tenant = await new_tenant(store)
+        async with CallEventFeed(db, bus, node="solo", poll_interval=0.05) as feed:
+            await store.sessions.create(NewSession(tenant.id, "1001", "+14155550100"))
+            newest = await db.fetchval("SELECT max(id) FROM call_event")
+            await eventually(
+                lambda: feed.position >= newest or None, what="the cursor past this node's rows"
+            )
+            assert feed.reads == 0
+            assert feed.published == 0
