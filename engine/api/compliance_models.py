@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 __all__ = [
     "ActiveIn",
@@ -39,6 +39,21 @@ __all__ = [
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Number = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=40)]
 ListName = Literal["dnc", "blocklist", "allowlist", "vip"]
+
+
+# A wall-clock time in the callee's zone: no UTC offset. JSON Schema's "time" format is
+# RFC 3339's full-time, which needs an offset ("15:49:24" is not one), so the schema says
+# what the API sends and takes instead.
+LocalTime = Annotated[
+    time,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?$",
+            "description": "HH:MM[:SS], local time without an offset",
+        }
+    ),
+]
 
 
 class _In(BaseModel):
@@ -104,8 +119,8 @@ class ComplianceRuleIn(_In):
     timezone: Annotated[str, StringConstraints(max_length=64)] | None = Field(
         default=None, description="IANA zone; none: the callee number's own zone(s)"
     )
-    allowed_start: time | None = None
-    allowed_end: time | None = None
+    allowed_start: LocalTime | None = None
+    allowed_end: LocalTime | None = None
     allowed_days: list[Annotated[int, Field(ge=1, le=7)]] | None = Field(
         default=None, min_length=1, max_length=7, description="ISO weekdays, 1 = Monday"
     )
@@ -127,8 +142,8 @@ class ComplianceRuleOut(_Out):
     action: str
     country_code: str | None
     timezone: str | None
-    allowed_start: time | None
-    allowed_end: time | None
+    allowed_start: LocalTime | None
+    allowed_end: LocalTime | None
     allowed_days: list[int] | None
     max_attempts_per_day: int | None
     params: dict[str, Any]
