@@ -201,11 +201,16 @@ class CallEventFeed(Lifecycle):
         await self._unlisten()
         try:
             conn = await asyncpg.connect(self._db.url, timeout=5)
-            await conn.add_listener(CHANNEL, self._notified)
         except Exception as exc:  # polled meanwhile; tried again at the next tick
             log.warning("event_feed.listen_failed", error=describe(exc))
             return
+        # held before the next await: a close cancelling this task then closes it too
         self._listener = conn
+        try:
+            await conn.add_listener(CHANNEL, self._notified)
+        except Exception as exc:
+            log.warning("event_feed.listen_failed", error=describe(exc))
+            await self._unlisten()
 
     async def _unlisten(self) -> None:
         conn, self._listener = self._listener, None
