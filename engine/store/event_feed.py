@@ -171,10 +171,7 @@ class CallEventFeed(Lifecycle):
     async def skip_own(self) -> None:
         """Move the cursor past what is committed without reading it: every row there is
         this engine's (a lone node's timer tick), so decoding them would be wasted work."""
-        self.require_open("skip")
-        cursor = self._cursor
-        if cursor is None:
-            raise ClosedResourceError("CallEventFeed has no cursor: it did not start")
+        cursor = self._open_cursor("skip")
         newest = int(await self._db.fetchval("SELECT coalesce(max(id), 0) FROM call_event"))
         cursor.after = max(cursor.after, newest)
         cursor.gaps.clear()
@@ -182,10 +179,7 @@ class CallEventFeed(Lifecycle):
     async def read_once(self) -> int:
         """Read what was committed since the last read; publish other nodes' events.
         Returns the number of rows read."""
-        self.require_open("read")
-        cursor = self._cursor
-        if cursor is None:  # set by _open before anything can read
-            raise ClosedResourceError("CallEventFeed has no cursor: it did not start")
+        cursor = self._open_cursor("read")
         rows = await self._db.fetch(_READ, cursor.after, list(cursor.gaps), _BATCH)
         self.reads += 1
         by_id = {row["id"]: row for row in rows}
@@ -196,6 +190,13 @@ class CallEventFeed(Lifecycle):
             self._bus.publish(CallEvent(**{name: row[name] for name in EVENT_COLUMNS}))
             self.published += 1
         return len(rows)
+
+    def _open_cursor(self, action: str) -> FeedCursor:
+        """The cursor of an open feed (``_open`` sets it before anything can read)."""
+        self.require_open(action)
+        if self._cursor is None:
+            raise ClosedResourceError("CallEventFeed has no cursor: it did not start")
+        return self._cursor
 
     async def _listen(self) -> None:
         await self._unlisten()
