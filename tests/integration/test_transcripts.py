@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -31,9 +30,9 @@ from engine.config.settings import (
 )
 from engine.daemon import Engine
 from engine.devtools.databases import create_database, drop_database
-from engine.devtools.rtp_audio import silence_pcm, speech_pcm, write_wav_pcm
+from engine.devtools.rtp_audio import silence_pcm, write_wav_pcm
 from engine.domain.event_types import CallEventType
-from engine.domain.transcripts import Transcript, Word, word_error_rate
+from engine.domain.transcripts import Transcript, Word
 from engine.errors import TranscriptionError
 from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migrate
@@ -262,21 +261,6 @@ def test_the_whisper_backend_follows_faster_whispers_contract(tmp_path: Path) ->
     asked = made[0].asked[0]
     assert asked["language"] == "en"
     assert asked["word_timestamps"] is True
-
-
-def test_the_whisper_backend_with_a_real_model(tmp_path: Path) -> None:
-    """Opt-in (no model ships with the project, none can be downloaded here): set
-    ``CTC_WHISPER_MODEL`` to a faster-whisper model directory, with faster-whisper
-    installed (``pip install -e '.[whisper]'``)."""
-    model = os.environ.get("CTC_WHISPER_MODEL")
-    if not model:
-        pytest.skip("CTC_WHISPER_MODEL names no faster-whisper model directory")
-    pytest.importorskip("faster_whisper")
-    sentence = "please call me back tomorrow morning about my order"
-    wav = write_wav_pcm(tmp_path / "speech.wav", speech_pcm(sentence))
-    transcript = WhisperTranscriber(Path(model)).transcribe(wav)
-    assert word_error_rate(sentence, transcript.text) <= 0.25, transcript.text
-    assert transcript.words[0].start_ms < transcript.words[-1].end_ms <= transcript.audio_ms + 100
 
 
 def test_the_whisper_backend_without_its_library_or_model_says_so(tmp_path: Path) -> None:
