@@ -16,9 +16,18 @@ from engine.domain.providers import ProviderType
 from engine.errors import ConfigError, InvalidInput, WebhookRejected
 from engine.providers.base import WebhookRequest
 
-__all__ = ["TokenGate", "WebhookAddress", "field", "optional_field"]
+__all__ = ["TokenGate", "WebhookAddress", "field", "optional_field", "required"]
 
 WEBHOOK_PATH = "/api/v1/webhooks/voip/{provider_type}/{provider_id}"
+
+
+def required(section: str, values: Mapping[str, Any], name: str) -> str:
+    """A provider row's ``values[name]`` (``section`` is ``config`` or ``credentials``) as
+    text; ConfigError naming ``section.name`` when it is missing or empty."""
+    value = values.get(name)
+    if not value:
+        raise ConfigError("is required", field=f"{section}.{name}")
+    return str(value)
 
 
 class WebhookAddress:

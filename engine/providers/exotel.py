@@ -34,7 +34,7 @@ from engine.providers.base import (
     PlacedCall,
     WebhookRequest,
 )
-from engine.providers.common import TokenGate, WebhookAddress, field, optional_field
+from engine.providers.common import TokenGate, WebhookAddress, field, optional_field, required
 from engine.providers.http import CarrierHttp, HttpSettings
 
 __all__ = ["ExotelAdapter"]
@@ -59,15 +59,11 @@ class ExotelAdapter:
         token: str | None,
         http: CarrierHttp | None = None,
     ) -> None:
-        account = config.get("account_sid")
-        if not account:
-            raise ConfigError("is required", field="config.account_sid")
-        for name in ("api_key", "api_token"):
-            if not credentials.get(name):
-                raise ConfigError("is required", field=f"credentials.{name}")
-        self._account = str(account)
+        self._account = required("config", config, "account_sid")
+        api_key = required("credentials", credentials, "api_key")
+        api_token = required("credentials", credentials, "api_token")
         self._caller_id = config.get("caller_id")
-        basic = f"{credentials['api_key']}:{credentials['api_token']}".encode()
+        basic = f"{api_key}:{api_token}".encode()
         self._auth = {"Authorization": f"Basic {base64.b64encode(basic).decode()}"}
         self._gate = TokenGate(self.provider_type, token, config)
         self._address = WebhookAddress(self.provider_type, provider_id, config)

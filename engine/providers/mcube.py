@@ -26,7 +26,7 @@ from typing import Any
 
 from engine.domain.carriers import CarrierFact
 from engine.domain.providers import ProviderType
-from engine.errors import CarrierRefused, CarrierUnsupported, ConfigError
+from engine.errors import CarrierRefused, CarrierUnsupported
 from engine.providers.base import (
     CallRef,
     CarrierCallState,
@@ -34,7 +34,7 @@ from engine.providers.base import (
     PlacedCall,
     WebhookRequest,
 )
-from engine.providers.common import TokenGate, WebhookAddress, field
+from engine.providers.common import TokenGate, WebhookAddress, field, required
 from engine.providers.http import CarrierHttp, HttpSettings
 
 __all__ = ["McubeAdapter"]
@@ -54,10 +54,7 @@ class McubeAdapter:
         token: str | None,
         http: CarrierHttp | None = None,
     ) -> None:
-        key = credentials.get("apikey")
-        if not key:
-            raise ConfigError("is required", field="credentials.apikey")
-        self._key = key
+        self._key = required("credentials", credentials, "apikey")
         self._gate = TokenGate(self.provider_type, token, config)
         self._address = WebhookAddress(self.provider_type, provider_id, config)
         self._http = http or CarrierHttp(

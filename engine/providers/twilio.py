@@ -32,7 +32,7 @@ from engine.providers.base import (
     PlacedCall,
     WebhookRequest,
 )
-from engine.providers.common import WebhookAddress, field, optional_field, sequence_int
+from engine.providers.common import WebhookAddress, field, optional_field, required, sequence_int
 from engine.providers.http import CarrierHttp, HttpSettings
 from engine.providers.signatures import twilio_signature_valid
 
@@ -56,9 +56,7 @@ class TwilioAdapter:
         account = config.get("account_sid") or credentials.get("account_sid")
         if not account:
             raise ConfigError("is required", field="config.account_sid")
-        token = credentials.get("auth_token")
-        if not token:
-            raise ConfigError("is required", field="credentials.auth_token")
+        token = required("credentials", credentials, "auth_token")
         self._account = str(account)
         self._token = token
         self._address = WebhookAddress(self.provider_type, provider_id, config)

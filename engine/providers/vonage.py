@@ -23,7 +23,7 @@ from typing import Any
 from engine.domain.carriers import CarrierFact
 from engine.domain.click_to_call import Leg
 from engine.domain.providers import ProviderType
-from engine.errors import ConfigError, InvalidInput, WebhookRejected
+from engine.errors import InvalidInput, WebhookRejected
 from engine.providers.base import (
     CallRef,
     CarrierCallState,
@@ -32,7 +32,7 @@ from engine.providers.base import (
     PlacedCall,
     WebhookRequest,
 )
-from engine.providers.common import WebhookAddress, field
+from engine.providers.common import WebhookAddress, field, required
 from engine.providers.http import CarrierHttp, HttpSettings
 from engine.providers.signatures import JwtProblem, rs256_jwt, verify_hs256_jwt
 
@@ -54,14 +54,8 @@ class VonageAdapter:
         signature_secret: str | None,
         http: CarrierHttp | None = None,
     ) -> None:
-        app = config.get("application_id")
-        if not app:
-            raise ConfigError("is required", field="config.application_id")
-        key = credentials.get("private_key")
-        if not key:
-            raise ConfigError("is required", field="credentials.private_key")
-        self._app = str(app)
-        self._key = key
+        self._app = required("config", config, "application_id")
+        self._key = required("credentials", credentials, "private_key")
         self._secret = signature_secret
         self._max_age = float(config.get("webhook_max_age_s", 300))
         self._address = WebhookAddress(self.provider_type, provider_id, config)
