@@ -16,6 +16,7 @@ non-zero; the API maps each class to a stable error code and HTTP status (503
     │   ├── IllegalTransition       a call status change the state machine forbids
     │   ├── CallRejected            compliance refused a call (stored rejected, never dialled)
     │   └── InvalidInput            a value (phone number, field) is not acceptable
+    │       └── InvalidInputs       several of them in one request, in document order
     ├── StoreError                  PostgreSQL-side failure
     │   ├── DatabaseUnavailable     cannot reach the database
     │   ├── MigrationError          a migration could not be applied
@@ -77,6 +78,7 @@ __all__ = [
     "FeatureUnavailable",
     "IllegalTransition",
     "InvalidInput",
+    "InvalidInputs",
     "MigrationChecksumMismatch",
     "MigrationError",
     "NotFound",
@@ -152,6 +154,19 @@ class InvalidInput(DomainError):
         self.field = field
         self.reason = message
         super().__init__(f"{field}: {message}")
+
+
+class InvalidInputs(InvalidInput):
+    """Several values of one request are not acceptable (:attr:`problems`, in document
+    order). Its own field and reason are the first problem's, so whatever reports a single
+    InvalidInput reports the first; the API lists them all."""
+
+    def __init__(self, problems: Sequence[InvalidInput]) -> None:
+        if not problems:
+            raise ValueError("InvalidInputs needs at least one problem")
+        super().__init__(problems[0].field, problems[0].reason)
+        self.problems = list(problems)
+        self.args = ("\n".join(str(p) for p in self.problems),)
 
 
 class CallRejected(DomainError):

@@ -55,6 +55,7 @@ from engine.errors import (
     FeatureUnavailable,
     IllegalTransition,
     InvalidInput,
+    InvalidInputs,
     NotFound,
     SecretsError,
 )
@@ -84,6 +85,9 @@ def _translate(exc: BaseException) -> web.Response:
     match exc:
         case BadRequest():
             return _error(exc.status, exc.code, exc.message, exc.details, exc.headers)
+        case InvalidInputs():
+            details = [{"field": p.field, "message": p.reason} for p in exc.problems]
+            return _error(422, "validation_error", str(exc.problems[0]), details)
         case InvalidInput():
             details = [{"field": exc.field, "message": exc.reason}]
             return _error(422, "validation_error", str(exc), details)

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from engine.domain.ivr import IvrMenu
-from engine.errors import ConfigError, InvalidInput
+from engine.errors import ConfigError, ConfigErrors, InvalidInput, InvalidInputs
 from engine.ivr_yaml import dump_menus, load_menus
 from engine.store.records import StoredIvrMenu, Tenant
 from engine.store.repositories import Store
@@ -83,8 +83,9 @@ class IvrMenuService:
         self, tenant: Tenant, name: str, json_text: str, data: Mapping[str, Any]
     ) -> tuple[StoredIvrMenu, bool]:
         """Validate menu ``name`` given as a JSON object (its text and its decoded value)
-        and create or replace it; return it and whether it is new. Every problem is
-        InvalidInput naming the field in the body (``name`` for the menu's own name)."""
+        and create or replace it; return it and whether it is new. A problem is
+        InvalidInput naming the field in the body (``name`` for the menu's own name);
+        several are InvalidInputs, every one in document order."""
         repo = self._store.ivr
         stored = await repo.all(tenant.id)
         others = menu_entries({n: m for n, m in stored.items() if n != name})
@@ -105,6 +106,10 @@ class IvrMenuService:
                 # JSON that YAML cannot read as text: its decoded value, re-encoded
                 menus = load_menus(document(json.dumps(data)), file="body")
             saved = await repo.save(tenant.id, {name: menus[name]})
+        except ConfigErrors as exc:
+            raise InvalidInputs(
+                [InvalidInput(_body_field(name, e.field), e.reason) for e in exc.errors]
+            ) from None
         except ConfigError as exc:
             raise InvalidInput(_body_field(name, exc.field), exc.reason) from None
         except InvalidInput as exc:

@@ -302,6 +302,25 @@ async def test_api_put_rejects_bad_menus_naming_the_field(
     assert body["items"] == []
 
 
+async def test_api_put_reports_every_problem_of_a_menu_in_document_order(
+    api_engine: Engine, unix_api: Api
+) -> None:
+    t = (await new_tenant(api_engine.store)).slug
+    body = {
+        "greeting": "hello-world",
+        "timeout_s": "soon",
+        "options": {"1": {"action": "hangup", "colour": "red"}, "2": {"action": "dance"}},
+    }
+    status, err, _ = await unix_api.call("PUT", f"{IVR}/m", json=body, headers=tenant_headers(t))
+    assert status == 422, err
+    fields = [d["field"] for d in err["error"]["details"]]
+    assert len(fields) >= 3, err
+    assert fields[0] == "timeout_s", err
+    assert "options.1.colour" in fields, err
+    assert "options.2.action" in fields, err
+    assert err["error"]["message"].startswith("timeout_s: "), err
+
+
 async def test_api_put_rejects_duplicate_digits_and_non_json(
     api_engine: Engine, unix_api: Api
 ) -> None:
