@@ -8,7 +8,6 @@ health report says what is up. Stop order is the reverse, each step bounded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from engine.config.settings import Settings, exposure_warnings
 from engine.errors import CtcError
 from engine.events import EventBus
 from engine.health import HealthReport
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.loop_watch import LoopWatch, settle_heap
 from engine.metrics import Metrics
 from engine.node_heartbeat import NodeHeartbeat
@@ -290,11 +289,7 @@ class Engine(Lifecycle):
     async def _close(self) -> None:
         """Stop in reverse order of start; each component's close is bounded and a no-op
         for one that never started."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_tasks(*self._tasks)
         await self.loop_watch.close()
         await self.api.close()  # ends open event streams
         if self.agi is not None:

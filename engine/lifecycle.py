@@ -19,17 +19,26 @@ Failure policy: if ``_open()`` raises, ``_close()`` runs (it must cope with a ha
 component) and the component ends ``closed``; the error propagates. ``_close()`` must be
 bounded (each component states its own bound) and must not raise on a cancelled caller
 half-way: cleanup that has to finish is shielded by the component itself.
+
+Most components own background tasks; their ``_close`` ends them with :func:`cancel_tasks`,
+the one place that knows how: cancel all, wait for all, swallow the tasks' own
+``CancelledError`` but never the caller's, and log (not raise) a task that had failed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-from engine.errors import ClosedResourceError
+import structlog
 
-__all__ = ["Lifecycle", "LifecycleState"]
+from engine.errors import ClosedResourceError, describe
+
+__all__ = ["Lifecycle", "LifecycleState", "cancel_tasks"]
+
+log = structlog.get_logger(__name__)
 
 
 class LifecycleState(enum.Enum):
@@ -102,3 +111,22 @@ class Lifecycle:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def cancel_tasks(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel ``tasks`` (None entries are skipped) and wait until every one has finished.
+
+    A task's own cancellation is what was asked for and is swallowed; a task that had
+    already failed is logged (``task.failed``) rather than raised, so one dead task does not
+    stop its owner's close. If the caller itself is cancelled while waiting, that
+    cancellation propagates (the tasks were cancelled already).
+    """
+    live = [task for task in tasks if task is not None]
+    for task in live:
+        task.cancel()
+    if not live:
+        return
+    await asyncio.wait(live)  # the caller's cancellation raises here, at once
+    for task in live:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("task.failed", task=task.get_name(), error=describe(error))

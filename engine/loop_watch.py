@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.metrics import Metrics
 
 __all__ = ["LoopWatch", "settle_heap"]
@@ -80,10 +80,7 @@ class LoopWatch(Lifecycle):
         with contextlib.suppress(ValueError):
             gc.callbacks.remove(self._on_gc)
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_tasks(task)
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()

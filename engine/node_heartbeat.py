@@ -18,7 +18,6 @@ seconds; a mark that cannot be written leaves the row to go stale.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 from datetime import UTC, datetime
@@ -31,7 +30,7 @@ from engine.config.settings import NodeSettings
 from engine.domain.nodes import name_taken, node_state
 from engine.errors import describe
 from engine.health import HealthReport
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.store.nodes import NodeRepository
 from engine.store.records import NodeBeat
 
@@ -78,10 +77,7 @@ class NodeHeartbeat(Lifecycle):
 
     async def _close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_tasks(task)
         if not self._holding:
             return
         try:

@@ -33,7 +33,7 @@ from engine.domain.rating import (
 )
 from engine.errors import ConfigError, CtcError, InvalidInput
 from engine.events import EventBus
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.rate_cards import parse_rates
 from engine.store.billing import BillingLine, EndedSession, LinesWritten
 from engine.store.records import CallEvent, Tenant
@@ -310,9 +310,6 @@ class BillingRecorder(Lifecycle):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._queue.join(), self._close_grace)
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_tasks(task)
         if not self._queue.empty():
             log.error("billing.closed_with_queue", sessions=self._queue.qsize())

@@ -40,7 +40,7 @@ import structlog
 
 from engine.errors import ClosedResourceError, describe
 from engine.events import EventBus
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.store.database import Database
 from engine.store.records import EVENT_COLUMNS, CallEvent
 
@@ -126,10 +126,7 @@ class CallEventFeed(Lifecycle):
 
     async def _close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_tasks(task)
         await self._unlisten()
 
     async def _run(self) -> None:

@@ -73,7 +73,7 @@ from engine.domain.values import evolve
 from engine.errors import ClosedResourceError, DatabaseUnavailable, NotFound
 from engine.events import EventBus
 from engine.health import HealthReport
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.store.database import Database
 from engine.store.records import (
     EVENT_COLUMNS,
@@ -450,10 +450,7 @@ class CallJournal(Lifecycle):
                     await asyncio.wait_for(asyncio.shield(self._flushed()), self._close_grace)
         finally:
             task, self._task = self._task, None
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_tasks(task)
             if self._backlog:
                 log.error("journal.closed_with_backlog", rows=self._backlog)
             self._fail_waiters(ClosedResourceError("CallJournal is closed"))

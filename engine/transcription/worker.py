@@ -34,7 +34,7 @@ from engine.domain.event_types import CallEventType
 from engine.domain.transcripts import Transcript, retry_delay
 from engine.errors import CtcError, TranscriptionError
 from engine.health import HealthReport
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.store.records import TranscriptJob
 from engine.store.repositories import Store
 
@@ -102,11 +102,7 @@ class TranscriptWorker(Lifecycle):
             )
 
     async def _close(self) -> None:
-        for task in self._runners:
-            task.cancel()
-        for task in self._runners:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_tasks(*self._runners)
         self._runners.clear()
         if self._executor is not None and self._given_executor is None:
             self._end_pool(self._executor)

@@ -110,7 +110,10 @@ def _fuzz(base: str, token: str, seed: int) -> FuzzReport:
     report = FuzzReport()
     for event in from_schema(schema).execute():
         if isinstance(event, events.NonFatalError):
-            report.errors.append(f"{event.label}: {event.info.format()[:3000]}")
+            # the cause is at the end of a long traceback: keep both ends
+            text = event.info.format()
+            text = text if len(text) <= 4000 else f"{text[:1000]}\n…\n{text[-3000:]}"
+            report.errors.append(f"{event.label}: {text}")
         elif isinstance(event, events.FatalError):
             report.errors.append(repr(event)[:1000])
         if not isinstance(event, events.ScenarioFinished):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+import structlog
 
 from engine.errors import ClosedResourceError
-from engine.lifecycle import Lifecycle, LifecycleState
+from engine.lifecycle import Lifecycle, LifecycleState, cancel_tasks
 
 
 class Component(Lifecycle):
@@ -79,3 +82,55 @@ async def test_require_open_names_the_component_and_what_to_do() -> None:
     await component.close()
     with pytest.raises(ClosedResourceError, match="cannot be dialed: it was closed"):
         component.require_open("dialed")
+
+
+async def test_cancel_tasks_ends_every_task_and_skips_none() -> None:
+    started = asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    tasks = [asyncio.create_task(forever()) for _ in range(3)]
+    await started.wait()
+    await cancel_tasks(tasks[0], None, *tasks[1:])
+    assert all(t.cancelled() for t in tasks)
+
+
+async def test_cancel_tasks_logs_a_task_that_had_failed_instead_of_raising() -> None:
+    async def broken() -> None:
+        raise OSError("socket gone")
+
+    task = asyncio.create_task(broken(), name="pruner")
+    await asyncio.wait({task})
+    with structlog.testing.capture_logs() as logs:
+        await cancel_tasks(task)
+    assert logs == [
+        {
+            "event": "task.failed",
+            "task": "pruner",
+            "error": "OSError: socket gone",
+            "log_level": "error",
+        }
+    ]
+
+
+async def test_cancel_tasks_does_not_swallow_the_callers_own_cancellation() -> None:
+    release = asyncio.Event()
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await release.wait()  # cleanup that takes a while
+
+    inner = asyncio.create_task(slow_to_stop())
+    await asyncio.sleep(0)
+    closer = asyncio.create_task(cancel_tasks(inner))
+    await asyncio.sleep(0)
+    closer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closer  # at once: the task's slow cleanup goes on without its caller
+    assert not inner.done()
+    release.set()
+    await asyncio.wait({inner})

@@ -38,7 +38,7 @@ from engine.asterisk.naming import AgentStasisArgs, parse_agent_stasis_args
 from engine.config.settings import CallSettings
 from engine.domain.call import CallStatus
 from engine.errors import AriError, CtcError
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_tasks
 
 __all__ = ["FAILED", "REJECTED", "STATUS_VARIABLE", "AgentDoor", "endpoint_of_channel"]
 
@@ -138,8 +138,4 @@ class AgentDoor(Lifecycle):
                 await self._ari.hangup(channel_id)
 
     async def _close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_tasks(*self._tasks)

@@ -46,7 +46,7 @@ from engine.config.settings import QualitySettings
 from engine.domain.event_types import CallEventType
 from engine.domain.quality import LegFigures, leg_mos
 from engine.errors import AriError, CtcError
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.store.records import QualityMetric
 from engine.store.repositories import Store
 
@@ -134,13 +134,8 @@ class QualityMonitor(Lifecycle):
             self._sampler = asyncio.create_task(self._sample_forever(), name="quality-sampler")
 
     async def _close(self) -> None:
-        tasks = [*self._tasks, *([self._sampler] if self._sampler else [])]
-        self._sampler = None
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        sampler, self._sampler = self._sampler, None
+        await cancel_tasks(*self._tasks, sampler)
 
     @property
     def followed(self) -> int:

@@ -90,7 +90,7 @@ from engine.domain.transfer import (
     route_channel,
 )
 from engine.errors import AriError, CtcError, IllegalTransition
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.metrics import Metrics
 from engine.store.records import RecordingPolicy, StoredSession, StoredTransfer
 from engine.store.repositories import Store
@@ -198,12 +198,7 @@ class ClickToCall(Lifecycle):
         for timer in self._recording_watch.values():
             timer.cancel()
         self._recording_watch.clear()
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_tasks(*self._tasks)
 
     def subscribe(self, router: AriEventRouter) -> None:
         """Take, from ``router``, the events of click-to-calls: a leg or a transfer target

@@ -81,7 +81,7 @@ from engine.domain.ivr import (
 from engine.domain.routing import Attempt, attempt_outcome
 from engine.domain.transfer import TransferState, state_for_unanswered
 from engine.errors import AriError, CtcError, InvalidInput
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.metrics import Metrics
 from engine.store.records import StoredTransfer
 from engine.store.repositories import Store
@@ -183,11 +183,7 @@ class AriIvr(Lifecycle):
         return True
 
     async def _close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_tasks(*self._tasks)
 
 
 # The events of an IVR call's channels (the caller's and its transfer targets') besides

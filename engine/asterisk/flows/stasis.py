@@ -17,7 +17,6 @@ hangup handler keeps for ended calls are deleted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from typing import Any
 
@@ -37,7 +36,7 @@ from engine.asterisk.links.ari_router import AriEventRouter
 from engine.config.settings import CallSettings, QualitySettings
 from engine.errors import CtcError
 from engine.health import HealthReport
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.metrics import Metrics
 from engine.store.repositories import Store
 
@@ -129,13 +128,9 @@ class StasisApp(Lifecycle):
 
     async def _close(self) -> None:
         await self.link.close()  # no new events, no resync running
-        tasks = [t for t in (self._dispatcher, self._sweeper) if t is not None]
+        tasks = (self._dispatcher, self._sweeper)
         self._dispatcher = self._sweeper = None
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_tasks(*tasks)
         # nothing routes to the flows any more: their calls in progress are cancelled
         if self.ivr is not None:
             await self.ivr.close()

@@ -60,7 +60,7 @@ import structlog
 from engine.config.settings import AmiSettings
 from engine.errors import AmiError, ClosedResourceError, describe
 from engine.health import HealthReport, State
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_tasks
 
 __all__ = [
     "AmiEvent",
@@ -337,9 +337,7 @@ class AmiLink(Lifecycle):
                 {waiter, self._task}, timeout=within, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
+            await cancel_tasks(waiter)
         if self.connected.is_set():
             return
         if self._last_exc is not None:

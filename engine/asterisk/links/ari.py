@@ -34,7 +34,7 @@ import structlog
 from engine import json_text
 from engine.errors import AriError, describe
 from engine.health import HealthReport
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_tasks
 
 __all__ = ["AriClient", "AriConflict", "AriEventLink", "AriNotFound", "basic_auth"]
 
@@ -307,13 +307,7 @@ class AriEventLink(Lifecycle):
 
     async def _close(self) -> None:
         task, self._task = self._task, None
-        for t in (task, self._resync):
-            if t is not None:
-                t.cancel()
-        for t in (task, self._resync):
-            if t is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+        await cancel_tasks(task, self._resync)
         self.connected.clear()
 
     async def drop(self) -> None:
