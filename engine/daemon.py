@@ -21,6 +21,7 @@ from engine.app.billing import BillingRecorder, BillingService
 from engine.app.ivr_admission import IvrAdmission
 from engine.app.retention import RetentionService
 from engine.app.use_cases import UseCases
+from engine.asterisk.flows.call_quality import QualityWriter
 from engine.asterisk.flows.controls import CallControls
 from engine.asterisk.flows.hangup_records import HangupRecords
 from engine.asterisk.flows.ivr_agi import AgiIvr
@@ -195,6 +196,9 @@ class Engine(Lifecycle):
             erp=erp,
             admission=self.ivr_admission,
             metrics=self.metrics,
+            quality=(
+                QualityWriter(self.store, settings.quality) if settings.quality.enabled else None
+            ),
         )
         self.agi: AgiServer | None = (
             AgiServer.from_settings(

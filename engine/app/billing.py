@@ -2,10 +2,11 @@
 ends, ``rerate`` after a rate change, and the monthly CSV export.
 
 The rating rules are :mod:`engine.domain.rating`; the CSV format of rate cards is
-:mod:`engine.rate_cards`. :class:`BillingRecorder` charges each click-to-call as its end
-is committed (it listens on the :class:`~engine.events.EventBus`); a line it missed (the
-engine stopped between the end and the line, or PostgreSQL refused it) is written by the
-next ``ctc billing rerate`` over the period, which writes every line a period should have.
+:mod:`engine.rate_cards`. :class:`BillingRecorder` charges each call (click-to-call,
+agent-dialled, inbound) as its end is committed (it listens on the
+:class:`~engine.events.EventBus`); a line it missed (the engine stopped between the end
+and the line, or PostgreSQL refused it) is written by the next ``ctc billing rerate`` over
+the period, which writes every line a period should have.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from typing import Final
 import structlog
 
 from engine.domain.call import CallStatus
-from engine.domain.event_types import CallEventType
 from engine.domain.rating import (
+    ChargedLeg,
     Rate,
     RatedLeg,
     charged_legs,
+    inbound_legs,
     number_prefixes,
     rate_leg,
 )
@@ -94,8 +96,17 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _rate_session(session: EndedSession, rates: list[Rate]) -> list[RatedLeg]:
-    legs = charged_legs(
+def _legs(session: EndedSession) -> list[ChargedLeg]:
+    if session.direction == "inbound":
+        return inbound_legs(
+            dialed_number=session.dialed_number,
+            connected_at=session.connected_at,
+            ended_at=session.ended_at,
+            target_number=session.target_number,
+            target_answered_at=session.target_answered_at,
+            end_estimated=session.end_estimated,
+        )
+    return charged_legs(
         agent_number=session.agent_number,
         customer_number=session.customer_number,
         agent_answered_at=session.agent_answered_at,
@@ -104,7 +115,10 @@ def _rate_session(session: EndedSession, rates: list[Rate]) -> list[RatedLeg]:
         provider_id=session.provider_id,
         end_estimated=session.end_estimated,
     )
-    return [rate_leg(rates, leg) for leg in legs]
+
+
+def _rate_session(session: EndedSession, rates: list[Rate]) -> list[RatedLeg]:
+    return [rate_leg(rates, leg) for leg in _legs(session)]
 
 
 class BillingService:
@@ -144,17 +158,18 @@ class BillingService:
     # -- lines ----------------------------------------------------------------------------
 
     async def charge_session(self, tenant_id: uuid.UUID, session_id: uuid.UUID) -> list[RatedLeg]:
-        """Write the billing lines of an ended click-to-call or agent-dialled call (none
-        for an unanswered one, nor for a session that has not ended); what was rated."""
+        """Write the billing lines of an ended call (none for an unanswered one, nor for a
+        session that has not ended); what was rated. Click-to-calls and agent-dialled calls:
+        an agent's PBX endpoint is no paid leg (an unrated line at zero), the customer's is;
+        inbound calls: the caller's leg by its DID, a transfer target's by its number
+        (:mod:`engine.domain.rating`)."""
         session = await self._store.billing.ended_session(tenant_id, session_id)
-        # click-to-calls and the calls agents dial from their desk phone (outbound): an
-        # agent's PBX endpoint is no paid leg (an unrated line at zero), the customer's is
-        if session is None or session.direction not in ("click_to_call", "outbound"):
+        if session is None:
             return []
-        numbers = {session.agent_number, session.customer_number}
-        prefixes = sorted({p for n in numbers for p in number_prefixes(n)})
+        legs = _legs(session)
+        prefixes = sorted({p for leg in legs for p in number_prefixes(leg.number)})
         rates = await self._store.billing.candidate_rates(tenant_id, prefixes)
-        lines = _rate_session(session, rates)
+        lines = [rate_leg(rates, leg) for leg in legs]
         await self._store.billing.save_lines(tenant_id, session_id, lines)
         return lines
 
@@ -165,7 +180,7 @@ class BillingService:
     async def rerate(
         self, since: datetime, until: datetime, *, tenant: Tenant | None = None
     ) -> RerateReport:
-        """Rate again every answered click-to-call that ended in ``[since, until)`` (of
+        """Rate again every answered call that ended in ``[since, until)`` (of
         one tenant, or all) at the cards as they are now, and write its lines: missing
         lines are added, changed ones rewritten, invoiced ones left. Running it twice
         changes nothing the second time."""
@@ -243,7 +258,7 @@ class BillingService:
 
 
 class BillingRecorder(Lifecycle):
-    """Charges each click-to-call once its end is committed: a listener on the event bus
+    """Charges each call once its end is committed: a listener on the event bus
     queues the sessions whose terminal status was published, one task rates them.
 
     A failure to write a line is logged (``billing.charge_failed``) and left to
@@ -275,8 +290,6 @@ class BillingRecorder(Lifecycle):
     def _on_event(self, event: CallEvent) -> None:
         if event.status_to is None or not CallStatus(event.status_to).is_terminal:
             return
-        if event.event_type == CallEventType.IVR_ENDED:
-            return  # an inbound IVR call: only click-to-calls are charged (no read for it)
         try:
             self._queue.put_nowait((event.tenant_id, event.session_id))
         except asyncio.QueueFull:

@@ -28,10 +28,19 @@ _RATE_COLS: Final = (
     "min_duration_s, priority, effective_from, effective_to"
 )
 
-# the session columns rating needs
+# the session columns rating needs, and an inbound call's answered transfer (the last
+# one an IVR transfer completed: the target the caller talked to when the call ended)
 _ENDED_COLS: Final = (
-    "id, tenant_id, provider_id, direction, agent_number, customer_number, "
-    "agent_answered_at, connected_at, ended_at, end_estimated"
+    "s.id, s.tenant_id, s.provider_id, s.direction, s.agent_number, s.customer_number, "
+    "s.agent_answered_at, s.connected_at, s.ended_at, s.end_estimated, s.dialed_number, "
+    "t.target AS target_number, t.answered_at AS target_answered_at"
+)
+_ENDED_FROM: Final = (
+    "click_to_call_session s LEFT JOIN LATERAL ("
+    "SELECT target, answered_at FROM call_transfer t "
+    "WHERE t.session_id = s.id AND t.tenant_id = s.tenant_id AND s.direction = 'inbound' "
+    "AND t.state = 'completed' AND t.answered_at IS NOT NULL "
+    "ORDER BY t.answered_at DESC LIMIT 1) t ON true"
 )
 
 
@@ -68,6 +77,9 @@ class EndedSession:
     connected_at: datetime | None
     ended_at: datetime | None
     end_estimated: bool
+    dialed_number: str | None = None
+    target_number: str | None = None  # inbound: the transfer target that answered
+    target_answered_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> EndedSession:
@@ -255,10 +267,10 @@ class BillingRepository:
         event feed also tells it other nodes' ends, which their own engines charge. A tool
         (no node) may charge any."""
         row = await self._db.fetchrow(
-            f"SELECT {_ENDED_COLS} FROM click_to_call_session "
-            f"WHERE tenant_id = $1 AND id = $2 AND ended_at IS NOT NULL "
-            f"AND (node IS NULL OR coalesce(current_setting('ctc.node', true), '') "
-            f"IN ('', node))",
+            f"SELECT {_ENDED_COLS} FROM {_ENDED_FROM} "
+            f"WHERE s.tenant_id = $1 AND s.id = $2 AND s.ended_at IS NOT NULL "
+            f"AND (s.node IS NULL OR coalesce(current_setting('ctc.node', true), '') "
+            f"IN ('', s.node))",
             tenant_id,
             session_id,
         )
@@ -273,19 +285,22 @@ class BillingRepository:
         after: tuple[datetime, uuid.UUID] | None = None,
         limit: int = 1000,
     ) -> list[EndedSession]:
-        """Answered click-to-calls that ended in ``[since, until)`` (one tenant's, or every
-        tenant's), in (ended_at, id) order after ``after``: a batch of a rerate."""
+        """Answered calls that ended in ``[since, until)`` (one tenant's, or every
+        tenant's), in (ended_at, id) order after ``after``: a batch of a rerate. Answered:
+        a click-to-call's or agent-dialled call's agent, an inbound call's IVR."""
         args: list[Any] = [since, until, tenant_id, limit]
         where = ""
         if after is not None:
             args.extend(after)
-            where = "AND (ended_at, id) > ($5, $6) "
+            where = "AND (s.ended_at, s.id) > ($5, $6) "
         rows = await self._db.fetch(
-            f"SELECT {_ENDED_COLS} FROM click_to_call_session "
-            f"WHERE ended_at >= $1 AND ended_at < $2 "
-            f"AND direction IN ('click_to_call', 'outbound') AND agent_answered_at IS NOT NULL "
-            f"AND ($3::uuid IS NULL OR tenant_id = $3) {where}"
-            f"ORDER BY ended_at, id LIMIT $4",
+            f"SELECT {_ENDED_COLS} FROM {_ENDED_FROM} "
+            f"WHERE s.ended_at >= $1 AND s.ended_at < $2 "
+            f"AND (s.direction IN ('click_to_call', 'outbound') "
+            f"     AND s.agent_answered_at IS NOT NULL "
+            f"     OR s.direction = 'inbound' AND s.connected_at IS NOT NULL) "
+            f"AND ($3::uuid IS NULL OR s.tenant_id = $3) {where}"
+            f"ORDER BY s.ended_at, s.id LIMIT $4",
             *args,
         )
         return [EndedSession.from_row(r) for r in rows]

@@ -244,3 +244,64 @@ async def test_an_engine_charges_its_own_node_s_calls_not_another_node_s(
     async with Database(migrated_db, min_size=1, max_size=1) as tool_db:
         lines = await BillingService(Store.over(tool_db)).charge_session(tenant.id, sid)
     assert len(lines) == 2
+
+
+async def test_an_inbound_call_gets_a_caller_line_by_its_did_and_a_target_line(
+    api_engine: Engine,
+) -> None:
+    store, app = api_engine.store, api_engine.use_cases
+    tenant = await new_tenant(store)
+    await app.billing.import_rates(
+        tenant,
+        "prefix,rate_per_minute_minor,currency,pulse,direction,effective_from\n"
+        "+1800,12,USD,60/60,inbound,2026-01-01T00:00Z\n"
+        "+1,60,USD,1/1,outbound,2026-01-01T00:00Z\n",
+    )
+
+    async def inbound(dialed: str, *, transfer_to: str | None) -> uuid.UUID:
+        sid = uuid.uuid4()
+        await store.db.execute(
+            "INSERT INTO click_to_call_session (id, tenant_id, direction, status, "
+            "agent_number, customer_number, dialed_number, created_at, connected_at, "
+            "ended_at) VALUES ($1, $2, 'inbound', 'completed', '', '+14155550100', $3, $4, "
+            "$4, $5)",
+            sid,
+            tenant.id,
+            dialed,
+            T0,
+            T0 + timedelta(seconds=95),  # the IVR answered at T0: 95 s on the caller's leg
+        )
+        if transfer_to is not None:  # answered 35 s in: 60 s on the target's leg
+            await store.db.execute(
+                "INSERT INTO call_transfer (tenant_id, session_id, transfer_type, "
+                "initiated_by, from_leg, target_type, target, state, requested_at, "
+                "answered_at, completed_at) VALUES ($1, $2, 'blind', 'ivr', 'caller', "
+                "'number', $3, 'completed', $4, $5, $5)",
+                tenant.id,
+                sid,
+                transfer_to,
+                T0 + timedelta(seconds=30),
+                T0 + timedelta(seconds=35),
+            )
+        return sid
+
+    toll_free = await inbound("+18005550199", transfer_to="+14155550111")
+    extension = await inbound("5551000", transfer_to=None)
+    lines = await app.billing.charge_session(tenant.id, toll_free)
+    assert [(x.leg.leg, x.leg.direction.value, x.duration_s, x.amount_minor) for x in lines] == [
+        ("caller", "inbound", 95, 24),  # 2 min at 12
+        ("target", "outbound", 60, 60),  # 60 s at 60/min, 1/1
+    ]
+    (unrated,) = await app.billing.charge_session(tenant.id, extension)
+    assert (unrated.leg.leg, unrated.amount_minor, unrated.currency) == ("caller", 0, "XXX")
+    assert "'5551000' is not a phone number" in (unrated.unrated_reason or "")
+    # the rerate finds the same lines (inbound calls are charged calls) and changes nothing
+    report = await app.billing.rerate(T0 - timedelta(days=1), T0 + timedelta(days=1))
+    assert report.sessions >= 2
+    mine = await store.billing.lines(tenant.id, toll_free)
+    assert [(x.leg, x.amount_minor, x.destination_number) for x in mine] == [
+        ("caller", 24, "+18005550199"),
+        ("target", 60, "+14155550111"),
+    ]
+    again = await app.billing.rerate(T0 - timedelta(days=1), T0 + timedelta(days=1), tenant=tenant)
+    assert (again.lines.inserted, again.lines.changed, again.lines.unchanged) == (0, 0, 3)

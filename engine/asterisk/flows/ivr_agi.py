@@ -13,6 +13,17 @@ per key; its digits then reach the interpreter one by one, as if typed between c
 A transfer is ``Dial`` from the caller's channel (``DIALSTATUS`` says whether it was
 answered); a message is ``RECORD FILE``.
 
+Quality (with ``quality``: the engine measures calls): FastAGI has no event socket, so
+this door reads its legs itself. The caller's leg: ``GET VARIABLE CHANNEL(rtcp,all)``
+when the IVR is over and the caller's channel is still up (after the menus, or after a
+transferred call's ``Dial`` returned), one final row, leg ``caller``. The transfer
+target's leg: when the target hangs up first, chan_pjsip leaves its end-of-call figures
+on the caller's channel as ``RTPAUDIOQOSBRIDGED``, read after ``Dial`` returns, one
+final row, leg ``target``. A caller who hangs up first leaves nothing to read (AGI only
+learns of it when the channel is gone): no rows for that call; there are no samples
+during the call either (the AGI connection is busy running ``Dial`` or a prompt). The
+Stasis door measures every leg, hangup first or not (:mod:`engine.asterisk.flows.call_quality`).
+
 A request for an unknown tenant or menu is refused before any session is stored (a log
 line, ``ctc_agi_refused_total{reason=...}``, and the channel is hung up): such requests
 are not calls the engine took, and a peer sending them must not fill the call history.
@@ -36,6 +47,7 @@ from datetime import UTC, datetime, timedelta
 from engine.app.ivr_admission import FAILED, OVERLOADED, STATUS_VARIABLE, IvrAdmission
 from engine.app.ivr_calls import IvrCallRecord, MenuLoader, http_lookup
 from engine.app.ports import ErpLookup
+from engine.asterisk.flows.call_quality import QualityWriter
 from engine.asterisk.flows.dialing import dial_string
 from engine.asterisk.links.agi_protocol import AgiCommandError, AgiHangup
 from engine.asterisk.links.agi_server import AgiChannel
@@ -129,8 +141,10 @@ class AgiIvr(Lifecycle):
         erp: ErpLookup,
         admission: IvrAdmission,
         metrics: Metrics | None = None,
+        quality: QualityWriter | None = None,
     ) -> None:
         self.store = store
+        self.quality = quality
         self.load_menus = load_menus
         self.settings = settings
         self.erp = erp
@@ -239,7 +253,24 @@ class AgiIvrCall:
                 event = await self._wait_for_input(book, ms)
         # as over ARI: a transferred call is over when Dial returns
         reason = "transferred call ended" if self.transferred else "ivr hung up"
+        await self._measure("caller", self.record.channel_id, "CHANNEL(rtcp,all)")
         await self.record.end(CallStatus.COMPLETED, reason)
+
+    async def _measure(self, leg: str, channel_id: str, variable: str) -> None:
+        """Store a leg's end-of-call figures read from ``variable`` on the caller's
+        channel, when the engine measures calls and Asterisk has them."""
+        quality = self.ivr.quality
+        if quality is None:
+            return
+        try:
+            value = await self.channel.get_variable(variable)
+        except AgiError as exc:  # e.g. the caller hung up meanwhile: nothing to read
+            self.record.log.info("ivr.quality_unread", leg=leg, error=str(exc))
+            return
+        if value:
+            session = self.record.stored_session()
+            raw = {variable.lower(): value}
+            await quality.store_final(channel_id, session.id, leg, value, raw=raw)
 
     async def _do(self, command: Command, *, last: bool = False) -> Event | None:
         """Carry out one command; the event it produced (a prompt's end, a key, a result).
@@ -324,6 +355,7 @@ class AgiIvrCall:
                 target_channel_id=peer,
                 answered_at=datetime.now(UTC) - timedelta(seconds=seconds),
             )
+            await self._measure("target", peer or "", "RTPAUDIOQOSBRIDGED")
             return TransferState.COMPLETED
         # DIALSTATUS names the dialled side's Q.850 cause; the one rule reads it
         cause = _DIALSTATUS_CAUSE.get(status)
