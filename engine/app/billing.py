@@ -1,5 +1,6 @@
-"""Billing use cases: rate cards in and out, a billing line per charged leg when a call
-ends, ``rerate`` after a rate change, and the monthly CSV export.
+"""Billing use cases: rate cards in, out, corrected, changed from a date and ended; a
+billing line per charged leg when a call ends, ``rerate`` after a rate change, and the
+monthly CSV export.
 
 The rating rules are :mod:`engine.domain.rating`; the CSV format of rate cards is
 :mod:`engine.rate_cards`. :class:`BillingRecorder` charges each call (click-to-call,
@@ -17,7 +18,7 @@ import csv
 import dataclasses
 import io
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Final
 
@@ -36,7 +37,7 @@ from engine.domain.rating import (
 from engine.errors import ConfigError, CtcError, InvalidInput
 from engine.events import EventBus
 from engine.lifecycle import Lifecycle
-from engine.rate_cards import parse_rates
+from engine.rate_cards import changed_rate, parse_rates
 from engine.store.billing import BillingLine, EndedSession, LinesWritten
 from engine.store.records import CallEvent, Tenant
 from engine.store.repositories import Store
@@ -148,6 +149,53 @@ class BillingService:
                 rate = dataclasses.replace(rate, provider_id=provider_id)
             rates.append(rate)
         return await self._store.billing.add_rates(tenant.id, rates)
+
+    async def rate(self, tenant: Tenant, rate_id: uuid.UUID) -> Rate:
+        return await self._store.billing.rate(tenant.id, rate_id)
+
+    async def update_rate(
+        self,
+        tenant: Tenant,
+        rate_id: uuid.UUID,
+        changes: Mapping[str, str],
+        *,
+        as_of: datetime | None = None,
+    ) -> Rate:
+        """Change a card's editable columns (:func:`engine.rate_cards.changed_rate`); the
+        card as stored. Without ``as_of`` the card is corrected in place: a rerate then
+        charges every uninvoiced leg it rated at the new values. With ``as_of`` the change
+        starts then: the card ends at ``as_of`` (and keeps rating the legs answered before
+        it) and a new card with the changes starts at ``as_of``; it is returned."""
+        if not changes:
+            raise InvalidInput("changes", "nothing to change")
+        old = await self._store.billing.rate(tenant.id, rate_id)
+        if as_of is None:
+            new = changed_rate(old, changes)
+            await self._store.billing.replace_rate(tenant.id, new)
+            return new
+        if "effective_from" in changes:
+            raise InvalidInput("effective_from", "cannot be changed with as_of (it starts then)")
+        if not old.effective_at(as_of) or as_of == old.effective_from:
+            raise InvalidInput("as_of", f"the card is not in effect at {as_of.isoformat()}")
+        new = changed_rate(dataclasses.replace(old, id=uuid.uuid4(), effective_from=as_of), changes)
+        ended = dataclasses.replace(old, effective_to=as_of)
+        await self._store.billing.replace_rate(tenant.id, new, ended=ended)
+        return new
+
+    async def end_rate(self, tenant: Tenant, rate_id: uuid.UUID, at: datetime) -> Rate:
+        """End a card at ``at``: it rates no leg answered from then on (the legs it rated
+        before keep their lines until a rerate, which rates them with it still). A card
+        already ended by then is left as it is."""
+        rate = await self._store.billing.rate(tenant.id, rate_id)
+        if rate.effective_to is not None and rate.effective_to <= at:
+            return rate
+        if rate.effective_from is not None and at <= rate.effective_from:
+            raise InvalidInput(
+                "at", f"must be later than the card's start ({rate.effective_from.isoformat()})"
+            )
+        ended = dataclasses.replace(rate, effective_to=at)
+        await self._store.billing.replace_rate(tenant.id, ended)
+        return ended
 
     async def rates(self, tenant: Tenant, *, at: datetime | None = None) -> list[Rate]:
         return await self._store.billing.rates(tenant.id, at=at)

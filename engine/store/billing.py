@@ -18,7 +18,8 @@ from typing import Any, Final
 import asyncpg
 
 from engine.domain.rating import LegDirection, PulseRule, Rate, RatedLeg
-from engine.store.database import Database
+from engine.errors import NotFound
+from engine.store.database import Connection, Database
 
 __all__ = ["BillingLine", "BillingRepository", "EndedSession", "LinesWritten"]
 
@@ -201,36 +202,40 @@ class BillingRepository:
         if not rates:
             return 0
         async with self._db.transaction() as conn:
-            await conn.executemany(
-                "INSERT INTO call_rate_config (id, tenant_id, name, provider_id, "
-                "destination_prefix, direction, rate_per_minute_minor, rate_scale, "
-                "connection_fee_minor, minimum_charge_minor, currency, billing_increment_s, "
-                "min_duration_s, priority, effective_from, effective_to) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
-                "coalesce($15, now()), $16)",
-                [
-                    (
-                        r.id,
-                        tenant_id,
-                        r.name,
-                        r.provider_id,
-                        r.destination_prefix,
-                        r.direction.value,
-                        r.rate_per_minute_minor,
-                        r.rate_scale,
-                        r.connection_fee_minor,
-                        r.minimum_charge_minor,
-                        r.currency,
-                        r.pulse.increment_s,
-                        r.pulse.min_duration_s,
-                        r.priority,
-                        r.effective_from,
-                        r.effective_to,
-                    )
-                    for r in rates
-                ],
-            )
+            await self._insert(conn, tenant_id, rates)
         return len(rates)
+
+    @staticmethod
+    async def _insert(conn: Connection, tenant_id: uuid.UUID, rates: Sequence[Rate]) -> None:
+        await conn.executemany(
+            "INSERT INTO call_rate_config (id, tenant_id, name, provider_id, "
+            "destination_prefix, direction, rate_per_minute_minor, rate_scale, "
+            "connection_fee_minor, minimum_charge_minor, currency, billing_increment_s, "
+            "min_duration_s, priority, effective_from, effective_to) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
+            "coalesce($15, now()), $16)",
+            [
+                (
+                    r.id,
+                    tenant_id,
+                    r.name,
+                    r.provider_id,
+                    r.destination_prefix,
+                    r.direction.value,
+                    r.rate_per_minute_minor,
+                    r.rate_scale,
+                    r.connection_fee_minor,
+                    r.minimum_charge_minor,
+                    r.currency,
+                    r.pulse.increment_s,
+                    r.pulse.min_duration_s,
+                    r.priority,
+                    r.effective_from,
+                    r.effective_to,
+                )
+                for r in rates
+            ],
+        )
 
     async def rates(self, tenant_id: uuid.UUID, *, at: datetime | None = None) -> list[Rate]:
         """The tenant's rate cards (only those effective at ``at`` when given), by prefix."""
@@ -243,6 +248,54 @@ class BillingRepository:
             at,
         )
         return [_rate(r) for r in rows]
+
+    async def rate(self, tenant_id: uuid.UUID, rate_id: uuid.UUID) -> Rate:
+        """One of the tenant's cards; NotFound for another tenant's or none."""
+        row = await self._db.fetchrow(
+            f"SELECT {_RATE_COLS} FROM call_rate_config WHERE tenant_id = $1 AND id = $2",
+            tenant_id,
+            rate_id,
+        )
+        if row is None:
+            raise NotFound("rate card", rate_id)
+        return _rate(row)
+
+    async def replace_rate(
+        self, tenant_id: uuid.UUID, rate: Rate, *, ended: Rate | None = None
+    ) -> None:
+        """Store ``rate``'s editable columns over the card with its id, or (``ended``
+        given) end ``ended`` and add ``rate`` as a new card, in one transaction."""
+        async with self._db.transaction() as conn:
+            if ended is not None:
+                await conn.execute(
+                    "UPDATE call_rate_config SET effective_to = $3, updated_at = now() "
+                    "WHERE tenant_id = $1 AND id = $2",
+                    tenant_id,
+                    ended.id,
+                    ended.effective_to,
+                )
+                await self._insert(conn, tenant_id, [rate])
+                return
+            await conn.execute(
+                "UPDATE call_rate_config SET name = $3, rate_per_minute_minor = $4, "
+                "rate_scale = $5, connection_fee_minor = $6, minimum_charge_minor = $7, "
+                "currency = $8, billing_increment_s = $9, min_duration_s = $10, "
+                "priority = $11, effective_from = $12, effective_to = $13, updated_at = now() "
+                "WHERE tenant_id = $1 AND id = $2",
+                tenant_id,
+                rate.id,
+                rate.name,
+                rate.rate_per_minute_minor,
+                rate.rate_scale,
+                rate.connection_fee_minor,
+                rate.minimum_charge_minor,
+                rate.currency,
+                rate.pulse.increment_s,
+                rate.pulse.min_duration_s,
+                rate.priority,
+                rate.effective_from,
+                rate.effective_to,
+            )
 
     async def candidate_rates(self, tenant_id: uuid.UUID, prefixes: Sequence[str]) -> list[Rate]:
         """The tenant's cards whose prefix is one of ``prefixes`` (every prefix of a

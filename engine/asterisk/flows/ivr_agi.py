@@ -14,15 +14,15 @@ A transfer is ``Dial`` from the caller's channel (``DIALSTATUS`` says whether it
 answered); a message is ``RECORD FILE``.
 
 Quality (with ``quality``: the engine measures calls): FastAGI has no event socket, so
-this door reads its legs itself. The caller's leg: ``GET VARIABLE CHANNEL(rtcp,all)``
-when the IVR is over and the caller's channel is still up (after the menus, or after a
-transferred call's ``Dial`` returned), one final row, leg ``caller``. The transfer
-target's leg: when the target hangs up first, chan_pjsip leaves its end-of-call figures
-on the caller's channel as ``RTPAUDIOQOSBRIDGED``, read after ``Dial`` returns, one
-final row, leg ``target``. A caller who hangs up first leaves nothing to read (AGI only
-learns of it when the channel is gone): no rows for that call; there are no samples
-during the call either (the AGI connection is busy running ``Dial`` or a prompt). The
-Stasis door measures every leg, hangup first or not (:mod:`engine.asterisk.flows.call_quality`).
+this door reads the caller's leg itself, ``GET VARIABLE CHANNEL(rtcp,all)`` when the IVR
+is over and the caller's channel is still up (after the menus, or after a transferred
+call's ``Dial`` returned): one final row, leg ``caller``. What this door cannot measure,
+and the Stasis door does (:mod:`engine.asterisk.flows.call_quality`): a caller who hangs
+up first (AGI learns of it when the channel is gone), samples during the call (the AGI
+connection is busy running ``Dial`` or a prompt), and the transfer target's leg, which
+is ``Dial``'s own channel: chan_pjsip leaves its figures on the caller as
+``RTPAUDIOQOSBRIDGED`` only while both are still bridged at its hangup, which after
+``Dial`` they no longer are (measured on Asterisk 22: never set).
 
 A request for an unknown tenant or menu is refused before any session is stored (a log
 line, ``ctc_agi_refused_total{reason=...}``, and the channel is hung up): such requests
@@ -95,6 +95,7 @@ from engine.store.repositories import Store
 __all__ = ["AgiIvr", "AgiIvrCall"]
 
 _KEYS = "0123456789*#"
+_QUALITY = "CHANNEL(rtcp,all)"  # the caller's RTP figures so far
 # keys one GET DATA collects at most when the menu sets no input length
 _GET_DATA_MAX = 64
 
@@ -253,24 +254,25 @@ class AgiIvrCall:
                 event = await self._wait_for_input(book, ms)
         # as over ARI: a transferred call is over when Dial returns
         reason = "transferred call ended" if self.transferred else "ivr hung up"
-        await self._measure("caller", self.record.channel_id, "CHANNEL(rtcp,all)")
+        await self._measure_caller()
         await self.record.end(CallStatus.COMPLETED, reason)
 
-    async def _measure(self, leg: str, channel_id: str, variable: str) -> None:
-        """Store a leg's end-of-call figures read from ``variable`` on the caller's
-        channel, when the engine measures calls and Asterisk has them."""
+    async def _measure_caller(self) -> None:
+        """Store the caller's end-of-call figures (``CHANNEL(rtcp,all)``), when the engine
+        measures calls and the channel is still there to read."""
         quality = self.ivr.quality
         if quality is None:
             return
         try:
-            value = await self.channel.get_variable(variable)
+            value = await self.channel.get_variable(_QUALITY)
         except AgiError as exc:  # e.g. the caller hung up meanwhile: nothing to read
-            self.record.log.info("ivr.quality_unread", leg=leg, error=str(exc))
+            self.record.log.info("ivr.quality_unread", error=str(exc))
             return
         if value:
             session = self.record.stored_session()
-            raw = {variable.lower(): value}
-            await quality.store_final(channel_id, session.id, leg, value, raw=raw)
+            await quality.store_final(
+                self.record.channel_id, session.id, "caller", value, raw={_QUALITY.lower(): value}
+            )
 
     async def _do(self, command: Command, *, last: bool = False) -> Event | None:
         """Carry out one command; the event it produced (a prompt's end, a key, a result).
@@ -355,7 +357,6 @@ class AgiIvrCall:
                 target_channel_id=peer,
                 answered_at=datetime.now(UTC) - timedelta(seconds=seconds),
             )
-            await self._measure("target", peer or "", "RTPAUDIOQOSBRIDGED")
             return TransferState.COMPLETED
         # DIALSTATUS names the dialled side's Q.850 cause; the one rule reads it
         cause = _DIALSTATUS_CAUSE.get(status)
