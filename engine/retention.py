@@ -20,7 +20,6 @@ the oldest rows. Close is bounded by that cancellation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Final
 
@@ -29,7 +28,7 @@ import structlog
 from engine.app.retention import PruneKind, PruneReport, RetentionService
 from engine.errors import describe
 from engine.health import HealthReport
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, stop_task
 from engine.metrics import Metrics
 
 __all__ = ["COMPONENT", "RetentionPruner"]
@@ -71,10 +70,7 @@ class RetentionPruner(Lifecycle):
 
     async def _close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     async def _run(self) -> None:
         await asyncio.sleep(self._first_delay)

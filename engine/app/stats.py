@@ -12,7 +12,6 @@ the time zone: the request's, else the tenant's (``tenant.timezone``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import datetime
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 
 from engine.errors import InvalidInput, describe
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, stop_task
 from engine.store.records import StatsPeriod, StatsReport, Tenant
 from engine.store.repositories import Store
 
@@ -90,10 +89,7 @@ class StatsCompactor(Lifecycle):
 
     async def _close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     async def _run(self) -> None:
         while True:
