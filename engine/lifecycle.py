@@ -23,25 +23,13 @@ half-way: cleanup that has to finish is shielded by the component itself.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import enum
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from engine.errors import ClosedResourceError
 
-__all__ = ["Lifecycle", "LifecycleState", "stop_task"]
-
-
-async def stop_task(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a component's background task (None: it has none) and wait until it ended:
-    what most ``_close()`` methods do with the task their ``_open()`` started."""
-    if task is None:
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+__all__ = ["Lifecycle", "LifecycleState"]
 
 
 class LifecycleState(enum.Enum):

@@ -20,6 +20,7 @@ the oldest rows. Close is bounded by that cancellation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Final
 
@@ -28,7 +29,7 @@ import structlog
 from engine.app.retention import PruneKind, PruneReport, RetentionService
 from engine.errors import describe
 from engine.health import HealthReport
-from engine.lifecycle import Lifecycle, stop_task
+from engine.lifecycle import Lifecycle
 from engine.metrics import Metrics
 
 __all__ = ["COMPONENT", "RetentionPruner"]
@@ -70,7 +71,10 @@ class RetentionPruner(Lifecycle):
 
     async def _close(self) -> None:
         task, self._task = self._task, None
-        await stop_task(task)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _run(self) -> None:
         await asyncio.sleep(self._first_delay)

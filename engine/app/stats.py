@@ -12,6 +12,7 @@ the time zone: the request's, else the tenant's (``tenant.timezone``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 
 from engine.errors import InvalidInput, describe
-from engine.lifecycle import Lifecycle, stop_task
+from engine.lifecycle import Lifecycle
 from engine.store.records import StatsPeriod, StatsReport, Tenant
 from engine.store.repositories import Store
 
@@ -89,7 +90,10 @@ class StatsCompactor(Lifecycle):
 
     async def _close(self) -> None:
         task, self._task = self._task, None
-        await stop_task(task)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _run(self) -> None:
         while True:
