@@ -203,6 +203,47 @@ async def _measure(
     return rows
 
 
+async def _write_cost(
+    conn: asyncpg.Connection, tenant: uuid.UUID, n: int = 10_000
+) -> tuple[float, float]:
+    """What the rollup's triggers cost a call's end: ``n`` live sessions ended in batches
+    of 100 (as the journal writes them), with the triggers and without them (replica
+    mode); microseconds per session each way. The sessions are deleted after."""
+    await conn.execute("SET session_replication_role = replica")
+    ids = await conn.fetch(
+        "INSERT INTO click_to_call_session (tenant_id, status, agent_number, customer_number, "
+        "agent_id, created_at) SELECT $1, 'connected', '2001', '+14155550100', "
+        "'agent' || (k % 200), now() - k * interval '1 s' FROM generate_series(1, $2) k "
+        "RETURNING id",
+        tenant,
+        n,
+    )
+    await conn.execute("RESET session_replication_role")
+    batches = [[r["id"] for r in ids[i : i + 100]] for i in range(0, n, 100)]
+    end = (
+        "UPDATE click_to_call_session SET status = 'completed', ended_at = now(), "
+        "talk_ms = 60000, ring_ms = 3000 WHERE id = ANY($1::uuid[])"
+    )
+    took: list[float] = []
+    for replica in (False, True):
+        if replica:  # back to live without the triggers, then end them without
+            await conn.execute("SET session_replication_role = replica")
+            await conn.execute(
+                "UPDATE click_to_call_session SET status = 'connected' WHERE id = ANY($1::uuid[])",
+                [r["id"] for r in ids],
+            )
+        began = time.perf_counter()
+        for batch in batches:
+            await conn.execute(end, batch)
+        took.append((time.perf_counter() - began) / n * 1e6)
+    await conn.execute(
+        "DELETE FROM click_to_call_session WHERE id = ANY($1::uuid[])", [r["id"] for r in ids]
+    )
+    await conn.execute("RESET session_replication_role")
+    await conn.execute("SELECT call_stats_rebuild($1)", tenant)  # the seeded ones are out
+    return took[0], took[1]
+
+
 async def main(sessions: int, repeat: int, keep: bool, reuse: str | None) -> None:
     url = reuse or await create_database("ctc_stats_bench")
     keep = keep or reuse is not None
@@ -228,6 +269,13 @@ async def main(sessions: int, repeat: int, keep: bool, reuse: str | None) -> Non
         )
         async with Database(url, min_size=1, max_size=2, command_timeout=600) as db:
             rows = await _measure(db, tenant, repeat)
+            async with db.connection() as conn:
+                with_triggers, without = await _write_cost(conn, tenant)
+            async with db.connection() as conn:
+                began = time.perf_counter()
+                await conn.execute("SELECT call_stats_rebuild(NULL)")
+                rebuild = time.perf_counter() - began
+                rollup_rows = await conn.fetchval("SELECT count(*) FROM call_stats_daily")
         print(
             f"{'period':<20} {'sessions':>9} {'floor':>9} {'report':>9} {'raw':>9} "
             f"{'groups':>9} {'cost':>9} {'mos':>9}  read by"
@@ -238,6 +286,10 @@ async def main(sessions: int, repeat: int, keep: bool, reuse: str | None) -> Non
                 f"{raw_total * 1e3:7.1f}ms {groups * 1e3:7.1f}ms {cost * 1e3:7.1f}ms "
                 f"{mos * 1e3:7.1f}ms  {plan}"
             )
+        print(
+            f"a call's end: {with_triggers:.0f} us per session with the rollup's triggers, "
+            f"{without:.0f} us without; rollup: {rollup_rows} rows, rebuilt in {rebuild:.1f} s"
+        )
     finally:
         if keep:
             print(f"kept {url}")

@@ -36,9 +36,9 @@ CREATE TABLE call_stats_daily (
     day          date NOT NULL,
     dim          text NOT NULL
                      CHECK (dim IN ('status', 'agent', 'provider', 'direction', 'cost', 'mos')),
-    -- status, agent (agent_id, else agent_number), provider id ('' none), direction,
-    -- currency; '' for mos
-    key          text NOT NULL,
+    -- status, agent (agent_id, else agent_number), provider id, direction, currency;
+    -- NULL: none (an inbound call's agent, a call without a provider, mos)
+    key          text,
     sessions     bigint NOT NULL DEFAULT 0,
     connected    bigint NOT NULL DEFAULT 0,
     ring_ms_sum  bigint NOT NULL DEFAULT 0,
@@ -76,7 +76,7 @@ BEGIN
            sign * (s.ring_ms IS NOT NULL)::int, sign * coalesce(s.talk_ms, 0),
            sign * (s.talk_ms IS NOT NULL)::int
     FROM (VALUES ('status', s.status), ('agent', coalesce(s.agent_id, s.agent_number)),
-                 ('provider', coalesce(s.provider_id::text, '')),
+                 ('provider', s.provider_id::text),
                  ('direction', s.direction)) AS d(dim, key);
 END;
 $$;
@@ -157,14 +157,14 @@ BEGIN
         day := call_stats_session_day(OLD.tenant_id, OLD.session_id);
         IF day IS NOT NULL THEN
             INSERT INTO call_stats_daily (tenant_id, day, dim, key, mos_sum, mos_n)
-            VALUES (OLD.tenant_id, day, 'mos', '', -OLD.mos, -1);
+            VALUES (OLD.tenant_id, day, 'mos', NULL, -OLD.mos, -1);
         END IF;
     END IF;
     IF TG_OP <> 'DELETE' AND NEW.is_final AND NEW.mos IS NOT NULL THEN
         day := call_stats_session_day(NEW.tenant_id, NEW.session_id);
         IF day IS NOT NULL THEN
             INSERT INTO call_stats_daily (tenant_id, day, dim, key, mos_sum, mos_n)
-            VALUES (NEW.tenant_id, day, 'mos', '', NEW.mos, 1);
+            VALUES (NEW.tenant_id, day, 'mos', NULL, NEW.mos, 1);
         END IF;
     END IF;
     RETURN NULL;
@@ -191,7 +191,7 @@ BEGIN
                              'rejected')) s
     CROSS JOIN LATERAL (VALUES ('status', s.status),
                                ('agent', coalesce(s.agent_id, s.agent_number)),
-                               ('provider', coalesce(s.provider_id::text, '')),
+                               ('provider', s.provider_id::text),
                                ('direction', s.direction)) AS d(dim, key)
     GROUP BY s.tenant_id, s.day, d.dim, d.key;
     INSERT INTO call_stats_daily (tenant_id, day, dim, key, legs, seconds, amount, compacted)
@@ -203,7 +203,7 @@ BEGIN
     WHERE only_tenant IS NULL OR b.tenant_id = only_tenant
     GROUP BY 1, 2, 4;
     INSERT INTO call_stats_daily (tenant_id, day, dim, key, mos_sum, mos_n, compacted)
-    SELECT q.tenant_id, (s.created_at AT TIME ZONE t.timezone)::date, 'mos', '',
+    SELECT q.tenant_id, (s.created_at AT TIME ZONE t.timezone)::date, 'mos', NULL,
            sum(q.mos), count(*), true
     FROM call_quality_metric q
     JOIN click_to_call_session s ON s.tenant_id = q.tenant_id AND s.id = q.session_id

@@ -284,9 +284,7 @@ class _Report:
             else:
                 if dim == "status":
                     self.sums("total", None).add(row, ended_only=True)
-                self.sums(dim, (key or None) if dim == "provider" else key).add(
-                    row, ended_only=True
-                )
+                self.sums(dim, key).add(row, ended_only=True)
         for row in days:
             start = _midnight(row["day"], self.zone)
             self.sums("bucket", start).add(row, ended_only=True)

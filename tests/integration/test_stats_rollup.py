@@ -37,16 +37,20 @@ async def seed(engine: Engine, tenant: Tenant, rng: random.Random) -> list[uuid.
         connected = created + timedelta(seconds=5) if status in ("completed", "connected") else None
         talk = rng.randrange(1, 900_000) if status == "completed" else None
         ring = rng.randrange(0, 40_000) if rng.random() < 0.9 else None
+        direction = rng.choice(["click_to_call", "inbound", "outbound"])
+        agent_number = rng.choice(["2001", "2002"])
+        if direction == "inbound" and rng.random() < 0.5:
+            agent_number = None  # an inbound call no agent took
         sid = await db.fetchval(
             "INSERT INTO click_to_call_session (tenant_id, agent_id, agent_number, provider_id, "
             "direction, status, customer_number, created_at, connected_at, ring_ms, talk_ms, "
             "ended_at) VALUES ($1, $2, $3, $4, $5, $6, '+14155550100', $7, $8, $9, $10, $11) "
             "RETURNING id",
             tenant.id,
-            rng.choice(["alice", "bob", "carol", None]),
-            rng.choice(["2001", "2002"]),
+            None if agent_number is None else rng.choice(["alice", "bob", "carol", None]),
+            agent_number,
             provider if rng.random() < 0.5 else None,
-            rng.choice(["click_to_call", "inbound", "outbound"]),
+            direction,
             status,
             created,
             connected,
