@@ -112,15 +112,17 @@ _SUMS: Final = (
     "sum(legs)::bigint AS legs, sum(seconds)::bigint AS seconds, "
     "sum(amount)::bigint AS amount, sum(mos_sum) AS mos_sum, sum(mos_n)::bigint AS mos_n"
 )
-# The rollup of whole days [$2, $3]: per breakdown and key, and the day buckets (from
+# The rollup of whole days [$2, $3] (NULL: open): per breakdown and key, and the day buckets (from
 # the status rows: every ended session has exactly one).
 _ROLLUP_KEYS: Final = (
     f"SELECT dim, key, {_SUMS} FROM call_stats_daily "
-    "WHERE tenant_id = $1 AND day >= $2 AND day <= $3 GROUP BY dim, key"
+    "WHERE tenant_id = $1 AND ($2::date IS NULL OR day >= $2) "
+    "AND ($3::date IS NULL OR day <= $3) GROUP BY dim, key"
 )
 _ROLLUP_DAYS: Final = (
     f"SELECT day, {_SUMS} FROM call_stats_daily "
-    "WHERE tenant_id = $1 AND day >= $2 AND day <= $3 AND dim = 'status' GROUP BY day"
+    "WHERE tenant_id = $1 AND ($2::date IS NULL OR day >= $2) "
+    "AND ($3::date IS NULL OR day <= $3) AND dim = 'status' GROUP BY day"
 )
 
 
@@ -161,24 +163,24 @@ def _midnight(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=zone)
 
 
-def rollup_days(period: StatsPeriod) -> tuple[date, date] | None:
-    """The whole days (first, last, in the period's zone) of the period that the rollup
-    can answer, or None (no whole day, or a request the rollup does not serve: hour
-    buckets, one agent)."""
+def rollup_days(period: StatsPeriod) -> tuple[date | None, date | None] | None:
+    """The whole days (first, last, in the period's zone; None: that end is open) of the
+    period that the rollup can answer, or None (no whole day, or a request the rollup does
+    not serve: hour buckets, one agent)."""
     if period.bucket != "day" or period.agent_id is not None:
         return None
     zone = ZoneInfo(period.timezone)
-    first = date(2000, 1, 1)  # before any session of this engine
+    first: date | None = None
     if period.created_after is not None:
-        local = period.created_after.astimezone(zone)
-        first = local.date()
+        first = period.created_after.astimezone(zone).date()
         if _midnight(first, zone) != period.created_after:
             first += timedelta(days=1)
-    last = date(2100, 1, 1)
+    last: date | None = None
     if period.created_before is not None:
-        local = period.created_before.astimezone(zone)
-        last = local.date() - timedelta(days=1)
-    return (first, last) if first <= last else None
+        last = period.created_before.astimezone(zone).date() - timedelta(days=1)
+    if first is not None and last is not None and first > last:
+        return None
+    return first, last
 
 
 @dataclasses.dataclass(slots=True)
@@ -363,23 +365,24 @@ class StatsQueries:
         conn: Connection,
         tenant_id: uuid.UUID,
         period: StatsPeriod,
-        days: tuple[date, date],
+        days: tuple[date | None, date | None],
         report: _Report,
     ) -> None:
         first, last = days
-        start = _midnight(first, report.zone)
-        end = _midnight(last + timedelta(days=1), report.zone)
         keys = await conn.fetch(_ROLLUP_KEYS, tenant_id, first, last)
         by_day = await conn.fetch(_ROLLUP_DAYS, tenant_id, first, last)
         report.add_rollup(keys, by_day)
         # the ragged ends, whole; the whole days' live sessions (their cost and MOS so
         # far are in the rollup already)
+        start = None if first is None else _midnight(first, report.zone)
+        end = None if last is None else _midnight(last + timedelta(days=1), report.zone)
         zone, bucket = period.timezone, period.bucket
-        if period.created_after is None or period.created_after < start:
-            head = _range_statements(period.created_after, start, None, zone, bucket)
+        after, before = period.created_after, period.created_before
+        if after is not None and start is not None and after < start:
+            head = _range_statements(after, start, None, zone, bucket)
             await self._raw(conn, tenant_id, report, head)
-        if period.created_before is None or end < period.created_before:
-            tail = _range_statements(end, period.created_before, None, zone, bucket)
+        if before is not None and end is not None and end < before:
+            tail = _range_statements(end, before, None, zone, bucket)
             await self._raw(conn, tenant_id, report, tail)
         live = _range_statements(start, end, None, zone, bucket, live_only=True)
         await self._raw(conn, tenant_id, report, {"groups": live["groups"]})

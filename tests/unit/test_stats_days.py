@@ -36,10 +36,10 @@ def test_whole_local_days_only() -> None:
 
 
 def test_open_ends_and_what_the_rollup_does_not_serve() -> None:
-    days = rollup_days(StatsPeriod())
-    assert days is not None
-    assert days[0] < date(2020, 1, 1) < days[1]
+    assert rollup_days(StatsPeriod()) == (None, None)
     day = datetime(2026, 3, 1, tzinfo=UTC)
+    assert rollup_days(StatsPeriod(day)) == (date(2026, 3, 1), None)
+    assert rollup_days(StatsPeriod(None, day + timedelta(hours=1))) == (None, date(2026, 2, 28))
     assert rollup_days(StatsPeriod(day, day + timedelta(hours=23))) is None
     assert rollup_days(StatsPeriod(day, day + timedelta(days=2), bucket="hour")) is None
     assert rollup_days(StatsPeriod(day, day + timedelta(days=2), agent_id="alice")) is None
