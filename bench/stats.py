@@ -9,24 +9,33 @@ On a scratch database (``ctc_stats_bench_<hex>``, created, migrated and dropped)
    statement per 100 000), 200 agents, three providers (one "none"), 1 in 7 inbound,
    statuses as a contact centre sees them; a billing line per answered leg; an end-of-call
    quality row (MOS) per connected leg. Then ``VACUUM ANALYZE``, as autovacuum would.
-2. Times :meth:`StatsQueries.report` (the API's answer: three statements) and each of its
-   statements over a day (hour buckets), a month, the month of one agent, and the whole
-   year, best of ``--repeat`` runs, with the scan the plan chose (``EXPLAIN ANALYZE``), and
-   the bare count of the period's sessions as the floor.
+2. Times :meth:`StatsQueries.report` (the API's answer: the daily rollup of sql/0023 for
+   whole days in the tenant's zone, the sessions for the rest) and the same report read
+   only from the sessions (``rollup=False``: three statements, each also timed alone)
+   over a day (hour buckets), a month, the month of one agent, and the whole year, best
+   of ``--repeat`` runs, with the scan the plan chose (``EXPLAIN ANALYZE``), and the bare
+   count of the period's sessions as the floor.
+3. Times what the rollup's triggers cost a call's end (10 000 sessions ended in batches
+   of 100, as the journal writes them, with and without the triggers) and a full rebuild.
 
 Prints one table. Measured 2026-11-30 on the shared 2-core box under a load average of
-8-10 (other builds running: every figure is inflated several times; the ratio to the
-floor travels better), best of 3, ``--repeat 3``:
+7-8 (other builds running: every figure is inflated several times; the ratio to the
+floor travels better), ``--repeat 3``:
 
-    period               sessions   floor (count)   report   groups   cost    mos
-    a day (hour buckets)    2 739          0.9 ms     59 ms    15 ms    3 ms    3 ms
-    a month                82 191           10 ms    784 ms   510 ms  175 ms  181 ms
-    a month, one agent        410          3.6 ms     28 ms   7.5 ms  2.4 ms  9.6 ms
-    the whole year      1 000 000          322 ms    9.6 s    6.3 s   2.0 s   2.0 s
+    period               sessions   floor   report (API)   raw report   raw groups/cost/mos
+    a day (hour buckets)    2 739   0.8 ms      24 ms          26 ms    6 / 7 / 6 ms (raw)
+    a month                82 191    16 ms      31 ms         500 ms    205 / 121 / 85 ms
+    a month, one agent        410   0.5 ms      13 ms           9 ms    1 / 2 / 4 ms (raw)
+    the whole year      1 000 000   158 ms      71 ms        5.6 s     2.8 / 1.2 / 1.3 s
 
-The groups statement costs about 0.6 us per session per grouping set over the bare scan
-(six sets: the total, status, agent, provider, direction, bucket). A covering index (every
-column the stats read, for index-only scans) measured no faster, so 0012 builds none.
+Before the rollup (the same raw statements, load 8-10) the report took 59 ms, 784 ms,
+28 ms and 9.6 s. The rollup holds 77 380 rows for the year (about 212 a day: one per
+status, agent, provider, direction and currency of the day); a full rebuild took 23 s.
+A call's end cost 332 us per session with its triggers, 188 us without (+144 us).
+
+The raw groups statement costs about 0.6 us per session per grouping set over the bare
+scan (six sets: the total, status, agent, provider, direction, bucket). A covering index
+(every column the stats read, for index-only scans) measured no faster, so 0012 builds none.
 """
 
 from __future__ import annotations
