@@ -17,8 +17,8 @@ Two ways to the same answer, both in SQL:
 The rollup serves day buckets in the tenant's own zone without an agent filter (one
 agent's period is a small range of ``click_to_call_session_agent_idx``: raw is fast);
 anything else is raw. Both ways return sums and counts, and the averages and rates are
-computed here from them, once, so the two answers are equal to the unit
-(``tests/integration/test_stats_rollup.py`` compares them on the same data).
+computed here from them, once, so the two answers are equal to the unit (the integration
+tests compare them on the same data).
 
 Like :mod:`engine.store.session_queries`, these read PostgreSQL only: calls in progress
 reach them once the journal has written them (within its interval).
