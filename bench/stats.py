@@ -9,24 +9,33 @@ On a scratch database (``ctc_stats_bench_<hex>``, created, migrated and dropped)
    statement per 100 000), 200 agents, three providers (one "none"), 1 in 7 inbound,
    statuses as a contact centre sees them; a billing line per answered leg; an end-of-call
    quality row (MOS) per connected leg. Then ``VACUUM ANALYZE``, as autovacuum would.
-2. Times :meth:`StatsQueries.report` (the API's answer: three statements) and each of its
-   statements over a day (hour buckets), a month, the month of one agent, and the whole
-   year, best of ``--repeat`` runs, with the scan the plan chose (``EXPLAIN ANALYZE``), and
-   the bare count of the period's sessions as the floor.
+2. Times :meth:`StatsQueries.report` (the API's answer: the daily rollup of sql/0023 for
+   whole days in the tenant's zone, the sessions for the rest) and the same report read
+   only from the sessions (``rollup=False``: three statements, each also timed alone)
+   over a day (hour buckets), a month, the month of one agent, and the whole year, best
+   of ``--repeat`` runs, with the scan the plan chose (``EXPLAIN ANALYZE``), and the bare
+   count of the period's sessions as the floor.
+3. Times what the rollup's triggers cost a call's end (10 000 sessions ended in batches
+   of 100, as the journal writes them, with and without the triggers) and a full rebuild.
 
 Prints one table. Measured 2026-11-30 on the shared 2-core box under a load average of
-8-10 (other builds running: every figure is inflated several times; the ratio to the
-floor travels better), best of 3, ``--repeat 3``:
+7-8 (other builds running: every figure is inflated several times; the ratio to the
+floor travels better), ``--repeat 3``:
 
-    period               sessions   floor (count)   report   groups   cost    mos
-    a day (hour buckets)    2 739          0.9 ms     59 ms    15 ms    3 ms    3 ms
-    a month                82 191           10 ms    784 ms   510 ms  175 ms  181 ms
-    a month, one agent        410          3.6 ms     28 ms   7.5 ms  2.4 ms  9.6 ms
-    the whole year      1 000 000          322 ms    9.6 s    6.3 s   2.0 s   2.0 s
+    period               sessions   floor   report (API)   raw report   raw groups/cost/mos
+    a day (hour buckets)    2 739   0.8 ms      24 ms          26 ms    6 / 7 / 6 ms (raw)
+    a month                82 191    16 ms      31 ms         500 ms    205 / 121 / 85 ms
+    a month, one agent        410   0.5 ms      13 ms           9 ms    1 / 2 / 4 ms (raw)
+    the whole year      1 000 000   158 ms      71 ms        5.6 s     2.8 / 1.2 / 1.3 s
 
-The groups statement costs about 0.6 us per session per grouping set over the bare scan
-(six sets: the total, status, agent, provider, direction, bucket). A covering index (every
-column the stats read, for index-only scans) measured no faster, so 0012 builds none.
+Before the rollup (the same raw statements, load 8-10) the report took 59 ms, 784 ms,
+28 ms and 9.6 s. The rollup holds 77 380 rows for the year (about 212 a day: one per
+status, agent, provider, direction and currency of the day); a full rebuild took 23 s.
+A call's end cost 332 us per session with its triggers, 188 us without (+144 us).
+
+The raw groups statement costs about 0.6 us per session per grouping set over the bare
+scan (six sets: the total, status, agent, provider, direction, bucket). A covering index
+(every column the stats read, for index-only scans) measured no faster, so 0012 builds none.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ from engine.devtools.databases import create_database, drop_database
 from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migrate
 from engine.store.records import StatsPeriod
-from engine.store.stats import StatsQueries, statements
+from engine.store.stats import StatsQueries, rollup_days, statements
 
 _CHUNK = 100_000
 _START = datetime(2025, 12, 1, tzinfo=UTC)
@@ -124,6 +133,9 @@ async def _seed(conn: asyncpg.Connection, tenant: uuid.UUID, sessions: int) -> d
     await conn.execute(_QUALITY, tenant)
     took["quality rows"] = time.monotonic() - began
     await conn.execute("RESET session_replication_role")
+    began = time.monotonic()  # the triggers did not run while seeding: build the rollup
+    await conn.execute("SELECT call_stats_rebuild(NULL)")
+    took["stats rollup"] = time.monotonic() - began
     began = time.monotonic()
     await conn.execute("VACUUM ANALYZE")
     took["vacuum analyze"] = time.monotonic() - began
@@ -159,7 +171,7 @@ async def _plan(conn: asyncpg.Connection, sql: str, args: list[Any]) -> str:
 
 async def _measure(
     db: Database, tenant: uuid.UUID, repeat: int
-) -> list[tuple[str, int, float, float, float, float, float, str]]:
+) -> list[tuple[str, int, float, float, float, float, float, float, str]]:
     queries = StatsQueries(db)
     end = _START + _SPAN
     periods = [
@@ -179,6 +191,9 @@ async def _measure(
             async def report(p: StatsPeriod = period) -> None:
                 await queries.report(tenant, p)
 
+            async def raw(p: StatsPeriod = period) -> None:
+                await queries.report(tenant, p, rollup=False)
+
             async def one(statement: tuple[str, list[Any]]) -> None:
                 await conn.fetch(statement[0], tenant, *statement[1])
 
@@ -186,13 +201,56 @@ async def _measure(
             count = int(await conn.fetchval(floor_sql, tenant, *floor_args))
             floor = await _best(repeat, lambda q=floor_sql, a=floor_args: one((q, a)))
             total = await _best(repeat, report)
+            raw_total = await _best(repeat, raw)
             groups = await _best(repeat, lambda q=sql["groups"]: one(q))
             cost = await _best(repeat, lambda q=sql["cost"]: one(q))
             mos = await _best(repeat, lambda q=sql["mos"]: one(q))
             plan = await _plan(conn, sql["groups"][0], [tenant, *sql["groups"][1]])
-            rows.append((name, count, floor, total, groups, cost, mos, plan))
+            plan = ("rollup + " if rollup_days(period) else "") + plan
+            rows.append((name, count, floor, total, raw_total, groups, cost, mos, plan))
             print(f"  measured {name}", flush=True)
     return rows
+
+
+async def _write_cost(
+    conn: asyncpg.Connection, tenant: uuid.UUID, n: int = 10_000
+) -> tuple[float, float]:
+    """What the rollup's triggers cost a call's end: ``n`` live sessions ended in batches
+    of 100 (as the journal writes them), with the triggers and without them (replica
+    mode); microseconds per session each way. The sessions are deleted after."""
+    await conn.execute("SET session_replication_role = replica")
+    ids = await conn.fetch(
+        "INSERT INTO click_to_call_session (tenant_id, status, agent_number, customer_number, "
+        "agent_id, created_at) SELECT $1, 'connected', '2001', '+14155550100', "
+        "'agent' || (k % 200), now() - k * interval '1 s' FROM generate_series(1, $2) k "
+        "RETURNING id",
+        tenant,
+        n,
+    )
+    await conn.execute("RESET session_replication_role")
+    batches = [[r["id"] for r in ids[i : i + 100]] for i in range(0, n, 100)]
+    end = (
+        "UPDATE click_to_call_session SET status = 'completed', ended_at = now(), "
+        "talk_ms = 60000, ring_ms = 3000 WHERE id = ANY($1::uuid[])"
+    )
+    took: list[float] = []
+    for replica in (False, True):
+        if replica:  # back to live without the triggers, then end them without
+            await conn.execute("SET session_replication_role = replica")
+            await conn.execute(
+                "UPDATE click_to_call_session SET status = 'connected' WHERE id = ANY($1::uuid[])",
+                [r["id"] for r in ids],
+            )
+        began = time.perf_counter()
+        for batch in batches:
+            await conn.execute(end, batch)
+        took.append((time.perf_counter() - began) / n * 1e6)
+    await conn.execute(
+        "DELETE FROM click_to_call_session WHERE id = ANY($1::uuid[])", [r["id"] for r in ids]
+    )
+    await conn.execute("RESET session_replication_role")
+    await conn.execute("SELECT call_stats_rebuild($1)", tenant)  # the seeded ones are out
+    return took[0], took[1]
 
 
 async def main(sessions: int, repeat: int, keep: bool, reuse: str | None) -> None:
@@ -220,15 +278,27 @@ async def main(sessions: int, repeat: int, keep: bool, reuse: str | None) -> Non
         )
         async with Database(url, min_size=1, max_size=2, command_timeout=600) as db:
             rows = await _measure(db, tenant, repeat)
+            async with db.connection() as conn:
+                with_triggers, without = await _write_cost(conn, tenant)
+            async with db.connection() as conn:
+                began = time.perf_counter()
+                await conn.execute("SELECT call_stats_rebuild(NULL)")
+                rebuild = time.perf_counter() - began
+                rollup_rows = await conn.fetchval("SELECT count(*) FROM call_stats_daily")
         print(
-            f"{'period':<20} {'sessions':>9} {'floor':>9} {'report':>9} {'groups':>9} "
-            f"{'cost':>9} {'mos':>9}  sessions scanned by"
+            f"{'period':<20} {'sessions':>9} {'floor':>9} {'report':>9} {'raw':>9} "
+            f"{'groups':>9} {'cost':>9} {'mos':>9}  read by"
         )
-        for name, count, floor, total, groups, cost, mos, plan in rows:
+        for name, count, floor, total, raw_total, groups, cost, mos, plan in rows:
             print(
                 f"{name:<20} {count:>9} {floor * 1e3:7.1f}ms {total * 1e3:7.1f}ms "
-                f"{groups * 1e3:7.1f}ms {cost * 1e3:7.1f}ms {mos * 1e3:7.1f}ms  {plan}"
+                f"{raw_total * 1e3:7.1f}ms {groups * 1e3:7.1f}ms {cost * 1e3:7.1f}ms "
+                f"{mos * 1e3:7.1f}ms  {plan}"
             )
+        print(
+            f"a call's end: {with_triggers:.0f} us per session with the rollup's triggers, "
+            f"{without:.0f} us without; rollup: {rollup_rows} rows, rebuilt in {rebuild:.1f} s"
+        )
     finally:
         if keep:
             print(f"kept {url}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import uuid
 from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
@@ -1023,9 +1024,11 @@ def billing_rates_import(ctx: _Context, file: str, tenant_slug: str) -> None:
 @billing_rates.command("list")
 @click.option("--tenant", "tenant_slug", default="default", show_default=True)
 @click.option("--at", default=None, help="Only the cards effective then (ISO 8601).")
+@click.option("--ids", is_flag=True, help="Each card's id first (for update and end).")
 @pass_ctx
-def billing_rates_list(ctx: _Context, tenant_slug: str, at: str | None) -> None:
-    """Print the tenant's cards as CSV (what `ctc billing rates import` reads)."""
+def billing_rates_list(ctx: _Context, tenant_slug: str, at: str | None, ids: bool) -> None:
+    """Print the tenant's cards as CSV (what `ctc billing rates import` reads; with --ids,
+    what `update` and `end` name)."""
     from engine.rate_cards import dump_rates
 
     when = _instant(at, "--at") if at else None
@@ -1033,9 +1036,86 @@ def billing_rates_list(ctx: _Context, tenant_slug: str, at: str | None) -> None:
     async def load(app: UseCases) -> str:
         tenant = await app.tenants.by_slug(tenant_slug)
         rates = await app.billing.rates(tenant, at=when)
-        return dump_rates(rates, await app.billing.provider_names(tenant))
+        return dump_rates(rates, await app.billing.provider_names(tenant), ids=ids)
 
     click.echo(_run(_with_use_cases(ctx.settings, load)), nl=False)
+
+
+def _rate_id(value: str) -> uuid.UUID:
+    from engine.errors import InvalidInput
+
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidInput("RATE_ID", f"{value!r} is not a card id (`rates list --ids`)") from None
+
+
+@billing_rates.command("update")
+@click.argument("rate_id")
+@click.option(
+    "--set",
+    "settings_",
+    multiple=True,
+    metavar="COLUMN=VALUE",
+    help="A rate deck column and its new value (repeat for several; an empty value is "
+    "the column's default).",
+)
+@click.option(
+    "--as-of",
+    default=None,
+    help="The change starts then (ISO 8601): the card "
+    "ends at it and a new card with the changes begins.",
+)
+@click.option("--tenant", "tenant_slug", default="default", show_default=True)
+@pass_ctx
+def billing_rates_update(
+    ctx: _Context, rate_id: str, settings_: tuple[str, ...], as_of: str | None, tenant_slug: str
+) -> None:
+    """Change card RATE_ID: price, currency, pulse, fees, priority, name or dates. Without
+    --as-of the card is corrected in place; run `ctc billing rerate` to charge the legs it
+    rated again."""
+    from engine.errors import InvalidInput
+
+    card = _rate_id(rate_id)
+    changes: dict[str, str] = {}
+    for item in settings_:
+        column, sep, value = item.partition("=")
+        if not sep or not column.strip():
+            raise InvalidInput("--set", f"{item!r} is not COLUMN=VALUE")
+        changes[column.strip()] = value
+    since = _instant(as_of, "--as-of") if as_of else None
+
+    async def go(app: UseCases) -> Any:
+        tenant = await app.tenants.by_slug(tenant_slug)
+        return await app.billing.update_rate(tenant, card, changes, as_of=since)
+
+    rate = _run(_with_use_cases(ctx.settings, go))
+    if since is None:
+        click.echo(f"updated rate card {rate.id}")
+    else:
+        click.echo(f"rate card {card} ends at {since.isoformat()}; new card {rate.id} from then")
+
+
+@billing_rates.command("end")
+@click.argument("rate_id")
+@click.option("--at", default=None, help="When it stops rating legs (ISO 8601; default now).")
+@click.option("--tenant", "tenant_slug", default="default", show_default=True)
+@pass_ctx
+def billing_rates_end(ctx: _Context, rate_id: str, at: str | None, tenant_slug: str) -> None:
+    """End card RATE_ID (cards are never deleted: billing lines name them). A card already
+    ended by then is left as it is."""
+    from datetime import UTC
+
+    card = _rate_id(rate_id)
+    when = _instant(at, "--at") if at else datetime.now(UTC)
+
+    async def go(app: UseCases) -> Any:
+        tenant = await app.tenants.by_slug(tenant_slug)
+        return await app.billing.end_rate(tenant, card, when)
+
+    rate = _run(_with_use_cases(ctx.settings, go))
+    ended = rate.effective_to.isoformat() if rate.effective_to else "never"
+    click.echo(f"rate card {rate.id} ends at {ended}")
 
 
 # -- routing rules -----------------------------------------------------------------------------

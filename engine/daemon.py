@@ -19,7 +19,9 @@ from engine.api.state import ApiState
 from engine.app.billing import BillingRecorder, BillingService
 from engine.app.ivr_admission import IvrAdmission
 from engine.app.retention import RetentionService
+from engine.app.stats import StatsCompactor
 from engine.app.use_cases import UseCases
+from engine.asterisk.flows.call_quality import QualityWriter
 from engine.asterisk.flows.controls import CallControls
 from engine.asterisk.flows.hangup_records import HangupRecords
 from engine.asterisk.flows.ivr_agi import AgiIvr
@@ -95,6 +97,8 @@ class Engine(Lifecycle):
         )
         # a billing line per charged leg of each click-to-call, once its end is committed
         self.billing = BillingRecorder(BillingService(self.store), self.events)
+        # the stats rollup's appended rows, folded every stats.compact_interval
+        self.stats_compactor = StatsCompactor(self.store, interval=settings.stats.compact_interval)
         # old call events, delivered callbacks and recordings, pruned every retention.interval
         self.retention = RetentionPruner(
             RetentionService.from_settings(
@@ -194,6 +198,9 @@ class Engine(Lifecycle):
             erp=erp,
             admission=self.ivr_admission,
             metrics=self.metrics,
+            quality=(
+                QualityWriter(self.store, settings.quality) if settings.quality.enabled else None
+            ),
         )
         self.agi: AgiServer | None = (
             AgiServer.from_settings(
@@ -265,6 +272,7 @@ class Engine(Lifecycle):
         self.health.set("database", "up")
         await self.notifier.start()  # first delivers what a previous run left in the outbox
         await self.retention.start()  # its first prune comes a minute later
+        await self.stats_compactor.start()
         await self.heartbeat.start()
         await self.event_feed.start()  # other engines' events from now on (SSE, notifier)
         if self.transcripts is not None:
@@ -306,6 +314,7 @@ class Engine(Lifecycle):
         await self.store.journal.close()  # live calls' last rows (written behind)
         await self.billing.close()  # after the journal: the last ends are charged
         await self.retention.close()  # a batch in flight rolls back
+        await self.stats_compactor.close()
         await self.heartbeat.close()  # marks this node stopped
         await self.event_feed.close()
         if self.transcripts is not None:

@@ -23,6 +23,11 @@ card per row, a header row first; columns in any order, unknown columns refused:
 Empty cells take the default. A changed rate is a new row with a later
 ``effective_from``: the newest card effective at a leg's answer wins, and the old one
 keeps rating the calls before it.
+
+A stored card is changed by the same columns (:func:`changed_rate`: ``ctc billing rates
+update --set COLUMN=VALUE``, ``PATCH /api/v1/billing/rates/{id}``), except those that
+decide which legs it matches (``prefix``, ``direction``, ``provider``): a card for other
+legs is another card, imported, and the old one ended (``ctc billing rates end``).
 """
 
 from __future__ import annotations
@@ -38,9 +43,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Final, TypeVar
 
 from engine.domain.rating import LegDirection, PulseRule, Rate, check_prefix
-from engine.errors import ConfigError, DomainError
+from engine.errors import ConfigError, DomainError, InvalidInput
 
-__all__ = ["COLUMNS", "RateCardRow", "dump_rates", "parse_rates"]
+__all__ = ["COLUMNS", "EDITABLE", "RateCardRow", "changed_rate", "dump_rates", "parse_rates"]
 
 T = TypeVar("T")
 
@@ -59,6 +64,18 @@ COLUMNS: Final = (
     "name",
 )
 _REQUIRED: Final = ("prefix", "rate_per_minute_minor", "currency")
+#: The columns of a stored card that may be changed (the others decide what it matches).
+EDITABLE: Final = (
+    "rate_per_minute_minor",
+    "currency",
+    "pulse",
+    "connection_fee_minor",
+    "minimum_charge_minor",
+    "priority",
+    "effective_from",
+    "effective_to",
+    "name",
+)
 _CURRENCY_RE: Final = re.compile(r"^[A-Z]{3}$")
 _MAX_ROWS: Final = 200_000
 _MAX_MINOR: Final = 10**15
@@ -227,15 +244,75 @@ def _name(value: str) -> str:
     return value
 
 
-def dump_rates(rates: Iterable[Rate], provider_names: Mapping[uuid.UUID, str]) -> str:
-    """The cards as CSV that :func:`parse_rates` reads back (dates in UTC ISO 8601)."""
+def changed_rate(rate: Rate, changes: Mapping[str, str]) -> Rate:
+    """``rate`` with ``changes`` (column → cell text, as a rate deck writes it) applied;
+    :class:`InvalidInput` naming the column when one is not editable or not valid, or
+    ``effective_to`` when the card would end before it starts."""
+    updated = rate
+    for column, text in changes.items():
+        if column not in EDITABLE:
+            why = (
+                "decides which legs the card matches: import a new card and end this one"
+                if column in COLUMNS
+                else f"not a rate card column (editable: {', '.join(EDITABLE)})"
+            )
+            raise InvalidInput(column, why)
+        value = text.strip()
+        if not value and column in _REQUIRED:
+            raise InvalidInput(column, "required")
+        try:
+            updated = _changed(updated, column, value)
+        except (ValueError, DomainError) as exc:
+            raise InvalidInput(column, str(exc)) from None
+    if (
+        updated.effective_from is not None
+        and updated.effective_to is not None
+        and updated.effective_to <= updated.effective_from
+    ):
+        raise InvalidInput("effective_to", "must be later than effective_from")
+    return updated
+
+
+def _changed(rate: Rate, column: str, value: str) -> Rate:
+    """One column of a card set from its cell text (empty: the column's default)."""
+    match column:
+        case "rate_per_minute_minor":
+            per_minute, scale = _decimal_minor(value)
+            return dataclasses.replace(rate, rate_per_minute_minor=per_minute, rate_scale=scale)
+        case "currency":
+            return dataclasses.replace(rate, currency=_currency(value))
+        case "pulse":
+            pulse = PulseRule.parse(value) if value else PulseRule(60, 60)
+            return dataclasses.replace(rate, pulse=pulse)
+        case "connection_fee_minor":
+            return dataclasses.replace(rate, connection_fee_minor=_whole_minor(value or "0"))
+        case "minimum_charge_minor":
+            return dataclasses.replace(rate, minimum_charge_minor=_whole_minor(value or "0"))
+        case "priority":
+            return dataclasses.replace(rate, priority=_priority(value or "100"))
+        case "effective_from":
+            if not value:
+                raise ValueError("required (a stored card has a start)")
+            return dataclasses.replace(rate, effective_from=_instant(value))
+        case "effective_to":
+            return dataclasses.replace(rate, effective_to=_instant(value) if value else None)
+        case _:
+            return dataclasses.replace(rate, name=_name(value))
+
+
+def dump_rates(
+    rates: Iterable[Rate], provider_names: Mapping[uuid.UUID, str], *, ids: bool = False
+) -> str:
+    """The cards as CSV that :func:`parse_rates` reads back (dates in UTC ISO 8601); with
+    ``ids``, each card's id first (what ``update`` and ``end`` name; not for import)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(["id", *COLUMNS] if ids else COLUMNS)
     for r in rates:
         per_minute = Decimal(r.rate_per_minute_minor).scaleb(-r.rate_scale)
         writer.writerow(
-            [
+            ([str(r.id)] if ids else [])
+            + [
                 r.destination_prefix,
                 f"{per_minute:f}",
                 r.currency,

@@ -61,8 +61,10 @@ __all__ = [
     "ProviderOut",
     "QualityListOut",
     "QualityMetricOut",
+    "RateCardEndQuery",
     "RateCardListOut",
     "RateCardOut",
+    "RateCardPatchIn",
     "RateCardsQuery",
     "RatesImportedOut",
     "RecordingControlIn",
@@ -497,6 +499,33 @@ class RateCardListOut(_Out):
 
 class RateCardsQuery(_In):
     at: Instant | None = Field(default=None, description="Only the cards effective then")
+
+
+class RateCardPatchIn(_In):
+    """The columns to change (the others stay); `as_of` makes it a change from then on."""
+
+    rate_per_minute_minor: float | None = Field(
+        default=None, ge=0, description="Per minute in minor units, up to 6 decimals"
+    )
+    currency: str | None = Field(default=None, description="ISO 4217, e.g. USD")
+    pulse: str | None = Field(default=None, description="MIN/INCREMENT seconds, e.g. 30/6")
+    connection_fee_minor: int | None = Field(default=None, ge=0)
+    minimum_charge_minor: int | None = Field(default=None, ge=0)
+    priority: int | None = Field(default=None, ge=0, le=1_000_000)
+    name: str | None = Field(default=None, max_length=200)
+    effective_from: Instant | None = None
+    effective_to: Instant | None = None
+    as_of: Instant | None = Field(
+        default=None,
+        description="The change starts then: the card ends at `as_of` and a new card with "
+        "the changes starts at it (the answer); without it the card is corrected in place",
+    )
+
+
+class RateCardEndQuery(_In):
+    at: Instant | None = Field(
+        default=None, description="When the card stops rating legs (default: now)"
+    )
 
 
 class RatesImportedOut(_Out):

@@ -1,11 +1,13 @@
-"""Billing use cases: rate cards in and out, a billing line per charged leg when a call
-ends, ``rerate`` after a rate change, and the monthly CSV export.
+"""Billing use cases: rate cards in, out, corrected, changed from a date and ended; a
+billing line per charged leg when a call ends, ``rerate`` after a rate change, and the
+monthly CSV export.
 
 The rating rules are :mod:`engine.domain.rating`; the CSV format of rate cards is
-:mod:`engine.rate_cards`. :class:`BillingRecorder` charges each click-to-call as its end
-is committed (it listens on the :class:`~engine.events.EventBus`); a line it missed (the
-engine stopped between the end and the line, or PostgreSQL refused it) is written by the
-next ``ctc billing rerate`` over the period, which writes every line a period should have.
+:mod:`engine.rate_cards`. :class:`BillingRecorder` charges each call (click-to-call,
+agent-dialled, inbound) as its end is committed (it listens on the
+:class:`~engine.events.EventBus`); a line it missed (the engine stopped between the end
+and the line, or PostgreSQL refused it) is written by the next ``ctc billing rerate`` over
+the period, which writes every line a period should have.
 """
 
 from __future__ import annotations
@@ -16,25 +18,26 @@ import csv
 import dataclasses
 import io
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Final
 
 import structlog
 
 from engine.domain.call import CallStatus
-from engine.domain.event_types import CallEventType
 from engine.domain.rating import (
+    ChargedLeg,
     Rate,
     RatedLeg,
     charged_legs,
+    inbound_legs,
     number_prefixes,
     rate_leg,
 )
 from engine.errors import ConfigError, CtcError, InvalidInput
 from engine.events import EventBus
 from engine.lifecycle import Lifecycle, cancel_tasks
-from engine.rate_cards import parse_rates
+from engine.rate_cards import changed_rate, parse_rates
 from engine.store.billing import BillingLine, EndedSession, LinesWritten
 from engine.store.records import CallEvent, Tenant
 from engine.store.repositories import Store
@@ -94,8 +97,17 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _rate_session(session: EndedSession, rates: list[Rate]) -> list[RatedLeg]:
-    legs = charged_legs(
+def _legs(session: EndedSession) -> list[ChargedLeg]:
+    if session.direction == "inbound":
+        return inbound_legs(
+            dialed_number=session.dialed_number,
+            connected_at=session.connected_at,
+            ended_at=session.ended_at,
+            target_number=session.target_number,
+            target_answered_at=session.target_answered_at,
+            end_estimated=session.end_estimated,
+        )
+    return charged_legs(
         agent_number=session.agent_number,
         customer_number=session.customer_number,
         agent_answered_at=session.agent_answered_at,
@@ -104,7 +116,10 @@ def _rate_session(session: EndedSession, rates: list[Rate]) -> list[RatedLeg]:
         provider_id=session.provider_id,
         end_estimated=session.end_estimated,
     )
-    return [rate_leg(rates, leg) for leg in legs]
+
+
+def _rate_session(session: EndedSession, rates: list[Rate]) -> list[RatedLeg]:
+    return [rate_leg(rates, leg) for leg in _legs(session)]
 
 
 class BillingService:
@@ -135,6 +150,53 @@ class BillingService:
             rates.append(rate)
         return await self._store.billing.add_rates(tenant.id, rates)
 
+    async def rate(self, tenant: Tenant, rate_id: uuid.UUID) -> Rate:
+        return await self._store.billing.rate(tenant.id, rate_id)
+
+    async def update_rate(
+        self,
+        tenant: Tenant,
+        rate_id: uuid.UUID,
+        changes: Mapping[str, str],
+        *,
+        as_of: datetime | None = None,
+    ) -> Rate:
+        """Change a card's editable columns (:func:`engine.rate_cards.changed_rate`); the
+        card as stored. Without ``as_of`` the card is corrected in place: a rerate then
+        charges every uninvoiced leg it rated at the new values. With ``as_of`` the change
+        starts then: the card ends at ``as_of`` (and keeps rating the legs answered before
+        it) and a new card with the changes starts at ``as_of``; it is returned."""
+        if not changes:
+            raise InvalidInput("changes", "nothing to change")
+        old = await self._store.billing.rate(tenant.id, rate_id)
+        if as_of is None:
+            new = changed_rate(old, changes)
+            await self._store.billing.replace_rate(tenant.id, new)
+            return new
+        if "effective_from" in changes:
+            raise InvalidInput("effective_from", "cannot be changed with as_of (it starts then)")
+        if not old.effective_at(as_of) or as_of == old.effective_from:
+            raise InvalidInput("as_of", f"the card is not in effect at {as_of.isoformat()}")
+        new = changed_rate(dataclasses.replace(old, id=uuid.uuid4(), effective_from=as_of), changes)
+        ended = dataclasses.replace(old, effective_to=as_of)
+        await self._store.billing.replace_rate(tenant.id, new, ended=ended)
+        return new
+
+    async def end_rate(self, tenant: Tenant, rate_id: uuid.UUID, at: datetime) -> Rate:
+        """End a card at ``at``: it rates no leg answered from then on (the legs it rated
+        before keep their lines until a rerate, which rates them with it still). A card
+        already ended by then is left as it is."""
+        rate = await self._store.billing.rate(tenant.id, rate_id)
+        if rate.effective_to is not None and rate.effective_to <= at:
+            return rate
+        if rate.effective_from is not None and at <= rate.effective_from:
+            raise InvalidInput(
+                "at", f"must be later than the card's start ({rate.effective_from.isoformat()})"
+            )
+        ended = dataclasses.replace(rate, effective_to=at)
+        await self._store.billing.replace_rate(tenant.id, ended)
+        return ended
+
     async def rates(self, tenant: Tenant, *, at: datetime | None = None) -> list[Rate]:
         return await self._store.billing.rates(tenant.id, at=at)
 
@@ -144,17 +206,18 @@ class BillingService:
     # -- lines ----------------------------------------------------------------------------
 
     async def charge_session(self, tenant_id: uuid.UUID, session_id: uuid.UUID) -> list[RatedLeg]:
-        """Write the billing lines of an ended click-to-call or agent-dialled call (none
-        for an unanswered one, nor for a session that has not ended); what was rated."""
+        """Write the billing lines of an ended call (none for an unanswered one, nor for a
+        session that has not ended); what was rated. Click-to-calls and agent-dialled calls:
+        an agent's PBX endpoint is no paid leg (an unrated line at zero), the customer's is;
+        inbound calls: the caller's leg by its DID, a transfer target's by its number
+        (:mod:`engine.domain.rating`)."""
         session = await self._store.billing.ended_session(tenant_id, session_id)
-        # click-to-calls and the calls agents dial from their desk phone (outbound): an
-        # agent's PBX endpoint is no paid leg (an unrated line at zero), the customer's is
-        if session is None or session.direction not in ("click_to_call", "outbound"):
+        if session is None:
             return []
-        numbers = {session.agent_number, session.customer_number}
-        prefixes = sorted({p for n in numbers for p in number_prefixes(n)})
+        legs = _legs(session)
+        prefixes = sorted({p for leg in legs for p in number_prefixes(leg.number)})
         rates = await self._store.billing.candidate_rates(tenant_id, prefixes)
-        lines = _rate_session(session, rates)
+        lines = [rate_leg(rates, leg) for leg in legs]
         await self._store.billing.save_lines(tenant_id, session_id, lines)
         return lines
 
@@ -165,7 +228,7 @@ class BillingService:
     async def rerate(
         self, since: datetime, until: datetime, *, tenant: Tenant | None = None
     ) -> RerateReport:
-        """Rate again every answered click-to-call that ended in ``[since, until)`` (of
+        """Rate again every answered call that ended in ``[since, until)`` (of
         one tenant, or all) at the cards as they are now, and write its lines: missing
         lines are added, changed ones rewritten, invoiced ones left. Running it twice
         changes nothing the second time."""
@@ -243,7 +306,7 @@ class BillingService:
 
 
 class BillingRecorder(Lifecycle):
-    """Charges each click-to-call once its end is committed: a listener on the event bus
+    """Charges each call once its end is committed: a listener on the event bus
     queues the sessions whose terminal status was published, one task rates them.
 
     A failure to write a line is logged (``billing.charge_failed``) and left to
@@ -275,8 +338,6 @@ class BillingRecorder(Lifecycle):
     def _on_event(self, event: CallEvent) -> None:
         if event.status_to is None or not CallStatus(event.status_to).is_terminal:
             return
-        if event.event_type == CallEventType.IVR_ENDED:
-            return  # an inbound IVR call: only click-to-calls are charged (no read for it)
         try:
             self._queue.put_nowait((event.tenant_id, event.session_id))
         except asyncio.QueueFull:

@@ -3,21 +3,29 @@ contact-centre manager asks of a period — how many calls, how they ended, the 
 (ASR) and average call duration (ACD), by agent, provider, direction and hour or day in
 the tenant's time zone, what they cost and how they sounded (MOS).
 
-The figures are computed in SQL (:mod:`engine.store.stats`); this use case checks the
-request and picks the time zone: the request's, else the tenant's (``tenant.timezone``).
+The figures are computed in SQL (:mod:`engine.store.stats`: a daily rollup for whole
+days, the sessions themselves for the rest); this use case checks the request and picks
+the time zone: the request's, else the tenant's (``tenant.timezone``).
+:class:`StatsCompactor` folds the rollup's new rows every ``stats.compact_interval``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from engine.errors import InvalidInput
+import structlog
+
+from engine.errors import InvalidInput, describe
+from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.store.records import StatsPeriod, StatsReport, Tenant
 from engine.store.repositories import Store
 
-__all__ = ["BUCKETS", "StatsService", "check_timezone"]
+__all__ = ["BUCKETS", "StatsCompactor", "StatsService", "check_timezone"]
+
+log = structlog.get_logger(__name__)
 
 BUCKETS: Final = ("hour", "day")
 
@@ -62,3 +70,41 @@ class StatsService:
         )
         period = StatsPeriod(created_after, created_before, agent_id, zone, bucket)
         return await self._store.stats.report(tenant.id, period)
+
+
+class StatsCompactor(Lifecycle):
+    """Folds the stats rollup's appended rows every ``interval`` seconds (one run at a
+    time; several engines on one database take turns: the fold holds an advisory lock).
+    A failed run is logged and the next one catches up: the rollup stays exact, it only
+    holds more rows meanwhile."""
+
+    def __init__(self, store: Store, *, interval: float) -> None:
+        self._store = store
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self.runs = 0
+
+    async def _open(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="stats-compactor")
+
+    async def _close(self) -> None:
+        task, self._task = self._task, None
+        await cancel_tasks(task)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.run_once()
+
+    async def run_once(self) -> int | None:
+        """One fold now; how many tenant-days it folded (None: it failed, logged)."""
+        try:
+            folded = await self._store.stats.compact()
+        except Exception as exc:  # the database away, a bug: the next run catches up
+            log.warning("stats.compact_failed", error=describe(exc))
+            return None
+        finally:
+            self.runs += 1
+        if folded:
+            log.debug("stats.compacted", tenant_days=folded)
+        return folded

@@ -430,7 +430,7 @@ class RetentionSettings(_Section):
 
 
 class QualitySettings(_Section):
-    """``quality:`` — call quality (RTCP figures and an E-model MOS) per click-to-call leg.
+    """``quality:`` — call quality (RTCP figures and an E-model MOS) per leg of every call.
 
     Every leg's end-of-call figures come with Asterisk's hangup (``RTPAUDIOQOS*`` channel
     variables, delivered as ARI ``ChannelVarset`` events: no request of ours). While a leg
@@ -444,6 +444,14 @@ class QualitySettings(_Section):
     mos_floor: float = Field(default=3.5, ge=1, le=5)
     # G.113 Appendix I packet-loss robustness of G.711: 25.1 with concealment, 4.3 without
     packet_loss_robustness: float = Field(default=25.1, gt=0, le=100)
+
+
+class StatsSettings(_Section):
+    """``stats:`` — the manager's statistics. Their daily rollup (sql/0023) is exact at
+    every moment; every ``compact_interval`` seconds the rows triggers appended to it are
+    folded into one per day and key (``ctc stats compact`` does the same by hand)."""
+
+    compact_interval: float = Field(default=60.0, ge=1, le=86400)
 
 
 class TranscriptSettings(_Section):
@@ -536,6 +544,7 @@ class Settings(_Section):
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    stats: StatsSettings = Field(default_factory=StatsSettings)
     transcripts: TranscriptSettings = Field(default_factory=TranscriptSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
 

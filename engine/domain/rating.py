@@ -24,6 +24,15 @@ The rules, as carriers bill:
   PBX endpoint such as ``PJSIP/1001``) still gets a line: amount 0 in currency ``XXX``
   (ISO 4217's "no currency") with ``unrated_reason`` saying why, so a missing card shows
   up in the export and a ``rerate`` after adding it charges the line.
+- **Inbound calls** (the IVR's, either door). The caller's leg is ``inbound`` and is rated
+  by the number the caller dialled (the DID): carriers bill an incoming call by the kind
+  of number that took it (a toll-free DID costs per minute, a local one often nothing),
+  so an ``inbound`` card names a DID prefix (``+1800``). Its talk time runs from the
+  IVR's answer to the call's end. A transfer that an agent (or an outside number)
+  answered adds a ``target`` leg: ``outbound``, rated by the number dialled, from the
+  target's answer to the call's end; an agent reached as a PBX endpoint is, as for a
+  click-to-call, a zero line. A DID that is not E.164 (an extension such as ``5551000``)
+  gets the zero line with its reason.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ __all__ = [
     "charged_legs",
     "check_prefix",
     "choose_rate",
+    "inbound_legs",
     "leg_seconds",
     "number_prefixes",
     "rate_leg",
@@ -216,7 +226,7 @@ def rate_leg(rates: Iterable[Rate], leg: ChargedLeg) -> RatedLeg:
         reason = (
             f"no rate card matches {leg.number} ({leg.direction.value})"
             if _NUMBER_RE.match(leg.number)
-            else f"{leg.number!r} is not a phone number (an endpoint is not rated)"
+            else f"{leg.number!r} is not a phone number (an endpoint or extension is not rated)"
         )
         return RatedLeg(leg, duration, 0, 0, NO_CURRENCY, None, reason)
     billed = billable_seconds(duration, rate.pulse)
@@ -263,6 +273,46 @@ def charged_legs(
                 connected_at,
                 ended_at,
                 provider_id,
+                end_estimated,
+            )
+        )
+    return legs
+
+
+def inbound_legs(
+    *,
+    dialed_number: str | None,
+    connected_at: datetime | None,
+    ended_at: datetime | None,
+    target_number: str | None = None,
+    target_answered_at: datetime | None = None,
+    end_estimated: bool = False,
+) -> list[ChargedLeg]:
+    """The answered legs of an ended inbound call: the caller's from the IVR's answer
+    (rated inbound by the DID), and the transfer target's from its answer (rated
+    outbound by the number it was dialled at); both end with the call."""
+    if ended_at is None or connected_at is None:
+        return []
+    legs = [
+        ChargedLeg(
+            "caller",
+            dialed_number or "",
+            LegDirection.INBOUND,
+            connected_at,
+            ended_at,
+            None,
+            end_estimated,
+        )
+    ]
+    if target_number is not None and target_answered_at is not None:
+        legs.append(
+            ChargedLeg(
+                "target",
+                target_number,
+                LegDirection.OUTBOUND,
+                target_answered_at,
+                ended_at,
+                None,
                 end_estimated,
             )
         )

@@ -18,7 +18,8 @@ from typing import Any, Final
 import asyncpg
 
 from engine.domain.rating import LegDirection, PulseRule, Rate, RatedLeg
-from engine.store.database import Database
+from engine.errors import NotFound
+from engine.store.database import Connection, Database
 
 __all__ = ["BillingLine", "BillingRepository", "EndedSession", "LinesWritten"]
 
@@ -28,10 +29,19 @@ _RATE_COLS: Final = (
     "min_duration_s, priority, effective_from, effective_to"
 )
 
-# the session columns rating needs
+# the session columns rating needs, and an inbound call's answered transfer (the last
+# one an IVR transfer completed: the target the caller talked to when the call ended)
 _ENDED_COLS: Final = (
-    "id, tenant_id, provider_id, direction, agent_number, customer_number, "
-    "agent_answered_at, connected_at, ended_at, end_estimated"
+    "s.id, s.tenant_id, s.provider_id, s.direction, s.agent_number, s.customer_number, "
+    "s.agent_answered_at, s.connected_at, s.ended_at, s.end_estimated, s.dialed_number, "
+    "t.target AS target_number, t.answered_at AS target_answered_at"
+)
+_ENDED_FROM: Final = (
+    "click_to_call_session s LEFT JOIN LATERAL ("
+    "SELECT target, answered_at FROM call_transfer t "
+    "WHERE t.session_id = s.id AND t.tenant_id = s.tenant_id AND s.direction = 'inbound' "
+    "AND t.state = 'completed' AND t.answered_at IS NOT NULL "
+    "ORDER BY t.answered_at DESC LIMIT 1) t ON true"
 )
 
 
@@ -68,6 +78,9 @@ class EndedSession:
     connected_at: datetime | None
     ended_at: datetime | None
     end_estimated: bool
+    dialed_number: str | None = None
+    target_number: str | None = None  # inbound: the transfer target that answered
+    target_answered_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> EndedSession:
@@ -189,36 +202,40 @@ class BillingRepository:
         if not rates:
             return 0
         async with self._db.transaction() as conn:
-            await conn.executemany(
-                "INSERT INTO call_rate_config (id, tenant_id, name, provider_id, "
-                "destination_prefix, direction, rate_per_minute_minor, rate_scale, "
-                "connection_fee_minor, minimum_charge_minor, currency, billing_increment_s, "
-                "min_duration_s, priority, effective_from, effective_to) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
-                "coalesce($15, now()), $16)",
-                [
-                    (
-                        r.id,
-                        tenant_id,
-                        r.name,
-                        r.provider_id,
-                        r.destination_prefix,
-                        r.direction.value,
-                        r.rate_per_minute_minor,
-                        r.rate_scale,
-                        r.connection_fee_minor,
-                        r.minimum_charge_minor,
-                        r.currency,
-                        r.pulse.increment_s,
-                        r.pulse.min_duration_s,
-                        r.priority,
-                        r.effective_from,
-                        r.effective_to,
-                    )
-                    for r in rates
-                ],
-            )
+            await self._insert(conn, tenant_id, rates)
         return len(rates)
+
+    @staticmethod
+    async def _insert(conn: Connection, tenant_id: uuid.UUID, rates: Sequence[Rate]) -> None:
+        await conn.executemany(
+            "INSERT INTO call_rate_config (id, tenant_id, name, provider_id, "
+            "destination_prefix, direction, rate_per_minute_minor, rate_scale, "
+            "connection_fee_minor, minimum_charge_minor, currency, billing_increment_s, "
+            "min_duration_s, priority, effective_from, effective_to) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
+            "coalesce($15, now()), $16)",
+            [
+                (
+                    r.id,
+                    tenant_id,
+                    r.name,
+                    r.provider_id,
+                    r.destination_prefix,
+                    r.direction.value,
+                    r.rate_per_minute_minor,
+                    r.rate_scale,
+                    r.connection_fee_minor,
+                    r.minimum_charge_minor,
+                    r.currency,
+                    r.pulse.increment_s,
+                    r.pulse.min_duration_s,
+                    r.priority,
+                    r.effective_from,
+                    r.effective_to,
+                )
+                for r in rates
+            ],
+        )
 
     async def rates(self, tenant_id: uuid.UUID, *, at: datetime | None = None) -> list[Rate]:
         """The tenant's rate cards (only those effective at ``at`` when given), by prefix."""
@@ -231,6 +248,54 @@ class BillingRepository:
             at,
         )
         return [_rate(r) for r in rows]
+
+    async def rate(self, tenant_id: uuid.UUID, rate_id: uuid.UUID) -> Rate:
+        """One of the tenant's cards; NotFound for another tenant's or none."""
+        row = await self._db.fetchrow(
+            f"SELECT {_RATE_COLS} FROM call_rate_config WHERE tenant_id = $1 AND id = $2",
+            tenant_id,
+            rate_id,
+        )
+        if row is None:
+            raise NotFound("rate card", rate_id)
+        return _rate(row)
+
+    async def replace_rate(
+        self, tenant_id: uuid.UUID, rate: Rate, *, ended: Rate | None = None
+    ) -> None:
+        """Store ``rate``'s editable columns over the card with its id, or (``ended``
+        given) end ``ended`` and add ``rate`` as a new card, in one transaction."""
+        async with self._db.transaction() as conn:
+            if ended is not None:
+                await conn.execute(
+                    "UPDATE call_rate_config SET effective_to = $3, updated_at = now() "
+                    "WHERE tenant_id = $1 AND id = $2",
+                    tenant_id,
+                    ended.id,
+                    ended.effective_to,
+                )
+                await self._insert(conn, tenant_id, [rate])
+                return
+            await conn.execute(
+                "UPDATE call_rate_config SET name = $3, rate_per_minute_minor = $4, "
+                "rate_scale = $5, connection_fee_minor = $6, minimum_charge_minor = $7, "
+                "currency = $8, billing_increment_s = $9, min_duration_s = $10, "
+                "priority = $11, effective_from = $12, effective_to = $13, updated_at = now() "
+                "WHERE tenant_id = $1 AND id = $2",
+                tenant_id,
+                rate.id,
+                rate.name,
+                rate.rate_per_minute_minor,
+                rate.rate_scale,
+                rate.connection_fee_minor,
+                rate.minimum_charge_minor,
+                rate.currency,
+                rate.pulse.increment_s,
+                rate.pulse.min_duration_s,
+                rate.priority,
+                rate.effective_from,
+                rate.effective_to,
+            )
 
     async def candidate_rates(self, tenant_id: uuid.UUID, prefixes: Sequence[str]) -> list[Rate]:
         """The tenant's cards whose prefix is one of ``prefixes`` (every prefix of a
@@ -255,10 +320,10 @@ class BillingRepository:
         event feed also tells it other nodes' ends, which their own engines charge. A tool
         (no node) may charge any."""
         row = await self._db.fetchrow(
-            f"SELECT {_ENDED_COLS} FROM click_to_call_session "
-            f"WHERE tenant_id = $1 AND id = $2 AND ended_at IS NOT NULL "
-            f"AND (node IS NULL OR coalesce(current_setting('ctc.node', true), '') "
-            f"IN ('', node))",
+            f"SELECT {_ENDED_COLS} FROM {_ENDED_FROM} "
+            f"WHERE s.tenant_id = $1 AND s.id = $2 AND s.ended_at IS NOT NULL "
+            f"AND (s.node IS NULL OR coalesce(current_setting('ctc.node', true), '') "
+            f"IN ('', s.node))",
             tenant_id,
             session_id,
         )
@@ -273,19 +338,22 @@ class BillingRepository:
         after: tuple[datetime, uuid.UUID] | None = None,
         limit: int = 1000,
     ) -> list[EndedSession]:
-        """Answered click-to-calls that ended in ``[since, until)`` (one tenant's, or every
-        tenant's), in (ended_at, id) order after ``after``: a batch of a rerate."""
+        """Answered calls that ended in ``[since, until)`` (one tenant's, or every
+        tenant's), in (ended_at, id) order after ``after``: a batch of a rerate. Answered:
+        a click-to-call's or agent-dialled call's agent, an inbound call's IVR."""
         args: list[Any] = [since, until, tenant_id, limit]
         where = ""
         if after is not None:
             args.extend(after)
-            where = "AND (ended_at, id) > ($5, $6) "
+            where = "AND (s.ended_at, s.id) > ($5, $6) "
         rows = await self._db.fetch(
-            f"SELECT {_ENDED_COLS} FROM click_to_call_session "
-            f"WHERE ended_at >= $1 AND ended_at < $2 "
-            f"AND direction IN ('click_to_call', 'outbound') AND agent_answered_at IS NOT NULL "
-            f"AND ($3::uuid IS NULL OR tenant_id = $3) {where}"
-            f"ORDER BY ended_at, id LIMIT $4",
+            f"SELECT {_ENDED_COLS} FROM {_ENDED_FROM} "
+            f"WHERE s.ended_at >= $1 AND s.ended_at < $2 "
+            f"AND (s.direction IN ('click_to_call', 'outbound') "
+            f"     AND s.agent_answered_at IS NOT NULL "
+            f"     OR s.direction = 'inbound' AND s.connected_at IS NOT NULL) "
+            f"AND ($3::uuid IS NULL OR s.tenant_id = $3) {where}"
+            f"ORDER BY s.ended_at, s.id LIMIT $4",
             *args,
         )
         return [EndedSession.from_row(r) for r in rows]

@@ -22,8 +22,10 @@ from engine.devtools.dtmf_caller import CALLER_SCENARIO, caller_csv
 from engine.devtools.sandbox import Sandbox
 from engine.devtools.sipp import SippPhone
 from engine.notifier import verify_signature
+from engine.store.records import QualityMetric
 from tests.e2e.engine_fixtures import AGENT, AGENT_PORT, CUSTOMER_PORT, CallWatcher, running_engine
 from tests.support.callbacks import Receiver
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -97,6 +99,20 @@ async def test_an_agent_dialling_a_customer_is_bridged_recorded_and_reported(
     assert session.agent_channel_id == session.metadata["channel_id"]
     assert session.recording_path is not None
     assert await asyncio.to_thread(Path(session.recording_path).is_file)
+
+    # both legs measured: the agent's own channel (followed from the door) and the
+    # customer's (named by the engine)
+    async def both_final() -> dict[str, QualityMetric] | None:
+        rows = await engine.store.quality.for_session(session.tenant_id, session.id)
+        finals = {row.leg: row for row in rows if row.is_final}
+        return finals if {"agent", "customer"} <= set(finals) else None
+
+    finals = await eventually(both_final, within=15, what="both legs' final quality rows")
+    assert finals["agent"].channel_id == session.agent_channel_id
+    assert finals["customer"].channel_id == f"c2c-{session.id}-customer"
+    for row in finals.values():
+        assert (row.tx_packets or 0) > 20, row  # ringback and the bridge: RTP went out
+        assert {"rtpaudioqos"} <= set(row.raw), row.raw
     got = receiver.delivered(sid)
     assert [r.json["status"] for r in got] == ["queued", *expected]
     for r in got:

@@ -12,9 +12,12 @@ import pytest
 from engine.daemon import Engine
 from engine.devtools.sipp import SippPhone
 from engine.ivr_yaml import load_menus
+from engine.store.billing import BillingLine
+from engine.store.records import QualityMetric
 from tests.e2e.engine_fixtures import CallWatcher, completed_ivr_call
 from tests.e2e.test_dtmf_caller import dtmf_caller
 from tests.support.metrics import families, sample, scrape
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -101,6 +104,30 @@ def assert_ivr_transfer(row: dict[str, Any], menu: str, key: str) -> None:
         assert row["target_channel_id"], row
     else:
         assert row["answered_at"] is None, row
+
+
+async def measured_and_billed(
+    engine: Engine, watch: CallWatcher, legs: set[str]
+) -> tuple[dict[str, QualityMetric], dict[str, BillingLine]]:
+    """The call's final quality row and billing line per leg, once ``legs`` all have both
+    (the quality rows are written in the background, the lines when the end commits)."""
+    await engine.store.journal.flush()
+    session = await watch.session()
+
+    seen: list[object] = []
+
+    async def both() -> tuple[dict[str, QualityMetric], dict[str, BillingLine]] | None:
+        rows = await engine.store.quality.for_session(session.tenant_id, session.id)
+        finals = {row.leg: row for row in rows if row.is_final}
+        lines = {x.leg: x for x in await engine.store.billing.lines(session.tenant_id, session.id)}
+        seen[:] = [rows, lines]
+        return (finals, lines) if legs <= set(finals) and legs <= set(lines) else None
+
+    what = f"quality rows and billing lines of {legs}"
+    try:
+        return await eventually(both, within=15, what=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc} seen: {seen!r}") from None
 
 
 def _door_counts(engine: Engine, door: str) -> dict[str, float]:
@@ -224,6 +251,20 @@ async def test_ivr_transfer_to_an_agent_who_answers(
     assert row["routing_rule_id"] is None
     assert row["target_channel_id"].startswith(f"ivr-{watch.session_id}-target")
     assert_ivr_transfer(row, "main", "0")
+    quality, lines = await measured_and_billed(ivr_engine, watch, {"caller", "target"})
+    # the caller's channel is Asterisk's (handed to the monitor), the target's ours
+    assert quality["target"].channel_id == row["target_channel_id"]
+    assert quality["caller"].channel_id == (await watch.session()).metadata["channel_id"]
+    # Asterisk played the prompt and ringing to the caller: it sent RTP on that leg
+    assert (quality["caller"].tx_packets or 0) > 10, quality["caller"]
+    assert quality["caller"].mos is not None, quality["caller"]
+    assert {"rtpaudioqos"} <= set(quality["caller"].raw), quality["caller"].raw
+    # the sandbox's DID is an extension (no card can match it) and agent2 an endpoint:
+    # zero lines that say why, with the talk time of each leg
+    assert (lines["caller"].currency, lines["caller"].amount_minor) == ("XXX", 0)
+    assert lines["caller"].duration_s >= 2, lines["caller"]
+    assert lines["target"].destination_number == "agent2"
+    assert 1 <= lines["target"].duration_s <= lines["caller"].duration_s, lines
 
 
 async def test_ivr_transfer_to_a_busy_agent_returns_to_the_menu(
@@ -257,6 +298,18 @@ async def test_ivr_transfer_through_fastagi(
     assert (row["target_type"], row["target"], row["state"]) == ("agent", "agent2", "completed")
     assert "agent2" in row["target_channel_id"]  # Dial's DIALEDPEERNAME: PJSIP/agent2-…
     assert_ivr_transfer(row, "main", "0")
+    # FastAGI: the caller's figures from CHANNEL(rtcp,all) once Dial returned (the
+    # target's leg is Dial's own channel, which this door cannot read: see ivr_agi.py);
+    # both legs billed
+    quality, lines = await measured_and_billed(ivr_engine, watch, {"caller"})
+    assert set(quality) == {"caller"}, quality
+    assert "channel(rtcp,all)" in quality["caller"].raw, quality["caller"].raw
+    assert (quality["caller"].tx_packets or 0) > 0, quality["caller"]
+    assert quality["caller"].mos is not None, quality["caller"]
+    assert set(lines) == {"caller", "target"}, lines
+    assert lines["caller"].duration_s >= 2, lines["caller"]
+    assert lines["target"].destination_number == "agent2"
+    assert 1 <= lines["target"].duration_s <= lines["caller"].duration_s, lines
 
 
 async def test_ivr_transfer_to_a_busy_agent_through_fastagi(

@@ -244,3 +244,181 @@ async def test_an_engine_charges_its_own_node_s_calls_not_another_node_s(
     async with Database(migrated_db, min_size=1, max_size=1) as tool_db:
         lines = await BillingService(Store.over(tool_db)).charge_session(tenant.id, sid)
     assert len(lines) == 2
+
+
+async def test_an_inbound_call_gets_a_caller_line_by_its_did_and_a_target_line(
+    api_engine: Engine,
+) -> None:
+    store, app = api_engine.store, api_engine.use_cases
+    tenant = await new_tenant(store)
+    await app.billing.import_rates(
+        tenant,
+        "prefix,rate_per_minute_minor,currency,pulse,direction,effective_from\n"
+        "+1800,12,USD,60/60,inbound,2026-01-01T00:00Z\n"
+        "+1,60,USD,1/1,outbound,2026-01-01T00:00Z\n",
+    )
+
+    async def inbound(dialed: str, *, transfer_to: str | None) -> uuid.UUID:
+        sid = uuid.uuid4()
+        await store.db.execute(
+            "INSERT INTO click_to_call_session (id, tenant_id, direction, status, "
+            "agent_number, customer_number, dialed_number, created_at, connected_at, "
+            "ended_at) VALUES ($1, $2, 'inbound', 'completed', '', '+14155550100', $3, $4, "
+            "$4, $5)",
+            sid,
+            tenant.id,
+            dialed,
+            T0,
+            T0 + timedelta(seconds=95),  # the IVR answered at T0: 95 s on the caller's leg
+        )
+        if transfer_to is not None:  # answered 35 s in: 60 s on the target's leg
+            await store.db.execute(
+                "INSERT INTO call_transfer (tenant_id, session_id, transfer_type, "
+                "initiated_by, from_leg, target_type, target, state, requested_at, "
+                "answered_at, completed_at) VALUES ($1, $2, 'blind', 'ivr', 'caller', "
+                "'number', $3, 'completed', $4, $5, $5)",
+                tenant.id,
+                sid,
+                transfer_to,
+                T0 + timedelta(seconds=30),
+                T0 + timedelta(seconds=35),
+            )
+        return sid
+
+    toll_free = await inbound("+18005550199", transfer_to="+14155550111")
+    extension = await inbound("5551000", transfer_to=None)
+    lines = await app.billing.charge_session(tenant.id, toll_free)
+    assert [(x.leg.leg, x.leg.direction.value, x.duration_s, x.amount_minor) for x in lines] == [
+        ("caller", "inbound", 95, 24),  # 2 min at 12
+        ("target", "outbound", 60, 60),  # 60 s at 60/min, 1/1
+    ]
+    (unrated,) = await app.billing.charge_session(tenant.id, extension)
+    assert (unrated.leg.leg, unrated.amount_minor, unrated.currency) == ("caller", 0, "XXX")
+    assert "'5551000' is not a phone number" in (unrated.unrated_reason or "")
+    # the rerate finds the same lines (inbound calls are charged calls) and changes nothing
+    report = await app.billing.rerate(T0 - timedelta(days=1), T0 + timedelta(days=1))
+    assert report.sessions >= 2
+    mine = await store.billing.lines(tenant.id, toll_free)
+    assert [(x.leg, x.amount_minor, x.destination_number) for x in mine] == [
+        ("caller", 24, "+18005550199"),
+        ("target", 60, "+14155550111"),
+    ]
+    again = await app.billing.rerate(T0 - timedelta(days=1), T0 + timedelta(days=1), tenant=tenant)
+    assert (again.lines.inserted, again.lines.changed, again.lines.unchanged) == (0, 0, 3)
+
+
+async def test_rate_cards_are_corrected_changed_from_a_date_and_ended(
+    api_engine: Engine, unix_api: Api
+) -> None:
+    store, app = api_engine.store, api_engine.use_cases
+    tenant = await new_tenant(store)
+    t = tenant.slug
+    assert (await import_csv(unix_api, t, ANY_60_EUR))[0] == 201
+    status, body, _ = await unix_api.call("GET", f"{BILLING}/rates", headers=tenant_headers(t))
+    assert status == 200
+    assert isinstance(body, dict)
+    (card,) = body["items"]
+    url = f"{BILLING}/rates/{card['id']}"
+    # two calls answered before and after 2026-10-05 12:00: 100 s each at 60/60
+    early = await seed_session(api_engine, tenant, ended=T0 + timedelta(seconds=100))
+    late_start = T0 + timedelta(hours=5)
+    late = await seed_session(
+        api_engine, tenant, answered=late_start, ended=late_start + timedelta(seconds=100)
+    )
+    since, until = T0 - timedelta(days=1), T0 + timedelta(days=1)
+    await app.billing.rerate(since, until, tenant=tenant)
+
+    async def amounts() -> tuple[int, int]:
+        (a,) = await store.billing.lines(tenant.id, early)
+        (b,) = await store.billing.lines(tenant.id, late)
+        return a.amount_minor, b.amount_minor
+
+    assert await amounts() == (120, 120)
+
+    # bad input names the field
+    for patch, field in (
+        ({"pulse": "0/0"}, "pulse"),
+        ({"currency": "eur"}, "currency"),
+        ({"rate_per_minute_minor": 0.0000001}, "rate_per_minute_minor"),
+        ({"effective_to": "2025-01-01T00:00:00Z"}, "effective_to"),
+        ({}, "changes"),
+        ({"rate_per_minute_minor": 1, "as_of": "2020-01-01T00:00:00Z"}, "as_of"),
+        (
+            {"effective_from": "2026-03-01T00:00:00Z", "as_of": "2026-10-05T12:00:00Z"},
+            "effective_from",
+        ),
+    ):
+        status, body, _ = await unix_api.call("PATCH", url, json=patch, headers=tenant_headers(t))
+        assert status == 422, (patch, body)
+        assert isinstance(body, dict)
+        assert body["error"]["details"][0]["field"] == field, (patch, body)
+    status, body, _ = await unix_api.call(
+        "PATCH", url, json={"destination_prefix": "+44"}, headers=tenant_headers(t)
+    )
+    assert status == 422, body  # not a field of the patch: what the card matches stays
+    status, _, _ = await unix_api.call(
+        "PATCH", f"{BILLING}/rates/{uuid.uuid4()}", json={"priority": 1}, headers=tenant_headers(t)
+    )
+    assert status == 404
+
+    # a change from 12:00: the card ends then, a new one (30 a minute, 1/1) starts
+    status, body, _ = await unix_api.call(
+        "PATCH",
+        url,
+        json={"rate_per_minute_minor": 30, "pulse": "1/1", "as_of": "2026-10-05T12:00:00Z"},
+        headers=tenant_headers(t),
+    )
+    assert status == 200, body
+    assert isinstance(body, dict)
+    assert body["id"] != card["id"]
+    assert (body["rate_per_minute_minor"], body["pulse"]) == (30, "1/1")
+    assert body["effective_from"] == "2026-10-05T12:00:00Z"
+    old = await app.billing.rate(tenant, uuid.UUID(card["id"]))
+    assert old.effective_to == datetime(2026, 10, 5, 12, tzinfo=UTC)
+    # rerate: the early call keeps the old card, the late one takes the new; again: nothing
+    first = await app.billing.rerate(since, until, tenant=tenant)
+    assert (first.lines.changed, first.lines.unchanged) == (1, 1)
+    assert await amounts() == (120, 50)  # 100 s at 30/min = 50
+    again = await app.billing.rerate(since, until, tenant=tenant)
+    assert (again.lines.changed, again.lines.unchanged) == (0, 2)
+
+    # a correction in place (the new card's fee), then rerate charges it
+    new_url = f"{BILLING}/rates/{body['id']}"
+    status, body, _ = await unix_api.call(
+        "PATCH",
+        new_url,
+        json={"connection_fee_minor": 5, "name": "fixed"},
+        headers=tenant_headers(t),
+    )
+    assert status == 200, body
+    assert isinstance(body, dict)
+    assert (body["connection_fee_minor"], body["name"]) == (5, "fixed")
+    await app.billing.rerate(since, until, tenant=tenant)
+    assert await amounts() == (120, 55)
+
+    # ended before the late call: it is unrated on the next rerate; ending again is a no-op
+    status, body, _ = await unix_api.call(
+        "DELETE", f"{new_url}?at=2026-10-05T13:00:00Z", headers=tenant_headers(t)
+    )
+    assert status == 200, body
+    assert isinstance(body, dict)
+    assert body["effective_to"] == "2026-10-05T13:00:00Z"
+    status, body, _ = await unix_api.call(
+        "DELETE", f"{new_url}?at=2026-10-06T00:00:00Z", headers=tenant_headers(t)
+    )
+    assert status == 200
+    assert isinstance(body, dict)
+    assert body["effective_to"] == "2026-10-05T13:00:00Z"
+    status, body, _ = await unix_api.call(
+        "DELETE", f"{new_url}?at=2026-01-01T00:00:00Z", headers=tenant_headers(t)
+    )
+    assert status == 422
+    assert isinstance(body, dict)
+    assert body["error"]["details"][0]["field"] == "at"
+    # the late call (answered 14:00) has no card in effect any more: a zero line
+    changed = await app.billing.rerate(since, until, tenant=tenant)
+    assert (changed.lines.changed, changed.lines.unchanged) == (1, 1)
+    (unrated,) = await store.billing.lines(tenant.id, late)
+    assert (unrated.amount_minor, unrated.currency) == (0, "XXX")
+    again = await app.billing.rerate(since, until, tenant=tenant)
+    assert (again.lines.changed, again.lines.unchanged) == (0, 2)

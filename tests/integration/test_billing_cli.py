@@ -109,3 +109,58 @@ async def test_billing_and_stats_commands(
     assert "calls 1  live 0  connected 1  ASR 100.0%" in out
     assert "ann" in out
     assert "41 USD (2 legs)" in out
+
+
+async def test_rate_cards_are_updated_and_ended_from_the_cli(
+    api_engine: Engine, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    tenant = await new_tenant(api_engine.store)
+    t = tenant.slug
+    deck = tmp_path / "rates.csv"
+    deck.write_text(RATES)
+    code, _, err = await run_ctc(
+        "billing", "rates", "import", str(deck), "--tenant", t, env=cli_env
+    )
+    assert code == 0, err
+    code, out, err = await run_ctc("billing", "rates", "list", "--ids", "--tenant", t, env=cli_env)
+    assert code == 0, err
+    cards = {row["prefix"]: row["id"] for row in csv.DictReader(io.StringIO(out))}
+    card = cards["+1415"]
+
+    async def update(*args: str) -> tuple[int, str, str]:
+        return await run_ctc("billing", "rates", "update", *args, "--tenant", t, env=cli_env)
+
+    code, _, err = await update(card, "--set", "pulse=7")
+    assert code == 0, err  # "7" is 7/7
+    for args, named in (
+        (("--set", "pulse=0/0"), "pulse:"),
+        (("--set", "prefix=+44"), "prefix: decides which legs the card matches"),
+        (("--set", "colour=red"), "colour: not a rate card column"),
+        (("--set", "currency"), "--set: 'currency' is not COLUMN=VALUE"),
+        (("--set", "effective_to=2025-01-01T00:00Z"), "effective_to: must be later"),
+        (("--set", "name=x", "--as-of", "2019-01-01"), "as_of: the card is not in effect"),
+        ((), "changes: nothing to change"),
+    ):
+        code, _, err = await update(card, *args)
+        assert code == 1, (args, err)
+        assert named in err, (args, err)
+    code, _, err = await update("nope", "--set", "name=x")
+    assert code == 1
+    assert "RATE_ID: 'nope' is not a card id" in err
+    code, out, err = await update(card, "--set", "rate_per_minute_minor=2", "--as-of", "2026-06-01")
+    assert code == 0, err
+    assert f"rate card {card} ends at 2026-06-01T00:00:00+00:00; new card" in out
+    code, out, err = await run_ctc(
+        "billing", "rates", "end", card, "--at", "2026-07-01", "--tenant", t, env=cli_env
+    )
+    assert code == 0, err
+    assert f"rate card {card} ends at 2026-06-01T00:00:00+00:00" in out  # ended already
+    code, out, err = await run_ctc(
+        "billing", "rates", "list", "--at", "2026-06-02T00:00:00Z", "--tenant", t, env=cli_env
+    )
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert sorted((r["prefix"], r["rate_per_minute_minor"], r["pulse"]) for r in rows) == [
+        ("+1", "60", "1/1"),
+        ("+1415", "2", "7/7"),
+    ]

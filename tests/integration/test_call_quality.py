@@ -169,3 +169,34 @@ async def test_samples_read_each_leg_that_is_up(store: Store) -> None:
     assert rows[0].raw["rtcp_all"].startswith("ssrc=")
     assert rows[0].mos == 4.41
     assert uuid.UUID(str(rows[0].session_id)) == call.id
+
+
+async def test_channels_named_by_asterisk_are_followed_when_a_flow_hands_them_over(
+    store: Store,
+) -> None:
+    """An IVR caller's channel and an agent's own phone carry Asterisk's ids: the flow that
+    took them says whose leg they are; an IVR transfer target's id names its call."""
+    call = await a_call(store)
+    monitor = QualityMonitor(SampledAri({}), store, QualitySettings(sample_interval=0))
+    router = AriEventRouter()
+    monitor.subscribe(router)
+    caller, target = "1764512345.42", f"ivr-{call.id}-target-1"
+    async with monitor:
+        # before a flow hands it over, Asterisk's id is no one's: its variables pass by
+        assert [router.route(e) for e in hangup_events("1764512345.7", rx=50)] == [False] * 4
+        monitor.follow(caller, call.id, "caller", call.tenant_id)
+        router.route({"type": "StasisStart", "channel": {"id": target}})
+        assert monitor.followed == 2
+        for event in [*hangup_events(target, rx=120), *hangup_events(caller, rx=300)]:
+            router.route(event)
+
+        async def finals() -> list[Any] | None:
+            rows = await store.quality.for_session(call.tenant_id, call.id)
+            return rows if len(rows) == 2 else None
+
+        rows = await eventually(finals, within=10, what="the caller's and the target's rows")
+        assert monitor.followed == 0
+    by_leg = {row.leg: row for row in rows}
+    assert (by_leg["caller"].channel_id, by_leg["caller"].rx_packets) == (caller, 300)
+    assert (by_leg["target"].channel_id, by_leg["target"].rx_packets) == (target, 120)
+    assert all(row.is_final and row.mos == 4.41 for row in rows)

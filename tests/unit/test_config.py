@@ -650,6 +650,7 @@ def test_redacted_summary_is_json_and_complete() -> None:
         "callbacks",
         "retention",
         "quality",
+        "stats",
         "transcripts",
         "secrets",
         "node",

@@ -126,3 +126,55 @@ def test_dump_parses_back() -> None:
             after.effective_to,
             after.name,
         )
+
+
+def test_a_stored_card_is_changed_by_its_columns_and_bad_cells_name_them() -> None:
+    import dataclasses
+
+    from engine.errors import InvalidInput
+    from engine.rate_cards import changed_rate
+
+    (uk, _) = parse_rates(GOOD)
+    card = uk.rate
+    changed = changed_rate(
+        card,
+        {
+            "rate_per_minute_minor": "0.85",
+            "pulse": "1/1",
+            "connection_fee_minor": "",
+            "name": "UK fixed",
+            "effective_to": "2027-01-01T00:00:00Z",
+        },
+    )
+    assert (changed.rate_per_minute_minor, changed.rate_scale) == (85, 2)
+    assert changed.pulse == PulseRule(1, 1)
+    assert changed.connection_fee_minor == 0  # empty: the column's default
+    assert changed.name == "UK fixed"
+    assert changed.effective_to == datetime(2027, 1, 1, tzinfo=UTC)
+    assert (
+        dataclasses.replace(
+            changed,
+            rate_per_minute_minor=card.rate_per_minute_minor,
+            rate_scale=card.rate_scale,
+            pulse=card.pulse,
+            connection_fee_minor=card.connection_fee_minor,
+            name=card.name,
+            effective_to=None,
+        )
+        == card
+    )  # nothing else moved
+    for changes, field in (
+        ({"prefix": "+33"}, "prefix"),
+        ({"direction": "inbound"}, "direction"),
+        ({"colour": "red"}, "colour"),
+        ({"currency": "gbp"}, "currency"),
+        ({"currency": ""}, "currency"),
+        ({"pulse": "30/0"}, "pulse"),
+        ({"rate_per_minute_minor": "0.0000001"}, "rate_per_minute_minor"),
+        ({"effective_from": ""}, "effective_from"),
+        ({"effective_to": "2025-01-01T00:00:00Z"}, "effective_to"),
+        ({"effective_to": "2027-01-01"}, "effective_to"),  # no zone
+    ):
+        with pytest.raises(InvalidInput) as caught:
+            changed_rate(card, changes)
+        assert caught.value.field == field, changes

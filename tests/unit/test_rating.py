@@ -227,3 +227,38 @@ def test_charged_legs_of_a_bridged_call_and_of_an_agent_only_call() -> None:
     assert [x.leg for x in agent_only] == ["agent"]
     assert charged_legs(agent_answered_at=None, connected_at=None, ended_at=end, **common) == []
     assert charged_legs(agent_answered_at=T0, connected_at=None, ended_at=None, **common) == []
+
+
+def test_an_inbound_call_charges_the_caller_by_did_and_an_answered_target() -> None:
+    from engine.domain.rating import inbound_legs
+
+    end = T0 + timedelta(seconds=90)
+    caller, target = inbound_legs(
+        dialed_number="+18005550100",
+        connected_at=T0,
+        ended_at=end,
+        target_number="+14155550111",
+        target_answered_at=T0 + timedelta(seconds=30),
+    )
+    assert (caller.leg, caller.number, caller.direction) == (
+        "caller",
+        "+18005550100",
+        LegDirection.INBOUND,
+    )
+    assert (target.leg, target.number, target.direction) == (
+        "target",
+        "+14155550111",
+        LegDirection.OUTBOUND,
+    )
+    assert leg_seconds(target.answered_at, target.ended_at) == 60
+    toll_free = Rate(uuid.uuid4(), "+1800", 12, "USD", direction=LegDirection.INBOUND)
+    outbound_only = Rate(uuid.uuid4(), "+1", 60, "USD")
+    assert rate_leg([outbound_only, toll_free], caller).rate == toll_free
+    assert rate_leg([outbound_only, toll_free], target).rate == outbound_only
+    # no answer, or not ended: nothing to charge; no answered transfer: the caller only
+    assert inbound_legs(dialed_number="+18005550100", connected_at=None, ended_at=end) == []
+    assert inbound_legs(dialed_number="+18005550100", connected_at=T0, ended_at=None) == []
+    (only,) = inbound_legs(dialed_number="5551000", connected_at=T0, ended_at=end)
+    line = rate_leg([toll_free], only)
+    assert (line.amount_minor, line.currency) == (0, NO_CURRENCY)
+    assert "'5551000' is not a phone number" in (line.unrated_reason or "")

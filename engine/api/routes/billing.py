@@ -1,10 +1,12 @@
-"""Billing: the tenant's rate cards (list, import as CSV), a session's billing lines, the
-monthly CSV export and a rerate after a rate change. The rules are in
+"""Billing: the tenant's rate cards (list, import as CSV, change, end), a session's billing
+lines, the monthly CSV export and a rerate after a rate change. The rules are in
 :mod:`engine.domain.rating`, the CSV format of cards in :mod:`engine.rate_cards`."""
 
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Final
 
 from aiohttp import web
@@ -14,8 +16,10 @@ from engine.api.models import (
     BillingExportQuery,
     BillingLineListOut,
     BillingLineOut,
+    RateCardEndQuery,
     RateCardListOut,
     RateCardOut,
+    RateCardPatchIn,
     RateCardsQuery,
     RatesImportedOut,
     RerateIn,
@@ -25,7 +29,15 @@ from engine.api.routes.common import API, C2C, error_responses, path_session_id,
 from engine.domain.rating import Rate
 from engine.errors import ConfigError
 
-__all__ = ["billing_export", "import_rates", "list_rates", "rerate", "session_billing"]
+__all__ = [
+    "billing_export",
+    "end_rate",
+    "import_rates",
+    "list_rates",
+    "rerate",
+    "session_billing",
+    "update_rate",
+]
 
 BILLING: Final = f"{API}/billing"
 
@@ -95,6 +107,65 @@ async def import_rates(req: ApiRequest) -> web.StreamResponse:
             422, "validation_error", str(exc), [{"field": field, "message": exc.reason}]
         ) from None
     return json_response(RatesImportedOut(imported=imported), 201)
+
+
+def _cell(value: object) -> str:
+    """A changed value as a rate deck's cell (what :func:`engine.rate_cards.changed_rate`
+    reads): instants in ISO 8601, numbers as written; null (``effective_to``: open-ended)
+    is an empty cell."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float):
+        return format(Decimal(repr(value)), "f")
+    return str(value)
+
+
+@router.route(
+    "PATCH",
+    f"{BILLING}/rates/{{rate_id}}",
+    summary="Change a rate card",
+    tags=("billing",),
+    body=RateCardPatchIn,
+    responses={200: RateCardOut, **error_responses(400, 401, 404, 413, 422)},
+)
+async def update_rate(req: ApiRequest) -> web.StreamResponse:
+    """Change the card's price, pulse, fees, currency, priority, name or dates (the prefix,
+    direction and provider decide which legs it matches: import another card for those).
+    Without `as_of` the card is corrected in place and the answer is the card; with it the
+    card ends at `as_of` and the answer is the new card that starts then. Legs already
+    billed keep their lines until `POST /billing/rerate` rates them again (idempotent).
+    422 names the field."""
+    body = req.body_as(RateCardPatchIn)
+    changes = {
+        name: _cell(value)
+        for name, value in body.model_dump(exclude_unset=True, exclude={"as_of"}).items()
+        if value is not None or name == "effective_to"
+    }
+    rate = await use_cases(req).billing.update_rate(
+        req.require_tenant(), req.path_uuid("rate_id", "rate card"), changes, as_of=body.as_of
+    )
+    return json_response(_rate_out(rate))
+
+
+@router.route(
+    "DELETE",
+    f"{BILLING}/rates/{{rate_id}}",
+    summary="End a rate card",
+    tags=("billing",),
+    query=RateCardEndQuery,
+    responses={200: RateCardOut, **error_responses(401, 404, 422)},
+)
+async def end_rate(req: ApiRequest) -> web.StreamResponse:
+    """A card is never deleted (billing lines name it): it is ended at `at` (default now)
+    and rates no leg answered from then on. A card already ended by then is left as it is;
+    `at` before the card's start is 422."""
+    at = req.query_as(RateCardEndQuery).at or datetime.now(UTC)
+    rate = await use_cases(req).billing.end_rate(
+        req.require_tenant(), req.path_uuid("rate_id", "rate card"), at
+    )
+    return json_response(_rate_out(rate))
 
 
 @router.route(

@@ -32,6 +32,7 @@ from typing import Any, Final
 import structlog
 
 from engine.app.calls import AgentDialledCall, CallService
+from engine.asterisk.flows.call_quality import LegFollower
 from engine.asterisk.links.ari import AriClient, AriConflict, AriNotFound
 from engine.asterisk.links.ari_router import AriEvent, AriEventRouter
 from engine.asterisk.naming import AgentStasisArgs, parse_agent_stasis_args
@@ -63,11 +64,16 @@ def endpoint_of_channel(name: str) -> str:
 class AgentDoor(Lifecycle):
     """Takes the agents' own calls from the Stasis app's router and places them through
     the call use cases (:meth:`serve` hands them over; until then, and without them, every
-    such call is handed back ``FAILED``). Closing cancels the calls being taken."""
+    such call is handed back ``FAILED``). ``quality`` (when calls are measured) is told the
+    agent's channel of each call placed: its id is Asterisk's, not one that names the call.
+    Closing cancels the calls being taken."""
 
-    def __init__(self, ari: AriClient, settings: CallSettings) -> None:
+    def __init__(
+        self, ari: AriClient, settings: CallSettings, *, quality: LegFollower | None = None
+    ) -> None:
         self._ari = ari
         self._settings = settings
+        self._quality = quality
         self._calls: CallService | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -123,6 +129,8 @@ class AgentDoor(Lifecycle):
             return
         if session.status is CallStatus.REJECTED:
             await self._hand_back(channel_id, REJECTED)
+        elif self._quality is not None:
+            self._quality.follow(channel_id, session.id, "agent", session.tenant_id)
 
     async def _hand_back(self, channel_id: str, status: str) -> None:
         """The agent's call goes on in the dialplan with ``CTC_AGENT_STATUS=status``; hung

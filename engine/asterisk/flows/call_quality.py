@@ -23,9 +23,13 @@ RTCP reports. Only what is known is stored; a phone that sends no RTCP (SIPp) le
 round-trip time and the far side's loss NULL, a leg that sent no RTP gets no MOS.
 
 A leg whose MOS (from a sample or its final figures) is below ``quality.mos_floor`` gets
-one ``quality.low_mos`` call event per call. Only click-to-call channels (legs and
-transfer targets, named by :mod:`engine.asterisk.naming`) are followed: inbound IVR
-calls have their own flows and are not measured here.
+one ``quality.low_mos`` call event per leg. Which channels are followed: those whose id
+names their call (:mod:`engine.asterisk.naming`: a click-to-call's legs and transfer
+targets, an ARI IVR call's transfer targets, leg ``target``), and those a flow hands over
+with :meth:`QualityMonitor.follow` because Asterisk named them (an ARI IVR caller's
+channel, leg ``caller``; the agent's own channel of a call dialled from ``[ctc-agents]``,
+leg ``agent``). The FastAGI door has no event socket: it reads its legs itself
+(:mod:`engine.asterisk.flows.ivr_agi`) and stores them through :class:`QualityWriter`.
 """
 
 from __future__ import annotations
@@ -35,13 +39,13 @@ import contextlib
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from engine.asterisk.links.ari import AriClient, AriNotFound
 from engine.asterisk.links.ari_router import AriEvent, AriEventRouter
-from engine.asterisk.naming import parse_leg_channel_id, session_of_channel
+from engine.asterisk.naming import IdKind, parse_id
 from engine.config.settings import QualitySettings
 from engine.domain.event_types import CallEventType
 from engine.domain.quality import LegFigures, leg_mos
@@ -50,7 +54,14 @@ from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.store.records import QualityMetric
 from engine.store.repositories import Store
 
-__all__ = ["FINAL_VARIABLES", "QualityMonitor", "figures_of", "parse_rtcp"]
+__all__ = [
+    "FINAL_VARIABLES",
+    "LegFollower",
+    "QualityMonitor",
+    "QualityWriter",
+    "figures_of",
+    "parse_rtcp",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +70,9 @@ FINAL_VARIABLES = frozenset(
     {"RTPAUDIOQOS", "RTPAUDIOQOSJITTER", "RTPAUDIOQOSLOSS", "RTPAUDIOQOSRTT", "RTPAUDIOQOSMES"}
 )
 _SAMPLE = "CHANNEL(rtcp,all)"
+# the channel ids that name their call (a leg channel's leg is in its id; the others are
+# transfer targets)
+_NAMED = frozenset({IdKind.LEG_CHANNEL, IdKind.TARGET_CHANNEL, IdKind.IVR_TARGET_CHANNEL})
 
 
 def parse_rtcp(value: str) -> dict[str, float]:
@@ -109,89 +123,33 @@ class _Leg:
         self.final: dict[str, str] = {}
 
 
-class QualityMonitor(Lifecycle):
-    """Follows click-to-call channels on the Stasis app's router; writes their quality
-    rows and low-MOS events in the background (never on the event dispatcher)."""
+class LegFollower(Protocol):
+    """What a call flow tells the quality monitor about a channel Asterisk named."""
 
-    def __init__(self, ari: AriClient, store: Store, settings: QualitySettings) -> None:
-        self._ari = ari
+    def follow(
+        self, channel_id: str, session_id: uuid.UUID, leg: str, tenant_id: uuid.UUID
+    ) -> None: ...
+
+
+#: One leg's measure to store: (channel, leg state, figures by key, raw strings).
+Measured = tuple[str, _Leg, Mapping[str, float], Mapping[str, Any]]
+
+
+class QualityWriter:
+    """Turns figures into quality rows (with their MOS) and low-MOS events; shared by the
+    ARI monitor and the FastAGI door. A failure to store is logged: the figures are lost,
+    the call is not touched."""
+
+    def __init__(self, store: Store, settings: QualitySettings) -> None:
         self._store = store
         self._settings = settings
-        self._legs: dict[str, _Leg] = {}
         self._tenants: dict[uuid.UUID, uuid.UUID] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._sampler: asyncio.Task[None] | None = None
 
-    def subscribe(self, router: AriEventRouter) -> None:
-        """Observe channels going up and ending (never taking those events: the call
-        flows after this one still get them), and take the hangup-time variables."""
-        router.on("StasisStart", self._on_up)
-        router.on("ChannelVarset", self._on_varset)
-        router.on("ChannelDestroyed", self._on_destroyed)
+    def know_tenant(self, session_id: uuid.UUID, tenant_id: uuid.UUID) -> None:
+        self._tenants[session_id] = tenant_id
 
-    async def _open(self) -> None:
-        if self._settings.sample_interval > 0:
-            self._sampler = asyncio.create_task(self._sample_forever(), name="quality-sampler")
-
-    async def _close(self) -> None:
-        sampler, self._sampler = self._sampler, None
-        await cancel_tasks(*self._tasks, sampler)
-
-    @property
-    def followed(self) -> int:
-        """How many channels are followed now."""
-        return len(self._legs)
-
-    # -- events (on the dispatcher: no waiting) -------------------------------------------------
-
-    def _leg(self, channel: str) -> _Leg | None:
-        found = self._legs.get(channel)
-        if found is not None:
-            return found
-        session_id = session_of_channel(channel)
-        if session_id is None:
-            return None
-        parsed = parse_leg_channel_id(channel)
-        found = _Leg(session_id, parsed[1].value if parsed is not None else "target")
-        self._legs[channel] = found
-        return found
-
-    def _on_up(self, event: AriEvent) -> bool:
-        leg = self._leg(str(event.get("channel", {}).get("id", "")))
-        if leg is not None:
-            leg.up = True
-        return False
-
-    def _on_varset(self, event: AriEvent) -> bool:
-        variable = str(event.get("variable", ""))
-        if variable not in FINAL_VARIABLES:
-            return False
-        leg = self._leg(str(event.get("channel", {}).get("id", "")))
-        if leg is None:
-            return False
-        leg.final[variable] = str(event.get("value", ""))
-        return True
-
-    def _on_destroyed(self, event: AriEvent) -> bool:
-        self._forget(str(event.get("channel", {}).get("id", "")))
-        return False
-
-    def _forget(self, channel: str) -> None:
-        """The channel is gone: write what its hangup told, and stop following it."""
-        leg = self._legs.pop(channel, None)
-        if leg is None:
-            return
-        if "RTPAUDIOQOS" in leg.final:
-            self._spawn(self._write_final(channel, leg))
-        if not any(other.session_id == leg.session_id for other in self._legs.values()):
-            self._tenants.pop(leg.session_id, None)
-
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # -- rows -------------------------------------------------------------------------------------
+    def forget_tenant(self, session_id: uuid.UUID) -> None:
+        self._tenants.pop(session_id, None)
 
     async def _tenant(self, session_id: uuid.UUID) -> uuid.UUID | None:
         tenant = self._tenants.get(session_id)
@@ -230,19 +188,24 @@ class QualityMonitor(Lifecycle):
             raw=raw,
         )
 
-    async def _write_final(self, channel: str, leg: _Leg) -> None:
-        quality = parse_rtcp(leg.final["RTPAUDIOQOS"])
-        if not leg.up and not quality.get("rxcount"):
-            return  # a leg that never answered and carried no media: nothing to say
-        raw = {name.lower(): value for name, value in sorted(leg.final.items())}
-        await self._store_rows([(channel, leg, quality, raw)], final=True)
-
-    async def _store_rows(
+    async def store_final(
         self,
-        measured: list[tuple[str, _Leg, Mapping[str, float], Mapping[str, Any]]],
+        channel: str,
+        session_id: uuid.UUID,
+        leg: str,
+        quality: str,
         *,
-        final: bool,
-    ) -> None:
+        raw: Mapping[str, Any],
+    ) -> bool:
+        """Store a leg's end-of-call figures (Asterisk's ``all`` quality string); False
+        when they say no media flowed (nothing stored)."""
+        figures = parse_rtcp(quality)
+        if not figures.get("rxcount") and not figures.get("txcount"):
+            return False
+        await self.store([(channel, _Leg(session_id, leg), figures, raw)], final=True)
+        return True
+
+    async def store(self, measured: list[Measured], *, final: bool) -> None:
         try:
             rows: list[tuple[_Leg, QualityMetric]] = []
             for channel, leg, quality, raw in measured:
@@ -255,7 +218,7 @@ class QualityMonitor(Lifecycle):
                 await self._alert(leg, row)
         except CtcError as exc:  # e.g. the database is away: these figures are lost
             log.warning("quality.not_stored", final=final, error=str(exc))
-        except Exception:  # a bug: logged, the monitor goes on
+        except Exception:  # a bug: logged, the caller goes on
             log.exception("quality.store_crashed")
 
     async def _alert(self, leg: _Leg, row: QualityMetric) -> None:
@@ -283,11 +246,113 @@ class QualityMonitor(Lifecycle):
             "quality.low_mos", call_id=str(row.session_id), leg=row.leg, mos=row.mos, floor=floor
         )
 
+
+class QualityMonitor(Lifecycle):
+    """Follows the channels of calls on the Stasis app's router; writes their quality
+    rows and low-MOS events in the background (never on the event dispatcher)."""
+
+    def __init__(self, ari: AriClient, store: Store, settings: QualitySettings) -> None:
+        self._ari = ari
+        self._settings = settings
+        self.writer = QualityWriter(store, settings)
+        self._legs: dict[str, _Leg] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sampler: asyncio.Task[None] | None = None
+
+    def subscribe(self, router: AriEventRouter) -> None:
+        """Observe channels going up and ending (never taking those events: the call
+        flows after this one still get them), and take the hangup-time variables."""
+        router.on("StasisStart", self._on_up)
+        router.on("ChannelVarset", self._on_varset)
+        router.on("ChannelDestroyed", self._on_destroyed)
+
+    async def _open(self) -> None:
+        if self._settings.sample_interval > 0:
+            self._sampler = asyncio.create_task(self._sample_forever(), name="quality-sampler")
+
+    async def _close(self) -> None:
+        sampler, self._sampler = self._sampler, None
+        await cancel_tasks(*self._tasks, sampler)
+
+    @property
+    def followed(self) -> int:
+        """How many channels are followed now."""
+        return len(self._legs)
+
+    def follow(
+        self, channel_id: str, session_id: uuid.UUID, leg: str, tenant_id: uuid.UUID
+    ) -> None:
+        """Follow ``channel_id``, which is up, as ``leg`` of the session: a channel whose
+        id Asterisk chose (an IVR caller's, an agent's own phone), so only the flow that
+        took it knows its call."""
+        found = self._legs.get(channel_id)
+        if found is None:
+            found = self._legs[channel_id] = _Leg(session_id, leg)
+        found.up = True
+        self.writer.know_tenant(session_id, tenant_id)
+
+    # -- events (on the dispatcher: no waiting) -------------------------------------------------
+
+    def _leg(self, channel: str) -> _Leg | None:
+        found = self._legs.get(channel)
+        if found is not None:
+            return found
+        parsed = parse_id(channel)
+        if parsed is None or parsed.kind not in _NAMED:
+            return None
+        found = _Leg(parsed.session_id, parsed.leg.value if parsed.leg else "target")
+        self._legs[channel] = found
+        return found
+
+    def _on_up(self, event: AriEvent) -> bool:
+        leg = self._leg(str(event.get("channel", {}).get("id", "")))
+        if leg is not None:
+            leg.up = True
+        return False
+
+    def _on_varset(self, event: AriEvent) -> bool:
+        variable = str(event.get("variable", ""))
+        if variable not in FINAL_VARIABLES:
+            return False
+        leg = self._leg(str(event.get("channel", {}).get("id", "")))
+        if leg is None:
+            return False
+        leg.final[variable] = str(event.get("value", ""))
+        return True
+
+    def _on_destroyed(self, event: AriEvent) -> bool:
+        self._forget(str(event.get("channel", {}).get("id", "")))
+        return False
+
+    def _forget(self, channel: str) -> None:
+        """The channel is gone: write what its hangup told, and stop following it."""
+        leg = self._legs.pop(channel, None)
+        if leg is None:
+            return
+        if "RTPAUDIOQOS" in leg.final:
+            self._spawn(self._write_final(channel, leg))
+        if not any(other.session_id == leg.session_id for other in self._legs.values()):
+            self.writer.forget_tenant(leg.session_id)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- rows -------------------------------------------------------------------------------------
+
+    async def _write_final(self, channel: str, leg: _Leg) -> None:
+        quality = parse_rtcp(leg.final["RTPAUDIOQOS"])
+        if not leg.up and not quality.get("rxcount"):
+            return  # a leg that never answered and carried no media: nothing to say
+        raw = {name.lower(): value for name, value in sorted(leg.final.items())}
+        await self.writer.store([(channel, leg, quality, raw)], final=True)
+
     # -- samples ----------------------------------------------------------------------------------
 
     async def sample(self) -> int:
         """Read and store every leg that is up now; how many were stored."""
-        measured: list[tuple[str, _Leg, Mapping[str, float], Mapping[str, Any]]] = []
+        measured: list[Measured] = []
         for channel, leg in list(self._legs.items()):
             if not leg.up:
                 continue
@@ -302,9 +367,12 @@ class QualityMonitor(Lifecycle):
             except AriError as exc:
                 log.warning("quality.sample_failed", channel=channel, error=str(exc))
                 continue
-            measured.append((channel, leg, parse_rtcp(value), {"rtcp_all": value}))
+            figures = parse_rtcp(value)
+            if "rxcount" not in figures:
+                continue  # not answered yet (an agent's own phone is followed from its dial)
+            measured.append((channel, leg, figures, {"rtcp_all": value}))
         if measured:
-            await self._store_rows(measured, final=False)
+            await self.writer.store(measured, final=False)
         return len(measured)
 
     async def _sample_forever(self) -> None:

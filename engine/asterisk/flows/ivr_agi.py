@@ -13,6 +13,17 @@ per key; its digits then reach the interpreter one by one, as if typed between c
 A transfer is ``Dial`` from the caller's channel (``DIALSTATUS`` says whether it was
 answered); a message is ``RECORD FILE``.
 
+Quality (with ``quality``: the engine measures calls): FastAGI has no event socket, so
+this door reads the caller's leg itself, ``GET VARIABLE CHANNEL(rtcp,all)`` when the IVR
+is over and the caller's channel is still up (after the menus, or after a transferred
+call's ``Dial`` returned): one final row, leg ``caller``. What this door cannot measure,
+and the Stasis door does (:mod:`engine.asterisk.flows.call_quality`): a caller who hangs
+up first (AGI learns of it when the channel is gone), samples during the call (the AGI
+connection is busy running ``Dial`` or a prompt), and the transfer target's leg, which
+is ``Dial``'s own channel: chan_pjsip leaves its figures on the caller as
+``RTPAUDIOQOSBRIDGED`` only while both are still bridged at its hangup, which after
+``Dial`` they no longer are (measured on Asterisk 22: never set).
+
 A request for an unknown tenant or menu is refused before any session is stored (a log
 line, ``ctc_agi_refused_total{reason=...}``, and the channel is hung up): such requests
 are not calls the engine took, and a peer sending them must not fill the call history.
@@ -36,6 +47,7 @@ from datetime import UTC, datetime, timedelta
 from engine.app.ivr_admission import FAILED, OVERLOADED, STATUS_VARIABLE, IvrAdmission
 from engine.app.ivr_calls import IvrCallRecord, MenuLoader, http_lookup
 from engine.app.ports import ErpLookup
+from engine.asterisk.flows.call_quality import QualityWriter
 from engine.asterisk.flows.dialing import dial_string
 from engine.asterisk.links.agi_protocol import AgiCommandError, AgiHangup
 from engine.asterisk.links.agi_server import AgiChannel
@@ -83,6 +95,7 @@ from engine.store.repositories import Store
 __all__ = ["AgiIvr", "AgiIvrCall"]
 
 _KEYS = "0123456789*#"
+_QUALITY = "CHANNEL(rtcp,all)"  # the caller's RTP figures so far
 # keys one GET DATA collects at most when the menu sets no input length
 _GET_DATA_MAX = 64
 
@@ -129,8 +142,10 @@ class AgiIvr(Lifecycle):
         erp: ErpLookup,
         admission: IvrAdmission,
         metrics: Metrics | None = None,
+        quality: QualityWriter | None = None,
     ) -> None:
         self.store = store
+        self.quality = quality
         self.load_menus = load_menus
         self.settings = settings
         self.erp = erp
@@ -239,7 +254,25 @@ class AgiIvrCall:
                 event = await self._wait_for_input(book, ms)
         # as over ARI: a transferred call is over when Dial returns
         reason = "transferred call ended" if self.transferred else "ivr hung up"
+        await self._measure_caller()
         await self.record.end(CallStatus.COMPLETED, reason)
+
+    async def _measure_caller(self) -> None:
+        """Store the caller's end-of-call figures (``CHANNEL(rtcp,all)``), when the engine
+        measures calls and the channel is still there to read."""
+        quality = self.ivr.quality
+        if quality is None:
+            return
+        try:
+            value = await self.channel.get_variable(_QUALITY)
+        except AgiError as exc:  # e.g. the caller hung up meanwhile: nothing to read
+            self.record.log.info("ivr.quality_unread", error=str(exc))
+            return
+        if value:
+            session = self.record.stored_session()
+            await quality.store_final(
+                self.record.channel_id, session.id, "caller", value, raw={_QUALITY.lower(): value}
+            )
 
     async def _do(self, command: Command, *, last: bool = False) -> Event | None:
         """Carry out one command; the event it produced (a prompt's end, a key, a result).

@@ -36,6 +36,7 @@ import structlog
 from engine.app.ivr_admission import FAILED, OVERLOADED, STATUS_VARIABLE, IvrAdmission
 from engine.app.ivr_calls import IvrCallRecord, MenuLoader, http_lookup
 from engine.app.ports import ErpLookup
+from engine.asterisk.flows.call_quality import LegFollower
 from engine.asterisk.flows.dialing import dial_string
 from engine.asterisk.links.ari import AriClient, AriConflict, AriNotFound
 from engine.asterisk.links.ari_router import AriEvent, AriEventRouter, event_channel
@@ -102,8 +103,9 @@ class AriIvr(Lifecycle):
     """The ARI door of the IVR: starts and routes IVR calls; owned by the Stasis app.
 
     Menus' lookups go through ``erp`` (the daemon owns it); ``admission`` (shared with the
-    FastAGI door) says whether a new caller is taken. Closing it cancels the calls in
-    progress.
+    FastAGI door) says whether a new caller is taken; ``quality`` (when calls are measured)
+    is told each answered caller's channel (its transfer targets' ids name their call).
+    Closing it cancels the calls in progress.
     """
 
     def __init__(
@@ -116,10 +118,12 @@ class AriIvr(Lifecycle):
         erp: ErpLookup,
         admission: IvrAdmission,
         metrics: Metrics | None = None,
+        quality: LegFollower | None = None,
     ) -> None:
         self.ari = ari
         self.store = store
         self.metrics = metrics
+        self.quality = quality
         self.load_menus = load_menus
         self.settings = settings
         self.erp = erp
@@ -330,6 +334,9 @@ class AriIvrCall:
             await self.record.end(CallStatus.COMPLETED, "caller hung up")
             return
         await self.record.answered(self.menu)
+        if ivr.quality is not None:
+            session = self.record.stored_session()
+            ivr.quality.follow(self.channel_id, session.id, "caller", session.tenant_id)
         self.state = IvrState(variables={"caller": self.caller_number or ""})
         await self._feed(Entered(self.menu))
         while self.state.phase is not Phase.ENDED:

@@ -90,6 +90,10 @@ class StasisApp(Lifecycle):
             metrics=metrics,
         )
         self.resync = Resync(ari, store, settings, self.click_to_call, self._records)
+        # every leg's RTCP figures and MOS (None: quality.enabled is false)
+        self.quality: QualityMonitor | None = (
+            QualityMonitor(ari, store, quality) if quality is not None else None
+        )
         # inbound callers in Stasis(ctc,ivr,MENU): only when menus can be loaded
         self.ivr: AriIvr | None = None
         if menus is not None:
@@ -99,20 +103,25 @@ class StasisApp(Lifecycle):
                     "admission=... for its capacity"
                 )
             self.ivr = AriIvr(
-                ari, store, menus, settings, erp=erp, admission=admission, metrics=metrics
+                ari,
+                store,
+                menus,
+                settings,
+                erp=erp,
+                admission=admission,
+                metrics=metrics,
+                quality=self.quality,
             )
-        # each click-to-call leg's RTCP figures and MOS (None: quality.enabled is false)
-        self.quality: QualityMonitor | None = (
-            QualityMonitor(ari, store, quality) if quality is not None else None
-        )
         self.router = AriEventRouter()
-        if self.ivr is not None:
-            self.ivr.subscribe(self.router)  # first: an IVR call's events are its own
         if self.quality is not None:
-            self.quality.subscribe(self.router)  # observes, before the flow takes them
+            # first: it only observes (an IVR call's and a click-to-call's channels alike),
+            # and takes no event a flow needs
+            self.quality.subscribe(self.router)
+        if self.ivr is not None:
+            self.ivr.subscribe(self.router)  # then: an IVR call's events are its own
         self.click_to_call.subscribe(self.router)
         # agents' own calls become click-to-calls: the daemon hands the door the use cases
-        self.agent_door = AgentDoor(ari, settings)
+        self.agent_door = AgentDoor(ari, settings, quality=self.quality)
         self.agent_door.subscribe(self.router)
 
     async def _open(self) -> None:
