@@ -59,6 +59,12 @@ class Dialer(Protocol):
     def start_call(self, session: StoredSession) -> None:
         """Begin dialing a stored, queued session (in the background)."""
 
+    def writes_behind(self, provider_type: str | None) -> bool:
+        """Whether the facts of a session carried by ``provider_type`` (None: no provider)
+        are written behind (the journal owns it while it lives: the caller adopts it before
+        :meth:`start_call`), or through."""
+        ...
+
     async def end_call(self, session: StoredSession, reason: str) -> StoredSession:
         """Hang up every leg and end the session; return it as stored."""
         ...
