@@ -109,7 +109,7 @@ class ProviderBreakers:
         self, health: HealthReport | None = None, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._health = health
-        self._clock = clock
+        self.clock = clock  # monotonic seconds
         self._breakers: dict[uuid.UUID, CircuitBreaker] = {}
         self._names: dict[uuid.UUID, str] = {}
 
@@ -127,12 +127,12 @@ class ProviderBreakers:
     def allows(self, provider: StoredProvider) -> bool:
         """Whether an attempt through ``provider`` may go now (a half-open breaker lets
         one trial through: :meth:`record` must follow)."""
-        return self._breaker(provider).allows(self._clock())
+        return self._breaker(provider).allows(self.clock())
 
     def record(self, provider: StoredProvider, outcome: AttemptOutcome) -> None:
         breaker = self._breaker(provider)
         before = breaker.state
-        breaker.record(outcome, self._clock())
+        breaker.record(outcome, self.clock())
         if breaker.state is not before or before is not BreakerState.CLOSED:
             log.info(
                 "provider.breaker",
@@ -144,12 +144,12 @@ class ProviderBreakers:
 
     def state(self, provider_id: uuid.UUID) -> BreakerState:
         breaker = self._breakers.get(provider_id)
-        return BreakerState.CLOSED if breaker is None else breaker.current(self._clock())
+        return BreakerState.CLOSED if breaker is None else breaker.current(self.clock())
 
     def _report(self, provider_id: uuid.UUID, breaker: CircuitBreaker) -> None:
         if self._health is None:
             return
-        state = breaker.current(self._clock())
+        state = breaker.current(self.clock())
         detail = f"{self._names[provider_id]}: circuit {state.value}, {breaker.failures} failures"
         if state is BreakerState.CLOSED:
             self._health.set(f"provider {provider_id}", "up", detail, required=False)
@@ -294,15 +294,23 @@ class CarrierDialer:
             return [], None, f"lookup failed ({exc}): waited {wait:g} s"
         ended: list[str] = []
         for call_id in found:
+            # a lookup by agent and day also finds other sessions' calls: never those
+            owner = await self._store.webhooks.session_of_call(
+                session.tenant_id, provider.id, call_id
+            )
+            if owner is not None and owner != session.id:
+                continue
             ref = CallRef(call_id, request.agent_number, request.customer_number)
             try:
                 await adapter.end(ref)
             except CarrierUnsupported:
                 return ended, call_id, f"found {call_id}, which this carrier cannot hang up: kept"
+            except CarrierRefused:
+                continue  # the carrier says there is nothing to hang up: it has ended
             except CarrierError as exc:
                 return ended, call_id, f"found {call_id}, hangup failed ({exc}): kept"
             ended.append(call_id)
-        return ended, None, f"found {len(found)} call(s), hung up"
+        return ended, None, f"found {len(ended)} call(s) of this session, hung up"
 
     async def _record(
         self,
