@@ -259,12 +259,13 @@ class CarrierDialer:
                     counted=False,
                 )
         try:
-            allowed = self._breakers.allows(provider)
             secrets = await self._store.providers.secrets(provider.tenant_id, provider.id)
             adapter = self._adapter(provider, secrets)
             ring = int(_config_number(provider, "ring_timeout_s", _DEFAULT_RING_S))
+            allowed = self._breakers.allows(provider)
         except (ConfigError, InvalidInput, SecretsError) as exc:
-            return _Attempt(AttemptOutcome.NOT_SENT, f"misconfigured: {exc}")
+            # our row is wrong, the carrier was not asked: nothing for its breaker
+            return _Attempt(AttemptOutcome.NOT_SENT, f"misconfigured: {exc}", counted=False)
         if not allowed:
             return _Attempt(AttemptOutcome.NOT_SENT, "circuit breaker open", counted=False)
         request = _place_call(session, ring)
