@@ -161,6 +161,16 @@ async def test_twilio_through_initiate_to_completed(twilio: Carrier) -> None:
     assert not twilio.engine.store.journal.owns(session.id)
 
 
+async def test_the_asterisk_resync_never_takes_a_carrier_call(twilio: Carrier) -> None:
+    session, _ = await _placed(twilio)
+    local, _ = await twilio.engine.use_cases.calls.initiate(
+        twilio.tenant, InitiateCall(agent_number=AGENT, customer_number=CUSTOMER)
+    )
+    live = {s.id for s in await twilio.engine.store.sessions.live()}
+    assert session.id not in live  # not adopted, started or ended by the ARI resync
+    assert local.id in live  # a call of the local Asterisk is
+
+
 async def test_vonage_through_initiate_to_completed(vonage: Carrier) -> None:
     session, call = await _placed(vonage)
     assert call.caller_id == SHOWN.lstrip("+")
