@@ -147,7 +147,7 @@ class SessionQueries:
         rows = await self._db.fetch(
             f"SELECT {_SESSION_COLS} FROM click_to_call_session WHERE status = ANY($1) "
             f"AND (node IS NULL OR node = current_setting('ctc.node', true)) "
-            f"AND NOT (direction = 'click_to_call' AND provider_id IN "
+            f"AND NOT (direction = 'click_to_call' AND provider_id IS NOT NULL AND provider_id IN "
             f"(SELECT id FROM voip_provider WHERE provider_type = ANY($2))) "
             f"ORDER BY created_at",
             [s.value for s in LIVE_STATUSES],
