@@ -10,9 +10,9 @@ to a customer passes there, click-to-calls and agent-dialled calls alike.
 
 ``CallService`` turns a request (plain dataclasses and enums, never an API model) into
 domain decisions and store writes. Dialing goes through its :class:`~engine.app.ports.Dialer`
-port (the click-to-call flow over ARI,
-:class:`~engine.asterisk.flows.click_to_call.ClickToCall`); with ARI disabled there is
-none: calls are stored and driven by the ERP (``PATCH .../status``), and transfers raise
+port (:class:`~engine.app.dialing.DialerRouter`: the click-to-call flow over ARI, or the
+session's HTTP carrier); with ARI disabled, calls of the local Asterisk are stored and
+driven by the ERP (``PATCH .../status``), and their transfers raise
 :class:`FeatureUnavailable`.
 """
 

@@ -120,10 +120,6 @@ async def carrier(api_engine: Engine, request: pytest.FixtureRequest) -> AsyncIt
     await started.fake.stop()
 
 
-async def _status(carrier: Carrier, session: StoredSession) -> CallStatus:
-    return await carrier.status(session)
-
-
 # -- each carrier through initiate ------------------------------------------------------------
 
 
@@ -146,7 +142,7 @@ async def test_twilio_through_initiate_to_completed(twilio: Carrier) -> None:
     ]:
         sent = await fake.callback(call, leg, status)
         assert sent.status == 202, sent.body
-    assert await _status(twilio, session) is CallStatus.COMPLETED
+    assert await twilio.status(session) is CallStatus.COMPLETED
     types = [e.event_type for e in await _events(twilio, session)]
     assert [t for t in types if t not in ("provider.status", "provider.attempt")] == [
         "session.created",
@@ -182,23 +178,23 @@ async def test_vonage_through_initiate_to_completed(vonage: Carrier) -> None:
         ("customer", "completed"),
     ]:
         assert (await vonage.fake.callback(call, leg, status)).status == 202
-    assert await _status(vonage, session) is CallStatus.COMPLETED
+    assert await vonage.status(session) is CallStatus.COMPLETED
 
 
 async def test_exotel_through_initiate_to_completed(exotel: Carrier) -> None:
     session, call = await _placed(exotel)
     assert call.caller_id == SHOWN
     assert (await exotel.fake.callback(call, "in-progress", event="answered")).status == 202
-    assert await _status(exotel, session) is CallStatus.CONNECTED
+    assert await exotel.status(session) is CallStatus.CONNECTED
     assert (await exotel.fake.callback(call, "completed")).status == 202
-    assert await _status(exotel, session) is CallStatus.COMPLETED
+    assert await exotel.status(session) is CallStatus.COMPLETED
 
 
 async def test_mcube_through_initiate_to_completed(mcube: Carrier) -> None:
     session, call = await _placed(mcube)
     assert call.caller_id == SHOWN  # sent as the DID
     assert (await mcube.fake.callback(call, "ANSWER")).status == 202
-    assert await _status(mcube, session) is CallStatus.COMPLETED
+    assert await mcube.status(session) is CallStatus.COMPLETED
 
 
 async def test_agent_busy_through_initiate(carrier: Carrier) -> None:
@@ -212,7 +208,7 @@ async def test_agent_busy_through_initiate(carrier: Carrier) -> None:
             await fake.callback(call, "busy")
         case FakeMcube() as fake:
             await fake.callback(call, "Executive Busy")
-    assert await _status(carrier, session) is CallStatus.BUSY
+    assert await carrier.status(session) is CallStatus.BUSY
 
 
 async def test_customer_no_answer_through_initiate(
@@ -230,7 +226,7 @@ async def test_customer_no_answer_through_initiate(
             await fake.callback(call, "no-answer")
         case FakeMcube() as fake:
             await fake.callback(call, "NoAnswer")
-    assert await _status(carrier, session) is CallStatus.NO_ANSWER
+    assert await carrier.status(session) is CallStatus.NO_ANSWER
 
 
 async def test_forged_callback_is_401_and_changes_nothing(
@@ -285,15 +281,15 @@ async def test_out_of_order_callbacks_through_initiate(twilio: Carrier, vonage: 
     answered = fake.callback_form(call, "customer", "in-progress", sequence=2)
     await fake.send_form(call, "customer", answered)
     await fake.send_form(call, "customer", ringing)
-    assert await _status(twilio, session) is CallStatus.CONNECTED
+    assert await twilio.status(session) is CallStatus.CONNECTED
     v_session, v_call = await _placed(vonage)
     # Vonage: completed before the failure reason; started after ringing
     await vonage.fake.callback(v_call, "agent", "ringing")
     await vonage.fake.callback(v_call, "agent", "started")
     await vonage.fake.callback(v_call, "agent", "completed")
-    assert await _status(vonage, v_session) is CallStatus.DIALING_AGENT
+    assert await vonage.status(v_session) is CallStatus.DIALING_AGENT
     await vonage.fake.callback(v_call, "agent", "busy")
-    assert await _status(vonage, v_session) is CallStatus.BUSY
+    assert await vonage.status(v_session) is CallStatus.BUSY
 
 
 # -- failover -----------------------------------------------------------------------------------
@@ -332,7 +328,7 @@ async def test_exotel_call_found_after_a_timeout_is_kept_not_duplicated(exotel: 
         [attempt] = await _attempts(exotel, session)
         assert "cannot hang up" in attempt["reason"]
         assert (await exotel.fake.callback(made, "completed")).status == 202
-        assert await _status(exotel, session) is CallStatus.COMPLETED
+        assert await exotel.status(session) is CallStatus.COMPLETED
     finally:
         await second_fake.stop()
 
@@ -351,7 +347,7 @@ async def test_5xx_fails_over_to_the_next_provider(
     assert twilio.fake.calls == {}
     # the backup's callbacks drive the session
     await second_fake.callback(call, "agent", "busy")
-    assert await _status(twilio, session) is CallStatus.BUSY
+    assert await twilio.status(session) is CallStatus.BUSY
 
 
 async def test_4xx_and_429_fail_over_at_once_and_no_provider_left_fails_the_session(
@@ -434,7 +430,7 @@ async def test_end_through_the_carrier_or_409_where_it_has_none(
     x_session, _ = await _placed(exotel)
     with pytest.raises(CarrierUnsupported, match="exotel"):
         await exotel.engine.use_cases.calls.end(exotel.tenant, x_session.id)
-    assert await _status(exotel, x_session) is CallStatus.QUEUED
+    assert await exotel.status(x_session) is CallStatus.QUEUED
 
 
 async def test_blind_transfer_through_vonage_and_attended_is_not_supported(
@@ -443,7 +439,7 @@ async def test_blind_transfer_through_vonage_and_attended_is_not_supported(
     session, call = await _placed(vonage)
     for leg, status in [("agent", "answered"), ("customer", "answered")]:
         await vonage.fake.callback(call, leg, status)
-    assert await _status(vonage, session) is CallStatus.CONNECTED
+    assert await vonage.status(session) is CallStatus.CONNECTED
     calls = vonage.engine.use_cases.calls
     with pytest.raises(CarrierUnsupported, match="not supported by this carrier"):
         await calls.transfer(vonage.tenant, session.id, TransferType.ATTENDED, "+14155550111")
@@ -474,9 +470,9 @@ async def test_a_fault_between_dedupe_and_apply_keeps_neither(
     monkeypatch.setattr(SessionBatch, "transition", faulty)
     sent = await twilio.fake.send_form(call, "agent", form)
     assert sent.status == 500
-    assert await _status(twilio, session) is CallStatus.QUEUED
+    assert await twilio.status(session) is CallStatus.QUEUED
     assert [r for r in await twilio.log_rows() if r["dedupe_key"]] == []  # rolled back
     # the carrier's retry of the same callback applies it
     again = await twilio.fake.send_form(call, "agent", form)
     assert again.body["processing_status"] == "processed", again.body
-    assert await _status(twilio, session) is CallStatus.AGENT_ANSWERED
+    assert await twilio.status(session) is CallStatus.AGENT_ANSWERED
