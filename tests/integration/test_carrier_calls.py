@@ -333,6 +333,24 @@ async def test_exotel_call_found_after_a_timeout_is_kept_not_duplicated(exotel: 
         await second_fake.stop()
 
 
+async def test_mcube_without_a_lookup_waits_out_the_ring_then_fails_over(mcube: Carrier) -> None:
+    _, second_fake = await _second_twilio(mcube)
+    try:
+        config = {**mcube.provider.config, "reconcile_wait_s": 0.2}
+        mcube.provider = await mcube.engine.store.providers.update(
+            mcube.tenant.id, mcube.provider.id, ProviderChanges(config=config)
+        )
+        mcube.fake.fail_creates = [503]
+        session, call = await _placed(mcube, second_fake)
+        assert call.call_id in second_fake.calls
+        first, then = await _attempts(mcube, session)
+        assert (first["outcome"], first["decision"]) == ("uncertain", "reconcile")
+        assert "no lookup: waited 0.2 s" in first["reason"]
+        assert then["outcome"] == "created"
+    finally:
+        await second_fake.stop()
+
+
 async def test_5xx_fails_over_to_the_next_provider(
     twilio: Carrier, backup: tuple[StoredProvider, FakeTwilio]
 ) -> None:
