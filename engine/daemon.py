@@ -316,7 +316,7 @@ class Engine(Lifecycle):
         if self.ari is not None:
             await self.ari.close()
         await self.lookup_http.close()  # after the IVR doors: no lookup is in flight
-        await self.dialer.drain()  # after the API: no call is being placed any more
+        await self.dialer.close()  # after the API: no new call; placements bounded
         await self.carriers.close()  # after the API: no webhook is in flight
         await self.store.journal.close()  # live calls' last rows (written behind)
         await self.billing.close()  # after the journal: the last ends are charged

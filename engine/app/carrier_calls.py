@@ -193,8 +193,19 @@ class CarrierDialer:
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
-        """Wait for the calls being placed (the daemon's stop; tests)."""
+        """Wait for the calls being placed (tests)."""
         while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self, grace_s: float = 10.0) -> None:
+        """The engine stops: the calls being placed get ``grace_s`` to finish, then are
+        cancelled (a session cut off mid-placement stays queued, logged)."""
+        try:
+            await asyncio.wait_for(self.drain(), grace_s)
+        except TimeoutError:
+            for task in list(self._tasks):
+                log.warning("carrier.place_cut_off", task=task.get_name())
+                task.cancel()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _place_logged(self, session: StoredSession) -> None:

@@ -126,7 +126,13 @@ class DialerRouter:
         return await self._asterisk_dialer().cancel_transfer(session)
 
     async def drain(self) -> None:
-        """Wait for the sessions being routed and placed (the daemon's stop; tests)."""
+        """Wait for the sessions being routed and placed (tests)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.carriers.drain()
+
+    async def close(self) -> None:
+        """The engine stops: routing finishes, placements get a bounded grace."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.carriers.close()
