@@ -1,9 +1,9 @@
 """The carrier adapters against fake carriers that follow each carrier's contract
 (engine/devtools/fake_carriers.py), and their webhooks through the engine's route.
 
-Placement through a provider is not wired into initiate yet, so each test places the call
-with the adapter, then stores a session with the carrier's call id recorded on it (as the
-wiring will), and drives it with the carrier's callbacks: happy path, agent busy, customer
+Each test here places the call with the adapter itself, then stores a session with the
+carrier's call id recorded on it, and drives it with the carrier's callbacks (calls placed
+by ``initiate``, with failover, are tests/integration/test_carrier_calls.py): happy path, agent busy, customer
 no-answer, forged signature (401, nothing changed), replay (no-op), out of order, and a
 create that times out (the carrier's list finds the call: the reconcile primitive).
 """

@@ -63,7 +63,7 @@ class Carrier:
         return self.engine.carriers.adapter(self.provider, secrets)
 
     async def place(self) -> tuple[StoredSession, Any]:
-        """Place a call through the adapter, then store its session as the wiring will."""
+        """Place a call through the adapter, then store its session with the carrier's call id."""
         session, _ = await self.engine.store.sessions.create(
             NewSession(self.tenant.id, AGENT, CUSTOMER, provider_id=self.provider.id)
         )
