@@ -6,9 +6,12 @@ stores a tenant, a Twilio and a Vonage provider and N sessions with their carrie
 (as placement through a provider will), then sends each session's whole callback script
 (agent ringing, answered, customer ringing, answered, completed, ...) signed as the carrier
 signs it, from C concurrent clients. Every request is verified (HMAC-SHA1 over URL + params;
-HS256 JWT + payload_hash), deduplicated, logged and applied to its session. A third row
-per carrier sends forged callbacks: the refusal path (401 + a log row). Not part of the
-test run.
+HS256 JWT + payload_hash), deduplicated, logged and applied to its session (the dedupe key
+and the fact in one transaction). A row per carrier sends forged callbacks: the refusal
+path (401 + a log row). A row per carrier sends the script the way carriers deliver it
+(``replay+reorder``): every callback twice (the second a replay: a logged no-op) and every
+third pair swapped (Vonage's started/ringing and completed/failure swaps, Twilio's late
+deliveries): out-of-order facts never move a session back. Not part of the test run.
 
     .venv/bin/python -m bench.webhooks --calls 250 --concurrency 8,32
 """
@@ -69,6 +72,14 @@ VONAGE_SCRIPT = [
 ]
 
 Request = tuple[str, bytes, dict[str, str]]  # url, body, headers
+
+
+def as_carriers_send(script: list[Request]) -> list[Request]:
+    """``script`` as carriers deliver it: every third pair swapped, each request twice."""
+    out = list(script)
+    for i in range(0, len(out) - 1, 3):
+        out[i], out[i + 1] = out[i + 1], out[i]
+    return [request for request in out for _ in (0, 1)]
 
 
 def _free_port() -> int:
@@ -296,17 +307,25 @@ async def main() -> None:
                         )
                     )
                     providers, call_ids = await _prepare(db_url, key, base, args.calls)
+                    fresh, fresh_ids = await _prepare(db_url, key, base, args.calls)
                     for kind, build in builders.items():
-                        for forge in (False, True):
-                            scripts = [
-                                build(base, providers[kind], i, forge) for i in call_ids[kind]
-                            ]
+                        for mode in ("", " forged", " replay+reorder"):
+                            forge = mode == " forged"
+                            if mode == " replay+reorder":
+                                scripts = [
+                                    as_carriers_send(build(base, fresh[kind], i, False))
+                                    for i in fresh_ids[kind]
+                                ]
+                            else:
+                                scripts = [
+                                    build(base, providers[kind], i, forge) for i in call_ids[kind]
+                                ]
                             count = sum(len(s) for s in scripts)
                             cpu0 = cpu_seconds(proc.pid)
                             elapsed, lat, errors = await _drive(scripts, c, 401 if forge else 202)
                             cpu = cpu_seconds(proc.pid) - cpu0
                             q = statistics.quantiles(lat, n=100)
-                            label = f"{kind.value}{' forged' if forge else ''}"
+                            label = f"{kind.value}{mode}"
                             rows.append(
                                 (
                                     label,
@@ -325,17 +344,18 @@ async def main() -> None:
     finally:
         await drop_database(db_url)
     print(
-        f"carrier webhooks over TCP, each call's 8 callbacks in order, {os.cpu_count()} cores, "
+        f"carrier webhooks over TCP, each call's 8 callbacks in order (replay+reorder: 16, "
+        f"swapped and each twice), {os.cpu_count()} cores, "
         "engine in its own process (verify + dedupe + log + apply); 'bare commit': one-row "
         "INSERT commits from this process, the PostgreSQL floor in the same run"
     )
     print(
-        f"{'kind':>14} {'clients':>7} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'kind':>22} {'clients':>7} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'CPU ms/req':>10} {'errors':>6}"
     )
     for label, c, count, rate, p50, p99, cpu_ms, errors in rows:
         print(
-            f"{label:>14} {c:>7} {count:>8} {rate:>8.0f} {p50:>8.2f} {p99:>8.2f} "
+            f"{label:>22} {c:>7} {count:>8} {rate:>8.0f} {p50:>8.2f} {p99:>8.2f} "
             f"{cpu_ms:>10.2f} {errors:>6}"
         )
 

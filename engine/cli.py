@@ -430,6 +430,158 @@ def provider() -> None:
     """VoIP providers (carriers) of a tenant."""
 
 
+def _key_values(option: str, pairs: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint=option)
+        out[key] = value
+    return out
+
+
+def _config_value(text: str) -> Any:
+    """A --config value: JSON when it parses (numbers, lists, true), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@provider.command("add")
+@click.argument("name")
+@click.option(
+    "--type",
+    "provider_type",
+    required=True,
+    type=click.Choice(["asterisk", "sip_trunk", "twilio", "exotel", "vonage", "mcube"]),
+    help="The carrier.",
+)
+@click.option("--tenant", "tenant_slug", default="default", show_default=True, help="Tenant slug.")
+@click.option("--priority", type=click.IntRange(0, 10_000), default=100, show_default=True)
+@click.option(
+    "--weight",
+    type=click.IntRange(0, 1000),
+    default=1,
+    show_default=True,
+    help="Share of calls among providers of equal priority.",
+)
+@click.option("--default", "is_default", is_flag=True, help="The tenant's default provider.")
+@click.option("--max-concurrent", type=click.IntRange(1), default=None, help="Live calls at most.")
+@click.option(
+    "--config", "config_pairs", multiple=True, metavar="KEY=VALUE", help="A setting (repeat)."
+)
+@click.option(
+    "--credential",
+    "credential_pairs",
+    multiple=True,
+    metavar="KEY=env:NAME|file:/path",
+    help="A credential by reference (repeat); never the secret itself.",
+)
+@click.option(
+    "--webhook-secret-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the webhook secret (Vonage signature secret, Exotel/mCube URL token).",
+)
+@pass_ctx
+def provider_add(
+    ctx: _Context,
+    name: str,
+    provider_type: str,
+    tenant_slug: str,
+    priority: int,
+    weight: int,
+    is_default: bool,
+    max_concurrent: int | None,
+    config_pairs: tuple[str, ...],
+    credential_pairs: tuple[str, ...],
+    webhook_secret_file: Path | None,
+) -> None:
+    """Add provider NAME to a tenant. Credentials are references (env:NAME, file:/path)
+    resolved by the engine when it reaches the carrier: a secret typed here would stay in
+    the shell's history."""
+    from engine.app.providers import AddProvider
+    from engine.domain.providers import ProviderType
+
+    credentials = _key_values("--credential", credential_pairs)
+    for key, value in credentials.items():
+        if not value.startswith(("env:", "file:")):
+            raise click.BadParameter(
+                f"{key}: give env:NAME or file:/path, not the secret itself",
+                param_hint="--credential",
+            )
+    config = {k: _config_value(v) for k, v in _key_values("--config", config_pairs).items()}
+    secret = None
+    if webhook_secret_file is not None:
+        secret = webhook_secret_file.read_text(encoding="utf-8").strip()
+    request = AddProvider(
+        name=name,
+        provider_type=ProviderType(provider_type),
+        is_default=is_default,
+        priority=priority,
+        weight=weight,
+        max_concurrent_calls=max_concurrent,
+        config=config,
+        credentials=credentials,
+        webhook_secret=secret,
+    )
+
+    async def work(app: Any) -> Any:
+        tenant = await app.tenants.by_slug(tenant_slug)
+        return await app.providers.create(tenant, request)
+
+    added = _run(_with_use_cases(ctx.settings, work))
+    click.echo(f"provider {added.name} {added.id} ({added.provider_type})")
+
+
+@provider.command("list")
+@click.option("--tenant", "tenant_slug", default="default", show_default=True, help="Tenant slug.")
+@pass_ctx
+def provider_list(ctx: _Context, tenant_slug: str) -> None:
+    """The tenant's providers in the order failover tries them (priority, then name)."""
+
+    async def work(app: Any) -> Any:
+        return await app.providers.all(await app.tenants.by_slug(tenant_slug))
+
+    click.echo("name\ttype\tactive\tdefault\tpriority\tweight\tmax_concurrent\tcredentials")
+    for found in _run(_with_use_cases(ctx.settings, work)):
+        click.echo(
+            "\t".join(
+                str(v)
+                for v in (
+                    found.name,
+                    found.provider_type,
+                    "yes" if found.is_active else "no",
+                    "yes" if found.is_default else "no",
+                    found.priority,
+                    found.weight,
+                    found.max_concurrent_calls or "-",
+                    "set" if found.has_credentials else "none",
+                )
+            )
+        )
+
+
+@provider.command("disable")
+@click.argument("name")
+@click.option("--tenant", "tenant_slug", default="default", show_default=True, help="Tenant slug.")
+@pass_ctx
+def provider_disable(ctx: _Context, name: str, tenant_slug: str) -> None:
+    """Stop placing calls through provider NAME (inactive, no longer the default); its
+    calls in progress go on, and its webhooks are still served."""
+    from engine.store.records import ProviderChanges
+
+    async def work(app: Any) -> Any:
+        tenant = await app.tenants.by_slug(tenant_slug)
+        found = await app.providers.by_name(tenant, name)
+        changes = ProviderChanges(is_active=False, is_default=False)
+        return await app.providers.update(tenant, found.id, changes)
+
+    disabled = _run(_with_use_cases(ctx.settings, work))
+    click.echo(f"provider {disabled.name} disabled")
+
+
 @provider.command("test")
 @click.argument("name")
 @click.option("--tenant", "tenant_slug", default="default", show_default=True, help="Tenant slug.")

@@ -150,6 +150,13 @@ EVENT_DESCRIPTIONS: Final[Mapping[CallEventType, str]] = {
     "repeat, a late or intermediate state). payload: `provider`, `provider_id`, "
     "`provider_status` (the carrier's own word), `provider_call_id`, `leg`, `sequence`, "
     "`confirmed`, `reason`",
+    CallEventType.PROVIDER_ATTEMPT: "One attempt to place the call through a carrier "
+    "(Twilio, Exotel, Vonage, mCube), in order: the first provider, then each one failed "
+    "over to. payload: `provider`, `provider_id`, `provider_type`, `outcome` (`created`, "
+    "`not_sent`, `refused`, `auth_failed`, `rate_limited`, `uncertain`), `decision` "
+    "(`stop`, `next`, `reconcile`), `reason`, `provider_status` (the carrier's own word, "
+    "when it answered), `provider_call_id` (when a call exists), `reconciled` (the calls "
+    "found and hung up after an uncertain attempt)",
     CallEventType.ROUTING_DECIDED: "An IVR transfer to a routing rule: the rule, the rules "
     "followed, the agents skipped (not available) and why, in words. payload: `rule`, "
     "`routing_rule_id`, `rules`, `skipped`, `reason`",

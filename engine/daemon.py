@@ -17,6 +17,8 @@ from engine.api.server import ApiServer, openapi_document
 from engine.api.sse import StreamLimits
 from engine.api.state import ApiState
 from engine.app.billing import BillingRecorder, BillingService
+from engine.app.carrier_calls import CarrierDialer, ProviderBreakers
+from engine.app.dialing import DialerRouter
 from engine.app.ivr_admission import IvrAdmission
 from engine.app.retention import RetentionService
 from engine.app.stats import StatsCompactor
@@ -180,10 +182,17 @@ class Engine(Lifecycle):
             self.restart_watch.watch(self.ami)
         # the carriers' adapters: their webhooks verified and their status queried
         self.carriers = CarrierDirectory()
+        # click-to-calls through a carrier, with failover; one breaker per provider here
+        self.breakers = ProviderBreakers(self.health)
+        self.dialer = DialerRouter(
+            self.store,
+            self.stasis.click_to_call if self.stasis is not None else None,
+            CarrierDialer(self.store, self.carriers, self.breakers),
+        )
         self.use_cases = UseCases.over(
             self.store,
             carriers=self.carriers,
-            dialer=self.stasis.click_to_call if self.stasis is not None else None,
+            dialer=self.dialer,
             controls=CallControls(self.ari) if self.ari is not None else None,
             events=self.events,
             recording_dir=settings.ari.recording_dir if settings.ari.enabled else None,
@@ -310,6 +319,7 @@ class Engine(Lifecycle):
         if self.ari is not None:
             await self.ari.close()
         await self.lookup_http.close()  # after the IVR doors: no lookup is in flight
+        await self.dialer.close()  # after the API: no new call; placements bounded
         await self.carriers.close()  # after the API: no webhook is in flight
         await self.store.journal.close()  # live calls' last rows (written behind)
         await self.billing.close()  # after the journal: the last ends are charged

@@ -59,6 +59,8 @@ __all__ = [
     "ProviderIn",
     "ProviderListOut",
     "ProviderOut",
+    "ProviderPatchIn",
+    "ProviderRemovedOut",
     "QualityListOut",
     "QualityMetricOut",
     "RateCardEndQuery",
@@ -360,15 +362,43 @@ class ProviderIn(_In):
     is_active: bool = True
     is_default: bool = False
     priority: int = Field(default=100, ge=0, le=10_000)
+    weight: int = Field(
+        default=1, ge=0, le=1000, description="Share of calls among equal priorities"
+    )
     max_concurrent_calls: int | None = Field(default=None, ge=1, le=2**31 - 1)
     calls_per_second: float | None = Field(
         default=None, ge=0.01, le=10_000, description="Stored to 2 decimal places"
     )
     config: dict[str, Any] = Field(default_factory=dict, description="Non-secret settings")
     credentials: dict[str, str] = Field(
-        default_factory=dict, description="Secrets (API keys); stored, never returned"
+        default_factory=dict,
+        description="Secrets (API keys): each value `env:NAME`, `file:/path` or the secret "
+        "itself (stored sealed); never returned",
     )
     webhook_secret: str | None = Field(default=None, min_length=8, description="Never returned")
+
+
+class ProviderPatchIn(_In):
+    """Only the fields given change; ``config`` and ``credentials`` replace the stored ones."""
+
+    priority: int | None = Field(default=None, ge=0, le=10_000)
+    weight: int | None = Field(default=None, ge=0, le=1000)
+    is_default: bool | None = None
+    is_active: bool | None = None
+    max_concurrent_calls: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    config: dict[str, Any] | None = None
+    credentials: dict[str, str] | None = Field(
+        default=None, description="`env:NAME`, `file:/path` or the secret; never returned"
+    )
+    webhook_secret: str | None = Field(default=None, min_length=8, description="Never returned")
+
+
+class ProviderRemovedOut(_Out):
+    id: uuid.UUID
+    outcome: Literal["deleted", "disabled"] = Field(
+        description="deleted; or disabled (inactive, not the default) because calls or "
+        "other rows name it"
+    )
 
 
 class ProviderOut(_Out):
@@ -378,6 +408,7 @@ class ProviderOut(_Out):
     is_active: bool
     is_default: bool
     priority: int
+    weight: int
     max_concurrent_calls: int | None
     calls_per_second: float | None
     config: dict[str, Any]

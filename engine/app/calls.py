@@ -10,9 +10,9 @@ to a customer passes there, click-to-calls and agent-dialled calls alike.
 
 ``CallService`` turns a request (plain dataclasses and enums, never an API model) into
 domain decisions and store writes. Dialing goes through its :class:`~engine.app.ports.Dialer`
-port (the click-to-call flow over ARI,
-:class:`~engine.asterisk.flows.click_to_call.ClickToCall`); with ARI disabled there is
-none: calls are stored and driven by the ERP (``PATCH .../status``), and transfers raise
+port (:class:`~engine.app.dialing.DialerRouter`: the click-to-call flow over ARI, or the
+session's HTTP carrier); with ARI disabled, calls of the local Asterisk are stored and
+driven by the ERP (``PATCH .../status``), and their transfers raise
 :class:`FeatureUnavailable`.
 """
 
@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from engine.app.call_end import end_in_store
 from engine.app.compliance import CallerIdChooser, OutboundPolicy
 from engine.app.ports import Dialer
 from engine.domain.call import CallStatus, Direction
@@ -113,6 +114,7 @@ class CustomerLeg:
     customer_number: str  # E.164
     caller_id: str | None  # E.164, shown to the customer; None: calls.default_caller_id
     provider_id: uuid.UUID | None  # the carrier; None: the local Asterisk
+    provider_type: str | None = None  # the provider's (a ProviderType value)
     refusal: Finding | None = None  # the pre-dial check's: the call is never dialled
     warnings: tuple[Finding, ...] = ()  # 'warn' rules that objected
     choice: CallerIdChoice | None = None  # the caller-ID profile's pick, when it chose
@@ -202,8 +204,9 @@ class CallService:
             log.info("call.rejected", call_id=str(session.id), tenant_id=str(tenant.id))
             raise CallRejected(session.id, rule[0], rule[1], refused)
         if created and self._dialer is not None:
-            # the dialer's facts for it are written behind until it releases the call
-            self._store.sessions.adopt(session, tenant_callback_url=tenant.callback_url)
+            if self._dialer.writes_behind(leg.provider_type):
+                # the dialer's facts for it are written behind until it releases the call
+                self._store.sessions.adopt(session, tenant_callback_url=tenant.callback_url)
             self._dialer.start_call(session)
         log.info(
             "call.queued" if created else "call.idempotent_replay",
@@ -240,9 +243,11 @@ class CallService:
                 raise InvalidInput("provider_id", "unknown provider") from exc
             if not provider.is_active:
                 raise InvalidInput("provider_id", f"provider {provider.name!r} is not active")
+            provider_type: str | None = provider.provider_type
         else:
             default = await self._store.providers.default(tenant.id)
             provider_id = default.id if default is not None else None
+            provider_type = default.provider_type if default is not None else None
         # compliance before anything is dialled; the caller ID of the customer leg
         verdict = await self._policy.check(tenant, customer)
         choice = None
@@ -250,7 +255,13 @@ class CallService:
             choice = await self._caller_ids.choose(tenant, customer, provider_id=provider_id)
             shown = choice.number if choice is not None else None
         return CustomerLeg(
-            customer, shown, provider_id, verdict.refusal, tuple(verdict.warnings), choice
+            customer,
+            shown,
+            provider_id,
+            provider_type,
+            verdict.refusal,
+            tuple(verdict.warnings),
+            choice,
         )
 
     async def _screened(self, session: StoredSession, leg: CustomerLeg) -> StoredSession:
@@ -387,19 +398,7 @@ class CallService:
             # the telephony side hangs up every leg and records the end
             session = await self._dialer.end_call(current, reason)
         else:
-            target = (
-                CallStatus.COMPLETED
-                if current.status is CallStatus.CONNECTED
-                else CallStatus.CANCELED
-            )
-            session, _ = await self._store.sessions.transition(
-                tenant.id,
-                session_id,
-                target,
-                event_type=CallEventType.SESSION_ENDED,
-                payload={"source": "api", "reason": reason},
-                changes={"end_reason": reason},
-            )
+            session = await end_in_store(self._store, current, reason)
         log.info(
             "call.ended",
             call_id=str(session_id),

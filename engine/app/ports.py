@@ -6,11 +6,13 @@ The use cases (:mod:`engine.app.calls`, :mod:`engine.app.controls`,
 :mod:`engine.outbound` the HTTP requests. They meet here, as Protocols, so the API and the
 CLI depend on the application layer alone and a use case runs in tests with a stand-in.
 The daemon wires the implementations:
-:class:`~engine.asterisk.flows.click_to_call.ClickToCall` is the :class:`Dialer`,
+:class:`~engine.app.dialing.DialerRouter` is the :class:`Dialer` (over
+:class:`~engine.asterisk.flows.click_to_call.ClickToCall`, and
+:class:`~engine.app.carrier_calls.CarrierDialer` for sessions an HTTP carrier places),
 :class:`~engine.asterisk.flows.controls.CallControls` the :class:`InCallControls`, and
 :class:`~engine.outbound.HttpErpLookup` the IVR's :class:`ErpLookup`. With ARI disabled
-the daemon wires neither of the first two, and the use cases that need them raise
-:class:`~engine.errors.FeatureUnavailable`.
+the router has no Asterisk dialer and there are no :class:`InCallControls`: what needs
+them raises :class:`~engine.errors.FeatureUnavailable`.
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ class Dialer(Protocol):
 
     def start_call(self, session: StoredSession) -> None:
         """Begin dialing a stored, queued session (in the background)."""
+
+    def writes_behind(self, provider_type: str | None) -> bool:
+        """Whether the facts of a session carried by ``provider_type`` (None: no provider)
+        are written behind (the journal owns it while it lives: the caller adopts it before
+        :meth:`start_call`), or through."""
+        ...
 
     async def end_call(self, session: StoredSession, reason: str) -> StoredSession:
         """Hang up every leg and end the session; return it as stored."""

@@ -1,14 +1,18 @@
-"""The VoIP provider (carrier) use cases: add one, list them, read one, test its
-credentials against its carrier (without placing a call, where the carrier allows it).
+"""The VoIP provider (carrier) use cases: add one, list them, read one, change one, remove
+one (deleted when nothing names it, else disabled), test its credentials against its carrier
+(without placing a call, where the carrier allows it).
 
 Credentials and the webhook secret are sealed by the repository and never read back here:
-a provider as returned says only whether it has them.
+a provider as returned says only whether it has them. A credential is best a reference,
+``env:NAME`` (the engine's environment) or ``file:/path`` (a secret file), resolved when the
+carrier is reached; a reference that cannot be one is refused naming the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -24,10 +28,31 @@ from engine.errors import (
     InvalidInput,
     NotFound,
 )
-from engine.store.records import NewProvider, StoredProvider, Tenant
+from engine.store.records import NewProvider, ProviderChanges, StoredProvider, Tenant
 from engine.store.repositories import Store
 
-__all__ = ["AddProvider", "CredentialsCheck", "CredentialsOutcome", "ProviderService"]
+__all__ = [
+    "AddProvider",
+    "CredentialsCheck",
+    "CredentialsOutcome",
+    "ProviderService",
+    "check_credential_refs",
+]
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_credential_refs(credentials: Mapping[str, Any]) -> None:
+    """InvalidInput naming ``credentials.<name>`` for a value that is not a non-empty
+    string, or a malformed ``env:``/``file:`` reference (the value is never echoed)."""
+    for name, value in credentials.items():
+        field = f"credentials.{name}"
+        if not isinstance(value, str) or not value:
+            raise InvalidInput(field, "must be a non-empty string")
+        if value.startswith("env:") and not _ENV_NAME.fullmatch(value[4:]):
+            raise InvalidInput(field, "env: must name an environment variable (env:NAME)")
+        if value.startswith("file:") and not value[5:].startswith("/"):
+            raise InvalidInput(field, "file: must name an absolute path (file:/path)")
 
 
 class CredentialsOutcome(enum.StrEnum):
@@ -59,6 +84,7 @@ class AddProvider:
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # non-secret
     credentials: Mapping[str, str] = dataclasses.field(default_factory=dict)
     webhook_secret: str | None = None
+    weight: int = 1  # the share of calls among providers of equal priority
 
 
 class ProviderService:
@@ -99,6 +125,7 @@ class ProviderService:
 
     async def create(self, tenant: Tenant, request: AddProvider) -> StoredProvider:
         """Add a provider (Conflict when the tenant has one of that name)."""
+        check_credential_refs(request.credentials)
         new = NewProvider(
             tenant_id=tenant.id,
             name=request.name,
@@ -111,8 +138,21 @@ class ProviderService:
             config=request.config,
             credentials=request.credentials,
             webhook_secret=request.webhook_secret,
+            weight=request.weight,
         )
         return await self._store.providers.create(new)
+
+    async def update(
+        self, tenant: Tenant, provider_id: uuid.UUID, changes: ProviderChanges
+    ) -> StoredProvider:
+        """Change a provider (NotFound for another tenant's): only what ``changes`` sets."""
+        if changes.credentials is not None:
+            check_credential_refs(changes.credentials)
+        return await self._store.providers.update(tenant.id, provider_id, changes)
+
+    async def remove(self, tenant: Tenant, provider_id: uuid.UUID) -> bool:
+        """Delete the provider if nothing names it, else disable it; True when deleted."""
+        return await self._store.providers.remove(tenant.id, provider_id)
 
     async def all(self, tenant: Tenant) -> list[StoredProvider]:
         return await self._store.providers.all(tenant.id)

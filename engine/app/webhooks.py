@@ -15,14 +15,14 @@ the session by tenant, provider and the carrier's call id together, so one tenan
 can never reach another tenant's session, and asks the domain
 (:func:`engine.domain.carriers.decide`) what it does, so a session never moves backwards.
 Carriers that sign nothing (Exotel) have a terminal state confirmed by a status query first.
+The dedupe key and the fact it carries are written in one transaction with the session's row
+locked: a failure between them keeps neither, and the carrier's retry applies the fact.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import uuid
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +37,6 @@ from engine.errors import (
     CarrierError,
     ConfigError,
     FeatureUnavailable,
-    IllegalTransition,
     InvalidInput,
     NotFound,
     WebhookRejected,
@@ -46,11 +45,11 @@ from engine.providers.base import CallRef, CarrierAdapter, WebhookRequest
 from engine.store.records import (
     NewWebhookLog,
     StoredProvider,
-    StoredSession,
     Tenant,
     WebhookLogEntry,
 )
 from engine.store.repositories import Store
+from engine.store.write_through import SessionBatch
 
 __all__ = ["WebhookIntake", "WebhookOutcome"]
 
@@ -68,10 +67,6 @@ class WebhookIntake:
     def __init__(self, store: Store, carriers: Carriers | None = None) -> None:
         self._store = store
         self._carriers = carriers
-        # one fact at a time per session: two callbacks of one call may arrive together
-        self._locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
 
     @staticmethod
     def require_provider_type(provider_type: str) -> ProviderType:
@@ -221,32 +216,43 @@ class WebhookIntake:
         confirm = adapter.confirms_terminal and fact.terminal
         if confirm and await self._store.webhooks.seen(provider.id, fact.dedupe_key):
             return await ignored("replay")  # before asking the carrier again
-        lock = self._locks.get(session_id)
-        if lock is None:
-            lock = self._locks[session_id] = asyncio.Lock()
-        async with lock:
+        confirmed: bool | None = None
+        if confirm:  # the carrier is asked before the session is locked
             session = await self._store.sessions.get(tenant_id, session_id)
-            confirmed: bool | None = None
-            if confirm:
-                confirmed = await self._confirm(
-                    adapter, fact, session.agent_number, session.customer_number
-                )
-                if not confirmed:
-                    return await ignored(
-                        "terminal state not confirmed by the carrier's status query"
-                    )
-            decision = decide(session.status, fact, connected=session.connected_at is not None)
-            # logged with its key first: a replay racing this one finds the key taken
-            status = "processed" if decision.path else "ignored"
-            logged = await self._store.webhooks.log(
-                entry(status, key=fact.dedupe_key, error=None if decision.path else decision.reason)
+            confirmed = await self._confirm(
+                adapter, fact, session.agent_number, session.customer_number
             )
-            if logged is None:
-                return await ignored("replay")
-            applied, problem = await self._apply(provider, session, fact, decision, confirmed)
-        if problem is not None:
-            logged = await self._store.webhooks.settle(logged.id, "ignored", error=problem)
-            return WebhookOutcome(logged, applied, problem)
+            if not confirmed:
+                return await ignored("terminal state not confirmed by the carrier's status query")
+        # the dedupe key and the fact in one transaction, the session's row locked: a failure
+        # between them keeps neither, so the carrier's retry applies the fact; a replay
+        # racing this one waits for the lock, then finds the key taken
+        try:
+            async with self._store.sessions.batch(tenant_id, session_id) as batch:
+                session = batch.session
+                decision = decide(session.status, fact, connected=session.connected_at is not None)
+                status = "processed" if decision.path else "ignored"
+                logged = await self._store.webhooks.log(
+                    entry(
+                        status,
+                        key=fact.dedupe_key,
+                        error=None if decision.path else decision.reason,
+                    ),
+                    conn=batch.conn,
+                )
+                if logged is None:
+                    raise _Replay
+                applied = await self._apply(provider, batch, fact, decision, confirmed)
+        except _Replay:
+            return await ignored("replay")
+        if applied:
+            log.info(
+                "webhook.applied",
+                provider_type=fact.provider_type.value,
+                call_id=str(session_id),
+                provider_status=fact.raw_status,
+                status=applied[-1].value,
+            )
         return WebhookOutcome(logged, applied, None if applied else decision.reason)
 
     async def _confirm(
@@ -265,14 +271,13 @@ class WebhookIntake:
     async def _apply(
         self,
         provider: StoredProvider,
-        session: StoredSession,
+        batch: SessionBatch,
         fact: CarrierFact,
         decision: Decision,
         confirmed: bool | None,
-    ) -> tuple[tuple[CallStatus, ...], str | None]:
-        """Record the fact on ``session`` (the caller holds its lock): its statuses in
-        order, or one ``provider.status`` event when it changes none. Returns what was
-        applied and, if the session changed meanwhile (the API), why the rest was not."""
+    ) -> tuple[CallStatus, ...]:
+        """Record the fact on the locked session: its statuses in order, or one
+        ``provider.status`` event when it changes none. Returns what was applied."""
         payload: dict[str, Any] = {
             "source": "provider",
             "provider": fact.provider_type.value,
@@ -285,35 +290,24 @@ class WebhookIntake:
             **dict(fact.details),
         }
         if not decision.path:
-            await self._store.sessions.append_event(
-                provider.tenant_id,
-                session.id,
-                CallEventType.PROVIDER_STATUS,
-                payload={**payload, "reason": decision.reason},
+            await batch.append_event(
+                CallEventType.PROVIDER_STATUS, payload={**payload, "reason": decision.reason}
             )
-            return (), None
-        current = session.status
+            return ()
+        current = batch.session.status
         applied: list[CallStatus] = []
-        try:
-            for status in decision.path:
-                changes = {"end_reason": f"{fact.provider_type.value}: {fact.raw_status}"}
-                await self._store.sessions.transition(
-                    provider.tenant_id,
-                    session.id,
-                    status,
-                    event_type=event_for(current, status, fact.leg),
-                    payload=payload,
-                    changes=changes if status.is_terminal else None,
-                )
-                applied.append(status)
-                current = status
-        except IllegalTransition as exc:  # changed elsewhere meanwhile (the API)
-            return tuple(applied), f"stale: {exc}"
-        log.info(
-            "webhook.applied",
-            provider_type=fact.provider_type.value,
-            call_id=str(session.id),
-            provider_status=fact.raw_status,
-            status=current.value,
-        )
-        return tuple(applied), None
+        for status in decision.path:
+            changes = {"end_reason": f"{fact.provider_type.value}: {fact.raw_status}"}
+            await batch.transition(
+                status,
+                event_type=event_for(current, status, fact.leg),
+                payload=payload,
+                changes=changes if status.is_terminal else None,
+            )
+            applied.append(status)
+            current = status
+        return tuple(applied)
+
+
+class _Replay(Exception):
+    """The dedupe key was taken: roll the batch back (nothing of it is kept)."""

@@ -64,6 +64,7 @@ class FakeCall:
     legs: dict[str, str] = dataclasses.field(default_factory=dict)  # leg -> leg id
     leg_status: dict[str, str] = dataclasses.field(default_factory=dict)
     sequence: dict[str, int] = dataclasses.field(default_factory=dict)
+    caller_id: str | None = None  # what the create asked the customer to see
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,6 +216,7 @@ class FakeTwilio(FakeCarrier):
             status="queued",
             created_at=datetime.now(UTC),
             legs={"agent": sid, "customer": self._new_id("CA")},
+            caller_id=str(form["From"]),
         )
         self.calls[sid] = call
         return await self._created(web.json_response(self._resource(call), status=201))
@@ -368,6 +370,7 @@ class FakeVonage(FakeCarrier):
             status="started",
             created_at=datetime.now(UTC),
             legs={"agent": self._new_id("a-"), "customer": self._new_id("c-")},
+            caller_id=str(connect.get("from", "")) or None,
         )
         self.calls[conversation] = call
         answer = {
@@ -496,6 +499,7 @@ class FakeExotel(FakeCarrier):
             callback_urls={"call": str(form.get("StatusCallback", ""))},
             status="in-progress",
             created_at=datetime.now(UTC),
+            caller_id=str(form["CallerId"]),
         )
         self.calls[sid] = call
         return await self._created(web.json_response({"Call": self._resource(call)}))
@@ -574,6 +578,7 @@ class FakeMcube(FakeCarrier):
             callback_urls={"call": query["url"]},
             status="queued",
             created_at=datetime.now(UTC),
+            caller_id=query.get("did"),
         )
         self.calls[callid] = call
         return await self._created(web.json_response({"status": "success", "callid": callid}))

@@ -56,6 +56,8 @@ class CallEventType(enum.StrEnum):
 
     # a carrier's verified webhook that changed no status (stale, replayed elsewhere, raw)
     PROVIDER_STATUS = "provider.status"
+    # one attempt to place a click-to-call through a carrier: provider, outcome, reason
+    PROVIDER_ATTEMPT = "provider.attempt"
 
     # recording
     RECORDING_STARTED = "recording.started"

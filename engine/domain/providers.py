@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ProviderType"]
+__all__ = ["HTTP_CARRIERS", "ProviderType"]
 
 
 class ProviderType(enum.StrEnum):
@@ -19,3 +19,9 @@ class ProviderType(enum.StrEnum):
     EXOTEL = "exotel"
     VONAGE = "vonage"
     MCUBE = "mcube"
+
+
+# The carriers reached over their HTTP APIs (the others are carried by the local Asterisk).
+HTTP_CARRIERS = frozenset(
+    {ProviderType.TWILIO, ProviderType.EXOTEL, ProviderType.VONAGE, ProviderType.MCUBE}
+)

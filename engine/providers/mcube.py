@@ -70,6 +70,8 @@ class McubeAdapter:
             "refid": str(call.session_id),
             "url": self._address.with_query(session=str(call.session_id), token=self._gate.token),
         }
+        if call.caller_id:  # the DID the customer sees (some accounts pick their own)
+            params["did"] = call.caller_id
         reply = await self._http.request(
             "GET", "/api/outboundcall", headers={}, params=params, create=True
         )

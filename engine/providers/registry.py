@@ -16,11 +16,7 @@ from engine.providers.mcube import McubeAdapter
 from engine.providers.twilio import TwilioAdapter
 from engine.providers.vonage import VonageAdapter
 
-__all__ = ["HTTP_CARRIERS", "build_adapter"]
-
-HTTP_CARRIERS = frozenset(
-    {ProviderType.TWILIO, ProviderType.EXOTEL, ProviderType.VONAGE, ProviderType.MCUBE}
-)
+__all__ = ["build_adapter"]
 
 
 def build_adapter(

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from engine.errors import NotFound
-from engine.store.database import Database, returned
+from engine.store.database import Connection, Database, returned
 from engine.store.records import AgentActivity, NewWebhookLog, WebhookLogEntry
 
 __all__ = ["ActivityRepository", "WebhookRepository"]
@@ -65,10 +65,13 @@ class WebhookRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def log(self, entry: NewWebhookLog) -> WebhookLogEntry | None:
+    async def log(
+        self, entry: NewWebhookLog, *, conn: Connection | None = None
+    ) -> WebhookLogEntry | None:
         """Log one carrier webhook as judged; None when its ``dedupe_key`` was logged
-        before for the provider (a replay: the caller logs it again without the key)."""
-        row = await self._db.fetchrow(
+        before for the provider (a replay: the caller logs it again without the key).
+        On ``conn``: inside the caller's transaction (the fact it applies with it)."""
+        row = await (conn or self._db).fetchrow(
             "INSERT INTO click_to_call_webhook_log (tenant_id, provider_type, provider_id, "
             "session_id, provider_call_id, event_type, payload, headers, signature_valid, "
             "processing_status, error, dedupe_key) "

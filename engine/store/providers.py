@@ -24,7 +24,7 @@ from engine.errors import Conflict, NotFound
 from engine.secrets import Keyring
 from engine.store.database import Database, returned
 from engine.store.read_cache import ReadCache
-from engine.store.records import NewProvider, ProviderSecrets, StoredProvider
+from engine.store.records import NewProvider, ProviderChanges, ProviderSecrets, StoredProvider
 
 __all__ = ["ProviderRepository"]
 
@@ -33,7 +33,7 @@ _COLS = (
     "calls_per_second::float8 AS calls_per_second, config, "
     "credentials IS NOT NULL AS has_credentials, "
     "webhook_secret IS NOT NULL AS has_webhook_secret, "
-    "created_at, updated_at"
+    "created_at, updated_at, weight"
 )
 
 
@@ -46,17 +46,19 @@ class ProviderRepository:
         # providers by id, for their carriers' webhooks (a dozen per call)
         self._by_id: ReadCache[uuid.UUID, StoredProvider | None] = ReadCache(cache_ttl)
 
+    def _sealed_credentials(self, credentials: Any) -> str | None:
+        if not credentials:
+            return None
+        return self._keyring.seal(json.dumps(dict(credentials)), what="provider credentials")
+
+    def _sealed_secret(self, secret: str | None) -> str | None:
+        return (
+            None if secret is None else self._keyring.seal(secret, what="a provider webhook_secret")
+        )
+
     async def create(self, new: NewProvider) -> StoredProvider:
-        credentials = (
-            self._keyring.seal(json.dumps(dict(new.credentials)), what="provider credentials")
-            if new.credentials
-            else None
-        )
-        webhook_secret = (
-            None
-            if new.webhook_secret is None
-            else self._keyring.seal(new.webhook_secret, what="a provider webhook_secret")
-        )
+        credentials = self._sealed_credentials(new.credentials)
+        webhook_secret = self._sealed_secret(new.webhook_secret)
         try:
             async with self._db.transaction() as conn:
                 if new.is_default:
@@ -69,8 +71,9 @@ class ProviderRepository:
                 row = await conn.fetchrow(
                     f"INSERT INTO voip_provider (tenant_id, name, provider_type, is_active, "
                     f"is_default, priority, max_concurrent_calls, calls_per_second, config, "
-                    f"credentials, webhook_secret) "
-                    f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {_COLS}",
+                    f"credentials, webhook_secret, weight) "
+                    f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
+                    f"RETURNING {_COLS}",
                     new.tenant_id,
                     new.name,
                     new.provider_type,
@@ -82,6 +85,7 @@ class ProviderRepository:
                     dict(new.config),
                     credentials,
                     webhook_secret,
+                    new.weight,
                 )
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"a provider named {new.name!r} already exists") from exc
@@ -153,3 +157,82 @@ class ProviderRepository:
             provider_type,
         )
         return [StoredProvider(**dict(r)) for r in rows]
+
+    async def update(
+        self, tenant_id: uuid.UUID, provider_id: uuid.UUID, changes: ProviderChanges
+    ) -> StoredProvider:
+        """Change the fields of ``changes`` that are set (NotFound for another tenant's or
+        no provider); a new default takes the place of the tenant's old one."""
+        columns: dict[str, Any] = {
+            name: getattr(changes, name)
+            for name in ("priority", "weight", "is_default", "is_active", "max_concurrent_calls")
+            if getattr(changes, name) is not None
+        }
+        if changes.config is not None:
+            columns["config"] = dict(changes.config)
+        if changes.credentials is not None:
+            columns["credentials"] = self._sealed_credentials(changes.credentials)
+        if changes.webhook_secret is not None:
+            columns["webhook_secret"] = self._sealed_secret(changes.webhook_secret)
+        args: list[Any] = [tenant_id, provider_id]
+        sets = ["updated_at = now()"]
+        for name, value in columns.items():
+            args.append(value)
+            sets.append(f"{name} = ${len(args)}")
+        async with self._db.transaction() as conn:
+            if changes.is_default:
+                await conn.execute(
+                    "UPDATE voip_provider SET is_default = false, updated_at = now() "
+                    "WHERE tenant_id = $1 AND is_default AND id <> $2",
+                    tenant_id,
+                    provider_id,
+                )
+            row = await conn.fetchrow(
+                f"UPDATE voip_provider SET {', '.join(sets)} "
+                f"WHERE tenant_id = $1 AND id = $2 RETURNING {_COLS}",
+                *args,
+            )
+        if row is None:
+            raise NotFound("provider", provider_id)
+        self._defaults.clear()
+        self._by_id.clear()
+        return StoredProvider(**dict(row))
+
+    async def remove(self, tenant_id: uuid.UUID, provider_id: uuid.UUID) -> bool:
+        """Delete the provider when no row names it (a session, a rate card, a caller-ID
+        number: their foreign keys say so), else disable it (inactive, no longer the
+        default); True when it was deleted. NotFound for another tenant's or none."""
+        try:
+            deleted = await self._db.fetchval(
+                "DELETE FROM voip_provider WHERE tenant_id = $1 AND id = $2 RETURNING true",
+                tenant_id,
+                provider_id,
+            )
+        except asyncpg.ForeignKeyViolationError:
+            deleted = None
+            disabled = await self._db.fetchval(
+                "UPDATE voip_provider SET is_active = false, is_default = false, "
+                "updated_at = now() WHERE tenant_id = $1 AND id = $2 RETURNING true",
+                tenant_id,
+                provider_id,
+            )
+            if not disabled:
+                raise NotFound("provider", provider_id) from None
+        else:
+            if not deleted:
+                raise NotFound("provider", provider_id)
+        self._defaults.clear()
+        self._by_id.clear()
+        return bool(deleted)
+
+    async def live_calls(self, provider_id: uuid.UUID, *, besides: uuid.UUID) -> int:
+        """The provider's sessions that have not ended, ``besides`` one (the call being
+        placed): what its ``max_concurrent_calls`` is measured against, every engine's."""
+        count = await self._db.fetchval(
+            "SELECT count(*) FROM click_to_call_session WHERE provider_id = $1 AND id <> $2 "
+            "AND status NOT IN ('completed', 'busy', 'no_answer', 'failed', 'canceled', "
+            "'rejected')",
+            provider_id,
+            besides,
+        )
+        return int(count or 0)

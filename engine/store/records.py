@@ -39,6 +39,7 @@ __all__ = [
     "NewTransfer",
     "NewWebhookLog",
     "NodeBeat",
+    "ProviderChanges",
     "ProviderSecrets",
     "QualityMetric",
     "RecordingPolicy",
@@ -68,6 +69,7 @@ _WRITABLE: Final = frozenset(
         "agent_channel_id",
         "customer_channel_id",
         "bridge_id",
+        "provider_id",  # the carrier that took the call after a failover
         "provider_call_id",
         "hangup_cause",
         "hangup_cause_text",
@@ -266,6 +268,7 @@ class StoredProvider:
     has_webhook_secret: bool
     created_at: datetime
     updated_at: datetime
+    weight: int = 1  # the share among providers of equal priority (failover.order_candidates)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -280,6 +283,22 @@ class NewProvider:
     calls_per_second: float | None = None
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     credentials: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    webhook_secret: str | None = None
+    weight: int = 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProviderChanges:
+    """What a PATCH of a provider changes: only the fields that are not None (``config`` and
+    ``credentials`` replace the stored objects whole)."""
+
+    priority: int | None = None
+    weight: int | None = None
+    is_default: bool | None = None
+    is_active: bool | None = None
+    max_concurrent_calls: int | None = None
+    config: Mapping[str, Any] | None = None
+    credentials: Mapping[str, Any] | None = None
     webhook_secret: str | None = None
 
 

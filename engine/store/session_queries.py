@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from engine.domain.call import LIVE_STATUSES
+from engine.domain.providers import HTTP_CARRIERS
 from engine.errors import InvalidInput
 from engine.store.database import Database
 from engine.store.records import (
@@ -141,12 +142,16 @@ class SessionQueries:
         after a reconnect): the ones its node created (``node``, the connection's
         ``ctc.node``) and the ones no node claims (written before nodes, or by a tool).
         Another engine's calls are on its own Asterisk: never this engine's to adopt, end
-        or start."""
+        or start. Nor are click-to-calls an HTTP carrier places (their legs are the
+        carrier's, their facts its webhooks)."""
         rows = await self._db.fetch(
             f"SELECT {_SESSION_COLS} FROM click_to_call_session WHERE status = ANY($1) "
             f"AND (node IS NULL OR node = current_setting('ctc.node', true)) "
+            f"AND NOT (direction = 'click_to_call' AND provider_id IS NOT NULL AND provider_id IN "
+            f"(SELECT id FROM voip_provider WHERE provider_type = ANY($2))) "
             f"ORDER BY created_at",
             [s.value for s in LIVE_STATUSES],
+            sorted(HTTP_CARRIERS),
         )
         return [StoredSession.from_row(r) for r in rows]
 

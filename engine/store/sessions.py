@@ -12,18 +12,21 @@ set by the daemon; none in tools and most tests), by the door the call came thro
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
 from engine.domain.call import CallStatus, Direction
 from engine.domain.event_types import CallEventType
+from engine.errors import StoreError
 from engine.metrics import CallMetrics, Door
 from engine.store.database import Database
 from engine.store.ownership import SessionOwnership
 from engine.store.records import CallEvent, NewSession, StoredSession, writable_changes
 from engine.store.session_queries import SessionQueries
+from engine.store.write_through import SessionBatch
 
 __all__ = ["SessionRepository", "door_of"]
 
@@ -137,6 +140,20 @@ class SessionRepository(SessionQueries):
         if self.calls is not None:
             self.calls.entered(session.id, door_of(session), session.status)
         return session, event
+
+    @contextlib.asynccontextmanager
+    async def batch(
+        self, tenant_id: uuid.UUID, session_id: uuid.UUID
+    ) -> AsyncIterator[SessionBatch]:
+        """The session locked in one transaction for several changes and the caller's own
+        writes on ``batch.conn`` (all kept, or none). Only for a session written through:
+        one the journal owns here raises StoreError (its changes are in memory)."""
+        if self._ownership.written_behind(session_id):
+            raise StoreError(f"session {session_id} is written behind: no batch of changes")
+        async with self._ownership.write_through.batch(tenant_id, session_id) as batch:
+            yield batch
+        if self.calls is not None:
+            self.calls.entered(batch.session.id, door_of(batch.session), batch.session.status)
 
     async def append_event(
         self,

@@ -38,9 +38,10 @@ from engine.store.records import (
     CallEvent,
     NewSession,
     StoredSession,
+    writable_changes,
 )
 
-__all__ = ["WriteThrough"]
+__all__ = ["SessionBatch", "WriteThrough"]
 
 _SESSION_COLS: Final = ", ".join(SESSION_COLUMNS)
 # an event's columns beside its session's in one result row (both have id and tenant_id)
@@ -222,27 +223,62 @@ class WriteThrough:
         Writes the row, its event and, if a callback URL applies, the outbox row, atomically.
         ``changes`` are already checked (:func:`~engine.store.records.writable_changes`).
         """
-        when = at or _now()
         async with self._writing() as (conn, committed):
             current, callback_url = await self._lock(conn, tenant_id, session_id)
-            decided = current.machine().transition(target, when)
-            columns = {**changes, **decided.changes}
-            updated, event = await self._update_with_event(
+            return await self._transition_locked(
                 conn,
+                committed,
                 current,
-                columns,
+                callback_url,
+                target,
                 event_type=event_type,
-                status_from=decided.status_from.value,
-                status_to=decided.status_to.value,
-                payload=dict(payload or {}),
-                at=when,
+                payload=payload,
+                changes=changes,
+                at=at or _now(),
             )
-            url = current.callback_url or callback_url
-            if url:
-                await self._enqueue_callback(conn, updated, event, url)
-                event = dataclasses.replace(event, callback_queued=True)
-            committed.append(event)
-            return updated, event
+
+    async def _transition_locked(
+        self,
+        conn: Connection,
+        committed: list[CallEvent],
+        current: StoredSession,
+        callback_url: str | None,
+        target: CallStatus,
+        *,
+        event_type: CallEventType,
+        payload: Mapping[str, Any] | None,
+        changes: Mapping[str, Any],
+        at: datetime,
+    ) -> tuple[StoredSession, CallEvent]:
+        decided = current.machine().transition(target, at)
+        columns = {**changes, **decided.changes}
+        updated, event = await self._update_with_event(
+            conn,
+            current,
+            columns,
+            event_type=event_type,
+            status_from=decided.status_from.value,
+            status_to=decided.status_to.value,
+            payload=dict(payload or {}),
+            at=at,
+        )
+        url = current.callback_url or callback_url
+        if url:
+            await self._enqueue_callback(conn, updated, event, url)
+            event = dataclasses.replace(event, callback_queued=True)
+        committed.append(event)
+        return updated, event
+
+    @contextlib.asynccontextmanager
+    async def batch(
+        self, tenant_id: uuid.UUID, session_id: uuid.UUID
+    ) -> AsyncIterator[SessionBatch]:
+        """One session's changes, and whatever else the caller writes on ``batch.conn``, in
+        one transaction: the row stays locked until COMMIT, and nothing is kept when the
+        block raises (its events are published after COMMIT, as every change's)."""
+        async with self._writing() as (conn, committed):
+            current, callback_url = await self._lock(conn, tenant_id, session_id)
+            yield SessionBatch(self, conn, committed, current, callback_url)
 
     async def append_event(
         self,
@@ -331,3 +367,60 @@ class WriteThrough:
             url,
             status_callback(session, event).model_dump(mode="json"),
         )
+
+
+class SessionBatch:
+    """Changes of one locked session inside one transaction (:meth:`WriteThrough.batch`);
+    ``session`` is the row as the last change left it."""
+
+    def __init__(
+        self,
+        writer: WriteThrough,
+        conn: Connection,
+        committed: list[CallEvent],
+        session: StoredSession,
+        callback_url: str | None,
+    ) -> None:
+        self._writer = writer
+        self.conn = conn
+        self._committed = committed
+        self.session = session
+        self._callback_url = callback_url
+
+    async def transition(
+        self,
+        target: CallStatus,
+        *,
+        event_type: CallEventType,
+        payload: Mapping[str, Any] | None = None,
+        changes: Mapping[str, Any] | None = None,
+    ) -> CallEvent:
+        """Move the session to ``target`` (IllegalTransition when the machine refuses)."""
+        self.session, event = await self._writer._transition_locked(
+            self.conn,
+            self._committed,
+            self.session,
+            self._callback_url,
+            target,
+            event_type=event_type,
+            payload=payload,
+            changes=writable_changes(changes),
+            at=_now(),
+        )
+        return event
+
+    async def append_event(
+        self, event_type: CallEventType, *, payload: Mapping[str, Any] | None = None
+    ) -> CallEvent:
+        self.session, event = await self._writer._update_with_event(
+            self.conn,
+            self.session,
+            {},
+            event_type=event_type,
+            status_from=None,
+            status_to=None,
+            payload=dict(payload or {}),
+            at=_now(),
+        )
+        self._committed.append(event)
+        return event

@@ -27,6 +27,7 @@ from engine.config.settings import (
 )
 from engine.daemon import Engine
 from engine.secrets import Keyring
+from tests.support.carriers import exotel, mcube, twilio, vonage  # noqa: F401  (fixtures)
 from tests.support.cli import cli_environment
 from tests.support.http import Api, socket_api
 from tests.support.net import free_port

@@ -1,9 +1,9 @@
 """The carrier adapters against fake carriers that follow each carrier's contract
 (engine/devtools/fake_carriers.py), and their webhooks through the engine's route.
 
-Placement through a provider is not wired into initiate yet, so each test places the call
-with the adapter, then stores a session with the carrier's call id recorded on it (as the
-wiring will), and drives it with the carrier's callbacks: happy path, agent busy, customer
+Each test here places the call with the adapter itself, then stores a session with the
+carrier's call id recorded on it, and drives it with the carrier's callbacks (calls placed
+by ``initiate``, with failover, are tests/integration/test_carrier_calls.py): happy path, agent busy, customer
 no-answer, forged signature (401, nothing changed), replay (no-op), out of order, and a
 create that times out (the carrier's list finds the call: the reconcile primitive).
 """
@@ -11,18 +11,13 @@ create that times out (the carrier's list finds the call: the reconcile primitiv
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from engine.daemon import Engine
 from engine.devtools.fake_carriers import FakeExotel, FakeMcube, FakeTwilio, FakeVonage
 from engine.domain.call import CallStatus
-from engine.domain.event_types import CallEventType
 from engine.domain.providers import ProviderType
 from engine.errors import (
     CarrierAuthFailed,
@@ -31,160 +26,12 @@ from engine.errors import (
     CarrierUnavailable,
     CarrierUnsupported,
 )
-from engine.providers.base import CallRef, CarrierAdapter, PlaceCall
-from engine.store.records import NewProvider, NewSession, StoredProvider, StoredSession, Tenant
+from engine.providers.base import CallRef, PlaceCall
 from tests.integration.conftest import SECRET_KEY
+from tests.support.carriers import AGENT, CUSTOMER, Carrier, provider_row
 from tests.support.cli import run_ctc
 from tests.support.http import Api
 from tests.support.tenants import bearer_headers, new_tenant
-
-AGENT = "+14155550100"
-CUSTOMER = "+14155550123"
-
-_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-PRIVATE_PEM = _KEY.private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-).decode()
-PUBLIC_PEM = (
-    _KEY.public_key()
-    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    .decode()
-)
-
-
-class Carrier:
-    """A fake carrier, the provider row pointing at it, and the engine around them."""
-
-    def __init__(self, engine: Engine, tenant: Tenant, provider: StoredProvider, fake: Any) -> None:
-        self.engine = engine
-        self.tenant = tenant
-        self.provider = provider
-        self.fake = fake
-
-    async def adapter(self) -> CarrierAdapter:
-        secrets = await self.engine.store.providers.secrets(self.tenant.id, self.provider.id)
-        return self.engine.carriers.adapter(self.provider, secrets)
-
-    async def place(self) -> tuple[StoredSession, Any]:
-        """Place a call through the adapter, then store its session as the wiring will."""
-        session, _ = await self.engine.store.sessions.create(
-            NewSession(self.tenant.id, AGENT, CUSTOMER, provider_id=self.provider.id)
-        )
-        placed = await (await self.adapter()).place(
-            PlaceCall(session.id, AGENT, CUSTOMER, caller_id="+14155550199")
-        )
-        session, _ = await self.engine.store.sessions.append_event(
-            self.tenant.id,
-            session.id,
-            CallEventType.PROVIDER_STATUS,
-            payload={"provider_status": placed.raw_status},
-            changes={"provider_call_id": placed.call_id},
-        )
-        return session, self.fake.calls[placed.call_id]
-
-    async def status(self, session: StoredSession) -> CallStatus:
-        return (await self.engine.store.sessions.get(self.tenant.id, session.id)).status
-
-    async def events(self, session: StoredSession) -> list[str]:
-        found = await self.engine.store.sessions.events(self.tenant.id, session.id)
-        return [e.event_type for e in found]
-
-    async def log_rows(self, session_or_none: StoredSession | None = None) -> list[dict[str, Any]]:
-        rows = await self.engine.store.db.fetch(
-            "SELECT signature_valid, processing_status, error, dedupe_key, session_id "
-            "FROM click_to_call_webhook_log WHERE provider_id = $1 ORDER BY id",
-            self.provider.id,
-        )
-        return [dict(r) for r in rows]
-
-
-async def _provider(
-    engine: Engine,
-    tenant: Tenant,
-    kind: ProviderType,
-    config: dict[str, Any],
-    credentials: dict[str, str],
-    webhook_secret: str | None = None,
-) -> StoredProvider:
-    base = f"http://127.0.0.1:{engine.api.tcp_port}"
-    return await engine.store.providers.create(
-        NewProvider(
-            tenant.id,
-            f"{kind.value}-{uuid.uuid4().hex[:6]}",
-            kind,
-            config={"webhook_base_url": base, "timeout_s": 2, "retries": 1, **config},
-            credentials=credentials,
-            webhook_secret=webhook_secret,
-        )
-    )
-
-
-@pytest.fixture
-async def twilio(api_engine: Engine) -> AsyncIterator[Carrier]:
-    fake = FakeTwilio("AC" + uuid.uuid4().hex, "tok-" + uuid.uuid4().hex)
-    await fake.start()
-    tenant = await new_tenant(api_engine.store)
-    provider = await _provider(
-        api_engine,
-        tenant,
-        ProviderType.TWILIO,
-        {"account_sid": fake.account_sid, "base_url": fake.url},
-        {"auth_token": fake.auth_token},
-    )
-    yield Carrier(api_engine, tenant, provider, fake)
-    await fake.stop()
-
-
-@pytest.fixture
-async def vonage(api_engine: Engine) -> AsyncIterator[Carrier]:
-    fake = FakeVonage(str(uuid.uuid4()), PUBLIC_PEM, "sig-" + uuid.uuid4().hex)
-    await fake.start()
-    tenant = await new_tenant(api_engine.store)
-    provider = await _provider(
-        api_engine,
-        tenant,
-        ProviderType.VONAGE,
-        {"application_id": fake.application_id, "base_url": fake.url},
-        {"private_key": PRIVATE_PEM},
-        webhook_secret=fake.signature_secret,
-    )
-    yield Carrier(api_engine, tenant, provider, fake)
-    await fake.stop()
-
-
-@pytest.fixture
-async def exotel(api_engine: Engine) -> AsyncIterator[Carrier]:
-    fake = FakeExotel("acct" + uuid.uuid4().hex[:6], "key1", "tok-" + uuid.uuid4().hex)
-    await fake.start()
-    tenant = await new_tenant(api_engine.store)
-    provider = await _provider(
-        api_engine,
-        tenant,
-        ProviderType.EXOTEL,
-        {"account_sid": fake.account_sid, "base_url": fake.url, "caller_id": "08030752400"},
-        {"api_key": fake.api_key, "api_token": fake.api_token},
-        webhook_secret="url-token-" + uuid.uuid4().hex,
-    )
-    yield Carrier(api_engine, tenant, provider, fake)
-    await fake.stop()
-
-
-@pytest.fixture
-async def mcube(api_engine: Engine) -> AsyncIterator[Carrier]:
-    fake = FakeMcube("apikey-" + uuid.uuid4().hex)
-    await fake.start()
-    tenant = await new_tenant(api_engine.store)
-    provider = await _provider(
-        api_engine,
-        tenant,
-        ProviderType.MCUBE,
-        {"base_url": fake.url, "webhook_allow_cidrs": ["127.0.0.0/8"]},
-        {"apikey": fake.apikey},
-        webhook_secret="url-token-" + uuid.uuid4().hex,
-    )
-    yield Carrier(api_engine, tenant, provider, fake)
-    await fake.stop()
-
 
 # -- Twilio -----------------------------------------------------------------------------------
 
@@ -365,7 +212,7 @@ async def test_a_provider_never_touches_another_tenants_session(
     session, call = await twilio.place()
     # another tenant's provider on the same Twilio account (same token: it verifies)
     other_tenant = await new_tenant(api_engine.store)
-    other = await _provider(
+    other = await provider_row(
         api_engine,
         other_tenant,
         ProviderType.TWILIO,
@@ -593,7 +440,7 @@ async def test_mcube_source_outside_the_allowlist_is_401(api_engine: Engine) -> 
     await fake.start()
     try:
         tenant = await new_tenant(api_engine.store)
-        provider = await _provider(
+        provider = await provider_row(
             api_engine,
             tenant,
             ProviderType.MCUBE,
@@ -667,7 +514,7 @@ async def test_a_misconfigured_provider_answers_503_not_500(twilio: Carrier) -> 
     _, call = await twilio.place()
     other = await new_tenant(twilio.engine.store)
     # a Twilio provider with no account_sid: its webhooks cannot be verified
-    broken = await _provider(twilio.engine, other, ProviderType.TWILIO, {}, {"auth_token": "x"})
+    broken = await provider_row(twilio.engine, other, ProviderType.TWILIO, {}, {"auth_token": "x"})
     call.callback_urls["agent"] = call.callback_urls["agent"].replace(
         str(twilio.provider.id), str(broken.id)
     )

@@ -34,6 +34,9 @@ class StartOnlyDialer:
     def ready(self) -> bool:
         return True
 
+    def writes_behind(self, provider_type: str | None) -> bool:
+        return True
+
     def start_call(self, session: StoredSession) -> None:
         self.started.append(session)
 

@@ -1,17 +1,32 @@
-"""VoIP providers (carriers): add, list, read one (credentials are never returned), test
-one's credentials against its carrier."""
+"""VoIP providers (carriers): add, list, read one (credentials are never returned), change
+one, remove one (deleted when unused, else disabled), test one's credentials against its
+carrier."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from engine.api.endpoints import ApiRequest, json_response, router
-from engine.api.models import ProviderIn, ProviderListOut, ProviderOut, ProviderTestOut
+from engine.api.models import (
+    ProviderIn,
+    ProviderListOut,
+    ProviderOut,
+    ProviderPatchIn,
+    ProviderRemovedOut,
+    ProviderTestOut,
+)
 from engine.api.routes.common import API, error_responses, use_cases
 from engine.app.providers import AddProvider
-from engine.store.records import StoredProvider
+from engine.store.records import ProviderChanges, StoredProvider
 
-__all__ = ["create_provider", "get_provider", "list_providers", "test_provider"]
+__all__ = [
+    "create_provider",
+    "get_provider",
+    "list_providers",
+    "remove_provider",
+    "test_provider",
+    "update_provider",
+]
 
 
 def _provider_out(provider: StoredProvider) -> ProviderOut:
@@ -34,6 +49,7 @@ async def create_provider(req: ApiRequest) -> web.StreamResponse:
         is_active=body.is_active,
         is_default=body.is_default,
         priority=body.priority,
+        weight=body.weight,
         max_concurrent_calls=body.max_concurrent_calls,
         calls_per_second=body.calls_per_second,
         config=body.config,
@@ -69,6 +85,46 @@ async def get_provider(req: ApiRequest) -> web.StreamResponse:
     provider_id = req.path_uuid("provider_id", "provider")
     provider = await use_cases(req).providers.get(req.require_tenant(), provider_id)
     return json_response(_provider_out(provider))
+
+
+@router.route(
+    "PATCH",
+    f"{API}/voip-providers/{{provider_id}}",
+    summary="Change a provider: priority, weight, default, active, limits, config, credentials",
+    tags=("providers",),
+    body=ProviderPatchIn,
+    responses={200: ProviderOut, **error_responses(400, 401, 404, 422)},
+)
+async def update_provider(req: ApiRequest) -> web.StreamResponse:
+    provider_id = req.path_uuid("provider_id", "provider")
+    body = req.body_as(ProviderPatchIn)
+    changes = ProviderChanges(
+        priority=body.priority,
+        weight=body.weight,
+        is_default=body.is_default,
+        is_active=body.is_active,
+        max_concurrent_calls=body.max_concurrent_calls,
+        config=body.config,
+        credentials=body.credentials,
+        webhook_secret=body.webhook_secret,
+    )
+    provider = await use_cases(req).providers.update(req.require_tenant(), provider_id, changes)
+    return json_response(_provider_out(provider))
+
+
+@router.route(
+    "DELETE",
+    f"{API}/voip-providers/{{provider_id}}",
+    summary="Remove a provider: deleted when nothing names it, else disabled",
+    tags=("providers",),
+    responses={200: ProviderRemovedOut, **error_responses(401, 404)},
+)
+async def remove_provider(req: ApiRequest) -> web.StreamResponse:
+    provider_id = req.path_uuid("provider_id", "provider")
+    deleted = await use_cases(req).providers.remove(req.require_tenant(), provider_id)
+    return json_response(
+        ProviderRemovedOut(id=provider_id, outcome="deleted" if deleted else "disabled")
+    )
 
 
 @router.route(

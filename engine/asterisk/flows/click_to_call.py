@@ -229,6 +229,10 @@ class ClickToCall(Lifecycle):
             self._accepted[session.id] = time.monotonic()
         self.submit(session.id, Start())
 
+    def writes_behind(self, provider_type: str | None) -> bool:
+        """A call's ARI facts are written behind (the journal owns the session)."""
+        return True
+
     async def end_call(self, session: StoredSession, reason: str) -> StoredSession:
         await self.handle(session.id, EndRequested(reason))
         return await self._store.sessions.get(session.tenant_id, session.id)
