@@ -3,9 +3,10 @@
 
 Each test here places the call with the adapter itself, then stores a session with the
 carrier's call id recorded on it, and drives it with the carrier's callbacks (calls placed
-by ``initiate``, with failover, are tests/integration/test_carrier_calls.py): happy path, agent busy, customer
-no-answer, forged signature (401, nothing changed), replay (no-op), out of order, and a
-create that times out (the carrier's list finds the call: the reconcile primitive).
+by ``initiate``, with failover, are tests/integration/test_carrier_calls.py): happy path,
+agent busy, customer no-answer, forged signature (401, nothing changed), replay (no-op),
+out of order, and a create that times out (the carrier's list finds the call: the
+reconcile primitive).
 """
 
 from __future__ import annotations
