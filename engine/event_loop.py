@@ -4,7 +4,8 @@ Why: per call the engine is mostly I/O plumbing (a FastAGI command is a socket w
 readline and a timer; an ARI event a WebSocket frame; the journal a PostgreSQL round
 trip), and asyncio's pure-Python selector loop and transports cost as much as the engine's
 own work on top of them. Measured with bench/agi_wire.py (the FastAGI door, 120 calls/s,
-same box, same run): 1.98 ms of engine CPU per call on asyncio's loop, 1.63 ms on uvloop's.
+three runs each, alternated on one box): 1.72 ms of engine CPU per call on asyncio's loop,
+1.55 ms on uvloop's.
 The short-lived CLI commands keep asyncio's loop (nothing to gain there); where uvloop is
 not installed the daemon runs on asyncio's as well.
 """
