@@ -23,30 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
-
-from bench.originate import cpu_times, workdir
-from engine.devtools.databases import create_database, drop_database
-from engine.ivr_yaml import load_menus
-from engine.store.database import Database
-from engine.store.migrations import default_migrations_dir, migrate
-from engine.store.repositories import Store
+from bench.ivr import menu_database
+from bench.originate import cpu_times, wait_until_up, workdir
+from engine.devtools.databases import drop_database
 
 ENGINE_PORT = 14573
 BARE_PORT = 14575
-MENUS = """\
-menus:
-  main:
-    greeting: sound:hello-world
-    timeout_ms: 5000
-    options:
-      1: {action: submenu, menu: sub}
-  sub:
-    greeting: sound:beep
-    timeout_ms: 5000
-    options:
-      "#": {action: hangup}
-"""
 _BARE = (
     "import asyncio, sys\n"
     "from bench.baselines import BareAgiServer\n"
@@ -145,19 +127,8 @@ async def _start_engine(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=(tmp / "engine.log").open("wb"),
     )
-    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as http:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                async with http.get("http://ctc/healthz") as resp:
-                    body = await resp.json()
-                    if body.get("components", {}).get("agi", {}).get("state") == "up":
-                        return proc
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"engine not ready; see {tmp / 'engine.log'}")
+    await wait_until_up(proc, sock, "agi", tmp / "engine.log")
+    return proc
 
 
 def _ms_per_call(pid: int, before: tuple[float, float], calls: int) -> float:
@@ -174,13 +145,8 @@ async def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep the engine's log in this new directory")
     args = parser.parse_args()
     calls = round(args.rate * args.seconds)
-    db_url = await create_database("ctc_bench_agi_wire")
+    db_url = await menu_database("ctc_bench_agi_wire")
     try:
-        await migrate(db_url, default_migrations_dir())
-        async with Database(db_url) as db:
-            store = Store.over(db)
-            tenant = await store.tenants.by_slug("default")
-            await store.ivr.save(tenant.id, load_menus(MENUS))
         with workdir(args.keep) as tmp:
             engine = await _start_engine(db_url, Path(tmp), args.cprofile)
             bare = await asyncio.create_subprocess_exec(

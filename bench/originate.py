@@ -151,19 +151,25 @@ async def start_engine(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=(workdir / "engine.log").open("wb"),
     )
+    await wait_until_up(proc, sock, "ari", workdir / "engine.log")
+    return proc, sock
+
+
+async def wait_until_up(proc: Any, sock: Path, component: str, log: Path) -> None:
+    """Until the engine's /healthz says ``component`` is up (30 s; else it is killed)."""
     async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as http:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
                 async with http.get("http://ctc/healthz") as resp:
                     body = await resp.json()
-                    if body.get("components", {}).get("ari", {}).get("state") == "up":
-                        return proc, sock
+                    if body.get("components", {}).get(component, {}).get("state") == "up":
+                        return
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.05)
     proc.kill()
-    raise SystemExit(f"engine not ready; see {workdir / 'engine.log'}")
+    raise SystemExit(f"engine not ready; see {log}")
 
 
 async def latency_run(db_url: str, box: Sandbox, calls: int, rates: list[int]) -> None:
