@@ -29,14 +29,16 @@ from engine.devtools.databases import drop_database
 
 ENGINE_PORT = 14573
 BARE_PORT = 14575
+# the bare server's process; argv: its port, and "uvloop" to run on the engine's loop
 _BARE = (
     "import asyncio, sys\n"
     "from bench.baselines import BareAgiServer\n"
+    "from engine.event_loop import run_daemon_loop\n"
     "async def main():\n"
     "    async with BareAgiServer(int(sys.argv[1])):\n"
     "        print('ready', flush=True)\n"
     "        await asyncio.Event().wait()\n"
-    "asyncio.run(main())\n"
+    "(run_daemon_loop if sys.argv[2] == 'uvloop' else asyncio.run)(main())\n"
 )
 # the keys the caller presses, in order, and when (s after the answer)
 _KEYS = (("1", 0.4), ("#", 1.2))
@@ -142,6 +144,11 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--profile", type=Path, help="py-spy the engine; flame graph here")
     parser.add_argument("--cprofile", type=Path, help="run the engine under cProfile; stats here")
+    parser.add_argument(
+        "--bare-uvloop",
+        action="store_true",
+        help="the bare server on the engine's event loop (uvloop) instead of asyncio's",
+    )
     parser.add_argument("--keep", type=Path, help="keep the engine's log in this new directory")
     args = parser.parse_args()
     calls = round(args.rate * args.seconds)
@@ -150,7 +157,12 @@ async def main() -> None:
         with workdir(args.keep) as tmp:
             engine = await _start_engine(db_url, Path(tmp), args.cprofile)
             bare = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", _BARE, str(BARE_PORT), stdout=asyncio.subprocess.PIPE
+                sys.executable,
+                "-c",
+                _BARE,
+                str(BARE_PORT),
+                "uvloop" if args.bare_uvloop else "asyncio",
+                stdout=asyncio.subprocess.PIPE,
             )
             assert bare.stdout is not None
             await bare.stdout.readline()  # "ready"
@@ -193,7 +205,8 @@ async def main() -> None:
     load = os.getloadavg()[0]
     print(
         f"rate {args.rate}/s, {calls} calls, load {load:.1f}: engine {walked} walked "
-        f"{engine_ms:.2f} ms/call; bare {bare_walked} walked {bare_ms:.2f} ms/call; "
+        f"{engine_ms:.2f} ms/call; bare ({'uvloop' if args.bare_uvloop else 'asyncio'}) "
+        f"{bare_walked} walked {bare_ms:.2f} ms/call; "
         f"ratio {engine_ms / bare_ms:.2f}"
     )
 
