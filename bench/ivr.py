@@ -172,6 +172,17 @@ def _counter(screen: str, name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+async def menu_database(name: str) -> str:
+    """A new database (its URL) with the default tenant's menus set to :data:`MENUS`."""
+    db_url = await create_database(name)
+    await migrate(db_url, default_migrations_dir())
+    async with Database(db_url) as db:
+        store = Store.over(db)
+        tenant = await store.tenants.by_slug("default")
+        await store.ivr.save(tenant.id, load_menus(MENUS))
+    return db_url
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds of calls per row")
@@ -203,13 +214,8 @@ async def main() -> None:
     # the running sandbox gets the bench context (it copies dialplan/ only on up)
     await asyncio.to_thread(shutil.copy, DIALPLAN, box.root / "etc/asterisk/extensions.conf")
     await asyncio.to_thread(box.asterisk_cli, "dialplan reload")
-    db_url = await create_database("ctc_bench_ivr")
+    db_url = await menu_database("ctc_bench_ivr")
     try:
-        await migrate(db_url, default_migrations_dir())
-        async with Database(db_url) as db:
-            store = Store.over(db)
-            tenant = await store.tenants.by_slug("default")
-            await store.ivr.save(tenant.id, load_menus(MENUS))
         with workdir(args.keep) as tmp:
             proc, sock = await start_engine(db_url, Path(tmp), box, "", app="ctc", agi=True)
             asterisk = box.status().pid or 0

@@ -151,19 +151,25 @@ async def start_engine(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=(workdir / "engine.log").open("wb"),
     )
+    await wait_until_up(proc, sock, "ari", workdir / "engine.log")
+    return proc, sock
+
+
+async def wait_until_up(proc: Any, sock: Path, component: str, log: Path) -> None:
+    """Until the engine's /healthz says ``component`` is up (30 s; else it is killed)."""
     async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as http:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
                 async with http.get("http://ctc/healthz") as resp:
                     body = await resp.json()
-                    if body.get("components", {}).get("ari", {}).get("state") == "up":
-                        return proc, sock
+                    if body.get("components", {}).get(component, {}).get("state") == "up":
+                        return
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.05)
     proc.kill()
-    raise SystemExit(f"engine not ready; see {workdir / 'engine.log'}")
+    raise SystemExit(f"engine not ready; see {log}")
 
 
 async def latency_run(db_url: str, box: Sandbox, calls: int, rates: list[int]) -> None:
@@ -343,18 +349,26 @@ async def hold_calls(
 
 
 async def engine_held_calls(
-    db_url: str, box: Sandbox, work: Path, n: int, hold: int, log_level: str = "warning"
+    db_url: str,
+    box: Sandbox,
+    work: Path,
+    n: int,
+    hold: int,
+    log_level: str = "warning",
+    *,
+    record: bool = True,
 ) -> HeldCalls:
-    """The engine (``ctc run``, its CPU from /proc) holding ``n`` recorded bridged calls;
-    a call completes whole when its session ended ``completed`` with every status and both
-    recording events in its trail, numbered without a gap (no lost events)."""
+    """The engine (``ctc run``, its CPU from /proc) holding ``n`` bridged calls, recorded
+    unless ``record`` is false; a call completes whole when its session ended ``completed``
+    with every status (and both recording events) in its trail, numbered without a gap (no
+    lost events)."""
     proc, sock = await start_engine(db_url, work, box, "", log_level=log_level)
     ids: list[uuid.UUID] = []
     try:
         async with Database(db_url) as db:
             store = Store.over(db)
             tenant = await store.tenants.by_slug("default")
-            await store.recording.set_default(tenant.id, is_enabled=True)
+            await store.recording.set_default(tenant.id, is_enabled=record)
             connector = aiohttp.UnixConnector(path=str(sock), limit=50)
             async with aiohttp.ClientSession(connector=connector) as http:
 
@@ -366,7 +380,7 @@ async def engine_held_calls(
                         ids.append(uuid.UUID((await resp.json())["id"]))
 
                 async def settled() -> int:
-                    return await _sessions_whole(store, tenant.id, ids)
+                    return await _sessions_whole(store, tenant.id, ids, record=record)
 
                 held = await hold_calls("engine", box, work, proc.pid, n, hold, place, settled)
     finally:
@@ -378,11 +392,17 @@ async def engine_held_calls(
     return held
 
 
-async def _sessions_whole(store: Store, tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> int:
+async def _sessions_whole(
+    store: Store, tenant_id: uuid.UUID, ids: list[uuid.UUID], *, record: bool = True
+) -> int:
     deadline = time.monotonic() + SETTLE_S
+    expected = RECORDING_EVENTS if record else frozenset()
     while True:
         sessions = [await store.sessions.get(tenant_id, sid) for sid in ids]
-        ended = all(s.status.is_terminal and s.recording_duration_ms is not None for s in sessions)
+        ended = all(
+            s.status.is_terminal and (s.recording_duration_ms is not None or not record)
+            for s in sessions
+        )
         if ended or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
@@ -392,7 +412,7 @@ async def _sessions_whole(store: Store, tenant_id: uuid.UUID, ids: list[uuid.UUI
         trail = [e.status_to for e in events if e.status_to]
         kinds = {e.event_type for e in events}
         numbered = [e.seq for e in events] == list(range(1, len(events) + 1))
-        if trail == BRIDGED_TRAIL and kinds >= RECORDING_EVENTS and numbered:
+        if trail == BRIDGED_TRAIL and kinds >= expected and numbered:
             whole += 1
         else:
             print(f"not whole: {s.id} {s.status.value} ({s.end_reason}): {sorted(kinds)}")
@@ -440,15 +460,20 @@ async def concurrency_run(
     runs: tuple[str, ...] = ("engine", "bare"),
     keep: Path | None = None,
     log_level: str = "warning",
+    record: bool = True,
 ) -> None:
-    """The engine's and the bare program's bridged calls, back to back: one table."""
+    """The engine's and the bare program's bridged calls, back to back: one table (the
+    bare program always records; ``record`` false: the engine's calls are not recorded)."""
     held: list[HeldCalls] = []
     with workdir(keep) as tmp:
         if "engine" in runs:
-            held.append(await engine_held_calls(db_url, box, Path(tmp), n, hold, log_level))
+            held.append(
+                await engine_held_calls(db_url, box, Path(tmp), n, hold, log_level, record=record)
+            )
         if "bare" in runs:
             held.append(await bare_held_calls(box, Path(tmp), n, hold))
-    print(f"\n{n} concurrent bridged, recorded calls held {hold} s (placed at 20/s)")
+    what = "recorded" if record else "engine's calls NOT recorded"
+    print(f"\n{n} concurrent bridged calls ({what}) held {hold} s (placed at 20/s)")
     print(
         f"{'run':<10} {'calls':>6} {'completed':>10} {'CPU ms/call':>12} "
         f"{'Asterisk CPU ms/call':>21} {'RSS KB/call':>12}"
@@ -484,6 +509,11 @@ async def main() -> None:
         help="keep the engine's log and SIPp's files of the concurrency run in this new directory",
     )
     parser.add_argument("--log-level", default="warning", help="the engine's log level")
+    parser.add_argument(
+        "--no-recording",
+        action="store_true",
+        help="the engine's calls are not recorded (what recording costs at --concurrent)",
+    )
     args = parser.parse_args()
     box = Sandbox()
     await asyncio.to_thread(box.up)
@@ -501,6 +531,7 @@ async def main() -> None:
                 runs=tuple(args.runs.split(",")),
                 keep=args.keep,
                 log_level=args.log_level,
+                record=not args.no_recording,
             )
     finally:
         await drop_database(db_url)

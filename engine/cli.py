@@ -108,10 +108,11 @@ def cli(ctx: click.Context, config: str | None, env_file: str | None) -> None:
 def run(ctx: _Context) -> None:
     """Run the engine daemon until SIGTERM/SIGINT."""
     from engine.daemon import run_until_signalled
+    from engine.event_loop import run_daemon_loop
 
     settings = ctx.settings
     configure_logging(settings.log.level, settings.log.format)
-    _run(run_until_signalled(settings))
+    run_daemon_loop(run_until_signalled(settings))
 
 
 # -- config ------------------------------------------------------------------------------------

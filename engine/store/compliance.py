@@ -5,6 +5,13 @@ their decisions need (attempts to a number, legs a caller ID presented).
 
 Rules and profiles are configuration that history names: they are deactivated, never
 deleted. List entries are deleted (an entry removed is a number callable again).
+
+Every click-to-call reads its tenant's active rules twice (the pre-dial check, then the
+recording consent) and its caller-ID profiles once, so those are kept for a few seconds
+(:mod:`engine.store.read_cache`): a rule or profile made or switched by this process is
+seen at once, one changed by another engine on the database within ``cache_ttl``. List
+entries are not kept: the number's look-up is one index read, and a number added to the
+do-not-call list takes effect on the next call, whichever engine placed it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from engine.domain.compliance import ListEntry, ListType, Rule, RuleAction, Rule
 from engine.domain.compliance import number_prefixes as prefixes_of
 from engine.errors import Conflict, InvalidInput
 from engine.store.database import Database
+from engine.store.read_cache import ReadCache
 
 __all__ = [
     "CallerIdProfileRepository",
@@ -138,11 +146,23 @@ def _rule(row: asyncpg.Record) -> Rule:
 
 
 class ComplianceRuleRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, cache_ttl: float = 5.0) -> None:
         self._db = db
+        # each tenant's active rules (kept a few seconds: see the module)
+        self._active: ReadCache[uuid.UUID, tuple[Rule, ...]] = ReadCache(cache_ttl)
 
     async def rules(self, tenant_id: uuid.UUID, *, active_only: bool = True) -> list[Rule]:
-        """The tenant's rules in evaluation order (priority, then name)."""
+        """The tenant's rules in evaluation order (priority, then name); the active ones
+        are kept a few seconds (see the module)."""
+        if not active_only:
+            return await self._read(tenant_id, active_only=False)
+
+        async def read() -> tuple[Rule, ...]:
+            return tuple(await self._read(tenant_id, active_only=True))
+
+        return list(await self._active.get(tenant_id, read))
+
+    async def _read(self, tenant_id: uuid.UUID, *, active_only: bool) -> list[Rule]:
         rows = await self._db.fetch(
             f"SELECT {_RULE} FROM call_compliance_rule WHERE tenant_id = $1 "
             "AND (is_active OR NOT $2) ORDER BY priority, name",
@@ -175,6 +195,8 @@ class ComplianceRuleRepository:
             )
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"a compliance rule named {rule.name!r} exists") from exc
+        finally:
+            self._active.clear()  # this process sees the change at once
         assert row is not None
         return _rule(row)
 
@@ -188,6 +210,7 @@ class ComplianceRuleRepository:
             rule_id,
             active,
         )
+        self._active.clear()  # this process sees the change at once
         return None if row is None else _rule(row)
 
     async def attempts_since(self, tenant_id: uuid.UUID, number: str, since: datetime) -> int:
@@ -228,10 +251,23 @@ def _profile(row: asyncpg.Record) -> Profile:
 
 
 class CallerIdProfileRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, cache_ttl: float = 5.0) -> None:
         self._db = db
+        # each tenant's active profiles (kept a few seconds: see the module)
+        self._active: ReadCache[uuid.UUID, tuple[Profile, ...]] = ReadCache(cache_ttl)
 
     async def profiles(self, tenant_id: uuid.UUID, *, active_only: bool = True) -> list[Profile]:
+        """The tenant's profiles (priority, then name); the active ones are kept a few
+        seconds (see the module)."""
+        if not active_only:
+            return await self._read(tenant_id, active_only=False)
+
+        async def read() -> tuple[Profile, ...]:
+            return tuple(await self._read(tenant_id, active_only=True))
+
+        return list(await self._active.get(tenant_id, read))
+
+    async def _read(self, tenant_id: uuid.UUID, *, active_only: bool) -> list[Profile]:
         rows = await self._db.fetch(
             f"SELECT {_PROFILE} FROM caller_id_profile WHERE tenant_id = $1 "
             "AND (is_active OR NOT $2) ORDER BY priority, name",
@@ -264,6 +300,8 @@ class CallerIdProfileRepository:
             ) from exc
         except asyncpg.ForeignKeyViolationError as exc:
             raise InvalidInput("provider_id", f"unknown provider {profile.provider_id}") from exc
+        finally:
+            self._active.clear()  # this process sees the change at once
         assert row is not None
         return _profile(row)
 
@@ -277,6 +315,7 @@ class CallerIdProfileRepository:
             profile_id,
             active,
         )
+        self._active.clear()  # this process sees the change at once
         return None if row is None else _profile(row)
 
     async def next_position(self, tenant_id: uuid.UUID, profile_id: uuid.UUID) -> int:

@@ -133,6 +133,22 @@ async def test_hangup_variables_become_a_final_row_per_leg(store: Store) -> None
     ]
 
 
+async def test_legs_that_end_as_the_monitor_closes_are_written_by_the_close(store: Store) -> None:
+    call = await a_call(store)
+    monitor = QualityMonitor(SampledAri({}), store, QualitySettings(sample_interval=0))
+    router = AriEventRouter()
+    monitor.subscribe(router)
+    async with monitor:
+        for channel in (f"c2c-{call.id}-agent", f"c2c-{call.id}-customer"):
+            router.route({"type": "StasisStart", "channel": {"id": channel}})
+            for event in hangup_events(channel, rx=250):
+                router.route(event)
+        # both wait for their batch (FINAL_BATCH_S): the close, right now, writes them
+    rows = await store.quality.for_session(call.tenant_id, call.id)
+    assert sorted(row.leg for row in rows) == ["agent", "customer"]
+    assert all(row.is_final for row in rows)
+
+
 async def test_a_leg_that_never_answered_and_carried_nothing_gets_no_row(store: Store) -> None:
     call = await a_call(store)
     monitor = QualityMonitor(SampledAri({}), store, QualitySettings(sample_interval=0))

@@ -74,6 +74,11 @@ _SAMPLE = "CHANNEL(rtcp,all)"
 # transfer targets)
 _NAMED = frozenset({IdKind.LEG_CHANNEL, IdKind.TARGET_CHANNEL, IdKind.IVR_TARGET_CHANNEL})
 
+#: How long a leg's final row waits for other legs' to be written with them (seconds).
+FINAL_BATCH_S = 0.05
+# how long close waits for batches being written before cancelling them
+_CLOSE_GRACE_S = 2.0
+
 
 def parse_rtcp(value: str) -> dict[str, float]:
     """``"ssrc=1;lp=0;rxjitter=0.000125;…"`` (Asterisk's quality strings, also the padded
@@ -258,6 +263,8 @@ class QualityMonitor(Lifecycle):
         self._legs: dict[str, _Leg] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sampler: asyncio.Task[None] | None = None
+        self._finals: list[Measured] = []  # final rows waiting for their batch
+        self._finals_due: asyncio.Task[None] | None = None  # writes them
 
     def subscribe(self, router: AriEventRouter) -> None:
         """Observe channels going up and ending (never taking those events: the call
@@ -272,7 +279,14 @@ class QualityMonitor(Lifecycle):
 
     async def _close(self) -> None:
         sampler, self._sampler = self._sampler, None
-        await cancel_tasks(*self._tasks, sampler)
+        due, self._finals_due = self._finals_due, None
+        await cancel_tasks(sampler, due)  # due's batch, not taken yet, is written below
+        waiting, self._finals = self._finals, []
+        if self._tasks:  # batches being written: a row and its low-MOS event belong together
+            await asyncio.wait(self._tasks, timeout=_CLOSE_GRACE_S)
+        await cancel_tasks(*self._tasks)
+        if waiting:  # the legs that ended last: their batch was not due yet
+            await self.writer.store(waiting, final=True)
 
     @property
     def followed(self) -> int:
@@ -330,23 +344,28 @@ class QualityMonitor(Lifecycle):
         if leg is None:
             return
         if "RTPAUDIOQOS" in leg.final:
-            self._spawn(self._write_final(channel, leg))
+            self._queue_final(channel, leg)
         if not any(other.session_id == leg.session_id for other in self._legs.values()):
             self.writer.forget_tenant(leg.session_id)
 
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     # -- rows -------------------------------------------------------------------------------------
 
-    async def _write_final(self, channel: str, leg: _Leg) -> None:
+    def _queue_final(self, channel: str, leg: _Leg) -> None:
+        """The leg's final row, written with the others that end within FINAL_BATCH_S."""
         quality = parse_rtcp(leg.final["RTPAUDIOQOS"])
         if not leg.up and not quality.get("rxcount"):
             return  # a leg that never answered and carried no media: nothing to say
         raw = {name.lower(): value for name, value in sorted(leg.final.items())}
-        await self.writer.store([(channel, leg, quality, raw)], final=True)
+        self._finals.append((channel, leg, quality, raw))
+        if self._finals_due is None:
+            self._finals_due = asyncio.create_task(self._write_finals())
+            self._tasks.add(self._finals_due)
+            self._finals_due.add_done_callback(self._tasks.discard)
+
+    async def _write_finals(self) -> None:
+        await asyncio.sleep(FINAL_BATCH_S)
+        measured, self._finals, self._finals_due = self._finals, [], None
+        await self.writer.store(measured, final=True)
 
     # -- samples ----------------------------------------------------------------------------------
 

@@ -39,8 +39,12 @@ __all__ = [
 _MAX_COMMAND = 2047  # Asterisk reads a command line into a 2048-byte buffer (AGI_BUF_LEN)
 _CODE = re.compile(r"(\d{3})([ -])(.*)")
 _RESULT = re.compile(r"result=(\S*)(?: \((.*)\))?(?: endpos=(-?\d+))?\s*")
+_OK = re.compile(r"200 " + _RESULT.pattern)  # the usual answer, read in one match
 _HEADER = re.compile(r"agi_([a-z0-9_]+):(.*)")
 _VERB = re.compile(r"[A-Z]+(?: [A-Z]+)*")
+_VERBS_SEEN: set[str] = set()  # verbs that passed _VERB (the code's own few literals)
+_UNSAFE = re.compile(r"[\r\n\0]")  # would end the command line early
+_QUOTED = re.compile(r'[ \t"\\]')  # an argument with one of these is quoted
 _UNKNOWN = frozenset({"", "unknown"})
 
 
@@ -181,6 +185,9 @@ def parse_response(line: str) -> AgiResponse:
     :class:`AgiProtocolError` when it is not ``NNN text`` or a 200 without ``result=``.
     """
     first = line.split("\n", 1)[0].rstrip("\r")
+    ok = _OK.fullmatch(first)
+    if ok is not None:
+        return AgiResponse(200, ok[1], ok[2], int(ok[3]) if ok[3] is not None else None, line)
     match = _CODE.fullmatch(first)
     if match is None:
         raise AgiProtocolError(f"AGI response is not 'NNN text': {first[:80]!r}")
@@ -196,7 +203,7 @@ def parse_response(line: str) -> AgiResponse:
 
 def _quote(arg: str) -> str:
     # Asterisk's parse_args: '"' toggles quoting, '\' escapes the next character.
-    if arg and not any(c in arg for c in ' \t"\\'):
+    if arg and _QUOTED.search(arg) is None:
         return arg
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -207,15 +214,18 @@ def encode_command(verb: str, *args: str | int) -> bytes:
     An argument with a line break or NUL would let it inject a second command, and a line
     longer than Asterisk's buffer would be cut: both raise :class:`AgiCommandError`.
     """
-    if not _VERB.fullmatch(verb):
-        raise AgiCommandError(f"AGI command {verb!r} is not a command name")
+    if verb not in _VERBS_SEEN:
+        if not _VERB.fullmatch(verb):
+            raise AgiCommandError(f"AGI command {verb!r} is not a command name")
+        if len(_VERBS_SEEN) < 64:
+            _VERBS_SEEN.add(verb)
     parts = [verb]
     for arg in args:
-        text = str(arg)
-        if any(c in text for c in "\r\n\0"):
+        text = arg if type(arg) is str else str(arg)
+        if _UNSAFE.search(text) is not None:
             raise AgiCommandError(f"AGI {verb}: argument {text[:40]!r} contains a line break")
         parts.append(_quote(text))
-    line = " ".join(parts)
-    if len(line.encode()) > _MAX_COMMAND:
+    data = " ".join(parts).encode()
+    if len(data) > _MAX_COMMAND:
         raise AgiCommandError(f"AGI {verb}: command longer than {_MAX_COMMAND} bytes")
-    return line.encode() + b"\n"
+    return data + b"\n"
