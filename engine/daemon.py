@@ -17,6 +17,7 @@ import structlog
 from engine.api.server import ApiServer, openapi_document
 from engine.api.sse import StreamLimits
 from engine.api.state import ApiState
+from engine.app.agent_calls import AgentCallRecorder
 from engine.app.billing import BillingRecorder, BillingService
 from engine.app.ivr_admission import IvrAdmission
 from engine.app.retention import RetentionService
@@ -96,6 +97,8 @@ class Engine(Lifecycle):
         )
         # a billing line per charged leg of each click-to-call, once its end is committed
         self.billing = BillingRecorder(BillingService(self.store), self.events)
+        # outbound calls' agents in the activity log: on_call at the answer, wrap-up at the end
+        self.agent_calls = AgentCallRecorder(self.store, self.events)
         # old call events, delivered callbacks and recordings, pruned every retention.interval
         self.retention = RetentionPruner(
             RetentionService.from_settings(
@@ -271,6 +274,7 @@ class Engine(Lifecycle):
         if self.transcripts is not None:
             await self.transcripts.start()  # first takes what a previous run left queued
         await self.billing.start()  # before the doors: it hears every call's end
+        await self.agent_calls.start()  # the same: every outbound call's answer and end
         self.database_ready.set()
         log.info("database.connected")
         if self.ami is not None:
@@ -310,6 +314,7 @@ class Engine(Lifecycle):
         await self.carriers.close()  # after the API: no webhook is in flight
         await self.store.journal.close()  # live calls' last rows (written behind)
         await self.billing.close()  # after the journal: the last ends are charged
+        await self.agent_calls.close()  # the same: the last ends are logged
         await self.retention.close()  # a batch in flight rolls back
         await self.heartbeat.close()  # marks this node stopped
         await self.event_feed.close()

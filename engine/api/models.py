@@ -139,6 +139,8 @@ ERROR_CODES: Final[dict[str, str]] = {
     "method_not_allowed": "405: the route exists for other methods (see Allow)",
     "conflict": "409: the state does not allow it (e.g. a transfer in flight, an "
     "Idempotency-Key reused with another body)",
+    "agent_busy": "409: the agent the call names (agent_id, else agent_number) is ringing, on "
+    "a call or in wrap-up; details give its state; nothing was stored or dialled",
     "illegal_transition": "409: the call state machine refuses the status change",
     "not_supported": "409: the session's carrier does not offer the operation (an Exotel or "
     "mCube transfer, ...)",

@@ -10,6 +10,7 @@ either: a call is told by the id of its caller's channel and the name of its doo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import urllib.parse
 import uuid
@@ -307,9 +308,22 @@ class IvrCallRecord:
             self.on_call_agent = winner
             await self.agents.answered(row.tenant_id, winner, row.session_id, answered_at)
 
-    async def attempt_started(self, command: Transfer, attempt: Attempt) -> StoredTransfer:
-        """The row of one attempt of an IVR transfer (members rung at once: ``a&b``); a
-        routing rule's members are ringing from now."""
+    async def attempt_started(
+        self, command: Transfer, attempt: Attempt
+    ) -> tuple[StoredTransfer, Attempt]:
+        """The row of one attempt of an IVR transfer (members rung at once: ``a&b``) and the
+        attempt as it rings: a routing rule's members are reserved first, each atomically
+        (:meth:`AgentStateService.offered`), and only those reserved ring; one another call
+        took meanwhile is left out (none left: the attempt fails, saying who was busy)."""
+        if attempt.rule_id is not None and attempt.targets:
+            session = self.stored_session()
+            await self.store.journal.flush()  # the log rows refer to the session
+            taken, kept = await self.agents.offered(session.tenant_id, attempt.targets, session.id)
+            if kept:
+                busy = ", ".join(f"{agent} ({state})" for agent, state in kept.items())
+                self.log.info("ivr.agents_taken", agents=busy)
+                reason = None if taken else f"agents busy: {busy}"
+                attempt = dataclasses.replace(attempt, targets=tuple(taken), reason=reason)
         row = await self.transfer_started(
             target_type=command.target_type,
             target="&".join(attempt.targets) or None,
@@ -317,9 +331,7 @@ class IvrCallRecord:
             key=command.key,
             routing_rule_id=attempt.rule_id,
         )
-        if attempt.rule_id is not None and attempt.targets:
-            await self.agents.offered(row.tenant_id, attempt.targets, row.session_id)
-        return row
+        return row, attempt
 
     async def routed_to_menu(
         self, command: Transfer, plan_menu: str, rule_id: uuid.UUID | None

@@ -284,7 +284,7 @@ class AgiIvrCall:
         await self.record.note(CallEventType.IVR_TRANSFER_DIALING, {"target": target})
         failed: str | None = plan.reason
         for attempt in plan.attempts:
-            row = await self.record.attempt_started(command, attempt)
+            row, attempt = await self.record.attempt_started(command, attempt)
             if not attempt.targets:  # the rule could not ring anyone (e.g. a provider)
                 await self.record.transfer_finished(
                     row, TransferState.FAILED, reason=attempt.reason

@@ -433,7 +433,7 @@ class AriIvrCall:
         command = transferring.command
         while transferring.attempts:
             attempt = transferring.attempts.pop(0)
-            row = await self.record.attempt_started(command, attempt)
+            row, attempt = await self.record.attempt_started(command, attempt)
             transferring.row, transferring.outcomes = row, []
             error = attempt.reason or "nothing to ring"
             for member in attempt.targets:
