@@ -279,7 +279,10 @@ class AgiIvrCall:
         calls = self.ivr.settings
         target = command.target or ""
         plan, outside = await self.record.transfer_plan(
-            command, calls.agent_ring_timeout, self.state.variables
+            command,
+            calls.agent_ring_timeout,
+            self.state.variables,
+            default_region=calls.agent_default_region,
         )
         await self.record.note(CallEventType.IVR_TRANSFER_DIALING, {"target": target})
         failed: str | None = plan.reason
@@ -308,7 +311,10 @@ class AgiIvrCall:
         talked = peer = None
         try:
             # not limited: Dial returns when the call it made is over
-            await self.channel.exec("Dial", dial, str(timeout_s), wait=None)
+            # f(x): the outside leg presents the caller-ID profile's choice, if one was made
+            shown = self.record.outside_caller_id
+            options = (f"f({shown})",) if shown else ()
+            await self.channel.exec("Dial", dial, str(timeout_s), *options, wait=None)
             status = (await self.channel.get_variable("DIALSTATUS") or "").upper()
             if status == "ANSWER":  # Dial returned: the transferred call is over
                 talked = await self.channel.get_variable("ANSWEREDTIME")

@@ -408,7 +408,10 @@ class AriIvrCall:
         comes back through the inbox (:meth:`_on_target`)."""
         target = command.target or ""
         plan, outside = await self.record.transfer_plan(
-            command, self.ivr.settings.agent_ring_timeout, self.state.variables
+            command,
+            self.ivr.settings.agent_ring_timeout,
+            self.state.variables,
+            default_region=self.ivr.settings.agent_default_region,
         )
         transferring = _Transferring(
             command,
@@ -452,7 +455,8 @@ class AriIvrCall:
                         endpoint,
                         channel_id=channel,
                         app_args=ivr_transfer_stasis_args(),
-                        caller_id=self.caller_number,
+                        # a caller-ID profile's choice for an outside leg, else the caller's
+                        caller_id=self.record.outside_caller_id or self.caller_number,
                         ring_timeout=attempt.ring_timeout_s,
                     )
                 except AriError as exc:

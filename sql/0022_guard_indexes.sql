@@ -1,5 +1,5 @@
 -- ctc:no-transaction
--- 0021_agent_reservation: the indexes the pre-dial checks and agent reservations read on
+-- 0022_guard_indexes: the indexes the pre-dial checks and agent reservations read on
 -- every call start, and the one the retention's purge of expired list entries reads.
 --
 -- Built CONCURRENTLY, so a live PBX keeps writing calls while they build (a plain CREATE
