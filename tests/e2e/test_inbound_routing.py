@@ -22,25 +22,14 @@ from engine.app.routing_rules import RoutingRuleService
 from engine.daemon import Engine
 from engine.devtools.sipp import SippPhone
 from engine.ivr_yaml import load_menus
-from tests.e2e.engine_fixtures import CallWatcher, completed_ivr_call
+from tests.e2e.engine_fixtures import completed_ivr_call
 from tests.e2e.test_dtmf_caller import dtmf_caller
 from tests.e2e.test_ivr import transfer_rows
+from tests.e2e.test_ivr_routing import MENUS
 
 pytestmark = pytest.mark.e2e
 
 DID = "5551000"  # [from-caller] sends it to Stasis(ctc,ivr,main)
-
-MENUS = """\
-menus:
-  main:
-    greeting: sound:hello-world
-    timeout_ms: 1500
-    max_retries: 0
-    options:
-      4: {action: transfer, target_type: routing_rule, target: "*", failure_prompt: sound:beep}
-      9: {action: hangup}
-    fallback: {action: hangup}
-"""
 
 
 def _schedule(start: timedelta, end: timedelta) -> dict[str, Any]:
@@ -53,7 +42,21 @@ def _schedule(start: timedelta, end: timedelta) -> dict[str, Any]:
     return {"time_zone": "UTC", "windows": [window]}
 
 
-async def _decided(watch: CallWatcher) -> dict[str, Any]:
+async def _reaches(
+    engine: Engine,
+    sipp_phone: Callable[..., SippPhone],
+    workdir: Path,
+    agent: str,
+    port: int,
+) -> dict[str, Any]:
+    """Call the DID and press 4: ``agent`` (its SIPp phone on ``port``) answers the
+    transfer; the call's ``routing.decided`` payload."""
+    with sipp_phone("uas_answer_then_hangup.xml", port=port, hold_ms=1500) as phone:
+        caller = dtmf_caller(sipp_phone, workdir, "4", number=DID)
+        watch = await completed_ivr_call(engine, caller, within=60)
+        assert await phone.wait_async(30) == 0, phone.report()
+    rows = await transfer_rows(engine, watch)
+    assert [(r["target"], r["state"]) for r in rows] == [(agent, "completed")], watch.trail()
     [decided] = [dict(e.payload) for e in watch.events if e.event_type == "routing.decided"]
     return decided
 
@@ -72,30 +75,19 @@ async def test_a_did_reaches_the_rule_of_its_window_and_outside_it_the_next_rule
     hours_rule = {**base, "priority": 1, "target": "agent3", "schedule": in_window}
     await rules.save_data(tenant, hours, hours_rule)
     await rules.save_data(tenant, after, {**base, "priority": 2, "target": "agent4"})
-    await store.ivr.save(tenant.id, load_menus(MENUS))
+    # key 4 transfers to routing rule "*": no rule named
+    await store.ivr.save(tenant.id, load_menus(MENUS.format(rule='"*"')))
     try:
-        with sipp_phone("uas_answer_then_hangup.xml", port=5073, hold_ms=1500) as agent3:
-            caller = dtmf_caller(sipp_phone, tmp_path / "in", "4", number=DID)
-            watch = await completed_ivr_call(ivr_engine, caller, within=60)
-            assert await agent3.wait_async(30) == 0, agent3.report()
-        decided = await _decided(watch)
-        assert decided["rule"] == hours, watch.trail()
+        decided = await _reaches(ivr_engine, sipp_phone, tmp_path / "in", "agent3", 5073)
+        assert decided["rule"] == hours, decided
         assert decided["selected_by"] == "conditions"
         assert decided["reason"].startswith(f"rule '{hours}' matched: "), decided
-        rows = await transfer_rows(ivr_engine, watch)
-        assert [(r["target"], r["state"]) for r in rows] == [("agent3", "completed")]
 
         # the same DID outside the rule's window: the next rule for it, agent4
         later = _schedule(timedelta(hours=2), timedelta(hours=3))
         await rules.save_data(tenant, hours, {**hours_rule, "schedule": later})
-        with sipp_phone("uas_answer_then_hangup.xml", port=5074, hold_ms=1500) as agent4:
-            caller = dtmf_caller(sipp_phone, tmp_path / "out", "4", number=DID)
-            watch = await completed_ivr_call(ivr_engine, caller, within=60)
-            assert await agent4.wait_async(30) == 0, agent4.report()
-        decided = await _decided(watch)
-        assert decided["rule"] == after, watch.trail()
-        rows = await transfer_rows(ivr_engine, watch)
-        assert [(r["target"], r["state"]) for r in rows] == [("agent4", "completed")]
+        decided = await _reaches(ivr_engine, sipp_phone, tmp_path / "out", "agent4", 5074)
+        assert decided["rule"] == after, decided
     finally:  # the engine's database is shared with the other e2e tests
         await rules.save_data(tenant, hours, {**hours_rule, "active": False})
         await rules.save_data(tenant, after, {**base, "target": "agent4", "active": False})
