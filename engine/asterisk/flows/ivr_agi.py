@@ -295,7 +295,10 @@ class AgiIvrCall:
                 failed = attempt.reason
                 continue
             dial = "&".join(dial_string(calls, t, outside_line=outside) for t in attempt.targets)
-            state = await self._dial(row, dial, attempt.ring_timeout_s)
+            on_trunk = all(
+                t.startswith("+") if outside is None else outside for t in attempt.targets
+            )
+            state = await self._dial(row, dial, attempt.ring_timeout_s, outside=on_trunk)
             if state is TransferState.COMPLETED:
                 self.transferred = True
                 await self.record.note(CallEventType.IVR_TRANSFERRED, {"target": row.target})
@@ -306,13 +309,16 @@ class AgiIvrCall:
             return TransferredToMenu(plan.menu)
         return TransferFailed(failed or "failed")
 
-    async def _dial(self, row: StoredTransfer, dial: str, timeout_s: int) -> TransferState:
+    async def _dial(
+        self, row: StoredTransfer, dial: str, timeout_s: int, *, outside: bool = False
+    ) -> TransferState:
         """``Dial(dial,timeout_s)``; the outcome, stored on ``row``."""
         talked = peer = None
         try:
             # not limited: Dial returns when the call it made is over
-            # f(x): the outside leg presents the caller-ID profile's choice, if one was made
-            shown = self.record.outside_caller_id
+            # f(x): an outside leg presents the caller-ID profile's choice, if one was made
+            # (only when every target is on the trunk: f() applies to all of them)
+            shown = self.record.outside_caller_id if outside else None
             options = (f"f({shown})",) if shown else ()
             await self.channel.exec("Dial", dial, str(timeout_s), *options, wait=None)
             status = (await self.channel.get_variable("DIALSTATUS") or "").upper()

@@ -455,8 +455,7 @@ class AriIvrCall:
                         endpoint,
                         channel_id=channel,
                         app_args=ivr_transfer_stasis_args(),
-                        # a caller-ID profile's choice for an outside leg, else the caller's
-                        caller_id=self.record.outside_caller_id or self.caller_number,
+                        caller_id=self._shown_to(member, transferring.outside_line),
                         ring_timeout=attempt.ring_timeout_s,
                     )
                 except AriError as exc:
@@ -477,6 +476,13 @@ class AriIvrCall:
             await self.record.routed_to_menu(command, transferring.menu, transferring.menu_rule_id)
             return TransferredToMenu(transferring.menu)
         return TransferFailed(transferring.failed or "failed")
+
+    def _shown_to(self, member: str, outside_line: bool | None) -> str | None:
+        """The caller ID a transfer target sees: on the trunk (as dial_string decides), the
+        caller-ID profile's choice made for the transfer, if any; else the caller's."""
+        outside = member.startswith("+") if outside_line is None else outside_line
+        chosen = self.record.outside_caller_id
+        return chosen if outside and chosen else self.caller_number
 
     async def _on_target(self, fact: _Target) -> Event | None:
         """A target answered or ended: the interpreter's event, if the transfer is decided."""
