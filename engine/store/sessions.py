@@ -83,6 +83,8 @@ class SessionRepository(SessionQueries):
         )
         if created:
             self._taken(session)
+            if session.status.is_terminal and self.calls is not None:  # refused: stored ended
+                self.calls.entered(session.id, door_of(session), session.status)
         if not created and self._ownership.written_behind(session.id):
             session = await self._ownership.journal.get(session.tenant_id, session.id)
         return session, created

@@ -22,6 +22,7 @@ from engine.domain.routing_rules import RoutingSettings
 from engine.store.records import NewSession, Tenant
 from tests.support.calls import C2C, CONNECT, initiate_body, move_call
 from tests.support.http import Api
+from tests.support.metrics import sample
 from tests.support.tenants import new_tenant, tenant_headers
 
 API = "/api/v1"
@@ -80,9 +81,15 @@ async def test_a_refused_call_is_one_insert_already_rejected_never_a_queued_row(
         "POST", f"{API}/compliance/lists", json=entries, headers=tenant_headers(slug)
     )
     assert status == 201, data
+    door = {"door": "click_to_call"}
+    active = sample(api_engine, "ctc_calls_active", **door)
+    rejected = sample(api_engine, "ctc_calls_total", status="rejected", **door)
     status, data = await _initiate(unix_api, slug, customer_number=number)
     assert status == 403, data
     refused = data["error"]["details"][0]["session_id"]
+    # counted as a call that ended rejected, never as a live one
+    assert sample(api_engine, "ctc_calls_active", **door) == active
+    assert sample(api_engine, "ctc_calls_total", status="rejected", **door) == rejected + 1
     assert await _audit(api_engine, refused) == [("INSERT", "rejected")]
     # the timeline and its callbacks read as any call's: created (queued), then rejected
     events = await api_engine.store.sessions.events(audited.id, uuid.UUID(refused))
