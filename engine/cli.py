@@ -264,6 +264,7 @@ def _retention_plan_lines(plan: PrunePlan, settings: Settings) -> list[str]:
         ),
         f"recordings       {_count_text(due.recordings)} of calls ended "
         + _cutoff_text(cutoffs.recordings, "recordings_days", kept.recordings_days),
+        f"number lists     {_count_text(due.expired_list_entries)} entries expired",
     ]
 
 
@@ -276,6 +277,7 @@ def _retention_report_lines(report: PruneReport) -> list[str]:
     return [
         f"call_event       {report.call_events:>10} rows deleted",
         f"callback_outbox  {report.delivered_callbacks:>10} delivered rows deleted",
+        f"number lists     {report.expired_list_entries:>10} expired entries deleted",
         f"recordings       {files.get('deleted', 0):>10} files deleted,"
         f" {files.get('missing', 0)} already missing, {files.get('refused', 0)} outside"
         f" the recording directory (kept), {files.get('failed', 0)} not deletable (kept)",

@@ -157,9 +157,14 @@ EVENT_DESCRIPTIONS: Final[Mapping[CallEventType, str]] = {
     "(`stop`, `next`, `reconcile`), `reason`, `provider_status` (the carrier's own word, "
     "when it answered), `provider_call_id` (when a call exists), `reconciled` (the calls "
     "found and hung up after an uncertain attempt)",
-    CallEventType.ROUTING_DECIDED: "An IVR transfer to a routing rule: the rule, the rules "
-    "followed, the agents skipped (not available) and why, in words. payload: `rule`, "
-    "`routing_rule_id`, `rules`, `skipped`, `reason`",
+    CallEventType.ROUTING_DECIDED: "An IVR transfer to a routing rule: the rule (named by "
+    "the menu, or chosen by its conditions), the rules followed, the agents skipped (not "
+    "available) and why, in words. payload: `rule`, `routing_rule_id`, `rules`, `skipped`, "
+    "`reason`, `selected_by` (`menu` or `conditions`)",
+    CallEventType.IVR_TRANSFER_REJECTED: "An IVR transfer's number (a `number` target or a "
+    "routing rule's E.164 member) was refused by the pre-dial check, or is not a number: it "
+    "is never dialled, the caller hears the failure prompt. payload: `target`, `rule`, "
+    "`rule_type`, `reason`",
     CallEventType.QUALITY_LOW_MOS: "A leg's MOS fell below `quality.mos_floor` (once per "
     "call). payload: `leg`, `channel_id`, `mos`, `mos_floor`, `final`, `jitter_ms`, "
     "`rtt_ms`, `rx_packets`, `rx_lost_packets`",

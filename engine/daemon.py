@@ -16,6 +16,7 @@ import structlog
 from engine.api.server import ApiServer, openapi_document
 from engine.api.sse import StreamLimits
 from engine.api.state import ApiState
+from engine.app.agent_calls import AgentCallRecorder
 from engine.app.billing import BillingRecorder, BillingService
 from engine.app.carrier_calls import CarrierDialer, ProviderBreakers
 from engine.app.dialing import DialerRouter
@@ -101,6 +102,8 @@ class Engine(Lifecycle):
         self.billing = BillingRecorder(BillingService(self.store), self.events)
         # the stats rollup's appended rows, folded every stats.compact_interval
         self.stats_compactor = StatsCompactor(self.store, interval=settings.stats.compact_interval)
+        # outbound calls' agents in the activity log: on_call at the answer, wrap-up at the end
+        self.agent_calls = AgentCallRecorder(self.store, self.events)
         # old call events, delivered callbacks and recordings, pruned every retention.interval
         self.retention = RetentionPruner(
             RetentionService.from_settings(
@@ -287,6 +290,7 @@ class Engine(Lifecycle):
         if self.transcripts is not None:
             await self.transcripts.start()  # first takes what a previous run left queued
         await self.billing.start()  # before the doors: it hears every call's end
+        await self.agent_calls.start()  # the same: every outbound call's answer and end
         self.database_ready.set()
         log.info("database.connected")
         if self.ami is not None:
@@ -323,6 +327,7 @@ class Engine(Lifecycle):
         await self.carriers.close()  # after the API: no webhook is in flight
         await self.store.journal.close()  # live calls' last rows (written behind)
         await self.billing.close()  # after the journal: the last ends are charged
+        await self.agent_calls.close()  # the same: the last ends are logged
         await self.retention.close()  # a batch in flight rolls back
         await self.stats_compactor.close()
         await self.heartbeat.close()  # marks this node stopped

@@ -38,6 +38,7 @@ __all__ = [
     "REQUIRED_MODULES",
     "AmiFacts",
     "AriFacts",
+    "CallerIdFacts",
     "Check",
     "DatabaseFacts",
     "DirFacts",
@@ -46,7 +47,9 @@ __all__ = [
     "SecretsFacts",
     "gather",
     "judge",
+    "judge_caller_id",
     "run_doctor",
+    "trunk_endpoint",
 ]
 
 #: Asterisk modules the engine cannot work without (names without ``.so``).
@@ -137,6 +140,15 @@ class DirFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class CallerIdFacts:
+    """Whether the trunk presents a caller-ID profile's choice as P-Asserted-Identity."""
+
+    profiles: int  # the tenants' active caller-ID profiles
+    endpoint: str | None  # the PJSIP endpoint calls.customer_endpoint_template dials
+    send_pai: bool | None = None  # its send_pai; None: not known (ARI could not say)
+
+
+@dataclass(frozen=True, slots=True)
 class Facts:
     database: DatabaseFacts
     ari: AriFacts | None = None  # None: ari.enabled is false
@@ -144,6 +156,7 @@ class Facts:
     modules: ModuleFacts | None = None  # None: neither ARI nor AMI could answer
     recording_dir: DirFacts | None = None
     secrets: SecretsFacts | None = None  # None: not checked (the database is not usable)
+    caller_id: CallerIdFacts | None = None  # None: not checked (no ARI, or no database)
 
 
 # ----------------------------------------------------------------------------- judging
@@ -162,6 +175,8 @@ def judge(facts: Facts) -> list[Check]:
     out += judge_modules(facts.modules)
     if facts.recording_dir is not None:
         out += judge_recording_dir(facts.recording_dir)
+    if facts.caller_id is not None:
+        out += judge_caller_id(facts.caller_id)
     if facts.ami is None:
         out.append(Check("ok", "AMI not used (ami.enabled: false)"))
     else:
@@ -316,6 +331,56 @@ def judge_recording_dir(d: DirFacts) -> list[Check]:
     return [Check("ok", f"recording dir {d.path}")]
 
 
+def judge_caller_id(c: CallerIdFacts) -> list[Check]:
+    """With caller-ID profiles, the trunk must send P-Asserted-Identity: carriers that
+    screen the From header present the PAI (the chosen number) only when it is sent."""
+    if c.profiles == 0:
+        return []
+    what = f"{c.profiles} caller-ID profile(s)"
+    if c.endpoint is None:
+        return [
+            Check(
+                "warn",
+                f"{what}, but calls.customer_endpoint_template names no PJSIP endpoint: "
+                "send_pai not checked (the chosen number reaches the carrier as From only)",
+            )
+        ]
+    if c.send_pai is None:
+        return [
+            Check(
+                "warn",
+                f"{what}: the trunk endpoint {c.endpoint}'s send_pai could not be read over "
+                "ARI (is the endpoint in pjsip.conf?)",
+            )
+        ]
+    if not c.send_pai:
+        return [
+            Check(
+                "warn",
+                f"{what}, but trunk endpoint {c.endpoint} has send_pai = no: pjsip.conf "
+                f"[{c.endpoint}]: set send_pai = yes so the chosen caller ID is also sent as "
+                "P-Asserted-Identity",
+            )
+        ]
+    return [Check("ok", f"{what}: trunk endpoint {c.endpoint} sends P-Asserted-Identity")]
+
+
+def trunk_endpoint(template: str) -> str | None:
+    """The PJSIP endpoint ``calls.customer_endpoint_template`` dials: ``trunk`` of
+    ``PJSIP/{number}@trunk`` or ``PJSIP/trunk/sip:{number}@host``; None for another
+    technology or a template that names none."""
+    if not template.startswith("PJSIP/"):
+        return None
+    rest = template.removeprefix("PJSIP/")
+    if rest.startswith("{number}@"):
+        name = rest.removeprefix("{number}@").split("/", 1)[0]
+    elif "/" in rest:
+        name = rest.split("/", 1)[0]
+    else:
+        return None
+    return name if name and "{" not in name else None
+
+
 def judge_ami(ami: AmiFacts) -> list[Check]:
     where = f"AMI {ami.where}"
     if ami.login_refused:
@@ -369,9 +434,11 @@ async def gather(settings: Settings, *, wait: float = 5.0) -> Facts:
         modules = ModuleFacts("ARI", ari_modules)
     elif ami_modules is not None:  # ARI could not say (e.g. its password is wrong): AMI can
         modules = ModuleFacts("AMI", ami_modules)
-    secrets = None
+    secrets = caller_id = None
     if database.error is None and not database.pending and not database.changed:
         secrets = await _gather_secrets(settings, wait)
+        if ari is not None and ari.status == 200:
+            caller_id = await _gather_caller_id(settings, wait)
     return Facts(
         database=database,
         secrets=secrets,
@@ -379,6 +446,7 @@ async def gather(settings: Settings, *, wait: float = 5.0) -> Facts:
         ami=ami,
         modules=modules,
         recording_dir=_dir_facts(settings.ari.recording_dir) if ari_on else None,
+        caller_id=caller_id,
     )
 
 
@@ -417,6 +485,39 @@ async def _gather_secrets(settings: Settings, wait: float) -> SecretsFacts | Non
     except (TimeoutError, CtcError):
         return None  # the database line already says what is wrong with it
     return SecretsFacts(keyring.primary_id, counts)
+
+
+async def _gather_caller_id(settings: Settings, wait: float) -> CallerIdFacts | None:
+    """How many caller-ID profiles are active and, when any, the trunk's send_pai (ARI's
+    dynamic configuration of the endpoint: ``res_pjsip``/``endpoint``)."""
+    try:
+        async with Database(settings.database.url, min_size=1, max_size=1) as db:
+            profiles = await asyncio.wait_for(
+                db.fetchval("SELECT count(*) FROM caller_id_profile WHERE is_active"), wait * 3
+            )
+    except (TimeoutError, CtcError):
+        return None  # the database line already says what is wrong with it
+    endpoint = trunk_endpoint(settings.calls.customer_endpoint_template)
+    facts = CallerIdFacts(int(profiles), endpoint)
+    if not profiles or endpoint is None:
+        return facts
+    s = settings.ari
+    password = s.password.get_secret_value() if s.password else ""
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=wait),
+        headers={"Authorization": basic_auth(s.username, password)},
+    ) as http:
+        url = f"{_ari_base(s.url)}/asterisk/config/dynamic/res_pjsip/endpoint/{endpoint}"
+        try:
+            status, tuples = await _get(http, url)
+        except (aiohttp.ClientError, TimeoutError):
+            return facts
+    if status != 200 or not isinstance(tuples, list):
+        return facts
+    values = {t.get("attribute"): t.get("value") for t in tuples if isinstance(t, dict)}
+    if "send_pai" not in values:
+        return facts
+    return replace(facts, send_pai=str(values["send_pai"]).lower() in ("yes", "true", "1", "on"))
 
 
 def _ari_base(url: str) -> str:

@@ -54,6 +54,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "AgentBusy",
     "AgiError",
     "AmiError",
     "ApiClientError",
@@ -218,6 +219,16 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """A uniqueness or idempotency conflict."""
+
+
+class AgentBusy(Conflict):
+    """The agent a call names is working on another call (``state``: ringing, on_call or
+    wrap_up): the call is not stored and nothing is dialled."""
+
+    def __init__(self, agent: str, state: str) -> None:
+        self.agent = agent
+        self.state = state
+        super().__init__(f"agent {agent!r} is busy ({state}): not offered another call")
 
 
 class ClosedResourceError(CtcError):

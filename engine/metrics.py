@@ -308,7 +308,7 @@ class Metrics:
         self.retention_pruned = Counter(
             "ctc_retention_pruned_total",
             "Rows and files the retention prune deleted, by kind (call_events, "
-            "delivered_callbacks, recordings)",
+            "delivered_callbacks, recordings, expired_list_entries)",
             ["kind"],
             registry=registry,
         )

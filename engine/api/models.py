@@ -143,6 +143,8 @@ ERROR_CODES: Final[dict[str, str]] = {
     "method_not_allowed": "405: the route exists for other methods (see Allow)",
     "conflict": "409: the state does not allow it (e.g. a transfer in flight, an "
     "Idempotency-Key reused with another body)",
+    "agent_busy": "409: the agent the call names by agent_id is ringing, on a call or in "
+    "wrap-up; details give its state; nothing was stored or dialled",
     "illegal_transition": "409: the call state machine refuses the status change",
     "not_supported": "409: the session's carrier does not offer the operation (an Exotel or "
     "mCube transfer, ...)",
@@ -188,7 +190,12 @@ class InitiateIn(_In):
     provider_id: uuid.UUID | None = Field(
         default=None, description="Carrier to use; the tenant's default provider when omitted"
     )
-    agent_id: ShortText | None = Field(default=None, description="The ERP's user id of the agent")
+    agent_id: ShortText | None = Field(
+        default=None,
+        description="The ERP's user id of the agent: names the agent in its states and "
+        "routing rules (without it, agent_number does). The agent is reserved (ringing) when "
+        "the call is stored; one ringing, on a call or in wrap-up is refused (409 agent_busy)",
+    )
     external_ref: ShortText | None = Field(
         default=None, description="The ERP's own reference (lead, ticket, order)"
     )

@@ -44,6 +44,7 @@ from engine.api.state import API_STATE, METRICS_NEED_TOKEN, ApiState
 from engine.api.unix_socket import bind_unix_socket
 from engine.domain.text import text_problem
 from engine.errors import (
+    AgentBusy,
     AsteriskError,
     CallRejected,
     CarrierError,
@@ -107,6 +108,9 @@ def _translate(exc: BaseException) -> web.Response:
         case IllegalTransition():
             transition = {"current": exc.current, "requested": exc.target}
             return _error(409, "illegal_transition", str(exc), transition)
+        case AgentBusy():
+            busy = {"field": "agent_id", "message": str(exc), "state": exc.state}
+            return _error(409, "agent_busy", str(exc), [busy])
         case Conflict():
             return _error(409, "conflict", str(exc))
         case CarrierUnsupported():

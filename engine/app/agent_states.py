@@ -24,8 +24,9 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from engine.domain.agent_state import AgentStatus, CallFact, LoggedState, agent_status
+from engine.domain.agent_state import BUSY_STATES, AgentStatus, CallFact, LoggedState, agent_status
 from engine.domain.call import CallStatus
+from engine.store.guards import AgentGuard, AgentJudge
 from engine.store.records import AgentActivity, AgentLastCall, Tenant
 from engine.store.repositories import Store
 
@@ -36,6 +37,7 @@ __all__ = [
     "AgentStateService",
     "StateSource",
     "agent_states",
+    "busy_judge",
 ]
 
 # How far back calls make an agent known to the board (reports have no limit).
@@ -118,6 +120,22 @@ def agent_states(
     return out
 
 
+def busy_judge(now: datetime, wrap_up: timedelta) -> AgentJudge:
+    """An :data:`~engine.store.guards.AgentJudge` by this module's rules at ``now``."""
+
+    def judge(report: AgentActivity | None, call: AgentLastCall | None) -> str | None:
+        states = agent_states(
+            [report] if report is not None else [],
+            [call] if call is not None else [],
+            now=now,
+            wrap_up=wrap_up,
+        )
+        state = states[0].state if states else AgentStatus.AVAILABLE
+        return state.value if state in BUSY_STATES else None
+
+    return judge
+
+
 class AgentStateService:
     def __init__(self, store: Store, clock: Callable[[], datetime] | None = None) -> None:
         self._store = store
@@ -147,12 +165,39 @@ class AgentStateService:
 
     # -- what calls do to agents (rows in the log, ``{"by": "engine"}``) --------------------
 
+    async def judge(self, tenant_id: uuid.UUID) -> AgentJudge:
+        """The test a reservation applies to an agent's facts read under its lock: the
+        agent's state now (the tenant's wrap-up time), busy unless ``available``, ``break``
+        or ``offline`` (an agent on a break may still be rung by a click-to-call it placed;
+        a routing rule leaves it out before, by :meth:`unavailable`)."""
+        settings = await self._store.routing.settings(tenant_id)
+        return busy_judge(self._clock(), timedelta(seconds=settings.wrap_up_s))
+
+    async def call_guard(self, tenant_id: uuid.UUID, agent: str, *, refuse: bool) -> AgentGuard:
+        """The reservation of ``agent`` for a new outbound call (a click-to-call): taken in
+        the call's insert (:mod:`engine.store.guards`); a busy agent refuses the call when
+        ``refuse`` (the ERP named it by ``agent_id``), else it is only not logged."""
+        return AgentGuard(agent, await self.judge(tenant_id), refuse, ENGINE)
+
     async def offered(
         self, tenant_id: uuid.UUID, agents: Iterable[str], session_id: uuid.UUID
-    ) -> None:
-        """A routing rule rings ``agents`` for the call ``session_id``."""
+    ) -> tuple[list[str], dict[str, str]]:
+        """A routing rule offers the call ``session_id`` to ``agents``: each is reserved
+        atomically (``available → ringing`` under the agent's lock, so an IVR group and a
+        click-to-call never both take one agent). The agents reserved, in order, and those
+        that were not, with the state that kept them."""
+        judge = await self.judge(tenant_id)
+        taken: list[str] = []
+        kept: dict[str, str] = {}
         for agent in agents:
-            await self._log(tenant_id, agent, AgentStatus.RINGING, session_id)
+            busy = await self._store.activity.reserve(
+                tenant_id, agent, session_id, judge, details=ENGINE
+            )
+            if busy is None:
+                taken.append(agent)
+            else:
+                kept[agent] = busy
+        return taken, kept
 
     async def not_answered(
         self, tenant_id: uuid.UUID, agents: Iterable[str], session_id: uuid.UUID

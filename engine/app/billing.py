@@ -12,18 +12,17 @@ the period, which writes every line a period should have.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import csv
 import dataclasses
 import io
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Final
 
 import structlog
 
+from engine.app.event_worker import EventWorker
 from engine.domain.call import CallStatus
 from engine.domain.rating import (
     ChargedLeg,
@@ -34,9 +33,8 @@ from engine.domain.rating import (
     number_prefixes,
     rate_leg,
 )
-from engine.errors import ConfigError, CtcError, InvalidInput
+from engine.errors import ConfigError, InvalidInput
 from engine.events import EventBus
-from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.rate_cards import changed_rate, parse_rates
 from engine.store.billing import BillingLine, EndedSession, LinesWritten
 from engine.store.records import CallEvent, Tenant
@@ -305,11 +303,12 @@ class BillingService:
         return out.getvalue()
 
 
-class BillingRecorder(Lifecycle):
-    """Charges each call once its end is committed: a listener on the event bus
-    queues the sessions whose terminal status was published, one task rates them.
+class BillingRecorder(EventWorker[tuple[uuid.UUID, uuid.UUID]]):
+    """Charges each call (click-to-calls, agent-dialled and inbound IVR calls) once its end
+    is committed: a listener on the event bus queues the sessions whose terminal status was
+    published, one task rates them (:class:`~engine.app.event_worker.EventWorker`).
 
-    A failure to write a line is logged (``billing.charge_failed``) and left to
+    A failure to write a line is logged (``billing.failed``) and left to
     ``ctc billing rerate``; the queue is bounded (a burst past it is logged the same way).
     Close: what is queued is charged within ``close_grace`` seconds, the rest is logged.
     """
@@ -322,55 +321,13 @@ class BillingRecorder(Lifecycle):
         max_queue: int = 10_000,
         close_grace: float = 5.0,
     ) -> None:
+        super().__init__(events, name="billing", max_queue=max_queue, close_grace=close_grace)
         self._billing = billing
-        self._events = events
-        self._queue: asyncio.Queue[tuple[uuid.UUID, uuid.UUID]] = asyncio.Queue(max_queue)
-        self._close_grace = close_grace
-        self._task: asyncio.Task[None] | None = None
-        self._unlisten: Callable[[], None] | None = None
-        self.charged = 0  # sessions rated
-        self.failed = 0  # sessions whose lines could not be written (logged)
 
-    async def _open(self) -> None:
-        self._unlisten = self._events.add_listener(self._on_event)
-        self._task = asyncio.get_running_loop().create_task(self._work(), name="billing")
-
-    def _on_event(self, event: CallEvent) -> None:
+    def _wanted(self, event: CallEvent) -> tuple[uuid.UUID, uuid.UUID] | None:
         if event.status_to is None or not CallStatus(event.status_to).is_terminal:
-            return
-        try:
-            self._queue.put_nowait((event.tenant_id, event.session_id))
-        except asyncio.QueueFull:
-            self.failed += 1
-            log.error("billing.charge_failed", call_id=str(event.session_id), error="queue full")
+            return None
+        return event.tenant_id, event.session_id
 
-    async def idle(self) -> None:
-        """Return once every session queued so far is charged (tests, shutdown)."""
-        await self._queue.join()
-
-    async def _work(self) -> None:
-        while True:
-            tenant_id, session_id = await self._queue.get()
-            try:
-                await self._billing.charge_session(tenant_id, session_id)
-                self.charged += 1
-            except CtcError as exc:
-                self.failed += 1
-                log.error("billing.charge_failed", call_id=str(session_id), error=str(exc))
-            except Exception:  # a bug: logged with its traceback, the recorder goes on
-                self.failed += 1
-                log.exception("billing.charge_failed", call_id=str(session_id))
-            finally:
-                self._queue.task_done()
-
-    async def _close(self) -> None:
-        if self._unlisten is not None:
-            self._unlisten()
-            self._unlisten = None
-        if self._task is not None and not self._task.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.join(), self._close_grace)
-        task, self._task = self._task, None
-        await cancel_tasks(task)
-        if not self._queue.empty():
-            log.error("billing.closed_with_queue", sessions=self._queue.qsize())
+    async def _handle(self, item: tuple[uuid.UUID, uuid.UUID]) -> None:
+        await self._billing.charge_session(*item)

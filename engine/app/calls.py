@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from engine.app.agent_states import AgentStateService
 from engine.app.call_end import end_in_store
 from engine.app.compliance import CallerIdChooser, OutboundPolicy
 from engine.app.ports import Dialer
@@ -46,6 +47,7 @@ from engine.errors import (
     NotFound,
     StoreError,
 )
+from engine.store.guards import AgentGuard, AttemptsGuard, CreateGuard
 from engine.store.records import (
     CallEvent,
     NewSession,
@@ -118,6 +120,13 @@ class CustomerLeg:
     refusal: Finding | None = None  # the pre-dial check's: the call is never dialled
     warnings: tuple[Finding, ...] = ()  # 'warn' rules that objected
     choice: CallerIdChoice | None = None  # the caller-ID profile's pick, when it chose
+    attempts: AttemptsGuard | None = None  # a max_attempts rule's recount in the insert
+
+    def guard(self, agent: AgentGuard | None = None) -> CreateGuard:
+        """What the new session's insert decides under its locks (engine/store/guards.py):
+        stored ``rejected`` at once when refused, today's attempts recounted, ``agent``
+        reserved."""
+        return CreateGuard(self.refusal, self.attempts, agent)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -149,6 +158,7 @@ class CallService:
         self._dialer = dialer
         self._policy = OutboundPolicy(store)
         self._caller_ids = CallerIdChooser(store)
+        self._agents = AgentStateService(store)
 
     async def initiate(
         self, tenant: Tenant, request: InitiateCall, *, idempotency_key: str | None = None
@@ -194,7 +204,9 @@ class CallService:
             # its facts are written behind: no row is stored for a call the journal refuses
             self._store.journal.require_room()
         session, created = await self._store.sessions.create(
-            new, tenant_callback_url=tenant.callback_url
+            new,
+            tenant_callback_url=tenant.callback_url,
+            guard=leg.guard(await self._agent_guard(tenant, request.agent_id, agent)),
         )
         if created:
             session = await self._screened(session, leg)
@@ -214,6 +226,17 @@ class CallService:
             tenant_id=str(tenant.id),
         )
         return session, created
+
+    async def _agent_guard(
+        self, tenant: Tenant, agent_id: str | None, agent_number: str
+    ) -> AgentGuard:
+        """The reservation of a click-to-call's agent, named by the ERP's ``agent_id``, else
+        by the number or endpoint rung (``agent_number``): logged ``ringing`` in the call's
+        insert; busy (ringing, on a call, in wrap-up) refuses the call (:class:`AgentBusy`)
+        only when named by ``agent_id`` (the same phone may place calls for several)."""
+        named = agent_id is not None
+        agent = agent_id if agent_id is not None else agent_number
+        return await self._agents.call_guard(tenant.id, agent, refuse=named)
 
     async def customer_leg(
         self,
@@ -249,7 +272,7 @@ class CallService:
             provider_id = default.id if default is not None else None
             provider_type = default.provider_type if default is not None else None
         # compliance before anything is dialled; the caller ID of the customer leg
-        verdict = await self._policy.check(tenant, customer)
+        verdict, attempts = await self._policy.screen(tenant, customer)
         choice = None
         if verdict.allowed and shown is None:
             choice = await self._caller_ids.choose(tenant, customer, provider_id=provider_id)
@@ -262,21 +285,14 @@ class CallService:
             verdict.refusal,
             tuple(verdict.warnings),
             choice,
+            attempts if verdict.allowed else None,
         )
 
     async def _screened(self, session: StoredSession, leg: CustomerLeg) -> StoredSession:
-        """Record on a new session what the pre-dial check said: rejected (never dialled),
-        or its warnings and the caller ID chosen."""
+        """Record on a new session what the pre-dial check said: its warnings and the caller
+        ID chosen (a refused one was stored ``rejected`` by its insert: nothing to add)."""
         tid, sid = session.tenant_id, session.id
-        if leg.refusal is not None:
-            session, _ = await self._store.sessions.transition(
-                tid,
-                sid,
-                CallStatus.REJECTED,
-                event_type=CallEventType.SESSION_REJECTED,
-                payload=leg.refusal.as_payload(),
-                changes={"end_reason": leg.refusal.reason[:500]},
-            )
+        if session.status is CallStatus.REJECTED:
             return session
         for warning in leg.warnings:
             session, _ = await self._store.sessions.append_event(
@@ -310,46 +326,38 @@ class CallService:
             )
         except InvalidInput as exc:
             invalid = exc
-        # written behind: the dialer's facts are the call's, as for an initiated call
-        session = self._store.sessions.open_live(
-            NewSession(
-                tenant_id=tenant.id,
-                direction=Direction.OUTBOUND,
-                agent_number=call.endpoint,
-                customer_number=leg.customer_number if leg is not None else None,
-                provider_id=leg.provider_id if leg is not None else None,
-                caller_id=leg.caller_id if leg is not None else None,
-                caller_number=call.caller_number,
-                dialed_number=call.dialled,
-                agent_channel_id=call.channel_id,
-                metadata={"door": "agent", "channel_id": call.channel_id},
-            ),
-            tenant_callback_url=tenant.callback_url,
+        new = NewSession(
+            tenant_id=tenant.id,
+            direction=Direction.OUTBOUND,
+            agent_number=call.endpoint,
+            customer_number=leg.customer_number if leg is not None else None,
+            provider_id=leg.provider_id if leg is not None else None,
+            caller_id=leg.caller_id if leg is not None else None,
+            caller_number=call.caller_number,
+            dialed_number=call.dialled,
+            agent_channel_id=call.channel_id,
+            metadata={"door": "agent", "channel_id": call.channel_id},
         )
-        bound = log.bind(call_id=str(session.id), tenant_id=str(tenant.id))
+        refusal = leg.refusal if leg is not None else None
         if invalid is not None:
-            reason = f"{invalid.field}: {invalid.reason}"
-            session, _ = await self._store.sessions.transition(
-                tenant.id,
-                session.id,
-                CallStatus.REJECTED,
-                event_type=CallEventType.SESSION_REJECTED,
-                payload={
-                    "rule": "e164",
-                    "rule_type": "invalid_number",
-                    "reason": reason,
-                    "dialled_number": call.dialled,
-                },
-                changes={"end_reason": reason[:500]},
+            refusal = Finding("e164", "invalid_number", f"{invalid.field}: {invalid.reason}")
+        if refusal is not None:  # one insert, already rejected: never queued, never dialled
+            session, _ = await self._store.sessions.create(
+                new, tenant_callback_url=tenant.callback_url, guard=CreateGuard(refusal)
             )
-            bound.info("call.agent_dialled_rejected", reason=reason)
+            log.info(
+                "call.agent_dialled_rejected",
+                call_id=str(session.id),
+                tenant_id=str(tenant.id),
+                reason=refusal.reason,
+            )
             return session
         if leg is None:  # customer_leg returned or raised InvalidInput: one of the two
             raise StoreError("customer_leg gave neither a leg nor a refusal")
+        # written behind: the dialer's facts are the call's, as for an initiated call
+        session = self._store.sessions.open_live(new, tenant_callback_url=tenant.callback_url)
+        bound = log.bind(call_id=str(session.id), tenant_id=str(tenant.id))
         session = await self._screened(session, leg)
-        if session.status is CallStatus.REJECTED:
-            bound.info("call.agent_dialled_rejected", reason=session.end_reason)
-            return session
         dialer.start_call(session)
         bound.info("call.agent_dialled", endpoint=call.endpoint)
         return session

@@ -28,6 +28,7 @@ import structlog
 
 from engine.domain.caller_id import CallerIdChoice, Profile, Rotation, choose, select_profile
 from engine.domain.compliance import (
+    Finding,
     ListEntry,
     ListType,
     RecordingConsent,
@@ -43,6 +44,7 @@ from engine.domain.compliance import (
 )
 from engine.domain.phone import to_e164
 from engine.errors import InvalidInput, NotFound
+from engine.store.guards import AttemptsGuard
 from engine.store.records import Tenant
 from engine.store.repositories import Store
 
@@ -67,16 +69,30 @@ class OutboundPolicy:
 
     async def check(self, tenant: Tenant, number: str, now: datetime | None = None) -> Verdict:
         """The verdict on dialling ``number`` (E.164) for ``tenant`` at ``now``."""
+        verdict, _ = await self.screen(tenant, number, now)
+        return verdict
+
+    async def screen(
+        self, tenant: Tenant, number: str, now: datetime | None = None
+    ) -> tuple[Verdict, AttemptsGuard | None]:
+        """:meth:`check`'s verdict, and when a ``max_attempts`` rule applies, the guard that
+        recounts today's attempts under the number's lock in the new call's insert
+        (:mod:`engine.store.guards`): two concurrent calls cannot both pass the limit."""
         at = now or datetime.now(UTC)
         entries = await self._store.number_lists.matching(tenant.id, number, at)
         rules = await self._store.compliance_rules.rules(tenant.id)
-        attempts = 0
-        if any(r.rule_type is RuleType.MAX_ATTEMPTS for r in rules):
-            zones = number_zones(number)
-            # the earliest local midnight of the zones the number may be in
-            since = min((local_day_start(at, z) for z in zones), default=_utc_day(at))
-            attempts = await self._store.compliance_rules.attempts_since(tenant.id, number, since)
-        return evaluate(number, at, entries=entries, rules=rules, attempts_today=attempts)
+        if not any(r.rule_type is RuleType.MAX_ATTEMPTS for r in rules):
+            return evaluate(number, at, entries=entries, rules=rules), None
+        zones = number_zones(number)
+        # the earliest local midnight of the zones the number may be in
+        since = min((local_day_start(at, z) for z in zones), default=_utc_day(at))
+        attempts = await self._store.compliance_rules.attempts_since(tenant.id, number, since)
+        verdict = evaluate(number, at, entries=entries, rules=rules, attempts_today=attempts)
+
+        def judge(done: int) -> Finding | None:
+            return evaluate(number, at, entries=entries, rules=rules, attempts_today=done).refusal
+
+        return verdict, AttemptsGuard(number, since, judge)
 
     async def recording_consent(
         self, tenant_id: uuid.UUID, number: str, metadata: Mapping[str, Any]

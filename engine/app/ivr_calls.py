@@ -10,6 +10,7 @@ either: a call is told by the id of its caller's channel and the name of its doo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import urllib.parse
 import uuid
@@ -20,10 +21,13 @@ from typing import Any
 import structlog
 
 from engine.app.agent_states import AgentStateService
+from engine.app.calls import CallService
 from engine.app.ports import ErpLookup
 from engine.domain.call import CallStatus, Direction
+from engine.domain.compliance import Finding
 from engine.domain.event_types import CallEventType
 from engine.domain.ivr import (
+    BY_CONDITIONS,
     HttpLookup,
     LookupResult,
     MenuBook,
@@ -34,11 +38,11 @@ from engine.domain.ivr import (
 from engine.domain.netpolicy import OutboundPolicy
 from engine.domain.phone import e164_or_none
 from engine.domain.routing import Attempt, RoutePlan, plan_route, plan_summary
-from engine.domain.routing_rules import CallFacts, condition_skips
+from engine.domain.routing_rules import CallFacts, condition_skips, select_rule
 from engine.domain.transfer import TransferState, TransferType
-from engine.errors import CtcError, NotFound
+from engine.errors import CtcError, InvalidInput, NotFound
 from engine.metrics import IvrDoorMetrics, Metrics
-from engine.store.records import NewSession, NewTransfer, StoredSession, StoredTransfer
+from engine.store.records import NewSession, NewTransfer, StoredSession, StoredTransfer, Tenant
 from engine.store.repositories import Store
 
 __all__ = ["IvrCallRecord", "MenuLoader", "http_lookup"]
@@ -74,6 +78,9 @@ class IvrCallRecord:
         self.book: MenuBook | None = None
         self.agents = AgentStateService(store)
         self.on_call_agent: str | None = None  # offered by a routing rule, answered
+        self.tenant: Tenant | None = None  # once stored
+        # the caller ID a transfer's outside leg presents (a caller-ID profile's choice)
+        self.outside_caller_id: str | None = None
         self.policy = OutboundPolicy()  # the tenant's, once stored: where lookups may go
         self.log: Any = log.bind(channel=channel_id, door=door)
 
@@ -92,6 +99,7 @@ class IvrCallRecord:
         request naming a menu that does not exist is not a call the engine took.
         """
         tenant = await self.store.tenants.by_slug(tenant_slug)
+        self.tenant = tenant
         self.policy = tenant.policy
         book = await load_menus(tenant.id)
         if menu not in book.menus:
@@ -310,9 +318,22 @@ class IvrCallRecord:
             self.on_call_agent = winner
             await self.agents.answered(row.tenant_id, winner, row.session_id, answered_at)
 
-    async def attempt_started(self, command: Transfer, attempt: Attempt) -> StoredTransfer:
-        """The row of one attempt of an IVR transfer (members rung at once: ``a&b``); a
-        routing rule's members are ringing from now."""
+    async def attempt_started(
+        self, command: Transfer, attempt: Attempt
+    ) -> tuple[StoredTransfer, Attempt]:
+        """The row of one attempt of an IVR transfer (members rung at once: ``a&b``) and the
+        attempt as it rings: a routing rule's members are reserved first, each atomically
+        (:meth:`AgentStateService.offered`), and only those reserved ring; one another call
+        took meanwhile is left out (none left: the attempt fails, saying who was busy)."""
+        if attempt.rule_id is not None and attempt.targets:
+            session = self.stored_session()
+            await self.store.journal.flush()  # the log rows refer to the session
+            taken, kept = await self.agents.offered(session.tenant_id, attempt.targets, session.id)
+            if kept:
+                busy = ", ".join(f"{agent} ({state})" for agent, state in kept.items())
+                self.log.info("ivr.agents_taken", agents=busy)
+                reason = None if taken else f"agents busy: {busy}"
+                attempt = dataclasses.replace(attempt, targets=tuple(taken), reason=reason)
         row = await self.transfer_started(
             target_type=command.target_type,
             target="&".join(attempt.targets) or None,
@@ -320,9 +341,7 @@ class IvrCallRecord:
             key=command.key,
             routing_rule_id=attempt.rule_id,
         )
-        if attempt.rule_id is not None and attempt.targets:
-            await self.agents.offered(row.tenant_id, attempt.targets, row.session_id)
-        return row
+        return row, attempt
 
     async def routed_to_menu(
         self, command: Transfer, plan_menu: str, rule_id: uuid.UUID | None
@@ -343,6 +362,8 @@ class IvrCallRecord:
         command: Transfer,
         ring_timeout_s: int,
         variables: Mapping[str, str] | None = None,
+        *,
+        default_region: str | None = None,
     ) -> tuple[RoutePlan, bool | None]:
         """What an IVR transfer rings, and whether its targets take the outside line: a
         routing rule's plan (None: each member by its form, E.164 out on the trunk), or the
@@ -351,16 +372,24 @@ class IvrCallRecord:
         A rule of the chain whose conditions do not hold for this call (its caller, the
         number dialled, the key that chose the transfer, the skills in the IVR variable
         ``skill``, comma-separated, of ``variables``) or whose schedule does not hold now
-        passes the call to its fallback; agents not available are left out."""
+        passes the call to its fallback; agents not available are left out.
+
+        Every number that would go out on the trunk (a ``number`` target, with ``+`` or
+        national in ``default_region``; a rule's E.164 member) passes the pre-dial check
+        and the caller-ID choice of every outbound leg
+        (:meth:`~engine.app.calls.CallService.customer_leg`): a refused one is never rung
+        (``ivr.transfer_rejected``), the chosen caller ID is :attr:`outside_caller_id`."""
         session = self.stored_session()
         ref = command.target or ""
+        self.outside_caller_id = None
         if command.target_type is not TransferTargetType.ROUTING_RULE:
             outside = command.target_type is TransferTargetType.NUMBER
+            if outside:
+                number = await self._outside_number(ref, default_region)
+                if number is None:
+                    return RoutePlan(reason=f"transfer to {ref} refused"), True
+                ref = number
             return RoutePlan((Attempt(None, (ref,), ring_timeout_s),)), outside
-        first, rules = await self.store.routing.chain(session.tenant_id, ref)
-        if first is None:
-            return RoutePlan(reason=f"unknown routing rule {ref!r}"), None
-        members = {m for r in rules.values() for m in (*r.members, r.target) if m}
         settings = await self.store.routing.settings(session.tenant_id)
         skills = (variables or {}).get("skill", "")
         facts = CallFacts(
@@ -371,6 +400,29 @@ class IvrCallRecord:
             ivr_choice=command.key,
             skills=frozenset(s.strip() for s in skills.split(",") if s.strip()),
         )
+        chosen = f"IVR menu {command.menu} key {command.key}" if command.menu else "the IVR"
+        matched: str | None = None  # why the rule was chosen by its conditions
+        if ref == BY_CONDITIONS:  # no rule named: the first whose conditions hold decides
+            decision = select_rule(
+                await self.store.routing.definitions(session.tenant_id), facts, settings.time_zone
+            )
+            if decision.rule is None:
+                considered = {v.rule: v.why for v in decision.considered}
+                await self.note(
+                    CallEventType.ROUTING_DECIDED,
+                    {
+                        "rule": None,
+                        "selected_by": "conditions",
+                        "considered": considered,
+                        "reason": f"{decision.reason} (asked by {chosen})",
+                    },
+                )
+                return RoutePlan(reason=decision.reason), None
+            ref, matched = decision.rule.name, decision.reason
+        first, rules = await self.store.routing.chain(session.tenant_id, ref)
+        if first is None:
+            return RoutePlan(reason=f"unknown routing rule {ref!r}"), None
+        members = {m for r in rules.values() for m in (*r.members, r.target) if m}
         plan = plan_route(
             rules,
             first,
@@ -379,19 +431,71 @@ class IvrCallRecord:
             zone=settings.time_zone,
             skip=condition_skips(rules.values(), facts),
         )
-        chosen = f"IVR menu {command.menu} key {command.key}" if command.menu else "the IVR"
+        plan = await self._screened_members(plan)
         followed = [rules[r].name for r in plan.rules if r in rules]
+        why = (
+            f"rule {rules[first].name!r} chosen by {chosen}: {plan_summary(plan)}"
+            if matched is None
+            else f"{matched} (asked by {chosen}): {plan_summary(plan)}"
+        )
         await self.note(
             CallEventType.ROUTING_DECIDED,
             {
                 "rule": rules[first].name,
                 "routing_rule_id": str(first),
+                "selected_by": "menu" if matched is None else "conditions",
                 "rules": followed,
                 "skipped": dict(plan.skipped),
-                "reason": f"rule {rules[first].name!r} chosen by {chosen}: {plan_summary(plan)}",
+                "reason": why,
             },
         )
         return plan, None
+
+    async def _outside_number(self, target: str, default_region: str | None) -> str | None:
+        """``target`` as the E.164 number an outside leg rings, once the pre-dial check let
+        it (its caller ID chosen, its warnings noted); None when refused (noted as
+        ``ivr.transfer_rejected``: never dialled)."""
+        tenant = self.tenant
+        if tenant is None:
+            raise RuntimeError(f"IVR call on {self.channel_id} used before store_session()")
+        refusal: Finding | None
+        try:
+            leg = await CallService(self.store).customer_leg(
+                tenant, target, field="target", default_region=default_region
+            )
+        except InvalidInput as exc:
+            refusal = Finding("e164", "invalid_number", f"{exc.field}: {exc.reason}")
+        else:
+            refusal = leg.refusal
+        if refusal is not None:
+            await self.note(
+                CallEventType.IVR_TRANSFER_REJECTED, {"target": target, **refusal.as_payload()}
+            )
+            self.log.info("ivr.transfer_rejected", target=target, rule=refusal.rule)
+            return None
+        for warning in leg.warnings:
+            await self.note(CallEventType.COMPLIANCE_WARNING, warning.as_payload())
+        if leg.choice is not None:
+            await self.note(CallEventType.CALLER_ID_CHOSEN, leg.choice.as_payload())
+        self.outside_caller_id = self.outside_caller_id or leg.caller_id
+        return leg.customer_number
+
+    async def _screened_members(self, plan: RoutePlan) -> RoutePlan:
+        """``plan`` with the E.164 members the pre-dial check refuses left out of its
+        attempts (an attempt left with none fails, saying why)."""
+        attempts: list[Attempt] = []
+        for attempt in plan.attempts:
+            outside = [t for t in attempt.targets if t.startswith("+")]
+            if not outside:
+                attempts.append(attempt)
+                continue
+            kept = []
+            for target in attempt.targets:
+                if not target.startswith("+") or await self._outside_number(target, None):
+                    kept.append(target)
+            reason = attempt.reason if kept else "every number refused by the pre-dial check"
+            attempts.append(dataclasses.replace(attempt, targets=tuple(kept), reason=reason))
+        return dataclasses.replace(plan, attempts=tuple(attempts))
 
 
 async def http_lookup(

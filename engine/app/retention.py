@@ -5,7 +5,8 @@ One run takes one ``now``, derives the cut-offs from the policy
 
 1. delivered callbacks older than their cut-off (so the events they pointed at may go);
 2. call events older than theirs, except those an outbox row still points at;
-3. recordings of calls that ended before theirs: the file is deleted and the session row
+3. number-list entries whose expiry has passed (the pre-dial check ignores them already);
+4. recordings of calls that ended before theirs: the file is deleted and the session row
    notes when and why (``recording_deleted_reason``: ``retention``, or ``missing`` when
    the file was already gone), so the API says so instead of handing out a dead path.
 
@@ -41,7 +42,9 @@ __all__ = ["PruneKind", "PrunePlan", "PruneReport", "RetentionService"]
 
 log = structlog.get_logger(__name__)
 
-PruneKind: TypeAlias = Literal["call_events", "delivered_callbacks", "recordings"]
+PruneKind: TypeAlias = Literal[
+    "call_events", "delivered_callbacks", "recordings", "expired_list_entries"
+]
 """What a prune deletes (the ``kind`` label of ``ctc_retention_pruned_total``)."""
 
 _KIND_OF: Final[dict[PrunedTable, PruneKind]] = {
@@ -65,6 +68,7 @@ class PruneReport:
     cutoffs: Cutoffs
     call_events: int = 0
     delivered_callbacks: int = 0
+    expired_list_entries: int = 0
     recordings: dict[FileDeletion, int] = dataclasses.field(default_factory=dict)
     batches: int = 0
     seconds: float = 0.0
@@ -72,6 +76,8 @@ class PruneReport:
     def count(self, kind: PruneKind) -> int:
         if kind == "recordings":
             return self.recordings.get("deleted", 0) + self.recordings.get("missing", 0)
+        if kind == "expired_list_entries":
+            return self.expired_list_entries
         return self.call_events if kind == "call_events" else self.delivered_callbacks
 
 
@@ -133,6 +139,8 @@ class RetentionService:
             )
         if cutoffs.call_events is not None:
             report.call_events = await self._walk("call_event", cutoffs.call_events, report)
+        if cutoffs.expired_entries is not None:
+            report.expired_list_entries = await self._purge_expired(cutoffs.expired_entries)
         if cutoffs.recordings is not None:
             await self._delete_recordings(cutoffs.recordings, report)
         report.seconds = time.monotonic() - started
@@ -140,6 +148,7 @@ class RetentionService:
             "retention.pruned",
             call_events=report.call_events,
             delivered_callbacks=report.delivered_callbacks,
+            expired_list_entries=report.expired_list_entries,
             recordings=dict(report.recordings),
             batches=report.batches,
             seconds=round(report.seconds, 3),
@@ -160,6 +169,17 @@ class RetentionService:
             if batch.done:
                 return deleted
             after_id = batch.last_id
+            await asyncio.sleep(self._batch_pause)
+
+    async def _purge_expired(self, before: datetime) -> int:
+        """Number-list entries that expired before ``before``, ``batch_size`` at a time."""
+        deleted = 0
+        while True:
+            count = await self._repository.purge_expired_list_entries(before, self._batch_size)
+            deleted += count
+            self._pruned("expired_list_entries", count)
+            if count < self._batch_size:
+                return deleted
             await asyncio.sleep(self._batch_pause)
 
     async def _delete_recordings(self, cutoff: datetime, report: PruneReport) -> None:

@@ -18,8 +18,9 @@ A wrap-up ends by itself: its row carries ``until`` (or the tenant's wrap-up tim
 row's time), after which the agent is ``available`` since then; no row has to be written
 at that moment, and the log still tells the whole story (the occupancy below reads it).
 A ``ringing`` row older than :data:`RING_LIMIT` is over too (an engine that stopped
-mid-offer must not keep an agent from calls). An agent never heard of is ``available``:
-rules work before the ERP reports anything.
+mid-offer must not keep an agent from calls), and so is a click-to-call still dialling its
+agent after that long (one the ERP drives by ``PATCH .../status`` and left queued). An
+agent never heard of is ``available``: rules work before the ERP reports anything.
 
 The log's older vocabulary stays readable: ``login`` is ``available``, ``logout`` is
 ``offline``, ``busy`` (on a call the engine does not see) is ``on_call``.
@@ -111,13 +112,17 @@ def agent_status(
     wrap_up: timedelta,
 ) -> tuple[AgentStatus, datetime | None]:
     """The agent's state now and since when (None: never heard of), by the module's rules."""
-    if call is not None and call.live:
+    if call is not None and call.live and not (call.ringing and now >= call.at + RING_LIMIT):
         return (AgentStatus.RINGING if call.ringing else AgentStatus.ON_CALL), call.at
     if call is not None and call.answered and (logged is None or call.at >= logged.at):
         end = call.at + wrap_up
         if now < end:
             return AgentStatus.WRAP_UP, call.at
         return AgentStatus.AVAILABLE, end
+    if call is not None and logged is not None and logged.by_engine and call.at >= logged.at:
+        # the engine's row is older than the call's unanswered end (it may be that call's
+        # ringing, its available not written yet): the end decides
+        return AgentStatus.AVAILABLE, call.at
     if logged is None:  # never reported: available (since its last call, if any)
         return AgentStatus.AVAILABLE, call.at if call is not None else None
     status = status_of(logged.activity)

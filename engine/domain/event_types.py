@@ -111,6 +111,7 @@ class CallEventType(enum.StrEnum):
     IVR_TRANSFER_DIALING = "ivr.transfer_dialing"
     IVR_TRANSFERRED = "ivr.transferred"
     IVR_TRANSFER_FINISHED = "ivr.transfer_finished"
+    IVR_TRANSFER_REJECTED = "ivr.transfer_rejected"  # the pre-dial check refused its number
     IVR_RECORDING_MESSAGE = "ivr.recording_message"
     IVR_ENDED = "ivr.ended"
 

@@ -39,13 +39,14 @@ import re
 import urllib.parse
 import uuid
 from collections.abc import Callable, Collection, Mapping
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from engine.domain.values import evolve
 from engine.errors import InvalidInput
 
 __all__ = [
     "BUILTIN_VARIABLES",
+    "BY_CONDITIONS",
     "DEFAULT_FALLBACK",
     "DTMF_KEYS",
     "SPECIAL_KEYS",
@@ -110,6 +111,12 @@ class InputMode(enum.StrEnum):
     SINGLE_DIGIT = "single_digit"
     FIXED_LENGTH = "fixed_length"
     UNTIL_TERMINATOR = "until_terminator"
+
+
+BY_CONDITIONS: Final = "*"
+"""The ``target`` of a ``routing_rule`` transfer that names no rule: the tenant's first rule
+(by priority) whose conditions and schedule hold for the call decides (the dialled number,
+the caller, the time; :func:`engine.domain.routing_rules.select_rule`)."""
 
 
 class TransferTargetType(enum.StrEnum):

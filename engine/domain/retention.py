@@ -23,6 +23,9 @@ class Cutoffs:
     call_events: datetime | None
     delivered_callbacks: datetime | None
     recordings: datetime | None
+    # number-list entries that expired before this are deleted (every run: an expired entry
+    # already counts for nothing); None: none are
+    expired_entries: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,6 +49,7 @@ class RetentionPolicy:
             call_events=_before(now, self.call_events_days),
             delivered_callbacks=_before(now, self.delivered_callbacks_days),
             recordings=_before(now, self.recordings_days),
+            expired_entries=now,
         )
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from engine.errors import NotFound
 from engine.store.database import Connection, Database, returned
+from engine.store.guards import AgentJudge, agent_facts, lock
 from engine.store.records import AgentActivity, NewWebhookLog, WebhookLogEntry
 
 __all__ = ["ActivityRepository", "WebhookRepository"]
@@ -49,6 +50,37 @@ class ActivityRepository:
         except asyncpg.ForeignKeyViolationError as exc:
             raise NotFound("session", session_id) from exc
         return AgentActivity(**dict(returned(row, "INSERT INTO agent_activity_log")))
+
+    async def reserve(
+        self,
+        tenant_id: uuid.UUID,
+        agent_id: str,
+        session_id: uuid.UUID,
+        judge: AgentJudge,
+        *,
+        details: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """Offer the call ``session_id`` to the agent if ``judge`` finds it free: under the
+        agent's lock (:mod:`engine.store.guards`), its facts are read and, when free, its
+        ``ringing`` row is logged, in one transaction. None when reserved, else the state
+        that kept the agent (no row is written)."""
+        async with self._db.transaction() as conn:
+            await lock(conn, "agent", tenant_id, agent_id)
+            busy = judge(*await agent_facts(conn, tenant_id, agent_id, datetime.now(UTC)))
+            if busy is not None:
+                return busy
+            try:
+                await conn.execute(
+                    "INSERT INTO agent_activity_log (tenant_id, agent_id, activity, session_id, "
+                    "details) VALUES ($1, $2, 'ringing', $3, $4)",
+                    tenant_id,
+                    agent_id,
+                    session_id,
+                    dict(details or {}),
+                )
+            except asyncpg.ForeignKeyViolationError as exc:
+                raise NotFound("session", session_id) from exc
+        return None
 
     async def latest_per_agent(self, tenant_id: uuid.UUID) -> list[AgentActivity]:
         """Each agent's newest report, by agent."""

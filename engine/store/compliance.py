@@ -27,6 +27,7 @@ from engine.domain.compliance import ListEntry, ListType, Rule, RuleAction, Rule
 from engine.domain.compliance import number_prefixes as prefixes_of
 from engine.errors import Conflict, InvalidInput
 from engine.store.database import Database
+from engine.store.guards import attempts_since
 from engine.store.read_cache import ReadCache
 
 __all__ = [
@@ -214,18 +215,9 @@ class ComplianceRuleRepository:
         return None if row is None else _rule(row)
 
     async def attempts_since(self, tenant_id: uuid.UUID, number: str, since: datetime) -> int:
-        """Calls placed to ``number`` since ``since``: refused calls were never dialled, and
-        an inbound call's ``customer_number`` is its caller (calls from the number are not
-        attempts to reach it)."""
-        count: int = await self._db.fetchval(
-            "SELECT count(*) FROM click_to_call_session WHERE tenant_id = $1 "
-            "AND customer_number = $2 AND created_at >= $3 AND status <> 'rejected' "
-            "AND direction <> 'inbound'",
-            tenant_id,
-            number,
-            since,
-        )
-        return count
+        """Calls placed to ``number`` since ``since``
+        (:func:`engine.store.guards.attempts_since`)."""
+        return await attempts_since(self._db, tenant_id, number, since)
 
 
 _PROFILE = (

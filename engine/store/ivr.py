@@ -32,6 +32,7 @@ from typing import Any
 import asyncpg
 
 from engine.domain.ivr import (
+    BY_CONDITIONS,
     InputMode,
     IvrAction,
     IvrMenu,
@@ -287,8 +288,10 @@ class IvrMenuRepository:
         """(target_menu_id, routing_rule_id) of an option."""
         menu_id = ids[option.menu] if option.action is IvrAction.SUBMENU and option.menu else None
         rule_id = None
-        if option.action is IvrAction.TRANSFER and option.target_type is (
-            TransferTargetType.ROUTING_RULE
+        if (
+            option.action is IvrAction.TRANSFER
+            and option.target_type is TransferTargetType.ROUTING_RULE
+            and option.target != BY_CONDITIONS  # no rule named: chosen per call
         ):
             rule_id = await conn.fetchval(
                 "SELECT id FROM call_routing_rule WHERE tenant_id = $1 "

@@ -25,6 +25,9 @@ writes a call meanwhile). ``call_event`` is append-only by trigger; the batch's
 transaction says ``SET LOCAL ctc.prune = 'retention'``, which that trigger lets delete
 (migration 0008).
 
+Number-list entries whose ``expires_at`` has passed are deleted too (the pre-dial check
+ignores them already; a batch of ``limit`` at a time, by the partial index of 0022).
+
 Sessions are kept: one row per call, which stats, billing and the ERP's references read,
 against ten or more events per call. A session whose events were pruned has
 ``version`` > the number of its events.
@@ -112,6 +115,7 @@ class DueCounts:
     call_events: int | None
     delivered_callbacks: int | None
     recordings: int | None
+    expired_list_entries: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -159,7 +163,23 @@ class RetentionRepository:
                     " AND recording_deleted_at IS NULL AND ended_at < $1",
                     cutoffs.recordings,
                 )
-        return DueCounts(events, callbacks, recordings)
+            expired = 0
+            if cutoffs.expired_entries is not None:
+                expired = await conn.fetchval(
+                    "SELECT count(*) FROM phone_number_list WHERE expires_at < $1",
+                    cutoffs.expired_entries,
+                )
+        return DueCounts(events, callbacks, recordings, expired)
+
+    async def purge_expired_list_entries(self, now: datetime, limit: int) -> int:
+        """Delete up to ``limit`` number-list entries that expired before ``now``; how many."""
+        status = await self._db.execute(
+            "DELETE FROM phone_number_list WHERE id IN (SELECT id FROM phone_number_list "
+            "WHERE expires_at < $1 LIMIT $2)",
+            now,
+            limit,
+        )
+        return int(status.rsplit(" ", 1)[-1])
 
     async def prune_batch(
         self, table: PrunedTable, cutoff: datetime, *, after_id: int, limit: int

@@ -23,6 +23,7 @@ from engine.domain.event_types import CallEventType
 from engine.errors import StoreError
 from engine.metrics import CallMetrics, Door
 from engine.store.database import Database
+from engine.store.guards import CreateGuard
 from engine.store.ownership import SessionOwnership
 from engine.store.records import CallEvent, NewSession, StoredSession, writable_changes
 from engine.store.session_queries import SessionQueries
@@ -70,16 +71,23 @@ class SessionRepository(SessionQueries):
         return session
 
     async def create(
-        self, new: NewSession, *, tenant_callback_url: str | None = None
+        self,
+        new: NewSession,
+        *,
+        tenant_callback_url: str | None = None,
+        guard: CreateGuard | None = None,
     ) -> tuple[StoredSession, bool]:
-        """Store a queued session, written through; return it and whether this call created
-        it (an idempotency key's repeat returns the first session as its owner has it now,
-        see :meth:`~engine.store.write_through.WriteThrough.create`)."""
+        """Store a new session, written through; return it and whether this call created
+        it (an idempotency key's repeat returns the first session as its owner has it now;
+        ``guard``: what its insert decides under a lock, stored ``rejected`` at once when
+        refused; see :meth:`~engine.store.write_through.WriteThrough.create`)."""
         session, created = await self._ownership.write_through.create(
-            new, tenant_callback_url=tenant_callback_url
+            new, tenant_callback_url=tenant_callback_url, guard=guard
         )
         if created:
             self._taken(session)
+            if session.status.is_terminal and self.calls is not None:  # refused: stored ended
+                self.calls.entered(session.id, door_of(session), session.status)
         if not created and self._ownership.written_behind(session.id):
             session = await self._ownership.journal.get(session.tenant_id, session.id)
         return session, created

@@ -28,10 +28,12 @@ import asyncpg
 
 from engine.contract import status_callback
 from engine.domain.call import CallStatus
+from engine.domain.compliance import Finding
 from engine.domain.event_types import CallEventType
-from engine.errors import Conflict, NotFound, StoreError
+from engine.errors import AgentBusy, Conflict, NotFound, StoreError
 from engine.events import EventBus
 from engine.store.database import Connection, Database, returned
+from engine.store.guards import AgentGuard, CreateGuard, agent_facts, attempts_since, lock
 from engine.store.records import (
     EVENT_COLUMNS,
     SESSION_COLUMNS,
@@ -94,41 +96,61 @@ class WriteThrough:
     # -- create -----------------------------------------------------------------------------
 
     async def create(
-        self, new: NewSession, *, tenant_callback_url: str | None = None
+        self,
+        new: NewSession,
+        *,
+        tenant_callback_url: str | None = None,
+        guard: CreateGuard | None = None,
     ) -> tuple[StoredSession, bool]:
-        """Store a queued session; return it and whether this call created it.
+        """Store a new session; return it and whether this call created it.
 
         The row and its ``session.created`` event are one statement (atomic by itself, one
         round trip). When a callback URL applies (the request's, else
         ``tenant_callback_url``), the creation's callback (status ``queued``) is written in
         the same transaction. With an idempotency key, a repeat returns the first session
         (``False``); the same key with a different request body raises :class:`Conflict`.
+
+        ``guard`` (:mod:`engine.store.guards`): its locks are taken first, so a repeat of an
+        idempotency key sees the first call; a refusal (given, or the attempts judge's)
+        stores the row ``rejected`` at once, with its ``session.rejected`` event, in the
+        same statement: no row of a refused call is ever ``queued``. A busy agent the guard
+        must not pass raises :class:`AgentBusy` and nothing is stored.
         """
         url = new.callback_url or tenant_callback_url
+        guard = guard or CreateGuard()
+        locking = guard.attempts is not None or guard.agent is not None
         async with self._db.connection() as conn:
             async with contextlib.AsyncExitStack() as stack:
-                if url:  # the row and its callback commit together (two statements)
+                if url or locking or guard.refusal is not None:  # several statements
                     await stack.enter_async_context(conn.transaction())
-                found = await self._insert_created(conn, new)
-                if found is not None:
-                    session, event = found
+                if guard.attempts is not None and guard.refusal is None:
+                    await lock(conn, "attempts", new.tenant_id, guard.attempts.number)
+                if guard.agent is not None and guard.refusal is None:
+                    await lock(conn, "agent", new.tenant_id, guard.agent.agent)
+                first = await self._existing(conn, new) if locking else None
+                found: list[tuple[StoredSession, CallEvent]] | None = None
+                if first is None:
+                    refusal = await self._judged(conn, new, guard)
+                    found = await self._insert_created(conn, new, refusal)
+                if found:
+                    session = found[-1][0]
+                    if guard.agent is not None and session.status is not CallStatus.REJECTED:
+                        await self._reserve(conn, session, guard.agent)
+                    events = [event for _, event in found]
                     if url:
-                        await self._enqueue_callback(conn, session, event, url)
-                        event = dataclasses.replace(event, callback_queued=True)
-            if found is not None:
+                        for i, (shown, event) in enumerate(found):
+                            await self._enqueue_callback(conn, shown, event, url)
+                            events[i] = dataclasses.replace(event, callback_queued=True)
+            if found:
                 # committed, and nothing awaited before publishing: see module doc
                 if self._events is not None:
-                    self._events.publish(event)
+                    for event in events:
+                        self._events.publish(event)
                 return session, True
-            existing = await conn.fetchrow(
-                f"SELECT {_SESSION_COLS} FROM click_to_call_session "
-                f"WHERE tenant_id = $1 AND idempotency_key = $2",
-                new.tenant_id,
-                new.idempotency_key,
-            )
-        if existing is None:
+            if first is None:
+                first = await self._existing(conn, new)
+        if first is None:
             raise StoreError(f"Idempotency-Key {new.idempotency_key!r} conflicted with no session")
-        first = StoredSession.from_row(existing)
         if first.request_hash != new.request_hash:
             raise Conflict(
                 f"Idempotency-Key {new.idempotency_key!r} was used with a different "
@@ -136,24 +158,92 @@ class WriteThrough:
             )
         return first, False
 
-    async def _insert_created(
-        self, conn: Connection, new: NewSession
-    ) -> tuple[StoredSession, CallEvent] | None:
-        """The new row and its ``session.created`` event; None when the idempotency key was
-        taken already."""
+    async def _existing(self, conn: Connection, new: NewSession) -> StoredSession | None:
+        """The session stored before under ``new``'s idempotency key, if any."""
+        if new.idempotency_key is None:
+            return None
         row = await conn.fetchrow(
+            f"SELECT {_SESSION_COLS} FROM click_to_call_session "
+            f"WHERE tenant_id = $1 AND idempotency_key = $2",
+            new.tenant_id,
+            new.idempotency_key,
+        )
+        return None if row is None else StoredSession.from_row(row)
+
+    async def _judged(
+        self, conn: Connection, new: NewSession, guard: CreateGuard
+    ) -> Finding | None:
+        """The refusal of the new call, if any, with the guard's locks held: the one given,
+        else the attempts judge's over the recount, else None; a busy agent the guard must
+        not pass raises :class:`AgentBusy`."""
+        if guard.refusal is not None:
+            return guard.refusal
+        if guard.attempts is not None:
+            check = guard.attempts
+            done = await attempts_since(conn, new.tenant_id, check.number, check.since)
+            refusal = check.judge(done)
+            if refusal is not None:
+                return refusal
+        if guard.agent is not None and guard.agent.refuse:
+            claim = guard.agent
+            busy = claim.judge(*await agent_facts(conn, new.tenant_id, claim.agent, _now()))
+            if busy is not None:
+                raise AgentBusy(claim.agent, busy)
+        return None
+
+    async def _reserve(self, conn: Connection, session: StoredSession, claim: AgentGuard) -> None:
+        """Log the new call's agent ``ringing`` (the guard's lock is held); an agent the
+        guard lets through busy (``refuse`` false) is left as it is."""
+        if not claim.refuse:
+            busy = claim.judge(*await agent_facts(conn, session.tenant_id, claim.agent, _now()))
+            if busy is not None:
+                return
+        await conn.execute(
+            "INSERT INTO agent_activity_log (tenant_id, agent_id, activity, session_id, details, "
+            "occurred_at) VALUES ($1, $2, 'ringing', $3, $4, $5)",
+            session.tenant_id,
+            claim.agent,
+            session.id,
+            dict(claim.details),
+            session.created_at,
+        )
+
+    async def _insert_created(
+        self, conn: Connection, new: NewSession, refusal: Finding | None = None
+    ) -> list[tuple[StoredSession, CallEvent]] | None:
+        """The new row and its ``session.created`` event; None when the idempotency key was
+        taken already. With ``refusal`` the row is stored ``rejected`` (ended, its
+        ``end_reason`` the refusal's) and a second event, ``session.rejected``, follows
+        (queued → rejected, so the timeline and the callbacks read as for any call): the
+        first pair's session is the row as it was created (queued), the second's as it is."""
+        status, ended, version = ("queued", "NULL", 1)
+        events = (
+            "SELECT tenant_id, id, 1, $16::text, NULL::text, 'queued', $17::jsonb, created_at "
+            "FROM created"
+        )
+        args: list[Any] = []
+        if refusal is not None:
+            status, ended, version = ("rejected", "now()", 2)
+            events += (
+                " UNION ALL SELECT tenant_id, id, 2, $19::text, 'queued', 'rejected', "
+                "$20::jsonb, created_at FROM created"
+            )
+            args = [CallEventType.SESSION_REJECTED, refusal.as_payload(), refusal.reason[:500]]
+        rows = await conn.fetch(
             f"WITH created AS (INSERT INTO click_to_call_session (tenant_id, provider_id, "
             f"direction, agent_number, customer_number, caller_id, agent_id, external_ref, "
             f"callback_url, metadata, idempotency_key, request_hash, caller_number, "
-            f"dialed_number, ivr_menu, agent_channel_id, version) "
+            f"dialed_number, ivr_menu, agent_channel_id, version, status, ended_at, "
+            f"end_reason) "
             f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
-            f"$18, 1) "
+            f"$18, {version}, '{status}', {ended}, "
+            f"{'$21' if refusal is not None else 'NULL'}) "
             f"ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
             f"DO NOTHING RETURNING {_SESSION_COLS}), "
             f"event AS (INSERT INTO call_event (tenant_id, session_id, seq, event_type, "
-            f"status_to, payload, occurred_at) SELECT tenant_id, id, 1, $16::text, status, "
-            f"$17::jsonb, created_at FROM created RETURNING {_EVENT_COLS_PREFIXED}) "
-            f"SELECT * FROM created, event",
+            f"status_from, status_to, payload, occurred_at) {events} "
+            f"RETURNING {_EVENT_COLS_PREFIXED}) "
+            f"SELECT * FROM created, event ORDER BY {_EVENT_PREFIX}seq",
             new.tenant_id,
             new.provider_id,
             new.direction.value,
@@ -172,8 +262,18 @@ class WriteThrough:
             CallEventType.SESSION_CREATED,
             {"direction": new.direction.value},
             new.agent_channel_id,
+            *args,
         )
-        return None if row is None else _session_and_event(row)
+        if not rows:
+            return None
+        pairs = [_session_and_event(row) for row in rows]
+        if refusal is not None:  # the creation as it was: queued, not yet ended
+            session, created = pairs[0]
+            queued = dataclasses.replace(
+                session, status=CallStatus.QUEUED, ended_at=None, end_reason=None, version=1
+            )
+            pairs[0] = (queued, created)
+        return pairs
 
     # -- read -------------------------------------------------------------------------------
 

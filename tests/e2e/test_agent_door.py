@@ -141,7 +141,7 @@ async def test_a_number_phonenumbers_refuses_is_rejected_and_the_agent_is_told(
     assert session.dialed_number == "12"
     assert "dialled_number" in (session.end_reason or "")
     rejected = [e.payload for e in watch.events if e.event_type == "session.rejected"]
-    assert [p["dialled_number"] for p in rejected] == ["12"], watch.trail()
+    assert [p["rule_type"] for p in rejected] == ["invalid_number"], watch.trail()
 
 
 async def test_an_agent_who_hangs_up_while_the_customer_rings_cancels_the_call(

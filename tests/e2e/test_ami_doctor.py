@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
 from engine.asterisk.links.ami import AmiEvent, AmiLink
@@ -228,6 +229,26 @@ async def test_doctor_all_ok(
     assert "modules loaded (ARI): res_ari, res_stasis" in text
     assert "AMI 127.0.0.1:5038: logged in as ctc" in text
     assert "hangup handler ctc-hangup,s,1 is in the dialplan" in text
+
+
+async def test_doctor_reads_the_trunks_send_pai_when_caller_id_profiles_exist(
+    sealed_db: str, sandbox: Sandbox, tmp_path: Path, ari: aiohttp.ClientSession
+) -> None:
+    app = f"ctc-doctor-{uuid.uuid4().hex[:8]}"
+    config = _config(tmp_path, sealed_db, sandbox, app=app, ari_password=ARI_PASSWORD)
+    conn = await asyncpg.connect(sealed_db)
+    try:
+        await conn.execute(
+            "INSERT INTO caller_id_profile (tenant_id, name, caller_id) "
+            "SELECT id, 'main', '+14155550100' FROM tenant WHERE slug = 'default'"
+        )
+    finally:
+        await conn.close()
+    async with ari.ws_connect(f"{ARI_URL.replace('http', 'ws', 1)}/events?app={app}"):
+        code, lines, err = await _doctor(config)
+    assert code == 0, (lines, err)
+    # dialplan/pjsip.conf's [trunk] inherits send_pai = yes from [ctc-phone]
+    assert "ok   1 caller-ID profile(s): trunk endpoint trunk sends P-Asserted-Identity" in lines
 
 
 async def test_doctor_warns_when_the_app_is_not_registered_or_the_hangup_handler_missing(

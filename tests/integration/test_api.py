@@ -181,10 +181,17 @@ async def test_list_filters_and_cursor_pagination(api_engine: Engine, unix_api: 
     t = (await new_tenant(api_engine.store)).slug
     ids = []
     for i in range(5):
+        if i == 3:  # a1's first call is over: a1 may take the next (else: agent_busy)
+            await unix_api.call(
+                "PATCH",
+                f"{C2C}/sessions/{ids[1]}/status",
+                json={"status": "failed"},
+                headers=tenant_headers(t),
+            )
         _, body, _ = await unix_api.call(
             "POST",
             f"{C2C}/initiate",
-            json=initiate_body(agent_id=f"a{i % 2}"),
+            json=initiate_body(agent_id="a1" if i % 2 else f"a{i}"),
             headers=tenant_headers(t),
         )
         ids.append(body["id"])

@@ -492,3 +492,29 @@ async def test_with_nothing_to_expire_the_pruner_runs_nothing(store: Store) -> N
         status = health.get("retention")
         assert status is not None
         assert (status.state, status.detail) == ("up", "retention keeps everything")
+
+
+async def test_expired_number_list_entries_are_purged_in_batches_and_the_rest_stay(
+    store: Store,
+) -> None:
+    tenant = await _tenant_id(store)
+    now = datetime.now(UTC)
+    rows = [(f"+1415555{i:04}", now - timedelta(days=1)) for i in range(5)]
+    rows += [("+14155559998", now + timedelta(days=1)), ("+14155559999", None)]
+    for number, expires in rows:
+        await store.db.execute(
+            "INSERT INTO phone_number_list (tenant_id, list_type, phone_number, expires_at) "
+            "VALUES ($1, 'blocklist', $2, $3)",
+            tenant,
+            number,
+            expires,
+        )
+    service = _service(store, events=None, batch_size=2)
+    assert (await service.plan()).due.expired_list_entries == 5
+
+    report = await service.prune()
+
+    assert report.expired_list_entries == 5
+    assert report.count("expired_list_entries") == 5
+    left = await store.db.fetch("SELECT phone_number FROM phone_number_list ORDER BY 1")
+    assert [r["phone_number"] for r in left] == ["+14155559998", "+14155559999"]

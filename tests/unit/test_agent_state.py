@@ -101,3 +101,27 @@ def test_occupancy_is_call_time_over_staffed_time_from_the_log() -> None:
     # a window starting mid-call takes the state from the row before it
     assert occupancy(log, _at(150), _at(250), wrap_up=WRAP) == pytest.approx(80 / 100)
     assert occupancy([LoggedState("offline", _at(0))], _at(0), _at(10), wrap_up=WRAP) is None
+
+
+def test_a_click_to_call_left_ringing_expires_like_a_ringing_row() -> None:
+    # an ERP-driven call (no dialer) left queued must not keep its agent from calls
+    queued = CallFact(live=True, ringing=True, at=_at(0))
+    assert agent_status(None, queued, now=_at(599), wrap_up=WRAP)[0] is AgentStatus.RINGING
+    later = T0 + RING_LIMIT
+    assert agent_status(None, queued, now=later, wrap_up=WRAP)[0] is AgentStatus.AVAILABLE
+    # a call talking that long is still a call
+    talking = CallFact(live=True, ringing=False, at=_at(0))
+    assert agent_status(None, talking, now=later, wrap_up=WRAP)[0] is AgentStatus.ON_CALL
+
+
+def test_an_unanswered_end_is_newer_than_the_engines_ringing_row() -> None:
+    # the click-to-call's own ringing row, its 'available' not written yet: the end decides
+    ringing = LoggedState("ringing", _at(0), by_engine=True)
+    missed = CallFact(live=False, ringing=False, at=_at(40))
+    assert agent_status(ringing, missed, now=_at(41), wrap_up=WRAP) == (
+        AgentStatus.AVAILABLE,
+        _at(40),
+    )
+    # a report (not the engine's) stays: a break taken while the call rang is a break
+    report = LoggedState("break", _at(0))
+    assert agent_status(report, missed, now=_at(41), wrap_up=WRAP)[0] is AgentStatus.BREAK

@@ -90,7 +90,7 @@ def test_a_live_call_decides_an_agents_state_before_its_report_and_its_last_call
             AgentLastCall("dee", ended, 4),
             AgentLastCall("ana", dataclasses.replace(ended, id=uuid.uuid4()), 1),
         ],
-        now=AT + timedelta(minutes=10),
+        now=AT + timedelta(minutes=9),  # cy still rings: under RING_LIMIT
         wrap_up=timedelta(0),
     )
     assert [(s.agent, s.state, s.since, s.source, s.calls) for s in states] == [
@@ -99,6 +99,6 @@ def test_a_live_call_decides_an_agents_state_before_its_report_and_its_last_call
         ("cy", "ringing", AT, StateSource.CALLS, 1),
         ("dee", "available", AT + timedelta(minutes=5), StateSource.CALLS, 4),
     ]
-    assert states[3].in_state_s == 300.0
+    assert states[3].in_state_s == 240.0
     assert states[1].last_session_id == talking.id
     assert states[1].last_customer == "+15550002"

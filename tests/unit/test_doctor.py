@@ -11,6 +11,7 @@ from engine.doctor import (
     REQUIRED_MODULES,
     AmiFacts,
     AriFacts,
+    CallerIdFacts,
     Check,
     DatabaseFacts,
     DirFacts,
@@ -19,6 +20,7 @@ from engine.doctor import (
     SecretsFacts,
     _dir_facts,
     judge,
+    trunk_endpoint,
 )
 
 REC = Path("/var/spool/asterisk/recording")
@@ -319,3 +321,41 @@ def test_no_secrets_key_is_a_warning_naming_the_setting_and_the_plaintext() -> N
     assert "CTC_SECRET_KEY or secrets.key_file" in check.text
     assert "tenant.callback_secret: 1 stored in plaintext" in check.text
     assert not any(c.failed for c in judge(healthy(secrets=SecretsFacts(None, stale))))
+
+
+@pytest.mark.parametrize(
+    ("template", "endpoint"),
+    [
+        ("PJSIP/{number}@trunk", "trunk"),
+        ("PJSIP/carrier/sip:{number}@sip.example.com", "carrier"),
+        ("PJSIP/{number}", None),
+        ("SIP/{number}@trunk", None),
+    ],
+)
+def test_the_trunk_endpoint_is_read_from_the_customer_template(
+    template: str, endpoint: str | None
+) -> None:
+    assert trunk_endpoint(template) == endpoint
+
+
+@pytest.mark.parametrize(
+    ("facts", "level", "words"),
+    [
+        (CallerIdFacts(0, "trunk", False), None, ""),
+        (CallerIdFacts(2, "trunk", True), "ok", "trunk endpoint trunk sends P-Asserted-Identity"),
+        (CallerIdFacts(2, "trunk", False), "warn", "[trunk]: set send_pai = yes"),
+        (CallerIdFacts(1, "trunk", None), "warn", "send_pai could not be read"),
+        (CallerIdFacts(1, None), "warn", "names no PJSIP endpoint"),
+    ],
+)
+def test_caller_id_profiles_need_the_trunk_to_send_pai(
+    facts: CallerIdFacts, level: str | None, words: str
+) -> None:
+    checks = [c for c in judge(healthy(caller_id=facts)) if "caller-ID profile" in c.text]
+    if level is None:
+        assert checks == []
+        return
+    [check] = checks
+    assert check.level == level
+    assert words in check.text
+    assert not check.failed  # a warning: calls still go out, with From only

@@ -312,12 +312,15 @@ class AgiIvrCall:
         calls = self.ivr.settings
         target = command.target or ""
         plan, outside = await self.record.transfer_plan(
-            command, calls.agent_ring_timeout, self.state.variables
+            command,
+            calls.agent_ring_timeout,
+            self.state.variables,
+            default_region=calls.agent_default_region,
         )
         await self.record.note(CallEventType.IVR_TRANSFER_DIALING, {"target": target})
         failed: str | None = plan.reason
         for attempt in plan.attempts:
-            row = await self.record.attempt_started(command, attempt)
+            row, attempt = await self.record.attempt_started(command, attempt)
             if not attempt.targets:  # the rule could not ring anyone (e.g. a provider)
                 await self.record.transfer_finished(
                     row, TransferState.FAILED, reason=attempt.reason
@@ -325,7 +328,10 @@ class AgiIvrCall:
                 failed = attempt.reason
                 continue
             dial = "&".join(dial_string(calls, t, outside_line=outside) for t in attempt.targets)
-            state = await self._dial(row, dial, attempt.ring_timeout_s)
+            on_trunk = all(
+                t.startswith("+") if outside is None else outside for t in attempt.targets
+            )
+            state = await self._dial(row, dial, attempt.ring_timeout_s, outside=on_trunk)
             if state is TransferState.COMPLETED:
                 self.transferred = True
                 await self.record.note(CallEventType.IVR_TRANSFERRED, {"target": row.target})
@@ -336,12 +342,18 @@ class AgiIvrCall:
             return TransferredToMenu(plan.menu)
         return TransferFailed(failed or "failed")
 
-    async def _dial(self, row: StoredTransfer, dial: str, timeout_s: int) -> TransferState:
+    async def _dial(
+        self, row: StoredTransfer, dial: str, timeout_s: int, *, outside: bool = False
+    ) -> TransferState:
         """``Dial(dial,timeout_s)``; the outcome, stored on ``row``."""
         talked = peer = None
         try:
             # not limited: Dial returns when the call it made is over
-            await self.channel.exec("Dial", dial, str(timeout_s), wait=None)
+            # f(x): an outside leg presents the caller-ID profile's choice, if one was made
+            # (only when every target is on the trunk: f() applies to all of them)
+            shown = self.record.outside_caller_id if outside else None
+            options = (f"f({shown})",) if shown else ()
+            await self.channel.exec("Dial", dial, str(timeout_s), *options, wait=None)
             status = (await self.channel.get_variable("DIALSTATUS") or "").upper()
             if status == "ANSWER":  # Dial returned: the transferred call is over
                 talked = await self.channel.get_variable("ANSWEREDTIME")

@@ -411,7 +411,10 @@ class AriIvrCall:
         comes back through the inbox (:meth:`_on_target`)."""
         target = command.target or ""
         plan, outside = await self.record.transfer_plan(
-            command, self.ivr.settings.agent_ring_timeout, self.state.variables
+            command,
+            self.ivr.settings.agent_ring_timeout,
+            self.state.variables,
+            default_region=self.ivr.settings.agent_default_region,
         )
         transferring = _Transferring(
             command,
@@ -436,7 +439,7 @@ class AriIvrCall:
         command = transferring.command
         while transferring.attempts:
             attempt = transferring.attempts.pop(0)
-            row = await self.record.attempt_started(command, attempt)
+            row, attempt = await self.record.attempt_started(command, attempt)
             transferring.row, transferring.outcomes = row, []
             error = attempt.reason or "nothing to ring"
             for member in attempt.targets:
@@ -455,7 +458,7 @@ class AriIvrCall:
                         endpoint,
                         channel_id=channel,
                         app_args=ivr_transfer_stasis_args(),
-                        caller_id=self.caller_number,
+                        caller_id=self._shown_to(member, transferring.outside_line),
                         ring_timeout=attempt.ring_timeout_s,
                     )
                 except AriError as exc:
@@ -476,6 +479,13 @@ class AriIvrCall:
             await self.record.routed_to_menu(command, transferring.menu, transferring.menu_rule_id)
             return TransferredToMenu(transferring.menu)
         return TransferFailed(transferring.failed or "failed")
+
+    def _shown_to(self, member: str, outside_line: bool | None) -> str | None:
+        """The caller ID a transfer target sees: on the trunk (as dial_string decides), the
+        caller-ID profile's choice made for the transfer, if any; else the caller's."""
+        outside = member.startswith("+") if outside_line is None else outside_line
+        chosen = self.record.outside_caller_id
+        return chosen if outside and chosen else self.caller_number
 
     async def _on_target(self, fact: _Target) -> Event | None:
         """A target answered or ended: the interpreter's event, if the transfer is decided."""

@@ -1,0 +1,69 @@
+"""What outbound calls do to their agent's state: the ``agent_activity_log`` rows of
+click-to-calls and agent-dialled calls, like those an IVR offer writes.
+
+Why from the event bus: a click-to-call's agent is reserved (``ringing``) by the call's own
+insert (:meth:`engine.app.calls.CallService.initiate`, under the agent's lock), but its
+answer and end are facts of the call flow, written behind by the journal. Listening to the
+committed events keeps those flows as they are and writes the rows only once the session's
+row exists (the log refers to it): ``agent_answered`` → ``on_call``; the call's end →
+``wrap_up`` for the tenant's wrap-up time when the agent talked, else ``available``. So the
+log alone tells each agent's whole day and occupancy computed from it counts these calls.
+
+Inbound IVR calls are not this module's: their offers and answers are logged where the
+IVR decides them (:mod:`engine.app.ivr_calls`). A refused call reserved nobody.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Final
+
+from engine.app.agent_states import AgentStateService
+from engine.app.event_worker import EventWorker
+from engine.domain.call import CallStatus, Direction
+from engine.events import EventBus
+from engine.store.records import CallEvent
+from engine.store.repositories import Store
+
+__all__ = ["AgentCallRecorder"]
+
+_OUTBOUND: Final = frozenset({Direction.CLICK_TO_CALL, Direction.OUTBOUND})
+
+
+class AgentCallRecorder(EventWorker[tuple[uuid.UUID, uuid.UUID, CallStatus]]):
+    """Logs each outbound call's agent ``on_call`` at its answer and ``wrap_up`` (or
+    ``available``) at its end (:class:`~engine.app.event_worker.EventWorker`: queued by a
+    listener, written in order by one task). A row that cannot be written is logged
+    (``agent_calls.failed``); the state then comes from the session, as the board reads
+    both."""
+
+    def __init__(
+        self, store: Store, events: EventBus, *, max_queue: int = 10_000, close_grace: float = 5.0
+    ) -> None:
+        super().__init__(events, name="agent_calls", max_queue=max_queue, close_grace=close_grace)
+        self._store = store
+        self._agents = AgentStateService(store)
+
+    def _wanted(self, event: CallEvent) -> tuple[uuid.UUID, uuid.UUID, CallStatus] | None:
+        if event.status_to is None:
+            return None
+        status = CallStatus(event.status_to)
+        if status is not CallStatus.AGENT_ANSWERED and not status.is_terminal:
+            return None
+        if status is CallStatus.REJECTED:
+            return None  # never dialled: nobody was reserved
+        return event.tenant_id, event.session_id, status
+
+    async def _handle(self, item: tuple[uuid.UUID, uuid.UUID, CallStatus]) -> None:
+        tenant_id, session_id, status = item
+        session = await self._store.sessions.get(tenant_id, session_id)
+        agent = session.agent_id or session.agent_number
+        if session.direction not in _OUTBOUND or not agent:
+            return
+        if status is CallStatus.AGENT_ANSWERED:
+            at = session.agent_answered_at
+            await self._agents.answered(tenant_id, agent, session_id, at)
+        elif session.agent_answered_at is not None:
+            await self._agents.call_ended(tenant_id, agent, session_id)
+        else:
+            await self._agents.not_answered(tenant_id, [agent], session_id)
