@@ -1505,37 +1505,62 @@ def sandbox() -> None:
     """The sandbox Asterisk 22 (a Debian sid chroot) for development and tests; needs root."""
 
 
+_INSTANCE_HELP = "a named sandbox instance (default: the sandbox on 127.0.0.1)"
+
+
 @sandbox.command("up")
-def sandbox_up() -> None:
+@click.option("--instance", default="default", show_default=True, help=_INSTANCE_HELP)
+@click.option(
+    "--address",
+    default=None,
+    help="a named instance's loopback address, e.g. 127.0.0.3 (ARI, AMI and SIP on their "
+    "standard ports there)",
+)
+def sandbox_up(instance: str, address: str | None) -> None:
     """Build (once, cached) and start the sandbox; wait until ARI answers."""
+    import time
+
     from engine.devtools.sandbox import Sandbox
 
-    status = Sandbox().up()
-    click.echo(f"sandbox up: Asterisk {status.version} pid {status.pid}, root {status.root}")
+    started = time.monotonic()
+    box = Sandbox(instance=instance, address=address)
+    status = box.up()
+    click.echo(
+        f"sandbox {instance} up on {box.address}: Asterisk {status.version} pid {status.pid}, "
+        f"root {status.root} ({time.monotonic() - started:.1f} s)"
+    )
 
 
 @sandbox.command("down")
-def sandbox_down() -> None:
+@click.option("--instance", default="default", show_default=True, help=_INSTANCE_HELP)
+@click.option("--all", "every", is_flag=True, help="the default sandbox and every instance")
+def sandbox_down(instance: str, every: bool) -> None:
     """Stop the sandbox Asterisk and unmount what it mounted (harmless when down)."""
-    from engine.devtools.sandbox import Sandbox
+    from engine.devtools.sandbox import DEFAULT_INSTANCE, Sandbox, instance_names
 
-    Sandbox().down()
-    click.echo("sandbox down")
+    for name in [DEFAULT_INSTANCE, *instance_names()] if every else [instance]:
+        Sandbox(instance=name).down()
+        click.echo(f"sandbox {name} down")
 
 
 @sandbox.command("status")
-def sandbox_status() -> None:
+@click.option("--instance", default="default", show_default=True, help=_INSTANCE_HELP)
+@click.option("--all", "every", is_flag=True, help="the default sandbox and every instance")
+def sandbox_status(instance: str, every: bool) -> None:
     """Say whether the sandbox runs and ARI answers."""
-    from engine.devtools.sandbox import Sandbox
+    from engine.devtools.sandbox import DEFAULT_INSTANCE, Sandbox, instance_names
 
-    status = Sandbox().status()
-    if status.running:
-        click.echo(
-            f"running: pid {status.pid}, ARI {'ok' if status.ari_ok else 'not answering'}, "
-            f"Asterisk {status.version}, root {status.root}"
-        )
-    else:
-        click.echo("not running")
+    for name in [DEFAULT_INSTANCE, *instance_names()] if every else [instance]:
+        box = Sandbox(instance=name)
+        status = box.status()
+        if status.running:
+            click.echo(
+                f"{name}: running on {box.address}: pid {status.pid}, "
+                f"ARI {'ok' if status.ari_ok else 'not answering'}, "
+                f"Asterisk {status.version}, root {status.root}"
+            )
+        else:
+            click.echo(f"{name}: not running")
 
 
 def main() -> None:
