@@ -167,8 +167,8 @@ async def _status(db: asyncpg.Connection, sid: str) -> str:
 async def _events(db: asyncpg.Connection, sid: str) -> list[asyncpg.Record]:
     return list(
         await db.fetch(
-            "SELECT id, event_type, status_to, created_at FROM call_event "
-            "WHERE session_id = $1 ORDER BY id",
+            "SELECT id, event_type, status_to, recorded_at, node FROM call_event "
+            "WHERE session_id = $1 ORDER BY seq",
             uuid.UUID(sid),
         )
     )
@@ -237,7 +237,15 @@ async def test_sse_on_node_b_shows_node_a_call_events_in_order(
     assert [(e["id"], e["event"]) for e in seen] == [
         (r["id"], r["event_type"]) for r in stored[: len(seen)]
     ]
-    assert [e["event"] for e in seen][:2] == ["session.created", "status.changed"]
+    statuses = [e["data"]["status_to"] for e in seen if e["data"]["status_to"] is not None]
+    assert statuses == [
+        "queued",
+        "dialing_agent",
+        "agent_answered",
+        "dialing_customer",
+        "connected",
+        "completed",
+    ]
     assert _dialled_by(agent) == [{NODES["a"]: 1}]
 
 
@@ -359,6 +367,7 @@ async def test_node_a_killed_entirely_its_live_sessions_end_after_the_grace_peri
     events = await _events(db, sid)
     lost = [e for e in events if e["event_type"] == "session.owner_lost"]
     assert len(lost) == 1, [e["event_type"] for e in events]
-    # not before node a had been silent for the grace period
-    assert lost[0]["created_at"] - last_beat >= timedelta(seconds=grace)
+    # ended by node b, and not before node a had been silent for the grace period
+    assert lost[0]["node"] == "b"
+    assert lost[0]["recorded_at"] - last_beat >= timedelta(seconds=grace)
     assert events[-1]["status_to"] == "failed"
