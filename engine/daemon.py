@@ -19,6 +19,8 @@ from engine.api.sse import StreamLimits
 from engine.api.state import ApiState
 from engine.app.billing import BillingRecorder, BillingService
 from engine.app.ivr_admission import IvrAdmission
+from engine.app.node_commands import CommandRunner
+from engine.app.ports import CallQueue
 from engine.app.retention import RetentionService
 from engine.app.use_cases import UseCases
 from engine.asterisk.flows.controls import CallControls
@@ -30,6 +32,7 @@ from engine.asterisk.links.ami import AmiLink
 from engine.asterisk.links.ari import AriClient
 from engine.asterisk.links.restart_watch import RestartWatch
 from engine.asterisk.recording_files import SpoolRecordingFiles
+from engine.claim_queue import ClaimQueue, NoLocalClaims
 from engine.config.settings import Settings, exposure_warnings
 from engine.errors import CtcError
 from engine.events import EventBus
@@ -37,7 +40,9 @@ from engine.health import HealthReport
 from engine.lifecycle import Lifecycle
 from engine.loop_watch import LoopWatch, settle_heap
 from engine.metrics import Metrics
+from engine.node_failover import NodeFailover
 from engine.node_heartbeat import NodeHeartbeat
+from engine.node_link import NodeLink
 from engine.notifier import CallbackNotifier
 from engine.outbound import HttpErpLookup, OutboundHttp
 from engine.providers.directory import CarrierDirectory
@@ -177,6 +182,25 @@ class Engine(Lifecycle):
             self.restart_watch.watch(self.ami)
         # the carriers' adapters: their webhooks verified and their status queried
         self.carriers = CarrierDirectory()
+        # several engines on the database: controls sent to the engine that owns a call,
+        # the live calls of a dead engine ended, and (node.claim_queue) initiated calls
+        # claimed by whichever engine has room
+        self.node_link = NodeLink(self.store, settings.node)
+        self.failover = NodeFailover(
+            self.store, settings.node, interval=settings.node.heartbeat_interval
+        )
+        self.claim_queue: ClaimQueue | None = None
+        queue: CallQueue | None = None
+        if settings.node.claim_queue:
+            queue = NoLocalClaims()  # stored for the other engines: this one cannot dial
+            if self.stasis is not None:
+                queue = self.claim_queue = ClaimQueue(
+                    self.store,
+                    self.stasis.click_to_call,
+                    settings.node,
+                    start_deadline=settings.calls.queued_start_deadline,
+                    live_calls=self.store.journal.live_count,
+                )
         self.use_cases = UseCases.over(
             self.store,
             carriers=self.carriers,
@@ -184,6 +208,11 @@ class Engine(Lifecycle):
             controls=CallControls(self.ari) if self.ari is not None else None,
             events=self.events,
             recording_dir=settings.ari.recording_dir if settings.ari.enabled else None,
+            queue=queue,
+            owners=self.node_link,
+        )
+        self.node_link.serve(
+            CommandRunner(self.store, self.use_cases.calls, self.use_cases.controls).run
         )
         if self.stasis is not None:  # agents' own calls go through the same call use cases
             self.stasis.agent_door.serve(self.use_cases.calls)
@@ -267,6 +296,8 @@ class Engine(Lifecycle):
         await self.notifier.start()  # first delivers what a previous run left in the outbox
         await self.retention.start()  # its first prune comes a minute later
         await self.heartbeat.start()
+        await self.node_link.start()  # controls other engines send for this one's calls
+        await self.failover.start()  # its first look comes an interval later
         await self.event_feed.start()  # other engines' events from now on (SSE, notifier)
         if self.transcripts is not None:
             await self.transcripts.start()  # first takes what a previous run left queued
@@ -279,6 +310,8 @@ class Engine(Lifecycle):
         if self.stasis is not None:
             # after the database: the first thing the ARI link does is resync against it
             await self.stasis.start()
+        if self.claim_queue is not None:  # after the link: it claims only while ARI is up
+            await self.claim_queue.start()
         if self.agi is not None:
             await self.agi_ivr.start()
             try:
@@ -300,6 +333,8 @@ class Engine(Lifecycle):
         if self.agi is not None:
             await self.agi.close()
             await self.agi_ivr.close()
+        if self.claim_queue is not None:
+            await self.claim_queue.close()  # claims nothing more: the doors are closing
         if self.ami is not None:
             await self.ami.close()  # first: its FullyBooted hook (restart_watch) uses the ARI link
         if self.stasis is not None:
@@ -308,6 +343,8 @@ class Engine(Lifecycle):
             await self.ari.close()
         await self.lookup_http.close()  # after the IVR doors: no lookup is in flight
         await self.carriers.close()  # after the API: no webhook is in flight
+        await self.node_link.close()  # after the API: no forwarded control is awaited
+        await self.failover.close()
         await self.store.journal.close()  # live calls' last rows (written behind)
         await self.billing.close()  # after the journal: the last ends are charged
         await self.retention.close()  # a batch in flight rolls back

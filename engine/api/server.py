@@ -55,6 +55,7 @@ from engine.errors import (
     FeatureUnavailable,
     IllegalTransition,
     InvalidInput,
+    NodeUnavailable,
     NotFound,
     SecretsError,
 )
@@ -110,6 +111,8 @@ def _translate(exc: BaseException) -> web.Response:
         case CarrierError():
             # the carrier failed or refused (its message, never a credential)
             return _error(502, "carrier_error", str(exc))
+        case NodeUnavailable():
+            return _error(503, "node_unavailable", str(exc))
         case (
             DatabaseUnavailable()
             | FeatureUnavailable()

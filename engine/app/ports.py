@@ -16,8 +16,9 @@ the daemon wires neither of the first two, and the use cases that need them rais
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 from engine.domain.click_to_call import Leg
 from engine.domain.ivr import HttpLookup, LookupResult
@@ -28,12 +29,14 @@ from engine.providers.base import CarrierAdapter
 from engine.store.records import ProviderSecrets, StoredProvider, StoredSession, StoredTransfer
 
 __all__ = [
+    "CallQueue",
     "Carriers",
     "Dialer",
     "ErpLookup",
     "FileDeletion",
     "InCallControls",
     "MuteDirection",
+    "OwnerLink",
     "RecordingFiles",
     "Transcriber",
 ]
@@ -78,6 +81,14 @@ class Dialer(Protocol):
         ...
 
 
+class CallQueue(Protocol):
+    """Where ``initiate`` leaves a call stored unclaimed, for whichever engine has room to
+    claim and dial it (``node.claim_queue``: :class:`~engine.claim_queue.ClaimQueue`)."""
+
+    def queued(self, session: StoredSession) -> None:
+        """``session`` was stored unclaimed (this engine may claim it at once)."""
+
+
 class Carriers(Protocol):
     """Where the carrier adapter of a provider row comes from
     (:class:`~engine.providers.directory.CarrierDirectory`)."""
@@ -120,6 +131,24 @@ class InCallControls(Protocol):
 
     async def resume_recording(self, session: StoredSession) -> str:
         """Resume the call's live recording; return the recording's name."""
+        ...
+
+
+class OwnerLink(Protocol):
+    """What reaches the engine that owns a session when that is another engine sharing the
+    database (:class:`~engine.node_link.NodeLink`: a ``node_command`` row and NOTIFY)."""
+
+    @property
+    def node(self) -> str:
+        """This engine's node name."""
+        ...
+
+    async def forward(
+        self, session: StoredSession, command: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        """Have ``session.node`` carry out ``command`` (:mod:`engine.app.forwarding`); its
+        result as it wrote it. NodeUnavailable when it did not answer in time (the command
+        is then withdrawn, never carried out later)."""
         ...
 
 

@@ -144,9 +144,10 @@ class WriteThrough:
             f"WITH created AS (INSERT INTO click_to_call_session (tenant_id, provider_id, "
             f"direction, agent_number, customer_number, caller_id, agent_id, external_ref, "
             f"callback_url, metadata, idempotency_key, request_hash, caller_number, "
-            f"dialed_number, ivr_menu, agent_channel_id, version) "
+            f"dialed_number, ivr_menu, agent_channel_id, version, node) "
             f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
-            f"$18, 1) "
+            f"$18, 1, CASE WHEN $19 THEN NULL ELSE NULLIF(current_setting('ctc.node', true), "
+            f"'') END) "
             f"ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
             f"DO NOTHING RETURNING {_SESSION_COLS}), "
             f"event AS (INSERT INTO call_event (tenant_id, session_id, seq, event_type, "
@@ -171,6 +172,7 @@ class WriteThrough:
             CallEventType.SESSION_CREATED,
             {"direction": new.direction.value},
             new.agent_channel_id,
+            new.unclaimed,
         )
         return None if row is None else _session_and_event(row)
 

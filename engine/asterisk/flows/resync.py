@@ -98,6 +98,9 @@ class Resync:
             elif session.status is CallStatus.QUEUED and (
                 session.direction is Direction.CLICK_TO_CALL
             ):  # a queued agent-dialled call has its agent's channel: resynced below
+                if _has_channel(session.id, channels):
+                    ended += await self._end_undocumented_dial(session, channels)
+                    continue
                 match await self._resync_queued(session.id):
                     case True:
                         started += 1
@@ -130,9 +133,35 @@ class Resync:
             bridges=bridges[:20],
         )
 
+    async def _end_undocumented_dial(
+        self, session: StoredSession, channels: Mapping[str, object]
+    ) -> int:
+        """A queued click-to-call with channels of its own: it was dialled, and the engine
+        stopped before its journal wrote so. Never dialled again: its channels are hung up
+        and it fails (1), unless another engine owns it (0)."""
+        if not await self._store.claims.claim_one(session.id):
+            return 0
+        present = sorted(raw for raw in channels if session_of_channel(raw) == session.id)
+        for raw in present:
+            with contextlib.suppress(AriError):
+                await self._ari.hangup(raw)
+        reason = "dialled before the engine stopped, its start unrecorded: not dialled again"
+        await self._store.sessions.transition(
+            session.tenant_id,
+            session.id,
+            CallStatus.FAILED,
+            event_type=CallEventType.SESSION_RESYNC,
+            payload={"reason": reason, "channels_present": present},
+            changes={"end_reason": reason},
+        )
+        return 1
+
     async def _resync_queued(self, session_id: uuid.UUID) -> bool | None:
         """Start a queued call whose start may have been lost, or fail it when it is too
         old to dial now; True when it was started, None when it was no longer queued."""
+        # this engine's own, or claimed now: another engine's claimer may be taking it
+        if not await self._store.claims.claim_one(session_id):
+            return None
         async with self._click_to_call.lock(session_id):
             session = await self._store.sessions.take_over(session_id)
         if session is None or session.status is not CallStatus.QUEUED:
@@ -271,6 +300,11 @@ class Resync:
 
 _GONE = "channel gone while ARI was disconnected"
 _RECORDED = "hung up while ARI was disconnected (time and cause recorded by Asterisk)"
+
+
+def _has_channel(session_id: uuid.UUID, channels: Mapping[str, object]) -> bool:
+    """Whether Asterisk has a channel the engine named for the session (a leg it dialled)."""
+    return any(session_of_channel(raw) == session_id for raw in channels)
 
 
 def _dialed_legs(

@@ -1,0 +1,200 @@
+"""This engine's claimer: it takes queued calls any engine stored and dials them here
+(``node.claim_queue``).
+
+Why: several engines share one database and the ERP talks to one address; a call stored
+by any engine's ``initiate`` is dialled by whichever engine has room. The claim
+(:meth:`~engine.store.claims.ClaimRepository.claim`, ``FOR UPDATE SKIP LOCKED``) commits
+before the call is handed to the :class:`~engine.app.ports.Dialer`, so one engine dials it,
+once. The claimer sits in front of ``Dialer.start_call``: the click-to-call flow does not
+know whether a call came from its own API or another engine's.
+
+When it claims: at once when woken — by its own ``initiate`` (:meth:`ClaimQueue.queued`),
+or by ``NOTIFY ctc_call_queue`` from another engine's insert — and every ``tick`` seconds
+anyway (a lost notification only delays). Room is ``node.max_calls`` minus this engine's
+live calls, and nothing while its Asterisk link is down. Spreading: a busier engine waits
+``node.claim_yield`` seconds per less-loaded engine (the peers' loads as of the last tick,
+load = live calls / max_calls, 1,000 for an engine without a limit) so idle engines claim
+first; a lone engine never waits.
+
+Every tick it also hands back to the queue the calls a silent node (no beat for
+``node.stale_after``) claimed and had not dialled, and refreshes the peers' loads. A claimed
+call older than ``calls.queued_start_deadline`` is failed (``session.start_expired``)
+rather than dialled, as a resync does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Final
+
+import structlog
+
+from engine.app.ports import Dialer
+from engine.config.settings import NodeSettings
+from engine.domain.call import CallStatus
+from engine.domain.click_to_call import Start, restart_queued
+from engine.domain.event_types import CallEventType
+from engine.errors import describe
+from engine.lifecycle import Lifecycle
+from engine.store.claims import CHANNEL, ClaimedCall
+from engine.store.listener import Listener
+from engine.store.records import StoredNode, StoredSession
+from engine.store.repositories import Store
+
+__all__ = ["ClaimQueue", "NoLocalClaims", "node_load"]
+
+log = structlog.get_logger(__name__)
+
+_UNLIMITED: Final = 1000  # the room an engine without node.max_calls counts with
+
+
+def node_load(live_calls: int, max_calls: int | None) -> float:
+    """How full a node is, to compare engines: live calls over its limit."""
+    return live_calls / (max_calls or _UNLIMITED)
+
+
+class NoLocalClaims:
+    """The queue of an engine that cannot dial (ARI disabled): calls it stores unclaimed
+    are the other engines' to claim."""
+
+    def queued(self, session: StoredSession) -> None:
+        """Nothing here: the insert's NOTIFY wakes the engines that can dial."""
+
+
+class ClaimQueue(Lifecycle):
+    def __init__(
+        self,
+        store: Store,
+        dialer: Dialer,
+        settings: NodeSettings,
+        *,
+        start_deadline: float,
+        live_calls: Callable[[], int],
+        tick: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._dialer = dialer
+        self._settings = settings
+        self._deadline = timedelta(seconds=start_deadline)
+        self._live_calls = live_calls
+        self._tick = tick
+        self._wake = asyncio.Event()
+        self._peers: list[StoredNode] = []
+        self._listener = Listener(store.db.url, {CHANNEL: self._notified}, name="claim-queue")
+        self._task: asyncio.Task[None] | None = None
+        self.claimed = 0  # calls this engine claimed, for tests and metrics
+        self.requeued = 0  # calls of silent nodes it handed back to the queue
+
+    @property
+    def node(self) -> str:
+        return self._settings.name
+
+    def queued(self, session: StoredSession) -> None:
+        """``initiate`` stored ``session`` unclaimed: claim now (if this engine may)."""
+        self._wake.set()
+
+    def _notified(self, payload: str) -> None:
+        if payload != self.node:  # this engine's own inserts wake it through queued()
+            self._wake.set()
+
+    async def _open(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="claim-queue")
+
+    async def _close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._listener.close()
+
+    async def _run(self) -> None:
+        while True:
+            await self._listener.ensure()
+            woken = False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._tick):
+                    woken = await self._wake.wait()
+            self._wake.clear()
+            try:
+                if not woken:
+                    await self.housekeeping()
+                await self.claim_now()
+            except Exception as exc:  # PostgreSQL away: the next wake-up or tick retries
+                log.warning("claim_queue.failed", node=self.node, error=describe(exc))
+
+    async def housekeeping(self) -> None:
+        """Hand silent nodes' undialled calls back to the queue; refresh the peers."""
+        moved = await self._store.claims.requeue_stale(self.node, self._settings.stale_after)
+        if moved:
+            self.requeued += moved
+            log.warning("claim_queue.requeued", node=self.node, calls=moved)
+        self._peers = [
+            n
+            for n in await self._store.nodes.list()
+            if n.name != self.node
+            and n.stopped_at is None
+            and n.heartbeat_age < self._settings.stale_after
+            and n.asterisk == "up"
+        ]
+
+    def room(self) -> int:
+        """How many more calls this engine takes now (0 while its Asterisk link is down)."""
+        if not self._dialer.ready:
+            return 0
+        limit = self._settings.max_calls
+        if limit is None:
+            return self._settings.claim_batch
+        return max(0, limit - self._live_calls())
+
+    def yield_delay(self) -> float:
+        """Seconds to wait before claiming: ``claim_yield`` per less-loaded peer."""
+        mine = node_load(self._live_calls(), self._settings.max_calls)
+        ahead = sum(1 for n in self._peers if node_load(n.live_calls, n.max_calls) < mine)
+        return ahead * self._settings.claim_yield
+
+    async def claim_now(self) -> int:
+        """Claim and start queued calls while there is room; how many."""
+        if self.room() <= 0:
+            return 0
+        delay = self.yield_delay()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        total = 0
+        while (room := min(self.room(), self._settings.claim_batch)) > 0:
+            calls = await self._store.claims.claim(self.node, room)
+            for call in calls:
+                await self._start(call)
+            total += len(calls)
+            if len(calls) < room:
+                break
+        return total
+
+    async def _start(self, call: ClaimedCall) -> None:
+        session = call.session
+        self.claimed += 1
+        self._store.sessions.adopt(session, tenant_callback_url=call.tenant_callback_url)
+        await self._store.sessions.append_event(
+            session.tenant_id,
+            session.id,
+            CallEventType.SESSION_CLAIMED,
+            payload={"node": self.node, "queued_ms": call.queued_ms},
+        )
+        fact = restart_queued(timedelta(milliseconds=call.queued_ms), self._deadline)
+        if isinstance(fact, Start):
+            self._dialer.start_call(session)
+            log.info("call.claimed", call_id=str(session.id), queued_ms=call.queued_ms)
+            return
+        await self._store.sessions.transition(
+            session.tenant_id,
+            session.id,
+            CallStatus.FAILED,
+            event_type=CallEventType.SESSION_START_EXPIRED,
+            payload={"reason": fact.reason},
+            changes={"end_reason": fact.reason[:500]},
+        )
+        self._store.sessions.release(session.id)
+        log.warning("call.claim_expired", call_id=str(session.id), queued_ms=call.queued_ms)
