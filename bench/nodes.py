@@ -99,14 +99,14 @@ class Node:
             stderr=(self.work / "engine.log").open("ab"),
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        wanted = "disabled" if self.box is None else "up"
         async with self.http() as http:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 try:
-                    async with http.get("http://ctc/healthz") as resp:
-                        body = await resp.json()
-                    if body.get("components", {}).get("ari", {}).get("state") == wanted:
+                    async with http.get("http://ctc/readyz") as resp:
+                        ready, body = resp.status == 200, await resp.json()
+                    ari = body.get("components", {}).get("ari", {}).get("state")
+                    if ready and (self.box is None or ari == "up"):
                         return
                 except (aiohttp.ClientError, ValueError):
                     pass
