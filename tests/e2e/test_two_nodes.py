@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
@@ -33,6 +34,7 @@ from tests.e2e.engine_fixtures import AGENT, AGENT_PORT, CUSTOMER, CUSTOMER_PORT
 from tests.e2e.engine_process import EngineProcess
 from tests.e2e.helpers import AMI_PASSWORD
 from tests.support.ci import unavailable
+from tests.support.cli import CTC
 from tests.support.sse import open_socket_stream
 from tests.support.waiting import eventually
 
@@ -183,6 +185,45 @@ def _dialled_by(*phones: SippPhone) -> list[dict[str, int]]:
             per_node[address] = per_node.get(address, 0) + 1
         counts.append(per_node)
     return counts
+
+
+def test_instances_run_beside_the_default_sandbox_each_on_its_own_address(
+    sandbox: Sandbox, boxes: dict[str, Sandbox]
+) -> None:
+    everyone = {"127.0.0.1": sandbox, **{NODES[name]: box for name, box in boxes.items()}}
+    pids = set()
+    for address, box in everyone.items():
+        status = box.status()
+        assert status.ari_ok, address
+        assert status.pid is not None
+        pids.add(status.pid)
+        assert f"{address}:5060" in box.asterisk_cli("pjsip show transports")
+    assert len(pids) == 3
+    # a third instance through the CLI: its own overlay, its own address, gone at down
+    up = _ctc("sandbox", "up", "--instance", "c", "--address", "127.0.0.4")
+    assert "sandbox c up on 127.0.0.4" in up
+    third = Sandbox(instance="c")
+    try:
+        assert "c: running on 127.0.0.4" in _ctc("sandbox", "status", "--all")
+        http_conf = (third.root / "etc/asterisk/http.conf").read_text()
+        assert "bindaddr = 127.0.0.4" in http_conf
+        # the shared root is read-only to instances: the default's configuration is intact
+        assert "bindaddr = 127.0.0.1" in (sandbox.root / "etc/asterisk/http.conf").read_text()
+    finally:
+        assert _ctc("sandbox", "down", "--instance", "c").strip() == "sandbox c down"
+    assert not third.status().running
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    assert [m for m in mounts if m.startswith(f"{third.state_dir}/")] == []
+    for box in everyone.values():
+        assert box.status().ari_ok  # the others never noticed
+
+
+def _ctc(*args: str) -> str:
+    done = subprocess.run(
+        [str(CTC), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 async def test_calls_initiated_on_node_a_are_spread_across_both_and_complete(
