@@ -156,6 +156,16 @@ async def initiate(http: aiohttp.ClientSession, agent: str) -> tuple[str, float]
     return str(data["id"]), accepted
 
 
+async def placed_by(db: asyncpg.Connection, ids: list[str]) -> dict[str, int]:
+    """How many of the sessions ``ids`` each node owns (``-``: none, still queued)."""
+    rows = await db.fetch(
+        "SELECT coalesce(node, '-') AS node, count(*) AS n FROM click_to_call_session "
+        "WHERE id = ANY($1::uuid[]) GROUP BY 1 ORDER BY 1",
+        ids,
+    )
+    return {r["node"]: r["n"] for r in rows}
+
+
 # -- 1. calls placed per second, one node and two ------------------------------------------
 
 
@@ -205,14 +215,7 @@ async def placed_run(
         "FROM click_to_call_session s WHERE s.id = ANY($1::uuid[])",
         ids,
     )
-    split = {
-        r["node"]: r["n"]
-        for r in await db.fetch(
-            "SELECT coalesce(node, '-') AS node, count(*) AS n FROM click_to_call_session "
-            "WHERE id = ANY($1::uuid[]) GROUP BY 1 ORDER BY 1",
-            ids,
-        )
-    }
+    split = await placed_by(db, ids)
     placing = (row["last_dial"] - row["first"]).total_seconds()
     completing = (row["last_end"] - row["first"]).total_seconds()
     return {
@@ -282,17 +285,9 @@ async def _drive(
         await asyncio.gather(*tasks)
     conn = await asyncpg.connect(db_url)
     try:
-        split = {
-            r["node"]: r["n"]
-            for r in await conn.fetch(
-                "SELECT coalesce(node, '-') AS node, count(*) AS n FROM click_to_call_session "
-                "WHERE id = ANY($1::uuid[]) GROUP BY 1 ORDER BY 1",
-                ids,
-            )
-        }
+        return lat, await placed_by(conn, ids)
     finally:
         await conn.close()
-    return lat, split
 
 
 # -- the run ----------------------------------------------------------------------------

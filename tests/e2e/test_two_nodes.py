@@ -15,10 +15,9 @@ Phones: agent1 (SIPp on 5071), the customer behind the trunk (5080).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from engine.asterisk.links.ami import AmiEvent, AmiLink
 from engine.devtools.sandbox import Sandbox
 from engine.devtools.sipp import SippPhone
 from engine.errors import SandboxError
 from tests.e2e.engine_fixtures import AGENT, AGENT_PORT, CUSTOMER, CUSTOMER_PORT
 from tests.e2e.engine_process import EngineProcess
-from tests.e2e.helpers import AMI_PASSWORD
+from tests.e2e.helpers import moh_events, next_moh
+from tests.support.calls import CONNECT
 from tests.support.ci import unavailable
 from tests.support.cli import CTC
 from tests.support.sse import open_socket_stream
@@ -66,15 +65,6 @@ def boxes(node_boxes: dict[str, Sandbox]) -> dict[str, Sandbox]:
     except SandboxError as exc:
         unavailable("sandbox instances", str(exc))
     return node_boxes
-
-
-@pytest.fixture
-async def db(migrated_db: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(migrated_db)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
@@ -279,35 +269,8 @@ async def test_sse_on_node_b_shows_node_a_call_events_in_order(
         (r["id"], r["event_type"]) for r in stored[: len(seen)]
     ]
     statuses = [e["data"]["status_to"] for e in seen if e["data"]["status_to"] is not None]
-    assert statuses == [
-        "queued",
-        "dialing_agent",
-        "agent_answered",
-        "dialing_customer",
-        "connected",
-        "completed",
-    ]
+    assert statuses == ["queued", *CONNECT, "completed"]
     assert _dialled_by(agent) == [{NODES["a"]: 1}]
-
-
-@contextlib.asynccontextmanager
-async def _moh_events(address: str) -> AsyncIterator[asyncio.Queue[AmiEvent]]:
-    """AMI MusicOnHoldStart/Stop events of the Asterisk on ``address``."""
-    queue: asyncio.Queue[AmiEvent] = asyncio.Queue()
-    link = AmiLink(address, 5038, "ctc", AMI_PASSWORD, ping_interval=5)
-    link.on_event("MusicOnHoldStart", queue.put_nowait)
-    link.on_event("MusicOnHoldStop", queue.put_nowait)
-    async with link:
-        await link.wait_connected(15)
-        yield queue
-
-
-async def _next_moh(queue: asyncio.Queue[AmiEvent], channel: str) -> str:
-    async with asyncio.timeout(10):
-        while True:
-            event = await queue.get()
-            if event.get("Uniqueid") == channel:
-                return event["Event"]
 
 
 async def test_a_hold_sent_to_node_b_reaches_a_call_on_node_a(
@@ -319,7 +282,7 @@ async def test_a_hold_sent_to_node_b_reaches_a_call_on_node_a(
     for proc in nodes.values():
         await proc.start()
     agent, cust = phones(1, customer="uas_answer.xml")
-    async with _moh_events(NODES["a"]) as moh:
+    async with moh_events(NODES["a"]) as moh:
         sid = await _initiate(nodes["a"])
         await eventually(
             lambda: _is(db, sid, "connected"), within=30, what=f"session {sid} connected"
@@ -331,7 +294,7 @@ async def test_a_hold_sent_to_node_b_reaches_a_call_on_node_a(
             )
             assert status == 200, body
             assert body["status"] == "connected"
-            assert await _next_moh(moh, customer) == moh_event
+            assert await next_moh(moh, customer) == moh_event
         status, body = await nodes["b"].api(
             "POST", f"{C2C}/sessions/{sid}/end", {"reason": "ended through node b"}
         )
