@@ -25,7 +25,6 @@ rather than dialled, as a resync does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Final
@@ -38,7 +37,7 @@ from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Start, restart_queued
 from engine.domain.event_types import CallEventType
 from engine.errors import describe
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_and_wait, woken_or_tick
 from engine.store.claims import CHANNEL, ClaimedCall
 from engine.store.listener import Listener
 from engine.store.records import StoredNode, StoredSession
@@ -105,20 +104,13 @@ class ClaimQueue(Lifecycle):
 
     async def _close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         await self._listener.close()
 
     async def _run(self) -> None:
         while True:
             await self._listener.ensure()
-            woken = False
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._tick):
-                    woken = await self._wake.wait()
-            self._wake.clear()
+            woken = await woken_or_tick(self._wake, self._tick)
             try:
                 if not woken:
                     await self.housekeeping()

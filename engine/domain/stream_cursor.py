@@ -20,13 +20,16 @@ event id (``1209``) is a cursor with nothing recent, as ids were before.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Final
 
-__all__ = ["MAX_RECENT", "SETTLE", "StreamCursor"]
+__all__ = ["MAX_RECENT", "PATTERN", "SETTLE", "StreamCursor"]
 
 SETTLE: Final = 10.0  # seconds after which an id sent is covered by the floor
 MAX_RECENT: Final = 64  # ids kept above the floor (the token stays a short header)
 _MAX_TOKEN: Final = 2048
+PATTERN: Final = "^[0-9]+(,[1-9][0-9]*)*$"  # what a token looks like (OpenAPI's pattern)
+_TOKEN: Final = re.compile(PATTERN)
 
 
 @dataclasses.dataclass(slots=True)
@@ -38,11 +41,9 @@ class StreamCursor:
     def parse(cls, raw: str, now: float) -> StreamCursor:
         """The cursor a token says (ValueError for anything else); its recent ids count
         as sent ``now``."""
-        if len(raw) > _MAX_TOKEN or not raw.isascii():
-            raise ValueError("too long or not ASCII")
-        floor_text, *deltas = raw.split(",")
-        if not floor_text.isdigit() or not all(d.isdigit() and d != "0" for d in deltas):
+        if len(raw) > _MAX_TOKEN or not raw.isascii() or not _TOKEN.fullmatch(raw):
             raise ValueError("expected an event id, then ids above it as distances")
+        floor_text, *deltas = raw.split(",")
         floor = int(floor_text)
         if len(floor_text) > 18 or len(deltas) > MAX_RECENT:
             raise ValueError("out of range")

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import cast
 
 import pytest
@@ -26,14 +24,8 @@ from engine.app.node_commands import CommandRunner
 from engine.app.ports import Dialer, InCallControls, MuteDirection
 from engine.claim_queue import ClaimQueue, NoLocalClaims
 from engine.config.settings import (
-    AgiSettings,
-    ApiSettings,
-    AriSettings,
-    DatabaseSettings,
     NodeSettings,
-    Settings,
 )
-from engine.daemon import Engine
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
 from engine.domain.event_types import CallEventType
@@ -46,6 +38,7 @@ from engine.store.migrations import default_migrations_dir, migrate
 from engine.store.records import NewSession, NodeBeat, StoredSession, Tenant
 from engine.store.repositories import Store
 from tests.support.http import socket_api
+from tests.support.nodes import node_engine
 from tests.support.tenants import new_tenant, tenant_headers
 from tests.support.waiting import eventually
 
@@ -294,24 +287,9 @@ async def test_an_owner_that_does_not_answer_is_node_unavailable_and_nothing_run
         assert owner_controls.holds == []
 
 
-@contextlib.asynccontextmanager
-async def _engine(url: str, node: NodeSettings) -> AsyncIterator[Engine]:
-    with tempfile.TemporaryDirectory(prefix="ctc-node-") as tmp:
-        settings = Settings(
-            node=node,
-            agi=AgiSettings(enabled=False),
-            ari=AriSettings(enabled=False),
-            database=DatabaseSettings(url=url),
-            api=ApiSettings(socket=Path(tmp) / "engine.sock", socket_mode="0600"),
-        )
-        async with Engine(settings) as engine:
-            await asyncio.wait_for(engine.database_ready.wait(), 30)
-            yield engine
-
-
 async def test_the_api_answers_503_node_unavailable_and_shows_the_owner(db: str) -> None:
     node = NodeSettings(name="beta", forward_timeout=0.3, claim_queue=True)
-    async with _engine(db, node) as beta, _store(db, "alpha") as alpha:
+    async with node_engine(db, node) as beta, _store(db, "alpha") as alpha:
         tenant = await new_tenant(beta.store)
         session = await _connected(alpha, tenant)
         async with socket_api(beta.settings.api.socket) as api:

@@ -12,6 +12,7 @@ from engine.api.models import EventsQuery
 from engine.api.routes.common import API, error_responses, use_cases
 from engine.api.state import API_STATE
 from engine.contract import StreamEventOut
+from engine.domain.stream_cursor import PATTERN as CURSOR_PATTERN
 from engine.domain.stream_cursor import StreamCursor
 from engine.events import Subscription
 from engine.store.records import CallEvent
@@ -21,7 +22,7 @@ __all__ = ["stream_events"]
 _LAST_EVENT_ID = {
     "name": "Last-Event-ID",
     "required": False,
-    "schema": {"type": "string", "pattern": "^[0-9]+(,[1-9][0-9]*)*$"},
+    "schema": {"type": "string", "pattern": CURSOR_PATTERN, "maxLength": 2048},
     "description": "Sent by EventSource on reconnect: the `id:` of the last message "
     "received (a stream cursor: an event id, then the distances above it of the ids sent "
     "in the last seconds, e.g. `1200,3,5`; a plain event id works too). The events the "
