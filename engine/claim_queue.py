@@ -108,11 +108,14 @@ class ClaimQueue(Lifecycle):
         await self._listener.close()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        kept = loop.time()  # the last housekeeping: once a tick, however often woken
         while True:
             await self._listener.ensure()
-            woken = await woken_or_tick(self._wake, self._tick)
+            await woken_or_tick(self._wake, self._tick)
             try:
-                if not woken:
+                if loop.time() - kept >= self._tick:
+                    kept = loop.time()
                     await self.housekeeping()
                 await self.claim_now()
             except Exception as exc:  # PostgreSQL away: the next wake-up or tick retries
