@@ -8,6 +8,10 @@ before the call is handed to the :class:`~engine.app.ports.Dialer`, so one engin
 once. The claimer sits in front of ``Dialer.start_call``: the click-to-call flow does not
 know whether a call came from its own API or another engine's.
 
+A call this engine's own ``initiate`` receives while it has room and every other engine it
+knows is busier (:meth:`ClaimQueue.take_here`; a lone engine always) is not queued: it is
+stored as this engine's and dialled at once, with no round through the table.
+
 When it claims: at once when woken — by its own ``initiate`` (:meth:`ClaimQueue.queued`),
 or by ``NOTIFY ctc_call_queue`` from another engine's insert — and every ``tick`` seconds
 anyway (a lost notification only delays). Room is ``node.max_calls`` minus this engine's
@@ -59,6 +63,9 @@ class NoLocalClaims:
     """The queue of an engine that cannot dial (ARI disabled): calls it stores unclaimed
     are the other engines' to claim."""
 
+    def take_here(self) -> bool:
+        return False
+
     def queued(self, session: StoredSession) -> None:
         """Nothing here: the insert's NOTIFY wakes the engines that can dial."""
 
@@ -90,6 +97,15 @@ class ClaimQueue(Lifecycle):
     @property
     def node(self) -> str:
         return self._settings.name
+
+    def take_here(self) -> bool:
+        """Whether this engine has room and is strictly the least loaded of the engines
+        it knows (a lone engine always is): its own ``initiate`` then dials the call at
+        once, as the queue would have given it to this engine anyway."""
+        if self.room() <= 0:
+            return False
+        mine = node_load(self._live_calls(), self._settings.max_calls)
+        return all(node_load(n.live_calls, n.max_calls) > mine for n in self._peers)
 
     def queued(self, session: StoredSession) -> None:
         """``initiate`` stored ``session`` unclaimed: claim now (if this engine may)."""

@@ -177,6 +177,8 @@ class CallService:
         A call the pre-dial check refuses is stored ``rejected`` and never dialled
         (:class:`CallRejected`, also for a repeat of its Idempotency-Key)."""
         queue = self.queue
+        if queue is not None and queue.take_here():
+            queue = None  # this engine would claim it first anyway: dialled here at once
         if queue is None and self._dialer is not None and not self._dialer.ready:
             raise FeatureUnavailable("Asterisk is not connected (ARI link down); try again shortly")
         agent = request.agent_number

@@ -158,6 +158,24 @@ async def test_two_idle_engines_share_a_burst_each_call_dialled_once(db: str) ->
         assert await alpha.claims.counts() == QueueCounts(0, {"alpha": 10, "beta": 10})
 
 
+async def test_the_least_loaded_engine_dials_its_own_calls_at_once(db: str) -> None:
+    async with _store(db, "alpha") as alpha:
+        tenant = await new_tenant(alpha)
+        dialer = RecordingDialer()
+        claimer = _claimer(alpha, dialer, "alpha", max_calls=10)
+        calls = CallService(alpha, cast(Dialer, dialer), queue=claimer)
+        assert claimer.take_here()  # alone: no round through the queue
+        session, _ = await calls.initiate(tenant, _call(1))
+        assert dialer.started == [session.id]  # before initiate returned
+        assert session.node == "alpha"
+        await _beat(alpha, "beta")  # an idle peer: as idle as alpha is not busier
+        await claimer.housekeeping()
+        assert not claimer.take_here()
+        queued, _ = await calls.initiate(tenant, _call(2))
+        assert queued.node is None
+        assert dialer.started == [session.id]
+
+
 async def test_an_engine_whose_asterisk_is_down_claims_nothing(db: str) -> None:
     async with _store(db, "alpha") as alpha:
         tenant = await new_tenant(alpha)
