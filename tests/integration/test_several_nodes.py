@@ -29,13 +29,22 @@ from engine.config.settings import (
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
 from engine.domain.event_types import CallEventType
+from engine.domain.ivr import TransferTargetType
+from engine.domain.transfer import TransferType
 from engine.errors import Conflict, NodeUnavailable
 from engine.node_failover import NodeFailover
 from engine.node_link import NodeLink
 from engine.store.claims import QueueCounts
 from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migrate
-from engine.store.records import NewSession, NodeBeat, StoredSession, Tenant
+from engine.store.records import (
+    NewSession,
+    NewTransfer,
+    NodeBeat,
+    StoredSession,
+    StoredTransfer,
+    Tenant,
+)
 from engine.store.repositories import Store
 from tests.support.http import socket_api
 from tests.support.nodes import node_engine
@@ -286,6 +295,52 @@ async def test_a_hold_sent_to_another_engine_reaches_the_owner(db: str) -> None:
             ended = await CallService(beta, owners=link).end(tenant, session.id, reason="done")
             assert ended.status is CallStatus.COMPLETED
             assert link.forwarded == 3
+
+
+class TransferringDialer(RecordingDialer):
+    """The owner's Dialer: a blind transfer is stored as Asterisk's flow would store it."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+
+    async def transfer(
+        self, session: StoredSession, kind: TransferType, target: str, leg: Leg
+    ) -> StoredTransfer:
+        return await self.store.transfers.create(
+            NewTransfer(
+                session.tenant_id,
+                session.id,
+                kind,
+                leg.value,
+                TransferTargetType.ENDPOINT,
+                target,
+                f"transfer-{session.id}",
+            )
+        )
+
+
+async def test_a_transfer_sent_to_another_engine_is_started_by_the_owner(db: str) -> None:
+    async with _store(db, "alpha") as alpha, _store(db, "beta") as beta:
+        tenant = await new_tenant(alpha)
+        session = await _connected(alpha, tenant)
+        owner_calls = CallService(alpha, cast(Dialer, TransferringDialer(alpha)))
+        link_alpha = NodeLink(alpha, NodeSettings(name="alpha"), tick=3600)
+        link_alpha.serve(CommandRunner(alpha, owner_calls, CallControlService(alpha)).run)
+        async with (
+            link_alpha,
+            NodeLink(beta, NodeSettings(name="beta", forward_timeout=10), tick=3600) as link,
+        ):
+            calls = CallService(beta, owners=link)  # beta has no Asterisk
+            transfer = await calls.transfer(
+                tenant, session.id, TransferType.BLIND, "agent2", Leg.CUSTOMER
+            )
+        assert (transfer.session_id, transfer.target, transfer.from_leg) == (
+            session.id,
+            "agent2",
+            "customer",
+        )
+        assert link_alpha.served == 1
 
 
 async def test_an_owner_that_does_not_answer_is_node_unavailable_and_nothing_runs_later(
