@@ -166,7 +166,11 @@ async def start_engine(
     raise SystemExit(f"engine not ready; see {workdir / 'engine.log'}")
 
 
-async def latency_run(db_url: str, box: Sandbox, calls: int, rates: list[int]) -> None:
+async def latency_run(
+    db_url: str, box: Sandbox, calls: int, rates: list[int], *, claim_queue: bool = False
+) -> None:
+    """``claim_queue``: the engine runs with node.claim_queue on (each call is stored
+    unclaimed and claimed by the engine's own claimer before it is dialled)."""
     loop = asyncio.get_running_loop()
     phone = BusyPhone()
     transport, _ = await loop.create_datagram_endpoint(
@@ -180,7 +184,8 @@ async def latency_run(db_url: str, box: Sandbox, calls: int, rates: list[int]) -
                 db_url,
                 Path(tmp),
                 box,
-                f'calls:\n  agent_endpoint_template: "{template}"\n',
+                f'calls:\n  agent_endpoint_template: "{template}"\n'
+                + ("node:\n  claim_queue: true\n" if claim_queue else ""),
             )
             try:
                 connector = aiohttp.UnixConnector(path=str(sock), limit=100)
@@ -484,6 +489,11 @@ async def main() -> None:
         help="keep the engine's log and SIPp's files of the concurrency run in this new directory",
     )
     parser.add_argument("--log-level", default="warning", help="the engine's log level")
+    parser.add_argument(
+        "--claim-queue",
+        action="store_true",
+        help="latency run with node.claim_queue on (calls claimed from the queue)",
+    )
     args = parser.parse_args()
     box = Sandbox()
     await asyncio.to_thread(box.up)
@@ -491,7 +501,8 @@ async def main() -> None:
     try:
         await migrate(db_url, default_migrations_dir())
         if not args.skip_latency:
-            await latency_run(db_url, box, args.calls, [int(r) for r in args.rates.split(",")])
+            rates = [int(r) for r in args.rates.split(",")]
+            await latency_run(db_url, box, args.calls, rates, claim_queue=args.claim_queue)
         if args.concurrent:
             await concurrency_run(
                 db_url,

@@ -8,6 +8,10 @@ before the call is handed to the :class:`~engine.app.ports.Dialer`, so one engin
 once. The claimer sits in front of ``Dialer.start_call``: the click-to-call flow does not
 know whether a call came from its own API or another engine's.
 
+A call this engine's own ``initiate`` receives while it has room and every other engine it
+knows is busier (:meth:`ClaimQueue.take_here`; a lone engine always) is not queued: it is
+stored as this engine's and dialled at once, with no round through the table.
+
 When it claims: at once when woken — by its own ``initiate`` (:meth:`ClaimQueue.queued`),
 or by ``NOTIFY ctc_call_queue`` from another engine's insert — and every ``tick`` seconds
 anyway (a lost notification only delays). Room is ``node.max_calls`` minus this engine's
@@ -25,7 +29,6 @@ rather than dialled, as a resync does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Final
@@ -38,7 +41,7 @@ from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Start, restart_queued
 from engine.domain.event_types import CallEventType
 from engine.errors import describe
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_and_wait, woken_or_tick
 from engine.store.claims import CHANNEL, ClaimedCall
 from engine.store.listener import Listener
 from engine.store.records import StoredNode, StoredSession
@@ -59,6 +62,9 @@ def node_load(live_calls: int, max_calls: int | None) -> float:
 class NoLocalClaims:
     """The queue of an engine that cannot dial (ARI disabled): calls it stores unclaimed
     are the other engines' to claim."""
+
+    def take_here(self) -> bool:
+        return False
 
     def queued(self, session: StoredSession) -> None:
         """Nothing here: the insert's NOTIFY wakes the engines that can dial."""
@@ -92,6 +98,15 @@ class ClaimQueue(Lifecycle):
     def node(self) -> str:
         return self._settings.name
 
+    def take_here(self) -> bool:
+        """Whether this engine has room and is strictly the least loaded of the engines
+        it knows (a lone engine always is): its own ``initiate`` then dials the call at
+        once, as the queue would have given it to this engine anyway."""
+        if self.room() <= 0:
+            return False
+        mine = node_load(self._live_calls(), self._settings.max_calls)
+        return all(node_load(n.live_calls, n.max_calls) > mine for n in self._peers)
+
     def queued(self, session: StoredSession) -> None:
         """``initiate`` stored ``session`` unclaimed: claim now (if this engine may)."""
         self._wake.set()
@@ -105,22 +120,18 @@ class ClaimQueue(Lifecycle):
 
     async def _close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         await self._listener.close()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        kept = loop.time()  # the last housekeeping: once a tick, however often woken
         while True:
             await self._listener.ensure()
-            woken = False
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._tick):
-                    woken = await self._wake.wait()
-            self._wake.clear()
+            await woken_or_tick(self._wake, self._tick)
             try:
-                if not woken:
+                if loop.time() - kept >= self._tick:
+                    kept = loop.time()
                     await self.housekeeping()
                 await self.claim_now()
             except Exception as exc:  # PostgreSQL away: the next wake-up or tick retries

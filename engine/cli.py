@@ -1445,12 +1445,14 @@ def demo(ctx: _Context, talk_seconds: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per node.")
 @pass_ctx
 def nodes(ctx: _Context, as_json: bool) -> None:
-    """List the engines that share the database: state, last heartbeat, live calls, capacity.
+    """List the engines that share the database: state, last heartbeat, live calls, capacity,
+    queued calls each claimed and has not dialled, and the calls no engine claimed yet.
 
     A node is alive while it beats (every node.heartbeat_interval seconds), stale when its
     last beat is older than node.stale_after seconds, stopped after a graceful stop.
     """
     from engine.app.nodes import NodeService
+    from engine.store.claims import ClaimRepository
     from engine.store.database import Database
     from engine.store.nodes import NodeRepository
 
@@ -1458,10 +1460,14 @@ def nodes(ctx: _Context, as_json: bool) -> None:
 
     async def listing() -> Any:
         async with Database(settings.database.url, min_size=1, max_size=1) as database:
-            service = NodeService(NodeRepository(database), stale_after=settings.node.stale_after)
-            return await service.list()
+            service = NodeService(
+                NodeRepository(database),
+                ClaimRepository(database),
+                stale_after=settings.node.stale_after,
+            )
+            return await service.list(), await service.unclaimed()
 
-    rows = _run(listing())
+    rows, unclaimed = _run(listing())
     if as_json:
         for row in rows:
             node = row.node
@@ -1471,6 +1477,8 @@ def nodes(ctx: _Context, as_json: bool) -> None:
                 "heartbeat_age_s": round(node.heartbeat_age, 1),
                 "live_calls": node.live_calls,
                 "max_calls": node.max_calls,
+                "claimed_calls": row.claimed,
+                "unclaimed_calls": unclaimed,
                 "asterisk": node.asterisk,
                 "version": node.version,
                 "host": node.host,
@@ -1484,7 +1492,7 @@ def nodes(ctx: _Context, as_json: bool) -> None:
         click.echo("no node has registered (an engine registers once its database is up)")
         return
     click.echo(
-        f"{'NODE':<20} {'STATE':<8} {'LAST BEAT':>9} {'LIVE':>5} {'MAX':>5} "
+        f"{'NODE':<20} {'STATE':<8} {'LAST BEAT':>9} {'LIVE':>5} {'MAX':>5} {'CLAIMED':>7} "
         f"{'ASTERISK':<9} {'VERSION':<8} {'HOST':<20} {'PID':>7}  STARTED"
     )
     for row in rows:
@@ -1492,9 +1500,11 @@ def nodes(ctx: _Context, as_json: bool) -> None:
         capacity = "-" if node.max_calls is None else str(node.max_calls)
         click.echo(
             f"{node.name:<20} {row.state.value:<8} {node.heartbeat_age:>8.0f}s "
-            f"{node.live_calls:>5} {capacity:>5} {node.asterisk:<9} {node.version:<8} "
-            f"{node.host:<20} {node.pid:>7}  {node.started_at.isoformat(timespec='seconds')}"
+            f"{node.live_calls:>5} {capacity:>5} {row.claimed:>7} {node.asterisk:<9} "
+            f"{node.version:<8} {node.host:<20} {node.pid:>7}  "
+            f"{node.started_at.isoformat(timespec='seconds')}"
         )
+    click.echo(f"queued, not claimed by any node: {unclaimed}")
 
 
 # -- sandbox -----------------------------------------------------------------------------------

@@ -365,7 +365,9 @@ class CallEventOut(_Wire):
 
 
 class StreamEventOut(CallEventOut):
-    """The ``data:`` of one message on ``GET /api/v1/events`` (its SSE ``id`` is ``id``)."""
+    """The ``data:`` of one message on ``GET /api/v1/events`` (its SSE ``id`` is the
+    stream's cursor: ``id`` as a plain number once it settled, else with the ids sent
+    above the settled one; see engine/domain/stream_cursor.py)."""
 
     session_id: uuid.UUID
 

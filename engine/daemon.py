@@ -214,6 +214,7 @@ class Engine(Lifecycle):
         self.node_link.serve(
             CommandRunner(self.store, self.use_cases.calls, self.use_cases.controls).run
         )
+        self.metrics.watch_nodes(self._node_counts)
         if self.stasis is not None:  # agents' own calls go through the same call use cases
             self.stasis.agent_door.serve(self.use_cases.calls)
         # FastAGI: the admin's dialplan sends callers to AGI(agi://HOST:PORT/ivr/MENU)
@@ -254,6 +255,18 @@ class Engine(Lifecycle):
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.database_ready = asyncio.Event()
+
+    def _node_counts(self) -> dict[str, int]:
+        """What this engine did for the others (``ctc_node_*_total``)."""
+        claims = self.claim_queue
+        return {
+            "claimed": 0 if claims is None else claims.claimed,
+            "requeued": 0 if claims is None else claims.requeued,
+            "owner_lost": self.failover.ended,
+            "failover_requeued": self.failover.requeued,
+            "forwarded": self.node_link.forwarded,
+            "served": self.node_link.served,
+        }
 
     async def _open(self) -> None:
         for warning in exposure_warnings(self.settings):

@@ -23,13 +23,15 @@ half-way: cleanup that has to finish is shielded by the component itself.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from engine.errors import ClosedResourceError
 
-__all__ = ["Lifecycle", "LifecycleState"]
+__all__ = ["Lifecycle", "LifecycleState", "cancel_and_wait", "woken_or_tick"]
 
 
 class LifecycleState(enum.Enum):
@@ -102,3 +104,23 @@ class Lifecycle:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a component's background task and wait until it has ended (a close)."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def woken_or_tick(wake: asyncio.Event, tick: float) -> bool:
+    """Wait until ``wake`` is set or ``tick`` seconds pass; whether it was set. ``wake`` is
+    cleared either way (a loop woken by notifications that also runs on a timer)."""
+    woken = False
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(tick):
+            woken = await wake.wait()
+    wake.clear()
+    return woken

@@ -18,7 +18,6 @@ Runs every ``interval`` seconds on every engine; nothing to do costs one query.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Final
 
 import structlog
@@ -27,7 +26,7 @@ from engine.config.settings import NodeSettings
 from engine.domain.call import CallStatus, Direction
 from engine.domain.event_types import CallEventType
 from engine.errors import CtcError, describe
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_and_wait
 from engine.store.claims import LostCall
 from engine.store.repositories import Store
 
@@ -57,10 +56,7 @@ class NodeFailover(Lifecycle):
 
     async def _close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:

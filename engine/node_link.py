@@ -25,7 +25,7 @@ import structlog
 
 from engine.config.settings import NodeSettings
 from engine.errors import NodeUnavailable, describe
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import Lifecycle, cancel_and_wait, woken_or_tick
 from engine.store.listener import Listener
 from engine.store.node_commands import COMMANDS_CHANNEL, RESULTS_CHANNEL, PendingCommand
 from engine.store.records import StoredSession
@@ -142,25 +142,15 @@ class NodeLink(Lifecycle):
 
     async def _close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        running = list(self._running)
-        for job in running:
-            job.cancel()
-        for job in running:
-            with contextlib.suppress(asyncio.CancelledError):
-                await job
+        await cancel_and_wait(task)
+        for job in list(self._running):
+            await cancel_and_wait(job)
         await self._listener.close()
 
     async def _run(self) -> None:
         ticks = 0
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._tick):
-                    await self._wake.wait()
-            self._wake.clear()
+            await woken_or_tick(self._wake, self._tick)
             try:
                 await self._listener.ensure()
                 await self.take_pending()

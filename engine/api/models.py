@@ -240,6 +240,12 @@ class SessionOut(_Out):
         "call gone after a restart, not from Asterisk: an upper bound",
     )
     updated_at: datetime
+    node: str | None = Field(
+        default=None,
+        description="The engine (node name) that owns the call when several share one "
+        "database: the one that dials it and carries out its controls. null: queued and "
+        "not claimed yet (node.claim_queue), or written by a tool",
+    )
 
 
 class SessionDetailOut(SessionOut):

@@ -175,8 +175,12 @@ class CallService:
         is now). With a dialer the call is written behind (the journal) once stored: while
         the journal's backlog is full, new calls are refused (``DatabaseUnavailable``).
         A call the pre-dial check refuses is stored ``rejected`` and never dialled
-        (:class:`CallRejected`, also for a repeat of its Idempotency-Key)."""
+        (:class:`CallRejected`, also for a repeat of its Idempotency-Key). With the claim
+        queue, a call is stored with no owner for whichever engine claims it first, unless
+        this engine would claim it first anyway (``CallQueue.take_here``)."""
         queue = self.queue
+        if queue is not None and queue.take_here():
+            queue = None  # this engine would claim it first anyway: dialled here at once
         if queue is None and self._dialer is not None and not self._dialer.ready:
             raise FeatureUnavailable("Asterisk is not connected (ARI link down); try again shortly")
         agent = request.agent_number

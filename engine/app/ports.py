@@ -85,6 +85,12 @@ class CallQueue(Protocol):
     """Where ``initiate`` leaves a call stored unclaimed, for whichever engine has room to
     claim and dial it (``node.claim_queue``: :class:`~engine.claim_queue.ClaimQueue`)."""
 
+    def take_here(self) -> bool:
+        """Whether this engine would claim a call now, ahead of every other: it has room
+        and no other engine is as idle (then ``initiate`` dials it here at once, as a lone
+        engine does, without a round through the queue)."""
+        ...
+
     def queued(self, session: StoredSession) -> None:
         """``session`` was stored unclaimed (this engine may claim it at once)."""
 

@@ -527,16 +527,8 @@ class NodeSettings(_Section):
     claim_queue: bool = False
     claim_batch: int = Field(default=4, ge=1, le=100)
     claim_yield: Seconds = 0.02
-    failover_after: Seconds = Field(default=120.0, validate_default=True)
+    failover_after: Seconds = 120.0
     forward_timeout: Seconds = 5.0
-
-    @field_validator("failover_after")
-    @classmethod
-    def _failover_after_stale(cls, value: float, info: ValidationInfo) -> float:
-        stale = info.data.get("stale_after")
-        if isinstance(stale, int | float) and value < stale:
-            raise _fail(f"must be at least stale_after ({stale:g})")
-        return value
 
     @field_validator("stale_after")
     @classmethod

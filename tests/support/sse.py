@@ -54,10 +54,12 @@ class Stream:
                 name, _, value = line.partition(": ")
                 fields[name] = value
             if "data" in fields:
+                data = json.loads(fields["data"])
                 return {
-                    "id": int(fields["id"]),
+                    "id": int(data["id"]),  # the event's id
+                    "cursor": fields["id"],  # the SSE id: the stream's cursor, for Last-Event-ID
                     "event": fields["event"],
-                    "data": json.loads(fields["data"]),
+                    "data": data,
                 }
 
     async def events(self, n: int) -> list[dict[str, Any]]:
