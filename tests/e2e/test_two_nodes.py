@@ -230,6 +230,10 @@ async def test_calls_initiated_on_node_a_are_spread_across_both_and_complete(
     await _all_ended(db, sids)
     rows = await _sessions(db, sids)
     assert [row["status"] for row in rows] == ["completed"] * 8, rows
+    for row in rows:  # the session says which node placed it, on either node's API
+        status, body = await nodes["b"].api("GET", f"{C2C}/sessions/{row['id']}")
+        assert status == 200, body
+        assert body["node"] == row["node"]
     placed = {name: sum(row["node"] == name for row in rows) for name in NODES}
     assert placed["a"] >= 1, placed
     assert placed["b"] >= 1, placed
