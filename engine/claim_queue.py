@@ -12,10 +12,11 @@ A call this engine's own ``initiate`` receives while it has room and every other
 knows is busier (:meth:`ClaimQueue.take_here`; a lone engine always) is not queued: it is
 stored as this engine's and dialled at once, with no round through the table.
 
-When it claims: at once when woken — by its own ``initiate`` (:meth:`ClaimQueue.queued`),
-or by ``NOTIFY ctc_call_queue`` from another engine's insert — and every ``tick`` seconds
-anyway (a lost notification only delays). Room is ``node.max_calls`` minus this engine's
-live calls, and nothing while its Asterisk link is down. Spreading: a busier engine waits
+When it claims: at once when woken by ``NOTIFY ctc_call_queue`` (any engine's insert of an
+unclaimed call, its own included: every claimer hears it at the same moment, so an idle
+engine elsewhere has the same chance) and every ``tick`` seconds anyway (a lost
+notification only delays). Room is ``node.max_calls`` minus this engine's live calls, and
+nothing while its Asterisk link is down. Spreading: a busier engine waits
 ``node.claim_yield`` seconds per less-loaded engine (the peers' loads as of the last tick,
 load = live calls / max_calls, 1,000 for an engine without a limit) so idle engines claim
 first; a lone engine never waits.
@@ -44,7 +45,7 @@ from engine.errors import describe
 from engine.lifecycle import Lifecycle, cancel_and_wait, woken_or_tick
 from engine.store.claims import CHANNEL, ClaimedCall
 from engine.store.listener import Listener
-from engine.store.records import StoredNode, StoredSession
+from engine.store.records import StoredNode
 from engine.store.repositories import Store
 
 __all__ = ["ClaimQueue", "NoLocalClaims", "node_load"]
@@ -65,9 +66,6 @@ class NoLocalClaims:
 
     def take_here(self) -> bool:
         return False
-
-    def queued(self, session: StoredSession) -> None:
-        """Nothing here: the insert's NOTIFY wakes the engines that can dial."""
 
 
 class ClaimQueue(Lifecycle):
@@ -107,13 +105,8 @@ class ClaimQueue(Lifecycle):
         mine = node_load(self._live_calls(), self._settings.max_calls)
         return all(node_load(n.live_calls, n.max_calls) > mine for n in self._peers)
 
-    def queued(self, session: StoredSession) -> None:
-        """``initiate`` stored ``session`` unclaimed: claim now (if this engine may)."""
-        self._wake.set()
-
     def _notified(self, payload: str) -> None:
-        if payload != self.node:  # this engine's own inserts wake it through queued()
-            self._wake.set()
+        self._wake.set()
 
     async def _open(self) -> None:
         self._task = asyncio.create_task(self._run(), name="claim-queue")

@@ -231,7 +231,6 @@ class CallService:
         if created and queue is not None:
             if not new.unclaimed:  # screened first, as this engine's: now the queue's
                 await self._store.claims.release(session.id)
-            queue.queued(session)
         elif created and self._dialer is not None:
             # the dialer's facts for it are written behind until it releases the call
             self._store.sessions.adopt(session, tenant_callback_url=tenant.callback_url)

@@ -83,16 +83,15 @@ class Dialer(Protocol):
 
 class CallQueue(Protocol):
     """Where ``initiate`` leaves a call stored unclaimed, for whichever engine has room to
-    claim and dial it (``node.claim_queue``: :class:`~engine.claim_queue.ClaimQueue`)."""
+    claim and dial it (``node.claim_queue``: :class:`~engine.claim_queue.ClaimQueue`). The
+    insert itself wakes every engine's claimer (NOTIFY), this one's included, so an idle
+    engine elsewhere has the same chance as this one."""
 
     def take_here(self) -> bool:
         """Whether this engine would claim a call now, ahead of every other: it has room
         and no other engine is as idle (then ``initiate`` dials it here at once, as a lone
         engine does, without a round through the queue)."""
         ...
-
-    def queued(self, session: StoredSession) -> None:
-        """``session`` was stored unclaimed (this engine may claim it at once)."""
 
 
 class Carriers(Protocol):

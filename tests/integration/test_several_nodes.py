@@ -113,7 +113,9 @@ async def _beat(store: Store, name: str, *, asterisk: str = "up", age: float = 0
         )
 
 
-def _claimer(store: Store, dialer: RecordingDialer, name: str, **node: object) -> ClaimQueue:
+def _claimer(
+    store: Store, dialer: RecordingDialer, name: str, *, tick: float = 1.0, **node: object
+) -> ClaimQueue:
     settings = NodeSettings(name=name, claim_queue=True, **node)  # type: ignore[arg-type]
     return ClaimQueue(
         store,
@@ -121,6 +123,7 @@ def _claimer(store: Store, dialer: RecordingDialer, name: str, **node: object) -
         settings,
         start_deadline=120,
         live_calls=lambda: len(dialer.started),
+        tick=tick,
     )
 
 
