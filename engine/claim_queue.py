@@ -67,6 +67,9 @@ class NoLocalClaims:
     def take_here(self) -> bool:
         return False
 
+    def taken(self) -> None:
+        """Nothing held: ``take_here`` never says yes."""
+
 
 class ClaimQueue(Lifecycle):
     def __init__(
@@ -91,6 +94,7 @@ class ClaimQueue(Lifecycle):
         self._task: asyncio.Task[None] | None = None
         self.claimed = 0  # calls this engine claimed, for tests and metrics
         self.requeued = 0  # calls of silent nodes it handed back to the queue
+        self._taking = 0  # calls take_here() said yes to that are not live calls yet
 
     @property
     def node(self) -> str:
@@ -102,8 +106,17 @@ class ClaimQueue(Lifecycle):
         once, as the queue would have given it to this engine anyway."""
         if self.room() <= 0:
             return False
-        mine = node_load(self._live_calls(), self._settings.max_calls)
-        return all(node_load(n.live_calls, n.max_calls) > mine for n in self._peers)
+        mine = node_load(self._live_calls() + self._taking, self._settings.max_calls)
+        if all(node_load(n.live_calls, n.max_calls) > mine for n in self._peers):
+            self._taking += 1  # held until taken(): initiate has awaits before it dials
+            return True
+        return False
+
+    def taken(self) -> None:
+        """The call :meth:`take_here` said yes to is live here now, or was never stored."""
+        if self._taking <= 0:
+            raise RuntimeError("claim queue: taken() without a take_here() that said yes")
+        self._taking -= 1
 
     def _notified(self, payload: str) -> None:
         self._wake.set()
@@ -152,7 +165,7 @@ class ClaimQueue(Lifecycle):
         limit = self._settings.max_calls
         if limit is None:
             return self._settings.claim_batch
-        return max(0, limit - self._live_calls())
+        return max(0, limit - self._live_calls() - self._taking)
 
     def yield_delay(self) -> float:
         """Seconds to wait before claiming: ``claim_yield`` per less-loaded peer."""

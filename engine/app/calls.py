@@ -179,8 +179,20 @@ class CallService:
         queue, a call is stored with no owner for whichever engine claims it first, unless
         this engine would claim it first anyway (``CallQueue.take_here``)."""
         queue = self.queue
-        if queue is not None and queue.take_here():
-            queue = None  # this engine would claim it first anyway: dialled here at once
+        if queue is None or not queue.take_here():
+            return await self._initiate(tenant, request, queue, idempotency_key)
+        try:  # this engine would claim it first anyway: dialled here at once
+            return await self._initiate(tenant, request, None, idempotency_key)
+        finally:
+            queue.taken()  # live here now (or never stored): the room it held is the journal's
+
+    async def _initiate(
+        self,
+        tenant: Tenant,
+        request: InitiateCall,
+        queue: CallQueue | None,
+        idempotency_key: str | None,
+    ) -> tuple[StoredSession, bool]:
         if queue is None and self._dialer is not None and not self._dialer.ready:
             raise FeatureUnavailable("Asterisk is not connected (ARI link down); try again shortly")
         agent = request.agent_number

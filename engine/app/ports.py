@@ -90,7 +90,13 @@ class CallQueue(Protocol):
     def take_here(self) -> bool:
         """Whether this engine would claim a call now, ahead of every other: it has room
         and no other engine is as idle (then ``initiate`` dials it here at once, as a lone
-        engine does, without a round through the queue)."""
+        engine does, without a round through the queue). A yes holds one call's room
+        until :meth:`taken`, so calls initiated at once never take more than the room."""
+        ...
+
+    def taken(self) -> None:
+        """The call ``take_here`` said yes to is this engine's live call now (or was never
+        stored): the room it held is released."""
         ...
 
 

@@ -437,3 +437,19 @@ async def test_a_dead_node_s_queued_calls_go_back_to_the_queue(db: str) -> None:
         assert failover.requeued == 1
         stored = await alpha.sessions.get(tenant.id, queued.id)
         assert (stored.status, stored.node) == (CallStatus.QUEUED, None)
+
+
+async def test_calls_initiated_at_once_never_take_more_than_the_engines_room(db: str) -> None:
+    """initiate awaits (screening, the insert) between take_here and dialling: calls that
+    arrive together must not all see the same room (e2e: eight at once on max_calls 4)."""
+    async with _store(db, "alpha") as alpha:
+        tenant = await new_tenant(alpha)
+        dialer = RecordingDialer()
+        claimer = _claimer(alpha, dialer, "alpha", max_calls=3)
+        calls = CallService(alpha, cast(Dialer, dialer), queue=claimer)
+        placed = await asyncio.gather(*(calls.initiate(tenant, _call(n)) for n in range(8)))
+        sessions = [session for session, _ in placed]
+        assert len(dialer.started) == 3
+        assert sorted(s.id for s in sessions if s.node == "alpha") == sorted(dialer.started)
+        assert sum(s.node is None for s in sessions) == 5  # queued for whoever has room
+        assert claimer.room() == 0
