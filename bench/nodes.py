@@ -52,6 +52,7 @@ AMI_PASSWORD = "ctc-sandbox"  # dialplan/manager.conf, sandbox only
 AGENT, CUSTOMER = "agent1", "+14155550100"
 TERMINAL = ("completed", "busy", "no_answer", "failed", "canceled", "rejected")
 IN_FLIGHT = 20  # initiate requests in flight at once
+CLAIM_TICK_S = 1.0  # engine.claim_queue.ClaimQueue's tick: peers' loads refreshed this often
 
 
 class Node:
@@ -140,10 +141,37 @@ async def running(
     try:
         for n in nodes:
             await n.start(app=app, calls=calls or {}, **node)
+        await _seen_up(nodes)
         yield nodes
     finally:
         for n in nodes:
             await n.stop()
+
+
+async def _seen_up(nodes: list[Node]) -> None:
+    """Wait until every node that dials has beaten with its Asterisk up, then two claimer
+    ticks: an engine counts another as a peer only from that beat (its first beat, sent
+    before its ARI link is up, says otherwise), and before that it takes every call itself
+    as a lone engine does."""
+    dialling = [n.name for n in nodes if n.box is not None]
+    if len(nodes) < 2:
+        return
+    conn = await asyncpg.connect(nodes[0].db_url)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            up = await conn.fetchval(
+                "SELECT count(*) FROM engine_node WHERE name = ANY($1::text[]) "
+                "AND asterisk = 'up' AND stopped_at IS NULL",
+                dialling,
+            )
+            if up == len(dialling):
+                await asyncio.sleep(2 * CLAIM_TICK_S)
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+    raise SystemExit(f"nodes {dialling} never all beat with their Asterisk up")
 
 
 async def initiate(http: aiohttp.ClientSession, agent: str) -> tuple[str, float]:
