@@ -98,10 +98,7 @@ class Resync:
             elif session.status is CallStatus.QUEUED and (
                 session.direction is Direction.CLICK_TO_CALL
             ):  # a queued agent-dialled call has its agent's channel: resynced below
-                if _has_channel(session.id, channels):
-                    ended += await self._end_undocumented_dial(session, channels)
-                    continue
-                match await self._resync_queued(session.id):
+                match await self._resync_queued(session.id, channels):
                     case True:
                         started += 1
                     case False:
@@ -135,12 +132,10 @@ class Resync:
 
     async def _end_undocumented_dial(
         self, session: StoredSession, channels: Mapping[str, object]
-    ) -> int:
-        """A queued click-to-call with channels of its own: it was dialled, and the engine
-        stopped before its journal wrote so. Never dialled again: its channels are hung up
-        and it fails (1), unless another engine owns it (0)."""
-        if not await self._store.claims.claim_one(session.id):
-            return 0
+    ) -> None:
+        """A queued click-to-call with channels of its own, as its owner has it: it was
+        dialled, and the engine that did stopped before its journal wrote so. Never dialled
+        again: its channels are hung up and it fails."""
         present = sorted(raw for raw in channels if session_of_channel(raw) == session.id)
         for raw in present:
             with contextlib.suppress(AriError):
@@ -154,11 +149,14 @@ class Resync:
             payload={"reason": reason, "channels_present": present},
             changes={"end_reason": reason},
         )
-        return 1
 
-    async def _resync_queued(self, session_id: uuid.UUID) -> bool | None:
+    async def _resync_queued(
+        self, session_id: uuid.UUID, channels: Mapping[str, object]
+    ) -> bool | None:
         """Start a queued call whose start may have been lost, or fail it when it is too
-        old to dial now; True when it was started, None when it was no longer queued."""
+        old to dial now, or when Asterisk has its legs (dialled, the start unrecorded);
+        True when it was started, None when it was no longer queued (as its owner has it:
+        this process's journal may be ahead of PostgreSQL)."""
         # this engine's own, or claimed now: another engine's claimer may be taking it
         if not await self._store.claims.claim_one(session_id):
             return None
@@ -166,6 +164,9 @@ class Resync:
             session = await self._store.sessions.take_over(session_id)
         if session is None or session.status is not CallStatus.QUEUED:
             return None
+        if _has_channel(session.id, channels):
+            await self._end_undocumented_dial(session, channels)
+            return False
         age = datetime.now(UTC) - session.created_at
         fact = restart_queued(age, timedelta(seconds=self._settings.queued_start_deadline))
         if isinstance(fact, Start):
