@@ -172,7 +172,11 @@ async def wait_until_up(proc: Any, sock: Path, component: str, log: Path) -> Non
     raise SystemExit(f"engine not ready; see {log}")
 
 
-async def latency_run(db_url: str, box: Sandbox, calls: int, rates: list[int]) -> None:
+async def latency_run(
+    db_url: str, box: Sandbox, calls: int, rates: list[int], *, claim_queue: bool = False
+) -> None:
+    """``claim_queue``: the engine runs with node.claim_queue on (each call is stored
+    unclaimed and claimed by the engine's own claimer before it is dialled)."""
     loop = asyncio.get_running_loop()
     phone = BusyPhone()
     transport, _ = await loop.create_datagram_endpoint(
@@ -186,7 +190,8 @@ async def latency_run(db_url: str, box: Sandbox, calls: int, rates: list[int]) -
                 db_url,
                 Path(tmp),
                 box,
-                f'calls:\n  agent_endpoint_template: "{template}"\n',
+                f'calls:\n  agent_endpoint_template: "{template}"\n'
+                + ("node:\n  claim_queue: true\n" if claim_queue else ""),
             )
             try:
                 connector = aiohttp.UnixConnector(path=str(sock), limit=100)
@@ -514,6 +519,11 @@ async def main() -> None:
         action="store_true",
         help="the engine's calls are not recorded (what recording costs at --concurrent)",
     )
+    parser.add_argument(
+        "--claim-queue",
+        action="store_true",
+        help="latency run with node.claim_queue on (calls claimed from the queue)",
+    )
     args = parser.parse_args()
     box = Sandbox()
     await asyncio.to_thread(box.up)
@@ -521,7 +531,8 @@ async def main() -> None:
     try:
         await migrate(db_url, default_migrations_dir())
         if not args.skip_latency:
-            await latency_run(db_url, box, args.calls, [int(r) for r in args.rates.split(",")])
+            rates = [int(r) for r in args.rates.split(",")]
+            await latency_run(db_url, box, args.calls, rates, claim_queue=args.claim_queue)
         if args.concurrent:
             await concurrency_run(
                 db_url,

@@ -1680,12 +1680,14 @@ def demo(ctx: _Context, talk_seconds: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per node.")
 @pass_ctx
 def nodes(ctx: _Context, as_json: bool) -> None:
-    """List the engines that share the database: state, last heartbeat, live calls, capacity.
+    """List the engines that share the database: state, last heartbeat, live calls, capacity,
+    queued calls each claimed and has not dialled, and the calls no engine claimed yet.
 
     A node is alive while it beats (every node.heartbeat_interval seconds), stale when its
     last beat is older than node.stale_after seconds, stopped after a graceful stop.
     """
     from engine.app.nodes import NodeService
+    from engine.store.claims import ClaimRepository
     from engine.store.database import Database
     from engine.store.nodes import NodeRepository
 
@@ -1693,10 +1695,14 @@ def nodes(ctx: _Context, as_json: bool) -> None:
 
     async def listing() -> Any:
         async with Database(settings.database.url, min_size=1, max_size=1) as database:
-            service = NodeService(NodeRepository(database), stale_after=settings.node.stale_after)
-            return await service.list()
+            service = NodeService(
+                NodeRepository(database),
+                ClaimRepository(database),
+                stale_after=settings.node.stale_after,
+            )
+            return await service.list(), await service.unclaimed()
 
-    rows = _run(listing())
+    rows, unclaimed = _run(listing())
     if as_json:
         for row in rows:
             node = row.node
@@ -1706,6 +1712,8 @@ def nodes(ctx: _Context, as_json: bool) -> None:
                 "heartbeat_age_s": round(node.heartbeat_age, 1),
                 "live_calls": node.live_calls,
                 "max_calls": node.max_calls,
+                "claimed_calls": row.claimed,
+                "unclaimed_calls": unclaimed,
                 "asterisk": node.asterisk,
                 "version": node.version,
                 "host": node.host,
@@ -1719,7 +1727,7 @@ def nodes(ctx: _Context, as_json: bool) -> None:
         click.echo("no node has registered (an engine registers once its database is up)")
         return
     click.echo(
-        f"{'NODE':<20} {'STATE':<8} {'LAST BEAT':>9} {'LIVE':>5} {'MAX':>5} "
+        f"{'NODE':<20} {'STATE':<8} {'LAST BEAT':>9} {'LIVE':>5} {'MAX':>5} {'CLAIMED':>7} "
         f"{'ASTERISK':<9} {'VERSION':<8} {'HOST':<20} {'PID':>7}  STARTED"
     )
     for row in rows:
@@ -1727,9 +1735,11 @@ def nodes(ctx: _Context, as_json: bool) -> None:
         capacity = "-" if node.max_calls is None else str(node.max_calls)
         click.echo(
             f"{node.name:<20} {row.state.value:<8} {node.heartbeat_age:>8.0f}s "
-            f"{node.live_calls:>5} {capacity:>5} {node.asterisk:<9} {node.version:<8} "
-            f"{node.host:<20} {node.pid:>7}  {node.started_at.isoformat(timespec='seconds')}"
+            f"{node.live_calls:>5} {capacity:>5} {row.claimed:>7} {node.asterisk:<9} "
+            f"{node.version:<8} {node.host:<20} {node.pid:>7}  "
+            f"{node.started_at.isoformat(timespec='seconds')}"
         )
+    click.echo(f"queued, not claimed by any node: {unclaimed}")
 
 
 # -- sandbox -----------------------------------------------------------------------------------
@@ -1740,37 +1750,62 @@ def sandbox() -> None:
     """The sandbox Asterisk 22 (a Debian sid chroot) for development and tests; needs root."""
 
 
+_INSTANCE_HELP = "a named sandbox instance (default: the sandbox on 127.0.0.1)"
+
+
 @sandbox.command("up")
-def sandbox_up() -> None:
+@click.option("--instance", default="default", show_default=True, help=_INSTANCE_HELP)
+@click.option(
+    "--address",
+    default=None,
+    help="a named instance's loopback address, e.g. 127.0.0.3 (ARI, AMI and SIP on their "
+    "standard ports there)",
+)
+def sandbox_up(instance: str, address: str | None) -> None:
     """Build (once, cached) and start the sandbox; wait until ARI answers."""
+    import time
+
     from engine.devtools.sandbox import Sandbox
 
-    status = Sandbox().up()
-    click.echo(f"sandbox up: Asterisk {status.version} pid {status.pid}, root {status.root}")
+    started = time.monotonic()
+    box = Sandbox(instance=instance, address=address)
+    status = box.up()
+    click.echo(
+        f"sandbox {instance} up on {box.address}: Asterisk {status.version} pid {status.pid}, "
+        f"root {status.root} ({time.monotonic() - started:.1f} s)"
+    )
 
 
 @sandbox.command("down")
-def sandbox_down() -> None:
+@click.option("--instance", default="default", show_default=True, help=_INSTANCE_HELP)
+@click.option("--all", "every", is_flag=True, help="the default sandbox and every instance")
+def sandbox_down(instance: str, every: bool) -> None:
     """Stop the sandbox Asterisk and unmount what it mounted (harmless when down)."""
-    from engine.devtools.sandbox import Sandbox
+    from engine.devtools.sandbox import DEFAULT_INSTANCE, Sandbox, instance_names
 
-    Sandbox().down()
-    click.echo("sandbox down")
+    for name in [DEFAULT_INSTANCE, *instance_names()] if every else [instance]:
+        Sandbox(instance=name).down()
+        click.echo(f"sandbox {name} down")
 
 
 @sandbox.command("status")
-def sandbox_status() -> None:
+@click.option("--instance", default="default", show_default=True, help=_INSTANCE_HELP)
+@click.option("--all", "every", is_flag=True, help="the default sandbox and every instance")
+def sandbox_status(instance: str, every: bool) -> None:
     """Say whether the sandbox runs and ARI answers."""
-    from engine.devtools.sandbox import Sandbox
+    from engine.devtools.sandbox import DEFAULT_INSTANCE, Sandbox, instance_names
 
-    status = Sandbox().status()
-    if status.running:
-        click.echo(
-            f"running: pid {status.pid}, ARI {'ok' if status.ari_ok else 'not answering'}, "
-            f"Asterisk {status.version}, root {status.root}"
-        )
-    else:
-        click.echo("not running")
+    for name in [DEFAULT_INSTANCE, *instance_names()] if every else [instance]:
+        box = Sandbox(instance=name)
+        status = box.status()
+        if status.running:
+            click.echo(
+                f"{name}: running on {box.address}: pid {status.pid}, "
+                f"ARI {'ok' if status.ari_ok else 'not answering'}, "
+                f"Asterisk {status.version}, root {status.root}"
+            )
+        else:
+            click.echo(f"{name}: not running")
 
 
 def main() -> None:

@@ -71,6 +71,13 @@ EVENT_DESCRIPTIONS: Final[Mapping[CallEventType, str]] = {
     "`channel_id` or `channels_present`",
     CallEventType.CALL_FAILED: "The engine could not carry the call on (Asterisk refused a "
     "step). payload: `reason`",
+    CallEventType.SESSION_CLAIMED: "Several engines share the database (`node.claim_queue`): "
+    "the engine that will dial this queued call claimed it; the session's `node` says it "
+    "from now on. payload: `node`, `queued_ms` (how long it waited unclaimed)",
+    CallEventType.SESSION_OWNER_LOST: "The engine that owned this live call stopped "
+    "heartbeating for longer than `node.failover_after`; another engine ended the call "
+    "(`failed`, end_reason `node_lost`): its Asterisk may have carried it on, unmanaged. "
+    "payload: `node`, `heartbeat_at`, `ended_by`, `reason`",
     CallEventType.AGENT_DIALING: "The agent's phone is ringing (`dialing_agent`)",
     CallEventType.AGENT_ANSWERED: "The agent answered (`agent_answered`); the customer is "
     "dialled next",
@@ -187,6 +194,7 @@ CALLBACK_EVENT_TYPES: Final[frozenset[CallEventType]] = frozenset(
         CallEventType.SESSION_START_EXPIRED,
         CallEventType.SESSION_RESYNC,
         CallEventType.CALL_FAILED,
+        CallEventType.SESSION_OWNER_LOST,
         CallEventType.AGENT_DIALING,
         CallEventType.AGENT_ANSWERED,
         CallEventType.AGENT_UNANSWERED,
@@ -369,7 +377,9 @@ class CallEventOut(_Wire):
 
 
 class StreamEventOut(CallEventOut):
-    """The ``data:`` of one message on ``GET /api/v1/events`` (its SSE ``id`` is ``id``)."""
+    """The ``data:`` of one message on ``GET /api/v1/events`` (its SSE ``id`` is the
+    stream's cursor: ``id`` as a plain number once it settled, else with the ids sent
+    above the settled one; see engine/domain/stream_cursor.py)."""
 
     session_id: uuid.UUID
 

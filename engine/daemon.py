@@ -21,6 +21,8 @@ from engine.app.billing import BillingRecorder, BillingService
 from engine.app.carrier_calls import CarrierDialer, ProviderBreakers
 from engine.app.dialing import DialerRouter
 from engine.app.ivr_admission import IvrAdmission
+from engine.app.node_commands import CommandRunner
+from engine.app.ports import CallQueue
 from engine.app.retention import RetentionService
 from engine.app.stats import StatsCompactor
 from engine.app.use_cases import UseCases
@@ -34,6 +36,7 @@ from engine.asterisk.links.ami import AmiLink
 from engine.asterisk.links.ari import AriClient
 from engine.asterisk.links.restart_watch import RestartWatch
 from engine.asterisk.recording_files import SpoolRecordingFiles
+from engine.claim_queue import ClaimQueue, NoLocalClaims
 from engine.config.settings import Settings, exposure_warnings
 from engine.errors import CtcError
 from engine.events import EventBus
@@ -41,7 +44,9 @@ from engine.health import HealthReport
 from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.loop_watch import LoopWatch, settle_heap
 from engine.metrics import Metrics
+from engine.node_failover import NodeFailover
 from engine.node_heartbeat import NodeHeartbeat
+from engine.node_link import NodeLink
 from engine.notifier import CallbackNotifier
 from engine.outbound import HttpErpLookup, OutboundHttp
 from engine.providers.directory import CarrierDirectory
@@ -192,6 +197,25 @@ class Engine(Lifecycle):
             self.stasis.click_to_call if self.stasis is not None else None,
             CarrierDialer(self.store, self.carriers, self.breakers),
         )
+        # several engines on the database: controls sent to the engine that owns a call,
+        # the live calls of a dead engine ended, and (node.claim_queue) initiated calls
+        # claimed by whichever engine has room
+        self.node_link = NodeLink(self.store, settings.node)
+        self.failover = NodeFailover(
+            self.store, settings.node, interval=settings.node.heartbeat_interval
+        )
+        self.claim_queue: ClaimQueue | None = None
+        queue: CallQueue | None = None
+        if settings.node.claim_queue:
+            queue = NoLocalClaims()  # stored for the other engines: this one cannot dial
+            if self.stasis is not None:
+                queue = self.claim_queue = ClaimQueue(
+                    self.store,
+                    self.dialer,
+                    settings.node,
+                    start_deadline=settings.calls.queued_start_deadline,
+                    live_calls=self.store.journal.live_count,
+                )
         self.use_cases = UseCases.over(
             self.store,
             carriers=self.carriers,
@@ -199,7 +223,13 @@ class Engine(Lifecycle):
             controls=CallControls(self.ari) if self.ari is not None else None,
             events=self.events,
             recording_dir=settings.ari.recording_dir if settings.ari.enabled else None,
+            queue=queue,
+            owners=self.node_link,
         )
+        self.node_link.serve(
+            CommandRunner(self.store, self.use_cases.calls, self.use_cases.controls).run
+        )
+        self.metrics.watch_nodes(self._node_counts)
         if self.stasis is not None:  # agents' own calls go through the same call use cases
             self.stasis.agent_door.serve(self.use_cases.calls)
         # FastAGI: the admin's dialplan sends callers to AGI(agi://HOST:PORT/ivr/MENU)
@@ -244,6 +274,18 @@ class Engine(Lifecycle):
         self._tasks: list[asyncio.Task[None]] = []
         self.database_ready = asyncio.Event()
 
+    def _node_counts(self) -> dict[str, int]:
+        """What this engine did for the others (``ctc_node_*_total``)."""
+        claims = self.claim_queue
+        return {
+            "claimed": 0 if claims is None else claims.claimed,
+            "requeued": 0 if claims is None else claims.requeued,
+            "owner_lost": self.failover.ended,
+            "failover_requeued": self.failover.requeued,
+            "forwarded": self.node_link.forwarded,
+            "served": self.node_link.served,
+        }
+
     async def _open(self) -> None:
         for warning in exposure_warnings(self.settings):
             log.warning("config.exposure", warning=warning)
@@ -286,6 +328,8 @@ class Engine(Lifecycle):
         await self.retention.start()  # its first prune comes a minute later
         await self.stats_compactor.start()
         await self.heartbeat.start()
+        await self.node_link.start()  # controls other engines send for this one's calls
+        await self.failover.start()  # its first look comes an interval later
         await self.event_feed.start()  # other engines' events from now on (SSE, notifier)
         if self.transcripts is not None:
             await self.transcripts.start()  # first takes what a previous run left queued
@@ -299,6 +343,8 @@ class Engine(Lifecycle):
         if self.stasis is not None:
             # after the database: the first thing the ARI link does is resync against it
             await self.stasis.start()
+        if self.claim_queue is not None:  # after the link: it claims only while ARI is up
+            await self.claim_queue.start()
         if self.agi is not None:
             await self.agi_ivr.start()
             try:
@@ -316,6 +362,8 @@ class Engine(Lifecycle):
         if self.agi is not None:
             await self.agi.close()
             await self.agi_ivr.close()
+        if self.claim_queue is not None:
+            await self.claim_queue.close()  # claims nothing more: the doors are closing
         if self.ami is not None:
             await self.ami.close()  # first: its FullyBooted hook (restart_watch) uses the ARI link
         if self.stasis is not None:
@@ -325,6 +373,8 @@ class Engine(Lifecycle):
         await self.lookup_http.close()  # after the IVR doors: no lookup is in flight
         await self.dialer.close()  # after the API: no new call; placements bounded
         await self.carriers.close()  # after the API: no webhook is in flight
+        await self.node_link.close()  # after the API: no forwarded control is awaited
+        await self.failover.close()
         await self.store.journal.close()  # live calls' last rows (written behind)
         await self.billing.close()  # after the journal: the last ends are charged
         await self.agent_calls.close()  # the same: the last ends are logged

@@ -82,6 +82,7 @@ __all__ = [
     "InvalidInputs",
     "MigrationChecksumMismatch",
     "MigrationError",
+    "NodeUnavailable",
     "NotFound",
     "SandboxError",
     "SecretsError",
@@ -240,6 +241,13 @@ class FeatureUnavailable(CtcError):
     link) is not enabled or not connected, or the event stream is not served. The request
     was valid; the API answers 503 ``unavailable`` and the client may retry once the part is
     back."""
+
+
+class NodeUnavailable(FeatureUnavailable):
+    """The engine that owns a session (another node sharing the database) did not carry
+    out a control or transfer sent to it within ``node.forward_timeout``: it is down, or
+    too busy. The API answers 503 ``node_unavailable``; the request was not carried out
+    (it is withdrawn before this is raised), so the client may retry."""
 
 
 class SecretsError(CtcError):

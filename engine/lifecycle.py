@@ -28,6 +28,7 @@ the one place that knows how: cancel all, wait for all, swallow the tasks' own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 from types import TracebackType
 from typing import Any, Self
@@ -36,7 +37,7 @@ import structlog
 
 from engine.errors import ClosedResourceError, describe
 
-__all__ = ["Lifecycle", "LifecycleState", "cancel_tasks"]
+__all__ = ["Lifecycle", "LifecycleState", "cancel_tasks", "woken_or_tick"]
 
 log = structlog.get_logger(__name__)
 
@@ -130,3 +131,14 @@ async def cancel_tasks(*tasks: asyncio.Task[Any] | None) -> None:
     for task in live:
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("task.failed", task=task.get_name(), error=describe(error))
+
+
+async def woken_or_tick(wake: asyncio.Event, tick: float) -> bool:
+    """Wait until ``wake`` is set or ``tick`` seconds pass; whether it was set. ``wake`` is
+    cleared either way (a loop woken by notifications that also runs on a timer)."""
+    woken = False
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(tick):
+            woken = await wake.wait()
+    wake.clear()
+    return woken

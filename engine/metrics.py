@@ -24,8 +24,11 @@ series it scrapes, and a constant label repeated on every series of the process 
 duplicate it (and clash with relabelling). So the engine says who it is once,
 ``ctc_node_info{node="…",version="…"} 1``, which a query joins where it wants the name
 (``… * on(instance) group_left(node) ctc_node_info``). When several engines share a
-database (the scale-out issue) each is one target; ``node`` is the host name until that
-issue makes it configurable.
+database each is one target; ``node`` is the engine's ``node.name`` (default the host
+name). What the engines do for each other is counted per engine in
+``ctc_node_calls_total{event}`` (calls claimed from the queue, handed back from a silent
+node, ended or requeued for a dead one) and ``ctc_node_commands_total{direction}``
+(controls forwarded to an owner, or carried out for another engine).
 
 Scope of what this process can see: ``ctc_calls_active`` counts the calls this process took
 (a call adopted after a restart is followed, and its end counted in ``ctc_calls_total``, but
@@ -38,10 +41,12 @@ from __future__ import annotations
 import socket
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Final, Literal, Protocol, TypeAlias, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from engine import __version__
 from engine.domain.call import CallStatus
@@ -358,10 +363,52 @@ class Metrics:
         self.db_pool_connections.labels("idle").set_function(lambda: database.pool_usage()[1])
         self.db_pool_max.set_function(lambda: database.pool_usage()[2])
 
+    def watch_nodes(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """What this engine did for the others (``counts``: name -> total so far, read at
+        each scrape: ``claimed``, ``requeued``, ``owner_lost``, ``failover_requeued``,
+        ``forwarded``, ``served``)."""
+        self.registry.register(_NodeCollector(counts))
+
     def outbox_backlog(self, pending: int, oldest_age: float) -> None:
         """The callback outbox's backlog, as the notifier last read it."""
         self.outbox_pending.set(pending)
         self.outbox_oldest_age.set(oldest_age)
+
+
+_NODE_CALL_EVENTS: Final = ("claimed", "requeued", "owner_lost", "failover_requeued")
+_NODE_COMMANDS: Final = {"forwarded": "sent", "served": "carried_out"}
+
+
+class _NodeCollector(Collector):
+    """``ctc_node_calls_total`` and ``ctc_node_commands_total``, read from the node
+    components' own counts at each scrape (:meth:`Metrics.watch_nodes`)."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._counts()
+        calls = CounterMetricFamily(
+            "ctc_node_calls",
+            "Calls this engine claimed from the queue, handed back from a silent node, or "
+            "ended (owner_lost) or requeued for a dead node",
+            labels=["event"],
+        )
+        for event in _NODE_CALL_EVENTS:
+            calls.add_metric([event], counts.get(event, 0))
+        yield calls
+        commands = CounterMetricFamily(
+            "ctc_node_commands",
+            "Controls and transfers sent to the engine that owns the call, or carried out "
+            "here for another engine",
+            labels=["direction"],
+        )
+        for key, direction in _NODE_COMMANDS.items():
+            commands.add_metric([direction], counts.get(key, 0))
+        yield commands
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 
 
 class CallMetrics:

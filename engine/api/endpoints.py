@@ -37,6 +37,7 @@ from pydantic.json_schema import models_json_schema
 from engine import __version__
 from engine.contract import CALLBACK_EVENT_TYPES, EVENT_ID_HEADER, SIGNATURE_HEADER, StatusCallback
 from engine.domain.event_types import CallEventType
+from engine.domain.stream_cursor import PATTERN as CURSOR_PATTERN
 from engine.domain.text import text_problem
 from engine.errors import DatabaseUnavailable, NotFound
 from engine.store.records import Tenant
@@ -475,7 +476,13 @@ def _sse_event(model: type[BaseModel]) -> dict[str, Any]:
         "type": "object",
         "required": ["id", "event", "data"],
         "properties": {
-            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The event id"},
+            "id": {
+                "type": "string",
+                "pattern": CURSOR_PATTERN,
+                "description": "The stream's cursor after this event (send it back as "
+                "Last-Event-ID): the event id, or the newest settled id then the distances "
+                "above it of the ids sent in the last seconds",
+            },
             "event": {"type": "string", "description": "The event's event_type"},
             "data": {
                 "type": "string",

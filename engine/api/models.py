@@ -156,6 +156,9 @@ ERROR_CODES: Final[dict[str, str]] = {
     "unavailable": "503: PostgreSQL is unreachable, Asterisk (ARI) is not connected for a "
     "call or in-call control, or a secret cannot be stored or read (no key configured); "
     "retry later",
+    "node_unavailable": "503: the engine that owns the call (another node sharing the "
+    "database) did not carry out the control or transfer within node.forward_timeout; it "
+    "was not carried out; retry later",
     "internal_error": "500: a bug; the engine's log has it",
 }
 
@@ -248,6 +251,12 @@ class SessionOut(_Out):
         "call gone after a restart, not from Asterisk: an upper bound",
     )
     updated_at: datetime
+    node: str | None = Field(
+        default=None,
+        description="The engine (node name) that owns the call when several share one "
+        "database: the one that dials it and carries out its controls. null: queued and "
+        "not claimed yet (node.claim_queue), or written by a tool",
+    )
 
 
 class SessionDetailOut(SessionOut):

@@ -57,6 +57,7 @@ from engine.errors import (
     IllegalTransition,
     InvalidInput,
     InvalidInputs,
+    NodeUnavailable,
     NotFound,
     SecretsError,
 )
@@ -118,6 +119,8 @@ def _translate(exc: BaseException) -> web.Response:
         case CarrierError():
             # the carrier failed or refused (its message, never a credential)
             return _error(502, "carrier_error", str(exc))
+        case NodeUnavailable():
+            return _error(503, "node_unavailable", str(exc))
         case (
             DatabaseUnavailable()
             | FeatureUnavailable()

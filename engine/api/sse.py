@@ -22,15 +22,18 @@ Why a module of its own: three things here are easy to get subtly wrong.
   its open streams in :class:`OpenStreams`; its ``on_shutdown`` hook (aiohttp runs it before
   waiting for handlers) ends them, so each stream closes cleanly at once.
 
-Known limit: ids are allocated at insert but become visible at commit, so two calls' events
-committed concurrently can become visible out of id order (one session's events never are).
-A client that disconnects in that instant and resumes from the higher id misses the lower.
+- **Resume misses no late commit.** ids are allocated at insert but become visible at
+  commit, so two calls' events (or two engines') can become visible out of id order. The
+  SSE ``id:`` is therefore a cursor (:class:`~engine.domain.stream_cursor.StreamCursor`):
+  the newest settled id and the ids sent above it in the last seconds, so a resume replays
+  a lower id that committed late, and nothing twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -40,6 +43,7 @@ import structlog
 from aiohttp import web
 
 from engine.contract import stream_event
+from engine.domain.stream_cursor import StreamCursor
 from engine.errors import ClosedResourceError
 from engine.events import Subscription
 from engine.store.records import CallEvent
@@ -71,11 +75,13 @@ CAPPED_RETRY_AFTER_S: Final = 30
 KEEPALIVE_LINE: Final = b": keepalive\n\n"
 
 
-def encode_event(event: CallEvent) -> bytes:
-    """One SSE message: ``id``, ``event`` and one ``data`` line of JSON (JSON has no raw
-    newlines, so one line is always enough)."""
+def encode_event(event: CallEvent, cursor: str | None = None) -> bytes:
+    """One SSE message: ``id`` (the stream's cursor after it; default the event id),
+    ``event`` and one ``data`` line of JSON (JSON has no raw newlines, so one line is always
+    enough)."""
     data = stream_event(event).model_dump_json()
-    return f"id: {event.id}\nevent: {event.event_type}\ndata: {data}\n\n".encode()
+    sse_id = str(event.id) if cursor is None else cursor
+    return f"id: {sse_id}\nevent: {event.event_type}\ndata: {data}\n\n".encode()
 
 
 class OpenStreams:
@@ -156,19 +162,24 @@ async def pump(
     write: Callable[[bytes], Awaitable[None]],
     replay: Sequence[CallEvent],
     live: Subscription,
+    cursor: StreamCursor,
     *,
-    after: int | None,
+    resumed: bool,
     keepalive: float,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Write ``replay`` then every live event not already written, until ``live`` ends.
+    """Write ``replay`` then every live event the client does not have, each with the
+    cursor after it, until ``live`` ends.
 
-    ``keepalive`` seconds without an event write a comment line. Returns when the
-    subscription ends (closed at shutdown, or dropped for falling behind); a write to a
+    A ``resumed`` stream skips live events the cursor says the client has (the replay's,
+    and what it had before); a new one sends every live event (all committed after it
+    subscribed). ``keepalive`` seconds without an event write a comment line. Returns when
+    the subscription ends (closed at shutdown, or dropped for falling behind); a write to a
     client that went away raises ``ConnectionResetError``.
     """
     replayed: set[int] = set()  # live events are unique; only these can come twice
     for old in replay:
-        await write(encode_event(old))
+        await write(encode_event(old, cursor.sent(old.id, clock())))
         replayed.add(old.id)
     while True:
         try:
@@ -179,6 +190,6 @@ async def pump(
             continue
         if event is None:
             return
-        if event.id in replayed or (after is not None and event.id <= after):
+        if event.id in replayed or (resumed and cursor.seen(event.id)):
             continue
-        await write(encode_event(event))
+        await write(encode_event(event, cursor.sent(event.id, clock())))

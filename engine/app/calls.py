@@ -30,7 +30,8 @@ import structlog
 from engine.app.agent_states import AgentStateService
 from engine.app.call_end import end_in_store
 from engine.app.compliance import CallerIdChooser, OutboundPolicy
-from engine.app.ports import Dialer
+from engine.app.forwarding import forward, owner_elsewhere
+from engine.app.ports import CallQueue, Dialer, OwnerLink
 from engine.domain.call import CallStatus, Direction
 from engine.domain.caller_id import CallerIdChoice
 from engine.domain.click_to_call import Leg
@@ -128,6 +129,11 @@ class CustomerLeg:
         reserved."""
         return CreateGuard(self.refusal, self.attempts, agent)
 
+    @property
+    def screened_clean(self) -> bool:
+        """Whether the pre-dial check left nothing to record on the session."""
+        return self.refusal is None and not self.warnings and self.choice is None
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SessionDetail:
@@ -153,9 +159,22 @@ def _rejecting_rule(events: Sequence[CallEvent]) -> tuple[str, str]:
 
 
 class CallService:
-    def __init__(self, store: Store, dialer: Dialer | None = None) -> None:
+    """``queue``: with ``node.claim_queue`` on, where ``initiate`` leaves calls for any
+    engine to claim (None: this engine dials what it receives); ``owners``: the engine
+    that owns a session when it is another one (None: a lone engine)."""
+
+    def __init__(
+        self,
+        store: Store,
+        dialer: Dialer | None = None,
+        *,
+        queue: CallQueue | None = None,
+        owners: OwnerLink | None = None,
+    ) -> None:
         self._store = store
         self._dialer = dialer
+        self.queue = queue
+        self.owners = owners
         self._policy = OutboundPolicy(store)
         self._caller_ids = CallerIdChooser(store)
         self._agents = AgentStateService(store)
@@ -168,8 +187,25 @@ class CallService:
         is now). With a dialer the call is written behind (the journal) once stored: while
         the journal's backlog is full, new calls are refused (``DatabaseUnavailable``).
         A call the pre-dial check refuses is stored ``rejected`` and never dialled
-        (:class:`CallRejected`, also for a repeat of its Idempotency-Key)."""
-        if self._dialer is not None and not self._dialer.ready:
+        (:class:`CallRejected`, also for a repeat of its Idempotency-Key). With the claim
+        queue, a call is stored with no owner for whichever engine claims it first, unless
+        this engine would claim it first anyway (``CallQueue.take_here``)."""
+        queue = self.queue
+        if queue is None or not queue.take_here():
+            return await self._initiate(tenant, request, queue, idempotency_key)
+        try:  # this engine would claim it first anyway: dialled here at once
+            return await self._initiate(tenant, request, None, idempotency_key)
+        finally:
+            queue.taken()  # live here now (or never stored): the room it held is the journal's
+
+    async def _initiate(
+        self,
+        tenant: Tenant,
+        request: InitiateCall,
+        queue: CallQueue | None,
+        idempotency_key: str | None,
+    ) -> tuple[StoredSession, bool]:
+        if queue is None and self._dialer is not None and not self._dialer.ready:
             raise FeatureUnavailable("Asterisk is not connected (ARI link down); try again shortly")
         agent = request.agent_number
         if agent.startswith("+"):
@@ -199,8 +235,11 @@ class CallService:
             request_hash=request_fingerprint(dataclasses.asdict(request))
             if idempotency_key
             else None,
+            # straight to the queue when nothing is to be recorded on it first (a claimer
+            # may take it the moment it commits)
+            unclaimed=queue is not None and leg.screened_clean,
         )
-        if self._dialer is not None and leg.refusal is None:
+        if queue is None and self._dialer is not None and leg.refusal is None:
             # its facts are written behind: no row is stored for a call the journal refuses
             self._store.journal.require_room()
         session, created = await self._store.sessions.create(
@@ -215,7 +254,10 @@ class CallService:
             rule = _rejecting_rule(await self._store.sessions.events(tenant.id, session.id))
             log.info("call.rejected", call_id=str(session.id), tenant_id=str(tenant.id))
             raise CallRejected(session.id, rule[0], rule[1], refused)
-        if created and self._dialer is not None:
+        if created and queue is not None:
+            if not new.unclaimed:  # screened first, as this engine's: now the queue's
+                await self._store.claims.release(session.id)
+        elif created and self._dialer is not None:
             if self._dialer.writes_behind(leg.provider_type):
                 # the dialer's facts for it are written behind until it releases the call
                 self._store.sessions.adopt(session, tenant_callback_url=tenant.callback_url)
@@ -401,6 +443,10 @@ class CallService:
         current = await self._store.sessions.get(tenant.id, session_id)
         if current.status.is_terminal:
             raise Conflict(f"session {session_id} already ended ({current.status.value})")
+        link = owner_elsewhere(self.owners, current)
+        if link is not None:  # its channels are on the owner's Asterisk
+            await forward(link, current, tenant, {"op": "end", "reason": reason})
+            return await self._store.sessions.get(tenant.id, session_id)
         reason = reason or "ended by API"
         if self._dialer is not None:
             # the telephony side hangs up every leg and records the end
@@ -440,6 +486,10 @@ class CallService:
                 raise CallRejected(
                     session_id, refusal.rule, refusal.rule_type, refusal.reason, field="target"
                 )
+        link = owner_elsewhere(self.owners, session)
+        if link is not None:  # its channels are on the owner's Asterisk
+            command = {"op": "transfer", "kind": kind.value, "target": target, "leg": leg.value}
+            return await self._forwarded_transfer(link, session, tenant, command)
         transfer = await self._require_dialer().transfer(session, kind, target, leg)
         log.info(
             "call.transfer",
@@ -452,11 +502,27 @@ class CallService:
 
     async def complete_transfer(self, tenant: Tenant, session_id: uuid.UUID) -> StoredTransfer:
         session = await self._store.sessions.get(tenant.id, session_id)
+        link = owner_elsewhere(self.owners, session)
+        if link is not None:
+            command = {"op": "transfer_complete"}
+            return await self._forwarded_transfer(link, session, tenant, command)
         return await self._require_dialer().complete_transfer(session)
 
     async def cancel_transfer(self, tenant: Tenant, session_id: uuid.UUID) -> StoredTransfer:
         session = await self._store.sessions.get(tenant.id, session_id)
+        link = owner_elsewhere(self.owners, session)
+        if link is not None:
+            command = {"op": "transfer_cancel"}
+            return await self._forwarded_transfer(link, session, tenant, command)
         return await self._require_dialer().cancel_transfer(session)
+
+    async def _forwarded_transfer(
+        self, link: OwnerLink, session: StoredSession, tenant: Tenant, command: dict[str, Any]
+    ) -> StoredTransfer:
+        """A transfer operation carried out by the session's owner; the transfer as it
+        stored it."""
+        result = await forward(link, session, tenant, command)
+        return await self._store.transfers.get(tenant.id, uuid.UUID(str(result["transfer_id"])))
 
     def _require_dialer(self) -> Dialer:
         if self._dialer is None:

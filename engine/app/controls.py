@@ -14,15 +14,17 @@ from __future__ import annotations
 import dataclasses
 import enum
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
-from engine.app.ports import InCallControls, MuteDirection
+from engine.app.forwarding import forward, owner_elsewhere
+from engine.app.ports import InCallControls, MuteDirection, OwnerLink
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
 from engine.domain.event_types import CallEventType
-from engine.errors import Conflict, FeatureUnavailable
+from engine.errors import Conflict, FeatureUnavailable, InvalidInput
 from engine.store.records import StoredSession, Tenant
 from engine.store.repositories import Store
 
@@ -36,6 +38,8 @@ __all__ = [
     "SendDtmf",
     "Unhold",
     "Unmute",
+    "decode_control",
+    "encode_control",
 ]
 
 log = structlog.get_logger(__name__)
@@ -83,11 +87,19 @@ InCallControl = Hold | Unhold | Mute | Unmute | SendDtmf | RecordingControl
 
 
 class CallControlService:
-    """The in-call controls; ``controls`` is None when ARI is not enabled."""
+    """The in-call controls; ``controls`` is None when ARI is not enabled; ``owners``
+    reaches the engine that owns a session when it is another one (None: a lone engine)."""
 
-    def __init__(self, store: Store, controls: InCallControls | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        controls: InCallControls | None = None,
+        *,
+        owners: OwnerLink | None = None,
+    ) -> None:
         self._store = store
         self._controls = controls
+        self.owners = owners
 
     async def apply(
         self, tenant: Tenant, session_id: uuid.UUID, control: InCallControl
@@ -99,6 +111,10 @@ class CallControlService:
                 f"session {session_id} is {session.status.value}; in-call controls need a "
                 "connected call"
             )
+        link = owner_elsewhere(self.owners, session)
+        if link is not None:  # its channels are on the owner's Asterisk
+            await forward(link, session, tenant, {"op": "control", **encode_control(control)})
+            return await self._store.sessions.get(tenant.id, session_id)
         if self._controls is None:
             raise FeatureUnavailable("in-call controls need Asterisk (ARI is not enabled)")
         event_type, payload = await self._carry_out(self._controls, session, control)
@@ -142,3 +158,38 @@ class CallControlService:
                 return CallEventType.RECORDING_RESUMED, {
                     "name": await port.resume_recording(session)
                 }
+
+
+def encode_control(control: InCallControl) -> dict[str, Any]:
+    """An in-call control as a command's JSON fields."""
+    match control:
+        case Hold(leg) | Unhold(leg):
+            return {"control": type(control).__name__.lower(), "leg": leg.value}
+        case Mute(leg, direction) | Unmute(leg, direction):
+            name = type(control).__name__.lower()
+            return {"control": name, "leg": leg.value, "direction": direction.value}
+        case SendDtmf(leg, digits):
+            return {"control": "dtmf", "leg": leg.value, "digits": digits}
+        case RecordingControl(action):
+            return {"control": "recording", "action": action.value}
+
+
+def decode_control(fields: Mapping[str, Any]) -> InCallControl:
+    """The control :func:`encode_control` wrote (InvalidInput for anything else)."""
+    try:
+        match fields.get("control"):
+            case "hold":
+                return Hold(Leg(fields["leg"]))
+            case "unhold":
+                return Unhold(Leg(fields["leg"]))
+            case "mute":
+                return Mute(Leg(fields["leg"]), MuteDirection(fields["direction"]))
+            case "unmute":
+                return Unmute(Leg(fields["leg"]), MuteDirection(fields["direction"]))
+            case "dtmf":
+                return SendDtmf(Leg(fields["leg"]), str(fields["digits"]))
+            case "recording":
+                return RecordingControl(RecordingAction(fields["action"]))
+    except (KeyError, ValueError) as exc:
+        raise InvalidInput("control", f"malformed forwarded control: {exc}") from exc
+    raise InvalidInput("control", f"unknown forwarded control {fields.get('control')!r}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
+from engine.domain.stream_cursor import StreamCursor
 from engine.errors import FeatureUnavailable
 from engine.events import EventBus, Subscription
 from engine.store.records import CallEvent, Tenant
@@ -50,22 +51,29 @@ class EventStream:
         return StreamTarget(tenant.id, session_id, self._events)
 
     async def open(
-        self, target: StreamTarget, after: int | None, *, replay_limit: int
-    ) -> tuple[list[CallEvent], Subscription]:
-        """The target's events after the event id ``after``, at most ``replay_limit`` of
-        them, oldest first (none when ``after`` is None), and the subscription to the events
-        committed from now on, taken before the replay was read. A failed replay read holds
+        self, target: StreamTarget, cursor: StreamCursor | None, *, replay_limit: int
+    ) -> tuple[list[CallEvent], Subscription, StreamCursor]:
+        """The target's events the client at ``cursor`` lacks, at most ``replay_limit`` of
+        them, oldest first (none for a new stream: ``cursor`` None), the subscription to the
+        events committed from now on, taken before the replay was read, and the stream's
+        cursor (a new stream's starts at the newest event id). A failed replay read holds
         nothing; the caller closes the subscription."""
         subscription = target.bus.subscribe(
             tenant_id=target.tenant_id, session_id=target.session_id
         )
         try:
             replay: list[CallEvent] = []
-            if after is not None:
+            if cursor is None:
+                cursor = StreamCursor(await self._store.sessions.newest_event_id())
+            else:
                 replay = await self._store.sessions.events_after(
-                    target.tenant_id, after, session_id=target.session_id, limit=replay_limit
+                    target.tenant_id,
+                    cursor.floor,
+                    session_id=target.session_id,
+                    limit=replay_limit,
+                    skip=list(cursor.recent),
                 )
         except BaseException:
             subscription.close()
             raise
-        return replay, subscription
+        return replay, subscription, cursor

@@ -18,8 +18,9 @@ them raises :class:`~engine.errors.FeatureUnavailable`.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 from engine.domain.click_to_call import Leg
 from engine.domain.ivr import HttpLookup, LookupResult
@@ -30,12 +31,14 @@ from engine.providers.base import CarrierAdapter
 from engine.store.records import ProviderSecrets, StoredProvider, StoredSession, StoredTransfer
 
 __all__ = [
+    "CallQueue",
     "Carriers",
     "Dialer",
     "ErpLookup",
     "FileDeletion",
     "InCallControls",
     "MuteDirection",
+    "OwnerLink",
     "RecordingFiles",
     "Transcriber",
 ]
@@ -86,6 +89,25 @@ class Dialer(Protocol):
         ...
 
 
+class CallQueue(Protocol):
+    """Where ``initiate`` leaves a call stored unclaimed, for whichever engine has room to
+    claim and dial it (``node.claim_queue``: :class:`~engine.claim_queue.ClaimQueue`). The
+    insert itself wakes every engine's claimer (NOTIFY), this one's included, so an idle
+    engine elsewhere has the same chance as this one."""
+
+    def take_here(self) -> bool:
+        """Whether this engine would claim a call now, ahead of every other: it has room
+        and no other engine is as idle (then ``initiate`` dials it here at once, as a lone
+        engine does, without a round through the queue). A yes holds one call's room
+        until :meth:`taken`, so calls initiated at once never take more than the room."""
+        ...
+
+    def taken(self) -> None:
+        """The call ``take_here`` said yes to is this engine's live call now (or was never
+        stored): the room it held is released."""
+        ...
+
+
 class Carriers(Protocol):
     """Where the carrier adapter of a provider row comes from
     (:class:`~engine.providers.directory.CarrierDirectory`)."""
@@ -128,6 +150,24 @@ class InCallControls(Protocol):
 
     async def resume_recording(self, session: StoredSession) -> str:
         """Resume the call's live recording; return the recording's name."""
+        ...
+
+
+class OwnerLink(Protocol):
+    """What reaches the engine that owns a session when that is another engine sharing the
+    database (:class:`~engine.node_link.NodeLink`: a ``node_command`` row and NOTIFY)."""
+
+    @property
+    def node(self) -> str:
+        """This engine's node name."""
+        ...
+
+    async def forward(
+        self, session: StoredSession, command: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        """Have ``session.node`` carry out ``command`` (:mod:`engine.app.forwarding`); its
+        result as it wrote it. NodeUnavailable when it did not answer in time (the command
+        is then withdrawn, never carried out later)."""
         ...
 
 

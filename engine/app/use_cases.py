@@ -15,7 +15,7 @@ from engine.app.compliance import ComplianceAdmin
 from engine.app.controls import CallControlService
 from engine.app.event_stream import EventStream
 from engine.app.ivr_menus import IvrMenuService
-from engine.app.ports import Carriers, Dialer, InCallControls
+from engine.app.ports import CallQueue, Carriers, Dialer, InCallControls, OwnerLink
 from engine.app.providers import ProviderService
 from engine.app.recordings import RecordingDownloads
 from engine.app.routing_rules import RoutingRuleService
@@ -62,20 +62,24 @@ class UseCases:
         events: EventBus | None = None,
         recording_dir: Path | None = None,
         carriers: Carriers | None = None,
+        queue: CallQueue | None = None,
+        owners: OwnerLink | None = None,
     ) -> UseCases:
         """The use cases over ``store``; ``dialer`` and ``controls`` are the Asterisk ports
         (None without ARI: what needs them raises FeatureUnavailable); ``events`` is the bus
         of committed call events (None, as in the CLI: no event stream); ``recording_dir`` is
         where Asterisk writes recordings (None without ARI: none is served); ``carriers`` builds
-        the carrier adapters that verify webhooks (None: carrier webhooks are refused, 503)."""
+        the carrier adapters that verify webhooks (None: carrier webhooks are refused, 503);
+        ``queue`` takes initiated calls for any engine to claim (``node.claim_queue``) and
+        ``owners`` reaches the engine that owns a session (None: a lone engine)."""
         agent_states = AgentStateService(store)
         return cls(
             tenants=TenantService(store),
-            calls=CallService(store, dialer=dialer),
+            calls=CallService(store, dialer=dialer, queue=queue, owners=owners),
             compliance=ComplianceAdmin(store),
             call_activity=CallActivityService(store),
             recordings=RecordingDownloads(store, recording_dir),
-            controls=CallControlService(store, controls),
+            controls=CallControlService(store, controls, owners=owners),
             event_stream=EventStream(store, events),
             ivr_menus=IvrMenuService(store),
             providers=ProviderService(store, carriers),

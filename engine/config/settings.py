@@ -510,6 +510,20 @@ class NodeSettings(_Section):
     (``ctc nodes`` lists them); a node whose last beat is older than ``stale_after`` seconds
     is shown *stale*. The sessions an engine creates carry its name (``node`` column).
     ``max_calls`` is the most live calls this node takes (``null``: no limit of its own).
+
+    ``claim_queue``: ``initiate`` on this engine stores the call unclaimed, and whichever
+    engine with capacity (``max_calls`` minus its live calls, its Asterisk link up) claims
+    it first dials it; off, the engine that received the call dials it. Every engine
+    sharing a database should say the same. A busier engine waits ``claim_yield`` seconds
+    per less-loaded engine before claiming, so the work spreads; ``claim_batch`` is the
+    most calls one claim takes. Calls a node claimed but had not dialled when its beats
+    stopped (``stale_after``) go back to the queue.
+
+    ``failover_after``: a node silent that long (longer than an engine restart, which
+    re-adopts its own calls) has its live calls ended by one surviving engine
+    (``session.owner_lost``, status ``failed``, end_reason ``node_lost``).
+    ``forward_timeout``: how long an engine waits for the owning engine to carry out a
+    control or transfer sent to it (then 503 ``node_unavailable``).
     """
 
     name: Annotated[str, BeforeValidator(_host_name_if_unset), AfterValidator(_node_name)] = Field(
@@ -518,6 +532,11 @@ class NodeSettings(_Section):
     heartbeat_interval: Seconds = 5.0
     stale_after: Seconds = Field(default=30.0, validate_default=True)
     max_calls: int | None = Field(default=None, ge=1)
+    claim_queue: bool = False
+    claim_batch: int = Field(default=4, ge=1, le=100)
+    claim_yield: Seconds = 0.02
+    failover_after: Seconds = 120.0
+    forward_timeout: Seconds = 5.0
 
     @field_validator("stale_after")
     @classmethod

@@ -143,13 +143,13 @@ def _wait_gone(pids: Iterable[int], seconds: float) -> bool:
     return True
 
 
-def refuse_busy_port(port: int, what: str) -> None:
+def refuse_busy_port(address: str, port: int, what: str) -> None:
     """Fail clearly if something (another Asterisk?) already listens where ours must."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)
-        if sock.connect_ex(("127.0.0.1", port)) == 0:
+        if sock.connect_ex((address, port)) == 0:
             raise SandboxError(
-                f"127.0.0.1:{port} ({what}) is already in use by another process: "
+                f"{address}:{port} ({what}) is already in use by another process: "
                 "stop it (another Asterisk?) before `ctc sandbox up`"
             )
 

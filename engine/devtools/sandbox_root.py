@@ -7,7 +7,9 @@ derived from the suite, variant and package list: change the list and a new root
 beside the old one. A build goes into a temporary folder renamed into place only once
 ``mmdebstrap`` succeeded, so an interrupted build is never reused. At every ``up`` the
 root gets its run directories, ``/etc/hosts`` and the engine's ``dialplan/*.conf`` as its
-``/etc/asterisk``.
+``/etc/asterisk``. The configuration binds ARI, AMI and SIP to 127.0.0.1; a sandbox
+instance on another loopback address (two PBX nodes on one machine, each on its standard
+ports) gets the same files with those binds, and the phones' RTP, moved to its address.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -27,6 +30,7 @@ from engine.errors import SandboxError
 
 __all__ = [
     "BUILD_TIMEOUT",
+    "DEFAULT_ADDRESS",
     "HOST_PACKAGES",
     "INSTALL_TIMEOUT",
     "ROOT_PACKAGES",
@@ -34,6 +38,7 @@ __all__ = [
     "build_root",
     "ensure_host_tools",
     "install_configuration",
+    "rebind",
     "root_key",
 ]
 
@@ -53,6 +58,24 @@ HOST_PACKAGES: dict[str, str] = {"mmdebstrap": "mmdebstrap", "sipp": "sip-tester
 INSTALL_TIMEOUT = 600.0
 #: Bound on one ``mmdebstrap`` run.
 BUILD_TIMEOUT = 900.0
+
+#: The address ``dialplan/*.conf`` binds ARI, AMI and SIP to: the default sandbox's.
+DEFAULT_ADDRESS = "127.0.0.1"
+
+#: What moves to another address, per file: (a line that must be there, its replacement).
+#: ``{address}`` is the instance's address. The phone template's RTP follows the address
+#: too, so two instances never answer on each other's media ports.
+_REBIND: dict[str, tuple[tuple[str, str], ...]] = {
+    "http.conf": ((r"^bindaddr\s*=\s*127\.0\.0\.1\b", "bindaddr = {address}"),),
+    "manager.conf": ((r"^bindaddr\s*=\s*127\.0\.0\.1\b", "bindaddr = {address}"),),
+    "pjsip.conf": (
+        (r"^bind\s*=\s*127\.0\.0\.1:5060\b", "bind = {address}:5060"),
+        (
+            r"^\[ctc-phone\]\(!\)",
+            "[ctc-phone](!)\nmedia_address = {address}\nbind_rtp_to_media_address = yes",
+        ),
+    ),
+}
 
 _VARIANT = "apt"
 _KEY_MARKER = ".ctc-sandbox.json"
@@ -137,8 +160,9 @@ def _build(
             remove_tree(tmp)
 
 
-def install_configuration(root: Path, dialplan_dir: Path) -> None:
-    """Run dirs, recording spool, /etc/hosts and the Asterisk configuration in ``root``."""
+def install_configuration(root: Path, dialplan_dir: Path, address: str = DEFAULT_ADDRESS) -> None:
+    """Run dirs, recording spool, /etc/hosts and the Asterisk configuration in ``root``,
+    ARI, AMI, SIP and the phones' RTP bound to ``address``."""
     uid, gid = _chroot_user(root, "asterisk")
     for rel in ("run/asterisk", "var/spool/asterisk/recording", "var/log/asterisk"):
         path = root / rel
@@ -157,9 +181,30 @@ def install_configuration(root: Path, dialplan_dir: Path) -> None:
     etc = root / "etc/asterisk"
     for conf in confs:
         target = etc / conf.name
-        shutil.copyfile(conf, target)
+        text = conf.read_text()
+        if address != DEFAULT_ADDRESS:
+            text = rebind(conf.name, text, address)
+        target.write_text(text)
         os.chown(target, uid, gid)
         target.chmod(0o640)
+
+
+def rebind(name: str, text: str, address: str) -> str:
+    """``text`` of the configuration file ``name`` with its 127.0.0.1 binds on ``address``.
+
+    A line that must move and is not there raises: an instance still bound to 127.0.0.1
+    would collide with the default sandbox instead of failing clearly.
+    """
+    for pattern, replacement in _REBIND.get(name, ()):
+        text, count = re.subn(
+            pattern, replacement.format(address=address), text, count=1, flags=re.MULTILINE
+        )
+        if count != 1:
+            raise SandboxError(
+                f"{name}: no line matching {pattern!r} to bind to {address}: "
+                "the sandbox instance cannot move off 127.0.0.1"
+            )
+    return text
 
 
 def _chroot_user(root: Path, name: str) -> tuple[int, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import subprocess
 import time
@@ -37,6 +38,22 @@ def _udp_port_bound(port: int) -> bool:
     return False
 
 
+def _headers(lines: list[str]) -> dict[str, str]:
+    """The first value of each header (lower-case name) among a message's lines."""
+    found: dict[str, str] = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if sep and " " not in name:
+            found.setdefault(name.lower(), value.strip())
+    return found
+
+
+def _via_host(via: str) -> str:
+    """``SIP/2.0/UDP 127.0.0.3:5060;rport;branch=…`` -> ``127.0.0.3``."""
+    sent_by = via.split(None, 1)[-1].split(";", 1)[0]
+    return sent_by.rsplit(":", 1)[0]
+
+
 class SippPhone:
     """A SIPp process playing one phone; a context manager.
 
@@ -48,6 +65,10 @@ class SippPhone:
 
     ``hold_ms`` is SIPp's ``-d``: the length of ``<pause/>`` in scenarios that have one
     (how long ``uas_answer_then_hangup`` talks before hanging up).
+
+    ``trace_messages`` logs every SIP message (SIPp's ``-trace_msg``), so
+    :meth:`received_invites` can say which calls reached the phone and from which Asterisk:
+    with several sandbox instances, how many times a call was dialled and by which node.
     """
 
     def __init__(
@@ -61,6 +82,7 @@ class SippPhone:
         timeout_s: int = 60,
         media_port: int | None = None,
         extra_args: tuple[str, ...] = (),
+        trace_messages: bool = False,
     ) -> None:
         self.scenario = SCENARIOS / scenario
         self.port = port
@@ -76,6 +98,7 @@ class SippPhone:
         self.screen_file = workdir / f"{stem}_screen.log"
         self.error_file = workdir / f"{stem}_errors.log"
         self.output_file = workdir / f"{stem}_output.log"
+        self.message_file = workdir / f"{stem}_messages.log" if trace_messages else None
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -94,6 +117,11 @@ class SippPhone:
             "-timeout_error",
             "-trace_err", "-error_file", str(self.error_file),
             "-trace_screen", "-screen_file", str(self.screen_file),
+            *(
+                ("-trace_msg", "-message_file", str(self.message_file))
+                if self.message_file is not None
+                else ()
+            ),
             *self.extra_args,
         ]  # fmt: skip
 
@@ -155,6 +183,33 @@ class SippPhone:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(grace)
                 return
+
+    def received_invites(self) -> dict[str, str]:
+        """The calls that reached this phone: each INVITE's Call-ID and the address of the
+        Asterisk that sent it (its top ``Via``). A re-INVITE of the same call (bridging
+        sends one) is the same Call-ID, so every key is one call dialled once."""
+        if self.message_file is None:
+            raise SandboxError(
+                f"SIPp phone {self.scenario.name} on {self.port}: started without "
+                "trace_messages, so it kept no INVITEs"
+            )
+        try:
+            text = self.message_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return {}
+        calls: dict[str, str] = {}
+        for message in re.split(r"\n(?=-{10,})", text):
+            if "message received" not in message:
+                continue
+            lines = [line.strip() for line in message.splitlines()]
+            if not any(line.startswith("INVITE ") for line in lines):
+                continue
+            headers = _headers(lines)
+            call_id, via = headers.get("call-id"), headers.get("via")
+            if call_id is None or via is None:
+                continue
+            calls.setdefault(call_id, _via_host(via))
+        return calls
 
     def report(self) -> str:
         """SIPp's final screen, unexpected-message trace and output, for failure messages."""

@@ -43,6 +43,10 @@ class CallEventType(enum.StrEnum):
     CALLER_ID_CHOSEN = "caller_id.chosen"  # the profile, number and reason presented
     SESSION_RESYNC = "session.resync"  # state corrected after the ARI link (re)connected
     CALL_FAILED = "call.failed"
+    # several engines on one database: the engine that claimed a queued call (node),
+    # and a dead engine's live call ended by another (node, heartbeat_at, ended_by)
+    SESSION_CLAIMED = "session.claimed"
+    SESSION_OWNER_LOST = "session.owner_lost"
 
     # click-to-call legs
     AGENT_DIALING = "agent.dialing"

@@ -100,6 +100,7 @@ class Database(Lifecycle):
         node: str | None = None,
     ) -> None:
         self._url = url
+        self.node = node  # the engine's node name (None: a tool's connection)
         # every connection says which engine opened it: the sessions it creates default
         # their `node` column to ctc.node (sql/0017_nodes.sql); pg_stat_activity shows
         # application_name

@@ -198,6 +198,10 @@ class CallJournal(Lifecycle):
     def owns(self, session_id: uuid.UUID) -> bool:
         return session_id in self._live
 
+    def live_count(self) -> int:
+        """The sessions it owns that have not ended: this engine's live calls."""
+        return sum(1 for s in self._live.values() if not s.status.is_terminal)
+
     def backlog_age(self) -> float:
         """Seconds since the oldest row not yet committed was queued; 0 when none waits."""
         oldest = _earliest(self._writing_since, self._pending_since)
@@ -312,6 +316,7 @@ class CallJournal(Lifecycle):
             caller_number=new.caller_number,
             dialed_number=new.dialed_number,
             ivr_menu=new.ivr_menu,
+            node=self._db.node,  # as the row's default (the connection's ctc.node) says
         )
         self._live[session.id] = session
         self._callback_urls[session.id] = new.callback_url or tenant_callback_url
@@ -633,7 +638,7 @@ class CallJournal(Lifecycle):
     async def _statement(self, batch: list[_Pending]) -> dict[tuple[uuid.UUID, int], int]:
         """One round trip for ``batch``; a refusal is an ``asyncpg.PostgresError``, a
         condition that passes a :class:`_Retry`."""
-        sessions = [_row(p.session, SESSION_COLUMNS) for p in batch]
+        sessions = [_row(p.session, _WRITTEN_COLUMNS) for p in batch]
         events = [_row(e, _EVENT_FIELDS) for p in batch for e in p.events]
         callbacks = [c for p in batch for c in p.callbacks]
         dtmf = [_row(d, _DTMF_FIELDS) for p in batch for d in p.dtmf]
@@ -685,6 +690,11 @@ def _merge(older: _Pending, newer: _Pending) -> None:
     older.dtmf.extend(newer.dtmf)
 
 
+# never `node`: a new row takes its default (this engine), and only a claim or a failover
+# (engine/store/claims.py) changes the owner of a row
+_WRITTEN_COLUMNS: Final = tuple(c for c in SESSION_COLUMNS if c != "node")
+
+
 def _row(obj: object, fields: tuple[str, ...]) -> dict[str, Any]:
     # not dataclasses.asdict: that deep-copies every value, and this runs for every row
     return {name: getattr(obj, name) for name in fields}
@@ -700,8 +710,8 @@ def _dumps(rows: list[dict[str, Any]]) -> str:
 
 
 def _flush_sql() -> str:
-    cols = ", ".join(SESSION_COLUMNS)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in SESSION_COLUMNS if c != "id")
+    cols = ", ".join(_WRITTEN_COLUMNS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _WRITTEN_COLUMNS if c != "id")
     return _FLUSH.format(cols=cols, updates=updates)
 
 

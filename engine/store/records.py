@@ -126,6 +126,10 @@ class StoredSession:
     # ("retention": deleted by the recording retention; "missing": gone before it came)
     recording_deleted_at: datetime | None = None
     recording_deleted_reason: str | None = None
+    # the engine (node name) that owns the call; None: unclaimed (queued for any node to
+    # claim), or written by a tool. Changed only by claims and failover, never by the
+    # journal's batches (see engine/store/claims.py)
+    node: str | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> StoredSession:
@@ -181,6 +185,9 @@ class NewSession:
     ivr_menu: str | None = None
     # a leg that exists as the session is made: the channel of an agent who dialled out
     agent_channel_id: str | None = None
+    # stored with no owner (node NULL) for any engine's claim queue to take; False: owned
+    # by the engine that creates it (the connection's ctc.node)
+    unclaimed: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

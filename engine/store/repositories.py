@@ -8,6 +8,7 @@ from engine.events import EventBus
 from engine.secrets import Keyring
 from engine.store.activity import ActivityRepository, WebhookRepository
 from engine.store.billing import BillingRepository
+from engine.store.claims import ClaimRepository
 from engine.store.compliance import (
     CallerIdProfileRepository,
     ComplianceRuleRepository,
@@ -17,6 +18,7 @@ from engine.store.database import Database
 from engine.store.dtmf import DtmfRepository
 from engine.store.ivr import IvrMenuRepository
 from engine.store.journal import CallJournal
+from engine.store.node_commands import NodeCommandRepository
 from engine.store.nodes import NodeRepository
 from engine.store.outbox import OutboxRepository
 from engine.store.ownership import SessionOwnership
@@ -60,6 +62,8 @@ class Store:
     retention: RetentionRepository  # the prune of old rows (engine/app/retention.py)
     secrets: StoredSecrets  # every secret column: what is not yet sealed, rotation
     nodes: NodeRepository  # the engines sharing the database (heartbeats)
+    claims: ClaimRepository  # which node owns a call: the claim queue, failover
+    node_commands: NodeCommandRepository  # controls forwarded to a session's owner
     billing: BillingRepository  # rate cards and billing lines
     stats: StatsQueries  # the manager's statistics over many sessions
     # live calls owned by this process, written behind (close it before the database)
@@ -97,6 +101,8 @@ class Store:
             retention=RetentionRepository(db),
             secrets=StoredSecrets(db, keys),
             nodes=NodeRepository(db),
+            claims=ClaimRepository(db),
+            node_commands=NodeCommandRepository(db),
             billing=BillingRepository(db),
             stats=StatsQueries(db),
             journal=journal,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -121,21 +122,29 @@ class SessionQueries:
         *,
         session_id: uuid.UUID | None = None,
         limit: int = 1000,
+        skip: Sequence[int] = (),
     ) -> list[CallEvent]:
-        """The tenant's events with ``id > after_id``, oldest first, at most ``limit``.
+        """The tenant's events with ``id > after_id`` but ``skip``, oldest first, at most
+        ``limit``.
 
         One statement, so one snapshot: for every session the result is a gap-free run of
         its committed events (replay for ``GET /api/v1/events`` with ``Last-Event-ID``).
         """
         rows = await self._db.fetch(
             f"SELECT {_EVENT_COLS} FROM call_event WHERE tenant_id = $1 AND id > $2 "
-            f"AND ($3::uuid IS NULL OR session_id = $3) ORDER BY id LIMIT $4",
+            f"AND ($3::uuid IS NULL OR session_id = $3) AND NOT (id = ANY($5::bigint[])) "
+            f"ORDER BY id LIMIT $4",
             tenant_id,
             after_id,
             session_id,
             limit,
+            list(skip),
         )
         return [CallEvent.from_row(r) for r in rows]
+
+    async def newest_event_id(self) -> int:
+        """The highest call_event id committed now (0 for none): one index lookup."""
+        return int(await self._db.fetchval("SELECT coalesce(max(id), 0) FROM call_event"))
 
     async def live(self) -> list[StoredSession]:
         """Every non-terminal session of every tenant that this engine owns (for resync

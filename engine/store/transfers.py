@@ -51,6 +51,17 @@ class TransferRepository:
             raise Conflict(f"session {new.session_id} already has a transfer in flight") from exc
         return StoredTransfer.from_row(returned(row, "INSERT INTO call_transfer"))
 
+    async def get(self, tenant_id: uuid.UUID, transfer_id: uuid.UUID) -> StoredTransfer:
+        """The tenant's transfer (NotFound otherwise)."""
+        row = await self._db.fetchrow(
+            f"SELECT {_COLS} FROM call_transfer WHERE id = $1 AND tenant_id = $2",
+            transfer_id,
+            tenant_id,
+        )
+        if row is None:
+            raise NotFound("transfer", transfer_id)
+        return StoredTransfer.from_row(row)
+
     async def live(self, session_id: uuid.UUID) -> StoredTransfer | None:
         """The session's transfer in flight (initiated or consulting), if any."""
         row = await self._db.fetchrow(

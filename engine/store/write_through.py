@@ -225,8 +225,8 @@ class WriteThrough:
         if refusal is not None:
             status, ended, version = ("rejected", "now()", 2)
             events += (
-                " UNION ALL SELECT tenant_id, id, 2, $19::text, 'queued', 'rejected', "
-                "$20::jsonb, created_at FROM created"
+                " UNION ALL SELECT tenant_id, id, 2, $20::text, 'queued', 'rejected', "
+                "$21::jsonb, created_at FROM created"
             )
             args = [CallEventType.SESSION_REJECTED, refusal.as_payload(), refusal.reason[:500]]
         rows = await conn.fetch(
@@ -234,10 +234,11 @@ class WriteThrough:
             f"direction, agent_number, customer_number, caller_id, agent_id, external_ref, "
             f"callback_url, metadata, idempotency_key, request_hash, caller_number, "
             f"dialed_number, ivr_menu, agent_channel_id, version, status, ended_at, "
-            f"end_reason) "
+            f"end_reason, node) "
             f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
             f"$18, {version}, '{status}', {ended}, "
-            f"{'$21' if refusal is not None else 'NULL'}) "
+            f"{'$22' if refusal is not None else 'NULL'}, "
+            f"CASE WHEN $19 THEN NULL ELSE NULLIF(current_setting('ctc.node', true), '') END) "
             f"ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
             f"DO NOTHING RETURNING {_SESSION_COLS}), "
             f"event AS (INSERT INTO call_event (tenant_id, session_id, seq, event_type, "
@@ -262,6 +263,7 @@ class WriteThrough:
             CallEventType.SESSION_CREATED,
             {"direction": new.direction.value},
             new.agent_channel_id,
+            new.unclaimed,
             *args,
         )
         if not rows:

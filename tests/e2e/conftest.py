@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from engine.daemon import Engine
@@ -79,6 +80,16 @@ async def ari_events(ari: aiohttp.ClientSession) -> AsyncIterator[AriEvents]:
         yield events
     finally:
         await events.close()
+
+
+@pytest.fixture
+async def db(migrated_db: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the test's database, for reading what the engines wrote."""
+    conn = await asyncpg.connect(migrated_db)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 @pytest.fixture

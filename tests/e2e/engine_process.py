@@ -4,7 +4,9 @@ The in-process engine of :mod:`tests.e2e.engine_fixtures` can only stop graceful
 crash loses what a real daemon loses (tasks in flight, the event socket, rows not yet
 written). ``EngineProcess`` writes an engine YAML for the sandbox, runs the real CLI,
 reads its JSON log to know when a resync has finished (no sleeping: it waits for the log
-line, bounded), and places calls over the control socket like an ERP.
+line, bounded), and places calls over the control socket like an ERP. It follows its
+sandbox's address (ARI and AMI of a named instance), so two of them with two node names
+are two PBX nodes over one database.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.api.client import ControlClient
-from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, Sandbox
+from engine.devtools.sandbox import ARI_PASSWORD, Sandbox
 from tests.e2e.helpers import AMI_PASSWORD
 from tests.support.cli import CTC
 from tests.support.waiting import eventually
@@ -29,7 +31,14 @@ class EngineProcess:
     """One engine daemon at a time for a test: ``start``, ``kill`` (-9), ``start`` again."""
 
     def __init__(
-        self, db_url: str, sandbox: Sandbox, workdir: Path, *, app: str, **calls: Any
+        self,
+        db_url: str,
+        sandbox: Sandbox,
+        workdir: Path,
+        *,
+        app: str,
+        node: dict[str, Any] | None = None,
+        **calls: Any,
     ) -> None:
         self.workdir = workdir
         self.socket = workdir / "engine.sock"
@@ -40,16 +49,18 @@ class EngineProcess:
             "api": {"socket": str(self.socket), "socket_mode": "0600"},
             "log": {"level": "info", "format": "json"},
             "ari": {
-                "url": ARI_URL.removesuffix("/ari"),
+                "url": sandbox.ari_url.removesuffix("/ari"),
                 "username": "ctc",
                 "password": ARI_PASSWORD,
                 "app": app,
                 "recording_dir": str(sandbox.root / "var/spool/asterisk/recording"),
             },
-            "ami": {"password": AMI_PASSWORD},
+            "ami": {"host": sandbox.address, "password": AMI_PASSWORD},
             "agi": {"enabled": False},
             "calls": calls,
         }
+        if node is not None:
+            settings["node"] = node  # settings ``node:`` (name, capacity, failover)
         workdir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(json.dumps(settings))  # JSON is YAML
         self._proc: subprocess.Popen[bytes] | None = None

@@ -17,7 +17,8 @@ from typing import Any
 
 import aiohttp
 
-from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER
+from engine.asterisk.links.ami import AmiEvent, AmiLink
+from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER, DEFAULT_ADDRESS
 from engine.devtools.sipp import SippPhone
 from tests.support.waiting import eventually
 
@@ -30,6 +31,8 @@ __all__ = [
     "ari_bridges",
     "ari_has",
     "ari_session",
+    "moh_events",
+    "next_moh",
 ]
 
 
@@ -146,3 +149,25 @@ async def ari_has(ari: aiohttp.ClientSession, kind: str, name: str) -> bool:
     async with ari.get(f"{ARI_URL}/{kind}/{name}") as resp:
         assert resp.status in (200, 404), await resp.text()
         return resp.status == 200
+
+
+@contextlib.asynccontextmanager
+async def moh_events(address: str = DEFAULT_ADDRESS) -> AsyncIterator[asyncio.Queue[AmiEvent]]:
+    """AMI MusicOnHoldStart/Stop events of the sandbox Asterisk on ``address`` (ARI has no
+    event for music on hold)."""
+    queue: asyncio.Queue[AmiEvent] = asyncio.Queue()
+    link = AmiLink(address, 5038, "ctc", AMI_PASSWORD, ping_interval=5)
+    link.on_event("MusicOnHoldStart", queue.put_nowait)
+    link.on_event("MusicOnHoldStop", queue.put_nowait)
+    async with link:
+        await link.wait_connected(15)
+        yield queue
+
+
+async def next_moh(queue: asyncio.Queue[AmiEvent], channel: str) -> str:
+    """The next MOH event on ``channel``: its Event name."""
+    async with asyncio.timeout(10):
+        while True:
+            event = await queue.get()
+            if event.get("Uniqueid") == channel:
+                return event["Event"]

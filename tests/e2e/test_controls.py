@@ -7,15 +7,12 @@ checked on Asterisk (ARI or its CLI), and its call event in PostgreSQL.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from engine.asterisk.links.ami import AmiEvent, AmiLink
 from engine.daemon import Engine
 from engine.devtools.sandbox import ARI_URL
 from tests.e2e.engine_fixtures import (
@@ -25,7 +22,7 @@ from tests.e2e.engine_fixtures import (
     end_call,
     initiate,
 )
-from tests.e2e.helpers import AMI_PASSWORD, SippPhone, ari_session
+from tests.e2e.helpers import SippPhone, ari_session, moh_events, next_moh
 
 pytestmark = pytest.mark.e2e
 
@@ -46,27 +43,6 @@ async def _connected_call(engine: Engine) -> tuple[str, CallWatcher]:
     return body["id"], watcher
 
 
-@contextlib.asynccontextmanager
-async def _moh_events() -> AsyncIterator[asyncio.Queue[AmiEvent]]:
-    """AMI MusicOnHoldStart/Stop events (ARI has no event for music on hold)."""
-    queue: asyncio.Queue[AmiEvent] = asyncio.Queue()
-    link = AmiLink("127.0.0.1", 5038, "ctc", AMI_PASSWORD, ping_interval=5)
-    link.on_event("MusicOnHoldStart", queue.put_nowait)
-    link.on_event("MusicOnHoldStop", queue.put_nowait)
-    async with link:
-        await link.wait_connected(15)
-        yield queue
-
-
-async def _next_moh(queue: asyncio.Queue[AmiEvent], channel: str) -> str:
-    """The next MOH event on ``channel``: its Event name."""
-    async with asyncio.timeout(10):
-        while True:
-            event = await queue.get()
-            if event.get("Uniqueid") == channel:
-                return event["Event"]
-
-
 async def _event_types(engine: Engine, sid: str) -> list[str]:
     session = await engine.store.sessions.by_id(uuid.UUID(sid))
     assert session is not None
@@ -77,7 +53,7 @@ async def _event_types(engine: Engine, sid: str) -> list[str]:
 async def test_hold_mute_dtmf_on_a_bridged_call(
     c2c_engine: Engine, sipp_phone: Callable[..., SippPhone]
 ) -> None:
-    async with _moh_events() as moh, ari_session() as ari_http:
+    async with moh_events() as moh, ari_session() as ari_http:
         with (
             sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent,
             sipp_phone("uas_answer.xml", port=CUSTOMER_PORT) as cust,
@@ -88,10 +64,10 @@ async def test_hold_mute_dtmf_on_a_bridged_call(
             status, body = await _control(c2c_engine, sid, "hold", {"leg": "customer"})
             assert status == 200, body
             assert body["status"] == "connected"
-            assert await _next_moh(moh, customer) == "MusicOnHoldStart"
+            assert await next_moh(moh, customer) == "MusicOnHoldStart"
             status, body = await _control(c2c_engine, sid, "unhold", {"leg": "customer"})
             assert status == 200, body
-            assert await _next_moh(moh, customer) == "MusicOnHoldStop"
+            assert await next_moh(moh, customer) == "MusicOnHoldStop"
 
             for action in ("mute", "unmute"):
                 status, body = await _control(

@@ -13,7 +13,7 @@ Phones: agent1 (SIPp on 5071), the customer behind the trunk (5080), agent3 (507
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,15 +35,6 @@ pytestmark = pytest.mark.e2e
 
 AGENT3_PORT = 5073
 TERMINAL = ("completed", "busy", "no_answer", "failed", "canceled", "rejected")
-
-
-@pytest.fixture
-async def db(migrated_db: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(migrated_db)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture

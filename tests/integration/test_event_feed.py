@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import tempfile
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 
 from engine.config.settings import (
-    AgiSettings,
-    ApiSettings,
-    AriSettings,
-    DatabaseSettings,
     NodeSettings,
-    Settings,
 )
 from engine.daemon import Engine
 from engine.domain.event_types import CallEventType
@@ -29,25 +21,15 @@ from engine.store.records import NewSession, NodeBeat
 from engine.store.repositories import Store
 from tests.support.calls import move_call, place_call
 from tests.support.http import socket_api
+from tests.support.nodes import node_engine
 from tests.support.sse import open_stream
 from tests.support.tenants import new_tenant
 from tests.support.waiting import eventually
 
 
-@contextlib.asynccontextmanager
-async def _engine(db_url: str, node: str) -> AsyncIterator[Engine]:
+def _engine(db_url: str, node: str) -> contextlib.AbstractAsyncContextManager[Engine]:
     """An engine named ``node`` over ``db_url``, without Asterisk, its socket of its own."""
-    with tempfile.TemporaryDirectory(prefix="ctc-node-") as tmp:
-        settings = Settings(
-            node=NodeSettings(name=node),
-            agi=AgiSettings(enabled=False),
-            ari=AriSettings(enabled=False),
-            database=DatabaseSettings(url=db_url),
-            api=ApiSettings(socket=Path(tmp) / "engine.sock", socket_mode="0600"),
-        )
-        async with Engine(settings) as engine:
-            await asyncio.wait_for(engine.database_ready.wait(), 30)
-            yield engine
+    return node_engine(db_url, NodeSettings(name=node))
 
 
 async def test_a_call_placed_on_one_node_streams_in_order_from_another(migrated_db: str) -> None:

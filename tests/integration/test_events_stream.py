@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import uuid
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
 from engine.api import sse
@@ -190,3 +192,39 @@ async def test_shutdown_ends_open_streams_cleanly(migrated_db: str) -> None:
                 await asyncio.wait_for(closing, WAIT)
         finally:
             await engine.close()
+
+
+# -- resume after a late commit ---------------------------------------------------------------
+
+
+async def test_a_resume_replays_an_event_that_committed_after_a_higher_id_was_sent(
+    api_engine: Engine, unix_api: Api
+) -> None:
+    tenant = await new_tenant(api_engine.store)
+    sid = await place_call(unix_api, tenant.slug)
+    late, early = await asyncpg.connect(api_engine.db.url), await asyncpg.connect(api_engine.db.url)
+    insert = (
+        "INSERT INTO call_event (tenant_id, session_id, seq, event_type, payload) "
+        "VALUES ($1, $2, $3, 'recording.paused', '{}') RETURNING id"
+    )
+    try:
+        async with open_stream(api_engine, tenant.slug) as stream:
+            slow = late.transaction()
+            await slow.start()
+            low = await late.fetchval(insert, tenant.id, uuid.UUID(sid), 100)
+            high = await early.fetchval(insert, tenant.id, uuid.UUID(sid), 101)  # commits
+            assert low < high
+            got = await stream.event()
+            assert got is not None
+            assert got["id"] == high
+        await slow.commit()  # the lower id becomes visible after the client left
+    finally:
+        await late.close()
+        await early.close()
+    # the cursor the client echoes back gets the late event; the bare id would not
+    async with open_stream(
+        api_engine, tenant.slug, headers={"Last-Event-ID": got["cursor"]}
+    ) as stream:
+        resumed = await stream.event()
+    assert resumed is not None
+    assert (resumed["id"], resumed["data"]["seq"]) == (low, 100)

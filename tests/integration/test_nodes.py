@@ -113,6 +113,8 @@ async def test_ctc_nodes_lists_every_node_with_its_state_and_live_calls(
         tenant = await new_tenant(store)
         for _ in range(2):  # two live calls created by alpha (the pool names the node)
             await store.sessions.create(NewSession(tenant.id, "1001", "+14155550100"))
+        # and one in the claim queue, no node's yet
+        await store.sessions.create(NewSession(tenant.id, "1001", "+14155550101", unclaimed=True))
         async with _heartbeat(alpha_db, "alpha", ("host-a", 1)) as alpha:
             assert await alpha.beat_once()
             async with _heartbeat(alpha_db, "beta", ("host-b", 2)) as beta:
@@ -145,11 +147,14 @@ async def test_ctc_nodes_lists_every_node_with_its_state_and_live_calls(
             assert code == 0, err
             lines = out.splitlines()
             assert lines[0].split()[:4] == ["NODE", "STATE", "LAST", "BEAT"]
-            assert [line.split()[:2] for line in lines[1:]] == [
+            assert [line.split()[:2] for line in lines[1:-1]] == [
                 ["alpha", "alive"],
                 ["beta", "stopped"],
                 ["gamma", "stale"],
             ]
+            # the claim queue: alpha's two are queued and its own, not dialled; one no one's
+            assert lines[-1] == "queued, not claimed by any node: 1"
+            assert (listed["alpha"]["claimed_calls"], listed["alpha"]["unclaimed_calls"]) == (2, 1)
 
 
 async def test_ctc_nodes_says_when_no_node_has_registered(nodes_db: str, tmp_path: Path) -> None:

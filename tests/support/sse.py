@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,7 +14,7 @@ import aiohttp
 from engine.daemon import Engine
 from tests.support.tenants import tenant_headers
 
-__all__ = ["EVENTS", "WAIT", "Stream", "open_stream"]
+__all__ = ["EVENTS", "WAIT", "Stream", "open_socket_stream", "open_stream"]
 
 EVENTS = "/api/v1/events"
 WAIT = 20.0
@@ -53,10 +54,12 @@ class Stream:
                 name, _, value = line.partition(": ")
                 fields[name] = value
             if "data" in fields:
+                data = json.loads(fields["data"])
                 return {
-                    "id": int(fields["id"]),
+                    "id": int(data["id"]),  # the event's id
+                    "cursor": fields["id"],  # the SSE id: the stream's cursor, for Last-Event-ID
                     "event": fields["event"],
-                    "data": json.loads(fields["data"]),
+                    "data": data,
                 }
 
     async def events(self, n: int) -> list[dict[str, Any]]:
@@ -76,7 +79,22 @@ async def open_stream(
     params: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
 ) -> AsyncIterator[Stream]:
-    connector = aiohttp.UnixConnector(path=str(engine.settings.api.socket))
+    async with open_socket_stream(
+        engine.settings.api.socket, tenant, params=params, headers=headers
+    ) as stream:
+        yield stream
+
+
+@contextlib.asynccontextmanager
+async def open_socket_stream(
+    socket: Path,
+    tenant: str,
+    *,
+    params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> AsyncIterator[Stream]:
+    """The event stream of the engine whose API listens on the Unix socket ``socket``."""
+    connector = aiohttp.UnixConnector(path=str(socket))
     async with (
         aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=None)

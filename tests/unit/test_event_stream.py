@@ -10,6 +10,7 @@ from typing import cast
 import pytest
 
 from engine.app.event_stream import EventStream
+from engine.domain.stream_cursor import StreamCursor
 from engine.errors import FeatureUnavailable, NotFound, StoreError
 from engine.events import EventBus
 from engine.store.records import CallEvent, StoredSession, Tenant
@@ -34,8 +35,17 @@ class _Sessions:
             raise NotFound("session", session_id)
         return cast(StoredSession, types.SimpleNamespace(id=session_id))
 
+    async def newest_event_id(self) -> int:
+        return 40
+
     async def events_after(
-        self, tenant_id: uuid.UUID, after: int, *, session_id: uuid.UUID | None, limit: int
+        self,
+        tenant_id: uuid.UUID,
+        after: int,
+        *,
+        session_id: uuid.UUID | None,
+        limit: int,
+        skip: list[int],
     ) -> list[CallEvent]:
         self.replay_reads.append((after, session_id, limit))
         if self.fail:
@@ -53,7 +63,8 @@ async def test_open_subscribes_before_it_reads_the_replay() -> None:
     async with EventBus() as bus:
         sessions = _Sessions(bus)
         stream = _stream(sessions, bus)
-        replay, sub = await stream.open(await stream.check(TENANT, None), 4, replay_limit=11)
+        target = await stream.check(TENANT, None)
+        replay, sub, _ = await stream.open(target, StreamCursor(4), replay_limit=11)
         with sub:
             assert replay == [call_event(5)]
             assert sessions.replay_reads == [(4, None, 11)]
@@ -66,9 +77,10 @@ async def test_without_an_event_id_nothing_is_replayed() -> None:
         sessions = _Sessions(bus)
         stream = _stream(sessions, bus)
         target = await stream.check(TENANT, SESSION_1)
-        replay, sub = await stream.open(target, None, replay_limit=5)
+        replay, sub, cursor = await stream.open(target, None, replay_limit=5)
         with sub:
             assert replay == []
+            assert cursor.token() == "40"  # a new stream starts at the newest event
             assert sub.session_id == SESSION_1
         assert sessions.replay_reads == []
         assert sessions.session_reads == 1  # checked once, not again when opened
@@ -89,5 +101,5 @@ async def test_a_failed_replay_leaves_no_subscription() -> None:
         stream = _stream(_Sessions(fail=True), bus)
         target = await stream.check(TENANT, None)
         with pytest.raises(StoreError):
-            await stream.open(target, 1, replay_limit=5)
+            await stream.open(target, StreamCursor(1), replay_limit=5)
         assert bus.subscriber_count == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from engine.api.sse import KEEPALIVE_LINE, encode_event, pump
+from engine.domain.stream_cursor import StreamCursor
 from engine.events import EventBus
 from tests.support.events import SESSION_1, SESSION_2, TENANT_1, call_event
 
@@ -36,8 +37,16 @@ async def test_pump_replays_then_goes_live_each_event_once() -> None:
     async def write(chunk: bytes) -> None:
         written.append(chunk)
 
-    await pump(write, replay, live, after=2, keepalive=60)
-    assert written == [encode_event(call_event(i)) for i in (3, 4, 5, 6)]
+    clock = iter(float(t) for t in range(100))
+    await pump(
+        write, replay, live, StreamCursor(2), resumed=True, keepalive=60, clock=lambda: next(clock)
+    )
+    assert written == [
+        encode_event(call_event(3), "2,1"),
+        encode_event(call_event(4), "2,1,2"),
+        encode_event(call_event(5), "2,1,2,3"),
+        encode_event(call_event(6), "2,1,2,3,4"),
+    ]
 
 
 async def test_pump_keeps_alive_while_idle() -> None:
@@ -50,5 +59,20 @@ async def test_pump_keeps_alive_while_idle() -> None:
         if chunk == KEEPALIVE_LINE:
             live.close()
 
-    await pump(write, [], live, after=None, keepalive=0.001)
+    await pump(write, [], live, StreamCursor(0), resumed=False, keepalive=0.001)
     assert written == [KEEPALIVE_LINE]
+
+
+async def test_a_new_stream_sends_every_live_event_even_below_its_floor() -> None:
+    bus = await EventBus().start()
+    live = bus.subscribe(tenant_id=TENANT_1)
+    bus.publish(call_event(9))  # inserted before the stream opened, committed after
+    bus.publish(call_event(12))
+    live.close()
+    written: list[bytes] = []
+
+    async def write(chunk: bytes) -> None:
+        written.append(chunk)
+
+    await pump(write, [], live, StreamCursor(10), resumed=False, keepalive=60, clock=lambda: 0.0)
+    assert written == [encode_event(call_event(9), "10"), encode_event(call_event(12), "10,2")]

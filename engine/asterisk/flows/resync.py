@@ -98,7 +98,7 @@ class Resync:
             elif session.status is CallStatus.QUEUED and (
                 session.direction is Direction.CLICK_TO_CALL
             ):  # a queued agent-dialled call has its agent's channel: resynced below
-                match await self._resync_queued(session.id):
+                match await self._resync_queued(session.id, channels):
                     case True:
                         started += 1
                     case False:
@@ -130,13 +130,43 @@ class Resync:
             bridges=bridges[:20],
         )
 
-    async def _resync_queued(self, session_id: uuid.UUID) -> bool | None:
+    async def _end_undocumented_dial(
+        self, session: StoredSession, channels: Mapping[str, object]
+    ) -> None:
+        """A queued click-to-call with channels of its own, as its owner has it: it was
+        dialled, and the engine that did stopped before its journal wrote so. Never dialled
+        again: its channels are hung up and it fails."""
+        present = sorted(raw for raw in channels if session_of_channel(raw) == session.id)
+        for raw in present:
+            with contextlib.suppress(AriError):
+                await self._ari.hangup(raw)
+        reason = "dialled before the engine stopped, its start unrecorded: not dialled again"
+        await self._store.sessions.transition(
+            session.tenant_id,
+            session.id,
+            CallStatus.FAILED,
+            event_type=CallEventType.SESSION_RESYNC,
+            payload={"reason": reason, "channels_present": present},
+            changes={"end_reason": reason},
+        )
+
+    async def _resync_queued(
+        self, session_id: uuid.UUID, channels: Mapping[str, object]
+    ) -> bool | None:
         """Start a queued call whose start may have been lost, or fail it when it is too
-        old to dial now; True when it was started, None when it was no longer queued."""
+        old to dial now, or when Asterisk has its legs (dialled, the start unrecorded);
+        True when it was started, None when it was no longer queued (as its owner has it:
+        this process's journal may be ahead of PostgreSQL)."""
+        # this engine's own, or claimed now: another engine's claimer may be taking it
+        if not await self._store.claims.claim_one(session_id):
+            return None
         async with self._click_to_call.lock(session_id):
             session = await self._store.sessions.take_over(session_id)
         if session is None or session.status is not CallStatus.QUEUED:
             return None
+        if _has_channel(session.id, channels):
+            await self._end_undocumented_dial(session, channels)
+            return False
         age = datetime.now(UTC) - session.created_at
         fact = restart_queued(age, timedelta(seconds=self._settings.queued_start_deadline))
         if isinstance(fact, Start):
@@ -271,6 +301,11 @@ class Resync:
 
 _GONE = "channel gone while ARI was disconnected"
 _RECORDED = "hung up while ARI was disconnected (time and cause recorded by Asterisk)"
+
+
+def _has_channel(session_id: uuid.UUID, channels: Mapping[str, object]) -> bool:
+    """Whether Asterisk has a channel the engine named for the session (a leg it dialled)."""
+    return any(session_of_channel(raw) == session_id for raw in channels)
 
 
 def _dialed_legs(
