@@ -481,3 +481,57 @@ async def test_a_dropped_socket_reconnects_and_resyncs(store: Store, ari: FakeAr
                 await app.resync.completed.wait()
             assert app.link.connections == 2
             assert app.resync.count == 2
+
+
+async def test_a_queued_call_whose_legs_asterisk_has_is_failed_never_dialled_again(
+    store: Store, ari: FakeAri
+) -> None:
+    # an engine originated the agent's leg and died before its journal wrote the dial
+    tenant = await store.tenants.create("t-dialled", "Dialled")
+    session, _ = await store.sessions.create(
+        NewSession(tenant_id=tenant.id, agent_number="1001", customer_number="+4930123456")
+    )
+    agent = leg_channel_id(session.id, Leg.AGENT)
+    ari.channels = [{"id": agent, "state": "Ring"}]
+    async with (
+        AriClient(ari.url, "u", "p") as client,
+        StasisApp(client, store, CallSettings()) as app,
+    ):
+        async with asyncio.timeout(WITHIN):
+            await app.resync.completed.wait()
+        await _status(store, session.id, CallStatus.FAILED)
+        await store.journal.flush()
+    assert ("DELETE", f"/channels/{agent}") in ari.requests
+    assert ("POST", f"/channels/{agent}") not in ari.requests  # never dialled again
+    assert await _event_types(store, session.id) == ["session.created", "session.resync"]
+
+
+async def test_the_resync_leaves_a_call_this_process_is_dialling_though_postgresql_says_queued(
+    store: Store, ari: FakeAri
+) -> None:
+    tenant = await store.tenants.create("t-ahead", "Ahead")
+    async with (
+        AriClient(ari.url, "u", "p") as client,
+        StasisApp(client, store, CallSettings()) as app,
+    ):
+        async with asyncio.timeout(WITHIN):
+            await app.resync.completed.wait()
+        session, _ = await store.sessions.create(
+            NewSession(tenant_id=tenant.id, agent_number="1001", customer_number="+4930123456")
+        )
+        # the journal has the dial; Asterisk has the leg
+        store.sessions.adopt(session)
+        await store.sessions.transition(
+            tenant.id, session.id, CallStatus.DIALING_AGENT, event_type=CallEventType.AGENT_DIALING
+        )
+        # PostgreSQL behind it: the row still says queued (the batch not written yet)
+        await store.journal.flush()
+        await store.db.execute(
+            "UPDATE click_to_call_session SET status = 'queued' WHERE id = $1", session.id
+        )
+        agent = leg_channel_id(session.id, Leg.AGENT)
+        ari.channels = [{"id": agent, "state": "Ring"}]
+        await app.resync.run()
+        current = await store.sessions.get(tenant.id, session.id)
+        assert current.status is CallStatus.DIALING_AGENT
+        assert ("DELETE", f"/channels/{agent}") not in ari.requests
