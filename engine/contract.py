@@ -150,6 +150,12 @@ EVENT_DESCRIPTIONS: Final[Mapping[CallEventType, str]] = {
     "repeat, a late or intermediate state). payload: `provider`, `provider_id`, "
     "`provider_status` (the carrier's own word), `provider_call_id`, `leg`, `sequence`, "
     "`confirmed`, `reason`",
+    CallEventType.PROVIDER_ATTEMPT: "One attempt to carry the customer leg through a provider "
+    "(a `sip_trunk`: one trunk of the local Asterisk), written when the attempt is over. "
+    "`outcome` `trunk_unavailable` (SIP 408/480/503/504, no answer at all) or `not_sent` "
+    "moves the call to the next provider; any other outcome is the call's own. payload: "
+    "`provider`, `provider_id`, `provider_type`, `attempt` (1, 2, …), `endpoint`, `outcome`, "
+    "`reason`, `sip_code`, `hangup_cause`, `next_provider` (null: no failover)",
     CallEventType.ROUTING_DECIDED: "An IVR transfer to a routing rule: the rule, the rules "
     "followed, the agents skipped (not available) and why, in words. payload: `rule`, "
     "`routing_rule_id`, `rules`, `skipped`, `reason`",

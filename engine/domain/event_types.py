@@ -56,6 +56,8 @@ class CallEventType(enum.StrEnum):
 
     # a carrier's verified webhook that changed no status (stale, replayed elsewhere, raw)
     PROVIDER_STATUS = "provider.status"
+    # one attempt to carry the customer leg through one provider (a sip_trunk): how it ended
+    PROVIDER_ATTEMPT = "provider.attempt"
 
     # recording
     RECORDING_STARTED = "recording.started"

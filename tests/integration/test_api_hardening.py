@@ -387,6 +387,9 @@ async def test_64_bit_integers_and_large_finite_floats_are_stored(
     assert float(body["metadata"]["big"]) == 1.5e300
 
 
+_TRUNK = {"config": {"endpoint": "trunk"}}  # what a sip_trunk provider needs
+
+
 async def test_calls_per_second_below_a_hundredth_is_422_not_a_database_error(
     tcp_api: Api, auth: dict[str, str]
 ) -> None:
@@ -395,7 +398,7 @@ async def test_calls_per_second_below_a_hundredth_is_422_not_a_database_error(
         status, err, _ = await tcp_api.call(
             "POST",
             "/api/v1/voip-providers",
-            json={"name": "slow", "provider_type": "sip_trunk", "calls_per_second": value},
+            json={"name": "slow", "provider_type": "sip_trunk", "calls_per_second": value, **_TRUNK},
             headers=auth,
         )
         assert status == 422, (value, err)
@@ -403,7 +406,12 @@ async def test_calls_per_second_below_a_hundredth_is_422_not_a_database_error(
     status, err, _ = await tcp_api.call(
         "POST",
         "/api/v1/voip-providers",
-        json={"name": "big", "provider_type": "sip_trunk", "max_concurrent_calls": 2**31},
+        json={
+            "name": "big",
+            "provider_type": "sip_trunk",
+            "max_concurrent_calls": 2**31,
+            **_TRUNK,
+        },
         headers=auth,
     )
     assert status == 422, err
@@ -411,7 +419,7 @@ async def test_calls_per_second_below_a_hundredth_is_422_not_a_database_error(
     status, body, _ = await tcp_api.call(
         "POST",
         "/api/v1/voip-providers",
-        json={"name": "ok", "provider_type": "sip_trunk", "calls_per_second": 0.01},
+        json={"name": "ok", "provider_type": "sip_trunk", "calls_per_second": 0.01, **_TRUNK},
         headers=auth,
     )
     assert status == 201, body
