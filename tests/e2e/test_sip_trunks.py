@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.daemon import Engine
+from engine.doctor import run_doctor
 from tests.e2e.engine_fixtures import AGENT_PORT, CUSTOMER, CallWatcher, call_api, initiate
 from tests.e2e.helpers import SippPhone
 
@@ -28,20 +29,33 @@ TRUNK_B_PORT = 5082
 TRUNK_B_CALLER_ID = "+14155559999"
 
 
-async def _trunk(engine: Engine, endpoint: str, priority: int, **rules: Any) -> dict[str, Any]:
-    status, body = await call_api(
-        engine,
-        "POST",
-        "voip-providers",
-        {
-            "name": f"{endpoint}-{uuid.uuid4().hex[:8]}",
-            "provider_type": "sip_trunk",
-            "priority": priority,
-            "config": {"endpoint": endpoint, **rules},
-        },
+@pytest.fixture
+async def trunks(c2c_engine: Engine) -> AsyncIterator[Callable[..., Awaitable[dict[str, Any]]]]:
+    """Factory: ``await trunks("trunk-a", 10, strip_digits=1)`` adds an active sip_trunk
+    provider to the default tenant; each is deactivated after the test, so the next test's
+    failover never finds it (the database is shared by the session)."""
+    made: list[uuid.UUID] = []
+
+    async def add(endpoint: str, priority: int, **rules: Any) -> dict[str, Any]:
+        status, body = await call_api(
+            c2c_engine,
+            "POST",
+            "voip-providers",
+            {
+                "name": f"{endpoint}-{uuid.uuid4().hex[:8]}",
+                "provider_type": "sip_trunk",
+                "priority": priority,
+                "config": {"endpoint": endpoint, **rules},
+            },
+        )
+        assert status == 201, body
+        made.append(uuid.UUID(body["id"]))
+        return dict(body)
+
+    yield add
+    await c2c_engine.store.db.execute(
+        "UPDATE voip_provider SET is_active = false WHERE id = ANY($1::uuid[])", made
     )
-    assert status == 201, body
-    return dict(body)
 
 
 def _carrier(
@@ -71,10 +85,13 @@ async def _attempts(engine: Engine, watch: CallWatcher) -> list[dict[str, Any]]:
 
 
 async def test_a_trunk_answering_503_fails_over_and_the_call_completes_through_the_next(
-    c2c_engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+    c2c_engine: Engine,
+    sipp_phone: Callable[..., SippPhone],
+    tmp_path: Path,
+    trunks: Callable[..., Awaitable[dict[str, Any]]],
 ) -> None:
-    first = await _trunk(c2c_engine, "trunk-a", 10)
-    second = await _trunk(c2c_engine, "trunk-b", 20, strip_digits=1, caller_id=TRUNK_B_CALLER_ID)
+    first = await trunks("trunk-a", 10)
+    second = await trunks("trunk-b", 20, strip_digits=1, caller_id=TRUNK_B_CALLER_ID)
     trunk_a, a_saw = _carrier(sipp_phone, "uas_unavailable.xml", TRUNK_A_PORT, tmp_path)
     trunk_b, b_saw = _carrier(sipp_phone, "uas_answer_then_hangup.xml", TRUNK_B_PORT, tmp_path)
     with sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent, trunk_a, trunk_b:
@@ -116,10 +133,13 @@ async def test_a_trunk_answering_503_fails_over_and_the_call_completes_through_t
 
 
 async def test_a_trunk_answering_486_ends_the_call_busy_without_failover(
-    c2c_engine: Engine, sipp_phone: Callable[..., SippPhone], tmp_path: Path
+    c2c_engine: Engine,
+    sipp_phone: Callable[..., SippPhone],
+    tmp_path: Path,
+    trunks: Callable[..., Awaitable[dict[str, Any]]],
 ) -> None:
-    first = await _trunk(c2c_engine, "trunk-a", 10)
-    await _trunk(c2c_engine, "trunk-b", 20)
+    first = await trunks("trunk-a", 10)
+    await trunks("trunk-b", 20)
     trunk_a, a_saw = _carrier(sipp_phone, "uas_busy.xml", TRUNK_A_PORT, tmp_path)
     trunk_b, b_saw = _carrier(sipp_phone, "uas_answer.xml", TRUNK_B_PORT, tmp_path)
     with sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent, trunk_a, trunk_b:
@@ -145,3 +165,23 @@ async def test_a_trunk_answering_486_ends_the_call_busy_without_failover(
         (first["name"], "busy", 486)
     ]
     assert attempts[0]["next_provider"] is None
+
+
+async def test_doctor_checks_each_active_sip_trunks_endpoint_on_the_asterisk(
+    c2c_engine: Engine, trunks: Callable[..., Awaitable[dict[str, Any]]]
+) -> None:
+    there = await trunks("trunk-a", 10)
+    missing = await trunks("carrier-nowhere", 20)
+    lines = [check.line for check in await run_doctor(c2c_engine.settings)]
+    assert any(
+        line.startswith("ok   ")
+        and f"sip_trunk provider {there['name']} " in line
+        and "PJSIP endpoint trunk-a exists" in line
+        for line in lines
+    ), lines
+    assert any(
+        line.startswith("FAIL ")
+        and f"sip_trunk provider {missing['name']} " in line
+        and "no PJSIP endpoint carrier-nowhere on the Asterisk" in line
+        for line in lines
+    ), lines

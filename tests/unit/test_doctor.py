@@ -17,6 +17,7 @@ from engine.doctor import (
     Facts,
     ModuleFacts,
     SecretsFacts,
+    TrunkFacts,
     _dir_facts,
     judge,
 )
@@ -319,3 +320,30 @@ def test_no_secrets_key_is_a_warning_naming_the_setting_and_the_plaintext() -> N
     assert "CTC_SECRET_KEY or secrets.key_file" in check.text
     assert "tenant.callback_secret: 1 stored in plaintext" in check.text
     assert not any(c.failed for c in judge(healthy(secrets=SecretsFacts(None, stale))))
+
+
+# --------------------------------------------------------------------------- sip trunks
+
+
+def test_every_active_sip_trunks_endpoint_is_checked_on_the_asterisk() -> None:
+    trunks = (
+        TrunkFacts("a", "t1", "trunk-a", exists=True),
+        TrunkFacts("gone", "t1", "carrier-x", exists=False),
+        TrunkFacts("unknown", "t2", "trunk-b", exists=None),
+        TrunkFacts("broken", "t2", None, error="config.endpoint: the name of a PJSIP endpoint"),
+    )
+    out = [line for line in lines(healthy(trunks=trunks)) if "sip_trunk" in line]
+    assert out == [
+        "ok   sip_trunk provider a (tenant t1): PJSIP endpoint trunk-a exists",
+        "FAIL sip_trunk provider gone (tenant t1): no PJSIP endpoint carrier-x on the Asterisk:"
+        " pjsip.conf: add [carrier-x] (type = endpoint, with its aor and identify), or fix the"
+        " provider's config.endpoint; until then its calls go to the next trunk",
+        "warn sip_trunk provider unknown (tenant t2): ARI could not say whether PJSIP/trunk-b"
+        " exists",
+        "FAIL sip_trunk provider broken (tenant t2): config.endpoint: the name of a PJSIP"
+        " endpoint: fix its config (calls skip this provider)",
+    ]
+
+
+def test_no_sip_trunk_lines_when_trunks_were_not_checked() -> None:
+    assert not [line for line in lines(healthy()) if "sip_trunk" in line]
