@@ -78,6 +78,14 @@ async def _statuses(engine: Engine, watch: CallWatcher) -> list[str | None]:
     return [e.status_to for e in events if e.status_to is not None]
 
 
+async def _place(engine: Engine, provider: dict[str, Any]) -> CallWatcher:
+    """A click-to-call whose provider is ``provider``, watched from before it exists."""
+    watch = CallWatcher(engine)
+    body = await initiate(engine, provider_id=provider["id"])
+    watch.session_id = uuid.UUID(body["id"])
+    return watch
+
+
 async def _attempts(engine: Engine, watch: CallWatcher) -> list[dict[str, Any]]:
     session = await watch.session()
     events = await engine.store.sessions.events(session.tenant_id, session.id)
@@ -95,9 +103,7 @@ async def test_a_trunk_answering_503_fails_over_and_the_call_completes_through_t
     trunk_a, a_saw = _carrier(sipp_phone, "uas_unavailable.xml", TRUNK_A_PORT, tmp_path)
     trunk_b, b_saw = _carrier(sipp_phone, "uas_answer_then_hangup.xml", TRUNK_B_PORT, tmp_path)
     with sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent, trunk_a, trunk_b:
-        watch = CallWatcher(c2c_engine)
-        body = await initiate(c2c_engine, provider_id=first["id"])
-        watch.session_id = uuid.UUID(body["id"])
+        watch = await _place(c2c_engine, first)
         end = await watch.until("completed", "failed", "busy", "no_answer", "canceled", within=45)
         assert end.status_to == "completed", watch.trail()
         assert await trunk_a.wait_async(30) == 0, trunk_a.report()
@@ -143,9 +149,7 @@ async def test_a_trunk_answering_486_ends_the_call_busy_without_failover(
     trunk_a, a_saw = _carrier(sipp_phone, "uas_busy.xml", TRUNK_A_PORT, tmp_path)
     trunk_b, b_saw = _carrier(sipp_phone, "uas_answer.xml", TRUNK_B_PORT, tmp_path)
     with sipp_phone("uas_answer.xml", port=AGENT_PORT) as agent, trunk_a, trunk_b:
-        watch = CallWatcher(c2c_engine)
-        body = await initiate(c2c_engine, provider_id=first["id"])
-        watch.session_id = uuid.UUID(body["id"])
+        watch = await _place(c2c_engine, first)
         end = await watch.until("busy", "completed", "failed", "no_answer", "canceled")
         assert end.status_to == "busy", watch.trail()
         assert await trunk_a.wait_async(30) == 0, trunk_a.report()

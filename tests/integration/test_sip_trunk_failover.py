@@ -6,7 +6,9 @@ are exercised end to end in tests/e2e/test_sip_trunks.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from engine.asterisk.flows.stasis import StasisApp
@@ -52,6 +54,25 @@ async def _session(store: Store, tenant_id: uuid.UUID, provider_id: uuid.UUID) -
         )
     )
     return session
+
+
+@contextlib.asynccontextmanager
+async def _customer_ringing(
+    store: Store, ari: FakeAri, session: StoredSession
+) -> AsyncIterator[str]:
+    """The Stasis app running with ``session``'s agent answered: the resync dials the queued
+    call's agent, the agent answers, the customer leg is originated. Yields its channel."""
+    agent, customer = (leg_channel_id(session.id, leg) for leg in (Leg.AGENT, Leg.CUSTOMER))
+    async with (
+        AriClient(ari.url, "u", "p") as client,
+        StasisApp(client, store, CallSettings()) as app,
+    ):
+        async with asyncio.timeout(WITHIN):
+            await app.resync.completed.wait()
+        await ari.until(lambda: ("POST", f"/channels/{agent}") in ari.requests)
+        await ari.send({"type": "StasisStart", "channel": {"id": agent}, "args": ["c2c"]})
+        await _status(store, session.id, CallStatus.DIALING_CUSTOMER)
+        yield customer
 
 
 async def _attempts(store: Store, session_id: uuid.UUID) -> list[tuple[str, str]]:
@@ -146,61 +167,43 @@ async def test_a_refused_originate_and_a_503_fail_over_and_the_third_trunk_conne
     await _trunk(store, tenant.id, "spare", 30, endpoint="trunk-c", strip_digits=1)
     ari.refused_endpoints.add(f"PJSIP/{NUMBER}@nosuch")
     session = await _session(store, tenant.id, own)
-    agent, customer = (leg_channel_id(session.id, leg) for leg in (Leg.AGENT, Leg.CUSTOMER))
-    async with AriClient(ari.url, "u", "p") as client:
-        app = StasisApp(client, store, CallSettings())
-        async with app:
-            async with asyncio.timeout(WITHIN):
-                await app.resync.completed.wait()  # it dials the queued call's agent
-            await ari.until(lambda: ("POST", f"/channels/{agent}") in ari.requests)
-            await ari.send({"type": "StasisStart", "channel": {"id": agent}, "args": ["c2c"]})
-            await ari.until(lambda: f"PJSIP/{NUMBER}@trunk-b" in ari.originated)
-            await _status(store, session.id, CallStatus.DIALING_CUSTOMER)
-            await ari.send(
-                {
-                    "type": "ChannelDestroyed",
-                    "channel": {"id": customer},
-                    "cause": 34,
-                    "cause_txt": "Circuit/channel congestion",
-                    "tech_cause": 503,
-                }
-            )
-            await ari.until(lambda: f"PJSIP/{NUMBER[1:]}@trunk-c" in ari.originated)
-            await ari.send({"type": "StasisStart", "channel": {"id": customer}, "args": ["c2c"]})
-            await _status(store, session.id, CallStatus.CONNECTED)
-            assert (
-                ari.originated
-                == [
-                    "PJSIP/1001",  # the agent, dialled once
-                    f"PJSIP/{NUMBER}@nosuch",
-                    f"PJSIP/{NUMBER}@trunk-b",
-                    f"PJSIP/{NUMBER[1:]}@trunk-c",
-                ]
-            )
-            assert await _attempts(store, session.id) == [
-                ("gone", "not_sent"),
-                ("full", "trunk_unavailable"),
-                ("spare", "created"),
-            ]
+    async with _customer_ringing(store, ari, session) as customer:
+        await ari.until(lambda: f"PJSIP/{NUMBER}@trunk-b" in ari.originated)
+        await ari.send(
+            {
+                "type": "ChannelDestroyed",
+                "channel": {"id": customer},
+                "cause": 34,
+                "cause_txt": "Circuit/channel congestion",
+                "tech_cause": 503,
+            }
+        )
+        await ari.until(lambda: f"PJSIP/{NUMBER[1:]}@trunk-c" in ari.originated)
+        await ari.send({"type": "StasisStart", "channel": {"id": customer}, "args": ["c2c"]})
+        await _status(store, session.id, CallStatus.CONNECTED)
+        # the agent dialled once, the customer on each trunk in turn
+        assert ari.originated == [
+            "PJSIP/1001",
+            f"PJSIP/{NUMBER}@nosuch",
+            f"PJSIP/{NUMBER}@trunk-b",
+            f"PJSIP/{NUMBER[1:]}@trunk-c",
+        ]
+        assert await _attempts(store, session.id) == [
+            ("gone", "not_sent"),
+            ("full", "trunk_unavailable"),
+            ("spare", "created"),
+        ]
 
 
 async def test_the_last_trunk_unavailable_ends_the_call_failed(store: Store, ari: FakeAri) -> None:
     tenant = await store.tenants.create("t-none-left", "None left")
     own = await _trunk(store, tenant.id, "only", 10, endpoint="trunk-a")
     session = await _session(store, tenant.id, own)
-    agent, customer = (leg_channel_id(session.id, leg) for leg in (Leg.AGENT, Leg.CUSTOMER))
-    async with AriClient(ari.url, "u", "p") as client:
-        app = StasisApp(client, store, CallSettings())
-        async with app:
-            async with asyncio.timeout(WITHIN):
-                await app.resync.completed.wait()
-            await ari.until(lambda: ("POST", f"/channels/{agent}") in ari.requests)
-            await ari.send({"type": "StasisStart", "channel": {"id": agent}, "args": ["c2c"]})
-            await _status(store, session.id, CallStatus.DIALING_CUSTOMER)
-            destroyed = {"type": "ChannelDestroyed", "channel": {"id": customer}}
-            await ari.send({**destroyed, "cause": 34, "tech_cause": 503})
-            await _status(store, session.id, CallStatus.FAILED)
-            assert await _attempts(store, session.id) == [("only", "trunk_unavailable")]
-            ended = await store.sessions.by_id(session.id)
-            assert ended is not None
-            assert ended.hangup_cause == 34
+    async with _customer_ringing(store, ari, session) as customer:
+        destroyed = {"type": "ChannelDestroyed", "channel": {"id": customer}}
+        await ari.send({**destroyed, "cause": 34, "tech_cause": 503})
+        await _status(store, session.id, CallStatus.FAILED)
+        assert await _attempts(store, session.id) == [("only", "trunk_unavailable")]
+        ended = await store.sessions.by_id(session.id)
+        assert ended is not None
+        assert ended.hangup_cause == 34
