@@ -4,8 +4,9 @@ Two halves, so the judging is unit-testable without Asterisk:
 
 - :func:`gather` asks the real world with the configured settings and returns plain
   :class:`Facts`: ARI (``GET /ari/asterisk/info``, ``GET /ari/applications``,
-  ``GET /ari/asterisk/modules/{name}.so``, ``GET /ari/endpoints/PJSIP/{endpoint}`` for every
-  active ``sip_trunk`` provider's trunk), AMI (login, ``ModuleCheck`` when ARI cannot
+  ``GET /ari/asterisk/modules/{name}.so``, ``GET /ari/endpoints/PJSIP/{endpoint}`` and its
+  ``send_pai`` from ``GET /ari/asterisk/config/dynamic/res_pjsip/endpoint/{endpoint}`` for
+  every active ``sip_trunk`` provider's trunk), AMI (login, ``ModuleCheck`` when ARI cannot
   answer), the database (reachable, migrations current, stored secrets encrypted under
   the primary key) and the recording directory;
 - :func:`judge` turns facts into :class:`Check` lines, pure: ``ok   …``, ``warn …`` (the
@@ -33,6 +34,7 @@ from engine.domain.providers import ProviderType
 from engine.domain.sip_trunk import parse_sip_trunk_config
 from engine.errors import AmiError, CtcError, InvalidInput, describe
 from engine.secrets import NO_KEY_HINT
+from engine.store.compliance import CallerIdProfileRepository
 from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migration_status
 from engine.store.providers import ProviderRepository
@@ -150,6 +152,8 @@ class TrunkFacts:
     endpoint: str | None  # None: the config is not usable (``error`` says why)
     error: str | None = None
     exists: bool | None = None  # None: ARI could not say
+    send_pai: bool | None = None  # the endpoint's send_pai; None: ARI could not say
+    caller_id_profiles: bool = False  # the tenant has active caller-ID profiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +206,16 @@ def judge_trunks(trunks: tuple[TrunkFacts, ...]) -> list[Check]:
             )
         elif t.exists:
             out.append(Check("ok", f"{which}: PJSIP endpoint {t.endpoint} exists"))
+            if t.send_pai is False and t.caller_id_profiles:
+                out.append(
+                    Check(
+                        "warn",
+                        f"{which}: PJSIP endpoint {t.endpoint} has send_pai = no while the "
+                        "tenant has caller-ID profiles: the chosen caller ID goes out as From "
+                        f"only; pjsip.conf [{t.endpoint}]: send_pai = yes if the carrier "
+                        "reads P-Asserted-Identity",
+                    )
+                )
         else:
             out.append(
                 Check(
@@ -475,6 +489,12 @@ async def _gather_trunks(settings: Settings, wait: float) -> tuple[TrunkFacts, .
             providers = await asyncio.wait_for(
                 repo.active_everywhere(ProviderType.SIP_TRUNK), wait * 3
             )
+            profiles = CallerIdProfileRepository(db)
+            with_profiles = {
+                tenant_id
+                for tenant_id in {p.tenant_id for p in providers}
+                if await profiles.profiles(tenant_id)
+            }
     except (TimeoutError, CtcError):
         return None  # the database line already says what is wrong with it
     facts: list[TrunkFacts] = []
@@ -490,14 +510,39 @@ async def _gather_trunks(settings: Settings, wait: float) -> tuple[TrunkFacts, .
             except InvalidInput as exc:
                 facts.append(TrunkFacts(p.name, str(p.tenant_id), None, error=str(exc)))
                 continue
-            exists: bool | None = None
-            try:
-                status, _ = await _get(http, f"{_ari_base(s.url)}/endpoints/PJSIP/{endpoint}")
-                exists = True if status == 200 else False if status == 404 else None
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            facts.append(TrunkFacts(p.name, str(p.tenant_id), endpoint, exists=exists))
+            exists, send_pai = await _ari_trunk(http, _ari_base(s.url), endpoint)
+            facts.append(
+                TrunkFacts(
+                    p.name,
+                    str(p.tenant_id),
+                    endpoint,
+                    exists=exists,
+                    send_pai=send_pai,
+                    caller_id_profiles=p.tenant_id in with_profiles,
+                )
+            )
     return tuple(facts)
+
+
+async def _ari_trunk(
+    http: aiohttp.ClientSession, base: str, endpoint: str
+) -> tuple[bool | None, bool | None]:
+    """Whether the PJSIP ``endpoint`` exists, and its ``send_pai`` (None: unknown)."""
+    try:
+        status, _ = await _get(http, f"{base}/endpoints/PJSIP/{endpoint}")
+        if status != 200:
+            return (False if status == 404 else None), None
+        status, fields = await _get(
+            http, f"{base}/asterisk/config/dynamic/res_pjsip/endpoint/{endpoint}"
+        )
+    except (aiohttp.ClientError, TimeoutError):
+        return None, None
+    if status != 200 or not isinstance(fields, list):
+        return True, None
+    for field in fields:
+        if isinstance(field, dict) and field.get("attribute") == "send_pai":
+            return True, str(field.get("value")).lower() in ("true", "yes", "1", "on")
+    return True, None
 
 
 def _ari_base(url: str) -> str:

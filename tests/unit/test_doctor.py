@@ -347,3 +347,15 @@ def test_every_active_sip_trunks_endpoint_is_checked_on_the_asterisk() -> None:
 
 def test_no_sip_trunk_lines_when_trunks_were_not_checked() -> None:
     assert not [line for line in lines(healthy()) if "sip_trunk" in line]
+
+
+def test_a_trunk_without_send_pai_warns_only_when_its_tenant_has_caller_id_profiles() -> None:
+    plain = TrunkFacts("a", "t1", "trunk-a", exists=True, send_pai=False)
+    chosen = dataclasses.replace(plain, caller_id_profiles=True)
+    with_pai = dataclasses.replace(chosen, send_pai=True)
+    assert not [line for line in lines(healthy(trunks=(plain, with_pai))) if "send_pai" in line]
+    assert [line for line in lines(healthy(trunks=(chosen,))) if "send_pai" in line] == [
+        "warn sip_trunk provider a (tenant t1): PJSIP endpoint trunk-a has send_pai = no while"
+        " the tenant has caller-ID profiles: the chosen caller ID goes out as From only;"
+        " pjsip.conf [trunk-a]: send_pai = yes if the carrier reads P-Asserted-Identity"
+    ]
