@@ -18,11 +18,12 @@ from engine.api.sse import StreamLimits
 from engine.api.state import ApiState
 from engine.app.agent_calls import AgentCallRecorder
 from engine.app.billing import BillingRecorder, BillingService
-from engine.app.carrier_calls import CarrierDialer, ProviderBreakers
+from engine.app.carrier_calls import CarrierDialer
 from engine.app.dialing import DialerRouter
 from engine.app.ivr_admission import IvrAdmission
 from engine.app.node_commands import CommandRunner
 from engine.app.ports import CallQueue
+from engine.app.provider_breakers import ProviderBreakers
 from engine.app.retention import RetentionService
 from engine.app.stats import StatsCompactor
 from engine.app.use_cases import UseCases
@@ -166,6 +167,8 @@ class Engine(Lifecycle):
         )
         self.ari: AriClient | None = None
         self.stasis: StasisApp | None = None
+        # one circuit breaker per provider (carriers and SIP trunks alike), in the health report
+        self.breakers = ProviderBreakers(self.health)
         if settings.ari.enabled:
             ari = settings.ari
             password = ari.password.get_secret_value() if ari.password else ""
@@ -182,6 +185,7 @@ class Engine(Lifecycle):
                 hangup_records=HangupRecords(self.ami, settings.calls.hangup_handler),
                 metrics=self.metrics,
                 quality=settings.quality if settings.quality.enabled else None,
+                breakers=self.breakers,
             )
         # Asterisk restarted (AMI's FullyBooted says so): the ARI link reconnects and resyncs
         self.restart_watch: RestartWatch | None = None
@@ -190,8 +194,7 @@ class Engine(Lifecycle):
             self.restart_watch.watch(self.ami)
         # the carriers' adapters: their webhooks verified and their status queried
         self.carriers = CarrierDirectory()
-        # click-to-calls through a carrier, with failover; one breaker per provider here
-        self.breakers = ProviderBreakers(self.health)
+        # click-to-calls through a carrier (with failover), the others over Asterisk
         self.dialer = DialerRouter(
             self.store,
             self.stasis.click_to_call if self.stasis is not None else None,

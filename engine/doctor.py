@@ -4,7 +4,9 @@ Two halves, so the judging is unit-testable without Asterisk:
 
 - :func:`gather` asks the real world with the configured settings and returns plain
   :class:`Facts`: ARI (``GET /ari/asterisk/info``, ``GET /ari/applications``,
-  ``GET /ari/asterisk/modules/{name}.so``), AMI (login, ``ModuleCheck`` when ARI cannot
+  ``GET /ari/asterisk/modules/{name}.so``, ``GET /ari/endpoints/PJSIP/{endpoint}`` and its
+  ``send_pai`` from ``GET /ari/asterisk/config/dynamic/res_pjsip/endpoint/{endpoint}`` for
+  every active ``sip_trunk`` provider's trunk), AMI (login, ``ModuleCheck`` when ARI cannot
   answer), the database (reachable, migrations current, stored secrets encrypted under
   the primary key) and the recording directory;
 - :func:`judge` turns facts into :class:`Check` lines, pure: ``ok   …``, ``warn …`` (the
@@ -28,10 +30,14 @@ import aiohttp
 from engine.asterisk.links.ami import AmiLink, AmiLoginError, AmiResponseError
 from engine.asterisk.links.ari import basic_auth
 from engine.config.settings import AmiSettings, AriSettings, Settings, redacted_summary
-from engine.errors import AmiError, CtcError, describe
+from engine.domain.providers import ProviderType
+from engine.domain.sip_trunk import parse_sip_trunk_config
+from engine.errors import AmiError, CtcError, InvalidInput, describe
 from engine.secrets import NO_KEY_HINT
+from engine.store.compliance import CallerIdProfileRepository
 from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migration_status
+from engine.store.providers import ProviderRepository
 from engine.store.stored_secrets import StoredSecrets
 
 __all__ = [
@@ -45,6 +51,7 @@ __all__ = [
     "Facts",
     "ModuleFacts",
     "SecretsFacts",
+    "TrunkFacts",
     "gather",
     "judge",
     "judge_caller_id",
@@ -149,6 +156,19 @@ class CallerIdFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class TrunkFacts:
+    """An active ``sip_trunk`` provider and whether its PJSIP endpoint is on the Asterisk."""
+
+    provider: str  # name
+    tenant_id: str
+    endpoint: str | None  # None: the config is not usable (``error`` says why)
+    error: str | None = None
+    exists: bool | None = None  # None: ARI could not say
+    send_pai: bool | None = None  # the endpoint's send_pai; None: ARI could not say
+    caller_id_profiles: bool = False  # the tenant has active caller-ID profiles
+
+
+@dataclass(frozen=True, slots=True)
 class Facts:
     database: DatabaseFacts
     ari: AriFacts | None = None  # None: ari.enabled is false
@@ -157,6 +177,7 @@ class Facts:
     recording_dir: DirFacts | None = None
     secrets: SecretsFacts | None = None  # None: not checked (the database is not usable)
     caller_id: CallerIdFacts | None = None  # None: not checked (no ARI, or no database)
+    trunks: tuple[TrunkFacts, ...] | None = None  # None: not checked (database or ARI)
 
 
 # ----------------------------------------------------------------------------- judging
@@ -164,7 +185,7 @@ class Facts:
 
 def judge(facts: Facts) -> list[Check]:
     """Every check's line, in a fixed order: database, stored secrets, ARI, Stasis app,
-    modules, recording directory, AMI."""
+    modules, recording directory, AMI, sip_trunk providers' endpoints."""
     out = judge_database(facts.database)
     if facts.secrets is not None:
         out += judge_secrets(facts.secrets)
@@ -181,6 +202,44 @@ def judge(facts: Facts) -> list[Check]:
         out.append(Check("ok", "AMI not used (ami.enabled: false)"))
     else:
         out += judge_ami(facts.ami)
+    if facts.trunks is not None:
+        out += judge_trunks(facts.trunks)
+    return out
+
+
+def judge_trunks(trunks: tuple[TrunkFacts, ...]) -> list[Check]:
+    out: list[Check] = []
+    for t in trunks:
+        which = f"sip_trunk provider {t.provider} (tenant {t.tenant_id})"
+        if t.endpoint is None:
+            out.append(
+                Check("fail", f"{which}: {t.error}: fix its config (calls skip this provider)")
+            )
+        elif t.exists is None:
+            out.append(
+                Check("warn", f"{which}: ARI could not say whether PJSIP/{t.endpoint} exists")
+            )
+        elif t.exists:
+            out.append(Check("ok", f"{which}: PJSIP endpoint {t.endpoint} exists"))
+            if t.send_pai is False and t.caller_id_profiles:
+                out.append(
+                    Check(
+                        "warn",
+                        f"{which}: PJSIP endpoint {t.endpoint} has send_pai = no while the "
+                        "tenant has caller-ID profiles: the chosen caller ID goes out as From "
+                        f"only; pjsip.conf [{t.endpoint}]: send_pai = yes if the carrier "
+                        "reads P-Asserted-Identity",
+                    )
+                )
+        else:
+            out.append(
+                Check(
+                    "fail",
+                    f"{which}: no PJSIP endpoint {t.endpoint} on the Asterisk: pjsip.conf: add "
+                    f"[{t.endpoint}] (type = endpoint, with its aor and identify), or fix the "
+                    "provider's config.endpoint; until then its calls go to the next trunk",
+                )
+            )
     return out
 
 
@@ -435,10 +494,12 @@ async def gather(settings: Settings, *, wait: float = 5.0) -> Facts:
     elif ami_modules is not None:  # ARI could not say (e.g. its password is wrong): AMI can
         modules = ModuleFacts("AMI", ami_modules)
     secrets = caller_id = None
+    trunks = None
     if database.error is None and not database.pending and not database.changed:
         secrets = await _gather_secrets(settings, wait)
         if ari is not None and ari.status == 200:
             caller_id = await _gather_caller_id(settings, wait)
+            trunks = await _gather_trunks(settings, wait)
     return Facts(
         database=database,
         secrets=secrets,
@@ -447,6 +508,7 @@ async def gather(settings: Settings, *, wait: float = 5.0) -> Facts:
         modules=modules,
         recording_dir=_dir_facts(settings.ari.recording_dir) if ari_on else None,
         caller_id=caller_id,
+        trunks=trunks,
     )
 
 
@@ -518,6 +580,69 @@ async def _gather_caller_id(settings: Settings, wait: float) -> CallerIdFacts | 
     if "send_pai" not in values:
         return facts
     return replace(facts, send_pai=str(values["send_pai"]).lower() in ("yes", "true", "1", "on"))
+
+
+async def _gather_trunks(settings: Settings, wait: float) -> tuple[TrunkFacts, ...] | None:
+    try:
+        async with Database(settings.database.url, min_size=1, max_size=1) as db:
+            repo = ProviderRepository(db, keyring=settings.secrets.keyring())
+            providers = await asyncio.wait_for(
+                repo.active_everywhere(ProviderType.SIP_TRUNK), wait * 3
+            )
+            profiles = CallerIdProfileRepository(db)
+            with_profiles = {
+                tenant_id
+                for tenant_id in {p.tenant_id for p in providers}
+                if await profiles.profiles(tenant_id)
+            }
+    except (TimeoutError, CtcError):
+        return None  # the database line already says what is wrong with it
+    facts: list[TrunkFacts] = []
+    s = settings.ari
+    password = s.password.get_secret_value() if s.password else ""
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=wait),
+        headers={"Authorization": basic_auth(s.username, password)},
+    ) as http:
+        for p in providers:
+            try:
+                endpoint = parse_sip_trunk_config(p.config).endpoint
+            except InvalidInput as exc:
+                facts.append(TrunkFacts(p.name, str(p.tenant_id), None, error=str(exc)))
+                continue
+            exists, send_pai = await _ari_trunk(http, _ari_base(s.url), endpoint)
+            facts.append(
+                TrunkFacts(
+                    p.name,
+                    str(p.tenant_id),
+                    endpoint,
+                    exists=exists,
+                    send_pai=send_pai,
+                    caller_id_profiles=p.tenant_id in with_profiles,
+                )
+            )
+    return tuple(facts)
+
+
+async def _ari_trunk(
+    http: aiohttp.ClientSession, base: str, endpoint: str
+) -> tuple[bool | None, bool | None]:
+    """Whether the PJSIP ``endpoint`` exists, and its ``send_pai`` (None: unknown)."""
+    try:
+        status, _ = await _get(http, f"{base}/endpoints/PJSIP/{endpoint}")
+        if status != 200:
+            return (False if status == 404 else None), None
+        status, fields = await _get(
+            http, f"{base}/asterisk/config/dynamic/res_pjsip/endpoint/{endpoint}"
+        )
+    except (aiohttp.ClientError, TimeoutError):
+        return None, None
+    if status != 200 or not isinstance(fields, list):
+        return True, None
+    for field in fields:
+        if isinstance(field, dict) and field.get("attribute") == "send_pai":
+            return True, str(field.get("value")).lower() in ("true", "yes", "1", "on")
+    return True, None
 
 
 def _ari_base(url: str) -> str:

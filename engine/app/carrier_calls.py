@@ -28,8 +28,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,14 +36,13 @@ import structlog
 
 from engine.app.call_end import end_in_store
 from engine.app.ports import Carriers
+from engine.app.provider_breakers import ProviderBreakers, config_number
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
 from engine.domain.event_types import CallEventType
 from engine.domain.failover import (
     AttemptOutcome,
-    BreakerState,
     Candidate,
-    CircuitBreaker,
     FailoverDecision,
     decide,
     order_candidates,
@@ -66,12 +63,11 @@ from engine.errors import (
     InvalidInput,
     SecretsError,
 )
-from engine.health import HealthReport
 from engine.providers.base import CallRef, CarrierAdapter, PlaceCall
 from engine.store.records import NewTransfer, StoredProvider, StoredSession, StoredTransfer
 from engine.store.repositories import Store
 
-__all__ = ["CarrierDialer", "ProviderBreakers", "attempt_outcome"]
+__all__ = ["CarrierDialer", "attempt_outcome"]
 
 log = structlog.get_logger(__name__)
 
@@ -90,71 +86,6 @@ def attempt_outcome(error: CarrierError) -> AttemptOutcome:
         case CarrierRefused():
             return AttemptOutcome.REFUSED
     return AttemptOutcome.NOT_SENT  # no connection made, or not offered by the carrier
-
-
-def _config_number(provider: StoredProvider, name: str, default: float) -> float:
-    value = provider.config.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise InvalidInput(f"config.{name}", f"must be a number > 0, not {value!r}")
-    return float(value)
-
-
-class ProviderBreakers:
-    """One :class:`~engine.domain.failover.CircuitBreaker` per provider in this engine,
-    each provider's state in the health report (component ``provider <id>``, not required
-    for readiness: an open breaker only moves calls to the next provider). A provider's
-    ``config`` may set ``breaker_failures`` (5) and ``breaker_reset_s`` (30)."""
-
-    def __init__(
-        self, health: HealthReport | None = None, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._health = health
-        self.clock = clock  # monotonic seconds
-        self._breakers: dict[uuid.UUID, CircuitBreaker] = {}
-        self._names: dict[uuid.UUID, str] = {}
-
-    def _breaker(self, provider: StoredProvider) -> CircuitBreaker:
-        breaker = self._breakers.get(provider.id)
-        if breaker is None:
-            breaker = CircuitBreaker(
-                failure_threshold=int(_config_number(provider, "breaker_failures", 5)),
-                reset_after_s=_config_number(provider, "breaker_reset_s", 30.0),
-            )
-            self._breakers[provider.id] = breaker
-            self._names[provider.id] = f"{provider.name} ({provider.provider_type})"
-        return breaker
-
-    def allows(self, provider: StoredProvider) -> bool:
-        """Whether an attempt through ``provider`` may go now (a half-open breaker lets
-        one trial through: :meth:`record` must follow)."""
-        return self._breaker(provider).allows(self.clock())
-
-    def record(self, provider: StoredProvider, outcome: AttemptOutcome) -> None:
-        breaker = self._breaker(provider)
-        before = breaker.state
-        breaker.record(outcome, self.clock())
-        if breaker.state is not before or before is not BreakerState.CLOSED:
-            log.info(
-                "provider.breaker",
-                provider_id=str(provider.id),
-                state=breaker.state.value,
-                failures=breaker.failures,
-            )
-        self._report(provider.id, breaker)
-
-    def state(self, provider_id: uuid.UUID) -> BreakerState:
-        breaker = self._breakers.get(provider_id)
-        return BreakerState.CLOSED if breaker is None else breaker.current(self.clock())
-
-    def _report(self, provider_id: uuid.UUID, breaker: CircuitBreaker) -> None:
-        if self._health is None:
-            return
-        state = breaker.current(self.clock())
-        detail = f"{self._names[provider_id]}: circuit {state.value}, {breaker.failures} failures"
-        if state is BreakerState.CLOSED:
-            self._health.set(f"provider {provider_id}", "up", detail, required=False)
-        else:
-            self._health.set(f"provider {provider_id}", "down", detail, required=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -272,7 +203,7 @@ class CarrierDialer:
         try:
             secrets = await self._store.providers.secrets(provider.tenant_id, provider.id)
             adapter = self._adapter(provider, secrets)
-            ring = int(_config_number(provider, "ring_timeout_s", _DEFAULT_RING_S))
+            ring = int(config_number(provider, "ring_timeout_s", _DEFAULT_RING_S))
             allowed = self._breakers.allows(provider)
         except (ConfigError, InvalidInput, SecretsError) as exc:
             # our row is wrong, the carrier was not asked: nothing for its breaker
@@ -293,15 +224,15 @@ class CarrierDialer:
         one kept as the session's when it cannot be hung up, and what was done."""
         secrets = await self._store.providers.secrets(provider.tenant_id, provider.id)
         adapter = self._adapter(provider, secrets)
-        request = _place_call(session, int(_config_number(provider, "ring_timeout_s", 30)))
+        request = _place_call(session, int(config_number(provider, "ring_timeout_s", 30)))
         try:
             found = await adapter.find(request, since)
         except CarrierUnsupported:
-            wait = _config_number(provider, "reconcile_wait_s", 2.0 * request.ring_timeout_s)
+            wait = config_number(provider, "reconcile_wait_s", 2.0 * request.ring_timeout_s)
             await asyncio.sleep(wait)  # what it may have created has rung out by then
             return [], None, f"no lookup: waited {wait:g} s for any call to ring out"
         except CarrierError as exc:
-            wait = _config_number(provider, "reconcile_wait_s", 2.0 * request.ring_timeout_s)
+            wait = config_number(provider, "reconcile_wait_s", 2.0 * request.ring_timeout_s)
             await asyncio.sleep(wait)
             return [], None, f"lookup failed ({exc}): waited {wait:g} s"
         ended: list[str] = []

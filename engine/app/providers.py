@@ -19,6 +19,7 @@ from typing import Any
 
 from engine.app.ports import Carriers
 from engine.domain.providers import ProviderType
+from engine.domain.sip_trunk import parse_sip_trunk_config
 from engine.errors import (
     CarrierAuthFailed,
     CarrierError,
@@ -126,6 +127,8 @@ class ProviderService:
     async def create(self, tenant: Tenant, request: AddProvider) -> StoredProvider:
         """Add a provider (Conflict when the tenant has one of that name)."""
         check_credential_refs(request.credentials)
+        if request.provider_type == ProviderType.SIP_TRUNK:
+            parse_sip_trunk_config(request.config)  # InvalidInput naming the config field
         new = NewProvider(
             tenant_id=tenant.id,
             name=request.name,

@@ -60,7 +60,7 @@ class CallEventType(enum.StrEnum):
 
     # a carrier's verified webhook that changed no status (stale, replayed elsewhere, raw)
     PROVIDER_STATUS = "provider.status"
-    # one attempt to place a click-to-call through a carrier: provider, outcome, reason
+    # one attempt to place a call, or its customer leg, through one provider: how it ended
     PROVIDER_ATTEMPT = "provider.attempt"
 
     # recording

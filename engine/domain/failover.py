@@ -40,6 +40,7 @@ __all__ = [
     "decide",
     "order_candidates",
     "sip_outcome",
+    "trunk_outcome",
 ]
 
 
@@ -126,6 +127,33 @@ def sip_outcome(code: int | None, *, answered: bool = False) -> AttemptOutcome:
     return AttemptOutcome.FAILED
 
 
+# Q.850 causes for a trunk leg that ended with no SIP code (hung up by Asterisk itself):
+# Asterisk's own translation of the SIP answers above (chan_pjsip's hangup_sip2cause).
+_Q850_UNAVAILABLE = frozenset({27, 34, 38, 41, 42, 102})  # out of order, congestion, timer
+_Q850_BUSY = frozenset({17})
+_Q850_NO_ANSWER = frozenset({18, 19})
+_Q850_DECLINED = frozenset({21})
+
+
+def trunk_outcome(tech_cause: int | None, cause: int | None) -> AttemptOutcome:
+    """A trunk leg's outcome from its channel's end as Asterisk reports it: ``tech_cause``
+    (ARI's ChannelDestroyed ``tech_cause``, the SIP final answer chan_pjsip got) decides
+    when there is one; without it (the channel was hung up on our side, e.g. the ring
+    timeout, or no SIP answer was kept) the Q.850 ``cause``. A leg that ended with no cause
+    at all is FAILED, never a failover: nothing says the trunk did not reach the callee."""
+    if tech_cause is not None:
+        return sip_outcome(tech_cause)
+    if cause in _Q850_UNAVAILABLE:
+        return AttemptOutcome.TRUNK_UNAVAILABLE
+    if cause in _Q850_BUSY:
+        return AttemptOutcome.BUSY
+    if cause in _Q850_NO_ANSWER:
+        return AttemptOutcome.NO_ANSWER
+    if cause in _Q850_DECLINED:
+        return AttemptOutcome.DECLINED
+    return AttemptOutcome.FAILED
+
+
 class BreakerState(enum.StrEnum):
     CLOSED = "closed"  # attempts go through
     OPEN = "open"  # no attempts until reset_after_s has passed
@@ -183,6 +211,12 @@ class CircuitBreaker:
         self.state = BreakerState.CLOSED
         self.failures = 0
         self.opened_at = None
+
+    def abandon(self) -> None:
+        """An attempt let through ended without an outcome that says anything about the
+        provider (e.g. the call was cancelled while it rang): a half-open breaker may let
+        another trial through."""
+        self.trial_in_flight = False
 
     def _pause_over(self, now: float) -> bool:
         if self.opened_at is None:

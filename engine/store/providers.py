@@ -147,6 +147,16 @@ class ProviderRepository:
 
         return await self._defaults.get(tenant_id, read)
 
+    async def active_everywhere(self, provider_type: str) -> list[StoredProvider]:
+        """Every tenant's active providers of ``provider_type`` (``ctc doctor`` checks what
+        they need of the host)."""
+        rows = await self._db.fetch(
+            f"SELECT {_COLS} FROM voip_provider WHERE provider_type = $1 AND is_active "
+            f"ORDER BY tenant_id, priority, name",
+            provider_type,
+        )
+        return [StoredProvider(**dict(r)) for r in rows]
+
     async def all(
         self, tenant_id: uuid.UUID, *, provider_type: str | None = None
     ) -> list[StoredProvider]:

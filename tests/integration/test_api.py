@@ -346,7 +346,7 @@ async def test_providers_create_list_get_and_default_selection(
             "name": "main",
             "provider_type": "sip_trunk",
             "is_default": True,
-            "config": {"endpoint": "PJSIP/{number}@trunk"},
+            "config": {"endpoint": "trunk"},
             "credentials": {"password": "s3cret"},
             "webhook_secret": "whsec-123456",
         },

@@ -387,6 +387,9 @@ async def test_64_bit_integers_and_large_finite_floats_are_stored(
     assert float(body["metadata"]["big"]) == 1.5e300
 
 
+_TRUNK = {"config": {"endpoint": "trunk"}}  # what a sip_trunk provider needs
+
+
 async def test_calls_per_second_below_a_hundredth_is_422_not_a_database_error(
     tcp_api: Api, auth: dict[str, str]
 ) -> None:
@@ -395,7 +398,12 @@ async def test_calls_per_second_below_a_hundredth_is_422_not_a_database_error(
         status, err, _ = await tcp_api.call(
             "POST",
             "/api/v1/voip-providers",
-            json={"name": "slow", "provider_type": "sip_trunk", "calls_per_second": value},
+            json={
+                "name": "slow",
+                "provider_type": "sip_trunk",
+                "calls_per_second": value,
+                **_TRUNK,
+            },
             headers=auth,
         )
         assert status == 422, (value, err)
@@ -403,7 +411,12 @@ async def test_calls_per_second_below_a_hundredth_is_422_not_a_database_error(
     status, err, _ = await tcp_api.call(
         "POST",
         "/api/v1/voip-providers",
-        json={"name": "big", "provider_type": "sip_trunk", "max_concurrent_calls": 2**31},
+        json={
+            "name": "big",
+            "provider_type": "sip_trunk",
+            "max_concurrent_calls": 2**31,
+            **_TRUNK,
+        },
         headers=auth,
     )
     assert status == 422, err
@@ -411,7 +424,7 @@ async def test_calls_per_second_below_a_hundredth_is_422_not_a_database_error(
     status, body, _ = await tcp_api.call(
         "POST",
         "/api/v1/voip-providers",
-        json={"name": "ok", "provider_type": "sip_trunk", "calls_per_second": 0.01},
+        json={"name": "ok", "provider_type": "sip_trunk", "calls_per_second": 0.01, **_TRUNK},
         headers=auth,
     )
     assert status == 201, body
@@ -631,3 +644,43 @@ async def test_refused_streams_are_counted_in_metrics(
             text = await resp.text()
     assert refused() == before + 1
     assert 'ctc_event_streams_refused_total{scope="tenant"}' in text
+
+
+async def test_a_sip_trunk_with_a_bad_config_is_422_naming_the_config_field(
+    tcp_api: Api, auth: dict[str, str]
+) -> None:
+    cases = [
+        ({}, "config.endpoint"),
+        ({"endpoint": "PJSIP/{number}@trunk"}, "config.endpoint"),
+        ({"endpoint": "trunk", "strip_digits": "3"}, "config.strip_digits"),
+        ({"endpoint": "trunk", "match_prefixes": "+91"}, "config.match_prefixes"),
+        ({"endpoint": "trunk", "caller_id": "Sales"}, "config.caller_id"),
+        ({"endpoint": "trunk", "prefix": "0"}, "config.prefix"),
+    ]
+    for config, field in cases:
+        status, err, _ = await tcp_api.call(
+            "POST",
+            "/api/v1/voip-providers",
+            json={"name": "bad-trunk", "provider_type": "sip_trunk", "config": config},
+            headers=auth,
+        )
+        assert status == 422, (config, err)
+        assert _fields(err) == {field}, (config, err)
+    status, body, _ = await tcp_api.call(
+        "POST",
+        "/api/v1/voip-providers",
+        json={
+            "name": "good-trunk",
+            "provider_type": "sip_trunk",
+            "config": {
+                "endpoint": "trunk-a",
+                "strip_digits": 3,
+                "add_prefix": "0",
+                "match_prefixes": ["+91"],
+                "caller_id": "+919800000000",
+            },
+        },
+        headers=auth,
+    )
+    assert status == 201, body
+    assert body["config"]["match_prefixes"] == ["+91"]

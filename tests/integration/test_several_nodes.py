@@ -65,6 +65,9 @@ class RecordingDialer:
         self.ready = ready
         self.started: list[uuid.UUID] = []
 
+    def writes_behind(self, provider_type: str | None) -> bool:
+        return True  # as the click-to-call flow over Asterisk
+
     def start_call(self, session: StoredSession) -> None:
         self.started.append(session.id)
 

@@ -51,6 +51,8 @@ class FakeAri:
         self.stored_recordings: set[str] = set()
         self.recording_errors = 0  # answer this many recording requests with a 500
         self.stop_races_end = False  # a stop finds the recording just ended (404, stored)
+        self.originated: list[str] = []  # the endpoint of every originate, in order
+        self.refused_endpoints: set[str] = set()  # originating these answers 500, as Asterisk
         self.sockets: list[web.WebSocketResponse] = []
         self.seen = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -87,6 +89,10 @@ class FakeAri:
             return web.json_response({})
         if request.method == "POST" and path.startswith("/channels/") and path.count("/") == 2:
             channel_id = path.rpartition("/")[2]  # originate
+            endpoint = request.query.get("endpoint", "")
+            self.originated.append(endpoint)
+            if endpoint in self.refused_endpoints:  # e.g. no such PJSIP endpoint
+                return web.json_response({"error": "Allocation failed"}, status=500)
             if any(ch["id"] == channel_id for ch in self.channels):
                 return web.json_response(
                     {"message": "Channel with given unique ID already exists"}, status=409

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from engine.app.carrier_calls import ProviderBreakers, attempt_outcome
+from engine.app.carrier_calls import attempt_outcome
+from engine.app.provider_breakers import ProviderBreakers
 from engine.domain.failover import AttemptOutcome, BreakerState
 from engine.errors import (
     CarrierAuthFailed,

@@ -18,6 +18,7 @@ from engine.doctor import (
     Facts,
     ModuleFacts,
     SecretsFacts,
+    TrunkFacts,
     _dir_facts,
     judge,
     trunk_endpoint,
@@ -359,3 +360,42 @@ def test_caller_id_profiles_need_the_trunk_to_send_pai(
     assert check.level == level
     assert words in check.text
     assert not check.failed  # a warning: calls still go out, with From only
+
+
+# --------------------------------------------------------------------------- sip trunks
+
+
+def test_every_active_sip_trunks_endpoint_is_checked_on_the_asterisk() -> None:
+    trunks = (
+        TrunkFacts("a", "t1", "trunk-a", exists=True),
+        TrunkFacts("gone", "t1", "carrier-x", exists=False),
+        TrunkFacts("unknown", "t2", "trunk-b", exists=None),
+        TrunkFacts("broken", "t2", None, error="config.endpoint: the name of a PJSIP endpoint"),
+    )
+    out = [line for line in lines(healthy(trunks=trunks)) if "sip_trunk" in line]
+    assert out == [
+        "ok   sip_trunk provider a (tenant t1): PJSIP endpoint trunk-a exists",
+        "FAIL sip_trunk provider gone (tenant t1): no PJSIP endpoint carrier-x on the Asterisk:"
+        " pjsip.conf: add [carrier-x] (type = endpoint, with its aor and identify), or fix the"
+        " provider's config.endpoint; until then its calls go to the next trunk",
+        "warn sip_trunk provider unknown (tenant t2): ARI could not say whether PJSIP/trunk-b"
+        " exists",
+        "FAIL sip_trunk provider broken (tenant t2): config.endpoint: the name of a PJSIP"
+        " endpoint: fix its config (calls skip this provider)",
+    ]
+
+
+def test_no_sip_trunk_lines_when_trunks_were_not_checked() -> None:
+    assert not [line for line in lines(healthy()) if "sip_trunk" in line]
+
+
+def test_a_trunk_without_send_pai_warns_only_when_its_tenant_has_caller_id_profiles() -> None:
+    plain = TrunkFacts("a", "t1", "trunk-a", exists=True, send_pai=False)
+    chosen = dataclasses.replace(plain, caller_id_profiles=True)
+    with_pai = dataclasses.replace(chosen, send_pai=True)
+    assert not [line for line in lines(healthy(trunks=(plain, with_pai))) if "send_pai" in line]
+    assert [line for line in lines(healthy(trunks=(chosen,))) if "send_pai" in line] == [
+        "warn sip_trunk provider a (tenant t1): PJSIP endpoint trunk-a has send_pai = no while"
+        " the tenant has caller-ID profiles: the chosen caller ID goes out as From only;"
+        " pjsip.conf [trunk-a]: send_pai = yes if the carrier reads P-Asserted-Identity"
+    ]

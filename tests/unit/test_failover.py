@@ -18,6 +18,7 @@ from engine.domain.failover import (
     decide,
     order_candidates,
     sip_outcome,
+    trunk_outcome,
 )
 
 
@@ -145,3 +146,38 @@ def test_weights_share_the_first_place_in_proportion() -> None:
     firsts = [order_candidates([heavy, light], i / 100)[0] for i in range(100)]
     assert firsts.count(heavy) == 75
     assert firsts.count(light) == 25
+
+
+@pytest.mark.parametrize(
+    ("tech_cause", "cause", "outcome"),
+    [
+        # measured on the sandbox (Asterisk 22.10): ChannelDestroyed cause / tech_cause
+        (503, 34, AttemptOutcome.TRUNK_UNAVAILABLE),
+        (486, 17, AttemptOutcome.BUSY),
+        (408, 18, AttemptOutcome.TRUNK_UNAVAILABLE),  # the SIP code wins over Q.850 18
+        (487, 19, AttemptOutcome.NO_ANSWER),
+        (603, 21, AttemptOutcome.DECLINED),
+        # no SIP code kept: Asterisk's Q.850 translation decides
+        (None, 34, AttemptOutcome.TRUNK_UNAVAILABLE),
+        (None, 102, AttemptOutcome.TRUNK_UNAVAILABLE),
+        (None, 17, AttemptOutcome.BUSY),
+        (None, 19, AttemptOutcome.NO_ANSWER),  # our ring timeout
+        (None, 18, AttemptOutcome.NO_ANSWER),
+        (None, 21, AttemptOutcome.DECLINED),
+        (None, 16, AttemptOutcome.FAILED),
+        (None, None, AttemptOutcome.FAILED),  # nothing says the trunk did not reach anyone
+    ],
+)
+def test_a_trunk_legs_end_is_read_from_its_sip_answer_then_its_q850_cause(
+    tech_cause: int | None, cause: int | None, outcome: AttemptOutcome
+) -> None:
+    assert trunk_outcome(tech_cause, cause) is outcome
+
+
+def test_an_abandoned_half_open_trial_lets_the_next_one_through() -> None:
+    breaker = CircuitBreaker(failure_threshold=1, reset_after_s=10)
+    breaker.record(AttemptOutcome.TRUNK_UNAVAILABLE, now=0)
+    assert breaker.allows(now=10)  # the trial
+    assert not breaker.allows(now=11)  # one at a time
+    breaker.abandon()  # the call was cancelled while the trial rang
+    assert breaker.allows(now=12)

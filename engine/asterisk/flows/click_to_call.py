@@ -36,8 +36,10 @@ from typing import Any
 
 import structlog
 
+from engine.app.provider_breakers import ProviderBreakers
 from engine.asterisk.flows.dialing import dial_string
 from engine.asterisk.flows.transfers import TransferRunner
+from engine.asterisk.flows.trunks import TrunkAttempt, TrunkRoutes
 from engine.asterisk.links.ari import AriClient, AriConflict, AriNotFound
 from engine.asterisk.links.ari_router import AriEvent, AriEventRouter
 from engine.asterisk.naming import (
@@ -80,6 +82,8 @@ from engine.domain.click_to_call import (
 )
 from engine.domain.compliance import RecordingConsent, recording_consent
 from engine.domain.event_types import CallEventType
+from engine.domain.failover import AttemptOutcome, trunk_outcome
+from engine.domain.providers import ProviderType
 from engine.domain.transfer import (
     CancelRequested,
     ChannelRole,
@@ -89,7 +93,7 @@ from engine.domain.transfer import (
     channel_fact,
     route_channel,
 )
-from engine.errors import AriError, CtcError, IllegalTransition
+from engine.errors import AriError, CarrierError, CarrierRefused, CtcError, IllegalTransition
 from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.metrics import Metrics
 from engine.store.records import RecordingPolicy, StoredSession, StoredTransfer
@@ -122,6 +126,8 @@ class ChannelFact:
     up: bool
     cause: int | None = None
     cause_text: str | None = None
+    # the technology's own cause (ARI ``tech_cause``: a PJSIP leg's final SIP answer)
+    tech_cause: int | None = None
     # an end found by the resync: when Asterisk recorded it, or estimated (now)
     at: datetime | None = None
     estimated: bool = False
@@ -170,6 +176,7 @@ class ClickToCall(Lifecycle):
         recording_dir: str = "/var/spool/asterisk/recording",
         leg_variables: Mapping[str, str] | None = None,
         metrics: Metrics | None = None,
+        breakers: ProviderBreakers | None = None,
     ) -> None:
         self._ari = ari
         self._metrics = metrics
@@ -193,6 +200,7 @@ class ClickToCall(Lifecycle):
         self._followed_by_session: dict[uuid.UUID, set[str]] = {}
         self._hangup_causes: dict[str, int] = {}  # followed channels asked to hang up
         self.transfers = TransferRunner(ari, store, settings, leg_variables=self._leg_variables)
+        self.trunks = TrunkRoutes(store, breakers=breakers)
 
     async def _close(self) -> None:
         for timer in self._recording_watch.values():
@@ -291,11 +299,13 @@ class ClickToCall(Lifecycle):
         if session_id is None:
             return False
         cause = event.get("cause")
+        tech_cause = event.get("tech_cause")
         fact = ChannelFact(
             channel,
             up=False,
             cause=int(cause) if cause is not None else None,
             cause_text=event.get("cause_txt"),
+            tech_cause=int(tech_cause) if tech_cause is not None else None,
         )
         self.submit(session_id, fact)
         return True
@@ -405,6 +415,10 @@ class ClickToCall(Lifecycle):
         """Apply a fact from Asterisk or the API; None when it concerned a transfer or a
         channel that plays no role any more (nothing more to do for the call)."""
         fact: Fact | TransferFact | None
+        if isinstance(raw_fact, ChannelFact) and self._on_customer_trunk(session, raw_fact):
+            session, failed_over = await self._trunk_attempt_over(session, raw_fact, bound)
+            if failed_over:
+                return session
         if isinstance(raw_fact, ChannelFact):
             # a leg's own channel needs no look-up of the transfer in flight
             transfer = None
@@ -550,6 +564,7 @@ class ClickToCall(Lifecycle):
         self._unwatch_recording(session_id)
         self._recording_asked.pop(session_id, None)
         self.transfers.forget(session_id)
+        self.trunks.forget(session_id)
         for channel in self._followed_by_session.pop(session_id, ()):
             self._followed.pop(channel, None)
             self._hangup_causes.pop(channel, None)
@@ -565,7 +580,7 @@ class ClickToCall(Lifecycle):
         for step in decision.steps:
             try:
                 session = await self._step(session, step, bound, policy)
-            except AriError as exc:
+            except (AriError, CarrierError) as exc:
                 bound.warning("stasis.step_failed", step=type(step).__name__, error=str(exc))
                 return await self._fail(session, f"{type(step).__name__} failed: {exc}", bound)
             except IllegalTransition as exc:
@@ -683,6 +698,9 @@ class ClickToCall(Lifecycle):
             # the agent sees who they are about to talk to
             caller_id = session.customer_number
             ring = self._settings.agent_ring_timeout
+        elif (attempt := await self.trunks.first(session)) is not None:
+            await self._originate_on_trunks(session, attempt)
+            return
         else:
             endpoint = dial_string(self._settings, session.customer_number, outside_line=True)
             # the caller ID chosen at initiate (compliance's CallerIdChooser) or asked for:
@@ -706,6 +724,118 @@ class ClickToCall(Lifecycle):
         accepted = self._accepted.pop(session.id, None) if leg is Leg.AGENT else None
         if accepted is not None and self._metrics is not None:
             self._metrics.originate_latency.observe(time.monotonic() - accepted)
+
+    # -- the customer leg through sip_trunk providers (engine/asterisk/flows/trunks.py) --------
+
+    def _on_customer_trunk(self, session: StoredSession, fact: ChannelFact) -> bool:
+        """Whether ``fact`` ends or answers a trunk attempt of the session's customer leg."""
+        return (
+            session.status is CallStatus.DIALING_CUSTOMER
+            and fact.channel == leg_channel_id(session.id, Leg.CUSTOMER)
+            and self.trunks.current(session.id) is not None
+        )
+
+    async def _trunk_attempt_over(
+        self, session: StoredSession, fact: ChannelFact, bound: Any
+    ) -> tuple[StoredSession, bool]:
+        """Write how the ringing trunk attempt ended (the customer answered, or its channel
+        ended with a SIP answer) and dial the next trunk when that answer allows it; whether
+        the call failed over (the fact is then consumed: the agent keeps waiting)."""
+        attempt = self.trunks.current(session.id)
+        if attempt is None:
+            raise RuntimeError(f"call {session.id}: no trunk attempt to end")
+        outcome = AttemptOutcome.CREATED if fact.up else trunk_outcome(fact.tech_cause, fact.cause)
+        following = self.trunks.conclude(session.id, outcome)
+        reason = fact.cause_text or ("answered" if fact.up else "ended")
+        if fact.tech_cause is not None:
+            reason = f"SIP {fact.tech_cause} ({reason})"
+        session = await self._note_attempt(
+            session,
+            attempt,
+            outcome,
+            reason,
+            sip_code=fact.tech_cause,
+            cause=fact.cause,
+            following=following,
+        )
+        bound.info(
+            "trunk.attempt",
+            provider=attempt.provider.name,
+            outcome=outcome.value,
+            sip_code=fact.tech_cause,
+            next_provider=following.provider.name if following else None,
+        )
+        if following is None:
+            return session, False
+        try:
+            await self._originate_on_trunks(session, following)
+        except CarrierRefused:
+            # every trunk left refused the originate: the call ends on this attempt's answer
+            return session, False
+        return session, True
+
+    async def _originate_on_trunks(self, session: StoredSession, attempt: TrunkAttempt) -> None:
+        """Originate the customer leg through ``attempt``'s trunk; a trunk the originate
+        itself refuses (e.g. no such endpoint: ARI answers 500 "Allocation failed") is an
+        attempt not sent, and the next trunk is tried. CarrierRefused when none is left."""
+        number = session.customer_number
+        if number is None:
+            raise AriError(f"session {session.id} has no number to dial for the customer")
+        current: TrunkAttempt | None = attempt
+        while current is not None:
+            try:
+                await self._ari.originate(
+                    current.config.dial_string(number),
+                    channel_id=leg_channel_id(session.id, Leg.CUSTOMER),
+                    app_args=leg_stasis_args(session.id, Leg.CUSTOMER),
+                    # the trunk's own caller ID, else the one chosen at initiate: the INVITE's
+                    # From, and its P-Asserted-Identity where the endpoint has send_pai = yes
+                    caller_id=current.config.caller_id
+                    or session.caller_id
+                    or self._settings.default_caller_id,
+                    ring_timeout=self._settings.customer_ring_timeout,
+                    variables={
+                        **leg_channel_variables(session.id, Leg.CUSTOMER),
+                        **self._leg_variables,
+                    },
+                )
+                return
+            except AriConflict:
+                log.info("stasis.leg_adopted", call_id=str(session.id), leg=Leg.CUSTOMER.value)
+                return
+            except AriError as exc:
+                following = self.trunks.conclude(session.id, AttemptOutcome.NOT_SENT)
+                session = await self._note_attempt(
+                    session, current, AttemptOutcome.NOT_SENT, str(exc), following=following
+                )
+                current = following
+        raise CarrierRefused(
+            ProviderType.SIP_TRUNK, f"no sip_trunk provider could take the call to {number}"
+        )
+
+    async def _note_attempt(
+        self,
+        session: StoredSession,
+        attempt: TrunkAttempt,
+        outcome: AttemptOutcome,
+        reason: str,
+        *,
+        sip_code: int | None = None,
+        cause: int | None = None,
+        following: TrunkAttempt | None,
+    ) -> StoredSession:
+        payload = {
+            **attempt.payload(),
+            "outcome": outcome.value,
+            "reason": reason,
+            "sip_code": sip_code,
+            "hangup_cause": cause,
+            "next_provider": following.provider.name if following else None,
+        }
+        session, _ = await self._store.sessions.append_event(
+            session.tenant_id, session.id, CallEventType.PROVIDER_ATTEMPT, payload=payload
+        )
+        return session
 
     async def _start_recording(
         self, session: StoredSession, policy: RecordingPolicy

@@ -25,6 +25,7 @@ import structlog
 from engine.app.ivr_admission import IvrAdmission
 from engine.app.ivr_calls import MenuLoader
 from engine.app.ports import ErpLookup
+from engine.app.provider_breakers import ProviderBreakers
 from engine.asterisk.flows.agent_door import AgentDoor
 from engine.asterisk.flows.call_quality import QualityMonitor
 from engine.asterisk.flows.click_to_call import ClickToCall
@@ -71,6 +72,7 @@ class StasisApp(Lifecycle):
         hangup_records: HangupRecords | None = None,
         metrics: Metrics | None = None,
         quality: QualitySettings | None = None,
+        breakers: ProviderBreakers | None = None,
     ) -> None:
         self._store = store
         self._records = hangup_records or HangupRecords(None)
@@ -88,6 +90,7 @@ class StasisApp(Lifecycle):
             recording_dir=recording_dir,
             leg_variables=self._records.leg_variables,
             metrics=metrics,
+            breakers=breakers,
         )
         self.resync = Resync(ari, store, settings, self.click_to_call, self._records)
         # every leg's RTCP figures and MOS (None: quality.enabled is false)
