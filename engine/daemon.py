@@ -328,6 +328,10 @@ class Engine(Lifecycle):
             return
         self.health.set("database", "up")
         await self.notifier.start()  # first delivers what a previous run left in the outbox
+        # before anything that writes events (forwarded controls, failover, the doors): they
+        # hear every call's end and every outbound call's answer
+        await self.billing.start()
+        await self.agent_calls.start()
         await self.retention.start()  # its first prune comes a minute later
         await self.stats_compactor.start()
         await self.heartbeat.start()
@@ -336,8 +340,6 @@ class Engine(Lifecycle):
         await self.event_feed.start()  # other engines' events from now on (SSE, notifier)
         if self.transcripts is not None:
             await self.transcripts.start()  # first takes what a previous run left queued
-        await self.billing.start()  # before the doors: it hears every call's end
-        await self.agent_calls.start()  # the same: every outbound call's answer and end
         self.database_ready.set()
         log.info("database.connected")
         if self.ami is not None:
@@ -367,6 +369,9 @@ class Engine(Lifecycle):
             await self.agi_ivr.close()
         if self.claim_queue is not None:
             await self.claim_queue.close()  # claims nothing more: the doors are closing
+        # after the API and the claimer (no new call), before the flows it routes to;
+        # placements through carriers get a bounded grace
+        await self.dialer.close()
         if self.ami is not None:
             await self.ami.close()  # first: its FullyBooted hook (restart_watch) uses the ARI link
         if self.stasis is not None:
@@ -374,7 +379,6 @@ class Engine(Lifecycle):
         if self.ari is not None:
             await self.ari.close()
         await self.lookup_http.close()  # after the IVR doors: no lookup is in flight
-        await self.dialer.close()  # after the API: no new call; placements bounded
         await self.carriers.close()  # after the API: no webhook is in flight
         await self.node_link.close()  # after the API: no forwarded control is awaited
         await self.failover.close()

@@ -7,7 +7,9 @@ Why a base: each needs the same four things — a synchronous listener on the
 picks and queues), a bounded queue, one task working it in order with every failure logged
 and counted (never ending the task), and a close that lets what is queued finish within a
 grace time. A subclass says which events it wants (:meth:`EventWorker._wanted`) and what
-to do with each (:meth:`EventWorker._handle`).
+to do with each (:meth:`EventWorker._handle`). Only the events this engine committed: the
+ones another engine committed (published here by the event feed, ``remote``) are that
+engine's work, so with several engines each call is charged and logged once.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class EventWorker(Lifecycle, Generic[_Item]):
         self._task = asyncio.get_running_loop().create_task(self._work(), name=self._name)
 
     def _on_event(self, event: CallEvent) -> None:
+        if event.remote:  # the engine that committed it does this work, once
+            return
         item = self._wanted(event)
         if item is None:
             return

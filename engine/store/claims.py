@@ -32,8 +32,10 @@ from typing import Final
 import asyncpg
 
 from engine.domain.call import LIVE_STATUSES
+from engine.domain.providers import HTTP_CARRIERS
 from engine.store.database import Database
 from engine.store.records import SESSION_COLUMNS, StoredSession
+from engine.store.session_queries import by_carrier
 
 __all__ = ["CHANNEL", "ClaimRepository", "ClaimedCall", "LostCall", "QueueCounts"]
 
@@ -129,24 +131,30 @@ class ClaimRepository:
 
     async def requeue_stale(self, node: str, stale_after: float) -> int:
         """Hand the queued click-to-calls of nodes silent for ``stale_after`` seconds back
-        to the queue; how many."""
+        to the queue; how many. Not a carrier's: a carrier session stays ``queued`` while
+        the carrier places it (until its first webhook), so queued says nothing about
+        whether it was dialled."""
         count = await self._db.fetchval(
             f"WITH silent AS ({_SILENT_NODES}), moved AS (UPDATE click_to_call_session s "
             f"SET node = NULL, claimed_at = NULL FROM silent WHERE s.node = silent.name "
-            f"AND s.status = 'queued' AND s.direction = 'click_to_call' RETURNING s.id) "
+            f"AND s.status = 'queued' AND s.direction = 'click_to_call' "
+            f"AND NOT {by_carrier('s', 3)} RETURNING s.id) "
             f"SELECT count(*) FROM moved",
             node,
             stale_after,
+            sorted(HTTP_CARRIERS),
         )
         return int(count)
 
     async def take_lost(self, node: str, failover_after: float, limit: int) -> list[LostCall]:
         """Up to ``limit`` live sessions of nodes silent for ``failover_after`` seconds,
-        now ``node``'s (each taken by exactly one surviving node)."""
+        now ``node``'s (each taken by exactly one surviving node). Not a carrier's: its
+        call lives on at the carrier, and its webhooks reach any engine."""
         rows = await self._db.fetch(
             f"WITH silent AS ({_SILENT_NODES}), picked AS (SELECT s.id, s.node AS lost_node, "
             f"silent.heartbeat_at FROM click_to_call_session s JOIN silent "
-            f"ON silent.name = s.node WHERE s.status = ANY($3) ORDER BY s.created_at "
+            f"ON silent.name = s.node WHERE s.status = ANY($3) AND NOT {by_carrier('s', 5)} "
+            f"ORDER BY s.created_at "
             f"LIMIT $4 FOR UPDATE OF s SKIP LOCKED) "
             f"UPDATE click_to_call_session s SET node = $1 FROM picked WHERE s.id = picked.id "
             f"RETURNING {_COLS}, picked.lost_node, picked.heartbeat_at AS lost_heartbeat_at",
@@ -154,6 +162,7 @@ class ClaimRepository:
             failover_after,
             [s.value for s in LIVE_STATUSES],
             limit,
+            sorted(HTTP_CARRIERS),
         )
         return [LostCall(_session(r), r["lost_node"], r["lost_heartbeat_at"]) for r in rows]
 

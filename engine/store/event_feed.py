@@ -184,7 +184,7 @@ class CallEventFeed(Lifecycle):
             row = by_id[event_id]
             if row["node"] == self._node:
                 continue
-            self._bus.publish(CallEvent(**{name: row[name] for name in EVENT_COLUMNS}))
+            self._bus.publish(CallEvent(**{name: row[name] for name in EVENT_COLUMNS}, remote=True))
             self.published += 1
         return len(rows)
 

@@ -205,15 +205,17 @@ class CallEvent:
     occurred_at: datetime
     # an outbox row was written with it (so the notifier has something to deliver)
     callback_queued: bool = False
+    # committed by another engine, published here by the event feed (engine/store/event_feed)
+    remote: bool = False
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> CallEvent:
         return cls(**dict(row))
 
 
-# the columns of call_event, in CallEvent's field order (callback_queued is not one)
+# the columns of call_event, in CallEvent's field order (callback_queued and remote are not)
 EVENT_COLUMNS: Final[tuple[str, ...]] = tuple(
-    f.name for f in dataclasses.fields(CallEvent) if f.name != "callback_queued"
+    f.name for f in dataclasses.fields(CallEvent) if f.name not in ("callback_queued", "remote")
 )
 
 

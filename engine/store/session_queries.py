@@ -34,6 +34,7 @@ from engine.store.records import (
 
 __all__ = [
     "SessionQueries",
+    "by_carrier",
     "decode_cursor",
     "encode_cursor",
 ]
@@ -54,6 +55,17 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(when), uuid.UUID(sid)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput("cursor", "not a cursor this API returned") from exc
+
+
+def by_carrier(table: str, param: int) -> str:
+    """SQL: the session row ``table`` is a click-to-call an HTTP carrier places (``$param``
+    holds ``sorted(HTTP_CARRIERS)``). Its legs are the carrier's and its facts the carrier's
+    webhooks, which any engine applies: no engine resyncs, requeues or fails it over."""
+    return (
+        f"({table}.direction = 'click_to_call' AND {table}.provider_id IS NOT NULL "
+        f"AND {table}.provider_id IN (SELECT id FROM voip_provider "
+        f"WHERE provider_type = ANY(${param})))"
+    )
 
 
 class SessionQueries:
@@ -156,9 +168,7 @@ class SessionQueries:
         rows = await self._db.fetch(
             f"SELECT {_SESSION_COLS} FROM click_to_call_session WHERE status = ANY($1) "
             f"AND (node IS NULL OR node = current_setting('ctc.node', true)) "
-            f"AND NOT (direction = 'click_to_call' AND provider_id IS NOT NULL AND provider_id IN "
-            f"(SELECT id FROM voip_provider WHERE provider_type = ANY($2))) "
-            f"ORDER BY created_at",
+            f"AND NOT {by_carrier('click_to_call_session', 2)} ORDER BY created_at",
             [s.value for s in LIVE_STATUSES],
             sorted(HTTP_CARRIERS),
         )

@@ -136,6 +136,10 @@ async def test_a_trunk_answering_503_fails_over_and_the_call_completes_through_t
     assert attempts[0]["hangup_cause"] == 34
     assert [a["attempt"] for a in attempts] == [1, 2]
     assert [a["endpoint"] for a in attempts] == ["trunk-a", "trunk-b"]
+    # the trunk that carried it is the session's provider (billing, stats, limits)
+    session = await watch.session()
+    stored = await c2c_engine.store.sessions.get(session.tenant_id, session.id)
+    assert str(stored.provider_id) == second["id"]
 
 
 async def test_a_trunk_answering_486_ends_the_call_busy_without_failover(

@@ -30,6 +30,7 @@ from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg
 from engine.domain.event_types import CallEventType
 from engine.domain.ivr import TransferTargetType
+from engine.domain.providers import ProviderType
 from engine.domain.transfer import TransferType
 from engine.errors import Conflict, NodeUnavailable
 from engine.node_failover import NodeFailover
@@ -38,6 +39,7 @@ from engine.store.claims import QueueCounts
 from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migrate
 from engine.store.records import (
+    NewProvider,
     NewSession,
     NewTransfer,
     NodeBeat,
@@ -440,6 +442,26 @@ async def test_a_dead_node_s_queued_calls_go_back_to_the_queue(db: str) -> None:
         assert failover.requeued == 1
         stored = await alpha.sessions.get(tenant.id, queued.id)
         assert (stored.status, stored.node) == (CallStatus.QUEUED, None)
+
+
+async def test_a_dead_node_s_carrier_calls_are_neither_requeued_nor_ended(db: str) -> None:
+    # a carrier session stays queued while the carrier places it (until its first webhook)
+    # and lives on at the carrier: requeuing it would place it twice, ending it would lie
+    async with _store(db, "alpha") as alpha, _store(db, "beta") as beta:
+        tenant = await new_tenant(alpha)
+        carrier = await alpha.providers.create(
+            NewProvider(tenant_id=tenant.id, name="tw", provider_type=ProviderType.TWILIO)
+        )
+        placing, _ = await alpha.sessions.create(
+            NewSession(tenant.id, "+14155550101", "+14155550100", provider_id=carrier.id)
+        )
+        await _beat(alpha, "alpha", age=200)
+        failover = NodeFailover(beta, NodeSettings(name="beta", claim_queue=True))
+        assert await failover.run_once() == 0
+        assert failover.requeued == 0
+        stored = await alpha.sessions.get(tenant.id, placing.id)
+        assert (stored.status, stored.node) == (CallStatus.QUEUED, "alpha")
+        assert await beta.claims.requeue_stale("beta", 30) == 0
 
 
 async def test_calls_initiated_at_once_never_take_more_than_the_engines_room(db: str) -> None:

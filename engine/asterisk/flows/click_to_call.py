@@ -832,8 +832,14 @@ class ClickToCall(Lifecycle):
             "hangup_cause": cause,
             "next_provider": following.provider.name if following else None,
         }
+        # the trunk that carried the call is the session's provider (billing, stats, limits)
+        carried = outcome is AttemptOutcome.CREATED and attempt.provider.id != session.provider_id
         session, _ = await self._store.sessions.append_event(
-            session.tenant_id, session.id, CallEventType.PROVIDER_ATTEMPT, payload=payload
+            session.tenant_id,
+            session.id,
+            CallEventType.PROVIDER_ATTEMPT,
+            payload=payload,
+            changes={"provider_id": attempt.provider.id} if carried else None,
         )
         return session
 

@@ -111,7 +111,9 @@ class TrunkRoutes:
             if p.is_active and p.id != own.id
         ]
         by_id = {p.id: p for p in others}
-        ordered = order_candidates([Candidate(p.id, p.priority) for p in others], self._pick())
+        ordered = order_candidates(
+            [Candidate(p.id, p.priority, p.weight) for p in others], self._pick()
+        )
         waiting: list[tuple[StoredProvider, SipTrunkConfig]] = []
         for provider in [own, *(by_id[c.provider_id] for c in ordered)]:
             config = _usable(provider, session.customer_number)
