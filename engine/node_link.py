@@ -174,8 +174,8 @@ class NodeLink(Lifecycle):
         if run is None:
             return
         result = await run(command)
+        self.served += 1  # carried out; counted before the answer lets the sender go on
         try:
             await self._store.node_commands.answer(command.id, result)
         except Exception as exc:  # the sender times out and says the node did not answer
             log.warning("node_command.answer_failed", command_id=command.id, error=describe(exc))
-        self.served += 1

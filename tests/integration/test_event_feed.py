@@ -17,6 +17,7 @@ from engine.domain.event_types import CallEventType
 from engine.events import EventBus
 from engine.store.database import Database
 from engine.store.event_feed import CallEventFeed
+from engine.store.migrations import default_migrations_dir, migrate
 from engine.store.records import NewSession, NodeBeat
 from engine.store.repositories import Store
 from tests.support.calls import move_call, place_call
@@ -123,18 +124,17 @@ async def test_a_missed_notification_only_delays_the_timer_reads_the_table(
 
 
 async def test_a_lone_node_s_timer_moves_its_cursor_without_reading_its_own_rows(
-    migrated_db: str,
+    empty_db: str,
 ) -> None:
+    # a database of its own: on the run's shared one, other tests' engines beat and write
+    await migrate(empty_db, default_migrations_dir())
     async with (
-        Database(migrated_db, min_size=1, max_size=2, node="solo") as db,
+        Database(empty_db, min_size=1, max_size=2, node="solo") as db,
         EventBus() as bus,
     ):
         store = Store.over(db)
-        await store.nodes.beat(  # the only node beating under this name set
+        await store.nodes.beat(  # the only node beating
             NodeBeat("solo", "0.1.0", "host-s", 1, datetime.now(UTC), None, "up")
-        )
-        await db.execute(  # other tests' nodes are not alive for this one
-            "UPDATE engine_node SET stopped_at = now() WHERE name <> 'solo'"
         )
         tenant = await new_tenant(store)
         async with CallEventFeed(db, bus, node="solo", poll_interval=0.05) as feed:
