@@ -9,6 +9,7 @@ in one transaction (a fault between them keeps neither).
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -290,6 +291,39 @@ async def test_out_of_order_callbacks_through_initiate(twilio: Carrier, vonage: 
     assert await vonage.status(v_session) is CallStatus.DIALING_AGENT
     await vonage.fake.callback(v_call, "agent", "busy")
     assert await vonage.status(v_session) is CallStatus.BUSY
+
+
+# -- callbacks that come before the create's answer --------------------------------------------
+
+
+async def test_a_callback_before_the_create_answer_is_applied(twilio: Carrier) -> None:
+    fake: FakeTwilio = twilio.fake
+    fake.early = lambda call: fake.callback(call, "agent", "ringing")
+    session = await _initiate(twilio)
+    [early] = fake.early_sent
+    sent = await early  # answered once the call id was recorded
+    assert sent.status == 202, sent.body
+    assert await twilio.status(session) is CallStatus.DIALING_AGENT
+    row = (await twilio.log_rows())[-1]
+    assert (row["processing_status"], row["session_id"]) == ("processed", session.id)
+    assert _creates(fake) == 1
+
+
+async def test_a_callback_for_another_call_id_than_the_recorded_one_is_ignored(
+    twilio: Carrier,
+) -> None:
+    session, call = await _placed(twilio)
+    fake: FakeTwilio = twilio.fake
+    other = dataclasses.replace(
+        call, call_id="CA" + "0" * 32, legs={"agent": "CA" + "0" * 32}, sequence={}
+    )
+    before = await _events(twilio, session)
+    sent = await fake.callback(other, "agent", "in-progress")  # its URL names the session
+    assert sent.status == 202, sent.body
+    assert "session=" in other.callback_urls["agent"]
+    assert await _events(twilio, session) == before
+    row = (await twilio.log_rows())[-1]
+    assert (row["processing_status"], row["session_id"]) == ("ignored", None)
 
 
 # -- failover -----------------------------------------------------------------------------------
