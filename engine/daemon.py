@@ -17,7 +17,7 @@ from engine.api.server import ApiServer, openapi_document
 from engine.api.sse import StreamLimits
 from engine.api.state import ApiState
 from engine.app.billing import BillingRecorder, BillingService
-from engine.app.carrier_calls import CarrierDialer, ProviderBreakers
+from engine.app.carrier_calls import RESUME_AFTER, CarrierDialer, ProviderBreakers
 from engine.app.dialing import DialerRouter
 from engine.app.ivr_admission import IvrAdmission
 from engine.app.retention import RetentionService
@@ -184,10 +184,11 @@ class Engine(Lifecycle):
         self.carriers = CarrierDirectory()
         # click-to-calls through a carrier, with failover; one breaker per provider here
         self.breakers = ProviderBreakers(self.health)
+        self.carrier_dialer = CarrierDialer(self.store, self.carriers, self.breakers)
         self.dialer = DialerRouter(
             self.store,
             self.stasis.click_to_call if self.stasis is not None else None,
-            CarrierDialer(self.store, self.carriers, self.breakers),
+            self.carrier_dialer,
         )
         self.use_cases = UseCases.over(
             self.store,
@@ -289,6 +290,8 @@ class Engine(Lifecycle):
         await self.billing.start()  # before the doors: it hears every call's end
         self.database_ready.set()
         log.info("database.connected")
+        # carrier placements a previous run was cut off in: found at the carrier or placed
+        self._tasks.append(asyncio.create_task(self._resume_placements(), name="carrier-resume"))
         if self.ami is not None:
             # before ARI: the first resync reads Asterisk's hangup records over AMI
             await self.ami.start()
@@ -302,6 +305,15 @@ class Engine(Lifecycle):
             except CtcError as exc:  # e.g. the port is taken: the rest of the engine runs
                 log.error("agi.unavailable", error=str(exc))
                 self.health.set("agi", "down", str(exc), required=False)
+
+    async def _resume_placements(self) -> None:
+        """Once a cut-off placement is older than any this engine has in flight untracked
+        (RESUME_AFTER), find or place its call."""
+        await asyncio.sleep(RESUME_AFTER.total_seconds())
+        try:
+            await self.carrier_dialer.resume()
+        except CtcError as exc:  # e.g. the database went away: the next start tries again
+            log.error("carrier.resume_unavailable", error=str(exc))
 
     async def _close(self) -> None:
         """Stop in reverse order of start; each component's close is bounded and a no-op
