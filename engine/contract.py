@@ -156,7 +156,9 @@ EVENT_DESCRIPTIONS: Final[Mapping[CallEventType, str]] = {
     "`not_sent`, `refused`, `auth_failed`, `rate_limited`, `uncertain`), `decision` "
     "(`stop`, `next`, `reconcile`), `reason`, `provider_status` (the carrier's own word, "
     "when it answered), `provider_call_id` (when a call exists), `reconciled` (the calls "
-    "found and hung up after an uncertain attempt)",
+    "found and hung up after an uncertain attempt). An engine that restarts mid-placement "
+    "records either the carrier's live call it found (`reason` says adopted) or one without a "
+    "provider (`not_sent`, `next`, the `reason` why it places the call again)",
     CallEventType.ROUTING_DECIDED: "An IVR transfer to a routing rule: the rule, the rules "
     "followed, the agents skipped (not available) and why, in words. payload: `rule`, "
     "`routing_rule_id`, `rules`, `skipped`, `reason`",
