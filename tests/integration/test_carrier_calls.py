@@ -334,6 +334,24 @@ async def test_a_callback_for_another_call_id_than_the_recorded_one_is_ignored(
     assert (row["processing_status"], row["session_id"]) == ("ignored", None)
 
 
+async def test_an_early_callback_from_a_provider_failed_over_from_stays_ignored(
+    twilio: Carrier, backup: tuple[StoredProvider, FakeTwilio]
+) -> None:
+    second, second_fake = backup
+    fake: FakeTwilio = twilio.fake
+    fake.early = lambda call: fake.callback(call, "agent", "ringing")
+    fake.create_delay_s = 3.0  # the adapter gives up after 2 s: reconciled, then the backup
+    session = await _initiate(twilio)
+    assert session.provider_id == second.id
+    assert session.provider_call_id in second_fake.calls
+    [early] = fake.early_sent
+    sent = await early  # it waited for the placement, then found another call id recorded
+    assert sent.status == 202, sent.body
+    assert await twilio.status(session) is CallStatus.QUEUED
+    row = (await twilio.log_rows())[-1]
+    assert (row["processing_status"], row["session_id"]) == ("ignored", None)
+
+
 # -- placements a stopped engine cut off ---------------------------------------------------------
 
 
