@@ -169,7 +169,10 @@ EVENT_DESCRIPTIONS: Final[Mapping[CallEventType, str]] = {
     "`trunk_unavailable` (SIP 408/480/503/504, no answer at all) or `not_sent` moves the call "
     "to the next trunk, any other is the call's own; payload `provider`, `provider_id`, "
     "`provider_type`, `attempt` (1, 2, …), `endpoint`, `outcome`, `reason`, `sip_code`, "
-    "`hangup_cause`, `next_provider` (null: no failover)",
+    "`hangup_cause`, `next_provider` (null: no failover). An engine that restarts mid-placement "
+    "through a carrier records either the carrier's live call it found (`reason` says "
+    "adopted) or one without a provider (`not_sent`, `next`, the `reason` why it places the "
+    "call again)",
     CallEventType.ROUTING_DECIDED: "An IVR transfer to a routing rule: the rule (named by "
     "the menu, or chosen by its conditions), the rules followed, the agents skipped (not "
     "available) and why, in words. payload: `rule`, `routing_rule_id`, `rules`, `skipped`, "

@@ -18,7 +18,7 @@ from engine.api.sse import StreamLimits
 from engine.api.state import ApiState
 from engine.app.agent_calls import AgentCallRecorder
 from engine.app.billing import BillingRecorder, BillingService
-from engine.app.carrier_calls import CarrierDialer
+from engine.app.carrier_calls import RESUME_AFTER, CarrierDialer
 from engine.app.dialing import DialerRouter
 from engine.app.ivr_admission import IvrAdmission
 from engine.app.node_commands import CommandRunner
@@ -195,10 +195,11 @@ class Engine(Lifecycle):
         # the carriers' adapters: their webhooks verified and their status queried
         self.carriers = CarrierDirectory()
         # click-to-calls through a carrier (with failover), the others over Asterisk
+        self.carrier_dialer = CarrierDialer(self.store, self.carriers, self.breakers)
         self.dialer = DialerRouter(
             self.store,
             self.stasis.click_to_call if self.stasis is not None else None,
-            CarrierDialer(self.store, self.carriers, self.breakers),
+            self.carrier_dialer,
         )
         # several engines on the database: controls sent to the engine that owns a call,
         # the live calls of a dead engine ended, and (node.claim_queue) initiated calls
@@ -342,6 +343,8 @@ class Engine(Lifecycle):
             await self.transcripts.start()  # first takes what a previous run left queued
         self.database_ready.set()
         log.info("database.connected")
+        # carrier placements a previous run was cut off in: found at the carrier or placed
+        self._tasks.append(asyncio.create_task(self._resume_placements(), name="carrier-resume"))
         if self.ami is not None:
             # before ARI: the first resync reads Asterisk's hangup records over AMI
             await self.ami.start()
@@ -357,6 +360,15 @@ class Engine(Lifecycle):
             except CtcError as exc:  # e.g. the port is taken: the rest of the engine runs
                 log.error("agi.unavailable", error=str(exc))
                 self.health.set("agi", "down", str(exc), required=False)
+
+    async def _resume_placements(self) -> None:
+        """Once a cut-off placement is older than any this engine has in flight untracked
+        (RESUME_AFTER), find or place its call."""
+        await asyncio.sleep(RESUME_AFTER.total_seconds())
+        try:
+            await self.carrier_dialer.resume()
+        except CtcError as exc:  # e.g. the database went away: the next start tries again
+            log.error("carrier.resume_unavailable", error=str(exc))
 
     async def _close(self) -> None:
         """Stop in reverse order of start; each component's close is bounded and a no-op

@@ -21,6 +21,14 @@ finds (where the carrier has no lookup it waits out the ring time, ``reconcile_w
 STOP keeps the call. A found call that cannot be hung up (the carrier offers no hangup)
 becomes the session's call: ringing the customer through another carrier would be a
 second call. Every attempt is a ``provider.attempt`` event.
+
+A placement the engine was cut off in (a crash, a stop past its grace) leaves a session not
+ended and without a call id. On start the engine resumes them
+(:meth:`CarrierDialer.resume`): each candidate carrier's lookup is asked for a live call of
+the session, which is adopted (its id recorded: its webhooks apply from then on); where no
+carrier has one, the placement starts again from the failover list. A carrier without a
+lookup (or whose lookup fails) is waited out first, as after an uncertain create, so nothing
+is dialled twice.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +47,7 @@ from engine.app.call_end import end_in_store
 from engine.app.ports import Carriers
 from engine.app.provider_breakers import ProviderBreakers, config_number
 from engine.domain.call import CallStatus
+from engine.domain.carriers import StatusMeaning, meaning
 from engine.domain.click_to_call import Leg
 from engine.domain.event_types import CallEventType
 from engine.domain.failover import (
@@ -49,7 +59,7 @@ from engine.domain.failover import (
 )
 from engine.domain.ivr import TransferTargetType
 from engine.domain.phone import to_e164
-from engine.domain.providers import HTTP_CARRIERS
+from engine.domain.providers import HTTP_CARRIERS, ProviderType
 from engine.domain.transfer import TransferState, TransferType
 from engine.errors import (
     CarrierAuthFailed,
@@ -67,11 +77,14 @@ from engine.providers.base import CallRef, CarrierAdapter, PlaceCall
 from engine.store.records import NewTransfer, StoredProvider, StoredSession, StoredTransfer
 from engine.store.repositories import Store
 
-__all__ = ["CarrierDialer", "attempt_outcome"]
+__all__ = ["RESUME_AFTER", "CarrierDialer", "attempt_outcome"]
 
 log = structlog.get_logger(__name__)
 
 _DEFAULT_RING_S = 30
+# how old a session without a call id must be before it counts as a cut-off placement
+# (a placement of this engine that old is tracked as in flight, never resumed)
+RESUME_AFTER = timedelta(seconds=5)
 
 
 def attempt_outcome(error: CarrierError) -> AttemptOutcome:
@@ -113,6 +126,7 @@ class CarrierDialer:
         self._breakers = breakers
         self._pick = pick
         self._tasks: set[asyncio.Task[None]] = set()
+        self._placing: set[uuid.UUID] = set()  # the sessions this engine is placing now
 
     @property
     def ready(self) -> bool:
@@ -121,7 +135,9 @@ class CarrierDialer:
     def start_call(self, session: StoredSession) -> None:
         task = asyncio.create_task(self._place_logged(session), name=f"carrier-call-{session.id}")
         self._tasks.add(task)
+        self._placing.add(session.id)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._placing.discard(session.id))
 
     async def drain(self) -> None:
         """Wait for the calls being placed (tests)."""
@@ -169,6 +185,89 @@ class CarrierDialer:
                 return await self._fail(session, attempt.reason)
             reasons.append(f"{provider.name}: {attempt.reason}")
         return await self._fail(session, "no provider placed the call: " + "; ".join(reasons))
+
+    async def resume(self, older_than: timedelta = RESUME_AFTER) -> list[StoredSession]:
+        """Find or place the call of every placement a stopped engine cut off (see the
+        module docstring); the sessions as they end up."""
+        return await self.resume_sessions(await self._store.sessions.placements_cut_off(older_than))
+
+    async def resume_sessions(self, sessions: list[StoredSession]) -> list[StoredSession]:
+        """:meth:`resume` for these cut-off placements (one at a time: a call adopted for
+        one is never another's), skipping any this engine is placing now."""
+        resumed: list[StoredSession] = []
+        for session in sessions:
+            if session.id in self._placing:
+                continue
+            self._placing.add(session.id)
+            try:
+                resumed.append(await self._resume(session))
+            except Exception:  # one session's trouble does not keep the others queued
+                log.exception("carrier.resume_failed", call_id=str(session.id))
+                resumed.append(await self._fail(session, "internal error while resuming"))
+            finally:
+                self._placing.discard(session.id)
+        return resumed
+
+    async def _resume(self, session: StoredSession) -> StoredSession:
+        """Adopt the live call a candidate carrier has of ``session``, else place it again
+        (a ``provider.attempt`` event says why)."""
+        log.info("carrier.resume", call_id=str(session.id))
+        since = session.created_at - timedelta(minutes=1)
+        notes: list[str] = []
+        for provider in await self._candidates(session):
+            call_id, note = await self._live_call(session, provider, since)
+            notes.append(f"{provider.name}: {note}")
+            if call_id is not None:
+                attempt = _Attempt(
+                    AttemptOutcome.CREATED, f"resumed after a restart: {note}", call_id
+                )
+                session = await self._record(
+                    session, provider, attempt, FailoverDecision.STOP, call_id, []
+                )
+                return await self._placed(session, provider, call_id)
+        session, _ = await self._store.sessions.append_event(
+            session.tenant_id,
+            session.id,
+            CallEventType.PROVIDER_ATTEMPT,
+            payload={
+                "outcome": AttemptOutcome.NOT_SENT.value,
+                "decision": FailoverDecision.NEXT.value,
+                "reason": (
+                    "resumed after a restart, no carrier has the call, placed again: "
+                    + "; ".join(notes)
+                )[:500],
+            },
+        )
+        return await self.place(session)
+
+    async def _live_call(
+        self, session: StoredSession, provider: StoredProvider, since: datetime
+    ) -> tuple[str | None, str]:
+        """A live call ``provider``'s carrier has of ``session`` (no other session's), and
+        what was found. A carrier without a lookup, or whose lookup fails, is waited out:
+        whatever it made rings out ``reconcile_wait_s`` after the session was created."""
+        secrets = await self._store.providers.secrets(provider.tenant_id, provider.id)
+        adapter = self._adapter(provider, secrets)
+        ring = int(config_number(provider, "ring_timeout_s", _DEFAULT_RING_S))
+        request = _place_call(session, ring)
+        try:
+            found = await adapter.find(request, since)
+            for call_id in found:
+                owner = await self._store.webhooks.session_of_call(
+                    session.tenant_id, provider.id, call_id
+                )
+                if owner is not None:
+                    continue  # another session's call
+                ref = CallRef(call_id, request.agent_number, request.customer_number)
+                raw = (await adapter.status(ref)).raw_status()
+                if raw is not None and _live(provider, raw):
+                    return call_id, f"found live call {call_id}, adopted"
+            return None, f"no live call among {len(found)} found"
+        except CarrierError as exc:
+            wait = config_number(provider, "reconcile_wait_s", 2.0 * ring)
+            age = (datetime.now(UTC) - session.created_at).total_seconds()
+            await asyncio.sleep(max(0.0, wait - age))
+            return None, f"no lookup ({exc}): waited until {wait:g} s after the session began"
 
     async def _candidates(self, session: StoredSession) -> list[StoredProvider]:
         """The session's provider first, then the tenant's other active HTTP carriers."""
@@ -374,6 +473,11 @@ class CarrierDialer:
 
     async def cancel_transfer(self, session: StoredSession) -> StoredTransfer:
         raise await self._unsupported(session, "an attended transfer is")
+
+
+def _live(provider: StoredProvider, raw_status: str) -> bool:
+    found = meaning(ProviderType(provider.provider_type), raw_status)
+    return found in (StatusMeaning.CREATED, StatusMeaning.RINGING, StatusMeaning.ANSWERED)
 
 
 def _ref(session: StoredSession, call_id: str) -> CallRef:

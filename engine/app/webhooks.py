@@ -17,11 +17,22 @@ can never reach another tenant's session, and asks the domain
 Carriers that sign nothing (Exotel) have a terminal state confirmed by a status query first.
 The dedupe key and the fact it carries are written in one transaction with the session's row
 locked: a failure between them keeps neither, and the carrier's retry applies the fact.
+
+A carrier may call back before its answer to the create has reached us (Twilio sends the
+first status within milliseconds and never retries a status callback), so before the dialer
+has recorded the call id. Every adapter names our session in the callback URL
+(``?session=``): when no session has the call id and that session is the provider's
+tenant's, not ended and without a call id yet (its placement in flight), the intake waits up
+to ``placement_wait_s`` for the dialer to record one, then looks again. The fact applies only
+if the id recorded is the callback's: a late callback from a provider failed over from
+stays ignored.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -63,10 +74,21 @@ class WebhookOutcome:
     reason: str | None = None  # why nothing changed, when nothing did
 
 
+_PLACEMENT_WAIT_S = 5.0  # how long a callback waits for its placement's call id
+_PLACEMENT_POLL_S = 0.05
+
+
 class WebhookIntake:
-    def __init__(self, store: Store, carriers: Carriers | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        carriers: Carriers | None = None,
+        *,
+        placement_wait_s: float = _PLACEMENT_WAIT_S,
+    ) -> None:
         self._store = store
         self._carriers = carriers
+        self._placement_wait_s = placement_wait_s
 
     @staticmethod
     def require_provider_type(provider_type: str) -> ProviderType:
@@ -187,6 +209,10 @@ class WebhookIntake:
         session_id = await self._store.webhooks.session_of_call(
             tenant_id, provider.id, fact.call_id
         )
+        if session_id is None and await self._placement_recorded(tenant_id, request):
+            session_id = await self._store.webhooks.session_of_call(
+                tenant_id, provider.id, fact.call_id
+            )
 
         def entry(
             status: str, *, error: str | None = None, key: str | None = None
@@ -254,6 +280,26 @@ class WebhookIntake:
                 status=applied[-1].value,
             )
         return WebhookOutcome(logged, applied, None if applied else decision.reason)
+
+    async def _placement_recorded(self, tenant_id: uuid.UUID, request: WebhookRequest) -> bool:
+        """Whether the session the callback URL names (``?session=``) is ``tenant_id``'s,
+        was being placed (not ended, no call id yet) and has a call id now, after waiting
+        up to ``placement_wait_s`` for it: the callback came before the create's answer."""
+        try:
+            session_id = uuid.UUID(request.query.get("session", ""))
+        except ValueError:
+            return False
+        deadline = time.monotonic() + self._placement_wait_s
+        while True:
+            try:
+                session = await self._store.sessions.get(tenant_id, session_id)
+            except NotFound:  # none, or another tenant's: never waited for
+                return False
+            if session.provider_call_id is not None:
+                return True
+            if session.status.is_terminal or time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(_PLACEMENT_POLL_S)
 
     async def _confirm(
         self, adapter: CarrierAdapter, fact: CarrierFact, agent: str | None, customer: str | None

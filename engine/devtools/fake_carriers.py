@@ -11,7 +11,9 @@ signed wrongly (``forge=True``), twice (a replay) or out of order: the test choo
 
 Knobs for failure paths: ``fail_creates`` (answer the next creates with this status) and
 ``create_delay_s`` (create the call, then answer late: the client times out although the
-call exists, which is what reconciliation must find).
+call exists, which is what reconciliation must find); ``early`` (a callback sent for the new
+call before the create is answered, as real carriers do: the create's answer waits for the
+engine's answer to it, at most ``early_hold_s``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import json
 import re
 import secrets
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -86,6 +88,9 @@ class FakeCarrier:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every API request
         self.fail_creates: list[int] = []  # statuses for the next creates
         self.create_delay_s = 0.0
+        self.early: Callable[[FakeCall], Awaitable[Callback]] | None = None
+        self.early_hold_s = 1.0
+        self.early_sent: list[asyncio.Task[Callback]] = []  # the early callbacks, answered
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._ids = itertools.count(1)
@@ -118,8 +123,14 @@ class FakeCarrier:
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):04d}{secrets.token_hex(14)}"
 
-    async def _created(self, answer: web.Response) -> web.Response:
-        """The create's answer, late when ``create_delay_s`` says so (the call exists)."""
+    async def _created(self, answer: web.Response, call: FakeCall) -> web.Response:
+        """The create's answer, late when ``create_delay_s`` says so (the call exists),
+        after the ``early`` callback when one is set."""
+        if self.early is not None:
+            sent = asyncio.ensure_future(self.early(call))
+            self.early_sent.append(sent)
+            # a carrier does not wait for its callback: answer once it is answered or held
+            await asyncio.wait({sent}, timeout=self.early_hold_s)
         if self.create_delay_s:
             await asyncio.sleep(self.create_delay_s)
         return answer
@@ -219,7 +230,7 @@ class FakeTwilio(FakeCarrier):
             caller_id=str(form["From"]),
         )
         self.calls[sid] = call
-        return await self._created(web.json_response(self._resource(call), status=201))
+        return await self._created(web.json_response(self._resource(call), status=201), call)
 
     async def _fetch(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
@@ -379,7 +390,7 @@ class FakeVonage(FakeCarrier):
             "direction": "outbound",
             "conversation_uuid": conversation,
         }
-        return await self._created(web.json_response(answer, status=201))
+        return await self._created(web.json_response(answer, status=201), call)
 
     async def _list(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
@@ -502,7 +513,7 @@ class FakeExotel(FakeCarrier):
             caller_id=str(form["CallerId"]),
         )
         self.calls[sid] = call
-        return await self._created(web.json_response({"Call": self._resource(call)}))
+        return await self._created(web.json_response({"Call": self._resource(call)}), call)
 
     async def _fetch(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
@@ -581,7 +592,7 @@ class FakeMcube(FakeCarrier):
             caller_id=query.get("did"),
         )
         self.calls[callid] = call
-        return await self._created(web.json_response({"status": "success", "callid": callid}))
+        return await self._created(web.json_response({"status": "success", "callid": callid}), call)
 
     async def callback(
         self,

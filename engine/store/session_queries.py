@@ -174,6 +174,23 @@ class SessionQueries:
         )
         return [StoredSession.from_row(r) for r in rows]
 
+    async def placements_cut_off(self, older_than: timedelta) -> list[StoredSession]:
+        """Click-to-calls an HTTP carrier was placing that are not ended, have no carrier
+        call id and were created more than ``older_than`` ago, of this engine's node, oldest
+        first: placements a stopped engine cut off (the carrier dialer's ``resume`` finds or
+        places their call). Not the unclaimed ones (node NULL): those wait in the claim
+        queue, and the engine that claims one places it."""
+        rows = await self._db.fetch(
+            f"SELECT {_SESSION_COLS} FROM click_to_call_session WHERE status = ANY($1) "
+            f"AND provider_call_id IS NULL AND node = current_setting('ctc.node', true) "
+            f"AND created_at < now() - $3::interval "
+            f"AND {by_carrier('click_to_call_session', 2)} ORDER BY created_at",
+            [s.value for s in LIVE_STATUSES],
+            sorted(HTTP_CARRIERS),
+            older_than,
+        )
+        return [StoredSession.from_row(r) for r in rows]
+
     async def recordings_unsettled(self, ended_within: timedelta) -> list[uuid.UUID]:
         """Ended sessions (within ``ended_within``) whose recording's end was never stored:
         the resync asks ARI what became of those recordings."""

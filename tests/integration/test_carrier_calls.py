@@ -9,8 +9,10 @@ in one transaction (a fault between them keeps neither).
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -30,7 +32,14 @@ from engine.domain.event_types import CallEventType
 from engine.domain.providers import ProviderType
 from engine.domain.transfer import TransferType
 from engine.errors import CarrierUnsupported
-from engine.store.records import CallEvent, ProviderChanges, StoredProvider, StoredSession
+from engine.providers.base import PlaceCall
+from engine.store.records import (
+    CallEvent,
+    NewSession,
+    ProviderChanges,
+    StoredProvider,
+    StoredSession,
+)
 from engine.store.write_through import SessionBatch
 from tests.support.carriers import AGENT, CUSTOMER, Carrier, provider_row, start_carrier
 
@@ -290,6 +299,118 @@ async def test_out_of_order_callbacks_through_initiate(twilio: Carrier, vonage: 
     assert await vonage.status(v_session) is CallStatus.DIALING_AGENT
     await vonage.fake.callback(v_call, "agent", "busy")
     assert await vonage.status(v_session) is CallStatus.BUSY
+
+
+# -- callbacks that come before the create's answer --------------------------------------------
+
+
+async def test_a_callback_before_the_create_answer_is_applied(twilio: Carrier) -> None:
+    fake: FakeTwilio = twilio.fake
+    fake.early = lambda call: fake.callback(call, "agent", "ringing")
+    session = await _initiate(twilio)
+    [early] = fake.early_sent
+    sent = await early  # answered once the call id was recorded
+    assert sent.status == 202, sent.body
+    assert await twilio.status(session) is CallStatus.DIALING_AGENT
+    row = (await twilio.log_rows())[-1]
+    assert (row["processing_status"], row["session_id"]) == ("processed", session.id)
+    assert _creates(fake) == 1
+
+
+async def test_a_callback_for_another_call_id_than_the_recorded_one_is_ignored(
+    twilio: Carrier,
+) -> None:
+    session, call = await _placed(twilio)
+    fake: FakeTwilio = twilio.fake
+    other = dataclasses.replace(
+        call, call_id="CA" + "0" * 32, legs={"agent": "CA" + "0" * 32}, sequence={}
+    )
+    before = await _events(twilio, session)
+    sent = await fake.callback(other, "agent", "in-progress")  # its URL names the session
+    assert sent.status == 202, sent.body
+    assert "session=" in other.callback_urls["agent"]
+    assert await _events(twilio, session) == before
+    row = (await twilio.log_rows())[-1]
+    assert (row["processing_status"], row["session_id"]) == ("ignored", None)
+
+
+async def test_an_early_callback_from_a_provider_failed_over_from_stays_ignored(
+    twilio: Carrier, backup: tuple[StoredProvider, FakeTwilio]
+) -> None:
+    second, second_fake = backup
+    fake: FakeTwilio = twilio.fake
+    fake.early = lambda call: fake.callback(call, "agent", "ringing")
+    fake.create_delay_s = 3.0  # the adapter gives up after 2 s: reconciled, then the backup
+    session = await _initiate(twilio)
+    assert session.provider_id == second.id
+    assert session.provider_call_id in second_fake.calls
+    [early] = fake.early_sent
+    sent = await early  # it waited for the placement, then found another call id recorded
+    assert sent.status == 202, sent.body
+    assert await twilio.status(session) is CallStatus.QUEUED
+    row = (await twilio.log_rows())[-1]
+    assert (row["processing_status"], row["session_id"]) == ("ignored", None)
+
+
+# -- placements a stopped engine cut off ---------------------------------------------------------
+
+
+async def _cut_off(carrier: Carrier) -> StoredSession:
+    """A session of ``carrier`` as a crash mid-placement leaves it: queued, no call id."""
+    session, _ = await carrier.engine.store.sessions.create(
+        NewSession(carrier.tenant.id, AGENT, CUSTOMER, provider_id=carrier.provider.id)
+    )
+    return session
+
+
+async def _resume(carrier: Carrier) -> list[StoredSession]:
+    """What the engine does on start, for this test's tenant only (the database is shared)."""
+    found = await carrier.engine.store.sessions.placements_cut_off(timedelta(0))
+    mine = [s for s in found if s.tenant_id == carrier.tenant.id]
+    return await carrier.engine.carrier_dialer.resume_sessions(mine)
+
+
+async def test_a_placement_cut_off_after_the_create_adopts_the_carriers_call(
+    twilio: Carrier,
+) -> None:
+    fake: FakeTwilio = twilio.fake
+    session = await _cut_off(twilio)
+    # the carrier created the call; the engine stopped before recording it
+    placed = await (await twilio.adapter()).place(PlaceCall(session.id, AGENT, CUSTOMER))
+    [resumed] = await _resume(twilio)
+    assert resumed.id == session.id
+    assert resumed.provider_call_id == placed.call_id  # adopted, not dialled again
+    assert _creates(fake) == 1
+    assert fake.calls[placed.call_id].status == "queued"  # not hung up
+    [attempt] = await _attempts(twilio, session)
+    assert (attempt["outcome"], attempt["decision"]) == ("created", "stop")
+    assert "adopted" in attempt["reason"]
+    # its callbacks apply from now on
+    sent = await fake.callback(fake.calls[placed.call_id], "agent", "ringing")
+    assert sent.status == 202, sent.body
+    assert await twilio.status(session) is CallStatus.DIALING_AGENT
+    assert await _resume(twilio) == []  # nothing left to resume
+
+
+async def test_a_placement_cut_off_before_the_create_is_placed_once(twilio: Carrier) -> None:
+    fake: FakeTwilio = twilio.fake
+    session = await _cut_off(twilio)
+    elsewhere = await _cut_off(twilio)  # another engine's: never this one's to place
+    await twilio.engine.store.db.execute(
+        "UPDATE click_to_call_session SET node = 'another-node' WHERE id = $1", elsewhere.id
+    )
+    [resumed] = await _resume(twilio)
+    assert resumed.id == session.id
+    assert resumed.provider_call_id in fake.calls
+    assert _creates(fake) == 1
+    why, attempt = await _attempts(twilio, session)
+    assert (why["outcome"], why["decision"]) == ("not_sent", "next")
+    assert "no carrier has the call" in why["reason"]
+    assert (attempt["outcome"], attempt["provider_id"]) == ("created", str(twilio.provider.id))
+    assert await _resume(twilio) == []  # placed: nothing left, the other node's untouched
+    assert (await twilio.engine.store.sessions.get(twilio.tenant.id, elsewhere.id)).status is (
+        CallStatus.QUEUED
+    )
 
 
 # -- failover -----------------------------------------------------------------------------------
