@@ -191,16 +191,17 @@ class ClaimQueue(Lifecycle):
         return total
 
     async def _start(self, call: ClaimedCall) -> None:
-        session = call.session
         self.claimed += 1
-        if self._dialer.writes_behind(call.provider_type):  # Asterisk's; a carrier's are not
-            self._store.sessions.adopt(session, tenant_callback_url=call.tenant_callback_url)
-        await self._store.sessions.append_event(
-            session.tenant_id,
-            session.id,
+        # committed before the call is handed to the dialer (written through, not behind): a
+        # claim without this event was never dialled, so it alone may go back to the queue
+        session, _ = await self._store.sessions.append_event(
+            call.session.tenant_id,
+            call.session.id,
             CallEventType.SESSION_CLAIMED,
             payload={"node": self.node, "queued_ms": call.queued_ms},
         )
+        if self._dialer.writes_behind(call.provider_type):  # Asterisk's; a carrier's are not
+            self._store.sessions.adopt(session, tenant_callback_url=call.tenant_callback_url)
         fact = restart_queued(timedelta(milliseconds=call.queued_ms), self._deadline)
         if isinstance(fact, Start):
             self._dialer.start_call(session)

@@ -8,8 +8,10 @@ taken by exactly one surviving engine
 (:meth:`~engine.store.claims.ClaimRepository.take_lost`, ``SKIP LOCKED``), each ended
 ``failed`` with end_reason ``node_lost`` and a ``session.owner_lost`` event saying which
 node stopped when and who ended it, its callback sent like any other end. Its queued
-click-to-calls (claimed, not dialled) go back to the queue when ``node.claim_queue`` is on
-(another engine dials them), else they are ended the same way. A session taken and not yet
+click-to-calls that were claimed and never handed to a dialer go back to the queue when
+``node.claim_queue`` is on (another engine dials them); a queued call that may have been
+dialled (handed over, or dialled at once by its own initiate) is ended the same way, never
+dialled a second time. A session taken and not yet
 ended when this engine dies is its own: its restart's resync finds no channel and ends it.
 
 Runs every ``interval`` seconds on every engine; nothing to do costs one query.
@@ -85,7 +87,7 @@ class NodeFailover(Lifecycle):
             session.status is CallStatus.QUEUED and session.direction is Direction.CLICK_TO_CALL
         )
         requeue = queued_call and self._settings.claim_queue
-        if requeue and await self._store.claims.release(session.id):
+        if requeue and await self._store.claims.requeue_lost(session.id):
             self.requeued += 1
             log.warning("node.call_requeued", call_id=str(session.id), lost=call.lost_node)
             return

@@ -15,9 +15,11 @@ two engines never both win a row. The journal never writes ``node``.
 - :meth:`ClaimRepository.claim_one`: a queued call a resync found, unclaimed or already
   this node's, is this node's (None when another node has it).
 - :meth:`ClaimRepository.requeue_stale`: queued click-to-calls of nodes whose last beat is
-  older than ``stale_after`` go back to the queue (node NULL, which NOTIFYs the claimers).
-  A queued row has not been dialled as far as its owner's journal recorded: the journal
-  writes the dial (``dialing_agent``) within its batch interval of the originate.
+  older than ``stale_after`` go back to the queue (node NULL, which NOTIFYs the claimers),
+  those claimed and never handed to a dialer only: queued in the table says nothing about
+  whether a call was dialled (the journal writes the dial, ``dialing_agent``, within its
+  batch interval of the originate), the ``session.claimed`` event committed before the
+  hand-over does.
 - :meth:`ClaimRepository.take_lost`: live sessions of nodes silent for longer than
   ``failover_after`` become this node's, to be ended (or requeued) by the caller.
 """
@@ -46,6 +48,15 @@ _TENANT_URL: Final = (
     "(SELECT callback_url FROM tenant t WHERE t.id = s.tenant_id) AS tenant_callback_url"
 )
 _UNCLAIMED: Final = "status = 'queued' AND direction = 'click_to_call' AND node IS NULL"
+# A queued call of a silent node may go back to the queue only when it was claimed from
+# the queue and never handed to a dialer: the claimer commits ``session.claimed`` before it
+# hands the call over. A call its own engine's initiate dialled at once (never claimed), or
+# one handed over, may have been dialled: it is never requeued (a second dial), the node
+# failover ends it after the grace period instead.
+_NEVER_HANDED_OVER: Final = (
+    "s.claimed_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM call_event e "
+    "WHERE e.session_id = s.id AND e.event_type = 'session.claimed')"
+)
 _SILENT_NODES: Final = (
     "SELECT name, heartbeat_at FROM engine_node WHERE name <> $1 "
     "AND heartbeat_at < now() - make_interval(secs => $2)"
@@ -129,6 +140,19 @@ class ClaimRepository:
         )
         return bool(released)
 
+    async def requeue_lost(self, session_id: uuid.UUID) -> bool:
+        """Hand a dead node's queued call, taken by this connection's node, back to the
+        queue when it was never handed to a dialer; whether it was (else it may have been
+        dialled, and the caller ends it)."""
+        released = await self._db.fetchval(
+            f"UPDATE click_to_call_session s SET node = NULL, claimed_at = NULL "
+            f"WHERE s.id = $1 AND s.status = 'queued' "
+            f"AND s.node = NULLIF(current_setting('ctc.node', true), '') "
+            f"AND {_NEVER_HANDED_OVER} RETURNING true",
+            session_id,
+        )
+        return bool(released)
+
     async def requeue_stale(self, node: str, stale_after: float) -> int:
         """Hand the queued click-to-calls of nodes silent for ``stale_after`` seconds back
         to the queue; how many. Not a carrier's: a carrier session stays ``queued`` while
@@ -138,7 +162,7 @@ class ClaimRepository:
             f"WITH silent AS ({_SILENT_NODES}), moved AS (UPDATE click_to_call_session s "
             f"SET node = NULL, claimed_at = NULL FROM silent WHERE s.node = silent.name "
             f"AND s.status = 'queued' AND s.direction = 'click_to_call' "
-            f"AND NOT {by_carrier('s', 3)} RETURNING s.id) "
+            f"AND {_NEVER_HANDED_OVER} AND NOT {by_carrier('s', 3)} RETURNING s.id) "
             f"SELECT count(*) FROM moved",
             node,
             stale_after,

@@ -219,10 +219,10 @@ async def test_a_silent_node_s_claimed_calls_go_back_and_another_dials_them_once
         tenant = await new_tenant(alpha)
         calls = CallService(alpha, queue=NoLocalClaims())
         session, _ = await calls.initiate(tenant, _call())
-        alpha_dialer, beta_dialer = RecordingDialer(), RecordingDialer()
+        beta_dialer = RecordingDialer()
         await _beat(alpha, "alpha")
-        assert await _claimer(alpha, alpha_dialer, "alpha").claim_now() == 1
-        # alpha claimed it and died before its journal wrote the dial (still queued)
+        # alpha's claim committed, and alpha died before handing the call to its dialer
+        assert [c.session.id for c in await alpha.claims.claim("alpha", 1)] == [session.id]
         beta_claimer = _claimer(beta, beta_dialer, "beta", stale_after=30)
         await beta_claimer.housekeeping()  # alpha is fresh: nothing moves
         assert await beta_claimer.claim_now() == 0
@@ -231,9 +231,33 @@ async def test_a_silent_node_s_claimed_calls_go_back_and_another_dials_them_once
         assert beta_claimer.requeued == 1
         assert await beta_claimer.claim_now() == 1
         assert beta_dialer.started == [session.id]
-        assert alpha_dialer.started == [session.id]  # claimed, never dialled there
         # a resync of alpha coming back cannot take it again: it is beta's
         assert not await alpha.claims.claim_one(session.id)
+
+
+async def test_a_claim_handed_to_the_dialer_is_never_requeued_but_ended_after_the_grace(
+    db: str,
+) -> None:
+    # queued in the table says nothing about the dial (the journal writes it behind): a call
+    # handed to a dialer may ring already, so no other engine dials it again
+    async with _store(db, "alpha") as alpha, _store(db, "beta") as beta:
+        tenant = await new_tenant(alpha)
+        session, _ = await CallService(alpha, queue=NoLocalClaims()).initiate(tenant, _call())
+        alpha_dialer, beta_dialer = RecordingDialer(), RecordingDialer()
+        await _beat(alpha, "alpha")
+        assert await _claimer(alpha, alpha_dialer, "alpha").claim_now() == 1
+        assert alpha_dialer.started == [session.id]
+        await _beat(alpha, "alpha", age=200)
+        beta_claimer = _claimer(beta, beta_dialer, "beta", stale_after=30)
+        await beta_claimer.housekeeping()
+        assert beta_claimer.requeued == 0
+        assert await beta_claimer.claim_now() == 0
+        failover = NodeFailover(beta, NodeSettings(name="beta", claim_queue=True))
+        assert await failover.run_once() == 1
+        assert failover.requeued == 0
+        stored = await beta.sessions.get(tenant.id, session.id)  # alpha's journal is "dead"
+        assert (stored.status, stored.end_reason) == (CallStatus.FAILED, "node_lost")
+        assert beta_dialer.started == []
 
 
 async def test_a_screened_call_is_queued_after_its_findings_are_recorded(db: str) -> None:
@@ -435,13 +459,30 @@ async def test_a_dead_node_s_live_calls_are_ended_once_after_the_grace_period(db
 async def test_a_dead_node_s_queued_calls_go_back_to_the_queue(db: str) -> None:
     async with _store(db, "alpha") as alpha, _store(db, "beta") as beta:
         tenant = await new_tenant(alpha)
-        queued, _ = await alpha.sessions.create(NewSession(tenant.id, "1001", "+14155550100"))
+        queued, _ = await CallService(alpha, queue=NoLocalClaims()).initiate(tenant, _call())
+        assert len(await alpha.claims.claim("alpha", 1)) == 1  # claimed, never handed over
         await _beat(alpha, "alpha", age=200)
         failover = NodeFailover(beta, NodeSettings(name="beta", claim_queue=True))
         assert await failover.run_once() == 1
         assert failover.requeued == 1
         stored = await alpha.sessions.get(tenant.id, queued.id)
         assert (stored.status, stored.node) == (CallStatus.QUEUED, None)
+
+
+async def test_a_dead_node_s_call_its_own_initiate_dialled_at_once_is_ended_not_requeued(
+    db: str,
+) -> None:
+    async with _store(db, "alpha") as alpha, _store(db, "beta") as beta:
+        tenant = await new_tenant(alpha)
+        # stored as alpha's and handed to its dialer at once (no claim): it may be ringing
+        dialled, _ = await alpha.sessions.create(NewSession(tenant.id, "1001", "+14155550100"))
+        await _beat(alpha, "alpha", age=200)
+        assert await beta.claims.requeue_stale("beta", 30) == 0
+        failover = NodeFailover(beta, NodeSettings(name="beta", claim_queue=True))
+        assert await failover.run_once() == 1
+        assert failover.requeued == 0
+        stored = await alpha.sessions.get(tenant.id, dialled.id)
+        assert (stored.status, stored.end_reason) == (CallStatus.FAILED, "node_lost")
 
 
 async def test_a_dead_node_s_carrier_calls_are_neither_requeued_nor_ended(db: str) -> None:
