@@ -27,4 +27,7 @@ def run_daemon_loop(coro: Coroutine[Any, Any, T]) -> T:
         import uvloop
     except ImportError:  # an optional speed-up: the engine is the same without it
         return asyncio.run(coro)
-    return uvloop.run(coro)
+    # not uvloop.run (0.18+): Debian's python3-uvloop, which the container image uses, may
+    # be older; a runner with uvloop's loop is the same thing on every version
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)

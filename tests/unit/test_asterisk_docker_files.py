@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,15 @@ def test_the_base_images_cache_key_changes_with_its_inputs() -> None:
     assert base_image_key() == base_image_key("sid", "minbase")
     assert base_image_key("trixie") != base_image_key("sid")
     assert base_image_key("sid", "apt") != base_image_key("sid", "minbase")
+
+
+def test_the_engine_image_has_debians_package_of_every_dependency() -> None:
+    # the image installs the engine with --no-index: a dependency without a pure-Python
+    # wheel (uvloop, asyncpg, orjson, ...) comes only from Debian's python3-* package
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {
+        re.split(r"[<>=!~;\s\[]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]
+    }
+    debian = {"pyyaml": "yaml"}  # where Debian's name differs
+    apt = (STACK / "engine" / "Dockerfile").read_text()
+    assert sorted(n for n in names if f"python3-{debian.get(n, n)}" not in apt) == []
