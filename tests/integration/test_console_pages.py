@@ -231,8 +231,11 @@ async def test_agents_ivr_menus_and_statistics_pages_show_the_tenants_own(
         "80%"
     )  # 4 answered (one still talking) of 5
     bars = page.locator("#stats rect[data-series=placed]")
-    await expect(bars).to_have_count(1)  # one minute had calls
-    assert await bars.first.get_attribute("data-value") == "5"
+    await expect(bars.first).to_be_visible()
+    # the five calls fall in one minute, or in two when their creation crossed a minute
+    values = [await bar.get_attribute("data-value") for bar in await bars.all()]
+    assert len(values) in (1, 2), values
+    assert sum(int(v or 0) for v in values) == 5, values
     await screenshot(page, "07-statistics")
     assert page_errors(page) == []
     await page.context.close()
