@@ -209,6 +209,7 @@ async def test_a_call_placed_by_the_resync_runs_to_its_end_over_the_event_table(
             await _status(store, session.id, CallStatus.COMPLETED)
             await ari.until(lambda: ("DELETE", f"/bridges/{bridge}") in ari.requests)
             # written behind while it lived; over (no recording to wait for), it is let go
+            await _end_handled(app, session.id)
             await store.journal.flush()
             assert store.ownership.owner(session.id) is store.ownership.write_through
             # a late fact of the released call changes nothing and looks no transfer up
@@ -261,6 +262,7 @@ async def test_a_call_postgresql_has_behind_asterisk_is_adopted_and_caught_up_by
 
             await ari.send({"type": "ChannelDestroyed", "channel": {"id": customer}, "cause": 16})
             await _status(store, session.id, CallStatus.COMPLETED)
+            await _end_handled(app, session.id)
             await store.journal.flush()
             assert store.ownership.owner(session.id) is store.ownership.write_through
     assert await _event_types(store, session.id) == [
@@ -302,6 +304,14 @@ async def _recorded_call_ended(store: Store, ari: FakeAri, app: StasisApp) -> St
     if ended is None or ended.recording_path is None:
         raise AssertionError(f"session {session.id} ended without a recording started")
     return ended
+
+
+async def _end_handled(app: StasisApp, session_id: uuid.UUID) -> None:
+    """Wait for the handler of the call's end to finish: it lets the call go from the journal
+    after what a test sees (the status, a request to Asterisk), before it gives the call's
+    lock back."""
+    async with asyncio.timeout(WITHIN), app.click_to_call.lock(session_id):
+        pass
 
 
 async def _recording_settled(store: Store, session: StoredSession) -> dict[str, Any]:
@@ -351,6 +361,7 @@ async def test_a_recording_whose_end_asterisk_never_tells_is_settled_from_its_st
         bridged = round((session.ended_at - session.connected_at).total_seconds() * 1000)
         assert payload == {"duration_ms": bridged, "estimated": True}
         # the call is over: released from the journal once written
+        await _end_handled(app, session.id)
         await store.journal.flush()
         assert store.ownership.owner(session.id) is store.ownership.write_through
         # Asterisk telling the end after all adds nothing
@@ -450,6 +461,7 @@ async def test_a_recording_end_missed_while_the_link_was_down_is_settled_on_reco
         async with asyncio.timeout(WITHIN):
             await app.resync.completed.wait()
         assert (await _recording_settled(store, session))["estimated"] is True
+        await _end_handled(app, session.id)
         await store.journal.flush()
         assert store.ownership.owner(session.id) is store.ownership.write_through
 
