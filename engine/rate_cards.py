@@ -190,7 +190,8 @@ def _decimal_minor(value: str) -> tuple[int, int]:
     if not number.is_finite() or number < 0:
         raise ValueError(f"{value!r} must be a number >= 0")
     exponent = number.normalize().as_tuple().exponent
-    assert isinstance(exponent, int)
+    if not isinstance(exponent, int):  # "n", "N" or "F": ruled out by is_finite above
+        raise ValueError(f"{value!r} is not a finite number")
     scale = max(0, -exponent)
     if scale > 6:
         raise ValueError(f"{value!r} has more than 6 decimals")

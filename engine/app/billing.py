@@ -256,7 +256,8 @@ class BillingService:
             written += await self._store.billing.save_many(lines)
             sessions += len(batch)
             last = batch[-1]
-            assert last.ended_at is not None
+            if last.ended_at is None:
+                raise RuntimeError(f"call {last.id} was rated without an end")
             after = (last.ended_at, last.id)
         log.info(
             "billing.rerated",

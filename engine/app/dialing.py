@@ -62,7 +62,8 @@ class DialerRouter:
         known = self._known(session)
         if known is not None:
             return known
-        assert session.provider_id is not None  # _known answers False without one
+        if session.provider_id is None:
+            raise RuntimeError(f"call {session.id}: a provider type looked up without a provider")
         provider = await self._store.providers.get(session.tenant_id, session.provider_id)
         self._types[provider.id] = provider.provider_type
         return provider.provider_type in HTTP_CARRIERS

@@ -234,7 +234,8 @@ class WebhookIntake:
 
         async def ignored(reason: str) -> WebhookOutcome:
             logged = await self._store.webhooks.log(entry("ignored", error=reason))
-            assert logged is not None  # no dedupe key: never a conflict
+            if logged is None:  # only a dedupe key conflicts, and an ignored entry has none
+                raise RuntimeError(f"webhook log refused an ignored {provider.provider_type} entry")
             return WebhookOutcome(logged, reason=reason)
 
         if session_id is None:

@@ -141,7 +141,8 @@ class FakeCarrier:
     async def _send(
         self, url: str, *, headers: Mapping[str, str], data: bytes, content_type: str
     ) -> Callback:
-        assert self._client is not None, "start() the fake first"
+        if self._client is None:
+            raise RuntimeError("start() the fake first")
         sent_headers = {**headers, "Content-Type": content_type}
         async with self._client.post(url, data=data, headers=sent_headers) as response:
             text = await response.text()
@@ -364,10 +365,11 @@ class FakeVonage(FakeCarrier):
         try:
             agent = body["to"][0]["number"]
             connect = body["ncco"][0]
-            assert connect["action"] == "connect"
+            if connect["action"] != "connect":
+                raise KeyError("action")
             customer = connect["endpoint"][0]["number"]
             urls = {"agent": body["event_url"][0], "customer": connect["eventUrl"][0]}
-        except (KeyError, IndexError, TypeError, AssertionError):
+        except (KeyError, IndexError, TypeError):
             return self._problem(400, "Bad Request: to, ncco connect and event_url are required")
         refused = self._refused_create()
         if refused is not None:

@@ -127,6 +127,14 @@ class Rule:
     def applies_to(self, region: str | None) -> bool:
         return self.country_code is None or self.country_code == region
 
+    @property
+    def hours(self) -> tuple[time, time]:
+        """A calling-hours rule's window (start, end); ValueError naming the rule when it
+        has none (the API and the store refuse such a rule, so only a hand-edited row can)."""
+        if self.allowed_start is None or self.allowed_end is None:
+            raise ValueError(f"compliance rule {self.name!r} has no allowed_start/allowed_end")
+        return self.allowed_start, self.allowed_end
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Finding:
@@ -261,23 +269,21 @@ def within_hours(
 
 
 def _hours_text(rule: Rule) -> str:
-    assert rule.allowed_start is not None
-    assert rule.allowed_end is not None
-    span = f"{rule.allowed_start:%H:%M}-{rule.allowed_end:%H:%M}"
+    start, end = rule.hours
+    span = f"{start:%H:%M}-{end:%H:%M}"
     if rule.allowed_days:
         span += " on ISO days " + ",".join(str(d) for d in rule.allowed_days)
     return span
 
 
 def _calling_hours(rule: Rule, number: str, now: datetime) -> str | None:
-    assert rule.allowed_start is not None
-    assert rule.allowed_end is not None
+    start, end = rule.hours
     zones = _zones_for(rule, number)
     if not zones:
         return f"the local time of {number} is unknown; allowed {_hours_text(rule)}"
     for zone in zones:
         local = now.astimezone(zone)
-        if not within_hours(local, rule.allowed_start, rule.allowed_end, rule.allowed_days):
+        if not within_hours(local, start, end, rule.allowed_days):
             return (
                 f"{local:%a %H:%M} in {zone.key} is outside the calling hours {_hours_text(rule)}"
             )

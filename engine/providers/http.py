@@ -224,7 +224,8 @@ class CarrierHttp:
                 attempt=attempt + 1,
                 error=str(last),
             )
-        assert last is not None
+        if last is None:
+            raise RuntimeError(f"{self._type.value} {method} {path}: no attempt made")
         raise last
 
     async def _once(

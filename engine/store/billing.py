@@ -19,7 +19,7 @@ import asyncpg
 
 from engine.domain.rating import LegDirection, PulseRule, Rate, RatedLeg
 from engine.errors import NotFound
-from engine.store.database import Connection, Database
+from engine.store.database import Connection, Database, returned
 
 __all__ = ["BillingLine", "BillingRepository", "EndedSession", "LinesWritten"]
 
@@ -398,8 +398,7 @@ class BillingRepository:
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
-        row = await self._db.fetchrow(_SAVE, *columns)
-        assert row is not None
+        row = returned(await self._db.fetchrow(_SAVE, *columns), "the billing lines' save")
         total, existing = int(row["total"]), int(row["existing"])
         invoiced, same = int(row["invoiced"]), int(row["same"])
         return LinesWritten(

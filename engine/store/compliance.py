@@ -26,7 +26,7 @@ from engine.domain.caller_id import Profile, Rotation
 from engine.domain.compliance import ListEntry, ListType, Rule, RuleAction, RuleType
 from engine.domain.compliance import number_prefixes as prefixes_of
 from engine.errors import Conflict, InvalidInput
-from engine.store.database import Database
+from engine.store.database import Database, returned
 from engine.store.guards import attempts_since
 from engine.store.read_cache import ReadCache
 
@@ -87,8 +87,7 @@ class NumberListRepository:
                     e.reason,
                     e.source,
                 )
-                assert row is not None
-                out.append(_entry(row))
+                out.append(_entry(returned(row, "INSERT INTO phone_number_list")))
         return out
 
     async def remove(self, tenant_id: uuid.UUID, entry_id: uuid.UUID) -> bool:
@@ -198,8 +197,7 @@ class ComplianceRuleRepository:
             raise Conflict(f"a compliance rule named {rule.name!r} exists") from exc
         finally:
             self._active.clear()  # this process sees the change at once
-        assert row is not None
-        return _rule(row)
+        return _rule(returned(row, "INSERT INTO call_compliance_rule"))
 
     async def set_active(
         self, tenant_id: uuid.UUID, rule_id: uuid.UUID, active: bool
@@ -294,8 +292,7 @@ class CallerIdProfileRepository:
             raise InvalidInput("provider_id", f"unknown provider {profile.provider_id}") from exc
         finally:
             self._active.clear()  # this process sees the change at once
-        assert row is not None
-        return _profile(row)
+        return _profile(returned(row, "INSERT INTO caller_id_profile"))
 
     async def set_active(
         self, tenant_id: uuid.UUID, profile_id: uuid.UUID, active: bool
