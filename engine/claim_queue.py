@@ -16,7 +16,9 @@ When it claims: at once when woken by ``NOTIFY ctc_call_queue`` (any engine's in
 unclaimed call, its own included: every claimer hears it at the same moment, so an idle
 engine elsewhere has the same chance) and every ``tick`` seconds anyway (a lost
 notification only delays). Room is ``node.max_calls`` minus this engine's live calls, and
-nothing while its Asterisk link is down. Spreading: a busier engine waits
+nothing while its Asterisk link is down. A call an HTTP carrier places (Twilio, Exotel…)
+loads no node's Asterisk: it is not a live call here, and what bounds it is its provider's
+concurrency limit. Spreading: a busier engine waits
 ``node.claim_yield`` seconds per less-loaded engine (the peers' loads as of the last tick,
 load = live calls / max_calls, 1,000 for an engine without a limit) so idle engines claim
 first; a lone engine never waits.
