@@ -26,7 +26,8 @@ first; a lone engine never waits.
 Every tick it also hands back to the queue the calls a silent node (no beat for
 ``node.stale_after``) claimed and had not dialled, and refreshes the peers' loads. A claimed
 call older than ``calls.queued_start_deadline`` is failed (``session.start_expired``)
-rather than dialled, as a resync does.
+rather than dialled, as a resync does. A failed round (PostgreSQL away) is logged and the
+next wake-up or tick retries.
 """
 
 from __future__ import annotations
@@ -43,8 +44,7 @@ from engine.config.settings import NodeSettings
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Start, restart_queued
 from engine.domain.event_types import CallEventType
-from engine.errors import describe
-from engine.lifecycle import Lifecycle, cancel_tasks, woken_or_tick
+from engine.periodic import Periodic
 from engine.store.claims import CHANNEL, ClaimedCall
 from engine.store.listener import Listener
 from engine.store.records import StoredNode
@@ -73,7 +73,7 @@ class NoLocalClaims:
         """Nothing held: ``take_here`` never says yes."""
 
 
-class ClaimQueue(Lifecycle):
+class ClaimQueue(Periodic):
     def __init__(
         self,
         store: Store,
@@ -84,16 +84,15 @@ class ClaimQueue(Lifecycle):
         live_calls: Callable[[], int],
         tick: float = 1.0,
     ) -> None:
+        super().__init__("claim_queue", interval=tick)
         self._store = store
         self._dialer = dialer
         self._settings = settings
         self._deadline = timedelta(seconds=start_deadline)
         self._live_calls = live_calls
-        self._tick = tick
-        self._wake = asyncio.Event()
         self._peers: list[StoredNode] = []
         self._listener = Listener(store.db.url, {CHANNEL: self._notified}, name="claim-queue")
-        self._task: asyncio.Task[None] | None = None
+        self._kept = 0.0  # the loop's time of the last housekeeping (set at start)
         self.claimed = 0  # calls this engine claimed, for tests and metrics
         self.requeued = 0  # calls of silent nodes it handed back to the queue
         self._taking = 0  # calls take_here() said yes to that are not live calls yet
@@ -121,29 +120,26 @@ class ClaimQueue(Lifecycle):
         self._taking -= 1
 
     def _notified(self, payload: str) -> None:
-        self._wake.set()
+        self.wake()
 
     async def _open(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="claim-queue")
+        self._kept = asyncio.get_running_loop().time()
+        await self._listener.ensure()
+        await super()._open()
 
     async def _close(self) -> None:
-        task, self._task = self._task, None
-        await cancel_tasks(task)
+        await super()._close()
         await self._listener.close()
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        kept = loop.time()  # the last housekeeping: once a tick, however often woken
-        while True:
-            await self._listener.ensure()
-            await woken_or_tick(self._wake, self._tick)
-            try:
-                if loop.time() - kept >= self._tick:
-                    kept = loop.time()
-                    await self.housekeeping()
-                await self.claim_now()
-            except Exception as exc:  # PostgreSQL away: the next wake-up or tick retries
-                log.warning("claim_queue.failed", node=self.node, error=describe(exc))
+    async def run_once(self) -> int:
+        """One round: listen again if the connection is down, housekeeping once a tick
+        (however often woken), then :meth:`claim_now`; how many calls it claimed."""
+        await self._listener.ensure()
+        now = asyncio.get_running_loop().time()
+        if now - self._kept >= self._interval:
+            self._kept = now
+            await self.housekeeping()
+        return await self.claim_now()
 
     async def housekeeping(self) -> None:
         """Hand silent nodes' undialled calls back to the queue; refresh the peers."""

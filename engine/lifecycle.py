@@ -23,12 +23,13 @@ half-way: cleanup that has to finish is shielded by the component itself.
 Most components own background tasks; their ``_close`` ends them with :func:`cancel_tasks`,
 the one place that knows how: cancel all, wait for all, swallow the tasks' own
 ``CancelledError`` but never the caller's, and log (not raise) a task that had failed.
+A component whose task does a round of work every N seconds is a
+:class:`~engine.periodic.Periodic`, which owns that task.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 from types import TracebackType
 from typing import Any, Self
@@ -37,7 +38,7 @@ import structlog
 
 from engine.errors import ClosedResourceError, describe
 
-__all__ = ["Lifecycle", "LifecycleState", "cancel_tasks", "woken_or_tick"]
+__all__ = ["Lifecycle", "LifecycleState", "cancel_tasks"]
 
 log = structlog.get_logger(__name__)
 
@@ -131,14 +132,3 @@ async def cancel_tasks(*tasks: asyncio.Task[Any] | None) -> None:
     for task in live:
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("task.failed", task=task.get_name(), error=describe(error))
-
-
-async def woken_or_tick(wake: asyncio.Event, tick: float) -> bool:
-    """Wait until ``wake`` is set or ``tick`` seconds pass; whether it was set. ``wake`` is
-    cleared either way (a loop woken by notifications that also runs on a timer)."""
-    woken = False
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(tick):
-            woken = await wake.wait()
-    wake.clear()
-    return woken

@@ -14,12 +14,12 @@ dialled (handed over, or dialled at once by its own initiate) is ended the same 
 dialled a second time. A session taken and not yet
 ended when this engine dies is its own: its restart's resync finds no channel and ends it.
 
-Runs every ``interval`` seconds on every engine; nothing to do costs one query.
+Runs every ``interval`` seconds on every engine, the first an interval after start; nothing
+to do costs one query. A failed run (PostgreSQL away) is logged and the next one retries.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Final
 
 import structlog
@@ -28,7 +28,7 @@ from engine.config.settings import NodeSettings
 from engine.domain.call import CallStatus, Direction
 from engine.domain.event_types import CallEventType
 from engine.errors import CtcError, describe
-from engine.lifecycle import Lifecycle, cancel_tasks
+from engine.periodic import Periodic
 from engine.store.claims import LostCall
 from engine.store.repositories import Store
 
@@ -40,33 +40,17 @@ END_REASON: Final = "node_lost"
 _BATCH: Final = 100
 
 
-class NodeFailover(Lifecycle):
+class NodeFailover(Periodic):
     def __init__(self, store: Store, settings: NodeSettings, *, interval: float = 5.0) -> None:
+        super().__init__("node_failover", interval=interval)
         self._store = store
         self._settings = settings
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
         self.ended = 0  # sessions of dead nodes this engine ended, for tests
         self.requeued = 0  # queued calls of dead nodes it handed back to the queue
 
     @property
     def node(self) -> str:
         return self._settings.name
-
-    async def _open(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="node-failover")
-
-    async def _close(self) -> None:
-        task, self._task = self._task, None
-        await cancel_tasks(task)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.run_once()
-            except Exception as exc:  # PostgreSQL away: the next interval retries
-                log.warning("node_failover.failed", node=self.node, error=describe(exc))
 
     async def run_once(self) -> int:
         """Take and finish the live sessions of dead nodes; how many were taken."""

@@ -30,7 +30,7 @@ from engine.config.settings import NodeSettings
 from engine.domain.nodes import name_taken, node_state
 from engine.errors import describe
 from engine.health import HealthReport
-from engine.lifecycle import Lifecycle, cancel_tasks
+from engine.periodic import Periodic
 from engine.store.nodes import NodeRepository
 from engine.store.records import NodeBeat
 
@@ -42,7 +42,7 @@ COMPONENT: Final = "node"
 _STOP_TIMEOUT: Final = 2.0
 
 
-class NodeHeartbeat(Lifecycle):
+class NodeHeartbeat(Periodic):
     def __init__(
         self,
         nodes: NodeRepository,
@@ -55,6 +55,8 @@ class NodeHeartbeat(Lifecycle):
     ) -> None:
         """``process`` is the (host, pid) this engine is known by; default this host and
         process (tests give two heartbeats in one process different identities)."""
+        # the first beat at once: the node is registered as soon as the engine starts
+        super().__init__("node_heartbeat", interval=settings.heartbeat_interval, first_delay=0)
         self._nodes = nodes
         self._settings = settings
         self._health = health
@@ -62,7 +64,6 @@ class NodeHeartbeat(Lifecycle):
         self._stop_timeout = stop_timeout
         self._started_at = datetime.now(UTC)
         self._host, self._pid = process or (socket.gethostname(), os.getpid())
-        self._task: asyncio.Task[None] | None = None
         self._holding = False  # whether the row is this engine's (it has beaten)
         self._refused_by: tuple[str, int] | None = None  # the other holder of the name
         self.beats = 0  # successful beats, for tests
@@ -73,11 +74,10 @@ class NodeHeartbeat(Lifecycle):
 
     async def _open(self) -> None:
         self._health.set(COMPONENT, "starting", self.name, required=False)
-        self._task = asyncio.create_task(self._run(), name="node-heartbeat")
+        await super()._open()
 
     async def _close(self) -> None:
-        task, self._task = self._task, None
-        await cancel_tasks(task)
+        await super()._close()
         if not self._holding:
             return
         try:
@@ -85,10 +85,9 @@ class NodeHeartbeat(Lifecycle):
         except Exception as exc:  # the row goes stale instead; shutdown goes on
             log.warning("node.stop_mark_failed", node=self.name, error=describe(exc))
 
-    async def _run(self) -> None:
-        while True:
-            await self.beat_once()
-            await asyncio.sleep(self._settings.heartbeat_interval)
+    async def run_once(self) -> bool:
+        """One round of the loop: :meth:`beat_once`."""
+        return await self.beat_once()
 
     async def beat_once(self) -> bool:
         """One beat now, unless another process holds the name; whether it was written."""

@@ -11,7 +11,8 @@ since it is being carried out.
 
 Serving: the owner takes its pending commands when notified (and every ``tick`` seconds),
 runs each in its own task through :class:`~engine.app.node_commands.CommandRunner` and
-writes its result. Old command rows are deleted on the tick.
+writes its result. Old command rows are deleted every 60 rounds. A failed round (PostgreSQL
+away) is logged and the next wake-up or tick retries.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import structlog
 
 from engine.config.settings import NodeSettings
 from engine.errors import NodeUnavailable, describe
-from engine.lifecycle import Lifecycle, cancel_tasks, woken_or_tick
+from engine.lifecycle import cancel_tasks
+from engine.periodic import Periodic
 from engine.store.listener import Listener
 from engine.store.node_commands import COMMANDS_CHANNEL, RESULTS_CHANNEL, PendingCommand
 from engine.store.records import StoredSession
@@ -36,10 +38,10 @@ __all__ = ["NodeLink", "RunCommand"]
 log = structlog.get_logger(__name__)
 
 RunCommand = Callable[[PendingCommand], Awaitable[Mapping[str, Any]]]
-_PRUNE_EVERY = 60  # ticks
+_PRUNE_EVERY = 60  # rounds
 
 
-class NodeLink(Lifecycle):
+class NodeLink(Periodic):
     def __init__(
         self,
         store: Store,
@@ -48,20 +50,19 @@ class NodeLink(Lifecycle):
         tick: float = 1.0,
         poll: float = 0.25,
     ) -> None:
+        super().__init__("node_link", interval=tick)
         self._store = store
         self._settings = settings
-        self._tick = tick
         self._poll = poll
         self._run_command: RunCommand | None = None
-        self._wake = asyncio.Event()
         self._answers: dict[int, asyncio.Event] = {}
         self._listener = Listener(
             store.db.url,
             {COMMANDS_CHANNEL: self._commands_notified, RESULTS_CHANNEL: self._result_notified},
             name="node-link",
         )
-        self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._rounds = 0  # completed rounds: old command rows are pruned every _PRUNE_EVERY
         self.served = 0  # commands carried out for other engines, for tests
         self.forwarded = 0  # commands sent to other engines
 
@@ -128,7 +129,7 @@ class NodeLink(Lifecycle):
 
     def _commands_notified(self, payload: str) -> None:
         if payload == self.node:
-            self._wake.set()
+            self.wake()
 
     def _result_notified(self, payload: str) -> None:
         with contextlib.suppress(ValueError):
@@ -138,25 +139,21 @@ class NodeLink(Lifecycle):
 
     async def _open(self) -> None:
         await self._listener.ensure()
-        self._task = asyncio.create_task(self._run(), name="node-link")
+        await super()._open()
 
     async def _close(self) -> None:
-        task, self._task = self._task, None
-        await cancel_tasks(task, *self._running)
+        await super()._close()
+        await cancel_tasks(*self._running)
         await self._listener.close()
 
-    async def _run(self) -> None:
-        ticks = 0
-        while True:
-            await woken_or_tick(self._wake, self._tick)
-            try:
-                await self._listener.ensure()
-                await self.take_pending()
-                ticks += 1
-                if ticks % _PRUNE_EVERY == 0:
-                    await self._store.node_commands.prune()
-            except Exception as exc:  # PostgreSQL away: the next wake-up or tick retries
-                log.warning("node_link.failed", node=self.node, error=describe(exc))
+    async def run_once(self) -> None:
+        """One round: listen again if the connection is down, take the pending commands,
+        and every ``_PRUNE_EVERY`` rounds delete old command rows."""
+        await self._listener.ensure()
+        await self.take_pending()
+        self._rounds += 1
+        if self._rounds % _PRUNE_EVERY == 0:
+            await self._store.node_commands.prune()
 
     async def take_pending(self) -> int:
         """Take the commands sent to this engine and start carrying them out; how many."""

@@ -19,7 +19,6 @@ the oldest rows. Close is bounded by that cancellation.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Final
 
@@ -28,8 +27,8 @@ import structlog
 from engine.app.retention import PruneKind, PruneReport, RetentionService
 from engine.errors import describe
 from engine.health import HealthReport
-from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.metrics import Metrics
+from engine.periodic import Periodic
 
 __all__ = ["COMPONENT", "RetentionPruner"]
 
@@ -39,7 +38,7 @@ COMPONENT: Final = "retention"
 _FIRST_DELAY: Final = 60.0  # seconds after start before the first run
 
 
-class RetentionPruner(Lifecycle):
+class RetentionPruner(Periodic):
     def __init__(
         self,
         service: RetentionService,
@@ -49,12 +48,10 @@ class RetentionPruner(Lifecycle):
         metrics: Metrics,
         first_delay: float = _FIRST_DELAY,
     ) -> None:
+        super().__init__("retention", interval=interval, first_delay=first_delay)
         self._service = service
-        self._interval = interval
         self._health = health
         self._metrics = metrics
-        self._first_delay = first_delay
-        self._task: asyncio.Task[None] | None = None
         self.runs = 0  # completed or failed, for tests and the health detail
         service.on_pruned = self._count
 
@@ -66,17 +63,7 @@ class RetentionPruner(Lifecycle):
         # would show the whole engine degraded for that minute)
         detail = f"first prune {self._first_delay:g} s after start"
         self._health.set(COMPONENT, "up", detail, required=False)
-        self._task = asyncio.create_task(self._run(), name="retention-pruner")
-
-    async def _close(self) -> None:
-        task, self._task = self._task, None
-        await cancel_tasks(task)
-
-    async def _run(self) -> None:
-        await asyncio.sleep(self._first_delay)
-        while True:
-            await self.run_once()
-            await asyncio.sleep(self._interval)
+        await super()._open()
 
     async def run_once(self) -> PruneReport | None:
         """One prune now; its outcome goes to health, metrics and the log (None: failed)."""

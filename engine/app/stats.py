@@ -11,7 +11,6 @@ the time zone: the request's, else the tenant's (``tenant.timezone``).
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 
 from engine.errors import InvalidInput, describe
-from engine.lifecycle import Lifecycle, cancel_tasks
+from engine.periodic import Periodic
 from engine.store.records import StatsPeriod, StatsReport, Tenant
 from engine.store.repositories import Store
 
@@ -72,29 +71,17 @@ class StatsService:
         return await self._store.stats.report(tenant.id, period)
 
 
-class StatsCompactor(Lifecycle):
-    """Folds the stats rollup's appended rows every ``interval`` seconds (one run at a
-    time; several engines on one database take turns: the fold holds an advisory lock).
-    A failed run is logged and the next one catches up: the rollup stays exact, it only
-    holds more rows meanwhile."""
+class StatsCompactor(Periodic):
+    """Folds the stats rollup's appended rows every ``interval`` seconds, the first an
+    interval after start (one run at a time; several engines on one database take turns:
+    the fold holds an advisory lock). A failed run is logged and the next one catches up:
+    the rollup stays exact, it only holds more rows meanwhile. Close cancels a fold in
+    progress."""
 
     def __init__(self, store: Store, *, interval: float) -> None:
+        super().__init__("stats_compactor", interval=interval)
         self._store = store
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
         self.runs = 0
-
-    async def _open(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="stats-compactor")
-
-    async def _close(self) -> None:
-        task, self._task = self._task, None
-        await cancel_tasks(task)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            await self.run_once()
 
     async def run_once(self) -> int | None:
         """One fold now; how many tenant-days it folded (None: it failed, logged)."""

@@ -22,31 +22,27 @@ engine (no other node beating in ``engine_node``, its listening connection up) d
 read at all on its timer: it moves its cursor to the newest id (one index lookup), since
 any other writer's rows (a tool's) come with a notification that wakes a real read.
 
-Failure policy: a failed read or a lost listening connection is logged and retried; the
-feed never stops the engine. Events committed before the feed started are not replayed
+Failure policy: a failed round (PostgreSQL away) is logged and the next wake-up or tick
+retries (:class:`~engine.periodic.Periodic`); a lost listening connection is logged and
+opened again at the next round, the timer reading meanwhile. The feed never stops the
+engine. Events committed before the feed started are not replayed
 (an SSE client resumes from its Last-Event-ID, read from the table).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Final
 
-import asyncpg
-import structlog
-
-from engine.errors import ClosedResourceError, describe
+from engine.errors import ClosedResourceError
 from engine.events import EventBus
-from engine.lifecycle import Lifecycle, cancel_tasks
+from engine.periodic import Periodic
 from engine.store.database import Database
+from engine.store.listener import Listener
 from engine.store.records import EVENT_COLUMNS, CallEvent
 
 __all__ = ["CHANNEL", "CallEventFeed", "FeedCursor"]
-
-log = structlog.get_logger(__name__)
 
 CHANNEL: Final = "ctc_call_events"
 _BATCH: Final = 1000  # rows per read; a full batch is followed by another read at once
@@ -93,8 +89,10 @@ class FeedCursor:
             del self.gaps[next(iter(self.gaps))]
 
 
-class CallEventFeed(Lifecycle):
-    """Publishes on ``bus`` the call events other nodes commit (this engine is ``node``)."""
+class CallEventFeed(Periodic):
+    """Publishes on ``bus`` the call events other nodes commit (this engine is ``node``):
+    a read when another node's NOTIFY wakes it, and a round every ``poll_interval``
+    seconds anyway (the first one interval after start)."""
 
     def __init__(
         self,
@@ -106,15 +104,14 @@ class CallEventFeed(Lifecycle):
         gap_timeout: float = 10.0,
         stale_after: float = 30.0,
     ) -> None:
+        super().__init__("event_feed", interval=poll_interval)
         self._db = db
         self._bus = bus
         self._node = node
-        self._poll_interval = poll_interval
         self._stale_after = stale_after  # a node beating within this is another engine
         self._gap_timeout = gap_timeout
-        self._wake = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._listener = Listener(db.url, {CHANNEL: self._notified}, name="event-feed")
+        self._others_wrote = False  # another writer notified since the last round began
         self._cursor: FeedCursor | None = None
         self.published = 0  # events of other nodes published, for tests and logs
         self.reads = 0  # reads of call_event rows (not the lone node's skips), for tests
@@ -122,30 +119,23 @@ class CallEventFeed(Lifecycle):
     async def _open(self) -> None:
         start = await self._db.fetchval("SELECT coalesce(max(id), 0) FROM call_event")
         self._cursor = FeedCursor(int(start), gap_timeout=self._gap_timeout)
-        self._task = asyncio.create_task(self._run(), name="call-event-feed")
+        await self._listener.ensure()
+        await super()._open()
 
     async def _close(self) -> None:
-        task, self._task = self._task, None
-        await cancel_tasks(task)
-        await self._unlisten()
+        await super()._close()
+        await self._listener.close()
 
-    async def _run(self) -> None:
-        while True:
-            if self._listener is None or self._listener.is_closed():
-                await self._listen()
-            woken = False
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_interval):
-                    woken = await self._wake.wait()
-            self._wake.clear()
-            try:
-                if not woken and await self._alone():
-                    await self.skip_own()
-                    continue
-                while await self.read_once() == _BATCH:
-                    pass
-            except Exception as exc:  # PostgreSQL away: the next wake-up or tick retries
-                log.warning("event_feed.read_failed", error=describe(exc))
+    async def run_once(self) -> None:
+        """One round: listen again if the connection is down, then read until caught up
+        (a lone node's tick that no other writer's notification woke only skips)."""
+        await self._listener.ensure()
+        notified, self._others_wrote = self._others_wrote, False
+        if not notified and await self._alone():
+            await self.skip_own()
+            return
+        while await self.read_once() == _BATCH:
+            pass
 
     @property
     def position(self) -> int:
@@ -155,7 +145,7 @@ class CallEventFeed(Lifecycle):
     async def _alone(self) -> bool:
         """Whether a tick may skip reading: no other node beats and notifications arrive
         (another writer's rows, a tool's included, wake the feed through them)."""
-        if self._listener is None or self._listener.is_closed():
+        if not self._listener.up:
             return False
         others: bool = await self._db.fetchval(
             "SELECT EXISTS (SELECT 1 FROM engine_node WHERE name <> $1 AND stopped_at IS NULL "
@@ -195,33 +185,7 @@ class CallEventFeed(Lifecycle):
             raise ClosedResourceError("CallEventFeed has no cursor: it did not start")
         return self._cursor
 
-    async def _listen(self) -> None:
-        await self._unlisten()
-        try:
-            conn = await asyncpg.connect(self._db.url, timeout=5)
-        except Exception as exc:  # polled meanwhile; tried again at the next tick
-            log.warning("event_feed.listen_failed", error=describe(exc))
-            return
-        # held before the next await: a close cancelling this task then closes it too
-        self._listener = conn
-        try:
-            await conn.add_listener(CHANNEL, self._notified)
-        except Exception as exc:
-            log.warning("event_feed.listen_failed", error=describe(exc))
-            await self._unlisten()
-
-    async def _unlisten(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is not None and not conn.is_closed():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 2)
-
-    def _notified(
-        self,
-        conn: asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any],
-        pid: int,
-        channel: str,
-        payload: object,
-    ) -> None:
-        if payload != self._node:  # this engine's own rows: the timer's read covers them
-            self._wake.set()
+    def _notified(self, payload: str) -> None:
+        if payload != self._node:  # this engine's own rows: the timer's round covers them
+            self._others_wrote = True
+            self.wake()

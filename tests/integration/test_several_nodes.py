@@ -141,8 +141,7 @@ async def test_a_call_initiated_on_one_engine_is_claimed_and_dialled_by_another(
         tenant = await new_tenant(alpha)
         beta_dialer = RecordingDialer()
         # beta's claimer is woken by the insert's NOTIFY only (its tick is an hour)
-        async with _claimer(beta, beta_dialer, "beta") as claimer:
-            claimer._tick = 3600
+        async with _claimer(beta, beta_dialer, "beta", tick=3600):
             calls = CallService(alpha, queue=NoLocalClaims())  # alpha cannot dial
             session, created = await calls.initiate(tenant, _call())
             assert created

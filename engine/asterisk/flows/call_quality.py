@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -56,6 +56,7 @@ from engine.domain.event_types import CallEventType
 from engine.domain.quality import LegFigures, leg_mos
 from engine.errors import AriError, CtcError
 from engine.lifecycle import Lifecycle, cancel_tasks
+from engine.periodic import Periodic
 from engine.store.records import QualityMetric
 from engine.store.repositories import Store
 
@@ -267,7 +268,8 @@ class QualityMonitor(Lifecycle):
         self.writer = QualityWriter(store, settings)
         self._legs: dict[str, _Leg] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sampler: asyncio.Task[None] | None = None
+        interval = settings.sample_interval
+        self._sampler = _Sampler(self.sample, interval) if interval > 0 else None
         self._finals: list[Measured] = []  # final rows waiting for their batch
         self._finals_due: asyncio.Task[None] | None = None  # writes them
 
@@ -279,13 +281,14 @@ class QualityMonitor(Lifecycle):
         router.on("ChannelDestroyed", self._on_destroyed)
 
     async def _open(self) -> None:
-        if self._settings.sample_interval > 0:
-            self._sampler = asyncio.create_task(self._sample_forever(), name="quality-sampler")
+        if self._sampler is not None:
+            await self._sampler.start()
 
     async def _close(self) -> None:
-        sampler, self._sampler = self._sampler, None
+        if self._sampler is not None:
+            await self._sampler.close()
         due, self._finals_due = self._finals_due, None
-        await cancel_tasks(sampler, due)  # due's batch, not taken yet, is written below
+        await cancel_tasks(due)  # due's batch, not taken yet, is written below
         waiting, self._finals = self._finals, []
         if self._tasks:  # batches being written: a row and its low-MOS event belong together
             await asyncio.wait(self._tasks, timeout=_CLOSE_GRACE_S)
@@ -399,7 +402,14 @@ class QualityMonitor(Lifecycle):
             await self.writer.store(measured, final=False)
         return len(measured)
 
-    async def _sample_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.sample_interval)
-            await self.sample()
+
+class _Sampler(Periodic):
+    """Runs :meth:`QualityMonitor.sample` every ``quality.sample_interval`` seconds, the
+    first an interval after start; a failed round is logged and the next one samples again."""
+
+    def __init__(self, sample: Callable[[], Awaitable[int]], interval: float) -> None:
+        super().__init__("quality_sampler", interval=interval)
+        self._sample = sample
+
+    async def run_once(self) -> int:
+        return await self._sample()

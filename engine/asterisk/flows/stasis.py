@@ -35,10 +35,10 @@ from engine.asterisk.flows.resync import Resync
 from engine.asterisk.links.ari import AriClient, AriEventLink
 from engine.asterisk.links.ari_router import AriEventRouter
 from engine.config.settings import CallSettings, QualitySettings
-from engine.errors import CtcError
 from engine.health import HealthReport
 from engine.lifecycle import Lifecycle, cancel_tasks
 from engine.metrics import Metrics
+from engine.periodic import Periodic
 from engine.store.repositories import Store
 
 __all__ = ["StasisApp"]
@@ -78,7 +78,7 @@ class StasisApp(Lifecycle):
         self._records = hangup_records or HangupRecords(None)
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._dispatcher: asyncio.Task[None] | None = None
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = _RecordSweeper(self._records, store)
         self.link = AriEventLink(
             ari, on_event=self._queue.put_nowait, on_connected=self._resync, health=health
         )
@@ -135,14 +135,14 @@ class StasisApp(Lifecycle):
             await self.quality.start()
         await self.agent_door.start()
         self._dispatcher = asyncio.create_task(self._dispatch(), name="stasis-dispatch")
-        self._sweeper = asyncio.create_task(self._sweep_records(), name="stasis-sweep")
+        await self._sweeper.start()
         await self.link.start()
 
     async def _close(self) -> None:
         await self.link.close()  # no new events, no resync running
-        tasks = (self._dispatcher, self._sweeper)
-        self._dispatcher = self._sweeper = None
-        await cancel_tasks(*tasks)
+        dispatcher, self._dispatcher = self._dispatcher, None
+        await cancel_tasks(dispatcher)
+        await self._sweeper.close()
         # nothing routes to the flows any more: their calls in progress are cancelled
         if self.ivr is not None:
             await self.ivr.close()
@@ -162,20 +162,23 @@ class StasisApp(Lifecycle):
             except Exception:  # a bug in a handler: logged, the next event is routed
                 log.exception("stasis.route_failed", ari_event=event.get("type"))
 
-    async def _sweep_records(self) -> None:
-        """Delete, now and then, what the hangup handler recorded for calls that are over."""
-        while True:
-            await asyncio.sleep(_RECORD_SWEEP_INTERVAL)
-            try:
-                swept = await self._records.sweep(self._live_ids)
-            except CtcError as exc:  # e.g. the database is away: next time
-                log.warning("stasis.record_sweep_failed", error=str(exc))
-                continue
-            except Exception:  # a bug: logged, and the sweeper goes on
-                log.exception("stasis.record_sweep_crashed")
-                continue
-            if swept:
-                log.info("stasis.records_swept", sessions=swept)
+
+class _RecordSweeper(Periodic):
+    """Deletes, every ``_RECORD_SWEEP_INTERVAL`` seconds (the first an interval after
+    start), what the hangup handler recorded for calls that are over. A failed sweep (the
+    database or AMI away) is logged and the next one catches up."""
+
+    def __init__(self, records: HangupRecords, store: Store) -> None:
+        super().__init__("record_sweep", interval=_RECORD_SWEEP_INTERVAL)
+        self._records = records
+        self._store = store
+
+    async def run_once(self) -> int:
+        """One sweep now; how many sessions' records it deleted."""
+        swept = await self._records.sweep(self._live_ids)
+        if swept:
+            log.info("stasis.records_swept", sessions=swept)
+        return swept
 
     async def _live_ids(self) -> set[uuid.UUID]:
         return {s.id for s in await self._store.sessions.live()}
