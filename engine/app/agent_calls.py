@@ -29,6 +29,7 @@ __all__ = ["AgentCallRecorder"]
 
 _OUTBOUND: Final = frozenset({Direction.CLICK_TO_CALL, Direction.OUTBOUND})
 _BATCH_WINDOW: Final = 0.1
+_MAX_ANSWERED: Final = 100_000
 """How long the recorder gathers facts before it logs them together (one statement per
 batch instead of one per row; a row is written that much later)."""
 
@@ -59,6 +60,9 @@ class AgentCallRecorder(EventWorker[tuple[uuid.UUID, uuid.UUID, CallStatus]]):
         )
         self._store = store
         self._agents = AgentStateService(store)
+        # the agent of each outbound call whose answer was logged, until its end: the end's
+        # row needs no read of the session (by then mostly PostgreSQL's, the journal let it go)
+        self._answered: dict[uuid.UUID, str] = {}
 
     def _wanted(self, event: CallEvent) -> tuple[uuid.UUID, uuid.UUID, CallStatus] | None:
         if event.status_to is None:
@@ -82,11 +86,18 @@ class AgentCallRecorder(EventWorker[tuple[uuid.UUID, uuid.UUID, CallStatus]]):
     async def _rows(
         self, tenant_id: uuid.UUID, session_id: uuid.UUID, status: CallStatus
     ) -> list[NewActivity]:
+        if status is not CallStatus.AGENT_ANSWERED:
+            answered = self._answered.pop(session_id, None)
+            if answered is not None:
+                return [await self._agents.ended_row(tenant_id, answered, session_id)]
         session = await self._store.sessions.get(tenant_id, session_id)
         agent = session.agent_id or session.agent_number
         if session.direction not in _OUTBOUND or not agent:
             return []
         if status is CallStatus.AGENT_ANSWERED:
+            if len(self._answered) >= _MAX_ANSWERED:
+                self._answered.clear()  # bounded: an end never heard here (failover) is read
+            self._answered[session_id] = agent
             at = session.agent_answered_at
             return [self._agents.on_call_row(tenant_id, agent, session_id, at)]
         if session.agent_answered_at is not None:
