@@ -27,7 +27,7 @@ from typing import Final
 from engine.domain.agent_state import BUSY_STATES, AgentStatus, CallFact, LoggedState, agent_status
 from engine.domain.call import CallStatus
 from engine.store.guards import AgentGuard, AgentJudge
-from engine.store.records import AgentActivity, AgentLastCall, Tenant
+from engine.store.records import AgentActivity, AgentLastCall, NewActivity, Tenant
 from engine.store.repositories import Store
 
 __all__ = [
@@ -203,8 +203,7 @@ class AgentStateService:
         self, tenant_id: uuid.UUID, agents: Iterable[str], session_id: uuid.UUID
     ) -> None:
         """The offer to ``agents`` ended unanswered (or another answered): available again."""
-        for agent in agents:
-            await self._log(tenant_id, agent, AgentStatus.AVAILABLE, session_id)
+        await self.log([self.available_row(tenant_id, agent, session_id) for agent in agents])
 
     async def answered(
         self,
@@ -213,34 +212,48 @@ class AgentStateService:
         session_id: uuid.UUID,
         at: datetime | None = None,
     ) -> None:
-        await self._log(tenant_id, agent, AgentStatus.ON_CALL, session_id, at=at)
+        await self.log([self.on_call_row(tenant_id, agent, session_id, at)])
 
     async def call_ended(self, tenant_id: uuid.UUID, agent: str, session_id: uuid.UUID) -> None:
+        await self.log([await self.ended_row(tenant_id, agent, session_id)])
+
+    async def log(self, rows: Sequence[NewActivity]) -> None:
+        """Write the rows the methods below make, in one statement."""
+        await self._store.activity.record_many(rows)
+
+    def available_row(self, tenant_id: uuid.UUID, agent: str, session_id: uuid.UUID) -> NewActivity:
+        return _row(tenant_id, agent, AgentStatus.AVAILABLE, session_id)
+
+    def on_call_row(
+        self, tenant_id: uuid.UUID, agent: str, session_id: uuid.UUID, at: datetime | None = None
+    ) -> NewActivity:
+        return _row(tenant_id, agent, AgentStatus.ON_CALL, session_id, at=at)
+
+    async def ended_row(
+        self, tenant_id: uuid.UUID, agent: str, session_id: uuid.UUID
+    ) -> NewActivity:
         """The agent's call ended: wrap-up for the tenant's time (logged with its end),
         or available at once when the tenant has none."""
         now = self._clock()
         settings = await self._store.routing.settings(tenant_id)
         if settings.wrap_up_s <= 0:
-            await self._log(tenant_id, agent, AgentStatus.AVAILABLE, session_id, at=now)
-            return
+            return _row(tenant_id, agent, AgentStatus.AVAILABLE, session_id, at=now)
         until = now + timedelta(seconds=settings.wrap_up_s)
-        await self._log(
+        return _row(
             tenant_id, agent, AgentStatus.WRAP_UP, session_id, at=now, until=until.isoformat()
         )
 
-    async def _log(
-        self,
-        tenant_id: uuid.UUID,
-        agent: str,
-        status: AgentStatus,
-        session_id: uuid.UUID,
-        *,
-        at: datetime | None = None,
-        until: str | None = None,
-    ) -> None:
-        details: dict[str, str] = dict(ENGINE)
-        if until is not None:
-            details["until"] = until
-        await self._store.activity.record(
-            tenant_id, agent, status.value, session_id=session_id, details=details, occurred_at=at
-        )
+
+def _row(
+    tenant_id: uuid.UUID,
+    agent: str,
+    status: AgentStatus,
+    session_id: uuid.UUID,
+    *,
+    at: datetime | None = None,
+    until: str | None = None,
+) -> NewActivity:
+    details: dict[str, str] = dict(ENGINE)
+    if until is not None:
+        details["until"] = until
+    return NewActivity(tenant_id, agent, status.value, session_id, details, at)

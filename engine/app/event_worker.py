@@ -7,9 +7,13 @@ Why a base: each needs the same four things — a synchronous listener on the
 picks and queues), a bounded queue, one task working it in order with every failure logged
 and counted (never ending the task), and a close that lets what is queued finish within a
 grace time. A subclass says which events it wants (:meth:`EventWorker._wanted`) and what
-to do with each (:meth:`EventWorker._handle`). Only the events this engine committed: the
-ones another engine committed (published here by the event feed, ``remote``) are that
-engine's work, so with several engines each call is charged and logged once.
+to do with each (:meth:`EventWorker._handle`), or with several at once
+(:meth:`EventWorker._handle_many`, with ``batch_window``: the items that arrive within that
+time of the first are handled together, so one round trip serves many calls; a batch that
+fails is handled again item by item, so one bad item costs only itself). Only the events
+this engine committed: the ones another engine committed (published here by the event
+feed, ``remote``) are that engine's work, so with several engines each call is charged and
+logged once.
 """
 
 from __future__ import annotations
@@ -39,10 +43,19 @@ class EventWorker(Lifecycle, Generic[_Item]):
     (``<name>.failed``, ``<name>.closed_with_queue``); ``done`` and ``failed`` count."""
 
     def __init__(
-        self, events: EventBus, *, name: str, max_queue: int = 10_000, close_grace: float = 5.0
+        self,
+        events: EventBus,
+        *,
+        name: str,
+        max_queue: int = 10_000,
+        close_grace: float = 5.0,
+        batch_window: float = 0.0,
+        max_batch: int = 500,
     ) -> None:
         self._events = events
         self._name = name
+        self._batch_window = batch_window
+        self._max_batch = max_batch
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(max_queue)
         self._close_grace = close_grace
         self._task: asyncio.Task[None] | None = None
@@ -56,6 +69,11 @@ class EventWorker(Lifecycle, Generic[_Item]):
 
     async def _handle(self, item: _Item) -> None:
         raise NotImplementedError
+
+    async def _handle_many(self, items: list[_Item]) -> None:
+        """Handle ``items`` together; by default one after the other."""
+        for item in items:
+            await self._handle(item)
 
     async def _open(self) -> None:
         self._unlisten = self._events.add_listener(self._on_event)
@@ -79,18 +97,39 @@ class EventWorker(Lifecycle, Generic[_Item]):
 
     async def _work(self) -> None:
         while True:
-            item = await self._queue.get()
+            items = [await self._queue.get()]
             try:
-                await self._handle(item)
-                self.done += 1
-            except CtcError as exc:
-                self.failed += 1
-                log.error(f"{self._name}.failed", item=repr(item), error=str(exc))
-            except Exception:  # a bug: logged with its traceback, the worker goes on
-                self.failed += 1
-                log.exception(f"{self._name}.failed", item=repr(item))
+                if self._batch_window > 0:
+                    await asyncio.sleep(self._batch_window)
+                    while len(items) < self._max_batch and not self._queue.empty():
+                        items.append(self._queue.get_nowait())
+                if len(items) == 1 or not await self._handled_together(items):
+                    for item in items:
+                        await self._handle_one(item)
             finally:
-                self._queue.task_done()
+                for _ in items:
+                    self._queue.task_done()
+
+    async def _handled_together(self, items: list[_Item]) -> bool:
+        """Whether ``items`` were handled as one batch (else they are handled one by one)."""
+        try:
+            await self._handle_many(items)
+        except Exception as exc:  # logged; each item is tried again on its own
+            log.warning(f"{self._name}.batch_failed", items=len(items), error=repr(exc))
+            return False
+        self.done += len(items)
+        return True
+
+    async def _handle_one(self, item: _Item) -> None:
+        try:
+            await self._handle(item)
+            self.done += 1
+        except CtcError as exc:
+            self.failed += 1
+            log.error(f"{self._name}.failed", item=repr(item), error=str(exc))
+        except Exception:  # a bug: logged with its traceback, the worker goes on
+            self.failed += 1
+            log.exception(f"{self._name}.failed", item=repr(item))
 
     async def _close(self) -> None:
         if self._unlisten is not None:

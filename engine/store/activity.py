@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
+from engine import json_text
 from engine.errors import NotFound
 from engine.store.database import Connection, Database, returned
 from engine.store.guards import AgentJudge, agent_facts, lock
-from engine.store.records import AgentActivity, NewWebhookLog, WebhookLogEntry
+from engine.store.records import AgentActivity, NewActivity, NewWebhookLog, WebhookLogEntry
 
 __all__ = ["ActivityRepository", "WebhookRepository"]
 
@@ -50,6 +51,29 @@ class ActivityRepository:
         except asyncpg.ForeignKeyViolationError as exc:
             raise NotFound("session", session_id) from exc
         return AgentActivity(**dict(returned(row, "INSERT INTO agent_activity_log")))
+
+    async def record_many(self, rows: Sequence[NewActivity]) -> None:
+        """Write ``rows`` in one statement, in their order (their ids ascending)."""
+        if not rows:
+            return
+        try:
+            await self._db.execute(
+                "INSERT INTO agent_activity_log (tenant_id, agent_id, activity, session_id, "
+                "details, occurred_at) SELECT tenant_id, agent_id, activity, session_id, "
+                "details::jsonb, coalesce(occurred_at, now()) FROM unnest($1::uuid[], "
+                "$2::text[], $3::text[], $4::uuid[], $5::text[], $6::timestamptz[]) "
+                "WITH ORDINALITY AS r(tenant_id, agent_id, activity, session_id, details, "
+                "occurred_at, n) ORDER BY n",
+                [r.tenant_id for r in rows],
+                [r.agent_id for r in rows],
+                [r.activity for r in rows],
+                [r.session_id for r in rows],
+                [json_text.dumps(dict(r.details)) for r in rows],
+                [r.occurred_at for r in rows],
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            sessions = sorted({str(r.session_id) for r in rows})
+            raise NotFound("session", ", ".join(sessions)) from exc
 
     async def reserve(
         self,

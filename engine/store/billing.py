@@ -312,22 +312,25 @@ class BillingRepository:
 
     # -- sessions to charge ---------------------------------------------------------------
 
-    async def ended_session(
-        self, tenant_id: uuid.UUID, session_id: uuid.UUID
-    ) -> EndedSession | None:
-        """The ended session to charge, if this engine charges it: an engine (its connections
-        say ``ctc.node``) charges the calls its node created and those no node claims; the
-        event feed also tells it other nodes' ends, which their own engines charge. A tool
-        (no node) may charge any."""
-        row = await self._db.fetchrow(
+    async def ended_sessions_of(
+        self, keys: Sequence[tuple[uuid.UUID, uuid.UUID]]
+    ) -> list[EndedSession]:
+        """Of the sessions ``keys`` names (tenant, session), the ended ones this engine
+        charges, in one round trip: an engine (its connections say ``ctc.node``) charges the
+        calls its node created and those no node claims; the event feed also tells it
+        other nodes' ends, which their own engines charge. A tool (no node) may charge any."""
+        if not keys:
+            return []
+        rows = await self._db.fetch(
             f"SELECT {_ENDED_COLS} FROM {_ENDED_FROM} "
-            f"WHERE s.tenant_id = $1 AND s.id = $2 AND s.ended_at IS NOT NULL "
+            f"WHERE (s.tenant_id, s.id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[])) "
+            f"AND s.ended_at IS NOT NULL "
             f"AND (s.node IS NULL OR coalesce(current_setting('ctc.node', true), '') "
             f"IN ('', s.node))",
-            tenant_id,
-            session_id,
+            [tenant_id for tenant_id, _ in keys],
+            [session_id for _, session_id in keys],
         )
-        return EndedSession.from_row(row) if row is not None else None
+        return [EndedSession.from_row(row) for row in rows]
 
     async def ended_sessions(
         self,
@@ -359,11 +362,6 @@ class BillingRepository:
         return [EndedSession.from_row(r) for r in rows]
 
     # -- billing lines ---------------------------------------------------------------------
-
-    async def save_lines(
-        self, tenant_id: uuid.UUID, session_id: uuid.UUID, lines: Sequence[RatedLeg]
-    ) -> LinesWritten:
-        return await self.save_many([(tenant_id, session_id, line) for line in lines])
 
     async def save_many(
         self, lines: Sequence[tuple[uuid.UUID, uuid.UUID, RatedLeg]]

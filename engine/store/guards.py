@@ -25,7 +25,7 @@ import asyncpg
 
 from engine.domain.call import LIVE_STATUSES
 from engine.domain.compliance import Finding
-from engine.store.database import Connection
+from engine.store.database import Connection, returned
 from engine.store.records import SESSION_COLUMNS, AgentActivity, AgentLastCall, StoredSession
 
 __all__ = [
@@ -45,7 +45,30 @@ AGENT_CALLS_WINDOW: Final = timedelta(hours=24)
 """How far back an agent's newest session is read (a live one at any age)."""
 
 _SESSION_COLS: Final = ", ".join(SESSION_COLUMNS)
-_ACTIVITY_COLS: Final = "id, tenant_id, agent_id, activity, session_id, details, occurred_at"
+_ACTIVITY_COLUMNS: Final = (
+    "id",
+    "tenant_id",
+    "agent_id",
+    "activity",
+    "session_id",
+    "details",
+    "occurred_at",
+)
+# the activity row's columns beside the session's in one result row (both have id, ...)
+_ACTIVITY_PREFIX: Final = "activity_"
+_LIVE: Final = [s.value for s in LIVE_STATUSES]
+# both facts of an agent side by side (NULLs where it has none): one round trip, not two
+_AGENT_FACTS: Final = (
+    f"SELECT a.*, s.* FROM (SELECT 1) AS one "
+    f"LEFT JOIN LATERAL (SELECT "
+    f"{', '.join(f'{c} AS {_ACTIVITY_PREFIX}{c}' for c in _ACTIVITY_COLUMNS)} "
+    f"FROM agent_activity_log WHERE tenant_id = $1 AND agent_id = $2 "
+    f"ORDER BY occurred_at DESC, id DESC LIMIT 1) AS a ON true "
+    f"LEFT JOIN LATERAL (SELECT {_SESSION_COLS} FROM click_to_call_session "
+    f"WHERE tenant_id = $1 AND coalesce(agent_id, agent_number) = $2 "
+    f"AND (created_at >= $3 OR status = ANY($4)) ORDER BY created_at DESC, id DESC LIMIT 1) "
+    f"AS s ON true"
+)
 
 AttemptsJudge = Callable[[int], Finding | None]
 """Given the calls placed to the number today (counted under the lock): the refusal, if any."""
@@ -121,22 +144,15 @@ async def agent_facts(
     q: Queryable, tenant_id: uuid.UUID, agent: str, now: datetime
 ) -> tuple[AgentActivity | None, AgentLastCall | None]:
     """The agent's newest ``agent_activity_log`` row and newest session (created within
-    :data:`AGENT_CALLS_WINDOW` of ``now``, or still live)."""
-    logged = await q.fetchrow(
-        f"SELECT {_ACTIVITY_COLS} FROM agent_activity_log WHERE tenant_id = $1 "
-        f"AND agent_id = $2 ORDER BY occurred_at DESC, id DESC LIMIT 1",
-        tenant_id,
-        agent,
+    :data:`AGENT_CALLS_WINDOW` of ``now``, or still live), in one round trip."""
+    row = returned(
+        await q.fetchrow(_AGENT_FACTS, tenant_id, agent, now - AGENT_CALLS_WINDOW, _LIVE),
+        "the agent facts query",
     )
-    row = await q.fetchrow(
-        f"SELECT {_SESSION_COLS} FROM click_to_call_session WHERE tenant_id = $1 "
-        f"AND coalesce(agent_id, agent_number) = $2 "
-        f"AND (created_at >= $3 OR status = ANY($4)) ORDER BY created_at DESC, id DESC LIMIT 1",
-        tenant_id,
-        agent,
-        now - AGENT_CALLS_WINDOW,
-        [s.value for s in LIVE_STATUSES],
-    )
-    activity = AgentActivity(**dict(logged)) if logged is not None else None
-    call = AgentLastCall(agent, StoredSession.from_row(dict(row)), 1) if row is not None else None
+    logged = {c: row[_ACTIVITY_PREFIX + c] for c in _ACTIVITY_COLUMNS}
+    activity = AgentActivity(**logged) if logged["id"] is not None else None
+    call = None
+    if row["id"] is not None:
+        session = StoredSession.from_row({c: row[c] for c in SESSION_COLUMNS})
+        call = AgentLastCall(agent, session, 1)
     return activity, call

@@ -34,6 +34,7 @@ __all__ = [
     "CostTotal",
     "DtmfRow",
     "IssuedToken",
+    "NewActivity",
     "NewProvider",
     "NewSession",
     "NewTransfer",
@@ -378,6 +379,18 @@ class StoredIvrMenu:
     id: uuid.UUID
     version: int
     menu: IvrMenu
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewActivity:
+    """An ``agent_activity_log`` row to write (``occurred_at`` None: the database's now)."""
+
+    tenant_id: uuid.UUID
+    agent_id: str
+    activity: str
+    session_id: uuid.UUID | None
+    details: Mapping[str, Any]
+    occurred_at: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -11,6 +11,11 @@ RuleDefinition`, names instead of ids), and the tenant's routing settings
 ``tenant_routing_setting``). A row
 written before rules had several conditions (``match_type`` caller_prefix, dialed_number
 or skill with its ``match_value``) reads as that one condition.
+
+Every click-to-call reads its tenant's settings twice (its agent's reservation, its
+agent's wrap-up at the end), so they are kept for a few seconds
+(:mod:`engine.store.read_cache`): settings saved by this process are seen at once, ones
+saved by another engine on the database within ``cache_ttl``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from engine.domain.routing_rules import (
 from engine.domain.schedule import Schedule, Window
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.store.database import Connection, Database, returned
+from engine.store.read_cache import ReadCache
 
 __all__ = ["RoutingRepository"]
 
@@ -150,8 +156,9 @@ def _definition(row: asyncpg.Record) -> RuleDefinition:
 
 
 class RoutingRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, cache_ttl: float = 5.0) -> None:
         self._db = db
+        self._settings: ReadCache[uuid.UUID, RoutingSettings] = ReadCache(cache_ttl)
 
     async def get(self, tenant_id: uuid.UUID, rule_id: uuid.UUID) -> RoutingRule | None:
         """The tenant's rule ``rule_id`` with its offer history; None if there is none."""
@@ -312,14 +319,19 @@ class RoutingRepository:
             raise NotFound("routing rule", name)
 
     async def settings(self, tenant_id: uuid.UUID) -> RoutingSettings:
-        """The tenant's routing settings (the defaults until it sets any)."""
-        row = await self._db.fetchrow(
-            "SELECT t.timezone AS time_zone, coalesce(s.wrap_up_s, 0) AS wrap_up_s "
-            "FROM tenant t LEFT JOIN tenant_routing_setting s ON s.tenant_id = t.id "
-            "WHERE t.id = $1",
-            tenant_id,
-        )
-        return RoutingSettings() if row is None else RoutingSettings(**dict(row))
+        """The tenant's routing settings (the defaults until it sets any); kept a few
+        seconds (see the module)."""
+
+        async def read() -> RoutingSettings:
+            row = await self._db.fetchrow(
+                "SELECT t.timezone AS time_zone, coalesce(s.wrap_up_s, 0) AS wrap_up_s "
+                "FROM tenant t LEFT JOIN tenant_routing_setting s ON s.tenant_id = t.id "
+                "WHERE t.id = $1",
+                tenant_id,
+            )
+            return RoutingSettings() if row is None else RoutingSettings(**dict(row))
+
+        return await self._settings.get(tenant_id, read)
 
     async def save_settings(self, tenant_id: uuid.UUID, settings: RoutingSettings) -> None:
         # the zone is the tenant's own (its stats' buckets read it too), one statement
@@ -332,6 +344,7 @@ class RoutingRepository:
             settings.time_zone,
             settings.wrap_up_s,
         )
+        self._settings.clear()  # this process sees the change at once
 
     async def _one(self, query: str, *args: Any) -> RoutingRule | None:
         row = await self._db.fetchrow(query, *args)

@@ -130,12 +130,10 @@ class WriteThrough:
                 first = await self._existing(conn, new) if locking else None
                 found: list[tuple[StoredSession, CallEvent]] | None = None
                 if first is None:
-                    refusal = await self._judged(conn, new, guard)
-                    found = await self._insert_created(conn, new, refusal)
+                    refusal, reserve = await self._judged(conn, new, guard)
+                    found = await self._insert_created(conn, new, refusal, reserve)
                 if found:
                     session = found[-1][0]
-                    if guard.agent is not None and session.status is not CallStatus.REJECTED:
-                        await self._reserve(conn, session, guard.agent)
                     events = [event for _, event in found]
                     if url:
                         for i, (shown, event) in enumerate(found):
@@ -172,50 +170,44 @@ class WriteThrough:
 
     async def _judged(
         self, conn: Connection, new: NewSession, guard: CreateGuard
-    ) -> Finding | None:
-        """The refusal of the new call, if any, with the guard's locks held: the one given,
-        else the attempts judge's over the recount, else None; a busy agent the guard must
-        not pass raises :class:`AgentBusy`."""
+    ) -> tuple[Finding | None, AgentGuard | None]:
+        """The refusal of the new call, if any, and the agent to log ``ringing`` with it, if
+        any, with the guard's locks held: the refusal given, else the attempts judge's over
+        the recount; the agent when its judge finds it free over its facts read now (before
+        the new row, which would make it look busy with this very call). A busy agent the
+        guard must not pass raises :class:`AgentBusy`; one it lets through is not logged."""
         if guard.refusal is not None:
-            return guard.refusal
+            return guard.refusal, None
         if guard.attempts is not None:
             check = guard.attempts
             done = await attempts_since(conn, new.tenant_id, check.number, check.since)
             refusal = check.judge(done)
             if refusal is not None:
-                return refusal
-        if guard.agent is not None and guard.agent.refuse:
-            claim = guard.agent
-            busy = claim.judge(*await agent_facts(conn, new.tenant_id, claim.agent, _now()))
-            if busy is not None:
-                raise AgentBusy(claim.agent, busy)
-        return None
-
-    async def _reserve(self, conn: Connection, session: StoredSession, claim: AgentGuard) -> None:
-        """Log the new call's agent ``ringing`` (the guard's lock is held); an agent the
-        guard lets through busy (``refuse`` false) is left as it is."""
-        if not claim.refuse:
-            busy = claim.judge(*await agent_facts(conn, session.tenant_id, claim.agent, _now()))
-            if busy is not None:
-                return
-        await conn.execute(
-            "INSERT INTO agent_activity_log (tenant_id, agent_id, activity, session_id, details, "
-            "occurred_at) VALUES ($1, $2, 'ringing', $3, $4, $5)",
-            session.tenant_id,
-            claim.agent,
-            session.id,
-            dict(claim.details),
-            session.created_at,
-        )
+                return refusal, None
+        claim = guard.agent
+        if claim is None:
+            return None, None
+        busy = claim.judge(*await agent_facts(conn, new.tenant_id, claim.agent, _now()))
+        if busy is None:
+            return None, claim
+        if claim.refuse:
+            raise AgentBusy(claim.agent, busy)
+        return None, None
 
     async def _insert_created(
-        self, conn: Connection, new: NewSession, refusal: Finding | None = None
+        self,
+        conn: Connection,
+        new: NewSession,
+        refusal: Finding | None = None,
+        reserve: AgentGuard | None = None,
     ) -> list[tuple[StoredSession, CallEvent]] | None:
         """The new row and its ``session.created`` event; None when the idempotency key was
         taken already. With ``refusal`` the row is stored ``rejected`` (ended, its
         ``end_reason`` the refusal's) and a second event, ``session.rejected``, follows
         (queued → rejected, so the timeline and the callbacks read as for any call): the
-        first pair's session is the row as it was created (queued), the second's as it is."""
+        first pair's session is the row as it was created (queued), the second's as it is.
+        With ``reserve`` (never with ``refusal``), its agent's ``ringing`` row for the new
+        call is inserted by the same statement (one round trip)."""
         status, ended, version = ("queued", "NULL", 1)
         events = (
             "SELECT tenant_id, id, 1, $16::text, NULL::text, 'queued', $17::jsonb, created_at "
@@ -229,6 +221,14 @@ class WriteThrough:
                 "$21::jsonb, created_at FROM created"
             )
             args = [CallEventType.SESSION_REJECTED, refusal.as_payload(), refusal.reason[:500]]
+        ringing = ""
+        if reserve is not None and refusal is None:
+            ringing = (
+                f", ringing AS (INSERT INTO agent_activity_log (tenant_id, agent_id, activity, "
+                f"session_id, details, occurred_at) SELECT tenant_id, ${20 + len(args)}::text, "
+                f"'ringing', id, ${21 + len(args)}::jsonb, created_at FROM created)"
+            )
+            args += [reserve.agent, dict(reserve.details)]
         rows = await conn.fetch(
             f"WITH created AS (INSERT INTO click_to_call_session (tenant_id, provider_id, "
             f"direction, agent_number, customer_number, caller_id, agent_id, external_ref, "
@@ -243,7 +243,7 @@ class WriteThrough:
             f"DO NOTHING RETURNING {_SESSION_COLS}), "
             f"event AS (INSERT INTO call_event (tenant_id, session_id, seq, event_type, "
             f"status_from, status_to, payload, occurred_at) {events} "
-            f"RETURNING {_EVENT_COLS_PREFIXED}) "
+            f"RETURNING {_EVENT_COLS_PREFIXED}){ringing} "
             f"SELECT * FROM created, event ORDER BY {_EVENT_PREFIX}seq",
             new.tenant_id,
             new.provider_id,

@@ -224,3 +224,9 @@ async def test_a_click_to_call_logs_its_agents_states_and_a_busy_agent_is_refuse
     for _ in range(2):
         status, placed = await _initiate(unix_api, slug, agent_number="1777")
         assert status == 202, placed
+    # the first found the number free (ringing logged), the second found it ringing
+    ringing = await api_engine.store.db.fetch(
+        "SELECT activity FROM agent_activity_log WHERE tenant_id = $1 AND agent_id = '1777'",
+        tenant.id,
+    )
+    assert [r["activity"] for r in ringing] == ["ringing"]

@@ -53,3 +53,44 @@ async def test_events_another_engine_committed_are_that_engines_work() -> None:
         bus.publish(_event(2))
         await worker.idle()
     assert worker.handled == [2]
+
+
+class Batching(Collecting):
+    """Handles what arrives within its window together; a batch holding ``bad`` fails."""
+
+    def __init__(self, events: EventBus, bad: int | None = None) -> None:
+        EventWorker.__init__(self, events, name="batching", batch_window=0.05)
+        self.handled = []
+        self.batches: list[list[int]] = []
+        self.bad = bad
+
+    async def _handle(self, item: int) -> None:
+        if item == self.bad:
+            raise ValueError(f"item {item} is bad")
+        self.handled.append(item)
+
+    async def _handle_many(self, items: list[int]) -> None:
+        if self.bad in items:
+            raise ValueError("a bad item in the batch")
+        self.batches.append(list(items))
+        self.handled.extend(items)
+
+
+async def test_items_that_arrive_within_the_window_are_handled_as_one_batch() -> None:
+    async with EventBus() as bus, Batching(bus) as worker:
+        for event_id in (1, 2, 3):
+            bus.publish(_event(event_id))
+        await worker.idle()
+    assert worker.batches == [[1, 2, 3]]
+    assert worker.handled == [1, 2, 3]
+    assert (worker.done, worker.failed) == (3, 0)
+
+
+async def test_a_batch_that_fails_is_handled_item_by_item_and_only_the_bad_item_is_lost() -> None:
+    async with EventBus() as bus, Batching(bus, bad=2) as worker:
+        for event_id in (1, 2, 3):
+            bus.publish(_event(event_id))
+        await worker.idle()
+    assert worker.batches == []
+    assert worker.handled == [1, 3]
+    assert (worker.done, worker.failed) == (2, 1)
