@@ -563,13 +563,8 @@ async def _gather_caller_id(settings: Settings, wait: float) -> CallerIdFacts | 
     facts = CallerIdFacts(int(profiles), endpoint)
     if not profiles or endpoint is None:
         return facts
-    s = settings.ari
-    password = s.password.get_secret_value() if s.password else ""
-    async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=wait),
-        headers={"Authorization": basic_auth(s.username, password)},
-    ) as http:
-        url = f"{_ari_base(s.url)}/asterisk/config/dynamic/res_pjsip/endpoint/{endpoint}"
+    async with _ari_http(settings.ari, wait) as http:
+        url = f"{_ari_base(settings.ari.url)}/asterisk/config/dynamic/res_pjsip/endpoint/{endpoint}"
         try:
             status, tuples = await _get(http, url)
         except (aiohttp.ClientError, TimeoutError):
@@ -598,19 +593,14 @@ async def _gather_trunks(settings: Settings, wait: float) -> tuple[TrunkFacts, .
     except (TimeoutError, CtcError):
         return None  # the database line already says what is wrong with it
     facts: list[TrunkFacts] = []
-    s = settings.ari
-    password = s.password.get_secret_value() if s.password else ""
-    async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=wait),
-        headers={"Authorization": basic_auth(s.username, password)},
-    ) as http:
+    async with _ari_http(settings.ari, wait) as http:
         for p in providers:
             try:
                 endpoint = parse_sip_trunk_config(p.config).endpoint
             except InvalidInput as exc:
                 facts.append(TrunkFacts(p.name, str(p.tenant_id), None, error=str(exc)))
                 continue
-            exists, send_pai = await _ari_trunk(http, _ari_base(s.url), endpoint)
+            exists, send_pai = await _ari_trunk(http, _ari_base(settings.ari.url), endpoint)
             facts.append(
                 TrunkFacts(
                     p.name,
@@ -645,6 +635,15 @@ async def _ari_trunk(
     return True, None
 
 
+def _ari_http(s: AriSettings, wait: float) -> aiohttp.ClientSession:
+    """A session that asks ARI as ``s``'s user, each request given ``wait`` seconds."""
+    password = s.password.get_secret_value() if s.password else ""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=wait),
+        headers={"Authorization": basic_auth(s.username, password)},
+    )
+
+
 def _ari_base(url: str) -> str:
     base = url.rstrip("/")
     return base if base.endswith("/ari") else base + "/ari"
@@ -662,12 +661,9 @@ async def _get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
 
 async def _gather_ari(s: AriSettings, wait: float) -> tuple[AriFacts, dict[str, bool] | None]:
     base = _ari_base(s.url)
-    password = s.password.get_secret_value() if s.password else ""
-    facts = AriFacts(url=s.url, username=s.username, app=s.app, password_set=bool(password))
-    async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=wait),
-        headers={"Authorization": basic_auth(s.username, password)},
-    ) as http:
+    password_set = bool(s.password.get_secret_value()) if s.password else False
+    facts = AriFacts(url=s.url, username=s.username, app=s.app, password_set=password_set)
+    async with _ari_http(s, wait) as http:
         try:
             status, info = await _get(http, f"{base}/asterisk/info")
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -549,12 +549,7 @@ def _parse_query(model: type[BaseModel], request: web.Request) -> BaseModel:
             raw[key] = request.query.getall(key)
         else:
             raw[key] = request.query[key]
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise BadRequest(
-            422, "validation_error", "invalid query parameters", validation_details(exc)
-        ) from exc
+    return _validated(model, raw, "query parameters")
 
 
 def printable(value: str) -> str:
@@ -705,9 +700,14 @@ def _check_tree(data: Any, what: str) -> None:
 
 async def _parse_body(model: type[BaseModel], request: web.Request) -> BaseModel:
     _, data = await read_json_object(request)
+    return _validated(model, data, "request body")
+
+
+def _validated(model: type[BaseModel], data: Any, what: str) -> BaseModel:
+    """``data`` read into ``model``; 422 ``invalid {what}`` naming each wrong field."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise BadRequest(
-            422, "validation_error", "invalid request body", validation_details(exc)
+            422, "validation_error", f"invalid {what}", validation_details(exc)
         ) from exc

@@ -1,9 +1,10 @@
-"""What several carrier adapters share: where a carrier sends its webhooks, the
-unguessable URL token and source-address allowlist of the carriers that sign nothing, and
-reading a payload's fields."""
+"""What several carrier adapters share: the provider row each is built from, where a
+carrier sends its webhooks, the unguessable URL token and source-address allowlist of the
+carriers that sign nothing, and reading a payload's fields."""
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import ipaddress
 import urllib.parse
@@ -16,9 +17,22 @@ from engine.domain.providers import ProviderType
 from engine.errors import ConfigError, InvalidInput, WebhookRejected
 from engine.providers.base import WebhookRequest
 
-__all__ = ["TokenGate", "WebhookAddress", "field", "optional_field", "required"]
+__all__ = ["ProviderRow", "TokenGate", "WebhookAddress", "field", "optional_field", "required"]
 
 WEBHOOK_PATH = "/api/v1/webhooks/voip/{provider_type}/{provider_id}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProviderRow:
+    """A provider row as its carrier's adapter is built from it: the row's id and
+    ``config``, its ``credentials`` (resolved from the row, the environment or files) and
+    its ``webhook_secret`` (what a carrier that signs nothing carries as its URL token; a
+    signing carrier's key)."""
+
+    provider_id: uuid.UUID
+    config: Mapping[str, Any]
+    credentials: Mapping[str, str]
+    webhook_secret: str | None
 
 
 def required(section: str, values: Mapping[str, Any], name: str) -> str:

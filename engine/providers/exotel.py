@@ -18,7 +18,6 @@ Provider row: ``config.account_sid``, ``config.caller_id`` (the ExoPhone),
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -34,8 +33,15 @@ from engine.providers.base import (
     PlacedCall,
     WebhookRequest,
 )
-from engine.providers.common import TokenGate, WebhookAddress, field, optional_field, required
-from engine.providers.http import CarrierHttp, HttpSettings
+from engine.providers.common import (
+    ProviderRow,
+    TokenGate,
+    WebhookAddress,
+    field,
+    optional_field,
+    required,
+)
+from engine.providers.http import CarrierHttp
 
 __all__ = ["ExotelAdapter"]
 
@@ -51,26 +57,16 @@ class ExotelAdapter:
     provider_type = ProviderType.EXOTEL
     confirms_terminal = True
 
-    def __init__(
-        self,
-        provider_id: uuid.UUID,
-        config: Mapping[str, Any],
-        credentials: Mapping[str, str],
-        token: str | None,
-        http: CarrierHttp | None = None,
-    ) -> None:
-        self._account = required("config", config, "account_sid")
-        api_key = required("credentials", credentials, "api_key")
-        api_token = required("credentials", credentials, "api_token")
-        self._caller_id = config.get("caller_id")
+    def __init__(self, row: ProviderRow) -> None:
+        self._account = required("config", row.config, "account_sid")
+        api_key = required("credentials", row.credentials, "api_key")
+        api_token = required("credentials", row.credentials, "api_token")
+        self._caller_id = row.config.get("caller_id")
         basic = f"{api_key}:{api_token}".encode()
         self._auth = {"Authorization": f"Basic {base64.b64encode(basic).decode()}"}
-        self._gate = TokenGate(self.provider_type, token, config)
-        self._address = WebhookAddress(self.provider_type, provider_id, config)
-        self._http = http or CarrierHttp(
-            self.provider_type,
-            HttpSettings.from_config(config, default_base_url=API, retry_create_on_429=False),
-        )
+        self._gate = TokenGate(self.provider_type, row.webhook_secret, row.config)
+        self._address = WebhookAddress(self.provider_type, row.provider_id, row.config)
+        self._http = CarrierHttp.for_provider(self.provider_type, row.config, default_base_url=API)
 
     def _path(self, tail: str) -> str:
         return f"/v1/Accounts/{self._account}{tail}"

@@ -173,6 +173,22 @@ class CarrierHttp:
         self._session = session
         self._limit = asyncio.Semaphore(settings.max_concurrent_requests)
 
+    @classmethod
+    def for_provider(
+        cls,
+        provider_type: ProviderType,
+        config: Mapping[str, Any],
+        *,
+        default_base_url: str,
+        retry_create_on_429: bool = False,
+    ) -> CarrierHttp:
+        """The client a provider row's ``config`` sets up (:meth:`HttpSettings.from_config`),
+        ``default_base_url`` when the row names no ``base_url``."""
+        settings = HttpSettings.from_config(
+            config, default_base_url=default_base_url, retry_create_on_429=retry_create_on_429
+        )
+        return cls(provider_type, settings)
+
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession()

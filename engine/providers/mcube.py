@@ -19,10 +19,8 @@ Provider row: ``config.base_url`` (default ``https://mcube.vmc.in``),
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 from engine.domain.carriers import CarrierFact
 from engine.domain.providers import ProviderType
@@ -34,8 +32,8 @@ from engine.providers.base import (
     PlacedCall,
     WebhookRequest,
 )
-from engine.providers.common import TokenGate, WebhookAddress, field, required
-from engine.providers.http import CarrierHttp, HttpSettings
+from engine.providers.common import ProviderRow, TokenGate, WebhookAddress, field, required
+from engine.providers.http import CarrierHttp
 
 __all__ = ["McubeAdapter"]
 
@@ -46,21 +44,11 @@ class McubeAdapter:
     provider_type = ProviderType.MCUBE
     confirms_terminal = False  # no status API to confirm with (see the module)
 
-    def __init__(
-        self,
-        provider_id: uuid.UUID,
-        config: Mapping[str, Any],
-        credentials: Mapping[str, str],
-        token: str | None,
-        http: CarrierHttp | None = None,
-    ) -> None:
-        self._key = required("credentials", credentials, "apikey")
-        self._gate = TokenGate(self.provider_type, token, config)
-        self._address = WebhookAddress(self.provider_type, provider_id, config)
-        self._http = http or CarrierHttp(
-            self.provider_type,
-            HttpSettings.from_config(config, default_base_url=API, retry_create_on_429=False),
-        )
+    def __init__(self, row: ProviderRow) -> None:
+        self._key = required("credentials", row.credentials, "apikey")
+        self._gate = TokenGate(self.provider_type, row.webhook_secret, row.config)
+        self._address = WebhookAddress(self.provider_type, row.provider_id, row.config)
+        self._http = CarrierHttp.for_provider(self.provider_type, row.config, default_base_url=API)
 
     async def place(self, call: PlaceCall) -> PlacedCall:
         params = {

@@ -10,6 +10,7 @@ from typing import Any
 from engine.domain.providers import ProviderType
 from engine.errors import CarrierUnsupported
 from engine.providers.base import CarrierAdapter
+from engine.providers.common import ProviderRow
 from engine.providers.exotel import ExotelAdapter
 from engine.providers.http import resolve_credentials
 from engine.providers.mcube import McubeAdapter
@@ -28,13 +29,14 @@ def build_adapter(
 ) -> CarrierAdapter:
     """The adapter for one provider row (ConfigError naming what is missing)."""
     creds = resolve_credentials(f"provider {provider_id}", credentials)
+    row = ProviderRow(provider_id, config, creds, webhook_secret)
     match provider_type:
         case ProviderType.TWILIO:
-            return TwilioAdapter(provider_id, config, creds)
+            return TwilioAdapter(row)
         case ProviderType.VONAGE:
-            return VonageAdapter(provider_id, config, creds, webhook_secret)
+            return VonageAdapter(row)
         case ProviderType.EXOTEL:
-            return ExotelAdapter(provider_id, config, creds, webhook_secret)
+            return ExotelAdapter(row)
         case ProviderType.MCUBE:
-            return McubeAdapter(provider_id, config, creds, webhook_secret)
+            return McubeAdapter(row)
     raise CarrierUnsupported(provider_type.value, "not an HTTP carrier (Asterisk carries it)")

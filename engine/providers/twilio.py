@@ -14,7 +14,6 @@ Provider row: ``config.account_sid``, ``config.webhook_base_url``; ``credentials
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -32,8 +31,15 @@ from engine.providers.base import (
     PlacedCall,
     WebhookRequest,
 )
-from engine.providers.common import WebhookAddress, field, optional_field, required, sequence_int
-from engine.providers.http import CarrierHttp, HttpSettings
+from engine.providers.common import (
+    ProviderRow,
+    WebhookAddress,
+    field,
+    optional_field,
+    required,
+    sequence_int,
+)
+from engine.providers.http import CarrierHttp
 from engine.providers.signatures import twilio_signature_valid
 
 __all__ = ["TwilioAdapter"]
@@ -46,24 +52,19 @@ class TwilioAdapter:
     provider_type = ProviderType.TWILIO
     confirms_terminal = False  # signed: a terminal callback needs no second opinion
 
-    def __init__(
-        self,
-        provider_id: uuid.UUID,
-        config: Mapping[str, Any],
-        credentials: Mapping[str, str],
-        http: CarrierHttp | None = None,
-    ) -> None:
-        account = config.get("account_sid") or credentials.get("account_sid")
+    def __init__(self, row: ProviderRow) -> None:
+        """Twilio signs its webhooks with the auth token: the row's webhook secret is not
+        read."""
+        account = row.config.get("account_sid") or row.credentials.get("account_sid")
         if not account:
             raise ConfigError("is required", field="config.account_sid")
-        token = required("credentials", credentials, "auth_token")
+        token = required("credentials", row.credentials, "auth_token")
         self._account = str(account)
         self._token = token
-        self._address = WebhookAddress(self.provider_type, provider_id, config)
-        self._public_base = str(config["webhook_base_url"]).rstrip("/")
-        self._http = http or CarrierHttp(
-            self.provider_type,
-            HttpSettings.from_config(config, default_base_url=API, retry_create_on_429=True),
+        self._address = WebhookAddress(self.provider_type, row.provider_id, row.config)
+        self._public_base = str(row.config["webhook_base_url"]).rstrip("/")
+        self._http = CarrierHttp.for_provider(
+            self.provider_type, row.config, default_base_url=API, retry_create_on_429=True
         )
 
     def _headers(self) -> dict[str, str]:

@@ -15,7 +15,6 @@ the signature secret.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -32,8 +31,8 @@ from engine.providers.base import (
     PlacedCall,
     WebhookRequest,
 )
-from engine.providers.common import WebhookAddress, field, required
-from engine.providers.http import CarrierHttp, HttpSettings
+from engine.providers.common import ProviderRow, WebhookAddress, field, required
+from engine.providers.http import CarrierHttp
 from engine.providers.signatures import JwtProblem, rs256_jwt, verify_hs256_jwt
 
 __all__ = ["VonageAdapter"]
@@ -46,23 +45,13 @@ class VonageAdapter:
     provider_type = ProviderType.VONAGE
     confirms_terminal = False
 
-    def __init__(
-        self,
-        provider_id: uuid.UUID,
-        config: Mapping[str, Any],
-        credentials: Mapping[str, str],
-        signature_secret: str | None,
-        http: CarrierHttp | None = None,
-    ) -> None:
-        self._app = required("config", config, "application_id")
-        self._key = required("credentials", credentials, "private_key")
-        self._secret = signature_secret
-        self._max_age = float(config.get("webhook_max_age_s", 300))
-        self._address = WebhookAddress(self.provider_type, provider_id, config)
-        self._http = http or CarrierHttp(
-            self.provider_type,
-            HttpSettings.from_config(config, default_base_url=API, retry_create_on_429=False),
-        )
+    def __init__(self, row: ProviderRow) -> None:
+        self._app = required("config", row.config, "application_id")
+        self._key = required("credentials", row.credentials, "private_key")
+        self._secret = row.webhook_secret  # the signature secret
+        self._max_age = float(row.config.get("webhook_max_age_s", 300))
+        self._address = WebhookAddress(self.provider_type, row.provider_id, row.config)
+        self._http = CarrierHttp.for_provider(self.provider_type, row.config, default_base_url=API)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {rs256_jwt(self._app, self._key)}"}

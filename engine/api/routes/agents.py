@@ -12,7 +12,7 @@ from engine.api.models import (
     AgentStateListOut,
     AgentStateOut,
 )
-from engine.api.routes.common import API, error_responses, use_cases
+from engine.api.routes.common import API, error_responses, listing_out, use_cases
 from engine.app.agents import ActivityReport
 
 __all__ = ["agent_board", "record_agent_activity"]
@@ -52,8 +52,4 @@ async def agent_board(req: ApiRequest) -> web.StreamResponse:
     otherwise the agent's newest report (source `activity`); otherwise `idle` since its
     last call ended."""
     states = await use_cases(req).agent_states.board(req.require_tenant())
-    return json_response(
-        AgentStateListOut(
-            items=[AgentStateOut.model_validate(s, from_attributes=True) for s in states]
-        )
-    )
+    return json_response(listing_out(AgentStateListOut, AgentStateOut, states))

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from engine.api.endpoints import ApiRequest, json_response, router
 from engine.api.models import CallbackListOut, CallbackListQuery, CallbackOut, CallbackReplayIn
-from engine.api.routes.common import API, error_responses, use_cases
+from engine.api.routes.common import API, error_responses, listing_out, use_cases
 
 __all__ = ["list_callbacks", "replay_callbacks"]
 
@@ -26,9 +26,7 @@ async def list_callbacks(req: ApiRequest) -> web.StreamResponse:
     rows = await use_cases(req).callbacks.listing(
         req.require_tenant(), states=query.state, session_id=query.session_id, limit=query.limit
     )
-    return json_response(
-        CallbackListOut(items=[CallbackOut.model_validate(r, from_attributes=True) for r in rows])
-    )
+    return json_response(listing_out(CallbackListOut, CallbackOut, rows))
 
 
 @router.route(
@@ -48,6 +46,4 @@ async def replay_callbacks(req: ApiRequest) -> web.StreamResponse:
     rows = await use_cases(req).callbacks.replay(
         req.require_tenant(), body.ids, all_dead=body.all_failed
     )
-    return json_response(
-        CallbackListOut(items=[CallbackOut.model_validate(r, from_attributes=True) for r in rows])
-    )
+    return json_response(listing_out(CallbackListOut, CallbackOut, rows))

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from typing import Final
+from collections.abc import Iterable
+from typing import Final, TypeVar
+
+from pydantic import BaseModel
 
 from engine.api.endpoints import ApiRequest
 from engine.api.models import ErrorOut, SessionOut, StatsOut
@@ -17,11 +20,14 @@ __all__ = [
     "API",
     "C2C",
     "error_responses",
+    "listing_out",
     "path_session_id",
     "session_out",
     "stats_out",
     "use_cases",
 ]
+
+_L = TypeVar("_L", bound=BaseModel)
 
 API: Final = "/api/v1"
 C2C: Final = f"{API}/click-to-call"
@@ -30,6 +36,12 @@ C2C: Final = f"{API}/click-to-call"
 def error_responses(*statuses: int) -> dict[int, type[ErrorOut]]:
     """``statuses`` declared as answering the one error body."""
     return dict.fromkeys(statuses, ErrorOut)
+
+
+def listing_out(listing: type[_L], item: type[BaseModel], rows: Iterable[object]) -> _L:
+    """The answer listing ``rows``: ``listing``'s ``items``, each row read into ``item``
+    from its attributes."""
+    return listing(items=[item.model_validate(row, from_attributes=True) for row in rows])
 
 
 def use_cases(req: ApiRequest) -> UseCases:

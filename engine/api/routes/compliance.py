@@ -66,15 +66,20 @@ def _entry_out(entry: ListEntry) -> ListEntryOut:
     )
 
 
+def _fields(record: Rule | Profile) -> dict[str, Any]:
+    """``record``'s fields by name, as they are (an answer model converts what it must)."""
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+
+
 def _rule_out(rule: Rule) -> ComplianceRuleOut:
-    fields: dict[str, Any] = {f.name: getattr(rule, f.name) for f in dataclasses.fields(rule)}
+    fields = _fields(rule)
     fields["allowed_days"] = list(rule.allowed_days) if rule.allowed_days else None
     fields["params"] = dict(rule.params)
     return ComplianceRuleOut.model_validate(fields)
 
 
 def _profile_out(profile: Profile) -> CallerIdProfileOut:
-    fields: dict[str, Any] = {f.name: getattr(profile, f.name) for f in dataclasses.fields(profile)}
+    fields = _fields(profile)
     fields["pool"] = list(profile.pool)
     return CallerIdProfileOut.model_validate(fields)
 

@@ -21,7 +21,7 @@ from engine.api.models import (
     TokenListOut,
     TokenOut,
 )
-from engine.api.routes.common import API, error_responses, use_cases
+from engine.api.routes.common import API, error_responses, listing_out, use_cases
 from engine.store.records import Tenant
 
 __all__ = [
@@ -99,9 +99,7 @@ async def rotate_callback_secret(req: ApiRequest) -> web.StreamResponse:
 async def list_tokens(req: ApiRequest) -> web.StreamResponse:
     """Newest first, revoked ones too; never the tokens themselves (only their prefix)."""
     tokens = await use_cases(req).tenants.tokens(req.require_tenant())
-    return json_response(
-        TokenListOut(items=[TokenOut.model_validate(t, from_attributes=True) for t in tokens])
-    )
+    return json_response(listing_out(TokenListOut, TokenOut, tokens))
 
 
 @router.route(
