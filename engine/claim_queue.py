@@ -84,7 +84,7 @@ class ClaimQueue(Periodic):
         live_calls: Callable[[], int],
         tick: float = 1.0,
     ) -> None:
-        super().__init__("claim_queue", interval=tick)
+        super().__init__("claim_queue", interval=tick, log_fields={"node": settings.name})
         self._store = store
         self._dialer = dialer
         self._settings = settings

@@ -42,7 +42,7 @@ _BATCH: Final = 100
 
 class NodeFailover(Periodic):
     def __init__(self, store: Store, settings: NodeSettings, *, interval: float = 5.0) -> None:
-        super().__init__("node_failover", interval=interval)
+        super().__init__("node_failover", interval=interval, log_fields={"node": settings.name})
         self._store = store
         self._settings = settings
         self.ended = 0  # sessions of dead nodes this engine ended, for tests

@@ -50,7 +50,7 @@ class NodeLink(Periodic):
         tick: float = 1.0,
         poll: float = 0.25,
     ) -> None:
-        super().__init__("node_link", interval=tick)
+        super().__init__("node_link", interval=tick, log_fields={"node": settings.name})
         self._store = store
         self._settings = settings
         self._poll = poll

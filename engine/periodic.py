@@ -13,8 +13,11 @@ a sleep, a round, a failure logged) and each its own idea of what a failing roun
 * **Wake-up.** :meth:`Periodic.wake` (e.g. a NOTIFY's callback) ends the current wait at
   once: a round runs now, then the next waits a full ``interval``. A wake that comes
   while a round runs makes the next round run as soon as that one ends.
-* **Failure policy.** A round that raises is logged, never silently: a warning
-  ``<name>.failed`` with the exception's class and message (:func:`~engine.errors.describe`).
+* **Failure policy.** A round that raises is logged, never silently, as ``<name>.failed``
+  with the component's ``log_fields`` (e.g. its node): a warning with the exception's class
+  and message (:func:`~engine.errors.describe`) for trouble the engine expects (one of ours,
+  a connection or a timeout: PostgreSQL or a peer away), an error with its traceback for
+  anything else (a bug).
   The loop goes on and the next round comes at the next tick (or wake-up); what failed is
   retried then. Cancellation is never swallowed: ``close()`` cancels the loop and a round
   in progress with :func:`~engine.lifecycle.cancel_tasks`, so close is bounded by how long
@@ -28,10 +31,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+from collections.abc import Mapping
+from typing import Any
 
 import structlog
 
-from engine.errors import describe
+from engine.errors import CtcError, describe
 from engine.lifecycle import Lifecycle, cancel_tasks
 
 __all__ = ["Periodic"]
@@ -44,13 +49,22 @@ class Periodic(Lifecycle, abc.ABC):
     the module doc for its timing, wake-up and failure policy. Subclasses that own more
     than the loop extend ``_open``/``_close`` and call the base's."""
 
-    def __init__(self, name: str, *, interval: float, first_delay: float | None = None) -> None:
-        """``name`` names the loop's task and its log lines (``<name>.failed``)."""
+    def __init__(
+        self,
+        name: str,
+        *,
+        interval: float,
+        first_delay: float | None = None,
+        log_fields: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``name`` names the loop's task and its log lines (``<name>.failed``), which
+        carry ``log_fields``."""
         if interval <= 0:
             raise ValueError(f"{name}: interval must be more than 0 seconds, got {interval!r}")
         if first_delay is not None and first_delay < 0:
             raise ValueError(f"{name}: first_delay must be 0 or more, got {first_delay!r}")
         self._periodic_name = name
+        self._log_fields = dict(log_fields or {})
         self._interval = interval
         self._first_delay = interval if first_delay is None else first_delay
         self._wake = asyncio.Event()
@@ -80,8 +94,12 @@ class Periodic(Lifecycle, abc.ABC):
             delay = self._interval
             try:
                 await self.run_once()
-            except Exception as exc:  # the policy: logged, and the next tick tries again
-                log.warning(f"{self._periodic_name}.failed", error=describe(exc))
+            except (CtcError, OSError, TimeoutError) as exc:  # the policy: the next tick retries
+                log.warning(
+                    f"{self._periodic_name}.failed", error=describe(exc), **self._log_fields
+                )
+            except Exception:  # a bug: its traceback, and the next tick tries again
+                log.exception(f"{self._periodic_name}.failed", **self._log_fields)
 
     async def _woken_or_tick(self, seconds: float) -> None:
         """Wait until :meth:`wake` is called or ``seconds`` pass."""

@@ -16,7 +16,8 @@ IVR decides them (:mod:`engine.app.ivr_calls`). A refused call reserved nobody.
 from __future__ import annotations
 
 import uuid
-from typing import Final
+from datetime import datetime
+from typing import Final, TypeAlias
 
 from engine.app.agent_states import AgentStateService
 from engine.app.event_worker import EventWorker
@@ -29,12 +30,16 @@ __all__ = ["AgentCallRecorder"]
 
 _OUTBOUND: Final = frozenset({Direction.CLICK_TO_CALL, Direction.OUTBOUND})
 _BATCH_WINDOW: Final = 0.1
-_MAX_ANSWERED: Final = 100_000
 """How long the recorder gathers facts before it logs them together (one statement per
-batch instead of one per row; a row is written that much later)."""
+batch instead of one per row; a row is written that much later, stamped with its fact's
+time, so a state the ERP reported meanwhile stays the newest)."""
+_MAX_ANSWERED: Final = 100_000
+
+_Fact: TypeAlias = tuple[uuid.UUID, uuid.UUID, CallStatus, datetime]
+"""tenant, session, the status the call reached, when."""
 
 
-class AgentCallRecorder(EventWorker[tuple[uuid.UUID, uuid.UUID, CallStatus]]):
+class AgentCallRecorder(EventWorker[_Fact]):
     """Logs each outbound call's agent ``on_call`` at its answer and ``wrap_up`` (or
     ``available``) at its end (:class:`~engine.app.event_worker.EventWorker`: queued by a
     listener, written in order by one task, the facts within ``batch_window`` of each
@@ -64,7 +69,7 @@ class AgentCallRecorder(EventWorker[tuple[uuid.UUID, uuid.UUID, CallStatus]]):
         # row needs no read of the session (by then mostly PostgreSQL's, the journal let it go)
         self._answered: dict[uuid.UUID, str] = {}
 
-    def _wanted(self, event: CallEvent) -> tuple[uuid.UUID, uuid.UUID, CallStatus] | None:
+    def _wanted(self, event: CallEvent) -> _Fact | None:
         if event.status_to is None:
             return None
         status = CallStatus(event.status_to)
@@ -72,24 +77,24 @@ class AgentCallRecorder(EventWorker[tuple[uuid.UUID, uuid.UUID, CallStatus]]):
             return None
         if status is CallStatus.REJECTED:
             return None  # never dialled: nobody was reserved
-        return event.tenant_id, event.session_id, status
+        return event.tenant_id, event.session_id, status, event.occurred_at
 
-    async def _handle(self, item: tuple[uuid.UUID, uuid.UUID, CallStatus]) -> None:
+    async def _handle(self, item: _Fact) -> None:
         await self._agents.log(await self._rows(*item))
 
-    async def _handle_many(self, items: list[tuple[uuid.UUID, uuid.UUID, CallStatus]]) -> None:
+    async def _handle_many(self, items: list[_Fact]) -> None:
         rows: list[NewActivity] = []
         for item in items:
             rows.extend(await self._rows(*item))
         await self._agents.log(rows)
 
     async def _rows(
-        self, tenant_id: uuid.UUID, session_id: uuid.UUID, status: CallStatus
+        self, tenant_id: uuid.UUID, session_id: uuid.UUID, status: CallStatus, at: datetime
     ) -> list[NewActivity]:
         if status is not CallStatus.AGENT_ANSWERED:
             answered = self._answered.pop(session_id, None)
             if answered is not None:
-                return [await self._agents.ended_row(tenant_id, answered, session_id)]
+                return [await self._agents.ended_row(tenant_id, answered, session_id, at)]
         session = await self._store.sessions.get(tenant_id, session_id)
         agent = session.agent_id or session.agent_number
         if session.direction not in _OUTBOUND or not agent:
@@ -98,8 +103,8 @@ class AgentCallRecorder(EventWorker[tuple[uuid.UUID, uuid.UUID, CallStatus]]):
             if len(self._answered) >= _MAX_ANSWERED:
                 self._answered.clear()  # bounded: an end never heard here (failover) is read
             self._answered[session_id] = agent
-            at = session.agent_answered_at
-            return [self._agents.on_call_row(tenant_id, agent, session_id, at)]
+            answered_at = session.agent_answered_at or at
+            return [self._agents.on_call_row(tenant_id, agent, session_id, answered_at)]
         if session.agent_answered_at is not None:
-            return [await self._agents.ended_row(tenant_id, agent, session_id)]
-        return [self._agents.available_row(tenant_id, agent, session_id)]
+            return [await self._agents.ended_row(tenant_id, agent, session_id, at)]
+        return [self._agents.available_row(tenant_id, agent, session_id, at)]

@@ -221,8 +221,10 @@ class AgentStateService:
         """Write the rows the methods below make, in one statement."""
         await self._store.activity.record_many(rows)
 
-    def available_row(self, tenant_id: uuid.UUID, agent: str, session_id: uuid.UUID) -> NewActivity:
-        return _row(tenant_id, agent, AgentStatus.AVAILABLE, session_id)
+    def available_row(
+        self, tenant_id: uuid.UUID, agent: str, session_id: uuid.UUID, at: datetime | None = None
+    ) -> NewActivity:
+        return _row(tenant_id, agent, AgentStatus.AVAILABLE, session_id, at=at)
 
     def on_call_row(
         self, tenant_id: uuid.UUID, agent: str, session_id: uuid.UUID, at: datetime | None = None
@@ -230,11 +232,11 @@ class AgentStateService:
         return _row(tenant_id, agent, AgentStatus.ON_CALL, session_id, at=at)
 
     async def ended_row(
-        self, tenant_id: uuid.UUID, agent: str, session_id: uuid.UUID
+        self, tenant_id: uuid.UUID, agent: str, session_id: uuid.UUID, at: datetime | None = None
     ) -> NewActivity:
-        """The agent's call ended: wrap-up for the tenant's time (logged with its end),
-        or available at once when the tenant has none."""
-        now = self._clock()
+        """The agent's call ended (``at``, else now): wrap-up for the tenant's time from
+        then, or available at once when the tenant has none."""
+        now = at or self._clock()
         settings = await self._store.routing.settings(tenant_id)
         if settings.wrap_up_s <= 0:
             return _row(tenant_id, agent, AgentStatus.AVAILABLE, session_id, at=now)

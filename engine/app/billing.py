@@ -326,13 +326,14 @@ class BillingService:
 
 class BillingRecorder(EventWorker[tuple[uuid.UUID, uuid.UUID]]):
     """Charges each call (click-to-calls, agent-dialled and inbound IVR calls) once its end
-        is committed: a listener on the event bus queues the sessions whose terminal status was
-        published, one task rates them (:class:`~engine.app.event_worker.EventWorker`), the ends
+    is committed: a listener on the event bus queues the sessions whose terminal status was
+    published, one task rates them (:class:`~engine.app.event_worker.EventWorker`), the ends
     that come within ``batch_window`` of each other together.
 
-        A failure to write a line is logged (``billing.failed``) and left to
-        ``ctc billing rerate``; the queue is bounded (a burst past it is logged the same way).
-        Close: what is queued is charged within ``close_grace`` seconds, the rest is logged.
+    A failure to write a line is logged (``billing.failed``) and left to
+    ``ctc billing rerate``; the queue is bounded (a burst past it is logged the same way).
+    Close: what is queued is charged within ``close_grace`` seconds; what is not (queued or
+    in a batch cut off) is logged as ``billing.closed_with_queue``, for a rerate.
     """
 
     def __init__(

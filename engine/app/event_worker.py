@@ -52,6 +52,10 @@ class EventWorker(Lifecycle, Generic[_Item]):
         batch_window: float = 0.0,
         max_batch: int = 500,
     ) -> None:
+        if batch_window > 0 and type(self)._handle_many is EventWorker._handle_many:
+            # the default handles one by one: a failed batch handled again would redo the
+            # items before the failing one
+            raise TypeError(f"{name}: a batch_window needs its own _handle_many")
         self._events = events
         self._name = name
         self._batch_window = batch_window
@@ -60,6 +64,8 @@ class EventWorker(Lifecycle, Generic[_Item]):
         self._close_grace = close_grace
         self._task: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
+        self._in_hand: list[_Item] = []  # taken off the queue, not handled yet
+        self._closing = False
         self.done = 0  # items handled
         self.failed = 0  # items that failed or found the queue full (logged)
 
@@ -97,16 +103,18 @@ class EventWorker(Lifecycle, Generic[_Item]):
 
     async def _work(self) -> None:
         while True:
-            items = [await self._queue.get()]
+            items = self._in_hand = [await self._queue.get()]
             try:
                 if self._batch_window > 0:
-                    await asyncio.sleep(self._batch_window)
+                    if not self._closing:  # closing: what is queued goes at once
+                        await asyncio.sleep(self._batch_window)
                     while len(items) < self._max_batch and not self._queue.empty():
                         items.append(self._queue.get_nowait())
                 if len(items) == 1 or not await self._handled_together(items):
                     for item in items:
                         await self._handle_one(item)
             finally:
+                self._in_hand = []
                 for _ in items:
                     self._queue.task_done()
 
@@ -135,10 +143,26 @@ class EventWorker(Lifecycle, Generic[_Item]):
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
+        self._closing = True
         if self._task is not None and not self._task.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._queue.join(), self._close_grace)
+        # what the task holds when it is cancelled is lost like what is still queued (a
+        # batch may have been written in part: "up to")
+        unhandled = [*self._in_hand, *_drain(self._queue)]
         task, self._task = self._task, None
         await cancel_tasks(task)
-        if not self._queue.empty():
-            log.error(f"{self._name}.closed_with_queue", items=self._queue.qsize())
+        if unhandled:
+            self.failed += len(unhandled)
+            log.error(
+                f"{self._name}.closed_with_queue",
+                items=len(unhandled),
+                first=[repr(item) for item in unhandled[:20]],
+            )
+
+
+def _drain(queue: asyncio.Queue[_Item]) -> list[_Item]:
+    items: list[_Item] = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items

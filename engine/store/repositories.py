@@ -80,9 +80,12 @@ class Store:
         journal = CallJournal(db, events)
         ownership = SessionOwnership(journal, WriteThrough(db, events))
         keys = Keyring() if keyring is None else keyring
+        # the routing settings hold the tenant's zone: a tenant changed clears them
+        routing = RoutingRepository(db)
+        tenants = TenantRepository(db, keyring=keys, on_change=routing.forget_settings)
         return cls(
             db=db,
-            tenants=TenantRepository(db, keyring=keys),
+            tenants=tenants,
             sessions=SessionRepository(db, ownership),
             providers=ProviderRepository(db, keyring=keys),
             activity=ActivityRepository(db),
@@ -92,7 +95,7 @@ class Store:
             ivr=IvrMenuRepository(db),
             outbox=OutboxRepository(db, keyring=keys),
             transfers=TransferRepository(db),
-            routing=RoutingRepository(db),
+            routing=routing,
             quality=QualityRepository(db),
             transcripts=TranscriptRepository(db),
             number_lists=NumberListRepository(db),

@@ -160,6 +160,10 @@ class RoutingRepository:
         self._db = db
         self._settings: ReadCache[uuid.UUID, RoutingSettings] = ReadCache(cache_ttl)
 
+    def forget_settings(self) -> None:
+        """Forget the settings read so far (this process changed a tenant's zone)."""
+        self._settings.clear()
+
     async def get(self, tenant_id: uuid.UUID, rule_id: uuid.UUID) -> RoutingRule | None:
         """The tenant's rule ``rule_id`` with its offer history; None if there is none."""
         return await self._one(f"{_SELECT} AND r.id = $2", tenant_id, rule_id)

@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import secrets
 import uuid
+from collections.abc import Callable
 
 import asyncpg
 import structlog
@@ -81,9 +82,19 @@ class TenantRepository:
     tenants are cached for ``cache_ttl`` seconds (:mod:`engine.store.read_cache`):
     deactivating a tenant or revoking a token takes effect within that time and one read."""
 
-    def __init__(self, db: Database, *, keyring: Keyring, cache_ttl: float = 5.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        keyring: Keyring,
+        cache_ttl: float = 5.0,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_change`` is called when this process changed a tenant (the routing
+        settings' cache holds its zone)."""
         self._db = db
         self._keyring = keyring
+        self._on_change = on_change
         # keys "slug:<slug>" and "token:<digest>"; bounded: tokens are unguessable, slugs few
         self._cache: ReadCache[str, Tenant] = ReadCache(cache_ttl, max_entries=10_000)
 
@@ -151,8 +162,14 @@ class TenantRepository:
             )
         if row is None:
             raise NotFound("tenant", slug)
-        self._cache.clear()  # this process sees the change at once
+        self.forget()  # this process sees the change at once
+        if self._on_change is not None:
+            self._on_change()
         return _tenant(row)
+
+    def forget(self) -> None:
+        """Forget the tenants read so far (this process changed their rows)."""
+        self._cache.clear()
 
     async def by_slug(self, slug: str) -> Tenant:
         """The tenant; while PostgreSQL is away, the last one found (calls go on)."""

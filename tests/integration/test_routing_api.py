@@ -300,3 +300,13 @@ async def test_ctc_routing_import_export_and_explain(
     )
     assert code == 1
     assert "--at: not an ISO 8601 time" in err
+
+
+async def test_a_zone_changed_through_the_tenant_is_seen_at_once_by_the_routing_settings(
+    api_engine: Engine,
+) -> None:
+    store = api_engine.store
+    tenant = await new_tenant(store)
+    assert (await store.routing.settings(tenant.id)).time_zone == "UTC"  # cached now
+    await store.tenants.update(tenant.slug, timezone="Asia/Kolkata")
+    assert (await store.routing.settings(tenant.id)).time_zone == "Asia/Kolkata"

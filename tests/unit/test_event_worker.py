@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
+
+import pytest
+from structlog.testing import capture_logs
 
 from engine.app.event_worker import EventWorker
 from engine.events import EventBus
@@ -94,3 +98,43 @@ async def test_a_batch_that_fails_is_handled_item_by_item_and_only_the_bad_item_
     assert worker.batches == []
     assert worker.handled == [1, 3]
     assert (worker.done, worker.failed) == (2, 1)
+
+
+class Stuck(Batching):
+    """Its batches never finish: what it holds at close is lost, and said so."""
+
+    def __init__(self, events: EventBus) -> None:
+        EventWorker.__init__(self, events, name="stuck", batch_window=0.05, close_grace=0.05)
+        self.handled = []
+        self.batches = []
+        self.bad = None
+        self.started = asyncio.Event()
+
+    async def _handle_many(self, items: list[int]) -> None:
+        self.started.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_close_that_cuts_a_batch_off_counts_and_logs_every_item_it_held() -> None:
+    bus = EventBus()
+    async with bus:
+        worker = Stuck(bus)
+        with capture_logs() as logs:
+            async with worker:
+                for event_id in (1, 2, 3):
+                    bus.publish(_event(event_id))
+                async with asyncio.timeout(10):
+                    await worker.started.wait()
+                bus.publish(_event(4))  # queued behind the stuck batch
+    lost = [entry for entry in logs if entry["event"] == "stuck.closed_with_queue"]
+    assert [entry["items"] for entry in lost] == [4]
+    assert (worker.done, worker.failed) == (0, 4)
+
+
+def test_a_batch_window_without_a_batch_handler_is_refused() -> None:
+    class OneByOne(Collecting):
+        def __init__(self, events: EventBus) -> None:
+            EventWorker.__init__(self, events, name="one_by_one", batch_window=0.1)
+
+    with pytest.raises(TypeError, match="one_by_one: a batch_window needs its own _handle_many"):
+        OneByOne(EventBus())

@@ -70,6 +70,25 @@ async def test_a_failing_round_is_logged_with_the_name_and_error_and_the_next_ro
     ]
 
 
+class Buggy(Periodic):
+    """Its round is a bug (not trouble the engine expects), in a component that logs its node."""
+
+    def __init__(self) -> None:
+        super().__init__("buggy", interval=HOUR, first_delay=0, log_fields={"node": "n1"})
+
+    async def run_once(self) -> None:
+        raise KeyError("missing")
+
+
+async def test_a_round_that_hits_a_bug_is_logged_with_its_traceback_and_the_fields() -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with Buggy():
+            await eventually(lambda: logs, what="the failure logged")
+    [entry] = logs
+    assert (entry["event"], entry["log_level"], entry["node"]) == ("buggy.failed", "error", "n1")
+    assert entry["exc_info"] is True
+
+
 async def test_a_wake_up_during_a_round_runs_the_next_round_when_it_ends() -> None:
     component = Rounds(first_delay=0)
     component.hold = hold = asyncio.Event()
