@@ -157,9 +157,7 @@ class Engine(Lifecycle):
             asterisk_enabled=settings.ari.enabled,
         )
         # the call events other engines on the database commit, on this engine's bus
-        self.event_feed = CallEventFeed(
-            self.db, self.events, node=node, stale_after=settings.node.stale_after
-        )
+        self.event_feed = CallEventFeed(self.db, self.events, node=node)
         self.loop_watch = LoopWatch(self.metrics)
         # both IVR doors' capacity: one count of calls in progress, one measure of lateness
         self.ivr_admission = IvrAdmission(

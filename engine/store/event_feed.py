@@ -16,11 +16,13 @@ stays empty for ``gap_timeout`` seconds is given up (a rolled-back insert, or a 
 jump after a crash). One session's events keep their order: its owner writes them one
 transaction after another, so an event is committed before the next one is inserted.
 
-Rows this engine wrote (``node`` = this node) are read, to move the cursor, but not
-published again. A notification from this engine itself does not trigger a read. A lone
-engine (no other node beating in ``engine_node``, its listening connection up) does not
-read at all on its timer: it moves its cursor to the newest id (one index lookup), since
-any other writer's rows (a tool's) come with a notification that wakes a real read.
+Each read takes two steps: the ids past the cursor (and in its gaps) with whether another
+writer made them, then the whole rows of only those. Rows this engine wrote (``node`` = this
+node) thus move the cursor without being decoded or published again: on a lone engine, every
+row but a tool's. Every id goes through the cursor, its own included: a row another writer
+inserted before one of ours and committed after it stays a gap until it is read (moving the
+cursor to the newest id without reading, as a lone engine once did, lost such a row). A
+notification from this engine itself does not trigger a read.
 
 Failure policy: a failed round (PostgreSQL away) is logged and the next wake-up or tick
 retries (:class:`~engine.periodic.Periodic`); a lost listening connection is logged and
@@ -49,10 +51,11 @@ _BATCH: Final = 1000  # rows per read; a full batch is followed by another read 
 _MAX_GAPS: Final = 10_000  # the most ids waited for at once (the oldest are given up)
 
 _COLS = ", ".join(EVENT_COLUMNS)
-_READ = (
-    f"SELECT {_COLS}, node FROM call_event WHERE id > $1 OR id = ANY($2::bigint[]) "
-    f"ORDER BY id LIMIT $3"
+_READ_IDS = (
+    "SELECT id, node IS DISTINCT FROM $3 AS other FROM call_event "
+    "WHERE id > $1 OR id = ANY($2::bigint[]) ORDER BY id LIMIT $4"
 )
+_READ_ROWS = f"SELECT {_COLS} FROM call_event WHERE id = ANY($1::bigint[]) ORDER BY id"
 
 
 class FeedCursor:
@@ -102,19 +105,16 @@ class CallEventFeed(Periodic):
         node: str,
         poll_interval: float = 1.0,
         gap_timeout: float = 10.0,
-        stale_after: float = 30.0,
     ) -> None:
         super().__init__("event_feed", interval=poll_interval)
         self._db = db
         self._bus = bus
         self._node = node
-        self._stale_after = stale_after  # a node beating within this is another engine
         self._gap_timeout = gap_timeout
         self._listener = Listener(db.url, {CHANNEL: self._notified}, name="event-feed")
-        self._others_wrote = False  # another writer notified since the last round began
         self._cursor: FeedCursor | None = None
         self.published = 0  # events of other nodes published, for tests and logs
-        self.reads = 0  # reads of call_event rows (not the lone node's skips), for tests
+        self.reads = 0  # reads of other writers' whole rows, for tests
 
     async def _open(self) -> None:
         start = await self._db.fetchval("SELECT coalesce(max(id), 0) FROM call_event")
@@ -127,13 +127,8 @@ class CallEventFeed(Periodic):
         await self._listener.close()
 
     async def run_once(self) -> None:
-        """One round: listen again if the connection is down, then read until caught up
-        (a lone node's tick that no other writer's notification woke only skips)."""
+        """One round: listen again if the connection is down, then read until caught up."""
         await self._listener.ensure()
-        notified, self._others_wrote = self._others_wrote, False
-        if not notified and await self._alone():
-            await self.skip_own()
-            return
         while await self.read_once() == _BATCH:
             pass
 
@@ -142,41 +137,21 @@ class CallEventFeed(Periodic):
         """The highest call_event id seen (0 before the feed started)."""
         return 0 if self._cursor is None else self._cursor.after
 
-    async def _alone(self) -> bool:
-        """Whether a tick may skip reading: no other node beats and notifications arrive
-        (another writer's rows, a tool's included, wake the feed through them)."""
-        if not self._listener.up:
-            return False
-        others: bool = await self._db.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM engine_node WHERE name <> $1 AND stopped_at IS NULL "
-            "AND heartbeat_at > now() - make_interval(secs => $2))",
-            self._node,
-            self._stale_after,
-        )
-        return not others
-
-    async def skip_own(self) -> None:
-        """Move the cursor past what is committed without reading it: every row there is
-        this engine's (a lone node's timer tick), so decoding them would be wasted work."""
-        cursor = self._open_cursor("skip")
-        newest = int(await self._db.fetchval("SELECT coalesce(max(id), 0) FROM call_event"))
-        cursor.after = max(cursor.after, newest)
-        cursor.gaps.clear()
-
     async def read_once(self) -> int:
-        """Read what was committed since the last read; publish other nodes' events.
-        Returns the number of rows read."""
+        """Read what was committed since the last read; publish other writers' events.
+        Returns the number of ids read."""
         cursor = self._open_cursor("read")
-        rows = await self._db.fetch(_READ, cursor.after, list(cursor.gaps), _BATCH)
-        self.reads += 1
-        by_id = {row["id"]: row for row in rows}
-        for event_id in cursor.fresh(by_id, time.monotonic()):
-            row = by_id[event_id]
-            if row["node"] == self._node:
-                continue
-            self._bus.publish(CallEvent(**{name: row[name] for name in EVENT_COLUMNS}, remote=True))
-            self.published += 1
-        return len(rows)
+        ids = await self._db.fetch(_READ_IDS, cursor.after, list(cursor.gaps), self._node, _BATCH)
+        other = {row["id"]: row["other"] for row in ids}
+        wanted = [event_id for event_id in cursor.fresh(other, time.monotonic()) if other[event_id]]
+        if wanted:
+            self.reads += 1
+            for row in await self._db.fetch(_READ_ROWS, wanted):
+                self._bus.publish(
+                    CallEvent(**{name: row[name] for name in EVENT_COLUMNS}, remote=True)
+                )
+                self.published += 1
+        return len(ids)
 
     def _open_cursor(self, action: str) -> FeedCursor:
         """The cursor of an open feed (``_open`` sets it before anything can read)."""
@@ -187,5 +162,4 @@ class CallEventFeed(Periodic):
 
     def _notified(self, payload: str) -> None:
         if payload != self._node:  # this engine's own rows: the timer's round covers them
-            self._others_wrote = True
             self.wake()

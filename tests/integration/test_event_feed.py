@@ -145,3 +145,52 @@ async def test_a_lone_node_s_timer_moves_its_cursor_without_reading_its_own_rows
             )
             assert feed.reads == 0
             assert feed.published == 0
+
+
+async def test_a_tool_s_row_committed_after_a_newer_row_of_this_node_is_still_published(
+    empty_db: str,
+) -> None:
+    # ids are taken at insert, rows seen at commit: the tool's row gets the lower id and
+    # becomes visible after this node's newer row has moved the lone node's cursor past it
+    await migrate(empty_db, default_migrations_dir())
+    async with (
+        Database(empty_db, min_size=1, max_size=2, node="solo") as db,
+        EventBus() as bus,
+    ):
+        store = Store.over(db)
+        await store.nodes.beat(
+            NodeBeat("solo", "0.1.0", "host-s", 1, datetime.now(UTC), None, "up")
+        )
+        tenant = await new_tenant(store)
+        subscription = bus.subscribe(tenant_id=tenant.id)
+        async with CallEventFeed(db, bus, node="solo", poll_interval=0.05) as feed:
+            tool = await asyncpg.connect(empty_db)
+            try:
+                async with tool.transaction():
+                    session_id = uuid.uuid4()
+                    await tool.execute(
+                        "INSERT INTO click_to_call_session (id, tenant_id, agent_number, "
+                        "customer_number) VALUES ($1, $2, '1001', '+14155550100')",
+                        session_id,
+                        tenant.id,
+                    )
+                    await tool.execute(
+                        "INSERT INTO call_event (tenant_id, session_id, seq, event_type, "
+                        "status_to) VALUES ($1, $2, 1, 'session.created', 'queued')",
+                        tenant.id,
+                        session_id,
+                    )
+                    await store.sessions.create(NewSession(tenant.id, "1002", "+14155550101"))
+                    newest = await db.fetchval("SELECT max(id) FROM call_event")
+                    await eventually(
+                        lambda: feed.position >= newest or None,
+                        what="the cursor past this node's newer row",
+                    )
+            finally:
+                await tool.close()
+            async with asyncio.timeout(20):
+                event = await subscription.next()
+            assert event is not None
+            assert event.session_id == session_id
+            assert feed.published == 1
+        subscription.close()
