@@ -267,6 +267,7 @@ class QualityMonitor(Lifecycle):
         self._settings = settings
         self.writer = QualityWriter(store, settings)
         self._legs: dict[str, _Leg] = {}
+        self._legs_of: dict[uuid.UUID, int] = {}  # how many of a session's legs are followed
         self._tasks: set[asyncio.Task[None]] = set()
         interval = settings.sample_interval
         self._sampler = _Sampler(self.sample, interval) if interval > 0 else None
@@ -309,7 +310,7 @@ class QualityMonitor(Lifecycle):
         took it knows its call."""
         found = self._legs.get(channel_id)
         if found is None:
-            found = self._legs[channel_id] = _Leg(session_id, leg)
+            found = self._add(channel_id, _Leg(session_id, leg))
         found.up = True
         self.writer.know_tenant(session_id, tenant_id)
 
@@ -322,9 +323,14 @@ class QualityMonitor(Lifecycle):
         parsed = parse_id(channel)
         if parsed is None or parsed.kind not in _NAMED:
             return None
-        found = _Leg(parsed.session_id, parsed.leg.value if parsed.leg else "target")
-        self._legs[channel] = found
-        return found
+        return self._add(
+            channel, _Leg(parsed.session_id, parsed.leg.value if parsed.leg else "target")
+        )
+
+    def _add(self, channel: str, leg: _Leg) -> _Leg:
+        self._legs[channel] = leg
+        self._legs_of[leg.session_id] = self._legs_of.get(leg.session_id, 0) + 1
+        return leg
 
     def _on_up(self, event: AriEvent) -> bool:
         leg = self._leg(str(event.get("channel", {}).get("id", "")))
@@ -353,7 +359,10 @@ class QualityMonitor(Lifecycle):
             return
         if "RTPAUDIOQOS" in leg.final:
             self._queue_final(channel, leg)
-        if not any(other.session_id == leg.session_id for other in self._legs.values()):
+        left = self._legs_of.pop(leg.session_id, 1) - 1
+        if left > 0:
+            self._legs_of[leg.session_id] = left
+        else:  # the call's last leg followed here
             self.writer.forget_tenant(leg.session_id)
 
     # -- rows -------------------------------------------------------------------------------------
