@@ -2,7 +2,10 @@
 
 Every ``node.heartbeat_interval`` seconds the engine upserts its ``engine_node`` row (name,
 version, host, pid, capacity, its Asterisk link's state); ``ctc nodes`` reads them, and the
-database's clock ages them. A graceful stop marks the row stopped.
+database's clock ages them. A graceful stop marks the row stopped. A change of the Asterisk
+link's state (health component ``ari``) beats at once: the first beat goes out before the
+link is up, and the other engines count a node as a peer (the claim queue) only once its
+row says ``up``.
 
 Health (component ``node``, never required for readiness: calls do not need it): ``up``
 naming the node, ``down`` when the last beat failed (the database away: the next interval
@@ -67,10 +70,15 @@ class NodeHeartbeat(Periodic):
         self._holding = False  # whether the row is this engine's (it has beaten)
         self._refused_by: tuple[str, int] | None = None  # the other holder of the name
         self.beats = 0  # successful beats, for tests
+        health.add_listener(self._on_health)
 
     @property
     def name(self) -> str:
         return self._settings.name
+
+    def _on_health(self, component: str, status: object) -> None:
+        if component == "ari" and self._asterisk_enabled:
+            self.wake()  # the others see the link's new state now, not an interval later
 
     async def _open(self) -> None:
         self._health.set(COMPONENT, "starting", self.name, required=False)

@@ -23,6 +23,7 @@ from tests.support.calls import place_call
 from tests.support.cli import cli_environment, run_ctc
 from tests.support.http import Api
 from tests.support.tenants import new_tenant
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -179,3 +180,23 @@ async def test_an_engine_resyncs_only_its_own_live_calls_and_those_no_node_claim
         unclaimed, _ = await tool.sessions.create(new)
         assert {s.id for s in await alpha.sessions.live()} == {mine.id, unclaimed.id}
         assert {s.id for s in await beta.sessions.live()} == {theirs.id, unclaimed.id}
+
+
+async def test_the_asterisk_link_coming_up_is_beaten_at_once(nodes_db: str) -> None:
+    health = HealthReport(node="pbx2")
+    async with (
+        Database(nodes_db, min_size=1, max_size=2) as db,
+        _heartbeat(db, "pbx2", ("host-a", 100), health) as heartbeat,
+    ):
+        nodes = Store.over(db).nodes
+        await eventually(lambda: heartbeat.beats >= 1, what="the first beat, at start")
+        row = await nodes.get("pbx2")
+        assert row is not None
+        assert row.asterisk == "unknown"  # the link not up yet
+        health.set("ari", "up", "connected")  # the next interval is an hour away
+
+        async def link_up() -> bool:
+            row = await nodes.get("pbx2")
+            return row is not None and row.asterisk == "up"
+
+        await eventually(link_up, what="a beat saying the link is up")
