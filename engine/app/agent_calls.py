@@ -99,6 +99,8 @@ class AgentCallRecorder(EventWorker[_Fact]):
         agent = session.agent_id or session.agent_number
         if session.direction not in _OUTBOUND or not agent:
             return []
+        # the ringing row is the insert's, on PostgreSQL's clock: the end never goes before it
+        at = max(at, session.created_at)
         if status is CallStatus.AGENT_ANSWERED:
             if len(self._answered) >= _MAX_ANSWERED:
                 self._answered.clear()  # bounded: an end never heard here (failover) is read

@@ -162,7 +162,9 @@ class EventWorker(Lifecycle, Generic[_Item]):
 
 
 def _drain(queue: asyncio.Queue[_Item]) -> list[_Item]:
+    """Take every item off ``queue``, each counted done (nothing waits on them any more)."""
     items: list[_Item] = []
     while not queue.empty():
         items.append(queue.get_nowait())
+        queue.task_done()
     return items

@@ -133,6 +133,29 @@ async def test_hangup_variables_become_a_final_row_per_leg(store: Store) -> None
     ]
 
 
+async def test_a_followed_call_s_tenant_is_kept_until_its_last_final_row_is_stored(
+    store: Store,
+) -> None:
+    call = await a_call(store)
+    monitor = QualityMonitor(SampledAri({}), store, QualitySettings(sample_interval=0))
+    router = AriEventRouter()
+    monitor.subscribe(router)
+    caller = "PJSIP/caller-00000001"  # named by Asterisk: only the flow that took it knows
+    async with monitor:
+        monitor.follow(caller, call.id, "caller", call.tenant_id)
+        for event in hangup_events(caller, rx=250):
+            router.route({**event, "channel": {"id": caller}})
+
+        async def final() -> list[Any] | None:
+            rows = await store.quality.for_session(call.tenant_id, call.id)
+            return rows or None
+
+        await eventually(final, within=10, what="the caller's final row")
+        await eventually(
+            lambda: monitor.writer.known_tenants == 0, within=10, what="the tenant let go"
+        )
+
+
 async def test_legs_that_end_as_the_monitor_closes_are_written_by_the_close(store: Store) -> None:
     call = await a_call(store)
     monitor = QualityMonitor(SampledAri({}), store, QualitySettings(sample_interval=0))

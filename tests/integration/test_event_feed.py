@@ -167,19 +167,7 @@ async def test_a_tool_s_row_committed_after_a_newer_row_of_this_node_is_still_pu
             tool = await asyncpg.connect(empty_db)
             try:
                 async with tool.transaction():
-                    session_id = uuid.uuid4()
-                    await tool.execute(
-                        "INSERT INTO click_to_call_session (id, tenant_id, agent_number, "
-                        "customer_number) VALUES ($1, $2, '1001', '+14155550100')",
-                        session_id,
-                        tenant.id,
-                    )
-                    await tool.execute(
-                        "INSERT INTO call_event (tenant_id, session_id, seq, event_type, "
-                        "status_to) VALUES ($1, $2, 1, 'session.created', 'queued')",
-                        tenant.id,
-                        session_id,
-                    )
+                    session_id = await _tool_call(tool, tenant.id)
                     await store.sessions.create(NewSession(tenant.id, "1002", "+14155550101"))
                     newest = await db.fetchval("SELECT max(id) FROM call_event")
                     await eventually(
@@ -194,3 +182,52 @@ async def test_a_tool_s_row_committed_after_a_newer_row_of_this_node_is_still_pu
             assert event.session_id == session_id
             assert feed.published == 1
         subscription.close()
+
+
+async def test_a_row_inserted_before_the_feed_started_and_committed_after_is_published(
+    empty_db: str,
+) -> None:
+    await migrate(empty_db, default_migrations_dir())
+    async with (
+        Database(empty_db, min_size=1, max_size=2, node="solo") as db,
+        EventBus() as bus,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        store = Store.over(db)
+        tenant = await new_tenant(store)
+        subscription = bus.subscribe(tenant_id=tenant.id)
+        tool = await asyncpg.connect(empty_db)
+        try:
+            async with tool.transaction():
+                session_id = await _tool_call(tool, tenant.id)
+                # a newer row committed: the newest id when the feed starts
+                await store.sessions.create(NewSession(tenant.id, "1002", "+14155550101"))
+                feed = await stack.enter_async_context(
+                    CallEventFeed(db, bus, node="solo", poll_interval=0.05)
+                )
+        finally:
+            await tool.close()
+        async with asyncio.timeout(20):
+            event = await subscription.next()
+        assert event is not None
+        assert event.session_id == session_id
+        assert feed.published == 1
+        subscription.close()
+
+
+async def _tool_call(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> uuid.UUID:
+    """A session and its first event written by a tool (no node), on ``conn``."""
+    session_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO click_to_call_session (id, tenant_id, agent_number, "
+        "customer_number) VALUES ($1, $2, '1001', '+14155550100')",
+        session_id,
+        tenant_id,
+    )
+    await conn.execute(
+        "INSERT INTO call_event (tenant_id, session_id, seq, event_type, "
+        "status_to) VALUES ($1, $2, 1, 'session.created', 'queued')",
+        tenant_id,
+        session_id,
+    )
+    return session_id

@@ -162,6 +162,12 @@ class QualityWriter:
     def forget_tenant(self, session_id: uuid.UUID) -> None:
         self._tenants.pop(session_id, None)
 
+    @property
+    def known_tenants(self) -> int:
+        """How many calls' tenants it holds: the calls whose legs are followed or whose
+        rows are being written, no more."""
+        return len(self._tenants)
+
     async def _tenant(self, session_id: uuid.UUID) -> uuid.UUID | None:
         tenant = self._tenants.get(session_id)
         if tenant is None:
@@ -362,8 +368,8 @@ class QualityMonitor(Lifecycle):
         left = self._legs_of.pop(leg.session_id, 1) - 1
         if left > 0:
             self._legs_of[leg.session_id] = left
-        else:  # the call's last leg followed here
-            self.writer.forget_tenant(leg.session_id)
+        elif not any(measured[1].session_id == leg.session_id for measured in self._finals):
+            self.writer.forget_tenant(leg.session_id)  # else once its final rows are stored
 
     # -- rows -------------------------------------------------------------------------------------
 
@@ -383,6 +389,9 @@ class QualityMonitor(Lifecycle):
         await asyncio.sleep(FINAL_BATCH_S)
         measured, self._finals, self._finals_due = self._finals, [], None
         await self.writer.store(measured, final=True)
+        for session_id in {leg.session_id for _, leg, _, _ in measured}:
+            if session_id not in self._legs_of:  # none of its legs is followed any more
+                self.writer.forget_tenant(session_id)
 
     # -- samples ----------------------------------------------------------------------------------
 
