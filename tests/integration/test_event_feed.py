@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -14,11 +15,11 @@ from engine.config.settings import (
 )
 from engine.daemon import Engine
 from engine.domain.event_types import CallEventType
-from engine.events import EventBus
+from engine.events import EventBus, Subscription
 from engine.store.database import Database
 from engine.store.event_feed import CallEventFeed
 from engine.store.migrations import default_migrations_dir, migrate
-from engine.store.records import NewSession, NodeBeat
+from engine.store.records import NewSession, NodeBeat, Tenant
 from engine.store.repositories import Store
 from tests.support.calls import move_call, place_call
 from tests.support.http import socket_api
@@ -126,25 +127,17 @@ async def test_a_missed_notification_only_delays_the_timer_reads_the_table(
 async def test_a_lone_node_s_timer_moves_its_cursor_without_reading_its_own_rows(
     empty_db: str,
 ) -> None:
-    # a database of its own: on the run's shared one, other tests' engines beat and write
-    await migrate(empty_db, default_migrations_dir())
     async with (
-        Database(empty_db, min_size=1, max_size=2, node="solo") as db,
-        EventBus() as bus,
+        _lone_node(empty_db) as (db, bus, store, tenant),
+        CallEventFeed(db, bus, node="solo", poll_interval=0.05) as feed,
     ):
-        store = Store.over(db)
-        await store.nodes.beat(  # the only node beating
-            NodeBeat("solo", "0.1.0", "host-s", 1, datetime.now(UTC), None, "up")
+        await store.sessions.create(NewSession(tenant.id, "1001", "+14155550100"))
+        newest = await db.fetchval("SELECT max(id) FROM call_event")
+        await eventually(
+            lambda: feed.position >= newest or None, what="the cursor past this node's rows"
         )
-        tenant = await new_tenant(store)
-        async with CallEventFeed(db, bus, node="solo", poll_interval=0.05) as feed:
-            await store.sessions.create(NewSession(tenant.id, "1001", "+14155550100"))
-            newest = await db.fetchval("SELECT max(id) FROM call_event")
-            await eventually(
-                lambda: feed.position >= newest or None, what="the cursor past this node's rows"
-            )
-            assert feed.reads == 0
-            assert feed.published == 0
+        assert feed.reads == 0
+        assert feed.published == 0
 
 
 async def test_a_tool_s_row_committed_after_a_newer_row_of_this_node_is_still_published(
@@ -152,16 +145,7 @@ async def test_a_tool_s_row_committed_after_a_newer_row_of_this_node_is_still_pu
 ) -> None:
     # ids are taken at insert, rows seen at commit: the tool's row gets the lower id and
     # becomes visible after this node's newer row has moved the lone node's cursor past it
-    await migrate(empty_db, default_migrations_dir())
-    async with (
-        Database(empty_db, min_size=1, max_size=2, node="solo") as db,
-        EventBus() as bus,
-    ):
-        store = Store.over(db)
-        await store.nodes.beat(
-            NodeBeat("solo", "0.1.0", "host-s", 1, datetime.now(UTC), None, "up")
-        )
-        tenant = await new_tenant(store)
+    async with _lone_node(empty_db) as (db, bus, store, tenant):
         subscription = bus.subscribe(tenant_id=tenant.id)
         async with CallEventFeed(db, bus, node="solo", poll_interval=0.05) as feed:
             tool = await asyncpg.connect(empty_db)
@@ -176,25 +160,17 @@ async def test_a_tool_s_row_committed_after_a_newer_row_of_this_node_is_still_pu
                     )
             finally:
                 await tool.close()
-            async with asyncio.timeout(20):
-                event = await subscription.next()
-            assert event is not None
-            assert event.session_id == session_id
-            assert feed.published == 1
+            await _only_published(subscription, feed, session_id)
         subscription.close()
 
 
 async def test_a_row_inserted_before_the_feed_started_and_committed_after_is_published(
     empty_db: str,
 ) -> None:
-    await migrate(empty_db, default_migrations_dir())
     async with (
-        Database(empty_db, min_size=1, max_size=2, node="solo") as db,
-        EventBus() as bus,
+        _lone_node(empty_db) as (db, bus, store, tenant),
         contextlib.AsyncExitStack() as stack,
     ):
-        store = Store.over(db)
-        tenant = await new_tenant(store)
         subscription = bus.subscribe(tenant_id=tenant.id)
         tool = await asyncpg.connect(empty_db)
         try:
@@ -207,12 +183,19 @@ async def test_a_row_inserted_before_the_feed_started_and_committed_after_is_pub
                 )
         finally:
             await tool.close()
-        async with asyncio.timeout(20):
-            event = await subscription.next()
-        assert event is not None
-        assert event.session_id == session_id
-        assert feed.published == 1
+        await _only_published(subscription, feed, session_id)
         subscription.close()
+
+
+async def _only_published(
+    subscription: Subscription, feed: CallEventFeed, session_id: uuid.UUID
+) -> None:
+    """The feed published one event, and it is the tool's call's."""
+    async with asyncio.timeout(20):
+        event = await subscription.next()
+    assert event is not None
+    assert event.session_id == session_id
+    assert feed.published == 1
 
 
 async def _tool_call(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> uuid.UUID:
@@ -231,3 +214,16 @@ async def _tool_call(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> uuid.UUI
         session_id,
     )
     return session_id
+
+
+@contextlib.asynccontextmanager
+async def _lone_node(url: str) -> AsyncIterator[tuple[Database, EventBus, Store, Tenant]]:
+    """``url`` migrated, node "solo" its only engine beating, and a tenant: a database of
+    its own (on the run's shared one, other tests' engines beat and write)."""
+    await migrate(url, default_migrations_dir())
+    async with Database(url, min_size=1, max_size=2, node="solo") as db, EventBus() as bus:
+        store = Store.over(db)
+        await store.nodes.beat(
+            NodeBeat("solo", "0.1.0", "host-s", 1, datetime.now(UTC), None, "up")
+        )
+        yield db, bus, store, await new_tenant(store)
