@@ -77,9 +77,9 @@ class EventWorker(Lifecycle, Generic[_Item]):
         raise NotImplementedError
 
     async def _handle_many(self, items: list[_Item]) -> None:
-        """Handle ``items`` together; by default one after the other."""
-        for item in items:
-            await self._handle(item)
+        """Handle ``items`` together (one round trip for all): a worker with a
+        ``batch_window`` must say how."""
+        raise NotImplementedError
 
     async def _open(self) -> None:
         self._unlisten = self._events.add_listener(self._on_event)
