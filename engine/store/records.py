@@ -210,9 +210,10 @@ class CallEvent:
     remote: bool = False
     # the session's direction and agent (agent_id, else agent_number) as the engine that
     # changed it held it; direction None: not known here (e.g. read back from PostgreSQL),
-    # so a subscriber that needs them reads the session
-    direction: Direction | None = None
-    agent: str | None = None
+    # so a subscriber that needs them reads the session. Not the event's own facts: an
+    # event read back equals the one published
+    direction: Direction | None = dataclasses.field(default=None, compare=False)
+    agent: str | None = dataclasses.field(default=None, compare=False)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> CallEvent:
