@@ -10,7 +10,10 @@ row exists (the log refers to it): ``agent_answered`` → ``on_call``; the call'
 log alone tells each agent's whole day and occupancy computed from it counts these calls.
 
 Inbound IVR calls are not this module's: their offers and answers are logged where the
-IVR decides them (:mod:`engine.app.ivr_calls`). A refused call reserved nobody.
+IVR decides them (:mod:`engine.app.ivr_calls`). A refused call reserved nobody. An event
+says its session's direction and agent when the engine that wrote it knew them (the
+journal's and write-through's do), so an IVR call's end costs no read of its session here;
+an event without them is checked against the session.
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ class AgentCallRecorder(EventWorker[_Fact]):
             return None
         if status is CallStatus.REJECTED:
             return None  # never dialled: nobody was reserved
+        if event.direction is not None and (event.direction not in _OUTBOUND or not event.agent):
+            return None  # the event says so: no agent of an outbound call (no read to know)
         return event.tenant_id, event.session_id, status, event.occurred_at
 
     async def _handle(self, item: _Fact) -> None:

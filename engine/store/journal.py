@@ -498,6 +498,8 @@ class CallJournal(Lifecycle):
             payload=payload,
             occurred_at=at,
             callback_queued=bool(url),
+            direction=session.direction,
+            agent=session.agent_id or session.agent_number,
         )
         pending.events.append(event)
         added = 1

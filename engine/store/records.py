@@ -208,15 +208,22 @@ class CallEvent:
     callback_queued: bool = False
     # committed by another engine, published here by the event feed (engine/store/event_feed)
     remote: bool = False
+    # the session's direction and agent (agent_id, else agent_number) as the engine that
+    # changed it held it; direction None: not known here (e.g. read back from PostgreSQL),
+    # so a subscriber that needs them reads the session. Not the event's own facts: an
+    # event read back equals the one published
+    direction: Direction | None = dataclasses.field(default=None, compare=False)
+    agent: str | None = dataclasses.field(default=None, compare=False)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> CallEvent:
         return cls(**dict(row))
 
 
-# the columns of call_event, in CallEvent's field order (callback_queued and remote are not)
+# the columns of call_event, in CallEvent's field order (what the publisher knew is not)
+_NOT_COLUMNS: Final = frozenset({"callback_queued", "remote", "direction", "agent"})
 EVENT_COLUMNS: Final[tuple[str, ...]] = tuple(
-    f.name for f in dataclasses.fields(CallEvent) if f.name not in ("callback_queued", "remote")
+    f.name for f in dataclasses.fields(CallEvent) if f.name not in _NOT_COLUMNS
 )
 
 

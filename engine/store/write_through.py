@@ -70,7 +70,11 @@ def _with_tenant_url(row: asyncpg.Record) -> tuple[StoredSession, str | None]:
 def _session_and_event(row: asyncpg.Record) -> tuple[StoredSession, CallEvent]:
     """A row of a session's columns beside its event's (prefixed) as the two records."""
     session = StoredSession.from_row({name: row[name] for name in SESSION_COLUMNS})
-    event = CallEvent(**{name: row[_EVENT_PREFIX + name] for name in EVENT_COLUMNS})
+    event = CallEvent(
+        **{name: row[_EVENT_PREFIX + name] for name in EVENT_COLUMNS},
+        direction=session.direction,
+        agent=session.agent_id or session.agent_number,
+    )
     return session, event
 
 

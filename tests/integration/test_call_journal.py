@@ -222,6 +222,25 @@ async def test_an_ivr_call_lands_whole_and_its_events_are_published_after_commit
         await bus.close()
 
 
+async def test_published_events_say_their_sessions_direction_and_agent(db: Database) -> None:
+    """So a subscriber (engine/app/agent_calls.py) needs no read to know an IVR call has no
+    agent."""
+    bus = await EventBus().start()
+    store = Store.over(db, events=bus)
+    await store.journal.start()
+    tenant = await store.tenants.by_slug("default")
+    await store.ivr.save(tenant.id, load_menus(MENUS))
+    seen: list[CallEvent] = []
+    bus.add_listener(seen.append)
+    try:
+        await _ivr_call(store, tenant.id, await store.ivr.book(tenant.id))
+        await store.journal.flush()
+        assert [(e.direction, e.agent) for e in seen] == [(Direction.INBOUND, None)] * 4
+    finally:
+        await store.journal.close()
+        await bus.close()
+
+
 async def test_live_sessions_are_read_from_memory_and_scoped_to_their_tenant(
     db: Database,
 ) -> None:
