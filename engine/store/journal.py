@@ -58,7 +58,7 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -173,6 +173,7 @@ class CallJournal(Lifecycle):
         self._callback_urls: dict[uuid.UUID, str | None] = {}
         self._kept: set[uuid.UUID] = set()  # adopted, not released: kept after their end
         self._leaving: set[uuid.UUID] = set()  # let go, owned until their last batch commits
+        self._unborn: set[uuid.UUID] = set()  # taken here, their row not committed yet
         self._pending: dict[uuid.UUID, _Pending] = {}
         self._writing: dict[uuid.UUID, _Pending] = {}  # the batch being committed
         self._backlog = 0
@@ -319,6 +320,7 @@ class CallJournal(Lifecycle):
             node=self._db.node,  # as the row's default (the connection's ctc.node) says
         )
         self._live[session.id] = session
+        self._unborn.add(session.id)
         self._callback_urls[session.id] = new.callback_url or tenant_callback_url
         event = self._queue(
             session,
@@ -361,6 +363,7 @@ class CallJournal(Lifecycle):
 
     def _forget(self, session_id: uuid.UUID) -> None:
         self._leaving.discard(session_id)
+        self._unborn.discard(session_id)
         self._live.pop(session_id, None)
         self._callback_urls.pop(session_id, None)
 
@@ -431,6 +434,17 @@ class CallJournal(Lifecycle):
                 f"{self._backlog} call rows have not reached PostgreSQL "
                 f"within {self._flush_timeout:g} s"
             ) from None
+
+    async def created(self, session_ids: Iterable[uuid.UUID]) -> None:
+        """Return once the rows of those of ``session_ids`` born here (:meth:`take`) are in
+        PostgreSQL. Whoever writes a row that refers to a session (a foreign key) outside
+        the journal awaits this first. A session whose first batch has committed, or one
+        adopted (its row was there), costs nothing: only one still waiting for its first
+        batch makes this a :meth:`flush` (``DatabaseUnavailable`` after
+        ``flush_timeout``), so rows written long after a call began never hurry the
+        writer."""
+        if not self._unborn.isdisjoint(session_ids):
+            await self.flush()
 
     async def _flushed(self) -> None:
         if self._queued <= self._written:
@@ -578,6 +592,8 @@ class CallJournal(Lifecycle):
                     self.health.set("journal", "up", "writing", required=False)
             self.batches += 1
             self._backlog -= size
+            # born: their rows are in (or, refused, never will be: nothing to wait for)
+            self._unborn.difference_update(batch)
             self._writing = {}
             self._writing_since = None
             self._publish(batch, written)

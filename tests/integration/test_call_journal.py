@@ -610,3 +610,32 @@ async def test_take_over_adopts_a_live_call_postgresql_holds_and_leaves_an_ended
             await db.fetchval("SELECT url FROM callback_outbox WHERE session_id = $1", live.id)
             == "https://erp.example/after-restart"
         )
+
+
+async def test_a_row_referring_to_a_session_born_here_waits_only_for_that_session_s_first_batch(
+    db: Database,
+) -> None:
+    # a writer that never writes on its own: only a flush makes it write
+    journal = CallJournal(db, interval=3600)
+    store = Store.over(db)
+    tenant = await store.tenants.by_slug("default")
+    await journal.start()
+    try:
+        session, _ = journal.take(_new(tenant.id))
+        await journal.created([session.id])
+        row = await db.fetchrow("SELECT id FROM click_to_call_session WHERE id = $1", session.id)
+        assert row is not None
+        # born: a later change of it does not make the next row referring to it wait
+        journal.change(
+            session.id,
+            target=CallStatus.CONNECTED,
+            event_type=CallEventType.IVR_ANSWERED,
+            payload=None,
+            changes={},
+            at=None,
+        )
+        batches = journal.batches
+        await journal.created([session.id, uuid.uuid4()])
+        assert journal.batches == batches
+    finally:
+        await journal.close()
