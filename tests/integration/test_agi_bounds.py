@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -217,3 +218,26 @@ async def test_something_else_missing_is_a_failure_not_counted_as_an_unknown_ten
     [failed] = [entry for entry in logs if entry["event"] == "agi.handler_failed"]
     assert failed["exc_info"] is True
     assert await _sessions(api_engine, tenant_id) == []
+
+
+async def test_the_answer_latency_ends_when_answer_is_sent_not_when_asterisk_replies(
+    api_engine: Engine, serve: Any, peers: Any
+) -> None:
+    # Asterisk's reply to ANSWER waits up to 500 ms for the caller's first media frame,
+    # after the 200 OK went out: the latency the engine reports is its own part
+    slug, _ = await _tenant_with_menu(api_engine)
+    server = await serve()
+    registry = api_engine.metrics.registry
+
+    def observed() -> float:
+        return registry.get_sample_value("ctc_answer_latency_seconds_sum", {"door": "agi"}) or 0.0
+
+    before = observed()
+    connected = time.monotonic()
+    peer = await peers(server.port, request_block(script=f"ivr/main?tenant={slug}"))
+    assert await peer.command() == "ANSWER"
+    sent = time.monotonic() - connected  # the engine's whole part is within this
+    await asyncio.sleep(2 * sent + 0.05)  # Asterisk waiting for media: longer than that
+    peer.reply("200 result=0")
+    await peer.command()  # the menu's next command: the answer was counted before it
+    assert observed() - before <= sent

@@ -232,8 +232,12 @@ class AgiIvrCall:
     async def run(self) -> None:
         request = self.channel.request
         book = self.record.menus()
+        # the answer goes out as Asterisk reads ANSWER; its reply waits up to 500 ms more
+        # for the caller's first media frame (__ast_answer), so the answer latency counts
+        # to the command sent
+        asked = time.monotonic()
         await self.channel.answer()
-        await self.record.answered(self.menu)
+        await self.record.answered(self.menu, answered_at=asked)
         self.state = IvrState(variables={"caller": request.callerid or ""})
         event: Event | None = Entered(self.menu)
         while event is not None:
