@@ -201,13 +201,15 @@ class BareClickToCall(_BareStasisApp):
     """Bridged click-to-calls: ``await place(agent_endpoint, customer_endpoint)`` starts one;
     ``completed`` counts the calls that were bridged and recorded, whose legs both ended and
     whose recording's end (``RecordingFinished`` or ``RecordingFailed``) arrived: the facts
-    the engine waits for too."""
+    the engine waits for too. With ``record`` false the calls are not recorded and a call is
+    complete when both legs ended."""
 
     app = "ctc-bare-c2c"
 
-    def __init__(self, recording_format: str = "wav") -> None:
+    def __init__(self, recording_format: str = "wav", *, record: bool = True) -> None:
         super().__init__()
         self._format = recording_format
+        self._record = record
         self._run = uuid.uuid4().hex[:8]
         self._placed = 0
         self._customer_endpoint: dict[str, str] = {}  # call id -> customer endpoint
@@ -269,9 +271,12 @@ class BareClickToCall(_BareStasisApp):
         await self._call(
             "POST", f"/bridges/{call}/addChannel", {"channel": f"{call}-agent,{call}-customer"}
         )
+        self._bridged.add(call)
+        if not self._record:
+            self._recorded.add(call)  # no recording to wait for
+            return
         recording = {"name": call, "format": self._format, "ifExists": "overwrite"}
         await self._call("POST", f"/bridges/{call}/record", recording)
-        self._bridged.add(call)
         self.recordings.append(call)
 
     async def _end(self, call: str, leg: str) -> None:

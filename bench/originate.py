@@ -424,10 +424,13 @@ async def _sessions_whole(
     return whole
 
 
-async def bare_held_calls(box: Sandbox, work: Path, n: int, hold: int) -> HeldCalls:
+async def bare_held_calls(
+    box: Sandbox, work: Path, n: int, hold: int, *, record: bool = True
+) -> HeldCalls:
     """bench/baselines.py's bare click-to-call, in this process (its CPU is this process's),
-    holding ``n`` recorded bridged calls to the same phones as the engine's."""
-    async with BareClickToCall() as bare:
+    holding ``n`` bridged calls (recorded unless ``record`` is false) to the same phones as
+    the engine's."""
+    async with BareClickToCall(record=record) as bare:
 
         async def place() -> None:
             await bare.place("PJSIP/" + AGENT, f"PJSIP/{CUSTOMER}@trunk")
@@ -467,8 +470,8 @@ async def concurrency_run(
     log_level: str = "warning",
     record: bool = True,
 ) -> None:
-    """The engine's and the bare program's bridged calls, back to back: one table (the
-    bare program always records; ``record`` false: the engine's calls are not recorded)."""
+    """The engine's and the bare program's bridged calls, back to back: one table
+    (``record`` false: neither program records its calls)."""
     held: list[HeldCalls] = []
     with workdir(keep) as tmp:
         if "engine" in runs:
@@ -476,8 +479,8 @@ async def concurrency_run(
                 await engine_held_calls(db_url, box, Path(tmp), n, hold, log_level, record=record)
             )
         if "bare" in runs:
-            held.append(await bare_held_calls(box, Path(tmp), n, hold))
-    what = "recorded" if record else "engine's calls NOT recorded"
+            held.append(await bare_held_calls(box, Path(tmp), n, hold, record=record))
+    what = "recorded" if record else "NOT recorded"
     print(f"\n{n} concurrent bridged calls ({what}) held {hold} s (placed at 20/s)")
     print(
         f"{'run':<10} {'calls':>6} {'completed':>10} {'CPU ms/call':>12} "
@@ -517,7 +520,7 @@ async def main() -> None:
     parser.add_argument(
         "--no-recording",
         action="store_true",
-        help="the engine's calls are not recorded (what recording costs at --concurrent)",
+        help="neither program records its calls (what recording costs at --concurrent)",
     )
     parser.add_argument(
         "--claim-queue",
