@@ -210,6 +210,33 @@ async def test_samples_read_each_leg_that_is_up(store: Store) -> None:
     assert uuid.UUID(str(rows[0].session_id)) == call.id
 
 
+async def test_samples_read_only_legs_up_for_at_least_the_sample_interval(store: Store) -> None:
+    """A leg that came up shortly before a tick is not read at that tick: a call shorter
+    than the interval costs no sample request (its final row comes from its hangup)."""
+    call = await a_call(store)
+    agent, customer = f"c2c-{call.id}-agent", f"c2c-{call.id}-customer"
+    qos = QOS.format(rx=100, lost=0, jitter="0.000250")
+    ari = SampledAri({agent: qos, customer: qos})
+    now = [100.0]
+    monitor = QualityMonitor(ari, store, QualitySettings(sample_interval=15), clock=lambda: now[0])
+    router = AriEventRouter()
+    monitor.subscribe(router)
+    async with monitor:  # its sampler's first round is 15 s away: these are the test's
+        router.route({"type": "StasisStart", "channel": {"id": agent}})
+        now[0] = 110.0
+        router.route({"type": "StasisStart", "channel": {"id": customer}})
+        now[0] = 114.9
+        assert await monitor.sample() == 0
+        assert ari.asked == []
+        now[0] = 115.0
+        assert await monitor.sample() == 1
+        assert ari.asked == [(agent, "CHANNEL(rtcp,all)")]
+        now[0] = 125.0
+        assert await monitor.sample() == 2
+    rows = await store.quality.for_session(call.tenant_id, call.id)
+    assert sorted(row.leg for row in rows) == ["agent", "agent", "customer"]
+
+
 async def test_channels_named_by_asterisk_are_followed_when_a_flow_hands_them_over(
     store: Store,
 ) -> None:

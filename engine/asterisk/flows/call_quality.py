@@ -9,10 +9,13 @@ Where the figures come from, and what each costs:
   the socket the engine reads anyway (today they were dropped unread). AMI's ``VarSet``
   and ``RTCPSent``/``RTCPReceived`` events stay disabled (``dialplan/manager.conf``):
   they would carry every variable and every RTCP report of every channel on the PBX.
-- **During the call**, every ``quality.sample_interval`` seconds, each leg that is up is
-  read with ``GET /channels/{id}/variable?variable=CHANNEL(rtcp,all)``: one ARI request
-  per leg (1-2 ms on the sandbox), made one after the other by one task so a PBX with
-  many calls gets a steady trickle, never a burst.
+- **During the call**, every ``quality.sample_interval`` seconds, each leg that has been
+  up for at least that interval is read with
+  ``GET /channels/{id}/variable?variable=CHANNEL(rtcp,all)``: one ARI request per leg
+  (1-2 ms on the sandbox), made one after the other by one task so a PBX with many calls
+  gets a steady trickle, never a burst. A leg up for less would say little its final row
+  does not (it comes at hangup, for free): a call shorter than the interval costs no
+  request, a longer one its first sample an interval or so after it came up.
 
 Asterisk's own naming in these strings is from the point of view of its RTCP reports:
 ``txjitter`` is the jitter Asterisk measured on the stream it *receives* from the phone
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -122,16 +126,25 @@ def figures_of(quality: Mapping[str, float]) -> LegFigures:
 
 
 class _Leg:
-    """One followed channel: its call, its role, what its hangup told so far."""
+    """One followed channel: its call, its role, since when it is up (the monitor's
+    clock; None: not up yet), what its hangup told so far."""
 
-    __slots__ = ("alerted", "final", "leg", "session_id", "up")
+    __slots__ = ("alerted", "final", "leg", "session_id", "up_since")
 
     def __init__(self, session_id: uuid.UUID, leg: str) -> None:
         self.session_id = session_id
         self.leg = leg
-        self.up = False
+        self.up_since: float | None = None
         self.alerted = False
         self.final: dict[str, str] = {}
+
+    @property
+    def up(self) -> bool:
+        return self.up_since is not None
+
+    def came_up(self, now: float) -> None:
+        if self.up_since is None:
+            self.up_since = now
 
 
 class LegFollower(Protocol):
@@ -268,9 +281,17 @@ class QualityMonitor(Lifecycle):
     """Follows the channels of calls on the Stasis app's router; writes their quality
     rows and low-MOS events in the background (never on the event dispatcher)."""
 
-    def __init__(self, ari: AriClient, store: Store, settings: QualitySettings) -> None:
+    def __init__(
+        self,
+        ari: AriClient,
+        store: Store,
+        settings: QualitySettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ari = ari
         self._settings = settings
+        self._clock = clock
         self.writer = QualityWriter(store, settings)
         self._legs: dict[str, _Leg] = {}
         self._legs_of: dict[uuid.UUID, int] = {}  # how many of a session's legs are followed
@@ -317,7 +338,7 @@ class QualityMonitor(Lifecycle):
         found = self._legs.get(channel_id)
         if found is None:
             found = self._add(channel_id, _Leg(session_id, leg))
-        found.up = True
+        found.came_up(self._clock())
         self.writer.know_tenant(session_id, tenant_id)
 
     # -- events (on the dispatcher: no waiting) -------------------------------------------------
@@ -341,7 +362,7 @@ class QualityMonitor(Lifecycle):
     def _on_up(self, event: AriEvent) -> bool:
         leg = self._leg(str(event.get("channel", {}).get("id", "")))
         if leg is not None:
-            leg.up = True
+            leg.came_up(self._clock())
         return False
 
     def _on_varset(self, event: AriEvent) -> bool:
@@ -396,10 +417,13 @@ class QualityMonitor(Lifecycle):
     # -- samples ----------------------------------------------------------------------------------
 
     async def sample(self) -> int:
-        """Read and store every leg that is up now; how many were stored."""
+        """Read and store every leg up for at least ``sample_interval`` now; how many were
+        stored."""
         measured: list[Measured] = []
+        # up since this or earlier: a leg's first sample comes an interval after it came up
+        latest = self._clock() - self._settings.sample_interval
         for channel, leg in list(self._legs.items()):
-            if not leg.up:
+            if leg.up_since is None or leg.up_since > latest:
                 continue
             try:
                 value = await self._ari.get_channel_var(channel, _SAMPLE)
