@@ -238,6 +238,46 @@ async def test_samples_read_only_legs_up_for_at_least_the_sample_interval(store:
     assert sorted(row.leg for row in rows) == ["agent", "agent", "customer"]
 
 
+async def test_a_followed_channel_that_hung_up_gets_its_row_when_it_leaves_the_app(
+    store: Store,
+) -> None:
+    """A channel that entered Stasis from the dialplan is no longer the app's after its
+    StasisEnd: its ChannelDestroyed never comes, its hangup's variables did."""
+    call = await a_call(store)
+    monitor = QualityMonitor(SampledAri({}), store, QualitySettings(sample_interval=0))
+    router = AriEventRouter()
+    monitor.subscribe(router)
+    caller = "1764512345.42"
+    async with monitor:
+        monitor.follow(caller, call.id, "caller", call.tenant_id)
+        *varsets, _destroyed = hangup_events(caller, rx=300)
+        for event in varsets:
+            router.route(event)
+        assert monitor.followed == 1
+        stasis_end = {"type": "StasisEnd", "channel": {"id": caller}}
+        assert router.route(stasis_end) is False  # the flows still get it
+        assert monitor.followed == 0
+
+        async def final() -> list[Any] | None:
+            return await store.quality.for_session(call.tenant_id, call.id) or None
+
+        rows = await eventually(final, within=10, what="the caller's final row")
+    assert [(row.leg, row.is_final, row.rx_packets) for row in rows] == [("caller", True, 300)]
+
+
+async def test_a_followed_channel_that_leaves_the_app_without_hanging_up_is_still_followed(
+    store: Store,
+) -> None:
+    call = await a_call(store)
+    monitor = QualityMonitor(SampledAri({}), store, QualitySettings(sample_interval=0))
+    router = AriEventRouter()
+    monitor.subscribe(router)
+    async with monitor:
+        monitor.follow("1764512345.43", call.id, "agent", call.tenant_id)
+        router.route({"type": "StasisEnd", "channel": {"id": "1764512345.43"}})
+        assert monitor.followed == 1  # back in the dialplan: its end is not known yet
+
+
 async def test_channels_named_by_asterisk_are_followed_when_a_flow_hands_them_over(
     store: Store,
 ) -> None:

@@ -6,7 +6,10 @@ Where the figures come from, and what each costs:
   on every RTP channel. ARI delivers each as a ``ChannelVarset`` event to the app the
   channel belongs to, before its ``ChannelDestroyed`` (measured on Asterisk 22.10), so the
   final row of every leg, whichever side hung up, costs no request: the events arrive on
-  the socket the engine reads anyway (today they were dropped unread). AMI's ``VarSet``
+  the socket the engine reads anyway (today they were dropped unread). The row is queued
+  at the leg's ``StasisEnd`` once they came (a channel that entered from the dialplan, an
+  IVR caller's or an agent's own, is no longer the app's then: its ``ChannelDestroyed``
+  never comes), else at its ``ChannelDestroyed``. AMI's ``VarSet``
   and ``RTCPSent``/``RTCPReceived`` events stay disabled (``dialplan/manager.conf``):
   they would carry every variable and every RTCP report of every channel on the PBX.
 - **During the call**, every ``quality.sample_interval`` seconds, each leg that has been
@@ -404,6 +407,7 @@ class QualityMonitor(Lifecycle):
         flows after this one still get them), and take the hangup-time variables."""
         router.on("StasisStart", self._on_up)
         router.on("ChannelVarset", self._on_varset)
+        router.on("StasisEnd", self._on_stasis_end)
         router.on("ChannelDestroyed", self._on_destroyed)
 
     async def _open(self) -> None:
@@ -466,6 +470,16 @@ class QualityMonitor(Lifecycle):
             return False
         leg.final[variable] = str(event.get("value", ""))
         return True
+
+    def _on_stasis_end(self, event: AriEvent) -> bool:
+        """A channel that hung up leaves the app with its hangup's variables told: its end
+        is known. One that entered from the dialplan (an IVR caller's, an agent's own) is
+        no longer the app's after this: its ChannelDestroyed never comes."""
+        channel = str(event.get("channel", {}).get("id", ""))
+        leg = self._legs.get(channel)
+        if leg is not None and "RTPAUDIOQOS" in leg.final:
+            self._forget(channel)
+        return False
 
     def _on_destroyed(self, event: AriEvent) -> bool:
         self._forget(str(event.get("channel", {}).get("id", "")))
