@@ -234,7 +234,11 @@ class Engine(Lifecycle):
         self.metrics.watch_nodes(self._node_counts)
         if self.stasis is not None:  # agents' own calls go through the same call use cases
             self.stasis.agent_door.serve(self.use_cases.calls)
-        # FastAGI: the admin's dialplan sends callers to AGI(agi://HOST:PORT/ivr/MENU)
+        # FastAGI: the admin's dialplan sends callers to AGI(agi://HOST:PORT/ivr/MENU); its
+        # callers' final quality rows are written behind, in batches, by its own writer
+        self.agi_quality = (
+            QualityWriter(self.store, settings.quality) if settings.quality.enabled else None
+        )
         self.agi_ivr = AgiIvr(
             self.store,
             self.store.ivr.book,
@@ -242,9 +246,7 @@ class Engine(Lifecycle):
             erp=erp,
             admission=self.ivr_admission,
             metrics=self.metrics,
-            quality=(
-                QualityWriter(self.store, settings.quality) if settings.quality.enabled else None
-            ),
+            quality=self.agi_quality,
         )
         self.agi: AgiServer | None = (
             AgiServer.from_settings(
@@ -352,6 +354,8 @@ class Engine(Lifecycle):
         if self.claim_queue is not None:  # after the link: it claims only while ARI is up
             await self.claim_queue.start()
         if self.agi is not None:
+            if self.agi_quality is not None:
+                await self.agi_quality.start()
             await self.agi_ivr.start()
             try:
                 await self.agi.start()
@@ -377,6 +381,8 @@ class Engine(Lifecycle):
         if self.agi is not None:
             await self.agi.close()
             await self.agi_ivr.close()
+            if self.agi_quality is not None:  # after the door: its last callers' rows
+                await self.agi_quality.close()
         if self.claim_queue is not None:
             await self.claim_queue.close()  # claims nothing more: the doors are closing
         # after the API and the claimer (no new call), before the flows it routes to;

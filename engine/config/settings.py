@@ -433,9 +433,9 @@ class QualitySettings(_Section):
     """``quality:`` — call quality (RTCP figures and an E-model MOS) per leg of every call.
 
     Every leg's end-of-call figures come with Asterisk's hangup (``RTPAUDIOQOS*`` channel
-    variables, delivered as ARI ``ChannelVarset`` events: no request of ours). While a leg
-    is up it is also sampled every ``sample_interval`` seconds (one ARI request per leg;
-    ``0`` samples nothing). A leg whose MOS is below ``mos_floor`` gets a
+    variables, delivered as ARI ``ChannelVarset`` events: no request of ours). A leg up for
+    at least ``sample_interval`` seconds is also sampled every ``sample_interval`` seconds
+    (one ARI request per leg; ``0`` samples nothing). A leg whose MOS is below ``mos_floor`` gets a
     ``quality.low_mos`` call event.
     """
 

@@ -1,8 +1,9 @@
 """Call quality rows (``call_quality_metric``): written by the quality monitor, read by
 the API (and by stats and billing for average MOS).
 
-High-volume facts, written outside any call's transaction: a batch of samples is one
-``executemany``.
+High-volume facts, written outside any call's transaction: a batch (a sampler round, the
+final rows of the legs that ended together) is one multi-row ``INSERT`` over ``unnest``
+(one Bind and Execute, where ``executemany`` sends one per row).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+from engine import json_text
 from engine.store.database import Database
 from engine.store.records import QualityMetric
 
@@ -29,30 +31,29 @@ class QualityRepository:
         """Store ``rows``; a row whose session is gone (deleted) fails the batch."""
         if not rows:
             return
-        async with self._db.connection() as conn:
-            await conn.executemany(
-                f"INSERT INTO call_quality_metric ({_COLUMNS}) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                [
-                    (
-                        r.tenant_id,
-                        r.session_id,
-                        r.channel_id,
-                        r.leg,
-                        r.sampled_at,
-                        r.is_final,
-                        r.rx_packets,
-                        r.tx_packets,
-                        r.rx_lost_packets,
-                        r.tx_lost_packets,
-                        r.jitter_ms,
-                        r.rtt_ms,
-                        r.mos,
-                        dict(r.raw),
-                    )
-                    for r in rows
-                ],
-            )
+        await self._db.execute(
+            f"INSERT INTO call_quality_metric ({_COLUMNS}) "
+            "SELECT tenant_id, session_id, channel_id, leg::call_leg, sampled_at, is_final, "
+            "rx_packets, tx_packets, rx_lost_packets, tx_lost_packets, jitter_ms, rtt_ms, mos, "
+            "raw::jsonb FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], "
+            "$5::timestamptz[], $6::boolean[], $7::bigint[], $8::bigint[], $9::bigint[], "
+            "$10::bigint[], $11::float8[], $12::float8[], $13::float8[], $14::text[]) "
+            f"WITH ORDINALITY AS r({_COLUMNS}, n) ORDER BY n",
+            [r.tenant_id for r in rows],
+            [r.session_id for r in rows],
+            [r.channel_id for r in rows],
+            [r.leg for r in rows],
+            [r.sampled_at for r in rows],
+            [r.is_final for r in rows],
+            [r.rx_packets for r in rows],
+            [r.tx_packets for r in rows],
+            [r.rx_lost_packets for r in rows],
+            [r.tx_lost_packets for r in rows],
+            [r.jitter_ms for r in rows],
+            [r.rtt_ms for r in rows],
+            [r.mos for r in rows],
+            [json_text.dumps(dict(r.raw)) for r in rows],
+        )
 
     async def for_session(self, tenant_id: uuid.UUID, session_id: uuid.UUID) -> list[QualityMetric]:
         """The session's rows, oldest first (samples, then each leg's final row)."""

@@ -6,20 +6,21 @@ whole path against the real Asterisk is tests/e2e/test_call_quality.py."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
 
-from engine.asterisk.flows.call_quality import QualityMonitor
+from engine.asterisk.flows.call_quality import QualityMonitor, QualityWriter
 from engine.asterisk.links.ari import AriNotFound
 from engine.asterisk.links.ari_router import AriEventRouter
 from engine.config.settings import QualitySettings
 from engine.devtools.databases import create_database, drop_database
 from engine.domain.event_types import CallEventType
+from engine.errors import StoreError
 from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migrate
-from engine.store.records import NewSession, StoredSession
+from engine.store.records import NewSession, QualityMetric, StoredSession
 from engine.store.repositories import Store
 from tests.support.waiting import eventually
 
@@ -210,6 +211,73 @@ async def test_samples_read_each_leg_that_is_up(store: Store) -> None:
     assert uuid.UUID(str(rows[0].session_id)) == call.id
 
 
+async def test_samples_read_only_legs_up_for_at_least_the_sample_interval(store: Store) -> None:
+    """A leg that came up shortly before a tick is not read at that tick: a call shorter
+    than the interval costs no sample request (its final row comes from its hangup)."""
+    call = await a_call(store)
+    agent, customer = f"c2c-{call.id}-agent", f"c2c-{call.id}-customer"
+    qos = QOS.format(rx=100, lost=0, jitter="0.000250")
+    ari = SampledAri({agent: qos, customer: qos})
+    now = [100.0]
+    monitor = QualityMonitor(ari, store, QualitySettings(sample_interval=15), clock=lambda: now[0])
+    router = AriEventRouter()
+    monitor.subscribe(router)
+    async with monitor:  # its sampler's first round is 15 s away: these are the test's
+        router.route({"type": "StasisStart", "channel": {"id": agent}})
+        now[0] = 110.0
+        router.route({"type": "StasisStart", "channel": {"id": customer}})
+        now[0] = 114.9
+        assert await monitor.sample() == 0
+        assert ari.asked == []
+        now[0] = 115.0
+        assert await monitor.sample() == 1
+        assert ari.asked == [(agent, "CHANNEL(rtcp,all)")]
+        now[0] = 125.0
+        assert await monitor.sample() == 2
+    rows = await store.quality.for_session(call.tenant_id, call.id)
+    assert sorted(row.leg for row in rows) == ["agent", "agent", "customer"]
+
+
+async def test_a_followed_channel_that_hung_up_gets_its_row_when_it_leaves_the_app(
+    store: Store,
+) -> None:
+    """A channel that entered Stasis from the dialplan is no longer the app's after its
+    StasisEnd: its ChannelDestroyed never comes, its hangup's variables did."""
+    call = await a_call(store)
+    monitor = QualityMonitor(SampledAri({}), store, QualitySettings(sample_interval=0))
+    router = AriEventRouter()
+    monitor.subscribe(router)
+    caller = "1764512345.42"
+    async with monitor:
+        monitor.follow(caller, call.id, "caller", call.tenant_id)
+        *varsets, _destroyed = hangup_events(caller, rx=300)
+        for event in varsets:
+            router.route(event)
+        assert monitor.followed == 1
+        stasis_end = {"type": "StasisEnd", "channel": {"id": caller}}
+        assert router.route(stasis_end) is False  # the flows still get it
+        assert monitor.followed == 0
+
+        async def final() -> list[Any] | None:
+            return await store.quality.for_session(call.tenant_id, call.id) or None
+
+        rows = await eventually(final, within=10, what="the caller's final row")
+    assert [(row.leg, row.is_final, row.rx_packets) for row in rows] == [("caller", True, 300)]
+
+
+async def test_a_followed_channel_that_leaves_the_app_without_hanging_up_is_still_followed(
+    store: Store,
+) -> None:
+    call = await a_call(store)
+    monitor = QualityMonitor(SampledAri({}), store, QualitySettings(sample_interval=0))
+    router = AriEventRouter()
+    monitor.subscribe(router)
+    async with monitor:
+        monitor.follow("1764512345.43", call.id, "agent", call.tenant_id)
+        router.route({"type": "StasisEnd", "channel": {"id": "1764512345.43"}})
+        assert monitor.followed == 1  # back in the dialplan: its end is not known yet
+
+
 async def test_channels_named_by_asterisk_are_followed_when_a_flow_hands_them_over(
     store: Store,
 ) -> None:
@@ -239,3 +307,87 @@ async def test_channels_named_by_asterisk_are_followed_when_a_flow_hands_them_ov
     assert (by_leg["caller"].channel_id, by_leg["caller"].rx_packets) == (caller, 300)
     assert (by_leg["target"].channel_id, by_leg["target"].rx_packets) == (target, 120)
     assert all(row.is_final and row.mos == 4.41 for row in rows)
+
+
+class CountedAdds:
+    """Wraps the store's ``quality.add``: the size of every batch written."""
+
+    def __init__(self, store: Store) -> None:
+        self.batches: list[int] = []
+        self._add = store.quality.add
+        store.quality.add = self.add  # type: ignore[method-assign]
+
+    async def add(self, rows: Sequence[QualityMetric]) -> None:
+        self.batches.append(len(rows))
+        await self._add(rows)
+
+
+async def test_fastagi_callers_final_rows_that_come_together_are_written_in_one_statement(
+    store: Store,
+) -> None:
+    """The FastAGI door stores each measured caller's final row through store_final: one
+    row per caller with media, none for a caller without; the rows that come within the
+    batch window go in one INSERT."""
+    calls = [await a_call(store) for _ in range(3)]
+    adds = CountedAdds(store)
+    async with QualityWriter(store, QualitySettings(sample_interval=0)) as writer:
+        stored = [
+            await writer.store_final(
+                f"PJSIP/caller-{i}",
+                call.id,
+                "caller",
+                QOS.format(rx=rx, lost=0, jitter="0") if rx else "ssrc=1;rxcount=0;txcount=0",
+                raw={"channel(rtcp,all)": "..."},
+            )
+            for i, (call, rx) in enumerate(zip(calls, (250, 120, 0), strict=True))
+        ]
+        assert stored == [True, True, False]  # the last says no media flowed
+
+        async def written() -> list[int] | None:
+            return adds.batches or None
+
+        assert await eventually(written, within=10, what="the batch") == [2]
+    for call, expected in zip(calls, ([250], [120], []), strict=True):
+        rows = await store.quality.for_session(call.tenant_id, call.id)
+        assert [(row.leg, row.is_final, row.rx_packets) for row in rows] == [
+            ("caller", True, rx) for rx in expected
+        ]
+    assert writer.lost == 0
+    assert writer.known_tenants == 0  # read for the row, not kept
+
+
+async def test_final_rows_queued_at_close_are_written_and_those_after_it_counted_lost(
+    store: Store,
+) -> None:
+    call = await a_call(store)
+    writer = QualityWriter(store, QualitySettings(sample_interval=0))
+    async with writer:
+        # waits for its batch (FINAL_BATCH_S): the close, right now, writes it
+        assert await writer.store_final(
+            "PJSIP/a-1", call.id, "caller", QOS.format(rx=250, lost=0, jitter="0"), raw={}
+        )
+    assert len(await store.quality.for_session(call.tenant_id, call.id)) == 1
+    assert await writer.store_final(
+        "PJSIP/a-2", call.id, "caller", QOS.format(rx=250, lost=0, jitter="0"), raw={}
+    )
+    assert len(await store.quality.for_session(call.tenant_id, call.id)) == 1
+    assert writer.lost == 1
+
+
+async def test_a_batch_the_database_refuses_is_counted_lost(store: Store) -> None:
+    call = await a_call(store)
+    monitor = QualityMonitor(SampledAri({}), store, QualitySettings(sample_interval=0))
+    router = AriEventRouter()
+    monitor.subscribe(router)
+
+    async def refused(rows: Sequence[QualityMetric]) -> None:
+        raise StoreError("the database is away")
+
+    store.quality.add = refused  # type: ignore[method-assign]
+    async with monitor:
+        for channel in (f"c2c-{call.id}-agent", f"c2c-{call.id}-customer"):
+            router.route({"type": "StasisStart", "channel": {"id": channel}})
+            for event in hangup_events(channel, rx=250):
+                router.route(event)
+        await eventually(lambda: monitor.writer.lost == 2, within=10, what="two rows lost")
+        assert monitor.writer.known_tenants == 0

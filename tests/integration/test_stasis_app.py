@@ -23,7 +23,7 @@ from engine.asterisk.naming import (
     recording_name,
     target_channel_id,
 )
-from engine.config.settings import CallSettings
+from engine.config.settings import CallSettings, QualitySettings
 from engine.devtools.databases import create_database, drop_database
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg, RecordingFinished
@@ -53,6 +53,8 @@ class FakeAri:
         self.stop_races_end = False  # a stop finds the recording just ended (404, stored)
         self.originated: list[str] = []  # the endpoint of every originate, in order
         self.refused_endpoints: set[str] = set()  # originating these answers 500, as Asterisk
+        self.event_filters: list[Any] = []  # the body of every PUT …/eventFilter
+        self.refuse_filters = False  # answer them 404, as an Asterisk without the app
         self.sockets: list[web.WebSocketResponse] = []
         self.seen = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -85,6 +87,11 @@ class FakeAri:
             return web.json_response([])
         if path.startswith("/recordings/"):
             return self._recording(request.method, path)
+        if request.method == "PUT" and path.endswith("/eventFilter"):
+            if self.refuse_filters:
+                return web.json_response({"message": "Application not found"}, status=404)
+            self.event_filters.append(await request.json())
+            return web.json_response({"name": path.split("/")[2]})
         if request.method == "GET":
             return web.json_response({})
         if request.method == "POST" and path.startswith("/channels/") and path.count("/") == 2:
@@ -499,6 +506,43 @@ async def test_a_dropped_socket_reconnects_and_resyncs(store: Store, ari: FakeAr
                 await app.resync.completed.wait()
             assert app.link.connections == 2
             assert app.resync.count == 2
+
+
+async def test_each_connect_has_asterisk_send_only_the_event_types_the_flows_take(
+    store: Store, ari: FakeAri
+) -> None:
+    async with AriClient(ari.url, "u", "p", app="ctc") as client:
+        app = StasisApp(client, store, CallSettings(), quality=QualitySettings())
+        async with app:
+            async with asyncio.timeout(WITHIN):
+                await app.resync.completed.wait()
+            app.resync.completed.clear()
+            await app.link.drop()
+            async with asyncio.timeout(WITHIN):
+                await app.resync.completed.wait()
+    assert ("PUT", "/applications/ctc/eventFilter") in ari.requests
+    assert len(ari.event_filters) == 2  # set again after the reconnect
+    allowed = [entry["type"] for entry in ari.event_filters[-1]["allowed"]]
+    assert set(allowed) == app.router.event_types
+    # what the flows and the quality monitor take, and none of what no handler takes
+    assert {"StasisStart", "StasisEnd", "ChannelDestroyed", "ChannelVarset"} <= set(allowed)
+    assert {"RecordingFinished", "PlaybackFinished", "ChannelHangupRequest"} <= set(allowed)
+    assert not {"Dial", "ChannelStateChange", "ChannelConnectedLine"} & set(allowed)
+    assert set(ari.event_filters[-1]) == {"allowed"}
+
+
+async def test_a_refused_event_filter_leaves_every_event_coming_and_the_resync_runs(
+    store: Store, ari: FakeAri
+) -> None:
+    ari.refuse_filters = True
+    async with (
+        AriClient(ari.url, "u", "p") as client,
+        StasisApp(client, store, CallSettings()) as app,
+    ):
+        async with asyncio.timeout(WITHIN):
+            await app.resync.completed.wait()
+    assert ari.event_filters == []
+    assert app.resync.count == 1
 
 
 async def test_a_queued_call_whose_legs_asterisk_has_is_failed_never_dialled_again(

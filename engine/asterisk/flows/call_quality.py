@@ -6,13 +6,19 @@ Where the figures come from, and what each costs:
   on every RTP channel. ARI delivers each as a ``ChannelVarset`` event to the app the
   channel belongs to, before its ``ChannelDestroyed`` (measured on Asterisk 22.10), so the
   final row of every leg, whichever side hung up, costs no request: the events arrive on
-  the socket the engine reads anyway (today they were dropped unread). AMI's ``VarSet``
+  the socket the engine reads anyway (today they were dropped unread). The row is queued
+  at the leg's ``StasisEnd`` once they came (a channel that entered from the dialplan, an
+  IVR caller's or an agent's own, is no longer the app's then: its ``ChannelDestroyed``
+  never comes), else at its ``ChannelDestroyed``. AMI's ``VarSet``
   and ``RTCPSent``/``RTCPReceived`` events stay disabled (``dialplan/manager.conf``):
   they would carry every variable and every RTCP report of every channel on the PBX.
-- **During the call**, every ``quality.sample_interval`` seconds, each leg that is up is
-  read with ``GET /channels/{id}/variable?variable=CHANNEL(rtcp,all)``: one ARI request
-  per leg (1-2 ms on the sandbox), made one after the other by one task so a PBX with
-  many calls gets a steady trickle, never a burst.
+- **During the call**, every ``quality.sample_interval`` seconds, each leg that has been
+  up for at least that interval is read with
+  ``GET /channels/{id}/variable?variable=CHANNEL(rtcp,all)``: one ARI request per leg
+  (1-2 ms on the sandbox), made one after the other by one task so a PBX with many calls
+  gets a steady trickle, never a burst. A leg up for less would say little its final row
+  does not (it comes at hangup, for free): a call shorter than the interval costs no
+  request, a longer one its first sample an interval or so after it came up.
 
 Asterisk's own naming in these strings is from the point of view of its RTCP reports:
 ``txjitter`` is the jitter Asterisk measured on the stream it *receives* from the phone
@@ -31,16 +37,19 @@ channel, leg ``caller``; the agent's own channel of a call dialled from ``[ctc-a
 leg ``agent``). The FastAGI door has no event socket: it reads its legs itself
 (:mod:`engine.asterisk.flows.ivr_agi`) and stores them through :class:`QualityWriter`.
 
-Final rows are written together: the legs that end within :data:`FINAL_BATCH_S` of each
-other go to PostgreSQL in one statement (one round trip per leg had been ~4 % of the
-engine's CPU per bridged call, py-spy under ``bench/originate.py``); on close, batches being
-written get a bounded grace and the ones not yet due are written then.
+Final rows are written behind, together: :class:`QualityWriter` gathers the legs that end
+within :data:`FINAL_BATCH_S` of the first and writes them in one multi-row ``INSERT`` (one
+round trip per leg had been ~4 % of the engine's CPU per bridged call, py-spy under
+``bench/originate.py``), for both doors: the ARI monitor's legs and the FastAGI door's
+callers. On close, batches being written get a bounded grace, the ones not yet due are
+written then, and what cannot be written is counted (``QualityWriter.lost``) and logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -80,8 +89,9 @@ _SAMPLE = "CHANNEL(rtcp,all)"
 # transfer targets)
 _NAMED = frozenset({IdKind.LEG_CHANNEL, IdKind.TARGET_CHANNEL, IdKind.IVR_TARGET_CHANNEL})
 
-#: How long a leg's final row waits for other legs' to be written with them (seconds).
-FINAL_BATCH_S = 0.05
+#: How long a leg's final row waits for other legs' to be written with them (seconds): at
+#: 20 calls ending a second, a quarter of a second makes batches of ~10 rows.
+FINAL_BATCH_S = 0.25
 # how long close waits for batches being written before cancelling them
 _CLOSE_GRACE_S = 2.0
 
@@ -122,16 +132,25 @@ def figures_of(quality: Mapping[str, float]) -> LegFigures:
 
 
 class _Leg:
-    """One followed channel: its call, its role, what its hangup told so far."""
+    """One followed channel: its call, its role, since when it is up (the monitor's
+    clock; None: not up yet), what its hangup told so far."""
 
-    __slots__ = ("alerted", "final", "leg", "session_id", "up")
+    __slots__ = ("alerted", "final", "leg", "session_id", "up_since")
 
     def __init__(self, session_id: uuid.UUID, leg: str) -> None:
         self.session_id = session_id
         self.leg = leg
-        self.up = False
+        self.up_since: float | None = None
         self.alerted = False
         self.final: dict[str, str] = {}
+
+    @property
+    def up(self) -> bool:
+        return self.up_since is not None
+
+    def came_up(self, now: float) -> None:
+        if self.up_since is None:
+            self.up_since = now
 
 
 class LegFollower(Protocol):
@@ -144,23 +163,38 @@ class LegFollower(Protocol):
 
 #: One leg's measure to store: (channel, leg state, figures by key, raw strings).
 Measured = tuple[str, _Leg, Mapping[str, float], Mapping[str, Any]]
+#: A final row waiting for its batch: its measure, and its tenant when already known.
+_Final = tuple[Measured, "uuid.UUID | None"]
 
 
-class QualityWriter:
+class QualityWriter(Lifecycle):
     """Turns figures into quality rows (with their MOS) and low-MOS events; shared by the
-    ARI monitor and the FastAGI door. A failure to store is logged: the figures are lost,
-    the call is not touched."""
+    ARI monitor and the FastAGI door. Final rows are queued (:meth:`queue_final`) and
+    written in batches while the writer is open; samples are written at once. A failure to
+    store is logged: the figures are lost (counted in ``lost`` for final rows), the call
+    is not touched."""
 
     def __init__(self, store: Store, settings: QualitySettings) -> None:
         self._store = store
         self._settings = settings
         self._tenants: dict[uuid.UUID, uuid.UUID] = {}
+        self._finals: list[_Final] = []  # final rows waiting for their batch
+        self._finals_due: asyncio.Task[None] | None = None  # writes them
+        self._writing: set[asyncio.Task[None]] = set()  # batches being written
+        self._unwritten: dict[uuid.UUID, int] = {}  # a session's final rows not written yet
+        self._released: set[uuid.UUID] = set()  # tenants to forget once those are written
+        self.lost = 0  # final rows that could not be written (logged)
 
     def know_tenant(self, session_id: uuid.UUID, tenant_id: uuid.UUID) -> None:
         self._tenants[session_id] = tenant_id
 
-    def forget_tenant(self, session_id: uuid.UUID) -> None:
-        self._tenants.pop(session_id, None)
+    def release(self, session_id: uuid.UUID) -> None:
+        """Nothing more of the session is followed: forget its tenant, once its final
+        rows are written."""
+        if session_id in self._unwritten:
+            self._released.add(session_id)
+        else:
+            self._tenants.pop(session_id, None)
 
     @property
     def known_tenants(self) -> int:
@@ -168,13 +202,16 @@ class QualityWriter:
         rows are being written, no more."""
         return len(self._tenants)
 
-    async def _tenant(self, session_id: uuid.UUID) -> uuid.UUID | None:
+    async def _tenant(self, session_id: uuid.UUID, *, keep: bool = True) -> uuid.UUID | None:
+        """The session's tenant; read once and kept (``keep``: until :meth:`release`)."""
         tenant = self._tenants.get(session_id)
         if tenant is None:
             session = await self._store.sessions.by_id(session_id)
             if session is None:
                 return None
-            tenant = self._tenants[session_id] = session.tenant_id
+            tenant = session.tenant_id
+            if keep:
+                self._tenants[session_id] = tenant
         return tenant
 
     def _row(
@@ -214,29 +251,109 @@ class QualityWriter:
         *,
         raw: Mapping[str, Any],
     ) -> bool:
-        """Store a leg's end-of-call figures (Asterisk's ``all`` quality string); False
-        when they say no media flowed (nothing stored)."""
+        """Queue a leg's end-of-call figures (Asterisk's ``all`` quality string) for the
+        next batch; False when they say no media flowed (nothing stored). A leg the writer
+        does not follow: its tenant is read now and not kept."""
         figures = parse_rtcp(quality)
         if not figures.get("rxcount") and not figures.get("txcount"):
             return False
-        await self.store([(channel, _Leg(session_id, leg), figures, raw)], final=True)
+        try:
+            tenant = await self._tenant(session_id, keep=False)
+        except CtcError as exc:  # e.g. the database is away: these figures are lost
+            self._lost(1, exc)
+            return True
+        if tenant is not None:
+            self.queue_final(channel, _Leg(session_id, leg), figures, raw, tenant=tenant)
         return True
 
+    def queue_final(
+        self,
+        channel: str,
+        leg: _Leg,
+        quality: Mapping[str, float],
+        raw: Mapping[str, Any],
+        *,
+        tenant: uuid.UUID | None = None,
+    ) -> None:
+        """Write the leg's final row with the others that come within FINAL_BATCH_S (no
+        waiting: the ARI dispatcher calls this). ``tenant``: known to the caller."""
+        if not self.is_open:
+            self._lost(1, "the quality writer is closed")
+            return
+        self._finals.append(((channel, leg, quality, raw), tenant))
+        self._unwritten[leg.session_id] = self._unwritten.get(leg.session_id, 0) + 1
+        if self._finals_due is None:
+            due = asyncio.get_running_loop().create_task(
+                self._write_finals(wait=True), name="quality-finals"
+            )
+            self._finals_due = due
+            self._writing.add(due)
+            due.add_done_callback(self._writing.discard)
+
+    async def _write_finals(self, *, wait: bool) -> None:
+        if wait:
+            await asyncio.sleep(FINAL_BATCH_S)
+            self._finals_due = None
+        finals, self._finals = self._finals, []
+        stored = 0
+        try:
+            stored = await self._store_rows(finals, final=True)
+        finally:  # also when the close cuts the write off: up to these rows are lost
+            self._written([measured[1].session_id for measured, _ in finals])
+            if stored < len(finals):
+                self._lost(len(finals) - stored)
+
+    def _written(self, sessions: list[uuid.UUID]) -> None:
+        for session_id in sessions:
+            left = self._unwritten.pop(session_id, 1) - 1
+            if left > 0:
+                self._unwritten[session_id] = left
+            elif session_id in self._released:
+                self._released.discard(session_id)
+                self._tenants.pop(session_id, None)
+
+    def _lost(self, rows: int, why: object = "not stored") -> None:
+        self.lost += rows
+        log.error("quality.finals_lost", rows=rows, error=str(why))
+
+    async def _close(self) -> None:
+        due, self._finals_due = self._finals_due, None
+        await cancel_tasks(due)  # its batch, not taken yet, is written below
+        if self._writing:  # batches being written: a row and its low-MOS event belong together
+            await asyncio.wait(self._writing, timeout=_CLOSE_GRACE_S)
+        await cancel_tasks(*self._writing)  # cut off: their rows are counted lost
+        if self._finals:  # the legs that ended last: their batch was not due yet
+            await self._write_finals(wait=False)
+
     async def store(self, measured: list[Measured], *, final: bool) -> None:
+        """Write ``measured`` now, in one statement (the samples of a sampler round)."""
+        await self._store_rows([(m, None) for m in measured], final=final)
+
+    async def _store_rows(self, measured: list[_Final], *, final: bool) -> int:
+        """Write the rows and their low-MOS events; how many were done with (stored, or of
+        a call that is gone: nothing to keep them for), 0 when the write failed."""
         try:
             rows: list[tuple[_Leg, QualityMetric]] = []
-            for channel, leg, quality, raw in measured:
-                tenant = await self._tenant(leg.session_id)
+            for (channel, leg, quality, raw), known in measured:
+                tenant = known or await self._tenant(leg.session_id)
                 if tenant is not None:
                     row = self._row(tenant, channel, leg, quality, final=final, raw=raw)
                     rows.append((leg, row))
             await self._store.quality.add([row for _, row in rows])
-            for leg, row in rows:
-                await self._alert(leg, row)
         except CtcError as exc:  # e.g. the database is away: these figures are lost
             log.warning("quality.not_stored", final=final, error=str(exc))
+            return 0
         except Exception:  # a bug: logged, the caller goes on
             log.exception("quality.store_crashed")
+            return 0
+        for leg, row in rows:
+            try:
+                await self._alert(leg, row)
+            except CtcError as exc:
+                log.warning("quality.alert_not_stored", call_id=str(row.session_id), error=str(exc))
+            except Exception:
+                log.exception("quality.alert_crashed")
+        return len(measured)
 
     async def _alert(self, leg: _Leg, row: QualityMetric) -> None:
         floor = self._settings.mos_floor
@@ -268,40 +385,40 @@ class QualityMonitor(Lifecycle):
     """Follows the channels of calls on the Stasis app's router; writes their quality
     rows and low-MOS events in the background (never on the event dispatcher)."""
 
-    def __init__(self, ari: AriClient, store: Store, settings: QualitySettings) -> None:
+    def __init__(
+        self,
+        ari: AriClient,
+        store: Store,
+        settings: QualitySettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ari = ari
         self._settings = settings
+        self._clock = clock
         self.writer = QualityWriter(store, settings)
         self._legs: dict[str, _Leg] = {}
         self._legs_of: dict[uuid.UUID, int] = {}  # how many of a session's legs are followed
-        self._tasks: set[asyncio.Task[None]] = set()
         interval = settings.sample_interval
         self._sampler = _Sampler(self.sample, interval) if interval > 0 else None
-        self._finals: list[Measured] = []  # final rows waiting for their batch
-        self._finals_due: asyncio.Task[None] | None = None  # writes them
 
     def subscribe(self, router: AriEventRouter) -> None:
         """Observe channels going up and ending (never taking those events: the call
         flows after this one still get them), and take the hangup-time variables."""
         router.on("StasisStart", self._on_up)
         router.on("ChannelVarset", self._on_varset)
+        router.on("StasisEnd", self._on_stasis_end)
         router.on("ChannelDestroyed", self._on_destroyed)
 
     async def _open(self) -> None:
+        await self.writer.start()
         if self._sampler is not None:
             await self._sampler.start()
 
     async def _close(self) -> None:
         if self._sampler is not None:
             await self._sampler.close()
-        due, self._finals_due = self._finals_due, None
-        await cancel_tasks(due)  # due's batch, not taken yet, is written below
-        waiting, self._finals = self._finals, []
-        if self._tasks:  # batches being written: a row and its low-MOS event belong together
-            await asyncio.wait(self._tasks, timeout=_CLOSE_GRACE_S)
-        await cancel_tasks(*self._tasks)
-        if waiting:  # the legs that ended last: their batch was not due yet
-            await self.writer.store(waiting, final=True)
+        await self.writer.close()  # the last legs' rows, waiting for their batch
 
     @property
     def followed(self) -> int:
@@ -317,7 +434,7 @@ class QualityMonitor(Lifecycle):
         found = self._legs.get(channel_id)
         if found is None:
             found = self._add(channel_id, _Leg(session_id, leg))
-        found.up = True
+        found.came_up(self._clock())
         self.writer.know_tenant(session_id, tenant_id)
 
     # -- events (on the dispatcher: no waiting) -------------------------------------------------
@@ -341,7 +458,7 @@ class QualityMonitor(Lifecycle):
     def _on_up(self, event: AriEvent) -> bool:
         leg = self._leg(str(event.get("channel", {}).get("id", "")))
         if leg is not None:
-            leg.up = True
+            leg.came_up(self._clock())
         return False
 
     def _on_varset(self, event: AriEvent) -> bool:
@@ -353,6 +470,16 @@ class QualityMonitor(Lifecycle):
             return False
         leg.final[variable] = str(event.get("value", ""))
         return True
+
+    def _on_stasis_end(self, event: AriEvent) -> bool:
+        """A channel that hung up leaves the app with its hangup's variables told: its end
+        is known. One that entered from the dialplan (an IVR caller's, an agent's own) is
+        no longer the app's after this: its ChannelDestroyed never comes."""
+        channel = str(event.get("channel", {}).get("id", ""))
+        leg = self._legs.get(channel)
+        if leg is not None and "RTPAUDIOQOS" in leg.final:
+            self._forget(channel)
+        return False
 
     def _on_destroyed(self, event: AriEvent) -> bool:
         self._forget(str(event.get("channel", {}).get("id", "")))
@@ -368,8 +495,8 @@ class QualityMonitor(Lifecycle):
         left = self._legs_of.pop(leg.session_id, 1) - 1
         if left > 0:
             self._legs_of[leg.session_id] = left
-        elif not any(measured[1].session_id == leg.session_id for measured in self._finals):
-            self.writer.forget_tenant(leg.session_id)  # else once its final rows are stored
+        else:
+            self.writer.release(leg.session_id)  # once its final rows are stored
 
     # -- rows -------------------------------------------------------------------------------------
 
@@ -379,27 +506,18 @@ class QualityMonitor(Lifecycle):
         if not leg.up and not quality.get("rxcount"):
             return  # a leg that never answered and carried no media: nothing to say
         raw = {name.lower(): value for name, value in sorted(leg.final.items())}
-        self._finals.append((channel, leg, quality, raw))
-        if self._finals_due is None:
-            self._finals_due = asyncio.create_task(self._write_finals())
-            self._tasks.add(self._finals_due)
-            self._finals_due.add_done_callback(self._tasks.discard)
-
-    async def _write_finals(self) -> None:
-        await asyncio.sleep(FINAL_BATCH_S)
-        measured, self._finals, self._finals_due = self._finals, [], None
-        await self.writer.store(measured, final=True)
-        for session_id in {leg.session_id for _, leg, _, _ in measured}:
-            if session_id not in self._legs_of:  # none of its legs is followed any more
-                self.writer.forget_tenant(session_id)
+        self.writer.queue_final(channel, leg, quality, raw)
 
     # -- samples ----------------------------------------------------------------------------------
 
     async def sample(self) -> int:
-        """Read and store every leg that is up now; how many were stored."""
+        """Read and store every leg up for at least ``sample_interval`` now; how many were
+        stored."""
         measured: list[Measured] = []
+        # up since this or earlier: a leg's first sample comes an interval after it came up
+        latest = self._clock() - self._settings.sample_interval
         for channel, leg in list(self._legs.items()):
-            if not leg.up:
+            if leg.up_since is None or leg.up_since > latest:
                 continue
             try:
                 value = await self._ari.get_channel_var(channel, _SAMPLE)

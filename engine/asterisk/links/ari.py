@@ -25,7 +25,7 @@ import asyncio
 import base64
 import contextlib
 import random
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -256,6 +256,12 @@ class AriClient(Lifecycle):
         """A channel variable or dialplan function's value (``CHANNEL(rtcp,all)``)."""
         found = await self.request("GET", f"/channels/{channel_id}/variable", {"variable": name})
         return str((found or {}).get("value", ""))
+
+    async def filter_events(self, allowed: Collection[str]) -> None:
+        """Have Asterisk send the app only the events of ``allowed`` types (the app's
+        filter holds until it is set again)."""
+        body = {"allowed": [{"type": event_type} for event_type in sorted(allowed)]}
+        await self.request("PUT", f"/applications/{self.app}/eventFilter", body=body)
 
     async def set_channel_var(self, channel_id: str, name: str, value: str) -> None:
         await self.request(

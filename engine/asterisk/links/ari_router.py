@@ -36,6 +36,11 @@ class AriEventRouter:
     def on(self, event_type: str, handler: AriEventHandler) -> None:
         self._table.setdefault(event_type, []).append(handler)
 
+    @property
+    def event_types(self) -> frozenset[str]:
+        """The types some handler takes: an event of any other type is routed to none."""
+        return frozenset(self._table)
+
     def route(self, event: AriEvent) -> bool:
         """Hand ``event`` to its type's handlers; whether one of them took it."""
         return any(handler(event) for handler in self._table.get(str(event.get("type")), ()))
