@@ -656,6 +656,9 @@ class CallJournal(Lifecycle):
     async def _statement(self, batch: list[_Pending]) -> dict[tuple[uuid.UUID, int], int]:
         """One round trip for ``batch``; a refusal is an ``asyncpg.PostgresError``, a
         condition that passes a :class:`_Retry`."""
+        # in id order: whoever else locks several sessions (the foreign keys of a batch of
+        # quality rows) locks them in this order too, so the two never deadlock
+        batch = sorted(batch, key=lambda pending: pending.session.id)
         sessions = [_row(p.session, _WRITTEN_COLUMNS) for p in batch]
         events = [_row(e, _EVENT_FIELDS) for p in batch for e in p.events]
         callbacks = [c for p in batch for c in p.callbacks]

@@ -5,6 +5,7 @@ whole path against the real Asterisk is tests/e2e/test_call_quality.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -16,9 +17,11 @@ from engine.asterisk.links.ari import AriNotFound
 from engine.asterisk.links.ari_router import AriEventRouter
 from engine.config.settings import QualitySettings
 from engine.devtools.databases import create_database, drop_database
+from engine.domain.call import Direction
 from engine.domain.event_types import CallEventType
 from engine.errors import StoreError
 from engine.store.database import Database
+from engine.store.journal import CallJournal
 from engine.store.migrations import default_migrations_dir, migrate
 from engine.store.records import NewSession, QualityMetric, StoredSession
 from engine.store.repositories import Store
@@ -354,6 +357,34 @@ async def test_fastagi_callers_final_rows_that_come_together_are_written_in_one_
         ]
     assert writer.lost == 0
     assert writer.known_tenants == 0  # read for the row, not kept
+
+
+async def test_a_final_row_of_a_call_the_journal_has_not_written_yet_waits_for_its_session(
+    store: Store,
+) -> None:
+    """An IVR call is born in the journal and written behind: a caller's final row may come
+    before the session's first batch (under load it did, and its foreign key refused it)."""
+    tenant = await store.tenants.by_slug("default")
+    # its first batch 2 s after the call is born, the row's batch 0.25 s after it is queued
+    journal = CallJournal(store.db, interval=2.0)
+    store = dataclasses.replace(store, journal=journal)
+    async with journal:
+        session, _ = journal.take(
+            NewSession(tenant.id, None, None, direction=Direction.INBOUND, ivr_menu="main")
+        )
+        writer = QualityWriter(store, QualitySettings(sample_interval=0))
+        writer.know_tenant(session.id, tenant.id)
+        async with writer:
+            assert await writer.store_final(
+                "PJSIP/caller-1",
+                session.id,
+                "caller",
+                QOS.format(rx=250, lost=0, jitter="0"),
+                raw={},
+            )
+        assert writer.lost == 0
+        rows = await store.quality.for_session(tenant.id, session.id)
+        assert [(row.leg, row.rx_packets) for row in rows] == [("caller", 250)]
 
 
 async def test_final_rows_queued_at_close_are_written_and_those_after_it_counted_lost(
