@@ -656,8 +656,7 @@ class CallJournal(Lifecycle):
     async def _statement(self, batch: list[_Pending]) -> dict[tuple[uuid.UUID, int], int]:
         """One round trip for ``batch``; a refusal is an ``asyncpg.PostgresError``, a
         condition that passes a :class:`_Retry`."""
-        # in id order: whoever else locks several sessions (the foreign keys of a batch of
-        # quality rows) locks them in this order too, so the two never deadlock
+        # in id order, as a batch of quality rows refers to its sessions (see _KEY_COLUMNS)
         batch = sorted(batch, key=lambda pending: pending.session.id)
         sessions = [_row(p.session, _WRITTEN_COLUMNS) for p in batch]
         events = [_row(e, _EVENT_FIELDS) for p in batch for e in p.events]
@@ -730,9 +729,17 @@ def _dumps(rows: list[dict[str, Any]]) -> str:
     return json_text.dumps(rows)
 
 
+# The upsert sets no key column (``id``, ``tenant_id``: every foreign key refers to
+# ``UNIQUE (tenant_id, id)``; a session's tenant never changes). Naming one in ``SET`` makes
+# ``ON CONFLICT DO UPDATE`` lock the row ``FOR UPDATE``, which waits for, and deadlocks with,
+# the ``FOR KEY SHARE`` lock every insert referring to the session takes (billing lines,
+# quality rows, agent activity); without, it is ``FOR NO KEY UPDATE``, which does not.
+_KEY_COLUMNS: Final = frozenset({"id", "tenant_id"})
+
+
 def _flush_sql() -> str:
     cols = ", ".join(_WRITTEN_COLUMNS)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _WRITTEN_COLUMNS if c != "id")
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _WRITTEN_COLUMNS if c not in _KEY_COLUMNS)
     return _FLUSH.format(cols=cols, updates=updates)
 
 

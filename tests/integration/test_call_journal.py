@@ -19,6 +19,7 @@ from engine.events import EventBus
 from engine.health import HealthReport, State
 from engine.ivr_yaml import load_menus
 from engine.secrets import Keyring
+from engine.store import journal as journal_module
 from engine.store.database import Database
 from engine.store.ivr import IvrMenuRepository
 from engine.store.journal import CallJournal
@@ -639,3 +640,38 @@ async def test_a_row_referring_to_a_session_born_here_waits_only_for_that_sessio
         assert journal.batches == batches
     finally:
         await journal.close()
+
+
+async def test_the_journal_s_upsert_of_a_session_does_not_block_rows_that_refer_to_it(
+    db: Database,
+) -> None:
+    """Billing lines, quality rows and agent activity refer to live sessions while the
+    journal rewrites them: its upsert must not hold the lock their foreign keys take (it
+    did, and a batch of quality rows deadlocked with it)."""
+    journal = CallJournal(db)
+    tenant = await Store.over(db).tenants.by_slug("default")
+    async with journal:
+        session, _ = journal.take(_new(tenant.id))
+        await journal.created([session.id])
+    newer = dataclasses.replace(session, version=session.version + 1)
+    async with (
+        db.connection() as rewriting,
+        db.connection() as referring,
+        rewriting.transaction(),
+    ):
+        await rewriting.fetch(
+            journal_module._FLUSH_SQL,
+            journal_module._dumps([journal_module._row(newer, journal_module._WRITTEN_COLUMNS)]),
+            "[]",
+            "[]",
+            "[]",
+        )
+        # the journal's batch is still open: an insert referring to the session goes
+        # through at once (lock_timeout: a wait fails the test instead of hanging it)
+        await referring.execute("SET lock_timeout = '5s'")
+        await referring.execute(
+            "INSERT INTO call_event (tenant_id, session_id, seq, event_type, payload, "
+            "occurred_at) VALUES ($1, $2, 99, 'ivr.dtmf', '{}', now())",
+            tenant.id,
+            session.id,
+        )

@@ -339,9 +339,9 @@ class QualityWriter(Lifecycle):
                 if tenant is not None:
                     row = self._row(tenant, channel, leg, quality, final=final, raw=raw)
                     rows.append((leg, row))
-            # in session order, as the journal writes its sessions: the rows' foreign keys
-            # lock their sessions in one order, so the two never deadlock (they did, once
-            # in a 1,000-call run: PostgreSQL aborted the journal's batch)
+            # in session order, as the journal writes its sessions (a 1,000-call run saw the
+            # two deadlock while the journal's upsert locked its rows FOR UPDATE; it no
+            # longer does, engine/store/journal.py _KEY_COLUMNS)
             rows.sort(key=lambda measured_row: measured_row[1].session_id)
             # a session born in the journal may still wait for its first batch: its row
             # must be in PostgreSQL before a row that refers to it
