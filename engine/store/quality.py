@@ -3,7 +3,10 @@ the API (and by stats and billing for average MOS).
 
 High-volume facts, written outside any call's transaction: a batch (a sampler round, the
 final rows of the legs that ended together) is one multi-row ``INSERT`` over ``unnest``
-(one Bind and Execute, where ``executemany`` sends one per row).
+(one Bind and Execute, where ``executemany`` sends one per row). A batch mixes calls (both
+IVR doors and click-to-calls end in it), so one call PostgreSQL refuses (its session
+deleted meanwhile) must not cost the others: a refused batch is written again a session at
+a time, and only the refused session's rows are left out.
 """
 
 from __future__ import annotations
@@ -11,11 +14,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+import asyncpg
+import structlog
+
 from engine import json_text
 from engine.store.database import Database
 from engine.store.records import QualityMetric
 
 __all__ = ["QualityRepository"]
+
+log = structlog.get_logger(__name__)
 
 _COLUMNS = (
     "tenant_id, session_id, channel_id, leg, sampled_at, is_final, rx_packets, tx_packets, "
@@ -27,8 +35,30 @@ class QualityRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def add(self, rows: Sequence[QualityMetric]) -> None:
-        """Store ``rows``; a row whose session is gone (deleted) fails the batch."""
+    async def add(self, rows: Sequence[QualityMetric]) -> list[QualityMetric]:
+        """Store ``rows``; the ones stored: those of a session PostgreSQL refuses (e.g. gone)
+        are logged and left out. PostgreSQL away raises (``DatabaseUnavailable``)."""
+        try:
+            await self._insert(rows)
+            return list(rows)
+        except asyncpg.PostgresError as exc:
+            refused = exc
+        sessions = sorted({row.session_id for row in rows})
+        if len(sessions) == 1:
+            log.warning("quality.rows_refused", call_id=str(sessions[0]), error=str(refused))
+            return []
+        stored: list[QualityMetric] = []
+        for session_id in sessions:
+            of_session = [row for row in rows if row.session_id == session_id]
+            try:
+                await self._insert(of_session)
+            except asyncpg.PostgresError as exc:
+                log.warning("quality.rows_refused", call_id=str(session_id), error=str(exc))
+            else:
+                stored.extend(of_session)
+        return stored
+
+    async def _insert(self, rows: Sequence[QualityMetric]) -> None:
         if not rows:
             return
         await self._db.execute(

@@ -320,9 +320,9 @@ class CountedAdds:
         self._add = store.quality.add
         store.quality.add = self.add  # type: ignore[method-assign]
 
-    async def add(self, rows: Sequence[QualityMetric]) -> None:
+    async def add(self, rows: Sequence[QualityMetric]) -> list[QualityMetric]:
         self.batches.append(len(rows))
-        await self._add(rows)
+        return await self._add(rows)
 
 
 async def test_fastagi_callers_final_rows_that_come_together_are_written_in_one_statement(
@@ -334,6 +334,8 @@ async def test_fastagi_callers_final_rows_that_come_together_are_written_in_one_
     calls = [await a_call(store) for _ in range(3)]
     adds = CountedAdds(store)
     async with QualityWriter(store, QualitySettings(sample_interval=0)) as writer:
+        for call in calls:  # no read between the three: they are queued in one batch window
+            writer.know_tenant(call.id, call.tenant_id)
         stored = [
             await writer.store_final(
                 f"PJSIP/caller-{i}",
@@ -356,7 +358,6 @@ async def test_fastagi_callers_final_rows_that_come_together_are_written_in_one_
             ("caller", True, rx) for rx in expected
         ]
     assert writer.lost == 0
-    assert writer.known_tenants == 0  # read for the row, not kept
 
 
 async def test_a_final_row_of_a_call_the_journal_has_not_written_yet_waits_for_its_session(
@@ -403,6 +404,7 @@ async def test_final_rows_queued_at_close_are_written_and_those_after_it_counted
     )
     assert len(await store.quality.for_session(call.tenant_id, call.id)) == 1
     assert writer.lost == 1
+    assert writer.known_tenants == 0  # a FastAGI caller's tenant is read for its row, not kept
 
 
 async def test_a_batch_the_database_refuses_is_counted_lost(store: Store) -> None:
@@ -411,7 +413,7 @@ async def test_a_batch_the_database_refuses_is_counted_lost(store: Store) -> Non
     router = AriEventRouter()
     monitor.subscribe(router)
 
-    async def refused(rows: Sequence[QualityMetric]) -> None:
+    async def refused(rows: Sequence[QualityMetric]) -> list[QualityMetric]:
         raise StoreError("the database is away")
 
     store.quality.add = refused  # type: ignore[method-assign]
@@ -422,3 +424,25 @@ async def test_a_batch_the_database_refuses_is_counted_lost(store: Store) -> Non
                 router.route(event)
         await eventually(lambda: monitor.writer.lost == 2, within=10, what="two rows lost")
         assert monitor.writer.known_tenants == 0
+
+
+async def test_a_call_postgresql_refuses_costs_its_batch_only_its_own_rows(store: Store) -> None:
+    """A batch mixes calls: one whose session is gone (deleted meanwhile) is refused by its
+    foreign key, and the others' rows are still stored."""
+    kept, gone = await a_call(store), await a_call(store)
+    await store.db.execute("DELETE FROM click_to_call_session WHERE id = $1", gone.id)
+    writer = QualityWriter(store, QualitySettings(sample_interval=0))
+    async with writer:
+        for call in (kept, gone):
+            writer.know_tenant(call.id, call.tenant_id)
+            assert await writer.store_final(
+                f"PJSIP/caller-{call.id}",
+                call.id,
+                "caller",
+                QOS.format(rx=250, lost=0, jitter="0"),
+                raw={},
+            )
+    assert [row.rx_packets for row in await store.quality.for_session(kept.tenant_id, kept.id)] == [
+        250
+    ]
+    assert writer.lost == 1

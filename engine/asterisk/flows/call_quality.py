@@ -331,7 +331,8 @@ class QualityWriter(Lifecycle):
 
     async def _store_rows(self, measured: list[_Final], *, final: bool) -> int:
         """Write the rows and their low-MOS events; how many were done with (stored, or of
-        a call that is gone: nothing to keep them for), 0 when the write failed."""
+        a call that is gone: nothing to keep them for), 0 when the write failed; the rows
+        of a session PostgreSQL refused are not done with."""
         try:
             rows: list[tuple[_Leg, QualityMetric]] = []
             for (channel, leg, quality, raw), known in measured:
@@ -346,21 +347,24 @@ class QualityWriter(Lifecycle):
             # a session born in the journal may still wait for its first batch: its row
             # must be in PostgreSQL before a row that refers to it
             await self._store.journal.created({row.session_id for _, row in rows})
-            await self._store.quality.add([row for _, row in rows])
+            stored = await self._store.quality.add([row for _, row in rows])
         except CtcError as exc:  # e.g. the database is away: these figures are lost
             log.warning("quality.not_stored", final=final, error=str(exc))
             return 0
         except Exception:  # a bug: logged, the caller goes on
             log.exception("quality.store_crashed")
             return 0
+        kept = {id(row) for row in stored}
         for leg, row in rows:
+            if id(row) not in kept:
+                continue
             try:
                 await self._alert(leg, row)
             except CtcError as exc:
                 log.warning("quality.alert_not_stored", call_id=str(row.session_id), error=str(exc))
             except Exception:
                 log.exception("quality.alert_crashed")
-        return len(measured)
+        return len(measured) - (len(rows) - len(stored))
 
     async def _alert(self, leg: _Leg, row: QualityMetric) -> None:
         floor = self._settings.mos_floor
