@@ -73,8 +73,12 @@ async def ari(sandbox: Sandbox) -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def ari_events(ari: aiohttp.ClientSession) -> AsyncIterator[AriEvents]:
-    """The ``ctc`` Stasis app's event socket, connected before the test acts."""
+    """The ``ctc`` Stasis app's event socket, connected before the test acts, with every
+    event type (an engine's filter may still be on the app: Asterisk keeps it while a
+    channel is the app's)."""
     ws = await ari.ws_connect(f"{ARI_URL.replace('http', 'ws', 1)}/events?app=ctc")
+    async with ari.put(f"{ARI_URL}/applications/ctc/eventFilter", json={}) as resp:
+        resp.raise_for_status()
     events = AriEvents(ws)
     try:
         yield events

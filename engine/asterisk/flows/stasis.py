@@ -10,10 +10,11 @@ takes them from the queue and routes each by its type through one table
 waits on the dispatcher: they hand the event to their call's task.
 
 After every (re)connect of the socket the app's event filter is set to the types the table
-routes (``PUT /applications/{app}/eventFilter``): of the ~66 events a bridged, recorded
-click-to-call brings, ~19 (``Dial``, ``ChannelStateChange``, ``ChannelConnectedLine``,
-bridge entries and exits, ``PlaybackStarted``, ``RecordingStarted``…) went to no handler,
-and were read, decoded, queued and dispatched for nothing. Then the resync runs
+routes (``PUT /applications/{app}/eventFilter``): of the 66 events a bridged, recorded
+click-to-call brings, 15 (``Dial``, ``ChannelStateChange``, ``ChannelConnectedLine``,
+bridge entries and exits, ``BridgeDestroyed``, ``PlaybackStarted``, ``RecordingStarted``)
+went to no handler, and were read, decoded, queued and dispatched for nothing; the close
+sets it back to every event. Then the resync runs
 (:class:`~engine.asterisk.flows.resync.Resync`), and now and then the records Asterisk's
 hangup handler keeps for ended calls are deleted.
 """
@@ -52,6 +53,8 @@ log = structlog.get_logger(__name__)
 
 # How often the records Asterisk's hangup handler keeps for ended calls are deleted.
 _RECORD_SWEEP_INTERVAL = 300.0
+# how long setting the app's event filter may take (the resync after a connect waits for it)
+FILTER_TIMEOUT_S = 5.0
 
 
 class StasisApp(Lifecycle):
@@ -146,6 +149,10 @@ class StasisApp(Lifecycle):
 
     async def _close(self) -> None:
         await self.link.close()  # no new events, no resync running
+        # Asterisk keeps the filter on its app object, which outlives this socket while a
+        # channel is still the app's: whoever connects to the app next (a tool, an older
+        # engine) would get only our types
+        await self._filter_events(unfiltered=True)
         dispatcher, self._dispatcher = self._dispatcher, None
         await cancel_tasks(dispatcher)
         await self._sweeper.close()
@@ -161,13 +168,15 @@ class StasisApp(Lifecycle):
         await self._filter_events()
         await self.resync.run()
 
-    async def _filter_events(self) -> None:
-        """Only the events some flow takes; if Asterisk refuses, it sends them all (each
-        routed to none, as before)."""
+    async def _filter_events(self, *, unfiltered: bool = False) -> None:
+        """Only the events some flow takes (``unfiltered``: every event again); if Asterisk
+        refuses, or takes longer than FILTER_TIMEOUT_S (the resync waits for this), it
+        sends them all, each routed to none, as before."""
         try:
-            await self._ari.filter_events(self.router.event_types)
-        except AriError as exc:
-            log.warning("stasis.events_unfiltered", error=str(exc))
+            async with asyncio.timeout(FILTER_TIMEOUT_S):
+                await self._ari.filter_events(None if unfiltered else self.router.event_types)
+        except (AriError, TimeoutError) as exc:
+            log.warning("stasis.events_unfiltered", error=str(exc) or repr(exc))
 
     async def _dispatch(self) -> None:
         while True:

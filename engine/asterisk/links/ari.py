@@ -257,10 +257,12 @@ class AriClient(Lifecycle):
         found = await self.request("GET", f"/channels/{channel_id}/variable", {"variable": name})
         return str((found or {}).get("value", ""))
 
-    async def filter_events(self, allowed: Collection[str]) -> None:
-        """Have Asterisk send the app only the events of ``allowed`` types (the app's
-        filter holds until it is set again)."""
-        body = {"allowed": [{"type": event_type} for event_type in sorted(allowed)]}
+    async def filter_events(self, allowed: Collection[str] | None) -> None:
+        """Have Asterisk send the app only the events of ``allowed`` types (None: every
+        event again); the app's filter holds until it is set again."""
+        body: dict[str, Any] = {}
+        if allowed is not None:
+            body["allowed"] = [{"type": event_type} for event_type in sorted(allowed)]
         await self.request("PUT", f"/applications/{self.app}/eventFilter", body=body)
 
     async def set_channel_var(self, channel_id: str, name: str, value: str) -> None:
