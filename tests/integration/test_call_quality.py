@@ -241,6 +241,40 @@ async def test_samples_read_only_legs_up_for_at_least_the_sample_interval(store:
     assert sorted(row.leg for row in rows) == ["agent", "agent", "customer"]
 
 
+async def test_a_leg_that_ends_while_a_sampler_round_runs_gets_no_sample_nor_a_kept_tenant(
+    store: Store,
+) -> None:
+    ended, lasting = await a_call(store), await a_call(store)
+    short = f"c2c-{ended.id}-agent"
+    long = f"c2c-{lasting.id}-agent"
+    qos = QOS.format(rx=100, lost=0, jitter="0.000250")
+    router = AriEventRouter()
+
+    class HangsUpMidRound(SampledAri):
+        async def get_channel_var(self, channel: str, name: str) -> str:
+            if channel == long:  # asked after the short call's leg: that one hangs up now
+                for event in hangup_events(short, rx=100):
+                    router.route(event)
+            return await super().get_channel_var(channel, name)
+
+    monitor = QualityMonitor(
+        HangsUpMidRound({short: qos, long: qos}),
+        store,
+        QualitySettings(sample_interval=15),
+        clock=lambda: now[0],
+    )
+    now = [100.0]
+    monitor.subscribe(router)
+    async with monitor:
+        for channel in (short, long):
+            router.route({"type": "StasisStart", "channel": {"id": channel}})
+        now[0] = 200.0
+        assert await monitor.sample() == 1  # the lasting call's leg only
+    short_rows = await store.quality.for_session(ended.tenant_id, ended.id)
+    assert [row.is_final for row in short_rows] == [True]
+    assert monitor.writer.known_tenants == 1  # the lasting call's, still followed
+
+
 async def test_a_followed_channel_that_hung_up_gets_its_row_when_it_leaves_the_app(
     store: Store,
 ) -> None:
@@ -366,8 +400,9 @@ async def test_a_final_row_of_a_call_the_journal_has_not_written_yet_waits_for_i
     """An IVR call is born in the journal and written behind: a caller's final row may come
     before the session's first batch (under load it did, and its foreign key refused it)."""
     tenant = await store.tenants.by_slug("default")
-    # its first batch 2 s after the call is born, the row's batch 0.25 s after it is queued
-    journal = CallJournal(store.db, interval=2.0)
+    # its first batch 0.5 s after the call is born; the row is written at the writer's
+    # close, at once
+    journal = CallJournal(store.db, interval=0.5)
     store = dataclasses.replace(store, journal=journal)
     async with journal:
         session, _ = journal.take(

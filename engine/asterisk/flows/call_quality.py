@@ -18,7 +18,8 @@ Where the figures come from, and what each costs:
   (1-2 ms on the sandbox), made one after the other by one task so a PBX with many calls
   gets a steady trickle, never a burst. A leg up for less would say little its final row
   does not (it comes at hangup, for free): a call shorter than the interval costs no
-  request, a longer one its first sample an interval or so after it came up.
+  request, a longer one its first sample one to two intervals after it came up (the first
+  tick at which it has been up a whole interval).
 
 Asterisk's own naming in these strings is from the point of view of its RTCP reports:
 ``txjitter`` is the jitter Asterisk measured on the stream it *receives* from the phone
@@ -323,7 +324,10 @@ class QualityWriter(Lifecycle):
             await asyncio.wait(self._writing, timeout=_CLOSE_GRACE_S)
         await cancel_tasks(*self._writing)  # cut off: their rows are counted lost
         if self._finals:  # the legs that ended last: their batch was not due yet
-            await self._write_finals(wait=False)
+            # bounded like the batches above: cut off, its rows are counted lost
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CLOSE_GRACE_S):
+                    await self._write_finals(wait=False)
 
     async def store(self, measured: list[Measured], *, final: bool) -> None:
         """Write ``measured`` now, in one statement (the samples of a sampler round)."""
@@ -545,6 +549,10 @@ class QualityMonitor(Lifecycle):
             if "rxcount" not in figures:
                 continue  # not answered yet (an agent's own phone is followed from its dial)
             measured.append((channel, leg, figures, {"rtcp_all": value}))
+        # a leg that ended while the round asked ARI about the others is no longer followed:
+        # its final row says more, and storing its sample would read its call's tenant back
+        # after the writer let it go, and keep it
+        measured = [m for m in measured if self._legs.get(m[0]) is m[1]]
         if measured:
             await self.writer.store(measured, final=False)
         return len(measured)

@@ -262,8 +262,11 @@ class AgiIvrCall:
         await self.record.end(CallStatus.COMPLETED, reason)
 
     async def _measure_caller(self) -> None:
-        """Store the caller's end-of-call figures (``CHANNEL(rtcp,all)``), when the engine
-        measures calls and the channel is still there to read."""
+        """Queue the caller's end-of-call figures (``CHANNEL(rtcp,all)``) for the quality
+        writer's next batch, when the engine measures calls and the channel is still there
+        to read. The row, and a ``quality.low_mos`` event it may bring, are written with
+        that batch (within ``FINAL_BATCH_S``), so after the call's end: as over ARI, where a
+        leg's figures come with its hangup."""
         quality = self.ivr.quality
         if quality is None:
             return
