@@ -27,6 +27,7 @@ from engine.asterisk.links.agi_server import (
     Playback,
 )
 from engine.errors import AgiError, ClosedResourceError
+from engine.event_loop import run_daemon_loop
 from engine.health import HealthReport
 from tests.support.waiting import eventually
 
@@ -218,6 +219,28 @@ async def test_a_whole_call(serve: Any) -> None:
     assert seen["exec"] == 0
     assert server.served == 1
     assert server.rejected == 0
+
+
+def test_a_whole_call_on_the_daemons_loop() -> None:
+    """The daemon runs on uvloop where it is installed (engine.event_loop), whose
+    transports are not asyncio.Transport instances: the server must not care."""
+    outcome: dict[str, Any] = {}
+
+    async def ivr(channel: AgiChannel) -> None:
+        await channel.answer()
+        outcome["name"] = await channel.get_variable("CHANNEL")
+
+    async def call() -> None:
+        async with AgiServer("127.0.0.1", 0, ivr, reply_timeout=WITHIN) as server:
+            fake = await FakeAsterisk.connect(server.port, request_block())
+            await fake.expect("ANSWER", "200 result=0")
+            await fake.expect("GET VARIABLE CHANNEL", "200 result=1 (PJSIP/caller-1)")
+            assert await fake.eof() == b""
+            fake.close()
+            outcome["served"] = server.served
+
+    run_daemon_loop(call())
+    assert outcome == {"name": "PJSIP/caller-1", "served": 1}
 
 
 async def test_health_is_reported() -> None:

@@ -62,7 +62,7 @@ import contextlib
 import resource
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Self, TypeAlias
+from typing import Any, Self, TypeAlias, cast
 
 import structlog
 
@@ -149,9 +149,8 @@ class AgiConnection(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not isinstance(transport, asyncio.Transport):  # pragma: no cover - TCP only
-            raise TypeError(f"FastAGI needs a stream transport, not {transport!r}")
-        self.transport = transport
+        # A TCP transport; not always an asyncio.Transport instance (uvloop's is not).
+        self.transport = cast(asyncio.Transport, transport)
         if self.on_made is not None:
             self.on_made(self)
 
