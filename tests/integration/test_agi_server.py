@@ -233,10 +233,12 @@ def test_a_whole_call_on_the_daemons_loop() -> None:
     async def call() -> None:
         async with AgiServer("127.0.0.1", 0, ivr, reply_timeout=WITHIN) as server:
             fake = await FakeAsterisk.connect(server.port, request_block())
-            await fake.expect("ANSWER", "200 result=0")
-            await fake.expect("GET VARIABLE CHANNEL", "200 result=1 (PJSIP/caller-1)")
-            assert await fake.eof() == b""
-            fake.close()
+            try:
+                await fake.expect("ANSWER", "200 result=0")
+                await fake.expect("GET VARIABLE CHANNEL", "200 result=1 (PJSIP/caller-1)")
+                assert await fake.eof() == b""
+            finally:
+                fake.close()
             outcome["served"] = server.served
 
     run_daemon_loop(call())
