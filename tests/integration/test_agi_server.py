@@ -18,8 +18,16 @@ import pytest
 import structlog
 
 from engine.asterisk.links.agi_protocol import AgiCommandError, AgiHangup, parse_request
-from engine.asterisk.links.agi_server import AgiChannel, AgiServer, Collected, Playback
+from engine.asterisk.links.agi_server import (
+    AgiChannel,
+    AgiConnection,
+    AgiServer,
+    AgiTimeout,
+    Collected,
+    Playback,
+)
 from engine.errors import AgiError, ClosedResourceError
+from engine.event_loop import run_daemon_loop
 from engine.health import HealthReport
 from tests.support.waiting import eventually
 
@@ -213,6 +221,30 @@ async def test_a_whole_call(serve: Any) -> None:
     assert server.rejected == 0
 
 
+def test_a_whole_call_on_the_daemons_loop() -> None:
+    """The daemon runs on uvloop where it is installed (engine.event_loop), whose
+    transports are not asyncio.Transport instances: the server must not care."""
+    outcome: dict[str, Any] = {}
+
+    async def ivr(channel: AgiChannel) -> None:
+        await channel.answer()
+        outcome["name"] = await channel.get_variable("CHANNEL")
+
+    async def call() -> None:
+        async with AgiServer("127.0.0.1", 0, ivr, reply_timeout=WITHIN) as server:
+            fake = await FakeAsterisk.connect(server.port, request_block())
+            try:
+                await fake.expect("ANSWER", "200 result=0")
+                await fake.expect("GET VARIABLE CHANNEL", "200 result=1 (PJSIP/caller-1)")
+                assert await fake.eof() == b""
+            finally:
+                fake.close()
+            outcome["served"] = server.served
+
+    run_daemon_loop(call())
+    assert outcome == {"name": "PJSIP/caller-1", "served": 1}
+
+
 async def test_health_is_reported() -> None:
     health = HealthReport()
 
@@ -343,34 +375,36 @@ async def test_client_disconnect_mid_command_is_a_hangup(serve: Any) -> None:
     assert "agi.handler_failed" not in events
 
 
-Connected = tuple[AgiChannel, asyncio.StreamReader, FakeAsterisk]
+Connected = tuple[AgiChannel, AgiConnection, FakeAsterisk]
 ChannelPair = Callable[[float | None], Awaitable[Connected]]
 
 
 @pytest.fixture
 async def channel_pair() -> AsyncIterator[ChannelPair]:
-    """An AgiChannel over a real TCP connection, with its reader at hand: a test can hand it
-    the error asyncio's transport would (``StreamReader.set_exception``, what a failed
+    """An AgiChannel over a real TCP connection, with its connection at hand: a test can
+    hand it the error asyncio's transport would (``connection_lost(exc)``, what a failed
     ``recv()`` ends in), which no loopback peer can provoke."""
-    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    accepted: asyncio.Queue[AgiConnection] = asyncio.Queue()
 
-    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await accepted.put((reader, writer))
+    def connection() -> AgiConnection:
+        made = AgiConnection()
+        made.on_made = accepted.put_nowait
+        return made
 
-    listener = await asyncio.start_server(on_connect, "127.0.0.1", 0)
-    writers: list[asyncio.StreamWriter] = []
+    listener = await asyncio.get_running_loop().create_server(connection, "127.0.0.1", 0)
+    connections: list[AgiConnection] = []
 
     async def pair(reply_timeout: float | None) -> Connected:
         fake = await FakeAsterisk.connect(listener.sockets[0].getsockname()[1])
         async with asyncio.timeout(WITHIN):
-            reader, writer = await accepted.get()
-        writers.append(writer)
+            made = await accepted.get()
+        connections.append(made)
         request = parse_request(request_block())
-        return AgiChannel(request, reader, writer, reply_timeout=reply_timeout), reader, fake
+        return AgiChannel(request, made, reply_timeout=reply_timeout), made, fake
 
     yield pair
-    for writer in writers:
-        writer.close()
+    for made in connections:
+        made.close()
     listener.close()
     await listener.wait_closed()
 
@@ -383,19 +417,57 @@ async def test_a_socket_timeout_is_a_lost_connection_not_a_reply_timeout(
     """The kernel giving up on the TCP connection (ETIMEDOUT, a TimeoutError) is the
     connection lost, an AgiHangup, whatever limit the command ran under: neither a bare
     TimeoutError escaping the channel nor an AgiTimeout blaming a silent Asterisk."""
-    channel, reader, fake = await channel_pair(reply_timeout)
+    channel, connection, fake = await channel_pair(reply_timeout)
     if dial:
         command = asyncio.create_task(channel.exec("Dial", "PJSIP/bob", wait=None))
         await fake.expect("EXEC Dial PJSIP/bob")
     else:
         command = asyncio.create_task(channel.get_variable("X"))
         await fake.expect("GET VARIABLE X")
-    reader.set_exception(TimeoutError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT)))
+    connection.connection_lost(TimeoutError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT)))
     with pytest.raises(AgiHangup, match="connection lost"):
         async with asyncio.timeout(WITHIN):
             await command
     assert channel.hung_up
     with pytest.raises(AgiHangup, match="closed"):
+        await channel.verbose("after")
+
+
+async def test_the_reply_limit_runs_from_each_command_not_from_an_earlier_one(
+    channel_pair: ChannelPair,
+) -> None:
+    """A command waits its own reply limit, though an earlier, shorter one has passed
+    meanwhile (one timer per connection, armed for the nearest deadline: past it, a
+    command with a later one goes on waiting)."""
+    channel, _, fake = await channel_pair(0.2)
+    command = asyncio.create_task(channel.get_variable("X"))
+    await fake.expect("GET VARIABLE X", "200 result=1 (y)")
+    assert await command == "y"
+    option = asyncio.create_task(channel.get_option("menu", "1", 5000))
+    await fake.expect("GET OPTION menu 1 5000")
+    # The loop runs its timers in order: GET VARIABLE's deadline has passed when this
+    # sleep ends, GET OPTION's (5.2 s after it was sent) has not.
+    await asyncio.sleep(0.4)
+    fake.writer.write(b"200 result=49 endpos=100\n")
+    async with asyncio.timeout(WITHIN):
+        assert await option == Playback("1", 100)
+
+
+async def test_a_short_reply_limit_after_a_long_one_still_expires(
+    channel_pair: ChannelPair,
+) -> None:
+    channel, _, fake = await channel_pair(0.2)
+    option = asyncio.create_task(channel.get_option("menu", "1", 30000))
+    await fake.expect("GET OPTION menu 1 30000", "200 result=0 endpos=8000")
+    assert await option == Playback(None, 8000)
+    command = asyncio.create_task(channel.get_variable("X"))
+    await fake.expect("GET VARIABLE X")  # and no answer
+    with pytest.raises(
+        AgiTimeout, match=r"^AGI GET VARIABLE: no reply from Asterisk within 0.2 s$"
+    ):
+        async with asyncio.timeout(WITHIN):
+            await command
+    with pytest.raises(AgiError, match="unusable"):
         await channel.verbose("after")
 
 
