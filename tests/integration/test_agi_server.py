@@ -433,6 +433,41 @@ async def test_a_socket_timeout_is_a_lost_connection_not_a_reply_timeout(
         await channel.verbose("after")
 
 
+@pytest.mark.parametrize(
+    "lost",
+    [TimeoutError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT)), ConnectionResetError()],
+)
+async def test_a_connection_lost_while_a_failed_command_waits_for_hangup_is_a_hangup(
+    channel_pair: ChannelPair, monkeypatch: pytest.MonkeyPatch, lost: OSError
+) -> None:
+    """After ``result=-1`` the channel waits for Asterisk's HANGUP notice; the connection
+    dying then is the caller gone (AgiHangup), not a failed command on a broken channel."""
+    monkeypatch.setattr(AgiChannel, "hangup_grace", WITHIN * 4)
+    expecting = asyncio.Event()
+    expect_hangup = AgiChannel._expect_hangup
+
+    async def expect_hangup_noted(self: AgiChannel) -> None:
+        expecting.set()
+        await expect_hangup(self)
+
+    monkeypatch.setattr(AgiChannel, "_expect_hangup", expect_hangup_noted)
+    channel, connection, fake = await channel_pair(None)
+    command = asyncio.create_task(channel.stream_file("hello-world"))
+    await fake.expect('STREAM FILE hello-world ""', "200 result=-1 endpos=0")
+    async with asyncio.timeout(WITHIN):
+        await expecting.wait()  # the -1 was read: the channel waits for the notice
+
+    async def waiting_for_the_notice() -> bool | None:
+        return connection.waiting or None
+
+    await eventually(waiting_for_the_notice, within=WITHIN, what="the grace wait")
+    connection.connection_lost(lost)
+    with pytest.raises(AgiHangup):
+        async with asyncio.timeout(WITHIN):
+            await command
+    assert channel.hung_up
+
+
 async def test_the_reply_limit_runs_from_each_command_not_from_an_earlier_one(
     channel_pair: ChannelPair,
 ) -> None:

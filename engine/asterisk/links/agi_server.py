@@ -188,9 +188,9 @@ class AgiConnection(asyncio.Protocol):
         return None if self.transport is None else self.transport.get_extra_info("peername")
 
     @property
-    def closing(self) -> bool:
-        """EOF or an error seen, or the transport closed: nothing more will be read."""
-        return self._eof or self.transport is None or self.transport.is_closing()
+    def waiting(self) -> bool:
+        """A read is waiting for data that has not come."""
+        return self._waiter is not None and not self._waiter.done()
 
     def close(self) -> None:
         self._cancel_timer()
@@ -449,7 +449,10 @@ class AgiChannel:
             raw = await self._connection.readline(self._loop.time() + self.hangup_grace)
         except _Expired:  # no whole line within the grace: nothing consumed
             return
-        except (ValueError, OSError) as exc:
+        except OSError:  # the connection is gone (reset, the socket's timeout): hung up
+            self._lost()
+            return
+        except ValueError as exc:
             self._broken = f"unreadable after a failed command: {exc!r}"
             return
         if not raw.endswith(b"\n"):
@@ -687,6 +690,15 @@ class AgiServer(Lifecycle):
         return connection
 
     def _on_connect(self, connection: AgiConnection) -> None:
+        # runs in the transport's connection_made, as a loop callback: a bug here must
+        # still close the connection (nothing else would serve or count it)
+        try:
+            self._take(connection)
+        except Exception:
+            log.exception("agi.connection_crashed", peer=connection.peer)
+            connection.close()
+
+    def _take(self, connection: AgiConnection) -> None:
         if not self.is_open:
             connection.close()
             return
