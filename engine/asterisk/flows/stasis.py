@@ -37,7 +37,7 @@ from engine.asterisk.flows.click_to_call import ClickToCall
 from engine.asterisk.flows.hangup_records import HangupRecords
 from engine.asterisk.flows.ivr_ari import AriIvr
 from engine.asterisk.flows.resync import Resync
-from engine.asterisk.links.ari import AriClient, AriEventLink
+from engine.asterisk.links.ari import AriClient, AriEventLink, AriNotFound
 from engine.asterisk.links.ari_router import AriEventRouter
 from engine.config.settings import CallSettings, QualitySettings
 from engine.errors import AriError
@@ -175,6 +175,11 @@ class StasisApp(Lifecycle):
         try:
             async with asyncio.timeout(FILTER_TIMEOUT_S):
                 await self._ari.filter_events(None if unfiltered else self.router.event_types)
+        except AriNotFound:
+            # no such app in Asterisk: at close, it went with our socket (no channel kept
+            # it), and its filter with it
+            if not unfiltered:
+                log.warning("stasis.events_unfiltered", error="the app is not registered")
         except (AriError, TimeoutError) as exc:
             log.warning("stasis.events_unfiltered", error=str(exc) or repr(exc))
 
