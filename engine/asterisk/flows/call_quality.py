@@ -344,10 +344,6 @@ class QualityWriter(Lifecycle):
                 if tenant is not None:
                     row = self._row(tenant, channel, leg, quality, final=final, raw=raw)
                     rows.append((leg, row))
-            # in session order, as the journal writes its sessions (a 1,000-call run saw the
-            # two deadlock while the journal's upsert locked its rows FOR UPDATE; it no
-            # longer does, engine/store/journal.py _KEY_COLUMNS)
-            rows.sort(key=lambda measured_row: measured_row[1].session_id)
             # a session born in the journal may still wait for its first batch: its row
             # must be in PostgreSQL before a row that refers to it
             await self._store.journal.created({row.session_id for _, row in rows})
