@@ -239,7 +239,7 @@ class IvrCallRecord:
         if self.book is not None and menu is not None and key is not None:
             option_id = self.book.option_ids.get((menu, key))
         # the session may still be queued in the write-behind journal: the row refers to it
-        await self.store.journal.flush()
+        await self.store.journal.created([session.id])
         transfer = await self.store.transfers.create(
             NewTransfer(
                 tenant_id=session.tenant_id,
@@ -330,7 +330,7 @@ class IvrCallRecord:
         took meanwhile is left out (none left: the attempt fails, saying who was busy)."""
         if attempt.rule_id is not None and attempt.targets:
             session = self.stored_session()
-            await self.store.journal.flush()  # the log rows refer to the session
+            await self.store.journal.created([session.id])  # the log rows refer to it
             taken, kept = await self.agents.offered(session.tenant_id, attempt.targets, session.id)
             if kept:
                 busy = ", ".join(f"{agent} ({state})" for agent, state in kept.items())

@@ -27,7 +27,9 @@ What holds:
 - Readers in this process see live sessions from memory: the journal is their owner
   (:class:`~engine.store.ownership.SessionOwnership`) and answers ``get``/``by_id``;
   listings and stats read PostgreSQL and may lag by up to ``interval``. Code that writes a
-  row referring to a live session outside the journal first awaits :meth:`flush`.
+  row referring to a live session outside the journal first awaits :meth:`created` (the
+  session's row is in PostgreSQL), or :meth:`flush` when the row must also come after
+  every fact of the session so far.
 - One owner: a session is owned by the process that opened it (single engine per database
   for now, as the event bus already assumes).
 
