@@ -1,39 +1,68 @@
-"""Each party of a benchmark in its own CPU cgroup, as systemd runs services.
+"""Each party of a benchmark in its own CPU cgroup, weighted as systemd runs the services.
 
-Why: on a PBX host, Asterisk and the engine are two systemd services, and systemd gives each
-service its own cgroup with the same CPU weight: under contention the engine's one event
-loop gets a service's share, not one thread's share against Asterisk's hundreds of channel
-threads. Run as plain processes in one pool (as the bench does by default), the engine
-waits behind every runnable Asterisk thread and callers hear that. The phones (SIPp) are
-not on a real PBX at all, so they get a group of their own too, as does the bench process
-itself (it runs the bare programs). ``ServiceGroups`` makes ``ctc-bench/<name>`` groups with
-equal weight and moves processes into them; leaving it moves everything back to the root
-group and removes the groups.
+Why: on a PBX host, Asterisk, PostgreSQL and the engine are systemd services, and systemd
+gives each service its own cgroup with the unit's ``CPUWeight=`` (100 unless the unit says
+otherwise; ``config/ctc-engine.service`` says 200 for the engine): under contention the
+engine's one event loop gets its service's share, not one thread's share against
+Asterisk's hundreds of channel threads. Run as plain processes in one pool (as the bench
+does by default), the engine waits behind every runnable Asterisk thread and callers hear
+that; and a PostgreSQL left in the root group competes with the services process by
+process. The phones (SIPp) are not on a real PBX at all, so they get a group of their own
+too, as does the bench process itself (it runs the bare programs, which stand in for the
+engine and so get its weight). ``ServiceGroups`` makes ``ctc-bench/<name>`` groups with
+the given weights and moves processes into them; leaving it moves every process back to
+the group it came from (a process forked inside a group, such as a PostgreSQL backend,
+goes where the group's first process came from) and removes the groups.
 
-cgroup v1 (``/sys/fs/cgroup/cpu``) or v2 (``/sys/fs/cgroup`` with the ``cpu`` controller);
-root only.
+cgroup v1 (``/sys/fs/cgroup/cpu``, ``cpu.shares`` = weight x 1024 / 100) or v2
+(``/sys/fs/cgroup`` with the ``cpu`` controller, ``cpu.weight``); root only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["ServiceGroups"]
+__all__ = ["DEFAULT_WEIGHT", "ServiceGroups", "children_of", "parent_of", "unit_cpu_weight"]
 
 _V1 = Path("/sys/fs/cgroup/cpu")
 _V2 = Path("/sys/fs/cgroup")
+DEFAULT_WEIGHT = 100  # systemd's CPUWeight= when a unit sets none
+
+
+def unit_cpu_weight(unit: Path) -> int:
+    """The ``CPUWeight=`` a systemd unit file sets (systemd's default when it sets none)."""
+    found = re.search(r"^CPUWeight=(\d+)\s*$", unit.read_text(), re.MULTILINE)
+    return int(found[1]) if found else DEFAULT_WEIGHT
+
+
+def parent_of(pid: int) -> int:
+    """The parent process of ``pid``."""
+    # the command may hold spaces and parentheses: the ppid follows the last ")"
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` now."""
+    out = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):  # it may have exited meanwhile
+            if parent_of(int(proc.name)) == pid:
+                out.append(int(proc.name))
+    return out
 
 
 class ServiceGroups:
-    """CPU cgroups ``ctc-bench/<name>`` for ``names``, equal weight; a context manager."""
+    """CPU cgroups ``ctc-bench/<name>``, one per entry of ``weights`` (systemd's
+    ``CPUWeight=`` scale, 1-10000); a context manager."""
 
-    def __init__(self, *names: str) -> None:
-        self.names = names
+    def __init__(self, weights: Mapping[str, int]) -> None:
+        self.weights = dict(weights)
         if (_V1 / "cgroup.procs").exists():
             self._root = _V1
         elif "cpu" in (_V2 / "cgroup.controllers").read_text(errors="replace").split():
@@ -41,19 +70,36 @@ class ServiceGroups:
         else:
             raise RuntimeError("no CPU cgroup controller (v1 /sys/fs/cgroup/cpu or v2 cpu)")
         self._base = self._root / "ctc-bench"
+        self._origins: dict[int, Path] = {}  # pid moved -> the group it came from
+        self._group_origins: dict[str, Path] = {}  # group -> its first process's origin
 
     def __enter__(self) -> Self:
         self._release()  # what a run killed before it could leave left behind
         self._base.mkdir(exist_ok=True)
         if self._root is _V2:
             (self._base / "cgroup.subtree_control").write_text("+cpu")
-        for name in self.names:
-            (self._base / name).mkdir(exist_ok=True)
+        for name, weight in self.weights.items():
+            group = self._base / name
+            group.mkdir(exist_ok=True)
+            if self._root is _V2:
+                (group / "cpu.weight").write_text(str(weight))
+            else:
+                (group / "cpu.shares").write_text(str(max(2, weight * 1024 // 100)))
         return self
 
     def move(self, name: str, pid: int) -> None:
-        """Process ``pid`` (all its threads) into group ``name``."""
+        """Process ``pid`` (all its threads) into group ``name``; it goes back where it
+        came from when the groups are left."""
+        origin = self._origins.setdefault(pid, self._group_of(pid))
+        self._group_origins.setdefault(name, origin)
         (self._base / name / "cgroup.procs").write_text(str(pid))
+
+    def move_tree(self, name: str, pid: int) -> None:
+        """``pid`` and its children of now into group ``name`` (a server's workers; the
+        ones it forks later are born in the group)."""
+        for each in [pid, *children_of(pid)]:
+            with contextlib.suppress(ProcessLookupError):  # a child that exited meanwhile
+                self.move(name, each)
 
     def mover(self, name: str) -> Callable[[int], None]:
         """``move`` into group ``name``, as a callable of the pid."""
@@ -64,15 +110,29 @@ class ServiceGroups:
     ) -> None:
         self._release()
 
+    def _group_of(self, pid: int) -> Path:
+        """The group of this hierarchy that ``pid`` is in now."""
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            names = controllers.split(",")
+            if (self._root is _V2 and controllers == "") or (self._root is _V1 and "cpu" in names):
+                return self._root / path.lstrip("/")
+        return self._root
+
     def _release(self) -> None:
-        """Every process back in the root group; the groups removed."""
+        """Every process back in the group it came from (one born in a group: where the
+        group's first process came from; else the root group); the groups removed."""
         if not self._base.is_dir():
             return
         for group in [g for g in self._base.iterdir() if g.is_dir()]:
             with contextlib.suppress(OSError):
                 for pid in (group / "cgroup.procs").read_text().split():
+                    born_here = self._group_origins.get(group.name, self._root)
+                    origin = self._origins.get(int(pid), born_here)
+                    if not (origin / "cgroup.procs").exists():
+                        origin = self._root
                     with contextlib.suppress(OSError):  # it may have exited meanwhile
-                        (self._root / "cgroup.procs").write_text(pid)
+                        (origin / "cgroup.procs").write_text(pid)
                 os.rmdir(group)
         with contextlib.suppress(OSError):
             os.rmdir(self._base)

@@ -31,9 +31,11 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import os
 import re
 import shutil
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +43,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.baselines import BareAgiServer, BareAriApp
-from bench.cgroups import ServiceGroups
+from bench.cgroups import DEFAULT_WEIGHT, ServiceGroups, parent_of, unit_cpu_weight
 from bench.originate import cpu_seconds, cpu_times, start_engine, workdir
 from engine.devtools.databases import create_database, drop_database
 from engine.devtools.dtmf_caller import caller_csv, caller_scenario
@@ -200,8 +202,17 @@ async def main() -> None:
     parser.add_argument(
         "--cgroups",
         action="store_true",
-        help="Asterisk, the engine, this process and SIPp each in a CPU cgroup of equal "
-        "weight, as systemd runs Asterisk and the engine as services (bench/cgroups.py)",
+        help="Asterisk, PostgreSQL, the engine, this process (the bare programs) and SIPp "
+        "each in a CPU cgroup, weighted as systemd runs the services: the engine and the "
+        "bare programs at config/ctc-engine.service's CPUWeight=, the others at systemd's "
+        "default (bench/cgroups.py)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each rate's doors this many times, alternating; the table gives medians "
+        "(a 2-core box shared by Asterisk, PostgreSQL and SIPp varies a lot from run to run)",
     )
     parser.add_argument(
         "--keep",
@@ -226,8 +237,11 @@ async def main() -> None:
                 with contextlib.ExitStack() as stack:
                     phones: Callable[[int], None] = _nothing
                     if args.cgroups:
-                        groups = stack.enter_context(ServiceGroups(*_GROUPS))
+                        groups = stack.enter_context(ServiceGroups(_weights()))
                         groups.move("asterisk", asterisk)
+                        # PostgreSQL's server: the parent of this connection's backend
+                        backend = int(await db.fetchval("SELECT pg_backend_pid()"))
+                        groups.move_tree("postgres", parent_of(backend))
                         groups.move("engine", proc.pid)
                         groups.move("bench", os.getpid())
                         phones = groups.mover("phones")
@@ -258,16 +272,28 @@ async def _table(
         for caller in args.callers.split(","):
             for rate in (int(r) for r in args.rates.split(",")):
                 calls = max(1, round(rate * args.seconds))
-                for door in args.doors.split(","):
-                    rows.append(await run.row(caller, door, rate, calls))
+                for _ in range(args.repeat):  # the doors alternate: a slow minute hits all
+                    for door in args.doors.split(","):
+                        rows.append(await run.row(caller, door, rate, calls))
     return rows
 
 
 def _print(args: argparse.Namespace, rows: list[Row]) -> None:
+    pool = "one CPU pool"
+    if args.cgroups:
+        pool = "service cgroups, CPU weights " + ", ".join(
+            f"{name} {weight}" for name, weight in _weights().items()
+        )
+    if args.repeat > 1:
+        runs: dict[tuple[str, str, int], list[Row]] = {}
+        for row in rows:
+            runs.setdefault((row.caller, row.door, row.rate), []).append(row)
+        rows = [Row.median(each) for each in runs.values()]
     print(
-        f"\n2-level IVR, {args.seconds:g} s of calls per row, SIPp callers with RFC 2833 DTMF, "
-        f"engine nice {args.engine_nice}, "
-        f"{'service cgroups' if args.cgroups else 'one CPU pool'}; answer = INVITE -> 200 OK"
+        f"\n2-level IVR, {args.seconds:g} s of calls per row"
+        f"{f' (median of {args.repeat} runs; answer times of all)' if args.repeat > 1 else ''}, "
+        f"SIPp callers with RFC 2833 DTMF, engine nice {args.engine_nice}, {pool}; "
+        "answer = INVITE -> 200 OK"
     )
     print(
         f"{'caller':<9} {'door':<9} {'offered/s':>9} {'ok':>5} {'failed':>6} {'walked':>6} "
@@ -279,8 +305,21 @@ def _print(args: argparse.Namespace, rows: list[Row]) -> None:
         print(row.line())
 
 
-# bench/cgroups.py groups: Asterisk, the engine, this process (the bare programs), SIPp
-_GROUPS = ("asterisk", "engine", "bench", "phones")
+ENGINE_UNIT = Path(__file__).resolve().parent.parent / "config/ctc-engine.service"
+
+
+def _weights() -> dict[str, int]:
+    """bench/cgroups.py groups and their CPU weights: the engine's unit's for the engine
+    and for this process (its bare programs stand in for the engine), systemd's default
+    for Asterisk's and PostgreSQL's services; SIPp (the phones) at the default too."""
+    engine = unit_cpu_weight(ENGINE_UNIT)
+    return {
+        "asterisk": DEFAULT_WEIGHT,
+        "postgres": DEFAULT_WEIGHT,
+        "engine": engine,
+        "bench": engine,
+        "phones": DEFAULT_WEIGHT,
+    }
 
 
 def _nothing(pid: int) -> None:
@@ -305,6 +344,28 @@ class Row:
     sys_ms: float | None
     pbx_ms: float
     loop: LoopStats | None  # None: not the engine's door
+
+    @classmethod
+    def median(cls, runs: list[Row]) -> Row:
+        """One row for repeated runs of the same caller, door and rate: each count and
+        figure the median of the runs', the answer times pooled over every run's calls,
+        the loop counters those of the run of median CPU."""
+        first = runs[0]
+        by_cpu = sorted(runs, key=lambda r: (r.user_ms or 0) + (r.sys_ms or 0))
+        return cls(
+            first.caller,
+            first.door,
+            first.rate,
+            round(statistics.median(r.ok for r in runs)),
+            round(statistics.median(r.failed for r in runs)),
+            None if first.walked is None else round(statistics.median(r.walked or 0 for r in runs)),
+            statistics.median(r.calls_per_s for r in runs),
+            [ms for r in runs for ms in r.answer_ms],
+            None if first.user_ms is None else statistics.median(r.user_ms or 0 for r in runs),
+            None if first.sys_ms is None else statistics.median(r.sys_ms or 0 for r in runs),
+            statistics.median(r.pbx_ms for r in runs),
+            by_cpu[len(by_cpu) // 2].loop,
+        )
 
     def line(self) -> str:
         cpu = "-"
@@ -378,6 +439,10 @@ class _Run:
 
     async def row(self, caller: str, door: str, rate: int, calls: int) -> Row:
         work = self.tmp / f"{caller}-{door}-{rate}"
+        for run in itertools.count(2):  # a repeated row: -2, -3...
+            if not work.exists():
+                break
+            work = self.tmp / f"{caller}-{door}-{rate}-{run}"
         work.mkdir()
         program = self.bare.get(door)
         # the engine's CPU, or this process's for a bare door (it runs here)
