@@ -72,7 +72,7 @@ class BareAgiServer:
         try:
             while (await reader.readline()).strip():  # the agi_* environment
                 pass
-            await command("ANSWER")
+            await command("EXEC Answer ,i")
             key = await command("STREAM FILE hello-world 1")
             if key == 0:
                 key = await command("WAIT FOR DIGIT 5000")

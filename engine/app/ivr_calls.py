@@ -135,9 +135,8 @@ class IvrCallRecord:
             raise RuntimeError(f"IVR call on {self.channel_id} used before store_session()")
         return self.book
 
-    async def answered(self, menu: str, *, answered_at: float | None = None) -> None:
-        """The caller's channel is answered; ``answered_at`` (monotonic): when the door
-        asked for it, where the door's reply comes later than the answer itself."""
+    async def answered(self, menu: str) -> None:
+        """The caller's channel is answered."""
         session = self.stored_session()
         self.session, _ = await self.store.sessions.transition(
             session.tenant_id,
@@ -147,8 +146,7 @@ class IvrCallRecord:
             payload={"menu": menu, "channel_id": self.channel_id},
         )
         if self._metrics is not None:
-            at = time.monotonic() if answered_at is None else answered_at
-            self._metrics.answer.observe(at - self.arrived)
+            self._metrics.answer.observe(time.monotonic() - self.arrived)
         self.log.info("ivr.entered", menu=menu)
 
     async def note(self, event_type: CallEventType, payload: dict[str, Any]) -> None:

@@ -132,3 +132,31 @@ async def test_past_capacity_a_new_caller_is_handed_back_and_the_caller_in_the_m
     )
     assert stored == 1  # the caller handed back is no call of the engine's
     assert engine.ivr_admission.in_progress == 0
+
+
+@pytest.mark.parametrize("door", sorted(DOORS))
+async def test_a_caller_who_sends_no_audio_is_answered_at_once(
+    engine: Engine,
+    sipp_phone: Callable[..., SippPhone],
+    tmp_path: Path,
+    door: str,
+) -> None:
+    # a phone with silence suppression sends no media; this one hangs up 0.2 s after the
+    # answer. AGI's own ANSWER would still be waiting for its first media frame then (up
+    # to 500 ms), so the caller would never have reached the menu
+    csv = tmp_path / "caller.csv"
+    csv.write_text("SEQUENTIAL\n0;400;bye;200;\n")
+    watch = CallWatcher(engine)
+    phone = sipp_phone(
+        str(CALLER_SCENARIO),
+        port=CALLER_PORT,
+        calls=1,
+        extra_args=("-s", DOORS[door], "-inf", str(csv), "127.0.0.1:5060"),
+    )
+    with phone:
+        created = await watch.until_event("session.created", within=20)
+        watch.session_id = created.session_id
+        assert await phone.wait_async(40) == 0, phone.report()
+    await watch.until("completed", "failed", "canceled", within=20)
+    assert ("ivr.answered", "connected") in watch.trail(), watch.trail()
+    assert (await watch.session()).end_reason == "caller hung up"

@@ -177,7 +177,7 @@ async def test_a_whole_call(serve: Any) -> None:
 
     server, recorder = await serve(ivr)
     fake = await FakeAsterisk.connect(server.port, request_block())
-    await fake.expect("ANSWER", "200 result=0")
+    await fake.expect("EXEC Answer ,i", "200 result=0")
     await fake.expect("STREAM FILE welcome 12#", "200 result=49 endpos=4000")
     await fake.expect('STREAM FILE welcome "" 1234', "200 result=0 endpos=16000")
     await fake.expect("GET DATA enter-number 5000 4", "200 result=12 (timeout)")
@@ -234,7 +234,7 @@ def test_a_whole_call_on_the_daemons_loop() -> None:
         async with AgiServer("127.0.0.1", 0, ivr, reply_timeout=WITHIN) as server:
             fake = await FakeAsterisk.connect(server.port, request_block())
             try:
-                await fake.expect("ANSWER", "200 result=0")
+                await fake.expect("EXEC Answer ,i", "200 result=0")
                 await fake.expect("GET VARIABLE CHANNEL", "200 result=1 (PJSIP/caller-1)")
                 assert await fake.eof() == b""
             finally:
@@ -293,7 +293,7 @@ async def _assert_rejected(server: AgiServer, recorder: Recorder, fake: FakeAste
 
 async def _still_serves(server: AgiServer, recorder: Recorder) -> None:
     fake = await FakeAsterisk.connect(server.port, request_block("2.2"))
-    await fake.expect("ANSWER", "200 result=0")
+    await fake.expect("EXEC Answer ,i", "200 result=0")
     assert await fake.eof() == b""
     await recorder.wait()
     assert "2.2" in recorder.outcomes  # the handler ran for the next call
@@ -363,7 +363,7 @@ async def test_client_disconnect_mid_command_is_a_hangup(serve: Any) -> None:
     server, recorder = await serve(ivr)
     with structlog.testing.capture_logs() as logs:
         fake = await FakeAsterisk.connect(server.port, request_block())
-        await fake.expect("ANSWER", "200 result=0")
+        await fake.expect("EXEC Answer ,i", "200 result=0")
         await fake.expect('STREAM FILE long-prompt ""')  # read the command, then vanish
         fake.close()
         await recorder.wait()
@@ -600,7 +600,7 @@ async def test_garbage_response_fails_the_call_only(serve: Any) -> None:
     server, recorder = await serve(ivr)
     with structlog.testing.capture_logs() as logs:
         fake = await FakeAsterisk.connect(server.port, request_block())
-        await fake.expect("ANSWER", "this is not AGI")
+        await fake.expect("EXEC Answer ,i", "this is not AGI")
         assert await fake.eof() == b""
         await recorder.wait()
     assert isinstance(recorder.outcomes["1700000000.1"], AgiError)
@@ -618,7 +618,7 @@ async def test_handler_exception_is_logged_with_the_call_id(serve: Any) -> None:
     server, recorder = await serve(ivr)
     with structlog.testing.capture_logs() as logs:
         fake = await FakeAsterisk.connect(server.port, request_block("9.9"))
-        await fake.expect("ANSWER", "200 result=0")
+        await fake.expect("EXEC Answer ,i", "200 result=0")
         assert await fake.eof() == b""  # closed cleanly: Asterisk continues the dialplan
         await recorder.wait()
     failed = [e for e in logs if e["event"] == "agi.handler_failed"]
@@ -639,7 +639,7 @@ async def test_injection_is_refused_before_sending(serve: Any) -> None:
 
     server, recorder = await serve(ivr)
     fake = await FakeAsterisk.connect(server.port, request_block())
-    await fake.expect("ANSWER", "200 result=0")  # the first line it sent is ANSWER
+    await fake.expect("EXEC Answer ,i", "200 result=0")  # the first line it sent is the answer
     assert await fake.eof() == b""
     await recorder.wait()
     assert recorder.outcomes["1700000000.1"] == "ok"
@@ -669,7 +669,7 @@ async def test_fifty_concurrent_calls(serve: Any) -> None:
     async def call(i: int) -> bytes:
         uid = f"1700000000.{i}"
         fake = await FakeAsterisk.connect(server.port, request_block(uid))
-        await fake.expect("ANSWER", "200 result=0")
+        await fake.expect("EXEC Answer ,i", "200 result=0")
         await fake.expect("GET VARIABLE WHO", f"200 result=1 ({uid})")
         return await fake.eof()
 

@@ -2,16 +2,18 @@
 interpreter as the Stasis door (:mod:`engine.asterisk.flows.ivr_ari`; the same names for
 the same jobs: :class:`AgiIvr` is the door, :class:`AgiIvrCall` one caller).
 
-AGI is one command at a time, so the loop is simple: carry out a step's commands; a prompt
-is played with ``STREAM FILE`` and its escape digits (the caller barges in by pressing a
-key), an armed timer becomes ``WAIT FOR DIGIT``; whichever answer comes back is the next
-event. A key pressed while no command runs is lost (Asterisk reads nothing ahead either),
-so waits are folded into the command before them where Asterisk allows: a prompt and its
-input wait are one ``GET OPTION``, and the rest of a multi-digit input (an account number
-ending in ``#``, a fixed-length code) is one ``GET DATA`` instead of a ``WAIT FOR DIGIT``
-per key; its digits then reach the interpreter one by one, as if typed between commands.
-A transfer is ``Dial`` from the caller's channel (``DIALSTATUS`` says whether it was
-answered); a message is ``RECORD FILE``.
+The call is answered raw (``EXEC Answer ,i``, as ARI answers): AGI's ``ANSWER`` would wait
+for the caller's first media frame, and a first key that ended that wait could be over
+before the next command ran. AGI is one command at a time, so the loop is simple: carry out
+a step's commands; a prompt is played with ``STREAM FILE`` and its escape digits (the
+caller barges in by pressing a key), an armed timer becomes ``WAIT FOR DIGIT``; whichever
+answer comes back is the next event. A key pressed while no command runs is lost (Asterisk
+reads nothing ahead either), so waits are folded into the command before them where
+Asterisk allows: a prompt and its input wait are one ``GET OPTION``, and the rest of a
+multi-digit input (an account number ending in ``#``, a fixed-length code) is one ``GET
+DATA`` instead of a ``WAIT FOR DIGIT`` per key; its digits then reach the interpreter one
+by one, as if typed between commands. A transfer is ``Dial`` from the caller's channel
+(``DIALSTATUS`` says whether it was answered); a message is ``RECORD FILE``.
 
 Quality (with ``quality``: the engine measures calls): FastAGI has no event socket, so
 this door reads the caller's leg itself, ``GET VARIABLE CHANNEL(rtcp,all)`` when the IVR
@@ -232,12 +234,10 @@ class AgiIvrCall:
     async def run(self) -> None:
         request = self.channel.request
         book = self.record.menus()
-        # the answer goes out as Asterisk reads ANSWER; its reply waits up to 500 ms more
-        # for the caller's first media frame (__ast_answer), so the answer latency counts
-        # to the command sent
-        asked = time.monotonic()
+        # a raw answer (AgiChannel.answer): the first prompt starts at once, so no key the
+        # caller presses after hearing the answer can fall before the first GET OPTION
         await self.channel.answer()
-        await self.record.answered(self.menu, answered_at=asked)
+        await self.record.answered(self.menu)
         self.state = IvrState(variables={"caller": request.callerid or ""})
         event: Event | None = Entered(self.menu)
         while event is not None:

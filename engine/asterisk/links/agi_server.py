@@ -369,14 +369,15 @@ class AgiChannel:
         self, verb: str, what: str, *args: str | int, wait: float = 0.0
     ) -> AgiResponse:
         """A command whose ``result=-1`` means it failed or the caller hung up: which of
-        the two is decided by whether ``HANGUP`` follows (AgiHangup) or not."""
+        the two is decided by whether ``HANGUP`` follows (AgiHangup) or not. ``what``
+        names it in every error (``STREAM FILE hello-world``, ``EXEC Answer``)."""
         data = encode_command(verb, *args)
         async with self._lock:
-            response = await self._exchange(verb, data, wait)
+            response = await self._exchange(what, data, wait)
             failed = response.code == 200 and response.result.startswith("-")
             if failed and not self.hung_up:
                 await self._expect_hangup()
-        self._checked(verb, response)
+        self._checked(what, response)
         if failed:
             if self.hung_up:
                 raise AgiHangup(f"AGI {what}: the channel hung up")
@@ -465,7 +466,13 @@ class AgiChannel:
     # -- typed commands -----------------------------------------------------------------------
 
     async def answer(self) -> None:
-        await self._media("ANSWER", "ANSWER")
+        """Answer the channel without waiting for the caller's media (``Answer``'s ``i``
+        option, Asterisk 18+; as ARI's answer). AGI's own ``ANSWER`` replies only once the
+        caller's first media frame came or 500 ms passed: a caller who sends no audio
+        (silence suppression, or a key pressed at once) waits that long for the first
+        prompt, and a first key whose start ended that wait could end before the next
+        command ran, between two commands, where Asterisk drops it."""
+        await self._media("EXEC", "EXEC Answer", "Answer", ",i")
 
     async def stream_file(
         self, name: str, escape_digits: str = "", *, offset: int | None = None
