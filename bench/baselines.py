@@ -32,6 +32,7 @@ from typing import Any, Self
 
 import aiohttp
 
+from engine.asterisk.links.agi_server import LISTEN_BACKLOG
 from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER
 
 __all__ = ["BareAgiServer", "BareAriApp", "BareClickToCall"]
@@ -46,7 +47,12 @@ class BareAgiServer:
         self.walked = 0  # calls that reached the "#"
 
     async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(
+            self._serve,
+            "127.0.0.1",
+            self.port,
+            backlog=LISTEN_BACKLOG,  # as the engine's
+        )
         return self
 
     async def __aexit__(

@@ -8,9 +8,11 @@ the sandbox, see tests/e2e/test_agi_sandbox.py). Every wait is bounded; nothing 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -643,6 +645,38 @@ async def test_injection_is_refused_before_sending(serve: Any) -> None:
     assert await fake.eof() == b""
     await recorder.wait()
     assert recorder.outcomes["1700000000.1"] == "ok"
+
+
+def _somaxconn() -> int:
+    with open("/proc/sys/net/core/somaxconn") as limit:
+        return int(limit.read())
+
+
+async def test_a_burst_of_callers_waits_in_the_listen_backlog_while_the_loop_is_busy(
+    serve: Any,
+) -> None:
+    # the kernel completes connections while the loop is busy, up to the listen backlog;
+    # past it a caller's SYN is dropped and retried after 1 s, and Asterisk gives up a
+    # FastAGI connect after 2 s (asyncio's default backlog of 100 lost callers at 160/s)
+    async def ivr(channel: AgiChannel) -> None:
+        await channel.hangup()
+
+    server, _ = await serve(ivr)
+    burst = min(300, _somaxconn())  # the kernel caps the backlog there
+
+    def connect(_: int) -> bool:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)  # a dropped SYN is not retried within it
+            try:
+                sock.connect(("127.0.0.1", server.port))
+            except OSError:
+                return False
+            return True
+
+    # run here, synchronously: the loop is busy and accepts nothing meanwhile
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        connected = list(pool.map(connect, range(burst)))
+    assert sum(connected) == burst
 
 
 # ----------------------------------------------------------------------------- many and shutdown
