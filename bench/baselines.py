@@ -32,8 +32,8 @@ from typing import Any, Self
 
 import aiohttp
 
-from engine.asterisk.links.agi_server import LISTEN_BACKLOG
 from engine.devtools.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER
+from engine.listening import LISTEN_BACKLOG
 
 __all__ = ["BareAgiServer", "BareAriApp", "BareClickToCall"]
 

@@ -62,6 +62,7 @@ from engine.errors import (
     SecretsError,
 )
 from engine.lifecycle import Lifecycle
+from engine.listening import LISTEN_BACKLOG
 from engine.store.records import Tenant
 
 __all__ = ["ApiServer", "build_app", "openapi_document"]
@@ -293,7 +294,7 @@ class ApiServer(Lifecycle):
         sock = bind_unix_socket(path, self._socket_mode)
         self._bound = True
         try:
-            await web.SockSite(runner, sock).start()
+            await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
         except OSError as exc:
             sock.close()
             raise CtcError(f"cannot listen on {path}: {exc.strerror}") from exc
@@ -313,7 +314,7 @@ class ApiServer(Lifecycle):
         await runner.setup()
         self._runners.append(runner)
         try:
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG).start()
         except OSError as exc:
             raise CtcError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
         log.info("api.listening", host=host, port=self.tcp_port)

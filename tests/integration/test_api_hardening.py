@@ -8,8 +8,10 @@ strict UTF-8, bounded JSON nesting, then text and numbers PostgreSQL can store.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -684,3 +686,37 @@ async def test_a_sip_trunk_with_a_bad_config_is_422_naming_the_config_field(
     )
     assert status == 201, body
     assert body["config"]["match_prefixes"] == ["+91"]
+
+
+def _somaxconn() -> int:
+    with open("/proc/sys/net/core/somaxconn") as limit:
+        return int(limit.read())
+
+
+@pytest.mark.parametrize("listener", ["unix", "tcp"])
+async def test_a_burst_of_clients_waits_in_the_listen_backlog_while_the_loop_is_busy(
+    api_engine: Engine, listener: str
+) -> None:
+    # an ERP's burst comes while the one loop is busy: past aiohttp's backlog of 128 a
+    # Unix-socket client's connect fails at once, a TCP client's SYN waits 1 s for a retry
+    api = api_engine.settings.api
+    family, address = (
+        (socket.AF_UNIX, str(api.socket))
+        if listener == "unix"
+        else (socket.AF_INET, ("127.0.0.1", api.tcp.port))
+    )
+    burst = min(300, _somaxconn())  # the kernel caps the backlog there
+
+    def connect(_: int) -> bool:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)  # a dropped SYN is not retried within it
+            try:
+                sock.connect(address)
+            except OSError:
+                return False
+            return True
+
+    # run here, synchronously: the loop is busy and accepts nothing meanwhile
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        connected = list(pool.map(connect, range(burst)))
+    assert sum(connected) == burst

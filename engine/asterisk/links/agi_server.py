@@ -80,10 +80,10 @@ from engine.config.settings import AgiSettings
 from engine.errors import AgiError
 from engine.health import HealthReport, State
 from engine.lifecycle import Lifecycle
+from engine.listening import LISTEN_BACKLOG
 from engine.metrics import Metrics, count_agi_refused
 
 __all__ = [
-    "LISTEN_BACKLOG",
     "AgiChannel",
     "AgiConnection",
     "AgiHandler",
@@ -571,13 +571,6 @@ class AgiChannel:
 # Descriptors kept for everything but FastAGI connections: the database pool, ARI and AMI
 # links, the API's clients and listeners, log files.
 _RESERVED_FDS = 256
-
-# Connections the kernel completes while the loop is not accepting (a burst of callers, the
-# loop busy or waiting for a CPU). Past the queue, a SYN is dropped and retried after 1 s,
-# and Asterisk gives a FastAGI connect 2 s (MAX_AGI_CONNECT) before it goes on with the
-# dialplan without the IVR: asyncio's default of 100 lost callers at 160 calls/s on 2
-# cores. The kernel caps it at net.core.somaxconn (4096 by default).
-LISTEN_BACKLOG = 4096
 
 
 def connection_cap() -> int:
