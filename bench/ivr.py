@@ -44,7 +44,14 @@ import aiohttp
 
 from bench.baselines import BareAgiServer, BareAriApp
 from bench.cgroups import DEFAULT_WEIGHT, ServiceGroups, parent_of, unit_cpu_weight
-from bench.originate import cpu_seconds, cpu_times, start_engine, workdir
+from bench.originate import (
+    cpu_seconds,
+    cpu_times,
+    start_engine,
+    tree_cpu,
+    tree_cpu_since,
+    workdir,
+)
 from engine.devtools.databases import create_database, drop_database
 from engine.devtools.dtmf_caller import caller_csv, caller_scenario
 from engine.devtools.sandbox import DIALPLAN_DIR, Sandbox
@@ -234,18 +241,19 @@ async def main() -> None:
                 os.setpriority(os.PRIO_PROCESS, proc.pid, args.engine_nice)
             db = await Database(db_url).start()
             try:
+                # PostgreSQL's server: the parent of this connection's backend
+                postgres = parent_of(int(await db.fetchval("SELECT pg_backend_pid()")))
                 with contextlib.ExitStack() as stack:
                     phones: Callable[[int], None] = _nothing
                     if args.cgroups:
                         groups = stack.enter_context(ServiceGroups(_weights()))
                         groups.move("asterisk", asterisk)
-                        # PostgreSQL's server: the parent of this connection's backend
-                        backend = int(await db.fetchval("SELECT pg_backend_pid()"))
-                        groups.move_tree("postgres", parent_of(backend))
+                        groups.move_tree("postgres", postgres)
                         groups.move("engine", proc.pid)
                         groups.move("bench", os.getpid())
                         phones = groups.mover("phones")
-                    rows = await _table(args, db, proc.pid, asterisk, Path(tmp), sock, phones)
+                    pids = _Pids(proc.pid, asterisk, postgres)
+                    rows = await _table(args, db, pids, Path(tmp), sock, phones)
             finally:
                 await db.close()
                 proc.terminate()
@@ -258,8 +266,7 @@ async def main() -> None:
 async def _table(
     args: argparse.Namespace,
     db: Database,
-    engine: int,
-    asterisk: int,
+    pids: _Pids,
     tmp: Path,
     sock: Path,
     phones: Callable[[int], None],
@@ -268,7 +275,7 @@ async def _table(
     rows: list[Row] = []
     async with BareAgiServer() as bare_agi, BareAriApp() as bare_ari:
         bare: dict[str, BareAgiServer | BareAriApp] = {"bare-agi": bare_agi, "bare-ari": bare_ari}
-        run = _Run(db, engine, asterisk, tmp, bare, sock, phones)
+        run = _Run(db, pids, tmp, bare, sock, phones)
         for caller in args.callers.split(","):
             for rate in (int(r) for r in args.rates.split(",")):
                 calls = max(1, round(rate * args.seconds))
@@ -299,6 +306,7 @@ def _print(args: argparse.Namespace, rows: list[Row]) -> None:
         f"{'caller':<9} {'door':<9} {'offered/s':>9} {'ok':>5} {'failed':>6} {'walked':>6} "
         f"{'calls/s':>8} {'answer p50/p99 ms':>18} "
         f"{'Python CPU ms/call (user+sys)':>30} {'Asterisk CPU ms/call':>20} "
+        f"{'PG CPU ms/call':>14} "
         f"{'GC ms/call':>10} {'GC>10ms':>7} {'lag>25ms':>8} {'shed':>5}"
     )
     for row in rows:
@@ -343,6 +351,7 @@ class Row:
     user_ms: float | None  # None: the dialplan door has no Python side
     sys_ms: float | None
     pbx_ms: float
+    pg_ms: float  # PostgreSQL's CPU (the engine's writes; ~0 for the other doors)
     loop: LoopStats | None  # None: not the engine's door
 
     @classmethod
@@ -364,6 +373,7 @@ class Row:
             None if first.user_ms is None else statistics.median(r.user_ms or 0 for r in runs),
             None if first.sys_ms is None else statistics.median(r.sys_ms or 0 for r in runs),
             statistics.median(r.pbx_ms for r in runs),
+            statistics.median(r.pg_ms for r in runs),
             by_cpu[len(by_cpu) // 2].loop,
         )
 
@@ -380,6 +390,7 @@ class Row:
         return (
             f"{self.caller:<9} {self.door:<9} {self.rate:>9} {self.ok:>5} {self.failed:>6} "
             f"{walked:>6} {self.calls_per_s:>8.1f} {answer:>18} {cpu:>30} {self.pbx_ms:>20.2f} "
+            f"{self.pg_ms:>14.2f} "
             f"{loop:>10} {gc_long:>7} {lag:>8} {shed:>5}"
         )
 
@@ -427,11 +438,17 @@ class LoopStats:
         return cls(gc_s, int(gc_count - gc_short), int(lag_count - lag_short), int(shed))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Pids:
+    engine: int
+    asterisk: int
+    postgres: int  # the server's main process (its workers are its children)
+
+
 @dataclasses.dataclass
 class _Run:
     db: Database
-    engine_pid: int
-    asterisk_pid: int
+    pids: _Pids
     tmp: Path
     bare: dict[str, BareAgiServer | BareAriApp]
     sock: Path
@@ -446,9 +463,10 @@ class _Run:
         work.mkdir()
         program = self.bare.get(door)
         # the engine's CPU, or this process's for a bare door (it runs here)
-        pid = self.engine_pid if program is None else os.getpid()
+        pid = self.pids.engine if program is None else os.getpid()
         user0, sys0 = cpu_times(pid)
-        pbx0 = cpu_seconds(self.asterisk_pid)
+        pbx0 = cpu_seconds(self.pids.asterisk)
+        pg0 = tree_cpu(self.pids.postgres)
         walked0 = program.walked if program is not None else 0
         mark = await self.db.fetchval("SELECT now()")
         loop0 = await LoopStats.read(self.sock)
@@ -457,7 +475,8 @@ class _Run:
         )
         user1, sys1 = cpu_times(pid)
         per_call = 1000 / max(sipp.ok, 1)
-        pbx_ms = (cpu_seconds(self.asterisk_pid) - pbx0) * per_call
+        pbx_ms = (cpu_seconds(self.pids.asterisk) - pbx0) * per_call
+        pg_ms = tree_cpu_since(self.pids.postgres, pg0) * per_call
         walked: int | None = None
         user_ms = sys_ms = None
         loop = None
@@ -481,6 +500,7 @@ class _Run:
             user_ms,
             sys_ms,
             pbx_ms,
+            pg_ms,
             loop,
         )
         print(row.line(), flush=True)

@@ -36,6 +36,7 @@ from typing import Any
 import aiohttp
 
 from bench.baselines import BareClickToCall
+from bench.cgroups import children_of
 from engine.asterisk.links.ari import AriClient, AriNotFound
 from engine.asterisk.naming import recording_name
 from engine.devtools.databases import create_database, drop_database
@@ -94,6 +95,22 @@ def cpu_times(pid: int) -> tuple[float, float]:
 
 def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
+
+
+def tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of ``pid`` and of each of its children (a server's workers), by
+    pid; one that exits meanwhile is left out."""
+    seconds: dict[int, float] = {}
+    for each in [pid, *children_of(pid)]:
+        with contextlib.suppress(OSError):
+            seconds[each] = cpu_seconds(each)
+    return seconds
+
+
+def tree_cpu_since(pid: int, before: dict[int, float]) -> float:
+    """CPU seconds ``pid`` and its children spent since :func:`tree_cpu` gave ``before``
+    (a worker born since counts whole)."""
+    return sum(now - before.get(each, 0.0) for each, now in tree_cpu(pid).items())
 
 
 def rss_mb(pid: int) -> float:
