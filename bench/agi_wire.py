@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from bench.ivr import menu_database
-from bench.originate import cpu_times, wait_until_up, workdir
+from bench.originate import wait_until_up, workdir
+from bench.procs import cpu_times
 from engine.devtools.databases import drop_database
 
 ENGINE_PORT = 14573

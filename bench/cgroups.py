@@ -28,33 +28,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["DEFAULT_WEIGHT", "ServiceGroups", "children_of", "parent_of", "unit_cpu_weight"]
+from bench.procs import children_of
+
+__all__ = ["DEFAULT_WEIGHT", "ServiceGroups", "unit_cpu_weight"]
 
 _V1 = Path("/sys/fs/cgroup/cpu")
 _V2 = Path("/sys/fs/cgroup")
 DEFAULT_WEIGHT = 100  # systemd's CPUWeight= when a unit sets none
+_RELEASE_PASSES = 10
 
 
 def unit_cpu_weight(unit: Path) -> int:
-    """The ``CPUWeight=`` a systemd unit file sets (systemd's default when it sets none)."""
-    found = re.search(r"^CPUWeight=(\d+)\s*$", unit.read_text(), re.MULTILINE)
-    return int(found[1]) if found else DEFAULT_WEIGHT
-
-
-def parent_of(pid: int) -> int:
-    """The parent process of ``pid``."""
-    # the command may hold spaces and parentheses: the ppid follows the last ")"
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def children_of(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` now."""
-    out = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError):  # it may have exited meanwhile
-            if parent_of(int(proc.name)) == pid:
-                out.append(int(proc.name))
-    return out
+    """The ``CPUWeight=`` a systemd unit file sets (the last one, as systemd reads it;
+    systemd's default when it sets none or a word such as ``idle``)."""
+    found = re.findall(r"^\s*CPUWeight\s*=\s*(\S*)\s*$", unit.read_text(), re.MULTILINE)
+    return int(found[-1]) if found and found[-1].isdigit() else DEFAULT_WEIGHT
 
 
 class ServiceGroups:
@@ -90,16 +78,19 @@ class ServiceGroups:
     def move(self, name: str, pid: int) -> None:
         """Process ``pid`` (all its threads) into group ``name``; it goes back where it
         came from when the groups are left."""
-        origin = self._origins.setdefault(pid, self._group_of(pid))
-        self._group_origins.setdefault(name, origin)
+        origin = self._group_of(pid)
         (self._base / name / "cgroup.procs").write_text(str(pid))
+        self._origins.setdefault(pid, origin)
+        self._group_origins.setdefault(name, origin)
 
     def move_tree(self, name: str, pid: int) -> None:
         """``pid`` and its children of now into group ``name`` (a server's workers; the
         ones it forks later are born in the group)."""
-        for each in [pid, *children_of(pid)]:
-            with contextlib.suppress(ProcessLookupError):  # a child that exited meanwhile
-                self.move(name, each)
+        self.move(name, pid)
+        for child in children_of(pid):
+            # a child that exits meanwhile: no /proc entry, or nothing to move
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                self.move(name, child)
 
     def mover(self, name: str) -> Callable[[int], None]:
         """``move`` into group ``name``, as a callable of the pid."""
@@ -125,14 +116,22 @@ class ServiceGroups:
         if not self._base.is_dir():
             return
         for group in [g for g in self._base.iterdir() if g.is_dir()]:
-            with contextlib.suppress(OSError):
-                for pid in (group / "cgroup.procs").read_text().split():
-                    born_here = self._group_origins.get(group.name, self._root)
-                    origin = self._origins.get(int(pid), born_here)
+            born_here = self._group_origins.get(group.name, self._root)
+            # a server still forks while its workers are moved out: the processes moved in
+            # by name go first (what they fork then is born back home), and a few passes
+            # take what was forked meanwhile
+            for _ in range(_RELEASE_PASSES):
+                with contextlib.suppress(OSError):
+                    pids = [int(pid) for pid in (group / "cgroup.procs").read_text().split()]
+                if not pids:
+                    break
+                for pid in sorted(pids, key=lambda pid: pid not in self._origins):
+                    origin = self._origins.get(pid, born_here)
                     if not (origin / "cgroup.procs").exists():
                         origin = self._root
                     with contextlib.suppress(OSError):  # it may have exited meanwhile
-                        (origin / "cgroup.procs").write_text(pid)
+                        (origin / "cgroup.procs").write_text(str(pid))
+            with contextlib.suppress(OSError):
                 os.rmdir(group)
         with contextlib.suppress(OSError):
             os.rmdir(self._base)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.originate import cpu_seconds
+from bench.procs import cpu_seconds
 from engine.devtools.databases import create_database, drop_database
 from engine.store.migrations import default_migrations_dir, migrate
 

@@ -43,15 +43,9 @@ from pathlib import Path
 import aiohttp
 
 from bench.baselines import BareAgiServer, BareAriApp
-from bench.cgroups import DEFAULT_WEIGHT, ServiceGroups, parent_of, unit_cpu_weight
-from bench.originate import (
-    cpu_seconds,
-    cpu_times,
-    start_engine,
-    tree_cpu,
-    tree_cpu_since,
-    workdir,
-)
+from bench.cgroups import DEFAULT_WEIGHT, ServiceGroups, unit_cpu_weight
+from bench.originate import postmaster, start_engine, workdir
+from bench.procs import cpu_seconds, cpu_times, tree_cpu
 from engine.devtools.databases import create_database, drop_database
 from engine.devtools.dtmf_caller import caller_csv, caller_scenario
 from engine.devtools.sandbox import DIALPLAN_DIR, Sandbox
@@ -216,7 +210,7 @@ async def main() -> None:
     )
     parser.add_argument(
         "--repeat",
-        type=int,
+        type=_positive,
         default=1,
         help="run each rate's doors this many times, alternating; the table gives medians "
         "(a 2-core box shared by Asterisk, PostgreSQL and SIPp varies a lot from run to run)",
@@ -241,14 +235,14 @@ async def main() -> None:
                 os.setpriority(os.PRIO_PROCESS, proc.pid, args.engine_nice)
             db = await Database(db_url).start()
             try:
-                # PostgreSQL's server: the parent of this connection's backend
-                postgres = parent_of(int(await db.fetchval("SELECT pg_backend_pid()")))
+                postgres = await postmaster(db_url)
                 with contextlib.ExitStack() as stack:
                     phones: Callable[[int], None] = _nothing
                     if args.cgroups:
                         groups = stack.enter_context(ServiceGroups(_weights()))
                         groups.move("asterisk", asterisk)
-                        groups.move_tree("postgres", postgres)
+                        if postgres is not None:
+                            groups.move_tree("postgres", postgres)
                         groups.move("engine", proc.pid)
                         groups.move("bench", os.getpid())
                         phones = groups.mover("phones")
@@ -330,6 +324,13 @@ def _weights() -> dict[str, int]:
     }
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def _nothing(pid: int) -> None:
     pass
 
@@ -351,7 +352,9 @@ class Row:
     user_ms: float | None  # None: the dialplan door has no Python side
     sys_ms: float | None
     pbx_ms: float
-    pg_ms: float  # PostgreSQL's CPU (the engine's writes; ~0 for the other doors)
+    # PostgreSQL's CPU in the row (mostly the engine's writes; some of a FastAGI or Stasis
+    # row's may land in the next row); None: not a local server
+    pg_ms: float | None
     loop: LoopStats | None  # None: not the engine's door
 
     @classmethod
@@ -373,7 +376,7 @@ class Row:
             None if first.user_ms is None else statistics.median(r.user_ms or 0 for r in runs),
             None if first.sys_ms is None else statistics.median(r.sys_ms or 0 for r in runs),
             statistics.median(r.pbx_ms for r in runs),
-            statistics.median(r.pg_ms for r in runs),
+            None if first.pg_ms is None else statistics.median(r.pg_ms or 0 for r in runs),
             by_cpu[len(by_cpu) // 2].loop,
         )
 
@@ -390,7 +393,7 @@ class Row:
         return (
             f"{self.caller:<9} {self.door:<9} {self.rate:>9} {self.ok:>5} {self.failed:>6} "
             f"{walked:>6} {self.calls_per_s:>8.1f} {answer:>18} {cpu:>30} {self.pbx_ms:>20.2f} "
-            f"{self.pg_ms:>14.2f} "
+            f"{'-' if self.pg_ms is None else f'{self.pg_ms:.2f}':>14} "
             f"{loop:>10} {gc_long:>7} {lag:>8} {shed:>5}"
         )
 
@@ -442,7 +445,7 @@ class LoopStats:
 class _Pids:
     engine: int
     asterisk: int
-    postgres: int  # the server's main process (its workers are its children)
+    postgres: int | None  # the server's main process; None: not a local server
 
 
 @dataclasses.dataclass
@@ -466,7 +469,7 @@ class _Run:
         pid = self.pids.engine if program is None else os.getpid()
         user0, sys0 = cpu_times(pid)
         pbx0 = cpu_seconds(self.pids.asterisk)
-        pg0 = tree_cpu(self.pids.postgres)
+        pg0 = None if self.pids.postgres is None else tree_cpu(self.pids.postgres)
         walked0 = program.walked if program is not None else 0
         mark = await self.db.fetchval("SELECT now()")
         loop0 = await LoopStats.read(self.sock)
@@ -476,7 +479,9 @@ class _Run:
         user1, sys1 = cpu_times(pid)
         per_call = 1000 / max(sipp.ok, 1)
         pbx_ms = (cpu_seconds(self.pids.asterisk) - pbx0) * per_call
-        pg_ms = tree_cpu_since(self.pids.postgres, pg0) * per_call
+        pg_ms = None
+        if self.pids.postgres is not None and pg0 is not None:
+            pg_ms = (tree_cpu(self.pids.postgres) - pg0) * per_call
         walked: int | None = None
         user_ms = sys_ms = None
         loop = None

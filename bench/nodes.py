@@ -41,7 +41,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench.originate import PHONE_PORT, BusyPhone, cpu_seconds, pct
+from bench.originate import PHONE_PORT, BusyPhone, pct
+from bench.procs import cpu_seconds
 from engine.devtools.databases import create_database, drop_database
 from engine.devtools.sandbox import ARI_PASSWORD, Sandbox
 from engine.devtools.sipp import SippPhone

@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 
 from bench.baselines import BareClickToCall
-from bench.cgroups import children_of
+from bench.procs import command_of, cpu_seconds, parent_of, tree_cpu
 from engine.asterisk.links.ari import AriClient, AriNotFound
 from engine.asterisk.naming import recording_name
 from engine.devtools.databases import create_database, drop_database
@@ -86,31 +86,19 @@ class BusyPhone(asyncio.DatagramProtocol):
         self.transport.sendto(reply.encode(), addr)
 
 
-def cpu_times(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
-
-
-def cpu_seconds(pid: int) -> float:
-    return sum(cpu_times(pid))
-
-
-def tree_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds so far of ``pid`` and of each of its children (a server's workers), by
-    pid; one that exits meanwhile is left out."""
-    seconds: dict[int, float] = {}
-    for each in [pid, *children_of(pid)]:
-        with contextlib.suppress(OSError):
-            seconds[each] = cpu_seconds(each)
-    return seconds
-
-
-def tree_cpu_since(pid: int, before: dict[int, float]) -> float:
-    """CPU seconds ``pid`` and its children spent since :func:`tree_cpu` gave ``before``
-    (a worker born since counts whole)."""
-    return sum(now - before.get(each, 0.0) for each, now in tree_cpu(pid).items())
+async def postmaster(db_url: str) -> int | None:
+    """PostgreSQL's server process (the parent of a connection's backend), or None when
+    the server is not one this host runs (remote, in a container, behind a pooler): its
+    processes are then not ours to read or move."""
+    async with Database(db_url) as db:  # read while the backend lives
+        backend = int(await db.fetchval("SELECT pg_backend_pid()"))
+        try:
+            server = parent_of(backend)
+            if command_of(backend) == command_of(server) == "postgres":
+                return server
+        except OSError:
+            pass
+    return None
 
 
 def rss_mb(pid: int) -> float:
@@ -302,13 +290,15 @@ AGENT, CUSTOMER = "agent1", "+14155550100"
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HeldCalls:
-    """What one program spent holding N bridged calls: its own CPU, Asterisk's, its RSS."""
+    """What one program spent holding N bridged calls: its own CPU, Asterisk's,
+    PostgreSQL's, its RSS."""
 
     run: str
     calls: int
     completed: int
     cpu_s: float
     asterisk_cpu_s: float
+    postgres_cpu_s: float | None  # the engine's writes; None: no local server to read
     rss_idle_mb: float
     rss_held_mb: float
 
@@ -329,10 +319,13 @@ async def hold_calls(
     hold: int,
     place: Callable[[], Awaitable[None]],
     settled: Callable[[], Awaitable[int]],
+    *,
+    postgres: int | None,
 ) -> HeldCalls:
     """Place ``n`` calls (20/s) to a SIPp agent and customer pair of its own; the customer
-    hangs up after ``hold`` s. Process ``pid`` is the program under test; ``settled``
-    waits until it has finished its calls and says how many completed whole."""
+    hangs up after ``hold`` s. Process ``pid`` is the program under test, ``postgres``
+    PostgreSQL's server; ``settled`` waits until it has finished its calls and says how
+    many completed whole."""
     phones = work / f"sipp-{run}"
     agent = SippPhone("uas_answer.xml", port=5071, workdir=phones, calls=n, timeout_s=hold + 120)
     customer = SippPhone(
@@ -348,6 +341,7 @@ async def hold_calls(
         raise SystemExit("the sandbox Asterisk is not running")
     rss0 = rss_mb(pid)
     cpu0, ast0 = cpu_seconds(pid), cpu_seconds(asterisk)
+    pg0 = None if postgres is None else tree_cpu(postgres)
     with agent, customer:
         for _ in range(n):
             await place()
@@ -365,6 +359,7 @@ async def hold_calls(
         completed,
         cpu_seconds(pid) - cpu0,
         cpu_seconds(asterisk) - ast0,
+        None if postgres is None or pg0 is None else tree_cpu(postgres) - pg0,
         rss0,
         rss_held,
     )
@@ -379,6 +374,7 @@ async def engine_held_calls(
     log_level: str = "warning",
     *,
     record: bool = True,
+    postgres: int | None,
 ) -> HeldCalls:
     """The engine (``ctc run``, its CPU from /proc) holding ``n`` bridged calls, recorded
     unless ``record`` is false; a call completes whole when its session ended ``completed``
@@ -404,7 +400,9 @@ async def engine_held_calls(
                 async def settled() -> int:
                     return await _sessions_whole(store, tenant.id, ids, record=record)
 
-                held = await hold_calls("engine", box, work, proc.pid, n, hold, place, settled)
+                held = await hold_calls(
+                    "engine", box, work, proc.pid, n, hold, place, settled, postgres=postgres
+                )
     finally:
         proc.terminate()
         await proc.wait()
@@ -442,7 +440,7 @@ async def _sessions_whole(
 
 
 async def bare_held_calls(
-    box: Sandbox, work: Path, n: int, hold: int, *, record: bool = True
+    box: Sandbox, work: Path, n: int, hold: int, *, record: bool = True, postgres: int | None
 ) -> HeldCalls:
     """bench/baselines.py's bare click-to-call, in this process (its CPU is this process's),
     holding ``n`` bridged calls (recorded unless ``record`` is false) to the same phones as
@@ -458,7 +456,9 @@ async def bare_held_calls(
                     await bare.completion(n)
             return bare.completed
 
-        held = await hold_calls("bare", box, work, os.getpid(), n, hold, place, settled)
+        held = await hold_calls(
+            "bare", box, work, os.getpid(), n, hold, place, settled, postgres=postgres
+        )
         if held.completed < n:
             legs, recordings = bare.incomplete()
             print(f"bare: {len(legs)} calls lack a leg's end, {len(recordings)} their recording's")
@@ -476,6 +476,10 @@ async def delete_recordings(names: list[str]) -> None:
                 await ari.request("DELETE", f"/recordings/stored/{name}")
 
 
+def _ms_or_dash(run: HeldCalls, seconds: float | None) -> str:
+    return "-" if seconds is None else f"{run.per_call_ms(seconds):.2f}"
+
+
 async def concurrency_run(
     db_url: str,
     box: Sandbox,
@@ -490,24 +494,30 @@ async def concurrency_run(
     """The engine's and the bare program's bridged calls, back to back: one table
     (``record`` false: neither program records its calls)."""
     held: list[HeldCalls] = []
+    postgres = await postmaster(db_url)
     with workdir(keep) as tmp:
         if "engine" in runs:
             held.append(
-                await engine_held_calls(db_url, box, Path(tmp), n, hold, log_level, record=record)
+                await engine_held_calls(
+                    db_url, box, Path(tmp), n, hold, log_level, record=record, postgres=postgres
+                )
             )
         if "bare" in runs:
-            held.append(await bare_held_calls(box, Path(tmp), n, hold, record=record))
+            held.append(
+                await bare_held_calls(box, Path(tmp), n, hold, record=record, postgres=postgres)
+            )
     what = "recorded" if record else "NOT recorded"
     print(f"\n{n} concurrent bridged calls ({what}) held {hold} s (placed at 20/s)")
     print(
         f"{'run':<10} {'calls':>6} {'completed':>10} {'CPU ms/call':>12} "
-        f"{'Asterisk CPU ms/call':>21} {'RSS KB/call':>12}"
+        f"{'Asterisk CPU ms/call':>21} {'PG CPU ms/call':>15} {'RSS KB/call':>12}"
     )
     for run in held:
         print(
             f"{run.run:<10} {run.calls:>6} {run.completed:>10} "
             f"{run.per_call_ms(run.cpu_s):>12.2f} "
-            f"{run.per_call_ms(run.asterisk_cpu_s):>21.2f} {run.rss_kb_per_call:>12.0f}"
+            f"{run.per_call_ms(run.asterisk_cpu_s):>21.2f} "
+            f"{_ms_or_dash(run, run.postgres_cpu_s):>15} {run.rss_kb_per_call:>12.0f}"
         )
     if len(held) == 2:
         engine, bare = held

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.originate import cpu_seconds
+from bench.procs import cpu_seconds
 from engine.devtools.databases import create_database, drop_database
 from engine.domain.event_types import CallEventType
 from engine.domain.providers import ProviderType

@@ -43,6 +43,7 @@ from engine.errors import CtcError
 from engine.events import EventBus
 from engine.health import HealthReport
 from engine.lifecycle import Lifecycle, cancel_tasks
+from engine.listening import LISTEN_BACKLOG, backlog_cap
 from engine.loop_watch import LoopWatch, settle_heap
 from engine.metrics import Metrics
 from engine.node_failover import NodeFailover
@@ -293,6 +294,14 @@ class Engine(Lifecycle):
     async def _open(self) -> None:
         for warning in exposure_warnings(self.settings):
             log.warning("config.exposure", warning=warning)
+        if (cap := backlog_cap()) is not None:
+            log.warning(
+                "listen.backlog_capped",
+                somaxconn=cap,
+                wanted=LISTEN_BACKLOG,
+                hint="a burst of callers or API clients past it waits 1 s or fails: "
+                f"sysctl net.core.somaxconn={LISTEN_BACKLOG}",
+            )
         self.health.set("database", "starting", "connecting")
         self.health.set("api", "starting")
         await self.events.start()

@@ -200,8 +200,8 @@ class Metrics:
         self.answer_latency = Histogram(
             "ctc_answer_latency_seconds",
             "IVR: from the caller reaching the engine (StasisStart handled, AGI request "
-            "read) to the call answered (ARI: the answer request returned; AGI: ANSWER sent, "
-            "as its reply waits for the caller's first media), by door",
+            "read) to the call answered (the answer's reply came: ARI's answer request, AGI's "
+            "EXEC Answer with its i option; both are raw answers), by door",
             ["door"],
             registry=registry,
             buckets=_LATENCY_BUCKETS,

@@ -31,6 +31,7 @@ from engine.asterisk.links.agi_server import (
 from engine.errors import AgiError, ClosedResourceError
 from engine.event_loop import run_daemon_loop
 from engine.health import HealthReport
+from tests.support.net import backlog_burst
 from tests.support.waiting import eventually
 
 WITHIN = 5.0
@@ -647,11 +648,6 @@ async def test_injection_is_refused_before_sending(serve: Any) -> None:
     assert recorder.outcomes["1700000000.1"] == "ok"
 
 
-def _somaxconn() -> int:
-    with open("/proc/sys/net/core/somaxconn") as limit:
-        return int(limit.read())
-
-
 async def test_a_burst_of_callers_waits_in_the_listen_backlog_while_the_loop_is_busy(
     serve: Any,
 ) -> None:
@@ -662,7 +658,7 @@ async def test_a_burst_of_callers_waits_in_the_listen_backlog_while_the_loop_is_
         await channel.hangup()
 
     server, _ = await serve(ivr)
-    burst = min(300, _somaxconn())  # the kernel caps the backlog there
+    burst = backlog_burst()
 
     def connect(_: int) -> bool:
         with socket.socket() as sock:

@@ -24,6 +24,7 @@ from engine.api.sse import StreamLimits
 from engine.daemon import Engine
 from tests.support.calls import initiate_body
 from tests.support.http import Api
+from tests.support.net import backlog_burst
 from tests.support.tenants import bearer_headers, new_token
 
 C2C = "/api/v1/click-to-call"
@@ -688,11 +689,6 @@ async def test_a_sip_trunk_with_a_bad_config_is_422_naming_the_config_field(
     assert body["config"]["match_prefixes"] == ["+91"]
 
 
-def _somaxconn() -> int:
-    with open("/proc/sys/net/core/somaxconn") as limit:
-        return int(limit.read())
-
-
 @pytest.mark.parametrize("listener", ["unix", "tcp"])
 async def test_a_burst_of_clients_waits_in_the_listen_backlog_while_the_loop_is_busy(
     api_engine: Engine, listener: str
@@ -705,7 +701,7 @@ async def test_a_burst_of_clients_waits_in_the_listen_backlog_while_the_loop_is_
         if listener == "unix"
         else (socket.AF_INET, ("127.0.0.1", api.tcp.port))
     )
-    burst = min(300, _somaxconn())  # the kernel caps the backlog there
+    burst = backlog_burst()
 
     def connect(_: int) -> bool:
         with socket.socket(family, socket.SOCK_STREAM) as sock:

@@ -234,8 +234,8 @@ class AgiIvrCall:
     async def run(self) -> None:
         request = self.channel.request
         book = self.record.menus()
-        # a raw answer (AgiChannel.answer): the first prompt starts at once, so no key the
-        # caller presses after hearing the answer can fall before the first GET OPTION
+        # a raw answer (AgiChannel.answer): the first prompt's command follows at once, so
+        # a key pressed after the answer waits only on the engine's own turnaround
         await self.channel.answer()
         await self.record.answered(self.menu)
         self.state = IvrState(variables={"caller": request.callerid or ""})
