@@ -52,6 +52,21 @@ async def one_call_engine(
         yield e
 
 
+def _callers(
+    sipp_phone: Callable[..., SippPhone], workdir: Path, door: str, lines: list[str]
+) -> SippPhone:
+    """One SIPp placing a call a second per line of ``uac_dtmf.xml``'s injection file
+    (``wait_ms;gap_ms;end;hold_ms;digits``: see engine/devtools/dtmf_caller.py)."""
+    csv = workdir / "callers.csv"
+    csv.write_text("SEQUENTIAL\n" + "".join(f"{line}\n" for line in lines))
+    return sipp_phone(
+        str(CALLER_SCENARIO),
+        port=CALLER_PORT,
+        calls=len(lines),
+        extra_args=("-s", DOORS[door], "-inf", str(csv), "-r", "1", "127.0.0.1:5060"),
+    )
+
+
 async def _keys(engine: Engine, session_id: Any) -> list[tuple[str, str | None, str, str | None]]:
     rows = await engine.store.db.fetch(
         "SELECT m.name AS menu, d.digit, d.outcome, d.input_value FROM call_dtmf_interaction d "
@@ -102,16 +117,9 @@ async def test_past_capacity_a_new_caller_is_handed_back_and_the_caller_in_the_m
     engine = one_call_engine
     # one SIPp, two calls a second apart: the first stays in the menu (no key) and hangs up
     # after 3 s; the second arrives meanwhile and waits for Asterisk's BYE
-    csv = tmp_path / "callers.csv"
-    csv.write_text("SEQUENTIAL\n100;400;bye;3000;\n100;400;wait;0;\n")
     mark = await engine.store.db.fetchval("SELECT clock_timestamp()")
     watch = CallWatcher(engine)
-    phone = sipp_phone(
-        str(CALLER_SCENARIO),
-        port=CALLER_PORT,
-        calls=2,
-        extra_args=("-s", DOORS[door], "-inf", str(csv), "-r", "1", "127.0.0.1:5060"),
-    )
+    phone = _callers(sipp_phone, tmp_path, door, ["100;400;bye;3000;", "100;400;wait;0;"])
     with phone:
         created = await watch.until_event("session.created", within=20)
         watch.session_id = created.session_id
@@ -144,15 +152,8 @@ async def test_a_caller_who_sends_no_audio_is_answered_at_once(
     # a phone with silence suppression sends no media; this one hangs up 0.2 s after the
     # answer. AGI's own ANSWER would still be waiting for its first media frame then (up
     # to 500 ms), so the caller would never have reached the menu
-    csv = tmp_path / "caller.csv"
-    csv.write_text("SEQUENTIAL\n0;400;bye;200;\n")
     watch = CallWatcher(engine)
-    phone = sipp_phone(
-        str(CALLER_SCENARIO),
-        port=CALLER_PORT,
-        calls=1,
-        extra_args=("-s", DOORS[door], "-inf", str(csv), "127.0.0.1:5060"),
-    )
+    phone = _callers(sipp_phone, tmp_path, door, ["0;400;bye;200;"])
     with phone:
         created = await watch.until_event("session.created", within=20)
         watch.session_id = created.session_id

@@ -8,7 +8,6 @@ the sandbox, see tests/e2e/test_agi_sandbox.py). Every wait is bounded; nothing 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import errno
 import os
@@ -31,7 +30,7 @@ from engine.asterisk.links.agi_server import (
 from engine.errors import AgiError, ClosedResourceError
 from engine.event_loop import run_daemon_loop
 from engine.health import HealthReport
-from tests.support.net import backlog_burst
+from tests.support.net import backlog_burst, connected_at_once
 from tests.support.waiting import eventually
 
 WITHIN = 5.0
@@ -659,20 +658,8 @@ async def test_a_burst_of_callers_waits_in_the_listen_backlog_while_the_loop_is_
 
     server, _ = await serve(ivr)
     burst = backlog_burst()
-
-    def connect(_: int) -> bool:
-        with socket.socket() as sock:
-            sock.settimeout(0.5)  # a dropped SYN is not retried within it
-            try:
-                sock.connect(("127.0.0.1", server.port))
-            except OSError:
-                return False
-            return True
-
-    # run here, synchronously: the loop is busy and accepts nothing meanwhile
-    with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        connected = list(pool.map(connect, range(burst)))
-    assert sum(connected) == burst
+    # synchronous: the loop is busy and accepts nothing meanwhile
+    assert connected_at_once(socket.AF_INET, ("127.0.0.1", server.port), burst) == burst
 
 
 # ----------------------------------------------------------------------------- many and shutdown

@@ -8,7 +8,6 @@ strict UTF-8, bounded JSON nesting, then text and numbers PostgreSQL can store.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import socket
@@ -24,7 +23,7 @@ from engine.api.sse import StreamLimits
 from engine.daemon import Engine
 from tests.support.calls import initiate_body
 from tests.support.http import Api
-from tests.support.net import backlog_burst
+from tests.support.net import backlog_burst, connected_at_once
 from tests.support.tenants import bearer_headers, new_token
 
 C2C = "/api/v1/click-to-call"
@@ -702,17 +701,5 @@ async def test_a_burst_of_clients_waits_in_the_listen_backlog_while_the_loop_is_
         else (socket.AF_INET, ("127.0.0.1", api.tcp.port))
     )
     burst = backlog_burst()
-
-    def connect(_: int) -> bool:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.5)  # a dropped SYN is not retried within it
-            try:
-                sock.connect(address)
-            except OSError:
-                return False
-            return True
-
-    # run here, synchronously: the loop is busy and accepts nothing meanwhile
-    with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        connected = list(pool.map(connect, range(burst)))
-    assert sum(connected) == burst
+    # synchronous: the loop is busy and accepts nothing meanwhile
+    assert connected_at_once(family, address, burst) == burst
