@@ -15,14 +15,15 @@ then "#" and wait for Asterisk's BYE:
 For each caller, rate and door: calls offered, calls that completed without a SIPp failure,
 calls that walked the whole menu, achieved calls/s, the answer time (SIPp's response time
 from the INVITE to the 200 OK) p50/p99, the Python CPU ms per call (the engine's, or this
-process's for a bare door; user+system from /proc) and Asterisk's (what the door costs the
-PBX itself: ARI and AGI are not free), and for the engine's doors what its loop watch
+process's for a bare door; user+system from /proc), Asterisk's (what the door costs the
+PBX itself: ARI and AGI are not free) and PostgreSQL's (a local server's: the engine's
+writes; the bare programs write nothing), and for the engine's doors what its loop watch
 counted (engine/loop_watch.py, read from /metrics): garbage-collector ms per call, GC
 pauses over 10 ms, loop-lag samples (every 100 ms) over 25 ms, and callers handed back to
 the dialplan past capacity (they hear "all busy" and count as ok, not walked). Each row offers
 ``--seconds`` of calls.
-Prints one table. Run as root:
-    .venv/bin/python -m bench.ivr --rates 60,90,120,160,200 --seconds 8
+Prints one table (with ``--repeat N``, the medians of N runs). Run as root:
+    .venv/bin/python -m bench.ivr --cgroups --rates 60,90,120,160,200 --seconds 8 --repeat 2
 """
 
 from __future__ import annotations
