@@ -46,7 +46,7 @@ import aiohttp
 from bench.baselines import BareAgiServer, BareAriApp
 from bench.cgroups import DEFAULT_WEIGHT, ServiceGroups, unit_cpu_weight
 from bench.originate import postmaster, start_engine, workdir
-from bench.procs import cpu_seconds, cpu_times, tree_cpu
+from bench.procs import ServerCpu, cpu_seconds, cpu_times
 from engine.devtools.databases import create_database, drop_database
 from engine.devtools.dtmf_caller import caller_csv, caller_scenario
 from engine.devtools.sandbox import DIALPLAN_DIR, Sandbox
@@ -470,7 +470,7 @@ class _Run:
         pid = self.pids.engine if program is None else os.getpid()
         user0, sys0 = cpu_times(pid)
         pbx0 = cpu_seconds(self.pids.asterisk)
-        pg0 = None if self.pids.postgres is None else tree_cpu(self.pids.postgres)
+        database = ServerCpu(self.pids.postgres)
         walked0 = program.walked if program is not None else 0
         mark = await self.db.fetchval("SELECT now()")
         loop0 = await LoopStats.read(self.sock)
@@ -480,9 +480,8 @@ class _Run:
         user1, sys1 = cpu_times(pid)
         per_call = 1000 / max(sipp.ok, 1)
         pbx_ms = (cpu_seconds(self.pids.asterisk) - pbx0) * per_call
-        pg_ms = None
-        if self.pids.postgres is not None and pg0 is not None:
-            pg_ms = (tree_cpu(self.pids.postgres) - pg0) * per_call
+        pg_s = database.spent()
+        pg_ms = None if pg_s is None else pg_s * per_call
         walked: int | None = None
         user_ms = sys_ms = None
         loop = None

@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 
 from bench.baselines import BareClickToCall
-from bench.procs import command_of, cpu_seconds, parent_of, tree_cpu
+from bench.procs import ServerCpu, command_of, cpu_seconds, parent_of, rss_mb
 from engine.asterisk.links.ari import AriClient, AriNotFound
 from engine.asterisk.naming import recording_name
 from engine.devtools.databases import create_database, drop_database
@@ -99,13 +99,6 @@ async def postmaster(db_url: str) -> int | None:
         except OSError:
             pass
     return None
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def pct(values: list[float], q: int) -> float:
@@ -341,7 +334,7 @@ async def hold_calls(
         raise SystemExit("the sandbox Asterisk is not running")
     rss0 = rss_mb(pid)
     cpu0, ast0 = cpu_seconds(pid), cpu_seconds(asterisk)
-    pg0 = None if postgres is None else tree_cpu(postgres)
+    database = ServerCpu(postgres)
     with agent, customer:
         for _ in range(n):
             await place()
@@ -359,7 +352,7 @@ async def hold_calls(
         completed,
         cpu_seconds(pid) - cpu0,
         cpu_seconds(asterisk) - ast0,
-        None if postgres is None or pg0 is None else tree_cpu(postgres) - pg0,
+        database.spent(),
         rss0,
         rss_held,
     )

@@ -12,11 +12,13 @@ import os
 from pathlib import Path
 
 __all__ = [
+    "ServerCpu",
     "children_of",
     "command_of",
     "cpu_seconds",
     "cpu_times",
     "parent_of",
+    "rss_mb",
     "tree_cpu",
 ]
 
@@ -67,3 +69,22 @@ def tree_cpu(pid: int) -> float:
         with contextlib.suppress(OSError):  # it ended meanwhile: counted in cutime next
             total += cpu_seconds(child)
     return total
+
+
+class ServerCpu:
+    """The CPU seconds server ``pid`` (:func:`tree_cpu`) spends from now on; ``pid`` None
+    (no local server to read) spends None."""
+
+    def __init__(self, pid: int | None) -> None:
+        self._pid = pid
+        self._start = 0.0 if pid is None else tree_cpu(pid)
+
+    def spent(self) -> float | None:
+        return None if self._pid is None else tree_cpu(self._pid) - self._start
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0

@@ -365,7 +365,7 @@ async def test_failing_erp_takes_the_failure_path(
     kinds = call.kinds()
     retry = max(i for i, e in enumerate(call.events) if e.payload.get("outcome") == "timeout")
     assert kinds.index("ivr.lookup") < kinds.index("ivr.lookup_result") < retry
-    # the caller's quality row (and a low-MOS event: SIPp sends no voice) comes with its
-    # hangup, after the IVR ended
+    # the caller's quality row (and a low-MOS event, were its MOS under the floor) comes
+    # with its hangup, after the IVR ended
     assert [kind for kind in kinds if not kind.startswith("quality.")][-1] == "ivr.ended"
     assert call.end_reason == "ivr hung up"
