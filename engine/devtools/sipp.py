@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from types import TracebackType
 
 from engine.errors import SandboxError
 
-__all__ = ["SCENARIOS", "SippPhone"]
+__all__ = ["SCENARIOS", "SippPhone", "TracedMessage"]
 
 #: The SIPp scenarios shipped with the dev tools (package data, so a wheel has them too).
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -52,6 +53,29 @@ def _via_host(via: str) -> str:
     """``SIP/2.0/UDP 127.0.0.3:5060;rport;branch=…`` -> ``127.0.0.3``."""
     sent_by = via.split(None, 1)[-1].split(";", 1)[0]
     return sent_by.rsplit(":", 1)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class TracedMessage:
+    """One SIP message of SIPp's ``-trace_msg`` log."""
+
+    sent: bool  # False: received
+    start: str  # its start line: ``INVITE sip:… SIP/2.0``, ``SIP/2.0 503 Service Unavailable``
+    headers: dict[str, str]  # the first value of each header, by lower-case name
+
+
+def _traced(text: str) -> list[TracedMessage]:
+    """The messages of a ``-trace_msg`` log, in its order."""
+    messages: list[TracedMessage] = []
+    for entry in re.split(r"\n(?=-{10,})", text):
+        lines = [line.strip() for line in entry.splitlines()]
+        sent = any("message sent" in line for line in lines[:3])
+        if not sent and not any("message received" in line for line in lines[:3]):
+            continue
+        body = [line for line in lines[2:] if line]
+        if body:
+            messages.append(TracedMessage(sent, body[0], _headers(body[1:])))
+    return messages
 
 
 class SippPhone:
@@ -188,28 +212,28 @@ class SippPhone:
         """The calls that reached this phone: each INVITE's Call-ID and the address of the
         Asterisk that sent it (its top ``Via``). A re-INVITE of the same call (bridging
         sends one) is the same Call-ID, so every key is one call dialled once."""
-        if self.message_file is None:
-            raise SandboxError(
-                f"SIPp phone {self.scenario.name} on {self.port}: started without "
-                "trace_messages, so it kept no INVITEs"
-            )
-        try:
-            text = self.message_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return {}
         calls: dict[str, str] = {}
-        for message in re.split(r"\n(?=-{10,})", text):
-            if "message received" not in message:
+        for message in self.messages():
+            if message.sent or not message.start.startswith("INVITE "):
                 continue
-            lines = [line.strip() for line in message.splitlines()]
-            if not any(line.startswith("INVITE ") for line in lines):
-                continue
-            headers = _headers(lines)
-            call_id, via = headers.get("call-id"), headers.get("via")
+            call_id, via = message.headers.get("call-id"), message.headers.get("via")
             if call_id is None or via is None:
                 continue
             calls.setdefault(call_id, _via_host(via))
         return calls
+
+    def messages(self) -> list[TracedMessage]:
+        """Every SIP message this phone sent or received so far (``trace_messages``)."""
+        if self.message_file is None:
+            raise SandboxError(
+                f"SIPp phone {self.scenario.name} on {self.port}: started without "
+                "trace_messages, so it kept no messages"
+            )
+        try:
+            text = self.message_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return _traced(text)
 
     def report(self) -> str:
         """SIPp's final screen, unexpected-message trace and output, for failure messages."""

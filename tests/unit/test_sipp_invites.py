@@ -56,3 +56,15 @@ def test_a_phone_without_its_trace_cannot_count(tmp_path: Path) -> None:
     assert "-trace_msg" not in phone.command
     with pytest.raises(SandboxError, match="started without trace_messages"):
         phone.received_invites()
+
+
+def test_the_trace_reads_as_messages_with_their_direction_start_line_and_headers(
+    tmp_path: Path,
+) -> None:
+    phone = SippPhone("uas_answer.xml", port=5071, workdir=tmp_path, trace_messages=True)
+    assert phone.message_file is not None
+    phone.message_file.write_text(_received("one", "127.0.0.2:5060") + _sent("one"))
+    [invite, ok] = phone.messages()
+    assert (invite.sent, invite.start) == (False, "INVITE sip:agent1@127.0.0.1:5071 SIP/2.0")
+    assert invite.headers["via"] == "SIP/2.0/UDP 127.0.0.2:5060;rport;branch=z9hG4bKPj377d0ada"
+    assert (ok.sent, ok.start, ok.headers["call-id"]) == (True, "SIP/2.0 200 OK", "one")
