@@ -13,15 +13,17 @@ then "#" and wait for Asterisk's BYE:
   as it takes.
 
 For each caller, rate and door: calls offered, calls that completed without a SIPp failure,
-calls that walked the whole menu, achieved calls/s, the answer time (SIPp's response time
-from the INVITE to the 200 OK) p50/p99, the Python CPU ms per call (the engine's, or this
-process's for a bare door; user+system from /proc), Asterisk's (what the door costs the
-PBX itself: ARI and AGI are not free) and PostgreSQL's (a local server's: the engine's
-writes; the bare programs write nothing), and for the engine's doors what its loop watch
+calls that walked the whole menu, calls served per second (completed, less those shed),
+the answer time (SIPp's response time from the INVITE to the 200 OK; a shed caller has
+none) p50/p99, the Python CPU ms per call served (the engine's, or this process's for a
+bare door; user+system from /proc), Asterisk's (what the door costs the PBX itself: ARI and
+AGI are not free) and PostgreSQL's (a local server's: the engine's writes; the bare
+programs write nothing), each spent on all calls, shed ones included, and divided by the
+calls served; and for the engine's doors what its loop watch
 counted (engine/loop_watch.py, read from /metrics): garbage-collector ms per call, GC
 pauses over 10 ms, loop-lag samples (every 100 ms) over 25 ms, and callers handed back to
-the dialplan past capacity (they hear "all busy" and count as ok, not walked). Each row offers
-``--seconds`` of calls.
+the dialplan past capacity (``shed``: refused unanswered with a SIP 503, which the caller
+takes as the end of its call: ok, not walked). Each row offers ``--seconds`` of calls.
 Prints one table (with ``--repeat N``, the medians of N runs). Run as root:
     .venv/bin/python -m bench.ivr --cgroups --rates 60,90,120,160,200 --seconds 8 --repeat 2
 """
@@ -299,7 +301,7 @@ def _print(args: argparse.Namespace, rows: list[Row]) -> None:
     )
     print(
         f"{'caller':<9} {'door':<9} {'offered/s':>9} {'ok':>5} {'failed':>6} {'walked':>6} "
-        f"{'calls/s':>8} {'answer p50/p99 ms':>18} "
+        f"{'served/s':>8} {'answer p50/p99 ms':>18} "
         f"{'Python CPU ms/call (user+sys)':>30} {'Asterisk CPU ms/call':>20} "
         f"{'PG CPU ms/call':>14} "
         f"{'GC ms/call':>10} {'GC>10ms':>7} {'lag>25ms':>8} {'shed':>5}"
@@ -348,7 +350,7 @@ class Row:
     ok: int
     failed: int
     walked: int | None  # None: the dialplan door keeps no count
-    calls_per_s: float
+    served_per_s: float  # completed calls, less those shed
     answer_ms: list[float]
     user_ms: float | None  # None: the dialplan door has no Python side
     sys_ms: float | None
@@ -372,7 +374,7 @@ class Row:
             round(statistics.median(r.ok for r in runs)),
             round(statistics.median(r.failed for r in runs)),
             None if first.walked is None else round(statistics.median(r.walked or 0 for r in runs)),
-            statistics.median(r.calls_per_s for r in runs),
+            statistics.median(r.served_per_s for r in runs),
             [ms for r in runs for ms in r.answer_ms],
             None if first.user_ms is None else statistics.median(r.user_ms or 0 for r in runs),
             None if first.sys_ms is None else statistics.median(r.sys_ms or 0 for r in runs),
@@ -393,7 +395,7 @@ class Row:
         shed = "-" if self.loop is None else str(self.loop.shed)
         return (
             f"{self.caller:<9} {self.door:<9} {self.rate:>9} {self.ok:>5} {self.failed:>6} "
-            f"{walked:>6} {self.calls_per_s:>8.1f} {answer:>18} {cpu:>30} {self.pbx_ms:>20.2f} "
+            f"{walked:>6} {self.served_per_s:>8.1f} {answer:>18} {cpu:>30} {self.pbx_ms:>20.2f} "
             f"{'-' if self.pg_ms is None else f'{self.pg_ms:.2f}':>14} "
             f"{loop:>10} {gc_long:>7} {lag:>8} {shed:>5}"
         )
@@ -478,15 +480,19 @@ class _Run:
             run_sipp, work, DOORS[door], calls, rate, CALLERS[caller], self.phones
         )
         user1, sys1 = cpu_times(pid)
-        per_call = 1000 / max(sipp.ok, 1)
-        pbx_ms = (cpu_seconds(self.pids.asterisk) - pbx0) * per_call
+        pbx_s = cpu_seconds(self.pids.asterisk) - pbx0
         pg_s = database.spent()
-        pg_ms = None if pg_s is None else pg_s * per_call
-        walked: int | None = None
-        user_ms = sys_ms = None
         loop = None
         if door in ("stasis", "fastagi"):
             loop = await LoopStats.read(self.sock) - loop0
+        # per call served: a caller refused past capacity costs little, and dividing by
+        # them too would make an overloaded door look cheap
+        served = max(0, sipp.ok - (loop.shed if loop is not None else 0))
+        per_call = 1000 / max(served, 1)
+        pbx_ms = pbx_s * per_call
+        pg_ms = None if pg_s is None else pg_s * per_call
+        walked: int | None = None
+        user_ms = sys_ms = None
         if door != "dialplan":
             if program is not None:
                 walked = program.walked - walked0
@@ -500,7 +506,7 @@ class _Run:
             sipp.ok,
             sipp.failed,
             walked,
-            sipp.ok / sipp.seconds,
+            served / sipp.seconds,
             sipp.answer_ms,
             user_ms,
             sys_ms,
