@@ -38,6 +38,7 @@ so each reports the same backlog (aggregate with ``max``, not ``sum``).
 
 from __future__ import annotations
 
+import math
 import socket
 import sys
 import uuid
@@ -72,7 +73,7 @@ AgiRefusal: TypeAlias = Literal[
 ]
 """The ``reason`` label values of ``ctc_agi_refused_total``."""
 
-IvrShedReason: TypeAlias = Literal["lagging", "max_calls"]
+IvrShedReason: TypeAlias = Literal["lagging", "slow_answers", "max_calls"]
 """The ``reason`` label values of ``ctc_ivr_shed_total``."""
 
 Door: TypeAlias = Literal["click_to_call", "ari", "agi", "outbound", "other"]
@@ -226,10 +227,19 @@ class Metrics:
             "ctc_ivr_shed_total",
             "New IVR callers handed back to the dialplan past capacity (CTC_IVR_STATUS="
             "OVERLOADED), by door and reason (lagging: the event loop ran later than "
-            "ivr.shed_lag_ms; max_calls: ivr.max_calls calls in progress)",
+            "ivr.shed_lag_ms; slow_answers: the calls in progress reached the limit set "
+            "while Asterisk answered slower than ivr.shed_answer_ms; max_calls: "
+            "ivr.max_calls calls in progress)",
             ["door", "reason"],
             registry=registry,
         )
+        self.ivr_call_limit = Gauge(
+            "ctc_ivr_call_limit",
+            "The most IVR calls in progress the engine takes, set when Asterisk answered "
+            "slower than ivr.shed_answer_ms (+Inf until then)",
+            registry=registry,
+        )
+        self.ivr_call_limit.set(math.inf)
         _initialise(
             self.ivr_shed, ((door, why) for door in IVR_DOORS for why in get_args(IvrShedReason))
         )

@@ -356,13 +356,17 @@ class IvrSettings(_Section):
     """``ivr:`` — when the IVR (both doors) takes no more callers.
 
     Past capacity a new caller is handed back to the dialplan at once with
-    ``CTC_IVR_STATUS=OVERLOADED`` (dialplan/extensions.conf plays a "try later" prompt),
+    ``CTC_IVR_STATUS=OVERLOADED`` (dialplan/extensions.conf refuses it unanswered: SIP 503),
     and callers already in a menu keep the engine: the event loop running later than
     ``shed_lag_ms`` for 300 ms on end (every call waits on it; engine/loop_watch.py
-    measures it every 100 ms) or ``max_calls`` IVR calls in progress (None: no cap).
+    measures it every 100 ms), Asterisk answering new callers slower than
+    ``shed_answer_ms`` (the median of the last 40; the calls in progress are then limited
+    to what it answers in time: engine/app/ivr_admission.py; None: not watched) or
+    ``max_calls`` IVR calls in progress (None: no cap).
     """
 
     shed_lag_ms: int = Field(default=250, ge=10)
+    shed_answer_ms: int | None = Field(default=500, ge=10)
     max_calls: int | None = Field(default=None, ge=1)
 
 

@@ -1,7 +1,7 @@
 """Callers as they are, on both IVR doors (Stasis and FastAGI): one who types ahead over the
 prompts, keys 200 ms apart across menu levels, loses no key; one who calls past capacity
-is handed back to the dialplan at once (it plays "all busy, try later") and the engine
-stores nothing for them, while the caller already in the menu is served.
+is handed back to the dialplan at once (it refuses the call unanswered: SIP 503) and the
+engine stores nothing for them, while the caller already in the menu is served.
 (bench/ivr.py drives the same callers at load.)"""
 
 from __future__ import annotations
@@ -53,7 +53,12 @@ async def one_call_engine(
 
 
 def _callers(
-    sipp_phone: Callable[..., SippPhone], workdir: Path, door: str, lines: list[str]
+    sipp_phone: Callable[..., SippPhone],
+    workdir: Path,
+    door: str,
+    lines: list[str],
+    *,
+    trace_messages: bool = False,
 ) -> SippPhone:
     """One SIPp placing a call a second per line of ``uac_dtmf.xml``'s injection file
     (``wait_ms;gap_ms;end;hold_ms;digits``: see engine/devtools/dtmf_caller.py)."""
@@ -64,7 +69,12 @@ def _callers(
         port=CALLER_PORT,
         calls=len(lines),
         extra_args=("-s", DOORS[door], "-inf", str(csv), "-r", "1", "127.0.0.1:5060"),
+        trace_messages=trace_messages,
     )
+
+
+def _branch(via: str) -> str:
+    return via.partition("branch=")[2].split(";")[0]
 
 
 async def _keys(engine: Engine, session_id: Any) -> list[tuple[str, str | None, str, str | None]]:
@@ -116,15 +126,43 @@ async def test_past_capacity_a_new_caller_is_handed_back_and_the_caller_in_the_m
 ) -> None:
     engine = one_call_engine
     # one SIPp, two calls a second apart: the first stays in the menu (no key) and hangs up
-    # after 3 s; the second arrives meanwhile and waits for Asterisk's BYE
+    # after 3 s; the second arrives meanwhile
     mark = await engine.store.db.fetchval("SELECT clock_timestamp()")
     watch = CallWatcher(engine)
-    phone = _callers(sipp_phone, tmp_path, door, ["100;400;bye;3000;", "100;400;wait;0;"])
+    phone = _callers(
+        sipp_phone,
+        tmp_path,
+        door,
+        ["100;400;bye;3000;", "100;400;wait;0;"],
+        trace_messages=True,
+    )
     with phone:
         created = await watch.until_event("session.created", within=20)
         watch.session_id = created.session_id
-        # the second caller gets the dialplan's "all busy" prompt, then Asterisk's BYE
         assert await phone.wait_async(40) == 0, phone.report()
+    # the second caller is refused unanswered: a 503 (a prompt for each refused caller
+    # would cost an overloaded Asterisk more than the menu), ACKed in its own transaction
+    # (Asterisk sent it once: no retransmission waiting for an ACK that did not match)
+    messages = phone.messages()
+    [refusal] = [m for m in messages if m.start.startswith("SIP/2.0 503 ")]
+    refused = refusal.headers["call-id"]
+    [invite] = [
+        m
+        for m in messages
+        if m.sent and m.start.startswith("INVITE ") and m.headers["call-id"] == refused
+    ]
+    [ack] = [
+        m
+        for m in messages
+        if m.sent and m.start.startswith("ACK ") and m.headers["call-id"] == refused
+    ]
+    assert _branch(ack.headers["via"]) == _branch(invite.headers["via"])
+    assert ack.headers["to"] == refusal.headers["to"]  # with the tag Asterisk gave
+    answers = [
+        m for m in messages if m.start == "SIP/2.0 200 OK" and m.headers["cseq"] == "1 INVITE"
+    ]
+    assert len(answers) == 1  # only the caller in the menu was answered
+    assert answers[0].headers["call-id"] != refused
     end = await watch.until("completed", "failed", "canceled", within=20)
     assert (end.status_to, (await watch.session()).end_reason) == ("completed", "caller hung up")
     shed = engine.metrics.registry.get_sample_value(

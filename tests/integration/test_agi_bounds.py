@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 import structlog
 
+from engine.app.ivr_admission import ANSWER_WINDOW, IvrAdmission
 from engine.asterisk.flows.ivr_agi import AgiIvr
 from engine.asterisk.links.agi_server import AgiServer
+from engine.config.settings import IvrSettings
 from engine.daemon import Engine
 from engine.domain.ivr import IvrAction, IvrMenu, IvrOption, MenuBook
 from engine.errors import NotFound
@@ -242,3 +244,51 @@ async def test_the_door_answers_without_waiting_for_media_and_counts_the_answer_
     peer.reply("200 result=0")
     await peer.command()  # the menu's next command: the answer was counted before it
     assert observed() - before >= held
+
+
+async def test_asterisk_answering_slowly_limits_the_callers_in_the_menu(
+    api_engine: Engine, serve: Any, peers: Any
+) -> None:
+    # an Asterisk that takes 20 ms to answer, twice ivr.shed_answer_ms here: once a window
+    # of callers was answered so, the calls in progress are limited to half of them, and a
+    # new caller is handed back to the dialplan before anything is stored
+    slug, tenant_id = await _tenant_with_menu(api_engine)
+    admission = IvrAdmission(
+        IvrSettings(shed_answer_ms=10), lag=lambda: 0.0, metrics=api_engine.metrics
+    )
+    door = AgiIvr(
+        api_engine.store,
+        api_engine.store.ivr.book,
+        api_engine.settings.calls,
+        erp=api_engine.agi_ivr.erp,
+        admission=admission,
+        metrics=api_engine.metrics,
+    )
+    server = await serve(door)
+    script = f"ivr/main?tenant={slug}"
+    callers = [
+        await peers(server.port, request_block(uniqueid=f"1700000000.{i}", script=script))
+        for i in range(ANSWER_WINDOW)
+    ]
+    for peer in callers:
+        assert await peer.command() == "EXEC Answer ,i"
+    await asyncio.sleep(0.02)  # Asterisk busy before it answers
+    for peer in callers:
+        peer.reply("200 result=0")
+    for peer in callers:
+        assert await peer.command() == "WAIT FOR DIGIT 5000"  # answered: in the menu
+    assert admission.call_limit is not None
+    assert admission.call_limit.limit == ANSWER_WINDOW // 2
+    shed_before = api_engine.metrics.registry.get_sample_value(
+        "ctc_ivr_shed_total", {"door": "agi", "reason": "slow_answers"}
+    )
+    late = await peers(server.port, request_block(uniqueid="1700000000.99", script=script))
+    assert await late.command() == "SET VARIABLE CTC_IVR_STATUS OVERLOADED"
+    late.reply("200 result=1")
+    assert await late.eof() == b""
+    shed_after = api_engine.metrics.registry.get_sample_value(
+        "ctc_ivr_shed_total", {"door": "agi", "reason": "slow_answers"}
+    )
+    assert (shed_before, shed_after) == (0, 1)
+    assert admission.in_progress == ANSWER_WINDOW  # the callers in the menu keep it
+    assert len(await _sessions(api_engine, tenant_id)) == ANSWER_WINDOW

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from engine.app.ivr_admission import ANSWER_WINDOW, IvrAdmission
 from engine.asterisk.flows.click_to_call import ChannelFact
 from engine.asterisk.flows.stasis import StasisApp
 from engine.asterisk.links.ari import AriClient
@@ -23,11 +24,13 @@ from engine.asterisk.naming import (
     recording_name,
     target_channel_id,
 )
-from engine.config.settings import CallSettings, QualitySettings
+from engine.config.settings import CallSettings, IvrSettings, QualitySettings
 from engine.devtools.databases import create_database, drop_database
 from engine.domain.call import CallStatus
 from engine.domain.click_to_call import Leg, RecordingFinished
 from engine.domain.event_types import CallEventType
+from engine.domain.ivr import HttpLookup, IvrAction, IvrMenu, IvrOption, LookupResult
+from engine.domain.netpolicy import OutboundPolicy
 from engine.events import EventBus
 from engine.store.database import Database
 from engine.store.migrations import default_migrations_dir, migrate
@@ -55,6 +58,7 @@ class FakeAri:
         self.refused_endpoints: set[str] = set()  # originating these answers 500, as Asterisk
         self.event_filters: list[Any] = []  # the body of every PUT …/eventFilter
         self.refuse_filters = False  # answer them 404, as an Asterisk without the app
+        self.answer_delay = 0.0  # seconds before a channel's answer is done, as a busy PBX
         self.sockets: list[web.WebSocketResponse] = []
         self.seen = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -94,6 +98,8 @@ class FakeAri:
             return web.json_response({"name": path.split("/")[2]})
         if request.method == "GET":
             return web.json_response({})
+        if request.method == "POST" and path.endswith("/answer"):
+            await asyncio.sleep(self.answer_delay)
         if request.method == "POST" and path.startswith("/channels/") and path.count("/") == 2:
             channel_id = path.rpartition("/")[2]  # originate
             endpoint = request.query.get("endpoint", "")
@@ -600,3 +606,49 @@ async def test_the_resync_leaves_a_call_this_process_is_dialling_though_postgres
         current = await store.sessions.get(tenant.id, session.id)
         assert current.status is CallStatus.DIALING_AGENT
         assert ("DELETE", f"/channels/{agent}") not in ari.requests
+
+
+class _NoErp:
+    async def ask(self, lookup: HttpLookup, policy: OutboundPolicy) -> LookupResult:
+        raise AssertionError("these menus make no lookup")
+
+
+async def test_asterisk_answering_ivr_callers_slowly_limits_the_callers_in_the_menu(
+    store: Store, ari: FakeAri
+) -> None:
+    # an Asterisk that takes 20 ms to answer, twice ivr.shed_answer_ms here: once a window
+    # of callers was answered so, the calls in progress are limited to half of them, and a
+    # new caller is handed back to the dialplan (OVERLOADED, continue) with nothing stored
+    tenant = await store.tenants.by_slug("default")
+    await store.ivr.save(
+        tenant.id, {"main": IvrMenu("main", options={"1": IvrOption(IvrAction.HANGUP)})}
+    )
+    admission = IvrAdmission(IvrSettings(shed_answer_ms=10), lag=lambda: 0.0)
+    ari.answer_delay = 0.02
+    callers = [f"PJSIP/caller-{i:04d}" for i in range(ANSWER_WINDOW)]
+    late = "PJSIP/caller-late"
+    async with AriClient(ari.url, "u", "p") as client:
+        app = StasisApp(
+            client, store, CallSettings(), menus=store.ivr.book, erp=_NoErp(), admission=admission
+        )
+        async with app:
+            async with asyncio.timeout(WITHIN):
+                await app.resync.completed.wait()
+            for channel in callers:
+                await ari.send(
+                    {"type": "StasisStart", "channel": {"id": channel}, "args": ["ivr", "main"]}
+                )
+            # answered, each caller waits in the menu for a key
+            limit = await eventually(
+                lambda: admission.call_limit.limit if admission.call_limit is not None else None,
+                within=WITHIN,
+                what="a limit set from the slow answers",
+            )
+            assert limit == ANSWER_WINDOW // 2
+            await ari.send(
+                {"type": "StasisStart", "channel": {"id": late}, "args": ["ivr", "main"]}
+            )
+            await ari.until(lambda: ("POST", f"/channels/{late}/continue") in ari.requests)
+            assert ("POST", f"/channels/{late}/variable") in ari.requests
+            assert ("POST", f"/channels/{late}/answer") not in ari.requests
+            assert admission.in_progress == ANSWER_WINDOW  # the callers in the menu keep it

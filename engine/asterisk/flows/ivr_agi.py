@@ -33,8 +33,9 @@ Only those two are refusals: anything else found missing on the way is a failure
 server logs it, Asterisk goes on with the dialplan), never counted as one of them. Past
 capacity (:mod:`engine.app.ivr_admission`) a new caller is handed back before anything is
 stored: ``SET VARIABLE CTC_IVR_STATUS OVERLOADED`` and the connection closes, so the
-dialplan after ``AGI()`` plays its "try later" prompt; a call that fails is handed back the
-same way with ``FAILED``. A
+dialplan after ``AGI()`` refuses the call (SIP 503); a call that fails is handed back the
+same way with ``FAILED`` (a "try later" prompt). Each answer's delay goes to the admission,
+which limits the calls in progress while Asterisk answers slowly. A
 call whose Asterisk stops answering (:class:`~engine.asterisk.links.agi_server.AgiTimeout`) ends
 ``failed`` with that reason, like any other failed command.
 """
@@ -236,7 +237,9 @@ class AgiIvrCall:
         book = self.record.menus()
         # a raw answer (AgiChannel.answer): the first prompt's command follows at once, so
         # a key pressed after the answer waits only on the engine's own turnaround
+        asked = time.monotonic()
         await self.channel.answer()
+        self.ivr.admission.answered(self.record.arrived, asked)
         await self.record.answered(self.menu)
         self.state = IvrState(variables={"caller": request.callerid or ""})
         event: Event | None = Entered(self.menu)

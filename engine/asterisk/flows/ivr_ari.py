@@ -17,8 +17,10 @@ hung up); every attempt is one ``call_transfer`` row with its outcome.
 
 Past capacity (:mod:`engine.app.ivr_admission`) a new caller is handed back before
 anything is stored: ``CTC_IVR_STATUS=OVERLOADED`` on the channel and ``continue``, so the
-dialplan after ``Stasis()`` plays its "try later" prompt; a call that fails is handed back
-the same way with ``FAILED`` (and its transfer targets hung up).
+dialplan after ``Stasis()`` refuses the call (SIP 503); a call that fails is handed back
+the same way with ``FAILED`` (a "try later" prompt; its transfer targets hung up). Each
+answer's delay goes to the admission, which limits the calls in progress while Asterisk
+answers slowly.
 """
 
 from __future__ import annotations
@@ -328,11 +330,13 @@ class AriIvrCall:
             dialed=self.dialed,
         )
         self.log = self.record.log
+        asked = time.monotonic()
         try:
             await ivr.ari.answer(self.channel_id)
         except _CALLER_GONE:  # hung up before the answer: the session ends canceled
             await self.record.end(CallStatus.COMPLETED, "caller hung up")
             return
+        ivr.admission.answered(self.record.arrived, asked)
         await self.record.answered(self.menu)
         if ivr.quality is not None:
             session = self.record.stored_session()
