@@ -24,12 +24,12 @@ request to Asterisk's reply, nothing of the engine's own work before it): slower
 ``ivr.shed_answer_ms``, the limit is cut towards what Asterisk answered in time; in time
 while the limit binds, it grows again, and once the load is well below it, it goes. A cut
 waits for the answers of callers taken after the previous cut (those before it cannot show
-its effect), so one slow spell is one cut, not a collapse to the floor; and a cut is not
-repeated when the last one did not speed the answers up. Far past capacity the refused
-callers alone keep Asterisk busy (each still costs it an INVITE, the door's hand-back and
-a 503): fewer callers in the menu would then only serve fewer (bench/ivr.py, FastAGI at
-300 calls/s on 2 cores: repeated cuts had left 34 callers a second served, where the bare
-AGI server served 139).
+its effect), so one slow spell is one cut, not a collapse to the floor. Far past capacity
+the refused callers alone keep Asterisk busy (each still costs it an INVITE, the door's
+hand-back and a 503), and the limit then falls far: no caller in a menu fails, but few
+are served (bench/ivr.py, 300 calls/s on 2 cores: 34 a second over FastAGI where the bare
+AGI server served 139 and failed 109). Holding the limit once cuts stopped making the
+answers faster served more (94-128 a second) but let 47-115 callers in the menus fail.
 
 A refused caller is not a failure of the engine and stores nothing: the door hands the
 channel back to the dialplan with ``CTC_IVR_STATUS=OVERLOADED`` (dialplan/extensions.conf
@@ -74,7 +74,6 @@ at a limit, every call that ends lets one caller in between refusals."""
 _GROWTH: Final = 0.1  # limit added per answer in time while the limit binds
 _DEEPEST_CUT: Final = 0.5  # a cut keeps at least this share of the calls in progress
 _SHALLOWEST_CUT: Final = 0.8  # and at most this share
-_HELPED: Final = 0.9  # a cut helped when the next median is below this share of the last
 
 
 class CallLimit:
@@ -85,8 +84,7 @@ class CallLimit:
     progress times ``slow / median`` (kept within half and four fifths of them, and not below
     :data:`LIMIT_FLOOR`). While answers come in time and the calls in progress reach the
     limit, each answer raises it by a tenth of a call; when they come in time with the calls
-    in progress at half the limit or fewer, the load has gone and so does the limit. While
-    answers stay slow, the limit is cut again only if the last cut made them faster. Times
+    in progress at half the limit or fewer, the load has gone and so does the limit. Times
     are ``time.monotonic()`` seconds, passed in so the decisions can be replayed.
     """
 
@@ -94,7 +92,6 @@ class CallLimit:
         self._slow = slow
         self._delays: collections.deque[float] = collections.deque(maxlen=ANSWER_WINDOW)
         self._cut_at = -math.inf
-        self._cut_delay: float | None = None  # the median that made the last cut, while slow
         self.limit: float | None = None
 
     def answered(self, admitted: float, delay: float, now: float, in_progress: int) -> float | None:
@@ -108,10 +105,7 @@ class CallLimit:
             return None
         typical = statistics.median(self._delays)
         if typical > self._slow:
-            if self._cut_delay is not None and typical >= self._cut_delay * _HELPED:
-                return None  # the last cut did not speed Asterisk up: another would not either
             return self._cut(typical, now, in_progress)
-        self._cut_delay = None
         if self.limit is not None:
             if in_progress + 1 >= self.limit:
                 self.limit = round(self.limit + _GROWTH, 1)
@@ -123,7 +117,7 @@ class CallLimit:
         share = min(_SHALLOWEST_CUT, max(_DEEPEST_CUT, self._slow / typical))
         ceiling = in_progress if self.limit is None else min(self.limit, in_progress)
         before, self.limit = self.limit, max(LIMIT_FLOOR, math.floor(ceiling * share))
-        self._cut_at, self._cut_delay = now, typical
+        self._cut_at = now
         self._delays.clear()  # the next judgement: answers of callers taken after
         return typical if before is None or self.limit < before else None
 

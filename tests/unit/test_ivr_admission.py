@@ -155,23 +155,6 @@ def test_answers_of_callers_taken_before_a_cut_do_not_cut_again() -> None:
     assert limit_of(admission) == 56  # 90 in progress * 0.5 / 0.8
 
 
-def test_a_cut_that_did_not_speed_asterisk_up_is_not_repeated() -> None:
-    # Asterisk busy with something else (the refused callers themselves, past twice its
-    # capacity): fewer callers in the menu would not answer faster, only serve fewer
-    clock = Clock()
-    admission = IvrAdmission(IvrSettings(shed_answer_ms=500), lag=Loop(), clock=clock)
-    answer_all(admission, clock, delay=1.0, calls=100)
-    assert limit_of(admission) == 50
-    for _ in range(60):
-        admission.release()
-    answer_more(admission, clock, delay=1.0, answers=ANSWER_WINDOW * 3)
-    assert limit_of(admission) == 50
-    answer_more(admission, clock, delay=0.01, answers=ANSWER_WINDOW)  # in time again
-    answer_more(admission, clock, delay=1.0, answers=ANSWER_WINDOW)  # slow again: a new cut
-    # as soon as the median passes the bound (just past it: the shallowest cut)
-    assert limit_of(admission) == 32  # 40 in progress * 0.8
-
-
 def test_the_limit_never_falls_below_the_floor_and_a_cut_to_it_again_is_not_logged() -> None:
     clock = Clock()
     admission = IvrAdmission(IvrSettings(shed_answer_ms=500), lag=Loop(), clock=clock)
