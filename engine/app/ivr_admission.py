@@ -26,10 +26,11 @@ while the limit binds, it grows again, and once the load is well below it, it go
 waits for the answers of callers taken after the previous cut (those before it cannot show
 its effect), so one slow spell is one cut, not a collapse to the floor. Far past capacity
 the refused callers alone keep Asterisk busy (each still costs it an INVITE, the door's
-hand-back and a 503), and the limit then falls far: no caller in a menu fails, but few
-are served (bench/ivr.py, 300 calls/s on 2 cores: 34 a second over FastAGI where the bare
-AGI server served 139 and failed 109). Holding the limit once cuts stopped making the
-answers faster served more (94-128 a second) but let 47-115 callers in the menus fail.
+hand-back and a 503), and the limit then falls far and serves few (bench/ivr.py, FastAGI
+at 300 calls/s on 2 cores: 34 a second, none failed, where the bare AGI server served 139
+and failed 109; another run failed 168 with the first cut late). Holding the limit once
+cuts stopped making the answers faster served more (94-128 a second) but let 47-115
+callers in the menus fail.
 
 A refused caller is not a failure of the engine and stores nothing: the door hands the
 channel back to the dialplan with ``CTC_IVR_STATUS=OVERLOADED`` (dialplan/extensions.conf
